@@ -1,0 +1,262 @@
+//! Dev-only test fixtures for the circles workspace.
+//!
+//! [`RedisServer`] starts a real `redis-server` on a free loopback port with its
+//! own temporary directory, waits until it answers `PING`, and kills it when
+//! dropped. Tests never mock Redis; they use this. When the binary is missing the
+//! fixture panics with an explanation instead of skipping the test, so a missing
+//! install can never pass as green.
+//!
+//! ```no_run
+//! let redis = testkit::RedisServer::start();
+//! let url = redis.url(); // "redis://127.0.0.1:<port>/"
+//! # drop(url);
+//! ```
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a fresh `redis-server` may take to answer `PING`.
+const STARTUP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A `redis-server` process owned by a test. Killed on drop.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    append_only: bool,
+}
+
+impl RedisServer {
+    /// Starts a server on a free port with persistence off.
+    ///
+    /// # Panics
+    /// When `redis-server` is not on `PATH` or does not come up; the panic
+    /// message carries the server log.
+    pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// Starts a server with the append-only file on (`appendfsync always`), so a
+    /// [`RedisServer::kill`] followed by [`RedisServer::restart`] keeps every
+    /// acknowledged write, like a production Redis with AOF.
+    pub fn start_persistent() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(append_only: bool) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("circles-redis-")
+            .tempdir()
+            .expect("create a temp dir for redis-server");
+        let mut server = RedisServer {
+            child: None,
+            port: 0,
+            dir,
+            append_only,
+        };
+        // Another process can take the port between our probe and redis' bind;
+        // retry on a new port a few times before giving up.
+        let mut last_log = String::new();
+        for _ in 0..5 {
+            server.port = free_port();
+            match server.spawn_and_wait() {
+                Ok(()) => return server,
+                Err(log) => last_log = log,
+            }
+        }
+        panic!("redis-server did not start after 5 attempts; last log:\n{last_log}");
+    }
+
+    fn spawn_and_wait(&mut self) -> Result<(), String> {
+        let log_path = self.log_path();
+        let mut cmd = Command::new("redis-server");
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(&log_path)
+            .arg("--save")
+            .arg("")
+            .arg("--daemonize")
+            .arg("no");
+        if self.append_only {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            cmd.args(["--appendonly", "no"]);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+                "redis-server is not on PATH: the tests need a real Redis \
+                 (Debian/Ubuntu: `apt-get install -y redis-server`, or run `make test`)"
+            ),
+            Err(e) => panic!("failed to spawn redis-server: {e}"),
+        };
+        self.child = Some(child);
+        let deadline = Instant::now() + STARTUP_DEADLINE;
+        loop {
+            if ping(self.port) {
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                return Err(format!("exited with {status}:\n{}", self.log()));
+            }
+            if Instant::now() > deadline {
+                self.kill();
+                return Err(format!("no PING reply within {STARTUP_DEADLINE:?}:\n{}", self.log()));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The port the server listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A `redis://` URL for this server.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The server's working directory (AOF and log live here).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("redis.log")
+    }
+
+    /// The server's log so far, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Kills the server with SIGKILL, as a crash would, and waits for it to go.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and directory after
+    /// [`RedisServer::kill`]. With [`RedisServer::start_persistent`] the data
+    /// written before the kill is back.
+    ///
+    /// # Panics
+    /// When the server does not come back (for example the port was taken).
+    pub fn restart(&mut self) {
+        self.kill();
+        if let Err(log) = self.spawn_and_wait() {
+            panic!("redis-server did not restart on port {}: {log}", self.port);
+        }
+    }
+
+    /// Whether the process is still alive.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            // It died under the test: show why, the test's own failure may
+            // otherwise only say "connection refused".
+            eprintln!(
+                "testkit: redis-server on port {} had exited ({status}); its log:\n{}",
+                self.port,
+                self.log()
+            );
+        }
+        self.kill();
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0 to find a free port")
+}
+
+fn ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 7];
+    stream.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+/// Tests use this instead of sleeping to synchronise.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_answers_ping_and_dies_on_drop() {
+        let port;
+        {
+            let redis = RedisServer::start();
+            port = redis.port();
+            assert!(ping(port), "fresh server must answer PING");
+        }
+        assert!(!ping(port), "server must be gone after drop");
+    }
+
+    #[test]
+    fn persistent_server_keeps_data_across_kill_and_restart() {
+        let mut redis = RedisServer::start_persistent();
+        let mut s = TcpStream::connect(("127.0.0.1", redis.port())).unwrap();
+        s.write_all(b"SET k v\r\n").unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"+OK\r\n");
+        redis.kill();
+        assert!(!redis.is_running());
+        redis.restart();
+        let mut s = TcpStream::connect(("127.0.0.1", redis.port())).unwrap();
+        s.write_all(b"GET k\r\n").unwrap();
+        let mut buf = [0u8; 7];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"$1\r\nv\r\n");
+    }
+}
