@@ -1,12 +1,61 @@
 //! A circle's WebSocket JSON-RPC server (DESIGN.md §4).
 //!
-//! API CONTRACT STUB — the server_ws owner replaces the bodies; cmd codes
-//! against these signatures.
+//! `GET /ws` upgrades to a WebSocket that speaks JSON-RPC 2.0 in text frames.
+//! Its one method, `play`, hands a script to the circle's worker through the
+//! task broker ([`client::Client::run`]); this crate never runs a script
+//! itself. In the crate graph it sits beside `worker`, on top of `client`, and
+//! below `cmd`, which starts one server per circle.
+//!
+//! Main items: [`run`] / [`run_with`] (serve a bound listener until a
+//! cancellation token fires, then drain), [`ServerConfig`] (limits, with
+//! defaults from [`ServerConfig::new`]), [`ServerTiming`] (heartbeat and
+//! drain), [`ServerStatus`] (live counters for the status table), and the
+//! JSON-RPC error codes in [`codes`].
+//!
+//! Each server runs on one actix worker thread (plus actix's accept thread)
+//! and installs no signal handlers, so hundreds can share a process.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use server_ws::{ServerConfig, ServerStatus};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! let client = client::Client::connect("redis://127.0.0.1:6379").await?;
+//! let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+//! let config = ServerConfig::new("Alpha", "alpha");
+//! let status = Arc::new(ServerStatus::default());
+//! let token = CancellationToken::new();
+//! let server = tokio::spawn(server_ws::run(config, listener, client, status, token.clone()));
+//! // … clients send {"jsonrpc":"2.0","id":1,"method":"play","params":{"script":"40 + 2"}}
+//! token.cancel();
+//! server.await??;
+//! # Ok(()) }
+//! ```
 
-use std::sync::Arc;
-use std::time::Duration;
+mod config;
+mod connection;
+mod fragments;
+mod origin;
+mod play;
+mod rpc;
+mod server;
+mod status;
 
-use tokio_util::sync::CancellationToken;
+pub use config::{
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_TASK_TIMEOUT, ServerConfig, ServerTiming,
+};
+pub use server::{run, run_with};
+pub use status::ServerStatus;
+
+/// The JSON-RPC error codes this server answers with (DESIGN.md §4).
+pub mod codes {
+    pub use crate::rpc::{
+        BROKER_UNAVAILABLE, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, LIMIT_EXCEEDED,
+        METHOD_NOT_FOUND, PARSE_ERROR, SCRIPT_FAILED, TIMED_OUT,
+    };
+}
 
 /// Errors that stop a server.
 #[derive(Debug, thiserror::Error)]
@@ -24,46 +73,3 @@ pub enum Error {
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Configuration of one circle's server.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// The circle's display name.
-    pub circle_name: String,
-    /// The circle's queue name.
-    pub queue: String,
-    /// How long a `play` waits for its result.
-    pub task_timeout: Duration,
-    /// Largest accepted message, in bytes.
-    pub max_message_bytes: usize,
-    /// Requests in flight per connection.
-    pub max_in_flight: usize,
-    /// Connections per circle.
-    pub max_connections: usize,
-    /// Extra allowed `Origin`s besides absent and loopback ones.
-    pub allowed_origins: Vec<String>,
-}
-
-/// Live counters for the status table. Shared with `Arc`.
-#[derive(Debug, Default)]
-pub struct ServerStatus {}
-
-impl ServerStatus {
-    /// Connected WebSocket clients.
-    pub fn connections(&self) -> usize {
-        unimplemented!()
-    }
-}
-
-/// Serves `listener` until `token` is cancelled; closes every socket with 1001
-/// and returns after draining.
-pub async fn run(
-    config: ServerConfig,
-    listener: std::net::TcpListener,
-    client: client::Client,
-    status: Arc<ServerStatus>,
-    token: CancellationToken,
-) -> Result<()> {
-    let _ = (config, listener, client, status, token);
-    unimplemented!()
-}

@@ -1,0 +1,88 @@
+//! Configuration of one circle's server: limits and timings, with defaults.
+
+use std::time::Duration;
+
+/// Default [`ServerConfig::task_timeout`]: 30 s, the client's default wait.
+pub const DEFAULT_TASK_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`ServerConfig::max_message_bytes`]: 1 MiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
+/// Default [`ServerConfig::max_in_flight`]: 32 `play` calls per connection.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 32;
+/// Default [`ServerConfig::max_connections`]: 64 sockets per circle.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+
+/// Configuration of one circle's server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The circle's display name.
+    pub circle_name: String,
+    /// The circle's queue name.
+    pub queue: String,
+    /// How long a `play` waits for its result.
+    pub task_timeout: Duration,
+    /// Largest accepted message, in bytes.
+    pub max_message_bytes: usize,
+    /// Requests in flight per connection.
+    pub max_in_flight: usize,
+    /// Connections per circle.
+    pub max_connections: usize,
+    /// Extra allowed `Origin`s besides absent and loopback ones.
+    pub allowed_origins: Vec<String>,
+}
+
+impl ServerConfig {
+    /// A configuration for `circle_name` on `queue` with every limit at its default.
+    pub fn new(circle_name: impl Into<String>, queue: impl Into<String>) -> ServerConfig {
+        ServerConfig {
+            circle_name: circle_name.into(),
+            queue: queue.into(),
+            task_timeout: DEFAULT_TASK_TIMEOUT,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// Heartbeat and shutdown timings. [`crate::run`] uses [`ServerTiming::default`];
+/// [`crate::run_with`] takes others (tests shorten them).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerTiming {
+    /// How often the server pings each client. Default 10 s.
+    pub heartbeat_interval: Duration,
+    /// A client that sends nothing (not even a pong) for this long is dropped. Default 30 s.
+    pub client_timeout: Duration,
+    /// On shutdown, how long a connection waits for its in-flight requests to be
+    /// answered before it closes with 1001. Default 5 s.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerTiming {
+    fn default() -> Self {
+        ServerTiming {
+            heartbeat_interval: Duration::from_secs(10),
+            client_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ServerTiming {
+    /// Timings with the given heartbeat interval and client timeout; the drain
+    /// timeout stays at its default.
+    pub fn heartbeat(interval: Duration, client_timeout: Duration) -> ServerTiming {
+        ServerTiming {
+            heartbeat_interval: interval,
+            client_timeout,
+            ..ServerTiming::default()
+        }
+    }
+
+    /// These timings with `drain_timeout` replaced.
+    pub fn with_drain_timeout(mut self, drain_timeout: Duration) -> ServerTiming {
+        self.drain_timeout = drain_timeout;
+        self
+    }
+}

@@ -1,0 +1,126 @@
+//! The `Origin` check on upgrade: a browser page on another origin must not be
+//! able to drive a local circle.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// Whether an upgrade carrying `origin` (the raw header, `None` when absent) is
+/// allowed. Absent origins (non-browser clients) and loopback web origins
+/// (`http(s)://localhost`, `127.0.0.0/8`, `[::1]`, any port) are allowed, as is
+/// any origin equal (ASCII case-insensitively) to one in `allowed`. Everything
+/// else is refused, including the opaque origin `null` that sandboxed frames and
+/// `file:` pages send.
+pub(crate) fn is_allowed(origin: Option<&str>, allowed: &[String]) -> bool {
+    let Some(origin) = origin else {
+        return true;
+    };
+    let origin = origin.trim();
+    if allowed
+        .iter()
+        .any(|a| a.trim().trim_end_matches('/').eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    is_loopback_origin(origin)
+}
+
+fn is_loopback_origin(origin: &str) -> bool {
+    let lower = origin.to_ascii_lowercase();
+    let Some(authority) = lower
+        .strip_prefix("http://")
+        .or_else(|| lower.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    // A serialized origin has no path, query or user info.
+    if authority.contains(['/', '?', '#', '@']) {
+        return false;
+    }
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let Some((host, after)) = rest.split_once(']') else {
+            return false;
+        };
+        let port = match after {
+            "" => None,
+            p => match p.strip_prefix(':') {
+                Some(p) => Some(p),
+                None => return false,
+            },
+        };
+        match host.parse::<Ipv6Addr>() {
+            Ok(ip) if ip.is_loopback() => {}
+            _ => return false,
+        }
+        (host, port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if let Some(port) = port
+        && (port.is_empty()
+            || !port.bytes().all(|b| b.is_ascii_digit())
+            || port.parse::<u16>().is_err())
+    {
+        return false;
+    }
+    if authority.starts_with('[') {
+        return true;
+    }
+    host == "localhost" || host.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_allowed;
+
+    #[test]
+    fn absent_origin_is_allowed() {
+        assert!(is_allowed(None, &[]));
+    }
+
+    #[test]
+    fn loopback_origins_on_any_port_are_allowed() {
+        for o in [
+            "http://localhost",
+            "http://localhost:3000",
+            "https://LOCALHOST:8443",
+            "http://127.0.0.1",
+            "http://127.0.0.1:5173",
+            "http://127.12.0.9:80",
+            "http://[::1]",
+            "http://[::1]:8080",
+        ] {
+            assert!(is_allowed(Some(o), &[]), "{o} should be allowed");
+        }
+    }
+
+    #[test]
+    fn foreign_and_malformed_origins_are_refused() {
+        for o in [
+            "http://evil.example",
+            "https://localhost.evil.example",
+            "http://127.0.0.1.evil.example",
+            "http://128.0.0.1",
+            "http://[::2]:80",
+            "http://localhost:notaport",
+            "http://localhost:99999",
+            "http://localhost@evil.example",
+            "null",
+            "file://",
+            "ws://localhost",
+            "",
+        ] {
+            assert!(!is_allowed(Some(o), &[]), "{o} should be refused");
+        }
+    }
+
+    #[test]
+    fn configured_origins_are_allowed_exactly() {
+        let allowed = vec!["https://app.example.com".to_string()];
+        assert!(is_allowed(Some("https://app.example.com"), &allowed));
+        assert!(is_allowed(Some("https://APP.example.com"), &allowed));
+        assert!(!is_allowed(Some("https://app.example.com:444"), &allowed));
+        assert!(!is_allowed(Some("http://app.example.com"), &allowed));
+    }
+}

@@ -1,0 +1,176 @@
+//! The `play` method: hand the script to the worker through the client and
+//! turn how it ended into a JSON-RPC reply.
+
+use client::{Outcome, SubmitOptions};
+use serde_json::{Value, json};
+
+use crate::rpc;
+
+/// Runs `script` on `queue` and returns the reply for `id`.
+pub(crate) async fn play(
+    client: &client::Client,
+    circle: &str,
+    queue: &str,
+    options: &SubmitOptions,
+    id: &Value,
+    script: &str,
+) -> Value {
+    log::debug!("circle {circle}: play ({} bytes)", script.len());
+    let ended = client.run(queue, script, options).await;
+    reply(circle, id, ended)
+}
+
+/// Maps how a task ended to a reply. A script failure is -32000 (or -32001 when
+/// its kind is `timeout`); broker errors are -32002 / -32001; anything else is a
+/// generic -32603 with the detail only in the log.
+pub(crate) fn reply(circle: &str, id: &Value, ended: client::Result<Outcome>) -> Value {
+    match ended {
+        Ok(Outcome::Completed(out)) => rpc::success(
+            id,
+            json!({
+                "output": out.output,
+                "printed": out.printed,
+                "task_id": out.task_id,
+                "run_time_ms": out.run_time.map(|d| d.as_secs_f64() * 1000.0),
+            }),
+        ),
+        Ok(Outcome::Failed(f)) => {
+            let code = if f.kind == "timeout" {
+                rpc::TIMED_OUT
+            } else {
+                rpc::SCRIPT_FAILED
+            };
+            rpc::error(
+                id,
+                code,
+                &f.message,
+                Some(json!({
+                    "kind": f.kind,
+                    "line": f.line,
+                    "column": f.column,
+                    "task_id": f.task_id,
+                })),
+            )
+        }
+        Err(client::Error::Timeout { task_id, timeout }) => rpc::error(
+            id,
+            rpc::TIMED_OUT,
+            &format!("the task did not finish within {} ms", timeout.as_millis()),
+            Some(json!({ "kind": "timeout", "task_id": task_id })),
+        ),
+        Err(client::Error::Unavailable { url, reason }) => {
+            log::warn!("circle {circle}: broker at {url} unavailable: {reason}");
+            rpc::error(
+                id,
+                rpc::BROKER_UNAVAILABLE,
+                "the task broker (redis) is unavailable; try again later",
+                None,
+            )
+        }
+        Err(other) => {
+            log::error!("circle {circle}: play failed inside the server: {other}");
+            internal(id)
+        }
+    }
+}
+
+/// The generic internal-error reply.
+pub(crate) fn internal(id: &Value) -> Value {
+    rpc::error(id, rpc::INTERNAL_ERROR, "internal error", None)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use client::{TaskFailure, TaskOutput};
+
+    use super::*;
+
+    #[test]
+    fn completed_task_gives_output_printed_and_task_id() {
+        let v = reply(
+            "c",
+            &json!(1),
+            Ok(Outcome::Completed(TaskOutput {
+                task_id: "t1".into(),
+                output: "42".into(),
+                printed: "hi\n".into(),
+                run_time: Some(Duration::from_millis(3)),
+            })),
+        );
+        assert_eq!(v["id"], 1);
+        assert_eq!(v["result"]["output"], "42");
+        assert_eq!(v["result"]["printed"], "hi\n");
+        assert_eq!(v["result"]["task_id"], "t1");
+        assert_eq!(v["result"]["run_time_ms"], 3.0);
+    }
+
+    #[test]
+    fn failed_script_gives_32000_with_kind_line_and_column() {
+        let v = reply(
+            "c",
+            &json!("x"),
+            Ok(Outcome::Failed(TaskFailure {
+                task_id: "t2".into(),
+                kind: "syntax".into(),
+                message: "unexpected end".into(),
+                line: Some(1),
+                column: Some(4),
+            })),
+        );
+        assert_eq!(v["error"]["code"], rpc::SCRIPT_FAILED);
+        assert_eq!(v["error"]["message"], "unexpected end");
+        assert_eq!(
+            v["error"]["data"],
+            json!({"kind":"syntax","line":1,"column":4,"task_id":"t2"})
+        );
+    }
+
+    #[test]
+    fn timeouts_give_32001() {
+        let v = reply(
+            "c",
+            &json!(1),
+            Err(client::Error::Timeout {
+                task_id: "t3".into(),
+                timeout: Duration::from_secs(2),
+            }),
+        );
+        assert_eq!(v["error"]["code"], rpc::TIMED_OUT);
+        assert_eq!(v["error"]["data"]["task_id"], "t3");
+        let v = reply(
+            "c",
+            &json!(1),
+            Ok(Outcome::Failed(TaskFailure {
+                task_id: "t4".into(),
+                kind: "timeout".into(),
+                message: "script ran out of time".into(),
+                line: None,
+                column: None,
+            })),
+        );
+        assert_eq!(v["error"]["code"], rpc::TIMED_OUT);
+    }
+
+    #[test]
+    fn broker_faults_leak_no_internals() {
+        let v = reply(
+            "c",
+            &json!(1),
+            Err(client::Error::Unavailable {
+                url: "redis://127.0.0.1:1/".into(),
+                reason: "connection refused".into(),
+            }),
+        );
+        assert_eq!(v["error"]["code"], rpc::BROKER_UNAVAILABLE);
+        assert!(!v.to_string().contains("127.0.0.1"));
+        let v = reply(
+            "c",
+            &json!(1),
+            Err(client::Error::Protocol("bad hash field".into())),
+        );
+        assert_eq!(v["error"]["code"], rpc::INTERNAL_ERROR);
+        assert!(!v.to_string().contains("hash"));
+    }
+}

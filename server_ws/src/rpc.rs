@@ -1,0 +1,322 @@
+//! JSON-RPC 2.0 framing (DESIGN.md §4): parsing a text message into calls,
+//! and building replies. No I/O here.
+
+use serde_json::{Map, Value, json};
+
+/// Invalid JSON.
+pub const PARSE_ERROR: i64 = -32700;
+/// Not a valid request object (wrong `jsonrpc`, bad `id`, `method` not a string, empty batch…).
+pub const INVALID_REQUEST: i64 = -32600;
+/// No such method.
+pub const METHOD_NOT_FOUND: i64 = -32601;
+/// `params` do not fit the method.
+pub const INVALID_PARAMS: i64 = -32602;
+/// Genuine internal fault; nothing internal is leaked.
+pub const INTERNAL_ERROR: i64 = -32603;
+/// The script failed.
+pub const SCRIPT_FAILED: i64 = -32000;
+/// The task timed out.
+pub const TIMED_OUT: i64 = -32001;
+/// The broker (Redis) is unavailable.
+pub const BROKER_UNAVAILABLE: i64 = -32002;
+/// A limit was exceeded.
+pub const LIMIT_EXCEEDED: i64 = -32003;
+
+/// One element of an incoming message, after validation.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Item {
+    /// Answer this right away (an invalid request or params).
+    Reply(Value),
+    /// Run `script`; `id` is `None` for a notification (executed, unanswered).
+    Play { id: Option<Value>, script: String },
+    /// A notification that cannot be run: nothing to do and nothing to say.
+    Silent,
+}
+
+/// An incoming text message.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Incoming {
+    /// A single request (or a reply to a message that was not one).
+    Single(Item),
+    /// A non-empty batch; answered with an array of the non-silent replies.
+    Batch(Vec<Item>),
+}
+
+/// Parses one text message.
+pub(crate) fn parse(text: &str) -> Incoming {
+    let value: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            return Incoming::Single(Item::Reply(error(
+                &Value::Null,
+                PARSE_ERROR,
+                &format!("parse error: {e}"),
+                None,
+            )));
+        }
+    };
+    match value {
+        Value::Array(elements) if elements.is_empty() => Incoming::Single(Item::Reply(error(
+            &Value::Null,
+            INVALID_REQUEST,
+            "invalid request: empty batch",
+            None,
+        ))),
+        Value::Array(elements) => Incoming::Batch(elements.into_iter().map(item).collect()),
+        other => Incoming::Single(item(other)),
+    }
+}
+
+fn invalid(id: &Value, why: &str) -> Item {
+    Item::Reply(error(
+        id,
+        INVALID_REQUEST,
+        &format!("invalid request: {why}"),
+        None,
+    ))
+}
+
+/// Validates one request object.
+fn item(value: Value) -> Item {
+    let Value::Object(mut obj) = value else {
+        return invalid(&Value::Null, "expected a JSON object");
+    };
+    // `id` absent: a notification. Present: string, number or null (echoed as is).
+    let id = match obj.remove("id") {
+        None => None,
+        Some(id @ (Value::String(_) | Value::Number(_) | Value::Null)) => Some(id),
+        Some(_) => return invalid(&Value::Null, "\"id\" must be a string, a number or null"),
+    };
+    let reply_id = id.clone().unwrap_or(Value::Null);
+    match obj.remove("jsonrpc") {
+        Some(Value::String(v)) if v == "2.0" => {}
+        _ => return invalid(&reply_id, "\"jsonrpc\" must be \"2.0\""),
+    }
+    let method = match obj.remove("method") {
+        Some(Value::String(m)) => m,
+        _ => return invalid(&reply_id, "\"method\" must be a string"),
+    };
+    let params = match obj.remove("params") {
+        None => None,
+        Some(p @ (Value::Object(_) | Value::Array(_))) => Some(p),
+        Some(_) => return invalid(&reply_id, "\"params\" must be an object or an array"),
+    };
+    if let Some(extra) = obj.keys().next() {
+        return invalid(&reply_id, &format!("unknown member {extra:?}"));
+    }
+    // From here on the request is well formed, so a notification is never answered.
+    let reply = |code, message: String| match &id {
+        Some(id) => Item::Reply(error(id, code, &message, None)),
+        None => Item::Silent,
+    };
+    if method != "play" {
+        return reply(
+            METHOD_NOT_FOUND,
+            format!("method not found: {method:?} (the only method is \"play\")"),
+        );
+    }
+    match play_script(params) {
+        Ok(script) => Item::Play { id, script },
+        Err(why) => reply(INVALID_PARAMS, format!("invalid params: {why}")),
+    }
+}
+
+/// `play` takes `{"script": string}` or `[string]`.
+fn play_script(params: Option<Value>) -> Result<String, String> {
+    match params {
+        None => Err("missing \"script\"".into()),
+        Some(Value::Object(mut map)) => {
+            let script = match map.remove("script") {
+                Some(Value::String(s)) => s,
+                Some(_) => return Err("\"script\" must be a string".into()),
+                None => return Err("missing \"script\"".into()),
+            };
+            match map.keys().next() {
+                Some(extra) => Err(format!("unknown parameter {extra:?}")),
+                None => Ok(script),
+            }
+        }
+        Some(Value::Array(mut list)) => match (list.len(), list.pop()) {
+            (1, Some(Value::String(s))) => Ok(s),
+            (1, Some(_)) => Err("\"script\" must be a string".into()),
+            _ => Err("expected exactly one positional parameter, the script".into()),
+        },
+        Some(_) => Err("\"params\" must be an object or an array".into()),
+    }
+}
+
+/// A success reply.
+pub(crate) fn success(id: &Value, result: Value) -> Value {
+    json!({ "jsonrpc": "2.0", "id": id, "result": result })
+}
+
+/// An error reply; `data` is omitted when `None`.
+pub(crate) fn error(id: &Value, code: i64, message: &str, data: Option<Value>) -> Value {
+    let mut err = Map::new();
+    err.insert("code".into(), code.into());
+    err.insert("message".into(), message.into());
+    if let Some(data) = data {
+        err.insert("data".into(), data);
+    }
+    json!({ "jsonrpc": "2.0", "id": id, "error": err })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code_of(item: &Item) -> i64 {
+        match item {
+            Item::Reply(v) => v["error"]["code"].as_i64().expect("an error code"),
+            other => panic!("expected an error reply, got {other:?}"),
+        }
+    }
+
+    fn single(text: &str) -> Item {
+        match parse(text) {
+            Incoming::Single(item) => item,
+            other => panic!("expected a single item, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn play_with_named_or_positional_script_is_a_call() {
+        let named = single(r#"{"jsonrpc":"2.0","id":1,"method":"play","params":{"script":"1"}}"#);
+        assert_eq!(
+            named,
+            Item::Play {
+                id: Some(json!(1)),
+                script: "1".into()
+            }
+        );
+        let positional = single(r#"{"jsonrpc":"2.0","id":"a","method":"play","params":["2"]}"#);
+        assert_eq!(
+            positional,
+            Item::Play {
+                id: Some(json!("a")),
+                script: "2".into()
+            }
+        );
+    }
+
+    #[test]
+    fn request_without_id_is_a_notification() {
+        let n = single(r#"{"jsonrpc":"2.0","method":"play","params":{"script":"1"}}"#);
+        assert_eq!(
+            n,
+            Item::Play {
+                id: None,
+                script: "1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn null_id_is_a_request_answered_with_null() {
+        let n = single(r#"{"jsonrpc":"2.0","id":null,"method":"nope"}"#);
+        let Item::Reply(v) = n else {
+            panic!("expected a reply")
+        };
+        assert_eq!(v["id"], Value::Null);
+        assert_eq!(v["error"]["code"], METHOD_NOT_FOUND);
+    }
+
+    #[test]
+    fn malformed_json_is_a_parse_error_with_null_id() {
+        let item = single("{\"jsonrpc\":");
+        assert_eq!(code_of(&item), PARSE_ERROR);
+        let Item::Reply(v) = item else { unreachable!() };
+        assert_eq!(v["id"], Value::Null);
+    }
+
+    #[test]
+    fn structural_faults_are_invalid_requests() {
+        for text in [
+            r#"{"jsonrpc":"1.0","id":1,"method":"play","params":{"script":"1"}}"#,
+            r#"{"id":1,"method":"play","params":{"script":"1"}}"#,
+            r#"{"jsonrpc":"2.0","id":{"x":1},"method":"play","params":{"script":"1"}}"#,
+            r#"{"jsonrpc":"2.0","id":[1],"method":"play"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":5}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"play","params":"1"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"play","params":{"script":"1"},"extra":true}"#,
+            r#"42"#,
+            r#""play""#,
+        ] {
+            assert_eq!(code_of(&single(text)), INVALID_REQUEST, "{text}");
+        }
+    }
+
+    #[test]
+    fn invalid_request_without_id_is_still_answered() {
+        // Not a well-formed notification, so the spec says answer with id null.
+        assert_eq!(
+            code_of(&single(r#"{"jsonrpc":"1.0","method":"play"}"#)),
+            INVALID_REQUEST
+        );
+    }
+
+    #[test]
+    fn unknown_method_and_bad_params_are_reported_for_requests_only() {
+        assert_eq!(
+            code_of(&single(r#"{"jsonrpc":"2.0","id":1,"method":"run"}"#)),
+            METHOD_NOT_FOUND
+        );
+        assert_eq!(single(r#"{"jsonrpc":"2.0","method":"run"}"#), Item::Silent);
+        for params in [
+            "",
+            r#","params":{}"#,
+            r#","params":{"script":1}"#,
+            r#","params":{"script":"1","timeout":5}"#,
+            r#","params":[]"#,
+            r#","params":[1]"#,
+            r#","params":["1","2"]"#,
+        ] {
+            let text = format!(r#"{{"jsonrpc":"2.0","id":7,"method":"play"{params}}}"#);
+            assert_eq!(code_of(&single(&text)), INVALID_PARAMS, "{text}");
+            let text = format!(r#"{{"jsonrpc":"2.0","method":"play"{params}}}"#);
+            assert_eq!(single(&text), Item::Silent, "{text}");
+        }
+    }
+
+    #[test]
+    fn empty_batch_is_one_invalid_request() {
+        assert_eq!(code_of(&single("[]")), INVALID_REQUEST);
+    }
+
+    #[test]
+    fn batch_elements_are_validated_one_by_one() {
+        let Incoming::Batch(items) = parse(
+            r#"[1,{"jsonrpc":"2.0","method":"play","params":["x"]},{"jsonrpc":"2.0","id":2,"method":"no"}]"#,
+        ) else {
+            panic!("expected a batch")
+        };
+        assert_eq!(items.len(), 3);
+        assert_eq!(code_of(&items[0]), INVALID_REQUEST);
+        assert_eq!(
+            items[1],
+            Item::Play {
+                id: None,
+                script: "x".into()
+            }
+        );
+        assert_eq!(code_of(&items[2]), METHOD_NOT_FOUND);
+    }
+
+    #[test]
+    fn error_reply_has_the_json_rpc_shape() {
+        let v = error(
+            &json!(3),
+            LIMIT_EXCEEDED,
+            "too big",
+            Some(json!({"limit": "x"})),
+        );
+        assert_eq!(
+            v,
+            json!({"jsonrpc":"2.0","id":3,"error":{"code":-32003,"message":"too big","data":{"limit":"x"}}})
+        );
+        assert_eq!(
+            success(&json!("a"), json!(1)),
+            json!({"jsonrpc":"2.0","id":"a","result":1})
+        );
+    }
+}

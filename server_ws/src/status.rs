@@ -1,0 +1,93 @@
+//! Live counters of one server, read by the status table.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// Live counters for the status table. Shared with `Arc`.
+#[derive(Debug, Default)]
+pub struct ServerStatus {
+    connections: AtomicUsize,
+    in_flight: AtomicUsize,
+    requests: AtomicU64,
+    refused_upgrades: AtomicU64,
+}
+
+impl ServerStatus {
+    /// Connected WebSocket clients.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// `play` calls submitted and not yet answered, over all connections.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// `play` calls accepted since the server started (notifications included).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Upgrades refused (foreign origin or too many connections).
+    pub fn refused_upgrades(&self) -> u64 {
+        self.refused_upgrades.load(Ordering::Relaxed)
+    }
+
+    /// Takes a connection slot unless `max` are taken; the slot is freed when
+    /// the guard drops.
+    pub(crate) fn try_connect(self: &Arc<Self>, max: usize) -> Option<ConnectionGuard> {
+        self.connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ConnectionGuard(Arc::clone(self)))
+    }
+
+    pub(crate) fn refused(&self) {
+        self.refused_upgrades.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn call_started(self: &Arc<Self>) -> CallGuard {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        CallGuard(Arc::clone(self))
+    }
+}
+
+/// Holds one of the circle's connection slots.
+#[derive(Debug)]
+pub(crate) struct ConnectionGuard(Arc<ServerStatus>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Counts one `play` call as in flight while alive.
+#[derive(Debug)]
+pub(crate) struct CallGuard(Arc<ServerStatus>);
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_slots_are_bounded_and_freed_on_drop() {
+        let status = Arc::new(ServerStatus::default());
+        let a = status.try_connect(2).expect("first slot");
+        let _b = status.try_connect(2).expect("second slot");
+        assert!(status.try_connect(2).is_none());
+        assert_eq!(status.connections(), 2);
+        drop(a);
+        assert_eq!(status.connections(), 1);
+        assert!(status.try_connect(2).is_some());
+    }
+}
