@@ -1,12 +1,16 @@
 //! OurDB: a crash-safe embedded key-value store with versioned records.
 //!
-//! API CONTRACT STUB — the ourdb owner replaces the bodies; other crates code
-//! against these signatures. Changing a signature needs the lead's agreement.
+//! The leaf of the circles workspace: every circle keeps its data in its own
+//! OurDB (`engine` builds transactional Rhai scripts on [`OurDb`] and
+//! [`Batch`]). Synchronous, no async runtime, no unsafe code.
 //!
-//! Semantics fixed here:
-//! - Ids are `u32`. Incremental mode hands out ids from 1 upwards, never reused,
-//!   surviving reopen and crash. Key-value mode takes the caller's ids
-//!   (`set`); `insert` is a `WrongMode` error there.
+//! Main types: [`OurDb`] (an open database directory), [`Config`] ([`Mode`],
+//! [`Durability`], size limits), [`Batch`] (atomic group of writes), [`Error`].
+//!
+//! Semantics:
+//! - Ids are `u32`. Incremental mode hands out ids from 1 upwards (up to
+//!   `u32::MAX - 1`), never reused, surviving reopen and crash. Key-value mode
+//!   takes the caller's ids (`set`); `insert` is a `WrongMode` error there.
 //! - `update` of a missing or deleted id is `Error::NotFound`. `get`/`exists` of
 //!   a missing or deleted id are `Ok(None)`/`Ok(false)`; `delete` returns whether
 //!   the id was live. `history` of a missing or deleted id is an empty list.
@@ -15,74 +19,37 @@
 //!   and becomes visible and durable all together or not at all.
 //! - `OurDb` is `Send + Sync`; all methods take `&self`; readers on other
 //!   threads proceed while one writer commits.
+//!
+//! Storage: append-only data files of checksummed frames, one frame per
+//! commit; an in-memory index from id to the live version's location,
+//! rebuilt by scanning the files on open. See `ARCHITECTURE.md` for the format.
+//!
+//! ```
+//! use ourdb::{Config, OurDb};
+//! # let dir = tempfile::tempdir().unwrap();
+//! let db = OurDb::open(dir.path(), Config::default())?;
+//! let id = db.insert(b"v1")?;
+//! db.update(id, b"v2")?;
+//! assert_eq!(db.get(id)?, Some(b"v2".to_vec()));
+//! assert_eq!(db.history(id, 10)?, vec![b"v2".to_vec(), b"v1".to_vec()]);
+//! db.close()?;
+//! let db = OurDb::open(dir.path(), Config::default())?;
+//! assert_eq!(db.next_id(), 2);
+//! # Ok::<(), ourdb::Error>(())
+//! ```
 
-use std::path::Path;
+mod batch;
+mod commit;
+mod db;
+mod error;
+mod files;
+mod format;
+mod index;
+mod recovery;
 
-/// Errors from OurDB. Messages are lowercase and name the thing that failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The id is not live (never written, or deleted).
-    #[error("record {id} not found")]
-    NotFound {
-        /// The id asked for.
-        id: u32,
-    },
-    /// Another process (or another handle) holds the directory's lock.
-    #[error("database directory {dir} is locked by another process")]
-    Locked {
-        /// The directory.
-        dir: std::path::PathBuf,
-    },
-    /// The value exceeds `Config::max_value_size`.
-    #[error("value of {size} bytes exceeds the limit of {max} bytes")]
-    ValueTooLarge {
-        /// Size of the value.
-        size: usize,
-        /// Configured limit.
-        max: usize,
-    },
-    /// All `u32` ids have been handed out.
-    #[error("id space exhausted")]
-    IdSpaceExhausted,
-    /// The operation does not exist in this mode (e.g. `insert` in key-value mode).
-    #[error("{op} is not available in {mode} mode")]
-    WrongMode {
-        /// The operation.
-        op: &'static str,
-        /// The database's mode.
-        mode: &'static str,
-    },
-    /// A batch's `expect_next_id` precondition did not hold.
-    #[error("batch expected next id {expected} but the database is at {actual}")]
-    Conflict {
-        /// Expected next id.
-        expected: u32,
-        /// Actual next id.
-        actual: u32,
-    },
-    /// Real corruption found in the middle of a file.
-    #[error("corrupt data in {file} at offset {offset}: {reason}")]
-    Corrupt {
-        /// The file.
-        file: std::path::PathBuf,
-        /// Byte offset.
-        offset: u64,
-        /// What was wrong.
-        reason: String,
-    },
-    /// An I/O error, with what was being done.
-    #[error("{context}: {source}")]
-    Io {
-        /// What was being done, naming the file.
-        context: String,
-        /// The cause.
-        source: std::io::Error,
-    },
-}
-
-/// `Result` with [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub use batch::Batch;
+pub use db::{MAX_VALUE_SIZE_LIMIT, OurDb};
+pub use error::{Error, Result};
 
 /// How ids are assigned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -94,27 +61,38 @@ pub enum Mode {
     KeyValue,
 }
 
+pub(crate) fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Incremental => "incremental",
+        Mode::KeyValue => "key-value",
+    }
+}
+
 /// What a returned commit survives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
-    /// Every commit is fsynced before it returns: survives a power cut.
+    /// Every commit is fsynced (`fdatasync`) before it returns: survives a power cut.
     #[default]
     Sync,
-    /// Every commit is written to the OS before it returns: survives a process
-    /// crash (kill -9), not a power cut.
+    /// Every commit is written to the OS (`write`) before it returns: survives
+    /// a process crash (kill -9), not a power cut.
     Flush,
 }
 
 /// Open-time configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Id assignment.
+    /// Id assignment. Recorded in the data files; reopening in the other mode
+    /// is [`Error::ModeMismatch`]. Default: incremental.
     pub mode: Mode,
-    /// Commit durability.
+    /// Commit durability. Default: [`Durability::Sync`].
     pub durability: Durability,
-    /// Largest value accepted, in bytes.
+    /// Largest value accepted, in bytes. Default 1 MiB; at most
+    /// [`MAX_VALUE_SIZE_LIMIT`].
     pub max_value_size: usize,
-    /// A data file rolls over to a new one past this size, in bytes.
+    /// A data file rolls over to a new one when a commit would take it past
+    /// this size, in bytes (a single larger commit still goes into one file).
+    /// Default 512 MiB.
     pub max_file_size: u64,
 }
 
@@ -126,117 +104,5 @@ impl Default for Config {
             max_value_size: 1 << 20,
             max_file_size: 512 << 20,
         }
-    }
-}
-
-/// An atomic group of writes. See [`OurDb::commit`].
-#[derive(Debug, Default, Clone)]
-pub struct Batch {}
-
-impl Batch {
-    /// An empty batch.
-    pub fn new() -> Self {
-        Batch::default()
-    }
-    /// Fail the commit with [`Error::Conflict`] unless the store's next id is `id`.
-    pub fn expect_next_id(&mut self, id: u32) -> &mut Self {
-        let _ = id;
-        unimplemented!()
-    }
-    /// Insert a new record (incremental mode); gets the next id at commit.
-    pub fn insert(&mut self, value: Vec<u8>) -> &mut Self {
-        let _ = value;
-        unimplemented!()
-    }
-    /// Create or replace `id` (key-value mode), or replace a live `id` (incremental mode).
-    pub fn set(&mut self, id: u32, value: Vec<u8>) -> &mut Self {
-        let _ = (id, value);
-        unimplemented!()
-    }
-    /// Replace a live `id`; the commit fails with `NotFound` otherwise.
-    pub fn update(&mut self, id: u32, value: Vec<u8>) -> &mut Self {
-        let _ = (id, value);
-        unimplemented!()
-    }
-    /// Delete `id` (no-op when it is not live).
-    pub fn delete(&mut self, id: u32) -> &mut Self {
-        let _ = id;
-        unimplemented!()
-    }
-    /// Number of operations.
-    pub fn len(&self) -> usize {
-        unimplemented!()
-    }
-    /// Whether the batch has no operations.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// An open database. `Send + Sync`; share it with `Arc`.
-#[derive(Debug)]
-pub struct OurDb {}
-
-impl OurDb {
-    /// Creates or opens the database in `dir`, taking an exclusive lock on it.
-    pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<OurDb> {
-        let _ = (dir, config);
-        unimplemented!()
-    }
-    /// Stores a new record and returns its id (incremental mode).
-    pub fn insert(&self, value: &[u8]) -> Result<u32> {
-        let _ = value;
-        unimplemented!()
-    }
-    /// Creates or replaces `id` (key-value mode); replaces a live `id` (incremental mode).
-    pub fn set(&self, id: u32, value: &[u8]) -> Result<()> {
-        let _ = (id, value);
-        unimplemented!()
-    }
-    /// Replaces a live `id`, keeping the old value in its history.
-    pub fn update(&self, id: u32, value: &[u8]) -> Result<()> {
-        let _ = (id, value);
-        unimplemented!()
-    }
-    /// The current value of `id`, if live.
-    pub fn get(&self, id: u32) -> Result<Option<Vec<u8>>> {
-        let _ = id;
-        unimplemented!()
-    }
-    /// Whether `id` is live.
-    pub fn exists(&self, id: u32) -> Result<bool> {
-        let _ = id;
-        unimplemented!()
-    }
-    /// Deletes `id`; returns whether it was live.
-    pub fn delete(&self, id: u32) -> Result<bool> {
-        let _ = id;
-        unimplemented!()
-    }
-    /// Up to `depth` versions of `id`, newest first; empty when not live.
-    pub fn history(&self, id: u32, depth: usize) -> Result<Vec<Vec<u8>>> {
-        let _ = (id, depth);
-        unimplemented!()
-    }
-    /// The id the next insert will get.
-    pub fn next_id(&self) -> u32 {
-        unimplemented!()
-    }
-    /// Applies `batch` atomically; returns the ids given to its inserts, in order.
-    pub fn commit(&self, batch: Batch) -> Result<Vec<u32>> {
-        let _ = batch;
-        unimplemented!()
-    }
-    /// Forces everything written so far to stable storage.
-    pub fn sync(&self) -> Result<()> {
-        unimplemented!()
-    }
-    /// Syncs and releases the lock.
-    pub fn close(self) -> Result<()> {
-        unimplemented!()
-    }
-    /// The database directory.
-    pub fn path(&self) -> &Path {
-        unimplemented!()
     }
 }

@@ -1,0 +1,227 @@
+//! The commit path: validate a group of writes, write it as one frame, make
+//! it durable, then publish it to readers.
+
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use crate::batch::OpRef;
+use crate::db::{DataFile, OurDb, Writer};
+use crate::error::{Error, Result};
+use crate::format::{FILE_HEADER_LEN, FrameBuilder, OpKind, Pos};
+use crate::index::Loc;
+use crate::{Mode, files};
+
+/// What a commit did.
+pub(crate) struct Outcome {
+    /// Ids given to inserts, in order.
+    pub ids: Vec<u32>,
+    /// Deletes that removed a live id.
+    pub deleted: usize,
+}
+
+/// A validated write with its final id.
+struct Planned<'a> {
+    kind: OpKind,
+    id: u32,
+    value: &'a [u8],
+}
+
+impl OurDb {
+    pub(crate) fn commit_ops(&self, ops: &[OpRef<'_>], expect: Option<u32>) -> Result<Outcome> {
+        let mut w = self.lock_writer();
+        if w.poisoned {
+            return Err(Error::Poisoned {
+                dir: self.dir.clone(),
+            });
+        }
+        let (plan, next_id, outcome) = self.plan(ops, expect)?;
+        if plan.is_empty() {
+            return Ok(outcome);
+        }
+        let value_bytes: usize = plan.iter().map(|p| p.value.len()).sum();
+        let frame_len = FrameBuilder::encoded_len(plan.len(), value_bytes);
+        if frame_len - crate::format::FRAME_HEADER_LEN > u32::MAX as usize {
+            return Err(Error::BatchTooLarge { size: frame_len });
+        }
+        if w.offset > FILE_HEADER_LEN && w.offset + frame_len as u64 > self.config.max_file_size {
+            self.roll_over(&mut w)?;
+        }
+        let file_no = w.file_no;
+        let (file, updates, frame) = {
+            let st = self.read_state();
+            let file = Arc::clone(&st.files[file_no as usize]);
+            let mut b = FrameBuilder::new(w.offset, frame_len, next_id);
+            // Latest position of each id touched by this frame, for history links.
+            let mut latest: HashMap<u32, Option<Pos>> = HashMap::new();
+            let mut updates = Vec::with_capacity(plan.len());
+            for p in &plan {
+                let prev = match latest.get(&p.id) {
+                    Some(pos) => *pos,
+                    None => st.index.get(p.id).map(|l| l.pos()),
+                };
+                match p.kind {
+                    OpKind::Put => {
+                        let at = b.push(OpKind::Put, p.id, prev, p.value);
+                        let loc = Loc {
+                            file: file_no,
+                            value_len: p.value.len() as u32,
+                            offset: at,
+                        };
+                        latest.insert(p.id, Some(loc.pos()));
+                        updates.push((p.id, Some(loc)));
+                    }
+                    OpKind::Delete => {
+                        b.push(OpKind::Delete, p.id, None, &[]);
+                        latest.insert(p.id, None);
+                        updates.push((p.id, None));
+                    }
+                }
+            }
+            (file, updates, b.finish())
+        };
+        debug_assert_eq!(frame.len(), frame_len);
+        self.write_frame(&mut w, &file, &frame)?;
+        let mut st = self.write_state();
+        for (id, loc) in updates {
+            match loc {
+                Some(loc) => st.index.insert(id, loc),
+                None => st.index.remove(id),
+            }
+        }
+        st.next_id = next_id;
+        Ok(outcome)
+    }
+
+    /// Validates `ops` against the current state and assigns insert ids.
+    /// Returns the effective writes (deletes of non-live ids dropped), the
+    /// next id after them, and the outcome to report.
+    fn plan<'a>(
+        &self,
+        ops: &[OpRef<'a>],
+        expect: Option<u32>,
+    ) -> Result<(Vec<Planned<'a>>, u32, Outcome)> {
+        let st = self.read_state();
+        if let Some(expected) = expect {
+            if expected != st.next_id {
+                return Err(Error::Conflict {
+                    expected,
+                    actual: st.next_id,
+                });
+            }
+        }
+        let mode = self.config.mode;
+        let max = self.config.max_value_size;
+        let mut next = st.next_id;
+        let mut live: HashMap<u32, bool> = HashMap::new();
+        let is_live = |live: &HashMap<u32, bool>, id: u32| {
+            live.get(&id)
+                .copied()
+                .unwrap_or_else(|| st.index.get(id).is_some())
+        };
+        let mut plan = Vec::with_capacity(ops.len());
+        let mut outcome = Outcome {
+            ids: Vec::new(),
+            deleted: 0,
+        };
+        for op in ops {
+            if let OpRef::Insert(v) | OpRef::Set(_, v) | OpRef::Update(_, v) = op {
+                if v.len() > max {
+                    return Err(Error::ValueTooLarge { size: v.len(), max });
+                }
+            }
+            let (kind, id, value) = match *op {
+                OpRef::Insert(v) => {
+                    if mode != Mode::Incremental {
+                        return Err(Error::WrongMode {
+                            op: "insert",
+                            mode: crate::mode_name(mode),
+                        });
+                    }
+                    if next == u32::MAX {
+                        return Err(Error::IdSpaceExhausted);
+                    }
+                    let id = next;
+                    next += 1;
+                    outcome.ids.push(id);
+                    (OpKind::Put, id, v)
+                }
+                OpRef::Set(id, v) if mode == Mode::KeyValue => {
+                    next = next.max(id.saturating_add(1));
+                    (OpKind::Put, id, v)
+                }
+                OpRef::Set(id, v) | OpRef::Update(id, v) => {
+                    if !is_live(&live, id) {
+                        return Err(Error::NotFound { id });
+                    }
+                    (OpKind::Put, id, v)
+                }
+                OpRef::Delete(id) => {
+                    if !is_live(&live, id) {
+                        continue;
+                    }
+                    outcome.deleted += 1;
+                    (OpKind::Delete, id, &[][..])
+                }
+            };
+            live.insert(id, kind == OpKind::Put);
+            plan.push(Planned { kind, id, value });
+        }
+        Ok((plan, next, outcome))
+    }
+
+    /// Writes `frame` at the writer's offset and makes it durable per the
+    /// configured mode. On failure the file is cut back so no partial frame
+    /// stays in front of later commits; if even that fails, the handle is
+    /// poisoned.
+    fn write_frame(&self, w: &mut Writer, file: &DataFile, frame: &[u8]) -> Result<()> {
+        let at = w.offset;
+        let res = file.file.write_all_at(frame, at).map_err(|e| {
+            Error::io(
+                format!("writing to {} at offset {at}", file.path.display()),
+                e,
+            )
+        });
+        if let Err(e) = res {
+            if file.file.set_len(at).is_err() {
+                w.poisoned = true;
+            }
+            return Err(e);
+        }
+        if self.config.durability.syncs() {
+            if let Err(e) = file.file.sync_data() {
+                // After a failed fsync the page cache state is unknown
+                // (the error may be reported only once): refuse further writes.
+                w.poisoned = true;
+                return Err(Error::io(format!("syncing {}", file.path.display()), e));
+            }
+        }
+        w.offset = at + frame.len() as u64;
+        Ok(())
+    }
+
+    /// Starts the next data file.
+    fn roll_over(&self, w: &mut Writer) -> Result<()> {
+        let prev = Arc::clone(&self.read_state().files[w.file_no as usize]);
+        // Everything in the previous file is made durable before the new one
+        // exists, so only the last file can ever have a torn tail.
+        prev.file
+            .sync_data()
+            .map_err(|e| Error::io(format!("syncing {}", prev.path.display()), e))?;
+        let n = w
+            .file_no
+            .checked_add(1)
+            .ok_or_else(|| Error::InvalidConfig {
+                reason: "data file numbers exhausted".into(),
+            })?;
+        let file = files::create_data_file(&self.dir, n, self.config.mode)?;
+        let path = files::data_path(&self.dir, n);
+        log::debug!("rolled over to {}", path.display());
+        self.write_state()
+            .files
+            .push(Arc::new(DataFile { path, file }));
+        w.file_no = n;
+        w.offset = FILE_HEADER_LEN;
+        Ok(())
+    }
+}

@@ -1,0 +1,147 @@
+//! The database directory: its lock and its numbered data files.
+//!
+//! ```text
+//! <dir>/LOCK                 held with an exclusive flock while open
+//! <dir>/data-00000000.odb    data files, numbered from 0 without gaps
+//! <dir>/data-00000001.odb
+//! <dir>/*.tmp                a data file being created (removed on open)
+//! ```
+//!
+//! A data file is created under a `.tmp` name with its header written and
+//! synced, then renamed into place and the directory synced, so every data
+//! file that exists has a complete header.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::Mode;
+use crate::error::{Error, Result};
+use crate::format::encode_file_header;
+
+const LOCK_NAME: &str = "LOCK";
+const DATA_PREFIX: &str = "data-";
+const DATA_SUFFIX: &str = ".odb";
+
+/// Path of data file `n` in `dir`.
+pub(crate) fn data_path(dir: &Path, n: u32) -> PathBuf {
+    dir.join(format!("{DATA_PREFIX}{n:08}{DATA_SUFFIX}"))
+}
+
+/// Creates `dir` if needed and takes its exclusive lock.
+pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
+    fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating database directory {}", dir.display()), e))?;
+    let path = dir.join(LOCK_NAME);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io(format!("opening lock file {}", path.display()), e))?;
+    match fs4::FileExt::try_lock(&file) {
+        Ok(()) => Ok(file),
+        Err(fs4::TryLockError::WouldBlock) => Err(Error::Locked {
+            dir: dir.to_path_buf(),
+        }),
+        Err(fs4::TryLockError::Error(e)) => {
+            Err(Error::io(format!("locking {}", path.display()), e))
+        }
+    }
+}
+
+/// Removes leftovers of data files whose creation did not finish.
+pub(crate) fn remove_temp_files(dir: &Path) -> Result<()> {
+    for entry in read_dir(dir)? {
+        let path = entry?;
+        if path.extension().is_some_and(|e| e == "tmp") {
+            log::warn!("removing unfinished data file {}", path.display());
+            fs::remove_file(&path)
+                .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+        }
+    }
+    Ok(())
+}
+
+fn read_dir(dir: &Path) -> Result<impl Iterator<Item = Result<PathBuf>>> {
+    let ctx = dir.display().to_string();
+    let rd = fs::read_dir(dir).map_err(|e| Error::io(format!("listing {ctx}"), e))?;
+    Ok(rd.map(move |e| {
+        e.map(|e| e.path())
+            .map_err(|e| Error::io(format!("listing {ctx}"), e))
+    }))
+}
+
+/// Numbers of the data files in `dir`, ascending; an error when one is missing.
+pub(crate) fn list_data_files(dir: &Path) -> Result<Vec<u32>> {
+    let mut nums = Vec::new();
+    for path in read_dir(dir)? {
+        let path = path?;
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if let Some(num) = name
+            .strip_prefix(DATA_PREFIX)
+            .and_then(|n| n.strip_suffix(DATA_SUFFIX))
+        {
+            let n: u32 = num.parse().map_err(|_| {
+                Error::corrupt(&path, 0, "data file name does not hold a file number")
+            })?;
+            nums.push(n);
+        }
+    }
+    nums.sort_unstable();
+    for (want, &have) in nums.iter().enumerate() {
+        if have as usize != want {
+            return Err(Error::corrupt(
+                &data_path(dir, want as u32),
+                0,
+                "data file is missing (numbering has a gap)",
+            ));
+        }
+    }
+    Ok(nums)
+}
+
+/// Creates data file `n` with its header, atomically, and returns it open for
+/// reading and writing.
+pub(crate) fn create_data_file(dir: &Path, n: u32, mode: Mode) -> Result<File> {
+    let path = data_path(dir, n);
+    let tmp = path.with_extension("tmp");
+    let ctx = |what: &str| format!("{what} data file {}", tmp.display());
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(|e| Error::io(ctx("creating"), e))?;
+    f.write_all(&encode_file_header(mode))
+        .map_err(|e| Error::io(ctx("writing header of"), e))?;
+    f.sync_all().map_err(|e| Error::io(ctx("syncing"), e))?;
+    fs::rename(&tmp, &path).map_err(|e| {
+        Error::io(
+            format!("renaming {} to {}", tmp.display(), path.display()),
+            e,
+        )
+    })?;
+    sync_dir(dir)?;
+    Ok(f)
+}
+
+/// Opens an existing data file for reading and writing.
+pub(crate) fn open_data_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(format!("opening data file {}", path.display()), e))
+}
+
+/// Makes file creations and renames in `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("syncing directory {}", dir.display()), e))
+}

@@ -1,0 +1,207 @@
+//! Rebuilding the index from the data files on open.
+//!
+//! The data files are the truth. Each file is read front to back, frame by
+//! frame; a frame is applied only when its CRC holds. At the first bad frame:
+//! - in the last file, when no valid frame follows it, it is a torn tail (a
+//!   commit cut short by a crash): the file is truncated there;
+//! - otherwise it is real corruption: [`Error::Corrupt`] names file and offset.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use crate::Mode;
+use crate::error::{Error, Result};
+use crate::format::{
+    self, FILE_HEADER_LEN, FRAME_HEADER_LEN, OP_HEADER_LEN, OpKind, PAYLOAD_HEADER_LEN,
+};
+use crate::index::{Index, Loc};
+
+/// What scanning the files produced.
+pub(crate) struct Recovered {
+    pub index: Index,
+    pub next_id: u32,
+}
+
+/// Outcome of scanning one file.
+pub(crate) struct FileScan {
+    /// Offset just past the last valid frame.
+    pub end: u64,
+    /// Whether a torn tail was found (and must be cut at `end`).
+    pub torn: bool,
+}
+
+/// Checks a data file's header against the configured mode.
+pub(crate) fn check_header(file: &File, path: &Path, dir: &Path, mode: Mode) -> Result<()> {
+    let mut h = [0u8; FILE_HEADER_LEN as usize];
+    let n = read_at_most(file, &mut h, 0)
+        .map_err(|e| Error::io(format!("reading header of {}", path.display()), e))?;
+    let stored = format::decode_file_header(&h[..n]).map_err(|r| Error::corrupt(path, 0, r))?;
+    if stored != mode {
+        return Err(Error::ModeMismatch {
+            dir: dir.to_path_buf(),
+            stored: crate::mode_name(stored),
+            requested: crate::mode_name(mode),
+        });
+    }
+    Ok(())
+}
+
+fn read_at_most(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], at + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Scans data file number `file_no`, applying its frames to `rec`.
+pub(crate) fn scan_file(
+    file: &File,
+    path: &Path,
+    file_no: u32,
+    is_last: bool,
+    mode: Mode,
+    rec: &mut Recovered,
+) -> Result<FileScan> {
+    let io_ctx = || format!("reading data file {}", path.display());
+    let len = file.metadata().map_err(|e| Error::io(io_ctx(), e))?.len();
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut skip = [0u8; FILE_HEADER_LEN as usize];
+    reader
+        .read_exact(&mut skip)
+        .map_err(|e| Error::io(io_ctx(), e))?;
+    let mut off = FILE_HEADER_LEN;
+    let mut payload = Vec::new();
+    while off < len {
+        let bad = |reason: &'static str| -> Result<FileScan> {
+            if is_last
+                && !valid_frame_after(file, off + 1, len).map_err(|e| Error::io(io_ctx(), e))?
+            {
+                log::warn!(
+                    "cutting torn tail of {} at offset {off} ({} bytes): {reason}",
+                    path.display(),
+                    len - off
+                );
+                Ok(FileScan {
+                    end: off,
+                    torn: true,
+                })
+            } else {
+                Err(Error::corrupt(path, off, reason))
+            }
+        };
+        if len - off < FRAME_HEADER_LEN as u64 {
+            return bad("frame header is truncated");
+        }
+        let mut h = [0u8; FRAME_HEADER_LEN];
+        reader
+            .read_exact(&mut h)
+            .map_err(|e| Error::io(io_ctx(), e))?;
+        let Some((plen, crc)) = format::decode_frame_header(&h) else {
+            return bad("bad frame magic");
+        };
+        if u64::from(plen) > len - off - FRAME_HEADER_LEN as u64 {
+            return bad("frame extends past the end of the file");
+        }
+        payload.resize(plen as usize, 0);
+        reader
+            .read_exact(&mut payload)
+            .map_err(|e| Error::io(io_ctx(), e))?;
+        if !format::frame_crc_ok(plen, crc, &payload) {
+            return bad("frame checksum mismatch");
+        }
+        let payload_at = off + FRAME_HEADER_LEN as u64;
+        apply_frame(&payload, payload_at, file_no, mode, rec)
+            .map_err(|(at, reason)| Error::corrupt(path, at, reason))?;
+        off = payload_at + u64::from(plen);
+    }
+    Ok(FileScan {
+        end: off,
+        torn: false,
+    })
+}
+
+/// Applies a CRC-valid frame payload. Errors carry the absolute offset.
+fn apply_frame(
+    p: &[u8],
+    at: u64,
+    file_no: u32,
+    mode: Mode,
+    rec: &mut Recovered,
+) -> std::result::Result<(), (u64, &'static str)> {
+    if p.len() < PAYLOAD_HEADER_LEN {
+        return Err((at, "frame payload is too short"));
+    }
+    let next_id = format::le32(&p[0..4]);
+    let count = format::le32(&p[4..8]);
+    let mut i = PAYLOAD_HEADER_LEN;
+    for _ in 0..count {
+        let op_at = at + i as u64;
+        let h = format::decode_op_header(&p[i..]).map_err(|r| (op_at, r))?;
+        let vstart = i + OP_HEADER_LEN;
+        let vend = vstart
+            .checked_add(h.value_len as usize)
+            .filter(|&e| e <= p.len())
+            .ok_or((op_at, "op value extends past its frame"))?;
+        if !format::op_crc_ok(&p[i..], &p[vstart..vend]) {
+            return Err((op_at, "op checksum mismatch"));
+        }
+        if mode == Mode::Incremental && (h.id == 0 || h.id >= next_id) {
+            return Err((op_at, "op id outside the ids handed out"));
+        }
+        match h.kind {
+            OpKind::Put => rec.index.insert(
+                h.id,
+                Loc {
+                    file: file_no,
+                    value_len: h.value_len,
+                    offset: op_at,
+                },
+            ),
+            OpKind::Delete => rec.index.remove(h.id),
+        }
+        i = vend;
+    }
+    if i != p.len() {
+        return Err((at + i as u64, "frame has bytes after its last op"));
+    }
+    rec.next_id = rec.next_id.max(next_id);
+    Ok(())
+}
+
+/// Whether a CRC-valid frame starts anywhere in `[from, len)`: if one does,
+/// the bad bytes before it are corruption, not a torn tail.
+fn valid_frame_after(file: &File, from: u64, len: u64) -> std::io::Result<bool> {
+    if from >= len {
+        return Ok(false);
+    }
+    let mut rest = vec![0u8; (len - from) as usize];
+    let n = read_at_most(file, &mut rest, from)?;
+    rest.truncate(n);
+    let magic = format::FRAME_MAGIC.to_le_bytes();
+    let mut i = 0;
+    while i + FRAME_HEADER_LEN <= rest.len() {
+        if rest[i..i + 4] == magic {
+            let h: [u8; FRAME_HEADER_LEN] = rest[i..i + FRAME_HEADER_LEN]
+                .try_into()
+                .expect("slice of frame header length");
+            if let Some((plen, crc)) = format::decode_frame_header(&h) {
+                let start = i + FRAME_HEADER_LEN;
+                if let Some(payload) = rest.get(start..start + plen as usize) {
+                    if format::frame_crc_ok(plen, crc, payload) {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
+    Ok(false)
+}
