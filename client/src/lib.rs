@@ -1,17 +1,43 @@
 //! The circles task protocol over Redis (DESIGN.md §3): submit scripts, await
 //! results by push notification, read per-circle counters.
 //!
-//! API CONTRACT STUB — the client/worker owner replaces the bodies; server_ws
-//! and cmd code against these signatures. This crate owns every Redis key name
-//! (module `keys`); no other crate writes a key string.
+//! Place in the graph: `client` → `redis`, `serde`. `server_ws` submits and
+//! waits through [`Client`]; `worker` takes and finishes tasks through
+//! [`broker`]; `cmd` reads [`Client::stats`]. This crate owns every Redis key
+//! name ([`keys`]) and hash field ([`fields`]); no other crate writes a key
+//! string.
 //!
-//! Fixed here:
+//! Main types:
 //! - [`Client`] is cheap to `Clone` and shared by every WS server of a process:
-//!   one multiplexed connection plus one notification connection, however many
-//!   waiters. It works from any tokio runtime (actix worker threads included)
-//!   once created inside one.
-//! - A script failure is not an `Err`: it is [`Outcome::Failed`]. `Err` means
-//!   the broker or the wait failed.
+//!   one multiplexed command connection plus one notification (pub/sub)
+//!   connection, however many waiters. It works from any tokio runtime once
+//!   created inside one.
+//! - [`Outcome`]: a script failure is not an `Err`, it is [`Outcome::Failed`].
+//!   `Err` means the broker or the wait failed ([`Error::Unavailable`],
+//!   [`Error::Timeout`], [`Error::Protocol`]).
+//! - [`broker::WorkerBroker`] / [`broker::BlockingPopper`]: the worker side.
+//!
+//! ```no_run
+//! # async fn demo() -> client::Result<()> {
+//! let client = client::Client::connect("redis://127.0.0.1:6379/").await?;
+//! let queue = client::queue_name("Alpha Circle"); // "alpha_circle"
+//! match client.run(&queue, "40 + 2", &client::SubmitOptions::default()).await? {
+//!     client::Outcome::Completed(out) => assert_eq!(out.output, "42"),
+//!     client::Outcome::Failed(failure) => eprintln!("script failed: {}", failure.message),
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod broker;
+mod client;
+mod conn;
+pub mod fields;
+pub mod keys;
+mod listener;
+mod scripts;
+
+pub use client::{Client, ClientOptions};
 
 use std::time::Duration;
 
@@ -46,8 +72,20 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// The queue name of a circle: lowercased, every run of characters outside
 /// `[a-z0-9]` replaced by one `_`, trimmed of `_` ("Alpha Circle" → "alpha_circle").
 pub fn queue_name(circle_name: &str) -> String {
-    let _ = circle_name;
-    unimplemented!()
+    let mut out = String::with_capacity(circle_name.len());
+    let mut pending_sep = false;
+    for c in circle_name.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            if pending_sep && !out.is_empty() {
+                out.push('_');
+            }
+            pending_sep = false;
+            out.push(c);
+        } else {
+            pending_sep = true;
+        }
+    }
+    out
 }
 
 /// Options of one submission.
@@ -117,34 +155,16 @@ pub struct QueueStats {
     pub heartbeat_age: Option<Duration>,
 }
 
-/// A handle to the broker. Cheap to clone.
-#[derive(Clone)]
-pub struct Client {}
+#[cfg(test)]
+mod tests {
+    use super::queue_name;
 
-impl Client {
-    /// Connects to `redis_url` and starts the notification listener.
-    pub async fn connect(redis_url: &str) -> Result<Client> {
-        let _ = redis_url;
-        unimplemented!()
-    }
-    /// Writes the task hash and pushes its id (one MULTI/EXEC); returns the id.
-    pub async fn submit(&self, queue: &str, script: &str, options: &SubmitOptions) -> Result<String> {
-        let _ = (queue, script, options);
-        unimplemented!()
-    }
-    /// Waits for the task to end, up to `timeout`.
-    pub async fn wait(&self, task_id: &str, timeout: Duration) -> Result<Outcome> {
-        let _ = (task_id, timeout);
-        unimplemented!()
-    }
-    /// `submit` then `wait` with `options.timeout`.
-    pub async fn run(&self, queue: &str, script: &str, options: &SubmitOptions) -> Result<Outcome> {
-        let _ = (queue, script, options);
-        unimplemented!()
-    }
-    /// The counters of `queue`.
-    pub async fn stats(&self, queue: &str) -> Result<QueueStats> {
-        let _ = queue;
-        unimplemented!()
+    #[test]
+    fn queue_names_follow_the_design_rule() {
+        assert_eq!(queue_name("Alpha Circle"), "alpha_circle");
+        assert_eq!(queue_name("  --Beta__Circle!! 2 "), "beta_circle_2");
+        assert_eq!(queue_name("Ünïcode Ω"), "n_code");
+        assert_eq!(queue_name("a"), "a");
+        assert_eq!(queue_name("!!!"), "");
     }
 }

@@ -1,0 +1,371 @@
+//! The worker's side of the protocol: take, claim, finish, heartbeat, reap.
+//!
+//! The `worker` crate drives these operations; the key names and scripts stay
+//! here. Two connections per worker: [`WorkerBroker`] for short commands and
+//! [`BlockingPopper`] for `BLMOVE` alone (a blocking command never shares a
+//! connection with other traffic).
+
+use std::time::Duration;
+
+use crate::client::now_ms;
+use crate::conn::{Conn, ConnSettings};
+use crate::{Result, fields, keys, scripts};
+
+/// The reason written into a task whose worker died while running it.
+pub const WORKER_LOST_MESSAGE: &str = "worker lost while running the task";
+
+/// A task this worker claimed and must now run and finish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedTask {
+    /// The task id.
+    pub task_id: String,
+    /// The script source.
+    pub script: String,
+    /// The submitter's deadline, ms since the Unix epoch.
+    pub deadline_ms: Option<u64>,
+}
+
+/// What a claim found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Claim {
+    /// Claimed: run it.
+    Run(ClaimedTask),
+    /// The deadline had passed; the task was ended as `error` (kind `expired`).
+    Expired(String),
+    /// Not runnable (no hash, no script, or not `pending`); resolved or dropped
+    /// from the processing list, with the reason.
+    Skipped {
+        /// The task id.
+        task_id: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// How a claimed task ended, for [`WorkerBroker::finish`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskResult {
+    /// The script completed.
+    Completed {
+        /// Final value as text.
+        output: String,
+        /// What it printed.
+        printed: String,
+        /// Engine run time.
+        run_time: Duration,
+    },
+    /// The script failed.
+    Failed {
+        /// Wire name of the kind.
+        kind: String,
+        /// Message.
+        message: String,
+        /// 1-based line.
+        line: Option<u32>,
+        /// 1-based column.
+        column: Option<u32>,
+    },
+}
+
+/// Timing settings of a [`WorkerBroker`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct BrokerOptions {
+    /// How long finished task hashes live.
+    pub result_ttl: Duration,
+    /// Bound on establishing a connection.
+    pub connect_timeout: Duration,
+    /// Bound on one (non-blocking) request's reply.
+    pub response_timeout: Duration,
+    /// Cap of the reconnect backoff.
+    pub max_backoff: Duration,
+}
+
+impl BrokerOptions {
+    /// Options with `result_ttl` and defaults otherwise (connect 2 s,
+    /// response 5 s, backoff cap 2 s).
+    pub fn new(result_ttl: Duration) -> BrokerOptions {
+        BrokerOptions {
+            result_ttl,
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+/// One worker's view of its queue.
+pub struct WorkerBroker {
+    conn: Conn,
+    queue: String,
+    worker_id: String,
+    ttl_ms: u64,
+}
+
+fn parse_claim(reply: Option<Vec<String>>) -> Result<Option<Claim>> {
+    let Some(reply) = reply else {
+        return Ok(None);
+    };
+    let tag = reply.first().map(String::as_str).unwrap_or("");
+    let id = reply.get(1).cloned().unwrap_or_default();
+    Ok(Some(match tag {
+        "run" => Claim::Run(ClaimedTask {
+            task_id: id,
+            script: reply.get(2).cloned().unwrap_or_default(),
+            deadline_ms: reply.get(3).and_then(|d| d.parse().ok()),
+        }),
+        "expired" => Claim::Expired(id),
+        "missing" => Claim::Skipped {
+            task_id: id,
+            reason: "its details hash does not exist".to_owned(),
+        },
+        "invalid" => Claim::Skipped {
+            task_id: id,
+            reason: "it has no script; ended as error".to_owned(),
+        },
+        "skipped" => Claim::Skipped {
+            task_id: id,
+            reason: format!(
+                "its status is {:?}, not pending",
+                reply.get(2).cloned().unwrap_or_default()
+            ),
+        },
+        other => {
+            return Err(crate::Error::Protocol(format!(
+                "claim script answered {other:?}"
+            )));
+        }
+    }))
+}
+
+impl WorkerBroker {
+    /// A broker for `worker_id` on `queue`. Does not connect yet.
+    pub fn new(
+        redis_url: &str,
+        queue: &str,
+        worker_id: &str,
+        options: &BrokerOptions,
+    ) -> Result<Self> {
+        let conn = Conn::new(
+            redis_url,
+            "worker",
+            ConnSettings {
+                connect_timeout: options.connect_timeout,
+                response_timeout: Some(options.response_timeout),
+                max_backoff: options.max_backoff,
+            },
+        )?;
+        Ok(WorkerBroker {
+            conn,
+            queue: queue.to_owned(),
+            worker_id: worker_id.to_owned(),
+            ttl_ms: options.result_ttl.as_millis().max(1) as u64,
+        })
+    }
+
+    /// The worker id.
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    /// Non-blocking: moves the oldest queued id into this worker's processing
+    /// list and claims it, in one script. `None` when the queue is empty.
+    pub async fn pop_and_claim(&self) -> Result<Option<Claim>> {
+        let inv = scripts::pop_and_claim(&self.queue, &self.worker_id, now_ms(), self.ttl_ms);
+        parse_claim(self.conn.invoke(&inv).await?)
+    }
+
+    /// Claims `task_id`, which a [`BlockingPopper`] moved into this worker's
+    /// processing list.
+    pub async fn claim(&self, task_id: &str) -> Result<Claim> {
+        let inv = scripts::claim_one(&self.queue, &self.worker_id, task_id, now_ms(), self.ttl_ms);
+        parse_claim(self.conn.invoke(&inv).await?)?.ok_or_else(|| {
+            crate::Error::Protocol(format!("claim of task {task_id} answered nothing"))
+        })
+    }
+
+    /// Writes the result, status, `updatedAt`, TTL, counters; notifies the
+    /// waiter; removes the id from the processing list. All in one script.
+    /// `false` when the task was no longer this worker's (a reaper had ended it).
+    pub async fn finish(&self, task_id: &str, result: &TaskResult) -> Result<bool> {
+        let mut pairs: Vec<(&str, String)> = Vec::with_capacity(6);
+        match result {
+            TaskResult::Completed {
+                output,
+                printed,
+                run_time,
+            } => {
+                pairs.push((fields::STATUS, fields::status::COMPLETED.to_owned()));
+                pairs.push((fields::OUTPUT, output.clone()));
+                pairs.push((fields::PRINTED, printed.clone()));
+                pairs.push((fields::RUN_TIME_US, run_time.as_micros().to_string()));
+            }
+            TaskResult::Failed {
+                kind,
+                message,
+                line,
+                column,
+            } => {
+                pairs.push((fields::STATUS, fields::status::ERROR.to_owned()));
+                pairs.push((fields::ERROR, message.clone()));
+                pairs.push((fields::ERROR_KIND, kind.clone()));
+                if let Some(line) = line {
+                    pairs.push((fields::ERROR_LINE, line.to_string()));
+                }
+                if let Some(column) = column {
+                    pairs.push((fields::ERROR_COLUMN, column.to_string()));
+                }
+            }
+        }
+        let inv = scripts::finish_task(
+            &self.queue,
+            &self.worker_id,
+            task_id,
+            now_ms(),
+            self.ttl_ms,
+            &pairs,
+        );
+        let written: i64 = self.conn.invoke(&inv).await?;
+        Ok(written == 1)
+    }
+
+    /// Beats: sets this worker's heartbeat key with `ttl`, registers the
+    /// worker in the queue's worker set, and stamps `lastHeartbeat`.
+    pub async fn heartbeat(&self, ttl: Duration) -> Result<()> {
+        let now = now_ms();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("SET")
+            .arg(keys::heartbeat(&self.queue, &self.worker_id))
+            .arg(now)
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .ignore()
+            .cmd("SADD")
+            .arg(keys::workers(&self.queue))
+            .arg(&self.worker_id)
+            .ignore()
+            .cmd("HSET")
+            .arg(keys::stats(&self.queue))
+            .arg("lastHeartbeat")
+            .arg(now)
+            .ignore();
+        self.conn.query_pipe(&pipe).await
+    }
+
+    /// Resolves the leftovers of every dead worker of this queue (no
+    /// heartbeat): tasks it was running end as `error` ([`WORKER_LOST_MESSAGE`],
+    /// kind `worker_lost`) unless they opted in to retry; tasks it took but
+    /// never claimed go back to the head of the queue. Returns
+    /// `(lost, requeued)` summed over the dead workers.
+    pub async fn reap(&self) -> Result<(u64, u64)> {
+        let members: Vec<String> = self
+            .conn
+            .query(redis::cmd("SMEMBERS").arg(keys::workers(&self.queue)))
+            .await?;
+        let mut total = (0, 0);
+        for dead in members.iter().filter(|w| **w != self.worker_id) {
+            let inv = scripts::reap(
+                &self.queue,
+                dead,
+                now_ms(),
+                self.ttl_ms,
+                WORKER_LOST_MESSAGE,
+            );
+            let reply: redis::Value = self.conn.invoke(&inv).await?;
+            if let Ok((lost, requeued)) = redis::from_redis_value::<(u64, u64)>(reply) {
+                if lost + requeued > 0 {
+                    log::warn!(
+                        "queue {}: worker {dead} died; {lost} task(s) ended as worker lost, {requeued} put back on the queue",
+                        self.queue
+                    );
+                }
+                total.0 += lost;
+                total.1 += requeued;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Leaves the queue: deletes the heartbeat, the worker-set entry and the
+    /// (empty) processing list. Anything still in the processing list is left
+    /// for a reaper.
+    pub async fn deregister(&self) -> Result<()> {
+        let plist = keys::processing(&self.queue, &self.worker_id);
+        let left: u64 = self.conn.query(redis::cmd("LLEN").arg(&plist)).await?;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("DEL")
+            .arg(keys::heartbeat(&self.queue, &self.worker_id))
+            .ignore();
+        if left == 0 {
+            pipe.cmd("SREM")
+                .arg(keys::workers(&self.queue))
+                .arg(&self.worker_id)
+                .ignore();
+        }
+        self.conn.query_pipe(&pipe).await
+    }
+
+    /// Ids in this worker's processing list (for tests and shutdown checks).
+    pub async fn processing(&self) -> Result<Vec<String>> {
+        self.conn
+            .query(
+                redis::cmd("LRANGE")
+                    .arg(keys::processing(&self.queue, &self.worker_id))
+                    .arg(0)
+                    .arg(-1),
+            )
+            .await
+    }
+}
+
+/// The dedicated connection for `BLMOVE`.
+pub struct BlockingPopper {
+    conn: Conn,
+    queue_key: String,
+    processing_key: String,
+}
+
+impl BlockingPopper {
+    /// A popper for `worker_id` on `queue`. `pop_timeout` is the server-side
+    /// block of one pop; the connection's response timeout allows for it.
+    pub fn new(
+        redis_url: &str,
+        queue: &str,
+        worker_id: &str,
+        pop_timeout: Duration,
+        options: &BrokerOptions,
+    ) -> Result<Self> {
+        let conn = Conn::new(
+            redis_url,
+            "worker blocking pop",
+            ConnSettings {
+                connect_timeout: options.connect_timeout,
+                response_timeout: Some(pop_timeout + options.response_timeout),
+                max_backoff: options.max_backoff,
+            },
+        )?;
+        Ok(BlockingPopper {
+            conn,
+            queue_key: keys::tasks(queue),
+            processing_key: keys::processing(queue, worker_id),
+        })
+    }
+
+    /// `BLMOVE rhai_tasks:<queue> <processing> RIGHT LEFT <timeout>`: the
+    /// oldest id, moved into the processing list, or `None` after `timeout`.
+    pub async fn pop(&self, timeout: Duration) -> Result<Option<String>> {
+        self.conn
+            .query(
+                redis::cmd("BLMOVE")
+                    .arg(&self.queue_key)
+                    .arg(&self.processing_key)
+                    .arg("RIGHT")
+                    .arg("LEFT")
+                    .arg(timeout.as_secs_f64()),
+            )
+            .await
+    }
+}

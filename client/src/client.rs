@@ -1,0 +1,306 @@
+//! [`Client`]: submit, wait, run, stats.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+
+use crate::conn::{Conn, ConnSettings};
+use crate::listener::{self, Health, ListenerSettings, Registry};
+use crate::{Error, Outcome, QueueStats, Result, SubmitOptions, fields, keys, scripts};
+
+/// Options of a [`Client`]. Start from `ClientOptions::default()`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientOptions {
+    /// Bound on establishing a connection. Default 2 s.
+    pub connect_timeout: Duration,
+    /// Bound on one request's reply. Default 5 s.
+    pub response_timeout: Duration,
+    /// While a waiter waits, it re-reads the task hash this often in case a
+    /// notification was lost. Default 2 s.
+    pub fallback_poll: Duration,
+    /// Cap of the reconnect backoff. Default 2 s.
+    pub max_backoff: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(5),
+            fallback_poll: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A handle to the broker. Cheap to clone; every clone shares one command
+/// connection and one notification listener.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: Conn,
+    registry: Arc<Registry>,
+    health: watch::Receiver<Health>,
+    reply_channel: String,
+    options: ClientOptions,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Client {
+    /// Connects to `redis_url` and starts the notification listener.
+    pub async fn connect(redis_url: &str) -> Result<Client> {
+        Client::connect_with(redis_url, ClientOptions::default()).await
+    }
+
+    /// [`Client::connect`] with options.
+    pub async fn connect_with(redis_url: &str, options: ClientOptions) -> Result<Client> {
+        let conn = Conn::new(
+            redis_url,
+            "client",
+            ConnSettings {
+                connect_timeout: options.connect_timeout,
+                response_timeout: Some(options.response_timeout),
+                max_backoff: options.max_backoff,
+            },
+        )?;
+        conn.get().await?;
+        let client_id = uuid::Uuid::new_v4().simple().to_string();
+        let reply_channel = keys::reply_channel(&client_id);
+        let settings = ListenerSettings {
+            channel: reply_channel.clone(),
+            connect_timeout: options.connect_timeout,
+            max_backoff: options.max_backoff,
+            url: conn.url().to_owned(),
+        };
+        let first = listener::subscribe(conn.redis_client(), &settings)
+            .await
+            .map_err(|reason| conn.unavailable(&reason))?;
+        let (health_tx, health_rx) = watch::channel(Health {
+            up: false,
+            generation: 0,
+        });
+        let registry = Arc::new(Registry::default());
+        let listener = tokio::spawn(listener::run(
+            conn.redis_client().clone(),
+            settings,
+            Some(first),
+            Arc::clone(&registry),
+            health_tx,
+        ));
+        Ok(Client {
+            inner: Arc::new(Inner {
+                conn,
+                registry,
+                health: health_rx,
+                reply_channel,
+                options,
+                listener,
+            }),
+        })
+    }
+
+    /// Writes the task hash and pushes its id (one MULTI/EXEC); returns the id.
+    pub async fn submit(
+        &self,
+        queue: &str,
+        script: &str,
+        options: &SubmitOptions,
+    ) -> Result<String> {
+        self.submit_inner(queue, script, options, false).await
+    }
+
+    /// Like [`Client::submit`], but the task opts in to being retried: if its
+    /// worker dies while running it, a reaper puts it back at the head of the
+    /// queue instead of ending it with `worker_lost`. Only for scripts that
+    /// are safe to run twice.
+    pub async fn submit_retryable(
+        &self,
+        queue: &str,
+        script: &str,
+        options: &SubmitOptions,
+    ) -> Result<String> {
+        self.submit_inner(queue, script, options, true).await
+    }
+
+    async fn submit_inner(
+        &self,
+        queue: &str,
+        script: &str,
+        options: &SubmitOptions,
+        retry: bool,
+    ) -> Result<String> {
+        let task_id = uuid::Uuid::new_v4().to_string();
+        self.push(queue, &task_id, script, options, retry).await?;
+        Ok(task_id)
+    }
+
+    async fn push(
+        &self,
+        queue: &str,
+        task_id: &str,
+        script: &str,
+        options: &SubmitOptions,
+        retry: bool,
+    ) -> Result<()> {
+        let now = now_ms();
+        let deadline = now.saturating_add(options.timeout.as_millis() as u64);
+        let mut hash: Vec<(&str, String)> = vec![
+            (fields::SCRIPT, script.to_owned()),
+            (fields::STATUS, fields::status::PENDING.to_owned()),
+            (fields::CREATED_AT, now.to_string()),
+            (fields::UPDATED_AT, now.to_string()),
+            (fields::DEADLINE, deadline.to_string()),
+            (fields::REPLY_TO, self.inner.reply_channel.clone()),
+        ];
+        if retry {
+            hash.push((fields::RETRY, "1".to_owned()));
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("HSET")
+            .arg(keys::task_details(task_id))
+            .arg(&hash)
+            .ignore()
+            .cmd("LPUSH")
+            .arg(keys::tasks(queue))
+            .arg(task_id)
+            .ignore();
+        self.inner.conn.query_pipe::<()>(&pipe).await
+    }
+
+    /// Waits for the task to end, up to `timeout`.
+    pub async fn wait(&self, task_id: &str, timeout: Duration) -> Result<Outcome> {
+        let (guard, rx) = self.inner.registry.register(task_id);
+        let outcome = self.await_outcome(task_id, timeout, rx, true).await;
+        drop(guard);
+        outcome
+    }
+
+    /// `submit` then `wait` with `options.timeout`.
+    pub async fn run(&self, queue: &str, script: &str, options: &SubmitOptions) -> Result<Outcome> {
+        let task_id = uuid::Uuid::new_v4().to_string();
+        // Registered before the push, so the notification cannot be missed
+        // and no initial read of the hash is needed.
+        let (guard, rx) = self.inner.registry.register(&task_id);
+        self.push(queue, &task_id, script, options, false).await?;
+        let outcome = self
+            .await_outcome(&task_id, options.timeout, rx, false)
+            .await;
+        drop(guard);
+        outcome
+    }
+
+    async fn await_outcome(
+        &self,
+        task_id: &str,
+        timeout: Duration,
+        mut rx: oneshot::Receiver<Outcome>,
+        check_first: bool,
+    ) -> Result<Outcome> {
+        let deadline = Instant::now() + timeout;
+        let mut health = self.inner.health.clone();
+        health.borrow_and_update();
+        if check_first || !health.borrow().up {
+            if let Some(outcome) = self.check(task_id).await? {
+                return Ok(outcome);
+            }
+        }
+        let poll = self.inner.options.fallback_poll;
+        let mut next_poll = Instant::now() + poll;
+        loop {
+            tokio::select! {
+                delivered = &mut rx => {
+                    if let Ok(outcome) = delivered {
+                        return Ok(outcome);
+                    }
+                    // The listener is gone (client dropping); read the hash.
+                    return match self.check(task_id).await? {
+                        Some(outcome) => Ok(outcome),
+                        None => Err(self.inner.conn.unavailable("the reply listener stopped")),
+                    };
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    return match self.check(task_id).await {
+                        Ok(Some(outcome)) => Ok(outcome),
+                        _ => Err(Error::Timeout { task_id: task_id.to_owned(), timeout }),
+                    };
+                }
+                _ = tokio::time::sleep_until(next_poll) => {
+                    next_poll = Instant::now() + poll;
+                    if let Some(outcome) = self.check(task_id).await? {
+                        return Ok(outcome);
+                    }
+                }
+                changed = health.changed() => {
+                    if changed.is_err() {
+                        // Listener gone: fall back to polling only.
+                        next_poll = Instant::now();
+                        continue;
+                    }
+                    // Down: an error here tells the waiter at once. Up again:
+                    // a notification may have been lost during the outage.
+                    if let Some(outcome) = self.check(task_id).await? {
+                        return Ok(outcome);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the task hash: its outcome, or `None` while it is not finished.
+    pub async fn check(&self, task_id: &str) -> Result<Option<Outcome>> {
+        let fields: HashMap<String, String> = self
+            .inner
+            .conn
+            .query(redis::cmd("HGETALL").arg(keys::task_details(task_id)))
+            .await?;
+        fields::outcome(task_id, &fields)
+    }
+
+    /// The counters of `queue`.
+    pub async fn stats(&self, queue: &str) -> Result<QueueStats> {
+        let invocation = scripts::stats(queue);
+        let (queue_len, processed, failed, in_flight, last_beat): (
+            u64,
+            u64,
+            u64,
+            u64,
+            Option<u64>,
+        ) = self.inner.conn.invoke(&invocation).await?;
+        Ok(QueueStats {
+            queue_len,
+            processed,
+            failed,
+            in_flight,
+            heartbeat_age: last_beat
+                .filter(|&ms| ms > 0)
+                .map(|ms| Duration::from_millis(now_ms().saturating_sub(ms))),
+        })
+    }
+
+    /// Waiters currently registered (task ids), for diagnostics.
+    pub fn waiting(&self) -> usize {
+        self.inner.registry.len()
+    }
+}

@@ -1,0 +1,256 @@
+//! A reconnecting multiplexed Redis connection.
+//!
+//! Requests share one multiplexed connection (pipelined, cheap to clone). When
+//! a request fails at the connection level the connection is dropped; the next
+//! request reconnects, but not before a capped exponential backoff has passed,
+//! so an outage costs one connection attempt per backoff step, not one per
+//! request. The outage is logged once when it starts and once when it ends.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, RedisError};
+
+use crate::{Error, Result};
+
+/// Timeouts and backoff of a [`Conn`].
+#[derive(Debug, Clone)]
+pub(crate) struct ConnSettings {
+    pub connect_timeout: Duration,
+    /// `None`: requests never time out (only for blocking commands whose own
+    /// timeout bounds them).
+    pub response_timeout: Option<Duration>,
+    pub max_backoff: Duration,
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+
+#[derive(Default)]
+struct State {
+    conn: Option<MultiplexedConnection>,
+    /// While set, no new connection is attempted before this instant.
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    /// Set while an outage is in progress (logged once).
+    down_since: Option<Instant>,
+}
+
+/// A connection that reconnects on demand. See the module docs.
+pub(crate) struct Conn {
+    client: redis::Client,
+    /// URL without credentials, for messages.
+    url: String,
+    /// What the connection is for, for log lines.
+    role: &'static str,
+    settings: ConnSettings,
+    state: Mutex<State>,
+    /// Serialises connection attempts.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl Conn {
+    pub(crate) fn new(url: &str, role: &'static str, settings: ConnSettings) -> Result<Conn> {
+        let client = redis::Client::open(url).map_err(|e| Error::Unavailable {
+            url: redact(url),
+            reason: format!("invalid redis url: {e}"),
+        })?;
+        Ok(Conn {
+            client,
+            url: redact(url),
+            role,
+            settings,
+            state: Mutex::new(State::default()),
+            connecting: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The URL without credentials.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub(crate) fn redis_client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock leaves plain data behind; keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The live connection, connecting if needed. Fails fast with
+    /// `Unavailable` while a backoff is running.
+    pub(crate) async fn get(&self) -> Result<MultiplexedConnection> {
+        if let Some(conn) = self.lock().conn.clone() {
+            return Ok(conn);
+        }
+        let _connecting = self.connecting.lock().await;
+        {
+            let state = self.lock();
+            if let Some(conn) = state.conn.clone() {
+                return Ok(conn);
+            }
+            if let Some(at) = state.retry_at
+                && Instant::now() < at
+            {
+                return Err(self.unavailable("reconnecting after a failure (backing off)"));
+            }
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.settings.connect_timeout))
+            .set_response_timeout(self.settings.response_timeout);
+        let attempt = tokio::time::timeout(
+            self.settings.connect_timeout + Duration::from_millis(100),
+            self.client
+                .get_multiplexed_async_connection_with_config(&config),
+        )
+        .await;
+        let mut state = self.lock();
+        match attempt {
+            Ok(Ok(conn)) => {
+                if let Some(since) = state.down_since.take() {
+                    log::info!(
+                        "redis at {} is reachable again ({}), after {:.1?}",
+                        self.url,
+                        self.role,
+                        since.elapsed()
+                    );
+                }
+                state.retry_at = None;
+                state.backoff = Duration::ZERO;
+                state.conn = Some(conn.clone());
+                Ok(conn)
+            }
+            Ok(Err(e)) => {
+                let reason = e.to_string();
+                self.note_down(&mut state, &reason);
+                Err(self.unavailable(&reason))
+            }
+            Err(_) => {
+                let reason = format!("connecting took over {:?}", self.settings.connect_timeout);
+                self.note_down(&mut state, &reason);
+                Err(self.unavailable(&reason))
+            }
+        }
+    }
+
+    fn note_down(&self, state: &mut State, reason: &str) {
+        state.conn = None;
+        state.backoff = if state.backoff.is_zero() {
+            FIRST_BACKOFF
+        } else {
+            (state.backoff * 2).min(self.settings.max_backoff)
+        };
+        state.retry_at = Some(Instant::now() + state.backoff);
+        if state.down_since.is_none() {
+            state.down_since = Some(Instant::now());
+            log::warn!(
+                "redis at {} is unavailable ({}): {reason}; retrying with backoff up to {:?}",
+                self.url,
+                self.role,
+                self.settings.max_backoff
+            );
+        }
+    }
+
+    /// Turns a failed request into our error, dropping the connection when the
+    /// failure was at the connection level.
+    pub(crate) fn fail(&self, err: RedisError) -> Error {
+        if is_connection_error(&err) {
+            let reason = err.to_string();
+            let mut state = self.lock();
+            if state.conn.is_some() {
+                // The first failure after a good connection retries at once.
+                state.conn = None;
+                state.backoff = Duration::ZERO;
+                state.retry_at = None;
+                if state.down_since.is_none() {
+                    state.down_since = Some(Instant::now());
+                    log::warn!(
+                        "lost the connection to redis at {} ({}): {reason}; reconnecting",
+                        self.url,
+                        self.role
+                    );
+                }
+            }
+            self.unavailable(&reason)
+        } else if matches!(
+            err.retry_method(),
+            redis::RetryMethod::WaitAndRetry | redis::RetryMethod::RetryImmediately
+        ) {
+            // For example LOADING while a restarted Redis reads its AOF.
+            self.unavailable(&err.to_string())
+        } else {
+            Error::Protocol(format!("redis refused a request: {err}"))
+        }
+    }
+
+    pub(crate) fn unavailable(&self, reason: &str) -> Error {
+        Error::Unavailable {
+            url: self.url.clone(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    /// Runs `f` on the connection, mapping errors.
+    pub(crate) async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
+        let mut conn = self.get().await?;
+        cmd.query_async(&mut conn).await.map_err(|e| self.fail(e))
+    }
+
+    /// Runs a pipeline on the connection, mapping errors.
+    pub(crate) async fn query_pipe<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T> {
+        let mut conn = self.get().await?;
+        pipe.query_async(&mut conn).await.map_err(|e| self.fail(e))
+    }
+
+    /// Invokes a Lua script (EVALSHA, loading it after a Redis restart).
+    pub(crate) async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T> {
+        let mut conn = self.get().await?;
+        invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+}
+
+/// Whether the error means the connection is gone (as opposed to Redis
+/// refusing one command).
+pub(crate) fn is_connection_error(err: &RedisError) -> bool {
+    err.is_io_error()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+        || err.is_timeout()
+        || err.is_unrecoverable_error()
+}
+
+/// `redis://user:secret@host/` → `redis://host/`.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redacted_urls_carry_no_password() {
+        assert_eq!(
+            redact("redis://:pw@10.0.0.1:6379/0"),
+            "redis://10.0.0.1:6379/0"
+        );
+        assert_eq!(redact("redis://127.0.0.1/"), "redis://127.0.0.1/");
+    }
+}

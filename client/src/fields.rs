@@ -1,0 +1,108 @@
+//! Field names of the task hash `rhai_task_details:<id>` and how a hash (or a
+//! notification carrying the same fields) becomes an [`Outcome`].
+//!
+//! State changes: a submitter writes `pending`; a worker's claim writes
+//! `processing`; the worker's finish writes `completed` or `error`. Only
+//! `script` and `status` are required of a third-party submitter.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::{Error, Outcome, Result, TaskFailure, TaskOutput};
+
+/// The script source. Written by the submitter.
+pub const SCRIPT: &str = "script";
+/// `pending` → `processing` → `completed` | `error`.
+pub const STATUS: &str = "status";
+/// Submission time, ms since the Unix epoch.
+pub const CREATED_AT: &str = "createdAt";
+/// Time of the last state change, ms since the Unix epoch.
+pub const UPDATED_AT: &str = "updatedAt";
+/// Optional: after this time (ms since the epoch) the task is not run; it
+/// ends as `error` with kind `expired`.
+pub const DEADLINE: &str = "deadline";
+/// Optional: pub/sub channel to publish the result on.
+pub const REPLY_TO: &str = "replyTo";
+/// Optional: `1` lets a reaper put the task back on the queue when its worker
+/// died while running it, instead of ending it with `worker_lost`.
+pub const RETRY: &str = "retry";
+/// The id of the worker that claimed the task.
+pub const WORKER_ID: &str = "workerId";
+/// When the worker claimed the task, ms since the epoch.
+pub const STARTED_AT: &str = "startedAt";
+/// On `completed`: the final value as text.
+pub const OUTPUT: &str = "output";
+/// What the script printed (capped by the engine).
+pub const PRINTED: &str = "printed";
+/// Microseconds the engine spent running the script.
+pub const RUN_TIME_US: &str = "runTimeUs";
+/// On `error`: the message.
+pub const ERROR: &str = "error";
+/// On `error`: the kind's wire name (`syntax`, `runtime`, `limit`, `timeout`,
+/// `cancelled`, `expired`, `worker_lost`, …).
+pub const ERROR_KIND: &str = "errorKind";
+/// On `error`: 1-based line, when known.
+pub const ERROR_LINE: &str = "errorLine";
+/// On `error`: 1-based column, when known.
+pub const ERROR_COLUMN: &str = "errorColumn";
+/// In notifications only: the task id.
+pub const ID: &str = "id";
+
+/// Status values.
+pub mod status {
+    /// Waiting in the queue.
+    pub const PENDING: &str = "pending";
+    /// Claimed by a worker.
+    pub const PROCESSING: &str = "processing";
+    /// Finished with an output.
+    pub const COMPLETED: &str = "completed";
+    /// Finished with an error.
+    pub const ERROR: &str = "error";
+}
+
+/// Error kinds the protocol itself produces (the engine's kinds come from it).
+pub mod kind {
+    /// The task's deadline passed before a worker took it.
+    pub const EXPIRED: &str = "expired";
+    /// The worker died while running the task.
+    pub const WORKER_LOST: &str = "worker_lost";
+    /// The task hash had no script.
+    pub const INVALID: &str = "invalid";
+    /// Written by a third party without `errorKind`.
+    pub const UNKNOWN: &str = "unknown";
+}
+
+/// The outcome the fields describe, or `None` while the task is not finished.
+pub fn outcome(task_id: &str, fields: &HashMap<String, String>) -> Result<Option<Outcome>> {
+    let get = |name: &str| fields.get(name).cloned().unwrap_or_default();
+    let number = |name: &str| fields.get(name).and_then(|v| v.parse::<u32>().ok());
+    match fields.get(STATUS).map(String::as_str) {
+        Some(status::COMPLETED) => Ok(Some(Outcome::Completed(TaskOutput {
+            task_id: task_id.to_owned(),
+            output: get(OUTPUT),
+            printed: get(PRINTED),
+            run_time: fields
+                .get(RUN_TIME_US)
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(Duration::from_micros),
+        }))),
+        Some(status::ERROR) => Ok(Some(Outcome::Failed(TaskFailure {
+            task_id: task_id.to_owned(),
+            kind: fields
+                .get(ERROR_KIND)
+                .cloned()
+                .unwrap_or_else(|| kind::UNKNOWN.to_owned()),
+            message: get(ERROR),
+            line: number(ERROR_LINE),
+            column: number(ERROR_COLUMN),
+        }))),
+        Some(status::PENDING) | Some(status::PROCESSING) => Ok(None),
+        None if fields.is_empty() => Err(Error::Protocol(format!(
+            "task {task_id} does not exist (unknown id, or its result expired)"
+        ))),
+        None => Ok(None),
+        Some(other) => Err(Error::Protocol(format!(
+            "task {task_id} has unknown status {other:?}"
+        ))),
+    }
+}

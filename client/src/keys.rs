@@ -1,0 +1,61 @@
+//! Every Redis key and channel name of the protocol. No other module or crate
+//! builds a key string; change a name here and the whole system follows.
+//!
+//! Queue names come from [`crate::queue_name`] and contain only `[a-z0-9_]`, so
+//! the `:` separators below are never ambiguous.
+
+/// Prefix of a task's details hash; the task id follows.
+pub const TASK_DETAILS_PREFIX: &str = "rhai_task_details:";
+
+/// `rhai_tasks:<queue>`: LIST of task ids. Submitters `LPUSH`, workers take
+/// from the right, so the queue is FIFO.
+pub fn tasks(queue: &str) -> String {
+    format!("rhai_tasks:{queue}")
+}
+
+/// `rhai_task_details:<task_id>`: HASH of one task (fields in [`crate::fields`]).
+pub fn task_details(task_id: &str) -> String {
+    format!("{TASK_DETAILS_PREFIX}{task_id}")
+}
+
+/// `rhai_processing:<queue>:<worker_id>`: LIST of the ids a worker has taken
+/// off the queue and not yet finished (at most one in practice). A task is
+/// never only in a worker's memory: it is here until its result is written.
+pub fn processing(queue: &str, worker_id: &str) -> String {
+    format!("rhai_processing:{queue}:{worker_id}")
+}
+
+/// `rhai_worker_heartbeat:<queue>:<worker_id>`: STRING (last beat, ms since
+/// the epoch) with a TTL. Its absence means the worker is dead.
+pub fn heartbeat(queue: &str, worker_id: &str) -> String {
+    format!("rhai_worker_heartbeat:{queue}:{worker_id}")
+}
+
+/// `rhai_workers:<queue>`: SET of the ids of workers that registered for the
+/// queue and have not deregistered (or been reaped).
+pub fn workers(queue: &str) -> String {
+    format!("rhai_workers:{queue}")
+}
+
+/// `rhai_stats:<queue>`: HASH of counters: `processed`, `failed`,
+/// `lastHeartbeat` (ms since the epoch).
+pub fn stats(queue: &str) -> String {
+    format!("rhai_stats:{queue}")
+}
+
+/// `rhai_task_replies:<client_id>`: pub/sub channel on which a worker
+/// publishes the result of every task that named it in `replyTo`.
+pub fn reply_channel(client_id: &str) -> String {
+    format!("rhai_task_replies:{client_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_keep_the_original_names() {
+        assert_eq!(tasks("alpha_circle"), "rhai_tasks:alpha_circle");
+        assert_eq!(task_details("abc"), "rhai_task_details:abc");
+    }
+}

@@ -1,0 +1,198 @@
+//! The one notification listener of a [`crate::Client`] and the waiters it
+//! serves.
+//!
+//! Workers publish a finished task's fields (as a JSON object) on the reply
+//! channel the submitter named. One pub/sub connection per `Client` receives
+//! them and hands each to the waiter registered for that task id, so any
+//! number of waiters share one connection. The listener reconnects with capped
+//! backoff and publishes its health; waiters re-check the task hash whenever
+//! health changes, which covers notifications lost during an outage.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::{oneshot, watch};
+
+use crate::{Outcome, fields};
+
+/// Whether the listener is subscribed, and how many times it (re)subscribed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Health {
+    pub up: bool,
+    pub generation: u64,
+}
+
+/// Waiters by task id.
+#[derive(Default)]
+pub(crate) struct Registry {
+    waiters: Mutex<HashMap<String, Vec<oneshot::Sender<Outcome>>>>,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<oneshot::Sender<Outcome>>>> {
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a waiter; it is removed when the returned guard drops.
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        task_id: &str,
+    ) -> (WaiterGuard, oneshot::Receiver<Outcome>) {
+        let (tx, rx) = oneshot::channel();
+        self.lock().entry(task_id.to_owned()).or_default().push(tx);
+        let guard = WaiterGuard {
+            registry: Arc::clone(self),
+            task_id: task_id.to_owned(),
+        };
+        (guard, rx)
+    }
+
+    fn deliver(&self, task_id: &str, outcome: Outcome) {
+        let senders = self.lock().remove(task_id);
+        for tx in senders.into_iter().flatten() {
+            let _ = tx.send(outcome.clone());
+        }
+    }
+
+    /// Number of registered task ids (for tests and diagnostics).
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// Removes a waiter's registration (and any closed siblings) on drop.
+pub(crate) struct WaiterGuard {
+    registry: Arc<Registry>,
+    task_id: String,
+}
+
+impl Drop for WaiterGuard {
+    fn drop(&mut self) {
+        let mut map = self.registry.lock();
+        if let Some(list) = map.get_mut(&self.task_id) {
+            list.retain(|tx| !tx.is_closed());
+            if list.is_empty() {
+                map.remove(&self.task_id);
+            }
+        }
+    }
+}
+
+/// Settings of the listener loop.
+pub(crate) struct ListenerSettings {
+    pub channel: String,
+    pub connect_timeout: Duration,
+    pub max_backoff: Duration,
+    pub url: String,
+}
+
+/// Subscribes once; used by `Client::connect` so a bad URL or a dead Redis
+/// fails the connect instead of surfacing later.
+pub(crate) async fn subscribe(
+    client: &redis::Client,
+    settings: &ListenerSettings,
+) -> Result<redis::aio::PubSub, String> {
+    let attempt = async {
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(&settings.channel).await?;
+        Ok::<_, redis::RedisError>(pubsub)
+    };
+    match tokio::time::timeout(settings.connect_timeout, attempt).await {
+        Ok(Ok(pubsub)) => Ok(pubsub),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "subscribing took over {:?}",
+            settings.connect_timeout
+        )),
+    }
+}
+
+/// Runs until aborted: reads notifications, reconnects after a loss.
+pub(crate) async fn run(
+    client: redis::Client,
+    settings: ListenerSettings,
+    mut first: Option<redis::aio::PubSub>,
+    registry: Arc<Registry>,
+    health: watch::Sender<Health>,
+) {
+    let mut backoff = Duration::ZERO;
+    let mut generation = health.borrow().generation;
+    let mut outage_logged = false;
+    loop {
+        let pubsub = match first.take() {
+            Some(p) => Ok(p),
+            None => subscribe(&client, &settings).await,
+        };
+        match pubsub {
+            Ok(pubsub) => {
+                if outage_logged {
+                    log::info!("reply listener resubscribed to redis at {}", settings.url);
+                    outage_logged = false;
+                }
+                backoff = Duration::ZERO;
+                generation += 1;
+                health.send_replace(Health {
+                    up: true,
+                    generation,
+                });
+                // Keep the sink alive: dropping it may close the connection.
+                let (_sink, mut stream) = pubsub.split();
+                while let Some(msg) = stream.next().await {
+                    handle(&registry, msg.get_payload_bytes());
+                }
+                health.send_replace(Health {
+                    up: false,
+                    generation,
+                });
+                if !outage_logged {
+                    log::warn!(
+                        "reply listener lost its connection to redis at {}; reconnecting",
+                        settings.url
+                    );
+                    outage_logged = true;
+                }
+            }
+            Err(reason) => {
+                if !outage_logged {
+                    log::warn!(
+                        "reply listener cannot subscribe at redis {}: {reason}; retrying with backoff up to {:?}",
+                        settings.url,
+                        settings.max_backoff
+                    );
+                    outage_logged = true;
+                }
+                health.send_replace(Health {
+                    up: false,
+                    generation,
+                });
+                backoff = if backoff.is_zero() {
+                    Duration::from_millis(50)
+                } else {
+                    (backoff * 2).min(settings.max_backoff)
+                };
+                tokio::time::sleep(backoff).await;
+            }
+        }
+    }
+}
+
+fn handle(registry: &Registry, payload: &[u8]) {
+    let fields: HashMap<String, String> = match serde_json::from_slice(payload) {
+        Ok(fields) => fields,
+        Err(e) => {
+            log::warn!("ignoring a malformed task notification: {e}");
+            return;
+        }
+    };
+    let Some(task_id) = fields.get(fields::ID).cloned() else {
+        log::warn!("ignoring a task notification without an id");
+        return;
+    };
+    match fields::outcome(&task_id, &fields) {
+        Ok(Some(outcome)) => registry.deliver(&task_id, outcome),
+        Ok(None) => {}
+        Err(e) => log::warn!("ignoring a notification for task {task_id}: {e}"),
+    }
+}

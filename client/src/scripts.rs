@@ -1,0 +1,243 @@
+//! The Lua scripts of the protocol. Each state change is one script, so it is
+//! atomic: no reader ever sees a half-written task, and a crash between two
+//! steps cannot happen inside one.
+//!
+//! Shared helper `finish` (prepended to the scripts that end a task): writes
+//! the terminal fields plus `updatedAt`, sets the result TTL, removes the id
+//! from the processing list, bumps `processed`/`failed`, and publishes the
+//! fields as a JSON object on the task's `replyTo` channel (if any).
+
+use std::sync::LazyLock;
+
+use redis::{Script, ScriptInvocation};
+
+use crate::keys;
+
+const FINISH: &str = r#"
+local function finish(dkey, id, plist, stats, now, ttl, fields)
+  local reply = redis.call('HGET', dkey, 'replyTo')
+  redis.call('HSET', dkey, 'updatedAt', now, unpack(fields))
+  redis.call('PEXPIRE', dkey, ttl)
+  redis.call('LREM', plist, 1, id)
+  local note = { id = id, updatedAt = now }
+  local status = 'error'
+  for i = 1, #fields, 2 do
+    note[fields[i]] = fields[i + 1]
+    if fields[i] == 'status' then status = fields[i + 1] end
+  end
+  if status == 'completed' then
+    redis.call('HINCRBY', stats, 'processed', 1)
+  else
+    redis.call('HINCRBY', stats, 'failed', 1)
+  end
+  if reply then redis.call('PUBLISH', reply, cjson.encode(note)) end
+end
+"#;
+
+/// Claims a task already moved into the processing list.
+/// Returns `{'run', id, script, deadline}` or `{'expired'|'missing'|'skipped'|'invalid', id}`.
+const CLAIM: &str = r#"
+local function claim(id, plist, stats, prefix, worker, now, ttl)
+  local dkey = prefix .. id
+  local h = redis.call('HMGET', dkey, 'status', 'script', 'deadline')
+  local status, script, deadline = h[1], h[2], h[3]
+  if redis.call('EXISTS', dkey) == 0 then
+    redis.call('LREM', plist, 1, id)
+    return { 'missing', id }
+  end
+  if status and status ~= 'pending' then
+    redis.call('LREM', plist, 1, id)
+    return { 'skipped', id, status }
+  end
+  if not script then
+    finish(dkey, id, plist, stats, now, ttl, { 'status', 'error', 'errorKind', 'invalid',
+      'error', 'task has no script field' })
+    return { 'invalid', id }
+  end
+  if deadline and tonumber(deadline) and tonumber(now) > tonumber(deadline) then
+    finish(dkey, id, plist, stats, now, ttl, { 'status', 'error', 'errorKind', 'expired',
+      'error', 'task expired before it ran: its deadline passed while it waited in the queue' })
+    return { 'expired', id }
+  end
+  redis.call('HSET', dkey, 'status', 'processing', 'workerId', worker, 'startedAt', now,
+    'updatedAt', now)
+  return { 'run', id, script, deadline or '' }
+end
+"#;
+
+/// KEYS: processing list, stats. ARGV: id, details prefix, worker id, now, ttl.
+static CLAIM_ONE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{FINISH}{CLAIM}return claim(ARGV[1], KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4], ARGV[5])"
+    ))
+});
+
+/// KEYS: queue, processing list, stats. ARGV: details prefix, worker id, now, ttl.
+/// Non-blocking: moves the oldest id (right end) and claims it; `false` when empty.
+static POP_AND_CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{FINISH}{CLAIM}
+local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+if not id then return false end
+return claim(id, KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4])"
+    ))
+});
+
+/// KEYS: details, processing list, stats. ARGV: id, worker id, now, ttl, field pairs….
+/// Returns 1 when written, 0 when the task was no longer this worker's
+/// (a reaper resolved it meanwhile): then only the processing entry goes.
+static FINISH_TASK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{FINISH}
+local h = redis.call('HMGET', KEYS[1], 'status', 'workerId')
+if h[1] ~= 'processing' or h[2] ~= ARGV[2] then
+  redis.call('LREM', KEYS[2], 1, ARGV[1])
+  return 0
+end
+local fields = {{}}
+for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+finish(KEYS[1], ARGV[1], KEYS[2], KEYS[3], ARGV[3], ARGV[4], fields)
+return 1"
+    ))
+});
+
+/// KEYS: workers set, queue, stats, dead worker's processing list, its heartbeat.
+/// ARGV: dead worker id, details prefix, now, ttl, message.
+/// Returns `{lost, requeued}`, or -1 when the worker is alive after all.
+static REAP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{FINISH}
+if redis.call('EXISTS', KEYS[5]) == 1 then return -1 end
+local lost, requeued = 0, 0
+local ids = redis.call('LRANGE', KEYS[4], 0, -1)
+for _, id in ipairs(ids) do
+  local dkey = ARGV[2] .. id
+  local h = redis.call('HMGET', dkey, 'status', 'workerId', 'retry')
+  if h[1] == 'processing' and h[2] == ARGV[1] then
+    if h[3] == '1' then
+      redis.call('HSET', dkey, 'status', 'pending', 'updatedAt', ARGV[3])
+      redis.call('HDEL', dkey, 'workerId', 'startedAt')
+      redis.call('RPUSH', KEYS[2], id)
+      requeued = requeued + 1
+    else
+      finish(dkey, id, KEYS[4], KEYS[3], ARGV[3], ARGV[4], {{ 'status', 'error',
+        'errorKind', 'worker_lost', 'error', ARGV[5] }})
+      lost = lost + 1
+    end
+  elseif redis.call('EXISTS', dkey) == 1 and (not h[1] or h[1] == 'pending') then
+    -- Taken off the queue but never claimed: it never ran, so it goes back
+    -- to the head of the queue.
+    redis.call('RPUSH', KEYS[2], id)
+    requeued = requeued + 1
+  end
+end
+redis.call('DEL', KEYS[4])
+redis.call('SREM', KEYS[1], ARGV[1])
+return {{ lost, requeued }}"
+    ))
+});
+
+/// KEYS: queue, stats, workers set. ARGV: processing-list prefix of the queue.
+/// Returns `{queue_len, processed, failed, in_flight, lastHeartbeat|false}`.
+static STATS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local qlen = redis.call('LLEN', KEYS[1])
+local s = redis.call('HMGET', KEYS[2], 'processed', 'failed', 'lastHeartbeat')
+local inflight = 0
+for _, w in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  inflight = inflight + redis.call('LLEN', ARGV[1] .. w)
+end
+local beat = false
+if s[3] then beat = tonumber(s[3]) end
+return { qlen, tonumber(s[1] or '0'), tonumber(s[2] or '0'), inflight, beat }
+"#,
+    )
+});
+
+pub(crate) fn stats(queue: &str) -> ScriptInvocation<'static> {
+    let mut inv = STATS.prepare_invoke();
+    inv.key(keys::tasks(queue))
+        .key(keys::stats(queue))
+        .key(keys::workers(queue))
+        .arg(keys::processing(queue, ""));
+    inv
+}
+
+pub(crate) fn claim_one(
+    queue: &str,
+    worker: &str,
+    task_id: &str,
+    now: u64,
+    ttl_ms: u64,
+) -> ScriptInvocation<'static> {
+    let mut inv = CLAIM_ONE.prepare_invoke();
+    inv.key(keys::processing(queue, worker))
+        .key(keys::stats(queue))
+        .arg(task_id)
+        .arg(keys::TASK_DETAILS_PREFIX)
+        .arg(worker)
+        .arg(now)
+        .arg(ttl_ms);
+    inv
+}
+
+pub(crate) fn pop_and_claim(
+    queue: &str,
+    worker: &str,
+    now: u64,
+    ttl_ms: u64,
+) -> ScriptInvocation<'static> {
+    let mut inv = POP_AND_CLAIM.prepare_invoke();
+    inv.key(keys::tasks(queue))
+        .key(keys::processing(queue, worker))
+        .key(keys::stats(queue))
+        .arg(keys::TASK_DETAILS_PREFIX)
+        .arg(worker)
+        .arg(now)
+        .arg(ttl_ms);
+    inv
+}
+
+pub(crate) fn finish_task(
+    queue: &str,
+    worker: &str,
+    task_id: &str,
+    now: u64,
+    ttl_ms: u64,
+    fields: &[(&str, String)],
+) -> ScriptInvocation<'static> {
+    let mut inv = FINISH_TASK.prepare_invoke();
+    inv.key(keys::task_details(task_id))
+        .key(keys::processing(queue, worker))
+        .key(keys::stats(queue))
+        .arg(task_id)
+        .arg(worker)
+        .arg(now)
+        .arg(ttl_ms);
+    for (name, value) in fields {
+        inv.arg(*name).arg(value.as_str());
+    }
+    inv
+}
+
+pub(crate) fn reap(
+    queue: &str,
+    dead: &str,
+    now: u64,
+    ttl_ms: u64,
+    message: &str,
+) -> ScriptInvocation<'static> {
+    let mut inv = REAP.prepare_invoke();
+    inv.key(keys::workers(queue))
+        .key(keys::tasks(queue))
+        .key(keys::stats(queue))
+        .key(keys::processing(queue, dead))
+        .key(keys::heartbeat(queue, dead))
+        .arg(dead)
+        .arg(keys::TASK_DETAILS_PREFIX)
+        .arg(now)
+        .arg(ttl_ms)
+        .arg(message);
+    inv
+}

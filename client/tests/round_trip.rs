@@ -1,0 +1,242 @@
+//! The client against a real Redis, with a stand-in worker built on the
+//! broker operations (it "runs" a script by echoing it), so the protocol is
+//! tested without the engine.
+
+use std::time::Duration;
+
+use client::broker::{BlockingPopper, BrokerOptions, Claim, TaskResult, WorkerBroker};
+use client::{Client, Outcome, SubmitOptions};
+use tokio::task::JoinHandle;
+
+/// A stand-in worker: completes every task with its script as output, or
+/// fails it when the script starts with "fail".
+fn echo_worker(url: &str, queue: &str) -> JoinHandle<()> {
+    let options = BrokerOptions::new(Duration::from_secs(60));
+    let id = format!("echo-{}", uuid_like());
+    let broker = WorkerBroker::new(url, queue, &id, &options).expect("broker");
+    let popper =
+        BlockingPopper::new(url, queue, &id, Duration::from_millis(200), &options).expect("popper");
+    tokio::spawn(async move {
+        loop {
+            let claim = match broker.pop_and_claim().await {
+                Ok(Some(claim)) => claim,
+                Ok(None) => match popper.pop(Duration::from_millis(200)).await {
+                    Ok(Some(id)) => match broker.claim(&id).await {
+                        Ok(claim) => claim,
+                        Err(_) => continue,
+                    },
+                    _ => continue,
+                },
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            if let Claim::Run(task) = claim {
+                let result = if task.script.starts_with("fail") {
+                    TaskResult::Failed {
+                        kind: "runtime".into(),
+                        message: format!("asked to fail: {}", task.script),
+                        line: Some(1),
+                        column: Some(5),
+                    }
+                } else {
+                    TaskResult::Completed {
+                        output: task.script.clone(),
+                        printed: String::new(),
+                        run_time: Duration::from_micros(7),
+                    }
+                };
+                let _ = broker.finish(&task.task_id, &result).await;
+            }
+        }
+    })
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{:x}",
+        std::process::id() as u128 * 1_000_003 + rand_suffix()
+    )
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_submitted_script_comes_back_completed_with_its_output() {
+    let redis = testkit::RedisServer::start();
+    let worker = echo_worker(&redis.url(), "alpha");
+    let client = Client::connect(&redis.url()).await.expect("connect");
+    let outcome = client
+        .run("alpha", "40 + 2", &SubmitOptions::default())
+        .await
+        .expect("run");
+    match outcome {
+        Outcome::Completed(out) => {
+            assert_eq!(out.output, "40 + 2");
+            assert_eq!(out.run_time, Some(Duration::from_micros(7)));
+        }
+        other => panic!("expected completed, got {other:?}"),
+    }
+    assert_eq!(client.waiting(), 0, "the waiter is unregistered afterwards");
+    worker.abort();
+}
+
+#[tokio::test]
+async fn a_failed_script_is_an_outcome_with_kind_line_and_column() {
+    let redis = testkit::RedisServer::start();
+    let worker = echo_worker(&redis.url(), "alpha");
+    let client = Client::connect(&redis.url()).await.expect("connect");
+    let outcome = client
+        .run("alpha", "fail here", &SubmitOptions::default())
+        .await
+        .expect("run");
+    let Outcome::Failed(failure) = outcome else {
+        panic!("expected a failure, got {outcome:?}");
+    };
+    assert_eq!(failure.kind, "runtime");
+    assert_eq!(failure.message, "asked to fail: fail here");
+    assert_eq!((failure.line, failure.column), (Some(1), Some(5)));
+    worker.abort();
+}
+
+#[tokio::test]
+async fn submit_then_wait_by_id_works_even_after_the_task_finished() {
+    let redis = testkit::RedisServer::start();
+    let worker = echo_worker(&redis.url(), "q");
+    let client = Client::connect(&redis.url()).await.expect("connect");
+    let id = client
+        .submit("q", "hello", &SubmitOptions::default())
+        .await
+        .expect("submit");
+    let other = Client::connect(&redis.url()).await.expect("connect");
+    // Wait until the hash says completed, then wait from a client that never
+    // got the notification: the hash is the source of truth.
+    let probe = client.clone();
+    let pid = id.clone();
+    tokio::time::timeout(Duration::from_secs(10), async move {
+        while probe.check(&pid).await.expect("check").is_none() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("task finished");
+    let outcome = other.wait(&id, Duration::from_secs(5)).await.expect("wait");
+    assert!(
+        matches!(outcome, Outcome::Completed(ref o) if o.output == "hello"),
+        "{outcome:?}"
+    );
+    worker.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_serves_a_thousand_concurrent_waiters() {
+    let redis = testkit::RedisServer::start();
+    let client = Client::connect(&redis.url()).await.expect("connect");
+    let mut handles = Vec::new();
+    for i in 0..1000 {
+        let client = client.clone();
+        handles.push(tokio::spawn(async move {
+            let script = format!("task {i}");
+            let outcome = client
+                .run(
+                    "many",
+                    &script,
+                    &SubmitOptions {
+                        timeout: Duration::from_secs(60),
+                    },
+                )
+                .await
+                .expect("run");
+            (script, outcome)
+        }));
+    }
+    // All 1,000 are submitted and waiting before any worker exists.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while client.waiting() < 1000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} waiters registered",
+            client.waiting()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let workers: Vec<_> = (0..4).map(|_| echo_worker(&redis.url(), "many")).collect();
+    for handle in handles {
+        let (script, outcome) = handle.await.expect("join");
+        match outcome {
+            Outcome::Completed(out) => assert_eq!(out.output, script),
+            other => panic!("{script}: {other:?}"),
+        }
+    }
+    assert_eq!(client.waiting(), 0);
+    let stats = client.stats("many").await.expect("stats");
+    assert_eq!(stats.processed, 1000);
+    assert_eq!(stats.queue_len, 0);
+    for w in workers {
+        w.abort();
+    }
+}
+
+#[tokio::test]
+async fn waiting_past_the_timeout_is_a_timeout_error() {
+    let redis = testkit::RedisServer::start();
+    let client = Client::connect(&redis.url()).await.expect("connect");
+    let err = client
+        .run(
+            "nobody_listens",
+            "1",
+            &SubmitOptions {
+                timeout: Duration::from_millis(200),
+            },
+        )
+        .await
+        .expect_err("no worker, so it must time out");
+    assert!(matches!(err, client::Error::Timeout { .. }), "{err:?}");
+    assert_eq!(client.waiting(), 0);
+}
+
+#[tokio::test]
+async fn a_third_party_result_written_by_hand_is_read_back() {
+    let redis = testkit::RedisServer::start();
+    let client = Client::connect(&redis.url()).await.expect("connect");
+    let raw = redis::Client::open(redis.url()).expect("url");
+    let mut conn = raw
+        .get_multiplexed_async_connection()
+        .await
+        .expect("raw conn");
+    let _: () = redis::cmd("HSET")
+        .arg(client::keys::task_details("by-hand"))
+        .arg(&[("status", "error"), ("error", "boom")])
+        .query_async(&mut conn)
+        .await
+        .expect("hset");
+    let outcome = client
+        .wait("by-hand", Duration::from_secs(1))
+        .await
+        .expect("wait");
+    let Outcome::Failed(f) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!((f.kind.as_str(), f.message.as_str()), ("unknown", "boom"));
+    let missing = client.wait("never-submitted", Duration::from_secs(1)).await;
+    assert!(
+        matches!(missing, Err(client::Error::Protocol(_))),
+        "{missing:?}"
+    );
+}
+
+#[tokio::test]
+async fn connecting_to_a_dead_redis_fails_fast_as_unavailable() {
+    let port = testkit::free_port();
+    let err = Client::connect(&format!("redis://127.0.0.1:{port}/"))
+        .await
+        .err()
+        .expect("nothing listens there");
+    assert!(matches!(err, client::Error::Unavailable { .. }), "{err:?}");
+}
