@@ -1,0 +1,240 @@
+//! Shared fixtures of the server_ws integration tests: a real Redis, a server
+//! on port 0, a raw WebSocket client, and a small stand-in worker that speaks
+//! the real Redis task protocol (via `client::broker`) and "runs" a tiny
+//! script language so each reply shape can be produced on demand.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use client::broker::{BlockingPopper, BrokerOptions, Claim, TaskResult, WorkerBroker};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use server_ws::{ServerConfig, ServerStatus, ServerTiming};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How long a test waits for something that should happen promptly.
+pub const PROMPTLY: Duration = Duration::from_secs(10);
+
+pub const QUEUE: &str = "test_circle";
+
+/// A running server with its Redis and (optionally) a stand-in worker.
+pub struct Fixture {
+    pub redis: testkit::RedisServer,
+    pub addr: std::net::SocketAddr,
+    pub status: Arc<ServerStatus>,
+    pub token: CancellationToken,
+    pub server: tokio::task::JoinHandle<server_ws::Result<()>>,
+    pub worker_token: CancellationToken,
+}
+
+impl Fixture {
+    /// Redis, a stand-in worker, and a server with `tweak` applied to the default config.
+    pub async fn start(tweak: impl FnOnce(&mut ServerConfig)) -> Fixture {
+        Fixture::start_with(tweak, ServerTiming::default(), true).await
+    }
+
+    pub async fn start_with(
+        tweak: impl FnOnce(&mut ServerConfig),
+        timing: ServerTiming,
+        with_worker: bool,
+    ) -> Fixture {
+        let redis = testkit::RedisServer::start();
+        let client = client::Client::connect(&redis.url())
+            .await
+            .expect("connect the client to the test redis");
+        let mut config = ServerConfig::new("Test Circle", QUEUE);
+        tweak(&mut config);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+        let addr = listener.local_addr().expect("local addr");
+        let status = Arc::new(ServerStatus::default());
+        let token = CancellationToken::new();
+        let server = tokio::spawn(server_ws::run_with(
+            config,
+            timing,
+            listener,
+            client,
+            Arc::clone(&status),
+            token.clone(),
+        ));
+        let worker_token = CancellationToken::new();
+        if with_worker {
+            tokio::spawn(stand_in_worker(redis.url(), worker_token.clone()));
+        }
+        Fixture {
+            redis,
+            addr,
+            status,
+            token,
+            server,
+            worker_token,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub async fn connect(&self) -> Ws {
+        let (ws, _) = tokio_tungstenite::connect_async(self.url())
+            .await
+            .expect("websocket upgrade");
+        ws
+    }
+
+    /// Cancels the server and waits for `run` to return.
+    pub async fn shut_down(&mut self) -> server_ws::Result<()> {
+        self.token.cancel();
+        let ended = tokio::time::timeout(PROMPTLY, &mut self.server)
+            .await
+            .expect("run returns promptly after cancellation")
+            .expect("server task did not panic");
+        self.worker_token.cancel();
+        ended
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.token.cancel();
+        self.worker_token.cancel();
+    }
+}
+
+/// Sends a text frame.
+pub async fn send(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text))
+        .await
+        .expect("send a text frame");
+}
+
+/// The next text frame as JSON (pings are answered by tungstenite on read).
+pub async fn recv(ws: &mut Ws) -> Value {
+    let deadline = tokio::time::Instant::now() + PROMPTLY;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("a reply within the deadline")
+            .expect("the connection is still open")
+            .expect("a valid frame");
+        match msg {
+            Message::Text(text) => {
+                return serde_json::from_str(text.as_str()).expect("the reply is JSON");
+            }
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+/// Sends `text` and returns the reply.
+pub async fn call(ws: &mut Ws, text: &str) -> Value {
+    send(ws, text).await;
+    recv(ws).await
+}
+
+/// A `play` request text.
+pub fn play(id: impl Into<Value>, script: &str) -> String {
+    serde_json::json!({"jsonrpc":"2.0","id":id.into(),"method":"play","params":{"script":script}})
+        .to_string()
+}
+
+/// The error code of a reply (panics on a success).
+pub fn code(reply: &Value) -> i64 {
+    reply["error"]["code"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("expected an error reply, got {reply}"))
+}
+
+/// Polls `f` until it holds, or panics naming `what`.
+pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + PROMPTLY;
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Takes tasks from the real queue and finishes them through the real worker
+/// side of the protocol. Scripts:
+/// - `echo:X` completes with output X; `print:X` prints X and outputs "";
+/// - `fail:M` fails (kind runtime, line 1, column 5) with message M;
+/// - `expire` fails with kind timeout;
+/// - `gate:N` completes once N other tasks have completed;
+/// - `hang` is claimed and never finished;
+/// - anything else completes with the script as output.
+pub async fn stand_in_worker(url: String, token: CancellationToken) {
+    let options = BrokerOptions::new(Duration::from_secs(60));
+    let popper = BlockingPopper::new(
+        &url,
+        QUEUE,
+        "stand-in",
+        Duration::from_millis(100),
+        &options,
+    )
+    .expect("popper");
+    let broker = Arc::new(WorkerBroker::new(&url, QUEUE, "stand-in", &options).expect("broker"));
+    let completed = Arc::new(AtomicU64::new(0));
+    while !token.is_cancelled() {
+        let Ok(Some(id)) = popper.pop(Duration::from_millis(100)).await else {
+            continue;
+        };
+        let Ok(Claim::Run(task)) = broker.claim(&id).await else {
+            continue;
+        };
+        let broker = Arc::clone(&broker);
+        let completed = Arc::clone(&completed);
+        tokio::spawn(async move {
+            let result = match run_stand_in(&task.script, &completed).await {
+                Some(result) => result,
+                None => return,
+            };
+            if matches!(result, TaskResult::Completed { .. }) {
+                completed.fetch_add(1, Ordering::SeqCst);
+            }
+            let _ = broker.finish(&task.task_id, &result).await;
+        });
+    }
+}
+
+async fn run_stand_in(script: &str, completed: &AtomicU64) -> Option<TaskResult> {
+    let done = |output: &str, printed: &str| TaskResult::Completed {
+        output: output.to_string(),
+        printed: printed.to_string(),
+        run_time: Duration::from_micros(250),
+    };
+    let failed = |kind: &str, message: &str| TaskResult::Failed {
+        kind: kind.to_string(),
+        message: message.to_string(),
+        line: Some(1),
+        column: Some(5),
+    };
+    Some(if let Some(x) = script.strip_prefix("echo:") {
+        done(x, "")
+    } else if let Some(x) = script.strip_prefix("print:") {
+        done("", &format!("{x}\n"))
+    } else if let Some(m) = script.strip_prefix("fail:") {
+        failed("runtime", m)
+    } else if script == "expire" {
+        failed("timeout", "the script ran out of time")
+    } else if let Some(n) = script.strip_prefix("gate:") {
+        let n: u64 = n.parse().expect("gate:N");
+        while completed.load(Ordering::SeqCst) < n {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        done("gate", "")
+    } else if script == "hang" {
+        return None;
+    } else {
+        done(script, "")
+    })
+}

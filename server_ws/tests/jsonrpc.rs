@@ -1,0 +1,254 @@
+//! JSON-RPC 2.0 over a real socket, raw text: results, every error code,
+//! notifications, batches, concurrency.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Fixture, call, code, play, recv, send};
+use serde_json::{Value, json};
+use server_ws::codes;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn play_returns_the_output_printed_text_and_task_id() {
+    let fx = Fixture::start(|_| {}).await;
+    let mut ws = fx.connect().await;
+    let reply = call(&mut ws, &play(1, "echo:42")).await;
+    assert_eq!(reply["jsonrpc"], "2.0");
+    assert_eq!(reply["id"], 1);
+    assert_eq!(reply["result"]["output"], "42");
+    assert_eq!(reply["result"]["printed"], "");
+    assert!(
+        reply["result"]["task_id"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+    );
+    assert!(reply["result"]["run_time_ms"].as_f64().is_some());
+
+    let reply = call(&mut ws, &play("p", "print:hello")).await;
+    assert_eq!(reply["id"], "p");
+    assert_eq!(reply["result"]["output"], "");
+    assert_eq!(reply["result"]["printed"], "hello\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positional_params_are_accepted() {
+    let fx = Fixture::start(|_| {}).await;
+    let mut ws = fx.connect().await;
+    let reply = call(
+        &mut ws,
+        r#"{"jsonrpc":"2.0","id":9,"method":"play","params":["echo:pos"]}"#,
+    )
+    .await;
+    assert_eq!(reply["result"]["output"], "pos");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_the_json_rpc_error_codes() {
+    let fx = Fixture::start(|_| {}).await;
+    let mut ws = fx.connect().await;
+    let cases: &[(&str, i64, Value)] = &[
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method""#,
+            codes::PARSE_ERROR,
+            Value::Null,
+        ),
+        (
+            r#"{"jsonrpc":"1.0","id":2,"method":"play","params":{"script":"1"}}"#,
+            codes::INVALID_REQUEST,
+            json!(2),
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":{"a":1},"method":"play","params":{"script":"1"}}"#,
+            codes::INVALID_REQUEST,
+            Value::Null,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":3,"method":"eval"}"#,
+            codes::METHOD_NOT_FOUND,
+            json!(3),
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":4,"method":"play","params":{}}"#,
+            codes::INVALID_PARAMS,
+            json!(4),
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":5,"method":"play","params":{"script":42}}"#,
+            codes::INVALID_PARAMS,
+            json!(5),
+        ),
+    ];
+    for (text, want, id) in cases {
+        let reply = call(&mut ws, text).await;
+        assert_eq!(code(&reply), *want, "{text} → {reply}");
+        assert_eq!(&reply["id"], id, "{text} → {reply}");
+        assert!(
+            reply["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    // The connection survives every one of them.
+    assert_eq!(
+        call(&mut ws, &play(6, "echo:ok")).await["result"]["output"],
+        "ok"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_script_gets_32000_with_kind_line_and_column() {
+    let fx = Fixture::start(|_| {}).await;
+    let mut ws = fx.connect().await;
+    let reply = call(&mut ws, &play(1, "fail:variable not found: x")).await;
+    assert_eq!(code(&reply), codes::SCRIPT_FAILED);
+    assert_eq!(reply["id"], 1);
+    assert_eq!(reply["error"]["message"], "variable not found: x");
+    assert_eq!(reply["error"]["data"]["kind"], "runtime");
+    assert_eq!(reply["error"]["data"]["line"], 1);
+    assert_eq!(reply["error"]["data"]["column"], 5);
+    assert!(reply["error"]["data"]["task_id"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_does_not_finish_in_time_gets_32001() {
+    let fx = Fixture::start(|c| c.task_timeout = Duration::from_millis(300)).await;
+    let mut ws = fx.connect().await;
+    let reply = call(&mut ws, &play(1, "hang")).await;
+    assert_eq!(code(&reply), codes::TIMED_OUT, "{reply}");
+    assert_eq!(reply["error"]["data"]["kind"], "timeout");
+    // A script the engine stopped for running out of time is reported alike.
+    let reply = call(&mut ws, &play(2, "expire")).await;
+    assert_eq!(code(&reply), codes::TIMED_OUT, "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_when_redis_is_down_get_32002() {
+    let mut fx = Fixture::start(|_| {}).await;
+    let mut ws = fx.connect().await;
+    assert_eq!(
+        call(&mut ws, &play(1, "echo:up")).await["result"]["output"],
+        "up"
+    );
+    fx.redis.kill();
+    let reply = call(&mut ws, &play(2, "echo:down")).await;
+    assert_eq!(code(&reply), codes::BROKER_UNAVAILABLE, "{reply}");
+    assert_eq!(reply["id"], 2);
+    let text = reply.to_string();
+    assert!(!text.contains("127.0.0.1"), "no internals leaked: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_run_but_get_no_reply() {
+    let fx = Fixture::start(|_| {}).await;
+    let mut ws = fx.connect().await;
+    send(
+        &mut ws,
+        r#"{"jsonrpc":"2.0","method":"play","params":{"script":"echo:quiet"}}"#,
+    )
+    .await;
+    // Malformed notifications are not answered either.
+    send(&mut ws, r#"{"jsonrpc":"2.0","method":"nope"}"#).await;
+    send(&mut ws, r#"{"jsonrpc":"2.0","method":"play","params":{}}"#).await;
+    // The next reply is the one for the next request: nothing came in between.
+    let reply = call(&mut ws, &play(7, "echo:loud")).await;
+    assert_eq!(reply["id"], 7);
+    assert_eq!(reply["result"]["output"], "loud");
+    let status = fx.status.clone();
+    common::eventually("the notification to have run", || {
+        status.requests() == 2 && status.in_flight() == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_batch_is_answered_with_an_array_without_the_notifications() {
+    let fx = Fixture::start(|_| {}).await;
+    let mut ws = fx.connect().await;
+    let batch = json!([
+        {"jsonrpc":"2.0","id":1,"method":"play","params":{"script":"echo:one"}},
+        {"jsonrpc":"2.0","method":"play","params":{"script":"echo:note"}},
+        {"jsonrpc":"2.0","id":2,"method":"nope"},
+        1,
+        {"jsonrpc":"2.0","id":3,"method":"play","params":{"script":"fail:boom"}},
+    ]);
+    let reply = call(&mut ws, &batch.to_string()).await;
+    let replies = reply.as_array().expect("a batch reply is an array");
+    assert_eq!(replies.len(), 4, "{reply}");
+    let by_id = |id: Value| {
+        replies
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap_or_else(|| panic!("reply for {id} in {reply}"))
+    };
+    assert_eq!(by_id(json!(1))["result"]["output"], "one");
+    assert_eq!(code(by_id(json!(2))), codes::METHOD_NOT_FOUND);
+    assert_eq!(code(by_id(json!(3))), codes::SCRIPT_FAILED);
+    assert_eq!(code(by_id(Value::Null)), codes::INVALID_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_batch_is_one_invalid_request_and_an_all_notification_batch_is_silent() {
+    let fx = Fixture::start(|_| {}).await;
+    let mut ws = fx.connect().await;
+    let reply = call(&mut ws, "[]").await;
+    assert!(reply.is_object(), "a single error, not an array: {reply}");
+    assert_eq!(code(&reply), codes::INVALID_REQUEST);
+    assert_eq!(reply["id"], Value::Null);
+
+    send(
+        &mut ws,
+        &json!([
+            {"jsonrpc":"2.0","method":"play","params":{"script":"echo:a"}},
+            {"jsonrpc":"2.0","method":"play","params":{"script":"echo:b"}},
+        ])
+        .to_string(),
+    )
+    .await;
+    let reply = call(&mut ws, &play("after", "echo:after")).await;
+    assert_eq!(
+        reply["id"], "after",
+        "the silent batch sent nothing: {reply}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_requests_in_flight_on_one_connection_are_matched_by_id() {
+    let fx = Fixture::start(|_| {}).await;
+    let mut ws = fx.connect().await;
+    // Request 0 completes only after the 19 others have: the server must have
+    // all 20 in flight at once, and reply out of order.
+    send(&mut ws, &play(0, "gate:19")).await;
+    for id in 1..20 {
+        send(&mut ws, &play(id, &format!("echo:r{id}"))).await;
+    }
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        let reply = recv(&mut ws).await;
+        let id = reply["id"].as_u64().expect("numeric id");
+        let want = if id == 0 {
+            "gate".to_string()
+        } else {
+            format!("r{id}")
+        };
+        assert_eq!(reply["result"]["output"], want.as_str(), "{reply}");
+        seen.push(id);
+    }
+    assert_eq!(seen.last(), Some(&0), "the gated request is answered last");
+    seen.sort_unstable();
+    assert_eq!(seen, (0..20).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_in_flight_limit_get_32003() {
+    let fx = Fixture::start(|c| c.max_in_flight = 2).await;
+    let mut ws = fx.connect().await;
+    send(&mut ws, &play(1, "gate:1")).await;
+    send(&mut ws, &play(2, "gate:1")).await;
+    let status = fx.status.clone();
+    common::eventually("two requests in flight", || status.in_flight() == 2).await;
+    let reply = call(&mut ws, &play(3, "echo:x")).await;
+    assert_eq!(reply["id"], 3);
+    assert_eq!(code(&reply), codes::LIMIT_EXCEEDED);
+    assert_eq!(reply["error"]["data"]["limit"], "max_in_flight");
+}
