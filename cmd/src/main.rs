@@ -1,6 +1,72 @@
-//! `circles_orchestrator`: runs every circle of a circles.json.
+//! `circles_orchestrator`: runs every circle of a circles.json — per circle an
+//! OurDB, a Rhai engine bound to it, a worker taking its tasks from Redis and
+//! a WebSocket JSON-RPC server — with a live status table, and a `play`
+//! companion that sends a script to a running circle.
+//!
+//! It sits on top of the crate graph (`ourdb` ← `engine` ← `worker`,
+//! `client` ← `server_ws`); nothing depends on it. Modules: [`cli`] (options),
+//! [`config`] (circles.json validation), [`redis_setup`] (finding or starting
+//! Redis), [`circles`] (opening databases and binding ports), [`supervisor`]
+//! (restart with backoff), [`status`] and [`render`] (the table), [`run`]
+//! (start-up and shutdown), [`play`].
+//!
+//! ```text
+//! $ circles_orchestrator circles.json            # serve every circle
+//! $ circles_orchestrator play '40 + 2'           # 42, from the first circle
+//! $ circles_orchestrator play --circle Beta -f script.rhai
+//! ```
+//!
+//! Exit codes: 0 clean shutdown, 1 runtime failure, 2 bad configuration or usage.
 
-fn main() {
-    eprintln!("circles_orchestrator is not built yet");
-    std::process::exit(1);
+use std::process::ExitCode;
+
+use clap::Parser;
+
+pub mod circles;
+pub mod cli;
+pub mod config;
+pub mod logging;
+pub mod play;
+pub mod redis_setup;
+pub mod render;
+pub mod run;
+pub mod status;
+pub mod supervisor;
+
+/// A usage mistake: exit code 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn exit_code_of(error: &anyhow::Error) -> u8 {
+    let usage = error
+        .chain()
+        .any(|e| e.is::<config::ConfigError>() || e.is::<UsageError>());
+    if usage { 2 } else { 1 }
+}
+
+fn main() -> ExitCode {
+    // clap exits 2 on a usage error and 0 for --help/--version.
+    let cli = cli::Cli::parse();
+    let result = match cli.command {
+        Some(cli::Command::Play(args)) => play::play(args),
+        None => run::run(cli.run).map(|()| 0),
+    };
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(error) => {
+            eprintln!("circles_orchestrator: error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(exit_code_of(&error))
+        }
+    }
 }

@@ -1,0 +1,151 @@
+//! Preparing every circle before anything serves: open its OurDB at
+//! `<data-dir>/<id>/`, bind its port, build its engine. Start is all or
+//! nothing: if any circle cannot be prepared, every failure is reported (each
+//! naming its circle) and nothing is started, so a user is never left with
+//! some circles silently missing.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::bail;
+
+use crate::config::CircleConfig;
+
+/// A circle ready to start.
+pub struct Prepared {
+    /// Its configuration.
+    pub config: CircleConfig,
+    /// Its open database (also held by the engine).
+    pub db: Arc<ourdb::OurDb>,
+    /// Its engine.
+    pub engine: Arc<engine::CircleEngine>,
+    /// Its bound port; servers get clones, so a restarted server reuses it.
+    pub listener: TcpListener,
+}
+
+/// The database directory of a circle.
+pub fn db_dir(data_dir: &Path, id: u32) -> PathBuf {
+    data_dir.join(id.to_string())
+}
+
+fn who(c: &CircleConfig) -> String {
+    format!("circle \"{}\" (id {})", c.name, c.id)
+}
+
+fn open_db(c: &CircleConfig, data_dir: &Path) -> anyhow::Result<Arc<ourdb::OurDb>> {
+    let dir = db_dir(data_dir, c.id);
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        bail!(
+            "{}: cannot create its data directory {}: {e}",
+            who(c),
+            dir.display()
+        );
+    }
+    match ourdb::OurDb::open(&dir, ourdb::Config::default()) {
+        Ok(db) => Ok(Arc::new(db)),
+        Err(ourdb::Error::Locked { dir }) => bail!(
+            "{}: its database {} is locked by another process (is another \
+             circles_orchestrator running with the same data dir? stop it, or pass another \
+             --data-dir)",
+            who(c),
+            dir.display()
+        ),
+        Err(e) => bail!(
+            "{}: cannot open its database {}: {e}",
+            who(c),
+            dir.display()
+        ),
+    }
+}
+
+fn bind(c: &CircleConfig, host: &str) -> anyhow::Result<TcpListener> {
+    let listener = match TcpListener::bind((host, c.port)) {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => bail!(
+            "{}: port {} on {host} is already in use (by another program, or another \
+             circles_orchestrator); stop it or give the circle another port in circles.json",
+            who(c),
+            c.port
+        ),
+        Err(e) => bail!("{}: cannot listen on {host}:{}: {e}", who(c), c.port),
+    };
+    if let Err(e) = listener.set_nonblocking(true) {
+        bail!("{}: cannot configure its socket: {e}", who(c));
+    }
+    Ok(listener)
+}
+
+/// Prepares every circle, or reports every circle that failed.
+pub fn prepare_all(
+    circles: &[CircleConfig],
+    host: &str,
+    data_dir: &Path,
+    limits: &engine::Limits,
+) -> anyhow::Result<Vec<Prepared>> {
+    let mut ready = Vec::with_capacity(circles.len());
+    let mut failures = Vec::new();
+    for c in circles {
+        let listener = match bind(c, host) {
+            Ok(l) => l,
+            Err(e) => {
+                failures.push(e.to_string());
+                continue;
+            }
+        };
+        let db = match open_db(c, data_dir) {
+            Ok(db) => db,
+            Err(e) => {
+                failures.push(e.to_string());
+                continue;
+            }
+        };
+        let engine = Arc::new(engine::CircleEngine::new(db.clone(), limits.clone()));
+        ready.push(Prepared {
+            config: c.clone(),
+            db,
+            engine,
+            listener,
+        });
+    }
+    if failures.is_empty() {
+        return Ok(ready);
+    }
+    // Release what was opened before reporting, so a retry finds nothing locked.
+    close_all(
+        ready
+            .into_iter()
+            .map(|p| (p.config, p.db, p.engine))
+            .collect(),
+    );
+    bail!(
+        "{} of {} circles cannot start, so none was started:\n  {}",
+        failures.len(),
+        circles.len(),
+        failures.join("\n  ")
+    )
+}
+
+/// Closes every database once its engine is gone; logs what cannot be closed.
+pub fn close_all(dbs: Vec<(CircleConfig, Arc<ourdb::OurDb>, Arc<engine::CircleEngine>)>) {
+    for (config, db, engine) in dbs {
+        drop(engine);
+        match Arc::try_unwrap(db) {
+            Ok(db) => {
+                if let Err(e) = db.close() {
+                    log::error!("{}: closing its database failed: {e}", who(&config));
+                }
+            }
+            Err(db) => {
+                // Still referenced by a task that did not drain; at least make it durable.
+                log::warn!(
+                    "{}: database still in use at exit; syncing it",
+                    who(&config)
+                );
+                if let Err(e) = db.sync() {
+                    log::error!("{}: syncing its database failed: {e}", who(&config));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Command-line options (DESIGN §1), parsed by clap. Phase one of two: this
+//! module only parses; [`crate::config`] validates what the options point at.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Runs every circle of a circles.json: an OurDB, a Rhai engine, a worker and a
+/// WebSocket JSON-RPC server per circle, with a live status table.
+///
+/// `play` is recognised only as the first argument; a config file literally
+/// named `play` is given as `./play`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "circles_orchestrator",
+    version,
+    args_conflicts_with_subcommands = true,
+    after_help = "Exit codes: 0 clean shutdown, 1 runtime failure, 2 bad configuration or usage.\n\
+                  Try a circle: circles_orchestrator play '40 + 2'"
+)]
+pub struct Cli {
+    /// Options of the orchestrator itself.
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// A companion command instead of running the circles.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Companion commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send one script to a running circle over WebSocket and print its result.
+    Play(PlayArgs),
+}
+
+/// How the status table is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// `live` when stdout is a terminal, `plain` otherwise.
+    Auto,
+    /// The table redrawn in place on the terminal.
+    Live,
+    /// The table once when every circle is up, then one line per change.
+    Plain,
+    /// One JSON snapshot per line whenever something changes.
+    Json,
+}
+
+/// Options of `circles_orchestrator [OPTIONS] [CONFIG]`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The circles file: a JSON array of {"id", "name", "port"}.
+    #[arg(value_name = "CONFIG", default_value = "circles.json")]
+    pub config: PathBuf,
+
+    /// Redis URL of the task broker.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+
+    /// Where circle N keeps its database (<DIR>/N/) [default: ~/.hero/circles]
+    #[arg(long, env = "CIRCLES_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Bind address of every WebSocket server.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// How the status table is shown.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub output: Output,
+
+    /// Never start a managed redis-server, even when none answers on a loopback URL.
+    #[arg(long, env = "CIRCLES_NO_MANAGED_REDIS")]
+    pub no_managed_redis: bool,
+
+    /// How long a `play` request waits for its result (e.g. 30s, 500ms, 2m).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub task_timeout: Duration,
+
+    /// On shutdown, how long running scripts may go on before they are cancelled.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// How long finished task results stay in Redis.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub result_ttl: Duration,
+
+    /// An extra WebSocket `Origin` to accept besides absent and loopback ones (repeatable).
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    pub allowed_origins: Vec<String>,
+
+    /// Largest WebSocket message accepted, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_message_bytes: usize,
+
+    /// Requests in flight per WebSocket connection.
+    #[arg(long, default_value_t = 64)]
+    pub max_in_flight: usize,
+
+    /// WebSocket connections per circle.
+    #[arg(long, default_value_t = 256)]
+    pub max_connections: usize,
+
+    /// How often the live table and JSON snapshots are refreshed.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub refresh: Duration,
+
+    /// Log file in live mode [default: <DATA_DIR>/orchestrator.log].
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+}
+
+/// Options of `circles_orchestrator play`.
+#[derive(Debug, Args)]
+pub struct PlayArgs {
+    /// The script; `-` reads it from stdin.
+    #[arg(value_name = "SCRIPT", conflicts_with = "file")]
+    pub script: Option<String>,
+
+    /// Read the script from this file.
+    #[arg(short = 'f', long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    /// The circle's WebSocket URL, e.g. ws://127.0.0.1:8081/ws.
+    #[arg(long, conflicts_with = "circle")]
+    pub url: Option<String>,
+
+    /// The circle by name or id, looked up in --config [default: the first circle].
+    #[arg(long, value_name = "NAME_OR_ID")]
+    pub circle: Option<String>,
+
+    /// The circles file used to find --circle.
+    #[arg(long, value_name = "CONFIG", default_value = "circles.json")]
+    pub config: PathBuf,
+
+    /// Host used with --circle.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// How long to wait for the reply.
+    #[arg(long, default_value = "35s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Print the raw JSON-RPC reply instead of the output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `500ms`, `10s`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (try 500ms, 10s, 2m, 1h)"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit `{other}` in `{text}` (use ms, s, m, h)"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn durations_accept_units_and_bare_seconds() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5 weeks").is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn play_as_first_argument_is_the_subcommand_and_a_path_otherwise() {
+        let cli = Cli::try_parse_from(["c", "play", "40 + 2"]).expect("parses");
+        assert!(matches!(cli.command, Some(Command::Play(_))));
+        let cli = Cli::try_parse_from(["c", "./play"]).expect("parses");
+        assert!(cli.command.is_none());
+        assert_eq!(cli.run.config, PathBuf::from("./play"));
+        let cli = Cli::try_parse_from(["c", "mine.json", "--host", "0.0.0.0"]).expect("parses");
+        assert_eq!(cli.run.config, PathBuf::from("mine.json"));
+        assert_eq!(cli.run.host, "0.0.0.0");
+    }
+}

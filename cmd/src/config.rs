@@ -1,0 +1,245 @@
+//! circles.json (DESIGN §2): phase two of the two-phase configuration. The file
+//! is parsed as JSON first (syntax errors carry line and column), then each
+//! element is decoded strictly (unknown fields are errors) and the whole set is
+//! checked for duplicates. Every message names the file and the element.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// One circle as written in circles.json.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircleConfig {
+    /// Unique id; the database lives in `<data-dir>/<id>/`.
+    pub id: u32,
+    /// Display name; its queue name must be unique too.
+    pub name: String,
+    /// WebSocket port (not 0).
+    pub port: u16,
+}
+
+impl CircleConfig {
+    /// The circle's Redis queue name (DESIGN §3).
+    pub fn queue(&self) -> String {
+        client::queue_name(&self.name)
+    }
+}
+
+/// A rejected circles.json. Maps to exit code 2.
+#[derive(Debug)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// What is wrong, naming the element.
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.file.display(), self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads and validates `path`.
+pub fn load(path: &Path) -> Result<Vec<CircleConfig>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::NotFound {
+            " (give the circles file as the CONFIG argument, or create ./circles.json: \
+             [{\"id\": 1, \"name\": \"Alpha\", \"port\": 8081}])"
+        } else {
+            ""
+        };
+        ConfigError {
+            file: path.to_path_buf(),
+            problem: format!("cannot read the circles file: {e}{hint}"),
+        }
+    })?;
+    parse(&text).map_err(|problem| ConfigError {
+        file: path.to_path_buf(),
+        problem,
+    })
+}
+
+/// Validates the text of a circles file; the error is the problem without the file name.
+pub fn parse(text: &str) -> Result<Vec<CircleConfig>, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    let serde_json::Value::Array(elements) = value else {
+        return Err(format!(
+            "expected a JSON array of circles, found {}",
+            kind_of(&value)
+        ));
+    };
+    if elements.is_empty() {
+        return Err("the array of circles is empty: define at least one circle".to_string());
+    }
+    let mut circles = Vec::with_capacity(elements.len());
+    for (index, element) in elements.iter().enumerate() {
+        if !element.is_object() {
+            return Err(format!(
+                "circle at index {index}: expected an object {{\"id\", \"name\", \"port\"}}, found {}",
+                kind_of(element)
+            ));
+        }
+        let circle = CircleConfig::deserialize(element)
+            .map_err(|e| format!("{}: {e}", describe_raw(index, element)))?;
+        circles.push(circle);
+    }
+    check_values_and_duplicates(&circles)?;
+    Ok(circles)
+}
+
+fn check_values_and_duplicates(circles: &[CircleConfig]) -> Result<(), String> {
+    let mut ids = HashMap::new();
+    let mut ports = HashMap::new();
+    let mut names = HashMap::new();
+    let mut queues = HashMap::new();
+    for (index, circle) in circles.iter().enumerate() {
+        let here = describe(index, circle);
+        if circle.name.trim().is_empty() {
+            return Err(format!("{here}: the name is empty"));
+        }
+        if circle.port == 0 {
+            return Err(format!(
+                "{here}: port 0 is not allowed (choose a fixed port, 1-65535)"
+            ));
+        }
+        let queue = circle.queue();
+        if queue.is_empty() {
+            return Err(format!(
+                "{here}: the name gives an empty queue name (it needs at least one letter or digit)"
+            ));
+        }
+        if let Some(first) = ids.insert(circle.id, index) {
+            return Err(format!(
+                "{here}: duplicate id {} (also used by {})",
+                circle.id,
+                describe(first, &circles[first])
+            ));
+        }
+        if let Some(first) = ports.insert(circle.port, index) {
+            return Err(format!(
+                "{here}: duplicate port {} (also used by {})",
+                circle.port,
+                describe(first, &circles[first])
+            ));
+        }
+        if let Some(first) = names.insert(circle.name.clone(), index) {
+            return Err(format!(
+                "{here}: duplicate name \"{}\" (also used by {})",
+                circle.name,
+                describe(first, &circles[first])
+            ));
+        }
+        if let Some(first) = queues.insert(queue.clone(), index) {
+            return Err(format!(
+                "{here}: duplicate queue name \"{queue}\" (the name of {} gives the same queue)",
+                describe(first, &circles[first])
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn describe(index: usize, circle: &CircleConfig) -> String {
+    format!(
+        "circle at index {index} (id {}, name \"{}\")",
+        circle.id, circle.name
+    )
+}
+
+/// Names an element that did not decode, with whatever id and name it has.
+fn describe_raw(index: usize, element: &serde_json::Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(id) = element.get("id") {
+        parts.push(format!("id {id}"));
+    }
+    if let Some(name) = element.get("name") {
+        parts.push(format!("name {name}"));
+    }
+    if parts.is_empty() {
+        format!("circle at index {index}")
+    } else {
+        format!("circle at index {index} ({})", parts.join(", "))
+    }
+}
+
+fn kind_of(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        parse(text).expect_err("must be rejected")
+    }
+
+    #[test]
+    fn valid_file_gives_every_circle_in_order() {
+        let circles = parse(
+            r#"[{"id":1,"name":"Alpha","port":8081},{"id":2,"name":"Beta Circle","port":8082}]"#,
+        )
+        .expect("valid");
+        assert_eq!(circles.len(), 2);
+        assert_eq!(circles[1].name, "Beta Circle");
+        assert_eq!(circles[1].port, 8082);
+    }
+
+    #[test]
+    fn invalid_json_reports_line_and_column() {
+        let e = err("[\n {\"id\": 1,, }\n]");
+        assert!(e.contains("invalid JSON") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn element_errors_name_the_index_and_what_is_known_of_the_circle() {
+        let e = err(r#"[{"id":1,"name":"A","port":1},{"id":2,"name":"B"}]"#);
+        assert!(
+            e.contains("index 1") && e.contains("id 2") && e.contains("`port`"),
+            "{e}"
+        );
+        let e = err(r#"[{"id":"one","name":"A","port":1}]"#);
+        assert!(e.contains("index 0") && e.contains("invalid type"), "{e}");
+        let e = err(r#"[{"id":1,"name":"A","port":1,"prot":2}]"#);
+        assert!(e.contains("unknown field `prot`"), "{e}");
+        let e = err(r#"[{"id":1,"name":"A","port":70000}]"#);
+        assert!(e.contains("index 0") && e.contains("70000"), "{e}");
+    }
+
+    #[test]
+    fn value_rules_and_duplicates_are_rejected_naming_both_circles() {
+        let e = err(r#"[{"id":1,"name":"","port":1}]"#);
+        assert!(e.contains("name is empty"), "{e}");
+        let e = err(r#"[{"id":1,"name":"A","port":0}]"#);
+        assert!(e.contains("port 0"), "{e}");
+        let e = err(r#"[{"id":1,"name":"A","port":1},{"id":1,"name":"B","port":2}]"#);
+        assert!(
+            e.contains("duplicate id 1") && e.contains("\"A\"") && e.contains("\"B\""),
+            "{e}"
+        );
+        let e = err(r#"[{"id":1,"name":"A","port":1},{"id":2,"name":"B","port":1}]"#);
+        assert!(e.contains("duplicate port 1"), "{e}");
+        let e = err(r#"[{"id":1,"name":"A","port":1},{"id":2,"name":"A","port":2}]"#);
+        assert!(e.contains("duplicate name \"A\""), "{e}");
+        let e = err(
+            r#"[{"id":1,"name":"Alpha Circle","port":1},{"id":2,"name":"alpha-circle","port":2}]"#,
+        );
+        assert!(e.contains("duplicate queue name \"alpha_circle\""), "{e}");
+        assert!(err("[]").contains("empty"));
+        assert!(err("{}").contains("expected a JSON array"));
+    }
+}

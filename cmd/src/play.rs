@@ -1,0 +1,171 @@
+//! `circles_orchestrator play`: send one script to a running circle over
+//! WebSocket JSON-RPC (DESIGN §4) and print what it returned.
+//!
+//! Prints what the script printed (if the server returns it), then the output,
+//! on stdout, and exits 0. A script error prints its code, kind, message and
+//! position on stderr and exits 1; so does a connection failure. A usage
+//! mistake (no script, unknown circle) exits 2.
+
+use anyhow::{Context, anyhow, bail};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::io::{IsTerminal, Read};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::UsageError;
+use crate::cli::PlayArgs;
+use crate::status::ws_url;
+
+/// Runs `play`; returns the process exit code.
+pub fn play(args: PlayArgs) -> anyhow::Result<i32> {
+    let script = read_script(&args)?;
+    let url = target_url(&args)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let reply = runtime.block_on(async {
+        tokio::time::timeout(args.timeout, exchange(&url, &script))
+            .await
+            .map_err(|_| anyhow!("no reply from {url} within {:?}", args.timeout))?
+    })?;
+    if args.json {
+        println!("{reply}");
+        return Ok(if reply.get("error").is_some() { 1 } else { 0 });
+    }
+    Ok(print_reply(&reply))
+}
+
+fn read_script(args: &PlayArgs) -> anyhow::Result<String> {
+    if let Some(path) = &args.file {
+        return std::fs::read_to_string(path).map_err(|e| {
+            UsageError(format!(
+                "cannot read the script file {}: {e}",
+                path.display()
+            ))
+            .into()
+        });
+    }
+    match args.script.as_deref() {
+        Some("-") => read_stdin(),
+        Some(s) => Ok(s.to_string()),
+        None if !std::io::stdin().is_terminal() => read_stdin(),
+        None => Err(UsageError(
+            "no script: give it as an argument (play '40 + 2'), with -f FILE, or on stdin (play -)"
+                .to_string(),
+        )
+        .into()),
+    }
+}
+
+fn read_stdin() -> anyhow::Result<String> {
+    let mut script = String::new();
+    std::io::stdin()
+        .read_to_string(&mut script)
+        .context("cannot read the script from stdin")?;
+    Ok(script)
+}
+
+fn target_url(args: &PlayArgs) -> anyhow::Result<String> {
+    if let Some(url) = &args.url {
+        return Ok(url.clone());
+    }
+    let circles = crate::config::load(&args.config).map_err(|e| {
+        UsageError(format!(
+            "{e}\n(play finds circles in --config, or takes --url ws://host:port/ws)"
+        ))
+    })?;
+    let circle = match &args.circle {
+        None => circles.first(),
+        Some(key) => circles
+            .iter()
+            .find(|c| c.name == *key || c.id.to_string() == *key)
+            .or_else(|| circles.iter().find(|c| c.name.eq_ignore_ascii_case(key))),
+    };
+    let Some(circle) = circle else {
+        let known: Vec<String> = circles
+            .iter()
+            .map(|c| format!("{} (id {})", c.name, c.id))
+            .collect();
+        return Err(UsageError(format!(
+            "no circle named or numbered {:?} in {}; known: {}",
+            args.circle.as_deref().unwrap_or(""),
+            args.config.display(),
+            known.join(", ")
+        ))
+        .into());
+    };
+    Ok(ws_url(&args.host, circle.port))
+}
+
+async fn exchange(url: &str, script: &str) -> anyhow::Result<Value> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .with_context(|| format!("cannot connect to {url} (is the orchestrator running?)"))?;
+    let request =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "play", "params": {"script": script}});
+    ws.send(Message::text(request.to_string()))
+        .await
+        .with_context(|| format!("cannot send the request to {url}"))?;
+    while let Some(message) = ws.next().await {
+        let message = message.with_context(|| format!("connection to {url} failed"))?;
+        match message {
+            Message::Text(text) => {
+                let reply: Value = serde_json::from_str(&text)
+                    .with_context(|| format!("{url} sent something that is not JSON: {text}"))?;
+                if reply.get("id") == Some(&json!(1)) || reply.get("id") == Some(&Value::Null) {
+                    let _ = ws.close(None).await;
+                    return Ok(reply);
+                }
+            }
+            Message::Close(frame) => bail!("{url} closed the connection: {frame:?}"),
+            _ => {}
+        }
+    }
+    bail!("{url} closed the connection without replying")
+}
+
+/// Prints a reply; returns the exit code.
+fn print_reply(reply: &Value) -> i32 {
+    if let Some(result) = reply.get("result") {
+        for key in ["printed", "prints", "stdout"] {
+            if let Some(printed) = result.get(key).and_then(Value::as_str)
+                && !printed.is_empty()
+            {
+                print!("{printed}");
+                if !printed.ends_with('\n') {
+                    println!();
+                }
+                break;
+            }
+        }
+        match result.get("output") {
+            Some(Value::String(s)) => println!("{s}"),
+            Some(other) => println!("{other}"),
+            None => println!("{result}"),
+        }
+        return 0;
+    }
+    let Some(error) = reply.get("error") else {
+        eprintln!("unexpected reply: {reply}");
+        return 1;
+    };
+    let code = error.get("code").and_then(Value::as_i64).unwrap_or(0);
+    let message = error
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("(no message)");
+    let data = error.get("data");
+    let field = |k: &str| data.and_then(|d| d.get(k)).filter(|v| !v.is_null());
+    let mut line = format!("error {code}");
+    if let Some(kind) = field("kind").and_then(Value::as_str) {
+        line.push_str(&format!(" ({kind})"));
+    }
+    match (field("line"), field("column")) {
+        (Some(l), Some(c)) => line.push_str(&format!(" at line {l}, column {c}")),
+        (Some(l), None) => line.push_str(&format!(" at line {l}")),
+        _ => {}
+    }
+    eprintln!("{line}: {message}");
+    1
+}

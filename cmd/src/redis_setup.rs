@@ -1,0 +1,275 @@
+//! Finding Redis, or starting a managed `redis-server` (DESIGN §1).
+//!
+//! When nothing answers at the URL, the URL is on loopback and `redis-server`
+//! is on PATH (and the managed mode is not turned off), we start
+//! `redis-server --port <port> --bind <host> --dir <data-dir>/redis
+//! --appendonly yes` in its own process group (so a Ctrl-C on the terminal
+//! reaches only us, and Redis outlives the drain), and stop it with `SHUTDOWN`
+//! (which flushes the append-only file) when the orchestrator exits.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// How long a managed `redis-server` may take to answer PING.
+const START_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a managed `redis-server` may take to exit after SHUTDOWN.
+const STOP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The Redis the orchestrator uses.
+#[derive(Debug)]
+pub struct RedisHandle {
+    /// The URL to connect to.
+    pub url: String,
+    /// The server we started, if we started one.
+    pub managed: Option<ManagedRedis>,
+}
+
+/// A `redis-server` child we own.
+#[derive(Debug)]
+pub struct ManagedRedis {
+    child: Child,
+    addr: SocketAddr,
+    /// Its working directory (AOF, log).
+    pub dir: PathBuf,
+}
+
+/// Host and port of a `redis://` URL.
+pub fn host_port(url: &str) -> Option<(String, u16)> {
+    let rest = url
+        .strip_prefix("redis://")
+        .or_else(|| url.strip_prefix("rediss://"))?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let hostport = authority.rsplit('@').next()?;
+    if let Some(v6) = hostport.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok()?,
+            None => 6379,
+        };
+        return Some((host.to_string(), port));
+    }
+    match hostport.rsplit_once(':') {
+        Some((host, port)) => Some((host.to_string(), port.parse().ok()?)),
+        None => Some((hostport.to_string(), 6379)),
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
+/// Why a PING did not succeed.
+fn ping(addr: &SocketAddr) -> Result<(), String> {
+    let mut stream =
+        TcpStream::connect_timeout(addr, Duration::from_millis(500)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| e.to_string())?;
+    stream.write_all(b"PING\r\n").map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 1];
+    // Any reply (PONG, or NOAUTH from a password-protected server) means a Redis is there.
+    stream
+        .read_exact(&mut buf)
+        .map_err(|e| format!("connected but got no reply: {e}"))?;
+    Ok(())
+}
+
+fn redis_server_on_path() -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|p| p.join("redis-server").is_file()))
+        .unwrap_or(false)
+}
+
+/// Finds a Redis at `url` or starts a managed one; the error lists what was tried.
+pub fn ensure(url: &str, data_dir: &Path, allow_managed: bool) -> anyhow::Result<RedisHandle> {
+    let Some((host, port)) = host_port(url) else {
+        // Not a TCP URL we understand (unix socket, …): let the client try it as is.
+        return Ok(RedisHandle {
+            url: url.to_string(),
+            managed: None,
+        });
+    };
+    let addrs: Vec<SocketAddr> = (host.as_str(), port)
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve the Redis host `{host}` of {url}"))?
+        .collect();
+    let mut last = String::from("no address");
+    for addr in &addrs {
+        match ping(addr) {
+            Ok(()) => {
+                return Ok(RedisHandle {
+                    url: url.to_string(),
+                    managed: None,
+                });
+            }
+            Err(e) => last = e,
+        }
+    }
+    let tried = format!("tried {url} ({last})");
+    if !allow_managed {
+        bail!(
+            "redis is unreachable: {tried}; the managed redis-server is turned off \
+             (--no-managed-redis). Fix: start Redis (e.g. `redis-server --port {port}`), \
+             pass --redis-url to one that runs, or drop --no-managed-redis to let the \
+             orchestrator start its own"
+        );
+    }
+    if !is_loopback(&host) {
+        bail!(
+            "redis is unreachable: {tried}; a managed redis-server is only started for a \
+             loopback URL, and {host} is not one. Fix: start Redis on {host}:{port}, or pass \
+             --redis-url redis://127.0.0.1:{port} to let the orchestrator start its own"
+        );
+    }
+    if !redis_server_on_path() {
+        bail!(
+            "redis is unreachable: {tried}; then looked for redis-server on PATH to start a \
+             managed one, and found none. Fix: install it (Debian/Ubuntu: \
+             `sudo apt-get install -y redis-server`), or start Redis yourself and pass --redis-url"
+        );
+    }
+    let addr = addrs
+        .first()
+        .copied()
+        .context("the Redis host resolved to no address")?;
+    let managed = ManagedRedis::start(addr, &host, data_dir)
+        .with_context(|| format!("redis is unreachable: {tried}; then starting a managed redis-server on port {port} failed"))?;
+    log::info!(
+        "started a managed redis-server on {addr} (data in {})",
+        managed.dir.display()
+    );
+    Ok(RedisHandle {
+        url: url.to_string(),
+        managed: Some(managed),
+    })
+}
+
+impl ManagedRedis {
+    fn start(addr: SocketAddr, host: &str, data_dir: &Path) -> anyhow::Result<ManagedRedis> {
+        let dir = data_dir.join("redis");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let log_path = dir.join("redis.log");
+        let bind = if host == "localhost" {
+            "127.0.0.1".to_string()
+        } else {
+            host.to_string()
+        };
+        let child = Command::new("redis-server")
+            .arg("--port")
+            .arg(addr.port().to_string())
+            .arg("--bind")
+            .arg(bind)
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--logfile")
+            .arg(&log_path)
+            .args(["--appendonly", "yes", "--save", "", "--daemonize", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Its own process group: a terminal's Ctrl-C must not kill it before we drain.
+            .process_group(0)
+            .spawn()
+            .context("cannot run redis-server")?;
+        let mut managed = ManagedRedis { child, addr, dir };
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            if ping(&addr).is_ok() {
+                return Ok(managed);
+            }
+            if let Ok(Some(status)) = managed.child.try_wait() {
+                bail!(
+                    "redis-server exited with {status}; its log ({}):\n{}",
+                    log_path.display(),
+                    tail(&log_path)
+                );
+            }
+            if Instant::now() > deadline {
+                let _ = managed.child.kill();
+                let _ = managed.child.wait();
+                bail!(
+                    "redis-server did not answer PING within {START_DEADLINE:?}; its log ({}):\n{}",
+                    log_path.display(),
+                    tail(&log_path)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The process id of the server.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SHUTDOWN (flushing the AOF) and waits; kills it if it does not go.
+    pub fn stop(mut self) {
+        if let Ok(mut stream) = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)) {
+            let _ = stream.write_all(b"SHUTDOWN\r\n");
+        }
+        let deadline = Instant::now() + STOP_DEADLINE;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => {
+                    log::info!("managed redis-server stopped");
+                    return;
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                _ => {
+                    log::warn!("managed redis-server did not stop after SHUTDOWN; killing it");
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_give_host_and_port_with_6379_by_default() {
+        assert_eq!(
+            host_port("redis://127.0.0.1:6390/"),
+            Some(("127.0.0.1".into(), 6390))
+        );
+        assert_eq!(
+            host_port("redis://localhost"),
+            Some(("localhost".into(), 6379))
+        );
+        assert_eq!(host_port("redis://:pw@h:1/0"), Some(("h".into(), 1)));
+        assert_eq!(host_port("redis://[::1]:7000"), Some(("::1".into(), 7000)));
+        assert_eq!(host_port("unix:///tmp/r.sock"), None);
+    }
+
+    #[test]
+    fn only_loopback_hosts_get_a_managed_server() {
+        assert!(is_loopback("127.0.0.1"));
+        assert!(is_loopback("localhost"));
+        assert!(is_loopback("::1"));
+        assert!(!is_loopback("10.0.0.1"));
+        assert!(!is_loopback("redis.example.com"));
+    }
+}

@@ -1,0 +1,145 @@
+//! The live table on a terminal: alternate screen, hidden cursor, each frame
+//! drawn from the top-left with every line cleared to its end and the rest of
+//! the screen cleared below, inside a synchronized update, written with one
+//! flush. Nothing scrolls: lines are cut to the terminal width and rows that
+//! do not fit the height are summarised in one line. Logs go to a file in this
+//! mode (see `logging`), so nothing else writes to the terminal. The terminal
+//! is restored on exit and on panic, and the final table is printed to the
+//! normal screen.
+
+use std::io::Write;
+
+use crossterm::cursor::{Hide, MoveTo, Show};
+use crossterm::terminal::{
+    self, BeginSynchronizedUpdate, Clear, ClearType, EndSynchronizedUpdate, EnterAlternateScreen,
+    LeaveAlternateScreen,
+};
+use crossterm::{execute, queue};
+
+use super::table::build;
+use super::{Renderer, header_line, human_duration};
+use crate::status::{Header, Snapshot};
+
+/// Live renderer on stdout.
+pub struct Live {
+    active: bool,
+}
+
+impl Live {
+    /// Enters the alternate screen and hides the cursor; installs a panic hook
+    /// that restores the terminal first.
+    pub fn start() -> std::io::Result<Live> {
+        execute!(
+            std::io::stdout(),
+            EnterAlternateScreen,
+            Hide,
+            Clear(ClearType::All)
+        )?;
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            restore();
+            previous(info);
+        }));
+        Ok(Live { active: true })
+    }
+}
+
+fn restore() {
+    let _ = execute!(std::io::stdout(), Show, LeaveAlternateScreen);
+}
+
+/// The lines of one frame for a `cols` × `rows` terminal.
+pub fn lines(header: &Header, snap: &Snapshot, cols: u16, rows: u16) -> Vec<String> {
+    let mut out = vec![header_line(header, snap)];
+    let footer = match snap.phase {
+        "running" => {
+            let logs = header
+                .log_file
+                .as_deref()
+                .map(|f| format!(" | logs: {f}"))
+                .unwrap_or_default();
+            format!(
+                "up {} | Ctrl-C to stop{logs}",
+                human_duration(snap.uptime_secs)
+            )
+        }
+        other => format!("{other}: letting running scripts finish…"),
+    };
+    // Header line, the table's 3 frame lines (top, header rule, bottom), the footer.
+    let room = usize::from(rows).saturating_sub(6).max(1);
+    let shown = snap.circles.len().min(room);
+    let hidden = snap.circles.len() - shown;
+    let shown = if hidden > 0 {
+        shown.saturating_sub(1).max(1)
+    } else {
+        shown
+    };
+    let hidden = snap.circles.len() - shown;
+    let table = build(&snap.circles[..shown], Some(cols), true);
+    out.extend(table.to_string().lines().map(str::to_string));
+    if hidden > 0 {
+        let not_running = snap.circles[shown..]
+            .iter()
+            .filter(|r| r.worker != "running" || r.server != "running")
+            .count();
+        out.push(format!(
+            "… {hidden} more circles not shown ({not_running} of them not running); \
+             enlarge the terminal or use --output plain"
+        ));
+    }
+    out.push(footer);
+    let width = usize::from(cols);
+    out.into_iter()
+        .take(usize::from(rows))
+        .map(|l| l.chars().take(width).collect())
+        .collect()
+}
+
+impl Renderer for Live {
+    fn frame(&mut self, header: &Header, snap: &Snapshot) {
+        let (cols, rows) = terminal::size().unwrap_or((120, 40));
+        let mut out = std::io::stdout().lock();
+        let mut draw = || -> std::io::Result<()> {
+            queue!(out, BeginSynchronizedUpdate, MoveTo(0, 0))?;
+            let frame = lines(header, snap, cols, rows);
+            let count = frame.len();
+            for (i, line) in frame.into_iter().enumerate() {
+                out.write_all(line.as_bytes())?;
+                queue!(out, Clear(ClearType::UntilNewLine))?;
+                if i + 1 < count {
+                    out.write_all(b"\r\n")?;
+                }
+            }
+            queue!(out, Clear(ClearType::FromCursorDown), EndSynchronizedUpdate)?;
+            out.flush()
+        };
+        if let Err(e) = draw() {
+            log::warn!("cannot draw the status table: {e}");
+        }
+    }
+
+    fn finish(&mut self, header: &Header, snap: &Snapshot) {
+        if self.active {
+            restore();
+            self.active = false;
+        }
+        let (cols, _) = terminal::size().unwrap_or((120, 40));
+        let table = build(&snap.circles, Some(cols), true);
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "{}\n{table}\n{}",
+            header_line(header, snap),
+            snap.phase
+        );
+        let _ = out.flush();
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if self.active {
+            restore();
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Plain output for pipes and files: the header at once, the table once every
+//! circle has settled (up, or visibly failing), then one line per change of a
+//! circle's worker or server state or restart count. Counter changes (queue
+//! length, processed) do not print lines; use `--output json` to follow them.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use super::table::{build, state_text};
+use super::{Renderer, clock, header_line};
+use crate::status::{Header, Row, Snapshot};
+
+/// The table is printed after this even if some circle is still starting.
+const SETTLE_DEADLINE: Duration = Duration::from_secs(15);
+
+/// Plain renderer.
+pub struct Plain<W: Write + Send> {
+    out: W,
+    header_done: bool,
+    table_done: bool,
+    seen: HashMap<u32, String>,
+    phase: &'static str,
+    started: Instant,
+}
+
+impl<W: Write + Send> Plain<W> {
+    /// Writes to `out` (stdout in the binary).
+    pub fn new(out: W) -> Self {
+        Plain {
+            out,
+            header_done: false,
+            table_done: false,
+            seen: HashMap::new(),
+            phase: "running",
+            started: Instant::now(),
+        }
+    }
+
+    fn write(&mut self, text: &str) {
+        // A closed pipe must not stop the orchestrator; the table is advisory.
+        let _ = self.out.write_all(text.as_bytes());
+        let _ = self.out.flush();
+    }
+}
+
+fn describe(row: &Row) -> String {
+    format!(
+        "worker {}, server {}, restarts {}",
+        state_text(row.worker, &row.worker_detail),
+        state_text(row.server, &row.server_detail),
+        row.restarts
+    )
+}
+
+impl<W: Write + Send> Renderer for Plain<W> {
+    fn frame(&mut self, header: &Header, snap: &Snapshot) {
+        if !self.header_done {
+            let line = format!("{}\n", header_line(header, snap));
+            self.write(&line);
+            self.header_done = true;
+        }
+        if !self.table_done {
+            let settled = snap.circles.iter().all(Row::settled);
+            if !settled && self.started.elapsed() < SETTLE_DEADLINE {
+                return;
+            }
+            let table = build(&snap.circles, None, false);
+            self.write(&format!("{table}\n"));
+            let up = snap
+                .circles
+                .iter()
+                .filter(|r| r.worker == "running" && r.server == "running")
+                .count();
+            let line = format!(
+                "{} {up} of {} circles serving; Ctrl-C or SIGTERM stops\n",
+                clock(),
+                snap.circles.len()
+            );
+            self.write(&line);
+            for row in &snap.circles {
+                self.seen.insert(row.id, describe(row));
+            }
+            self.table_done = true;
+        } else {
+            let mut lines = String::new();
+            for row in &snap.circles {
+                let now = describe(row);
+                if self.seen.get(&row.id) != Some(&now) {
+                    lines.push_str(&format!(
+                        "{} {} (id {}): {now}\n",
+                        clock(),
+                        row.name,
+                        row.id
+                    ));
+                    self.seen.insert(row.id, now);
+                }
+            }
+            if !lines.is_empty() {
+                self.write(&lines);
+            }
+        }
+        if snap.phase != self.phase {
+            self.phase = snap.phase;
+            let line = format!("{} {}\n", clock(), snap.phase);
+            self.write(&line);
+        }
+    }
+
+    fn finish(&mut self, header: &Header, snap: &Snapshot) {
+        self.table_done = true;
+        self.frame(header, snap);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(worker: &'static str) -> Snapshot {
+        Snapshot {
+            redis_url: "redis://127.0.0.1:1".into(),
+            redis_managed: false,
+            data_dir: "/tmp/d".into(),
+            phase: "running",
+            uptime_secs: 0,
+            circles: vec![Row {
+                name: "Alpha".into(),
+                id: 1,
+                queue: "alpha".into(),
+                url: "ws://127.0.0.1:8081/ws".into(),
+                worker,
+                worker_detail: None,
+                server: "running",
+                server_detail: None,
+                queue_len: None,
+                in_flight: None,
+                processed: None,
+                failed: None,
+                clients: 0,
+                uptime_secs: 0,
+                restarts: 0,
+            }],
+        }
+    }
+
+    fn header() -> Header {
+        Header {
+            redis_url: "redis://127.0.0.1:1".into(),
+            redis_managed: true,
+            data_dir: "/tmp/d".into(),
+            log_file: None,
+            started: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn table_waits_for_every_circle_then_changes_print_one_line_each() {
+        let mut buf = Vec::new();
+        {
+            let mut p = Plain::new(&mut buf);
+            p.frame(&header(), &snap("starting"));
+            p.frame(&header(), &snap("running"));
+            p.frame(&header(), &snap("running"));
+            p.frame(&header(), &snap("reconnecting"));
+        }
+        let text = String::from_utf8(buf).expect("utf8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].contains("redis redis://127.0.0.1:1 (managed"),
+            "{text}"
+        );
+        assert_eq!(text.matches("Circle Name").count(), 1, "{text}");
+        assert_eq!(
+            text.matches("Alpha (id 1): worker Reconnecting").count(),
+            1,
+            "{text}"
+        );
+        assert!(
+            !text.contains("Starting"),
+            "table drawn before settling: {text}"
+        );
+    }
+}

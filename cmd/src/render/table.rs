@@ -1,0 +1,149 @@
+//! The comfy-table layout shared by the live and plain modes.
+
+use comfy_table::{ContentArrangement, Table, presets};
+
+use super::human_duration;
+use crate::status::Row;
+
+/// The fixed columns of DESIGN §6, then the extras.
+pub const COLUMNS: [&str; 12] = [
+    "Circle Name",
+    "ID",
+    "Worker Status",
+    "Worker Queues",
+    "WS Server URL",
+    "Server",
+    "Queue Len",
+    "Processed",
+    "Failed",
+    "Clients",
+    "Uptime",
+    "Restarts",
+];
+
+/// Longest failure reason shown in a cell; the full text is in the log.
+const DETAIL_CHARS: usize = 48;
+
+/// Builds the table; `width` makes it fit a terminal, `utf8` picks box characters.
+pub fn build(rows: &[Row], width: Option<u16>, utf8: bool) -> Table {
+    let mut table = Table::new();
+    table.load_style(if utf8 {
+        presets::UTF8_FULL_CONDENSED
+    } else {
+        presets::ASCII_FULL_CONDENSED
+    });
+    match width {
+        Some(w) => {
+            table.set_content_arrangement(ContentArrangement::Dynamic);
+            table.set_width(w);
+        }
+        None => {
+            table.set_content_arrangement(ContentArrangement::Disabled);
+        }
+    }
+    table.set_header(COLUMNS);
+    for row in rows {
+        table.add_row(cells(row));
+    }
+    table
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+/// A state with its reason, e.g. `restarting: port vanished`.
+pub fn state_text(state: &str, detail: &Option<String>) -> String {
+    let mut text = capitalise(state);
+    if let Some(detail) = detail {
+        let short: String = detail.chars().take(DETAIL_CHARS).collect();
+        let ellipsis = if detail.chars().count() > DETAIL_CHARS {
+            "…"
+        } else {
+            ""
+        };
+        text.push_str(&format!(": {short}{ellipsis}"));
+    }
+    text
+}
+
+fn capitalise(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+fn cells(row: &Row) -> Vec<String> {
+    vec![
+        row.name.clone(),
+        row.id.to_string(),
+        state_text(row.worker, &row.worker_detail),
+        row.queue.clone(),
+        row.url.clone(),
+        state_text(row.server, &row.server_detail),
+        opt(row.queue_len),
+        opt(row.processed),
+        opt(row.failed),
+        row.clients.to_string(),
+        human_duration(row.uptime_secs),
+        row.restarts.to_string(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str) -> Row {
+        Row {
+            name: name.into(),
+            id: 7,
+            queue: "alpha_circle".into(),
+            url: "ws://127.0.0.1:8081/ws".into(),
+            worker: "running",
+            worker_detail: None,
+            server: "restarting",
+            server_detail: Some("address vanished".into()),
+            queue_len: Some(3),
+            in_flight: Some(0),
+            processed: Some(10),
+            failed: None,
+            clients: 2,
+            uptime_secs: 65,
+            restarts: 1,
+        }
+    }
+
+    #[test]
+    fn the_header_starts_with_the_five_fixed_columns_in_order() {
+        let text = build(&[row("Alpha Circle")], None, false).to_string();
+        let header = text.lines().nth(1).expect("header line");
+        let names: Vec<&str> = header
+            .split('|')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        assert_eq!(
+            names[..5],
+            [
+                "Circle Name",
+                "ID",
+                "Worker Status",
+                "Worker Queues",
+                "WS Server URL"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_row_shows_state_reason_queue_and_url() {
+        let text = build(&[row("Alpha Circle")], None, false).to_string();
+        assert!(text.contains("Alpha Circle"));
+        assert!(text.contains("alpha_circle"));
+        assert!(text.contains("ws://127.0.0.1:8081/ws"));
+        assert!(text.contains("Restarting: address vanished"));
+        assert!(text.contains("1m05s"));
+    }
+}

@@ -1,0 +1,375 @@
+//! `circles_orchestrator [OPTIONS] [CONFIG]`: validate, find or start Redis,
+//! prepare every circle, supervise workers and servers, draw the status, and
+//! shut down cleanly on SIGINT/SIGTERM.
+//!
+//! Shutdown order: the root token is cancelled (servers stop accepting and
+//! close sockets with 1001, workers stop taking tasks and let the running
+//! script finish within `--shutdown-grace`), the task tracker is awaited for
+//! the grace period plus [`DRAIN_MARGIN`], every OurDB is closed, then the
+//! managed Redis (if any) is stopped. A second signal stops at once (exit 1).
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures_util::StreamExt;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cli::{Output, RunArgs};
+use crate::render::Renderer;
+use crate::status::{CircleState, Header, lock, redact_url, snapshot};
+use crate::{circles, config, logging, redis_setup, render, supervisor};
+
+/// Time allowed beyond the grace period for servers and workers to return.
+pub const DRAIN_MARGIN: Duration = Duration::from_secs(5);
+/// Stats reads in parallel.
+const STATS_CONCURRENCY: usize = 16;
+/// In plain mode counters are only context, read this often.
+const PLAIN_STATS_EVERY: Duration = Duration::from_secs(10);
+
+/// The default data directory: `$HOME/.hero/circles`, else the platform home.
+pub fn default_data_dir() -> anyhow::Result<PathBuf> {
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .or_else(dirs::home_dir)
+        .context("cannot find the home directory for the default data dir; pass --data-dir")?;
+    Ok(home.join(".hero").join("circles"))
+}
+
+/// Runs the orchestrator until a signal; returns after a clean shutdown.
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let circles = config::load(&args.config)?;
+    let data_dir = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => default_data_dir()?,
+    };
+    let output = match args.output {
+        Output::Auto if std::io::stdout().is_terminal() => Output::Live,
+        Output::Auto => Output::Plain,
+        other => other,
+    };
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+    let log_file = (output == Output::Live).then(|| {
+        args.log_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join("orchestrator.log"))
+    });
+    logging::init(log_file.as_deref())?;
+    log::info!(
+        "starting {} circles from {} (data dir {})",
+        circles.len(),
+        args.config.display(),
+        data_dir.display()
+    );
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("orchestrator")
+        .build()
+        .context("cannot start the async runtime")?;
+    // Signals are hooked before anything long-lived starts, so a SIGTERM
+    // during start-up still leads to a clean stop of what was started.
+    let signals = runtime.block_on(async { Signals::new() })?;
+    let redis = redis_setup::ensure(&args.redis_url, &data_dir, !args.no_managed_redis)?;
+    let header = Header {
+        redis_url: redact_url(&redis.url),
+        redis_managed: redis.managed.is_some(),
+        data_dir: data_dir.display().to_string(),
+        log_file: log_file.map(|f| f.display().to_string()),
+        started: Instant::now(),
+    };
+    let result = runtime.block_on(serve(
+        &args, circles, &redis.url, &data_dir, header, output, signals,
+    ));
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    // Dropping the handle stops a managed redis-server, after every circle drained.
+    drop(redis);
+    result
+}
+
+struct Signals {
+    int: Signal,
+    term: Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            int: signal(SignalKind::interrupt()).context("cannot hook SIGINT")?,
+            term: signal(SignalKind::terminate()).context("cannot hook SIGTERM")?,
+        })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    args: &RunArgs,
+    configs: Vec<config::CircleConfig>,
+    redis_url: &str,
+    data_dir: &Path,
+    header: Header,
+    output: Output,
+    mut signals: Signals,
+) -> anyhow::Result<()> {
+    let client = tokio::select! {
+        c = client::Client::connect(redis_url) => c.with_context(|| {
+            format!("cannot connect the task client to redis at {}", redact_url(redis_url))
+        })?,
+        s = signals.next() => bail!("{s} during start-up; nothing was started"),
+    };
+    let prepared = {
+        let (configs, host, dir) = (configs.clone(), args.host.clone(), data_dir.to_path_buf());
+        let limits = engine::Limits::default();
+        tokio::task::spawn_blocking(move || circles::prepare_all(&configs, &host, &dir, &limits))
+            .await
+            .context("preparing the circles panicked")??
+    };
+
+    let root = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let changed = Arc::new(Notify::new());
+    let mut states = Vec::with_capacity(prepared.len());
+    let mut dbs = Vec::with_capacity(prepared.len());
+    for p in prepared {
+        let state = Arc::new(CircleState::new(p.config.clone(), &args.host));
+        start_circle(
+            args,
+            redis_url,
+            &client,
+            p.engine.clone(),
+            p.listener,
+            &state,
+            &root,
+            &tracker,
+            &changed,
+        );
+        dbs.push((p.config, p.db, p.engine));
+        states.push(state);
+    }
+    let shutting_down = CancellationToken::new();
+    let render_stop = CancellationToken::new();
+    let poll_stop = CancellationToken::new();
+    let poll_every = if output == Output::Plain {
+        PLAIN_STATS_EVERY
+    } else {
+        args.refresh
+    };
+    let poller = tokio::spawn(poll_stats(
+        client.clone(),
+        states.clone(),
+        poll_every,
+        changed.clone(),
+        poll_stop.clone(),
+    ));
+    let renderer: Box<dyn Renderer> = match output {
+        Output::Live => {
+            Box::new(render::live::Live::start().context("cannot set up the terminal")?)
+        }
+        Output::Json => Box::new(render::json::Json::new(std::io::stdout())),
+        Output::Plain | Output::Auto => Box::new(render::plain::Plain::new(std::io::stdout())),
+    };
+    let drawer = tokio::spawn(draw(
+        renderer,
+        header,
+        states.clone(),
+        args.refresh,
+        changed.clone(),
+        shutting_down.clone(),
+        render_stop.clone(),
+    ));
+
+    let which = signals.next().await;
+    log::info!(
+        "{which} received: shutting down (grace {:?})",
+        args.shutdown_grace
+    );
+    shutting_down.cancel();
+    changed.notify_one();
+    root.cancel();
+    tracker.close();
+    let bound = args.shutdown_grace + DRAIN_MARGIN;
+    let drained = tokio::select! {
+        () = tracker.wait() => Ok(()),
+        () = tokio::time::sleep(bound) => Err(anyhow::anyhow!(
+            "shutdown did not finish within {bound:?}; stopped anyway"
+        )),
+        s = signals.next() => Err(anyhow::anyhow!(
+            "{s} received again: stopped without waiting for running scripts"
+        )),
+    };
+    poll_stop.cancel();
+    let _ = poller.await;
+    drop(client);
+    // Every supervisor has returned (or we gave up): release the databases.
+    tokio::task::spawn_blocking(move || circles::close_all(dbs))
+        .await
+        .context("closing the databases panicked")?;
+    render_stop.cancel();
+    let _ = drawer.await;
+    match &drained {
+        Ok(()) => log::info!("clean shutdown"),
+        Err(e) => log::error!("{e}"),
+    }
+    drained
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start_circle(
+    args: &RunArgs,
+    redis_url: &str,
+    client: &client::Client,
+    engine: Arc<engine::CircleEngine>,
+    listener: std::net::TcpListener,
+    state: &Arc<CircleState>,
+    root: &CancellationToken,
+    tracker: &TaskTracker,
+    changed: &Arc<Notify>,
+) {
+    let token = root.child_token();
+    let name = state.config.name.clone();
+    let worker_config = worker::WorkerConfig {
+        redis_url: redis_url.to_string(),
+        queue: state.queue.clone(),
+        result_ttl: args.result_ttl,
+        shutdown_grace: args.shutdown_grace,
+    };
+    {
+        let token = token.clone();
+        tracker.spawn(supervisor::supervise(
+            format!("worker of circle \"{name}\""),
+            state.worker.clone(),
+            changed.clone(),
+            token.clone(),
+            move |slot| {
+                let status = Arc::new(worker::WorkerStatus::default());
+                slot.worker = Some(status.clone());
+                let fut = worker::run(worker_config.clone(), engine.clone(), status, token.clone());
+                async move { fut.await.map_err(|e| e.to_string()) }
+            },
+        ));
+    }
+    let server_config = server_ws::ServerConfig {
+        circle_name: name.clone(),
+        queue: state.queue.clone(),
+        task_timeout: args.task_timeout,
+        max_message_bytes: args.max_message_bytes,
+        max_in_flight: args.max_in_flight,
+        max_connections: args.max_connections,
+        allowed_origins: args.allowed_origins.clone(),
+    };
+    let client = client.clone();
+    tracker.spawn(supervisor::supervise(
+        format!("websocket server of circle \"{name}\""),
+        state.server.clone(),
+        changed.clone(),
+        token.clone(),
+        move |slot| {
+            let status = Arc::new(server_ws::ServerStatus::default());
+            slot.server = Some(status.clone());
+            let listener = listener.try_clone();
+            let fut_args = (server_config.clone(), client.clone(), token.clone());
+            async move {
+                let listener =
+                    listener.map_err(|e| format!("cannot reuse the listening socket: {e}"))?;
+                let (config, client, token) = fut_args;
+                server_ws::run(config, listener, client, status, token)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        },
+    ));
+}
+
+async fn poll_stats(
+    client: client::Client,
+    states: Vec<Arc<CircleState>>,
+    every: Duration,
+    changed: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let mut any_change = false;
+        let results: Vec<bool> = futures_util::stream::iter(states.iter().cloned())
+            .map(|state: Arc<CircleState>| {
+                let client = client.clone();
+                async move {
+                    let read =
+                        tokio::time::timeout(Duration::from_secs(2), client.stats(&state.queue))
+                            .await;
+                    let latest = match read {
+                        Ok(Ok(stats)) => Some(stats),
+                        Ok(Err(e)) => {
+                            log::debug!("stats of queue {}: {e}", state.queue);
+                            None
+                        }
+                        Err(_) => None,
+                    };
+                    let mut slot = lock(&state.stats);
+                    // The heartbeat age moves on every read; it is not a change.
+                    let strip = |s: &Option<client::QueueStats>| {
+                        s.clone().map(|s| client::QueueStats {
+                            heartbeat_age: None,
+                            ..s
+                        })
+                    };
+                    let changed = strip(&slot.latest) != strip(&latest);
+                    slot.latest = latest;
+                    changed
+                }
+            })
+            .buffer_unordered(STATS_CONCURRENCY)
+            .collect()
+            .await;
+        any_change |= results.into_iter().any(|c| c);
+        if any_change {
+            changed.notify_one();
+        }
+    }
+}
+
+async fn draw(
+    mut renderer: Box<dyn Renderer>,
+    header: Header,
+    states: Vec<Arc<CircleState>>,
+    refresh: Duration,
+    changed: Arc<Notify>,
+    shutting_down: CancellationToken,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(refresh);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = changed.notified() => {}
+            () = stop.cancelled() => break,
+        }
+        let phase = if shutting_down.is_cancelled() {
+            "shutting down"
+        } else {
+            "running"
+        };
+        renderer.frame(&header, &snapshot(&header, &states, phase));
+    }
+    renderer.finish(&header, &snapshot(&header, &states, "stopped"));
+}

@@ -1,0 +1,353 @@
+//! What the status table shows: per-circle shared state written by the
+//! supervisor and the stats poller, and the [`Snapshot`] the renderers draw.
+//!
+//! Invariant: a component is shown `running` only while its task is alive and,
+//! for the worker, while the worker itself reports `Running`. A task that ended
+//! is `restarting` (with the reason) or `stopped`/`failed`, never `running`.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::CircleConfig;
+
+/// Lifecycle of one supervised component as the supervisor sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Spawned, not yet known to be up.
+    Starting,
+    /// Its task is alive.
+    Alive,
+    /// Its task ended with `reason`; it is restarted after a backoff.
+    Restarting(String),
+    /// Ended by shutdown.
+    Stopped,
+}
+
+/// One supervised component (worker or server).
+#[derive(Debug)]
+pub struct Slot {
+    /// Lifecycle.
+    pub phase: Phase,
+    /// Times it was restarted after a failure.
+    pub restarts: u32,
+    /// When the current run started.
+    pub started: Instant,
+    /// The live worker status of the current run (worker slots).
+    pub worker: Option<Arc<worker::WorkerStatus>>,
+    /// The live server status of the current run (server slots).
+    pub server: Option<Arc<server_ws::ServerStatus>>,
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Slot::new()
+    }
+}
+
+impl Slot {
+    /// A slot of a component about to start.
+    pub fn new() -> Self {
+        Slot {
+            phase: Phase::Starting,
+            restarts: 0,
+            started: Instant::now(),
+            worker: None,
+            server: None,
+        }
+    }
+}
+
+/// Counters read from Redis by the stats poller.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// The latest counters, if any read succeeded.
+    pub latest: Option<client::QueueStats>,
+}
+
+/// Everything known about one circle. Shared between the supervisor, the
+/// poller and the renderer; every lock is held only to copy a few fields.
+#[derive(Debug)]
+pub struct CircleState {
+    /// Its configuration.
+    pub config: CircleConfig,
+    /// Its queue name.
+    pub queue: String,
+    /// Its WebSocket URL.
+    pub url: String,
+    /// The worker's slot.
+    pub worker: Arc<Mutex<Slot>>,
+    /// The server's slot.
+    pub server: Arc<Mutex<Slot>>,
+    /// Counters from Redis.
+    pub stats: Mutex<Stats>,
+}
+
+/// Locks a mutex even if a panicking thread poisoned it: the data is plain
+/// display state and stays meaningful.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl CircleState {
+    /// A circle about to start.
+    pub fn new(config: CircleConfig, host: &str) -> Self {
+        let url = ws_url(host, config.port);
+        CircleState {
+            queue: config.queue(),
+            url,
+            config,
+            worker: Arc::new(Mutex::new(Slot::new())),
+            server: Arc::new(Mutex::new(Slot::new())),
+            stats: Mutex::new(Stats::default()),
+        }
+    }
+
+    /// The row of this circle now.
+    pub fn row(&self) -> Row {
+        let (worker, worker_detail, worker_restarts, worker_started, counts) = {
+            let slot = lock(&self.worker);
+            let (state, detail) = worker_display(&slot);
+            let counts = slot.worker.as_ref().map(|w| w.counts());
+            (state, detail, slot.restarts, slot.started, counts)
+        };
+        let (server, server_detail, server_restarts, server_started, clients) = {
+            let slot = lock(&self.server);
+            let (state, detail) = phase_display(&slot.phase);
+            let clients = match (&slot.phase, &slot.server) {
+                (Phase::Alive, Some(s)) => s.connections(),
+                _ => 0,
+            };
+            (state, detail, slot.restarts, slot.started, clients)
+        };
+        let stats = lock(&self.stats).latest.clone();
+        let up_since = worker_started.max(server_started);
+        let uptime = if worker == "running" && server == "running" {
+            up_since.elapsed()
+        } else {
+            Duration::ZERO
+        };
+        let (processed, failed) = match (&stats, counts) {
+            (Some(s), _) => (Some(s.processed), Some(s.failed)),
+            (None, Some((p, f))) => (Some(p), Some(f)),
+            (None, None) => (None, None),
+        };
+        Row {
+            name: self.config.name.clone(),
+            id: self.config.id,
+            queue: self.queue.clone(),
+            url: self.url.clone(),
+            worker,
+            worker_detail,
+            server,
+            server_detail,
+            queue_len: stats.as_ref().map(|s| s.queue_len),
+            in_flight: stats.as_ref().map(|s| s.in_flight),
+            processed,
+            failed,
+            clients,
+            uptime_secs: uptime.as_secs(),
+            restarts: worker_restarts + server_restarts,
+        }
+    }
+}
+
+/// `ws://host:port/ws`, with IPv6 hosts bracketed.
+pub fn ws_url(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("ws://[{host}]:{port}/ws")
+    } else {
+        format!("ws://{host}:{port}/ws")
+    }
+}
+
+fn phase_display(phase: &Phase) -> (&'static str, Option<String>) {
+    match phase {
+        Phase::Starting => ("starting", None),
+        Phase::Alive => ("running", None),
+        Phase::Restarting(reason) => ("restarting", Some(reason.clone())),
+        Phase::Stopped => ("stopped", None),
+    }
+}
+
+fn worker_display(slot: &Slot) -> (&'static str, Option<String>) {
+    if slot.phase != Phase::Alive {
+        return phase_display(&slot.phase);
+    }
+    match slot.worker.as_ref().map(|w| w.state()) {
+        None | Some(worker::WorkerState::Starting) => ("starting", None),
+        Some(worker::WorkerState::Running) => ("running", None),
+        Some(worker::WorkerState::Reconnecting) => {
+            ("reconnecting", Some("redis is unreachable".to_string()))
+        }
+        Some(worker::WorkerState::Stopped) => ("stopped", None),
+        Some(worker::WorkerState::Failed(reason)) => ("failed", Some(reason)),
+    }
+}
+
+/// One row of the table, also the JSON shape of a circle.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    /// Circle name.
+    pub name: String,
+    /// Circle id.
+    pub id: u32,
+    /// Redis queue name.
+    pub queue: String,
+    /// WebSocket URL.
+    pub url: String,
+    /// starting | running | reconnecting | restarting | stopped | failed
+    pub worker: &'static str,
+    /// Why the worker is not running, when known.
+    pub worker_detail: Option<String>,
+    /// starting | running | restarting | stopped
+    pub server: &'static str,
+    /// Why the server is not running, when known.
+    pub server_detail: Option<String>,
+    /// Tasks waiting in the queue (unknown until the first stats read).
+    pub queue_len: Option<u64>,
+    /// Tasks running.
+    pub in_flight: Option<u64>,
+    /// Tasks completed.
+    pub processed: Option<u64>,
+    /// Tasks ended in error.
+    pub failed: Option<u64>,
+    /// Connected WebSocket clients.
+    pub clients: usize,
+    /// Seconds since worker and server are both up (0 while either is not).
+    pub uptime_secs: u64,
+    /// Restarts of the worker and the server after failures.
+    pub restarts: u32,
+}
+
+impl Row {
+    /// Whether the row has left the starting phase (up, or visibly failing).
+    pub fn settled(&self) -> bool {
+        self.worker != "starting" && self.server != "starting"
+    }
+
+    /// The fields whose change is worth a line in plain mode.
+    pub fn state_key(
+        &self,
+    ) -> (
+        &'static str,
+        &Option<String>,
+        &'static str,
+        &Option<String>,
+        u32,
+    ) {
+        (
+            self.worker,
+            &self.worker_detail,
+            self.server,
+            &self.server_detail,
+            self.restarts,
+        )
+    }
+}
+
+/// The whole system at one moment.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    /// Redis URL (password removed).
+    pub redis_url: String,
+    /// Whether we started that Redis.
+    pub redis_managed: bool,
+    /// Data directory.
+    pub data_dir: String,
+    /// `running`, `shutting down` or `stopped`.
+    pub phase: &'static str,
+    /// Seconds since the orchestrator started.
+    pub uptime_secs: u64,
+    /// One row per circle, in circles.json order.
+    pub circles: Vec<Row>,
+}
+
+/// Facts the header shows.
+#[derive(Debug, Clone)]
+pub struct Header {
+    /// Redis URL (password removed).
+    pub redis_url: String,
+    /// Whether we started that Redis.
+    pub redis_managed: bool,
+    /// Data directory.
+    pub data_dir: String,
+    /// Where logs go, when not stderr.
+    pub log_file: Option<String>,
+    /// When the orchestrator started.
+    pub started: Instant,
+}
+
+/// Takes a snapshot of every circle.
+pub fn snapshot(header: &Header, circles: &[Arc<CircleState>], phase: &'static str) -> Snapshot {
+    Snapshot {
+        redis_url: header.redis_url.clone(),
+        redis_managed: header.redis_managed,
+        data_dir: header.data_dir.clone(),
+        phase,
+        uptime_secs: header.started.elapsed().as_secs(),
+        circles: circles.iter().map(|c| c.row()).collect(),
+    }
+}
+
+/// `redis://user:secret@host` → `redis://user:***@host`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_the_screen() {
+        assert_eq!(redact_url("redis://:pw@h:1/0"), "redis://:***@h:1/0");
+        assert_eq!(redact_url("redis://u:pw@h"), "redis://u:***@h");
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+    }
+
+    #[test]
+    fn urls_bracket_ipv6_hosts() {
+        assert_eq!(ws_url("127.0.0.1", 8081), "ws://127.0.0.1:8081/ws");
+        assert_eq!(ws_url("::1", 8081), "ws://[::1]:8081/ws");
+    }
+
+    #[test]
+    fn a_component_whose_task_ended_is_never_shown_running() {
+        let cfg = CircleConfig {
+            id: 1,
+            name: "A".into(),
+            port: 1,
+        };
+        let state = CircleState {
+            queue: "a".into(),
+            url: ws_url("127.0.0.1", 1),
+            config: cfg,
+            worker: Arc::new(Mutex::new(Slot::new())),
+            server: Arc::new(Mutex::new(Slot::new())),
+            stats: Mutex::new(Stats::default()),
+        };
+        lock(&state.server).phase = Phase::Restarting("boom".into());
+        lock(&state.worker).phase = Phase::Restarting("lost".into());
+        let row = state.row();
+        assert_eq!(row.server, "restarting");
+        assert_eq!(row.server_detail.as_deref(), Some("boom"));
+        assert_eq!(row.worker, "restarting");
+        assert_eq!(row.uptime_secs, 0);
+    }
+}
