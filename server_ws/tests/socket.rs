@@ -1,0 +1,247 @@
+//! The WebSocket side: size limit, binary frames, origin check, connection
+//! limit, heartbeat, shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Fixture, PROMPTLY, Ws, call, code, eventually, play, recv, send};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use server_ws::{ServerTiming, codes};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::{self, Message};
+
+/// The close frame the server sends next (skipping pings), or `None` when the
+/// connection ended without one.
+async fn next_close(ws: &mut Ws) -> Option<CloseFrame> {
+    let deadline = tokio::time::Instant::now() + PROMPTLY;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("the server closes within the deadline")
+        {
+            Some(Ok(Message::Close(frame))) => return frame,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(other)) => panic!("expected a close frame, got {other:?}"),
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+/// Tries an upgrade with `origin`; the HTTP status on refusal, `None` on success.
+async fn upgrade_status(fx: &Fixture, origin: Option<&str>) -> Option<u16> {
+    let mut request = fx.url().into_client_request().expect("request");
+    if let Some(origin) = origin {
+        request
+            .headers_mut()
+            .insert("Origin", origin.parse().expect("header value"));
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok(_) => None,
+        Err(tungstenite::Error::Http(response)) => Some(response.status().as_u16()),
+        Err(e) => panic!("unexpected upgrade failure: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_message_gets_32003_and_the_connection_keeps_working() {
+    let fx = Fixture::start(|c| c.max_message_bytes = 1024).await;
+    let mut ws = fx.connect().await;
+    let big = play(1, &format!("echo:{}", "x".repeat(2000)));
+    let reply = call(&mut ws, &big).await;
+    assert_eq!(code(&reply), codes::LIMIT_EXCEEDED, "{reply}");
+    assert_eq!(reply["id"], Value::Null);
+    assert_eq!(reply["error"]["data"]["max"], 1024);
+    let reply = call(&mut ws, &play(2, "echo:still here")).await;
+    assert_eq!(reply["result"]["output"], "still here");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_fragmented_message_gets_32003_and_the_connection_keeps_working() {
+    let fx = Fixture::start(|c| c.max_message_bytes = 1024).await;
+    let mut ws = fx.connect().await;
+    let body = play(1, &format!("echo:{}", "y".repeat(1500)));
+    let (a, b) = body.as_bytes().split_at(800);
+    let first = Frame::message(a.to_vec(), OpCode::Data(Data::Text), false);
+    let last = Frame::message(b.to_vec(), OpCode::Data(Data::Continue), true);
+    ws.send(Message::Frame(first))
+        .await
+        .expect("send first fragment");
+    ws.send(Message::Frame(last))
+        .await
+        .expect("send last fragment");
+    let reply = recv(&mut ws).await;
+    assert_eq!(code(&reply), codes::LIMIT_EXCEEDED, "{reply}");
+
+    // A fragmented message within the limit is reassembled and served.
+    let body = play(2, "echo:in pieces");
+    let (a, b) = body.as_bytes().split_at(10);
+    let first = Frame::message(a.to_vec(), OpCode::Data(Data::Text), false);
+    let last = Frame::message(b.to_vec(), OpCode::Data(Data::Continue), true);
+    ws.send(Message::Frame(first))
+        .await
+        .expect("send first fragment");
+    ws.send(Message::Frame(last))
+        .await
+        .expect("send last fragment");
+    assert_eq!(recv(&mut ws).await["result"]["output"], "in pieces");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_frame_gets_an_invalid_request_reply() {
+    let fx = Fixture::start(|_| {}).await;
+    let mut ws = fx.connect().await;
+    ws.send(Message::binary(play(1, "echo:x").into_bytes()))
+        .await
+        .expect("send binary");
+    let reply = recv(&mut ws).await;
+    assert_eq!(code(&reply), codes::INVALID_REQUEST, "{reply}");
+    assert_eq!(
+        call(&mut ws, &play(2, "echo:text")).await["result"]["output"],
+        "text"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_origin_upgrade_is_refused_with_403_and_loopback_origins_connect() {
+    let fx = Fixture::start(|c| c.allowed_origins = vec!["https://app.example.com".into()]).await;
+    assert_eq!(
+        upgrade_status(&fx, Some("http://evil.example")).await,
+        Some(403)
+    );
+    assert_eq!(upgrade_status(&fx, Some("null")).await, Some(403));
+    assert_eq!(
+        upgrade_status(&fx, Some("http://localhost.evil.example")).await,
+        Some(403)
+    );
+    assert_eq!(upgrade_status(&fx, None).await, None);
+    assert_eq!(
+        upgrade_status(&fx, Some("http://localhost:3000")).await,
+        None
+    );
+    assert_eq!(
+        upgrade_status(&fx, Some("http://127.0.0.1:8080")).await,
+        None
+    );
+    assert_eq!(upgrade_status(&fx, Some("http://[::1]:5173")).await, None);
+    assert_eq!(
+        upgrade_status(&fx, Some("https://app.example.com")).await,
+        None
+    );
+    assert_eq!(fx.status.refused_upgrades(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_are_refused_with_503_until_one_leaves() {
+    let fx = Fixture::start(|c| c.max_connections = 2).await;
+    let a = fx.connect().await;
+    let mut b = fx.connect().await;
+    let status = fx.status.clone();
+    eventually("two connections", || status.connections() == 2).await;
+    assert_eq!(upgrade_status(&fx, None).await, Some(503));
+    drop(a);
+    eventually("the first connection to be released", || {
+        status.connections() == 1
+    })
+    .await;
+    let mut c = fx.connect().await;
+    assert_eq!(
+        call(&mut c, &play(1, "echo:c")).await["result"]["output"],
+        "c"
+    );
+    assert_eq!(
+        call(&mut b, &play(1, "echo:b")).await["result"]["output"],
+        "b"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_pings_and_a_client_that_answers_stays_connected() {
+    let timing = ServerTiming::heartbeat(Duration::from_millis(50), Duration::from_millis(300));
+    let fx = Fixture::start_with(|_| {}, timing, true).await;
+    let mut ws = fx.connect().await;
+    let mut pings = 0;
+    // Reading answers each ping with a pong; keep it up well past the timeout.
+    while pings < 15 {
+        match tokio::time::timeout(PROMPTLY, ws.next()).await {
+            Ok(Some(Ok(Message::Ping(_)))) => pings += 1,
+            other => panic!("expected pings, got {other:?}"),
+        }
+    }
+    assert_eq!(fx.status.connections(), 1);
+    assert_eq!(
+        call(&mut ws, &play(1, "echo:alive")).await["result"]["output"],
+        "alive"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_answers_pings_is_dropped() {
+    let timing = ServerTiming::heartbeat(Duration::from_millis(50), Duration::from_millis(200));
+    let fx = Fixture::start_with(|_| {}, timing, true).await;
+    let mut ws = fx.connect().await;
+    let status = fx.status.clone();
+    eventually("the connection to be counted", || status.connections() == 1).await;
+    // Not reading means no pong goes out.
+    eventually("the silent client to be dropped", || {
+        status.connections() == 0
+    })
+    .await;
+    if let Some(frame) = next_close(&mut ws).await {
+        assert_eq!(frame.code, CloseCode::Policy);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_every_socket_with_1001_and_run_returns() {
+    let mut fx = Fixture::start(|_| {}).await;
+    let mut a = fx.connect().await;
+    let mut b = fx.connect().await;
+    assert_eq!(
+        call(&mut a, &play(1, "echo:a")).await["result"]["output"],
+        "a"
+    );
+    let status = fx.status.clone();
+    eventually("two connections", || status.connections() == 2).await;
+    fx.token.cancel();
+    for ws in [&mut a, &mut b] {
+        let frame = next_close(ws).await.expect("a close frame");
+        assert_eq!(frame.code, CloseCode::Away);
+    }
+    fx.shut_down().await.expect("run returns Ok");
+    assert_eq!(fx.status.connections(), 0);
+    assert!(
+        tokio_tungstenite::connect_async(fx.url()).await.is_err(),
+        "nothing listens after shutdown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_requests_in_flight_before_closing() {
+    let mut fx = Fixture::start(|_| {}).await;
+    let mut ws = fx.connect().await;
+    send(&mut ws, &play(1, "sleep:300")).await;
+    let status = fx.status.clone();
+    eventually("the request to be in flight", || status.in_flight() == 1).await;
+    fx.token.cancel();
+    let reply = recv(&mut ws).await;
+    assert_eq!(reply["id"], 1);
+    assert_eq!(reply["result"]["output"], "slept");
+    let frame = next_close(&mut ws).await.expect("a close frame");
+    assert_eq!(frame.code, CloseCode::Away);
+    fx.shut_down().await.expect("run returns Ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_another_path_is_not_found() {
+    let fx = Fixture::start(|_| {}).await;
+    let url = format!("ws://{}/other", fx.addr);
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status().as_u16(), 404),
+        other => panic!("expected 404, got {:?}", other.map(|_| ())),
+    }
+}
