@@ -92,15 +92,15 @@ pub struct RunArgs {
     pub allowed_origins: Vec<String>,
 
     /// Largest WebSocket message accepted, in bytes.
-    #[arg(long, default_value_t = 1 << 20)]
+    #[arg(long, default_value_t = server_ws::DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
 
     /// Requests in flight per WebSocket connection.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = server_ws::DEFAULT_MAX_IN_FLIGHT)]
     pub max_in_flight: usize,
 
     /// WebSocket connections per circle.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = server_ws::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
 
     /// How often the live table and JSON snapshots are refreshed.

@@ -1,0 +1,292 @@
+//! Shared helpers of the end-to-end tests: run the built `circles_orchestrator`
+//! against a testkit Redis with a temp data dir, talk to circles over a raw
+//! WebSocket, poll with deadlines.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_circles_orchestrator");
+
+/// How long the orchestrator may take to serve every circle in a test.
+pub const START_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A temp dir holding HOME, the data dir and circles.json.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        Sandbox {
+            dir: tempfile::Builder::new()
+                .prefix("circles-e2e-")
+                .tempdir()
+                .expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Writes `text` as a file of the sandbox and returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).expect("write file");
+        path
+    }
+
+    /// Writes a circles.json for `(id, name, port)` triples.
+    pub fn circles(&self, circles: &[(u32, &str, u16)]) -> PathBuf {
+        let list: Vec<Value> = circles
+            .iter()
+            .map(|(id, name, port)| json!({"id": id, "name": name, "port": port}))
+            .collect();
+        self.write("circles.json", &Value::Array(list).to_string())
+    }
+
+    /// A command for the binary with HOME pointed into the sandbox.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(self.path())
+            .env("HOME", self.path())
+            .env_remove("REDIS_URL")
+            .env_remove("CIRCLES_DATA_DIR")
+            .env_remove("CIRCLES_NO_MANAGED_REDIS")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null());
+        cmd
+    }
+}
+
+/// A running orchestrator; killed on drop.
+pub struct Orchestrator {
+    pub child: Child,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+fn pump(stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+            into.lock().expect("pump lock").push_str(&line);
+            line.clear();
+        }
+    });
+}
+
+impl Orchestrator {
+    /// Starts the binary with `args` (plain output unless `args` says otherwise).
+    pub fn spawn(mut cmd: Command) -> Orchestrator {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn circles_orchestrator");
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        pump(child.stdout.take().expect("stdout"), stdout.clone());
+        pump(child.stderr.take().expect("stderr"), stderr.clone());
+        Orchestrator {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Starts the orchestrator on `config` with a test Redis, plain output.
+    pub fn start(
+        sandbox: &Sandbox,
+        config: &Path,
+        redis_url: &str,
+        extra: &[&str],
+    ) -> Orchestrator {
+        let mut cmd = sandbox.command();
+        cmd.arg(config)
+            .arg("--redis-url")
+            .arg(redis_url)
+            .arg("--data-dir")
+            .arg(sandbox.data_dir())
+            .arg("--no-managed-redis")
+            .args(["--output", "plain"])
+            .args(extra);
+        Orchestrator::spawn(cmd)
+    }
+
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().expect("stdout lock").clone()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("stderr lock").clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until stdout contains `needle`; panics with both streams otherwise.
+    pub fn wait_stdout(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.stdout().contains(needle) {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "orchestrator exited ({status}) before printing {needle:?}\nstdout:\n{}\nstderr:\n{}",
+                    self.stdout(),
+                    self.stderr()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no {needle:?} on stdout within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                    self.stdout(),
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the plain table, i.e. every circle settled.
+    pub fn wait_table(&mut self) {
+        self.wait_stdout("circles serving;", START_DEADLINE);
+    }
+
+    /// Sends a signal by name (TERM, INT) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // Let the pump threads drain the pipes.
+                std::thread::sleep(Duration::from_millis(50));
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "orchestrator did not exit within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                    self.stdout(),
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        self.wait_exit(Duration::from_secs(30))
+    }
+}
+
+impl Drop for Orchestrator {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs the binary to completion with a deadline; returns (status, stdout, stderr).
+pub fn run_to_end(cmd: Command, timeout: Duration) -> (ExitStatus, String, String) {
+    let mut o = Orchestrator::spawn(cmd);
+    let status = o.wait_exit(timeout);
+    (status, o.stdout(), o.stderr())
+}
+
+/// A WebSocket URL of a local circle.
+pub fn ws(port: u16) -> String {
+    format!("ws://127.0.0.1:{port}/ws")
+}
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Connects, retrying until the server accepts the upgrade.
+pub async fn connect(port: u16) -> Ws {
+    let deadline = Instant::now() + START_DEADLINE;
+    loop {
+        match tokio_tungstenite::connect_async(ws(port)).await {
+            Ok((ws, _)) => return ws,
+            Err(e) if Instant::now() > deadline => panic!("cannot connect to {}: {e}", ws(port)),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// Sends a text frame.
+pub async fn send(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text.to_string()))
+        .await
+        .expect("send");
+}
+
+/// The next text frame as JSON, within 30 s.
+pub async fn recv(ws: &mut Ws) -> Value {
+    let next = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    return serde_json::from_str::<Value>(&text).expect("reply is JSON");
+                }
+                Some(Ok(Message::Close(frame))) => panic!("server closed: {frame:?}"),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("websocket error: {e}"),
+                None => panic!("connection ended"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), next)
+        .await
+        .expect("a reply within 30 s")
+}
+
+/// One `play` round trip; returns the whole reply.
+pub async fn play(ws: &mut Ws, id: u64, script: &str) -> Value {
+    let request =
+        json!({"jsonrpc": "2.0", "id": id, "method": "play", "params": {"script": script}});
+    send(ws, &request.to_string()).await;
+    let reply = recv(ws).await;
+    assert_eq!(reply["id"], json!(id), "reply to another request: {reply}");
+    reply
+}
+
+/// The `output` of a successful play; panics with the reply otherwise.
+pub async fn output(ws: &mut Ws, script: &str) -> String {
+    let reply = play(ws, 1, script).await;
+    reply["result"]["output"]
+        .as_str()
+        .unwrap_or_else(|| panic!("play {script:?} failed: {reply}"))
+        .to_string()
+}
+
+/// A fresh free loopback port.
+pub fn port() -> u16 {
+    testkit::free_port()
+}

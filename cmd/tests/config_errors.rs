@@ -1,0 +1,154 @@
+//! Every circles.json rejection of DESIGN §2 exits 2 with a message naming the
+//! file and the problem, before anything starts (no Redis needed).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Sandbox, run_to_end};
+
+/// Runs the orchestrator on a circles file with `text`; returns (code, stderr).
+fn reject(text: &str) -> (i32, String) {
+    let sandbox = Sandbox::new();
+    let path = sandbox.write("circles.json", text);
+    let mut cmd = sandbox.command();
+    cmd.arg(&path)
+        .args(["--output", "plain", "--no-managed-redis"]);
+    // A Redis URL nobody answers: validation must fail before Redis matters.
+    cmd.args(["--redis-url", "redis://127.0.0.1:1"]);
+    let (status, _out, err) = run_to_end(cmd, Duration::from_secs(20));
+    assert!(
+        err.contains("circles.json"),
+        "message does not name the file: {err}"
+    );
+    (status.code().expect("exit code"), err)
+}
+
+fn assert_rejected(text: &str, needles: &[&str]) {
+    let (code, err) = reject(text);
+    assert_eq!(code, 2, "wrong exit code for {text}: {err}");
+    for needle in needles {
+        assert!(err.contains(needle), "{needle:?} missing from: {err}");
+    }
+}
+
+#[test]
+fn invalid_json_exits_2_with_line_and_column() {
+    assert_rejected(
+        "[\n  {\"id\": 1, \"name\": \"A\", \"port\": 8081},\n  {\"id\": 2,,}\n]",
+        &["invalid JSON", "line 3", "column"],
+    );
+}
+
+#[test]
+fn missing_field_exits_2_naming_the_circle_and_field() {
+    assert_rejected(
+        r#"[{"id": 1, "name": "A", "port": 8081}, {"id": 2, "name": "B"}]"#,
+        &["index 1", "id 2", "missing field `port`"],
+    );
+}
+
+#[test]
+fn mistyped_field_exits_2_naming_the_circle() {
+    assert_rejected(
+        r#"[{"id": "one", "name": "A", "port": 8081}]"#,
+        &["index 0", "invalid type"],
+    );
+    assert_rejected(
+        r#"[{"id": 1, "name": "A", "port": 99999}]"#,
+        &["index 0", "99999"],
+    );
+}
+
+#[test]
+fn unknown_field_exits_2_so_a_typo_cannot_pass() {
+    assert_rejected(
+        r#"[{"id": 1, "name": "A", "prot": 8081}]"#,
+        &["index 0", "unknown field `prot`"],
+    );
+}
+
+#[test]
+fn duplicate_id_port_name_and_queue_exit_2_naming_both_circles() {
+    assert_rejected(
+        r#"[{"id": 1, "name": "A", "port": 8081}, {"id": 1, "name": "B", "port": 8082}]"#,
+        &["duplicate id 1", "\"A\"", "\"B\""],
+    );
+    assert_rejected(
+        r#"[{"id": 1, "name": "A", "port": 8081}, {"id": 2, "name": "B", "port": 8081}]"#,
+        &["duplicate port 8081", "index 1"],
+    );
+    assert_rejected(
+        r#"[{"id": 1, "name": "A", "port": 8081}, {"id": 2, "name": "A", "port": 8082}]"#,
+        &["duplicate name \"A\"", "index 1"],
+    );
+    assert_rejected(
+        r#"[{"id": 1, "name": "Alpha Circle", "port": 8081}, {"id": 2, "name": "alpha-circle", "port": 8082}]"#,
+        &["duplicate queue name \"alpha_circle\"", "index 1"],
+    );
+}
+
+#[test]
+fn empty_name_port_zero_and_empty_array_exit_2() {
+    assert_rejected(
+        r#"[{"id": 1, "name": "", "port": 8081}]"#,
+        &["index 0", "name is empty"],
+    );
+    assert_rejected(
+        r#"[{"id": 1, "name": "A", "port": 0}]"#,
+        &["index 0", "port 0"],
+    );
+    assert_rejected("[]", &["empty"]);
+    assert_rejected(r#"{"id": 1}"#, &["expected a JSON array"]);
+}
+
+#[test]
+fn missing_file_exits_2_naming_it() {
+    let sandbox = Sandbox::new();
+    let mut cmd = sandbox.command();
+    cmd.arg(sandbox.path().join("nope").join("circles.json"))
+        .args(["--no-managed-redis", "--output", "plain"]);
+    let (status, _, err) = run_to_end(cmd, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("nope/circles.json") && err.contains("No such file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn default_config_is_circles_json_in_the_current_directory() {
+    let sandbox = Sandbox::new();
+    let mut cmd = sandbox.command();
+    cmd.args(["--no-managed-redis", "--output", "plain"]);
+    let (status, _, err) = run_to_end(cmd, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("circles.json: cannot read"), "{err}");
+}
+
+#[test]
+fn help_and_version_exit_0_and_bad_options_exit_2() {
+    let sandbox = Sandbox::new();
+    let mut cmd = sandbox.command();
+    cmd.arg("--help");
+    let (status, out, _) = run_to_end(cmd, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0));
+    for option in [
+        "--redis-url",
+        "--data-dir",
+        "--host",
+        "--output",
+        "--no-managed-redis",
+    ] {
+        assert!(out.contains(option), "{option} missing from --help:\n{out}");
+    }
+    let mut cmd = sandbox.command();
+    cmd.arg("-V");
+    let (status, out, _) = run_to_end(cmd, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0));
+    assert!(out.contains(env!("CARGO_PKG_VERSION")), "{out}");
+    let mut cmd = sandbox.command();
+    cmd.args(["--output", "fancy"]);
+    let (status, _, err) = run_to_end(cmd, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(2), "{err}");
+}
