@@ -214,7 +214,12 @@ impl ManagedRedis {
     }
 
     /// Sends SHUTDOWN (flushing the AOF) and waits; kills it if it does not go.
-    pub fn stop(mut self) {
+    /// Dropping a [`ManagedRedis`] does the same.
+    pub fn stop(self) {
+        drop(self);
+    }
+
+    fn shutdown(&mut self) {
         if let Ok(mut stream) = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)) {
             let _ = stream.write_all(b"SHUTDOWN\r\n");
         }
@@ -235,6 +240,14 @@ impl ManagedRedis {
                     return;
                 }
             }
+        }
+    }
+}
+
+impl Drop for ManagedRedis {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.shutdown();
         }
     }
 }

@@ -1,0 +1,244 @@
+//! Two circles served by the built binary against a real Redis: play on each,
+//! every JSON-RPC error code, batches, notifications, requests in flight,
+//! isolation, origin check, size limit.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Orchestrator, Sandbox, connect, output, play, port, recv, send};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+struct Two {
+    _sandbox: Sandbox,
+    orchestrator: Orchestrator,
+    _redis: testkit::RedisServer,
+    alpha: u16,
+    beta: u16,
+}
+
+fn two_circles(extra: &[&str]) -> Two {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let (alpha, beta) = (port(), port());
+    let config = sandbox.circles(&[(1, "Alpha", alpha), (2, "Beta Circle", beta)]);
+    let mut orchestrator = Orchestrator::start(&sandbox, &config, &redis.url(), extra);
+    orchestrator.wait_table();
+    Two {
+        _sandbox: sandbox,
+        orchestrator,
+        _redis: redis,
+        alpha,
+        beta,
+    }
+}
+
+fn error_code(reply: &Value) -> i64 {
+    reply["error"]["code"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("not an error reply: {reply}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_circle_answers_play_with_the_scripts_value() {
+    let two = two_circles(&[]);
+    let mut a = connect(two.alpha).await;
+    let mut b = connect(two.beta).await;
+    assert_eq!(output(&mut a, "40 + 2").await, "42");
+    assert_eq!(output(&mut b, "\"be\" + \"ta\"").await, "beta");
+    assert_eq!(
+        output(&mut a, "let x = 1;").await,
+        "",
+        "unit renders as empty output"
+    );
+    let reply = play(&mut b, 7, "print(\"hello\"); 1").await;
+    assert_eq!(reply["result"]["output"], "1", "{reply}");
+    assert!(
+        reply["result"]["printed"]
+            .as_str()
+            .unwrap_or("")
+            .contains("hello"),
+        "print output missing: {reply}"
+    );
+    drop(two);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_json_rpc_error_code_is_reachable_end_to_end() {
+    let two = two_circles(&["--task-timeout", "500ms", "--max-message-bytes", "4096"]);
+    let mut ws = connect(two.alpha).await;
+
+    send(&mut ws, "{not json").await;
+    assert_eq!(error_code(&recv(&mut ws).await), -32700);
+
+    send(&mut ws, r#"{"jsonrpc":"2.0","id":1}"#).await;
+    assert_eq!(error_code(&recv(&mut ws).await), -32600);
+
+    send(
+        &mut ws,
+        r#"{"jsonrpc":"2.0","id":2,"method":"dance","params":{}}"#,
+    )
+    .await;
+    assert_eq!(error_code(&recv(&mut ws).await), -32601);
+
+    send(
+        &mut ws,
+        r#"{"jsonrpc":"2.0","id":3,"method":"play","params":{}}"#,
+    )
+    .await;
+    assert_eq!(error_code(&recv(&mut ws).await), -32602);
+    send(
+        &mut ws,
+        r#"{"jsonrpc":"2.0","id":4,"method":"play","params":{"script":42}}"#,
+    )
+    .await;
+    assert_eq!(error_code(&recv(&mut ws).await), -32602);
+
+    let reply = play(&mut ws, 5, "let a = 1;\nlet b = ;").await;
+    assert_eq!(error_code(&reply), -32000, "{reply}");
+    let data = &reply["error"]["data"];
+    assert_eq!(data["kind"], "syntax", "{reply}");
+    assert_eq!(data["line"], 2, "{reply}");
+    assert!(data["column"].is_u64(), "{reply}");
+    let reply = play(&mut ws, 6, "throw \"no\"").await;
+    assert_eq!(error_code(&reply), -32000, "{reply}");
+    assert_eq!(reply["error"]["data"]["kind"], "runtime", "{reply}");
+
+    let reply = play(&mut ws, 7, "loop { }").await;
+    assert_eq!(error_code(&reply), -32001, "{reply}");
+
+    let big = "x".repeat(8000);
+    send(
+        &mut ws,
+        &json!({"jsonrpc":"2.0","id":8,"method":"play","params":{"script": big}}).to_string(),
+    )
+    .await;
+    let reply = recv(&mut ws).await;
+    assert_eq!(error_code(&reply), -32003, "{reply}");
+    assert_eq!(
+        output(&mut ws, "40 + 2").await,
+        "42",
+        "connection must keep working after an oversize message"
+    );
+    drop(two);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_unavailable_is_reported_as_32002() {
+    let mut two = two_circles(&["--task-timeout", "5s"]);
+    let mut ws = connect(two.alpha).await;
+    assert_eq!(output(&mut ws, "1").await, "1");
+    two._redis.kill();
+    let reply = play(&mut ws, 2, "40 + 2").await;
+    assert_eq!(error_code(&reply), -32002, "{reply}");
+    // The table must not claim the worker runs normally while Redis is gone.
+    two.orchestrator
+        .wait_stdout("Alpha (id 1): worker Reconnecting", Duration::from_secs(30));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_answered_and_notifications_are_not() {
+    let two = two_circles(&[]);
+    let mut ws = connect(two.alpha).await;
+    send(
+        &mut ws,
+        r#"[{"jsonrpc":"2.0","id":1,"method":"play","params":{"script":"1 + 1"}},
+            {"jsonrpc":"2.0","method":"play","params":{"script":"db::insert(1)"}},
+            {"jsonrpc":"2.0","id":2,"method":"nope"}]"#,
+    )
+    .await;
+    let reply = recv(&mut ws).await;
+    let replies = reply
+        .as_array()
+        .unwrap_or_else(|| panic!("batch reply is not an array: {reply}"));
+    assert_eq!(
+        replies.len(),
+        2,
+        "the notification must get no reply: {reply}"
+    );
+    let by_id = |id: i64| {
+        replies
+            .iter()
+            .find(|r| r["id"] == json!(id))
+            .unwrap_or_else(|| panic!("no reply for id {id}: {reply}"))
+    };
+    assert_eq!(by_id(1)["result"]["output"], "2");
+    assert_eq!(by_id(2)["error"]["code"], -32601);
+    // A lone notification runs and gets no reply: the next reply is for id 9.
+    send(
+        &mut ws,
+        r#"{"jsonrpc":"2.0","method":"play","params":{"script":"db::insert(2)"}}"#,
+    )
+    .await;
+    let reply = play(&mut ws, 9, "db::next_id()").await;
+    assert_eq!(
+        reply["result"]["output"], "3",
+        "both notifications ran: {reply}"
+    );
+    drop(two);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_requests_in_flight_on_one_connection_get_their_own_replies() {
+    let two = two_circles(&[]);
+    let mut ws = connect(two.beta).await;
+    for id in 0..20 {
+        let request = json!({"jsonrpc":"2.0","id":id,"method":"play","params":{"script": format!("{id} * 10")}});
+        send(&mut ws, &request.to_string()).await;
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let reply = recv(&mut ws).await;
+        let id = reply["id"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no id: {reply}"));
+        assert_eq!(reply["result"]["output"], (id * 10).to_string(), "{reply}");
+        seen.insert(id);
+    }
+    assert_eq!(seen.len(), 20);
+    drop(two);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_stored_in_one_circle_is_invisible_to_the_other() {
+    let two = two_circles(&[]);
+    let mut a = connect(two.alpha).await;
+    let mut b = connect(two.beta).await;
+    let id = output(&mut a, "db::insert(#{ secret: \"alpha only\" })").await;
+    assert_eq!(id, "1");
+    assert_eq!(output(&mut a, "db::get(1).secret").await, "alpha only");
+    assert_eq!(output(&mut b, "db::exists(1)").await, "false");
+    assert_eq!(output(&mut b, "db::next_id()").await, "1");
+    drop(two);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_origin_upgrade_is_refused_and_loopback_origins_pass() {
+    let two = two_circles(&["--allowed-origin", "https://app.example"]);
+    let upgrade = |origin: &'static str| {
+        let mut request = common::ws(two.alpha)
+            .into_client_request()
+            .expect("request");
+        request
+            .headers_mut()
+            .insert("Origin", origin.parse().expect("header value"));
+        tokio_tungstenite::connect_async(request)
+    };
+    match upgrade("https://evil.example").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403)
+        }
+        Err(e) => panic!("expected HTTP 403, got {e}"),
+        Ok(_) => panic!("a foreign origin was allowed to upgrade"),
+    }
+    assert!(
+        upgrade("http://127.0.0.1:3000").await.is_ok(),
+        "loopback origin refused"
+    );
+    assert!(
+        upgrade("https://app.example").await.is_ok(),
+        "--allowed-origin not honoured"
+    );
+    drop(two);
+}
