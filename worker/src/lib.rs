@@ -1,12 +1,54 @@
 //! Takes a circle's script tasks from Redis and runs them on the circle's engine.
 //!
-//! API CONTRACT STUB — the client/worker owner replaces the bodies; cmd codes
-//! against these signatures.
+//! Place in the graph: `worker` → `engine`, `client`. `cmd` starts one
+//! [`run`] per circle; everything Redis-specific (keys, scripts, state
+//! changes) lives in `client::broker`.
+//!
+//! How a worker works:
+//! - It takes ids FIFO from the right end of `rhai_tasks:<queue>`, moving each
+//!   into a processing list of its own (first a non-blocking `LMOVE` + claim in
+//!   one script; when the queue is empty, `BLMOVE` with a short server-side
+//!   timeout on a dedicated connection, checking the cancellation token
+//!   between pops). A task is never only in the worker's memory.
+//! - It claims the task (`processing`, worker id, start time), runs the script
+//!   on the circle's script thread (stack [`engine::SCRIPT_STACK_SIZE`]), and
+//!   writes the result, TTL, counters and notification in one script.
+//! - One task at a time per circle; circles run in parallel.
+//! - A heartbeat key with a TTL says the worker is alive; a reaper in every
+//!   worker ends a dead worker's running task as `worker_lost`.
+//! - On cancellation it stops taking tasks, lets the running script finish
+//!   within `shutdown_grace`, then cancels it, and leaves nothing claimed.
+//!
+//! Main types: [`WorkerConfig`], [`WorkerOptions`], [`WorkerStatus`] /
+//! [`WorkerState`], [`run`], [`run_with`].
+//!
+//! ```no_run
+//! # async fn demo(engine: std::sync::Arc<engine::CircleEngine>) -> worker::Result<()> {
+//! use std::sync::Arc;
+//! let config = worker::WorkerConfig::new("redis://127.0.0.1:6379/", "alpha_circle");
+//! let status = Arc::new(worker::WorkerStatus::default());
+//! let token = tokio_util::sync::CancellationToken::new();
+//! worker::run(config, engine, status, token).await
+//! # }
+//! ```
+
+mod beat;
+mod runner;
+mod status;
+mod take;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use client::broker::{BlockingPopper, BrokerOptions, WorkerBroker};
 use tokio_util::sync::CancellationToken;
+
+pub use status::{WorkerState, WorkerStatus};
+
+/// Default [`WorkerConfig::result_ttl`]: one hour.
+pub const DEFAULT_RESULT_TTL: Duration = Duration::from_secs(3600);
+/// Default [`WorkerConfig::shutdown_grace`]: five seconds.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Errors that stop a worker.
 #[derive(Debug, thiserror::Error)]
@@ -38,34 +80,52 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
 }
 
-/// Live state of a worker for the status table. Shared with `Arc`.
-#[derive(Debug, Default)]
-pub struct WorkerStatus {}
-
-/// What the status table shows for a worker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WorkerState {
-    /// Not yet connected.
-    Starting,
-    /// Taking tasks.
-    Running,
-    /// Redis is unreachable; retrying.
-    Reconnecting,
-    /// Stopped after shutdown.
-    Stopped,
-    /// Stopped by a failure.
-    Failed(String),
+impl WorkerConfig {
+    /// A config with [`DEFAULT_RESULT_TTL`] and [`DEFAULT_SHUTDOWN_GRACE`].
+    pub fn new(redis_url: &str, queue: &str) -> WorkerConfig {
+        WorkerConfig {
+            redis_url: redis_url.to_owned(),
+            queue: queue.to_owned(),
+            result_ttl: DEFAULT_RESULT_TTL,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
 }
 
-impl WorkerStatus {
-    /// The current state.
-    pub fn state(&self) -> WorkerState {
-        unimplemented!()
+/// Timing knobs of a worker. Start from `WorkerOptions::default()`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WorkerOptions {
+    /// Server-side timeout of one blocking pop; bounds how long shutdown
+    /// waits for an idle worker. Default 1 s.
+    pub pop_timeout: Duration,
+    /// How often the heartbeat is refreshed. Default 1 s.
+    pub heartbeat_interval: Duration,
+    /// Heartbeat TTL: a worker silent this long counts as dead. Default 5 s.
+    pub heartbeat_ttl: Duration,
+    /// How often the reaper looks for dead workers (also once at start).
+    /// Default 2 s.
+    pub reap_interval: Duration,
+    /// Cap of the reconnect backoff. Default 2 s.
+    pub max_backoff: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            pop_timeout: Duration::from_secs(1),
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_ttl: Duration::from_secs(5),
+            reap_interval: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(2),
+        }
     }
-    /// Tasks this worker completed / failed since it started.
-    pub fn counts(&self) -> (u64, u64) {
-        unimplemented!()
-    }
+}
+
+/// A worker id unique per process start: `<pid>-<random>`.
+fn new_worker_id() -> String {
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{}-{}", std::process::id(), &random[..12])
 }
 
 /// Runs the worker until `token` is cancelled, then drains and returns.
@@ -75,6 +135,76 @@ pub async fn run(
     status: Arc<WorkerStatus>,
     token: CancellationToken,
 ) -> Result<()> {
-    let _ = (config, engine, status, token);
-    unimplemented!()
+    run_with(config, WorkerOptions::default(), engine, status, token).await
+}
+
+/// [`run`] with explicit [`WorkerOptions`].
+pub async fn run_with(
+    config: WorkerConfig,
+    options: WorkerOptions,
+    engine: Arc<engine::CircleEngine>,
+    status: Arc<WorkerStatus>,
+    token: CancellationToken,
+) -> Result<()> {
+    let fatal = |reason: String| {
+        status.set(WorkerState::Failed(reason.clone()));
+        Error::Fatal {
+            queue: config.queue.clone(),
+            reason,
+        }
+    };
+    status.set(WorkerState::Starting);
+    let worker_id = new_worker_id();
+    let mut broker_options = BrokerOptions::new(config.result_ttl);
+    broker_options.max_backoff = options.max_backoff;
+    let broker = WorkerBroker::new(
+        &config.redis_url,
+        &config.queue,
+        &worker_id,
+        &broker_options,
+    )
+    .map_err(|e| fatal(e.to_string()))?;
+    let broker = Arc::new(broker);
+    let popper = BlockingPopper::new(
+        &config.redis_url,
+        &config.queue,
+        &worker_id,
+        options.pop_timeout,
+        &broker_options,
+    )
+    .map_err(|e| fatal(e.to_string()))?;
+    let thread = runner::ScriptThread::spawn(&config.queue, engine)
+        .map_err(|e| fatal(format!("cannot start the script thread: {e}")))?;
+    log::info!("worker {worker_id} takes tasks from queue {}", config.queue);
+
+    // Register and resolve predecessors' leftovers before the first task.
+    beat::beat_once(&broker, &options, true).await;
+    let beat_token = CancellationToken::new();
+    let beat = tokio::spawn(beat::run(
+        Arc::clone(&broker),
+        options.clone(),
+        beat_token.clone(),
+    ));
+
+    take::Taker {
+        config: &config,
+        options: &options,
+        broker: &broker,
+        popper: &popper,
+        thread: &thread,
+        status: &status,
+        token: &token,
+    }
+    .run()
+    .await;
+
+    beat_token.cancel();
+    let _ = beat.await;
+    if let Err(e) = broker.deregister().await {
+        log::warn!("worker {worker_id} could not deregister: {e}; a reaper will clean up");
+    }
+    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    status.set(WorkerState::Stopped);
+    log::info!("worker {worker_id} for queue {} stopped", config.queue);
+    Ok(())
 }

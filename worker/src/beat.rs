@@ -1,0 +1,51 @@
+//! The heartbeat and reaper task of a worker.
+//!
+//! Every `heartbeat_interval` the worker refreshes its heartbeat key (TTL
+//! `heartbeat_ttl`); every `reap_interval`, and once at start, it resolves the
+//! leftovers of dead workers of its queue (see `client::broker::WorkerBroker::reap`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use client::broker::WorkerBroker;
+use tokio_util::sync::CancellationToken;
+
+use crate::WorkerOptions;
+
+/// One beat, plus a reap when `reap` is set. Errors are logged at debug: the
+/// take loop reports outages.
+pub(crate) async fn beat_once(broker: &WorkerBroker, options: &WorkerOptions, reap: bool) -> bool {
+    if let Err(e) = broker.heartbeat(options.heartbeat_ttl).await {
+        log::debug!("heartbeat of worker {} failed: {e}", broker.worker_id());
+        return false;
+    }
+    if reap {
+        match broker.reap().await {
+            Ok(_) => {}
+            Err(e) => {
+                log::debug!("reaper of worker {} failed: {e}", broker.worker_id());
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Beats until `token` is cancelled.
+pub(crate) async fn run(
+    broker: Arc<WorkerBroker>,
+    options: WorkerOptions,
+    token: CancellationToken,
+) {
+    let mut last_reap = Instant::now();
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(options.heartbeat_interval) => {}
+        }
+        let reap = last_reap.elapsed() >= options.reap_interval;
+        if beat_once(&broker, &options, reap).await && reap {
+            last_reap = Instant::now();
+        }
+    }
+}

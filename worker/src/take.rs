@@ -1,0 +1,271 @@
+//! The take loop: pop, claim, run, finish; one task at a time.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use client::broker::{BlockingPopper, Claim, ClaimedTask, TaskResult, WorkerBroker};
+use engine::RunControl;
+use tokio_util::sync::CancellationToken;
+
+use crate::runner::ScriptThread;
+use crate::{WorkerConfig, WorkerOptions, WorkerState, WorkerStatus};
+
+/// Everything the loop needs.
+pub(crate) struct Taker<'a> {
+    pub config: &'a WorkerConfig,
+    pub options: &'a WorkerOptions,
+    pub broker: &'a WorkerBroker,
+    pub popper: &'a BlockingPopper,
+    pub thread: &'a ScriptThread,
+    pub status: &'a WorkerStatus,
+    pub token: &'a CancellationToken,
+}
+
+/// Capped exponential backoff with one log line per outage.
+struct Outage {
+    backoff: Duration,
+    since: Option<Instant>,
+}
+
+impl Outage {
+    fn new() -> Outage {
+        Outage {
+            backoff: Duration::ZERO,
+            since: None,
+        }
+    }
+}
+
+fn ms_to_instant(deadline_ms: u64) -> Instant {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
+}
+
+impl Taker<'_> {
+    /// Runs until the token is cancelled.
+    pub(crate) async fn run(&self) {
+        let mut outage = Outage::new();
+        // After an outage, a pop whose reply was lost may have left an id in
+        // our processing list: look there first.
+        let mut check_own = false;
+        while !self.token.is_cancelled() {
+            if check_own {
+                match self.broker.processing().await {
+                    Ok(ids) => {
+                        check_own = false;
+                        for id in ids.into_iter().rev() {
+                            if let Some(claim) = self.claim(&id, &mut outage).await {
+                                self.handle(claim, &mut outage).await;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        self.down(&mut outage, &e).await;
+                        continue;
+                    }
+                }
+            }
+            let claim = match self.broker.pop_and_claim().await {
+                Ok(Some(claim)) => claim,
+                Ok(None) => match self.popper.pop(self.options.pop_timeout).await {
+                    Ok(Some(id)) => match self.claim(&id, &mut outage).await {
+                        Some(claim) => claim,
+                        None => continue,
+                    },
+                    Ok(None) => {
+                        self.up(&mut outage);
+                        continue;
+                    }
+                    Err(e) => {
+                        self.down(&mut outage, &e).await;
+                        check_own = true;
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    self.down(&mut outage, &e).await;
+                    check_own = true;
+                    continue;
+                }
+            };
+            self.up(&mut outage);
+            self.handle(claim, &mut outage).await;
+        }
+    }
+
+    fn up(&self, outage: &mut Outage) {
+        if let Some(since) = outage.since.take() {
+            log::info!(
+                "worker for queue {} is connected to redis again after {:.1?}",
+                self.config.queue,
+                since.elapsed()
+            );
+        }
+        outage.backoff = Duration::ZERO;
+        self.status.set_running();
+    }
+
+    async fn down(&self, outage: &mut Outage, err: &client::Error) {
+        if outage.since.is_none() {
+            outage.since = Some(Instant::now());
+            log::warn!(
+                "worker for queue {} cannot reach redis: {err}; retrying with backoff up to {:?}",
+                self.config.queue,
+                self.options.max_backoff
+            );
+        }
+        if !matches!(err, client::Error::Unavailable { .. }) {
+            log::error!("worker for queue {}: {err}", self.config.queue);
+        }
+        self.status.set(WorkerState::Reconnecting);
+        outage.backoff = if outage.backoff.is_zero() {
+            Duration::from_millis(50)
+        } else {
+            (outage.backoff * 2).min(self.options.max_backoff)
+        };
+        tokio::select! {
+            _ = self.token.cancelled() => {}
+            _ = tokio::time::sleep(outage.backoff) => {}
+        }
+    }
+
+    /// Claims an id that is in our processing list, retrying through an
+    /// outage. `None` on shutdown (the id stays for a reaper, which puts an
+    /// unclaimed task back on the queue).
+    async fn claim(&self, id: &str, outage: &mut Outage) -> Option<Claim> {
+        loop {
+            match self.broker.claim(id).await {
+                Ok(claim) => return Some(claim),
+                Err(e) => {
+                    if self.token.is_cancelled() {
+                        return None;
+                    }
+                    self.down(outage, &e).await;
+                }
+            }
+        }
+    }
+
+    async fn handle(&self, claim: Claim, outage: &mut Outage) {
+        match claim {
+            Claim::Run(task) => self.run_task(task, outage).await,
+            Claim::Expired(id) => {
+                log::info!(
+                    "queue {}: task {id} expired before it ran",
+                    self.config.queue
+                );
+                self.status.count(false);
+            }
+            Claim::Skipped { task_id, reason } => {
+                log::warn!(
+                    "queue {}: skipped task {task_id}: {reason}",
+                    self.config.queue
+                );
+            }
+            _ => {}
+        }
+    }
+
+    async fn run_task(&self, task: ClaimedTask, outage: &mut Outage) {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let control = RunControl {
+            deadline: task.deadline_ms.map(ms_to_instant),
+            cancel: Arc::clone(&cancel),
+        };
+        let mut rx = self.thread.submit(task.script, control);
+        let mut cancelled_by_shutdown = false;
+        let ran = tokio::select! {
+            ran = &mut rx => ran,
+            _ = self.token.cancelled() => {
+                tokio::select! {
+                    ran = &mut rx => ran,
+                    _ = tokio::time::sleep(self.config.shutdown_grace) => {
+                        cancelled_by_shutdown = true;
+                        cancel.store(true, Ordering::Relaxed);
+                        rx.await
+                    }
+                }
+            }
+        };
+        let result = match ran {
+            Ok(Ok(out)) => TaskResult::Completed {
+                output: out.output,
+                printed: out.printed,
+                run_time: out.elapsed,
+            },
+            Ok(Err(e)) => TaskResult::Failed {
+                kind: e.kind.as_str().to_owned(),
+                message: if cancelled_by_shutdown && e.kind == engine::ErrorKind::Cancelled {
+                    format!(
+                        "cancelled: the worker shut down and the script ran past the {:?} grace",
+                        self.config.shutdown_grace
+                    )
+                } else {
+                    e.message
+                },
+                line: e.line,
+                column: e.column,
+            },
+            Err(_) => {
+                log::error!("queue {}: the script thread is gone", self.config.queue);
+                TaskResult::Failed {
+                    kind: engine::ErrorKind::Internal.as_str().to_owned(),
+                    message: "internal error while running the script".to_owned(),
+                    line: None,
+                    column: None,
+                }
+            }
+        };
+        self.finish(&task.task_id, &result, outage).await;
+    }
+
+    /// Writes the result, retrying through an outage. On shutdown it gives up
+    /// after `shutdown_grace` more; the task then stays in the processing list
+    /// and a reaper ends it as worker lost.
+    async fn finish(&self, task_id: &str, result: &TaskResult, outage: &mut Outage) {
+        let mut give_up_at: Option<Instant> = None;
+        loop {
+            match self.broker.finish(task_id, result).await {
+                Ok(written) => {
+                    if written {
+                        self.status
+                            .count(matches!(result, TaskResult::Completed { .. }));
+                    } else {
+                        log::warn!(
+                            "queue {}: task {task_id} was resolved by a reaper while it ran; its result is dropped",
+                            self.config.queue
+                        );
+                    }
+                    return;
+                }
+                Err(e @ client::Error::Unavailable { .. }) => {
+                    if self.token.is_cancelled() {
+                        let at = *give_up_at
+                            .get_or_insert_with(|| Instant::now() + self.config.shutdown_grace);
+                        if Instant::now() >= at {
+                            log::error!(
+                                "queue {}: could not write the result of task {task_id} before shutdown: {e}",
+                                self.config.queue
+                            );
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    } else {
+                        self.down(outage, &e).await;
+                    }
+                }
+                Err(e) => {
+                    log::error!(
+                        "queue {}: writing the result of task {task_id} failed: {e}",
+                        self.config.queue
+                    );
+                    return;
+                }
+            }
+        }
+    }
+}

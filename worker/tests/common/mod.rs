@@ -1,0 +1,141 @@
+//! Shared fixtures of the worker tests: an in-process worker on a real OurDB
+//! in a temp dir, against a real Redis.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use worker::{WorkerConfig, WorkerOptions, WorkerStatus};
+
+/// Options that make dead workers visible quickly in tests.
+pub fn fast_options() -> WorkerOptions {
+    let mut options = WorkerOptions::default();
+    options.pop_timeout = Duration::from_millis(200);
+    options.heartbeat_interval = Duration::from_millis(100);
+    options.heartbeat_ttl = Duration::from_millis(600);
+    options.reap_interval = Duration::from_millis(200);
+    options.max_backoff = Duration::from_millis(200);
+    options
+}
+
+/// Limits generous enough for the deliberately slow scripts of the tests.
+pub fn slow_limits() -> engine::Limits {
+    engine::Limits {
+        timeout: Duration::from_secs(120),
+        max_operations: 0,
+        ..engine::Limits::default()
+    }
+}
+
+/// A script that inserts `marker` and then burns CPU until cancelled or
+/// killed (about a minute at most).
+pub fn slow_script(marker: &str) -> String {
+    format!("db::insert(\"{marker}\"); let x = 0; while x < 2_000_000_000 {{ x += 1; }} x")
+}
+
+pub fn open_engine(dir: &std::path::Path, limits: engine::Limits) -> Arc<engine::CircleEngine> {
+    let db = ourdb::OurDb::open(dir, ourdb::Config::default()).expect("open ourdb");
+    Arc::new(engine::CircleEngine::new(Arc::new(db), limits))
+}
+
+/// A worker running in this process.
+pub struct TestWorker {
+    pub token: CancellationToken,
+    pub status: Arc<WorkerStatus>,
+    pub engine: Arc<engine::CircleEngine>,
+    pub handle: JoinHandle<worker::Result<()>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestWorker {
+    /// Starts a worker on `queue` with a fresh database.
+    pub fn start(url: &str, queue: &str) -> TestWorker {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = open_engine(dir.path(), engine::Limits::default());
+        let mut worker =
+            TestWorker::start_with(WorkerConfig::new(url, queue), fast_options(), engine);
+        worker._dir = Some(dir);
+        worker
+    }
+
+    pub fn start_with(
+        config: WorkerConfig,
+        options: WorkerOptions,
+        engine: Arc<engine::CircleEngine>,
+    ) -> TestWorker {
+        let token = CancellationToken::new();
+        let status = Arc::new(WorkerStatus::default());
+        let handle = tokio::spawn(worker::run_with(
+            config,
+            options,
+            Arc::clone(&engine),
+            Arc::clone(&status),
+            token.clone(),
+        ));
+        TestWorker {
+            token,
+            status,
+            engine,
+            handle,
+            _dir: None,
+        }
+    }
+
+    /// Cancels and waits for the drain.
+    pub async fn stop(self) {
+        self.token.cancel();
+        self.handle.await.expect("join").expect("worker result");
+    }
+}
+
+/// Polls `check` every 10 ms until it yields, panicking after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A raw connection, for inspecting Redis like a third party would.
+pub async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("raw connection")
+}
+
+pub async fn hget(
+    conn: &mut redis::aio::MultiplexedConnection,
+    task_id: &str,
+    field: &str,
+) -> Option<String> {
+    redis::cmd("HGET")
+        .arg(client::keys::task_details(task_id))
+        .arg(field)
+        .query_async(conn)
+        .await
+        .expect("hget")
+}
+
+/// Keys matching `pattern` (tests only; KEYS is fine on a test server).
+pub async fn keys(conn: &mut redis::aio::MultiplexedConnection, pattern: &str) -> Vec<String> {
+    redis::cmd("KEYS")
+        .arg(pattern)
+        .query_async(conn)
+        .await
+        .expect("keys")
+}

@@ -1,0 +1,344 @@
+//! A worker in this process, a real Redis, a real OurDB: the task life cycle.
+
+mod common;
+
+use std::time::Duration;
+
+use client::{Client, Outcome, SubmitOptions};
+use common::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn opts() -> SubmitOptions {
+    SubmitOptions { timeout: WAIT }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_plus_two_round_trips_to_forty_two() {
+    let redis = testkit::RedisServer::start();
+    let worker = TestWorker::start(&redis.url(), "alpha_circle");
+    let client = Client::connect(&redis.url()).await.expect("connect");
+    let outcome = client
+        .run("alpha_circle", "print(\"hi\"); 40 + 2", &opts())
+        .await
+        .expect("run");
+    let Outcome::Completed(out) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(out.output, "42");
+    assert!(out.printed.contains("hi"), "printed: {:?}", out.printed);
+    assert!(out.run_time.is_some());
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_error_carries_kind_and_position() {
+    let redis = testkit::RedisServer::start();
+    let worker = TestWorker::start(&redis.url(), "q");
+    let client = Client::connect(&redis.url()).await.expect("connect");
+    let outcome = client.run("q", "let x = ;", &opts()).await.expect("run");
+    let Outcome::Failed(f) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(f.kind, "syntax");
+    assert_eq!(f.line, Some(1));
+    assert!(f.column.is_some());
+    let (completed, failed) = worker.status.counts();
+    assert_eq!((completed, failed), (0, 1));
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_runs_oldest_first() {
+    let redis = testkit::RedisServer::start();
+    let client = Client::connect(&redis.url()).await.expect("connect");
+    // Queued before any worker exists; task i sees exactly i earlier inserts.
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let script = format!("let before = db::next_id(); db::insert({i}); before");
+        ids.push(
+            client
+                .submit("fifo", &script, &opts())
+                .await
+                .expect("submit"),
+        );
+    }
+    let worker = TestWorker::start(&redis.url(), "fifo");
+    for (i, id) in ids.iter().enumerate() {
+        match client.wait(id, WAIT).await.expect("wait") {
+            Outcome::Completed(out) => {
+                assert_eq!(out.output, (i + 1).to_string(), "task {i} ran out of order")
+            }
+            other => panic!("task {i}: {other:?}"),
+        }
+    }
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_third_party_task_with_only_script_and_status_runs() {
+    let redis = testkit::RedisServer::start();
+    let worker = TestWorker::start(&redis.url(), "third");
+    let mut conn = raw(&redis.url()).await;
+    // Exactly what an old client does: HSET script + status, LPUSH the id.
+    let _: () = redis::cmd("HSET")
+        .arg("rhai_task_details:legacy-1")
+        .arg(&[("script", "40 + 2"), ("status", "pending")])
+        .query_async(&mut conn)
+        .await
+        .expect("hset");
+    let _: () = redis::cmd("LPUSH")
+        .arg("rhai_tasks:third")
+        .arg("legacy-1")
+        .query_async(&mut conn)
+        .await
+        .expect("lpush");
+    let status = eventually("the legacy task to finish", WAIT, || {
+        let mut conn = conn.clone();
+        async move {
+            hget(&mut conn, "legacy-1", "status")
+                .await
+                .filter(|s| s == "completed" || s == "error")
+        }
+    })
+    .await;
+    assert_eq!(status, "completed");
+    assert_eq!(
+        hget(&mut conn, "legacy-1", "output").await.as_deref(),
+        Some("42")
+    );
+    assert!(hget(&mut conn, "legacy-1", "updatedAt").await.is_some());
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_waiter_gave_up_is_not_run() {
+    let redis = testkit::RedisServer::start();
+    let client = Client::connect(&redis.url()).await.expect("connect");
+    let err = client
+        .run(
+            "late",
+            "db::insert(1); 1",
+            &SubmitOptions {
+                timeout: Duration::from_millis(100),
+            },
+        )
+        .await
+        .expect_err("no worker yet");
+    let client::Error::Timeout { task_id, .. } = err else {
+        panic!("{err:?}")
+    };
+    let worker = TestWorker::start(&redis.url(), "late");
+    let outcome = client.wait(&task_id, WAIT).await.expect("wait");
+    let Outcome::Failed(f) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(f.kind, "expired");
+    assert!(f.message.contains("expired before it ran"), "{}", f.message);
+    assert_eq!(
+        worker.engine.db().next_id(),
+        1,
+        "the expired script must not have run"
+    );
+    assert_eq!(worker.status.counts(), (0, 1));
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_task_hashes_expire_after_the_result_ttl() {
+    let redis = testkit::RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = worker::WorkerConfig::new(&redis.url(), "ttl");
+    config.result_ttl = Duration::from_millis(300);
+    let worker = TestWorker::start_with(
+        config,
+        fast_options(),
+        open_engine(dir.path(), engine::Limits::default()),
+    );
+    let client = Client::connect(&redis.url()).await.expect("connect");
+    let id = client.submit("ttl", "1", &opts()).await.expect("submit");
+    client.wait(&id, WAIT).await.expect("wait");
+    let mut conn = raw(&redis.url()).await;
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(client::keys::task_details(&id))
+        .query_async(&mut conn)
+        .await
+        .expect("pttl");
+    assert!(pttl > 0 && pttl <= 300, "pttl {pttl}");
+    eventually("the hash to expire", WAIT, || {
+        let mut conn = conn.clone();
+        let id = id.clone();
+        async move { hget(&mut conn, &id, "status").await.is_none().then_some(()) }
+    })
+    .await;
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_cancels_a_long_script_after_the_grace_and_leaves_nothing_claimed() {
+    let redis = testkit::RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = worker::WorkerConfig::new(&redis.url(), "stop");
+    config.shutdown_grace = Duration::from_millis(200);
+    let worker = TestWorker::start_with(
+        config,
+        fast_options(),
+        open_engine(dir.path(), slow_limits()),
+    );
+    let client = Client::connect(&redis.url()).await.expect("connect");
+    let slow = client
+        .submit("stop", &slow_script("slow"), &opts())
+        .await
+        .expect("submit");
+    let queued = client.submit("stop", "1", &opts()).await.expect("submit");
+    let mut conn = raw(&redis.url()).await;
+    eventually("the slow task to be claimed", WAIT, || {
+        let mut conn = conn.clone();
+        let slow = slow.clone();
+        async move {
+            (hget(&mut conn, &slow, "status").await.as_deref() == Some("processing")).then_some(())
+        }
+    })
+    .await;
+    let stats = client.stats("stop").await.expect("stats");
+    assert_eq!((stats.in_flight, stats.queue_len), (1, 1));
+    let status = worker.status.clone();
+    let engine = worker.engine.clone();
+    worker.stop().await;
+    assert_eq!(status.state(), worker::WorkerState::Stopped);
+    let Outcome::Failed(f) = client.wait(&slow, WAIT).await.expect("wait") else {
+        panic!("slow task should fail")
+    };
+    assert_eq!(f.kind, "cancelled");
+    assert_eq!(
+        engine.db().next_id(),
+        1,
+        "a cancelled script commits nothing"
+    );
+    // Nothing claimed: no processing list, no registered worker, and the
+    // queued task is still pending in the queue for the next worker.
+    assert!(
+        keys(&mut conn, &client::keys::processing("stop", "*"))
+            .await
+            .is_empty()
+    );
+    assert!(
+        keys(&mut conn, &client::keys::workers("stop"))
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        hget(&mut conn, &queued, "status").await.as_deref(),
+        Some("pending")
+    );
+    assert_eq!(client.stats("stop").await.expect("stats").queue_len, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_a_script_within_the_grace_complete() {
+    let redis = testkit::RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = worker::WorkerConfig::new(&redis.url(), "grace");
+    config.shutdown_grace = Duration::from_secs(60);
+    let worker = TestWorker::start_with(
+        config,
+        fast_options(),
+        open_engine(dir.path(), slow_limits()),
+    );
+    let client = Client::connect(&redis.url()).await.expect("connect");
+    let id = client
+        .submit(
+            "grace",
+            "db::insert(1); let x = 0; while x < 300_000 { x += 1; } x",
+            &opts(),
+        )
+        .await
+        .expect("submit");
+    let conn = raw(&redis.url()).await;
+    eventually("the task to be claimed", WAIT, || {
+        let mut conn = conn.clone();
+        let id = id.clone();
+        async move { (hget(&mut conn, &id, "status").await.as_deref() != Some("pending")).then_some(()) }
+    })
+    .await;
+    worker.stop().await;
+    let outcome = client.wait(&id, WAIT).await.expect("wait");
+    assert!(
+        matches!(outcome, Outcome::Completed(ref o) if o.output == "300000"),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_track_processed_failed_queue_and_heartbeat() {
+    let redis = testkit::RedisServer::start();
+    let client = Client::connect(&redis.url()).await.expect("connect");
+    let empty = client.stats("count").await.expect("stats");
+    assert_eq!(empty, client::QueueStats::default(), "no worker ever beat");
+    for script in ["1", "2", "throw \"no\""] {
+        client
+            .submit("count", script, &opts())
+            .await
+            .expect("submit");
+    }
+    assert_eq!(client.stats("count").await.expect("stats").queue_len, 3);
+    let worker = TestWorker::start(&redis.url(), "count");
+    let stats = eventually("all three to finish", WAIT, || {
+        let client = client.clone();
+        async move {
+            let s = client.stats("count").await.expect("stats");
+            (s.processed + s.failed == 3).then_some(s)
+        }
+    })
+    .await;
+    assert_eq!(
+        (
+            stats.processed,
+            stats.failed,
+            stats.queue_len,
+            stats.in_flight
+        ),
+        (2, 1, 0, 0)
+    );
+    assert!(stats.heartbeat_age.is_some());
+    assert_eq!(worker.status.counts(), (2, 1));
+    assert_eq!(worker.status.state(), worker::WorkerState::Running);
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circles_run_in_parallel_while_each_runs_one_task_at_a_time() {
+    let redis = testkit::RedisServer::start();
+    let dir_a = tempfile::tempdir().expect("tempdir");
+    let a = TestWorker::start_with(
+        worker::WorkerConfig::new(&redis.url(), "a"),
+        fast_options(),
+        open_engine(dir_a.path(), slow_limits()),
+    );
+    let b = TestWorker::start(&redis.url(), "b");
+    let client = Client::connect(&redis.url()).await.expect("connect");
+    let slow = client
+        .submit("a", &slow_script("a"), &opts())
+        .await
+        .expect("submit");
+    let behind = client.submit("a", "1", &opts()).await.expect("submit");
+    let mut conn = raw(&redis.url()).await;
+    eventually("circle a to be busy", WAIT, || {
+        let mut conn = conn.clone();
+        let slow = slow.clone();
+        async move {
+            (hget(&mut conn, &slow, "status").await.as_deref() == Some("processing")).then_some(())
+        }
+    })
+    .await;
+    // Circle b answers while circle a is busy; a's second task waits its turn.
+    let outcome = client.run("b", "40 + 2", &opts()).await.expect("run b");
+    assert!(matches!(outcome, Outcome::Completed(ref o) if o.output == "42"));
+    assert_eq!(
+        hget(&mut conn, &behind, "status").await.as_deref(),
+        Some("pending")
+    );
+    a.token.cancel();
+    let _ = a.handle.await;
+    b.stop().await;
+}
