@@ -1,0 +1,304 @@
+//! Start-up failures, restarts and shutdown of the built binary: data and ids
+//! survive a restart, SIGTERM under load loses nothing acknowledged, a port in
+//! use or a locked database stops the start with a clear message, and Redis is
+//! found, started (managed) and stopped as DESIGN §1 says.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Orchestrator, Sandbox, connect, output, port, run_to_end};
+use serde_json::json;
+
+fn redis_answers(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut buf = [0u8; 7];
+    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_survives_a_restart_and_ids_keep_counting() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let p = port();
+    let config = sandbox.circles(&[(7, "Keeper", p)]);
+
+    let mut first = Orchestrator::start(&sandbox, &config, &redis.url(), &[]);
+    first.wait_table();
+    let mut ws = connect(p).await;
+    assert_eq!(
+        output(&mut ws, "db::insert(#{ name: \"Ada\", age: 36 })").await,
+        "1"
+    );
+    assert_eq!(output(&mut ws, "db::insert(\"second\")").await, "2");
+    assert_eq!(
+        output(&mut ws, "db::update(1, #{ name: \"Ada\", age: 37 })").await,
+        ""
+    );
+    drop(ws);
+    assert_eq!(first.stop().code(), Some(0), "stderr:\n{}", first.stderr());
+    assert!(
+        sandbox.data_dir().join("7").is_dir(),
+        "circle 7 lives in <data-dir>/7/"
+    );
+
+    let mut second = Orchestrator::start(&sandbox, &config, &redis.url(), &[]);
+    second.wait_table();
+    let mut ws = connect(p).await;
+    assert_eq!(output(&mut ws, "db::get(1).age").await, "37");
+    assert_eq!(output(&mut ws, "db::get(2)").await, "second");
+    assert_eq!(output(&mut ws, "db::history(1, 5).len()").await, "2");
+    assert_eq!(
+        output(&mut ws, "db::insert(3)").await,
+        "3",
+        "ids keep counting after a restart"
+    );
+    drop(ws);
+    assert_eq!(second.stop().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_exits_0_within_the_grace_period_and_keeps_every_acknowledged_write() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let (pa, pb) = (port(), port());
+    let config = sandbox.circles(&[(1, "Load A", pa), (2, "Load B", pb)]);
+    let grace = Duration::from_secs(5);
+    let mut orchestrator =
+        Orchestrator::start(&sandbox, &config, &redis.url(), &["--shutdown-grace", "5s"]);
+    orchestrator.wait_table();
+
+    // (port, id, value) of every insert the server acknowledged.
+    let acked: Arc<Mutex<Vec<(u16, u64, i64)>>> = Arc::default();
+    let mut clients = Vec::new();
+    for (n, p) in [pa, pb, pa, pb].into_iter().enumerate() {
+        let acked = acked.clone();
+        let mut ws = connect(p).await;
+        clients.push(tokio::spawn(async move {
+            for i in 0.. {
+                let value = (n as i64) * 1_000_000 + i;
+                // A script that takes a little while, so some are running at SIGTERM.
+                let script =
+                    format!("let s = 0; for x in 0..2000 {{ s += x; }} db::insert({value})");
+                let request =
+                    json!({"jsonrpc":"2.0","id":i,"method":"play","params":{"script": script}});
+                use futures_util::{SinkExt, StreamExt};
+                if ws
+                    .send(tokio_tungstenite::tungstenite::Message::text(
+                        request.to_string(),
+                    ))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let reply = loop {
+                    match ws.next().await {
+                        Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
+                            break serde_json::from_str::<serde_json::Value>(&t).expect("json");
+                        }
+                        Some(Ok(_)) => continue,
+                        _ => return,
+                    }
+                };
+                match reply["result"]["output"]
+                    .as_str()
+                    .and_then(|s| s.parse::<u64>().ok())
+                {
+                    Some(id) => acked.lock().expect("lock").push((p, id, value)),
+                    None => return,
+                }
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.lock().expect("lock").len() < 40 {
+        assert!(Instant::now() < deadline, "load did not get going");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    orchestrator.signal("TERM");
+    let status = orchestrator.wait_exit(grace + Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", orchestrator.stderr());
+    for c in clients {
+        let _ = c.await;
+    }
+    let acked = acked.lock().expect("lock").clone();
+
+    let mut again = Orchestrator::start(&sandbox, &config, &redis.url(), &[]);
+    again.wait_table();
+    let mut a = connect(pa).await;
+    let mut b = connect(pb).await;
+    for (p, id, value) in &acked {
+        let ws = if *p == pa { &mut a } else { &mut b };
+        assert_eq!(
+            output(ws, &format!("db::get({id})")).await,
+            value.to_string(),
+            "acknowledged insert {id} on port {p} lost"
+        );
+    }
+    drop((a, b));
+    assert_eq!(again.stop().code(), Some(0));
+}
+
+#[test]
+fn a_port_in_use_stops_the_start_naming_the_circle_and_port() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy = taken.local_addr().expect("addr").port();
+    let config = sandbox.circles(&[(1, "Free", port()), (2, "Busy", busy)]);
+    let mut cmd = sandbox.command();
+    cmd.arg(&config)
+        .args([
+            "--redis-url",
+            &redis.url(),
+            "--no-managed-redis",
+            "--output",
+            "plain",
+        ])
+        .arg("--data-dir")
+        .arg(sandbox.data_dir());
+    let (status, _, err) = run_to_end(cmd, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("circle \"Busy\" (id 2)"), "{err}");
+    assert!(
+        err.contains(&format!("port {busy}")) && err.contains("already in use"),
+        "{err}"
+    );
+    assert!(err.contains("none was started"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_locked_by_another_orchestrator_stops_the_start_naming_the_circle() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let first_port = port();
+    let config = sandbox.circles(&[(1, "Shared", first_port)]);
+    let mut first = Orchestrator::start(&sandbox, &config, &redis.url(), &[]);
+    first.wait_table();
+
+    let other = Sandbox::new();
+    let other_config = other.circles(&[(1, "Shared", port())]);
+    let mut cmd = other.command();
+    cmd.arg(&other_config)
+        .args([
+            "--redis-url",
+            &redis.url(),
+            "--no-managed-redis",
+            "--output",
+            "plain",
+        ])
+        .arg("--data-dir")
+        .arg(sandbox.data_dir());
+    let (status, _, err) = run_to_end(cmd, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("circle \"Shared\" (id 1)") && err.contains("locked"),
+        "{err}"
+    );
+
+    let mut ws = connect(first_port).await;
+    assert_eq!(
+        output(&mut ws, "40 + 2").await,
+        "42",
+        "the first orchestrator is unaffected"
+    );
+    drop(ws);
+    assert_eq!(first.stop().code(), Some(0));
+}
+
+#[test]
+fn unreachable_redis_with_managed_mode_off_exits_1_saying_what_was_tried() {
+    let sandbox = Sandbox::new();
+    let dead = port();
+    let config = sandbox.circles(&[(1, "A", port())]);
+    let url = format!("redis://127.0.0.1:{dead}");
+    let mut cmd = sandbox.command();
+    cmd.arg(&config).args([
+        "--redis-url",
+        &url,
+        "--no-managed-redis",
+        "--output",
+        "plain",
+    ]);
+    let (status, _, err) = run_to_end(cmd, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("tried {url}")), "{err}");
+    assert!(
+        err.contains("--no-managed-redis") && err.contains("Fix:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn without_redis_server_on_path_the_error_says_how_to_install_it() {
+    let sandbox = Sandbox::new();
+    let empty_bin = sandbox.path().join("empty-bin");
+    std::fs::create_dir_all(&empty_bin).expect("mkdir");
+    let config = sandbox.circles(&[(1, "A", port())]);
+    let url = format!("redis://127.0.0.1:{}", port());
+    let mut cmd = sandbox.command();
+    cmd.env("PATH", &empty_bin)
+        .arg(&config)
+        .args(["--redis-url", &url, "--output", "plain"]);
+    let (status, _, err) = run_to_end(cmd, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("redis-server on PATH") && err.contains("apt-get install"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managed_redis_is_started_when_none_answers_and_stopped_at_exit() {
+    let sandbox = Sandbox::new();
+    let redis_port = port();
+    let p = port();
+    let config = sandbox.circles(&[(1, "Solo", p)]);
+    let mut cmd = sandbox.command();
+    cmd.arg(&config).args([
+        "--redis-url",
+        &format!("redis://127.0.0.1:{redis_port}"),
+        "--output",
+        "plain",
+    ]);
+    let mut orchestrator = Orchestrator::spawn(cmd);
+    orchestrator.wait_table();
+    assert!(
+        orchestrator.stdout().contains("(managed"),
+        "{}",
+        orchestrator.stdout()
+    );
+    assert!(
+        redis_answers(redis_port),
+        "managed redis-server is not answering"
+    );
+    let data = sandbox.path().join(".hero").join("circles");
+    assert!(
+        data.join("redis").join("redis.log").is_file(),
+        "redis data lives under the data dir"
+    );
+    let mut ws = connect(p).await;
+    assert_eq!(output(&mut ws, "40 + 2").await, "42");
+    drop(ws);
+    assert_eq!(
+        orchestrator.stop().code(),
+        Some(0),
+        "{}",
+        orchestrator.stderr()
+    );
+    assert!(
+        !redis_answers(redis_port),
+        "managed redis-server still running after exit"
+    );
+    assert!(
+        data.join("redis").join("appendonlydir").is_dir(),
+        "append-only file is on"
+    );
+}
