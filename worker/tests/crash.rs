@@ -1,0 +1,130 @@
+//! A worker PROCESS killed with SIGKILL mid-task.
+//!
+//! This test binary has no libtest harness: run without arguments it is the
+//! test; with `CIRCLES_CRASH_CHILD=1` it is a worker process (on a real OurDB
+//! in the given directory) that the test kills and restarts.
+
+mod common;
+
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use client::{Client, Outcome, SubmitOptions};
+use common::*;
+
+const CHILD: &str = "CIRCLES_CRASH_CHILD";
+const QUEUE: &str = "crash_circle";
+const WAIT: Duration = Duration::from_secs(60);
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if std::env::var_os(CHILD).is_some() {
+        runtime.block_on(child());
+        return;
+    }
+    // `cargo test -- --list` and filters: behave like a one-test harness.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--list") {
+        println!("a_killed_worker_s_task_ends_as_worker_lost_and_the_rest_run_once: test");
+        return;
+    }
+    println!("running 1 test");
+    runtime.block_on(a_killed_worker_s_task_ends_as_worker_lost_and_the_rest_run_once());
+    println!("test a_killed_worker_s_task_ends_as_worker_lost_and_the_rest_run_once ... ok");
+}
+
+async fn child() {
+    let url = std::env::var("REDIS_URL").expect("REDIS_URL");
+    let dir = std::env::var("DATA_DIR").expect("DATA_DIR");
+    let engine = open_engine(std::path::Path::new(&dir), slow_limits());
+    let worker = TestWorker::start_with(worker::WorkerConfig::new(&url, QUEUE), fast_options(), engine);
+    // Runs until killed.
+    let _ = worker.handle.await;
+}
+
+/// Kills the worker process when the test ends, even by a panic.
+struct ChildGuard(Child);
+
+impl ChildGuard {
+    fn kill(&mut self) {
+        self.0.kill().expect("SIGKILL the worker process");
+        self.0.wait().expect("reap the worker process");
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_child(url: &str, dir: &std::path::Path) -> ChildGuard {
+    ChildGuard(Command::new(std::env::current_exe().expect("current exe"))
+        .env(CHILD, "1")
+        .env("REDIS_URL", url)
+        .env("DATA_DIR", dir)
+        .spawn()
+        .expect("spawn the worker process"))
+}
+
+async fn a_killed_worker_s_task_ends_as_worker_lost_and_the_rest_run_once() {
+    let redis = testkit::RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = redis.url();
+    let mut first = spawn_child(&url, dir.path());
+    let client = Client::connect(&url).await.expect("connect");
+    let opts = SubmitOptions { timeout: WAIT };
+
+    let doomed = client.submit(QUEUE, &slow_script("doomed"), &opts).await.expect("submit");
+    let mut conn = raw(&url).await;
+    eventually("the first worker to start the slow task", WAIT, || {
+        let mut conn = conn.clone();
+        let doomed = doomed.clone();
+        async move { (hget(&mut conn, &doomed, "status").await.as_deref() == Some("processing")).then_some(()) }
+    })
+    .await;
+    let mut behind = Vec::new();
+    for i in 2..=5 {
+        let script = format!("db::insert(\"t{i}\"); {i}");
+        behind.push(client.submit(QUEUE, &script, &opts).await.expect("submit"));
+    }
+
+    first.kill();
+    let mut second = spawn_child(&url, dir.path());
+
+    let outcome = client.wait(&doomed, WAIT).await.expect("wait for the doomed task");
+    let Outcome::Failed(f) = outcome else { panic!("the killed task must fail: {outcome:?}") };
+    assert_eq!(f.kind, "worker_lost");
+    assert_eq!(f.message, client::broker::WORKER_LOST_MESSAGE);
+    for (n, id) in behind.iter().enumerate() {
+        let outcome = client.wait(id, WAIT).await.expect("wait");
+        match outcome {
+            Outcome::Completed(out) => assert_eq!(out.output, (n + 2).to_string()),
+            other => panic!("task t{} behind the killed one: {other:?}", n + 2),
+        }
+    }
+    let stats = client.stats(QUEUE).await.expect("stats");
+    assert_eq!((stats.processed, stats.failed, stats.queue_len, stats.in_flight), (4, 1, 0, 0));
+    // The dead worker's processing list is gone.
+    let lists = keys(&mut conn, &client::keys::processing(QUEUE, "*")).await;
+    for list in lists {
+        let len: u64 = redis::cmd("LLEN").arg(&list).query_async(&mut conn).await.expect("llen");
+        assert_eq!(len, 0, "{list} still holds a task");
+    }
+
+    second.kill();
+    // Side effects: the killed script committed nothing; each task behind it
+    // inserted exactly once.
+    let db = ourdb::OurDb::open(dir.path(), ourdb::Config::default()).expect("reopen the circle's db");
+    assert_eq!(db.next_id(), 5, "exactly four inserts were committed");
+    let mut seen: Vec<String> = (1..5)
+        .map(|id| String::from_utf8(db.get(id).expect("get").expect("record")).expect("utf8"))
+        .collect();
+    seen.sort();
+    assert_eq!(seen, ["\"t2\"", "\"t3\"", "\"t4\"", "\"t5\""]);
+}
