@@ -1,0 +1,105 @@
+//! Redis killed and restarted under load.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use client::{Client, ClientOptions, Outcome, SubmitOptions};
+use common::*;
+
+const QUEUE: &str = "load";
+
+#[derive(Default)]
+struct Tally {
+    completed: AtomicU64,
+    failed: AtomicU64,
+    errors: AtomicU64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_under_load_fails_waiters_promptly_and_the_system_serves_again() {
+    let mut redis = testkit::RedisServer::start_persistent();
+    let url = redis.url();
+    let worker = TestWorker::start(&url, QUEUE);
+    let mut options = ClientOptions::default();
+    options.max_backoff = Duration::from_millis(200);
+    let client = Client::connect_with(&url, options).await.expect("connect");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let submitted = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut loops = Vec::new();
+    for _ in 0..8 {
+        let (client, stop, tally, submitted) = (client.clone(), stop.clone(), tally.clone(), submitted.clone());
+        loops.push(tokio::spawn(async move {
+            let opts = SubmitOptions { timeout: Duration::from_secs(10) };
+            while !stop.load(Ordering::Relaxed) {
+                let id = match client.submit(QUEUE, "db::insert(1); 40 + 2", &opts).await {
+                    Ok(id) => id,
+                    Err(_) => {
+                        tally.errors.fetch_add(1, Ordering::Relaxed);
+                        // Load generation, not synchronisation: do not spin while Redis is down.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                submitted.lock().expect("lock").push(id.clone());
+                match client.wait(&id, opts.timeout).await {
+                    Ok(Outcome::Completed(_)) => tally.completed.fetch_add(1, Ordering::Relaxed),
+                    Ok(Outcome::Failed(_)) => tally.failed.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => tally.errors.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+
+    let wait = Duration::from_secs(30);
+    eventually("load to flow", wait, || {
+        let n = tally.completed.load(Ordering::Relaxed);
+        async move { (n >= 50).then_some(()) }
+    })
+    .await;
+    redis.kill();
+    eventually("waiters and submitters to get errors", wait, || {
+        let n = tally.errors.load(Ordering::Relaxed);
+        async move { (n >= 8).then_some(()) }
+    })
+    .await;
+    redis.restart();
+    let before = tally.completed.load(Ordering::Relaxed);
+    eventually("load to flow again", wait, || {
+        let n = tally.completed.load(Ordering::Relaxed);
+        async move { (n >= before + 50).then_some(()) }
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for l in loops {
+        tokio::time::timeout(wait, l).await.expect("no load loop hangs").expect("join");
+    }
+
+    // Every submitted task reaches a terminal state; the completed ones ran
+    // exactly once (one insert each).
+    let ids = submitted.lock().expect("lock").clone();
+    let mut completed = 0u64;
+    for id in &ids {
+        let outcome = eventually("every submitted task to end", wait, || {
+            let client = client.clone();
+            let id = id.clone();
+            async move { client.check(&id).await.ok().flatten() }
+        })
+        .await;
+        if matches!(outcome, Outcome::Completed(_)) {
+            completed += 1;
+        }
+    }
+    assert_eq!(worker.engine.db().next_id() - 1, completed as u32, "inserts == completed tasks");
+    assert!(tally.errors.load(Ordering::Relaxed) >= 8);
+    let after = client
+        .run(QUEUE, "40 + 2", &SubmitOptions { timeout: wait })
+        .await
+        .expect("serves again");
+    assert!(matches!(after, Outcome::Completed(ref o) if o.output == "42"));
+    worker.stop().await;
+}
