@@ -240,3 +240,73 @@ async fn connecting_to_a_dead_redis_fails_fast_as_unavailable() {
         .expect("nothing listens there");
     assert!(matches!(err, client::Error::Unavailable { .. }), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_gets_unavailable_when_redis_dies_and_the_client_recovers() {
+    let mut redis = testkit::RedisServer::start();
+    let mut options = client::ClientOptions::default();
+    options.max_backoff = Duration::from_millis(100);
+    let client = Client::connect_with(&redis.url(), options)
+        .await
+        .expect("connect");
+    let waiter = {
+        let client = client.clone();
+        // No worker: only Redis dying can end this wait before its 5 minutes.
+        tokio::spawn(async move {
+            client
+                .run(
+                    "nobody",
+                    "1",
+                    &SubmitOptions {
+                        timeout: Duration::from_secs(300),
+                    },
+                )
+                .await
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while client.waiting() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the waiter never registered"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    redis.kill();
+    let err = waiter.await.expect("join").expect_err("redis died");
+    assert!(matches!(err, client::Error::Unavailable { .. }), "{err:?}");
+    let submit = client.submit("q", "1", &SubmitOptions::default()).await;
+    assert!(
+        matches!(submit, Err(client::Error::Unavailable { .. })),
+        "{submit:?}"
+    );
+
+    redis.restart();
+    let worker = echo_worker(&redis.url(), "q");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match client
+            .run(
+                "q",
+                "back",
+                &SubmitOptions {
+                    timeout: Duration::from_secs(5),
+                },
+            )
+            .await
+        {
+            Ok(Outcome::Completed(out)) => {
+                assert_eq!(out.output, "back");
+                break;
+            }
+            other => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "never recovered: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    worker.abort();
+}

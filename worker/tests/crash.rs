@@ -41,7 +41,11 @@ async fn child() {
     let url = std::env::var("REDIS_URL").expect("REDIS_URL");
     let dir = std::env::var("DATA_DIR").expect("DATA_DIR");
     let engine = open_engine(std::path::Path::new(&dir), slow_limits());
-    let worker = TestWorker::start_with(worker::WorkerConfig::new(&url, QUEUE), fast_options(), engine);
+    let worker = TestWorker::start_with(
+        worker::WorkerConfig::new(&url, QUEUE),
+        fast_options(),
+        engine,
+    );
     // Runs until killed.
     let _ = worker.handle.await;
 }
@@ -64,12 +68,14 @@ impl Drop for ChildGuard {
 }
 
 fn spawn_child(url: &str, dir: &std::path::Path) -> ChildGuard {
-    ChildGuard(Command::new(std::env::current_exe().expect("current exe"))
-        .env(CHILD, "1")
-        .env("REDIS_URL", url)
-        .env("DATA_DIR", dir)
-        .spawn()
-        .expect("spawn the worker process"))
+    ChildGuard(
+        Command::new(std::env::current_exe().expect("current exe"))
+            .env(CHILD, "1")
+            .env("REDIS_URL", url)
+            .env("DATA_DIR", dir)
+            .spawn()
+            .expect("spawn the worker process"),
+    )
 }
 
 async fn a_killed_worker_s_task_ends_as_worker_lost_and_the_rest_run_once() {
@@ -80,12 +86,18 @@ async fn a_killed_worker_s_task_ends_as_worker_lost_and_the_rest_run_once() {
     let client = Client::connect(&url).await.expect("connect");
     let opts = SubmitOptions { timeout: WAIT };
 
-    let doomed = client.submit(QUEUE, &slow_script("doomed"), &opts).await.expect("submit");
+    let doomed = client
+        .submit(QUEUE, &slow_script("doomed"), &opts)
+        .await
+        .expect("submit");
     let mut conn = raw(&url).await;
     eventually("the first worker to start the slow task", WAIT, || {
         let mut conn = conn.clone();
         let doomed = doomed.clone();
-        async move { (hget(&mut conn, &doomed, "status").await.as_deref() == Some("processing")).then_some(()) }
+        async move {
+            (hget(&mut conn, &doomed, "status").await.as_deref() == Some("processing"))
+                .then_some(())
+        }
     })
     .await;
     let mut behind = Vec::new();
@@ -97,8 +109,13 @@ async fn a_killed_worker_s_task_ends_as_worker_lost_and_the_rest_run_once() {
     first.kill();
     let mut second = spawn_child(&url, dir.path());
 
-    let outcome = client.wait(&doomed, WAIT).await.expect("wait for the doomed task");
-    let Outcome::Failed(f) = outcome else { panic!("the killed task must fail: {outcome:?}") };
+    let outcome = client
+        .wait(&doomed, WAIT)
+        .await
+        .expect("wait for the doomed task");
+    let Outcome::Failed(f) = outcome else {
+        panic!("the killed task must fail: {outcome:?}")
+    };
     assert_eq!(f.kind, "worker_lost");
     assert_eq!(f.message, client::broker::WORKER_LOST_MESSAGE);
     for (n, id) in behind.iter().enumerate() {
@@ -109,18 +126,31 @@ async fn a_killed_worker_s_task_ends_as_worker_lost_and_the_rest_run_once() {
         }
     }
     let stats = client.stats(QUEUE).await.expect("stats");
-    assert_eq!((stats.processed, stats.failed, stats.queue_len, stats.in_flight), (4, 1, 0, 0));
+    assert_eq!(
+        (
+            stats.processed,
+            stats.failed,
+            stats.queue_len,
+            stats.in_flight
+        ),
+        (4, 1, 0, 0)
+    );
     // The dead worker's processing list is gone.
     let lists = keys(&mut conn, &client::keys::processing(QUEUE, "*")).await;
     for list in lists {
-        let len: u64 = redis::cmd("LLEN").arg(&list).query_async(&mut conn).await.expect("llen");
+        let len: u64 = redis::cmd("LLEN")
+            .arg(&list)
+            .query_async(&mut conn)
+            .await
+            .expect("llen");
         assert_eq!(len, 0, "{list} still holds a task");
     }
 
     second.kill();
     // Side effects: the killed script committed nothing; each task behind it
     // inserted exactly once.
-    let db = ourdb::OurDb::open(dir.path(), ourdb::Config::default()).expect("reopen the circle's db");
+    let db =
+        ourdb::OurDb::open(dir.path(), ourdb::Config::default()).expect("reopen the circle's db");
     assert_eq!(db.next_id(), 5, "exactly four inserts were committed");
     let mut seen: Vec<String> = (1..5)
         .map(|id| String::from_utf8(db.get(id).expect("get").expect("record")).expect("utf8"))

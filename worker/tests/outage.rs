@@ -32,9 +32,16 @@ async fn redis_killed_under_load_fails_waiters_promptly_and_the_system_serves_ag
     let submitted = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let mut loops = Vec::new();
     for _ in 0..8 {
-        let (client, stop, tally, submitted) = (client.clone(), stop.clone(), tally.clone(), submitted.clone());
+        let (client, stop, tally, submitted) = (
+            client.clone(),
+            stop.clone(),
+            tally.clone(),
+            submitted.clone(),
+        );
         loops.push(tokio::spawn(async move {
-            let opts = SubmitOptions { timeout: Duration::from_secs(10) };
+            let opts = SubmitOptions {
+                timeout: Duration::from_secs(10),
+            };
             while !stop.load(Ordering::Relaxed) {
                 let id = match client.submit(QUEUE, "db::insert(1); 40 + 2", &opts).await {
                     Ok(id) => id,
@@ -76,7 +83,10 @@ async fn redis_killed_under_load_fails_waiters_promptly_and_the_system_serves_ag
     .await;
     stop.store(true, Ordering::Relaxed);
     for l in loops {
-        tokio::time::timeout(wait, l).await.expect("no load loop hangs").expect("join");
+        tokio::time::timeout(wait, l)
+            .await
+            .expect("no load loop hangs")
+            .expect("join");
     }
 
     // Every submitted task reaches a terminal state; the completed ones ran
@@ -94,7 +104,11 @@ async fn redis_killed_under_load_fails_waiters_promptly_and_the_system_serves_ag
             completed += 1;
         }
     }
-    assert_eq!(worker.engine.db().next_id() - 1, completed as u32, "inserts == completed tasks");
+    assert_eq!(
+        worker.engine.db().next_id() - 1,
+        completed as u32,
+        "inserts == completed tasks"
+    );
     assert!(tally.errors.load(Ordering::Relaxed) >= 8);
     let after = client
         .run(QUEUE, "40 + 2", &SubmitOptions { timeout: wait })

@@ -1,0 +1,131 @@
+//! The reaper, driven through the broker operations against a real Redis: a
+//! "ghost" worker takes tasks and stops beating, as a killed process would.
+
+use std::time::Duration;
+
+use client::broker::{BrokerOptions, Claim, WorkerBroker};
+use client::{Client, Outcome, SubmitOptions};
+
+async fn wait_for_expiry(url: &str, key: &str) {
+    let mut conn = redis::Client::open(url)
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .expect("exists");
+        if !exists {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{key} never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_dead_worker_s_task_ends_as_worker_lost_unless_it_opted_in_to_retry() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let client = Client::connect(&url).await.expect("connect");
+    let opts = SubmitOptions {
+        timeout: Duration::from_secs(30),
+    };
+    let plain = client.submit("r", "plain", &opts).await.expect("submit");
+    let retry = client
+        .submit_retryable("r", "retry", &opts)
+        .await
+        .expect("submit");
+    let untouched = client.submit("r", "later", &opts).await.expect("submit");
+
+    let options = BrokerOptions::new(Duration::from_secs(60));
+    let ghost = WorkerBroker::new(&url, "r", "ghost", &options).expect("broker");
+    ghost
+        .heartbeat(Duration::from_millis(100))
+        .await
+        .expect("beat");
+    for expected in [&plain, &retry] {
+        match ghost.pop_and_claim().await.expect("claim") {
+            Some(Claim::Run(task)) => assert_eq!(&task.task_id, expected),
+            other => panic!("{other:?}"),
+        }
+    }
+    // The ghost also moved a third id without claiming it (crash between the
+    // pop and the claim): simulate by an LMOVE the way BLMOVE does.
+    let mut conn = redis::Client::open(url.as_str())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let moved: Option<String> = redis::cmd("LMOVE")
+        .arg(client::keys::tasks("r"))
+        .arg(client::keys::processing("r", "ghost"))
+        .arg("RIGHT")
+        .arg("LEFT")
+        .query_async(&mut conn)
+        .await
+        .expect("lmove");
+    assert_eq!(moved.as_deref(), Some(untouched.as_str()));
+
+    let reaper = WorkerBroker::new(&url, "r", "reaper", &options).expect("broker");
+    assert_eq!(
+        reaper.reap().await.expect("reap"),
+        (0, 0),
+        "the ghost still beats"
+    );
+    wait_for_expiry(&url, &client::keys::heartbeat("r", "ghost")).await;
+    assert_eq!(reaper.reap().await.expect("reap"), (1, 2));
+
+    let Outcome::Failed(f) = client
+        .wait(&plain, Duration::from_secs(5))
+        .await
+        .expect("wait")
+    else {
+        panic!("the plain task must fail")
+    };
+    assert_eq!(
+        (f.kind.as_str(), f.message.as_str()),
+        ("worker_lost", client::broker::WORKER_LOST_MESSAGE)
+    );
+    // Retried and never-claimed tasks are back at the head of the queue, in order.
+    let order: Vec<String> = redis::cmd("LRANGE")
+        .arg(client::keys::tasks("r"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .expect("lrange");
+    assert_eq!(
+        order,
+        vec![untouched.clone(), retry.clone()],
+        "retry is next, then the untouched one"
+    );
+    assert!(
+        client.check(&retry).await.expect("check").is_none(),
+        "retry is pending again"
+    );
+    let stats = client.stats("r").await.expect("stats");
+    assert_eq!((stats.failed, stats.queue_len, stats.in_flight), (1, 2, 0));
+
+    // A late finish from the ghost cannot overwrite the reaper's verdict.
+    let late = client::broker::TaskResult::Completed {
+        output: "late".into(),
+        printed: String::new(),
+        run_time: Duration::ZERO,
+    };
+    assert!(!ghost.finish(&plain, &late).await.expect("finish"));
+    let Outcome::Failed(_) = client
+        .wait(&plain, Duration::from_secs(1))
+        .await
+        .expect("wait")
+    else {
+        panic!("verdict overwritten")
+    };
+}
