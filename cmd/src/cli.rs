@@ -16,6 +16,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "circles_orchestrator",
     version,
     args_conflicts_with_subcommands = true,
+    args_override_self = true,
     after_help = "Exit codes: 0 clean shutdown, 1 runtime failure, 2 bad configuration or usage.\n\
                   Try a circle: circles_orchestrator play '40 + 2'"
 )]

@@ -1,0 +1,259 @@
+//! The status output of the built binary: plain on a pipe, JSON lines, and the
+//! live table in a real terminal (tmux), which must show the table without
+//! garbage and restore the screen at exit.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{BIN, Orchestrator, Sandbox, connect, output, port};
+
+#[test]
+fn plain_output_has_the_header_and_one_row_per_circle_with_queue_and_url() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let (a, b) = (port(), port());
+    let config = sandbox.circles(&[(1, "Alpha", a), (2, "Beta Circle", b)]);
+    let mut o = Orchestrator::start(&sandbox, &config, &redis.url(), &[]);
+    o.wait_table();
+    let out = o.stdout();
+    let first = out.lines().next().expect("a header line");
+    assert!(first.starts_with("circles_orchestrator "), "{out}");
+    assert!(
+        first.contains(&redis.url()) && first.contains("2 circles"),
+        "{out}"
+    );
+    assert!(
+        first.contains(&sandbox.data_dir().display().to_string()),
+        "{out}"
+    );
+    let header = out
+        .lines()
+        .find(|l| l.contains("Circle Name"))
+        .expect("table header");
+    let columns: Vec<&str> = header
+        .split('|')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    assert_eq!(
+        columns[..5],
+        [
+            "Circle Name",
+            "ID",
+            "Worker Status",
+            "Worker Queues",
+            "WS Server URL"
+        ]
+    );
+    for (name, queue, p) in [("Alpha", "alpha", a), ("Beta Circle", "beta_circle", b)] {
+        let rows: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with(&format!("| {name} ")))
+            .collect();
+        assert_eq!(rows.len(), 1, "one row for {name}:\n{out}");
+        let cells: Vec<&str> = rows[0].split('|').map(str::trim).collect();
+        assert_eq!(cells[3], "Running", "{out}");
+        assert_eq!(cells[4], queue, "{out}");
+        assert_eq!(cells[5], format!("ws://127.0.0.1:{p}/ws"), "{out}");
+    }
+    assert_eq!(o.stop().code(), Some(0));
+    let out = o.stdout();
+    assert!(
+        out.contains("Alpha (id 1): worker Stopped"),
+        "a line per change:\n{out}"
+    );
+    assert!(out.trim_end().ends_with("stopped"), "{out}");
+}
+
+#[test]
+fn json_output_is_one_parseable_snapshot_per_line() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let config = sandbox.circles(&[(3, "Gamma", port())]);
+    let mut o = Orchestrator::start(&sandbox, &config, &redis.url(), &["--output", "json"]);
+    o.wait_stdout("\"worker\":\"running\"", common::START_DEADLINE);
+    assert_eq!(o.stop().code(), Some(0));
+    let out = o.stdout();
+    let snapshots: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("line is not JSON ({e}): {l}")))
+        .collect();
+    let running = snapshots
+        .iter()
+        .find(|s| s["circles"][0]["worker"] == "running")
+        .expect("a snapshot with the worker running");
+    assert_eq!(running["redis_url"], redis.url());
+    assert_eq!(running["redis_managed"], false);
+    let circle = &running["circles"][0];
+    assert_eq!(circle["name"], "Gamma");
+    assert_eq!(circle["id"], 3);
+    assert_eq!(circle["queue"], "gamma");
+    assert_eq!(circle["server"], "running");
+    let last = snapshots.last().expect("a final snapshot");
+    assert_eq!(last["phase"], "stopped");
+    assert_eq!(last["circles"][0]["worker"], "stopped");
+}
+
+/// A tmux server of its own, killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new() -> Tmux {
+        let socket = format!("circles-test-{}-{}", std::process::id(), port());
+        Tmux { socket }
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("tmux must be installed for the live-mode test (apt-get install -y tmux)");
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "live"])
+    }
+
+    fn wait_screen(&self, what: &str, check: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + common::START_DEADLINE;
+        loop {
+            let screen = self.screen();
+            if check(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "screen never showed {what}:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_mode_in_a_real_terminal_redraws_the_table_in_place_without_garbage() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let (a, b) = (port(), port());
+    let config = sandbox.circles(&[(1, "Alpha", a), (2, "Beta Circle", b)]);
+    let data = sandbox.data_dir();
+    let command = format!(
+        "cd {dir} && HOME={dir} RUST_LOG=debug exec {BIN} {config} --redis-url {url} \
+         --data-dir {data} --no-managed-redis --refresh 200ms",
+        dir = sandbox.path().display(),
+        config = config.display(),
+        url = redis.url(),
+        data = data.display(),
+    );
+    let tmux = Tmux::new();
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "live",
+        "-x",
+        "200",
+        "-y",
+        "30",
+        &command,
+    ]);
+    tmux.run(&["set-option", "-t", "live", "remain-on-exit", "on"]);
+    let both_running = |s: &str| {
+        s.lines()
+            .filter(|l| (l.contains("Alpha") || l.contains("Beta Circle")) && l.contains("Running"))
+            .count()
+            == 2
+    };
+    let screen = tmux.wait_screen("both circles running", both_running);
+    let check = |screen: &str| {
+        assert!(
+            screen.starts_with("circles_orchestrator "),
+            "header not on top:\n{screen}"
+        );
+        assert_eq!(
+            screen.matches("Circle Name").count(),
+            1,
+            "table drawn twice:\n{screen}"
+        );
+        assert!(
+            !screen.contains('\u{1b}'),
+            "raw escape codes on screen:\n{screen}"
+        );
+        for noise in ["INFO", "DEBUG", "WARN", "ERROR"] {
+            assert!(
+                !screen.contains(noise),
+                "log line {noise} on the table screen:\n{screen}"
+            );
+        }
+    };
+    check(&screen);
+    assert!(
+        screen.contains("alpha") && screen.contains(&format!("ws://127.0.0.1:{b}/ws")),
+        "{screen}"
+    );
+
+    // A change is redrawn in place: run scripts and wait for the counter.
+    let mut ws = connect(a).await;
+    for _ in 0..3 {
+        assert_eq!(output(&mut ws, "40 + 2").await, "42");
+    }
+    drop(ws);
+    let screen = tmux.wait_screen("processed count 3", |s| {
+        s.lines()
+            .any(|l| l.contains("Alpha") && l.split(['│', '┆']).map(str::trim).any(|c| c == "3"))
+    });
+    check(&screen);
+
+    tmux.run(&["send-keys", "-t", "live", "C-c"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let dead = tmux.run(&[
+            "display-message",
+            "-p",
+            "-t",
+            "live",
+            "#{pane_dead} #{pane_dead_status}",
+        ]);
+        if dead.trim() == "1 0" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "live orchestrator did not exit 0 on Ctrl-C: {dead}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let screen = tmux.screen();
+    assert!(
+        screen.contains("Stopped") && screen.contains("stopped"),
+        "final table after exit:\n{screen}"
+    );
+    let log =
+        std::fs::read_to_string(data.join("orchestrator.log")).expect("log file in the data dir");
+    assert!(
+        log.contains("clean shutdown"),
+        "logs went to the file:\n{log}"
+    );
+}
