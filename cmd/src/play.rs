@@ -19,6 +19,9 @@ use crate::status::ws_url;
 /// Runs `play`; returns the process exit code.
 pub fn play(args: PlayArgs) -> anyhow::Result<i32> {
     let script = read_script(&args)?;
+    if script.trim().is_empty() {
+        return Err(UsageError("the script is empty".to_string()).into());
+    }
     let url = target_url(&args)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
