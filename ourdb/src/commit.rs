@@ -214,7 +214,7 @@ impl OurDb {
             .ok_or_else(|| Error::InvalidConfig {
                 reason: "data file numbers exhausted".into(),
             })?;
-        let file = files::create_data_file(&self.dir, n, self.config.mode)?;
+        let file = files::create_data_file(&self.dir, n, self.config.mode, w.offset)?;
         let path = files::data_path(&self.dir, n);
         log::debug!("rolled over to {}", path.display());
         self.write_state()

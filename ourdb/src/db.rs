@@ -67,7 +67,7 @@ impl OurDb {
         files::remove_temp_files(&dir)?;
         let mut nums = files::list_data_files(&dir)?;
         if nums.is_empty() {
-            files::create_data_file(&dir, 0, config.mode)?;
+            files::create_data_file(&dir, 0, config.mode, 0)?;
             nums.push(0);
         }
         let mut rec = Recovered {
@@ -77,13 +77,16 @@ impl OurDb {
             },
             next_id: 1,
         };
-        let mut data_files = Vec::with_capacity(nums.len());
+        let mut data_files: Vec<Arc<DataFile>> = Vec::with_capacity(nums.len());
         let mut end = FILE_HEADER_LEN;
         let last = nums.len() - 1;
         for (i, &n) in nums.iter().enumerate() {
             let path = files::data_path(&dir, n);
             let file = files::open_data_file(&path)?;
-            recovery::check_header(&file, &path, &dir, config.mode)?;
+            let header = recovery::check_header(&file, &path, &dir, n, config.mode)?;
+            if let Some(prev) = data_files.last() {
+                recovery::check_prev_len(prev.as_ref(), end, header.prev_len)?;
+            }
             let scan = recovery::scan_file(&file, &path, n, i == last, config.mode, &mut rec)?;
             if scan.torn {
                 file.set_len(scan.end)

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use crate::Mode;
 use crate::error::{Error, Result};
-use crate::format::encode_file_header;
+use crate::format::{FileHeader, encode_file_header};
 
 const LOCK_NAME: &str = "LOCK";
 const DATA_PREFIX: &str = "data-";
@@ -106,7 +106,7 @@ pub(crate) fn list_data_files(dir: &Path) -> Result<Vec<u32>> {
 
 /// Creates data file `n` with its header, atomically, and returns it open for
 /// reading and writing.
-pub(crate) fn create_data_file(dir: &Path, n: u32, mode: Mode) -> Result<File> {
+pub(crate) fn create_data_file(dir: &Path, n: u32, mode: Mode, prev_len: u64) -> Result<File> {
     let path = data_path(dir, n);
     let tmp = path.with_extension("tmp");
     let ctx = |what: &str| format!("{what} data file {}", tmp.display());
@@ -117,8 +117,12 @@ pub(crate) fn create_data_file(dir: &Path, n: u32, mode: Mode) -> Result<File> {
         .truncate(true)
         .open(&tmp)
         .map_err(|e| Error::io(ctx("creating"), e))?;
-    f.write_all(&encode_file_header(mode))
-        .map_err(|e| Error::io(ctx("writing header of"), e))?;
+    f.write_all(&encode_file_header(FileHeader {
+        mode,
+        file_no: n,
+        prev_len,
+    }))
+    .map_err(|e| Error::io(ctx("writing header of"), e))?;
     f.sync_all().map_err(|e| Error::io(ctx("syncing"), e))?;
     fs::rename(&tmp, &path).map_err(|e| {
         Error::io(

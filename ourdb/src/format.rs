@@ -4,7 +4,10 @@
 //!
 //! ```text
 //! data file  = file header, frame*
-//! file header (16 B) = "OURDBv1\0" | mode u8 | 3 zero bytes | crc32 of the first 12 bytes
+//! file header (32 B) = "OURDBv1\0" | mode u8 | 3 zero bytes | file_no u32
+//!              | prev_len u64 | 4 zero bytes | crc32 of the first 28 bytes
+//!              prev_len = final length of the previous data file (0 for file 0),
+//!              so a previous file cut at a frame boundary is still detected
 //! frame      = magic u32 "ODBF" | payload_len u32 | crc u32 | payload
 //!              crc = crc32(payload_len bytes ++ payload)
 //! payload    = next_id u32 | op_count u32 | op*
@@ -24,7 +27,7 @@ use crate::Mode;
 /// Magic at the start of every data file.
 pub(crate) const FILE_MAGIC: &[u8; 8] = b"OURDBv1\0";
 /// Size of the data file header.
-pub(crate) const FILE_HEADER_LEN: u64 = 16;
+pub(crate) const FILE_HEADER_LEN: u64 = 32;
 /// Magic at the start of every frame ("ODBF" read as little-endian bytes).
 pub(crate) const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"ODBF");
 /// Size of a frame header.
@@ -63,32 +66,50 @@ pub(crate) struct OpHeader {
     pub crc: u32,
 }
 
-/// Encodes a data file header for `mode`.
-pub(crate) fn encode_file_header(mode: Mode) -> [u8; FILE_HEADER_LEN as usize] {
-    let mut h = [0u8; FILE_HEADER_LEN as usize];
+/// A decoded data file header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileHeader {
+    pub mode: Mode,
+    pub file_no: u32,
+    /// Final length of the previous data file.
+    pub prev_len: u64,
+}
+
+const HL: usize = FILE_HEADER_LEN as usize;
+
+/// Encodes a data file header.
+pub(crate) fn encode_file_header(fh: FileHeader) -> [u8; HL] {
+    let mut h = [0u8; HL];
     h[..8].copy_from_slice(FILE_MAGIC);
-    h[8] = mode_byte(mode);
-    let crc = crc32fast::hash(&h[..12]);
-    h[12..].copy_from_slice(&crc.to_le_bytes());
+    h[8] = mode_byte(fh.mode);
+    h[12..16].copy_from_slice(&fh.file_no.to_le_bytes());
+    h[16..24].copy_from_slice(&fh.prev_len.to_le_bytes());
+    let crc = crc32fast::hash(&h[..HL - 4]);
+    h[HL - 4..].copy_from_slice(&crc.to_le_bytes());
     h
 }
 
-/// Decodes a data file header, returning its mode or what is wrong.
-pub(crate) fn decode_file_header(h: &[u8]) -> Result<Mode, &'static str> {
-    if h.len() < FILE_HEADER_LEN as usize {
+/// Decodes a data file header, or says what is wrong with it.
+pub(crate) fn decode_file_header(h: &[u8]) -> Result<FileHeader, &'static str> {
+    if h.len() < HL {
         return Err("file header is truncated");
     }
     if &h[..8] != FILE_MAGIC {
         return Err("not an ourdb data file (bad magic)");
     }
-    if crc32fast::hash(&h[..12]) != le32(&h[12..16]) {
+    if crc32fast::hash(&h[..HL - 4]) != le32(&h[HL - 4..HL]) {
         return Err("file header checksum mismatch");
     }
-    match h[8] {
-        1 => Ok(Mode::Incremental),
-        2 => Ok(Mode::KeyValue),
-        _ => Err("unknown mode in file header"),
-    }
+    let mode = match h[8] {
+        1 => Mode::Incremental,
+        2 => Mode::KeyValue,
+        _ => return Err("unknown mode in file header"),
+    };
+    Ok(FileHeader {
+        mode,
+        file_no: le32(&h[12..16]),
+        prev_len: le64(&h[16..24]),
+    })
 }
 
 fn mode_byte(mode: Mode) -> u8 {
@@ -226,14 +247,19 @@ mod tests {
     #[test]
     fn file_header_round_trips_each_mode_and_rejects_damage() {
         for mode in [Mode::Incremental, Mode::KeyValue] {
-            let h = encode_file_header(mode);
-            assert_eq!(decode_file_header(&h), Ok(mode));
+            let fh = FileHeader {
+                mode,
+                file_no: 7,
+                prev_len: 1 << 40,
+            };
+            let h = encode_file_header(fh);
+            assert_eq!(decode_file_header(&h), Ok(fh));
             let mut bad = h;
             bad[8] ^= 3;
             assert!(decode_file_header(&bad).is_err());
             assert!(decode_file_header(&h[..10]).is_err());
         }
-        assert!(decode_file_header(&[0u8; 16]).is_err());
+        assert!(decode_file_header(&[0u8; HL]).is_err());
     }
 
     #[test]

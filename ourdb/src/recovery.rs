@@ -12,9 +12,10 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::Mode;
+use crate::db::DataFile;
 use crate::error::{Error, Result};
 use crate::format::{
-    self, FILE_HEADER_LEN, FRAME_HEADER_LEN, OP_HEADER_LEN, OpKind, PAYLOAD_HEADER_LEN,
+    self, FILE_HEADER_LEN, FRAME_HEADER_LEN, FileHeader, OP_HEADER_LEN, OpKind, PAYLOAD_HEADER_LEN,
 };
 use crate::index::{Index, Loc};
 
@@ -33,17 +34,44 @@ pub(crate) struct FileScan {
 }
 
 /// Checks a data file's header against the configured mode.
-pub(crate) fn check_header(file: &File, path: &Path, dir: &Path, mode: Mode) -> Result<()> {
+pub(crate) fn check_header(
+    file: &File,
+    path: &Path,
+    dir: &Path,
+    file_no: u32,
+    mode: Mode,
+) -> Result<FileHeader> {
     let mut h = [0u8; FILE_HEADER_LEN as usize];
     let n = read_at_most(file, &mut h, 0)
         .map_err(|e| Error::io(format!("reading header of {}", path.display()), e))?;
-    let stored = format::decode_file_header(&h[..n]).map_err(|r| Error::corrupt(path, 0, r))?;
+    let header = format::decode_file_header(&h[..n]).map_err(|r| Error::corrupt(path, 0, r))?;
+    if header.file_no != file_no {
+        return Err(Error::corrupt(
+            path,
+            0,
+            format!("header says this is data file {}", header.file_no),
+        ));
+    }
+    let stored = header.mode;
     if stored != mode {
         return Err(Error::ModeMismatch {
             dir: dir.to_path_buf(),
             stored: crate::mode_name(stored),
             requested: crate::mode_name(mode),
         });
+    }
+    Ok(header)
+}
+
+/// Checks that the previous data file ends where the next one's header says
+/// it did: catches a file cut exactly at a frame boundary.
+pub(crate) fn check_prev_len(prev: &DataFile, scanned_end: u64, recorded: u64) -> Result<()> {
+    if scanned_end != recorded {
+        return Err(Error::corrupt(
+            &prev.path,
+            scanned_end.min(recorded),
+            format!("file ends at {scanned_end} but the next data file records {recorded}"),
+        ));
     }
     Ok(())
 }
