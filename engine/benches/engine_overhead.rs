@@ -1,2 +1,107 @@
-//! Benchmark placeholder: replaced by its crate owner.
-fn main() {}
+//! Per-run overhead of `CircleEngine::run` (sandbox, AST cache, transaction,
+//! db binding, output capture, commit) over a bare Rhai evaluation of the same
+//! pre-compiled AST on a plain `Engine`.
+//!
+//! Run with `cargo bench -p engine`. Prints ns/run for both and the ratio, for
+//! a trivial script and for a script with 10 db writes (OurDB in Flush and in
+//! Sync durability). The bare engine gets a no-op `db::insert` so both sides
+//! evaluate the same AST.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use engine::{CircleEngine, Limits, RunControl, SCRIPT_STACK_SIZE};
+use ourdb::{Config, Durability, OurDb};
+use rhai::{Dynamic, Engine, INT, Module};
+
+const TRIVIAL: &str = "40 + 2";
+const TEN_WRITES: &str =
+    "let last = 0; for i in 0..10 { last = db::insert(#{ n: i, name: \"item\" }); } last";
+
+/// Median ns/run over `rounds` rounds of `iters` runs each.
+fn measure(rounds: usize, iters: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..iters.min(1_000) {
+        f();
+    }
+    let mut samples: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            t.elapsed().as_nanos() as f64 / iters as f64
+        })
+        .collect();
+    samples.sort_by(|a, b| a.total_cmp(b));
+    samples[samples.len() / 2]
+}
+
+fn bare_engine() -> Engine {
+    let mut engine = Engine::new();
+    let mut db = Module::new();
+    let counter = std::sync::Mutex::new(0 as INT);
+    db.set_native_fn("insert", move |_v: Dynamic| {
+        let mut n = counter.lock().expect("bench counter");
+        *n += 1;
+        Ok(*n)
+    });
+    engine.register_static_module("db", db.into());
+    engine
+}
+
+fn circle(durability: Durability) -> (tempfile::TempDir, CircleEngine) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = Config {
+        durability,
+        ..Config::default()
+    };
+    let db = Arc::new(OurDb::open(dir.path(), config).expect("open ourdb"));
+    (dir, CircleEngine::new(db, Limits::default()))
+}
+
+fn compare(label: &str, script: &str, durability: Durability, rounds: usize, iters: usize) {
+    let bare = bare_engine();
+    let ast = bare.compile(script).expect("bench script compiles");
+    let bare_ns = measure(rounds, iters, || {
+        let v = bare.eval_ast::<Dynamic>(&ast).expect("bare eval");
+        let _ = std::hint::black_box(v);
+    });
+    let (_dir, engine) = circle(durability);
+    let control = RunControl::default();
+    let ours_ns = measure(rounds, iters, || {
+        let o = engine.run(script, &control).expect("engine run");
+        let _ = std::hint::black_box(o);
+    });
+    println!(
+        "{label:<34} bare {bare_ns:>12.0} ns/run   engine {ours_ns:>12.0} ns/run   ratio {:.2}x",
+        ours_ns / bare_ns
+    );
+}
+
+fn main() {
+    // Scripts run on a thread with the stack the engine requires, like the worker.
+    std::thread::Builder::new()
+        .stack_size(SCRIPT_STACK_SIZE)
+        .spawn(|| {
+            let quick = std::env::args().any(|a| a == "--quick" || a == "--test");
+            let (r, n) = if quick { (3, 200) } else { (11, 20_000) };
+            compare("trivial (40 + 2)", TRIVIAL, Durability::Flush, r, n);
+            compare(
+                "10 db writes, Flush durability",
+                TEN_WRITES,
+                Durability::Flush,
+                r,
+                n / 20,
+            );
+            compare(
+                "10 db writes, Sync durability",
+                TEN_WRITES,
+                Durability::Sync,
+                r.min(5),
+                n / 400,
+            );
+        })
+        .expect("spawn bench thread")
+        .join()
+        .expect("bench thread");
+}

@@ -1,55 +1,115 @@
 //! A sandboxed Rhai engine bound to one circle's OurDB; each script runs as one
 //! transaction.
 //!
-//! API CONTRACT STUB — the engine owner replaces the bodies; the worker codes
-//! against these signatures. Rhai types never leave this crate.
+//! Place in the graph: `engine` → `ourdb`, `rhai`; the `worker` crate owns one
+//! [`CircleEngine`] per circle and calls [`CircleEngine::run`] for each task.
+//! Rhai types never leave this crate.
 //!
-//! Fixed here:
+//! Main types: [`CircleEngine`] (one per circle), [`Limits`] (every sandbox
+//! bound, with defaults), [`RunControl`] (deadline and cancel flag of one run),
+//! [`Outcome`] and [`ScriptError`] / [`ErrorKind`] (the result).
+//!
+//! Guarantees:
 //! - [`CircleEngine::run`] is synchronous and CPU-bound. Call it on a thread
 //!   whose stack is at least [`SCRIPT_STACK_SIZE`] bytes (never on an async
 //!   executor thread). It is `Send + Sync`; runs on one engine are serialised
-//!   by the caller (one task at a time per circle) but must be safe if not.
+//!   internally, so concurrent callers wait their turn.
 //! - On success, every db write of the script is committed as one OurDB batch
-//!   and durable before `run` returns. On any error nothing is written.
+//!   and durable before `run` returns. On any error nothing is written, and ids
+//!   handed out by `db::insert` in the failed script are never seen.
 //! - `output` is the final value rendered with `to_string`; unit gives `""`.
+//!   `print` and `debug` are captured (capped), never written to stdout.
+//!
+//! Scripts reach their circle's data through the `db` module:
+//! `db::insert(v) -> id`, `db::get(id)` (`()` when absent), `db::update(id, v)`,
+//! `db::delete(id) -> bool`, `db::exists(id)`, `db::history(id, n)` (newest
+//! first) and `db::next_id()`. Values are unit, bool, int, float, string,
+//! array and object map, stored as JSON; anything else is refused with the
+//! path of the offending part.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use engine::{CircleEngine, Limits, RunControl, SCRIPT_STACK_SIZE};
+//!
+//! let db = Arc::new(ourdb::OurDb::open("/tmp/circle-1", ourdb::Config::default())?);
+//! let engine = CircleEngine::new(db, Limits::default());
+//! let outcome = std::thread::Builder::new()
+//!     .stack_size(SCRIPT_STACK_SIZE)
+//!     .spawn(move || engine.run(r#"let id = db::insert(#{ name: "Ada" }); db::get(id).name"#,
+//!                               &RunControl::default()))?
+//!     .join()
+//!     .expect("script thread")?;
+//! assert_eq!(outcome.output, "Ada");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
-use std::sync::Arc;
+mod cache;
+mod context;
+mod dbfns;
+mod errors;
+mod run;
+mod sandbox;
+mod txn;
+mod value;
+
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+pub use value::MAX_VALUE_DEPTH;
 
 /// Stack size (bytes) a thread calling [`CircleEngine::run`] must have.
 pub const SCRIPT_STACK_SIZE: usize = 16 << 20;
 
-/// Bounds on one script run. Every field has a documented default.
-#[derive(Debug, Clone)]
+/// Bounds on one script run. Every field has a documented default (see
+/// [`Limits::default`]). For the Rhai-enforced sizes (`max_operations`,
+/// `max_string_size`, `max_array_size`, `max_map_size`) zero means unbounded,
+/// as in Rhai.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Limits {
-    /// Wall-clock budget, compilation included.
+    /// Wall-clock budget, compilation included. Default 10 s.
     pub timeout: Duration,
-    /// Rhai operations.
+    /// Rhai operations. Default 20,000,000 (about 1 s of work in a release build).
     pub max_operations: u64,
-    /// Function call depth.
+    /// Function call depth. Default 64.
     pub max_call_depth: usize,
-    /// Expression nesting depth.
+    /// Expression nesting depth (at top level and inside functions). Default 64.
     pub max_expr_depth: usize,
-    /// Longest string, in bytes.
+    /// Longest string, in bytes. Default 1 MiB.
     pub max_string_size: usize,
-    /// Largest array, in elements.
+    /// Largest array, in elements. Default 1,000,000.
     pub max_array_size: usize,
-    /// Largest object map, in entries.
+    /// Largest object map, in entries. Default 100,000.
     pub max_map_size: usize,
-    /// Largest script source, in bytes.
+    /// Largest script source, in bytes. Default 256 KiB.
     pub max_script_bytes: usize,
-    /// Captured `print`/`debug` output and the rendered result, in bytes.
+    /// Captured `print`/`debug` output (cut at the cap, see
+    /// [`Outcome::printed_truncated`]) and, separately, the rendered result (a
+    /// larger result is a [`ErrorKind::Limit`] error), in bytes. Default 1 MiB.
     pub max_output_bytes: usize,
-    /// Largest encoded value written to the database, in bytes.
+    /// Largest encoded value written to the database, in bytes. Default 256 KiB.
     pub max_value_bytes: usize,
-    /// Database writes per script.
+    /// Database writes (inserts, updates, deletes of live records) per script.
+    /// Default 1,000.
     pub max_writes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        unimplemented!()
+        Limits {
+            timeout: Duration::from_secs(10),
+            max_operations: 20_000_000,
+            max_call_depth: 64,
+            max_expr_depth: 64,
+            max_string_size: 1 << 20,
+            max_array_size: 1_000_000,
+            max_map_size: 100_000,
+            max_script_bytes: 256 << 10,
+            max_output_bytes: 1 << 20,
+            max_value_bytes: 256 << 10,
+            max_writes: 1_000,
+        }
     }
 }
 
@@ -103,7 +163,16 @@ impl ErrorKind {
     /// The wire name: "syntax", "runtime", "database", "value", "limit",
     /// "timeout", "cancelled", "internal".
     pub fn as_str(self) -> &'static str {
-        unimplemented!()
+        match self {
+            ErrorKind::Syntax => "syntax",
+            ErrorKind::Runtime => "runtime",
+            ErrorKind::Database => "database",
+            ErrorKind::Value => "value",
+            ErrorKind::Limit => "limit",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Internal => "internal",
+        }
     }
 }
 
@@ -121,26 +190,68 @@ pub struct ScriptError {
     pub column: Option<u32>,
 }
 
-/// One circle's engine.
-pub struct CircleEngine {}
+impl ScriptError {
+    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ScriptError {
+            kind,
+            message: message.into(),
+            line: None,
+            column: None,
+        }
+    }
+}
+
+/// One circle's engine: a Rhai engine built once, bound to the circle's
+/// database, with a cache of compiled scripts.
+pub struct CircleEngine {
+    rhai: rhai::Engine,
+    db: Arc<ourdb::OurDb>,
+    limits: Limits,
+    cache: cache::AstCache,
+    /// Serialises runs so each script sees a stable database (see the crate docs).
+    run_lock: Mutex<()>,
+}
 
 impl CircleEngine {
     /// An engine bound to `db` with `limits`.
     pub fn new(db: Arc<ourdb::OurDb>, limits: Limits) -> CircleEngine {
-        let _ = (db, limits);
-        unimplemented!()
+        let rhai = sandbox::build(db.clone(), &limits);
+        CircleEngine {
+            rhai,
+            db,
+            cache: cache::AstCache::new(fingerprint(&limits)),
+            limits,
+            run_lock: Mutex::new(()),
+        }
     }
+
     /// Runs `script` as one transaction.
     pub fn run(&self, script: &str, control: &RunControl) -> Result<Outcome, ScriptError> {
-        let _ = (script, control);
-        unimplemented!()
+        run::run(self, script, control)
     }
+
     /// The bound database.
     pub fn db(&self) -> &Arc<ourdb::OurDb> {
-        unimplemented!()
+        &self.db
     }
+
     /// The limits in force.
     pub fn limits(&self) -> &Limits {
-        unimplemented!()
+        &self.limits
     }
+
+    /// Number of compiled scripts currently cached.
+    pub fn cached_scripts(&self) -> usize {
+        self.cache.len()
+    }
+}
+
+/// Everything a compiled AST depends on: the limits and the sandbox's
+/// disabled symbols, plus the crate version in case the sandbox changes.
+fn fingerprint(limits: &Limits) -> u64 {
+    let mut h = DefaultHasher::new();
+    env!("CARGO_PKG_VERSION").hash(&mut h);
+    sandbox::DISABLED_SYMBOLS.hash(&mut h);
+    limits.hash(&mut h);
+    h.finish()
 }

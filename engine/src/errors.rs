@@ -1,0 +1,181 @@
+//! Rhai's errors mapped onto [`ScriptError`]: a precise kind, a message
+//! without Rhai's position suffix, and the line and column of the failing
+//! expression (the innermost one when the error came from inside a script
+//! function).
+
+use rhai::{EvalAltResult, ParseError, ParseErrorType, Position};
+
+use crate::context::{CANCEL_TOKEN, TIMEOUT_TOKEN};
+use crate::dbfns::DbFault;
+use crate::{ErrorKind, Limits, ScriptError};
+
+fn at(kind: ErrorKind, message: String, pos: Position) -> ScriptError {
+    ScriptError {
+        kind,
+        message,
+        line: pos.line().and_then(|l| u32::try_from(l).ok()),
+        column: pos.position().and_then(|c| u32::try_from(c).ok()),
+    }
+}
+
+/// A compilation failure.
+pub fn from_parse(err: &ParseError, limits: &Limits) -> ScriptError {
+    let ParseError(kind, pos) = err;
+    let (kind, message) = parse_kind(kind, limits);
+    at(kind, message, *pos)
+}
+
+fn parse_kind(err: &ParseErrorType, limits: &Limits) -> (ErrorKind, String) {
+    match err {
+        ParseErrorType::ExprTooDeep => (
+            ErrorKind::Limit,
+            format!(
+                "expression nesting exceeds the limit of {} levels",
+                limits.max_expr_depth
+            ),
+        ),
+        ParseErrorType::LiteralTooLarge(what, max) => (
+            ErrorKind::Limit,
+            format!(
+                "{} in a literal exceeds the limit of {max}",
+                what.to_lowercase()
+            ),
+        ),
+        ParseErrorType::Reserved(s) if crate::sandbox::DISABLED_SYMBOLS.contains(&s.as_str()) => (
+            ErrorKind::Syntax,
+            format!("'{s}' is not available in scripts"),
+        ),
+        other => (ErrorKind::Syntax, other.to_string()),
+    }
+}
+
+/// A failure while evaluating.
+pub fn from_eval(err: EvalAltResult, limits: &Limits) -> ScriptError {
+    // Unwrap calls into script functions down to the error that started it,
+    // remembering the functions for the message.
+    let mut err = err;
+    let mut functions: Vec<String> = Vec::new();
+    let mut outer_pos = Position::NONE;
+    loop {
+        match err {
+            EvalAltResult::ErrorInFunctionCall(name, _, inner, pos) => {
+                functions.push(name);
+                if outer_pos.is_none() {
+                    outer_pos = pos;
+                }
+                err = *inner;
+            }
+            EvalAltResult::ErrorInModule(_, inner, pos) => {
+                if outer_pos.is_none() {
+                    outer_pos = pos;
+                }
+                err = *inner;
+            }
+            other => {
+                err = other;
+                break;
+            }
+        }
+    }
+    let mut pos = err.take_position();
+    if pos.is_none() {
+        pos = outer_pos;
+    }
+    let (kind, mut message) = eval_kind(err, limits);
+    if let Some(innermost) = functions.last() {
+        message.push_str(&format!(" (in function '{innermost}'"));
+        for caller in functions.iter().rev().skip(1) {
+            message.push_str(&format!(", called from '{caller}'"));
+        }
+        message.push(')');
+    }
+    at(kind, message, pos)
+}
+
+fn fault_of(value: &rhai::Dynamic) -> Option<DbFault> {
+    value.clone().try_cast::<DbFault>()
+}
+
+fn eval_kind(err: EvalAltResult, limits: &Limits) -> (ErrorKind, String) {
+    use EvalAltResult as E;
+    match err {
+        E::ErrorTooManyOperations(_) => (
+            ErrorKind::Limit,
+            format!(
+                "script exceeded the limit of {} operations",
+                limits.max_operations
+            ),
+        ),
+        E::ErrorStackOverflow(_) => (
+            ErrorKind::Limit,
+            format!(
+                "script exceeded the limit of {} nested function calls",
+                limits.max_call_depth
+            ),
+        ),
+        E::ErrorDataTooLarge(what, _) => {
+            let lower = what.to_lowercase();
+            let limit = if lower.contains("string") {
+                format!("{} bytes", limits.max_string_size)
+            } else if lower.contains("array") {
+                format!("{} elements", limits.max_array_size)
+            } else if lower.contains("map") {
+                format!("{} entries", limits.max_map_size)
+            } else {
+                "its bound".to_string()
+            };
+            (
+                ErrorKind::Limit,
+                format!("{lower} exceeds the limit of {limit}"),
+            )
+        }
+        E::ErrorTooManyModules(_) => (
+            ErrorKind::Limit,
+            "script imports modules, which is not available".to_string(),
+        ),
+        E::ErrorTooManyVariables(_) => (
+            ErrorKind::Limit,
+            "script defines too many variables".to_string(),
+        ),
+        E::ErrorTerminated(token, _) => {
+            if let Some(fault) = fault_of(&token) {
+                return (fault.kind, fault.message);
+            }
+            let text = token.into_immutable_string().ok();
+            match text.as_ref().map(|s| s.as_str()) {
+                Some(TIMEOUT_TOKEN) => (
+                    ErrorKind::Timeout,
+                    format!(
+                        "script ran past its deadline (time limit {:?})",
+                        limits.timeout
+                    ),
+                ),
+                Some(CANCEL_TOKEN) => (ErrorKind::Cancelled, "script was cancelled".to_string()),
+                _ => (
+                    ErrorKind::Internal,
+                    "script terminated unexpectedly".to_string(),
+                ),
+            }
+        }
+        E::ErrorRuntime(value, _) => {
+            if let Some(fault) = fault_of(&value) {
+                return (fault.kind, fault.message);
+            }
+            let message = if value.is_unit() {
+                "script threw ()".to_string()
+            } else {
+                value.to_string()
+            };
+            (ErrorKind::Runtime, message)
+        }
+        E::ErrorParsing(kind, _) => parse_kind(&kind, limits),
+        E::ErrorSystem(what, cause) => {
+            log::error!("rhai system error: {what}: {cause}");
+            (
+                ErrorKind::Internal,
+                "internal error in the script engine".to_string(),
+            )
+        }
+        other => (ErrorKind::Runtime, other.to_string()),
+    }
+}

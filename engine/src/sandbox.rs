@@ -1,0 +1,107 @@
+//! Builds the sandboxed Rhai engine of one circle: only the packages scripts
+//! need, no `eval`, no `import`, no `sleep`, every bound from [`Limits`], and
+//! callbacks that route `print`/`debug` and the stop check to the current run.
+
+use std::sync::{Arc, OnceLock};
+
+use ourdb::OurDb;
+use rhai::packages::{
+    ArithmeticPackage, BasicArrayPackage, BasicFnPackage, BasicIteratorPackage, BasicMapPackage,
+    BasicMathPackage, BasicStringPackage, BitFieldPackage, LanguageCorePackage, LogicPackage,
+    MoreStringPackage, Package,
+};
+use rhai::{Dynamic, Engine, EvalAltResult, FLOAT, INT, Module, Position};
+
+type SharedModule = Arc<Module>;
+
+use crate::{Limits, context, dbfns};
+
+/// The stop check runs every this many operations (a power of two): often
+/// enough to stop within microseconds, rarely enough to cost nothing.
+const CHECK_EVERY_OPS: u64 = 256;
+
+/// Symbols a script may not use, refused when it is compiled.
+pub const DISABLED_SYMBOLS: &[&str] = &["eval", "import", "export"];
+
+/// The packages, built once per process and shared by every circle's engine.
+/// Left out: blobs (not storable), timestamps (not storable) and the
+/// standard `print`/`debug` to stdout.
+fn packages() -> &'static [SharedModule] {
+    static PACKAGES: OnceLock<Vec<SharedModule>> = OnceLock::new();
+    PACKAGES.get_or_init(|| {
+        vec![
+            LanguageCorePackage::new().as_shared_module(),
+            ArithmeticPackage::new().as_shared_module(),
+            BasicStringPackage::new().as_shared_module(),
+            BasicIteratorPackage::new().as_shared_module(),
+            BasicFnPackage::new().as_shared_module(),
+            LogicPackage::new().as_shared_module(),
+            BitFieldPackage::new().as_shared_module(),
+            BasicMathPackage::new().as_shared_module(),
+            BasicArrayPackage::new().as_shared_module(),
+            BasicMapPackage::new().as_shared_module(),
+            MoreStringPackage::new().as_shared_module(),
+        ]
+    })
+}
+
+fn no_sleep() -> Result<(), Box<EvalAltResult>> {
+    Err(EvalAltResult::ErrorRuntime(
+        "sleep is not available: a script may not block its worker".into(),
+        Position::NONE,
+    )
+    .into())
+}
+
+/// The engine for one circle bound to `db`.
+pub fn build(db: Arc<OurDb>, limits: &Limits) -> Engine {
+    let mut engine = Engine::new_raw();
+    for package in packages() {
+        engine.register_global_module(package.clone());
+    }
+    // The core package has a blocking `sleep`; the global namespace is
+    // searched first, so these shadow it.
+    engine.register_fn("sleep", |_: INT| no_sleep());
+    engine.register_fn("sleep", |_: FLOAT| no_sleep());
+
+    for symbol in DISABLED_SYMBOLS {
+        engine.disable_symbol(*symbol);
+    }
+    engine.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
+    engine.set_max_modules(0);
+
+    engine
+        .set_max_operations(limits.max_operations)
+        .set_max_call_levels(limits.max_call_depth)
+        .set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth)
+        .set_max_string_size(limits.max_string_size)
+        .set_max_array_size(limits.max_array_size)
+        .set_max_map_size(limits.max_map_size);
+
+    engine.on_progress(|ops| {
+        if ops % CHECK_EVERY_OPS != 0 {
+            return None;
+        }
+        context::with(|state| state.should_stop())
+            .flatten()
+            .map(|stop| Dynamic::from(stop.token()))
+    });
+    engine.on_print(|text| {
+        context::with(|state| state.capture(text));
+    });
+    engine.on_debug(|text, _source, _pos| {
+        context::with(|state| state.capture(text));
+    });
+
+    dbfns::register_fault_type(&mut engine);
+    // history(id, n) never returns more versions than an array may hold.
+    let max_history = match limits.max_array_size {
+        0 => usize::MAX,
+        n => n,
+    };
+    engine.register_static_module(
+        "db",
+        dbfns::module(db, limits.max_value_bytes, max_history).into(),
+    );
+    engine
+}
