@@ -225,3 +225,33 @@ impl OurDb {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::index::Index;
+    use crate::{Batch, Config, Error, OurDb};
+
+    #[test]
+    fn inserts_stop_with_id_space_exhausted_after_the_last_id() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = OurDb::open(dir.path(), Config::default()).expect("open");
+        {
+            // Jump near the end of the id space without 4 billion inserts.
+            let mut st = db.write_state();
+            st.index = Index::sparse();
+            st.next_id = u32::MAX - 2;
+        }
+        assert_eq!(db.insert(b"a").expect("insert"), u32::MAX - 2);
+        let mut two = Batch::new();
+        two.insert(b"b".to_vec()).insert(b"c".to_vec());
+        assert!(matches!(db.commit(two), Err(Error::IdSpaceExhausted)));
+        assert_eq!(db.insert(b"b").expect("insert"), u32::MAX - 1);
+        assert_eq!(db.next_id(), u32::MAX);
+        let err = db.insert(b"c").expect_err("no ids left");
+        assert!(matches!(err, Error::IdSpaceExhausted));
+        assert_eq!(err.to_string(), "id space exhausted");
+        assert_eq!(db.get(u32::MAX - 1).expect("get"), Some(b"b".to_vec()));
+        db.update(u32::MAX - 1, b"still updatable").expect("update");
+        assert_eq!(db.next_id(), u32::MAX);
+    }
+}

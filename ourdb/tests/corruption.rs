@@ -43,9 +43,14 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// Builds a store with updates, deletes and batches over several files.
 /// Returns every version ever written per id, and the final live values.
-fn build(dir: &Path, rng: &mut SmallRng) -> (BTreeMap<u32, Vec<Vec<u8>>>, BTreeMap<u32, Vec<u8>>) {
+/// Every version ever written per id.
+type Versions = BTreeMap<u32, Vec<Vec<u8>>>;
+/// Live value per id.
+type Live = BTreeMap<u32, Vec<u8>>;
+
+fn build(dir: &Path, rng: &mut SmallRng) -> (Versions, Live) {
     let db = OurDb::open(dir, config()).unwrap();
-    let mut versions: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
+    let mut versions = Versions::new();
     let mut live = BTreeMap::new();
     for i in 0..120u32 {
         let v: Vec<u8> = (0..rng.random_range(1..300))
