@@ -2,6 +2,7 @@
 //! (bounded), answers each with its id, pings, and closes.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_ws::{CloseCode, CloseReason, Message, MessageStream, ProtocolError, Session};
 use serde_json::{Value, json};
@@ -26,6 +27,14 @@ enum End {
     Protocol,
     /// The transport is gone; nothing can be sent.
     Gone,
+}
+
+/// What to do with one incoming frame.
+enum Step {
+    Handle(String),
+    Reply(Value),
+    Pong(actix_web::web::Bytes),
+    Skip,
 }
 
 /// A request admitted to run, holding its in-flight permit.
@@ -58,6 +67,9 @@ pub(crate) async fn serve(
     );
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_seen = Instant::now();
+    // A send from the read loop that cannot complete within this long means
+    // the client stopped reading; treat it as dead rather than stall forever.
+    let stall = timing.client_timeout;
     log::debug!("circle {circle}: client connected");
 
     let end = loop {
@@ -76,60 +88,49 @@ pub(crate) async fn serve(
                 if last_seen.elapsed() >= timing.client_timeout {
                     break End::Dead;
                 }
-                if session.ping(b"").await.is_err() {
-                    break End::Gone;
+                match within(stall, session.ping(b"")).await {
+                    Ok(()) => continue,
+                    Err(end) => break end,
                 }
-                continue;
             }
             msg = stream.recv() => msg,
         };
         let Some(msg) = msg else { break End::Gone };
         last_seen = Instant::now();
-        let text = match msg {
-            Ok(Message::Text(text)) => text.to_string(),
+        let step = match msg {
+            Ok(Message::Text(text)) => Step::Handle(text.to_string()),
             Ok(Message::Continuation(item)) => match fragments.push(item) {
-                None => continue,
-                Some(Assembled::Text(text)) => text,
-                Some(Assembled::Binary) => {
-                    send(&mut session, &binary_refused()).await;
-                    continue;
-                }
-                Some(Assembled::Oversize) => {
-                    send(&mut session, &oversize(&shared)).await;
-                    continue;
-                }
-                Some(Assembled::BadUtf8) => {
-                    send(&mut session, &bad_utf8()).await;
-                    continue;
-                }
+                None => Step::Skip,
+                Some(Assembled::Text(text)) => Step::Handle(text),
+                Some(Assembled::Binary) => Step::Reply(binary_refused()),
+                Some(Assembled::Oversize) => Step::Reply(oversize(&shared)),
+                Some(Assembled::BadUtf8) => Step::Reply(bad_utf8()),
             },
-            Ok(Message::Binary(_)) => {
-                send(&mut session, &binary_refused()).await;
-                continue;
-            }
-            Ok(Message::Ping(bytes)) => {
-                if session.pong(&bytes).await.is_err() {
-                    break End::Gone;
-                }
-                continue;
-            }
-            Ok(Message::Pong(_) | Message::Nop) => continue,
+            Ok(Message::Binary(_)) => Step::Reply(binary_refused()),
+            Ok(Message::Ping(bytes)) => Step::Pong(bytes),
+            Ok(Message::Pong(_) | Message::Nop) => Step::Skip,
             Ok(Message::Close(reason)) => break End::ClientClosed(reason),
             // The codec drops an oversize frame whole, so reading can go on.
-            Err(ProtocolError::Overflow) => {
-                send(&mut session, &oversize(&shared)).await;
-                continue;
-            }
+            Err(ProtocolError::Overflow) => Step::Reply(oversize(&shared)),
             Err(ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
-                send(&mut session, &bad_utf8()).await;
-                continue;
+                Step::Reply(bad_utf8())
             }
             Err(e) => {
                 log::debug!("circle {circle}: websocket protocol error: {e}");
                 break End::Protocol;
             }
         };
-        handle_text(&shared, &permits, &mut tasks, &mut session, &text).await;
+        let done = match step {
+            Step::Handle(text) => {
+                handle_text(&shared, &permits, &mut tasks, &mut session, &text, stall).await
+            }
+            Step::Reply(reply) => within(stall, session.text(reply.to_string())).await,
+            Step::Pong(bytes) => within(stall, session.pong(&bytes)).await,
+            Step::Skip => Ok(()),
+        };
+        if let Err(end) = done {
+            break end;
+        }
     };
 
     let close = match end {
@@ -150,7 +151,7 @@ pub(crate) async fn serve(
         }
         End::Dead => {
             log::info!(
-                "circle {circle}: dropping a client silent for {:?}",
+                "circle {circle}: dropping a client that answered nothing (not even a pong) for {:?}",
                 timing.client_timeout
             );
             Some(reason(CloseCode::Policy, "no pong received in time"))
@@ -175,10 +176,11 @@ async fn handle_text(
     tasks: &mut JoinSet<()>,
     session: &mut Session,
     text: &str,
-) {
+    stall: Duration,
+) -> Result<(), End> {
     match rpc::parse(text) {
         Incoming::Single(item) => match admit(shared, permits, item) {
-            Admitted::Reply(reply) => send(session, &reply).await,
+            Admitted::Reply(reply) => return within(stall, session.text(reply.to_string())).await,
             Admitted::Silent => {}
             Admitted::Call(call) => {
                 let shared = Arc::clone(shared);
@@ -203,10 +205,10 @@ async fn handle_text(
                         _ => None,
                     })
                     .collect();
-                if !replies.is_empty() {
-                    send(session, &Value::Array(replies)).await;
+                if replies.is_empty() {
+                    return Ok(());
                 }
-                return;
+                return within(stall, session.text(Value::Array(replies).to_string())).await;
             }
             let shared = Arc::clone(shared);
             let mut session = session.clone();
@@ -229,6 +231,7 @@ async fn handle_text(
             });
         }
     }
+    Ok(())
 }
 
 /// Takes an in-flight permit for a `play`, or refuses it with -32003.
@@ -277,6 +280,20 @@ async fn run_call(shared: &Shared, call: Call) -> Option<Value> {
     call.id.map(|_| reply)
 }
 
+/// Awaits a send from the read loop: `Gone` when the session is closed,
+/// `Dead` when the client has not taken the data within `limit`.
+async fn within(
+    limit: Duration,
+    sending: impl Future<Output = Result<(), actix_ws::Closed>>,
+) -> Result<(), End> {
+    match tokio::time::timeout(limit, sending).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(actix_ws::Closed)) => Err(End::Gone),
+        Err(_) => Err(End::Dead),
+    }
+}
+
+/// A reply from a request task; the read loop watches the connection's health.
 async fn send(session: &mut Session, reply: &Value) {
     // A failed send means the client is gone; the read loop notices on its own.
     let _ = session.text(reply.to_string()).await;
