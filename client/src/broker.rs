@@ -189,6 +189,26 @@ impl WorkerBroker {
     /// waiter; removes the id from the processing list. All in one script.
     /// `false` when the task was no longer this worker's (a reaper had ended it).
     pub async fn finish(&self, task_id: &str, result: &TaskResult) -> Result<bool> {
+        Ok(self.finish_inner(task_id, result, false).await?.0)
+    }
+
+    /// [`WorkerBroker::finish`], then, in the same script, takes and claims
+    /// the next queued task if there is one (one round trip per task under a
+    /// backlog).
+    pub async fn finish_and_next(
+        &self,
+        task_id: &str,
+        result: &TaskResult,
+    ) -> Result<(bool, Option<Claim>)> {
+        self.finish_inner(task_id, result, true).await
+    }
+
+    async fn finish_inner(
+        &self,
+        task_id: &str,
+        result: &TaskResult,
+        take_next: bool,
+    ) -> Result<(bool, Option<Claim>)> {
         let mut pairs: Vec<(&str, String)> = Vec::with_capacity(6);
         match result {
             TaskResult::Completed {
@@ -225,9 +245,21 @@ impl WorkerBroker {
             now_ms(),
             self.ttl_ms,
             &pairs,
+            take_next,
         );
-        let written: i64 = self.conn.invoke(&inv).await?;
-        Ok(written == 1)
+        let mut reply: Vec<String> = self.conn.invoke(&inv).await?;
+        if reply.is_empty() {
+            return Err(crate::Error::Protocol(format!(
+                "finish of task {task_id} answered nothing"
+            )));
+        }
+        let written = reply.remove(0) == "1";
+        let next = if reply.is_empty() {
+            None
+        } else {
+            parse_claim(Some(reply))?
+        };
+        Ok((written, next))
     }
 
     /// Beats: sets this worker's heartbeat key with `ttl`, registers the
@@ -326,6 +358,9 @@ pub struct BlockingPopper {
     conn: Conn,
     queue_key: String,
     processing_key: String,
+    stats_key: String,
+    worker_id: String,
+    ttl_ms: u64,
 }
 
 impl BlockingPopper {
@@ -351,7 +386,35 @@ impl BlockingPopper {
             conn,
             queue_key: keys::tasks(queue),
             processing_key: keys::processing(queue, worker_id),
+            stats_key: keys::stats(queue),
+            worker_id: worker_id.to_owned(),
+            ttl_ms: options.result_ttl.as_millis().max(1) as u64,
         })
+    }
+
+    /// `BLMOVE` as in [`BlockingPopper::pop`], with the claim of the moved id
+    /// pipelined right behind it (Redis runs it as soon as the pop returns),
+    /// saving a round trip. `None` after `timeout` with nothing queued.
+    pub async fn pop_and_claim(&self, timeout: Duration) -> Result<Option<Claim>> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("BLMOVE")
+            .arg(&self.queue_key)
+            .arg(&self.processing_key)
+            .arg("RIGHT")
+            .arg("LEFT")
+            .arg(timeout.as_secs_f64())
+            .ignore()
+            .cmd("EVAL")
+            .arg(scripts::CLAIM_HEAD_SOURCE.as_str())
+            .arg(2)
+            .arg(&self.processing_key)
+            .arg(&self.stats_key)
+            .arg(keys::TASK_DETAILS_PREFIX)
+            .arg(&self.worker_id)
+            .arg(now_ms())
+            .arg(self.ttl_ms);
+        let (claim,): (Option<Vec<String>>,) = self.conn.query_pipe(&pipe).await?;
+        parse_claim(claim)
     }
 
     /// `BLMOVE rhai_tasks:<queue> <processing> RIGHT LEFT <timeout>`: the

@@ -39,13 +39,15 @@ end
 const CLAIM: &str = r#"
 local function claim(id, plist, stats, prefix, worker, now, ttl)
   local dkey = prefix .. id
-  local h = redis.call('HMGET', dkey, 'status', 'script', 'deadline')
+  local h = redis.call('HMGET', dkey, 'status', 'script', 'deadline', 'workerId')
   local status, script, deadline = h[1], h[2], h[3]
   if redis.call('EXISTS', dkey) == 0 then
     redis.call('LREM', plist, 1, id)
     return { 'missing', id }
   end
-  if status and status ~= 'pending' then
+  -- 'processing' by this very worker: claimed, but the reply was lost before
+  -- the script ran (the worker runs one task at a time), so it runs now.
+  if status and status ~= 'pending' and not (status == 'processing' and h[4] == worker) then
     redis.call('LREM', plist, 1, id)
     return { 'skipped', id, status }
   end
@@ -83,22 +85,50 @@ return claim(id, KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4])"
     ))
 });
 
-/// KEYS: details, processing list, stats. ARGV: id, worker id, now, ttl, field pairs….
-/// Returns 1 when written, 0 when the task was no longer this worker's
-/// (a reaper resolved it meanwhile): then only the processing entry goes.
+/// KEYS: details, processing list, stats, queue. ARGV: id, worker id, now,
+/// ttl, details prefix, take next (`1`/`0`), field pairs….
+/// Returns `{written}` or, when asked to take the next task and one is
+/// queued, `{written, claim…}` (see `CLAIM`): under a backlog one round trip
+/// ends a task and starts the next. `written` is 1 when the result was
+/// written, 0 when the task was no longer this worker's (a reaper resolved
+/// it meanwhile): then only the processing entry goes.
 static FINISH_TASK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{FINISH}
+        "{FINISH}{CLAIM}
+local written = 0
 local h = redis.call('HMGET', KEYS[1], 'status', 'workerId')
 if h[1] ~= 'processing' or h[2] ~= ARGV[2] then
   redis.call('LREM', KEYS[2], 1, ARGV[1])
-  return 0
+else
+  local fields = {{}}
+  for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+  finish(KEYS[1], ARGV[1], KEYS[2], KEYS[3], ARGV[3], ARGV[4], fields)
+  written = 1
 end
-local fields = {{}}
-for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
-finish(KEYS[1], ARGV[1], KEYS[2], KEYS[3], ARGV[3], ARGV[4], fields)
-return 1"
+if ARGV[6] ~= '1' then return {{ written }} end
+local id = redis.call('LMOVE', KEYS[4], KEYS[2], 'RIGHT', 'LEFT')
+if not id then return {{ written }} end
+local c = claim(id, KEYS[2], KEYS[3], ARGV[5], ARGV[2], ARGV[3], ARGV[4])
+table.insert(c, 1, written)
+return c"
     ))
+});
+
+/// Claims the newest id of a processing list; sent pipelined right behind a
+/// `BLMOVE` on the blocking connection, so the moved id is claimed without
+/// another round trip. KEYS: processing list, stats. ARGV: details prefix,
+/// worker id, (unused), ttl. `false` when the list is empty (the pop timed out).
+pub(crate) static CLAIM_HEAD_SOURCE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{FINISH}{CLAIM}
+local id = redis.call('LINDEX', KEYS[1], 0)
+if not id then return false end
+-- The pop may have blocked a while since the worker sent this: take the
+-- time now, from Redis' clock.
+local t = redis.call('TIME')
+local now = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000))
+return claim(id, KEYS[1], KEYS[2], ARGV[1], ARGV[2], now, ARGV[4])"
+    )
 });
 
 /// KEYS: workers set, queue, stats, dead worker's processing list, its heartbeat.
@@ -206,15 +236,19 @@ pub(crate) fn finish_task(
     now: u64,
     ttl_ms: u64,
     fields: &[(&str, String)],
+    take_next: bool,
 ) -> ScriptInvocation<'static> {
     let mut inv = FINISH_TASK.prepare_invoke();
     inv.key(keys::task_details(task_id))
         .key(keys::processing(queue, worker))
         .key(keys::stats(queue))
+        .key(keys::tasks(queue))
         .arg(task_id)
         .arg(worker)
         .arg(now)
-        .arg(ttl_ms);
+        .arg(ttl_ms)
+        .arg(keys::TASK_DETAILS_PREFIX)
+        .arg(if take_next { "1" } else { "0" });
     for (name, value) in fields {
         inv.arg(*name).arg(value.as_str());
     }

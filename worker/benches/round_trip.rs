@@ -1,2 +1,230 @@
-//! Benchmark placeholder: replaced by its crate owner.
-fn main() {}
+//! Round-trip benchmark: client → Redis → worker → Redis → client, script `40 + 2`.
+//!
+//! Starts its own `redis-server` (testkit) and a worker on a temp OurDB, then
+//! prints: the floor (Redis round trip × round trips on the critical path +
+//! the engine's own run time), sequential p50/p99 and the ratio p50/floor,
+//! throughput at 1, 16 and 64 in flight with where the time goes at 64, and
+//! the idle CPU of the worker + client. `cargo bench -p worker`.
+//! `ROUND_TRIP_N` sets the number of sequential round trips (default 3000).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use client::{Client, Outcome, SubmitOptions};
+use tokio_util::sync::CancellationToken;
+
+const SCRIPT: &str = "40 + 2";
+/// One-way hops on the critical path of an idle worker: client → Redis
+/// (submit), Redis → worker (BLMOVE wakes), worker ⇄ Redis (claim), worker →
+/// Redis (finish + PUBLISH), Redis → client (push): six hops, three round trips.
+const CRITICAL_ROUND_TRIPS: f64 = 3.0;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx]
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// On-CPU time of every thread of this process (ns), from /proc.
+fn process_cpu() -> Duration {
+    let mut total = 0u64;
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for task in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(task.path().join("schedstat"))
+                && let Some(ns) = s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+            {
+                total += ns;
+            }
+        }
+    }
+    Duration::from_nanos(total)
+}
+
+/// Redis' own CPU (user + sys) from INFO.
+async fn redis_cpu(conn: &mut redis::aio::MultiplexedConnection) -> Duration {
+    let info: String = redis::cmd("INFO")
+        .arg("cpu")
+        .query_async(conn)
+        .await
+        .expect("info");
+    let mut secs = 0.0;
+    for line in info.lines() {
+        if let Some(v) = line
+            .strip_prefix("used_cpu_sys:")
+            .or_else(|| line.strip_prefix("used_cpu_user:"))
+        {
+            secs += v.trim().parse::<f64>().unwrap_or(0.0);
+        }
+    }
+    Duration::from_secs_f64(secs)
+}
+
+async fn run_once(client: &Client, queue: &str) -> Duration {
+    let started = Instant::now();
+    match client
+        .run(queue, SCRIPT, &SubmitOptions::default())
+        .await
+        .expect("run")
+    {
+        Outcome::Completed(out) => assert_eq!(out.output, "42"),
+        other => panic!("{other:?}"),
+    }
+    started.elapsed()
+}
+
+async fn throughput(
+    client: &Client,
+    queue: &str,
+    in_flight: usize,
+    total: usize,
+) -> (f64, Duration) {
+    let started = Instant::now();
+    let per = total / in_flight;
+    let mut handles = Vec::new();
+    for _ in 0..in_flight {
+        let client = client.clone();
+        let queue = queue.to_owned();
+        handles.push(tokio::spawn(async move {
+            for _ in 0..per {
+                run_once(&client, &queue).await;
+            }
+        }));
+    }
+    for h in handles {
+        h.await.expect("join");
+    }
+    let elapsed = started.elapsed();
+    ((per * in_flight) as f64 / elapsed.as_secs_f64(), elapsed)
+}
+
+fn main() {
+    let n: usize = std::env::var("ROUND_TRIP_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let db = Arc::new(ourdb::OurDb::open(dir.path(), ourdb::Config::default()).expect("ourdb"));
+        let engine = Arc::new(engine::CircleEngine::new(db, engine::Limits::default()));
+        let token = CancellationToken::new();
+        let status = Arc::new(worker::WorkerStatus::default());
+        let queue = "bench";
+        let worker = tokio::spawn(worker::run(
+            worker::WorkerConfig::new(&url, queue),
+            Arc::clone(&engine),
+            Arc::clone(&status),
+            token.clone(),
+        ));
+        let client = Client::connect(&url).await.expect("connect");
+        for _ in 0..300 {
+            run_once(&client, queue).await;
+        }
+
+        // Floor, part 1: a Redis round trip on the same kind of connection.
+        let mut conn = redis::Client::open(url.as_str())
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("conn");
+        let mut pings = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            let _: String = redis::cmd("PING").query_async(&mut conn).await.expect("ping");
+            pings.push(t.elapsed());
+        }
+        pings.sort();
+        let rtt = percentile(&pings, 0.5);
+        // Floor, part 2: the engine's own run time, on a script-sized thread.
+        let engine_time = {
+            let engine = Arc::clone(&engine);
+            std::thread::Builder::new()
+                .stack_size(engine::SCRIPT_STACK_SIZE)
+                .spawn(move || {
+                    let mut runs = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        let t = Instant::now();
+                        engine.run(SCRIPT, &engine::RunControl::default()).expect("engine run");
+                        runs.push(t.elapsed());
+                    }
+                    runs.sort();
+                    percentile(&runs, 0.5)
+                })
+                .expect("thread")
+                .join()
+                .expect("engine thread")
+        };
+        let floor = rtt.mul_f64(CRITICAL_ROUND_TRIPS) + engine_time;
+
+        let mut seq = Vec::with_capacity(n);
+        let seq_started = Instant::now();
+        for _ in 0..n {
+            seq.push(run_once(&client, queue).await);
+        }
+        let seq_elapsed = seq_started.elapsed();
+        seq.sort();
+        let (p50, p99) = (percentile(&seq, 0.5), percentile(&seq, 0.99));
+
+        println!("round trip of `{SCRIPT}` ({n} sequential runs, debug={})", cfg!(debug_assertions));
+        println!("  redis PING round trip p50     {:>9.1} us", us(rtt));
+        println!("  engine run time p50           {:>9.1} us", us(engine_time));
+        println!(
+            "  floor = {CRITICAL_ROUND_TRIPS} x PING + engine   {:>9.1} us",
+            us(floor)
+        );
+        println!("  sequential p50                {:>9.1} us", us(p50));
+        println!("  sequential p99                {:>9.1} us", us(p99));
+        println!("  ratio p50 / floor             {:>9.2}   (target <= 1.5)", us(p50) / us(floor));
+        println!(
+            "  throughput, 1 in flight       {:>9.0} req/s",
+            n as f64 / seq_elapsed.as_secs_f64()
+        );
+
+        let total = n.max(64 * 10) / 64 * 64;
+        let (t16, _) = throughput(&client, queue, 16, total).await;
+        println!("  throughput, 16 in flight      {:>9.0} req/s", t16);
+        let cpu0 = process_cpu();
+        let rcpu0 = redis_cpu(&mut conn).await;
+        let (t64, wall64) = throughput(&client, queue, 64, total).await;
+        let cpu64 = process_cpu() - cpu0;
+        let rcpu64 = redis_cpu(&mut conn).await - rcpu0;
+        println!("  throughput, 64 in flight      {:>9.0} req/s", t64);
+        let per_task = wall64.div_f64(total as f64);
+        println!("  where the time goes at 64 in flight (per task; one worker runs one task at a time):");
+        println!("    wall time per task            {:>9.1} us", us(per_task));
+        println!(
+            "    worker cycle floor (2 x PING + engine: claim-and-pop, finish)  {:>9.1} us",
+            us(rtt * 2 + engine_time)
+        );
+        println!("    redis CPU per task            {:>9.1} us", us(rcpu64.div_f64(total as f64)));
+        println!(
+            "    our CPU per task (worker + client + engine, all threads) {:>9.1} us",
+            us(cpu64.div_f64(total as f64))
+        );
+
+        // Idle: nothing submitted; the worker blocks in BLMOVE and beats.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let idle_for = Duration::from_secs(5);
+        let c0 = process_cpu();
+        tokio::time::sleep(idle_for).await;
+        let idle = process_cpu() - c0;
+        println!(
+            "  idle CPU of worker + client   {:>9.3} % of one core over {idle_for:?} (target < 1 %)",
+            idle.as_secs_f64() / idle_for.as_secs_f64() * 100.0
+        );
+        token.cancel();
+        worker.await.expect("join").expect("worker");
+    });
+}

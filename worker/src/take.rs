@@ -1,5 +1,6 @@
 //! The take loop: pop, claim, run, finish; one task at a time.
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -26,6 +27,11 @@ pub(crate) struct Taker<'a> {
 struct Outage {
     backoff: Duration,
     since: Option<Instant>,
+    /// Set by every failed request; cleared once the processing list was read.
+    check_own: bool,
+    /// Tasks that ran but whose result Redis refused (a fault, logged): never
+    /// run again, even though they stay in the processing list.
+    unwritten: HashSet<String>,
 }
 
 impl Outage {
@@ -33,6 +39,8 @@ impl Outage {
         Outage {
             backoff: Duration::ZERO,
             since: None,
+            check_own: false,
+            unwritten: HashSet::new(),
         }
     }
 }
@@ -49,51 +57,59 @@ impl Taker<'_> {
     /// Runs until the token is cancelled.
     pub(crate) async fn run(&self) {
         let mut outage = Outage::new();
-        // After an outage, a pop whose reply was lost may have left an id in
-        // our processing list: look there first.
-        let mut check_own = false;
-        while !self.token.is_cancelled() {
-            if check_own {
+        // Claimed tasks waiting to run: one claimed together with the previous
+        // task's result, or ids found in our processing list after an outage.
+        // They run even after cancellation, so nothing stays claimed.
+        let mut ready: VecDeque<Claim> = VecDeque::new();
+        loop {
+            if let Some(claim) = ready.pop_front() {
+                if let Some(next) = self.handle(claim, &mut outage).await {
+                    ready.push_back(next);
+                }
+                continue;
+            }
+            if self.token.is_cancelled() {
+                return;
+            }
+            if outage.check_own {
+                // A request whose reply was lost may have left ids in our
+                // processing list (moved, perhaps claimed, never run).
                 match self.broker.processing().await {
                     Ok(ids) => {
-                        check_own = false;
+                        outage.check_own = false;
                         for id in ids.into_iter().rev() {
+                            if outage.unwritten.contains(&id) {
+                                continue;
+                            }
                             if let Some(claim) = self.claim(&id, &mut outage).await {
-                                self.handle(claim, &mut outage).await;
+                                ready.push_back(claim);
                             }
                         }
                     }
-                    Err(e) => {
-                        self.down(&mut outage, &e).await;
-                        continue;
-                    }
+                    Err(e) => self.down(&mut outage, &e).await,
                 }
+                continue;
             }
             let claim = match self.broker.pop_and_claim().await {
                 Ok(Some(claim)) => claim,
-                Ok(None) => match self.popper.pop(self.options.pop_timeout).await {
-                    Ok(Some(id)) => match self.claim(&id, &mut outage).await {
-                        Some(claim) => claim,
-                        None => continue,
-                    },
+                Ok(None) => match self.popper.pop_and_claim(self.options.pop_timeout).await {
+                    Ok(Some(claim)) => claim,
                     Ok(None) => {
                         self.up(&mut outage);
                         continue;
                     }
                     Err(e) => {
                         self.down(&mut outage, &e).await;
-                        check_own = true;
                         continue;
                     }
                 },
                 Err(e) => {
                     self.down(&mut outage, &e).await;
-                    check_own = true;
                     continue;
                 }
             };
             self.up(&mut outage);
-            self.handle(claim, &mut outage).await;
+            ready.push_back(claim);
         }
     }
 
@@ -122,6 +138,7 @@ impl Taker<'_> {
             log::error!("worker for queue {}: {err}", self.config.queue);
         }
         self.status.set(WorkerState::Reconnecting);
+        outage.check_own = true;
         outage.backoff = if outage.backoff.is_zero() {
             Duration::from_millis(50)
         } else {
@@ -150,9 +167,11 @@ impl Taker<'_> {
         }
     }
 
-    async fn handle(&self, claim: Claim, outage: &mut Outage) {
+    /// Runs or resolves a claim; returns the next task when finishing the
+    /// run claimed one too.
+    async fn handle(&self, claim: Claim, outage: &mut Outage) -> Option<Claim> {
         match claim {
-            Claim::Run(task) => self.run_task(task, outage).await,
+            Claim::Run(task) => return self.run_task(task, outage).await,
             Claim::Expired(id) => {
                 log::info!(
                     "queue {}: task {id} expired before it ran",
@@ -168,9 +187,10 @@ impl Taker<'_> {
             }
             _ => {}
         }
+        None
     }
 
-    async fn run_task(&self, task: ClaimedTask, outage: &mut Outage) {
+    async fn run_task(&self, task: ClaimedTask, outage: &mut Outage) -> Option<Claim> {
         let cancel = Arc::new(AtomicBool::new(false));
         let control = RunControl {
             deadline: task.deadline_ms.map(ms_to_instant),
@@ -220,27 +240,38 @@ impl Taker<'_> {
                 }
             }
         };
-        self.finish(&task.task_id, &result, outage).await;
+        self.finish(&task.task_id, &result, outage).await
     }
 
-    /// Writes the result, retrying through an outage. On shutdown it gives up
+    /// Writes the result, retrying through an outage, and (unless shutting
+    /// down) takes the next task in the same script. On shutdown it gives up
     /// after `shutdown_grace` more; the task then stays in the processing list
     /// and a reaper ends it as worker lost.
-    async fn finish(&self, task_id: &str, result: &TaskResult, outage: &mut Outage) {
+    async fn finish(
+        &self,
+        task_id: &str,
+        result: &TaskResult,
+        outage: &mut Outage,
+    ) -> Option<Claim> {
         let mut give_up_at: Option<Instant> = None;
         loop {
-            match self.broker.finish(task_id, result).await {
-                Ok(written) => {
+            let written = if self.token.is_cancelled() {
+                self.broker.finish(task_id, result).await.map(|w| (w, None))
+            } else {
+                self.broker.finish_and_next(task_id, result).await
+            };
+            match written {
+                Ok((written, next)) => {
                     if written {
                         self.status
                             .count(matches!(result, TaskResult::Completed { .. }));
                     } else {
                         log::warn!(
-                            "queue {}: task {task_id} was resolved by a reaper while it ran; its result is dropped",
+                            "queue {}: task {task_id} was resolved elsewhere while it ran; its result is dropped",
                             self.config.queue
                         );
                     }
-                    return;
+                    return next;
                 }
                 Err(e @ client::Error::Unavailable { .. }) => {
                     if self.token.is_cancelled() {
@@ -251,7 +282,7 @@ impl Taker<'_> {
                                 "queue {}: could not write the result of task {task_id} before shutdown: {e}",
                                 self.config.queue
                             );
-                            return;
+                            return None;
                         }
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     } else {
@@ -263,7 +294,8 @@ impl Taker<'_> {
                         "queue {}: writing the result of task {task_id} failed: {e}",
                         self.config.queue
                     );
-                    return;
+                    outage.unwritten.insert(task_id.to_owned());
+                    return None;
                 }
             }
         }
