@@ -12,6 +12,9 @@ use crate::format::{FILE_HEADER_LEN, FrameBuilder, OpKind, Pos};
 use crate::index::Loc;
 use crate::{Mode, files};
 
+/// Bytes of zeros written ahead of the commits in `Durability::Sync` mode.
+const PREALLOC_CHUNK: u64 = 1 << 20;
+
 /// What a commit did.
 pub(crate) struct Outcome {
     /// Ids given to inserts, in order.
@@ -176,6 +179,11 @@ impl OurDb {
     /// poisoned.
     fn write_frame(&self, w: &mut Writer, file: &DataFile, frame: &[u8]) -> Result<()> {
         let at = w.offset;
+        let end = at + frame.len() as u64;
+        let sync = self.config.durability.syncs();
+        if sync && end > w.allocated {
+            self.preallocate(w, file, end)?;
+        }
         let res = file.file.write_all_at(frame, at).map_err(|e| {
             Error::io(
                 format!("writing to {} at offset {at}", file.path.display()),
@@ -183,12 +191,20 @@ impl OurDb {
             )
         });
         if let Err(e) = res {
-            if file.file.set_len(at).is_err() {
+            // Zero or cut what was written, so no partial frame sits in front
+            // of later commits.
+            let undo = if w.allocated > at {
+                file.file
+                    .write_all_at(&vec![0u8; frame.len().min((w.allocated - at) as usize)], at)
+            } else {
+                file.file.set_len(at)
+            };
+            if undo.is_err() {
                 w.poisoned = true;
             }
             return Err(e);
         }
-        if self.config.durability.syncs() {
+        if sync {
             if let Err(e) = file.file.sync_data() {
                 // After a failed fsync the page cache state is unknown
                 // (the error may be reported only once): refuse further writes.
@@ -196,17 +212,56 @@ impl OurDb {
                 return Err(Error::io(format!("syncing {}", file.path.display()), e));
             }
         }
-        w.offset = at + frame.len() as u64;
+        w.offset = end;
+        w.allocated = w.allocated.max(end);
         Ok(())
+    }
+
+    /// Extends the file with written zeros past `end`, synced, so that each
+    /// commit's `fdatasync` only has data to flush, not a new file size.
+    /// Recovery treats an all-zero tail as free space.
+    fn preallocate(&self, w: &mut Writer, file: &DataFile, end: u64) -> Result<()> {
+        let target = (end + PREALLOC_CHUNK)
+            .min(self.config.max_file_size.max(end))
+            .max(end);
+        let zeros = vec![0u8; 64 << 10];
+        let mut at = w.allocated;
+        let res = (|| {
+            while at < target {
+                let n = zeros.len().min((target - at) as usize);
+                file.file.write_all_at(&zeros[..n], at)?;
+                at += n as u64;
+            }
+            file.file.sync_all()
+        })();
+        match res {
+            Ok(()) => {
+                w.allocated = target;
+                Ok(())
+            }
+            Err(e) => {
+                if file.file.set_len(w.offset).is_err() {
+                    w.poisoned = true;
+                } else {
+                    w.allocated = w.offset;
+                }
+                Err(Error::io(
+                    format!("preallocating space in {}", file.path.display()),
+                    e,
+                ))
+            }
+        }
     }
 
     /// Starts the next data file.
     fn roll_over(&self, w: &mut Writer) -> Result<()> {
         let prev = Arc::clone(&self.read_state().files[w.file_no as usize]);
-        // Everything in the previous file is made durable before the new one
-        // exists, so only the last file can ever have a torn tail.
+        // The previous file loses its preallocated zeros and is made durable
+        // before the new one exists: only the last file can have a torn or
+        // zero tail, and the new header records exactly where this one ends.
         prev.file
-            .sync_data()
+            .set_len(w.offset)
+            .and_then(|()| prev.file.sync_all())
             .map_err(|e| Error::io(format!("syncing {}", prev.path.display()), e))?;
         let n = w
             .file_no
@@ -222,6 +277,7 @@ impl OurDb {
             .push(Arc::new(DataFile { path, file }));
         w.file_no = n;
         w.offset = FILE_HEADER_LEN;
+        w.allocated = FILE_HEADER_LEN;
         Ok(())
     }
 }

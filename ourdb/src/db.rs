@@ -35,7 +35,11 @@ pub(crate) struct State {
 #[derive(Debug)]
 pub(crate) struct Writer {
     pub file_no: u32,
+    /// Where the next frame goes in the current data file.
     pub offset: u64,
+    /// Length of the current data file, including zeroed space preallocated
+    /// past `offset`.
+    pub allocated: u64,
     pub poisoned: bool,
 }
 
@@ -79,6 +83,7 @@ impl OurDb {
         };
         let mut data_files: Vec<Arc<DataFile>> = Vec::with_capacity(nums.len());
         let mut end = FILE_HEADER_LEN;
+        let mut allocated = FILE_HEADER_LEN;
         let last = nums.len() - 1;
         for (i, &n) in nums.iter().enumerate() {
             let path = files::data_path(&dir, n);
@@ -96,6 +101,7 @@ impl OurDb {
                     })?;
             }
             end = scan.end;
+            allocated = if scan.torn { scan.end } else { scan.len };
             data_files.push(Arc::new(DataFile { path, file }));
         }
         log::debug!(
@@ -109,6 +115,7 @@ impl OurDb {
             writer: Mutex::new(Writer {
                 file_no: u32::try_from(last).expect("file numbers are u32"),
                 offset: end,
+                allocated,
                 poisoned: false,
             }),
             state: RwLock::new(State {

@@ -2,6 +2,8 @@
 //!
 //! The data files are the truth. Each file is read front to back, frame by
 //! frame; a frame is applied only when its CRC holds. At the first bad frame:
+//! - in the last file, when only zero bytes follow, it is space preallocated
+//!   for later commits (`Durability::Sync`): kept, and writing resumes there;
 //! - in the last file, when no valid frame follows it, it is a torn tail (a
 //!   commit cut short by a crash): the file is truncated there;
 //! - otherwise it is real corruption: [`Error::Corrupt`] names file and offset.
@@ -31,6 +33,8 @@ pub(crate) struct FileScan {
     pub end: u64,
     /// Whether a torn tail was found (and must be cut at `end`).
     pub torn: bool,
+    /// Length of the file as found (past `end` when space was preallocated).
+    pub len: u64,
 }
 
 /// Checks a data file's header against the configured mode.
@@ -109,20 +113,28 @@ pub(crate) fn scan_file(
     let mut payload = Vec::new();
     while off < len {
         let bad = |reason: &'static str| -> Result<FileScan> {
-            if is_last
-                && !valid_frame_after(file, off + 1, len).map_err(|e| Error::io(io_ctx(), e))?
-            {
-                log::warn!(
-                    "cutting torn tail of {} at offset {off} ({} bytes): {reason}",
-                    path.display(),
-                    len - off
-                );
-                Ok(FileScan {
+            if !is_last {
+                return Err(Error::corrupt(path, off, reason));
+            }
+            match classify_tail(file, off, len).map_err(|e| Error::io(io_ctx(), e))? {
+                Tail::Zeros => Ok(FileScan {
                     end: off,
-                    torn: true,
-                })
-            } else {
-                Err(Error::corrupt(path, off, reason))
+                    torn: false,
+                    len,
+                }),
+                Tail::Torn => {
+                    log::warn!(
+                        "cutting torn tail of {} at offset {off} ({} bytes): {reason}",
+                        path.display(),
+                        len - off
+                    );
+                    Ok(FileScan {
+                        end: off,
+                        torn: true,
+                        len,
+                    })
+                }
+                Tail::FollowedByValidFrame => Err(Error::corrupt(path, off, reason)),
             }
         };
         if len - off < FRAME_HEADER_LEN as u64 {
@@ -153,6 +165,7 @@ pub(crate) fn scan_file(
     Ok(FileScan {
         end: off,
         torn: false,
+        len,
     })
 }
 
@@ -204,32 +217,39 @@ fn apply_frame(
     Ok(())
 }
 
-/// Whether a CRC-valid frame starts anywhere in `[from, len)`: if one does,
-/// the bad bytes before it are corruption, not a torn tail.
-fn valid_frame_after(file: &File, from: u64, len: u64) -> std::io::Result<bool> {
-    if from >= len {
-        return Ok(false);
-    }
+/// What follows the last valid frame of the last file.
+enum Tail {
+    /// Only zero bytes: space preallocated for later commits.
+    Zeros,
+    /// A commit cut short by a crash (no valid frame follows it).
+    Torn,
+    /// A valid frame follows the bad bytes: they are corruption.
+    FollowedByValidFrame,
+}
+
+fn classify_tail(file: &File, from: u64, len: u64) -> std::io::Result<Tail> {
     let mut rest = vec![0u8; (len - from) as usize];
     let n = read_at_most(file, &mut rest, from)?;
     rest.truncate(n);
+    if rest.iter().all(|&b| b == 0) {
+        return Ok(Tail::Zeros);
+    }
     let magic = format::FRAME_MAGIC.to_le_bytes();
-    let mut i = 0;
-    while i + FRAME_HEADER_LEN <= rest.len() {
-        if rest[i..i + 4] == magic {
-            let h: [u8; FRAME_HEADER_LEN] = rest[i..i + FRAME_HEADER_LEN]
-                .try_into()
-                .expect("slice of frame header length");
-            if let Some((plen, crc)) = format::decode_frame_header(&h) {
-                let start = i + FRAME_HEADER_LEN;
-                if let Some(payload) = rest.get(start..start + plen as usize) {
-                    if format::frame_crc_ok(plen, crc, payload) {
-                        return Ok(true);
-                    }
+    for i in 1..rest.len().saturating_sub(FRAME_HEADER_LEN - 1) {
+        if rest[i..i + 4] != magic {
+            continue;
+        }
+        let h: [u8; FRAME_HEADER_LEN] = rest[i..i + FRAME_HEADER_LEN]
+            .try_into()
+            .expect("slice of frame header length");
+        if let Some((plen, crc)) = format::decode_frame_header(&h) {
+            let start = i + FRAME_HEADER_LEN;
+            if let Some(payload) = rest.get(start..start + plen as usize) {
+                if format::frame_crc_ok(plen, crc, payload) {
+                    return Ok(Tail::FollowedByValidFrame);
                 }
             }
         }
-        i += 1;
     }
-    Ok(false)
+    Ok(Tail::Torn)
 }

@@ -293,7 +293,7 @@ fn torn_tail_is_cut_and_later_writes_survive_reopen() {
 }
 
 #[test]
-fn zero_filled_tail_from_a_power_cut_is_cut() {
+fn zero_filled_tail_is_free_space_and_later_writes_land_there() {
     let dir = tempfile::tempdir().unwrap();
     let db = OurDb::open(dir.path(), config()).unwrap();
     db.insert(b"x").unwrap();
@@ -308,8 +308,15 @@ fn zero_filled_tail_from_a_power_cut_is_cut() {
         .unwrap();
     let db = OurDb::open(dir.path(), config()).unwrap();
     assert_eq!(db.get(1).unwrap(), Some(b"x".to_vec()));
+    assert_eq!(db.insert(b"y").unwrap(), 2);
     drop(db);
-    assert_eq!(fs::metadata(&last).unwrap().len(), len);
+    assert_eq!(
+        fs::metadata(&last).unwrap().len(),
+        len + 4096,
+        "written over the zeros"
+    );
+    let db = OurDb::open(dir.path(), config()).unwrap();
+    assert_eq!(db.get(2).unwrap(), Some(b"y".to_vec()));
 }
 
 #[test]

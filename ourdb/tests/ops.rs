@@ -311,3 +311,49 @@ fn databases_in_different_directories_are_independent() {
     assert_eq!(db.next_id(), 1);
     assert_eq!(da.path(), a.path());
 }
+
+#[test]
+fn space_preallocated_in_sync_mode_is_reused_after_reopen_not_taken_for_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        max_file_size: 64 << 10,
+        ..Config::default()
+    };
+    let file = dir.path().join("data-00000000.odb");
+    let db = OurDb::open(dir.path(), cfg.clone()).unwrap();
+    db.insert(b"one").unwrap();
+    drop(db);
+    let preallocated = std::fs::metadata(&file).unwrap().len();
+    assert!(preallocated > 1000, "sync mode preallocates zeroed space");
+    for round in 0..3u8 {
+        let db = OurDb::open(dir.path(), cfg.clone()).unwrap();
+        db.insert(&[round; 10]).unwrap();
+        drop(db);
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().len(),
+            preallocated,
+            "space is reused, not cut"
+        );
+    }
+    let db = OurDb::open(
+        dir.path(),
+        Config {
+            durability: Durability::Flush,
+            ..cfg.clone()
+        },
+    )
+    .unwrap();
+    for id in 5..2000 {
+        assert_eq!(
+            db.insert(&[7; 100]).unwrap(),
+            id,
+            "a flush-mode writer continues on the zeros"
+        );
+    }
+    drop(db);
+    let db = OurDb::open(dir.path(), cfg).unwrap();
+    assert_eq!(db.get(1).unwrap(), Some(b"one".to_vec()));
+    assert_eq!(db.get(4).unwrap(), Some(vec![2; 10]));
+    assert_eq!(db.get(1999).unwrap(), Some(vec![7; 100]));
+    assert_eq!(db.next_id(), 2000);
+}
