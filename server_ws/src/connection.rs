@@ -15,6 +15,9 @@ use crate::rpc::{self, Incoming, Item};
 use crate::server::Shared;
 use crate::status::ConnectionGuard;
 
+/// How long the close frame may wait for room in the outgoing queue.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Why the read loop ended.
 enum End {
     /// The server is shutting down: drain, then close with 1001.
@@ -161,8 +164,9 @@ pub(crate) async fn serve(
         End::Gone => None,
     };
     if let Some(close) = close {
-        // Fails only when the transport is already gone; nothing left to do then.
-        let _ = session.close(Some(close)).await;
+        // Fails when the transport is gone, times out when the client stopped
+        // reading; either way there is nothing left to do.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.close(Some(close))).await;
     }
     // Dropping `tasks` aborts requests whose client can no longer be answered.
     tasks.abort_all();
