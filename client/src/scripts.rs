@@ -5,7 +5,10 @@
 //! Shared helper `finish` (prepended to the scripts that end a task): writes
 //! the terminal fields plus `updatedAt`, sets the result TTL, removes the id
 //! from the processing list, bumps `processed`/`failed`, and publishes the
-//! fields as a JSON object on the task's `replyTo` channel (if any).
+//! fields (plus `id`) as a JSON object on the task's `replyTo` channel (if
+//! any). `fields` always starts with `status`. The worker passes the JSON
+//! ready-made; the protocol's own verdicts (expired, worker lost) build it
+//! with `cjson`.
 
 use std::sync::LazyLock;
 
@@ -14,23 +17,24 @@ use redis::{Script, ScriptInvocation};
 use crate::keys;
 
 const FINISH: &str = r#"
-local function finish(dkey, id, plist, stats, now, ttl, fields)
+local function finish(dkey, id, plist, stats, now, ttl, fields, note)
   local reply = redis.call('HGET', dkey, 'replyTo')
   redis.call('HSET', dkey, 'updatedAt', now, unpack(fields))
   redis.call('PEXPIRE', dkey, ttl)
   redis.call('LREM', plist, 1, id)
-  local note = { id = id, updatedAt = now }
-  local status = 'error'
-  for i = 1, #fields, 2 do
-    note[fields[i]] = fields[i + 1]
-    if fields[i] == 'status' then status = fields[i + 1] end
-  end
-  if status == 'completed' then
+  if fields[2] == 'completed' then
     redis.call('HINCRBY', stats, 'processed', 1)
   else
     redis.call('HINCRBY', stats, 'failed', 1)
   end
-  if reply then redis.call('PUBLISH', reply, cjson.encode(note)) end
+  if reply then
+    if not note then
+      local t = { id = id, updatedAt = now }
+      for i = 1, #fields, 2 do t[fields[i]] = fields[i + 1] end
+      note = cjson.encode(t)
+    end
+    redis.call('PUBLISH', reply, note)
+  end
 end
 "#;
 
@@ -86,7 +90,7 @@ return claim(id, KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4])"
 });
 
 /// KEYS: details, processing list, stats, queue. ARGV: id, worker id, now,
-/// ttl, details prefix, take next (`1`/`0`), field pairs….
+/// ttl, details prefix, take next (`1`/`0`), notification JSON, field pairs….
 /// Returns `{written}` or, when asked to take the next task and one is
 /// queued, `{written, claim…}` (see `CLAIM`): under a backlog one round trip
 /// ends a task and starts the next. `written` is 1 when the result was
@@ -101,8 +105,8 @@ if h[1] ~= 'processing' or h[2] ~= ARGV[2] then
   redis.call('LREM', KEYS[2], 1, ARGV[1])
 else
   local fields = {{}}
-  for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
-  finish(KEYS[1], ARGV[1], KEYS[2], KEYS[3], ARGV[3], ARGV[4], fields)
+  for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
+  finish(KEYS[1], ARGV[1], KEYS[2], KEYS[3], ARGV[3], ARGV[4], fields, ARGV[7])
   written = 1
 end
 if ARGV[6] ~= '1' then return {{ written }} end
@@ -238,6 +242,15 @@ pub(crate) fn finish_task(
     fields: &[(&str, String)],
     take_next: bool,
 ) -> ScriptInvocation<'static> {
+    // The notification: the terminal fields plus id and updatedAt, as the
+    // listener parses it (see `fields::outcome`).
+    let mut map = serde_json::Map::with_capacity(fields.len() + 2);
+    map.insert(crate::fields::ID.to_owned(), task_id.into());
+    map.insert(crate::fields::UPDATED_AT.to_owned(), now.to_string().into());
+    for (name, value) in fields {
+        map.insert((*name).to_owned(), value.as_str().into());
+    }
+    let note = serde_json::Value::Object(map).to_string();
     let mut inv = FINISH_TASK.prepare_invoke();
     inv.key(keys::task_details(task_id))
         .key(keys::processing(queue, worker))
@@ -248,7 +261,8 @@ pub(crate) fn finish_task(
         .arg(now)
         .arg(ttl_ms)
         .arg(keys::TASK_DETAILS_PREFIX)
-        .arg(if take_next { "1" } else { "0" });
+        .arg(if take_next { "1" } else { "0" })
+        .arg(note);
     for (name, value) in fields {
         inv.arg(*name).arg(value.as_str());
     }

@@ -15,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 const SCRIPT: &str = "40 + 2";
 /// One-way hops on the critical path of an idle worker: client → Redis
-/// (submit), Redis → worker (BLMOVE wakes), worker ⇄ Redis (claim), worker →
-/// Redis (finish + PUBLISH), Redis → client (push): six hops, three round trips.
-const CRITICAL_ROUND_TRIPS: f64 = 3.0;
+/// (submit), Redis → worker (BLMOVE returns with the pipelined claim), worker →
+/// Redis (finish + PUBLISH), Redis → client (push): four hops, two round trips.
+const CRITICAL_ROUND_TRIPS: f64 = 2.0;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -133,20 +133,14 @@ fn main() {
             run_once(&client, queue).await;
         }
 
-        // Floor, part 1: a Redis round trip on the same kind of connection.
+        // Floor, part 1: a Redis round trip on the same kind of connection,
+        // sampled interleaved with the round trips below so both see the same
+        // machine load.
         let mut conn = redis::Client::open(url.as_str())
             .expect("url")
             .get_multiplexed_async_connection()
             .await
             .expect("conn");
-        let mut pings = Vec::with_capacity(n);
-        for _ in 0..n {
-            let t = Instant::now();
-            let _: String = redis::cmd("PING").query_async(&mut conn).await.expect("ping");
-            pings.push(t.elapsed());
-        }
-        pings.sort();
-        let rtt = percentile(&pings, 0.5);
         // Floor, part 2: the engine's own run time, on a script-sized thread.
         let engine_time = {
             let engine = Arc::clone(&engine);
@@ -166,15 +160,21 @@ fn main() {
                 .join()
                 .expect("engine thread")
         };
-        let floor = rtt.mul_f64(CRITICAL_ROUND_TRIPS) + engine_time;
-
+        let mut pings = Vec::with_capacity(n);
         let mut seq = Vec::with_capacity(n);
-        let seq_started = Instant::now();
+        let mut seq_time = Duration::ZERO;
         for _ in 0..n {
-            seq.push(run_once(&client, queue).await);
+            let t = Instant::now();
+            let _: String = redis::cmd("PING").query_async(&mut conn).await.expect("ping");
+            pings.push(t.elapsed());
+            let d = run_once(&client, queue).await;
+            seq_time += d;
+            seq.push(d);
         }
-        let seq_elapsed = seq_started.elapsed();
+        pings.sort();
         seq.sort();
+        let rtt = percentile(&pings, 0.5);
+        let floor = rtt.mul_f64(CRITICAL_ROUND_TRIPS) + engine_time;
         let (p50, p99) = (percentile(&seq, 0.5), percentile(&seq, 0.99));
 
         println!("round trip of `{SCRIPT}` ({n} sequential runs, debug={})", cfg!(debug_assertions));
@@ -189,30 +189,42 @@ fn main() {
         println!("  ratio p50 / floor             {:>9.2}   (target <= 1.5)", us(p50) / us(floor));
         println!(
             "  throughput, 1 in flight       {:>9.0} req/s",
-            n as f64 / seq_elapsed.as_secs_f64()
+            n as f64 / seq_time.as_secs_f64()
         );
 
         let total = n.max(64 * 10) / 64 * 64;
         let (t16, _) = throughput(&client, queue, 16, total).await;
         println!("  throughput, 16 in flight      {:>9.0} req/s", t16);
+        let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut conn).await.expect("resetstat");
         let cpu0 = process_cpu();
         let rcpu0 = redis_cpu(&mut conn).await;
         let (t64, wall64) = throughput(&client, queue, 64, total).await;
         let cpu64 = process_cpu() - cpu0;
         let rcpu64 = redis_cpu(&mut conn).await - rcpu0;
+        let commandstats: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.expect("info");
         println!("  throughput, 64 in flight      {:>9.0} req/s", t64);
         let per_task = wall64.div_f64(total as f64);
-        println!("  where the time goes at 64 in flight (per task; one worker runs one task at a time):");
-        println!("    wall time per task            {:>9.1} us", us(per_task));
+        println!("  where the time goes at 64 in flight, per task (one worker runs one task at a time):");
+        println!("    wall time per task                        {:>9.1} us", us(per_task));
         println!(
-            "    worker cycle floor (2 x PING + engine: claim-and-pop, finish)  {:>9.1} us",
-            us(rtt * 2 + engine_time)
+            "    worker cycle floor: 1 x PING + engine      {:>9.1} us  (finish-and-take-next is one script)",
+            us(rtt + engine_time)
         );
-        println!("    redis CPU per task            {:>9.1} us", us(rcpu64.div_f64(total as f64)));
+        println!("    redis CPU per task                        {:>9.1} us", us(rcpu64.div_f64(total as f64)));
         println!(
-            "    our CPU per task (worker + client + engine, all threads) {:>9.1} us",
+            "    our CPU per task (worker+client+engine)   {:>9.1} us",
             us(cpu64.div_f64(total as f64))
         );
+        println!("    redis commands (calls, usec per call):");
+        for line in commandstats.lines().filter(|l| l.starts_with("cmdstat_")) {
+            let name = line.trim_start_matches("cmdstat_").split(':').next().unwrap_or("");
+            let field = |key: &str| {
+                line.split(',')
+                    .find_map(|kv| kv.split_once('=').filter(|(k, _)| k.ends_with(key)).map(|(_, v)| v.to_owned()))
+                    .unwrap_or_default()
+            };
+            println!("      {name:<10} calls={:<8} usec_per_call={}", field("calls"), field("usec_per_call"));
+        }
 
         // Idle: nothing submitted; the worker blocks in BLMOVE and beats.
         tokio::time::sleep(Duration::from_millis(500)).await;
