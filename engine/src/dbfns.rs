@@ -10,7 +10,9 @@
 use std::sync::Arc;
 
 use ourdb::OurDb;
-use rhai::{Array, Dynamic, EvalAltResult, FuncRegistration, INT, Module, Position};
+use rhai::{
+    Array, Dynamic, EvalAltResult, FuncRegistration, INT, Module, NativeCallContext, Position,
+};
 
 use crate::ErrorKind;
 use crate::context;
@@ -29,120 +31,176 @@ pub struct DbFault {
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
 
-fn fault(kind: ErrorKind, message: String) -> Box<EvalAltResult> {
+/// Rhai does not fill in the position of errors from module-qualified
+/// native calls, so every fault carries the call's position itself.
+fn fault(kind: ErrorKind, message: String, pos: Position) -> Box<EvalAltResult> {
     let value = Dynamic::from(DbFault { kind, message });
     match kind {
-        ErrorKind::Limit => EvalAltResult::ErrorTerminated(value, Position::NONE).into(),
-        _ => EvalAltResult::ErrorRuntime(value, Position::NONE).into(),
+        ErrorKind::Limit => EvalAltResult::ErrorTerminated(value, pos).into(),
+        _ => EvalAltResult::ErrorRuntime(value, pos).into(),
     }
 }
 
-fn from_txn(e: TxnError) -> Box<EvalAltResult> {
+fn from_txn(e: TxnError, pos: Position) -> Box<EvalAltResult> {
     match e {
-        TxnError::Database(m) => fault(ErrorKind::Database, m),
-        TxnError::Limit(m) => fault(ErrorKind::Limit, m),
+        TxnError::Database(m) => fault(ErrorKind::Database, m, pos),
+        TxnError::Limit(m) => fault(ErrorKind::Limit, m, pos),
     }
 }
 
-fn to_id(id: INT) -> Res<u32> {
+fn to_id(id: INT, pos: Position) -> Res<u32> {
     u32::try_from(id).map_err(|_| {
         fault(
             ErrorKind::Database,
             format!("invalid record id {id}: ids range from 0 to {}", u32::MAX),
+            pos,
         )
     })
 }
 
-fn encode(value: &Dynamic, max_value_bytes: usize) -> Res<Vec<u8>> {
-    let bytes = value::encode(value).map_err(|r| fault(ErrorKind::Value, r.to_string()))?;
-    if bytes.len() > max_value_bytes {
+/// What the `db` functions need besides the database.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Largest encoded value, in bytes.
+    pub max_value_bytes: usize,
+    /// Most versions `history` returns.
+    pub max_history: usize,
+    /// Size bounds on stored values.
+    pub bounds: value::Bounds,
+}
+
+fn encode(value: &Dynamic, settings: &Settings, pos: Position) -> Res<Vec<u8>> {
+    let bytes = value::encode(value, &settings.bounds).map_err(|r| {
+        let kind = if r.over_limit {
+            ErrorKind::Limit
+        } else {
+            ErrorKind::Value
+        };
+        fault(kind, r.to_string(), pos)
+    })?;
+    if bytes.len() > settings.max_value_bytes {
         return Err(fault(
             ErrorKind::Limit,
             format!(
-                "value of {} bytes exceeds the limit of {max_value_bytes} bytes per database value",
-                bytes.len()
+                "value of {} bytes exceeds the limit of {} bytes per database value",
+                bytes.len(),
+                settings.max_value_bytes
             ),
+            pos,
         ));
     }
     Ok(bytes)
 }
 
-fn decode(id: u32, bytes: &[u8]) -> Res<Dynamic> {
+fn decode(id: u32, bytes: &[u8], pos: Position) -> Res<Dynamic> {
     value::decode(bytes).map_err(|e| {
         fault(
             ErrorKind::Database,
             format!("record {id} does not hold a script value: {e}"),
+            pos,
         )
     })
 }
 
 /// Runs `f` on the current run's transaction.
-fn in_txn<R>(f: impl FnOnce(&mut crate::txn::Txn) -> Res<R>) -> Res<R> {
-    context::with(|state| f(&mut state.txn)).unwrap_or_else(|| {
-        Err(fault(
+fn in_txn<R>(pos: Position, f: impl FnOnce(&mut crate::txn::Txn) -> Result<R, TxnError>) -> Res<R> {
+    match context::with(|state| f(&mut state.txn)) {
+        Some(result) => result.map_err(|e| from_txn(e, pos)),
+        None => Err(fault(
             ErrorKind::Internal,
             "db function called outside a script run".into(),
-        ))
-    })
+            pos,
+        )),
+    }
 }
 
 /// Builds the `db` module bound to `db`.
-pub fn module(db: Arc<OurDb>, max_value_bytes: usize, max_history: usize) -> Module {
+pub fn module(db: Arc<OurDb>, settings: Settings) -> Module {
     let mut m = Module::new();
     // Volatile: the optimizer must never fold a db call into a cached AST.
     let reg = |name: &str| FuncRegistration::new(name).with_volatility(true);
 
     let d = db.clone();
-    reg("insert").set_into_module(&mut m, move |value: Dynamic| -> Res<INT> {
-        let bytes = encode(&value, max_value_bytes)?;
-        in_txn(|t| t.insert(&d, bytes).map(INT::from).map_err(from_txn))
-    });
+    reg("insert").set_into_module(
+        &mut m,
+        move |ctx: NativeCallContext, value: Dynamic| -> Res<INT> {
+            let pos = ctx.call_position();
+            let bytes = encode(&value, &settings, pos)?;
+            in_txn(pos, |t| t.insert(&d, bytes)).map(INT::from)
+        },
+    );
 
     let d = db.clone();
-    reg("get").set_into_module(&mut m, move |id: INT| -> Res<Dynamic> {
-        let id = to_id(id)?;
-        match in_txn(|t| t.get(&d, id).map_err(from_txn))? {
-            Some(bytes) => decode(id, &bytes),
-            None => Ok(Dynamic::UNIT),
-        }
-    });
+    reg("get").set_into_module(
+        &mut m,
+        move |ctx: NativeCallContext, id: INT| -> Res<Dynamic> {
+            let pos = ctx.call_position();
+            let id = to_id(id, pos)?;
+            match in_txn(pos, |t| t.get(&d, id))? {
+                Some(bytes) => decode(id, &bytes, pos),
+                None => Ok(Dynamic::UNIT),
+            }
+        },
+    );
 
     let d = db.clone();
-    reg("update").set_into_module(&mut m, move |id: INT, value: Dynamic| -> Res<()> {
-        let id = to_id(id)?;
-        let bytes = encode(&value, max_value_bytes)?;
-        in_txn(|t| t.update(&d, id, bytes).map_err(from_txn))
-    });
+    reg("update").set_into_module(
+        &mut m,
+        move |ctx: NativeCallContext, id: INT, value: Dynamic| -> Res<()> {
+            let pos = ctx.call_position();
+            let id = to_id(id, pos)?;
+            let bytes = encode(&value, &settings, pos)?;
+            in_txn(pos, |t| t.update(&d, id, bytes))
+        },
+    );
 
     let d = db.clone();
-    reg("delete").set_into_module(&mut m, move |id: INT| -> Res<bool> {
-        let id = to_id(id)?;
-        in_txn(|t| t.delete(&d, id).map_err(from_txn))
-    });
+    reg("delete").set_into_module(
+        &mut m,
+        move |ctx: NativeCallContext, id: INT| -> Res<bool> {
+            let pos = ctx.call_position();
+            let id = to_id(id, pos)?;
+            in_txn(pos, |t| t.delete(&d, id))
+        },
+    );
 
     let d = db.clone();
-    reg("exists").set_into_module(&mut m, move |id: INT| -> Res<bool> {
-        let id = to_id(id)?;
-        in_txn(|t| t.exists(&d, id).map_err(from_txn))
-    });
+    reg("exists").set_into_module(
+        &mut m,
+        move |ctx: NativeCallContext, id: INT| -> Res<bool> {
+            let pos = ctx.call_position();
+            let id = to_id(id, pos)?;
+            in_txn(pos, |t| t.exists(&d, id))
+        },
+    );
 
     let d = db.clone();
-    reg("history").set_into_module(&mut m, move |id: INT, n: INT| -> Res<Array> {
-        let id = to_id(id)?;
-        if n < 0 {
-            return Err(fault(
-                ErrorKind::Database,
-                format!("invalid history depth {n}: it must be 0 or more"),
-            ));
-        }
-        let depth = usize::try_from(n).unwrap_or(usize::MAX).min(max_history);
-        let versions = in_txn(|t| t.history(&d, id, depth).map_err(from_txn))?;
-        versions.iter().map(|bytes| decode(id, bytes)).collect()
-    });
+    reg("history").set_into_module(
+        &mut m,
+        move |ctx: NativeCallContext, id: INT, n: INT| -> Res<Array> {
+            let pos = ctx.call_position();
+            let id = to_id(id, pos)?;
+            if n < 0 {
+                return Err(fault(
+                    ErrorKind::Database,
+                    format!("invalid history depth {n}: it must be 0 or more"),
+                    pos,
+                ));
+            }
+            let depth = usize::try_from(n)
+                .unwrap_or(usize::MAX)
+                .min(settings.max_history);
+            let versions = in_txn(pos, |t| t.history(&d, id, depth))?;
+            versions
+                .iter()
+                .map(|bytes| decode(id, bytes, pos))
+                .collect()
+        },
+    );
 
     let d = db;
-    reg("next_id").set_into_module(&mut m, move || -> Res<INT> {
-        in_txn(|t| t.next_id(&d).map(INT::from).map_err(from_txn))
+    reg("next_id").set_into_module(&mut m, move |ctx: NativeCallContext| -> Res<INT> {
+        in_txn(ctx.call_position(), |t| t.next_id(&d)).map(INT::from)
     });
 
     m

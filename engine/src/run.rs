@@ -43,10 +43,7 @@ fn check_stop(
     Ok(())
 }
 
-fn compiled(engine: &CircleEngine, script: &str) -> Result<Arc<AST>, ScriptError> {
-    if let Some(ast) = engine.cache.get(script) {
-        return Ok(ast);
-    }
+fn compile(engine: &CircleEngine, script: &str) -> Result<Arc<AST>, ScriptError> {
     let ast = engine
         .rhai
         .compile(script)
@@ -56,9 +53,48 @@ fn compiled(engine: &CircleEngine, script: &str) -> Result<Arc<AST>, ScriptError
     Ok(ast)
 }
 
+/// Deepest nesting of a result that is rendered; rendering is recursive.
+const MAX_RESULT_DEPTH: usize = 256;
+
+/// Rhai checks sizes when a value is passed to a function, not when a map
+/// grows by `m[key] = v`; so the final value is checked here before it is
+/// rendered, and its nesting is bounded so rendering cannot overflow the stack.
+fn check_sizes(value: &Dynamic, limits: &crate::Limits, depth: usize) -> Result<(), ScriptError> {
+    let over = |what: &str, len: usize, max: usize| {
+        ScriptError::new(
+            ErrorKind::Limit,
+            format!("{what} of {len} in the result exceeds the limit of {max}"),
+        )
+    };
+    if depth > MAX_RESULT_DEPTH {
+        return Err(ScriptError::new(
+            ErrorKind::Limit,
+            format!("the result nests arrays or maps deeper than {MAX_RESULT_DEPTH} levels"),
+        ));
+    }
+    if let Ok(a) = value.as_array_ref() {
+        if limits.max_array_size > 0 && a.len() > limits.max_array_size {
+            return Err(over("an array of size", a.len(), limits.max_array_size));
+        }
+        for item in a.iter().filter(|x| x.is_array() || x.is_map()) {
+            check_sizes(item, limits, depth + 1)?;
+        }
+    } else if let Ok(m) = value.as_map_ref() {
+        if limits.max_map_size > 0 && m.len() > limits.max_map_size {
+            return Err(over("a map of size", m.len(), limits.max_map_size));
+        }
+        for item in m.values().filter(|x| x.is_array() || x.is_map()) {
+            check_sizes(item, limits, depth + 1)?;
+        }
+    }
+    Ok(())
+}
+
 fn render(value: Dynamic, max: usize) -> Result<String, ScriptError> {
     let text = if value.is_unit() {
         String::new()
+    } else if let Ok(i) = value.as_int() {
+        i.to_string()
     } else if value.is_string() {
         value.into_string().expect("checked is_string")
     } else {
@@ -83,12 +119,6 @@ pub fn run(
 ) -> Result<Outcome, ScriptError> {
     let start = Instant::now();
     let limits = &engine.limits;
-    let mut deadline = start
-        .checked_add(limits.timeout)
-        .unwrap_or_else(|| start + FOREVER);
-    if let Some(d) = control.deadline {
-        deadline = deadline.min(d);
-    }
     if script.len() > limits.max_script_bytes {
         return Err(ScriptError::new(
             ErrorKind::Limit,
@@ -99,14 +129,39 @@ pub fn run(
             ),
         ));
     }
-    check_stop(engine, control, deadline)?;
-    let _serial = engine.run_lock.lock().unwrap_or_else(|e| e.into_inner());
-    check_stop(engine, control, deadline)?;
+    let mut deadline = start
+        .checked_add(limits.timeout)
+        .unwrap_or_else(|| start + FOREVER);
+    if let Some(d) = control.deadline {
+        deadline = deadline.min(d);
+    }
+    // `start` is fresh: no second clock read needed for this check.
+    if control.cancel.load(Ordering::Relaxed) {
+        return Err(stop_error(Stop::Cancelled, engine));
+    }
+    if start >= deadline {
+        return Err(stop_error(Stop::Timeout, engine));
+    }
+    // Runs are serialised; a run that had to wait re-checks its deadline.
+    let _serial = match engine.run_lock.try_lock() {
+        Ok(guard) => guard,
+        Err(_) => {
+            let guard = engine.run_lock.lock().unwrap_or_else(|e| e.into_inner());
+            check_stop(engine, control, deadline)?;
+            guard
+        }
+    };
 
     // Compilation is not interruptible; its time is bounded by the script
     // size limit and counted against the deadline.
-    let ast = compiled(engine, script)?;
-    check_stop(engine, control, deadline)?;
+    let ast = match engine.cache.get(script) {
+        Some(ast) => ast,
+        None => {
+            let ast = compile(engine, script)?;
+            check_stop(engine, control, deadline)?;
+            ast
+        }
+    };
 
     let installed = context::install(RunState {
         deadline,
@@ -130,6 +185,9 @@ pub fn run(
             ));
         }
     };
+    if value.is_array() || value.is_map() {
+        check_sizes(&value, limits, 0)?;
+    }
     let output = render(value, limits.max_output_bytes)?;
     // A cancel that arrives after the script finished but before the commit
     // still wins: nothing is written.

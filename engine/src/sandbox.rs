@@ -99,9 +99,15 @@ pub fn build(db: Arc<OurDb>, limits: &Limits) -> Engine {
         0 => usize::MAX,
         n => n,
     };
-    engine.register_static_module(
-        "db",
-        dbfns::module(db, limits.max_value_bytes, max_history).into(),
-    );
+    let settings = dbfns::Settings {
+        max_value_bytes: limits.max_value_bytes,
+        max_history,
+        bounds: crate::value::Bounds {
+            max_string: limits.max_string_size,
+            max_array: limits.max_array_size,
+            max_map: limits.max_map_size,
+        },
+    };
+    engine.register_static_module("db", dbfns::module(db, settings).into());
     engine
 }

@@ -12,9 +12,25 @@ use serde_json::{Number, Value};
 /// serde_json's own recursion limit (128), so everything written reads back.
 pub const MAX_VALUE_DEPTH: usize = 64;
 
+/// Size bounds a stored value must respect (the script's Rhai limits; zero
+/// means unbounded). Rhai does not check a map grown by `m[k] = v` until it is
+/// passed on, and qualified `db::` calls do not check their arguments, so
+/// values are checked here.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bounds {
+    /// Longest string, in bytes.
+    pub max_string: usize,
+    /// Largest array, in elements.
+    pub max_array: usize,
+    /// Largest map, in entries.
+    pub max_map: usize,
+}
+
 /// Why a value cannot be stored; `path` names the offending part.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
+    /// Whether a size bound (rather than the type) is the reason.
+    pub over_limit: bool,
     /// Where in the value, e.g. `value.tags[2]`.
     pub path: String,
     /// What is wrong, e.g. `is a function pointer, which cannot be stored`.
@@ -28,9 +44,9 @@ impl std::fmt::Display for Refusal {
 }
 
 /// Encodes `value` as JSON bytes, or says which part cannot be stored.
-pub fn encode(value: &Dynamic) -> Result<Vec<u8>, Refusal> {
+pub fn encode(value: &Dynamic, bounds: &Bounds) -> Result<Vec<u8>, Refusal> {
     let mut path = String::from("value");
-    let json = to_json(value, &mut path, 0)?;
+    let json = to_json(value, bounds, &mut path, 0)?;
     Ok(serde_json::to_vec(&json).expect("a serde_json::Value always serializes"))
 }
 
@@ -42,12 +58,30 @@ pub fn decode(bytes: &[u8]) -> Result<Dynamic, String> {
 
 fn refuse(path: &str, reason: impl Into<String>) -> Refusal {
     Refusal {
+        over_limit: false,
         path: path.to_string(),
         reason: reason.into(),
     }
 }
 
-fn to_json(value: &Dynamic, path: &mut String, depth: usize) -> Result<Value, Refusal> {
+fn too_large(path: &str, what: &str, len: usize, max: usize) -> Refusal {
+    Refusal {
+        over_limit: true,
+        path: path.to_string(),
+        reason: format!("is {what} of {len}, over the limit of {max}"),
+    }
+}
+
+fn over(len: usize, max: usize) -> bool {
+    max > 0 && len > max
+}
+
+fn to_json(
+    value: &Dynamic,
+    bounds: &Bounds,
+    path: &mut String,
+    depth: usize,
+) -> Result<Value, Refusal> {
     if value.is_unit() {
         return Ok(Value::Null);
     }
@@ -69,16 +103,32 @@ fn to_json(value: &Dynamic, path: &mut String, depth: usize) -> Result<Value, Re
         };
     }
     if let Ok(s) = value.as_immutable_string_ref() {
+        if over(s.len(), bounds.max_string) {
+            return Err(too_large(
+                path,
+                "a string of length",
+                s.len(),
+                bounds.max_string,
+            ));
+        }
         return Ok(Value::String(s.as_str().to_string()));
     }
     if value.is_array() {
         let array = value.as_array_ref().expect("checked is_array");
         check_depth(path, depth)?;
+        if over(array.len(), bounds.max_array) {
+            return Err(too_large(
+                path,
+                "an array of size",
+                array.len(),
+                bounds.max_array,
+            ));
+        }
         let mut out = Vec::with_capacity(array.len());
         for (i, item) in array.iter().enumerate() {
             let len = path.len();
             path.push_str(&format!("[{i}]"));
-            out.push(to_json(item, path, depth + 1)?);
+            out.push(to_json(item, bounds, path, depth + 1)?);
             path.truncate(len);
         }
         return Ok(Value::Array(out));
@@ -86,11 +136,14 @@ fn to_json(value: &Dynamic, path: &mut String, depth: usize) -> Result<Value, Re
     if value.is_map() {
         let map = value.as_map_ref().expect("checked is_map");
         check_depth(path, depth)?;
+        if over(map.len(), bounds.max_map) {
+            return Err(too_large(path, "a map of size", map.len(), bounds.max_map));
+        }
         let mut out = serde_json::Map::new();
         for (key, item) in map.iter() {
             let len = path.len();
             push_key(path, key);
-            out.insert(key.to_string(), to_json(item, path, depth + 1)?);
+            out.insert(key.to_string(), to_json(item, bounds, path, depth + 1)?);
             path.truncate(len);
         }
         return Ok(Value::Object(out));

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use engine::{CircleEngine, ErrorKind, Limits, Outcome, RunControl, SCRIPT_STACK_SIZE, ScriptError};
+use engine::{
+    CircleEngine, ErrorKind, Limits, Outcome, RunControl, SCRIPT_STACK_SIZE, ScriptError,
+};
 use ourdb::{Config, Durability, OurDb};
 
 /// A circle in a temp dir.
@@ -41,7 +43,10 @@ impl Circle {
     /// Runs `script` and expects a failure of `kind`.
     pub fn fails(&self, script: &str, kind: ErrorKind) -> ScriptError {
         match self.run(script) {
-            Ok(o) => panic!("script succeeded with {:?}, expected {kind:?}\n{script}", o.output),
+            Ok(o) => panic!(
+                "script succeeded with {:?}, expected {kind:?}\n{script}",
+                o.output
+            ),
             Err(e) => {
                 assert_eq!(e.kind, kind, "wrong kind for {script}: {e:?}");
                 e

@@ -1,0 +1,337 @@
+//! Every sandbox bound against a hostile script: each ends in its precise
+//! error kind, and the next script on the same engine runs fine.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Circle, run_with};
+use engine::{ErrorKind, Limits, RunControl};
+
+/// Limits small enough that hostile scripts end quickly in a debug build;
+/// the defaults' own behaviour is measured in release by the benchmark.
+fn tight() -> Limits {
+    Limits {
+        max_operations: 200_000,
+        ..Limits::default()
+    }
+}
+
+#[test]
+fn infinite_loop_ends_at_the_operations_limit() {
+    let c = Circle::with_limits(tight());
+    let e = c.fails("let x = 0;\nloop { x += 1; }", ErrorKind::Limit);
+    assert!(e.message.contains("200000 operations"), "{e:?}");
+    assert_eq!(e.line, Some(2));
+    c.still_works();
+}
+
+#[test]
+fn unbounded_recursion_ends_at_the_call_depth_limit_without_aborting() {
+    // Default limits: the default call depth must fit the script stack in
+    // debug builds too (this test runs in debug).
+    let c = Circle::new();
+    let e = c.fails("fn down(n) { down(n + 1) }\ndown(0)", ErrorKind::Limit);
+    assert!(e.message.contains("64 nested function calls"), "{e:?}");
+    c.still_works();
+}
+
+#[test]
+fn recursion_with_heavy_frames_at_the_depth_limit_does_not_overflow_the_stack() {
+    let c = Circle::new();
+    let script = "fn deep(n, a, b, c) { let x = [a, b, c, #{k: [n, n, n]}]; \
+                  let y = if n % 2 == 0 { deep(n + 1, x, b, c) } else { deep(n + 1, a, x, c) }; y }\n\
+                  deep(0, [1], [2], [3])";
+    c.fails(script, ErrorKind::Limit);
+    c.still_works();
+}
+
+#[test]
+fn string_doubling_ends_at_the_string_size_limit() {
+    let c = Circle::with_limits(tight());
+    let e = c.fails("let s = \"x\";\nloop { s += s; }", ErrorKind::Limit);
+    assert!(e.message.contains("string"), "{e:?}");
+    c.still_works();
+}
+
+#[test]
+fn giant_array_ends_at_the_array_size_limit() {
+    let c = Circle::with_limits(tight());
+    let e = c.fails(
+        "let a = [];\na.pad(100000000, 0);\na.len()",
+        ErrorKind::Limit,
+    );
+    assert!(e.message.contains("array"), "{e:?}");
+    assert_eq!(e.line, Some(2));
+    c.still_works();
+}
+
+#[test]
+fn giant_map_literal_is_refused_at_the_map_size_limit() {
+    let c = Circle::with_limits(Limits {
+        max_map_size: 100,
+        ..tight()
+    });
+    let entries: Vec<String> = (0..200).map(|i| format!("k{i}: {i}")).collect();
+    let script = format!("let m = #{{ {} }};\nm.len()", entries.join(", "));
+    let e = c.fails(&script, ErrorKind::Limit);
+    assert!(e.message.contains("map"), "{e:?}");
+    c.still_works();
+}
+
+#[test]
+fn map_grown_at_runtime_ends_at_the_map_size_limit() {
+    let c = Circle::with_limits(Limits {
+        max_map_size: 100,
+        ..tight()
+    });
+    // Rhai checks the map when it is next used or returned.
+    c.fails(
+        "let m = #{};\nfor i in 0..1000 { m[`k${i}`] = i; }\nm.len()",
+        ErrorKind::Limit,
+    );
+    c.fails(
+        "let m = #{};\nfor i in 0..1000 { m[`k${i}`] = i; }\nm",
+        ErrorKind::Limit,
+    );
+    c.fails(
+        "let m = #{};\nfor i in 0..1000 { m[`k${i}`] = i; }\ndb::insert(m)",
+        ErrorKind::Limit,
+    );
+    c.fails(
+        "let m = #{};\nfor i in 0..1000 { m[`k${i}`] = i; }\n[[m]]",
+        ErrorKind::Limit,
+    );
+    c.still_works();
+}
+
+#[test]
+fn deeply_nested_result_is_a_limit_error_not_a_crash() {
+    let c = Circle::with_limits(tight());
+    c.fails(
+        "let a = [];\nfor i in 0..2000 { a = [a]; }\na",
+        ErrorKind::Limit,
+    );
+    c.still_works();
+}
+
+#[test]
+fn print_flood_is_captured_up_to_the_cap_and_never_reaches_stdout() {
+    let c = Circle::with_limits(Limits {
+        max_output_bytes: 1000,
+        ..tight()
+    });
+    let o = c.ok("for i in 0..10000 { print(`line ${i}`); debug(i); }\n\"done\"");
+    assert_eq!(o.output, "done");
+    assert!(o.printed_truncated);
+    assert!(o.printed.len() <= 1000, "{}", o.printed.len());
+    assert!(
+        o.printed.starts_with("line 0\n0\nline 1\n1\n"),
+        "{}",
+        o.printed
+    );
+}
+
+#[test]
+fn endless_print_loop_ends_at_the_operations_limit() {
+    let c = Circle::with_limits(tight());
+    c.fails("loop { print(\"spam\"); }", ErrorKind::Limit);
+    c.still_works();
+}
+
+#[test]
+fn result_larger_than_the_output_limit_is_a_limit_error() {
+    let c = Circle::with_limits(Limits {
+        max_output_bytes: 100,
+        ..tight()
+    });
+    let e = c.fails("let a = []; a.pad(1000, 7); a", ErrorKind::Limit);
+    assert!(e.message.contains("output limit"), "{e:?}");
+    c.still_works();
+}
+
+#[test]
+fn eval_is_refused_when_compiling() {
+    let c = Circle::new();
+    let e = c.fails("let x = 1;\neval(\"x + 1\")", ErrorKind::Syntax);
+    assert!(e.message.contains("eval"), "{e:?}");
+    assert_eq!(e.line, Some(2));
+    c.fails("Fn(\"eval\").call(\"1\")", ErrorKind::Syntax);
+    c.still_works();
+}
+
+#[test]
+fn import_is_refused_when_compiling() {
+    let c = Circle::new();
+    let e = c.fails("import \"/etc/passwd\" as p;\n1", ErrorKind::Syntax);
+    assert!(e.message.contains("import"), "{e:?}");
+    c.still_works();
+}
+
+#[test]
+fn sleep_is_refused_and_does_not_block() {
+    let c = Circle::new();
+    for script in ["sleep(1000)", "sleep(3600.0)"] {
+        let e = c.fails(script, ErrorKind::Runtime);
+        assert!(e.message.contains("sleep is not available"), "{e:?}");
+    }
+    c.still_works();
+}
+
+#[test]
+fn oversize_database_value_is_a_limit_error_and_writes_nothing() {
+    let c = Circle::with_limits(Limits {
+        max_value_bytes: 1000,
+        ..tight()
+    });
+    let e = c.fails(
+        "db::insert(\"small\");\nlet big = \"\"; for i in 0..200 { big += \"0123456789\"; }\ndb::insert(big)",
+        ErrorKind::Limit,
+    );
+    assert!(e.message.contains("1000 bytes"), "{e:?}");
+    assert_eq!(e.line, Some(3));
+    assert_eq!(c.ok("db::next_id()").output, "1");
+    c.still_works();
+}
+
+#[test]
+fn oversize_value_cannot_be_caught_by_the_script() {
+    let c = Circle::with_limits(Limits {
+        max_value_bytes: 10,
+        ..tight()
+    });
+    c.fails(
+        "try { db::insert(\"far too long for ten bytes\") } catch (e) { 0 }",
+        ErrorKind::Limit,
+    );
+}
+
+#[test]
+fn too_many_writes_is_a_limit_error_and_writes_nothing() {
+    let c = Circle::with_limits(Limits {
+        max_writes: 5,
+        ..tight()
+    });
+    assert_eq!(
+        c.ok("for i in 0..5 { db::insert(i); } db::next_id()")
+            .output,
+        "6"
+    );
+    let e = c.fails("for i in 0..6 { db::insert(i); }", ErrorKind::Limit);
+    assert!(e.message.contains("5 database writes"), "{e:?}");
+    assert_eq!(c.ok("db::next_id()").output, "6");
+}
+
+#[test]
+fn huge_script_is_refused_before_compiling() {
+    let c = Circle::with_limits(Limits {
+        max_script_bytes: 10_000,
+        ..tight()
+    });
+    let script = "1 + ".repeat(5_000) + "1";
+    let e = c.fails(&script, ErrorKind::Limit);
+    assert!(e.message.contains("10000 bytes"), "{e:?}");
+    c.still_works();
+}
+
+#[test]
+fn deeply_nested_expression_is_refused_when_compiling() {
+    let c = Circle::new();
+    let script = format!("{}1{}", "(".repeat(500), ")".repeat(500));
+    let e = c.fails(&script, ErrorKind::Limit);
+    assert!(e.message.contains("nesting"), "{e:?}");
+    c.still_works();
+}
+
+#[test]
+fn deadline_stops_a_script_that_stays_under_the_operations_limit() {
+    let c = Circle::with_limits(Limits {
+        timeout: Duration::from_millis(200),
+        max_operations: 0,
+        ..Limits::default()
+    });
+    let e = c.fails("let x = 0;\nloop { x += 1; }", ErrorKind::Timeout);
+    assert_eq!(e.line, Some(2));
+    c.still_works();
+}
+
+#[test]
+fn run_control_deadline_stops_a_script() {
+    let c = Circle::with_limits(Limits {
+        max_operations: 0,
+        ..Limits::default()
+    });
+    let control = RunControl {
+        deadline: Some(Instant::now() + Duration::from_millis(100)),
+        ..RunControl::default()
+    };
+    let e = run_with(&c.engine, "loop { }", &control).expect_err("must time out");
+    assert_eq!(e.kind, ErrorKind::Timeout);
+    let past = RunControl {
+        deadline: Some(Instant::now()),
+        ..RunControl::default()
+    };
+    let e = run_with(&c.engine, "42", &past).expect_err("deadline already passed");
+    assert_eq!(e.kind, ErrorKind::Timeout);
+    c.still_works();
+}
+
+#[test]
+fn cancel_from_another_thread_stops_a_running_script_and_writes_nothing() {
+    let c = Circle::with_limits(Limits {
+        max_operations: 0,
+        timeout: Duration::from_secs(600),
+        ..Limits::default()
+    });
+    let cancel = Arc::new(AtomicBool::new(false));
+    let control = RunControl {
+        deadline: None,
+        cancel: cancel.clone(),
+    };
+    let started = Arc::new(AtomicBool::new(false));
+    std::thread::scope(|s| {
+        let runner = s.spawn(|| {
+            started.store(true, Ordering::SeqCst);
+            run_with(&c.engine, "db::insert(1);\nloop { }", &control)
+        });
+        testkit::wait_for(
+            "the script thread to start",
+            Duration::from_secs(10),
+            || started.load(Ordering::SeqCst).then_some(()),
+        );
+        cancel.store(true, Ordering::SeqCst);
+        let e = runner
+            .join()
+            .expect("runner")
+            .expect_err("cancelled script fails");
+        assert_eq!(e.kind, ErrorKind::Cancelled);
+        // Cancelled inside the loop (line 2) or, if the flag won the race,
+        // before the script started; never anywhere else.
+        assert!(matches!(e.line, Some(2) | None), "{e:?}");
+    });
+    assert_eq!(c.ok("db::next_id()").output, "1");
+    c.still_works();
+}
+
+#[test]
+fn cancel_set_before_the_run_stops_it_at_once() {
+    let c = Circle::new();
+    let control = RunControl::default();
+    control.cancel.store(true, Ordering::SeqCst);
+    let e = run_with(&c.engine, "db::insert(1)", &control).expect_err("cancelled");
+    assert_eq!(e.kind, ErrorKind::Cancelled);
+    assert_eq!(c.ok("db::next_id()").output, "1");
+}
+
+#[test]
+fn default_limits_let_ordinary_heavy_scripts_finish() {
+    let c = Circle::new();
+    let fib = "fn fib(n) { if n < 2 { n } else { fib(n - 1) + fib(n - 2) } }\nfib(25)";
+    assert_eq!(c.ok(fib).output, "75025");
+    let sieve = "let n = 100000; let s = []; s.pad(n + 1, true); let count = 0;\n\
+                 for i in 2..=n { if s[i] { count += 1; let j = i * i; \
+                 while j <= n { s[j] = false; j += i; } } }\ncount";
+    assert_eq!(c.ok(sieve).output, "9592");
+}
