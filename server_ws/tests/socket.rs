@@ -197,6 +197,41 @@ async fn a_client_that_never_answers_pings_is_dropped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_its_replies_is_dropped_instead_of_stalling() {
+    let timing = ServerTiming::heartbeat(Duration::from_millis(50), Duration::from_millis(300));
+    let fx = Fixture::start_with(|c| c.max_in_flight = 100, timing, true).await;
+    let mut ws = fx.connect().await;
+    // About 50 MB of replies: far more than socket buffers and the outgoing
+    // queue hold, so every send on the server side blocks.
+    for id in 0..100 {
+        send(&mut ws, &play(id, "big:500000")).await;
+    }
+    // Keep showing signs of life (unsolicited pongs) without ever reading, so
+    // only the blocked sends can tell the server that this client is stuck.
+    let deadline = tokio::time::Instant::now() + PROMPTLY;
+    while fx.status.connections() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stuck client was never dropped"
+        );
+        let _ = tokio::time::timeout(
+            Duration::from_millis(100),
+            ws.send(Message::Pong(Vec::new().into())),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = fx.status.clone();
+    eventually("its requests to be abandoned", || status.in_flight() == 0).await;
+    // The server still serves others.
+    let mut other = fx.connect().await;
+    assert_eq!(
+        call(&mut other, &play(1, "echo:fine")).await["result"]["output"],
+        "fine"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_every_socket_with_1001_and_run_returns() {
     let mut fx = Fixture::start(|_| {}).await;
     let mut a = fx.connect().await;

@@ -170,6 +170,7 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 /// - `fail:M` fails (kind runtime, line 1, column 5) with message M;
 /// - `expire` fails with kind timeout;
 /// - `gate:N` completes once N other tasks have completed;
+/// - `big:N` completes with an output of N bytes;
 /// - `sleep:MS` completes with output "slept" after MS milliseconds;
 /// - `hang` is claimed and never finished;
 /// - anything else completes with the script as output.
@@ -233,6 +234,8 @@ async fn run_stand_in(script: &str, completed: &AtomicU64) -> Option<TaskResult>
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         done("gate", "")
+    } else if let Some(n) = script.strip_prefix("big:") {
+        done(&"b".repeat(n.parse().expect("big:N")), "")
     } else if let Some(ms) = script.strip_prefix("sleep:") {
         let ms: u64 = ms.parse().expect("sleep:MS");
         tokio::time::sleep(Duration::from_millis(ms)).await;
