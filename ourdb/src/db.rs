@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::batch::{Batch, OpRef};
+use crate::cache::ValueCache;
 use crate::error::{Error, Result};
 use crate::format::{self, FILE_HEADER_LEN, OP_HEADER_LEN, OpKind, Pos};
 use crate::index::Index;
@@ -53,6 +54,7 @@ pub struct OurDb {
     pub(crate) config: Config,
     pub(crate) state: RwLock<State>,
     pub(crate) writer: Mutex<Writer>,
+    cache: ValueCache,
     /// Held for its flock; released when dropped.
     _lock: File,
 }
@@ -123,6 +125,7 @@ impl OurDb {
                 next_id: rec.next_id,
                 files: data_files,
             }),
+            cache: ValueCache::new(config.cache_size),
             dir,
             config,
             _lock: lock,
@@ -154,11 +157,15 @@ impl OurDb {
             };
             (loc, Arc::clone(&st.files[loc.file as usize]))
         };
+        if let Some(v) = self.cache.get(id, loc) {
+            return Ok(Some(v));
+        }
         let mut buf = vec![0u8; OP_HEADER_LEN + loc.value_len as usize];
         read_exact_at(&file, &mut buf, loc.offset)?;
         check_record(&file, loc.offset, id, &buf)?;
         buf.copy_within(OP_HEADER_LEN.., 0);
         buf.truncate(loc.value_len as usize);
+        self.cache.insert(id, loc, &buf);
         Ok(Some(buf))
     }
 

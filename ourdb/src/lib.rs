@@ -39,6 +39,7 @@
 //! ```
 
 mod batch;
+mod cache;
 mod commit;
 mod db;
 mod error;
@@ -94,6 +95,10 @@ pub struct Config {
     /// this size, in bytes (a single larger commit still goes into one file).
     /// Default 512 MiB.
     pub max_file_size: u64,
+    /// Bytes of recently read values kept in memory so a warm `get` needs no
+    /// read from the file (0 turns the cache off). Filled only by reads, so an
+    /// idle database costs nothing. Default 16 MiB.
+    pub cache_size: usize,
 }
 
 impl Default for Config {
@@ -103,6 +108,7 @@ impl Default for Config {
             durability: Durability::Sync,
             max_value_size: 1 << 20,
             max_file_size: 512 << 20,
+            cache_size: 16 << 20,
         }
     }
 }
