@@ -96,8 +96,9 @@ impl Client {
         let first = listener::subscribe(conn.redis_client(), &settings)
             .await
             .map_err(|reason| conn.unavailable(&reason))?;
+        // Up from the start: the first subscription above succeeded.
         let (health_tx, health_rx) = watch::channel(Health {
-            up: false,
+            up: true,
             generation: 0,
         });
         let registry = Arc::new(Registry::default());

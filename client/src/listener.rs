@@ -132,11 +132,13 @@ pub(crate) async fn run(
                     outage_logged = false;
                 }
                 backoff = Duration::ZERO;
-                generation += 1;
-                health.send_replace(Health {
-                    up: true,
-                    generation,
-                });
+                if !health.borrow().up {
+                    generation += 1;
+                    health.send_replace(Health {
+                        up: true,
+                        generation,
+                    });
+                }
                 // Keep the sink alive: dropping it may close the connection.
                 let (_sink, mut stream) = pubsub.split();
                 while let Some(msg) = stream.next().await {
