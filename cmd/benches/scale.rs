@@ -9,7 +9,8 @@
 //! Targets (issue 5): all serving in ≤ 2 s; ≤ 3 MiB RSS per idle circle;
 //! idle CPU under 1% of a core.
 //!
-//! `cargo bench -p cmd --bench scale`
+//! `cargo bench -p cmd --bench scale`; `CIRCLES_SCALE_ARGS="--worker-heartbeat 5s"`
+//! passes extra options to the orchestrator.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
@@ -38,6 +39,13 @@ fn env_num(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// Extra orchestrator options from `CIRCLES_SCALE_ARGS` (split on spaces).
+fn extra_args() -> Vec<String> {
+    std::env::var("CIRCLES_SCALE_ARGS")
+        .map(|v| v.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
 }
 
 fn status_field(pid: u32, field: &str) -> u64 {
@@ -82,7 +90,8 @@ fn redis_pid(port: u16) -> Option<u32> {
 }
 
 async fn round_trip(port: u16) -> bool {
-    let Ok((mut ws, _)) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws")).await
+    let Ok((mut ws, _)) =
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws")).await
     else {
         return false;
     };
@@ -131,9 +140,16 @@ fn measure(n: usize, idle: Duration) -> Measured {
     let started = Instant::now();
     let mut child: Child = Command::new(BIN)
         .arg(&config)
-        .args(["--redis-url", &redis.url(), "--no-managed-redis", "--output", "plain"])
+        .args([
+            "--redis-url",
+            &redis.url(),
+            "--no-managed-redis",
+            "--output",
+            "plain",
+        ])
         .arg("--data-dir")
         .arg(dir.path().join("data"))
+        .args(extra_args())
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -190,7 +206,9 @@ fn measure(n: usize, idle: Duration) -> Measured {
     let redis_idle_cpu_pct = (r1 - r0) as f64 / hz / secs * 100.0;
 
     let stop_at = Instant::now();
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
     let exit = child.wait().ok().and_then(|s| s.code());
     let stop = stop_at.elapsed();
     Measured {
@@ -234,7 +252,8 @@ fn main() {
     report(&one);
     let many = measure(n, idle);
     report(&many);
-    let marginal = (many.rss_kib.saturating_sub(one.rss_kib)) as f64 / 1024.0 / (n.max(2) - 1) as f64;
+    let marginal =
+        (many.rss_kib.saturating_sub(one.rss_kib)) as f64 / 1024.0 / (n.max(2) - 1) as f64;
     println!(
         "summary: {n} circles serving after {:.3}s (target <= 2s); RSS {:.1}MiB = {:.2}MiB/circle, \
          marginal {:.2}MiB/circle (target <= 3MiB); idle CPU {:.2}% of a core (target < 1%), \

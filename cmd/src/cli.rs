@@ -104,6 +104,20 @@ pub struct RunArgs {
     #[arg(long, default_value_t = server_ws::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
 
+    /// Server-side timeout of a worker's blocking pop; an idle worker notices
+    /// shutdown within this. Shorter means more idle Redis traffic.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub worker_pop_timeout: Duration,
+
+    /// How often each worker refreshes its heartbeat; a worker silent for 5
+    /// heartbeats is dead and its running task is ended as an error.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub worker_heartbeat: Duration,
+
+    /// How often each worker looks for dead workers' leftovers.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub worker_reap_interval: Duration,
+
     /// How often the live table and JSON snapshots are refreshed.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub refresh: Duration,

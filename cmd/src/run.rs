@@ -27,6 +27,8 @@ use crate::{circles, config, logging, redis_setup, render, supervisor};
 
 /// Time allowed beyond the grace period for servers and workers to return.
 pub const DRAIN_MARGIN: Duration = Duration::from_secs(5);
+/// Redraw interval while some circle is still starting.
+const STARTUP_POLL: Duration = Duration::from_millis(50);
 /// Stats reads in parallel.
 const STATS_CONCURRENCY: usize = 16;
 /// In plain mode counters are only context, read this often.
@@ -131,6 +133,7 @@ async fn serve(
         })?,
         s = signals.next() => bail!("{s} during start-up; nothing was started"),
     };
+    let preparing = Instant::now();
     let prepared = {
         let (configs, host, dir) = (configs.clone(), args.host.clone(), data_dir.to_path_buf());
         let limits = engine::Limits::default();
@@ -138,6 +141,11 @@ async fn serve(
             .await
             .context("preparing the circles panicked")??
     };
+    log::info!(
+        "{} circles prepared (ports bound, databases open, engines built) in {:?}",
+        prepared.len(),
+        preparing.elapsed()
+    );
 
     let root = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -247,6 +255,7 @@ fn start_circle(
         result_ttl: args.result_ttl,
         shutdown_grace: args.shutdown_grace,
     };
+    let worker_options = worker_options(args);
     {
         let token = token.clone();
         tracker.spawn(supervisor::supervise(
@@ -257,7 +266,13 @@ fn start_circle(
             move |slot| {
                 let status = Arc::new(worker::WorkerStatus::default());
                 slot.worker = Some(status.clone());
-                let fut = worker::run(worker_config.clone(), engine.clone(), status, token.clone());
+                let fut = worker::run_with(
+                    worker_config.clone(),
+                    worker_options.clone(),
+                    engine.clone(),
+                    status,
+                    token.clone(),
+                );
                 async move { fut.await.map_err(|e| e.to_string()) }
             },
         ));
@@ -292,6 +307,16 @@ fn start_circle(
             }
         },
     ));
+}
+
+/// The worker's timing knobs from the options; unlisted ones keep their defaults.
+pub fn worker_options(args: &RunArgs) -> worker::WorkerOptions {
+    let mut options = worker::WorkerOptions::default();
+    options.pop_timeout = args.worker_pop_timeout;
+    options.heartbeat_interval = args.worker_heartbeat;
+    options.heartbeat_ttl = (args.worker_heartbeat * 5).max(options.heartbeat_ttl);
+    options.reap_interval = args.worker_reap_interval;
+    options
 }
 
 async fn poll_stats(
@@ -356,11 +381,13 @@ async fn draw(
     shutting_down: CancellationToken,
     stop: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(refresh);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // Until every circle has settled the worker's own state changes (which
+    // do not notify) are polled quickly, so the plain table appears promptly.
+    let mut settled = false;
     loop {
+        let wait = if settled { refresh } else { STARTUP_POLL };
         tokio::select! {
-            _ = tick.tick() => {}
+            () = tokio::time::sleep(wait) => {}
             () = changed.notified() => {}
             () = stop.cancelled() => break,
         }
@@ -369,7 +396,9 @@ async fn draw(
         } else {
             "running"
         };
-        renderer.frame(&header, &snapshot(&header, &states, phase));
+        let snap = snapshot(&header, &states, phase);
+        settled = snap.circles.iter().all(crate::status::Row::settled);
+        renderer.frame(&header, &snap);
     }
     renderer.finish(&header, &snapshot(&header, &states, "stopped"));
 }

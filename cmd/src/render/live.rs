@@ -143,3 +143,86 @@ impl Drop for Live {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::Row;
+    use std::time::Instant;
+
+    fn snap(n: usize) -> Snapshot {
+        Snapshot {
+            redis_url: "redis://127.0.0.1:6379".into(),
+            redis_managed: false,
+            data_dir: "/home/someone/.hero/circles".into(),
+            phase: "running",
+            uptime_secs: 3,
+            circles: (0..n)
+                .map(|i| Row {
+                    name: format!("circle {i}"),
+                    id: i as u32,
+                    queue: format!("circle_{i}"),
+                    url: format!("ws://127.0.0.1:{}/ws", 20000 + i),
+                    worker: if i == n - 1 { "restarting" } else { "running" },
+                    worker_detail: None,
+                    server: "running",
+                    server_detail: None,
+                    queue_len: Some(0),
+                    in_flight: Some(0),
+                    processed: Some(0),
+                    failed: Some(0),
+                    clients: 0,
+                    uptime_secs: 3,
+                    restarts: 0,
+                })
+                .collect(),
+        }
+    }
+
+    fn header() -> Header {
+        Header {
+            redis_url: "redis://127.0.0.1:6379".into(),
+            redis_managed: false,
+            data_dir: "/home/someone/.hero/circles".into(),
+            log_file: Some("/home/someone/.hero/circles/orchestrator.log".into()),
+            started: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn a_frame_never_exceeds_the_terminal_so_nothing_scrolls() {
+        for (cols, rows) in [(80u16, 24u16), (200, 50), (40, 10)] {
+            let frame = lines(&header(), &snap(200), cols, rows);
+            assert!(
+                frame.len() <= usize::from(rows),
+                "{cols}x{rows}: {} lines",
+                frame.len()
+            );
+            for line in &frame {
+                assert!(
+                    line.chars().count() <= usize::from(cols),
+                    "{cols}x{rows}: {line}"
+                );
+            }
+        }
+        let frame = lines(&header(), &snap(200), 200, 50);
+        let more = frame
+            .iter()
+            .find(|l| l.contains("more circles not shown"))
+            .expect("hidden rows are summarised");
+        assert!(more.contains("1 of them not running"), "{more}");
+    }
+
+    #[test]
+    fn a_small_system_shows_every_row_and_the_log_file() {
+        let frame = lines(&header(), &snap(3), 200, 50);
+        assert_eq!(
+            frame
+                .iter()
+                .filter(|l| l.contains("ws://127.0.0.1:"))
+                .count(),
+            3
+        );
+        assert!(frame.last().expect("footer").contains("orchestrator.log"));
+    }
+}
