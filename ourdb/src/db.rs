@@ -155,11 +155,11 @@ impl OurDb {
             let Some(loc) = st.index.get(id) else {
                 return Ok(None);
             };
+            if let Some(v) = self.cache.get(id, loc) {
+                return Ok(Some(v));
+            }
             (loc, Arc::clone(&st.files[loc.file as usize]))
         };
-        if let Some(v) = self.cache.get(id, loc) {
-            return Ok(Some(v));
-        }
         let mut buf = vec![0u8; OP_HEADER_LEN + loc.value_len as usize];
         read_exact_at(&file, &mut buf, loc.offset)?;
         check_record(&file, loc.offset, id, &buf)?;
