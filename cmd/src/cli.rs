@@ -60,7 +60,7 @@ pub struct RunArgs {
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
 
-    /// Where circle N keeps its database (<DIR>/N/) [default: ~/.hero/circles]
+    /// Where circle N keeps its database (DIR/N/) [default: ~/.hero/circles]
     #[arg(long, env = "CIRCLES_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
@@ -122,7 +122,7 @@ pub struct RunArgs {
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub refresh: Duration,
 
-    /// Log file in live mode [default: <DATA_DIR>/orchestrator.log].
+    /// Log file in live mode [default: DATA_DIR/orchestrator.log].
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
 }
