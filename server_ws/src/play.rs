@@ -20,9 +20,10 @@ pub(crate) async fn play(
     reply(circle, id, ended)
 }
 
-/// Maps how a task ended to a reply. A script failure is -32000 (or -32001 when
-/// its kind is `timeout`); broker errors are -32002 / -32001; anything else is a
-/// generic -32603 with the detail only in the log.
+/// Maps how a task ended to a reply. A script failure is -32000, or -32001 when
+/// its kind is `timeout` (the engine stopped it) or `expired` (its deadline
+/// passed before a worker took it); broker errors are -32002 / -32001; anything
+/// else is a generic -32603 with the detail only in the log.
 pub(crate) fn reply(circle: &str, id: &Value, ended: client::Result<Outcome>) -> Value {
     match ended {
         Ok(Outcome::Completed(out)) => rpc::success(
@@ -35,7 +36,8 @@ pub(crate) fn reply(circle: &str, id: &Value, ended: client::Result<Outcome>) ->
             }),
         ),
         Ok(Outcome::Failed(f)) => {
-            let code = if f.kind == "timeout" {
+            let timed_out = f.kind == "timeout" || f.kind == client::fields::kind::EXPIRED;
+            let code = if timed_out {
                 rpc::TIMED_OUT
             } else {
                 rpc::SCRIPT_FAILED
@@ -151,6 +153,19 @@ mod tests {
             })),
         );
         assert_eq!(v["error"]["code"], rpc::TIMED_OUT);
+        let v = reply(
+            "c",
+            &json!(1),
+            Ok(Outcome::Failed(TaskFailure {
+                task_id: "t5".into(),
+                kind: "expired".into(),
+                message: "the deadline passed before a worker took the task".into(),
+                line: None,
+                column: None,
+            })),
+        );
+        assert_eq!(v["error"]["code"], rpc::TIMED_OUT);
+        assert_eq!(v["error"]["data"]["kind"], "expired");
     }
 
     #[test]
