@@ -27,6 +27,9 @@ pub struct DbFault {
     pub kind: ErrorKind,
     /// A user-facing message.
     pub message: String,
+    /// Where the `db::` call is. Kept here because Rhai moves the position of
+    /// an uncatchable error to the outermost function call.
+    pub pos: Position,
 }
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
@@ -34,7 +37,7 @@ type Res<T> = Result<T, Box<EvalAltResult>>;
 /// Rhai does not fill in the position of errors from module-qualified
 /// native calls, so every fault carries the call's position itself.
 fn fault(kind: ErrorKind, message: String, pos: Position) -> Box<EvalAltResult> {
-    let value = Dynamic::from(DbFault { kind, message });
+    let value = Dynamic::from(DbFault { kind, message, pos });
     match kind {
         ErrorKind::Limit => EvalAltResult::ErrorTerminated(value, pos).into(),
         _ => EvalAltResult::ErrorRuntime(value, pos).into(),

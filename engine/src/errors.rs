@@ -81,6 +81,12 @@ pub fn from_eval(err: EvalAltResult, limits: &Limits) -> ScriptError {
     if pos.is_none() {
         pos = outer_pos;
     }
+    if let EvalAltResult::ErrorTerminated(token, _) | EvalAltResult::ErrorRuntime(token, _) = &err
+        && let Some(fault) = fault_of(token)
+        && !fault.pos.is_none()
+    {
+        pos = fault.pos;
+    }
     let (kind, mut message) = eval_kind(err, limits);
     if let Some(innermost) = functions.last() {
         message.push_str(&format!(" (in function '{innermost}'"));

@@ -1,0 +1,143 @@
+//! Errors carry a precise kind, a message and the line and column of the
+//! failing expression, including inside `db::` calls and script functions.
+
+mod common;
+
+use common::Circle;
+use engine::{ErrorKind, ScriptError};
+
+fn pos(e: &ScriptError) -> (Option<u32>, Option<u32>) {
+    (e.line, e.column)
+}
+
+#[test]
+fn syntax_error_reports_where_parsing_failed() {
+    let c = Circle::new();
+    let e = c.fails("let x = 1;\nlet y = ;", ErrorKind::Syntax);
+    assert_eq!(e.line, Some(2));
+    assert!(e.column.is_some());
+    assert!(
+        !e.message.contains("line"),
+        "position is not repeated in the message: {e:?}"
+    );
+}
+
+#[test]
+fn runtime_error_reports_its_position() {
+    let c = Circle::new();
+    let e = c.fails("let x = 1;\nlet y = x + \"a\" * 2;", ErrorKind::Runtime);
+    assert_eq!(e.line, Some(2));
+    let e = c.fails("let a = [1];\n\n   a[5]", ErrorKind::Runtime);
+    // Rhai places an indexing error at the index.
+    assert_eq!(pos(&e), (Some(3), Some(6)));
+}
+
+#[test]
+fn thrown_value_is_the_message() {
+    let c = Circle::new();
+    let e = c.fails("\n  throw \"custom failure\";", ErrorKind::Runtime);
+    assert_eq!(e.message, "custom failure");
+    assert_eq!(pos(&e), (Some(2), Some(3)));
+}
+
+#[test]
+fn error_inside_a_script_function_keeps_the_inner_position() {
+    let c = Circle::new();
+    let script = "fn inner(x) {\n    x.no_such_method()\n}\nfn outer(x) {\n  inner(x)\n}\nouter(1)";
+    let e = c.fails(script, ErrorKind::Runtime);
+    assert_eq!(e.line, Some(2), "{e:?}");
+    assert!(
+        e.message.contains("'inner'") && e.message.contains("'outer'"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn db_error_inside_a_script_function_points_at_the_db_call() {
+    let c = Circle::new();
+    let script = "fn save(id) {\n  let v = 1;\n  db::update(id, v)\n}\nsave(99)";
+    let e = c.fails(script, ErrorKind::Database);
+    assert_eq!(pos(&e), (Some(3), Some(7)));
+    assert!(e.message.contains("record 99 not found"), "{e:?}");
+    assert!(e.message.contains("'save'"), "{e:?}");
+}
+
+#[test]
+fn value_error_points_at_the_db_call() {
+    let c = Circle::new();
+    let e = c.fails(
+        "let f = Fn(\"x\");\n\n db::insert(#{ f: f })",
+        ErrorKind::Value,
+    );
+    assert_eq!(pos(&e), (Some(3), Some(6)));
+}
+
+#[test]
+fn rhai_limit_inside_a_function_points_at_the_outermost_call() {
+    // Rhai moves uncatchable errors to the outermost call site.
+    let c = Circle::with_limits(engine::Limits {
+        max_operations: 10_000,
+        ..engine::Limits::default()
+    });
+    let e = c.fails("fn spin() {\n  loop { }\n}\nspin()", ErrorKind::Limit);
+    assert_eq!(pos(&e), (Some(4), Some(1)), "{e:?}");
+}
+
+#[test]
+fn db_limit_inside_a_function_points_at_the_db_call() {
+    let c = Circle::with_limits(engine::Limits {
+        max_value_bytes: 10,
+        ..engine::Limits::default()
+    });
+    let e = c.fails(
+        "fn save(v) {\n   db::insert(v)\n}\nsave(\"longer than ten bytes\")",
+        ErrorKind::Limit,
+    );
+    assert_eq!(pos(&e), (Some(2), Some(8)), "{e:?}");
+}
+
+#[test]
+fn kinds_have_stable_wire_names() {
+    let names: Vec<&str> = [
+        ErrorKind::Syntax,
+        ErrorKind::Runtime,
+        ErrorKind::Database,
+        ErrorKind::Value,
+        ErrorKind::Limit,
+        ErrorKind::Timeout,
+        ErrorKind::Cancelled,
+        ErrorKind::Internal,
+    ]
+    .iter()
+    .map(|k| k.as_str())
+    .collect();
+    assert_eq!(
+        names,
+        [
+            "syntax",
+            "runtime",
+            "database",
+            "value",
+            "limit",
+            "timeout",
+            "cancelled",
+            "internal"
+        ]
+    );
+}
+
+#[test]
+fn a_repeated_script_is_compiled_once_and_a_failing_one_is_not_cached() {
+    let c = Circle::new();
+    for _ in 0..3 {
+        c.ok("let x = 2; x * 21");
+    }
+    assert_eq!(c.engine.cached_scripts(), 1);
+    c.fails("let = ;", ErrorKind::Syntax);
+    assert_eq!(c.engine.cached_scripts(), 1);
+    // A cached script still sees fresh data on every run.
+    c.ok("db::insert(1)");
+    assert_eq!(c.ok("db::next_id()").output, "2");
+    c.ok("db::insert(1)");
+    assert_eq!(c.ok("db::next_id()").output, "3");
+}

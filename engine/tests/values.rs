@@ -1,0 +1,141 @@
+//! Values round-trip through the database exactly, and values that cannot
+//! are refused with the path of the offending part.
+
+mod common;
+
+use common::Circle;
+use engine::ErrorKind;
+
+/// Stores `expr`, reads it back in a later script, and checks type and value.
+fn round_trips(c: &Circle, expr: &str, type_name: &str) {
+    let id = c.ok(&format!("db::insert({expr})")).output;
+    let o = c.ok(&format!(
+        "let v = db::get({id}); let w = {expr}; [type_of(v), v == w, v]"
+    ));
+    assert!(
+        o.output.starts_with(&format!("[\"{type_name}\", true,")),
+        "{expr} came back as {}",
+        o.output
+    );
+}
+
+#[test]
+fn every_supported_type_round_trips_with_its_type() {
+    let c = Circle::new();
+    round_trips(&c, "()", "()");
+    round_trips(&c, "true", "bool");
+    round_trips(&c, "false", "bool");
+    round_trips(&c, "0", "i64");
+    round_trips(&c, "-42", "i64");
+    round_trips(&c, "9223372036854775807", "i64");
+    round_trips(&c, "-9223372036854775807 - 1", "i64");
+    round_trips(&c, "1.0", "f64");
+    round_trips(&c, "-0.5", "f64");
+    round_trips(&c, "1.0e300", "f64");
+    round_trips(&c, "0.1 + 0.2", "f64");
+    round_trips(&c, "\"\"", "string");
+    round_trips(&c, "\"héllo \\\"quoted\\\" \\n 🙂\"", "string");
+    round_trips(&c, "[]", "array");
+    round_trips(&c, "[1, 2.0, \"three\", (), [true]]", "array");
+    round_trips(&c, "#{}", "map");
+    round_trips(
+        &c,
+        "#{ name: \"Ada\", age: 36, score: 9.5, tags: [\"a\", \"b\"], inner: #{ ok: true, none: () }, \"odd key\": 1 }",
+        "map",
+    );
+}
+
+#[test]
+fn one_point_zero_stays_a_float_and_one_stays_an_int() {
+    let c = Circle::new();
+    c.ok("db::insert([1, 1.0])");
+    assert_eq!(
+        c.ok("let v = db::get(1); [type_of(v[0]), type_of(v[1]), v[1]]")
+            .output,
+        "[\"i64\", \"f64\", 1.0]"
+    );
+}
+
+#[test]
+fn values_are_stored_as_plain_json() {
+    let c = Circle::new();
+    c.ok("db::insert(#{ a: [1, 2.5, \"x\", (), true] })");
+    let bytes = c.engine.db().get(1).expect("read").expect("record 1");
+    assert_eq!(
+        String::from_utf8(bytes).expect("utf-8"),
+        r#"{"a":[1,2.5,"x",null,true]}"#
+    );
+}
+
+fn refused(c: &Circle, script: &str, path: &str, what: &str) {
+    let e = c.fails(script, ErrorKind::Value);
+    assert!(
+        e.message.starts_with(path) && e.message.contains(what),
+        "{script}: {}",
+        e.message
+    );
+    assert!(e.line.is_some(), "{e:?}");
+}
+
+#[test]
+fn unsupported_values_are_refused_naming_the_part_and_why() {
+    let c = Circle::new();
+    refused(&c, "db::insert(Fn(\"x\"))", "value ", "function pointer");
+    refused(&c, "db::insert(|x| x + 1)", "value ", "function pointer");
+    refused(
+        &c,
+        "db::insert(#{ tags: [1, 2, 'c'] })",
+        "value.tags[2] ",
+        "character",
+    );
+    refused(&c, "db::insert([0.0 / 0.0])", "value[0] ", "NaN");
+    refused(&c, "db::insert(#{ x: 1.0 / 0.0 })", "value.x ", "inf");
+    refused(
+        &c,
+        "db::insert(#{ \"odd key\": [-1.0 / 0.0] })",
+        "value[\"odd key\"][0] ",
+        "inf",
+    );
+    refused(&c, "db::insert(1..5)", "value ", "range");
+    refused(
+        &c,
+        "db::update(db::insert(1), [Fn(\"f\")])",
+        "value[0] ",
+        "function pointer",
+    );
+    // Nothing was written by any of them.
+    assert_eq!(c.ok("db::next_id()").output, "1");
+}
+
+#[test]
+fn timestamps_and_blobs_cannot_even_be_made() {
+    // Their packages are not loaded; the encoder refuses them regardless.
+    let c = Circle::new();
+    c.fails("db::insert(#{ when: timestamp() })", ErrorKind::Runtime);
+    c.fails("db::insert(blob(3))", ErrorKind::Runtime);
+}
+
+#[test]
+fn too_deeply_nested_value_is_refused() {
+    let c = Circle::new();
+    let e = c.fails(
+        "let v = [];\nfor i in 0..100 { v = [v]; }\ndb::insert(v)",
+        ErrorKind::Value,
+    );
+    assert!(e.message.contains("deeper than 64"), "{e:?}");
+    c.ok("let v = []; for i in 0..60 { v = [v]; } db::insert(v)");
+}
+
+#[test]
+fn final_values_render_as_text_and_unit_as_empty() {
+    let c = Circle::new();
+    assert_eq!(c.ok("40 + 2").output, "42");
+    assert_eq!(c.ok("\"text\"").output, "text");
+    assert_eq!(c.ok("1.5").output, "1.5");
+    assert_eq!(c.ok("let x = 1;").output, "");
+    assert_eq!(c.ok("()").output, "");
+    assert_eq!(c.ok("[1, \"a\"]").output, "[1, \"a\"]");
+    let o = c.ok("print(\"hello\"); debug(\"dbg\"); 7");
+    assert_eq!(o.printed, "hello\n\"dbg\"\n");
+    assert!(!o.printed_truncated);
+}
