@@ -1,7 +1,6 @@
 //! The actix-web server of one circle: `GET /ws` upgrade with origin and
 //! connection checks, one worker thread, shutdown driven by the token.
 
-use std::pin::pin;
 use std::sync::Arc;
 
 use actix_web::http::header;
@@ -29,6 +28,8 @@ pub(crate) struct Shared {
 /// answered, up to [`ServerTiming::drain_timeout`]) and `run` returns once the
 /// server's thread has stopped. Works from any tokio runtime; the server runs
 /// on one dedicated actix worker thread and installs no signal handlers.
+/// Dropping the future instead of awaiting it stops the server without
+/// draining (the port is released shortly after).
 pub async fn run(
     config: ServerConfig,
     listener: std::net::TcpListener,
@@ -88,16 +89,46 @@ pub async fn run_with(
     .run();
     log::info!("circle {circle}: websocket server listening on ws://{addr}/ws");
 
+    // The actix server runs in its own task so that it can still process a stop
+    // command when this future is dropped instead of awaited to the end.
     let handle = server.handle();
-    let mut server = pin!(server);
+    let mut serving = tokio::spawn(server);
+    let mut guard = StopOnDrop(Some(handle.clone()));
     tokio::select! {
-        ended = &mut server => return ended.map_err(io_error),
+        ended = &mut serving => {
+            guard.0 = None;
+            return joined(ended).map_err(io_error);
+        }
         () = token.cancelled() => {}
     }
     log::debug!("circle {circle}: websocket server stopping");
-    let (ended, ()) = tokio::join!(server, handle.stop(true));
+    handle.stop(true).await;
+    let ended = serving.await;
+    guard.0 = None;
     log::info!("circle {circle}: websocket server stopped");
-    ended.map_err(io_error)
+    joined(ended).map_err(io_error)
+}
+
+/// Stops the actix server (without waiting) if `run` is dropped midway.
+struct StopOnDrop(Option<actix_web::dev::ServerHandle>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            // `stop` sends its command at once; the returned future only waits.
+            drop(handle.stop(false));
+        }
+    }
+}
+
+fn joined(
+    ended: std::result::Result<std::io::Result<()>, tokio::task::JoinError>,
+) -> std::io::Result<()> {
+    ended.unwrap_or_else(|e| {
+        Err(std::io::Error::other(format!(
+            "the server task failed: {e}"
+        )))
+    })
 }
 
 /// `GET /ws`: checks the origin and the connection limit, then upgrades.

@@ -280,3 +280,22 @@ async fn a_request_for_another_path_is_not_found() {
         other => panic!("expected 404, got {:?}", other.map(|_| ())),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_run_future_stops_the_server() {
+    let fx = Fixture::start(|_| {}).await;
+    let mut ws = fx.connect().await;
+    assert_eq!(
+        call(&mut ws, &play(1, "echo:up")).await["result"]["output"],
+        "up"
+    );
+    fx.server.abort();
+    let deadline = tokio::time::Instant::now() + PROMPTLY;
+    while tokio::net::TcpStream::connect(fx.addr).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the port is still served"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
