@@ -331,6 +331,19 @@ fn read_version(file: &DataFile, p: Pos, id: u32) -> Result<(Vec<u8>, Option<Pos
     read_exact_at(file, &mut h, p.offset)?;
     let header =
         format::decode_op_header(&h).map_err(|r| Error::corrupt(&file.path, p.offset, r))?;
+    // Check the claimed length against the file before allocating for it.
+    let file_len = file
+        .file
+        .metadata()
+        .map_err(|e| Error::io(format!("reading metadata of {}", file.path.display()), e))?
+        .len();
+    if p.offset + (OP_HEADER_LEN as u64) + u64::from(header.value_len) > file_len {
+        return Err(Error::corrupt(
+            &file.path,
+            p.offset,
+            "record extends past the end of the file",
+        ));
+    }
     let mut buf = vec![0u8; OP_HEADER_LEN + header.value_len as usize];
     buf[..OP_HEADER_LEN].copy_from_slice(&h);
     read_exact_at(
@@ -343,11 +356,11 @@ fn read_version(file: &DataFile, p: Pos, id: u32) -> Result<(Vec<u8>, Option<Pos
     Ok((buf, header.prev))
 }
 
-#[allow(dead_code)]
-fn assert_send_sync() {
-    fn is<T: Send + Sync>() {}
+/// `OurDb` must stay shareable across threads (the engine wraps it in `Arc`).
+const _: () = {
+    const fn is<T: Send + Sync>() {}
     is::<OurDb>();
-}
+};
 
 impl Durability {
     pub(crate) fn syncs(self) -> bool {
