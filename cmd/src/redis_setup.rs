@@ -35,6 +35,7 @@ pub struct RedisHandle {
 pub struct ManagedRedis {
     child: Child,
     addr: SocketAddr,
+    bind: String,
     /// Its working directory (AOF, log).
     pub dir: PathBuf,
 }
@@ -145,7 +146,8 @@ pub fn ensure(url: &str, data_dir: &Path, allow_managed: bool) -> anyhow::Result
     let managed = ManagedRedis::start(addr, &host, data_dir)
         .with_context(|| format!("redis is unreachable: {tried}; then starting a managed redis-server on port {port} failed"))?;
     log::info!(
-        "started a managed redis-server on {addr} (data in {})",
+        "started a managed redis-server (pid {}) on {addr} (data in {})",
+        managed.pid(),
         managed.dir.display()
     );
     Ok(RedisHandle {
@@ -159,36 +161,47 @@ impl ManagedRedis {
         let dir = data_dir.join("redis");
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let log_path = dir.join("redis.log");
         let bind = if host == "localhost" {
             "127.0.0.1".to_string()
         } else {
             host.to_string()
         };
-        let child = Command::new("redis-server")
-            .arg("--port")
-            .arg(addr.port().to_string())
-            .arg("--bind")
-            .arg(bind)
-            .arg("--dir")
-            .arg(&dir)
-            .arg("--logfile")
-            .arg(&log_path)
-            .args(["--appendonly", "yes", "--save", "", "--daemonize", "no"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            // Its own process group: a terminal's Ctrl-C must not kill it before we drain.
-            .process_group(0)
-            .spawn()
-            .context("cannot run redis-server")?;
-        let mut managed = ManagedRedis { child, addr, dir };
+        let child = spawn_server(addr, &bind, &dir)?;
+        let mut managed = ManagedRedis {
+            child,
+            addr,
+            dir,
+            bind,
+        };
+        managed.wait_ready()?;
+        Ok(managed)
+    }
+
+    /// Whether the server has exited (it should not, until we stop it).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Starts the server again after it died, with the same port and data
+    /// (the append-only file brings queued tasks back).
+    pub fn respawn(&mut self) -> anyhow::Result<()> {
+        self.child = spawn_server(self.addr, &self.bind, &self.dir)?;
+        self.wait_ready()
+    }
+
+    /// The tail of the server's log, for error messages.
+    pub fn log_tail(&self) -> String {
+        tail(&self.dir.join("redis.log"))
+    }
+
+    fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let log_path = self.dir.join("redis.log");
         let deadline = Instant::now() + START_DEADLINE;
         loop {
-            if ping(&addr).is_ok() {
-                return Ok(managed);
+            if ping(&self.addr).is_ok() {
+                return Ok(());
             }
-            if let Ok(Some(status)) = managed.child.try_wait() {
+            if let Ok(Some(status)) = self.child.try_wait() {
                 bail!(
                     "redis-server exited with {status}; its log ({}):\n{}",
                     log_path.display(),
@@ -196,8 +209,8 @@ impl ManagedRedis {
                 );
             }
             if Instant::now() > deadline {
-                let _ = managed.child.kill();
-                let _ = managed.child.wait();
+                let _ = self.child.kill();
+                let _ = self.child.wait();
                 bail!(
                     "redis-server did not answer PING within {START_DEADLINE:?}; its log ({}):\n{}",
                     log_path.display(),
@@ -250,6 +263,26 @@ impl Drop for ManagedRedis {
             self.shutdown();
         }
     }
+}
+
+fn spawn_server(addr: SocketAddr, bind: &str, dir: &Path) -> anyhow::Result<Child> {
+    Command::new("redis-server")
+        .arg("--port")
+        .arg(addr.port().to_string())
+        .arg("--bind")
+        .arg(bind)
+        .arg("--dir")
+        .arg(dir)
+        .arg("--logfile")
+        .arg(dir.join("redis.log"))
+        .args(["--appendonly", "yes", "--save", "", "--daemonize", "no"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        // Its own process group: a terminal's Ctrl-C must not kill it before we drain.
+        .process_group(0)
+        .spawn()
+        .context("cannot run redis-server")
 }
 
 fn tail(path: &Path) -> String {

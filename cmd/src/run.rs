@@ -10,7 +10,8 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -29,6 +30,8 @@ use crate::{circles, config, logging, redis_setup, render, supervisor};
 pub const DRAIN_MARGIN: Duration = Duration::from_secs(5);
 /// Redraw interval while some circle is still starting.
 const STARTUP_POLL: Duration = Duration::from_millis(50);
+/// How often a managed redis-server is checked for life.
+const REDIS_WATCH_EVERY: Duration = Duration::from_millis(500);
 /// Stats reads in parallel.
 const STATS_CONCURRENCY: usize = 16;
 /// In plain mode counters are only context, read this often.
@@ -85,14 +88,23 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         redis_managed: redis.managed.is_some(),
         data_dir: data_dir.display().to_string(),
         log_file: log_file.map(|f| f.display().to_string()),
+        redis_restarts: Arc::default(),
         started: Instant::now(),
     };
+    let managed = Arc::new(Mutex::new(redis.managed));
     let result = runtime.block_on(serve(
-        &args, circles, &redis.url, &data_dir, header, output, signals,
+        &args,
+        circles,
+        &redis.url,
+        &data_dir,
+        header,
+        output,
+        signals,
+        managed.clone(),
     ));
     runtime.shutdown_timeout(Duration::from_secs(2));
-    // Dropping the handle stops a managed redis-server, after every circle drained.
-    drop(redis);
+    // Dropping it stops a managed redis-server, after every circle drained.
+    drop(lock(&managed).take());
     result
 }
 
@@ -126,6 +138,7 @@ async fn serve(
     header: Header,
     output: Output,
     mut signals: Signals,
+    managed: Arc<Mutex<Option<redis_setup::ManagedRedis>>>,
 ) -> anyhow::Result<()> {
     let client = tokio::select! {
         c = client::Client::connect(redis_url) => c.with_context(|| {
@@ -176,6 +189,12 @@ async fn serve(
     } else {
         args.refresh
     };
+    let watcher = tokio::spawn(watch_redis(
+        managed,
+        header.redis_restarts.clone(),
+        changed.clone(),
+        poll_stop.clone(),
+    ));
     let poller = tokio::spawn(poll_stats(
         client.clone(),
         states.clone(),
@@ -221,6 +240,7 @@ async fn serve(
     };
     poll_stop.cancel();
     let _ = poller.await;
+    let _ = watcher.await;
     drop(client);
     // Every supervisor has returned (or we gave up): release the databases.
     tokio::task::spawn_blocking(move || circles::close_all(dbs))
@@ -317,6 +337,53 @@ pub fn worker_options(args: &RunArgs) -> worker::WorkerOptions {
     options.heartbeat_ttl = (args.worker_heartbeat * 5).max(options.heartbeat_ttl);
     options.reap_interval = args.worker_reap_interval;
     options
+}
+
+/// Restarts a managed redis-server that died (capped backoff); queued tasks
+/// come back from its append-only file and workers reconnect on their own.
+async fn watch_redis(
+    managed: Arc<Mutex<Option<redis_setup::ManagedRedis>>>,
+    restarts: Arc<AtomicU32>,
+    changed: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    let mut backoff = supervisor::BACKOFF_START;
+    let mut wait = REDIS_WATCH_EVERY;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = stop.cancelled() => return,
+        }
+        let died = match lock(&managed).as_mut() {
+            None => return,
+            Some(m) => m.exit_status().map(|status| (status, m.log_tail())),
+        };
+        let Some((status, log)) = died else {
+            wait = REDIS_WATCH_EVERY;
+            continue;
+        };
+        log::error!("the managed redis-server exited ({status}); restarting it. Its log:\n{log}");
+        let m = managed.clone();
+        let respawned =
+            tokio::task::spawn_blocking(move || lock(&m).as_mut().map(|m| m.respawn())).await;
+        match respawned {
+            Ok(Some(Ok(()))) => {
+                restarts.fetch_add(1, Ordering::Relaxed);
+                log::warn!("the managed redis-server is back");
+                backoff = supervisor::BACKOFF_START;
+                wait = REDIS_WATCH_EVERY;
+            }
+            Ok(Some(Err(e))) => {
+                log::error!(
+                    "restarting the managed redis-server failed: {e:#}; retrying in {backoff:?}"
+                );
+                wait = backoff;
+                backoff = (backoff * 2).min(supervisor::BACKOFF_MAX);
+            }
+            Ok(None) | Err(_) => return,
+        }
+        changed.notify_one();
+    }
 }
 
 async fn poll_stats(

@@ -254,6 +254,8 @@ pub struct Snapshot {
     pub redis_url: String,
     /// Whether we started that Redis.
     pub redis_managed: bool,
+    /// Times the managed Redis was restarted after it died.
+    pub redis_restarts: u32,
     /// Data directory.
     pub data_dir: String,
     /// `running`, `shutting down` or `stopped`.
@@ -275,6 +277,8 @@ pub struct Header {
     pub data_dir: String,
     /// Where logs go, when not stderr.
     pub log_file: Option<String>,
+    /// Times the managed Redis was restarted after it died.
+    pub redis_restarts: Arc<std::sync::atomic::AtomicU32>,
     /// When the orchestrator started.
     pub started: Instant,
 }
@@ -284,6 +288,9 @@ pub fn snapshot(header: &Header, circles: &[Arc<CircleState>], phase: &'static s
     Snapshot {
         redis_url: header.redis_url.clone(),
         redis_managed: header.redis_managed,
+        redis_restarts: header
+            .redis_restarts
+            .load(std::sync::atomic::Ordering::Relaxed),
         data_dir: header.data_dir.clone(),
         phase,
         uptime_secs: header.started.elapsed().as_secs(),

@@ -302,3 +302,67 @@ async fn a_managed_redis_is_started_when_none_answers_and_stopped_at_exit() {
         "append-only file is on"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managed_redis_that_dies_is_restarted_and_circles_serve_again() {
+    let sandbox = Sandbox::new();
+    let redis_port = port();
+    let p = port();
+    let config = sandbox.circles(&[(1, "Phoenix", p)]);
+    let mut cmd = sandbox.command();
+    cmd.arg(&config).args([
+        "--redis-url",
+        &format!("redis://127.0.0.1:{redis_port}"),
+        "--output",
+        "plain",
+    ]);
+    let mut orchestrator = Orchestrator::spawn(cmd);
+    orchestrator.wait_table();
+    let mut ws = connect(p).await;
+    assert_eq!(output(&mut ws, "db::insert(1)").await, "1");
+    let found = std::process::Command::new("pgrep")
+        .args(["-f", &format!("^redis-server 127.0.0.1:{redis_port}$")])
+        .output()
+        .expect("run pgrep");
+    let pid = String::from_utf8_lossy(&found.stdout).trim().to_string();
+    assert!(
+        !pid.is_empty() && !pid.contains('\n'),
+        "one managed redis-server expected: {pid:?}"
+    );
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .expect("run kill");
+    assert!(killed.success(), "cannot kill redis-server {pid}");
+    orchestrator.wait_stdout(
+        "redis-server died and was restarted (1 times",
+        Duration::from_secs(30),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = common::play(&mut ws, 2, "db::insert(2)").await;
+        if reply["result"]["output"] == "2" {
+            break;
+        }
+        assert_eq!(
+            reply["error"]["code"], -32002,
+            "only broker errors while it restarts: {reply}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "circle never served again: {reply}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(ws);
+    assert_eq!(
+        orchestrator.stop().code(),
+        Some(0),
+        "{}",
+        orchestrator.stderr()
+    );
+    assert!(
+        !redis_answers(redis_port),
+        "managed redis-server still running after exit"
+    );
+}

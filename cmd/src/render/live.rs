@@ -154,6 +154,7 @@ mod tests {
         Snapshot {
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_managed: false,
+            redis_restarts: 0,
             data_dir: "/home/someone/.hero/circles".into(),
             phase: "running",
             uptime_secs: 3,
@@ -185,6 +186,7 @@ mod tests {
             redis_managed: false,
             data_dir: "/home/someone/.hero/circles".into(),
             log_file: Some("/home/someone/.hero/circles/orchestrator.log".into()),
+            redis_restarts: Default::default(),
             started: Instant::now(),
         }
     }

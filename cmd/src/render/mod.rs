@@ -20,10 +20,10 @@ pub trait Renderer: Send {
 
 /// The header line: version, circles, Redis, data dir.
 pub fn header_line(header: &Header, snap: &Snapshot) -> String {
-    let managed = if header.redis_managed {
-        " (managed: started by the orchestrator)"
-    } else {
-        ""
+    let managed = match (header.redis_managed, snap.redis_restarts) {
+        (false, _) => String::new(),
+        (true, 0) => " (managed: started by the orchestrator)".to_string(),
+        (true, n) => format!(" (managed: started by the orchestrator, restarted {n}x after dying)"),
     };
     format!(
         "circles_orchestrator {} | {} circle{} | redis {}{} | data {}",

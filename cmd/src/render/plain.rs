@@ -21,6 +21,7 @@ pub struct Plain<W: Write + Send> {
     table_done: bool,
     seen: HashMap<u32, String>,
     phase: &'static str,
+    redis_restarts: u32,
     started: Instant,
 }
 
@@ -33,6 +34,7 @@ impl<W: Write + Send> Plain<W> {
             table_done: false,
             seen: HashMap::new(),
             phase: "running",
+            redis_restarts: 0,
             started: Instant::now(),
         }
     }
@@ -100,6 +102,15 @@ impl<W: Write + Send> Renderer for Plain<W> {
                 self.write(&lines);
             }
         }
+        if snap.redis_restarts != self.redis_restarts {
+            self.redis_restarts = snap.redis_restarts;
+            let line = format!(
+                "{} the managed redis-server died and was restarted ({} times so far)\n",
+                clock(),
+                snap.redis_restarts
+            );
+            self.write(&line);
+        }
         if snap.phase != self.phase {
             self.phase = snap.phase;
             let line = format!("{} {}\n", clock(), snap.phase);
@@ -121,6 +132,7 @@ mod tests {
         Snapshot {
             redis_url: "redis://127.0.0.1:1".into(),
             redis_managed: false,
+            redis_restarts: 0,
             data_dir: "/tmp/d".into(),
             phase: "running",
             uptime_secs: 0,
@@ -150,6 +162,7 @@ mod tests {
             redis_managed: true,
             data_dir: "/tmp/d".into(),
             log_file: None,
+            redis_restarts: Default::default(),
             started: Instant::now(),
         }
     }
