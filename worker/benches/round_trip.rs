@@ -65,6 +65,17 @@ async fn redis_cpu(conn: &mut redis::aio::MultiplexedConnection) -> Duration {
     Duration::from_secs_f64(secs)
 }
 
+/// Total microseconds Redis spent in `command` (INFO commandstats).
+fn usec_total(commandstats: &str, command: &str) -> f64 {
+    let prefix = format!("cmdstat_{command}:");
+    commandstats
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split(',').find_map(|kv| kv.strip_prefix("usec=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 async fn run_once(client: &Client, queue: &str) -> Duration {
     let started = Instant::now();
     match client
@@ -160,6 +171,7 @@ fn main() {
                 .join()
                 .expect("engine thread")
         };
+        let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut conn).await.expect("resetstat");
         let mut pings = Vec::with_capacity(n);
         let mut seq = Vec::with_capacity(n);
         let mut seq_time = Duration::ZERO;
@@ -171,6 +183,17 @@ fn main() {
             seq_time += d;
             seq.push(d);
         }
+        let seq_stats: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.expect("info");
+        // Redis' own execution of the three state changes on the critical
+        // path (submit EXEC, claim EVAL, finish EVALSHA), per round trip.
+        let redis_exec = Duration::from_secs_f64(
+            ["exec", "eval", "evalsha"]
+                .iter()
+                .map(|c| usec_total(&seq_stats, c))
+                .sum::<f64>()
+                / 1e6
+                / n as f64,
+        );
         pings.sort();
         seq.sort();
         let rtt = percentile(&pings, 0.5);
@@ -183,6 +206,10 @@ fn main() {
         println!(
             "  floor = {CRITICAL_ROUND_TRIPS} x PING + engine   {:>9.1} us",
             us(floor)
+        );
+        println!(
+            "  redis execution of submit+claim+finish per round trip {:>9.1} us (not in the floor)",
+            us(redis_exec)
         );
         println!("  sequential p50                {:>9.1} us", us(p50));
         println!("  sequential p99                {:>9.1} us", us(p99));
