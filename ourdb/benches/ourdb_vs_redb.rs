@@ -6,7 +6,7 @@
 //! `None` is the weaker of the two: its commits survive neither a power cut
 //! nor a process crash until a later durable commit).
 //!
-//! Each measurement alternates the two stores in 10 chunks so background load
+//! Each measurement alternates the two stores in 20 chunks so background load
 //! on a shared machine hits both alike.
 //!
 //! Both get the same read cache budget (redb's default, 1 GiB) and a warm-up
@@ -105,7 +105,7 @@ fn value(size: usize, seed: u32) -> Vec<u8> {
 
 /// Alternating chunks per side, so background load on the shared machine
 /// (other builds, other fsyncs) hits both stores alike.
-const ROUNDS: usize = 10;
+const ROUNDS: usize = 20;
 
 /// Runs `count` operations on each side in [`ROUNDS`] alternating chunks;
 /// returns ops/s for each.
@@ -381,7 +381,7 @@ fn main() {
     insert_singles(100, n(200), Durability::Sync);
 
     for size in SIZES {
-        let (o, r) = insert_singles(size, n(1000), Durability::Sync);
+        let (o, r) = insert_singles(size, n(2000), Durability::Sync);
         rows.push(Row {
             what: format!("insert, fsync per commit, {size} B"),
             ours: o,
