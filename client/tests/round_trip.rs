@@ -310,3 +310,38 @@ async fn a_waiter_gets_unavailable_when_redis_dies_and_the_client_recovers() {
     }
     worker.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_serves_callers_on_other_runtimes() {
+    // As actix does: every server thread runs its own current-thread runtime.
+    let redis = testkit::RedisServer::start();
+    let worker = echo_worker(&redis.url(), "rt");
+    let client = Client::connect(&redis.url()).await.expect("connect");
+    let threads: Vec<_> = (0..3)
+        .map(|i| {
+            let client = client.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async move {
+                    client
+                        .run("rt", &format!("from thread {i}"), &SubmitOptions::default())
+                        .await
+                })
+            })
+        })
+        .collect();
+    for (i, t) in threads.into_iter().enumerate() {
+        let outcome = tokio::task::spawn_blocking(move || t.join().expect("thread"))
+            .await
+            .expect("join")
+            .expect("run");
+        assert!(
+            matches!(outcome, Outcome::Completed(ref o) if o.output == format!("from thread {i}")),
+            "{outcome:?}"
+        );
+    }
+    worker.abort();
+}
