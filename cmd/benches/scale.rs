@@ -2,7 +2,8 @@
 //! ONE `circles_orchestrator` process — the real binary, free ports, a temp
 //! data dir, its own Redis. Reports the time until every circle serves (each
 //! WS port answers a `play` round trip), the RSS in all and per circle, and the
-//! idle CPU over `CIRCLES_SCALE_IDLE_SECS` (default 5) seconds. Also runs one
+//! idle CPU over `CIRCLES_SCALE_IDLE_SECS` (default 5) seconds, measured after
+//! `CIRCLES_SCALE_SETTLE_SECS` (default 5) seconds of rest. Also runs one
 //! circle the same way, so the per-circle cost is shown both as total / N and
 //! as the marginal (RSS_N - RSS_1) / (N - 1).
 //!
@@ -191,8 +192,8 @@ fn measure(n: usize, idle: Duration) -> Measured {
         .ok()
         .map(|t| t.duration_since(started));
 
-    // Let the start-up settle, then measure idle.
-    std::thread::sleep(Duration::from_secs(2));
+    // Let the start-up settle (first reaps, first stats read), then measure idle.
+    std::thread::sleep(Duration::from_secs(env_num("CIRCLES_SCALE_SETTLE_SECS", 5)));
     let rss_kib = status_field(pid, "VmRSS:");
     let threads = status_field(pid, "Threads:");
     let redis_pid = redis_pid(redis.port());

@@ -108,9 +108,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     result
 }
 
+/// SIGINT, SIGTERM and SIGHUP (a closed terminal) all mean a clean shutdown.
 struct Signals {
     int: Signal,
     term: Signal,
+    hup: Signal,
 }
 
 impl Signals {
@@ -118,6 +120,7 @@ impl Signals {
         Ok(Signals {
             int: signal(SignalKind::interrupt()).context("cannot hook SIGINT")?,
             term: signal(SignalKind::terminate()).context("cannot hook SIGTERM")?,
+            hup: signal(SignalKind::hangup()).context("cannot hook SIGHUP")?,
         })
     }
 
@@ -125,6 +128,7 @@ impl Signals {
         tokio::select! {
             _ = self.int.recv() => "SIGINT",
             _ = self.term.recv() => "SIGTERM",
+            _ = self.hup.recv() => "SIGHUP",
         }
     }
 }

@@ -366,3 +366,23 @@ async fn a_managed_redis_that_dies_is_restarted_and_circles_serve_again() {
         "managed redis-server still running after exit"
     );
 }
+
+#[test]
+fn sigint_and_sighup_also_shut_down_cleanly() {
+    let redis = testkit::RedisServer::start();
+    for signal in ["INT", "HUP"] {
+        let sandbox = Sandbox::new();
+        let config = sandbox.circles(&[(1, "Calm", port())]);
+        let mut o = Orchestrator::start(&sandbox, &config, &redis.url(), &[]);
+        o.wait_table();
+        o.signal(signal);
+        let status = o.wait_exit(Duration::from_secs(30));
+        assert_eq!(status.code(), Some(0), "SIG{signal}: {}", o.stderr());
+        assert!(
+            o.stderr().contains(&format!("SIG{signal} received")),
+            "{}",
+            o.stderr()
+        );
+        assert!(o.stdout().trim_end().ends_with("stopped"), "{}", o.stdout());
+    }
+}
