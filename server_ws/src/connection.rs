@@ -22,7 +22,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 enum End {
     /// The server is shutting down: drain, then close with 1001.
     Shutdown,
-    /// No frame from the client within the client timeout.
+    /// Nothing from the client within the client timeout, or it stopped taking data.
     Dead,
     /// The client sent a close frame.
     ClientClosed(Option<CloseReason>),
