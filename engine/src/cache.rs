@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::{Arc, Mutex};
 
 use rhai::AST;
 
@@ -17,7 +16,7 @@ pub const MAX_BYTES: usize = 8 << 20;
 
 struct Entry {
     script: Box<str>,
-    ast: Arc<AST>,
+    ast: AST,
     last_used: u64,
 }
 
@@ -46,10 +45,11 @@ struct Inner {
     clock: u64,
 }
 
-/// The cache. `Send + Sync`.
+/// The cache. Not locked itself: it lives inside the engine's run lock, which
+/// every run holds anyway.
 pub struct AstCache {
     fingerprint: u64,
-    inner: Mutex<Inner>,
+    inner: Inner,
 }
 
 impl AstCache {
@@ -57,52 +57,58 @@ impl AstCache {
     pub fn new(fingerprint: u64) -> Self {
         AstCache {
             fingerprint,
-            inner: Mutex::new(Inner::default()),
+            inner: Inner::default(),
         }
     }
 
     /// A word-at-a-time multiplicative hash of the script, seeded with the
-    /// fingerprint: a few ns for a short script, where SipHash costs a noticeable share of a trivial run.
+    /// fingerprint: a few ns for a short script, where SipHash costs a
+    /// noticeable share of a trivial run.
     /// Collisions only cost a miss (the text is compared).
     fn key(&self, script: &str) -> u64 {
-        let mut h = self.fingerprint ^ 0xcbf2_9ce4_8422_2325;
-        for chunk in script.as_bytes().chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            h ^= u64::from_le_bytes(word);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3).rotate_left(23);
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut h = self.fingerprint ^ (script.len() as u64).wrapping_mul(K);
+        let chunks = script.as_bytes().chunks_exact(8);
+        let tail = chunks.remainder();
+        for chunk in chunks {
+            let word = u64::from_le_bytes(chunk.try_into().expect("chunks_exact gives 8 bytes"));
+            h = (h ^ word).wrapping_mul(K).rotate_left(29);
         }
-        h ^ script.len() as u64
+        let mut last = [0u8; 8];
+        last[..tail.len()].copy_from_slice(tail);
+        h = (h ^ u64::from_le_bytes(last)).wrapping_mul(K);
+        h ^ (h >> 32)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panic while holding the lock cannot leave the map inconsistent.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The compiled `script`, if cached.
-    pub fn get(&self, script: &str) -> Option<Arc<AST>> {
+    /// The compiled `script`, compiling and keeping it on a miss; the flag
+    /// says whether it was compiled now. Borrowed, not cloned: the caller
+    /// holds the engine's run lock (and so this cache) for the whole run.
+    pub fn get_or_compile<E>(
+        &mut self,
+        script: &str,
+        compile: impl FnOnce() -> Result<AST, E>,
+    ) -> Result<(&AST, bool), E> {
         let key = self.key(script);
-        let mut inner = self.lock();
-        inner.clock += 1;
-        let now = inner.clock;
-        let entry = inner.entries.get_mut(&key)?;
-        if &*entry.script != script {
-            return None;
+        self.inner.clock += 1;
+        let now = self.inner.clock;
+        let hit = matches!(self.inner.entries.get(&key), Some(e) if &*e.script == script);
+        if !hit {
+            let ast = compile()?;
+            self.insert(key, script, ast);
         }
+        let entry = self
+            .inner
+            .entries
+            .get_mut(&key)
+            .expect("the entry was found or just inserted");
         entry.last_used = now;
-        Some(entry.ast.clone())
+        Ok((&entry.ast, !hit))
     }
 
-    /// Keeps the compiled `script`, evicting the least recently used entries.
-    pub fn put(&self, script: &str, ast: Arc<AST>) {
-        if script.len() > MAX_BYTES {
-            return;
-        }
-        let key = self.key(script);
-        let mut inner = self.lock();
-        inner.clock += 1;
-        let now = inner.clock;
+    /// Keeps `script`, evicting least recently used entries to stay within
+    /// bounds (a script larger than the byte bound is kept alone).
+    fn insert(&mut self, key: u64, script: &str, ast: AST) {
+        let inner = &mut self.inner;
         if let Some(old) = inner.entries.remove(&key) {
             inner.bytes -= old.script.len();
         }
@@ -122,13 +128,13 @@ impl AstCache {
             Entry {
                 script: script.into(),
                 ast,
-                last_used: now,
+                last_used: 0,
             },
         );
     }
 
     /// Number of cached scripts.
     pub fn len(&self) -> usize {
-        self.lock().entries.len()
+        self.inner.entries.len()
     }
 }

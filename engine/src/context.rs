@@ -39,20 +39,38 @@ pub const TIMEOUT_TOKEN: &str = "circles-engine:timeout";
 /// See [`TIMEOUT_TOKEN`].
 pub const CANCEL_TOKEN: &str = "circles-engine:cancelled";
 
-/// The state of one run.
+/// The state of one run. One per thread, reused from run to run so a run
+/// allocates nothing it does not need.
 pub struct RunState {
+    active: bool,
     pub deadline: Instant,
-    pub cancel: Arc<AtomicBool>,
+    cancel: Option<Arc<AtomicBool>>,
     pub printed: String,
     pub printed_truncated: bool,
-    pub max_printed: usize,
+    max_printed: usize,
     pub txn: Txn,
 }
 
 impl RunState {
+    fn idle() -> Self {
+        RunState {
+            active: false,
+            deadline: Instant::now(),
+            cancel: None,
+            printed: String::new(),
+            printed_truncated: false,
+            max_printed: 0,
+            txn: Txn::new(0),
+        }
+    }
+
     /// Whether the run must stop now.
     pub fn should_stop(&self) -> Option<Stop> {
-        if self.cancel.load(Ordering::Relaxed) {
+        if self
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+        {
             Some(Stop::Cancelled)
         } else if Instant::now() >= self.deadline {
             Some(Stop::Timeout)
@@ -80,45 +98,69 @@ impl RunState {
             self.printed_truncated = true;
         }
     }
+
+    /// Ends the run: drops its cancel flag, output and any uncommitted writes.
+    fn clear(&mut self) {
+        self.active = false;
+        self.cancel = None;
+        if !self.printed.is_empty() {
+            self.printed = String::new();
+        }
+        self.txn.reset(0);
+    }
 }
 
 thread_local! {
-    static CURRENT: RefCell<Option<RunState>> = const { RefCell::new(None) };
+    static CURRENT: RefCell<RunState> = RefCell::new(RunState::idle());
 }
 
-/// Installs `state` for the current thread until the guard is dropped.
-pub fn install(state: RunState) -> Installed {
+/// Activates this thread's run state until the guard is dropped.
+pub fn install(
+    deadline: Instant,
+    cancel: &Arc<AtomicBool>,
+    max_printed: usize,
+    max_writes: usize,
+) -> Installed {
     CURRENT.with(|c| {
-        let previous = c.borrow_mut().replace(state);
-        debug_assert!(previous.is_none(), "runs never nest on one thread");
+        let mut s = c.borrow_mut();
+        debug_assert!(!s.active, "runs never nest on one thread");
+        s.active = true;
+        s.deadline = deadline;
+        s.cancel = Some(cancel.clone());
+        s.printed_truncated = false;
+        s.max_printed = max_printed;
+        s.txn.reset(max_writes);
     });
     Installed { _private: () }
 }
 
-/// Removes the run's state when dropped (also on panic).
+/// Deactivates the run's state when dropped (also on panic), discarding its
+/// writes.
 pub struct Installed {
     _private: (),
 }
 
 impl Installed {
-    /// Takes the state back out, ending the run.
-    pub fn finish(self) -> RunState {
-        let state = CURRENT
-            .with(|c| c.borrow_mut().take())
-            .expect("the state stays installed until finish");
-        std::mem::forget(self);
-        state
+    /// Runs `f` on the active state (for the commit, after evaluation).
+    pub fn with<R>(&self, f: impl FnOnce(&mut RunState) -> R) -> R {
+        CURRENT.with(|c| f(&mut c.borrow_mut()))
     }
 }
 
 impl Drop for Installed {
     fn drop(&mut self) {
-        let _ = CURRENT.try_with(|c| c.borrow_mut().take());
+        let _ = CURRENT.try_with(|c| {
+            if let Ok(mut s) = c.try_borrow_mut() {
+                s.clear();
+            }
+        });
     }
 }
 
-/// Runs `f` on the current run's state; `None` outside a run (a callback
-/// invoked by someone else's use of the engine, which cannot happen).
+/// Runs `f` on the current run's state; `None` outside a run.
 pub fn with<R>(f: impl FnOnce(&mut RunState) -> R) -> Option<R> {
-    CURRENT.with(|c| c.try_borrow_mut().ok()?.as_mut().map(f))
+    CURRENT.with(|c| {
+        let mut s = c.try_borrow_mut().ok()?;
+        s.active.then(|| f(&mut s))
+    })
 }

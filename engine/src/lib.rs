@@ -207,9 +207,9 @@ pub struct CircleEngine {
     rhai: rhai::Engine,
     db: Arc<ourdb::OurDb>,
     limits: Limits,
-    cache: cache::AstCache,
-    /// Serialises runs so each script sees a stable database (see the crate docs).
-    run_lock: Mutex<()>,
+    /// Serialises runs so each script sees a stable database (see the crate
+    /// docs); holds the compiled-script cache, which only runs touch.
+    run_lock: Mutex<cache::AstCache>,
 }
 
 impl CircleEngine {
@@ -219,9 +219,8 @@ impl CircleEngine {
         CircleEngine {
             rhai,
             db,
-            cache: cache::AstCache::new(fingerprint(&limits)),
+            run_lock: Mutex::new(cache::AstCache::new(fingerprint(&limits))),
             limits,
-            run_lock: Mutex::new(()),
         }
     }
 
@@ -240,9 +239,13 @@ impl CircleEngine {
         &self.limits
     }
 
-    /// Number of compiled scripts currently cached.
+    /// Number of compiled scripts currently cached. Waits for a running
+    /// script to finish.
     pub fn cached_scripts(&self) -> usize {
-        self.cache.len()
+        self.run_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 }
 

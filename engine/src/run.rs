@@ -3,14 +3,13 @@
 //! committed (or dropped).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use rhai::{AST, Dynamic};
+use rhai::Dynamic;
 
-use crate::context::{self, RunState, Stop};
-use crate::txn::{Txn, TxnError};
+use crate::context::{self, Stop};
+use crate::txn::TxnError;
 use crate::{CircleEngine, ErrorKind, Outcome, RunControl, ScriptError, errors};
 
 /// A far-away instant for a timeout too large to add.
@@ -41,16 +40,6 @@ fn check_stop(
         return Err(stop_error(Stop::Timeout, engine));
     }
     Ok(())
-}
-
-fn compile(engine: &CircleEngine, script: &str) -> Result<Arc<AST>, ScriptError> {
-    let ast = engine
-        .rhai
-        .compile(script)
-        .map_err(|e| errors::from_parse(&e, &engine.limits))?;
-    let ast = Arc::new(ast);
-    engine.cache.put(script, ast.clone());
-    Ok(ast)
 }
 
 /// Deepest nesting of a result that is rendered; rendering is recursive.
@@ -143,7 +132,7 @@ pub fn run(
         return Err(stop_error(Stop::Timeout, engine));
     }
     // Runs are serialised; a run that had to wait re-checks its deadline.
-    let _serial = match engine.run_lock.try_lock() {
+    let mut cache = match engine.run_lock.try_lock() {
         Ok(guard) => guard,
         Err(_) => {
             let guard = engine.run_lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -154,25 +143,23 @@ pub fn run(
 
     // Compilation is not interruptible; its time is bounded by the script
     // size limit and counted against the deadline.
-    let ast = match engine.cache.get(script) {
-        Some(ast) => ast,
-        None => {
-            let ast = compile(engine, script)?;
-            check_stop(engine, control, deadline)?;
-            ast
-        }
-    };
+    let (ast, compiled) = cache.get_or_compile(script, || {
+        engine
+            .rhai
+            .compile(script)
+            .map_err(|e| errors::from_parse(&e, &engine.limits))
+    })?;
+    if compiled {
+        check_stop(engine, control, deadline)?;
+    }
 
-    let installed = context::install(RunState {
+    let installed = context::install(
         deadline,
-        cancel: control.cancel.clone(),
-        printed: String::new(),
-        printed_truncated: false,
-        max_printed: limits.max_output_bytes,
-        txn: Txn::new(limits.max_writes),
-    });
-    let result = catch_unwind(AssertUnwindSafe(|| engine.rhai.eval_ast::<Dynamic>(&ast)));
-    let state = installed.finish();
+        &control.cancel,
+        limits.max_output_bytes,
+        limits.max_writes,
+    );
+    let result = catch_unwind(AssertUnwindSafe(|| engine.rhai.eval_ast::<Dynamic>(ast)));
 
     let value = match result {
         Ok(Ok(value)) => value,
@@ -194,14 +181,22 @@ pub fn run(
     if control.cancel.load(Ordering::Relaxed) {
         return Err(stop_error(Stop::Cancelled, engine));
     }
-    let writes = state.txn.commit(&engine.db).map_err(|e| match e {
+    let (committed, printed, printed_truncated) = installed.with(|state| {
+        (
+            state.txn.commit(&engine.db),
+            std::mem::take(&mut state.printed),
+            state.printed_truncated,
+        )
+    });
+    drop(installed);
+    let writes = committed.map_err(|e| match e {
         TxnError::Database(m) => ScriptError::new(ErrorKind::Database, m),
         TxnError::Limit(m) => ScriptError::new(ErrorKind::Limit, m),
     })?;
     Ok(Outcome {
         output,
-        printed: state.printed,
-        printed_truncated: state.printed_truncated,
+        printed,
+        printed_truncated,
         writes,
         elapsed: start.elapsed(),
     })

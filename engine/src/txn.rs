@@ -29,6 +29,9 @@ enum Op {
     Delete(u32),
 }
 
+/// Above this many entries a finished run's buffers are freed, not reused.
+const KEEP_CAPACITY: usize = 64;
+
 /// What the script has done to one id.
 #[derive(Debug)]
 enum Pending {
@@ -192,19 +195,38 @@ impl Txn {
         }
     }
 
-    /// Commits every write as one batch, durable when this returns. A script
-    /// without writes commits nothing.
-    pub fn commit(self, db: &OurDb) -> Result<usize, TxnError> {
+    /// Starts over for a new run, keeping allocations of a modest size.
+    pub fn reset(&mut self, max_writes: usize) {
+        self.max_writes = max_writes;
+        self.base_id = None;
+        self.inserts = 0;
+        if self.ops.is_empty() && self.pending.is_empty() {
+            return;
+        }
+        self.ops.clear();
+        self.pending.clear();
+        if self.ops.capacity() > KEEP_CAPACITY {
+            self.ops = Vec::new();
+        }
+        if self.pending.capacity() > KEEP_CAPACITY {
+            self.pending = HashMap::new();
+        }
+    }
+
+    /// Commits every write as one batch, durable when this returns, and
+    /// leaves the transaction empty. A script without writes commits nothing.
+    pub fn commit(&mut self, db: &OurDb) -> Result<usize, TxnError> {
         let writes = self.ops.len();
         if writes == 0 {
             return Ok(0);
         }
+        self.pending.clear();
         let mut batch = Batch::new();
         let expected_first = self.base_id;
         if self.inserts > 0 {
             batch.expect_next_id(expected_first.expect("an insert read the base id"));
         }
-        for op in self.ops {
+        for op in self.ops.drain(..) {
             match op {
                 Op::Insert(v) => batch.insert(v),
                 Op::Update(id, v) => batch.update(id, v),
