@@ -252,3 +252,19 @@ async fn requests_beyond_the_in_flight_limit_get_32003() {
     assert_eq!(code(&reply), codes::LIMIT_EXCEEDED);
     assert_eq!(reply["error"]["data"]["limit"], "max_in_flight");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_task_record_gets_32603_without_internals() {
+    let fx = Fixture::start(|_| {}).await;
+    let mut ws = fx.connect().await;
+    // The waiter finds the bad status on its fallback read of the task hash.
+    let reply = call(&mut ws, &play(1, "garble")).await;
+    assert_eq!(code(&reply), codes::INTERNAL_ERROR, "{reply}");
+    assert_eq!(reply["id"], 1);
+    assert_eq!(reply["error"]["message"], "internal error");
+    assert!(reply["error"].get("data").is_none(), "{reply}");
+    assert_eq!(
+        call(&mut ws, &play(2, "echo:fine")).await["result"]["output"],
+        "fine"
+    );
+}

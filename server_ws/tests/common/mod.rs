@@ -173,6 +173,7 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 /// - `big:N` completes with an output of N bytes;
 /// - `sleep:MS` completes with output "slept" after MS milliseconds;
 /// - `hang` is claimed and never finished;
+/// - `garble` gets a status no protocol version knows, so the waiter fails;
 /// - anything else completes with the script as output.
 pub async fn stand_in_worker(url: String, token: CancellationToken) {
     let options = BrokerOptions::new(Duration::from_secs(60));
@@ -193,6 +194,10 @@ pub async fn stand_in_worker(url: String, token: CancellationToken) {
         let Ok(Claim::Run(task)) = broker.claim(&id).await else {
             continue;
         };
+        if task.script == "garble" {
+            garble(&url, &task.task_id).await;
+            continue;
+        }
         let broker = Arc::clone(&broker);
         let completed = Arc::clone(&completed);
         tokio::spawn(async move {
@@ -206,6 +211,22 @@ pub async fn stand_in_worker(url: String, token: CancellationToken) {
             let _ = broker.finish(&task.task_id, &result).await;
         });
     }
+}
+
+/// Breaks the task's hash: a third party wrote a status the protocol does not know.
+async fn garble(url: &str, task_id: &str) {
+    let redis = redis::Client::open(url).expect("redis url");
+    let mut conn = redis
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to redis");
+    let _: () = redis::cmd("HSET")
+        .arg(client::keys::task_details(task_id))
+        .arg("status")
+        .arg("bogus")
+        .query_async(&mut conn)
+        .await
+        .expect("HSET");
 }
 
 async fn run_stand_in(script: &str, completed: &AtomicU64) -> Option<TaskResult> {
