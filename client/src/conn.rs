@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, RedisError};
+use redis::{AsyncConnectionConfig, IntoConnectionInfo, RedisError};
 
 use crate::{Error, Result};
 
@@ -51,10 +51,17 @@ pub(crate) struct Conn {
 
 impl Conn {
     pub(crate) fn new(url: &str, role: &'static str, settings: ConnSettings) -> Result<Conn> {
-        let client = redis::Client::open(url).map_err(|e| Error::Unavailable {
+        let invalid = |e: RedisError| Error::Unavailable {
             url: redact(url),
             reason: format!("invalid redis url: {e}"),
-        })?;
+        };
+        // TCP_NODELAY: requests are small and pipelined; Nagle's algorithm
+        // would hold a second request back until the first is acknowledged.
+        let info = url
+            .into_connection_info()
+            .map_err(invalid)?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info).map_err(invalid)?;
         Ok(Conn {
             client,
             url: redact(url),

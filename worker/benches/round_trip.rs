@@ -147,7 +147,10 @@ fn main() {
         // Floor, part 1: a Redis round trip on the same kind of connection,
         // sampled interleaved with the round trips below so both see the same
         // machine load.
-        let mut conn = redis::Client::open(url.as_str())
+        let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())
+            .expect("url")
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let mut conn = redis::Client::open(info)
             .expect("url")
             .get_multiplexed_async_connection()
             .await
@@ -211,6 +214,12 @@ fn main() {
             "  redis execution of submit+claim+finish per round trip {:>9.1} us (not in the floor)",
             us(redis_exec)
         );
+        for command in ["exec", "eval", "evalsha"] {
+            println!(
+                "    of which {command:<8} {:>9.1} us",
+                usec_total(&seq_stats, command) / n as f64
+            );
+        }
         println!("  sequential p50                {:>9.1} us", us(p50));
         println!("  sequential p99                {:>9.1} us", us(p99));
         println!("  ratio p50 / floor             {:>9.2}   (target <= 1.5)", us(p50) / us(floor));
