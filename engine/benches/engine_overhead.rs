@@ -92,6 +92,51 @@ fn compare(label: &str, script: &str, durability: Durability, rounds: usize, ite
     );
 }
 
+/// How long scripts take to end under the default limits (the default
+/// deadline is 10 s; hostile scripts must end well before it).
+fn defaults() {
+    let (_dir, engine) = circle(Durability::Flush);
+    let control = RunControl::default();
+    let scripts = [
+        (
+            "fib(25) recursive",
+            "fn fib(n) { if n < 2 { n } else { fib(n - 1) + fib(n - 2) } } fib(25)",
+        ),
+        (
+            "sieve to 100,000",
+            "let n = 100000; let s = []; s.pad(n + 1, true); let c = 0; for i in 2..=n { if s[i] { c += 1; let j = i * i; while j <= n { s[j] = false; j += i; } } } c",
+        ),
+        ("hostile: infinite loop", "let x = 0; loop { x += 1; }"),
+        ("hostile: unbounded recursion", "fn f(n) { f(n + 1) } f(0)"),
+        (
+            "hostile: string doubling",
+            "let s = \"x\"; loop { s += s; }",
+        ),
+        (
+            "hostile: giant array",
+            "let a = []; a.pad(1000000000, 0); a.len()",
+        ),
+        (
+            "hostile: map growth",
+            "let m = #{}; for i in 0..10000000 { m[`k${i}`] = i; } m",
+        ),
+        (
+            "hostile: print flood",
+            "loop { print(\"spam spam spam\"); }",
+        ),
+    ];
+    for (label, script) in scripts {
+        let t = Instant::now();
+        let result = engine.run(script, &control);
+        let took = t.elapsed();
+        let what = match result {
+            Ok(o) => format!("ok {}", o.output),
+            Err(e) => format!("{} error: {}", e.kind.as_str(), e.message),
+        };
+        println!("{label:<30} {:>9.1} ms   {what}", took.as_secs_f64() * 1e3);
+    }
+}
+
 fn main() {
     // Scripts run on a thread with the stack the engine requires, like the worker.
     std::thread::Builder::new()
@@ -114,6 +159,9 @@ fn main() {
                 r.min(5),
                 n / 400,
             );
+            if !quick {
+                defaults();
+            }
         })
         .expect("spawn bench thread")
         .join()

@@ -138,3 +138,64 @@ impl AstCache {
         self.inner.entries.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile(script: &str) -> Result<AST, ()> {
+        rhai::Engine::new_raw().compile(script).map_err(|_| ())
+    }
+
+    #[test]
+    fn a_repeated_script_is_compiled_once() {
+        let mut cache = AstCache::new(1);
+        let (_, compiled) = cache
+            .get_or_compile("1 + 1", || compile("1 + 1"))
+            .expect("ok");
+        assert!(compiled);
+        let (_, compiled) = cache
+            .get_or_compile("1 + 1", || -> Result<AST, ()> {
+                panic!("must not compile again")
+            })
+            .expect("ok");
+        assert!(!compiled);
+    }
+
+    #[test]
+    fn different_settings_never_share_a_key() {
+        let a = AstCache::new(1);
+        let b = AstCache::new(2);
+        for script in ["", "1", "let x = 1; x + 2", &"y".repeat(1000)] {
+            assert_ne!(a.key(script), b.key(script), "{script}");
+        }
+    }
+
+    #[test]
+    fn least_recently_used_script_is_evicted_at_the_entry_bound() {
+        let mut cache = AstCache::new(7);
+        for i in 0..MAX_ENTRIES {
+            let s = format!("{i}");
+            cache.get_or_compile(&s, || compile(&s)).expect("ok");
+        }
+        // Touch "0" so "1" becomes the oldest.
+        cache.get_or_compile("0", || compile("0")).expect("ok");
+        cache.get_or_compile("new", || compile("42")).expect("ok");
+        assert_eq!(cache.len(), MAX_ENTRIES);
+        let (_, compiled) = cache.get_or_compile("0", || compile("0")).expect("ok");
+        assert!(!compiled, "recently used entry kept");
+        let (_, compiled) = cache.get_or_compile("1", || compile("1")).expect("ok");
+        assert!(compiled, "oldest entry evicted");
+    }
+
+    #[test]
+    fn a_failed_compilation_is_not_kept() {
+        let mut cache = AstCache::new(0);
+        assert!(
+            cache
+                .get_or_compile("let = ;", || compile("let = ;"))
+                .is_err()
+        );
+        assert_eq!(cache.len(), 0);
+    }
+}

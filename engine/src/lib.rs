@@ -70,7 +70,8 @@ pub const SCRIPT_STACK_SIZE: usize = 16 << 20;
 pub struct Limits {
     /// Wall-clock budget, compilation included. Default 10 s.
     pub timeout: Duration,
-    /// Rhai operations. Default 20,000,000 (about 1 s of work in a release build).
+    /// Rhai operations. Default 10,000,000 (about 0.5 s of simple work in a
+    /// release build; fib(25) takes about 3.8 million).
     pub max_operations: u64,
     /// Function call depth. Default 64.
     pub max_call_depth: usize,
@@ -99,7 +100,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             timeout: Duration::from_secs(10),
-            max_operations: 20_000_000,
+            max_operations: 10_000_000,
             max_call_depth: 64,
             max_expr_depth: 64,
             max_string_size: 1 << 20,

@@ -258,6 +258,16 @@ fn deadline_stops_a_script_that_stays_under_the_operations_limit() {
 }
 
 #[test]
+fn compilation_counts_against_the_deadline() {
+    let c = Circle::with_limits(Limits {
+        timeout: Duration::from_nanos(1),
+        ..Limits::default()
+    });
+    let script = "let x = 1;\n".repeat(10_000);
+    c.fails(&script, ErrorKind::Timeout);
+}
+
+#[test]
 fn run_control_deadline_stops_a_script() {
     let c = Circle::with_limits(Limits {
         max_operations: 0,
