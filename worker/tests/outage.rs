@@ -124,3 +124,40 @@ async fn redis_killed_under_load_fails_waiters_promptly_and_the_system_serves_ag
     assert!(matches!(after, Outcome::Completed(ref o) if o.output == "42"));
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_reports_reconnecting_while_redis_is_down_and_running_after() {
+    let mut redis = testkit::RedisServer::start_persistent();
+    let url = redis.url();
+    let worker = TestWorker::start(&url, "state");
+    let wait = Duration::from_secs(30);
+    let state_is = |want: worker::WorkerState| {
+        let status = worker.status.clone();
+        move || {
+            let ok = status.state() == want;
+            async move { ok.then_some(()) }
+        }
+    };
+    eventually("Running", wait, state_is(worker::WorkerState::Running)).await;
+    redis.kill();
+    eventually(
+        "Reconnecting",
+        wait,
+        state_is(worker::WorkerState::Reconnecting),
+    )
+    .await;
+    redis.restart();
+    eventually(
+        "Running again",
+        wait,
+        state_is(worker::WorkerState::Running),
+    )
+    .await;
+    let client = Client::connect(&url).await.expect("connect");
+    let outcome = client
+        .run("state", "40 + 2", &SubmitOptions { timeout: wait })
+        .await
+        .expect("run");
+    assert!(matches!(outcome, Outcome::Completed(ref o) if o.output == "42"));
+    worker.stop().await;
+}
