@@ -49,6 +49,27 @@ fn recursion_with_heavy_frames_at_the_depth_limit_does_not_overflow_the_stack() 
 }
 
 #[test]
+fn recursion_through_deeply_nested_expressions_does_not_overflow_the_stack() {
+    // Worst case for the native stack: every call level sits under an
+    // expression nested as deep as the parser allows.
+    let c = Circle::new();
+    let mut tried = 0;
+    for depth in (1..=engine::Limits::default().max_expr_depth).rev() {
+        let body = format!("{}f(n + 1){}", "1 + (".repeat(depth), ")".repeat(depth));
+        let script = format!("fn f(n) {{ {body} }}\nf(0)");
+        let e = c.fails(&script, ErrorKind::Limit);
+        if e.message.contains("expression nesting") {
+            continue;
+        }
+        assert!(e.message.contains("nested function calls"), "{e:?}");
+        tried = depth;
+        break;
+    }
+    assert!(tried > 10, "the deepest expression that parses was tried");
+    c.still_works();
+}
+
+#[test]
 fn string_doubling_ends_at_the_string_size_limit() {
     let c = Circle::with_limits(tight());
     let e = c.fails("let s = \"x\";\nloop { s += s; }", ErrorKind::Limit);
