@@ -237,6 +237,9 @@ impl Txn {
             ourdb::Error::ValueTooLarge { size, max } => TxnError::Limit(format!(
                 "value of {size} bytes exceeds the database's limit of {max} bytes"
             )),
+            ourdb::Error::BatchTooLarge { size } => TxnError::Limit(format!(
+                "the script's writes total {size} bytes, more than one database commit can hold"
+            )),
             ourdb::Error::Conflict { expected, actual } => TxnError::Database(format!(
                 "another writer changed the database during the script (expected next id {expected}, found {actual}); nothing was written"
             )),
