@@ -2,7 +2,7 @@
 //! ONE `circles_orchestrator` process — the real binary, free ports, a temp
 //! data dir, its own Redis. Reports the time until every circle serves (each
 //! WS port answers a `play` round trip), the RSS in all and per circle, and the
-//! idle CPU over `CIRCLES_SCALE_IDLE_SECS` (default 5) seconds, measured after
+//! idle CPU over `CIRCLES_SCALE_IDLE_SECS` (default 10) seconds, measured after
 //! `CIRCLES_SCALE_SETTLE_SECS` (default 5) seconds of rest. Also runs one
 //! circle the same way, so the per-circle cost is shown both as total / N and
 //! as the marginal (RSS_N - RSS_1) / (N - 1).
@@ -247,7 +247,7 @@ fn report(m: &Measured) {
 fn main() {
     // `cargo bench` passes --bench; nothing else is accepted.
     let n = env_num("CIRCLES_SCALE_N", 200) as usize;
-    let idle = Duration::from_secs(env_num("CIRCLES_SCALE_IDLE_SECS", 5));
+    let idle = Duration::from_secs(env_num("CIRCLES_SCALE_IDLE_SECS", 10));
     println!("scale benchmark: {n} circles in one orchestrator process ({BIN})");
     let one = measure(1, idle);
     report(&one);

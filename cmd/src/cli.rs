@@ -84,6 +84,14 @@ pub struct RunArgs {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// Wall-clock budget of one script run (engine limit; compilation included).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub script_timeout: Duration,
+
+    /// Rhai operations one script may perform (engine limit).
+    #[arg(long, default_value_t = 10_000_000)]
+    pub max_operations: u64,
+
     /// How long finished task results stay in Redis.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub result_ttl: Duration,

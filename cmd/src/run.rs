@@ -153,7 +153,11 @@ async fn serve(
     let preparing = Instant::now();
     let prepared = {
         let (configs, host, dir) = (configs.clone(), args.host.clone(), data_dir.to_path_buf());
-        let limits = engine::Limits::default();
+        let limits = engine::Limits {
+            timeout: args.script_timeout,
+            max_operations: args.max_operations,
+            ..engine::Limits::default()
+        };
         tokio::task::spawn_blocking(move || circles::prepare_all(&configs, &host, &dir, &limits))
             .await
             .context("preparing the circles panicked")??

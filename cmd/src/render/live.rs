@@ -16,7 +16,7 @@ use crossterm::terminal::{
 };
 use crossterm::{execute, queue};
 
-use super::table::build;
+use super::table::build_fitting;
 use super::{Renderer, header_line, human_duration};
 use crate::status::{Header, Snapshot};
 
@@ -75,7 +75,7 @@ pub fn lines(header: &Header, snap: &Snapshot, cols: u16, rows: u16) -> Vec<Stri
         shown
     };
     let hidden = snap.circles.len() - shown;
-    let table = build(&snap.circles[..shown], Some(cols), true);
+    let table = build_fitting(&snap.circles[..shown], cols, true);
     out.extend(table.to_string().lines().map(str::to_string));
     if hidden > 0 {
         let not_running = snap.circles[shown..]
@@ -124,7 +124,7 @@ impl Renderer for Live {
             self.active = false;
         }
         let (cols, _) = terminal::size().unwrap_or((120, 40));
-        let table = build(&snap.circles, Some(cols), true);
+        let table = build_fitting(&snap.circles, cols, true);
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,

@@ -67,7 +67,7 @@ impl<W: Write + Send> Renderer for Plain<W> {
             if !settled && self.started.elapsed() < SETTLE_DEADLINE {
                 return;
             }
-            let table = build(&snap.circles, None, false);
+            let table = build(&snap.circles, false);
             self.write(&format!("{table}\n"));
             let up = snap
                 .circles

@@ -24,26 +24,42 @@ pub const COLUMNS: [&str; 12] = [
 /// Longest failure reason shown in a cell; the full text is in the log.
 const DETAIL_CHARS: usize = 48;
 
-/// Builds the table; `width` makes it fit a terminal, `utf8` picks box characters.
-pub fn build(rows: &[Row], width: Option<u16>, utf8: bool) -> Table {
+/// Builds the table with every column; `utf8` picks box characters. Cells
+/// never wrap, so one row is one line.
+pub fn build(rows: &[Row], utf8: bool) -> Table {
+    build_columns(rows, COLUMNS.len(), utf8)
+}
+
+/// The widest table that fits `width`: extras are dropped from the right
+/// until it fits; the five fixed columns always stay (the caller cuts lines
+/// that are still too wide).
+pub fn build_fitting(rows: &[Row], width: u16, utf8: bool) -> Table {
+    for columns in (FIXED_COLUMNS..=COLUMNS.len()).rev() {
+        let table = build_columns(rows, columns, utf8);
+        let widest = table.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+        if widest <= usize::from(width) || columns == FIXED_COLUMNS {
+            return table;
+        }
+    }
+    build_columns(rows, FIXED_COLUMNS, utf8)
+}
+
+/// The columns DESIGN §6 fixes.
+const FIXED_COLUMNS: usize = 5;
+
+fn build_columns(rows: &[Row], columns: usize, utf8: bool) -> Table {
     let mut table = Table::new();
     table.load_style(if utf8 {
         presets::UTF8_FULL_CONDENSED
     } else {
         presets::ASCII_FULL_CONDENSED
     });
-    match width {
-        Some(w) => {
-            table.set_content_arrangement(ContentArrangement::Dynamic);
-            table.set_width(w);
-        }
-        None => {
-            table.set_content_arrangement(ContentArrangement::Disabled);
-        }
-    }
-    table.set_header(COLUMNS);
+    table.set_content_arrangement(ContentArrangement::Disabled);
+    table.set_header(&COLUMNS[..columns]);
     for row in rows {
-        table.add_row(cells(row));
+        let mut cells = cells(row);
+        cells.truncate(columns);
+        table.add_row(cells);
     }
     table
 }
@@ -118,7 +134,7 @@ mod tests {
 
     #[test]
     fn the_header_starts_with_the_five_fixed_columns_in_order() {
-        let text = build(&[row("Alpha Circle")], None, false).to_string();
+        let text = build(&[row("Alpha Circle")], false).to_string();
         let header = text.lines().nth(1).expect("header line");
         let names: Vec<&str> = header
             .split('|')
@@ -139,11 +155,29 @@ mod tests {
 
     #[test]
     fn a_row_shows_state_reason_queue_and_url() {
-        let text = build(&[row("Alpha Circle")], None, false).to_string();
+        let text = build(&[row("Alpha Circle")], false).to_string();
         assert!(text.contains("Alpha Circle"));
         assert!(text.contains("alpha_circle"));
         assert!(text.contains("ws://127.0.0.1:8081/ws"));
         assert!(text.contains("Restarting: address vanished"));
         assert!(text.contains("1m05s"));
+    }
+
+    #[test]
+    fn a_narrow_terminal_drops_extra_columns_but_keeps_the_fixed_five() {
+        let rows = [row("Alpha Circle")];
+        let wide = build_fitting(&rows, 300, true).to_string();
+        assert!(wide.contains("Restarts"));
+        let narrow = build_fitting(&rows, 100, true).to_string();
+        assert!(narrow.lines().all(|l| l.chars().count() <= 100), "{narrow}");
+        assert!(
+            narrow.contains("WS Server URL") && !narrow.contains("Restarts"),
+            "{narrow}"
+        );
+        assert_eq!(
+            narrow.lines().count(),
+            5,
+            "one line per row, never wrapped:\n{narrow}"
+        );
     }
 }
