@@ -26,15 +26,51 @@ fn main() {
         runtime.block_on(child());
         return;
     }
-    // `cargo test -- --list` and filters: behave like a one-test harness.
+    // Behave like a one-test harness for `--list`, `--ignored` and name
+    // filters (cargo test and nextest both use them).
+    const NAME: &str = "a_killed_worker_s_task_ends_as_worker_lost_and_the_rest_run_once";
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--list") {
-        println!("a_killed_worker_s_task_ends_as_worker_lost_and_the_rest_run_once: test");
+    let flag = |f: &str| args.iter().any(|a| a == f);
+    // Positional arguments are name filters; skip the values of options.
+    let mut filters: Vec<&String> = Vec::new();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        if [
+            "--format",
+            "--color",
+            "--test-threads",
+            "--skip",
+            "--logfile",
+            "-Z",
+        ]
+        .contains(&arg.as_str())
+        {
+            iter.next();
+        } else if !arg.starts_with('-') {
+            filters.push(arg);
+        }
+    }
+    let selected = filters.is_empty()
+        || filters.iter().any(|f| {
+            if flag("--exact") {
+                f.as_str() == NAME
+            } else {
+                NAME.contains(f.as_str())
+            }
+        });
+    if flag("--list") {
+        if selected && !flag("--ignored") {
+            println!("{NAME}: test");
+        }
+        return;
+    }
+    if !selected || flag("--ignored") {
+        println!("running 0 tests");
         return;
     }
     println!("running 1 test");
     runtime.block_on(a_killed_worker_s_task_ends_as_worker_lost_and_the_rest_run_once());
-    println!("test a_killed_worker_s_task_ends_as_worker_lost_and_the_rest_run_once ... ok");
+    println!("test {NAME} ... ok");
 }
 
 async fn child() {
