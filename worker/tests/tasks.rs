@@ -322,8 +322,11 @@ async fn counters_track_processed_failed_queue_and_heartbeat() {
 async fn circles_run_in_parallel_while_each_runs_one_task_at_a_time() {
     let redis = testkit::RedisServer::start();
     let dir_a = tempfile::tempdir().expect("tempdir");
+    let mut config_a = worker::WorkerConfig::new(&redis.url(), "a");
+    // The slow script is cancelled at the end; do not wait the default grace.
+    config_a.shutdown_grace = Duration::from_millis(100);
     let a = TestWorker::start_with(
-        worker::WorkerConfig::new(&redis.url(), "a"),
+        config_a,
         fast_options(),
         open_engine(dir_a.path(), slow_limits()),
     );
