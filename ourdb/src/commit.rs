@@ -221,9 +221,12 @@ impl OurDb {
     /// commit's `fdatasync` only has data to flush, not a new file size.
     /// Recovery treats an all-zero tail as free space.
     fn preallocate(&self, w: &mut Writer, file: &DataFile, end: u64) -> Result<()> {
-        let target = (end + PREALLOC_CHUNK)
-            .min(self.config.max_file_size.max(end))
-            .max(end);
+        let target = (end + PREALLOC_CHUNK).min(self.config.max_file_size.max(end));
+        if target <= end {
+            // No room left below max_file_size: the commit's own fdatasync
+            // will carry the size change.
+            return Ok(());
+        }
         let zeros = vec![0u8; 64 << 10];
         let mut at = w.allocated;
         let res = (|| {

@@ -22,7 +22,10 @@
 //!
 //! Storage: append-only data files of checksummed frames, one frame per
 //! commit; an in-memory index from id to the live version's location,
-//! rebuilt by scanning the files on open. See `ARCHITECTURE.md` for the format.
+//! rebuilt by scanning the files on open (a torn tail left by a crash is cut,
+//! damage anywhere else is [`Error::Corrupt`] naming file and offset); a
+//! bounded cache of read values. See `ARCHITECTURE.md` for the format and
+//! the guarantees.
 //!
 //! ```
 //! use ourdb::{Config, OurDb};
