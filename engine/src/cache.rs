@@ -43,6 +43,8 @@ struct Inner {
     entries: HashMap<u64, Entry, BuildHasherDefault<KeyHasher>>,
     bytes: usize,
     clock: u64,
+    /// Key of the most recently used entry: a repeated script skips hashing.
+    last: Option<u64>,
 }
 
 /// The cache. Not locked itself: it lives inside the engine's run lock, which
@@ -88,10 +90,20 @@ impl AstCache {
         script: &str,
         compile: impl FnOnce() -> Result<AST, E>,
     ) -> Result<(&AST, bool), E> {
-        let key = self.key(script);
         self.inner.clock += 1;
         let now = self.inner.clock;
-        let hit = matches!(self.inner.entries.get(&key), Some(e) if &*e.script == script);
+        let same_as_last = self
+            .inner
+            .last
+            .and_then(|k| self.inner.entries.get(&k))
+            .is_some_and(|e| &*e.script == script);
+        let key = match (same_as_last, self.inner.last) {
+            (true, Some(k)) => k,
+            _ => self.key(script),
+        };
+        let hit =
+            same_as_last || matches!(self.inner.entries.get(&key), Some(e) if &*e.script == script);
+        self.inner.last = Some(key);
         if !hit {
             let ast = compile()?;
             self.insert(key, script, ast);

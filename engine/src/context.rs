@@ -141,9 +141,17 @@ pub struct Installed {
 }
 
 impl Installed {
-    /// Runs `f` on the active state (for the commit, after evaluation).
-    pub fn with<R>(&self, f: impl FnOnce(&mut RunState) -> R) -> R {
-        CURRENT.with(|c| f(&mut c.borrow_mut()))
+    /// Runs `f` on the active state (for the commit, after evaluation), then
+    /// ends the run.
+    pub fn finish<R>(self, f: impl FnOnce(&mut RunState) -> R) -> R {
+        let result = CURRENT.with(|c| {
+            let mut s = c.borrow_mut();
+            let result = f(&mut s);
+            s.clear();
+            result
+        });
+        std::mem::forget(self);
+        result
     }
 }
 

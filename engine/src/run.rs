@@ -181,14 +181,13 @@ pub fn run(
     if control.cancel.load(Ordering::Relaxed) {
         return Err(stop_error(Stop::Cancelled, engine));
     }
-    let (committed, printed, printed_truncated) = installed.with(|state| {
+    let (committed, printed, printed_truncated) = installed.finish(|state| {
         (
             state.txn.commit(&engine.db),
             std::mem::take(&mut state.printed),
             state.printed_truncated,
         )
     });
-    drop(installed);
     let writes = committed.map_err(|e| match e {
         TxnError::Database(m) => ScriptError::new(ErrorKind::Database, m),
         TxnError::Limit(m) => ScriptError::new(ErrorKind::Limit, m),
