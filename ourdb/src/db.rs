@@ -48,7 +48,6 @@ pub(crate) struct Writer {
 ///
 /// Readers (`get`, `exists`, `history`, `next_id`) run in parallel with each
 /// other and with a commit's I/O; commits are serialised.
-#[derive(Debug)]
 pub struct OurDb {
     pub(crate) dir: PathBuf,
     pub(crate) config: Config,
@@ -57,6 +56,20 @@ pub struct OurDb {
     cache: ValueCache,
     /// Held for its flock; released when dropped.
     _lock: File,
+}
+
+impl std::fmt::Debug for OurDb {
+    // Summarises instead of dumping the index and cache.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = self.read_state();
+        f.debug_struct("OurDb")
+            .field("dir", &self.dir)
+            .field("config", &self.config)
+            .field("live_records", &st.index.len())
+            .field("next_id", &st.next_id)
+            .field("data_files", &st.files.len())
+            .finish()
+    }
 }
 
 impl OurDb {

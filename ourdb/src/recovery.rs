@@ -227,29 +227,48 @@ enum Tail {
     FollowedByValidFrame,
 }
 
+/// Reads the bytes after a bad frame at `from` in windows, so a large last
+/// file never has to fit in memory at once.
 fn classify_tail(file: &File, from: u64, len: u64) -> std::io::Result<Tail> {
-    let mut rest = vec![0u8; (len - from) as usize];
-    let n = read_at_most(file, &mut rest, from)?;
-    rest.truncate(n);
-    if rest.iter().all(|&b| b == 0) {
-        return Ok(Tail::Zeros);
-    }
+    const WINDOW: usize = 1 << 20;
     let magic = format::FRAME_MAGIC.to_le_bytes();
-    for i in 1..rest.len().saturating_sub(FRAME_HEADER_LEN - 1) {
-        if rest[i..i + 4] != magic {
-            continue;
-        }
-        let h: [u8; FRAME_HEADER_LEN] = rest[i..i + FRAME_HEADER_LEN]
-            .try_into()
-            .expect("slice of frame header length");
-        if let Some((plen, crc)) = format::decode_frame_header(&h) {
-            let start = i + FRAME_HEADER_LEN;
-            if let Some(payload) = rest.get(start..start + plen as usize) {
-                if format::frame_crc_ok(plen, crc, payload) {
-                    return Ok(Tail::FollowedByValidFrame);
-                }
+    let mut window = vec![0u8; WINDOW + FRAME_HEADER_LEN];
+    let mut payload = Vec::new();
+    let mut all_zero = true;
+    let mut base = from;
+    while base < len {
+        let want = window.len().min((len - base) as usize);
+        let n = read_at_most(file, &mut window[..want], base)?;
+        let w = &window[..n];
+        all_zero = all_zero && w.iter().all(|&b| b == 0);
+        // Positions owned by this window; the overlap is re-read by the next.
+        let owned = n.min(WINDOW);
+        for i in 0..owned {
+            let at = base + i as u64;
+            if at == from || i + FRAME_HEADER_LEN > n || w[i..i + 4] != magic {
+                continue;
+            }
+            let h: [u8; FRAME_HEADER_LEN] = w[i..i + FRAME_HEADER_LEN]
+                .try_into()
+                .expect("slice of frame header length");
+            let Some((plen, crc)) = format::decode_frame_header(&h) else {
+                continue;
+            };
+            let start = at + FRAME_HEADER_LEN as u64;
+            if u64::from(plen) > len - start {
+                continue;
+            }
+            payload.resize(plen as usize, 0);
+            if read_at_most(file, &mut payload, start)? == payload.len()
+                && format::frame_crc_ok(plen, crc, &payload)
+            {
+                return Ok(Tail::FollowedByValidFrame);
             }
         }
+        if n < want || owned == 0 {
+            break;
+        }
+        base += owned as u64;
     }
-    Ok(Tail::Torn)
+    Ok(if all_zero { Tail::Zeros } else { Tail::Torn })
 }

@@ -352,3 +352,53 @@ fn missing_data_file_in_the_sequence_is_corrupt_naming_it() {
         "{err}"
     );
 }
+
+#[test]
+fn damage_followed_by_valid_frames_megabytes_later_is_still_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        max_file_size: 64 << 20,
+        ..config()
+    };
+    let db = OurDb::open(dir.path(), cfg.clone()).unwrap();
+    db.insert(b"small").unwrap();
+    for i in 0..3u8 {
+        db.insert(&vec![i; 900 << 10]).unwrap();
+    }
+    db.close().unwrap();
+    let files = data_files(dir.path());
+    assert_eq!(files.len(), 1);
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&files[0])
+        .unwrap();
+    // Inside the first, small frame: the next valid frame starts right after
+    // it, the last one more than 1 MiB further.
+    f.write_all_at(&[0xAB], HEADER + 12 + 8 + 25 + 1).unwrap();
+    let err = OurDb::open(dir.path(), cfg.clone()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Corrupt { offset: HEADER, .. }),
+        "{err}"
+    );
+
+    // A damaged 1 MiB frame: the only later valid frame starts more than
+    // the 1 MiB recovery read window after the bad one.
+    let dir = tempfile::tempdir().unwrap();
+    let db = OurDb::open(dir.path(), cfg.clone()).unwrap();
+    db.insert(&vec![1; 1 << 20]).unwrap();
+    db.insert(b"after").unwrap();
+    db.close().unwrap();
+    let file = data_files(dir.path()).remove(0);
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&file)
+        .unwrap();
+    f.write_all_at(&[0xAB], HEADER + 4).unwrap();
+    let err = OurDb::open(dir.path(), cfg).unwrap_err();
+    assert!(
+        matches!(&err, Error::Corrupt { offset: HEADER, .. }),
+        "{err}"
+    );
+}
