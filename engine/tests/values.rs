@@ -46,6 +46,23 @@ fn every_supported_type_round_trips_with_its_type() {
 }
 
 #[test]
+fn values_captured_by_closures_store_like_any_other() {
+    // A variable captured by a closure becomes a shared value inside Rhai.
+    let c = Circle::new();
+    let o = c.ok(
+        "let n = 5; let s = \"x\"; let a = [1]; let m = #{ k: 1.5 }; let u = ();\n\
+         let f = || [n, s, a, m, u];\n\
+         [db::insert(n), db::insert(s), db::insert(a), db::insert(m), db::insert(u), db::insert(f.call())]",
+    );
+    assert_eq!(o.output, "[1, 2, 3, 4, 5, 6]");
+    assert_eq!(
+        c.ok("[db::get(1), db::get(2), db::get(3), db::get(4), db::get(5), db::get(6)]")
+            .output,
+        "[5, \"x\", [1], #{\"k\": 1.5}, (), [5, \"x\", [1], #{\"k\": 1.5}, ()]]"
+    );
+}
+
+#[test]
 fn one_point_zero_stays_a_float_and_one_stays_an_int() {
     let c = Circle::new();
     c.ok("db::insert([1, 1.0])");
@@ -135,6 +152,9 @@ fn final_values_render_as_text_and_unit_as_empty() {
     assert_eq!(c.ok("let x = 1;").output, "");
     assert_eq!(c.ok("()").output, "");
     assert_eq!(c.ok("[1, \"a\"]").output, "[1, \"a\"]");
+    // Shared (closure-captured) values render the same.
+    assert_eq!(c.ok("let s = \"text\"; let f = || s; s").output, "text");
+    assert_eq!(c.ok("let n = 42; let f = || n; n").output, "42");
     let o = c.ok("print(\"hello\"); debug(\"dbg\"); 7");
     assert_eq!(o.printed, "hello\n\"dbg\"\n");
     assert!(!o.printed_truncated);
