@@ -357,3 +357,27 @@ fn space_preallocated_in_sync_mode_is_reused_after_reopen_not_taken_for_damage()
     assert_eq!(db.get(1999).unwrap(), Some(vec![7; 100]));
     assert_eq!(db.next_id(), 2000);
 }
+
+#[test]
+fn unusable_configuration_is_refused_before_touching_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("db");
+    for cfg in [
+        Config {
+            max_file_size: 32,
+            ..Config::default()
+        },
+        Config {
+            max_value_size: usize::MAX,
+            ..Config::default()
+        },
+    ] {
+        let err = OurDb::open(&target, cfg).unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
+        assert!(
+            err.to_string().starts_with("invalid configuration: max_"),
+            "{err}"
+        );
+    }
+    assert!(!target.exists());
+}
