@@ -6,7 +6,7 @@
 //! being converted into something else.
 
 use rhai::{Array, Dynamic, FLOAT, INT, ImmutableString, Map};
-use serde_json::{Number, Value};
+use serde_json::Value;
 
 /// Deepest nesting of arrays and maps accepted in a stored value. Below
 /// serde_json's own recursion limit (128), so everything written reads back.
@@ -45,9 +45,12 @@ impl std::fmt::Display for Refusal {
 
 /// Encodes `value` as JSON bytes, or says which part cannot be stored.
 pub fn encode(value: &Dynamic, bounds: &Bounds) -> Result<Vec<u8>, Refusal> {
-    let mut path = String::from("value");
-    let json = to_json(value, bounds, &mut path, 0)?;
-    Ok(serde_json::to_vec(&json).expect("a serde_json::Value always serializes"))
+    let mut out = Vec::with_capacity(64);
+    write_json(value, bounds, 0, &mut out).map_err(|mut r| {
+        r.path.insert_str(0, "value");
+        r
+    })?;
+    Ok(out)
 }
 
 /// Decodes JSON bytes written by [`encode`] back into a Rhai value.
@@ -56,18 +59,20 @@ pub fn decode(bytes: &[u8]) -> Result<Dynamic, String> {
     from_json(json)
 }
 
-fn refuse(path: &str, reason: impl Into<String>) -> Refusal {
+/// A refusal at the current part; containers prefix their segment to
+/// `path` on the way out, so the path costs nothing unless a value is refused.
+fn refuse(reason: impl Into<String>) -> Refusal {
     Refusal {
         over_limit: false,
-        path: path.to_string(),
+        path: String::new(),
         reason: reason.into(),
     }
 }
 
-fn too_large(path: &str, what: &str, len: usize, max: usize) -> Refusal {
+fn too_large(what: &str, len: usize, max: usize) -> Refusal {
     Refusal {
         over_limit: true,
-        path: path.to_string(),
+        path: String::new(),
         reason: format!("is {what} of {len}, over the limit of {max}"),
     }
 }
@@ -76,102 +81,100 @@ fn over(len: usize, max: usize) -> bool {
     max > 0 && len > max
 }
 
-fn to_json(
-    value: &Dynamic,
-    bounds: &Bounds,
-    path: &mut String,
-    depth: usize,
-) -> Result<Value, Refusal> {
-    if value.is_unit() {
-        return Ok(Value::Null);
-    }
-    if let Ok(b) = value.as_bool() {
-        return Ok(Value::Bool(b));
-    }
-    if let Ok(i) = value.as_int() {
-        return Ok(Value::Number(Number::from(i)));
-    }
-    if let Ok(f) = value.as_float() {
-        return match Number::from_f64(f) {
-            Some(n) => Ok(Value::Number(n)),
-            None => Err(refuse(
-                path,
-                format!(
-                    "is the float {f}, which JSON cannot hold (only finite numbers can be stored)"
-                ),
-            )),
-        };
-    }
-    if let Ok(s) = value.as_immutable_string_ref() {
-        if over(s.len(), bounds.max_string) {
-            return Err(too_large(
-                path,
-                "a string of length",
-                s.len(),
-                bounds.max_string,
-            ));
-        }
-        return Ok(Value::String(s.as_str().to_string()));
-    }
-    if value.is_array() {
-        let array = value.as_array_ref().expect("checked is_array");
-        check_depth(path, depth)?;
-        if over(array.len(), bounds.max_array) {
-            return Err(too_large(
-                path,
-                "an array of size",
-                array.len(),
-                bounds.max_array,
-            ));
-        }
-        let mut out = Vec::with_capacity(array.len());
-        for (i, item) in array.iter().enumerate() {
-            let len = path.len();
-            path.push_str(&format!("[{i}]"));
-            out.push(to_json(item, bounds, path, depth + 1)?);
-            path.truncate(len);
-        }
-        return Ok(Value::Array(out));
-    }
-    if value.is_map() {
-        let map = value.as_map_ref().expect("checked is_map");
-        check_depth(path, depth)?;
-        if over(map.len(), bounds.max_map) {
-            return Err(too_large(path, "a map of size", map.len(), bounds.max_map));
-        }
-        let mut out = serde_json::Map::new();
-        for (key, item) in map.iter() {
-            let len = path.len();
-            push_key(path, key);
-            out.insert(key.to_string(), to_json(item, bounds, path, depth + 1)?);
-            path.truncate(len);
-        }
-        return Ok(Value::Object(out));
-    }
-    Err(refuse(path, unsupported(value)))
+fn write_str(s: &str, out: &mut Vec<u8>) {
+    serde_json::to_writer(out, s).expect("writing a string to a Vec cannot fail");
 }
 
-fn check_depth(path: &str, depth: usize) -> Result<(), Refusal> {
-    if depth >= MAX_VALUE_DEPTH {
-        return Err(refuse(
-            path,
-            format!(
-                "nests arrays or maps deeper than {MAX_VALUE_DEPTH} levels, which cannot be stored"
-            ),
-        ));
+/// Writes `value` as JSON into `out`. Integers stay integers; floats are
+/// written by serde_json (ryu), which always marks them as floats ("1.0").
+fn write_json(
+    value: &Dynamic,
+    bounds: &Bounds,
+    depth: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), Refusal> {
+    if value.is_int() {
+        let i = value.as_int().expect("checked is_int");
+        out.extend_from_slice(i.to_string().as_bytes());
+    } else if value.is_string() {
+        let s = value.as_immutable_string_ref().expect("checked is_string");
+        if over(s.len(), bounds.max_string) {
+            return Err(too_large("a string of length", s.len(), bounds.max_string));
+        }
+        write_str(s.as_str(), out);
+    } else if value.is_float() {
+        let f = value.as_float().expect("checked is_float");
+        if !f.is_finite() {
+            return Err(refuse(format!(
+                "is the float {f}, which JSON cannot hold (only finite numbers can be stored)"
+            )));
+        }
+        serde_json::to_writer(&mut *out, &f).expect("writing a float to a Vec cannot fail");
+    } else if value.is_bool() {
+        let b = value.as_bool().expect("checked is_bool");
+        out.extend_from_slice(if b { b"true" } else { b"false" });
+    } else if value.is_unit() {
+        out.extend_from_slice(b"null");
+    } else if value.is_array() {
+        let array = value.as_array_ref().expect("checked is_array");
+        check_depth(depth)?;
+        if over(array.len(), bounds.max_array) {
+            return Err(too_large("an array of size", array.len(), bounds.max_array));
+        }
+        out.push(b'[');
+        for (i, item) in array.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_json(item, bounds, depth + 1, out).map_err(|mut r| {
+                r.path.insert_str(0, &format!("[{i}]"));
+                r
+            })?;
+        }
+        out.push(b']');
+    } else if value.is_map() {
+        let map = value.as_map_ref().expect("checked is_map");
+        check_depth(depth)?;
+        if over(map.len(), bounds.max_map) {
+            return Err(too_large("a map of size", map.len(), bounds.max_map));
+        }
+        out.push(b'{');
+        for (i, (key, item)) in map.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_str(key.as_str(), out);
+            out.push(b':');
+            write_json(item, bounds, depth + 1, out).map_err(|mut r| {
+                r.path.insert_str(0, &key_segment(key));
+                r
+            })?;
+        }
+        out.push(b'}');
+    } else {
+        return Err(refuse(unsupported(value)));
     }
     Ok(())
 }
 
-fn push_key(path: &mut String, key: &str) {
+fn check_depth(depth: usize) -> Result<(), Refusal> {
+    if depth >= MAX_VALUE_DEPTH {
+        return Err(refuse(format!(
+            "nests arrays or maps deeper than {MAX_VALUE_DEPTH} levels, which cannot be stored"
+        )));
+    }
+    Ok(())
+}
+
+/// `.key` for identifier-like keys, `["odd key"]` otherwise.
+fn key_segment(key: &str) -> String {
     let plain = !key.is_empty()
         && !key.starts_with(|c: char| c.is_ascii_digit())
         && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if plain {
-        path.push('.');
-        path.push_str(key);
+        format!(".{key}")
     } else {
-        path.push_str(&format!("[{key:?}]"));
+        format!("[{key:?}]")
     }
 }
 
