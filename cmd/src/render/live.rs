@@ -27,7 +27,8 @@ pub struct Live {
 
 impl Live {
     /// Enters the alternate screen and hides the cursor; installs a panic hook
-    /// that restores the terminal first.
+    /// that sends other threads' panics to the log and restores the terminal
+    /// before reporting a main-thread panic.
     pub fn start() -> std::io::Result<Live> {
         execute!(
             std::io::stdout(),
@@ -37,8 +38,15 @@ impl Live {
         )?;
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            restore();
-            previous(info);
+            // A panic in a supervised task is restarted and must not print
+            // over the table: it goes to the log. One on the main thread ends
+            // the program: restore the terminal first, then report it.
+            if std::thread::current().name() == Some("main") {
+                restore();
+                previous(info);
+            } else {
+                log::error!("panic (the component is restarted): {info}");
+            }
         }));
         Ok(Live { active: true })
     }
