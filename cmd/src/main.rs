@@ -7,7 +7,8 @@
 //! `client` ← `server_ws`); nothing depends on it. Modules: [`cli`] (options),
 //! [`config`] (circles.json validation), [`redis_setup`] (finding or starting
 //! Redis), [`circles`] (opening databases and binding ports), [`supervisor`]
-//! (restart with backoff), [`status`] and [`render`] (the table), [`run`]
+//! (restart with backoff), [`monitor`] (managed Redis, counters), [`status`] and
+//! [`render`] (the table), [`run`]
 //! (start-up and shutdown), [`play`].
 //!
 //! ```text
@@ -26,6 +27,7 @@ pub mod circles;
 pub mod cli;
 pub mod config;
 pub mod logging;
+pub mod monitor;
 pub mod play;
 pub mod redis_setup;
 pub mod render;

@@ -1,0 +1,121 @@
+//! Background watchers of a running orchestrator: the managed redis-server
+//! (restarted if it dies) and the per-circle counters read from Redis for the
+//! status table.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::status::{CircleState, lock};
+use crate::{redis_setup, supervisor};
+
+/// How often a managed redis-server is checked for life.
+const REDIS_WATCH_EVERY: Duration = Duration::from_millis(500);
+/// Stats reads in parallel.
+const STATS_CONCURRENCY: usize = 16;
+
+/// Restarts a managed redis-server that died (capped backoff); queued tasks
+/// come back from its append-only file and workers reconnect on their own.
+pub async fn watch_redis(
+    managed: Arc<Mutex<Option<redis_setup::ManagedRedis>>>,
+    restarts: Arc<AtomicU32>,
+    changed: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    let mut backoff = supervisor::BACKOFF_START;
+    let mut wait = REDIS_WATCH_EVERY;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = stop.cancelled() => return,
+        }
+        let died = match lock(&managed).as_mut() {
+            None => return,
+            Some(m) => m.exit_status().map(|status| (status, m.log_tail())),
+        };
+        let Some((status, log)) = died else {
+            wait = REDIS_WATCH_EVERY;
+            continue;
+        };
+        log::error!("the managed redis-server exited ({status}); restarting it. Its log:\n{log}");
+        let m = managed.clone();
+        let respawned =
+            tokio::task::spawn_blocking(move || lock(&m).as_mut().map(|m| m.respawn())).await;
+        match respawned {
+            Ok(Some(Ok(()))) => {
+                restarts.fetch_add(1, Ordering::Relaxed);
+                log::warn!("the managed redis-server is back");
+                backoff = supervisor::BACKOFF_START;
+                wait = REDIS_WATCH_EVERY;
+            }
+            Ok(Some(Err(e))) => {
+                log::error!(
+                    "restarting the managed redis-server failed: {e:#}; retrying in {backoff:?}"
+                );
+                wait = backoff;
+                backoff = (backoff * 2).min(supervisor::BACKOFF_MAX);
+            }
+            Ok(None) | Err(_) => return,
+        }
+        changed.notify_one();
+    }
+}
+
+/// Reads every circle's counters every `every` (16 at a time, 2 s timeout
+/// each) and wakes the renderer when any changed (heartbeat age aside).
+pub async fn poll_stats(
+    client: client::Client,
+    states: Vec<Arc<CircleState>>,
+    every: Duration,
+    changed: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let mut any_change = false;
+        let results: Vec<bool> = futures_util::stream::iter(states.iter().cloned())
+            .map(|state: Arc<CircleState>| {
+                let client = client.clone();
+                async move {
+                    let read =
+                        tokio::time::timeout(Duration::from_secs(2), client.stats(&state.queue))
+                            .await;
+                    let latest = match read {
+                        Ok(Ok(stats)) => Some(stats),
+                        Ok(Err(e)) => {
+                            log::debug!("stats of queue {}: {e}", state.queue);
+                            None
+                        }
+                        Err(_) => None,
+                    };
+                    let mut slot = lock(&state.stats);
+                    // The heartbeat age moves on every read; it is not a change.
+                    let strip = |s: &Option<client::QueueStats>| {
+                        s.clone().map(|s| client::QueueStats {
+                            heartbeat_age: None,
+                            ..s
+                        })
+                    };
+                    let changed = strip(&slot.latest) != strip(&latest);
+                    slot.latest = latest;
+                    changed
+                }
+            })
+            .buffer_unordered(STATS_CONCURRENCY)
+            .collect()
+            .await;
+        any_change |= results.into_iter().any(|c| c);
+        if any_change {
+            changed.notify_one();
+        }
+    }
+}
