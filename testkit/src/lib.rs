@@ -115,7 +115,10 @@ impl RedisServer {
             }
             if Instant::now() > deadline {
                 self.kill();
-                return Err(format!("no PING reply within {STARTUP_DEADLINE:?}:\n{}", self.log()));
+                return Err(format!(
+                    "no PING reply within {STARTUP_DEADLINE:?}:\n{}",
+                    self.log()
+                ));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
