@@ -167,22 +167,27 @@ async fn serve(
     let changed = Arc::new(Notify::new());
     let mut states = Vec::with_capacity(prepared.len());
     let mut dbs = Vec::with_capacity(prepared.len());
+    let mut hosted = Vec::with_capacity(prepared.len());
     for p in prepared {
         let state = Arc::new(CircleState::new(p.config.clone(), &args.host));
-        start_circle(
+        start_worker(
             args,
             redis_url,
-            &client,
             p.engine.clone(),
-            p.listener,
             &state,
             &root,
             &tracker,
             &changed,
         );
+        hosted.push((
+            server_config(args, &state),
+            p.listener,
+            state.server.clone(),
+        ));
         dbs.push((p.config, p.db, p.engine));
         states.push(state);
     }
+    start_host(&client, hosted, &root, &tracker, &changed);
     let shutting_down = CancellationToken::new();
     let render_stop = CancellationToken::new();
     let poll_stop = CancellationToken::new();
@@ -257,13 +262,11 @@ async fn serve(
     drained
 }
 
-#[allow(clippy::too_many_arguments)]
-fn start_circle(
+/// Starts the supervised worker of one circle.
+fn start_worker(
     args: &RunArgs,
     redis_url: &str,
-    client: &client::Client,
     engine: Arc<engine::CircleEngine>,
-    listener: std::net::TcpListener,
     state: &Arc<CircleState>,
     root: &CancellationToken,
     tracker: &TaskTracker,
@@ -278,52 +281,97 @@ fn start_circle(
         shutdown_grace: args.shutdown_grace,
     };
     let worker_options = worker_options(args);
-    {
-        let token = token.clone();
-        tracker.spawn(supervisor::supervise(
-            format!("worker of circle \"{name}\""),
-            state.worker.clone(),
-            changed.clone(),
-            token.clone(),
-            move |slot| {
-                let status = Arc::new(worker::WorkerStatus::default());
-                slot.worker = Some(status.clone());
-                let fut = worker::run_with(
-                    worker_config.clone(),
-                    worker_options.clone(),
-                    engine.clone(),
-                    status,
-                    token.clone(),
-                );
-                async move { fut.await.map_err(|e| e.to_string()) }
-            },
-        ));
-    }
-    let server_config = server_ws::ServerConfig {
-        circle_name: name.clone(),
+    tracker.spawn(supervisor::supervise(
+        format!("worker of circle \"{name}\""),
+        state.worker.clone(),
+        changed.clone(),
+        token.clone(),
+        move |slot| {
+            let status = Arc::new(worker::WorkerStatus::default());
+            slot.worker = Some(status.clone());
+            let fut = worker::run_with(
+                worker_config.clone(),
+                worker_options.clone(),
+                engine.clone(),
+                status,
+                token.clone(),
+            );
+            async move { fut.await.map_err(|e| e.to_string()) }
+        },
+    ));
+}
+
+/// The server limits of one circle from the options.
+fn server_config(args: &RunArgs, state: &CircleState) -> server_ws::ServerConfig {
+    server_ws::ServerConfig {
+        circle_name: state.config.name.clone(),
         queue: state.queue.clone(),
         task_timeout: args.task_timeout,
         max_message_bytes: args.max_message_bytes,
         max_in_flight: args.max_in_flight,
         max_connections: args.max_connections,
         allowed_origins: args.allowed_origins.clone(),
-    };
+    }
+}
+
+/// A circle served by the websocket host: its limits, its bound port (every
+/// run of the host gets a clone, so a restart never races for the port) and
+/// the slot its server state is shown in.
+type Hosted = (
+    server_ws::ServerConfig,
+    std::net::TcpListener,
+    Arc<Mutex<crate::status::Slot>>,
+);
+
+/// Starts the one supervised websocket host that serves every circle's port
+/// (one actix worker thread for all of them, see `server_ws::run_many`). Its
+/// state is mirrored into every circle's server slot.
+fn start_host(
+    client: &client::Client,
+    hosted: Vec<Hosted>,
+    root: &CancellationToken,
+    tracker: &TaskTracker,
+    changed: &Arc<Notify>,
+) {
+    let token = root.child_token();
     let client = client.clone();
-    tracker.spawn(supervisor::supervise(
-        format!("websocket server of circle \"{name}\""),
-        state.server.clone(),
+    let (servers, slots): (Vec<_>, Vec<_>) = hosted
+        .into_iter()
+        .map(|(config, listener, slot)| ((config, listener), slot))
+        .unzip();
+    tracker.spawn(supervisor::supervise_shared(
+        format!("websocket host of {} circles", servers.len()),
+        slots,
         changed.clone(),
         token.clone(),
-        move |slot| {
-            let status = Arc::new(server_ws::ServerStatus::default());
-            slot.server = Some(status.clone());
-            let listener = listener.try_clone();
-            let fut_args = (server_config.clone(), client.clone(), token.clone());
+        move |slots| {
+            let mut circles = Vec::with_capacity(servers.len());
+            let mut failed = None;
+            for ((config, listener), slot) in servers.iter().zip(slots.iter_mut()) {
+                let status = Arc::new(server_ws::ServerStatus::default());
+                slot.server = Some(status.clone());
+                match listener.try_clone() {
+                    Ok(listener) => {
+                        circles.push(server_ws::CircleServer::new(
+                            config.clone(),
+                            listener,
+                            status,
+                        ));
+                    }
+                    Err(e) => {
+                        failed.get_or_insert(format!(
+                            "cannot reuse the listening socket of circle \"{}\": {e}",
+                            config.circle_name
+                        ));
+                    }
+                }
+            }
+            let (client, token) = (client.clone(), token.clone());
             async move {
-                let listener =
-                    listener.map_err(|e| format!("cannot reuse the listening socket: {e}"))?;
-                let (config, client, token) = fut_args;
-                server_ws::run(config, listener, client, status, token)
+                if let Some(failed) = failed {
+                    return Err(failed);
+                }
+                server_ws::run_many(circles, server_ws::ServerTiming::default(), client, token)
                     .await
                     .map_err(|e| e.to_string())
             }

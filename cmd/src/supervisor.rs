@@ -1,11 +1,12 @@
-//! Runs a component (worker or server) of a circle and restarts it, with
+//! Runs a component (a circle's worker, or the websocket host of every
+//! circle) and restarts it, with
 //! capped exponential backoff, when it returns an error, returns early, or
 //! panics. Cancelling the token lets the running component drain and then stops
 //! the loop; the component is never dropped mid-flight (it is spawned and its
 //! handle awaited to the end).
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -34,13 +35,44 @@ pub async fn supervise<F, Fut>(
     F: FnMut(&mut Slot) -> Fut,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
+    supervise_shared(what, vec![slot], changed, token, move |slots| {
+        start(&mut slots[0])
+    })
+    .await;
+}
+
+/// Supervises one component that serves several circles (the websocket
+/// host): its lifecycle is mirrored into every circle's slot, so a failure or
+/// restart of the shared component shows in every row it serves and none of
+/// them is `running` while it is down.
+///
+/// `start` gets every slot, locked, in the order given.
+pub async fn supervise_shared<F, Fut>(
+    what: String,
+    slots: Vec<Arc<Mutex<Slot>>>,
+    changed: Arc<Notify>,
+    token: CancellationToken,
+    mut start: F,
+) where
+    F: FnMut(&mut [MutexGuard<'_, Slot>]) -> Fut,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let set_phase = |phase: Phase| {
+        for slot in &slots {
+            lock(slot).phase = phase.clone();
+        }
+        changed.notify_one();
+    };
     let mut backoff = BACKOFF_START;
     loop {
         let fut = {
-            let mut s = lock(&slot);
-            s.phase = Phase::Alive;
-            s.started = Instant::now();
-            start(&mut s)
+            let mut guards: Vec<MutexGuard<'_, Slot>> = slots.iter().map(|s| lock(s)).collect();
+            let now = Instant::now();
+            for s in &mut guards {
+                s.phase = Phase::Alive;
+                s.started = now;
+            }
+            start(&mut guards)
         };
         changed.notify_one();
         let started = Instant::now();
@@ -56,8 +88,7 @@ pub async fn supervise<F, Fut>(
             if let Some(reason) = &reason {
                 log::warn!("{what} ended during shutdown: {reason}");
             }
-            lock(&slot).phase = Phase::Stopped;
-            changed.notify_one();
+            set_phase(Phase::Stopped);
             return;
         }
         let reason = reason.unwrap_or_else(|| "stopped".to_string());
@@ -65,17 +96,17 @@ pub async fn supervise<F, Fut>(
             backoff = BACKOFF_START;
         }
         log::error!("{what} failed: {reason}; restarting in {backoff:?}");
-        lock(&slot).phase = Phase::Restarting(reason);
-        changed.notify_one();
+        set_phase(Phase::Restarting(reason));
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
             () = token.cancelled() => {
-                lock(&slot).phase = Phase::Stopped;
-                changed.notify_one();
+                set_phase(Phase::Stopped);
                 return;
             }
         }
-        lock(&slot).restarts += 1;
+        for slot in &slots {
+            lock(slot).restarts += 1;
+        }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
@@ -141,6 +172,57 @@ mod tests {
         token.cancel();
         task.await.expect("supervisor ends");
         assert_eq!(lock(&s).phase, Phase::Stopped);
+    }
+
+    #[tokio::test]
+    async fn a_shared_component_shows_its_failure_and_restart_in_every_slot() {
+        let slots = vec![slot(), slot(), slot()];
+        let token = CancellationToken::new();
+        let runs = Arc::new(AtomicU32::new(0));
+        let task = {
+            let (slots, token, runs) = (slots.clone(), token.clone(), runs.clone());
+            tokio::spawn(supervise_shared(
+                "host".into(),
+                slots,
+                Arc::new(Notify::new()),
+                token.clone(),
+                move |guards| {
+                    assert_eq!(guards.len(), 3);
+                    let n = runs.fetch_add(1, Ordering::SeqCst);
+                    let token = token.clone();
+                    async move {
+                        if n == 0 {
+                            return Err("port vanished".to_string());
+                        }
+                        token.cancelled().await;
+                        Ok(())
+                    }
+                },
+            ))
+        };
+        // A current-thread runtime: the supervisor updates all slots between
+        // two polls of this test, so the slots are always seen in step.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !matches!(lock(&slots[0]).phase, Phase::Restarting(_)) {
+            assert!(Instant::now() < deadline, "never shown restarting");
+            tokio::task::yield_now().await;
+        }
+        for s in &slots {
+            assert_eq!(lock(s).phase, Phase::Restarting("port vanished".into()));
+        }
+        while runs.load(Ordering::SeqCst) < 2 {
+            assert!(Instant::now() < deadline, "the host was not restarted");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for s in &slots {
+            assert_eq!(lock(s).phase, Phase::Alive);
+            assert_eq!(lock(s).restarts, 1);
+        }
+        token.cancel();
+        task.await.expect("supervisor ends");
+        for s in &slots {
+            assert_eq!(lock(s).phase, Phase::Stopped);
+        }
     }
 
     #[tokio::test]

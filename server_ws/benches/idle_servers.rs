@@ -2,12 +2,15 @@
 //! time until all serve, idle CPU, shutdown time.
 //!
 //! `cargo bench -p server_ws --bench idle_servers` (`IDLE_SERVERS=200` for the
-//! orchestrator's scale target; default 50). Prints figures; asserts nothing.
+//! orchestrator's scale target; default 50). By default all circles share one
+//! `run_many` host (what the orchestrator does); `IDLE_MODE=per-circle` starts
+//! one `run` server per circle instead, for comparison. Prints figures;
+//! asserts nothing.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use server_ws::{ServerConfig, ServerStatus};
+use server_ws::{CircleServer, ServerConfig, ServerStatus, ServerTiming};
 use tokio_util::sync::CancellationToken;
 
 /// `(threads, rss_kib)` of this process, from /proc/self/status.
@@ -65,16 +68,31 @@ fn main() {
         let token = CancellationToken::new();
         let started = Instant::now();
         let mut addrs = Vec::with_capacity(n);
+        let per_circle = std::env::var("IDLE_MODE").is_ok_and(|m| m == "per-circle");
         let mut servers = Vec::with_capacity(n);
+        let mut hosted = Vec::with_capacity(n);
         for i in 0..n {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             addrs.push(listener.local_addr().expect("addr"));
             let config = ServerConfig::new(format!("circle {i}"), format!("circle_{i}"));
-            servers.push(tokio::spawn(server_ws::run(
-                config,
-                listener,
+            let status = Arc::new(ServerStatus::default());
+            if per_circle {
+                servers.push(tokio::spawn(server_ws::run(
+                    config,
+                    listener,
+                    client.clone(),
+                    status,
+                    token.clone(),
+                )));
+            } else {
+                hosted.push(CircleServer::new(config, listener, status));
+            }
+        }
+        if !per_circle {
+            servers.push(tokio::spawn(server_ws::run_many(
+                hosted,
+                ServerTiming::default(),
                 client.clone(),
-                Arc::new(ServerStatus::default()),
                 token.clone(),
             )));
         }
@@ -106,7 +124,12 @@ fn main() {
 
         let per_server_threads = (threads_after - threads_before) as f64 / n as f64;
         let per_server_rss = (rss_after.saturating_sub(rss_before)) as f64 / n as f64;
-        println!("idle_servers: {n} servers in one process");
+        let mode = if per_circle {
+            "one server per circle"
+        } else {
+            "one shared host"
+        };
+        println!("idle_servers: {n} circles in one process, {mode}");
         println!("  all serving after        {:>8.1} ms", all_serving.as_secs_f64() * 1e3);
         println!(
             "  threads                  {threads_before} -> {threads_after} ({per_server_threads:.2} per server)"

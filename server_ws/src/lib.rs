@@ -4,16 +4,19 @@
 //! Its one method, `play`, hands a script to the circle's worker through the
 //! task broker ([`client::Client::run`]); this crate never runs a script
 //! itself. In the crate graph it sits beside `worker`, on top of `client`, and
-//! below `cmd`, which starts one server per circle.
+//! below `cmd`, which serves every circle from one [`run_many`] host.
 //!
-//! Main items: [`run`] / [`run_with`] (serve a bound listener until a
-//! cancellation token fires, then drain), [`ServerConfig`] (limits, with
+//! Main items: [`run_many`] (serve many circles' bound listeners, each with
+//! its own limits and counters, on one shared actix server until a
+//! cancellation token fires, then drain), [`CircleServer`] (one circle of a
+//! host), [`run`] / [`run_with`] (the same for one circle), [`ServerConfig`] (limits, with
 //! defaults from [`ServerConfig::new`]), [`ServerTiming`] (heartbeat and
 //! drain), [`ServerStatus`] (live counters for the status table), and the
 //! JSON-RPC error codes in [`codes`].
 //!
-//! Each server runs on one actix worker thread (plus actix's accept thread)
-//! and installs no signal handlers, so hundreds can share a process.
+//! A host runs on one actix worker thread (plus actix's accept thread) however
+//! many circles it serves, and installs no signal handlers: idle circles cost
+//! no threads and no timer wake-ups of their own.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -36,6 +39,7 @@
 mod config;
 mod connection;
 mod fragments;
+mod host;
 mod origin;
 mod play;
 mod rpc;
@@ -46,6 +50,7 @@ pub use config::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_TASK_TIMEOUT, ServerConfig, ServerTiming,
 };
+pub use host::{CircleServer, HOST_WORKERS, run_many};
 pub use server::{run, run_with};
 pub use status::ServerStatus;
 
@@ -66,6 +71,14 @@ pub enum Error {
     Io {
         /// The circle's name.
         circle: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The shared server of several circles ([`run_many`]) failed.
+    #[error("websocket host of {circles} circles: {source}")]
+    Host {
+        /// How many circles it served.
+        circles: usize,
         /// The cause.
         source: std::io::Error,
     },

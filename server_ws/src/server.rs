@@ -1,18 +1,20 @@
-//! The actix-web server of one circle: `GET /ws` upgrade with origin and
-//! connection checks, one worker thread, shutdown driven by the token.
+//! The single-circle entry points ([`run`], [`run_with`]) and the `GET /ws`
+//! upgrade handler with its origin and connection checks, shared by every
+//! circle of a host (see `host.rs`).
 
 use std::sync::Arc;
 
 use actix_web::http::header;
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use client::SubmitOptions;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ServerConfig, ServerTiming};
+use crate::host::{CircleServer, Routes};
 use crate::status::ServerStatus;
-use crate::{Error, Result, connection, origin};
+use crate::{Result, connection, origin};
 
-/// What every connection of one server shares.
+/// What every connection of one circle shares.
 pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
     pub(crate) timing: ServerTiming,
@@ -28,6 +30,7 @@ pub(crate) struct Shared {
 /// answered, up to [`ServerTiming::drain_timeout`]) and `run` returns once the
 /// server's thread has stopped. Works from any tokio runtime; the server runs
 /// on one dedicated actix worker thread and installs no signal handlers.
+/// To serve many circles, use [`crate::run_many`]: one thread for all of them.
 /// Dropping the future instead of awaiting it stops the server without
 /// draining (the port is released shortly after).
 pub async fn run(
@@ -48,7 +51,8 @@ pub async fn run(
     .await
 }
 
-/// [`run`] with explicit heartbeat and drain timings.
+/// [`run`] with explicit heartbeat and drain timings: [`crate::run_many`] with
+/// one circle.
 pub async fn run_with(
     config: ServerConfig,
     timing: ServerTiming,
@@ -57,86 +61,28 @@ pub async fn run_with(
     status: Arc<ServerStatus>,
     token: CancellationToken,
 ) -> Result<()> {
-    let circle = config.circle_name.clone();
-    let io_error = |source| Error::Io {
-        circle: circle.clone(),
-        source,
-    };
-    // Actix force-closes what is still open after this; connections drain first.
-    let shutdown_secs = timing.drain_timeout.as_secs() + 2;
-    let submit = SubmitOptions {
-        timeout: config.task_timeout,
-    };
-    let shared = Arc::new(Shared {
-        config,
+    crate::run_many(
+        vec![CircleServer::new(config, listener, status)],
         timing,
         client,
-        status,
-        token: token.clone(),
-        submit,
-    });
-    let addr = listener.local_addr().map_err(io_error)?;
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(web::Data::from(Arc::clone(&shared)))
-            .route("/ws", web::get().to(upgrade))
-    })
-    .workers(1)
-    .disable_signals()
-    .shutdown_timeout(shutdown_secs)
-    .listen(listener)
-    .map_err(io_error)?
-    .run();
-    log::info!("circle {circle}: websocket server listening on ws://{addr}/ws");
-
-    // The actix server runs in its own task so that it can still process a stop
-    // command when this future is dropped instead of awaited to the end.
-    let handle = server.handle();
-    let mut serving = tokio::spawn(server);
-    let mut guard = StopOnDrop(Some(handle.clone()));
-    tokio::select! {
-        ended = &mut serving => {
-            guard.0 = None;
-            return joined(ended).map_err(io_error);
-        }
-        () = token.cancelled() => {}
-    }
-    log::debug!("circle {circle}: websocket server stopping");
-    handle.stop(true).await;
-    let ended = serving.await;
-    guard.0 = None;
-    log::info!("circle {circle}: websocket server stopped");
-    joined(ended).map_err(io_error)
-}
-
-/// Stops the actix server (without waiting) if `run` is dropped midway.
-struct StopOnDrop(Option<actix_web::dev::ServerHandle>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        if let Some(handle) = self.0.take() {
-            // `stop` sends its command at once; the returned future only waits.
-            drop(handle.stop(false));
-        }
-    }
-}
-
-fn joined(
-    ended: std::result::Result<std::io::Result<()>, tokio::task::JoinError>,
-) -> std::io::Result<()> {
-    ended.unwrap_or_else(|e| {
-        Err(std::io::Error::other(format!(
-            "the server task failed: {e}"
-        )))
-    })
+        token,
+    )
+    .await
 }
 
 /// `GET /ws`: checks the origin and the connection limit, then upgrades.
-async fn upgrade(
+pub(crate) async fn upgrade(
     req: HttpRequest,
     body: web::Payload,
-    shared: web::Data<Shared>,
+    routes: web::Data<Routes>,
 ) -> actix_web::Result<HttpResponse> {
+    // Each listener of the host belongs to one circle; actix records which
+    // listener (by its local address) the request came in on.
+    let local = req.app_config().local_addr();
+    let Some(shared) = routes.get(&local).map(Arc::clone) else {
+        log::error!("a websocket upgrade arrived on {local}, which no circle listens on");
+        return Ok(HttpResponse::NotFound().body("no circle is served on this address\n"));
+    };
     let circle = &shared.config.circle_name;
     let origin = match req.headers().get(header::ORIGIN).map(|v| v.to_str()) {
         None => None,
@@ -164,7 +110,7 @@ async fn upgrade(
     let (response, session, stream) = actix_ws::handle(&req, body)?;
     let stream = stream.max_frame_size(shared.config.max_message_bytes);
     actix_web::rt::spawn(connection::serve(
-        shared.into_inner(),
+        Arc::clone(&shared),
         session,
         stream,
         slot,

@@ -176,16 +176,21 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 /// - `garble` gets a status no protocol version knows, so the waiter fails;
 /// - anything else completes with the script as output.
 pub async fn stand_in_worker(url: String, token: CancellationToken) {
+    stand_in_worker_on(url, QUEUE, token).await;
+}
+
+/// [`stand_in_worker`] on another queue.
+pub async fn stand_in_worker_on(url: String, queue: &str, token: CancellationToken) {
     let options = BrokerOptions::new(Duration::from_secs(60));
     let popper = BlockingPopper::new(
         &url,
-        QUEUE,
+        queue,
         "stand-in",
         Duration::from_millis(100),
         &options,
     )
     .expect("popper");
-    let broker = Arc::new(WorkerBroker::new(&url, QUEUE, "stand-in", &options).expect("broker"));
+    let broker = Arc::new(WorkerBroker::new(&url, queue, "stand-in", &options).expect("broker"));
     let completed = Arc::new(AtomicU64::new(0));
     while !token.is_cancelled() {
         let Ok(Some(id)) = popper.pop(Duration::from_millis(100)).await else {

@@ -1,0 +1,215 @@
+//! One actix-web server hosting the listeners of many circles: every
+//! listener is `.listen`ed on the same `HttpServer` (one worker thread plus
+//! actix's accept thread, however many circles), and each request is routed
+//! to its circle by the local address of the listener it arrived on.
+//!
+//! Why one server and not one per circle: every actix worker thread runs
+//! actix-http's `DateService`, a 500 ms timer that cannot be turned off, so
+//! idle per-circle servers cost wake-ups (and CPU) in proportion to the
+//! number of circles.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix_web::{App, HttpServer, web};
+use client::SubmitOptions;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ServerConfig, ServerTiming};
+use crate::server::{Shared, upgrade};
+use crate::status::ServerStatus;
+use crate::{Error, Result};
+
+/// Actix worker threads of one host, whatever the number of circles.
+pub const HOST_WORKERS: usize = 1;
+
+/// One circle served by [`run_many`]: its limits, its bound listener and its
+/// live counters.
+#[derive(Debug)]
+pub struct CircleServer {
+    /// The circle's limits and queue.
+    pub config: ServerConfig,
+    /// Its already-bound listening socket.
+    pub listener: TcpListener,
+    /// Its live counters (connections, in flight, refused upgrades).
+    pub status: Arc<ServerStatus>,
+}
+
+impl CircleServer {
+    /// Bundles a circle's configuration, listener and status.
+    pub fn new(config: ServerConfig, listener: TcpListener, status: Arc<ServerStatus>) -> Self {
+        CircleServer {
+            config,
+            listener,
+            status,
+        }
+    }
+}
+
+/// The circles of one host, by the local address of their listener.
+pub(crate) type Routes = HashMap<SocketAddr, Arc<Shared>>;
+
+/// Serves every circle's listener on one shared actix server until `token`
+/// is cancelled.
+///
+/// Each circle keeps its own [`ServerConfig`] (limits, origin allow-list,
+/// queue, task timeout), its own [`ServerStatus`] and its own connection
+/// limit; only the thread is shared ([`HOST_WORKERS`] actix worker thread plus
+/// actix's accept thread for the whole host). On cancellation every socket of
+/// every circle drains its in-flight requests (up to
+/// [`ServerTiming::drain_timeout`]) and closes with 1001, then `run_many`
+/// returns once the worker thread has stopped. Dropping the future stops the
+/// host without draining. With no circles it just waits for the token.
+pub async fn run_many(
+    circles: Vec<CircleServer>,
+    timing: ServerTiming,
+    client: client::Client,
+    token: CancellationToken,
+) -> Result<()> {
+    if circles.is_empty() {
+        token.cancelled().await;
+        return Ok(());
+    }
+    let what = describe(&circles);
+    // Actix force-closes what is still open after this; connections drain first.
+    let shutdown_secs = timing.drain_timeout.as_secs() + 2;
+    let mut routes: Routes = HashMap::with_capacity(circles.len());
+    let mut listeners = Vec::with_capacity(circles.len());
+    for circle in circles {
+        let name = circle.config.circle_name.clone();
+        let io_error = |source| Error::Io {
+            circle: name.clone(),
+            source,
+        };
+        let addr = circle.listener.local_addr().map_err(io_error)?;
+        let shared = Arc::new(Shared {
+            submit: SubmitOptions {
+                timeout: circle.config.task_timeout,
+            },
+            config: circle.config,
+            timing: timing.clone(),
+            client: client.clone(),
+            status: circle.status,
+            token: token.clone(),
+        });
+        if routes.insert(addr, shared).is_some() {
+            return Err(io_error(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("two circles were given a listener on {addr}"),
+            )));
+        }
+        listeners.push((name, addr, circle.listener));
+    }
+    let server = build(routes, listeners, shutdown_secs)?;
+    let host_error = |source| what.error(source);
+
+    // The actix server runs in its own task so that it can still process a stop
+    // command when this future is dropped instead of awaited to the end.
+    let handle = server.handle();
+    let mut serving = tokio::spawn(server);
+    let mut guard = StopOnDrop(Some(handle.clone()));
+    tokio::select! {
+        ended = &mut serving => {
+            guard.0 = None;
+            return joined(ended).map_err(host_error);
+        }
+        () = token.cancelled() => {}
+    }
+    log::debug!("{what}: stopping");
+    handle.stop(true).await;
+    let ended = serving.await;
+    guard.0 = None;
+    log::info!("{what}: stopped");
+    joined(ended).map_err(host_error)
+}
+
+/// The actix server of `listeners` (not yet polled). A plain function: the
+/// builder is not `Send` and must not live in `run_many`'s future.
+fn build(
+    routes: Routes,
+    listeners: Vec<(String, SocketAddr, TcpListener)>,
+    shutdown_secs: u64,
+) -> Result<actix_web::dev::Server> {
+    let routes = web::Data::new(routes);
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(routes.clone())
+            .route("/ws", web::get().to(upgrade))
+    })
+    .workers(HOST_WORKERS)
+    .disable_signals()
+    .shutdown_timeout(shutdown_secs);
+    let mut serving_on = Vec::with_capacity(listeners.len());
+    for (name, addr, listener) in listeners {
+        server = server.listen(listener).map_err(|source| Error::Io {
+            circle: name.clone(),
+            source,
+        })?;
+        serving_on.push((name, addr));
+    }
+    let server = server.run();
+    for (name, addr) in serving_on {
+        log::info!("circle {name}: websocket server listening on ws://{addr}/ws");
+    }
+    Ok(server)
+}
+
+/// What a host serves, for its errors and log lines.
+enum Described {
+    One(String),
+    Many(usize),
+}
+
+fn describe(circles: &[CircleServer]) -> Described {
+    match circles {
+        [one] => Described::One(one.config.circle_name.clone()),
+        many => Described::Many(many.len()),
+    }
+}
+
+impl Described {
+    fn error(&self, source: std::io::Error) -> Error {
+        match self {
+            Described::One(circle) => Error::Io {
+                circle: circle.clone(),
+                source,
+            },
+            Described::Many(circles) => Error::Host {
+                circles: *circles,
+                source,
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Described {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Described::One(circle) => write!(f, "circle {circle}: websocket server"),
+            Described::Many(n) => write!(f, "websocket host of {n} circles"),
+        }
+    }
+}
+
+/// Stops the actix server (without waiting) if `run_many` is dropped midway.
+struct StopOnDrop(Option<actix_web::dev::ServerHandle>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            // `stop` sends its command at once; the returned future only waits.
+            drop(handle.stop(false));
+        }
+    }
+}
+
+fn joined(
+    ended: std::result::Result<std::io::Result<()>, tokio::task::JoinError>,
+) -> std::io::Result<()> {
+    ended.unwrap_or_else(|e| {
+        Err(std::io::Error::other(format!(
+            "the server task failed: {e}"
+        )))
+    })
+}
