@@ -5,7 +5,11 @@
 //! [`BlockingPopper`] for `BLMOVE` alone (a blocking command never shares a
 //! connection with other traffic).
 
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
 
 use crate::client::now_ms;
 use crate::conn::{Conn, ConnSettings};
@@ -262,9 +266,7 @@ impl WorkerBroker {
         Ok((written, next))
     }
 
-    /// Beats: sets this worker's heartbeat key with `ttl`, registers the
-    /// worker in the queue's worker set, and stamps `lastHeartbeat`.
-    pub async fn heartbeat(&self, ttl: Duration) -> Result<()> {
+    fn heartbeat_pipe(&self, ttl: Duration) -> redis::Pipeline {
         let now = now_ms();
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -283,7 +285,29 @@ impl WorkerBroker {
             .arg("lastHeartbeat")
             .arg(now)
             .ignore();
-        self.conn.query_pipe(&pipe).await
+        pipe
+    }
+
+    /// Beats: sets this worker's heartbeat key with `ttl`, registers the
+    /// worker in the queue's worker set, and stamps `lastHeartbeat`.
+    pub async fn heartbeat(&self, ttl: Duration) -> Result<()> {
+        self.conn.query_pipe(&self.heartbeat_pipe(ttl)).await
+    }
+
+    /// [`WorkerBroker::heartbeat`], and with `reap` also
+    /// [`WorkerBroker::reap`] — the worker set is read in the heartbeat's own
+    /// transaction, so while this worker is the only one registered for its
+    /// queue a beat with a reap is still a single round trip. Returns
+    /// `(lost, requeued)` as `reap` does (`(0, 0)` without `reap`).
+    pub async fn beat(&self, ttl: Duration, reap: bool) -> Result<(u64, u64)> {
+        let mut pipe = self.heartbeat_pipe(ttl);
+        if !reap {
+            self.conn.query_pipe::<()>(&pipe).await?;
+            return Ok((0, 0));
+        }
+        pipe.cmd("SMEMBERS").arg(keys::workers(&self.queue));
+        let (members,): (Vec<String>,) = self.conn.query_pipe(&pipe).await?;
+        self.reap_members(&members).await
     }
 
     /// Resolves the leftovers of every dead worker of this queue (no
@@ -296,6 +320,10 @@ impl WorkerBroker {
             .conn
             .query(redis::cmd("SMEMBERS").arg(keys::workers(&self.queue)))
             .await?;
+        self.reap_members(&members).await
+    }
+
+    async fn reap_members(&self, members: &[String]) -> Result<(u64, u64)> {
         let mut total = (0, 0);
         for dead in members.iter().filter(|w| **w != self.worker_id) {
             let inv = scripts::reap(
@@ -318,6 +346,28 @@ impl WorkerBroker {
             }
         }
         Ok(total)
+    }
+
+    /// Wakes `popper`'s blocked `BLMOVE` with `CLIENT UNBLOCK` sent on this
+    /// broker's connection: the pop then returns nothing, as on its timeout
+    /// (nothing was moved, so nothing can be lost). `false` when no pop was
+    /// blocked in Redis at that instant (none in progress, or its command has
+    /// not reached Redis yet: call again a little later while
+    /// [`BlockingPopper::is_popping`]).
+    pub async fn wake(&self, popper: &BlockingPopper) -> Result<bool> {
+        let Some(client_id) = popper.popping_client_id() else {
+            return Ok(false);
+        };
+        let woken: u64 = self
+            .conn
+            .query(
+                redis::cmd("CLIENT")
+                    .arg("UNBLOCK")
+                    .arg(client_id)
+                    .arg("TIMEOUT"),
+            )
+            .await?;
+        Ok(woken == 1)
     }
 
     /// Leaves the queue: deletes the heartbeat, the worker-set entry and the
@@ -361,6 +411,20 @@ pub struct BlockingPopper {
     stats_key: String,
     worker_id: String,
     ttl_ms: u64,
+    /// `CLIENT ID` of the connection and the connection generation it
+    /// belongs to; read again after every reconnect.
+    client_id: Mutex<Option<(u64, i64)>>,
+    /// Set while a pop is in progress.
+    popping: AtomicBool,
+}
+
+/// Clears [`BlockingPopper::popping`] however the pop ends.
+struct Popping<'a>(&'a AtomicBool);
+
+impl Drop for Popping<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
 }
 
 impl BlockingPopper {
@@ -389,7 +453,47 @@ impl BlockingPopper {
             stats_key: keys::stats(queue),
             worker_id: worker_id.to_owned(),
             ttl_ms: options.result_ttl.as_millis().max(1) as u64,
+            client_id: Mutex::new(None),
+            popping: AtomicBool::new(false),
         })
+    }
+
+    /// Whether a pop is in progress (see [`WorkerBroker::wake`]).
+    pub fn is_popping(&self) -> bool {
+        self.popping.load(Ordering::SeqCst)
+    }
+
+    /// The Redis client id of the connection while a pop is in progress.
+    fn popping_client_id(&self) -> Option<i64> {
+        if !self.is_popping() {
+            return None;
+        }
+        self.client_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|(_, id)| id)
+    }
+
+    /// Marks a pop in progress and returns the connection, reading its
+    /// `CLIENT ID` first after a (re)connect so [`WorkerBroker::wake`] can
+    /// unblock it.
+    async fn start_pop(&self) -> Result<(MultiplexedConnection, Popping<'_>)> {
+        let popping = Popping(&self.popping);
+        self.popping.store(true, Ordering::SeqCst);
+        let (mut conn, generation) = self.conn.get_with_generation().await?;
+        let known = matches!(
+            *self.client_id.lock().unwrap_or_else(|e| e.into_inner()),
+            Some((g, _)) if g == generation
+        );
+        if !known {
+            let id: i64 = redis::cmd("CLIENT")
+                .arg("ID")
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.conn.fail(e))?;
+            *self.client_id.lock().unwrap_or_else(|e| e.into_inner()) = Some((generation, id));
+        }
+        Ok((conn, popping))
     }
 
     /// `BLMOVE` as in [`BlockingPopper::pop`], with the claim of the moved id
@@ -413,22 +517,26 @@ impl BlockingPopper {
             .arg(&self.worker_id)
             .arg(now_ms())
             .arg(self.ttl_ms);
-        let (claim,): (Option<Vec<String>>,) = self.conn.query_pipe(&pipe).await?;
+        let (mut conn, _popping) = self.start_pop().await?;
+        let (claim,): (Option<Vec<String>>,) = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.conn.fail(e))?;
         parse_claim(claim)
     }
 
     /// `BLMOVE rhai_tasks:<queue> <processing> RIGHT LEFT <timeout>`: the
     /// oldest id, moved into the processing list, or `None` after `timeout`.
     pub async fn pop(&self, timeout: Duration) -> Result<Option<String>> {
-        self.conn
-            .query(
-                redis::cmd("BLMOVE")
-                    .arg(&self.queue_key)
-                    .arg(&self.processing_key)
-                    .arg("RIGHT")
-                    .arg("LEFT")
-                    .arg(timeout.as_secs_f64()),
-            )
+        let (mut conn, _popping) = self.start_pop().await?;
+        redis::cmd("BLMOVE")
+            .arg(&self.queue_key)
+            .arg(&self.processing_key)
+            .arg("RIGHT")
+            .arg("LEFT")
+            .arg(timeout.as_secs_f64())
+            .query_async(&mut conn)
             .await
+            .map_err(|e| self.conn.fail(e))
     }
 }

@@ -34,6 +34,8 @@ struct State {
     backoff: Duration,
     /// Set while an outage is in progress (logged once).
     down_since: Option<Instant>,
+    /// Bumped on every new connection, so a caller can tell a reconnect.
+    generation: u64,
 }
 
 /// A connection that reconnects on demand. See the module docs.
@@ -89,14 +91,23 @@ impl Conn {
     /// The live connection, connecting if needed. Fails fast with
     /// `Unavailable` while a backoff is running.
     pub(crate) async fn get(&self) -> Result<MultiplexedConnection> {
-        if let Some(conn) = self.lock().conn.clone() {
-            return Ok(conn);
+        Ok(self.get_with_generation().await?.0)
+    }
+
+    /// [`Conn::get`] plus the connection's generation, which changes with
+    /// every reconnect.
+    pub(crate) async fn get_with_generation(&self) -> Result<(MultiplexedConnection, u64)> {
+        {
+            let state = self.lock();
+            if let Some(conn) = state.conn.clone() {
+                return Ok((conn, state.generation));
+            }
         }
         let _connecting = self.connecting.lock().await;
         {
             let state = self.lock();
             if let Some(conn) = state.conn.clone() {
-                return Ok(conn);
+                return Ok((conn, state.generation));
             }
             if let Some(at) = state.retry_at
                 && Instant::now() < at
@@ -126,8 +137,9 @@ impl Conn {
                 }
                 state.retry_at = None;
                 state.backoff = Duration::ZERO;
+                state.generation += 1;
                 state.conn = Some(conn.clone());
-                Ok(conn)
+                Ok((conn, state.generation))
             }
             Ok(Err(e)) => {
                 let reason = e.to_string();

@@ -37,7 +37,7 @@ pub mod keys;
 mod listener;
 mod scripts;
 
-pub use client::{Client, ClientOptions};
+pub use client::{Client, ClientOptions, STATS_BATCH};
 
 use std::time::Duration;
 

@@ -189,6 +189,40 @@ return { qlen, tonumber(s[1] or '0'), tonumber(s[2] or '0'), inflight, beat }
     )
 });
 
+/// [`STATS`] for many queues at once. KEYS: queue, stats, workers set of each
+/// queue in turn. ARGV: processing-list prefix of each queue. Returns one
+/// `STATS` reply per queue, in order.
+static STATS_MANY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local out = {}
+for i = 1, #ARGV do
+  local q, st, ws = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local s = redis.call('HMGET', st, 'processed', 'failed', 'lastHeartbeat')
+  local inflight = 0
+  for _, w in ipairs(redis.call('SMEMBERS', ws)) do
+    inflight = inflight + redis.call('LLEN', ARGV[i] .. w)
+  end
+  local beat = false
+  if s[3] then beat = tonumber(s[3]) end
+  out[i] = { redis.call('LLEN', q), tonumber(s[1] or '0'), tonumber(s[2] or '0'), inflight, beat }
+end
+return out
+"#,
+    )
+});
+
+pub(crate) fn stats_many(queues: &[&str]) -> ScriptInvocation<'static> {
+    let mut inv = STATS_MANY.prepare_invoke();
+    for queue in queues {
+        inv.key(keys::tasks(queue))
+            .key(keys::stats(queue))
+            .key(keys::workers(queue))
+            .arg(keys::processing(queue, ""));
+    }
+    inv
+}
+
 pub(crate) fn stats(queue: &str) -> ScriptInvocation<'static> {
     let mut inv = STATS.prepare_invoke();
     inv.key(keys::tasks(queue))

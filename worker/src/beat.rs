@@ -12,23 +12,20 @@ use tokio_util::sync::CancellationToken;
 
 use crate::WorkerOptions;
 
-/// One beat, plus a reap when `reap` is set. Errors are logged at debug: the
-/// take loop reports outages.
+/// One beat, plus a reap when `reap` is set (one round trip while no other
+/// worker is registered for the queue). Errors are logged at debug: the take
+/// loop reports outages.
 pub(crate) async fn beat_once(broker: &WorkerBroker, options: &WorkerOptions, reap: bool) -> bool {
-    if let Err(e) = broker.heartbeat(options.heartbeat_ttl).await {
-        log::debug!("heartbeat of worker {} failed: {e}", broker.worker_id());
-        return false;
-    }
-    if reap {
-        match broker.reap().await {
-            Ok(_) => {}
-            Err(e) => {
-                log::debug!("reaper of worker {} failed: {e}", broker.worker_id());
-                return false;
-            }
+    match broker.beat(options.heartbeat_ttl, reap).await {
+        Ok(_) => true,
+        Err(e) => {
+            log::debug!(
+                "heartbeat/reap of worker {} failed: {e}",
+                broker.worker_id()
+            );
+            false
         }
     }
-    true
 }
 
 /// Beats until `token` is cancelled.
@@ -43,7 +40,9 @@ pub(crate) async fn run(
             _ = token.cancelled() => return,
             _ = tokio::time::sleep(options.heartbeat_interval) => {}
         }
-        let reap = last_reap.elapsed() >= options.reap_interval;
+        // Reaps ride on beats; half a beat of slack keeps a reap interval
+        // that is a multiple of the beat from slipping a whole beat.
+        let reap = last_reap.elapsed() + options.heartbeat_interval / 2 >= options.reap_interval;
         if beat_once(&broker, &options, reap).await && reap {
             last_reap = Instant::now();
         }

@@ -7,9 +7,10 @@
 //! How a worker works:
 //! - It takes ids FIFO from the right end of `rhai_tasks:<queue>`, moving each
 //!   into a processing list of its own (first a non-blocking `LMOVE` + claim in
-//!   one script; when the queue is empty, `BLMOVE` with a short server-side
-//!   timeout on a dedicated connection, checking the cancellation token
-//!   between pops). A task is never only in the worker's memory.
+//!   one script; when the queue is empty, `BLMOVE` on a dedicated
+//!   connection, checking the cancellation token between pops; on
+//!   cancellation a blocked pop is woken at once with `CLIENT UNBLOCK` from
+//!   the other connection). A task is never only in the worker's memory.
 //! - It claims the task (`processing`, worker id, start time), runs the script
 //!   on the circle's script thread (stack [`engine::SCRIPT_STACK_SIZE`]), and
 //!   writes the result, TTL, counters and notification in one script.
@@ -96,15 +97,16 @@ impl WorkerConfig {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct WorkerOptions {
-    /// Server-side timeout of one blocking pop; bounds how long shutdown
-    /// waits for an idle worker. Default 1 s.
+    /// Server-side timeout of one blocking pop. Shutdown does not wait for
+    /// it (a blocked pop is woken with `CLIENT UNBLOCK`); it only sets how
+    /// often an idle worker re-issues its pop. Default 20 s.
     pub pop_timeout: Duration,
-    /// How often the heartbeat is refreshed. Default 1 s.
+    /// How often the heartbeat is refreshed. Default 5 s.
     pub heartbeat_interval: Duration,
-    /// Heartbeat TTL: a worker silent this long counts as dead. Default 5 s.
+    /// Heartbeat TTL: a worker silent this long counts as dead. Default 15 s.
     pub heartbeat_ttl: Duration,
-    /// How often the reaper looks for dead workers (also once at start).
-    /// Default 2 s.
+    /// How often the reaper looks for dead workers (also once at start); it
+    /// runs with a heartbeat, on its schedule. Default 10 s.
     pub reap_interval: Duration,
     /// Cap of the reconnect backoff. Default 2 s.
     pub max_backoff: Duration,
@@ -113,11 +115,41 @@ pub struct WorkerOptions {
 impl Default for WorkerOptions {
     fn default() -> Self {
         WorkerOptions {
-            pop_timeout: Duration::from_secs(1),
-            heartbeat_interval: Duration::from_secs(1),
-            heartbeat_ttl: Duration::from_secs(5),
-            reap_interval: Duration::from_secs(2),
+            pop_timeout: Duration::from_secs(20),
+            heartbeat_interval: Duration::from_secs(5),
+            heartbeat_ttl: Duration::from_secs(15),
+            reap_interval: Duration::from_secs(10),
             max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+/// After `token` is cancelled, wakes the popper's blocked `BLMOVE` (it then
+/// returns nothing, as on its timeout) until `taken` says the take loop
+/// returned. Retried every 20 ms: an unblock that arrives before the pop has
+/// reached Redis finds nothing to wake.
+async fn wake_on_cancel(
+    broker: &WorkerBroker,
+    popper: &BlockingPopper,
+    token: &CancellationToken,
+    taken: &CancellationToken,
+) {
+    tokio::select! {
+        _ = taken.cancelled() => return,
+        _ = token.cancelled() => {}
+    }
+    loop {
+        if popper.is_popping()
+            && let Err(e) = broker.wake(popper).await
+        {
+            log::debug!(
+                "worker {}: waking the blocked pop failed: {e}",
+                broker.worker_id()
+            );
+        }
+        tokio::select! {
+            _ = taken.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
         }
     }
 }
@@ -186,7 +218,7 @@ pub async fn run_with(
         beat_token.clone(),
     ));
 
-    take::Taker {
+    let taker = take::Taker {
         config: &config,
         options: &options,
         broker: &broker,
@@ -194,9 +226,18 @@ pub async fn run_with(
         thread: &thread,
         status: &status,
         token: &token,
-    }
-    .run()
-    .await;
+    };
+    // The take loop is never raced (a dropped pop could lose a task): on
+    // cancellation a second future wakes its blocked pop instead, until the
+    // loop has returned.
+    let taken = CancellationToken::new();
+    tokio::join!(
+        async {
+            taker.run().await;
+            taken.cancel();
+        },
+        wake_on_cancel(&broker, &popper, &token, &taken),
+    );
 
     beat_token.cancel();
     let _ = beat.await;

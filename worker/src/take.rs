@@ -61,6 +61,10 @@ impl Taker<'_> {
         // task's result, or ids found in our processing list after an outage.
         // They run even after cancellation, so nothing stays claimed.
         let mut ready: VecDeque<Claim> = VecDeque::new();
+        // Set after a blocking pop found nothing: the next pop blocks at once
+        // instead of first trying the non-blocking one (one round trip less
+        // per idle pop).
+        let mut idle = false;
         loop {
             if let Some(claim) = ready.pop_front() {
                 if let Some(next) = self.handle(claim, &mut outage).await {
@@ -90,12 +94,19 @@ impl Taker<'_> {
                 }
                 continue;
             }
-            let claim = match self.broker.pop_and_claim().await {
+            let quick = if idle {
+                Ok(None)
+            } else {
+                self.broker.pop_and_claim().await
+            };
+            idle = false;
+            let claim = match quick {
                 Ok(Some(claim)) => claim,
                 Ok(None) => match self.popper.pop_and_claim(self.options.pop_timeout).await {
                     Ok(Some(claim)) => claim,
                     Ok(None) => {
                         self.up(&mut outage);
+                        idle = true;
                         continue;
                     }
                     Err(e) => {

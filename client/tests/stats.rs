@@ -1,0 +1,91 @@
+//! `Client::stats_many` reads what `Client::stats` reads, for many queues at once.
+
+use std::time::Duration;
+
+use client::broker::{BrokerOptions, TaskResult, WorkerBroker};
+use client::{Client, SubmitOptions};
+
+#[tokio::test]
+async fn stats_of_many_queues_match_the_stats_of_each() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let client = Client::connect(&url).await.expect("connect");
+    let opts = SubmitOptions::default();
+    // "a": one completed, one failed, one running, two queued, a heartbeat.
+    for script in ["ok", "bad", "running", "q1", "q2"] {
+        client.submit("a", script, &opts).await.expect("submit");
+    }
+    let broker = WorkerBroker::new(
+        &url,
+        "a",
+        "w1",
+        &BrokerOptions::new(Duration::from_secs(60)),
+    )
+    .expect("broker");
+    broker
+        .heartbeat(Duration::from_secs(60))
+        .await
+        .expect("beat");
+    let done = TaskResult::Completed {
+        output: String::new(),
+        printed: String::new(),
+        run_time: Duration::ZERO,
+    };
+    let failed = TaskResult::Failed {
+        kind: "runtime".into(),
+        message: "no".into(),
+        line: None,
+        column: None,
+    };
+    for result in [&done, &failed] {
+        let Some(client::broker::Claim::Run(task)) = broker.pop_and_claim().await.expect("take")
+        else {
+            panic!("a task to take")
+        };
+        assert!(broker.finish(&task.task_id, result).await.expect("finish"));
+    }
+    broker
+        .pop_and_claim()
+        .await
+        .expect("take")
+        .expect("a running task");
+    // "b": one queued task, no worker; "c": never used.
+    client.submit("b", "x", &opts).await.expect("submit");
+
+    let many = client
+        .stats_many(&["a", "b", "c"])
+        .await
+        .expect("stats_many");
+    let each = [
+        client.stats("a").await.expect("stats"),
+        client.stats("b").await.expect("stats"),
+        client.stats("c").await.expect("stats"),
+    ];
+    let counts = |s: &client::QueueStats| (s.queue_len, s.processed, s.failed, s.in_flight);
+    assert_eq!(
+        many.iter().map(counts).collect::<Vec<_>>(),
+        vec![(2, 1, 1, 1), (1, 0, 0, 0), (0, 0, 0, 0)]
+    );
+    assert_eq!(
+        many.iter().map(counts).collect::<Vec<_>>(),
+        each.iter().map(counts).collect::<Vec<_>>()
+    );
+    assert!(many[0].heartbeat_age.is_some());
+    assert_eq!((many[1].heartbeat_age, many[2].heartbeat_age), (None, None));
+    assert!(client.stats_many(&[]).await.expect("no queues").is_empty());
+
+    // More queues than one script call reads.
+    let names: Vec<String> = (0..client::STATS_BATCH + 3)
+        .map(|i| format!("q{i}"))
+        .collect();
+    client.submit("q1", "x", &opts).await.expect("submit");
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let all = client.stats_many(&refs).await.expect("stats_many");
+    assert_eq!(all.len(), names.len());
+    assert_eq!(
+        all.iter().map(|s| s.queue_len).sum::<u64>(),
+        1,
+        "only q1 holds a task"
+    );
+    assert_eq!(all[1].queue_len, 1);
+}
