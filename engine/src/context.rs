@@ -7,7 +7,7 @@
 //! synchronous, so the thread evaluating a script is the thread that
 //! installed its slot, and concurrent runs on other threads each see their own.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -38,6 +38,13 @@ impl Stop {
 pub const TIMEOUT_TOKEN: &str = "circles-engine:timeout";
 /// See [`TIMEOUT_TOKEN`].
 pub const CANCEL_TOKEN: &str = "circles-engine:cancelled";
+/// See [`TIMEOUT_TOKEN`]: the run's operation budget is spent.
+pub const OPERATIONS_TOKEN: &str = "circles-engine:operations";
+
+/// The deadline and cancel flag are checked every this many operations (a
+/// power of two): often enough to stop within microseconds, rarely enough to
+/// cost nothing.
+pub const CHECK_EVERY_OPS: u64 = 256;
 
 /// The state of one run. One per thread, reused from run to run so a run
 /// allocates nothing it does not need.
@@ -101,6 +108,8 @@ impl RunState {
 
     /// Ends the run: drops its cancel flag, output and any uncommitted writes.
     fn clear(&mut self) {
+        MAX_OPS.set(u64::MAX);
+        STOPPED.set(None);
         self.active = false;
         self.cancel = None;
         if !self.printed.is_empty() {
@@ -112,6 +121,39 @@ impl RunState {
 
 thread_local! {
     static CURRENT: RefCell<RunState> = RefCell::new(RunState::idle());
+    /// Operations of the current run, counted by [`tick`]. Kept apart from
+    /// Rhai's own count, which a closure called from a native function
+    /// (`map`, `filter`, `sort`, ...) runs on a copy that is thrown away when
+    /// the closure returns: Rhai's count neither accumulates across such
+    /// calls nor reaches a multiple of [`CHECK_EVERY_OPS`] in a short closure.
+    static OPS: Cell<u64> = const { Cell::new(0) };
+    /// The run's operation limit (`u64::MAX` when unbounded or idle).
+    static MAX_OPS: Cell<u64> = const { Cell::new(u64::MAX) };
+    /// Why the current run was stopped, once it was. Sticky: some native
+    /// functions swallow a closure's error (`sort` treats a failed comparison
+    /// as an ordering), so every later operation fails again until the script
+    /// is out of them.
+    static STOPPED: Cell<Option<&'static str>> = const { Cell::new(None) };
+}
+
+/// Counts one operation of the current run (called by Rhai's progress
+/// callback for every operation, closures included) and says why the run
+/// must stop: its operation budget is spent, or, every [`CHECK_EVERY_OPS`]
+/// operations, its deadline passed or it was cancelled.
+pub fn tick() -> Option<&'static str> {
+    let n = OPS.get().wrapping_add(1);
+    OPS.set(n);
+    if n > MAX_OPS.get() {
+        return Some(OPERATIONS_TOKEN);
+    }
+    if n % CHECK_EVERY_OPS != 0 {
+        return STOPPED.get();
+    }
+    let stop = with(|state| state.should_stop()).flatten().map(Stop::token);
+    if stop.is_some() {
+        STOPPED.set(stop);
+    }
+    STOPPED.get()
 }
 
 /// Activates this thread's run state until the guard is dropped.
@@ -120,7 +162,15 @@ pub fn install(
     cancel: &Arc<AtomicBool>,
     max_printed: usize,
     max_writes: usize,
+    max_operations: u64,
 ) -> Installed {
+    OPS.set(0);
+    STOPPED.set(None);
+    MAX_OPS.set(if max_operations == 0 {
+        u64::MAX
+    } else {
+        max_operations
+    });
     CURRENT.with(|c| {
         let mut s = c.borrow_mut();
         debug_assert!(!s.active, "runs never nest on one thread");

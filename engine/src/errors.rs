@@ -5,7 +5,7 @@
 
 use rhai::{EvalAltResult, ParseError, ParseErrorType, Position};
 
-use crate::context::{CANCEL_TOKEN, TIMEOUT_TOKEN};
+use crate::context::{CANCEL_TOKEN, OPERATIONS_TOKEN, TIMEOUT_TOKEN};
 use crate::dbfns::DbFault;
 use crate::{ErrorKind, Limits, ScriptError};
 
@@ -98,6 +98,21 @@ pub fn from_eval(err: EvalAltResult, limits: &Limits) -> ScriptError {
     at(kind, message, pos)
 }
 
+fn operations_message(limits: &Limits) -> String {
+    format!(
+        "script exceeded the limit of {} operations",
+        limits.max_operations
+    )
+}
+
+/// The message of a run stopped by `Limits::timeout`.
+pub fn time_limit_message(limits: &Limits) -> String {
+    format!("script ran past its time limit of {:?}", limits.timeout)
+}
+
+/// The message of a run stopped by `RunControl::deadline` (the task's).
+pub const TASK_DEADLINE_MESSAGE: &str = "script ran past the task's deadline";
+
 fn fault_of(value: &rhai::Dynamic) -> Option<DbFault> {
     value.clone().try_cast::<DbFault>()
 }
@@ -105,13 +120,7 @@ fn fault_of(value: &rhai::Dynamic) -> Option<DbFault> {
 fn eval_kind(err: EvalAltResult, limits: &Limits) -> (ErrorKind, String) {
     use EvalAltResult as E;
     match err {
-        E::ErrorTooManyOperations(_) => (
-            ErrorKind::Limit,
-            format!(
-                "script exceeded the limit of {} operations",
-                limits.max_operations
-            ),
-        ),
+        E::ErrorTooManyOperations(_) => (ErrorKind::Limit, operations_message(limits)),
         E::ErrorStackOverflow(_) => (
             ErrorKind::Limit,
             format!(
@@ -149,13 +158,9 @@ fn eval_kind(err: EvalAltResult, limits: &Limits) -> (ErrorKind, String) {
             }
             let text = token.into_immutable_string().ok();
             match text.as_ref().map(|s| s.as_str()) {
-                Some(TIMEOUT_TOKEN) => (
-                    ErrorKind::Timeout,
-                    format!(
-                        "script ran past its deadline (time limit {:?})",
-                        limits.timeout
-                    ),
-                ),
+                // Which deadline passed is known to the run, which rewords it.
+                Some(TIMEOUT_TOKEN) => (ErrorKind::Timeout, time_limit_message(limits)),
+                Some(OPERATIONS_TOKEN) => (ErrorKind::Limit, operations_message(limits)),
                 Some(CANCEL_TOKEN) => (ErrorKind::Cancelled, "script was cancelled".to_string()),
                 _ => (
                     ErrorKind::Internal,

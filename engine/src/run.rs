@@ -15,15 +15,27 @@ use crate::{CircleEngine, ErrorKind, Outcome, RunControl, ScriptError, errors};
 /// A far-away instant for a timeout too large to add.
 const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
-fn stop_error(stop: Stop, engine: &CircleEngine) -> ScriptError {
+/// Which deadline a run has: its own time limit, or the task's (from
+/// [`RunControl::deadline`]) when that comes first.
+#[derive(Clone, Copy)]
+struct Deadline {
+    at: Instant,
+    from_task: bool,
+}
+
+impl Deadline {
+    fn message(self, engine: &CircleEngine) -> String {
+        if self.from_task {
+            errors::TASK_DEADLINE_MESSAGE.to_string()
+        } else {
+            errors::time_limit_message(&engine.limits)
+        }
+    }
+}
+
+fn stop_error(stop: Stop, engine: &CircleEngine, deadline: Deadline) -> ScriptError {
     match stop {
-        Stop::Timeout => ScriptError::new(
-            ErrorKind::Timeout,
-            format!(
-                "script ran past its deadline (time limit {:?})",
-                engine.limits.timeout
-            ),
-        ),
+        Stop::Timeout => ScriptError::new(ErrorKind::Timeout, deadline.message(engine)),
         Stop::Cancelled => ScriptError::new(ErrorKind::Cancelled, "script was cancelled"),
     }
 }
@@ -31,13 +43,13 @@ fn stop_error(stop: Stop, engine: &CircleEngine) -> ScriptError {
 fn check_stop(
     engine: &CircleEngine,
     control: &RunControl,
-    deadline: Instant,
+    deadline: Deadline,
 ) -> Result<(), ScriptError> {
     if control.cancel.load(Ordering::Relaxed) {
-        return Err(stop_error(Stop::Cancelled, engine));
+        return Err(stop_error(Stop::Cancelled, engine, deadline));
     }
-    if Instant::now() >= deadline {
-        return Err(stop_error(Stop::Timeout, engine));
+    if Instant::now() >= deadline.at {
+        return Err(stop_error(Stop::Timeout, engine, deadline));
     }
     Ok(())
 }
@@ -118,18 +130,26 @@ pub fn run(
             ),
         ));
     }
-    let mut deadline = start
-        .checked_add(limits.timeout)
-        .unwrap_or_else(|| start + FOREVER);
-    if let Some(d) = control.deadline {
-        deadline = deadline.min(d);
+    let mut deadline = Deadline {
+        at: start
+            .checked_add(limits.timeout)
+            .unwrap_or_else(|| start + FOREVER),
+        from_task: false,
+    };
+    if let Some(d) = control.deadline
+        && d < deadline.at
+    {
+        deadline = Deadline {
+            at: d,
+            from_task: true,
+        };
     }
     // `start` is fresh: no second clock read needed for this check.
     if control.cancel.load(Ordering::Relaxed) {
-        return Err(stop_error(Stop::Cancelled, engine));
+        return Err(stop_error(Stop::Cancelled, engine, deadline));
     }
-    if start >= deadline {
-        return Err(stop_error(Stop::Timeout, engine));
+    if start >= deadline.at {
+        return Err(stop_error(Stop::Timeout, engine, deadline));
     }
     // Runs are serialised; a run that had to wait re-checks its deadline.
     let mut cache = match engine.run_lock.try_lock() {
@@ -154,16 +174,27 @@ pub fn run(
     }
 
     let installed = context::install(
-        deadline,
+        deadline.at,
         &control.cancel,
         limits.max_output_bytes,
         limits.max_writes,
+        limits.max_operations,
     );
     let result = catch_unwind(AssertUnwindSafe(|| engine.rhai.eval_ast::<Dynamic>(ast)));
 
     let value = match result {
         Ok(Ok(value)) => value,
-        Ok(Err(err)) => return Err(errors::from_eval(*err, limits)),
+        Ok(Err(err)) => {
+            let mut e = errors::from_eval(*err, limits);
+            // Rhai's error only says a deadline passed; the run knows which.
+            let generic = errors::time_limit_message(limits);
+            if e.kind == ErrorKind::Timeout && deadline.from_task {
+                if let Some(rest) = e.message.strip_prefix(&generic) {
+                    e.message = format!("{}{rest}", deadline.message(engine));
+                }
+            }
+            return Err(e);
+        }
         Err(_) => {
             log::error!("the script engine panicked; the run's writes were discarded");
             return Err(ScriptError::new(
@@ -179,7 +210,7 @@ pub fn run(
     // A cancel that arrives after the script finished but before the commit
     // still wins: nothing is written.
     if control.cancel.load(Ordering::Relaxed) {
-        return Err(stop_error(Stop::Cancelled, engine));
+        return Err(stop_error(Stop::Cancelled, engine, deadline));
     }
     let (committed, printed, printed_truncated) = installed.finish(|state| {
         (

@@ -16,10 +16,6 @@ type SharedModule = Arc<Module>;
 
 use crate::{Limits, context, dbfns};
 
-/// The stop check runs every this many operations (a power of two): often
-/// enough to stop within microseconds, rarely enough to cost nothing.
-const CHECK_EVERY_OPS: u64 = 256;
-
 /// Symbols a script may not use, refused when it is compiled.
 pub const DISABLED_SYMBOLS: &[&str] = &["eval", "import", "export"];
 
@@ -70,22 +66,18 @@ pub fn build(db: Arc<OurDb>, limits: &Limits) -> Engine {
     engine.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
     engine.set_max_modules(0);
 
+    // The operation limit is enforced by the progress callback on the run's
+    // own count (see `context::tick`), not by Rhai's, which does not add up
+    // the operations of closures called from native functions.
     engine
-        .set_max_operations(limits.max_operations)
+        .set_max_operations(0)
         .set_max_call_levels(limits.max_call_depth)
         .set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth)
         .set_max_string_size(limits.max_string_size)
         .set_max_array_size(limits.max_array_size)
         .set_max_map_size(limits.max_map_size);
 
-    engine.on_progress(|ops| {
-        if ops % CHECK_EVERY_OPS != 0 {
-            return None;
-        }
-        context::with(|state| state.should_stop())
-            .flatten()
-            .map(|stop| Dynamic::from(stop.token()))
-    });
+    engine.on_progress(|_| context::tick().map(Dynamic::from));
     engine.on_print(|text| {
         context::with(|state| state.capture(text));
     });
