@@ -133,6 +133,28 @@ fn main() {
             "  worker process CPU                    {:>8.3} % of one core",
             ours / wall * 100.0
         );
+        // The status table's read: `stats` per queue vs one `stats_many`.
+        let client = client::Client::connect(&url).await.expect("client");
+        let queues: Vec<String> = (0..n).map(|i| format!("idle_{i}")).collect();
+        let refs: Vec<&str> = queues.iter().map(String::as_str).collect();
+        client.stats_many(&refs).await.expect("warm up");
+        let mut per_queue = Duration::MAX;
+        let mut batched = Duration::MAX;
+        for _ in 0..5 {
+            let t = Instant::now();
+            for q in &refs {
+                client.stats(q).await.expect("stats");
+            }
+            per_queue = per_queue.min(t.elapsed());
+            let t = Instant::now();
+            client.stats_many(&refs).await.expect("stats_many");
+            batched = batched.min(t.elapsed());
+        }
+        println!(
+            "  counters of all {n} queues: stats one by one {:>8.1} us, stats_many {:>8.1} us (best of 5)",
+            per_queue.as_secs_f64() * 1e6,
+            batched.as_secs_f64() * 1e6
+        );
         let t = Instant::now();
         token.cancel();
         for w in workers {
