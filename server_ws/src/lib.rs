@@ -35,6 +35,33 @@
 //! server.await??;
 //! # Ok(()) }
 //! ```
+//!
+//! Many circles, one thread ([`run_many`]):
+//!
+//! ```no_run
+//! # async fn demo(client: client::Client) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use server_ws::{CircleServer, ServerConfig, ServerStatus, ServerTiming};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! let circles = vec![
+//!     CircleServer::new(
+//!         ServerConfig::new("Alpha", "alpha"),
+//!         std::net::TcpListener::bind("127.0.0.1:8081")?,
+//!         Arc::new(ServerStatus::default()),
+//!     ),
+//!     CircleServer::new(
+//!         ServerConfig::new("Beta", "beta"),
+//!         std::net::TcpListener::bind("127.0.0.1:8082")?,
+//!         Arc::new(ServerStatus::default()),
+//!     ),
+//! ];
+//! let token = CancellationToken::new();
+//! let host = tokio::spawn(server_ws::run_many(circles, ServerTiming::default(), client, token.clone()));
+//! token.cancel();
+//! host.await??;
+//! # Ok(()) }
+//! ```
 
 mod config;
 mod connection;
