@@ -40,6 +40,8 @@ pub const TIMEOUT_TOKEN: &str = "circles-engine:timeout";
 pub const CANCEL_TOKEN: &str = "circles-engine:cancelled";
 /// See [`TIMEOUT_TOKEN`]: the run's operation budget is spent.
 pub const OPERATIONS_TOKEN: &str = "circles-engine:operations";
+/// See [`TIMEOUT_TOKEN`]: a value nested too deeply was printed or compared.
+pub const NESTING_TOKEN: &str = "circles-engine:nesting";
 
 /// The deadline and cancel flag are checked every this many operations (a
 /// power of two): often enough to stop within microseconds, rarely enough to
@@ -136,6 +138,19 @@ thread_local! {
     static STOPPED: Cell<Option<&'static str>> = const { Cell::new(None) };
 }
 
+/// Marks the current run to fail with `token` at its next operation (or at
+/// its end, see [`stopped`]), for functions that cannot fail themselves.
+pub fn stop_with(token: &'static str) {
+    if STOPPED.get().is_none() {
+        STOPPED.set(Some(token));
+    }
+}
+
+/// Why the current run was marked to stop, if it was.
+pub fn stopped() -> Option<&'static str> {
+    STOPPED.get()
+}
+
 /// Counts one operation of the current run (called by Rhai's progress
 /// callback for every operation, closures included) and says why the run
 /// must stop: its operation budget is spent, or, every [`CHECK_EVERY_OPS`]
@@ -150,8 +165,8 @@ pub fn tick() -> Option<&'static str> {
         return STOPPED.get();
     }
     let stop = with(|state| state.should_stop()).flatten().map(Stop::token);
-    if stop.is_some() {
-        STOPPED.set(stop);
+    if let Some(token) = stop {
+        stop_with(token);
     }
     STOPPED.get()
 }

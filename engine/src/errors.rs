@@ -5,7 +5,7 @@
 
 use rhai::{EvalAltResult, ParseError, ParseErrorType, Position};
 
-use crate::context::{CANCEL_TOKEN, OPERATIONS_TOKEN, TIMEOUT_TOKEN};
+use crate::context::{CANCEL_TOKEN, NESTING_TOKEN, OPERATIONS_TOKEN, TIMEOUT_TOKEN};
 use crate::dbfns::DbFault;
 use crate::{ErrorKind, Limits, ScriptError};
 
@@ -161,6 +161,7 @@ fn eval_kind(err: EvalAltResult, limits: &Limits) -> (ErrorKind, String) {
                 // Which deadline passed is known to the run, which rewords it.
                 Some(TIMEOUT_TOKEN) => (ErrorKind::Timeout, time_limit_message(limits)),
                 Some(OPERATIONS_TOKEN) => (ErrorKind::Limit, operations_message(limits)),
+                Some(NESTING_TOKEN) => (ErrorKind::Limit, crate::nesting::refusal_message()),
                 Some(CANCEL_TOKEN) => (ErrorKind::Cancelled, "script was cancelled".to_string()),
                 _ => (
                     ErrorKind::Internal,

@@ -47,6 +47,7 @@ mod cache;
 mod context;
 mod dbfns;
 mod errors;
+mod nesting;
 mod run;
 mod sandbox;
 mod txn;
@@ -57,6 +58,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use nesting::MAX_NESTING;
 pub use value::MAX_VALUE_DEPTH;
 
 /// Stack size (bytes) a thread calling [`CircleEngine::run`] must have.

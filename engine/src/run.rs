@@ -55,7 +55,7 @@ fn check_stop(
 }
 
 /// Deepest nesting of a result that is rendered; rendering is recursive.
-const MAX_RESULT_DEPTH: usize = 256;
+const MAX_RESULT_DEPTH: usize = crate::nesting::MAX_NESTING;
 
 /// Rhai checks sizes when a value is passed to a function, not when a map
 /// grows by `m[key] = v`; so the final value is checked here before it is
@@ -182,6 +182,15 @@ pub fn run(
     );
     let result = catch_unwind(AssertUnwindSafe(|| engine.rhai.eval_ast::<Dynamic>(ast)));
 
+    // A run marked to stop by a function that could not fail itself (a
+    // too-deep value printed as the last thing the script did) fails here.
+    let result = match (result, context::stopped()) {
+        (Ok(Ok(_)), Some(token)) => Ok(Err(Box::new(rhai::EvalAltResult::ErrorTerminated(
+            token.into(),
+            rhai::Position::NONE,
+        )))),
+        (other, _) => other,
+    };
     let value = match result {
         Ok(Ok(value)) => value,
         Ok(Err(err)) => {

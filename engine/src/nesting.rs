@@ -1,0 +1,163 @@
+//! Guards against values nested too deeply to print, compare or convert.
+//!
+//! Rhai puts no bound on how deeply arrays and maps nest, and its `Display`,
+//! `Debug`, `==` and JSON conversion of nested values recurse through its
+//! whole function-call machinery, several kilobytes of native stack per level:
+//! `let v = (); for i in 0..3000 { v = [v]; } v.to_string()` used to overflow
+//! the script thread's stack and abort the process. The functions that
+//! recurse are shadowed here, in the engine's global namespace (searched
+//! before any package), by versions that first measure the nesting depth
+//! iteratively and refuse a value deeper than [`MAX_NESTING`] levels with a
+//! `limit` error. Values within the bound are handled with a recursion of at
+//! most [`MAX_NESTING`] levels.
+//!
+//! Printing functions cannot fail (Rhai falls back to the recursive `Display`
+//! when `to_string` fails, e.g. in string interpolation), so for them the
+//! refusal is recorded in the run (see [`crate::context::stop_with`]): they
+//! return an empty string and the very next operation, or the end of the
+//! script, fails the run.
+
+use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map, NativeCallContext};
+
+use crate::context::{self, NESTING_TOKEN};
+
+/// Deepest nesting of arrays and maps that scripts may print, compare or
+/// convert to text, and that a result may have.
+pub const MAX_NESTING: usize = 256;
+
+type Res<T> = Result<T, Box<EvalAltResult>>;
+
+/// Whether any of `items`, found at depth `depth`, nests deeper than
+/// [`MAX_NESTING`]. Recurses at most [`MAX_NESTING`] levels (a few dozen
+/// bytes of stack each) whatever the value's depth: safe on any value.
+fn too_deep<'a>(items: impl Iterator<Item = &'a Dynamic>, depth: usize) -> bool {
+    for value in items {
+        if let Ok(a) = value.as_array_ref() {
+            if depth >= MAX_NESTING || too_deep(a.iter(), depth + 1) {
+                return true;
+            }
+        } else if let Ok(m) = value.as_map_ref()
+            && (depth >= MAX_NESTING || too_deep(m.values(), depth + 1))
+        {
+            return true;
+        }
+    }
+    false
+}
+
+fn message() -> String {
+    format!(
+        "a value nests arrays or maps deeper than {MAX_NESTING} levels, \
+         too deep to print, compare or convert to text"
+    )
+}
+
+/// The error of a refused value; uncatchable, like every limit.
+fn refusal() -> Box<EvalAltResult> {
+    context::stop_with(NESTING_TOKEN);
+    EvalAltResult::ErrorTerminated(NESTING_TOKEN.into(), rhai::Position::NONE).into()
+}
+
+/// Text of a value within the bound, or `""` with the run marked to fail.
+fn text(too_deep: bool, render: impl FnOnce() -> String) -> ImmutableString {
+    if too_deep {
+        context::stop_with(NESTING_TOKEN);
+        ImmutableString::new()
+    } else {
+        render().into()
+    }
+}
+
+/// Equality with Rhai's semantics for values within the bound: arrays and
+/// maps element by element, anything else by the script's `==`.
+fn equal(ctx: &NativeCallContext, a: &Dynamic, b: &Dynamic) -> Res<bool> {
+    if let (Ok(x), Ok(y)) = (a.as_array_ref(), b.as_array_ref()) {
+        return arrays_equal(ctx, &x, &y);
+    }
+    if let (Ok(x), Ok(y)) = (a.as_map_ref(), b.as_map_ref()) {
+        return maps_equal(ctx, &x, &y);
+    }
+    if a.type_id() != b.type_id() && (a.is_array() || a.is_map() || b.is_array() || b.is_map()) {
+        return Ok(false);
+    }
+    match ctx.call_native_fn::<bool>("==", (a.clone(), b.clone())) {
+        Ok(eq) => Ok(eq),
+        Err(e) if matches!(*e, EvalAltResult::ErrorFunctionNotFound(..)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn arrays_equal(ctx: &NativeCallContext, x: &Array, y: &Array) -> Res<bool> {
+    if x.len() != y.len() {
+        return Ok(false);
+    }
+    for (a, b) in x.iter().zip(y.iter()) {
+        if !equal(ctx, a, b)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn maps_equal(ctx: &NativeCallContext, x: &Map, y: &Map) -> Res<bool> {
+    if x.len() != y.len() {
+        return Ok(false);
+    }
+    for (k, a) in x.iter() {
+        match y.get(k) {
+            Some(b) if equal(ctx, a, b)? => {}
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+fn check_arrays(x: &Array, y: &Array) -> Res<()> {
+    if too_deep(x.iter(), 1) || too_deep(y.iter(), 1) {
+        return Err(refusal());
+    }
+    Ok(())
+}
+
+fn check_maps(x: &Map, y: &Map) -> Res<()> {
+    if too_deep(x.values(), 1) || too_deep(y.values(), 1) {
+        return Err(refusal());
+    }
+    Ok(())
+}
+
+/// Shadows the recursive functions of the array and map packages.
+pub fn register(engine: &mut Engine) {
+    for name in ["to_string", "print", "to_debug", "debug"] {
+        engine.register_fn(name, |a: &mut Array| {
+            text(too_deep(a.iter(), 1), || format!("{a:?}"))
+        });
+        engine.register_fn(name, |m: &mut Map| {
+            text(too_deep(m.values(), 1), || format!("#{m:?}"))
+        });
+    }
+    engine.register_fn("to_json", |m: &mut Map| {
+        text(too_deep(m.values(), 1), || rhai::format_map_as_json(m))
+    });
+    engine.register_fn("==", |ctx: NativeCallContext, x: &mut Array, y: Array| {
+        check_arrays(x, &y)?;
+        arrays_equal(&ctx, x, &y)
+    });
+    engine.register_fn("!=", |ctx: NativeCallContext, x: &mut Array, y: Array| {
+        check_arrays(x, &y)?;
+        arrays_equal(&ctx, x, &y).map(|eq| !eq)
+    });
+    engine.register_fn("==", |ctx: NativeCallContext, x: &mut Map, y: Map| {
+        check_maps(x, &y)?;
+        maps_equal(&ctx, x, &y)
+    });
+    engine.register_fn("!=", |ctx: NativeCallContext, x: &mut Map, y: Map| {
+        check_maps(x, &y)?;
+        maps_equal(&ctx, x, &y).map(|eq| !eq)
+    });
+}
+
+/// The message of a run stopped by [`NESTING_TOKEN`].
+pub fn refusal_message() -> String {
+    message()
+}

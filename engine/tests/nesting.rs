@@ -1,0 +1,134 @@
+//! Deeply nested values: printing, comparing, interpolating, cloning,
+//! dropping, storing or returning one ends in a clear error or succeeds,
+//! never in a stack overflow that would abort the whole process; and the next
+//! script runs.
+
+mod common;
+
+use common::Circle;
+use engine::{ErrorKind, MAX_NESTING};
+
+/// A script that nests `depth` arrays in `v` (then maps, every other level,
+/// when `maps`), then does `tail`.
+fn nested(depth: usize, maps: bool, tail: &str) -> String {
+    let step = if maps {
+        "if i % 2 == 0 { v = [v.take()]; } else { v = #{ k: v.take() }; }"
+    } else {
+        "v = [v.take()];"
+    };
+    format!("let v = ();\nfor i in 0..{depth} {{ {step} }}\n{tail}")
+}
+
+/// Everything that used to recurse once per level of `v`.
+const USES: &[&str] = &[
+    "v.to_string().len()",
+    "v.to_debug().len()",
+    "print(v); 1",
+    "debug(v); 1",
+    "v == v",
+    "v != v",
+    "`${v}`.len()",
+    "(\"x\" + v).len()",
+    "[v].contains(v)",
+    "v in [v]",
+    "[v].index_of(v)",
+    "#{ a: v }.to_json().len()",
+    "#{ a: v } == #{ a: v }",
+    "v.to_string()",
+];
+
+/// Uses that never print nor compare: they succeed at any reachable depth.
+const HARMLESS: &[&str] = &["let w = v; 1", "v = (); 1", "let w = [v, v]; w.len() - 1"];
+
+fn check_depth(c: &Circle, depth: usize, maps: bool, uses: &[&str]) {
+    for tail in uses {
+        let e = c.fails(&nested(depth, maps, tail), ErrorKind::Limit);
+        assert!(
+            e.message
+                .contains(&format!("deeper than {MAX_NESTING} levels")),
+            "{depth} {tail}: {e:?}"
+        );
+        c.still_works();
+    }
+    for tail in HARMLESS {
+        assert_eq!(
+            c.ok(&nested(depth, maps, tail)).output,
+            "1",
+            "{depth} {tail}"
+        );
+    }
+    let e = c.fails(&nested(depth, maps, "v"), ErrorKind::Limit);
+    assert!(e.message.contains("result nests"), "{e:?}");
+    let e = c.fails(&nested(depth, maps, "db::insert(v)"), ErrorKind::Value);
+    assert!(e.message.contains("deeper than 64 levels"), "{e:?}");
+    c.still_works();
+}
+
+#[test]
+fn values_nested_3000_levels_deep_are_refused_not_crashing() {
+    let c = Circle::new();
+    check_depth(&c, 3_000, false, USES);
+    check_depth(&c, 3_000, true, USES);
+}
+
+#[test]
+fn values_nested_10000_levels_deep_are_refused_not_crashing() {
+    let c = Circle::new();
+    // Building costs the square of the depth: a few uses only.
+    check_depth(
+        &c,
+        10_000,
+        false,
+        &[
+            "v.to_string().len()",
+            "v == v",
+            "`${v}`.len()",
+            "print(v); 1",
+        ],
+    );
+}
+
+#[test]
+fn values_within_the_bound_still_print_and_compare() {
+    let c = Circle::new();
+    let depth = MAX_NESTING - 1;
+    let out = c.ok(&nested(depth, false, "v.to_string()")).output;
+    assert_eq!(out, format!("{}(){}", "[".repeat(depth), "]".repeat(depth)));
+    assert_eq!(c.ok(&nested(depth, false, "v == v")).output, "true");
+    assert_eq!(
+        c.ok(&nested(depth, true, "`${v}`.len() > 0")).output,
+        "true"
+    );
+    assert_eq!(
+        c.ok("[1, [2, \"a\"], #{b: 1.5}] == [1, [2, \"a\"], #{b: 1.5}]")
+            .output,
+        "true"
+    );
+    assert_eq!(c.ok("[1, [2, \"a\"]] == [1, [2, \"b\"]]").output, "false");
+    assert_eq!(c.ok("[1, [2]] != [1, [3]]").output, "true");
+    assert_eq!(c.ok("#{a: [1]} == #{a: [1]}").output, "true");
+    assert_eq!(c.ok("[[1], 2].contains([1])").output, "true");
+    assert_eq!(
+        c.ok("`${[1, \"a\", #{b: ()}]}`").output,
+        "[1, \"a\", #{\"b\": ()}]"
+    );
+    let e = c.fails(
+        &nested(MAX_NESTING + 1, false, "v.to_string()"),
+        ErrorKind::Limit,
+    );
+    assert!(e.message.contains("deeper than"), "{e:?}");
+}
+
+#[test]
+fn the_deepest_value_reachable_within_the_default_limits_is_safe_to_clone_and_drop() {
+    // Rhai checks the size of every new array recursively, so nesting costs
+    // time in the square of the depth: the deepest value a script can build
+    // is whatever it reaches when the time limit stops it. This script
+    // nests until then, cloning its value every 1,000 levels; the value is
+    // dropped when the run ends.
+    let c = Circle::new();
+    let script = "let v = (); let n = 0;\n\
+                  loop { v = [v.take()]; n += 1; if n % 1000 == 0 { let w = v; } }";
+    c.fails(script, ErrorKind::Timeout);
+    c.still_works();
+}
