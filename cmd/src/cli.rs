@@ -73,7 +73,12 @@ pub struct RunArgs {
     pub output: Output,
 
     /// Never start a managed redis-server, even when none answers on a loopback URL.
-    #[arg(long, env = "CIRCLES_NO_MANAGED_REDIS")]
+    #[arg(
+        long,
+        env = "CIRCLES_NO_MANAGED_REDIS",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub no_managed_redis: bool,
 
     /// How long a `play` request waits for its result (e.g. 30s, 500ms, 2m).
@@ -112,18 +117,20 @@ pub struct RunArgs {
     #[arg(long, default_value_t = server_ws::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
 
-    /// Server-side timeout of a worker's blocking pop; an idle worker notices
-    /// shutdown within this. Shorter means more idle Redis traffic.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    /// Server-side timeout of a worker's blocking pop. Shutdown does not wait
+    /// for it (a blocked pop is woken with CLIENT UNBLOCK); shorter only means
+    /// more idle Redis traffic.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pub worker_pop_timeout: Duration,
 
-    /// How often each worker refreshes its heartbeat; a worker silent for 5
-    /// heartbeats is dead and its running task is ended as an error.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    /// How often each worker refreshes its heartbeat (and, when other workers
+    /// share its queue, looks for dead ones); a worker silent for 3 heartbeats
+    /// is dead and its running task is ended as an error.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub worker_heartbeat: Duration,
 
     /// How often each worker looks for dead workers' leftovers.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub worker_reap_interval: Duration,
 
     /// How often the live table and JSON snapshots are refreshed.

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -15,8 +14,8 @@ use crate::{redis_setup, supervisor};
 
 /// How often a managed redis-server is checked for life.
 const REDIS_WATCH_EVERY: Duration = Duration::from_millis(500);
-/// Stats reads in parallel.
-const STATS_CONCURRENCY: usize = 16;
+/// How long one batched stats read may take before the tick gives up.
+const STATS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Restarts a managed redis-server that died (capped backoff); queued tasks
 /// come back from its append-only file and workers reconnect on their own.
@@ -65,8 +64,9 @@ pub async fn watch_redis(
     }
 }
 
-/// Reads every circle's counters every `every` (16 at a time, 2 s timeout
-/// each) and wakes the renderer when any changed (heartbeat age aside).
+/// Reads every circle's counters every `every` in one batched call
+/// (`Client::stats_many`: one Redis round trip per 256 queues, 2 s timeout)
+/// and wakes the renderer when any changed (heartbeat age aside).
 pub async fn poll_stats(
     client: client::Client,
     states: Vec<Arc<CircleState>>,
@@ -74,6 +74,7 @@ pub async fn poll_stats(
     changed: Arc<Notify>,
     stop: CancellationToken,
 ) {
+    let queues: Vec<&str> = states.iter().map(|s| s.queue.as_str()).collect();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -81,39 +82,28 @@ pub async fn poll_stats(
             _ = tick.tick() => {}
             () = stop.cancelled() => return,
         }
-        let mut any_change = false;
-        let results: Vec<bool> = futures_util::stream::iter(states.iter().cloned())
-            .map(|state: Arc<CircleState>| {
-                let client = client.clone();
-                async move {
-                    let read =
-                        tokio::time::timeout(Duration::from_secs(2), client.stats(&state.queue))
-                            .await;
-                    let latest = match read {
-                        Ok(Ok(stats)) => Some(stats),
-                        Ok(Err(e)) => {
-                            log::debug!("stats of queue {}: {e}", state.queue);
-                            None
-                        }
-                        Err(_) => None,
-                    };
-                    let mut slot = lock(&state.stats);
-                    // The heartbeat age moves on every read; it is not a change.
-                    let strip = |s: &Option<client::QueueStats>| {
-                        s.clone().map(|s| client::QueueStats {
-                            heartbeat_age: None,
-                            ..s
-                        })
-                    };
-                    let changed = strip(&slot.latest) != strip(&latest);
-                    slot.latest = latest;
-                    changed
-                }
+        let read = tokio::time::timeout(STATS_TIMEOUT, client.stats_many(&queues)).await;
+        let latest: Vec<Option<client::QueueStats>> = match read {
+            Ok(Ok(all)) => all.into_iter().map(Some).collect(),
+            Ok(Err(e)) => {
+                log::debug!("stats of {} queues: {e}", queues.len());
+                vec![None; states.len()]
+            }
+            Err(_) => vec![None; states.len()],
+        };
+        // The heartbeat age moves on every read; it is not a change.
+        let strip = |s: &Option<client::QueueStats>| {
+            s.clone().map(|s| client::QueueStats {
+                heartbeat_age: None,
+                ..s
             })
-            .buffer_unordered(STATS_CONCURRENCY)
-            .collect()
-            .await;
-        any_change |= results.into_iter().any(|c| c);
+        };
+        let mut any_change = false;
+        for (state, latest) in states.iter().zip(latest) {
+            let mut slot = lock(&state.stats);
+            any_change |= strip(&slot.latest) != strip(&latest);
+            slot.latest = latest;
+        }
         if any_change {
             changed.notify_one();
         }

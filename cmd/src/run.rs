@@ -41,9 +41,27 @@ pub fn default_data_dir() -> anyhow::Result<PathBuf> {
     Ok(home.join(".hero").join("circles"))
 }
 
+/// A malformed `--redis-url` is a usage error (exit 2), found before anything starts.
+fn check_redis_url(url: &str) -> anyhow::Result<()> {
+    let problem = match redis::Client::open(url) {
+        Err(e) => Some(e.to_string()),
+        Ok(_) if redis_setup::host_port(url).is_none() => Some("no host and port".to_string()),
+        Ok(_) => None,
+    };
+    match problem {
+        Some(why) => Err(crate::UsageError(format!(
+            "--redis-url {} is not a redis:// URL ({why}); for example redis://127.0.0.1:6379",
+            redact_url(url)
+        ))
+        .into()),
+        None => Ok(()),
+    }
+}
+
 /// Runs the orchestrator until a signal; returns after a clean shutdown.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let circles = config::load(&args.config)?;
+    check_redis_url(&args.redis_url)?;
     let data_dir = match &args.data_dir {
         Some(d) => d.clone(),
         None => default_data_dir()?,
@@ -384,7 +402,7 @@ pub fn worker_options(args: &RunArgs) -> worker::WorkerOptions {
     let mut options = worker::WorkerOptions::default();
     options.pop_timeout = args.worker_pop_timeout;
     options.heartbeat_interval = args.worker_heartbeat;
-    options.heartbeat_ttl = (args.worker_heartbeat * 5).max(options.heartbeat_ttl);
+    options.heartbeat_ttl = args.worker_heartbeat * 3;
     options.reap_interval = args.worker_reap_interval;
     options
 }

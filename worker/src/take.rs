@@ -80,6 +80,7 @@ impl Taker<'_> {
                 // processing list (moved, perhaps claimed, never run).
                 match self.broker.processing().await {
                     Ok(ids) => {
+                        self.up(&mut outage);
                         outage.check_own = false;
                         for id in ids.into_iter().rev() {
                             if outage.unwritten.contains(&id) {
@@ -94,12 +95,19 @@ impl Taker<'_> {
                 }
                 continue;
             }
+            let polled = !idle;
             let quick = if idle {
                 Ok(None)
             } else {
                 self.broker.pop_and_claim().await
             };
             idle = false;
+            // A quick pop that answered proves Redis is there: the worker is
+            // Running now, not only after its blocking pop returns (which can
+            // take the whole pop timeout on an idle queue).
+            if polled && quick.is_ok() {
+                self.up(&mut outage);
+            }
             let claim = match quick {
                 Ok(Some(claim)) => claim,
                 Ok(None) => match self.popper.pop_and_claim(self.options.pop_timeout).await {

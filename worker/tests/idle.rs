@@ -113,3 +113,34 @@ async fn an_idle_worker_stops_at_once_after_redis_restarted_under_it() {
     wait_until_blocked(&url).await;
     stop_within_deadline(worker).await;
 }
+
+/// Waits (bounded by far less than the pop timeout) until the worker shows `state`.
+async fn until_state(worker: &TestWorker, state: WorkerState, what: &str) {
+    eventually(what, STOP_DEADLINE, || {
+        let now = worker.status.state();
+        let want = state.clone();
+        async move { (now == want).then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_shows_running_at_once_and_again_after_redis_came_back() {
+    let mut redis = testkit::RedisServer::start_persistent();
+    let url = redis.url();
+    let (worker, _dir) = long_pop_worker(&url, "shown");
+    // No task ever arrives: Running must not wait for the blocking pop to end.
+    until_state(&worker, WorkerState::Running, "Running on an empty queue").await;
+    wait_until_blocked(&url).await;
+    redis.kill();
+    until_state(
+        &worker,
+        WorkerState::Reconnecting,
+        "Reconnecting in the outage",
+    )
+    .await;
+    redis.restart();
+    // Still no task: the table must show Running again once Redis answers.
+    until_state(&worker, WorkerState::Running, "Running after the outage").await;
+    stop_within_deadline(worker).await;
+}
