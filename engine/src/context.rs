@@ -88,7 +88,10 @@ impl RunState {
         }
     }
 
-    /// Appends one line of captured output, cutting it at the cap.
+    /// Appends one line of captured output, cutting it at the cap. The cut is
+    /// visible in the text itself: it ends with the line
+    /// `[output truncated at N bytes]`, kept within the cap (unless the cap
+    /// is smaller than that line).
     pub fn capture(&mut self, line: &str) {
         if self.printed_truncated {
             return;
@@ -98,14 +101,29 @@ impl RunState {
         if needed <= room {
             self.printed.push_str(line);
             self.printed.push('\n');
+            return;
+        }
+        let marker = format!("[output truncated at {} bytes]\n", self.max_printed);
+        // Room for the text, a line break before the marker, and the marker.
+        let target = self.max_printed.saturating_sub(marker.len() + 1);
+        if self.printed.len() > target {
+            let mut cut = target;
+            while !self.printed.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            self.printed.truncate(cut);
         } else {
-            let mut cut = room.min(line.len());
+            let mut cut = (target - self.printed.len()).min(line.len());
             while !line.is_char_boundary(cut) {
                 cut -= 1;
             }
             self.printed.push_str(&line[..cut]);
-            self.printed_truncated = true;
         }
+        if !self.printed.is_empty() && !self.printed.ends_with('\n') {
+            self.printed.push('\n');
+        }
+        self.printed.push_str(&marker);
+        self.printed_truncated = true;
     }
 
     /// Ends the run: drops its cancel flag, output and any uncommitted writes.

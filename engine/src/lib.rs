@@ -130,7 +130,8 @@ pub struct RunControl {
 pub struct Outcome {
     /// The final value as text; unit gives `""`.
     pub output: String,
-    /// What `print` and `debug` wrote, one line each, capped.
+    /// What `print` and `debug` wrote, one line each, capped. A cut text
+    /// ends with the line `[output truncated at N bytes]` (within the cap).
     pub printed: String,
     /// Whether `printed` was cut at the cap.
     pub printed_truncated: bool,

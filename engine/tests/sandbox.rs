@@ -153,6 +153,26 @@ fn print_flood_is_captured_up_to_the_cap() {
         "{}",
         o.printed
     );
+    // The cut shows in the text itself.
+    assert!(
+        o.printed.ends_with("\n[output truncated at 1000 bytes]\n"),
+        "{}",
+        o.printed
+    );
+}
+
+#[test]
+fn output_within_the_cap_carries_no_truncation_line() {
+    let c = Circle::with_limits(Limits {
+        max_output_bytes: 14,
+        ..tight()
+    });
+    let o = c.ok("print(\"ab\"); print(\"cd\");");
+    assert_eq!(o.printed, "ab\ncd\n");
+    assert!(!o.printed_truncated);
+    let o = c.ok("print(\"a long line of text that does not fit\");");
+    assert!(o.printed_truncated);
+    assert_eq!(o.printed, "[output truncated at 14 bytes]\n");
 }
 
 #[test]
@@ -275,6 +295,7 @@ fn deadline_stops_a_script_that_stays_under_the_operations_limit() {
     });
     let e = c.fails("let x = 0;\nloop { x += 1; }", ErrorKind::Timeout);
     assert_eq!(e.line, Some(2));
+    assert_eq!(e.message, "script ran past its time limit of 200ms");
     c.still_works();
 }
 
@@ -300,12 +321,15 @@ fn run_control_deadline_stops_a_script() {
     };
     let e = run_with(&c.engine, "loop { }", &control).expect_err("must time out");
     assert_eq!(e.kind, ErrorKind::Timeout);
+    // The task's deadline, not the engine's 10 s time limit, stopped it.
+    assert_eq!(e.message, "script ran past the task's deadline");
     let past = RunControl {
         deadline: Some(Instant::now()),
         ..RunControl::default()
     };
     let e = run_with(&c.engine, "42", &past).expect_err("deadline already passed");
     assert_eq!(e.kind, ErrorKind::Timeout);
+    assert_eq!(e.message, "script ran past the task's deadline");
     c.still_works();
 }
 
