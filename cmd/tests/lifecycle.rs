@@ -237,6 +237,43 @@ fn unreachable_redis_with_managed_mode_off_exits_1_saying_what_was_tried() {
 }
 
 #[test]
+fn managed_mode_is_turned_off_by_the_environment_with_1_as_well_as_true() {
+    for value in ["1", "true", "yes"] {
+        let sandbox = Sandbox::new();
+        let config = sandbox.circles(&[(1, "A", port())]);
+        let url = format!("redis://127.0.0.1:{}", port());
+        let mut cmd = sandbox.command();
+        cmd.env("CIRCLES_NO_MANAGED_REDIS", value)
+            .arg(&config)
+            .args(["--redis-url", &url, "--output", "plain"]);
+        let (status, _, err) = run_to_end(cmd, Duration::from_secs(30));
+        assert_eq!(
+            status.code(),
+            Some(1),
+            "CIRCLES_NO_MANAGED_REDIS={value}: {err}"
+        );
+        assert!(
+            err.contains("managed redis-server is turned off"),
+            "CIRCLES_NO_MANAGED_REDIS={value} did not turn managed mode off: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_malformed_redis_url_is_a_usage_error_exiting_2() {
+    let sandbox = Sandbox::new();
+    let config = sandbox.circles(&[(1, "A", port())]);
+    for url in ["http://127.0.0.1:6379", "127.0.0.1:6379"] {
+        let mut cmd = sandbox.command();
+        cmd.arg(&config)
+            .args(["--redis-url", url, "--output", "plain"]);
+        let (status, _, err) = run_to_end(cmd, Duration::from_secs(30));
+        assert_eq!(status.code(), Some(2), "--redis-url {url}: {err}");
+        assert!(err.contains("is not a redis:// URL"), "{err}");
+    }
+}
+
+#[test]
 fn without_redis_server_on_path_the_error_says_how_to_install_it() {
     let sandbox = Sandbox::new();
     let empty_bin = sandbox.path().join("empty-bin");
