@@ -175,6 +175,12 @@ fn eval_kind(err: EvalAltResult, limits: &Limits) -> (ErrorKind, String) {
             }
             let message = if value.is_unit() {
                 "script threw ()".to_string()
+            } else if crate::nesting::value_too_deep(&value) {
+                // Rendering it would recurse once per level.
+                format!(
+                    "script threw a value nesting arrays or maps deeper than {} levels",
+                    crate::nesting::MAX_NESTING
+                )
             } else {
                 value.to_string()
             };

@@ -45,6 +45,11 @@ fn too_deep<'a>(items: impl Iterator<Item = &'a Dynamic>, depth: usize) -> bool 
     false
 }
 
+/// Whether `value` nests arrays or maps deeper than [`MAX_NESTING`].
+pub fn value_too_deep(value: &Dynamic) -> bool {
+    too_deep(std::iter::once(value), 0)
+}
+
 fn message() -> String {
     format!(
         "a value nests arrays or maps deeper than {MAX_NESTING} levels, \

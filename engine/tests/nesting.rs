@@ -132,3 +132,13 @@ fn the_deepest_value_reachable_within_the_default_limits_is_safe_to_clone_and_dr
     c.fails(script, ErrorKind::Timeout);
     c.still_works();
 }
+
+#[test]
+fn throwing_or_switching_on_a_deeply_nested_value_does_not_crash() {
+    let c = Circle::new();
+    let e = c.fails(&nested(3_000, true, "throw v;"), ErrorKind::Runtime);
+    assert!(e.message.contains("threw a value nesting"), "{e:?}");
+    let script = nested(3_000, false, "switch v { 1 => 1, _ => 2 }");
+    assert_eq!(c.ok(&script).output, "2");
+    c.still_works();
+}
