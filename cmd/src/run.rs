@@ -328,6 +328,7 @@ fn server_config(args: &RunArgs, state: &CircleState) -> server_ws::ServerConfig
         max_message_bytes: args.max_message_bytes,
         max_in_flight: args.max_in_flight,
         max_connections: args.max_connections,
+        max_script_bytes: engine::Limits::default().max_script_bytes,
         allowed_origins: args.allowed_origins.clone(),
     }
 }

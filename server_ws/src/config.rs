@@ -10,6 +10,8 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 32;
 /// Default [`ServerConfig::max_connections`]: 64 sockets per circle.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+/// Default [`ServerConfig::max_script_bytes`]: 256 KiB, the engine's own default bound.
+pub const DEFAULT_MAX_SCRIPT_BYTES: usize = 256 << 10;
 
 /// Configuration of one circle's server.
 #[derive(Debug, Clone)]
@@ -26,6 +28,9 @@ pub struct ServerConfig {
     pub max_in_flight: usize,
     /// Connections per circle.
     pub max_connections: usize,
+    /// Largest script accepted, in bytes; a larger one is refused with -32003
+    /// before it reaches the broker (set it to the engine's `max_script_bytes`).
+    pub max_script_bytes: usize,
     /// Extra allowed `Origin`s besides absent and loopback ones.
     pub allowed_origins: Vec<String>,
 }
@@ -40,6 +45,7 @@ impl ServerConfig {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_script_bytes: DEFAULT_MAX_SCRIPT_BYTES,
             allowed_origins: Vec::new(),
         }
     }

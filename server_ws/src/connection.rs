@@ -243,6 +243,21 @@ fn admit(shared: &Shared, permits: &Arc<Semaphore>, item: Item) -> Admitted {
     match item {
         Item::Reply(v) => Admitted::Reply(v),
         Item::Silent => Admitted::Silent,
+        Item::Play { id, script } if script.len() > shared.config.max_script_bytes => {
+            let max = shared.config.max_script_bytes;
+            match id {
+                Some(id) => Admitted::Reply(rpc::error(
+                    &id,
+                    rpc::LIMIT_EXCEEDED,
+                    &format!(
+                        "script of {} bytes exceeds the limit of {max} bytes",
+                        script.len()
+                    ),
+                    Some(json!({ "limit": "max_script_bytes", "max": max })),
+                )),
+                None => Admitted::Silent,
+            }
+        }
         Item::Play { id, script } => match Arc::clone(permits).try_acquire_owned() {
             Ok(permit) => Admitted::Call(Call { id, script, permit }),
             Err(_) => {

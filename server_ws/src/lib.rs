@@ -75,7 +75,7 @@ mod status;
 
 pub use config::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_MESSAGE_BYTES,
-    DEFAULT_TASK_TIMEOUT, ServerConfig, ServerTiming,
+    DEFAULT_MAX_SCRIPT_BYTES, DEFAULT_TASK_TIMEOUT, ServerConfig, ServerTiming,
 };
 pub use host::{CircleServer, HOST_WORKERS, run_many};
 pub use server::{run, run_with};

@@ -32,7 +32,8 @@ pub(crate) fn reply(circle: &str, id: &Value, ended: client::Result<Outcome>) ->
                 "output": out.output,
                 "printed": out.printed,
                 "task_id": out.task_id,
-                "run_time_ms": out.run_time.map(|d| d.as_secs_f64() * 1000.0),
+                // Microsecond precision, without float noise in the text.
+                "run_time_ms": out.run_time.map(|d| d.as_micros() as f64 / 1000.0),
             }),
         ),
         Ok(Outcome::Failed(f)) => {

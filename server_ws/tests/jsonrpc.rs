@@ -254,6 +254,24 @@ async fn requests_beyond_the_in_flight_limit_get_32003() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_over_the_size_limit_gets_32003_and_never_reaches_the_broker() {
+    let fx = Fixture::start(|c| c.max_script_bytes = 64).await;
+    let mut ws = fx.connect().await;
+    let big = format!("echo:{}", "x".repeat(100));
+    let reply = call(&mut ws, &play(1, &big)).await;
+    assert_eq!(reply["id"], 1);
+    assert_eq!(code(&reply), codes::LIMIT_EXCEEDED, "{reply}");
+    assert_eq!(reply["error"]["data"]["limit"], "max_script_bytes");
+    assert_eq!(reply["error"]["data"]["max"], 64);
+    assert_eq!(fx.status.requests(), 0, "the refused script was submitted");
+    // A script within the limit on the same connection still runs.
+    assert_eq!(
+        call(&mut ws, &play(2, "echo:fine")).await["result"]["output"],
+        "fine"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_task_record_gets_32603_without_internals() {
     let fx = Fixture::start(|_| {}).await;
     let mut ws = fx.connect().await;
