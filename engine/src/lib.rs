@@ -17,6 +17,9 @@
 //! - On success, every db write of the script is committed as one OurDB batch
 //!   and durable before `run` returns. On any error nothing is written, and ids
 //!   handed out by `db::insert` in the failed script are never seen.
+//! - Arrays and maps nested deeper than [`MAX_NESTING`] cannot be printed,
+//!   compared or converted to text (a `limit` error), so a script cannot
+//!   overflow the stack that way.
 //! - `output` is the final value rendered with `to_string`; unit gives `""`.
 //!   `print` and `debug` are captured (capped), never written to stdout.
 //!
@@ -72,8 +75,10 @@ pub const SCRIPT_STACK_SIZE: usize = 16 << 20;
 pub struct Limits {
     /// Wall-clock budget, compilation included. Default 10 s.
     pub timeout: Duration,
-    /// Rhai operations. Default 10,000,000 (about 0.5 s of simple work in a
-    /// release build; fib(25) takes about 3.8 million).
+    /// Rhai operations of the whole run, those of closures called from
+    /// native functions (`map`, `filter`, `sort`, ...) included. Default
+    /// 10,000,000 (about 0.5 s of simple work in a release build; fib(25)
+    /// takes about 3.8 million).
     pub max_operations: u64,
     /// Function call depth. Default 64.
     pub max_call_depth: usize,
