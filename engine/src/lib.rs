@@ -65,7 +65,13 @@ pub use nesting::MAX_NESTING;
 pub use value::MAX_VALUE_DEPTH;
 
 /// Stack size (bytes) a thread calling [`CircleEngine::run`] must have.
-pub const SCRIPT_STACK_SIZE: usize = 16 << 20;
+///
+/// 64 MiB: Rhai clones, drops and size-checks nested arrays and maps
+/// recursively, and a script can nest them as deep as its time limit allows
+/// (see `docs/arch/engine.md`); in a debug build 16 MiB was overflowed by
+/// that depth. Only the address space is reserved; memory is used only as
+/// deep as a script actually recursed.
+pub const SCRIPT_STACK_SIZE: usize = 64 << 20;
 
 /// Bounds on one script run. Every field has a documented default (see
 /// [`Limits::default`]). For the Rhai-enforced sizes (`max_operations`,
