@@ -32,3 +32,5 @@ bench:
 	cargo bench -p ourdb
 	cargo bench -p engine
 	cargo bench -p worker
+	cargo bench -p server_ws --bench idle_servers
+	cargo bench -p cmd --bench scale
