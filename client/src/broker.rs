@@ -501,15 +501,17 @@ impl BlockingPopper {
     /// saving a round trip. `None` after `timeout` with nothing queued.
     pub async fn pop_and_claim(&self, timeout: Duration) -> Result<Option<Claim>> {
         let mut pipe = redis::pipe();
-        pipe.cmd("BLMOVE")
+        // Errors come back as values so a `NOSCRIPT` of the claim can be
+        // told apart from a failed pop (whose error still surfaces).
+        pipe.ignore_errors()
+            .cmd("BLMOVE")
             .arg(&self.queue_key)
             .arg(&self.processing_key)
             .arg("RIGHT")
             .arg("LEFT")
             .arg(timeout.as_secs_f64())
-            .ignore()
-            .cmd("EVAL")
-            .arg(scripts::CLAIM_HEAD_SOURCE.as_str())
+            .cmd("EVALSHA")
+            .arg(scripts::CLAIM_HEAD.get_hash())
             .arg(2)
             .arg(&self.processing_key)
             .arg(&self.stats_key)
@@ -518,10 +520,32 @@ impl BlockingPopper {
             .arg(now_ms())
             .arg(self.ttl_ms);
         let (mut conn, _popping) = self.start_pop().await?;
-        let (claim,): (Option<Vec<String>>,) = pipe
+        let (popped, claim): (redis::Value, redis::Value) = pipe
             .query_async(&mut conn)
             .await
             .map_err(|e| self.conn.fail(e))?;
+        popped.extract_error().map_err(|e| self.conn.fail(e))?;
+        let claim: Option<Vec<String>> = match claim {
+            redis::Value::ServerError(e) if e.kind() == Some(redis::ServerErrorKind::NoScript) => {
+                // Redis lost its script cache (restart, SCRIPT FLUSH): claim
+                // again, loading the script. The claim reads the head of the
+                // processing list, where the pop put the id.
+                scripts::claim_head(
+                    &self.processing_key,
+                    &self.stats_key,
+                    &self.worker_id,
+                    now_ms(),
+                    self.ttl_ms,
+                )
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| self.conn.fail(e))?
+            }
+            other => {
+                let value = other.extract_error().map_err(|e| self.conn.fail(e))?;
+                redis::from_redis_value(value).map_err(|e| self.conn.fail(e.into()))?
+            }
+        };
         parse_claim(claim)
     }
 

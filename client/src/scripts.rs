@@ -2,7 +2,9 @@
 //! atomic: no reader ever sees a half-written task, and a crash between two
 //! steps cannot happen inside one.
 //!
-//! Shared helper `finish` (prepended to the scripts that end a task): writes
+//! Shared helper `finish` (prepended to the scripts that end a task; the
+//! caller passes the task's `replyTo`, read in the same `HMGET` as the fields
+//! it checks, so ending a task costs no extra `redis.call`): writes
 //! the terminal fields plus `updatedAt`, sets the result TTL, removes the id
 //! from the processing list, bumps `processed`/`failed`, and publishes the
 //! fields (plus `id`) as a JSON object on the task's `replyTo` channel (if
@@ -17,8 +19,7 @@ use redis::{Script, ScriptInvocation};
 use crate::keys;
 
 const FINISH: &str = r#"
-local function finish(dkey, id, plist, stats, now, ttl, fields, note)
-  local reply = redis.call('HGET', dkey, 'replyTo')
+local function finish(dkey, id, plist, stats, now, ttl, fields, note, reply)
   redis.call('HSET', dkey, 'updatedAt', now, unpack(fields))
   redis.call('PEXPIRE', dkey, ttl)
   redis.call('LREM', plist, 1, id)
@@ -43,9 +44,10 @@ end
 const CLAIM: &str = r#"
 local function claim(id, plist, stats, prefix, worker, now, ttl)
   local dkey = prefix .. id
-  local h = redis.call('HMGET', dkey, 'status', 'script', 'deadline', 'workerId')
+  local h = redis.call('HMGET', dkey, 'status', 'script', 'deadline', 'workerId', 'replyTo')
   local status, script, deadline = h[1], h[2], h[3]
-  if redis.call('EXISTS', dkey) == 0 then
+  -- A hash with a status or a script exists: only ask when both are absent.
+  if not status and not script and redis.call('EXISTS', dkey) == 0 then
     redis.call('LREM', plist, 1, id)
     return { 'missing', id }
   end
@@ -57,12 +59,13 @@ local function claim(id, plist, stats, prefix, worker, now, ttl)
   end
   if not script then
     finish(dkey, id, plist, stats, now, ttl, { 'status', 'error', 'errorKind', 'invalid',
-      'error', 'task has no script field' })
+      'error', 'task has no script field' }, nil, h[5])
     return { 'invalid', id }
   end
   if deadline and tonumber(deadline) and tonumber(now) > tonumber(deadline) then
     finish(dkey, id, plist, stats, now, ttl, { 'status', 'error', 'errorKind', 'expired',
-      'error', 'task expired before it ran: its deadline passed while it waited in the queue' })
+      'error', 'task expired before it ran: its deadline passed while it waited in the queue' },
+      nil, h[5])
     return { 'expired', id }
   end
   redis.call('HSET', dkey, 'status', 'processing', 'workerId', worker, 'startedAt', now,
@@ -100,13 +103,13 @@ static FINISH_TASK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{FINISH}{CLAIM}
 local written = 0
-local h = redis.call('HMGET', KEYS[1], 'status', 'workerId')
+local h = redis.call('HMGET', KEYS[1], 'status', 'workerId', 'replyTo')
 if h[1] ~= 'processing' or h[2] ~= ARGV[2] then
   redis.call('LREM', KEYS[2], 1, ARGV[1])
 else
   local fields = {{}}
   for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
-  finish(KEYS[1], ARGV[1], KEYS[2], KEYS[3], ARGV[3], ARGV[4], fields, ARGV[7])
+  finish(KEYS[1], ARGV[1], KEYS[2], KEYS[3], ARGV[3], ARGV[4], fields, ARGV[7], h[3])
   written = 1
 end
 if ARGV[6] ~= '1' then return {{ written }} end
@@ -122,8 +125,11 @@ return c"
 /// `BLMOVE` on the blocking connection, so the moved id is claimed without
 /// another round trip. KEYS: processing list, stats. ARGV: details prefix,
 /// worker id, (unused), ttl. `false` when the list is empty (the pop timed out).
-pub(crate) static CLAIM_HEAD_SOURCE: LazyLock<String> = LazyLock::new(|| {
-    format!(
+/// Sent by `EVALSHA` (the body is a few KiB); after `NOSCRIPT` (a Redis
+/// restart or `SCRIPT FLUSH`) the claim is redone with [`claim_head`], which
+/// loads it.
+pub(crate) static CLAIM_HEAD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
         "{FINISH}{CLAIM}
 local id = redis.call('LINDEX', KEYS[1], 0)
 if not id then return false end
@@ -132,8 +138,25 @@ if not id then return false end
 local t = redis.call('TIME')
 local now = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000))
 return claim(id, KEYS[1], KEYS[2], ARGV[1], ARGV[2], now, ARGV[4])"
-    )
+    ))
 });
+
+pub(crate) fn claim_head(
+    processing_key: &str,
+    stats_key: &str,
+    worker: &str,
+    now: u64,
+    ttl_ms: u64,
+) -> ScriptInvocation<'static> {
+    let mut inv = CLAIM_HEAD.prepare_invoke();
+    inv.key(processing_key)
+        .key(stats_key)
+        .arg(keys::TASK_DETAILS_PREFIX)
+        .arg(worker)
+        .arg(now)
+        .arg(ttl_ms);
+    inv
+}
 
 /// KEYS: workers set, queue, stats, dead worker's processing list, its heartbeat.
 /// ARGV: dead worker id, details prefix, now, ttl, message.
@@ -146,7 +169,7 @@ local lost, requeued = 0, 0
 local ids = redis.call('LRANGE', KEYS[4], 0, -1)
 for _, id in ipairs(ids) do
   local dkey = ARGV[2] .. id
-  local h = redis.call('HMGET', dkey, 'status', 'workerId', 'retry')
+  local h = redis.call('HMGET', dkey, 'status', 'workerId', 'retry', 'replyTo')
   if h[1] == 'processing' and h[2] == ARGV[1] then
     if h[3] == '1' then
       redis.call('HSET', dkey, 'status', 'pending', 'updatedAt', ARGV[3])
@@ -155,7 +178,7 @@ for _, id in ipairs(ids) do
       requeued = requeued + 1
     else
       finish(dkey, id, KEYS[4], KEYS[3], ARGV[3], ARGV[4], {{ 'status', 'error',
-        'errorKind', 'worker_lost', 'error', ARGV[5] }})
+        'errorKind', 'worker_lost', 'error', ARGV[5] }}, nil, h[4])
       lost = lost + 1
     end
   elseif redis.call('EXISTS', dkey) == 1 and (not h[1] or h[1] == 'pending') then
