@@ -213,22 +213,30 @@ async fn a_database_locked_by_another_orchestrator_stops_the_start_naming_the_ci
     assert_eq!(first.stop().code(), Some(0));
 }
 
+/// Starts the binary on a one-circle config with `args` and `env`, expecting
+/// it to stop before serving; returns its exit code and stderr.
+fn start_fails(env: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String) {
+    let sandbox = Sandbox::new();
+    let config = sandbox.circles(&[(1, "A", port())]);
+    let mut cmd = sandbox.command();
+    cmd.envs(env.iter().copied())
+        .arg(&config)
+        .args(args)
+        .args(["--output", "plain"]);
+    let (status, _, err) = run_to_end(cmd, Duration::from_secs(30));
+    (status.code(), err)
+}
+
+/// A loopback Redis URL nothing answers on.
+fn dead_redis_url() -> String {
+    format!("redis://127.0.0.1:{}", port())
+}
+
 #[test]
 fn unreachable_redis_with_managed_mode_off_exits_1_saying_what_was_tried() {
-    let sandbox = Sandbox::new();
-    let dead = port();
-    let config = sandbox.circles(&[(1, "A", port())]);
-    let url = format!("redis://127.0.0.1:{dead}");
-    let mut cmd = sandbox.command();
-    cmd.arg(&config).args([
-        "--redis-url",
-        &url,
-        "--no-managed-redis",
-        "--output",
-        "plain",
-    ]);
-    let (status, _, err) = run_to_end(cmd, Duration::from_secs(30));
-    assert_eq!(status.code(), Some(1), "{err}");
+    let url = dead_redis_url();
+    let (code, err) = start_fails(&[], &["--redis-url", &url, "--no-managed-redis"]);
+    assert_eq!(code, Some(1), "{err}");
     assert!(err.contains(&format!("tried {url}")), "{err}");
     assert!(
         err.contains("--no-managed-redis") && err.contains("Fix:"),
@@ -239,19 +247,12 @@ fn unreachable_redis_with_managed_mode_off_exits_1_saying_what_was_tried() {
 #[test]
 fn managed_mode_is_turned_off_by_the_environment_with_1_as_well_as_true() {
     for value in ["1", "true", "yes"] {
-        let sandbox = Sandbox::new();
-        let config = sandbox.circles(&[(1, "A", port())]);
-        let url = format!("redis://127.0.0.1:{}", port());
-        let mut cmd = sandbox.command();
-        cmd.env("CIRCLES_NO_MANAGED_REDIS", value)
-            .arg(&config)
-            .args(["--redis-url", &url, "--output", "plain"]);
-        let (status, _, err) = run_to_end(cmd, Duration::from_secs(30));
-        assert_eq!(
-            status.code(),
-            Some(1),
-            "CIRCLES_NO_MANAGED_REDIS={value}: {err}"
+        let url = dead_redis_url();
+        let (code, err) = start_fails(
+            &[("CIRCLES_NO_MANAGED_REDIS", value)],
+            &["--redis-url", &url],
         );
+        assert_eq!(code, Some(1), "CIRCLES_NO_MANAGED_REDIS={value}: {err}");
         assert!(
             err.contains("managed redis-server is turned off"),
             "CIRCLES_NO_MANAGED_REDIS={value} did not turn managed mode off: {err}"
@@ -261,31 +262,20 @@ fn managed_mode_is_turned_off_by_the_environment_with_1_as_well_as_true() {
 
 #[test]
 fn a_malformed_redis_url_is_a_usage_error_exiting_2() {
-    let sandbox = Sandbox::new();
-    let config = sandbox.circles(&[(1, "A", port())]);
     for url in ["http://127.0.0.1:6379", "127.0.0.1:6379"] {
-        let mut cmd = sandbox.command();
-        cmd.arg(&config)
-            .args(["--redis-url", url, "--output", "plain"]);
-        let (status, _, err) = run_to_end(cmd, Duration::from_secs(30));
-        assert_eq!(status.code(), Some(2), "--redis-url {url}: {err}");
+        let (code, err) = start_fails(&[], &["--redis-url", url]);
+        assert_eq!(code, Some(2), "--redis-url {url}: {err}");
         assert!(err.contains("is not a redis:// URL"), "{err}");
     }
 }
 
 #[test]
 fn without_redis_server_on_path_the_error_says_how_to_install_it() {
-    let sandbox = Sandbox::new();
-    let empty_bin = sandbox.path().join("empty-bin");
-    std::fs::create_dir_all(&empty_bin).expect("mkdir");
-    let config = sandbox.circles(&[(1, "A", port())]);
-    let url = format!("redis://127.0.0.1:{}", port());
-    let mut cmd = sandbox.command();
-    cmd.env("PATH", &empty_bin)
-        .arg(&config)
-        .args(["--redis-url", &url, "--output", "plain"]);
-    let (status, _, err) = run_to_end(cmd, Duration::from_secs(30));
-    assert_eq!(status.code(), Some(1), "{err}");
+    let empty_bin = tempfile::tempdir().expect("tempdir");
+    let path = empty_bin.path().to_str().expect("utf-8 temp path");
+    let url = dead_redis_url();
+    let (code, err) = start_fails(&[("PATH", path)], &["--redis-url", &url]);
+    assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("redis-server on PATH") && err.contains("apt-get install"),
         "{err}"
