@@ -5,8 +5,21 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::Circle;
-use engine::{ErrorKind, MAX_NESTING};
+use engine::{ErrorKind, Limits, MAX_NESTING};
+
+/// A circle whose time limit cannot be what ends these scripts: building a
+/// deep value costs the square of its depth, seconds per script in a debug
+/// build, and a loaded machine must not turn the expected `limit` error into
+/// a `timeout`.
+fn patient_circle() -> Circle {
+    Circle::with_limits(Limits {
+        timeout: Duration::from_secs(600),
+        ..Limits::default()
+    })
+}
 
 /// A script that nests `depth` arrays in `v` (then maps, every other level,
 /// when `maps`), then does `tail`.
@@ -66,14 +79,14 @@ fn check_depth(c: &Circle, depth: usize, maps: bool, uses: &[&str]) {
 
 #[test]
 fn values_nested_3000_levels_deep_are_refused_not_crashing() {
-    let c = Circle::new();
+    let c = patient_circle();
     check_depth(&c, 3_000, false, USES);
     check_depth(&c, 3_000, true, USES);
 }
 
 #[test]
 fn values_nested_10000_levels_deep_are_refused_not_crashing() {
-    let c = Circle::new();
+    let c = patient_circle();
     // Building costs the square of the depth: a few uses only.
     check_depth(
         &c,
