@@ -11,14 +11,18 @@
 //!   connection, checking the cancellation token between pops; on
 //!   cancellation a blocked pop is woken at once with `CLIENT UNBLOCK` from
 //!   the other connection). A task is never only in the worker's memory.
-//! - It claims the task (`processing`, worker id, start time), runs the script
-//!   on the circle's script thread (stack [`engine::SCRIPT_STACK_SIZE`]), and
-//!   writes the result, TTL, counters and notification in one script.
+//! - It claims the task (`processing`, worker id, start time), runs the script,
+//!   and writes the result, TTL, counters and notification in one script. The
+//!   take loop runs on the circle's own thread (stack
+//!   [`engine::SCRIPT_STACK_SIZE`], a single-threaded runtime of its own) and
+//!   runs scripts inline there, never on the caller's runtime; the heartbeat
+//!   runs on the caller's runtime with a connection of its own.
 //! - One task at a time per circle; circles run in parallel.
 //! - A heartbeat key with a TTL says the worker is alive; a reaper in every
 //!   worker ends a dead worker's running task as `worker_lost`.
 //! - On cancellation it stops taking tasks, lets the running script finish
-//!   within `shutdown_grace`, then cancels it, and leaves nothing claimed.
+//!   within `shutdown_grace` (counted from the cancellation), then cancels it
+//!   and any claimed task still to run, and leaves nothing claimed.
 //!
 //! Main types: [`WorkerConfig`], [`WorkerOptions`], [`WorkerStatus`] /
 //! [`WorkerState`], [`run`], [`run_with`].
@@ -39,6 +43,7 @@ mod status;
 mod take;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use client::broker::{BlockingPopper, BrokerOptions, WorkerBroker};
@@ -189,14 +194,20 @@ pub async fn run_with(
     let worker_id = new_worker_id();
     let mut broker_options = BrokerOptions::new(config.result_ttl);
     broker_options.max_backoff = options.max_backoff;
-    let broker = WorkerBroker::new(
-        &config.redis_url,
-        &config.queue,
-        &worker_id,
-        &broker_options,
-    )
-    .map_err(|e| fatal(e.to_string()))?;
-    let broker = Arc::new(broker);
+    let new_broker = || {
+        WorkerBroker::new(
+            &config.redis_url,
+            &config.queue,
+            &worker_id,
+            &broker_options,
+        )
+        .map_err(|e| fatal(e.to_string()))
+    };
+    // Two brokers for one worker id: the heartbeat's connection lives on the
+    // caller's runtime, the take side's on the circle thread (connections
+    // connect lazily, on the runtime of their first request).
+    let beat_broker = Arc::new(new_broker()?);
+    let broker = new_broker()?;
     let popper = BlockingPopper::new(
         &config.redis_url,
         &config.queue,
@@ -205,46 +216,88 @@ pub async fn run_with(
         &broker_options,
     )
     .map_err(|e| fatal(e.to_string()))?;
-    let thread = runner::ScriptThread::spawn(&config.queue, engine)
-        .map_err(|e| fatal(format!("cannot start the script thread: {e}")))?;
     log::info!("worker {worker_id} takes tasks from queue {}", config.queue);
 
     // Register and resolve predecessors' leftovers before the first task.
-    beat::beat_once(&broker, &options, true).await;
+    beat::beat_once(&beat_broker, &options, true).await;
     let beat_token = CancellationToken::new();
     let beat = tokio::spawn(beat::run(
-        Arc::clone(&broker),
+        Arc::clone(&beat_broker),
         options.clone(),
         beat_token.clone(),
     ));
 
-    let taker = take::Taker {
-        config: &config,
-        options: &options,
-        broker: &broker,
-        popper: &popper,
-        thread: &thread,
-        status: &status,
-        token: &token,
+    // Set once the shutdown grace is over: cancels the running script.
+    let cancel = Arc::new(AtomicBool::new(false));
+    let take_side = {
+        let config = config.clone();
+        let options = options.clone();
+        let status = Arc::clone(&status);
+        let token = token.clone();
+        let cancel = Arc::clone(&cancel);
+        move || async move {
+            let taker = take::Taker {
+                config: &config,
+                options: &options,
+                broker: &broker,
+                popper: &popper,
+                engine: &engine,
+                cancel: &cancel,
+                status: &status,
+                token: &token,
+            };
+            // The take loop is never raced (a dropped pop could lose a
+            // task): on cancellation a second future wakes its blocked pop
+            // instead, until the loop has returned.
+            let taken = CancellationToken::new();
+            tokio::join!(
+                async {
+                    taker.run().await;
+                    taken.cancel();
+                },
+                wake_on_cancel(&broker, &popper, &token, &taken),
+            );
+        }
     };
-    // The take loop is never raced (a dropped pop could lose a task): on
-    // cancellation a second future wakes its blocked pop instead, until the
-    // loop has returned.
-    let taken = CancellationToken::new();
-    tokio::join!(
-        async {
-            taker.run().await;
-            taken.cancel();
+    let started = runner::spawn(&config.queue, take_side);
+    let (thread, mut done) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            beat_token.cancel();
+            let _ = beat.await;
+            let _ = beat_broker.deregister().await;
+            return Err(fatal(format!("cannot start the circle thread: {e}")));
+        }
+    };
+
+    // The take side drains by itself once `token` is cancelled; a script
+    // still running after `shutdown_grace` is cancelled from here.
+    let ended = tokio::select! {
+        ended = &mut done => ended,
+        _ = token.cancelled() => tokio::select! {
+            ended = &mut done => ended,
+            _ = tokio::time::sleep(config.shutdown_grace) => {
+                cancel.store(true, Ordering::Relaxed);
+                done.await
+            }
         },
-        wake_on_cancel(&broker, &popper, &token, &taken),
-    );
+    };
+    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
 
     beat_token.cancel();
     let _ = beat.await;
-    if let Err(e) = broker.deregister().await {
+    if let Err(e) = beat_broker.deregister().await {
         log::warn!("worker {worker_id} could not deregister: {e}; a reaper will clean up");
     }
-    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    let failure = match ended {
+        Ok(Ok(())) => None,
+        Ok(Err(reason)) => Some(reason),
+        Err(_) => Some("the circle thread panicked".to_owned()),
+    };
+    if let Some(reason) = failure {
+        log::error!("worker {worker_id} for queue {}: {reason}", config.queue);
+        return Err(fatal(reason));
+    }
     status.set(WorkerState::Stopped);
     log::info!("worker {worker_id} for queue {} stopped", config.queue);
     Ok(())

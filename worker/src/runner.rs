@@ -1,81 +1,72 @@
-//! The circle's script thread: one std thread with [`engine::SCRIPT_STACK_SIZE`]
-//! stack runs the circle's scripts one at a time, never on a tokio thread.
+//! The circle thread: one std thread per worker, with
+//! [`engine::SCRIPT_STACK_SIZE`] of stack, running the take loop on a
+//! single-threaded tokio runtime of its own and the circle's scripts inline,
+//! one at a time.
+//!
+//! Running the script on the thread that also reads the pop's reply and
+//! writes the result removes two thread hand-offs per task (async thread →
+//! script thread → async thread) and keeps the take side's Redis connections
+//! on one thread. The process's shared runtime never runs a script: this
+//! thread serves only its own circle, whose tasks run one at a time anyway,
+//! so a long script delays nothing but that circle's next pop. The heartbeat
+//! stays on the shared runtime with its own connection, so a long script
+//! never silences it.
 
-use std::sync::Arc;
-use std::sync::mpsc;
+use std::future::Future;
 use std::thread::JoinHandle;
 
 use engine::{CircleEngine, RunControl, ScriptError};
 use tokio::sync::oneshot;
 
-/// The result of one run as the thread reports it.
+/// The result of one run.
 pub(crate) type RunResult = Result<engine::Outcome, ScriptError>;
 
-struct Job {
-    script: String,
-    control: RunControl,
-    reply: oneshot::Sender<RunResult>,
-}
+/// Yields `Ok` once the circle thread's future completed, or why its runtime
+/// could not be built; closed if the thread panicked.
+pub(crate) type Done = oneshot::Receiver<Result<(), String>>;
 
-/// Handle to the script thread. Dropping it ends the thread after the
-/// current script.
-pub(crate) struct ScriptThread {
-    jobs: Option<mpsc::Sender<Job>>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl ScriptThread {
-    pub(crate) fn spawn(queue: &str, engine: Arc<CircleEngine>) -> std::io::Result<ScriptThread> {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let handle = std::thread::Builder::new()
-            .name(format!("script-{queue}"))
-            .stack_size(engine::SCRIPT_STACK_SIZE)
-            .spawn(move || {
-                for job in rx {
-                    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        engine.run(&job.script, &job.control)
-                    }));
-                    let result = run.unwrap_or_else(|_| {
-                        log::error!("the engine panicked while running a script");
-                        Err(ScriptError {
-                            kind: engine::ErrorKind::Internal,
-                            message: "internal error while running the script".to_owned(),
-                            line: None,
-                            column: None,
-                        })
-                    });
-                    let _ = job.reply.send(result);
-                }
-            })?;
-        Ok(ScriptThread {
-            jobs: Some(tx),
-            handle: Some(handle),
+/// Runs `script` on this thread, turning an engine panic into an internal
+/// error (the engine has already discarded the run's writes).
+pub(crate) fn run_script(engine: &CircleEngine, script: &str, control: &RunControl) -> RunResult {
+    let run =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.run(script, control)));
+    run.unwrap_or_else(|_| {
+        log::error!("the engine panicked while running a script");
+        Err(ScriptError {
+            kind: engine::ErrorKind::Internal,
+            message: "internal error while running the script".to_owned(),
+            line: None,
+            column: None,
         })
-    }
+    })
+}
 
-    /// Queues `script`; the receiver yields its result.
-    pub(crate) fn submit(
-        &self,
-        script: String,
-        control: RunControl,
-    ) -> oneshot::Receiver<RunResult> {
-        let (reply, rx) = oneshot::channel();
-        if let Some(jobs) = &self.jobs {
-            // A send error means the thread died; the dropped reply tells the caller.
-            let _ = jobs.send(Job {
-                script,
-                control,
-                reply,
-            });
-        }
-        rx
-    }
-
-    /// Ends the thread (after its current script) and waits for it.
-    pub(crate) fn join(mut self) {
-        self.jobs.take();
-        if let Some(handle) = self.handle.take() {
-            let _ = handle.join();
-        }
-    }
+/// Starts the circle thread, which builds its runtime and runs the future
+/// `make` returns to completion (see [`Done`]).
+pub(crate) fn spawn<F, Fut>(queue: &str, make: F) -> std::io::Result<(JoinHandle<()>, Done)>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    let (done, done_rx) = oneshot::channel();
+    let handle = std::thread::Builder::new()
+        .name(format!("circle-{queue}"))
+        .stack_size(engine::SCRIPT_STACK_SIZE)
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = done.send(Err(format!("cannot start the circle's runtime: {e}")));
+                    return;
+                }
+            };
+            runtime.block_on(make());
+            // Dropping the runtime closes the take side's connections.
+            drop(runtime);
+            let _ = done.send(Ok(()));
+        })?;
+    Ok((handle, done_rx))
 }

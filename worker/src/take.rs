@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use client::broker::{BlockingPopper, Claim, ClaimedTask, TaskResult, WorkerBroker};
-use engine::RunControl;
+use engine::{CircleEngine, RunControl};
 use tokio_util::sync::CancellationToken;
 
-use crate::runner::ScriptThread;
+use crate::runner;
 use crate::{WorkerConfig, WorkerOptions, WorkerState, WorkerStatus};
 
 /// Everything the loop needs.
@@ -18,7 +18,11 @@ pub(crate) struct Taker<'a> {
     pub options: &'a WorkerOptions,
     pub broker: &'a WorkerBroker,
     pub popper: &'a BlockingPopper,
-    pub thread: &'a ScriptThread,
+    /// The circle's engine; scripts run inline on the circle thread.
+    pub engine: &'a CircleEngine,
+    /// Set on shutdown once the grace is over: cancels the running script
+    /// and every one after it.
+    pub cancel: &'a Arc<AtomicBool>,
     pub status: &'a WorkerStatus,
     pub token: &'a CancellationToken,
 }
@@ -45,6 +49,16 @@ impl Outage {
     }
 }
 
+/// What finishing a task learned about the next one.
+enum Next {
+    /// The next task, claimed in the same script that wrote the result.
+    Claimed(Claim),
+    /// The queue was empty when the result was written.
+    Empty,
+    /// Nothing was asked (shutdown, or the result could not be written).
+    Unknown,
+}
+
 fn ms_to_instant(deadline_ms: u64) -> Instant {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -67,8 +81,12 @@ impl Taker<'_> {
         let mut idle = false;
         loop {
             if let Some(claim) = ready.pop_front() {
-                if let Some(next) = self.handle(claim, &mut outage).await {
-                    ready.push_back(next);
+                match self.handle(claim, &mut outage).await {
+                    Next::Claimed(next) => ready.push_back(next),
+                    // The finishing script just found the queue empty: the
+                    // next pop blocks at once instead of asking again.
+                    Next::Empty => idle = ready.is_empty(),
+                    Next::Unknown => {}
                 }
                 continue;
             }
@@ -188,7 +206,7 @@ impl Taker<'_> {
 
     /// Runs or resolves a claim; returns the next task when finishing the
     /// run claimed one too.
-    async fn handle(&self, claim: Claim, outage: &mut Outage) -> Option<Claim> {
+    async fn handle(&self, claim: Claim, outage: &mut Outage) -> Next {
         match claim {
             Claim::Run(task) => return self.run_task(task, outage).await,
             Claim::Expired(id) => {
@@ -206,41 +224,27 @@ impl Taker<'_> {
             }
             _ => {}
         }
-        None
+        Next::Unknown
     }
 
-    async fn run_task(&self, task: ClaimedTask, outage: &mut Outage) -> Option<Claim> {
-        let cancel = Arc::new(AtomicBool::new(false));
+    async fn run_task(&self, task: ClaimedTask, outage: &mut Outage) -> Next {
         let control = RunControl {
             deadline: task.deadline_ms.map(ms_to_instant),
-            cancel: Arc::clone(&cancel),
+            cancel: Arc::clone(self.cancel),
         };
-        let mut rx = self.thread.submit(task.script, control);
-        let mut cancelled_by_shutdown = false;
-        let ran = tokio::select! {
-            ran = &mut rx => ran,
-            _ = self.token.cancelled() => {
-                tokio::select! {
-                    ran = &mut rx => ran,
-                    _ = tokio::time::sleep(self.config.shutdown_grace) => {
-                        cancelled_by_shutdown = true;
-                        cancel.store(true, Ordering::Relaxed);
-                        rx.await
-                    }
-                }
-            }
-        };
+        let ran = runner::run_script(self.engine, &task.script, &control);
+        let cancelled_by_shutdown = self.cancel.load(Ordering::Relaxed);
         let result = match ran {
-            Ok(Ok(out)) => TaskResult::Completed {
+            Ok(out) => TaskResult::Completed {
                 output: out.output,
                 printed: out.printed,
                 run_time: out.elapsed,
             },
-            Ok(Err(e)) => TaskResult::Failed {
+            Err(e) => TaskResult::Failed {
                 kind: e.kind.as_str().to_owned(),
                 message: if cancelled_by_shutdown && e.kind == engine::ErrorKind::Cancelled {
                     format!(
-                        "cancelled: the worker shut down and the script ran past the {:?} grace",
+                        "cancelled: the worker shut down and its {:?} grace for running scripts is over",
                         self.config.shutdown_grace
                     )
                 } else {
@@ -249,15 +253,6 @@ impl Taker<'_> {
                 line: e.line,
                 column: e.column,
             },
-            Err(_) => {
-                log::error!("queue {}: the script thread is gone", self.config.queue);
-                TaskResult::Failed {
-                    kind: engine::ErrorKind::Internal.as_str().to_owned(),
-                    message: "internal error while running the script".to_owned(),
-                    line: None,
-                    column: None,
-                }
-            }
         };
         self.finish(&task.task_id, &result, outage).await
     }
@@ -266,21 +261,18 @@ impl Taker<'_> {
     /// down) takes the next task in the same script. On shutdown it gives up
     /// after `shutdown_grace` more; the task then stays in the processing list
     /// and a reaper ends it as worker lost.
-    async fn finish(
-        &self,
-        task_id: &str,
-        result: &TaskResult,
-        outage: &mut Outage,
-    ) -> Option<Claim> {
+    async fn finish(&self, task_id: &str, result: &TaskResult, outage: &mut Outage) -> Next {
         let mut give_up_at: Option<Instant> = None;
         loop {
-            let written = if self.token.is_cancelled() {
-                self.broker.finish(task_id, result).await.map(|w| (w, None))
-            } else {
+            let took_next = !self.token.is_cancelled();
+            let written = if took_next {
                 self.broker.finish_and_next(task_id, result).await
+            } else {
+                self.broker.finish(task_id, result).await.map(|w| (w, None))
             };
             match written {
                 Ok((written, next)) => {
+                    self.up(outage);
                     if written {
                         self.status
                             .count(matches!(result, TaskResult::Completed { .. }));
@@ -290,7 +282,11 @@ impl Taker<'_> {
                             self.config.queue
                         );
                     }
-                    return next;
+                    return match next {
+                        Some(claim) => Next::Claimed(claim),
+                        None if took_next => Next::Empty,
+                        None => Next::Unknown,
+                    };
                 }
                 Err(e @ client::Error::Unavailable { .. }) => {
                     if self.token.is_cancelled() {
@@ -301,7 +297,7 @@ impl Taker<'_> {
                                 "queue {}: could not write the result of task {task_id} before shutdown: {e}",
                                 self.config.queue
                             );
-                            return None;
+                            return Next::Unknown;
                         }
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     } else {
@@ -314,7 +310,7 @@ impl Taker<'_> {
                         self.config.queue
                     );
                     outage.unwritten.insert(task_id.to_owned());
-                    return None;
+                    return Next::Unknown;
                 }
             }
         }
