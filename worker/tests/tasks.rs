@@ -357,3 +357,66 @@ async fn circles_run_in_parallel_while_each_runs_one_task_at_a_time() {
     let _ = a.handle.await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_script_never_silences_the_heartbeat_so_no_reaper_takes_its_task() {
+    // Scripts run on the circle's own thread; the heartbeat must not wait
+    // for them, or a second worker's reaper would end a healthy task as
+    // worker_lost once the heartbeat's TTL (600 ms here) ran out.
+    let redis = testkit::RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = worker::WorkerConfig::new(&redis.url(), "beat");
+    config.shutdown_grace = Duration::from_millis(100);
+    let busy = TestWorker::start_with(
+        config,
+        fast_options(),
+        open_engine(dir.path(), slow_limits()),
+    );
+    let client = Client::connect(&redis.url()).await.expect("connect");
+    let slow = client
+        .submit("beat", &slow_script("slow"), &opts())
+        .await
+        .expect("submit");
+    let mut conn = raw(&redis.url()).await;
+    let busy_id = eventually("the slow task to be claimed", WAIT, || {
+        let mut conn = conn.clone();
+        let slow = slow.clone();
+        async move {
+            if hget(&mut conn, &slow, "status").await.as_deref() != Some("processing") {
+                return None;
+            }
+            hget(&mut conn, &slow, "workerId").await
+        }
+    })
+    .await;
+    // A second worker on the queue reaps every 200 ms.
+    let reaper = TestWorker::start(&redis.url(), "beat");
+    let heartbeat = client::keys::heartbeat("beat", &busy_id);
+    let watch_until = tokio::time::Instant::now() + Duration::from_secs(2);
+    let mut looks = 0;
+    while tokio::time::Instant::now() < watch_until {
+        let alive: bool = redis::cmd("EXISTS")
+            .arg(&heartbeat)
+            .query_async(&mut conn)
+            .await
+            .expect("exists");
+        assert!(
+            alive,
+            "the busy worker's heartbeat lapsed while its script ran"
+        );
+        assert_eq!(
+            hget(&mut conn, &slow, "status").await.as_deref(),
+            Some("processing"),
+            "the running task was taken from its live worker"
+        );
+        looks += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(looks >= 10, "watched only {looks} times");
+    busy.stop().await;
+    let Outcome::Failed(f) = client.wait(&slow, WAIT).await.expect("wait") else {
+        panic!("the slow task should end cancelled by the shutdown")
+    };
+    assert_eq!(f.kind, "cancelled", "{f:?}");
+    reaper.stop().await;
+}
