@@ -37,8 +37,16 @@ pub enum Claim {
     Run(ClaimedTask),
     /// The deadline had passed; the task was ended as `error` (kind `expired`).
     Expired(String),
-    /// Not runnable (no hash, no script, or not `pending`); resolved or dropped
-    /// from the processing list, with the reason.
+    /// Not runnable (no hash, or no script): ended as `error` (kind
+    /// `invalid`) by the claim, with the reason.
+    Invalid {
+        /// The task id.
+        task_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Not `pending` (another worker or program resolved it): dropped from
+    /// the processing list untouched, with the reason.
     Skipped {
         /// The task id.
         task_id: String,
@@ -120,11 +128,11 @@ fn parse_claim(reply: Option<Vec<String>>) -> Result<Option<Claim>> {
             deadline_ms: reply.get(3).and_then(|d| d.parse().ok()),
         }),
         "expired" => Claim::Expired(id),
-        "missing" => Claim::Skipped {
+        "missing" => Claim::Invalid {
             task_id: id,
-            reason: "its details hash does not exist".to_owned(),
+            reason: "its details hash did not exist; ended as error in a new hash".to_owned(),
         },
-        "invalid" => Claim::Skipped {
+        "invalid" => Claim::Invalid {
             task_id: id,
             reason: "it has no script; ended as error".to_owned(),
         },

@@ -48,7 +48,11 @@ local function claim(id, plist, stats, prefix, worker, now, ttl)
   local status, script, deadline = h[1], h[2], h[3]
   -- A hash with a status or a script exists: only ask when both are absent.
   if not status and not script and redis.call('EXISTS', dkey) == 0 then
-    redis.call('LREM', plist, 1, id)
+    -- Pushed without its hash (or the hash expired while queued): the id
+    -- still ends as error, in a hash made for it, so whoever waits sees why.
+    finish(dkey, id, plist, stats, now, ttl, { 'status', 'error', 'errorKind', 'invalid',
+      'error', 'task details hash ' .. dkey .. ' did not exist when a worker took the id' ..
+      ' (a submitter must write the hash before pushing the id)' }, nil, nil)
     return { 'missing', id }
   end
   -- 'processing' by this very worker: claimed, but the reply was lost before

@@ -216,6 +216,13 @@ impl Taker<'_> {
                 );
                 self.status.count(false);
             }
+            Claim::Invalid { task_id, reason } => {
+                log::warn!(
+                    "queue {}: task {task_id} cannot run: {reason}",
+                    self.config.queue
+                );
+                self.status.count(false);
+            }
             Claim::Skipped { task_id, reason } => {
                 log::warn!(
                     "queue {}: skipped task {task_id}: {reason}",

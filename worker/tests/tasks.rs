@@ -117,6 +117,84 @@ async fn a_third_party_task_with_only_script_and_status_runs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_pushed_without_a_hash_or_without_a_script_ends_as_error_with_the_reason() {
+    let redis = testkit::RedisServer::start();
+    let worker = TestWorker::start(&redis.url(), "broken");
+    let mut conn = raw(&redis.url()).await;
+    // A submitter that pushes an id and never writes its hash, and one that
+    // writes a hash without a script; then a good task behind them.
+    let _: () = redis::cmd("HSET")
+        .arg("rhai_task_details:no-script")
+        .arg(&[("status", "pending")])
+        .query_async(&mut conn)
+        .await
+        .expect("hset");
+    let _: () = redis::cmd("HSET")
+        .arg("rhai_task_details:fine")
+        .arg(&[("script", "1 + 1"), ("status", "pending")])
+        .query_async(&mut conn)
+        .await
+        .expect("hset");
+    let _: () = redis::cmd("LPUSH")
+        .arg("rhai_tasks:broken")
+        .arg(&["no-hash", "no-script", "fine"])
+        .query_async(&mut conn)
+        .await
+        .expect("lpush");
+    eventually(
+        "the good task behind the broken ones to finish",
+        WAIT,
+        || {
+            let mut conn = conn.clone();
+            async move {
+                hget(&mut conn, "fine", "status")
+                    .await
+                    .filter(|s| s == "completed")
+            }
+        },
+    )
+    .await;
+    for (id, says) in [
+        ("no-hash", "rhai_task_details:no-hash did not exist"),
+        ("no-script", "no script"),
+    ] {
+        assert_eq!(
+            hget(&mut conn, id, "status").await.as_deref(),
+            Some("error"),
+            "{id}"
+        );
+        assert_eq!(
+            hget(&mut conn, id, "errorKind").await.as_deref(),
+            Some("invalid"),
+            "{id}"
+        );
+        let error = hget(&mut conn, id, "error").await.unwrap_or_default();
+        assert!(error.contains(says), "{id}: {error}");
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(client::keys::task_details(id))
+            .query_async(&mut conn)
+            .await
+            .expect("pttl");
+        assert!(
+            ttl > 0,
+            "{id}: the error hash expires like any result (pttl {ttl})"
+        );
+    }
+    let client = Client::connect(&redis.url()).await.expect("connect");
+    let stats = client.stats("broken").await.expect("stats");
+    assert_eq!((stats.processed, stats.failed, stats.queue_len), (1, 2, 0));
+    assert_eq!(worker.status.counts(), (1, 2));
+    assert_eq!(stats.in_flight, 0);
+    assert!(
+        keys(&mut conn, &client::keys::processing("broken", "*"))
+            .await
+            .is_empty(),
+        "nothing is left claimed"
+    );
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_whose_waiter_gave_up_is_not_run() {
     let redis = testkit::RedisServer::start();
     let client = Client::connect(&redis.url()).await.expect("connect");
