@@ -170,6 +170,13 @@ impl Conn {
                 self.role,
                 self.settings.max_backoff
             );
+        } else {
+            log::debug!(
+                "redis at {} is still unavailable ({}): {reason}; next attempt in {:?}",
+                self.url,
+                self.role,
+                state.backoff
+            );
         }
     }
 

@@ -181,6 +181,11 @@ impl Taker<'_> {
         } else {
             (outage.backoff * 2).min(self.options.max_backoff)
         };
+        log::debug!(
+            "worker for queue {}: redis still unreachable ({err}); next attempt in {:?}",
+            self.config.queue,
+            outage.backoff
+        );
         tokio::select! {
             _ = self.token.cancelled() => {}
             _ = tokio::time::sleep(outage.backoff) => {}

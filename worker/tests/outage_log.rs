@@ -1,0 +1,109 @@
+//! An outage is logged once when it starts and once when it ends, not once
+//! per retry: a real logger captures every record of this test process.
+
+mod common;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::*;
+
+const QUEUE: &str = "logged";
+
+/// Keeps every record at debug level and above, as `level message`.
+struct Capture(Mutex<Vec<(log::Level, String)>>);
+
+impl log::Log for Capture {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Debug
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            self.0
+                .lock()
+                .expect("log lock")
+                .push((record.level(), record.args().to_string()));
+        }
+    }
+    fn flush(&self) {}
+}
+
+static LOG: Capture = Capture(Mutex::new(Vec::new()));
+
+fn lines(level: log::Level, containing: &str) -> Vec<String> {
+    LOG.0
+        .lock()
+        .expect("log lock")
+        .iter()
+        .filter(|(l, m)| *l == level && m.contains(containing))
+        .map(|(_, m)| m.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
+    log::set_logger(&LOG).expect("the only logger of this test binary");
+    log::set_max_level(log::LevelFilter::Debug);
+    let mut redis = testkit::RedisServer::start_persistent();
+    let worker = TestWorker::start(&redis.url(), QUEUE);
+    let wait = Duration::from_secs(30);
+    let status = worker.status.clone();
+    eventually("the worker to run", wait, || {
+        let running = status.state() == worker::WorkerState::Running;
+        async move { running.then_some(()) }
+    })
+    .await;
+
+    redis.kill();
+    // fast_options caps the backoff at 200 ms: wait until the take loop has
+    // retried many times.
+    eventually("ten retries of the take loop", wait, || {
+        let retries = lines(log::Level::Debug, "redis still unreachable").len();
+        async move { (retries >= 10).then_some(()) }
+    })
+    .await;
+    let down = lines(
+        log::Level::Warn,
+        &format!("worker for queue {QUEUE} cannot reach redis"),
+    );
+    assert_eq!(down.len(), 1, "{down:#?}");
+    // Each of the worker's three connections (take side, heartbeat, blocking
+    // pop) reports its own outage at most once.
+    let url = redis.url();
+    let url = url.trim_end_matches('/');
+    let per_connection: Vec<String> = LOG
+        .0
+        .lock()
+        .expect("log lock")
+        .iter()
+        .filter(|(l, m)| {
+            *l == log::Level::Warn && m.contains(url) && !m.starts_with("worker for queue")
+        })
+        .map(|(_, m)| m.clone())
+        .collect();
+    assert!(
+        (1..=3).contains(&per_connection.len()),
+        "{per_connection:#?}"
+    );
+
+    redis.restart();
+    eventually("the worker to run again", wait, || {
+        let running = status.state() == worker::WorkerState::Running;
+        async move { running.then_some(()) }
+    })
+    .await;
+    let up = lines(
+        log::Level::Info,
+        &format!("worker for queue {QUEUE} is connected to redis again"),
+    );
+    assert_eq!(up.len(), 1, "{up:#?}");
+    let warnings = lines(log::Level::Warn, "");
+    assert_eq!(
+        warnings.len(),
+        down.len() + per_connection.len(),
+        "no new warnings after the outage ended: {warnings:#?}"
+    );
+    let errors = lines(log::Level::Error, "");
+    assert!(errors.is_empty(), "an outage is not an error: {errors:#?}");
+    worker.stop().await;
+}
