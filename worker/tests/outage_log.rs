@@ -54,6 +54,12 @@ async fn an_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
     })
     .await;
 
+    let mut options = client::ClientOptions::default();
+    options.max_backoff = Duration::from_millis(200);
+    let client = client::Client::connect_with(&redis.url(), options)
+        .await
+        .expect("connect");
+
     redis.kill();
     // fast_options caps the backoff at 200 ms: wait until the take loop has
     // retried many times.
@@ -67,8 +73,11 @@ async fn an_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
         &format!("worker for queue {QUEUE} cannot reach redis"),
     );
     assert_eq!(down.len(), 1, "{down:#?}");
+    let listener_down = lines(log::Level::Warn, "reply listener");
+    assert_eq!(listener_down.len(), 1, "{listener_down:#?}");
     // Each of the worker's three connections (take side, heartbeat, blocking
-    // pop) reports its own outage at most once.
+    // pop) reports its own outage at most once; the idle client's request
+    // connection has not noticed.
     let url = redis.url();
     let url = url.trim_end_matches('/');
     let per_connection: Vec<String> = LOG
@@ -77,7 +86,10 @@ async fn an_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
         .expect("log lock")
         .iter()
         .filter(|(l, m)| {
-            *l == log::Level::Warn && m.contains(url) && !m.starts_with("worker for queue")
+            *l == log::Level::Warn
+                && m.contains(url)
+                && !m.starts_with("worker for queue")
+                && !m.starts_with("reply listener")
         })
         .map(|(_, m)| m.clone())
         .collect();
@@ -92,18 +104,26 @@ async fn an_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
         async move { running.then_some(()) }
     })
     .await;
+    eventually("the reply listener to resubscribe", wait, || {
+        let n = lines(log::Level::Info, "reply listener resubscribed").len();
+        async move { (n >= 1).then_some(()) }
+    })
+    .await;
     let up = lines(
         log::Level::Info,
         &format!("worker for queue {QUEUE} is connected to redis again"),
     );
     assert_eq!(up.len(), 1, "{up:#?}");
+    let listener_up = lines(log::Level::Info, "reply listener resubscribed");
+    assert_eq!(listener_up.len(), 1, "{listener_up:#?}");
     let warnings = lines(log::Level::Warn, "");
     assert_eq!(
         warnings.len(),
-        down.len() + per_connection.len(),
+        down.len() + listener_down.len() + per_connection.len(),
         "no new warnings after the outage ended: {warnings:#?}"
     );
     let errors = lines(log::Level::Error, "");
     assert!(errors.is_empty(), "an outage is not an error: {errors:#?}");
+    drop(client);
     worker.stop().await;
 }
