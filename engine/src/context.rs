@@ -7,12 +7,11 @@
 //! synchronous, so the thread evaluating a script is the thread that
 //! installed its slot, and concurrent runs on other threads each see their own.
 
+use crate::clock::{self, Instant};
+use crate::txn::Txn;
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
-
-use crate::txn::Txn;
 
 /// Why a run was stopped from outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +63,7 @@ impl RunState {
     fn idle() -> Self {
         RunState {
             active: false,
-            deadline: Instant::now(),
+            deadline: clock::now(),
             cancel: None,
             printed: String::new(),
             printed_truncated: false,
@@ -81,7 +80,7 @@ impl RunState {
             .is_some_and(|c| c.load(Ordering::Relaxed))
         {
             Some(Stop::Cancelled)
-        } else if Instant::now() >= self.deadline {
+        } else if clock::now() >= self.deadline {
             Some(Stop::Timeout)
         } else {
             None

@@ -4,16 +4,13 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
 
 use rhai::Dynamic;
 
+use crate::clock::{self, Instant};
 use crate::context::{self, Stop};
 use crate::txn::TxnError;
 use crate::{CircleEngine, ErrorKind, Outcome, RunControl, ScriptError, errors};
-
-/// A far-away instant for a timeout too large to add.
-const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Which deadline a run has: its own time limit, or the task's (from
 /// [`RunControl::deadline`]) when that comes first.
@@ -48,7 +45,7 @@ fn check_stop(
     if control.cancel.load(Ordering::Relaxed) {
         return Err(stop_error(Stop::Cancelled, engine, deadline));
     }
-    if Instant::now() >= deadline.at {
+    if clock::now() >= deadline.at {
         return Err(stop_error(Stop::Timeout, engine, deadline));
     }
     Ok(())
@@ -118,7 +115,7 @@ pub fn run(
     script: &str,
     control: &RunControl,
 ) -> Result<Outcome, ScriptError> {
-    let start = Instant::now();
+    let start = clock::now();
     let limits = &engine.limits;
     if script.len() > limits.max_script_bytes {
         return Err(ScriptError::new(
@@ -131,18 +128,18 @@ pub fn run(
         ));
     }
     let mut deadline = Deadline {
-        at: start
-            .checked_add(limits.timeout)
-            .unwrap_or_else(|| start + FOREVER),
+        at: clock::add(start, limits.timeout),
         from_task: false,
     };
-    if let Some(d) = control.deadline
-        && d < deadline.at
-    {
-        deadline = Deadline {
-            at: d,
-            from_task: true,
-        };
+    if let Some(d) = control.deadline {
+        let at = clock::from_std(d, start);
+        // A task deadline already past wins even over a zero time limit.
+        if at < deadline.at || at == start {
+            deadline = Deadline {
+                at,
+                from_task: true,
+            };
+        }
     }
     // `start` is fresh: no second clock read needed for this check.
     if control.cancel.load(Ordering::Relaxed) {
@@ -237,6 +234,6 @@ pub fn run(
         printed,
         printed_truncated,
         writes,
-        elapsed: start.elapsed(),
+        elapsed: clock::now().saturating_duration_since(start),
     })
 }
