@@ -92,7 +92,8 @@ fn render(value: Dynamic, max: usize) -> Result<String, ScriptError> {
     let text = if value.is_unit() {
         String::new()
     } else if let Ok(i) = value.as_int() {
-        i.to_string()
+        // The same digits as `to_string`, without the formatting machinery.
+        itoa::Buffer::new().format(i).to_owned()
     } else if value.is_string() {
         value.into_string().expect("checked is_string")
     } else {
