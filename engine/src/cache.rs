@@ -15,6 +15,7 @@ pub const MAX_ENTRIES: usize = 256;
 pub const MAX_BYTES: usize = 8 << 20;
 
 struct Entry {
+    key: u64,
     script: Box<str>,
     ast: AST,
     last_used: u64,
@@ -38,20 +39,20 @@ impl Hasher for KeyHasher {
     }
 }
 
-#[derive(Default)]
-struct Inner {
-    entries: HashMap<u64, Entry, BuildHasherDefault<KeyHasher>>,
-    bytes: usize,
-    clock: u64,
-    /// Key of the most recently used entry: a repeated script skips hashing.
-    last: Option<u64>,
-}
-
 /// The cache. Not locked itself: it lives inside the engine's run lock, which
 /// every run holds anyway.
+///
+/// Entries live in a slab; the map takes a key to its slot. Invariant: `index`
+/// holds exactly one `(entry.key, slot)` per entry of `entries`.
 pub struct AstCache {
     fingerprint: u64,
-    inner: Inner,
+    entries: Vec<Entry>,
+    index: HashMap<u64, usize, BuildHasherDefault<KeyHasher>>,
+    bytes: usize,
+    clock: u64,
+    /// Slot of the most recently used entry, a hint only (checked by text):
+    /// a repeated script is found without hashing or a map lookup.
+    last: usize,
 }
 
 impl AstCache {
@@ -59,7 +60,11 @@ impl AstCache {
     pub fn new(fingerprint: u64) -> Self {
         AstCache {
             fingerprint,
-            inner: Inner::default(),
+            entries: Vec::new(),
+            index: HashMap::default(),
+            bytes: 0,
+            clock: 0,
+            last: 0,
         }
     }
 
@@ -90,64 +95,78 @@ impl AstCache {
         script: &str,
         compile: impl FnOnce() -> Result<AST, E>,
     ) -> Result<(&AST, bool), E> {
-        self.inner.clock += 1;
-        let now = self.inner.clock;
-        let same_as_last = self
-            .inner
-            .last
-            .and_then(|k| self.inner.entries.get(&k))
-            .is_some_and(|e| &*e.script == script);
-        let key = match (same_as_last, self.inner.last) {
-            (true, Some(k)) => k,
-            _ => self.key(script),
+        let (slot, compiled) = match self.entries.get(self.last) {
+            Some(e) if *e.script == *script => (self.last, false),
+            _ => self.find_or_compile(script, compile)?,
         };
-        let hit =
-            same_as_last || matches!(self.inner.entries.get(&key), Some(e) if &*e.script == script);
-        self.inner.last = Some(key);
-        if !hit {
-            let ast = compile()?;
-            self.insert(key, script, ast);
-        }
-        let entry = self
-            .inner
-            .entries
-            .get_mut(&key)
-            .expect("the entry was found or just inserted");
-        entry.last_used = now;
-        Ok((&entry.ast, !hit))
+        self.clock += 1;
+        self.last = slot;
+        let entry = &mut self.entries[slot];
+        entry.last_used = self.clock;
+        Ok((&entry.ast, compiled))
     }
 
-    /// Keeps `script`, evicting least recently used entries to stay within
-    /// bounds (a script larger than the byte bound is kept alone).
-    fn insert(&mut self, key: u64, script: &str, ast: AST) {
-        let inner = &mut self.inner;
-        if let Some(old) = inner.entries.remove(&key) {
-            inner.bytes -= old.script.len();
+    /// The slot of `script` found by its key, or of its new entry once
+    /// compiled; the flag says whether it was compiled now.
+    fn find_or_compile<E>(
+        &mut self,
+        script: &str,
+        compile: impl FnOnce() -> Result<AST, E>,
+    ) -> Result<(usize, bool), E> {
+        let key = self.key(script);
+        if let Some(&slot) = self.index.get(&key)
+            && *self.entries[slot].script == *script
+        {
+            return Ok((slot, false));
         }
-        while inner.entries.len() >= MAX_ENTRIES || inner.bytes + script.len() > MAX_BYTES {
-            let Some((&oldest, _)) = inner.entries.iter().min_by_key(|(_, e)| e.last_used) else {
-                break;
-            };
-            let old = inner
+        let ast = compile()?;
+        Ok((self.insert(key, script, ast), true))
+    }
+
+    /// Keeps `script` under `key` (replacing a colliding entry), evicting least
+    /// recently used entries to stay within bounds (a script larger than the
+    /// byte bound is kept alone); returns its slot.
+    fn insert(&mut self, key: u64, script: &str, ast: AST) -> usize {
+        if let Some(&slot) = self.index.get(&key) {
+            self.remove(slot);
+        }
+        while !self.entries.is_empty()
+            && (self.entries.len() >= MAX_ENTRIES || self.bytes + script.len() > MAX_BYTES)
+        {
+            let oldest = self
                 .entries
-                .remove(&oldest)
-                .expect("the key was just found");
-            inner.bytes -= old.script.len();
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(slot, _)| slot)
+                .expect("the slab is not empty");
+            self.remove(oldest);
         }
-        inner.bytes += script.len();
-        inner.entries.insert(
+        self.bytes += script.len();
+        let slot = self.entries.len();
+        self.entries.push(Entry {
             key,
-            Entry {
-                script: script.into(),
-                ast,
-                last_used: 0,
-            },
-        );
+            script: script.into(),
+            ast,
+            last_used: 0,
+        });
+        self.index.insert(key, slot);
+        slot
+    }
+
+    /// Drops the entry in `slot`; the last entry moves into its place.
+    fn remove(&mut self, slot: usize) {
+        let old = self.entries.swap_remove(slot);
+        self.index.remove(&old.key);
+        self.bytes -= old.script.len();
+        if let Some(moved) = self.entries.get(slot) {
+            self.index.insert(moved.key, slot);
+        }
     }
 
     /// Number of cached scripts.
     pub fn len(&self) -> usize {
-        self.inner.entries.len()
+        self.entries.len()
     }
 }
 
@@ -198,6 +217,29 @@ mod tests {
         assert!(!compiled, "recently used entry kept");
         let (_, compiled) = cache.get_or_compile("1", || compile("1")).expect("ok");
         assert!(compiled, "oldest entry evicted");
+    }
+
+    #[test]
+    fn every_kept_script_is_found_after_evictions() {
+        let mut cache = AstCache::new(3);
+        for i in 0..3 * MAX_ENTRIES {
+            let s = format!("{i}");
+            cache.get_or_compile(&s, || compile(&s)).expect("ok");
+            // Keep older scripts in use so evictions empty slots mid-slab.
+            let t = format!("{}", i / 2);
+            cache.get_or_compile(&t, || compile(&t)).expect("ok");
+        }
+        assert_eq!(cache.len(), MAX_ENTRIES);
+        assert_eq!(cache.index.len(), MAX_ENTRIES);
+        let bytes: usize = cache.entries.iter().map(|e| e.script.len()).sum();
+        assert_eq!(cache.bytes, bytes);
+        let kept: Vec<String> = cache.entries.iter().map(|e| e.script.to_string()).collect();
+        for s in kept {
+            let (_, compiled) = cache
+                .get_or_compile(&s, || -> Result<AST, ()> { panic!("{s} is cached") })
+                .expect("ok");
+            assert!(!compiled);
+        }
     }
 
     #[test]
