@@ -47,11 +47,11 @@ pub const NESTING_TOKEN: &str = "circles-engine:nesting";
 /// cost nothing.
 pub const CHECK_EVERY_OPS: u64 = 256;
 
-/// The state of one run. One per thread, reused from run to run so a run
-/// allocates nothing it does not need.
+/// The state of one run that callbacks borrow: captured output and the
+/// transaction. One per thread, reused from run to run so a run allocates
+/// nothing it does not need.
 pub struct RunState {
     active: bool,
-    pub deadline: Instant,
     cancel: Option<Arc<AtomicBool>>,
     pub printed: String,
     pub printed_truncated: bool,
@@ -63,27 +63,11 @@ impl RunState {
     fn idle() -> Self {
         RunState {
             active: false,
-            deadline: clock::now(),
             cancel: None,
             printed: String::new(),
             printed_truncated: false,
             max_printed: 0,
             txn: Txn::new(0),
-        }
-    }
-
-    /// Whether the run must stop now.
-    pub fn should_stop(&self) -> Option<Stop> {
-        if self
-            .cancel
-            .as_ref()
-            .is_some_and(|c| c.load(Ordering::Relaxed))
-        {
-            Some(Stop::Cancelled)
-        } else if clock::now() >= self.deadline {
-            Some(Stop::Timeout)
-        } else {
-            None
         }
     }
 
@@ -127,8 +111,7 @@ impl RunState {
 
     /// Ends the run: drops its cancel flag, output and any uncommitted writes.
     fn clear(&mut self) {
-        MAX_OPS.set(u64::MAX);
-        STOPPED.set(None);
+        TICK.with(Tick::clear);
         self.active = false;
         self.cancel = None;
         if !self.printed.is_empty() {
@@ -138,54 +121,144 @@ impl RunState {
     }
 }
 
-thread_local! {
-    static CURRENT: RefCell<RunState> = RefCell::new(RunState::idle());
-    /// Operations of the current run, counted by [`tick`]. Kept apart from
-    /// Rhai's own count, which a closure called from a native function
-    /// (`map`, `filter`, `sort`, ...) runs on a copy that is thrown away when
-    /// the closure returns: Rhai's count neither accumulates across such
-    /// calls nor reaches a multiple of [`CHECK_EVERY_OPS`] in a short closure.
-    static OPS: Cell<u64> = const { Cell::new(0) };
+/// What [`tick`] reads on every operation, apart from the rest of the run's
+/// state so that an operation costs a few loads and one branch.
+struct Tick {
+    /// Operations of the current run. Kept apart from Rhai's own count,
+    /// which a closure called from a native function (`map`, `filter`,
+    /// `sort`, ...) runs on a copy that is thrown away when the closure
+    /// returns: Rhai's count neither accumulates across such calls nor
+    /// reaches a multiple of [`CHECK_EVERY_OPS`] in a short closure.
+    ops: Cell<u64>,
+    /// The count at which `tick` next leaves its fast path: the next
+    /// multiple of [`CHECK_EVERY_OPS`] or the first operation over the
+    /// limit, whichever comes first; 0 once the run is stopped.
+    next: Cell<u64>,
     /// The run's operation limit (`u64::MAX` when unbounded or idle).
-    static MAX_OPS: Cell<u64> = const { Cell::new(u64::MAX) };
+    max_ops: Cell<u64>,
     /// Why the current run was stopped, once it was. Sticky: some native
     /// functions swallow a closure's error (`sort` treats a failed comparison
     /// as an ordering), so every later operation fails again until the script
     /// is out of them.
-    static STOPPED: Cell<Option<&'static str>> = const { Cell::new(None) };
+    stopped: Cell<Option<&'static str>>,
+    /// The run's deadline.
+    deadline: Cell<Option<Instant>>,
+}
+
+impl Tick {
+    const fn idle() -> Tick {
+        Tick {
+            ops: Cell::new(0),
+            next: Cell::new(u64::MAX),
+            max_ops: Cell::new(u64::MAX),
+            stopped: Cell::new(None),
+            deadline: Cell::new(None),
+        }
+    }
+
+    fn start(&self, deadline: Instant, max_operations: u64) {
+        let max_ops = if max_operations == 0 {
+            u64::MAX
+        } else {
+            max_operations
+        };
+        self.ops.set(0);
+        self.max_ops.set(max_ops);
+        self.next.set(next_event(0, max_ops));
+        self.stopped.set(None);
+        self.deadline.set(Some(deadline));
+    }
+
+    fn clear(&self) {
+        self.max_ops.set(u64::MAX);
+        self.next.set(u64::MAX);
+        self.stopped.set(None);
+        self.deadline.set(None);
+    }
+
+    fn stop_with(&self, token: &'static str) {
+        if self.stopped.get().is_none() {
+            self.stopped.set(Some(token));
+        }
+        self.next.set(0);
+    }
+
+    /// `tick` past its fast path: operation `n` is over the limit, due for
+    /// a deadline and cancel check, or of a stopped run.
+    #[cold]
+    #[inline(never)]
+    fn slow(&self, n: u64) -> Option<&'static str> {
+        let max_ops = self.max_ops.get();
+        if n > max_ops {
+            return Some(OPERATIONS_TOKEN);
+        }
+        if n % CHECK_EVERY_OPS == 0
+            && let Some(stop) = self.should_stop()
+        {
+            self.stop_with(stop.token());
+        }
+        match self.stopped.get() {
+            Some(token) => {
+                self.next.set(0);
+                Some(token)
+            }
+            None => {
+                self.next.set(next_event(n, max_ops));
+                None
+            }
+        }
+    }
+
+    /// Whether the run must stop now.
+    fn should_stop(&self) -> Option<Stop> {
+        let cancelled = CURRENT.with(|c| {
+            c.try_borrow()
+                .is_ok_and(|s| s.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)))
+        });
+        if cancelled {
+            Some(Stop::Cancelled)
+        } else if self.deadline.get().is_some_and(|d| clock::now() >= d) {
+            Some(Stop::Timeout)
+        } else {
+            None
+        }
+    }
+}
+
+/// The first operation count after `n` at which [`tick`] must look closer:
+/// the next multiple of [`CHECK_EVERY_OPS`], or the first one over `max_ops`.
+fn next_event(n: u64, max_ops: u64) -> u64 {
+    let check = (n / CHECK_EVERY_OPS + 1).saturating_mul(CHECK_EVERY_OPS);
+    check.min(max_ops.saturating_add(1))
+}
+
+thread_local! {
+    static CURRENT: RefCell<RunState> = RefCell::new(RunState::idle());
+    static TICK: Tick = const { Tick::idle() };
 }
 
 /// Marks the current run to fail with `token` at its next operation (or at
 /// its end, see [`stopped`]), for functions that cannot fail themselves.
 pub fn stop_with(token: &'static str) {
-    if STOPPED.get().is_none() {
-        STOPPED.set(Some(token));
-    }
+    TICK.with(|t| t.stop_with(token));
 }
 
 /// Why the current run was marked to stop, if it was.
 pub fn stopped() -> Option<&'static str> {
-    STOPPED.get()
+    TICK.with(|t| t.stopped.get())
 }
 
 /// Counts one operation of the current run (called by Rhai's progress
 /// callback for every operation, closures included) and says why the run
 /// must stop: its operation budget is spent, or, every [`CHECK_EVERY_OPS`]
 /// operations, its deadline passed or it was cancelled.
+#[inline]
 pub fn tick() -> Option<&'static str> {
-    let n = OPS.get().wrapping_add(1);
-    OPS.set(n);
-    if n > MAX_OPS.get() {
-        return Some(OPERATIONS_TOKEN);
-    }
-    if n % CHECK_EVERY_OPS != 0 {
-        return STOPPED.get();
-    }
-    let stop = with(|state| state.should_stop()).flatten().map(Stop::token);
-    if let Some(token) = stop {
-        stop_with(token);
-    }
-    STOPPED.get()
+    TICK.with(|t| {
+        let n = t.ops.get().wrapping_add(1);
+        t.ops.set(n);
+        if n < t.next.get() { None } else { t.slow(n) }
+    })
 }
 
 /// Activates this thread's run state until the guard is dropped.
@@ -196,21 +269,15 @@ pub fn install(
     max_writes: usize,
     max_operations: u64,
 ) -> Installed {
-    OPS.set(0);
-    STOPPED.set(None);
-    MAX_OPS.set(if max_operations == 0 {
-        u64::MAX
-    } else {
-        max_operations
-    });
+    TICK.with(|t| t.start(deadline, max_operations));
     CURRENT.with(|c| {
         let mut s = c.borrow_mut();
         debug_assert!(!s.active, "runs never nest on one thread");
         s.active = true;
-        s.deadline = deadline;
         s.cancel = Some(cancel.clone());
         s.printed_truncated = false;
         s.max_printed = max_printed;
+        // Every run ends with `clear`, which leaves the transaction empty.
         s.txn.reset(max_writes);
     });
     Installed { _private: () }
@@ -253,4 +320,60 @@ pub fn with<R>(f: impl FnOnce(&mut RunState) -> R) -> Option<R> {
         let mut s = c.try_borrow_mut().ok()?;
         s.active.then(|| f(&mut s))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ticks(n: u64) -> Vec<Option<&'static str>> {
+        (0..n).map(|_| tick()).collect()
+    }
+
+    #[test]
+    fn the_operation_limit_stops_the_first_operation_over_it_and_every_later_one() {
+        let far = clock::add(clock::now(), std::time::Duration::from_secs(60));
+        let run = install(far, &Arc::new(AtomicBool::new(false)), 0, 0, 600);
+        assert!(ticks(600).iter().all(Option::is_none));
+        assert_eq!(ticks(3), vec![Some(OPERATIONS_TOKEN); 3]);
+        run.finish(|_| ());
+        assert_eq!(tick(), None, "no limit outside a run");
+    }
+
+    #[test]
+    fn deadline_and_cancel_are_seen_at_each_check_and_stick() {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let run = install(clock::now(), &cancel, 0, 0, 0);
+        let first = ticks(CHECK_EVERY_OPS);
+        assert!(first[..first.len() - 1].iter().all(Option::is_none));
+        assert_eq!(first.last(), Some(&Some(TIMEOUT_TOKEN)));
+        assert_eq!(ticks(2), vec![Some(TIMEOUT_TOKEN); 2]);
+        assert_eq!(stopped(), Some(TIMEOUT_TOKEN));
+        drop(run);
+        assert_eq!(stopped(), None);
+
+        let far = clock::add(clock::now(), std::time::Duration::from_secs(60));
+        let run = install(far, &cancel, 0, 0, 0);
+        assert!(ticks(CHECK_EVERY_OPS * 3).iter().all(Option::is_none));
+        cancel.store(true, Ordering::Relaxed);
+        let after = ticks(CHECK_EVERY_OPS);
+        assert!(after[..after.len() - 1].iter().all(Option::is_none));
+        assert_eq!(after.last(), Some(&Some(CANCEL_TOKEN)));
+        run.finish(|_| ());
+    }
+
+    #[test]
+    fn a_stop_marked_by_a_function_fails_the_next_operation() {
+        let far = clock::add(clock::now(), std::time::Duration::from_secs(60));
+        let run = install(far, &Arc::new(AtomicBool::new(false)), 0, 0, 0);
+        assert_eq!(tick(), None);
+        stop_with(NESTING_TOKEN);
+        stop_with(TIMEOUT_TOKEN);
+        assert_eq!(
+            ticks(2),
+            vec![Some(NESTING_TOKEN); 2],
+            "the first reason stays"
+        );
+        run.finish(|_| ());
+    }
 }

@@ -196,13 +196,18 @@ impl Txn {
     }
 
     /// Starts over for a new run, keeping allocations of a modest size.
+    #[inline]
     pub fn reset(&mut self, max_writes: usize) {
         self.max_writes = max_writes;
         self.base_id = None;
         self.inserts = 0;
-        if self.ops.is_empty() && self.pending.is_empty() {
-            return;
+        if !(self.ops.is_empty() && self.pending.is_empty()) {
+            self.discard();
         }
+    }
+
+    /// Drops every write, freeing buffers grown past [`KEEP_CAPACITY`].
+    fn discard(&mut self) {
         self.ops.clear();
         self.pending.clear();
         if self.ops.capacity() > KEEP_CAPACITY {
