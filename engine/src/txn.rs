@@ -220,11 +220,17 @@ impl Txn {
 
     /// Commits every write as one batch, durable when this returns, and
     /// leaves the transaction empty. A script without writes commits nothing.
+    #[inline]
     pub fn commit(&mut self, db: &OurDb) -> Result<usize, TxnError> {
-        let writes = self.ops.len();
-        if writes == 0 {
+        if self.ops.is_empty() {
             return Ok(0);
         }
+        self.commit_batch(db)
+    }
+
+    /// [`Txn::commit`] of at least one write.
+    fn commit_batch(&mut self, db: &OurDb) -> Result<usize, TxnError> {
+        let writes = self.ops.len();
         self.pending.clear();
         let mut batch = Batch::new();
         let expected_first = self.base_id;
