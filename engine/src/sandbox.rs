@@ -49,6 +49,14 @@ fn no_sleep() -> Result<(), Box<EvalAltResult>> {
     .into())
 }
 
+/// The value Rhai's progress callback returns to stop a run. Out of line, so
+/// the callback's every-operation path stays a few instructions.
+#[cold]
+#[inline(never)]
+fn stop_token(token: &'static str) -> Dynamic {
+    Dynamic::from(token)
+}
+
 /// The engine for one circle bound to `db`.
 pub fn build(db: Arc<OurDb>, limits: &Limits) -> Engine {
     let mut engine = Engine::new_raw();
@@ -78,7 +86,7 @@ pub fn build(db: Arc<OurDb>, limits: &Limits) -> Engine {
         .set_max_array_size(limits.max_array_size)
         .set_max_map_size(limits.max_map_size);
 
-    engine.on_progress(|_| context::tick().map(Dynamic::from));
+    engine.on_progress(|_| context::tick().map(stop_token));
     engine.on_print(|text| {
         context::with(|state| state.capture(text));
     });
