@@ -3,10 +3,12 @@
 //! committed (or dropped).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::MutexGuard;
 use std::sync::atomic::Ordering;
 
 use rhai::Dynamic;
 
+use crate::cache::AstCache;
 use crate::clock::{self, Instant};
 use crate::context::{self, Stop};
 use crate::txn::TxnError;
@@ -21,6 +23,33 @@ struct Deadline {
 }
 
 impl Deadline {
+    /// The deadline of a run started at `start`: its time limit, or the task's
+    /// deadline `task` when that comes first.
+    #[inline]
+    fn new(start: Instant, timeout: std::time::Duration, task: Option<std::time::Instant>) -> Self {
+        let own = Deadline {
+            at: clock::add(start, timeout),
+            from_task: false,
+        };
+        match task {
+            None => own,
+            Some(d) => own.or_task(start, d),
+        }
+    }
+
+    fn or_task(self, start: Instant, task: std::time::Instant) -> Self {
+        let at = clock::from_std(task, start);
+        // A task deadline already past wins even over a zero time limit.
+        if at < self.at || at == start {
+            Deadline {
+                at,
+                from_task: true,
+            }
+        } else {
+            self
+        }
+    }
+
     fn message(self, engine: &CircleEngine) -> String {
         if self.from_task {
             errors::TASK_DEADLINE_MESSAGE.to_string()
@@ -30,6 +59,7 @@ impl Deadline {
     }
 }
 
+#[cold]
 fn stop_error(stop: Stop, engine: &CircleEngine, deadline: Deadline) -> ScriptError {
     match stop {
         Stop::Timeout => ScriptError::new(ErrorKind::Timeout, deadline.message(engine)),
@@ -100,15 +130,75 @@ fn render(value: Dynamic, max: usize) -> Result<String, ScriptError> {
         value.to_string()
     };
     if text.len() > max {
-        return Err(ScriptError::new(
-            ErrorKind::Limit,
-            format!(
-                "result of {} bytes exceeds the output limit of {max} bytes",
-                text.len()
-            ),
-        ));
+        return Err(too_large("result", text.len(), "output limit", max));
     }
     Ok(text)
+}
+
+/// "`what` of `len` bytes exceeds the `limit` of `max` bytes".
+#[cold]
+fn too_large(what: &str, len: usize, limit: &str, max: usize) -> ScriptError {
+    ScriptError::new(
+        ErrorKind::Limit,
+        format!("{what} of {len} bytes exceeds the {limit} of {max} bytes"),
+    )
+}
+
+/// The error of a run whose evaluation did not end with a value: Rhai's
+/// error, a stop marked by a function that could not fail itself (a
+/// too-deep value printed as the last thing the script did), or a panic.
+#[cold]
+#[inline(never)]
+fn eval_error(
+    result: std::thread::Result<Result<Dynamic, Box<rhai::EvalAltResult>>>,
+    engine: &CircleEngine,
+    deadline: Deadline,
+) -> ScriptError {
+    let limits = &engine.limits;
+    let err = match result {
+        Ok(Err(err)) => *err,
+        Ok(Ok(_)) => rhai::EvalAltResult::ErrorTerminated(
+            context::stopped()
+                .expect("a run that returned a value fails only when marked to stop")
+                .into(),
+            rhai::Position::NONE,
+        ),
+        Err(_) => {
+            log::error!("the script engine panicked; the run's writes were discarded");
+            return ScriptError::new(ErrorKind::Internal, "internal error in the script engine");
+        }
+    };
+    let mut e = errors::from_eval(err, limits);
+    // Rhai's error only says a deadline passed; the run knows which.
+    let generic = errors::time_limit_message(limits);
+    if e.kind == ErrorKind::Timeout && deadline.from_task {
+        if let Some(rest) = e.message.strip_prefix(&generic) {
+            e.message = format!("{}{rest}", deadline.message(engine));
+        }
+    }
+    e
+}
+
+/// Waits for the run lock held by another run, then re-checks the deadline
+/// and the cancel flag.
+#[cold]
+#[inline(never)]
+fn wait_turn<'a>(
+    engine: &'a CircleEngine,
+    control: &RunControl,
+    deadline: Deadline,
+) -> Result<MutexGuard<'a, AstCache>, ScriptError> {
+    let guard = engine.run_lock.lock().unwrap_or_else(|e| e.into_inner());
+    check_stop(engine, control, deadline)?;
+    Ok(guard)
+}
+
+#[cold]
+fn txn_error(e: TxnError) -> ScriptError {
+    match e {
+        TxnError::Database(m) => ScriptError::new(ErrorKind::Database, m),
+        TxnError::Limit(m) => ScriptError::new(ErrorKind::Limit, m),
+    }
 }
 
 pub fn run(
@@ -119,29 +209,14 @@ pub fn run(
     let start = clock::now();
     let limits = &engine.limits;
     if script.len() > limits.max_script_bytes {
-        return Err(ScriptError::new(
-            ErrorKind::Limit,
-            format!(
-                "script of {} bytes exceeds the limit of {} bytes",
-                script.len(),
-                limits.max_script_bytes
-            ),
+        return Err(too_large(
+            "script",
+            script.len(),
+            "limit",
+            limits.max_script_bytes,
         ));
     }
-    let mut deadline = Deadline {
-        at: clock::add(start, limits.timeout),
-        from_task: false,
-    };
-    if let Some(d) = control.deadline {
-        let at = clock::from_std(d, start);
-        // A task deadline already past wins even over a zero time limit.
-        if at < deadline.at || at == start {
-            deadline = Deadline {
-                at,
-                from_task: true,
-            };
-        }
-    }
+    let deadline = Deadline::new(start, limits.timeout, control.deadline);
     // `start` is fresh: no second clock read needed for this check.
     if control.cancel.load(Ordering::Relaxed) {
         return Err(stop_error(Stop::Cancelled, engine, deadline));
@@ -152,11 +227,7 @@ pub fn run(
     // Runs are serialised; a run that had to wait re-checks its deadline.
     let mut cache = match engine.run_lock.try_lock() {
         Ok(guard) => guard,
-        Err(_) => {
-            let guard = engine.run_lock.lock().unwrap_or_else(|e| e.into_inner());
-            check_stop(engine, control, deadline)?;
-            guard
-        }
+        Err(_) => wait_turn(engine, control, deadline)?,
     };
 
     // Compilation is not interruptible; its time is bounded by the script
@@ -179,36 +250,9 @@ pub fn run(
         limits.max_operations,
     );
     let result = catch_unwind(AssertUnwindSafe(|| engine.rhai.eval_ast::<Dynamic>(ast)));
-
-    // A run marked to stop by a function that could not fail itself (a
-    // too-deep value printed as the last thing the script did) fails here.
-    let result = match (result, context::stopped()) {
-        (Ok(Ok(_)), Some(token)) => Ok(Err(Box::new(rhai::EvalAltResult::ErrorTerminated(
-            token.into(),
-            rhai::Position::NONE,
-        )))),
-        (other, _) => other,
-    };
     let value = match result {
-        Ok(Ok(value)) => value,
-        Ok(Err(err)) => {
-            let mut e = errors::from_eval(*err, limits);
-            // Rhai's error only says a deadline passed; the run knows which.
-            let generic = errors::time_limit_message(limits);
-            if e.kind == ErrorKind::Timeout && deadline.from_task {
-                if let Some(rest) = e.message.strip_prefix(&generic) {
-                    e.message = format!("{}{rest}", deadline.message(engine));
-                }
-            }
-            return Err(e);
-        }
-        Err(_) => {
-            log::error!("the script engine panicked; the run's writes were discarded");
-            return Err(ScriptError::new(
-                ErrorKind::Internal,
-                "internal error in the script engine",
-            ));
-        }
+        Ok(Ok(value)) if context::stopped().is_none() => value,
+        other => return Err(eval_error(other, engine, deadline)),
     };
     if value.is_array() || value.is_map() {
         check_sizes(&value, limits, 0)?;
@@ -219,17 +263,16 @@ pub fn run(
     if control.cancel.load(Ordering::Relaxed) {
         return Err(stop_error(Stop::Cancelled, engine, deadline));
     }
-    let (committed, printed, printed_truncated) = installed.finish(|state| {
-        (
-            state.txn.commit(&engine.db),
-            std::mem::take(&mut state.printed),
-            state.printed_truncated,
-        )
-    });
-    let writes = committed.map_err(|e| match e {
-        TxnError::Database(m) => ScriptError::new(ErrorKind::Database, m),
-        TxnError::Limit(m) => ScriptError::new(ErrorKind::Limit, m),
-    })?;
+    let (writes, printed, printed_truncated) = installed
+        .finish(|state| {
+            let writes = state.txn.commit(&engine.db)?;
+            Ok((
+                writes,
+                std::mem::take(&mut state.printed),
+                state.printed_truncated,
+            ))
+        })
+        .map_err(txn_error)?;
     Ok(Outcome {
         output,
         printed,
