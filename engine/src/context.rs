@@ -8,7 +8,7 @@
 //! installed its slot, and concurrent runs on other threads each see their own.
 
 use crate::clock::{self, Instant};
-use crate::txn::Txn;
+use crate::txn::{Txn, TxnError};
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -110,6 +110,7 @@ impl RunState {
     }
 
     /// Ends the run: drops its cancel flag, output and any uncommitted writes.
+    #[inline]
     fn clear(&mut self) {
         TICK.with(Tick::clear);
         self.active = false;
@@ -289,13 +290,27 @@ pub struct Installed {
     _private: (),
 }
 
+/// What a committed run leaves: its writes and its captured output.
+pub struct Finished {
+    /// Writes committed.
+    pub writes: usize,
+    /// See [`RunState::printed`].
+    pub printed: String,
+    /// See [`RunState::printed_truncated`].
+    pub printed_truncated: bool,
+}
+
 impl Installed {
-    /// Runs `f` on the active state (for the commit, after evaluation), then
-    /// ends the run.
-    pub fn finish<R>(self, f: impl FnOnce(&mut RunState) -> R) -> R {
+    /// Commits the run's writes to `db` and takes its captured output, then
+    /// ends the run (its writes are dropped if the commit failed).
+    pub fn finish(self, db: &ourdb::OurDb) -> Result<Finished, TxnError> {
         let result = CURRENT.with(|c| {
             let mut s = c.borrow_mut();
-            let result = f(&mut s);
+            let result = s.txn.commit(db).map(|writes| Finished {
+                writes,
+                printed: std::mem::take(&mut s.printed),
+                printed_truncated: s.printed_truncated,
+            });
             s.clear();
             result
         });
@@ -336,7 +351,7 @@ mod tests {
         let run = install(far, &Arc::new(AtomicBool::new(false)), 0, 0, 600);
         assert!(ticks(600).iter().all(Option::is_none));
         assert_eq!(ticks(3), vec![Some(OPERATIONS_TOKEN); 3]);
-        run.finish(|_| ());
+        drop(run);
         assert_eq!(tick(), None, "no limit outside a run");
     }
 
@@ -359,7 +374,7 @@ mod tests {
         let after = ticks(CHECK_EVERY_OPS);
         assert!(after[..after.len() - 1].iter().all(Option::is_none));
         assert_eq!(after.last(), Some(&Some(CANCEL_TOKEN)));
-        run.finish(|_| ());
+        drop(run);
     }
 
     #[test]
@@ -374,6 +389,6 @@ mod tests {
             vec![Some(NESTING_TOKEN); 2],
             "the first reason stays"
         );
-        run.finish(|_| ());
+        drop(run);
     }
 }

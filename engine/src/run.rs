@@ -263,21 +263,12 @@ pub fn run(
     if control.cancel.load(Ordering::Relaxed) {
         return Err(stop_error(Stop::Cancelled, engine, deadline));
     }
-    let (writes, printed, printed_truncated) = installed
-        .finish(|state| {
-            let writes = state.txn.commit(&engine.db)?;
-            Ok((
-                writes,
-                std::mem::take(&mut state.printed),
-                state.printed_truncated,
-            ))
-        })
-        .map_err(txn_error)?;
+    let finished = installed.finish(&engine.db).map_err(txn_error)?;
     Ok(Outcome {
         output,
-        printed,
-        printed_truncated,
-        writes,
+        printed: finished.printed,
+        printed_truncated: finished.printed_truncated,
+        writes: finished.writes,
         elapsed: clock::now().saturating_duration_since(start),
     })
 }
