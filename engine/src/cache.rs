@@ -90,6 +90,7 @@ impl AstCache {
     /// The compiled `script`, compiling and keeping it on a miss; the flag
     /// says whether it was compiled now. Borrowed, not cloned: the caller
     /// holds the engine's run lock (and so this cache) for the whole run.
+    #[inline]
     pub fn get_or_compile<E>(
         &mut self,
         script: &str,
@@ -107,7 +108,9 @@ impl AstCache {
     }
 
     /// The slot of `script` found by its key, or of its new entry once
-    /// compiled; the flag says whether it was compiled now.
+    /// compiled; the flag says whether it was compiled now. Out of line: the
+    /// hot path of a repeated script stays small.
+    #[inline(never)]
     fn find_or_compile<E>(
         &mut self,
         script: &str,
