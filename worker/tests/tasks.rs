@@ -440,16 +440,17 @@ async fn circles_run_in_parallel_while_each_runs_one_task_at_a_time() {
 async fn a_long_script_never_silences_the_heartbeat_so_no_reaper_takes_its_task() {
     // Scripts run on the circle's own thread; the heartbeat must not wait
     // for them, or a second worker's reaper would end a healthy task as
-    // worker_lost once the heartbeat's TTL (600 ms here) ran out.
+    // worker_lost once the heartbeat's TTL ran out. A beat every 100 ms
+    // against a TTL of 1.5 s: a loaded machine cannot make a live worker
+    // look dead, while a heartbeat stalled for the whole script would lapse
+    // within the watch below.
     let redis = testkit::RedisServer::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = worker::WorkerConfig::new(&redis.url(), "beat");
     config.shutdown_grace = Duration::from_millis(100);
-    let busy = TestWorker::start_with(
-        config,
-        fast_options(),
-        open_engine(dir.path(), slow_limits()),
-    );
+    let mut options = fast_options();
+    options.heartbeat_ttl = Duration::from_millis(1500);
+    let busy = TestWorker::start_with(config, options, open_engine(dir.path(), slow_limits()));
     let client = Client::connect(&redis.url()).await.expect("connect");
     let slow = client
         .submit("beat", &slow_script("slow"), &opts())
@@ -470,7 +471,7 @@ async fn a_long_script_never_silences_the_heartbeat_so_no_reaper_takes_its_task(
     // A second worker on the queue reaps every 200 ms.
     let reaper = TestWorker::start(&redis.url(), "beat");
     let heartbeat = client::keys::heartbeat("beat", &busy_id);
-    let watch_until = tokio::time::Instant::now() + Duration::from_secs(2);
+    let watch_until = tokio::time::Instant::now() + Duration::from_secs(4);
     let mut looks = 0;
     while tokio::time::Instant::now() < watch_until {
         let alive: bool = redis::cmd("EXISTS")
@@ -490,7 +491,7 @@ async fn a_long_script_never_silences_the_heartbeat_so_no_reaper_takes_its_task(
         looks += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(looks >= 10, "watched only {looks} times");
+    assert!(looks >= 20, "watched only {looks} times");
     busy.stop().await;
     let Outcome::Failed(f) = client.wait(&slow, WAIT).await.expect("wait") else {
         panic!("the slow task should end cancelled by the shutdown")
