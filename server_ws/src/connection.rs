@@ -64,6 +64,11 @@ pub(crate) async fn serve(
     let permits = Arc::new(Semaphore::new(shared.config.max_in_flight));
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut fragments = Assembler::new(shared.config.max_message_bytes);
+    // Set when the codec dropped an oversize frame: if it was the first
+    // fragment of a message, the codec refuses that message's continuation
+    // frames as not started; they are the rest of the refused message and are
+    // skipped (the -32003 went out already) until a new message begins.
+    let mut dropped_oversize = false;
     let mut heartbeat = tokio::time::interval_at(
         Instant::now() + timing.heartbeat_interval,
         timing.heartbeat_interval,
@@ -100,6 +105,16 @@ pub(crate) async fn serve(
         };
         let Some(msg) = msg else { break End::Gone };
         last_seen = Instant::now();
+        if matches!(
+            msg,
+            Ok(Message::Text(_)
+                | Message::Binary(_)
+                | Message::Continuation(
+                    actix_ws::Item::FirstText(_) | actix_ws::Item::FirstBinary(_)
+                ))
+        ) {
+            dropped_oversize = false;
+        }
         let step = match msg {
             Ok(Message::Text(text)) => Step::Handle(text.to_string()),
             Ok(Message::Continuation(item)) => match fragments.push(item) {
@@ -114,7 +129,11 @@ pub(crate) async fn serve(
             Ok(Message::Pong(_) | Message::Nop) => Step::Skip,
             Ok(Message::Close(reason)) => break End::ClientClosed(reason),
             // The codec drops an oversize frame whole, so reading can go on.
-            Err(ProtocolError::Overflow) => Step::Reply(oversize(&shared)),
+            Err(ProtocolError::Overflow) => {
+                dropped_oversize = true;
+                Step::Reply(oversize(&shared))
+            }
+            Err(ProtocolError::ContinuationNotStarted) if dropped_oversize => Step::Skip,
             Err(ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
                 Step::Reply(bad_utf8())
             }

@@ -92,6 +92,45 @@ async fn an_oversize_fragmented_message_gets_32003_and_the_connection_keeps_work
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_first_fragment_gets_32003_and_its_continuations_are_skipped() {
+    // The first fragment alone is over the limit: the codec drops it, so the
+    // continuation frames that follow belong to a message it never started.
+    let fx = Fixture::start(|c| c.max_message_bytes = 1024).await;
+    let mut ws = fx.connect().await;
+    let body = play(1, &format!("echo:{}", "z".repeat(3000)));
+    let bytes = body.as_bytes();
+    let frames = [
+        Frame::message(bytes[..2000].to_vec(), OpCode::Data(Data::Text), false),
+        Frame::message(
+            bytes[2000..2500].to_vec(),
+            OpCode::Data(Data::Continue),
+            false,
+        ),
+        Frame::message(bytes[2500..].to_vec(), OpCode::Data(Data::Continue), true),
+    ];
+    for frame in frames {
+        ws.send(Message::Frame(frame)).await.expect("send fragment");
+    }
+    let reply = recv(&mut ws).await;
+    assert_eq!(code(&reply), codes::LIMIT_EXCEEDED, "{reply}");
+    assert_eq!(reply["error"]["data"]["max"], 1024);
+    // The connection is still open and serves the next message.
+    let reply = call(&mut ws, &play(2, "echo:after the big one")).await;
+    assert_eq!(reply["result"]["output"], "after the big one", "{reply}");
+    // An orphan continuation with no oversize frame before it is still a
+    // protocol error.
+    ws.send(Message::Frame(Frame::message(
+        b"stray".to_vec(),
+        OpCode::Data(Data::Continue),
+        true,
+    )))
+    .await
+    .expect("send stray continuation");
+    let close = next_close(&mut ws).await.expect("a close frame");
+    assert_eq!(close.code, CloseCode::Protocol);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binary_frame_gets_an_invalid_request_reply() {
     let fx = Fixture::start(|_| {}).await;
     let mut ws = fx.connect().await;
