@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Circle, run_with};
@@ -115,39 +113,14 @@ fn a_long_map_stops_at_the_tasks_deadline() {
 
 #[test]
 fn cancel_stops_a_loop_of_maps_over_a_large_array() {
-    let c = Circle::with_limits(Limits {
-        max_operations: 0,
-        timeout: Duration::from_secs(600),
-        ..Limits::default()
-    });
-    let cancel = Arc::new(AtomicBool::new(false));
-    let control = RunControl {
-        deadline: None,
-        cancel: cancel.clone(),
-    };
+    let c = Circle::unbounded();
     let script = "db::insert(1);\nlet a = []; a.pad(100000, 1);\n\
                   loop { print(\"round\"); let b = a.map(|x| x + 1); }";
-    let started = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        let runner = s.spawn(|| {
-            started.store(true, Ordering::SeqCst);
-            run_with(&c.engine, script, &control)
-        });
-        testkit::wait_for(
-            "the script thread to start",
-            Duration::from_secs(10),
-            || started.load(Ordering::SeqCst).then_some(()),
-        );
-        cancel.store(true, Ordering::SeqCst);
-        let e = runner
-            .join()
-            .expect("runner")
-            .expect_err("cancelled script fails");
-        assert_eq!(e.kind, ErrorKind::Cancelled, "{e:?}");
-        // Stopped inside the loop (line 3) or, if the flag won the race,
-        // before the script started; the loop never ends by itself.
-        assert!(matches!(e.line, Some(3) | None), "{e:?}");
-    });
+    let e = c.run_and_cancel(script);
+    assert_eq!(e.kind, ErrorKind::Cancelled, "{e:?}");
+    // Stopped inside the loop (line 3) or, if the flag won the race,
+    // before the script started; the loop never ends by itself.
+    assert!(matches!(e.line, Some(3) | None), "{e:?}");
     assert_eq!(c.ok("db::next_id()").output, "1");
     c.still_works();
 }

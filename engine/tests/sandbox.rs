@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::{Circle, run_with};
@@ -335,37 +334,12 @@ fn run_control_deadline_stops_a_script() {
 
 #[test]
 fn cancel_from_another_thread_stops_a_running_script_and_writes_nothing() {
-    let c = Circle::with_limits(Limits {
-        max_operations: 0,
-        timeout: Duration::from_secs(600),
-        ..Limits::default()
-    });
-    let cancel = Arc::new(AtomicBool::new(false));
-    let control = RunControl {
-        deadline: None,
-        cancel: cancel.clone(),
-    };
-    let started = Arc::new(AtomicBool::new(false));
-    std::thread::scope(|s| {
-        let runner = s.spawn(|| {
-            started.store(true, Ordering::SeqCst);
-            run_with(&c.engine, "db::insert(1);\nloop { }", &control)
-        });
-        testkit::wait_for(
-            "the script thread to start",
-            Duration::from_secs(10),
-            || started.load(Ordering::SeqCst).then_some(()),
-        );
-        cancel.store(true, Ordering::SeqCst);
-        let e = runner
-            .join()
-            .expect("runner")
-            .expect_err("cancelled script fails");
-        assert_eq!(e.kind, ErrorKind::Cancelled);
-        // Cancelled inside the loop (line 2) or, if the flag won the race,
-        // before the script started; never anywhere else.
-        assert!(matches!(e.line, Some(2) | None), "{e:?}");
-    });
+    let c = Circle::unbounded();
+    let e = c.run_and_cancel("db::insert(1);\nloop { }");
+    assert_eq!(e.kind, ErrorKind::Cancelled);
+    // Cancelled inside the loop (line 2) or, if the flag won the race,
+    // before the script started; never anywhere else.
+    assert!(matches!(e.line, Some(2) | None), "{e:?}");
     assert_eq!(c.ok("db::next_id()").output, "1");
     c.still_works();
 }

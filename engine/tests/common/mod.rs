@@ -83,3 +83,39 @@ pub fn run_with(
             .expect("script thread must not panic")
     })
 }
+
+impl Circle {
+    /// A circle with no operation limit and a 600 s time limit: only a
+    /// cancel stops an endless script in time.
+    pub fn unbounded() -> Self {
+        Self::with_limits(Limits {
+            max_operations: 0,
+            timeout: std::time::Duration::from_secs(600),
+            ..Limits::default()
+        })
+    }
+
+    /// Runs `script` on a script thread, sets the cancel flag from this
+    /// thread once the run has started, and returns the run's error.
+    pub fn run_and_cancel(&self, script: &str) -> ScriptError {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let control = RunControl::default();
+        let started = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let runner = s.spawn(|| {
+                started.store(true, Ordering::SeqCst);
+                run_with(&self.engine, script, &control)
+            });
+            testkit::wait_for(
+                "the script thread to start",
+                std::time::Duration::from_secs(10),
+                || started.load(Ordering::SeqCst).then_some(()),
+            );
+            control.cancel.store(true, Ordering::SeqCst);
+            runner
+                .join()
+                .expect("runner")
+                .expect_err("a cancelled script fails")
+        })
+    }
+}
