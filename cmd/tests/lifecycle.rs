@@ -282,12 +282,14 @@ fn without_redis_server_on_path_the_error_says_how_to_install_it() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_managed_redis_is_started_when_none_answers_and_stopped_at_exit() {
+/// One circle `name` on a free port, with a Redis URL nothing answers on, so
+/// the orchestrator starts a managed redis-server there; returns once the
+/// table is up: the sandbox, the Redis port, the circle's port and the process.
+fn with_managed_redis(name: &str) -> (Sandbox, u16, u16, Orchestrator) {
     let sandbox = Sandbox::new();
     let redis_port = port();
     let p = port();
-    let config = sandbox.circles(&[(1, "Solo", p)]);
+    let config = sandbox.circles(&[(1, name, p)]);
     let mut cmd = sandbox.command();
     cmd.arg(&config).args([
         "--redis-url",
@@ -297,6 +299,12 @@ async fn a_managed_redis_is_started_when_none_answers_and_stopped_at_exit() {
     ]);
     let mut orchestrator = Orchestrator::spawn(cmd);
     orchestrator.wait_table();
+    (sandbox, redis_port, p, orchestrator)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managed_redis_is_started_when_none_answers_and_stopped_at_exit() {
+    let (sandbox, redis_port, p, mut orchestrator) = with_managed_redis("Solo");
     assert!(
         orchestrator.stdout().contains("(managed"),
         "{}",
@@ -332,19 +340,7 @@ async fn a_managed_redis_is_started_when_none_answers_and_stopped_at_exit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_managed_redis_that_dies_is_restarted_and_circles_serve_again() {
-    let sandbox = Sandbox::new();
-    let redis_port = port();
-    let p = port();
-    let config = sandbox.circles(&[(1, "Phoenix", p)]);
-    let mut cmd = sandbox.command();
-    cmd.arg(&config).args([
-        "--redis-url",
-        &format!("redis://127.0.0.1:{redis_port}"),
-        "--output",
-        "plain",
-    ]);
-    let mut orchestrator = Orchestrator::spawn(cmd);
-    orchestrator.wait_table();
+    let (_sandbox, redis_port, p, mut orchestrator) = with_managed_redis("Phoenix");
     let mut ws = connect(p).await;
     assert_eq!(output(&mut ws, "db::insert(1)").await, "1");
     let found = std::process::Command::new("pgrep")
