@@ -4,6 +4,8 @@
 //! over `IDLE_SECS` (default 20), then how long the idle workers take to stop
 //! once cancelled. `cargo bench -p worker --bench idle`.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,24 +16,6 @@ fn env(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// On-CPU time of every thread of this process, from /proc.
-fn process_cpu() -> Duration {
-    let mut total = 0u64;
-    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
-        for task in tasks.flatten() {
-            if let Ok(s) = std::fs::read_to_string(task.path().join("schedstat"))
-                && let Some(ns) = s
-                    .split_whitespace()
-                    .next()
-                    .and_then(|v| v.parse::<u64>().ok())
-            {
-                total += ns;
-            }
-        }
-    }
-    Duration::from_nanos(total)
 }
 
 async fn info(conn: &mut redis::aio::MultiplexedConnection, section: &str) -> String {
@@ -101,11 +85,11 @@ fn main() {
             .await
             .expect("resetstat");
         let cpu0 = redis_cpu(&info(&mut conn, "cpu").await);
-        let ours0 = process_cpu();
+        let ours0 = common::process_cpu();
         let t0 = Instant::now();
         tokio::time::sleep(Duration::from_secs(secs)).await;
         let wall = t0.elapsed().as_secs_f64();
-        let ours = (process_cpu() - ours0).as_secs_f64();
+        let ours = (common::process_cpu() - ours0).as_secs_f64();
         let cpu = redis_cpu(&info(&mut conn, "cpu").await) - cpu0;
         let stats = calls(&info(&mut conn, "commandstats").await);
         // The two INFO calls of this bench are not the workers'.

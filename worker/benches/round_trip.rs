@@ -7,6 +7,8 @@
 //! the idle CPU of the worker + client. `cargo bench -p worker`.
 //! `ROUND_TRIP_N` sets the number of sequential round trips (default 3000).
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,24 +28,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
-}
-
-/// On-CPU time of every thread of this process (ns), from /proc.
-fn process_cpu() -> Duration {
-    let mut total = 0u64;
-    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
-        for task in tasks.flatten() {
-            if let Ok(s) = std::fs::read_to_string(task.path().join("schedstat"))
-                && let Some(ns) = s
-                    .split_whitespace()
-                    .next()
-                    .and_then(|v| v.parse::<u64>().ok())
-            {
-                total += ns;
-            }
-        }
-    }
-    Duration::from_nanos(total)
 }
 
 /// Redis' own CPU (user + sys) from INFO.
@@ -232,10 +216,10 @@ fn main() {
         let (t16, _) = throughput(&client, queue, 16, total).await;
         println!("  throughput, 16 in flight      {:>9.0} req/s", t16);
         let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut conn).await.expect("resetstat");
-        let cpu0 = process_cpu();
+        let cpu0 = common::process_cpu();
         let rcpu0 = redis_cpu(&mut conn).await;
         let (t64, wall64) = throughput(&client, queue, 64, total).await;
-        let cpu64 = process_cpu() - cpu0;
+        let cpu64 = common::process_cpu() - cpu0;
         let rcpu64 = redis_cpu(&mut conn).await - rcpu0;
         let commandstats: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.expect("info");
         println!("  throughput, 64 in flight      {:>9.0} req/s", t64);
@@ -265,9 +249,9 @@ fn main() {
         // Idle: nothing submitted; the worker blocks in BLMOVE and beats.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let idle_for = Duration::from_secs(5);
-        let c0 = process_cpu();
+        let c0 = common::process_cpu();
         tokio::time::sleep(idle_for).await;
-        let idle = process_cpu() - c0;
+        let idle = common::process_cpu() - c0;
         println!(
             "  idle CPU of worker + client   {:>9.3} % of one core over {idle_for:?} (target < 1 %)",
             idle.as_secs_f64() / idle_for.as_secs_f64() * 100.0
