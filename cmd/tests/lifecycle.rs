@@ -153,17 +153,7 @@ fn a_port_in_use_stops_the_start_naming_the_circle_and_port() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let busy = taken.local_addr().expect("addr").port();
     let config = sandbox.circles(&[(1, "Free", port()), (2, "Busy", busy)]);
-    let mut cmd = sandbox.command();
-    cmd.arg(&config)
-        .args([
-            "--redis-url",
-            &redis.url(),
-            "--no-managed-redis",
-            "--output",
-            "plain",
-        ])
-        .arg("--data-dir")
-        .arg(sandbox.data_dir());
+    let cmd = sandbox.serve_command(&config, &redis.url(), &sandbox.data_dir());
     let (status, _, err) = run_to_end(cmd, Duration::from_secs(30));
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("circle \"Busy\" (id 2)"), "{err}");
@@ -185,17 +175,8 @@ async fn a_database_locked_by_another_orchestrator_stops_the_start_naming_the_ci
 
     let other = Sandbox::new();
     let other_config = other.circles(&[(1, "Shared", port())]);
-    let mut cmd = other.command();
-    cmd.arg(&other_config)
-        .args([
-            "--redis-url",
-            &redis.url(),
-            "--no-managed-redis",
-            "--output",
-            "plain",
-        ])
-        .arg("--data-dir")
-        .arg(sandbox.data_dir());
+    // Its own config, but the first orchestrator's (locked) data dir.
+    let cmd = other.serve_command(&other_config, &redis.url(), &sandbox.data_dir());
     let (status, _, err) = run_to_end(cmd, Duration::from_secs(30));
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(

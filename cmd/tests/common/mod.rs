@@ -58,6 +58,20 @@ impl Sandbox {
         self.write("circles.json", &Value::Array(list).to_string())
     }
 
+    /// The command [`Orchestrator::start`] runs: `config` against the test
+    /// Redis at `redis_url`, managed Redis off, plain output, data in `data_dir`.
+    pub fn serve_command(&self, config: &Path, redis_url: &str, data_dir: &Path) -> Command {
+        let mut cmd = self.command();
+        cmd.arg(config)
+            .arg("--redis-url")
+            .arg(redis_url)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--no-managed-redis")
+            .args(["--output", "plain"]);
+        cmd
+    }
+
     /// A command for the binary with HOME pointed into the sandbox.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(BIN);
@@ -113,15 +127,8 @@ impl Orchestrator {
         redis_url: &str,
         extra: &[&str],
     ) -> Orchestrator {
-        let mut cmd = sandbox.command();
-        cmd.arg(config)
-            .arg("--redis-url")
-            .arg(redis_url)
-            .arg("--data-dir")
-            .arg(sandbox.data_dir())
-            .arg("--no-managed-redis")
-            .args(["--output", "plain"])
-            .args(extra);
+        let mut cmd = sandbox.serve_command(config, redis_url, &sandbox.data_dir());
+        cmd.args(extra);
         Orchestrator::spawn(cmd)
     }
 
