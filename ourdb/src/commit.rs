@@ -191,26 +191,18 @@ impl OurDb {
             )
         });
         if let Err(e) = res {
-            // Zero or cut what was written, so no partial frame sits in front
-            // of later commits.
-            let undo = if w.allocated > at {
-                file.file
-                    .write_all_at(&vec![0u8; frame.len().min((w.allocated - at) as usize)], at)
+            // Cut what was written (and any preallocated tail, which the next
+            // commit preallocates again), so no partial frame sits in front of
+            // later commits however far the write got.
+            if file.file.set_len(at).is_ok() {
+                w.allocated = at;
             } else {
-                file.file.set_len(at)
-            };
-            if undo.is_err() {
                 w.poisoned = true;
             }
             return Err(e);
         }
         if sync {
-            if let Err(e) = file.file.sync_data() {
-                // After a failed fsync the page cache state is unknown
-                // (the error may be reported only once): refuse further writes.
-                w.poisoned = true;
-                return Err(Error::io(format!("syncing {}", file.path.display()), e));
-            }
+            sync_or_poison(w, file, false)?;
         }
         w.offset = end;
         w.allocated = w.allocated.max(end);
@@ -235,10 +227,11 @@ impl OurDb {
                 file.file.write_all_at(&zeros[..n], at)?;
                 at += n as u64;
             }
-            file.file.sync_all()
+            Ok(())
         })();
         match res {
             Ok(()) => {
+                sync_or_poison(w, file, true)?;
                 w.allocated = target;
                 Ok(())
             }
@@ -264,8 +257,8 @@ impl OurDb {
         // zero tail, and the new header records exactly where this one ends.
         prev.file
             .set_len(w.offset)
-            .and_then(|()| prev.file.sync_all())
-            .map_err(|e| Error::io(format!("syncing {}", prev.path.display()), e))?;
+            .map_err(|e| Error::io(format!("cutting {}", prev.path.display()), e))?;
+        sync_or_poison(w, &prev, true)?;
         let n = w
             .file_no
             .checked_add(1)
@@ -283,6 +276,21 @@ impl OurDb {
         w.allocated = FILE_HEADER_LEN;
         Ok(())
     }
+}
+
+/// fsyncs `file` (`all`: its metadata too). A failure poisons the handle:
+/// after a failed fsync the state of the page cache is unknown and the kernel
+/// may report the error only once, so a retry could wrongly succeed.
+pub(crate) fn sync_or_poison(w: &mut Writer, file: &DataFile, all: bool) -> Result<()> {
+    let res = if all {
+        file.file.sync_all()
+    } else {
+        file.file.sync_data()
+    };
+    res.map_err(|e| {
+        w.poisoned = true;
+        Error::io(format!("syncing {}", file.path.display()), e)
+    })
 }
 
 #[cfg(test)]

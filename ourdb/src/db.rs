@@ -256,12 +256,17 @@ impl OurDb {
     }
 
     /// Forces everything written so far to stable storage.
+    /// A handle poisoned by an earlier failed fsync refuses (see
+    /// [`Error::Poisoned`]); a failure here poisons it.
     pub fn sync(&self) -> Result<()> {
-        let w = self.lock_writer();
+        let mut w = self.lock_writer();
+        if w.poisoned {
+            return Err(Error::Poisoned {
+                dir: self.dir.clone(),
+            });
+        }
         let file = Arc::clone(&self.read_state().files[w.file_no as usize]);
-        file.file
-            .sync_data()
-            .map_err(|e| Error::io(format!("syncing {}", file.path.display()), e))
+        crate::commit::sync_or_poison(&mut w, &file, false)
     }
 
     /// Syncs and releases the lock.
