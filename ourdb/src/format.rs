@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! data file  = file header, frame*
-//! file header (32 B) = "OURDBv1\0" | mode u8 | 3 zero bytes | file_no u32
+//! file header (32 B) = "OURDBv2\0" | mode u8 | 3 zero bytes | file_no u32
 //!              | prev_len u64 | 4 zero bytes | crc32 of the first 28 bytes
 //!              prev_len = final length of the previous data file (0 for file 0),
 //!              so a previous file cut at a frame boundary is still detected
@@ -25,7 +25,7 @@
 use crate::Mode;
 
 /// Magic at the start of every data file.
-pub(crate) const FILE_MAGIC: &[u8; 8] = b"OURDBv1\0";
+pub(crate) const FILE_MAGIC: &[u8; 8] = b"OURDBv2\0";
 /// Size of the data file header.
 pub(crate) const FILE_HEADER_LEN: u64 = 32;
 /// Magic at the start of every frame ("ODBF" read as little-endian bytes).
@@ -93,6 +93,9 @@ pub(crate) fn encode_file_header(fh: FileHeader) -> [u8; HL] {
 pub(crate) fn decode_file_header(h: &[u8]) -> Result<FileHeader, &'static str> {
     if h.len() < HL {
         return Err("file header is truncated");
+    }
+    if &h[..7] == b"OURDBv1" {
+        return Err("an ourdb v1 data file (16-byte header); this version reads only v2");
     }
     if &h[..8] != FILE_MAGIC {
         return Err("not an ourdb data file (bad magic)");
