@@ -191,6 +191,9 @@ impl Tick {
     fn slow(&self, n: u64) -> Option<&'static str> {
         let max_ops = self.max_ops.get();
         if n > max_ops {
+            // Recorded, not only returned: a native function that swallows
+            // a closure's error (`sort`) must not let the run end well.
+            self.stop_with(OPERATIONS_TOKEN);
             return Some(OPERATIONS_TOKEN);
         }
         if n % CHECK_EVERY_OPS == 0

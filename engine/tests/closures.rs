@@ -77,6 +77,22 @@ fn every_native_caller_of_a_closure_counts_against_the_operation_limit() {
 }
 
 #[test]
+fn a_sort_that_crosses_the_operation_limit_as_the_last_statement_fails_and_writes_nothing() {
+    // `sort` swallows its comparator's errors, so the operation limit must
+    // stay decided once crossed, not only fail the operation that crossed it.
+    let c = Circle::with_limits(Limits {
+        max_operations: 20_000,
+        ..Limits::default()
+    });
+    let script = "db::insert(1);\nlet a = []; for i in 0..2000 { a.push(2000 - i); }\n\
+                  a.sort(|x, y| x - y);";
+    let e = c.fails(script, ErrorKind::Limit);
+    assert!(e.message.contains("20000 operations"), "{e:?}");
+    assert_eq!(c.ok("db::next_id()").output, "1", "nothing was committed");
+    c.still_works();
+}
+
+#[test]
 fn every_native_caller_of_a_closure_stops_at_the_time_limit() {
     let c = Circle::with_limits(Limits {
         max_operations: 0,
