@@ -42,7 +42,7 @@ end
 /// Claims a task already moved into the processing list.
 /// Returns `{'run', id, script, deadline}` or `{'expired'|'missing'|'skipped'|'invalid', id}`.
 const CLAIM: &str = r#"
-local function claim(id, plist, stats, prefix, worker, now, ttl)
+local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
   local dkey = prefix .. id
   local h = redis.call('HMGET', dkey, 'status', 'script', 'deadline', 'workerId', 'replyTo')
   local status, script, deadline = h[1], h[2], h[3]
@@ -56,7 +56,13 @@ local function claim(id, plist, stats, prefix, worker, now, ttl)
     return { 'missing', id }
   end
   -- 'processing' by this very worker: claimed, but the reply was lost before
-  -- the script ran (the worker runs one task at a time), so it runs now.
+  -- the script ran (the worker runs one task at a time), so it runs now --
+  -- unless the caller only wanted an id it has just moved (`fresh`): then
+  -- this is an older id of ours (one whose result could not be written) and
+  -- it is left alone, as if nothing had been taken.
+  if fresh and status == 'processing' and h[4] == worker then
+    return false
+  end
   if status and status ~= 'pending' and not (status == 'processing' and h[4] == worker) then
     redis.call('LREM', plist, 1, id)
     return { 'skipped', id, status }
@@ -141,7 +147,7 @@ if not id then return false end
 -- time now, from Redis' clock.
 local t = redis.call('TIME')
 local now = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000))
-return claim(id, KEYS[1], KEYS[2], ARGV[1], ARGV[2], now, ARGV[4])"
+return claim(id, KEYS[1], KEYS[2], ARGV[1], ARGV[2], now, ARGV[4], true)"
     ))
 });
 
@@ -185,9 +191,10 @@ for _, id in ipairs(ids) do
         'errorKind', 'worker_lost', 'error', ARGV[5] }}, nil, h[4])
       lost = lost + 1
     end
-  elseif redis.call('EXISTS', dkey) == 1 and (not h[1] or h[1] == 'pending') then
+  elseif not h[1] or h[1] == 'pending' then
     -- Taken off the queue but never claimed: it never ran, so it goes back
-    -- to the head of the queue.
+    -- to the head of the queue (an id without a hash too: its claim then
+    -- ends it as `invalid`, saying why).
     redis.call('RPUSH', KEYS[2], id)
     requeued = requeued + 1
   end

@@ -195,6 +195,76 @@ async fn an_id_pushed_without_a_hash_or_without_a_script_ends_as_error_with_the_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_pop_never_runs_again_a_task_this_worker_already_holds() {
+    // A task whose result this worker could not write stays in its
+    // processing list as `processing` by it. The claim pipelined behind an
+    // idle blocking pop reads the head of that list; it must not take this
+    // leftover for a newly popped task and run it a second time.
+    let redis = testkit::RedisServer::start();
+    let worker = TestWorker::start(&redis.url(), "held");
+    let mut conn = raw(&redis.url()).await;
+    let id = eventually("the worker to register", WAIT, || {
+        let mut conn = conn.clone();
+        async move {
+            let members: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(client::keys::workers("held"))
+                .query_async(&mut conn)
+                .await
+                .expect("smembers");
+            members.into_iter().next()
+        }
+    })
+    .await;
+    let _: () = redis::cmd("HSET")
+        .arg(client::keys::task_details("held-1"))
+        .arg(&[
+            ("script", "db::insert(1)"),
+            ("status", "processing"),
+            ("workerId", id.as_str()),
+        ])
+        .query_async(&mut conn)
+        .await
+        .expect("hset");
+    let _: () = redis::cmd("LPUSH")
+        .arg(client::keys::processing("held", &id))
+        .arg("held-1")
+        .query_async(&mut conn)
+        .await
+        .expect("lpush");
+    let pops = |info: String| {
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_blmove:calls="))
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let info = |mut conn: redis::aio::MultiplexedConnection| async move {
+        redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async::<String>(&mut conn)
+            .await
+            .expect("info")
+    };
+    let before = pops(info(conn.clone()).await);
+    // fast_options: a blocking pop lasts 200 ms; wait for three more.
+    eventually("three idle pops", WAIT, || {
+        let conn = conn.clone();
+        async move { (pops(info(conn).await) >= before + 3).then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        hget(&mut conn, "held-1", "status").await.as_deref(),
+        Some("processing")
+    );
+    assert_eq!(
+        worker.engine.db().next_id(),
+        1,
+        "the held task did not run again (an empty database's next id is 1)"
+    );
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_whose_waiter_gave_up_is_not_run() {
     let redis = testkit::RedisServer::start();
     let client = Client::connect(&redis.url()).await.expect("connect");
