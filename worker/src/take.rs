@@ -90,7 +90,10 @@ impl Taker<'_> {
                 }
                 continue;
             }
-            if self.token.is_cancelled() {
+            // On shutdown, one last look at our own list if a reply may have
+            // been lost, so nothing stays claimed (then stop, even if Redis
+            // cannot be reached).
+            if self.token.is_cancelled() && !outage.check_own {
                 return;
             }
             if outage.check_own {
@@ -109,6 +112,7 @@ impl Taker<'_> {
                             }
                         }
                     }
+                    Err(_) if self.token.is_cancelled() => return,
                     Err(e) => self.down(&mut outage, &e).await,
                 }
                 continue;
