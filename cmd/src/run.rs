@@ -165,11 +165,7 @@ async fn serve(
     let preparing = Instant::now();
     let prepared = {
         let (configs, host, dir) = (configs.clone(), args.host.clone(), data_dir.to_path_buf());
-        let limits = engine::Limits {
-            timeout: args.script_timeout,
-            max_operations: args.max_operations,
-            ..engine::Limits::default()
-        };
+        let limits = engine_limits(args);
         tokio::task::spawn_blocking(move || circles::prepare_all(&configs, &host, &dir, &limits))
             .await
             .context("preparing the circles panicked")??
@@ -198,7 +194,7 @@ async fn serve(
             &changed,
         );
         hosted.push((
-            server_config(args, &state),
+            server_config(args, &state, engine_limits(args).max_script_bytes),
             p.listener,
             state.server.clone(),
         ));
@@ -319,8 +315,22 @@ fn start_worker(
     ));
 }
 
-/// The server limits of one circle from the options.
-fn server_config(args: &RunArgs, state: &CircleState) -> server_ws::ServerConfig {
+/// The engine limits of every circle from the options.
+fn engine_limits(args: &RunArgs) -> engine::Limits {
+    engine::Limits {
+        timeout: args.script_timeout,
+        max_operations: args.max_operations,
+        ..engine::Limits::default()
+    }
+}
+
+/// The server limits of one circle from the options; `max_script_bytes` is
+/// the engines' own, so the server refuses exactly what they would.
+fn server_config(
+    args: &RunArgs,
+    state: &CircleState,
+    max_script_bytes: usize,
+) -> server_ws::ServerConfig {
     server_ws::ServerConfig {
         circle_name: state.config.name.clone(),
         queue: state.queue.clone(),
@@ -328,7 +338,7 @@ fn server_config(args: &RunArgs, state: &CircleState) -> server_ws::ServerConfig
         max_message_bytes: args.max_message_bytes,
         max_in_flight: args.max_in_flight,
         max_connections: args.max_connections,
-        max_script_bytes: engine::Limits::default().max_script_bytes,
+        max_script_bytes,
         allowed_origins: args.allowed_origins.clone(),
     }
 }

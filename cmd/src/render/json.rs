@@ -10,7 +10,7 @@ use crate::status::{Header, Row, Snapshot};
 /// JSON-lines renderer.
 pub struct Json<W: Write + Send> {
     out: W,
-    last: Option<(String, Vec<Row>)>,
+    last: Option<(String, u32, Vec<Row>)>,
 }
 
 impl<W: Write + Send> Json<W> {
@@ -30,7 +30,7 @@ impl<W: Write + Send> Json<W> {
     }
 }
 
-fn without_uptimes(snap: &Snapshot) -> (String, Vec<Row>) {
+fn without_uptimes(snap: &Snapshot) -> (String, u32, Vec<Row>) {
     let rows = snap
         .circles
         .iter()
@@ -39,7 +39,7 @@ fn without_uptimes(snap: &Snapshot) -> (String, Vec<Row>) {
             ..r.clone()
         })
         .collect();
-    (snap.phase.to_string(), rows)
+    (snap.phase.to_string(), snap.redis_restarts, rows)
 }
 
 impl<W: Write + Send> Renderer for Json<W> {
@@ -53,5 +53,44 @@ impl<W: Write + Send> Renderer for Json<W> {
 
     fn finish(&mut self, _header: &Header, snap: &Snapshot) {
         self.emit(snap);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use super::*;
+
+    #[test]
+    fn a_restart_of_the_managed_redis_alone_prints_a_new_line() {
+        let header = Header {
+            redis_url: "redis://127.0.0.1:6379".into(),
+            redis_managed: true,
+            data_dir: "/tmp/x".into(),
+            log_file: None,
+            redis_restarts: Arc::default(),
+            started: Instant::now(),
+        };
+        let mut snap = Snapshot {
+            redis_url: header.redis_url.clone(),
+            redis_managed: true,
+            redis_restarts: 0,
+            data_dir: header.data_dir.clone(),
+            phase: "running",
+            uptime_secs: 1,
+            circles: Vec::new(),
+        };
+        let mut json = Json::new(Vec::new());
+        json.frame(&header, &snap);
+        snap.uptime_secs = 2;
+        json.frame(&header, &snap);
+        snap.redis_restarts = 1;
+        json.frame(&header, &snap);
+        let out = String::from_utf8(json.out).expect("utf-8");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "an uptime alone prints nothing: {out}");
+        assert!(lines[1].contains("\"redis_restarts\":1"), "{out}");
     }
 }
