@@ -93,9 +93,8 @@ fn write_json(
     depth: usize,
     out: &mut Vec<u8>,
 ) -> Result<(), Refusal> {
-    if value.is_int() {
-        let i = value.as_int().expect("checked is_int");
-        out.extend_from_slice(i.to_string().as_bytes());
+    if let Ok(i) = value.as_int() {
+        out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
     } else if value.is_string() {
         let s = value.as_immutable_string_ref().expect("checked is_string");
         if over(s.len(), bounds.max_string) {
