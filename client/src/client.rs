@@ -279,19 +279,12 @@ impl Client {
         fields::outcome(task_id, &fields)
     }
 
-    /// The counters of `queue`.
+    /// The counters of `queue` (one [`Client::stats_many`] row).
     pub async fn stats(&self, queue: &str) -> Result<QueueStats> {
-        let invocation = scripts::stats(queue);
-        let (queue_len, processed, failed, in_flight, last_beat): (
-            u64,
-            u64,
-            u64,
-            u64,
-            Option<u64>,
-        ) = self.inner.conn.invoke(&invocation).await?;
-        Ok(queue_stats((
-            queue_len, processed, failed, in_flight, last_beat,
-        )))
+        self.stats_many(&[queue])
+            .await?
+            .pop()
+            .ok_or_else(|| Error::Protocol(format!("stats of queue {queue} answered no row")))
     }
 
     /// The counters of every queue in `queues`, in order, read by one script
@@ -325,7 +318,7 @@ impl Client {
 /// Queues per script call of [`Client::stats_many`].
 pub const STATS_BATCH: usize = 256;
 
-/// A `STATS` script row as [`QueueStats`].
+/// A `STATS_MANY` script row as [`QueueStats`].
 fn queue_stats(
     (queue_len, processed, failed, in_flight, last_beat): (u64, u64, u64, u64, Option<u64>),
 ) -> QueueStats {

@@ -205,27 +205,10 @@ return {{ lost, requeued }}"
     ))
 });
 
-/// KEYS: queue, stats, workers set. ARGV: processing-list prefix of the queue.
-/// Returns `{queue_len, processed, failed, in_flight, lastHeartbeat|false}`.
-static STATS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local qlen = redis.call('LLEN', KEYS[1])
-local s = redis.call('HMGET', KEYS[2], 'processed', 'failed', 'lastHeartbeat')
-local inflight = 0
-for _, w in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-  inflight = inflight + redis.call('LLEN', ARGV[1] .. w)
-end
-local beat = false
-if s[3] then beat = tonumber(s[3]) end
-return { qlen, tonumber(s[1] or '0'), tonumber(s[2] or '0'), inflight, beat }
-"#,
-    )
-});
-
-/// [`STATS`] for many queues at once. KEYS: queue, stats, workers set of each
-/// queue in turn. ARGV: processing-list prefix of each queue. Returns one
-/// `STATS` reply per queue, in order.
+/// The counters of queues, read in one script. KEYS: queue, stats, workers
+/// set of each queue in turn. ARGV: processing-list prefix of each queue.
+/// Returns `{queue length, processed, failed, in flight, last heartbeat ms or
+/// false}` per queue, in order.
 static STATS_MANY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -254,15 +237,6 @@ pub(crate) fn stats_many(queues: &[&str]) -> ScriptInvocation<'static> {
             .key(keys::workers(queue))
             .arg(keys::processing(queue, ""));
     }
-    inv
-}
-
-pub(crate) fn stats(queue: &str) -> ScriptInvocation<'static> {
-    let mut inv = STATS.prepare_invoke();
-    inv.key(keys::tasks(queue))
-        .key(keys::stats(queue))
-        .key(keys::workers(queue))
-        .arg(keys::processing(queue, ""));
     inv
 }
 
