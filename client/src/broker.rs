@@ -508,6 +508,12 @@ impl BlockingPopper {
     /// pipelined right behind it (Redis runs it as soon as the pop returns),
     /// saving a round trip. `None` after `timeout` with nothing queued.
     pub async fn pop_and_claim(&self, timeout: Duration) -> Result<Option<Claim>> {
+        let claim_head = scripts::claim_head(
+            &self.processing_key,
+            &self.stats_key,
+            &self.worker_id,
+            self.ttl_ms,
+        );
         let mut pipe = redis::pipe();
         // Errors come back as values so a `NOSCRIPT` of the claim can be
         // told apart from a failed pop (whose error still surfaces).
@@ -518,15 +524,7 @@ impl BlockingPopper {
             .arg("RIGHT")
             .arg("LEFT")
             .arg(timeout.as_secs_f64())
-            .cmd("EVALSHA")
-            .arg(scripts::CLAIM_HEAD.get_hash())
-            .arg(2)
-            .arg(&self.processing_key)
-            .arg(&self.stats_key)
-            .arg(keys::TASK_DETAILS_PREFIX)
-            .arg(&self.worker_id)
-            .arg(now_ms())
-            .arg(self.ttl_ms);
+            .invoke_script(&claim_head);
         let (mut conn, _popping) = self.start_pop().await?;
         let (popped, claim): (redis::Value, redis::Value) = pipe
             .query_async(&mut conn)
@@ -538,16 +536,10 @@ impl BlockingPopper {
                 // Redis lost its script cache (restart, SCRIPT FLUSH): claim
                 // again, loading the script. The claim reads the head of the
                 // processing list, where the pop put the id.
-                scripts::claim_head(
-                    &self.processing_key,
-                    &self.stats_key,
-                    &self.worker_id,
-                    now_ms(),
-                    self.ttl_ms,
-                )
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| self.conn.fail(e))?
+                claim_head
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(|e| self.conn.fail(e))?
             }
             other => {
                 let value = other.extract_error().map_err(|e| self.conn.fail(e))?;

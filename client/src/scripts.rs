@@ -134,7 +134,9 @@ return c"
 /// Claims the newest id of a processing list; sent pipelined right behind a
 /// `BLMOVE` on the blocking connection, so the moved id is claimed without
 /// another round trip. KEYS: processing list, stats. ARGV: details prefix,
-/// worker id, (unused), ttl. `false` when the list is empty (the pop timed out).
+/// worker id, ttl; the time is Redis' own (`TIME`), as the pop may have
+/// blocked long. `false` when the list is empty (the pop timed out) or its
+/// head is an id this worker already holds.
 /// Sent by `EVALSHA` (the body is a few KiB); after `NOSCRIPT` (a Redis
 /// restart or `SCRIPT FLUSH`) the claim is redone with [`claim_head`], which
 /// loads it.
@@ -147,7 +149,7 @@ if not id then return false end
 -- time now, from Redis' clock.
 local t = redis.call('TIME')
 local now = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000))
-return claim(id, KEYS[1], KEYS[2], ARGV[1], ARGV[2], now, ARGV[4], true)"
+return claim(id, KEYS[1], KEYS[2], ARGV[1], ARGV[2], now, ARGV[3], true)"
     ))
 });
 
@@ -155,7 +157,6 @@ pub(crate) fn claim_head(
     processing_key: &str,
     stats_key: &str,
     worker: &str,
-    now: u64,
     ttl_ms: u64,
 ) -> ScriptInvocation<'static> {
     let mut inv = CLAIM_HEAD.prepare_invoke();
@@ -163,7 +164,6 @@ pub(crate) fn claim_head(
         .key(stats_key)
         .arg(keys::TASK_DETAILS_PREFIX)
         .arg(worker)
-        .arg(now)
         .arg(ttl_ms);
     inv
 }
