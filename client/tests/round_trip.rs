@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 /// fails it when the script starts with "fail".
 fn echo_worker(url: &str, queue: &str) -> JoinHandle<()> {
     let options = BrokerOptions::new(Duration::from_secs(60));
-    let id = format!("echo-{}", uuid_like());
+    let id = format!("echo-{}", uuid::Uuid::new_v4().simple());
     let broker = WorkerBroker::new(url, queue, &id, &options).expect("broker");
     let popper =
         BlockingPopper::new(url, queue, &id, Duration::from_millis(200), &options).expect("popper");
@@ -51,20 +51,6 @@ fn echo_worker(url: &str, queue: &str) -> JoinHandle<()> {
             }
         }
     })
-}
-
-fn uuid_like() -> String {
-    format!(
-        "{:x}",
-        std::process::id() as u128 * 1_000_003 + rand_suffix()
-    )
-}
-
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
 }
 
 #[tokio::test]
