@@ -6,12 +6,20 @@
 //! --appendonly yes` in its own process group (so a Ctrl-C on the terminal
 //! reaches only us, and Redis outlives the drain), and stop it with `SHUTDOWN`
 //! (which flushes the append-only file) when the orchestrator exits.
+//!
+//! An orchestrator that cannot run its shutdown (SIGKILL, a crash) must not
+//! leave the server behind: on Linux each server is started with a
+//! parent-death signal (`PR_SET_PDEATHSIG`, SIGTERM, on which Redis shuts
+//! down cleanly as on `SHUTDOWN`). The kernel sends it when the *thread* that
+//! forked the server ends, so every server is forked from one thread of our
+//! own ([`Spawner`]) that lives until the server was stopped.
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -38,7 +46,73 @@ pub struct ManagedRedis {
     bind: String,
     /// Its working directory (AOF, log).
     pub dir: PathBuf,
+    /// Declared last: dropped after [`Drop`] stopped the server, so its
+    /// thread never ends under a running server.
+    spawner: Spawner,
 }
+
+/// A request to the spawner thread: the command, and where to send the child.
+type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
+
+/// The thread every managed `redis-server` is forked from, so that the
+/// parent-death signal fires when the orchestrator dies, and not when some
+/// short-lived thread that happened to start the server ends (a restart runs
+/// on tokio's blocking pool, whose idle threads exit after ten seconds). The
+/// thread ends when the `Spawner` is dropped.
+#[derive(Debug)]
+struct Spawner {
+    requests: mpsc::Sender<SpawnRequest>,
+}
+
+impl Spawner {
+    fn new() -> io::Result<Spawner> {
+        let (requests, incoming) = mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("redis-spawner".into())
+            .spawn(move || {
+                for (mut command, reply) in incoming {
+                    let _ = reply.send(command.spawn());
+                }
+            })?;
+        Ok(Spawner { requests })
+    }
+
+    /// Runs `command` from the spawner thread.
+    fn spawn(&self, command: Command) -> io::Result<Child> {
+        let gone = || io::Error::other("the thread that starts redis-server is gone");
+        let (reply, child) = mpsc::channel();
+        self.requests.send((command, reply)).map_err(|_| gone())?;
+        child.recv().map_err(|_| gone())?
+    }
+}
+
+/// Asks the kernel to send the server SIGTERM when the thread that forks it
+/// ends (see the module docs); a server whose parent already died between the
+/// fork and this call is not started.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn die_with_parent(command: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the forked child before `exec`. It makes
+    // only async-signal-safe system calls (`prctl`, `getppid`) and allocates
+    // nothing (both errors are raw OS errors), as `pre_exec` requires.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::getppid() as u32 != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Without Linux's parent-death signal a SIGKILLed orchestrator leaves its
+/// server running (the next start finds and uses it).
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_command: &mut Command) {}
 
 /// Host and port of a `redis://` URL.
 pub fn host_port(url: &str) -> Option<(String, u16)> {
@@ -166,12 +240,14 @@ impl ManagedRedis {
         } else {
             host.to_string()
         };
-        let child = spawn_server(addr, &bind, &dir)?;
+        let spawner = Spawner::new().context("cannot start the thread that runs redis-server")?;
+        let child = spawn_server(&spawner, addr, &bind, &dir)?;
         let mut managed = ManagedRedis {
             child,
             addr,
             dir,
             bind,
+            spawner,
         };
         managed.wait_ready()?;
         Ok(managed)
@@ -185,7 +261,7 @@ impl ManagedRedis {
     /// Starts the server again after it died, with the same port and data
     /// (the append-only file brings queued tasks back).
     pub fn respawn(&mut self) -> anyhow::Result<()> {
-        self.child = spawn_server(self.addr, &self.bind, &self.dir)?;
+        self.child = spawn_server(&self.spawner, self.addr, &self.bind, &self.dir)?;
         self.wait_ready()
     }
 
@@ -265,8 +341,14 @@ impl Drop for ManagedRedis {
     }
 }
 
-fn spawn_server(addr: SocketAddr, bind: &str, dir: &Path) -> anyhow::Result<Child> {
-    Command::new("redis-server")
+fn spawn_server(
+    spawner: &Spawner,
+    addr: SocketAddr,
+    bind: &str,
+    dir: &Path,
+) -> anyhow::Result<Child> {
+    let mut command = Command::new("redis-server");
+    command
         .arg("--port")
         .arg(addr.port().to_string())
         .arg("--bind")
@@ -280,9 +362,9 @@ fn spawn_server(addr: SocketAddr, bind: &str, dir: &Path) -> anyhow::Result<Chil
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         // Its own process group: a terminal's Ctrl-C must not kill it before we drain.
-        .process_group(0)
-        .spawn()
-        .context("cannot run redis-server")
+        .process_group(0);
+    die_with_parent(&mut command);
+    spawner.spawn(command).context("cannot run redis-server")
 }
 
 fn tail(path: &Path) -> String {

@@ -358,6 +358,15 @@ async fn a_managed_redis_that_dies_is_restarted_and_circles_serve_again() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The restart ran on tokio's blocking pool, whose idle threads end after
+    // 10 s; the new server dies with the thread that forked it, so it must
+    // not have been that one.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert!(
+        redis_answers(redis_port),
+        "the restarted redis-server died with the thread that asked for it"
+    );
+    assert_eq!(output(&mut ws, "db::get(2)").await, "2");
     drop(ws);
     assert_eq!(
         orchestrator.stop().code(),
@@ -368,6 +377,44 @@ async fn a_managed_redis_that_dies_is_restarted_and_circles_serve_again() {
     assert!(
         !redis_answers(redis_port),
         "managed redis-server still running after exit"
+    );
+}
+
+/// Polls until nothing answers PING on `port`; false if something still does
+/// after `timeout`.
+fn redis_gone_within(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while redis_answers(port) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_orchestrator_takes_its_managed_redis_down_with_it() {
+    let (sandbox, redis_port, p, mut orchestrator) = with_managed_redis("Orphan");
+    let mut ws = connect(p).await;
+    assert_eq!(output(&mut ws, "db::insert(7)").await, "1");
+    drop(ws);
+    assert!(
+        redis_answers(redis_port),
+        "managed redis-server is not answering"
+    );
+    orchestrator.signal("KILL");
+    let status = orchestrator.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), None, "SIGKILL ends it without an exit code");
+    assert!(
+        redis_gone_within(redis_port, Duration::from_secs(15)),
+        "the managed redis-server outlived its SIGKILLed orchestrator"
+    );
+    let log = std::fs::read_to_string(sandbox.path().join(".hero/circles/redis/redis.log"))
+        .expect("read redis.log");
+    assert!(
+        log.contains("Received SIGTERM") && log.contains("ready to exit"),
+        "redis-server was not shut down gracefully (SIGTERM, AOF flushed):\n{log}"
     );
 }
 
