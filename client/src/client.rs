@@ -97,10 +97,7 @@ impl Client {
             .await
             .map_err(|reason| conn.unavailable(&reason))?;
         // Up from the start: the first subscription above succeeded.
-        let (health_tx, health_rx) = watch::channel(Health {
-            up: true,
-            generation: 0,
-        });
+        let (health_tx, health_rx) = watch::channel(Health { up: true });
         let registry = Arc::new(Registry::default());
         let listener = tokio::spawn(listener::run(
             conn.redis_client().clone(),

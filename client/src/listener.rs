@@ -17,11 +17,12 @@ use tokio::sync::{oneshot, watch};
 
 use crate::{Outcome, fields};
 
-/// Whether the listener is subscribed, and how many times it (re)subscribed.
+/// Whether the listener is subscribed. Every send wakes the waiters (a
+/// `watch` marks each send as a change, equal or not), so a waiter re-checks
+/// its task hash after each failed attempt and after each resubscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Health {
     pub up: bool,
-    pub generation: u64,
 }
 
 /// Waiters by task id.
@@ -118,7 +119,6 @@ pub(crate) async fn run(
     health: watch::Sender<Health>,
 ) {
     let mut backoff = Duration::ZERO;
-    let mut generation = health.borrow().generation;
     let mut outage_logged = false;
     loop {
         let pubsub = match first.take() {
@@ -133,21 +133,14 @@ pub(crate) async fn run(
                 }
                 backoff = Duration::ZERO;
                 if !health.borrow().up {
-                    generation += 1;
-                    health.send_replace(Health {
-                        up: true,
-                        generation,
-                    });
+                    health.send_replace(Health { up: true });
                 }
                 // Keep the sink alive: dropping it may close the connection.
                 let (_sink, mut stream) = pubsub.split();
                 while let Some(msg) = stream.next().await {
                     handle(&registry, msg.get_payload_bytes());
                 }
-                health.send_replace(Health {
-                    up: false,
-                    generation,
-                });
+                health.send_replace(Health { up: false });
                 if !outage_logged {
                     log::warn!(
                         "reply listener lost its connection to redis at {}; reconnecting",
@@ -165,10 +158,7 @@ pub(crate) async fn run(
                     );
                     outage_logged = true;
                 }
-                health.send_replace(Health {
-                    up: false,
-                    generation,
-                });
+                health.send_replace(Health { up: false });
                 backoff = if backoff.is_zero() {
                     Duration::from_millis(50)
                 } else {
