@@ -22,19 +22,12 @@ pub enum Stop {
     Cancelled,
 }
 
-impl Stop {
-    /// The token handed to Rhai's `ErrorTerminated`.
-    pub fn token(self) -> &'static str {
-        match self {
-            Stop::Timeout => TIMEOUT_TOKEN,
-            Stop::Cancelled => CANCEL_TOKEN,
-        }
-    }
-}
-
 /// Termination tokens; unique enough that a script cannot produce them (a
 /// script cannot raise `ErrorTerminated` at all).
 pub const TIMEOUT_TOKEN: &str = "circles-engine:timeout";
+/// See [`TIMEOUT_TOKEN`]: the deadline that passed was the task's
+/// (`RunControl::deadline`), not the engine's time limit.
+pub const TASK_DEADLINE_TOKEN: &str = "circles-engine:task-deadline";
 /// See [`TIMEOUT_TOKEN`].
 pub const CANCEL_TOKEN: &str = "circles-engine:cancelled";
 /// See [`TIMEOUT_TOKEN`]: the run's operation budget is spent.
@@ -144,6 +137,9 @@ struct Tick {
     stopped: Cell<Option<&'static str>>,
     /// The run's deadline.
     deadline: Cell<Option<Instant>>,
+    /// The token of a stop at the deadline: [`TIMEOUT_TOKEN`], or
+    /// [`TASK_DEADLINE_TOKEN`] when the deadline is the task's.
+    deadline_token: Cell<&'static str>,
 }
 
 impl Tick {
@@ -154,10 +150,11 @@ impl Tick {
             max_ops: Cell::new(u64::MAX),
             stopped: Cell::new(None),
             deadline: Cell::new(None),
+            deadline_token: Cell::new(TIMEOUT_TOKEN),
         }
     }
 
-    fn start(&self, deadline: Instant, max_operations: u64) {
+    fn start(&self, deadline: Instant, deadline_token: &'static str, max_operations: u64) {
         let max_ops = if max_operations == 0 {
             u64::MAX
         } else {
@@ -168,6 +165,7 @@ impl Tick {
         self.next.set(next_event(0, max_ops));
         self.stopped.set(None);
         self.deadline.set(Some(deadline));
+        self.deadline_token.set(deadline_token);
     }
 
     fn clear(&self) {
@@ -197,9 +195,9 @@ impl Tick {
             return Some(OPERATIONS_TOKEN);
         }
         if n % CHECK_EVERY_OPS == 0
-            && let Some(stop) = self.should_stop()
+            && let Some(token) = self.should_stop()
         {
-            self.stop_with(stop.token());
+            self.stop_with(token);
         }
         match self.stopped.get() {
             Some(token) => {
@@ -213,16 +211,16 @@ impl Tick {
         }
     }
 
-    /// Whether the run must stop now.
-    fn should_stop(&self) -> Option<Stop> {
+    /// Whether the run must stop now, and with which token.
+    fn should_stop(&self) -> Option<&'static str> {
         let cancelled = CURRENT.with(|c| {
             c.try_borrow()
                 .is_ok_and(|s| s.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)))
         });
         if cancelled {
-            Some(Stop::Cancelled)
+            Some(CANCEL_TOKEN)
         } else if self.deadline.get().is_some_and(|d| clock::now() >= d) {
-            Some(Stop::Timeout)
+            Some(self.deadline_token.get())
         } else {
             None
         }
@@ -265,15 +263,18 @@ pub fn tick() -> Option<&'static str> {
     })
 }
 
-/// Activates this thread's run state until the guard is dropped.
+/// Activates this thread's run state until the guard is dropped. A stop at
+/// `deadline` fails the run with `deadline_token` ([`TIMEOUT_TOKEN`] or
+/// [`TASK_DEADLINE_TOKEN`]).
 pub fn install(
     deadline: Instant,
+    deadline_token: &'static str,
     cancel: &Arc<AtomicBool>,
     max_printed: usize,
     max_writes: usize,
     max_operations: u64,
 ) -> Installed {
-    TICK.with(|t| t.start(deadline, max_operations));
+    TICK.with(|t| t.start(deadline, deadline_token, max_operations));
     CURRENT.with(|c| {
         let mut s = c.borrow_mut();
         debug_assert!(!s.active, "runs never nest on one thread");
@@ -351,7 +352,14 @@ mod tests {
     #[test]
     fn the_operation_limit_stops_the_first_operation_over_it_and_every_later_one() {
         let far = clock::add(clock::now(), std::time::Duration::from_secs(60));
-        let run = install(far, &Arc::new(AtomicBool::new(false)), 0, 0, 600);
+        let run = install(
+            far,
+            TIMEOUT_TOKEN,
+            &Arc::new(AtomicBool::new(false)),
+            0,
+            0,
+            600,
+        );
         assert!(ticks(600).iter().all(Option::is_none));
         assert_eq!(ticks(3), vec![Some(OPERATIONS_TOKEN); 3]);
         drop(run);
@@ -361,17 +369,17 @@ mod tests {
     #[test]
     fn deadline_and_cancel_are_seen_at_each_check_and_stick() {
         let cancel = Arc::new(AtomicBool::new(false));
-        let run = install(clock::now(), &cancel, 0, 0, 0);
+        let run = install(clock::now(), TASK_DEADLINE_TOKEN, &cancel, 0, 0, 0);
         let first = ticks(CHECK_EVERY_OPS);
         assert!(first[..first.len() - 1].iter().all(Option::is_none));
-        assert_eq!(first.last(), Some(&Some(TIMEOUT_TOKEN)));
-        assert_eq!(ticks(2), vec![Some(TIMEOUT_TOKEN); 2]);
-        assert_eq!(stopped(), Some(TIMEOUT_TOKEN));
+        assert_eq!(first.last(), Some(&Some(TASK_DEADLINE_TOKEN)));
+        assert_eq!(ticks(2), vec![Some(TASK_DEADLINE_TOKEN); 2]);
+        assert_eq!(stopped(), Some(TASK_DEADLINE_TOKEN));
         drop(run);
         assert_eq!(stopped(), None);
 
         let far = clock::add(clock::now(), std::time::Duration::from_secs(60));
-        let run = install(far, &cancel, 0, 0, 0);
+        let run = install(far, TIMEOUT_TOKEN, &cancel, 0, 0, 0);
         assert!(ticks(CHECK_EVERY_OPS * 3).iter().all(Option::is_none));
         cancel.store(true, Ordering::Relaxed);
         let after = ticks(CHECK_EVERY_OPS);
@@ -383,7 +391,14 @@ mod tests {
     #[test]
     fn a_stop_marked_by_a_function_fails_the_next_operation() {
         let far = clock::add(clock::now(), std::time::Duration::from_secs(60));
-        let run = install(far, &Arc::new(AtomicBool::new(false)), 0, 0, 0);
+        let run = install(
+            far,
+            TIMEOUT_TOKEN,
+            &Arc::new(AtomicBool::new(false)),
+            0,
+            0,
+            0,
+        );
         assert_eq!(tick(), None);
         stop_with(NESTING_TOKEN);
         stop_with(TIMEOUT_TOKEN);

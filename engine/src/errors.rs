@@ -5,7 +5,9 @@
 
 use rhai::{EvalAltResult, ParseError, ParseErrorType, Position};
 
-use crate::context::{CANCEL_TOKEN, NESTING_TOKEN, OPERATIONS_TOKEN, TIMEOUT_TOKEN};
+use crate::context::{
+    CANCEL_TOKEN, NESTING_TOKEN, OPERATIONS_TOKEN, TASK_DEADLINE_TOKEN, TIMEOUT_TOKEN,
+};
 use crate::dbfns::DbFault;
 use crate::{ErrorKind, Limits, ScriptError};
 
@@ -158,8 +160,10 @@ fn eval_kind(err: EvalAltResult, limits: &Limits) -> (ErrorKind, String) {
             }
             let text = token.into_immutable_string().ok();
             match text.as_ref().map(|s| s.as_str()) {
-                // Which deadline passed is known to the run, which rewords it.
                 Some(TIMEOUT_TOKEN) => (ErrorKind::Timeout, time_limit_message(limits)),
+                Some(TASK_DEADLINE_TOKEN) => {
+                    (ErrorKind::Timeout, TASK_DEADLINE_MESSAGE.to_string())
+                }
                 Some(OPERATIONS_TOKEN) => (ErrorKind::Limit, operations_message(limits)),
                 Some(NESTING_TOKEN) => (ErrorKind::Limit, crate::nesting::refusal_message()),
                 Some(CANCEL_TOKEN) => (ErrorKind::Cancelled, "script was cancelled".to_string()),

@@ -50,6 +50,16 @@ impl Deadline {
         }
     }
 
+    /// The token a run stopped at this deadline fails with; its error
+    /// message is [`Deadline::message`].
+    fn token(self) -> &'static str {
+        if self.from_task {
+            context::TASK_DEADLINE_TOKEN
+        } else {
+            context::TIMEOUT_TOKEN
+        }
+    }
+
     fn message(self, engine: &CircleEngine) -> String {
         if self.from_task {
             errors::TASK_DEADLINE_MESSAGE.to_string()
@@ -151,10 +161,8 @@ fn too_large(what: &str, len: usize, limit: &str, max: usize) -> ScriptError {
 #[inline(never)]
 fn eval_error(
     result: std::thread::Result<Result<Dynamic, Box<rhai::EvalAltResult>>>,
-    engine: &CircleEngine,
-    deadline: Deadline,
+    limits: &crate::Limits,
 ) -> ScriptError {
-    let limits = &engine.limits;
     let err = match result {
         Ok(Err(err)) => *err,
         Ok(Ok(_)) => rhai::EvalAltResult::ErrorTerminated(
@@ -168,15 +176,7 @@ fn eval_error(
             return ScriptError::new(ErrorKind::Internal, "internal error in the script engine");
         }
     };
-    let mut e = errors::from_eval(err, limits);
-    // Rhai's error only says a deadline passed; the run knows which.
-    let generic = errors::time_limit_message(limits);
-    if e.kind == ErrorKind::Timeout && deadline.from_task {
-        if let Some(rest) = e.message.strip_prefix(&generic) {
-            e.message = format!("{}{rest}", deadline.message(engine));
-        }
-    }
-    e
+    errors::from_eval(err, limits)
 }
 
 /// Waits for the run lock held by another run, then re-checks the deadline
@@ -244,6 +244,7 @@ pub fn run(
 
     let installed = context::install(
         deadline.at,
+        deadline.token(),
         &control.cancel,
         limits.max_output_bytes,
         limits.max_writes,
@@ -252,7 +253,7 @@ pub fn run(
     let result = catch_unwind(AssertUnwindSafe(|| engine.rhai.eval_ast::<Dynamic>(ast)));
     let value = match result {
         Ok(Ok(value)) if context::stopped().is_none() => value,
-        other => return Err(eval_error(other, engine, deadline)),
+        other => return Err(eval_error(other, limits)),
     };
     if value.is_array() || value.is_map() {
         check_sizes(&value, limits, 0)?;
