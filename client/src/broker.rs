@@ -134,7 +134,12 @@ fn parse_claim(reply: Option<Vec<String>>) -> Result<Option<Claim>> {
         },
         "invalid" => Claim::Invalid {
             task_id: id,
-            reason: "it has no script; ended as error".to_owned(),
+            reason: format!(
+                "{}; ended as error",
+                reply
+                    .get(2)
+                    .map_or("it is not a valid task", String::as_str)
+            ),
         },
         "skipped" => Claim::Skipped {
             task_id: id,

@@ -40,11 +40,15 @@ end
 "#;
 
 /// Claims a task already moved into the processing list.
-/// Returns `{'run', id, script, deadline}` or `{'expired'|'missing'|'skipped'|'invalid', id}`.
+/// Returns `{'run', id, script, deadline}`, `{'invalid', id, reason}`,
+/// `{'skipped', id, status}` or `{'expired'|'missing', id}`. Writes
+/// `createdAt` (DESIGN §3: a field the system writes) when the submitter did
+/// not, as a third-party submitter may not.
 const CLAIM: &str = r#"
 local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
   local dkey = prefix .. id
-  local h = redis.call('HMGET', dkey, 'status', 'script', 'deadline', 'workerId', 'replyTo')
+  local h = redis.call('HMGET', dkey, 'status', 'script', 'deadline', 'workerId', 'replyTo',
+    'createdAt')
   local status, script, deadline = h[1], h[2], h[3]
   -- A hash with a status or a script exists: only ask when both are absent.
   if not status and not script and redis.call('EXISTS', dkey) == 0 then
@@ -52,7 +56,7 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
     -- still ends as error, in a hash made for it, so whoever waits sees why.
     finish(dkey, id, plist, stats, now, ttl, { 'status', 'error', 'errorKind', 'invalid',
       'error', 'task details hash ' .. dkey .. ' did not exist when a worker took the id' ..
-      ' (a submitter must write the hash before pushing the id)' }, nil, nil)
+      ' (a submitter must write the hash before pushing the id)', 'createdAt', now }, nil, nil)
     return { 'missing', id }
   end
   -- 'processing' by this very worker: claimed, but the reply was lost before
@@ -63,23 +67,36 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
   if fresh and status == 'processing' and h[4] == worker then
     return false
   end
-  if status and status ~= 'pending' and not (status == 'processing' and h[4] == worker) then
+  -- Ended already, or another worker's: not ours to touch.
+  if status == 'completed' or status == 'error'
+      or (status == 'processing' and h[4] ~= worker) then
     redis.call('LREM', plist, 1, id)
     return { 'skipped', id, status }
   end
+  -- From here on the task ends or runs here; the fields the system writes
+  -- get written, createdAt included when the submitter left it out.
+  local created = {}
+  if not h[6] then created = { 'createdAt', now } end
+  local function failed(kind, message)
+    local fields = { 'status', 'error', 'errorKind', kind, 'error', message }
+    for _, v in ipairs(created) do fields[#fields + 1] = v end
+    finish(dkey, id, plist, stats, now, ttl, fields, nil, h[5])
+  end
+  if status and status ~= 'pending' and status ~= 'processing' then
+    local why = 'unknown status "' .. status .. '" (a task is submitted as "pending")'
+    failed('invalid', why)
+    return { 'invalid', id, why }
+  end
   if not script then
-    finish(dkey, id, plist, stats, now, ttl, { 'status', 'error', 'errorKind', 'invalid',
-      'error', 'task has no script field' }, nil, h[5])
-    return { 'invalid', id }
+    failed('invalid', 'task has no script field')
+    return { 'invalid', id, 'it has no script' }
   end
   if deadline and tonumber(deadline) and tonumber(now) > tonumber(deadline) then
-    finish(dkey, id, plist, stats, now, ttl, { 'status', 'error', 'errorKind', 'expired',
-      'error', 'task expired before it ran: its deadline passed while it waited in the queue' },
-      nil, h[5])
+    failed('expired', 'task expired before it ran: its deadline passed while it waited in the queue')
     return { 'expired', id }
   end
   redis.call('HSET', dkey, 'status', 'processing', 'workerId', worker, 'startedAt', now,
-    'updatedAt', now)
+    'updatedAt', now, unpack(created))
   return { 'run', id, script, deadline or '' }
 end
 "#;

@@ -112,7 +112,15 @@ async fn a_third_party_task_with_only_script_and_status_runs() {
         hget(&mut conn, "legacy-1", "output").await.as_deref(),
         Some("42")
     );
-    assert!(hget(&mut conn, "legacy-1", "updatedAt").await.is_some());
+    // The system writes the time fields (DESIGN §3) even when the submitter
+    // did not.
+    for field in ["createdAt", "startedAt", "updatedAt"] {
+        let at = hget(&mut conn, "legacy-1", field).await.unwrap_or_default();
+        assert!(
+            at.parse::<u64>().is_ok_and(|ms| ms > 1_600_000_000_000),
+            "{field} is a time in ms: {at:?}"
+        );
+    }
     worker.stop().await;
 }
 
@@ -121,11 +129,18 @@ async fn an_id_pushed_without_a_hash_or_without_a_script_ends_as_error_with_the_
     let redis = testkit::RedisServer::start();
     let worker = TestWorker::start(&redis.url(), "broken");
     let mut conn = raw(&redis.url()).await;
-    // A submitter that pushes an id and never writes its hash, and one that
-    // writes a hash without a script; then a good task behind them.
+    // A submitter that pushes an id and never writes its hash, one that
+    // writes a hash without a script, one with a status the protocol does
+    // not know; then a good task behind them.
     let _: () = redis::cmd("HSET")
         .arg("rhai_task_details:no-script")
         .arg(&[("status", "pending")])
+        .query_async(&mut conn)
+        .await
+        .expect("hset");
+    let _: () = redis::cmd("HSET")
+        .arg("rhai_task_details:odd-status")
+        .arg(&[("script", "db::insert(1)"), ("status", "queued")])
         .query_async(&mut conn)
         .await
         .expect("hset");
@@ -137,7 +152,7 @@ async fn an_id_pushed_without_a_hash_or_without_a_script_ends_as_error_with_the_
         .expect("hset");
     let _: () = redis::cmd("LPUSH")
         .arg("rhai_tasks:broken")
-        .arg(&["no-hash", "no-script", "fine"])
+        .arg(&["no-hash", "no-script", "odd-status", "fine"])
         .query_async(&mut conn)
         .await
         .expect("lpush");
@@ -157,6 +172,7 @@ async fn an_id_pushed_without_a_hash_or_without_a_script_ends_as_error_with_the_
     for (id, says) in [
         ("no-hash", "rhai_task_details:no-hash did not exist"),
         ("no-script", "no script"),
+        ("odd-status", "unknown status \"queued\""),
     ] {
         assert_eq!(
             hget(&mut conn, id, "status").await.as_deref(),
@@ -170,6 +186,10 @@ async fn an_id_pushed_without_a_hash_or_without_a_script_ends_as_error_with_the_
         );
         let error = hget(&mut conn, id, "error").await.unwrap_or_default();
         assert!(error.contains(says), "{id}: {error}");
+        assert!(
+            hget(&mut conn, id, "createdAt").await.is_some(),
+            "{id}: the system writes createdAt"
+        );
         let ttl: i64 = redis::cmd("PTTL")
             .arg(client::keys::task_details(id))
             .query_async(&mut conn)
@@ -182,8 +202,8 @@ async fn an_id_pushed_without_a_hash_or_without_a_script_ends_as_error_with_the_
     }
     let client = Client::connect(&redis.url()).await.expect("connect");
     let stats = client.stats("broken").await.expect("stats");
-    assert_eq!((stats.processed, stats.failed, stats.queue_len), (1, 2, 0));
-    assert_eq!(worker.status.counts(), (1, 2));
+    assert_eq!((stats.processed, stats.failed, stats.queue_len), (1, 3, 0));
+    assert_eq!(worker.status.counts(), (1, 3));
     assert_eq!(stats.in_flight, 0);
     assert!(
         keys(&mut conn, &client::keys::processing("broken", "*"))
