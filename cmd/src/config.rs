@@ -78,16 +78,26 @@ pub fn parse(text: &str) -> Result<Vec<CircleConfig>, String> {
     if elements.is_empty() {
         return Err("the array of circles is empty: define at least one circle".to_string());
     }
+    // Each element is decoded from its own text, not from the parsed value:
+    // a parsed object keeps only the last of two equal keys, so a duplicated
+    // field would pass silently.
+    let raws: Vec<&serde_json::value::RawValue> =
+        serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
     let mut circles = Vec::with_capacity(elements.len());
-    for (index, element) in elements.iter().enumerate() {
+    for (index, (element, raw)) in elements.iter().zip(&raws).enumerate() {
         if !element.is_object() {
             return Err(format!(
                 "circle at index {index}: expected an object {{\"id\", \"name\", \"port\"}}, found {}",
                 kind_of(element)
             ));
         }
-        let circle = CircleConfig::deserialize(element)
-            .map_err(|e| format!("{}: {e}", describe_raw(index, element)))?;
+        let circle = serde_json::from_str::<CircleConfig>(raw.get()).map_err(|e| {
+            format!(
+                "{}: {}",
+                describe_raw(index, element),
+                in_file(text, raw, &e)
+            )
+        })?;
         circles.push(circle);
     }
     check_values_and_duplicates(&circles)?;
@@ -169,6 +179,27 @@ fn describe_raw(index: usize, element: &serde_json::Value) -> String {
     }
 }
 
+/// The message of `e`, an error in decoding `raw` (a slice of `text`), with
+/// its position in the whole file rather than in the element.
+fn in_file(text: &str, raw: &serde_json::value::RawValue, e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    let local = format!(" at line {} column {}", e.line(), e.column());
+    let Some(bare) = message.strip_suffix(&local) else {
+        return message;
+    };
+    // `raw` borrows from `text`: its offset is the distance between the two.
+    let offset = (raw.get().as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
+    let before = &text[..offset.min(text.len())];
+    let start_line = before.matches('\n').count() + 1;
+    let start_column = before.chars().rev().take_while(|&c| c != '\n').count() + 1;
+    let (line, column) = if e.line() <= 1 {
+        (start_line, start_column + e.column().saturating_sub(1))
+    } else {
+        (start_line + e.line() - 1, e.column())
+    };
+    format!("{bare} at line {line} column {column}")
+}
+
 fn kind_of(value: &serde_json::Value) -> &'static str {
     match value {
         serde_json::Value::Null => "null",
@@ -186,6 +217,23 @@ mod tests {
 
     fn err(text: &str) -> String {
         parse(text).expect_err("must be rejected")
+    }
+
+    #[test]
+    fn a_duplicated_field_is_refused_with_its_position_in_the_file() {
+        let text = "[\n {\"id\": 1, \"name\": \"A\", \"port\": 8081, \"port\": 9}\n]";
+        let e = err(text);
+        assert!(e.contains("circle at index 0"), "{e}");
+        assert!(e.contains("duplicate field `port`"), "{e}");
+        // The second "port" key's closing quote is at line 2, column 44 of
+        // the file (the element starts at column 2: the position is the
+        // file's, not the element's).
+        assert!(e.ends_with("at line 2 column 44"), "{e}");
+        let e = err("[{\"id\": 1, \"name\": \"A\", \"name\": \"B\", \"port\": 1}]");
+        assert!(
+            e.contains("duplicate field `name`") && e.contains("line 1"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -69,6 +69,16 @@ fn unknown_field_exits_2_so_a_typo_cannot_pass() {
 }
 
 #[test]
+fn a_field_written_twice_in_one_circle_exits_2_with_its_place_in_the_file() {
+    // A JSON object keeps the last of two equal keys; the second port must
+    // not silently win.
+    assert_rejected(
+        "[\n  {\"id\": 1, \"name\": \"A\", \"port\": 8081},\n  {\"id\": 2, \"name\": \"B\", \"port\": 8082, \"port\": 8083}\n]",
+        &["index 1", "duplicate field `port`", "line 3 column"],
+    );
+}
+
+#[test]
 fn duplicate_id_port_name_and_queue_exit_2_naming_both_circles() {
     assert_rejected(
         r#"[{"id": 1, "name": "A", "port": 8081}, {"id": 1, "name": "B", "port": 8082}]"#,
