@@ -82,7 +82,7 @@ pub struct RunArgs {
     pub no_managed_redis: bool,
 
     /// How long a `play` request waits for its result (e.g. 30s, 500ms, 2m).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = positive_duration)]
     pub task_timeout: Duration,
 
     /// On shutdown, how long running scripts may go on before they are cancelled.
@@ -90,15 +90,15 @@ pub struct RunArgs {
     pub shutdown_grace: Duration,
 
     /// Wall-clock budget of one script run (engine limit; compilation included).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
     pub script_timeout: Duration,
 
     /// Rhai operations one script may perform (engine limit).
-    #[arg(long, default_value_t = 10_000_000)]
+    #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_operations: u64,
 
     /// How long finished task results stay in Redis.
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = positive_duration)]
     pub result_ttl: Duration,
 
     /// An extra WebSocket `Origin` to accept besides absent and loopback ones (repeatable).
@@ -106,35 +106,35 @@ pub struct RunArgs {
     pub allowed_origins: Vec<String>,
 
     /// Largest WebSocket message accepted, in bytes.
-    #[arg(long, default_value_t = server_ws::DEFAULT_MAX_MESSAGE_BYTES)]
+    #[arg(long, default_value_t = server_ws::DEFAULT_MAX_MESSAGE_BYTES, value_parser = positive_count)]
     pub max_message_bytes: usize,
 
     /// Requests in flight per WebSocket connection.
-    #[arg(long, default_value_t = server_ws::DEFAULT_MAX_IN_FLIGHT)]
+    #[arg(long, default_value_t = server_ws::DEFAULT_MAX_IN_FLIGHT, value_parser = positive_count)]
     pub max_in_flight: usize,
 
     /// WebSocket connections per circle.
-    #[arg(long, default_value_t = server_ws::DEFAULT_MAX_CONNECTIONS)]
+    #[arg(long, default_value_t = server_ws::DEFAULT_MAX_CONNECTIONS, value_parser = positive_count)]
     pub max_connections: usize,
 
     /// Server-side timeout of a worker's blocking pop. Shutdown does not wait
     /// for it (a blocked pop is woken with CLIENT UNBLOCK); shorter only means
     /// more idle Redis traffic.
-    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    #[arg(long, default_value = "20s", value_parser = positive_duration)]
     pub worker_pop_timeout: Duration,
 
     /// How often each worker refreshes its heartbeat (and, when other workers
     /// share its queue, looks for dead ones); a worker silent for 3 heartbeats
     /// is dead and its running task is ended as an error.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = positive_duration)]
     pub worker_heartbeat: Duration,
 
     /// How often each worker looks for dead workers' leftovers.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
     pub worker_reap_interval: Duration,
 
     /// How often the live table and JSON snapshots are refreshed.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = positive_duration)]
     pub refresh: Duration,
 
     /// Log file in live mode [default: DATA_DIR/orchestrator.log].
@@ -178,6 +178,24 @@ pub struct PlayArgs {
     pub json: bool,
 }
 
+/// [`parse_duration`] for an option where zero makes no sense (a timeout
+/// that has always passed, an interval that would spin).
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err(format!("`{text}` is zero; it must be more than 0")),
+        d => Ok(d),
+    }
+}
+
+/// A count of at least 1 (0 would refuse everything, or make no sense).
+fn positive_count(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("0 is not allowed; it must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("`{text}` is not a count: {e}")),
+    }
+}
+
 /// Parses `500ms`, `10s`, `2m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -215,6 +233,37 @@ mod tests {
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5 weeks").is_err());
+    }
+
+    #[test]
+    fn options_where_zero_makes_no_sense_refuse_it_naming_the_option() {
+        for (option, zero) in [
+            ("--task-timeout", "0s"),
+            ("--script-timeout", "0ms"),
+            ("--result-ttl", "0"),
+            ("--worker-pop-timeout", "0s"),
+            ("--worker-heartbeat", "0s"),
+            ("--worker-reap-interval", "0s"),
+            ("--refresh", "0s"),
+            ("--max-operations", "0"),
+            ("--max-message-bytes", "0"),
+            ("--max-in-flight", "0"),
+            ("--max-connections", "0"),
+        ] {
+            let e = Cli::try_parse_from(["c", option, zero]).expect_err(option);
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{option}"
+            );
+            assert!(e.to_string().contains(option), "{option}: {e}");
+        }
+        // A zero grace is meaningful: cancel running scripts at once.
+        let cli = Cli::try_parse_from(["c", "--shutdown-grace", "0s"]).expect("zero grace");
+        assert_eq!(cli.run.shutdown_grace, Duration::ZERO);
+        let cli = Cli::try_parse_from(["c", "--max-in-flight", "1", "--max-operations", "1"])
+            .expect("ones");
+        assert_eq!((cli.run.max_in_flight, cli.run.max_operations), (1, 1));
     }
 
     #[test]
