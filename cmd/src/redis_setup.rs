@@ -217,8 +217,14 @@ pub fn ensure(url: &str, data_dir: &Path, allow_managed: bool) -> anyhow::Result
         .first()
         .copied()
         .context("the Redis host resolved to no address")?;
-    let managed = ManagedRedis::start(addr, &host, data_dir)
-        .with_context(|| format!("redis is unreachable: {tried}; then starting a managed redis-server on port {port} failed"))?;
+    let managed = ManagedRedis::start(addr, &host, data_dir).with_context(|| {
+        format!(
+            "redis is unreachable: {tried}; then starting a managed redis-server on port \
+                 {port} failed. Fix: redis-server says why below (often another program holds \
+                 port {port}: free it, or name another port in --redis-url), or start Redis \
+                 yourself and pass --redis-url"
+        )
+    })?;
     log::info!(
         "started a managed redis-server (pid {}) on {addr} (data in {})",
         managed.pid(),

@@ -158,7 +158,13 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let client = tokio::select! {
         c = client::Client::connect(redis_url) => c.with_context(|| {
-            format!("cannot connect the task client to redis at {}", redact_url(redis_url))
+            format!(
+                "cannot connect the task client to redis at {}. Fix: a Redis that wants a \
+                 password gets it in the URL (redis://:PASSWORD@HOST:PORT, or \
+                 redis://USER:PASSWORD@HOST:PORT); it must be Redis 6.2 or newer; the cause \
+                 below is Redis' own answer",
+                redact_url(redis_url)
+            )
         })?,
         s = signals.next() => bail!("{s} during start-up; nothing was started"),
     };

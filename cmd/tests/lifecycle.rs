@@ -226,6 +226,57 @@ fn unreachable_redis_with_managed_mode_off_exits_1_saying_what_was_tried() {
 }
 
 #[test]
+fn a_port_held_by_something_that_is_not_redis_fails_the_managed_start_with_a_fix() {
+    // Accepts connections (the kernel does, into the backlog) but never
+    // answers: not a Redis, and redis-server cannot bind the port.
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken = squatter.local_addr().expect("addr").port();
+    let url = format!("redis://127.0.0.1:{taken}");
+    let (code, err) = start_fails(&[], &["--redis-url", &url]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("tried {url} (connected but got no reply")),
+        "{err}"
+    );
+    assert!(
+        err.contains("starting a managed redis-server")
+            && err.contains("Fix:")
+            && err.contains(&format!("port {taken}")),
+        "{err}"
+    );
+    assert!(
+        err.contains("Address already in use"),
+        "redis-server's own reason is shown: {err}"
+    );
+    drop(squatter);
+}
+
+#[test]
+fn a_redis_that_wants_a_password_fails_the_start_with_a_fix() {
+    let redis = testkit::RedisServer::start();
+    let mut c = TcpStream::connect(("127.0.0.1", redis.port())).expect("connect");
+    c.write_all(b"CONFIG SET requirepass hunter2\r\n")
+        .expect("write");
+    let mut ok = [0u8; 5];
+    c.read_exact(&mut ok).expect("read");
+    assert_eq!(&ok, b"+OK\r\n");
+    let (code, err) = start_fails(&[], &["--redis-url", &redis.url()]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("cannot connect the task client") && err.contains("Fix:"),
+        "{err}"
+    );
+    assert!(
+        err.contains("redis://:PASSWORD@HOST:PORT"),
+        "names where the password goes: {err}"
+    );
+    assert!(
+        err.contains("NOAUTH") || err.contains("uthentication"),
+        "Redis' own answer is shown: {err}"
+    );
+}
+
+#[test]
 fn managed_mode_is_turned_off_by_the_environment_with_1_as_well_as_true() {
     for value in ["1", "true", "yes"] {
         let url = dead_redis_url();
