@@ -43,7 +43,8 @@ pub enum Output {
     Auto,
     /// The table redrawn in place on the terminal.
     Live,
-    /// The table once when every circle is up, then one line per change.
+    /// The table once every circle has settled (up or visibly failing; at
+    /// most 15 s after start), then one line per change.
     Plain,
     /// One JSON snapshot per line whenever something changes.
     Json,
