@@ -213,10 +213,16 @@ pub fn ensure(url: &str, data_dir: &Path, allow_managed: bool) -> anyhow::Result
              `sudo apt-get install -y redis-server`), or start Redis yourself and pass --redis-url"
         );
     }
-    let addr = addrs
-        .first()
-        .copied()
-        .context("the Redis host resolved to no address")?;
+    // The managed server binds 127.0.0.1 for `localhost` (see `start`), so it
+    // is waited for there, even where `localhost` resolves to ::1 first.
+    let addr = if host == "localhost" {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    } else {
+        addrs
+            .first()
+            .copied()
+            .context("the Redis host resolved to no address")?
+    };
     let managed = ManagedRedis::start(addr, &host, data_dir).with_context(|| {
         format!(
             "redis is unreachable: {tried}; then starting a managed redis-server on port \

@@ -58,10 +58,27 @@ fn check_redis_url(url: &str) -> anyhow::Result<()> {
     }
 }
 
+/// A `--host` that does not resolve is a usage error (exit 2), found before
+/// Redis is looked for or started. Whether the address can be bound is only
+/// known when each circle binds it (exit 1, naming the circle).
+fn check_host(host: &str) -> anyhow::Result<()> {
+    use std::net::ToSocketAddrs;
+    match (host, 0).to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(crate::UsageError(format!("--host {host} resolves to no address")).into()),
+        Err(e) => Err(crate::UsageError(format!(
+            "--host {host} is not an address or a name this machine resolves ({e}); for \
+             example 127.0.0.1, 0.0.0.0 or ::1"
+        ))
+        .into()),
+    }
+}
+
 /// Runs the orchestrator until a signal; returns after a clean shutdown.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let circles = config::load(&args.config)?;
     check_redis_url(&args.redis_url)?;
+    check_host(&args.host)?;
     let data_dir = match &args.data_dir {
         Some(d) => d.clone(),
         None => default_data_dir()?,

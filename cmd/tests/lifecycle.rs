@@ -302,6 +302,17 @@ fn a_malformed_redis_url_is_a_usage_error_exiting_2() {
 }
 
 #[test]
+fn an_unresolvable_host_is_a_usage_error_before_redis_is_looked_for() {
+    // A dead Redis URL with managed mode on: were the host checked only
+    // when circles bind, a managed redis-server would be started first.
+    let url = dead_redis_url();
+    let (code, err) = start_fails(&[], &["--host", "no such host!", "--redis-url", &url]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--host no such host!"), "{err}");
+    assert!(!err.contains("redis"), "nothing about Redis yet: {err}");
+}
+
+#[test]
 fn without_redis_server_on_path_the_error_says_how_to_install_it() {
     let empty_bin = tempfile::tempdir().expect("tempdir");
     let path = empty_bin.path().to_str().expect("utf-8 temp path");
