@@ -331,3 +331,82 @@ async fn a_client_serves_callers_on_other_runtimes() {
     }
     worker.abort();
 }
+
+/// Neither the submit timeout nor the fallback poll can deliver a result
+/// within this; only the notification can.
+const NOTIFIED_WITHIN: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn results_arrive_by_notification_with_the_fallback_poll_an_hour_away() {
+    let redis = testkit::RedisServer::start();
+    let worker = echo_worker(&redis.url(), "alpha");
+    let mut options = client::ClientOptions::default();
+    options.fallback_poll = Duration::from_secs(3600);
+    let client = Client::connect_with(&redis.url(), options)
+        .await
+        .expect("connect");
+    let submit = SubmitOptions {
+        timeout: Duration::from_secs(3600),
+    };
+    for i in 0..5 {
+        let script = format!("task {i}");
+        let outcome = tokio::time::timeout(NOTIFIED_WITHIN, client.run("alpha", &script, &submit))
+            .await
+            .expect("no result without the notification: the push path is broken")
+            .expect("run");
+        match outcome {
+            Outcome::Completed(out) => assert_eq!(out.output, script),
+            other => panic!("expected completed, got {other:?}"),
+        }
+    }
+    worker.abort();
+}
+
+#[tokio::test]
+async fn a_lost_notification_is_covered_by_the_fallback_poll() {
+    let redis = testkit::RedisServer::start();
+    let mut options = client::ClientOptions::default();
+    options.fallback_poll = Duration::from_millis(200);
+    let client = Client::connect_with(&redis.url(), options)
+        .await
+        .expect("connect");
+    // A worker that writes the result into the hash and never publishes
+    // (a third-party worker, or a notification lost on the way).
+    let url = redis.url();
+    let silent = tokio::spawn(async move {
+        let mut conn = redis::Client::open(url)
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        loop {
+            let id: Option<String> = redis::cmd("RPOP")
+                .arg(client::keys::tasks("alpha"))
+                .query_async(&mut conn)
+                .await
+                .expect("rpop");
+            let Some(id) = id else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            let _: () = redis::cmd("HSET")
+                .arg(client::keys::task_details(&id))
+                .arg(&[("status", "completed"), ("output", "quietly done")])
+                .query_async(&mut conn)
+                .await
+                .expect("hset");
+        }
+    });
+    let submit = SubmitOptions {
+        timeout: Duration::from_secs(3600),
+    };
+    let outcome = tokio::time::timeout(NOTIFIED_WITHIN, client.run("alpha", "x", &submit))
+        .await
+        .expect("the fallback poll never read the finished hash")
+        .expect("run");
+    match outcome {
+        Outcome::Completed(out) => assert_eq!(out.output, "quietly done"),
+        other => panic!("expected completed, got {other:?}"),
+    }
+    silent.abort();
+}
