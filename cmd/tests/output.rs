@@ -257,3 +257,56 @@ async fn live_mode_in_a_real_terminal_redraws_the_table_in_place_without_garbage
         "logs went to the file:\n{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_environment_names_redis_and_the_data_dir_and_a_pipe_gets_plain_output() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let p = port();
+    let config = sandbox.circles(&[(1, "Env", p)]);
+    let data = sandbox.path().join("from-env");
+    let mut cmd = sandbox.command();
+    // No --redis-url, --data-dir or --output: the environment and the pipe decide.
+    cmd.arg(&config)
+        .env("REDIS_URL", redis.url())
+        .env("CIRCLES_DATA_DIR", &data)
+        .env("CIRCLES_NO_MANAGED_REDIS", "1")
+        .args(["--result-ttl", "90s"]);
+    let mut o = Orchestrator::spawn(cmd);
+    o.wait_table();
+    let out = o.stdout();
+    let first = out.lines().next().expect("a header line");
+    assert!(first.contains(&redis.url()), "{out}");
+    assert!(first.contains(&data.display().to_string()), "{out}");
+    assert!(out.contains("| Env "), "the plain table:\n{out}");
+    assert!(
+        !out.contains('\u{1b}'),
+        "no terminal escapes on a pipe:\n{out}"
+    );
+
+    let mut ws = connect(p).await;
+    let reply = common::play(&mut ws, 1, "db::insert(1)").await;
+    assert_eq!(reply["result"]["output"], "1", "{reply}");
+    let task_id = reply["result"]["task_id"]
+        .as_str()
+        .expect("task id")
+        .to_string();
+    drop(ws);
+    // --result-ttl reaches the worker: the finished hash expires within 90 s.
+    let mut conn = redis::Client::open(redis.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("rhai_task_details:{task_id}"))
+        .query_async(&mut conn)
+        .await
+        .expect("pttl");
+    assert!(ttl > 0 && ttl <= 90_000, "pttl {ttl}");
+    assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+    assert!(
+        data.join("1").is_dir(),
+        "circle 1's database is under CIRCLES_DATA_DIR"
+    );
+}
