@@ -134,7 +134,15 @@ pub(crate) async fn serve(
                 Step::Reply(oversize(&shared))
             }
             Err(ProtocolError::ContinuationNotStarted) if dropped_oversize => Step::Skip,
-            Err(ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+            // A text frame that is not UTF-8: the stream consumed it, so the
+            // connection can go on. Other `InvalidData` errors (a reserved
+            // bit set) leave the frame in the codec's buffer: answering them
+            // would answer the same frame forever, so they close (below).
+            Err(ProtocolError::Io(e))
+                if e.kind() == std::io::ErrorKind::InvalidData
+                    && e.get_ref()
+                        .is_some_and(|inner| inner.is::<std::str::Utf8Error>()) =>
+            {
                 Step::Reply(bad_utf8())
             }
             Err(e) => {

@@ -131,6 +131,45 @@ async fn an_oversize_first_fragment_gets_32003_and_its_continuations_are_skipped
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_frame_that_is_not_utf8_gets_32700_and_the_connection_keeps_working() {
+    let fx = Fixture::start(|_| {}).await;
+    let mut ws = fx.connect().await;
+    ws.send(Message::Frame(Frame::message(
+        vec![b'{', 0xff, 0xfe, b'}'],
+        OpCode::Data(Data::Text),
+        true,
+    )))
+    .await
+    .expect("send");
+    let reply = recv(&mut ws).await;
+    assert_eq!(code(&reply), -32700, "{reply}");
+    let reply = call(&mut ws, &play(2, "echo:still here")).await;
+    assert_eq!(reply["result"]["output"], "still here", "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_with_a_reserved_bit_set_closes_with_1002_at_once() {
+    // No extension is negotiated, so RSV1-3 must be 0 (RFC 6455 §5.2). The
+    // codec refuses such a frame without consuming it: answering it as a bad
+    // message instead of closing would answer it again, forever.
+    for bit in 1..=3 {
+        let fx = Fixture::start(|_| {}).await;
+        let mut ws = fx.connect().await;
+        let mut frame = Frame::message(b"{}".to_vec(), OpCode::Data(Data::Text), true);
+        match bit {
+            1 => frame.header_mut().rsv1 = true,
+            2 => frame.header_mut().rsv2 = true,
+            _ => frame.header_mut().rsv3 = true,
+        }
+        ws.send(Message::Frame(frame)).await.expect("send");
+        let close = next_close(&mut ws)
+            .await
+            .unwrap_or_else(|| panic!("RSV{bit}: a close frame, not a stream of replies"));
+        assert_eq!(close.code, CloseCode::Protocol, "RSV{bit}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binary_frame_gets_an_invalid_request_reply() {
     let fx = Fixture::start(|_| {}).await;
     let mut ws = fx.connect().await;
