@@ -66,6 +66,7 @@
 mod config;
 mod connection;
 mod fragments;
+mod frame_guard;
 mod host;
 mod origin;
 mod play;

@@ -2,14 +2,19 @@
 //! upgrade handler with its origin and connection checks, shared by every
 //! circle of a host (see `host.rs`).
 
+use std::pin::Pin;
 use std::sync::Arc;
 
+use actix_web::error::PayloadError;
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::web::Bytes;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use client::SubmitOptions;
+use futures_util::Stream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ServerConfig, ServerTiming};
+use crate::frame_guard::FrameGuard;
 use crate::host::{CircleServer, Routes};
 use crate::status::ServerStatus;
 use crate::{Result, connection, origin};
@@ -107,6 +112,12 @@ pub(crate) async fn upgrade(
             .insert_header((header::RETRY_AFTER, "1"))
             .body(format!("too many connections (limit {max})\n")));
     };
+    // Frame lengths are checked as the bytes arrive (see `frame_guard`): the
+    // codec would keep every byte of an oversize frame until it is whole.
+    let guarded: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>> =
+        Box::pin(FrameGuard::new(body, shared.config.max_message_bytes));
+    let mut guarded = actix_web::dev::Payload::from(guarded);
+    let body = web::Payload::from_request(&req, &mut guarded).await?;
     let (response, session, stream) = actix_ws::handle(&req, body)?;
     let stream = stream.max_frame_size(shared.config.max_message_bytes);
     actix_web::rt::spawn(connection::serve(

@@ -169,6 +169,80 @@ async fn a_frame_with_a_reserved_bit_set_closes_with_1002_at_once() {
     }
 }
 
+/// Writes `bytes` straight to the socket under `ws`, past its framing.
+async fn write_raw(ws: &mut Ws, bytes: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    ws.get_mut().write_all(bytes).await.expect("raw write");
+}
+
+/// The header of a masked text frame declaring `len` payload bytes (64-bit
+/// length form), with mask 0 so the payload goes as it is.
+fn text_header(len: u64) -> Vec<u8> {
+    let mut h = vec![0x81, 0x80 | 127];
+    h.extend_from_slice(&len.to_be_bytes());
+    h.extend_from_slice(&[0, 0, 0, 0]);
+    h
+}
+
+/// This process's resident memory, in bytes.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS line");
+    kib * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_frame_is_refused_when_its_header_arrives_and_its_body_is_not_kept() {
+    let fx = Fixture::start(|c| c.max_message_bytes = 1024).await;
+    // A frame declared at 3 MiB: refused before any of its body is sent,
+    // then its body is read and dropped and the connection goes on.
+    let mut ws = fx.connect().await;
+    write_raw(&mut ws, &text_header(3 << 20)).await;
+    let reply = recv(&mut ws).await;
+    assert_eq!(code(&reply), codes::LIMIT_EXCEEDED, "{reply}");
+    write_raw(&mut ws, &vec![b' '; 3 << 20]).await;
+    let reply = call(&mut ws, &play(2, "echo:after the body")).await;
+    assert_eq!(reply["result"]["output"], "after the body", "{reply}");
+
+    // A frame declared at 1 TiB, and 256 MiB of it sent: the server keeps
+    // none of it (it used to buffer every byte until the frame was whole).
+    let mut ws = fx.connect().await;
+    write_raw(&mut ws, &text_header(1 << 40)).await;
+    let reply = recv(&mut ws).await;
+    assert_eq!(code(&reply), codes::LIMIT_EXCEEDED, "{reply}");
+    let before = rss();
+    let chunk = vec![0u8; 1 << 20];
+    for _ in 0..256 {
+        write_raw(&mut ws, &chunk).await;
+    }
+    // The server has read it all once a second connection is answered after
+    // the first one's bytes were written (one server thread serves both).
+    let mut other = fx.connect().await;
+    let reply = call(&mut other, &play(3, "echo:served")).await;
+    assert_eq!(reply["result"]["output"], "served", "{reply}");
+    let grown = rss().saturating_sub(before);
+    assert!(
+        grown < 64 << 20,
+        "resident memory grew by {} MiB while 256 MiB of an oversize frame came in",
+        grown >> 20
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_length_with_the_top_bit_set_closes_with_1002_at_once() {
+    let fx = Fixture::start(|_| {}).await;
+    let mut ws = fx.connect().await;
+    write_raw(&mut ws, &text_header(1 << 63)).await;
+    let close = next_close(&mut ws)
+        .await
+        .expect("a close frame, not a stream of replies");
+    assert_eq!(close.code, CloseCode::Protocol);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binary_frame_gets_an_invalid_request_reply() {
     let fx = Fixture::start(|_| {}).await;
