@@ -115,18 +115,60 @@ pub struct WorkerBroker {
     ttl_ms: u64,
 }
 
-fn parse_claim(reply: Option<Vec<String>>) -> Result<Option<Claim>> {
+/// A claim reply as read: fields are bytes, as a third party may have
+/// written anything into the task.
+type RawClaim = Option<Vec<Vec<u8>>>;
+
+/// What a claim reply says.
+enum Parsed {
+    /// The claim, readable.
+    Claim(Claim),
+    /// Claimed (now `processing` by this worker), but its id or script is
+    /// not UTF-8: it must be ended as invalid with the reason.
+    Unreadable { raw_id: Vec<u8>, reason: String },
+}
+
+/// A field written by a third party as text, or why it is not text.
+fn utf8(bytes: &[u8], what: &str) -> std::result::Result<String, String> {
+    std::str::from_utf8(bytes).map(str::to_owned).map_err(|e| {
+        format!(
+            "the task's {what} is not valid UTF-8 (bad byte at offset {})",
+            e.valid_up_to()
+        )
+    })
+}
+
+fn parse_claim(reply: RawClaim) -> Result<Option<Parsed>> {
     let Some(reply) = reply else {
         return Ok(None);
     };
-    let tag = reply.first().map(String::as_str).unwrap_or("");
-    let id = reply.get(1).cloned().unwrap_or_default();
-    Ok(Some(match tag {
-        "run" => Claim::Run(ClaimedTask {
-            task_id: id,
-            script: reply.get(2).cloned().unwrap_or_default(),
-            deadline_ms: reply.get(3).and_then(|d| d.parse().ok()),
-        }),
+    let field = |i: usize| reply.get(i).map_or(&[][..], Vec::as_slice);
+    let text = |i: usize| String::from_utf8_lossy(field(i)).into_owned();
+    let tag = text(0);
+    // Every reply but `run` comes after the claim script ended or dropped
+    // the task itself; its id only names it in a log line.
+    let id = text(1);
+    Ok(Some(Parsed::Claim(match tag.as_str() {
+        "run" => {
+            let readable = utf8(field(1), "id").and_then(|task_id| {
+                Ok(ClaimedTask {
+                    task_id,
+                    script: utf8(field(2), "script")?,
+                    deadline_ms: std::str::from_utf8(field(3))
+                        .ok()
+                        .and_then(|d| d.parse().ok()),
+                })
+            });
+            match readable {
+                Ok(task) => Claim::Run(task),
+                Err(reason) => {
+                    return Ok(Some(Parsed::Unreadable {
+                        raw_id: field(1).to_vec(),
+                        reason,
+                    }));
+                }
+            }
+        }
         "expired" => Claim::Expired(id),
         "missing" => Claim::Invalid {
             task_id: id,
@@ -134,26 +176,45 @@ fn parse_claim(reply: Option<Vec<String>>) -> Result<Option<Claim>> {
         },
         "invalid" => Claim::Invalid {
             task_id: id,
-            reason: format!(
-                "{}; ended as error",
-                reply
-                    .get(2)
-                    .map_or("it is not a valid task", String::as_str)
-            ),
+            reason: format!("{}; ended as error", text(2)),
         },
         "skipped" => Claim::Skipped {
             task_id: id,
-            reason: format!(
-                "its status is {:?}, not pending",
-                reply.get(2).cloned().unwrap_or_default()
-            ),
+            reason: format!("its status is {:?}, not pending", text(2)),
         },
         other => {
             return Err(crate::Error::Protocol(format!(
                 "claim script answered {other:?}"
             )));
         }
-    }))
+    })))
+}
+
+/// Ends a claimed task that cannot be read (see [`Parsed::Unreadable`]);
+/// gives the claim to report for it.
+async fn end_unreadable(
+    conn: &Conn,
+    processing_key: &str,
+    stats_key: &str,
+    worker_id: &str,
+    ttl_ms: u64,
+    raw_id: Vec<u8>,
+    reason: String,
+) -> Result<Claim> {
+    let inv = scripts::end_unreadable(
+        processing_key,
+        stats_key,
+        worker_id,
+        &raw_id,
+        now_ms(),
+        ttl_ms,
+        &reason,
+    );
+    let _ended: i64 = conn.invoke(&inv).await?;
+    Ok(Claim::Invalid {
+        task_id: String::from_utf8_lossy(&raw_id).into_owned(),
+        reason: format!("{reason}; ended as error"),
+    })
 }
 
 impl WorkerBroker {
@@ -190,16 +251,37 @@ impl WorkerBroker {
     /// list and claims it, in one script. `None` when the queue is empty.
     pub async fn pop_and_claim(&self) -> Result<Option<Claim>> {
         let inv = scripts::pop_and_claim(&self.queue, &self.worker_id, now_ms(), self.ttl_ms);
-        parse_claim(self.conn.invoke(&inv).await?)
+        self.settle(self.conn.invoke(&inv).await?).await
+    }
+
+    /// The claim a reply gives, after ending the task if it cannot be read.
+    async fn settle(&self, reply: RawClaim) -> Result<Option<Claim>> {
+        match parse_claim(reply)? {
+            None => Ok(None),
+            Some(Parsed::Claim(claim)) => Ok(Some(claim)),
+            Some(Parsed::Unreadable { raw_id, reason }) => end_unreadable(
+                &self.conn,
+                &keys::processing(&self.queue, &self.worker_id),
+                &keys::stats(&self.queue),
+                &self.worker_id,
+                self.ttl_ms,
+                raw_id,
+                reason,
+            )
+            .await
+            .map(Some),
+        }
     }
 
     /// Claims `task_id`, which a [`BlockingPopper`] moved into this worker's
     /// processing list.
     pub async fn claim(&self, task_id: &str) -> Result<Claim> {
         let inv = scripts::claim_one(&self.queue, &self.worker_id, task_id, now_ms(), self.ttl_ms);
-        parse_claim(self.conn.invoke(&inv).await?)?.ok_or_else(|| {
-            crate::Error::Protocol(format!("claim of task {task_id} answered nothing"))
-        })
+        self.settle(self.conn.invoke(&inv).await?)
+            .await?
+            .ok_or_else(|| {
+                crate::Error::Protocol(format!("claim of task {task_id} answered nothing"))
+            })
     }
 
     /// Writes the result, status, `updatedAt`, TTL, counters; notifies the
@@ -264,17 +346,25 @@ impl WorkerBroker {
             &pairs,
             take_next,
         );
-        let mut reply: Vec<String> = self.conn.invoke(&inv).await?;
+        // `{written}` (a number), then the next claim's fields (bytes).
+        let mut reply: Vec<redis::Value> = self.conn.invoke(&inv).await?;
         if reply.is_empty() {
             return Err(crate::Error::Protocol(format!(
                 "finish of task {task_id} answered nothing"
             )));
         }
-        let written = reply.remove(0) == "1";
+        let written = reply.remove(0) == redis::Value::Int(1);
         let next = if reply.is_empty() {
             None
         } else {
-            parse_claim(Some(reply))?
+            let fields: Vec<Vec<u8>> = reply
+                .into_iter()
+                .map(redis::from_redis_value)
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| {
+                    crate::Error::Protocol(format!("finish of task {task_id} answered {e}"))
+                })?;
+            self.settle(Some(fields)).await?
         };
         Ok((written, next))
     }
@@ -403,16 +493,40 @@ impl WorkerBroker {
         self.conn.query_pipe(&pipe).await
     }
 
-    /// Ids in this worker's processing list (for tests and shutdown checks).
+    /// Ids in this worker's processing list (read after an outage, in case
+    /// a lost reply left some there). An id that is not UTF-8 (a third
+    /// party's) cannot be claimed by name: it is ended as invalid here and
+    /// left out.
     pub async fn processing(&self) -> Result<Vec<String>> {
-        self.conn
+        let raw: Vec<Vec<u8>> = self
+            .conn
             .query(
                 redis::cmd("LRANGE")
                     .arg(keys::processing(&self.queue, &self.worker_id))
                     .arg(0)
                     .arg(-1),
             )
-            .await
+            .await?;
+        let mut ids = Vec::with_capacity(raw.len());
+        for id in raw {
+            match utf8(&id, "id") {
+                Ok(id) => ids.push(id),
+                Err(reason) => {
+                    let claim = end_unreadable(
+                        &self.conn,
+                        &keys::processing(&self.queue, &self.worker_id),
+                        &keys::stats(&self.queue),
+                        &self.worker_id,
+                        self.ttl_ms,
+                        id,
+                        reason,
+                    )
+                    .await?;
+                    log::warn!("queue {}: {claim:?}", self.queue);
+                }
+            }
+        }
+        Ok(ids)
     }
 }
 
@@ -536,7 +650,7 @@ impl BlockingPopper {
             .await
             .map_err(|e| self.conn.fail(e))?;
         popped.extract_error().map_err(|e| self.conn.fail(e))?;
-        let claim: Option<Vec<String>> = match claim {
+        let claim: RawClaim = match claim {
             redis::Value::ServerError(e) if e.kind() == Some(redis::ServerErrorKind::NoScript) => {
                 // Redis lost its script cache (restart, SCRIPT FLUSH): claim
                 // again, loading the script. The claim reads the head of the
@@ -551,7 +665,21 @@ impl BlockingPopper {
                 redis::from_redis_value(value).map_err(|e| self.conn.fail(e.into()))?
             }
         };
-        parse_claim(claim)
+        match parse_claim(claim)? {
+            None => Ok(None),
+            Some(Parsed::Claim(claim)) => Ok(Some(claim)),
+            Some(Parsed::Unreadable { raw_id, reason }) => end_unreadable(
+                &self.conn,
+                &self.processing_key,
+                &self.stats_key,
+                &self.worker_id,
+                self.ttl_ms,
+                raw_id,
+                reason,
+            )
+            .await
+            .map(Some),
+        }
     }
 
     /// `BLMOVE rhai_tasks:<queue> <processing> RIGHT LEFT <timeout>`: the

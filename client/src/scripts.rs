@@ -83,7 +83,9 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
     finish(dkey, id, plist, stats, now, ttl, fields, nil, h[5])
   end
   if status and status ~= 'pending' and status ~= 'processing' then
-    local why = 'unknown status "' .. status .. '" (a task is submitted as "pending")'
+    local shown = '(not printable text)'
+    if string.find(status, '^[%w%p ]+$') then shown = '"' .. status .. '"' end
+    local why = 'unknown status ' .. shown .. ' (a task is submitted as "pending")'
     failed('invalid', why)
     return { 'invalid', id, why }
   end
@@ -100,6 +102,28 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
   return { 'run', id, script, deadline or '' }
 end
 "#;
+
+/// Ends a task in this worker's processing list that it cannot even read
+/// (its id or script is not UTF-8) as `error`, kind `invalid`, with the
+/// reason — unless it is not this worker's to end (ended already, or
+/// another worker's): then the id only leaves the processing list, as in
+/// `CLAIM`. KEYS: processing list, stats. ARGV: id, details prefix, worker
+/// id, now, ttl, reason. Returns 1 when it ended the task.
+static END_UNREADABLE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{FINISH}
+local dkey = ARGV[2] .. ARGV[1]
+local h = redis.call('HMGET', dkey, 'status', 'workerId', 'replyTo', 'createdAt')
+if h[1] == 'completed' or h[1] == 'error' or (h[1] == 'processing' and h[2] ~= ARGV[3]) then
+  redis.call('LREM', KEYS[1], 1, ARGV[1])
+  return 0
+end
+local fields = {{ 'status', 'error', 'errorKind', 'invalid', 'error', ARGV[6] }}
+if not h[4] then fields[#fields + 1] = 'createdAt'; fields[#fields + 1] = ARGV[4] end
+finish(dkey, ARGV[1], KEYS[1], KEYS[2], ARGV[4], ARGV[5], fields, nil, h[3])
+return 1"
+    ))
+});
 
 /// KEYS: processing list, stats. ARGV: id, details prefix, worker id, now, ttl.
 static CLAIM_ONE: LazyLock<Script> = LazyLock::new(|| {
@@ -254,6 +278,27 @@ pub(crate) fn stats_many(queues: &[&str]) -> ScriptInvocation<'static> {
             .key(keys::workers(queue))
             .arg(keys::processing(queue, ""));
     }
+    inv
+}
+
+pub(crate) fn end_unreadable(
+    processing_key: &str,
+    stats_key: &str,
+    worker: &str,
+    raw_id: &[u8],
+    now: u64,
+    ttl_ms: u64,
+    reason: &str,
+) -> ScriptInvocation<'static> {
+    let mut inv = END_UNREADABLE.prepare_invoke();
+    inv.key(processing_key)
+        .key(stats_key)
+        .arg(raw_id)
+        .arg(keys::TASK_DETAILS_PREFIX)
+        .arg(worker)
+        .arg(now)
+        .arg(ttl_ms)
+        .arg(reason);
     inv
 }
 

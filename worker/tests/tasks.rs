@@ -215,6 +215,86 @@ async fn an_id_pushed_without_a_hash_or_without_a_script_ends_as_error_with_the_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_that_are_not_utf8_end_their_task_as_invalid_and_the_worker_goes_on() {
+    let redis = testkit::RedisServer::start();
+    let worker = TestWorker::start(&redis.url(), "bytes");
+    let mut conn = raw(&redis.url()).await;
+    // Written by a third party: a script, a status and an id that are not
+    // UTF-8; then a good task behind them.
+    let details = |id: &[u8]| [b"rhai_task_details:".as_slice(), id].concat();
+    let tasks: [(&[u8], &[u8], &[u8]); 4] = [
+        (b"bin-script", b"\xff\xfe + 1", b"pending"),
+        (b"bin-status", b"1", b"\xff"),
+        (b"bin-\xffid", b"2", b"pending"),
+        (b"after", b"3 + 4", b"pending"),
+    ];
+    for (id, script, status) in tasks {
+        let _: () = redis::cmd("HSET")
+            .arg(details(id))
+            .arg(b"script".as_slice())
+            .arg(script)
+            .arg(b"status".as_slice())
+            .arg(status)
+            .query_async(&mut conn)
+            .await
+            .expect("hset");
+        let _: () = redis::cmd("LPUSH")
+            .arg("rhai_tasks:bytes")
+            .arg(id)
+            .query_async(&mut conn)
+            .await
+            .expect("lpush");
+    }
+    eventually(
+        "the good task behind the broken ones to finish",
+        WAIT,
+        || {
+            let mut conn = conn.clone();
+            async move {
+                hget(&mut conn, "after", "status")
+                    .await
+                    .filter(|s| s == "completed")
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        hget(&mut conn, "after", "output").await.as_deref(),
+        Some("7")
+    );
+    for (id, says) in [
+        (b"bin-script".as_slice(), "script is not valid UTF-8"),
+        (b"bin-status".as_slice(), "unknown status"),
+        (b"bin-\xffid".as_slice(), "id is not valid UTF-8"),
+    ] {
+        let fields: std::collections::HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
+            .arg(details(id))
+            .query_async(&mut conn)
+            .await
+            .expect("hgetall");
+        let text = |f: &str| String::from_utf8_lossy(&fields[f]).into_owned();
+        let shown = String::from_utf8_lossy(id);
+        assert_eq!(text("status"), "error", "{shown}");
+        assert_eq!(text("errorKind"), "invalid", "{shown}");
+        assert!(text("error").contains(says), "{shown}: {}", text("error"));
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(details(id))
+            .query_async(&mut conn)
+            .await
+            .expect("pttl");
+        assert!(ttl > 0, "{shown}: the error hash expires (pttl {ttl})");
+    }
+    assert_eq!(worker.status.counts(), (1, 3));
+    assert!(
+        keys(&mut conn, &client::keys::processing("bytes", "*"))
+            .await
+            .is_empty(),
+        "nothing is left claimed"
+    );
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_pop_never_runs_again_a_task_this_worker_already_holds() {
     // A task whose result this worker could not write stays in its
     // processing list as `processing` by it. The claim pipelined behind an
