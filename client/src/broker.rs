@@ -247,6 +247,11 @@ impl WorkerBroker {
         &self.worker_id
     }
 
+    /// The queue this broker serves.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
     /// Non-blocking: moves the oldest queued id into this worker's processing
     /// list and claims it, in one script. `None` when the queue is empty.
     pub async fn pop_and_claim(&self) -> Result<Option<Claim>> {
@@ -471,6 +476,25 @@ impl WorkerBroker {
             )
             .await?;
         Ok(woken == 1)
+    }
+
+    /// Claims the queue for the database `owner` names, or refreshes the
+    /// claim, for `ttl` (see [`keys::queue_owner`]). `Some(other)` when the
+    /// queue is claimed by workers of another database: this worker must not
+    /// serve it.
+    pub async fn own_queue(&self, owner: &str, ttl: Duration) -> Result<Option<String>> {
+        let inv = scripts::own_queue(&self.queue, owner, ttl.as_millis().max(1) as u64);
+        self.conn.invoke(&inv).await
+    }
+
+    /// Gives up the queue's owner key if it names `owner` (at a clean stop, so
+    /// another database's circle may take the name at once).
+    pub async fn disown_queue(&self, owner: &str) -> Result<()> {
+        let _: i64 = self
+            .conn
+            .invoke(&scripts::disown_queue(&self.queue, owner))
+            .await?;
+        Ok(())
     }
 
     /// Leaves the queue: deletes the heartbeat, the worker-set entry and the

@@ -276,6 +276,20 @@ impl Client {
         fields::outcome(task_id, &fields)
     }
 
+    /// For each queue, the database whose workers currently serve it, as
+    /// they named it (see [`keys::queue_owner`]); `None` when no worker of
+    /// ours holds it. One round trip.
+    pub async fn queue_owners(&self, queues: &[&str]) -> Result<Vec<Option<String>>> {
+        if queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("MGET");
+        for queue in queues {
+            cmd.arg(keys::queue_owner(queue));
+        }
+        self.inner.conn.query(&cmd).await
+    }
+
     /// The counters of `queue` (one [`Client::stats_many`] row).
     pub async fn stats(&self, queue: &str) -> Result<QueueStats> {
         self.stats_many(&[queue])

@@ -43,6 +43,17 @@ pub fn stats(queue: &str) -> String {
     format!("rhai_stats:{queue}")
 }
 
+/// `rhai_queue_owner:<queue>`: STRING naming the database whose workers
+/// serve the queue (`<host>:<database directory>`), with the heartbeat's
+/// TTL, refreshed by every beat. Two circles that share a queue name on one
+/// Redis would run each other's tasks against each other's databases; a
+/// worker of another database refuses to start while this key names a
+/// different one. Written only by our workers; third-party workers do not
+/// need it.
+pub fn queue_owner(queue: &str) -> String {
+    format!("rhai_queue_owner:{queue}")
+}
+
 /// `rhai_task_replies:<client_id>`: pub/sub channel on which a worker
 /// publishes the result of every task that named it in `replyTo`.
 pub fn reply_channel(client_id: &str) -> String {

@@ -125,6 +125,43 @@ return 1"
     ))
 });
 
+/// Claims or refreshes the queue's owner key (see `keys::queue_owner`).
+/// KEYS: owner key. ARGV: owner, ttl ms. Returns `false` when the key now
+/// names `owner`, else the owner it names.
+static OWN_QUEUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] then return cur end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+"#,
+    )
+});
+
+/// Deletes the queue's owner key if it names `owner`. KEYS: owner key.
+/// ARGV: owner.
+static DISOWN_QUEUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+"#,
+    )
+});
+
+pub(crate) fn own_queue(queue: &str, owner: &str, ttl_ms: u64) -> ScriptInvocation<'static> {
+    let mut inv = OWN_QUEUE.prepare_invoke();
+    inv.key(keys::queue_owner(queue)).arg(owner).arg(ttl_ms);
+    inv
+}
+
+pub(crate) fn disown_queue(queue: &str, owner: &str) -> ScriptInvocation<'static> {
+    let mut inv = DISOWN_QUEUE.prepare_invoke();
+    inv.key(keys::queue_owner(queue)).arg(owner);
+    inv
+}
+
 /// KEYS: processing list, stats. ARGV: id, details prefix, worker id, now, ttl.
 static CLAIM_ONE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(

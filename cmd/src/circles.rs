@@ -22,6 +22,45 @@ pub struct Prepared {
     pub engine: Arc<engine::CircleEngine>,
     /// Its bound port; servers get clones, so a restarted server reuses it.
     pub listener: TcpListener,
+    /// The name its worker claims the circle's queue under
+    /// (`worker::WorkerConfig::owner`): `<host>:<database directory>`.
+    pub owner: String,
+}
+
+/// This machine's name, for queue owner names.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_string())
+}
+
+/// Which circles cannot start because workers of another database (another
+/// orchestrator's circle of the same queue name) hold their queue on this
+/// Redis: one line each, naming the circle, the queue and the other database.
+pub async fn foreign_queues(
+    client: &client::Client,
+    prepared: &[Prepared],
+) -> anyhow::Result<Vec<String>> {
+    let queues: Vec<String> = prepared.iter().map(|p| p.config.queue()).collect();
+    let names: Vec<&str> = queues.iter().map(String::as_str).collect();
+    let owners = client.queue_owners(&names).await?;
+    let mut clashes = Vec::new();
+    for ((p, queue), owner) in prepared.iter().zip(&queues).zip(owners) {
+        if let Some(other) = owner
+            && other != p.owner
+        {
+            clashes.push(format!(
+                "{}: queue {queue} is served by the workers of another circle (database {other}) \
+                 on this Redis; two circles with one queue would run each other's tasks. Rename \
+                 one of them, or give each its own Redis (--redis-url)",
+                who(&p.config)
+            ));
+        }
+    }
+    Ok(clashes)
 }
 
 /// The database directory of a circle.
@@ -90,11 +129,14 @@ fn prepare_one(
     let listener = bind(c, host)?;
     let db = open_db(c, data_dir)?;
     let engine = Arc::new(engine::CircleEngine::new(db.clone(), limits.clone()));
+    let dir = db_dir(data_dir, c.id);
+    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
     Ok(Prepared {
         config: c.clone(),
         db,
         engine,
         listener,
+        owner: format!("{}:{}", hostname(), dir.display()),
     })
 }
 

@@ -198,6 +198,26 @@ async fn serve(
         prepared.len(),
         preparing.elapsed()
     );
+    // All or nothing here too: a circle whose queue another database's
+    // workers serve would run their tasks (each worker checks again as it
+    // starts, for a race between two starts).
+    let clashes = circles::foreign_queues(&client, &prepared)
+        .await
+        .context("cannot read the queue owners from redis")?;
+    if !clashes.is_empty() {
+        let total = prepared.len();
+        circles::close_all(
+            prepared
+                .into_iter()
+                .map(|p| (p.config, p.db, p.engine))
+                .collect(),
+        );
+        bail!(
+            "{} of {total} circles cannot start, so none was started:\n  {}",
+            clashes.len(),
+            clashes.join("\n  ")
+        );
+    }
 
     let root = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -207,15 +227,7 @@ async fn serve(
     let mut hosted = Vec::with_capacity(prepared.len());
     for p in prepared {
         let state = Arc::new(CircleState::new(p.config.clone(), &args.host));
-        start_worker(
-            args,
-            redis_url,
-            p.engine.clone(),
-            &state,
-            &root,
-            &tracker,
-            &changed,
-        );
+        start_worker(args, redis_url, &p, &state, &root, &tracker, &changed);
         hosted.push((
             server_config(args, &state, engine_limits(args).max_script_bytes),
             p.listener,
@@ -303,7 +315,7 @@ async fn serve(
 fn start_worker(
     args: &RunArgs,
     redis_url: &str,
-    engine: Arc<engine::CircleEngine>,
+    circle: &circles::Prepared,
     state: &Arc<CircleState>,
     root: &CancellationToken,
     tracker: &TaskTracker,
@@ -316,7 +328,9 @@ fn start_worker(
         queue: state.queue.clone(),
         result_ttl: args.result_ttl,
         shutdown_grace: args.shutdown_grace,
+        owner: Some(circle.owner.clone()),
     };
+    let engine = circle.engine.clone();
     let worker_options = worker_options(args);
     tracker.spawn(supervisor::supervise(
         format!("worker of circle \"{name}\""),

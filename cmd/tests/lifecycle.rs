@@ -194,6 +194,42 @@ async fn a_database_locked_by_another_orchestrator_stops_the_start_naming_the_ci
     assert_eq!(first.stop().code(), Some(0));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_orchestrator_with_a_circle_of_the_same_queue_on_one_redis_is_refused() {
+    // Two users, one Redis (the default URL), each with their own data dir
+    // and a circle called "Alpha Circle": they would run each other's tasks.
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let first_port = port();
+    let config = sandbox.circles(&[(1, "Alpha Circle", first_port)]);
+    let mut first = Orchestrator::start(&sandbox, &config, &redis.url(), &[]);
+    first.wait_table();
+    let mut ws = connect(first_port).await;
+    assert_eq!(output(&mut ws, "db::insert(1); db::insert(2)").await, "2");
+
+    let other = Sandbox::new();
+    let other_config = other.circles(&[(7, "alpha-circle", port())]);
+    let cmd = other.serve_command(&other_config, &redis.url(), &other.data_dir());
+    let (status, _, err) = run_to_end(cmd, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("circle \"alpha-circle\" (id 7)")
+            && err.contains("queue alpha_circle is served by the workers of another circle")
+            && err.contains(&sandbox.data_dir().join("1").display().to_string()),
+        "names the circle, the queue and the other database: {err}"
+    );
+    // Every task of the queue still runs against the first circle's database.
+    for _ in 0..10 {
+        assert_eq!(output(&mut ws, "db::next_id()").await, "3");
+    }
+    drop(ws);
+    assert_eq!(first.stop().code(), Some(0));
+    // Stopped cleanly, it gave the queue up: the other starts now.
+    let mut second = Orchestrator::start(&other, &other_config, &redis.url(), &[]);
+    second.wait_table();
+    assert_eq!(second.stop().code(), Some(0), "{}", second.stderr());
+}
+
 /// Starts the binary on a one-circle config with `args` and `env`, expecting
 /// it to stop before serving; returns its exit code and stderr.
 fn start_fails(env: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String) {

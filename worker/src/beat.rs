@@ -28,13 +28,16 @@ pub(crate) async fn beat_once(broker: &WorkerBroker, options: &WorkerOptions, re
     }
 }
 
-/// Beats until `token` is cancelled.
+/// Beats until `token` is cancelled, refreshing the queue's owner key with
+/// each beat when the worker has an `owner`.
 pub(crate) async fn run(
     broker: Arc<WorkerBroker>,
     options: WorkerOptions,
+    owner: Option<String>,
     token: CancellationToken,
 ) {
     let mut last_reap = Instant::now();
+    let mut foreign_logged = false;
     loop {
         tokio::select! {
             _ = token.cancelled() => return,
@@ -45,6 +48,22 @@ pub(crate) async fn run(
         let reap = last_reap.elapsed() + options.heartbeat_interval / 2 >= options.reap_interval;
         if beat_once(&broker, &options, reap).await && reap {
             last_reap = Instant::now();
+        }
+        if let Some(owner) = &owner {
+            match broker.own_queue(owner, options.heartbeat_ttl).await {
+                // Held by another database: only possible after this worker
+                // missed its beats for a whole TTL and the other took the
+                // queue meanwhile. Said once; the operator must separate them.
+                Ok(Some(other)) if !foreign_logged => {
+                    log::error!("{}", crate::foreign_owner_message(broker.queue(), &other));
+                    foreign_logged = true;
+                }
+                Ok(_) => {}
+                Err(e) => log::debug!(
+                    "worker {}: refreshing the queue claim failed: {e}",
+                    broker.worker_id()
+                ),
+            }
         }
     }
 }

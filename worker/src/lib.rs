@@ -84,6 +84,13 @@ pub struct WorkerConfig {
     pub result_ttl: Duration,
     /// On shutdown, how long a running script may go on before it is cancelled.
     pub shutdown_grace: Duration,
+    /// The database this worker runs scripts against, as a name unique to it
+    /// (the orchestrator uses `<host>:<database directory>`). When set, the
+    /// worker claims the queue for it (`client::keys::queue_owner`) and
+    /// refuses to start while workers of another database hold the queue:
+    /// two circles with one queue name on one Redis would run each other's
+    /// tasks. `None` skips the check. Default `None`.
+    pub owner: Option<String>,
 }
 
 impl WorkerConfig {
@@ -94,6 +101,7 @@ impl WorkerConfig {
             queue: queue.to_owned(),
             result_ttl: DEFAULT_RESULT_TTL,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            owner: None,
         }
     }
 }
@@ -159,6 +167,15 @@ async fn wake_on_cancel(
     }
 }
 
+/// Why a worker does not serve a queue held by another database's workers.
+pub(crate) fn foreign_owner_message(queue: &str, other: &str) -> String {
+    format!(
+        "queue {queue} is served by the workers of another circle (database {other}) on this \
+         Redis; two circles with one queue would run each other's tasks against each other's \
+         databases. Rename one of the circles, or give each its own Redis (--redis-url)"
+    )
+}
+
 /// A worker id unique per process start: `<pid>-<random>`.
 fn new_worker_id() -> String {
     let random = uuid::Uuid::new_v4().simple().to_string();
@@ -216,6 +233,18 @@ pub async fn run_with(
         &broker_options,
     )
     .map_err(|e| fatal(e.to_string()))?;
+    if let Some(owner) = &config.owner {
+        // Redis unreachable here is not fatal: the take loop reports the
+        // outage, and the next beat claims the queue.
+        match beat_broker.own_queue(owner, options.heartbeat_ttl).await {
+            Ok(None) => {}
+            Ok(Some(other)) => return Err(fatal(foreign_owner_message(&config.queue, &other))),
+            Err(e) => log::debug!(
+                "worker {worker_id}: claiming queue {} failed: {e}",
+                config.queue
+            ),
+        }
+    }
     log::info!("worker {worker_id} takes tasks from queue {}", config.queue);
 
     // Register and resolve predecessors' leftovers before the first task.
@@ -224,6 +253,7 @@ pub async fn run_with(
     let beat = tokio::spawn(beat::run(
         Arc::clone(&beat_broker),
         options.clone(),
+        config.owner.clone(),
         beat_token.clone(),
     ));
 
@@ -266,6 +296,9 @@ pub async fn run_with(
             beat_token.cancel();
             let _ = beat.await;
             let _ = beat_broker.deregister().await;
+            if let Some(owner) = &config.owner {
+                let _ = beat_broker.disown_queue(owner).await;
+            }
             return Err(fatal(format!("cannot start the circle thread: {e}")));
         }
     };
@@ -288,6 +321,14 @@ pub async fn run_with(
     let _ = beat.await;
     if let Err(e) = beat_broker.deregister().await {
         log::warn!("worker {worker_id} could not deregister: {e}; a reaper will clean up");
+    }
+    if let Some(owner) = &config.owner
+        && let Err(e) = beat_broker.disown_queue(owner).await
+    {
+        log::debug!(
+            "worker {worker_id}: releasing queue {} failed: {e}",
+            config.queue
+        );
     }
     let failure = match ended {
         Ok(Ok(())) => None,
