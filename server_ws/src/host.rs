@@ -24,6 +24,10 @@ use crate::{Error, Result};
 /// Actix worker threads of one host, whatever the number of circles.
 pub const HOST_WORKERS: usize = 1;
 
+/// actix's `client_disconnect_timeout`: zero turns its lingering off (see
+/// `build`).
+const CLIENT_DISCONNECT: std::time::Duration = std::time::Duration::ZERO;
+
 /// One circle served by [`run_many`]: its limits, its bound listener and its
 /// live counters.
 #[derive(Debug)]
@@ -139,6 +143,17 @@ fn build(
     })
     .workers(HOST_WORKERS)
     .disable_signals()
+    // After a response (a closed WebSocket, a 403/503) actix lingers,
+    // reading until the client hangs up, for up to this long before closing
+    // the TCP connection. A client that waits for the server's TCP close
+    // after the close handshake (RFC 6455 has the server close first;
+    // Python's `websockets` does) spent the whole default second in
+    // `close()` (0.7-1.0 s measured). Zero turns lingering off: the server
+    // closes as soon as the response is out (0.000 s measured). (A short
+    // non-zero timeout is worse: after it fires actix never closes, and the
+    // client hits its own 10 s close timeout.) Every request here is a
+    // bodiless GET, so no unread request data can turn the close into a reset.
+    .client_disconnect_timeout(CLIENT_DISCONNECT)
     .shutdown_timeout(shutdown_secs);
     let mut serving_on = Vec::with_capacity(listeners.len());
     for (name, addr, listener) in listeners {
