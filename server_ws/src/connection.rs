@@ -104,7 +104,6 @@ pub(crate) async fn serve(
             msg = stream.recv() => msg,
         };
         let Some(msg) = msg else { break End::Gone };
-        last_seen = Instant::now();
         if matches!(
             msg,
             Ok(Message::Text(_)
@@ -161,6 +160,10 @@ pub(crate) async fn serve(
         if let Err(end) = done {
             break end;
         }
+        // The client was heard from. Set after handling, not on arrival: a
+        // notification may have waited for an in-flight slot, and during
+        // that wait nothing was read, which is the server's doing.
+        last_seen = Instant::now();
     };
 
     let close = match end {
@@ -201,6 +204,12 @@ pub(crate) async fn serve(
 }
 
 /// Parses one text message and answers or spawns what it asks for.
+///
+/// A request (with an id) that finds the connection's in-flight limit
+/// reached gets -32003 at once (DESIGN §4). A notification cannot be told
+/// "no", so it waits for a free slot instead of being dropped: the read loop
+/// stops reading meanwhile (backpressure on the client), and the calls
+/// already running, batch-mates included, free the slots.
 async fn handle_text(
     shared: &Arc<Shared>,
     permits: &Arc<Semaphore>,
@@ -210,7 +219,7 @@ async fn handle_text(
     stall: Duration,
 ) -> Result<(), End> {
     match rpc::parse(text) {
-        Incoming::Single(item) => match admit(shared, permits, item) {
+        Incoming::Single(item) => match admit(shared, permits, item).await {
             Admitted::Reply(reply) => return within(stall, session.text(reply.to_string())).await,
             Admitted::Silent => {}
             Admitted::Call(call) => {
@@ -224,49 +233,72 @@ async fn handle_text(
             }
         },
         Incoming::Batch(items) => {
-            let admitted: Vec<Admitted> = items
-                .into_iter()
-                .map(|i| admit(shared, permits, i))
-                .collect();
-            if !admitted.iter().any(|a| matches!(a, Admitted::Call(_))) {
-                let replies: Vec<Value> = admitted
-                    .into_iter()
-                    .filter_map(|a| match a {
-                        Admitted::Reply(v) => Some(v),
-                        _ => None,
-                    })
-                    .collect();
-                if replies.is_empty() {
-                    return Ok(());
-                }
-                return within(stall, session.text(Value::Array(replies).to_string())).await;
-            }
-            let shared = Arc::clone(shared);
-            let mut session = session.clone();
-            tasks.spawn_local(async move {
-                let replies = futures_util::future::join_all(admitted.into_iter().map(|a| {
-                    let shared = &shared;
-                    async move {
-                        match a {
-                            Admitted::Reply(v) => Some(v),
-                            Admitted::Silent => None,
-                            Admitted::Call(call) => run_call(shared, call).await,
+            // Each call starts as soon as it is admitted (a later
+            // notification may wait for the slot an earlier item frees);
+            // whoever settles the last item sends the array, in item order.
+            let batch = Arc::new(Batch::new(items.len(), session.clone()));
+            for (index, item) in items.into_iter().enumerate() {
+                match admit(shared, permits, item).await {
+                    Admitted::Reply(reply) => {
+                        if let Some(replies) = batch.settle(index, Some(reply)) {
+                            within(stall, session.text(replies.to_string())).await?;
                         }
                     }
-                }))
-                .await;
-                let replies: Vec<Value> = replies.into_iter().flatten().collect();
-                if !replies.is_empty() {
-                    send(&mut session, &Value::Array(replies)).await;
+                    Admitted::Silent => {
+                        if let Some(replies) = batch.settle(index, None) {
+                            within(stall, session.text(replies.to_string())).await?;
+                        }
+                    }
+                    Admitted::Call(call) => {
+                        let shared = Arc::clone(shared);
+                        let batch = Arc::clone(&batch);
+                        tasks.spawn_local(async move {
+                            let reply = run_call(&shared, call).await;
+                            if let Some(replies) = batch.settle(index, reply) {
+                                send(&mut batch.session.clone(), &replies).await;
+                            }
+                        });
+                    }
                 }
-            });
+            }
         }
     }
     Ok(())
 }
 
-/// Takes an in-flight permit for a `play`, or refuses it with -32003.
-fn admit(shared: &Shared, permits: &Arc<Semaphore>, item: Item) -> Admitted {
+/// The replies of one batch as its items settle.
+struct Batch {
+    slots: std::sync::Mutex<(Vec<Option<Value>>, usize)>,
+    session: Session,
+}
+
+impl Batch {
+    fn new(len: usize, session: Session) -> Batch {
+        Batch {
+            slots: std::sync::Mutex::new((vec![None; len], len)),
+            session,
+        }
+    }
+
+    /// Records item `index`'s reply (`None`: a notification, no reply); when
+    /// it was the last item to settle, the array to send, if any reply is in
+    /// it (a batch of notifications gets none).
+    fn settle(&self, index: usize, reply: Option<Value>) -> Option<Value> {
+        let mut guard = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let (slots, left) = &mut *guard;
+        slots[index] = reply;
+        *left -= 1;
+        if *left > 0 {
+            return None;
+        }
+        let replies: Vec<Value> = slots.iter_mut().filter_map(Option::take).collect();
+        (!replies.is_empty()).then_some(Value::Array(replies))
+    }
+}
+
+/// Takes an in-flight permit for a `play`: a request that finds none gets
+/// -32003; a notification waits for one (see [`handle_text`]).
+async fn admit(shared: &Shared, permits: &Arc<Semaphore>, item: Item) -> Admitted {
     match item {
         Item::Reply(v) => Admitted::Reply(v),
         Item::Silent => Admitted::Silent,
@@ -282,7 +314,15 @@ fn admit(shared: &Shared, permits: &Arc<Semaphore>, item: Item) -> Admitted {
                     ),
                     Some(json!({ "limit": "max_script_bytes", "max": max })),
                 )),
-                None => Admitted::Silent,
+                None => {
+                    log::warn!(
+                        "circle {}: a notification's script of {} bytes exceeds the limit of \
+                         {max} bytes; not run",
+                        shared.config.circle_name,
+                        script.len()
+                    );
+                    Admitted::Silent
+                }
             }
         }
         Item::Play { id, script } => match Arc::clone(permits).try_acquire_owned() {
@@ -297,11 +337,18 @@ fn admit(shared: &Shared, permits: &Arc<Semaphore>, item: Item) -> Admitted {
                         Some(json!({ "limit": "max_in_flight", "max": max })),
                     )),
                     None => {
-                        log::debug!(
-                            "circle {}: notification dropped: {max} requests already in flight",
-                            shared.config.circle_name
-                        );
-                        Admitted::Silent
+                        let waited = tokio::select! {
+                            permit = Arc::clone(permits).acquire_owned() => permit.ok(),
+                            () = shared.token.cancelled() => None,
+                        };
+                        match waited {
+                            Some(permit) => Admitted::Call(Call {
+                                id: None,
+                                script,
+                                permit,
+                            }),
+                            None => Admitted::Silent,
+                        }
                     }
                 }
             }

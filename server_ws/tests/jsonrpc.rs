@@ -286,3 +286,50 @@ async fn a_broken_task_record_gets_32603_without_internals() {
         "fine"
     );
 }
+
+/// Tasks finished on the fixture's queue so far (Redis' own counter).
+async fn processed(fx: &Fixture) -> u64 {
+    let client = client::Client::connect(&fx.redis.url())
+        .await
+        .expect("connect");
+    client.stats(common::QUEUE).await.expect("stats").processed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_beyond_the_in_flight_limit_wait_for_a_slot_and_all_run() {
+    // A notification cannot be refused (it gets no reply), so over the limit
+    // it waits for a slot instead of being dropped.
+    let fx = Fixture::start(|c| c.max_in_flight = 2).await;
+    let mut ws = fx.connect().await;
+    for i in 0..20 {
+        send(
+            &mut ws,
+            &json!({"jsonrpc": "2.0", "method": "play", "params": {"script": format!("sleep:{}", i % 3)}})
+                .to_string(),
+        )
+        .await;
+    }
+    common::eventually_async("all 20 notifications to run", || async {
+        processed(&fx).await == 20
+    })
+    .await;
+
+    // In a batch too: the calls of the batch start as they are admitted, so a
+    // notification behind them waits for their slots, not for the batch.
+    let mut batch = vec![
+        json!({"jsonrpc": "2.0", "id": 1, "method": "play", "params": {"script": "sleep:50"}}),
+    ];
+    for _ in 0..10 {
+        batch.push(json!({"jsonrpc": "2.0", "method": "play", "params": {"script": "sleep:5"}}));
+    }
+    let reply = call(&mut ws, &Value::Array(batch).to_string()).await;
+    let replies = reply
+        .as_array()
+        .unwrap_or_else(|| panic!("an array: {reply}"));
+    assert_eq!(replies.len(), 1, "a reply for the request only: {reply}");
+    assert_eq!(replies[0]["result"]["output"], "slept", "{reply}");
+    common::eventually_async("all 31 tasks to finish", || async {
+        processed(&fx).await == 31
+    })
+    .await;
+}

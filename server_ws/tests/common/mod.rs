@@ -153,6 +153,22 @@ pub fn code(reply: &Value) -> i64 {
 }
 
 /// Polls `f` until it holds, or panics naming `what`.
+/// [`eventually`] for a check that has to await.
+pub async fn eventually_async<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PROMPTLY;
+    while !f().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + PROMPTLY;
     while !f() {
