@@ -114,6 +114,12 @@ fn check_values_and_duplicates(circles: &[CircleConfig]) -> Result<(), String> {
         if circle.name.trim().is_empty() {
             return Err(format!("{here}: the name is empty"));
         }
+        if let Some(c) = circle.name.chars().find(|c| c.is_control()) {
+            return Err(format!(
+                "{here}: the name contains the control character {c:?} (names are shown in \
+                 the status table and log lines, where it would garble the terminal)"
+            ));
+        }
         if circle.port == 0 {
             return Err(format!(
                 "{here}: port 0 is not allowed (choose a fixed port, 1-65535)"
@@ -234,6 +240,16 @@ mod tests {
             e.contains("duplicate field `name`") && e.contains("line 1"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_name_with_a_control_character_is_refused() {
+        for name in ["a\\nb", "red\\u001b[31m", "tab\\there"] {
+            let e = err(&format!(r#"[{{"id": 1, "name": "{name}", "port": 1}}]"#));
+            assert!(e.contains("control character"), "{name}: {e}");
+        }
+        // Letters of any script are fine.
+        parse(r#"[{"id": 1, "name": "Ćircle ünïcode 円", "port": 1}]"#).expect("unicode name");
     }
 
     #[test]

@@ -176,10 +176,10 @@ async fn serve(
     let client = tokio::select! {
         c = client::Client::connect(redis_url) => c.with_context(|| {
             format!(
-                "cannot connect the task client to redis at {}. Fix: a Redis that wants a \
-                 password gets it in the URL (redis://:PASSWORD@HOST:PORT, or \
-                 redis://USER:PASSWORD@HOST:PORT); it must be Redis 6.2 or newer; the cause \
-                 below is Redis' own answer",
+                "cannot connect the task client to redis at {}. Fix: check that a Redis \
+                 server (6.2 or newer) listens there, not another program; a Redis that wants \
+                 a password gets it in the URL (redis://:PASSWORD@HOST:PORT, or \
+                 redis://USER:PASSWORD@HOST:PORT); the cause below is what was answered",
                 redact_url(redis_url)
             )
         })?,

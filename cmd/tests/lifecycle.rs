@@ -288,6 +288,28 @@ fn a_port_held_by_something_that_is_not_redis_fails_the_managed_start_with_a_fix
 }
 
 #[test]
+fn another_program_at_the_redis_url_fails_the_start_saying_to_check_what_listens_there() {
+    // An HTTP server where Redis should be: it answers the PING, so it looks
+    // like a Redis until the client speaks to it.
+    let http = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let at = http.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in http.incoming().flatten() {
+            let mut stream = stream;
+            let mut buf = [0u8; 512];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    let (code, err) = start_fails(&[], &["--redis-url", &format!("redis://127.0.0.1:{at}")]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("Fix:") && err.contains("not another program"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_redis_that_wants_a_password_fails_the_start_with_a_fix() {
     let redis = testkit::RedisServer::start();
     let mut c = TcpStream::connect(("127.0.0.1", redis.port())).expect("connect");
