@@ -2,11 +2,13 @@
 //! prepare every circle, supervise workers and servers, draw the status, and
 //! shut down cleanly on SIGINT/SIGTERM.
 //!
-//! Shutdown order: the root token is cancelled (servers stop accepting and
-//! close sockets with 1001, workers stop taking tasks and let the running
-//! script finish within `--shutdown-grace`), the task tracker is awaited for
-//! the grace period plus [`DRAIN_MARGIN`], every OurDB is closed, then the
-//! managed Redis (if any) is stopped. A second signal stops at once (exit 1).
+//! Shutdown order: first the servers (they stop reading, answer the requests
+//! they already submitted — the workers still run them — within their drain
+//! timeout, and close sockets with 1001); then the workers (they stop taking
+//! tasks and let the running script finish within `--shutdown-grace`); the
+//! task tracker is awaited for the grace period plus [`DRAIN_MARGIN`], every
+//! OurDB is closed, then the managed Redis (if any) is stopped. A second
+//! signal stops at once (exit 1).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -236,7 +238,10 @@ async fn serve(
         dbs.push((p.config, p.db, p.engine));
         states.push(state);
     }
-    start_host(&client, hosted, &root, &tracker, &changed);
+    // The servers stop first and answer what they took while the workers
+    // still run it; the workers stop after them (see the shutdown below).
+    let servers_root = CancellationToken::new();
+    let host = start_host(&client, hosted, &servers_root, &tracker, &changed);
     let shutting_down = CancellationToken::new();
     let render_stop = CancellationToken::new();
     let poll_stop = CancellationToken::new();
@@ -282,17 +287,33 @@ async fn serve(
     );
     shutting_down.cancel();
     changed.notify_one();
+    // First the servers: they stop reading and wait (bounded by their drain
+    // timeout) for the replies of requests already submitted, which the
+    // workers, still running, produce. Stopping both at once left those
+    // tasks queued, unanswered, to run at the next start.
+    servers_root.cancel();
+    let second = tokio::select! {
+        _ = host => None,
+        () = tokio::time::sleep(server_ws::ServerTiming::default().drain_timeout + DRAIN_MARGIN) => None,
+        s = signals.next() => Some(s),
+    };
+    // Then the workers, each finishing its running script within the grace.
     root.cancel();
     tracker.close();
     let bound = args.shutdown_grace + DRAIN_MARGIN;
-    let drained = tokio::select! {
-        () = tracker.wait() => Ok(()),
-        () = tokio::time::sleep(bound) => Err(anyhow::anyhow!(
-            "shutdown did not finish within {bound:?}; stopped anyway"
-        )),
-        s = signals.next() => Err(anyhow::anyhow!(
+    let drained = match second {
+        Some(s) => Err(anyhow::anyhow!(
             "{s} received again: stopped without waiting for running scripts"
         )),
+        None => tokio::select! {
+            () = tracker.wait() => Ok(()),
+            () = tokio::time::sleep(bound) => Err(anyhow::anyhow!(
+                "shutdown did not finish within {bound:?}; stopped anyway"
+            )),
+            s = signals.next() => Err(anyhow::anyhow!(
+                "{s} received again: stopped without waiting for running scripts"
+            )),
+        },
     };
     poll_stop.cancel();
     let _ = poller.await;
@@ -398,7 +419,7 @@ fn start_host(
     root: &CancellationToken,
     tracker: &TaskTracker,
     changed: &Arc<Notify>,
-) {
+) -> tokio::task::JoinHandle<()> {
     let token = root.child_token();
     let client = client.clone();
     let (servers, slots): (Vec<_>, Vec<_>) = hosted
@@ -442,7 +463,7 @@ fn start_host(
                     .map_err(|e| e.to_string())
             }
         },
-    ));
+    ))
 }
 
 /// The worker's timing knobs from the options; unlisted ones keep their defaults.

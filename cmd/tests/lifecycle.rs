@@ -142,6 +142,17 @@ async fn sigterm_under_load_exits_0_within_the_grace_period_and_keeps_every_ackn
             "acknowledged insert {id} on port {p} lost"
         );
     }
+    // Nothing ran that was not answered: the servers drained their requests
+    // while the workers still ran them, so no submitted task was left in a
+    // queue to run unanswered at the next start.
+    for (p, ws) in [(pa, &mut a), (pb, &mut b)] {
+        let acked_here = acked.iter().filter(|(q, _, _)| *q == p).count();
+        assert_eq!(
+            output(ws, "db::next_id() - 1").await,
+            acked_here.to_string(),
+            "inserts on port {p} beyond the {acked_here} acknowledged ones"
+        );
+    }
     drop((a, b));
     assert_eq!(again.stop().code(), Some(0));
 }
