@@ -22,6 +22,8 @@ pub enum WorkerState {
 #[derive(Debug)]
 pub struct WorkerStatus {
     state: Mutex<WorkerState>,
+    /// Why the worker is (or last was) [`WorkerState::Reconnecting`].
+    outage: Mutex<Option<String>>,
     completed: AtomicU64,
     failed: AtomicU64,
 }
@@ -30,6 +32,7 @@ impl Default for WorkerStatus {
     fn default() -> Self {
         WorkerStatus {
             state: Mutex::new(WorkerState::Starting),
+            outage: Mutex::new(None),
             completed: AtomicU64::new(0),
             failed: AtomicU64::new(0),
         }
@@ -62,6 +65,22 @@ impl WorkerStatus {
         }
     }
 
+    /// Why the worker is reconnecting, in a few words for the status table
+    /// ("redis is unreachable", "redis is loading its data"); `None` before
+    /// the first outage.
+    pub fn outage(&self) -> Option<String> {
+        self.outage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Sets `Reconnecting`, saying why (see [`outage_reason`]).
+    pub(crate) fn set_reconnecting(&self, err: &client::Error) {
+        *self.outage.lock().unwrap_or_else(|e| e.into_inner()) = Some(outage_reason(err));
+        self.set(WorkerState::Reconnecting);
+    }
+
     pub(crate) fn count(&self, completed: bool) {
         let counter = if completed {
             &self.completed
@@ -69,5 +88,59 @@ impl WorkerStatus {
             &self.failed
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A few words on why Redis cannot be used, for the status table (the log
+/// has the whole error).
+pub(crate) fn outage_reason(err: &client::Error) -> String {
+    match err {
+        // A restarted Redis answers `LOADING` ("BusyLoading: Redis is
+        // loading the dataset in memory") while it reads its append-only
+        // file: it is there, just not ready.
+        client::Error::Unavailable { reason, .. }
+            if reason.to_ascii_lowercase().contains("loading") =>
+        {
+            "redis is loading its data".to_string()
+        }
+        client::Error::Unavailable { .. } => "redis is unreachable".to_string(),
+        client::Error::Protocol(_) => "redis answered outside the protocol".to_string(),
+        _ => "redis request failed".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unavailable(reason: &str) -> client::Error {
+        client::Error::Unavailable {
+            url: "redis://127.0.0.1:6379".into(),
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn a_loading_redis_is_told_apart_from_an_unreachable_one() {
+        assert_eq!(
+            outage_reason(&unavailable(
+                "LOADING: Redis is loading the dataset in memory"
+            )),
+            "redis is loading its data"
+        );
+        assert_eq!(
+            outage_reason(&unavailable("Connection refused (os error 111)")),
+            "redis is unreachable"
+        );
+        let status = WorkerStatus::default();
+        assert_eq!(status.outage(), None);
+        status.set_reconnecting(&unavailable(
+            "LOADING: Redis is loading the dataset in memory",
+        ));
+        assert_eq!(status.state(), WorkerState::Reconnecting);
+        assert_eq!(
+            status.outage().as_deref(),
+            Some("redis is loading its data")
+        );
     }
 }

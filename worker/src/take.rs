@@ -10,7 +10,7 @@ use engine::{CircleEngine, RunControl};
 use tokio_util::sync::CancellationToken;
 
 use crate::runner;
-use crate::{WorkerConfig, WorkerOptions, WorkerState, WorkerStatus};
+use crate::{WorkerConfig, WorkerOptions, WorkerStatus};
 
 /// Everything the loop needs.
 pub(crate) struct Taker<'a> {
@@ -178,7 +178,7 @@ impl Taker<'_> {
         if !matches!(err, client::Error::Unavailable { .. }) {
             log::error!("worker for queue {}: {err}", self.config.queue);
         }
-        self.status.set(WorkerState::Reconnecting);
+        self.status.set_reconnecting(err);
         outage.check_own = true;
         outage.backoff = if outage.backoff.is_zero() {
             Duration::from_millis(50)
