@@ -104,7 +104,9 @@ fn check_sizes(value: &Dynamic, limits: &crate::Limits, depth: usize) -> Result<
             format!("{what} of {len} in the result exceeds the limit of {max}"),
         )
     };
-    if depth > MAX_RESULT_DEPTH {
+    // `depth` counts from 0 at the top: a result of MAX levels reaches
+    // depth MAX - 1, as in `nesting::value_too_deep`.
+    if depth >= MAX_RESULT_DEPTH {
         return Err(ScriptError::new(
             ErrorKind::Limit,
             format!("the result nests arrays or maps deeper than {MAX_RESULT_DEPTH} levels"),

@@ -155,3 +155,18 @@ fn throwing_or_switching_on_a_deeply_nested_value_does_not_crash() {
     assert_eq!(c.ok(&script).output, "2");
     c.still_works();
 }
+
+#[test]
+fn a_result_may_nest_exactly_max_nesting_levels_as_printing_may() {
+    let c = Circle::new();
+    let out = c.ok(&nested(MAX_NESTING, false, "v")).output;
+    assert_eq!(
+        out,
+        format!("{}(){}", "[".repeat(MAX_NESTING), "]".repeat(MAX_NESTING))
+    );
+    let e = c.fails(&nested(MAX_NESTING + 1, false, "v"), ErrorKind::Limit);
+    assert!(e.message.contains("result nests"), "{e:?}");
+    // Printing has the same bound.
+    c.ok(&nested(MAX_NESTING, false, "print(v); 1"));
+    c.fails(&nested(MAX_NESTING + 1, false, "print(v); 1"), ErrorKind::Limit);
+}
