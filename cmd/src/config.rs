@@ -67,6 +67,8 @@ pub fn load(path: &Path) -> Result<Vec<CircleConfig>, ConfigError> {
 
 /// Validates the text of a circles file; the error is the problem without the file name.
 pub fn parse(text: &str) -> Result<Vec<CircleConfig>, String> {
+    // Some editors start a UTF-8 file with a byte order mark; JSON has none.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
     let serde_json::Value::Array(elements) = value else {
@@ -240,6 +242,12 @@ mod tests {
             e.contains("duplicate field `name`") && e.contains("line 1"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_the_json_is_accepted() {
+        let circles = parse("\u{feff}[{\"id\": 1, \"name\": \"A\", \"port\": 1}]").expect("BOM");
+        assert_eq!(circles[0].name, "A");
     }
 
     #[test]

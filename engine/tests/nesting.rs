@@ -168,5 +168,8 @@ fn a_result_may_nest_exactly_max_nesting_levels_as_printing_may() {
     assert!(e.message.contains("result nests"), "{e:?}");
     // Printing has the same bound.
     c.ok(&nested(MAX_NESTING, false, "print(v); 1"));
-    c.fails(&nested(MAX_NESTING + 1, false, "print(v); 1"), ErrorKind::Limit);
+    c.fails(
+        &nested(MAX_NESTING + 1, false, "print(v); 1"),
+        ErrorKind::Limit,
+    );
 }

@@ -95,8 +95,12 @@ pub(crate) async fn upgrade(
         Some(Err(_)) => Some(""),
     };
     if !origin::is_allowed(origin, &shared.config.allowed_origins) {
-        shared.status.refused();
-        log::warn!("circle {circle}: refused a websocket upgrade from origin {origin:?}");
+        if let Some(n) = shared.status.refused() {
+            log::warn!(
+                "circle {circle}: refused a websocket upgrade from origin {origin:?} \
+                 ({n} upgrades refused so far; logged at powers of two)"
+            );
+        }
         return Ok(HttpResponse::Forbidden().body(
             "origin not allowed: only loopback origins and the configured allowed_origins may connect\n",
         ));
@@ -106,8 +110,12 @@ pub(crate) async fn upgrade(
     }
     let max = shared.config.max_connections;
     let Some(slot) = shared.status.try_connect(max) else {
-        shared.status.refused();
-        log::warn!("circle {circle}: refused a websocket upgrade: {max} connections already open");
+        if let Some(n) = shared.status.refused() {
+            log::warn!(
+                "circle {circle}: refused a websocket upgrade: {max} connections already open \
+                 ({n} upgrades refused so far; logged at powers of two)"
+            );
+        }
         return Ok(HttpResponse::ServiceUnavailable()
             .insert_header((header::RETRY_AFTER, "1"))
             .body(format!("too many connections (limit {max})\n")));

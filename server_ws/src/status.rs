@@ -44,8 +44,12 @@ impl ServerStatus {
             .map(|_| ConnectionGuard(Arc::clone(self)))
     }
 
-    pub(crate) fn refused(&self) {
-        self.refused_upgrades.fetch_add(1, Ordering::Relaxed);
+    /// Counts a refused upgrade; returns whether to log it: the 1st, 2nd,
+    /// 4th, 8th… so a burst of refusals logs a handful of lines (each with
+    /// the running count), not one per connection.
+    pub(crate) fn refused(&self) -> Option<u64> {
+        let n = self.refused_upgrades.fetch_add(1, Ordering::Relaxed) + 1;
+        n.is_power_of_two().then_some(n)
     }
 
     pub(crate) fn call_started(self: &Arc<Self>) -> CallGuard {
@@ -89,5 +93,13 @@ mod tests {
         drop(a);
         assert_eq!(status.connections(), 1);
         assert!(status.try_connect(2).is_some());
+    }
+
+    #[test]
+    fn refusals_are_all_counted_and_logged_at_powers_of_two() {
+        let status = ServerStatus::default();
+        let logged: Vec<u64> = (0..500).filter_map(|_| status.refused()).collect();
+        assert_eq!(logged, [1, 2, 4, 8, 16, 32, 64, 128, 256]);
+        assert_eq!(status.refused_upgrades(), 500);
     }
 }
