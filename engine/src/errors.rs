@@ -130,21 +130,34 @@ fn eval_kind(err: EvalAltResult, limits: &Limits) -> (ErrorKind, String) {
                 limits.max_call_depth
             ),
         ),
+        // Rhai counts a value's sizes in total: the bytes of all strings in
+        // an array or map (nested ones included) count against the string
+        // limit, and so on. The message says so, or an array of small
+        // strings would seem to hold one string that is too long.
         E::ErrorDataTooLarge(what, _) => {
             let lower = what.to_lowercase();
-            let limit = if lower.contains("string") {
-                format!("{} bytes", limits.max_string_size)
+            let message = if lower.contains("string") {
+                format!(
+                    "strings exceed the limit of {} bytes (one string, or all the strings \
+                     in one array or map together)",
+                    limits.max_string_size
+                )
             } else if lower.contains("array") {
-                format!("{} elements", limits.max_array_size)
+                format!(
+                    "arrays exceed the limit of {} elements (one array, or all the arrays \
+                     nested in one value together)",
+                    limits.max_array_size
+                )
             } else if lower.contains("map") {
-                format!("{} entries", limits.max_map_size)
+                format!(
+                    "object maps exceed the limit of {} entries (one map, or all the maps \
+                     nested in one value together)",
+                    limits.max_map_size
+                )
             } else {
-                "its bound".to_string()
+                format!("{lower} exceeds its bound")
             };
-            (
-                ErrorKind::Limit,
-                format!("{lower} exceeds the limit of {limit}"),
-            )
+            (ErrorKind::Limit, message)
         }
         E::ErrorTooManyModules(_) => (
             ErrorKind::Limit,

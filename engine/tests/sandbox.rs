@@ -364,3 +364,19 @@ fn default_limits_let_ordinary_heavy_scripts_finish() {
                  while j <= n { s[j] = false; j += i; } } }\ncount";
     assert_eq!(c.ok(sieve).output, "9592");
 }
+
+#[test]
+fn the_size_limits_count_a_value_in_total_and_the_message_says_so() {
+    // Two hundred strings of 10,000 bytes: none too long, 2 MB together.
+    let c = Circle::new();
+    let e = c.fails(
+        "let s = \"\"; s.pad(10000, 'x'); let a = []; for i in 0..200 { a += [s]; } a.len()",
+        ErrorKind::Limit,
+    );
+    assert!(
+        e.message
+            .contains("all the strings in one array or map together"),
+        "{e:?}"
+    );
+    c.still_works();
+}
