@@ -16,8 +16,13 @@ type SharedModule = Arc<Module>;
 
 use crate::{Limits, context, dbfns};
 
-/// Symbols a script may not use, refused when it is compiled.
-pub const DISABLED_SYMBOLS: &[&str] = &["eval", "import", "export"];
+/// Symbols a script may not use, refused when it is compiled. `curry`
+/// copies a function pointer's arguments into a new one, so `f =
+/// f.curry(f)` doubles the memory a value holds on every call, inside one
+/// operation and outside every size limit (Rhai counts strings, arrays and
+/// maps, not curried arguments): 30 calls ask for gigabytes. Closures still
+/// capture variables (the parser curries them itself, sharing, not copying).
+pub const DISABLED_SYMBOLS: &[&str] = &["eval", "import", "export", "curry"];
 
 /// The packages, built once per process and shared by every circle's engine.
 /// Left out: blobs (not storable), timestamps (not storable) and the

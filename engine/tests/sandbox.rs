@@ -203,6 +203,30 @@ fn eval_is_refused_when_compiling() {
 }
 
 #[test]
+fn curry_is_refused_so_a_function_pointer_cannot_double_its_size() {
+    // `f = f.curry(f)` doubled the value each time, inside one operation and
+    // outside every size limit: 30 rounds asked for gigabytes.
+    let c = Circle::new();
+    let e = c.fails(
+        "let f = Fn(\"abs\");\nfor i in 0..1000 { f = f.curry(f); }\ntype_of(f)",
+        ErrorKind::Syntax,
+    );
+    assert_eq!(e.line, Some(2), "{e:?}");
+    let e = c.fails("curry(Fn(\"abs\"), 1)", ErrorKind::Syntax);
+    assert!(e.message.contains("curry"), "{e:?}");
+    let e = c.run("let f = Fn(\"curry\"); f.call(Fn(\"abs\"), 1)");
+    assert!(e.is_err(), "a pointer to curry does not curry: {e:?}");
+    // Closures still capture what they use.
+    assert_eq!(c.ok("let k = 2; [1, 2].map(|x| x * k)").output, "[2, 4]");
+    assert_eq!(
+        c.ok("let n = 0; let inc = || n += 1; inc.call(); inc.call(); n")
+            .output,
+        "2"
+    );
+    c.still_works();
+}
+
+#[test]
 fn import_is_refused_when_compiling() {
     let c = Circle::new();
     let e = c.fails("import \"/etc/passwd\" as p;\n1", ErrorKind::Syntax);
