@@ -143,20 +143,66 @@ fn is_loopback(host: &str) -> bool {
             .unwrap_or(false)
 }
 
-/// Why a PING did not succeed.
-fn ping(addr: &SocketAddr) -> Result<(), String> {
+/// What answered a PING.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// A Redis that can be used (PONG, or NOAUTH from a password-protected
+    /// one: any answer but LOADING means a Redis is there; the client then
+    /// says whether it can use it).
+    There,
+    /// A Redis that is still reading its data (`-LOADING`): there, not ready.
+    Loading,
+}
+
+/// What answers a PING at `addr`, or why nothing did.
+fn ping(addr: &SocketAddr) -> Result<Answer, String> {
     let mut stream =
         TcpStream::connect_timeout(addr, Duration::from_millis(500)).map_err(|e| e.to_string())?;
     stream
         .set_read_timeout(Some(Duration::from_secs(2)))
         .map_err(|e| e.to_string())?;
     stream.write_all(b"PING\r\n").map_err(|e| e.to_string())?;
-    let mut buf = [0u8; 1];
-    // Any reply (PONG, or NOAUTH from a password-protected server) means a Redis is there.
-    stream
-        .read_exact(&mut buf)
+    let mut buf = [0u8; 8];
+    let n = stream
+        .read(&mut buf)
         .map_err(|e| format!("connected but got no reply: {e}"))?;
-    Ok(())
+    if n == 0 {
+        return Err("connected but the connection was closed without a reply".to_string());
+    }
+    Ok(if buf[..n].starts_with(b"-LOADING") {
+        Answer::Loading
+    } else {
+        Answer::There
+    })
+}
+
+/// How long a Redis may go on loading its data before the start gives up
+/// (a big append-only file takes a while; a start cannot be interrupted
+/// during this wait, so it is bounded).
+const LOAD_DEADLINE: Duration = Duration::from_secs(300);
+
+/// Waits while the Redis at `addr` answers LOADING; an error if it still
+/// does after [`LOAD_DEADLINE`] or stops answering.
+fn wait_loaded(addr: &SocketAddr) -> anyhow::Result<()> {
+    let deadline = Instant::now() + LOAD_DEADLINE;
+    let mut said = false;
+    loop {
+        match ping(addr) {
+            Ok(Answer::There) => return Ok(()),
+            Ok(Answer::Loading) if Instant::now() < deadline => {
+                if !said {
+                    log::info!("redis at {addr} is loading its data; waiting for it");
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Ok(Answer::Loading) => bail!(
+                "redis at {addr} was still loading its data after {LOAD_DEADLINE:?}. Fix: \
+                 start it yourself, wait until it has loaded, then start again"
+            ),
+            Err(e) => bail!("redis at {addr} stopped answering while it loaded its data: {e}"),
+        }
+    }
 }
 
 fn redis_server_on_path() -> bool {
@@ -181,7 +227,10 @@ pub fn ensure(url: &str, data_dir: &Path, allow_managed: bool) -> anyhow::Result
     let mut last = String::from("no address");
     for addr in &addrs {
         match ping(addr) {
-            Ok(()) => {
+            Ok(answer) => {
+                if answer == Answer::Loading {
+                    wait_loaded(addr)?;
+                }
                 return Ok(RedisHandle {
                     url: url.to_string(),
                     managed: None,
@@ -282,12 +331,19 @@ impl ManagedRedis {
         tail(&self.dir.join("redis.log"))
     }
 
+    /// Waits until the server answers PING with something other than
+    /// LOADING (a restarted server reads its append-only file first; the
+    /// start would otherwise fail on its first command), within
+    /// [`START_DEADLINE`] for a first answer and [`LOAD_DEADLINE`] for the
+    /// loading.
     fn wait_ready(&mut self) -> anyhow::Result<()> {
         let log_path = self.dir.join("redis.log");
         let deadline = Instant::now() + START_DEADLINE;
         loop {
-            if ping(&self.addr).is_ok() {
-                return Ok(());
+            match ping(&self.addr) {
+                Ok(Answer::There) => return Ok(()),
+                Ok(Answer::Loading) => return wait_loaded(&self.addr),
+                Err(_) => {}
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 bail!(

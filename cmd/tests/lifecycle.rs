@@ -451,6 +451,58 @@ async fn a_managed_redis_is_started_when_none_answers_and_stopped_at_exit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managed_redis_still_loading_its_data_is_waited_for_at_start() {
+    // A restarted Redis answers LOADING while it reads its append-only file;
+    // with a few MB of it that lasts long enough for the start to see it.
+    let (sandbox, redis_port, p, mut orchestrator) = with_managed_redis("Loader");
+    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{redis_port}"))
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    for chunk in 0..20 {
+        let mut pipe = redis::pipe();
+        for i in 0..10_000 {
+            pipe.cmd("SET")
+                .arg(format!("ballast:{chunk}:{i}"))
+                .arg("x".repeat(100))
+                .ignore();
+        }
+        let () = pipe.query_async(&mut conn).await.expect("ballast");
+    }
+    drop(conn);
+    let mut ws = connect(p).await;
+    assert_eq!(output(&mut ws, "db::insert(1)").await, "1");
+    drop(ws);
+    assert_eq!(orchestrator.stop().code(), Some(0));
+
+    for round in 0..3 {
+        let mut again = Orchestrator::spawn({
+            let mut cmd = sandbox.command();
+            cmd.arg(sandbox.path().join("circles.json")).args([
+                "--redis-url",
+                &format!("redis://127.0.0.1:{redis_port}"),
+                "--output",
+                "plain",
+            ]);
+            cmd
+        });
+        again.wait_table();
+        let mut ws = connect(p).await;
+        assert_eq!(
+            output(&mut ws, "db::next_id()").await,
+            (2 + round).to_string()
+        );
+        assert_eq!(
+            output(&mut ws, "db::insert(1)").await,
+            (2 + round).to_string()
+        );
+        drop(ws);
+        assert_eq!(again.stop().code(), Some(0), "{}", again.stderr());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_managed_redis_that_dies_is_restarted_and_circles_serve_again() {
     let (_sandbox, redis_port, p, mut orchestrator) = with_managed_redis("Phoenix");
     let mut ws = connect(p).await;
