@@ -204,8 +204,10 @@ impl Conn {
         } else if matches!(
             err.retry_method(),
             redis::RetryMethod::WaitAndRetry | redis::RetryMethod::RetryImmediately
-        ) {
-            // For example LOADING while a restarted Redis reads its AOF.
+        ) || names_a_passing_state(&err.to_string())
+        {
+            // For example LOADING while a restarted Redis reads its AOF,
+            // also when it comes nested in an aborted MULTI/EXEC.
             self.unavailable(&err.to_string())
         } else {
             Error::Protocol(format!("redis refused a request: {err}"))
@@ -257,6 +259,16 @@ pub(crate) fn is_connection_error(err: &RedisError) -> bool {
         || err.is_unrecoverable_error()
 }
 
+/// Whether an error's text names a state Redis passes through on its own
+/// (loading its data, a failover): a transaction aborted by one reports it
+/// only nested in its message ("Transaction aborted: [… BusyLoading …]"),
+/// and its retry method says not to retry.
+fn names_a_passing_state(text: &str) -> bool {
+    ["BusyLoading", "LOADING", "TryAgain", "MasterDown"]
+        .iter()
+        .any(|state| text.contains(state))
+}
+
 /// `redis://user:secret@host/` → `redis://host/`.
 pub(crate) fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -269,7 +281,20 @@ pub(crate) fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{names_a_passing_state, redact};
+
+    #[test]
+    fn a_transaction_aborted_by_a_loading_redis_is_a_passing_state() {
+        assert!(names_a_passing_state(
+            "Transaction aborted: [(Index 0, error: BusyLoading: Redis is loading the dataset in memory)]"
+        ));
+        assert!(names_a_passing_state(
+            "LOADING Redis is loading the dataset in memory"
+        ));
+        assert!(!names_a_passing_state(
+            "WRONGTYPE Operation against a key holding the wrong kind of value"
+        ));
+    }
 
     #[test]
     fn redacted_urls_carry_no_password() {

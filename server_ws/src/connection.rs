@@ -365,6 +365,7 @@ async fn run_call(shared: &Shared, call: Call) -> Option<Value> {
         &shared.config.circle_name,
         &shared.config.queue,
         &shared.submit,
+        &shared.status,
         &id,
         &call.script,
     )

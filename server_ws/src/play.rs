@@ -12,11 +12,22 @@ pub(crate) async fn play(
     circle: &str,
     queue: &str,
     options: &SubmitOptions,
+    status: &crate::ServerStatus,
     id: &Value,
     script: &str,
 ) -> Value {
     log::debug!("circle {circle}: play ({} bytes)", script.len());
     let ended = client.run(queue, script, options).await;
+    // Every request fails alike while Redis is away: a few lines, not one
+    // per request.
+    if let Err(client::Error::Unavailable { url, reason }) = &ended
+        && let Some(n) = status.broker_unavailable()
+    {
+        log::warn!(
+            "circle {circle}: broker at {url} unavailable: {reason} ({n} requests answered \
+             -32002 so far; logged at powers of two)"
+        );
+    }
     reply(circle, id, ended)
 }
 
@@ -61,15 +72,12 @@ pub(crate) fn reply(circle: &str, id: &Value, ended: client::Result<Outcome>) ->
             &format!("the task did not finish within {} ms", timeout.as_millis()),
             Some(json!({ "kind": "timeout", "task_id": task_id })),
         ),
-        Err(client::Error::Unavailable { url, reason }) => {
-            log::warn!("circle {circle}: broker at {url} unavailable: {reason}");
-            rpc::error(
-                id,
-                rpc::BROKER_UNAVAILABLE,
-                "the task broker (redis) is unavailable; try again later",
-                None,
-            )
-        }
+        Err(client::Error::Unavailable { .. }) => rpc::error(
+            id,
+            rpc::BROKER_UNAVAILABLE,
+            "the task broker (redis) is unavailable; try again later",
+            None,
+        ),
         Err(other) => {
             log::error!("circle {circle}: play failed inside the server: {other}");
             internal(id)

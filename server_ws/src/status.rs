@@ -10,6 +10,7 @@ pub struct ServerStatus {
     in_flight: AtomicUsize,
     requests: AtomicU64,
     refused_upgrades: AtomicU64,
+    broker_unavailable: AtomicU64,
 }
 
 impl ServerStatus {
@@ -42,6 +43,13 @@ impl ServerStatus {
             })
             .ok()
             .map(|_| ConnectionGuard(Arc::clone(self)))
+    }
+
+    /// Counts a request answered "broker unavailable"; returns the count
+    /// when it is to be logged (at powers of two, as [`Self::refused`]).
+    pub(crate) fn broker_unavailable(&self) -> Option<u64> {
+        let n = self.broker_unavailable.fetch_add(1, Ordering::Relaxed) + 1;
+        n.is_power_of_two().then_some(n)
     }
 
     /// Counts a refused upgrade; returns whether to log it: the 1st, 2nd,
