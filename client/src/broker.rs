@@ -16,7 +16,11 @@ use crate::conn::{Conn, ConnSettings};
 use crate::{Result, fields, keys, scripts};
 
 /// The reason written into a task whose worker died while running it.
-pub const WORKER_LOST_MESSAGE: &str = "worker lost while running the task";
+/// Its outcome is unknown: the worker may have committed the script's writes
+/// just before it was lost, so the message says so (a submitter that retries
+/// on error must check first).
+pub const WORKER_LOST_MESSAGE: &str = "worker lost while running the task (its writes may have \
+     been committed before it was lost)";
 
 /// A task this worker claimed and must now run and finish.
 #[derive(Debug, Clone, PartialEq, Eq)]

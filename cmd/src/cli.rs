@@ -171,7 +171,7 @@ pub struct PlayArgs {
     pub host: String,
 
     /// How long to wait for the reply.
-    #[arg(long, default_value = "35s", value_parser = parse_duration)]
+    #[arg(long, default_value = "35s", value_parser = positive_duration)]
     pub timeout: Duration,
 
     /// Print the raw JSON-RPC reply instead of the output.

@@ -165,8 +165,10 @@ fn check_values_and_duplicates(circles: &[CircleConfig]) -> Result<(), String> {
 }
 
 fn describe(index: usize, circle: &CircleConfig) -> String {
+    // Debug-quoted: a name is shown escaped, so a control character in it
+    // cannot act on the terminal that shows the error.
     format!(
-        "circle at index {index} (id {}, name \"{}\")",
+        "circle at index {index} (id {}, name {:?})",
         circle.id, circle.name
     )
 }
@@ -255,6 +257,10 @@ mod tests {
         for name in ["a\\nb", "red\\u001b[31m", "tab\\there"] {
             let e = err(&format!(r#"[{{"id": 1, "name": "{name}", "port": 1}}]"#));
             assert!(e.contains("control character"), "{name}: {e}");
+            assert!(
+                !e.chars().any(char::is_control),
+                "the message shows the name escaped: {e:?}"
+            );
         }
         // Letters of any script are fine.
         parse(r#"[{"id": 1, "name": "Ćircle ünïcode 円", "port": 1}]"#).expect("unicode name");
