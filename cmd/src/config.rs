@@ -130,7 +130,8 @@ fn check_values_and_duplicates(circles: &[CircleConfig]) -> Result<(), String> {
         let queue = circle.queue();
         if queue.is_empty() {
             return Err(format!(
-                "{here}: the name gives an empty queue name (it needs at least one letter or digit)"
+                "{here}: the name gives an empty queue name (a queue name keeps only the ASCII \
+                 letters and digits a-z, 0-9 of the name, and this one has none)"
             ));
         }
         if let Some(first) = ids.insert(circle.id, index) {
