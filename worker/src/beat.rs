@@ -29,15 +29,20 @@ pub(crate) async fn beat_once(broker: &WorkerBroker, options: &WorkerOptions, re
 }
 
 /// Beats until `token` is cancelled, refreshing the queue's owner key with
-/// each beat when the worker has an `owner`.
+/// each beat when the worker has an `owner`. If another database's workers
+/// hold the queue (possible only after this worker missed its beats for a
+/// whole TTL, in an outage, and the other started meanwhile), this worker
+/// must stop taking its tasks: the reason goes into `lost` and `take` is
+/// cancelled, and the beat ends.
 pub(crate) async fn run(
     broker: Arc<WorkerBroker>,
     options: WorkerOptions,
     owner: Option<String>,
     token: CancellationToken,
+    take: CancellationToken,
+    lost: Arc<std::sync::Mutex<Option<String>>>,
 ) {
     let mut last_reap = Instant::now();
-    let mut foreign_logged = false;
     loop {
         tokio::select! {
             _ = token.cancelled() => return,
@@ -51,14 +56,14 @@ pub(crate) async fn run(
         }
         if let Some(owner) = &owner {
             match broker.own_queue(owner, options.heartbeat_ttl).await {
-                // Held by another database: only possible after this worker
-                // missed its beats for a whole TTL and the other took the
-                // queue meanwhile. Said once; the operator must separate them.
-                Ok(Some(other)) if !foreign_logged => {
-                    log::error!("{}", crate::foreign_owner_message(broker.queue(), &other));
-                    foreign_logged = true;
+                Ok(Some(other)) => {
+                    let reason = crate::foreign_owner_message(broker.queue(), &other);
+                    log::error!("{reason}");
+                    *lost.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+                    take.cancel();
+                    return;
                 }
-                Ok(_) => {}
+                Ok(None) => {}
                 Err(e) => log::debug!(
                     "worker {}: refreshing the queue claim failed: {e}",
                     broker.worker_id()

@@ -250,11 +250,17 @@ pub async fn run_with(
     // Register and resolve predecessors' leftovers before the first task.
     beat::beat_once(&beat_broker, &options, true).await;
     let beat_token = CancellationToken::new();
+    // The take side stops on shutdown, or when the beat finds the queue
+    // taken by another database's workers (the reason is then in `lost`).
+    let take_token = token.child_token();
+    let lost = Arc::new(std::sync::Mutex::new(None));
     let beat = tokio::spawn(beat::run(
         Arc::clone(&beat_broker),
         options.clone(),
         config.owner.clone(),
         beat_token.clone(),
+        take_token.clone(),
+        Arc::clone(&lost),
     ));
 
     // Set once the shutdown grace is over: cancels the running script.
@@ -263,7 +269,7 @@ pub async fn run_with(
         let config = config.clone();
         let options = options.clone();
         let status = Arc::clone(&status);
-        let token = token.clone();
+        let token = take_token.clone();
         let cancel = Arc::clone(&cancel);
         move || async move {
             let taker = take::Taker {
@@ -330,7 +336,9 @@ pub async fn run_with(
             config.queue
         );
     }
+    let taken_over = lost.lock().unwrap_or_else(|e| e.into_inner()).take();
     let failure = match ended {
+        Ok(Ok(())) if taken_over.is_some() => taken_over,
         Ok(Ok(())) => None,
         Ok(Err(reason)) => Some(reason),
         Err(_) => Some("the circle thread panicked".to_owned()),

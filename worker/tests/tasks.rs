@@ -722,3 +722,43 @@ async fn a_worker_of_another_database_refuses_a_queue_that_is_already_served() {
     .await;
     successor.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_queue_was_taken_over_by_another_database_stops_taking_its_tasks() {
+    // As after an outage longer than the owner key's TTL, during which
+    // another database's circle of the same queue name started.
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let (first, _a) = owned_worker(&url, "taken", "host:/data/a");
+    eventually("the worker to run", WAIT, || async {
+        (first.status.state() == worker::WorkerState::Running).then_some(())
+    })
+    .await;
+    let mut conn = raw(&url).await;
+    let _: () = redis::cmd("SET")
+        .arg(client::keys::queue_owner("taken"))
+        .arg("host:/data/b")
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    let ended = tokio::time::timeout(WAIT, first.handle)
+        .await
+        .expect("the worker stops at its next beat")
+        .expect("join");
+    let message = ended.expect_err("stopped as a failure").to_string();
+    assert!(
+        message.contains("queue taken") && message.contains("host:/data/b"),
+        "{message}"
+    );
+    assert!(matches!(
+        first.status.state(),
+        worker::WorkerState::Failed(_)
+    ));
+    // It did not release the other database's claim on its way out.
+    let owner: Option<String> = redis::cmd("GET")
+        .arg(client::keys::queue_owner("taken"))
+        .query_async(&mut conn)
+        .await
+        .expect("get");
+    assert_eq!(owner.as_deref(), Some("host:/data/b"));
+}
