@@ -125,6 +125,10 @@ pub(crate) async fn serve(
             },
             Ok(Message::Binary(_)) => Step::Reply(binary_refused()),
             Ok(Message::Ping(bytes)) => Step::Pong(bytes),
+            // The frame guard's stand-in for a refused oversize message.
+            Ok(Message::Pong(bytes)) if bytes == crate::frame_guard::OVERSIZE_PONG => {
+                Step::Reply(oversize(&shared))
+            }
             Ok(Message::Pong(_) | Message::Nop) => Step::Skip,
             Ok(Message::Close(reason)) => break End::ClientClosed(reason),
             // The codec drops an oversize frame whole, so reading can go on.

@@ -55,6 +55,11 @@ impl Assembler {
                 None
             }
             Item::Last(b) => {
+                // The frame guard ended a message refused after some of its
+                // fragments passed: never assemble what is left of it.
+                if b == crate::frame_guard::TRUNCATED {
+                    self.overflowed = true;
+                }
                 self.add(&b);
                 let buf = std::mem::take(&mut self.buf);
                 Some(if self.overflowed {

@@ -3,18 +3,30 @@
 //! actix's WebSocket codec refuses a frame over the size limit only once the
 //! whole frame has arrived: until then it keeps every byte the client sends.
 //! A client that declares a frame of 2^40 bytes and streams data makes the
-//! server hold all of it (1.9 GB of memory after 2 GB sent, measured). And a
-//! frame whose length has its top bit set is refused without being consumed,
-//! so the same error would come back forever.
+//! server hold all of it (1.9 GB of memory after 2 GB sent, measured). A frame
+//! whose length has its top bit set is refused without being consumed, so the
+//! same error would come back forever; and after an oversize fragment the
+//! codec's idea of the message in progress goes wrong.
 //!
 //! [`FrameGuard`] sits between the connection's bytes and the codec and reads
-//! each frame header as it passes. A frame within the limit passes unchanged.
-//! A frame over it is replaced by a frame of exactly `max + 1` zero bytes
-//! (same opcode, flags and mask), which the codec refuses at once with
-//! `Overflow` as it always did, so the client gets its -32003 before it has
-//! sent the body; the declared payload is then read and dropped as it comes,
-//! never kept. A length with the top bit set (RFC 6455 §5.2 forbids it) ends
-//! the stream with an error, which closes the connection with 1002.
+//! each frame header as it passes. A frame within the limit passes
+//! unchanged. An oversize frame never reaches the codec: its payload is
+//! dropped as it arrives, and so is the rest of its message (the
+//! continuation frames up to the final one; control frames in between pass).
+//! In its place the codec gets a small frame the connection recognises, in
+//! the same position in the stream, so the -32003 goes out in order and as
+//! soon as the oversize header is in:
+//! - when the oversize frame starts a message: a pong carrying
+//!   [`OVERSIZE_PONG`];
+//! - when it continues a message whose first fragments already passed: a
+//!   final continuation carrying [`TRUNCATED`] (not UTF-8), which ends that
+//!   message in the codec and makes the assembler refuse it as oversize, so a
+//!   truncated script is never run.
+//!
+//! A length with the top bit set (RFC 6455 §5.2 forbids it), a control frame
+//! longer than 125 bytes, a continuation with no message to continue, and a
+//! new message while a refused one is still being dropped end the stream with
+//! an error, which closes the connection with 1002.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -26,6 +38,13 @@ use futures_util::{Stream, StreamExt};
 /// Longest frame header: 2 bytes, an 8-byte length, a 4-byte mask.
 const MAX_HEADER: usize = 14;
 
+/// The payload of the pong that stands for a refused oversize message.
+pub(crate) const OVERSIZE_PONG: &[u8] = b"circles:oversize";
+
+/// The payload of the final fragment that ends a message refused after some
+/// of its fragments passed; it is not UTF-8, so no text can end with it.
+pub(crate) const TRUNCATED: &[u8] = b"\xff\xfecircles:oversize";
+
 /// Where the guard is in the byte stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -33,7 +52,7 @@ enum State {
     Header,
     /// Passing on this many more payload bytes.
     Pass(u64),
-    /// Dropping this many more payload bytes of an oversize frame.
+    /// Dropping this many more payload bytes of a refused message.
     Skip(u64),
 }
 
@@ -43,6 +62,17 @@ pub(crate) struct FrameGuard<S> {
     max: usize,
     state: State,
     header: Vec<u8>,
+    /// A data message whose first fragment passed has not ended yet.
+    in_message: bool,
+    /// The rest of a refused message is being dropped.
+    dropping: bool,
+}
+
+/// A masked frame (mask key 0, so the payload goes as it is) with `first`
+/// (FIN, opcode) and `payload`, at most 125 bytes.
+fn frame(out: &mut BytesMut, first: u8, payload: &[u8]) {
+    out.extend_from_slice(&[first, 0x80 | payload.len() as u8, 0, 0, 0, 0]);
+    out.extend_from_slice(payload);
 }
 
 impl<S> FrameGuard<S> {
@@ -54,11 +84,13 @@ impl<S> FrameGuard<S> {
             max,
             state: State::Header,
             header: Vec::with_capacity(MAX_HEADER),
+            in_message: false,
+            dropping: false,
         }
     }
 
-    /// The bytes to hand the codec for `input`: the same bytes, except that
-    /// oversize frames are replaced and their payload dropped.
+    /// The bytes to hand the codec for `input`: the same bytes, except for
+    /// refused messages (see the module docs).
     fn feed(&mut self, mut input: &[u8]) -> Result<BytesMut, PayloadError> {
         let mut out = BytesMut::with_capacity(input.len());
         while !input.is_empty() {
@@ -91,30 +123,61 @@ impl<S> FrameGuard<S> {
         Ok(out)
     }
 
-    /// A whole header is in `self.header`: passes it on or replaces its frame.
+    /// A whole header is in `self.header`: passes its frame on, or refuses
+    /// its message.
     fn header_done(&mut self, out: &mut BytesMut) -> Result<(), PayloadError> {
-        let h = &self.header;
-        let len = payload_len(h);
-        if len >> 63 != 0 {
+        let h = std::mem::take(&mut self.header);
+        let len = payload_len(&h);
+        let fin = h[0] & 0x80 != 0;
+        let opcode = h[0] & 0x0f;
+        let control = opcode >= 0x8;
+        let continuation = opcode == 0x0;
+        let skip_or_header = |len: u64| {
+            if len == 0 {
+                State::Header
+            } else {
+                State::Skip(len)
+            }
+        };
+        if len >> 63 != 0 || (control && len > 125) {
             return Err(PayloadError::Overflow);
         }
-        if len > self.max as u64 {
-            let masked = h[1] & 0x80 != 0;
-            out.extend_from_slice(&[h[0], (h[1] & 0x80) | 127]);
-            out.extend_from_slice(&(self.max as u64 + 1).to_be_bytes());
-            if masked {
-                out.extend_from_slice(&h[h.len() - 4..]);
+        if control {
+            out.extend_from_slice(&h);
+            self.state = if len == 0 {
+                State::Header
+            } else {
+                State::Pass(len)
+            };
+        } else if self.dropping {
+            // The rest of a refused message; a new message before its end
+            // breaks the protocol.
+            if !continuation {
+                return Err(PayloadError::Overflow);
             }
-            out.resize(out.len() + self.max + 1, 0);
-            self.state = State::Skip(len);
+            self.dropping = !fin;
+            self.state = skip_or_header(len);
+        } else if continuation && !self.in_message {
+            return Err(PayloadError::Overflow);
+        } else if len > self.max as u64 {
+            if continuation {
+                frame(out, 0x80, TRUNCATED);
+            } else {
+                frame(out, 0x8a, OVERSIZE_PONG);
+            }
+            self.in_message = false;
+            self.dropping = !fin;
+            self.state = skip_or_header(len);
         } else {
-            out.extend_from_slice(h);
+            out.extend_from_slice(&h);
+            self.in_message = !fin;
             self.state = if len == 0 {
                 State::Header
             } else {
                 State::Pass(len)
             };
         }
+        self.header = h;
         self.header.clear();
         Ok(())
     }
@@ -186,12 +249,27 @@ mod tests {
         h
     }
 
+    /// A frame: header and `len` bytes of `fill`.
+    fn whole(first: u8, len: usize, fill: u8) -> Vec<u8> {
+        let mut f = header(first, len as u64);
+        f.extend(vec![fill; len]);
+        f
+    }
+
+    /// What the guard emits in place of a refused frame.
+    fn stand_in(first: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        frame(&mut out, first, payload);
+        out.to_vec()
+    }
+
+    fn guard(max: usize) -> FrameGuard<futures_util::stream::Empty<Result<Bytes, PayloadError>>> {
+        FrameGuard::new(futures_util::stream::empty(), max)
+    }
+
     /// Feeds `input` in pieces of `step` bytes; returns everything passed on.
     fn run(max: usize, input: &[u8], step: usize) -> Result<Vec<u8>, PayloadError> {
-        let mut guard = FrameGuard::new(
-            futures_util::stream::empty::<Result<Bytes, PayloadError>>(),
-            max,
-        );
+        let mut guard = guard(max);
         let mut out = Vec::new();
         for piece in input.chunks(step) {
             out.extend_from_slice(&guard.feed(piece)?);
@@ -199,16 +277,16 @@ mod tests {
         Ok(out)
     }
 
+    const STEPS: [usize; 7] = [1, 2, 3, 13, 14, 15, 100_000];
+
     #[test]
     fn frames_within_the_limit_pass_unchanged_however_the_bytes_are_split() {
-        let mut input = header(0x81, 5);
-        input.extend_from_slice(b"hello");
-        input.extend(header(0x01, 300));
-        input.extend(vec![7u8; 300]);
-        input.extend(header(0x80, 300));
-        input.extend(vec![8u8; 300]);
-        input.extend(header(0x89, 0));
-        for step in [1, 2, 3, 13, 14, 15, 1000] {
+        let mut input = whole(0x81, 5, b'h');
+        input.extend(whole(0x01, 300, 7)); // first fragment
+        input.extend(whole(0x89, 3, 1)); // a ping between fragments
+        input.extend(whole(0x80, 300, 8)); // last fragment
+        input.extend(whole(0x89, 0, 0));
+        for step in STEPS {
             assert_eq!(
                 run(300, &input, step).expect("passes"),
                 input,
@@ -218,18 +296,24 @@ mod tests {
     }
 
     #[test]
-    fn an_oversize_frame_becomes_max_plus_one_zeros_and_its_payload_is_dropped() {
-        let mut input = header(0x81, 70_000);
-        input.extend(vec![9u8; 70_000]);
-        let mut after = header(0x81, 2);
-        after.extend_from_slice(b"ok");
-        input.extend_from_slice(&after);
-        let mut expected = vec![0x81, 0x80 | 127];
-        expected.extend_from_slice(&101u64.to_be_bytes());
-        expected.extend_from_slice(&[1, 2, 3, 4]);
-        expected.extend(vec![0u8; 101]);
-        expected.extend_from_slice(&after);
-        for step in [1, 5, 14, 4096, 100_000] {
+    fn an_oversize_message_becomes_one_marked_pong_in_its_place() {
+        let before = whole(0x81, 2, b'a');
+        let after = whole(0x81, 2, b'b');
+        // A whole oversize frame, then an oversize first fragment whose
+        // continuations (a ping between them) are dropped with it.
+        let mut input = before.clone();
+        input.extend(whole(0x81, 70_000, 9));
+        input.extend(whole(0x01, 200, 9));
+        input.extend(whole(0x00, 50, 9));
+        input.extend(whole(0x89, 1, 5));
+        input.extend(whole(0x80, 50, 9));
+        input.extend(after.clone());
+        let mut expected = before;
+        expected.extend(stand_in(0x8a, OVERSIZE_PONG));
+        expected.extend(stand_in(0x8a, OVERSIZE_PONG));
+        expected.extend(whole(0x89, 1, 5));
+        expected.extend(after);
+        for step in STEPS {
             assert_eq!(
                 run(100, &input, step).expect("passes"),
                 expected,
@@ -239,18 +323,28 @@ mod tests {
     }
 
     #[test]
-    fn the_replacement_goes_out_as_soon_as_the_header_is_in() {
-        let mut guard = FrameGuard::new(
-            futures_util::stream::empty::<Result<Bytes, PayloadError>>(),
-            10,
-        );
+    fn an_oversize_later_fragment_ends_its_message_with_a_marked_last_fragment() {
+        let mut input = whole(0x01, 50, b'x');
+        input.extend(whole(0x00, 500, 9)); // over the limit
+        input.extend(whole(0x80, 50, 9)); // dropped with it
+        input.extend(whole(0x81, 2, b'b'));
+        let mut expected = whole(0x01, 50, b'x');
+        expected.extend(stand_in(0x80, TRUNCATED));
+        expected.extend(whole(0x81, 2, b'b'));
+        for step in STEPS {
+            assert_eq!(
+                run(100, &input, step).expect("passes"),
+                expected,
+                "step {step}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_stand_in_goes_out_as_soon_as_the_header_is_in_and_nothing_is_kept() {
+        let mut guard = guard(10);
         let out = guard.feed(&header(0x81, 1 << 40)).expect("header");
-        assert_eq!(
-            out.len(),
-            14 + 11,
-            "header and max + 1 zeros, no body needed"
-        );
-        // Gigabytes of declared payload are dropped as they come.
+        assert_eq!(out.to_vec(), stand_in(0x8a, OVERSIZE_PONG));
         for _ in 0..100 {
             assert!(guard.feed(&[0u8; 65536]).expect("body").is_empty());
         }
@@ -258,10 +352,19 @@ mod tests {
     }
 
     #[test]
-    fn a_length_with_the_top_bit_set_ends_the_stream_with_an_error() {
-        let mut h = vec![0x81, 0x80 | 127];
-        h.extend_from_slice(&(1u64 << 63).to_be_bytes());
-        h.extend_from_slice(&[1, 2, 3, 4]);
-        assert!(matches!(run(100, &h, 3), Err(PayloadError::Overflow)));
+    fn broken_framing_ends_the_stream_with_an_error() {
+        let mut top_bit = vec![0x81, 0x80 | 127];
+        top_bit.extend_from_slice(&(1u64 << 63).to_be_bytes());
+        top_bit.extend_from_slice(&[1, 2, 3, 4]);
+        let long_ping = whole(0x89, 126, 0);
+        let orphan = whole(0x80, 3, 0);
+        let mut new_message_while_dropping = whole(0x01, 500, 0);
+        new_message_while_dropping.extend(whole(0x81, 2, 0));
+        for bad in [top_bit, long_ping, orphan, new_message_while_dropping] {
+            assert!(
+                matches!(run(100, &bad, 3), Err(PayloadError::Overflow)),
+                "{bad:?}"
+            );
+        }
     }
 }

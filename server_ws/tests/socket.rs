@@ -232,6 +232,63 @@ async fn an_oversize_frame_is_refused_when_its_header_arrives_and_its_body_is_no
     );
 }
 
+/// A masked frame (mask key 0) with first byte `first` and `payload`.
+fn raw_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = text_header(payload.len() as u64);
+    f[0] = first;
+    f.extend_from_slice(payload);
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_before_an_oversize_one_in_the_same_write_is_answered_and_the_connection_stays_open()
+ {
+    // One write: a request, an oversize first fragment, its last fragment.
+    // The oversize message is refused in its place in the stream, and its
+    // continuation does not break the connection (it used to: the codec's
+    // refusal came out before the request, which reset the skip flag, and the
+    // continuation then closed the connection with 1002).
+    let fx = Fixture::start(|c| c.max_message_bytes = 1024).await;
+    let mut ws = fx.connect().await;
+    let mut bytes = raw_frame(0x81, play(1, "echo:first").as_bytes());
+    bytes.extend(raw_frame(0x01, &[b' '; 2000]));
+    bytes.extend(raw_frame(0x80, b"{}"));
+    write_raw(&mut ws, &bytes).await;
+    // The request runs on the worker, so its reply may come after the
+    // refusal (replies go out as they are ready); both come.
+    let (one, two) = (recv(&mut ws).await, recv(&mut ws).await);
+    let (answer, refusal) = if one["id"] == 1 {
+        (one, two)
+    } else {
+        (two, one)
+    };
+    assert_eq!(answer["result"]["output"], "first", "{answer}");
+    assert_eq!(code(&refusal), codes::LIMIT_EXCEEDED, "{refusal}");
+    let reply = call(&mut ws, &play(2, "echo:still open")).await;
+    assert_eq!(reply["result"]["output"], "still open", "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_later_fragment_refuses_its_message_and_never_runs_what_is_left() {
+    let fx = Fixture::start(|c| c.max_message_bytes = 1024).await;
+    let mut ws = fx.connect().await;
+    // Without the oversize middle the fragments would make a valid request
+    // that echoes "ab".
+    let mut bytes = raw_frame(
+        0x01,
+        br#"{"jsonrpc":"2.0","id":1,"method":"play","params":{"script":"echo:a"#,
+    );
+    bytes.extend(raw_frame(0x00, &[b'z'; 2000]));
+    bytes.extend(raw_frame(0x80, br#"b"}}"#));
+    write_raw(&mut ws, &bytes).await;
+    let reply = recv(&mut ws).await;
+    assert_eq!(code(&reply), codes::LIMIT_EXCEEDED, "{reply}");
+    // Nothing else comes for that message: the next reply is the next request's.
+    let reply = call(&mut ws, &play(2, "echo:next")).await;
+    assert_eq!(reply["id"], 2, "{reply}");
+    assert_eq!(reply["result"]["output"], "next", "{reply}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frame_length_with_the_top_bit_set_closes_with_1002_at_once() {
     let fx = Fixture::start(|_| {}).await;
