@@ -27,14 +27,22 @@ pub struct Prepared {
     pub owner: String,
 }
 
-/// This machine's name, for queue owner names.
+/// This machine, for queue owner names: its name, plus its machine id where
+/// there is one (two machines both called `localhost` still differ).
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown-host".to_string())
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim().to_string())
+            .ok()
+            .filter(|s| !s.is_empty())
+    };
+    let name = read("/proc/sys/kernel/hostname")
+        .or_else(|| read("/etc/hostname"))
+        .unwrap_or_else(|| "unknown-host".to_string());
+    match read("/etc/machine-id") {
+        Some(id) => format!("{name}/{id}"),
+        None => name,
+    }
 }
 
 /// Which circles cannot start because workers of another database (another

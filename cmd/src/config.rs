@@ -202,7 +202,8 @@ fn in_file(text: &str, raw: &serde_json::value::RawValue, e: &serde_json::Error)
     let offset = (raw.get().as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
     let before = &text[..offset.min(text.len())];
     let start_line = before.matches('\n').count() + 1;
-    let start_column = before.chars().rev().take_while(|&c| c != '\n').count() + 1;
+    // serde_json counts columns in bytes.
+    let start_column = before.len() - before.rfind('\n').map_or(0, |p| p + 1) + 1;
     let (line, column) = if e.line() <= 1 {
         (start_line, start_column + e.column().saturating_sub(1))
     } else {
@@ -240,6 +241,9 @@ mod tests {
         // the file (the element starts at column 2: the position is the
         // file's, not the element's).
         assert!(e.ends_with("at line 2 column 44"), "{e}");
+        // Columns count bytes, as serde_json's do, also past non-ASCII text.
+        let e = err(r#"[{"id":1,"name":"ééé","port":1}, {"id":2,"name":"b","port":2,"port":3}]"#);
+        assert!(e.ends_with("at line 1 column 70"), "{e}");
         let e = err("[{\"id\": 1, \"name\": \"A\", \"name\": \"B\", \"port\": 1}]");
         assert!(
             e.contains("duplicate field `name`") && e.contains("line 1"),

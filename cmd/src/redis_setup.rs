@@ -162,12 +162,20 @@ fn ping(addr: &SocketAddr) -> Result<Answer, String> {
         .set_read_timeout(Some(Duration::from_secs(2)))
         .map_err(|e| e.to_string())?;
     stream.write_all(b"PING\r\n").map_err(|e| e.to_string())?;
+    // Enough of the reply to tell `-LOADING` from anything else, however
+    // the bytes arrive.
     let mut buf = [0u8; 8];
-    let n = stream
-        .read(&mut buf)
-        .map_err(|e| format!("connected but got no reply: {e}"))?;
-    if n == 0 {
-        return Err("connected but the connection was closed without a reply".to_string());
+    let mut n = 0;
+    while n < buf.len() && !buf[..n].contains(&b'\n') {
+        match stream.read(&mut buf[n..]) {
+            Ok(0) if n == 0 => {
+                return Err("connected but the connection was closed without a reply".to_string());
+            }
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if n == 0 => return Err(format!("connected but got no reply: {e}")),
+            Err(_) => break,
+        }
     }
     Ok(if buf[..n].starts_with(b"-LOADING") {
         Answer::Loading
