@@ -87,18 +87,13 @@ async fn a_third_party_task_with_only_script_and_status_runs() {
     let worker = TestWorker::start(&redis.url(), "third");
     let mut conn = raw(&redis.url()).await;
     // Exactly what an old client does: HSET script + status, LPUSH the id.
-    let _: () = redis::cmd("HSET")
-        .arg("rhai_task_details:legacy-1")
-        .arg(&[("script", "40 + 2"), ("status", "pending")])
-        .query_async(&mut conn)
-        .await
-        .expect("hset");
-    let _: () = redis::cmd("LPUSH")
-        .arg("rhai_tasks:third")
-        .arg("legacy-1")
-        .query_async(&mut conn)
-        .await
-        .expect("lpush");
+    hset_raw(
+        &mut conn,
+        b"legacy-1",
+        &[(b"script", b"40 + 2"), (b"status", b"pending")],
+    )
+    .await;
+    lpush_raw(&mut conn, "rhai_tasks:third", &[b"legacy-1"]).await;
     let status = eventually("the legacy task to finish", WAIT, || {
         let mut conn = conn.clone();
         async move {
@@ -133,30 +128,25 @@ async fn an_id_pushed_without_a_hash_or_without_a_script_ends_as_error_with_the_
     // A submitter that pushes an id and never writes its hash, one that
     // writes a hash without a script, one with a status the protocol does
     // not know; then a good task behind them.
-    let _: () = redis::cmd("HSET")
-        .arg("rhai_task_details:no-script")
-        .arg(&[("status", "pending")])
-        .query_async(&mut conn)
-        .await
-        .expect("hset");
-    let _: () = redis::cmd("HSET")
-        .arg("rhai_task_details:odd-status")
-        .arg(&[("script", "db::insert(1)"), ("status", "queued")])
-        .query_async(&mut conn)
-        .await
-        .expect("hset");
-    let _: () = redis::cmd("HSET")
-        .arg("rhai_task_details:fine")
-        .arg(&[("script", "1 + 1"), ("status", "pending")])
-        .query_async(&mut conn)
-        .await
-        .expect("hset");
-    let _: () = redis::cmd("LPUSH")
-        .arg("rhai_tasks:broken")
-        .arg(&["no-hash", "no-script", "odd-status", "fine"])
-        .query_async(&mut conn)
-        .await
-        .expect("lpush");
+    hset_raw(&mut conn, b"no-script", &[(b"status", b"pending")]).await;
+    hset_raw(
+        &mut conn,
+        b"odd-status",
+        &[(b"script", b"db::insert(1)"), (b"status", b"queued")],
+    )
+    .await;
+    hset_raw(
+        &mut conn,
+        b"fine",
+        &[(b"script", b"1 + 1"), (b"status", b"pending")],
+    )
+    .await;
+    lpush_raw(
+        &mut conn,
+        "rhai_tasks:broken",
+        &[b"no-hash", b"no-script", b"odd-status", b"fine"],
+    )
+    .await;
     eventually(
         "the good task behind the broken ones to finish",
         WAIT,
@@ -230,21 +220,8 @@ async fn bytes_that_are_not_utf8_end_their_task_as_invalid_and_the_worker_goes_o
         (b"after", b"3 + 4", b"pending"),
     ];
     for (id, script, status) in tasks {
-        let _: () = redis::cmd("HSET")
-            .arg(details(id))
-            .arg(b"script".as_slice())
-            .arg(script)
-            .arg(b"status".as_slice())
-            .arg(status)
-            .query_async(&mut conn)
-            .await
-            .expect("hset");
-        let _: () = redis::cmd("LPUSH")
-            .arg("rhai_tasks:bytes")
-            .arg(id)
-            .query_async(&mut conn)
-            .await
-            .expect("lpush");
+        hset_raw(&mut conn, id, &[(b"script", script), (b"status", status)]).await;
+        lpush_raw(&mut conn, "rhai_tasks:bytes", &[id]).await;
     }
     eventually(
         "the good task behind the broken ones to finish",
@@ -316,22 +293,22 @@ async fn an_idle_pop_never_runs_again_a_task_this_worker_already_holds() {
         }
     })
     .await;
-    let _: () = redis::cmd("HSET")
-        .arg(client::keys::task_details("held-1"))
-        .arg(&[
-            ("script", "db::insert(1)"),
-            ("status", "processing"),
-            ("workerId", id.as_str()),
-        ])
-        .query_async(&mut conn)
-        .await
-        .expect("hset");
-    let _: () = redis::cmd("LPUSH")
-        .arg(client::keys::processing("held", &id))
-        .arg("held-1")
-        .query_async(&mut conn)
-        .await
-        .expect("lpush");
+    hset_raw(
+        &mut conn,
+        b"held-1",
+        &[
+            (b"script", b"db::insert(1)"),
+            (b"status", b"processing"),
+            (b"workerId", id.as_bytes()),
+        ],
+    )
+    .await;
+    lpush_raw(
+        &mut conn,
+        &client::keys::processing("held", &id),
+        &[b"held-1"],
+    )
+    .await;
     let pops = |info: String| {
         info.lines()
             .find_map(|l| l.strip_prefix("cmdstat_blmove:calls="))

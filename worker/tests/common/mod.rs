@@ -139,3 +139,28 @@ pub async fn keys(conn: &mut redis::aio::MultiplexedConnection, pattern: &str) -
         .await
         .expect("keys")
 }
+
+/// Writes a task hash with `fields` as a third party would (raw bytes: any
+/// of them may be something no client of ours writes).
+pub async fn hset_raw(
+    conn: &mut redis::aio::MultiplexedConnection,
+    task_id: &[u8],
+    fields: &[(&[u8], &[u8])],
+) {
+    let mut cmd = redis::cmd("HSET");
+    cmd.arg([client::keys::TASK_DETAILS_PREFIX.as_bytes(), task_id].concat());
+    for (field, value) in fields {
+        cmd.arg(*field).arg(*value);
+    }
+    let _: () = cmd.query_async(conn).await.expect("hset");
+}
+
+/// `LPUSH`es `ids` onto `list`, in order.
+pub async fn lpush_raw(conn: &mut redis::aio::MultiplexedConnection, list: &str, ids: &[&[u8]]) {
+    let _: () = redis::cmd("LPUSH")
+        .arg(list)
+        .arg(ids)
+        .query_async(conn)
+        .await
+        .expect("lpush");
+}
