@@ -115,8 +115,59 @@ impl BrokerOptions {
 pub struct WorkerBroker {
     conn: Conn,
     queue: String,
+    keys: ClaimKeys,
+}
+
+/// What claiming for one worker needs, shared by [`WorkerBroker`] and
+/// [`BlockingPopper`]: its id, its processing list and stats keys (built
+/// once, not per task) and the result TTL.
+struct ClaimKeys {
     worker_id: String,
+    processing: String,
+    stats: String,
     ttl_ms: u64,
+}
+
+impl ClaimKeys {
+    fn new(queue: &str, worker_id: &str, options: &BrokerOptions) -> ClaimKeys {
+        ClaimKeys {
+            worker_id: worker_id.to_owned(),
+            processing: keys::processing(queue, worker_id),
+            stats: keys::stats(queue),
+            ttl_ms: options.result_ttl.as_millis().max(1) as u64,
+        }
+    }
+
+    /// The claim a reply gives, after ending the task (on `conn`) if it
+    /// cannot be read.
+    async fn settle(&self, conn: &Conn, reply: RawClaim) -> Result<Option<Claim>> {
+        match parse_claim(reply)? {
+            None => Ok(None),
+            Some(Parsed::Claim(claim)) => Ok(Some(claim)),
+            Some(Parsed::Unreadable { raw_id, reason }) => {
+                self.end_unreadable(conn, raw_id, reason).await.map(Some)
+            }
+        }
+    }
+
+    /// Ends a task in the processing list that cannot be read (see
+    /// [`Parsed::Unreadable`]); gives the claim to report for it.
+    async fn end_unreadable(&self, conn: &Conn, raw_id: Vec<u8>, reason: String) -> Result<Claim> {
+        let inv = scripts::end_unreadable(
+            &self.processing,
+            &self.stats,
+            &self.worker_id,
+            &raw_id,
+            now_ms(),
+            self.ttl_ms,
+            &reason,
+        );
+        let _ended: i64 = conn.invoke(&inv).await?;
+        Ok(Claim::Invalid {
+            task_id: String::from_utf8_lossy(&raw_id).into_owned(),
+            reason: format!("{reason}; ended as error"),
+        })
+    }
 }
 
 /// A claim reply as read: fields are bytes, as a third party may have
@@ -194,33 +245,6 @@ fn parse_claim(reply: RawClaim) -> Result<Option<Parsed>> {
     })))
 }
 
-/// Ends a claimed task that cannot be read (see [`Parsed::Unreadable`]);
-/// gives the claim to report for it.
-async fn end_unreadable(
-    conn: &Conn,
-    processing_key: &str,
-    stats_key: &str,
-    worker_id: &str,
-    ttl_ms: u64,
-    raw_id: Vec<u8>,
-    reason: String,
-) -> Result<Claim> {
-    let inv = scripts::end_unreadable(
-        processing_key,
-        stats_key,
-        worker_id,
-        &raw_id,
-        now_ms(),
-        ttl_ms,
-        &reason,
-    );
-    let _ended: i64 = conn.invoke(&inv).await?;
-    Ok(Claim::Invalid {
-        task_id: String::from_utf8_lossy(&raw_id).into_owned(),
-        reason: format!("{reason}; ended as error"),
-    })
-}
-
 impl WorkerBroker {
     /// A broker for `worker_id` on `queue`. Does not connect yet.
     pub fn new(
@@ -241,14 +265,13 @@ impl WorkerBroker {
         Ok(WorkerBroker {
             conn,
             queue: queue.to_owned(),
-            worker_id: worker_id.to_owned(),
-            ttl_ms: options.result_ttl.as_millis().max(1) as u64,
+            keys: ClaimKeys::new(queue, worker_id, options),
         })
     }
 
     /// The worker id.
     pub fn worker_id(&self) -> &str {
-        &self.worker_id
+        &self.keys.worker_id
     }
 
     /// The queue this broker serves.
@@ -259,34 +282,29 @@ impl WorkerBroker {
     /// Non-blocking: moves the oldest queued id into this worker's processing
     /// list and claims it, in one script. `None` when the queue is empty.
     pub async fn pop_and_claim(&self) -> Result<Option<Claim>> {
-        let inv = scripts::pop_and_claim(&self.queue, &self.worker_id, now_ms(), self.ttl_ms);
-        self.settle(self.conn.invoke(&inv).await?).await
-    }
-
-    /// The claim a reply gives, after ending the task if it cannot be read.
-    async fn settle(&self, reply: RawClaim) -> Result<Option<Claim>> {
-        match parse_claim(reply)? {
-            None => Ok(None),
-            Some(Parsed::Claim(claim)) => Ok(Some(claim)),
-            Some(Parsed::Unreadable { raw_id, reason }) => end_unreadable(
-                &self.conn,
-                &keys::processing(&self.queue, &self.worker_id),
-                &keys::stats(&self.queue),
-                &self.worker_id,
-                self.ttl_ms,
-                raw_id,
-                reason,
-            )
+        let inv = scripts::pop_and_claim(
+            &self.queue,
+            &self.keys.worker_id,
+            now_ms(),
+            self.keys.ttl_ms,
+        );
+        self.keys
+            .settle(&self.conn, self.conn.invoke(&inv).await?)
             .await
-            .map(Some),
-        }
     }
 
     /// Claims `task_id`, which a [`BlockingPopper`] moved into this worker's
     /// processing list.
     pub async fn claim(&self, task_id: &str) -> Result<Claim> {
-        let inv = scripts::claim_one(&self.queue, &self.worker_id, task_id, now_ms(), self.ttl_ms);
-        self.settle(self.conn.invoke(&inv).await?)
+        let inv = scripts::claim_one(
+            &self.queue,
+            &self.keys.worker_id,
+            task_id,
+            now_ms(),
+            self.keys.ttl_ms,
+        );
+        self.keys
+            .settle(&self.conn, self.conn.invoke(&inv).await?)
             .await?
             .ok_or_else(|| {
                 crate::Error::Protocol(format!("claim of task {task_id} answered nothing"))
@@ -348,10 +366,10 @@ impl WorkerBroker {
         }
         let inv = scripts::finish_task(
             &self.queue,
-            &self.worker_id,
+            &self.keys.worker_id,
             task_id,
             now_ms(),
-            self.ttl_ms,
+            self.keys.ttl_ms,
             &pairs,
             take_next,
         );
@@ -373,7 +391,7 @@ impl WorkerBroker {
                 .map_err(|e| {
                     crate::Error::Protocol(format!("finish of task {task_id} answered {e}"))
                 })?;
-            self.settle(Some(fields)).await?
+            self.keys.settle(&self.conn, Some(fields)).await?
         };
         Ok((written, next))
     }
@@ -383,17 +401,17 @@ impl WorkerBroker {
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("SET")
-            .arg(keys::heartbeat(&self.queue, &self.worker_id))
+            .arg(keys::heartbeat(&self.queue, &self.keys.worker_id))
             .arg(now)
             .arg("PX")
             .arg(ttl.as_millis().max(1) as u64)
             .ignore()
             .cmd("SADD")
             .arg(keys::workers(&self.queue))
-            .arg(&self.worker_id)
+            .arg(&self.keys.worker_id)
             .ignore()
             .cmd("HSET")
-            .arg(keys::stats(&self.queue))
+            .arg(&self.keys.stats)
             .arg("lastHeartbeat")
             .arg(now)
             .ignore();
@@ -437,12 +455,12 @@ impl WorkerBroker {
 
     async fn reap_members(&self, members: &[String]) -> Result<(u64, u64)> {
         let mut total = (0, 0);
-        for dead in members.iter().filter(|w| **w != self.worker_id) {
+        for dead in members.iter().filter(|w| **w != self.keys.worker_id) {
             let inv = scripts::reap(
                 &self.queue,
                 dead,
                 now_ms(),
-                self.ttl_ms,
+                self.keys.ttl_ms,
                 WORKER_LOST_MESSAGE,
             );
             let reply: redis::Value = self.conn.invoke(&inv).await?;
@@ -505,17 +523,17 @@ impl WorkerBroker {
     /// (empty) processing list. Anything still in the processing list is left
     /// for a reaper.
     pub async fn deregister(&self) -> Result<()> {
-        let plist = keys::processing(&self.queue, &self.worker_id);
-        let left: u64 = self.conn.query(redis::cmd("LLEN").arg(&plist)).await?;
+        let plist = self.keys.processing.as_str();
+        let left: u64 = self.conn.query(redis::cmd("LLEN").arg(plist)).await?;
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("DEL")
-            .arg(keys::heartbeat(&self.queue, &self.worker_id))
+            .arg(keys::heartbeat(&self.queue, &self.keys.worker_id))
             .ignore();
         if left == 0 {
             pipe.cmd("SREM")
                 .arg(keys::workers(&self.queue))
-                .arg(&self.worker_id)
+                .arg(&self.keys.worker_id)
                 .ignore();
         }
         self.conn.query_pipe(&pipe).await
@@ -530,7 +548,7 @@ impl WorkerBroker {
             .conn
             .query(
                 redis::cmd("LRANGE")
-                    .arg(keys::processing(&self.queue, &self.worker_id))
+                    .arg(self.keys.processing.as_str())
                     .arg(0)
                     .arg(-1),
             )
@@ -540,16 +558,7 @@ impl WorkerBroker {
             match utf8(&id, "id") {
                 Ok(id) => ids.push(id),
                 Err(reason) => {
-                    let claim = end_unreadable(
-                        &self.conn,
-                        &keys::processing(&self.queue, &self.worker_id),
-                        &keys::stats(&self.queue),
-                        &self.worker_id,
-                        self.ttl_ms,
-                        id,
-                        reason,
-                    )
-                    .await?;
+                    let claim = self.keys.end_unreadable(&self.conn, id, reason).await?;
                     log::warn!("queue {}: {claim:?}", self.queue);
                 }
             }
@@ -562,10 +571,7 @@ impl WorkerBroker {
 pub struct BlockingPopper {
     conn: Conn,
     queue_key: String,
-    processing_key: String,
-    stats_key: String,
-    worker_id: String,
-    ttl_ms: u64,
+    keys: ClaimKeys,
     /// `CLIENT ID` of the connection and the connection generation it
     /// belongs to; read again after every reconnect.
     client_id: Mutex<Option<(u64, i64)>>,
@@ -604,10 +610,7 @@ impl BlockingPopper {
         Ok(BlockingPopper {
             conn,
             queue_key: keys::tasks(queue),
-            processing_key: keys::processing(queue, worker_id),
-            stats_key: keys::stats(queue),
-            worker_id: worker_id.to_owned(),
-            ttl_ms: options.result_ttl.as_millis().max(1) as u64,
+            keys: ClaimKeys::new(queue, worker_id, options),
             client_id: Mutex::new(None),
             popping: AtomicBool::new(false),
         })
@@ -656,10 +659,10 @@ impl BlockingPopper {
     /// saving a round trip. `None` after `timeout` with nothing queued.
     pub async fn pop_and_claim(&self, timeout: Duration) -> Result<Option<Claim>> {
         let claim_head = scripts::claim_head(
-            &self.processing_key,
-            &self.stats_key,
-            &self.worker_id,
-            self.ttl_ms,
+            &self.keys.processing,
+            &self.keys.stats,
+            &self.keys.worker_id,
+            self.keys.ttl_ms,
         );
         let mut pipe = redis::pipe();
         // Errors come back as values so a `NOSCRIPT` of the claim can be
@@ -667,7 +670,7 @@ impl BlockingPopper {
         pipe.ignore_errors()
             .cmd("BLMOVE")
             .arg(&self.queue_key)
-            .arg(&self.processing_key)
+            .arg(&self.keys.processing)
             .arg("RIGHT")
             .arg("LEFT")
             .arg(timeout.as_secs_f64())
@@ -693,21 +696,7 @@ impl BlockingPopper {
                 redis::from_redis_value(value).map_err(|e| self.conn.fail(e.into()))?
             }
         };
-        match parse_claim(claim)? {
-            None => Ok(None),
-            Some(Parsed::Claim(claim)) => Ok(Some(claim)),
-            Some(Parsed::Unreadable { raw_id, reason }) => end_unreadable(
-                &self.conn,
-                &self.processing_key,
-                &self.stats_key,
-                &self.worker_id,
-                self.ttl_ms,
-                raw_id,
-                reason,
-            )
-            .await
-            .map(Some),
-        }
+        self.keys.settle(&self.conn, claim).await
     }
 
     /// `BLMOVE rhai_tasks:<queue> <processing> RIGHT LEFT <timeout>`: the
@@ -716,7 +705,7 @@ impl BlockingPopper {
         let (mut conn, _popping) = self.start_pop().await?;
         redis::cmd("BLMOVE")
             .arg(&self.queue_key)
-            .arg(&self.processing_key)
+            .arg(&self.keys.processing)
             .arg("RIGHT")
             .arg("LEFT")
             .arg(timeout.as_secs_f64())
