@@ -94,13 +94,17 @@ pub(crate) fn decode_file_header(h: &[u8]) -> Result<FileHeader, &'static str> {
     if h.len() < HL {
         return Err("file header is truncated");
     }
+    let crc_ok = crc32fast::hash(&h[..HL - 4]) == le32(&h[HL - 4..HL]);
     if &h[..7] == b"OURDBv1" {
-        return Err("an ourdb v1 data file (16-byte header); this version reads only v2");
-    }
-    if &h[..8] != FILE_MAGIC {
+        // Files written before the magic said v2 already had this 32-byte
+        // layout (a released build wrote them): their checksum holds and they
+        // are read as they are. Only the first, 16-byte header is refused.
+        if !crc_ok {
+            return Err("an ourdb v1 data file (16-byte header); this version reads only v2");
+        }
+    } else if &h[..8] != FILE_MAGIC {
         return Err("not an ourdb data file (bad magic)");
-    }
-    if crc32fast::hash(&h[..HL - 4]) != le32(&h[HL - 4..HL]) {
+    } else if !crc_ok {
         return Err("file header checksum mismatch");
     }
     let mode = match h[8] {
@@ -246,6 +250,27 @@ pub(crate) fn le64(b: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_32_byte_header_written_with_the_v1_magic_is_read_and_a_16_byte_one_refused() {
+        let fh = FileHeader {
+            mode: Mode::Incremental,
+            file_no: 3,
+            prev_len: 4096,
+        };
+        let mut h = encode_file_header(fh);
+        h[..7].copy_from_slice(b"OURDBv1");
+        let crc = crc32fast::hash(&h[..HL - 4]);
+        h[HL - 4..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode_file_header(&h), Ok(fh));
+        // The original layout: magic, then fields and a checksum in 16 bytes.
+        let mut old = [0u8; HL];
+        old[..8].copy_from_slice(b"OURDBv1\0");
+        old[8] = 1;
+        let crc = crc32fast::hash(&old[..12]);
+        old[12..16].copy_from_slice(&crc.to_le_bytes());
+        assert!(decode_file_header(&old).unwrap_err().contains("16-byte"));
+    }
 
     #[test]
     fn file_header_round_trips_each_mode_and_rejects_damage() {
