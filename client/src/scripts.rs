@@ -139,12 +139,16 @@ return false
     )
 });
 
-/// Deletes the queue's owner key if it names `owner`. KEYS: owner key.
-/// ARGV: owner.
+/// Deletes the queue's owner key if it names `owner` and no worker is left
+/// registered for the queue (another worker of the same database may still
+/// serve it; called after the leaving worker deregistered). KEYS: owner
+/// key, workers set. ARGV: owner.
 static DISOWN_QUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('SCARD', KEYS[2]) == 0 then
+  redis.call('DEL', KEYS[1])
+end
 return 0
 "#,
     )
@@ -158,7 +162,9 @@ pub(crate) fn own_queue(queue: &str, owner: &str, ttl_ms: u64) -> ScriptInvocati
 
 pub(crate) fn disown_queue(queue: &str, owner: &str) -> ScriptInvocation<'static> {
     let mut inv = DISOWN_QUEUE.prepare_invoke();
-    inv.key(keys::queue_owner(queue)).arg(owner);
+    inv.key(keys::queue_owner(queue))
+        .key(keys::workers(queue))
+        .arg(owner);
     inv
 }
 

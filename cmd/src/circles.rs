@@ -61,10 +61,9 @@ pub async fn foreign_queues(
             && other != p.owner
         {
             clashes.push(format!(
-                "{}: queue {queue} is served by the workers of another circle (database {other}) \
-                 on this Redis; two circles with one queue would run each other's tasks. Rename \
-                 one of them, or give each its own Redis (--redis-url)",
-                who(&p.config)
+                "{}: {}",
+                who(&p.config),
+                worker::foreign_owner_message(queue, &other)
             ));
         }
     }

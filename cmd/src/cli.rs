@@ -107,15 +107,15 @@ pub struct RunArgs {
     pub allowed_origins: Vec<String>,
 
     /// Largest WebSocket message accepted, in bytes.
-    #[arg(long, default_value_t = server_ws::DEFAULT_MAX_MESSAGE_BYTES, value_parser = positive_count)]
+    #[arg(long, default_value_t = server_ws::DEFAULT_MAX_MESSAGE_BYTES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_message_bytes: usize,
 
     /// Requests in flight per WebSocket connection.
-    #[arg(long, default_value_t = server_ws::DEFAULT_MAX_IN_FLIGHT, value_parser = positive_count)]
+    #[arg(long, default_value_t = server_ws::DEFAULT_MAX_IN_FLIGHT, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_in_flight: usize,
 
     /// WebSocket connections per circle.
-    #[arg(long, default_value_t = server_ws::DEFAULT_MAX_CONNECTIONS, value_parser = positive_count)]
+    #[arg(long, default_value_t = server_ws::DEFAULT_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_connections: usize,
 
     /// Server-side timeout of a worker's blocking pop. Shutdown does not wait
@@ -185,15 +185,6 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
     match parse_duration(text)? {
         d if d.is_zero() => Err(format!("`{text}` is zero; it must be more than 0")),
         d => Ok(d),
-    }
-}
-
-/// A count of at least 1 (0 would refuse everything, or make no sense).
-fn positive_count(text: &str) -> Result<usize, String> {
-    match text.trim().parse::<usize>() {
-        Ok(0) => Err("0 is not allowed; it must be at least 1".to_string()),
-        Ok(n) => Ok(n),
-        Err(e) => Err(format!("`{text}` is not a count: {e}")),
     }
 }
 

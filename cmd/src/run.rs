@@ -188,9 +188,10 @@ async fn serve(
         s = signals.next() => bail!("{s} during start-up; nothing was started"),
     };
     let preparing = Instant::now();
+    let limits = engine_limits(args);
     let prepared = {
         let (configs, host, dir) = (configs.clone(), args.host.clone(), data_dir.to_path_buf());
-        let limits = engine_limits(args);
+        let limits = limits.clone();
         tokio::task::spawn_blocking(move || circles::prepare_all(&configs, &host, &dir, &limits))
             .await
             .context("preparing the circles panicked")??
@@ -231,7 +232,7 @@ async fn serve(
         let state = Arc::new(CircleState::new(p.config.clone(), &args.host));
         start_worker(args, redis_url, &p, &state, &root, &tracker, &changed);
         hosted.push((
-            server_config(args, &state, engine_limits(args).max_script_bytes),
+            server_config(args, &state, limits.max_script_bytes),
             p.listener,
             state.server.clone(),
         ));

@@ -64,11 +64,6 @@ pub(crate) async fn serve(
     let permits = Arc::new(Semaphore::new(shared.config.max_in_flight));
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut fragments = Assembler::new(shared.config.max_message_bytes);
-    // Set when the codec dropped an oversize frame: if it was the first
-    // fragment of a message, the codec refuses that message's continuation
-    // frames as not started; they are the rest of the refused message and are
-    // skipped (the -32003 went out already) until a new message begins.
-    let mut dropped_oversize = false;
     let mut heartbeat = tokio::time::interval_at(
         Instant::now() + timing.heartbeat_interval,
         timing.heartbeat_interval,
@@ -104,16 +99,6 @@ pub(crate) async fn serve(
             msg = stream.recv() => msg,
         };
         let Some(msg) = msg else { break End::Gone };
-        if matches!(
-            msg,
-            Ok(Message::Text(_)
-                | Message::Binary(_)
-                | Message::Continuation(
-                    actix_ws::Item::FirstText(_) | actix_ws::Item::FirstBinary(_)
-                ))
-        ) {
-            dropped_oversize = false;
-        }
         let step = match msg {
             Ok(Message::Text(text)) => Step::Handle(text.to_string()),
             Ok(Message::Continuation(item)) => match fragments.push(item) {
@@ -131,12 +116,6 @@ pub(crate) async fn serve(
             }
             Ok(Message::Pong(_) | Message::Nop) => Step::Skip,
             Ok(Message::Close(reason)) => break End::ClientClosed(reason),
-            // The codec drops an oversize frame whole, so reading can go on.
-            Err(ProtocolError::Overflow) => {
-                dropped_oversize = true;
-                Step::Reply(oversize(&shared))
-            }
-            Err(ProtocolError::ContinuationNotStarted) if dropped_oversize => Step::Skip,
             // A text frame that is not UTF-8: the stream consumed it, so the
             // connection can go on. Other `InvalidData` errors (a reserved
             // bit set) leave the frame in the codec's buffer: answering them

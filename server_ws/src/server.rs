@@ -127,7 +127,10 @@ pub(crate) async fn upgrade(
     let mut guarded = actix_web::dev::Payload::from(guarded);
     let body = web::Payload::from_request(&req, &mut guarded).await?;
     let (response, session, stream) = actix_ws::handle(&req, body)?;
-    let stream = stream.max_frame_size(shared.config.max_message_bytes);
+    // Oversize data frames never reach the codec (the frame guard answers
+    // them); its own limit only has to let control frames (at most 125
+    // bytes) and the guard's stand-ins through, whatever the message limit.
+    let stream = stream.max_frame_size(shared.config.max_message_bytes.max(125));
     actix_web::rt::spawn(connection::serve(
         Arc::clone(&shared),
         session,

@@ -32,20 +32,19 @@ pub(crate) async fn beat_once(broker: &WorkerBroker, options: &WorkerOptions, re
 /// each beat when the worker has an `owner`. If another database's workers
 /// hold the queue (possible only after this worker missed its beats for a
 /// whole TTL, in an outage, and the other started meanwhile), this worker
-/// must stop taking its tasks: the reason goes into `lost` and `take` is
-/// cancelled, and the beat ends.
+/// must stop taking its tasks: `take` is cancelled and the beat ends with
+/// the reason.
 pub(crate) async fn run(
     broker: Arc<WorkerBroker>,
     options: WorkerOptions,
     owner: Option<String>,
     token: CancellationToken,
     take: CancellationToken,
-    lost: Arc<std::sync::Mutex<Option<String>>>,
-) {
+) -> Option<String> {
     let mut last_reap = Instant::now();
     loop {
         tokio::select! {
-            _ = token.cancelled() => return,
+            _ = token.cancelled() => return None,
             _ = tokio::time::sleep(options.heartbeat_interval) => {}
         }
         // Reaps ride on beats; half a beat of slack keeps a reap interval
@@ -59,9 +58,8 @@ pub(crate) async fn run(
                 Ok(Some(other)) => {
                     let reason = crate::foreign_owner_message(broker.queue(), &other);
                     log::error!("{reason}");
-                    *lost.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
                     take.cancel();
-                    return;
+                    return Some(reason);
                 }
                 Ok(None) => {}
                 Err(e) => log::debug!(

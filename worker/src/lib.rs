@@ -168,7 +168,7 @@ async fn wake_on_cancel(
 }
 
 /// Why a worker does not serve a queue held by another database's workers.
-pub(crate) fn foreign_owner_message(queue: &str, other: &str) -> String {
+pub fn foreign_owner_message(queue: &str, other: &str) -> String {
     format!(
         "queue {queue} is served by the workers of another circle (database {other}) on this \
          Redis; two circles with one queue would run each other's tasks against each other's \
@@ -251,16 +251,14 @@ pub async fn run_with(
     beat::beat_once(&beat_broker, &options, true).await;
     let beat_token = CancellationToken::new();
     // The take side stops on shutdown, or when the beat finds the queue
-    // taken by another database's workers (the reason is then in `lost`).
+    // taken by another database's workers (the beat then ends with the reason).
     let take_token = token.child_token();
-    let lost = Arc::new(std::sync::Mutex::new(None));
     let beat = tokio::spawn(beat::run(
         Arc::clone(&beat_broker),
         options.clone(),
         config.owner.clone(),
         beat_token.clone(),
         take_token.clone(),
-        Arc::clone(&lost),
     ));
 
     // Set once the shutdown grace is over: cancels the running script.
@@ -324,7 +322,7 @@ pub async fn run_with(
     let _ = tokio::task::spawn_blocking(move || thread.join()).await;
 
     beat_token.cancel();
-    let _ = beat.await;
+    let taken_over = beat.await.ok().flatten();
     if let Err(e) = beat_broker.deregister().await {
         log::warn!("worker {worker_id} could not deregister: {e}; a reaper will clean up");
     }
@@ -336,7 +334,7 @@ pub async fn run_with(
             config.queue
         );
     }
-    let taken_over = lost.lock().unwrap_or_else(|e| e.into_inner()).take();
+
     let failure = match ended {
         Ok(Ok(())) if taken_over.is_some() => taken_over,
         Ok(Ok(())) => None,
