@@ -178,15 +178,7 @@ fn worker_display(slot: &Slot) -> (&'static str, Option<String>) {
     match slot.worker.as_ref().map(|w| w.state()) {
         None | Some(worker::WorkerState::Starting) => ("starting", None),
         Some(worker::WorkerState::Running) => ("running", None),
-        Some(worker::WorkerState::Reconnecting) => (
-            "reconnecting",
-            Some(
-                slot.worker
-                    .as_ref()
-                    .and_then(|w| w.outage())
-                    .unwrap_or_else(|| "redis is unreachable".to_string()),
-            ),
-        ),
+        Some(worker::WorkerState::Reconnecting(reason)) => ("reconnecting", Some(reason)),
         Some(worker::WorkerState::Stopped) => ("stopped", None),
         Some(worker::WorkerState::Failed(reason)) => ("failed", Some(reason)),
     }

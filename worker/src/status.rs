@@ -10,8 +10,9 @@ pub enum WorkerState {
     Starting,
     /// Taking tasks.
     Running,
-    /// Redis is unreachable; retrying.
-    Reconnecting,
+    /// Redis cannot be used; retrying. Why, in a few words for the status
+    /// table ("redis is unreachable", "redis is loading its data").
+    Reconnecting(String),
     /// Stopped after shutdown.
     Stopped,
     /// Stopped by a failure.
@@ -22,8 +23,6 @@ pub enum WorkerState {
 #[derive(Debug)]
 pub struct WorkerStatus {
     state: Mutex<WorkerState>,
-    /// Why the worker is (or last was) [`WorkerState::Reconnecting`].
-    outage: Mutex<Option<String>>,
     completed: AtomicU64,
     failed: AtomicU64,
 }
@@ -32,7 +31,6 @@ impl Default for WorkerStatus {
     fn default() -> Self {
         WorkerStatus {
             state: Mutex::new(WorkerState::Starting),
-            outage: Mutex::new(None),
             completed: AtomicU64::new(0),
             failed: AtomicU64::new(0),
         }
@@ -65,20 +63,9 @@ impl WorkerStatus {
         }
     }
 
-    /// Why the worker is reconnecting, in a few words for the status table
-    /// ("redis is unreachable", "redis is loading its data"); `None` before
-    /// the first outage.
-    pub fn outage(&self) -> Option<String> {
-        self.outage
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
     /// Sets `Reconnecting`, saying why (see [`outage_reason`]).
     pub(crate) fn set_reconnecting(&self, err: &client::Error) {
-        *self.outage.lock().unwrap_or_else(|e| e.into_inner()) = Some(outage_reason(err));
-        self.set(WorkerState::Reconnecting);
+        self.set(WorkerState::Reconnecting(outage_reason(err)));
     }
 
     pub(crate) fn count(&self, completed: bool) {
@@ -133,14 +120,12 @@ mod tests {
             "redis is unreachable"
         );
         let status = WorkerStatus::default();
-        assert_eq!(status.outage(), None);
         status.set_reconnecting(&unavailable(
             "LOADING: Redis is loading the dataset in memory",
         ));
-        assert_eq!(status.state(), WorkerState::Reconnecting);
         assert_eq!(
-            status.outage().as_deref(),
-            Some("redis is loading its data")
+            status.state(),
+            WorkerState::Reconnecting("redis is loading its data".into())
         );
     }
 }

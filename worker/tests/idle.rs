@@ -98,7 +98,7 @@ async fn an_idle_worker_stops_at_once_after_redis_restarted_under_it() {
     redis.kill();
     eventually("the worker to notice the outage", STOP_DEADLINE, || {
         let state = worker.status.state();
-        async move { (state == WorkerState::Reconnecting).then_some(()) }
+        async move { matches!(state, WorkerState::Reconnecting(_)).then_some(()) }
     })
     .await;
     redis.restart();
@@ -135,7 +135,7 @@ async fn an_idle_worker_shows_running_at_once_and_again_after_redis_came_back() 
     redis.kill();
     until_state(
         &worker,
-        WorkerState::Reconnecting,
+        WorkerState::Reconnecting("redis is unreachable".into()),
         "Reconnecting in the outage",
     )
     .await;

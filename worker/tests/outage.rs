@@ -143,7 +143,9 @@ async fn the_worker_reports_reconnecting_while_redis_is_down_and_running_after()
     eventually(
         "Reconnecting",
         wait,
-        state_is(worker::WorkerState::Reconnecting),
+        state_is(worker::WorkerState::Reconnecting(
+            "redis is unreachable".into(),
+        )),
     )
     .await;
     redis.restart();
