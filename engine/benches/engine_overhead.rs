@@ -75,13 +75,7 @@ fn parts(rounds: usize, iters: usize) {
     // thread-local, as the engine's does.
     let limits = Limits::default();
     let mut bounded = bare_engine();
-    bounded
-        .set_max_operations(0)
-        .set_max_call_levels(limits.max_call_depth)
-        .set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth)
-        .set_max_string_size(limits.max_string_size)
-        .set_max_array_size(limits.max_array_size)
-        .set_max_map_size(limits.max_map_size);
+    engine::apply_bounds(&mut bounded, &limits);
     thread_local! {
         static OPS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     }

@@ -63,6 +63,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use nesting::MAX_NESTING;
+pub use sandbox::apply_bounds;
 pub use value::MAX_VALUE_DEPTH;
 
 /// Stack size (bytes) a thread calling [`CircleEngine::run`] must have.

@@ -62,6 +62,22 @@ fn stop_token(token: &'static str) -> Dynamic {
     Dynamic::from(token)
 }
 
+/// Sets the Rhai bounds of the sandbox from `limits` on `engine`: call and
+/// expression depth, string, array and map sizes. The operation limit is not
+/// Rhai's (it is left unbounded there): the sandbox counts operations itself
+/// in its progress callback (see `context::tick`), because Rhai does not add
+/// up the operations of closures called from native functions. Public so a
+/// benchmark can give a bare engine the same bounds.
+pub fn apply_bounds(engine: &mut Engine, limits: &Limits) {
+    engine
+        .set_max_operations(0)
+        .set_max_call_levels(limits.max_call_depth)
+        .set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth)
+        .set_max_string_size(limits.max_string_size)
+        .set_max_array_size(limits.max_array_size)
+        .set_max_map_size(limits.max_map_size);
+}
+
 /// The engine for one circle bound to `db`.
 pub fn build(db: Arc<OurDb>, limits: &Limits) -> Engine {
     let mut engine = Engine::new_raw();
@@ -80,16 +96,7 @@ pub fn build(db: Arc<OurDb>, limits: &Limits) -> Engine {
     engine.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
     engine.set_max_modules(0);
 
-    // The operation limit is enforced by the progress callback on the run's
-    // own count (see `context::tick`), not by Rhai's, which does not add up
-    // the operations of closures called from native functions.
-    engine
-        .set_max_operations(0)
-        .set_max_call_levels(limits.max_call_depth)
-        .set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth)
-        .set_max_string_size(limits.max_string_size)
-        .set_max_array_size(limits.max_array_size)
-        .set_max_map_size(limits.max_map_size);
+    apply_bounds(&mut engine, limits);
 
     engine.on_progress(|_| context::tick().map(stop_token));
     engine.on_print(|text| {

@@ -298,7 +298,8 @@ async fn admit(shared: &Shared, permits: &Arc<Semaphore>, item: Item) -> Admitte
                     Some(json!({ "limit": "max_script_bytes", "max": max })),
                 )),
                 None => {
-                    log::warn!(
+                    // Per message, so not at warn: one client could flood the log.
+                    log::debug!(
                         "circle {}: a notification's script of {} bytes exceeds the limit of \
                          {max} bytes; not run",
                         shared.config.circle_name,

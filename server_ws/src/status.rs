@@ -45,19 +45,16 @@ impl ServerStatus {
             .map(|_| ConnectionGuard(Arc::clone(self)))
     }
 
-    /// Counts a request answered "broker unavailable"; returns the count
-    /// when it is to be logged (at powers of two, as [`Self::refused`]).
+    /// Counts a request answered "broker unavailable"; the count when it is
+    /// to be logged (see [`sampled`]).
     pub(crate) fn broker_unavailable(&self) -> Option<u64> {
-        let n = self.broker_unavailable.fetch_add(1, Ordering::Relaxed) + 1;
-        n.is_power_of_two().then_some(n)
+        sampled(&self.broker_unavailable)
     }
 
-    /// Counts a refused upgrade; returns whether to log it: the 1st, 2nd,
-    /// 4th, 8th… so a burst of refusals logs a handful of lines (each with
-    /// the running count), not one per connection.
+    /// Counts a refused upgrade; the count when it is to be logged (see
+    /// [`sampled`]).
     pub(crate) fn refused(&self) -> Option<u64> {
-        let n = self.refused_upgrades.fetch_add(1, Ordering::Relaxed) + 1;
-        n.is_power_of_two().then_some(n)
+        sampled(&self.refused_upgrades)
     }
 
     pub(crate) fn call_started(self: &Arc<Self>) -> CallGuard {
@@ -85,6 +82,14 @@ impl Drop for CallGuard {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Counts one event on `counter`; its running count when it is the 1st,
+/// 2nd, 4th, 8th… so a burst of the same event logs a handful of lines, each
+/// with the count, instead of one per event.
+fn sampled(counter: &AtomicU64) -> Option<u64> {
+    let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
+    n.is_power_of_two().then_some(n)
 }
 
 #[cfg(test)]
