@@ -167,10 +167,28 @@ fn circle(durability: Durability) -> (tempfile::TempDir, CircleEngine) {
 }
 
 fn compare(label: &str, script: &str, durability: Durability, rounds: usize, iters: usize) {
+    compare_with(
+        label,
+        script,
+        durability,
+        rounds,
+        iters,
+        &RunControl::default(),
+    );
+}
+
+/// [`compare`] with the engine's runs under `control`.
+fn compare_with(
+    label: &str,
+    script: &str,
+    durability: Durability,
+    rounds: usize,
+    iters: usize,
+    control: &RunControl,
+) {
     let bare = bare_engine();
     let ast = bare.compile(script).expect("bench script compiles");
     let (_dir, engine) = circle(durability);
-    let control = RunControl::default();
     let (bare_ns, ours_ns) = measure_pair(
         rounds,
         iters,
@@ -179,7 +197,7 @@ fn compare(label: &str, script: &str, durability: Durability, rounds: usize, ite
             let _ = std::hint::black_box(v);
         },
         || {
-            let o = engine.run(script, &control).expect("engine run");
+            let o = engine.run(script, control).expect("engine run");
             let _ = std::hint::black_box(o);
         },
     );
@@ -246,6 +264,20 @@ fn main() {
             let quick = std::env::args().any(|a| a == "--quick" || a == "--test");
             let (r, n) = if quick { (3, 200) } else { (21, 20_000) };
             compare("trivial (40 + 2)", TRIVIAL, Durability::Flush, r, n);
+            // As the worker runs every task that carries a deadline (the
+            // server's do): the task deadline costs a std clock read more.
+            let with_deadline = RunControl {
+                deadline: Some(std::time::Instant::now() + std::time::Duration::from_secs(3600)),
+                ..RunControl::default()
+            };
+            compare_with(
+                "trivial, with a task deadline",
+                TRIVIAL,
+                Durability::Flush,
+                r,
+                n,
+                &with_deadline,
+            );
             parts(r, n);
             compare(
                 "10 db writes, Flush durability",
