@@ -41,6 +41,14 @@ pub enum Claim {
     Run(ClaimedTask),
     /// The deadline had passed; the task was ended as `error` (kind `expired`).
     Expired(String),
+    /// Cancelled before it ran (its `cancel` field was set): ended as
+    /// `error` (kind `cancelled`) without running.
+    Cancelled {
+        /// The task id.
+        task_id: String,
+        /// The reason the canceller gave.
+        reason: String,
+    },
     /// Not runnable (no hash, or no script): ended as `error` (kind
     /// `invalid`) by the claim, with the reason.
     Invalid {
@@ -225,6 +233,10 @@ fn parse_claim(reply: RawClaim) -> Result<Option<Parsed>> {
             }
         }
         "expired" => Claim::Expired(id),
+        "cancelled" => Claim::Cancelled {
+            task_id: id,
+            reason: text(2),
+        },
         "missing" => Claim::Invalid {
             task_id: id,
             reason: "its details hash did not exist; ended as error in a new hash".to_owned(),
@@ -537,6 +549,22 @@ impl WorkerBroker {
                 .ignore();
         }
         self.conn.query_pipe(&pipe).await
+    }
+
+    /// The reason a canceller recorded for `task_id` (its
+    /// [`fields::CANCEL`] field), or `None` when nobody asked to cancel it.
+    /// One `HGET`; the worker asks while a script runs long.
+    pub async fn cancel_requested(&self, task_id: &str) -> Result<Option<String>> {
+        // Bytes, not text: a third party's reason need not be UTF-8.
+        let reason: Option<Vec<u8>> = self
+            .conn
+            .query(
+                redis::cmd("HGET")
+                    .arg(keys::task_details(task_id))
+                    .arg(fields::CANCEL),
+            )
+            .await?;
+        Ok(reason.map(|r| String::from_utf8_lossy(&r).into_owned()))
     }
 
     /// Ids in this worker's processing list (read after an outage, in case

@@ -196,17 +196,58 @@ impl Client {
     }
 
     /// `submit` then `wait` with `options.timeout`.
+    ///
+    /// The task belongs to this call: when the call does not end with the
+    /// task's outcome (its future is dropped, say because the WebSocket
+    /// client that asked went away, or the broker failed under it; not on
+    /// [`Error::Timeout`], as the task's deadline ends it), it asks in the
+    /// background for the task to be cancelled ([`Client::cancel`] with
+    /// [`SUBMITTER_GONE`]), so no worker spends time on a result nobody
+    /// reads: a queued task then ends without running, a running script is
+    /// stopped and keeps none of its writes. Use [`Client::submit`] for a
+    /// task that should outlive its submitter.
     pub async fn run(&self, queue: &str, script: &str, options: &SubmitOptions) -> Result<Outcome> {
         let task_id = uuid::Uuid::new_v4().to_string();
         // Registered before the push, so the notification cannot be missed
         // and no initial read of the hash is needed.
         let (guard, rx) = self.inner.registry.register(&task_id);
+        // Armed before the push: a push whose reply is lost may still have
+        // queued the task.
+        let mut cancel = CancelOnDrop {
+            client: self,
+            task_id: &task_id,
+            armed: true,
+        };
         self.push(queue, &task_id, script, options, false).await?;
         let outcome = self
             .await_outcome(&task_id, options.timeout, rx, false)
             .await;
+        // A task past its deadline needs no cancel: the deadline written
+        // with it ends it (`expired` when still queued; the engine stops a
+        // running script at it).
+        cancel.armed = !matches!(outcome, Ok(_) | Err(Error::Timeout { .. }));
         drop(guard);
         outcome
+    }
+
+    /// Asks for the task to be cancelled, giving `reason`: a `pending` task
+    /// then ends as `error` (kind `cancelled`, "cancelled before it ran:
+    /// <reason>") when a worker takes it, without running; a `processing`
+    /// one is stopped by its worker (ours look every 100 ms by default) and
+    /// ends as `error` (kind `cancelled`), none of its writes kept — unless
+    /// it finishes first. `true` when the request was recorded; `false` when
+    /// the task had ended already or does not exist (then nothing is
+    /// changed). The first reason given stays.
+    pub async fn cancel(&self, task_id: &str, reason: &str) -> Result<bool> {
+        let status: Option<Vec<u8>> = self
+            .inner
+            .conn
+            .invoke(&scripts::cancel(task_id, reason))
+            .await?;
+        Ok(matches!(
+            status.as_deref(),
+            Some(b"pending") | Some(b"processing")
+        ))
     }
 
     async fn await_outcome(
@@ -323,6 +364,43 @@ impl Client {
     /// Waiters currently registered (task ids), for diagnostics.
     pub fn waiting(&self) -> usize {
         self.inner.registry.len()
+    }
+}
+
+/// The reason [`Client::run`] gives when it asks to cancel a task whose
+/// outcome it will not deliver.
+pub const SUBMITTER_GONE: &str = "the client that sent the task went away";
+
+/// Cancels the task of a [`Client::run`] call that is dropped (or fails)
+/// before the task's outcome reached it. Drop cannot wait, so the request
+/// goes out on a task of the current runtime.
+struct CancelOnDrop<'a> {
+    client: &'a Client,
+    task_id: &'a str,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            log::debug!(
+                "task {}: no runtime left to ask for its cancellation",
+                self.task_id
+            );
+            return;
+        };
+        let client = self.client.clone();
+        let task_id = self.task_id.to_owned();
+        runtime.spawn(async move {
+            match client.cancel(&task_id, SUBMITTER_GONE).await {
+                Ok(true) => log::debug!("task {task_id}: cancelled, its submitter went away"),
+                Ok(false) => {}
+                Err(e) => log::debug!("task {task_id}: asking for its cancellation failed: {e}"),
+            }
+        });
     }
 }
 

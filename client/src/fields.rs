@@ -45,6 +45,13 @@ pub const ERROR_KIND: &str = "errorKind";
 pub const ERROR_LINE: &str = "errorLine";
 /// On `error`: 1-based column, when known.
 pub const ERROR_COLUMN: &str = "errorColumn";
+/// Optional: set by whoever cancels the task ([`crate::Client::cancel`]),
+/// holding the reason. A task that has it when a worker claims it ends as
+/// `error` (kind `cancelled`) without running; a running task's worker
+/// looks for it while the script runs (every 100 ms by default, the
+/// worker's `cancel_poll`) and stops the script, keeping none of its
+/// writes. Written only while the task is `pending` or `processing`.
+pub const CANCEL: &str = "cancel";
 /// In notifications only: the task id.
 pub const ID: &str = "id";
 
@@ -68,6 +75,9 @@ pub mod kind {
     pub const WORKER_LOST: &str = "worker_lost";
     /// The task hash had no script.
     pub const INVALID: &str = "invalid";
+    /// Cancelled ([`super::CANCEL`]) before or while it ran; the engine's
+    /// own kind for a stopped script has the same name.
+    pub const CANCELLED: &str = "cancelled";
     /// Written by a third party without `errorKind`.
     pub const UNKNOWN: &str = "unknown";
 }

@@ -37,7 +37,7 @@ pub mod keys;
 mod listener;
 mod scripts;
 
-pub use client::{Client, ClientOptions, STATS_BATCH};
+pub use client::{Client, ClientOptions, STATS_BATCH, SUBMITTER_GONE};
 
 use std::time::Duration;
 

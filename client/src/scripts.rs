@@ -41,14 +41,15 @@ end
 
 /// Claims a task already moved into the processing list.
 /// Returns `{'run', id, script, deadline}`, `{'invalid', id, reason}`,
-/// `{'skipped', id, status}` or `{'expired'|'missing', id}`. Writes
+/// `{'cancelled', id, reason}`, `{'skipped', id, status}` or
+/// `{'expired'|'missing', id}`. Writes
 /// `createdAt` (DESIGN §3: a field the system writes) when the submitter did
 /// not, as a third-party submitter may not.
 const CLAIM: &str = r#"
 local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
   local dkey = prefix .. id
   local h = redis.call('HMGET', dkey, 'status', 'script', 'deadline', 'workerId', 'replyTo',
-    'createdAt')
+    'createdAt', 'cancel')
   local status, script, deadline = h[1], h[2], h[3]
   -- A hash with a status or a script exists: only ask when both are absent.
   if not status and not script and redis.call('EXISTS', dkey) == 0 then
@@ -93,6 +94,10 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
     failed('invalid', 'task has no script field')
     return { 'invalid', id, 'it has no script' }
   end
+  if h[7] then
+    failed('cancelled', 'cancelled before it ran: ' .. h[7])
+    return { 'cancelled', id, h[7] }
+  end
   if deadline and tonumber(deadline) and tonumber(now) > tonumber(deadline) then
     failed('expired', 'task expired before it ran: its deadline passed while it waited in the queue')
     return { 'expired', id }
@@ -124,6 +129,27 @@ finish(dkey, ARGV[1], KEYS[1], KEYS[2], ARGV[4], ARGV[5], fields, nil, h[3])
 return 1"
     ))
 });
+
+/// Asks for a task to be cancelled: records the reason in its `cancel`
+/// field (the first reason stays) while it is `pending` or `processing`.
+/// KEYS: details. ARGV: reason. Returns the status found (`false`: no task).
+static CANCEL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local s = redis.call('HGET', KEYS[1], 'status')
+if s == 'pending' or s == 'processing' then
+  redis.call('HSETNX', KEYS[1], 'cancel', ARGV[1])
+end
+return s
+"#,
+    )
+});
+
+pub(crate) fn cancel(task_id: &str, reason: &str) -> ScriptInvocation<'static> {
+    let mut inv = CANCEL.prepare_invoke();
+    inv.key(keys::task_details(task_id)).arg(reason);
+    inv
+}
 
 /// Claims or refreshes the queue's owner key (see `keys::queue_owner`).
 /// KEYS: owner key. ARGV: owner, ttl ms. Returns `false` when the key now

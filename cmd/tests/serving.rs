@@ -251,3 +251,77 @@ async fn a_cross_origin_upgrade_is_refused_and_loopback_origins_pass() {
     );
     drop(two);
 }
+
+/// Ids of the task hashes in `redis` whose `field` is `value`.
+async fn tasks_where(redis: &testkit::RedisServer, field: &str, value: &str) -> Vec<String> {
+    let mut conn = redis::Client::open(redis.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let hashes: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", client::keys::TASK_DETAILS_PREFIX))
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    let mut ids = Vec::new();
+    for hash in hashes {
+        let found: Option<String> = redis::cmd("HGET")
+            .arg(&hash)
+            .arg(field)
+            .query_async(&mut conn)
+            .await
+            .expect("hget");
+        if found.as_deref() == Some(value) {
+            ids.push(hash[client::keys::TASK_DETAILS_PREFIX.len()..].to_owned());
+        }
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_mid_script_frees_its_circle_and_keeps_none_of_its_writes() {
+    // Scripts may run five minutes here: only a cancel ends the endless
+    // one below within `recv`'s 30 s.
+    let two = two_circles(&[
+        "--script-timeout",
+        "5m",
+        "--task-timeout",
+        "5m",
+        "--max-operations",
+        "1000000000000000",
+    ]);
+    let mut gone = connect(two.alpha).await;
+    send(
+        &mut gone,
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "play",
+                "params": {"script": "db::insert(1); loop { }"}})
+        .to_string(),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while tasks_where(&two._redis, "status", "processing")
+        .await
+        .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the script never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The other circle is not held up by it.
+    let mut b = connect(two.beta).await;
+    assert_eq!(output(&mut b, "40 + 2").await, "42");
+
+    drop(gone);
+    let mut a = connect(two.alpha).await;
+    assert_eq!(
+        output(&mut a, "db::next_id()").await,
+        "1",
+        "the cancelled script's insert was not kept"
+    );
+    let cancelled = tasks_where(&two._redis, "errorKind", "cancelled").await;
+    assert_eq!(cancelled.len(), 1, "{cancelled:?}");
+    drop(two);
+}

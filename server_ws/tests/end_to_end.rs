@@ -11,11 +11,17 @@ use tokio_util::sync::CancellationToken;
 
 /// Starts the real worker for the fixture's queue; returns its stop token.
 fn start_worker(fx: &Fixture, dir: &std::path::Path) -> CancellationToken {
+    start_worker_with(fx, dir, engine::Limits::default())
+}
+
+/// [`start_worker`] with the engine's limits.
+fn start_worker_with(
+    fx: &Fixture,
+    dir: &std::path::Path,
+    limits: engine::Limits,
+) -> CancellationToken {
     let db = ourdb::OurDb::open(dir, ourdb::Config::default()).expect("open ourdb");
-    let engine = Arc::new(engine::CircleEngine::new(
-        Arc::new(db),
-        engine::Limits::default(),
-    ));
+    let engine = Arc::new(engine::CircleEngine::new(Arc::new(db), limits));
     let token = CancellationToken::new();
     tokio::spawn(worker::run(
         worker::WorkerConfig::new(&fx.redis.url(), common::QUEUE),
@@ -60,5 +66,98 @@ async fn scripts_run_on_the_real_worker_and_their_data_persists_between_requests
     assert_eq!(reply["error"]["data"]["line"], 1);
     assert!(reply["error"]["data"]["column"].is_u64(), "{reply}");
 
+    worker.cancel();
+}
+
+/// The ids of the tasks whose hash says `status`.
+async fn tasks_with_status(
+    conn: &mut redis::aio::MultiplexedConnection,
+    status: &str,
+) -> Vec<String> {
+    let hashes: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", client::keys::TASK_DETAILS_PREFIX))
+        .query_async(conn)
+        .await
+        .expect("keys");
+    let mut ids = Vec::new();
+    for hash in hashes {
+        let found: Option<String> = redis::cmd("HGET")
+            .arg(&hash)
+            .arg("status")
+            .query_async(conn)
+            .await
+            .expect("hget");
+        if found.as_deref() == Some(status) {
+            ids.push(hash[client::keys::TASK_DETAILS_PREFIX.len()..].to_owned());
+        }
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_mid_script_stops_the_script_and_nothing_it_wrote_is_kept() {
+    let fx = Fixture::start_with(|_| {}, ServerTiming::default(), false).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Two minutes per script: within the test's wait only a cancel ends
+    // the endless script below (a time limit would end it as `timeout`).
+    let limits = engine::Limits {
+        timeout: std::time::Duration::from_secs(120),
+        max_operations: 0,
+        ..engine::Limits::default()
+    };
+    let worker = start_worker_with(&fx, dir.path(), limits);
+    let mut conn = redis::Client::open(fx.redis.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+
+    // Once with a close frame, once with the TCP connection simply cut.
+    for (round, polite) in [(1, true), (2, false)] {
+        let mut ws = fx.connect().await;
+        common::send(&mut ws, &play(1, "db::insert(1); loop { }")).await;
+        let mut running = Vec::new();
+        for _ in 0..1000 {
+            running = tasks_with_status(&mut conn, "processing").await;
+            if !running.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(running.len(), 1, "round {round}: one running task");
+        let id = running.remove(0);
+        if polite {
+            ws.close(None).await.expect("close frame");
+        } else {
+            drop(ws);
+        }
+        let mut ended = None;
+        for _ in 0..1000 {
+            let fields: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+                .arg(client::keys::task_details(&id))
+                .query_async(&mut conn)
+                .await
+                .expect("hgetall");
+            if fields.get("status").map(String::as_str) == Some("error") {
+                ended = Some(fields);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let fields = ended.unwrap_or_else(|| panic!("round {round}: task {id} never ended"));
+        assert_eq!(
+            fields["errorKind"], "cancelled",
+            "round {round}: {fields:?}"
+        );
+        assert!(
+            fields["error"].contains(client::SUBMITTER_GONE),
+            "round {round}: {fields:?}"
+        );
+    }
+
+    // The worker is free at once, and neither script's insert was kept.
+    let mut ws = fx.connect().await;
+    let reply = call(&mut ws, &play(2, "db::next_id()")).await;
+    assert_eq!(reply["result"]["output"], "1", "{reply}");
     worker.cancel();
 }

@@ -23,6 +23,12 @@
 //! - On cancellation it stops taking tasks, lets the running script finish
 //!   within `shutdown_grace` (counted from the cancellation), then cancels it
 //!   and any claimed task still to run, and leaves nothing claimed.
+//! - A task whose `cancel` field is set (`client::Client::cancel`; a
+//!   `Client::run` whose caller went away sets it) ends as `error`, kind
+//!   `cancelled`: at its claim without running, or, while its script runs,
+//!   once a watcher beside the heartbeat sees the field (it looks every
+//!   `cancel_poll` at a script that has run that long) — the script stops and
+//!   keeps none of its writes.
 //!
 //! Main types: [`WorkerConfig`], [`WorkerOptions`], [`WorkerStatus`] /
 //! [`WorkerState`], [`run`], [`run_with`].
@@ -38,12 +44,12 @@
 //! ```
 
 mod beat;
+mod cancel;
 mod runner;
 mod status;
 mod take;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use client::broker::{BlockingPopper, BrokerOptions, WorkerBroker};
@@ -123,6 +129,10 @@ pub struct WorkerOptions {
     pub reap_interval: Duration,
     /// Cap of the reconnect backoff. Default 2 s.
     pub max_backoff: Duration,
+    /// While a script runs, how often its task's `cancel` field is looked
+    /// at (one `HGET`; a script shorter than this costs none). A cancelled
+    /// running script stops within about this long. Default 100 ms.
+    pub cancel_poll: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -133,6 +143,7 @@ impl Default for WorkerOptions {
             heartbeat_ttl: Duration::from_secs(15),
             reap_interval: Duration::from_secs(10),
             max_backoff: Duration::from_secs(2),
+            cancel_poll: Duration::from_millis(100),
         }
     }
 }
@@ -261,14 +272,21 @@ pub async fn run_with(
         take_token.clone(),
     ));
 
-    // Set once the shutdown grace is over: cancels the running script.
-    let cancel = Arc::new(AtomicBool::new(false));
+    // The running script's cancel flag: set by the watcher when its task's
+    // `cancel` field appears, and by shutdown once the grace is over.
+    let cancels = Arc::new(cancel::Cancels::default());
+    let watcher = tokio::spawn(cancel::watch(
+        Arc::clone(&beat_broker),
+        Arc::clone(&cancels),
+        options.cancel_poll,
+        beat_token.clone(),
+    ));
     let take_side = {
         let config = config.clone();
         let options = options.clone();
         let status = Arc::clone(&status);
         let token = take_token.clone();
-        let cancel = Arc::clone(&cancel);
+        let cancels = Arc::clone(&cancels);
         move || async move {
             let taker = take::Taker {
                 config: &config,
@@ -276,7 +294,7 @@ pub async fn run_with(
                 broker: &broker,
                 popper: &popper,
                 engine: &engine,
-                cancel: &cancel,
+                cancels: &cancels,
                 status: &status,
                 token: &token,
             };
@@ -299,6 +317,7 @@ pub async fn run_with(
         Err(e) => {
             beat_token.cancel();
             let _ = beat.await;
+            let _ = watcher.await;
             let _ = beat_broker.deregister().await;
             if let Some(owner) = &config.owner {
                 let _ = beat_broker.disown_queue(owner).await;
@@ -314,7 +333,7 @@ pub async fn run_with(
         _ = token.cancelled() => tokio::select! {
             ended = &mut done => ended,
             _ = tokio::time::sleep(config.shutdown_grace) => {
-                cancel.store(true, Ordering::Relaxed);
+                cancels.shutdown();
                 done.await
             }
         },
@@ -323,6 +342,7 @@ pub async fn run_with(
 
     beat_token.cancel();
     let taken_over = beat.await.ok().flatten();
+    let _ = watcher.await;
     if let Err(e) = beat_broker.deregister().await {
         log::warn!("worker {worker_id} could not deregister: {e}; a reaper will clean up");
     }

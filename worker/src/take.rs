@@ -1,14 +1,13 @@
 //! The take loop: pop, claim, run, finish; one task at a time.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use client::broker::{BlockingPopper, Claim, ClaimedTask, TaskResult, WorkerBroker};
 use engine::{CircleEngine, RunControl};
 use tokio_util::sync::CancellationToken;
 
+use crate::cancel::{Cancels, Cause};
 use crate::runner;
 use crate::{WorkerConfig, WorkerOptions, WorkerStatus};
 
@@ -20,9 +19,9 @@ pub(crate) struct Taker<'a> {
     pub popper: &'a BlockingPopper,
     /// The circle's engine; scripts run inline on the circle thread.
     pub engine: &'a CircleEngine,
-    /// Set on shutdown once the grace is over: cancels the running script
-    /// and every one after it.
-    pub cancel: &'a Arc<AtomicBool>,
+    /// The running script's cancel flag (shutdown, or its task's `cancel`
+    /// field).
+    pub cancels: &'a Cancels,
     pub status: &'a WorkerStatus,
     pub token: &'a CancellationToken,
 }
@@ -225,6 +224,13 @@ impl Taker<'_> {
                 );
                 self.status.count(false);
             }
+            Claim::Cancelled { task_id, reason } => {
+                log::info!(
+                    "queue {}: task {task_id} was cancelled before it ran: {reason}",
+                    self.config.queue
+                );
+                self.status.count(false);
+            }
             Claim::Invalid { task_id, reason } => {
                 log::warn!(
                     "queue {}: task {task_id} cannot run: {reason}",
@@ -246,10 +252,10 @@ impl Taker<'_> {
     async fn run_task(&self, task: ClaimedTask, outage: &mut Outage) -> Next {
         let control = RunControl {
             deadline: task.deadline_ms.map(ms_to_instant),
-            cancel: Arc::clone(self.cancel),
+            cancel: self.cancels.start(&task.task_id),
         };
         let ran = runner::run_script(self.engine, &task.script, &control);
-        let cancelled_by_shutdown = self.cancel.load(Ordering::Relaxed);
+        let cause = self.cancels.end();
         let result = match ran {
             Ok(out) => TaskResult::Completed {
                 output: out.output,
@@ -258,19 +264,30 @@ impl Taker<'_> {
             },
             Err(e) => TaskResult::Failed {
                 kind: e.kind.as_str().to_owned(),
-                message: if cancelled_by_shutdown && e.kind == engine::ErrorKind::Cancelled {
-                    format!(
-                        "cancelled: the worker shut down and its {:?} grace for running scripts is over",
-                        self.config.shutdown_grace
-                    )
-                } else {
-                    e.message
+                message: match cause {
+                    Some(cause) if e.kind == engine::ErrorKind::Cancelled => {
+                        self.cancel_message(&cause)
+                    }
+                    _ => e.message,
                 },
                 line: e.line,
                 column: e.column,
             },
         };
         self.finish(&task.task_id, &result, outage).await
+    }
+
+    /// Why a cancelled script stopped, as its task's error says.
+    fn cancel_message(&self, cause: &Cause) -> String {
+        match cause {
+            Cause::Shutdown => format!(
+                "cancelled: the worker shut down and its {:?} grace for running scripts is over",
+                self.config.shutdown_grace
+            ),
+            Cause::Requested(reason) => {
+                format!("cancelled while it ran: {reason}; none of its writes were kept")
+            }
+        }
     }
 
     /// Writes the result, retrying through an outage, and (unless shutting

@@ -1,0 +1,213 @@
+//! Stopping the running script from outside: at shutdown, once the grace is
+//! over, and when its task's `cancel` field is set (the client that sent it
+//! went away, or someone called `client::Client::cancel`).
+//!
+//! Each run gets a cancel flag of its own, so a request meant for one task
+//! can never stop the next. The take loop registers the run here before it
+//! starts the script ([`Cancels::start`]) and takes it back after
+//! ([`Cancels::end`]). The watcher ([`watch`]) runs on the caller's runtime,
+//! beside the heartbeat, with the heartbeat's connection: the circle thread
+//! is busy running the script and cannot ask Redis itself. It asks only
+//! about a script that is still the running one a whole `cancel_poll` after
+//! it first saw it, so short scripts cost no request at all, and an idle
+//! worker's watcher sleeps until a task starts.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use client::broker::WorkerBroker;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Why a run was cancelled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Cause {
+    /// The worker shut down and its grace for running scripts was over.
+    Shutdown,
+    /// The task's `cancel` field asked for it, with this reason.
+    Requested(String),
+}
+
+/// The run in progress, as the watcher and shutdown see it.
+struct Current {
+    /// Tells runs apart, so a late request cannot stop a later run.
+    generation: u64,
+    task_id: String,
+    flag: Arc<AtomicBool>,
+    requested: Option<String>,
+}
+
+#[derive(Default)]
+struct State {
+    shutdown: bool,
+    generation: u64,
+    running: Option<Current>,
+}
+
+/// The cancel flags of one worker's runs.
+#[derive(Default)]
+pub(crate) struct Cancels {
+    state: Mutex<State>,
+    /// Wakes the watcher when a run starts.
+    started: Notify,
+}
+
+impl Cancels {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers the run of `task_id`; returns its cancel flag (already set
+    /// when the worker is past its shutdown grace).
+    pub(crate) fn start(&self, task_id: &str) -> Arc<AtomicBool> {
+        let mut state = self.lock();
+        let flag = Arc::new(AtomicBool::new(state.shutdown));
+        state.generation += 1;
+        state.running = Some(Current {
+            generation: state.generation,
+            task_id: task_id.to_owned(),
+            flag: Arc::clone(&flag),
+            requested: None,
+        });
+        drop(state);
+        self.started.notify_one();
+        flag
+    }
+
+    /// Ends the registered run; why it was cancelled, if it was.
+    pub(crate) fn end(&self) -> Option<Cause> {
+        let mut state = self.lock();
+        let current = state.running.take()?;
+        if let Some(reason) = current.requested {
+            return Some(Cause::Requested(reason));
+        }
+        (state.shutdown && current.flag.load(Ordering::Relaxed)).then_some(Cause::Shutdown)
+    }
+
+    /// The shutdown grace is over: cancels the running script and every
+    /// one started after it.
+    pub(crate) fn shutdown(&self) {
+        let mut state = self.lock();
+        state.shutdown = true;
+        if let Some(current) = &state.running {
+            current.flag.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The running task (generation, id), unless none runs or its
+    /// cancellation was already requested.
+    fn running(&self) -> Option<(u64, String)> {
+        let state = self.lock();
+        let current = state.running.as_ref()?;
+        current
+            .requested
+            .is_none()
+            .then(|| (current.generation, current.task_id.clone()))
+    }
+
+    /// Cancels run `generation` for `reason`, if it is still running.
+    fn request(&self, generation: u64, reason: String) {
+        let mut state = self.lock();
+        if let Some(current) = state.running.as_mut()
+            && current.generation == generation
+        {
+            current.flag.store(true, Ordering::Relaxed);
+            current.requested = Some(reason);
+        }
+    }
+}
+
+/// Watches the running task's `cancel` field every `poll` while a script
+/// runs, until `token` is cancelled. Redis errors are logged at debug and
+/// the next poll tries again (the take loop reports outages).
+pub(crate) async fn watch(
+    broker: Arc<WorkerBroker>,
+    cancels: Arc<Cancels>,
+    poll: Duration,
+    token: CancellationToken,
+) {
+    // The run seen at the previous look: asked about only when it is still
+    // running one poll later.
+    let mut seen: Option<u64> = None;
+    loop {
+        let Some((generation, task_id)) = cancels.running() else {
+            seen = None;
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = cancels.started.notified() => continue,
+            }
+        };
+        if seen == Some(generation) {
+            match broker.cancel_requested(&task_id).await {
+                Ok(Some(reason)) => {
+                    log::info!(
+                        "worker {}: cancelling the script of task {task_id}: {reason}",
+                        broker.worker_id()
+                    );
+                    cancels.request(generation, reason);
+                }
+                Ok(None) => {}
+                Err(e) => log::debug!(
+                    "worker {}: looking for a cancel of task {task_id} failed: {e}",
+                    broker.worker_id()
+                ),
+            }
+        }
+        seen = Some(generation);
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_stops_only_the_run_it_names() {
+        let cancels = Cancels::default();
+        let first = cancels.start("a");
+        let (generation, id) = cancels.running().expect("running");
+        assert_eq!(id, "a");
+        assert_eq!(cancels.end(), None);
+        assert!(!first.load(Ordering::Relaxed));
+        // A request that arrives after its run ended leaves the next alone.
+        let second = cancels.start("b");
+        cancels.request(generation, "gone".into());
+        assert!(!second.load(Ordering::Relaxed));
+        let (generation, _) = cancels.running().expect("running");
+        cancels.request(generation, "gone".into());
+        assert!(second.load(Ordering::Relaxed));
+        assert!(cancels.running().is_none(), "asked once, not again");
+        assert_eq!(cancels.end(), Some(Cause::Requested("gone".into())));
+        assert_eq!(cancels.end(), None, "nothing registered any more");
+    }
+
+    #[test]
+    fn shutdown_stops_the_running_script_and_every_later_one() {
+        let cancels = Cancels::default();
+        let running = cancels.start("a");
+        cancels.shutdown();
+        assert!(running.load(Ordering::Relaxed));
+        assert_eq!(cancels.end(), Some(Cause::Shutdown));
+        let later = cancels.start("b");
+        assert!(later.load(Ordering::Relaxed), "cancelled from the start");
+        assert_eq!(cancels.end(), Some(Cause::Shutdown));
+    }
+
+    #[test]
+    fn a_requested_cancel_keeps_its_reason_through_a_later_shutdown() {
+        let cancels = Cancels::default();
+        let _flag = cancels.start("a");
+        let (generation, _) = cancels.running().expect("running");
+        cancels.request(generation, "the client went away".into());
+        cancels.shutdown();
+        assert_eq!(
+            cancels.end(),
+            Some(Cause::Requested("the client went away".into()))
+        );
+    }
+}

@@ -1,0 +1,274 @@
+//! Cancelling a task from outside (issue 3: "an external cancel (client
+//! gone, shutdown) stops a running script promptly"): a `Client::run` whose
+//! caller went away, and `Client::cancel`, against a real worker, Redis and
+//! OurDB. Shutdown's cancel is in `tasks.rs`.
+
+mod common;
+
+use std::time::Duration;
+
+use client::{Client, Outcome, SubmitOptions};
+use common::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn opts() -> SubmitOptions {
+    SubmitOptions { timeout: WAIT }
+}
+
+/// A worker whose scripts may run two minutes (so only a cancel stops the
+/// slow script of these tests before the test's own wait ends).
+fn slow_worker(url: &str, queue: &str) -> (TestWorker, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let worker = TestWorker::start_with(
+        worker::WorkerConfig::new(url, queue),
+        fast_options(),
+        open_engine(dir.path(), slow_limits()),
+    );
+    (worker, dir)
+}
+
+async fn status_of(conn: &mut redis::aio::MultiplexedConnection, id: &str) -> Option<String> {
+    hget(conn, id, "status").await
+}
+
+/// Waits until task `id` has `status`.
+async fn until_status(url: &str, id: &str, status: &str) {
+    let conn = raw(url).await;
+    eventually(&format!("task {id} to be {status}"), WAIT, || {
+        let mut conn = conn.clone();
+        async move { (status_of(&mut conn, id).await.as_deref() == Some(status)).then_some(()) }
+    })
+    .await;
+}
+
+/// The one id in `queue`'s list (a task submitted by a `run` whose id the
+/// test cannot see otherwise).
+async fn only_queued_id(url: &str, queue: &str) -> String {
+    let conn = raw(url).await;
+    eventually("the task to be queued", WAIT, || {
+        let mut conn = conn.clone();
+        async move {
+            let ids: Vec<String> = redis::cmd("LRANGE")
+                .arg(client::keys::tasks(queue))
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut conn)
+                .await
+                .expect("lrange");
+            (ids.len() == 1).then(|| ids[0].clone())
+        }
+    })
+    .await
+}
+
+/// The id of the task `worker` is running (its processing list's one entry).
+async fn running_id(url: &str, queue: &str) -> String {
+    let conn = raw(url).await;
+    let pattern = client::keys::processing(queue, "*");
+    eventually("a task to be running", WAIT, || {
+        let mut conn = conn.clone();
+        let pattern = pattern.clone();
+        async move {
+            for list in keys(&mut conn, &pattern).await {
+                let ids: Vec<String> = redis::cmd("LRANGE")
+                    .arg(&list)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("lrange");
+                if let Some(id) = ids.first()
+                    && status_of(&mut conn, id).await.as_deref() == Some("processing")
+                {
+                    return Some(id.clone());
+                }
+            }
+            None
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_script_whose_caller_went_away_stops_and_keeps_none_of_its_writes() {
+    let redis = testkit::RedisServer::start();
+    let (worker, _dir) = slow_worker(&redis.url(), "gone");
+    let client = Client::connect(&redis.url()).await.expect("connect");
+
+    let waiting = {
+        let client = client.clone();
+        tokio::spawn(async move { client.run("gone", &slow_script("kept?"), &opts()).await })
+    };
+    let id = running_id(&redis.url(), "gone").await;
+    // The caller goes away, as a WebSocket client's request does when its
+    // connection ends.
+    waiting.abort();
+    assert!(waiting.await.expect_err("aborted").is_cancelled());
+
+    // The script would run for a minute; only the cancel ends it in time
+    // (and a timeout would say `timeout`).
+    let outcome = client.wait(&id, WAIT).await.expect("wait");
+    let Outcome::Failed(f) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(f.kind, "cancelled", "{f:?}");
+    assert_eq!(
+        f.message,
+        format!(
+            "cancelled while it ran: {}; none of its writes were kept",
+            client::SUBMITTER_GONE
+        )
+    );
+    assert_eq!(
+        worker.engine.db().next_id(),
+        1,
+        "the insert before the cancel was not kept"
+    );
+    let mut conn = raw(&redis.url()).await;
+    assert_eq!(
+        hget(&mut conn, &id, client::fields::CANCEL)
+            .await
+            .as_deref(),
+        Some(client::SUBMITTER_GONE)
+    );
+    let stats = client.stats("gone").await.expect("stats");
+    assert_eq!((stats.processed, stats.failed, stats.in_flight), (0, 1, 0));
+
+    // The worker goes on with the next task, on the same engine.
+    let outcome = client
+        .run("gone", "db::insert(7); db::next_id()", &opts())
+        .await
+        .expect("run");
+    let Outcome::Completed(out) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(out.output, "2", "the next script's insert got id 1");
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_task_whose_caller_went_away_ends_without_running() {
+    let redis = testkit::RedisServer::start();
+    let (worker, _dir) = slow_worker(&redis.url(), "queued");
+    let client = Client::connect(&redis.url()).await.expect("connect");
+
+    // Keep the worker busy so the next task waits in the queue.
+    let slow = client
+        .submit("queued", &slow_script("slow"), &opts())
+        .await
+        .expect("submit");
+    until_status(&redis.url(), &slow, "processing").await;
+    let waiting = {
+        let client = client.clone();
+        tokio::spawn(async move { client.run("queued", "db::insert(2); 2", &opts()).await })
+    };
+    let queued = only_queued_id(&redis.url(), "queued").await;
+    waiting.abort();
+    let mut conn = raw(&redis.url()).await;
+    eventually("the queued task's cancel to be recorded", WAIT, || {
+        let mut conn = conn.clone();
+        let queued = queued.clone();
+        async move {
+            hget(&mut conn, &queued, client::fields::CANCEL)
+                .await
+                .map(|_| ())
+        }
+    })
+    .await;
+    assert_eq!(
+        status_of(&mut conn, &queued).await.as_deref(),
+        Some("pending"),
+        "a cancel only marks a queued task; its worker ends it"
+    );
+
+    // Free the worker: a cancel by hand, as another program may send one.
+    assert!(
+        client
+            .cancel(&slow, "stopped by the operator")
+            .await
+            .expect("cancel")
+    );
+    let Outcome::Failed(f) = client.wait(&slow, WAIT).await.expect("wait") else {
+        panic!("the slow task should have been cancelled")
+    };
+    assert_eq!(f.kind, "cancelled");
+    assert!(
+        f.message.contains("stopped by the operator"),
+        "{}",
+        f.message
+    );
+
+    let Outcome::Failed(f) = client.wait(&queued, WAIT).await.expect("wait") else {
+        panic!("the queued task should have been cancelled")
+    };
+    assert_eq!(f.kind, "cancelled");
+    assert_eq!(
+        f.message,
+        format!("cancelled before it ran: {}", client::SUBMITTER_GONE)
+    );
+    assert_eq!(
+        hget(&mut conn, &queued, client::fields::STARTED_AT).await,
+        None,
+        "it never started"
+    );
+    assert_eq!(worker.engine.db().next_id(), 1, "neither script wrote");
+    let stats = client.stats("queued").await.expect("stats");
+    assert_eq!((stats.processed, stats.failed, stats.queue_len), (0, 2, 0));
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_of_an_ended_or_unknown_task_changes_nothing() {
+    let redis = testkit::RedisServer::start();
+    let worker = TestWorker::start(&redis.url(), "ended");
+    let client = Client::connect(&redis.url()).await.expect("connect");
+    let id = client
+        .submit("ended", "40 + 2", &opts())
+        .await
+        .expect("submit");
+    let Outcome::Completed(out) = client.wait(&id, WAIT).await.expect("wait") else {
+        panic!("should complete")
+    };
+    assert_eq!(out.output, "42");
+
+    assert!(!client.cancel(&id, "too late").await.expect("cancel"));
+    let mut conn = raw(&redis.url()).await;
+    assert_eq!(hget(&mut conn, &id, client::fields::CANCEL).await, None);
+    assert_eq!(
+        status_of(&mut conn, &id).await.as_deref(),
+        Some("completed")
+    );
+
+    assert!(!client.cancel("no-such-task", "why").await.expect("cancel"));
+    assert!(
+        keys(&mut conn, &client::keys::task_details("no-such-task"))
+            .await
+            .is_empty(),
+        "a cancel never creates a task hash"
+    );
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_returns_its_outcome_leaves_no_cancel_behind() {
+    let redis = testkit::RedisServer::start();
+    let worker = TestWorker::start(&redis.url(), "kept");
+    let client = Client::connect(&redis.url()).await.expect("connect");
+    let Outcome::Completed(out) = client
+        .run("kept", "db::insert(1)", &opts())
+        .await
+        .expect("run")
+    else {
+        panic!("should complete")
+    };
+    let mut conn = raw(&redis.url()).await;
+    // Give a stray background cancel time to land, then look.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        hget(&mut conn, &out.task_id, client::fields::CANCEL).await,
+        None
+    );
+    assert_eq!(worker.engine.db().next_id(), 2, "the write was kept");
+    worker.stop().await;
+}
