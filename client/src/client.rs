@@ -205,8 +205,30 @@ impl Client {
     /// [`SUBMITTER_GONE`]), so no worker spends time on a result nobody
     /// reads: a queued task then ends without running, a running script is
     /// stopped and keeps none of its writes. Use [`Client::submit`] for a
-    /// task that should outlive its submitter.
+    /// task that should outlive its submitter, or [`Client::run_detached`].
     pub async fn run(&self, queue: &str, script: &str, options: &SubmitOptions) -> Result<Outcome> {
+        self.run_inner(queue, script, options, true).await
+    }
+
+    /// [`Client::run`] for a task that runs to its end whether or not its
+    /// outcome is awaited: dropping this future cancels nothing (a JSON-RPC
+    /// notification's script, whose sender wants no reply, is one).
+    pub async fn run_detached(
+        &self,
+        queue: &str,
+        script: &str,
+        options: &SubmitOptions,
+    ) -> Result<Outcome> {
+        self.run_inner(queue, script, options, false).await
+    }
+
+    async fn run_inner(
+        &self,
+        queue: &str,
+        script: &str,
+        options: &SubmitOptions,
+        cancel_when_gone: bool,
+    ) -> Result<Outcome> {
         let task_id = uuid::Uuid::new_v4().to_string();
         // Registered before the push, so the notification cannot be missed
         // and no initial read of the hash is needed.
@@ -216,7 +238,7 @@ impl Client {
         let mut cancel = CancelOnDrop {
             client: self,
             task_id: &task_id,
-            armed: true,
+            armed: cancel_when_gone,
         };
         self.push(queue, &task_id, script, options, false).await?;
         let outcome = self
@@ -225,7 +247,7 @@ impl Client {
         // A task past its deadline needs no cancel: the deadline written
         // with it ends it (`expired` when still queued; the engine stops a
         // running script at it).
-        cancel.armed = !matches!(outcome, Ok(_) | Err(Error::Timeout { .. }));
+        cancel.armed &= !matches!(outcome, Ok(_) | Err(Error::Timeout { .. }));
         drop(guard);
         outcome
     }

@@ -343,14 +343,13 @@ async fn admit(shared: &Shared, permits: &Arc<Semaphore>, item: Item) -> Admitte
 /// Runs one admitted call; the reply, or `None` for a notification.
 async fn run_call(shared: &Shared, call: Call) -> Option<Value> {
     let _counted = shared.status.call_started();
-    let id = call.id.clone().unwrap_or(Value::Null);
     let reply = crate::play::play(
         &shared.client,
         &shared.config.circle_name,
         &shared.config.queue,
         &shared.submit,
         &shared.status,
-        &id,
+        call.id.as_ref(),
         &call.script,
     )
     .await;

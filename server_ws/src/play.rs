@@ -6,18 +6,27 @@ use serde_json::{Value, json};
 
 use crate::rpc;
 
-/// Runs `script` on `queue` and returns the reply for `id`.
+/// Runs `script` on `queue` and returns the reply for `id` (`None`: a
+/// notification). Dropping the call cancels a request's task (its client
+/// went away, so nobody would read the result); a notification's task runs
+/// to its end regardless, as its sender asked for no reply.
 pub(crate) async fn play(
     client: &client::Client,
     circle: &str,
     queue: &str,
     options: &SubmitOptions,
     status: &crate::ServerStatus,
-    id: &Value,
+    id: Option<&Value>,
     script: &str,
 ) -> Value {
     log::debug!("circle {circle}: play ({} bytes)", script.len());
-    let ended = client.run(queue, script, options).await;
+    let (ended, id) = match id {
+        Some(id) => (client.run(queue, script, options).await, id),
+        None => (
+            client.run_detached(queue, script, options).await,
+            &Value::Null,
+        ),
+    };
     // Every request fails alike while Redis is away: a few lines, not one
     // per request.
     if let Err(client::Error::Unavailable { url, reason }) = &ended

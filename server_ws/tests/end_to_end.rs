@@ -161,3 +161,56 @@ async fn a_client_that_goes_away_mid_script_stops_the_script_and_nothing_it_wrot
     assert_eq!(reply["result"]["output"], "1", "{reply}");
     worker.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_s_script_runs_to_its_end_after_its_sender_went_away() {
+    let fx = Fixture::start_with(|_| {}, ServerTiming::default(), false).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let worker = start_worker(&fx, dir.path());
+    let mut conn = redis::Client::open(fx.redis.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+
+    let mut ws = fx.connect().await;
+    // No id: the sender wants the script run, not its result.
+    common::send(
+        &mut ws,
+        &serde_json::json!({"jsonrpc": "2.0", "method": "play", "params": {"script":
+            "db::insert(5); let x = 0; while x < 500_000 { x += 1; } x"}})
+        .to_string(),
+    )
+    .await;
+    let mut running = Vec::new();
+    for _ in 0..1000 {
+        running = tasks_with_status(&mut conn, "processing").await;
+        if !running.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(running.len(), 1, "the notification's script is running");
+    let id = running.remove(0);
+    drop(ws);
+
+    let mut fields: std::collections::HashMap<String, String> = Default::default();
+    for _ in 0..3000 {
+        fields = redis::cmd("HGETALL")
+            .arg(client::keys::task_details(&id))
+            .query_async(&mut conn)
+            .await
+            .expect("hgetall");
+        if fields.get("status").map(String::as_str) != Some("processing") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(fields["status"], "completed", "{fields:?}");
+    assert_eq!(fields["output"], "500000");
+    assert!(!fields.contains_key("cancel"), "{fields:?}");
+    let mut ws = fx.connect().await;
+    let reply = call(&mut ws, &play(1, "db::get(1)")).await;
+    assert_eq!(reply["result"]["output"], "5", "{reply}");
+    worker.cancel();
+}
