@@ -254,7 +254,7 @@ impl Client {
 
     /// Asks for the task to be cancelled, giving `reason`: a `pending` task
     /// then ends as `error` (kind `cancelled`, "cancelled before it ran:
-    /// <reason>") when a worker takes it, without running; a `processing`
+    /// &lt;reason&gt;") when a worker takes it, without running; a `processing`
     /// one is stopped by its worker (ours look every 100 ms by default) and
     /// ends as `error` (kind `cancelled`), none of its writes kept — unless
     /// it finishes first. `true` when the request was recorded; `false` when
