@@ -201,6 +201,19 @@ fn utf8(bytes: &[u8], what: &str) -> std::result::Result<String, String> {
     })
 }
 
+/// A canceller's reason as a task's error shows it: the same rule as the
+/// claim script's, so a task says the same whether it was cancelled queued
+/// or running — printable ASCII cut at 200 bytes, else a stand-in.
+fn shown_reason(raw: &[u8]) -> String {
+    if raw.is_empty() {
+        return "(no reason given)".to_owned();
+    }
+    if !raw.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+        return "(a reason that is not printable text)".to_owned();
+    }
+    String::from_utf8_lossy(&raw[..raw.len().min(200)]).into_owned()
+}
+
 fn parse_claim(reply: RawClaim) -> Result<Option<Parsed>> {
     let Some(reply) = reply else {
         return Ok(None);
@@ -564,7 +577,7 @@ impl WorkerBroker {
                     .arg(fields::CANCEL),
             )
             .await?;
-        Ok(reason.map(|r| String::from_utf8_lossy(&r).into_owned()))
+        Ok(reason.map(|r| shown_reason(&r)))
     }
 
     /// Ids in this worker's processing list (read after an outage, in case
@@ -740,5 +753,32 @@ impl BlockingPopper {
             .query_async(&mut conn)
             .await
             .map_err(|e| self.conn.fail(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown_reason;
+
+    #[test]
+    fn a_cancel_reason_is_shown_as_printable_ascii_cut_at_200_bytes() {
+        assert_eq!(
+            shown_reason(b"the client went away"),
+            "the client went away"
+        );
+        assert_eq!(shown_reason(&[b'x'; 300]).len(), 200);
+        assert_eq!(shown_reason(b""), "(no reason given)");
+        assert_eq!(
+            shown_reason(b"bad \xff byte"),
+            "(a reason that is not printable text)"
+        );
+        assert_eq!(
+            shown_reason("caf\u{e9}".as_bytes()),
+            "(a reason that is not printable text)"
+        );
+        assert_eq!(
+            shown_reason(b"line\nbreak"),
+            "(a reason that is not printable text)"
+        );
     }
 }

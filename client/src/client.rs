@@ -197,37 +197,28 @@ impl Client {
 
     /// `submit` then `wait` with `options.timeout`.
     ///
-    /// The task belongs to this call: when the call does not end with the
-    /// task's outcome (its future is dropped, say because the WebSocket
-    /// client that asked went away, or the broker failed under it; not on
-    /// [`Error::Timeout`], as the task's deadline ends it), it asks in the
-    /// background for the task to be cancelled ([`Client::cancel`] with
-    /// [`SUBMITTER_GONE`]), so no worker spends time on a result nobody
+    /// The task belongs to this call ([`OnDrop::Cancel`]): when the call
+    /// does not end with the task's outcome — its future is dropped, say
+    /// because the WebSocket client that asked went away, or the broker
+    /// failed under it; not on [`Error::Timeout`], as the task's deadline
+    /// ends it — it asks in the background for the task to be cancelled
+    /// ([`Client::cancel`]), so no worker spends time on a result nobody
     /// reads: a queued task then ends without running, a running script is
-    /// stopped and keeps none of its writes. Use [`Client::submit`] for a
-    /// task that should outlive its submitter, or [`Client::run_detached`].
+    /// stopped and keeps none of its writes (unless it finished first). Use
+    /// [`Client::run_with`] to choose otherwise, or [`Client::submit`] for a
+    /// task that should outlive its submitter.
     pub async fn run(&self, queue: &str, script: &str, options: &SubmitOptions) -> Result<Outcome> {
-        self.run_inner(queue, script, options, true).await
+        self.run_with(queue, script, options, OnDrop::Cancel).await
     }
 
-    /// [`Client::run`] for a task that runs to its end whether or not its
-    /// outcome is awaited: dropping this future cancels nothing (a JSON-RPC
-    /// notification's script, whose sender wants no reply, is one).
-    pub async fn run_detached(
+    /// [`Client::run`], with `on_drop` saying what happens to the task when
+    /// the call ends without its outcome.
+    pub async fn run_with(
         &self,
         queue: &str,
         script: &str,
         options: &SubmitOptions,
-    ) -> Result<Outcome> {
-        self.run_inner(queue, script, options, false).await
-    }
-
-    async fn run_inner(
-        &self,
-        queue: &str,
-        script: &str,
-        options: &SubmitOptions,
-        cancel_when_gone: bool,
+        on_drop: OnDrop<'_>,
     ) -> Result<Outcome> {
         let task_id = uuid::Uuid::new_v4().to_string();
         // Registered before the push, so the notification cannot be missed
@@ -238,16 +229,21 @@ impl Client {
         let mut cancel = CancelOnDrop {
             client: self,
             task_id: &task_id,
-            armed: cancel_when_gone,
+            on_drop,
+            reason: SUBMITTER_GONE,
+            retry_for: options.timeout,
         };
-        self.push(queue, &task_id, script, options, false).await?;
-        let outcome = self
-            .await_outcome(&task_id, options.timeout, rx, false)
-            .await;
-        // A task past its deadline needs no cancel: the deadline written
-        // with it ends it (`expired` when still queued; the engine stops a
-        // running script at it).
-        cancel.armed &= !matches!(outcome, Ok(_) | Err(Error::Timeout { .. }));
+        let outcome = match self.push(queue, &task_id, script, options, false).await {
+            Ok(()) => {
+                self.await_outcome(&task_id, options.timeout, rx, false)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match cancel_reason(&outcome) {
+            Some(reason) => cancel.reason = reason,
+            None => cancel.on_drop = OnDrop::Keep,
+        }
         drop(guard);
         outcome
     }
@@ -257,9 +253,10 @@ impl Client {
     /// &lt;reason&gt;") when a worker takes it, without running; a `processing`
     /// one is stopped by its worker (ours look every 100 ms by default) and
     /// ends as `error` (kind `cancelled`), none of its writes kept — unless
-    /// it finishes first. `true` when the request was recorded; `false` when
-    /// the task had ended already or does not exist (then nothing is
-    /// changed). The first reason given stays.
+    /// it finishes first. `true` when the task was `pending` or `processing`
+    /// (so a cancel is recorded now: this one, or an earlier one, whose
+    /// reason stays); `false` when it had ended already or does not exist
+    /// (then nothing is changed, and no hash is created).
     pub async fn cancel(&self, task_id: &str, reason: &str) -> Result<bool> {
         let status: Option<Vec<u8>> = self
             .inner
@@ -331,11 +328,23 @@ impl Client {
 
     /// Reads the task hash: its outcome, or `None` while it is not finished.
     pub async fn check(&self, task_id: &str) -> Result<Option<Outcome>> {
-        let fields: HashMap<String, String> = self
+        // Bytes, then text: a third party may have left a field (a script,
+        // a cancel reason) that is not UTF-8, which must not make the
+        // outcome unreadable.
+        let raw: Vec<(Vec<u8>, Vec<u8>)> = self
             .inner
             .conn
             .query(redis::cmd("HGETALL").arg(keys::task_details(task_id)))
             .await?;
+        let fields: HashMap<String, String> = raw
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(&k).into_owned(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                )
+            })
+            .collect();
         fields::outcome(task_id, &fields)
     }
 
@@ -389,23 +398,61 @@ impl Client {
     }
 }
 
-/// The reason [`Client::run`] gives when it asks to cancel a task whose
-/// outcome it will not deliver.
+/// What happens to the task of a [`Client::run_with`] call that ends
+/// without delivering the task's outcome (its future dropped, or the broker
+/// failed under it). A call that timed out never cancels: the task's
+/// deadline ends it.
+#[derive(Clone, Copy)]
+pub enum OnDrop<'a> {
+    /// Cancel the task ([`Client::run`]).
+    Cancel,
+    /// Let it run to its end (a JSON-RPC notification: its sender asked for
+    /// no reply, not for nothing to happen).
+    Keep,
+    /// Cancel it unless the function, asked at that moment, says to keep it
+    /// (a server shutting down keeps its tasks, which then get the worker's
+    /// own shutdown grace).
+    CancelUnless(&'a (dyn Fn() -> bool + Send + Sync)),
+}
+
+/// The reason [`Client::run`] gives when its future is dropped before the
+/// task's outcome reached it.
 pub const SUBMITTER_GONE: &str = "the client that sent the task went away";
 
-/// Cancels the task of a [`Client::run`] call that is dropped (or fails)
-/// before the task's outcome reached it. Drop cannot wait, so the request
-/// goes out on a task of the current runtime.
+/// The reason [`Client::run`] gives when the broker failed while it waited
+/// (its caller got an error and may try again: the first try must not run
+/// as well).
+pub const SUBMITTER_FAILED: &str =
+    "the broker failed while the client that sent the task waited, so it stopped waiting";
+
+/// Whether a call that ended with `outcome` cancels its task, and why.
+fn cancel_reason(outcome: &Result<Outcome>) -> Option<&'static str> {
+    match outcome {
+        Ok(_) | Err(Error::Timeout { .. }) => None,
+        Err(_) => Some(SUBMITTER_FAILED),
+    }
+}
+
+/// Cancels the task of a [`Client::run_with`] call that is dropped (or
+/// fails) before the task's outcome reached it. Drop cannot wait, so the
+/// request goes out on a task of the current runtime, retried through a
+/// broker outage for up to the task's timeout (best effort: a runtime that
+/// shuts down, or an outage that outlasts it, leaves the task to its
+/// deadline).
 struct CancelOnDrop<'a> {
     client: &'a Client,
     task_id: &'a str,
-    armed: bool,
+    on_drop: OnDrop<'a>,
+    reason: &'static str,
+    retry_for: Duration,
 }
 
 impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
+        match self.on_drop {
+            OnDrop::Keep => return,
+            OnDrop::CancelUnless(keep) if keep() => return,
+            OnDrop::Cancel | OnDrop::CancelUnless(_) => {}
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             log::debug!(
@@ -416,11 +463,27 @@ impl Drop for CancelOnDrop<'_> {
         };
         let client = self.client.clone();
         let task_id = self.task_id.to_owned();
+        let reason = self.reason;
+        let give_up = Instant::now() + self.retry_for;
         runtime.spawn(async move {
-            match client.cancel(&task_id, SUBMITTER_GONE).await {
-                Ok(true) => log::debug!("task {task_id}: cancelled, its submitter went away"),
-                Ok(false) => {}
-                Err(e) => log::debug!("task {task_id}: asking for its cancellation failed: {e}"),
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match client.cancel(&task_id, reason).await {
+                    Ok(true) => log::debug!("task {task_id}: cancelled: {reason}"),
+                    Ok(false) => {}
+                    Err(e @ Error::Unavailable { .. }) if Instant::now() + backoff < give_up => {
+                        log::debug!(
+                            "task {task_id}: asking for its cancellation failed: {e}; retrying"
+                        );
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(client.inner.options.max_backoff);
+                        continue;
+                    }
+                    Err(e) => {
+                        log::debug!("task {task_id}: asking for its cancellation failed: {e}")
+                    }
+                }
+                return;
             }
         });
     }
@@ -441,5 +504,35 @@ fn queue_stats(
         heartbeat_age: last_beat
             .filter(|&ms| ms > 0)
             .map(|ms| Duration::from_millis(now_ms().saturating_sub(ms))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn only_a_call_that_failed_without_timing_out_cancels_its_task() {
+        let done = Ok(Outcome::Completed(crate::TaskOutput {
+            task_id: "t".into(),
+            output: "42".into(),
+            printed: String::new(),
+            run_time: None,
+        }));
+        assert_eq!(cancel_reason(&done), None);
+        let timed_out = Err(Error::Timeout {
+            task_id: "t".into(),
+            timeout: Duration::from_secs(1),
+        });
+        assert_eq!(cancel_reason(&timed_out), None, "the deadline ends it");
+        let down = Err(Error::Unavailable {
+            url: "redis://127.0.0.1:1/".into(),
+            reason: "refused".into(),
+        });
+        assert_eq!(cancel_reason(&down), Some(SUBMITTER_FAILED));
+        let broken = Err(Error::Protocol("bad".into()));
+        assert_eq!(cancel_reason(&broken), Some(SUBMITTER_FAILED));
     }
 }

@@ -15,6 +15,10 @@
 //! - [`Outcome`]: a script failure is not an `Err`, it is [`Outcome::Failed`].
 //!   `Err` means the broker or the wait failed ([`Error::Unavailable`],
 //!   [`Error::Timeout`], [`Error::Protocol`]).
+//! - [`Client::run`] owns its task: dropped before the outcome arrives (its
+//!   caller went away), it asks for the task's cancellation
+//!   ([`Client::cancel`]); [`Client::run_with`] and [`OnDrop`] choose
+//!   otherwise.
 //! - [`broker::WorkerBroker`] / [`broker::BlockingPopper`]: the worker side.
 //!
 //! ```no_run
@@ -37,7 +41,7 @@ pub mod keys;
 mod listener;
 mod scripts;
 
-pub use client::{Client, ClientOptions, STATS_BATCH, SUBMITTER_GONE};
+pub use client::{Client, ClientOptions, OnDrop, STATS_BATCH, SUBMITTER_FAILED, SUBMITTER_GONE};
 
 use std::time::Duration;
 

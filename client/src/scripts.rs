@@ -95,8 +95,17 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
     return { 'invalid', id, 'it has no script' }
   end
   if h[7] then
-    failed('cancelled', 'cancelled before it ran: ' .. h[7])
-    return { 'cancelled', id, h[7] }
+    -- A third party's reason goes into the message only as printable
+    -- ASCII, cut at 200 bytes: the error field and the notification must
+    -- stay valid UTF-8 (and JSON).
+    local why = '(a reason that is not printable text)'
+    if h[7] == '' then
+      why = '(no reason given)'
+    elseif string.find(h[7], '^[%w%p ]+$') then
+      why = string.sub(h[7], 1, 200)
+    end
+    failed('cancelled', 'cancelled before it ran: ' .. why)
+    return { 'cancelled', id, why }
   end
   if deadline and tonumber(deadline) and tonumber(now) > tonumber(deadline) then
     failed('expired', 'task expired before it ran: its deadline passed while it waited in the queue')

@@ -343,16 +343,7 @@ async fn admit(shared: &Shared, permits: &Arc<Semaphore>, item: Item) -> Admitte
 /// Runs one admitted call; the reply, or `None` for a notification.
 async fn run_call(shared: &Shared, call: Call) -> Option<Value> {
     let _counted = shared.status.call_started();
-    let reply = crate::play::play(
-        &shared.client,
-        &shared.config.circle_name,
-        &shared.config.queue,
-        &shared.submit,
-        &shared.status,
-        call.id.as_ref(),
-        &call.script,
-    )
-    .await;
+    let reply = crate::play::play(shared, call.id.as_ref(), &call.script).await;
     drop(call.permit);
     call.id.map(|_| reply)
 }

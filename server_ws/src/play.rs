@@ -1,32 +1,30 @@
 //! The `play` method: hand the script to the worker through the client and
 //! turn how it ended into a JSON-RPC reply.
 
-use client::{Outcome, SubmitOptions};
+use client::{OnDrop, Outcome};
 use serde_json::{Value, json};
 
 use crate::rpc;
+use crate::server::Shared;
 
-/// Runs `script` on `queue` and returns the reply for `id` (`None`: a
-/// notification). Dropping the call cancels a request's task (its client
-/// went away, so nobody would read the result); a notification's task runs
-/// to its end regardless, as its sender asked for no reply.
-pub(crate) async fn play(
-    client: &client::Client,
-    circle: &str,
-    queue: &str,
-    options: &SubmitOptions,
-    status: &crate::ServerStatus,
-    id: Option<&Value>,
-    script: &str,
-) -> Value {
+/// Runs `script` on the circle's queue and returns the reply for `id`
+/// (`None`: a notification). Dropping the call cancels a request's task
+/// (its client went away, so nobody would read the result) unless the
+/// server is shutting down: then the task, like a notification's always,
+/// runs on, and a running script gets the worker's shutdown grace.
+pub(crate) async fn play(shared: &Shared, id: Option<&Value>, script: &str) -> Value {
+    let circle = shared.config.circle_name.as_str();
+    let status = &shared.status;
     log::debug!("circle {circle}: play ({} bytes)", script.len());
-    let (ended, id) = match id {
-        Some(id) => (client.run(queue, script, options).await, id),
-        None => (
-            client.run_detached(queue, script, options).await,
-            &Value::Null,
-        ),
+    let shutting_down = || shared.token.is_cancelled();
+    let (on_drop, id) = match id {
+        Some(id) => (OnDrop::CancelUnless(&shutting_down), id),
+        None => (OnDrop::Keep, &Value::Null),
     };
+    let ended = shared
+        .client
+        .run_with(&shared.config.queue, script, &shared.submit, on_drop)
+        .await;
     // Every request fails alike while Redis is away: a few lines, not one
     // per request.
     if let Err(client::Error::Unavailable { url, reason }) = &ended

@@ -127,6 +127,8 @@ pub(crate) async fn watch(
     poll: Duration,
     token: CancellationToken,
 ) {
+    // A zero poll would ask Redis without pause.
+    let poll = poll.max(Duration::from_millis(1));
     // The run seen at the previous look: asked about only when it is still
     // running one poll later.
     let mut seen: Option<u64> = None;

@@ -251,24 +251,82 @@ async fn a_cancel_of_an_ended_or_unknown_task_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_that_returns_its_outcome_leaves_no_cancel_behind() {
+async fn a_run_that_timed_out_leaves_its_task_to_its_deadline() {
     let redis = testkit::RedisServer::start();
-    let worker = TestWorker::start(&redis.url(), "kept");
     let client = Client::connect(&redis.url()).await.expect("connect");
-    let Outcome::Completed(out) = client
-        .run("kept", "db::insert(1)", &opts())
+    // No worker yet: the wait times out with the task still queued.
+    let err = client
+        .run(
+            "late",
+            "1",
+            &SubmitOptions {
+                timeout: Duration::from_millis(200),
+            },
+        )
         .await
-        .expect("run")
-    else {
-        panic!("should complete")
+        .expect_err("no worker");
+    let client::Error::Timeout { task_id, .. } = err else {
+        panic!("{err:?}")
     };
+    // A background cancel would have landed by now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut conn = raw(&redis.url()).await;
-    // Give a stray background cancel time to land, then look.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
-        hget(&mut conn, &out.task_id, client::fields::CANCEL).await,
+        hget(&mut conn, &task_id, client::fields::CANCEL).await,
         None
     );
-    assert_eq!(worker.engine.db().next_id(), 2, "the write was kept");
+    assert_eq!(
+        status_of(&mut conn, &task_id).await.as_deref(),
+        Some("pending")
+    );
+    // Its deadline ends it, as `expired`, not `cancelled`.
+    let worker = TestWorker::start(&redis.url(), "late");
+    let Outcome::Failed(f) = client.wait(&task_id, WAIT).await.expect("wait") else {
+        panic!("should have expired")
+    };
+    assert_eq!(f.kind, "expired");
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_third_party_cancel_reason_that_is_not_printable_text_is_not_copied() {
+    let redis = testkit::RedisServer::start();
+    let client = Client::connect(&redis.url()).await.expect("connect");
+    let mut conn = raw(&redis.url()).await;
+    // Queued before any worker runs, each cancelled with a raw reason.
+    let bad = client.submit("raw", "1", &opts()).await.expect("submit");
+    let long = client.submit("raw", "2", &opts()).await.expect("submit");
+    hset_raw(
+        &mut conn,
+        bad.as_bytes(),
+        &[(client::fields::CANCEL.as_bytes(), &b"stop \xff\xfe now"[..])],
+    )
+    .await;
+    hset_raw(
+        &mut conn,
+        long.as_bytes(),
+        &[(
+            client::fields::CANCEL.as_bytes(),
+            "x".repeat(5000).as_bytes(),
+        )],
+    )
+    .await;
+    let worker = TestWorker::start(&redis.url(), "raw");
+    // The waiter reads the outcome (the fields stay valid UTF-8).
+    let Outcome::Failed(f) = client.wait(&bad, WAIT).await.expect("wait") else {
+        panic!("should be cancelled")
+    };
+    assert_eq!(f.kind, "cancelled");
+    assert_eq!(
+        f.message,
+        "cancelled before it ran: (a reason that is not printable text)"
+    );
+    let Outcome::Failed(f) = client.wait(&long, WAIT).await.expect("wait") else {
+        panic!("should be cancelled")
+    };
+    assert_eq!(
+        f.message,
+        format!("cancelled before it ran: {}", "x".repeat(200))
+    );
     worker.stop().await;
 }

@@ -444,6 +444,10 @@ async fn shutdown_cancels_a_long_script_after_the_grace_and_leaves_nothing_claim
     };
     assert_eq!(f.kind, "cancelled");
     assert_eq!(
+        f.message,
+        "cancelled: the worker shut down and its 200ms grace for running scripts is over"
+    );
+    assert_eq!(
         engine.db().next_id(),
         1,
         "a cancelled script commits nothing"
