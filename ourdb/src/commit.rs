@@ -282,6 +282,14 @@ impl OurDb {
 /// after a failed fsync the state of the page cache is unknown and the kernel
 /// may report the error only once, so a retry could wrongly succeed.
 pub(crate) fn sync_or_poison(w: &mut Writer, file: &DataFile, all: bool) -> Result<()> {
+    #[cfg(test)]
+    if tests::FAIL_SYNC.with(|f| f.get()) {
+        w.poisoned = true;
+        return Err(Error::io(
+            format!("syncing {}", file.path.display()),
+            std::io::Error::other("injected fsync failure"),
+        ));
+    }
     let res = if all {
         file.file.sync_all()
     } else {
@@ -294,9 +302,56 @@ pub(crate) fn sync_or_poison(w: &mut Writer, file: &DataFile, all: bool) -> Resu
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use std::cell::Cell;
+
     use crate::index::Index;
     use crate::{Batch, Config, Error, OurDb};
+
+    thread_local! {
+        /// Makes every fsync of this thread fail (an I/O error the disk
+        /// cannot be made to give on demand).
+        pub(crate) static FAIL_SYNC: Cell<bool> = const { Cell::new(false) };
+    }
+
+    #[test]
+    fn a_failed_fsync_poisons_the_handle_until_it_is_reopened() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = OurDb::open(dir.path(), Config::default()).expect("open");
+        assert_eq!(db.insert(b"a").expect("insert"), 1);
+
+        FAIL_SYNC.with(|f| f.set(true));
+        let err = db.insert(b"b").expect_err("fsync fails");
+        FAIL_SYNC.with(|f| f.set(false));
+        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+        assert!(err.to_string().contains("syncing"), "{err}");
+
+        // Whatever the disk does now, this handle writes nothing more: the
+        // kernel may report a write-back error only once, so a later fsync
+        // could succeed over lost data.
+        let err = db.insert(b"c").expect_err("poisoned");
+        assert!(matches!(err, Error::Poisoned { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains(&dir.path().display().to_string()),
+            "names the directory: {err}"
+        );
+        assert!(matches!(db.sync(), Err(Error::Poisoned { .. })));
+        let mut batch = Batch::new();
+        batch.insert(b"d".to_vec());
+        assert!(matches!(db.commit(batch), Err(Error::Poisoned { .. })));
+        // Reads still work, and see only what was acknowledged before.
+        assert_eq!(db.get(1).expect("get"), Some(b"a".to_vec()));
+        assert_eq!(db.next_id(), 2, "the failed commit was never published");
+
+        drop(db);
+        let db = OurDb::open(dir.path(), Config::default()).expect("reopen recovers");
+        assert_eq!(db.get(1).expect("get"), Some(b"a".to_vec()));
+        // The commit whose fsync failed had been written: after reopen it may
+        // be there (its outcome was unknown, not refused); nothing after it is.
+        let next = db.next_id();
+        assert!(next == 2 || next == 3, "next id {next}");
+        assert_eq!(db.insert(b"e").expect("writes again"), next);
+    }
 
     #[test]
     fn inserts_stop_with_id_space_exhausted_after_the_last_id() {
