@@ -19,6 +19,7 @@ use crossterm::{execute, queue};
 use super::table::build_fitting;
 use super::{Renderer, header_line, human_duration};
 use crate::status::{Header, Snapshot};
+use unicode_width::UnicodeWidthChar;
 
 /// Live renderer on stdout.
 pub struct Live {
@@ -99,7 +100,20 @@ pub fn lines(header: &Header, snap: &Snapshot, cols: u16, rows: u16) -> Vec<Stri
     let width = usize::from(cols);
     out.into_iter()
         .take(usize::from(rows))
-        .map(|l| l.chars().take(width).collect())
+        .map(|l| cut_to_width(&l, width))
+        .collect()
+}
+
+/// The longest start of `line` that fills at most `width` terminal columns
+/// (a wide character that would straddle the edge is left out: a line one
+/// column too long wraps, and the frame scrolls).
+fn cut_to_width(line: &str, width: usize) -> String {
+    let mut used = 0;
+    line.chars()
+        .take_while(|c| {
+            used += c.width().unwrap_or(0);
+            used <= width
+        })
         .collect()
 }
 
@@ -157,6 +171,7 @@ mod tests {
     use super::*;
     use crate::status::Row;
     use std::time::Instant;
+    use unicode_width::UnicodeWidthStr;
 
     fn snap(n: usize) -> Snapshot {
         Snapshot {
@@ -221,6 +236,36 @@ mod tests {
             .find(|l| l.contains("more circles not shown"))
             .expect("hidden rows are summarised");
         assert!(more.contains("1 of them not running"), "{more}");
+    }
+
+    #[test]
+    fn wide_characters_are_measured_in_terminal_columns() {
+        let mut snap = snap(3);
+        snap.circles[0].name = "日本語 サークル 🎉".repeat(4);
+        let mut aligned_checked = false;
+        for cols in [60u16, 80, 200] {
+            let frame = lines(&header(), &snap, cols, 50);
+            for line in &frame {
+                assert!(line.width() <= usize::from(cols), "{cols}: {line}");
+            }
+            // The rows of the table are as wide as its borders: aligned.
+            let table: Vec<&String> = frame
+                .iter()
+                .filter(|l| l.starts_with('│') || l.starts_with('┌') || l.starts_with('└'))
+                .collect();
+            if table[0].width() < usize::from(cols) {
+                let w = table[0].width();
+                assert!(table.iter().all(|l| l.width() == w), "{cols}: {table:#?}");
+                aligned_checked = true;
+            }
+        }
+        assert!(aligned_checked, "the widest terminal holds the whole table");
+        assert_eq!(
+            cut_to_width("ab日本", 3),
+            "ab",
+            "a wide char never straddles the edge"
+        );
+        assert_eq!(cut_to_width("ab日本", 4), "ab日");
     }
 
     #[test]

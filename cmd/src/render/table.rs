@@ -1,6 +1,7 @@
 //! The comfy-table layout shared by the live and plain modes.
 
 use comfy_table::{ContentArrangement, Table, presets};
+use unicode_width::UnicodeWidthStr;
 
 use super::human_duration;
 use crate::status::Row;
@@ -36,7 +37,8 @@ pub fn build(rows: &[Row], utf8: bool) -> Table {
 pub fn build_fitting(rows: &[Row], width: u16, utf8: bool) -> Table {
     for columns in (FIXED_COLUMNS..=COLUMNS.len()).rev() {
         let table = build_columns(rows, columns, utf8);
-        let widest = table.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+        // Terminal columns, not chars: a CJK character or an emoji takes two.
+        let widest = table.lines().map(|l| l.width()).max().unwrap_or(0);
         if widest <= usize::from(width) || columns == FIXED_COLUMNS {
             return table;
         }
