@@ -1,10 +1,14 @@
 //! One WebSocket connection: reads messages, runs `play` calls concurrently
 //! (bounded), answers each with its id, pings, and closes.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_ws::{CloseCode, CloseReason, Message, MessageStream, ProtocolError, Session};
+use actix_web::error::PayloadError;
+use actix_ws::{
+    CloseCode, CloseReason, Item as Fragment, Message, MessageStream, ProtocolError, Session,
+};
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -42,7 +46,7 @@ enum Step {
 
 /// A request admitted to run, holding its in-flight permit.
 struct Call {
-    id: Option<Value>,
+    id: Value,
     script: String,
     permit: OwnedSemaphorePermit,
 }
@@ -51,14 +55,64 @@ enum Admitted {
     Reply(Value),
     Silent,
     Call(Call),
+    /// A notification to run, with its in-flight slot (`None`: the
+    /// connection ended or the server is stopping while it waited for one;
+    /// it runs all the same, as its sender was promised).
+    Notify(String, Option<OwnedSemaphorePermit>),
+}
+
+/// One frame as the stream yields it.
+type Frame = Result<Message, ProtocolError>;
+
+/// The connection's read side. While a notification waits for an in-flight
+/// slot, the connection is still read, up to a budget of buffered data: pings
+/// are answered, its end is noticed (so the requests of a client that left
+/// are cancelled, not left running behind the wait), and data frames wait in
+/// `early` for the read loop, which handles them first, in order.
+struct Reader {
+    stream: MessageStream,
+    early: VecDeque<Frame>,
+    early_bytes: usize,
+    /// How the connection ended, when that was seen while a notification
+    /// waited; the read loop ends with it once `early` is handled.
+    ended: Option<End>,
+}
+
+impl Reader {
+    fn take_early(&mut self) -> Option<Frame> {
+        let frame = self.early.pop_front()?;
+        self.early_bytes -= frame_bytes(&frame);
+        Some(frame)
+    }
+}
+
+/// Payload bytes of a frame (what buffering it costs).
+fn frame_bytes(frame: &Frame) -> usize {
+    match frame {
+        Ok(Message::Text(text)) => text.len(),
+        Ok(Message::Binary(b) | Message::Ping(b) | Message::Pong(b)) => b.len(),
+        Ok(Message::Continuation(
+            Fragment::FirstText(b)
+            | Fragment::FirstBinary(b)
+            | Fragment::Continue(b)
+            | Fragment::Last(b),
+        )) => b.len(),
+        _ => 0,
+    }
 }
 
 pub(crate) async fn serve(
     shared: Arc<Shared>,
     mut session: Session,
-    mut stream: MessageStream,
+    stream: MessageStream,
     _slot: ConnectionGuard,
 ) {
+    let mut reader = Reader {
+        stream,
+        early: VecDeque::new(),
+        early_bytes: 0,
+        ended: None,
+    };
     let circle = shared.config.circle_name.clone();
     let timing = shared.timing.clone();
     let permits = Arc::new(Semaphore::new(shared.config.max_in_flight));
@@ -76,7 +130,12 @@ pub(crate) async fn serve(
     log::debug!("circle {circle}: client connected");
 
     let end = loop {
-        let msg = tokio::select! {
+        let msg = if let Some(frame) = reader.take_early() {
+            Some(frame)
+        } else if let Some(end) = reader.ended.take() {
+            break end;
+        } else {
+            tokio::select! {
             biased;
             () = shared.token.cancelled() => break End::Shutdown,
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
@@ -96,7 +155,8 @@ pub(crate) async fn serve(
                     Err(end) => break end,
                 }
             }
-            msg = stream.recv() => msg,
+            msg = reader.stream.recv() => msg,
+            }
         };
         let Some(msg) = msg else { break End::Gone };
         let step = match msg {
@@ -116,6 +176,22 @@ pub(crate) async fn serve(
             }
             Ok(Message::Pong(_) | Message::Nop) => Step::Skip,
             Ok(Message::Close(reason)) => break End::ClientClosed(reason),
+            // The connection's bytes ended (the client closed or reset its
+            // side of it). actix-ws reports that before the frames that
+            // arrived with the last bytes; it yields them next, then `None`
+            // (`End::Gone`): a notification sent right before a close still
+            // runs, and a close frame still gets its answer.
+            // (The frame guard's own refusal, `Overflow`, is a protocol error.)
+            Err(ProtocolError::Io(e))
+                if e.get_ref()
+                    .and_then(|inner| inner.downcast_ref::<PayloadError>())
+                    .is_some_and(|p| {
+                        matches!(p, PayloadError::Incomplete(_) | PayloadError::Io(_))
+                    }) =>
+            {
+                log::debug!("circle {circle}: the client's side of the connection ended: {e}");
+                Step::Skip
+            }
             // A text frame that is not UTF-8: the stream consumed it, so the
             // connection can go on. Other `InvalidData` errors (a reserved
             // bit set) leave the frame in the codec's buffer: answering them
@@ -134,13 +210,22 @@ pub(crate) async fn serve(
         };
         let done = match step {
             Step::Handle(text) => {
-                handle_text(&shared, &permits, &mut tasks, &mut session, &text, stall).await
+                let mut io = Io {
+                    session: &mut session,
+                    reader: &mut reader,
+                    stall,
+                };
+                handle_text(&shared, &permits, &mut tasks, &mut io, &text).await
             }
             Step::Reply(reply) => within(stall, session.text(reply.to_string())).await,
             Step::Pong(bytes) => within(stall, session.pong(&bytes)).await,
             Step::Skip => Ok(()),
         };
-        if let Err(end) = done {
+        // Once the end was seen, what was read before it is still handled
+        // (a notification in it must run); only its replies cannot be sent.
+        if let Err(end) = done
+            && reader.ended.is_none()
+        {
             break end;
         }
         // The client was heard from. Set after handling, not on arrival: a
@@ -186,67 +271,158 @@ pub(crate) async fn serve(
     log::debug!("circle {circle}: client disconnected");
 }
 
+/// What handling a message may use of the connection.
+struct Io<'a> {
+    session: &'a mut Session,
+    reader: &'a mut Reader,
+    stall: Duration,
+}
+
+/// Keeps the first send failure; later items of a batch are still handled
+/// (a notification among them must run).
+fn keep_first(failed: &mut Result<(), End>, sent: Result<(), End>) {
+    if failed.is_ok() {
+        *failed = sent;
+    }
+}
+
 /// Parses one text message and answers or spawns what it asks for.
 ///
 /// A request (with an id) that finds the connection's in-flight limit
 /// reached gets -32003 at once (DESIGN §4). A notification cannot be told
-/// "no", so it waits for a free slot instead of being dropped: the read loop
-/// stops reading meanwhile (backpressure on the client), and the calls
-/// already running, batch-mates included, free the slots.
+/// "no", so it waits for a free slot instead of being dropped (see
+/// [`wait_for_slot`]): the calls already running, batch-mates included, free
+/// the slots. A notification's task is pushed before this returns, so a
+/// close right behind it cannot lose it.
 async fn handle_text(
     shared: &Arc<Shared>,
     permits: &Arc<Semaphore>,
     tasks: &mut JoinSet<()>,
-    session: &mut Session,
+    io: &mut Io<'_>,
     text: &str,
-    stall: Duration,
 ) -> Result<(), End> {
     match rpc::parse(text) {
-        Incoming::Single(item) => match admit(shared, permits, item).await {
-            Admitted::Reply(reply) => return within(stall, session.text(reply.to_string())).await,
+        Incoming::Single(item) => match admit(shared, permits, item, io).await {
+            Admitted::Reply(reply) => {
+                return within(io.stall, io.session.text(reply.to_string())).await;
+            }
             Admitted::Silent => {}
             Admitted::Call(call) => {
                 let shared = Arc::clone(shared);
-                let mut session = session.clone();
+                let mut session = io.session.clone();
                 tasks.spawn_local(async move {
-                    if let Some(reply) = run_call(&shared, call).await {
-                        send(&mut session, &reply).await;
-                    }
+                    let reply = run_call(&shared, call).await;
+                    send(&mut session, &reply).await;
                 });
             }
+            Admitted::Notify(script, permit) => notify(shared, tasks, &script, permit).await,
         },
         Incoming::Batch(items) => {
             // Each call starts as soon as it is admitted (a later
             // notification may wait for the slot an earlier item frees);
             // whoever settles the last item sends the array, in item order.
-            let batch = Arc::new(Batch::new(items.len(), session.clone()));
+            let batch = Arc::new(Batch::new(items.len(), io.session.clone()));
+            let mut failed = Ok(());
             for (index, item) in items.into_iter().enumerate() {
-                match admit(shared, permits, item).await {
-                    Admitted::Reply(reply) => {
-                        if let Some(replies) = batch.settle(index, Some(reply)) {
-                            within(stall, session.text(replies.to_string())).await?;
-                        }
-                    }
-                    Admitted::Silent => {
-                        if let Some(replies) = batch.settle(index, None) {
-                            within(stall, session.text(replies.to_string())).await?;
-                        }
+                let settled = match admit(shared, permits, item, io).await {
+                    Admitted::Reply(reply) => batch.settle(index, Some(reply)),
+                    Admitted::Silent => batch.settle(index, None),
+                    Admitted::Notify(script, permit) => {
+                        notify(shared, tasks, &script, permit).await;
+                        batch.settle(index, None)
                     }
                     Admitted::Call(call) => {
                         let shared = Arc::clone(shared);
                         let batch = Arc::clone(&batch);
                         tasks.spawn_local(async move {
                             let reply = run_call(&shared, call).await;
-                            if let Some(replies) = batch.settle(index, reply) {
+                            if let Some(replies) = batch.settle(index, Some(reply)) {
                                 send(&mut batch.session.clone(), &replies).await;
                             }
                         });
+                        None
                     }
+                };
+                if let Some(replies) = settled {
+                    keep_first(
+                        &mut failed,
+                        within(io.stall, io.session.text(replies.to_string())).await,
+                    );
                 }
             }
+            return failed;
         }
     }
     Ok(())
+}
+
+/// Runs a notification: its task is pushed now; then, holding its slot (if
+/// it got one), a task waits for it to end, so notifications count against
+/// the in-flight limit as requests do. Aborting that wait (the connection
+/// ended) leaves the task running: its sender asked for no reply, not for
+/// nothing to happen.
+async fn notify(
+    shared: &Arc<Shared>,
+    tasks: &mut JoinSet<()>,
+    script: &str,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    let Some(task_id) = crate::play::submit_notification(shared, script).await else {
+        return;
+    };
+    if let Some(permit) = permit {
+        let shared = Arc::clone(shared);
+        tasks.spawn_local(async move {
+            let _counted = shared.status.call_started();
+            crate::play::await_notification(&shared, &task_id).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Waits for an in-flight slot for a notification while still reading the
+/// connection (see [`Reader`]): `None` when the connection ended or the
+/// server began to stop meanwhile (the notification then runs without one).
+/// Past the buffer budget (the message limit) nothing more is read until a
+/// slot frees: backpressure on a client that floods.
+async fn wait_for_slot(
+    shared: &Shared,
+    permits: &Arc<Semaphore>,
+    io: &mut Io<'_>,
+) -> Option<OwnedSemaphorePermit> {
+    let acquire = Arc::clone(permits).acquire_owned();
+    tokio::pin!(acquire);
+    let budget = shared.config.max_message_bytes;
+    loop {
+        if io.reader.ended.is_some() {
+            return None;
+        }
+        let reading = io.reader.early_bytes < budget;
+        tokio::select! {
+            biased;
+            permit = &mut acquire => return permit.ok(),
+            () = shared.token.cancelled() => return None,
+            frame = io.reader.stream.recv(), if reading => match frame {
+                None => io.reader.ended = Some(End::Gone),
+                Some(Ok(Message::Close(reason))) => {
+                    io.reader.ended = Some(End::ClientClosed(reason));
+                }
+                Some(Ok(Message::Ping(bytes))) => {
+                    if let Err(end) = within(io.stall, io.session.pong(&bytes)).await {
+                        io.reader.ended = Some(end);
+                    }
+                }
+                // A pong only says the client is alive; the frame guard's
+                // stand-in for an oversize message is data, kept below.
+                Some(Ok(Message::Pong(bytes))) if bytes != crate::frame_guard::OVERSIZE_PONG => {}
+                Some(Ok(Message::Nop)) => {}
+                Some(frame) => {
+                    io.reader.early_bytes += frame_bytes(&frame);
+                    io.reader.early.push_back(frame);
+                }
+            },
+        }
+    }
 }
 
 /// The replies of one batch as its items settle.
@@ -281,7 +457,7 @@ impl Batch {
 
 /// Takes an in-flight permit for a `play`: a request that finds none gets
 /// -32003; a notification waits for one (see [`handle_text`]).
-async fn admit(shared: &Shared, permits: &Arc<Semaphore>, item: Item) -> Admitted {
+async fn admit(shared: &Shared, permits: &Arc<Semaphore>, item: Item, io: &mut Io<'_>) -> Admitted {
     match item {
         Item::Reply(v) => Admitted::Reply(v),
         Item::Silent => Admitted::Silent,
@@ -309,43 +485,29 @@ async fn admit(shared: &Shared, permits: &Arc<Semaphore>, item: Item) -> Admitte
                 }
             }
         }
-        Item::Play { id, script } => match Arc::clone(permits).try_acquire_owned() {
-            Ok(permit) => Admitted::Call(Call { id, script, permit }),
-            Err(_) => {
+        Item::Play { id, script } => match (id, Arc::clone(permits).try_acquire_owned()) {
+            (Some(id), Ok(permit)) => Admitted::Call(Call { id, script, permit }),
+            (Some(id), Err(_)) => {
                 let max = shared.config.max_in_flight;
-                match id {
-                    Some(id) => Admitted::Reply(rpc::error(
-                        &id,
-                        rpc::LIMIT_EXCEEDED,
-                        &format!("too many requests in flight on this connection (limit {max})"),
-                        Some(json!({ "limit": "max_in_flight", "max": max })),
-                    )),
-                    None => {
-                        let waited = tokio::select! {
-                            permit = Arc::clone(permits).acquire_owned() => permit.ok(),
-                            () = shared.token.cancelled() => None,
-                        };
-                        match waited {
-                            Some(permit) => Admitted::Call(Call {
-                                id: None,
-                                script,
-                                permit,
-                            }),
-                            None => Admitted::Silent,
-                        }
-                    }
-                }
+                Admitted::Reply(rpc::error(
+                    &id,
+                    rpc::LIMIT_EXCEEDED,
+                    &format!("too many requests in flight on this connection (limit {max})"),
+                    Some(json!({ "limit": "max_in_flight", "max": max })),
+                ))
             }
+            (None, Ok(permit)) => Admitted::Notify(script, Some(permit)),
+            (None, Err(_)) => Admitted::Notify(script, wait_for_slot(shared, permits, io).await),
         },
     }
 }
 
-/// Runs one admitted call; the reply, or `None` for a notification.
-async fn run_call(shared: &Shared, call: Call) -> Option<Value> {
+/// Runs one admitted request; its reply.
+async fn run_call(shared: &Shared, call: Call) -> Value {
     let _counted = shared.status.call_started();
-    let reply = crate::play::play(shared, call.id.as_ref(), &call.script).await;
+    let reply = crate::play::play(shared, &call.id, &call.script).await;
     drop(call.permit);
-    call.id.map(|_| reply)
+    reply
 }
 
 /// Awaits a send from the read loop: `Gone` when the session is closed,

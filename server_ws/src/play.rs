@@ -7,35 +7,79 @@ use serde_json::{Value, json};
 use crate::rpc;
 use crate::server::Shared;
 
-/// Runs `script` on the circle's queue and returns the reply for `id`
-/// (`None`: a notification). Dropping the call cancels a request's task
-/// (its client went away, so nobody would read the result) unless the
-/// server is shutting down: then the task, like a notification's always,
-/// runs on, and a running script gets the worker's shutdown grace.
-pub(crate) async fn play(shared: &Shared, id: Option<&Value>, script: &str) -> Value {
+/// Runs a request's `script` on the circle's queue and returns the reply
+/// for `id`. Dropping the call cancels its task (its client went away, so
+/// nobody would read the result) unless the server is shutting down: then
+/// the task runs on, and a running script gets the worker's shutdown grace.
+pub(crate) async fn play(shared: &Shared, id: &Value, script: &str) -> Value {
     let circle = shared.config.circle_name.as_str();
-    let status = &shared.status;
     log::debug!("circle {circle}: play ({} bytes)", script.len());
     let shutting_down = || shared.token.is_cancelled();
-    let (on_drop, id) = match id {
-        Some(id) => (OnDrop::CancelUnless(&shutting_down), id),
-        None => (OnDrop::Keep, &Value::Null),
-    };
     let ended = shared
         .client
-        .run_with(&shared.config.queue, script, &shared.submit, on_drop)
+        .run_with(
+            &shared.config.queue,
+            script,
+            &shared.submit,
+            OnDrop::CancelUnless(&shutting_down),
+        )
         .await;
-    // Every request fails alike while Redis is away: a few lines, not one
-    // per request.
-    if let Err(client::Error::Unavailable { url, reason }) = &ended
-        && let Some(n) = status.broker_unavailable()
-    {
-        log::warn!(
-            "circle {circle}: broker at {url} unavailable: {reason} ({n} requests answered \
-             -32002 so far; logged at powers of two)"
-        );
+    if let Err(client::Error::Unavailable { url, reason }) = &ended {
+        broker_unavailable(shared, url, reason);
     }
     reply(circle, id, ended)
+}
+
+/// Pushes a notification's task (its sender wants no reply); its id, or
+/// `None` when the broker refused it (logged: nobody else will hear of it).
+pub(crate) async fn submit_notification(shared: &Shared, script: &str) -> Option<String> {
+    let circle = shared.config.circle_name.as_str();
+    log::debug!("circle {circle}: notification ({} bytes)", script.len());
+    match shared
+        .client
+        .submit(&shared.config.queue, script, &shared.submit)
+        .await
+    {
+        Ok(task_id) => Some(task_id),
+        Err(client::Error::Unavailable { url, reason }) => {
+            broker_unavailable(shared, &url, &reason);
+            None
+        }
+        Err(e) => {
+            log::error!("circle {circle}: a notification's task could not be queued: {e}");
+            None
+        }
+    }
+}
+
+/// Waits until a notification's task ended (so it holds its in-flight slot
+/// meanwhile); how it ended goes only to the debug log.
+pub(crate) async fn await_notification(shared: &Shared, task_id: &str) {
+    match shared.client.wait(task_id, shared.submit.timeout).await {
+        Ok(Outcome::Completed(_)) => {}
+        Ok(Outcome::Failed(f)) => log::debug!(
+            "circle {}: notification task {task_id} failed ({}): {}",
+            shared.config.circle_name,
+            f.kind,
+            f.message
+        ),
+        Err(e) => log::debug!(
+            "circle {}: waiting for notification task {task_id}: {e}",
+            shared.config.circle_name
+        ),
+    }
+}
+
+/// Every request fails alike while Redis is away: a few lines, not one per
+/// request.
+fn broker_unavailable(shared: &Shared, url: &str, reason: &str) {
+    if let Some(n) = shared.status.broker_unavailable() {
+        log::warn!(
+            "circle {}: broker at {url} unavailable: {reason} ({n} requests answered \
+             -32002 or notifications dropped so far; logged at powers of two)",
+            shared.config.circle_name
+        );
+    }
 }
 
 /// Maps how a task ended to a reply. A script failure is -32000, or -32001 when

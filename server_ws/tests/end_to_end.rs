@@ -209,7 +209,10 @@ async fn a_notification_s_script_runs_to_its_end_after_its_sender_went_away() {
             .query_async(&mut conn)
             .await
             .expect("hgetall");
-        if fields.get("status").map(String::as_str) != Some("processing") {
+        if matches!(
+            fields.get("status").map(String::as_str),
+            Some("completed" | "error")
+        ) {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -271,5 +274,187 @@ async fn a_server_that_shuts_down_leaves_its_unanswered_requests_to_the_worker()
     }
     assert_eq!(fields["status"], "completed", "{fields:?}");
     assert!(!fields.contains_key("cancel"), "{fields:?}");
+    worker.cancel();
+}
+
+/// Limits under which only a cancel (or the test's end) stops `loop { }`.
+fn endless_limits() -> engine::Limits {
+    engine::Limits {
+        timeout: std::time::Duration::from_secs(120),
+        max_operations: 0,
+        ..engine::Limits::default()
+    }
+}
+
+async fn redis_conn(fx: &Fixture) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(fx.redis.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis")
+}
+
+/// Polls until `count` task hashes have ended (completed or error); their
+/// fields by id.
+async fn until_ended(
+    conn: &mut redis::aio::MultiplexedConnection,
+    count: usize,
+) -> std::collections::HashMap<String, std::collections::HashMap<String, String>> {
+    let mut ended = std::collections::HashMap::new();
+    for _ in 0..2000 {
+        ended.clear();
+        let hashes: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", client::keys::TASK_DETAILS_PREFIX))
+            .query_async(conn)
+            .await
+            .expect("keys");
+        for hash in hashes {
+            let fields: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+                .arg(&hash)
+                .query_async(conn)
+                .await
+                .expect("hgetall");
+            if matches!(
+                fields.get("status").map(String::as_str),
+                Some("completed" | "error")
+            ) {
+                ended.insert(hash, fields);
+            }
+        }
+        if ended.len() >= count {
+            return ended;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("only {} of {count} tasks ended: {ended:?}", ended.len());
+}
+
+fn notification(script: &str) -> String {
+    serde_json::json!({"jsonrpc": "2.0", "method": "play", "params": {"script": script}})
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_sent_right_before_a_close_or_a_fin_still_runs() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let fx = Fixture::start_with(|_| {}, ServerTiming::default(), false).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let worker = start_worker(&fx, dir.path());
+    let mut conn = redis_conn(&fx).await;
+    for i in 0..20 {
+        let mut ws = fx.connect().await;
+        // The notification and the end leave in one write, as a client that
+        // fires and forgets sends them.
+        ws.feed(Message::text(notification("db::insert(1)")))
+            .await
+            .expect("feed");
+        if i % 2 == 0 {
+            ws.close(None).await.expect("close frame");
+        } else {
+            ws.flush().await.expect("flush");
+            drop(ws);
+        }
+    }
+    let ended = until_ended(&mut conn, 20).await;
+    assert!(
+        ended.values().all(|f| f["status"] == "completed"),
+        "{ended:?}"
+    );
+    let mut ws = fx.connect().await;
+    let reply = call(&mut ws, &play(1, "db::next_id()")).await;
+    assert_eq!(reply["result"]["output"], "21", "{reply}");
+    worker.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_while_a_notification_waits_for_a_slot_is_noticed() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let fx = Fixture::start_with(|c| c.max_in_flight = 2, ServerTiming::default(), false).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let worker = start_worker_with(&fx, dir.path(), endless_limits());
+    let mut conn = redis_conn(&fx).await;
+    let mut ws = fx.connect().await;
+    // Two requests take both slots; the notification behind them waits.
+    for text in [
+        play(1, "db::insert(1); loop { }"),
+        play(2, "db::insert(2); loop { }"),
+        notification("db::insert(7); 7"),
+    ] {
+        ws.feed(Message::text(text)).await.expect("feed");
+    }
+    ws.flush().await.expect("flush");
+    // The connection is still read meanwhile: a ping is answered.
+    ws.send(Message::Ping(b"still there?".to_vec().into()))
+        .await
+        .expect("ping");
+    let pong = tokio::time::timeout(common::PROMPTLY, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Pong(data))) => return data,
+                Some(Ok(_)) => continue,
+                other => panic!("connection ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("a pong while the notification waits");
+    assert_eq!(&pong[..], b"still there?");
+
+    ws.close(None).await.expect("close");
+    // Both requests are cancelled (nobody will read them), the notification
+    // runs: an endless script would otherwise hold the circle for 2 minutes.
+    let ended = until_ended(&mut conn, 3).await;
+    let mut kinds: Vec<&str> = ended
+        .values()
+        .map(|f| {
+            f.get("errorKind")
+                .map(String::as_str)
+                .unwrap_or(f["status"].as_str())
+        })
+        .collect();
+    kinds.sort();
+    assert_eq!(kinds, ["cancelled", "cancelled", "completed"], "{ended:?}");
+    let mut ws = fx.connect().await;
+    let reply = call(&mut ws, &play(3, "db::get(1)")).await;
+    assert_eq!(
+        reply["result"]["output"], "7",
+        "only the notification wrote"
+    );
+    worker.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_waiting_for_a_slot_at_shutdown_is_still_queued() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut fx = Fixture::start_with(
+        |c| c.max_in_flight = 1,
+        ServerTiming::default().with_drain_timeout(std::time::Duration::from_millis(50)),
+        false,
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let worker = start_worker_with(&fx, dir.path(), endless_limits());
+    let mut conn = redis_conn(&fx).await;
+    let mut ws = fx.connect().await;
+    // One write for both (no Nagle delay between them): the notification
+    // is read, and waits for the request's slot, before the shutdown.
+    ws.feed(Message::text(play(1, "loop { }")))
+        .await
+        .expect("feed");
+    ws.feed(Message::text(notification("db::insert(7); 7")))
+        .await
+        .expect("feed");
+    ws.flush().await.expect("flush");
+    until_one_task(&mut conn).await;
+    fx.shut_down().await.expect("server stops cleanly");
+    let hashes: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", client::keys::TASK_DETAILS_PREFIX))
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    assert_eq!(hashes.len(), 2, "the notification was queued: {hashes:?}");
     worker.cancel();
 }
