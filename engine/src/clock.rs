@@ -6,8 +6,10 @@
 //! one `quanta` reads the OS monotonic clock itself. A TSC read is a few
 //! times cheaper than `std::time::Instant::now()` on a VM, and a trivial run
 //! reads the clock twice. Instants of this clock are never mixed with
-//! `std::time::Instant`s: a task's deadline is converted once per run (see
-//! [`from_std`]).
+//! `std::time::Instant`s, nor with instants of another `quanta::Clock`
+//! (`quanta::Instant::now()` included): a [`crate::RunControl::deadline`] is
+//! built with [`after`] (or converted with [`from_std`], at the price of an OS
+//! clock read).
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -29,13 +31,18 @@ pub fn now() -> Instant {
     get().now()
 }
 
-/// `at` (a `std` instant) on this clock, given `now` read on this clock just
-/// before: now plus the time left until `at`, which is zero once `at` has
-/// passed. Costs one `std` clock read. Off by at most the time between the two
-/// reads, early rather than late.
-pub fn from_std(at: std::time::Instant, now: Instant) -> Instant {
-    let left = at.saturating_duration_since(std::time::Instant::now());
-    add(now, left)
+/// The instant `left` from now on this clock (a deadline given as the time
+/// left, as the worker has it).
+#[inline]
+pub fn after(left: Duration) -> Instant {
+    add(now(), left)
+}
+
+/// `at` (a `std` instant) on this clock: now plus the time left until `at`,
+/// which is zero once `at` has passed. Costs one `std` clock read more than
+/// [`after`].
+pub fn from_std(at: std::time::Instant) -> Instant {
+    after(at.saturating_duration_since(std::time::Instant::now()))
 }
 
 /// `at + d`, saturating at a far-away instant.

@@ -47,7 +47,7 @@
 //! ```
 
 mod cache;
-mod clock;
+pub mod clock;
 mod context;
 mod dbfns;
 mod errors;
@@ -60,7 +60,7 @@ mod value;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use nesting::MAX_NESTING;
 pub use sandbox::apply_bounds;
@@ -132,8 +132,11 @@ impl Default for Limits {
 /// What may stop a run from outside: a deadline and a cancel flag.
 #[derive(Debug, Clone, Default)]
 pub struct RunControl {
-    /// Stop with [`ErrorKind::Timeout`] at this instant (in addition to `Limits::timeout`).
-    pub deadline: Option<Instant>,
+    /// Stop with [`ErrorKind::Timeout`] at this instant (in addition to
+    /// `Limits::timeout`): an instant of the engine's [`clock`], e.g.
+    /// `clock::after(time_left)`. (A `std::time::Instant` would cost the
+    /// run an OS clock read to convert: [`clock::from_std`].)
+    pub deadline: Option<clock::Instant>,
     /// Set to `true` to stop with [`ErrorKind::Cancelled`].
     pub cancel: Arc<AtomicBool>,
 }

@@ -26,7 +26,7 @@ impl Deadline {
     /// The deadline of a run started at `start`: its time limit, or the task's
     /// deadline `task` when that comes first.
     #[inline]
-    fn new(start: Instant, timeout: std::time::Duration, task: Option<std::time::Instant>) -> Self {
+    fn new(start: Instant, timeout: std::time::Duration, task: Option<Instant>) -> Self {
         let own = Deadline {
             at: clock::add(start, timeout),
             from_task: false,
@@ -37,12 +37,11 @@ impl Deadline {
         }
     }
 
-    fn or_task(self, start: Instant, task: std::time::Instant) -> Self {
-        let at = clock::from_std(task, start);
+    fn or_task(self, start: Instant, task: Instant) -> Self {
         // A task deadline already past wins even over a zero time limit.
-        if at < self.at || at == start {
+        if task < self.at || task <= start {
             Deadline {
-                at,
+                at: task,
                 from_task: true,
             }
         } else {

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Circle, run_with};
 use engine::{ErrorKind, Limits, RunControl};
@@ -114,7 +114,7 @@ fn a_long_map_stops_at_the_tasks_deadline() {
         ..Limits::default()
     });
     let control = RunControl {
-        deadline: Some(Instant::now() + Duration::from_millis(100)),
+        deadline: Some(engine::clock::after(Duration::from_millis(100))),
         ..RunControl::default()
     };
     let script = "let a = []; a.pad(100000, 1);\nloop { let b = a.map(|x| x + 1); }";

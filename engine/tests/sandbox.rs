@@ -4,7 +4,7 @@
 mod common;
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Circle, run_with};
 use engine::{ErrorKind, Limits, RunControl};
@@ -339,7 +339,7 @@ fn run_control_deadline_stops_a_script() {
         ..Limits::default()
     });
     let control = RunControl {
-        deadline: Some(Instant::now() + Duration::from_millis(100)),
+        deadline: Some(engine::clock::after(Duration::from_millis(100))),
         ..RunControl::default()
     };
     let e = run_with(&c.engine, "loop { }", &control).expect_err("must time out");
@@ -347,7 +347,7 @@ fn run_control_deadline_stops_a_script() {
     // The task's deadline, not the engine's 10 s time limit, stopped it.
     assert_eq!(e.message, "script ran past the task's deadline");
     let past = RunControl {
-        deadline: Some(Instant::now()),
+        deadline: Some(engine::clock::now()),
         ..RunControl::default()
     };
     let e = run_with(&c.engine, "42", &past).expect_err("deadline already passed");

@@ -58,12 +58,15 @@ enum Next {
     Unknown,
 }
 
-fn ms_to_instant(deadline_ms: u64) -> Instant {
+/// A task's deadline (ms since the Unix epoch) as an instant of the
+/// engine's clock: one read of the system clock (the deadline is wall-clock
+/// time, written by another process) and one of the engine's cheap clock.
+fn deadline_instant(deadline_ms: u64) -> engine::clock::Instant {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
+    engine::clock::after(Duration::from_millis(deadline_ms.saturating_sub(now_ms)))
 }
 
 impl Taker<'_> {
@@ -251,7 +254,7 @@ impl Taker<'_> {
 
     async fn run_task(&self, task: ClaimedTask, outage: &mut Outage) -> Next {
         let control = RunControl {
-            deadline: task.deadline_ms.map(ms_to_instant),
+            deadline: task.deadline_ms.map(deadline_instant),
             cancel: self.cancels.start(&task.task_id),
         };
         let ran = runner::run_script(self.engine, &task.script, &control);
