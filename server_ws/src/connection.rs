@@ -64,41 +64,81 @@ enum Admitted {
 /// One frame as the stream yields it.
 type Frame = Result<Message, ProtocolError>;
 
-/// The connection's read side. While a notification waits for an in-flight
-/// slot, the connection is still read, up to a budget of buffered data: pings
-/// are answered, its end is noticed (so the requests of a client that left
-/// are cancelled, not left running behind the wait), and data frames wait in
-/// `early` for the read loop, which handles them first, in order.
+/// The connection's read side and its calls. While a notification waits for
+/// an in-flight slot, the connection is still read, up to a budget of
+/// buffered data: pings are answered, its end is noticed (so the requests of
+/// a client that left are cancelled, not left running behind the wait), and
+/// data frames wait in `early` for the read loop, which handles them first,
+/// in order.
 struct Reader {
     stream: MessageStream,
     early: VecDeque<Frame>,
-    early_bytes: usize,
-    /// How the connection ended, when that was seen while a notification
-    /// waited; the read loop ends with it once `early` is handled.
+    /// What `early` holds, by [`frame_cost`].
+    early_cost: usize,
+    /// How the connection ended (or why it must: a send failed), once
+    /// known; the read loop ends with it once `early` is handled. Nothing
+    /// more is sent meanwhile, and no new request is started.
     ended: Option<End>,
+    /// Requests in flight (their replies are awaited; aborting one cancels
+    /// its task).
+    requests: JoinSet<()>,
+    /// Notifications whose tasks are queued, each holding its slot until the
+    /// task ends (aborting one changes nothing for its task).
+    waiters: JoinSet<()>,
 }
 
 impl Reader {
     fn take_early(&mut self) -> Option<Frame> {
         let frame = self.early.pop_front()?;
-        self.early_bytes -= frame_bytes(&frame);
+        self.early_cost -= frame_cost(&frame);
         Some(frame)
+    }
+
+    fn keep_early(&mut self, frame: Frame) {
+        self.early_cost += frame_cost(&frame);
+        self.early.push_back(frame);
     }
 }
 
-/// Payload bytes of a frame (what buffering it costs).
-fn frame_bytes(frame: &Frame) -> usize {
-    match frame {
-        Ok(Message::Text(text)) => text.len(),
-        Ok(Message::Binary(b) | Message::Ping(b) | Message::Pong(b)) => b.len(),
-        Ok(Message::Continuation(
-            Fragment::FirstText(b)
-            | Fragment::FirstBinary(b)
-            | Fragment::Continue(b)
-            | Fragment::Last(b),
-        )) => b.len(),
-        _ => 0,
-    }
+/// What buffering a frame costs: its payload plus a fixed share for the
+/// frame itself, so a flood of empty frames meets the budget too.
+fn frame_cost(frame: &Frame) -> usize {
+    const PER_FRAME: usize = 64;
+    PER_FRAME
+        + match frame {
+            Ok(Message::Text(text)) => text.len(),
+            Ok(Message::Binary(b) | Message::Ping(b) | Message::Pong(b)) => b.len(),
+            Ok(Message::Continuation(
+                Fragment::FirstText(b)
+                | Fragment::FirstBinary(b)
+                | Fragment::Continue(b)
+                | Fragment::Last(b),
+            )) => b.len(),
+            _ => 0,
+        }
+}
+
+/// Whether the stream has consumed the frame behind `error`, so reading on
+/// yields the next frame: the end of the client's bytes, or a text frame
+/// that is not UTF-8. Any other protocol error (a reserved bit set, an
+/// unmasked frame, a bad opcode) leaves its frame in the codec's buffer and
+/// comes back on every read.
+fn consumed(error: &ProtocolError) -> bool {
+    let ProtocolError::Io(e) = error else {
+        return false;
+    };
+    client_side_ended(e)
+        || (e.kind() == std::io::ErrorKind::InvalidData
+            && e.get_ref()
+                .is_some_and(|inner| inner.is::<std::str::Utf8Error>()))
+}
+
+/// The connection's bytes ended: the client closed or reset its side (the
+/// frame guard's own refusal, `Overflow`, is a protocol error instead).
+fn client_side_ended(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<PayloadError>())
+        .is_some_and(|p| matches!(p, PayloadError::Incomplete(_) | PayloadError::Io(_)))
 }
 
 pub(crate) async fn serve(
@@ -110,13 +150,14 @@ pub(crate) async fn serve(
     let mut reader = Reader {
         stream,
         early: VecDeque::new(),
-        early_bytes: 0,
+        early_cost: 0,
         ended: None,
+        requests: JoinSet::new(),
+        waiters: JoinSet::new(),
     };
     let circle = shared.config.circle_name.clone();
     let timing = shared.timing.clone();
     let permits = Arc::new(Semaphore::new(shared.config.max_in_flight));
-    let mut tasks: JoinSet<()> = JoinSet::new();
     let mut fragments = Assembler::new(shared.config.max_message_bytes);
     let mut heartbeat = tokio::time::interval_at(
         Instant::now() + timing.heartbeat_interval,
@@ -138,11 +179,19 @@ pub(crate) async fn serve(
             tokio::select! {
             biased;
             () = shared.token.cancelled() => break End::Shutdown,
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+            Some(done) = reader.requests.join_next(), if !reader.requests.is_empty() => {
                 if let Err(e) = done
                     && e.is_panic()
                 {
                     log::error!("circle {circle}: a request handler panicked: {e}");
+                }
+                continue;
+            }
+            Some(done) = reader.waiters.join_next(), if !reader.waiters.is_empty() => {
+                if let Err(e) = done
+                    && e.is_panic()
+                {
+                    log::error!("circle {circle}: a notification's waiter panicked: {e}");
                 }
                 continue;
             }
@@ -181,14 +230,7 @@ pub(crate) async fn serve(
             // arrived with the last bytes; it yields them next, then `None`
             // (`End::Gone`): a notification sent right before a close still
             // runs, and a close frame still gets its answer.
-            // (The frame guard's own refusal, `Overflow`, is a protocol error.)
-            Err(ProtocolError::Io(e))
-                if e.get_ref()
-                    .and_then(|inner| inner.downcast_ref::<PayloadError>())
-                    .is_some_and(|p| {
-                        matches!(p, PayloadError::Incomplete(_) | PayloadError::Io(_))
-                    }) =>
-            {
+            Err(ProtocolError::Io(e)) if client_side_ended(&e) => {
                 log::debug!("circle {circle}: the client's side of the connection ended: {e}");
                 Step::Skip
             }
@@ -215,36 +257,39 @@ pub(crate) async fn serve(
                     reader: &mut reader,
                     stall,
                 };
-                handle_text(&shared, &permits, &mut tasks, &mut io, &text).await
+                handle_text(&shared, &permits, &mut io, &text).await
             }
+            // Once the end is known nothing more is sent.
+            _ if reader.ended.is_some() => Ok(()),
             Step::Reply(reply) => within(stall, session.text(reply.to_string())).await,
             Step::Pong(bytes) => within(stall, session.pong(&bytes)).await,
             Step::Skip => Ok(()),
         };
-        // Once the end was seen, what was read before it is still handled
-        // (a notification in it must run); only its replies cannot be sent.
+        // A failed send ends the connection, but what was read before is
+        // still handled (a notification in it must run), without replies.
         if let Err(end) = done
             && reader.ended.is_none()
         {
-            break end;
+            reader.ended = Some(end);
         }
         // The client was heard from. Set after handling, not on arrival: a
-        // notification may have waited for an in-flight slot, and during
-        // that wait nothing was read, which is the server's doing.
+        // notification may have waited for an in-flight slot, which is the
+        // server's doing.
         last_seen = Instant::now();
     };
 
     let close = match end {
         End::Shutdown => {
-            // Let requests already submitted get their replies, within bounds.
-            let drain = async { while tasks.join_next().await.is_some() {} };
+            // Let requests already submitted get their replies, within bounds
+            // (notifications need none: their tasks are queued already).
+            let drain = async { while reader.requests.join_next().await.is_some() {} };
             if tokio::time::timeout(timing.drain_timeout, drain)
                 .await
                 .is_err()
             {
                 log::warn!(
                     "circle {circle}: {} request(s) unanswered after {:?} of shutdown",
-                    tasks.len(),
+                    reader.requests.len(),
                     timing.drain_timeout
                 );
             }
@@ -266,8 +311,11 @@ pub(crate) async fn serve(
         // reading; either way there is nothing left to do.
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.close(Some(close))).await;
     }
-    // Dropping `tasks` aborts requests whose client can no longer be answered.
-    tasks.abort_all();
+    // Aborting a request whose client can no longer be answered cancels its
+    // task (unless the server is shutting down); a notification's waiter
+    // leaves its task alone.
+    reader.requests.abort_all();
+    reader.waiters.abort_all();
     log::debug!("circle {circle}: client disconnected");
 }
 
@@ -276,6 +324,17 @@ struct Io<'a> {
     session: &'a mut Session,
     reader: &'a mut Reader,
     stall: Duration,
+}
+
+impl Io<'_> {
+    /// Sends `reply` from the read loop, unless the connection's end is
+    /// known (then nothing more is sent).
+    async fn send(&mut self, reply: &Value) -> Result<(), End> {
+        if self.reader.ended.is_some() {
+            return Ok(());
+        }
+        within(self.stall, self.session.text(reply.to_string())).await
+    }
 }
 
 /// Keeps the first send failure; later items of a batch are still handled
@@ -297,25 +356,22 @@ fn keep_first(failed: &mut Result<(), End>, sent: Result<(), End>) {
 async fn handle_text(
     shared: &Arc<Shared>,
     permits: &Arc<Semaphore>,
-    tasks: &mut JoinSet<()>,
     io: &mut Io<'_>,
     text: &str,
 ) -> Result<(), End> {
     match rpc::parse(text) {
         Incoming::Single(item) => match admit(shared, permits, item, io).await {
-            Admitted::Reply(reply) => {
-                return within(io.stall, io.session.text(reply.to_string())).await;
-            }
+            Admitted::Reply(reply) => return io.send(&reply).await,
             Admitted::Silent => {}
             Admitted::Call(call) => {
                 let shared = Arc::clone(shared);
                 let mut session = io.session.clone();
-                tasks.spawn_local(async move {
+                io.reader.requests.spawn_local(async move {
                     let reply = run_call(&shared, call).await;
                     send(&mut session, &reply).await;
                 });
             }
-            Admitted::Notify(script, permit) => notify(shared, tasks, &script, permit).await,
+            Admitted::Notify(script, permit) => notify(shared, io.reader, &script, permit).await,
         },
         Incoming::Batch(items) => {
             // Each call starts as soon as it is admitted (a later
@@ -328,13 +384,13 @@ async fn handle_text(
                     Admitted::Reply(reply) => batch.settle(index, Some(reply)),
                     Admitted::Silent => batch.settle(index, None),
                     Admitted::Notify(script, permit) => {
-                        notify(shared, tasks, &script, permit).await;
+                        notify(shared, io.reader, &script, permit).await;
                         batch.settle(index, None)
                     }
                     Admitted::Call(call) => {
                         let shared = Arc::clone(shared);
                         let batch = Arc::clone(&batch);
-                        tasks.spawn_local(async move {
+                        io.reader.requests.spawn_local(async move {
                             let reply = run_call(&shared, call).await;
                             if let Some(replies) = batch.settle(index, Some(reply)) {
                                 send(&mut batch.session.clone(), &replies).await;
@@ -344,10 +400,7 @@ async fn handle_text(
                     }
                 };
                 if let Some(replies) = settled {
-                    keep_first(
-                        &mut failed,
-                        within(io.stall, io.session.text(replies.to_string())).await,
-                    );
+                    keep_first(&mut failed, io.send(&replies).await);
                 }
             }
             return failed;
@@ -363,7 +416,7 @@ async fn handle_text(
 /// nothing to happen.
 async fn notify(
     shared: &Arc<Shared>,
-    tasks: &mut JoinSet<()>,
+    reader: &mut Reader,
     script: &str,
     permit: Option<OwnedSemaphorePermit>,
 ) {
@@ -372,7 +425,7 @@ async fn notify(
     };
     if let Some(permit) = permit {
         let shared = Arc::clone(shared);
-        tasks.spawn_local(async move {
+        reader.waiters.spawn_local(async move {
             let _counted = shared.status.call_started();
             crate::play::await_notification(&shared, &task_id).await;
             drop(permit);
@@ -381,10 +434,14 @@ async fn notify(
 }
 
 /// Waits for an in-flight slot for a notification while still reading the
-/// connection (see [`Reader`]): `None` when the connection ended or the
-/// server began to stop meanwhile (the notification then runs without one).
-/// Past the buffer budget (the message limit) nothing more is read until a
-/// slot frees: backpressure on a client that floods.
+/// connection (see [`Reader`]). Past the buffer budget (the message limit)
+/// nothing more is read until a slot frees: backpressure on a client that
+/// floods. Once the connection's end is known, its requests are cancelled
+/// (nobody will read their replies), which frees their slots, and the
+/// notifications it sent go on waiting for slots, so they stay within the
+/// in-flight limit. `None` only when the server is stopping: the
+/// notification is then queued without a slot (a bounded few: what was
+/// already read).
 async fn wait_for_slot(
     shared: &Shared,
     permits: &Arc<Semaphore>,
@@ -395,9 +452,14 @@ async fn wait_for_slot(
     let budget = shared.config.max_message_bytes;
     loop {
         if io.reader.ended.is_some() {
-            return None;
+            io.reader.requests.abort_all();
+            return tokio::select! {
+                biased;
+                permit = &mut acquire => permit.ok(),
+                () = shared.token.cancelled() => None,
+            };
         }
-        let reading = io.reader.early_bytes < budget;
+        let reading = io.reader.early_cost < budget;
         tokio::select! {
             biased;
             permit = &mut acquire => return permit.ok(),
@@ -416,10 +478,16 @@ async fn wait_for_slot(
                 // stand-in for an oversize message is data, kept below.
                 Some(Ok(Message::Pong(bytes))) if bytes != crate::frame_guard::OVERSIZE_PONG => {}
                 Some(Ok(Message::Nop)) => {}
-                Some(frame) => {
-                    io.reader.early_bytes += frame_bytes(&frame);
-                    io.reader.early.push_back(frame);
+                Some(Err(e)) => {
+                    // An error that would come back on every read is kept
+                    // once and reading stops: the connection ends with 1002
+                    // (its requests cancelled, its notifications queued).
+                    if !consumed(&e) {
+                        io.reader.ended = Some(End::Protocol);
+                    }
+                    io.reader.keep_early(Err(e));
                 }
+                Some(frame) => io.reader.keep_early(frame),
             },
         }
     }
@@ -485,6 +553,8 @@ async fn admit(shared: &Shared, permits: &Arc<Semaphore>, item: Item, io: &mut I
                 }
             }
         }
+        // The client is gone (or must be let go): nobody would read a reply.
+        Item::Play { id: Some(_), .. } if io.reader.ended.is_some() => Admitted::Silent,
         Item::Play { id, script } => match (id, Arc::clone(permits).try_acquire_owned()) {
             (Some(id), Ok(permit)) => Admitted::Call(Call { id, script, permit }),
             (Some(id), Err(_)) => {

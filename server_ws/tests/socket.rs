@@ -508,3 +508,36 @@ async fn dropping_the_run_future_stops_the_server() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_with_a_reserved_bit_set_while_a_notification_waits_closes_with_1002() {
+    // The codec reports such a frame again on every read. While a
+    // notification waited for a slot the connection used to be read on and
+    // on: the same error buffered without end, the circle's thread spinning.
+    let fx = Fixture::start(|c| c.max_in_flight = 1).await;
+    let mut ws = fx.connect().await;
+    let mut bytes = raw_frame(0x81, play(1, "hang").as_bytes());
+    bytes.extend(raw_frame(
+        0x81,
+        br#"{"jsonrpc":"2.0","method":"play","params":{"script":"echo:n"}}"#,
+    ));
+    write_raw(&mut ws, &bytes).await;
+    // The request holds the one slot; the notification read with it waits.
+    let status = fx.status.clone();
+    eventually("the request to be in flight", move || {
+        status.in_flight() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A separate write: actix-ws reports a codec error before the frames
+    // decoded with it in the same read.
+    write_raw(&mut ws, &raw_frame(0xC1, b"{}")).await;
+    let close = next_close(&mut ws)
+        .await
+        .expect("a close frame, not a stream of replies");
+    assert_eq!(close.code, CloseCode::Protocol);
+    // The circle goes on serving.
+    let mut other = fx.connect().await;
+    let reply = call(&mut other, &play(2, "echo:served")).await;
+    assert_eq!(reply["result"]["output"], "served", "{reply}");
+}
