@@ -165,6 +165,8 @@ pub(crate) async fn serve(
     );
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_seen = Instant::now();
+    // The client's bytes ended (FIN or reset) without a close frame.
+    let mut bytes_ended = false;
     // A send from the read loop that cannot complete within this long means
     // the client stopped reading; treat it as dead rather than stall forever.
     let stall = timing.client_timeout;
@@ -232,6 +234,7 @@ pub(crate) async fn serve(
             // runs, and a close frame still gets its answer.
             Err(ProtocolError::Io(e)) if client_side_ended(&e) => {
                 log::debug!("circle {circle}: the client's side of the connection ended: {e}");
+                bytes_ended = true;
                 Step::Skip
             }
             // A text frame that is not UTF-8: the stream consumed it, so the
@@ -304,6 +307,12 @@ pub(crate) async fn serve(
         }
         End::ClientClosed(r) => Some(r.unwrap_or_else(|| reason(CloseCode::Normal, ""))),
         End::Protocol => Some(reason(CloseCode::Protocol, "websocket protocol error")),
+        // A client that only half-closed may still read: it is told the
+        // connection is over (a write to a reset one fails at once).
+        End::Gone if bytes_ended => Some(reason(
+            CloseCode::Normal,
+            "the client ended its side of the connection",
+        )),
         End::Gone => None,
     };
     if let Some(close) = close {

@@ -541,3 +541,23 @@ async fn a_frame_with_a_reserved_bit_set_while_a_notification_waits_closes_with_
     let reply = call(&mut other, &play(2, "echo:served")).await;
     assert_eq!(reply["result"]["output"], "served", "{reply}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_half_closes_is_told_the_connection_is_over() {
+    let fx = Fixture::start(|_| {}).await;
+    let mut ws = fx.connect().await;
+    {
+        use tokio::io::AsyncWriteExt;
+        // FIN without a close frame; the client can still read.
+        ws.get_mut().shutdown().await.expect("half-close");
+    }
+    let close = next_close(&mut ws)
+        .await
+        .expect("a close frame for a client that can still read");
+    assert_eq!(close.code, CloseCode::Normal);
+    let status = fx.status.clone();
+    eventually("the connection to be released", move || {
+        status.connections() == 0
+    })
+    .await;
+}
