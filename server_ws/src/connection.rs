@@ -85,6 +85,9 @@ struct Reader {
     /// Notifications whose tasks are queued, each holding its slot until the
     /// task ends (aborting one changes nothing for its task).
     waiters: JoinSet<()>,
+    /// The close frame went out already (answering a close, or a protocol
+    /// error, seen while reading ahead).
+    close_sent: bool,
 }
 
 impl Reader {
@@ -97,6 +100,59 @@ impl Reader {
     fn keep_early(&mut self, frame: Frame) {
         self.early_cost += frame_cost(&frame);
         self.early.push_back(frame);
+    }
+
+    /// The connection ends (the first reason stays): nothing more is sent,
+    /// no request starts, and the requests in flight are cancelled, which
+    /// frees their slots for the notifications still to queue.
+    fn mark_ended(&mut self, end: End) {
+        if self.ended.is_none() {
+            self.ended = Some(end);
+        }
+        self.requests.abort_all();
+    }
+
+    /// Takes in a frame read ahead of the read loop (while it awaits a push
+    /// or a slot): control frames are dealt with at once, data waits in
+    /// `early`. A close or a protocol error is answered at once as well, so
+    /// the client is not kept waiting for its close behind the notifications.
+    async fn absorb(&mut self, frame: Option<Frame>, session: &Session, stall: Duration) {
+        match frame {
+            None => self.mark_ended(End::Gone),
+            Some(Ok(Message::Close(reason))) => {
+                let answer = reason
+                    .clone()
+                    .unwrap_or_else(|| self::reason(CloseCode::Normal, ""));
+                self.mark_ended(End::ClientClosed(reason));
+                self.close_now(session, answer).await;
+            }
+            Some(Ok(Message::Ping(bytes))) => {
+                if let Err(end) = within(stall, session.clone().pong(&bytes)).await {
+                    self.mark_ended(end);
+                }
+            }
+            // A pong only says the client is alive; the frame guard's
+            // stand-in for an oversize message is data, kept below.
+            Some(Ok(Message::Pong(bytes))) if bytes != crate::frame_guard::OVERSIZE_PONG => {}
+            Some(Ok(Message::Nop)) => {}
+            Some(Err(e)) => {
+                // An error the codec would report on every read is kept once
+                // and reading stops: the connection ends with 1002.
+                let repeats = !consumed(&e);
+                self.keep_early(Err(e));
+                if repeats {
+                    self.mark_ended(End::Protocol);
+                    let answer = self::reason(CloseCode::Protocol, "websocket protocol error");
+                    self.close_now(session, answer).await;
+                }
+            }
+            Some(frame) => self.keep_early(frame),
+        }
+    }
+
+    async fn close_now(&mut self, session: &Session, answer: CloseReason) {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.clone().close(Some(answer))).await;
+        self.close_sent = true;
     }
 }
 
@@ -154,6 +210,7 @@ pub(crate) async fn serve(
         ended: None,
         requests: JoinSet::new(),
         waiters: JoinSet::new(),
+        close_sent: false,
     };
     let circle = shared.config.circle_name.clone();
     let timing = shared.timing.clone();
@@ -273,7 +330,7 @@ pub(crate) async fn serve(
         if let Err(end) = done
             && reader.ended.is_none()
         {
-            reader.ended = Some(end);
+            reader.mark_ended(end);
         }
         // The client was heard from. Set after handling, not on arrival: a
         // notification may have waited for an in-flight slot, which is the
@@ -315,7 +372,9 @@ pub(crate) async fn serve(
         )),
         End::Gone => None,
     };
-    if let Some(close) = close {
+    if let Some(close) = close
+        && !reader.close_sent
+    {
         // Fails when the transport is gone, times out when the client stopped
         // reading; either way there is nothing left to do.
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.close(Some(close))).await;
@@ -380,7 +439,7 @@ async fn handle_text(
                     send(&mut session, &reply).await;
                 });
             }
-            Admitted::Notify(script, permit) => notify(shared, io.reader, &script, permit).await,
+            Admitted::Notify(script, permit) => notify(shared, io, &script, permit).await,
         },
         Incoming::Batch(items) => {
             // Each call starts as soon as it is admitted (a later
@@ -393,7 +452,7 @@ async fn handle_text(
                     Admitted::Reply(reply) => batch.settle(index, Some(reply)),
                     Admitted::Silent => batch.settle(index, None),
                     Admitted::Notify(script, permit) => {
-                        notify(shared, io.reader, &script, permit).await;
+                        notify(shared, io, &script, permit).await;
                         batch.settle(index, None)
                     }
                     Admitted::Call(call) => {
@@ -425,16 +484,17 @@ async fn handle_text(
 /// nothing to happen.
 async fn notify(
     shared: &Arc<Shared>,
-    reader: &mut Reader,
+    io: &mut Io<'_>,
     script: &str,
     permit: Option<OwnedSemaphorePermit>,
 ) {
-    let Some(task_id) = crate::play::submit_notification(shared, script).await else {
+    let submitted = while_reading(shared, io, crate::play::submit_notification(shared, script));
+    let Some(task_id) = submitted.await else {
         return;
     };
     if let Some(permit) = permit {
         let shared = Arc::clone(shared);
-        reader.waiters.spawn_local(async move {
+        io.reader.waiters.spawn_local(async move {
             let _counted = shared.status.call_started();
             crate::play::await_notification(&shared, &task_id).await;
             drop(permit);
@@ -456,48 +516,34 @@ async fn wait_for_slot(
     permits: &Arc<Semaphore>,
     io: &mut Io<'_>,
 ) -> Option<OwnedSemaphorePermit> {
-    let acquire = Arc::clone(permits).acquire_owned();
-    tokio::pin!(acquire);
-    let budget = shared.config.max_message_bytes;
-    loop {
-        if io.reader.ended.is_some() {
-            io.reader.requests.abort_all();
-            return tokio::select! {
-                biased;
-                permit = &mut acquire => permit.ok(),
-                () = shared.token.cancelled() => None,
-            };
-        }
-        let reading = io.reader.early_cost < budget;
+    let acquire = async {
         tokio::select! {
             biased;
-            permit = &mut acquire => return permit.ok(),
-            () = shared.token.cancelled() => return None,
-            frame = io.reader.stream.recv(), if reading => match frame {
-                None => io.reader.ended = Some(End::Gone),
-                Some(Ok(Message::Close(reason))) => {
-                    io.reader.ended = Some(End::ClientClosed(reason));
-                }
-                Some(Ok(Message::Ping(bytes))) => {
-                    if let Err(end) = within(io.stall, io.session.pong(&bytes)).await {
-                        io.reader.ended = Some(end);
-                    }
-                }
-                // A pong only says the client is alive; the frame guard's
-                // stand-in for an oversize message is data, kept below.
-                Some(Ok(Message::Pong(bytes))) if bytes != crate::frame_guard::OVERSIZE_PONG => {}
-                Some(Ok(Message::Nop)) => {}
-                Some(Err(e)) => {
-                    // An error that would come back on every read is kept
-                    // once and reading stops: the connection ends with 1002
-                    // (its requests cancelled, its notifications queued).
-                    if !consumed(&e) {
-                        io.reader.ended = Some(End::Protocol);
-                    }
-                    io.reader.keep_early(Err(e));
-                }
-                Some(frame) => io.reader.keep_early(frame),
-            },
+            permit = Arc::clone(permits).acquire_owned() => permit.ok(),
+            () = shared.token.cancelled() => None,
+        }
+    };
+    while_reading(shared, io, acquire).await
+}
+
+/// Awaits `fut` while reading the connection ahead of the read loop (see
+/// [`Reader`], [`Reader::absorb`]), up to the budget of the message limit;
+/// once the connection's end is known nothing more is read. Reading on
+/// while a notification is pushed or waits keeps actix's buffer drained:
+/// actix drops the bytes it has not yet handed over when the client's FIN
+/// comes, so a client that pipelines and then half-closes would lose the
+/// tail of what it sent.
+async fn while_reading<F: Future>(shared: &Shared, io: &mut Io<'_>, fut: F) -> F::Output {
+    tokio::pin!(fut);
+    let budget = shared.config.max_message_bytes;
+    loop {
+        let reading = io.reader.ended.is_none() && io.reader.early_cost < budget;
+        tokio::select! {
+            biased;
+            out = &mut fut => return out,
+            frame = io.reader.stream.recv(), if reading => {
+                io.reader.absorb(frame, io.session, io.stall).await;
+            }
         }
     }
 }
