@@ -85,6 +85,29 @@ async fn until_one_task(conn: &mut redis::aio::MultiplexedConnection) -> String 
     panic!("no task was submitted");
 }
 
+/// The fields of task `id` once it has ended (or as they are after 30 s).
+async fn until_task_ended(
+    conn: &mut redis::aio::MultiplexedConnection,
+    id: &str,
+) -> std::collections::HashMap<String, String> {
+    let mut fields: std::collections::HashMap<String, String> = Default::default();
+    for _ in 0..3000 {
+        fields = redis::cmd("HGETALL")
+            .arg(client::keys::task_details(id))
+            .query_async(conn)
+            .await
+            .expect("hgetall");
+        if matches!(
+            fields.get("status").map(String::as_str),
+            Some("completed" | "error")
+        ) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    fields
+}
+
 /// The ids of the tasks whose hash says `status`.
 async fn tasks_with_status(
     conn: &mut redis::aio::MultiplexedConnection,
@@ -147,20 +170,8 @@ async fn a_client_that_goes_away_mid_script_stops_the_script_and_nothing_it_wrot
         } else {
             drop(ws);
         }
-        let mut ended = None;
-        for _ in 0..1000 {
-            let fields: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
-                .arg(client::keys::task_details(&id))
-                .query_async(&mut conn)
-                .await
-                .expect("hgetall");
-            if fields.get("status").map(String::as_str) == Some("error") {
-                ended = Some(fields);
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        let fields = ended.unwrap_or_else(|| panic!("round {round}: task {id} never ended"));
+        let fields = until_task_ended(&mut conn, &id).await;
+        assert_eq!(fields["status"], "error", "round {round}: {fields:?}");
         assert_eq!(
             fields["errorKind"], "cancelled",
             "round {round}: {fields:?}"
@@ -202,21 +213,7 @@ async fn a_notification_s_script_runs_to_its_end_after_its_sender_went_away() {
     let id = until_one_task(&mut conn).await;
     drop(ws);
 
-    let mut fields: std::collections::HashMap<String, String> = Default::default();
-    for _ in 0..3000 {
-        fields = redis::cmd("HGETALL")
-            .arg(client::keys::task_details(&id))
-            .query_async(&mut conn)
-            .await
-            .expect("hgetall");
-        if matches!(
-            fields.get("status").map(String::as_str),
-            Some("completed" | "error")
-        ) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let fields = until_task_ended(&mut conn, &id).await;
     assert_eq!(fields["status"], "completed", "{fields:?}");
     assert_eq!(fields["output"], "1000000");
     assert!(!fields.contains_key("cancel"), "{fields:?}");
@@ -257,21 +254,7 @@ async fn a_server_that_shuts_down_leaves_its_unanswered_requests_to_the_worker()
     fx.shut_down().await.expect("server stops cleanly");
     drop(ws);
 
-    let mut fields: std::collections::HashMap<String, String> = Default::default();
-    for _ in 0..3000 {
-        fields = redis::cmd("HGETALL")
-            .arg(client::keys::task_details(&id))
-            .query_async(&mut conn)
-            .await
-            .expect("hgetall");
-        if matches!(
-            fields.get("status").map(String::as_str),
-            Some("completed" | "error")
-        ) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let fields = until_task_ended(&mut conn, &id).await;
     assert_eq!(fields["status"], "completed", "{fields:?}");
     assert!(!fields.contains_key("cancel"), "{fields:?}");
     worker.cancel();
