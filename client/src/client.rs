@@ -221,9 +221,6 @@ impl Client {
         on_drop: OnDrop<'_>,
     ) -> Result<Outcome> {
         let task_id = uuid::Uuid::new_v4().to_string();
-        // Registered before the push, so the notification cannot be missed
-        // and no initial read of the hash is needed.
-        let (guard, rx) = self.inner.registry.register(&task_id);
         // Armed before the push: a push whose reply is lost may still have
         // queued the task.
         let mut cancel = CancelOnDrop {
@@ -233,19 +230,52 @@ impl Client {
             reason: SUBMITTER_GONE,
             retry_for: options.timeout,
         };
-        let outcome = match self.push(queue, &task_id, script, options, false).await {
-            Ok(()) => {
-                self.await_outcome(&task_id, options.timeout, rx, false)
-                    .await
-            }
+        let outcome = match self
+            .push_watched(queue, task_id.clone(), script, options)
+            .await
+        {
+            Ok(watched) => watched.outcome().await,
             Err(e) => Err(e),
         };
         match cancel_reason(&outcome) {
             Some(reason) => cancel.reason = reason,
             None => cancel.on_drop = OnDrop::Keep,
         }
-        drop(guard);
         outcome
+    }
+
+    /// Submits a task whose outcome is then awaited with
+    /// [`Watched::outcome`], typically elsewhere: the waiter is registered
+    /// before the push, so the outcome comes by notification with no read
+    /// of the hash first (one round trip less than `submit` then `wait`).
+    /// Dropping the [`Watched`] cancels nothing.
+    pub async fn submit_watched(
+        &self,
+        queue: &str,
+        script: &str,
+        options: &SubmitOptions,
+    ) -> Result<Watched> {
+        let task_id = uuid::Uuid::new_v4().to_string();
+        self.push_watched(queue, task_id, script, options).await
+    }
+
+    async fn push_watched(
+        &self,
+        queue: &str,
+        task_id: String,
+        script: &str,
+        options: &SubmitOptions,
+    ) -> Result<Watched> {
+        // Registered before the push, so the notification cannot be missed.
+        let (guard, rx) = self.inner.registry.register(&task_id);
+        self.push(queue, &task_id, script, options, false).await?;
+        Ok(Watched {
+            client: self.clone(),
+            task_id,
+            timeout: options.timeout,
+            rx,
+            _guard: guard,
+        })
     }
 
     /// Asks for the task to be cancelled, giving `reason`: a `pending` task
@@ -395,6 +425,30 @@ impl Client {
     /// Waiters currently registered (task ids), for diagnostics.
     pub fn waiting(&self) -> usize {
         self.inner.registry.len()
+    }
+}
+
+/// A task submitted by [`Client::submit_watched`], its waiter registered.
+pub struct Watched {
+    client: Client,
+    task_id: String,
+    timeout: Duration,
+    rx: oneshot::Receiver<Outcome>,
+    _guard: crate::listener::WaiterGuard,
+}
+
+impl Watched {
+    /// The task id.
+    pub fn task_id(&self) -> &str {
+        &self.task_id
+    }
+
+    /// Waits for the task to end, up to the submission's timeout (as
+    /// [`Client::wait`] does, without its first read of the hash).
+    pub async fn outcome(self) -> Result<Outcome> {
+        self.client
+            .await_outcome(&self.task_id, self.timeout, self.rx, false)
+            .await
     }
 }
 

@@ -41,7 +41,9 @@ pub mod keys;
 mod listener;
 mod scripts;
 
-pub use client::{Client, ClientOptions, OnDrop, STATS_BATCH, SUBMITTER_FAILED, SUBMITTER_GONE};
+pub use client::{
+    Client, ClientOptions, OnDrop, STATS_BATCH, SUBMITTER_FAILED, SUBMITTER_GONE, Watched,
+};
 
 use std::time::Duration;
 

@@ -405,14 +405,6 @@ impl Io<'_> {
     }
 }
 
-/// Keeps the first send failure; later items of a batch are still handled
-/// (a notification among them must run).
-fn keep_first(failed: &mut Result<(), End>, sent: Result<(), End>) {
-    if failed.is_ok() {
-        *failed = sent;
-    }
-}
-
 /// Parses one text message and answers or spawns what it asks for.
 ///
 /// A request (with an id) that finds the connection's in-flight limit
@@ -446,7 +438,10 @@ async fn handle_text(
             // notification may wait for the slot an earlier item frees);
             // whoever settles the last item sends the array, in item order.
             let batch = Arc::new(Batch::new(items.len(), io.session.clone()));
-            let mut failed = Ok(());
+            // At most one array is sent from here (the one the last item
+            // settles); a failed send does not stop the items after it (a
+            // notification among them must run).
+            let mut sent = Ok(());
             for (index, item) in items.into_iter().enumerate() {
                 let settled = match admit(shared, permits, item, io).await {
                     Admitted::Reply(reply) => batch.settle(index, Some(reply)),
@@ -468,10 +463,10 @@ async fn handle_text(
                     }
                 };
                 if let Some(replies) = settled {
-                    keep_first(&mut failed, io.send(&replies).await);
+                    sent = io.send(&replies).await;
                 }
             }
-            return failed;
+            return sent;
         }
     }
     Ok(())
@@ -489,14 +484,14 @@ async fn notify(
     permit: Option<OwnedSemaphorePermit>,
 ) {
     let submitted = while_reading(shared, io, crate::play::submit_notification(shared, script));
-    let Some(task_id) = submitted.await else {
+    let Some(watched) = submitted.await else {
         return;
     };
     if let Some(permit) = permit {
         let shared = Arc::clone(shared);
         io.reader.waiters.spawn_local(async move {
             let _counted = shared.status.call_started();
-            crate::play::await_notification(&shared, &task_id).await;
+            crate::play::await_notification(&shared, watched).await;
             drop(permit);
         });
     }

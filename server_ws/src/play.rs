@@ -1,7 +1,7 @@
 //! The `play` method: hand the script to the worker through the client and
 //! turn how it ended into a JSON-RPC reply.
 
-use client::{OnDrop, Outcome};
+use client::{OnDrop, Outcome, Watched};
 use serde_json::{Value, json};
 
 use crate::rpc;
@@ -30,17 +30,18 @@ pub(crate) async fn play(shared: &Shared, id: &Value, script: &str) -> Value {
     reply(circle, id, ended)
 }
 
-/// Pushes a notification's task (its sender wants no reply); its id, or
-/// `None` when the broker refused it (logged: nobody else will hear of it).
-pub(crate) async fn submit_notification(shared: &Shared, script: &str) -> Option<String> {
+/// Pushes a notification's task (its sender wants no reply), its waiter
+/// registered; `None` when the broker refused it (logged: nobody else will
+/// hear of it).
+pub(crate) async fn submit_notification(shared: &Shared, script: &str) -> Option<Watched> {
     let circle = shared.config.circle_name.as_str();
     log::debug!("circle {circle}: notification ({} bytes)", script.len());
     match shared
         .client
-        .submit(&shared.config.queue, script, &shared.submit)
+        .submit_watched(&shared.config.queue, script, &shared.submit)
         .await
     {
-        Ok(task_id) => Some(task_id),
+        Ok(watched) => Some(watched),
         Err(client::Error::Unavailable { url, reason }) => {
             broker_unavailable(shared, &url, &reason);
             None
@@ -54,8 +55,9 @@ pub(crate) async fn submit_notification(shared: &Shared, script: &str) -> Option
 
 /// Waits until a notification's task ended (so it holds its in-flight slot
 /// meanwhile); how it ended goes only to the debug log.
-pub(crate) async fn await_notification(shared: &Shared, task_id: &str) {
-    match shared.client.wait(task_id, shared.submit.timeout).await {
+pub(crate) async fn await_notification(shared: &Shared, watched: Watched) {
+    let task_id = watched.task_id().to_owned();
+    match watched.outcome().await {
         Ok(Outcome::Completed(_)) => {}
         Ok(Outcome::Failed(f)) => log::debug!(
             "circle {}: notification task {task_id} failed ({}): {}",

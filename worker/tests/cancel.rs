@@ -32,16 +32,6 @@ async fn status_of(conn: &mut redis::aio::MultiplexedConnection, id: &str) -> Op
     hget(conn, id, "status").await
 }
 
-/// Waits until task `id` has `status`.
-async fn until_status(url: &str, id: &str, status: &str) {
-    let conn = raw(url).await;
-    eventually(&format!("task {id} to be {status}"), WAIT, || {
-        let mut conn = conn.clone();
-        async move { (status_of(&mut conn, id).await.as_deref() == Some(status)).then_some(()) }
-    })
-    .await;
-}
-
 /// The one id in `queue`'s list (a task submitted by a `run` whose id the
 /// test cannot see otherwise).
 async fn only_queued_id(url: &str, queue: &str) -> String {
@@ -158,7 +148,7 @@ async fn a_queued_task_whose_caller_went_away_ends_without_running() {
         .submit("queued", &slow_script("slow"), &opts())
         .await
         .expect("submit");
-    until_status(&redis.url(), &slow, "processing").await;
+    until_status(&raw(&redis.url()).await, &slow, "processing", WAIT).await;
     let waiting = {
         let client = client.clone();
         tokio::spawn(async move { client.run("queued", "db::insert(2); 2", &opts()).await })

@@ -127,15 +127,7 @@ async fn a_killed_worker_s_task_ends_as_worker_lost_and_the_rest_run_once() {
         .await
         .expect("submit");
     let mut conn = raw(&url).await;
-    eventually("the first worker to start the slow task", WAIT, || {
-        let mut conn = conn.clone();
-        let doomed = doomed.clone();
-        async move {
-            (hget(&mut conn, &doomed, "status").await.as_deref() == Some("processing"))
-                .then_some(())
-        }
-    })
-    .await;
+    until_status(&conn, &doomed, "processing", WAIT).await;
     let mut behind = Vec::new();
     for i in 2..=5 {
         let script = format!("db::insert(\"t{i}\"); {i}");

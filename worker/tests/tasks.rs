@@ -147,19 +147,7 @@ async fn an_id_pushed_without_a_hash_or_without_a_script_ends_as_error_with_the_
         &[b"no-hash", b"no-script", b"odd-status", b"fine"],
     )
     .await;
-    eventually(
-        "the good task behind the broken ones to finish",
-        WAIT,
-        || {
-            let mut conn = conn.clone();
-            async move {
-                hget(&mut conn, "fine", "status")
-                    .await
-                    .filter(|s| s == "completed")
-            }
-        },
-    )
-    .await;
+    until_status(&conn, "fine", "completed", WAIT).await;
     for (id, says) in [
         ("no-hash", "rhai_task_details:no-hash did not exist"),
         ("no-script", "no script"),
@@ -223,19 +211,7 @@ async fn bytes_that_are_not_utf8_end_their_task_as_invalid_and_the_worker_goes_o
         hset_raw(&mut conn, id, &[(b"script", script), (b"status", status)]).await;
         lpush_raw(&mut conn, "rhai_tasks:bytes", &[id]).await;
     }
-    eventually(
-        "the good task behind the broken ones to finish",
-        WAIT,
-        || {
-            let mut conn = conn.clone();
-            async move {
-                hget(&mut conn, "after", "status")
-                    .await
-                    .filter(|s| s == "completed")
-            }
-        },
-    )
-    .await;
+    until_status(&conn, "after", "completed", WAIT).await;
     assert_eq!(
         hget(&mut conn, "after", "output").await.as_deref(),
         Some("7")
@@ -425,14 +401,7 @@ async fn shutdown_cancels_a_long_script_after_the_grace_and_leaves_nothing_claim
         .expect("submit");
     let queued = client.submit("stop", "1", &opts()).await.expect("submit");
     let mut conn = raw(&redis.url()).await;
-    eventually("the slow task to be claimed", WAIT, || {
-        let mut conn = conn.clone();
-        let slow = slow.clone();
-        async move {
-            (hget(&mut conn, &slow, "status").await.as_deref() == Some("processing")).then_some(())
-        }
-    })
-    .await;
+    until_status(&conn, &slow, "processing", WAIT).await;
     let stats = client.stats("stop").await.expect("stats");
     assert_eq!((stats.in_flight, stats.queue_len), (1, 1));
     let status = worker.status.clone();
@@ -568,14 +537,7 @@ async fn circles_run_in_parallel_while_each_runs_one_task_at_a_time() {
         .expect("submit");
     let behind = client.submit("a", "1", &opts()).await.expect("submit");
     let mut conn = raw(&redis.url()).await;
-    eventually("circle a to be busy", WAIT, || {
-        let mut conn = conn.clone();
-        let slow = slow.clone();
-        async move {
-            (hget(&mut conn, &slow, "status").await.as_deref() == Some("processing")).then_some(())
-        }
-    })
-    .await;
+    until_status(&conn, &slow, "processing", WAIT).await;
     // Circle b answers while circle a is busy; a's second task waits its turn.
     let outcome = client.run("b", "40 + 2", &opts()).await.expect("run b");
     assert!(matches!(outcome, Outcome::Completed(ref o) if o.output == "42"));

@@ -131,6 +131,20 @@ pub async fn hget(
         .expect("hget")
 }
 
+/// Waits (up to `timeout`) until task `id`'s hash has `status`.
+pub async fn until_status(
+    conn: &redis::aio::MultiplexedConnection,
+    id: &str,
+    status: &str,
+    timeout: Duration,
+) {
+    eventually(&format!("task {id} to be {status}"), timeout, || {
+        let mut conn = conn.clone();
+        async move { (hget(&mut conn, id, "status").await.as_deref() == Some(status)).then_some(()) }
+    })
+    .await;
+}
+
 /// Keys matching `pattern` (tests only; KEYS is fine on a test server).
 pub async fn keys(conn: &mut redis::aio::MultiplexedConnection, pattern: &str) -> Vec<String> {
     redis::cmd("KEYS")
