@@ -8,8 +8,7 @@
 //! reads the clock twice. Instants of this clock are never mixed with
 //! `std::time::Instant`s, nor with instants of another `quanta::Clock`
 //! (`quanta::Instant::now()` included): a [`crate::RunControl::deadline`] is
-//! built with [`after`] (or converted with [`from_std`], at the price of an OS
-//! clock read).
+//! built with [`after`] from the time left.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -36,13 +35,6 @@ pub fn now() -> Instant {
 #[inline]
 pub fn after(left: Duration) -> Instant {
     add(now(), left)
-}
-
-/// `at` (a `std` instant) on this clock: now plus the time left until `at`,
-/// which is zero once `at` has passed. Costs one `std` clock read more than
-/// [`after`].
-pub fn from_std(at: std::time::Instant) -> Instant {
-    after(at.saturating_duration_since(std::time::Instant::now()))
 }
 
 /// `at + d`, saturating at a far-away instant.

@@ -134,8 +134,8 @@ impl Default for Limits {
 pub struct RunControl {
     /// Stop with [`ErrorKind::Timeout`] at this instant (in addition to
     /// `Limits::timeout`): an instant of the engine's [`clock`], e.g.
-    /// `clock::after(time_left)`. (A `std::time::Instant` would cost the
-    /// run an OS clock read to convert: [`clock::from_std`].)
+    /// `clock::after(time_left)` (converting a `std::time::Instant` inside
+    /// every run cost an OS clock read).
     pub deadline: Option<clock::Instant>,
     /// Set to `true` to stop with [`ErrorKind::Cancelled`].
     pub cancel: Arc<AtomicBool>,
