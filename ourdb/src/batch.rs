@@ -1,4 +1,8 @@
-//! [`Batch`]: an atomic group of writes.
+//! [`Batch`]: an atomic group of writes, and the borrowed form of one write
+//! that the commit path takes.
+//!
+//! Layering: the bottom of the crate (it imports nothing of it); `commit`
+//! and `db` use it.
 
 /// One write, borrowed, as the commit path sees it.
 #[derive(Debug, Clone, Copy)]

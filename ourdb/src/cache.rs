@@ -5,6 +5,8 @@
 //! index. So a write never has to invalidate anything: a stale entry simply
 //! stops matching and is evicted in time. Memory grows with what is read, up
 //! to `Config::cache_size`, and is zero for a database nobody reads.
+//!
+//! Layering: above `index` (entries carry a [`Loc`]); only `db` uses it.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;

@@ -1,15 +1,19 @@
 //! The commit path: validate a group of writes, write it as one frame, make
 //! it durable, then publish it to readers.
+//!
+//! Layering: above `format`, `files`, `index` and `state` (it runs on the
+//! shared [`Store`]); only `db` calls it.
 
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use crate::batch::OpRef;
-use crate::db::{DataFile, OurDb, Writer};
 use crate::error::{Error, Result};
+use crate::files::DataFile;
 use crate::format::{FILE_HEADER_LEN, FrameBuilder, OpKind, Pos};
 use crate::index::Loc;
+use crate::state::{Store, Writer};
 use crate::{Mode, files};
 
 /// Bytes of zeros written ahead of the commits in `Durability::Sync` mode.
@@ -30,14 +34,9 @@ struct Planned<'a> {
     value: &'a [u8],
 }
 
-impl OurDb {
+impl Store {
     pub(crate) fn commit_ops(&self, ops: &[OpRef<'_>], expect: Option<u32>) -> Result<Outcome> {
-        let mut w = self.lock_writer();
-        if w.poisoned {
-            return Err(Error::Poisoned {
-                dir: self.dir.clone(),
-            });
-        }
+        let mut w = self.lock_unpoisoned_writer()?;
         let (plan, next_id, outcome) = self.plan(ops, expect)?;
         if plan.is_empty() {
             return Ok(outcome);
@@ -359,7 +358,7 @@ pub(crate) mod tests {
         let db = OurDb::open(dir.path(), Config::default()).expect("open");
         {
             // Jump near the end of the id space without 4 billion inserts.
-            let mut st = db.write_state();
+            let mut st = db.store.write_state();
             st.index = Index::sparse();
             st.next_id = u32::MAX - 2;
         }

@@ -1,58 +1,33 @@
 //! [`OurDb`]: opening, reading, and the public write methods.
+//!
+//! Layering: the top of the crate. It opens the directory (`files`), rebuilds
+//! the index (`recovery`), reads records through the index and the cache, and
+//! hands every write to `commit`.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::batch::{Batch, OpRef};
 use crate::cache::ValueCache;
 use crate::error::{Error, Result};
+use crate::files::DataFile;
 use crate::format::{self, FILE_HEADER_LEN, OP_HEADER_LEN, OpKind, Pos};
 use crate::index::Index;
 use crate::recovery::{self, Recovered};
-use crate::{Config, Durability, Mode, files};
+use crate::state::{State, Store, Writer};
+use crate::{Config, Mode, files};
 
 /// Largest accepted `Config::max_value_size`: a value's length is stored in 32 bits.
 pub const MAX_VALUE_SIZE_LIMIT: usize = (u32::MAX as usize) - (1 << 16);
-
-/// One data file, shared by the writer and readers (positional I/O only).
-#[derive(Debug)]
-pub(crate) struct DataFile {
-    pub path: PathBuf,
-    pub file: File,
-}
-
-/// What readers see; replaced under the write lock only after a commit's
-/// bytes are written (and synced in `Sync` mode).
-#[derive(Debug)]
-pub(crate) struct State {
-    pub index: Index,
-    pub next_id: u32,
-    pub files: Vec<Arc<DataFile>>,
-}
-
-/// The single writer's position. Held for the whole of a commit.
-#[derive(Debug)]
-pub(crate) struct Writer {
-    pub file_no: u32,
-    /// Where the next frame goes in the current data file.
-    pub offset: u64,
-    /// Length of the current data file, including zeroed space preallocated
-    /// past `offset`.
-    pub allocated: u64,
-    pub poisoned: bool,
-}
 
 /// An open database. `Send + Sync`; share it with `Arc`.
 ///
 /// Readers (`get`, `exists`, `history`, `next_id`) run in parallel with each
 /// other and with a commit's I/O; commits are serialised.
 pub struct OurDb {
-    pub(crate) dir: PathBuf,
-    pub(crate) config: Config,
-    pub(crate) state: RwLock<State>,
-    pub(crate) writer: Mutex<Writer>,
+    pub(crate) store: Store,
     cache: ValueCache,
     /// Held for its flock; released when dropped.
     _lock: File,
@@ -61,10 +36,10 @@ pub struct OurDb {
 impl std::fmt::Debug for OurDb {
     // Summarises instead of dumping the index and cache.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let st = self.read_state();
+        let st = self.store.read_state();
         f.debug_struct("OurDb")
-            .field("dir", &self.dir)
-            .field("config", &self.config)
+            .field("dir", &self.store.dir)
+            .field("config", &self.store.config)
             .field("live_records", &st.index.len())
             .field("next_id", &st.next_id)
             .field("data_files", &st.files.len())
@@ -127,44 +102,50 @@ impl OurDb {
             data_files.len()
         );
         Ok(OurDb {
-            writer: Mutex::new(Writer {
-                file_no: u32::try_from(last).expect("file numbers are u32"),
-                offset: end,
-                allocated,
-                poisoned: false,
-            }),
-            state: RwLock::new(State {
-                index: rec.index,
-                next_id: rec.next_id,
-                files: data_files,
-            }),
             cache: ValueCache::new(config.cache_size),
-            dir,
-            config,
+            store: Store {
+                writer: Mutex::new(Writer {
+                    file_no: u32::try_from(last).expect("file numbers are u32"),
+                    offset: end,
+                    allocated,
+                    poisoned: false,
+                }),
+                state: RwLock::new(State {
+                    index: rec.index,
+                    next_id: rec.next_id,
+                    files: data_files,
+                }),
+                dir,
+                config,
+            },
             _lock: lock,
         })
     }
 
     /// Stores a new record and returns its id (incremental mode).
     pub fn insert(&self, value: &[u8]) -> Result<u32> {
-        let out = self.commit_ops(&[OpRef::Insert(value)], None)?;
+        let out = self.store.commit_ops(&[OpRef::Insert(value)], None)?;
         Ok(out.ids[0])
     }
 
     /// Creates or replaces `id` (key-value mode); replaces a live `id` (incremental mode).
     pub fn set(&self, id: u32, value: &[u8]) -> Result<()> {
-        self.commit_ops(&[OpRef::Set(id, value)], None).map(drop)
+        self.store
+            .commit_ops(&[OpRef::Set(id, value)], None)
+            .map(drop)
     }
 
     /// Replaces a live `id`, keeping the old value in its history.
     pub fn update(&self, id: u32, value: &[u8]) -> Result<()> {
-        self.commit_ops(&[OpRef::Update(id, value)], None).map(drop)
+        self.store
+            .commit_ops(&[OpRef::Update(id, value)], None)
+            .map(drop)
     }
 
     /// The current value of `id`, if live.
     pub fn get(&self, id: u32) -> Result<Option<Vec<u8>>> {
         let (loc, file) = {
-            let st = self.read_state();
+            let st = self.store.read_state();
             let Some(loc) = st.index.get(id) else {
                 return Ok(None);
             };
@@ -184,12 +165,12 @@ impl OurDb {
 
     /// Whether `id` is live.
     pub fn exists(&self, id: u32) -> Result<bool> {
-        Ok(self.read_state().index.get(id).is_some())
+        Ok(self.store.read_state().index.get(id).is_some())
     }
 
     /// Deletes `id`; returns whether it was live.
     pub fn delete(&self, id: u32) -> Result<bool> {
-        let out = self.commit_ops(&[OpRef::Delete(id)], None)?;
+        let out = self.store.commit_ops(&[OpRef::Delete(id)], None)?;
         Ok(out.deleted > 0)
     }
 
@@ -199,7 +180,7 @@ impl OurDb {
     /// id set again after a delete has a fresh history.
     pub fn history(&self, id: u32, depth: usize) -> Result<Vec<Vec<u8>>> {
         let (mut pos, files) = {
-            let st = self.read_state();
+            let st = self.store.read_state();
             let Some(loc) = st.index.get(id) else {
                 return Ok(Vec::new());
             };
@@ -212,7 +193,7 @@ impl OurDb {
             }
             let file = files.get(p.file as usize).ok_or_else(|| {
                 Error::corrupt(
-                    &self.dir,
+                    &self.store.dir,
                     p.offset,
                     format!("history link to missing data file {}", p.file),
                 )
@@ -230,12 +211,12 @@ impl OurDb {
     /// `u32::MAX` means the id space is exhausted. In key-value mode this is
     /// one past the highest id ever written (saturating).
     pub fn next_id(&self) -> u32 {
-        self.read_state().next_id
+        self.store.read_state().next_id
     }
 
     /// Number of live records.
     pub fn len(&self) -> usize {
-        self.read_state().index.len()
+        self.store.read_state().index.len()
     }
 
     /// Whether no record is live.
@@ -251,7 +232,8 @@ impl OurDb {
     /// there or none of it.
     pub fn commit(&self, batch: Batch) -> Result<Vec<u32>> {
         let ops: Vec<OpRef<'_>> = batch.op_refs().collect();
-        self.commit_ops(&ops, batch.expected_next_id())
+        self.store
+            .commit_ops(&ops, batch.expected_next_id())
             .map(|o| o.ids)
     }
 
@@ -259,13 +241,8 @@ impl OurDb {
     /// A handle poisoned by an earlier failed fsync refuses (see
     /// [`Error::Poisoned`]); a failure here poisons it.
     pub fn sync(&self) -> Result<()> {
-        let mut w = self.lock_writer();
-        if w.poisoned {
-            return Err(Error::Poisoned {
-                dir: self.dir.clone(),
-            });
-        }
-        let file = Arc::clone(&self.read_state().files[w.file_no as usize]);
+        let mut w = self.store.lock_unpoisoned_writer()?;
+        let file = Arc::clone(&self.store.read_state().files[w.file_no as usize]);
         crate::commit::sync_or_poison(&mut w, &file, false)
     }
 
@@ -276,27 +253,12 @@ impl OurDb {
 
     /// The database directory.
     pub fn path(&self) -> &Path {
-        &self.dir
+        &self.store.dir
     }
 
     /// The configuration the database was opened with.
     pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    pub(crate) fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        // A panic while holding the lock cannot leave `State` half-updated in
-        // a way readers could observe wrongly: it is replaced field by field
-        // from a fully validated plan. So poisoning is ignored.
-        self.state.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn lock_writer(&self) -> std::sync::MutexGuard<'_, Writer> {
-        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+        &self.store.config
     }
 }
 
@@ -379,9 +341,3 @@ const _: () = {
     const fn is<T: Send + Sync>() {}
     is::<OurDb>();
 };
-
-impl Durability {
-    pub(crate) fn syncs(self) -> bool {
-        self == Durability::Sync
-    }
-}

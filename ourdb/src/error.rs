@@ -1,4 +1,6 @@
 //! The crate's error type.
+//!
+//! Layering: the bottom of the crate; every module that can fail uses it.
 
 use std::path::PathBuf;
 

@@ -1,5 +1,8 @@
 //! The database directory: its lock and its numbered data files.
 //!
+//! Layering: at the bottom, above `format` (it writes the file header);
+//! everything that opens, creates or names a file goes through here.
+//!
 //! ```text
 //! <dir>/LOCK                 held with an exclusive flock while open
 //! <dir>/data-00000000.odb    data files, numbered from 0 without gaps
@@ -22,6 +25,13 @@ use crate::format::{FileHeader, encode_file_header};
 const LOCK_NAME: &str = "LOCK";
 const DATA_PREFIX: &str = "data-";
 const DATA_SUFFIX: &str = ".odb";
+
+/// One data file, shared by the writer and readers (positional I/O only).
+#[derive(Debug)]
+pub(crate) struct DataFile {
+    pub path: PathBuf,
+    pub file: File,
+}
 
 /// Path of data file `n` in `dir`.
 pub(crate) fn data_path(dir: &Path, n: u32) -> PathBuf {

@@ -1,5 +1,8 @@
 //! The on-disk format: file headers, commit frames and operation records.
 //!
+//! Layering: the bottom of the crate, with `error` and `batch`; it knows
+//! bytes only, no files.
+//!
 //! All integers are little-endian.
 //!
 //! ```text

@@ -2,6 +2,9 @@
 //!
 //! It is rebuilt from the data files on open and holds only live ids, so its
 //! size follows the records stored, never a configured maximum.
+//!
+//! Layering: above `format` (it stores positions); below `cache`, `state`
+//! and everything that reads or writes records.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};

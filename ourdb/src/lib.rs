@@ -41,6 +41,10 @@
 //! # Ok::<(), ourdb::Error>(())
 //! ```
 
+// Modules, bottom to top (each imports only those before it in this list):
+// error, batch, format (bytes on disk), files (the directory and its data
+// files), index, cache, state (what readers and the writer share), recovery
+// (rebuilding the index on open), commit (the write path), db (`OurDb`).
 mod batch;
 mod cache;
 mod commit;
@@ -50,6 +54,7 @@ mod files;
 mod format;
 mod index;
 mod recovery;
+mod state;
 
 pub use batch::Batch;
 pub use db::{MAX_VALUE_SIZE_LIMIT, OurDb};
@@ -81,6 +86,12 @@ pub enum Durability {
     /// Every commit is written to the OS (`write`) before it returns: survives
     /// a process crash (kill -9), not a power cut.
     Flush,
+}
+
+impl Durability {
+    pub(crate) fn syncs(self) -> bool {
+        self == Durability::Sync
+    }
 }
 
 /// Open-time configuration.

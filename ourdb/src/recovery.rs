@@ -1,5 +1,7 @@
 //! Rebuilding the index from the data files on open.
 //!
+//! Layering: above `format`, `files` and `index`; only `db` (opening) uses it.
+//!
 //! The data files are the truth. Each file is read front to back, frame by
 //! frame; a frame is applied only when its CRC holds. At the first bad frame:
 //! - in the last file, when only zero bytes follow, it is space preallocated
@@ -14,8 +16,8 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::Mode;
-use crate::db::DataFile;
 use crate::error::{Error, Result};
+use crate::files::DataFile;
 use crate::format::{
     self, FILE_HEADER_LEN, FRAME_HEADER_LEN, FileHeader, OP_HEADER_LEN, OpKind, PAYLOAD_HEADER_LEN,
 };
