@@ -404,3 +404,30 @@ fn the_size_limits_count_a_value_in_total_and_the_message_says_so() {
     );
     c.still_works();
 }
+
+#[test]
+fn blobs_end_at_the_array_size_limit() {
+    // Rhai counts a blob's bytes as array elements.
+    let c = Circle::with_limits(Limits {
+        max_array_size: 1000,
+        ..tight()
+    });
+    for script in [
+        "let b = blob(1);\nloop { b += b; }",
+        "let b = blob(1);\nloop { b.append(b); }",
+        "let b = blob();\nb.pad(1000000000, 0);",
+        "blob(1000000000).len()",
+        "let b = blob(600);\nlet c = b + b;",
+        "let b = blob(600);\n[b, b]",
+        "let s = \"x\";\ns.pad(600, 'x');\nlet b = s.to_blob();\nb.append(s);",
+    ] {
+        let e = c.fails(script, ErrorKind::Limit);
+        assert!(
+            e.message
+                .contains("arrays and blobs exceed the limit of 1000 elements"),
+            "{script}: {e:?}"
+        );
+    }
+    assert_eq!(c.ok("blob(1000).len()").output, "1000");
+    c.still_works();
+}
