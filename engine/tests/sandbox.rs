@@ -431,3 +431,25 @@ fn blobs_end_at_the_array_size_limit() {
     assert_eq!(c.ok("blob(1000).len()").output, "1000");
     c.still_works();
 }
+
+#[test]
+fn timestamp_arithmetic_out_of_range_is_an_error_not_a_crash() {
+    let c = Circle::with_limits(tight());
+    for script in [
+        "timestamp() + 1e300",
+        "timestamp() - 1e300",
+        "timestamp() + 9223372036854775807",
+        "timestamp() - 9223372036854775807",
+        "let t = timestamp(); t += 9223372036854775807; t",
+        "let t = timestamp(); t -= 1e300; t",
+        "timestamp() + (1.0 / 0.0)",
+        "timestamp() - (-1.0 / 0.0)",
+        "timestamp() + (0.0 / 0.0)",
+    ] {
+        match c.run(script) {
+            Ok(o) => assert_eq!(o.output, "<timestamp>", "{script}"),
+            Err(e) => assert_eq!(e.kind, ErrorKind::Runtime, "{script}: {e:?}"),
+        }
+    }
+    c.still_works();
+}
