@@ -453,3 +453,18 @@ fn timestamp_arithmetic_out_of_range_is_an_error_not_a_crash() {
     }
     c.still_works();
 }
+
+#[test]
+fn export_works_at_the_top_level_as_in_stock_rhai_and_modules_stay_impossible() {
+    let c = Circle::new();
+    assert_eq!(c.ok("let x = 40;\nexport x as foo;\nx + 2").output, "42");
+    assert_eq!(c.ok("let x = 1;\nexport x as foo;").output, "");
+    // As in stock Rhai, only at the top level.
+    c.fails("fn f() { let x = 1; export x; }\n1", ErrorKind::Syntax);
+    let e = c.fails(
+        "export const X = 1;\nimport \"self\" as m;\nm::X",
+        ErrorKind::Syntax,
+    );
+    assert!(e.message.contains("'import' is not available"), "{e:?}");
+    c.still_works();
+}
