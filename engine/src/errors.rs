@@ -3,7 +3,7 @@
 //! expression (the innermost one when the error came from inside a script
 //! function).
 
-use rhai::{EvalAltResult, ParseError, ParseErrorType, Position};
+use rhai::{EvalAltResult, LexError, ParseError, ParseErrorType, Position};
 
 use crate::context::{
     CANCEL_TOKEN, NESTING_TOKEN, OPERATIONS_TOKEN, TASK_DEADLINE_TOKEN, TIMEOUT_TOKEN,
@@ -20,11 +20,31 @@ fn at(kind: ErrorKind, message: String, pos: Position) -> ScriptError {
     }
 }
 
-/// A compilation failure.
-pub fn from_parse(err: &ParseError, limits: &Limits) -> ScriptError {
+/// A compilation failure of `script`.
+pub fn from_parse(err: &ParseError, script: &str, limits: &Limits) -> ScriptError {
     let ParseError(kind, pos) = err;
     let (kind, message) = parse_kind(kind, limits);
+    // A refused name used as a method (`f.curry(1)`) fails as a missing
+    // property name: the refusal is found at the error's position.
+    let message = word_at(script, *pos)
+        .and_then(crate::sandbox::refusal_message)
+        .unwrap_or(message);
     at(kind, message, *pos)
+}
+
+/// The identifier starting at `pos` in `script` (Rhai counts lines and
+/// columns from 1, in characters).
+fn word_at(script: &str, pos: Position) -> Option<&str> {
+    let line = script.lines().nth(pos.line()?.checked_sub(1)?)?;
+    let start = line
+        .char_indices()
+        .nth(pos.position()?.checked_sub(1)?)
+        .map(|(i, _)| i)?;
+    let rest = &line[start..];
+    let end = rest
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    (end > 0).then(|| &rest[..end])
 }
 
 fn parse_kind(err: &ParseErrorType, limits: &Limits) -> (ErrorKind, String) {
@@ -43,10 +63,14 @@ fn parse_kind(err: &ParseErrorType, limits: &Limits) -> (ErrorKind, String) {
                 what.to_lowercase()
             ),
         ),
-        ParseErrorType::Reserved(s) if crate::sandbox::DISABLED_SYMBOLS.contains(&s.as_str()) => (
-            ErrorKind::Syntax,
-            format!("'{s}' is not available in scripts"),
-        ),
+        // A refused keyword (`eval`, `import`) is an improper symbol to the
+        // tokenizer; a refused function name (`curry`) is a reserved one.
+        ParseErrorType::Reserved(s) | ParseErrorType::BadInput(LexError::ImproperSymbol(s, _)) => {
+            match crate::sandbox::refusal_message(s) {
+                Some(message) => (ErrorKind::Syntax, message),
+                None => (ErrorKind::Syntax, err.to_string()),
+            }
+        }
         other => (ErrorKind::Syntax, other.to_string()),
     }
 }
@@ -142,10 +166,11 @@ fn eval_kind(err: EvalAltResult, limits: &Limits) -> (ErrorKind, String) {
                      in one array or map together)",
                     limits.max_string_size
                 )
-            } else if lower.contains("array") {
+            } else if lower.contains("array") || lower.contains("blob") {
                 format!(
-                    "arrays exceed the limit of {} elements (one array, or all the arrays \
-                     nested in one value together)",
+                    "arrays and blobs exceed the limit of {} elements (one array or blob, \
+                     or all the arrays and blobs nested in one value together; a blob's \
+                     bytes count as elements)",
                     limits.max_array_size
                 )
             } else if lower.contains("map") {

@@ -20,15 +20,23 @@
 //! - Arrays and maps nested deeper than [`MAX_NESTING`] cannot be printed,
 //!   compared or converted to text (a `limit` error), so a script cannot
 //!   overflow the stack that way.
-//! - `output` is the final value rendered with `to_string`; unit gives `""`.
-//!   `print` and `debug` are captured (capped), never written to stdout.
+//! - Scripts have every standard package of a stock `rhai::Engine::new()`
+//!   (time, blobs, maths, strings, ...) except what the sandbox refuses,
+//!   each refusal with its reason in the error: `eval`, `import` (the only
+//!   way to the file system), `curry` (refused when compiling) and `sleep`
+//!   (when called). `export` at the top level of a script is accepted and,
+//!   with no modules, has no effect.
+//! - `output` is the final value rendered as the script's `to_string`
+//!   renders it in stock Rhai; unit gives `""`. `print` and `debug` are
+//!   captured (capped), never written to stdout.
 //!
 //! Scripts reach their circle's data through the `db` module:
 //! `db::insert(v) -> id`, `db::get(id)` (`()` when absent), `db::update(id, v)`,
 //! `db::delete(id) -> bool`, `db::exists(id)`, `db::history(id, n)` (newest
 //! first) and `db::next_id()`. Values are unit, bool, int, float, string,
-//! array and object map, stored as JSON; anything else is refused with the
-//! path of the offending part.
+//! array and object map, stored as JSON; anything else (a timestamp, a blob,
+//! a function pointer, ...) is refused when stored, with the path of the
+//! offending part and its type.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -63,7 +71,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use nesting::MAX_NESTING;
-pub use sandbox::apply_bounds;
 pub use value::MAX_VALUE_DEPTH;
 
 /// Stack size (bytes) a thread calling [`CircleEngine::run`] must have.
@@ -94,7 +101,8 @@ pub struct Limits {
     pub max_expr_depth: usize,
     /// Longest string, in bytes. Default 1 MiB.
     pub max_string_size: usize,
-    /// Largest array, in elements. Default 1,000,000.
+    /// Largest array, in elements, and largest blob, in bytes (Rhai counts
+    /// a blob's bytes as array elements). Default 1,000,000.
     pub max_array_size: usize,
     /// Largest object map, in entries. Default 100,000.
     pub max_map_size: usize,
@@ -276,7 +284,9 @@ impl CircleEngine {
 fn fingerprint(limits: &Limits) -> u64 {
     let mut h = DefaultHasher::new();
     env!("CARGO_PKG_VERSION").hash(&mut h);
-    sandbox::DISABLED_SYMBOLS.hash(&mut h);
+    for refused in sandbox::REFUSED {
+        refused.symbol.hash(&mut h);
+    }
     limits.hash(&mut h);
     h.finish()
 }

@@ -131,14 +131,85 @@ fn check_maps(x: &Map, y: &Map) -> Res<()> {
     Ok(())
 }
 
+/// Writes `a` as stock Rhai's `to_string` of an array writes it: each
+/// element in its `to_debug` form.
+fn write_array(engine: &Engine, a: &Array, out: &mut String) {
+    out.push('[');
+    for (i, item) in a.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        write_debug(engine, item, out);
+    }
+    out.push(']');
+}
+
+/// Writes `m` as stock Rhai's `to_string` of a map writes it: each key quoted,
+/// each value in its `to_debug` form.
+fn write_map(engine: &Engine, m: &Map, out: &mut String) {
+    use std::fmt::Write;
+    out.push_str("#{");
+    for (i, (key, item)) in m.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        write!(out, "{key:?}: ").expect("writing to a String cannot fail");
+        write_debug(engine, item, out);
+    }
+    out.push('}');
+}
+
+/// Writes `value` in the form of the standard packages' `to_debug`: a char
+/// bare, a function pointer as `Fn(name)`, anything else in its debug form
+/// with Rust type names mapped to script ones.
+fn write_debug(engine: &Engine, value: &Dynamic, out: &mut String) {
+    use std::fmt::Write;
+    if let Ok(a) = value.as_array_ref() {
+        write_array(engine, &a, out);
+    } else if let Ok(m) = value.as_map_ref() {
+        write_map(engine, &m, out);
+    } else if let Ok(c) = value.as_char() {
+        out.push(c);
+    } else if value.is_fnptr() {
+        write!(out, "{value}").expect("writing to a String cannot fail");
+    } else {
+        let text = format!("{value:?}");
+        out.push_str(engine.map_type_name(&text));
+    }
+}
+
+/// The text stock Rhai's `to_string`, `print` and `debug` give `value` when
+/// it is an array or a map, `None` for any other value. The caller has
+/// checked that `value` nests no deeper than [`MAX_NESTING`]: the recursion
+/// follows its nesting.
+pub fn container_text(engine: &Engine, value: &Dynamic) -> Option<String> {
+    let mut out = String::new();
+    if let Ok(a) = value.as_array_ref() {
+        write_array(engine, &a, &mut out);
+    } else if let Ok(m) = value.as_map_ref() {
+        write_map(engine, &m, &mut out);
+    } else {
+        return None;
+    }
+    Some(out)
+}
+
 /// Shadows the recursive functions of the array and map packages.
 pub fn register(engine: &mut Engine) {
     for name in ["to_string", "print", "to_debug", "debug"] {
-        engine.register_fn(name, |a: &mut Array| {
-            text(too_deep(a.iter(), 1), || format!("{a:?}"))
+        engine.register_fn(name, |ctx: NativeCallContext, a: &mut Array| {
+            text(too_deep(a.iter(), 1), || {
+                let mut out = String::new();
+                write_array(ctx.engine(), a, &mut out);
+                out
+            })
         });
-        engine.register_fn(name, |m: &mut Map| {
-            text(too_deep(m.values(), 1), || format!("#{m:?}"))
+        engine.register_fn(name, |ctx: NativeCallContext, m: &mut Map| {
+            text(too_deep(m.values(), 1), || {
+                let mut out = String::new();
+                write_map(ctx.engine(), m, &mut out);
+                out
+            })
         });
     }
     engine.register_fn("to_json", |m: &mut Map| {

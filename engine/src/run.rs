@@ -129,7 +129,8 @@ fn check_sizes(value: &Dynamic, limits: &crate::Limits, depth: usize) -> Result<
     Ok(())
 }
 
-fn render(value: Dynamic, max: usize) -> Result<String, ScriptError> {
+/// The final value as the script's `to_string` would give it.
+fn render(engine: &rhai::Engine, value: Dynamic, max: usize) -> Result<String, ScriptError> {
     let text = if value.is_unit() {
         String::new()
     } else if let Ok(i) = value.as_int() {
@@ -137,8 +138,11 @@ fn render(value: Dynamic, max: usize) -> Result<String, ScriptError> {
         itoa::Buffer::new().format(i).to_owned()
     } else if value.is_string() {
         value.into_string().expect("checked is_string")
+    } else if let Some(text) = crate::nesting::container_text(engine, &value) {
+        // Nesting checked by `check_sizes`.
+        text
     } else {
-        value.to_string()
+        engine.map_type_name(&value.to_string()).to_string()
     };
     if text.len() > max {
         return Err(too_large("result", text.len(), "output limit", max));
@@ -237,7 +241,7 @@ pub fn run(
         engine
             .rhai
             .compile(script)
-            .map_err(|e| errors::from_parse(&e, &engine.limits))
+            .map_err(|e| errors::from_parse(&e, script, &engine.limits))
     })?;
     if compiled {
         check_stop(engine, control, deadline)?;
@@ -259,7 +263,7 @@ pub fn run(
     if value.is_array() || value.is_map() {
         check_sizes(&value, limits, 0)?;
     }
-    let output = render(value, limits.max_output_bytes)?;
+    let output = render(&engine.rhai, value, limits.max_output_bytes)?;
     // A cancel that arrives after the script finished but before the commit
     // still wins: nothing is written.
     if control.cancel.load(Ordering::Relaxed) {

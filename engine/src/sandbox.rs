@@ -1,57 +1,73 @@
-//! Builds the sandboxed Rhai engine of one circle: only the packages scripts
-//! need, no `eval`, no `import`, no `sleep`, every bound from [`Limits`], and
-//! callbacks that route `print`/`debug` and the stop check to the current run.
+//! Builds the sandboxed Rhai engine of one circle: every package of a stock
+//! `rhai::Engine::new()`, minus what the sandbox refuses (see [`REFUSED`]),
+//! every bound from [`Limits`], and callbacks that route `print`/`debug` and
+//! the stop check to the current run.
 
 use std::sync::{Arc, OnceLock};
 
 use ourdb::OurDb;
-use rhai::packages::{
-    ArithmeticPackage, BasicArrayPackage, BasicFnPackage, BasicIteratorPackage, BasicMapPackage,
-    BasicMathPackage, BasicStringPackage, BitFieldPackage, LanguageCorePackage, LogicPackage,
-    MoreStringPackage, Package,
-};
+use rhai::packages::{Package, StandardPackage};
 use rhai::{Dynamic, Engine, EvalAltResult, FLOAT, INT, Module, Position};
-
-type SharedModule = Arc<Module>;
 
 use crate::{Limits, context, dbfns};
 
-/// Symbols a script may not use, refused when it is compiled. `curry`
-/// copies a function pointer's arguments into a new one, so `f =
-/// f.curry(f)` doubles the memory a value holds on every call, inside one
-/// operation and outside every size limit (Rhai counts strings, arrays and
-/// maps, not curried arguments): 30 calls ask for gigabytes. Closures still
-/// capture variables (the parser curries them itself, sharing, not copying).
-pub const DISABLED_SYMBOLS: &[&str] = &["eval", "import", "export", "curry"];
+/// A symbol scripts may not use, refused when a script is compiled, and why.
+pub struct Refused {
+    /// The keyword or function name.
+    pub symbol: &'static str,
+    /// Why the sandbox refuses it; part of the error message.
+    pub reason: &'static str,
+}
 
-/// The packages, built once per process and shared by every circle's engine.
-/// Left out: blobs (not storable), timestamps (not storable) and the
-/// standard `print`/`debug` to stdout.
-fn packages() -> &'static [SharedModule] {
-    static PACKAGES: OnceLock<Vec<SharedModule>> = OnceLock::new();
-    PACKAGES.get_or_init(|| {
-        vec![
-            LanguageCorePackage::new().as_shared_module(),
-            ArithmeticPackage::new().as_shared_module(),
-            BasicStringPackage::new().as_shared_module(),
-            BasicIteratorPackage::new().as_shared_module(),
-            BasicFnPackage::new().as_shared_module(),
-            LogicPackage::new().as_shared_module(),
-            BitFieldPackage::new().as_shared_module(),
-            BasicMathPackage::new().as_shared_module(),
-            BasicArrayPackage::new().as_shared_module(),
-            BasicMapPackage::new().as_shared_module(),
-            MoreStringPackage::new().as_shared_module(),
-        ]
-    })
+/// What a stock Rhai engine offers and the sandbox refuses. `sleep` is
+/// refused when called (see [`SLEEP_REFUSAL`]): it is a function, not a
+/// symbol. The file system is reachable in stock Rhai only through `import`
+/// (its file module resolver); no standard package touches files.
+pub const REFUSED: &[Refused] = &[
+    Refused {
+        symbol: "eval",
+        reason: "it compiles text made while the script runs, outside the script size \
+                 limit, and a compilation cannot be stopped at the time limit",
+    },
+    Refused {
+        symbol: "import",
+        reason: "modules are read from the file system, which scripts may not touch",
+    },
+    // `f = f.curry(f)` doubles the memory a value holds on every call,
+    // inside one operation and outside every size limit (Rhai counts
+    // strings, arrays and maps, not curried arguments): 30 calls ask for
+    // gigabytes. Closures still capture variables (the parser curries them
+    // itself, sharing, not copying).
+    Refused {
+        symbol: "curry",
+        reason: "it copies a function pointer's arguments outside every size limit \
+                 (closures capture variables without it)",
+    },
+];
+
+/// The error message of a refused symbol, or `None` when `symbol` is not
+/// refused.
+pub fn refusal_message(symbol: &str) -> Option<String> {
+    REFUSED
+        .iter()
+        .find(|r| r.symbol == symbol)
+        .map(|r| format!("'{}' is not available in scripts: {}", r.symbol, r.reason))
+}
+
+/// The error message of a call to `sleep`.
+pub const SLEEP_REFUSAL: &str = "sleep is not available: a script may not block its worker";
+
+/// The standard package of a stock engine, built once per process and shared
+/// by every circle's engine.
+fn standard_package() -> Arc<Module> {
+    static PACKAGE: OnceLock<Arc<Module>> = OnceLock::new();
+    PACKAGE
+        .get_or_init(|| StandardPackage::new().as_shared_module())
+        .clone()
 }
 
 fn no_sleep() -> Result<(), Box<EvalAltResult>> {
-    Err(EvalAltResult::ErrorRuntime(
-        "sleep is not available: a script may not block its worker".into(),
-        Position::NONE,
-    )
-    .into())
+    Err(EvalAltResult::ErrorRuntime(SLEEP_REFUSAL.into(), Position::NONE).into())
 }
 
 /// The value Rhai's progress callback returns to stop a run. Out of line, so
@@ -63,12 +79,12 @@ fn stop_token(token: &'static str) -> Dynamic {
 }
 
 /// Sets the Rhai bounds of the sandbox from `limits` on `engine`: call and
-/// expression depth, string, array and map sizes. The operation limit is not
+/// expression depth, string, array (blobs included: Rhai counts a blob's
+/// bytes as array elements) and map sizes. The operation limit is not
 /// Rhai's (it is left unbounded there): the sandbox counts operations itself
 /// in its progress callback (see `context::tick`), because Rhai does not add
-/// up the operations of closures called from native functions. Public so a
-/// benchmark can give a bare engine the same bounds.
-pub fn apply_bounds(engine: &mut Engine, limits: &Limits) {
+/// up the operations of closures called from native functions.
+fn apply_bounds(engine: &mut Engine, limits: &Limits) {
     engine
         .set_max_operations(0)
         .set_max_call_levels(limits.max_call_depth)
@@ -81,17 +97,15 @@ pub fn apply_bounds(engine: &mut Engine, limits: &Limits) {
 /// The engine for one circle bound to `db`.
 pub fn build(db: Arc<OurDb>, limits: &Limits) -> Engine {
     let mut engine = Engine::new_raw();
-    for package in packages() {
-        engine.register_global_module(package.clone());
-    }
+    engine.register_global_module(standard_package());
     // The core package has a blocking `sleep`; the global namespace is
     // searched first, so these shadow it.
     crate::nesting::register(&mut engine);
     engine.register_fn("sleep", |_: INT| no_sleep());
     engine.register_fn("sleep", |_: FLOAT| no_sleep());
 
-    for symbol in DISABLED_SYMBOLS {
-        engine.disable_symbol(*symbol);
+    for refused in REFUSED {
+        engine.disable_symbol(refused.symbol);
     }
     engine.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
     engine.set_max_modules(0);

@@ -404,3 +404,67 @@ fn the_size_limits_count_a_value_in_total_and_the_message_says_so() {
     );
     c.still_works();
 }
+
+#[test]
+fn blobs_end_at_the_array_size_limit() {
+    // Rhai counts a blob's bytes as array elements.
+    let c = Circle::with_limits(Limits {
+        max_array_size: 1000,
+        ..tight()
+    });
+    for script in [
+        "let b = blob(1);\nloop { b += b; }",
+        "let b = blob(1);\nloop { b.append(b); }",
+        "let b = blob();\nb.pad(1000000000, 0);",
+        "blob(1000000000).len()",
+        "let b = blob(600);\nlet c = b + b;",
+        "let b = blob(600);\n[b, b]",
+        "let s = \"x\";\ns.pad(600, 'x');\nlet b = s.to_blob();\nb.append(s);",
+    ] {
+        let e = c.fails(script, ErrorKind::Limit);
+        assert!(
+            e.message
+                .contains("arrays and blobs exceed the limit of 1000 elements"),
+            "{script}: {e:?}"
+        );
+    }
+    assert_eq!(c.ok("blob(1000).len()").output, "1000");
+    c.still_works();
+}
+
+#[test]
+fn timestamp_arithmetic_out_of_range_is_an_error_not_a_crash() {
+    let c = Circle::with_limits(tight());
+    for script in [
+        "timestamp() + 1e300",
+        "timestamp() - 1e300",
+        "timestamp() + 9223372036854775807",
+        "timestamp() - 9223372036854775807",
+        "let t = timestamp(); t += 9223372036854775807; t",
+        "let t = timestamp(); t -= 1e300; t",
+        "timestamp() + (1.0 / 0.0)",
+        "timestamp() - (-1.0 / 0.0)",
+        "timestamp() + (0.0 / 0.0)",
+    ] {
+        match c.run(script) {
+            Ok(o) => assert_eq!(o.output, "<timestamp>", "{script}"),
+            Err(e) => assert_eq!(e.kind, ErrorKind::Runtime, "{script}: {e:?}"),
+        }
+    }
+    c.still_works();
+}
+
+#[test]
+fn export_works_at_the_top_level_as_in_stock_rhai_and_modules_stay_impossible() {
+    let c = Circle::new();
+    assert_eq!(c.ok("let x = 40;\nexport x as foo;\nx + 2").output, "42");
+    assert_eq!(c.ok("let x = 1;\nexport x as foo;").output, "");
+    // As in stock Rhai, only at the top level.
+    c.fails("fn f() { let x = 1; export x; }\n1", ErrorKind::Syntax);
+    let e = c.fails(
+        "export const X = 1;\nimport \"self\" as m;\nm::X",
+        ErrorKind::Syntax,
+    );
+    assert!(e.message.contains("'import' is not available"), "{e:?}");
+    c.still_works();
+}

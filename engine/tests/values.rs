@@ -125,11 +125,34 @@ fn unsupported_values_are_refused_naming_the_part_and_why() {
 }
 
 #[test]
-fn timestamps_and_blobs_cannot_even_be_made() {
-    // Their packages are not loaded; the encoder refuses them regardless.
+fn timestamps_and_blobs_are_refused_when_stored_not_when_made() {
     let c = Circle::new();
-    c.fails("db::insert(#{ when: timestamp() })", ErrorKind::Runtime);
-    c.fails("db::insert(blob(3))", ErrorKind::Runtime);
+    // Made, used and returned freely; rendered as stock Rhai's `to_string`.
+    let o = c.ok("let t = timestamp(); let b = blob(2, 0x2a); b.push(1); print(t); [t.elapsed < 10.0, (t + 5) - t, b.len(), b.as_string()]");
+    assert_eq!(o.output, "[true, 5.0, 3, \"**\\u{1}\"]");
+    assert_eq!(o.printed, "<timestamp>\n");
+    assert_eq!(c.ok("timestamp()").output, "<timestamp>");
+    assert_eq!(c.ok("blob(3, 0x2a)").output, "[2a2a2a]");
+    // Refused when stored, with the type named, by insert and by update.
+    let e = c.fails("db::insert(#{ when: timestamp() })", ErrorKind::Value);
+    assert!(
+        e.message
+            .contains("value.when is a timestamp, which cannot be stored"),
+        "{e:?}"
+    );
+    let e = c.fails("db::insert(blob(3))", ErrorKind::Value);
+    assert!(
+        e.message
+            .contains("value is a blob, which cannot be stored"),
+        "{e:?}"
+    );
+    let e = c.fails(
+        "let id = db::insert(1); db::update(id, [1, timestamp()])",
+        ErrorKind::Value,
+    );
+    assert!(e.message.contains("value[1] is a timestamp"), "{e:?}");
+    // Nothing was written by any of them.
+    assert_eq!(c.ok("db::next_id()").output, "1");
 }
 
 #[test]
