@@ -14,9 +14,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::circle::Shared;
 use crate::fragments::{Assembled, Assembler};
 use crate::rpc::{self, Incoming, Item};
-use crate::server::Shared;
 use crate::status::ConnectionGuard;
 
 /// How long the close frame may wait for room in the outgoing queue.

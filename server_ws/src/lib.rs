@@ -63,6 +63,7 @@
 //! # Ok(()) }
 //! ```
 
+mod circle;
 mod config;
 mod connection;
 mod fragments;
@@ -71,15 +72,14 @@ mod host;
 mod origin;
 mod play;
 mod rpc;
-mod server;
 mod status;
+mod upgrade;
 
 pub use config::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_SCRIPT_BYTES, DEFAULT_TASK_TIMEOUT, ServerConfig, ServerTiming,
 };
-pub use host::{CircleServer, HOST_WORKERS, run_many};
-pub use server::{run, run_with};
+pub use host::{CircleServer, HOST_WORKERS, run, run_many, run_with};
 pub use status::ServerStatus;
 
 /// The JSON-RPC error codes this server answers with (DESIGN.md §4).

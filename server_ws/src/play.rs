@@ -4,8 +4,8 @@
 use client::{OnDrop, Outcome, Watched};
 use serde_json::{Value, json};
 
+use crate::circle::Shared;
 use crate::rpc;
-use crate::server::Shared;
 
 /// Runs a request's `script` on the circle's queue and returns the reply
 /// for `id`. Dropping the call cancels its task (its client went away, so
