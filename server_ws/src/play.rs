@@ -133,14 +133,9 @@ pub(crate) fn reply(circle: &str, id: &Value, ended: client::Result<Outcome>) ->
         ),
         Err(other) => {
             log::error!("circle {circle}: play failed inside the server: {other}");
-            internal(id)
+            rpc::internal(id)
         }
     }
-}
-
-/// The generic internal-error reply.
-pub(crate) fn internal(id: &Value) -> Value {
-    rpc::error(id, rpc::INTERNAL_ERROR, "internal error", None)
 }
 
 #[cfg(test)]
