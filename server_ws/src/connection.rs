@@ -126,19 +126,11 @@ impl Connection {
             biased;
             () = self.shared.token.cancelled() => return Err(End::Shutdown),
             Some(done) = self.reader.requests.join_next(), if !self.reader.requests.is_empty() => {
-                if let Err(e) = done
-                    && e.is_panic()
-                {
-                    log::error!("circle {circle}: a request handler panicked: {e}");
-                }
+                log_panic(circle, "a request handler", done);
                 continue;
             }
             Some(done) = self.reader.waiters.join_next(), if !self.reader.waiters.is_empty() => {
-                if let Err(e) = done
-                    && e.is_panic()
-                {
-                    log::error!("circle {circle}: a notification's waiter panicked: {e}");
-                }
+                log_panic(circle, "a notification's waiter", done);
                 continue;
             }
             _ = self.heartbeat.tick() => {
@@ -275,5 +267,14 @@ impl Connection {
             )),
             End::Gone => None,
         }
+    }
+}
+
+/// Logs a call's task that panicked (`what`: whose task it was).
+fn log_panic(circle: &str, what: &str, done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done
+        && e.is_panic()
+    {
+        log::error!("circle {circle}: {what} panicked: {e}");
     }
 }
