@@ -123,26 +123,26 @@ impl Connection {
             }
             let circle = &self.circle;
             tokio::select! {
-            biased;
-            () = self.shared.token.cancelled() => return Err(End::Shutdown),
-            Some(done) = self.reader.requests.join_next(), if !self.reader.requests.is_empty() => {
-                log_panic(circle, "a request handler", done);
-                continue;
-            }
-            Some(done) = self.reader.waiters.join_next(), if !self.reader.waiters.is_empty() => {
-                log_panic(circle, "a notification's waiter", done);
-                continue;
-            }
-            _ = self.heartbeat.tick() => {
-                if self.last_seen.elapsed() >= self.timing.client_timeout {
-                    return Err(End::Dead);
+                biased;
+                () = self.shared.token.cancelled() => return Err(End::Shutdown),
+                Some(done) = self.reader.requests.join_next(), if !self.reader.requests.is_empty() => {
+                    log_panic(circle, "a request handler", done);
+                    continue;
                 }
-                match within(self.stall, self.session.ping(b"")).await {
-                    Ok(()) => continue,
-                    Err(end) => return Err(end),
+                Some(done) = self.reader.waiters.join_next(), if !self.reader.waiters.is_empty() => {
+                    log_panic(circle, "a notification's waiter", done);
+                    continue;
                 }
-            }
-            msg = self.reader.stream.recv() => return msg.ok_or(End::Gone),
+                _ = self.heartbeat.tick() => {
+                    if self.last_seen.elapsed() >= self.timing.client_timeout {
+                        return Err(End::Dead);
+                    }
+                    match within(self.stall, self.session.ping(b"")).await {
+                        Ok(()) => continue,
+                        Err(end) => return Err(end),
+                    }
+                }
+                msg = self.reader.stream.recv() => return msg.ok_or(End::Gone),
             }
         }
     }
