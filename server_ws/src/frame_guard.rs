@@ -132,11 +132,13 @@ impl<S> FrameGuard<S> {
         let opcode = h[0] & 0x0f;
         let control = opcode >= 0x8;
         let continuation = opcode == 0x0;
-        let skip_or_header = |len: u64| {
+        // The state after this header: `payload` (`State::Pass` or
+        // `State::Skip`) of its `len` bytes, or the next header if it has none.
+        let then = |payload: fn(u64) -> State| {
             if len == 0 {
                 State::Header
             } else {
-                State::Skip(len)
+                payload(len)
             }
         };
         if len >> 63 != 0 || (control && len > 125) {
@@ -144,11 +146,7 @@ impl<S> FrameGuard<S> {
         }
         if control {
             out.extend_from_slice(&h);
-            self.state = if len == 0 {
-                State::Header
-            } else {
-                State::Pass(len)
-            };
+            self.state = then(State::Pass);
         } else if self.dropping {
             // The rest of a refused message; a new message before its end
             // breaks the protocol.
@@ -156,7 +154,7 @@ impl<S> FrameGuard<S> {
                 return Err(PayloadError::Overflow);
             }
             self.dropping = !fin;
-            self.state = skip_or_header(len);
+            self.state = then(State::Skip);
         } else if continuation && !self.in_message {
             return Err(PayloadError::Overflow);
         } else if len > self.max as u64 {
@@ -167,15 +165,11 @@ impl<S> FrameGuard<S> {
             }
             self.in_message = false;
             self.dropping = !fin;
-            self.state = skip_or_header(len);
+            self.state = then(State::Skip);
         } else {
             out.extend_from_slice(&h);
             self.in_message = !fin;
-            self.state = if len == 0 {
-                State::Header
-            } else {
-                State::Pass(len)
-            };
+            self.state = then(State::Pass);
         }
         self.header = h;
         self.header.clear();

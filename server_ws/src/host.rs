@@ -1,7 +1,8 @@
-//! One actix-web server hosting the listeners of many circles: every
-//! listener is `.listen`ed on the same `HttpServer` (one worker thread plus
-//! actix's accept thread, however many circles), and each request is routed
-//! to its circle by the local address of the listener it arrived on.
+//! The host: one actix-web server serving the listeners of one or many
+//! circles until a token fires ([`run_many`]; [`run`] and [`run_with`] for one
+//! circle). Every listener is `.listen`ed on the same `HttpServer` (one worker
+//! thread plus actix's accept thread, however many circles), and each request
+//! is routed to its circle by the local address of the listener it arrived on.
 //!
 //! Why one server and not one per circle: every actix worker thread runs
 //! actix-http's `DateService`, a 500 ms timer that cannot be turned off, so
@@ -16,9 +17,10 @@ use actix_web::{App, HttpServer, web};
 use client::SubmitOptions;
 use tokio_util::sync::CancellationToken;
 
+use crate::circle::{Routes, Shared};
 use crate::config::{ServerConfig, ServerTiming};
-use crate::server::{Shared, upgrade};
 use crate::status::ServerStatus;
+use crate::upgrade::upgrade;
 use crate::{Error, Result};
 
 /// Actix worker threads of one host, whatever the number of circles.
@@ -51,8 +53,51 @@ impl CircleServer {
     }
 }
 
-/// The circles of one host, by the local address of their listener.
-pub(crate) type Routes = HashMap<SocketAddr, Arc<Shared>>;
+/// Serves `listener` until `token` is cancelled, with [`ServerTiming::default`].
+///
+/// Every socket is then closed with 1001 (after its in-flight requests were
+/// answered, up to [`ServerTiming::drain_timeout`]) and `run` returns once the
+/// server's thread has stopped. Works from any tokio runtime; the server runs
+/// on one dedicated actix worker thread and installs no signal handlers.
+/// To serve many circles, use [`run_many`]: one thread for all of them.
+/// Dropping the future instead of awaiting it stops the server without
+/// draining (the port is released shortly after).
+pub async fn run(
+    config: ServerConfig,
+    listener: std::net::TcpListener,
+    client: client::Client,
+    status: Arc<ServerStatus>,
+    token: CancellationToken,
+) -> Result<()> {
+    run_with(
+        config,
+        ServerTiming::default(),
+        listener,
+        client,
+        status,
+        token,
+    )
+    .await
+}
+
+/// [`run`] with explicit heartbeat and drain timings: [`run_many`] with
+/// one circle.
+pub async fn run_with(
+    config: ServerConfig,
+    timing: ServerTiming,
+    listener: std::net::TcpListener,
+    client: client::Client,
+    status: Arc<ServerStatus>,
+    token: CancellationToken,
+) -> Result<()> {
+    run_many(
+        vec![CircleServer::new(config, listener, status)],
+        timing,
+        client,
+        token,
+    )
+    .await
+}
 
 /// Serves every circle's listener on one shared actix server until `token`
 /// is cancelled.

@@ -2,8 +2,9 @@
 //!
 //! `GET /ws` upgrades to a WebSocket that speaks JSON-RPC 2.0 in text frames.
 //! Its one method, `play`, hands a script to the circle's worker through the
-//! task broker ([`client::Client::run`]); this crate never runs a script
-//! itself. In the crate graph it sits beside `worker`, on top of `client`, and
+//! task broker ([`client::Client::run_with`] for a request,
+//! [`client::Client::submit_watched`] for a notification); this crate never
+//! runs a script itself. In the crate graph it sits beside `worker`, on top of `client`, and
 //! below `cmd`, which serves every circle from one [`run_many`] host.
 //!
 //! Main items: [`run_many`] (serve many circles' bound listeners, each with
@@ -17,6 +18,23 @@
 //! A host runs on one actix worker thread (plus actix's accept thread) however
 //! many circles it serves, and installs no signal handlers: idle circles cost
 //! no threads and no timer wake-ups of their own.
+//!
+//! Modules, from the top down (each uses only those below it):
+//! - `host`: [`run_many`], [`run`], [`run_with`], [`CircleServer`]: the actix
+//!   server and its shutdown;
+//! - `upgrade`: the `GET /ws` handler (origin, connection limit, frame guard);
+//! - `connection`: one socket's read loop, its heartbeat and its close;
+//! - `dispatch`: JSON-RPC admission (script and in-flight limits) and the
+//!   running of requests, notifications and batches;
+//! - `reader`: reading ahead while a notification is pushed or waits for a
+//!   slot, and the connection's calls in flight;
+//! - `play`: the `play` method through [`client::Client`], and its replies;
+//! - `end`: why a connection ends and the close frame that says so;
+//! - `rpc`: JSON-RPC parsing and every reply the server builds;
+//! - `circle`: what every connection of one circle shares;
+//! - `fragments`, `frame_guard`, `origin`, `config`, `status`: message
+//!   reassembly, frame-length checks, the origin allow-list, limits and
+//!   timings, live counters.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -63,23 +81,26 @@
 //! # Ok(()) }
 //! ```
 
+mod circle;
 mod config;
 mod connection;
+mod dispatch;
+mod end;
 mod fragments;
 mod frame_guard;
 mod host;
 mod origin;
 mod play;
+mod reader;
 mod rpc;
-mod server;
 mod status;
+mod upgrade;
 
 pub use config::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_SCRIPT_BYTES, DEFAULT_TASK_TIMEOUT, ServerConfig, ServerTiming,
 };
-pub use host::{CircleServer, HOST_WORKERS, run_many};
-pub use server::{run, run_with};
+pub use host::{CircleServer, HOST_WORKERS, run, run_many, run_with};
 pub use status::ServerStatus;
 
 /// The JSON-RPC error codes this server answers with (DESIGN.md §4).

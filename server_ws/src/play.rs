@@ -4,8 +4,8 @@
 use client::{OnDrop, Outcome, Watched};
 use serde_json::{Value, json};
 
+use crate::circle::Shared;
 use crate::rpc;
-use crate::server::Shared;
 
 /// Runs a request's `script` on the circle's queue and returns the reply
 /// for `id`. Dropping the call cancels its task (its client went away, so
@@ -133,14 +133,9 @@ pub(crate) fn reply(circle: &str, id: &Value, ended: client::Result<Outcome>) ->
         ),
         Err(other) => {
             log::error!("circle {circle}: play failed inside the server: {other}");
-            internal(id)
+            rpc::internal(id)
         }
     }
-}
-
-/// The generic internal-error reply.
-pub(crate) fn internal(id: &Value) -> Value {
-    rpc::error(id, rpc::INTERNAL_ERROR, "internal error", None)
 }
 
 #[cfg(test)]

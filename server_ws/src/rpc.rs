@@ -1,5 +1,5 @@
 //! JSON-RPC 2.0 framing (DESIGN.md §4): parsing a text message into calls,
-//! and building replies. No I/O here.
+//! and building every reply the server sends. No I/O here.
 
 use serde_json::{Map, Value, json};
 
@@ -159,6 +159,51 @@ pub(crate) fn error(id: &Value, code: i64, message: &str, data: Option<Value>) -
         err.insert("data".into(), data);
     }
     json!({ "jsonrpc": "2.0", "id": id, "error": err })
+}
+
+/// A -32003 reply: `message`, with the limit's name and value as `data`.
+pub(crate) fn limit_exceeded(id: &Value, message: &str, limit: &str, max: usize) -> Value {
+    error(
+        id,
+        LIMIT_EXCEEDED,
+        message,
+        Some(json!({ "limit": limit, "max": max })),
+    )
+}
+
+/// The reply to a message over the `max` bytes of the message limit.
+pub(crate) fn message_too_large(max: usize) -> Value {
+    limit_exceeded(
+        &Value::Null,
+        &format!("message too large (limit {max} bytes)"),
+        "max_message_bytes",
+        max,
+    )
+}
+
+/// The reply to a binary message.
+pub(crate) fn binary_refused() -> Value {
+    error(
+        &Value::Null,
+        INVALID_REQUEST,
+        "invalid request: binary frames are not supported; send JSON-RPC as text",
+        None,
+    )
+}
+
+/// The reply to a text message that is not UTF-8.
+pub(crate) fn not_utf8() -> Value {
+    error(
+        &Value::Null,
+        PARSE_ERROR,
+        "parse error: text frame is not valid UTF-8",
+        None,
+    )
+}
+
+/// The generic internal-error reply.
+pub(crate) fn internal(id: &Value) -> Value {
+    error(id, INTERNAL_ERROR, "internal error", None)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! The single-circle entry points ([`run`], [`run_with`]) and the `GET /ws`
-//! upgrade handler with its origin and connection checks, shared by every
-//! circle of a host (see `host.rs`).
+//! The `GET /ws` upgrade handler, shared by every circle of a host: finds the
+//! circle by the listener the request came in on, checks the origin and the
+//! connection limit, guards frame lengths, and hands the socket to
+//! `connection::serve`.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,71 +10,11 @@ use actix_web::error::PayloadError;
 use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
-use client::SubmitOptions;
 use futures_util::Stream;
-use tokio_util::sync::CancellationToken;
 
-use crate::config::{ServerConfig, ServerTiming};
+use crate::circle::Routes;
 use crate::frame_guard::FrameGuard;
-use crate::host::{CircleServer, Routes};
-use crate::status::ServerStatus;
-use crate::{Result, connection, origin};
-
-/// What every connection of one circle shares.
-pub(crate) struct Shared {
-    pub(crate) config: ServerConfig,
-    pub(crate) timing: ServerTiming,
-    pub(crate) client: client::Client,
-    pub(crate) status: Arc<ServerStatus>,
-    pub(crate) token: CancellationToken,
-    pub(crate) submit: SubmitOptions,
-}
-
-/// Serves `listener` until `token` is cancelled, with [`ServerTiming::default`].
-///
-/// Every socket is then closed with 1001 (after its in-flight requests were
-/// answered, up to [`ServerTiming::drain_timeout`]) and `run` returns once the
-/// server's thread has stopped. Works from any tokio runtime; the server runs
-/// on one dedicated actix worker thread and installs no signal handlers.
-/// To serve many circles, use [`crate::run_many`]: one thread for all of them.
-/// Dropping the future instead of awaiting it stops the server without
-/// draining (the port is released shortly after).
-pub async fn run(
-    config: ServerConfig,
-    listener: std::net::TcpListener,
-    client: client::Client,
-    status: Arc<ServerStatus>,
-    token: CancellationToken,
-) -> Result<()> {
-    run_with(
-        config,
-        ServerTiming::default(),
-        listener,
-        client,
-        status,
-        token,
-    )
-    .await
-}
-
-/// [`run`] with explicit heartbeat and drain timings: [`crate::run_many`] with
-/// one circle.
-pub async fn run_with(
-    config: ServerConfig,
-    timing: ServerTiming,
-    listener: std::net::TcpListener,
-    client: client::Client,
-    status: Arc<ServerStatus>,
-    token: CancellationToken,
-) -> Result<()> {
-    crate::run_many(
-        vec![CircleServer::new(config, listener, status)],
-        timing,
-        client,
-        token,
-    )
-    .await
-}
+use crate::{connection, origin};
 
 /// `GET /ws`: checks the origin and the connection limit, then upgrades.
 pub(crate) async fn upgrade(

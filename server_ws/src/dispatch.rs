@@ -1,0 +1,243 @@
+//! JSON-RPC admission and dispatch of one text message: parses it, admits
+//! each `play` against the script and in-flight limits, runs requests
+//! concurrently and notifications without a reply, and sends each reply (a
+//! batch's as one array, in item order).
+
+use std::sync::Arc;
+
+use actix_ws::Session;
+use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::circle::Shared;
+use crate::end::End;
+use crate::play;
+use crate::reader::{Io, while_reading};
+use crate::rpc::{self, Incoming, Item};
+
+/// A request admitted to run, holding its in-flight permit.
+struct Call {
+    id: Value,
+    script: String,
+    permit: OwnedSemaphorePermit,
+}
+
+/// What admission makes of one item.
+enum Admitted {
+    Reply(Value),
+    Silent,
+    Call(Call),
+    /// A notification to run, with its in-flight slot (`None`: the
+    /// connection ended or the server is stopping while it waited for one;
+    /// it runs all the same, as its sender was promised).
+    Notify(String, Option<OwnedSemaphorePermit>),
+}
+
+/// Parses one text message and answers or spawns what it asks for.
+///
+/// A request (with an id) that finds the connection's in-flight limit
+/// reached gets -32003 at once (DESIGN §4). A notification cannot be told
+/// "no", so it waits for a free slot instead of being dropped (see
+/// [`wait_for_slot`]): the calls already running, batch-mates included, free
+/// the slots. A notification's task is pushed before this returns, so a
+/// close right behind it cannot lose it.
+pub(crate) async fn handle_text(
+    shared: &Arc<Shared>,
+    permits: &Arc<Semaphore>,
+    io: &mut Io<'_>,
+    text: &str,
+) -> Result<(), End> {
+    match rpc::parse(text) {
+        Incoming::Single(item) => match admit(shared, permits, item, io).await {
+            Admitted::Reply(reply) => return io.send(&reply).await,
+            Admitted::Silent => {}
+            Admitted::Call(call) => {
+                let shared = Arc::clone(shared);
+                let mut session = io.session.clone();
+                io.reader.requests.spawn_local(async move {
+                    let reply = run_call(&shared, call).await;
+                    send(&mut session, &reply).await;
+                });
+            }
+            Admitted::Notify(script, permit) => notify(shared, io, &script, permit).await,
+        },
+        Incoming::Batch(items) => {
+            // Each call starts as soon as it is admitted (a later
+            // notification may wait for the slot an earlier item frees);
+            // whoever settles the last item sends the array, in item order.
+            let batch = Arc::new(Batch::new(items.len(), io.session.clone()));
+            // At most one array is sent from here (the one the last item
+            // settles); a failed send does not stop the items after it (a
+            // notification among them must run).
+            let mut sent = Ok(());
+            for (index, item) in items.into_iter().enumerate() {
+                let settled = match admit(shared, permits, item, io).await {
+                    Admitted::Reply(reply) => batch.settle(index, Some(reply)),
+                    Admitted::Silent => batch.settle(index, None),
+                    Admitted::Notify(script, permit) => {
+                        notify(shared, io, &script, permit).await;
+                        batch.settle(index, None)
+                    }
+                    Admitted::Call(call) => {
+                        let shared = Arc::clone(shared);
+                        let batch = Arc::clone(&batch);
+                        io.reader.requests.spawn_local(async move {
+                            let reply = run_call(&shared, call).await;
+                            if let Some(replies) = batch.settle(index, Some(reply)) {
+                                send(&mut batch.session.clone(), &replies).await;
+                            }
+                        });
+                        None
+                    }
+                };
+                if let Some(replies) = settled {
+                    sent = io.send(&replies).await;
+                }
+            }
+            return sent;
+        }
+    }
+    Ok(())
+}
+
+/// Runs a notification: its task is pushed now; then, holding its slot (if
+/// it got one), a task waits for it to end, so notifications count against
+/// the in-flight limit as requests do. Aborting that wait (the connection
+/// ended) leaves the task running: its sender asked for no reply, not for
+/// nothing to happen.
+async fn notify(
+    shared: &Arc<Shared>,
+    io: &mut Io<'_>,
+    script: &str,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    let submitted = while_reading(shared, io, play::submit_notification(shared, script));
+    let Some(watched) = submitted.await else {
+        return;
+    };
+    if let Some(permit) = permit {
+        let shared = Arc::clone(shared);
+        io.reader.waiters.spawn_local(async move {
+            let _counted = shared.status.call_started();
+            play::await_notification(&shared, watched).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Waits for an in-flight slot for a notification while still reading the
+/// connection (see [`Reader`](crate::reader::Reader)). Past the buffer budget (the message limit)
+/// nothing more is read until a slot frees: backpressure on a client that
+/// floods. Once the connection's end is known, its requests are cancelled
+/// (nobody will read their replies), which frees their slots, and the
+/// notifications it sent go on waiting for slots, so they stay within the
+/// in-flight limit. `None` only when the server is stopping: the
+/// notification is then queued without a slot (a bounded few: what was
+/// already read).
+async fn wait_for_slot(
+    shared: &Shared,
+    permits: &Arc<Semaphore>,
+    io: &mut Io<'_>,
+) -> Option<OwnedSemaphorePermit> {
+    let acquire = async {
+        tokio::select! {
+            biased;
+            permit = Arc::clone(permits).acquire_owned() => permit.ok(),
+            () = shared.token.cancelled() => None,
+        }
+    };
+    while_reading(shared, io, acquire).await
+}
+
+/// The replies of one batch as its items settle.
+struct Batch {
+    slots: std::sync::Mutex<(Vec<Option<Value>>, usize)>,
+    session: Session,
+}
+
+impl Batch {
+    fn new(len: usize, session: Session) -> Batch {
+        Batch {
+            slots: std::sync::Mutex::new((vec![None; len], len)),
+            session,
+        }
+    }
+
+    /// Records item `index`'s reply (`None`: a notification, no reply); when
+    /// it was the last item to settle, the array to send, if any reply is in
+    /// it (a batch of notifications gets none).
+    fn settle(&self, index: usize, reply: Option<Value>) -> Option<Value> {
+        let mut guard = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let (slots, left) = &mut *guard;
+        slots[index] = reply;
+        *left -= 1;
+        if *left > 0 {
+            return None;
+        }
+        let replies: Vec<Value> = slots.iter_mut().filter_map(Option::take).collect();
+        (!replies.is_empty()).then_some(Value::Array(replies))
+    }
+}
+
+/// Takes an in-flight permit for a `play`: a request that finds none gets
+/// -32003; a notification waits for one (see [`handle_text`]).
+async fn admit(shared: &Shared, permits: &Arc<Semaphore>, item: Item, io: &mut Io<'_>) -> Admitted {
+    match item {
+        Item::Reply(v) => Admitted::Reply(v),
+        Item::Silent => Admitted::Silent,
+        Item::Play { id, script } if script.len() > shared.config.max_script_bytes => {
+            let max = shared.config.max_script_bytes;
+            match id {
+                Some(id) => Admitted::Reply(rpc::limit_exceeded(
+                    &id,
+                    &format!(
+                        "script of {} bytes exceeds the limit of {max} bytes",
+                        script.len()
+                    ),
+                    "max_script_bytes",
+                    max,
+                )),
+                None => {
+                    // Per message, so not at warn: one client could flood the log.
+                    log::debug!(
+                        "circle {}: a notification's script of {} bytes exceeds the limit of \
+                         {max} bytes; not run",
+                        shared.config.circle_name,
+                        script.len()
+                    );
+                    Admitted::Silent
+                }
+            }
+        }
+        // The client is gone (or must be let go): nobody would read a reply.
+        Item::Play { id: Some(_), .. } if io.reader.ended.is_some() => Admitted::Silent,
+        Item::Play { id, script } => match (id, Arc::clone(permits).try_acquire_owned()) {
+            (Some(id), Ok(permit)) => Admitted::Call(Call { id, script, permit }),
+            (Some(id), Err(_)) => {
+                let max = shared.config.max_in_flight;
+                Admitted::Reply(rpc::limit_exceeded(
+                    &id,
+                    &format!("too many requests in flight on this connection (limit {max})"),
+                    "max_in_flight",
+                    max,
+                ))
+            }
+            (None, Ok(permit)) => Admitted::Notify(script, Some(permit)),
+            (None, Err(_)) => Admitted::Notify(script, wait_for_slot(shared, permits, io).await),
+        },
+    }
+}
+
+/// Runs one admitted request; its reply.
+async fn run_call(shared: &Shared, call: Call) -> Value {
+    let _counted = shared.status.call_started();
+    let reply = play::play(shared, &call.id, &call.script).await;
+    drop(call.permit);
+    reply
+}
+
+/// A reply from a request task; the read loop watches the connection's health.
+async fn send(session: &mut Session, reply: &Value) {
+    // A failed send means the client is gone; the read loop notices on its own.
+    let _ = session.text(reply.to_string()).await;
+}
