@@ -186,6 +186,7 @@ mod tests {
                     name: format!("circle {i}"),
                     id: i as u32,
                     queue: format!("circle_{i}"),
+                    queue_key: client::keys::tasks(&format!("circle_{i}")),
                     url: format!("ws://127.0.0.1:{}/ws", 20000 + i),
                     worker: if i == n - 1 { "restarting" } else { "running" },
                     worker_detail: None,
@@ -271,6 +272,15 @@ mod tests {
     #[test]
     fn a_small_system_shows_every_row_and_the_log_file() {
         let frame = lines(&header(), &snap(3), 200, 50);
+        for i in 0..3 {
+            let key = client::keys::tasks(&format!("circle_{i}"));
+            assert!(
+                frame
+                    .iter()
+                    .any(|l| l.contains(&format!("circle {i}")) && l.contains(&key)),
+                "the row of circle {i} shows its queue's Redis key: {frame:#?}"
+            );
+        }
         assert_eq!(
             frame
                 .iter()

@@ -140,6 +140,7 @@ mod tests {
                 name: "Alpha".into(),
                 id: 1,
                 queue: "alpha".into(),
+                queue_key: client::keys::tasks("alpha"),
                 url: "ws://127.0.0.1:8081/ws".into(),
                 worker,
                 worker_detail: None,
@@ -184,6 +185,11 @@ mod tests {
             "{text}"
         );
         assert_eq!(text.matches("Circle Name").count(), 1, "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("| Alpha ") && l.contains(&client::keys::tasks("alpha"))),
+            "the row shows its queue's Redis key: {text}"
+        );
         assert_eq!(
             text.matches("Alpha (id 1): worker Reconnecting").count(),
             1,
