@@ -252,6 +252,32 @@ impl Row {
     }
 }
 
+#[cfg(test)]
+impl Row {
+    /// Test fixture: circle `name` with queue `queue`, worker and server
+    /// running on port 8081, no counters read yet.
+    pub fn sample(name: &str, id: u32, queue: &str) -> Row {
+        Row {
+            name: name.into(),
+            id,
+            queue: queue.into(),
+            queue_key: client::keys::tasks(queue),
+            url: "ws://127.0.0.1:8081/ws".into(),
+            worker: "running",
+            worker_detail: None,
+            server: "running",
+            server_detail: None,
+            queue_len: None,
+            in_flight: None,
+            processed: None,
+            failed: None,
+            clients: 0,
+            uptime_secs: 0,
+            restarts: 0,
+        }
+    }
+}
+
 /// The whole system at one moment.
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {

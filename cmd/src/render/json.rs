@@ -96,24 +96,7 @@ mod tests {
 
     #[test]
     fn a_circle_carries_its_queue_name_and_its_queue_redis_key() {
-        let row = Row {
-            name: "Alpha Circle".into(),
-            id: 1,
-            queue: "alpha_circle".into(),
-            queue_key: client::keys::tasks("alpha_circle"),
-            url: "ws://127.0.0.1:8081/ws".into(),
-            worker: "running",
-            worker_detail: None,
-            server: "running",
-            server_detail: None,
-            queue_len: None,
-            in_flight: None,
-            processed: None,
-            failed: None,
-            clients: 0,
-            uptime_secs: 0,
-            restarts: 0,
-        };
+        let row = Row::sample("Alpha Circle", 1, "alpha_circle");
         let value = serde_json::to_value(&row).expect("encodes");
         assert_eq!(value["queue"], "alpha_circle");
         assert_eq!(value["queue_key"], client::keys::tasks("alpha_circle"));

@@ -183,22 +183,14 @@ mod tests {
             uptime_secs: 3,
             circles: (0..n)
                 .map(|i| Row {
-                    name: format!("circle {i}"),
-                    id: i as u32,
-                    queue: format!("circle_{i}"),
-                    queue_key: client::keys::tasks(&format!("circle_{i}")),
                     url: format!("ws://127.0.0.1:{}/ws", 20000 + i),
                     worker: if i == n - 1 { "restarting" } else { "running" },
-                    worker_detail: None,
-                    server: "running",
-                    server_detail: None,
                     queue_len: Some(0),
                     in_flight: Some(0),
                     processed: Some(0),
                     failed: Some(0),
-                    clients: 0,
                     uptime_secs: 3,
-                    restarts: 0,
+                    ..Row::sample(&format!("circle {i}"), i as u32, &format!("circle_{i}"))
                 })
                 .collect(),
         }

@@ -137,22 +137,8 @@ mod tests {
             phase: "running",
             uptime_secs: 0,
             circles: vec![Row {
-                name: "Alpha".into(),
-                id: 1,
-                queue: "alpha".into(),
-                queue_key: client::keys::tasks("alpha"),
-                url: "ws://127.0.0.1:8081/ws".into(),
                 worker,
-                worker_detail: None,
-                server: "running",
-                server_detail: None,
-                queue_len: None,
-                in_flight: None,
-                processed: None,
-                failed: None,
-                clients: 0,
-                uptime_secs: 0,
-                restarts: 0,
+                ..Row::sample("Alpha", 1, "alpha")
             }],
         }
     }

@@ -116,22 +116,15 @@ mod tests {
 
     fn row(name: &str) -> Row {
         Row {
-            name: name.into(),
-            id: 7,
-            queue: "alpha_circle".into(),
-            queue_key: client::keys::tasks("alpha_circle"),
-            url: "ws://127.0.0.1:8081/ws".into(),
-            worker: "running",
-            worker_detail: None,
             server: "restarting",
             server_detail: Some("address vanished".into()),
             queue_len: Some(3),
             in_flight: Some(0),
             processed: Some(10),
-            failed: None,
             clients: 2,
             uptime_secs: 65,
             restarts: 1,
+            ..Row::sample(name, 7, "alpha_circle")
         }
     }
 
