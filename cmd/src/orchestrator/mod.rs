@@ -302,8 +302,8 @@ impl Running {
         self.changed.notify_one();
         // First the servers: they stop reading and wait (bounded by their drain
         // timeout) for the replies of requests already submitted, which the
-        // workers, still running, produce. Stopping both at once left those
-        // tasks queued, unanswered, to run at the next start.
+        // workers, still running, produce. Stopping both at once would leave
+        // those tasks queued, unanswered, to run at the next start.
         self.host_token.cancel();
         let second = tokio::select! {
             _ = self.host => None,
