@@ -10,9 +10,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, IntoConnectionInfo, RedisError};
+use redis::{AsyncConnectionConfig, RedisError};
 
-use crate::{Error, Result};
+use crate::{Error, RedisUrl, Result};
 
 /// Timeouts and backoff of a [`Conn`].
 #[derive(Debug, Clone)]
@@ -53,20 +53,22 @@ pub(crate) struct Conn {
 
 impl Conn {
     pub(crate) fn new(url: &str, role: &'static str, settings: ConnSettings) -> Result<Conn> {
-        let invalid = |e: RedisError| Error::Unavailable {
-            url: redact(url),
-            reason: format!("invalid redis url: {e}"),
-        };
+        let url = RedisUrl::parse(url).map_err(|e| Error::Unavailable {
+            url: e.url,
+            reason: format!("invalid redis url: {}", e.reason),
+        })?;
         // TCP_NODELAY: requests are small and pipelined; Nagle's algorithm
         // would hold a second request back until the first is acknowledged.
         let info = url
-            .into_connection_info()
-            .map_err(invalid)?
+            .connection_info()
             .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        let client = redis::Client::open(info).map_err(invalid)?;
+        let client = redis::Client::open(info).map_err(|e| Error::Unavailable {
+            url: url.to_string(),
+            reason: format!("invalid redis url: {e}"),
+        })?;
         Ok(Conn {
             client,
-            url: redact(url),
+            url: url.to_string(),
             role,
             settings,
             state: Mutex::new(State::default()),
@@ -269,19 +271,9 @@ fn names_a_passing_state(text: &str) -> bool {
         .any(|state| text.contains(state))
 }
 
-/// `redis://user:secret@host/` → `redis://host/`.
-pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}{}", &url[..scheme + 3], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{names_a_passing_state, redact};
+    use super::names_a_passing_state;
 
     #[test]
     fn a_transaction_aborted_by_a_loading_redis_is_a_passing_state() {
@@ -294,14 +286,5 @@ mod tests {
         assert!(!names_a_passing_state(
             "WRONGTYPE Operation against a key holding the wrong kind of value"
         ));
-    }
-
-    #[test]
-    fn redacted_urls_carry_no_password() {
-        assert_eq!(
-            redact("redis://:pw@10.0.0.1:6379/0"),
-            "redis://10.0.0.1:6379/0"
-        );
-        assert_eq!(redact("redis://127.0.0.1/"), "redis://127.0.0.1/");
     }
 }

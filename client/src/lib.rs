@@ -40,10 +40,12 @@ pub mod fields;
 pub mod keys;
 mod listener;
 mod scripts;
+pub mod url;
 
 pub use client::{
     Client, ClientOptions, OnDrop, STATS_BATCH, SUBMITTER_FAILED, SUBMITTER_GONE, Watched,
 };
+pub use url::RedisUrl;
 
 use std::time::Duration;
 

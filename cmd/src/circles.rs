@@ -27,6 +27,16 @@ pub struct Prepared {
     pub owner: String,
 }
 
+/// What [`close_all`] closes: a circle's database, once its engine is gone.
+pub type Closing = (CircleConfig, Arc<ourdb::OurDb>, Arc<engine::CircleEngine>);
+
+impl Prepared {
+    /// The parts [`close_all`] needs, for a circle that will not start.
+    pub fn closing(self) -> Closing {
+        (self.config, self.db, self.engine)
+    }
+}
+
 /// This machine, for queue owner names: its name, plus its machine id where
 /// there is one (two machines both called `localhost` still differ).
 fn hostname() -> String {
@@ -188,12 +198,7 @@ pub fn prepare_all(
         return Ok(ready);
     }
     // Release what was opened before reporting, so a retry finds nothing locked.
-    close_all(
-        ready
-            .into_iter()
-            .map(|p| (p.config, p.db, p.engine))
-            .collect(),
-    );
+    close_all(ready.into_iter().map(Prepared::closing).collect());
     bail!(
         "{} of {} circles cannot start, so none was started:\n  {}",
         failures.len(),
@@ -203,7 +208,7 @@ pub fn prepare_all(
 }
 
 /// Closes every database once its engine is gone; logs what cannot be closed.
-pub fn close_all(dbs: Vec<(CircleConfig, Arc<ourdb::OurDb>, Arc<engine::CircleEngine>)>) {
+pub fn close_all(dbs: Vec<Closing>) {
     for (config, db, engine) in dbs {
         drop(engine);
         match Arc::try_unwrap(db) {

@@ -4,12 +4,13 @@
 //! companion that sends a script to a running circle.
 //!
 //! It sits on top of the crate graph (`ourdb` ← `engine` ← `worker`,
-//! `client` ← `server_ws`); nothing depends on it. Modules: [`cli`] (options),
-//! [`config`] (circles.json validation), [`redis_setup`] (finding or starting
-//! Redis), [`circles`] (opening databases and binding ports), [`supervisor`]
-//! (restart with backoff), [`monitor`] (managed Redis, counters), [`status`] and
-//! [`render`] (the table), [`run`]
-//! (start-up and shutdown), [`play`].
+//! `client` ← `server_ws`); nothing depends on it. Modules: [`cli`] (parsing
+//! the options), [`settings`] (resolving and checking them into one value),
+//! [`config`] (circles.json validation), [`redis_setup`] (finding Redis, or
+//! starting a managed redis-server), [`circles`] (opening databases and
+//! binding ports), [`supervisor`] (restart with backoff), [`monitor`]
+//! (managed Redis, counters), [`status`] and [`render`] (the table),
+//! [`orchestrator`] (start-up and shutdown), [`play`].
 //!
 //! ```text
 //! $ circles_orchestrator circles.json            # serve every circle
@@ -28,10 +29,11 @@ pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod monitor;
+pub mod orchestrator;
 pub mod play;
 pub mod redis_setup;
 pub mod render;
-pub mod run;
+pub mod settings;
 pub mod status;
 pub mod supervisor;
 
@@ -59,7 +61,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         Some(cli::Command::Play(args)) => play::play(args),
-        None => run::run(cli.run).map(|()| 0),
+        None => orchestrator::run(cli.run).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

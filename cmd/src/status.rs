@@ -74,6 +74,8 @@ pub struct CircleState {
     pub config: CircleConfig,
     /// Its queue name.
     pub queue: String,
+    /// Its queue's Redis key ([`client::keys::tasks`]), the `Worker Queues` column.
+    pub queue_key: String,
     /// Its WebSocket URL.
     pub url: String,
     /// The worker's slot.
@@ -94,8 +96,10 @@ impl CircleState {
     /// A circle about to start.
     pub fn new(config: CircleConfig, host: &str) -> Self {
         let url = ws_url(host, config.port);
+        let queue = config.queue();
         CircleState {
-            queue: config.queue(),
+            queue_key: client::keys::tasks(&queue),
+            queue,
             url,
             config,
             worker: Arc::new(Mutex::new(Slot::new())),
@@ -137,6 +141,7 @@ impl CircleState {
             name: self.config.name.clone(),
             id: self.config.id,
             queue: self.queue.clone(),
+            queue_key: self.queue_key.clone(),
             url: self.url.clone(),
             worker,
             worker_detail,
@@ -193,6 +198,8 @@ pub struct Row {
     pub id: u32,
     /// Redis queue name.
     pub queue: String,
+    /// The queue's Redis key ([`client::keys::tasks`]), shown under `Worker Queues`.
+    pub queue_key: String,
     /// WebSocket URL.
     pub url: String,
     /// starting | running | reconnecting | restarting | stopped | failed
@@ -242,6 +249,32 @@ impl Row {
             &self.server_detail,
             self.restarts,
         )
+    }
+}
+
+#[cfg(test)]
+impl Row {
+    /// Test fixture: circle `name` with queue `queue`, worker and server
+    /// running on port 8081, no counters read yet.
+    pub fn sample(name: &str, id: u32, queue: &str) -> Row {
+        Row {
+            name: name.into(),
+            id,
+            queue: queue.into(),
+            queue_key: client::keys::tasks(queue),
+            url: "ws://127.0.0.1:8081/ws".into(),
+            worker: "running",
+            worker_detail: None,
+            server: "running",
+            server_detail: None,
+            queue_len: None,
+            in_flight: None,
+            processed: None,
+            failed: None,
+            clients: 0,
+            uptime_secs: 0,
+            restarts: 0,
+        }
     }
 }
 
@@ -296,35 +329,9 @@ pub fn snapshot(header: &Header, circles: &[Arc<CircleState>], phase: &'static s
     }
 }
 
-/// `redis://user:secret@host` → `redis://user:***@host`.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{host}{path}")
-        }
-        None => url.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_never_reach_the_screen() {
-        assert_eq!(redact_url("redis://:pw@h:1/0"), "redis://:***@h:1/0");
-        assert_eq!(redact_url("redis://u:pw@h"), "redis://u:***@h");
-        assert_eq!(
-            redact_url("redis://127.0.0.1:6379"),
-            "redis://127.0.0.1:6379"
-        );
-    }
 
     #[test]
     fn urls_bracket_ipv6_hosts() {
@@ -341,6 +348,7 @@ mod tests {
         };
         let state = CircleState {
             queue: "a".into(),
+            queue_key: client::keys::tasks("a"),
             url: ws_url("127.0.0.1", 1),
             config: cfg,
             worker: Arc::new(Mutex::new(Slot::new())),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::{BIN, Orchestrator, Sandbox, connect, output, port};
 
 #[test]
-fn plain_output_has_the_header_and_one_row_per_circle_with_queue_and_url() {
+fn plain_output_has_the_header_and_one_row_per_circle_with_queue_key_and_url() {
     let sandbox = Sandbox::new();
     let redis = testkit::RedisServer::start();
     let (a, b) = (port(), port());
@@ -55,7 +55,11 @@ fn plain_output_has_the_header_and_one_row_per_circle_with_queue_and_url() {
         assert_eq!(rows.len(), 1, "one row for {name}:\n{out}");
         let cells: Vec<&str> = rows[0].split('|').map(str::trim).collect();
         assert_eq!(cells[3], "Running", "{out}");
-        assert_eq!(cells[4], queue, "{out}");
+        assert_eq!(
+            cells[4],
+            client::keys::tasks(queue),
+            "Worker Queues shows the queue's Redis key:\n{out}"
+        );
         assert_eq!(cells[5], format!("ws://127.0.0.1:{p}/ws"), "{out}");
     }
     assert_eq!(o.stop().code(), Some(0));
@@ -90,6 +94,7 @@ fn json_output_is_one_parseable_snapshot_per_line() {
     assert_eq!(circle["name"], "Gamma");
     assert_eq!(circle["id"], 3);
     assert_eq!(circle["queue"], "gamma");
+    assert_eq!(circle["queue_key"], client::keys::tasks("gamma"));
     assert_eq!(circle["server"], "running");
     let last = snapshots.last().expect("a final snapshot");
     assert_eq!(last["phase"], "stopped");
@@ -216,6 +221,13 @@ async fn live_mode_in_a_real_terminal_redraws_the_table_in_place_without_garbage
         screen.contains("alpha") && screen.contains(&format!("ws://127.0.0.1:{b}/ws")),
         "{screen}"
     );
+    for (name, queue) in [("Alpha", "alpha"), ("Beta Circle", "beta_circle")] {
+        let key = client::keys::tasks(queue);
+        assert!(
+            screen.lines().any(|l| l.contains(name) && l.contains(&key)),
+            "the row of {name} shows its queue's Redis key {key}:\n{screen}"
+        );
+    }
 
     // A change is redrawn in place: run scripts and wait for the counter.
     let mut ws = connect(a).await;

@@ -93,4 +93,12 @@ mod tests {
         assert_eq!(lines.len(), 2, "an uptime alone prints nothing: {out}");
         assert!(lines[1].contains("\"redis_restarts\":1"), "{out}");
     }
+
+    #[test]
+    fn a_circle_carries_its_queue_name_and_its_queue_redis_key() {
+        let row = Row::sample("Alpha Circle", 1, "alpha_circle");
+        let value = serde_json::to_value(&row).expect("encodes");
+        assert_eq!(value["queue"], "alpha_circle");
+        assert_eq!(value["queue_key"], client::keys::tasks("alpha_circle"));
+    }
 }

@@ -183,21 +183,14 @@ mod tests {
             uptime_secs: 3,
             circles: (0..n)
                 .map(|i| Row {
-                    name: format!("circle {i}"),
-                    id: i as u32,
-                    queue: format!("circle_{i}"),
                     url: format!("ws://127.0.0.1:{}/ws", 20000 + i),
                     worker: if i == n - 1 { "restarting" } else { "running" },
-                    worker_detail: None,
-                    server: "running",
-                    server_detail: None,
                     queue_len: Some(0),
                     in_flight: Some(0),
                     processed: Some(0),
                     failed: Some(0),
-                    clients: 0,
                     uptime_secs: 3,
-                    restarts: 0,
+                    ..Row::sample(&format!("circle {i}"), i as u32, &format!("circle_{i}"))
                 })
                 .collect(),
         }
@@ -271,6 +264,15 @@ mod tests {
     #[test]
     fn a_small_system_shows_every_row_and_the_log_file() {
         let frame = lines(&header(), &snap(3), 200, 50);
+        for i in 0..3 {
+            let key = client::keys::tasks(&format!("circle_{i}"));
+            assert!(
+                frame
+                    .iter()
+                    .any(|l| l.contains(&format!("circle {i}")) && l.contains(&key)),
+                "the row of circle {i} shows its queue's Redis key: {frame:#?}"
+            );
+        }
         assert_eq!(
             frame
                 .iter()

@@ -8,7 +8,18 @@ pub mod live;
 pub mod plain;
 pub mod table;
 
-use crate::status::{Header, Snapshot};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::Mode;
+use crate::status::{CircleState, Header, Row, Snapshot, snapshot};
+
+/// Redraw interval while some circle is still starting.
+const STARTUP_POLL: Duration = Duration::from_millis(50);
 
 /// An output mode.
 pub trait Renderer: Send {
@@ -16,6 +27,49 @@ pub trait Renderer: Send {
     fn frame(&mut self, header: &Header, snap: &Snapshot);
     /// Called once after shutdown with the final state; restores the terminal.
     fn finish(&mut self, header: &Header, snap: &Snapshot);
+}
+
+/// The renderer of `mode`; the live one takes over the terminal.
+pub fn renderer(mode: Mode) -> std::io::Result<Box<dyn Renderer>> {
+    Ok(match mode {
+        Mode::Live => Box::new(live::Live::start()?),
+        Mode::Json => Box::new(json::Json::new(std::io::stdout())),
+        Mode::Plain => Box::new(plain::Plain::new(std::io::stdout())),
+    })
+}
+
+/// Draws a frame on every change and every `refresh` (quicker while some
+/// circle is still starting) until `stop`, then the final `stopped` frame.
+/// The phase shown is `shutting down` once `draining` is set.
+pub async fn draw(
+    mut renderer: Box<dyn Renderer>,
+    header: Header,
+    states: Vec<Arc<CircleState>>,
+    refresh: Duration,
+    changed: Arc<Notify>,
+    draining: Arc<AtomicBool>,
+    stop: CancellationToken,
+) {
+    // Until every circle has settled the worker's own state changes (which
+    // do not notify) are polled quickly, so the plain table appears promptly.
+    let mut settled = false;
+    loop {
+        let wait = if settled { refresh } else { STARTUP_POLL };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = changed.notified() => {}
+            () = stop.cancelled() => break,
+        }
+        let phase = if draining.load(Ordering::Relaxed) {
+            "shutting down"
+        } else {
+            "running"
+        };
+        let snap = snapshot(&header, &states, phase);
+        settled = snap.circles.iter().all(Row::settled);
+        renderer.frame(&header, &snap);
+    }
+    renderer.finish(&header, &snapshot(&header, &states, "stopped"));
 }
 
 /// The header line: version, circles, Redis, data dir.

@@ -137,21 +137,8 @@ mod tests {
             phase: "running",
             uptime_secs: 0,
             circles: vec![Row {
-                name: "Alpha".into(),
-                id: 1,
-                queue: "alpha".into(),
-                url: "ws://127.0.0.1:8081/ws".into(),
                 worker,
-                worker_detail: None,
-                server: "running",
-                server_detail: None,
-                queue_len: None,
-                in_flight: None,
-                processed: None,
-                failed: None,
-                clients: 0,
-                uptime_secs: 0,
-                restarts: 0,
+                ..Row::sample("Alpha", 1, "alpha")
             }],
         }
     }
@@ -184,6 +171,11 @@ mod tests {
             "{text}"
         );
         assert_eq!(text.matches("Circle Name").count(), 1, "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("| Alpha ") && l.contains(&client::keys::tasks("alpha"))),
+            "the row shows its queue's Redis key: {text}"
+        );
         assert_eq!(
             text.matches("Alpha (id 1): worker Reconnecting").count(),
             1,

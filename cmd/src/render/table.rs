@@ -98,7 +98,7 @@ fn cells(row: &Row) -> Vec<String> {
         row.name.clone(),
         row.id.to_string(),
         state_text(row.worker, &row.worker_detail),
-        row.queue.clone(),
+        row.queue_key.clone(),
         row.url.clone(),
         state_text(row.server, &row.server_detail),
         opt(row.queue_len),
@@ -116,21 +116,15 @@ mod tests {
 
     fn row(name: &str) -> Row {
         Row {
-            name: name.into(),
-            id: 7,
-            queue: "alpha_circle".into(),
-            url: "ws://127.0.0.1:8081/ws".into(),
-            worker: "running",
-            worker_detail: None,
             server: "restarting",
             server_detail: Some("address vanished".into()),
             queue_len: Some(3),
             in_flight: Some(0),
             processed: Some(10),
-            failed: None,
             clients: 2,
             uptime_secs: 65,
             restarts: 1,
+            ..Row::sample(name, 7, "alpha_circle")
         }
     }
 
@@ -160,6 +154,15 @@ mod tests {
         let text = build(&[row("Alpha Circle")], false).to_string();
         assert!(text.contains("Alpha Circle"));
         assert!(text.contains("alpha_circle"));
+        let key = client::keys::tasks("alpha_circle");
+        let cells: Vec<&str> = text
+            .lines()
+            .find(|l| l.contains("Alpha Circle"))
+            .expect("the row")
+            .split('|')
+            .map(str::trim)
+            .collect();
+        assert_eq!(cells[4], key, "Worker Queues shows the Redis key:\n{text}");
         assert!(text.contains("ws://127.0.0.1:8081/ws"));
         assert!(text.contains("Restarting: address vanished"));
         assert!(text.contains("1m05s"));

@@ -1,0 +1,260 @@
+//! The managed `redis-server` (DESIGN §1): started when nothing answers at a
+//! loopback Redis URL, `redis-server --port <port> --bind <host> --dir
+//! <data-dir>/redis --appendonly yes` in its own process group (so a Ctrl-C on
+//! the terminal reaches only us, and Redis outlives the drain), restarted by
+//! the monitor if it dies, and stopped with `SHUTDOWN` (which flushes the
+//! append-only file) when the orchestrator exits.
+//!
+//! An orchestrator that cannot run its shutdown (SIGKILL, a crash) must not
+//! leave the server behind: on Linux each server is started with a
+//! parent-death signal (`PR_SET_PDEATHSIG`, SIGTERM, on which Redis shuts
+//! down cleanly as on `SHUTDOWN`). The kernel sends it when the *thread* that
+//! forked the server ends, so every server is forked from one thread of our
+//! own ([`Spawner`]) that lives until the server was stopped. This file holds
+//! the workspace's one `unsafe` block ([`die_with_parent`]).
+
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use super::probe::{Answer, ping, wait_loaded};
+
+/// How long a managed `redis-server` may take to answer PING.
+const START_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a managed `redis-server` may take to exit after SHUTDOWN.
+const STOP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A `redis-server` child we own.
+#[derive(Debug)]
+pub struct ManagedRedis {
+    child: Child,
+    addr: SocketAddr,
+    bind: String,
+    /// Its working directory (AOF, log).
+    pub dir: PathBuf,
+    /// Declared last: dropped after [`Drop`] stopped the server, so its
+    /// thread never ends under a running server.
+    spawner: Spawner,
+}
+
+/// A request to the spawner thread: the command, and where to send the child.
+type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
+
+/// The thread every managed `redis-server` is forked from, so that the
+/// parent-death signal fires when the orchestrator dies, and not when some
+/// short-lived thread that happened to start the server ends (a restart runs
+/// on tokio's blocking pool, whose idle threads exit after ten seconds). The
+/// thread ends when the `Spawner` is dropped.
+#[derive(Debug)]
+struct Spawner {
+    requests: mpsc::Sender<SpawnRequest>,
+}
+
+impl Spawner {
+    fn new() -> io::Result<Spawner> {
+        let (requests, incoming) = mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("redis-spawner".into())
+            .spawn(move || {
+                for (mut command, reply) in incoming {
+                    let _ = reply.send(command.spawn());
+                }
+            })?;
+        Ok(Spawner { requests })
+    }
+
+    /// Runs `command` from the spawner thread.
+    fn spawn(&self, command: Command) -> io::Result<Child> {
+        let gone = || io::Error::other("the thread that starts redis-server is gone");
+        let (reply, child) = mpsc::channel();
+        self.requests.send((command, reply)).map_err(|_| gone())?;
+        child.recv().map_err(|_| gone())?
+    }
+}
+
+/// Asks the kernel to send the server SIGTERM when the thread that forks it
+/// ends (see the module docs); a server whose parent already died between the
+/// fork and this call is not started.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn die_with_parent(command: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the forked child before `exec`. It makes
+    // only async-signal-safe system calls (`prctl`, `getppid`) and allocates
+    // nothing (both errors are raw OS errors), as `pre_exec` requires.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::getppid() as u32 != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Without Linux's parent-death signal a SIGKILLed orchestrator leaves its
+/// server running (the next start finds and uses it).
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_command: &mut Command) {}
+
+impl ManagedRedis {
+    /// Starts a server on `addr`, bound to `host` (127.0.0.1 for
+    /// `localhost`), with its data in `<data_dir>/redis`, and waits until it
+    /// answers.
+    pub fn start(addr: SocketAddr, host: &str, data_dir: &Path) -> anyhow::Result<ManagedRedis> {
+        let dir = data_dir.join("redis");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let bind = if host == "localhost" {
+            "127.0.0.1".to_string()
+        } else {
+            host.to_string()
+        };
+        let spawner = Spawner::new().context("cannot start the thread that runs redis-server")?;
+        let child = spawn_server(&spawner, addr, &bind, &dir)?;
+        let mut managed = ManagedRedis {
+            child,
+            addr,
+            dir,
+            bind,
+            spawner,
+        };
+        managed.wait_ready()?;
+        Ok(managed)
+    }
+
+    /// Whether the server has exited (it should not, until we stop it).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Starts the server again after it died, with the same port and data
+    /// (the append-only file brings queued tasks back).
+    pub fn respawn(&mut self) -> anyhow::Result<()> {
+        self.child = spawn_server(&self.spawner, self.addr, &self.bind, &self.dir)?;
+        self.wait_ready()
+    }
+
+    /// The tail of the server's log, for error messages.
+    pub fn log_tail(&self) -> String {
+        tail(&self.dir.join("redis.log"))
+    }
+
+    /// Waits until the server answers PING with something other than
+    /// LOADING (a restarted server reads its append-only file first; the
+    /// start would otherwise fail on its first command), within
+    /// [`START_DEADLINE`] for a first answer and [`LOAD_DEADLINE`](super::probe::LOAD_DEADLINE) for the
+    /// loading.
+    fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let log_path = self.dir.join("redis.log");
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            match ping(&self.addr) {
+                Ok(Answer::There) => return Ok(()),
+                Ok(Answer::Loading) => return wait_loaded(&self.addr),
+                Err(_) => {}
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                bail!(
+                    "redis-server exited with {status}; its log ({}):\n{}",
+                    log_path.display(),
+                    tail(&log_path)
+                );
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!(
+                    "redis-server did not answer PING within {START_DEADLINE:?}; its log ({}):\n{}",
+                    log_path.display(),
+                    tail(&log_path)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The process id of the server.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SHUTDOWN (flushing the AOF) and waits; kills it if it does not go.
+    /// Dropping a [`ManagedRedis`] does the same.
+    pub fn stop(self) {
+        drop(self);
+    }
+
+    fn shutdown(&mut self) {
+        if let Ok(mut stream) = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)) {
+            let _ = stream.write_all(b"SHUTDOWN\r\n");
+        }
+        let deadline = Instant::now() + STOP_DEADLINE;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => {
+                    log::info!("managed redis-server stopped");
+                    return;
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                _ => {
+                    log::warn!("managed redis-server did not stop after SHUTDOWN; killing it");
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ManagedRedis {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.shutdown();
+        }
+    }
+}
+
+fn spawn_server(
+    spawner: &Spawner,
+    addr: SocketAddr,
+    bind: &str,
+    dir: &Path,
+) -> anyhow::Result<Child> {
+    let mut command = Command::new("redis-server");
+    command
+        .arg("--port")
+        .arg(addr.port().to_string())
+        .arg("--bind")
+        .arg(bind)
+        .arg("--dir")
+        .arg(dir)
+        .arg("--logfile")
+        .arg(dir.join("redis.log"))
+        .args(["--appendonly", "yes", "--save", "", "--daemonize", "no"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        // Its own process group: a terminal's Ctrl-C must not kill it before we drain.
+        .process_group(0);
+    die_with_parent(&mut command);
+    spawner.spawn(command).context("cannot run redis-server")
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}

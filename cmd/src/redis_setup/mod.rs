@@ -1,0 +1,98 @@
+//! Finding Redis, or starting a managed `redis-server` (DESIGN §1): when
+//! nothing answers at the URL, the URL is on loopback and `redis-server` is on
+//! PATH (and the managed mode is not turned off), the orchestrator starts its
+//! own ([`managed`]). Whether something answers is asked with a RESP PING
+//! ([`probe`]). The URL itself is parsed and redacted by [`client::url`].
+
+pub mod managed;
+pub mod probe;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use client::RedisUrl;
+
+pub use managed::ManagedRedis;
+use probe::{Answer, ping, wait_loaded};
+
+fn redis_server_on_path() -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|p| p.join("redis-server").is_file()))
+        .unwrap_or(false)
+}
+
+/// Finds a Redis at `url` or starts a managed one; the error lists what was tried.
+pub fn ensure(
+    url: &RedisUrl,
+    data_dir: &Path,
+    allow_managed: bool,
+) -> anyhow::Result<Option<ManagedRedis>> {
+    let Some((host, port)) = url.host_port() else {
+        // A unix socket: nothing to probe or start; the client tries it as is.
+        return Ok(None);
+    };
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve the Redis host `{host}` of {url}"))?
+        .collect();
+    let mut last = String::from("no address");
+    for addr in &addrs {
+        match ping(addr) {
+            Ok(answer) => {
+                if answer == Answer::Loading {
+                    wait_loaded(addr)?;
+                }
+                return Ok(None);
+            }
+            Err(e) => last = e,
+        }
+    }
+    let tried = format!("tried {url} ({last})");
+    if !allow_managed {
+        bail!(
+            "redis is unreachable: {tried}; the managed redis-server is turned off \
+             (--no-managed-redis). Fix: start Redis (e.g. `redis-server --port {port}`), \
+             pass --redis-url to one that runs, or drop --no-managed-redis to let the \
+             orchestrator start its own"
+        );
+    }
+    if !url.is_loopback() {
+        bail!(
+            "redis is unreachable: {tried}; a managed redis-server is only started for a \
+             loopback URL, and {host} is not one. Fix: start Redis on {host}:{port}, or pass \
+             --redis-url redis://127.0.0.1:{port} to let the orchestrator start its own"
+        );
+    }
+    if !redis_server_on_path() {
+        bail!(
+            "redis is unreachable: {tried}; then looked for redis-server on PATH to start a \
+             managed one, and found none. Fix: install it (Debian/Ubuntu: \
+             `sudo apt-get install -y redis-server`), or start Redis yourself and pass --redis-url"
+        );
+    }
+    // The managed server binds 127.0.0.1 for `localhost` (see [`ManagedRedis::start`]), so it
+    // is waited for there, even where `localhost` resolves to ::1 first.
+    let addr = if host == "localhost" {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    } else {
+        addrs
+            .first()
+            .copied()
+            .context("the Redis host resolved to no address")?
+    };
+    let managed = ManagedRedis::start(addr, host, data_dir).with_context(|| {
+        format!(
+            "redis is unreachable: {tried}; then starting a managed redis-server on port \
+                 {port} failed. Fix: redis-server says why below (often another program holds \
+                 port {port}: free it, or name another port in --redis-url), or start Redis \
+                 yourself and pass --redis-url"
+        )
+    })?;
+    log::info!(
+        "started a managed redis-server (pid {}) on {addr} (data in {})",
+        managed.pid(),
+        managed.dir.display()
+    );
+    Ok(Some(managed))
+}

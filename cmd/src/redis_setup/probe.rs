@@ -1,0 +1,79 @@
+//! The RESP probe: whether anything at an address answers a PING like a
+//! Redis, and waiting while a Redis still loads its data. Plain blocking
+//! sockets: callers run it off the async threads.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+
+/// What answered a PING.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// A Redis that can be used (PONG, or NOAUTH from a password-protected
+    /// one: any answer but LOADING means a Redis is there; the client then
+    /// says whether it can use it).
+    There,
+    /// A Redis that is still reading its data (`-LOADING`): there, not ready.
+    Loading,
+}
+
+/// What answers a PING at `addr`, or why nothing did.
+pub fn ping(addr: &SocketAddr) -> Result<Answer, String> {
+    let mut stream =
+        TcpStream::connect_timeout(addr, Duration::from_millis(500)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| e.to_string())?;
+    stream.write_all(b"PING\r\n").map_err(|e| e.to_string())?;
+    // Enough of the reply to tell `-LOADING` from anything else, however
+    // the bytes arrive.
+    let mut buf = [0u8; 8];
+    let mut n = 0;
+    while n < buf.len() && !buf[..n].contains(&b'\n') {
+        match stream.read(&mut buf[n..]) {
+            Ok(0) if n == 0 => {
+                return Err("connected but the connection was closed without a reply".to_string());
+            }
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if n == 0 => return Err(format!("connected but got no reply: {e}")),
+            Err(_) => break,
+        }
+    }
+    Ok(if buf[..n].starts_with(b"-LOADING") {
+        Answer::Loading
+    } else {
+        Answer::There
+    })
+}
+
+/// How long a Redis may go on loading its data before the start gives up
+/// (a big append-only file takes a while; a start cannot be interrupted
+/// during this wait, so it is bounded).
+pub const LOAD_DEADLINE: Duration = Duration::from_secs(300);
+
+/// Waits while the Redis at `addr` answers LOADING; an error if it still
+/// does after [`LOAD_DEADLINE`] or stops answering.
+pub fn wait_loaded(addr: &SocketAddr) -> anyhow::Result<()> {
+    let deadline = Instant::now() + LOAD_DEADLINE;
+    let mut said = false;
+    loop {
+        match ping(addr) {
+            Ok(Answer::There) => return Ok(()),
+            Ok(Answer::Loading) if Instant::now() < deadline => {
+                if !said {
+                    log::info!("redis at {addr} is loading its data; waiting for it");
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Ok(Answer::Loading) => bail!(
+                "redis at {addr} was still loading its data after {LOAD_DEADLINE:?}. Fix: \
+                 start it yourself, wait until it has loaded, then start again"
+            ),
+            Err(e) => bail!("redis at {addr} stopped answering while it loaded its data: {e}"),
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Phase two of the command line: [`Settings::resolve`] turns the parsed
+//! [`RunArgs`] into the one value everything else reads, with every default
+//! filled in and every check made before anything starts (as ripgrep's
+//! `LowArgs` → `HiArgs`). A bad option or circles.json is a usage error (exit
+//! 2) found here; nothing after this point reads [`RunArgs`].
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use client::RedisUrl;
+
+use crate::UsageError;
+use crate::cli::{Output, RunArgs};
+use crate::config::{self, CircleConfig};
+
+/// In plain mode counters are only context, read this often.
+const PLAIN_STATS_EVERY: Duration = Duration::from_secs(10);
+
+/// How the status is shown, `auto` resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The table redrawn in place on the terminal; logs go to a file.
+    Live,
+    /// The table once, then one line per change.
+    Plain,
+    /// One JSON snapshot per line.
+    Json,
+}
+
+/// The limits every circle's WebSocket server gets.
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    /// How long a `play` request waits for its result.
+    pub task_timeout: Duration,
+    /// Largest WebSocket message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Requests in flight per connection.
+    pub max_in_flight: usize,
+    /// Connections per circle.
+    pub max_connections: usize,
+    /// Extra accepted `Origin`s.
+    pub allowed_origins: Vec<String>,
+}
+
+/// Everything the orchestrator needs, resolved and checked once.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The circles file (for messages).
+    pub config_path: PathBuf,
+    /// The circles, validated (DESIGN §2), in file order.
+    pub circles: Vec<CircleConfig>,
+    /// The Redis of the task broker: a TCP URL redis-rs accepts.
+    pub redis: RedisUrl,
+    /// Whether a managed redis-server may be started when none answers.
+    pub managed_redis: bool,
+    /// Where circle N keeps its database (`<data_dir>/N/`).
+    pub data_dir: PathBuf,
+    /// Bind address of every WebSocket server (resolves on this machine).
+    pub host: String,
+    /// How the status is shown.
+    pub mode: Mode,
+    /// The log file: `Some` in live mode only (logs go to stderr otherwise).
+    pub log_file: Option<PathBuf>,
+    /// How often the live table and JSON snapshots are refreshed.
+    pub refresh: Duration,
+    /// How often the per-circle counters are read from Redis.
+    pub stats_every: Duration,
+    /// On shutdown, how long running scripts may go on.
+    pub shutdown_grace: Duration,
+    /// How long finished task results stay in Redis.
+    pub result_ttl: Duration,
+    /// The engine limits of every circle.
+    pub engine: engine::Limits,
+    /// The timing knobs of every worker.
+    pub worker: worker::WorkerOptions,
+    /// The limits of every circle's WebSocket server.
+    pub server: ServerLimits,
+}
+
+impl Settings {
+    /// Checks the options and what they point at, in the order a user fixes
+    /// them: circles.json, `--redis-url`, `--host`, then the data dir default.
+    pub fn resolve(args: RunArgs) -> anyhow::Result<Settings> {
+        let circles = config::load(&args.config)?;
+        let redis = redis_url(&args.redis_url)?;
+        check_host(&args.host)?;
+        let data_dir = match args.data_dir {
+            Some(d) => d,
+            None => default_data_dir()?,
+        };
+        let mode = match args.output {
+            Output::Auto if std::io::stdout().is_terminal() => Mode::Live,
+            Output::Auto | Output::Plain => Mode::Plain,
+            Output::Live => Mode::Live,
+            Output::Json => Mode::Json,
+        };
+        let log_file = (mode == Mode::Live).then(|| {
+            args.log_file
+                .unwrap_or_else(|| data_dir.join("orchestrator.log"))
+        });
+        let stats_every = if mode == Mode::Plain {
+            PLAIN_STATS_EVERY
+        } else {
+            args.refresh
+        };
+        let mut worker = worker::WorkerOptions::default();
+        worker.pop_timeout = args.worker_pop_timeout;
+        worker.heartbeat_interval = args.worker_heartbeat;
+        worker.heartbeat_ttl = args.worker_heartbeat * 3;
+        worker.reap_interval = args.worker_reap_interval;
+        Ok(Settings {
+            config_path: args.config,
+            circles,
+            redis,
+            managed_redis: !args.no_managed_redis,
+            data_dir,
+            host: args.host,
+            mode,
+            log_file,
+            refresh: args.refresh,
+            stats_every,
+            shutdown_grace: args.shutdown_grace,
+            result_ttl: args.result_ttl,
+            engine: engine::Limits {
+                timeout: args.script_timeout,
+                max_operations: args.max_operations,
+                ..engine::Limits::default()
+            },
+            worker,
+            server: ServerLimits {
+                task_timeout: args.task_timeout,
+                max_message_bytes: args.max_message_bytes,
+                max_in_flight: args.max_in_flight,
+                max_connections: args.max_connections,
+                allowed_origins: args.allowed_origins,
+            },
+        })
+    }
+
+    /// The server configuration of one circle; its script size limit is
+    /// the engines' own, so the server refuses exactly what they would.
+    pub fn server_config(&self, circle_name: &str, queue: &str) -> server_ws::ServerConfig {
+        server_ws::ServerConfig {
+            circle_name: circle_name.to_string(),
+            queue: queue.to_string(),
+            task_timeout: self.server.task_timeout,
+            max_message_bytes: self.server.max_message_bytes,
+            max_in_flight: self.server.max_in_flight,
+            max_connections: self.server.max_connections,
+            max_script_bytes: self.engine.max_script_bytes,
+            allowed_origins: self.server.allowed_origins.clone(),
+        }
+    }
+
+    /// The worker configuration of one circle, claiming its queue as `owner`.
+    pub fn worker_config(&self, queue: &str, owner: &str) -> worker::WorkerConfig {
+        worker::WorkerConfig {
+            redis_url: self.redis.as_str().to_string(),
+            queue: queue.to_string(),
+            result_ttl: self.result_ttl,
+            shutdown_grace: self.shutdown_grace,
+            owner: Some(owner.to_string()),
+        }
+    }
+}
+
+/// The default data directory: `$HOME/.hero/circles`, else the platform home.
+pub fn default_data_dir() -> anyhow::Result<PathBuf> {
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .or_else(dirs::home_dir)
+        .context("cannot find the home directory for the default data dir; pass --data-dir")?;
+    Ok(home.join(".hero").join("circles"))
+}
+
+/// A `--redis-url` that is malformed or names no host and port is a usage error.
+fn redis_url(url: &str) -> anyhow::Result<RedisUrl> {
+    let problem = match RedisUrl::parse(url) {
+        Err(e) => e.reason,
+        Ok(parsed) if parsed.host_port().is_none() => "no host and port".to_string(),
+        Ok(parsed) => return Ok(parsed),
+    };
+    Err(UsageError(format!(
+        "--redis-url {} is not a redis:// URL ({problem}); for example redis://127.0.0.1:6379",
+        client::url::redact(url)
+    ))
+    .into())
+}
+
+/// A `--host` that does not resolve is a usage error, found before Redis is
+/// looked for or started. Whether the address can be bound is only known
+/// when each circle binds it (exit 1, naming the circle).
+fn check_host(host: &str) -> anyhow::Result<()> {
+    use std::net::ToSocketAddrs;
+    match (host, 0).to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(UsageError(format!("--host {host} resolves to no address")).into()),
+        Err(e) => Err(UsageError(format!(
+            "--host {host} is not an address or a name this machine resolves ({e}); for \
+             example 127.0.0.1, 0.0.0.0 or ::1"
+        ))
+        .into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn resolve(args: &[&str]) -> anyhow::Result<Settings> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("circles.json");
+        std::fs::write(&config, r#"[{"id": 1, "name": "Alpha", "port": 8081}]"#)
+            .expect("write config");
+        let mut argv = vec!["c", config.to_str().expect("utf-8 path")];
+        argv.extend_from_slice(args);
+        let cli = crate::cli::Cli::try_parse_from(argv).expect("parses");
+        Settings::resolve(cli.run)
+    }
+
+    fn is_usage(e: &anyhow::Error) -> bool {
+        e.chain().any(|c| c.is::<UsageError>())
+    }
+
+    #[test]
+    fn defaults_are_filled_in_once() {
+        let s = resolve(&["--data-dir", "/tmp/d", "--output", "json"]).expect("valid");
+        assert_eq!(s.redis.as_str(), "redis://127.0.0.1:6379");
+        assert!(s.managed_redis);
+        assert_eq!(s.mode, Mode::Json);
+        assert_eq!(s.log_file, None, "logs go to stderr outside live mode");
+        assert_eq!(s.stats_every, s.refresh);
+        assert_eq!(s.worker.heartbeat_ttl, s.worker.heartbeat_interval * 3);
+        let server = s.server_config("Alpha", "alpha");
+        assert_eq!(server.max_script_bytes, s.engine.max_script_bytes);
+        let worker = s.worker_config("alpha", "here:/tmp/d/1");
+        assert_eq!(worker.owner.as_deref(), Some("here:/tmp/d/1"));
+    }
+
+    #[test]
+    fn live_mode_logs_to_a_file_in_the_data_dir_and_plain_mode_reads_counters_slowly() {
+        let s = resolve(&["--data-dir", "/tmp/d", "--output", "live"]).expect("valid");
+        assert_eq!(s.log_file, Some(PathBuf::from("/tmp/d/orchestrator.log")));
+        let s = resolve(&["--data-dir", "/tmp/d", "--output", "plain"]).expect("valid");
+        assert_eq!(s.stats_every, PLAIN_STATS_EVERY);
+    }
+
+    #[test]
+    fn a_redis_url_without_host_and_port_is_a_usage_error_and_keeps_its_password_hidden() {
+        for url in ["unix:///tmp/r.sock?pass=hunter2", "http://u:hunter2@h:1"] {
+            let e = resolve(&["--redis-url", url]).expect_err(url);
+            assert!(is_usage(&e), "{url}: {e}");
+            assert!(e.to_string().contains("is not a redis:// URL"), "{e}");
+            assert!(!e.to_string().contains("hunter2"), "{e}");
+        }
+    }
+
+    #[test]
+    fn an_unresolvable_host_is_a_usage_error() {
+        let e = resolve(&["--host", "no such host!"]).expect_err("bad host");
+        assert!(is_usage(&e), "{e}");
+    }
+}
