@@ -2,7 +2,7 @@
 //!
 //! `GET /ws` upgrades to a WebSocket that speaks JSON-RPC 2.0 in text frames.
 //! Its one method, `play`, hands a script to the circle's worker through the
-//! task broker ([`client::Client::run`]); this crate never runs a script
+//! task broker ([`client::Client::run_with`]); this crate never runs a script
 //! itself. In the crate graph it sits beside `worker`, on top of `client`, and
 //! below `cmd`, which serves every circle from one [`run_many`] host.
 //!

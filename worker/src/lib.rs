@@ -24,7 +24,7 @@
 //!   within `shutdown_grace` (counted from the cancellation), then cancels it
 //!   and any claimed task still to run, and leaves nothing claimed.
 //! - A task whose `cancel` field is set (`client::Client::cancel`; a
-//!   `Client::run` whose caller went away sets it) ends as `error`, kind
+//!   `Client::run_with` whose caller went away sets it) ends as `error`, kind
 //!   `cancelled`: at its claim without running, or, while its script runs,
 //!   once a watcher beside the heartbeat sees the field (it looks every
 //!   `cancel_poll` at a script that has run that long) — the script stops and
