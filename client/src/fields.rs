@@ -69,7 +69,7 @@ pub mod status {
 }
 
 /// The outcome the fields describe, or `None` while the task is not finished.
-pub fn outcome(task_id: &str, fields: &HashMap<String, String>) -> Result<Option<Outcome>> {
+pub(crate) fn outcome(task_id: &str, fields: &HashMap<String, String>) -> Result<Option<Outcome>> {
     let get = |name: &str| fields.get(name).cloned().unwrap_or_default();
     let number = |name: &str| fields.get(name).and_then(|v| v.parse::<u32>().ok());
     match fields.get(STATUS).map(String::as_str) {
