@@ -41,8 +41,7 @@ impl Client {
     /// Submits a task whose outcome is then awaited with
     /// [`Watched::outcome`], typically elsewhere: the waiter is registered
     /// before the push, so the outcome comes by notification with no read
-    /// of the hash first.
-    /// Dropping the [`Watched`] cancels nothing.
+    /// of the hash first. Dropping the [`Watched`] cancels nothing.
     pub async fn submit_watched(
         &self,
         queue: &str,
