@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::{Error, Outcome, Result, TaskFailure, TaskOutput};
+use crate::{Error, FailureKind, Outcome, Result, TaskFailure, TaskOutput};
 
 /// The script source. Written by the submitter.
 pub const SCRIPT: &str = "script";
@@ -38,8 +38,9 @@ pub const PRINTED: &str = "printed";
 pub const RUN_TIME_US: &str = "runTimeUs";
 /// On `error`: the message.
 pub const ERROR: &str = "error";
-/// On `error`: the kind's wire name (`syntax`, `runtime`, `limit`, `timeout`,
-/// `cancelled`, `expired`, `worker_lost`, …).
+/// On `error`: the kind's wire name ([`crate::FailureKind::as_str`]:
+/// `syntax`, `runtime`, `limit`, `timeout`, `cancelled`, `expired`,
+/// `worker_lost`, …).
 pub const ERROR_KIND: &str = "errorKind";
 /// On `error`: 1-based line, when known.
 pub const ERROR_LINE: &str = "errorLine";
@@ -67,23 +68,8 @@ pub mod status {
     pub const ERROR: &str = "error";
 }
 
-/// Error kinds the protocol itself produces (the engine's kinds come from it).
-pub mod kind {
-    /// The task's deadline passed before a worker took it.
-    pub const EXPIRED: &str = "expired";
-    /// The worker died while running the task.
-    pub const WORKER_LOST: &str = "worker_lost";
-    /// The task hash had no script.
-    pub const INVALID: &str = "invalid";
-    /// Cancelled ([`super::CANCEL`]) before or while it ran; the engine's
-    /// own kind for a stopped script has the same name.
-    pub const CANCELLED: &str = "cancelled";
-    /// Written by a third party without `errorKind`.
-    pub const UNKNOWN: &str = "unknown";
-}
-
 /// The outcome the fields describe, or `None` while the task is not finished.
-pub fn outcome(task_id: &str, fields: &HashMap<String, String>) -> Result<Option<Outcome>> {
+pub(crate) fn outcome(task_id: &str, fields: &HashMap<String, String>) -> Result<Option<Outcome>> {
     let get = |name: &str| fields.get(name).cloned().unwrap_or_default();
     let number = |name: &str| fields.get(name).and_then(|v| v.parse::<u32>().ok());
     match fields.get(STATUS).map(String::as_str) {
@@ -100,8 +86,7 @@ pub fn outcome(task_id: &str, fields: &HashMap<String, String>) -> Result<Option
             task_id: task_id.to_owned(),
             kind: fields
                 .get(ERROR_KIND)
-                .cloned()
-                .unwrap_or_else(|| kind::UNKNOWN.to_owned()),
+                .map_or(FailureKind::Unknown, |name| FailureKind::from_wire(name)),
             message: get(ERROR),
             line: number(ERROR_LINE),
             column: number(ERROR_COLUMN),
@@ -114,5 +99,77 @@ pub fn outcome(task_id: &str, fields: &HashMap<String, String>) -> Result<Option
         Some(other) => Err(Error::Protocol(format!(
             "task {task_id} has unknown status {other:?}"
         ))),
+    }
+}
+
+/// The fields a worker writes when the task ended as `outcome` (the inverse
+/// of [`outcome`], without the id): `status` first, as the finishing script
+/// expects.
+pub(crate) fn terminal(outcome: &Outcome) -> Vec<(&'static str, String)> {
+    let mut pairs: Vec<(&str, String)> = Vec::with_capacity(5);
+    match outcome {
+        Outcome::Completed(out) => {
+            pairs.push((STATUS, status::COMPLETED.to_owned()));
+            pairs.push((OUTPUT, out.output.clone()));
+            pairs.push((PRINTED, out.printed.clone()));
+            if let Some(run_time) = out.run_time {
+                pairs.push((RUN_TIME_US, run_time.as_micros().to_string()));
+            }
+        }
+        Outcome::Failed(failure) => {
+            pairs.push((STATUS, status::ERROR.to_owned()));
+            pairs.push((ERROR, failure.message.clone()));
+            pairs.push((ERROR_KIND, failure.kind.as_str().to_owned()));
+            if let Some(line) = failure.line {
+                pairs.push((ERROR_LINE, line.to_string()));
+            }
+            if let Some(column) = failure.column {
+                pairs.push((ERROR_COLUMN, column.to_string()));
+            }
+        }
+    }
+    pairs
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use super::{outcome, terminal};
+    use crate::{FailureKind, Outcome, TaskFailure, TaskOutput};
+
+    /// What a worker writes reads back as the outcome it wrote.
+    #[test]
+    fn the_fields_a_worker_writes_read_back_as_its_outcome() {
+        let ended = [
+            Outcome::Completed(TaskOutput {
+                task_id: "t".into(),
+                output: "42".into(),
+                printed: "hi\n".into(),
+                run_time: Some(Duration::from_micros(7)),
+            }),
+            Outcome::Failed(TaskFailure {
+                task_id: "t".into(),
+                kind: FailureKind::Syntax,
+                message: "unexpected end".into(),
+                line: Some(1),
+                column: Some(4),
+            }),
+            Outcome::Failed(TaskFailure {
+                task_id: "t".into(),
+                kind: FailureKind::Other("forbidden".into()),
+                message: "read only".into(),
+                line: None,
+                column: None,
+            }),
+        ];
+        for written in ended {
+            let hash: HashMap<String, String> = terminal(&written)
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+            assert_eq!(outcome("t", &hash).expect("readable"), Some(written));
+        }
     }
 }

@@ -3,31 +3,42 @@
 //!
 //! Place in the graph: `client` → `redis`, `serde`. `server_ws` submits and
 //! waits through [`Client`]; `worker` takes and finishes tasks through
-//! [`broker`]; `cmd` reads [`Client::stats`]. This crate owns every Redis key
-//! name ([`keys`]) and hash field ([`fields`]); no other crate writes a key
-//! string.
+//! [`broker`]; `cmd` reads [`Client::stats_many`] and
+//! [`Client::queue_owners`]. This crate owns every Redis key name
+//! ([`keys`]), hash field ([`fields`]) and failure kind ([`FailureKind`]);
+//! no other crate writes a key string or a kind's wire name.
 //!
 //! Main types:
 //! - [`Client`] is cheap to `Clone` and shared by every WS server of a process:
 //!   one multiplexed command connection plus one notification (pub/sub)
 //!   connection, however many waiters. It works from any tokio runtime once
-//!   created inside one.
-//! - [`Outcome`]: a script failure is not an `Err`, it is [`Outcome::Failed`].
-//!   `Err` means the broker or the wait failed ([`Error::Unavailable`],
-//!   [`Error::Timeout`], [`Error::Protocol`]).
-//! - [`Client::run`] owns its task: dropped before the outcome arrives (its
-//!   caller went away), it asks for the task's cancellation
-//!   ([`Client::cancel`]); [`Client::run_with`] and [`OnDrop`] choose
-//!   otherwise.
+//!   created inside one. [`Client::run_with`] submits and waits;
+//!   [`Client::submit_watched`] submits and hands back a [`Watched`] to
+//!   await later. Both register the waiter before the push.
+//! - [`Outcome`]: a script failure is not an `Err`, it is [`Outcome::Failed`]
+//!   with a [`FailureKind`]. `Err` means the broker or the wait failed
+//!   ([`Error::Unavailable`], [`Error::Timeout`], [`Error::Protocol`]). A
+//!   worker reports a finished task as the same [`Outcome`].
+//! - [`OnDrop`]: what becomes of a [`Client::run_with`] task when its caller
+//!   stops waiting first ([`OnDrop::Cancel`] asks for its cancellation,
+//!   [`Client::cancel`]).
 //! - [`broker::WorkerBroker`] / [`broker::BlockingPopper`]: the worker side.
+//!
+//! Feature `test-support` adds what only tests use: [`Client`]'s `submit`
+//! (no waiter), `wait` (any task by id), `check` (one read of a task) and
+//! `waiting` (waiters registered).
 //!
 //! ```no_run
 //! # async fn demo() -> client::Result<()> {
-//! let client = client::Client::connect("redis://127.0.0.1:6379/").await?;
+//! use client::{Client, OnDrop, Outcome, SubmitOptions};
+//! let client = Client::connect("redis://127.0.0.1:6379/").await?;
 //! let queue = client::queue_name("Alpha Circle"); // "alpha_circle"
-//! match client.run(&queue, "40 + 2", &client::SubmitOptions::default()).await? {
-//!     client::Outcome::Completed(out) => assert_eq!(out.output, "42"),
-//!     client::Outcome::Failed(failure) => eprintln!("script failed: {}", failure.message),
+//! let options = SubmitOptions::default();
+//! match client.run_with(&queue, "40 + 2", &options, OnDrop::Cancel).await? {
+//!     Outcome::Completed(out) => assert_eq!(out.output, "42"),
+//!     Outcome::Failed(failure) => {
+//!         eprintln!("script failed ({}): {}", failure.kind, failure.message)
+//!     }
 //! }
 //! # Ok(())
 //! # }
@@ -38,6 +49,7 @@ mod client;
 mod conn;
 pub mod fields;
 pub mod keys;
+mod kind;
 mod listener;
 mod scripts;
 pub mod url;
@@ -45,9 +57,18 @@ pub mod url;
 pub use client::{
     Client, ClientOptions, OnDrop, STATS_BATCH, SUBMITTER_FAILED, SUBMITTER_GONE, Watched,
 };
+pub use kind::FailureKind;
 pub use url::RedisUrl;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch, by this machine's clock.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
 
 /// Errors of the client. `Unavailable` maps to JSON-RPC -32002, `Timeout` to -32001.
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +141,8 @@ pub struct TaskOutput {
     pub output: String,
     /// What the script printed (capped).
     pub printed: String,
-    /// Time the worker spent running the script, when known.
+    /// Time the worker spent running the script, when known (a third
+    /// party's worker may not say).
     pub run_time: Option<Duration>,
 }
 
@@ -129,8 +151,8 @@ pub struct TaskOutput {
 pub struct TaskFailure {
     /// The task id.
     pub task_id: String,
-    /// The error kind's wire name ("syntax", "runtime", "limit", "timeout", "worker_lost", …).
-    pub kind: String,
+    /// Why it failed (`errorKind`).
+    pub kind: FailureKind,
     /// The message.
     pub message: String,
     /// 1-based line, when known.
@@ -146,6 +168,16 @@ pub enum Outcome {
     Completed(TaskOutput),
     /// Status `error`.
     Failed(TaskFailure),
+}
+
+impl Outcome {
+    /// The task id.
+    pub fn task_id(&self) -> &str {
+        match self {
+            Outcome::Completed(out) => &out.task_id,
+            Outcome::Failed(failure) => &failure.task_id,
+        }
+    }
 }
 
 /// Counters of one circle, for the status table.

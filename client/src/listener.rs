@@ -57,7 +57,8 @@ impl Registry {
         }
     }
 
-    /// Number of registered task ids (for tests and diagnostics).
+    /// Number of registered task ids (`Client::waiting`).
+    #[cfg(feature = "test-support")]
     pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }

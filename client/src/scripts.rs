@@ -16,9 +16,26 @@ use std::sync::LazyLock;
 
 use redis::{Script, ScriptInvocation};
 
-use crate::keys;
+use crate::{FailureKind, keys};
 
-const FINISH: &str = r#"
+/// The failure kinds the scripts write, as Lua locals named after
+/// [`FailureKind::as_str`] (the wire names live there alone), then the
+/// helper `finish`. Every script that ends a task starts with this.
+static FINISH: LazyLock<String> = LazyLock::new(|| {
+    let kinds = [
+        ("KIND_INVALID", FailureKind::Invalid),
+        ("KIND_CANCELLED", FailureKind::Cancelled),
+        ("KIND_EXPIRED", FailureKind::Expired),
+        ("KIND_WORKER_LOST", FailureKind::WorkerLost),
+    ];
+    let mut lua = String::new();
+    for (local, kind) in kinds {
+        lua.push_str(&format!("local {local} = '{}'\n", kind.as_str()));
+    }
+    lua + FINISH_FN
+});
+
+const FINISH_FN: &str = r#"
 local function finish(dkey, id, plist, stats, now, ttl, fields, note, reply)
   redis.call('HSET', dkey, 'updatedAt', now, unpack(fields))
   redis.call('PEXPIRE', dkey, ttl)
@@ -55,7 +72,7 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
   if not status and not script and redis.call('EXISTS', dkey) == 0 then
     -- Pushed without its hash (or the hash expired while queued): the id
     -- still ends as error, in a hash made for it, so whoever waits sees why.
-    finish(dkey, id, plist, stats, now, ttl, { 'status', 'error', 'errorKind', 'invalid',
+    finish(dkey, id, plist, stats, now, ttl, { 'status', 'error', 'errorKind', KIND_INVALID,
       'error', 'task details hash ' .. dkey .. ' did not exist when a worker took the id' ..
       ' (a submitter must write the hash before pushing the id)', 'createdAt', now }, nil, nil)
     return { 'missing', id }
@@ -87,11 +104,11 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
     local shown = '(not printable text)'
     if string.find(status, '^[%w%p ]+$') then shown = '"' .. status .. '"' end
     local why = 'unknown status ' .. shown .. ' (a task is submitted as "pending")'
-    failed('invalid', why)
+    failed(KIND_INVALID, why)
     return { 'invalid', id, why }
   end
   if not script then
-    failed('invalid', 'task has no script field')
+    failed(KIND_INVALID, 'task has no script field')
     return { 'invalid', id, 'it has no script' }
   end
   if h[7] then
@@ -104,11 +121,11 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
     elseif string.find(h[7], '^[%w%p ]+$') then
       why = string.sub(h[7], 1, 200)
     end
-    failed('cancelled', 'cancelled before it ran: ' .. why)
+    failed(KIND_CANCELLED, 'cancelled before it ran: ' .. why)
     return { 'cancelled', id, why }
   end
   if deadline and tonumber(deadline) and tonumber(now) > tonumber(deadline) then
-    failed('expired', 'task expired before it ran: its deadline passed while it waited in the queue')
+    failed(KIND_EXPIRED, 'task expired before it ran: its deadline passed while it waited in the queue')
     return { 'expired', id }
   end
   redis.call('HSET', dkey, 'status', 'processing', 'workerId', worker, 'startedAt', now,
@@ -124,15 +141,16 @@ end
 /// `CLAIM`. KEYS: processing list, stats. ARGV: id, details prefix, worker
 /// id, now, ttl, reason. Returns 1 when it ended the task.
 static END_UNREADABLE: LazyLock<Script> = LazyLock::new(|| {
+    let finish = FINISH.as_str();
     Script::new(&format!(
-        "{FINISH}
+        "{finish}
 local dkey = ARGV[2] .. ARGV[1]
 local h = redis.call('HMGET', dkey, 'status', 'workerId', 'replyTo', 'createdAt')
 if h[1] == 'completed' or h[1] == 'error' or (h[1] == 'processing' and h[2] ~= ARGV[3]) then
   redis.call('LREM', KEYS[1], 1, ARGV[1])
   return 0
 end
-local fields = {{ 'status', 'error', 'errorKind', 'invalid', 'error', ARGV[6] }}
+local fields = {{ 'status', 'error', 'errorKind', KIND_INVALID, 'error', ARGV[6] }}
 if not h[4] then fields[#fields + 1] = 'createdAt'; fields[#fields + 1] = ARGV[4] end
 finish(dkey, ARGV[1], KEYS[1], KEYS[2], ARGV[4], ARGV[5], fields, nil, h[3])
 return 1"
@@ -205,16 +223,18 @@ pub(crate) fn disown_queue(queue: &str, owner: &str) -> ScriptInvocation<'static
 
 /// KEYS: processing list, stats. ARGV: id, details prefix, worker id, now, ttl.
 static CLAIM_ONE: LazyLock<Script> = LazyLock::new(|| {
+    let finish = FINISH.as_str();
     Script::new(&format!(
-        "{FINISH}{CLAIM}return claim(ARGV[1], KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4], ARGV[5])"
+        "{finish}{CLAIM}return claim(ARGV[1], KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4], ARGV[5])"
     ))
 });
 
 /// KEYS: queue, processing list, stats. ARGV: details prefix, worker id, now, ttl.
 /// Non-blocking: moves the oldest id (right end) and claims it; `false` when empty.
 static POP_AND_CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    let finish = FINISH.as_str();
     Script::new(&format!(
-        "{FINISH}{CLAIM}
+        "{finish}{CLAIM}
 local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
 if not id then return false end
 return claim(id, KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4])"
@@ -229,8 +249,9 @@ return claim(id, KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4])"
 /// written, 0 when the task was no longer this worker's (a reaper resolved
 /// it meanwhile): then only the processing entry goes.
 static FINISH_TASK: LazyLock<Script> = LazyLock::new(|| {
+    let finish = FINISH.as_str();
     Script::new(&format!(
-        "{FINISH}{CLAIM}
+        "{finish}{CLAIM}
 local written = 0
 local h = redis.call('HMGET', KEYS[1], 'status', 'workerId', 'replyTo')
 if h[1] ~= 'processing' or h[2] ~= ARGV[2] then
@@ -260,8 +281,9 @@ return c"
 /// restart or `SCRIPT FLUSH`) the claim is redone with [`claim_head`], which
 /// loads it.
 pub(crate) static CLAIM_HEAD: LazyLock<Script> = LazyLock::new(|| {
+    let finish = FINISH.as_str();
     Script::new(&format!(
-        "{FINISH}{CLAIM}
+        "{finish}{CLAIM}
 local id = redis.call('LINDEX', KEYS[1], 0)
 if not id then return false end
 -- The pop may have blocked a while since the worker sent this: take the
@@ -291,8 +313,9 @@ pub(crate) fn claim_head(
 /// ARGV: dead worker id, details prefix, now, ttl, message.
 /// Returns `{lost, requeued}`, or -1 when the worker is alive after all.
 static REAP: LazyLock<Script> = LazyLock::new(|| {
+    let finish = FINISH.as_str();
     Script::new(&format!(
-        "{FINISH}
+        "{finish}
 if redis.call('EXISTS', KEYS[5]) == 1 then return -1 end
 local lost, requeued = 0, 0
 local ids = redis.call('LRANGE', KEYS[4], 0, -1)
@@ -307,7 +330,7 @@ for _, id in ipairs(ids) do
       requeued = requeued + 1
     else
       finish(dkey, id, KEYS[4], KEYS[3], ARGV[3], ARGV[4], {{ 'status', 'error',
-        'errorKind', 'worker_lost', 'error', ARGV[5] }}, nil, h[4])
+        'errorKind', KIND_WORKER_LOST, 'error', ARGV[5] }}, nil, h[4])
       lost = lost + 1
     end
   elseif not h[1] or h[1] == 'pending' then

@@ -39,16 +39,28 @@ async fn a_dead_worker_s_task_ends_as_worker_lost_unless_it_opted_in_to_retry() 
         timeout: Duration::from_secs(30),
     };
     let plain = client.submit("r", "plain", &opts).await.expect("submit");
-    let retry = client
-        .submit_retryable("r", "retry", &opts)
-        .await
-        .expect("submit");
+    let retry = client.submit("r", "retry", &opts).await.expect("submit");
     let untouched = client.submit("r", "later", &opts).await.expect("submit");
+
+    let mut conn = redis::Client::open(url.as_str())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    // Opting in to retry is the task's `retry` field, as a third-party
+    // submitter writes it.
+    let _: () = redis::cmd("HSET")
+        .arg(client::keys::task_details(&retry))
+        .arg(client::fields::RETRY)
+        .arg("1")
+        .query_async(&mut conn)
+        .await
+        .expect("hset retry");
 
     let options = BrokerOptions::new(Duration::from_secs(60));
     let ghost = WorkerBroker::new(&url, "r", "ghost", &options).expect("broker");
     ghost
-        .heartbeat(Duration::from_millis(100))
+        .beat(Duration::from_millis(100), false)
         .await
         .expect("beat");
     for expected in [&plain, &retry] {
@@ -59,11 +71,6 @@ async fn a_dead_worker_s_task_ends_as_worker_lost_unless_it_opted_in_to_retry() 
     }
     // The ghost also moved a third id without claiming it (crash between the
     // pop and the claim): simulate by an LMOVE the way BLMOVE does.
-    let mut conn = redis::Client::open(url.as_str())
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("conn");
     let moved: Option<String> = redis::cmd("LMOVE")
         .arg(client::keys::tasks("r"))
         .arg(client::keys::processing("r", "ghost"))
@@ -76,13 +83,16 @@ async fn a_dead_worker_s_task_ends_as_worker_lost_unless_it_opted_in_to_retry() 
 
     let reaper = WorkerBroker::new(&url, "r", "reaper", &options).expect("broker");
     assert_eq!(
-        reaper.reap().await.expect("reap"),
+        reaper
+            .beat(Duration::from_secs(5), true)
+            .await
+            .expect("beat and reap"),
         (0, 0),
         "the ghost still beats"
     );
     wait_for_expiry(&url, &client::keys::heartbeat("r", "ghost")).await;
     // A live worker reaps with its heartbeat (the worker set is read in the
-    // same transaction).
+    // same transaction), now that the ghost's heartbeat is gone.
     assert_eq!(
         reaper
             .beat(Duration::from_secs(5), true)
@@ -119,16 +129,17 @@ async fn a_dead_worker_s_task_ends_as_worker_lost_unless_it_opted_in_to_retry() 
         client.check(&retry).await.expect("check").is_none(),
         "retry is pending again"
     );
-    let stats = client.stats("r").await.expect("stats");
+    let stats = client.stats_many(&["r"]).await.expect("stats").remove(0);
     assert_eq!((stats.failed, stats.queue_len, stats.in_flight), (1, 2, 0));
 
     // A late finish from the ghost cannot overwrite the reaper's verdict.
-    let late = client::broker::TaskResult::Completed {
+    let late = Outcome::Completed(client::TaskOutput {
+        task_id: plain.clone(),
         output: "late".into(),
         printed: String::new(),
-        run_time: Duration::ZERO,
-    };
-    assert!(!ghost.finish(&plain, &late).await.expect("finish"));
+        run_time: Some(Duration::ZERO),
+    });
+    assert!(!ghost.finish(&late).await.expect("finish"));
     let Outcome::Failed(_) = client
         .wait(&plain, Duration::from_secs(1))
         .await

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use client::broker::{BlockingPopper, BrokerOptions, Claim, TaskResult, WorkerBroker};
-use client::{Client, Outcome, SubmitOptions};
+use client::broker::{BlockingPopper, BrokerOptions, Claim, WorkerBroker};
+use client::{Client, OnDrop, Outcome, SubmitOptions, TaskFailure, TaskOutput};
 use tokio::task::JoinHandle;
 
 /// A stand-in worker: completes every task with its script as output, or
@@ -20,11 +20,8 @@ fn echo_worker(url: &str, queue: &str) -> JoinHandle<()> {
         loop {
             let claim = match broker.pop_and_claim().await {
                 Ok(Some(claim)) => claim,
-                Ok(None) => match popper.pop(Duration::from_millis(200)).await {
-                    Ok(Some(id)) => match broker.claim(&id).await {
-                        Ok(claim) => claim,
-                        Err(_) => continue,
-                    },
+                Ok(None) => match popper.pop_and_claim(Duration::from_millis(200)).await {
+                    Ok(Some(claim)) => claim,
                     _ => continue,
                 },
                 Err(_) => {
@@ -33,21 +30,23 @@ fn echo_worker(url: &str, queue: &str) -> JoinHandle<()> {
                 }
             };
             if let Claim::Run(task) = claim {
-                let result = if task.script.starts_with("fail") {
-                    TaskResult::Failed {
+                let outcome = if task.script.starts_with("fail") {
+                    Outcome::Failed(TaskFailure {
                         kind: "runtime".into(),
                         message: format!("asked to fail: {}", task.script),
                         line: Some(1),
                         column: Some(5),
-                    }
+                        task_id: task.task_id,
+                    })
                 } else {
-                    TaskResult::Completed {
-                        output: task.script.clone(),
+                    Outcome::Completed(TaskOutput {
+                        output: task.script,
                         printed: String::new(),
-                        run_time: Duration::from_micros(7),
-                    }
+                        run_time: Some(Duration::from_micros(7)),
+                        task_id: task.task_id,
+                    })
                 };
-                let _ = broker.finish(&task.task_id, &result).await;
+                let _ = broker.finish(&outcome).await;
             }
         }
     })
@@ -59,7 +58,7 @@ async fn a_submitted_script_comes_back_completed_with_its_output() {
     let worker = echo_worker(&redis.url(), "alpha");
     let client = Client::connect(&redis.url()).await.expect("connect");
     let outcome = client
-        .run("alpha", "40 + 2", &SubmitOptions::default())
+        .run_with("alpha", "40 + 2", &SubmitOptions::default(), OnDrop::Cancel)
         .await
         .expect("run");
     match outcome {
@@ -79,7 +78,12 @@ async fn a_failed_script_is_an_outcome_with_kind_line_and_column() {
     let worker = echo_worker(&redis.url(), "alpha");
     let client = Client::connect(&redis.url()).await.expect("connect");
     let outcome = client
-        .run("alpha", "fail here", &SubmitOptions::default())
+        .run_with(
+            "alpha",
+            "fail here",
+            &SubmitOptions::default(),
+            OnDrop::Cancel,
+        )
         .await
         .expect("run");
     let Outcome::Failed(failure) = outcome else {
@@ -130,12 +134,13 @@ async fn one_client_serves_a_thousand_concurrent_waiters() {
         handles.push(tokio::spawn(async move {
             let script = format!("task {i}");
             let outcome = client
-                .run(
+                .run_with(
                     "many",
                     &script,
                     &SubmitOptions {
                         timeout: Duration::from_secs(60),
                     },
+                    OnDrop::Cancel,
                 )
                 .await
                 .expect("run");
@@ -161,7 +166,7 @@ async fn one_client_serves_a_thousand_concurrent_waiters() {
         }
     }
     assert_eq!(client.waiting(), 0);
-    let stats = client.stats("many").await.expect("stats");
+    let stats = client.stats_many(&["many"]).await.expect("stats").remove(0);
     assert_eq!(stats.processed, 1000);
     assert_eq!(stats.queue_len, 0);
     for w in workers {
@@ -174,12 +179,13 @@ async fn waiting_past_the_timeout_is_a_timeout_error() {
     let redis = testkit::RedisServer::start();
     let client = Client::connect(&redis.url()).await.expect("connect");
     let err = client
-        .run(
+        .run_with(
             "nobody_listens",
             "1",
             &SubmitOptions {
                 timeout: Duration::from_millis(200),
             },
+            OnDrop::Cancel,
         )
         .await
         .expect_err("no worker, so it must time out");
@@ -240,12 +246,13 @@ async fn a_waiter_gets_unavailable_when_redis_dies_and_the_client_recovers() {
         // No worker: only Redis dying can end this wait before its 5 minutes.
         tokio::spawn(async move {
             client
-                .run(
+                .run_with(
                     "nobody",
                     "1",
                     &SubmitOptions {
                         timeout: Duration::from_secs(300),
                     },
+                    OnDrop::Cancel,
                 )
                 .await
         })
@@ -272,12 +279,13 @@ async fn a_waiter_gets_unavailable_when_redis_dies_and_the_client_recovers() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         match client
-            .run(
+            .run_with(
                 "q",
                 "back",
                 &SubmitOptions {
                     timeout: Duration::from_secs(5),
                 },
+                OnDrop::Cancel,
             )
             .await
         {
@@ -313,7 +321,12 @@ async fn a_client_serves_callers_on_other_runtimes() {
                     .expect("runtime");
                 rt.block_on(async move {
                     client
-                        .run("rt", &format!("from thread {i}"), &SubmitOptions::default())
+                        .run_with(
+                            "rt",
+                            &format!("from thread {i}"),
+                            &SubmitOptions::default(),
+                            OnDrop::Cancel,
+                        )
                         .await
                 })
             })
@@ -350,10 +363,13 @@ async fn results_arrive_by_notification_with_the_fallback_poll_an_hour_away() {
     };
     for i in 0..5 {
         let script = format!("task {i}");
-        let outcome = tokio::time::timeout(NOTIFIED_WITHIN, client.run("alpha", &script, &submit))
-            .await
-            .expect("no result without the notification: the push path is broken")
-            .expect("run");
+        let outcome = tokio::time::timeout(
+            NOTIFIED_WITHIN,
+            client.run_with("alpha", &script, &submit, OnDrop::Cancel),
+        )
+        .await
+        .expect("no result without the notification: the push path is broken")
+        .expect("run");
         match outcome {
             Outcome::Completed(out) => assert_eq!(out.output, script),
             other => panic!("expected completed, got {other:?}"),
@@ -400,10 +416,13 @@ async fn a_lost_notification_is_covered_by_the_fallback_poll() {
     let submit = SubmitOptions {
         timeout: Duration::from_secs(3600),
     };
-    let outcome = tokio::time::timeout(NOTIFIED_WITHIN, client.run("alpha", "x", &submit))
-        .await
-        .expect("the fallback poll never read the finished hash")
-        .expect("run");
+    let outcome = tokio::time::timeout(
+        NOTIFIED_WITHIN,
+        client.run_with("alpha", "x", &submit, OnDrop::Cancel),
+    )
+    .await
+    .expect("the fallback poll never read the finished hash")
+    .expect("run");
     match outcome {
         Outcome::Completed(out) => assert_eq!(out.output, "quietly done"),
         other => panic!("expected completed, got {other:?}"),

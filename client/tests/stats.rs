@@ -1,9 +1,10 @@
-//! `Client::stats_many` reads what `Client::stats` reads, for many queues at once.
+//! `Client::stats_many` reads the same counters for many queues at once as
+//! for each queue alone.
 
 use std::time::Duration;
 
-use client::broker::{BrokerOptions, TaskResult, WorkerBroker};
-use client::{Client, SubmitOptions};
+use client::broker::{BrokerOptions, WorkerBroker};
+use client::{Client, Outcome, SubmitOptions, TaskFailure, TaskOutput};
 
 #[tokio::test]
 async fn stats_of_many_queues_match_the_stats_of_each() {
@@ -23,26 +24,34 @@ async fn stats_of_many_queues_match_the_stats_of_each() {
     )
     .expect("broker");
     broker
-        .heartbeat(Duration::from_secs(60))
+        .beat(Duration::from_secs(60), false)
         .await
         .expect("beat");
-    let done = TaskResult::Completed {
-        output: String::new(),
-        printed: String::new(),
-        run_time: Duration::ZERO,
-    };
-    let failed = TaskResult::Failed {
-        kind: "runtime".into(),
-        message: "no".into(),
-        line: None,
-        column: None,
-    };
-    for result in [&done, &failed] {
+    let done_then_failed: [fn(String) -> Outcome; 2] = [
+        |task_id| {
+            Outcome::Completed(TaskOutput {
+                task_id,
+                output: String::new(),
+                printed: String::new(),
+                run_time: Some(Duration::ZERO),
+            })
+        },
+        |task_id| {
+            Outcome::Failed(TaskFailure {
+                task_id,
+                kind: "runtime".into(),
+                message: "no".into(),
+                line: None,
+                column: None,
+            })
+        },
+    ];
+    for ended in done_then_failed {
         let Some(client::broker::Claim::Run(task)) = broker.pop_and_claim().await.expect("take")
         else {
             panic!("a task to take")
         };
-        assert!(broker.finish(&task.task_id, result).await.expect("finish"));
+        assert!(broker.finish(&ended(task.task_id)).await.expect("finish"));
     }
     broker
         .pop_and_claim()
@@ -57,9 +66,9 @@ async fn stats_of_many_queues_match_the_stats_of_each() {
         .await
         .expect("stats_many");
     let each = [
-        client.stats("a").await.expect("stats"),
-        client.stats("b").await.expect("stats"),
-        client.stats("c").await.expect("stats"),
+        client.stats_many(&["a"]).await.expect("stats").remove(0),
+        client.stats_many(&["b"]).await.expect("stats").remove(0),
+        client.stats_many(&["c"]).await.expect("stats").remove(0),
     ];
     let counts = |s: &client::QueueStats| (s.queue_len, s.processed, s.failed, s.in_flight);
     assert_eq!(

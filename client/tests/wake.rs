@@ -54,7 +54,15 @@ async fn a_blocked_pop_woken_returns_nothing_and_moves_nothing() {
         broker.processing().await.expect("processing"),
         Vec::<String>::new()
     );
-    assert_eq!(client.stats("w").await.expect("stats").queue_len, 1);
+    assert_eq!(
+        client
+            .stats_many(&["w"])
+            .await
+            .expect("stats")
+            .remove(0)
+            .queue_len,
+        1
+    );
     // The same connection pops again normally.
     let claim = popper
         .pop_and_claim(Duration::from_secs(5))

@@ -165,7 +165,7 @@ pub struct Outcome {
     pub elapsed: Duration,
 }
 
-/// The kind of a script failure; `as_str` is the wire name.
+/// The kind of a script failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -188,8 +188,10 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// The wire name: "syntax", "runtime", "database", "value", "limit",
-    /// "timeout", "cancelled", "internal".
+    /// The name a script reads as a caught `DbError`'s `kind`: "syntax",
+    /// "runtime", "database", "value", "limit", "timeout", "cancelled",
+    /// "internal". The worker maps each kind to its wire kind
+    /// (`client::FailureKind`, the same words) itself.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::Syntax => "syntax",

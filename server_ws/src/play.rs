@@ -1,7 +1,7 @@
 //! The `play` method: hand the script to the worker through the client and
 //! turn how it ended into a JSON-RPC reply.
 
-use client::{OnDrop, Outcome, Watched};
+use client::{FailureKind, OnDrop, Outcome, Watched};
 use serde_json::{Value, json};
 
 use crate::circle::Shared;
@@ -101,18 +101,17 @@ pub(crate) fn reply(circle: &str, id: &Value, ended: client::Result<Outcome>) ->
             }),
         ),
         Ok(Outcome::Failed(f)) => {
-            let timed_out = f.kind == "timeout" || f.kind == client::fields::kind::EXPIRED;
-            let code = if timed_out {
-                rpc::TIMED_OUT
-            } else {
-                rpc::SCRIPT_FAILED
+            // The one place a failure kind picks a JSON-RPC code.
+            let code = match f.kind {
+                FailureKind::Timeout | FailureKind::Expired => rpc::TIMED_OUT,
+                _ => rpc::SCRIPT_FAILED,
             };
             rpc::error(
                 id,
                 code,
                 &f.message,
                 Some(json!({
-                    "kind": f.kind,
+                    "kind": f.kind.as_str(),
                     "line": f.line,
                     "column": f.column,
                     "task_id": f.task_id,
@@ -123,7 +122,7 @@ pub(crate) fn reply(circle: &str, id: &Value, ended: client::Result<Outcome>) ->
             id,
             rpc::TIMED_OUT,
             &format!("the task did not finish within {} ms", timeout.as_millis()),
-            Some(json!({ "kind": "timeout", "task_id": task_id })),
+            Some(json!({ "kind": FailureKind::Timeout.as_str(), "task_id": task_id })),
         ),
         Err(client::Error::Unavailable { .. }) => rpc::error(
             id,

@@ -292,7 +292,12 @@ async fn processed(fx: &Fixture) -> u64 {
     let client = client::Client::connect(&fx.redis.url())
         .await
         .expect("connect");
-    client.stats(common::QUEUE).await.expect("stats").processed
+    client
+        .stats_many(&[common::QUEUE])
+        .await
+        .expect("stats")
+        .remove(0)
+        .processed
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

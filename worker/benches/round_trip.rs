@@ -12,7 +12,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use client::{Client, Outcome, SubmitOptions};
+use client::{Client, OnDrop, Outcome, SubmitOptions};
 use tokio_util::sync::CancellationToken;
 
 const SCRIPT: &str = "40 + 2";
@@ -63,7 +63,7 @@ fn usec_total(commandstats: &str, command: &str) -> f64 {
 async fn run_once(client: &Client, queue: &str) -> Duration {
     let started = Instant::now();
     match client
-        .run(queue, SCRIPT, &SubmitOptions::default())
+        .run_with(queue, SCRIPT, &SubmitOptions::default(), OnDrop::Cancel)
         .await
         .expect("run")
     {

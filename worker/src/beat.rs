@@ -2,7 +2,7 @@
 //!
 //! Every `heartbeat_interval` the worker refreshes its heartbeat key (TTL
 //! `heartbeat_ttl`); every `reap_interval`, and once at start, it resolves the
-//! leftovers of dead workers of its queue (see `client::broker::WorkerBroker::reap`).
+//! leftovers of dead workers of its queue (see `client::broker::WorkerBroker::beat`).
 
 use std::sync::Arc;
 use std::time::Instant;

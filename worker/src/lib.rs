@@ -24,7 +24,7 @@
 //!   within `shutdown_grace` (counted from the cancellation), then cancels it
 //!   and any claimed task still to run, and leaves nothing claimed.
 //! - A task whose `cancel` field is set (`client::Client::cancel`; a
-//!   `Client::run` whose caller went away sets it) ends as `error`, kind
+//!   `Client::run_with` whose caller went away sets it) ends as `error`, kind
 //!   `cancelled`: at its claim without running, or, while its script runs,
 //!   once a watcher beside the heartbeat sees the field (it looks every
 //!   `cancel_poll` at a script that has run that long) — the script stops and
@@ -178,6 +178,39 @@ async fn wake_on_cancel(
     }
 }
 
+/// The tasks that run beside the take side, on the caller's runtime: the
+/// heartbeat (with the reaper and the queue claim) and the cancel watcher.
+struct Beside {
+    /// Stops both.
+    token: CancellationToken,
+    /// Yields why the worker must stop serving the queue, if it must.
+    beat: tokio::task::JoinHandle<Option<String>>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+/// Stops the tasks beside the take side and leaves the queue: deregisters
+/// and, with an owner, gives up the queue's owner key. Returns why the
+/// heartbeat stopped the take side, if it did. Redis failing here is only
+/// logged: a reaper cleans up after a worker that could not deregister.
+async fn leave(beside: Beside, broker: &WorkerBroker, config: &WorkerConfig) -> Option<String> {
+    beside.token.cancel();
+    let taken_over = beside.beat.await.ok().flatten();
+    let _ = beside.watcher.await;
+    let worker_id = broker.worker_id();
+    if let Err(e) = broker.deregister().await {
+        log::warn!("worker {worker_id} could not deregister: {e}; a reaper will clean up");
+    }
+    if let Some(owner) = &config.owner
+        && let Err(e) = broker.disown_queue(owner).await
+    {
+        log::debug!(
+            "worker {worker_id}: releasing queue {} failed: {e}",
+            config.queue
+        );
+    }
+    taken_over
+}
+
 /// Why a worker does not serve a queue held by another database's workers.
 pub fn foreign_owner_message(queue: &str, other: &str) -> String {
     format!(
@@ -311,17 +344,16 @@ pub async fn run_with(
             );
         }
     };
+    let beside = Beside {
+        token: beat_token,
+        beat,
+        watcher,
+    };
     let started = runner::spawn(&config.queue, take_side);
     let (thread, mut done) = match started {
         Ok(started) => started,
         Err(e) => {
-            beat_token.cancel();
-            let _ = beat.await;
-            let _ = watcher.await;
-            let _ = beat_broker.deregister().await;
-            if let Some(owner) = &config.owner {
-                let _ = beat_broker.disown_queue(owner).await;
-            }
+            leave(beside, &beat_broker, &config).await;
             return Err(fatal(format!("cannot start the circle thread: {e}")));
         }
     };
@@ -340,20 +372,7 @@ pub async fn run_with(
     };
     let _ = tokio::task::spawn_blocking(move || thread.join()).await;
 
-    beat_token.cancel();
-    let taken_over = beat.await.ok().flatten();
-    let _ = watcher.await;
-    if let Err(e) = beat_broker.deregister().await {
-        log::warn!("worker {worker_id} could not deregister: {e}; a reaper will clean up");
-    }
-    if let Some(owner) = &config.owner
-        && let Err(e) = beat_broker.disown_queue(owner).await
-    {
-        log::debug!(
-            "worker {worker_id}: releasing queue {} failed: {e}",
-            config.queue
-        );
-    }
+    let taken_over = leave(beside, &beat_broker, &config).await;
 
     let failure = match ended {
         Ok(Ok(())) if taken_over.is_some() => taken_over,

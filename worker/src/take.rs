@@ -3,7 +3,8 @@
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use client::broker::{BlockingPopper, Claim, ClaimedTask, TaskResult, WorkerBroker};
+use client::broker::{BlockingPopper, Claim, ClaimedTask, WorkerBroker};
+use client::{FailureKind, Outcome, TaskFailure, TaskOutput};
 use engine::{CircleEngine, RunControl};
 use tokio_util::sync::CancellationToken;
 
@@ -58,15 +59,22 @@ enum Next {
     Unknown,
 }
 
-/// A task's deadline (ms since the Unix epoch) as an instant of the
-/// engine's clock: one read of the system clock (the deadline is wall-clock
-/// time, written by another process) and one of the engine's cheap clock.
-fn deadline_instant(deadline_ms: u64) -> engine::clock::Instant {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    engine::clock::after(Duration::from_millis(deadline_ms.saturating_sub(now_ms)))
+/// The wire kind of an engine failure: the one place the worker maps
+/// kinds. A kind the engine adds and this match does not know yet goes on
+/// the wire under the engine's name for it.
+pub(crate) fn failure_kind(kind: engine::ErrorKind) -> FailureKind {
+    use engine::ErrorKind as E;
+    match kind {
+        E::Syntax => FailureKind::Syntax,
+        E::Runtime => FailureKind::Runtime,
+        E::Database => FailureKind::Database,
+        E::Value => FailureKind::Value,
+        E::Limit => FailureKind::Limit,
+        E::Timeout => FailureKind::Timeout,
+        E::Cancelled => FailureKind::Cancelled,
+        E::Internal => FailureKind::Internal,
+        other => FailureKind::from_wire(other.as_str()),
+    }
 }
 
 impl Taker<'_> {
@@ -254,19 +262,24 @@ impl Taker<'_> {
 
     async fn run_task(&self, task: ClaimedTask, outage: &mut Outage) -> Next {
         let control = RunControl {
-            deadline: task.deadline_ms.map(deadline_instant),
+            // The deadline is wall-clock time, written by another process;
+            // the engine counts on its own cheap clock.
+            deadline: task.time_left().map(engine::clock::after),
             cancel: self.cancels.start(&task.task_id),
         };
         let ran = runner::run_script(self.engine, &task.script, &control);
         let cause = self.cancels.end();
-        let result = match ran {
-            Ok(out) => TaskResult::Completed {
+        let task_id = task.task_id;
+        let outcome = match ran {
+            Ok(out) => Outcome::Completed(TaskOutput {
+                task_id,
                 output: out.output,
                 printed: out.printed,
-                run_time: out.elapsed,
-            },
-            Err(e) => TaskResult::Failed {
-                kind: e.kind.as_str().to_owned(),
+                run_time: Some(out.elapsed),
+            }),
+            Err(e) => Outcome::Failed(TaskFailure {
+                task_id,
+                kind: failure_kind(e.kind),
                 message: match cause {
                     Some(cause) if e.kind == engine::ErrorKind::Cancelled => {
                         self.cancel_message(&cause)
@@ -275,9 +288,9 @@ impl Taker<'_> {
                 },
                 line: e.line,
                 column: e.column,
-            },
+            }),
         };
-        self.finish(&task.task_id, &result, outage).await
+        self.finish(&outcome, outage).await
     }
 
     /// Why a cancelled script stopped, as its task's error says.
@@ -297,21 +310,21 @@ impl Taker<'_> {
     /// down) takes the next task in the same script. On shutdown it gives up
     /// after `shutdown_grace` more; the task then stays in the processing list
     /// and a reaper ends it as worker lost.
-    async fn finish(&self, task_id: &str, result: &TaskResult, outage: &mut Outage) -> Next {
+    async fn finish(&self, outcome: &Outcome, outage: &mut Outage) -> Next {
+        let task_id = outcome.task_id();
         let mut give_up_at: Option<Instant> = None;
         loop {
             let took_next = !self.token.is_cancelled();
             let written = if took_next {
-                self.broker.finish_and_next(task_id, result).await
+                self.broker.finish_and_next(outcome).await
             } else {
-                self.broker.finish(task_id, result).await.map(|w| (w, None))
+                self.broker.finish(outcome).await.map(|w| (w, None))
             };
             match written {
                 Ok((written, next)) => {
                     self.up(outage);
                     if written {
-                        self.status
-                            .count(matches!(result, TaskResult::Completed { .. }));
+                        self.status.count(matches!(outcome, Outcome::Completed(_)));
                     } else {
                         log::warn!(
                             "queue {}: task {task_id} was resolved elsewhere while it ran; its result is dropped",

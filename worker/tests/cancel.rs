@@ -1,5 +1,5 @@
 //! Cancelling a task from outside (issue 3: "an external cancel (client
-//! gone, shutdown) stops a running script promptly"): a `Client::run` whose
+//! gone, shutdown) stops a running script promptly"): a `Client::run_with` whose
 //! caller went away, and `Client::cancel`, against a real worker, Redis and
 //! OurDB. Shutdown's cancel is in `tasks.rs`.
 
@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use client::{Client, Outcome, SubmitOptions};
+use client::{Client, OnDrop, Outcome, SubmitOptions};
 use common::*;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -88,7 +88,11 @@ async fn a_running_script_whose_caller_went_away_stops_and_keeps_none_of_its_wri
 
     let waiting = {
         let client = client.clone();
-        tokio::spawn(async move { client.run("gone", &slow_script("kept?"), &opts()).await })
+        tokio::spawn(async move {
+            client
+                .run_with("gone", &slow_script("kept?"), &opts(), OnDrop::Cancel)
+                .await
+        })
     };
     let id = running_id(&redis.url(), "gone").await;
     // The caller goes away, as a WebSocket client's request does when its
@@ -122,12 +126,17 @@ async fn a_running_script_whose_caller_went_away_stops_and_keeps_none_of_its_wri
             .as_deref(),
         Some(client::SUBMITTER_GONE)
     );
-    let stats = client.stats("gone").await.expect("stats");
+    let stats = client.stats_many(&["gone"]).await.expect("stats").remove(0);
     assert_eq!((stats.processed, stats.failed, stats.in_flight), (0, 1, 0));
 
     // The worker goes on with the next task, on the same engine.
     let outcome = client
-        .run("gone", "db::insert(7); db::next_id()", &opts())
+        .run_with(
+            "gone",
+            "db::insert(7); db::next_id()",
+            &opts(),
+            OnDrop::Cancel,
+        )
         .await
         .expect("run");
     let Outcome::Completed(out) = outcome else {
@@ -151,7 +160,11 @@ async fn a_queued_task_whose_caller_went_away_ends_without_running() {
     until_status(&raw(&redis.url()).await, &slow, "processing", WAIT).await;
     let waiting = {
         let client = client.clone();
-        tokio::spawn(async move { client.run("queued", "db::insert(2); 2", &opts()).await })
+        tokio::spawn(async move {
+            client
+                .run_with("queued", "db::insert(2); 2", &opts(), OnDrop::Cancel)
+                .await
+        })
     };
     let queued = only_queued_id(&redis.url(), "queued").await;
     waiting.abort();
@@ -203,7 +216,11 @@ async fn a_queued_task_whose_caller_went_away_ends_without_running() {
         "it never started"
     );
     assert_eq!(worker.engine.db().next_id(), 1, "neither script wrote");
-    let stats = client.stats("queued").await.expect("stats");
+    let stats = client
+        .stats_many(&["queued"])
+        .await
+        .expect("stats")
+        .remove(0);
     assert_eq!((stats.processed, stats.failed, stats.queue_len), (0, 2, 0));
     worker.stop().await;
 }
@@ -246,12 +263,13 @@ async fn a_run_that_timed_out_leaves_its_task_to_its_deadline() {
     let client = Client::connect(&redis.url()).await.expect("connect");
     // No worker yet: the wait times out with the task still queued.
     let err = client
-        .run(
+        .run_with(
             "late",
             "1",
             &SubmitOptions {
                 timeout: Duration::from_millis(200),
             },
+            OnDrop::Cancel,
         )
         .await
         .expect_err("no worker");

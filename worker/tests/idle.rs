@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use client::{Client, SubmitOptions};
+use client::{Client, OnDrop, SubmitOptions};
 use common::*;
 use worker::{WorkerConfig, WorkerState};
 
@@ -68,7 +68,7 @@ async fn an_idle_worker_stops_at_once_though_its_pop_blocks_for_minutes() {
     let client = Client::connect(&url).await.expect("connect");
     // It serves while blocking with the long timeout …
     let outcome = client
-        .run("idle", "40 + 2", &SubmitOptions::default())
+        .run_with("idle", "40 + 2", &SubmitOptions::default(), OnDrop::Cancel)
         .await
         .expect("run");
     assert!(matches!(outcome, client::Outcome::Completed(ref out) if out.output == "42"));
@@ -106,7 +106,12 @@ async fn an_idle_worker_stops_at_once_after_redis_restarted_under_it() {
     wait_until_blocked(&url).await;
     let client = Client::connect(&url).await.expect("connect");
     let outcome = client
-        .run("restarted", "40 + 2", &SubmitOptions::default())
+        .run_with(
+            "restarted",
+            "40 + 2",
+            &SubmitOptions::default(),
+            OnDrop::Cancel,
+        )
         .await
         .expect("run after the restart");
     assert!(matches!(outcome, client::Outcome::Completed(ref out) if out.output == "42"));

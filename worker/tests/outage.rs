@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use client::{Client, ClientOptions, Outcome, SubmitOptions};
+use client::{Client, ClientOptions, OnDrop, Outcome, SubmitOptions};
 use common::*;
 
 const QUEUE: &str = "load";
@@ -106,7 +106,7 @@ async fn redis_killed_under_load_fails_waiters_promptly_and_the_system_serves_ag
     let stats = eventually("the queue to drain", wait, || {
         let client = client.clone();
         async move {
-            let s = client.stats(QUEUE).await.ok()?;
+            let s = client.stats_many(&[QUEUE]).await.ok()?.pop()?;
             (s.queue_len == 0 && s.in_flight == 0).then_some(s)
         }
     })
@@ -118,7 +118,12 @@ async fn redis_killed_under_load_fails_waiters_promptly_and_the_system_serves_ag
     );
     assert!(tally.errors.load(Ordering::Relaxed) >= 8);
     let after = client
-        .run(QUEUE, "40 + 2", &SubmitOptions { timeout: wait })
+        .run_with(
+            QUEUE,
+            "40 + 2",
+            &SubmitOptions { timeout: wait },
+            OnDrop::Cancel,
+        )
         .await
         .expect("serves again");
     assert!(matches!(after, Outcome::Completed(ref o) if o.output == "42"));
@@ -157,7 +162,12 @@ async fn the_worker_reports_reconnecting_while_redis_is_down_and_running_after()
     .await;
     let client = Client::connect(&url).await.expect("connect");
     let outcome = client
-        .run("state", "40 + 2", &SubmitOptions { timeout: wait })
+        .run_with(
+            "state",
+            "40 + 2",
+            &SubmitOptions { timeout: wait },
+            OnDrop::Cancel,
+        )
         .await
         .expect("run");
     assert!(matches!(outcome, Outcome::Completed(ref o) if o.output == "42"));

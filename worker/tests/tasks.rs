@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use client::{Client, Outcome, SubmitOptions};
+use client::{Client, OnDrop, Outcome, SubmitOptions};
 use common::*;
 use worker::WorkerConfig;
 
@@ -20,7 +20,12 @@ async fn forty_plus_two_round_trips_to_forty_two() {
     let worker = TestWorker::start(&redis.url(), "alpha_circle");
     let client = Client::connect(&redis.url()).await.expect("connect");
     let outcome = client
-        .run("alpha_circle", "print(\"hi\"); 40 + 2", &opts())
+        .run_with(
+            "alpha_circle",
+            "print(\"hi\"); 40 + 2",
+            &opts(),
+            OnDrop::Cancel,
+        )
         .await
         .expect("run");
     let Outcome::Completed(out) = outcome else {
@@ -37,7 +42,10 @@ async fn a_script_error_carries_kind_and_position() {
     let redis = testkit::RedisServer::start();
     let worker = TestWorker::start(&redis.url(), "q");
     let client = Client::connect(&redis.url()).await.expect("connect");
-    let outcome = client.run("q", "let x = ;", &opts()).await.expect("run");
+    let outcome = client
+        .run_with("q", "let x = ;", &opts(), OnDrop::Cancel)
+        .await
+        .expect("run");
     let Outcome::Failed(f) = outcome else {
         panic!("{outcome:?}")
     };
@@ -180,7 +188,11 @@ async fn an_id_pushed_without_a_hash_or_without_a_script_ends_as_error_with_the_
         );
     }
     let client = Client::connect(&redis.url()).await.expect("connect");
-    let stats = client.stats("broken").await.expect("stats");
+    let stats = client
+        .stats_many(&["broken"])
+        .await
+        .expect("stats")
+        .remove(0);
     assert_eq!((stats.processed, stats.failed, stats.queue_len), (1, 3, 0));
     assert_eq!(worker.status.counts(), (1, 3));
     assert_eq!(stats.in_flight, 0);
@@ -323,12 +335,13 @@ async fn a_task_whose_waiter_gave_up_is_not_run() {
     let redis = testkit::RedisServer::start();
     let client = Client::connect(&redis.url()).await.expect("connect");
     let err = client
-        .run(
+        .run_with(
             "late",
             "db::insert(1); 1",
             &SubmitOptions {
                 timeout: Duration::from_millis(100),
             },
+            OnDrop::Cancel,
         )
         .await
         .expect_err("no worker yet");
@@ -348,7 +361,7 @@ async fn a_task_whose_waiter_gave_up_is_not_run() {
         "the expired script must not have run"
     );
     // The redis counters change in the same script as the notification.
-    let stats = client.stats("late").await.expect("stats");
+    let stats = client.stats_many(&["late"]).await.expect("stats").remove(0);
     assert_eq!((stats.processed, stats.failed), (0, 1));
     worker.stop().await;
 }
@@ -402,7 +415,7 @@ async fn shutdown_cancels_a_long_script_after_the_grace_and_leaves_nothing_claim
     let queued = client.submit("stop", "1", &opts()).await.expect("submit");
     let mut conn = raw(&redis.url()).await;
     until_status(&conn, &slow, "processing", WAIT).await;
-    let stats = client.stats("stop").await.expect("stats");
+    let stats = client.stats_many(&["stop"]).await.expect("stats").remove(0);
     assert_eq!((stats.in_flight, stats.queue_len), (1, 1));
     let status = worker.status.clone();
     let engine = worker.engine.clone();
@@ -437,7 +450,15 @@ async fn shutdown_cancels_a_long_script_after_the_grace_and_leaves_nothing_claim
         hget(&mut conn, &queued, "status").await.as_deref(),
         Some("pending")
     );
-    assert_eq!(client.stats("stop").await.expect("stats").queue_len, 1);
+    assert_eq!(
+        client
+            .stats_many(&["stop"])
+            .await
+            .expect("stats")
+            .remove(0)
+            .queue_len,
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -479,7 +500,11 @@ async fn shutdown_lets_a_script_within_the_grace_complete() {
 async fn counters_track_processed_failed_queue_and_heartbeat() {
     let redis = testkit::RedisServer::start();
     let client = Client::connect(&redis.url()).await.expect("connect");
-    let empty = client.stats("count").await.expect("stats");
+    let empty = client
+        .stats_many(&["count"])
+        .await
+        .expect("stats")
+        .remove(0);
     assert_eq!(empty, client::QueueStats::default(), "no worker ever beat");
     for script in ["1", "2", "throw \"no\""] {
         client
@@ -487,12 +512,24 @@ async fn counters_track_processed_failed_queue_and_heartbeat() {
             .await
             .expect("submit");
     }
-    assert_eq!(client.stats("count").await.expect("stats").queue_len, 3);
+    assert_eq!(
+        client
+            .stats_many(&["count"])
+            .await
+            .expect("stats")
+            .remove(0)
+            .queue_len,
+        3
+    );
     let worker = TestWorker::start(&redis.url(), "count");
     let stats = eventually("all three to finish", WAIT, || {
         let client = client.clone();
         async move {
-            let s = client.stats("count").await.expect("stats");
+            let s = client
+                .stats_many(&["count"])
+                .await
+                .expect("stats")
+                .remove(0);
             (s.processed + s.failed == 3).then_some(s)
         }
     })
@@ -539,7 +576,10 @@ async fn circles_run_in_parallel_while_each_runs_one_task_at_a_time() {
     let mut conn = raw(&redis.url()).await;
     until_status(&conn, &slow, "processing", WAIT).await;
     // Circle b answers while circle a is busy; a's second task waits its turn.
-    let outcome = client.run("b", "40 + 2", &opts()).await.expect("run b");
+    let outcome = client
+        .run_with("b", "40 + 2", &opts(), OnDrop::Cancel)
+        .await
+        .expect("run b");
     assert!(matches!(outcome, Outcome::Completed(ref o) if o.output == "42"));
     assert_eq!(
         hget(&mut conn, &behind, "status").await.as_deref(),
@@ -648,7 +688,12 @@ async fn a_worker_of_another_database_refuses_a_queue_that_is_already_served() {
     // The queue's own workers go on serving.
     let client = Client::connect(&url).await.expect("connect");
     let out = client
-        .run("shared", "40 + 2", &SubmitOptions::default())
+        .run_with(
+            "shared",
+            "40 + 2",
+            &SubmitOptions::default(),
+            OnDrop::Cancel,
+        )
         .await
         .expect("run");
     assert!(

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use client::broker::{BlockingPopper, BrokerOptions, Claim, TaskResult, WorkerBroker};
+use client::broker::{BlockingPopper, BrokerOptions, Claim, WorkerBroker};
+use client::{Outcome, TaskFailure, TaskOutput};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use server_ws::{ServerConfig, ServerStatus, ServerTiming};
@@ -209,33 +210,33 @@ pub async fn stand_in_worker_on(url: String, queue: &str, token: CancellationTok
     let broker = Arc::new(WorkerBroker::new(&url, queue, "stand-in", &options).expect("broker"));
     let completed = Arc::new(AtomicU64::new(0));
     while !token.is_cancelled() {
-        let Ok(Some(id)) = popper.pop(Duration::from_millis(100)).await else {
-            continue;
-        };
-        let Ok(Claim::Run(task)) = broker.claim(&id).await else {
+        let Ok(Some(Claim::Run(task))) = popper.pop_and_claim(Duration::from_millis(100)).await
+        else {
             continue;
         };
         if task.script == "garble" {
-            garble(&url, &task.task_id).await;
+            garble(&url, queue, &task.task_id).await;
             continue;
         }
         let broker = Arc::clone(&broker);
         let completed = Arc::clone(&completed);
         tokio::spawn(async move {
-            let result = match run_stand_in(&task.script, &completed).await {
-                Some(result) => result,
+            let outcome = match run_stand_in(&task.task_id, &task.script, &completed).await {
+                Some(outcome) => outcome,
                 None => return,
             };
-            if matches!(result, TaskResult::Completed { .. }) {
+            if matches!(outcome, Outcome::Completed(_)) {
                 completed.fetch_add(1, Ordering::SeqCst);
             }
-            let _ = broker.finish(&task.task_id, &result).await;
+            let _ = broker.finish(&outcome).await;
         });
     }
 }
 
-/// Breaks the task's hash: a third party wrote a status the protocol does not know.
-async fn garble(url: &str, task_id: &str) {
+/// Breaks the task's hash: a third party wrote a status the protocol does
+/// not know. The stand-in then forgets the task (drops it from its
+/// processing list), so its next claim does not find it there.
+async fn garble(url: &str, queue: &str, task_id: &str) {
     let redis = redis::Client::open(url).expect("redis url");
     let mut conn = redis
         .get_multiplexed_async_connection()
@@ -248,19 +249,32 @@ async fn garble(url: &str, task_id: &str) {
         .query_async(&mut conn)
         .await
         .expect("HSET");
+    let _: () = redis::cmd("LREM")
+        .arg(client::keys::processing(queue, "stand-in"))
+        .arg(1)
+        .arg(task_id)
+        .query_async(&mut conn)
+        .await
+        .expect("LREM");
 }
 
-async fn run_stand_in(script: &str, completed: &AtomicU64) -> Option<TaskResult> {
-    let done = |output: &str, printed: &str| TaskResult::Completed {
-        output: output.to_string(),
-        printed: printed.to_string(),
-        run_time: Duration::from_micros(250),
+async fn run_stand_in(task_id: &str, script: &str, completed: &AtomicU64) -> Option<Outcome> {
+    let done = |output: &str, printed: &str| {
+        Outcome::Completed(TaskOutput {
+            task_id: task_id.to_string(),
+            output: output.to_string(),
+            printed: printed.to_string(),
+            run_time: Some(Duration::from_micros(250)),
+        })
     };
-    let failed = |kind: &str, message: &str| TaskResult::Failed {
-        kind: kind.to_string(),
-        message: message.to_string(),
-        line: Some(1),
-        column: Some(5),
+    let failed = |kind: &str, message: &str| {
+        Outcome::Failed(TaskFailure {
+            task_id: task_id.to_string(),
+            kind: kind.into(),
+            message: message.to_string(),
+            line: Some(1),
+            column: Some(5),
+        })
     };
     Some(if let Some(x) = script.strip_prefix("echo:") {
         done(x, "")

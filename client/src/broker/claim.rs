@@ -1,0 +1,179 @@
+//! Reading a claim script's reply (see `scripts::CLAIM`) and ending a task
+//! that cannot even be read. Shared by both connections of a worker.
+
+use super::types::{BrokerOptions, Claim, ClaimedTask};
+use crate::conn::Conn;
+use crate::{Error, Result, keys, now_ms, scripts};
+
+/// A claim reply as read: fields are bytes, as a third party may have
+/// written anything into the task.
+pub(super) type RawClaim = Option<Vec<Vec<u8>>>;
+
+/// What claiming for one worker needs: its id, its processing list and
+/// stats keys (built once, not per task) and the result TTL.
+pub(super) struct ClaimKeys {
+    pub(super) worker_id: String,
+    pub(super) processing: String,
+    pub(super) stats: String,
+    pub(super) ttl_ms: u64,
+}
+
+impl ClaimKeys {
+    pub(super) fn new(queue: &str, worker_id: &str, options: &BrokerOptions) -> ClaimKeys {
+        ClaimKeys {
+            worker_id: worker_id.to_owned(),
+            processing: keys::processing(queue, worker_id),
+            stats: keys::stats(queue),
+            ttl_ms: options.ttl_ms(),
+        }
+    }
+
+    /// The claim a reply gives, after ending the task (on `conn`) if it
+    /// cannot be read.
+    pub(super) async fn settle(&self, conn: &Conn, reply: RawClaim) -> Result<Option<Claim>> {
+        match parse_claim(reply)? {
+            None => Ok(None),
+            Some(Parsed::Claim(claim)) => Ok(Some(claim)),
+            Some(Parsed::Unreadable { raw_id, reason }) => {
+                self.end_unreadable(conn, raw_id, reason).await.map(Some)
+            }
+        }
+    }
+
+    /// Ends a task in the processing list that cannot be read (see
+    /// [`Parsed::Unreadable`]); gives the claim to report for it.
+    pub(super) async fn end_unreadable(
+        &self,
+        conn: &Conn,
+        raw_id: Vec<u8>,
+        reason: String,
+    ) -> Result<Claim> {
+        let inv = scripts::end_unreadable(
+            &self.processing,
+            &self.stats,
+            &self.worker_id,
+            &raw_id,
+            now_ms(),
+            self.ttl_ms,
+            &reason,
+        );
+        let _ended: i64 = conn.invoke(&inv).await?;
+        Ok(Claim::Invalid {
+            task_id: String::from_utf8_lossy(&raw_id).into_owned(),
+            reason: format!("{reason}; ended as error"),
+        })
+    }
+}
+
+/// What a claim reply says.
+enum Parsed {
+    /// The claim, readable.
+    Claim(Claim),
+    /// Claimed (now `processing` by this worker), but its id or script is
+    /// not UTF-8: it must be ended as invalid with the reason.
+    Unreadable { raw_id: Vec<u8>, reason: String },
+}
+
+/// A field written by a third party as text, or why it is not text.
+pub(super) fn utf8(bytes: &[u8], what: &str) -> std::result::Result<String, String> {
+    std::str::from_utf8(bytes).map(str::to_owned).map_err(|e| {
+        format!(
+            "the task's {what} is not valid UTF-8 (bad byte at offset {})",
+            e.valid_up_to()
+        )
+    })
+}
+
+/// A canceller's reason as a task's error shows it: the same rule as the
+/// claim script's, so a task says the same whether it was cancelled queued
+/// or running — printable ASCII cut at 200 bytes, else a stand-in.
+pub(super) fn shown_reason(raw: &[u8]) -> String {
+    if raw.is_empty() {
+        return "(no reason given)".to_owned();
+    }
+    if !raw.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+        return "(a reason that is not printable text)".to_owned();
+    }
+    String::from_utf8_lossy(&raw[..raw.len().min(200)]).into_owned()
+}
+
+fn parse_claim(reply: RawClaim) -> Result<Option<Parsed>> {
+    let Some(reply) = reply else {
+        return Ok(None);
+    };
+    let field = |i: usize| reply.get(i).map_or(&[][..], Vec::as_slice);
+    let text = |i: usize| String::from_utf8_lossy(field(i)).into_owned();
+    let tag = text(0);
+    // Every reply but `run` comes after the claim script ended or dropped
+    // the task itself; its id only names it in a log line.
+    let id = text(1);
+    Ok(Some(Parsed::Claim(match tag.as_str() {
+        "run" => {
+            let readable = utf8(field(1), "id").and_then(|task_id| {
+                Ok(ClaimedTask {
+                    task_id,
+                    script: utf8(field(2), "script")?,
+                    deadline_ms: std::str::from_utf8(field(3))
+                        .ok()
+                        .and_then(|d| d.parse().ok()),
+                })
+            });
+            match readable {
+                Ok(task) => Claim::Run(task),
+                Err(reason) => {
+                    return Ok(Some(Parsed::Unreadable {
+                        raw_id: field(1).to_vec(),
+                        reason,
+                    }));
+                }
+            }
+        }
+        "expired" => Claim::Expired(id),
+        "cancelled" => Claim::Cancelled {
+            task_id: id,
+            reason: text(2),
+        },
+        "missing" => Claim::Invalid {
+            task_id: id,
+            reason: "its details hash did not exist; ended as error in a new hash".to_owned(),
+        },
+        "invalid" => Claim::Invalid {
+            task_id: id,
+            reason: format!("{}; ended as error", text(2)),
+        },
+        "skipped" => Claim::Skipped {
+            task_id: id,
+            reason: format!("its status is {:?}, not pending", text(2)),
+        },
+        other => {
+            return Err(Error::Protocol(format!("claim script answered {other:?}")));
+        }
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown_reason;
+
+    #[test]
+    fn a_cancel_reason_is_shown_as_printable_ascii_cut_at_200_bytes() {
+        assert_eq!(
+            shown_reason(b"the client went away"),
+            "the client went away"
+        );
+        assert_eq!(shown_reason(&[b'x'; 300]).len(), 200);
+        assert_eq!(shown_reason(b""), "(no reason given)");
+        assert_eq!(
+            shown_reason(b"bad \xff byte"),
+            "(a reason that is not printable text)"
+        );
+        assert_eq!(
+            shown_reason("caf\u{e9}".as_bytes()),
+            "(a reason that is not printable text)"
+        );
+        assert_eq!(
+            shown_reason(b"line\nbreak"),
+            "(a reason that is not printable text)"
+        );
+    }
+}

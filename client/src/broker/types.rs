@@ -1,0 +1,110 @@
+//! What the worker side hands to its caller and takes from it: claims,
+//! claimed tasks, timing options.
+
+use std::time::Duration;
+
+use crate::conn::ConnSettings;
+
+/// The reason written into a task whose worker died while running it.
+/// Its outcome is unknown: the worker may have committed the script's writes
+/// just before it was lost, so the message says so (a submitter that retries
+/// on error must check first).
+pub const WORKER_LOST_MESSAGE: &str = "worker lost while running the task (its writes may have \
+     been committed before it was lost)";
+
+/// A task this worker claimed and must now run and finish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedTask {
+    /// The task id.
+    pub task_id: String,
+    /// The script source.
+    pub script: String,
+    /// The submitter's deadline, ms since the Unix epoch.
+    pub deadline_ms: Option<u64>,
+}
+
+impl ClaimedTask {
+    /// Time left until the submitter's deadline (zero once it passed), by
+    /// this machine's wall clock; `None` without a deadline.
+    pub fn time_left(&self) -> Option<Duration> {
+        self.deadline_ms
+            .map(|deadline| Duration::from_millis(deadline.saturating_sub(crate::now_ms())))
+    }
+}
+
+/// What a claim found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Claim {
+    /// Claimed: run it.
+    Run(ClaimedTask),
+    /// The deadline had passed; the task was ended as `error` (kind `expired`).
+    Expired(String),
+    /// Cancelled before it ran (its `cancel` field was set): ended as
+    /// `error` (kind `cancelled`) without running.
+    Cancelled {
+        /// The task id.
+        task_id: String,
+        /// The reason the canceller gave.
+        reason: String,
+    },
+    /// Not runnable (no hash, or no script): ended as `error` (kind
+    /// `invalid`) by the claim, with the reason.
+    Invalid {
+        /// The task id.
+        task_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Not `pending` (another worker or program resolved it): dropped from
+    /// the processing list untouched, with the reason.
+    Skipped {
+        /// The task id.
+        task_id: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Timing settings of a [`super::WorkerBroker`] and a [`super::BlockingPopper`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct BrokerOptions {
+    /// How long finished task hashes live.
+    pub result_ttl: Duration,
+    /// Bound on establishing a connection.
+    pub connect_timeout: Duration,
+    /// Bound on one (non-blocking) request's reply.
+    pub response_timeout: Duration,
+    /// Cap of the reconnect backoff.
+    pub max_backoff: Duration,
+}
+
+impl BrokerOptions {
+    /// Options with `result_ttl` and defaults otherwise (connect 2 s,
+    /// response 5 s, backoff cap 2 s).
+    pub fn new(result_ttl: Duration) -> BrokerOptions {
+        BrokerOptions {
+            result_ttl,
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+
+    /// Connection settings whose replies may take `blocking` longer than
+    /// [`BrokerOptions::response_timeout`] (the server-side block of a
+    /// blocking command; zero for short commands).
+    pub(crate) fn conn_settings(&self, blocking: Duration) -> ConnSettings {
+        ConnSettings {
+            connect_timeout: self.connect_timeout,
+            response_timeout: Some(blocking + self.response_timeout),
+            max_backoff: self.max_backoff,
+        }
+    }
+
+    /// The result TTL in ms, at least 1 (`PEXPIRE` refuses 0).
+    pub(crate) fn ttl_ms(&self) -> u64 {
+        self.result_ttl.as_millis().max(1) as u64
+    }
+}

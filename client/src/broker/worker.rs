@@ -1,0 +1,299 @@
+//! [`WorkerBroker`]: a worker's connection for short commands — take and
+//! claim without blocking, finish, beat and reap, cancel lookups, queue
+//! ownership, and waking the [`BlockingPopper`]'s blocked pop.
+
+use std::time::Duration;
+
+use super::claim::{ClaimKeys, shown_reason, utf8};
+use super::popper::BlockingPopper;
+use super::types::{BrokerOptions, Claim, WORKER_LOST_MESSAGE};
+use crate::conn::Conn;
+use crate::{Error, Outcome, Result, fields, keys, now_ms, scripts};
+
+/// One worker's view of its queue.
+pub struct WorkerBroker {
+    conn: Conn,
+    queue: String,
+    keys: ClaimKeys,
+}
+
+impl WorkerBroker {
+    /// A broker for `worker_id` on `queue`. Does not connect yet.
+    pub fn new(
+        redis_url: &str,
+        queue: &str,
+        worker_id: &str,
+        options: &BrokerOptions,
+    ) -> Result<Self> {
+        let conn = Conn::new(redis_url, "worker", options.conn_settings(Duration::ZERO))?;
+        Ok(WorkerBroker {
+            conn,
+            queue: queue.to_owned(),
+            keys: ClaimKeys::new(queue, worker_id, options),
+        })
+    }
+
+    /// The worker id.
+    pub fn worker_id(&self) -> &str {
+        &self.keys.worker_id
+    }
+
+    /// The queue this broker serves.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// Non-blocking: moves the oldest queued id into this worker's processing
+    /// list and claims it, in one script. `None` when the queue is empty.
+    pub async fn pop_and_claim(&self) -> Result<Option<Claim>> {
+        let inv = scripts::pop_and_claim(
+            &self.queue,
+            &self.keys.worker_id,
+            now_ms(),
+            self.keys.ttl_ms,
+        );
+        self.keys
+            .settle(&self.conn, self.conn.invoke(&inv).await?)
+            .await
+    }
+
+    /// Claims `task_id`, which a [`BlockingPopper`] moved into this worker's
+    /// processing list.
+    pub async fn claim(&self, task_id: &str) -> Result<Claim> {
+        let inv = scripts::claim_one(
+            &self.queue,
+            &self.keys.worker_id,
+            task_id,
+            now_ms(),
+            self.keys.ttl_ms,
+        );
+        self.keys
+            .settle(&self.conn, self.conn.invoke(&inv).await?)
+            .await?
+            .ok_or_else(|| Error::Protocol(format!("claim of task {task_id} answered nothing")))
+    }
+
+    /// Writes the outcome (status, its fields, `updatedAt`), the TTL and the
+    /// counters; notifies the waiter; removes the id from the processing
+    /// list. All in one script. `false` when the task was no longer this
+    /// worker's (a reaper had ended it).
+    pub async fn finish(&self, outcome: &Outcome) -> Result<bool> {
+        Ok(self.finish_inner(outcome, false).await?.0)
+    }
+
+    /// [`WorkerBroker::finish`], then, in the same script, takes and claims
+    /// the next queued task if there is one (one round trip per task under a
+    /// backlog).
+    pub async fn finish_and_next(&self, outcome: &Outcome) -> Result<(bool, Option<Claim>)> {
+        self.finish_inner(outcome, true).await
+    }
+
+    async fn finish_inner(
+        &self,
+        outcome: &Outcome,
+        take_next: bool,
+    ) -> Result<(bool, Option<Claim>)> {
+        let task_id = outcome.task_id();
+        let inv = scripts::finish_task(
+            &self.queue,
+            &self.keys.worker_id,
+            task_id,
+            now_ms(),
+            self.keys.ttl_ms,
+            &fields::terminal(outcome),
+            take_next,
+        );
+        // `{written}` (a number), then the next claim's fields (bytes).
+        let mut reply: Vec<redis::Value> = self.conn.invoke(&inv).await?;
+        if reply.is_empty() {
+            return Err(Error::Protocol(format!(
+                "finish of task {task_id} answered nothing"
+            )));
+        }
+        let written = reply.remove(0) == redis::Value::Int(1);
+        let next = if reply.is_empty() {
+            None
+        } else {
+            let fields: Vec<Vec<u8>> = reply
+                .into_iter()
+                .map(redis::from_redis_value)
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| Error::Protocol(format!("finish of task {task_id} answered {e}")))?;
+            self.keys.settle(&self.conn, Some(fields)).await?
+        };
+        Ok((written, next))
+    }
+
+    fn heartbeat_pipe(&self, ttl: Duration) -> redis::Pipeline {
+        let now = now_ms();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("SET")
+            .arg(keys::heartbeat(&self.queue, &self.keys.worker_id))
+            .arg(now)
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .ignore()
+            .cmd("SADD")
+            .arg(keys::workers(&self.queue))
+            .arg(&self.keys.worker_id)
+            .ignore()
+            .cmd("HSET")
+            .arg(&self.keys.stats)
+            .arg("lastHeartbeat")
+            .arg(now)
+            .ignore();
+        pipe
+    }
+
+    /// Beats: sets this worker's heartbeat key with `ttl`, registers the
+    /// worker in the queue's worker set, and stamps `lastHeartbeat`. With
+    /// `reap` it also resolves the leftovers of every dead worker of this
+    /// queue (no heartbeat): tasks it was running end as `error`
+    /// ([`WORKER_LOST_MESSAGE`], kind `worker_lost`) unless they opted in to
+    /// retry ([`fields::RETRY`]); tasks it took but never claimed go back to
+    /// the head of the queue. The worker set is read in the heartbeat's own
+    /// transaction, so while this worker is the only one registered for its
+    /// queue a beat with a reap is still a single round trip. Returns
+    /// `(lost, requeued)` summed over the dead workers (`(0, 0)` without
+    /// `reap`).
+    pub async fn beat(&self, ttl: Duration, reap: bool) -> Result<(u64, u64)> {
+        let mut pipe = self.heartbeat_pipe(ttl);
+        if !reap {
+            self.conn.query_pipe::<()>(&pipe).await?;
+            return Ok((0, 0));
+        }
+        pipe.cmd("SMEMBERS").arg(keys::workers(&self.queue));
+        let (members,): (Vec<String>,) = self.conn.query_pipe(&pipe).await?;
+        self.reap_members(&members).await
+    }
+
+    async fn reap_members(&self, members: &[String]) -> Result<(u64, u64)> {
+        let mut total = (0, 0);
+        for dead in members.iter().filter(|w| **w != self.keys.worker_id) {
+            let inv = scripts::reap(
+                &self.queue,
+                dead,
+                now_ms(),
+                self.keys.ttl_ms,
+                WORKER_LOST_MESSAGE,
+            );
+            let reply: redis::Value = self.conn.invoke(&inv).await?;
+            if let Ok((lost, requeued)) = redis::from_redis_value::<(u64, u64)>(reply) {
+                if lost + requeued > 0 {
+                    log::warn!(
+                        "queue {}: worker {dead} died; {lost} task(s) ended as worker lost, {requeued} put back on the queue",
+                        self.queue
+                    );
+                }
+                total.0 += lost;
+                total.1 += requeued;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Wakes `popper`'s blocked `BLMOVE` with `CLIENT UNBLOCK` sent on this
+    /// broker's connection: the pop then returns nothing, as on its timeout
+    /// (nothing was moved, so nothing can be lost). `false` when no pop was
+    /// blocked in Redis at that instant (none in progress, or its command has
+    /// not reached Redis yet: call again a little later while
+    /// [`BlockingPopper::is_popping`]).
+    pub async fn wake(&self, popper: &BlockingPopper) -> Result<bool> {
+        let Some(client_id) = popper.popping_client_id() else {
+            return Ok(false);
+        };
+        let woken: u64 = self
+            .conn
+            .query(
+                redis::cmd("CLIENT")
+                    .arg("UNBLOCK")
+                    .arg(client_id)
+                    .arg("TIMEOUT"),
+            )
+            .await?;
+        Ok(woken == 1)
+    }
+
+    /// Claims the queue for the database `owner` names, or refreshes the
+    /// claim, for `ttl` (see [`keys::queue_owner`]). `Some(other)` when the
+    /// queue is claimed by workers of another database: this worker must not
+    /// serve it.
+    pub async fn own_queue(&self, owner: &str, ttl: Duration) -> Result<Option<String>> {
+        let inv = scripts::own_queue(&self.queue, owner, ttl.as_millis().max(1) as u64);
+        self.conn.invoke(&inv).await
+    }
+
+    /// Gives up the queue's owner key if it names `owner` (at a clean stop, so
+    /// another database's circle may take the name at once).
+    pub async fn disown_queue(&self, owner: &str) -> Result<()> {
+        let _: i64 = self
+            .conn
+            .invoke(&scripts::disown_queue(&self.queue, owner))
+            .await?;
+        Ok(())
+    }
+
+    /// Leaves the queue: deletes the heartbeat, the worker-set entry and the
+    /// (empty) processing list. Anything still in the processing list is left
+    /// for a reaper.
+    pub async fn deregister(&self) -> Result<()> {
+        let plist = self.keys.processing.as_str();
+        let left: u64 = self.conn.query(redis::cmd("LLEN").arg(plist)).await?;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("DEL")
+            .arg(keys::heartbeat(&self.queue, &self.keys.worker_id))
+            .ignore();
+        if left == 0 {
+            pipe.cmd("SREM")
+                .arg(keys::workers(&self.queue))
+                .arg(&self.keys.worker_id)
+                .ignore();
+        }
+        self.conn.query_pipe(&pipe).await
+    }
+
+    /// The reason a canceller recorded for `task_id` (its
+    /// [`fields::CANCEL`] field), or `None` when nobody asked to cancel it.
+    /// One `HGET`; the worker asks while a script runs long.
+    pub async fn cancel_requested(&self, task_id: &str) -> Result<Option<String>> {
+        // Bytes, not text: a third party's reason need not be UTF-8.
+        let reason: Option<Vec<u8>> = self
+            .conn
+            .query(
+                redis::cmd("HGET")
+                    .arg(keys::task_details(task_id))
+                    .arg(fields::CANCEL),
+            )
+            .await?;
+        Ok(reason.map(|r| shown_reason(&r)))
+    }
+
+    /// Ids in this worker's processing list (read after an outage, in case
+    /// a lost reply left some there). An id that is not UTF-8 (a third
+    /// party's) cannot be claimed by name: it is ended as invalid here and
+    /// left out.
+    pub async fn processing(&self) -> Result<Vec<String>> {
+        let raw: Vec<Vec<u8>> = self
+            .conn
+            .query(
+                redis::cmd("LRANGE")
+                    .arg(self.keys.processing.as_str())
+                    .arg(0)
+                    .arg(-1),
+            )
+            .await?;
+        let mut ids = Vec::with_capacity(raw.len());
+        for id in raw {
+            match utf8(&id, "id") {
+                Ok(id) => ids.push(id),
+                Err(reason) => {
+                    let claim = self.keys.end_unreadable(&self.conn, id, reason).await?;
+                    log::warn!("queue {}: {claim:?}", self.queue);
+                }
+            }
+        }
+        Ok(ids)
+    }
+}

@@ -1,0 +1,228 @@
+//! [`Client`]: the submitting side. This file holds the handle, its
+//! connections, and the requests that are one round trip (push, cancel,
+//! counters, queue owners); `wait` holds submitting with a waiter and
+//! waiting, `run` the submit-and-wait call and its cancel-on-drop, and
+//! `test_support` what only tests use.
+
+mod run;
+#[cfg(feature = "test-support")]
+mod test_support;
+mod wait;
+
+pub use run::{OnDrop, SUBMITTER_FAILED, SUBMITTER_GONE};
+pub use wait::Watched;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::conn::{Conn, ConnSettings};
+use crate::listener::{self, Health, ListenerSettings, Registry};
+use crate::{Error, QueueStats, Result, SubmitOptions, fields, keys, now_ms, scripts};
+
+/// Options of a [`Client`]. Start from `ClientOptions::default()`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientOptions {
+    /// Bound on establishing a connection. Default 2 s.
+    pub connect_timeout: Duration,
+    /// Bound on one request's reply. Default 5 s.
+    pub response_timeout: Duration,
+    /// While a waiter waits, it re-reads the task hash this often in case a
+    /// notification was lost. Default 2 s.
+    pub fallback_poll: Duration,
+    /// Cap of the reconnect backoff. Default 2 s.
+    pub max_backoff: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(5),
+            fallback_poll: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A handle to the broker. Cheap to clone; every clone shares one command
+/// connection and one notification listener.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: Conn,
+    registry: Arc<Registry>,
+    health: watch::Receiver<Health>,
+    reply_channel: String,
+    options: ClientOptions,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl Client {
+    /// Connects to `redis_url` and starts the notification listener.
+    pub async fn connect(redis_url: &str) -> Result<Client> {
+        Client::connect_with(redis_url, ClientOptions::default()).await
+    }
+
+    /// [`Client::connect`] with options.
+    pub async fn connect_with(redis_url: &str, options: ClientOptions) -> Result<Client> {
+        let conn = Conn::new(
+            redis_url,
+            "client",
+            ConnSettings {
+                connect_timeout: options.connect_timeout,
+                response_timeout: Some(options.response_timeout),
+                max_backoff: options.max_backoff,
+            },
+        )?;
+        conn.get().await?;
+        let client_id = uuid::Uuid::new_v4().simple().to_string();
+        let reply_channel = keys::reply_channel(&client_id);
+        let settings = ListenerSettings {
+            channel: reply_channel.clone(),
+            connect_timeout: options.connect_timeout,
+            max_backoff: options.max_backoff,
+            url: conn.url().to_owned(),
+        };
+        let first = listener::subscribe(conn.redis_client(), &settings)
+            .await
+            .map_err(|reason| conn.unavailable(&reason))?;
+        // Up from the start: the first subscription above succeeded.
+        let (health_tx, health_rx) = watch::channel(Health { up: true });
+        let registry = Arc::new(Registry::default());
+        let listener = tokio::spawn(listener::run(
+            conn.redis_client().clone(),
+            settings,
+            Some(first),
+            Arc::clone(&registry),
+            health_tx,
+        ));
+        Ok(Client {
+            inner: Arc::new(Inner {
+                conn,
+                registry,
+                health: health_rx,
+                reply_channel,
+                options,
+                listener,
+            }),
+        })
+    }
+
+    /// Writes the task hash and pushes its id, in one MULTI/EXEC (the hash
+    /// exists before any worker can pop the id).
+    async fn push(
+        &self,
+        queue: &str,
+        task_id: &str,
+        script: &str,
+        options: &SubmitOptions,
+    ) -> Result<()> {
+        let now = now_ms();
+        let deadline = now.saturating_add(options.timeout.as_millis() as u64);
+        let hash: [(&str, String); 6] = [
+            (fields::SCRIPT, script.to_owned()),
+            (fields::STATUS, fields::status::PENDING.to_owned()),
+            (fields::CREATED_AT, now.to_string()),
+            (fields::UPDATED_AT, now.to_string()),
+            (fields::DEADLINE, deadline.to_string()),
+            (fields::REPLY_TO, self.inner.reply_channel.clone()),
+        ];
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("HSET")
+            .arg(keys::task_details(task_id))
+            .arg(&hash)
+            .ignore()
+            .cmd("LPUSH")
+            .arg(keys::tasks(queue))
+            .arg(task_id)
+            .ignore();
+        self.inner.conn.query_pipe::<()>(&pipe).await
+    }
+
+    /// Asks for the task to be cancelled, giving `reason`: a `pending` task
+    /// then ends as `error` (kind `cancelled`, "cancelled before it ran:
+    /// &lt;reason&gt;") when a worker takes it, without running; a `processing`
+    /// one is stopped by its worker (ours look every 100 ms by default) and
+    /// ends as `error` (kind `cancelled`), none of its writes kept — unless
+    /// it finishes first. `true` when the task was `pending` or `processing`
+    /// (so a cancel is recorded now: this one, or an earlier one, whose
+    /// reason stays); `false` when it had ended already or does not exist
+    /// (then nothing is changed, and no hash is created).
+    pub async fn cancel(&self, task_id: &str, reason: &str) -> Result<bool> {
+        let status: Option<Vec<u8>> = self
+            .inner
+            .conn
+            .invoke(&scripts::cancel(task_id, reason))
+            .await?;
+        Ok(matches!(
+            status.as_deref(),
+            Some(b"pending") | Some(b"processing")
+        ))
+    }
+
+    /// For each queue, the database whose workers currently serve it, as
+    /// they named it (see [`keys::queue_owner`]); `None` when no worker of
+    /// ours holds it. One round trip.
+    pub async fn queue_owners(&self, queues: &[&str]) -> Result<Vec<Option<String>>> {
+        if queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("MGET");
+        for queue in queues {
+            cmd.arg(keys::queue_owner(queue));
+        }
+        self.inner.conn.query(&cmd).await
+    }
+
+    /// The counters of every queue in `queues`, in order, read by one script
+    /// in one round trip. Queues are read in chunks of [`STATS_BATCH`], one round trip
+    /// each, so Redis is never blocked long by one script.
+    pub async fn stats_many(&self, queues: &[&str]) -> Result<Vec<QueueStats>> {
+        let mut out = Vec::with_capacity(queues.len());
+        for chunk in queues.chunks(STATS_BATCH) {
+            let invocation = scripts::stats_many(chunk);
+            let rows: Vec<(u64, u64, u64, u64, Option<u64>)> =
+                self.inner.conn.invoke(&invocation).await?;
+            if rows.len() != chunk.len() {
+                return Err(Error::Protocol(format!(
+                    "stats of {} queues answered {} rows",
+                    chunk.len(),
+                    rows.len()
+                )));
+            }
+            out.extend(rows.into_iter().map(queue_stats));
+        }
+        Ok(out)
+    }
+}
+
+/// Queues per script call of [`Client::stats_many`].
+pub const STATS_BATCH: usize = 256;
+
+/// A `STATS_MANY` script row as [`QueueStats`].
+fn queue_stats(
+    (queue_len, processed, failed, in_flight, last_beat): (u64, u64, u64, u64, Option<u64>),
+) -> QueueStats {
+    QueueStats {
+        queue_len,
+        processed,
+        failed,
+        in_flight,
+        heartbeat_age: last_beat
+            .filter(|&ms| ms > 0)
+            .map(|ms| Duration::from_millis(now_ms().saturating_sub(ms))),
+    }
+}

@@ -1,0 +1,152 @@
+//! Waiting for a task's outcome: by notification, with the task hash as
+//! the source of truth read as a fallback.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::Client;
+use crate::listener::WaiterGuard;
+use crate::{Error, Outcome, Result, SubmitOptions, fields, keys};
+
+/// A task submitted by [`Client::submit_watched`], its waiter registered.
+pub struct Watched {
+    client: Client,
+    task_id: String,
+    timeout: Duration,
+    rx: oneshot::Receiver<Outcome>,
+    _guard: WaiterGuard,
+}
+
+impl Watched {
+    /// The task id.
+    pub fn task_id(&self) -> &str {
+        &self.task_id
+    }
+
+    /// Waits for the task to end, up to the submission's timeout. The
+    /// outcome comes by notification; the hash is read only as a fallback
+    /// (every [`crate::ClientOptions::fallback_poll`], after a listener
+    /// outage, and at the timeout).
+    pub async fn outcome(self) -> Result<Outcome> {
+        self.client
+            .await_outcome(&self.task_id, self.timeout, self.rx, false)
+            .await
+    }
+}
+
+impl Client {
+    /// Submits a task whose outcome is then awaited with
+    /// [`Watched::outcome`], typically elsewhere: the waiter is registered
+    /// before the push, so the outcome comes by notification with no read
+    /// of the hash first. Dropping the [`Watched`] cancels nothing.
+    pub async fn submit_watched(
+        &self,
+        queue: &str,
+        script: &str,
+        options: &SubmitOptions,
+    ) -> Result<Watched> {
+        let task_id = uuid::Uuid::new_v4().to_string();
+        self.push_watched(queue, task_id, script, options).await
+    }
+
+    pub(super) async fn push_watched(
+        &self,
+        queue: &str,
+        task_id: String,
+        script: &str,
+        options: &SubmitOptions,
+    ) -> Result<Watched> {
+        // Registered before the push, so the notification cannot be missed.
+        let (guard, rx) = self.inner.registry.register(&task_id);
+        self.push(queue, &task_id, script, options).await?;
+        Ok(Watched {
+            client: self.clone(),
+            task_id,
+            timeout: options.timeout,
+            rx,
+            _guard: guard,
+        })
+    }
+
+    pub(super) async fn await_outcome(
+        &self,
+        task_id: &str,
+        timeout: Duration,
+        mut rx: oneshot::Receiver<Outcome>,
+        check_first: bool,
+    ) -> Result<Outcome> {
+        let deadline = Instant::now() + timeout;
+        let mut health = self.inner.health.clone();
+        health.borrow_and_update();
+        if check_first || !health.borrow().up {
+            if let Some(outcome) = self.read_outcome(task_id).await? {
+                return Ok(outcome);
+            }
+        }
+        let poll = self.inner.options.fallback_poll;
+        let mut next_poll = Instant::now() + poll;
+        loop {
+            tokio::select! {
+                delivered = &mut rx => {
+                    if let Ok(outcome) = delivered {
+                        return Ok(outcome);
+                    }
+                    // The listener is gone (client dropping); read the hash.
+                    return match self.read_outcome(task_id).await? {
+                        Some(outcome) => Ok(outcome),
+                        None => Err(self.inner.conn.unavailable("the reply listener stopped")),
+                    };
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    return match self.read_outcome(task_id).await {
+                        Ok(Some(outcome)) => Ok(outcome),
+                        _ => Err(Error::Timeout { task_id: task_id.to_owned(), timeout }),
+                    };
+                }
+                _ = tokio::time::sleep_until(next_poll) => {
+                    next_poll = Instant::now() + poll;
+                    if let Some(outcome) = self.read_outcome(task_id).await? {
+                        return Ok(outcome);
+                    }
+                }
+                changed = health.changed() => {
+                    if changed.is_err() {
+                        // Listener gone: fall back to polling only.
+                        next_poll = Instant::now();
+                        continue;
+                    }
+                    // Down: an error here tells the waiter at once. Up again:
+                    // a notification may have been lost during the outage.
+                    if let Some(outcome) = self.read_outcome(task_id).await? {
+                        return Ok(outcome);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the task hash: its outcome, or `None` while it is not finished.
+    pub(super) async fn read_outcome(&self, task_id: &str) -> Result<Option<Outcome>> {
+        // Bytes, then text: a third party may have left a field (a script,
+        // a cancel reason) that is not UTF-8, which must not make the
+        // outcome unreadable.
+        let raw: Vec<(Vec<u8>, Vec<u8>)> = self
+            .inner
+            .conn
+            .query(redis::cmd("HGETALL").arg(keys::task_details(task_id)))
+            .await?;
+        let fields: HashMap<String, String> = raw
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(&k).into_owned(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                )
+            })
+            .collect();
+        fields::outcome(task_id, &fields)
+    }
+}
