@@ -53,9 +53,12 @@ pub(crate) struct Conn {
 
 impl Conn {
     pub(crate) fn new(url: &str, role: &'static str, settings: ConnSettings) -> Result<Conn> {
-        let url = RedisUrl::parse(url).map_err(|e| Error::Unavailable {
-            url: e.url,
-            reason: format!("invalid redis url: {}", e.reason),
+        let url = RedisUrl::parse(url).map_err(|e| match e {
+            Error::InvalidUrl { url, reason } => Error::Unavailable {
+                url,
+                reason: format!("invalid redis url: {reason}"),
+            },
+            other => other,
         })?;
         // TCP_NODELAY: requests are small and pipelined; Nagle's algorithm
         // would hold a second request back until the first is acknowledged.

@@ -23,6 +23,8 @@
 //!   stops waiting first ([`OnDrop::Cancel`] asks for its cancellation,
 //!   [`Client::cancel`]).
 //! - [`broker::WorkerBroker`] / [`broker::BlockingPopper`]: the worker side.
+//! - [`RedisUrl`] ([`url`]): the one parser of Redis URLs, and the one rule
+//!   for printing them (user name and password never shown).
 //!
 //! Feature `test-support` adds what only tests use: [`Client`]'s `submit`
 //! (no waiter), `wait` (any task by id), `check` (one read of a task) and
@@ -93,6 +95,14 @@ pub enum Error {
     /// Redis held something that does not follow the protocol.
     #[error("protocol violation: {0}")]
     Protocol(String),
+    /// A Redis URL that a connection would refuse ([`RedisUrl::parse`]).
+    #[error("{url} is not a redis URL: {reason}")]
+    InvalidUrl {
+        /// The URL, redacted.
+        url: String,
+        /// Why it was refused (redis-rs's words).
+        reason: String,
+    },
 }
 
 /// `Result` with [`Error`].

@@ -23,6 +23,8 @@ use std::path::PathBuf;
 
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 
+use crate::{Error, Result};
+
 /// Query parameters that never hold a secret; every other one is left out
 /// of a printed URL.
 const PUBLIC_QUERY_KEYS: [&str; 2] = ["db", "protocol"];
@@ -55,20 +57,11 @@ pub struct RedisUrl {
     info: ConnectionInfo,
 }
 
-/// A URL a connection would refuse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{url} is not a redis URL: {reason}")]
-pub struct InvalidUrl {
-    /// The URL, redacted.
-    pub url: String,
-    /// Why it was refused (redis-rs's words).
-    pub reason: String,
-}
-
 impl RedisUrl {
     /// Parses `url` as redis-rs does when it connects.
-    pub fn parse(url: &str) -> Result<RedisUrl, InvalidUrl> {
-        let invalid = |reason: String| InvalidUrl {
+    /// A URL that a connection would refuse is [`Error::InvalidUrl`].
+    pub fn parse(url: &str) -> Result<RedisUrl> {
+        let invalid = |reason: String| Error::InvalidUrl {
             url: redact(url),
             reason,
         };
@@ -306,8 +299,11 @@ mod tests {
     fn what_a_connection_refuses_is_an_error_naming_the_redacted_url() {
         for bad in ["http://127.0.0.1:6379", "127.0.0.1:6379", "redis://:pw@h/x"] {
             let e = RedisUrl::parse(bad).expect_err(bad);
-            assert!(!e.url.contains("pw"), "{e}");
-            assert!(!e.reason.is_empty(), "{bad}");
+            let Error::InvalidUrl { url, reason } = &e else {
+                panic!("{bad}: {e:?}");
+            };
+            assert!(!url.contains("pw"), "{e}");
+            assert!(!reason.is_empty(), "{bad}");
         }
     }
 

@@ -179,7 +179,8 @@ pub fn default_data_dir() -> anyhow::Result<PathBuf> {
 /// A `--redis-url` that is malformed or names no host and port is a usage error.
 fn redis_url(url: &str) -> anyhow::Result<RedisUrl> {
     let problem = match RedisUrl::parse(url) {
-        Err(e) => e.reason,
+        Err(client::Error::InvalidUrl { reason, .. }) => reason,
+        Err(other) => other.to_string(),
         Ok(parsed) if parsed.host_port().is_none() => "no host and port".to_string(),
         Ok(parsed) => return Ok(parsed),
     };
