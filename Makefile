@@ -22,6 +22,8 @@ test: deps
 	fi
 
 lint:
+	python3 scripts/check-layout.py
+	python3 scripts/check-docs.py
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
