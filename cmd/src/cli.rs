@@ -1,5 +1,6 @@
 //! Command-line options (DESIGN §1), parsed by clap. Phase one of two: this
-//! module only parses; [`crate::config`] validates what the options point at.
+//! module only parses; [`crate::settings`] resolves, checks and defaults
+//! what the options say, and nothing after it reads these types.
 
 use std::path::PathBuf;
 use std::time::Duration;

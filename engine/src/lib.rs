@@ -77,8 +77,8 @@ pub use value::MAX_VALUE_DEPTH;
 ///
 /// 64 MiB: Rhai clones, drops and size-checks nested arrays and maps
 /// recursively, and a script can nest them as deep as its time limit allows
-/// (see `docs/arch/engine.md`); in a debug build 16 MiB was overflowed by
-/// that depth. Only the address space is reserved; memory is used only as
+/// (`engine/tests/nesting.rs` drives such scripts); in a debug build 16 MiB
+/// is overflowed by that depth. Only the address space is reserved; memory is used only as
 /// deep as a script actually recursed.
 pub const SCRIPT_STACK_SIZE: usize = 64 << 20;
 

@@ -204,8 +204,8 @@ fn eval_is_refused_when_compiling() {
 
 #[test]
 fn curry_is_refused_so_a_function_pointer_cannot_double_its_size() {
-    // `f = f.curry(f)` doubled the value each time, inside one operation and
-    // outside every size limit: 30 rounds asked for gigabytes.
+    // `f = f.curry(f)` doubles the value each time, inside one operation and
+    // outside every size limit: 30 rounds ask for gigabytes.
     let c = Circle::new();
     let e = c.fails(
         "let f = Fn(\"abs\");\nfor i in 0..1000 { f = f.curry(f); }\ntype_of(f)",
