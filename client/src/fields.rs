@@ -26,6 +26,13 @@ pub const REPLY_TO: &str = "replyTo";
 /// Optional: `1` lets a reaper put the task back on the queue when its worker
 /// died while running it, instead of ending it with `worker_lost`.
 pub const RETRY: &str = "retry";
+/// Optional: the name of the authenticated principal that submitted the
+/// task ([`crate::Caller`]); never the token. Absent for an open circle and
+/// for tasks other programs push straight into Redis.
+pub const CALLER: &str = "caller";
+/// Optional: the submitting principal's role (`read`, `write`,
+/// [`crate::Role`]).
+pub const ROLE: &str = "role";
 /// The id of the worker that claimed the task.
 pub const WORKER_ID: &str = "workerId";
 /// When the worker claimed the task, ms since the epoch.

@@ -47,6 +47,7 @@
 //! ```
 
 pub mod broker;
+mod caller;
 mod client;
 mod conn;
 pub mod fields;
@@ -56,6 +57,7 @@ mod listener;
 mod scripts;
 pub mod url;
 
+pub use caller::{Caller, Role};
 pub use client::{
     Client, ClientOptions, OnDrop, STATS_BATCH, SUBMITTER_FAILED, SUBMITTER_GONE, Watched,
 };
@@ -132,13 +134,24 @@ pub fn queue_name(circle_name: &str) -> String {
 pub struct SubmitOptions {
     /// How long the submitter waits; the task is not run after this passes.
     pub timeout: Duration,
+    /// The authenticated principal, written into the task hash (`caller`,
+    /// `role`); `None` for an open circle.
+    pub caller: Option<Caller>,
+}
+
+impl SubmitOptions {
+    /// Options that wait up to `timeout`, with no caller.
+    pub fn with_timeout(timeout: Duration) -> SubmitOptions {
+        SubmitOptions {
+            timeout,
+            caller: None,
+        }
+    }
 }
 
 impl Default for SubmitOptions {
     fn default() -> Self {
-        SubmitOptions {
-            timeout: Duration::from_secs(30),
-        }
+        SubmitOptions::with_timeout(Duration::from_secs(30))
     }
 }
 

@@ -35,9 +35,7 @@ async fn a_dead_worker_s_task_ends_as_worker_lost_unless_it_opted_in_to_retry() 
     let redis = testkit::RedisServer::start();
     let url = redis.url();
     let client = Client::connect(&url).await.expect("connect");
-    let opts = SubmitOptions {
-        timeout: Duration::from_secs(30),
-    };
+    let opts = SubmitOptions::with_timeout(Duration::from_secs(30));
     let plain = client.submit("r", "plain", &opts).await.expect("submit");
     let retry = client.submit("r", "retry", &opts).await.expect("submit");
     let untouched = client.submit("r", "later", &opts).await.expect("submit");

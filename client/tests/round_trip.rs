@@ -137,9 +137,7 @@ async fn one_client_serves_a_thousand_concurrent_waiters() {
                 .run_with(
                     "many",
                     &script,
-                    &SubmitOptions {
-                        timeout: Duration::from_secs(60),
-                    },
+                    &SubmitOptions::with_timeout(Duration::from_secs(60)),
                     OnDrop::Cancel,
                 )
                 .await
@@ -182,9 +180,7 @@ async fn waiting_past_the_timeout_is_a_timeout_error() {
         .run_with(
             "nobody_listens",
             "1",
-            &SubmitOptions {
-                timeout: Duration::from_millis(200),
-            },
+            &SubmitOptions::with_timeout(Duration::from_millis(200)),
             OnDrop::Cancel,
         )
         .await
@@ -249,9 +245,7 @@ async fn a_waiter_gets_unavailable_when_redis_dies_and_the_client_recovers() {
                 .run_with(
                     "nobody",
                     "1",
-                    &SubmitOptions {
-                        timeout: Duration::from_secs(300),
-                    },
+                    &SubmitOptions::with_timeout(Duration::from_secs(300)),
                     OnDrop::Cancel,
                 )
                 .await
@@ -282,9 +276,7 @@ async fn a_waiter_gets_unavailable_when_redis_dies_and_the_client_recovers() {
             .run_with(
                 "q",
                 "back",
-                &SubmitOptions {
-                    timeout: Duration::from_secs(5),
-                },
+                &SubmitOptions::with_timeout(Duration::from_secs(5)),
                 OnDrop::Cancel,
             )
             .await
@@ -358,9 +350,7 @@ async fn results_arrive_by_notification_with_the_fallback_poll_an_hour_away() {
     let client = Client::connect_with(&redis.url(), options)
         .await
         .expect("connect");
-    let submit = SubmitOptions {
-        timeout: Duration::from_secs(3600),
-    };
+    let submit = SubmitOptions::with_timeout(Duration::from_secs(3600));
     for i in 0..5 {
         let script = format!("task {i}");
         let outcome = tokio::time::timeout(
@@ -413,9 +403,7 @@ async fn a_lost_notification_is_covered_by_the_fallback_poll() {
                 .expect("hset");
         }
     });
-    let submit = SubmitOptions {
-        timeout: Duration::from_secs(3600),
-    };
+    let submit = SubmitOptions::with_timeout(Duration::from_secs(3600));
     let outcome = tokio::time::timeout(
         NOTIFIED_WITHIN,
         client.run_with("alpha", "x", &submit, OnDrop::Cancel),

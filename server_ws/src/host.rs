@@ -133,9 +133,7 @@ pub async fn run_many(
         };
         let addr = circle.listener.local_addr().map_err(io_error)?;
         let shared = Arc::new(Shared {
-            submit: SubmitOptions {
-                timeout: circle.config.task_timeout,
-            },
+            submit: SubmitOptions::with_timeout(circle.config.task_timeout),
             config: circle.config,
             timing: timing.clone(),
             client: client.clone(),

@@ -13,7 +13,7 @@ use common::*;
 const WAIT: Duration = Duration::from_secs(30);
 
 fn opts() -> SubmitOptions {
-    SubmitOptions { timeout: WAIT }
+    SubmitOptions::with_timeout(WAIT)
 }
 
 /// A worker whose scripts may run two minutes (so only a cancel stops the
@@ -266,9 +266,7 @@ async fn a_run_that_timed_out_leaves_its_task_to_its_deadline() {
         .run_with(
             "late",
             "1",
-            &SubmitOptions {
-                timeout: Duration::from_millis(200),
-            },
+            &SubmitOptions::with_timeout(Duration::from_millis(200)),
             OnDrop::Cancel,
         )
         .await

@@ -120,7 +120,7 @@ async fn a_killed_worker_s_task_ends_as_worker_lost_and_the_rest_run_once() {
     let url = redis.url();
     let mut first = spawn_child(&url, dir.path());
     let client = Client::connect(&url).await.expect("connect");
-    let opts = SubmitOptions { timeout: WAIT };
+    let opts = SubmitOptions::with_timeout(WAIT);
 
     let doomed = client
         .submit(QUEUE, &slow_script("doomed"), &opts)

@@ -39,9 +39,7 @@ async fn redis_killed_under_load_fails_waiters_promptly_and_the_system_serves_ag
             submitted.clone(),
         );
         loops.push(tokio::spawn(async move {
-            let opts = SubmitOptions {
-                timeout: Duration::from_secs(10),
-            };
+            let opts = SubmitOptions::with_timeout(Duration::from_secs(10));
             while !stop.load(Ordering::Relaxed) {
                 let id = match client.submit(QUEUE, "db::insert(1); 40 + 2", &opts).await {
                     Ok(id) => id,
@@ -121,7 +119,7 @@ async fn redis_killed_under_load_fails_waiters_promptly_and_the_system_serves_ag
         .run_with(
             QUEUE,
             "40 + 2",
-            &SubmitOptions { timeout: wait },
+            &SubmitOptions::with_timeout(wait),
             OnDrop::Cancel,
         )
         .await
@@ -165,7 +163,7 @@ async fn the_worker_reports_reconnecting_while_redis_is_down_and_running_after()
         .run_with(
             "state",
             "40 + 2",
-            &SubmitOptions { timeout: wait },
+            &SubmitOptions::with_timeout(wait),
             OnDrop::Cancel,
         )
         .await

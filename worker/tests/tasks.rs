@@ -11,7 +11,7 @@ use worker::WorkerConfig;
 const WAIT: Duration = Duration::from_secs(30);
 
 fn opts() -> SubmitOptions {
-    SubmitOptions { timeout: WAIT }
+    SubmitOptions::with_timeout(WAIT)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -338,9 +338,7 @@ async fn a_task_whose_waiter_gave_up_is_not_run() {
         .run_with(
             "late",
             "db::insert(1); 1",
-            &SubmitOptions {
-                timeout: Duration::from_millis(100),
-            },
+            &SubmitOptions::with_timeout(Duration::from_millis(100)),
             OnDrop::Cancel,
         )
         .await

@@ -131,7 +131,7 @@ impl Client {
     ) -> Result<()> {
         let now = now_ms();
         let deadline = now.saturating_add(options.timeout.as_millis() as u64);
-        let hash: [(&str, String); 6] = [
+        let mut hash: Vec<(&str, String)> = vec![
             (fields::SCRIPT, script.to_owned()),
             (fields::STATUS, fields::status::PENDING.to_owned()),
             (fields::CREATED_AT, now.to_string()),
@@ -139,6 +139,10 @@ impl Client {
             (fields::DEADLINE, deadline.to_string()),
             (fields::REPLY_TO, self.inner.reply_channel.clone()),
         ];
+        if let Some(caller) = &options.caller {
+            hash.push((fields::CALLER, caller.name.clone()));
+            hash.push((fields::ROLE, caller.role.as_str().to_owned()));
+        }
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("HSET")
