@@ -32,7 +32,7 @@ fn echo_worker(url: &str, queue: &str) -> JoinHandle<()> {
             if let Claim::Run(task) = claim {
                 let outcome = if task.script.starts_with("fail") {
                     Outcome::Failed(TaskFailure {
-                        kind: "runtime".into(),
+                        kind: client::FailureKind::from_wire("runtime"),
                         message: format!("asked to fail: {}", task.script),
                         line: Some(1),
                         column: Some(5),
@@ -89,7 +89,7 @@ async fn a_failed_script_is_an_outcome_with_kind_line_and_column() {
     let Outcome::Failed(failure) = outcome else {
         panic!("expected a failure, got {outcome:?}");
     };
-    assert_eq!(failure.kind, "runtime");
+    assert_eq!(failure.kind.as_str(), "runtime");
     assert_eq!(failure.message, "asked to fail: fail here");
     assert_eq!((failure.line, failure.column), (Some(1), Some(5)));
     worker.abort();

@@ -39,7 +39,7 @@ async fn stats_of_many_queues_match_the_stats_of_each() {
         |task_id| {
             Outcome::Failed(TaskFailure {
                 task_id,
-                kind: "runtime".into(),
+                kind: client::FailureKind::from_wire("runtime"),
                 message: "no".into(),
                 line: None,
                 column: None,

@@ -171,7 +171,7 @@ mod tests {
             &json!("x"),
             Ok(Outcome::Failed(TaskFailure {
                 task_id: "t2".into(),
-                kind: "syntax".into(),
+                kind: FailureKind::from_wire("syntax"),
                 message: "unexpected end".into(),
                 line: Some(1),
                 column: Some(4),
@@ -202,7 +202,7 @@ mod tests {
             &json!(1),
             Ok(Outcome::Failed(TaskFailure {
                 task_id: "t4".into(),
-                kind: "timeout".into(),
+                kind: FailureKind::from_wire("timeout"),
                 message: "script ran out of time".into(),
                 line: None,
                 column: None,
@@ -214,7 +214,7 @@ mod tests {
             &json!(1),
             Ok(Outcome::Failed(TaskFailure {
                 task_id: "t5".into(),
-                kind: "expired".into(),
+                kind: FailureKind::from_wire("expired"),
                 message: "the deadline passed before a worker took the task".into(),
                 line: None,
                 column: None,

@@ -105,7 +105,7 @@ async fn a_typed_client_gets_results_and_failures_in_their_documented_shape() {
     assert_eq!(error.code, codes::SCRIPT_FAILED);
     assert_eq!(error.message, "no such variable");
     let data = error.data.expect("failure data");
-    assert_eq!(data.kind, "runtime");
+    assert_eq!(data.kind.as_str(), "runtime");
     assert_eq!((data.line, data.column), (Some(1), Some(5)));
     assert!(!data.task_id.is_empty());
 }

@@ -144,7 +144,7 @@ async fn a_killed_worker_s_task_ends_as_worker_lost_and_the_rest_run_once() {
     let Outcome::Failed(f) = outcome else {
         panic!("the killed task must fail: {outcome:?}")
     };
-    assert_eq!(f.kind, "worker_lost");
+    assert_eq!(f.kind.as_str(), "worker_lost");
     assert_eq!(f.message, client::broker::WORKER_LOST_MESSAGE);
     for (n, id) in behind.iter().enumerate() {
         let outcome = client.wait(id, WAIT).await.expect("wait");

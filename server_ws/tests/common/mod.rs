@@ -270,7 +270,7 @@ async fn run_stand_in(task_id: &str, script: &str, completed: &AtomicU64) -> Opt
     let failed = |kind: &str, message: &str| {
         Outcome::Failed(TaskFailure {
             task_id: task_id.to_string(),
-            kind: kind.into(),
+            kind: client::FailureKind::from_wire(kind),
             message: message.to_string(),
             line: Some(1),
             column: Some(5),
