@@ -151,6 +151,7 @@ impl Settings {
             max_connections: self.server.max_connections,
             max_script_bytes: self.engine.max_script_bytes,
             allowed_origins: self.server.allowed_origins.clone(),
+            principals: Vec::new(),
         }
     }
 

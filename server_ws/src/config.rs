@@ -33,6 +33,31 @@ pub struct ServerConfig {
     pub max_script_bytes: usize,
     /// Extra allowed `Origin`s besides absent and loopback ones.
     pub allowed_origins: Vec<String>,
+    /// Who may connect. Empty: the circle is open (anyone who reaches the
+    /// port); otherwise an upgrade needs one of these principals' tokens.
+    pub principals: Vec<Principal>,
+}
+
+/// A principal of a circle (circles.json `principals`): its name, the
+/// SHA-256 of its token (never the token) and its role.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The name scripts see through `caller()`.
+    pub name: String,
+    /// SHA-256 of the bearer token.
+    pub token_sha256: [u8; 32],
+    /// What its scripts may do.
+    pub role: client::Role,
+}
+
+impl std::fmt::Debug for Principal {
+    /// The name and role only: a token's hash is not for logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Principal")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServerConfig {
@@ -47,6 +72,7 @@ impl ServerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_script_bytes: DEFAULT_MAX_SCRIPT_BYTES,
             allowed_origins: Vec::new(),
+            principals: Vec::new(),
         }
     }
 }

@@ -98,7 +98,7 @@ mod upgrade;
 
 pub use config::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_MESSAGE_BYTES,
-    DEFAULT_MAX_SCRIPT_BYTES, DEFAULT_TASK_TIMEOUT, ServerConfig, ServerTiming,
+    DEFAULT_MAX_SCRIPT_BYTES, DEFAULT_TASK_TIMEOUT, Principal, ServerConfig, ServerTiming,
 };
 pub use host::{CircleServer, HOST_WORKERS, run, run_many, run_with};
 pub use status::ServerStatus;
