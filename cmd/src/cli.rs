@@ -35,6 +35,37 @@ pub struct Cli {
 pub enum Command {
     /// Send one script to a running circle over WebSocket and print its result.
     Play(PlayArgs),
+    /// Access tokens of protected circles.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `circles_orchestrator token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a principal: prints a fresh token once (line 1) and the JSON
+    /// element to add to the circle's "principals" in circles.json (line 2).
+    New(TokenNewArgs),
+}
+
+/// Options of `circles_orchestrator token new`.
+#[derive(Debug, Args)]
+pub struct TokenNewArgs {
+    /// The circle by name or id.
+    #[arg(long, value_name = "NAME_OR_ID")]
+    pub circle: String,
+
+    /// The principal's name (scripts see it through `caller()`).
+    #[arg(long, value_name = "WHO")]
+    pub name: String,
+
+    /// What the principal's scripts may do: `read` or `write`.
+    #[arg(long, value_parser = ["read", "write"])]
+    pub role: String,
+
+    /// The circles file the circle is in.
+    #[arg(value_name = "CONFIG", default_value = "circles.json")]
+    pub config: PathBuf,
 }
 
 /// How the status table is shown.

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-/// One circle as written in circles.json.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+use crate::principals::{self, PrincipalEntry};
+
+/// One circle of circles.json, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CircleConfig {
     /// Unique id; the database lives in `<data-dir>/<id>/`.
     pub id: u32,
@@ -19,6 +20,20 @@ pub struct CircleConfig {
     pub name: String,
     /// WebSocket port (not 0).
     pub port: u16,
+    /// Who may connect (`principals`); empty for an open circle.
+    pub principals: Vec<server_ws::Principal>,
+}
+
+/// One circle as written in circles.json; `principals` stay raw so each is
+/// decoded on its own and an error names it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CircleEntry<'a> {
+    id: u32,
+    name: String,
+    port: u16,
+    #[serde(borrow, default)]
+    principals: Option<Vec<&'a serde_json::value::RawValue>>,
 }
 
 impl CircleConfig {
@@ -93,17 +108,50 @@ pub fn parse(text: &str) -> Result<Vec<CircleConfig>, String> {
                 kind_of(element)
             ));
         }
-        let circle = serde_json::from_str::<CircleConfig>(raw.get()).map_err(|e| {
+        let entry = serde_json::from_str::<CircleEntry>(raw.get()).map_err(|e| {
             format!(
                 "{}: {}",
                 describe_raw(index, element),
                 in_file(text, raw, &e)
             )
         })?;
-        circles.push(circle);
+        let principals = match entry.principals {
+            None => Vec::new(),
+            Some(raws) => decode_principals(text, &raws)
+                .and_then(principals::validate)
+                .map_err(|problem| format!("{}: {problem}", describe_raw(index, element)))?,
+        };
+        circles.push(CircleConfig {
+            id: entry.id,
+            name: entry.name,
+            port: entry.port,
+            principals,
+        });
     }
     check_values_and_duplicates(&circles)?;
     Ok(circles)
+}
+
+/// Decodes each principal of a circle strictly; an error names the
+/// principal by index (and name, where it has one) and its place in the file.
+fn decode_principals(
+    text: &str,
+    raws: &[&serde_json::value::RawValue],
+) -> Result<Vec<PrincipalEntry>, String> {
+    raws.iter()
+        .enumerate()
+        .map(|(index, raw)| {
+            serde_json::from_str::<PrincipalEntry>(raw.get()).map_err(|e| {
+                let value: serde_json::Value =
+                    serde_json::from_str(raw.get()).unwrap_or(serde_json::Value::Null);
+                let here = match value.get("name").and_then(|n| n.as_str()) {
+                    Some(name) => principals::describe(index, name),
+                    None => format!("principal at index {index}"),
+                };
+                format!("{here}: {}", in_file(text, raw, &e))
+            })
+        })
+        .collect()
 }
 
 fn check_values_and_duplicates(circles: &[CircleConfig]) -> Result<(), String> {
@@ -247,6 +295,27 @@ mod tests {
         let e = err("[{\"id\": 1, \"name\": \"A\", \"name\": \"B\", \"port\": 1}]");
         assert!(
             e.contains("duplicate field `name`") && e.contains("line 1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn principals_decode_to_name_hash_and_role_and_are_optional() {
+        let hash = "ab".repeat(32);
+        let circles = parse(&format!(
+            r#"[{{"id":1,"name":"A","port":1}},{{"id":2,"name":"B","port":2,"principals":[{{"name":"ann","token_sha256":"{hash}","role":"read"}}]}}]"#
+        ))
+        .expect("valid");
+        assert!(circles[0].principals.is_empty());
+        let p = &circles[1].principals[0];
+        assert_eq!(p.name, "ann");
+        assert_eq!(p.token_sha256, [0xab; 32]);
+        assert_eq!(p.role, client::Role::Read);
+        let e = err(&format!(
+            "[{{\"id\":1,\"name\":\"A\",\"port\":1,\"principals\":[\n {{\"name\":\"ann\",\"token_sha256\":\"{hash}\",\"role\":\"read\",\"rol\":1}}]}}]"
+        ));
+        assert!(
+            e.contains("principal at index 0") && e.contains("line 2"),
             "{e}"
         );
     }

@@ -10,7 +10,8 @@
 //! starting a managed redis-server), [`circles`] (opening databases and
 //! binding ports), [`supervisor`] (restart with backoff), [`monitor`]
 //! (managed Redis, counters), [`status`] and [`render`] (the table),
-//! [`orchestrator`] (start-up and shutdown), [`play`].
+//! [`orchestrator`] (start-up and shutdown), [`play`], [`token`] and
+//! [`principals`] (who may connect to a circle).
 //!
 //! ```text
 //! $ circles_orchestrator circles.json            # serve every circle
@@ -31,11 +32,13 @@ pub mod logging;
 pub mod monitor;
 pub mod orchestrator;
 pub mod play;
+pub mod principals;
 pub mod redis_setup;
 pub mod render;
 pub mod settings;
 pub mod status;
 pub mod supervisor;
+pub mod token;
 
 /// A usage mistake: exit code 2.
 #[derive(Debug)]
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         Some(cli::Command::Play(args)) => play::play(args),
+        Some(cli::Command::Token(cli::TokenCommand::New(args))) => token::new(&args).map(|()| 0),
         None => orchestrator::run(cli.run).map(|()| 0),
     };
     match result {

@@ -141,9 +141,9 @@ impl Settings {
 
     /// The server configuration of one circle; its script size limit is
     /// the engines' own, so the server refuses exactly what they would.
-    pub fn server_config(&self, circle_name: &str, queue: &str) -> server_ws::ServerConfig {
+    pub fn server_config(&self, circle: &CircleConfig, queue: &str) -> server_ws::ServerConfig {
         server_ws::ServerConfig {
-            circle_name: circle_name.to_string(),
+            circle_name: circle.name.clone(),
             queue: queue.to_string(),
             task_timeout: self.server.task_timeout,
             max_message_bytes: self.server.max_message_bytes,
@@ -151,7 +151,7 @@ impl Settings {
             max_connections: self.server.max_connections,
             max_script_bytes: self.engine.max_script_bytes,
             allowed_origins: self.server.allowed_origins.clone(),
-            principals: Vec::new(),
+            principals: circle.principals.clone(),
         }
     }
 
@@ -237,7 +237,7 @@ mod tests {
         assert_eq!(s.log_file, None, "logs go to stderr outside live mode");
         assert_eq!(s.stats_every, s.refresh);
         assert_eq!(s.worker.heartbeat_ttl, s.worker.heartbeat_interval * 3);
-        let server = s.server_config("Alpha", "alpha");
+        let server = s.server_config(&s.circles[0], "alpha");
         assert_eq!(server.max_script_bytes, s.engine.max_script_bytes);
         let worker = s.worker_config("alpha", "here:/tmp/d/1");
         assert_eq!(worker.owner.as_deref(), Some("here:/tmp/d/1"));

@@ -345,6 +345,7 @@ mod tests {
             id: 1,
             name: "A".into(),
             port: 1,
+            principals: Vec::new(),
         };
         let state = CircleState {
             queue: "a".into(),

@@ -162,3 +162,111 @@ fn help_and_version_exit_0_and_bad_options_exit_2() {
     let (status, _, err) = run_to_end(cmd, Duration::from_secs(20));
     assert_eq!(status.code(), Some(2), "{err}");
 }
+
+/// A circle with `principals` written as given (a JSON array text).
+fn with_principals(principals: &str) -> String {
+    format!(
+        r#"[{{"id": 1, "name": "A", "port": 8081}}, {{"id": 2, "name": "B", "port": 8082, "principals": {principals}}}]"#
+    )
+}
+
+const HASH_A: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+const HASH_B: &str = "60303AE22B998861BCE3B28F33EEC1BE758A213C86C93C076DBE9F558C11C752";
+
+#[test]
+fn an_unknown_field_in_a_principal_exits_2_naming_the_circle_and_principal() {
+    assert_rejected(
+        &with_principals(&format!(
+            r#"[{{"name": "ann", "token_sha256": "{HASH_A}", "role": "read", "token": "x"}}]"#
+        )),
+        &[
+            "index 1",
+            "id 2",
+            "principal at index 0",
+            "\"ann\"",
+            "unknown field `token`",
+        ],
+    );
+}
+
+#[test]
+fn a_bad_token_hash_exits_2_naming_the_principal_without_echoing_it() {
+    let bad = "not-a-hash-but-maybe-a-token-pasted-by-mistake";
+    let (code, err) = reject(&with_principals(&format!(
+        r#"[{{"name": "ann", "token_sha256": "{HASH_A}", "role": "read"}}, {{"name": "bob", "token_sha256": "{bad}", "role": "write"}}]"#
+    )));
+    assert_eq!(code, 2, "{err}");
+    for needle in [
+        "index 1",
+        "principal at index 1",
+        "\"bob\"",
+        "token_sha256",
+        "64 hex",
+    ] {
+        assert!(err.contains(needle), "{needle:?} missing from: {err}");
+    }
+    assert!(!err.contains(bad), "the bad value is echoed: {err}");
+    assert!(!err.contains(HASH_A), "a hash is echoed: {err}");
+    // One digit short is as wrong as text.
+    assert_rejected(
+        &with_principals(&format!(
+            r#"[{{"name": "ann", "token_sha256": "{}", "role": "read"}}]"#,
+            &HASH_A[..63]
+        )),
+        &["principal at index 0", "64 hex"],
+    );
+}
+
+#[test]
+fn a_duplicate_principal_name_in_a_circle_exits_2_naming_both() {
+    assert_rejected(
+        &with_principals(&format!(
+            r#"[{{"name": "ann", "token_sha256": "{HASH_A}", "role": "read"}}, {{"name": "ann", "token_sha256": "{HASH_B}", "role": "write"}}]"#
+        )),
+        &[
+            "index 1",
+            "principal at index 1",
+            "duplicate principal name",
+            "principal at index 0",
+        ],
+    );
+}
+
+#[test]
+fn an_unknown_role_exits_2_naming_the_principal_and_the_roles() {
+    assert_rejected(
+        &with_principals(&format!(
+            r#"[{{"name": "ann", "token_sha256": "{HASH_A}", "role": "admin"}}]"#
+        )),
+        &[
+            "principal at index 0",
+            "\"ann\"",
+            "unknown role \"admin\"",
+            "\"read\" or \"write\"",
+        ],
+    );
+}
+
+#[test]
+fn an_empty_principal_name_or_list_and_a_shared_token_exit_2() {
+    assert_rejected(
+        &with_principals(&format!(
+            r#"[{{"name": " ", "token_sha256": "{HASH_A}", "role": "read"}}]"#
+        )),
+        &["principal at index 0", "name is empty"],
+    );
+    assert_rejected(&with_principals("[]"), &["index 1", "empty `principals`"]);
+    let (code, err) = reject(&with_principals(&format!(
+        r#"[{{"name": "ann", "token_sha256": "{HASH_B}", "role": "read"}}, {{"name": "bob", "token_sha256": "{}", "role": "write"}}]"#,
+        HASH_B.to_lowercase()
+    )));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("same token_sha256 as principal at index 0"),
+        "{err}"
+    );
+    assert!(
+        !err.to_lowercase().contains(&HASH_B.to_lowercase()),
+        "{err}"
+    );
+}

@@ -235,7 +235,7 @@ impl Running {
                 listener,
                 ..
             } = p;
-            let server = settings.server_config(&config.name, &state.queue);
+            let server = settings.server_config(&config, &state.queue);
             hosted.push((server, listener, state.server.clone()));
             dbs.push((config, db, engine));
             states.push(state);
