@@ -8,10 +8,13 @@ use std::sync::Arc;
 use client::SubmitOptions;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Limiter;
 use crate::config::{ServerConfig, ServerTiming};
 use crate::status::ServerStatus;
 
-/// What every connection of one circle shares.
+/// What every connection of one circle shares. An authenticated connection
+/// gets its own copy whose `submit` names its principal.
+#[derive(Clone)]
 pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
     pub(crate) timing: ServerTiming,
@@ -19,6 +22,8 @@ pub(crate) struct Shared {
     pub(crate) status: Arc<ServerStatus>,
     pub(crate) token: CancellationToken,
     pub(crate) submit: SubmitOptions,
+    /// Failed upgrades per client address (circles with principals).
+    pub(crate) limiter: Arc<Limiter>,
 }
 
 /// The circles of one host, by the local address of their listener.

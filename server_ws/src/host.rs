@@ -139,6 +139,7 @@ pub async fn run_many(
             client: client.clone(),
             status: circle.status,
             token: token.clone(),
+            limiter: Arc::default(),
         });
         if routes.insert(addr, shared).is_some() {
             return Err(io_error(std::io::Error::new(

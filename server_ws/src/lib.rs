@@ -22,7 +22,8 @@
 //! Modules, from the top down (each uses only those below it):
 //! - `host`: [`run_many`], [`run`], [`run_with`], [`CircleServer`]: the actix
 //!   server and its shutdown;
-//! - `upgrade`: the `GET /ws` handler (origin, connection limit, frame guard);
+//! - `upgrade`: the `GET /ws` handler (origin, token, connection limit,
+//!   frame guard);
 //! - `connection`: one socket's read loop, its heartbeat and its close;
 //! - `dispatch`: JSON-RPC admission (script and in-flight limits) and the
 //!   running of requests, notifications and batches;
@@ -32,6 +33,8 @@
 //! - `end`: why a connection ends and the close frame that says so;
 //! - `rpc`: JSON-RPC parsing and every reply the server builds;
 //! - `circle`: what every connection of one circle shares;
+//! - `auth`: bearer tokens of circles with principals, and the slow-down of
+//!   addresses that keep failing (HTTP 429);
 //! - `fragments`, `frame_guard`, `origin`, `config`, `status`: message
 //!   reassembly, frame-length checks, the origin allow-list, limits and
 //!   timings, live counters.
@@ -81,6 +84,7 @@
 //! # Ok(()) }
 //! ```
 
+mod auth;
 mod circle;
 mod config;
 mod connection;
@@ -96,6 +100,9 @@ mod rpc;
 mod status;
 mod upgrade;
 
+pub use auth::{
+    MAX_FAILURES as AUTH_MAX_FAILURES, MAX_TRACKED as AUTH_MAX_TRACKED, WINDOW as AUTH_WINDOW,
+};
 pub use config::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_SCRIPT_BYTES, DEFAULT_TASK_TIMEOUT, Principal, ServerConfig, ServerTiming,

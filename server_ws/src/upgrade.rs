@@ -1,10 +1,12 @@
 //! The `GET /ws` upgrade handler, shared by every circle of a host: finds the
-//! circle by the listener the request came in on, checks the origin and the
-//! connection limit, guards frame lengths, and hands the socket to
-//! `connection::serve`.
+//! circle by the listener the request came in on, checks the origin, the
+//! token (circles with principals) and the connection limit, guards frame
+//! lengths, and hands the socket to `connection::serve`.
 
+use std::net::{IpAddr, Ipv6Addr};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix_web::error::PayloadError;
 use actix_web::http::header;
@@ -13,8 +15,13 @@ use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use futures_util::Stream;
 
 use crate::circle::Routes;
+use crate::circle::Shared;
 use crate::frame_guard::FrameGuard;
-use crate::{connection, origin};
+use crate::{auth, connection, origin};
+
+/// The body of every 401: the same for a missing and a wrong token.
+const UNAUTHORIZED: &str = "a valid token is needed: send Authorization: Bearer <token>, or \
+                            offer the WebSocket subprotocol bearer.<token>\n";
 
 /// `GET /ws`: checks the origin and the connection limit, then upgrades.
 pub(crate) async fn upgrade(
@@ -29,7 +36,7 @@ pub(crate) async fn upgrade(
         log::error!("a websocket upgrade arrived on {local}, which no circle listens on");
         return Ok(HttpResponse::NotFound().body("no circle is served on this address\n"));
     };
-    let circle = &shared.config.circle_name;
+    let circle = shared.config.circle_name.clone();
     let origin = match req.headers().get(header::ORIGIN).map(|v| v.to_str()) {
         None => None,
         Some(Ok(o)) => Some(o),
@@ -46,6 +53,22 @@ pub(crate) async fn upgrade(
             "origin not allowed: only loopback origins and the configured allowed_origins may connect\n",
         ));
     }
+    // Circles with principals: the connection's own copy of what the circle
+    // shares, its submissions naming the principal.
+    let mut subprotocol = None;
+    let shared = if shared.config.principals.is_empty() {
+        shared
+    } else {
+        match authorize(&req, &shared) {
+            Ok((caller, offered)) => {
+                subprotocol = offered;
+                let mut own = Shared::clone(&shared);
+                own.submit.caller = Some(caller);
+                Arc::new(own)
+            }
+            Err(refusal) => return Ok(*refusal),
+        }
+    };
     if shared.token.is_cancelled() {
         return Ok(HttpResponse::ServiceUnavailable().body("server shutting down\n"));
     }
@@ -67,7 +90,10 @@ pub(crate) async fn upgrade(
         Box::pin(FrameGuard::new(body, shared.config.max_message_bytes));
     let mut guarded = actix_web::dev::Payload::from(guarded);
     let body = web::Payload::from_request(&req, &mut guarded).await?;
-    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    // A browser that offered `bearer.<token>` needs that subprotocol back,
+    // or it drops the connection.
+    let protocols: Vec<&str> = subprotocol.iter().map(String::as_str).collect();
+    let (response, session, stream) = actix_ws::handle_with_protocols(&req, body, &protocols)?;
     // Oversize data frames never reach the codec (the frame guard answers
     // them); its own limit only has to let control frames (at most 125
     // bytes) and the guard's stand-ins through, whatever the message limit.
@@ -79,4 +105,56 @@ pub(crate) async fn upgrade(
         slot,
     ));
     Ok(response)
+}
+
+/// The caller of an upgrade to a circle with principals, and the `bearer.`
+/// subprotocol to echo; or the 401 / 429 that refuses it.
+fn authorize(
+    req: &HttpRequest,
+    shared: &Shared,
+) -> Result<(client::Caller, Option<String>), Box<HttpResponse>> {
+    let circle = &shared.config.circle_name;
+    let ip = req
+        .peer_addr()
+        .map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |a| a.ip());
+    let now = Instant::now();
+    if let Some(seconds) = shared.limiter.limited(ip, now) {
+        return Err(Box::new(
+            HttpResponse::TooManyRequests()
+                .insert_header((header::RETRY_AFTER, seconds.to_string()))
+                .body(format!(
+                    "too many failed upgrades from this address: try again in {seconds} s\n"
+                )),
+        ));
+    }
+    let offered = auth::offered(req.headers());
+    let Some(principal) =
+        auth::authenticate(&shared.config.principals, offered.as_ref().map(|o| o.token))
+    else {
+        shared.limiter.failed(ip, now);
+        if let Some(n) = shared.status.refused() {
+            log::warn!(
+                "circle {circle}: refused a websocket upgrade from {ip} without a valid token \
+                 ({n} upgrades refused so far; logged at powers of two)"
+            );
+        }
+        return Err(Box::new(
+            HttpResponse::Unauthorized()
+                .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
+                .body(UNAUTHORIZED),
+        ));
+    };
+    log::debug!(
+        "circle {circle}: {ip} connects as {:?} ({})",
+        principal.name,
+        principal.role
+    );
+    let caller = client::Caller {
+        name: principal.name.clone(),
+        role: principal.role,
+    };
+    Ok((
+        caller,
+        offered.and_then(|o| o.subprotocol.map(str::to_owned)),
+    ))
 }
