@@ -101,6 +101,11 @@ pub struct RunArgs {
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
 
+    /// Serve circles without principals (open to anyone who reaches the
+    /// port) on a non-loopback --host too.
+    #[arg(long)]
+    pub allow_open: bool,
+
     /// How the status table is shown.
     #[arg(long, value_enum, default_value = "auto")]
     pub output: Output,

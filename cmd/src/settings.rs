@@ -86,6 +86,9 @@ impl Settings {
         let circles = config::load(&args.config)?;
         let redis = redis_url(&args.redis_url)?;
         check_host(&args.host)?;
+        if !args.allow_open {
+            check_open_circles(&circles, &args.host)?;
+        }
         let data_dir = match args.data_dir {
             Some(d) => d,
             None => default_data_dir()?,
@@ -208,6 +211,43 @@ fn check_host(host: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Circles without principals are served only on loopback unless
+/// `--allow-open` says otherwise: anyone who reaches an open circle's port
+/// can read and rewrite its data.
+fn check_open_circles(circles: &[CircleConfig], host: &str) -> anyhow::Result<()> {
+    if is_loopback(host) {
+        return Ok(());
+    }
+    let open: Vec<String> = circles
+        .iter()
+        .filter(|c| c.principals.is_empty())
+        .map(|c| format!("{:?} (id {})", c.name, c.id))
+        .collect();
+    if open.is_empty() {
+        return Ok(());
+    }
+    Err(UsageError(format!(
+        "--host {host} is not a loopback address, and these circles have no principals, so \
+         anyone who reaches their ports could read and change their data: {}. Add \
+         principals to them in circles.json (circles_orchestrator token new --circle <id> \
+         --name <who> --role read|write), or pass --allow-open to serve them open anyway",
+        open.join(", ")
+    ))
+    .into())
+}
+
+/// Whether every address `host` resolves to is a loopback address.
+fn is_loopback(host: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    match (host, 0).to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<_> = addrs.collect();
+            !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
+        }
+        Err(_) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,6 +298,16 @@ mod tests {
             assert!(is_usage(&e), "{url}: {e}");
             assert!(e.to_string().contains("is not a redis:// URL"), "{e}");
             assert!(!e.to_string().contains("hunter2"), "{e}");
+        }
+    }
+
+    #[test]
+    fn loopback_hosts_are_told_apart_from_the_others() {
+        for host in ["127.0.0.1", "::1", "localhost", "127.0.0.2"] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in ["0.0.0.0", "::", "192.0.2.1"] {
+            assert!(!is_loopback(host), "{host}");
         }
     }
 
