@@ -143,6 +143,7 @@ impl CircleState {
             queue: self.queue.clone(),
             queue_key: self.queue_key.clone(),
             url: self.url.clone(),
+            principals: self.config.principals.len(),
             worker,
             worker_detail,
             server,
@@ -202,6 +203,8 @@ pub struct Row {
     pub queue_key: String,
     /// WebSocket URL.
     pub url: String,
+    /// How many principals may connect; 0: the circle is open.
+    pub principals: usize,
     /// starting | running | reconnecting | restarting | stopped | failed
     pub worker: &'static str,
     /// Why the worker is not running, when known.
@@ -263,6 +266,7 @@ impl Row {
             queue: queue.into(),
             queue_key: client::keys::tasks(queue),
             url: "ws://127.0.0.1:8081/ws".into(),
+            principals: 0,
             worker: "running",
             worker_detail: None,
             server: "running",

@@ -73,3 +73,108 @@ fn allow_open_or_principals_everywhere_let_a_non_loopback_host_start() {
     o.wait_table();
     assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
 }
+
+/// ann's token in [`protected_pair`]; its hash is computed, never written.
+const ANN_TOKEN: &str = "tok-ann-XYZZY-5f3c1a9e-not-in-any-output";
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A circles.json: "Open One" open, "Guarded" with ann (read, [`ANN_TOKEN`]) and bob.
+fn protected_pair(sandbox: &Sandbox, open_port: u16, guarded_port: u16) -> std::path::PathBuf {
+    let circles = json!([
+        {"id": 1, "name": "Open One", "port": open_port},
+        {"id": 2, "name": "Guarded", "port": guarded_port, "principals": [
+            {"name": "ann", "token_sha256": sha256_hex(ANN_TOKEN), "role": "read"},
+            {"name": "bob", "token_sha256": HASH, "role": "write"},
+        ]},
+    ]);
+    sandbox.write("circles.json", &circles.to_string())
+}
+
+/// Connects to `port` with `Authorization: Bearer <token>`; the HTTP status
+/// when the upgrade is refused.
+async fn connect_bearer(port: u16, token: &str) -> Result<common::Ws, u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = common::ws(port).into_client_request().expect("request");
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header value"),
+    );
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(e) => panic!("upgrade failed without an HTTP answer: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_table_shows_access_and_no_token_or_hash_appears_in_any_output() {
+    let redis = testkit::RedisServer::start();
+    let sandbox = Sandbox::new();
+    let (open_port, guarded_port) = (port(), port());
+    let config = protected_pair(&sandbox, open_port, guarded_port);
+    let mut cmd = sandbox.serve_command(&config, &redis.url(), &sandbox.data_dir());
+    cmd.env("RUST_LOG", "debug");
+    let mut o = Orchestrator::spawn(cmd);
+    o.wait_table();
+    let table = o.stdout();
+    let cell = |name: &str| -> String {
+        let line = table
+            .lines()
+            .find(|l| l.contains(name) && l.contains("ws://"))
+            .unwrap_or_else(|| panic!("no row for {name}:\n{table}"));
+        line.split('|')
+            .map(str::trim)
+            .nth(6)
+            .expect("Access cell")
+            .to_string()
+    };
+    assert!(table.contains("Access"), "{table}");
+    assert_eq!(cell("Open One"), "open", "{table}");
+    assert_eq!(cell("Guarded"), "2 principals", "{table}");
+
+    // A refused and an accepted upgrade, so the server has something to log.
+    common::connect(open_port).await;
+    assert_eq!(connect_bearer(guarded_port, "wrong").await.err(), Some(401));
+    let mut ws = connect_bearer(guarded_port, ANN_TOKEN)
+        .await
+        .expect("ann connects");
+    assert_eq!(common::output(&mut ws, "40 + 2").await, "42");
+    drop(ws);
+    assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+    let (out, err) = (o.stdout(), o.stderr());
+    assert!(
+        err.contains("connects as \"ann\""),
+        "debug logs are on:\n{err}"
+    );
+    for secret in [
+        ANN_TOKEN.to_string(),
+        sha256_hex(ANN_TOKEN),
+        HASH.to_string(),
+    ] {
+        assert!(!out.contains(&secret), "{secret} on stdout:\n{out}");
+        assert!(!err.contains(&secret), "{secret} on stderr:\n{err}");
+        assert!(
+            !err.to_lowercase()
+                .contains(&secret.to_uppercase().to_lowercase()),
+            "{secret} in stderr, in another case"
+        );
+    }
+
+    // JSON snapshots carry the count.
+    let mut cmd = sandbox.serve_command(&config, &redis.url(), &sandbox.data_dir());
+    cmd.args(["--output", "json"]);
+    let mut o = Orchestrator::spawn(cmd);
+    o.wait_stdout("\"principals\":2", common::START_DEADLINE);
+    assert!(o.stdout().contains("\"principals\":0"), "{}", o.stdout());
+    assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+    assert!(!o.stdout().contains(HASH) && !o.stderr().contains(HASH));
+}

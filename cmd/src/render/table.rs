@@ -7,12 +7,13 @@ use super::human_duration;
 use crate::status::Row;
 
 /// The fixed columns of DESIGN §6, then the extras.
-pub const COLUMNS: [&str; 12] = [
+pub const COLUMNS: [&str; 13] = [
     "Circle Name",
     "ID",
     "Worker Status",
     "Worker Queues",
     "WS Server URL",
+    "Access",
     "Server",
     "Queue Len",
     "Processed",
@@ -93,6 +94,15 @@ fn capitalise(s: &str) -> String {
     }
 }
 
+/// `open`, `1 principal`, `N principals`.
+pub fn access_text(principals: usize) -> String {
+    match principals {
+        0 => "open".to_string(),
+        1 => "1 principal".to_string(),
+        n => format!("{n} principals"),
+    }
+}
+
 fn cells(row: &Row) -> Vec<String> {
     vec![
         row.name.clone(),
@@ -100,6 +110,7 @@ fn cells(row: &Row) -> Vec<String> {
         state_text(row.worker, &row.worker_detail),
         row.queue_key.clone(),
         row.url.clone(),
+        access_text(row.principals),
         state_text(row.server, &row.server_detail),
         opt(row.queue_len),
         opt(row.processed),
@@ -166,6 +177,32 @@ mod tests {
         assert!(text.contains("ws://127.0.0.1:8081/ws"));
         assert!(text.contains("Restarting: address vanished"));
         assert!(text.contains("1m05s"));
+    }
+
+    #[test]
+    fn the_access_column_follows_the_fixed_ones_and_says_open_or_how_many_principals() {
+        assert_eq!(COLUMNS[5], "Access");
+        assert_eq!(access_text(0), "open");
+        assert_eq!(access_text(1), "1 principal");
+        assert_eq!(access_text(3), "3 principals");
+        let rows = [
+            row("Alpha Circle"),
+            Row {
+                principals: 2,
+                ..row("Beta")
+            },
+        ];
+        let text = build(&rows, false).to_string();
+        let access = |name: &str| -> String {
+            let line = text.lines().find(|l| l.contains(name)).expect("row");
+            line.split('|')
+                .map(str::trim)
+                .nth(6)
+                .expect("cell")
+                .to_string()
+        };
+        assert_eq!(access("Alpha Circle"), "open", "{text}");
+        assert_eq!(access("Beta"), "2 principals", "{text}");
     }
 
     #[test]
