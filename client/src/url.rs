@@ -32,7 +32,7 @@ const PUBLIC_QUERY_KEYS: [&str; 2] = ["db", "protocol"];
 /// Where a Redis URL points.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     /// A TCP host and port (`redis://`, or `rediss://` with `tls`).
     Tcp {
         /// Host name or IP address, IPv6 without brackets.
@@ -93,16 +93,6 @@ impl RedisUrl {
     /// The URL as given, credentials included: for connecting, never for printing.
     pub fn as_str(&self) -> &str {
         &self.full
-    }
-
-    /// The URL without credentials, for messages (also what `Display` prints).
-    pub fn redacted(&self) -> &str {
-        &self.redacted
-    }
-
-    /// Where the URL points.
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
     }
 
     /// Host and port of a TCP URL; `None` for a unix socket.
@@ -240,10 +230,7 @@ mod tests {
             "unix:///tmp/r.sock"
         );
         let url = RedisUrl::parse("unix:///tmp/r.sock?pass=hunter2").expect("valid");
-        assert_eq!(
-            url.endpoint(),
-            &Endpoint::Unix(PathBuf::from("/tmp/r.sock"))
-        );
+        assert_eq!(&url.endpoint, &Endpoint::Unix(PathBuf::from("/tmp/r.sock")));
         assert_eq!(url.host_port(), None);
         assert!(!url.is_loopback());
         assert!(!format!("{url} {url:?}").contains("hunter2"));

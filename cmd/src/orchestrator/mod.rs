@@ -153,7 +153,10 @@ struct Running {
     /// The websocket host and every worker: the bounded drain waits for it.
     serving: TaskTracker,
     host: JoinHandle<()>,
-    /// The stats poller, the managed-Redis watcher and the display.
+    /// The stats poller and the managed-Redis watcher: awaited before the
+    /// databases close.
+    watchers: TaskTracker,
+    /// The display: it draws the last frame after everything else stopped.
     support: TaskTracker,
     changed: Arc<Notify>,
     /// Set when the drain starts; the display then shows `shutting down`.
@@ -168,6 +171,9 @@ impl Running {
         signals: &mut Signals,
         managed: &Arc<Mutex<Option<ManagedRedis>>>,
     ) -> anyhow::Result<Running> {
+        // The terminal is set up before anything is spawned: a terminal that
+        // cannot be set up stops the start with nothing running.
+        let renderer = render::renderer(settings.mode).context("cannot set up the terminal")?;
         let redis = &settings.redis;
         let client = tokio::select! {
             c = client::Client::connect(redis.as_str()) => c.with_context(|| {
@@ -246,23 +252,24 @@ impl Running {
         let host = spawn::start_host(&client, hosted, host_token.clone(), &serving, &changed);
 
         let watchers_token = root.child_token();
-        let support = TaskTracker::new();
+        let watchers = TaskTracker::new();
         let header_restarts = header.redis_restarts.clone();
-        support.spawn(monitor::watch_redis(
+        watchers.spawn(monitor::watch_redis(
             managed.clone(),
             header_restarts,
             changed.clone(),
             watchers_token.clone(),
         ));
-        support.spawn(monitor::poll_stats(
+        watchers.spawn(monitor::poll_stats(
             client.clone(),
             states.clone(),
             settings.stats_every,
             changed.clone(),
             watchers_token.clone(),
         ));
-        let renderer = render::renderer(settings.mode).context("cannot set up the terminal")?;
+        watchers.close();
         let draining = Arc::new(AtomicBool::new(false));
+        let support = TaskTracker::new();
         support.spawn(render::draw(
             renderer,
             header,
@@ -280,6 +287,7 @@ impl Running {
             watchers_token,
             serving,
             host,
+            watchers,
             support,
             changed,
             draining,
@@ -331,6 +339,7 @@ impl Running {
             },
         };
         self.watchers_token.cancel();
+        self.watchers.wait().await;
         drop(self.client);
         // Every supervisor has returned (or we gave up): release the databases.
         let dbs = self.dbs;

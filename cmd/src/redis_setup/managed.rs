@@ -107,18 +107,13 @@ fn die_with_parent(command: &mut Command) {
 fn die_with_parent(_command: &mut Command) {}
 
 impl ManagedRedis {
-    /// Starts a server on `addr`, bound to `host` (127.0.0.1 for
-    /// `localhost`), with its data in `<data_dir>/redis`, and waits until it
-    /// answers.
-    pub fn start(addr: SocketAddr, host: &str, data_dir: &Path) -> anyhow::Result<ManagedRedis> {
+    /// Starts a server bound to `addr` (its IP and port), with its data in
+    /// `<data_dir>/redis`, and waits until it answers.
+    pub fn start(addr: SocketAddr, data_dir: &Path) -> anyhow::Result<ManagedRedis> {
         let dir = data_dir.join("redis");
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let bind = if host == "localhost" {
-            "127.0.0.1".to_string()
-        } else {
-            host.to_string()
-        };
+        let bind = addr.ip().to_string();
         let spawner = Spawner::new().context("cannot start the thread that runs redis-server")?;
         let child = spawn_server(&spawner, addr, &bind, &dir)?;
         let mut managed = ManagedRedis {

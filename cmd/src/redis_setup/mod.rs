@@ -71,8 +71,8 @@ pub fn ensure(
              `sudo apt-get install -y redis-server`), or start Redis yourself and pass --redis-url"
         );
     }
-    // The managed server binds 127.0.0.1 for `localhost` (see [`ManagedRedis::start`]), so it
-    // is waited for there, even where `localhost` resolves to ::1 first.
+    // `localhost` means 127.0.0.1 for the managed server (it binds the address
+    // chosen here), even where `localhost` resolves to ::1 first.
     let addr = if host == "localhost" {
         SocketAddr::from(([127, 0, 0, 1], port))
     } else {
@@ -81,7 +81,7 @@ pub fn ensure(
             .copied()
             .context("the Redis host resolved to no address")?
     };
-    let managed = ManagedRedis::start(addr, host, data_dir).with_context(|| {
+    let managed = ManagedRedis::start(addr, data_dir).with_context(|| {
         format!(
             "redis is unreachable: {tried}; then starting a managed redis-server on port \
                  {port} failed. Fix: redis-server says why below (often another program holds \
