@@ -1,5 +1,7 @@
 //! Access through the built binary: open circles only on loopback unless
-//! `--allow-open`, the Access column, and no token hash in any output.
+//! `--allow-open`, a protected circle through the binary (401 for a missing,
+//! wrong or other circle's token; the header and the echoed subprotocol
+//! accepted), the Access column, and no token or hash in any output.
 
 mod common;
 
@@ -176,4 +178,92 @@ async fn the_table_shows_access_and_no_token_or_hash_appears_in_any_output() {
     assert!(o.stdout().contains("\"principals\":0"), "{}", o.stdout());
     assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
     assert!(!o.stdout().contains(HASH) && !o.stderr().contains(HASH));
+}
+
+const READER: &str = "reader-token-6d1f0e3a8b7c4d2e9f01";
+const OTHER: &str = "other-circle-token-11223344556677";
+
+/// Connects with one extra header; the HTTP status if refused, else the
+/// socket and the subprotocol the server chose.
+async fn connect_with(
+    port: u16,
+    header: Option<(&'static str, String)>,
+) -> Result<(common::Ws, Option<String>), u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = common::ws(port).into_client_request().expect("request");
+    if let Some((name, value)) = header {
+        request
+            .headers_mut()
+            .insert(name, value.parse().expect("header value"));
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, response)) => {
+            let protocol = response
+                .headers()
+                .get("sec-websocket-protocol")
+                .map(|v| v.to_str().expect("ascii").to_string());
+            Ok((ws, protocol))
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(e) => panic!("upgrade failed without an HTTP answer: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protected_circle_takes_only_its_own_tokens_by_header_or_subprotocol() {
+    let redis = testkit::RedisServer::start();
+    let sandbox = Sandbox::new();
+    let (open, guarded, other) = (port(), port(), port());
+    let circles = json!([
+        {"id": 1, "name": "Open", "port": open},
+        {"id": 2, "name": "Guarded", "port": guarded, "principals": [
+            {"name": "rita", "token_sha256": sha256_hex(READER), "role": "read"},
+        ]},
+        {"id": 3, "name": "Other", "port": other, "principals": [
+            {"name": "olga", "token_sha256": sha256_hex(OTHER), "role": "write"},
+        ]},
+    ]);
+    let config = sandbox.write("circles.json", &circles.to_string());
+    let mut o = Orchestrator::start(&sandbox, &config, &redis.url(), &[]);
+    o.wait_table();
+    for refused in [
+        None,
+        Some(("authorization", "Bearer wrong".to_string())),
+        Some(("authorization", format!("Bearer {OTHER}"))),
+        Some(("sec-websocket-protocol", format!("bearer.{OTHER}"))),
+    ] {
+        let what = format!("{refused:?}");
+        assert_eq!(
+            connect_with(guarded, refused).await.err(),
+            Some(401),
+            "{what}"
+        );
+    }
+    let (mut ws, protocol) =
+        connect_with(guarded, Some(("authorization", format!("Bearer {READER}"))))
+            .await
+            .expect("the header upgrades");
+    assert_eq!(protocol, None);
+    assert_eq!(common::output(&mut ws, "40 + 2").await, "42");
+    let offered = format!("bearer.{READER}");
+    let (mut ws, protocol) =
+        connect_with(guarded, Some(("sec-websocket-protocol", offered.clone())))
+            .await
+            .expect("the subprotocol upgrades");
+    assert_eq!(
+        protocol.as_deref(),
+        Some(offered.as_str()),
+        "echoed for browsers"
+    );
+    assert_eq!(common::output(&mut ws, "1 + 1").await, "2");
+    // The other circle's own token works there; the open circle needs none.
+    let (mut ws, _) = connect_with(other, Some(("authorization", format!("Bearer {OTHER}"))))
+        .await
+        .expect("olga connects to Other");
+    assert_eq!(common::output(&mut ws, "3").await, "3");
+    let mut ws = common::connect(open).await;
+    assert_eq!(common::output(&mut ws, "4").await, "4");
+    assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
 }
