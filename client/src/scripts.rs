@@ -16,11 +16,12 @@ use std::sync::LazyLock;
 
 use redis::{Script, ScriptInvocation};
 
-use crate::{FailureKind, keys};
+use crate::{FailureKind, Role, keys};
 
 /// The failure kinds the scripts write, as Lua locals named after
-/// [`FailureKind::as_str`] (the wire names live there alone), then the
-/// helper `finish`. Every script that ends a task starts with this.
+/// [`FailureKind::as_str`] (the wire names live there alone), the role
+/// names as [`Role::as_str`] gives them, then the helper `finish`. Every
+/// script that ends a task starts with this.
 static FINISH: LazyLock<String> = LazyLock::new(|| {
     let kinds = [
         ("KIND_INVALID", FailureKind::Invalid),
@@ -31,6 +32,9 @@ static FINISH: LazyLock<String> = LazyLock::new(|| {
     let mut lua = String::new();
     for (local, kind) in kinds {
         lua.push_str(&format!("local {local} = '{}'\n", kind.as_str()));
+    }
+    for (local, role) in [("ROLE_READ", Role::Read), ("ROLE_WRITE", Role::Write)] {
+        lua.push_str(&format!("local {local} = '{}'\n", role.as_str()));
     }
     lua + FINISH_FN
 });
@@ -57,16 +61,19 @@ end
 "#;
 
 /// Claims a task already moved into the processing list.
-/// Returns `{'run', id, script, deadline}`, `{'invalid', id, reason}`,
+/// Returns `{'run', id, script, deadline, caller, role}` (`''` for an
+/// absent deadline, caller or role; a present role is `read` or `write`),
+/// `{'invalid', id, reason}`,
 /// `{'cancelled', id, reason}`, `{'skipped', id, status}` or
 /// `{'expired'|'missing', id}`. Writes
 /// `createdAt` (DESIGN §3: a field the system writes) when the submitter did
-/// not, as a third-party submitter may not.
+/// not, as a third-party submitter may not. A `role` other than `read` and
+/// `write` ends the task as invalid (fail closed: it never runs).
 const CLAIM: &str = r#"
 local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
   local dkey = prefix .. id
   local h = redis.call('HMGET', dkey, 'status', 'script', 'deadline', 'workerId', 'replyTo',
-    'createdAt', 'cancel')
+    'createdAt', 'cancel', 'caller', 'role')
   local status, script, deadline = h[1], h[2], h[3]
   -- A hash with a status or a script exists: only ask when both are absent.
   if not status and not script and redis.call('EXISTS', dkey) == 0 then
@@ -111,6 +118,16 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
     failed(KIND_INVALID, 'task has no script field')
     return { 'invalid', id, 'it has no script' }
   end
+  local role = h[9]
+  if role and role ~= ROLE_READ and role ~= ROLE_WRITE then
+    local shown = '(not printable text)'
+    if string.find(role, '^[%w%p ]+$') then shown = '"' .. string.sub(role, 1, 200) .. '"' end
+    if role == '' then shown = '""' end
+    local why = 'unknown role ' .. shown .. ' (a task\'s role is "' .. ROLE_READ .. '" or "' ..
+      ROLE_WRITE .. '"; without a role field it runs as the trusted identity)'
+    failed(KIND_INVALID, why)
+    return { 'invalid', id, why }
+  end
   if h[7] then
     -- A third party's reason goes into the message only as printable
     -- ASCII, cut at 200 bytes: the error field and the notification must
@@ -130,7 +147,7 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
   end
   redis.call('HSET', dkey, 'status', 'processing', 'workerId', worker, 'startedAt', now,
     'updatedAt', now, unpack(created))
-  return { 'run', id, script, deadline or '' }
+  return { 'run', id, script, deadline or '', h[8] or '', role or '' }
 end
 "#;
 

@@ -86,7 +86,8 @@ fn broker_unavailable(shared: &Shared, url: &str, reason: &str) {
 
 /// Maps how a task ended to a reply. A script failure is -32000, or -32001 when
 /// its kind is `timeout` (the engine stopped it) or `expired` (its deadline
-/// passed before a worker took it); broker errors are -32002 / -32001; anything
+/// passed before a worker took it), or -32004 when it is `forbidden` (the
+/// caller's role does not allow a write); broker errors are -32002 / -32001; anything
 /// else is a generic -32603 with the detail only in the log.
 pub(crate) fn reply(circle: &str, id: &Value, ended: client::Result<Outcome>) -> Value {
     match ended {
@@ -104,6 +105,7 @@ pub(crate) fn reply(circle: &str, id: &Value, ended: client::Result<Outcome>) ->
             // The one place a failure kind picks a JSON-RPC code.
             let code = match f.kind {
                 FailureKind::Timeout | FailureKind::Expired => rpc::TIMED_OUT,
+                FailureKind::Forbidden => rpc::FORBIDDEN,
                 _ => rpc::SCRIPT_FAILED,
             };
             rpc::error(
@@ -222,6 +224,31 @@ mod tests {
         );
         assert_eq!(v["error"]["code"], rpc::TIMED_OUT);
         assert_eq!(v["error"]["data"]["kind"], "expired");
+    }
+
+    #[test]
+    fn a_forbidden_write_gives_32004_with_kind_forbidden() {
+        let message = "db::insert is not allowed: principal 'bob' has role read; \
+                       writes need role write";
+        let v = reply(
+            "c",
+            &json!(7),
+            Ok(Outcome::Failed(TaskFailure {
+                task_id: "t6".into(),
+                kind: FailureKind::from_wire("forbidden"),
+                message: message.into(),
+                line: Some(1),
+                column: Some(5),
+            })),
+        );
+        assert_eq!(rpc::FORBIDDEN, -32004);
+        assert_eq!(v["id"], 7);
+        assert_eq!(v["error"]["code"], -32004);
+        assert_eq!(v["error"]["message"], message);
+        assert_eq!(
+            v["error"]["data"],
+            json!({"kind":"forbidden","line":1,"column":5,"task_id":"t6"})
+        );
     }
 
     #[test]
