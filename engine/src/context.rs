@@ -7,8 +7,8 @@
 //! synchronous, so the thread evaluating a script is the thread that
 //! installed its slot, and concurrent runs on other threads each see their own.
 
-use crate::caller::{Caller, Role};
 use crate::clock::{self, Instant};
+use crate::identity::{Caller, Role};
 use crate::txn::{Txn, TxnError};
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;

@@ -66,6 +66,7 @@ pub mod clock;
 mod context;
 mod dbfns;
 mod errors;
+mod identity;
 mod nesting;
 mod run;
 mod sandbox;
@@ -77,7 +78,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use caller::{Caller, Role};
+pub use identity::{Caller, Role};
 pub use nesting::MAX_NESTING;
 pub use value::MAX_VALUE_DEPTH;
 
