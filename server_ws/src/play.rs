@@ -251,6 +251,60 @@ mod tests {
         );
     }
 
+    /// The whole chain behind a read principal's write: its task goes
+    /// through a real Redis to the real worker and engine, which refuse the
+    /// write, and the reply is -32004 with kind `forbidden`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_callers_write_through_the_real_worker_gives_32004() {
+        use std::sync::Arc;
+
+        let redis = testkit::RedisServer::start();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = ourdb::OurDb::open(dir.path(), ourdb::Config::default()).expect("open ourdb");
+        let engine = Arc::new(engine::CircleEngine::new(
+            Arc::new(db),
+            engine::Limits::default(),
+        ));
+        let token = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(worker::run(
+            worker::WorkerConfig::new(&redis.url(), "roles"),
+            engine,
+            Arc::new(worker::WorkerStatus::default()),
+            token.clone(),
+        ));
+        let client = client::Client::connect(&redis.url())
+            .await
+            .expect("connect");
+        let as_bob = client::SubmitOptions {
+            caller: Some(client::Caller {
+                name: "bob".into(),
+                role: client::Role::Read,
+            }),
+            ..client::SubmitOptions::with_timeout(Duration::from_secs(30))
+        };
+        let ended = client
+            .run_with("roles", "db::insert(1)", &as_bob, client::OnDrop::Cancel)
+            .await;
+        let v = reply("c", &json!(9), ended);
+        assert_eq!(v["error"]["code"], rpc::FORBIDDEN, "{v}");
+        assert_eq!(v["error"]["data"]["kind"], "forbidden", "{v}");
+        assert_eq!(
+            v["error"]["message"],
+            "db::insert is not allowed: principal 'bob' has role read; writes need role write"
+        );
+        let ended = client
+            .run_with(
+                "roles",
+                "`${caller()}: ${db::next_id()}`",
+                &as_bob,
+                client::OnDrop::Cancel,
+            )
+            .await;
+        let v = reply("c", &json!(10), ended);
+        assert_eq!(v["result"]["output"], "bob: 1", "{v}");
+        token.cancel();
+    }
+
     #[test]
     fn broker_faults_leak_no_internals() {
         let v = reply(
