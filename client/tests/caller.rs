@@ -102,6 +102,13 @@ async fn run_with_writes_caller_and_role_only_when_given_a_caller() {
     }
 }
 
+/// A task id, the extra fields of its hash, and the caller its claim gives.
+type Case = (
+    &'static str,
+    Vec<(&'static str, &'static [u8])>,
+    Option<Caller>,
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_gives_the_caller_or_the_trusted_identity_and_refuses_any_other_role() {
     let redis = testkit::RedisServer::start();
@@ -141,7 +148,7 @@ async fn a_claim_gives_the_caller_or_the_trusted_identity_and_refuses_any_other_
         }
     };
 
-    let cases: [(&str, Vec<(&str, &[u8])>, Option<Caller>); 4] = [
+    let cases: [Case; 4] = [
         (
             "read",
             vec![("caller", b"bob"), ("role", b"read")],
