@@ -261,3 +261,70 @@ async fn tasks_submitted_through_the_client_run_as_their_caller() {
     );
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_of_mixed_roles_runs_each_task_as_its_own_caller() {
+    let redis = testkit::RedisServer::start();
+    let mut conn = raw(&redis.url()).await;
+    // Queued before the worker starts: most are claimed by the script that
+    // writes the previous result, whose reply carries the next task.
+    let tasks: [(&str, &str, &[(&[u8], &[u8])]); 6] = [
+        (
+            "b1",
+            "db::insert(1)",
+            &[(b"caller", b"bob"), (b"role", b"read")],
+        ),
+        ("b2", "db::insert(caller())", &[]),
+        (
+            "b3",
+            "`${caller()} ${db::insert(3)}`",
+            &[(b"caller", b"alice"), (b"role", b"write")],
+        ),
+        ("b4", "caller()", &[(b"caller", b"bob"), (b"role", b"read")]),
+        (
+            "b5",
+            "db::insert(5)",
+            &[(b"caller", b"bob"), (b"role", b"owner")],
+        ),
+        (
+            "b6",
+            "db::delete(1)",
+            &[(b"caller", b"bob"), (b"role", b"read")],
+        ),
+    ];
+    for (id, script, extra) in tasks {
+        let mut fields: Vec<(&[u8], &[u8])> =
+            vec![(b"script", script.as_bytes()), (b"status", b"pending")];
+        fields.extend_from_slice(extra);
+        hset_raw(&mut conn, id.as_bytes(), &fields).await;
+        lpush_raw(&mut conn, &client::keys::tasks("mixed"), &[id.as_bytes()]).await;
+    }
+    let worker = TestWorker::start(&redis.url(), "mixed");
+    let expected = [
+        ("b1", "error", "errorKind", "forbidden"),
+        ("b2", "completed", "output", "1"),
+        ("b3", "completed", "output", "alice 2"),
+        ("b4", "completed", "output", "bob"),
+        ("b5", "error", "errorKind", "invalid"),
+        ("b6", "error", "errorKind", "forbidden"),
+    ];
+    for (id, status, field, value) in expected {
+        let c = conn.clone();
+        let ended = eventually(&format!("task {id} to end"), WAIT, || {
+            let mut conn = c.clone();
+            async move {
+                hget(&mut conn, id, "status")
+                    .await
+                    .filter(|s| s == "completed" || s == "error")
+            }
+        })
+        .await;
+        assert_eq!(ended, status, "{id}");
+        assert_eq!(
+            hget(&mut conn, id, field).await.as_deref(),
+            Some(value),
+            "{id}"
+        );
+    }
+    worker.stop().await;
+}

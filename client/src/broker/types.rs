@@ -53,7 +53,8 @@ pub enum Claim {
         /// The reason the canceller gave.
         reason: String,
     },
-    /// Not runnable (no hash, or no script): ended as `error` (kind
+    /// Not runnable (no hash, no script, a `role` that is neither `read` nor
+    /// `write`, bytes that are not UTF-8): ended as `error` (kind
     /// `invalid`) by the claim, with the reason.
     Invalid {
         /// The task id.
