@@ -46,6 +46,9 @@ async fn raw_task(
     .await
 }
 
+/// Extra raw fields of a task hash.
+type Fields = &'static [(&'static [u8], &'static [u8])];
+
 const READ_BACK: &str = "`${db::get(1)}|${db::get(2)}|${db::next_id()}`";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,7 +271,7 @@ async fn a_backlog_of_mixed_roles_runs_each_task_as_its_own_caller() {
     let mut conn = raw(&redis.url()).await;
     // Queued before the worker starts: most are claimed by the script that
     // writes the previous result, whose reply carries the next task.
-    let tasks: [(&str, &str, &[(&[u8], &[u8])]); 6] = [
+    let tasks: [(&str, &str, Fields); 6] = [
         (
             "b1",
             "db::insert(1)",
