@@ -27,11 +27,22 @@ pub const REPLY_TO: &str = "replyTo";
 /// died while running it, instead of ending it with `worker_lost`.
 pub const RETRY: &str = "retry";
 /// Optional: the name of the authenticated principal that submitted the
-/// task ([`crate::Caller`]); never the token. Absent for an open circle and
-/// for tasks other programs push straight into Redis.
+/// task ([`crate::Caller`]); never the token. Scripts read it with
+/// `caller()`. Read only together with [`ROLE`]; absent for an open circle
+/// and for tasks other programs push straight into Redis.
 pub const CALLER: &str = "caller";
 /// Optional: the submitting principal's role (`read`, `write`,
-/// [`crate::Role`]).
+/// [`crate::Role`]), which the worker enforces: with `read`, a script's
+/// `db::insert`, `db::update` and `db::delete` fail with kind `forbidden`
+/// and nothing is written.
+///
+/// A task without `role` runs as the trusted identity: role `write`, and
+/// `caller()` gives `""` whatever [`CALLER`] holds. Such tasks come from
+/// programs that push straight into Redis, and whoever can write to the
+/// circle's Redis already controls every task, queue and result there:
+/// Redis access is admin access, so protect it as such (bind, password, ACL).
+/// Any other value (`""`, `admin`, `Read`, ...) ends the task as `error`,
+/// kind `invalid`, naming the value, without running it.
 pub const ROLE: &str = "role";
 /// The id of the worker that claimed the task.
 pub const WORKER_ID: &str = "workerId";
@@ -165,8 +176,8 @@ mod tests {
             }),
             Outcome::Failed(TaskFailure {
                 task_id: "t".into(),
-                kind: FailureKind::Other("forbidden".into()),
-                message: "read only".into(),
+                kind: FailureKind::Other("quota".into()),
+                message: "over quota".into(),
                 line: None,
                 column: None,
             }),

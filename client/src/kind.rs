@@ -67,6 +67,10 @@ failure_kinds! {
     /// `cancelled`: cancelled before or while it ran (its `cancel` field, or
     /// the worker's shutdown).
     Cancelled => "cancelled",
+    /// `forbidden`: the caller's role does not allow what the script did (a
+    /// `db::insert`, `db::update` or `db::delete` with role `read`);
+    /// nothing was written.
+    Forbidden => "forbidden",
     /// `internal`: a fault of the worker's, not the script's.
     Internal => "internal",
     /// `expired`: the deadline passed before a worker took the task.
@@ -74,7 +78,8 @@ failure_kinds! {
     /// `worker_lost`: the worker died while running the task.
     WorkerLost => "worker_lost",
     /// `invalid`: the task could not be run as written (no hash, no script,
-    /// an unknown status, bytes that are not UTF-8).
+    /// an unknown status, a `role` that is neither `read` nor `write`,
+    /// bytes that are not UTF-8).
     Invalid => "invalid",
     /// `unknown`: ended in `error` without an `errorKind` (a third party's
     /// worker may write only `status` and `error`).
@@ -102,10 +107,10 @@ mod tests {
 
     #[test]
     fn an_unknown_name_is_kept_as_written() {
-        let kind = FailureKind::from_wire("forbidden");
-        assert_eq!(kind, FailureKind::Other("forbidden".into()));
-        assert_eq!(kind.as_str(), "forbidden");
-        assert_eq!(kind.to_string(), "forbidden");
+        let kind = FailureKind::from_wire("quota");
+        assert_eq!(kind, FailureKind::Other("quota".into()));
+        assert_eq!(kind.as_str(), "quota");
+        assert_eq!(kind.to_string(), "quota");
     }
 
     #[test]
@@ -113,5 +118,7 @@ mod tests {
         assert_eq!(FailureKind::WorkerLost.as_str(), "worker_lost");
         assert_eq!(FailureKind::Expired.as_str(), "expired");
         assert_eq!(FailureKind::from_wire("timeout"), FailureKind::Timeout);
+        assert_eq!(FailureKind::Forbidden.as_str(), "forbidden");
+        assert_eq!(FailureKind::from_wire("forbidden"), FailureKind::Forbidden);
     }
 }

@@ -16,11 +16,15 @@ use std::sync::LazyLock;
 
 use redis::{Script, ScriptInvocation};
 
-use crate::{FailureKind, keys};
+use crate::{FailureKind, Role, keys};
+
+mod claim;
+use claim::CLAIM;
 
 /// The failure kinds the scripts write, as Lua locals named after
-/// [`FailureKind::as_str`] (the wire names live there alone), then the
-/// helper `finish`. Every script that ends a task starts with this.
+/// [`FailureKind::as_str`] (the wire names live there alone), the role
+/// names as [`Role::as_str`] gives them, then the helper `finish`. Every
+/// script that ends a task starts with this.
 static FINISH: LazyLock<String> = LazyLock::new(|| {
     let kinds = [
         ("KIND_INVALID", FailureKind::Invalid),
@@ -31,6 +35,9 @@ static FINISH: LazyLock<String> = LazyLock::new(|| {
     let mut lua = String::new();
     for (local, kind) in kinds {
         lua.push_str(&format!("local {local} = '{}'\n", kind.as_str()));
+    }
+    for (local, role) in [("ROLE_READ", Role::Read), ("ROLE_WRITE", Role::Write)] {
+        lua.push_str(&format!("local {local} = '{}'\n", role.as_str()));
     }
     lua + FINISH_FN
 });
@@ -53,84 +60,6 @@ local function finish(dkey, id, plist, stats, now, ttl, fields, note, reply)
     end
     redis.call('PUBLISH', reply, note)
   end
-end
-"#;
-
-/// Claims a task already moved into the processing list.
-/// Returns `{'run', id, script, deadline}`, `{'invalid', id, reason}`,
-/// `{'cancelled', id, reason}`, `{'skipped', id, status}` or
-/// `{'expired'|'missing', id}`. Writes
-/// `createdAt` (DESIGN §3: a field the system writes) when the submitter did
-/// not, as a third-party submitter may not.
-const CLAIM: &str = r#"
-local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
-  local dkey = prefix .. id
-  local h = redis.call('HMGET', dkey, 'status', 'script', 'deadline', 'workerId', 'replyTo',
-    'createdAt', 'cancel')
-  local status, script, deadline = h[1], h[2], h[3]
-  -- A hash with a status or a script exists: only ask when both are absent.
-  if not status and not script and redis.call('EXISTS', dkey) == 0 then
-    -- Pushed without its hash (or the hash expired while queued): the id
-    -- still ends as error, in a hash made for it, so whoever waits sees why.
-    finish(dkey, id, plist, stats, now, ttl, { 'status', 'error', 'errorKind', KIND_INVALID,
-      'error', 'task details hash ' .. dkey .. ' did not exist when a worker took the id' ..
-      ' (a submitter must write the hash before pushing the id)', 'createdAt', now }, nil, nil)
-    return { 'missing', id }
-  end
-  -- 'processing' by this very worker: claimed, but the reply was lost before
-  -- the script ran (the worker runs one task at a time), so it runs now --
-  -- unless the caller only wanted an id it has just moved (`fresh`): then
-  -- this is an older id of ours (one whose result could not be written) and
-  -- it is left alone, as if nothing had been taken.
-  if fresh and status == 'processing' and h[4] == worker then
-    return false
-  end
-  -- Ended already, or another worker's: not ours to touch.
-  if status == 'completed' or status == 'error'
-      or (status == 'processing' and h[4] ~= worker) then
-    redis.call('LREM', plist, 1, id)
-    return { 'skipped', id, status }
-  end
-  -- From here on the task ends or runs here; the fields the system writes
-  -- get written, createdAt included when the submitter left it out.
-  local created = {}
-  if not h[6] then created = { 'createdAt', now } end
-  local function failed(kind, message)
-    local fields = { 'status', 'error', 'errorKind', kind, 'error', message }
-    for _, v in ipairs(created) do fields[#fields + 1] = v end
-    finish(dkey, id, plist, stats, now, ttl, fields, nil, h[5])
-  end
-  if status and status ~= 'pending' and status ~= 'processing' then
-    local shown = '(not printable text)'
-    if string.find(status, '^[%w%p ]+$') then shown = '"' .. status .. '"' end
-    local why = 'unknown status ' .. shown .. ' (a task is submitted as "pending")'
-    failed(KIND_INVALID, why)
-    return { 'invalid', id, why }
-  end
-  if not script then
-    failed(KIND_INVALID, 'task has no script field')
-    return { 'invalid', id, 'it has no script' }
-  end
-  if h[7] then
-    -- A third party's reason goes into the message only as printable
-    -- ASCII, cut at 200 bytes: the error field and the notification must
-    -- stay valid UTF-8 (and JSON).
-    local why = '(a reason that is not printable text)'
-    if h[7] == '' then
-      why = '(no reason given)'
-    elseif string.find(h[7], '^[%w%p ]+$') then
-      why = string.sub(h[7], 1, 200)
-    end
-    failed(KIND_CANCELLED, 'cancelled before it ran: ' .. why)
-    return { 'cancelled', id, why }
-  end
-  if deadline and tonumber(deadline) and tonumber(now) > tonumber(deadline) then
-    failed(KIND_EXPIRED, 'task expired before it ran: its deadline passed while it waited in the queue')
-    return { 'expired', id }
-  end
-  redis.call('HSET', dkey, 'status', 'processing', 'workerId', worker, 'startedAt', now,
-    'updatedAt', now, unpack(created))
-  return { 'run', id, script, deadline or '' }
 end
 "#;
 

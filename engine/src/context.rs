@@ -8,6 +8,7 @@
 //! installed its slot, and concurrent runs on other threads each see their own.
 
 use crate::clock::{self, Instant};
+use crate::identity::{Caller, Role};
 use crate::txn::{Txn, TxnError};
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
@@ -50,6 +51,11 @@ pub struct RunState {
     pub printed_truncated: bool,
     max_printed: usize,
     pub txn: Txn,
+    /// The name of the run's caller (`caller()`); kept from run to run so
+    /// setting it allocates only when a longer name comes.
+    pub caller: String,
+    /// What the run's caller may do; the `db::` functions enforce it.
+    pub role: Role,
 }
 
 impl RunState {
@@ -61,6 +67,8 @@ impl RunState {
             printed_truncated: false,
             max_printed: 0,
             txn: Txn::new(0),
+            caller: String::new(),
+            role: Role::Read,
         }
     }
 
@@ -112,6 +120,9 @@ impl RunState {
             self.printed = String::new();
         }
         self.txn.reset(0);
+        self.caller.clear();
+        // Outside a run nothing may write.
+        self.role = Role::Read;
     }
 }
 
@@ -263,10 +274,11 @@ pub fn tick() -> Option<&'static str> {
     })
 }
 
-/// Activates this thread's run state until the guard is dropped. A stop at
-/// `deadline` fails the run with `deadline_token` ([`TIMEOUT_TOKEN`] or
-/// [`TASK_DEADLINE_TOKEN`]).
+/// Activates this thread's run state for `caller` until the guard is
+/// dropped. A stop at `deadline` fails the run with `deadline_token`
+/// ([`TIMEOUT_TOKEN`] or [`TASK_DEADLINE_TOKEN`]).
 pub fn install(
+    caller: &Caller,
     deadline: Instant,
     deadline_token: &'static str,
     cancel: &Arc<AtomicBool>,
@@ -282,6 +294,9 @@ pub fn install(
         s.cancel = Some(cancel.clone());
         s.printed_truncated = false;
         s.max_printed = max_printed;
+        s.caller.clear();
+        s.caller.push_str(&caller.name);
+        s.role = caller.role;
         // Every run ends with `clear`, which leaves the transaction empty.
         s.txn.reset(max_writes);
     });
@@ -353,6 +368,7 @@ mod tests {
     fn the_operation_limit_stops_the_first_operation_over_it_and_every_later_one() {
         let far = clock::add(clock::now(), std::time::Duration::from_secs(60));
         let run = install(
+            &Caller::trusted(),
             far,
             TIMEOUT_TOKEN,
             &Arc::new(AtomicBool::new(false)),
@@ -369,7 +385,15 @@ mod tests {
     #[test]
     fn deadline_and_cancel_are_seen_at_each_check_and_stick() {
         let cancel = Arc::new(AtomicBool::new(false));
-        let run = install(clock::now(), TASK_DEADLINE_TOKEN, &cancel, 0, 0, 0);
+        let run = install(
+            &Caller::trusted(),
+            clock::now(),
+            TASK_DEADLINE_TOKEN,
+            &cancel,
+            0,
+            0,
+            0,
+        );
         let first = ticks(CHECK_EVERY_OPS);
         assert!(first[..first.len() - 1].iter().all(Option::is_none));
         assert_eq!(first.last(), Some(&Some(TASK_DEADLINE_TOKEN)));
@@ -379,7 +403,7 @@ mod tests {
         assert_eq!(stopped(), None);
 
         let far = clock::add(clock::now(), std::time::Duration::from_secs(60));
-        let run = install(far, TIMEOUT_TOKEN, &cancel, 0, 0, 0);
+        let run = install(&Caller::trusted(), far, TIMEOUT_TOKEN, &cancel, 0, 0, 0);
         assert!(ticks(CHECK_EVERY_OPS * 3).iter().all(Option::is_none));
         cancel.store(true, Ordering::Relaxed);
         let after = ticks(CHECK_EVERY_OPS);
@@ -392,6 +416,7 @@ mod tests {
     fn a_stop_marked_by_a_function_fails_the_next_operation() {
         let far = clock::add(clock::now(), std::time::Duration::from_secs(60));
         let run = install(
+            &Caller::trusted(),
             far,
             TIMEOUT_TOKEN,
             &Arc::new(AtomicBool::new(false)),

@@ -1,6 +1,9 @@
 //! The `db` module scripts use: `db::insert`, `get`, `update`, `delete`,
 //! `exists`, `history`, `next_id` (DESIGN §5), working on the run's
-//! transaction overlay.
+//! transaction overlay. `insert`, `update` and `delete` first check the
+//! run's role (see `caller`): with role read they fail with a catchable
+//! [`ErrorKind::Forbidden`] fault before touching the transaction, so a
+//! read-only run never has a write to commit.
 //!
 //! Errors are raised so the engine can report them precisely: database and
 //! value errors as a catchable [`DbFault`] in `ErrorRuntime`; limit errors as
@@ -105,6 +108,14 @@ fn decode(id: u32, bytes: &[u8], pos: Position) -> Res<Dynamic> {
     })
 }
 
+/// Fails with [`ErrorKind::Forbidden`] when the run's caller may not write.
+fn check_write(function: &str, pos: Position) -> Res<()> {
+    match crate::caller::write_refusal(function) {
+        None => Ok(()),
+        Some(message) => Err(fault(ErrorKind::Forbidden, message, pos)),
+    }
+}
+
 /// Runs `f` on the current run's transaction.
 fn in_txn<R>(pos: Position, f: impl FnOnce(&mut crate::txn::Txn) -> Result<R, TxnError>) -> Res<R> {
     match context::with(|state| f(&mut state.txn)) {
@@ -128,6 +139,7 @@ pub fn module(db: Arc<OurDb>, settings: Settings) -> Module {
         &mut m,
         move |ctx: NativeCallContext, value: Dynamic| -> Res<INT> {
             let pos = ctx.call_position();
+            check_write("db::insert", pos)?;
             let bytes = encode(&value, &settings, pos)?;
             in_txn(pos, |t| t.insert(&d, bytes)).map(INT::from)
         },
@@ -151,6 +163,7 @@ pub fn module(db: Arc<OurDb>, settings: Settings) -> Module {
         &mut m,
         move |ctx: NativeCallContext, id: INT, value: Dynamic| -> Res<()> {
             let pos = ctx.call_position();
+            check_write("db::update", pos)?;
             let id = to_id(id, pos)?;
             let bytes = encode(&value, &settings, pos)?;
             in_txn(pos, |t| t.update(&d, id, bytes))
@@ -162,6 +175,7 @@ pub fn module(db: Arc<OurDb>, settings: Settings) -> Module {
         &mut m,
         move |ctx: NativeCallContext, id: INT| -> Res<bool> {
             let pos = ctx.call_position();
+            check_write("db::delete", pos)?;
             let id = to_id(id, pos)?;
             in_txn(pos, |t| t.delete(&d, id))
         },

@@ -38,6 +38,12 @@
 //! a function pointer, ...) is refused when stored, with the path of the
 //! offending part and its type.
 //!
+//! Each run has a [`Caller`] ([`RunControl::caller`]): `caller()` returns its
+//! name (`""` for the trusted identity), and with [`Role::Read`] the writing
+//! functions `db::insert`, `db::update` and `db::delete` fail with
+//! [`ErrorKind::Forbidden`] before writing anything; the reads work. The
+//! check reads the run's state, not anything a script can redefine.
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use engine::{CircleEngine, Limits, RunControl, SCRIPT_STACK_SIZE};
@@ -55,10 +61,12 @@
 //! ```
 
 mod cache;
+mod caller;
 pub mod clock;
 mod context;
 mod dbfns;
 mod errors;
+mod identity;
 mod nesting;
 mod run;
 mod sandbox;
@@ -70,6 +78,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use identity::{Caller, Role};
 pub use nesting::MAX_NESTING;
 pub use value::MAX_VALUE_DEPTH;
 
@@ -137,9 +146,14 @@ impl Default for Limits {
     }
 }
 
-/// What may stop a run from outside: a deadline and a cancel flag.
+/// What a run is given from outside: who runs it, and what may stop it (a
+/// deadline and a cancel flag). The default runs as [`Caller::trusted`].
 #[derive(Debug, Clone, Default)]
 pub struct RunControl {
+    /// Who runs the script: `caller()` returns its name, and with
+    /// [`Role::Read`] every writing `db::` function fails with
+    /// [`ErrorKind::Forbidden`].
+    pub caller: Caller,
     /// Stop with [`ErrorKind::Timeout`] at this instant (in addition to
     /// `Limits::timeout`): an instant of the engine's [`clock`], e.g.
     /// `clock::after(time_left)` (converting a `std::time::Instant` inside
@@ -183,6 +197,11 @@ pub enum ErrorKind {
     Timeout,
     /// Cancelled from outside.
     Cancelled,
+    /// The caller's role does not allow it: a `db::insert`, `db::update` or
+    /// `db::delete` in a run whose caller has [`Role::Read`]. A script may
+    /// catch it (its `kind` reads `"forbidden"`) and go on; nothing it tried
+    /// to write is written either way.
+    Forbidden,
     /// A fault of ours, not the script's.
     Internal,
 }
@@ -190,7 +209,7 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// The name a script reads as a caught `DbError`'s `kind`: "syntax",
     /// "runtime", "database", "value", "limit", "timeout", "cancelled",
-    /// "internal". The worker maps each kind to its wire kind
+    /// "forbidden", "internal". The worker maps each kind to its wire kind
     /// (`client::FailureKind`, the same words) itself.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -201,6 +220,7 @@ impl ErrorKind {
             ErrorKind::Limit => "limit",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Forbidden => "forbidden",
             ErrorKind::Internal => "internal",
         }
     }

@@ -248,6 +248,7 @@ pub fn run(
     }
 
     let installed = context::install(
+        &control.caller,
         deadline.at,
         deadline.token(),
         &control.cancel,

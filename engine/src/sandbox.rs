@@ -121,6 +121,7 @@ pub fn build(db: Arc<OurDb>, limits: &Limits) -> Engine {
     });
 
     dbfns::register_fault_type(&mut engine);
+    crate::caller::register(&mut engine);
     // history(id, n) never returns more versions than an array may hold.
     let max_history = match limits.max_array_size {
         0 => usize::MAX,

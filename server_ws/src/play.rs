@@ -86,7 +86,8 @@ fn broker_unavailable(shared: &Shared, url: &str, reason: &str) {
 
 /// Maps how a task ended to a reply. A script failure is -32000, or -32001 when
 /// its kind is `timeout` (the engine stopped it) or `expired` (its deadline
-/// passed before a worker took it); broker errors are -32002 / -32001; anything
+/// passed before a worker took it), or -32004 when it is `forbidden` (the
+/// caller's role does not allow a write); broker errors are -32002 / -32001; anything
 /// else is a generic -32603 with the detail only in the log.
 pub(crate) fn reply(circle: &str, id: &Value, ended: client::Result<Outcome>) -> Value {
     match ended {
@@ -104,6 +105,7 @@ pub(crate) fn reply(circle: &str, id: &Value, ended: client::Result<Outcome>) ->
             // The one place a failure kind picks a JSON-RPC code.
             let code = match f.kind {
                 FailureKind::Timeout | FailureKind::Expired => rpc::TIMED_OUT,
+                FailureKind::Forbidden => rpc::FORBIDDEN,
                 _ => rpc::SCRIPT_FAILED,
             };
             rpc::error(
@@ -222,6 +224,85 @@ mod tests {
         );
         assert_eq!(v["error"]["code"], rpc::TIMED_OUT);
         assert_eq!(v["error"]["data"]["kind"], "expired");
+    }
+
+    #[test]
+    fn a_forbidden_write_gives_32004_with_kind_forbidden() {
+        let message = "db::insert is not allowed: principal 'bob' has role read; \
+                       writes need role write";
+        let v = reply(
+            "c",
+            &json!(7),
+            Ok(Outcome::Failed(TaskFailure {
+                task_id: "t6".into(),
+                kind: FailureKind::from_wire("forbidden"),
+                message: message.into(),
+                line: Some(1),
+                column: Some(5),
+            })),
+        );
+        assert_eq!(rpc::FORBIDDEN, -32004);
+        assert_eq!(v["id"], 7);
+        assert_eq!(v["error"]["code"], -32004);
+        assert_eq!(v["error"]["message"], message);
+        assert_eq!(
+            v["error"]["data"],
+            json!({"kind":"forbidden","line":1,"column":5,"task_id":"t6"})
+        );
+    }
+
+    /// The whole chain behind a read principal's write: its task goes
+    /// through a real Redis to the real worker and engine, which refuse the
+    /// write, and the reply is -32004 with kind `forbidden`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_callers_write_through_the_real_worker_gives_32004() {
+        use std::sync::Arc;
+
+        let redis = testkit::RedisServer::start();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = ourdb::OurDb::open(dir.path(), ourdb::Config::default()).expect("open ourdb");
+        let engine = Arc::new(engine::CircleEngine::new(
+            Arc::new(db),
+            engine::Limits::default(),
+        ));
+        let token = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(worker::run(
+            worker::WorkerConfig::new(&redis.url(), "roles"),
+            engine,
+            Arc::new(worker::WorkerStatus::default()),
+            token.clone(),
+        ));
+        let client = client::Client::connect(&redis.url())
+            .await
+            .expect("connect");
+        let as_bob = client::SubmitOptions {
+            caller: Some(client::Caller {
+                name: "bob".into(),
+                role: client::Role::Read,
+            }),
+            ..client::SubmitOptions::with_timeout(Duration::from_secs(30))
+        };
+        let ended = client
+            .run_with("roles", "db::insert(1)", &as_bob, client::OnDrop::Cancel)
+            .await;
+        let v = reply("c", &json!(9), ended);
+        assert_eq!(v["error"]["code"], rpc::FORBIDDEN, "{v}");
+        assert_eq!(v["error"]["data"]["kind"], "forbidden", "{v}");
+        assert_eq!(
+            v["error"]["message"],
+            "db::insert is not allowed: principal 'bob' has role read; writes need role write"
+        );
+        let ended = client
+            .run_with(
+                "roles",
+                "`${caller()}: ${db::next_id()}`",
+                &as_bob,
+                client::OnDrop::Cancel,
+            )
+            .await;
+        let v = reply("c", &json!(10), ended);
+        assert_eq!(v["result"]["output"], "bob: 1", "{v}");
+        token.cancel();
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub const TIMED_OUT: i64 = -32001;
 pub const BROKER_UNAVAILABLE: i64 = -32002;
 /// A limit was exceeded.
 pub const LIMIT_EXCEEDED: i64 = -32003;
+/// The caller's role does not allow what the script did (a write with role
+/// `read`; error kind `forbidden`); nothing was written.
+pub const FORBIDDEN: i64 = -32004;
 
 /// One element of an incoming message, after validation.
 #[derive(Debug, Clone, PartialEq)]

@@ -72,8 +72,24 @@ pub(crate) fn failure_kind(kind: engine::ErrorKind) -> FailureKind {
         E::Limit => FailureKind::Limit,
         E::Timeout => FailureKind::Timeout,
         E::Cancelled => FailureKind::Cancelled,
+        E::Forbidden => FailureKind::Forbidden,
         E::Internal => FailureKind::Internal,
         other => FailureKind::from_wire(other.as_str()),
+    }
+}
+
+/// Who a claimed task runs as: its submitter's name and role, or the
+/// trusted identity (role write, no name) for a task without a role.
+pub(crate) fn run_as(caller: Option<client::Caller>) -> engine::Caller {
+    match caller {
+        None => engine::Caller::trusted(),
+        Some(client::Caller { name, role }) => engine::Caller {
+            name,
+            role: match role {
+                client::Role::Read => engine::Role::Read,
+                client::Role::Write => engine::Role::Write,
+            },
+        },
     }
 }
 
@@ -260,8 +276,9 @@ impl Taker<'_> {
         Next::Unknown
     }
 
-    async fn run_task(&self, task: ClaimedTask, outage: &mut Outage) -> Next {
+    async fn run_task(&self, mut task: ClaimedTask, outage: &mut Outage) -> Next {
         let control = RunControl {
+            caller: run_as(task.caller.take()),
             // The deadline is wall-clock time, written by another process;
             // the engine counts on its own cheap clock.
             deadline: task.time_left().map(engine::clock::after),

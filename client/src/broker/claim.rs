@@ -3,7 +3,7 @@
 
 use super::types::{BrokerOptions, Claim, ClaimedTask};
 use crate::conn::Conn;
-use crate::{Error, Result, keys, now_ms, scripts};
+use crate::{Caller, Error, Result, Role, keys, now_ms, scripts};
 
 /// A claim reply as read: fields are bytes, as a third party may have
 /// written anything into the task.
@@ -69,8 +69,9 @@ impl ClaimKeys {
 enum Parsed {
     /// The claim, readable.
     Claim(Claim),
-    /// Claimed (now `processing` by this worker), but its id or script is
-    /// not UTF-8: it must be ended as invalid with the reason.
+    /// Claimed (now `processing` by this worker), but its id, script or
+    /// caller is not UTF-8, or its role is not one: it must be ended as
+    /// invalid with the reason.
     Unreadable { raw_id: Vec<u8>, reason: String },
 }
 
@@ -97,6 +98,27 @@ pub(super) fn shown_reason(raw: &[u8]) -> String {
     String::from_utf8_lossy(&raw[..raw.len().min(200)]).into_owned()
 }
 
+/// The caller a claimed task runs as, from its `caller` and `role` fields as
+/// the claim script replies them (`''` when absent): `None` (the trusted
+/// identity) without a role, whatever `caller` holds. The claim script has
+/// already ended a task with any other role; a reply that still holds one
+/// (a script of another version) is refused here too, never run.
+fn caller(name: &[u8], role: &[u8]) -> std::result::Result<Option<Caller>, String> {
+    if role.is_empty() {
+        return Ok(None);
+    }
+    let Some(role) = std::str::from_utf8(role).ok().and_then(Role::from_wire) else {
+        return Err(format!(
+            "the task's role {:?} is neither \"read\" nor \"write\"",
+            String::from_utf8_lossy(&role[..role.len().min(200)])
+        ));
+    };
+    Ok(Some(Caller {
+        name: utf8(name, "caller")?,
+        role,
+    }))
+}
+
 fn parse_claim(reply: RawClaim) -> Result<Option<Parsed>> {
     let Some(reply) = reply else {
         return Ok(None);
@@ -116,6 +138,7 @@ fn parse_claim(reply: RawClaim) -> Result<Option<Parsed>> {
                     deadline_ms: std::str::from_utf8(field(3))
                         .ok()
                         .and_then(|d| d.parse().ok()),
+                    caller: caller(field(4), field(5))?,
                 })
             });
             match readable {
@@ -153,7 +176,38 @@ fn parse_claim(reply: RawClaim) -> Result<Option<Parsed>> {
 
 #[cfg(test)]
 mod tests {
-    use super::shown_reason;
+    use super::{caller, shown_reason};
+    use crate::{Caller, Role};
+
+    #[test]
+    fn a_claimed_task_runs_as_its_role_or_as_the_trusted_identity() {
+        assert_eq!(caller(b"", b""), Ok(None));
+        assert_eq!(
+            caller(b"bob", b""),
+            Ok(None),
+            "no role: trusted, name ignored"
+        );
+        assert_eq!(
+            caller(b"bob", b"read"),
+            Ok(Some(Caller {
+                name: "bob".into(),
+                role: Role::Read
+            }))
+        );
+        assert_eq!(
+            caller(b"", b"write"),
+            Ok(Some(Caller {
+                name: String::new(),
+                role: Role::Write
+            }))
+        );
+        assert_eq!(
+            caller(b"bob", b"admin"),
+            Err(r#"the task's role "admin" is neither "read" nor "write""#.to_owned())
+        );
+        assert!(caller(b"bob", b"\xffread").is_err());
+        assert!(caller(b"b\xffb", b"read").is_err());
+    }
 
     #[test]
     fn a_cancel_reason_is_shown_as_printable_ascii_cut_at_200_bytes() {

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::Caller;
 use crate::conn::ConnSettings;
 
 /// The reason written into a task whose worker died while running it.
@@ -21,6 +22,10 @@ pub struct ClaimedTask {
     pub script: String,
     /// The submitter's deadline, ms since the Unix epoch.
     pub deadline_ms: Option<u64>,
+    /// Who submitted it (the `caller` and `role` fields); `None` for a task
+    /// without a `role`, which runs as the trusted identity (see
+    /// [`crate::fields::ROLE`]).
+    pub caller: Option<Caller>,
 }
 
 impl ClaimedTask {
@@ -48,7 +53,8 @@ pub enum Claim {
         /// The reason the canceller gave.
         reason: String,
     },
-    /// Not runnable (no hash, or no script): ended as `error` (kind
+    /// Not runnable (no hash, no script, a `role` that is neither `read` nor
+    /// `write`, bytes that are not UTF-8): ended as `error` (kind
     /// `invalid`) by the claim, with the reason.
     Invalid {
         /// The task id.
