@@ -32,8 +32,8 @@ for target in $(cargo fuzz list); do
   else
     failed+=("$target")
     tail -n 40 "$log"
-    crash=$(grep -oE 'Test unit written to [^ ]+' "$log" | tail -n 1 | sed 's/^Test unit written to //')
-    echo "fuzz $target FAILED; crashing input: fuzz/${crash:-(none written; see $log)}" >&2
+    crash=$(grep -oE 'Test unit written to [^ ]+' "$log" | tail -n 1 | sed 's/^Test unit written to //' || true)
+    echo "fuzz $target FAILED; crashing input: ${crash:-(none written; see fuzz/$log)}" >&2
   fi
 done
 
