@@ -51,6 +51,8 @@ mod caller;
 mod client;
 mod conn;
 pub mod fields;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keys;
 mod kind;
 mod listener;

@@ -172,20 +172,31 @@ pub(crate) async fn run(
 }
 
 fn handle(registry: &Registry, payload: &[u8]) {
+    if let Some((task_id, outcome)) = read_notification(payload) {
+        registry.deliver(&task_id, outcome);
+    }
+}
+
+/// The task id and outcome a notification carries; `None` (logged) when it
+/// is malformed or the task is not finished.
+pub(crate) fn read_notification(payload: &[u8]) -> Option<(String, Outcome)> {
     let fields: HashMap<String, String> = match serde_json::from_slice(payload) {
         Ok(fields) => fields,
         Err(e) => {
             log::warn!("ignoring a malformed task notification: {e}");
-            return;
+            return None;
         }
     };
     let Some(task_id) = fields.get(fields::ID).cloned() else {
         log::warn!("ignoring a task notification without an id");
-        return;
+        return None;
     };
     match fields::outcome(&task_id, &fields) {
-        Ok(Some(outcome)) => registry.deliver(&task_id, outcome),
-        Ok(None) => {}
-        Err(e) => log::warn!("ignoring a notification for task {task_id}: {e}"),
+        Ok(Some(outcome)) => Some((task_id, outcome)),
+        Ok(None) => None,
+        Err(e) => {
+            log::warn!("ignoring a notification for task {task_id}: {e}");
+            None
+        }
     }
 }

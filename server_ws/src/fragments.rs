@@ -8,7 +8,7 @@ use actix_ws::Item;
 
 /// A complete message, or why there is none.
 #[derive(Debug, PartialEq)]
-pub(crate) enum Assembled {
+pub enum Assembled {
     /// A whole text message.
     Text(String),
     /// A whole binary message (refused by the server, but read to its end).
@@ -19,8 +19,9 @@ pub(crate) enum Assembled {
     BadUtf8,
 }
 
+/// Reassembles the fragments of one message after another.
 #[derive(Debug)]
-pub(crate) struct Assembler {
+pub struct Assembler {
     max: usize,
     buf: Vec<u8>,
     text: bool,
@@ -28,7 +29,8 @@ pub(crate) struct Assembler {
 }
 
 impl Assembler {
-    pub(crate) fn new(max: usize) -> Assembler {
+    /// An assembler for messages of at most `max` bytes.
+    pub fn new(max: usize) -> Assembler {
         Assembler {
             max,
             buf: Vec::new(),
@@ -38,7 +40,7 @@ impl Assembler {
     }
 
     /// Feeds one fragment; returns the message when `item` was the last one.
-    pub(crate) fn push(&mut self, item: Item) -> Option<Assembled> {
+    pub fn push(&mut self, item: Item) -> Option<Assembled> {
         match item {
             Item::FirstText(b) => {
                 self.start(true);

@@ -39,11 +39,11 @@ use futures_util::{Stream, StreamExt};
 const MAX_HEADER: usize = 14;
 
 /// The payload of the pong that stands for a refused oversize message.
-pub(crate) const OVERSIZE_PONG: &[u8] = b"circles:oversize";
+pub const OVERSIZE_PONG: &[u8] = b"circles:oversize";
 
 /// The payload of the final fragment that ends a message refused after some
 /// of its fragments passed; it is not UTF-8, so no text can end with it.
-pub(crate) const TRUNCATED: &[u8] = b"\xff\xfecircles:oversize";
+pub const TRUNCATED: &[u8] = b"\xff\xfecircles:oversize";
 
 /// Where the guard is in the byte stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +91,7 @@ impl<S> FrameGuard<S> {
 
     /// The bytes to hand the codec for `input`: the same bytes, except for
     /// refused messages (see the module docs).
-    fn feed(&mut self, mut input: &[u8]) -> Result<BytesMut, PayloadError> {
+    pub(crate) fn feed(&mut self, mut input: &[u8]) -> Result<BytesMut, PayloadError> {
         let mut out = BytesMut::with_capacity(input.len());
         while !input.is_empty() {
             match self.state {

@@ -92,6 +92,8 @@ mod dispatch;
 mod end;
 mod fragments;
 mod frame_guard;
+#[doc(hidden)]
+pub mod fuzzing;
 mod host;
 mod origin;
 mod play;

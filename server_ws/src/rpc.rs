@@ -27,18 +27,23 @@ pub const FORBIDDEN: i64 = -32004;
 
 /// One element of an incoming message, after validation.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Item {
+pub enum Item {
     /// Answer this right away (an invalid request or params).
     Reply(Value),
     /// Run `script`; `id` is `None` for a notification (executed, unanswered).
-    Play { id: Option<Value>, script: String },
+    Play {
+        /// The request's id; `None` for a notification.
+        id: Option<Value>,
+        /// The script to run.
+        script: String,
+    },
     /// A notification that cannot be run: nothing to do and nothing to say.
     Silent,
 }
 
 /// An incoming text message.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Incoming {
+pub enum Incoming {
     /// A single request (or a reply to a message that was not one).
     Single(Item),
     /// A non-empty batch; answered with an array of the non-silent replies.
@@ -46,7 +51,7 @@ pub(crate) enum Incoming {
 }
 
 /// Parses one text message.
-pub(crate) fn parse(text: &str) -> Incoming {
+pub fn parse(text: &str) -> Incoming {
     let value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {

@@ -7,7 +7,7 @@ use crate::{Caller, Error, Result, Role, keys, now_ms, scripts};
 
 /// A claim reply as read: fields are bytes, as a third party may have
 /// written anything into the task.
-pub(super) type RawClaim = Option<Vec<Vec<u8>>>;
+pub(crate) type RawClaim = Option<Vec<Vec<u8>>>;
 
 /// What claiming for one worker needs: its id, its processing list and
 /// stats keys (built once, not per task) and the result TTL.
@@ -66,7 +66,7 @@ impl ClaimKeys {
 }
 
 /// What a claim reply says.
-enum Parsed {
+pub(crate) enum Parsed {
     /// The claim, readable.
     Claim(Claim),
     /// Claimed (now `processing` by this worker), but its id, script or
@@ -76,7 +76,7 @@ enum Parsed {
 }
 
 /// A field written by a third party as text, or why it is not text.
-pub(super) fn utf8(bytes: &[u8], what: &str) -> std::result::Result<String, String> {
+pub(crate) fn utf8(bytes: &[u8], what: &str) -> std::result::Result<String, String> {
     std::str::from_utf8(bytes).map(str::to_owned).map_err(|e| {
         format!(
             "the task's {what} is not valid UTF-8 (bad byte at offset {})",
@@ -88,7 +88,7 @@ pub(super) fn utf8(bytes: &[u8], what: &str) -> std::result::Result<String, Stri
 /// A canceller's reason as a task's error shows it: the same rule as the
 /// claim script's, so a task says the same whether it was cancelled queued
 /// or running — printable ASCII cut at 200 bytes, else a stand-in.
-pub(super) fn shown_reason(raw: &[u8]) -> String {
+pub(crate) fn shown_reason(raw: &[u8]) -> String {
     if raw.is_empty() {
         return "(no reason given)".to_owned();
     }
@@ -119,7 +119,7 @@ fn caller(name: &[u8], role: &[u8]) -> std::result::Result<Option<Caller>, Strin
     }))
 }
 
-fn parse_claim(reply: RawClaim) -> Result<Option<Parsed>> {
+pub(crate) fn parse_claim(reply: RawClaim) -> Result<Option<Parsed>> {
     let Some(reply) = reply else {
         return Ok(None);
     };

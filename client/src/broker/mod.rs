@@ -16,6 +16,7 @@ mod popper;
 mod types;
 mod worker;
 
+pub(crate) use claim::{Parsed, RawClaim, parse_claim, shown_reason, utf8};
 pub use popper::BlockingPopper;
 pub use types::{BrokerOptions, Claim, ClaimedTask, WORKER_LOST_MESSAGE};
 pub use worker::WorkerBroker;
