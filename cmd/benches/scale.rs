@@ -7,7 +7,7 @@
 //! circle the same way, so the per-circle cost is shown both as total / N and
 //! as the marginal (RSS_N - RSS_1) / (N - 1).
 //!
-//! Targets (issue 5): all serving in ≤ 2 s; ≤ 3 MiB RSS per idle circle;
+//! Targets: all serving in ≤ 2 s; ≤ 3 MiB RSS per idle circle;
 //! idle CPU under 1% of a core.
 //!
 //! `cargo bench -p cmd --bench scale`; `CIRCLES_SCALE_ARGS="--worker-heartbeat 5s"`

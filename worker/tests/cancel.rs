@@ -1,5 +1,5 @@
-//! Cancelling a task from outside (issue 3: "an external cancel (client
-//! gone, shutdown) stops a running script promptly"): a `Client::run_with` whose
+//! Cancelling a task from outside (an external cancel, client gone or
+//! shutdown, stops a running script promptly): a `Client::run_with` whose
 //! caller went away, and `Client::cancel`, against a real worker, Redis and
 //! OurDB. Shutdown's cancel is in `tasks.rs`.
 
