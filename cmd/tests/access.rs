@@ -183,34 +183,6 @@ async fn the_table_shows_access_and_no_token_or_hash_appears_in_any_output() {
 const READER: &str = "reader-token-6d1f0e3a8b7c4d2e9f01";
 const OTHER: &str = "other-circle-token-11223344556677";
 
-/// Connects with one extra header; the HTTP status if refused, else the
-/// socket and the subprotocol the server chose.
-async fn connect_with(
-    port: u16,
-    header: Option<(&'static str, String)>,
-) -> Result<(common::Ws, Option<String>), u16> {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut request = common::ws(port).into_client_request().expect("request");
-    if let Some((name, value)) = header {
-        request
-            .headers_mut()
-            .insert(name, value.parse().expect("header value"));
-    }
-    match tokio_tungstenite::connect_async(request).await {
-        Ok((ws, response)) => {
-            let protocol = response
-                .headers()
-                .get("sec-websocket-protocol")
-                .map(|v| v.to_str().expect("ascii").to_string());
-            Ok((ws, protocol))
-        }
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            Err(response.status().as_u16())
-        }
-        Err(e) => panic!("upgrade failed without an HTTP answer: {e}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_protected_circle_takes_only_its_own_tokens_by_header_or_subprotocol() {
     let redis = testkit::RedisServer::start();
@@ -236,20 +208,20 @@ async fn a_protected_circle_takes_only_its_own_tokens_by_header_or_subprotocol()
     ] {
         let what = format!("{refused:?}");
         assert_eq!(
-            connect_with(guarded, refused).await.err(),
+            common::connect_with(guarded, refused).await.err(),
             Some(401),
             "{what}"
         );
     }
     let (mut ws, protocol) =
-        connect_with(guarded, Some(("authorization", format!("Bearer {READER}"))))
+        common::connect_with(guarded, Some(("authorization", format!("Bearer {READER}"))))
             .await
             .expect("the header upgrades");
     assert_eq!(protocol, None);
     assert_eq!(common::output(&mut ws, "40 + 2").await, "42");
     let offered = format!("bearer.{READER}");
     let (mut ws, protocol) =
-        connect_with(guarded, Some(("sec-websocket-protocol", offered.clone())))
+        common::connect_with(guarded, Some(("sec-websocket-protocol", offered.clone())))
             .await
             .expect("the subprotocol upgrades");
     assert_eq!(
@@ -259,9 +231,10 @@ async fn a_protected_circle_takes_only_its_own_tokens_by_header_or_subprotocol()
     );
     assert_eq!(common::output(&mut ws, "1 + 1").await, "2");
     // The other circle's own token works there; the open circle needs none.
-    let (mut ws, _) = connect_with(other, Some(("authorization", format!("Bearer {OTHER}"))))
-        .await
-        .expect("olga connects to Other");
+    let (mut ws, _) =
+        common::connect_with(other, Some(("authorization", format!("Bearer {OTHER}"))))
+            .await
+            .expect("olga connects to Other");
     assert_eq!(common::output(&mut ws, "3").await, "3");
     let mut ws = common::connect(open).await;
     assert_eq!(common::output(&mut ws, "4").await, "4");

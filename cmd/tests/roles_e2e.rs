@@ -7,7 +7,6 @@ mod common;
 
 use common::{Orchestrator, Sandbox, output, play, port};
 use serde_json::json;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const READER: &str = "reader-token-6d1f0e3a8b7c4d2e9f01";
 const WRITER: &str = "writer-token-0a9b8c7d6e5f4a3b2c1d";
@@ -59,35 +58,8 @@ fn serve() -> Running {
     }
 }
 
-/// Connects with one extra header; the HTTP status if refused, and the
-/// subprotocol the server chose.
-async fn connect_with(
-    port: u16,
-    header: Option<(&'static str, String)>,
-) -> Result<(common::Ws, Option<String>), u16> {
-    let mut request = common::ws(port).into_client_request().expect("request");
-    if let Some((name, value)) = header {
-        request
-            .headers_mut()
-            .insert(name, value.parse().expect("header value"));
-    }
-    match tokio_tungstenite::connect_async(request).await {
-        Ok((ws, response)) => {
-            let protocol = response
-                .headers()
-                .get("sec-websocket-protocol")
-                .map(|v| v.to_str().expect("ascii").to_string());
-            Ok((ws, protocol))
-        }
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            Err(response.status().as_u16())
-        }
-        Err(e) => panic!("upgrade failed without an HTTP answer: {e}"),
-    }
-}
-
 async fn bearer(port: u16, token: &str) -> common::Ws {
-    connect_with(port, Some(("authorization", format!("Bearer {token}"))))
+    common::connect_with(port, Some(("authorization", format!("Bearer {token}"))))
         .await
         .unwrap_or_else(|status| panic!("refused with {status}"))
         .0
@@ -97,7 +69,7 @@ async fn bearer(port: u16, token: &str) -> common::Ws {
 async fn caller_names_the_principal_of_the_connection_and_is_empty_on_an_open_circle() {
     let mut run = serve();
     let offered = format!("bearer.{READER}");
-    let (mut ws, _) = connect_with(run.guarded, Some(("sec-websocket-protocol", offered)))
+    let (mut ws, _) = common::connect_with(run.guarded, Some(("sec-websocket-protocol", offered)))
         .await
         .expect("the subprotocol upgrades");
     assert_eq!(output(&mut ws, "caller()").await, "rita");

@@ -297,3 +297,31 @@ pub async fn output(ws: &mut Ws, script: &str) -> String {
 pub fn port() -> u16 {
     testkit::free_port()
 }
+
+/// Connects with one extra header; the HTTP status if refused, else the
+/// socket and the subprotocol the server chose.
+pub async fn connect_with(
+    port: u16,
+    header: Option<(&'static str, String)>,
+) -> Result<(Ws, Option<String>), u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = ws(port).into_client_request().expect("request");
+    if let Some((name, value)) = header {
+        request
+            .headers_mut()
+            .insert(name, value.parse().expect("header value"));
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, response)) => {
+            let protocol = response
+                .headers()
+                .get("sec-websocket-protocol")
+                .map(|v| v.to_str().expect("ascii").to_string());
+            Ok((ws, protocol))
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(e) => panic!("upgrade failed without an HTTP answer: {e}"),
+    }
+}
