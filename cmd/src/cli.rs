@@ -354,4 +354,16 @@ mod tests {
         assert_eq!(cli.run.config, PathBuf::from("mine.json"));
         assert_eq!(cli.run.host, "0.0.0.0");
     }
+
+    #[test]
+    fn a_token_is_never_shown_by_debug_and_must_fit_a_header() {
+        let cli = Cli::try_parse_from(["c", "play", "--token", "s3cret-tok", "1"]).expect("parses");
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains("s3cret-tok"), "{shown}");
+        assert!(shown.contains("Token(<redacted>)"), "{shown}");
+        for bad in ["", "a b", "tök"] {
+            let err = Cli::try_parse_from(["c", "play", "--token", bad, "1"]).expect_err(bad);
+            assert_eq!(err.exit_code(), 2, "{err}");
+        }
+    }
 }
