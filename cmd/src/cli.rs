@@ -214,6 +214,49 @@ pub struct PlayArgs {
     /// Print the raw JSON-RPC reply instead of the output.
     #[arg(long)]
     pub json: bool,
+
+    /// The bearer token of a protected circle, sent as `Authorization: Bearer`
+    /// on the WebSocket upgrade.
+    #[arg(
+        long,
+        env = "CIRCLES_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<Token>,
+}
+
+/// A bearer token; its `Debug` never shows the token.
+#[derive(Clone)]
+pub struct Token(String);
+
+impl Token {
+    /// The token text, for the `Authorization` header only.
+    pub fn reveal(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for Token {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.is_empty() {
+            return Err("the token is empty".to_string());
+        }
+        if !text.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("the token has characters a header cannot carry \
+                        (only visible ASCII is allowed)"
+                .to_string());
+        }
+        Ok(Token(text.to_string()))
+    }
 }
 
 /// [`parse_duration`] for an option where zero makes no sense (a timeout
@@ -310,5 +353,17 @@ mod tests {
         let cli = Cli::try_parse_from(["c", "mine.json", "--host", "0.0.0.0"]).expect("parses");
         assert_eq!(cli.run.config, PathBuf::from("mine.json"));
         assert_eq!(cli.run.host, "0.0.0.0");
+    }
+
+    #[test]
+    fn a_token_is_never_shown_by_debug_and_must_fit_a_header() {
+        let cli = Cli::try_parse_from(["c", "play", "--token", "s3cret-tok", "1"]).expect("parses");
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains("s3cret-tok"), "{shown}");
+        assert!(shown.contains("Token(<redacted>)"), "{shown}");
+        for bad in ["", "a b", "tök"] {
+            let err = Cli::try_parse_from(["c", "play", "--token", bad, "1"]).expect_err(bad);
+            assert_eq!(err.exit_code(), 2, "{err}");
+        }
     }
 }

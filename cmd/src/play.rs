@@ -5,15 +5,21 @@
 //! on stdout, and exits 0. A script error prints its code, kind, message and
 //! position on stderr and exits 1; so does a connection failure. A usage
 //! mistake (no script, unknown circle) exits 2.
+//!
+//! With `--token` (or `CIRCLES_TOKEN`) the upgrade carries
+//! `Authorization: Bearer <token>`; a refusal (401, 429) exits 1 saying what
+//! to do. The token never appears in any output.
 
 use anyhow::{Context, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::io::{IsTerminal, Read};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use crate::UsageError;
-use crate::cli::PlayArgs;
+use crate::cli::{PlayArgs, Token};
 use crate::status::ws_url;
 
 /// Runs `play`; returns the process exit code.
@@ -28,7 +34,7 @@ pub fn play(args: PlayArgs) -> anyhow::Result<i32> {
         .build()
         .context("cannot start the async runtime")?;
     let reply = runtime.block_on(async {
-        tokio::time::timeout(args.timeout, exchange(&url, &script))
+        tokio::time::timeout(args.timeout, exchange(&url, &script, args.token.as_ref()))
             .await
             .map_err(|_| anyhow!("no reply from {url} within {:?}", args.timeout))?
     })?;
@@ -101,10 +107,27 @@ fn target_url(args: &PlayArgs) -> anyhow::Result<String> {
     Ok(ws_url(&args.host, circle.port))
 }
 
-async fn exchange(url: &str, script: &str) -> anyhow::Result<Value> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .with_context(|| format!("cannot connect to {url} (is the orchestrator running?)"))?;
+async fn exchange(url: &str, script: &str, token: Option<&Token>) -> anyhow::Result<Value> {
+    let mut request = url
+        .into_client_request()
+        .with_context(|| format!("{url} is not a WebSocket URL (ws://host:port/ws)"))?;
+    if let Some(token) = token {
+        let mut value = HeaderValue::from_str(&format!("Bearer {}", token.reveal()))
+            .map_err(|_| anyhow!("the token has characters a header cannot carry"))?;
+        value.set_sensitive(true);
+        request.headers_mut().insert("authorization", value);
+    }
+    let (mut ws, _) = match tokio_tungstenite::connect_async(request).await {
+        Ok(connected) => connected,
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            bail!(refused(url, response.status().as_u16(), token.is_some()))
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot connect to {url} (is the orchestrator running?)"
+            )));
+        }
+    };
     let request =
         json!({"jsonrpc": "2.0", "id": 1, "method": "play", "params": {"script": script}});
     ws.send(Message::text(request.to_string()))
@@ -126,6 +149,26 @@ async fn exchange(url: &str, script: &str) -> anyhow::Result<Value> {
         }
     }
     bail!("{url} closed the connection without replying")
+}
+
+/// What to say when the server answers the upgrade with HTTP `status`.
+fn refused(url: &str, status: u16, sent_token: bool) -> String {
+    match (status, sent_token) {
+        (401, false) => format!(
+            "{url} refused the connection: HTTP 401 Unauthorized; the circle is protected: \
+             pass its token with --token TOKEN or the CIRCLES_TOKEN environment variable"
+        ),
+        (401, true) => format!(
+            "{url} refused the connection: HTTP 401 Unauthorized; the token is not valid \
+             for this circle: check --token or CIRCLES_TOKEN"
+        ),
+        (429, _) => format!(
+            "{url} refused the connection: HTTP 429 Too Many Requests; too many failed \
+             attempts from this address: wait a minute, then try again with a valid \
+             --token or CIRCLES_TOKEN"
+        ),
+        (status, _) => format!("{url} refused the connection: HTTP {status}"),
+    }
 }
 
 /// Prints a reply; returns the exit code.

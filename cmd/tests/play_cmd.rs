@@ -105,3 +105,89 @@ fn play_without_a_server_or_a_script_says_what_is_wrong() {
         "{err}"
     );
 }
+
+/// A token no output may contain; its SHA-256 is in circles.json.
+const TOKEN: &str = "play-tok-QX7f2c9e41b8a-never-printed";
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn play_sends_the_token_of_a_protected_circle_and_never_prints_it() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let guarded = port();
+    let circles = serde_json::json!([{"id": 1, "name": "Guarded", "port": guarded,
+        "principals": [{"name": "ann", "token_sha256": sha256_hex(TOKEN), "role": "write"}]}]);
+    let config = sandbox.write("circles.json", &circles.to_string());
+    let mut o = Orchestrator::start(&sandbox, &config, &redis.url(), &[]);
+    o.wait_table();
+    let mut outputs = Vec::new();
+    let run = |cmd: Command, outputs: &mut Vec<String>| {
+        let (status, out, err) = run_to_end(cmd, Duration::from_secs(30));
+        outputs.push(format!("{out}{err}"));
+        (status.code(), out, err)
+    };
+
+    // No token: 401, naming both ways to give one.
+    let mut cmd = play_cmd(&sandbox, &["--circle", "Guarded", "40 + 2"]);
+    cmd.env_remove("CIRCLES_TOKEN");
+    let (code, out, err) = run(cmd, &mut outputs);
+    assert_eq!((code, out.as_str()), (Some(1), ""), "{err}");
+    assert!(
+        err.contains("HTTP 401") && err.contains("--token") && err.contains("CIRCLES_TOKEN"),
+        "{err}"
+    );
+
+    // --token: the result.
+    let mut cmd = play_cmd(
+        &sandbox,
+        &["--token", TOKEN, "--url", &ws(guarded), "caller()"],
+    );
+    cmd.env_remove("CIRCLES_TOKEN");
+    let (code, out, err) = run(cmd, &mut outputs);
+    assert_eq!((code, out.as_str()), (Some(0), "ann\n"), "{err}");
+
+    // CIRCLES_TOKEN: the result.
+    let mut cmd = play_cmd(&sandbox, &["--circle", "Guarded", "40 + 2"]);
+    cmd.env("CIRCLES_TOKEN", TOKEN);
+    let (code, out, err) = run(cmd, &mut outputs);
+    assert_eq!((code, out.as_str()), (Some(0), "42\n"), "{err}");
+
+    // --help with CIRCLES_TOKEN set does not show it.
+    let mut cmd = play_cmd(&sandbox, &["--help"]);
+    cmd.env("CIRCLES_TOKEN", TOKEN);
+    let (code, out, err) = run(cmd, &mut outputs);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("CIRCLES_TOKEN"), "{out}");
+
+    // A wrong token: 401 saying the token is not valid; repeated, 429 saying to wait.
+    let wrong = format!("{TOKEN}-wrong");
+    let mut last = String::new();
+    for _ in 0..12 {
+        let cmd = play_cmd(&sandbox, &["--token", &wrong, "--url", &ws(guarded), "1"]);
+        let (code, _, err) = run(cmd, &mut outputs);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(!err.contains(&wrong), "{err}");
+        last = err;
+    }
+    assert!(
+        outputs
+            .iter()
+            .any(|o| o.contains("HTTP 401") && o.contains("not valid")),
+        "{outputs:?}"
+    );
+    assert!(last.contains("HTTP 429") && last.contains("wait"), "{last}");
+
+    assert_eq!(o.stop().code(), Some(0));
+    outputs.push(o.stdout());
+    outputs.push(o.stderr());
+    for output in &outputs {
+        assert!(!output.contains(TOKEN), "the token was printed: {output}");
+    }
+}
