@@ -275,6 +275,22 @@ mod tests {
     }
 
     #[test]
+    fn an_id_beyond_64_bits_is_echoed_as_a_number_that_reads_back_the_same() {
+        // Found by the `jsonrpc` fuzz target: without serde_json's exact
+        // float parsing the echoed id read back one unit off.
+        let id = "4".repeat(98) + "2";
+        let text = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"nope"}}"#);
+        let Item::Reply(v) = single(&text) else {
+            unreachable!()
+        };
+        let wire = serde_json::to_string(&v).expect("serializes");
+        let back: Value = serde_json::from_str(&wire).expect("reads back");
+        assert_eq!(back["id"], v["id"], "{wire}");
+        let sent: Value = serde_json::from_str(&id).expect("a number");
+        assert_eq!(v["id"], sent);
+    }
+
+    #[test]
     fn malformed_json_is_a_parse_error_with_null_id() {
         let item = single("{\"jsonrpc\":");
         assert_eq!(code_of(&item), PARSE_ERROR);
