@@ -3,34 +3,8 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use common::{Fixture, call, code, play};
+use common::{Fixture, call, code, play, start_worker, start_worker_with};
 use server_ws::{ServerTiming, codes};
-use tokio_util::sync::CancellationToken;
-
-/// Starts the real worker for the fixture's queue; returns its stop token.
-fn start_worker(fx: &Fixture, dir: &std::path::Path) -> CancellationToken {
-    start_worker_with(fx, dir, engine::Limits::default())
-}
-
-/// [`start_worker`] with the engine's limits.
-fn start_worker_with(
-    fx: &Fixture,
-    dir: &std::path::Path,
-    limits: engine::Limits,
-) -> CancellationToken {
-    let db = ourdb::OurDb::open(dir, ourdb::Config::default()).expect("open ourdb");
-    let engine = Arc::new(engine::CircleEngine::new(Arc::new(db), limits));
-    let token = CancellationToken::new();
-    tokio::spawn(worker::run(
-        worker::WorkerConfig::new(&fx.redis.url(), common::QUEUE),
-        engine,
-        Arc::new(worker::WorkerStatus::default()),
-        token.clone(),
-    ));
-    token
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scripts_run_on_the_real_worker_and_their_data_persists_between_requests() {

@@ -4,28 +4,10 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Fixture, call, play};
+use common::{Fixture, call, play, start_worker};
 use server_ws::{ServerTiming, codes};
-use tokio_util::sync::CancellationToken;
-
-fn start_worker(fx: &Fixture, dir: &std::path::Path) -> CancellationToken {
-    let db = ourdb::OurDb::open(dir, ourdb::Config::default()).expect("open ourdb");
-    let engine = Arc::new(engine::CircleEngine::new(
-        Arc::new(db),
-        engine::Limits::default(),
-    ));
-    let token = CancellationToken::new();
-    tokio::spawn(worker::run(
-        worker::WorkerConfig::new(&fx.redis.url(), common::QUEUE),
-        engine,
-        Arc::new(worker::WorkerStatus::default()),
-        token.clone(),
-    ));
-    token
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_callers_writes_are_forbidden_and_the_socket_sees_the_data_unchanged() {

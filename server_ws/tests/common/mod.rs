@@ -302,3 +302,26 @@ async fn run_stand_in(task_id: &str, script: &str, completed: &AtomicU64) -> Opt
         done(script, "")
     })
 }
+
+/// Starts the real worker for the fixture's queue; returns its stop token.
+pub fn start_worker(fx: &Fixture, dir: &std::path::Path) -> CancellationToken {
+    start_worker_with(fx, dir, engine::Limits::default())
+}
+
+/// [`start_worker`] with the engine's limits.
+pub fn start_worker_with(
+    fx: &Fixture,
+    dir: &std::path::Path,
+    limits: engine::Limits,
+) -> CancellationToken {
+    let db = ourdb::OurDb::open(dir, ourdb::Config::default()).expect("open ourdb");
+    let engine = Arc::new(engine::CircleEngine::new(Arc::new(db), limits));
+    let token = CancellationToken::new();
+    tokio::spawn(worker::run(
+        worker::WorkerConfig::new(&fx.redis.url(), QUEUE),
+        engine,
+        Arc::new(worker::WorkerStatus::default()),
+        token.clone(),
+    ));
+    token
+}
