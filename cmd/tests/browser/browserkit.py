@@ -12,8 +12,8 @@ The job's keys that this module reads:
 - ``chromium_args``: extra Chromium command-line switches, for example
   ``--ignore-certificate-errors-spki-list=<base64 SHA-256 of the SPKI>`` to
   trust a test certificate for ``wss://``.
-- ``timeout_s``: the whole script's deadline (default 20 s); each page action
-  waits at most ``action_timeout_s`` (default 5 s).
+- ``timeout_s``: the whole script's deadline (default 30 s); each page action
+  waits at most ``action_timeout_s`` (default 10 s).
 - ``pages``: ``{path: html}`` served by a loopback HTTP server (:class:`Site`),
   so a page has a loopback origin, which circles accept (a ``data:`` or
   ``about:blank`` page has the origin ``null``, which they refuse).
@@ -159,7 +159,7 @@ def main(work, pages=None):
         job = json.load(sys.stdin)
     except ValueError as e:
         fail(f"the job on stdin is not JSON: {e}")
-    timeout_s = int(job.get("timeout_s", 20))
+    timeout_s = int(job.get("timeout_s", 30))
     # A hang anywhere (Chromium, Playwright's driver, a page) ends the script.
     signal.signal(signal.SIGALRM, lambda *_: fail(f"no result within {timeout_s} s"))
     signal.alarm(timeout_s)
@@ -173,7 +173,7 @@ def main(work, pages=None):
             session = Session(
                 pw,
                 job.get("chromium_args", []),
-                float(job.get("action_timeout_s", 5)),
+                float(job.get("action_timeout_s", 10)),
             )
             session.site = site
             try:

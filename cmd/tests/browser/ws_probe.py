@@ -6,7 +6,9 @@ Job (besides browserkit's keys): ``probes``, a list of
 "scripts": ["caller()", …]}``, run one after the other from one page on a
 loopback origin. For each probe the page runs
 ``new WebSocket(url, protocols)``, sends every script as a JSON-RPC ``play``
-request (ids 1, 2, …, the next one after the previous reply), then closes.
+request (ids 1, 2, …, the next one after the previous reply), then closes;
+a probe still open after ``probe_timeout_s`` (default 10 s) ends as
+``timed_out``.
 
 Result: ``{"origin": page origin, "probes": [{"opened", "protocol"
 (ws.protocol), "replies" (parsed), "error" (an error event fired), "close"
@@ -72,7 +74,7 @@ def work(session, job):
         lambda e: errors.setdefault(e["requestId"], e["errorMessage"]),
     )
     cdp.send("Network.enable")
-    timeout_ms = int(job.get("probe_timeout_s", 5) * 1000)
+    timeout_ms = int(job.get("probe_timeout_s", 10) * 1000)
     results = []
     for probe in job["probes"]:
         before = set(urls)

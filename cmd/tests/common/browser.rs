@@ -68,7 +68,7 @@ impl Browser {
             python,
             chromium,
             chromium_args: Vec::new(),
-            timeout: Duration::from_secs(20),
+            timeout: Duration::from_secs(30),
         }
     }
 
@@ -79,7 +79,7 @@ impl Browser {
         self
     }
 
-    /// The whole script's deadline (default 20 s); the script gets the same
+    /// The whole script's deadline (default 30 s); the script gets the same
     /// one and the process is killed a few seconds after it.
     pub fn timeout(mut self, timeout: Duration) -> Browser {
         self.timeout = timeout;
