@@ -318,3 +318,26 @@ fn bad_tls_options_and_files_exit_2_naming_the_option_and_the_file() {
         "{err}"
     );
 }
+
+#[test]
+fn a_ca_certificate_serving_as_the_servers_own_is_refused_saying_how_to_make_one() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    let mut params = rcgen::CertificateParams::new(names).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key_pair = rcgen::KeyPair::generate().expect("key");
+    let ca = params.self_signed(&key_pair).expect("self-signed CA");
+    let cert = sandbox.write("ca-cert.pem", &ca.pem());
+    let key = sandbox.write("ca-key.pem", &key_pair.serialize_pem());
+    let circle = port();
+    let config = sandbox.circles(&[(1, "Alpha", circle)]);
+    let tls_args = ["--tls-cert", path(&cert), "--tls-key", path(&key)];
+    let mut o = Orchestrator::start(&sandbox, &config, &redis.url(), &tls_args);
+    o.wait_table();
+    let (code, _, err) = play(&sandbox, &["--url", &wss(circle), "--ca", path(&cert), "1"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("is a CA certificate"), "{err}");
+    assert!(err.contains("CA:FALSE"), "{err}");
+    assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+}
