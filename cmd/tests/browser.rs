@@ -209,8 +209,7 @@ fn a_browser_page_types_a_script_clicks_run_and_reads_the_answer_of_an_open_circ
 }
 
 #[test]
-fn a_browser_that_trusts_a_self_signed_certificate_plays_over_wss_and_one_that_does_not_cannot_connect()
- {
+fn wss_serves_a_browser_that_trusts_the_self_signed_certificate_and_not_one_that_does_not() {
     let sandbox = Sandbox::new();
     let redis = testkit::RedisServer::start();
     let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
