@@ -63,6 +63,8 @@ pub struct Settings {
     pub mode: Mode,
     /// The log file: `Some` in live mode only (logs go to stderr otherwise).
     pub log_file: Option<PathBuf>,
+    /// How log lines are written.
+    pub log_format: crate::logging::LogFormat,
     /// How often the live table and JSON snapshots are refreshed.
     pub refresh: Duration,
     /// How often the per-circle counters are read from Redis.
@@ -122,6 +124,7 @@ impl Settings {
             host: args.host,
             mode,
             log_file,
+            log_format: args.log_format,
             refresh: args.refresh,
             stats_every,
             shutdown_grace: args.shutdown_grace,

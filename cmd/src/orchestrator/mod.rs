@@ -53,7 +53,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = Settings::resolve(args)?;
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create the data dir {}", settings.data_dir.display()))?;
-    logging::init(settings.log_file.as_deref())?;
+    logging::init(settings.log_file.as_deref(), settings.log_format)?;
     log::info!(
         "starting {} circles from {} (data dir {})",
         settings.circles.len(),
