@@ -10,8 +10,9 @@
 //! starting a managed redis-server), [`circles`] (opening databases and
 //! binding ports), [`supervisor`] (restart with backoff), [`monitor`]
 //! (managed Redis, counters), [`status`] and [`render`] (the table),
-//! [`orchestrator`] (start-up and shutdown), [`play`], [`token`] and
-//! [`principals`] (who may connect to a circle).
+//! [`orchestrator`] (start-up, reload and shutdown), [`reload`] (the handle
+//! that asks for a reload), [`roster`] (the circles shown), [`play`],
+//! [`token`] and [`principals`] (who may connect to a circle).
 //!
 //! ```text
 //! $ circles_orchestrator circles.json            # serve every circle
@@ -34,7 +35,9 @@ pub mod orchestrator;
 pub mod play;
 pub mod principals;
 pub mod redis_setup;
+pub mod reload;
 pub mod render;
+pub mod roster;
 pub mod settings;
 pub mod status;
 pub mod supervisor;

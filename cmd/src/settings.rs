@@ -217,7 +217,7 @@ fn check_host(host: &str) -> anyhow::Result<()> {
 /// Circles without principals are served only on loopback unless
 /// `--allow-open` says otherwise: anyone who reaches an open circle's port
 /// can read and rewrite its data.
-fn check_open_circles(circles: &[CircleConfig], host: &str) -> anyhow::Result<()> {
+pub fn check_open_circles(circles: &[CircleConfig], host: &str) -> anyhow::Result<()> {
     if is_loopback(host) {
         return Ok(());
     }

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::circle::{Routes, Shared};
 use crate::config::{ServerConfig, ServerTiming};
+use crate::pause::Pause;
 use crate::status::ServerStatus;
 use crate::upgrade::upgrade;
 use crate::{Error, Result};
@@ -40,6 +41,8 @@ pub struct CircleServer {
     pub listener: TcpListener,
     /// Its live counters (connections, in flight, refused upgrades).
     pub status: Arc<ServerStatus>,
+    /// The circle's own token, if any ([`CircleServer::with_token`]).
+    pub token: Option<CancellationToken>,
 }
 
 impl CircleServer {
@@ -49,7 +52,18 @@ impl CircleServer {
             config,
             listener,
             status,
+            token: None,
         }
+    }
+
+    /// Gives the circle a token of its own, a child of the host's token:
+    /// cancelling it refuses the circle's upgrades and closes its connections
+    /// with 1001 (after their requests in flight were answered) while the
+    /// host and its other circles carry on. One token may serve the circle on
+    /// several hosts at once.
+    pub fn with_token(mut self, token: CancellationToken) -> Self {
+        self.token = Some(token);
+        self
     }
 }
 
@@ -116,7 +130,23 @@ pub async fn run_many(
     client: client::Client,
     token: CancellationToken,
 ) -> Result<()> {
+    run_many_pausable(circles, timing, client, token, Pause::new()).await
+}
+
+/// [`run_many`] that stops accepting on every listener once `pause` is
+/// requested, while its open connections carry on until `token` (or their
+/// circle's own token) fires. A paused host never accepts again.
+pub async fn run_many_pausable(
+    circles: Vec<CircleServer>,
+    timing: ServerTiming,
+    client: client::Client,
+    token: CancellationToken,
+    pause: Pause,
+) -> Result<()> {
+    // However it returns, a waiting `Pause::pause` is released.
+    let _released = ReleaseOnDrop(pause.clone());
     if circles.is_empty() {
+        pause.acknowledge();
         token.cancelled().await;
         return Ok(());
     }
@@ -138,7 +168,7 @@ pub async fn run_many(
             timing: timing.clone(),
             client: client.clone(),
             status: circle.status,
-            token: token.clone(),
+            token: circle.token.unwrap_or_else(|| token.clone()),
             limiter: Arc::default(),
         });
         if routes.insert(addr, shared).is_some() {
@@ -157,12 +187,21 @@ pub async fn run_many(
     let handle = server.handle();
     let mut serving = tokio::spawn(server);
     let mut guard = StopOnDrop(Some(handle.clone()));
-    tokio::select! {
-        ended = &mut serving => {
-            guard.0 = None;
-            return joined(ended).map_err(host_error);
+    let mut paused = false;
+    loop {
+        tokio::select! {
+            ended = &mut serving => {
+                guard.0 = None;
+                return joined(ended).map_err(host_error);
+            }
+            () = token.cancelled() => break,
+            () = pause.requested(), if !paused => {
+                handle.pause().await;
+                paused = true;
+                log::info!("{what}: paused; its open connections carry on");
+                pause.acknowledge();
+            }
         }
-        () = token.cancelled() => {}
     }
     log::debug!("{what}: stopping");
     handle.stop(true).await;
@@ -248,6 +287,15 @@ impl std::fmt::Display for Described {
             Described::One(circle) => write!(f, "circle {circle}: websocket server"),
             Described::Many(n) => write!(f, "websocket host of {n} circles"),
         }
+    }
+}
+
+/// Releases a waiting [`Pause::pause`] when the host returns or is dropped.
+struct ReleaseOnDrop(Pause);
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        self.0.acknowledge();
     }
 }
 

@@ -96,6 +96,7 @@ mod frame_guard;
 pub mod fuzzing;
 mod host;
 mod origin;
+mod pause;
 mod play;
 mod reader;
 mod rpc;
@@ -109,7 +110,8 @@ pub use config::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_SCRIPT_BYTES, DEFAULT_TASK_TIMEOUT, Principal, ServerConfig, ServerTiming,
 };
-pub use host::{CircleServer, HOST_WORKERS, run, run_many, run_with};
+pub use host::{CircleServer, HOST_WORKERS, run, run_many, run_many_pausable, run_with};
+pub use pause::Pause;
 pub use status::ServerStatus;
 
 /// The JSON-RPC error codes this server answers with (DESIGN.md §4).
