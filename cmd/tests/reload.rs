@@ -83,6 +83,27 @@ async fn a_reload_adds_removes_and_changes_circles_while_an_untouched_circles_cl
             .to_string(),
     )
     .await;
+    // Tasks queued on the circle about to be removed, as a third party
+    // pushes them (hash first, then the id): the drain works them off.
+    let mut redis_conn = redis::Client::open(redis.url())
+        .expect("redis url")
+        .get_connection()
+        .expect("redis connection");
+    let queued: Vec<String> = (0..3).map(|i| format!("reload-test-{i}")).collect();
+    for id in &queued {
+        let () = redis::pipe()
+            .atomic()
+            .hset_multiple(
+                client::keys::task_details(id),
+                &[
+                    ("script", "let x = 0; for i in 0..300000 { x += 1; } x"),
+                    ("status", "pending"),
+                ],
+            )
+            .lpush(client::keys::tasks("beta"), id)
+            .query(&mut redis_conn)
+            .expect("queue a task");
+    }
     write_circles(
         &sandbox,
         &[(1, "Alpha", a), (3, "Gamma Two", c2), (4, "Delta", d)],
@@ -99,6 +120,20 @@ async fn a_reload_adds_removes_and_changes_circles_while_an_untouched_circles_cl
             && out.contains("changed \"Gamma Two\""),
         "{out}"
     );
+
+    for id in &queued {
+        let (status, output): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(client::keys::task_details(id))
+            .arg("status")
+            .arg("output")
+            .query(&mut redis_conn)
+            .expect("read a task");
+        assert_eq!(
+            (status.as_deref(), output.as_deref()),
+            (Some("completed"), Some("300000")),
+            "task {id} queued on the removed circle"
+        );
+    }
 
     // The untouched circle's connection carries on: the reply to the request
     // in flight, then more requests on the same socket.

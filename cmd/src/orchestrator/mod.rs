@@ -23,8 +23,8 @@
 //! tasks and let the running script finish within `--shutdown-grace`); their
 //! tracker is awaited for the grace period plus [`DRAIN_MARGIN`]; the watchers
 //! stop, every OurDB is closed, the display draws its last frame, and then
-//! the managed Redis (if any) is stopped. A second signal stops at once
-//! (exit 1).
+//! the managed Redis (if any) is stopped. A second SIGINT or SIGTERM stops
+//! at once (exit 1).
 
 mod apply;
 mod set;
@@ -382,7 +382,7 @@ impl Running {
         let second = tokio::select! {
             _ = hosts => None,
             () = tokio::time::sleep(server_ws::ServerTiming::default().drain_timeout + DRAIN_MARGIN) => None,
-            s = signals.next() => Some(s),
+            s = signals.next_stop() => Some(s),
         };
         // Then the workers, each finishing its running script within the grace.
         circle_set.stop_workers();
@@ -397,7 +397,7 @@ impl Running {
                 () = tokio::time::sleep(bound) => Err(anyhow::anyhow!(
                     "shutdown did not finish within {bound:?}; stopped anyway"
                 )),
-                s = signals.next() => Err(anyhow::anyhow!(
+                s = signals.next_stop() => Err(anyhow::anyhow!(
                     "{s} received again: stopped without waiting for running scripts"
                 )),
             },
