@@ -269,3 +269,79 @@ async fn an_invalid_file_changes_nothing_and_says_why_then_a_good_one_applies() 
     drop((alpha, beta));
     assert!(o.stop().success(), "{}", o.stderr());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_a_removed_circle_cannot_finish_in_time_end_cancelled_naming_the_reload() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let (a, b) = (port(), port());
+    let config = sandbox.circles(&[(1, "Alpha", a), (2, "Beta", b)]);
+    // No grace: the drain of a removed circle waits 5 s for its queue.
+    let mut o = Orchestrator::start(
+        &sandbox,
+        &config,
+        &redis.url(),
+        &["--shutdown-grace", "0s", "--max-operations", "100000000"],
+    );
+    o.wait_table();
+    let mut conn = redis::Client::open(redis.url())
+        .expect("redis url")
+        .get_connection()
+        .expect("redis connection");
+    let ids: Vec<String> = (0..40).map(|i| format!("backlog-{i}")).collect();
+    for id in &ids {
+        let () = redis::pipe()
+            .atomic()
+            .hset_multiple(
+                client::keys::task_details(id),
+                &[
+                    ("script", "let x = 0; for i in 0..1000000 { x += 1; } x"),
+                    ("status", "pending"),
+                ],
+            )
+            .lpush(client::keys::tasks("beta"), id)
+            .query(&mut conn)
+            .expect("queue a task");
+    }
+    sandbox.circles(&[(1, "Alpha", a)]);
+    o.signal("HUP");
+    o.wait_stdout("reload applied", RELOAD_DEADLINE);
+
+    let mut cancelled_by_reload = 0;
+    for id in &ids {
+        let (status, kind, error): (Option<String>, Option<String>, Option<String>) =
+            redis::cmd("HMGET")
+                .arg(client::keys::task_details(id))
+                .arg("status")
+                .arg("errorKind")
+                .arg("error")
+                .query(&mut conn)
+                .expect("read a task");
+        match status.as_deref() {
+            Some("completed") => {}
+            Some("error") => {
+                assert_eq!(kind.as_deref(), Some("cancelled"), "{id}: {error:?}");
+                if error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("reload of circles.json"))
+                {
+                    cancelled_by_reload += 1;
+                }
+            }
+            other => panic!("task {id} of the removed circle did not end: {other:?}"),
+        }
+    }
+    assert!(
+        cancelled_by_reload > 0,
+        "40 tasks of about a second each cannot all run in 5 s"
+    );
+    let queued: i64 = redis::cmd("LLEN")
+        .arg(client::keys::tasks("beta"))
+        .query(&mut conn)
+        .expect("LLEN");
+    assert_eq!(queued, 0);
+    let mut alpha = connect(a).await;
+    assert_eq!(output(&mut alpha, "1").await, "1");
+    drop(alpha);
+    assert!(o.stop().success(), "{}", o.stderr());
+}

@@ -104,19 +104,7 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     let bound = ctx.settings.shutdown_grace + super::DRAIN_MARGIN;
     let drained =
         futures_util::future::join_all(out.into_iter().map(|l| l.drain(ctx, bound))).await;
-    let mut closing = Vec::with_capacity(drained.len());
-    for (c, left) in drained {
-        if left > 0 {
-            log::warn!(
-                circle = c.0.name.as_str();
-                "circle \"{}\" stopped with {left} task(s) still queued on {}; they run when a \
-                 circle with that queue starts again",
-                c.0.name,
-                client::keys::tasks(&c.0.queue())
-            );
-        }
-        closing.push(c);
-    }
+    let closing = drained;
     if let Err(e) = tokio::task::spawn_blocking(move || circles::close_all(closing)).await {
         log::error!("closing the databases of outgoing circles panicked: {e}");
     }

@@ -257,35 +257,45 @@ fn hosted_of(
 
 impl Live {
     /// Drains a circle taken out of the set and stops it: its connections
-    /// answer what they asked and close with 1001, its queue is worked off
-    /// (for up to `bound`), then its worker stops (a running script gets the
-    /// shutdown grace). Returns what closes its database, and how many tasks
-    /// were still queued when it stopped.
-    pub async fn drain(self, ctx: &Ctx, bound: Duration) -> (circles::Closing, u64) {
+    /// answer what they asked and close with 1001 and its queue is worked
+    /// off, for up to `bound`; tasks still queued then are cancelled with
+    /// [`REMOVED`] as the reason (the worker ends each without running it,
+    /// kind `cancelled`); then its worker stops (a running script gets the
+    /// shutdown grace). Returns what closes its database.
+    pub async fn drain(self, ctx: &Ctx, bound: Duration) -> circles::Closing {
         let name = self.state.config.name.clone();
         let queue = self.state.queue.clone();
-        let deadline = tokio::time::Instant::now() + bound;
-        let mut left = 0;
+        let start = tokio::time::Instant::now();
+        let mut cancelled = std::collections::HashSet::new();
         loop {
             let connections = lock(&self.state.server)
                 .server
                 .as_ref()
                 .map_or(0, |s| s.connections());
             let stats = ctx.client.stats_many(&[queue.as_str()]).await;
-            let busy = match stats.as_deref() {
-                Ok([s]) => {
-                    left = s.queue_len;
-                    s.queue_len + s.in_flight
-                }
-                _ => 1,
+            let (queued, busy) = match stats.as_deref() {
+                Ok([s]) => (s.queue_len, s.queue_len + s.in_flight),
+                _ => (1, 1),
             };
             if connections == 0 && busy == 0 {
                 break;
             }
-            if tokio::time::Instant::now() >= deadline {
+            let waited = start.elapsed();
+            if waited >= bound + CANCEL_BOUND {
                 break;
             }
+            if waited >= bound && queued > 0 {
+                cancel_queued(ctx, &queue, &mut cancelled).await;
+            }
             tokio::time::sleep(DRAIN_POLL).await;
+        }
+        if !cancelled.is_empty() {
+            let cancelled = cancelled.len();
+            log::warn!(
+                circle = name.as_str(), queue = queue.as_str();
+                "circle \"{name}\": {cancelled} task(s) still queued after {bound:?} were \
+                 cancelled: {REMOVED}"
+            );
         }
         self.worker_token.cancel();
         let grace = ctx.settings.shutdown_grace + super::DRAIN_MARGIN;
@@ -296,6 +306,40 @@ impl Live {
             );
         }
         drop(self.listener);
-        (self.closing, left)
+        self.closing
+    }
+}
+
+/// Why the tasks left in a removed or changed circle's queue end.
+pub const REMOVED: &str = "its circle was removed or changed by a reload of circles.json";
+
+/// How long the worker of an outgoing circle gets to end its cancelled tasks.
+const CANCEL_BOUND: Duration = Duration::from_secs(10);
+
+/// Tasks cancelled per look at the queue.
+const CANCEL_BATCH: usize = 1000;
+
+/// Cancels the oldest queued tasks of `queue` not in `done` yet, and adds
+/// those that were still pending to it.
+async fn cancel_queued(ctx: &Ctx, queue: &str, done: &mut std::collections::HashSet<String>) {
+    let ids = match ctx.client.queued(queue, CANCEL_BATCH).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            log::warn!(queue; "reading the queue {queue} failed: {e}");
+            return;
+        }
+    };
+    for id in ids {
+        if done.contains(&id) {
+            continue;
+        }
+        match ctx.client.cancel(&id, REMOVED).await {
+            Ok(true) => {
+                log::info!(task = id.as_str(), queue; "task {id} cancelled: {REMOVED}");
+                done.insert(id);
+            }
+            Ok(false) => {}
+            Err(e) => log::warn!(task = id.as_str(), queue; "cancelling task {id} failed: {e}"),
+        }
     }
 }
