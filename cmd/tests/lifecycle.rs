@@ -732,7 +732,8 @@ fn sigint_also_shuts_down_cleanly_and_sighup_reloads_instead() {
         );
         assert!(o.stop().success(), "{}", o.stderr());
     }
-    for signal in ["INT"] {
+    {
+        let signal = "INT";
         let sandbox = Sandbox::new();
         let config = sandbox.circles(&[(1, "Calm", port())]);
         let mut o = Orchestrator::start(&sandbox, &config, &redis.url(), &[]);
