@@ -21,7 +21,10 @@
 //!
 //! Modules, from the top down (each uses only those below it):
 //! - `host`: [`run_many`], [`run`], [`run_with`], [`CircleServer`]: the actix
-//!   server and its shutdown;
+//!   server and its shutdown; [`run_many_pausable`] and a circle's own token
+//!   ([`CircleServer::with_token`]) let an owner hand circles to another host
+//!   or close one circle's sockets while the others carry on;
+//! - `pause`: [`Pause`], the request to stop accepting;
 //! - `upgrade`: the `GET /ws` handler (origin, token, connection limit,
 //!   frame guard);
 //! - `connection`: one socket's read loop, its heartbeat and its close;
