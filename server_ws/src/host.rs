@@ -24,6 +24,9 @@ use crate::status::ServerStatus;
 use crate::upgrade::upgrade;
 use crate::{Error, Result};
 
+/// How often a paused host looks whether it still holds a connection.
+const IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Actix worker threads of one host, whatever the number of circles.
 pub const HOST_WORKERS: usize = 1;
 
@@ -135,7 +138,9 @@ pub async fn run_many(
 
 /// [`run_many`] that stops accepting on every listener once `pause` is
 /// requested, while its open connections carry on until `token` (or their
-/// circle's own token) fires. A paused host never accepts again.
+/// circle's own token) fires. A paused host never accepts again; once it
+/// holds no connection its actix server stops (its threads end) and it waits
+/// for `token` to return.
 pub async fn run_many_pausable(
     circles: Vec<CircleServer>,
     timing: ServerTiming,
@@ -153,6 +158,7 @@ pub async fn run_many_pausable(
     let what = describe(&circles);
     // Actix force-closes what is still open after this; connections drain first.
     let shutdown_secs = timing.drain_timeout.as_secs() + 2;
+    let host_open = Arc::new(ServerStatus::default());
     let mut routes: Routes = HashMap::with_capacity(circles.len());
     let mut listeners = Vec::with_capacity(circles.len());
     for circle in circles {
@@ -170,6 +176,7 @@ pub async fn run_many_pausable(
             status: circle.status,
             token: circle.token.unwrap_or_else(|| token.clone()),
             limiter: Arc::default(),
+            host_open: host_open.clone(),
         });
         if routes.insert(addr, shared).is_some() {
             return Err(io_error(std::io::Error::new(
@@ -200,6 +207,17 @@ pub async fn run_many_pausable(
                 paused = true;
                 log::info!("{what}: paused; its open connections carry on");
                 pause.acknowledge();
+            }
+            () = tokio::time::sleep(IDLE_CHECK), if paused => {
+                if host_open.connections() == 0 {
+                    // Nothing left to serve: free the threads now, not at shutdown.
+                    handle.stop(true).await;
+                    let ended = serving.await;
+                    guard.0 = None;
+                    log::info!("{what}: paused and idle; stopped");
+                    token.cancelled().await;
+                    return joined(ended).map_err(host_error);
+                }
             }
         }
     }

@@ -98,12 +98,12 @@ pub(crate) async fn upgrade(
     // them); its own limit only has to let control frames (at most 125
     // bytes) and the guard's stand-ins through, whatever the message limit.
     let stream = stream.max_frame_size(shared.config.max_message_bytes.max(125));
-    actix_web::rt::spawn(connection::serve(
-        Arc::clone(&shared),
-        session,
-        stream,
-        slot,
-    ));
+    let host_slot = shared.host_open.try_connect(usize::MAX);
+    let serving = connection::serve(Arc::clone(&shared), session, stream, slot);
+    actix_web::rt::spawn(async move {
+        let _host_slot = host_slot;
+        serving.await;
+    });
     Ok(response)
 }
 

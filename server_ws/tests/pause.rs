@@ -12,6 +12,16 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 
+/// Threads of this process that actix's servers started (acceptors and
+/// workers; Linux cuts thread names at 15 bytes).
+fn actix_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("read /proc/self/task")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("actix-server"))
+        .count()
+}
+
 async fn connect(url: &str) -> Ws {
     tokio_tungstenite::connect_async(url)
         .await
@@ -49,7 +59,8 @@ fn circle(name: &str, token: &CancellationToken) -> (String, std::net::TcpListen
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_circles_token_closes_only_its_sockets_and_a_paused_host_keeps_its_connections() {
+async fn a_circles_token_closes_only_its_sockets_and_a_paused_host_keeps_its_connections_until_idle()
+ {
     let redis = testkit::RedisServer::start();
     let client = client::Client::connect(&redis.url())
         .await
@@ -113,9 +124,23 @@ async fn a_circles_token_closes_only_its_sockets_and_a_paused_host_keeps_its_con
         "c"
     );
 
-    // Alpha's token closes its sockets on both hosts.
+    // Alpha's token closes its sockets on both hosts; the paused host then
+    // holds no connection and its actix threads end before its token fires.
+    assert_eq!(
+        actix_threads(),
+        4,
+        "two hosts, an acceptor and a worker each"
+    );
     alpha_token.cancel();
     assert_eq!(close_code(&mut ws_alpha).await, Some(CloseCode::Away));
+    eventually("the idle paused host's threads end", || {
+        actix_threads() == 2
+    })
+    .await;
+    assert!(
+        !host.is_finished(),
+        "a paused host returns when its token fires"
+    );
     second_token.cancel();
     host_token.cancel();
     for h in [host, second] {
