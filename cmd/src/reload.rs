@@ -155,3 +155,65 @@ pub struct LastReload {
     /// Why it was refused or only partly applied.
     pub error: Option<ReloadError>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_clone_of_a_handle_gets_the_outcome_of_its_own_request() {
+        let (handle, mut requests) = channel();
+        let other = handle.clone();
+        let orchestrator = tokio::spawn(async move {
+            let mut n = 0;
+            while let Some(reply) = requests.next().await {
+                n += 1;
+                let outcome = if n == 1 {
+                    Ok(ReloadSummary {
+                        added: vec!["Delta".into()],
+                        ..ReloadSummary::default()
+                    })
+                } else {
+                    Err(ReloadError::new(
+                        ReloadErrorKind::InvalidConfig,
+                        "circles.json: duplicate port",
+                    ))
+                };
+                let _ = reply.send(outcome);
+            }
+        });
+        let first = handle.reload().await.expect("applied");
+        assert_eq!(first.to_string(), "added \"Delta\"");
+        let second = other.reload().await.expect_err("refused");
+        assert_eq!(second.kind, ReloadErrorKind::InvalidConfig);
+        assert_eq!(
+            serde_json::to_value(&second).expect("serializes"),
+            serde_json::json!({"kind": "invalid_config", "message": "circles.json: duplicate port"})
+        );
+        drop((handle, other));
+        orchestrator.await.expect("no panic");
+    }
+
+    #[tokio::test]
+    async fn a_handle_whose_orchestrator_is_gone_says_it_is_shutting_down() {
+        let (handle, requests) = channel();
+        drop(requests);
+        let e = handle.reload().await.expect_err("nobody to reload");
+        assert_eq!(e.kind, ReloadErrorKind::ShuttingDown);
+    }
+
+    #[test]
+    fn a_summary_serializes_its_three_lists() {
+        let s = ReloadSummary {
+            added: vec!["D".into()],
+            removed: vec!["B".into()],
+            changed: vec!["C".into()],
+        };
+        assert_eq!(
+            serde_json::to_value(&s).expect("serializes"),
+            serde_json::json!({"added": ["D"], "removed": ["B"], "changed": ["C"]})
+        );
+        assert_eq!(s.to_string(), "added \"D\"; removed \"B\"; changed \"C\"");
+        assert_eq!(ReloadSummary::default().to_string(), "nothing changed");
+    }
+}

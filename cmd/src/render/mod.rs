@@ -126,6 +126,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_header_says_when_the_last_reload_failed() {
+        let header = Header {
+            redis_url: "redis://127.0.0.1:1".into(),
+            redis_managed: false,
+            data_dir: "/tmp/d".into(),
+            log_file: None,
+            redis_restarts: Default::default(),
+            started: std::time::Instant::now(),
+            reload: Default::default(),
+        };
+        let line = header_line(&header, &snapshot(&header, &[], "running"));
+        assert!(!line.contains("reload"), "{line}");
+        *crate::status::lock(&header.reload) = Some(crate::reload::LastReload {
+            seq: 1,
+            applied: false,
+            summary: None,
+            error: Some(crate::reload::ReloadError::new(
+                crate::reload::ReloadErrorKind::InvalidConfig,
+                "circles.json: duplicate port 8081",
+            )),
+        });
+        let line = header_line(&header, &snapshot(&header, &[], "running"));
+        assert!(
+            line.ends_with(" | reload failed: circles.json: duplicate port 8081"),
+            "{line}"
+        );
+    }
+
+    #[test]
     fn durations_read_like_a_clock() {
         assert_eq!(human_duration(42), "42s");
         assert_eq!(human_duration(185), "3m05s");
