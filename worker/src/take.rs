@@ -297,7 +297,7 @@ impl Taker<'_> {
             task.task_id,
             task.script.len()
         );
-        let ran = runner::run_script(self.engine, &task.script, &control);
+        let ran = runner::run_script(self.engine, &task.task_id, &task.script, &control);
         let cause = self.cancels.end();
         let task_id = task.task_id;
         let outcome = match ran {
