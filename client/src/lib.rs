@@ -57,6 +57,7 @@ pub mod keys;
 mod kind;
 mod listener;
 mod scripts;
+mod tls;
 pub mod url;
 
 pub use caller::{Caller, Role};
@@ -64,6 +65,7 @@ pub use client::{
     Client, ClientOptions, OnDrop, STATS_BATCH, SUBMITTER_FAILED, SUBMITTER_GONE, Watched,
 };
 pub use kind::FailureKind;
+pub use tls::RedisCa;
 pub use url::RedisUrl;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

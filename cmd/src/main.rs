@@ -12,7 +12,8 @@
 //! (managed Redis, counters), [`status`] and [`render`] (the table),
 //! [`orchestrator`] (start-up, reload and shutdown), [`reload`] (the handle
 //! that asks for a reload), [`roster`] (the circles shown), [`play`],
-//! [`token`] and [`principals`] (who may connect to a circle).
+//! [`token`] and [`principals`] (who may connect to a circle), [`tls`] (CA
+//! files and `play`'s TLS client).
 //!
 //! ```text
 //! $ circles_orchestrator circles.json            # serve every circle
@@ -41,6 +42,7 @@ pub mod roster;
 pub mod settings;
 pub mod status;
 pub mod supervisor;
+pub mod tls;
 pub mod token;
 
 /// A usage mistake: exit code 2.
@@ -65,6 +67,7 @@ fn exit_code_of(error: &anyhow::Error) -> u8 {
 fn main() -> ExitCode {
     // clap exits 2 on a usage error and 0 for --help/--version.
     let cli = cli::Cli::parse();
+    tls::install_provider();
     let result = match cli.command {
         Some(cli::Command::Play(args)) => play::play(args),
         Some(cli::Command::Token(cli::TokenCommand::New(args))) => token::new(&args).map(|()| 0),

@@ -99,7 +99,11 @@ impl CircleSet {
         let host = self.next_host;
         let mut hosted = Vec::with_capacity(prepared.len());
         for p in prepared {
-            let state = Arc::new(CircleState::new(p.config.clone(), &ctx.settings.host));
+            let state = Arc::new(CircleState::new(
+                p.config.clone(),
+                ctx.settings.ws_scheme(),
+                &ctx.settings.host,
+            ));
             let worker_token = ctx.root.child_token();
             let worker = spawn::start_worker(
                 &ctx.settings,
