@@ -165,6 +165,7 @@ async fn a_reload_adds_removes_and_changes_circles_while_an_untouched_circles_cl
 
     drop((alpha, alpha2, gamma, delta));
     assert!(o.stop().success(), "{}", o.stderr());
+    assert!(!o.stderr().contains("error accepting"), "{}", o.stderr());
 }
 
 /// The last JSON snapshot on stdout.

@@ -25,6 +25,10 @@ use crate::tls::TlsConfig;
 use crate::upgrade::upgrade;
 use crate::{Error, Result};
 
+/// How long a pause is given to reach actix's accept thread before it is
+/// acknowledged (actix gives no acknowledgement of its own).
+const PAUSE_SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// How often a paused host looks whether it still holds a connection.
 const IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -211,6 +215,10 @@ pub async fn run_many_pausable(
             () = token.cancelled() => break,
             () = pause.requested(), if !paused => {
                 handle.pause().await;
+                // Actix hands the pause to its accept thread and does not say
+                // when that thread has let go of the listeners; an owner that
+                // shuts a listener before then makes it log an accept error.
+                tokio::time::sleep(PAUSE_SETTLE).await;
                 paused = true;
                 log::info!("{what}: paused; its open connections carry on");
                 pause.acknowledge();

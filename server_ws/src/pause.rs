@@ -20,8 +20,9 @@ impl Pause {
         Pause::default()
     }
 
-    /// Asks the host to stop accepting; returns once it has handed the
-    /// request to its accept loop, or once the host has returned. A paused
+    /// Asks the host to stop accepting; returns once its accept loop has had
+    /// the request for a moment (actix does not acknowledge it; see
+    /// `PAUSE_SETTLE` in `host.rs`), or once the host has returned. A paused
     /// host is never resumed.
     pub async fn pause(&self) {
         self.requested.cancel();
