@@ -109,8 +109,11 @@ impl Orchestrator {
             reload: Arc::default(),
         };
         let managed = Arc::new(Mutex::new(managed));
-        let started = runtime.block_on(Running::start(&settings, header, &mut signals, &managed));
+        // Made before the start, so that anything started with the circles
+        // (an admin endpoint) can hold a clone; requests wait until
+        // `serve_until_signal` runs.
         let (reload, reloads) = reload::channel();
+        let started = runtime.block_on(Running::start(&settings, header, &mut signals, &managed));
         match started {
             Ok(running) => Ok(Orchestrator {
                 settings,
