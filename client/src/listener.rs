@@ -195,7 +195,7 @@ pub(crate) fn read_notification(payload: &[u8]) -> Option<(String, Outcome)> {
         Ok(Some(outcome)) => Some((task_id, outcome)),
         Ok(None) => None,
         Err(e) => {
-            log::warn!("ignoring a notification for task {task_id}: {e}");
+            log::warn!(task = task_id.as_str(); "ignoring a notification for task {task_id}: {e}");
             None
         }
     }

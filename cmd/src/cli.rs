@@ -192,6 +192,11 @@ pub struct RunArgs {
     /// Log file in live mode [default: DATA_DIR/orchestrator.log].
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+
+    /// How log lines are written: `text`, or `json` (one object per line with
+    /// timestamp, level, target, message, and circle and task where known).
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: crate::logging::LogFormat,
 }
 
 /// Options of `circles_orchestrator play`.

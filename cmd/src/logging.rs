@@ -2,18 +2,51 @@
 //! file (default `<data-dir>/orchestrator.log`) so they can never corrupt the
 //! table. `RUST_LOG` works as usual; the default shows our crates at `info`
 //! and everything else at `warn`.
+//!
+//! Two formats (`--log-format`): `text`, env_logger's own line (the ids a
+//! line is about are in its message), and `json`, one object per line for
+//! log shippers ([`json_line`]): `timestamp` (RFC 3339, UTC, milliseconds),
+//! `level`, `target`, `message`, then every key-value pair the call attached
+//! (`circle`, `queue`, `task`, `worker`, … where known).
 
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
+use clap::ValueEnum;
+use log::kv::{Error as KvError, Key, Value, VisitSource};
 
 const DEFAULT_FILTER: &str =
     "warn,circles_orchestrator=info,ourdb=info,engine=info,client=info,worker=info,server_ws=info";
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum LogFormat {
+    /// env_logger's line: `[timestamp LEVEL target] message`.
+    #[default]
+    Text,
+    /// One JSON object per line: timestamp, level, target, message and the
+    /// line's fields (`circle`, `task`, …).
+    Json,
+}
+
 /// Installs the logger; `file` sends logs there instead of stderr.
-pub fn init(file: Option<&Path>) -> anyhow::Result<()> {
+pub fn init(file: Option<&Path>, format: LogFormat) -> anyhow::Result<()> {
     let mut builder =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(DEFAULT_FILTER));
+    match format {
+        // The message already names what the line is about; the fields would
+        // say it twice.
+        LogFormat::Text => {
+            builder.format_key_values(env_logger::fmt::hidden_kv_format);
+        }
+        LogFormat::Json => {
+            builder.format(|buf, record| {
+                let line = json_line(&buf.timestamp_millis().to_string(), record);
+                writeln!(buf, "{line}")
+            });
+        }
+    }
     if let Some(path) = file {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
@@ -28,4 +61,73 @@ pub fn init(file: Option<&Path>) -> anyhow::Result<()> {
     }
     builder.try_init().context("cannot install the logger")?;
     Ok(())
+}
+
+/// One JSON log line (without its newline): the fixed fields first, then the
+/// record's key-value pairs (a pair never replaces a fixed field). Values are
+/// written as text except numbers and booleans; serde_json escapes them.
+pub fn json_line(timestamp: &str, record: &log::Record<'_>) -> String {
+    let mut object = serde_json::Map::new();
+    object.insert("timestamp".into(), timestamp.into());
+    object.insert("level".into(), record.level().as_str().into());
+    object.insert("target".into(), record.target().into());
+    object.insert("message".into(), record.args().to_string().into());
+    let mut fields = Fields(&mut object);
+    // A visitor that never fails: the Result is always Ok.
+    let _ = record.key_values().visit(&mut fields);
+    serde_json::Value::Object(object).to_string()
+}
+
+struct Fields<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
+
+impl<'kvs> VisitSource<'kvs> for Fields<'_> {
+    fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), KvError> {
+        let value = if let Some(n) = value.to_u64() {
+            n.into()
+        } else if let Some(n) = value.to_i64() {
+            n.into()
+        } else if let Some(b) = value.to_bool() {
+            b.into()
+        } else {
+            value.to_string().into()
+        };
+        self.0.entry(key.as_str().to_string()).or_insert(value);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(kvs: &[(&str, &str)], message: std::fmt::Arguments<'_>) -> serde_json::Value {
+        let record = log::Record::builder()
+            .level(log::Level::Warn)
+            .target("worker::take")
+            .args(message)
+            .key_values(&kvs)
+            .build();
+        serde_json::from_str(&json_line("2026-01-02T03:04:05.678Z", &record))
+            .expect("a log line is JSON")
+    }
+
+    #[test]
+    fn a_json_line_has_the_fixed_fields_and_the_records_pairs_escaped() {
+        let v = line(
+            &[("task", "t-1"), ("circle", "Al\"pha\n")],
+            format_args!("task {} \"quoted\"\n", "t-1"),
+        );
+        assert_eq!(v["timestamp"], "2026-01-02T03:04:05.678Z");
+        assert_eq!(v["level"], "WARN");
+        assert_eq!(v["target"], "worker::take");
+        assert_eq!(v["message"], "task t-1 \"quoted\"\n");
+        assert_eq!(v["task"], "t-1");
+        assert_eq!(v["circle"], "Al\"pha\n");
+    }
+
+    #[test]
+    fn a_pair_never_replaces_a_fixed_field() {
+        let v = line(&[("message", "forged")], format_args!("real"));
+        assert_eq!(v["message"], "real");
+    }
 }

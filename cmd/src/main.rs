@@ -10,9 +10,10 @@
 //! starting a managed redis-server), [`circles`] (opening databases and
 //! binding ports), [`supervisor`] (restart with backoff), [`monitor`]
 //! (managed Redis, counters), [`status`] and [`render`] (the table),
-//! [`orchestrator`] (start-up and shutdown), [`play`], [`token`] and
-//! [`principals`] (who may connect to a circle), [`tls`] (CA files and
-//! `play`'s TLS client).
+//! [`orchestrator`] (start-up, reload and shutdown), [`reload`] (the handle
+//! that asks for a reload), [`roster`] (the circles shown), [`play`],
+//! [`token`] and [`principals`] (who may connect to a circle), [`tls`] (CA
+//! files and `play`'s TLS client).
 //!
 //! ```text
 //! $ circles_orchestrator circles.json            # serve every circle
@@ -35,7 +36,9 @@ pub mod orchestrator;
 pub mod play;
 pub mod principals;
 pub mod redis_setup;
+pub mod reload;
 pub mod render;
+pub mod roster;
 pub mod settings;
 pub mod status;
 pub mod supervisor;

@@ -9,7 +9,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::status::{CircleState, lock};
+use crate::roster::Roster;
+use crate::status::lock;
 use crate::{redis_setup, supervisor};
 
 /// How often a managed redis-server is checked for life.
@@ -69,12 +70,11 @@ pub async fn watch_redis(
 /// and wakes the renderer when any changed (heartbeat age aside).
 pub async fn poll_stats(
     client: client::Client,
-    states: Vec<Arc<CircleState>>,
+    roster: Roster,
     every: Duration,
     changed: Arc<Notify>,
     stop: CancellationToken,
 ) {
-    let queues: Vec<&str> = states.iter().map(|s| s.queue.as_str()).collect();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -82,6 +82,8 @@ pub async fn poll_stats(
             _ = tick.tick() => {}
             () = stop.cancelled() => return,
         }
+        let states = roster.current();
+        let queues: Vec<&str> = states.iter().map(|s| s.queue.as_str()).collect();
         let read = tokio::time::timeout(STATS_TIMEOUT, client.stats_many(&queues)).await;
         let latest: Vec<Option<client::QueueStats>> = match read {
             Ok(Ok(all)) => all.into_iter().map(Some).collect(),

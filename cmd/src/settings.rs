@@ -67,6 +67,8 @@ pub struct Settings {
     pub mode: Mode,
     /// The log file: `Some` in live mode only (logs go to stderr otherwise).
     pub log_file: Option<PathBuf>,
+    /// How log lines are written.
+    pub log_format: crate::logging::LogFormat,
     /// How often the live table and JSON snapshots are refreshed.
     pub refresh: Duration,
     /// How often the per-circle counters are read from Redis.
@@ -139,6 +141,7 @@ impl Settings {
             host: args.host,
             mode,
             log_file,
+            log_format: args.log_format,
             refresh: args.refresh,
             stats_every,
             shutdown_grace: args.shutdown_grace,
@@ -268,7 +271,7 @@ fn check_host(host: &str) -> anyhow::Result<()> {
 /// Circles without principals are served only on loopback unless
 /// `--allow-open` says otherwise: anyone who reaches an open circle's port
 /// can read and rewrite its data.
-fn check_open_circles(circles: &[CircleConfig], host: &str) -> anyhow::Result<()> {
+pub fn check_open_circles(circles: &[CircleConfig], host: &str) -> anyhow::Result<()> {
     if is_loopback(host) {
         return Ok(());
     }

@@ -299,6 +299,8 @@ pub struct Snapshot {
     pub uptime_secs: u64,
     /// One row per circle, in circles.json order.
     pub circles: Vec<Row>,
+    /// The last reload of circles.json, if any.
+    pub reload: Option<crate::reload::LastReload>,
 }
 
 /// Facts the header shows.
@@ -316,6 +318,8 @@ pub struct Header {
     pub redis_restarts: Arc<std::sync::atomic::AtomicU32>,
     /// When the orchestrator started.
     pub started: Instant,
+    /// The last reload of circles.json, if any.
+    pub reload: Arc<Mutex<Option<crate::reload::LastReload>>>,
 }
 
 /// Takes a snapshot of every circle.
@@ -330,6 +334,7 @@ pub fn snapshot(header: &Header, circles: &[Arc<CircleState>], phase: &'static s
         phase,
         uptime_secs: header.started.elapsed().as_secs(),
         circles: circles.iter().map(|c| c.row()).collect(),
+        reload: lock(&header.reload).clone(),
     }
 }
 

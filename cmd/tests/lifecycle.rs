@@ -715,9 +715,25 @@ async fn a_killed_orchestrator_takes_its_managed_redis_down_with_it() {
 }
 
 #[test]
-fn sigint_and_sighup_also_shut_down_cleanly() {
+fn sigint_also_shuts_down_cleanly_and_sighup_reloads_instead() {
     let redis = testkit::RedisServer::start();
-    for signal in ["INT", "HUP"] {
+    // SIGHUP re-reads circles.json (DESIGN §7): the orchestrator serves on.
+    {
+        let sandbox = Sandbox::new();
+        let config = sandbox.circles(&[(1, "Calm", port())]);
+        let mut o = Orchestrator::start(&sandbox, &config, &redis.url(), &[]);
+        o.wait_table();
+        o.signal("HUP");
+        o.wait_stdout("reload applied: nothing changed", Duration::from_secs(30));
+        assert!(
+            o.child.try_wait().expect("try_wait").is_none(),
+            "{}",
+            o.stderr()
+        );
+        assert!(o.stop().success(), "{}", o.stderr());
+    }
+    {
+        let signal = "INT";
         let sandbox = Sandbox::new();
         let config = sandbox.circles(&[(1, "Calm", port())]);
         let mut o = Orchestrator::start(&sandbox, &config, &redis.url(), &[]);

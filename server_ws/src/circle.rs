@@ -24,6 +24,9 @@ pub(crate) struct Shared {
     pub(crate) submit: SubmitOptions,
     /// Failed upgrades per client address (circles with principals).
     pub(crate) limiter: Arc<Limiter>,
+    /// The connections of every circle of this host (a paused host stops
+    /// once it holds none).
+    pub(crate) host_open: Arc<ServerStatus>,
 }
 
 /// The circles of one host, by the local address of their listener.

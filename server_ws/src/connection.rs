@@ -37,7 +37,7 @@ pub(crate) async fn serve(
     _slot: ConnectionGuard,
 ) {
     let mut connection = Connection::new(shared, session, stream);
-    log::debug!("circle {}: client connected", connection.circle);
+    log::debug!(circle:% = connection.circle; "circle {}: client connected", connection.circle);
     let end = connection.read_until_end().await;
     connection.finish(end).await;
 }
@@ -171,7 +171,7 @@ impl Connection {
             // (`End::Gone`): a notification sent right before a close still
             // runs, and a close frame still gets its answer.
             Err(ProtocolError::Io(e)) if client_side_ended(&e) => {
-                log::debug!("circle {circle}: the client's side of the connection ended: {e}");
+                log::debug!(circle:%; "circle {circle}: the client's side of the connection ended: {e}");
                 self.bytes_ended = true;
                 Step::Skip
             }
@@ -181,7 +181,7 @@ impl Connection {
             // would answer the same frame forever, so they close (below).
             Err(ProtocolError::Io(e)) if not_utf8(&e) => Step::Reply(rpc::not_utf8()),
             Err(e) => {
-                log::debug!("circle {circle}: websocket protocol error: {e}");
+                log::debug!(circle:%; "circle {circle}: websocket protocol error: {e}");
                 return Err(End::Protocol);
             }
         };
@@ -225,7 +225,7 @@ impl Connection {
         // leaves its task alone.
         self.reader.requests.abort_all();
         self.reader.waiters.abort_all();
-        log::debug!("circle {}: client disconnected", self.circle);
+        log::debug!(circle:% = self.circle; "circle {}: client disconnected", self.circle);
     }
 
     /// The close frame for `end` (none when nothing can be sent); on
@@ -242,7 +242,7 @@ impl Connection {
                     .await
                     .is_err()
                 {
-                    log::warn!(
+                    log::warn!(circle:%;
                         "circle {circle}: {} request(s) unanswered after {:?} of shutdown",
                         self.reader.requests.len(),
                         timing.drain_timeout
@@ -251,7 +251,7 @@ impl Connection {
                 Some(end::reason(CloseCode::Away, "server shutting down"))
             }
             End::Dead => {
-                log::info!(
+                log::info!(circle:%;
                     "circle {circle}: dropping a client that answered nothing (not even a pong) for {:?}",
                     timing.client_timeout
                 );
@@ -275,6 +275,6 @@ fn log_panic(circle: &str, what: &str, done: Result<(), tokio::task::JoinError>)
     if let Err(e) = done
         && e.is_panic()
     {
-        log::error!("circle {circle}: {what} panicked: {e}");
+        log::error!(circle:%; "circle {circle}: {what} panicked: {e}");
     }
 }

@@ -199,7 +199,7 @@ async fn admit(shared: &Shared, permits: &Arc<Semaphore>, item: Item, io: &mut I
                 )),
                 None => {
                     // Per message, so not at warn: one client could flood the log.
-                    log::debug!(
+                    log::debug!(circle:% = shared.config.circle_name;
                         "circle {}: a notification's script of {} bytes exceeds the limit of \
                          {max} bytes; not run",
                         shared.config.circle_name,

@@ -19,10 +19,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::circle::{Routes, Shared};
 use crate::config::{ServerConfig, ServerTiming};
+use crate::pause::Pause;
 use crate::status::ServerStatus;
 use crate::tls::TlsConfig;
 use crate::upgrade::upgrade;
 use crate::{Error, Result};
+
+/// How long a pause is given to reach actix's accept thread before it is
+/// acknowledged (actix gives no acknowledgement of its own).
+const PAUSE_SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How often a paused host looks whether it still holds a connection.
+const IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Actix worker threads of one host, whatever the number of circles.
 pub const HOST_WORKERS: usize = 1;
@@ -41,6 +49,8 @@ pub struct CircleServer {
     pub listener: TcpListener,
     /// Its live counters (connections, in flight, refused upgrades).
     pub status: Arc<ServerStatus>,
+    /// The circle's own token, if any ([`CircleServer::with_token`]).
+    pub token: Option<CancellationToken>,
 }
 
 impl CircleServer {
@@ -50,7 +60,18 @@ impl CircleServer {
             config,
             listener,
             status,
+            token: None,
         }
+    }
+
+    /// Gives the circle a token of its own, a child of the host's token:
+    /// cancelling it refuses the circle's upgrades and closes its connections
+    /// with 1001 (after their requests in flight were answered) while the
+    /// host and its other circles carry on. One token may serve the circle on
+    /// several hosts at once.
+    pub fn with_token(mut self, token: CancellationToken) -> Self {
+        self.token = Some(token);
+        self
     }
 }
 
@@ -117,13 +138,32 @@ pub async fn run_many(
     client: client::Client,
     token: CancellationToken,
 ) -> Result<()> {
+    run_many_pausable(circles, timing, client, token, Pause::new()).await
+}
+
+/// [`run_many`] that stops accepting on every listener once `pause` is
+/// requested, while its open connections carry on until `token` (or their
+/// circle's own token) fires. A paused host never accepts again; once it
+/// holds no connection its actix server stops (its threads end) and it waits
+/// for `token` to return.
+pub async fn run_many_pausable(
+    circles: Vec<CircleServer>,
+    timing: ServerTiming,
+    client: client::Client,
+    token: CancellationToken,
+    pause: Pause,
+) -> Result<()> {
+    // However it returns, a waiting `Pause::pause` is released.
+    let _released = ReleaseOnDrop(pause.clone());
     if circles.is_empty() {
+        pause.acknowledge();
         token.cancelled().await;
         return Ok(());
     }
     let what = describe(&circles);
     // Actix force-closes what is still open after this; connections drain first.
     let shutdown_secs = timing.drain_timeout.as_secs() + 2;
+    let host_open = Arc::new(ServerStatus::default());
     let mut routes: Routes = HashMap::with_capacity(circles.len());
     let mut listeners = Vec::with_capacity(circles.len());
     for circle in circles {
@@ -140,8 +180,9 @@ pub async fn run_many(
             timing: timing.clone(),
             client: client.clone(),
             status: circle.status,
-            token: token.clone(),
+            token: circle.token.unwrap_or_else(|| token.clone()),
             limiter: Arc::default(),
+            host_open: host_open.clone(),
         });
         if routes.insert(addr, shared).is_some() {
             return Err(io_error(std::io::Error::new(
@@ -164,12 +205,36 @@ pub async fn run_many(
     let handle = server.handle();
     let mut serving = tokio::spawn(server);
     let mut guard = StopOnDrop(Some(handle.clone()));
-    tokio::select! {
-        ended = &mut serving => {
-            guard.0 = None;
-            return joined(ended).map_err(host_error);
+    let mut paused = false;
+    loop {
+        tokio::select! {
+            ended = &mut serving => {
+                guard.0 = None;
+                return joined(ended).map_err(host_error);
+            }
+            () = token.cancelled() => break,
+            () = pause.requested(), if !paused => {
+                handle.pause().await;
+                // Actix hands the pause to its accept thread and does not say
+                // when that thread has let go of the listeners; an owner that
+                // shuts a listener before then makes it log an accept error.
+                tokio::time::sleep(PAUSE_SETTLE).await;
+                paused = true;
+                log::info!("{what}: paused; its open connections carry on");
+                pause.acknowledge();
+            }
+            () = tokio::time::sleep(IDLE_CHECK), if paused => {
+                if host_open.connections() == 0 {
+                    // Nothing left to serve: free the threads now, not at shutdown.
+                    handle.stop(true).await;
+                    let ended = serving.await;
+                    guard.0 = None;
+                    log::info!("{what}: paused and idle; stopped");
+                    token.cancelled().await;
+                    return joined(ended).map_err(host_error);
+                }
+            }
         }
-        () = token.cancelled() => {}
     }
     log::debug!("{what}: stopping");
     handle.stop(true).await;
@@ -275,6 +340,15 @@ impl std::fmt::Display for Described {
             Described::One(circle) => write!(f, "circle {circle}: websocket server"),
             Described::Many(n) => write!(f, "websocket host of {n} circles"),
         }
+    }
+}
+
+/// Releases a waiting [`Pause::pause`] when the host returns or is dropped.
+struct ReleaseOnDrop(Pause);
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        self.0.acknowledge();
     }
 }
 

@@ -21,7 +21,10 @@
 //!
 //! Modules, from the top down (each uses only those below it):
 //! - `host`: [`run_many`], [`run`], [`run_with`], [`CircleServer`]: the actix
-//!   server and its shutdown;
+//!   server and its shutdown; [`run_many_pausable`] and a circle's own token
+//!   ([`CircleServer::with_token`]) let an owner hand circles to another host
+//!   or close one circle's sockets while the others carry on;
+//! - `pause`: [`Pause`], the request to stop accepting;
 //! - `upgrade`: the `GET /ws` handler (origin, token, connection limit,
 //!   frame guard);
 //! - `connection`: one socket's read loop, its heartbeat and its close;
@@ -98,6 +101,7 @@ mod frame_guard;
 pub mod fuzzing;
 mod host;
 mod origin;
+mod pause;
 mod play;
 mod reader;
 mod rpc;
@@ -112,7 +116,8 @@ pub use config::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_SCRIPT_BYTES, DEFAULT_TASK_TIMEOUT, Principal, ServerConfig, ServerTiming,
 };
-pub use host::{CircleServer, HOST_WORKERS, run, run_many, run_with};
+pub use host::{CircleServer, HOST_WORKERS, run, run_many, run_many_pausable, run_with};
+pub use pause::Pause;
 pub use status::ServerStatus;
 pub use tls::TlsConfig;
 

@@ -13,7 +13,6 @@ use crate::rpc;
 /// the task runs on, and a running script gets the worker's shutdown grace.
 pub(crate) async fn play(shared: &Shared, id: &Value, script: &str) -> Value {
     let circle = shared.config.circle_name.as_str();
-    log::debug!("circle {circle}: play ({} bytes)", script.len());
     let shutting_down = || shared.token.is_cancelled();
     let ended = shared
         .client
@@ -27,6 +26,7 @@ pub(crate) async fn play(shared: &Shared, id: &Value, script: &str) -> Value {
     if let Err(client::Error::Unavailable { url, reason }) = &ended {
         broker_unavailable(shared, url, reason);
     }
+    log_ended(circle, script.len(), &ended);
     reply(circle, id, ended)
 }
 
@@ -35,19 +35,26 @@ pub(crate) async fn play(shared: &Shared, id: &Value, script: &str) -> Value {
 /// hear of it).
 pub(crate) async fn submit_notification(shared: &Shared, script: &str) -> Option<Watched> {
     let circle = shared.config.circle_name.as_str();
-    log::debug!("circle {circle}: notification ({} bytes)", script.len());
     match shared
         .client
         .submit_watched(&shared.config.queue, script, &shared.submit)
         .await
     {
-        Ok(watched) => Some(watched),
+        Ok(watched) => {
+            log::debug!(
+                circle, task = watched.task_id();
+                "circle {circle}: notification ({} bytes) queued as task {}",
+                script.len(),
+                watched.task_id()
+            );
+            Some(watched)
+        }
         Err(client::Error::Unavailable { url, reason }) => {
             broker_unavailable(shared, &url, &reason);
             None
         }
         Err(e) => {
-            log::error!("circle {circle}: a notification's task could not be queued: {e}");
+            log::error!(circle; "circle {circle}: a notification's task could not be queued: {e}");
             None
         }
     }
@@ -60,15 +67,36 @@ pub(crate) async fn await_notification(shared: &Shared, watched: Watched) {
     match watched.outcome().await {
         Ok(Outcome::Completed(_)) => {}
         Ok(Outcome::Failed(f)) => log::debug!(
+            circle = shared.config.circle_name.as_str(), task = task_id.as_str();
             "circle {}: notification task {task_id} failed ({}): {}",
             shared.config.circle_name,
             f.kind,
             f.message
         ),
         Err(e) => log::debug!(
+            circle = shared.config.circle_name.as_str(), task = task_id.as_str();
             "circle {}: waiting for notification task {task_id}: {e}",
             shared.config.circle_name
         ),
+    }
+}
+
+/// A request's end in the debug log, with its task id when it got one.
+fn log_ended(circle: &str, bytes: usize, ended: &client::Result<Outcome>) {
+    let (task, how) = match ended {
+        Ok(Outcome::Completed(out)) => (Some(out.task_id.as_str()), "completed".to_owned()),
+        Ok(Outcome::Failed(f)) => (Some(f.task_id.as_str()), format!("failed ({})", f.kind)),
+        Err(client::Error::Timeout { task_id, .. }) => {
+            (Some(task_id.as_str()), "timed out".to_owned())
+        }
+        Err(e) => (None, format!("not run: {e}")),
+    };
+    match task {
+        Some(task) => log::debug!(
+            circle, task;
+            "circle {circle}: play ({bytes} bytes) as task {task}: {how}"
+        ),
+        None => log::debug!(circle; "circle {circle}: play ({bytes} bytes): {how}"),
     }
 }
 
@@ -77,6 +105,7 @@ pub(crate) async fn await_notification(shared: &Shared, watched: Watched) {
 fn broker_unavailable(shared: &Shared, url: &str, reason: &str) {
     if let Some(n) = shared.status.broker_unavailable() {
         log::warn!(
+            circle = shared.config.circle_name.as_str();
             "circle {}: broker at {url} unavailable: {reason} ({n} requests answered \
              -32002 or notifications dropped so far; logged at powers of two)",
             shared.config.circle_name
@@ -133,7 +162,7 @@ pub(crate) fn reply(circle: &str, id: &Value, ended: client::Result<Outcome>) ->
             None,
         ),
         Err(other) => {
-            log::error!("circle {circle}: play failed inside the server: {other}");
+            log::error!(circle; "circle {circle}: play failed inside the server: {other}");
             rpc::internal(id)
         }
     }

@@ -44,7 +44,7 @@ pub(crate) async fn upgrade(
     };
     if !origin::is_allowed(origin, &shared.config.allowed_origins) {
         if let Some(n) = shared.status.refused() {
-            log::warn!(
+            log::warn!(circle:%;
                 "circle {circle}: refused a websocket upgrade from origin {origin:?} \
                  ({n} upgrades refused so far; logged at powers of two)"
             );
@@ -75,7 +75,7 @@ pub(crate) async fn upgrade(
     let max = shared.config.max_connections;
     let Some(slot) = shared.status.try_connect(max) else {
         if let Some(n) = shared.status.refused() {
-            log::warn!(
+            log::warn!(circle:%;
                 "circle {circle}: refused a websocket upgrade: {max} connections already open \
                  ({n} upgrades refused so far; logged at powers of two)"
             );
@@ -98,12 +98,12 @@ pub(crate) async fn upgrade(
     // them); its own limit only has to let control frames (at most 125
     // bytes) and the guard's stand-ins through, whatever the message limit.
     let stream = stream.max_frame_size(shared.config.max_message_bytes.max(125));
-    actix_web::rt::spawn(connection::serve(
-        Arc::clone(&shared),
-        session,
-        stream,
-        slot,
-    ));
+    let host_slot = shared.host_open.try_connect(usize::MAX);
+    let serving = connection::serve(Arc::clone(&shared), session, stream, slot);
+    actix_web::rt::spawn(async move {
+        let _host_slot = host_slot;
+        serving.await;
+    });
     Ok(response)
 }
 
@@ -133,7 +133,7 @@ fn authorize(
     else {
         shared.limiter.failed(ip, now);
         if let Some(n) = shared.status.refused() {
-            log::warn!(
+            log::warn!(circle:%;
                 "circle {circle}: refused a websocket upgrade from {ip} without a valid token \
                  ({n} upgrades refused so far; logged at powers of two)"
             );
@@ -144,7 +144,7 @@ fn authorize(
                 .body(UNAUTHORIZED),
         ));
     };
-    log::debug!(
+    log::debug!(circle:%;
         "circle {circle}: {ip} connects as {:?} ({})",
         principal.name,
         principal.role

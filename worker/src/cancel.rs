@@ -144,6 +144,7 @@ pub(crate) async fn watch(
             match broker.cancel_requested(&task_id).await {
                 Ok(Some(reason)) => {
                     log::info!(
+                        task = task_id.as_str(), worker = broker.worker_id();
                         "worker {}: cancelling the script of task {task_id}: {reason}",
                         broker.worker_id()
                     );
@@ -151,6 +152,7 @@ pub(crate) async fn watch(
                 }
                 Ok(None) => {}
                 Err(e) => log::debug!(
+                    task = task_id.as_str(), worker = broker.worker_id();
                     "worker {}: looking for a cancel of task {task_id} failed: {e}",
                     broker.worker_id()
                 ),

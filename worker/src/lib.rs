@@ -294,7 +294,11 @@ pub async fn run_with(
             ),
         }
     }
-    log::info!("worker {worker_id} takes tasks from queue {}", config.queue);
+    log::info!(
+        queue = config.queue.as_str(), worker = worker_id.as_str();
+        "worker {worker_id} takes tasks from queue {}",
+        config.queue
+    );
 
     // Register and resolve predecessors' leftovers before the first task.
     beat::beat_once(&beat_broker, &options, true).await;
@@ -386,10 +390,18 @@ pub async fn run_with(
         Err(_) => Some("the circle thread panicked".to_owned()),
     };
     if let Some(reason) = failure {
-        log::error!("worker {worker_id} for queue {}: {reason}", config.queue);
+        log::error!(
+            queue = config.queue.as_str(), worker = worker_id.as_str();
+            "worker {worker_id} for queue {}: {reason}",
+            config.queue
+        );
         return Err(fatal(reason));
     }
     status.set(WorkerState::Stopped);
-    log::info!("worker {worker_id} for queue {} stopped", config.queue);
+    log::info!(
+        queue = config.queue.as_str(), worker = worker_id.as_str();
+        "worker {worker_id} for queue {} stopped",
+        config.queue
+    );
     Ok(())
 }

@@ -25,13 +25,19 @@ pub(crate) type RunResult = Result<engine::Outcome, ScriptError>;
 /// could not be built; closed if the thread panicked.
 pub(crate) type Done = oneshot::Receiver<Result<(), String>>;
 
-/// Runs `script` on this thread, turning an engine panic into an internal
-/// error (the engine has already discarded the run's writes).
-pub(crate) fn run_script(engine: &CircleEngine, script: &str, control: &RunControl) -> RunResult {
+/// Runs the script of task `task_id` on this thread, turning an engine
+/// panic into an internal error (the engine has already discarded the run's
+/// writes).
+pub(crate) fn run_script(
+    engine: &CircleEngine,
+    task_id: &str,
+    script: &str,
+    control: &RunControl,
+) -> RunResult {
     let run =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.run(script, control)));
     run.unwrap_or_else(|_| {
-        log::error!("the engine panicked while running a script");
+        log::error!(task = task_id; "the engine panicked while running the script of task {task_id}");
         Err(ScriptError {
             kind: engine::ErrorKind::Internal,
             message: "internal error while running the script".to_owned(),

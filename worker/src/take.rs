@@ -183,6 +183,7 @@ impl Taker<'_> {
     fn up(&self, outage: &mut Outage) {
         if let Some(since) = outage.since.take() {
             log::info!(
+                queue = self.config.queue.as_str();
                 "worker for queue {} is connected to redis again after {:.1?}",
                 self.config.queue,
                 since.elapsed()
@@ -196,13 +197,14 @@ impl Taker<'_> {
         if outage.since.is_none() {
             outage.since = Some(Instant::now());
             log::warn!(
+                queue = self.config.queue.as_str();
                 "worker for queue {} cannot reach redis: {err}; retrying with backoff up to {:?}",
                 self.config.queue,
                 self.options.max_backoff
             );
         }
         if !matches!(err, client::Error::Unavailable { .. }) {
-            log::error!("worker for queue {}: {err}", self.config.queue);
+            log::error!(queue = self.config.queue.as_str(); "worker for queue {}: {err}", self.config.queue);
         }
         self.status.set_reconnecting(err);
         outage.check_own = true;
@@ -246,6 +248,7 @@ impl Taker<'_> {
             Claim::Run(task) => return self.run_task(task, outage).await,
             Claim::Expired(id) => {
                 log::info!(
+                    task = id.as_str(), queue = self.config.queue.as_str();
                     "queue {}: task {id} expired before it ran",
                     self.config.queue
                 );
@@ -253,6 +256,7 @@ impl Taker<'_> {
             }
             Claim::Cancelled { task_id, reason } => {
                 log::info!(
+                    task = task_id.as_str(), queue = self.config.queue.as_str();
                     "queue {}: task {task_id} was cancelled before it ran: {reason}",
                     self.config.queue
                 );
@@ -260,6 +264,7 @@ impl Taker<'_> {
             }
             Claim::Invalid { task_id, reason } => {
                 log::warn!(
+                    task = task_id.as_str(), queue = self.config.queue.as_str();
                     "queue {}: task {task_id} cannot run: {reason}",
                     self.config.queue
                 );
@@ -267,6 +272,7 @@ impl Taker<'_> {
             }
             Claim::Skipped { task_id, reason } => {
                 log::warn!(
+                    task = task_id.as_str(), queue = self.config.queue.as_str();
                     "queue {}: skipped task {task_id}: {reason}",
                     self.config.queue
                 );
@@ -284,7 +290,14 @@ impl Taker<'_> {
             deadline: task.time_left().map(engine::clock::after),
             cancel: self.cancels.start(&task.task_id),
         };
-        let ran = runner::run_script(self.engine, &task.script, &control);
+        log::debug!(
+            task = task.task_id.as_str(), queue = self.config.queue.as_str();
+            "queue {}: task {} running ({} bytes)",
+            self.config.queue,
+            task.task_id,
+            task.script.len()
+        );
+        let ran = runner::run_script(self.engine, &task.task_id, &task.script, &control);
         let cause = self.cancels.end();
         let task_id = task.task_id;
         let outcome = match ran {
@@ -307,6 +320,22 @@ impl Taker<'_> {
                 column: e.column,
             }),
         };
+        match &outcome {
+            Outcome::Completed(out) => log::debug!(
+                task = out.task_id.as_str(), queue = self.config.queue.as_str();
+                "queue {}: task {} completed in {:?}",
+                self.config.queue,
+                out.task_id,
+                out.run_time.unwrap_or_default()
+            ),
+            Outcome::Failed(f) => log::debug!(
+                task = f.task_id.as_str(), queue = self.config.queue.as_str(), kind = f.kind.as_str();
+                "queue {}: task {} failed ({})",
+                self.config.queue,
+                f.task_id,
+                f.kind
+            ),
+        }
         self.finish(&outcome, outage).await
     }
 
@@ -344,6 +373,7 @@ impl Taker<'_> {
                         self.status.count(matches!(outcome, Outcome::Completed(_)));
                     } else {
                         log::warn!(
+                            task = task_id, queue = self.config.queue.as_str();
                             "queue {}: task {task_id} was resolved elsewhere while it ran; its result is dropped",
                             self.config.queue
                         );
@@ -360,6 +390,7 @@ impl Taker<'_> {
                             .get_or_insert_with(|| Instant::now() + self.config.shutdown_grace);
                         if Instant::now() >= at {
                             log::error!(
+                                task = task_id, queue = self.config.queue.as_str();
                                 "queue {}: could not write the result of task {task_id} before shutdown: {e}",
                                 self.config.queue
                             );
@@ -372,6 +403,7 @@ impl Taker<'_> {
                 }
                 Err(e) => {
                     log::error!(
+                        task = task_id, queue = self.config.queue.as_str();
                         "queue {}: writing the result of task {task_id} failed: {e}",
                         self.config.queue
                     );

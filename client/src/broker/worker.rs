@@ -290,7 +290,14 @@ impl WorkerBroker {
                 Ok(id) => ids.push(id),
                 Err(reason) => {
                     let claim = self.keys.end_unreadable(&self.conn, id, reason).await?;
-                    log::warn!("queue {}: {claim:?}", self.queue);
+                    match &claim {
+                        Claim::Invalid { task_id, reason } => log::warn!(
+                            task = task_id.as_str(), queue = self.queue.as_str();
+                            "queue {}: task {task_id} cannot run: {reason}",
+                            self.queue
+                        ),
+                        other => log::warn!("queue {}: {other:?}", self.queue),
+                    }
                 }
             }
         }

@@ -182,6 +182,28 @@ impl Client {
         ))
     }
 
+    /// The ids of up to `max` tasks waiting in `queue`, the oldest (next to
+    /// run) first. Read only; one round trip.
+    pub async fn queued(&self, queue: &str, max: usize) -> Result<Vec<String>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let first = -i64::try_from(max).unwrap_or(i64::MAX);
+        let mut ids: Vec<String> = self
+            .inner
+            .conn
+            .query(
+                redis::cmd("LRANGE")
+                    .arg(keys::tasks(queue))
+                    .arg(first)
+                    .arg(-1),
+            )
+            .await?;
+        // Workers take from the right end.
+        ids.reverse();
+        Ok(ids)
+    }
+
     /// For each queue, the database whose workers currently serve it, as
     /// they named it (see [`keys::queue_owner`]); `None` when no worker of
     /// ours holds it. One round trip.

@@ -111,6 +111,7 @@ impl Drop for CancelOnDrop<'_> {
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             log::debug!(
+                task = self.task_id;
                 "task {}: no runtime left to ask for its cancellation",
                 self.task_id
             );
@@ -124,10 +125,11 @@ impl Drop for CancelOnDrop<'_> {
             let mut backoff = Duration::from_millis(100);
             loop {
                 match client.cancel(&task_id, reason).await {
-                    Ok(true) => log::debug!("task {task_id}: cancelled: {reason}"),
+                    Ok(true) => log::debug!(task = task_id.as_str(); "task {task_id}: cancelled: {reason}"),
                     Ok(false) => {}
                     Err(e @ Error::Unavailable { .. }) if Instant::now() + backoff < give_up => {
                         log::debug!(
+                            task = task_id.as_str();
                             "task {task_id}: asking for its cancellation failed: {e}; retrying"
                         );
                         tokio::time::sleep(backoff).await;
@@ -135,7 +137,7 @@ impl Drop for CancelOnDrop<'_> {
                         continue;
                     }
                     Err(e) => {
-                        log::debug!("task {task_id}: asking for its cancellation failed: {e}")
+                        log::debug!(task = task_id.as_str(); "task {task_id}: asking for its cancellation failed: {e}")
                     }
                 }
                 return;

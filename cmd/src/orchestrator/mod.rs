@@ -7,11 +7,15 @@
 //! Cancellation is one tree under a root token:
 //!
 //! ```text
-//! root ─┬─ host            the websocket host of every circle (cancelled 1st)
+//! root ─┬─ hosts ─┬─ host × H        websocket hosts (one at start)     (cancelled 1st)
+//!       │         └─ connections × N each circle's sockets
 //!       ├─ circle × N      each circle's worker                 (cancelled 2nd)
 //!       └─ watchers        stats poller, managed-Redis watcher  (cancelled 3rd)
 //!  root itself             the status display                   (cancelled last)
 //! ```
+//!
+//! SIGHUP, or any [`ReloadHandle`], re-reads circles.json between signals
+//! (`apply.rs`; the running set and its hosts in `set.rs`).
 //!
 //! Shutdown order: first the servers (they stop reading, answer the requests
 //! they already submitted — the workers still run them — within their drain
@@ -19,9 +23,11 @@
 //! tasks and let the running script finish within `--shutdown-grace`); their
 //! tracker is awaited for the grace period plus [`DRAIN_MARGIN`]; the watchers
 //! stop, every OurDB is closed, the display draws its last frame, and then
-//! the managed Redis (if any) is stopped. A second signal stops at once
-//! (exit 1).
+//! the managed Redis (if any) is stopped. A second SIGINT or SIGTERM stops
+//! at once (exit 1).
 
+mod apply;
+mod set;
 mod signals;
 mod spawn;
 
@@ -32,14 +38,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio::runtime::Runtime;
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cli::RunArgs;
 use crate::redis_setup::{self, ManagedRedis};
+use crate::reload::{self, LastReload, ReloadHandle, Requests};
+use crate::roster::Roster;
 use crate::settings::Settings;
-use crate::status::{CircleState, Header, lock};
+use crate::status::{Header, lock};
 use crate::{circles, logging, monitor, render};
 use signals::Signals;
 
@@ -53,7 +60,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = Settings::resolve(args)?;
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create the data dir {}", settings.data_dir.display()))?;
-    logging::init(settings.log_file.as_deref())?;
+    logging::init(settings.log_file.as_deref(), settings.log_format)?;
     log::info!(
         "starting {} circles from {} (data dir {})",
         settings.circles.len(),
@@ -61,7 +68,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         settings.data_dir.display()
     );
     let mut orchestrator = Orchestrator::start(settings)?;
-    let signal = orchestrator.wait_for_signal();
+    let signal = orchestrator.serve_until_signal();
     orchestrator.shutdown(signal)
 }
 
@@ -73,6 +80,8 @@ pub struct Orchestrator {
     /// The redis-server we started, if we did; shared with its watcher.
     managed: Arc<Mutex<Option<ManagedRedis>>>,
     running: Running,
+    reloads: Requests,
+    reload: ReloadHandle,
 }
 
 impl Orchestrator {
@@ -97,8 +106,13 @@ impl Orchestrator {
             log_file: settings.log_file.as_ref().map(|f| f.display().to_string()),
             redis_restarts: Arc::default(),
             started: Instant::now(),
+            reload: Arc::default(),
         };
         let managed = Arc::new(Mutex::new(managed));
+        // Made before the start, so that anything started with the circles
+        // (an admin endpoint) can hold a clone; requests wait until
+        // `serve_until_signal` runs.
+        let (reload, reloads) = reload::channel();
         let started = runtime.block_on(Running::start(&settings, header, &mut signals, &managed));
         match started {
             Ok(running) => Ok(Orchestrator {
@@ -107,6 +121,8 @@ impl Orchestrator {
                 signals,
                 managed,
                 running,
+                reloads,
+                reload,
             }),
             Err(e) => {
                 stop_runtime_then_redis(runtime, &managed);
@@ -115,9 +131,39 @@ impl Orchestrator {
         }
     }
 
-    /// Waits for SIGINT, SIGTERM or SIGHUP; returns its name.
-    pub fn wait_for_signal(&mut self) -> &'static str {
-        self.runtime.block_on(self.signals.next())
+    /// A handle that asks this orchestrator to reload circles.json (for
+    /// the admin endpoint); reloads are applied while
+    /// [`Orchestrator::serve_until_signal`] runs.
+    pub fn reload_handle(&self) -> ReloadHandle {
+        self.reload.clone()
+    }
+
+    /// Serves until SIGINT or SIGTERM and returns its name; meanwhile each
+    /// SIGHUP and each [`ReloadHandle::reload`] re-reads circles.json.
+    pub fn serve_until_signal(&mut self) -> &'static str {
+        let Orchestrator {
+            runtime,
+            signals,
+            running,
+            reloads,
+            ..
+        } = self;
+        runtime.block_on(async {
+            loop {
+                let reply = tokio::select! {
+                    s = signals.next() => match s {
+                        "SIGHUP" => None,
+                        other => return other,
+                    },
+                    Some(reply) = reloads.next() => Some(reply),
+                };
+                let outcome = running.reload().await;
+                if let Some(reply) = reply {
+                    // The asker may have gone; the outcome is in the log and status.
+                    let _ = reply.send(outcome);
+                }
+            }
+        })
     }
 
     /// Drains everything in order (see the module docs) after `signal`, then
@@ -129,6 +175,7 @@ impl Orchestrator {
             mut signals,
             managed,
             running,
+            ..
         } = self;
         let drained = runtime.block_on(running.drain(signal, &settings, &mut signals));
         stop_runtime_then_redis(runtime, &managed);
@@ -152,23 +199,24 @@ fn client_options(settings: &Settings) -> client::ClientOptions {
 
 /// Everything that runs between start and shutdown.
 struct Running {
-    client: client::Client,
-    root: CancellationToken,
-    host_token: CancellationToken,
-    circle_tokens: Vec<CancellationToken>,
+    /// The options, the client, the token tree and the serving tracker
+    /// (every host and worker: the bounded drain waits for it).
+    ctx: set::Ctx,
+    /// The running circles and their hosts.
+    set: set::CircleSet,
+    /// The circles the display shows.
+    roster: Roster,
+    /// Where the display reads the last reload.
+    last_reload: Arc<Mutex<Option<LastReload>>>,
+    reloads_done: u64,
     watchers_token: CancellationToken,
-    /// The websocket host and every worker: the bounded drain waits for it.
-    serving: TaskTracker,
-    host: JoinHandle<()>,
     /// The stats poller and the managed-Redis watcher: awaited before the
     /// databases close.
     watchers: TaskTracker,
     /// The display: it draws the last frame after everything else stopped.
     support: TaskTracker,
-    changed: Arc<Notify>,
     /// Set when the drain starts; the display then shows `shutting down`.
     draining: Arc<AtomicBool>,
-    dbs: Vec<circles::Closing>,
 }
 
 impl Running {
@@ -230,37 +278,20 @@ impl Running {
         }
 
         let root = CancellationToken::new();
-        let serving = TaskTracker::new();
-        let changed = Arc::new(Notify::new());
-        let mut states = Vec::with_capacity(prepared.len());
-        let mut circle_tokens = Vec::with_capacity(prepared.len());
-        let mut dbs = Vec::with_capacity(prepared.len());
-        let mut hosted = Vec::with_capacity(prepared.len());
-        for p in prepared {
-            let state = Arc::new(CircleState::new(
-                p.config.clone(),
-                settings.ws_scheme(),
-                &settings.host,
-            ));
-            let token = root.child_token();
-            spawn::start_worker(settings, &p, &state, token.clone(), &serving, &changed);
-            circle_tokens.push(token);
-            let circles::Prepared {
-                config,
-                db,
-                engine,
-                listener,
-                ..
-            } = p;
-            let server = settings.server_config(&config, &state.queue);
-            hosted.push((server, listener, state.server.clone()));
-            dbs.push((config, db, engine));
-            states.push(state);
-        }
+        let ctx = set::Ctx {
+            settings: settings.clone(),
+            client: client.clone(),
+            hosts: root.child_token(),
+            root: root.clone(),
+            serving: TaskTracker::new(),
+            changed: Arc::new(Notify::new()),
+        };
         // The servers stop first and answer what they took while the workers
         // still run it; the workers stop after them (see the shutdown).
-        let host_token = root.child_token();
-        let host = spawn::start_host(&client, hosted, host_token.clone(), &serving, &changed);
+        let mut circle_set = set::CircleSet::default();
+        circle_set.start(&ctx, prepared);
+        let roster = Roster::new(circle_set.states());
+        let changed = ctx.changed.clone();
 
         let watchers_token = root.child_token();
         let watchers = TaskTracker::new();
@@ -273,7 +304,7 @@ impl Running {
         ));
         watchers.spawn(monitor::poll_stats(
             client.clone(),
-            states.clone(),
+            roster.clone(),
             settings.stats_every,
             changed.clone(),
             watchers_token.clone(),
@@ -281,29 +312,53 @@ impl Running {
         watchers.close();
         let draining = Arc::new(AtomicBool::new(false));
         let support = TaskTracker::new();
+        let last_reload = header.reload.clone();
         support.spawn(render::draw(
             renderer,
             header,
-            states,
+            roster.clone(),
             settings.refresh,
             changed.clone(),
             draining.clone(),
             root.clone(),
         ));
         Ok(Running {
-            client,
-            root,
-            host_token,
-            circle_tokens,
+            ctx,
+            set: circle_set,
+            roster,
+            last_reload,
+            reloads_done: 0,
             watchers_token,
-            serving,
-            host,
             watchers,
             support,
-            changed,
             draining,
-            dbs,
         })
+    }
+
+    /// One reload of circles.json (see `apply.rs`): logged, shown in the
+    /// status, and returned to whoever asked.
+    async fn reload(&mut self) -> reload::ReloadResult {
+        let path = self.ctx.settings.config_path.display().to_string();
+        log::info!("reloading {path}");
+        let outcome = apply::reload(&mut self.set, &self.ctx).await;
+        self.roster.set(self.set.states());
+        match &outcome {
+            Ok(summary) => log::info!("reloaded {path}: {summary}"),
+            Err(e) => log::error!("reload of {path} failed: {e}"),
+        }
+        self.reloads_done += 1;
+        let (summary, error) = match &outcome {
+            Ok(s) => (Some(s.clone()), None),
+            Err(e) => (None, Some(e.clone())),
+        };
+        *lock(&self.last_reload) = Some(LastReload {
+            seq: self.reloads_done,
+            applied: error.is_none(),
+            summary,
+            error,
+        });
+        self.ctx.changed.notify_one();
+        outcome
     }
 
     /// The shutdown after `which` (see the module docs for the order).
@@ -317,50 +372,58 @@ impl Running {
             "{which} received: shutting down (grace {:?})",
             settings.shutdown_grace
         );
-        self.draining.store(true, Ordering::Relaxed);
-        self.changed.notify_one();
+        let Running {
+            ctx,
+            set: mut circle_set,
+            watchers_token,
+            watchers,
+            support,
+            draining,
+            ..
+        } = self;
+        draining.store(true, Ordering::Relaxed);
+        ctx.changed.notify_one();
         // First the servers: they stop reading and wait (bounded by their drain
         // timeout) for the replies of requests already submitted, which the
         // workers, still running, produce. Stopping both at once would leave
         // those tasks queued, unanswered, to run at the next start.
-        self.host_token.cancel();
+        ctx.hosts.cancel();
+        let hosts = futures_util::future::join_all(circle_set.host_handles());
         let second = tokio::select! {
-            _ = self.host => None,
+            _ = hosts => None,
             () = tokio::time::sleep(server_ws::ServerTiming::default().drain_timeout + DRAIN_MARGIN) => None,
-            s = signals.next() => Some(s),
+            s = signals.next_stop() => Some(s),
         };
         // Then the workers, each finishing its running script within the grace.
-        for token in &self.circle_tokens {
-            token.cancel();
-        }
-        self.serving.close();
+        circle_set.stop_workers();
+        ctx.serving.close();
         let bound = settings.shutdown_grace + DRAIN_MARGIN;
         let drained = match second {
             Some(s) => Err(anyhow::anyhow!(
                 "{s} received again: stopped without waiting for running scripts"
             )),
             None => tokio::select! {
-                () = self.serving.wait() => Ok(()),
+                () = ctx.serving.wait() => Ok(()),
                 () = tokio::time::sleep(bound) => Err(anyhow::anyhow!(
                     "shutdown did not finish within {bound:?}; stopped anyway"
                 )),
-                s = signals.next() => Err(anyhow::anyhow!(
+                s = signals.next_stop() => Err(anyhow::anyhow!(
                     "{s} received again: stopped without waiting for running scripts"
                 )),
             },
         };
-        self.watchers_token.cancel();
-        self.watchers.wait().await;
-        drop(self.client);
+        watchers_token.cancel();
+        watchers.wait().await;
         // Every supervisor has returned (or we gave up): release the databases.
-        let dbs = self.dbs;
+        let dbs = circle_set.into_closing();
         tokio::task::spawn_blocking(move || circles::close_all(dbs))
             .await
             .context("closing the databases panicked")?;
         // The display draws its last frame, and everything left stops.
-        self.root.cancel();
-        self.support.close();
-        self.support.wait().await;
+        ctx.root.cancel();
+        drop(ctx);
+        support.close();
+        support.wait().await;
         match &drained {
             Ok(()) => log::info!("clean shutdown"),
             Err(e) => log::error!("{e}"),

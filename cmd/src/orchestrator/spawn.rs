@@ -1,6 +1,7 @@
 //! Spawning the long-lived components under supervision: each circle's
-//! worker (its own child token) and the one websocket host that serves every
-//! circle's port. Both are tracked by the caller's [`TaskTracker`].
+//! worker (its own child token) and a websocket host that serves many
+//! circles' ports (one at start; more after reloads, see `set.rs`). Both are
+//! tracked by the caller's [`TaskTracker`].
 
 use std::sync::{Arc, Mutex};
 
@@ -20,7 +21,7 @@ pub fn start_worker(
     token: CancellationToken,
     tracker: &TaskTracker,
     changed: &Arc<Notify>,
-) {
+) -> tokio::task::JoinHandle<()> {
     let name = state.config.name.clone();
     let worker_config = settings.worker_config(&state.queue, &circle.owner);
     let engine = circle.engine.clone();
@@ -42,51 +43,70 @@ pub fn start_worker(
             );
             async move { fut.await.map_err(|e| e.to_string()) }
         },
-    ));
+    ))
 }
 
-/// A circle served by the websocket host: its limits, its bound port (every
-/// run of the host gets a clone, so a restart never races for the port) and
-/// the slot its server state is shown in.
-pub type Hosted = (
-    server_ws::ServerConfig,
-    std::net::TcpListener,
-    Arc<Mutex<Slot>>,
-);
+/// A circle served by a websocket host: its limits, its bound port (every
+/// run of a host gets a clone, so a restart never races for the port), the
+/// slot its server state is shown in and the token of its connections.
+pub struct Hosted {
+    /// The circle's limits and queue.
+    pub config: server_ws::ServerConfig,
+    /// The orchestrator's copy of its listening socket.
+    pub listener: std::net::TcpListener,
+    /// Where its server state is shown.
+    pub slot: Arc<Mutex<Slot>>,
+    /// Cancelled when the circle goes (its connections close with 1001).
+    pub token: CancellationToken,
+}
 
-/// Starts the one supervised websocket host that serves every circle's port
+/// Starts a supervised websocket host that serves every given circle's port
 /// (one actix worker thread for all of them, see `server_ws::run_many`). Its
-/// state is mirrored into every circle's server slot; `token` stops it.
+/// state is mirrored into every circle's server slot; `token` stops it and
+/// `pause` makes it stop accepting (for good: a restart of a paused host
+/// serves nothing and waits for `token`). With `carry`, its first run keeps
+/// the server status already in each slot: the circles move from a paused
+/// host and their open connections are still counted there.
 pub fn start_host(
     client: &client::Client,
     hosted: Vec<Hosted>,
     token: CancellationToken,
+    pause: server_ws::Pause,
+    carry: bool,
     tracker: &TaskTracker,
     changed: &Arc<Notify>,
 ) -> tokio::task::JoinHandle<()> {
     let client = client.clone();
     let (servers, slots): (Vec<_>, Vec<_>) = hosted
         .into_iter()
-        .map(|(config, listener, slot)| ((config, listener), slot))
+        .map(|h| ((h.config, h.listener, h.token), h.slot))
         .unzip();
+    let mut first = true;
     tracker.spawn(supervisor::supervise_shared(
         format!("websocket host of {} circles", servers.len()),
         slots,
         changed.clone(),
         token.clone(),
         move |slots| {
+            let carried = std::mem::take(&mut first) && carry;
             let mut circles = Vec::with_capacity(servers.len());
             let mut failed = None;
-            for ((config, listener), slot) in servers.iter().zip(slots.iter_mut()) {
-                let status = Arc::new(server_ws::ServerStatus::default());
+            let retired = pause.is_requested();
+            for ((config, listener, circle_token), slot) in servers.iter().zip(slots.iter_mut()) {
+                if retired {
+                    break;
+                }
+                let status = match (&slot.server, carried) {
+                    (Some(status), true) => status.clone(),
+                    _ => Arc::new(server_ws::ServerStatus::default()),
+                };
                 slot.server = Some(status.clone());
                 match listener.try_clone() {
                     Ok(listener) => {
-                        circles.push(server_ws::CircleServer::new(
-                            config.clone(),
-                            listener,
-                            status,
-                        ));
+                        circles.push(
+                            server_ws::CircleServer::new(config.clone(), listener, status)
+                                .with_token(circle_token.clone()),
+                        );
                     }
                     Err(e) => {
                         failed.get_or_insert(format!(
@@ -96,12 +116,13 @@ pub fn start_host(
                     }
                 }
             }
-            let (client, token) = (client.clone(), token.clone());
+            let (client, token, pause) = (client.clone(), token.clone(), pause.clone());
             async move {
                 if let Some(failed) = failed {
                     return Err(failed);
                 }
-                server_ws::run_many(circles, server_ws::ServerTiming::default(), client, token)
+                let timing = server_ws::ServerTiming::default();
+                server_ws::run_many_pausable(circles, timing, client, token, pause)
                     .await
                     .map_err(|e| e.to_string())
             }

@@ -72,6 +72,7 @@ mod tests {
             log_file: None,
             redis_restarts: Arc::default(),
             started: Instant::now(),
+            reload: Default::default(),
         };
         let mut snap = Snapshot {
             redis_url: header.redis_url.clone(),
@@ -81,6 +82,7 @@ mod tests {
             phase: "running",
             uptime_secs: 1,
             circles: Vec::new(),
+            reload: None,
         };
         let mut json = Json::new(Vec::new());
         json.frame(&header, &snap);

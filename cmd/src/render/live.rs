@@ -193,6 +193,7 @@ mod tests {
                     ..Row::sample(&format!("circle {i}"), i as u32, &format!("circle_{i}"))
                 })
                 .collect(),
+            reload: None,
         }
     }
 
@@ -204,6 +205,7 @@ mod tests {
             log_file: Some("/home/someone/.hero/circles/orchestrator.log".into()),
             redis_restarts: Default::default(),
             started: Instant::now(),
+            reload: Default::default(),
         }
     }
 

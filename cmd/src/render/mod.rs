@@ -15,8 +15,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::roster::Roster;
 use crate::settings::Mode;
-use crate::status::{CircleState, Header, Row, Snapshot, snapshot};
+use crate::status::{Header, Row, Snapshot, snapshot};
 
 /// Redraw interval while some circle is still starting.
 const STARTUP_POLL: Duration = Duration::from_millis(50);
@@ -44,7 +45,7 @@ pub fn renderer(mode: Mode) -> std::io::Result<Box<dyn Renderer>> {
 pub async fn draw(
     mut renderer: Box<dyn Renderer>,
     header: Header,
-    states: Vec<Arc<CircleState>>,
+    roster: Roster,
     refresh: Duration,
     changed: Arc<Notify>,
     draining: Arc<AtomicBool>,
@@ -65,11 +66,11 @@ pub async fn draw(
         } else {
             "running"
         };
-        let snap = snapshot(&header, &states, phase);
+        let snap = snapshot(&header, &roster.current(), phase);
         settled = snap.circles.iter().all(Row::settled);
         renderer.frame(&header, &snap);
     }
-    renderer.finish(&header, &snapshot(&header, &states, "stopped"));
+    renderer.finish(&header, &snapshot(&header, &roster.current(), "stopped"));
 }
 
 /// The header line: version, circles, Redis, data dir.
@@ -79,8 +80,12 @@ pub fn header_line(header: &Header, snap: &Snapshot) -> String {
         (true, 0) => " (managed: started by the orchestrator)".to_string(),
         (true, n) => format!(" (managed: started by the orchestrator, restarted {n}x after dying)"),
     };
+    let reload = match snap.reload.as_ref().and_then(|r| r.error.as_ref()) {
+        Some(e) => format!(" | reload failed: {e}"),
+        None => String::new(),
+    };
     format!(
-        "circles_orchestrator {} | {} circle{} | redis {}{} | data {}",
+        "circles_orchestrator {} | {} circle{} | redis {}{} | data {}{reload}",
         env!("CARGO_PKG_VERSION"),
         snap.circles.len(),
         if snap.circles.len() == 1 { "" } else { "s" },
@@ -119,6 +124,35 @@ pub fn clock() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_header_says_when_the_last_reload_failed() {
+        let header = Header {
+            redis_url: "redis://127.0.0.1:1".into(),
+            redis_managed: false,
+            data_dir: "/tmp/d".into(),
+            log_file: None,
+            redis_restarts: Default::default(),
+            started: std::time::Instant::now(),
+            reload: Default::default(),
+        };
+        let line = header_line(&header, &snapshot(&header, &[], "running"));
+        assert!(!line.contains("reload"), "{line}");
+        *crate::status::lock(&header.reload) = Some(crate::reload::LastReload {
+            seq: 1,
+            applied: false,
+            summary: None,
+            error: Some(crate::reload::ReloadError::new(
+                crate::reload::ReloadErrorKind::InvalidConfig,
+                "circles.json: duplicate port 8081",
+            )),
+        });
+        let line = header_line(&header, &snapshot(&header, &[], "running"));
+        assert!(
+            line.ends_with(" | reload failed: circles.json: duplicate port 8081"),
+            "{line}"
+        );
+    }
 
     #[test]
     fn durations_read_like_a_clock() {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::table::{build, state_text};
 use super::{Renderer, clock, header_line};
+use crate::reload::LastReload;
 use crate::status::{Header, Row, Snapshot};
 
 /// The table is printed after this even if some circle is still starting.
@@ -23,6 +24,8 @@ pub struct Plain<W: Write + Send> {
     phase: &'static str,
     redis_restarts: u32,
     started: Instant,
+    /// The `seq` of the last reload reported.
+    reload: Option<u64>,
 }
 
 impl<W: Write + Send> Plain<W> {
@@ -36,6 +39,7 @@ impl<W: Write + Send> Plain<W> {
             phase: "running",
             redis_restarts: 0,
             started: Instant::now(),
+            reload: None,
         }
     }
 
@@ -43,6 +47,18 @@ impl<W: Write + Send> Plain<W> {
         // A closed pipe must not stop the orchestrator; the table is advisory.
         let _ = self.out.write_all(text.as_bytes());
         let _ = self.out.flush();
+    }
+}
+
+/// The line that reports a reload.
+fn reload_line(r: &LastReload) -> String {
+    match (&r.error, &r.summary) {
+        (None, Some(summary)) => format!("reload applied: {summary}"),
+        (None, None) => "reload applied".to_string(),
+        (Some(e), Some(summary)) if !summary.is_empty() => {
+            format!("reload partly applied ({summary}): {e}")
+        }
+        (Some(e), _) => format!("reload failed, nothing changed: {e}"),
     }
 }
 
@@ -111,6 +127,13 @@ impl<W: Write + Send> Renderer for Plain<W> {
             );
             self.write(&line);
         }
+        let reload = snap.reload.as_ref().map(|r| r.seq);
+        if reload != self.reload {
+            self.reload = reload;
+            if let Some(line) = snap.reload.as_ref().map(reload_line) {
+                self.write(&format!("{} {line}\n", clock()));
+            }
+        }
         if snap.phase != self.phase {
             self.phase = snap.phase;
             let line = format!("{} {}\n", clock(), snap.phase);
@@ -140,6 +163,7 @@ mod tests {
                 worker,
                 ..Row::sample("Alpha", 1, "alpha")
             }],
+            reload: None,
         }
     }
 
@@ -151,6 +175,7 @@ mod tests {
             log_file: None,
             redis_restarts: Default::default(),
             started: Instant::now(),
+            reload: Default::default(),
         }
     }
 

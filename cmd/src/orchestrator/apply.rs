@@ -1,0 +1,174 @@
+//! Applying a re-read circles.json to the running set (one reload).
+//!
+//! Circles are matched by id (a circle's database lives under its id).
+//! Same id and an equal element: untouched — its worker, host, connections
+//! and running tasks carry on. Same id, any field changed: restarted. An id
+//! only in the file: added; only running: removed.
+//!
+//! Order: (1) read and check the file, as at start (an invalid file changes
+//! nothing); (2) prepare the added circles whose port no outgoing circle
+//! holds (a failure here changes nothing either); (3) take the removed and
+//! changed circles out of their hosts (see `set.rs`), drain them together
+//! and close their databases; (4) prepare the changed circles and the added
+//! ones that take over an outgoing port, and start every prepared circle on
+//! one new host. A failure in (4) leaves those circles stopped and says so.
+
+use std::collections::HashSet;
+
+use super::set::{CircleSet, Ctx};
+use crate::circles;
+use crate::config::{self, CircleConfig};
+use crate::reload::{ReloadError, ReloadErrorKind, ReloadSummary};
+use crate::settings;
+
+/// How the file differs from the running set.
+#[derive(Debug, Default, PartialEq)]
+struct Plan {
+    added: Vec<CircleConfig>,
+    removed: Vec<CircleConfig>,
+    /// The new configuration of each changed circle.
+    changed: Vec<CircleConfig>,
+}
+
+impl Plan {
+    fn new(running: &[CircleConfig], file: &[CircleConfig]) -> Plan {
+        let mut plan = Plan::default();
+        for c in file {
+            match running.iter().find(|r| r.id == c.id) {
+                None => plan.added.push(c.clone()),
+                Some(r) if r != c => plan.changed.push(c.clone()),
+                Some(_) => {}
+            }
+        }
+        plan.removed = running
+            .iter()
+            .filter(|r| !file.iter().any(|c| c.id == r.id))
+            .cloned()
+            .collect();
+        plan
+    }
+
+    fn summary(&self) -> ReloadSummary {
+        let names = |cs: &[CircleConfig]| cs.iter().map(|c| c.name.clone()).collect();
+        ReloadSummary {
+            added: names(&self.added),
+            removed: names(&self.removed),
+            changed: names(&self.changed),
+        }
+    }
+}
+
+/// Re-reads the file the orchestrator was started with and applies it.
+pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, ReloadError> {
+    let path = ctx.settings.config_path.clone();
+    let file = config::load(&path)
+        .map_err(|e| ReloadError::new(ReloadErrorKind::InvalidConfig, e.to_string()))?;
+    settings::check_open_circles(&file, &ctx.settings.host).map_err(|e| {
+        ReloadError::new(
+            ReloadErrorKind::InvalidConfig,
+            format!("{}: {e}", path.display()),
+        )
+    })?;
+    let running = set.configs();
+    let plan = Plan::new(&running, &file);
+    let summary = plan.summary();
+    if summary.is_empty() {
+        return Ok(summary);
+    }
+    let outgoing: Vec<&CircleConfig> = plan
+        .removed
+        .iter()
+        .chain(
+            running
+                .iter()
+                .filter(|r| plan.changed.iter().any(|c| c.id == r.id)),
+        )
+        .collect();
+    let held: HashSet<u16> = outgoing.iter().map(|c| c.port).collect();
+    let (early, mut late): (Vec<CircleConfig>, Vec<CircleConfig>) = plan
+        .added
+        .iter()
+        .cloned()
+        .partition(|c| !held.contains(&c.port));
+    late.extend(plan.changed.iter().cloned());
+
+    let early = prepare(ctx, early).await.map_err(|e| {
+        ReloadError::new(
+            ReloadErrorKind::CannotStart,
+            format!("{e}; nothing was changed"),
+        )
+    })?;
+
+    let ids: Vec<u32> = outgoing.iter().map(|c| c.id).collect();
+    let out = set.take_out(ctx, &ids).await;
+    let bound = ctx.settings.shutdown_grace + super::DRAIN_MARGIN;
+    let drained =
+        futures_util::future::join_all(out.into_iter().map(|l| l.drain(ctx, bound))).await;
+    let closing = drained;
+    if let Err(e) = tokio::task::spawn_blocking(move || circles::close_all(closing)).await {
+        log::error!("closing the databases of outgoing circles panicked: {e}");
+    }
+
+    let late = prepare(ctx, late).await;
+    let (late, failed) = match late {
+        Ok(late) => (late, None),
+        Err(e) => (Vec::new(), Some(e)),
+    };
+    set.start(ctx, early.into_iter().chain(late).collect());
+    let order: Vec<u32> = file.iter().map(|c| c.id).collect();
+    set.order(&order);
+    match failed {
+        None => Ok(summary),
+        Some(e) => Err(ReloadError::new(
+            ReloadErrorKind::CannotStart,
+            format!(
+                "{summary}, but not every circle could start again: {e}. The circles named \
+                 there are stopped; fix the cause and reload again"
+            ),
+        )),
+    }
+}
+
+/// Binds, opens and builds `configs` on a blocking thread, all or nothing.
+async fn prepare(ctx: &Ctx, configs: Vec<CircleConfig>) -> anyhow::Result<Vec<circles::Prepared>> {
+    if configs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (host, dir) = (ctx.settings.host.clone(), ctx.settings.data_dir.clone());
+    let limits = ctx.settings.engine.clone();
+    tokio::task::spawn_blocking(move || circles::prepare_all(&configs, &host, &dir, &limits))
+        .await
+        .map_err(|e| anyhow::anyhow!("preparing the circles panicked: {e}"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(id: u32, name: &str, port: u16) -> CircleConfig {
+        CircleConfig {
+            id,
+            name: name.into(),
+            port,
+            principals: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn circles_are_matched_by_id_and_any_changed_field_restarts_one() {
+        let running = [c(1, "A", 1), c(2, "B", 2), c(3, "C", 3)];
+        let file = [c(1, "A", 1), c(2, "B", 22), c(4, "D", 4), c(3, "C2", 3)];
+        let plan = Plan::new(&running, &file);
+        assert_eq!(
+            plan.summary(),
+            ReloadSummary {
+                added: vec!["D".into()],
+                removed: vec![],
+                changed: vec!["B".into(), "C2".into()],
+            }
+        );
+        let plan = Plan::new(&running, &running[..1]);
+        assert_eq!(plan.summary().removed, ["B", "C"]);
+        assert!(Plan::new(&running, &running).summary().is_empty());
+    }
+}

@@ -1,0 +1,349 @@
+//! The running circles and the websocket hosts that accept for them, as a
+//! reload changes them.
+//!
+//! Each circle has its own worker token (a child of the root) and its own
+//! connections token (a child of the hosts' token), so one circle can be
+//! drained and stopped while the others run on. A host is one actix server
+//! for many circles; actix cannot drop one listener from a running server,
+//! so a reload that removes or changes a circle of a host *retires* that
+//! host: a new host takes over the untouched circles' listeners (clones of
+//! the same sockets, so nothing is refused meanwhile), the old host is
+//! paused (it accepts no more but keeps serving the connections it holds
+//! until they close or shutdown), and the outgoing circles' listening
+//! sockets are shut, so their ports refuse connections and can be bound
+//! again at once. Circles added by a reload get a host of their own.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::spawn::{self, Hosted};
+use crate::circles;
+use crate::config::CircleConfig;
+use crate::settings::Settings;
+use crate::status::{CircleState, Phase, lock};
+
+/// How often a draining circle's connections and queue are looked at.
+const DRAIN_POLL: Duration = Duration::from_millis(100);
+
+/// What every start and stop needs.
+pub struct Ctx {
+    /// The resolved options.
+    pub settings: Settings,
+    /// The task client every host submits through.
+    pub client: client::Client,
+    /// Parent of every circle's worker token.
+    pub root: CancellationToken,
+    /// Parent of every host's token and every circle's connections token:
+    /// cancelled first at shutdown.
+    pub hosts: CancellationToken,
+    /// Every worker and host.
+    pub serving: TaskTracker,
+    /// Wakes the display.
+    pub changed: Arc<Notify>,
+}
+
+/// One running circle.
+pub struct Live {
+    /// What the status shows of it.
+    pub state: Arc<CircleState>,
+    worker_token: CancellationToken,
+    worker: JoinHandle<()>,
+    conns: CancellationToken,
+    listener: TcpListener,
+    server: server_ws::ServerConfig,
+    closing: circles::Closing,
+    /// The host that accepts for it.
+    host: usize,
+}
+
+/// One websocket host.
+struct Host {
+    id: usize,
+    /// Kept so that the host's token lives as long as the host; shutdown
+    /// cancels it through its parent.
+    _token: CancellationToken,
+    pause: server_ws::Pause,
+    handle: JoinHandle<()>,
+}
+
+/// The running circles, in circles.json order, and their hosts.
+#[derive(Default)]
+pub struct CircleSet {
+    live: Vec<Live>,
+    hosts: Vec<Host>,
+    next_host: usize,
+}
+
+impl CircleSet {
+    /// The configurations running now, in file order.
+    pub fn configs(&self) -> Vec<CircleConfig> {
+        self.live.iter().map(|l| l.state.config.clone()).collect()
+    }
+
+    /// The status of every running circle, in file order.
+    pub fn states(&self) -> Vec<Arc<CircleState>> {
+        self.live.iter().map(|l| l.state.clone()).collect()
+    }
+
+    /// Starts the workers of `prepared` and one new host for them all.
+    pub fn start(&mut self, ctx: &Ctx, prepared: Vec<circles::Prepared>) {
+        if prepared.is_empty() {
+            return;
+        }
+        let host = self.next_host;
+        let mut hosted = Vec::with_capacity(prepared.len());
+        for p in prepared {
+            let state = Arc::new(CircleState::new(
+                p.config.clone(),
+                ctx.settings.ws_scheme(),
+                &ctx.settings.host,
+            ));
+            let worker_token = ctx.root.child_token();
+            let worker = spawn::start_worker(
+                &ctx.settings,
+                &p,
+                &state,
+                worker_token.clone(),
+                &ctx.serving,
+                &ctx.changed,
+            );
+            let conns = ctx.hosts.child_token();
+            let server = ctx.settings.server_config(&p.config, &state.queue);
+            let circles::Prepared {
+                config,
+                db,
+                engine,
+                listener,
+                ..
+            } = p;
+            hosted.push(hosted_of(&state, &server, &listener, &conns));
+            self.live.push(Live {
+                state,
+                worker_token,
+                worker,
+                conns,
+                listener,
+                server,
+                closing: (config, db, engine),
+                host,
+            });
+        }
+        self.start_host(ctx, hosted.into_iter().flatten().collect(), false);
+    }
+
+    fn start_host(&mut self, ctx: &Ctx, hosted: Vec<Hosted>, carry: bool) {
+        let id = self.next_host;
+        self.next_host += 1;
+        let token = ctx.hosts.child_token();
+        let pause = server_ws::Pause::new();
+        let handle = spawn::start_host(
+            &ctx.client,
+            hosted,
+            token.clone(),
+            pause.clone(),
+            carry,
+            &ctx.serving,
+            &ctx.changed,
+        );
+        self.hosts.push(Host {
+            id,
+            _token: token,
+            pause,
+            handle,
+        });
+    }
+
+    /// Orders the circles as `ids` lists them (the file order).
+    pub fn order(&mut self, ids: &[u32]) {
+        let place = |l: &Live| ids.iter().position(|id| *id == l.state.config.id);
+        self.live.sort_by_key(|l| place(l).unwrap_or(usize::MAX));
+    }
+
+    /// Takes the circles of `ids` out of the set, and out of the hosts that
+    /// accept for them: those hosts are paused after a new host took over
+    /// their other circles, and the outgoing circles' listening sockets are
+    /// shut (their ports refuse connections and are free to bind).
+    pub async fn take_out(&mut self, ctx: &Ctx, ids: &[u32]) -> Vec<Live> {
+        let (out, keep): (Vec<Live>, Vec<Live>) = std::mem::take(&mut self.live)
+            .into_iter()
+            .partition(|l| ids.contains(&l.state.config.id));
+        self.live = keep;
+        let retiring: Vec<usize> = {
+            let mut r: Vec<usize> = out.iter().map(|l| l.host).collect();
+            r.sort_unstable();
+            r.dedup();
+            r
+        };
+        // The untouched circles of a retiring host move to one new host first,
+        // so their ports never stop accepting.
+        let new_host = self.next_host;
+        let moving: Vec<Hosted> = self
+            .live
+            .iter_mut()
+            .filter(|l| retiring.contains(&l.host))
+            .filter_map(|l| {
+                l.host = new_host;
+                hosted_of(&l.state, &l.server, &l.listener, &l.conns)
+            })
+            .collect();
+        if !moving.is_empty() {
+            self.start_host(ctx, moving, true);
+        }
+        for host in self.hosts.iter().filter(|h| retiring.contains(&h.id)) {
+            host.pause.pause().await;
+        }
+        for l in &out {
+            // Its row says so while it drains; the paused host keeps running.
+            lock(&l.state.server).phase = Phase::Stopped;
+            l.conns.cancel();
+            let shut = socket2::SockRef::from(&l.listener).shutdown(std::net::Shutdown::Read);
+            if let Err(e) = shut {
+                log::warn!(
+                    circle = l.state.config.name.as_str();
+                    "circle \"{}\": closing its listening socket failed: {e}",
+                    l.state.config.name
+                );
+            }
+        }
+        out
+    }
+
+    /// Cancels every circle's worker (the shutdown's second step).
+    pub fn stop_workers(&self) {
+        for l in &self.live {
+            l.worker_token.cancel();
+        }
+    }
+
+    /// Every host's task, to await at shutdown.
+    pub fn host_handles(&mut self) -> Vec<JoinHandle<()>> {
+        self.hosts.drain(..).map(|h| h.handle).collect()
+    }
+
+    /// What [`circles::close_all`] needs once every worker returned.
+    pub fn into_closing(self) -> Vec<circles::Closing> {
+        self.live.into_iter().map(|l| l.closing).collect()
+    }
+}
+
+/// A circle for a host, with a clone of its listening socket (the
+/// orchestrator keeps its own copy so that a host's restart never races for
+/// the port). `None` when the socket cannot be cloned (logged).
+fn hosted_of(
+    state: &Arc<CircleState>,
+    server: &server_ws::ServerConfig,
+    listener: &TcpListener,
+    conns: &CancellationToken,
+) -> Option<Hosted> {
+    match listener.try_clone() {
+        Ok(listener) => Some(Hosted {
+            config: server.clone(),
+            listener,
+            slot: state.server.clone(),
+            token: conns.clone(),
+        }),
+        Err(e) => {
+            log::error!(
+                circle = state.config.name.as_str();
+                "circle \"{}\": cannot clone its listening socket: {e}",
+                state.config.name
+            );
+            None
+        }
+    }
+}
+
+impl Live {
+    /// Drains a circle taken out of the set and stops it: its connections
+    /// answer what they asked and close with 1001 and its queue is worked
+    /// off, for up to `bound`; tasks still queued then are cancelled with
+    /// [`REMOVED`] as the reason (the worker ends each without running it,
+    /// kind `cancelled`); then its worker stops (a running script gets the
+    /// shutdown grace). Returns what closes its database.
+    pub async fn drain(self, ctx: &Ctx, bound: Duration) -> circles::Closing {
+        let name = self.state.config.name.clone();
+        let queue = self.state.queue.clone();
+        let start = tokio::time::Instant::now();
+        let mut cancelled = std::collections::HashSet::new();
+        loop {
+            let connections = lock(&self.state.server)
+                .server
+                .as_ref()
+                .map_or(0, |s| s.connections());
+            let stats = ctx.client.stats_many(&[queue.as_str()]).await;
+            let (queued, busy) = match stats.as_deref() {
+                Ok([s]) => (s.queue_len, s.queue_len + s.in_flight),
+                _ => (1, 1),
+            };
+            if connections == 0 && busy == 0 {
+                break;
+            }
+            let waited = start.elapsed();
+            if waited >= bound + CANCEL_BOUND {
+                break;
+            }
+            if waited >= bound && queued > 0 {
+                cancel_queued(ctx, &queue, &mut cancelled).await;
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+        if !cancelled.is_empty() {
+            let cancelled = cancelled.len();
+            log::warn!(
+                circle = name.as_str(), queue = queue.as_str();
+                "circle \"{name}\": {cancelled} task(s) still queued after {bound:?} were \
+                 cancelled: {REMOVED}"
+            );
+        }
+        self.worker_token.cancel();
+        let grace = ctx.settings.shutdown_grace + super::DRAIN_MARGIN;
+        if tokio::time::timeout(grace, self.worker).await.is_err() {
+            log::error!(
+                circle = name.as_str();
+                "circle \"{name}\": its worker did not stop within {grace:?}"
+            );
+        }
+        drop(self.listener);
+        self.closing
+    }
+}
+
+/// Why the tasks left in a removed or changed circle's queue end.
+pub const REMOVED: &str = "its circle was removed or changed by a reload of circles.json";
+
+/// How long the worker of an outgoing circle gets to end its cancelled tasks.
+const CANCEL_BOUND: Duration = Duration::from_secs(10);
+
+/// Tasks cancelled per look at the queue.
+const CANCEL_BATCH: usize = 1000;
+
+/// Cancels the oldest queued tasks of `queue` not in `done` yet, and adds
+/// those that were still pending to it.
+async fn cancel_queued(ctx: &Ctx, queue: &str, done: &mut std::collections::HashSet<String>) {
+    let ids = match ctx.client.queued(queue, CANCEL_BATCH).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            log::warn!(queue; "reading the queue {queue} failed: {e}");
+            return;
+        }
+    };
+    for id in ids {
+        if done.contains(&id) {
+            continue;
+        }
+        match ctx.client.cancel(&id, REMOVED).await {
+            Ok(true) => {
+                log::info!(task = id.as_str(), queue; "task {id} cancelled: {REMOVED}");
+                done.insert(id);
+            }
+            Ok(false) => {}
+            Err(e) => log::warn!(task = id.as_str(), queue; "cancelling task {id} failed: {e}"),
+        }
+    }
+}

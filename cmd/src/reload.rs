@@ -1,0 +1,219 @@
+//! Reloading circles.json without a restart: the [`ReloadHandle`] any trigger
+//! holds (SIGHUP, the admin endpoint), the [`ReloadSummary`] of an applied
+//! reload and the [`ReloadError`] of a refused one. The work itself is done
+//! by the orchestrator (`orchestrator/apply.rs`), one reload at a time, on
+//! the requests of every handle in the order they arrive.
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+/// What a reload changed, by circle name (a changed circle by its new name).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReloadSummary {
+    /// Circles started: their id was not in the running set.
+    pub added: Vec<String>,
+    /// Circles drained and stopped: their id is no longer in the file.
+    pub removed: Vec<String>,
+    /// Circles restarted: same id, some field changed.
+    pub changed: Vec<String>,
+}
+
+impl ReloadSummary {
+    /// Whether the file changed nothing.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+impl std::fmt::Display for ReloadSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_empty() {
+            return f.write_str("nothing changed");
+        }
+        let list = |names: &[String]| {
+            names
+                .iter()
+                .map(|n| format!("\"{n}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut parts = Vec::new();
+        for (what, names) in [
+            ("added", &self.added),
+            ("removed", &self.removed),
+            ("changed", &self.changed),
+        ] {
+            if !names.is_empty() {
+                parts.push(format!("{what} {}", list(names)));
+            }
+        }
+        f.write_str(&parts.join("; "))
+    }
+}
+
+/// Why a reload was refused or only partly applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReloadErrorKind {
+    /// The file is unreadable or invalid (DESIGN §2): nothing changed. A
+    /// `reload` command exits 2 for it.
+    InvalidConfig,
+    /// A circle could not be started (a port in use, a locked database):
+    /// the message says which and what did change.
+    CannotStart,
+    /// The orchestrator is shutting down; nothing changed.
+    ShuttingDown,
+}
+
+/// A refused or partly applied reload; `message` names the file and what in
+/// it is wrong, or the circle that could not start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReloadError {
+    /// Which kind of failure.
+    pub kind: ReloadErrorKind,
+    /// What is wrong, for people.
+    pub message: String,
+}
+
+impl ReloadError {
+    /// A reload refused with `kind`.
+    pub fn new(kind: ReloadErrorKind, message: impl Into<String>) -> Self {
+        ReloadError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ReloadError {}
+
+/// How a reload ended.
+pub type ReloadResult = Result<ReloadSummary, ReloadError>;
+
+/// One reload asked for: where its outcome goes.
+pub type Request = oneshot::Sender<ReloadResult>;
+
+/// Asks the running orchestrator to re-read its circles.json. Cheap to
+/// clone; every clone reaches the same orchestrator, which applies reloads
+/// one at a time in the order asked.
+#[derive(Debug, Clone)]
+pub struct ReloadHandle {
+    requests: mpsc::Sender<Request>,
+}
+
+impl ReloadHandle {
+    /// Re-reads circles.json (the path given on the command line) and applies
+    /// it; returns what changed, or why nothing (or not everything) did.
+    /// Waits for the removed and changed circles to drain.
+    pub async fn reload(&self) -> ReloadResult {
+        let (reply, outcome) = oneshot::channel();
+        let stopping = || {
+            ReloadError::new(
+                ReloadErrorKind::ShuttingDown,
+                "the orchestrator is shutting down; nothing was reloaded",
+            )
+        };
+        self.requests.send(reply).await.map_err(|_| stopping())?;
+        outcome.await.map_err(|_| stopping())?
+    }
+}
+
+/// The orchestrator's end of every [`ReloadHandle`].
+#[derive(Debug)]
+pub struct Requests {
+    receiver: mpsc::Receiver<Request>,
+}
+
+impl Requests {
+    /// The next reload asked for; `None` never comes while a handle lives.
+    pub async fn next(&mut self) -> Option<Request> {
+        self.receiver.recv().await
+    }
+}
+
+/// A handle and the orchestrator's end of it.
+pub fn channel() -> (ReloadHandle, Requests) {
+    let (requests, receiver) = mpsc::channel(16);
+    (ReloadHandle { requests }, Requests { receiver })
+}
+
+/// The last reload, as the status header and the JSON snapshot show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LastReload {
+    /// Counts reloads since the start (1 for the first).
+    pub seq: u64,
+    /// Whether it was applied in full.
+    pub applied: bool,
+    /// What changed (also after a partly applied reload).
+    pub summary: Option<ReloadSummary>,
+    /// Why it was refused or only partly applied.
+    pub error: Option<ReloadError>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_clone_of_a_handle_gets_the_outcome_of_its_own_request() {
+        let (handle, mut requests) = channel();
+        let other = handle.clone();
+        let orchestrator = tokio::spawn(async move {
+            let mut n = 0;
+            while let Some(reply) = requests.next().await {
+                n += 1;
+                let outcome = if n == 1 {
+                    Ok(ReloadSummary {
+                        added: vec!["Delta".into()],
+                        ..ReloadSummary::default()
+                    })
+                } else {
+                    Err(ReloadError::new(
+                        ReloadErrorKind::InvalidConfig,
+                        "circles.json: duplicate port",
+                    ))
+                };
+                let _ = reply.send(outcome);
+            }
+        });
+        let first = handle.reload().await.expect("applied");
+        assert_eq!(first.to_string(), "added \"Delta\"");
+        let second = other.reload().await.expect_err("refused");
+        assert_eq!(second.kind, ReloadErrorKind::InvalidConfig);
+        assert_eq!(
+            serde_json::to_value(&second).expect("serializes"),
+            serde_json::json!({"kind": "invalid_config", "message": "circles.json: duplicate port"})
+        );
+        drop((handle, other));
+        orchestrator.await.expect("no panic");
+    }
+
+    #[tokio::test]
+    async fn a_handle_whose_orchestrator_is_gone_says_it_is_shutting_down() {
+        let (handle, requests) = channel();
+        drop(requests);
+        let e = handle.reload().await.expect_err("nobody to reload");
+        assert_eq!(e.kind, ReloadErrorKind::ShuttingDown);
+    }
+
+    #[test]
+    fn a_summary_serializes_its_three_lists() {
+        let s = ReloadSummary {
+            added: vec!["D".into()],
+            removed: vec!["B".into()],
+            changed: vec!["C".into()],
+        };
+        assert_eq!(
+            serde_json::to_value(&s).expect("serializes"),
+            serde_json::json!({"added": ["D"], "removed": ["B"], "changed": ["C"]})
+        );
+        assert_eq!(s.to_string(), "added \"D\"; removed \"B\"; changed \"C\"");
+        assert_eq!(ReloadSummary::default().to_string(), "nothing changed");
+    }
+}

@@ -1,0 +1,103 @@
+//! `--log-format json`: every log line of the built binary is one JSON object
+//! with timestamp, level, target and message, and the lines about a task
+//! carry its id (and the circle's name or queue) as fields.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Orchestrator, Sandbox, connect, play, port, run_to_end};
+use serde_json::Value;
+
+/// Every stderr line parsed as JSON; panics naming the first that is not.
+fn json_lines(stderr: &str) -> Vec<Value> {
+    stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str::<Value>(l)
+                .unwrap_or_else(|e| panic!("a log line that is not JSON ({e}): {l}\n{stderr}"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line_and_a_tasks_lines_carry_its_id() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let p = port();
+    let config = sandbox.circles(&[(1, "Alpha Circle", p)]);
+    let mut cmd = sandbox.serve_command(&config, &redis.url(), &sandbox.data_dir());
+    cmd.args(["--log-format", "json"])
+        .env("RUST_LOG", "info,worker=debug,server_ws=debug");
+    let mut o = Orchestrator::spawn(cmd);
+    o.wait_table();
+    let mut ws = connect(p).await;
+    let reply = play(&mut ws, 1, "40 + 2").await;
+    let task = reply["result"]["task_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no task id: {reply}"))
+        .to_string();
+    // The worker's and the server's lines about the task.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let about: usize = o.stderr().lines().filter(|l| l.contains(&task)).count();
+        if about >= 3 || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(ws);
+    assert!(o.stop().success(), "{}", o.stderr());
+
+    let lines = json_lines(&o.stderr());
+    assert!(!lines.is_empty(), "no log lines");
+    for line in &lines {
+        let timestamp = line["timestamp"].as_str().expect("timestamp");
+        // RFC 3339 in UTC: 2026-12-03T23:44:42.123Z
+        assert!(
+            timestamp.len() >= 20
+                && timestamp.ends_with('Z')
+                && timestamp.as_bytes()[10] == b'T'
+                && timestamp[..4].parse::<u32>().is_ok(),
+            "{line}"
+        );
+        for field in ["level", "target", "message"] {
+            assert!(line[field].is_string(), "no {field}: {line}");
+        }
+    }
+    let about: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l.to_string().contains(&task))
+        .collect();
+    assert!(
+        about.len() >= 3,
+        "the worker's running and completed lines and the server's line: {about:?}"
+    );
+    for line in &about {
+        assert_eq!(line["task"], task.as_str(), "{line}");
+    }
+    assert!(
+        about.iter().any(|l| l["circle"] == "Alpha Circle"
+            && l["target"].as_str().unwrap_or("").starts_with("server_ws")),
+        "the server's line names the circle: {about:?}"
+    );
+    assert!(
+        about.iter().any(|l| l["queue"] == "alpha_circle"),
+        "the worker's lines name the queue: {about:?}"
+    );
+}
+
+#[test]
+fn an_unknown_log_format_exits_2() {
+    let sandbox = Sandbox::new();
+    let config = sandbox.circles(&[(1, "Alpha", port())]);
+    let mut cmd = sandbox.command();
+    cmd.arg(&config).args(["--log-format", "xml"]);
+    let (status, _, err) = run_to_end(cmd, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--log-format") && err.contains("json"),
+        "{err}"
+    );
+}
