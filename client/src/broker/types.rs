@@ -26,6 +26,9 @@ pub struct ClaimedTask {
     /// without a `role`, which runs as the trusted identity (see
     /// [`crate::fields::ROLE`]).
     pub caller: Option<Caller>,
+    /// When it was submitted (`createdAt`, ms since the Unix epoch, by the
+    /// submitter's clock); `None` when a third party wrote something else.
+    pub created_ms: Option<u64>,
 }
 
 impl ClaimedTask {
