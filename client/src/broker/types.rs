@@ -38,6 +38,14 @@ impl ClaimedTask {
         self.deadline_ms
             .map(|deadline| Duration::from_millis(deadline.saturating_sub(crate::now_ms())))
     }
+
+    /// Time since it was submitted (zero if `createdAt` lies in the
+    /// future), by this machine's wall clock; `None` without a readable
+    /// `createdAt`.
+    pub fn age(&self) -> Option<Duration> {
+        self.created_ms
+            .map(|created| Duration::from_millis(crate::now_ms().saturating_sub(created)))
+    }
 }
 
 /// What a claim found.
