@@ -38,6 +38,8 @@ pub enum Command {
     /// Access tokens of protected circles.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Print the table of a running orchestrator once, from its admin endpoint.
+    Status(crate::admin::ask::StatusArgs),
 }
 
 /// `circles_orchestrator token ...`.
@@ -178,6 +180,10 @@ pub struct RunArgs {
     /// Log file in live mode [default: DATA_DIR/orchestrator.log].
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+
+    /// The admin HTTP endpoint.
+    #[command(flatten)]
+    pub admin: crate::admin::AdminArgs,
 }
 
 /// Options of `circles_orchestrator play`.

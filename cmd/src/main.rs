@@ -10,7 +10,8 @@
 //! starting a managed redis-server), [`circles`] (opening databases and
 //! binding ports), [`supervisor`] (restart with backoff), [`monitor`]
 //! (managed Redis, counters), [`status`] and [`render`] (the table),
-//! [`orchestrator`] (start-up and shutdown), [`play`], [`token`] and
+//! [`orchestrator`] (start-up and shutdown), [`admin`] (the HTTP admin
+//! endpoint and the `status` command that asks it), [`play`], [`token`] and
 //! [`principals`] (who may connect to a circle).
 //!
 //! ```text
@@ -25,6 +26,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+pub mod admin;
 pub mod circles;
 pub mod cli;
 pub mod config;
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(cli::Command::Play(args)) => play::play(args),
         Some(cli::Command::Token(cli::TokenCommand::New(args))) => token::new(&args).map(|()| 0),
+        Some(cli::Command::Status(args)) => admin::ask::status(&args),
         None => orchestrator::run(cli.run).map(|()| 0),
     };
     match result {

@@ -77,6 +77,8 @@ pub struct Settings {
     pub worker: worker::WorkerOptions,
     /// The limits of every circle's WebSocket server.
     pub server: ServerLimits,
+    /// The admin endpoint.
+    pub admin: crate::admin::AdminSettings,
 }
 
 impl Settings {
@@ -89,6 +91,8 @@ impl Settings {
         if !args.allow_open {
             check_open_circles(&circles, &args.host)?;
         }
+        let admin =
+            crate::admin::args::resolve(&args.admin, is_loopback(&args.host), args.allow_open)?;
         let data_dir = match args.data_dir {
             Some(d) => d,
             None => default_data_dir()?,
@@ -139,6 +143,7 @@ impl Settings {
                 max_connections: args.max_connections,
                 allowed_origins: args.allowed_origins,
             },
+            admin,
         })
     }
 

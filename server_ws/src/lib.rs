@@ -110,6 +110,7 @@ pub use config::{
     DEFAULT_MAX_SCRIPT_BYTES, DEFAULT_TASK_TIMEOUT, Principal, ServerConfig, ServerTiming,
 };
 pub use host::{CircleServer, HOST_WORKERS, run, run_many, run_with};
+pub use origin::is_allowed as origin_allowed;
 pub use status::ServerStatus;
 
 /// The JSON-RPC error codes this server answers with (DESIGN.md §4).

@@ -9,7 +9,8 @@
 //! ```text
 //! root ─┬─ host            the websocket host of every circle (cancelled 1st)
 //!       ├─ circle × N      each circle's worker                 (cancelled 2nd)
-//!       └─ watchers        stats poller, managed-Redis watcher  (cancelled 3rd)
+//!       └─ watchers        stats poller, managed-Redis watcher,  (cancelled 3rd)
+//!                          admin endpoint and its Redis probe
 //!  root itself             the status display                   (cancelled last)
 //! ```
 //!
@@ -40,7 +41,7 @@ use crate::cli::RunArgs;
 use crate::redis_setup::{self, ManagedRedis};
 use crate::settings::Settings;
 use crate::status::{CircleState, Header, lock};
-use crate::{circles, logging, monitor, render};
+use crate::{admin, circles, logging, monitor, render};
 use signals::Signals;
 
 /// Time allowed beyond the grace period for servers and workers to return.
@@ -88,6 +89,8 @@ impl Orchestrator {
         // Signals are hooked before anything long-lived starts, so a SIGTERM
         // during start-up still leads to a clean stop of what was started.
         let mut signals = runtime.block_on(async { Signals::new() })?;
+        // Bound before Redis is looked for: a busy admin port starts nothing.
+        let admin = admin::bind(&settings.admin)?;
         let managed =
             redis_setup::ensure(&settings.redis, &settings.data_dir, settings.managed_redis)?;
         let header = Header {
@@ -95,11 +98,19 @@ impl Orchestrator {
             redis_managed: managed.is_some(),
             data_dir: settings.data_dir.display().to_string(),
             log_file: settings.log_file.as_ref().map(|f| f.display().to_string()),
+            admin: admin.as_ref().map(admin::Bound::url),
             redis_restarts: Arc::default(),
             started: Instant::now(),
         };
         let managed = Arc::new(Mutex::new(managed));
-        let started = runtime.block_on(Running::start(&settings, header, &mut signals, &managed));
+        let admin = admin.map(|bound| admin::Plan::new(bound, &settings.admin));
+        let started = runtime.block_on(Running::start(
+            &settings,
+            header,
+            &mut signals,
+            &managed,
+            admin,
+        ));
         match started {
             Ok(running) => Ok(Orchestrator {
                 settings,
@@ -170,6 +181,7 @@ impl Running {
         header: Header,
         signals: &mut Signals,
         managed: &Arc<Mutex<Option<ManagedRedis>>>,
+        admin: Option<admin::Plan>,
     ) -> anyhow::Result<Running> {
         // The terminal is set up before anything is spawned: a terminal that
         // cannot be set up stops the start with nothing running.
@@ -230,7 +242,10 @@ impl Running {
         let mut dbs = Vec::with_capacity(prepared.len());
         let mut hosted = Vec::with_capacity(prepared.len());
         for p in prepared {
-            let state = Arc::new(CircleState::new(p.config.clone(), &settings.host));
+            let state = Arc::new(
+                CircleState::new(p.config.clone(), &settings.host)
+                    .with_metrics(admin.as_ref().map(admin::Plan::metrics)),
+            );
             let token = root.child_token();
             spawn::start_worker(settings, &p, &state, token.clone(), &serving, &changed);
             circle_tokens.push(token);
@@ -267,8 +282,18 @@ impl Running {
             changed.clone(),
             watchers_token.clone(),
         ));
-        watchers.close();
         let draining = Arc::new(AtomicBool::new(false));
+        if let Some(admin) = admin {
+            let running = admin::Running {
+                header: header.clone(),
+                circles: states.clone(),
+                dbs: dbs.iter().map(|(_, db, _)| Arc::clone(db)).collect(),
+                client: client.clone(),
+                draining: draining.clone(),
+            };
+            admin.spawn(running, watchers_token.clone(), &watchers);
+        }
+        watchers.close();
         let support = TaskTracker::new();
         support.spawn(render::draw(
             renderer,

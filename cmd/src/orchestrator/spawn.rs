@@ -24,7 +24,8 @@ pub fn start_worker(
     let name = state.config.name.clone();
     let worker_config = settings.worker_config(&state.queue, &circle.owner);
     let engine = circle.engine.clone();
-    let worker_options = settings.worker.clone();
+    let mut worker_options = settings.worker.clone();
+    worker_options.metrics = state.task_metrics.clone();
     tracker.spawn(supervisor::supervise(
         format!("worker of circle \"{name}\""),
         state.worker.clone(),
@@ -78,7 +79,7 @@ pub fn start_host(
             let mut circles = Vec::with_capacity(servers.len());
             let mut failed = None;
             for ((config, listener), slot) in servers.iter().zip(slots.iter_mut()) {
-                let status = Arc::new(server_ws::ServerStatus::default());
+                let status = slot.new_server_status();
                 slot.server = Some(status.clone());
                 match listener.try_clone() {
                     Ok(listener) => {

@@ -70,6 +70,7 @@ mod tests {
             redis_managed: true,
             data_dir: "/tmp/x".into(),
             log_file: None,
+            admin: None,
             redis_restarts: Arc::default(),
             started: Instant::now(),
         };
@@ -78,6 +79,7 @@ mod tests {
             redis_managed: true,
             redis_restarts: 0,
             data_dir: header.data_dir.clone(),
+            admin: None,
             phase: "running",
             uptime_secs: 1,
             circles: Vec::new(),

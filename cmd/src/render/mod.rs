@@ -79,8 +79,12 @@ pub fn header_line(header: &Header, snap: &Snapshot) -> String {
         (true, 0) => " (managed: started by the orchestrator)".to_string(),
         (true, n) => format!(" (managed: started by the orchestrator, restarted {n}x after dying)"),
     };
+    let admin = match &header.admin {
+        Some(url) => format!(" | admin {url}"),
+        None => " | admin off".to_string(),
+    };
     format!(
-        "circles_orchestrator {} | {} circle{} | redis {}{} | data {}",
+        "circles_orchestrator {} | {} circle{} | redis {}{} | data {}{admin}",
         env!("CARGO_PKG_VERSION"),
         snap.circles.len(),
         if snap.circles.len() == 1 { "" } else { "s" },
