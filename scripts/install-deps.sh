@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing circles needs on Debian/Ubuntu:
 # redis-server (the broker; tests start their own), tmux (the live-table test
-# drives a real terminal) and cargo-nextest when cargo can install it.
+# drives a real terminal), promtool (Debian package prometheus: the metrics
+# test checks a scrape with it) and cargo-nextest when cargo can install it.
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 
 if [ ${#need[@]} -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then

@@ -46,6 +46,14 @@ pub struct StatusArgs {
 /// Prints the snapshot; exit code 0, or an error (exit 1) when nothing
 /// answers or the answer is not a snapshot.
 pub fn status(args: &StatusArgs) -> anyhow::Result<i32> {
+    if args.admin.trim().eq_ignore_ascii_case("off") {
+        return Err(crate::UsageError(
+            "status asks a running orchestrator's admin endpoint, and --admin (or \
+             CIRCLES_ADMIN) says off: give the address the orchestrator serves it on"
+                .to_string(),
+        )
+        .into());
+    }
     let addr = parse_addr(&args.admin)?;
     let body = get(addr, "/api/status", args.token.as_ref())?;
     if args.json {
