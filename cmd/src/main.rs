@@ -67,6 +67,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(cli::Command::Play(args)) => play::play(args),
         Some(cli::Command::Token(cli::TokenCommand::New(args))) => token::new(&args).map(|()| 0),
+        Some(cli::Command::Token(cli::TokenCommand::Admin)) => token::admin().map(|()| 0),
         Some(cli::Command::Status(args)) => admin::ask::status(&args),
         None => orchestrator::run(cli.run).map(|()| 0),
     };

@@ -347,13 +347,21 @@ fn a_busy_admin_port_stops_the_start_with_exit_2_naming_it() {
 }
 
 #[test]
-fn with_a_token_hash_only_the_token_opens_status_and_metrics_and_probes_stay_open() {
-    use sha2::Digest as _;
-    let token = "s3cret-admin-token";
-    let hash: String = sha2::Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+fn with_a_token_from_token_admin_only_it_opens_status_and_metrics_and_probes_stay_open() {
+    let made = Sandbox::new();
+    let mut cmd = made.command();
+    cmd.args(["token", "admin"]);
+    let (code, stdout, stderr) = run_to_end(cmd, Duration::from_secs(30));
+    assert!(code.success(), "{stderr}");
+    let mut lines = stdout.lines();
+    let token = lines.next().expect("the token").to_string();
+    let option = lines.next().expect("the option");
+    let hash = option
+        .strip_prefix("--admin-token-sha256 ")
+        .unwrap_or_else(|| panic!("line 2 is the option: {option}"))
+        .to_string();
+    assert_eq!(hash.len(), 64, "{hash}");
+    let token = token.as_str();
     let mut admin = start(&["--admin-token-sha256", &hash]);
     let bearer = format!("Authorization: Bearer {token}");
     for path in ["/metrics", "/api/status", "/"] {
