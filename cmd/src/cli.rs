@@ -48,9 +48,9 @@ pub enum TokenCommand {
     /// Make a principal: prints a fresh token once (line 1) and the JSON
     /// element to add to the circle's "principals" in circles.json (line 2).
     New(TokenNewArgs),
-    /// Make a token for the admin endpoint: prints a fresh token once (line
-    /// 1) and the option that makes the orchestrator ask for it (line 2:
-    /// --admin-token-sha256 <hex>).
+    /// Make a token for the admin endpoint: prints a fresh token once
+    /// (line 1) and the option that makes the orchestrator ask for it
+    /// (line 2: `--admin-token-sha256 <hex>`).
     Admin,
 }
 

@@ -41,12 +41,16 @@ type Fmt = Result<(), std::fmt::Error>;
 struct PerCircle<'a, T> {
     name: &'a str,
     help: &'a str,
-    kind: MetricType,
     values: Vec<(&'a str, T)>,
 }
 
+/// Shorthand for a [`PerCircle`].
+fn per<'a, T>(name: &'a str, help: &'a str, values: Vec<(&'a str, T)>) -> PerCircle<'a, T> {
+    PerCircle { name, help, values }
+}
+
 fn per_circle_gauge(encoder: &mut DescriptorEncoder, m: PerCircle<'_, i64>) -> Fmt {
-    let mut metric = encoder.encode_descriptor(m.name, m.help, None, m.kind)?;
+    let mut metric = encoder.encode_descriptor(m.name, m.help, None, MetricType::Gauge)?;
     for (circle, value) in m.values {
         let labels = [("circle", circle)];
         ConstGauge::new(value).encode(metric.encode_family(&labels)?)?;
@@ -58,7 +62,7 @@ fn per_circle_counter<T>(encoder: &mut DescriptorEncoder, m: PerCircle<'_, T>) -
 where
     ConstCounter<T>: EncodeMetric,
 {
-    let mut metric = encoder.encode_descriptor(m.name, m.help, None, m.kind)?;
+    let mut metric = encoder.encode_descriptor(m.name, m.help, None, MetricType::Counter)?;
     for (circle, value) in m.values {
         let labels = [("circle", circle)];
         ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
@@ -134,51 +138,43 @@ impl Collector for Orchestrator {
                 .filter_map(|c| f(c).map(|v| (c.name, v)))
                 .collect()
         };
-        let gauges: [(&str, &str, Vec<(&str, i64)>); 6] = [
-            (
+        let gauges = [
+            per(
                 "circles_circle_up",
                 "1 while the circle's worker and server both run, else 0",
                 each(&|c| Some(i64::from(c.up))),
             ),
-            (
+            per(
                 "circles_queue_length",
                 "Tasks waiting in the circle's queue, as the stats poller last read them",
                 each(&|c| c.queue_len.map(as_gauge)),
             ),
-            (
+            per(
                 "circles_tasks_in_flight",
                 "Tasks of the circle taken by a worker and not yet finished, as last read",
                 each(&|c| c.in_flight.map(as_gauge)),
             ),
-            (
+            per(
                 "circles_ws_connections",
                 "Open WebSocket connections of the circle",
                 each(&|c| Some(as_gauge(c.connections as u64))),
             ),
-            (
+            per(
                 "circles_ourdb_records",
                 "Live records in the circle's OurDB",
                 each(&|c| c.db.map(|db| as_gauge(db.live_records))),
             ),
-            (
+            per(
                 "circles_ourdb_file_bytes",
                 "Bytes of the circle's OurDB data files (headers and frames)",
                 each(&|c| c.db.map(|db| as_gauge(db.file_bytes))),
             ),
         ];
-        for (name, help, values) in gauges {
-            per_circle_gauge(
-                &mut encoder,
-                PerCircle {
-                    name,
-                    help,
-                    kind: MetricType::Gauge,
-                    values,
-                },
-            )?;
+        for metric in gauges {
+            per_circle_gauge(&mut encoder, metric)?;
         }
-        let counters: [(&str, &str, Vec<(&str, u64)>); 4] = [
-            (
+        let counters = [
+            per(
                 "circles_worker_restarts",
                 "Restarts of the circle's worker after a failure",
                 circles
@@ -186,7 +182,7 @@ impl Collector for Orchestrator {
                     .map(|c| (c.name, u64::from(c.worker_restarts)))
                     .collect(),
             ),
-            (
+            per(
                 "circles_ws_server_restarts",
                 "Restarts of the WebSocket host serving the circle after a failure",
                 circles
@@ -194,7 +190,7 @@ impl Collector for Orchestrator {
                     .map(|c| (c.name, u64::from(c.server_restarts)))
                     .collect(),
             ),
-            (
+            per(
                 "circles_ourdb_commits",
                 "Commits to the circle's OurDB since the orchestrator opened it",
                 circles
@@ -202,7 +198,7 @@ impl Collector for Orchestrator {
                     .filter_map(|c| Some((c.name, c.db?.commits)))
                     .collect(),
             ),
-            (
+            per(
                 "circles_ourdb_fsyncs",
                 "fsyncs of the circle's OurDB since the orchestrator opened it",
                 circles
@@ -211,23 +207,14 @@ impl Collector for Orchestrator {
                     .collect(),
             ),
         ];
-        for (name, help, values) in counters {
-            per_circle_counter(
-                &mut encoder,
-                PerCircle {
-                    name,
-                    help,
-                    kind: MetricType::Counter,
-                    values,
-                },
-            )?;
+        for metric in counters {
+            per_circle_counter(&mut encoder, metric)?;
         }
         per_circle_counter(
             &mut encoder,
             PerCircle {
                 name: "circles_ourdb_fsync_seconds",
                 help: "Time spent in fsyncs of the circle's OurDB since it was opened",
-                kind: MetricType::Counter,
                 values: circles
                     .iter()
                     .filter_map(|c| Some((c.name, c.db?.fsync_time.as_secs_f64())))
