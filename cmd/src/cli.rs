@@ -39,7 +39,7 @@ pub enum Command {
     #[command(subcommand)]
     Token(TokenCommand),
     /// Print the table of a running orchestrator once, from its admin endpoint.
-    Status(crate::admin::ask::StatusArgs),
+    Status(StatusArgs),
 }
 
 /// `circles_orchestrator token ...`.
@@ -230,6 +230,27 @@ pub struct PlayArgs {
     #[arg(
         long,
         env = "CIRCLES_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<Token>,
+}
+
+/// Options of `circles_orchestrator status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The running orchestrator's admin address (its --admin).
+    #[arg(long, env = "CIRCLES_ADMIN", value_name = "ADDR", default_value = crate::admin::args::DEFAULT_ADMIN)]
+    pub admin: String,
+
+    /// Print the JSON snapshot (the shape of `--output json`) instead of the table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// The admin token, when the orchestrator has --admin-token-sha256.
+    #[arg(
+        long,
+        env = "CIRCLES_ADMIN_TOKEN",
         hide_env_values = true,
         value_name = "TOKEN"
     )]

@@ -9,39 +9,16 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use clap::Args;
-
-use super::args::{DEFAULT_ADMIN, parse_addr};
-use crate::cli::Token;
+use super::args::parse_addr;
+use crate::cli::{StatusArgs, Token};
 use crate::render::{header_line, table};
 use crate::status::{Header, Snapshot};
+use anyhow::{Context, bail};
 
 /// How long connecting and each read or write may take.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest answer read.
 const MAX_ANSWER: u64 = 64 << 20;
-
-/// Options of `circles_orchestrator status`.
-#[derive(Debug, Args)]
-pub struct StatusArgs {
-    /// The running orchestrator's admin address (its --admin).
-    #[arg(long, env = "CIRCLES_ADMIN", value_name = "ADDR", default_value = DEFAULT_ADMIN)]
-    pub admin: String,
-
-    /// Print the JSON snapshot (the shape of `--output json`) instead of the table.
-    #[arg(long)]
-    pub json: bool,
-
-    /// The admin token, when the orchestrator has --admin-token-sha256.
-    #[arg(
-        long,
-        env = "CIRCLES_ADMIN_TOKEN",
-        hide_env_values = true,
-        value_name = "TOKEN"
-    )]
-    pub token: Option<Token>,
-}
 
 /// Prints the snapshot; exit code 0, or an error (exit 1) when nothing
 /// answers or the answer is not a snapshot.
