@@ -249,8 +249,8 @@ async fn a_scrape_passes_promtool_and_counters_move_by_exactly_the_tasks_sent() 
     assert!(admin.orchestrator.stop().success());
 }
 
-#[test]
-fn a_cross_origin_request_is_refused_and_own_or_loopback_origins_pass() {
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cross_origin_request_is_refused_and_own_or_loopback_origins_pass() {
     let mut admin = start(&[]);
     for path in ["/metrics", "/api/status", "/healthz", "/readyz", "/"] {
         let foreign = get(admin.addr, path, &["Origin: http://evil.example"]);
