@@ -31,7 +31,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 static RECONNECTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// How many times, process-wide, a connection to Redis was made again after
-/// an earlier one of the same [`Conn`] was lost or an attempt failed: task
+/// an earlier one of the same connection was lost or an attempt failed: task
 /// clients, workers and blocking pops alike. For metrics.
 pub fn reconnects() -> u64 {
     RECONNECTS.load(std::sync::atomic::Ordering::Relaxed)
