@@ -2,28 +2,63 @@
 # Installs what building, running and testing circles needs on Debian/Ubuntu:
 # redis-server (the broker; tests start their own), tmux (the live-table test
 # drives a real terminal), promtool (Debian package prometheus: the metrics
-# test checks a scrape with it) and cargo-nextest when cargo can install it.
+# test checks a scrape with it), and for the browser tests Debian's chromium plus
+# Playwright for Python (the version pinned in cmd/tests/browser/requirements.txt)
+# in a venv at <target dir>/browser-venv. Playwright never downloads a browser
+# here: the tests launch /usr/bin/chromium.
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
-command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# promtool comes with Debian's prometheus; its recommends (exporters,
+# daemons) are left out.
+lean=()
+command -v promtool >/dev/null 2>&1 || lean+=(prometheus)
+# The browser tests: Chromium with a font for screenshots (recommends left out:
+# they pull in a desktop), and a python that can make a venv.
+browser=()
+[ -x /usr/bin/chromium ] || browser+=(chromium fonts-liberation)
+if ! command -v python3 >/dev/null 2>&1; then
+  browser+=(python3 python3-venv)
+elif ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  browser+=(python3-venv)
+fi
 
-if [ ${#need[@]} -gt 0 ]; then
+browser+=("${lean[@]}")
+if [ ${#need[@]} -gt 0 ] || [ ${#browser[@]} -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then
-    echo "install-deps: missing ${need[*]} and no apt-get here; install them with your package manager" >&2
+    echo "install-deps: missing ${need[*]} ${browser[*]} and no apt-get here; install them with your package manager" >&2
     exit 1
   fi
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || { echo "install-deps: need root or sudo to install ${need[*]}" >&2; exit 1; }
+    command -v sudo >/dev/null 2>&1 || { echo "install-deps: need root or sudo to install ${need[*]} ${browser[*]}" >&2; exit 1; }
     sudo="sudo"
   fi
-  echo "install-deps: installing ${need[*]}" >&2
+  echo "install-deps: installing ${need[*]} ${browser[*]}" >&2
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+  if [ ${#need[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+  if [ ${#browser[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${browser[@]}" >/dev/null
+  fi
+fi
+
+# Playwright in its own venv: no root, nothing written into the system python
+# (Debian's is externally managed, PEP 668), and the same on every machine.
+# It lives in the target dir; after `cargo clean` this script makes it again.
+venv="${CARGO_TARGET_DIR:-target}/browser-venv"
+requirements=cmd/tests/browser/requirements.txt
+if ! cmp -s "$requirements" "$venv/requirements.txt" || ! [ -x "$venv/bin/python" ]; then
+  echo "install-deps: installing Playwright for Python into $venv" >&2
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$requirements"
+  cp "$requirements" "$venv/requirements.txt"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -22,6 +22,8 @@ pub(crate) struct ConnSettings {
     /// timeout bounds them).
     pub response_timeout: Option<Duration>,
     pub max_backoff: Duration,
+    /// `Some`: a `rediss://` URL trusts this CA instead of the system's roots.
+    pub ca: Option<crate::RedisCa>,
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -76,7 +78,11 @@ impl Conn {
         let info = url
             .connection_info()
             .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        let client = redis::Client::open(info).map_err(|e| Error::Unavailable {
+        let client = match &settings.ca {
+            Some(ca) => redis::Client::build_with_tls(info, ca.certificates()),
+            None => redis::Client::open(info),
+        }
+        .map_err(|e| Error::Unavailable {
             url: url.to_string(),
             reason: format!("invalid redis url: {e}"),
         })?;

@@ -57,6 +57,7 @@ pub mod keys;
 mod kind;
 mod listener;
 mod scripts;
+mod tls;
 pub mod url;
 
 pub use caller::{Caller, Role};
@@ -65,6 +66,7 @@ pub use client::{
 };
 pub use conn::reconnects;
 pub use kind::FailureKind;
+pub use tls::RedisCa;
 pub use url::RedisUrl;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

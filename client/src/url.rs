@@ -103,6 +103,11 @@ impl RedisUrl {
         }
     }
 
+    /// Whether the connection is TLS (`rediss://`).
+    pub fn is_tls(&self) -> bool {
+        matches!(self.endpoint, Endpoint::Tcp { tls: true, .. })
+    }
+
     /// Whether the URL is TCP on this machine's loopback interface.
     pub fn is_loopback(&self) -> bool {
         self.host_port()
@@ -195,6 +200,26 @@ mod tests {
         assert_eq!(
             redact("redis://:pw@10.0.0.1:6379/0"),
             "redis://10.0.0.1:6379/0"
+        );
+    }
+
+    #[test]
+    fn a_tls_url_keeps_its_scheme_and_loses_its_credentials() {
+        assert_eq!(redact("rediss://:pw@h:1/0"), "rediss://h:1/0");
+        assert_eq!(
+            redact("rediss://u:pw@127.0.0.1:6380"),
+            "rediss://127.0.0.1:6380"
+        );
+        let url = RedisUrl::parse("rediss://:hunter2@127.0.0.1:6380/0").expect("valid");
+        assert!(url.is_tls());
+        assert_eq!(
+            format!("{url} {url:?}"),
+            "rediss://127.0.0.1:6380/0 RedisUrl(\"rediss://127.0.0.1:6380/0\")"
+        );
+        assert!(
+            !RedisUrl::parse("redis://127.0.0.1")
+                .expect("valid")
+                .is_tls()
         );
     }
 

@@ -95,9 +95,14 @@ pub struct RunArgs {
     #[arg(value_name = "CONFIG", default_value = "circles.json")]
     pub config: PathBuf,
 
-    /// Redis URL of the task broker.
+    /// Redis URL of the task broker (`rediss://` for Redis over TLS).
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
+
+    /// With a rediss:// --redis-url: trust this CA (PEM) for Redis instead
+    /// of the system's root certificates.
+    #[arg(long, value_name = "PEM")]
+    pub redis_ca: Option<PathBuf>,
 
     /// Where circle N keeps its database (DIR/N/) [default: ~/.hero/circles]
     #[arg(long, env = "CIRCLES_DATA_DIR", value_name = "DIR")]
@@ -106,6 +111,15 @@ pub struct RunArgs {
     /// Bind address of every WebSocket server.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
+
+    /// Serve every circle as wss:// with this certificate chain (PEM: the
+    /// server's certificate first, then any intermediates). Needs --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert. Needs --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 
     /// Serve circles without principals (open to anyone who reaches the
     /// port) on a non-loopback --host too.
@@ -201,7 +215,8 @@ pub struct PlayArgs {
     #[arg(short = 'f', long, value_name = "FILE")]
     pub file: Option<PathBuf>,
 
-    /// The circle's WebSocket URL, e.g. ws://127.0.0.1:8081/ws.
+    /// The circle's WebSocket URL, e.g. ws://127.0.0.1:8081/ws, or
+    /// wss://… for an orchestrator with --tls-cert.
     #[arg(long, conflicts_with = "circle")]
     pub url: Option<String>,
 
@@ -216,6 +231,13 @@ pub struct PlayArgs {
     /// Host used with --circle.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
+
+    /// Trust this CA (PEM) for wss://, in addition to the system's root
+    /// certificates: the CA that signed the orchestrator's --tls-cert, or
+    /// that self-signed certificate itself. Without --url, play then
+    /// connects to the circle with wss://.
+    #[arg(long, value_name = "PEM")]
+    pub ca: Option<PathBuf>,
 
     /// How long to wait for the reply.
     #[arg(long, default_value = "35s", value_parser = positive_duration)]
@@ -384,6 +406,19 @@ mod tests {
         let cli = Cli::try_parse_from(["c", "mine.json", "--host", "0.0.0.0"]).expect("parses");
         assert_eq!(cli.run.config, PathBuf::from("mine.json"));
         assert_eq!(cli.run.host, "0.0.0.0");
+    }
+
+    #[test]
+    fn tls_cert_and_key_come_together_and_a_missing_one_is_named() {
+        for (given, missing) in [("--tls-cert", "--tls-key"), ("--tls-key", "--tls-cert")] {
+            let err = Cli::try_parse_from(["c", given, "x.pem"]).expect_err(given);
+            assert_eq!(err.exit_code(), 2, "{err}");
+            assert!(err.to_string().contains(missing), "{given}: {err}");
+        }
+        let cli =
+            Cli::try_parse_from(["c", "--tls-cert", "c.pem", "--tls-key", "k.pem"]).expect("both");
+        assert_eq!(cli.run.tls_cert, Some(PathBuf::from("c.pem")));
+        assert_eq!(cli.run.tls_key, Some(PathBuf::from("k.pem")));
     }
 
     #[test]

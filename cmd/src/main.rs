@@ -12,7 +12,8 @@
 //! (managed Redis, counters), [`status`] and [`render`] (the table),
 //! [`orchestrator`] (start-up and shutdown), [`admin`] (the HTTP admin
 //! endpoint and the `status` command that asks it), [`play`], [`token`] and
-//! [`principals`] (who may connect to a circle).
+//! [`principals`] (who may connect to a circle), [`tls`] (CA files and
+//! `play`'s TLS client).
 //!
 //! ```text
 //! $ circles_orchestrator circles.json            # serve every circle
@@ -40,6 +41,7 @@ pub mod render;
 pub mod settings;
 pub mod status;
 pub mod supervisor;
+pub mod tls;
 pub mod token;
 
 /// A usage mistake: exit code 2.
@@ -64,6 +66,7 @@ fn exit_code_of(error: &anyhow::Error) -> u8 {
 fn main() -> ExitCode {
     // clap exits 2 on a usage error and 0 for --help/--version.
     let cli = cli::Cli::parse();
+    tls::install_provider();
     let result = match cli.command {
         Some(cli::Command::Play(args)) => play::play(args),
         Some(cli::Command::Token(cli::TokenCommand::New(args))) => token::new(&args).map(|()| 0),

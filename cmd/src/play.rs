@@ -9,6 +9,13 @@
 //! With `--token` (or `CIRCLES_TOKEN`) the upgrade carries
 //! `Authorization: Bearer <token>`; a refusal (401, 429) exits 1 saying what
 //! to do. The token never appears in any output.
+//!
+//! `wss://` URLs are verified against the system's root certificates plus,
+//! with `--ca`, the certificates of that file. Without `--url`, play cannot
+//! know whether the orchestrator serves TLS: it connects with `wss://` when
+//! `--ca` is given and `ws://` otherwise (an orchestrator whose certificate
+//! a public CA signed is reached with `--url wss://…`). A certificate that
+//! is not trusted exits 1 saying so and how to fix it.
 
 use anyhow::{Context, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
@@ -29,14 +36,18 @@ pub fn play(args: PlayArgs) -> anyhow::Result<i32> {
         return Err(UsageError("the script is empty".to_string()).into());
     }
     let url = target_url(&args)?;
+    let tls = crate::tls::client_config(args.ca.as_deref())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     let reply = runtime.block_on(async {
-        tokio::time::timeout(args.timeout, exchange(&url, &script, args.token.as_ref()))
-            .await
-            .map_err(|_| anyhow!("no reply from {url} within {:?}", args.timeout))?
+        tokio::time::timeout(
+            args.timeout,
+            exchange(&url, &script, args.token.as_ref(), tls),
+        )
+        .await
+        .map_err(|_| anyhow!("no reply from {url} within {:?}", args.timeout))?
     })?;
     if args.json {
         println!("{reply}");
@@ -81,7 +92,7 @@ fn target_url(args: &PlayArgs) -> anyhow::Result<String> {
     }
     let circles = crate::config::load(&args.config).map_err(|e| {
         UsageError(format!(
-            "{e}\n(play finds circles in --config, or takes --url ws://host:port/ws)"
+            "{e}\n(play finds circles in --config, or takes --url ws://host:port/ws or wss://…)"
         ))
     })?;
     let circle = match &args.circle {
@@ -104,10 +115,16 @@ fn target_url(args: &PlayArgs) -> anyhow::Result<String> {
         ))
         .into());
     };
-    Ok(ws_url(&args.host, circle.port))
+    let scheme = if args.ca.is_some() { "wss" } else { "ws" };
+    Ok(ws_url(scheme, &args.host, circle.port))
 }
 
-async fn exchange(url: &str, script: &str, token: Option<&Token>) -> anyhow::Result<Value> {
+async fn exchange(
+    url: &str,
+    script: &str,
+    token: Option<&Token>,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> anyhow::Result<Value> {
     let mut request = url
         .into_client_request()
         .with_context(|| format!("{url} is not a WebSocket URL (ws://host:port/ws)"))?;
@@ -117,15 +134,25 @@ async fn exchange(url: &str, script: &str, token: Option<&Token>) -> anyhow::Res
         value.set_sensitive(true);
         request.headers_mut().insert("authorization", value);
     }
-    let (mut ws, _) = match tokio_tungstenite::connect_async(request).await {
+    let connector = tokio_tungstenite::Connector::Rustls(tls);
+    let connecting =
+        tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector));
+    let (mut ws, _) = match connecting.await {
         Ok(connected) => connected,
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             bail!(refused(url, response.status().as_u16(), token.is_some()))
         }
         Err(e) => {
-            return Err(anyhow::Error::new(e).context(format!(
-                "cannot connect to {url} (is the orchestrator running?)"
-            )));
+            if let Some(said) = crate::tls::handshake_failure(url, &e) {
+                bail!(said);
+            }
+            let hint = if url.starts_with("ws://") {
+                "is the orchestrator running? if it serves TLS (--tls-cert), use wss:// \
+                 (--url wss://…, or --ca PEM)"
+            } else {
+                "is the orchestrator running?"
+            };
+            return Err(anyhow::Error::new(e).context(format!("cannot connect to {url} ({hint})")));
         }
     };
     let request =

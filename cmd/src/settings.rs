@@ -53,6 +53,10 @@ pub struct Settings {
     pub circles: Vec<CircleConfig>,
     /// The Redis of the task broker: a TCP URL redis-rs accepts.
     pub redis: RedisUrl,
+    /// With a `rediss://` URL, the CA trusted for Redis (`--redis-ca`).
+    pub redis_ca: Option<client::RedisCa>,
+    /// `Some`: every circle is served as `wss://` with this certificate.
+    pub tls: Option<server_ws::TlsConfig>,
     /// Whether a managed redis-server may be started when none answers.
     pub managed_redis: bool,
     /// Where circle N keeps its database (`<data_dir>/N/`).
@@ -87,7 +91,18 @@ impl Settings {
     pub fn resolve(args: RunArgs) -> anyhow::Result<Settings> {
         let circles = config::load(&args.config)?;
         let redis = redis_url(&args.redis_url)?;
+        let redis_ca = match &args.redis_ca {
+            Some(path) => Some(redis_ca(&redis, path)?),
+            None => None,
+        };
         check_host(&args.host)?;
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
+            (None, None) => None,
+            // clap's `requires` makes them come together; said again for a caller that skips clap.
+            (Some(_), None) => return Err(UsageError("--tls-cert needs --tls-key".into()).into()),
+            (None, Some(_)) => return Err(UsageError("--tls-key needs --tls-cert".into()).into()),
+        };
         if !args.allow_open {
             check_open_circles(&circles, &args.host)?;
         }
@@ -121,6 +136,8 @@ impl Settings {
             config_path: args.config,
             circles,
             redis,
+            redis_ca,
+            tls,
             managed_redis: !args.no_managed_redis,
             data_dir,
             host: args.host,
@@ -160,13 +177,20 @@ impl Settings {
             max_script_bytes: self.engine.max_script_bytes,
             allowed_origins: self.server.allowed_origins.clone(),
             principals: circle.principals.clone(),
+            tls: self.tls.clone(),
         }
+    }
+
+    /// The URL scheme of every circle: `wss` with `--tls-cert`, else `ws`.
+    pub fn ws_scheme(&self) -> &'static str {
+        if self.tls.is_some() { "wss" } else { "ws" }
     }
 
     /// The worker configuration of one circle, claiming its queue as `owner`.
     pub fn worker_config(&self, queue: &str, owner: &str) -> worker::WorkerConfig {
         worker::WorkerConfig {
             redis_url: self.redis.as_str().to_string(),
+            redis_ca: self.redis_ca.clone(),
             queue: queue.to_string(),
             result_ttl: self.result_ttl,
             shutdown_grace: self.shutdown_grace,
@@ -194,10 +218,40 @@ fn redis_url(url: &str) -> anyhow::Result<RedisUrl> {
         Ok(parsed) => return Ok(parsed),
     };
     Err(UsageError(format!(
-        "--redis-url {} is not a redis:// URL ({problem}); for example redis://127.0.0.1:6379",
+        "--redis-url {} is not a redis:// URL ({problem}); for example redis://127.0.0.1:6379, \
+         or rediss://127.0.0.1:6380 for Redis over TLS",
         client::url::redact(url)
     ))
     .into())
+}
+
+/// `--redis-ca`: only with a `rediss://` URL, and a file of certificates.
+fn redis_ca(redis: &RedisUrl, path: &std::path::Path) -> anyhow::Result<client::RedisCa> {
+    if !redis.is_tls() {
+        return Err(UsageError(format!(
+            "--redis-ca is for a rediss:// --redis-url (Redis over TLS), and {redis} is not one"
+        ))
+        .into());
+    }
+    Ok(client::RedisCa::from_pem(
+        crate::tls::read_ca("--redis-ca", path)?.pem,
+    ))
+}
+
+/// `--tls-cert` and `--tls-key`, read and checked before anything starts:
+/// a bad file is a usage error naming the option and the file.
+fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<server_ws::TlsConfig> {
+    server_ws::TlsConfig::from_pem_files(cert, key).map_err(|e| {
+        // The cert is named first: one file may hold both.
+        let flag = match &e {
+            server_ws::Error::Tls { file, .. } if file != cert && file == key => "--tls-key",
+            _ => "--tls-cert",
+        };
+        UsageError(format!("{flag} {e}")).into()
+    })
 }
 
 /// A `--host` that does not resolve is a usage error, found before Redis is

@@ -109,8 +109,8 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl CircleState {
     /// A circle about to start.
-    pub fn new(config: CircleConfig, host: &str) -> Self {
-        let url = ws_url(host, config.port);
+    pub fn new(config: CircleConfig, scheme: &str, host: &str) -> Self {
+        let url = ws_url(scheme, host, config.port);
         let queue = config.queue();
         CircleState {
             queue_key: client::keys::tasks(&queue),
@@ -185,12 +185,12 @@ impl CircleState {
     }
 }
 
-/// `ws://host:port/ws`, with IPv6 hosts bracketed.
-pub fn ws_url(host: &str, port: u16) -> String {
+/// `<scheme>://host:port/ws` (`ws` or `wss`), with IPv6 hosts bracketed.
+pub fn ws_url(scheme: &str, host: &str, port: u16) -> String {
     if host.contains(':') && !host.starts_with('[') {
-        format!("ws://[{host}]:{port}/ws")
+        format!("{scheme}://[{host}]:{port}/ws")
     } else {
-        format!("ws://{host}:{port}/ws")
+        format!("{scheme}://{host}:{port}/ws")
     }
 }
 
@@ -393,8 +393,9 @@ mod tests {
 
     #[test]
     fn urls_bracket_ipv6_hosts() {
-        assert_eq!(ws_url("127.0.0.1", 8081), "ws://127.0.0.1:8081/ws");
-        assert_eq!(ws_url("::1", 8081), "ws://[::1]:8081/ws");
+        assert_eq!(ws_url("ws", "127.0.0.1", 8081), "ws://127.0.0.1:8081/ws");
+        assert_eq!(ws_url("ws", "::1", 8081), "ws://[::1]:8081/ws");
+        assert_eq!(ws_url("wss", "::1", 8081), "wss://[::1]:8081/ws");
     }
 
     #[test]
@@ -408,7 +409,7 @@ mod tests {
         let state = CircleState {
             queue: "a".into(),
             queue_key: client::keys::tasks("a"),
-            url: ws_url("127.0.0.1", 1),
+            url: ws_url("ws", "127.0.0.1", 1),
             config: cfg,
             worker: Arc::new(Mutex::new(Slot::new())),
             server: Arc::new(Mutex::new(Slot::new())),

@@ -36,6 +36,9 @@ pub struct ServerConfig {
     /// Who may connect. Empty: the circle is open (anyone who reaches the
     /// port); otherwise an upgrade needs one of these principals' tokens.
     pub principals: Vec<Principal>,
+    /// `Some`: the circle is served as `wss://` with this certificate (one
+    /// [`crate::TlsConfig`] is shared by every circle that gets a clone).
+    pub tls: Option<crate::TlsConfig>,
 }
 
 /// A principal of a circle (circles.json `principals`): its name, the
@@ -73,6 +76,7 @@ impl ServerConfig {
             max_script_bytes: DEFAULT_MAX_SCRIPT_BYTES,
             allowed_origins: Vec::new(),
             principals: Vec::new(),
+            tls: None,
         }
     }
 }

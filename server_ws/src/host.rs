@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::circle::{Routes, Shared};
 use crate::config::{ServerConfig, ServerTiming};
 use crate::status::ServerStatus;
+use crate::tls::TlsConfig;
 use crate::upgrade::upgrade;
 use crate::{Error, Result};
 
@@ -132,6 +133,7 @@ pub async fn run_many(
             source,
         };
         let addr = circle.listener.local_addr().map_err(io_error)?;
+        let tls = circle.config.tls.clone();
         let shared = Arc::new(Shared {
             submit: SubmitOptions::with_timeout(circle.config.task_timeout),
             config: circle.config,
@@ -147,7 +149,12 @@ pub async fn run_many(
                 format!("two circles were given a listener on {addr}"),
             )));
         }
-        listeners.push((name, addr, circle.listener));
+        listeners.push(Listener {
+            name,
+            addr,
+            socket: circle.listener,
+            tls,
+        });
     }
     let server = build(routes, listeners, shutdown_secs)?;
     let host_error = |source| what.error(source);
@@ -172,11 +179,20 @@ pub async fn run_many(
     joined(ended).map_err(host_error)
 }
 
+/// One circle's bound socket, as `build` adds it to the server.
+struct Listener {
+    name: String,
+    addr: SocketAddr,
+    socket: TcpListener,
+    /// `Some`: served as `wss://` through rustls.
+    tls: Option<TlsConfig>,
+}
+
 /// The actix server of `listeners` (not yet polled). A plain function: the
 /// builder is not `Send` and must not live in `run_many`'s future.
 fn build(
     routes: Routes,
-    listeners: Vec<(String, SocketAddr, TcpListener)>,
+    listeners: Vec<Listener>,
     shutdown_secs: u64,
 ) -> Result<actix_web::dev::Server> {
     let routes = web::Data::new(routes);
@@ -200,16 +216,27 @@ fn build(
     .client_disconnect_timeout(CLIENT_DISCONNECT)
     .shutdown_timeout(shutdown_secs);
     let mut serving_on = Vec::with_capacity(listeners.len());
-    for (name, addr, listener) in listeners {
-        server = server.listen(listener).map_err(|source| Error::Io {
+    for Listener {
+        name,
+        addr,
+        socket,
+        tls,
+    } in listeners
+    {
+        let scheme = if tls.is_some() { "wss" } else { "ws" };
+        let added = match tls {
+            Some(tls) => server.listen_rustls_0_23(socket, tls.rustls()),
+            None => server.listen(socket),
+        };
+        server = added.map_err(|source| Error::Io {
             circle: name.clone(),
             source,
         })?;
-        serving_on.push((name, addr));
+        serving_on.push((name, scheme, addr));
     }
     let server = server.run();
-    for (name, addr) in serving_on {
-        log::info!("circle {name}: websocket server listening on ws://{addr}/ws");
+    for (name, scheme, addr) in serving_on {
+        log::info!("circle {name}: websocket server listening on {scheme}://{addr}/ws");
     }
     Ok(server)
 }

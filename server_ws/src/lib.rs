@@ -35,6 +35,8 @@
 //! - `circle`: what every connection of one circle shares;
 //! - `auth`: bearer tokens of circles with principals, and the slow-down of
 //!   addresses that keep failing (HTTP 429);
+//! - `tls`: [`TlsConfig`], a certificate and key checked once into the
+//!   rustls configuration every `wss://` listener shares;
 //! - `fragments`, `frame_guard`, `origin`, `config`, `status`: message
 //!   reassembly, frame-length checks, the origin allow-list, limits and
 //!   timings, live counters.
@@ -100,6 +102,7 @@ mod play;
 mod reader;
 mod rpc;
 mod status;
+mod tls;
 mod upgrade;
 
 pub use auth::{
@@ -112,6 +115,7 @@ pub use config::{
 pub use host::{CircleServer, HOST_WORKERS, run, run_many, run_with};
 pub use origin::is_allowed as origin_allowed;
 pub use status::ServerStatus;
+pub use tls::TlsConfig;
 
 /// The JSON-RPC error codes this server answers with (DESIGN.md §4).
 pub mod codes {
@@ -140,6 +144,15 @@ pub enum Error {
         circles: usize,
         /// The cause.
         source: std::io::Error,
+    },
+    /// A TLS certificate or key file ([`TlsConfig::from_pem_files`]) cannot
+    /// be used: `problem` says why (it never quotes the key).
+    #[error("{} {problem}", file.display())]
+    Tls {
+        /// The file at fault.
+        file: std::path::PathBuf,
+        /// What is wrong with it, as the end of a sentence naming the file.
+        problem: String,
     },
 }
 

@@ -27,6 +27,14 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     append_only: bool,
+    tls: Option<Tls>,
+}
+
+/// The TLS side of a [`RedisServer::start_tls`] server.
+struct Tls {
+    cert: PathBuf,
+    key: PathBuf,
+    port: u16,
 }
 
 impl RedisServer {
@@ -46,7 +54,27 @@ impl RedisServer {
         Self::start_with(true)
     }
 
+    /// Starts a server that also speaks TLS, on [`RedisServer::tls_port`]
+    /// ([`RedisServer::tls_url`]), with the certificate `cert` and its key
+    /// `key` (PEM files the test made); clients show no certificate. The
+    /// plain port stays open for the fixture's own PING and for tests that
+    /// configure the server.
+    pub fn start_tls(cert: &Path, key: &Path) -> Self {
+        Self::start_inner(
+            false,
+            Some(Tls {
+                cert: cert.to_path_buf(),
+                key: key.to_path_buf(),
+                port: 0,
+            }),
+        )
+    }
+
     fn start_with(append_only: bool) -> Self {
+        Self::start_inner(append_only, None)
+    }
+
+    fn start_inner(append_only: bool, tls: Option<Tls>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("circles-redis-")
             .tempdir()
@@ -56,12 +84,16 @@ impl RedisServer {
             port: 0,
             dir,
             append_only,
+            tls,
         };
         // Another process can take the port between our probe and redis' bind;
         // retry on a new port a few times before giving up.
         let mut last_log = String::new();
         for _ in 0..5 {
             server.port = free_port();
+            if let Some(tls) = server.tls.as_mut() {
+                tls.port = free_port();
+            }
             match server.spawn_and_wait() {
                 Ok(()) => return server,
                 Err(log) => last_log = log,
@@ -85,6 +117,17 @@ impl RedisServer {
             .arg("")
             .arg("--daemonize")
             .arg("no");
+        if let Some(tls) = &self.tls {
+            cmd.arg("--tls-port")
+                .arg(tls.port.to_string())
+                .arg("--tls-cert-file")
+                .arg(&tls.cert)
+                .arg("--tls-key-file")
+                .arg(&tls.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&tls.cert)
+                .args(["--tls-auth-clients", "no"]);
+        }
         if self.append_only {
             cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {
@@ -132,6 +175,22 @@ impl RedisServer {
     /// A `redis://` URL for this server.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The TLS port of a [`RedisServer::start_tls`] server.
+    ///
+    /// # Panics
+    /// When the server was started without TLS.
+    pub fn tls_port(&self) -> u16 {
+        self.tls
+            .as_ref()
+            .expect("tls_port of a server started with start_tls")
+            .port
+    }
+
+    /// A `rediss://` URL for the TLS port of a [`RedisServer::start_tls`] server.
+    pub fn tls_url(&self) -> String {
+        format!("rediss://127.0.0.1:{}/", self.tls_port())
     }
 
     /// The server's working directory (AOF and log live here).

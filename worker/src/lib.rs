@@ -84,6 +84,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct WorkerConfig {
     /// Redis URL.
     pub redis_url: String,
+    /// The CA a `rediss://` URL trusts instead of the system's roots.
+    /// Default `None`.
+    pub redis_ca: Option<client::RedisCa>,
     /// The circle's queue name (see `client::queue_name`).
     pub queue: String,
     /// How long finished task hashes live.
@@ -104,6 +107,7 @@ impl WorkerConfig {
     pub fn new(redis_url: &str, queue: &str) -> WorkerConfig {
         WorkerConfig {
             redis_url: redis_url.to_owned(),
+            redis_ca: None,
             queue: queue.to_owned(),
             result_ttl: DEFAULT_RESULT_TTL,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
@@ -259,6 +263,7 @@ pub async fn run_with(
     let worker_id = new_worker_id();
     let mut broker_options = BrokerOptions::new(config.result_ttl);
     broker_options.max_backoff = options.max_backoff;
+    broker_options.redis_ca = config.redis_ca.clone();
     let new_broker = || {
         WorkerBroker::new(
             &config.redis_url,

@@ -95,6 +95,8 @@ pub struct BrokerOptions {
     pub response_timeout: Duration,
     /// Cap of the reconnect backoff.
     pub max_backoff: Duration,
+    /// The CA a `rediss://` URL trusts instead of the system's roots.
+    pub redis_ca: Option<crate::RedisCa>,
 }
 
 impl BrokerOptions {
@@ -106,6 +108,7 @@ impl BrokerOptions {
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(5),
             max_backoff: Duration::from_secs(2),
+            redis_ca: None,
         }
     }
 
@@ -117,6 +120,7 @@ impl BrokerOptions {
             connect_timeout: self.connect_timeout,
             response_timeout: Some(blocking + self.response_timeout),
             max_backoff: self.max_backoff,
+            ca: self.redis_ca.clone(),
         }
     }
 

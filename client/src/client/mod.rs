@@ -34,6 +34,9 @@ pub struct ClientOptions {
     pub fallback_poll: Duration,
     /// Cap of the reconnect backoff. Default 2 s.
     pub max_backoff: Duration,
+    /// The CA a `rediss://` URL trusts instead of the system's roots.
+    /// Default `None`.
+    pub redis_ca: Option<crate::RedisCa>,
 }
 
 impl Default for ClientOptions {
@@ -43,6 +46,7 @@ impl Default for ClientOptions {
             response_timeout: Duration::from_secs(5),
             fallback_poll: Duration::from_secs(2),
             max_backoff: Duration::from_secs(2),
+            redis_ca: None,
         }
     }
 }
@@ -84,6 +88,7 @@ impl Client {
                 connect_timeout: options.connect_timeout,
                 response_timeout: Some(options.response_timeout),
                 max_backoff: options.max_backoff,
+                ca: options.redis_ca.clone(),
             },
         )?;
         conn.get().await?;

@@ -154,6 +154,13 @@ fn stop_runtime_then_redis(runtime: Runtime, managed: &Mutex<Option<ManagedRedis
     drop(lock(managed).take());
 }
 
+/// The task client's options: the defaults, with `--redis-ca`.
+fn client_options(settings: &Settings) -> client::ClientOptions {
+    let mut options = client::ClientOptions::default();
+    options.redis_ca = settings.redis_ca.clone();
+    options
+}
+
 /// Everything that runs between start and shutdown.
 struct Running {
     client: client::Client,
@@ -188,7 +195,7 @@ impl Running {
         let renderer = render::renderer(settings.mode).context("cannot set up the terminal")?;
         let redis = &settings.redis;
         let client = tokio::select! {
-            c = client::Client::connect(redis.as_str()) => c.with_context(|| {
+            c = client::Client::connect_with(redis.as_str(), client_options(settings)) => c.with_context(|| {
                 format!(
                     "cannot connect the task client to redis at {redis}. Fix: check that a \
                      Redis server (6.2 or newer) listens there, not another program; a Redis \
@@ -243,7 +250,7 @@ impl Running {
         let mut hosted = Vec::with_capacity(prepared.len());
         for p in prepared {
             let state = Arc::new(
-                CircleState::new(p.config.clone(), &settings.host)
+                CircleState::new(p.config.clone(), settings.ws_scheme(), &settings.host)
                     .with_metrics(admin.as_ref().map(admin::Plan::metrics)),
             );
             let token = root.child_token();

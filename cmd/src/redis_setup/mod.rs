@@ -2,7 +2,7 @@
 //! nothing answers at the URL, the URL is on loopback and `redis-server` is on
 //! PATH (and the managed mode is not turned off), the orchestrator starts its
 //! own ([`managed`]). Whether something answers is asked with a RESP PING
-//! ([`probe`]). The URL itself is parsed and redacted by [`client::url`].
+//! ([`probe`]); a `rediss://` URL is neither probed nor managed. The URL itself is parsed and redacted by [`client::url`].
 
 pub mod managed;
 pub mod probe;
@@ -32,6 +32,12 @@ pub fn ensure(
         // A unix socket: nothing to probe or start; the client tries it as is.
         return Ok(None);
     };
+    if url.is_tls() {
+        // The PING probe speaks plain RESP and a managed redis-server is
+        // plain too: for `rediss://` the task client connects and its error
+        // says what went wrong.
+        return Ok(None);
+    }
     let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
         .with_context(|| format!("cannot resolve the Redis host `{host}` of {url}"))?
