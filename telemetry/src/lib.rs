@@ -264,6 +264,12 @@ impl TaskMetrics {
     pub fn end_to_end(&self, took: Duration) {
         self.end_to_end.observe(took.as_secs_f64());
     }
+
+    /// The end-to-end times recorded so far: their sum in seconds and their
+    /// count (the browser console's latency chart).
+    pub fn end_to_end_totals(&self) -> (f64, u64) {
+        (self.end_to_end.sum(), self.end_to_end.count())
+    }
 }
 
 /// One circle's WebSocket metrics, recorded by its server. Cheap to clone.

@@ -6,6 +6,8 @@
 //!   with a JSON body naming what is not ready;
 //! - `/api/status` — the status snapshot of every circle, the shape of
 //!   `--output json`;
+//! - `/api/events` — the same snapshot pushed as server-sent events
+//!   ([`events`]);
 //! - `/metrics` — Prometheus text (OpenMetrics) of [`telemetry::Metrics`]
 //!   and what is sampled at scrape time ([`collect`]);
 //! - `/` and `/assets/…` — the browser console's embedded files ([`console`]).
@@ -23,6 +25,7 @@ pub mod args;
 pub mod ask;
 pub mod collect;
 pub mod console;
+pub mod events;
 pub mod process;
 pub mod redis_probe;
 pub mod routes;
@@ -142,6 +145,13 @@ impl Plan {
             Arc::clone(&redis),
             stop.clone(),
         ));
+        let source = events::Source {
+            header: running.header.clone(),
+            circles: running.circles.clone(),
+            draining: Arc::clone(&running.draining),
+        };
+        let (publish, latest) = events::channel(&source);
+        tracker.spawn(events::produce(publish, source, stop.clone()));
         let state = AdminState {
             header: running.header,
             circles: running.circles,
@@ -149,6 +159,7 @@ impl Plan {
             registry,
             redis,
             access,
+            events: latest,
         };
         tracker.spawn(serve(bound, state, stop));
     }
@@ -182,6 +193,8 @@ pub struct AdminState {
     pub redis: Arc<redis_probe::RedisHealth>,
     /// Who may ask.
     pub access: access::Access,
+    /// The latest snapshot of `/api/events`.
+    pub events: events::Latest,
 }
 
 /// Serves the admin endpoint on `bound` until `stop`; returns once the

@@ -24,6 +24,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/api/status", web::get().to(status))
+        .route("/api/events", web::get().to(super::events::events))
         .route("/metrics", web::get().to(metrics))
         .route("/", web::get().to(console::index))
         .route("/assets/{name}", web::get().to(console::asset));
