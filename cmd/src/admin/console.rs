@@ -1,7 +1,10 @@
 //! The browser console's files, embedded in the binary (it must work with
 //! no internet access): `/` serves `index.html`, `/assets/<name>` the rest
-//! of [`ASSETS`]. The console reads `/api/status` and runs scripts through
-//! each circle's own WebSocket endpoint, as any client does.
+//! of [`ASSETS`]. The console follows `/api/events` ([`super::events`])
+//! for its table and charts and runs scripts through each circle's own
+//! WebSocket endpoint, as any client does (so the circle's Origin check and
+//! tokens apply: a page on a loopback admin address is a loopback origin;
+//! any other admin origin must be one of the circles' `--allowed-origin`s).
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};

@@ -209,7 +209,9 @@ pub async fn serve(bound: Bound, state: AdminState, stop: CancellationToken) {
             return;
         }
     };
-    log::info!("admin endpoint on {url} (/metrics, /healthz, /readyz, /api/status)");
+    log::info!(
+        "admin endpoint on {url} (/, /metrics, /healthz, /readyz, /api/status, /api/events)"
+    );
     let handle = server.handle();
     let mut serving = tokio::spawn(server);
     tokio::select! {
