@@ -186,6 +186,13 @@ fn the_browser_console_shows_every_circle_runs_scripts_marks_errors_and_charts_t
     let keyboard = &seen["keyboard"];
     assert_eq!(keyboard["output"], "10", "{keyboard:#}");
     assert_eq!(keyboard["printed"], "sum 10", "{keyboard:#}");
+    // Escape then Tab leaves the editor: the keyboard is never trapped.
+    assert_ne!(seen["after_escape_tab"], "script", "{seen:#}");
+    // A row's Play button selects its circle and puts the cursor in the editor.
+    assert_eq!(
+        seen["play_button"],
+        json!({"circle": "3", "focused": "script"})
+    );
 
     // The table follows the counters: Kitchen ran 7 scripts (6 done, 1
     // failed) before it was read; Vault ran walt's one.

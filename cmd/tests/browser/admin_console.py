@@ -129,6 +129,18 @@ def work(session, job):
     page.keyboard.type("let s = 0;\nfor i in 1..=4 { s += i; }\nprint(`sum ${s}`);\ns")
     page.keyboard.press("Control+Enter")
     seen["keyboard"] = result(session)
+    # Tab indents inside the editor; Escape then Tab leaves it.
+    page.focus("#script")
+    page.keyboard.press("Escape")
+    page.keyboard.press("Tab")
+    seen["after_escape_tab"] = session.evaluate("() => document.activeElement.id || document.activeElement.tagName")
+
+    # A row's Play button picks its circle for the playground.
+    page.click('#circles tr[data-id="3"] button.play')
+    seen["play_button"] = session.evaluate(
+        "() => ({circle: document.getElementById('circle').value, focused: document.activeElement.id})"
+    )
+    page.select_option("#circle", str(opened))
 
     # The table follows the counters read from Redis (with plain output
     # they are read every 10 s): Kitchen's 6 scripts that completed.
