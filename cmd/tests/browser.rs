@@ -6,6 +6,10 @@
 //! with -32004, and refuses a wrong or missing token with 401 (as the
 //! browser's network log and the same request sent raw both show). An open
 //! circle serves a page that types a script, clicks and reads the answer.
+//! A circle served as `wss://` with a self-signed certificate answers a
+//! browser that trusts that certificate (Chromium's
+//! `--ignore-certificate-errors-spki-list` with the certificate's key hash)
+//! and stays closed to the same browser without it.
 
 mod common;
 
@@ -13,8 +17,10 @@ use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use base64::Engine as _;
 use common::browser::Browser;
 use common::{Orchestrator, Sandbox, port};
+use rcgen::PublicKeyData as _;
 use serde_json::{Value, json};
 
 const READER: &str = "browser-reader-token-4e2a9c7b1d0f";
@@ -200,4 +206,85 @@ fn a_browser_page_types_a_script_clicks_run_and_reads_the_answer_of_an_open_circ
     let png = std::fs::read(&shot).expect("the screenshot was written");
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
     assert_eq!(run.orchestrator.stop().code(), Some(0));
+}
+
+#[test]
+fn wss_serves_a_browser_that_trusts_the_self_signed_certificate_and_not_one_that_does_not() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    let pair = rcgen::generate_simple_self_signed(names).expect("rcgen");
+    let cert = sandbox.write("cert.pem", &pair.cert.pem());
+    let key = sandbox.write("key.pem", &pair.signing_key.serialize_pem());
+    // What Chromium pins: base64 of the SHA-256 of the SubjectPublicKeyInfo.
+    let spki = {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(pair.signing_key.subject_public_key_info());
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    };
+    let guarded = port();
+    let circles = json!([
+        {"id": 1, "name": "Guarded", "port": guarded, "principals": [
+            {"name": "walt", "token_sha256": sha256_hex(WRITER), "role": "write"},
+        ]},
+    ]);
+    let config = sandbox.write("circles.json", &circles.to_string());
+    let tls_args = [
+        "--tls-cert",
+        cert.to_str().expect("utf-8 path"),
+        "--tls-key",
+        key.to_str().expect("utf-8 path"),
+    ];
+    let mut orchestrator = Orchestrator::start(&sandbox, &config, &redis.url(), &tls_args);
+    orchestrator.wait_table();
+    let url = format!("wss://127.0.0.1:{guarded}/ws");
+    let walt = vec![format!("bearer.{WRITER}")];
+    let probes = json!({"probes": [
+        {"url": url, "protocols": walt, "scripts": ["caller()", "40 + 2"]},
+        {"url": url, "protocols": [], "scripts": ["caller()"]},
+    ]});
+
+    // Trusting the certificate: the socket opens over TLS, the token is
+    // checked as on ws://, the scripts run as walt.
+    let trusting = Browser::find()
+        .chromium_arg(format!("--ignore-certificate-errors-spki-list={spki}"))
+        .timeout(Duration::from_secs(20))
+        .run("ws_probe.py", probes.clone());
+    assert!(
+        trusting["origin"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("http://127.0.0.1:")),
+        "{trusting:#}"
+    );
+    let w = &trusting["probes"][0];
+    assert_eq!(w["opened"], true, "{w:#}");
+    assert_eq!(w["protocol"], json!(walt[0]), "{w:#}");
+    assert_eq!(w["handshake_status"], 101, "{w:#}");
+    assert_eq!(output(w, 0), "walt");
+    assert_eq!(output(w, 1), "42");
+    let none = &trusting["probes"][1];
+    assert_eq!(none["opened"], false, "{none:#}");
+    let why = none["handshake_error"].as_str().unwrap_or_default();
+    assert!(why.contains("HTTP Authentication failed"), "{none:#}");
+
+    // The same browser without the switch: the certificate is not trusted,
+    // no socket opens and no script runs.
+    let untrusting = Browser::find()
+        .timeout(Duration::from_secs(20))
+        .run("ws_probe.py", probes);
+    for p in untrusting["probes"].as_array().expect("probes") {
+        assert_eq!(p["opened"], false, "{p:#}");
+        assert_eq!(p["error"], true, "{p:#}");
+        assert_eq!(p["close"]["code"], 1006, "{p:#}");
+        assert_eq!(p["replies"], json!([]), "{p:#}");
+        assert_eq!(p["handshake_status"], Value::Null, "{p:#}");
+        let why = p["handshake_error"].as_str().unwrap_or_default();
+        assert!(why.contains("ERR_CERT_AUTHORITY_INVALID"), "{p:#}");
+    }
+    assert_eq!(
+        orchestrator.stop().code(),
+        Some(0),
+        "{}",
+        orchestrator.stderr()
+    );
 }
