@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing circles needs on Debian/Ubuntu:
 # redis-server (the broker; tests start their own), tmux (the live-table test
-# drives a real terminal), and for the browser tests Debian's chromium plus
+# drives a real terminal), promtool (Debian package prometheus: the metrics
+# test checks a scrape with it), and for the browser tests Debian's chromium plus
 # Playwright for Python (the version pinned in cmd/tests/browser/requirements.txt)
 # in a venv at <target dir>/browser-venv. Playwright never downloads a browser
 # here: the tests launch /usr/bin/chromium.
@@ -12,6 +13,10 @@ cd "$(dirname "$0")/.."
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
+# promtool comes with Debian's prometheus; its recommends (exporters,
+# daemons) are left out.
+lean=()
+command -v promtool >/dev/null 2>&1 || lean+=(prometheus)
 # The browser tests: Chromium with a font for screenshots (recommends left out:
 # they pull in a desktop), and a python that can make a venv.
 browser=()
@@ -22,6 +27,7 @@ elif ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
   browser+=(python3-venv)
 fi
 
+browser+=("${lean[@]}")
 if [ ${#need[@]} -gt 0 ] || [ ${#browser[@]} -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then
     echo "install-deps: missing ${need[*]} ${browser[*]} and no apt-get here; install them with your package manager" >&2

@@ -28,6 +28,17 @@ pub(crate) struct ConnSettings {
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 
+/// Connections of this process made again after one was lost or an attempt
+/// failed (see [`reconnects`]).
+static RECONNECTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many times, process-wide, a connection to Redis was made again after
+/// an earlier one of the same connection was lost or an attempt failed: task
+/// clients, workers and blocking pops alike. For metrics.
+pub fn reconnects() -> u64 {
+    RECONNECTS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 #[derive(Default)]
 struct State {
     conn: Option<MultiplexedConnection>,
@@ -138,6 +149,9 @@ impl Conn {
         let mut state = self.lock();
         match attempt {
             Ok(Ok(conn)) => {
+                if state.generation > 0 || state.down_since.is_some() {
+                    RECONNECTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 if let Some(since) = state.down_since.take() {
                     log::info!(
                         "redis at {} is reachable again ({}), after {:.1?}",

@@ -45,9 +45,12 @@ macro_rules! failure_kinds {
             }
         }
 
-        /// Every named kind (tests check the table reads back as itself).
-        #[cfg(test)]
-        const KNOWN: &[FailureKind] = &[$(FailureKind::$variant,)*];
+        impl FailureKind {
+            /// Every named kind, in the table's order: the fixed set a
+            /// metric may use as label values ([`FailureKind::Other`] is
+            /// not in it).
+            pub const KNOWN: &'static [FailureKind] = &[$(FailureKind::$variant,)*];
+        }
     };
 }
 
@@ -94,7 +97,9 @@ impl fmt::Display for FailureKind {
 
 #[cfg(test)]
 mod tests {
-    use super::{FailureKind, KNOWN};
+    use super::FailureKind;
+
+    const KNOWN: &[FailureKind] = FailureKind::KNOWN;
 
     #[test]
     fn every_named_kind_reads_back_as_itself() {

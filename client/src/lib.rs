@@ -64,6 +64,7 @@ pub use caller::{Caller, Role};
 pub use client::{
     Client, ClientOptions, OnDrop, STATS_BATCH, SUBMITTER_FAILED, SUBMITTER_GONE, Watched,
 };
+pub use conn::reconnects;
 pub use kind::FailureKind;
 pub use tls::RedisCa;
 pub use url::RedisUrl;

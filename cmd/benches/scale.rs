@@ -147,6 +147,9 @@ fn measure(n: usize, idle: Duration) -> Measured {
             "--no-managed-redis",
             "--output",
             "plain",
+            // A free port: the default one may be taken by another run.
+            "--admin",
+            "127.0.0.1:0",
         ])
         .arg("--data-dir")
         .arg(dir.path().join("data"))

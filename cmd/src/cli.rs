@@ -38,6 +38,8 @@ pub enum Command {
     /// Access tokens of protected circles.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Print the table of a running orchestrator once, from its admin endpoint.
+    Status(StatusArgs),
 }
 
 /// `circles_orchestrator token ...`.
@@ -46,6 +48,10 @@ pub enum TokenCommand {
     /// Make a principal: prints a fresh token once (line 1) and the JSON
     /// element to add to the circle's "principals" in circles.json (line 2).
     New(TokenNewArgs),
+    /// Make a token for the admin endpoint: prints a fresh token once
+    /// (line 1) and the option that makes the orchestrator ask for it
+    /// (line 2: `--admin-token-sha256 <hex>`).
+    Admin,
 }
 
 /// Options of `circles_orchestrator token new`.
@@ -197,6 +203,9 @@ pub struct RunArgs {
     /// timestamp, level, target, message, and circle and task where known).
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: crate::logging::LogFormat,
+    /// The admin HTTP endpoint.
+    #[command(flatten)]
+    pub admin: crate::admin::AdminArgs,
 }
 
 /// Options of `circles_orchestrator play`.
@@ -247,6 +256,27 @@ pub struct PlayArgs {
     #[arg(
         long,
         env = "CIRCLES_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<Token>,
+}
+
+/// Options of `circles_orchestrator status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The running orchestrator's admin address (its --admin).
+    #[arg(long, env = "CIRCLES_ADMIN", value_name = "ADDR", default_value = crate::admin::args::DEFAULT_ADMIN)]
+    pub admin: String,
+
+    /// Print the JSON snapshot (the shape of `--output json`) instead of the table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// The admin token, when the orchestrator has --admin-token-sha256.
+    #[arg(
+        long,
+        env = "CIRCLES_ADMIN_TOKEN",
         hide_env_values = true,
         value_name = "TOKEN"
     )]

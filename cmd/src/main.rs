@@ -11,7 +11,8 @@
 //! binding ports), [`supervisor`] (restart with backoff), [`monitor`]
 //! (managed Redis, counters), [`status`] and [`render`] (the table),
 //! [`orchestrator`] (start-up, reload and shutdown), [`reload`] (the handle
-//! that asks for a reload), [`roster`] (the circles shown), [`play`],
+//! that asks for a reload), [`roster`] (the circles shown), [`admin`] (the
+//! HTTP admin endpoint and the `status` command that asks it), [`play`],
 //! [`token`] and [`principals`] (who may connect to a circle), [`tls`] (CA
 //! files and `play`'s TLS client).
 //!
@@ -27,6 +28,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+pub mod admin;
 pub mod circles;
 pub mod cli;
 pub mod config;
@@ -71,6 +73,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(cli::Command::Play(args)) => play::play(args),
         Some(cli::Command::Token(cli::TokenCommand::New(args))) => token::new(&args).map(|()| 0),
+        Some(cli::Command::Token(cli::TokenCommand::Admin)) => token::admin().map(|()| 0),
+        Some(cli::Command::Status(args)) => admin::ask::status(&args),
         None => orchestrator::run(cli.run).map(|()| 0),
     };
     match result {

@@ -83,7 +83,7 @@ pub(crate) fn describe(index: usize, name: &str) -> String {
 }
 
 /// Decodes exactly 64 hex digits (either case) into 32 bytes.
-fn decode_hex_32(text: &str) -> Option<[u8; 32]> {
+pub(crate) fn decode_hex_32(text: &str) -> Option<[u8; 32]> {
     let bytes = text.as_bytes();
     if bytes.len() != 64 {
         return None;

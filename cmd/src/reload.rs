@@ -4,11 +4,11 @@
 //! by the orchestrator (`orchestrator/apply.rs`), one reload at a time, on
 //! the requests of every handle in the order they arrive.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 /// What a reload changed, by circle name (a changed circle by its new name).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReloadSummary {
     /// Circles started: their id was not in the running set.
     pub added: Vec<String>,
@@ -52,7 +52,7 @@ impl std::fmt::Display for ReloadSummary {
 }
 
 /// Why a reload was refused or only partly applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReloadErrorKind {
     /// The file is unreadable or invalid (DESIGN §2): nothing changed. A
@@ -67,7 +67,7 @@ pub enum ReloadErrorKind {
 
 /// A refused or partly applied reload; `message` names the file and what in
 /// it is wrong, or the circle that could not start.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReloadError {
     /// Which kind of failure.
     pub kind: ReloadErrorKind,
@@ -144,7 +144,7 @@ pub fn channel() -> (ReloadHandle, Requests) {
 }
 
 /// The last reload, as the status header and the JSON snapshot show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastReload {
     /// Counts reloads since the start (1 for the first).
     pub seq: u64,

@@ -83,6 +83,8 @@ pub struct Settings {
     pub worker: worker::WorkerOptions,
     /// The limits of every circle's WebSocket server.
     pub server: ServerLimits,
+    /// The admin endpoint.
+    pub admin: crate::admin::AdminSettings,
 }
 
 impl Settings {
@@ -106,6 +108,8 @@ impl Settings {
         if !args.allow_open {
             check_open_circles(&circles, &args.host)?;
         }
+        let admin =
+            crate::admin::args::resolve(&args.admin, is_loopback(&args.host), args.allow_open)?;
         let data_dir = match args.data_dir {
             Some(d) => d,
             None => default_data_dir()?,
@@ -159,6 +163,7 @@ impl Settings {
                 max_connections: args.max_connections,
                 allowed_origins: args.allowed_origins,
             },
+            admin,
         })
     }
 

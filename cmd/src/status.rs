@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::config::CircleConfig;
 
@@ -38,6 +38,9 @@ pub struct Slot {
     pub worker: Option<Arc<worker::WorkerStatus>>,
     /// The live server status of the current run (server slots).
     pub server: Option<Arc<server_ws::ServerStatus>>,
+    /// Where each run of a server records its metrics (server slots, when
+    /// the admin endpoint is on).
+    pub server_metrics: Option<telemetry::ServerMetrics>,
 }
 
 impl Default for Slot {
@@ -55,7 +58,17 @@ impl Slot {
             started: Instant::now(),
             worker: None,
             server: None,
+            server_metrics: None,
         }
+    }
+
+    /// A fresh server status for a new run, recording into
+    /// [`Slot::server_metrics`] when set.
+    pub fn new_server_status(&self) -> Arc<server_ws::ServerStatus> {
+        Arc::new(match &self.server_metrics {
+            Some(m) => server_ws::ServerStatus::with_metrics(m.clone()),
+            None => server_ws::ServerStatus::default(),
+        })
     }
 }
 
@@ -84,6 +97,11 @@ pub struct CircleState {
     pub server: Arc<Mutex<Slot>>,
     /// Counters from Redis.
     pub stats: Mutex<Stats>,
+    /// Where its worker records task metrics (when the admin endpoint is on).
+    pub task_metrics: Option<telemetry::TaskMetrics>,
+    /// Its database, for the metrics sampled at scrape time; weak, so the
+    /// drain can still close it.
+    pub db: Option<std::sync::Weak<ourdb::OurDb>>,
 }
 
 /// Locks a mutex even if a panicking thread poisoned it: the data is plain
@@ -105,7 +123,25 @@ impl CircleState {
             worker: Arc::new(Mutex::new(Slot::new())),
             server: Arc::new(Mutex::new(Slot::new())),
             stats: Mutex::new(Stats::default()),
+            task_metrics: None,
+            db: None,
         }
+    }
+
+    /// The same circle, its database sampled by the metrics.
+    pub fn with_db(mut self, db: &Arc<ourdb::OurDb>) -> Self {
+        self.db = Some(Arc::downgrade(db));
+        self
+    }
+
+    /// The same circle, its worker and server recording into `metrics`
+    /// (handles resolved once, here).
+    pub fn with_metrics(mut self, metrics: Option<&telemetry::Metrics>) -> Self {
+        if let Some(metrics) = metrics {
+            self.task_metrics = Some(metrics.tasks(&self.config.name));
+            lock(&self.server).server_metrics = Some(metrics.server(&self.config.name));
+        }
+        self
     }
 
     /// The row of this circle now.
@@ -190,8 +226,28 @@ fn worker_display(slot: &Slot) -> (&'static str, Option<String>) {
     }
 }
 
+/// A state or phase name read back from JSON (the `status` command), as
+/// one of the names this version writes; `unknown` for any other.
+fn known_name<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    const KNOWN: &[&str] = &[
+        "starting",
+        "running",
+        "reconnecting",
+        "restarting",
+        "stopped",
+        "failed",
+        "shutting down",
+    ];
+    let name = String::deserialize(d)?;
+    Ok(KNOWN
+        .iter()
+        .find(|k| **k == name)
+        .copied()
+        .unwrap_or("unknown"))
+}
+
 /// One row of the table, also the JSON shape of a circle.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Row {
     /// Circle name.
     pub name: String,
@@ -206,10 +262,12 @@ pub struct Row {
     /// How many principals may connect; 0: the circle is open.
     pub principals: usize,
     /// starting | running | reconnecting | restarting | stopped | failed
+    #[serde(deserialize_with = "known_name")]
     pub worker: &'static str,
     /// Why the worker is not running, when known.
     pub worker_detail: Option<String>,
     /// starting | running | restarting | stopped
+    #[serde(deserialize_with = "known_name")]
     pub server: &'static str,
     /// Why the server is not running, when known.
     pub server_detail: Option<String>,
@@ -283,7 +341,7 @@ impl Row {
 }
 
 /// The whole system at one moment.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Snapshot {
     /// Redis URL (password removed).
     pub redis_url: String,
@@ -293,7 +351,10 @@ pub struct Snapshot {
     pub redis_restarts: u32,
     /// Data directory.
     pub data_dir: String,
+    /// The admin endpoint's URL (`http://ADDR`); `null` with `--admin off`.
+    pub admin: Option<String>,
     /// `running`, `shutting down` or `stopped`.
+    #[serde(deserialize_with = "known_name")]
     pub phase: &'static str,
     /// Seconds since the orchestrator started.
     pub uptime_secs: u64,
@@ -314,6 +375,8 @@ pub struct Header {
     pub data_dir: String,
     /// Where logs go, when not stderr.
     pub log_file: Option<String>,
+    /// The admin endpoint's URL, when it is on.
+    pub admin: Option<String>,
     /// Times the managed Redis was restarted after it died.
     pub redis_restarts: Arc<std::sync::atomic::AtomicU32>,
     /// When the orchestrator started.
@@ -331,6 +394,7 @@ pub fn snapshot(header: &Header, circles: &[Arc<CircleState>], phase: &'static s
             .redis_restarts
             .load(std::sync::atomic::Ordering::Relaxed),
         data_dir: header.data_dir.clone(),
+        admin: header.admin.clone(),
         phase,
         uptime_secs: header.started.elapsed().as_secs(),
         circles: circles.iter().map(|c| c.row()).collect(),
@@ -365,6 +429,8 @@ mod tests {
             worker: Arc::new(Mutex::new(Slot::new())),
             server: Arc::new(Mutex::new(Slot::new())),
             stats: Mutex::new(Stats::default()),
+            task_metrics: None,
+            db: None,
         };
         lock(&state.server).phase = Phase::Restarting("boom".into());
         lock(&state.worker).phase = Phase::Restarting("lost".into());

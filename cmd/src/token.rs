@@ -61,6 +61,22 @@ pub fn new(args: &TokenNewArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `token admin`: prints a fresh token (stdout line 1) and the option that
+/// makes the admin endpoint ask for it (line 2); what to do goes to stderr.
+pub fn admin() -> anyhow::Result<()> {
+    let token = fresh_token()?;
+    let hash = principals::encode_hex(&sha2::Sha256::digest(token.as_bytes()));
+    eprintln!(
+        "The token below is shown once: keep it secret (it is stored nowhere). Start the \
+         orchestrator with the option after it (or CIRCLES_ADMIN_TOKEN_SHA256=<hex>); send \
+         the token as Authorization: Bearer <token>, or give it to `circles_orchestrator \
+         status --token` (or CIRCLES_ADMIN_TOKEN)."
+    );
+    println!("{token}");
+    println!("--admin-token-sha256 {hash}");
+    Ok(())
+}
+
 /// The circle named `key` exactly, else numbered `key`, else named `key`
 /// ignoring ASCII case.
 fn find<'a>(circles: &'a [CircleConfig], key: &str) -> Option<&'a CircleConfig> {

@@ -167,7 +167,7 @@ async fn live_mode_in_a_real_terminal_redraws_the_table_in_place_without_garbage
     // The shell records the exit code: tmux's own pane status can lag behind.
     let exit_file = sandbox.path().join("exit-code");
     let command = format!(
-        "cd {dir} && HOME={dir} RUST_LOG=debug {BIN} {config} --redis-url {url} \
+        "cd {dir} && HOME={dir} CIRCLES_ADMIN=off RUST_LOG=debug {BIN} {config} --redis-url {url} \
          --data-dir {data} --no-managed-redis --refresh 200ms; echo $? > {exit}",
         dir = sandbox.path().display(),
         config = config.display(),

@@ -14,6 +14,7 @@ use crate::files::DataFile;
 use crate::format::{FILE_HEADER_LEN, FrameBuilder, OpKind, Pos};
 use crate::index::Loc;
 use crate::state::{Store, Writer};
+use crate::stats::Counters;
 use crate::{Mode, files};
 
 /// Bytes of zeros written ahead of the commits in `Durability::Sync` mode.
@@ -84,6 +85,7 @@ impl Store {
         };
         debug_assert_eq!(frame.len(), frame_len);
         self.write_frame(&mut w, &file, &frame)?;
+        self.counters.committed(frame.len() as u64);
         let mut st = self.write_state();
         for (id, loc) in updates {
             match loc {
@@ -201,7 +203,7 @@ impl Store {
             return Err(e);
         }
         if sync {
-            sync_or_poison(w, file, false)?;
+            sync_or_poison(&self.counters, w, file, false)?;
         }
         w.offset = end;
         w.allocated = w.allocated.max(end);
@@ -230,7 +232,7 @@ impl Store {
         })();
         match res {
             Ok(()) => {
-                sync_or_poison(w, file, true)?;
+                sync_or_poison(&self.counters, w, file, true)?;
                 w.allocated = target;
                 Ok(())
             }
@@ -257,7 +259,7 @@ impl Store {
         prev.file
             .set_len(w.offset)
             .map_err(|e| Error::io(format!("cutting {}", prev.path.display()), e))?;
-        sync_or_poison(w, &prev, true)?;
+        sync_or_poison(&self.counters, w, &prev, true)?;
         let n = w
             .file_no
             .checked_add(1)
@@ -266,6 +268,7 @@ impl Store {
             })?;
         let file = files::create_data_file(&self.dir, n, self.config.mode, w.offset)?;
         let path = files::data_path(&self.dir, n);
+        self.counters.grew(FILE_HEADER_LEN);
         log::debug!("rolled over to {}", path.display());
         self.write_state()
             .files
@@ -280,7 +283,12 @@ impl Store {
 /// fsyncs `file` (`all`: its metadata too). A failure poisons the handle:
 /// after a failed fsync the state of the page cache is unknown and the kernel
 /// may report the error only once, so a retry could wrongly succeed.
-pub(crate) fn sync_or_poison(w: &mut Writer, file: &DataFile, all: bool) -> Result<()> {
+pub(crate) fn sync_or_poison(
+    counters: &Counters,
+    w: &mut Writer,
+    file: &DataFile,
+    all: bool,
+) -> Result<()> {
     #[cfg(test)]
     if tests::FAIL_SYNC.with(|f| f.get()) {
         w.poisoned = true;
@@ -289,11 +297,13 @@ pub(crate) fn sync_or_poison(w: &mut Writer, file: &DataFile, all: bool) -> Resu
             std::io::Error::other("injected fsync failure"),
         ));
     }
+    let started = std::time::Instant::now();
     let res = if all {
         file.file.sync_all()
     } else {
         file.file.sync_data()
     };
+    counters.synced(started.elapsed());
     res.map_err(|e| {
         w.poisoned = true;
         Error::io(format!("syncing {}", file.path.display()), e)

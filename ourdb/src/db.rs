@@ -73,6 +73,7 @@ impl OurDb {
         };
         let mut data_files: Vec<Arc<DataFile>> = Vec::with_capacity(nums.len());
         let mut end = FILE_HEADER_LEN;
+        let mut file_bytes = 0;
         let mut allocated = FILE_HEADER_LEN;
         let last = nums.len() - 1;
         for (i, &n) in nums.iter().enumerate() {
@@ -91,6 +92,7 @@ impl OurDb {
                     })?;
             }
             end = scan.end;
+            file_bytes += scan.end;
             allocated = if scan.torn { scan.end } else { scan.len };
             data_files.push(Arc::new(DataFile { path, file }));
         }
@@ -117,6 +119,7 @@ impl OurDb {
                 }),
                 dir,
                 config,
+                counters: crate::stats::Counters::opened(file_bytes),
             },
             _lock: lock,
         })
@@ -219,6 +222,12 @@ impl OurDb {
         self.store.read_state().index.len()
     }
 
+    /// Its size and what it did since it was opened: atomics, read without
+    /// waiting for a commit.
+    pub fn stats(&self) -> crate::Stats {
+        self.store.counters.read(self.len() as u64)
+    }
+
     /// Whether no record is live.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -243,7 +252,7 @@ impl OurDb {
     pub fn sync(&self) -> Result<()> {
         let mut w = self.store.lock_unpoisoned_writer()?;
         let file = Arc::clone(&self.store.read_state().files[w.file_no as usize]);
-        crate::commit::sync_or_poison(&mut w, &file, false)
+        crate::commit::sync_or_poison(&self.store.counters, &mut w, &file, false)
     }
 
     /// Syncs and releases the lock.

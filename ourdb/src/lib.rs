@@ -43,7 +43,7 @@
 
 // Modules, bottom to top (each imports only those before it in this list):
 // error, batch, format (bytes on disk), files (the directory and its data
-// files), index, cache, state (what readers and the writer share), recovery
+// files), index, cache, stats (plain counters), state (what readers and the writer share), recovery
 // (rebuilding the index on open), commit (the write path), db (`OurDb`).
 mod batch;
 mod cache;
@@ -55,10 +55,12 @@ mod format;
 mod index;
 mod recovery;
 mod state;
+mod stats;
 
 pub use batch::Batch;
 pub use db::{MAX_VALUE_SIZE_LIMIT, OurDb};
 pub use error::{Error, Result};
+pub use stats::Stats;
 
 /// How ids are assigned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -12,6 +12,7 @@ use crate::Config;
 use crate::error::{Error, Result};
 use crate::files::DataFile;
 use crate::index::Index;
+use crate::stats::Counters;
 
 /// What readers see; replaced under the write lock only after a commit's
 /// bytes are written (and synced in `Sync` mode).
@@ -42,6 +43,8 @@ pub(crate) struct Store {
     pub config: Config,
     pub state: RwLock<State>,
     pub writer: Mutex<Writer>,
+    /// What the commit path counts (see [`crate::Stats`]).
+    pub counters: Counters,
 }
 
 impl Store {

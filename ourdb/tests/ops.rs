@@ -381,3 +381,29 @@ fn unusable_configuration_is_refused_before_touching_the_directory() {
     }
     assert!(!target.exists());
 }
+
+#[test]
+fn stats_count_commits_fsyncs_and_file_bytes_and_file_bytes_survive_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = OurDb::open(dir.path(), Config::default()).expect("open");
+    let empty = db.stats();
+    assert_eq!((empty.live_records, empty.commits), (0, 0));
+    assert!(empty.file_bytes > 0, "the header counts: {empty:?}");
+    for v in [b"a", b"b", b"c"] {
+        db.insert(v).expect("insert");
+    }
+    db.delete(2).expect("delete");
+    let after = db.stats();
+    assert_eq!(after.live_records, 2);
+    assert_eq!(after.commits, 4);
+    assert!(
+        after.fsyncs >= 4,
+        "sync mode fsyncs every commit: {after:?}"
+    );
+    assert!(after.file_bytes > empty.file_bytes);
+    db.close().expect("close");
+    let db = OurDb::open(dir.path(), Config::default()).expect("reopen");
+    let reopened = db.stats();
+    assert_eq!(reopened.file_bytes, after.file_bytes);
+    assert_eq!((reopened.live_records, reopened.commits), (2, 0));
+}

@@ -201,12 +201,17 @@ impl Connection {
                     session: &mut self.session,
                     reader: &mut self.reader,
                     stall: self.stall,
+                    status: &self.shared.status,
                 };
                 handle_text(&self.shared, &self.permits, &mut io, &text).await
             }
             // Once the end is known nothing more is sent.
             _ if self.reader.ended.is_some() => Ok(()),
-            Step::Reply(reply) => within(self.stall, self.session.text(reply.to_string())).await,
+            Step::Reply(reply) => {
+                let text = reply.to_string();
+                self.shared.status.sent(text.len());
+                within(self.stall, self.session.text(text)).await
+            }
             Step::Pong(bytes) => within(self.stall, self.session.pong(&bytes)).await,
             Step::Skip => Ok(()),
         }

@@ -47,6 +47,7 @@ pub(crate) async fn handle_text(
     io: &mut Io<'_>,
     text: &str,
 ) -> Result<(), End> {
+    shared.status.received(text.len());
     match rpc::parse(text) {
         Incoming::Single(item) => match admit(shared, permits, item, io).await {
             Admitted::Reply(reply) => return io.send(&reply).await,
@@ -56,7 +57,7 @@ pub(crate) async fn handle_text(
                 let mut session = io.session.clone();
                 io.reader.requests.spawn_local(async move {
                     let reply = run_call(&shared, call).await;
-                    send(&mut session, &reply).await;
+                    send(&shared, &mut session, &reply).await;
                 });
             }
             Admitted::Notify(script, permit) => notify(shared, io, &script, permit).await,
@@ -84,7 +85,7 @@ pub(crate) async fn handle_text(
                         io.reader.requests.spawn_local(async move {
                             let reply = run_call(&shared, call).await;
                             if let Some(replies) = batch.settle(index, Some(reply)) {
-                                send(&mut batch.session.clone(), &replies).await;
+                                send(&shared, &mut batch.session.clone(), &replies).await;
                             }
                         });
                         None
@@ -237,7 +238,9 @@ async fn run_call(shared: &Shared, call: Call) -> Value {
 }
 
 /// A reply from a request task; the read loop watches the connection's health.
-async fn send(session: &mut Session, reply: &Value) {
+async fn send(shared: &Shared, session: &mut Session, reply: &Value) {
+    let text = reply.to_string();
+    shared.status.sent(text.len());
     // A failed send means the client is gone; the read loop notices on its own.
-    let _ = session.text(reply.to_string()).await;
+    let _ = session.text(text).await;
 }

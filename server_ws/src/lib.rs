@@ -117,6 +117,7 @@ pub use config::{
     DEFAULT_MAX_SCRIPT_BYTES, DEFAULT_TASK_TIMEOUT, Principal, ServerConfig, ServerTiming,
 };
 pub use host::{CircleServer, HOST_WORKERS, run, run_many, run_many_pausable, run_with};
+pub use origin::is_allowed as origin_allowed;
 pub use pause::Pause;
 pub use status::ServerStatus;
 pub use tls::TlsConfig;

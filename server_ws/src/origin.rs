@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 /// any origin equal (ASCII case-insensitively) to one in `allowed`. Everything
 /// else is refused, including the opaque origin `null` that sandboxed frames and
 /// `file:` pages send.
-pub(crate) fn is_allowed(origin: Option<&str>, allowed: &[String]) -> bool {
+pub fn is_allowed(origin: Option<&str>, allowed: &[String]) -> bool {
     let Some(origin) = origin else {
         return true;
     };

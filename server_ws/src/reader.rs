@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use crate::circle::Shared;
 use crate::end::{self, End, within};
 use crate::frame_guard::OVERSIZE_PONG;
+use crate::status::ServerStatus;
 
 /// One frame as the stream yields it.
 pub(crate) type Frame = Result<Message, ProtocolError>;
@@ -173,6 +174,8 @@ pub(crate) struct Io<'a> {
     pub(crate) session: &'a mut Session,
     pub(crate) reader: &'a mut Reader,
     pub(crate) stall: Duration,
+    /// Where the bytes of replies sent are counted.
+    pub(crate) status: &'a ServerStatus,
 }
 
 impl Io<'_> {
@@ -182,7 +185,9 @@ impl Io<'_> {
         if self.reader.ended.is_some() {
             return Ok(());
         }
-        within(self.stall, self.session.text(reply.to_string())).await
+        let text = reply.to_string();
+        self.status.sent(text.len());
+        within(self.stall, self.session.text(text)).await
     }
 }
 

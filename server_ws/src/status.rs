@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use telemetry::Rejection;
+
 /// Live counters for the status table. Shared with `Arc`.
 #[derive(Debug, Default)]
 pub struct ServerStatus {
@@ -11,9 +13,20 @@ pub struct ServerStatus {
     requests: AtomicU64,
     refused_upgrades: AtomicU64,
     broker_unavailable: AtomicU64,
+    /// Where refusals and bytes are recorded too, when metrics are on.
+    metrics: Option<telemetry::ServerMetrics>,
 }
 
 impl ServerStatus {
+    /// A status that also records refused upgrades (by reason) and the
+    /// bytes of messages received and replies sent into `metrics`.
+    pub fn with_metrics(metrics: telemetry::ServerMetrics) -> ServerStatus {
+        ServerStatus {
+            metrics: Some(metrics),
+            ..ServerStatus::default()
+        }
+    }
+
     /// Connected WebSocket clients.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
@@ -53,8 +66,31 @@ impl ServerStatus {
 
     /// Counts a refused upgrade; the count when it is to be logged (see
     /// [`sampled`]).
-    pub(crate) fn refused(&self) -> Option<u64> {
+    pub(crate) fn refused(&self, reason: Rejection) -> Option<u64> {
+        self.rejected(reason);
         sampled(&self.refused_upgrades)
+    }
+
+    /// Records a refused upgrade in the metrics only: refusals the status
+    /// table does not count (429, shutting down).
+    pub(crate) fn rejected(&self, reason: Rejection) {
+        if let Some(m) = &self.metrics {
+            m.rejected(reason);
+        }
+    }
+
+    /// Records a text message of `bytes` received.
+    pub(crate) fn received(&self, bytes: usize) {
+        if let Some(m) = &self.metrics {
+            m.received(bytes);
+        }
+    }
+
+    /// Records a reply of `bytes` sent.
+    pub(crate) fn sent(&self, bytes: usize) {
+        if let Some(m) = &self.metrics {
+            m.sent(bytes);
+        }
     }
 
     pub(crate) fn call_started(self: &Arc<Self>) -> CallGuard {
@@ -111,7 +147,9 @@ mod tests {
     #[test]
     fn refusals_are_all_counted_and_logged_at_powers_of_two() {
         let status = ServerStatus::default();
-        let logged: Vec<u64> = (0..500).filter_map(|_| status.refused()).collect();
+        let logged: Vec<u64> = (0..500)
+            .filter_map(|_| status.refused(Rejection::Origin))
+            .collect();
         assert_eq!(logged, [1, 2, 4, 8, 16, 32, 64, 128, 256]);
         assert_eq!(status.refused_upgrades(), 500);
     }

@@ -13,6 +13,7 @@ use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use futures_util::Stream;
+use telemetry::Rejection;
 
 use crate::circle::Routes;
 use crate::circle::Shared;
@@ -43,7 +44,7 @@ pub(crate) async fn upgrade(
         Some(Err(_)) => Some(""),
     };
     if !origin::is_allowed(origin, &shared.config.allowed_origins) {
-        if let Some(n) = shared.status.refused() {
+        if let Some(n) = shared.status.refused(Rejection::Origin) {
             log::warn!(circle:%;
                 "circle {circle}: refused a websocket upgrade from origin {origin:?} \
                  ({n} upgrades refused so far; logged at powers of two)"
@@ -70,11 +71,12 @@ pub(crate) async fn upgrade(
         }
     };
     if shared.token.is_cancelled() {
+        shared.status.rejected(Rejection::ShuttingDown);
         return Ok(HttpResponse::ServiceUnavailable().body("server shutting down\n"));
     }
     let max = shared.config.max_connections;
     let Some(slot) = shared.status.try_connect(max) else {
-        if let Some(n) = shared.status.refused() {
+        if let Some(n) = shared.status.refused(Rejection::TooManyConnections) {
             log::warn!(circle:%;
                 "circle {circle}: refused a websocket upgrade: {max} connections already open \
                  ({n} upgrades refused so far; logged at powers of two)"
@@ -119,6 +121,7 @@ fn authorize(
         .map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |a| a.ip());
     let now = Instant::now();
     if let Some(seconds) = shared.limiter.limited(ip, now) {
+        shared.status.rejected(Rejection::RateLimited);
         return Err(Box::new(
             HttpResponse::TooManyRequests()
                 .insert_header((header::RETRY_AFTER, seconds.to_string()))
@@ -132,7 +135,7 @@ fn authorize(
         auth::authenticate(&shared.config.principals, offered.as_ref().map(|o| o.token))
     else {
         shared.limiter.failed(ip, now);
-        if let Some(n) = shared.status.refused() {
+        if let Some(n) = shared.status.refused(Rejection::Unauthorized) {
             log::warn!(circle:%;
                 "circle {circle}: refused a websocket upgrade from {ip} without a valid token \
                  ({n} upgrades refused so far; logged at powers of two)"

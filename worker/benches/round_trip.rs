@@ -4,7 +4,9 @@
 //! prints: the floor (Redis round trip × round trips on the critical path +
 //! the engine's own run time), sequential p50/p99 and the ratio p50/floor,
 //! throughput at 1, 16 and 64 in flight with where the time goes at 64, and
-//! the idle CPU of the worker + client. `cargo bench -p worker`.
+//! the idle CPU of the worker + client, and the cost of recording metrics:
+//! two more workers, one recording into `telemetry` handles and one not,
+//! measured interleaved in the same run. `cargo bench -p worker`.
 //! `ROUND_TRIP_N` sets the number of sequential round trips (default 3000).
 
 mod common;
@@ -256,7 +258,91 @@ fn main() {
             "  idle CPU of worker + client   {:>9.3} % of one core over {idle_for:?} (target < 1 %)",
             idle.as_secs_f64() / idle_for.as_secs_f64() * 100.0
         );
+        metrics_cost(&client, &url, n).await;
         token.cancel();
         worker.await.expect("join").expect("worker");
     });
+}
+
+/// A worker on `queue` with its own database, recording into `metrics` when
+/// given; stopped by `token`.
+fn start_worker(
+    url: &str,
+    queue: &str,
+    metrics: Option<telemetry::TaskMetrics>,
+    dir: &std::path::Path,
+    token: &CancellationToken,
+) -> tokio::task::JoinHandle<worker::Result<()>> {
+    let db = Arc::new(ourdb::OurDb::open(dir, ourdb::Config::default()).expect("ourdb"));
+    let engine = Arc::new(engine::CircleEngine::new(db, engine::Limits::default()));
+    let mut options = worker::WorkerOptions::default();
+    options.metrics = metrics;
+    tokio::spawn(worker::run_with(
+        worker::WorkerConfig::new(url, queue),
+        options,
+        engine,
+        Arc::new(worker::WorkerStatus::default()),
+        token.clone(),
+    ))
+}
+
+/// Metrics recording off and on, in the same run: two workers alike but for
+/// the recording, sequential round trips alternating between them (so both
+/// see the same machine load), then 16 in flight on each in turn.
+async fn metrics_cost(client: &Client, url: &str, n: usize) {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = telemetry::Metrics::new(&mut registry);
+    let (off_dir, on_dir) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let token = CancellationToken::new();
+    let off = start_worker(url, "bench_off", None, off_dir.path(), &token);
+    let on = start_worker(
+        url,
+        "bench_on",
+        Some(metrics.tasks("bench_on")),
+        on_dir.path(),
+        &token,
+    );
+    for _ in 0..300 {
+        run_once(client, "bench_off").await;
+        run_once(client, "bench_on").await;
+    }
+    let (mut seq_off, mut seq_on) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for _ in 0..n {
+        seq_off.push(run_once(client, "bench_off").await);
+        seq_on.push(run_once(client, "bench_on").await);
+    }
+    seq_off.sort();
+    seq_on.sort();
+    let total = n.max(16 * 10) / 16 * 16;
+    let (t_off, _) = throughput(client, "bench_off", 16, total).await;
+    let (t_on, _) = throughput(client, "bench_on", 16, total).await;
+    let mut scraped = String::new();
+    prometheus_client::encoding::text::encode(&mut scraped, &registry).expect("encode");
+    let recorded = scraped
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"circles_tasks_finished_total{circle="bench_on",outcome="completed",kind="none"} "#)
+        })
+        .unwrap_or("?");
+    println!("  metrics recording, off vs on (same run, interleaved; {recorded} tasks recorded):");
+    println!(
+        "    sequential p50   off {:>9.1} us   on {:>9.1} us",
+        us(percentile(&seq_off, 0.5)),
+        us(percentile(&seq_on, 0.5))
+    );
+    println!(
+        "    sequential p99   off {:>9.1} us   on {:>9.1} us",
+        us(percentile(&seq_off, 0.99)),
+        us(percentile(&seq_on, 0.99))
+    );
+    println!(
+        "    16 in flight     off {:>9.0} req/s on {:>9.0} req/s",
+        t_off, t_on
+    );
+    token.cancel();
+    off.await.expect("join").expect("worker off");
+    on.await.expect("join").expect("worker on");
 }

@@ -137,6 +137,9 @@ pub struct WorkerOptions {
     /// at (one `HGET`; a script shorter than this costs none). A cancelled
     /// running script stops within about this long. Default 100 ms.
     pub cancel_poll: Duration,
+    /// Where the worker records each task's outcome and timings (see the
+    /// `telemetry` crate); `None` records nothing. Default `None`.
+    pub metrics: Option<telemetry::TaskMetrics>,
 }
 
 impl Default for WorkerOptions {
@@ -148,6 +151,7 @@ impl Default for WorkerOptions {
             reap_interval: Duration::from_secs(10),
             max_backoff: Duration::from_secs(2),
             cancel_poll: Duration::from_millis(100),
+            metrics: None,
         }
     }
 }

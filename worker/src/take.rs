@@ -252,7 +252,7 @@ impl Taker<'_> {
                     "queue {}: task {id} expired before it ran",
                     self.config.queue
                 );
-                self.status.count(false);
+                self.ended_unrun(&FailureKind::Expired);
             }
             Claim::Cancelled { task_id, reason } => {
                 log::info!(
@@ -260,7 +260,7 @@ impl Taker<'_> {
                     "queue {}: task {task_id} was cancelled before it ran: {reason}",
                     self.config.queue
                 );
-                self.status.count(false);
+                self.ended_unrun(&FailureKind::Cancelled);
             }
             Claim::Invalid { task_id, reason } => {
                 log::warn!(
@@ -268,7 +268,7 @@ impl Taker<'_> {
                     "queue {}: task {task_id} cannot run: {reason}",
                     self.config.queue
                 );
-                self.status.count(false);
+                self.ended_unrun(&FailureKind::Invalid);
             }
             Claim::Skipped { task_id, reason } => {
                 log::warn!(
@@ -282,7 +282,20 @@ impl Taker<'_> {
         Next::Unknown
     }
 
+    /// Counts a task the claim ended without running it.
+    fn ended_unrun(&self, kind: &FailureKind) {
+        self.status.count(false);
+        if let Some(metrics) = &self.options.metrics {
+            metrics.failed(kind);
+        }
+    }
+
     async fn run_task(&self, mut task: ClaimedTask, outage: &mut Outage) -> Next {
+        let age = task.age();
+        let started = Instant::now();
+        if let (Some(metrics), Some(age)) = (&self.options.metrics, age) {
+            metrics.queue_wait(age);
+        }
         let control = RunControl {
             caller: run_as(task.caller.take()),
             // The deadline is wall-clock time, written by another process;
@@ -298,6 +311,9 @@ impl Taker<'_> {
             task.script.len()
         );
         let ran = runner::run_script(self.engine, &task.task_id, &task.script, &control);
+        if let Some(metrics) = &self.options.metrics {
+            metrics.run_time(started.elapsed());
+        }
         let cause = self.cancels.end();
         let task_id = task.task_id;
         let outcome = match ran {
@@ -336,7 +352,11 @@ impl Taker<'_> {
                 f.kind
             ),
         }
-        self.finish(&outcome, outage).await
+        let next = self.finish(&outcome, outage).await;
+        if let (Some(metrics), Some(age)) = (&self.options.metrics, age) {
+            metrics.end_to_end(age + started.elapsed());
+        }
+        next
     }
 
     /// Why a cancelled script stopped, as its task's error says.
@@ -371,6 +391,12 @@ impl Taker<'_> {
                     self.up(outage);
                     if written {
                         self.status.count(matches!(outcome, Outcome::Completed(_)));
+                        if let Some(metrics) = &self.options.metrics {
+                            match outcome {
+                                Outcome::Completed(_) => metrics.completed(),
+                                Outcome::Failed(f) => metrics.failed(&f.kind),
+                            }
+                        }
                     } else {
                         log::warn!(
                             task = task_id, queue = self.config.queue.as_str();

@@ -139,6 +139,9 @@ pub(crate) fn parse_claim(reply: RawClaim) -> Result<Option<Parsed>> {
                         .ok()
                         .and_then(|d| d.parse().ok()),
                     caller: caller(field(4), field(5))?,
+                    created_ms: std::str::from_utf8(field(6))
+                        .ok()
+                        .and_then(|c| c.parse().ok()),
                 })
             });
             match readable {

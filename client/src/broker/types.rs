@@ -26,6 +26,9 @@ pub struct ClaimedTask {
     /// without a `role`, which runs as the trusted identity (see
     /// [`crate::fields::ROLE`]).
     pub caller: Option<Caller>,
+    /// When it was submitted (`createdAt`, ms since the Unix epoch, by the
+    /// submitter's clock); `None` when a third party wrote something else.
+    pub created_ms: Option<u64>,
 }
 
 impl ClaimedTask {
@@ -34,6 +37,14 @@ impl ClaimedTask {
     pub fn time_left(&self) -> Option<Duration> {
         self.deadline_ms
             .map(|deadline| Duration::from_millis(deadline.saturating_sub(crate::now_ms())))
+    }
+
+    /// Time since it was submitted (zero if `createdAt` lies in the
+    /// future), by this machine's wall clock; `None` without a readable
+    /// `createdAt`.
+    pub fn age(&self) -> Option<Duration> {
+        self.created_ms
+            .map(|created| Duration::from_millis(crate::now_ms().saturating_sub(created)))
     }
 }
 

@@ -204,6 +204,14 @@ impl Client {
         Ok(ids)
     }
 
+    /// Asks Redis for a `PING` on the command connection; how long the
+    /// round trip took (a reconnect included, when one was needed).
+    pub async fn ping(&self) -> Result<Duration> {
+        let started = std::time::Instant::now();
+        let _pong: String = self.inner.conn.query(&redis::cmd("PING")).await?;
+        Ok(started.elapsed())
+    }
+
     /// For each queue, the database whose workers currently serve it, as
     /// they named it (see [`keys::queue_owner`]); `None` when no worker of
     /// ours holds it. One round trip.

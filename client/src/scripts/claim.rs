@@ -2,8 +2,8 @@
 //! `finish` and the kind and role names, to every script that claims).
 
 /// Claims a task already moved into the processing list.
-/// Returns `{'run', id, script, deadline, caller, role}` (`''` for an
-/// absent deadline, caller or role; a present role is `read` or `write`),
+/// Returns `{'run', id, script, deadline, caller, role, created}` (`''` for an
+/// absent deadline, caller or role; `created` is the task's `createdAt`; a present role is `read` or `write`),
 /// `{'invalid', id, reason}`,
 /// `{'cancelled', id, reason}`, `{'skipped', id, status}` or
 /// `{'expired'|'missing', id}`. Writes
@@ -88,6 +88,6 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
   end
   redis.call('HSET', dkey, 'status', 'processing', 'workerId', worker, 'startedAt', now,
     'updatedAt', now, unpack(created))
-  return { 'run', id, script, deadline or '', h[8] or '', role or '' }
+  return { 'run', id, script, deadline or '', h[8] or '', role or '', h[6] or now }
 end
 "#;

@@ -10,7 +10,8 @@
 //! root ─┬─ hosts ─┬─ host × H        websocket hosts (one at start)     (cancelled 1st)
 //!       │         └─ connections × N each circle's sockets
 //!       ├─ circle × N      each circle's worker                 (cancelled 2nd)
-//!       └─ watchers        stats poller, managed-Redis watcher  (cancelled 3rd)
+//!       └─ watchers        stats poller, managed-Redis watcher,  (cancelled 3rd)
+//!                          admin endpoint and its Redis probe
 //!  root itself             the status display                   (cancelled last)
 //! ```
 //!
@@ -47,7 +48,7 @@ use crate::reload::{self, LastReload, ReloadHandle, Requests};
 use crate::roster::Roster;
 use crate::settings::Settings;
 use crate::status::{Header, lock};
-use crate::{circles, logging, monitor, render};
+use crate::{admin, circles, logging, monitor, render};
 use signals::Signals;
 
 /// Time allowed beyond the grace period for servers and workers to return.
@@ -97,6 +98,8 @@ impl Orchestrator {
         // Signals are hooked before anything long-lived starts, so a SIGTERM
         // during start-up still leads to a clean stop of what was started.
         let mut signals = runtime.block_on(async { Signals::new() })?;
+        // Bound before Redis is looked for: a busy admin port starts nothing.
+        let admin = admin::bind(&settings.admin)?;
         let managed =
             redis_setup::ensure(&settings.redis, &settings.data_dir, settings.managed_redis)?;
         let header = Header {
@@ -104,16 +107,25 @@ impl Orchestrator {
             redis_managed: managed.is_some(),
             data_dir: settings.data_dir.display().to_string(),
             log_file: settings.log_file.as_ref().map(|f| f.display().to_string()),
+            admin: admin.as_ref().map(admin::Bound::url),
             redis_restarts: Arc::default(),
             started: Instant::now(),
             reload: Arc::default(),
         };
         let managed = Arc::new(Mutex::new(managed));
         // Made before the start, so that anything started with the circles
-        // (an admin endpoint) can hold a clone; requests wait until
+        // (the admin endpoint) can hold a clone; requests wait until
         // `serve_until_signal` runs.
         let (reload, reloads) = reload::channel();
-        let started = runtime.block_on(Running::start(&settings, header, &mut signals, &managed));
+        let admin = admin.map(|bound| admin::Plan::new(bound, &settings.admin));
+        let started = runtime.block_on(Running::start(
+            &settings,
+            header,
+            &mut signals,
+            &managed,
+            admin,
+            reload.clone(),
+        ));
         match started {
             Ok(running) => Ok(Orchestrator {
                 settings,
@@ -225,6 +237,8 @@ impl Running {
         header: Header,
         signals: &mut Signals,
         managed: &Arc<Mutex<Option<ManagedRedis>>>,
+        admin: Option<admin::Plan>,
+        reload: ReloadHandle,
     ) -> anyhow::Result<Running> {
         // The terminal is set up before anything is spawned: a terminal that
         // cannot be set up stops the start with nothing running.
@@ -285,6 +299,7 @@ impl Running {
             root: root.clone(),
             serving: TaskTracker::new(),
             changed: Arc::new(Notify::new()),
+            metrics: admin.as_ref().map(|a| a.metrics().clone()),
         };
         // The servers stop first and answer what they took while the workers
         // still run it; the workers stop after them (see the shutdown).
@@ -309,8 +324,18 @@ impl Running {
             changed.clone(),
             watchers_token.clone(),
         ));
-        watchers.close();
         let draining = Arc::new(AtomicBool::new(false));
+        if let Some(admin) = admin {
+            let running = admin::Running {
+                header: header.clone(),
+                roster: roster.clone(),
+                client: client.clone(),
+                draining: draining.clone(),
+                reload,
+            };
+            admin.spawn(running, watchers_token.clone(), &watchers);
+        }
+        watchers.close();
         let support = TaskTracker::new();
         let last_reload = header.reload.clone();
         support.spawn(render::draw(

@@ -46,6 +46,8 @@ pub struct Ctx {
     pub serving: TaskTracker,
     /// Wakes the display.
     pub changed: Arc<Notify>,
+    /// Where circles record their metrics (the admin endpoint is on).
+    pub metrics: Option<telemetry::Metrics>,
 }
 
 /// One running circle.
@@ -99,11 +101,15 @@ impl CircleSet {
         let host = self.next_host;
         let mut hosted = Vec::with_capacity(prepared.len());
         for p in prepared {
-            let state = Arc::new(CircleState::new(
-                p.config.clone(),
-                ctx.settings.ws_scheme(),
-                &ctx.settings.host,
-            ));
+            let state = Arc::new(
+                CircleState::new(
+                    p.config.clone(),
+                    ctx.settings.ws_scheme(),
+                    &ctx.settings.host,
+                )
+                .with_metrics(ctx.metrics.as_ref())
+                .with_db(&p.db),
+            );
             let worker_token = ctx.root.child_token();
             let worker = spawn::start_worker(
                 &ctx.settings,

@@ -25,7 +25,8 @@ pub fn start_worker(
     let name = state.config.name.clone();
     let worker_config = settings.worker_config(&state.queue, &circle.owner);
     let engine = circle.engine.clone();
-    let worker_options = settings.worker.clone();
+    let mut worker_options = settings.worker.clone();
+    worker_options.metrics = state.task_metrics.clone();
     tracker.spawn(supervisor::supervise(
         format!("worker of circle \"{name}\""),
         state.worker.clone(),
@@ -98,7 +99,7 @@ pub fn start_host(
                 }
                 let status = match (&slot.server, carried) {
                     (Some(status), true) => status.clone(),
-                    _ => Arc::new(server_ws::ServerStatus::default()),
+                    _ => slot.new_server_status(),
                 };
                 slot.server = Some(status.clone());
                 match listener.try_clone() {

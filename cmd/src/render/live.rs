@@ -179,6 +179,7 @@ mod tests {
             redis_managed: false,
             redis_restarts: 0,
             data_dir: "/home/someone/.hero/circles".into(),
+            admin: None,
             phase: "running",
             uptime_secs: 3,
             circles: (0..n)
@@ -203,6 +204,7 @@ mod tests {
             redis_managed: false,
             data_dir: "/home/someone/.hero/circles".into(),
             log_file: Some("/home/someone/.hero/circles/orchestrator.log".into()),
+            admin: None,
             redis_restarts: Default::default(),
             started: Instant::now(),
             reload: Default::default(),

@@ -80,12 +80,16 @@ pub fn header_line(header: &Header, snap: &Snapshot) -> String {
         (true, 0) => " (managed: started by the orchestrator)".to_string(),
         (true, n) => format!(" (managed: started by the orchestrator, restarted {n}x after dying)"),
     };
+    let admin = match &header.admin {
+        Some(url) => format!(" | admin {url}"),
+        None => " | admin off".to_string(),
+    };
     let reload = match snap.reload.as_ref().and_then(|r| r.error.as_ref()) {
         Some(e) => format!(" | reload failed: {e}"),
         None => String::new(),
     };
     format!(
-        "circles_orchestrator {} | {} circle{} | redis {}{} | data {}{reload}",
+        "circles_orchestrator {} | {} circle{} | redis {}{} | data {}{admin}{reload}",
         env!("CARGO_PKG_VERSION"),
         snap.circles.len(),
         if snap.circles.len() == 1 { "" } else { "s" },
@@ -132,6 +136,7 @@ mod tests {
             redis_managed: false,
             data_dir: "/tmp/d".into(),
             log_file: None,
+            admin: None,
             redis_restarts: Default::default(),
             started: std::time::Instant::now(),
             reload: Default::default(),

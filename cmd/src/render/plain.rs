@@ -157,6 +157,7 @@ mod tests {
             redis_managed: false,
             redis_restarts: 0,
             data_dir: "/tmp/d".into(),
+            admin: None,
             phase: "running",
             uptime_secs: 0,
             circles: vec![Row {
@@ -173,6 +174,7 @@ mod tests {
             redis_managed: true,
             data_dir: "/tmp/d".into(),
             log_file: None,
+            admin: None,
             redis_restarts: Default::default(),
             started: Instant::now(),
             reload: Default::default(),

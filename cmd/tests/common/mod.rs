@@ -82,6 +82,11 @@ impl Sandbox {
             .env_remove("REDIS_URL")
             .env_remove("CIRCLES_DATA_DIR")
             .env_remove("CIRCLES_NO_MANAGED_REDIS")
+            // Tests run in parallel: none takes the default admin port. The
+            // admin tests pass --admin themselves.
+            .env("CIRCLES_ADMIN", "off")
+            .env_remove("CIRCLES_ADMIN_TOKEN_SHA256")
+            .env_remove("CIRCLES_ADMIN_TOKEN")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null());
         cmd

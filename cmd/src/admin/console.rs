@@ -1,0 +1,47 @@
+//! The browser console's files, embedded in the binary (it must work with
+//! no internet access): `/` serves `index.html`, `/assets/<name>` the rest
+//! of [`ASSETS`]. The console follows `/api/events` ([`super::events`])
+//! for its table and charts and runs scripts through each circle's own
+//! WebSocket endpoint, as any client does (so the circle's Origin check and
+//! tokens apply: a page on a loopback admin address is a loopback origin;
+//! any other admin origin must be one of the circles' `--allowed-origin`s).
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::AdminState;
+use super::access::Need;
+
+/// The page at `/`.
+const INDEX: &str = include_str!("console/index.html");
+
+/// Files under `/assets/`: name, content type, bytes.
+pub const ASSETS: &[(&str, &str, &[u8])] = &[];
+
+/// `GET /`.
+pub async fn index(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+    if let Some(refused) = state.access.check(&req, Need::Token) {
+        return refused;
+    }
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(INDEX)
+}
+
+/// `GET /assets/{name}`.
+pub async fn asset(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+    name: web::Path<String>,
+) -> HttpResponse {
+    if let Some(refused) = state.access.check(&req, Need::Token) {
+        return refused;
+    }
+    match ASSETS.iter().find(|(n, _, _)| *n == name.as_str()) {
+        Some((_, content_type, bytes)) => HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, *content_type))
+            .body(*bytes),
+        None => HttpResponse::NotFound().body("no such asset\n"),
+    }
+}

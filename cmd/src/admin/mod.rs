@@ -1,0 +1,238 @@
+//! The admin endpoint: one HTTP listener for the whole orchestrator
+//! (`--admin`, default [`args::DEFAULT_ADMIN`]) serving
+//!
+//! - `/healthz` — 200 while the process is alive;
+//! - `/readyz` — 200 when every circle serves and Redis answers, else 503
+//!   with a JSON body naming what is not ready;
+//! - `/api/status` — the status snapshot of every circle, the shape of
+//!   `--output json`;
+//! - `/api/events` — the same snapshot pushed as server-sent events
+//!   ([`events`]);
+//! - `/metrics` — Prometheus text (OpenMetrics) of [`telemetry::Metrics`]
+//!   and what is sampled at scrape time ([`collect`]);
+//! - `/` and `/assets/…` — the browser console's embedded files ([`console`]).
+//!
+//! Requests with a foreign `Origin` get 403; with `--admin-token-sha256`
+//! every route but the probes needs its bearer token ([`access`]).
+//!
+//! It is one more actix server with one worker thread, beside the circles'
+//! host and independent of it (a host restart leaves it serving). Its port
+//! is bound before Redis is looked for, so a busy port stops the start with
+//! nothing started (exit 2).
+
+pub mod access;
+pub mod args;
+pub mod ask;
+pub mod collect;
+pub mod console;
+pub mod events;
+pub mod process;
+pub mod redis_probe;
+pub mod routes;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use actix_web::{App, HttpServer, web};
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::UsageError;
+use crate::reload::ReloadHandle;
+use crate::roster::Roster;
+use crate::status::Header;
+pub use args::{AdminArgs, AdminSettings, DEFAULT_ADMIN};
+
+/// The admin listener, bound.
+#[derive(Debug)]
+pub struct Bound {
+    /// The listening socket.
+    pub listener: TcpListener,
+    /// Its address (the real port when port 0 was asked for).
+    pub addr: SocketAddr,
+}
+
+impl Bound {
+    /// `http://ADDR`, as the status header shows it.
+    pub fn url(&self) -> String {
+        url_of(self.addr)
+    }
+}
+
+/// `http://ADDR` (IPv6 in brackets, as `SocketAddr` prints it).
+pub fn url_of(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}
+
+/// Binds the admin address of `settings`, if any. A busy or unusable
+/// address is a usage error (exit 2) naming it and the fix.
+pub fn bind(settings: &AdminSettings) -> anyhow::Result<Option<Bound>> {
+    let Some(addr) = settings.addr else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr).map_err(|e| {
+        let why = if e.kind() == std::io::ErrorKind::AddrInUse {
+            "the address is in use (another orchestrator, or another program)".to_string()
+        } else {
+            e.to_string()
+        };
+        UsageError(format!(
+            "cannot listen for the admin endpoint on {addr}: {why}. Pass another --admin \
+             address (port 0 picks a free one), or --admin off"
+        ))
+    })?;
+    let addr = listener.local_addr()?;
+    Ok(Some(Bound { listener, addr }))
+}
+
+/// The admin endpoint between its bind and its start: the registry the
+/// circles' metrics are made in before they start.
+pub struct Plan {
+    bound: Bound,
+    access: access::Access,
+    registry: Registry,
+    metrics: telemetry::Metrics,
+    redis: Arc<redis_probe::RedisHealth>,
+}
+
+impl Plan {
+    /// The registry of `bound`'s endpoint, its recorded metrics registered.
+    pub fn new(bound: Bound, settings: &AdminSettings) -> Plan {
+        let mut registry = Registry::default();
+        let metrics = telemetry::Metrics::new(&mut registry);
+        let redis = Arc::new(redis_probe::RedisHealth::new(&mut registry));
+        Plan {
+            access: access::Access {
+                own_origin: bound.url(),
+                token_sha256: settings.token_sha256,
+            },
+            bound,
+            registry,
+            metrics,
+            redis,
+        }
+    }
+
+    /// The metrics each circle's handles come from.
+    pub fn metrics(&self) -> &telemetry::Metrics {
+        &self.metrics
+    }
+
+    /// Starts the endpoint and its Redis probe on `tracker` until `stop`.
+    pub fn spawn(self, running: Running, stop: CancellationToken, tracker: &TaskTracker) {
+        let Plan {
+            bound,
+            access,
+            mut registry,
+            redis,
+            ..
+        } = self;
+        registry.register_collector(Box::new(collect::Orchestrator {
+            circles: running.roster.clone(),
+            redis_restarts: Arc::clone(&running.header.redis_restarts),
+        }));
+        tracker.spawn(redis_probe::run(
+            running.client,
+            Arc::clone(&redis),
+            stop.clone(),
+        ));
+        let source = events::Source {
+            header: running.header.clone(),
+            circles: running.roster.clone(),
+            draining: Arc::clone(&running.draining),
+        };
+        let (publish, latest) = events::channel(&source);
+        tracker.spawn(events::produce(publish, source, stop.clone()));
+        let state = AdminState {
+            header: running.header,
+            circles: running.roster,
+            draining: running.draining,
+            reload: running.reload,
+            registry,
+            redis,
+            access,
+            events: latest,
+        };
+        tracker.spawn(serve(bound, state, stop));
+    }
+}
+
+/// What a running orchestrator hands its admin endpoint.
+pub struct Running {
+    /// The header facts.
+    pub header: Header,
+    /// The circles running (a reload changes them), in circles.json order.
+    pub roster: Roster,
+    /// The task client (the Redis probe uses its connection).
+    pub client: client::Client,
+    /// Set once the drain starts.
+    pub draining: Arc<AtomicBool>,
+    /// Asks the orchestrator to reload circles.json (`POST /api/reload`).
+    pub reload: ReloadHandle,
+}
+
+/// Everything the routes read.
+pub struct AdminState {
+    /// The header facts of the status snapshot.
+    pub header: Header,
+    /// The circles running, in circles.json order.
+    pub circles: Roster,
+    /// Asks the orchestrator to reload circles.json.
+    pub reload: ReloadHandle,
+    /// Set once the drain starts (the snapshot's phase, readiness).
+    pub draining: Arc<AtomicBool>,
+    /// The metrics registry (collectors included).
+    pub registry: Registry,
+    /// The latest Redis probe.
+    pub redis: Arc<redis_probe::RedisHealth>,
+    /// Who may ask.
+    pub access: access::Access,
+    /// The latest snapshot of `/api/events`.
+    pub events: events::Latest,
+}
+
+/// Serves the admin endpoint on `bound` until `stop`; returns once the
+/// server has stopped. A failure to serve is logged, never fatal: the
+/// circles go on without it.
+pub async fn serve(bound: Bound, state: AdminState, stop: CancellationToken) {
+    let url = bound.url();
+    let server = match build(bound, state) {
+        Ok(server) => server,
+        Err(e) => {
+            log::error!("the admin endpoint cannot serve on {url}: {e}");
+            return;
+        }
+    };
+    log::info!(
+        "admin endpoint on {url} (/, /metrics, /healthz, /readyz, /api/status, /api/events)"
+    );
+    let handle = server.handle();
+    let mut serving = tokio::spawn(server);
+    tokio::select! {
+        ended = &mut serving => {
+            log::error!("the admin endpoint on {url} stopped: {ended:?}");
+            return;
+        }
+        () = stop.cancelled() => {}
+    }
+    handle.stop(true).await;
+    let _ = serving.await;
+}
+
+/// The actix server (not yet polled). A plain function: the builder is not
+/// `Send` and must not live in `serve`'s future.
+fn build(bound: Bound, state: AdminState) -> std::io::Result<actix_web::dev::Server> {
+    let state = web::Data::new(state);
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .configure(routes::configure)
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .listen(bound.listener)?
+    .run())
+}

@@ -1,0 +1,160 @@
+//! The admin routes: probes, the status snapshot, the metrics, and the
+//! console's files ([`super::console`]).
+
+use std::sync::atomic::Ordering;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::json;
+
+use super::AdminState;
+use super::access::Need;
+use super::console;
+use crate::status::snapshot;
+
+/// The content type of OpenMetrics text, which Prometheus asks for and
+/// `prometheus-client` writes.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of the Prometheus text format, for every other client
+/// (`curl`, `promtool check metrics`).
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Registers every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/api/status", web::get().to(status))
+        .route("/api/events", web::get().to(super::events::events))
+        .route("/metrics", web::get().to(metrics))
+        .route("/", web::get().to(console::index))
+        .route("/assets/{name}", web::get().to(console::asset));
+}
+
+/// `GET /healthz`: 200 while the process answers.
+async fn healthz(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+    if let Some(refused) = state.access.check(&req, Need::Origin) {
+        return refused;
+    }
+    HttpResponse::Ok().body("ok\n")
+}
+
+/// `GET /readyz`: 200 when every circle's worker and server run and Redis
+/// answered its last probe; else 503 naming each thing that is not ready.
+async fn readyz(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+    if let Some(refused) = state.access.check(&req, Need::Origin) {
+        return refused;
+    }
+    let mut not_ready = Vec::new();
+    if state.draining.load(Ordering::Relaxed) {
+        not_ready.push(json!({"component": "orchestrator", "reason": "shutting down"}));
+    }
+    if let Err(why) = state.redis.verdict() {
+        not_ready.push(json!({"component": "redis", "reason": why}));
+    }
+    for circle in &state.circles.current() {
+        let row = circle.row();
+        for (component, phase, detail) in [
+            ("worker", row.worker, &row.worker_detail),
+            ("server", row.server, &row.server_detail),
+        ] {
+            if phase != "running" {
+                not_ready.push(json!({
+                    "component": component,
+                    "circle": row.name,
+                    "state": phase,
+                    "reason": detail,
+                }));
+            }
+        }
+    }
+    if not_ready.is_empty() {
+        HttpResponse::Ok().json(json!({"ready": true}))
+    } else {
+        HttpResponse::ServiceUnavailable().json(json!({"ready": false, "not_ready": not_ready}))
+    }
+}
+
+/// `GET /api/status`: the snapshot `--output json` prints.
+async fn status(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+    if let Some(refused) = state.access.check(&req, Need::Token) {
+        return refused;
+    }
+    let phase = if state.draining.load(Ordering::Relaxed) {
+        "shutting down"
+    } else {
+        "running"
+    };
+    HttpResponse::Ok().json(snapshot(&state.header, &state.circles.current(), phase))
+}
+
+/// `GET /metrics`: every metric, as OpenMetrics text when the client
+/// accepts it (Prometheus does), else in the Prometheus text format.
+async fn metrics(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+    if let Some(refused) = state.access.check(&req, Need::Token) {
+        return refused;
+    }
+    let openmetrics = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let mut text = String::with_capacity(16 << 10);
+    match prometheus_client::encoding::text::encode(&mut text, &state.registry) {
+        Ok(()) if openmetrics => HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, OPENMETRICS))
+            .body(text),
+        Ok(()) => HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, PROMETHEUS_TEXT))
+            .body(prometheus_text(&text)),
+        Err(e) => {
+            log::error!("cannot encode the metrics: {e}");
+            HttpResponse::InternalServerError().body("cannot encode the metrics\n")
+        }
+    }
+}
+
+/// OpenMetrics text as the Prometheus text format (0.0.4): a counter's
+/// family is named with its `_total` suffix, as its samples are (OpenMetrics
+/// names the family without it), and the `# EOF` line goes.
+pub fn prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + counters.len() * 12);
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(line) => out.push_str(&line),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prometheus_text;
+
+    #[test]
+    fn counter_families_take_their_total_suffix_and_eof_goes() {
+        let open = "# HELP a_b Things.\n# TYPE a_b counter\na_b_total{x=\"1\"} 2\n\
+                    # HELP g A gauge.\n# TYPE g gauge\ng 1\n# EOF\n";
+        assert_eq!(
+            prometheus_text(open),
+            "# HELP a_b_total Things.\n# TYPE a_b_total counter\na_b_total{x=\"1\"} 2\n\
+             # HELP g A gauge.\n# TYPE g gauge\ng 1\n"
+        );
+    }
+}

@@ -1,0 +1,420 @@
+//! The admin endpoint of the built binary against a real Redis: probes that
+//! follow Redis down and back, a Prometheus scrape that promtool accepts and
+//! whose counters move by exactly the tasks sent, the origin check, the
+//! token, `--admin off`, a busy port, and the `status` command.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Orchestrator, Sandbox, connect, play, port, run_to_end};
+use serde_json::Value;
+
+/// An HTTP answer: status code and body.
+struct Answer {
+    code: u16,
+    body: String,
+}
+
+/// `GET path` at `addr` with extra header lines (`"Name: value"`).
+fn get(addr: SocketAddr, path: &str, headers: &[&str]) -> Answer {
+    let mut stream = TcpStream::connect(addr).expect("connect to the admin endpoint");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read the answer");
+    let raw = String::from_utf8(raw).expect("utf-8 answer");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status code");
+    Answer {
+        code,
+        body: body.to_string(),
+    }
+}
+
+/// A running orchestrator with one circle and its admin endpoint on a free port.
+struct Admin {
+    sandbox: Sandbox,
+    orchestrator: Orchestrator,
+    redis: testkit::RedisServer,
+    circle: u16,
+    addr: SocketAddr,
+}
+
+fn start(extra: &[&str]) -> Admin {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start_persistent();
+    let circle = port();
+    let config = sandbox.circles(&[(1, "Alpha Circle", circle)]);
+    let mut args = vec!["--admin", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let mut orchestrator = Orchestrator::start(&sandbox, &config, &redis.url(), &args);
+    orchestrator.wait_table();
+    let addr = admin_addr(&orchestrator.stdout());
+    Admin {
+        sandbox,
+        orchestrator,
+        redis,
+        circle,
+        addr,
+    }
+}
+
+/// The admin address the status header names.
+fn admin_addr(stdout: &str) -> SocketAddr {
+    let url = stdout
+        .split(" | ")
+        .find_map(|part| part.trim().strip_prefix("admin http://"))
+        .unwrap_or_else(|| panic!("no admin URL in the header:\n{stdout}"));
+    url.split_whitespace()
+        .next()
+        .expect("an address")
+        .parse()
+        .expect("a socket address")
+}
+
+/// Polls `GET path` until its code is `code`; the last answer.
+fn wait_code(addr: SocketAddr, path: &str, code: u16) -> Answer {
+    wait_answer(addr, path, code, "")
+}
+
+/// Polls `GET path` until its code is `code` and its body holds `needle`.
+fn wait_answer(addr: SocketAddr, path: &str, code: u16, needle: &str) -> Answer {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = get(addr, path, &[]);
+        if answer.code == code && answer.body.contains(needle) {
+            return answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} stayed {} (wanted {code} with {needle:?}): {}",
+            answer.code,
+            answer.body
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn readiness_follows_redis_down_and_back_while_health_stays_ok() {
+    let mut admin = start(&[]);
+    assert_eq!(get(admin.addr, "/healthz", &[]).code, 200);
+    let ready = wait_code(admin.addr, "/readyz", 200);
+    let body: Value = serde_json::from_str(&ready.body).expect("JSON body");
+    assert_eq!(body["ready"], true, "{body}");
+
+    admin.redis.kill();
+    // The workers may notice first; the probe names Redis within a second.
+    let down = wait_answer(admin.addr, "/readyz", 503, r#""component":"redis""#);
+    let body: Value = serde_json::from_str(&down.body).expect("JSON body");
+    assert_eq!(body["ready"], false, "{body}");
+    let not_ready = body["not_ready"].as_array().expect("a list");
+    assert!(
+        not_ready.iter().any(|n| n["component"] == "redis"),
+        "the body names redis: {body}"
+    );
+    assert_eq!(
+        get(admin.addr, "/healthz", &[]).code,
+        200,
+        "alive all along"
+    );
+
+    admin.redis.restart();
+    wait_code(admin.addr, "/readyz", 200);
+    assert!(admin.orchestrator.stop().success());
+}
+
+/// The value of the series whose line starts with `series ` (name and labels
+/// as written), or 0 when absent.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().expect("a number"))
+}
+
+fn promtool_check(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect(
+            "promtool must be installed for this test (Debian package prometheus; \
+             scripts/install-deps.sh installs it)",
+        );
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("feed promtool");
+    let out = child.wait_with_output().expect("promtool runs");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n--- the scrape:\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scrape_passes_promtool_and_counters_move_by_exactly_the_tasks_sent() {
+    let mut admin = start(&[]);
+    let addr = admin.addr;
+    let scrape = move || get(addr, "/metrics", &[]).body;
+    let before = tokio::task::spawn_blocking(scrape).await.expect("scrape");
+    promtool_check(&before);
+
+    const C: &str = r#"circle="Alpha Circle""#;
+    let completed =
+        format!(r#"circles_tasks_finished_total{{{C},outcome="completed",kind="none"}}"#);
+    let runtime = format!(r#"circles_tasks_finished_total{{{C},outcome="failed",kind="runtime"}}"#);
+    let syntax = format!(r#"circles_tasks_finished_total{{{C},outcome="failed",kind="syntax"}}"#);
+    let commits = format!("circles_ourdb_commits_total{{{C}}}");
+    let runs = format!("circles_task_run_seconds_count{{{C}}}");
+    let waits = format!("circles_task_queue_wait_seconds_count{{{C}}}");
+    let received = format!("circles_ws_received_bytes_total{{{C}}}");
+
+    let (ok, thrown, broken) = (5u64, 3u64, 2u64);
+    let mut ws = connect(admin.circle).await;
+    let mut id = 0;
+    for _ in 0..ok {
+        id += 1;
+        let reply = play(&mut ws, id, "db::insert(#{ n: 1 })").await;
+        assert!(reply["result"].is_object(), "{reply}");
+    }
+    for _ in 0..thrown {
+        id += 1;
+        let reply = play(&mut ws, id, r#"throw "no""#).await;
+        assert_eq!(reply["error"]["data"]["kind"], "runtime", "{reply}");
+    }
+    for _ in 0..broken {
+        id += 1;
+        let reply = play(&mut ws, id, "let = ;").await;
+        assert_eq!(reply["error"]["data"]["kind"], "syntax", "{reply}");
+    }
+
+    // The worker counts a task right after writing its result, which the
+    // reply may overtake: wait for the counts, then check they are exact.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let text = tokio::task::spawn_blocking(scrape).await.expect("scrape");
+        let delta = |series: &str| sample(&text, series) - sample(&before, series);
+        if delta(&completed) >= ok as f64
+            && delta(&runtime) + delta(&syntax) >= (thrown + broken) as f64
+            || Instant::now() > deadline
+        {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let delta = |series: &str| sample(&after, series) - sample(&before, series);
+    assert_eq!(delta(&completed), ok as f64, "completed");
+    assert_eq!(delta(&runtime), thrown as f64, "runtime failures");
+    assert_eq!(delta(&syntax), broken as f64, "syntax failures");
+    assert_eq!(
+        delta(&commits),
+        ok as f64,
+        "one commit per successful insert"
+    );
+    assert_eq!(delta(&runs), (ok + thrown + broken) as f64, "run times");
+    assert_eq!(delta(&waits), (ok + thrown + broken) as f64, "queue waits");
+    assert!(delta(&received) > 0.0, "bytes received");
+    for series in [
+        "circles_redis_up 1",
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+        "process_open_fds ",
+        r#"circles_circle_up{circle="Alpha Circle"} 1"#,
+        r#"circles_ws_connections{circle="Alpha Circle"} 1"#,
+    ] {
+        assert!(after.contains(series), "{series:?} in\n{after}");
+    }
+    promtool_check(&after);
+    drop(ws);
+    assert!(admin.orchestrator.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cross_origin_request_is_refused_and_own_or_loopback_origins_pass() {
+    let mut admin = start(&[]);
+    for path in ["/metrics", "/api/status", "/healthz", "/readyz", "/"] {
+        let foreign = get(admin.addr, path, &["Origin: http://evil.example"]);
+        assert_eq!(foreign.code, 403, "{path}: {}", foreign.body);
+    }
+    let own = format!("Origin: http://{}", admin.addr);
+    for origin in [own.as_str(), "Origin: http://localhost:3000"] {
+        assert_eq!(
+            get(admin.addr, "/api/status", &[origin]).code,
+            200,
+            "{origin}"
+        );
+    }
+    assert!(admin.orchestrator.stop().success());
+}
+
+#[test]
+fn status_prints_the_running_table_once_and_json_on_request() {
+    let mut admin = start(&[]);
+    let addr = admin.addr.to_string();
+    let mut cmd = admin.sandbox.command();
+    cmd.args(["status", "--admin", &addr]);
+    let (code, stdout, stderr) = run_to_end(cmd, Duration::from_secs(30));
+    assert!(code.success(), "{stderr}");
+    assert!(stdout.contains("Circle Name"), "{stdout}");
+    assert!(stdout.contains("Alpha Circle"), "{stdout}");
+    assert!(stdout.contains("rhai_tasks:alpha_circle"), "{stdout}");
+    assert!(stdout.contains(&format!("admin http://{addr}")), "{stdout}");
+
+    let mut cmd = admin.sandbox.command();
+    cmd.args(["status", "--admin", &addr, "--json"]);
+    let (code, stdout, stderr) = run_to_end(cmd, Duration::from_secs(30));
+    assert!(code.success(), "{stderr}");
+    let snap: Value = serde_json::from_str(stdout.trim()).expect("one JSON snapshot");
+    assert_eq!(snap["circles"][0]["name"], "Alpha Circle", "{snap}");
+    assert_eq!(snap["circles"][0]["worker"], "running", "{snap}");
+    assert_eq!(snap["admin"], format!("http://{addr}"), "{snap}");
+    assert!(admin.orchestrator.stop().success());
+}
+
+#[test]
+fn status_with_nothing_listening_fails_saying_so() {
+    let sandbox = Sandbox::new();
+    let addr = format!("127.0.0.1:{}", port());
+    let mut cmd = sandbox.command();
+    cmd.args(["status", "--admin", &addr]);
+    let (code, stdout, stderr) = run_to_end(cmd, Duration::from_secs(30));
+    assert!(!code.success(), "{stdout}");
+    assert!(
+        stderr.contains(&format!("nothing answers at http://{addr}")),
+        "{stderr}"
+    );
+    assert!(stdout.is_empty(), "{stdout}");
+}
+
+#[test]
+fn admin_off_serves_nothing_and_the_header_says_so() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let config = sandbox.circles(&[(1, "Alpha", port())]);
+    // The environment names an address; the flag turns it off.
+    let would_be = format!("127.0.0.1:{}", port());
+    let mut cmd = sandbox.serve_command(&config, &redis.url(), &sandbox.data_dir());
+    cmd.env("CIRCLES_ADMIN", &would_be).args(["--admin", "off"]);
+    let mut orchestrator = Orchestrator::spawn(cmd);
+    orchestrator.wait_table();
+    assert!(
+        orchestrator.stdout().contains("| admin off"),
+        "{}",
+        orchestrator.stdout()
+    );
+    let addr: SocketAddr = would_be.parse().expect("address");
+    assert!(
+        TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
+        "nothing listens at {addr}"
+    );
+    assert!(orchestrator.stop().success());
+}
+
+#[test]
+fn a_busy_admin_port_stops_the_start_with_exit_2_naming_it() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let config = sandbox.circles(&[(1, "Alpha", port())]);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("address").to_string();
+    let mut cmd = sandbox.serve_command(&config, &redis.url(), &sandbox.data_dir());
+    cmd.args(["--admin", &addr]);
+    let (code, _stdout, stderr) = run_to_end(cmd, Duration::from_secs(30));
+    assert_eq!(code.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("admin endpoint"), "{stderr}");
+    assert!(stderr.contains(&addr), "{stderr}");
+    assert!(stderr.contains("in use"), "{stderr}");
+}
+
+#[test]
+fn with_a_token_from_token_admin_only_it_opens_status_and_metrics_and_probes_stay_open() {
+    let made = Sandbox::new();
+    let mut cmd = made.command();
+    cmd.args(["token", "admin"]);
+    let (code, stdout, stderr) = run_to_end(cmd, Duration::from_secs(30));
+    assert!(code.success(), "{stderr}");
+    let mut lines = stdout.lines();
+    let token = lines.next().expect("the token").to_string();
+    let option = lines.next().expect("the option");
+    let hash = option
+        .strip_prefix("--admin-token-sha256 ")
+        .unwrap_or_else(|| panic!("line 2 is the option: {option}"))
+        .to_string();
+    assert_eq!(hash.len(), 64, "{hash}");
+    let token = token.as_str();
+    let mut admin = start(&["--admin-token-sha256", &hash]);
+    let bearer = format!("Authorization: Bearer {token}");
+    for path in ["/metrics", "/api/status", "/"] {
+        assert_eq!(
+            get(admin.addr, path, &[]).code,
+            401,
+            "{path} without a token"
+        );
+        let wrong = get(admin.addr, path, &["Authorization: Bearer nope"]);
+        assert_eq!(wrong.code, 401, "{path} with a wrong token");
+        assert_eq!(
+            get(admin.addr, path, &[&bearer]).code,
+            200,
+            "{path} with it"
+        );
+    }
+    assert_eq!(get(admin.addr, "/healthz", &[]).code, 200);
+    wait_code(admin.addr, "/readyz", 200);
+
+    let addr = admin.addr.to_string();
+    let mut cmd = admin.sandbox.command();
+    cmd.args(["status", "--admin", &addr]);
+    let (code, _, stderr) = run_to_end(cmd, Duration::from_secs(30));
+    assert!(!code.success());
+    assert!(stderr.contains("--token"), "{stderr}");
+    assert!(!stderr.contains(token), "{stderr}");
+    let mut cmd = admin.sandbox.command();
+    cmd.args(["status", "--admin", &addr])
+        .env("CIRCLES_ADMIN_TOKEN", token);
+    let (code, stdout, stderr) = run_to_end(cmd, Duration::from_secs(30));
+    assert!(code.success(), "{stderr}");
+    assert!(stdout.contains("Alpha Circle"), "{stdout}");
+    assert!(admin.orchestrator.stop().success());
+}
+
+#[test]
+fn a_non_loopback_host_without_an_admin_token_refuses_to_start() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    // A protected circle may face the network; the admin endpoint needs a
+    // token of its own.
+    let hash = "ab".repeat(32);
+    let config = sandbox.write(
+        "circles.json",
+        &format!(
+            r#"[{{"id": 1, "name": "Alpha", "port": {}, "principals":
+                [{{"name": "ada", "token_sha256": "{hash}", "role": "write"}}]}}]"#,
+            port()
+        ),
+    );
+    let mut cmd = sandbox.serve_command(&config, &redis.url(), &sandbox.data_dir());
+    cmd.args(["--host", "0.0.0.0", "--admin", "127.0.0.1:0"]);
+    let (code, _, stderr) = run_to_end(cmd, Duration::from_secs(30));
+    assert_eq!(code.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--admin-token-sha256"), "{stderr}");
+}

@@ -1,0 +1,70 @@
+//! Plain counters of an open database, for whoever watches it (the
+//! orchestrator's metrics): atomics bumped by the commit path, read without
+//! a lock. No metrics library here: `ourdb` stays a leaf.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// What a database did since it was opened, and how large it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Live records.
+    pub live_records: u64,
+    /// Bytes of its data files holding headers and frames (preallocated
+    /// zeros not counted).
+    pub file_bytes: u64,
+    /// Commits written since it was opened (empty batches not counted).
+    pub commits: u64,
+    /// fsyncs (`fdatasync` or `fsync`) since it was opened.
+    pub fsyncs: u64,
+    /// Time spent in those fsyncs.
+    pub fsync_time: Duration,
+}
+
+/// The atomics behind [`Stats`], kept by the store.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    file_bytes: AtomicU64,
+    commits: AtomicU64,
+    fsyncs: AtomicU64,
+    fsync_nanos: AtomicU64,
+}
+
+impl Counters {
+    /// Counters of a store whose files hold `file_bytes` at open.
+    pub(crate) fn opened(file_bytes: u64) -> Counters {
+        let counters = Counters::default();
+        counters.file_bytes.store(file_bytes, Ordering::Relaxed);
+        counters
+    }
+
+    /// Counts one commit of `bytes` written.
+    pub(crate) fn committed(&self, bytes: u64) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.file_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts `bytes` written outside a commit (a new file's header).
+    pub(crate) fn grew(&self, bytes: u64) {
+        self.file_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts one fsync that took `took`.
+    pub(crate) fn synced(&self, took: Duration) {
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.fsync_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// The counters now, with `live_records` filled in by the caller.
+    pub(crate) fn read(&self, live_records: u64) -> Stats {
+        Stats {
+            live_records,
+            file_bytes: self.file_bytes.load(Ordering::Relaxed),
+            commits: self.commits.load(Ordering::Relaxed),
+            fsyncs: self.fsyncs.load(Ordering::Relaxed),
+            fsync_time: Duration::from_nanos(self.fsync_nanos.load(Ordering::Relaxed)),
+        }
+    }
+}
