@@ -241,12 +241,18 @@ impl TaskMetrics {
 
     /// Counts a task that ended in error with `kind`.
     pub fn failed(&self, kind: &FailureKind) {
+        self.failed_many(kind, 1);
+    }
+
+    /// Counts `n` tasks that ended in error with `kind` (a reaper ends a
+    /// dead worker's tasks together).
+    pub fn failed_many(&self, kind: &FailureKind, n: u64) {
         let at = FailureKind::KNOWN
             .iter()
             .position(|k| k == kind)
             .unwrap_or(FailureKind::KNOWN.len());
         if let Some(counter) = self.failed.get(at) {
-            counter.inc();
+            counter.inc_by(n);
         }
     }
 

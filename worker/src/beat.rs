@@ -17,7 +17,14 @@ use crate::WorkerOptions;
 /// loop reports outages.
 pub(crate) async fn beat_once(broker: &WorkerBroker, options: &WorkerOptions, reap: bool) -> bool {
     match broker.beat(options.heartbeat_ttl, reap).await {
-        Ok(_) => true,
+        Ok((lost, _requeued)) => {
+            // A dead worker's tasks end here, not in a take loop: counted
+            // with the circle's other finished tasks.
+            if let (Some(metrics), true) = (&options.metrics, lost > 0) {
+                metrics.failed_many(&client::FailureKind::WorkerLost, lost);
+            }
+            true
+        }
         Err(e) => {
             log::debug!(
                 "heartbeat/reap of worker {} failed: {e}",
