@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Orchestrator, Sandbox, port, run_to_end};
+use common::{Orchestrator, Sandbox, port, run_to_end, sha256_hex};
 use serde_json::json;
 
 const HASH: &str = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8";
@@ -78,14 +78,6 @@ fn allow_open_or_principals_everywhere_let_a_non_loopback_host_start() {
 
 /// ann's token in [`protected_pair`]; its hash is computed, never written.
 const ANN_TOKEN: &str = "tok-ann-XYZZY-5f3c1a9e-not-in-any-output";
-
-fn sha256_hex(text: &str) -> String {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// A circles.json: "Open One" open, "Guarded" with ann (read, [`ANN_TOKEN`]) and bob.
 fn protected_pair(sandbox: &Sandbox, open_port: u16, guarded_port: u16) -> std::path::PathBuf {

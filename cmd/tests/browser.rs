@@ -19,20 +19,12 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use common::browser::Browser;
-use common::{Orchestrator, Sandbox, port};
+use common::{Orchestrator, Sandbox, port, sha256_hex};
 use rcgen::PublicKeyData as _;
 use serde_json::{Value, json};
 
 const READER: &str = "browser-reader-token-4e2a9c7b1d0f";
 const WRITER: &str = "browser-writer-token-8b3f6a1e5c2d";
-
-fn sha256_hex(text: &str) -> String {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 struct Running {
     sandbox: Sandbox,

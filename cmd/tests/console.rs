@@ -21,21 +21,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::browser::Browser;
-use common::{Orchestrator, Sandbox, port};
+use common::{Orchestrator, Sandbox, port, sha256_hex};
 use serde_json::{Value, json};
 
 const WRITER: &str = "console-writer-token-5d1c8e7a2b9f";
 
 /// Where the screenshot goes, when not into the sandbox.
 const SCREENSHOT_DIR_ENV: &str = "CIRCLES_SCREENSHOT_DIR";
-
-fn sha256_hex(text: &str) -> String {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 struct Running {
     sandbox: Sandbox,

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Orchestrator, Sandbox, port, run_to_end, ws};
+use common::{Orchestrator, Sandbox, port, run_to_end, sha256_hex, ws};
 
 fn play_cmd(sandbox: &Sandbox, args: &[&str]) -> Command {
     let mut cmd = sandbox.command();
@@ -108,14 +108,6 @@ fn play_without_a_server_or_a_script_says_what_is_wrong() {
 
 /// A token no output may contain; its SHA-256 is in circles.json.
 const TOKEN: &str = "play-tok-QX7f2c9e41b8a-never-printed";
-
-fn sha256_hex(text: &str) -> String {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 #[test]
 fn play_sends_the_token_of_a_protected_circle_and_never_prints_it() {

@@ -5,20 +5,12 @@
 
 mod common;
 
-use common::{Orchestrator, Sandbox, output, play, port};
+use common::{Orchestrator, Sandbox, output, play, port, sha256_hex};
 use serde_json::json;
 
 const READER: &str = "reader-token-6d1f0e3a8b7c4d2e9f01";
 const WRITER: &str = "writer-token-0a9b8c7d6e5f4a3b2c1d";
 const OTHER: &str = "other-circle-token-11223344556677";
-
-fn sha256_hex(text: &str) -> String {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 struct Running {
     _sandbox: Sandbox,

@@ -10,7 +10,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{Orchestrator, Sandbox, port, run_to_end};
+use common::{Orchestrator, Sandbox, port, run_to_end, sha256_hex};
 use serde_json::json;
 
 const TOKEN: &str = "tok-tls-bob-7c1e0d-not-in-any-output";
@@ -28,14 +28,6 @@ fn self_signed(sandbox: &Sandbox, prefix: &str) -> (PathBuf, PathBuf) {
             &pair.signing_key.serialize_pem(),
         ),
     )
-}
-
-fn sha256_hex(text: &str) -> String {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn wss(port: u16) -> String {

@@ -15,6 +15,15 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
+/// The lowercase hex SHA-256 of `text`: a token's `token_sha256`.
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_circles_orchestrator");
 
