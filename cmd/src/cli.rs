@@ -40,6 +40,10 @@ pub enum Command {
     Token(TokenCommand),
     /// Print the table of a running orchestrator once, from its admin endpoint.
     Status(StatusArgs),
+    /// Make a running orchestrator re-read its circles.json, through its admin
+    /// endpoint, and print what changed. Exit 2 when the file is invalid
+    /// (nothing changed), 1 when a circle could not start.
+    Reload(ReloadArgs),
 }
 
 /// `circles_orchestrator token ...`.
@@ -262,16 +266,13 @@ pub struct PlayArgs {
     pub token: Option<Token>,
 }
 
-/// Options of `circles_orchestrator status`.
+/// Where a companion command finds a running orchestrator: its admin
+/// endpoint, and the token it asks for. Shared by `status` and `reload`.
 #[derive(Debug, Args)]
-pub struct StatusArgs {
+pub struct AdminTarget {
     /// The running orchestrator's admin address (its --admin).
     #[arg(long, env = "CIRCLES_ADMIN", value_name = "ADDR", default_value = crate::admin::args::DEFAULT_ADMIN)]
     pub admin: String,
-
-    /// Print the JSON snapshot (the shape of `--output json`) instead of the table.
-    #[arg(long)]
-    pub json: bool,
 
     /// The admin token, when the orchestrator has --admin-token-sha256.
     #[arg(
@@ -281,6 +282,26 @@ pub struct StatusArgs {
         value_name = "TOKEN"
     )]
     pub token: Option<Token>,
+}
+
+/// Options of `circles_orchestrator status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The orchestrator asked.
+    #[command(flatten)]
+    pub target: AdminTarget,
+
+    /// Print the JSON snapshot (the shape of `--output json`) instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `circles_orchestrator reload`.
+#[derive(Debug, Args)]
+pub struct ReloadArgs {
+    /// The orchestrator asked.
+    #[command(flatten)]
+    pub target: AdminTarget,
 }
 
 /// A bearer token; its `Debug` never shows the token.

@@ -12,7 +12,7 @@
 //! (managed Redis, counters), [`status`] and [`render`] (the table),
 //! [`orchestrator`] (start-up, reload and shutdown), [`reload`] (the handle
 //! that asks for a reload), [`roster`] (the circles shown), [`admin`] (the
-//! HTTP admin endpoint and the `status` command that asks it), [`play`],
+//! HTTP admin endpoint and the `status` and `reload` commands that ask it), [`play`],
 //! [`token`] and [`principals`] (who may connect to a circle), [`tls`] (CA
 //! files and `play`'s TLS client).
 //!
@@ -20,6 +20,7 @@
 //! $ circles_orchestrator circles.json            # serve every circle
 //! $ circles_orchestrator play '40 + 2'           # 42, from the first circle
 //! $ circles_orchestrator play --circle Beta -f script.rhai
+//! $ circles_orchestrator reload                  # re-read circles.json
 //! ```
 //!
 //! Exit codes: 0 clean shutdown, 1 runtime failure, 2 bad configuration or usage.
@@ -60,9 +61,12 @@ impl std::fmt::Display for UsageError {
 impl std::error::Error for UsageError {}
 
 fn exit_code_of(error: &anyhow::Error) -> u8 {
-    let usage = error
-        .chain()
-        .any(|e| e.is::<config::ConfigError>() || e.is::<UsageError>());
+    let usage = error.chain().any(|e| {
+        e.is::<config::ConfigError>()
+            || e.is::<UsageError>()
+            || e.downcast_ref::<reload::ReloadError>()
+                .is_some_and(|r| r.kind == reload::ReloadErrorKind::InvalidConfig)
+    });
     if usage { 2 } else { 1 }
 }
 
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
         Some(cli::Command::Token(cli::TokenCommand::New(args))) => token::new(&args).map(|()| 0),
         Some(cli::Command::Token(cli::TokenCommand::Admin)) => token::admin().map(|()| 0),
         Some(cli::Command::Status(args)) => admin::ask::status(&args),
+        Some(cli::Command::Reload(args)) => admin::ask::reload(&args),
         None => orchestrator::run(cli.run).map(|()| 0),
     };
     match result {

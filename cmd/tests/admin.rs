@@ -1,48 +1,19 @@
 //! The admin endpoint of the built binary against a real Redis: probes that
 //! follow Redis down and back, a Prometheus scrape that promtool accepts and
 //! whose counters move by exactly the tasks sent, the origin check, the
-//! token, `--admin off`, a busy port, and the `status` command.
+//! token (the console's page open without it, every data route closed),
+//! `--admin off`, a busy port, and the `status` command.
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::http::{Answer, admin_addr, get};
 use common::{Orchestrator, Sandbox, connect, play, port, run_to_end};
 use serde_json::Value;
-
-/// An HTTP answer: status code and body.
-struct Answer {
-    code: u16,
-    body: String,
-}
-
-/// `GET path` at `addr` with extra header lines (`"Name: value"`).
-fn get(addr: SocketAddr, path: &str, headers: &[&str]) -> Answer {
-    let mut stream = TcpStream::connect(addr).expect("connect to the admin endpoint");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).expect("send");
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read the answer");
-    let raw = String::from_utf8(raw).expect("utf-8 answer");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("a status code");
-    Answer {
-        code,
-        body: body.to_string(),
-    }
-}
 
 /// A running orchestrator with one circle and its admin endpoint on a free port.
 struct Admin {
@@ -70,19 +41,6 @@ fn start(extra: &[&str]) -> Admin {
         circle,
         addr,
     }
-}
-
-/// The admin address the status header names.
-fn admin_addr(stdout: &str) -> SocketAddr {
-    let url = stdout
-        .split(" | ")
-        .find_map(|part| part.trim().strip_prefix("admin http://"))
-        .unwrap_or_else(|| panic!("no admin URL in the header:\n{stdout}"));
-    url.split_whitespace()
-        .next()
-        .expect("an address")
-        .parse()
-        .expect("a socket address")
 }
 
 /// Polls `GET path` until its code is `code`; the last answer.
@@ -347,7 +305,8 @@ fn a_busy_admin_port_stops_the_start_with_exit_2_naming_it() {
 }
 
 #[test]
-fn with_a_token_from_token_admin_only_it_opens_status_and_metrics_and_probes_stay_open() {
+fn with_a_token_from_token_admin_only_it_opens_status_and_metrics_and_probes_and_the_console_page_stay_open()
+ {
     let made = Sandbox::new();
     let mut cmd = made.command();
     cmd.args(["token", "admin"]);
@@ -364,7 +323,7 @@ fn with_a_token_from_token_admin_only_it_opens_status_and_metrics_and_probes_sta
     let token = token.as_str();
     let mut admin = start(&["--admin-token-sha256", &hash]);
     let bearer = format!("Authorization: Bearer {token}");
-    for path in ["/metrics", "/api/status", "/"] {
+    for path in ["/metrics", "/api/status"] {
         assert_eq!(
             get(admin.addr, path, &[]).code,
             401,
@@ -378,6 +337,25 @@ fn with_a_token_from_token_admin_only_it_opens_status_and_metrics_and_probes_sta
             "{path} with it"
         );
     }
+    // The event stream is data too (with the token it streams for ever).
+    assert_eq!(get(admin.addr, "/api/events", &[]).code, 401);
+    let wrong = get(admin.addr, "/api/events", &["Authorization: Bearer nope"]);
+    assert_eq!(wrong.code, 401, "/api/events with a wrong token");
+    // The console's page holds no data and a browser's navigation cannot
+    // send the header: it is served without the token (it asks for it), a
+    // foreign origin still gets 403.
+    let page = get(admin.addr, "/", &[]);
+    assert_eq!(page.code, 200, "{}", page.body);
+    assert!(page.body.contains("api/events"), "the console page");
+    assert!(
+        !page.body.contains("Alpha Circle"),
+        "the page holds no data: {}",
+        page.body
+    );
+    assert_eq!(
+        get(admin.addr, "/", &["Origin: http://evil.example"]).code,
+        403
+    );
     assert_eq!(get(admin.addr, "/healthz", &[]).code, 200);
     wait_code(admin.addr, "/readyz", 200);
 

@@ -4,7 +4,8 @@
 //! WebSocket (by click and by Ctrl+Enter, with a typed token for a protected
 //! circle), a failing script marks its line, the chart draws points, the
 //! history restores a script, the keyboard alone reaches the editor and runs,
-//! and a narrow screen does not overflow. `/api/events`, the stream the table
+//! and a narrow screen does not overflow. With an admin token the page opens
+//! without it, asks for it, and then shows the table. `/api/events`, the stream the table
 //! follows, is checked raw: server-sent events of one shared snapshot, the
 //! admin endpoint's access rules, and a shutdown that an open stream does not
 //! hold up.
@@ -25,6 +26,8 @@ use common::{Orchestrator, Sandbox, port, sha256_hex};
 use serde_json::{Value, json};
 
 const WRITER: &str = "console-writer-token-5d1c8e7a2b9f";
+/// The admin endpoint's token in the test with one.
+const ADMIN_TOKEN: &str = "console-admin-token-9a4e1f07c3b2";
 
 /// Where the screenshot goes, when not into the sandbox.
 const SCREENSHOT_DIR_ENV: &str = "CIRCLES_SCREENSHOT_DIR";
@@ -40,6 +43,11 @@ struct Running {
 /// Three circles, the third protected (walt may write), and the admin
 /// endpoint on a free loopback port.
 fn serve() -> Running {
+    serve_with(&[])
+}
+
+/// [`serve`] with `extra` options.
+fn serve_with(extra: &[&str]) -> Running {
     let sandbox = Sandbox::new();
     let redis = testkit::RedisServer::start();
     let ports = [port(), port(), port()];
@@ -51,8 +59,9 @@ fn serve() -> Running {
         ]},
     ]);
     let config = sandbox.write("circles.json", &circles.to_string());
-    let mut orchestrator =
-        Orchestrator::start(&sandbox, &config, &redis.url(), &["--admin", "127.0.0.1:0"]);
+    let mut args = vec!["--admin", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let mut orchestrator = Orchestrator::start(&sandbox, &config, &redis.url(), &args);
     orchestrator.wait_table();
     let admin = admin_addr(&orchestrator.stdout());
     Running {
@@ -227,6 +236,50 @@ fn the_browser_console_shows_every_circle_runs_scripts_marks_errors_and_charts_t
             .any(|l| l.as_str().is_some_and(|l| l.starts_with("pageerror"))),
         "{seen:#}"
     );
+    assert_eq!(run.orchestrator.stop().code(), Some(0));
+}
+
+#[test]
+fn with_an_admin_token_the_console_page_opens_asks_for_the_token_and_then_shows_the_table() {
+    let mut run = serve_with(&["--admin-token-sha256", &sha256_hex(ADMIN_TOKEN)]);
+    let seen = Browser::find().timeout(Duration::from_secs(60)).run(
+        "admin_console_token.py",
+        json!({
+            "url": format!("http://{}/", run.admin),
+            "token": ADMIN_TOKEN,
+            "circles": 3,
+        }),
+    );
+
+    // Asked, given a wrong token, asked again saying so, given the right one.
+    let dialogs = seen["dialogs"].as_array().expect("dialogs");
+    assert_eq!(dialogs.len(), 2, "{seen:#}");
+    assert!(dialogs.iter().all(|d| d["type"] == "prompt"), "{seen:#}");
+    let first = dialogs[0]["message"].as_str().unwrap_or_default();
+    assert!(first.contains("admin token"), "{seen:#}");
+    assert!(!first.contains("refused"), "{seen:#}");
+    let second = dialogs[1]["message"].as_str().unwrap_or_default();
+    assert!(second.contains("refused"), "{seen:#}");
+    // Then the table, and the token kept for the tab only.
+    assert_eq!(
+        seen["names"],
+        json!(["Kitchen", "Garden", "Vault"]),
+        "{seen:#}"
+    );
+    assert_eq!(seen["stored"], ADMIN_TOKEN, "{seen:#}");
+    assert_eq!(seen["dialogs_after_reload"], 2, "a reload asks nothing");
+
+    // A dismissed prompt: asked once, no data, the page says why.
+    let dismissed = &seen["dismissed"];
+    assert_eq!(dismissed["dialogs"], 1, "{dismissed:#}");
+    assert_eq!(dismissed["rows"], 0, "{dismissed:#}");
+    assert!(
+        dismissed["stream"]
+            .as_str()
+            .is_some_and(|s| s.contains("admin token needed")),
+        "{dismissed:#}"
+    );
+    assert_eq!(seen["console"], json!([]), "{seen:#}");
     assert_eq!(run.orchestrator.stop().code(), Some(0));
 }
 

@@ -2,13 +2,19 @@
 //! serve, removed ones close their sockets with 1001 and free their port,
 //! changed ones restart with their new settings, untouched ones keep their
 //! connections and answer every request (one in flight during the reload
-//! included); an invalid file changes nothing and says why.
+//! included); an invalid file changes nothing and says why. The same through
+//! the admin endpoint: `circles_orchestrator reload` (its output and exit
+//! codes, with and without the admin token) and `POST /api/reload` (POST
+//! only, same origin only, the token when one is set).
 
 mod common;
 
+use std::net::SocketAddr;
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use common::{Orchestrator, Sandbox, Ws, connect, output, play, port, send};
+use common::http::{self, admin_addr};
+use common::{Orchestrator, Sandbox, Ws, connect, output, play, port, run_to_end, send};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -345,4 +351,276 @@ async fn tasks_a_removed_circle_cannot_finish_in_time_end_cancelled_naming_the_r
     assert_eq!(output(&mut alpha, "1").await, "1");
     drop(alpha);
     assert!(o.stop().success(), "{}", o.stderr());
+}
+
+/// Starts `config` with its admin endpoint on a free port (and `extra`);
+/// the orchestrator, every circle serving, and the admin address.
+fn start_with_admin(
+    sandbox: &Sandbox,
+    config: &std::path::Path,
+    redis: &testkit::RedisServer,
+    extra: &[&str],
+) -> (Orchestrator, SocketAddr) {
+    let mut args = vec!["--admin", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let mut o = Orchestrator::start(sandbox, config, &redis.url(), &args);
+    o.wait_table();
+    let addr = admin_addr(&o.stdout());
+    (o, addr)
+}
+
+/// Runs `circles_orchestrator reload --admin ADDR` with `args` and `env`;
+/// its exit status, stdout and stderr.
+fn reload_command(
+    sandbox: &Sandbox,
+    addr: SocketAddr,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (ExitStatus, String, String) {
+    let mut cmd = sandbox.command();
+    cmd.args(["reload", "--admin", &addr.to_string()])
+        .args(args);
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
+    run_to_end(cmd, RELOAD_DEADLINE)
+}
+
+/// `GET /api/status` (with `headers`) as JSON.
+fn status(addr: SocketAddr, headers: &[&str]) -> Value {
+    let answer = http::get(addr, "/api/status", headers);
+    assert_eq!(answer.code, 200, "{}", answer.body);
+    serde_json::from_str(&answer.body).expect("a JSON snapshot")
+}
+
+fn names(snap: &Value) -> Vec<String> {
+    snap["circles"]
+        .as_array()
+        .expect("circles")
+        .iter()
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reload_command_adds_a_circle_that_serves_and_prints_what_changed() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let (a, d) = (port(), port());
+    let config = sandbox.circles(&[(1, "Alpha", a)]);
+    let (mut o, addr) = start_with_admin(&sandbox, &config, &redis, &[]);
+    let mut alpha = connect(a).await;
+    assert_eq!(output(&mut alpha, "1").await, "1");
+
+    write_circles(&sandbox, &[(1, "Alpha", a), (4, "Delta", d)]);
+    let (code, stdout, stderr) = reload_command(&sandbox, addr, &[], &[]);
+    assert_eq!(code.code(), Some(0), "{stdout}{stderr}");
+    assert_eq!(
+        stdout.trim(),
+        r#"reload applied: added "Delta""#,
+        "{stderr}"
+    );
+
+    let mut delta = connect(d).await;
+    assert_eq!(output(&mut delta, "40 + 2").await, "42");
+    assert_eq!(output(&mut alpha, "2").await, "2", "untouched");
+    assert_eq!(names(&status(addr, &[])), ["Alpha", "Delta"]);
+
+    let (code, stdout, stderr) = reload_command(&sandbox, addr, &[], &[]);
+    assert_eq!(code.code(), Some(0), "{stdout}{stderr}");
+    assert_eq!(stdout.trim(), "reload applied: nothing changed");
+
+    drop((alpha, delta));
+    assert!(o.stop().success(), "{}", o.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reload_command_on_an_invalid_file_exits_2_naming_the_file_and_element_and_changes_nothing()
+ {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let (a, b, d) = (port(), port(), port());
+    let config = sandbox.circles(&[(1, "Alpha", a), (2, "Beta", b)]);
+    let (mut o, addr) = start_with_admin(&sandbox, &config, &redis, &[]);
+    let mut alpha = connect(a).await;
+    let mut beta = connect(b).await;
+
+    // Beta takes Alpha's port: invalid, so Delta does not start either.
+    write_circles(
+        &sandbox,
+        &[(1, "Alpha", a), (2, "Beta", a), (4, "Delta", d)],
+    );
+    let (code, stdout, stderr) = reload_command(&sandbox, addr, &[], &[]);
+    assert_eq!(code.code(), Some(2), "{stdout}{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("invalid"), "{stderr}");
+    assert!(
+        stderr.contains("circles.json") && stderr.contains(&a.to_string()),
+        "the message names the file and the duplicate port: {stderr}"
+    );
+
+    // Nothing changed: the same circles, their clients served, no Delta.
+    assert!(refused(d), "the invalid file's new circle started");
+    assert_eq!(output(&mut alpha, "2").await, "2");
+    assert_eq!(output(&mut beta, "3").await, "3");
+    let snap = status(addr, &[]);
+    assert_eq!(names(&snap), ["Alpha", "Beta"]);
+    assert_eq!(snap["reload"]["applied"], false, "{snap}");
+    assert_eq!(snap["reload"]["error"]["kind"], "invalid_config", "{snap}");
+
+    // The endpoint itself: 422 and the error as JSON.
+    let answer = http::request(addr, "POST", "/api/reload", &[]);
+    assert_eq!(answer.code, 422, "{}", answer.body);
+    let body: Value = serde_json::from_str(&answer.body).expect("JSON");
+    assert_eq!(body["error"]["kind"], "invalid_config", "{body}");
+    let message = body["error"]["message"].as_str().expect("a message");
+    assert!(
+        message.contains("circles.json") && message.contains(&a.to_string()),
+        "{message}"
+    );
+    assert!(stderr.contains(message), "the command prints it: {stderr}");
+
+    drop((alpha, beta));
+    assert!(o.stop().success(), "{}", o.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_whose_new_circle_cannot_start_answers_500_and_the_command_exits_1_naming_it() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let a = port();
+    let config = sandbox.circles(&[(1, "Alpha", a)]);
+    let (mut o, addr) = start_with_admin(&sandbox, &config, &redis, &[]);
+    let mut alpha = connect(a).await;
+
+    // Another program holds Delta's port.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let d = taken.local_addr().expect("address").port();
+    write_circles(&sandbox, &[(1, "Alpha", a), (4, "Delta", d)]);
+    let (code, stdout, stderr) = reload_command(&sandbox, addr, &[], &[]);
+    assert_eq!(code.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains(&d.to_string()), "names the port: {stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+
+    let answer = http::request(addr, "POST", "/api/reload", &[]);
+    assert_eq!(answer.code, 500, "{}", answer.body);
+    let body: Value = serde_json::from_str(&answer.body).expect("JSON");
+    assert_eq!(body["error"]["kind"], "cannot_start", "{body}");
+    assert_eq!(output(&mut alpha, "2").await, "2", "untouched");
+    assert_eq!(names(&status(addr, &[])), ["Alpha"]);
+
+    drop((alpha, taken));
+    assert!(o.stop().success(), "{}", o.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_of_api_reload_is_405_and_a_cross_origin_post_is_403_and_neither_reloads() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let (a, d) = (port(), port());
+    let config = sandbox.circles(&[(1, "Alpha", a)]);
+    let (mut o, addr) = start_with_admin(&sandbox, &config, &redis, &[]);
+    write_circles(&sandbox, &[(1, "Alpha", a), (4, "Delta", d)]);
+
+    let answer = http::get(addr, "/api/reload", &[]);
+    assert_eq!(answer.code, 405, "{}", answer.body);
+    let answer = http::get(addr, "/api/reload", &["Origin: http://evil.example"]);
+    assert!(
+        matches!(answer.code, 403 | 405),
+        "a cross-site GET: {}",
+        answer.code
+    );
+    let answer = http::request(
+        addr,
+        "POST",
+        "/api/reload",
+        &["Origin: http://evil.example"],
+    );
+    assert_eq!(answer.code, 403, "{}", answer.body);
+    assert!(refused(d), "Delta started");
+    let snap = status(addr, &[]);
+    assert_eq!(snap["reload"], Value::Null, "nothing reloaded: {snap}");
+    assert_eq!(names(&snap), ["Alpha"]);
+
+    // The endpoint's own page may ask; the answer is the summary.
+    let own = format!("Origin: http://{addr}");
+    let answer = http::request(addr, "POST", "/api/reload", &[&own]);
+    assert_eq!(answer.code, 200, "{}", answer.body);
+    let body: Value = serde_json::from_str(&answer.body).expect("JSON");
+    assert_eq!(
+        body,
+        json!({"added": ["Delta"], "removed": [], "changed": []})
+    );
+    let mut delta = connect(d).await;
+    assert_eq!(output(&mut delta, "1").await, "1");
+
+    drop(delta);
+    assert!(o.stop().success(), "{}", o.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_admin_token_a_reload_without_it_is_401_and_changes_nothing_and_with_it_applies() {
+    let sandbox = Sandbox::new();
+    let mut cmd = sandbox.command();
+    cmd.args(["token", "admin"]);
+    let (code, made, stderr) = run_to_end(cmd, Duration::from_secs(30));
+    assert!(code.success(), "{stderr}");
+    let mut lines = made.lines();
+    let token = lines.next().expect("the token").to_string();
+    let hash = lines
+        .next()
+        .and_then(|l| l.strip_prefix("--admin-token-sha256 "))
+        .expect("the option")
+        .to_string();
+
+    let redis = testkit::RedisServer::start();
+    let (a, d) = (port(), port());
+    let config = sandbox.circles(&[(1, "Alpha", a)]);
+    let (mut o, addr) =
+        start_with_admin(&sandbox, &config, &redis, &["--admin-token-sha256", &hash]);
+    write_circles(&sandbox, &[(1, "Alpha", a), (4, "Delta", d)]);
+
+    let answer = http::request(addr, "POST", "/api/reload", &[]);
+    assert_eq!(answer.code, 401, "{}", answer.body);
+    let answer = http::request(addr, "POST", "/api/reload", &["Authorization: Bearer nope"]);
+    assert_eq!(answer.code, 401, "{}", answer.body);
+    let (code, stdout, stderr) = reload_command(&sandbox, addr, &[], &[]);
+    assert_eq!(code.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("--token"), "{stderr}");
+    let (code, _, stderr) = reload_command(&sandbox, addr, &["--token", "nope"], &[]);
+    assert_eq!(code.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not the one"), "{stderr}");
+    assert!(refused(d), "a refused reload started Delta");
+    let bearer = format!("Authorization: Bearer {token}");
+    let snap = status(addr, &[&bearer]);
+    assert_eq!(snap["reload"], Value::Null, "nothing reloaded: {snap}");
+
+    let (code, stdout, stderr) =
+        reload_command(&sandbox, addr, &[], &[("CIRCLES_ADMIN_TOKEN", &token)]);
+    assert_eq!(code.code(), Some(0), "{stdout}{stderr}");
+    assert_eq!(stdout.trim(), r#"reload applied: added "Delta""#);
+    assert!(!stderr.contains(&token), "{stderr}");
+    let mut delta = connect(d).await;
+    assert_eq!(output(&mut delta, "1").await, "1");
+
+    // The flag works as the variable does.
+    let (code, stdout, stderr) = reload_command(&sandbox, addr, &["--token", &token], &[]);
+    assert_eq!(code.code(), Some(0), "{stdout}{stderr}");
+    assert_eq!(stdout.trim(), "reload applied: nothing changed");
+
+    drop(delta);
+    assert!(o.stop().success(), "{}", o.stderr());
+}
+
+#[test]
+fn the_reload_command_with_nothing_listening_fails_saying_so() {
+    let sandbox = Sandbox::new();
+    let addr: SocketAddr = format!("127.0.0.1:{}", port()).parse().expect("address");
+    let (code, stdout, stderr) = reload_command(&sandbox, addr, &[], &[]);
+    assert_eq!(code.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!("nothing answers at http://{addr}")),
+        "{stderr}"
+    );
+    assert!(stdout.is_empty(), "{stdout}");
 }

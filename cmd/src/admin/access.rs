@@ -19,8 +19,9 @@ pub struct Access {
 /// What a request to a route may need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {
-    /// Only the origin check (the probes: an orchestrator's prober sends no
-    /// token).
+    /// Only the origin check: the probes (an orchestrator's prober sends no
+    /// token) and the console's files (a browser's navigation sends none,
+    /// and they hold no data).
     Origin,
     /// The origin check and, when configured, the token.
     Token,

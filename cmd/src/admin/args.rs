@@ -17,7 +17,7 @@ pub const DEFAULT_ADMIN: &str = "127.0.0.1:9480";
 #[derive(Debug, Args)]
 pub struct AdminArgs {
     /// Address of the admin HTTP endpoint (/metrics, /healthz, /readyz,
-    /// /api/status, /), or `off`. Port 0 picks a free port; the status
+    /// /api/status, /api/reload, /), or `off`. Port 0 picks a free port; the status
     /// header shows the address.
     #[arg(
         long = "admin",
@@ -28,7 +28,8 @@ pub struct AdminArgs {
     pub admin: String,
 
     /// SHA-256 (64 hex digits) of the bearer token the admin endpoint asks
-    /// for (`Authorization: Bearer <token>`; /healthz and /readyz are open).
+    /// for (`Authorization: Bearer <token>`; /healthz, /readyz and the
+    /// console's page are open, the console asks for the token).
     /// Needed when --host or --admin is not a loopback address, unless
     /// --allow-open. `circles_orchestrator token admin` makes one.
     #[arg(

@@ -5,6 +5,12 @@
 //! WebSocket endpoint, as any client does (so the circle's Origin check and
 //! tokens apply: a page on a loopback admin address is a loopback origin;
 //! any other admin origin must be one of the circles' `--allowed-origin`s).
+//!
+//! The page and its assets hold no data, and a browser cannot send a bearer
+//! header when it navigates: they need the Origin check only, also with an
+//! admin token. The page asks for the token when `/api/events` answers 401,
+//! keeps it in `sessionStorage` and sends it as `Authorization` on every
+//! request for data.
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -20,7 +26,7 @@ pub const ASSETS: &[(&str, &str, &[u8])] = &[];
 
 /// `GET /`.
 pub async fn index(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
-    if let Some(refused) = state.access.check(&req, Need::Token) {
+    if let Some(refused) = state.access.check(&req, Need::Origin) {
         return refused;
     }
     HttpResponse::Ok()
@@ -35,7 +41,7 @@ pub async fn asset(
     state: web::Data<AdminState>,
     name: web::Path<String>,
 ) -> HttpResponse {
-    if let Some(refused) = state.access.check(&req, Need::Token) {
+    if let Some(refused) = state.access.check(&req, Need::Origin) {
         return refused;
     }
     match ASSETS.iter().find(|(n, _, _)| *n == name.as_str()) {

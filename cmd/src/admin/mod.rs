@@ -10,10 +10,14 @@
 //!   ([`events`]);
 //! - `/metrics` — Prometheus text (OpenMetrics) of [`telemetry::Metrics`]
 //!   and what is sampled at scrape time ([`collect`]);
+//! - `POST /api/reload` — re-reads circles.json ([`crate::reload`]) and
+//!   answers what changed, or why nothing did (any other method: 405);
 //! - `/` and `/assets/…` — the browser console's embedded files ([`console`]).
 //!
 //! Requests with a foreign `Origin` get 403; with `--admin-token-sha256`
-//! every route but the probes needs its bearer token ([`access`]).
+//! every route but the probes and the console's files (which hold no data)
+//! needs its bearer token ([`access`]). The `status` and `reload` commands
+//! ask the endpoint ([`ask`]).
 //!
 //! It is one more actix server with one worker thread, beside the circles'
 //! host and independent of it (a host restart leaves it serving). Its port
@@ -206,7 +210,8 @@ pub async fn serve(bound: Bound, state: AdminState, stop: CancellationToken) {
         }
     };
     log::info!(
-        "admin endpoint on {url} (/, /metrics, /healthz, /readyz, /api/status, /api/events)"
+        "admin endpoint on {url} (/, /metrics, /healthz, /readyz, /api/status, /api/events, \
+         POST /api/reload)"
     );
     let handle = server.handle();
     let mut serving = tokio::spawn(server);

@@ -1,5 +1,5 @@
-//! The admin routes: probes, the status snapshot, the metrics, and the
-//! console's files ([`super::console`]).
+//! The admin routes: probes, the status snapshot, the metrics, the reload,
+//! and the console's files ([`super::console`]).
 
 use std::sync::atomic::Ordering;
 
@@ -10,6 +10,7 @@ use serde_json::json;
 use super::AdminState;
 use super::access::Need;
 use super::console;
+use crate::reload::ReloadErrorKind;
 use crate::status::snapshot;
 
 /// The content type of OpenMetrics text, which Prometheus asks for and
@@ -26,6 +27,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/status", web::get().to(status))
         .route("/api/events", web::get().to(super::events::events))
         .route("/metrics", web::get().to(metrics))
+        // POST only: any other method gets 405 (a link or a cross-site GET
+        // never reloads).
+        .service(web::resource("/api/reload").route(web::post().to(reload)))
         .route("/", web::get().to(console::index))
         .route("/assets/{name}", web::get().to(console::asset));
 }
@@ -85,6 +89,29 @@ async fn status(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse 
         "running"
     };
     HttpResponse::Ok().json(snapshot(&state.header, &state.circles.current(), phase))
+}
+
+/// `POST /api/reload`: re-reads circles.json and answers once it is applied
+/// (removed and changed circles drained): 200 with the summary
+/// (`{"added", "removed", "changed"}`), else `{"error": {"kind", "message"}}`
+/// with 422 for an invalid file (nothing changed), 500 when a circle could
+/// not start, 503 while shutting down.
+async fn reload(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+    if let Some(refused) = state.access.check(&req, Need::Token) {
+        return refused;
+    }
+    log::info!("reload asked through the admin endpoint");
+    match state.reload.reload().await {
+        Ok(summary) => HttpResponse::Ok().json(summary),
+        Err(error) => {
+            let mut answer = match error.kind {
+                ReloadErrorKind::InvalidConfig => HttpResponse::UnprocessableEntity(),
+                ReloadErrorKind::CannotStart => HttpResponse::InternalServerError(),
+                ReloadErrorKind::ShuttingDown => HttpResponse::ServiceUnavailable(),
+            };
+            answer.json(json!({ "error": error }))
+        }
+    }
 }
 
 /// `GET /metrics`: every metric, as OpenMetrics text when the client

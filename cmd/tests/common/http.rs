@@ -1,0 +1,62 @@
+//! Raw HTTP/1.1 to the admin endpoint over a std socket: one request,
+//! `Connection: close`, the status code and body read back.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// An HTTP answer: status code and body.
+pub struct Answer {
+    pub code: u16,
+    pub body: String,
+}
+
+/// `method path` at `addr` with extra header lines (`"Name: value"`) and no
+/// body.
+pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[&str]) -> Answer {
+    let mut stream = TcpStream::connect(addr).expect("connect to the admin endpoint");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(90)))
+        .expect("timeout");
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    let length = if method == "GET" {
+        ""
+    } else {
+        "Content-Length: 0\r\n"
+    };
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}{length}Connection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read the answer");
+    let raw = String::from_utf8(raw).expect("utf-8 answer");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status code");
+    Answer {
+        code,
+        body: body.to_string(),
+    }
+}
+
+/// `GET path` at `addr` with extra header lines.
+pub fn get(addr: SocketAddr, path: &str, headers: &[&str]) -> Answer {
+    request(addr, "GET", path, headers)
+}
+
+/// The admin address the status header names.
+pub fn admin_addr(stdout: &str) -> SocketAddr {
+    let url = stdout
+        .split(" | ")
+        .find_map(|part| part.trim().strip_prefix("admin http://"))
+        .unwrap_or_else(|| panic!("no admin URL in the header:\n{stdout}"));
+    url.split_whitespace()
+        .next()
+        .expect("an address")
+        .parse()
+        .expect("a socket address")
+}
