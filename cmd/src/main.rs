@@ -11,7 +11,7 @@
 //! binding ports), [`supervisor`] (restart with backoff), [`monitor`]
 //! (managed Redis, counters), [`status`] and [`render`] (the table),
 //! [`orchestrator`] (start-up, reload and shutdown), [`reload`] (the handle
-//! that asks for a reload), [`roster`] (the circles shown), [`admin`] (the
+//! that asks for a reload), [`roster`] (the circles shown), [`role`] (`--role` and `--circles`), [`admin`] (the
 //! HTTP admin endpoint and the `status` command that asks it), [`play`],
 //! [`token`] and [`principals`] (who may connect to a circle), [`tls`] (CA
 //! files and `play`'s TLS client).
@@ -40,6 +40,7 @@ pub mod principals;
 pub mod redis_setup;
 pub mod reload;
 pub mod render;
+pub mod role;
 pub mod roster;
 pub mod settings;
 pub mod status;

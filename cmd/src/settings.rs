@@ -49,8 +49,13 @@ pub struct ServerLimits {
 pub struct Settings {
     /// The circles file (for messages).
     pub config_path: PathBuf,
-    /// The circles, validated (DESIGN §2), in file order.
+    /// The circles this process runs (`--circles` of the file), validated
+    /// (DESIGN §2), in file order.
     pub circles: Vec<CircleConfig>,
+    /// `--circles`: the ids or names chosen (a reload chooses them again).
+    pub only: Option<Vec<String>>,
+    /// What this process runs of each circle.
+    pub role: crate::role::Role,
     /// The Redis of the task broker: a TCP URL redis-rs accepts.
     pub redis: RedisUrl,
     /// With a `rediss://` URL, the CA trusted for Redis (`--redis-ca`).
@@ -91,7 +96,11 @@ impl Settings {
     /// Checks the options and what they point at, in the order a user fixes
     /// them: circles.json, `--redis-url`, `--host`, then the data dir default.
     pub fn resolve(args: RunArgs) -> anyhow::Result<Settings> {
-        let circles = config::load(&args.config)?;
+        let only: Option<Vec<String>> = args
+            .circles
+            .map(|keys| keys.iter().map(|k| k.trim().to_string()).collect());
+        let circles = crate::role::select(config::load(&args.config)?, only.as_deref())
+            .map_err(UsageError)?;
         let redis = redis_url(&args.redis_url)?;
         let redis_ca = match &args.redis_ca {
             Some(path) => Some(redis_ca(&redis, path)?),
@@ -105,7 +114,8 @@ impl Settings {
             (Some(_), None) => return Err(UsageError("--tls-cert needs --tls-key".into()).into()),
             (None, Some(_)) => return Err(UsageError("--tls-key needs --tls-cert".into()).into()),
         };
-        if !args.allow_open {
+        // A worker binds no port, so its --host opens nothing.
+        if !args.allow_open && args.role.serves() {
             check_open_circles(&circles, &args.host)?;
         }
         let admin =
@@ -137,6 +147,8 @@ impl Settings {
         Ok(Settings {
             config_path: args.config,
             circles,
+            only,
+            role: args.role,
             redis,
             redis_ca,
             tls,
