@@ -241,3 +241,62 @@ fn an_unknown_circle_in_circles_exits_2_naming_it() {
     assert!(err.contains("\"Delta\", \"9\""), "{err}");
     assert!(!sandbox.data_dir().join("1").exists(), "nothing started");
 }
+
+/// `play` of `script` at `ws://host:port/ws`; the reply's output.
+async fn output_at(host: &str, port: u16, script: &str) -> String {
+    let url = format!("ws://{host}:{port}/ws");
+    let deadline = Instant::now() + common::START_DEADLINE;
+    let mut ws = loop {
+        match tokio_tungstenite::connect_async(url.as_str()).await {
+            Ok((ws, _)) => break ws,
+            Err(e) if Instant::now() > deadline => panic!("cannot connect to {url}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    output(&mut ws, script).await
+}
+
+/// Two loopback addresses (127.0.0.1 and 127.0.0.2, as two hosts would have
+/// two): a gateway on each serves the same circle, whose one worker runs in
+/// a third process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_on_two_addresses_serve_one_circle_whose_worker_runs_elsewhere() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let alpha = port();
+    let config = sandbox.circles(&[(1, "Alpha", alpha)]);
+    let path = sandbox.path();
+    let _worker = start(
+        &sandbox,
+        &config,
+        &redis,
+        &path.join("wk"),
+        &["--role", "worker"],
+    );
+    let _one = start(
+        &sandbox,
+        &config,
+        &redis,
+        &path.join("g1"),
+        &["--role", "gateway"],
+    );
+    let _two = start(
+        &sandbox,
+        &config,
+        &redis,
+        &path.join("g2"),
+        &["--role", "gateway", "--host", "127.0.0.2"],
+    );
+    let id = output_at("127.0.0.1", alpha, "db::insert(#{ n: 1 })").await;
+    let read = output_at("127.0.0.2", alpha, &format!("db::get({id}).n + 1")).await;
+    assert_eq!(
+        read, "2",
+        "a write through one gateway is read through the other"
+    );
+    for gateway in ["g1", "g2"] {
+        assert!(
+            !path.join(gateway).join("1").exists(),
+            "{gateway} opened no database"
+        );
+    }
+}
