@@ -118,8 +118,8 @@ impl Settings {
         if !args.allow_open && args.role.serves() {
             check_open_circles(&circles, &args.host)?;
         }
-        let admin =
-            crate::admin::args::resolve(&args.admin, is_loopback(&args.host), args.allow_open)?;
+        let local_host = !args.role.serves() || is_loopback(&args.host);
+        let admin = crate::admin::args::resolve(&args.admin, local_host, args.allow_open)?;
         let data_dir = match args.data_dir {
             Some(d) => d,
             None => default_data_dir()?,
@@ -383,6 +383,26 @@ mod tests {
         for host in ["0.0.0.0", "::", "192.0.2.1"] {
             assert!(!is_loopback(host), "{host}");
         }
+    }
+
+    #[test]
+    fn a_worker_binds_no_port_so_its_host_opens_no_circle() {
+        let s = resolve(&["--host", "0.0.0.0", "--role", "worker"]).expect("valid");
+        assert_eq!(s.role, crate::role::Role::Worker);
+        for role in ["gateway", "all"] {
+            let e = resolve(&["--host", "0.0.0.0", "--role", role]).expect_err(role);
+            assert!(is_usage(&e), "{role}: {e}");
+        }
+    }
+
+    #[test]
+    fn circles_chooses_by_id_or_name_and_an_unknown_one_is_a_usage_error() {
+        let s = resolve(&["--circles", " alpha "]).expect("valid");
+        assert_eq!(s.circles.len(), 1);
+        assert_eq!(s.only, Some(vec!["alpha".to_string()]));
+        let e = resolve(&["--circles", "1,Beta"]).expect_err("unknown");
+        assert!(is_usage(&e), "{e}");
+        assert!(e.to_string().contains("\"Beta\""), "{e}");
     }
 
     #[test]
