@@ -300,3 +300,26 @@ async fn two_gateways_on_two_addresses_serve_one_circle_whose_worker_runs_elsewh
         );
     }
 }
+
+/// The queue-owner key (`rhai_queue_owner:<queue>`) is claimed by workers
+/// only: a gateway beside a worker starts (see the first test), and a second
+/// worker of the same circle with another database exits 1 naming the first
+/// one's database, starting nothing.
+#[test]
+fn a_second_worker_for_a_circle_with_another_database_refuses_to_start() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let config = sandbox.circles(&[(1, "Alpha", port())]);
+    let first_dir = sandbox.path().join("wk1");
+    let _first = start(&sandbox, &config, &redis, &first_dir, &["--role", "worker"]);
+    let mut cmd = sandbox.serve_command(&config, &redis.url(), &sandbox.path().join("wk2"));
+    cmd.args(["--role", "worker"]);
+    let (status, _, err) = run_to_end(cmd, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1), "{err}");
+    let first_db = std::fs::canonicalize(first_dir.join("1")).expect("the first database");
+    assert!(
+        err.contains("served by the workers of another circle")
+            && err.contains(&*first_db.to_string_lossy()),
+        "{err}"
+    );
+}
