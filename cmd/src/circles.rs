@@ -1,8 +1,9 @@
 //! Preparing every circle before anything serves: open its OurDB at
-//! `<data-dir>/<id>/`, bind its port, build its engine. Start is all or
-//! nothing: if any circle cannot be prepared, every failure is reported (each
-//! naming its circle) and nothing is started, so a user is never left with
-//! some circles silently missing.
+//! `<data-dir>/<id>/` and build its engine (when this process's role works
+//! it), bind its port (when the role serves it). Start is all or nothing: if
+//! any circle cannot be prepared, every failure is reported (each naming its
+//! circle) and nothing is started, so a user is never left with some circles
+//! silently missing.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -11,17 +12,27 @@ use std::sync::Arc;
 use anyhow::bail;
 
 use crate::config::CircleConfig;
+use crate::role::Role;
+
+/// A circle's open database and the engine bound to it.
+pub struct Store {
+    /// Its open database (also held by the engine).
+    pub db: Arc<ourdb::OurDb>,
+    /// Its engine.
+    pub engine: Arc<engine::CircleEngine>,
+}
 
 /// A circle ready to start.
 pub struct Prepared {
     /// Its configuration.
     pub config: CircleConfig,
-    /// Its open database (also held by the engine).
-    pub db: Arc<ourdb::OurDb>,
-    /// Its engine.
-    pub engine: Arc<engine::CircleEngine>,
-    /// Its bound port; servers get clones, so a restarted server reuses it.
-    pub listener: TcpListener,
+    /// Its database and engine: `Some` exactly when this process runs its
+    /// worker (roles `all` and `worker`).
+    pub store: Option<Store>,
+    /// Its bound port, `Some` exactly when this process serves it (roles
+    /// `all` and `gateway`); servers get clones, so a restarted server
+    /// reuses it.
+    pub listener: Option<TcpListener>,
     /// The name its worker claims the circle's queue under
     /// (`worker::WorkerConfig::owner`): `<host>:<database directory>`.
     pub owner: String,
@@ -31,9 +42,11 @@ pub struct Prepared {
 pub type Closing = (CircleConfig, Arc<ourdb::OurDb>, Arc<engine::CircleEngine>);
 
 impl Prepared {
-    /// The parts [`close_all`] needs, for a circle that will not start.
-    pub fn closing(self) -> Closing {
-        (self.config, self.db, self.engine)
+    /// The parts [`close_all`] needs, for a circle that will not start;
+    /// `None` when this process opened no database for it.
+    pub fn closing(self) -> Option<Closing> {
+        let config = self.config;
+        self.store.map(|s| (config, s.db, s.engine))
     }
 }
 
@@ -62,6 +75,8 @@ pub async fn foreign_queues(
     client: &client::Client,
     prepared: &[Prepared],
 ) -> anyhow::Result<Vec<String>> {
+    // Only a worker claims a queue; a gateway shares it with any worker.
+    let prepared: Vec<&Prepared> = prepared.iter().filter(|p| p.store.is_some()).collect();
     let queues: Vec<String> = prepared.iter().map(|p| p.config.queue()).collect();
     let names: Vec<&str> = queues.iter().map(String::as_str).collect();
     let owners = client.queue_owners(&names).await?;
@@ -139,27 +154,37 @@ const PREPARE_THREADS: usize = 8;
 
 fn prepare_one(
     c: &CircleConfig,
+    role: Role,
     host: &str,
     data_dir: &Path,
     limits: &engine::Limits,
 ) -> anyhow::Result<Prepared> {
-    let listener = bind(c, host)?;
-    let db = open_db(c, data_dir)?;
-    let engine = Arc::new(engine::CircleEngine::new(db.clone(), limits.clone()));
+    let listener = if role.serves() {
+        Some(bind(c, host)?)
+    } else {
+        None
+    };
     let dir = db_dir(data_dir, c.id);
+    let store = if role.works() {
+        let db = open_db(c, data_dir)?;
+        let engine = Arc::new(engine::CircleEngine::new(db.clone(), limits.clone()));
+        Some(Store { db, engine })
+    } else {
+        None
+    };
     let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
     Ok(Prepared {
         config: c.clone(),
-        db,
-        engine,
+        store,
         listener,
         owner: format!("{}:{}", hostname(), dir.display()),
     })
 }
 
-/// Prepares every circle, or reports every circle that failed.
+/// Prepares every circle for `role`, or reports every circle that failed.
 pub fn prepare_all(
     circles: &[CircleConfig],
+    role: Role,
     host: &str,
     data_dir: &Path,
     limits: &engine::Limits,
@@ -171,7 +196,7 @@ pub fn prepare_all(
             .map(|part| {
                 scope.spawn(move || {
                     part.iter()
-                        .map(|c| prepare_one(c, host, data_dir, limits))
+                        .map(|c| prepare_one(c, role, host, data_dir, limits))
                         .collect::<Vec<_>>()
                 })
             })
@@ -198,7 +223,7 @@ pub fn prepare_all(
         return Ok(ready);
     }
     // Release what was opened before reporting, so a retry finds nothing locked.
-    close_all(ready.into_iter().map(Prepared::closing).collect());
+    close_all(ready.into_iter().filter_map(Prepared::closing).collect());
     bail!(
         "{} of {} circles cannot start, so none was started:\n  {}",
         failures.len(),

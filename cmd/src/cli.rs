@@ -112,6 +112,18 @@ pub struct RunArgs {
     #[arg(long, env = "CIRCLES_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
+    /// What this process runs of each circle: `all` (server and worker),
+    /// `gateway` (the WebSocket servers only: no database, no script), or
+    /// `worker` (the databases and workers only: no port). Gateways and
+    /// workers of one circle meet through --redis-url.
+    #[arg(long, value_enum, default_value = "all")]
+    pub role: crate::role::Role,
+
+    /// Run only these circles of the circles file: ids or names,
+    /// comma-separated (e.g. `1,Beta Circle`) [default: every circle].
+    #[arg(long, value_name = "IDS_OR_NAMES", value_delimiter = ',')]
+    pub circles: Option<Vec<String>>,
+
     /// Bind address of every WebSocket server.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,

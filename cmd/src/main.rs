@@ -11,8 +11,9 @@
 //! binding ports), [`supervisor`] (restart with backoff), [`monitor`]
 //! (managed Redis, counters), [`status`] and [`render`] (the table),
 //! [`orchestrator`] (start-up, reload and shutdown), [`reload`] (the handle
-//! that asks for a reload), [`roster`] (the circles shown), [`admin`] (the
-//! HTTP admin endpoint and the `status` and `reload` commands that ask it), [`play`],
+//! that asks for a reload), [`roster`] (the circles shown), [`role`] (`--role`
+//! and `--circles`), [`admin`] (the HTTP admin endpoint and the `status` and
+//! `reload` commands that ask it), [`play`],
 //! [`token`] and [`principals`] (who may connect to a circle), [`tls`] (CA
 //! files and `play`'s TLS client).
 //!
@@ -41,6 +42,7 @@ pub mod principals;
 pub mod redis_setup;
 pub mod reload;
 pub mod render;
+pub mod role;
 pub mod roster;
 pub mod settings;
 pub mod status;

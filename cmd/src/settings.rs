@@ -49,8 +49,13 @@ pub struct ServerLimits {
 pub struct Settings {
     /// The circles file (for messages).
     pub config_path: PathBuf,
-    /// The circles, validated (DESIGN §2), in file order.
+    /// The circles this process runs (`--circles` of the file), validated
+    /// (DESIGN §2), in file order.
     pub circles: Vec<CircleConfig>,
+    /// `--circles`: the ids or names chosen (a reload chooses them again).
+    pub only: Option<Vec<String>>,
+    /// What this process runs of each circle.
+    pub role: crate::role::Role,
     /// The Redis of the task broker: a TCP URL redis-rs accepts.
     pub redis: RedisUrl,
     /// With a `rediss://` URL, the CA trusted for Redis (`--redis-ca`).
@@ -91,7 +96,11 @@ impl Settings {
     /// Checks the options and what they point at, in the order a user fixes
     /// them: circles.json, `--redis-url`, `--host`, then the data dir default.
     pub fn resolve(args: RunArgs) -> anyhow::Result<Settings> {
-        let circles = config::load(&args.config)?;
+        let only: Option<Vec<String>> = args
+            .circles
+            .map(|keys| keys.iter().map(|k| k.trim().to_string()).collect());
+        let circles = crate::role::select(config::load(&args.config)?, only.as_deref())
+            .map_err(UsageError)?;
         let redis = redis_url(&args.redis_url)?;
         let redis_ca = match &args.redis_ca {
             Some(path) => Some(redis_ca(&redis, path)?),
@@ -105,11 +114,12 @@ impl Settings {
             (Some(_), None) => return Err(UsageError("--tls-cert needs --tls-key".into()).into()),
             (None, Some(_)) => return Err(UsageError("--tls-key needs --tls-cert".into()).into()),
         };
-        if !args.allow_open {
+        // A worker binds no port, so its --host opens nothing.
+        if !args.allow_open && args.role.serves() {
             check_open_circles(&circles, &args.host)?;
         }
-        let admin =
-            crate::admin::args::resolve(&args.admin, is_loopback(&args.host), args.allow_open)?;
+        let local_host = !args.role.serves() || is_loopback(&args.host);
+        let admin = crate::admin::args::resolve(&args.admin, local_host, args.allow_open)?;
         let data_dir = match args.data_dir {
             Some(d) => d,
             None => default_data_dir()?,
@@ -137,6 +147,8 @@ impl Settings {
         Ok(Settings {
             config_path: args.config,
             circles,
+            only,
+            role: args.role,
             redis,
             redis_ca,
             tls,
@@ -371,6 +383,26 @@ mod tests {
         for host in ["0.0.0.0", "::", "192.0.2.1"] {
             assert!(!is_loopback(host), "{host}");
         }
+    }
+
+    #[test]
+    fn a_worker_binds_no_port_so_its_host_opens_no_circle() {
+        let s = resolve(&["--host", "0.0.0.0", "--role", "worker"]).expect("valid");
+        assert_eq!(s.role, crate::role::Role::Worker);
+        for role in ["gateway", "all"] {
+            let e = resolve(&["--host", "0.0.0.0", "--role", role]).expect_err(role);
+            assert!(is_usage(&e), "{role}: {e}");
+        }
+    }
+
+    #[test]
+    fn circles_chooses_by_id_or_name_and_an_unknown_one_is_a_usage_error() {
+        let s = resolve(&["--circles", " alpha "]).expect("valid");
+        assert_eq!(s.circles.len(), 1);
+        assert_eq!(s.only, Some(vec!["alpha".to_string()]));
+        let e = resolve(&["--circles", "1,Beta"]).expect_err("unknown");
+        assert!(is_usage(&e), "{e}");
+        assert!(e.to_string().contains("\"Beta\""), "{e}");
     }
 
     #[test]

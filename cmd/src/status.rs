@@ -23,6 +23,9 @@ pub enum Phase {
     Restarting(String),
     /// Ended by shutdown.
     Stopped,
+    /// Not run by this process: its `--role` (the name given) leaves the
+    /// component to another process. Never shown as running.
+    NotHere(&'static str),
 }
 
 /// One supervised component (worker or server).
@@ -162,8 +165,12 @@ impl CircleState {
             (state, detail, slot.restarts, slot.started, clients)
         };
         let stats = lock(&self.stats).latest.clone();
-        let up_since = worker_started.max(server_started);
-        let uptime = if worker == "running" && server == "running" {
+        let up_since = match (worker, server) {
+            (NOT_HERE, _) => server_started,
+            (_, NOT_HERE) => worker_started,
+            _ => worker_started.max(server_started),
+        };
+        let uptime = if serving(worker) && serving(server) {
             up_since.elapsed()
         } else {
             Duration::ZERO
@@ -195,6 +202,12 @@ impl CircleState {
     }
 }
 
+/// Whether a component in `state` does its part: running, or run by
+/// another process (its role leaves it elsewhere).
+fn serving(state: &str) -> bool {
+    state == "running" || state == NOT_HERE
+}
+
 /// `<scheme>://host:port/ws` (`ws` or `wss`), with IPv6 hosts bracketed.
 pub fn ws_url(scheme: &str, host: &str, port: u16) -> String {
     if host.contains(':') && !host.starts_with('[') {
@@ -210,6 +223,7 @@ fn phase_display(phase: &Phase) -> (&'static str, Option<String>) {
         Phase::Alive => ("running", None),
         Phase::Restarting(reason) => ("restarting", Some(reason.clone())),
         Phase::Stopped => ("stopped", None),
+        Phase::NotHere(role) => (NOT_HERE, Some(format!("role {role}"))),
     }
 }
 
@@ -226,6 +240,9 @@ fn worker_display(slot: &Slot) -> (&'static str, Option<String>) {
     }
 }
 
+/// The state of a component this process's `--role` does not run.
+pub const NOT_HERE: &str = "not here";
+
 /// A state or phase name read back from JSON (the `status` command), as
 /// one of the names this version writes; `unknown` for any other.
 fn known_name<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
@@ -237,6 +254,7 @@ fn known_name<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error>
         "stopped",
         "failed",
         "shutting down",
+        NOT_HERE,
     ];
     let name = String::deserialize(d)?;
     Ok(KNOWN
@@ -261,12 +279,14 @@ pub struct Row {
     pub url: String,
     /// How many principals may connect; 0: the circle is open.
     pub principals: usize,
-    /// starting | running | reconnecting | restarting | stopped | failed
+    /// starting | running | reconnecting | restarting | stopped | failed |
+    /// not here (the process's `--role` is `gateway`)
     #[serde(deserialize_with = "known_name")]
     pub worker: &'static str,
     /// Why the worker is not running, when known.
     pub worker_detail: Option<String>,
-    /// starting | running | restarting | stopped
+    /// starting | running | restarting | stopped | not here (the
+    /// process's `--role` is `worker`)
     #[serde(deserialize_with = "known_name")]
     pub server: &'static str,
     /// Why the server is not running, when known.
@@ -288,6 +308,12 @@ pub struct Row {
 }
 
 impl Row {
+    /// Whether every component of the circle this process runs is running
+    /// (a component its role leaves to another process does not count).
+    pub fn up(&self) -> bool {
+        serving(self.worker) && serving(self.server)
+    }
+
     /// Whether the row has left the starting phase (up, or visibly failing).
     pub fn settled(&self) -> bool {
         self.worker != "starting" && self.server != "starting"
@@ -439,5 +465,16 @@ mod tests {
         assert_eq!(row.server_detail.as_deref(), Some("boom"));
         assert_eq!(row.worker, "restarting");
         assert_eq!(row.uptime_secs, 0);
+        assert!(!row.up());
+        lock(&state.worker).phase = Phase::NotHere("gateway");
+        let row = state.row();
+        assert_eq!(row.worker, NOT_HERE);
+        assert_eq!(row.worker_detail.as_deref(), Some("role gateway"));
+        assert!(!row.up(), "the server still restarts");
+        lock(&state.server).phase = Phase::Alive;
+        assert!(
+            state.row().up(),
+            "a gateway's circle is up when its server runs"
+        );
     }
 }

@@ -104,7 +104,7 @@ fn now(c: &CircleState) -> Now<'_> {
     };
     Now {
         name: &c.config.name,
-        up: row.worker == "running" && row.server == "running",
+        up: row.up(),
         queue_len: row.queue_len,
         in_flight: row.in_flight,
         connections,

@@ -42,8 +42,10 @@ async fn healthz(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse
     HttpResponse::Ok().body("ok\n")
 }
 
-/// `GET /readyz`: 200 when every circle's worker and server run and Redis
-/// answered its last probe; else 503 naming each thing that is not ready.
+/// `GET /readyz`: 200 when every circle's worker and server run (those this
+/// process's `--role` runs: a gateway's servers, a worker's workers) and
+/// Redis answered its last probe; else 503 naming each thing that is not
+/// ready.
 async fn readyz(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
     if let Some(refused) = state.access.check(&req, Need::Origin) {
         return refused;
@@ -61,7 +63,7 @@ async fn readyz(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse 
             ("worker", row.worker, &row.worker_detail),
             ("server", row.server, &row.server_detail),
         ] {
-            if phase != "running" {
+            if phase != "running" && phase != crate::status::NOT_HERE {
                 not_ready.push(json!({
                     "component": component,
                     "circle": row.name,

@@ -19,7 +19,7 @@ use super::set::{CircleSet, Ctx};
 use crate::circles;
 use crate::config::{self, CircleConfig};
 use crate::reload::{ReloadError, ReloadErrorKind, ReloadSummary};
-use crate::settings;
+use crate::{role, settings};
 
 /// How the file differs from the running set.
 #[derive(Debug, Default, PartialEq)]
@@ -63,12 +63,21 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     let path = ctx.settings.config_path.clone();
     let file = config::load(&path)
         .map_err(|e| ReloadError::new(ReloadErrorKind::InvalidConfig, e.to_string()))?;
-    settings::check_open_circles(&file, &ctx.settings.host).map_err(|e| {
+    // The same `--circles` as at start: the circles they name, as the file says them now.
+    let file = role::select(file, ctx.settings.only.as_deref()).map_err(|e| {
         ReloadError::new(
             ReloadErrorKind::InvalidConfig,
             format!("{}: {e}", path.display()),
         )
     })?;
+    if ctx.settings.role.serves() {
+        settings::check_open_circles(&file, &ctx.settings.host).map_err(|e| {
+            ReloadError::new(
+                ReloadErrorKind::InvalidConfig,
+                format!("{}: {e}", path.display()),
+            )
+        })?;
+    }
     let running = set.configs();
     let plan = Plan::new(&running, &file);
     let summary = plan.summary();
@@ -104,7 +113,7 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     let bound = ctx.settings.shutdown_grace + super::DRAIN_MARGIN;
     let drained =
         futures_util::future::join_all(out.into_iter().map(|l| l.drain(ctx, bound))).await;
-    let closing = drained;
+    let closing: Vec<circles::Closing> = drained.into_iter().flatten().collect();
     if let Err(e) = tokio::task::spawn_blocking(move || circles::close_all(closing)).await {
         log::error!("closing the databases of outgoing circles panicked: {e}");
     }
@@ -129,14 +138,15 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     }
 }
 
-/// Binds, opens and builds `configs` on a blocking thread, all or nothing.
+/// Binds, opens and builds `configs` (as far as the role runs them) on a
+/// blocking thread, all or nothing.
 async fn prepare(ctx: &Ctx, configs: Vec<CircleConfig>) -> anyhow::Result<Vec<circles::Prepared>> {
     if configs.is_empty() {
         return Ok(Vec::new());
     }
     let (host, dir) = (ctx.settings.host.clone(), ctx.settings.data_dir.clone());
-    let limits = ctx.settings.engine.clone();
-    tokio::task::spawn_blocking(move || circles::prepare_all(&configs, &host, &dir, &limits))
+    let (limits, role) = (ctx.settings.engine.clone(), ctx.settings.role);
+    tokio::task::spawn_blocking(move || circles::prepare_all(&configs, role, &host, &dir, &limits))
         .await
         .map_err(|e| anyhow::anyhow!("preparing the circles panicked: {e}"))?
 }

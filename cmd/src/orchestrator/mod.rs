@@ -45,6 +45,7 @@ use tokio_util::task::TaskTracker;
 use crate::cli::RunArgs;
 use crate::redis_setup::{self, ManagedRedis};
 use crate::reload::{self, LastReload, ReloadHandle, Requests};
+use crate::role::Role;
 use crate::roster::Roster;
 use crate::settings::Settings;
 use crate::status::{Header, lock};
@@ -63,9 +64,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create the data dir {}", settings.data_dir.display()))?;
     logging::init(settings.log_file.as_deref(), settings.log_format)?;
     log::info!(
-        "starting {} circles from {} (data dir {})",
+        "starting {} circles from {} as role {} (data dir {})",
         settings.circles.len(),
         settings.config_path.display(),
+        settings.role.name(),
         settings.data_dir.display()
     );
     let mut orchestrator = Orchestrator::start(settings)?;
@@ -258,15 +260,24 @@ impl Running {
         let preparing = Instant::now();
         let prepared = {
             let (configs, host) = (settings.circles.clone(), settings.host.clone());
-            let (dir, limits) = (settings.data_dir.clone(), settings.engine.clone());
+            let (dir, limits, role) = (
+                settings.data_dir.clone(),
+                settings.engine.clone(),
+                settings.role,
+            );
             tokio::task::spawn_blocking(move || {
-                circles::prepare_all(&configs, &host, &dir, &limits)
+                circles::prepare_all(&configs, role, &host, &dir, &limits)
             })
             .await
             .context("preparing the circles panicked")??
         };
+        let done = match settings.role {
+            Role::All => "ports bound, databases open, engines built",
+            Role::Gateway => "ports bound; role gateway: no database opened",
+            Role::Worker => "databases open, engines built; role worker: no port bound",
+        };
         log::info!(
-            "{} circles prepared (ports bound, databases open, engines built) in {:?}",
+            "{} circles prepared ({done}) in {:?}",
             prepared.len(),
             preparing.elapsed()
         );
@@ -281,7 +292,7 @@ impl Running {
             circles::close_all(
                 prepared
                     .into_iter()
-                    .map(circles::Prepared::closing)
+                    .filter_map(circles::Prepared::closing)
                     .collect(),
             );
             bail!(

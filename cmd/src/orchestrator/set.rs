@@ -50,17 +50,18 @@ pub struct Ctx {
     pub metrics: Option<telemetry::Metrics>,
 }
 
-/// One running circle.
+/// One running circle: its worker and database when the role works it,
+/// its listening socket and host when the role serves it.
 pub struct Live {
     /// What the status shows of it.
     pub state: Arc<CircleState>,
     worker_token: CancellationToken,
-    worker: JoinHandle<()>,
+    worker: Option<JoinHandle<()>>,
     conns: CancellationToken,
-    listener: TcpListener,
+    listener: Option<TcpListener>,
     server: server_ws::ServerConfig,
-    closing: circles::Closing,
-    /// The host that accepts for it.
+    closing: Option<circles::Closing>,
+    /// The host that accepts for it (unused without a listener).
     host: usize,
 }
 
@@ -93,42 +94,55 @@ impl CircleSet {
         self.live.iter().map(|l| l.state.clone()).collect()
     }
 
-    /// Starts the workers of `prepared` and one new host for them all.
+    /// Starts the workers of `prepared` and one new host for them all (as
+    /// far as the role runs them: a gateway starts no worker, a worker no
+    /// host).
     pub fn start(&mut self, ctx: &Ctx, prepared: Vec<circles::Prepared>) {
         if prepared.is_empty() {
             return;
         }
         let host = self.next_host;
+        let role = ctx.settings.role.name();
         let mut hosted = Vec::with_capacity(prepared.len());
         for p in prepared {
-            let state = Arc::new(
-                CircleState::new(
-                    p.config.clone(),
-                    ctx.settings.ws_scheme(),
-                    &ctx.settings.host,
-                )
-                .with_metrics(ctx.metrics.as_ref())
-                .with_db(&p.db),
-            );
+            let mut state = CircleState::new(
+                p.config.clone(),
+                ctx.settings.ws_scheme(),
+                &ctx.settings.host,
+            )
+            .with_metrics(ctx.metrics.as_ref());
+            if let Some(store) = &p.store {
+                state = state.with_db(&store.db);
+            }
+            let state = Arc::new(state);
             let worker_token = ctx.root.child_token();
-            let worker = spawn::start_worker(
-                &ctx.settings,
-                &p,
-                &state,
-                worker_token.clone(),
-                &ctx.serving,
-                &ctx.changed,
-            );
+            let worker = match &p.store {
+                Some(store) => Some(spawn::start_worker(
+                    &ctx.settings,
+                    &store.engine,
+                    &p.owner,
+                    &state,
+                    worker_token.clone(),
+                    &ctx.serving,
+                    &ctx.changed,
+                )),
+                None => {
+                    lock(&state.worker).phase = Phase::NotHere(role);
+                    None
+                }
+            };
             let conns = ctx.hosts.child_token();
             let server = ctx.settings.server_config(&p.config, &state.queue);
             let circles::Prepared {
                 config,
-                db,
-                engine,
+                store,
                 listener,
                 ..
             } = p;
-            hosted.push(hosted_of(&state, &server, &listener, &conns));
+            match &listener {
+                Some(listener) => hosted.push(hosted_of(&state, &server, listener, &conns)),
+                None => lock(&state.server).phase = Phase::NotHere(role),
+            }
             self.live.push(Live {
                 state,
                 worker_token,
@@ -136,11 +150,14 @@ impl CircleSet {
                 conns,
                 listener,
                 server,
-                closing: (config, db, engine),
+                closing: store.map(|s| (config, s.db, s.engine)),
                 host,
             });
         }
-        self.start_host(ctx, hosted.into_iter().flatten().collect(), false);
+        let hosted: Vec<Hosted> = hosted.into_iter().flatten().collect();
+        if !hosted.is_empty() {
+            self.start_host(ctx, hosted, false);
+        }
     }
 
     fn start_host(&mut self, ctx: &Ctx, hosted: Vec<Hosted>, carry: bool) {
@@ -181,7 +198,11 @@ impl CircleSet {
             .partition(|l| ids.contains(&l.state.config.id));
         self.live = keep;
         let retiring: Vec<usize> = {
-            let mut r: Vec<usize> = out.iter().map(|l| l.host).collect();
+            let mut r: Vec<usize> = out
+                .iter()
+                .filter(|l| l.listener.is_some())
+                .map(|l| l.host)
+                .collect();
             r.sort_unstable();
             r.dedup();
             r
@@ -195,7 +216,8 @@ impl CircleSet {
             .filter(|l| retiring.contains(&l.host))
             .filter_map(|l| {
                 l.host = new_host;
-                hosted_of(&l.state, &l.server, &l.listener, &l.conns)
+                let listener = l.listener.as_ref()?;
+                hosted_of(&l.state, &l.server, listener, &l.conns)
             })
             .collect();
         if !moving.is_empty() {
@@ -205,10 +227,13 @@ impl CircleSet {
             host.pause.pause().await;
         }
         for l in &out {
+            let Some(listener) = &l.listener else {
+                continue;
+            };
             // Its row says so while it drains; the paused host keeps running.
             lock(&l.state.server).phase = Phase::Stopped;
             l.conns.cancel();
-            let shut = socket2::SockRef::from(&l.listener).shutdown(std::net::Shutdown::Read);
+            let shut = socket2::SockRef::from(listener).shutdown(std::net::Shutdown::Read);
             if let Err(e) = shut {
                 log::warn!(
                     circle = l.state.config.name.as_str();
@@ -234,7 +259,7 @@ impl CircleSet {
 
     /// What [`circles::close_all`] needs once every worker returned.
     pub fn into_closing(self) -> Vec<circles::Closing> {
-        self.live.into_iter().map(|l| l.closing).collect()
+        self.live.into_iter().filter_map(|l| l.closing).collect()
     }
 }
 
@@ -267,12 +292,14 @@ fn hosted_of(
 
 impl Live {
     /// Drains a circle taken out of the set and stops it: its connections
-    /// answer what they asked and close with 1001 and its queue is worked
-    /// off, for up to `bound`; tasks still queued then are cancelled with
-    /// [`REMOVED`] as the reason (the worker ends each without running it,
-    /// kind `cancelled`); then its worker stops (a running script gets the
-    /// shutdown grace). Returns what closes its database.
-    pub async fn drain(self, ctx: &Ctx, bound: Duration) -> circles::Closing {
+    /// answer what they asked and close with 1001 and, where this process
+    /// runs its worker, its queue is worked off, for up to `bound`; tasks
+    /// still queued then are cancelled with [`REMOVED`] as the reason (the
+    /// worker ends each without running it, kind `cancelled`); then its
+    /// worker stops (a running script gets the shutdown grace). A gateway
+    /// leaves the queue alone: other gateways may still submit to it and a
+    /// worker elsewhere works it off. Returns what closes its database.
+    pub async fn drain(self, ctx: &Ctx, bound: Duration) -> Option<circles::Closing> {
         let name = self.state.config.name.clone();
         let queue = self.state.queue.clone();
         let start = tokio::time::Instant::now();
@@ -282,10 +309,14 @@ impl Live {
                 .server
                 .as_ref()
                 .map_or(0, |s| s.connections());
-            let stats = ctx.client.stats_many(&[queue.as_str()]).await;
-            let (queued, busy) = match stats.as_deref() {
-                Ok([s]) => (s.queue_len, s.queue_len + s.in_flight),
-                _ => (1, 1),
+            let (queued, busy) = if self.worker.is_some() {
+                let stats = ctx.client.stats_many(&[queue.as_str()]).await;
+                match stats.as_deref() {
+                    Ok([s]) => (s.queue_len, s.queue_len + s.in_flight),
+                    _ => (1, 1),
+                }
+            } else {
+                (0, 0)
             };
             if connections == 0 && busy == 0 {
                 break;
@@ -309,7 +340,10 @@ impl Live {
         }
         self.worker_token.cancel();
         let grace = ctx.settings.shutdown_grace + super::DRAIN_MARGIN;
-        if tokio::time::timeout(grace, self.worker).await.is_err() {
+        let Some(worker) = self.worker else {
+            return self.closing;
+        };
+        if tokio::time::timeout(grace, worker).await.is_err() {
             log::error!(
                 circle = name.as_str();
                 "circle \"{name}\": its worker did not stop within {grace:?}"

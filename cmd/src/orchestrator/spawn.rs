@@ -11,20 +11,22 @@ use tokio_util::task::TaskTracker;
 
 use crate::settings::Settings;
 use crate::status::{CircleState, Slot};
-use crate::{circles, supervisor};
+use crate::supervisor;
 
-/// Starts the supervised worker of one circle; `token` stops it.
+/// Starts the supervised worker of one circle, running its tasks on
+/// `engine` and claiming its queue as `owner`; `token` stops it.
 pub fn start_worker(
     settings: &Settings,
-    circle: &circles::Prepared,
+    engine: &Arc<engine::CircleEngine>,
+    owner: &str,
     state: &Arc<CircleState>,
     token: CancellationToken,
     tracker: &TaskTracker,
     changed: &Arc<Notify>,
 ) -> tokio::task::JoinHandle<()> {
     let name = state.config.name.clone();
-    let worker_config = settings.worker_config(&state.queue, &circle.owner);
-    let engine = circle.engine.clone();
+    let worker_config = settings.worker_config(&state.queue, owner);
+    let engine = engine.clone();
     let mut worker_options = settings.worker.clone();
     worker_options.metrics = state.task_metrics.clone();
     tracker.spawn(supervisor::supervise(

@@ -87,10 +87,7 @@ pub fn lines(header: &Header, snap: &Snapshot, cols: u16, rows: u16) -> Vec<Stri
     let table = build_fitting(&snap.circles[..shown], cols, true);
     out.extend(table.to_string().lines().map(str::to_string));
     if hidden > 0 {
-        let not_running = snap.circles[shown..]
-            .iter()
-            .filter(|r| r.worker != "running" || r.server != "running")
-            .count();
+        let not_running = snap.circles[shown..].iter().filter(|r| !r.up()).count();
         out.push(format!(
             "… {hidden} more circles not shown ({not_running} of them not running); \
              enlarge the terminal or use --output plain"

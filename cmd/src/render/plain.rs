@@ -85,11 +85,7 @@ impl<W: Write + Send> Renderer for Plain<W> {
             }
             let table = build(&snap.circles, false);
             self.write(&format!("{table}\n"));
-            let up = snap
-                .circles
-                .iter()
-                .filter(|r| r.worker == "running" && r.server == "running")
-                .count();
+            let up = snap.circles.iter().filter(|r| r.up()).count();
             let line = format!(
                 "{} {up} of {} circles serving; Ctrl-C or SIGTERM stops\n",
                 clock(),
