@@ -50,6 +50,44 @@ async fn info_field(
         .unwrap_or(0)
 }
 
+/// `MEMORY USAGE` of a random finished task hash and its field names, if
+/// one is found in a few tries.
+async fn finished_hash_usage(
+    conn: &mut redis::aio::MultiplexedConnection,
+) -> Option<(u64, String)> {
+    for _ in 0..20 {
+        let key: Option<String> = redis::cmd("RANDOMKEY")
+            .query_async(conn)
+            .await
+            .expect("RANDOMKEY");
+        let Some(key) = key.filter(|k| k.starts_with(client::keys::TASK_DETAILS_PREFIX)) else {
+            continue;
+        };
+        let fields: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(conn)
+            .await
+            .expect("HGETALL");
+        if !fields
+            .iter()
+            .any(|(k, v)| k == "status" && v == "completed")
+        {
+            continue;
+        }
+        let bytes: Option<u64> = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(&key)
+            .arg("SAMPLES")
+            .arg(0)
+            .query_async(conn)
+            .await
+            .expect("MEMORY USAGE");
+        let names: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+        return bytes.map(|b| (b, names.join(" ")));
+    }
+    None
+}
+
 /// Keeps `in_flight` `play` calls going on one connection until `stop`,
 /// counting replies in `done`.
 async fn load(url: String, in_flight: u64, stop: CancellationToken, done: Arc<AtomicU64>) {
@@ -71,8 +109,11 @@ async fn load(url: String, in_flight: u64, stop: CancellationToken, done: Arc<At
     }
     let mut outstanding = in_flight;
     while outstanding > 0 {
-        let Some(Ok(Message::Text(text))) = rx.next().await else {
-            break;
+        let text = match rx.next().await {
+            Some(Ok(Message::Text(text))) => text,
+            // The server's pings (answered by tungstenite as it reads).
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => break,
         };
         let reply: serde_json::Value = serde_json::from_str(&text).expect("json reply");
         assert!(reply.get("result").is_some(), "failed: {reply}");
@@ -151,7 +192,7 @@ async fn phase(label: &str, delivered_ttl: Duration, secs: u64, conns: u64, in_f
     let started = Instant::now();
     let mut last_done = 0;
     let mut used = base;
-    let mut sample_id = None;
+    let mut sample = None;
     for t in 1..=secs {
         tokio::time::sleep_until((started + Duration::from_secs(t)).into()).await;
         let now_done = done.load(Ordering::Relaxed);
@@ -172,12 +213,8 @@ async fn phase(label: &str, delivered_ttl: Duration, secs: u64, conns: u64, in_f
             now_done - last_done
         );
         last_done = now_done;
-        if sample_id.is_none() {
-            let found: Option<String> = redis::cmd("RANDOMKEY")
-                .query_async(&mut conn)
-                .await
-                .expect("RANDOMKEY");
-            sample_id = found.filter(|k| k.starts_with(client::keys::TASK_DETAILS_PREFIX));
+        if sample.is_none() {
+            sample = finished_hash_usage(&mut conn).await;
         }
     }
     stop.cancel();
@@ -189,29 +226,8 @@ async fn phase(label: &str, delivered_ttl: Duration, secs: u64, conns: u64, in_f
         "{label}: {total} tasks, {:.0}/s on average",
         total as f64 / started.elapsed().as_secs_f64()
     );
-    if let Some(key) = sample_id {
-        let bytes: Option<u64> = redis::cmd("MEMORY")
-            .arg("USAGE")
-            .arg(&key)
-            .arg("SAMPLES")
-            .arg(0)
-            .query_async(&mut conn)
-            .await
-            .expect("MEMORY USAGE");
-        let fields: Vec<(String, String)> = redis::cmd("HGETALL")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .expect("HGETALL");
-        println!(
-            "{label}: MEMORY USAGE of a finished task hash: {bytes:?} B ({} fields: {})",
-            fields.len(),
-            fields
-                .iter()
-                .map(|(k, _)| k.as_str())
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
+    if let Some((bytes, fields)) = sample {
+        println!("{label}: MEMORY USAGE of a finished task hash: {bytes} B (fields: {fields})");
     }
     server_token.cancel();
     worker_token.cancel();
