@@ -203,11 +203,7 @@ async fn phase(label: &str, delivered_ttl: Duration, secs: u64, conns: u64, in_f
             .expect("DBSIZE");
         // Every key but the queue's few bookkeeping keys is a task hash.
         let hashes = keys.saturating_sub(4);
-        let per_hash = if hashes > 0 {
-            (used.saturating_sub(base)) / hashes
-        } else {
-            0
-        };
+        let per_hash = used.saturating_sub(base).checked_div(hashes).unwrap_or(0);
         println!(
             "{t:>5} {now_done:>9} {:>8} {hashes:>9} {used:>14} {per_hash:>10}",
             now_done - last_done
