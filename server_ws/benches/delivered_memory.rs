@@ -5,7 +5,19 @@
 //! and the number of task hashes every second; with a short delivered TTL
 //! the curve goes flat once the first results expire, with delivered TTL =
 //! result TTL it grows with every task. Also prints `MEMORY USAGE` of a
-//! finished task hash, the bytes-per-hash constant of the memory formula.
+//! finished task hash, the bytes-per-hash constant of the memory formula:
+//!
+//! ```text
+//! used_memory ≈ base + b × (r_delivered × (delivered_ttl + lag) + r_other × result_ttl)
+//! ```
+//!
+//! `r_delivered`: tasks/s whose outcome reached their WebSocket server in
+//! time; `r_other`: every other task (pushed by other programs, cancelled,
+//! ended after their deadline, notification lost); `lag`: Redis' active
+//! expiry, a second or two; `b`: `MEMORY USAGE` of a finished hash plus
+//! about 70 B of keyspace entries — about 490 B for a small task (every
+//! value within `hash-max-listpack-value`, 64 B by default), about
+//! 1 KB + the script and output lengths once one value is longer.
 //!
 //! `cargo bench -p server_ws --bench delivered_memory`. `DELIVERED_SECS`
 //! (default 30): length of each phase; `DELIVERED_TTL_SECS` (default 5):
