@@ -23,6 +23,18 @@ pub const UPDATED_AT: &str = "updatedAt";
 pub const DEADLINE: &str = "deadline";
 /// Optional: pub/sub channel to publish the result on.
 pub const REPLY_TO: &str = "replyTo";
+/// Optional, with [`REPLY_TO`]: the submitter's promise to read the
+/// outcome from the notification, as milliseconds (a positive integer).
+/// When a task that has it ends, its notification reaches at least one
+/// subscriber of `replyTo` (`PUBLISH` counts them), the task has no
+/// [`CANCEL`] and its [`DEADLINE`] (the waiter's end) has not passed, the
+/// hash expires after this many ms — at most the worker's result TTL —
+/// instead of the result TTL. Otherwise (no waiter listening, a waiter that
+/// went away or gave up, a task without the field, such as one another
+/// program pushed) the result TTL applies, so whoever polls the hash still
+/// finds it. Written by servers that deliver results over WebSocket
+/// (`--delivered-ttl`), so delivered results leave Redis early.
+pub const DELIVERED_TTL: &str = "deliveredTtl";
 /// Optional: `1` lets a reaper put the task back on the queue when its worker
 /// died while running it, instead of ending it with `worker_lost`.
 pub const RETRY: &str = "retry";

@@ -142,14 +142,23 @@ pub struct SubmitOptions {
     /// The authenticated principal, written into the task hash (`caller`,
     /// `role`); `None` for an open circle.
     pub caller: Option<Caller>,
+    /// `Some`: the submitter reads the outcome from the notification, so
+    /// once it reached the submitter's listener (before the deadline, the
+    /// task not cancelled) the hash expires after this instead of the
+    /// worker's result TTL (written as the hash's
+    /// [`fields::DELIVERED_TTL`]; at least 1 ms, never more than the
+    /// result TTL). `None`: the result TTL.
+    pub delivered_ttl: Option<Duration>,
 }
 
 impl SubmitOptions {
-    /// Options that wait up to `timeout`, with no caller.
+    /// Options that wait up to `timeout`, with no caller and no delivered
+    /// TTL.
     pub fn with_timeout(timeout: Duration) -> SubmitOptions {
         SubmitOptions {
             timeout,
             caller: None,
+            delivered_ttl: None,
         }
     }
 }

@@ -5,12 +5,14 @@
 //! Shared helper `finish` (prepended to the scripts that end a task; the
 //! caller passes the task's `replyTo`, read in the same `HMGET` as the fields
 //! it checks, so ending a task costs no extra `redis.call`): writes
-//! the terminal fields plus `updatedAt`, sets the result TTL, removes the id
-//! from the processing list, bumps `processed`/`failed`, and publishes the
-//! fields (plus `id`) as a JSON object on the task's `replyTo` channel (if
-//! any). `fields` always starts with `status`. The worker passes the JSON
-//! ready-made; the protocol's own verdicts (expired, worker lost) build it
-//! with `cjson`.
+//! the terminal fields plus `updatedAt`, removes the id from the processing
+//! list, bumps `processed`/`failed`, publishes the fields (plus `id`) as a
+//! JSON object on the task's `replyTo` channel (if any), and sets the TTL:
+//! the delivered TTL when the task asked for one (`delivered`, from
+//! `delivered_ttl`) and the notification reached a subscriber, the result
+//! TTL otherwise (see `fields::DELIVERED_TTL`). `fields` always starts with
+//! `status`. The worker passes the JSON ready-made; the protocol's own
+//! verdicts (expired, worker lost) build it with `cjson`.
 
 use std::sync::LazyLock;
 
@@ -43,9 +45,20 @@ static FINISH: LazyLock<String> = LazyLock::new(|| {
 });
 
 const FINISH_FN: &str = r#"
-local function finish(dkey, id, plist, stats, now, ttl, fields, note, reply)
+-- The TTL a task that ends now gets if its notification reaches a
+-- subscriber, from its `deliveredTtl`, `deadline` and `cancel` fields: nil
+-- when it asked for none (or not a positive number), was cancelled (its
+-- waiter went away), or ends after its deadline (its waiter gave up); never
+-- more than the result TTL.
+local function delivered_ttl(asked, deadline, cancel, now, ttl)
+  local d = tonumber(asked)
+  if not d or d < 1 or cancel then return nil end
+  if deadline and tonumber(deadline) and tonumber(now) > tonumber(deadline) then return nil end
+  return math.min(math.floor(d), tonumber(ttl))
+end
+
+local function finish(dkey, id, plist, stats, now, ttl, fields, note, reply, delivered)
   redis.call('HSET', dkey, 'updatedAt', now, unpack(fields))
-  redis.call('PEXPIRE', dkey, ttl)
   redis.call('LREM', plist, 1, id)
   if fields[2] == 'completed' then
     redis.call('HINCRBY', stats, 'processed', 1)
@@ -58,8 +71,11 @@ local function finish(dkey, id, plist, stats, now, ttl, fields, note, reply)
       for i = 1, #fields, 2 do t[fields[i]] = fields[i + 1] end
       note = cjson.encode(t)
     end
-    redis.call('PUBLISH', reply, note)
+    -- The number of subscribers that got it: 0 while the submitter's
+    -- listener is away, and then its waiter reads the hash instead.
+    if redis.call('PUBLISH', reply, note) > 0 and delivered then ttl = delivered end
   end
+  redis.call('PEXPIRE', dkey, ttl)
 end
 "#;
 
@@ -74,14 +90,16 @@ static END_UNREADABLE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{finish}
 local dkey = ARGV[2] .. ARGV[1]
-local h = redis.call('HMGET', dkey, 'status', 'workerId', 'replyTo', 'createdAt')
+local h = redis.call('HMGET', dkey, 'status', 'workerId', 'replyTo', 'createdAt',
+  'deliveredTtl', 'deadline', 'cancel')
 if h[1] == 'completed' or h[1] == 'error' or (h[1] == 'processing' and h[2] ~= ARGV[3]) then
   redis.call('LREM', KEYS[1], 1, ARGV[1])
   return 0
 end
 local fields = {{ 'status', 'error', 'errorKind', KIND_INVALID, 'error', ARGV[6] }}
 if not h[4] then fields[#fields + 1] = 'createdAt'; fields[#fields + 1] = ARGV[4] end
-finish(dkey, ARGV[1], KEYS[1], KEYS[2], ARGV[4], ARGV[5], fields, nil, h[3])
+finish(dkey, ARGV[1], KEYS[1], KEYS[2], ARGV[4], ARGV[5], fields, nil, h[3],
+  delivered_ttl(h[5], h[6], h[7], ARGV[4], ARGV[5]))
 return 1"
     ))
 });
@@ -182,13 +200,15 @@ static FINISH_TASK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{finish}{CLAIM}
 local written = 0
-local h = redis.call('HMGET', KEYS[1], 'status', 'workerId', 'replyTo')
+local h = redis.call('HMGET', KEYS[1], 'status', 'workerId', 'replyTo', 'deliveredTtl',
+  'deadline', 'cancel')
 if h[1] ~= 'processing' or h[2] ~= ARGV[2] then
   redis.call('LREM', KEYS[2], 1, ARGV[1])
 else
   local fields = {{}}
   for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
-  finish(KEYS[1], ARGV[1], KEYS[2], KEYS[3], ARGV[3], ARGV[4], fields, ARGV[7], h[3])
+  finish(KEYS[1], ARGV[1], KEYS[2], KEYS[3], ARGV[3], ARGV[4], fields, ARGV[7], h[3],
+    delivered_ttl(h[4], h[5], h[6], ARGV[3], ARGV[4]))
   written = 1
 end
 if ARGV[6] ~= '1' then return {{ written }} end
@@ -250,7 +270,8 @@ local lost, requeued = 0, 0
 local ids = redis.call('LRANGE', KEYS[4], 0, -1)
 for _, id in ipairs(ids) do
   local dkey = ARGV[2] .. id
-  local h = redis.call('HMGET', dkey, 'status', 'workerId', 'retry', 'replyTo')
+  local h = redis.call('HMGET', dkey, 'status', 'workerId', 'retry', 'replyTo', 'deliveredTtl',
+    'deadline', 'cancel')
   if h[1] == 'processing' and h[2] == ARGV[1] then
     if h[3] == '1' then
       redis.call('HSET', dkey, 'status', 'pending', 'updatedAt', ARGV[3])
@@ -259,7 +280,8 @@ for _, id in ipairs(ids) do
       requeued = requeued + 1
     else
       finish(dkey, id, KEYS[4], KEYS[3], ARGV[3], ARGV[4], {{ 'status', 'error',
-        'errorKind', KIND_WORKER_LOST, 'error', ARGV[5] }}, nil, h[4])
+        'errorKind', KIND_WORKER_LOST, 'error', ARGV[5] }}, nil, h[4],
+        delivered_ttl(h[5], h[6], h[7], ARGV[3], ARGV[4]))
       lost = lost + 1
     end
   elseif not h[1] or h[1] == 'pending' then

@@ -175,6 +175,13 @@ pub struct RunArgs {
     #[arg(long, default_value = "1h", value_parser = positive_duration)]
     pub result_ttl: Duration,
 
+    /// How long a finished task's result stays in Redis once a WebSocket
+    /// server got it for its client (tasks other programs push into Redis
+    /// keep --result-ttl); at most --result-ttl [default: 1m, or --result-ttl
+    /// when shorter]
+    #[arg(long, value_name = "D", value_parser = positive_duration)]
+    pub delivered_ttl: Option<Duration>,
+
     /// An extra WebSocket `Origin` to accept besides absent and loopback ones (repeatable).
     #[arg(long = "allowed-origin", value_name = "ORIGIN")]
     pub allowed_origins: Vec<String>,
@@ -403,6 +410,7 @@ mod tests {
             ("--task-timeout", "0s"),
             ("--script-timeout", "0ms"),
             ("--result-ttl", "0"),
+            ("--delivered-ttl", "0ms"),
             ("--worker-pop-timeout", "0s"),
             ("--worker-heartbeat", "0s"),
             ("--worker-reap-interval", "0s"),

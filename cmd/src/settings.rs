@@ -82,6 +82,9 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// How long finished task results stay in Redis.
     pub result_ttl: Duration,
+    /// How long a result a WebSocket server got for its client stays in
+    /// Redis; at most `result_ttl`.
+    pub delivered_ttl: Duration,
     /// The engine limits of every circle.
     pub engine: engine::Limits,
     /// The timing knobs of every worker.
@@ -107,6 +110,7 @@ impl Settings {
             None => None,
         };
         check_host(&args.host)?;
+        let delivered_ttl = delivered_ttl(args.delivered_ttl, args.result_ttl)?;
         let tls = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
             (None, None) => None,
@@ -162,6 +166,7 @@ impl Settings {
             stats_every,
             shutdown_grace: args.shutdown_grace,
             result_ttl: args.result_ttl,
+            delivered_ttl,
             engine: engine::Limits {
                 timeout: args.script_timeout,
                 max_operations: args.max_operations,
@@ -186,6 +191,7 @@ impl Settings {
             circle_name: circle.name.clone(),
             queue: queue.to_string(),
             task_timeout: self.server.task_timeout,
+            delivered_ttl: Some(self.delivered_ttl),
             max_message_bytes: self.server.max_message_bytes,
             max_in_flight: self.server.max_in_flight,
             max_connections: self.server.max_connections,
@@ -222,6 +228,22 @@ pub fn default_data_dir() -> anyhow::Result<PathBuf> {
         .or_else(dirs::home_dir)
         .context("cannot find the home directory for the default data dir; pass --data-dir")?;
     Ok(home.join(".hero").join("circles"))
+}
+
+/// `--delivered-ttl`, given or defaulted: never longer than `--result-ttl`
+/// (a result someone read must not outlive one nobody read); unset, a
+/// minute or the result TTL when that is shorter.
+fn delivered_ttl(given: Option<Duration>, result_ttl: Duration) -> anyhow::Result<Duration> {
+    match given {
+        None => Ok(server_ws::DEFAULT_DELIVERED_TTL.min(result_ttl)),
+        Some(ttl) if ttl > result_ttl => Err(UsageError(format!(
+            "--delivered-ttl {ttl:?} is longer than --result-ttl {result_ttl:?}: a delivered \
+             result is never kept longer than one nobody read (lower --delivered-ttl or raise \
+             --result-ttl)"
+        ))
+        .into()),
+        Some(ttl) => Ok(ttl),
+    }
 }
 
 /// A `--redis-url` that is malformed or names no host and port is a usage error.
@@ -403,6 +425,28 @@ mod tests {
         let e = resolve(&["--circles", "1,Beta"]).expect_err("unknown");
         assert!(is_usage(&e), "{e}");
         assert!(e.to_string().contains("\"Beta\""), "{e}");
+    }
+
+    #[test]
+    fn the_delivered_ttl_defaults_to_a_minute_and_never_exceeds_the_result_ttl() {
+        let s = resolve(&[]).expect("valid");
+        assert_eq!(s.delivered_ttl, Duration::from_secs(60));
+        let server = s.server_config(&s.circles[0], "alpha");
+        assert_eq!(server.delivered_ttl, Some(Duration::from_secs(60)));
+        let s = resolve(&["--result-ttl", "20s"]).expect("valid");
+        assert_eq!(
+            s.delivered_ttl,
+            Duration::from_secs(20),
+            "capped by a shorter result TTL"
+        );
+        let s = resolve(&["--delivered-ttl", "1h"]).expect("equal to the result TTL");
+        assert_eq!(s.delivered_ttl, s.result_ttl);
+        let s = resolve(&["--delivered-ttl", "5s"]).expect("valid");
+        assert_eq!(s.delivered_ttl, Duration::from_secs(5));
+        let e = resolve(&["--delivered-ttl", "2h"]).expect_err("longer than the result TTL");
+        assert!(is_usage(&e), "{e}");
+        assert!(e.to_string().contains("--delivered-ttl"), "{e}");
+        assert!(e.to_string().contains("--result-ttl"), "{e}");
     }
 
     #[test]

@@ -270,3 +270,37 @@ fn an_empty_principal_name_or_list_and_a_shared_token_exit_2() {
         "{err}"
     );
 }
+
+#[test]
+fn a_zero_delivered_ttl_or_one_longer_than_the_result_ttl_exits_2_naming_the_options() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.write(
+        "circles.json",
+        r#"[{"id": 1, "name": "Alpha", "port": 8081}]"#,
+    );
+    for (args, needles) in [
+        (&["--delivered-ttl", "0s"][..], &["--delivered-ttl"][..]),
+        (
+            &["--delivered-ttl", "2h"][..],
+            &["--delivered-ttl", "--result-ttl"][..],
+        ),
+        (
+            &["--result-ttl", "30s", "--delivered-ttl", "1m"][..],
+            &["--delivered-ttl", "--result-ttl"][..],
+        ),
+    ] {
+        let mut cmd = sandbox.command();
+        cmd.arg(&path)
+            .args(["--output", "plain", "--no-managed-redis"])
+            .args(["--redis-url", "redis://127.0.0.1:1"])
+            .args(args);
+        let (status, _, err) = run_to_end(cmd, Duration::from_secs(20));
+        assert_eq!(status.code(), Some(2), "{args:?}: {err}");
+        for needle in needles {
+            assert!(
+                err.contains(needle),
+                "{args:?}: {needle} missing from: {err}"
+            );
+        }
+    }
+}

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 /// Default [`ServerConfig::task_timeout`]: 30 s, the client's default wait.
 pub const DEFAULT_TASK_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`ServerConfig::delivered_ttl`]: a minute.
+pub const DEFAULT_DELIVERED_TTL: Duration = Duration::from_secs(60);
 /// Default [`ServerConfig::max_message_bytes`]: 1 MiB.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
 /// Default [`ServerConfig::max_in_flight`]: 32 `play` calls per connection.
@@ -22,6 +24,11 @@ pub struct ServerConfig {
     pub queue: String,
     /// How long a `play` waits for its result.
     pub task_timeout: Duration,
+    /// `Some`: a task whose outcome reached this server before its deadline
+    /// (and that was not cancelled) keeps its Redis hash this long rather
+    /// than the worker's result TTL, and never longer than it
+    /// ([`client::SubmitOptions::delivered_ttl`]). `None`: the result TTL.
+    pub delivered_ttl: Option<Duration>,
     /// Largest accepted message, in bytes.
     pub max_message_bytes: usize,
     /// Requests in flight per connection.
@@ -70,6 +77,7 @@ impl ServerConfig {
             circle_name: circle_name.into(),
             queue: queue.into(),
             task_timeout: DEFAULT_TASK_TIMEOUT,
+            delivered_ttl: Some(DEFAULT_DELIVERED_TTL),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_connections: DEFAULT_MAX_CONNECTIONS,

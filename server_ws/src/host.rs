@@ -175,7 +175,10 @@ pub async fn run_many_pausable(
         let addr = circle.listener.local_addr().map_err(io_error)?;
         let tls = circle.config.tls.clone();
         let shared = Arc::new(Shared {
-            submit: SubmitOptions::with_timeout(circle.config.task_timeout),
+            submit: SubmitOptions {
+                delivered_ttl: circle.config.delivered_ttl,
+                ..SubmitOptions::with_timeout(circle.config.task_timeout)
+            },
             config: circle.config,
             timing: timing.clone(),
             client: client.clone(),

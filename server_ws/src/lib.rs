@@ -113,8 +113,9 @@ pub use auth::{
     MAX_FAILURES as AUTH_MAX_FAILURES, MAX_TRACKED as AUTH_MAX_TRACKED, WINDOW as AUTH_WINDOW,
 };
 pub use config::{
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_MESSAGE_BYTES,
-    DEFAULT_MAX_SCRIPT_BYTES, DEFAULT_TASK_TIMEOUT, Principal, ServerConfig, ServerTiming,
+    DEFAULT_DELIVERED_TTL, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_SCRIPT_BYTES, DEFAULT_TASK_TIMEOUT, Principal,
+    ServerConfig, ServerTiming,
 };
 pub use host::{CircleServer, HOST_WORKERS, run, run_many, run_many_pausable, run_with};
 pub use origin::is_allowed as origin_allowed;

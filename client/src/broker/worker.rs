@@ -73,8 +73,9 @@ impl WorkerBroker {
             .ok_or_else(|| Error::Protocol(format!("claim of task {task_id} answered nothing")))
     }
 
-    /// Writes the outcome (status, its fields, `updatedAt`), the TTL and the
-    /// counters; notifies the waiter; removes the id from the processing
+    /// Writes the outcome (status, its fields, `updatedAt`), the TTL (the
+    /// result TTL, or the task's [`crate::fields::DELIVERED_TTL`] when its
+    /// notification reached a subscriber) and the counters; notifies the waiter; removes the id from the processing
     /// list. All in one script. `false` when the task was no longer this
     /// worker's (a reaper had ended it).
     pub async fn finish(&self, outcome: &Outcome) -> Result<bool> {

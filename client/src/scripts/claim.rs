@@ -14,7 +14,7 @@ pub(super) const CLAIM: &str = r#"
 local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
   local dkey = prefix .. id
   local h = redis.call('HMGET', dkey, 'status', 'script', 'deadline', 'workerId', 'replyTo',
-    'createdAt', 'cancel', 'caller', 'role')
+    'createdAt', 'cancel', 'caller', 'role', 'deliveredTtl')
   local status, script, deadline = h[1], h[2], h[3]
   -- A hash with a status or a script exists: only ask when both are absent.
   if not status and not script and redis.call('EXISTS', dkey) == 0 then
@@ -46,7 +46,8 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
   local function failed(kind, message)
     local fields = { 'status', 'error', 'errorKind', kind, 'error', message }
     for _, v in ipairs(created) do fields[#fields + 1] = v end
-    finish(dkey, id, plist, stats, now, ttl, fields, nil, h[5])
+    finish(dkey, id, plist, stats, now, ttl, fields, nil, h[5],
+      delivered_ttl(h[10], deadline, h[7], now, ttl))
   end
   if status and status ~= 'pending' and status ~= 'processing' then
     local shown = '(not printable text)'
