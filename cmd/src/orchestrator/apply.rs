@@ -135,10 +135,12 @@ async fn prepare(ctx: &Ctx, configs: Vec<CircleConfig>) -> anyhow::Result<Vec<ci
         return Ok(Vec::new());
     }
     let (host, dir) = (ctx.settings.host.clone(), ctx.settings.data_dir.clone());
-    let limits = ctx.settings.engine.clone();
-    tokio::task::spawn_blocking(move || circles::prepare_all(&configs, &host, &dir, &limits))
-        .await
-        .map_err(|e| anyhow::anyhow!("preparing the circles panicked: {e}"))?
+    let (limits, durability) = (ctx.settings.engine.clone(), ctx.settings.durability);
+    tokio::task::spawn_blocking(move || {
+        circles::prepare_all(&configs, &host, &dir, &limits, durability)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("preparing the circles panicked: {e}"))?
 }
 
 #[cfg(test)]

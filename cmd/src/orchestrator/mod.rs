@@ -259,8 +259,9 @@ impl Running {
         let prepared = {
             let (configs, host) = (settings.circles.clone(), settings.host.clone());
             let (dir, limits) = (settings.data_dir.clone(), settings.engine.clone());
+            let durability = settings.durability;
             tokio::task::spawn_blocking(move || {
-                circles::prepare_all(&configs, &host, &dir, &limits)
+                circles::prepare_all(&configs, &host, &dir, &limits, durability)
             })
             .await
             .context("preparing the circles panicked")??
