@@ -11,7 +11,7 @@ async fn the_load_generator_measures_every_load_of_the_built_orchestrator() {
     let mut options = loadgen::Options::quick(binary.clone());
     options.baseline = Some(binary);
     options.warmup = Duration::from_millis(50);
-    options.duration = Duration::from_millis(250);
+    options.duration = Duration::from_millis(400);
     options.requests = 30;
     let report = loadgen::run(&options).await.expect("the run completes");
 

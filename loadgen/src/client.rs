@@ -114,8 +114,8 @@ pub async fn sequential(
 }
 
 /// `conns` connections spread over `urls` round-robin, each with one
-/// request in flight at a time, for `warmup` then `duration`; only calls
-/// that start and end inside `duration` count.
+/// request in flight at a time, for `warmup` then `duration`; the calls
+/// that end inside `duration` count.
 pub async fn closed_loop(
     urls: &[String],
     conns: usize,
@@ -149,7 +149,8 @@ pub async fn closed_loop(
                     }
                 };
                 n += conns as u64;
-                if started < measure_from || Instant::now() > end {
+                let finished = Instant::now();
+                if finished < measure_from || finished > end {
                     continue;
                 }
                 if reply.ok {
