@@ -48,7 +48,8 @@ const PREFILL: usize = 1000;
 pub struct Options {
     /// The orchestrator under test.
     pub binary: PathBuf,
-    /// An orchestrator to compare with, run on the same loads back to back.
+    /// An orchestrator to compare with, run beside the binary on the same
+    /// Redis, each load measured on one then the other.
     pub baseline: Option<PathBuf>,
     /// Unmeasured time at the start of every closed-loop load.
     pub warmup: Duration,
@@ -93,18 +94,31 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         let loads = plan::loads(durability);
         let tag = format!("new {}", durability.name());
         let flag = ["--durability", durability.name()];
-        let new = measure_all(options, &options.binary, &redis.url(), &tag, &flag, &loads).await?;
+        let new = start_prefilled(&options.binary, &redis.url(), &tag, &flag).await?;
         // The baseline predates --durability and always syncs.
         let base = match (&options.baseline, durability) {
             (Some(binary), Durability::Sync) => {
-                let tag = "base sync";
-                Some(measure_all(options, binary, &redis.url(), tag, &[], &loads).await?)
+                Some(start_prefilled(binary, &redis.url(), "base sync", &[]).await?)
             }
             _ => None,
         };
-        for (i, (load, measured)) in loads.iter().zip(&new).enumerate() {
-            let base = base.as_ref().map(|b| &b[i]);
-            rows.extend(floors.rows(load, measured, base, ping_ms).await?);
+        // Interleaved load by load, so a change in the machine's other work
+        // weighs on both binaries alike.
+        for load in &loads {
+            let measured = measure(options, &new, load).await?;
+            let base_measured = match &base {
+                Some(base) => Some(measure(options, base, load).await?),
+                None => None,
+            };
+            rows.extend(
+                floors
+                    .rows(load, &measured, base_measured.as_ref(), ping_ms)
+                    .await?,
+            );
+        }
+        new.stop().await?;
+        if let Some(base) = base {
+            base.stop().await?;
         }
     }
     Ok(Report {
@@ -117,41 +131,42 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     })
 }
 
-/// Starts `binary` with four circles, prefills them, runs every load, stops it.
-async fn measure_all(
-    options: &Options,
+/// Starts `binary` with four circles and prefills each with [`PREFILL`] records.
+async fn start_prefilled(
     binary: &std::path::Path,
     redis_url: &str,
     tag: &str,
     extra: &[&str],
-    loads: &[Load],
-) -> anyhow::Result<Vec<Measured>> {
+) -> anyhow::Result<Orchestrator> {
     let orchestrator = Orchestrator::start(binary, redis_url, 4, tag, extra).await?;
     let prefill =
         format!("for i in 0..{PREFILL} {{ db::insert(#{{ n: i, name: `record ${{i}}` }}); }}");
     for circle in 0..orchestrator.urls.len() {
         orchestrator.play(circle, &prefill).await?;
     }
-    let mut measured = Vec::with_capacity(loads.len());
-    for load in loads {
-        let scripts = Arc::new(load.script.texts(PREFILL));
-        let urls = orchestrator.first(load.circles);
-        let m = if load.sequential {
-            client::sequential(&urls[0], &scripts, options.requests / 10, options.requests).await?
-        } else {
-            client::closed_loop(
-                &urls,
-                load.conns,
-                &scripts,
-                options.warmup,
-                options.duration,
-            )
-            .await?
-        };
-        measured.push(m);
+    Ok(orchestrator)
+}
+
+/// Runs one load against a running orchestrator.
+async fn measure(
+    options: &Options,
+    orchestrator: &Orchestrator,
+    load: &Load,
+) -> anyhow::Result<Measured> {
+    let scripts = Arc::new(load.script.texts(PREFILL));
+    let urls = orchestrator.first(load.circles);
+    if load.sequential {
+        client::sequential(&urls[0], &scripts, options.requests / 10, options.requests).await
+    } else {
+        client::closed_loop(
+            &urls,
+            load.conns,
+            &scripts,
+            options.warmup,
+            options.duration,
+        )
+        .await
     }
-    orchestrator.stop().await?;
-    Ok(measured)
 }
 
 /// The echo part of the floor, measured once per connection count.

@@ -19,7 +19,8 @@ struct Args {
     #[arg(long, value_name = "PATH")]
     binary: Option<PathBuf>,
 
-    /// Another circles_orchestrator binary run on the same loads, back to back.
+    /// Another circles_orchestrator binary, run beside it on the same Redis;
+    /// each load is measured on one, then the other.
     #[arg(long, value_name = "PATH")]
     baseline: Option<PathBuf>,
 
