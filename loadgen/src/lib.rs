@@ -82,7 +82,7 @@ impl Options {
     }
 }
 
-/// Runs every load of [`plan::loads`] against the binary (and the baseline),
+/// Runs every load of `plan::loads` against the binary (and the baseline),
 /// with the floor measured in the same run.
 pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let redis = testkit::RedisServer::start();
