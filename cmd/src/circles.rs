@@ -104,7 +104,11 @@ fn who(c: &CircleConfig) -> String {
     format!("circle \"{}\" (id {})", c.name, c.id)
 }
 
-fn open_db(c: &CircleConfig, data_dir: &Path) -> anyhow::Result<Arc<ourdb::OurDb>> {
+fn open_db(
+    c: &CircleConfig,
+    data_dir: &Path,
+    durability: ourdb::Durability,
+) -> anyhow::Result<Arc<ourdb::OurDb>> {
     let dir = db_dir(data_dir, c.id);
     if let Err(e) = std::fs::create_dir_all(&dir) {
         bail!(
@@ -113,7 +117,11 @@ fn open_db(c: &CircleConfig, data_dir: &Path) -> anyhow::Result<Arc<ourdb::OurDb
             dir.display()
         );
     }
-    match ourdb::OurDb::open(&dir, ourdb::Config::default()) {
+    let config = ourdb::Config {
+        durability,
+        ..ourdb::Config::default()
+    };
+    match ourdb::OurDb::open(&dir, config) {
         Ok(db) => Ok(Arc::new(db)),
         Err(ourdb::Error::Locked { dir }) => bail!(
             "{}: its database {} is locked by another process (is another \
@@ -158,6 +166,7 @@ fn prepare_one(
     host: &str,
     data_dir: &Path,
     limits: &engine::Limits,
+    durability: ourdb::Durability,
 ) -> anyhow::Result<Prepared> {
     let listener = if role.serves() {
         Some(bind(c, host)?)
@@ -166,7 +175,7 @@ fn prepare_one(
     };
     let dir = db_dir(data_dir, c.id);
     let store = if role.works() {
-        let db = open_db(c, data_dir)?;
+        let db = open_db(c, data_dir, durability)?;
         let engine = Arc::new(engine::CircleEngine::new(db.clone(), limits.clone()));
         Some(Store { db, engine })
     } else {
@@ -181,13 +190,15 @@ fn prepare_one(
     })
 }
 
-/// Prepares every circle for `role`, or reports every circle that failed.
+/// Prepares every circle for `role`, its database opened with
+/// `durability`, or reports every circle that failed.
 pub fn prepare_all(
     circles: &[CircleConfig],
     role: Role,
     host: &str,
     data_dir: &Path,
     limits: &engine::Limits,
+    durability: ourdb::Durability,
 ) -> anyhow::Result<Vec<Prepared>> {
     let chunk = circles.len().div_ceil(PREPARE_THREADS).max(1);
     let results: Vec<anyhow::Result<Prepared>> = std::thread::scope(|scope| {
@@ -196,7 +207,7 @@ pub fn prepare_all(
             .map(|part| {
                 scope.spawn(move || {
                     part.iter()
-                        .map(|c| prepare_one(c, role, host, data_dir, limits))
+                        .map(|c| prepare_one(c, role, host, data_dir, limits, durability))
                         .collect::<Vec<_>>()
                 })
             })

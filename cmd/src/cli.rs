@@ -92,6 +92,15 @@ pub enum Output {
     Json,
 }
 
+/// OurDB commit durability (`--durability`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Durability {
+    /// Every commit fsynced before it is reported.
+    Sync,
+    /// Every commit written to the OS before it is reported.
+    Flush,
+}
+
 /// Options of `circles_orchestrator [OPTIONS] [CONFIG]`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -181,6 +190,11 @@ pub struct RunArgs {
     /// when shorter]
     #[arg(long, value_name = "D", value_parser = positive_duration)]
     pub delivered_ttl: Option<Duration>,
+    /// OurDB commit durability of every circle: `sync` fsyncs each commit
+    /// before the reply (survives a power cut), `flush` only writes it to
+    /// the OS (survives a crash of the process, not of the machine).
+    #[arg(long, value_enum, default_value = "sync")]
+    pub durability: Durability,
 
     /// An extra WebSocket `Origin` to accept besides absent and loopback ones (repeatable).
     #[arg(long = "allowed-origin", value_name = "ORIGIN")]
@@ -434,6 +448,20 @@ mod tests {
         let cli = Cli::try_parse_from(["c", "--max-in-flight", "1", "--max-operations", "1"])
             .expect("ones");
         assert_eq!((cli.run.max_in_flight, cli.run.max_operations), (1, 1));
+    }
+
+    #[test]
+    fn durability_is_sync_by_default_and_an_unknown_mode_is_a_usage_error() {
+        let cli = Cli::try_parse_from(["c"]).expect("parses");
+        assert_eq!(cli.run.durability, Durability::Sync);
+        let cli = Cli::try_parse_from(["c", "--durability", "flush"]).expect("parses");
+        assert_eq!(cli.run.durability, Durability::Flush);
+        let e = Cli::try_parse_from(["c", "--durability", "fast"]).expect_err("unknown mode");
+        assert_eq!(e.exit_code(), 2, "{e}");
+        let shown = e.to_string();
+        for needle in ["--durability", "sync", "flush"] {
+            assert!(shown.contains(needle), "{needle} missing from: {shown}");
+        }
     }
 
     #[test]

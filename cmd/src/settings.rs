@@ -85,6 +85,8 @@ pub struct Settings {
     /// How long a result a WebSocket server got for its client stays in
     /// Redis; at most `result_ttl`.
     pub delivered_ttl: Duration,
+    /// OurDB commit durability of every circle.
+    pub durability: ourdb::Durability,
     /// The engine limits of every circle.
     pub engine: engine::Limits,
     /// The timing knobs of every worker.
@@ -167,6 +169,10 @@ impl Settings {
             shutdown_grace: args.shutdown_grace,
             result_ttl: args.result_ttl,
             delivered_ttl,
+            durability: match args.durability {
+                crate::cli::Durability::Sync => ourdb::Durability::Sync,
+                crate::cli::Durability::Flush => ourdb::Durability::Flush,
+            },
             engine: engine::Limits {
                 timeout: args.script_timeout,
                 max_operations: args.max_operations,
@@ -373,6 +379,9 @@ mod tests {
         assert_eq!(s.log_file, None, "logs go to stderr outside live mode");
         assert_eq!(s.stats_every, s.refresh);
         assert_eq!(s.worker.heartbeat_ttl, s.worker.heartbeat_interval * 3);
+        assert_eq!(s.durability, ourdb::Durability::Sync);
+        let flush = resolve(&["--data-dir", "/tmp/d", "--durability", "flush"]).expect("valid");
+        assert_eq!(flush.durability, ourdb::Durability::Flush);
         let server = s.server_config(&s.circles[0], "alpha");
         assert_eq!(server.max_script_bytes, s.engine.max_script_bytes);
         let worker = s.worker_config("alpha", "here:/tmp/d/1");

@@ -146,9 +146,12 @@ async fn prepare(ctx: &Ctx, configs: Vec<CircleConfig>) -> anyhow::Result<Vec<ci
     }
     let (host, dir) = (ctx.settings.host.clone(), ctx.settings.data_dir.clone());
     let (limits, role) = (ctx.settings.engine.clone(), ctx.settings.role);
-    tokio::task::spawn_blocking(move || circles::prepare_all(&configs, role, &host, &dir, &limits))
-        .await
-        .map_err(|e| anyhow::anyhow!("preparing the circles panicked: {e}"))?
+    let durability = ctx.settings.durability;
+    tokio::task::spawn_blocking(move || {
+        circles::prepare_all(&configs, role, &host, &dir, &limits, durability)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("preparing the circles panicked: {e}"))?
 }
 
 #[cfg(test)]

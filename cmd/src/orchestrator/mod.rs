@@ -265,8 +265,9 @@ impl Running {
                 settings.engine.clone(),
                 settings.role,
             );
+            let durability = settings.durability;
             tokio::task::spawn_blocking(move || {
-                circles::prepare_all(&configs, role, &host, &dir, &limits)
+                circles::prepare_all(&configs, role, &host, &dir, &limits, durability)
             })
             .await
             .context("preparing the circles panicked")??

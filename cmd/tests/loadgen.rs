@@ -1,0 +1,62 @@
+//! The end-to-end load generator (`loadgen`) drives the built orchestrator:
+//! every load gets its row, every figure and floor is positive, no call
+//! fails, and a baseline binary is measured beside it in sync mode.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_measures_every_load_of_the_built_orchestrator() {
+    let binary = PathBuf::from(env!("CARGO_BIN_EXE_circles_orchestrator"));
+    let mut options = loadgen::Options::quick(binary.clone());
+    options.baseline = Some(binary);
+    options.warmup = Duration::from_millis(50);
+    options.duration = Duration::from_millis(400);
+    options.requests = 30;
+    let report = loadgen::run(&options).await.expect("the run completes");
+
+    // Sequential p50 and p99, 8 throughput loads, 3 read and 3 write loads per mode.
+    assert_eq!(
+        report.rows.len(),
+        2 + 8 + 2 * (3 + 3),
+        "{}",
+        report.render()
+    );
+    for row in &report.rows {
+        let shown = report.render();
+        assert!(row.value > 0.0 && row.floor > 0.0, "{row:?}\n{shown}");
+        assert_eq!(row.errors, 0, "{row:?}\n{shown}");
+        match row.durability {
+            "sync" => assert!(row.baseline.is_some_and(|b| b > 0.0), "{row:?}"),
+            _ => assert_eq!(row.baseline, None, "the baseline has no --durability"),
+        }
+    }
+    for (circles, conns) in [(1, 1), (1, 16), (1, 64), (1, 256), (4, 256)] {
+        assert!(
+            report.rows.iter().any(|r| r.load == "`40 + 2`"
+                && (r.circles, r.conns) == (circles, conns)
+                && r.metric == loadgen::Metric::Throughput),
+            "no `40 + 2` row at {circles} circles, {conns} connections"
+        );
+    }
+    for (load, durability) in [
+        ("read: `db::get`", "sync"),
+        ("read: `db::get`", "flush"),
+        ("write: 1 KiB `db::insert`", "sync"),
+        ("write: 1 KiB `db::insert`", "flush"),
+    ] {
+        assert!(
+            report
+                .rows
+                .iter()
+                .any(|r| r.load == load && r.durability == durability),
+            "no {load} row in {durability} mode"
+        );
+    }
+    let table = report.render();
+    assert!(
+        table.contains("| p50 ms |") && table.contains("new/baseline"),
+        "{table}"
+    );
+    assert!(table.contains("nproc"), "{table}");
+}

@@ -1,0 +1,96 @@
+//! The WebSocket part of the floor: a server on loopback that answers every
+//! `play` at once with a constant result, driven by the same client code as
+//! the orchestrator, so its latency is what the WebSocket hop alone costs.
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Serves echo connections on a free loopback port until the runtime ends;
+/// returns its `ws://` URL.
+pub async fn start() -> anyhow::Result<String> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("ws://{}/ws", listener.local_addr()?);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(message)) = ws.next().await {
+                    let Message::Text(text) = message else {
+                        continue;
+                    };
+                    let id = serde_json::from_str::<serde_json::Value>(&text)
+                        .map(|v| v["id"].clone())
+                        .unwrap_or(serde_json::Value::Null);
+                    let reply = serde_json::json!({
+                        "jsonrpc": "2.0", "id": id, "result": {"output": "42"}
+                    });
+                    if ws
+                        .send(Message::Text(reply.to_string().into()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok(url)
+}
+
+/// The median of `count` `PING` round trips to the Redis at `port`, in milliseconds.
+pub async fn redis_ping_ms(port: u16, count: usize) -> anyhow::Result<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.set_nodelay(true)?;
+    let mut rtts = Vec::with_capacity(count);
+    let mut buf = [0u8; 7];
+    for _ in 0..count {
+        let start = std::time::Instant::now();
+        stream.write_all(b"PING\r\n").await?;
+        stream.read_exact(&mut buf).await?;
+        anyhow::ensure!(&buf == b"+PONG\r\n", "redis answered PING with {buf:?}");
+        rtts.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(crate::stats::median(&rtts))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_echo_floor_answers_every_call_through_the_client_code() {
+        let url = super::start().await.expect("echo server");
+        let scripts = Arc::new(vec!["40 + 2".to_string()]);
+        let seq = crate::client::sequential(&url, &scripts, 5, 50)
+            .await
+            .expect("sequential");
+        assert_eq!((seq.latencies.len(), seq.errors), (50, 0));
+        assert!(seq.latencies.percentile_ms(50.0) > 0.0);
+        let urls = vec![url];
+        let load = crate::client::closed_loop(
+            &urls,
+            8,
+            &scripts,
+            Duration::from_millis(50),
+            Duration::from_millis(300),
+        )
+        .await
+        .expect("closed loop");
+        assert_eq!(load.errors, 0);
+        assert!(load.throughput > 0.0 && !load.latencies.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_redis_ping_round_trip_is_measured() {
+        let redis = testkit::RedisServer::start();
+        let ms = super::redis_ping_ms(redis.port(), 20).await.expect("ping");
+        assert!(ms > 0.0, "{ms}");
+    }
+}

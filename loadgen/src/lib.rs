@@ -1,0 +1,263 @@
+//! Dev-only end-to-end load generator of the circles workspace.
+//!
+//! [`run`] starts its own `redis-server` (`testkit`), then the real
+//! `circles_orchestrator` binary (and a `--baseline` one) with a generated
+//! circles.json, drives real WebSocket JSON-RPC clients against it and
+//! returns a [`Report`]: sequential latency of `40 + 2`, closed-loop
+//! throughput at several connection counts over 1 and 4 circles, and a
+//! read-heavy and a write-heavy script in each OurDB durability mode. Every
+//! figure comes with its floor (see [`Report::render`]). The binary `loadgen`
+//! is the command line around it.
+//!
+//! ```no_run
+//! # async fn f() -> anyhow::Result<()> {
+//! let options = loadgen::Options::quick("target/release/circles_orchestrator".into());
+//! println!("{}", loadgen::run(&options).await?.render());
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod echo;
+mod orchestrator;
+mod plan;
+mod report;
+mod stats;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use plan::{Durability, Load, Script};
+pub use report::{Metric, Report, Row};
+
+use client::Measured;
+use orchestrator::Orchestrator;
+
+/// Redis round trips on a request's critical path, counted as one-way hops
+/// halved: the submit reaches Redis, the worker's blocked pop (with its
+/// pipelined claim) returns, the finish script reaches Redis, its `PUBLISH`
+/// reaches the submitter — four hops, two round trips.
+pub const REDIS_ROUND_TRIPS: f64 = 2.0;
+
+/// Records every circle holds before the read-heavy load.
+const PREFILL: usize = 1000;
+
+/// What to run and for how long.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The orchestrator under test.
+    pub binary: PathBuf,
+    /// An orchestrator to compare with, run beside the binary on the same
+    /// Redis, each load measured on one then the other.
+    pub baseline: Option<PathBuf>,
+    /// Unmeasured time at the start of every closed-loop load.
+    pub warmup: Duration,
+    /// Measured time of every closed-loop load.
+    pub duration: Duration,
+    /// Measured requests of the sequential load.
+    pub requests: usize,
+}
+
+impl Options {
+    /// The full run: 1 s warm-up, 5 s per load, 2000 sequential requests.
+    pub fn full(binary: PathBuf) -> Options {
+        Options {
+            binary,
+            baseline: None,
+            warmup: Duration::from_secs(1),
+            duration: Duration::from_secs(5),
+            requests: 2000,
+        }
+    }
+
+    /// A smoke run well under a minute.
+    pub fn quick(binary: PathBuf) -> Options {
+        Options {
+            warmup: Duration::from_millis(200),
+            duration: Duration::from_secs(1),
+            requests: 200,
+            ..Options::full(binary)
+        }
+    }
+}
+
+/// Runs every load of `plan::loads` against the binary (and the baseline),
+/// with the floor measured in the same run.
+pub async fn run(options: &Options) -> anyhow::Result<Report> {
+    let redis = testkit::RedisServer::start();
+    let ping_ms = echo::redis_ping_ms(redis.port(), 1000).await?;
+    let echo_url = echo::start().await?;
+    let mut floors = Floors::new(echo_url, options);
+    let mut rows = Vec::new();
+    for durability in [Durability::Sync, Durability::Flush] {
+        let loads = plan::loads(durability);
+        let tag = format!("new {}", durability.name());
+        let flag = ["--durability", durability.name()];
+        let new = start_prefilled(&options.binary, &redis.url(), &tag, &flag).await?;
+        // The baseline predates --durability and always syncs.
+        let base = match (&options.baseline, durability) {
+            (Some(binary), Durability::Sync) => {
+                Some(start_prefilled(binary, &redis.url(), "base sync", &[]).await?)
+            }
+            _ => None,
+        };
+        // Interleaved load by load, so a change in the machine's other work
+        // weighs on both binaries alike.
+        for load in &loads {
+            let measured = measure(options, &new, load).await?;
+            let base_measured = match &base {
+                Some(base) => Some(measure(options, base, load).await?),
+                None => None,
+            };
+            rows.extend(
+                floors
+                    .rows(load, &measured, base_measured.as_ref(), ping_ms)
+                    .await?,
+            );
+        }
+        new.stop().await?;
+        if let Some(base) = base {
+            base.stop().await?;
+        }
+    }
+    Ok(Report {
+        machine: report::machine(),
+        date: report::date(),
+        ping_ms,
+        binary: options.binary.clone(),
+        baseline: options.baseline.clone(),
+        rows,
+    })
+}
+
+/// Starts `binary` with four circles and prefills each with [`PREFILL`] records.
+async fn start_prefilled(
+    binary: &std::path::Path,
+    redis_url: &str,
+    tag: &str,
+    extra: &[&str],
+) -> anyhow::Result<Orchestrator> {
+    let orchestrator = Orchestrator::start(binary, redis_url, 4, tag, extra).await?;
+    let prefill =
+        format!("for i in 0..{PREFILL} {{ db::insert(#{{ n: i, name: `record ${{i}}` }}); }}");
+    for circle in 0..orchestrator.urls.len() {
+        orchestrator.play(circle, &prefill).await?;
+    }
+    Ok(orchestrator)
+}
+
+/// Runs one load against a running orchestrator.
+async fn measure(
+    options: &Options,
+    orchestrator: &Orchestrator,
+    load: &Load,
+) -> anyhow::Result<Measured> {
+    let scripts = Arc::new(load.script.texts(PREFILL));
+    let urls = orchestrator.first(load.circles);
+    if load.sequential {
+        client::sequential(&urls[0], &scripts, options.requests / 10, options.requests).await
+    } else {
+        client::closed_loop(
+            &urls,
+            load.conns,
+            &scripts,
+            options.warmup,
+            options.duration,
+        )
+        .await
+    }
+}
+
+/// The echo part of the floor, measured once per connection count.
+struct Floors {
+    url: String,
+    options: Options,
+    sequential: Option<Measured>,
+    by_conns: HashMap<usize, Measured>,
+}
+
+impl Floors {
+    fn new(url: String, options: &Options) -> Floors {
+        Floors {
+            url,
+            options: options.clone(),
+            sequential: None,
+            by_conns: HashMap::new(),
+        }
+    }
+
+    async fn sequential(&mut self) -> anyhow::Result<&Measured> {
+        if self.sequential.is_none() {
+            let scripts = Arc::new(vec!["40 + 2".to_string()]);
+            let n = self.options.requests;
+            self.sequential = Some(client::sequential(&self.url, &scripts, n / 10, n).await?);
+        }
+        Ok(self.sequential.as_ref().expect("measured just above"))
+    }
+
+    async fn closed_loop(&mut self, conns: usize) -> anyhow::Result<&Measured> {
+        if !self.by_conns.contains_key(&conns) {
+            let scripts = Arc::new(vec!["40 + 2".to_string()]);
+            let urls = [self.url.clone()];
+            let (warmup, duration) = (self.options.warmup, self.options.duration / 2);
+            let m = client::closed_loop(&urls, conns, &scripts, warmup, duration).await?;
+            self.by_conns.insert(conns, m);
+        }
+        Ok(&self.by_conns[&conns])
+    }
+
+    /// The rows of one load: p50 and p99 for the sequential one, req/s otherwise.
+    async fn rows(
+        &mut self,
+        load: &Load,
+        m: &Measured,
+        base: Option<&Measured>,
+        ping_ms: f64,
+    ) -> anyhow::Result<Vec<Row>> {
+        let redis_ms = REDIS_ROUND_TRIPS * ping_ms;
+        let row = |metric, value, floor, baseline| Row {
+            load: load.name(),
+            circles: load.circles,
+            conns: load.conns,
+            durability: load.durability.name(),
+            metric,
+            value,
+            floor,
+            baseline,
+            errors: m.errors + base.map_or(0, |b| b.errors),
+        };
+        if load.sequential {
+            let echo = self.sequential().await?;
+            let floor = |p| echo.latencies.percentile_ms(p) + redis_ms + m.run_ms;
+            let at = |x: &Measured, p| x.latencies.percentile_ms(p);
+            return Ok(vec![
+                row(
+                    Metric::P50,
+                    at(m, 50.0),
+                    floor(50.0),
+                    base.map(|b| at(b, 50.0)),
+                ),
+                row(
+                    Metric::P99,
+                    at(m, 99.0),
+                    floor(99.0),
+                    base.map(|b| at(b, 99.0)),
+                ),
+            ]);
+        }
+        let echo = self.closed_loop(load.conns).await?;
+        let floor_ms = echo.latencies.mean_ms() + redis_ms + m.run_ms;
+        // A circle's worker runs its scripts one at a time, each followed by
+        // its finish (one round trip that also claims the next one).
+        let worker_ms = m.run_ms + ping_ms;
+        let floor =
+            (load.conns as f64 * 1000.0 / floor_ms).min(load.circles as f64 * 1000.0 / worker_ms);
+        Ok(vec![row(
+            Metric::Throughput,
+            m.throughput,
+            floor,
+            base.map(|b| b.throughput),
+        )])
+    }
+}

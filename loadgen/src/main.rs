@@ -1,0 +1,109 @@
+//! `loadgen`: the end-to-end benchmark of the circles workspace. See the
+//! crate documentation of the `loadgen` library and `loadgen --help`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+
+/// Starts a redis-server and the release circles_orchestrator (built first
+/// with `cargo build --release --bin circles_orchestrator` unless --binary is
+/// given), drives real WebSocket clients and prints a markdown table: each
+/// figure, its floor and, with --baseline, the ratio to another build.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen")]
+struct Args {
+    /// The orchestrator to measure [default: build and use target/release/circles_orchestrator].
+    #[arg(long, value_name = "PATH")]
+    binary: Option<PathBuf>,
+
+    /// Another circles_orchestrator binary, run beside it on the same Redis;
+    /// each load is measured on one, then the other.
+    #[arg(long, value_name = "PATH")]
+    baseline: Option<PathBuf>,
+
+    /// A smoke run (well under a minute): 0.2 s warm-up, 1 s per load, 200 sequential requests.
+    #[arg(long)]
+    quick: bool,
+
+    /// Measured seconds of each closed-loop load [default: 5, or 1 with --quick].
+    #[arg(long, value_name = "SECONDS")]
+    duration: Option<f64>,
+
+    /// Unmeasured seconds at the start of each closed-loop load [default: 1, or 0.2 with --quick].
+    #[arg(long, value_name = "SECONDS")]
+    warmup: Option<f64>,
+
+    /// Measured requests of the sequential load [default: 2000, or 200 with --quick].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    requests: Option<u64>,
+
+    /// Also write the figures as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+}
+
+fn seconds(s: f64, option: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(s)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("{option} {s} must be a positive number of seconds"))
+}
+
+/// Builds the release orchestrator of this workspace; returns its path.
+fn build_release() -> anyhow::Result<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the crate sits in the workspace folder");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(root)
+        .args(["build", "--release", "--bin", "circles_orchestrator"])
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build --release --bin circles_orchestrator failed ({status})");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    Ok(target.join("release").join("circles_orchestrator"))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let binary = match args.binary {
+        Some(path) => path,
+        None => build_release()?,
+    };
+    let mut options = if args.quick {
+        loadgen::Options::quick(binary)
+    } else {
+        loadgen::Options::full(binary)
+    };
+    options.baseline = args.baseline;
+    if let Some(s) = args.duration {
+        options.duration = seconds(s, "--duration")?;
+    }
+    if let Some(s) = args.warmup {
+        options.warmup = seconds(s, "--warmup")?;
+    }
+    if let Some(n) = args.requests {
+        options.requests = n as usize;
+    }
+    for binary in std::iter::once(&options.binary).chain(&options.baseline) {
+        if !binary.is_file() {
+            bail!("{} is not a file", binary.display());
+        }
+    }
+    let report = loadgen::run(&options).await?;
+    print!("{}", report.render());
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&report.to_json())?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! The figures of a run, rendered as a markdown table or JSON.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+/// What a row measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// Median latency, ms.
+    P50,
+    /// 99th percentile latency, ms.
+    P99,
+    /// Successful replies per second.
+    Throughput,
+}
+
+impl Metric {
+    /// The name shown in the table.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::P50 => "p50 ms",
+            Metric::P99 => "p99 ms",
+            Metric::Throughput => "req/s",
+        }
+    }
+
+    fn format(self, value: f64) -> String {
+        match self {
+            Metric::P50 | Metric::P99 => format!("{value:.3}"),
+            Metric::Throughput => format!("{value:.0}"),
+        }
+    }
+}
+
+/// One figure with its floor and its baseline.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// The load's name.
+    pub load: &'static str,
+    /// Circles the load is spread over.
+    pub circles: usize,
+    /// Connections, one request in flight each.
+    pub conns: usize,
+    /// `sync` or `flush`.
+    pub durability: &'static str,
+    /// What `value` is.
+    pub metric: Metric,
+    /// The figure of the binary under test.
+    pub value: f64,
+    /// The floor: for latency the least the path can take, for req/s the
+    /// most `conns` connections could do at the floor's latency, or the
+    /// circles' workers at one script and one round trip each, if fewer.
+    pub floor: f64,
+    /// The same figure of the baseline binary.
+    pub baseline: Option<f64>,
+    /// Failed calls (both binaries).
+    pub errors: u64,
+}
+
+/// Everything a run measured.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// `nproc` and the CPU model.
+    pub machine: String,
+    /// When, UTC.
+    pub date: String,
+    /// Median Redis `PING` round trip, ms.
+    pub ping_ms: f64,
+    /// The binary under test.
+    pub binary: PathBuf,
+    /// The baseline binary.
+    pub baseline: Option<PathBuf>,
+    /// The figures.
+    pub rows: Vec<Row>,
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}", a / b)
+    } else {
+        "—".to_string()
+    }
+}
+
+impl Report {
+    /// The table, markdown-friendly, with the machine, the date and how the floor is made.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "loadgen — {} — {}", self.date, self.machine);
+        let _ = writeln!(out, "binary: {}", self.binary.display());
+        if let Some(base) = &self.baseline {
+            let _ = writeln!(out, "baseline: {}", base.display());
+        }
+        let _ = writeln!(
+            out,
+            "floor = WebSocket echo (same client, same connections) + {} Redis round trips \
+             (PING p50 {:.3} ms) + engine run time (median run_time_ms of the replies); for \
+             req/s rows the least of connections / floor latency and circles / (run time + \
+             1 Redis round trip), a circle's worker running one script at a time.\n",
+            crate::REDIS_ROUND_TRIPS,
+            self.ping_ms
+        );
+        let base = self.baseline.is_some();
+        let mut header =
+            "| load | circles | conns | durability | metric | value | floor | value/floor |"
+                .to_string();
+        let mut rule = "|---|---:|---:|---|---|---:|---:|---:|".to_string();
+        if base {
+            header.push_str(" baseline | new/baseline |");
+            rule.push_str("---:|---:|");
+        }
+        header.push_str(" errors |");
+        rule.push_str("---:|");
+        let _ = writeln!(out, "{header}\n{rule}");
+        for r in &self.rows {
+            let _ = write!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                r.load,
+                r.circles,
+                r.conns,
+                r.durability,
+                r.metric.name(),
+                r.metric.format(r.value),
+                r.metric.format(r.floor),
+                ratio(r.value, r.floor)
+            );
+            if base {
+                match r.baseline {
+                    Some(b) => {
+                        let _ = write!(out, " {} | {} |", r.metric.format(b), ratio(r.value, b));
+                    }
+                    None => out.push_str(" n/a | n/a |"),
+                }
+            }
+            let _ = writeln!(out, " {} |", r.errors);
+        }
+        out
+    }
+
+    /// The same figures as one JSON object.
+    pub fn to_json(&self) -> serde_json::Value {
+        let rows: Vec<serde_json::Value> = self
+            .rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "load": r.load, "circles": r.circles, "conns": r.conns,
+                    "durability": r.durability, "metric": r.metric.name(), "value": r.value,
+                    "floor": r.floor, "baseline": r.baseline, "errors": r.errors,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "date": self.date, "machine": self.machine, "redis_ping_ms": self.ping_ms,
+            "redis_round_trips": crate::REDIS_ROUND_TRIPS,
+            "binary": self.binary, "baseline": self.baseline, "rows": rows,
+        })
+    }
+}
+
+/// `nproc` and the CPU model from /proc/cpuinfo.
+pub fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_string());
+    format!("nproc {cpus}, {model}")
+}
+
+/// The current time, UTC, to the minute.
+pub fn date() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(baseline: Option<f64>) -> Report {
+        Report {
+            machine: "nproc 2, Test CPU".into(),
+            date: "2026-01-01 00:00 UTC".into(),
+            ping_ms: 0.05,
+            binary: "new".into(),
+            baseline: baseline.map(|_| "old".into()),
+            rows: vec![Row {
+                load: "`40 + 2`",
+                circles: 1,
+                conns: 64,
+                durability: "sync",
+                metric: Metric::Throughput,
+                value: 5000.0,
+                floor: 10000.0,
+                baseline,
+                errors: 0,
+            }],
+        }
+    }
+
+    #[test]
+    fn the_table_shows_the_ratio_to_the_floor_and_to_the_baseline_only_with_one() {
+        let alone = report(None).render();
+        assert!(alone.contains("nproc 2, Test CPU"), "{alone}");
+        assert!(
+            alone.contains("| `40 + 2` | 1 | 64 | sync | req/s | 5000 | 10000 | 0.50 | 0 |"),
+            "{alone}"
+        );
+        assert!(!alone.contains("baseline |"), "{alone}");
+        let both = report(Some(2500.0)).render();
+        assert!(both.contains("| 0.50 | 2500 | 2.00 | 0 |"), "{both}");
+        assert_eq!(report(None).to_json()["rows"][0]["floor"], 10000.0);
+    }
+}
