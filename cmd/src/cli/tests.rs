@@ -1,0 +1,101 @@
+//! The option parser's tests: defaults, usage errors, what each option accepts.
+use super::*;
+use clap::CommandFactory;
+
+#[test]
+fn durations_accept_units_and_bare_seconds() {
+    assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+    assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+    assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+    assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+    assert!(parse_duration("ten").is_err());
+    assert!(parse_duration("5 weeks").is_err());
+}
+
+#[test]
+fn options_where_zero_makes_no_sense_refuse_it_naming_the_option() {
+    for (option, zero) in [
+        ("--task-timeout", "0s"),
+        ("--script-timeout", "0ms"),
+        ("--result-ttl", "0"),
+        ("--delivered-ttl", "0ms"),
+        ("--worker-pop-timeout", "0s"),
+        ("--worker-heartbeat", "0s"),
+        ("--worker-reap-interval", "0s"),
+        ("--refresh", "0s"),
+        ("--max-operations", "0"),
+        ("--max-message-bytes", "0"),
+        ("--max-in-flight", "0"),
+        ("--max-connections", "0"),
+    ] {
+        let e = Cli::try_parse_from(["c", option, zero]).expect_err(option);
+        assert_eq!(
+            e.kind(),
+            clap::error::ErrorKind::ValueValidation,
+            "{option}"
+        );
+        assert!(e.to_string().contains(option), "{option}: {e}");
+    }
+    // A zero grace is meaningful: cancel running scripts at once.
+    let cli = Cli::try_parse_from(["c", "--shutdown-grace", "0s"]).expect("zero grace");
+    assert_eq!(cli.run.shutdown_grace, Duration::ZERO);
+    let cli =
+        Cli::try_parse_from(["c", "--max-in-flight", "1", "--max-operations", "1"]).expect("ones");
+    assert_eq!((cli.run.max_in_flight, cli.run.max_operations), (1, 1));
+}
+
+#[test]
+fn durability_is_sync_by_default_and_an_unknown_mode_is_a_usage_error() {
+    let cli = Cli::try_parse_from(["c"]).expect("parses");
+    assert_eq!(cli.run.durability, Durability::Sync);
+    let cli = Cli::try_parse_from(["c", "--durability", "flush"]).expect("parses");
+    assert_eq!(cli.run.durability, Durability::Flush);
+    let e = Cli::try_parse_from(["c", "--durability", "fast"]).expect_err("unknown mode");
+    assert_eq!(e.exit_code(), 2, "{e}");
+    let shown = e.to_string();
+    for needle in ["--durability", "sync", "flush"] {
+        assert!(shown.contains(needle), "{needle} missing from: {shown}");
+    }
+}
+
+#[test]
+fn cli_definition_is_consistent() {
+    Cli::command().debug_assert();
+}
+
+#[test]
+fn play_as_first_argument_is_the_subcommand_and_a_path_otherwise() {
+    let cli = Cli::try_parse_from(["c", "play", "40 + 2"]).expect("parses");
+    assert!(matches!(cli.command, Some(Command::Play(_))));
+    let cli = Cli::try_parse_from(["c", "./play"]).expect("parses");
+    assert!(cli.command.is_none());
+    assert_eq!(cli.run.config, PathBuf::from("./play"));
+    let cli = Cli::try_parse_from(["c", "mine.json", "--host", "0.0.0.0"]).expect("parses");
+    assert_eq!(cli.run.config, PathBuf::from("mine.json"));
+    assert_eq!(cli.run.host, "0.0.0.0");
+}
+
+#[test]
+fn tls_cert_and_key_come_together_and_a_missing_one_is_named() {
+    for (given, missing) in [("--tls-cert", "--tls-key"), ("--tls-key", "--tls-cert")] {
+        let err = Cli::try_parse_from(["c", given, "x.pem"]).expect_err(given);
+        assert_eq!(err.exit_code(), 2, "{err}");
+        assert!(err.to_string().contains(missing), "{given}: {err}");
+    }
+    let cli =
+        Cli::try_parse_from(["c", "--tls-cert", "c.pem", "--tls-key", "k.pem"]).expect("both");
+    assert_eq!(cli.run.tls_cert, Some(PathBuf::from("c.pem")));
+    assert_eq!(cli.run.tls_key, Some(PathBuf::from("k.pem")));
+}
+
+#[test]
+fn a_token_is_never_shown_by_debug_and_must_fit_a_header() {
+    let cli = Cli::try_parse_from(["c", "play", "--token", "s3cret-tok", "1"]).expect("parses");
+    let shown = format!("{cli:?}");
+    assert!(!shown.contains("s3cret-tok"), "{shown}");
+    assert!(shown.contains("Token(<redacted>)"), "{shown}");
+    for bad in ["", "a b", "tök"] {
+        let err = Cli::try_parse_from(["c", "play", "--token", bad, "1"]).expect_err(bad);
+        assert_eq!(err.exit_code(), 2, "{err}");
+    }
+}
