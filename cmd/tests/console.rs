@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::browser::Browser;
+use common::http::admin_addr;
 use common::{Orchestrator, Sandbox, port, sha256_hex};
 use serde_json::{Value, json};
 
@@ -71,19 +72,6 @@ fn serve_with(extra: &[&str]) -> Running {
         admin,
         ports,
     }
-}
-
-/// The admin address the status header names.
-fn admin_addr(stdout: &str) -> SocketAddr {
-    let url = stdout
-        .split(" | ")
-        .find_map(|part| part.trim().strip_prefix("admin http://"))
-        .unwrap_or_else(|| panic!("no admin URL in the header:\n{stdout}"));
-    url.split_whitespace()
-        .next()
-        .expect("an address")
-        .parse()
-        .expect("a socket address")
 }
 
 #[test]

@@ -12,6 +12,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::http::admin_addr;
 use common::{Orchestrator, Sandbox, connect, output, play, port, run_to_end};
 use serde_json::json;
 
@@ -82,16 +83,6 @@ fn wait_ready(addr: &str) -> String {
     }
 }
 
-/// The admin address the status header names.
-fn admin_addr(stdout: &str) -> String {
-    stdout
-        .split(" | ")
-        .find_map(|part| part.trim().strip_prefix("admin http://"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no admin URL in the header:\n{stdout}"))
-        .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_play_through_a_gateway_runs_on_the_database_of_a_worker_in_another_process() {
     let sandbox = Sandbox::new();
@@ -113,7 +104,7 @@ async fn a_play_through_a_gateway_runs_on_the_database_of_a_worker_in_another_pr
         worker.stdout()
     );
     assert!(!accepts(alpha), "a worker binds no port");
-    let ready = wait_ready(&admin_addr(&worker.stdout()));
+    let ready = wait_ready(&admin_addr(&worker.stdout()).to_string());
     assert!(ready.contains(r#""ready":true"#), "{ready}");
 
     let mut gateway = start(
@@ -128,7 +119,7 @@ async fn a_play_through_a_gateway_runs_on_the_database_of_a_worker_in_another_pr
         "the gateway's table says it runs no worker:\n{}",
         gateway.stdout()
     );
-    let ready = wait_ready(&admin_addr(&gateway.stdout()));
+    let ready = wait_ready(&admin_addr(&gateway.stdout()).to_string());
     assert!(ready.contains(r#""ready":true"#), "{ready}");
 
     let mut ws = connect(alpha).await;
