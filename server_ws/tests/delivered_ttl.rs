@@ -8,7 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Fixture, PROMPTLY, QUEUE, call, code, play, start_worker, start_worker_with};
+use common::{
+    Fixture, PROMPTLY, QUEUE, call, code, play, redis_conn, start_worker, start_worker_with,
+};
 use server_ws::{ServerTiming, codes};
 
 /// The delivered TTL of these tests: short enough to watch a hash expire.
@@ -16,14 +18,6 @@ const DELIVERED: Duration = Duration::from_millis(1500);
 
 /// The worker's result TTL (the default, an hour), in ms.
 const RESULT_TTL_MS: i64 = worker::DEFAULT_RESULT_TTL.as_millis() as i64;
-
-async fn redis_conn(fx: &Fixture) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(fx.redis.url())
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis")
-}
 
 /// The remaining TTL of task `id`'s hash in ms (-2: no hash, -1: no TTL).
 async fn pttl(conn: &mut redis::aio::MultiplexedConnection, id: &str) -> i64 {

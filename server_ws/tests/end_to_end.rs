@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Fixture, call, code, play, start_worker, start_worker_with};
+use common::{Fixture, call, code, play, redis_conn, start_worker, start_worker_with};
 use server_ws::{ServerTiming, codes};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,14 +241,6 @@ fn endless_limits() -> engine::Limits {
         max_operations: 0,
         ..engine::Limits::default()
     }
-}
-
-async fn redis_conn(fx: &Fixture) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(fx.redis.url())
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis")
 }
 
 /// Polls until `count` task hashes have ended (completed or error); their

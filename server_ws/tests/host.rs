@@ -7,11 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use futures_util::StreamExt;
 use server_ws::{CircleServer, ServerConfig, ServerStatus, ServerTiming, codes};
+use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 
 /// Tries an upgrade at `url` with `origin`; the HTTP status on refusal,
@@ -41,21 +40,6 @@ async fn connect(url: &str, origin: Option<&str>) -> Ws {
         .await
         .expect("websocket upgrade")
         .0
-}
-
-async fn close_code(ws: &mut Ws) -> Option<CloseCode> {
-    let deadline = tokio::time::Instant::now() + PROMPTLY;
-    loop {
-        match tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .expect("the server closes within the deadline")
-        {
-            Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(other)) => panic!("expected a close frame, got {other:?}"),
-            Some(Err(_)) | None => return None,
-        }
-    }
 }
 
 struct Circle {

@@ -6,9 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use futures_util::StreamExt;
 use server_ws::{CircleServer, Pause, ServerConfig, ServerStatus, ServerTiming};
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 
@@ -27,21 +25,6 @@ async fn connect(url: &str) -> Ws {
         .await
         .expect("websocket upgrade")
         .0
-}
-
-async fn close_code(ws: &mut Ws) -> Option<CloseCode> {
-    let deadline = tokio::time::Instant::now() + PROMPTLY;
-    loop {
-        match tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .expect("the server closes within the deadline")
-        {
-            Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(other)) => panic!("expected a close frame, got {other:?}"),
-            Some(Err(_)) | None => return None,
-        }
-    }
 }
 
 /// A circle bound on port 0: its URL, the orchestrator's copy of its

@@ -15,6 +15,7 @@ use serde_json::Value;
 use server_ws::{ServerConfig, ServerStatus, ServerTiming};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
@@ -324,4 +325,31 @@ pub fn start_worker_with(
         token.clone(),
     ));
     token
+}
+
+/// The close code the server sent, within [`PROMPTLY`]; `None` when the
+/// connection ended without a close frame. Pings and pongs are skipped; any
+/// other message fails the test.
+pub async fn close_code(ws: &mut Ws) -> Option<CloseCode> {
+    let deadline = tokio::time::Instant::now() + PROMPTLY;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("the server closes within the deadline")
+        {
+            Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(other)) => panic!("expected a close frame, got {other:?}"),
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+/// A plain connection to the fixture's Redis, for looking at keys directly.
+pub async fn redis_conn(fx: &Fixture) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(fx.redis.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis")
 }
