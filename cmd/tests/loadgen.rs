@@ -60,3 +60,35 @@ async fn the_load_generator_measures_every_load_of_the_built_orchestrator() {
     );
     assert!(table.contains("nproc"), "{table}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_capacity_run_splits_each_task_s_cpu_between_gateway_worker_and_redis() {
+    let options = loadgen::capacity::CapacityOptions {
+        binary: PathBuf::from(env!("CARGO_BIN_EXE_circles_orchestrator")),
+        circles: 2,
+        conns: 8,
+        warmup: Duration::from_millis(100),
+        duration: Duration::from_millis(600),
+        memory: Some(Duration::from_millis(1200)),
+        sample: Duration::from_millis(400),
+        extra: vec!["--delivered-ttl=1s".into()],
+    };
+    let report = loadgen::capacity::run(&options)
+        .await
+        .expect("the run completes");
+    let shown = report.render();
+    assert_eq!(report.rows.len(), 2, "{shown}");
+    for row in &report.rows {
+        assert_eq!(row.errors, 0, "{shown}");
+        assert!(row.throughput > 0.0, "{shown}");
+        // Every task crosses all three processes, so each spends CPU on it.
+        assert!(
+            row.gateway_us > 0.0 && row.worker_us > 0.0 && row.redis_us > 0.0,
+            "{shown}"
+        );
+    }
+    assert!(report.memory.len() >= 2, "{shown}");
+    assert!(report.memory.iter().all(|s| s.used_memory > 0), "{shown}");
+    assert!(report.memory_throughput > 0.0, "{shown}");
+    assert!(shown.contains("| gateway | worker | redis |"), "{shown}");
+}

@@ -16,6 +16,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod capacity;
 mod client;
 mod echo;
 mod orchestrator;

@@ -40,6 +40,35 @@ struct Args {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     requests: Option<u64>,
 
+    /// Instead of the latency and throughput table, measure where a task's
+    /// CPU goes: one `--role worker` and one `--role gateway` process,
+    /// trivial and 1 KiB-insert loads through the gateway, CPU µs per task
+    /// of each process and of Redis.
+    #[arg(long)]
+    capacity: bool,
+
+    /// With --capacity: circles served [default: 4].
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
+    circles: u64,
+
+    /// With --capacity: connections of each load [default: 64].
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    conns: u64,
+
+    /// With --capacity: then a steady trivial load of this many seconds with
+    /// Redis used_memory sampled (pass the TTLs to test with --orchestrator-arg).
+    #[arg(long, value_name = "SECONDS")]
+    memory: Option<f64>,
+
+    /// With --memory: seconds between samples [default: 10].
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    sample: f64,
+
+    /// With --capacity: an option passed to both orchestrator processes,
+    /// repeatable (`--orchestrator-arg=--delivered-ttl=5s`).
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    orchestrator_arg: Vec<String>,
+
     /// Also write the figures as JSON to this file.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -79,6 +108,30 @@ async fn main() -> anyhow::Result<()> {
         Some(path) => path,
         None => build_release()?,
     };
+    if args.capacity {
+        let quick = args.quick;
+        let options = loadgen::capacity::CapacityOptions {
+            binary,
+            circles: args.circles as usize,
+            conns: args.conns as usize,
+            warmup: seconds(
+                args.warmup.unwrap_or(if quick { 0.2 } else { 1.0 }),
+                "--warmup",
+            )?,
+            duration: seconds(
+                args.duration.unwrap_or(if quick { 1.0 } else { 5.0 }),
+                "--duration",
+            )?,
+            memory: args.memory.map(|s| seconds(s, "--memory")).transpose()?,
+            sample: seconds(args.sample, "--sample")?,
+            extra: args.orchestrator_arg,
+        };
+        if !options.binary.is_file() {
+            bail!("{} is not a file", options.binary.display());
+        }
+        print!("{}", loadgen::capacity::run(&options).await?.render());
+        return Ok(());
+    }
     let mut options = if args.quick {
         loadgen::Options::quick(binary)
     } else {

@@ -31,34 +31,36 @@ impl Orchestrator {
         extra: &[&str],
     ) -> anyhow::Result<Orchestrator> {
         let dir = tempfile::tempdir().context("a temp dir for the orchestrator")?;
-        let mut elements = Vec::new();
-        let mut urls = Vec::new();
-        for id in 1..=circles {
-            let port = testkit::free_port();
-            elements.push(serde_json::json!({
-                "id": id, "name": format!("loadgen {tag} {id}"), "port": port
-            }));
-            urls.push(format!("ws://127.0.0.1:{port}/ws"));
-        }
-        let config = dir.path().join("circles.json");
-        std::fs::write(&config, serde_json::Value::Array(elements).to_string())?;
-        let log = std::fs::File::create(dir.path().join("orchestrator.log"))?;
-        let child = Command::new(binary)
-            .arg(&config)
-            .args(["--redis-url", redis_url, "--no-managed-redis"])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["--output", "plain", "--admin", "off"])
-            .args(["--max-connections", "1024", "--result-ttl", "120s"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
+        let (config, urls) = write_config(dir.path(), circles, tag)?;
+        let data = dir.path().join("data");
+        let child = spawn(binary, &config, redis_url, &data, dir.path(), extra)?;
         let mut orchestrator = Orchestrator { child, dir, urls };
         orchestrator.wait_ready().await?;
         Ok(orchestrator)
+    }
+
+    /// Starts `binary` with the circles.json at `config` (written by
+    /// [`write_config`], whose URLs are `urls`) and the data dir `data`,
+    /// `extra` options appended (a `--role`, say). Waits until every URL of
+    /// `urls` answers `40 + 2`; a worker-only process is given none.
+    pub async fn start_with(
+        binary: &Path,
+        config: &Path,
+        data: &Path,
+        redis_url: &str,
+        urls: Vec<String>,
+        extra: &[&str],
+    ) -> anyhow::Result<Orchestrator> {
+        let dir = tempfile::tempdir().context("a temp dir for the orchestrator")?;
+        let child = spawn(binary, config, redis_url, data, dir.path(), extra)?;
+        let mut orchestrator = Orchestrator { child, dir, urls };
+        orchestrator.wait_ready().await?;
+        Ok(orchestrator)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
@@ -121,6 +123,52 @@ impl Orchestrator {
         }
         Ok(())
     }
+}
+
+/// Writes a circles.json of `circles` circles named after `tag`, each on a
+/// free port, into `dir`; gives its path and the circles' `ws://` URLs.
+pub fn write_config(
+    dir: &Path,
+    circles: usize,
+    tag: &str,
+) -> anyhow::Result<(std::path::PathBuf, Vec<String>)> {
+    let mut elements = Vec::new();
+    let mut urls = Vec::new();
+    for id in 1..=circles {
+        let port = testkit::free_port();
+        elements.push(serde_json::json!({
+            "id": id, "name": format!("loadgen {tag} {id}"), "port": port
+        }));
+        urls.push(format!("ws://127.0.0.1:{port}/ws"));
+    }
+    let config = dir.join("circles.json");
+    std::fs::write(&config, serde_json::Value::Array(elements).to_string())?;
+    Ok((config, urls))
+}
+
+/// Spawns `binary` on `config` with its log in `log_dir`.
+fn spawn(
+    binary: &Path,
+    config: &Path,
+    redis_url: &str,
+    data: &Path,
+    log_dir: &Path,
+    extra: &[&str],
+) -> anyhow::Result<Child> {
+    let log = std::fs::File::create(log_dir.join("orchestrator.log"))?;
+    Command::new(binary)
+        .arg(config)
+        .args(["--redis-url", redis_url, "--no-managed-redis"])
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--output", "plain", "--admin", "off"])
+        .args(["--max-connections", "1024", "--result-ttl", "120s"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))
 }
 
 impl Drop for Orchestrator {

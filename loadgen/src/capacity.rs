@@ -1,0 +1,396 @@
+//! Where a task's CPU goes, for the capacity model: one `--role worker`
+//! and one `--role gateway` orchestrator on the benchmark's Redis, a
+//! closed-loop load through the gateway, and the CPU time each process
+//! (and Redis, and the load generator itself) spent per task. A figure of
+//! microseconds of CPU per task is tasks per second per core: 1,000,000
+//! divided by it. With a memory run, Redis `used_memory` is sampled while a
+//! steady load runs, so the delivered-result TTL's bound can be read off.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::client;
+use crate::orchestrator::{Orchestrator, write_config};
+use crate::plan::Script;
+
+/// What a capacity run measures.
+#[derive(Debug, Clone)]
+pub struct CapacityOptions {
+    /// The orchestrator under test.
+    pub binary: PathBuf,
+    /// Circles served by the gateway and the worker.
+    pub circles: usize,
+    /// Connections of the closed-loop loads, spread over the circles.
+    pub conns: usize,
+    /// Unmeasured load before each measured one.
+    pub warmup: Duration,
+    /// Measured time of each load.
+    pub duration: Duration,
+    /// A steady trivial load of this length with `used_memory` sampled
+    /// every `sample` (none: no memory run).
+    pub memory: Option<Duration>,
+    /// Interval between memory samples.
+    pub sample: Duration,
+    /// Extra orchestrator options for both processes (`--delivered-ttl 5s`).
+    pub extra: Vec<String>,
+}
+
+/// The CPU one load cost, per task, by process.
+#[derive(Debug, Clone)]
+pub struct CpuRow {
+    /// The load's name.
+    pub load: &'static str,
+    /// Tasks answered per second.
+    pub throughput: f64,
+    /// Error replies.
+    pub errors: u64,
+    /// CPU microseconds per task of the gateway process.
+    pub gateway_us: f64,
+    /// Of the worker process.
+    pub worker_us: f64,
+    /// Of redis-server.
+    pub redis_us: f64,
+    /// Of the load generator (the WebSocket clients).
+    pub clients_us: f64,
+}
+
+/// One memory sample.
+#[derive(Debug, Clone, Copy)]
+pub struct MemorySample {
+    /// Seconds since the memory run started.
+    pub at_s: f64,
+    /// Redis `used_memory`, bytes.
+    pub used_memory: u64,
+    /// Task hashes in Redis (`DBSIZE`, which the hashes dominate).
+    pub keys: u64,
+}
+
+/// What a capacity run measured.
+#[derive(Debug, Clone)]
+pub struct CapacityReport {
+    /// Rows, one per load.
+    pub rows: Vec<CpuRow>,
+    /// Memory samples of the memory run (empty without one).
+    pub memory: Vec<MemorySample>,
+    /// Throughput of the memory run.
+    pub memory_throughput: f64,
+    /// The options it ran with.
+    pub options: CapacityOptions,
+}
+
+/// Runs the capacity loads (and the memory run) against a gateway and a worker process.
+pub async fn run(options: &CapacityOptions) -> anyhow::Result<CapacityReport> {
+    let redis = testkit::RedisServer::start();
+    let dir = tempfile::tempdir().context("a temp dir")?;
+    let (config, urls) = write_config(dir.path(), options.circles, "capacity")?;
+    let data = dir.path().join("data");
+    let extra: Vec<&str> = options.extra.iter().map(String::as_str).collect();
+    let with_role = |role: &'static str| {
+        let mut args = vec!["--role", role];
+        args.extend(&extra);
+        args
+    };
+    let worker = Orchestrator::start_with(
+        &options.binary,
+        &config,
+        &data,
+        &redis.url(),
+        Vec::new(),
+        &with_role("worker"),
+    )
+    .await?;
+    let gateway = Orchestrator::start_with(
+        &options.binary,
+        &config,
+        &data,
+        &redis.url(),
+        urls.clone(),
+        &with_role("gateway"),
+    )
+    .await?;
+    let urls = Arc::new(urls);
+    let mut rows = Vec::new();
+    for (load, script) in [
+        ("trivial `40 + 2`", Script::Trivial),
+        ("1 KiB insert", Script::Write),
+    ] {
+        let scripts = Arc::new(script.texts(0));
+        client::closed_loop(
+            &urls,
+            options.conns,
+            &scripts,
+            Duration::ZERO,
+            options.warmup,
+        )
+        .await?;
+        let before = Cpu::read(&gateway, &worker, redis.port()).await?;
+        let m = client::closed_loop(
+            &urls,
+            options.conns,
+            &scripts,
+            Duration::ZERO,
+            options.duration,
+        )
+        .await?;
+        let after = Cpu::read(&gateway, &worker, redis.port()).await?;
+        let tasks = (m.throughput * options.duration.as_secs_f64()).max(1.0);
+        let per_task = |a: f64, b: f64| (b - a) * 1e6 / tasks;
+        rows.push(CpuRow {
+            load,
+            throughput: m.throughput,
+            errors: m.errors,
+            gateway_us: per_task(before.gateway, after.gateway),
+            worker_us: per_task(before.worker, after.worker),
+            redis_us: per_task(before.redis, after.redis),
+            clients_us: per_task(before.clients, after.clients),
+        });
+    }
+    let (memory, memory_throughput) = match options.memory {
+        Some(length) => memory_run(options, &urls, redis.port(), length).await?,
+        None => (Vec::new(), 0.0),
+    };
+    gateway.stop().await?;
+    worker.stop().await?;
+    Ok(CapacityReport {
+        rows,
+        memory,
+        memory_throughput,
+        options: options.clone(),
+    })
+}
+
+/// A steady trivial load of `length`, sampling Redis memory meanwhile.
+async fn memory_run(
+    options: &CapacityOptions,
+    urls: &Arc<Vec<String>>,
+    port: u16,
+    length: Duration,
+) -> anyhow::Result<(Vec<MemorySample>, f64)> {
+    let scripts = Arc::new(Script::Trivial.texts(0));
+    let (urls, conns) = (urls.clone(), options.conns);
+    let load = tokio::spawn(async move {
+        client::closed_loop(&urls, conns, &scripts, Duration::ZERO, length).await
+    });
+    let start = Instant::now();
+    let mut samples = Vec::new();
+    while start.elapsed() < length {
+        tokio::time::sleep(options.sample.min(length)).await;
+        let info = info(port, "memory").await?;
+        samples.push(MemorySample {
+            at_s: start.elapsed().as_secs_f64(),
+            used_memory: field(&info, "used_memory")? as u64,
+            keys: dbsize(port).await?,
+        });
+    }
+    let m = load.await.context("the memory load panicked")??;
+    Ok((samples, m.throughput))
+}
+
+/// CPU seconds so far of each process.
+struct Cpu {
+    gateway: f64,
+    worker: f64,
+    redis: f64,
+    clients: f64,
+}
+
+impl Cpu {
+    async fn read(gateway: &Orchestrator, worker: &Orchestrator, port: u16) -> anyhow::Result<Cpu> {
+        let info = info(port, "cpu").await?;
+        Ok(Cpu {
+            gateway: process_cpu(&gateway.pid().to_string())?,
+            worker: process_cpu(&worker.pid().to_string())?,
+            redis: field(&info, "used_cpu_user")? + field(&info, "used_cpu_sys")?,
+            clients: process_cpu("self")?,
+        })
+    }
+}
+
+/// User plus system CPU seconds of `/proc/<pid>` (`self` for this process).
+fn process_cpu(pid: &str) -> anyhow::Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // Fields after the command name, which ends at the last ')'; utime and
+    // stime are fields 14 and 15 of the whole line, 12 and 13 after it.
+    let rest = &stat[stat.rfind(')').context("a stat line without ')'")? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields
+            .get(i)
+            .with_context(|| format!("{path} has no field {}", i + 3))?
+            .parse::<f64>()?)
+    };
+    // Linux reports these in USER_HZ, 100 on every architecture it runs on.
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
+}
+
+/// One RESP command with simple arguments; the raw reply.
+async fn command(port: u16, args: &[&str]) -> anyhow::Result<Vec<u8>> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(request.as_bytes()).await?;
+    stream.shutdown().await.ok();
+    let mut reply = Vec::new();
+    // A closed write side makes Redis answer and close once it has replied.
+    let deadline = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 || complete(&reply) {
+                break;
+            }
+            reply.extend_from_slice(&buf[..n]);
+            if complete(&reply) {
+                break;
+            }
+        }
+        anyhow::Ok(())
+    });
+    deadline
+        .await
+        .context("redis did not answer within 5 s")??;
+    Ok(reply)
+}
+
+/// Whether a reply of one bulk string or integer has arrived whole.
+fn complete(reply: &[u8]) -> bool {
+    let Some(end) = reply.windows(2).position(|w| w == b"\r\n") else {
+        return false;
+    };
+    match reply.first() {
+        Some(b'$') => std::str::from_utf8(&reply[1..end])
+            .ok()
+            .and_then(|n| n.parse::<usize>().ok())
+            .is_some_and(|n| reply.len() >= end + 2 + n + 2),
+        _ => true,
+    }
+}
+
+/// `INFO <section>` as name → value.
+async fn info(port: u16, section: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let reply = command(port, &["INFO", section]).await?;
+    let text = String::from_utf8_lossy(&reply);
+    if !text.starts_with('$') {
+        bail!("INFO {section} answered {text:?}");
+    }
+    Ok(text
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
+        .collect())
+}
+
+fn field(info: &[(String, String)], name: &str) -> anyhow::Result<f64> {
+    info.iter()
+        .find(|(k, _)| k == name)
+        .with_context(|| format!("INFO has no {name}"))?
+        .1
+        .parse()
+        .with_context(|| format!("INFO's {name} is not a number"))
+}
+
+async fn dbsize(port: u16) -> anyhow::Result<u64> {
+    let reply = command(port, &["DBSIZE"]).await?;
+    let text = String::from_utf8_lossy(&reply);
+    text.strip_prefix(':')
+        .and_then(|n| n.trim().parse().ok())
+        .with_context(|| format!("DBSIZE answered {text:?}"))
+}
+
+impl CapacityReport {
+    /// A markdown report: CPU per task by process and what one core of each
+    /// sustains, then the memory samples.
+    pub fn render(&self) -> String {
+        let o = &self.options;
+        let mut out = format!(
+            "Capacity: {} circles, {} connections, one gateway and one worker process, \
+             {:.0} s per load ({})\n\n",
+            o.circles,
+            o.conns,
+            o.duration.as_secs_f64(),
+            crate::report::machine(),
+        );
+        out.push_str(
+            "| load | tasks/s | errors | gateway µs/task | worker µs/task | redis µs/task | clients µs/task |\n\
+             |---|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for r in &self.rows {
+            out.push_str(&format!(
+                "| {} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
+                r.load, r.throughput, r.errors, r.gateway_us, r.worker_us, r.redis_us, r.clients_us
+            ));
+        }
+        out.push_str("\nTasks per second one core of each sustains (1,000,000 / µs per task):\n\n");
+        out.push_str("| load | gateway | worker | redis |\n|---|---:|---:|---:|\n");
+        let per_core = |us: f64| if us > 0.0 { 1e6 / us } else { f64::INFINITY };
+        for r in &self.rows {
+            out.push_str(&format!(
+                "| {} | {:.0} | {:.0} | {:.0} |\n",
+                r.load,
+                per_core(r.gateway_us),
+                per_core(r.worker_us),
+                per_core(r.redis_us)
+            ));
+        }
+        if !self.memory.is_empty() {
+            out.push_str(&format!(
+                "\nMemory run: trivial load at {:.0} tasks/s, options {:?}\n\n\
+                 | at s | used_memory MB | keys |\n|---:|---:|---:|\n",
+                self.memory_throughput, o.extra
+            ));
+            for s in &self.memory {
+                out.push_str(&format!(
+                    "| {:.0} | {:.1} | {} |\n",
+                    s.at_s,
+                    s.used_memory as f64 / 1e6,
+                    s.keys
+                ));
+            }
+            let max = self.memory.iter().map(|s| s.used_memory).max().unwrap_or(0);
+            out.push_str(&format!("\nmax used_memory {:.1} MB\n", max as f64 / 1e6));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_is_complete_only_when_its_bulk_string_has_arrived() {
+        assert!(!complete(b"$10\r\n01234"));
+        assert!(complete(b"$10\r\n0123456789\r\n"));
+        assert!(complete(b":42\r\n"));
+        assert!(!complete(b":4"));
+    }
+
+    #[test]
+    fn this_process_has_spent_some_cpu() {
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(30) {
+            std::hint::black_box(spin.elapsed());
+        }
+        assert!(process_cpu("self").expect("reads /proc/self/stat") > 0.0);
+    }
+
+    #[tokio::test]
+    async fn info_and_dbsize_read_a_real_redis() {
+        let redis = testkit::RedisServer::start();
+        let memory = info(redis.port(), "memory").await.expect("INFO memory");
+        assert!(field(&memory, "used_memory").expect("a number") > 0.0);
+        assert_eq!(dbsize(redis.port()).await.expect("DBSIZE"), 0);
+        command(redis.port(), &["SET", "k", "v"])
+            .await
+            .expect("SET");
+        assert_eq!(dbsize(redis.port()).await.expect("DBSIZE"), 1);
+    }
+}
