@@ -81,7 +81,10 @@ pub fn channel(source: &Source) -> (watch::Sender<Arc<str>>, Latest) {
 }
 
 /// Publishes `source`'s snapshot on `tx` until `stop`; dropping `tx` then
-/// ends every client's stream.
+/// ends every client's stream. While no client listens (the one receiver
+/// left is the endpoint's own, which a connecting client clones) it builds
+/// nothing: an idle console costs no work, and a client's first event is
+/// built fresh by [`events`] itself.
 pub async fn produce(tx: watch::Sender<Arc<str>>, source: Source, stop: CancellationToken) {
     let mut tick = tokio::time::interval(REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -90,6 +93,9 @@ pub async fn produce(tx: watch::Sender<Arc<str>>, source: Source, stop: Cancella
         tokio::select! {
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        if tx.receiver_count() <= 1 {
+            continue;
         }
         let json = source.json();
         let changed = *tx.borrow().as_ref() != *json;
@@ -112,7 +118,13 @@ pub async fn events(req: HttpRequest, state: web::Data<AdminState>) -> HttpRespo
         return refused;
     }
     let mut latest = state.events.clone();
-    let first = event(&latest.borrow_and_update());
+    latest.mark_unchanged();
+    let now = Source {
+        header: state.header.clone(),
+        circles: state.circles.clone(),
+        draining: Arc::clone(&state.draining),
+    };
+    let first = event(&now.json());
     let rest = futures_util::stream::unfold(latest, |mut latest| async move {
         latest.changed().await.ok()?;
         let next = event(&latest.borrow_and_update());
