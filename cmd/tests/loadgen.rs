@@ -26,6 +26,13 @@ async fn the_load_generator_measures_every_load_of_the_built_orchestrator() {
         let shown = report.render();
         assert!(row.value > 0.0 && row.floor > 0.0, "{row:?}\n{shown}");
         assert_eq!(row.errors, 0, "{row:?}\n{shown}");
+        // Every closed-loop load says how busy the machine and Redis were.
+        let saturation = row.saturation.filter(|s| s.machine > 0.0 && s.redis > 0.0);
+        assert_eq!(
+            saturation.is_some(),
+            row.metric == loadgen::Metric::Throughput,
+            "{row:?}"
+        );
         match row.durability {
             "sync" => assert!(row.baseline.is_some_and(|b| b > 0.0), "{row:?}"),
             _ => assert_eq!(row.baseline, None, "the baseline has no --durability"),

@@ -190,6 +190,82 @@ async fn memory_run(
     Ok((samples, m.throughput))
 }
 
+/// How busy the machine's cores and Redis's one command thread were
+/// during a load: the limit a load reached, if any.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Saturation {
+    /// Busy share of all the machine's cores, 0..=1.
+    pub machine: f64,
+    /// Busy share of one core spent by redis-server, 0..=1 (it runs
+    /// commands on one thread).
+    pub redis: f64,
+}
+
+impl Saturation {
+    /// Busy at or above this share counts as the limit reached.
+    pub const LIMIT: f64 = 0.9;
+
+    /// What limited the load: `CPU`, `Redis`, both, or `—` for neither.
+    pub fn limit(&self) -> &'static str {
+        match (self.machine >= Self::LIMIT, self.redis >= Self::LIMIT) {
+            (true, true) => "CPU+Redis",
+            (true, false) => "CPU",
+            (false, true) => "Redis",
+            (false, false) => "—",
+        }
+    }
+}
+
+/// Reads the machine's and Redis's CPU counters before a load; [`Meter::stop`] after it.
+pub(crate) struct Meter {
+    port: u16,
+    machine: (f64, f64),
+    redis: f64,
+    at: Instant,
+}
+
+impl Meter {
+    pub(crate) async fn start(port: u16) -> anyhow::Result<Meter> {
+        Ok(Meter {
+            port,
+            machine: machine_ticks()?,
+            redis: redis_cpu(port).await?,
+            at: Instant::now(),
+        })
+    }
+
+    pub(crate) async fn stop(self) -> anyhow::Result<Saturation> {
+        let (busy, total) = machine_ticks()?;
+        let redis = redis_cpu(self.port).await?;
+        let wall = self.at.elapsed().as_secs_f64().max(1e-3);
+        Ok(Saturation {
+            machine: ((busy - self.machine.0) / (total - self.machine.1).max(1.0)).clamp(0.0, 1.0),
+            redis: ((redis - self.redis) / wall).clamp(0.0, 1.0),
+        })
+    }
+}
+
+/// Busy and total ticks of all cores, from the first line of `/proc/stat`.
+fn machine_ticks() -> anyhow::Result<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    let line = stat.lines().next().context("an empty /proc/stat")?;
+    let ticks: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|t| t.parse().context("a /proc/stat field that is not a number"))
+        .collect::<anyhow::Result<_>>()?;
+    // user nice system idle iowait irq softirq steal ...: idle and iowait are not busy.
+    let total: f64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
+    Ok((total - idle, total))
+}
+
+/// CPU seconds Redis has used so far.
+async fn redis_cpu(port: u16) -> anyhow::Result<f64> {
+    let info = info(port, "cpu").await?;
+    Ok(field(&info, "used_cpu_user")? + field(&info, "used_cpu_sys")?)
+}
+
 /// CPU seconds so far of each process.
 struct Cpu {
     gateway: f64,
@@ -200,11 +276,10 @@ struct Cpu {
 
 impl Cpu {
     async fn read(gateway: &Orchestrator, worker: &Orchestrator, port: u16) -> anyhow::Result<Cpu> {
-        let info = info(port, "cpu").await?;
         Ok(Cpu {
             gateway: process_cpu(&gateway.pid().to_string())?,
             worker: process_cpu(&worker.pid().to_string())?,
-            redis: field(&info, "used_cpu_user")? + field(&info, "used_cpu_sys")?,
+            redis: redis_cpu(port).await?,
             clients: process_cpu("self")?,
         })
     }
@@ -371,6 +446,21 @@ mod tests {
         assert!(complete(b"$10\r\n0123456789\r\n"));
         assert!(complete(b":42\r\n"));
         assert!(!complete(b":4"));
+    }
+
+    #[test]
+    fn the_limit_is_what_was_at_least_90_percent_busy() {
+        let at = |machine, redis| Saturation { machine, redis }.limit();
+        assert_eq!(at(0.95, 0.2), "CPU");
+        assert_eq!(at(0.5, 0.92), "Redis");
+        assert_eq!(at(0.9, 0.9), "CPU+Redis");
+        assert_eq!(at(0.89, 0.5), "—");
+    }
+
+    #[test]
+    fn the_machine_counts_busy_ticks_below_its_total() {
+        let (busy, total) = machine_ticks().expect("reads /proc/stat");
+        assert!(busy > 0.0 && busy <= total, "{busy} of {total}");
     }
 
     #[test]

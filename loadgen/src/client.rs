@@ -76,6 +76,8 @@ pub struct Measured {
     pub errors: u64,
     /// Successful replies per second.
     pub throughput: f64,
+    /// How busy the machine and Redis were meanwhile (closed-loop loads).
+    pub saturation: Option<crate::capacity::Saturation>,
 }
 
 /// The scripts a load sends: request `n` sends `scripts[n % len]`.
@@ -110,6 +112,7 @@ pub async fn sequential(
         run_ms: median(&runs),
         errors,
         throughput: ok as f64 / start.elapsed().as_secs_f64(),
+        saturation: None,
     })
 }
 
@@ -177,5 +180,6 @@ pub async fn closed_loop(
         run_ms: median(&runs),
         errors,
         throughput: ok as f64 / duration.as_secs_f64(),
+        saturation: None,
     })
 }

@@ -106,9 +106,9 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         // Interleaved load by load, so a change in the machine's other work
         // weighs on both binaries alike.
         for load in &loads {
-            let measured = measure(options, &new, load).await?;
+            let measured = measure(options, &new, load, redis.port()).await?;
             let base_measured = match &base {
-                Some(base) => Some(measure(options, base, load).await?),
+                Some(base) => Some(measure(options, base, load, redis.port()).await?),
                 None => None,
             };
             rows.extend(
@@ -148,25 +148,30 @@ async fn start_prefilled(
     Ok(orchestrator)
 }
 
-/// Runs one load against a running orchestrator.
+/// Runs one load against a running orchestrator; a closed-loop load also
+/// tells how busy the machine and Redis (on `port`) were.
 async fn measure(
     options: &Options,
     orchestrator: &Orchestrator,
     load: &Load,
+    port: u16,
 ) -> anyhow::Result<Measured> {
     let scripts = Arc::new(load.script.texts(PREFILL));
     let urls = orchestrator.first(load.circles);
     if load.sequential {
         client::sequential(&urls[0], &scripts, options.requests / 10, options.requests).await
     } else {
-        client::closed_loop(
+        let meter = capacity::Meter::start(port).await?;
+        let mut measured = client::closed_loop(
             &urls,
             load.conns,
             &scripts,
             options.warmup,
             options.duration,
         )
-        .await
+        .await?;
+        measured.saturation = Some(meter.stop().await?);
+        Ok(measured)
     }
 }
 
@@ -227,6 +232,7 @@ impl Floors {
             floor,
             baseline,
             errors: m.errors + base.map_or(0, |b| b.errors),
+            saturation: m.saturation,
         };
         if load.sequential {
             let echo = self.sequential().await?;

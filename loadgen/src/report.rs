@@ -55,6 +55,9 @@ pub struct Row {
     pub baseline: Option<f64>,
     /// Failed calls (both binaries).
     pub errors: u64,
+    /// How busy the machine and Redis were during the load of the binary
+    /// under test (closed-loop loads only).
+    pub saturation: Option<crate::capacity::Saturation>,
 }
 
 /// Everything a run measured.
@@ -96,7 +99,9 @@ impl Report {
             "floor = WebSocket echo (same client, same connections) + {} Redis round trips \
              (PING p50 {:.3} ms) + engine run time (median run_time_ms of the replies); for \
              req/s rows the least of connections / floor latency and circles / (run time + \
-             1 Redis round trip), a circle's worker running one script at a time.\n",
+             1 Redis round trip), a circle's worker running one script at a time. CPU busy: \
+             the share of all cores busy during the load; Redis core: the share of one core \
+             redis-server used; limit: which of the two was at 90 % or more.\n",
             crate::REDIS_ROUND_TRIPS,
             self.ping_ms
         );
@@ -109,8 +114,8 @@ impl Report {
             header.push_str(" baseline | new/baseline |");
             rule.push_str("---:|---:|");
         }
-        header.push_str(" errors |");
-        rule.push_str("---:|");
+        header.push_str(" errors | CPU busy | Redis core | limit |");
+        rule.push_str("---:|---:|---:|---|");
         let _ = writeln!(out, "{header}\n{rule}");
         for r in &self.rows {
             let _ = write!(
@@ -133,7 +138,17 @@ impl Report {
                     None => out.push_str(" n/a | n/a |"),
                 }
             }
-            let _ = writeln!(out, " {} |", r.errors);
+            let _ = write!(out, " {} |", r.errors);
+            let _ = match r.saturation {
+                Some(s) => writeln!(
+                    out,
+                    " {:.0} % | {:.0} % | {} |",
+                    s.machine * 100.0,
+                    s.redis * 100.0,
+                    s.limit()
+                ),
+                None => writeln!(out, " | | |"),
+            };
         }
         out
     }
@@ -148,6 +163,9 @@ impl Report {
                     "load": r.load, "circles": r.circles, "conns": r.conns,
                     "durability": r.durability, "metric": r.metric.name(), "value": r.value,
                     "floor": r.floor, "baseline": r.baseline, "errors": r.errors,
+                    "cpu_busy": r.saturation.map(|s| s.machine),
+                    "redis_core": r.saturation.map(|s| s.redis),
+                    "limit": r.saturation.map(|s| s.limit()),
                 })
             })
             .collect();
@@ -206,6 +224,10 @@ mod tests {
                 floor: 10000.0,
                 baseline,
                 errors: 0,
+                saturation: Some(crate::capacity::Saturation {
+                    machine: 0.95,
+                    redis: 0.4,
+                }),
             }],
         }
     }
@@ -215,12 +237,15 @@ mod tests {
         let alone = report(None).render();
         assert!(alone.contains("nproc 2, Test CPU"), "{alone}");
         assert!(
-            alone.contains("| `40 + 2` | 1 | 64 | sync | req/s | 5000 | 10000 | 0.50 | 0 |"),
+            alone.contains(
+                "| `40 + 2` | 1 | 64 | sync | req/s | 5000 | 10000 | 0.50 | 0 | 95 % | 40 % | CPU |"
+            ),
             "{alone}"
         );
         assert!(!alone.contains("baseline |"), "{alone}");
         let both = report(Some(2500.0)).render();
         assert!(both.contains("| 0.50 | 2500 | 2.00 | 0 |"), "{both}");
         assert_eq!(report(None).to_json()["rows"][0]["floor"], 10000.0);
+        assert_eq!(report(None).to_json()["rows"][0]["limit"], "CPU");
     }
 }
