@@ -12,6 +12,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::config::CircleConfig;
 
+mod gateway_row;
+pub use gateway_row::GatewayRow;
+
 /// Lifecycle of one supervised component as the supervisor sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Phase {
@@ -105,6 +108,11 @@ pub struct CircleState {
     /// Its database, for the metrics sampled at scrape time; weak, so the
     /// drain can still close it.
     pub db: Option<std::sync::Weak<ourdb::OurDb>>,
+    /// Whether it has a live worker, as this process sees it (when it
+    /// serves the circle's endpoint: see `crate::gateway`).
+    pub sight: Option<server_ws::WorkerSight>,
+    /// The gateways serving it, as the stats poller last read them.
+    pub gateways: Mutex<Option<Vec<client::Gateway>>>,
 }
 
 /// Locks a mutex even if a panicking thread poisoned it: the data is plain
@@ -128,7 +136,15 @@ impl CircleState {
             stats: Mutex::new(Stats::default()),
             task_metrics: None,
             db: None,
+            sight: None,
+            gateways: Mutex::new(None),
         }
+    }
+
+    /// The same circle, its workers' liveness kept in `sight`.
+    pub fn with_sight(mut self, sight: server_ws::WorkerSight) -> Self {
+        self.sight = Some(sight);
+        self
     }
 
     /// The same circle, its database sampled by the metrics.
@@ -149,12 +165,24 @@ impl CircleState {
 
     /// The row of this circle now.
     pub fn row(&self) -> Row {
+        let worker_live = self.sight.as_ref().and_then(|s| s.live());
         let (worker, worker_detail, worker_restarts, worker_started, counts) = {
             let slot = lock(&self.worker);
             let (state, detail) = worker_display(&slot);
+            let detail = match (state, worker_live) {
+                (NOT_HERE, Some(live)) => Some(format!(
+                    "{}; {}",
+                    detail.unwrap_or_default(),
+                    if live { LIVE_WORKER } else { NO_LIVE_WORKER }
+                )),
+                _ => detail,
+            };
             let counts = slot.worker.as_ref().map(|w| w.counts());
             (state, detail, slot.restarts, slot.started, counts)
         };
+        let gateways: Option<Vec<GatewayRow>> = lock(&self.gateways)
+            .as_ref()
+            .map(|all| all.iter().map(GatewayRow::from).collect());
         let (server, server_detail, server_restarts, server_started, clients) = {
             let slot = lock(&self.server);
             let (state, detail) = phase_display(&slot.phase);
@@ -198,9 +226,19 @@ impl CircleState {
             clients,
             uptime_secs: uptime.as_secs(),
             restarts: worker_restarts + server_restarts,
+            worker_live,
+            gateway_count: gateways.as_ref().map(Vec::len),
+            gateways,
         }
     }
 }
+
+/// How the worker column of a circle this process only serves ends while
+/// a live worker is seen elsewhere.
+pub const LIVE_WORKER: &str = "live worker seen";
+/// … and while none is: `play` is then answered -32002.
+pub const NO_LIVE_WORKER: &str = "no live worker";
+
 
 /// Whether a component in `state` does its part: running, or run by
 /// another process (its role leaves it elsewhere).
@@ -305,6 +343,19 @@ pub struct Row {
     pub uptime_secs: u64,
     /// Restarts of the worker and the server after failures.
     pub restarts: u32,
+    /// Whether the circle has a live worker as this process sees it (it
+    /// serves the endpoint): `false` once none was seen for the worker
+    /// heartbeat's TTL; `null` when this process does not look, or has not
+    /// been able to.
+    #[serde(default)]
+    pub worker_live: Option<bool>,
+    /// How many gateways (processes serving its WebSocket endpoint, on any
+    /// machine) announce the circle in Redis; `null` until first read.
+    #[serde(default)]
+    pub gateway_count: Option<usize>,
+    /// Those gateways, ordered by id; `null` until first read.
+    #[serde(default)]
+    pub gateways: Option<Vec<GatewayRow>>,
 }
 
 impl Row {
@@ -362,6 +413,9 @@ impl Row {
             clients: 0,
             uptime_secs: 0,
             restarts: 0,
+            worker_live: None,
+            gateway_count: None,
+            gateways: None,
         }
     }
 }
@@ -429,52 +483,4 @@ pub fn snapshot(header: &Header, circles: &[Arc<CircleState>], phase: &'static s
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_bracket_ipv6_hosts() {
-        assert_eq!(ws_url("ws", "127.0.0.1", 8081), "ws://127.0.0.1:8081/ws");
-        assert_eq!(ws_url("ws", "::1", 8081), "ws://[::1]:8081/ws");
-        assert_eq!(ws_url("wss", "::1", 8081), "wss://[::1]:8081/ws");
-    }
-
-    #[test]
-    fn a_component_whose_task_ended_is_never_shown_running() {
-        let cfg = CircleConfig {
-            id: 1,
-            name: "A".into(),
-            port: 1,
-            principals: Vec::new(),
-        };
-        let state = CircleState {
-            queue: "a".into(),
-            queue_key: client::keys::tasks("a"),
-            url: ws_url("ws", "127.0.0.1", 1),
-            config: cfg,
-            worker: Arc::new(Mutex::new(Slot::new())),
-            server: Arc::new(Mutex::new(Slot::new())),
-            stats: Mutex::new(Stats::default()),
-            task_metrics: None,
-            db: None,
-        };
-        lock(&state.server).phase = Phase::Restarting("boom".into());
-        lock(&state.worker).phase = Phase::Restarting("lost".into());
-        let row = state.row();
-        assert_eq!(row.server, "restarting");
-        assert_eq!(row.server_detail.as_deref(), Some("boom"));
-        assert_eq!(row.worker, "restarting");
-        assert_eq!(row.uptime_secs, 0);
-        assert!(!row.up());
-        lock(&state.worker).phase = Phase::NotHere("gateway");
-        let row = state.row();
-        assert_eq!(row.worker, NOT_HERE);
-        assert_eq!(row.worker_detail.as_deref(), Some("role gateway"));
-        assert!(!row.up(), "the server still restarts");
-        lock(&state.server).phase = Phase::Alive;
-        assert!(
-            state.row().up(),
-            "a gateway's circle is up when its server runs"
-        );
-    }
-}
+mod tests;
