@@ -63,7 +63,8 @@ pub mod url;
 
 pub use caller::{Caller, Role};
 pub use client::{
-    Client, ClientOptions, Gateway, GatewayProcess, OnDrop, STATS_BATCH, SUBMITTER_FAILED, SUBMITTER_GONE, Watched,
+    Client, ClientOptions, Gateway, GatewayProcess, OnDrop, STATS_BATCH, SUBMITTER_FAILED,
+    SUBMITTER_GONE, Watched,
 };
 pub use conn::reconnects;
 pub use kind::FailureKind;

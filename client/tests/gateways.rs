@@ -21,7 +21,10 @@ async fn a_beat_writes_each_circles_heartbeat_with_its_ttl_and_a_leave_removes_i
     let redis = testkit::RedisServer::start();
     let client = Client::connect(&redis.url()).await.expect("connect");
     let gateway = GatewayProcess::new("box1");
-    let circles = [("alpha", "ws://127.0.0.1:1/ws"), ("beta", "ws://127.0.0.1:2/ws")];
+    let circles = [
+        ("alpha", "ws://127.0.0.1:1/ws"),
+        ("beta", "ws://127.0.0.1:2/ws"),
+    ];
     client
         .gateway_beat(&gateway, &circles, Duration::from_secs(60))
         .await
@@ -50,7 +53,7 @@ async fn a_beat_writes_each_circles_heartbeat_with_its_ttl_and_a_leave_removes_i
             .query_async(&mut conn)
             .await
             .expect("smembers");
-        assert_eq!(members, [gateway.id.clone()]);
+        assert_eq!(members, std::slice::from_ref(&gateway.id));
     }
     client
         .gateway_leave(&gateway, &["alpha"])
@@ -92,10 +95,14 @@ async fn a_beat_says_which_queues_have_a_live_worker() {
     assert_eq!(live, [true, false]);
     // The worker stops beating: once its heartbeat expires it is not live,
     // though it is still registered.
-    testkit::wait_for("the worker's heartbeat to expire", Duration::from_secs(10), || {
-        let live = block(client.gateway_beat(&gateway, &circles, Duration::from_secs(60)));
-        (live.expect("beat") == [false, false]).then_some(())
-    });
+    testkit::wait_for(
+        "the worker's heartbeat to expire",
+        Duration::from_secs(10),
+        || {
+            let live = block(client.gateway_beat(&gateway, &circles, Duration::from_secs(60)));
+            (live.expect("beat") == [false, false]).then_some(())
+        },
+    );
 }
 
 /// Runs `f` to its end from a synchronous closure inside a test runtime.
@@ -120,10 +127,7 @@ async fn the_gateways_of_many_queues_are_read_at_once_and_expired_ones_pruned() 
         )
         .await
         .expect("beat two");
-    let listed = client
-        .gateways_many(&["a", "b", "c"])
-        .await
-        .expect("list");
+    let listed = client.gateways_many(&["a", "b", "c"]).await.expect("list");
     let hosts = |i: usize| {
         let mut h: Vec<String> = listed[i].iter().map(|g| g.host.clone()).collect();
         h.sort();
@@ -145,5 +149,9 @@ async fn the_gateways_of_many_queues_are_read_at_once_and_expired_ones_pruned() 
         .query_async(&mut conn)
         .await
         .expect("smembers");
-    assert_eq!(members, [one.id.clone()], "the expired member was pruned");
+    assert_eq!(
+        members,
+        std::slice::from_ref(&one.id),
+        "the expired member was pruned"
+    );
 }

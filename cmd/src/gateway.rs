@@ -105,11 +105,7 @@ async fn leave(client: &Client, gateway: &GatewayProcess, queues: &[&str]) {
         return;
     }
     match tokio::time::timeout(BEAT_TIMEOUT, client.gateway_leave(gateway, queues)).await {
-        Ok(Ok(())) => log::debug!(
-            "gateway {} left {} circle(s)",
-            gateway.id,
-            queues.len()
-        ),
+        Ok(Ok(())) => log::debug!("gateway {} left {} circle(s)", gateway.id, queues.len()),
         Ok(Err(e)) => log::warn!(
             "gateway {} could not leave {} circle(s): {e}; their keys expire by their TTL",
             gateway.id,

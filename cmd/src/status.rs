@@ -239,7 +239,6 @@ pub const LIVE_WORKER: &str = "live worker seen";
 /// … and while none is: `play` is then answered -32002.
 pub const NO_LIVE_WORKER: &str = "no live worker";
 
-
 /// Whether a component in `state` does its part: running, or run by
 /// another process (its role leaves it elsewhere).
 fn serving(state: &str) -> bool {

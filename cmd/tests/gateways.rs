@@ -201,7 +201,10 @@ async fn a_gateway_whose_worker_was_killed_answers_32002_and_the_task_never_runs
     );
     let mut ws = connect(alpha).await;
     let reply = play(&mut ws, 1, "40 + 2").await;
-    assert_eq!(reply["result"]["output"], "42", "a live worker: as before: {reply}");
+    assert_eq!(
+        reply["result"]["output"], "42",
+        "a live worker: as before: {reply}"
+    );
 
     worker.signal("KILL");
     worker.wait_exit(DEADLINE);
@@ -214,7 +217,9 @@ async fn a_gateway_whose_worker_was_killed_answers_32002_and_the_task_never_runs
     );
     let task_id = reply["error"]["data"]["task_id"]
         .as_str()
-        .unwrap_or_else(|| panic!("the task was submitted before the worker was known gone: {reply}"))
+        .unwrap_or_else(|| {
+            panic!("the task was submitted before the worker was known gone: {reply}")
+        })
         .to_owned();
     let details = format!("rhai_task_details:{task_id}");
     let mut conn = redis_conn(&redis);

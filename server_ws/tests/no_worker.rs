@@ -28,15 +28,13 @@ fn keep_looking(sight: WorkerSight, live: bool, stop: CancellationToken) {
 async fn a_circle_without_a_live_worker_answers_play_with_32002_naming_it_and_queues_nothing() {
     let sight = WorkerSight::new(7, Duration::from_millis(200));
     let seen = sight.clone();
-    let fx = Fixture::start_with(
-        |c| c.workers = Some(seen),
-        ServerTiming::default(),
-        false,
-    )
-    .await;
+    let fx = Fixture::start_with(|c| c.workers = Some(seen), ServerTiming::default(), false).await;
     let stop = CancellationToken::new();
     keep_looking(sight.clone(), false, stop.clone());
-    eventually("the workers to count as gone", || sight.live() == Some(false)).await;
+    eventually("the workers to count as gone", || {
+        sight.live() == Some(false)
+    })
+    .await;
 
     let mut ws = fx.connect().await;
     let reply = call(&mut ws, &play(1, "echo:hi")).await;
@@ -50,10 +48,7 @@ async fn a_circle_without_a_live_worker_answers_play_with_32002_naming_it_and_qu
     assert_eq!(reply["error"]["data"]["circle_id"], 7, "{reply}");
     assert!(reply["error"]["data"]["task_id"].is_null(), "{reply}");
     let mut redis = redis_conn(&fx).await;
-    let queued: u64 = redis
-        .llen(client::keys::tasks(QUEUE))
-        .await
-        .expect("llen");
+    let queued: u64 = redis.llen(client::keys::tasks(QUEUE)).await.expect("llen");
     assert_eq!(queued, 0, "nothing was submitted");
     stop.cancel();
 }

@@ -62,7 +62,11 @@ fn a_gateway_row_says_whether_a_live_worker_is_seen_and_lists_the_gateways() {
     lock(&state.worker).phase = Phase::NotHere("gateway");
     lock(&state.server).phase = Phase::Alive;
     let row = state.row();
-    assert_eq!(row.worker_detail.as_deref(), Some("role gateway"), "unknown yet");
+    assert_eq!(
+        row.worker_detail.as_deref(),
+        Some("role gateway"),
+        "unknown yet"
+    );
     assert_eq!((row.worker_live, row.gateway_count), (None, None));
     sight.record(true, Instant::now());
     let row = state.row();
