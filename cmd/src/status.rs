@@ -8,12 +8,14 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 use crate::config::CircleConfig;
 
 mod gateway_row;
+mod row;
 pub use gateway_row::GatewayRow;
+pub use row::Row;
 
 /// Lifecycle of one supervised component as the supervisor sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,7 +243,7 @@ pub const NO_LIVE_WORKER: &str = "no live worker";
 
 /// Whether a component in `state` does its part: running, or run by
 /// another process (its role leaves it elsewhere).
-fn serving(state: &str) -> bool {
+pub(crate) fn serving(state: &str) -> bool {
     state == "running" || state == NOT_HERE
 }
 
@@ -280,145 +282,6 @@ fn worker_display(slot: &Slot) -> (&'static str, Option<String>) {
 /// The state of a component this process's `--role` does not run.
 pub const NOT_HERE: &str = "not here";
 
-/// A state or phase name read back from JSON (the `status` command), as
-/// one of the names this version writes; `unknown` for any other.
-fn known_name<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
-    const KNOWN: &[&str] = &[
-        "starting",
-        "running",
-        "reconnecting",
-        "restarting",
-        "stopped",
-        "failed",
-        "shutting down",
-        NOT_HERE,
-    ];
-    let name = String::deserialize(d)?;
-    Ok(KNOWN
-        .iter()
-        .find(|k| **k == name)
-        .copied()
-        .unwrap_or("unknown"))
-}
-
-/// One row of the table, also the JSON shape of a circle.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Row {
-    /// Circle name.
-    pub name: String,
-    /// Circle id.
-    pub id: u32,
-    /// Redis queue name.
-    pub queue: String,
-    /// The queue's Redis key ([`client::keys::tasks`]), shown under `Worker Queues`.
-    pub queue_key: String,
-    /// WebSocket URL.
-    pub url: String,
-    /// How many principals may connect; 0: the circle is open.
-    pub principals: usize,
-    /// starting | running | reconnecting | restarting | stopped | failed |
-    /// not here (the process's `--role` is `gateway`)
-    #[serde(deserialize_with = "known_name")]
-    pub worker: &'static str,
-    /// Why the worker is not running, when known.
-    pub worker_detail: Option<String>,
-    /// starting | running | restarting | stopped | not here (the
-    /// process's `--role` is `worker`)
-    #[serde(deserialize_with = "known_name")]
-    pub server: &'static str,
-    /// Why the server is not running, when known.
-    pub server_detail: Option<String>,
-    /// Tasks waiting in the queue (unknown until the first stats read).
-    pub queue_len: Option<u64>,
-    /// Tasks running.
-    pub in_flight: Option<u64>,
-    /// Tasks completed.
-    pub processed: Option<u64>,
-    /// Tasks ended in error.
-    pub failed: Option<u64>,
-    /// Connected WebSocket clients.
-    pub clients: usize,
-    /// Seconds since worker and server are both up (0 while either is not).
-    pub uptime_secs: u64,
-    /// Restarts of the worker and the server after failures.
-    pub restarts: u32,
-    /// Whether the circle has a live worker as this process sees it (it
-    /// serves the endpoint): `false` once none was seen for the worker
-    /// heartbeat's TTL; `null` when this process does not look, or has not
-    /// been able to.
-    #[serde(default)]
-    pub worker_live: Option<bool>,
-    /// How many gateways (processes serving its WebSocket endpoint, on any
-    /// machine) announce the circle in Redis; `null` until first read.
-    #[serde(default)]
-    pub gateway_count: Option<usize>,
-    /// Those gateways, ordered by id; `null` until first read.
-    #[serde(default)]
-    pub gateways: Option<Vec<GatewayRow>>,
-}
-
-impl Row {
-    /// Whether every component of the circle this process runs is running
-    /// (a component its role leaves to another process does not count).
-    pub fn up(&self) -> bool {
-        serving(self.worker) && serving(self.server)
-    }
-
-    /// Whether the row has left the starting phase (up, or visibly failing).
-    pub fn settled(&self) -> bool {
-        self.worker != "starting" && self.server != "starting"
-    }
-
-    /// The fields whose change is worth a line in plain mode.
-    pub fn state_key(
-        &self,
-    ) -> (
-        &'static str,
-        &Option<String>,
-        &'static str,
-        &Option<String>,
-        u32,
-    ) {
-        (
-            self.worker,
-            &self.worker_detail,
-            self.server,
-            &self.server_detail,
-            self.restarts,
-        )
-    }
-}
-
-#[cfg(test)]
-impl Row {
-    /// Test fixture: circle `name` with queue `queue`, worker and server
-    /// running on port 8081, no counters read yet.
-    pub fn sample(name: &str, id: u32, queue: &str) -> Row {
-        Row {
-            name: name.into(),
-            id,
-            queue: queue.into(),
-            queue_key: client::keys::tasks(queue),
-            url: "ws://127.0.0.1:8081/ws".into(),
-            principals: 0,
-            worker: "running",
-            worker_detail: None,
-            server: "running",
-            server_detail: None,
-            queue_len: None,
-            in_flight: None,
-            processed: None,
-            failed: None,
-            clients: 0,
-            uptime_secs: 0,
-            restarts: 0,
-            worker_live: None,
-            gateway_count: None,
-            gateways: None,
-        }
-    }
-}
-
 /// The whole system at one moment.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -433,7 +296,7 @@ pub struct Snapshot {
     /// The admin endpoint's URL (`http://ADDR`); `null` with `--admin off`.
     pub admin: Option<String>,
     /// `running`, `shutting down` or `stopped`.
-    #[serde(deserialize_with = "known_name")]
+    #[serde(deserialize_with = "row::known_name")]
     pub phase: &'static str,
     /// Seconds since the orchestrator started.
     pub uptime_secs: u64,
@@ -482,4 +345,54 @@ pub fn snapshot(header: &Header, circles: &[Arc<CircleState>], phase: &'static s
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_bracket_ipv6_hosts() {
+        assert_eq!(ws_url("ws", "127.0.0.1", 8081), "ws://127.0.0.1:8081/ws");
+        assert_eq!(ws_url("ws", "::1", 8081), "ws://[::1]:8081/ws");
+        assert_eq!(ws_url("wss", "::1", 8081), "wss://[::1]:8081/ws");
+    }
+
+    #[test]
+    fn a_component_whose_task_ended_is_never_shown_running() {
+        let cfg = CircleConfig {
+            id: 1,
+            name: "A".into(),
+            port: 1,
+            principals: Vec::new(),
+        };
+        let state = CircleState {
+            queue: "a".into(),
+            queue_key: client::keys::tasks("a"),
+            url: ws_url("ws", "127.0.0.1", 1),
+            config: cfg,
+            worker: Arc::new(Mutex::new(Slot::new())),
+            server: Arc::new(Mutex::new(Slot::new())),
+            stats: Mutex::new(Stats::default()),
+            task_metrics: None,
+            db: None,
+            sight: None,
+            gateways: Mutex::new(None),
+        };
+        lock(&state.server).phase = Phase::Restarting("boom".into());
+        lock(&state.worker).phase = Phase::Restarting("lost".into());
+        let row = state.row();
+        assert_eq!(row.server, "restarting");
+        assert_eq!(row.server_detail.as_deref(), Some("boom"));
+        assert_eq!(row.worker, "restarting");
+        assert_eq!(row.uptime_secs, 0);
+        assert!(!row.up());
+        lock(&state.worker).phase = Phase::NotHere("gateway");
+        let row = state.row();
+        assert_eq!(row.worker, NOT_HERE);
+        assert_eq!(row.worker_detail.as_deref(), Some("role gateway"));
+        assert!(!row.up(), "the server still restarts");
+        lock(&state.server).phase = Phase::Alive;
+        assert!(
+            state.row().up(),
+            "a gateway's circle is up when its server runs"
+        );
+    }
+}
