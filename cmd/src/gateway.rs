@@ -85,7 +85,8 @@ pub async fn beat(
     leave(&client, &gateway, &all).await;
 }
 
-/// The circles of `roster` whose endpoint this process serves now.
+/// The circles of `roster` whose endpoint this process serves (a circle
+/// a reload is taking out is left out).
 fn served(roster: &Roster) -> Vec<Arc<CircleState>> {
     roster
         .current()
