@@ -54,6 +54,21 @@ pub fn queue_owner(queue: &str) -> String {
     format!("rhai_queue_owner:{queue}")
 }
 
+/// `rhai_gateway_heartbeat:<queue>:<gateway_id>`: STRING
+/// `<pid>|<host>|<ws url>` of a process that serves the circle's WebSocket
+/// endpoint, with the gateway heartbeat's TTL, refreshed by every beat. Its
+/// absence means that gateway is gone (see [`crate::Gateway`]).
+pub fn gateway_heartbeat(queue: &str, gateway_id: &str) -> String {
+    format!("rhai_gateway_heartbeat:{queue}:{gateway_id}")
+}
+
+/// `rhai_gateways:<queue>`: SET of the ids of the gateways that announced
+/// themselves for the queue. A gateway removes itself on a clean shutdown;
+/// a reader removes a member whose [`gateway_heartbeat`] key is gone.
+pub fn gateways(queue: &str) -> String {
+    format!("rhai_gateways:{queue}")
+}
+
 /// `rhai_task_replies:<client_id>`: pub/sub channel on which a worker
 /// publishes the result of every task that named it in `replyTo`.
 pub fn reply_channel(client_id: &str) -> String {
@@ -68,5 +83,10 @@ mod tests {
     fn keys_keep_the_original_names() {
         assert_eq!(tasks("alpha_circle"), "rhai_tasks:alpha_circle");
         assert_eq!(task_details("abc"), "rhai_task_details:abc");
+        assert_eq!(gateways("alpha"), "rhai_gateways:alpha");
+        assert_eq!(
+            gateway_heartbeat("alpha", "g1"),
+            "rhai_gateway_heartbeat:alpha:g1"
+        );
     }
 }

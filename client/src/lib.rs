@@ -4,7 +4,8 @@
 //! Place in the graph: `client` → `redis`, `serde`. `server_ws` submits and
 //! waits through [`Client`]; `worker` takes and finishes tasks through
 //! [`broker`]; `cmd` reads [`Client::stats_many`] and
-//! [`Client::queue_owners`]. This crate owns every Redis key name
+//! [`Client::queue_owners`] and [`Client::gateways_many`]; every process
+//! that serves circles' endpoints beats through [`Client::gateway_beat`]. This crate owns every Redis key name
 //! ([`keys`]), hash field ([`fields`]) and failure kind ([`FailureKind`]);
 //! no other crate writes a key string or a kind's wire name.
 //!
@@ -62,7 +63,8 @@ pub mod url;
 
 pub use caller::{Caller, Role};
 pub use client::{
-    Client, ClientOptions, OnDrop, STATS_BATCH, SUBMITTER_FAILED, SUBMITTER_GONE, Watched,
+    Client, ClientOptions, Gateway, GatewayProcess, OnDrop, STATS_BATCH, SUBMITTER_FAILED,
+    SUBMITTER_GONE, Watched,
 };
 pub use conn::reconnects;
 pub use kind::FailureKind;

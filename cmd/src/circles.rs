@@ -53,19 +53,27 @@ impl Prepared {
 /// This machine, for queue owner names: its name, plus its machine id where
 /// there is one (two machines both called `localhost` still differ).
 fn hostname() -> String {
-    let read = |path: &str| {
-        std::fs::read_to_string(path)
-            .map(|s| s.trim().to_string())
-            .ok()
-            .filter(|s| !s.is_empty())
-    };
-    let name = read("/proc/sys/kernel/hostname")
-        .or_else(|| read("/etc/hostname"))
-        .unwrap_or_else(|| "unknown-host".to_string());
-    match read("/etc/machine-id") {
+    let name = host_name();
+    match read_trimmed("/etc/machine-id") {
         Some(id) => format!("{name}/{id}"),
         None => name,
     }
+}
+
+/// This machine's name, as the gateway heartbeats show it.
+pub fn host_name() -> String {
+    read_trimmed("/proc/sys/kernel/hostname")
+        .or_else(|| read_trimmed("/etc/hostname"))
+        .unwrap_or_else(|| "unknown-host".to_string())
+}
+
+/// A file's text without surrounding white space; `None` when it cannot be
+/// read or is empty.
+fn read_trimmed(path: &str) -> Option<String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
 }
 
 /// Which circles cannot start because workers of another database (another

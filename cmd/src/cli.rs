@@ -220,7 +220,9 @@ pub struct RunArgs {
 
     /// How often each worker refreshes its heartbeat (and, when other workers
     /// share its queue, looks for dead ones); a worker silent for 3 heartbeats
-    /// is dead and its running task is ended as an error.
+    /// is dead and its running task is ended as an error. A process serving
+    /// circles' endpoints beats as their gateway as often, and once it saw
+    /// no live worker of a circle for 3 heartbeats answers its `play` -32002.
     #[arg(long, default_value = "5s", value_parser = positive_duration)]
     pub worker_heartbeat: Duration,
 

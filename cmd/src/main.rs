@@ -8,7 +8,8 @@
 //! the options), [`settings`] (resolving and checking them into one value),
 //! [`config`] (circles.json validation), [`redis_setup`] (finding Redis, or
 //! starting a managed redis-server), [`circles`] (opening databases and
-//! binding ports), [`supervisor`] (restart with backoff), [`monitor`]
+//! binding ports), [`gateway`] (announcing the circles served and watching
+//! their workers' liveness), [`supervisor`] (restart with backoff), [`monitor`]
 //! (managed Redis, counters), [`status`] and [`render`] (the table),
 //! [`orchestrator`] (start-up, reload and shutdown), [`reload`] (the handle
 //! that asks for a reload), [`roster`] (the circles shown), [`role`] (`--role`
@@ -34,6 +35,7 @@ pub mod admin;
 pub mod circles;
 pub mod cli;
 pub mod config;
+pub mod gateway;
 pub mod logging;
 pub mod monitor;
 pub mod orchestrator;

@@ -67,6 +67,7 @@ pub async fn watch_redis(
 
 /// Reads every circle's counters every `every` in one batched call
 /// (`Client::stats_many`: one Redis round trip per 256 queues, 2 s timeout)
+/// and the gateways serving each (`Client::gateways_many`: one round trip),
 /// and wakes the renderer when any changed (heartbeat age aside).
 pub async fn poll_stats(
     client: client::Client,
@@ -100,11 +101,23 @@ pub async fn poll_stats(
                 ..s
             })
         };
+        let read = tokio::time::timeout(STATS_TIMEOUT, client.gateways_many(&queues)).await;
+        let gateways: Vec<Option<Vec<client::Gateway>>> = match read {
+            Ok(Ok(all)) => all.into_iter().map(Some).collect(),
+            Ok(Err(e)) => {
+                log::debug!("gateways of {} queues: {e}", queues.len());
+                vec![None; states.len()]
+            }
+            Err(_) => vec![None; states.len()],
+        };
         let mut any_change = false;
-        for (state, latest) in states.iter().zip(latest) {
+        for ((state, latest), gateways) in states.iter().zip(latest).zip(gateways) {
             let mut slot = lock(&state.stats);
             any_change |= strip(&slot.latest) != strip(&latest);
             slot.latest = latest;
+            let mut slot = lock(&state.gateways);
+            any_change |= *slot != gateways;
+            *slot = gateways;
         }
         if any_change {
             changed.notify_one();

@@ -205,6 +205,7 @@ impl Settings {
             allowed_origins: self.server.allowed_origins.clone(),
             principals: circle.principals.clone(),
             tls: self.tls.clone(),
+            workers: None,
         }
     }
 

@@ -8,9 +8,14 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 use crate::config::CircleConfig;
+
+mod gateway_row;
+mod row;
+pub use gateway_row::GatewayRow;
+pub use row::Row;
 
 /// Lifecycle of one supervised component as the supervisor sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +110,11 @@ pub struct CircleState {
     /// Its database, for the metrics sampled at scrape time; weak, so the
     /// drain can still close it.
     pub db: Option<std::sync::Weak<ourdb::OurDb>>,
+    /// Whether it has a live worker, as this process sees it (when it
+    /// serves the circle's endpoint: see `crate::gateway`).
+    pub sight: Option<server_ws::WorkerSight>,
+    /// The gateways serving it, as the stats poller last read them.
+    pub gateways: Mutex<Option<Vec<client::Gateway>>>,
 }
 
 /// Locks a mutex even if a panicking thread poisoned it: the data is plain
@@ -128,7 +138,15 @@ impl CircleState {
             stats: Mutex::new(Stats::default()),
             task_metrics: None,
             db: None,
+            sight: None,
+            gateways: Mutex::new(None),
         }
+    }
+
+    /// The same circle, its workers' liveness kept in `sight`.
+    pub fn with_sight(mut self, sight: server_ws::WorkerSight) -> Self {
+        self.sight = Some(sight);
+        self
     }
 
     /// The same circle, its database sampled by the metrics.
@@ -149,12 +167,24 @@ impl CircleState {
 
     /// The row of this circle now.
     pub fn row(&self) -> Row {
+        let worker_live = self.sight.as_ref().and_then(|s| s.live());
         let (worker, worker_detail, worker_restarts, worker_started, counts) = {
             let slot = lock(&self.worker);
             let (state, detail) = worker_display(&slot);
+            let detail = match (state, worker_live) {
+                (NOT_HERE, Some(live)) => Some(format!(
+                    "{}; {}",
+                    detail.unwrap_or_default(),
+                    if live { LIVE_WORKER } else { NO_LIVE_WORKER }
+                )),
+                _ => detail,
+            };
             let counts = slot.worker.as_ref().map(|w| w.counts());
             (state, detail, slot.restarts, slot.started, counts)
         };
+        let gateways: Option<Vec<GatewayRow>> = lock(&self.gateways)
+            .as_ref()
+            .map(|all| all.iter().map(GatewayRow::from).collect());
         let (server, server_detail, server_restarts, server_started, clients) = {
             let slot = lock(&self.server);
             let (state, detail) = phase_display(&slot.phase);
@@ -198,13 +228,22 @@ impl CircleState {
             clients,
             uptime_secs: uptime.as_secs(),
             restarts: worker_restarts + server_restarts,
+            worker_live,
+            gateway_count: gateways.as_ref().map(Vec::len),
+            gateways,
         }
     }
 }
 
+/// How the worker column of a circle this process only serves ends while
+/// a live worker is seen elsewhere.
+pub const LIVE_WORKER: &str = "live worker seen";
+/// … and while none is: `play` is then answered -32002.
+pub const NO_LIVE_WORKER: &str = "no live worker";
+
 /// Whether a component in `state` does its part: running, or run by
 /// another process (its role leaves it elsewhere).
-fn serving(state: &str) -> bool {
+pub(crate) fn serving(state: &str) -> bool {
     state == "running" || state == NOT_HERE
 }
 
@@ -243,129 +282,6 @@ fn worker_display(slot: &Slot) -> (&'static str, Option<String>) {
 /// The state of a component this process's `--role` does not run.
 pub const NOT_HERE: &str = "not here";
 
-/// A state or phase name read back from JSON (the `status` command), as
-/// one of the names this version writes; `unknown` for any other.
-fn known_name<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
-    const KNOWN: &[&str] = &[
-        "starting",
-        "running",
-        "reconnecting",
-        "restarting",
-        "stopped",
-        "failed",
-        "shutting down",
-        NOT_HERE,
-    ];
-    let name = String::deserialize(d)?;
-    Ok(KNOWN
-        .iter()
-        .find(|k| **k == name)
-        .copied()
-        .unwrap_or("unknown"))
-}
-
-/// One row of the table, also the JSON shape of a circle.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Row {
-    /// Circle name.
-    pub name: String,
-    /// Circle id.
-    pub id: u32,
-    /// Redis queue name.
-    pub queue: String,
-    /// The queue's Redis key ([`client::keys::tasks`]), shown under `Worker Queues`.
-    pub queue_key: String,
-    /// WebSocket URL.
-    pub url: String,
-    /// How many principals may connect; 0: the circle is open.
-    pub principals: usize,
-    /// starting | running | reconnecting | restarting | stopped | failed |
-    /// not here (the process's `--role` is `gateway`)
-    #[serde(deserialize_with = "known_name")]
-    pub worker: &'static str,
-    /// Why the worker is not running, when known.
-    pub worker_detail: Option<String>,
-    /// starting | running | restarting | stopped | not here (the
-    /// process's `--role` is `worker`)
-    #[serde(deserialize_with = "known_name")]
-    pub server: &'static str,
-    /// Why the server is not running, when known.
-    pub server_detail: Option<String>,
-    /// Tasks waiting in the queue (unknown until the first stats read).
-    pub queue_len: Option<u64>,
-    /// Tasks running.
-    pub in_flight: Option<u64>,
-    /// Tasks completed.
-    pub processed: Option<u64>,
-    /// Tasks ended in error.
-    pub failed: Option<u64>,
-    /// Connected WebSocket clients.
-    pub clients: usize,
-    /// Seconds since worker and server are both up (0 while either is not).
-    pub uptime_secs: u64,
-    /// Restarts of the worker and the server after failures.
-    pub restarts: u32,
-}
-
-impl Row {
-    /// Whether every component of the circle this process runs is running
-    /// (a component its role leaves to another process does not count).
-    pub fn up(&self) -> bool {
-        serving(self.worker) && serving(self.server)
-    }
-
-    /// Whether the row has left the starting phase (up, or visibly failing).
-    pub fn settled(&self) -> bool {
-        self.worker != "starting" && self.server != "starting"
-    }
-
-    /// The fields whose change is worth a line in plain mode.
-    pub fn state_key(
-        &self,
-    ) -> (
-        &'static str,
-        &Option<String>,
-        &'static str,
-        &Option<String>,
-        u32,
-    ) {
-        (
-            self.worker,
-            &self.worker_detail,
-            self.server,
-            &self.server_detail,
-            self.restarts,
-        )
-    }
-}
-
-#[cfg(test)]
-impl Row {
-    /// Test fixture: circle `name` with queue `queue`, worker and server
-    /// running on port 8081, no counters read yet.
-    pub fn sample(name: &str, id: u32, queue: &str) -> Row {
-        Row {
-            name: name.into(),
-            id,
-            queue: queue.into(),
-            queue_key: client::keys::tasks(queue),
-            url: "ws://127.0.0.1:8081/ws".into(),
-            principals: 0,
-            worker: "running",
-            worker_detail: None,
-            server: "running",
-            server_detail: None,
-            queue_len: None,
-            in_flight: None,
-            processed: None,
-            failed: None,
-            clients: 0,
-            uptime_secs: 0,
-            restarts: 0,
-        }
-    }
-}
-
 /// The whole system at one moment.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -380,7 +296,7 @@ pub struct Snapshot {
     /// The admin endpoint's URL (`http://ADDR`); `null` with `--admin off`.
     pub admin: Option<String>,
     /// `running`, `shutting down` or `stopped`.
-    #[serde(deserialize_with = "known_name")]
+    #[serde(deserialize_with = "row::known_name")]
     pub phase: &'static str,
     /// Seconds since the orchestrator started.
     pub uptime_secs: u64,
@@ -457,6 +373,8 @@ mod tests {
             stats: Mutex::new(Stats::default()),
             task_metrics: None,
             db: None,
+            sight: None,
+            gateways: Mutex::new(None),
         };
         lock(&state.server).phase = Phase::Restarting("boom".into());
         lock(&state.worker).phase = Phase::Restarting("lost".into());

@@ -1,8 +1,9 @@
 //! `--role` and `--circles` through the built binary: a gateway process and
 //! a worker process with their own data dirs serve a circle together over
 //! one Redis (the gateway opens no database, the worker binds no port, and a
-//! reload in each changes only what it runs); a gateway alone answers `play`
-//! with the task timeout's error; `--circles` runs only the circles it names,
+//! reload in each changes only what it runs); a gateway alone, before its
+//! workers' dead time passed, answers `play` with the task timeout's error
+//! (after it, -32002: see `gateways.rs`); `--circles` runs only the circles it names,
 //! and an unknown one is a usage error.
 
 mod common;
@@ -154,6 +155,9 @@ async fn a_play_through_a_gateway_runs_on_the_database_of_a_worker_in_another_pr
     );
 }
 
+/// Within the workers' dead time (three beats of `--worker-heartbeat`, 15 s
+/// here) a gateway does not yet count them gone: the task is submitted and
+/// times out as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_without_a_worker_answers_play_with_the_task_timeout_error() {
     let sandbox = Sandbox::new();

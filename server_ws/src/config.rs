@@ -46,6 +46,11 @@ pub struct ServerConfig {
     /// `Some`: the circle is served as `wss://` with this certificate (one
     /// [`crate::TlsConfig`] is shared by every circle that gets a clone).
     pub tls: Option<crate::TlsConfig>,
+    /// `Some`: whether the circle has a live worker, as its owner keeps
+    /// seeing it. A `play` on a circle with none is answered -32002 at once,
+    /// without submitting, and one that times out while the circle has none
+    /// is answered -32002 and its task cancelled. `None`: never refused.
+    pub workers: Option<crate::WorkerSight>,
 }
 
 /// A principal of a circle (circles.json `principals`): its name, the
@@ -85,6 +90,7 @@ impl ServerConfig {
             allowed_origins: Vec::new(),
             principals: Vec::new(),
             tls: None,
+            workers: None,
         }
     }
 }

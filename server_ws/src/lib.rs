@@ -40,6 +40,8 @@
 //!   addresses that keep failing (HTTP 429);
 //! - `tls`: [`TlsConfig`], a certificate and key checked once into the
 //!   rustls configuration every `wss://` listener shares;
+//! - `sight`: [`WorkerSight`], whether a circle has a live worker as the
+//!   owner last saw it (read by `play`);
 //! - `fragments`, `frame_guard`, `origin`, `config`, `status`: message
 //!   reassembly, frame-length checks, the origin allow-list, limits and
 //!   timings, live counters.
@@ -105,6 +107,7 @@ mod pause;
 mod play;
 mod reader;
 mod rpc;
+mod sight;
 mod status;
 mod tls;
 mod upgrade;
@@ -120,6 +123,7 @@ pub use config::{
 pub use host::{CircleServer, HOST_WORKERS, run, run_many, run_many_pausable, run_with};
 pub use origin::is_allowed as origin_allowed;
 pub use pause::Pause;
+pub use sight::WorkerSight;
 pub use status::ServerStatus;
 pub use tls::TlsConfig;
 

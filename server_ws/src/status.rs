@@ -13,6 +13,7 @@ pub struct ServerStatus {
     requests: AtomicU64,
     refused_upgrades: AtomicU64,
     broker_unavailable: AtomicU64,
+    no_worker: AtomicU64,
     /// Where refusals and bytes are recorded too, when metrics are on.
     metrics: Option<telemetry::ServerMetrics>,
 }
@@ -62,6 +63,12 @@ impl ServerStatus {
     /// to be logged (see [`sampled`]).
     pub(crate) fn broker_unavailable(&self) -> Option<u64> {
         sampled(&self.broker_unavailable)
+    }
+
+    /// Counts a request answered "no live worker"; the count when it is to
+    /// be logged (see [`sampled`]).
+    pub(crate) fn no_worker(&self) -> Option<u64> {
+        sampled(&self.no_worker)
     }
 
     /// Counts a refused upgrade; the count when it is to be logged (see

@@ -4,11 +4,13 @@
 //! waiting, `run` the submit-and-wait call and its cancel-on-drop, and
 //! `test_support` what only tests use.
 
+mod gateways;
 mod run;
 #[cfg(feature = "test-support")]
 mod test_support;
 mod wait;
 
+pub use gateways::{Gateway, GatewayProcess};
 pub use run::{OnDrop, SUBMITTER_FAILED, SUBMITTER_GONE};
 pub use wait::Watched;
 

@@ -8,7 +8,8 @@
 //!
 //! ```text
 //! root ─┬─ hosts ─┬─ host × H        websocket hosts (one at start)     (cancelled 1st)
-//!       │         └─ connections × N each circle's sockets
+//!       │         ├─ connections × N each circle's sockets
+//!       │         └─ gateway beat     announces the circles served (src/gateway.rs)
 //!       ├─ circle × N      each circle's worker                 (cancelled 2nd)
 //!       └─ watchers        stats poller, managed-Redis watcher,  (cancelled 3rd)
 //!                          admin endpoint and its Redis probe
@@ -49,7 +50,7 @@ use crate::role::Role;
 use crate::roster::Roster;
 use crate::settings::Settings;
 use crate::status::{Header, lock};
-use crate::{admin, circles, logging, monitor, render};
+use crate::{admin, circles, gateway, logging, monitor, render};
 use signals::Signals;
 
 /// Time allowed beyond the grace period for servers and workers to return.
@@ -336,6 +337,19 @@ impl Running {
             changed.clone(),
             watchers_token.clone(),
         ));
+        if settings.role.serves() {
+            // Under the hosts' token: a process that stops serving stops
+            // announcing itself before its workers stop.
+            watchers.spawn(gateway::beat(
+                client.clone(),
+                roster.clone(),
+                client::GatewayProcess::new(circles::host_name()),
+                settings.worker.heartbeat_interval,
+                settings.worker.heartbeat_ttl,
+                changed.clone(),
+                ctx.hosts.child_token(),
+            ));
+        }
         let draining = Arc::new(AtomicBool::new(false));
         if let Some(admin) = admin {
             let running = admin::Running {

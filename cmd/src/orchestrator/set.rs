@@ -114,6 +114,12 @@ impl CircleSet {
             if let Some(store) = &p.store {
                 state = state.with_db(&store.db);
             }
+            if p.listener.is_some() {
+                state = state.with_sight(server_ws::WorkerSight::new(
+                    p.config.id,
+                    ctx.settings.worker.heartbeat_ttl,
+                ));
+            }
             let state = Arc::new(state);
             let worker_token = ctx.root.child_token();
             let worker = match &p.store {
@@ -132,7 +138,8 @@ impl CircleSet {
                 }
             };
             let conns = ctx.hosts.child_token();
-            let server = ctx.settings.server_config(&p.config, &state.queue);
+            let mut server = ctx.settings.server_config(&p.config, &state.queue);
+            server.workers = state.sight.clone();
             let circles::Prepared {
                 config,
                 store,

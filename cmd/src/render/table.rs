@@ -7,7 +7,7 @@ use super::human_duration;
 use crate::status::Row;
 
 /// The fixed columns of DESIGN §6, then the extras.
-pub const COLUMNS: [&str; 13] = [
+pub const COLUMNS: [&str; 14] = [
     "Circle Name",
     "ID",
     "Worker Status",
@@ -15,6 +15,7 @@ pub const COLUMNS: [&str; 13] = [
     "WS Server URL",
     "Access",
     "Server",
+    "Gateways",
     "Queue Len",
     "Processed",
     "Failed",
@@ -112,6 +113,7 @@ fn cells(row: &Row) -> Vec<String> {
         row.url.clone(),
         access_text(row.principals),
         state_text(row.server, &row.server_detail),
+        opt(row.gateway_count.map(|n| n as u64)),
         opt(row.queue_len),
         opt(row.processed),
         opt(row.failed),
@@ -203,6 +205,29 @@ mod tests {
         };
         assert_eq!(access("Alpha Circle"), "open", "{text}");
         assert_eq!(access("Beta"), "2 principals", "{text}");
+    }
+
+    #[test]
+    fn the_gateways_column_counts_the_gateways_serving_the_circle() {
+        assert_eq!(COLUMNS[7], "Gateways");
+        let rows = [
+            row("Alpha Circle"),
+            Row {
+                gateway_count: Some(2),
+                ..row("Beta")
+            },
+        ];
+        let text = build(&rows, false).to_string();
+        let gateways = |name: &str| -> String {
+            let line = text.lines().find(|l| l.contains(name)).expect("row");
+            line.split('|')
+                .map(str::trim)
+                .nth(8)
+                .expect("cell")
+                .to_string()
+        };
+        assert_eq!(gateways("Alpha Circle"), "-", "not read yet:\n{text}");
+        assert_eq!(gateways("Beta"), "2", "{text}");
     }
 
     #[test]

@@ -109,9 +109,19 @@ pub struct Orchestrator {
     pub child: Child,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
+    /// The threads that copy stdout and stderr; they end at the pipes' EOF.
+    pumps: Vec<std::thread::JoinHandle<()>>,
 }
 
-fn pump(stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
+/// How long [`Orchestrator::wait_exit`] waits, after the exit, for the
+/// pumps to read what is left in the pipes (a grandchild that holds them
+/// open, such as a managed redis-server, keeps them from ever ending).
+const DRAIN_PIPES: Duration = Duration::from_secs(5);
+
+fn pump(
+    stream: impl Read + Send + 'static,
+    into: Arc<Mutex<String>>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut reader = BufReader::new(stream);
         let mut line = String::new();
@@ -119,7 +129,7 @@ fn pump(stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
             into.lock().expect("pump lock").push_str(&line);
             line.clear();
         }
-    });
+    })
 }
 
 impl Orchestrator {
@@ -129,12 +139,15 @@ impl Orchestrator {
         let mut child = cmd.spawn().expect("spawn circles_orchestrator");
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
-        pump(child.stdout.take().expect("stdout"), stdout.clone());
-        pump(child.stderr.take().expect("stderr"), stderr.clone());
+        let pumps = vec![
+            pump(child.stdout.take().expect("stdout"), stdout.clone()),
+            pump(child.stderr.take().expect("stderr"), stderr.clone()),
+        ];
         Orchestrator {
             child,
             stdout,
             stderr,
+            pumps,
         }
     }
 
@@ -207,8 +220,11 @@ impl Orchestrator {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                // Let the pump threads drain the pipes.
-                std::thread::sleep(Duration::from_millis(50));
+                // Let the pump threads drain the pipes, up to their EOF.
+                let drained = Instant::now() + DRAIN_PIPES;
+                while !self.pumps.iter().all(|p| p.is_finished()) && Instant::now() < drained {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 return status;
             }
             if Instant::now() > deadline {

@@ -1,0 +1,244 @@
+//! Gateways: the processes that serve circles' WebSocket endpoints announce
+//! themselves per queue ([`keys::gateway_heartbeat`], [`keys::gateways`]),
+//! and learn in the same round trip whether a worker of each queue is
+//! alive. Readers list the gateways of many queues at once.
+
+use std::time::Duration;
+
+use super::Client;
+use crate::{Error, Result, keys};
+
+/// Circles per script call of [`Client::gateway_beat`] and
+/// [`Client::gateways_many`] (the calls of one beat still go out in one
+/// pipeline: one round trip).
+const BATCH: usize = 256;
+
+/// One gateway of a queue, as its heartbeat key names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gateway {
+    /// Its id (unique per process and run).
+    pub id: String,
+    /// Its process id on its host; `None` when the key held none readable.
+    pub pid: Option<u32>,
+    /// The machine it runs on.
+    pub host: String,
+    /// The URL it serves the circle's endpoint at.
+    pub url: String,
+}
+
+impl Gateway {
+    /// The heartbeat value: `<pid>|<host>|<ws url>`.
+    fn value(pid: u32, host: &str, url: &str) -> String {
+        format!("{pid}|{host}|{url}")
+    }
+
+    /// Reads a heartbeat value back; a value of another shape keeps what
+    /// it has in `url` (a third party's gateway still counts).
+    fn parse(id: String, value: &str) -> Gateway {
+        let mut parts = value.splitn(3, '|');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(pid), Some(host), Some(url)) => Gateway {
+                id,
+                pid: pid.parse().ok(),
+                host: host.to_owned(),
+                url: url.to_owned(),
+            },
+            _ => Gateway {
+                id,
+                pid: None,
+                host: String::new(),
+                url: value.to_owned(),
+            },
+        }
+    }
+}
+
+/// The process that beats as a gateway: its id and what its heartbeat
+/// values say of it.
+#[derive(Debug, Clone)]
+pub struct GatewayProcess {
+    /// The gateway id, in the key and the set.
+    pub id: String,
+    /// The process id.
+    pub pid: u32,
+    /// The machine's name.
+    pub host: String,
+}
+
+impl GatewayProcess {
+    /// This process on `host`, with a fresh random id.
+    pub fn new(host: impl Into<String>) -> GatewayProcess {
+        GatewayProcess {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            pid: std::process::id(),
+            host: host.into(),
+        }
+    }
+}
+
+/// Per circle: writes the gateway's heartbeat key, adds it to the queue's
+/// gateway set, and answers 1 when a worker registered for the queue still
+/// has its heartbeat key (else 0).
+/// KEYS: per circle its gateway heartbeat key, gateway set, worker set.
+/// ARGV: gateway id, TTL in ms, then per circle the heartbeat value and the
+/// worker heartbeat key prefix of its queue.
+/// Sent with EVAL (the text, not its hash), so a Redis that lost its
+/// script cache needs no second round trip.
+const BEAT: &str = r#"
+local id, ttl = ARGV[1], ARGV[2]
+local out = {}
+for i = 1, #KEYS / 3 do
+  redis.call('SET', KEYS[3 * i - 2], ARGV[2 * i + 1], 'PX', ttl)
+  redis.call('SADD', KEYS[3 * i - 1], id)
+  local prefix, live = ARGV[2 * i + 2], 0
+  for _, w in ipairs(redis.call('SMEMBERS', KEYS[3 * i])) do
+    if redis.call('EXISTS', prefix .. w) == 1 then
+      live = 1
+      break
+    end
+  end
+  out[i] = live
+end
+return out
+"#;
+
+/// Per queue: the `{id, value}` of every member of its gateway set whose
+/// heartbeat key exists; members without one are removed from the set.
+/// KEYS: per queue its gateway set. ARGV: per queue its gateway heartbeat
+/// key prefix.
+const LIST: &str = r#"
+local out = {}
+for i = 1, #KEYS do
+  local found = {}
+  for _, g in ipairs(redis.call('SMEMBERS', KEYS[i])) do
+    local value = redis.call('GET', ARGV[i] .. g)
+    if value then
+      found[#found + 1] = { g, value }
+    else
+      redis.call('SREM', KEYS[i], g)
+    end
+  end
+  out[i] = found
+end
+return out
+"#;
+
+impl Client {
+    /// One beat of `gateway` for every circle it serves, `(queue, ws url)`:
+    /// each heartbeat key is written with `ttl` and the gateway added to
+    /// each queue's set; the answer says, per circle in order, whether a
+    /// worker registered for the queue is alive (its heartbeat key exists).
+    /// One round trip however many circles.
+    pub async fn gateway_beat(
+        &self,
+        gateway: &GatewayProcess,
+        circles: &[(&str, &str)],
+        ttl: Duration,
+    ) -> Result<Vec<bool>> {
+        if circles.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ttl_ms = ttl.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
+        let mut pipe = redis::pipe();
+        for chunk in circles.chunks(BATCH) {
+            let cmd = pipe.cmd("EVAL").arg(BEAT).arg(chunk.len() * 3);
+            for (queue, _) in chunk {
+                cmd.arg(keys::gateway_heartbeat(queue, &gateway.id))
+                    .arg(keys::gateways(queue))
+                    .arg(keys::workers(queue));
+            }
+            cmd.arg(&gateway.id).arg(ttl_ms);
+            for (queue, url) in chunk {
+                cmd.arg(Gateway::value(gateway.pid, &gateway.host, url))
+                    .arg(keys::heartbeat(queue, ""));
+            }
+        }
+        let answers: Vec<Vec<i64>> = self.inner.conn.query_pipe(&pipe).await?;
+        let live: Vec<bool> = answers.into_iter().flatten().map(|l| l == 1).collect();
+        if live.len() != circles.len() {
+            return Err(Error::Protocol(format!(
+                "a gateway beat of {} circles answered {} rows",
+                circles.len(),
+                live.len()
+            )));
+        }
+        Ok(live)
+    }
+
+    /// Takes `gateway` out of the gateway sets of `queues` and deletes its
+    /// heartbeat keys (a clean shutdown, or circles it no longer serves).
+    /// One round trip.
+    pub async fn gateway_leave(&self, gateway: &GatewayProcess, queues: &[&str]) -> Result<()> {
+        if queues.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for queue in queues {
+            pipe.cmd("SREM")
+                .arg(keys::gateways(queue))
+                .arg(&gateway.id)
+                .ignore()
+                .cmd("DEL")
+                .arg(keys::gateway_heartbeat(queue, &gateway.id))
+                .ignore();
+        }
+        self.inner.conn.query_pipe::<()>(&pipe).await
+    }
+
+    /// The live gateways of every queue in `queues`, in order (each
+    /// queue's sorted by id); members of a gateway set whose heartbeat
+    /// expired are removed from it on the way. One round trip.
+    pub async fn gateways_many(&self, queues: &[&str]) -> Result<Vec<Vec<Gateway>>> {
+        if queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for chunk in queues.chunks(BATCH) {
+            let cmd = pipe.cmd("EVAL").arg(LIST).arg(chunk.len());
+            for queue in chunk {
+                cmd.arg(keys::gateways(queue));
+            }
+            for queue in chunk {
+                cmd.arg(keys::gateway_heartbeat(queue, ""));
+            }
+        }
+        let answers: Vec<Vec<Vec<(String, String)>>> = self.inner.conn.query_pipe(&pipe).await?;
+        let rows: Vec<Vec<Gateway>> = answers
+            .into_iter()
+            .flatten()
+            .map(|found| {
+                let mut gateways: Vec<Gateway> = found
+                    .into_iter()
+                    .map(|(id, value)| Gateway::parse(id, &value))
+                    .collect();
+                gateways.sort_by(|a, b| a.id.cmp(&b.id));
+                gateways
+            })
+            .collect();
+        if rows.len() != queues.len() {
+            return Err(Error::Protocol(format!(
+                "the gateways of {} queues answered {} rows",
+                queues.len(),
+                rows.len()
+            )));
+        }
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Gateway;
+
+    #[test]
+    fn a_heartbeat_value_reads_back_as_pid_host_and_url() {
+        let value = Gateway::value(42, "box/abc", "ws://127.0.0.1:8081/ws");
+        assert_eq!(value, "42|box/abc|ws://127.0.0.1:8081/ws");
+        let g = Gateway::parse("g1".into(), &value);
+        assert_eq!(g.pid, Some(42));
+        assert_eq!(g.host, "box/abc");
+        assert_eq!(g.url, "ws://127.0.0.1:8081/ws");
+        let odd = Gateway::parse("g2".into(), "something else");
+        assert_eq!((odd.pid, odd.url.as_str()), (None, "something else"));
+    }
+}

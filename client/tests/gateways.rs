@@ -1,0 +1,157 @@
+//! Gateway heartbeats against a real Redis: a beat writes each circle's
+//! heartbeat key with its TTL and the gateway set, says which queues have a
+//! live worker, and a reader lists the gateways of many queues at once,
+//! pruning those whose heartbeat expired.
+
+use std::time::Duration;
+
+use client::broker::{BrokerOptions, WorkerBroker};
+use client::{Client, GatewayProcess, keys};
+
+async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn")
+}
+
+#[tokio::test]
+async fn a_beat_writes_each_circles_heartbeat_with_its_ttl_and_a_leave_removes_it() {
+    let redis = testkit::RedisServer::start();
+    let client = Client::connect(&redis.url()).await.expect("connect");
+    let gateway = GatewayProcess::new("box1");
+    let circles = [
+        ("alpha", "ws://127.0.0.1:1/ws"),
+        ("beta", "ws://127.0.0.1:2/ws"),
+    ];
+    client
+        .gateway_beat(&gateway, &circles, Duration::from_secs(60))
+        .await
+        .expect("beat");
+    let mut conn = raw(&redis.url()).await;
+    for (queue, url) in circles {
+        let key = keys::gateway_heartbeat(queue, &gateway.id);
+        let value: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("get");
+        assert_eq!(
+            value,
+            Some(format!("{}|box1|{url}", std::process::id())),
+            "{key}"
+        );
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("pttl");
+        assert!(ttl > 0 && ttl <= 60_000, "{key} has TTL {ttl} ms");
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(keys::gateways(queue))
+            .query_async(&mut conn)
+            .await
+            .expect("smembers");
+        assert_eq!(members, std::slice::from_ref(&gateway.id));
+    }
+    client
+        .gateway_leave(&gateway, &["alpha"])
+        .await
+        .expect("leave");
+    let listed = client
+        .gateways_many(&["alpha", "beta"])
+        .await
+        .expect("list");
+    assert!(listed[0].is_empty(), "{listed:?}");
+    assert_eq!(listed[1].len(), 1, "{listed:?}");
+    assert_eq!(listed[1][0].url, "ws://127.0.0.1:2/ws");
+    assert_eq!(listed[1][0].host, "box1");
+    assert_eq!(listed[1][0].pid, Some(std::process::id()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_beat_says_which_queues_have_a_live_worker() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let client = Client::connect(&url).await.expect("connect");
+    let gateway = GatewayProcess::new("box1");
+    let broker = WorkerBroker::new(
+        &url,
+        "served",
+        "w1",
+        &BrokerOptions::new(Duration::from_secs(60)),
+    )
+    .expect("broker");
+    broker
+        .beat(Duration::from_millis(300), false)
+        .await
+        .expect("beat");
+    let circles = [("served", "ws://a/ws"), ("empty", "ws://b/ws")];
+    let live = client
+        .gateway_beat(&gateway, &circles, Duration::from_secs(60))
+        .await
+        .expect("beat");
+    assert_eq!(live, [true, false]);
+    // The worker stops beating: once its heartbeat expires it is not live,
+    // though it is still registered.
+    testkit::wait_for(
+        "the worker's heartbeat to expire",
+        Duration::from_secs(10),
+        || {
+            let live = block(client.gateway_beat(&gateway, &circles, Duration::from_secs(60)));
+            (live.expect("beat") == [false, false]).then_some(())
+        },
+    );
+}
+
+/// Runs `f` to its end from a synchronous closure inside a test runtime.
+fn block<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateways_of_many_queues_are_read_at_once_and_expired_ones_pruned() {
+    let redis = testkit::RedisServer::start();
+    let client = Client::connect(&redis.url()).await.expect("connect");
+    let (one, two) = (GatewayProcess::new("h1"), GatewayProcess::new("h2"));
+    client
+        .gateway_beat(&one, &[("a", "ws://h1:1/ws")], Duration::from_secs(60))
+        .await
+        .expect("beat one");
+    client
+        .gateway_beat(
+            &two,
+            &[("a", "ws://h2:1/ws"), ("b", "ws://h2:2/ws")],
+            Duration::from_millis(200),
+        )
+        .await
+        .expect("beat two");
+    let listed = client.gateways_many(&["a", "b", "c"]).await.expect("list");
+    let hosts = |i: usize| {
+        let mut h: Vec<String> = listed[i].iter().map(|g| g.host.clone()).collect();
+        h.sort();
+        h
+    };
+    assert_eq!(hosts(0), ["h1", "h2"]);
+    assert_eq!(hosts(1), ["h2"]);
+    assert!(listed[2].is_empty());
+    // Gateway two stops beating (killed): its keys expire and a reader
+    // drops it from the sets.
+    let listed = testkit::wait_for("gateway two to expire", Duration::from_secs(10), || {
+        let listed = block(client.gateways_many(&["a", "b"])).expect("list");
+        (listed[0].len() == 1 && listed[1].is_empty()).then_some(listed)
+    });
+    assert_eq!(listed[0][0].id, one.id);
+    let mut conn = raw(&redis.url()).await;
+    let members: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(keys::gateways("a"))
+        .query_async(&mut conn)
+        .await
+        .expect("smembers");
+    assert_eq!(
+        members,
+        std::slice::from_ref(&one.id),
+        "the expired member was pruned"
+    );
+}

@@ -1,0 +1,122 @@
+//! The gateway beat of a process that serves circles' WebSocket endpoints
+//! (`--role all` or `gateway`): one task for every circle of the process,
+//! one Redis round trip per beat ([`client::Client::gateway_beat`]). Each
+//! beat announces the process as a gateway of every circle it serves
+//! (`rhai_gateway_heartbeat:<queue>:<gateway_id>` with the worker
+//! heartbeat's TTL, and `rhai_gateways:<queue>`) and records in each
+//! circle's [`server_ws::WorkerSight`] whether a worker of it is alive,
+//! which `play` reads. Circles a reload removes, and at shutdown all of
+//! them, are taken out of the sets and their keys deleted.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use client::{Client, GatewayProcess};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::roster::Roster;
+use crate::status::{CircleState, Phase, lock};
+
+/// Bound on one beat's round trip, and on the goodbye at shutdown.
+const BEAT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Beats every `every` with heartbeat TTL `ttl` for the circles of
+/// `roster` this process serves, until `stop`; then leaves.
+pub async fn beat(
+    client: Client,
+    roster: Roster,
+    gateway: GatewayProcess,
+    every: Duration,
+    ttl: Duration,
+    changed: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    log::info!(
+        "gateway {} (pid {} on {}) announces its circles every {every:?}",
+        gateway.id,
+        gateway.pid,
+        gateway.host
+    );
+    let mut announced: Vec<String> = Vec::new();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => break,
+        }
+        let served = served(&roster);
+        let circles: Vec<(&str, &str)> = served
+            .iter()
+            .map(|s| (s.queue.as_str(), s.url.as_str()))
+            .collect();
+        let before: Vec<Option<bool>> = served.iter().map(|s| live(s)).collect();
+        // A sighting is no newer than the request that made it.
+        let at = Instant::now();
+        match tokio::time::timeout(BEAT_TIMEOUT, client.gateway_beat(&gateway, &circles, ttl)).await
+        {
+            Ok(Ok(lives)) => {
+                for (state, live) in served.iter().zip(lives) {
+                    if let Some(sight) = &state.sight {
+                        sight.record(live, at);
+                    }
+                }
+            }
+            Ok(Err(e)) => log::debug!("gateway beat of {} circles: {e}", circles.len()),
+            Err(_) => log::debug!(
+                "gateway beat of {} circles: no answer within {BEAT_TIMEOUT:?}",
+                circles.len()
+            ),
+        }
+        if served.iter().zip(before).any(|(s, b)| live(s) != b) {
+            changed.notify_one();
+        }
+        let now: Vec<String> = circles.iter().map(|(q, _)| q.to_string()).collect();
+        let gone: Vec<&str> = announced
+            .iter()
+            .filter(|q| !now.contains(q))
+            .map(String::as_str)
+            .collect();
+        leave(&client, &gateway, &gone).await;
+        announced = now;
+    }
+    let all: Vec<&str> = announced.iter().map(String::as_str).collect();
+    leave(&client, &gateway, &all).await;
+}
+
+/// The circles of `roster` whose endpoint this process serves (a circle
+/// a reload is taking out is left out).
+fn served(roster: &Roster) -> Vec<Arc<CircleState>> {
+    roster
+        .current()
+        .into_iter()
+        .filter(|s| s.sight.is_some() && lock(&s.server).phase != Phase::Stopped)
+        .collect()
+}
+
+fn live(state: &CircleState) -> Option<bool> {
+    state.sight.as_ref().and_then(|s| s.live())
+}
+
+/// Takes the gateway out of `queues` (logged when Redis refuses: the keys
+/// then expire by their TTL, and readers prune the sets).
+async fn leave(client: &Client, gateway: &GatewayProcess, queues: &[&str]) {
+    if queues.is_empty() {
+        return;
+    }
+    match tokio::time::timeout(BEAT_TIMEOUT, client.gateway_leave(gateway, queues)).await {
+        Ok(Ok(())) => log::debug!("gateway {} left {} circle(s)", gateway.id, queues.len()),
+        Ok(Err(e)) => log::warn!(
+            "gateway {} could not leave {} circle(s): {e}; their keys expire by their TTL",
+            gateway.id,
+            queues.len()
+        ),
+        Err(_) => log::warn!(
+            "gateway {} could not leave {} circle(s) within {BEAT_TIMEOUT:?}; their keys \
+             expire by their TTL",
+            gateway.id,
+            queues.len()
+        ),
+    }
+}

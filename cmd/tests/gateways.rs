@@ -1,0 +1,255 @@
+//! Gateways through the built binary: a process that serves a circle's
+//! endpoint announces itself in Redis (with the worker heartbeat's TTL,
+//! gone at shutdown) and shows in `status --json`; while its circle has no
+//! live worker it answers `play` with -32002 naming the circle, at once
+//! once the dead time passed, and a task that timed out after the worker
+//! was killed never runs when a worker comes up.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::http::admin_addr;
+use common::{Orchestrator, Sandbox, connect, play, port, run_to_end};
+use redis::Commands;
+use serde_json::Value;
+
+/// Short beats, so that dead times pass in about a second.
+const BEAT: &str = "200ms";
+/// The heartbeat TTL that [`BEAT`] gives (three beats), in ms.
+const TTL_MS: i64 = 600;
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn start(
+    sandbox: &Sandbox,
+    config: &Path,
+    redis: &testkit::RedisServer,
+    data_dir: &Path,
+    extra: &[&str],
+) -> Orchestrator {
+    let mut cmd = sandbox.serve_command(config, &redis.url(), data_dir);
+    cmd.args(["--worker-heartbeat", BEAT]).args(extra);
+    let mut o = Orchestrator::spawn(cmd);
+    o.wait_table();
+    o
+}
+
+fn redis_conn(redis: &testkit::RedisServer) -> redis::Connection {
+    redis::Client::open(redis.url())
+        .expect("url")
+        .get_connection()
+        .expect("connect to the test redis")
+}
+
+/// Polls `check` until it gives a value, or panics naming `what`.
+fn wait_for<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
+    testkit::wait_for(what, DEADLINE, check)
+}
+
+/// `status --json` of the orchestrator whose admin endpoint is `addr`.
+fn status_json(sandbox: &Sandbox, addr: &str) -> Value {
+    let mut cmd = sandbox.command();
+    cmd.args(["status", "--admin", addr, "--json"]);
+    let (code, stdout, stderr) = run_to_end(cmd, DEADLINE);
+    assert!(code.success(), "{stderr}");
+    serde_json::from_str(stdout.trim()).expect("one JSON snapshot")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateways_keys_appear_with_the_heartbeat_ttl_and_go_at_shutdown() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let alpha = port();
+    let config = sandbox.circles(&[(1, "Alpha", alpha)]);
+    let mut gateway = start(
+        &sandbox,
+        &config,
+        &redis,
+        &sandbox.data_dir(),
+        &["--role", "gateway"],
+    );
+    let mut conn = redis_conn(&redis);
+    let members: Vec<String> = wait_for("the gateway to announce itself", || {
+        let m: Vec<String> = conn.smembers("rhai_gateways:alpha").expect("smembers");
+        (!m.is_empty()).then_some(m)
+    });
+    assert_eq!(members.len(), 1, "{members:?}");
+    let key = format!("rhai_gateway_heartbeat:alpha:{}", members[0]);
+    let value: String = conn.get(&key).expect("get");
+    let (pid, rest) = value.split_once('|').expect("pid|host|url");
+    assert_eq!(pid, gateway.pid().to_string(), "{value}");
+    assert!(
+        rest.ends_with(&format!("|ws://127.0.0.1:{alpha}/ws")),
+        "{value}"
+    );
+    let ttl: i64 = conn.pttl(&key).expect("pttl");
+    assert!(ttl > 0 && ttl <= TTL_MS, "{key} has a TTL of {ttl} ms");
+
+    assert!(gateway.stop().success(), "{}", gateway.stderr());
+    let members: Vec<String> = conn.smembers("rhai_gateways:alpha").expect("smembers");
+    assert!(members.is_empty(), "left the set at shutdown: {members:?}");
+    let exists: bool = conn.exists(&key).expect("exists");
+    assert!(!exists, "{key} deleted at shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_of_one_circle_both_show_in_status_json() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let alpha = port();
+    let config = sandbox.circles(&[(1, "Alpha", alpha)]);
+    let path = sandbox.path();
+    let one = start(
+        &sandbox,
+        &config,
+        &redis,
+        &path.join("g1"),
+        &["--role", "gateway", "--admin", "127.0.0.1:0"],
+    );
+    let _two = start(
+        &sandbox,
+        &config,
+        &redis,
+        &path.join("g2"),
+        &["--role", "gateway", "--host", "127.0.0.2"],
+    );
+    let addr = admin_addr(&one.stdout()).to_string();
+    let circle = wait_for("both gateways in status --json", || {
+        let snap = status_json(&sandbox, &addr);
+        let circle = snap["circles"][0].clone();
+        (circle["gateway_count"] == 2).then_some(circle)
+    });
+    let mut urls: Vec<&str> = circle["gateways"]
+        .as_array()
+        .expect("a list of gateways")
+        .iter()
+        .map(|g| g["url"].as_str().expect("url"))
+        .collect();
+    urls.sort();
+    assert_eq!(
+        urls,
+        [
+            format!("ws://127.0.0.1:{alpha}/ws"),
+            format!("ws://127.0.0.2:{alpha}/ws")
+        ],
+        "{circle}"
+    );
+    for g in circle["gateways"].as_array().expect("list") {
+        assert!(g["host"].as_str().is_some_and(|h| !h.is_empty()), "{g}");
+        assert!(g["pid"].as_u64().is_some(), "{g}");
+    }
+    let mut cmd = sandbox.command();
+    cmd.args(["status", "--admin", &addr]);
+    let (code, table, stderr) = run_to_end(cmd, DEADLINE);
+    assert!(code.success(), "{stderr}");
+    assert!(table.contains("Gateways"), "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_alone_answers_play_with_32002_naming_the_circle_once_the_dead_time_passed() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let alpha = port();
+    let config = sandbox.circles(&[(1, "Alpha", alpha)]);
+    let mut gateway = start(
+        &sandbox,
+        &config,
+        &redis,
+        &sandbox.data_dir(),
+        &["--role", "gateway", "--task-timeout", "30s"],
+    );
+    gateway.wait_stdout("Not here: role gateway; no live worker", DEADLINE);
+    let mut ws = connect(alpha).await;
+    let reply = play(&mut ws, 1, "40 + 2").await;
+    assert_eq!(reply["error"]["code"], -32002, "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("no live worker for circle Alpha (1)"),
+        "{reply}"
+    );
+    assert_eq!(reply["error"]["data"]["kind"], "no_worker", "{reply}");
+    assert!(reply["error"]["data"]["task_id"].is_null(), "{reply}");
+    let queued: u64 = redis_conn(&redis).llen("rhai_tasks:alpha").expect("llen");
+    assert_eq!(queued, 0, "nothing was submitted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_whose_worker_was_killed_answers_32002_and_the_task_never_runs_later() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let alpha = port();
+    let config = sandbox.circles(&[(1, "Alpha", alpha)]);
+    let worker_dir = sandbox.path().join("wk");
+    // A longer beat for the worker: its heartbeat outlives the kill long
+    // enough for the next play to be submitted.
+    let worker_args = ["--role", "worker", "--worker-heartbeat", "1s"];
+    let mut worker = start(&sandbox, &config, &redis, &worker_dir, &worker_args);
+    let gateway = start(
+        &sandbox,
+        &config,
+        &redis,
+        &sandbox.path().join("gw"),
+        &[
+            "--role",
+            "gateway",
+            "--worker-heartbeat",
+            "1s",
+            "--task-timeout",
+            "8s",
+        ],
+    );
+    let mut ws = connect(alpha).await;
+    let reply = play(&mut ws, 1, "40 + 2").await;
+    assert_eq!(
+        reply["result"]["output"], "42",
+        "a live worker: as before: {reply}"
+    );
+
+    worker.signal("KILL");
+    worker.wait_exit(DEADLINE);
+    let reply = play(&mut ws, 2, "db::insert(#{ late: true })").await;
+    assert_eq!(reply["error"]["code"], -32002, "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("no live worker for circle Alpha (1)"),
+        "{reply}"
+    );
+    let task_id = reply["error"]["data"]["task_id"]
+        .as_str()
+        .unwrap_or_else(|| {
+            panic!("the task was submitted before the worker was known gone: {reply}")
+        })
+        .to_owned();
+    let details = format!("rhai_task_details:{task_id}");
+    let mut conn = redis_conn(&redis);
+    let status: Option<String> = conn.hget(&details, "status").expect("hget");
+    assert_eq!(status.as_deref(), Some("pending"), "nobody took it yet");
+
+    // A worker comes up: the task ends without running.
+    let _worker = start(&sandbox, &config, &redis, &worker_dir, &worker_args);
+    let (status, kind) = wait_for("the task to end", || {
+        let (status, kind): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(&details)
+            .arg("status")
+            .arg("errorKind")
+            .query(&mut conn)
+            .expect("hmget");
+        (status.as_deref() != Some("pending")).then_some((status, kind))
+    });
+    assert_eq!(status.as_deref(), Some("error"));
+    assert_eq!(kind.as_deref(), Some("cancelled"));
+    let mut ws = connect(alpha).await;
+    let started = Instant::now();
+    let next_id = loop {
+        let reply = play(&mut ws, 3, "db::next_id()").await;
+        if let Some(out) = reply["result"]["output"].as_str() {
+            break out.to_owned();
+        }
+        assert_eq!(reply["error"]["code"], -32002, "{reply}");
+        assert!(started.elapsed() < DEADLINE, "{reply}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(next_id, "1", "the insert of the cancelled task never ran");
+    drop(gateway);
+}

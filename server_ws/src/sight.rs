@@ -1,0 +1,119 @@
+//! [`WorkerSight`]: whether a circle has a live worker, as the process
+//! that serves its endpoint last saw it. A background task of the owner
+//! (one for every circle of the process, one Redis round trip per beat)
+//! records what it sees; `play` only reads it, so a request costs no extra
+//! round trip.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Per circle: when a live worker was last seen, and when anyone last
+/// looked. Cheap to clone; every clone shares the same record.
+#[derive(Debug, Clone)]
+pub struct WorkerSight {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    circle_id: u32,
+    dead_after: Duration,
+    seen: Mutex<Seen>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    /// When a live worker was last seen (the start counts as a sighting,
+    /// so a fresh process waits one dead time before it refuses).
+    live: Instant,
+    /// When the last look succeeded; `None` before the first.
+    looked: Option<Instant>,
+}
+
+impl WorkerSight {
+    /// The record of circle `circle_id`, whose workers count as gone once
+    /// none was seen for `dead_after` (the worker heartbeat's TTL).
+    pub fn new(circle_id: u32, dead_after: Duration) -> WorkerSight {
+        WorkerSight {
+            inner: Arc::new(Inner {
+                circle_id,
+                dead_after,
+                seen: Mutex::new(Seen {
+                    live: Instant::now(),
+                    looked: None,
+                }),
+            }),
+        }
+    }
+
+    /// The circle's id (named in the refusal).
+    pub fn circle_id(&self) -> u32 {
+        self.inner.circle_id
+    }
+
+    /// How long no live worker must be seen before the circle has none.
+    pub fn dead_after(&self) -> Duration {
+        self.inner.dead_after
+    }
+
+    /// Records a look at the circle's workers made at `at`: `live` when one
+    /// of them had its heartbeat.
+    pub fn record(&self, live: bool, at: Instant) {
+        let mut seen = self.lock();
+        seen.looked = Some(seen.looked.map_or(at, |l| l.max(at)));
+        if live {
+            seen.live = seen.live.max(at);
+        }
+    }
+
+    /// `Some(false)` when the circle has no live worker: none seen for the
+    /// dead time while the looks go on; `Some(true)` while one is seen;
+    /// `None` when nothing is known (no look succeeded for the dead time:
+    /// Redis is away, or the owner does not look).
+    pub fn live(&self) -> Option<bool> {
+        self.live_at(Instant::now())
+    }
+
+    fn live_at(&self, now: Instant) -> Option<bool> {
+        let seen = *self.lock();
+        let dead_after = self.inner.dead_after;
+        let looked = seen.looked?;
+        if now.saturating_duration_since(looked) >= dead_after {
+            return None;
+        }
+        Some(now.saturating_duration_since(seen.live) < dead_after)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Seen> {
+        // Two instants: a panic elsewhere leaves them meaningful.
+        self.inner
+            .seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_circle_has_no_live_worker_only_once_none_was_seen_for_the_dead_time() {
+        let sight = WorkerSight::new(7, Duration::from_secs(3));
+        let t0 = Instant::now();
+        assert_eq!(sight.live_at(t0), None, "nothing looked yet");
+        sight.record(false, t0);
+        assert_eq!(sight.live_at(t0), Some(true), "the start counts as seen");
+        let later = t0 + Duration::from_secs(4);
+        sight.record(false, later);
+        assert_eq!(sight.live_at(later), Some(false));
+        sight.record(true, later);
+        assert_eq!(sight.live_at(later), Some(true));
+        assert_eq!(
+            sight.live_at(later + Duration::from_secs(3)),
+            None,
+            "no look for the dead time: unknown, not dead"
+        );
+        assert_eq!(sight.circle_id(), 7);
+    }
+}

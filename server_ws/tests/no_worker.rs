@@ -1,0 +1,126 @@
+//! A circle whose workers are gone, as its [`server_ws::WorkerSight`] says:
+//! `play` is answered -32002 naming the circle, at once and without
+//! queueing anything; a task that times out after the workers went is
+//! answered the same way and cancelled, so a worker that comes up later
+//! ends it without running it.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Fixture, QUEUE, call, code, eventually, play, redis_conn};
+use redis::AsyncCommands;
+use server_ws::{ServerTiming, WorkerSight};
+use tokio_util::sync::CancellationToken;
+
+/// Keeps recording what `live` says about the circle's workers, as the
+/// orchestrator's beat does, until `stop`.
+fn keep_looking(sight: WorkerSight, live: bool, stop: CancellationToken) {
+    tokio::spawn(async move {
+        while !stop.is_cancelled() {
+            sight.record(live, Instant::now());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_circle_without_a_live_worker_answers_play_with_32002_naming_it_and_queues_nothing() {
+    let sight = WorkerSight::new(7, Duration::from_millis(200));
+    let seen = sight.clone();
+    let fx = Fixture::start_with(|c| c.workers = Some(seen), ServerTiming::default(), false).await;
+    let stop = CancellationToken::new();
+    keep_looking(sight.clone(), false, stop.clone());
+    eventually("the workers to count as gone", || {
+        sight.live() == Some(false)
+    })
+    .await;
+
+    let mut ws = fx.connect().await;
+    let reply = call(&mut ws, &play(1, "echo:hi")).await;
+    assert_eq!(code(&reply), -32002, "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("no live worker for circle Test Circle (7)"),
+        "{reply}"
+    );
+    assert_eq!(reply["error"]["data"]["kind"], "no_worker", "{reply}");
+    assert_eq!(reply["error"]["data"]["circle_id"], 7, "{reply}");
+    assert!(reply["error"]["data"]["task_id"].is_null(), "{reply}");
+    let mut redis = redis_conn(&fx).await;
+    let queued: u64 = redis.llen(client::keys::tasks(QUEUE)).await.expect("llen");
+    assert_eq!(queued, 0, "nothing was submitted");
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_times_out_after_the_workers_went_is_answered_32002_and_never_runs() {
+    let sight = WorkerSight::new(3, Duration::from_millis(300));
+    let seen = sight.clone();
+    let mut fx = Fixture::start_with(
+        |c| {
+            c.workers = Some(seen);
+            c.task_timeout = Duration::from_secs(2);
+        },
+        ServerTiming::default(),
+        false,
+    )
+    .await;
+    let alive = CancellationToken::new();
+    keep_looking(sight.clone(), true, alive.clone());
+    eventually("a live worker to be seen", || sight.live() == Some(true)).await;
+
+    let mut ws = fx.connect().await;
+    common::send(&mut ws, &play(1, "echo:late")).await;
+    let mut redis = redis_conn(&fx).await;
+    let queue = client::keys::tasks(QUEUE);
+    common::eventually_async("the task to be queued", || {
+        let mut redis = redis.clone();
+        let queue = queue.clone();
+        async move { redis.llen::<_, u64>(&queue).await.expect("llen") == 1 }
+    })
+    .await;
+    // The worker dies: from now on no live worker is seen.
+    alive.cancel();
+    let gone = CancellationToken::new();
+    keep_looking(sight.clone(), false, gone.clone());
+
+    let reply = common::recv(&mut ws).await;
+    assert_eq!(code(&reply), -32002, "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("no live worker for circle Test Circle (3)"),
+        "{reply}"
+    );
+    let task_id = reply["error"]["data"]["task_id"]
+        .as_str()
+        .expect("the task id of the submitted task")
+        .to_owned();
+    let details = client::keys::task_details(&task_id);
+    let cancel: Option<String> = redis.hget(&details, "cancel").await.expect("hget");
+    assert!(
+        cancel.is_some_and(|c| c.starts_with("no live worker for circle")),
+        "the task was cancelled"
+    );
+
+    // A worker comes up: it ends the task without running it.
+    tokio::spawn(common::stand_in_worker(
+        fx.redis.url(),
+        fx.worker_token.clone(),
+    ));
+    common::eventually_async("the task to end", || {
+        let mut redis = redis.clone();
+        let details = details.clone();
+        async move {
+            let status: Option<String> = redis.hget(&details, "status").await.expect("hget");
+            status.as_deref() == Some("error")
+        }
+    })
+    .await;
+    let kind: Option<String> = redis.hget(&details, "errorKind").await.expect("hget");
+    assert_eq!(kind.as_deref(), Some("cancelled"));
+    let output: Option<String> = redis.hget(&details, "output").await.expect("hget");
+    assert_eq!(output, None, "it never ran");
+    gone.cancel();
+    fx.shut_down().await.expect("shut down");
+}
