@@ -4,7 +4,7 @@
 //! Place in the graph: `client` → `redis`, `serde`. `server_ws` submits and
 //! waits through [`Client`]; `worker` takes and finishes tasks through
 //! [`broker`]; `cmd` reads [`Client::stats_many`] and
-//! [`Client::queue_owners`]. This crate owns every Redis key name
+//! [`Client::queue_leases`]. This crate owns every Redis key name
 //! ([`keys`]), hash field ([`fields`]) and failure kind ([`FailureKind`]);
 //! no other crate writes a key string or a kind's wire name.
 //!
@@ -55,6 +55,7 @@ pub mod fields;
 pub mod fuzzing;
 pub mod keys;
 mod kind;
+mod lease;
 mod listener;
 mod scripts;
 mod tls;
@@ -66,6 +67,7 @@ pub use client::{
 };
 pub use conn::reconnects;
 pub use kind::FailureKind;
+pub use lease::Lease;
 pub use tls::RedisCa;
 pub use url::RedisUrl;
 

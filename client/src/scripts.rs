@@ -125,28 +125,52 @@ pub(crate) fn cancel(task_id: &str, reason: &str) -> ScriptInvocation<'static> {
     inv
 }
 
-/// Claims or refreshes the queue's owner key (see `keys::queue_owner`).
-/// KEYS: owner key. ARGV: owner, ttl ms. Returns `false` when the key now
-/// names `owner`, else the owner it names.
-static OWN_QUEUE: LazyLock<Script> = LazyLock::new(|| {
+/// Takes the queue's lease (see `keys::queue_owner`) when it is free
+/// (absent or expired) or held by the same database (host and directory: a
+/// restart; OurDB's own lock stops two processes on one directory), with a
+/// fresh token from the fence counter and the TTL. KEYS: owner key, fence
+/// key. ARGV: pid, `<host>|<dir>`, ttl ms. Returns `{1, lease}` when taken,
+/// `{0, lease}` with the holder's lease otherwise.
+static ACQUIRE_LEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local cur = redis.call('GET', KEYS[1])
-if cur and cur ~= ARGV[1] then return cur end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return false
+if cur and string.match(cur, '^[^|]*|[^|]*|(.*)$') ~= ARGV[2] then return { 0, cur } end
+local token = redis.call('INCR', KEYS[2])
+local lease = string.format('%d', token) .. '|' .. ARGV[1] .. '|' .. ARGV[2]
+redis.call('SET', KEYS[1], lease, 'PX', ARGV[3])
+return { 1, lease }
 "#,
     )
 });
 
-/// Deletes the queue's owner key if it names `owner` and no worker is left
-/// registered for the queue (another worker of the same database may still
-/// serve it; called after the leaving worker deregistered). KEYS: owner
-/// key, workers set. ARGV: owner.
-static DISOWN_QUEUE: LazyLock<Script> = LazyLock::new(|| {
+/// Renews the lease for the TTL only while it holds this token
+/// (compare-and-`PEXPIRE`). KEYS: owner key. ARGV: token, ttl ms. Returns
+/// `{1}` when renewed, `{0, lease}` with what the key holds otherwise (`''`
+/// when it is gone).
+static RENEW_LEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('SCARD', KEYS[2]) == 0 then
+local cur = redis.call('GET', KEYS[1])
+if cur and string.sub(cur, 1, #ARGV[1] + 1) == ARGV[1] .. '|' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return { 1 }
+end
+return { 0, cur or '' }
+"#,
+    )
+});
+
+/// Deletes the lease if it holds this token and no worker is left
+/// registered for the queue (another worker of the same database may still
+/// serve it; called after the leaving worker deregistered). KEYS: owner
+/// key, workers set. ARGV: token.
+static RELEASE_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local cur = redis.call('GET', KEYS[1])
+if cur and string.sub(cur, 1, #ARGV[1] + 1) == ARGV[1] .. '|'
+    and redis.call('SCARD', KEYS[2]) == 0 then
   redis.call('DEL', KEYS[1])
 end
 return 0
@@ -154,45 +178,70 @@ return 0
     )
 });
 
-pub(crate) fn own_queue(queue: &str, owner: &str, ttl_ms: u64) -> ScriptInvocation<'static> {
-    let mut inv = OWN_QUEUE.prepare_invoke();
-    inv.key(keys::queue_owner(queue)).arg(owner).arg(ttl_ms);
+pub(crate) fn acquire_lease(
+    queue: &str,
+    pid: u32,
+    host_dir: &str,
+    ttl_ms: u64,
+) -> ScriptInvocation<'static> {
+    let mut inv = ACQUIRE_LEASE.prepare_invoke();
+    inv.key(keys::queue_owner(queue))
+        .key(keys::queue_fence(queue))
+        .arg(pid)
+        .arg(host_dir)
+        .arg(ttl_ms);
     inv
 }
 
-pub(crate) fn disown_queue(queue: &str, owner: &str) -> ScriptInvocation<'static> {
-    let mut inv = DISOWN_QUEUE.prepare_invoke();
+pub(crate) fn renew_lease(queue: &str, token: u64, ttl_ms: u64) -> ScriptInvocation<'static> {
+    let mut inv = RENEW_LEASE.prepare_invoke();
+    inv.key(keys::queue_owner(queue)).arg(token).arg(ttl_ms);
+    inv
+}
+
+pub(crate) fn release_lease(queue: &str, token: u64) -> ScriptInvocation<'static> {
+    let mut inv = RELEASE_LEASE.prepare_invoke();
     inv.key(keys::queue_owner(queue))
         .key(keys::workers(queue))
-        .arg(owner);
+        .arg(token);
     inv
 }
 
-/// KEYS: processing list, stats. ARGV: id, details prefix, worker id, now, ttl.
+/// KEYS: processing list, stats, queue, owner key. ARGV: id, details
+/// prefix, worker id, now, ttl, lease token (`''`: none). A worker whose
+/// lease was taken gives the id back (see `unclaim`).
 static CLAIM_ONE: LazyLock<Script> = LazyLock::new(|| {
     let finish = FINISH.as_str();
     Script::new(&format!(
-        "{finish}{CLAIM}return claim(ARGV[1], KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4], ARGV[5])"
+        "{finish}{CLAIM}
+if fenced(KEYS[4], ARGV[6]) then return unclaim(ARGV[1], KEYS[1], KEYS[3], ARGV[2], ARGV[3]) end
+return claim(ARGV[1], KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4], ARGV[5])"
     ))
 });
 
-/// KEYS: queue, processing list, stats. ARGV: details prefix, worker id, now, ttl.
-/// Non-blocking: moves the oldest id (right end) and claims it; `false` when empty.
+/// KEYS: queue, processing list, stats, owner key. ARGV: details prefix,
+/// worker id, now, ttl, lease token (`''`: none).
+/// Non-blocking: moves the oldest id (right end) and claims it; `false` when
+/// empty, `{'fenced', ''}` (nothing moved) when the lease is no longer ours.
 static POP_AND_CLAIM: LazyLock<Script> = LazyLock::new(|| {
     let finish = FINISH.as_str();
     Script::new(&format!(
         "{finish}{CLAIM}
+if fenced(KEYS[4], ARGV[5]) then return {{ 'fenced', '' }} end
 local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
 if not id then return false end
 return claim(id, KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4])"
     ))
 });
 
-/// KEYS: details, processing list, stats, queue. ARGV: id, worker id, now,
-/// ttl, details prefix, take next (`1`/`0`), notification JSON, field pairs….
+/// KEYS: details, processing list, stats, queue, owner key. ARGV: id, worker
+/// id, now, ttl, details prefix, take next (`1`/`0`), notification JSON,
+/// lease token (`''`: none), field pairs….
 /// Returns `{written}` or, when asked to take the next task and one is
 /// queued, `{written, claim…}` (see `CLAIM`): under a backlog one round trip
-/// ends a task and starts the next. `written` is 1 when the result was
+/// ends a task and starts the next. The result is written whatever the
+/// lease (the task was claimed under it); only the next claim is fenced
+/// (`{written, 'fenced', ''}`). `written` is 1 when the result was
 /// written, 0 when the task was no longer this worker's (a reaper resolved
 /// it meanwhile): then only the processing entry goes.
 static FINISH_TASK: LazyLock<Script> = LazyLock::new(|| {
@@ -206,12 +255,13 @@ if h[1] ~= 'processing' or h[2] ~= ARGV[2] then
   redis.call('LREM', KEYS[2], 1, ARGV[1])
 else
   local fields = {{}}
-  for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
+  for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
   finish(KEYS[1], ARGV[1], KEYS[2], KEYS[3], ARGV[3], ARGV[4], fields, ARGV[7], h[3],
     delivered_ttl(h[4], h[5], h[6], ARGV[3], ARGV[4]))
   written = 1
 end
 if ARGV[6] ~= '1' then return {{ written }} end
+if fenced(KEYS[5], ARGV[8]) then return {{ written, 'fenced', '' }} end
 local id = redis.call('LMOVE', KEYS[4], KEYS[2], 'RIGHT', 'LEFT')
 if not id then return {{ written }} end
 local c = claim(id, KEYS[2], KEYS[3], ARGV[5], ARGV[2], ARGV[3], ARGV[4])
@@ -222,10 +272,12 @@ return c"
 
 /// Claims the newest id of a processing list; sent pipelined right behind a
 /// `BLMOVE` on the blocking connection, so the moved id is claimed without
-/// another round trip. KEYS: processing list, stats. ARGV: details prefix,
-/// worker id, ttl; the time is Redis' own (`TIME`), as the pop may have
-/// blocked long. `false` when the list is empty (the pop timed out) or its
-/// head is an id this worker already holds.
+/// another round trip. KEYS: processing list, stats, queue, owner key. ARGV:
+/// details prefix, worker id, ttl, lease token (`''`: none); the time is
+/// Redis' own (`TIME`), as the pop may have blocked long. `false` when the
+/// list is empty (the pop timed out) or its head is an id this worker
+/// already holds; a worker whose lease was taken gives the moved id back
+/// (see `unclaim`).
 /// Sent by `EVALSHA` (the body is a few KiB); after `NOSCRIPT` (a Redis
 /// restart or `SCRIPT FLUSH`) the claim is redone with [`claim_head`], which
 /// loads it.
@@ -235,6 +287,11 @@ pub(crate) static CLAIM_HEAD: LazyLock<Script> = LazyLock::new(|| {
         "{finish}{CLAIM}
 local id = redis.call('LINDEX', KEYS[1], 0)
 if not id then return false end
+if fenced(KEYS[4], ARGV[4]) then
+  local h = redis.call('HMGET', ARGV[1] .. id, 'status', 'workerId')
+  if h[1] == 'processing' and h[2] == ARGV[2] then return false end
+  return unclaim(id, KEYS[1], KEYS[3], ARGV[1], ARGV[2])
+end
 -- The pop may have blocked a while since the worker sent this: take the
 -- time now, from Redis' clock.
 local t = redis.call('TIME')
@@ -243,18 +300,31 @@ return claim(id, KEYS[1], KEYS[2], ARGV[1], ARGV[2], now, ARGV[3], true)"
     ))
 });
 
+/// The keys and token of a claim's lease check: the queue (where a fenced
+/// worker gives an id back), the owner key, and the worker's token (`''`
+/// without a lease).
+pub(crate) struct Fencing<'a> {
+    pub(crate) tasks: &'a str,
+    pub(crate) owner: &'a str,
+    pub(crate) token: String,
+}
+
 pub(crate) fn claim_head(
     processing_key: &str,
     stats_key: &str,
     worker: &str,
     ttl_ms: u64,
+    fencing: &Fencing<'_>,
 ) -> ScriptInvocation<'static> {
     let mut inv = CLAIM_HEAD.prepare_invoke();
     inv.key(processing_key)
         .key(stats_key)
+        .key(fencing.tasks)
+        .key(fencing.owner)
         .arg(keys::TASK_DETAILS_PREFIX)
         .arg(worker)
-        .arg(ttl_ms);
+        .arg(ttl_ms)
+        .arg(fencing.token.as_str());
     inv
 }
 
@@ -360,15 +430,19 @@ pub(crate) fn claim_one(
     task_id: &str,
     now: u64,
     ttl_ms: u64,
+    fencing: &Fencing<'_>,
 ) -> ScriptInvocation<'static> {
     let mut inv = CLAIM_ONE.prepare_invoke();
     inv.key(keys::processing(queue, worker))
         .key(keys::stats(queue))
+        .key(fencing.tasks)
+        .key(fencing.owner)
         .arg(task_id)
         .arg(keys::TASK_DETAILS_PREFIX)
         .arg(worker)
         .arg(now)
-        .arg(ttl_ms);
+        .arg(ttl_ms)
+        .arg(fencing.token.as_str());
     inv
 }
 
@@ -377,15 +451,18 @@ pub(crate) fn pop_and_claim(
     worker: &str,
     now: u64,
     ttl_ms: u64,
+    fencing: &Fencing<'_>,
 ) -> ScriptInvocation<'static> {
     let mut inv = POP_AND_CLAIM.prepare_invoke();
-    inv.key(keys::tasks(queue))
+    inv.key(fencing.tasks)
         .key(keys::processing(queue, worker))
         .key(keys::stats(queue))
+        .key(fencing.owner)
         .arg(keys::TASK_DETAILS_PREFIX)
         .arg(worker)
         .arg(now)
-        .arg(ttl_ms);
+        .arg(ttl_ms)
+        .arg(fencing.token.as_str());
     inv
 }
 
@@ -397,6 +474,7 @@ pub(crate) fn finish_task(
     ttl_ms: u64,
     fields: &[(&str, String)],
     take_next: bool,
+    fencing: &Fencing<'_>,
 ) -> ScriptInvocation<'static> {
     // The notification: the terminal fields plus id and updatedAt, as the
     // listener parses it (see `fields::outcome`).
@@ -411,14 +489,16 @@ pub(crate) fn finish_task(
     inv.key(keys::task_details(task_id))
         .key(keys::processing(queue, worker))
         .key(keys::stats(queue))
-        .key(keys::tasks(queue))
+        .key(fencing.tasks)
+        .key(fencing.owner)
         .arg(task_id)
         .arg(worker)
         .arg(now)
         .arg(ttl_ms)
         .arg(keys::TASK_DETAILS_PREFIX)
         .arg(if take_next { "1" } else { "0" })
-        .arg(note);
+        .arg(note)
+        .arg(fencing.token.as_str());
     for (name, value) in fields {
         inv.arg(*name).arg(value.as_str());
     }

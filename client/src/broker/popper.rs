@@ -105,6 +105,7 @@ impl BlockingPopper {
             &self.keys.stats,
             &self.keys.worker_id,
             self.keys.ttl_ms,
+            &self.keys.fencing(),
         );
         let mut pipe = redis::pipe();
         // Errors come back as values so a `NOSCRIPT` of the claim can be

@@ -217,10 +217,10 @@ impl Client {
         Ok(started.elapsed())
     }
 
-    /// For each queue, the database whose workers currently serve it, as
-    /// they named it (see [`keys::queue_owner`]); `None` when no worker of
-    /// ours holds it. One round trip.
-    pub async fn queue_owners(&self, queues: &[&str]) -> Result<Vec<Option<String>>> {
+    /// For each queue, its lease (see [`keys::queue_owner`]): who serves it
+    /// now; `None` when no worker of ours holds it. One round trip.
+    /// `Err(Protocol)` when a key holds something that is not a lease.
+    pub async fn queue_leases(&self, queues: &[&str]) -> Result<Vec<Option<crate::Lease>>> {
         if queues.is_empty() {
             return Ok(Vec::new());
         }
@@ -228,7 +228,13 @@ impl Client {
         for queue in queues {
             cmd.arg(keys::queue_owner(queue));
         }
-        self.inner.conn.query(&cmd).await
+        let raw: Vec<Option<String>> = self.inner.conn.query(&cmd).await?;
+        raw.into_iter()
+            .map(|v| {
+                v.map(|v| crate::Lease::parse(&v).map_err(Error::Protocol))
+                    .transpose()
+            })
+            .collect()
     }
 
     /// The counters of every queue in `queues`, in order, read by one script
