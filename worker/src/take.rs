@@ -9,6 +9,7 @@ use engine::{CircleEngine, RunControl};
 use tokio_util::sync::CancellationToken;
 
 use crate::cancel::{Cancels, Cause};
+use crate::lease::Held;
 use crate::runner;
 use crate::{WorkerConfig, WorkerOptions, WorkerStatus};
 
@@ -25,6 +26,9 @@ pub(crate) struct Taker<'a> {
     pub cancels: &'a Cancels,
     pub status: &'a WorkerStatus,
     pub token: &'a CancellationToken,
+    /// The queue's lease, when the worker has one: no task is taken while
+    /// it is not held.
+    pub held: Option<&'a Held>,
 }
 
 /// Capped exponential backoff with one log line per outage.
@@ -121,6 +125,14 @@ impl Taker<'_> {
             // cannot be reached).
             if self.token.is_cancelled() && !outage.check_own {
                 return;
+            }
+            // Without the lease nothing is taken (the claims would be
+            // refused anyway): wait until the keeper takes it again.
+            if let Some(held) = self.held
+                && held.token() == 0
+            {
+                held.wait(self.token).await;
+                continue;
             }
             if outage.check_own {
                 // A request whose reply was lost may have left ids in our
@@ -270,6 +282,25 @@ impl Taker<'_> {
                 );
                 self.ended_unrun(&FailureKind::Invalid);
             }
+            Claim::Fenced(task_id) => {
+                log::warn!(
+                    queue = self.config.queue.as_str();
+                    "queue {}: claim refused, the lease is no longer this worker's{}",
+                    self.config.queue,
+                    if task_id.is_empty() { String::new() } else { format!(" (task {task_id} went back to the queue)") }
+                );
+                if let Some(held) = self.held {
+                    held.lose(
+                        format!(
+                            "lease of queue {} lost: another worker holds it now (its claim \
+                             was refused); stopped taking its tasks",
+                            self.config.queue
+                        ),
+                        self.cancels,
+                        self.status,
+                    );
+                }
+            }
             Claim::Skipped { task_id, reason } => {
                 log::warn!(
                     task = task_id.as_str(), queue = self.config.queue.as_str();
@@ -291,6 +322,24 @@ impl Taker<'_> {
     }
 
     async fn run_task(&self, mut task: ClaimedTask, outage: &mut Outage) -> Next {
+        if let Some(held) = self.held
+            && held.token() == 0
+        {
+            // Claimed under the lease, which was lost before the script
+            // started: it does not run here (another host may be running
+            // the queue now); it ends as worker lost, never run.
+            let outcome = Outcome::Failed(TaskFailure {
+                task_id: task.task_id,
+                kind: FailureKind::WorkerLost,
+                message: format!(
+                    "the worker lost the lease of queue {} before the task ran; it did not run",
+                    self.config.queue
+                ),
+                line: None,
+                column: None,
+            });
+            return self.finish(&outcome, outage).await;
+        }
         let age = task.age();
         let started = Instant::now();
         if let (Some(metrics), Some(age)) = (&self.options.metrics, age) {
@@ -367,6 +416,9 @@ impl Taker<'_> {
                 self.config.shutdown_grace
             ),
             Cause::Requested(reason) => {
+                format!("cancelled while it ran: {reason}; none of its writes were kept")
+            }
+            Cause::LeaseLost(reason) => {
                 format!("cancelled while it ran: {reason}; none of its writes were kept")
             }
         }
