@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use client::{Client, OnDrop, Outcome, SubmitOptions};
 use common::*;
-use worker::WorkerConfig;
 
 const WAIT: Duration = Duration::from_secs(30);
 
