@@ -235,6 +235,8 @@ fn worker_display(slot: &Slot) -> (&'static str, Option<String>) {
         None | Some(worker::WorkerState::Starting) => ("starting", None),
         Some(worker::WorkerState::Running) => ("running", None),
         Some(worker::WorkerState::Reconnecting(reason)) => ("reconnecting", Some(reason)),
+        Some(worker::WorkerState::Standby(reason)) => (STANDBY, Some(reason)),
+        Some(worker::WorkerState::LeaseLost(reason)) => (LEASE_LOST, Some(reason)),
         Some(worker::WorkerState::Stopped) => ("stopped", None),
         Some(worker::WorkerState::Failed(reason)) => ("failed", Some(reason)),
     }
@@ -242,6 +244,12 @@ fn worker_display(slot: &Slot) -> (&'static str, Option<String>) {
 
 /// The state of a component this process's `--role` does not run.
 pub const NOT_HERE: &str = "not here";
+/// A worker waiting for its queue's lease, which another orchestrator
+/// holds (`--standby`).
+pub const STANDBY: &str = "standby";
+/// A worker that stopped taking tasks: its lease was lost or not renewed in
+/// time.
+pub const LEASE_LOST: &str = "lease lost";
 
 /// A state or phase name read back from JSON (the `status` command), as
 /// one of the names this version writes; `unknown` for any other.
@@ -255,6 +263,8 @@ fn known_name<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error>
         "failed",
         "shutting down",
         NOT_HERE,
+        STANDBY,
+        LEASE_LOST,
     ];
     let name = String::deserialize(d)?;
     Ok(KNOWN
