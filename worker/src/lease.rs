@@ -58,8 +58,8 @@ pub fn refusal_message(queue: &str, holder: &Lease) -> String {
 /// The status of a worker waiting for the lease.
 pub fn standby_message(queue: &str, holder: &Lease) -> String {
     format!(
-        "standby: queue {queue} is held by pid {} on host {} (database {}); taking over once \
-         its lease expires",
+        "queue {queue} is held by pid {} on host {} (database {}); taking over once its lease \
+         expires",
         holder.pid, holder.host, holder.dir
     )
 }
