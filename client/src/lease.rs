@@ -38,7 +38,9 @@ impl Lease {
             .parse::<u64>()
             .ok()
             .filter(|t| *t > 0)
-            .ok_or_else(|| format!("queue lease {value:?}: token {token:?} is not a positive integer"))?;
+            .ok_or_else(|| {
+                format!("queue lease {value:?}: token {token:?} is not a positive integer")
+            })?;
         let pid = pid
             .parse::<u32>()
             .map_err(|_| format!("queue lease {value:?}: pid {pid:?} is not a process id"))?;
@@ -90,7 +92,11 @@ mod tests {
 
     #[test]
     fn a_malformed_lease_names_what_is_wrong() {
-        assert!(Lease::parse("host:/dir").unwrap_err().contains("is not <token>"));
+        assert!(
+            Lease::parse("host:/dir")
+                .unwrap_err()
+                .contains("is not <token>")
+        );
         assert!(Lease::parse("x|1|h|d").unwrap_err().contains("token \"x\""));
         assert!(Lease::parse("0|1|h|d").unwrap_err().contains("token \"0\""));
         assert!(Lease::parse("3|p|h|d").unwrap_err().contains("pid \"p\""));

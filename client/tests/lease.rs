@@ -73,7 +73,10 @@ async fn a_free_lease_is_taken_with_a_fresh_token_and_refused_to_another_databas
     assert_eq!(again.pid, 33);
     let lost = a.renew_lease(first.token, TTL).await.expect("redis");
     assert_eq!(lost, Err(Some(again.clone())));
-    assert_eq!(b.renew_lease(again.token, TTL).await.expect("redis"), Ok(()));
+    assert_eq!(
+        b.renew_lease(again.token, TTL).await.expect("redis"),
+        Ok(())
+    );
 
     // Gone (expired): a renewal says so, and another database may take it.
     let _: () = redis::cmd("DEL")
@@ -90,7 +93,10 @@ async fn a_free_lease_is_taken_with_a_fresh_token_and_refused_to_another_databas
         .await
         .expect("redis")
         .expect("expired: taken");
-    assert!(other.token > again.token, "the fence counter never goes back");
+    assert!(
+        other.token > again.token,
+        "the fence counter never goes back"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,7 +182,10 @@ async fn a_claim_with_a_stale_token_is_refused_in_redis_and_the_task_stays_queue
         run_time: None,
     });
     let (written, next) = worker.finish_and_next(&outcome).await.expect("finish");
-    assert!(written, "the result of a task claimed under the lease is kept");
+    assert!(
+        written,
+        "the result of a task claimed under the lease is kept"
+    );
     assert_eq!(next, Some(Claim::Fenced(String::new())));
     assert_eq!(
         popper
@@ -193,7 +202,10 @@ async fn a_claim_with_a_stale_token_is_refused_in_redis_and_the_task_stays_queue
         .await
         .expect("lrange");
     assert_eq!(queued, vec![second.clone()], "back on the queue");
-    assert_eq!(worker.processing().await.expect("processing"), Vec::<String>::new());
+    assert_eq!(
+        worker.processing().await.expect("processing"),
+        Vec::<String>::new()
+    );
     let status: String = redis::cmd("HGET")
         .arg(keys::task_details(&second))
         .arg("status")

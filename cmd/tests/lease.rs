@@ -101,7 +101,9 @@ fn a_standby_waits_without_opening_its_database_and_takes_over_from_a_killed_wor
     standby.wait_stdout(&format!("held by pid {} on host", first.pid()), WAIT);
     let standby_db = wk2.join("1");
     assert_eq!(
-        std::fs::read_dir(&standby_db).expect("its directory").count(),
+        std::fs::read_dir(&standby_db)
+            .expect("its directory")
+            .count(),
         0,
         "the standby opened no database while another holds the lease"
     );
@@ -128,7 +130,10 @@ fn a_standby_waits_without_opening_its_database_and_takes_over_from_a_killed_wor
     assert_eq!(after.pid, standby.pid());
     assert!(after.token > before.token, "{after:?} after {before:?}");
     assert!(
-        std::fs::read_dir(&standby_db).expect("its directory").count() > 0,
+        std::fs::read_dir(&standby_db)
+            .expect("its directory")
+            .count()
+            > 0,
         "its database opened once the lease was held"
     );
     standby.stop();
@@ -202,7 +207,10 @@ fn a_partitioned_worker_stops_before_its_lease_expires_and_takes_nothing_after()
         .find(|l| l.contains("Lease lost"))
         .map(str::to_owned)
         .expect("a row line");
-    assert!(row.contains("Alpha") && row.contains("not renewed"), "{row}");
+    assert!(
+        row.contains("Alpha") && row.contains("not renewed"),
+        "{row}"
+    );
     let logged = o
         .stderr()
         .lines()
@@ -230,7 +238,10 @@ fn a_partitioned_worker_stops_before_its_lease_expires_and_takes_nothing_after()
         "{}",
         o.stderr()
     );
-    assert_eq!(field(&mut conn, "later", "status").as_deref(), Some("pending"));
+    assert_eq!(
+        field(&mut conn, "later", "status").as_deref(),
+        Some("pending")
+    );
     // The script it was running was cut: it ended as cancelled, saying why.
     wait_field(&mut conn, "slow", "status", "error");
     let error = field(&mut conn, "slow", "error").unwrap_or_default();

@@ -37,7 +37,11 @@ pub(crate) async fn beat_once(broker: &WorkerBroker, options: &WorkerOptions, re
 
 /// Beats until `token` is cancelled (the queue's lease is renewed beside
 /// it, see `lease.rs`).
-pub(crate) async fn run(broker: Arc<WorkerBroker>, options: WorkerOptions, token: CancellationToken) {
+pub(crate) async fn run(
+    broker: Arc<WorkerBroker>,
+    options: WorkerOptions,
+    token: CancellationToken,
+) {
     let mut last_reap = Instant::now();
     loop {
         tokio::select! {

@@ -57,7 +57,10 @@ async fn a_second_database_is_refused_naming_the_holder_and_a_clean_stop_frees_t
     running(&first).await;
     let mut conn = raw(&url).await;
     let held = lease_of(&mut conn, "shared").await.expect("held");
-    assert_eq!((held.pid, held.host.as_str(), held.dir.as_str()), (11, "host-a", "/data/a"));
+    assert_eq!(
+        (held.pid, held.host.as_str(), held.dir.as_str()),
+        (11, "host-a", "/data/a")
+    );
 
     let intruder = leased_worker(&url, "shared", holder(22, "host-b", "/data/b"), false);
     let refused = tokio::time::timeout(WAIT, intruder.handle)
@@ -67,7 +70,9 @@ async fn a_second_database_is_refused_naming_the_holder_and_a_clean_stop_frees_t
         .expect_err("refused");
     let message = refused.to_string();
     assert!(
-        message.contains("pid 11") && message.contains("host host-a") && message.contains("/data/a"),
+        message.contains("pid 11")
+            && message.contains("host host-a")
+            && message.contains("/data/a"),
         "{message}"
     );
 
@@ -75,7 +80,11 @@ async fn a_second_database_is_refused_naming_the_holder_and_a_clean_stop_frees_t
     tokio::time::sleep(fast_options().heartbeat_ttl * 3).await;
     assert_eq!(lease_of(&mut conn, "shared").await, Some(held));
     first.stop().await;
-    assert_eq!(lease_of(&mut conn, "shared").await, None, "released at a clean stop");
+    assert_eq!(
+        lease_of(&mut conn, "shared").await,
+        None,
+        "released at a clean stop"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,10 +112,16 @@ async fn a_worker_whose_lease_was_taken_over_claims_nothing_more_and_stops() {
         .expect("the worker stops")
         .expect("join");
     let message = ended.expect_err("stopped as a failure").to_string();
-    assert!(message.contains("pid 22") && message.contains("host-b"), "{message}");
+    assert!(
+        message.contains("pid 22") && message.contains("host-b"),
+        "{message}"
+    );
     assert!(matches!(first.status.state(), WorkerState::Failed(_)));
     // The task was not claimed: still queued, still pending.
-    assert_eq!(hget(&mut conn, &id, "status").await.as_deref(), Some("pending"));
+    assert_eq!(
+        hget(&mut conn, &id, "status").await.as_deref(),
+        Some("pending")
+    );
     let queued: Vec<String> = redis::cmd("LRANGE")
         .arg(keys::tasks("taken"))
         .arg(0)
@@ -138,21 +153,35 @@ async fn a_standby_waits_naming_the_holder_then_takes_over_with_a_fresh_token() 
         }
     })
     .await;
-    assert!(shown.contains("pid 11") && shown.contains("host-a"), "{shown}");
+    assert!(
+        shown.contains("pid 11") && shown.contains("host-a"),
+        "{shown}"
+    );
     // The first stops; tasks queued meanwhile run on the standby.
     first.stop().await;
     let client = Client::connect(&url).await.expect("connect");
     let out = tokio::time::timeout(
         WAIT,
-        client.run_with("standby", "40 + 2", &SubmitOptions::default(), client::OnDrop::Cancel),
+        client.run_with(
+            "standby",
+            "40 + 2",
+            &SubmitOptions::default(),
+            client::OnDrop::Cancel,
+        ),
     )
     .await
     .expect("run in time")
     .expect("run");
-    assert!(matches!(out, client::Outcome::Completed(ref o) if o.output == "42"), "{out:?}");
+    assert!(
+        matches!(out, client::Outcome::Completed(ref o) if o.output == "42"),
+        "{out:?}"
+    );
     let new = lease_of(&mut conn, "standby").await.expect("held");
     assert_eq!((new.pid, new.host.as_str()), (22, "host-b"));
-    assert!(new.token > old.token, "a fresh token: {new:?} after {old:?}");
+    assert!(
+        new.token > old.token,
+        "a fresh token: {new:?} after {old:?}"
+    );
     second.stop().await;
 }
 
@@ -161,7 +190,12 @@ async fn a_partitioned_worker_stops_before_its_lease_expires_and_cuts_its_script
     let redis = testkit::RedisServer::start();
     let proxy = testkit::Proxy::start(redis.port());
     let url = redis.url();
-    let worker = leased_worker(&proxy.redis_url(), "cut", holder(11, "host-a", "/data/a"), false);
+    let worker = leased_worker(
+        &proxy.redis_url(),
+        "cut",
+        holder(11, "host-a", "/data/a"),
+        false,
+    );
     running(&worker).await;
     let client = Client::connect(&url).await.expect("connect");
     let id = client
@@ -178,7 +212,10 @@ async fn a_partitioned_worker_stops_before_its_lease_expires_and_cuts_its_script
     let mut expired = None;
     let deadline = Instant::now() + WAIT;
     while stopped.is_none() || expired.is_none() {
-        assert!(Instant::now() < deadline, "stopped {stopped:?}, expired {expired:?}");
+        assert!(
+            Instant::now() < deadline,
+            "stopped {stopped:?}, expired {expired:?}"
+        );
         if stopped.is_none()
             && let WorkerState::LeaseLost(why) = worker.status.state()
         {
@@ -190,7 +227,10 @@ async fn a_partitioned_worker_stops_before_its_lease_expires_and_cuts_its_script
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let (stopped_at, why) = stopped.expect("stopped");
-    assert!(why.contains("queue cut") && why.contains("not renewed"), "{why}");
+    assert!(
+        why.contains("queue cut") && why.contains("not renewed"),
+        "{why}"
+    );
     assert!(
         stopped_at < expired.expect("expired"),
         "the worker stopped only after its lease had expired"
@@ -214,7 +254,10 @@ async fn a_partitioned_worker_stops_before_its_lease_expires_and_cuts_its_script
         .expect("the worker stops once it sees the new holder")
         .expect("join");
     assert!(ended.expect_err("refused").to_string().contains("host-b"));
-    assert_eq!(hget(&mut conn, &later, "status").await.as_deref(), Some("pending"));
+    assert_eq!(
+        hget(&mut conn, &later, "status").await.as_deref(),
+        Some("pending")
+    );
     // The cut script ended (cancelled, naming the lost lease) and kept no
     // write.
     until_status(&conn, &id, "error", WAIT).await;

@@ -104,8 +104,7 @@ impl WorkerBroker {
             now_ms(),
             self.keys.ttl_ms,
             &fields::terminal(outcome),
-            take_next,
-            &self.keys.fencing(),
+            take_next.then(|| self.keys.fencing()).as_ref(),
         );
         // `{written}` (a number), then the next claim's fields (bytes).
         let mut reply: Vec<redis::Value> = self.conn.invoke(&inv).await?;

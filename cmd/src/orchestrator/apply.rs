@@ -146,8 +146,8 @@ async fn prepare(ctx: &Ctx, configs: Vec<CircleConfig>) -> anyhow::Result<Vec<ci
     }
     let settings = ctx.settings.clone();
     tokio::task::spawn_blocking(move || circles::prepare_all(&configs, settings.plan()))
-    .await
-    .map_err(|e| anyhow::anyhow!("preparing the circles panicked: {e}"))?
+        .await
+        .map_err(|e| anyhow::anyhow!("preparing the circles panicked: {e}"))?
 }
 
 #[cfg(test)]
