@@ -9,7 +9,7 @@ use std::fmt;
 
 /// A queue's lease: the fencing token it was granted with and the
 /// orchestrator (pid, host, database directory) holding it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Lease {
     /// The fencing token: `INCR rhai_queue_fence:<queue>` at the moment the
     /// lease changed hands (never 0). A claim carrying an older token is

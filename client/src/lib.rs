@@ -232,6 +232,9 @@ pub struct QueueStats {
     pub in_flight: u64,
     /// Age of the newest worker heartbeat, if any worker ever beat.
     pub heartbeat_age: Option<Duration>,
+    /// The queue's lease: which orchestrator's worker (pid, host, database)
+    /// serves it; `None` when no worker of ours holds it.
+    pub lease: Option<Lease>,
 }
 
 #[cfg(test)]

@@ -289,15 +289,15 @@ return {{ lost, requeued }}"
 });
 
 /// The counters of queues, read in one script. KEYS: queue, stats, workers
-/// set of each queue in turn. ARGV: processing-list prefix of each queue.
-/// Returns `{queue length, processed, failed, in flight, last heartbeat ms or
-/// false}` per queue, in order.
+/// set, owner key of each queue in turn. ARGV: processing-list prefix of
+/// each queue. Returns `{queue length, processed, failed, in flight, last
+/// heartbeat ms or false, lease or false}` per queue, in order.
 static STATS_MANY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local out = {}
 for i = 1, #ARGV do
-  local q, st, ws = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local q, st, ws, ow = KEYS[4 * i - 3], KEYS[4 * i - 2], KEYS[4 * i - 1], KEYS[4 * i]
   local s = redis.call('HMGET', st, 'processed', 'failed', 'lastHeartbeat')
   local inflight = 0
   for _, w in ipairs(redis.call('SMEMBERS', ws)) do
@@ -305,7 +305,8 @@ for i = 1, #ARGV do
   end
   local beat = false
   if s[3] then beat = tonumber(s[3]) end
-  out[i] = { redis.call('LLEN', q), tonumber(s[1] or '0'), tonumber(s[2] or '0'), inflight, beat }
+  out[i] = { redis.call('LLEN', q), tonumber(s[1] or '0'), tonumber(s[2] or '0'), inflight, beat,
+    redis.call('GET', ow) }
 end
 return out
 "#,
@@ -318,6 +319,7 @@ pub(crate) fn stats_many(queues: &[&str]) -> ScriptInvocation<'static> {
         inv.key(keys::tasks(queue))
             .key(keys::stats(queue))
             .key(keys::workers(queue))
+            .key(keys::queue_owner(queue))
             .arg(keys::processing(queue, ""));
     }
     inv

@@ -189,6 +189,7 @@ impl CircleState {
             principals: self.config.principals.len(),
             worker,
             worker_detail,
+            worker_lease: stats.as_ref().and_then(|s| s.lease.clone()),
             server,
             server_detail,
             queue_len: stats.as_ref().map(|s| s.queue_len),
@@ -244,11 +245,9 @@ fn worker_display(slot: &Slot) -> (&'static str, Option<String>) {
 
 /// The state of a component this process's `--role` does not run.
 pub const NOT_HERE: &str = "not here";
-/// A worker waiting for its queue's lease, which another orchestrator
-/// holds (`--standby`).
+/// A worker waiting (`--standby`) for the lease another orchestrator holds.
 pub const STANDBY: &str = "standby";
-/// A worker that stopped taking tasks: its lease was lost or not renewed in
-/// time.
+/// A worker that stopped taking tasks: its lease was lost or not renewed.
 pub const LEASE_LOST: &str = "lease lost";
 
 /// A state or phase name read back from JSON (the `status` command), as
@@ -289,12 +288,17 @@ pub struct Row {
     pub url: String,
     /// How many principals may connect; 0: the circle is open.
     pub principals: usize,
-    /// starting | running | reconnecting | restarting | stopped | failed |
-    /// not here (the process's `--role` is `gateway`)
+    /// starting | running | reconnecting | standby | lease lost |
+    /// restarting | stopped | failed | not here (the process's `--role` is
+    /// `gateway`)
     #[serde(deserialize_with = "known_name")]
     pub worker: &'static str,
     /// Why the worker is not running, when known.
     pub worker_detail: Option<String>,
+    /// The queue's lease: token, pid, host and database directory of the
+    /// orchestrator (this or another) whose worker serves it, if one does.
+    #[serde(default)]
+    pub worker_lease: Option<client::Lease>,
     /// starting | running | restarting | stopped | not here (the
     /// process's `--role` is `worker`)
     #[serde(deserialize_with = "known_name")]
@@ -363,6 +367,7 @@ impl Row {
             principals: 0,
             worker: "running",
             worker_detail: None,
+            worker_lease: None,
             server: "running",
             server_detail: None,
             queue_len: None,

@@ -1,6 +1,6 @@
 //! The queue's lease through the built binary: `--standby` waits for a
-//! circle another orchestrator holds, without opening its database, and
-//! takes over once that one is killed; a worker cut off from Redis (a
+//! circle another orchestrator holds, without opening its database, shows
+//! the holder in its row, and takes over once that one is killed; a worker cut off from Redis (a
 //! frozen TCP proxy in between) stops before its lease can expire and takes
 //! nothing once another holds it.
 
@@ -97,8 +97,17 @@ fn a_standby_waits_without_opening_its_database_and_takes_over_from_a_killed_wor
     let mut first = spawn(&sandbox, &config, &redis.url(), &wk1, &[]);
     first.wait_table();
     first.wait_stdout("Running", WAIT);
-    let mut standby = spawn(&sandbox, &config, &redis.url(), &wk2, &["--standby"]);
+    let mut standby = spawn(
+        &sandbox,
+        &config,
+        &redis.url(),
+        &wk2,
+        &["--standby", "--output", "json", "--refresh", "100ms"],
+    );
+    standby.wait_stdout("\"worker\":\"standby\"", WAIT);
     standby.wait_stdout(&format!("held by pid {} on host", first.pid()), WAIT);
+    // Its row names the holder from the lease.
+    standby.wait_stdout(&format!("\"pid\":{}", first.pid()), WAIT);
     let standby_db = wk2.join("1");
     assert_eq!(
         std::fs::read_dir(&standby_db)
@@ -128,6 +137,7 @@ fn a_standby_waits_without_opening_its_database_and_takes_over_from_a_killed_wor
     );
     let after = lease(&mut conn).expect("held");
     assert_eq!(after.pid, standby.pid());
+    standby.wait_stdout(&format!("\"pid\":{}", standby.pid()), WAIT);
     assert!(after.token > before.token, "{after:?} after {before:?}");
     assert!(
         std::fs::read_dir(&standby_db)

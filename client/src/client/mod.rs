@@ -244,7 +244,7 @@ impl Client {
         let mut out = Vec::with_capacity(queues.len());
         for chunk in queues.chunks(STATS_BATCH) {
             let invocation = scripts::stats_many(chunk);
-            let rows: Vec<(u64, u64, u64, u64, Option<u64>)> =
+            let rows: Vec<StatsRow> =
                 self.inner.conn.invoke(&invocation).await?;
             if rows.len() != chunk.len() {
                 return Err(Error::Protocol(format!(
@@ -262,11 +262,17 @@ impl Client {
 /// Queues per script call of [`Client::stats_many`].
 pub const STATS_BATCH: usize = 256;
 
-/// A `STATS_MANY` script row as [`QueueStats`].
+/// A `STATS_MANY` script row: queue length, processed, failed, in flight,
+/// last heartbeat, lease.
+type StatsRow = (u64, u64, u64, u64, Option<u64>, Option<String>);
+
+/// A `STATS_MANY` script row as [`QueueStats`] (a lease that does not parse
+/// is left out).
 fn queue_stats(
-    (queue_len, processed, failed, in_flight, last_beat): (u64, u64, u64, u64, Option<u64>),
+    (queue_len, processed, failed, in_flight, last_beat, lease): StatsRow,
 ) -> QueueStats {
     QueueStats {
+        lease: lease.and_then(|l| crate::Lease::parse(&l).ok()),
         queue_len,
         processed,
         failed,
