@@ -190,6 +190,26 @@ return c"
     ))
 });
 
+/// Gives back a task this worker claimed but may not run (its lease was
+/// lost before the script started; see `unclaim`). KEYS: processing list,
+/// queue. ARGV: id, details prefix, worker id.
+static GIVE_BACK: LazyLock<Script> = LazyLock::new(|| {
+    let finish = FINISH.as_str();
+    Script::new(&format!(
+        "{finish}{CLAIM}return unclaim(ARGV[1], KEYS[1], KEYS[2], ARGV[2], ARGV[3])"
+    ))
+});
+
+pub(crate) fn give_back(queue: &str, worker: &str, task_id: &str) -> ScriptInvocation<'static> {
+    let mut inv = GIVE_BACK.prepare_invoke();
+    inv.key(keys::processing(queue, worker))
+        .key(keys::tasks(queue))
+        .arg(task_id)
+        .arg(keys::TASK_DETAILS_PREFIX)
+        .arg(worker);
+    inv
+}
+
 /// Claims the newest id of a processing list; sent pipelined right behind a
 /// `BLMOVE` on the blocking connection, so the moved id is claimed without
 /// another round trip. KEYS: processing list, stats, queue, owner key. ARGV:

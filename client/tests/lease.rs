@@ -220,4 +220,23 @@ async fn a_claim_with_a_stale_token_is_refused_in_redis_and_the_task_stays_queue
         Some(Claim::Run(task)) => assert_eq!(task.task_id, second),
         other => panic!("expected a run, got {other:?}"),
     }
+
+    // A claimed task that may not run (the lease was lost before its
+    // script started) is given back: pending, at the head of the queue.
+    free.give_back(&second).await.expect("give back");
+    let status: String = redis::cmd("HGET")
+        .arg(keys::task_details(&second))
+        .arg("status")
+        .query_async(&mut conn)
+        .await
+        .expect("hget");
+    assert_eq!(status, "pending");
+    assert_eq!(
+        free.processing().await.expect("processing"),
+        Vec::<String>::new()
+    );
+    match free.pop_and_claim().await.expect("claim") {
+        Some(Claim::Run(task)) => assert_eq!(task.task_id, second),
+        other => panic!("expected the given-back task again, got {other:?}"),
+    }
 }

@@ -121,6 +121,16 @@ impl Held {
         status.set(WorkerState::LeaseLost(reason));
     }
 
+    /// A claim was refused in Redis: the owner key holds another token.
+    pub(crate) fn refused(&self, cancels: &Cancels, status: &WorkerStatus) {
+        let reason = format!(
+            "lease of queue {} lost: another worker holds it now (a claim was refused); \
+             stopped taking its tasks",
+            self.queue
+        );
+        self.lose(reason, cancels, status);
+    }
+
     /// Waits until the lease is held; `false` when `token` was cancelled
     /// first.
     pub(crate) async fn wait(&self, token: &CancellationToken) -> bool {
@@ -247,7 +257,11 @@ impl Keeper {
                 }
                 continue;
             }
-            match broker.acquire_lease(&holder, ttl).await {
+            let acquired = tokio::select! {
+                acquired = broker.acquire_lease(&holder, ttl) => acquired,
+                _ = token.cancelled() => return None,
+            };
+            match acquired {
                 Ok(Ok(lease)) => {
                     log::info!(
                         queue = queue.as_str();

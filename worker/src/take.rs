@@ -285,20 +285,11 @@ impl Taker<'_> {
             Claim::Fenced(task_id) => {
                 log::warn!(
                     queue = self.config.queue.as_str();
-                    "queue {}: claim refused, the lease is no longer this worker's{}",
-                    self.config.queue,
-                    if task_id.is_empty() { String::new() } else { format!(" (task {task_id} went back to the queue)") }
+                    "queue {}: claim refused, the lease is another's (moved id {task_id:?} went back)",
+                    self.config.queue
                 );
                 if let Some(held) = self.held {
-                    held.lose(
-                        format!(
-                            "lease of queue {} lost: another worker holds it now (its claim \
-                             was refused); stopped taking its tasks",
-                            self.config.queue
-                        ),
-                        self.cancels,
-                        self.status,
-                    );
+                    held.refused(self.cancels, self.status);
                 }
             }
             Claim::Skipped { task_id, reason } => {
@@ -325,20 +316,12 @@ impl Taker<'_> {
         if let Some(held) = self.held
             && held.token() == 0
         {
-            // Claimed under the lease, which was lost before the script
-            // started: it does not run here (another host may be running
-            // the queue now); it ends as worker lost, never run.
-            let outcome = Outcome::Failed(TaskFailure {
-                task_id: task.task_id,
-                kind: FailureKind::WorkerLost,
-                message: format!(
-                    "the worker lost the lease of queue {} before the task ran; it did not run",
-                    self.config.queue
-                ),
-                line: None,
-                column: None,
-            });
-            return self.finish(&outcome, outage).await;
+            // Claimed under the lease (a request sent before it was lost),
+            // which was lost before the script started: it does not run
+            // here (another host may serve the queue now); it goes back to
+            // the head of the queue, never run.
+            self.give_back(&task.task_id, outage).await;
+            return Next::Unknown;
         }
         let age = task.age();
         let started = Instant::now();
@@ -406,6 +389,25 @@ impl Taker<'_> {
             metrics.end_to_end(age + started.elapsed());
         }
         next
+    }
+
+    /// Gives back a claimed task that may not run, retrying through an
+    /// outage; on shutdown it stays in the processing list for a reaper.
+    async fn give_back(&self, task_id: &str, outage: &mut Outage) {
+        loop {
+            match self.broker.give_back(task_id).await {
+                Ok(()) => {
+                    log::warn!(
+                        task = task_id, queue = self.config.queue.as_str();
+                        "queue {}: task {task_id} went back to the queue: the lease was lost before it ran",
+                        self.config.queue
+                    );
+                    return;
+                }
+                Err(_) if self.token.is_cancelled() => return,
+                Err(e) => self.down(outage, &e).await,
+            }
+        }
     }
 
     /// Why a cancelled script stopped, as its task's error says.

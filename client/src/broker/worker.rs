@@ -75,6 +75,16 @@ impl WorkerBroker {
             .ok_or_else(|| Error::Protocol(format!("claim of task {task_id} answered nothing")))
     }
 
+    /// Gives back `task_id`, claimed by this worker but not run: out of the
+    /// processing list, `pending` again, back at the head of the queue
+    /// (unless another worker or program resolved it meanwhile). For a
+    /// worker that lost its lease between the claim and the run.
+    pub async fn give_back(&self, task_id: &str) -> Result<()> {
+        let inv = scripts::give_back(&self.queue, &self.keys.worker_id, task_id);
+        let _: redis::Value = self.conn.invoke(&inv).await?;
+        Ok(())
+    }
+
     /// Writes the outcome (status, its fields, `updatedAt`), the TTL (the
     /// result TTL, or the task's [`crate::fields::DELIVERED_TTL`] when its
     /// notification reached a subscriber) and the counters; notifies the waiter; removes the id from the processing

@@ -244,8 +244,7 @@ impl Client {
         let mut out = Vec::with_capacity(queues.len());
         for chunk in queues.chunks(STATS_BATCH) {
             let invocation = scripts::stats_many(chunk);
-            let rows: Vec<StatsRow> =
-                self.inner.conn.invoke(&invocation).await?;
+            let rows: Vec<StatsRow> = self.inner.conn.invoke(&invocation).await?;
             if rows.len() != chunk.len() {
                 return Err(Error::Protocol(format!(
                     "stats of {} queues answered {} rows",
