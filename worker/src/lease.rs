@@ -216,15 +216,21 @@ impl Keeper {
                  renewal), so no other host runs them at the same time"
             )
         };
+        // Set when a renewal found the key gone (it expired, or Redis lost
+        // it in a restart): the lease is taken again at once, not a beat
+        // later, if it is still free.
+        let mut retry_now = false;
         loop {
             let mine = held.token();
             let deadline = held.deadline(after);
-            tokio::select! {
-                _ = token.cancelled() => return None,
-                _ = tokio::time::sleep(options.heartbeat_interval) => {}
-                _ = tokio::time::sleep_until(deadline.into()), if mine != 0 => {
-                    held.lose(overdue(), &cancels, &status);
-                    continue;
+            if !std::mem::take(&mut retry_now) {
+                tokio::select! {
+                    _ = token.cancelled() => return None,
+                    _ = tokio::time::sleep(options.heartbeat_interval) => {}
+                    _ = tokio::time::sleep_until(deadline.into()), if mine != 0 => {
+                        held.lose(overdue(), &cancels, &status);
+                        continue;
+                    }
                 }
             }
             let sent = Instant::now();
@@ -233,6 +239,7 @@ impl Keeper {
                     renewed = broker.renew_lease(mine, ttl) => match renewed {
                         Ok(Ok(())) => held.renewed(sent),
                         Ok(Err(other)) => {
+                            retry_now = other.is_none();
                             let why = match other {
                                 Some(o) => format!(
                                     "taken by pid {} on host {} (database {})",

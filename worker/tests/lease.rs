@@ -264,3 +264,45 @@ async fn a_partitioned_worker_stops_before_its_lease_expires_and_cuts_its_script
     let error = hget(&mut conn, &id, "error").await.unwrap_or_default();
     assert!(error.contains("lease of queue cut lost"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_lease_vanished_takes_it_again_with_a_fresh_token_and_runs_on() {
+    // As after a Redis restart that lost the key: nobody else holds it.
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let worker = leased_worker(&url, "again", holder(11, "host-a", "/data/a"), false);
+    running(&worker).await;
+    let mut conn = raw(&url).await;
+    let old = lease_of(&mut conn, "again").await.expect("held");
+    let _: () = redis::cmd("DEL")
+        .arg(keys::queue_owner("again"))
+        .query_async(&mut conn)
+        .await
+        .expect("del");
+    let new = eventually("the lease taken again", WAIT, || {
+        let mut conn = conn.clone();
+        async move { lease_of(&mut conn, "again").await }
+    })
+    .await;
+    assert!(new.token > old.token, "{new:?} after {old:?}");
+    assert_eq!((new.pid, new.dir.as_str()), (11, "/data/a"));
+    let client = Client::connect(&url).await.expect("connect");
+    let out = tokio::time::timeout(
+        WAIT,
+        client.run_with(
+            "again",
+            "40 + 2",
+            &SubmitOptions::default(),
+            client::OnDrop::Cancel,
+        ),
+    )
+    .await
+    .expect("run in time")
+    .expect("run");
+    assert!(
+        matches!(out, client::Outcome::Completed(ref o) if o.output == "42"),
+        "{out:?}"
+    );
+    running(&worker).await;
+    worker.stop().await;
+}
