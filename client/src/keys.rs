@@ -43,13 +43,15 @@ pub fn stats(queue: &str) -> String {
     format!("rhai_stats:{queue}")
 }
 
-/// `rhai_queue_owner:<queue>`: STRING naming the database whose workers
-/// serve the queue (`<host>:<database directory>`), with the heartbeat's
-/// TTL, refreshed by every beat. Two circles that share a queue name on one
-/// Redis would run each other's tasks against each other's databases; a
-/// worker of another database refuses to start while this key names a
-/// different one. Written only by our workers; third-party workers do not
-/// need it.
+/// `rhai_queue_owner:<queue>`: STRING, the queue's lease:
+/// `<token>|<pid>|<host>|<data dir>` (see [`crate::Lease`]), with the
+/// heartbeat's TTL. The holder renews it with each beat, only while it
+/// still holds its own token; another database's worker takes it only once
+/// it expired, with a fresh token from [`queue_fence`]. A claim by a worker
+/// with a lease checks the token in Redis, so a worker whose lease was taken
+/// claims nothing more. Two circles that share a queue name on one Redis, or
+/// two hosts with one circle, never run its tasks at once. Written only by
+/// our workers; third-party workers do not need it.
 pub fn queue_owner(queue: &str) -> String {
     format!("rhai_queue_owner:{queue}")
 }
@@ -67,6 +69,13 @@ pub fn gateway_heartbeat(queue: &str, gateway_id: &str) -> String {
 /// a reader removes a member whose [`gateway_heartbeat`] key is gone.
 pub fn gateways(queue: &str) -> String {
     format!("rhai_gateways:{queue}")
+}
+
+/// `rhai_queue_fence:<queue>`: STRING counter (never expires), `INCR`ed each
+/// time [`queue_owner`] changes hands; the new value is the lease's fencing
+/// token.
+pub fn queue_fence(queue: &str) -> String {
+    format!("rhai_queue_fence:{queue}")
 }
 
 /// `rhai_task_replies:<client_id>`: pub/sub channel on which a worker

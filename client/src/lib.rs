@@ -4,7 +4,7 @@
 //! Place in the graph: `client` → `redis`, `serde`. `server_ws` submits and
 //! waits through [`Client`]; `worker` takes and finishes tasks through
 //! [`broker`]; `cmd` reads [`Client::stats_many`] and
-//! [`Client::queue_owners`] and [`Client::gateways_many`]; every process
+//! [`Client::queue_leases`] and [`Client::gateways_many`]; every process
 //! that serves circles' endpoints beats through [`Client::gateway_beat`]. This crate owns every Redis key name
 //! ([`keys`]), hash field ([`fields`]) and failure kind ([`FailureKind`]);
 //! no other crate writes a key string or a kind's wire name.
@@ -56,6 +56,7 @@ pub mod fields;
 pub mod fuzzing;
 pub mod keys;
 mod kind;
+mod lease;
 mod listener;
 mod scripts;
 mod tls;
@@ -68,6 +69,7 @@ pub use client::{
 };
 pub use conn::reconnects;
 pub use kind::FailureKind;
+pub use lease::Lease;
 pub use tls::RedisCa;
 pub use url::RedisUrl;
 
@@ -232,6 +234,9 @@ pub struct QueueStats {
     pub in_flight: u64,
     /// Age of the newest worker heartbeat, if any worker ever beat.
     pub heartbeat_age: Option<Duration>,
+    /// The queue's lease: which orchestrator's worker (pid, host, database)
+    /// serves it; `None` when no worker of ours holds it.
+    pub lease: Option<Lease>,
 }
 
 #[cfg(test)]

@@ -21,7 +21,9 @@ use redis::{Script, ScriptInvocation};
 use crate::{FailureKind, Role, keys};
 
 mod claim;
+mod lease;
 use claim::CLAIM;
+pub(crate) use lease::{acquire_lease, release_lease, renew_lease};
 
 /// The failure kinds the scripts write, as Lua locals named after
 /// [`FailureKind::as_str`] (the wire names live there alone), the role
@@ -125,74 +127,41 @@ pub(crate) fn cancel(task_id: &str, reason: &str) -> ScriptInvocation<'static> {
     inv
 }
 
-/// Claims or refreshes the queue's owner key (see `keys::queue_owner`).
-/// KEYS: owner key. ARGV: owner, ttl ms. Returns `false` when the key now
-/// names `owner`, else the owner it names.
-static OWN_QUEUE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local cur = redis.call('GET', KEYS[1])
-if cur and cur ~= ARGV[1] then return cur end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return false
-"#,
-    )
-});
-
-/// Deletes the queue's owner key if it names `owner` and no worker is left
-/// registered for the queue (another worker of the same database may still
-/// serve it; called after the leaving worker deregistered). KEYS: owner
-/// key, workers set. ARGV: owner.
-static DISOWN_QUEUE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('SCARD', KEYS[2]) == 0 then
-  redis.call('DEL', KEYS[1])
-end
-return 0
-"#,
-    )
-});
-
-pub(crate) fn own_queue(queue: &str, owner: &str, ttl_ms: u64) -> ScriptInvocation<'static> {
-    let mut inv = OWN_QUEUE.prepare_invoke();
-    inv.key(keys::queue_owner(queue)).arg(owner).arg(ttl_ms);
-    inv
-}
-
-pub(crate) fn disown_queue(queue: &str, owner: &str) -> ScriptInvocation<'static> {
-    let mut inv = DISOWN_QUEUE.prepare_invoke();
-    inv.key(keys::queue_owner(queue))
-        .key(keys::workers(queue))
-        .arg(owner);
-    inv
-}
-
-/// KEYS: processing list, stats. ARGV: id, details prefix, worker id, now, ttl.
+/// KEYS: processing list, stats, queue, owner key. ARGV: id, details
+/// prefix, worker id, now, ttl, lease token (`''`: none). A worker whose
+/// lease was taken gives the id back (see `unclaim`).
 static CLAIM_ONE: LazyLock<Script> = LazyLock::new(|| {
     let finish = FINISH.as_str();
     Script::new(&format!(
-        "{finish}{CLAIM}return claim(ARGV[1], KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4], ARGV[5])"
+        "{finish}{CLAIM}
+if fenced(KEYS[4], ARGV[6]) then return unclaim(ARGV[1], KEYS[1], KEYS[3], ARGV[2], ARGV[3]) end
+return claim(ARGV[1], KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4], ARGV[5])"
     ))
 });
 
-/// KEYS: queue, processing list, stats. ARGV: details prefix, worker id, now, ttl.
-/// Non-blocking: moves the oldest id (right end) and claims it; `false` when empty.
+/// KEYS: queue, processing list, stats, owner key. ARGV: details prefix,
+/// worker id, now, ttl, lease token (`''`: none).
+/// Non-blocking: moves the oldest id (right end) and claims it; `false` when
+/// empty, `{'fenced', ''}` (nothing moved) when the lease is no longer ours.
 static POP_AND_CLAIM: LazyLock<Script> = LazyLock::new(|| {
     let finish = FINISH.as_str();
     Script::new(&format!(
         "{finish}{CLAIM}
+if fenced(KEYS[4], ARGV[5]) then return {{ 'fenced', '' }} end
 local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
 if not id then return false end
 return claim(id, KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4])"
     ))
 });
 
-/// KEYS: details, processing list, stats, queue. ARGV: id, worker id, now,
-/// ttl, details prefix, take next (`1`/`0`), notification JSON, field pairs….
+/// KEYS: details, processing list, stats, queue, owner key. ARGV: id, worker
+/// id, now, ttl, details prefix, take next (`1`/`0`), notification JSON,
+/// lease token (`''`: none), field pairs….
 /// Returns `{written}` or, when asked to take the next task and one is
 /// queued, `{written, claim…}` (see `CLAIM`): under a backlog one round trip
-/// ends a task and starts the next. `written` is 1 when the result was
+/// ends a task and starts the next. The result is written whatever the
+/// lease (the task was claimed under it); only the next claim is fenced
+/// (`{written, 'fenced', ''}`). `written` is 1 when the result was
 /// written, 0 when the task was no longer this worker's (a reaper resolved
 /// it meanwhile): then only the processing entry goes.
 static FINISH_TASK: LazyLock<Script> = LazyLock::new(|| {
@@ -206,12 +175,13 @@ if h[1] ~= 'processing' or h[2] ~= ARGV[2] then
   redis.call('LREM', KEYS[2], 1, ARGV[1])
 else
   local fields = {{}}
-  for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
+  for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
   finish(KEYS[1], ARGV[1], KEYS[2], KEYS[3], ARGV[3], ARGV[4], fields, ARGV[7], h[3],
     delivered_ttl(h[4], h[5], h[6], ARGV[3], ARGV[4]))
   written = 1
 end
 if ARGV[6] ~= '1' then return {{ written }} end
+if fenced(KEYS[5], ARGV[8]) then return {{ written, 'fenced', '' }} end
 local id = redis.call('LMOVE', KEYS[4], KEYS[2], 'RIGHT', 'LEFT')
 if not id then return {{ written }} end
 local c = claim(id, KEYS[2], KEYS[3], ARGV[5], ARGV[2], ARGV[3], ARGV[4])
@@ -220,12 +190,34 @@ return c"
     ))
 });
 
+/// Gives back a task this worker claimed but may not run (its lease was
+/// lost before the script started; see `unclaim`). KEYS: processing list,
+/// queue. ARGV: id, details prefix, worker id.
+static GIVE_BACK: LazyLock<Script> = LazyLock::new(|| {
+    let finish = FINISH.as_str();
+    Script::new(&format!(
+        "{finish}{CLAIM}return unclaim(ARGV[1], KEYS[1], KEYS[2], ARGV[2], ARGV[3])"
+    ))
+});
+
+pub(crate) fn give_back(queue: &str, worker: &str, task_id: &str) -> ScriptInvocation<'static> {
+    let mut inv = GIVE_BACK.prepare_invoke();
+    inv.key(keys::processing(queue, worker))
+        .key(keys::tasks(queue))
+        .arg(task_id)
+        .arg(keys::TASK_DETAILS_PREFIX)
+        .arg(worker);
+    inv
+}
+
 /// Claims the newest id of a processing list; sent pipelined right behind a
 /// `BLMOVE` on the blocking connection, so the moved id is claimed without
-/// another round trip. KEYS: processing list, stats. ARGV: details prefix,
-/// worker id, ttl; the time is Redis' own (`TIME`), as the pop may have
-/// blocked long. `false` when the list is empty (the pop timed out) or its
-/// head is an id this worker already holds.
+/// another round trip. KEYS: processing list, stats, queue, owner key. ARGV:
+/// details prefix, worker id, ttl, lease token (`''`: none); the time is
+/// Redis' own (`TIME`), as the pop may have blocked long. `false` when the
+/// list is empty (the pop timed out) or its head is an id this worker
+/// already holds; a worker whose lease was taken gives the moved id back
+/// (see `unclaim`).
 /// Sent by `EVALSHA` (the body is a few KiB); after `NOSCRIPT` (a Redis
 /// restart or `SCRIPT FLUSH`) the claim is redone with [`claim_head`], which
 /// loads it.
@@ -235,6 +227,11 @@ pub(crate) static CLAIM_HEAD: LazyLock<Script> = LazyLock::new(|| {
         "{finish}{CLAIM}
 local id = redis.call('LINDEX', KEYS[1], 0)
 if not id then return false end
+if fenced(KEYS[4], ARGV[4]) then
+  local h = redis.call('HMGET', ARGV[1] .. id, 'status', 'workerId')
+  if h[1] == 'processing' and h[2] == ARGV[2] then return false end
+  return unclaim(id, KEYS[1], KEYS[3], ARGV[1], ARGV[2])
+end
 -- The pop may have blocked a while since the worker sent this: take the
 -- time now, from Redis' clock.
 local t = redis.call('TIME')
@@ -243,18 +240,31 @@ return claim(id, KEYS[1], KEYS[2], ARGV[1], ARGV[2], now, ARGV[3], true)"
     ))
 });
 
+/// The keys and token of a claim's lease check: the queue (where a fenced
+/// worker gives an id back), the owner key, and the worker's token (`''`
+/// without a lease).
+pub(crate) struct Fencing<'a> {
+    pub(crate) tasks: &'a str,
+    pub(crate) owner: &'a str,
+    pub(crate) token: String,
+}
+
 pub(crate) fn claim_head(
     processing_key: &str,
     stats_key: &str,
     worker: &str,
     ttl_ms: u64,
+    fencing: &Fencing<'_>,
 ) -> ScriptInvocation<'static> {
     let mut inv = CLAIM_HEAD.prepare_invoke();
     inv.key(processing_key)
         .key(stats_key)
+        .key(fencing.tasks)
+        .key(fencing.owner)
         .arg(keys::TASK_DETAILS_PREFIX)
         .arg(worker)
-        .arg(ttl_ms);
+        .arg(ttl_ms)
+        .arg(fencing.token.as_str());
     inv
 }
 
@@ -299,15 +309,15 @@ return {{ lost, requeued }}"
 });
 
 /// The counters of queues, read in one script. KEYS: queue, stats, workers
-/// set of each queue in turn. ARGV: processing-list prefix of each queue.
-/// Returns `{queue length, processed, failed, in flight, last heartbeat ms or
-/// false}` per queue, in order.
+/// set, owner key of each queue in turn. ARGV: processing-list prefix of
+/// each queue. Returns `{queue length, processed, failed, in flight, last
+/// heartbeat ms or false, lease or false}` per queue, in order.
 static STATS_MANY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local out = {}
 for i = 1, #ARGV do
-  local q, st, ws = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local q, st, ws, ow = KEYS[4 * i - 3], KEYS[4 * i - 2], KEYS[4 * i - 1], KEYS[4 * i]
   local s = redis.call('HMGET', st, 'processed', 'failed', 'lastHeartbeat')
   local inflight = 0
   for _, w in ipairs(redis.call('SMEMBERS', ws)) do
@@ -315,7 +325,8 @@ for i = 1, #ARGV do
   end
   local beat = false
   if s[3] then beat = tonumber(s[3]) end
-  out[i] = { redis.call('LLEN', q), tonumber(s[1] or '0'), tonumber(s[2] or '0'), inflight, beat }
+  out[i] = { redis.call('LLEN', q), tonumber(s[1] or '0'), tonumber(s[2] or '0'), inflight, beat,
+    redis.call('GET', ow) }
 end
 return out
 "#,
@@ -328,6 +339,7 @@ pub(crate) fn stats_many(queues: &[&str]) -> ScriptInvocation<'static> {
         inv.key(keys::tasks(queue))
             .key(keys::stats(queue))
             .key(keys::workers(queue))
+            .key(keys::queue_owner(queue))
             .arg(keys::processing(queue, ""));
     }
     inv
@@ -360,15 +372,19 @@ pub(crate) fn claim_one(
     task_id: &str,
     now: u64,
     ttl_ms: u64,
+    fencing: &Fencing<'_>,
 ) -> ScriptInvocation<'static> {
     let mut inv = CLAIM_ONE.prepare_invoke();
     inv.key(keys::processing(queue, worker))
         .key(keys::stats(queue))
+        .key(fencing.tasks)
+        .key(fencing.owner)
         .arg(task_id)
         .arg(keys::TASK_DETAILS_PREFIX)
         .arg(worker)
         .arg(now)
-        .arg(ttl_ms);
+        .arg(ttl_ms)
+        .arg(fencing.token.as_str());
     inv
 }
 
@@ -377,15 +393,18 @@ pub(crate) fn pop_and_claim(
     worker: &str,
     now: u64,
     ttl_ms: u64,
+    fencing: &Fencing<'_>,
 ) -> ScriptInvocation<'static> {
     let mut inv = POP_AND_CLAIM.prepare_invoke();
-    inv.key(keys::tasks(queue))
+    inv.key(fencing.tasks)
         .key(keys::processing(queue, worker))
         .key(keys::stats(queue))
+        .key(fencing.owner)
         .arg(keys::TASK_DETAILS_PREFIX)
         .arg(worker)
         .arg(now)
-        .arg(ttl_ms);
+        .arg(ttl_ms)
+        .arg(fencing.token.as_str());
     inv
 }
 
@@ -396,7 +415,7 @@ pub(crate) fn finish_task(
     now: u64,
     ttl_ms: u64,
     fields: &[(&str, String)],
-    take_next: bool,
+    next: Option<&Fencing<'_>>,
 ) -> ScriptInvocation<'static> {
     // The notification: the terminal fields plus id and updatedAt, as the
     // listener parses it (see `fields::outcome`).
@@ -412,13 +431,15 @@ pub(crate) fn finish_task(
         .key(keys::processing(queue, worker))
         .key(keys::stats(queue))
         .key(keys::tasks(queue))
+        .key(keys::queue_owner(queue))
         .arg(task_id)
         .arg(worker)
         .arg(now)
         .arg(ttl_ms)
         .arg(keys::TASK_DETAILS_PREFIX)
-        .arg(if take_next { "1" } else { "0" })
-        .arg(note);
+        .arg(if next.is_some() { "1" } else { "0" })
+        .arg(note)
+        .arg(next.map_or("", |f| f.token.as_str()));
     for (name, value) in fields {
         inv.arg(*name).arg(value.as_str());
     }

@@ -1,6 +1,7 @@
 //! Preparing every circle before anything serves: open its OurDB at
 //! `<data-dir>/<id>/` and build its engine (when this process's role works
-//! it), bind its port (when the role serves it). Start is all or nothing: if
+//! it; with `--standby` only later, once its worker holds the queue's
+//! lease), bind its port (when the role serves it). Start is all or nothing: if
 //! any circle cannot be prepared, every failure is reported (each naming its
 //! circle) and nothing is started, so a user is never left with some circles
 //! silently missing.
@@ -26,16 +27,20 @@ pub struct Store {
 pub struct Prepared {
     /// Its configuration.
     pub config: CircleConfig,
-    /// Its database and engine: `Some` exactly when this process runs its
-    /// worker (roles `all` and `worker`).
+    /// Its database and engine: `Some` when this process runs its worker
+    /// (roles `all` and `worker`), except with `--standby`: then its worker
+    /// opens them once it holds the lease ([`Prepared::works`]).
     pub store: Option<Store>,
+    /// Whether this process runs its worker.
+    pub works: bool,
     /// Its bound port, `Some` exactly when this process serves it (roles
     /// `all` and `gateway`); servers get clones, so a restarted server
     /// reuses it.
     pub listener: Option<TcpListener>,
-    /// The name its worker claims the circle's queue under
-    /// (`worker::WorkerConfig::owner`): `<host>:<database directory>`.
-    pub owner: String,
+    /// Who its worker takes the queue's lease as
+    /// (`worker::WorkerConfig::lease`; token 0): this process, this host,
+    /// the database directory.
+    pub lease: client::Lease,
 }
 
 /// What [`close_all`] closes: a circle's database, once its engine is gone.
@@ -50,9 +55,9 @@ impl Prepared {
     }
 }
 
-/// This machine, for queue owner names: its name, plus its machine id where
+/// This machine, for queue leases: its name, plus its machine id where
 /// there is one (two machines both called `localhost` still differ).
-fn hostname() -> String {
+pub fn hostname() -> String {
     let name = host_name();
     match read_trimmed("/etc/machine-id") {
         Some(id) => format!("{name}/{id}"),
@@ -76,27 +81,28 @@ fn read_trimmed(path: &str) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// Which circles cannot start because workers of another database (another
-/// orchestrator's circle of the same queue name) hold their queue on this
-/// Redis: one line each, naming the circle, the queue and the other database.
+/// Which circles cannot start because another database's worker (another
+/// orchestrator's, on this or another host, or a circle of the same queue
+/// name) holds their queue's lease on this Redis: one line each, naming the
+/// circle, the queue and the holder's pid, host and database.
 pub async fn foreign_queues(
     client: &client::Client,
     prepared: &[Prepared],
 ) -> anyhow::Result<Vec<String>> {
-    // Only a worker claims a queue; a gateway shares it with any worker.
-    let prepared: Vec<&Prepared> = prepared.iter().filter(|p| p.store.is_some()).collect();
+    // Only a worker takes a lease; a gateway shares a queue with any worker.
+    let prepared: Vec<&Prepared> = prepared.iter().filter(|p| p.works).collect();
     let queues: Vec<String> = prepared.iter().map(|p| p.config.queue()).collect();
     let names: Vec<&str> = queues.iter().map(String::as_str).collect();
-    let owners = client.queue_owners(&names).await?;
+    let leases = client.queue_leases(&names).await?;
     let mut clashes = Vec::new();
-    for ((p, queue), owner) in prepared.iter().zip(&queues).zip(owners) {
-        if let Some(other) = owner
-            && other != p.owner
+    for ((p, queue), lease) in prepared.iter().zip(&queues).zip(leases) {
+        if let Some(other) = lease
+            && !other.same_database(&p.lease)
         {
             clashes.push(format!(
                 "{}: {}",
                 who(&p.config),
-                worker::foreign_owner_message(queue, &other)
+                worker::refusal_message(queue, &other)
             ));
         }
     }
@@ -168,46 +174,74 @@ fn bind(c: &CircleConfig, host: &str) -> anyhow::Result<TcpListener> {
 /// of circles even on two cores.
 const PREPARE_THREADS: usize = 8;
 
-fn prepare_one(
+/// Opens a circle's database and builds its engine.
+pub fn open_store(
     c: &CircleConfig,
-    role: Role,
-    host: &str,
     data_dir: &Path,
     limits: &engine::Limits,
     durability: ourdb::Durability,
-) -> anyhow::Result<Prepared> {
-    let listener = if role.serves() {
-        Some(bind(c, host)?)
+) -> anyhow::Result<Store> {
+    let db = open_db(c, data_dir, durability)?;
+    let engine = Arc::new(engine::CircleEngine::new(db.clone(), limits.clone()));
+    Ok(Store { db, engine })
+}
+
+/// How [`prepare_all`] prepares each circle.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan<'a> {
+    /// What this process runs.
+    pub role: Role,
+    /// The bind address of the servers.
+    pub host: &'a str,
+    /// Where the databases live.
+    pub data_dir: &'a Path,
+    /// The engines' limits.
+    pub limits: &'a engine::Limits,
+    /// The databases' durability.
+    pub durability: ourdb::Durability,
+    /// `--standby`: a worker's database is opened later, once its lease is
+    /// held (its directory is still created now, for its name).
+    pub standby: bool,
+}
+
+fn prepare_one(c: &CircleConfig, plan: Plan<'_>) -> anyhow::Result<Prepared> {
+    let listener = if plan.role.serves() {
+        Some(bind(c, plan.host)?)
     } else {
         None
     };
-    let dir = db_dir(data_dir, c.id);
-    let store = if role.works() {
-        let db = open_db(c, data_dir, durability)?;
-        let engine = Arc::new(engine::CircleEngine::new(db.clone(), limits.clone()));
-        Some(Store { db, engine })
+    let dir = db_dir(plan.data_dir, c.id);
+    let works = plan.role.works();
+    let store = if works && !plan.standby {
+        Some(open_store(c, plan.data_dir, plan.limits, plan.durability)?)
     } else {
+        if works && let Err(e) = std::fs::create_dir_all(&dir) {
+            bail!(
+                "{}: cannot create its data directory {}: {e}",
+                who(c),
+                dir.display()
+            );
+        }
         None
     };
     let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
     Ok(Prepared {
         config: c.clone(),
         store,
+        works,
         listener,
-        owner: format!("{}:{}", hostname(), dir.display()),
+        lease: client::Lease {
+            token: 0,
+            pid: std::process::id(),
+            host: hostname(),
+            dir: dir.display().to_string(),
+        },
     })
 }
 
-/// Prepares every circle for `role`, its database opened with
-/// `durability`, or reports every circle that failed.
-pub fn prepare_all(
-    circles: &[CircleConfig],
-    role: Role,
-    host: &str,
-    data_dir: &Path,
-    limits: &engine::Limits,
-    durability: ourdb::Durability,
-) -> anyhow::Result<Vec<Prepared>> {
+/// Prepares every circle as `plan` says, or reports every circle that
+/// failed.
+pub fn prepare_all(circles: &[CircleConfig], plan: Plan<'_>) -> anyhow::Result<Vec<Prepared>> {
     let chunk = circles.len().div_ceil(PREPARE_THREADS).max(1);
     let results: Vec<anyhow::Result<Prepared>> = std::thread::scope(|scope| {
         let parts: Vec<_> = circles
@@ -215,7 +249,7 @@ pub fn prepare_all(
             .map(|part| {
                 scope.spawn(move || {
                     part.iter()
-                        .map(|c| prepare_one(c, role, host, data_dir, limits, durability))
+                        .map(|c| prepare_one(c, plan))
                         .collect::<Vec<_>>()
                 })
             })

@@ -133,6 +133,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "IDS_OR_NAMES", value_delimiter = ',')]
     pub circles: Option<Vec<String>>,
 
+    /// A circle whose queue another orchestrator's worker holds (its lease
+    /// in Redis) waits, shown as `standby`, and takes over once that lease
+    /// expires, instead of refusing to start. Each circle's database is then
+    /// opened only once its lease is held (safe on shared storage).
+    #[arg(long)]
+    pub standby: bool,
+
     /// Bind address of every WebSocket server.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,

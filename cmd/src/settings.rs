@@ -56,6 +56,8 @@ pub struct Settings {
     pub only: Option<Vec<String>>,
     /// What this process runs of each circle.
     pub role: crate::role::Role,
+    /// `--standby`: wait for a circle's lease instead of refusing.
+    pub standby: bool,
     /// The Redis of the task broker: a TCP URL redis-rs accepts.
     pub redis: RedisUrl,
     /// With a `rediss://` URL, the CA trusted for Redis (`--redis-ca`).
@@ -155,6 +157,7 @@ impl Settings {
             circles,
             only,
             role: args.role,
+            standby: args.standby,
             redis,
             redis_ca,
             tls,
@@ -209,21 +212,33 @@ impl Settings {
         }
     }
 
+    /// How the circles are prepared (see [`crate::circles::prepare_all`]).
+    pub fn plan(&self) -> crate::circles::Plan<'_> {
+        crate::circles::Plan {
+            role: self.role,
+            host: &self.host,
+            data_dir: &self.data_dir,
+            limits: &self.engine,
+            durability: self.durability,
+            standby: self.standby,
+        }
+    }
+
     /// The URL scheme of every circle: `wss` with `--tls-cert`, else `ws`.
     pub fn ws_scheme(&self) -> &'static str {
         if self.tls.is_some() { "wss" } else { "ws" }
     }
 
-    /// The worker configuration of one circle, claiming its queue as `owner`.
-    pub fn worker_config(&self, queue: &str, owner: &str) -> worker::WorkerConfig {
-        worker::WorkerConfig {
-            redis_url: self.redis.as_str().to_string(),
-            redis_ca: self.redis_ca.clone(),
-            queue: queue.to_string(),
-            result_ttl: self.result_ttl,
-            shutdown_grace: self.shutdown_grace,
-            owner: Some(owner.to_string()),
-        }
+    /// The worker configuration of one circle, taking its queue's lease as
+    /// `lease` (its token is ignored) and waiting for it with `--standby`.
+    pub fn worker_config(&self, queue: &str, lease: &client::Lease) -> worker::WorkerConfig {
+        let mut config = worker::WorkerConfig::new(self.redis.as_str(), queue);
+        config.redis_ca = self.redis_ca.clone();
+        config.result_ttl = self.result_ttl;
+        config.shutdown_grace = self.shutdown_grace;
+        config.lease = Some(lease.clone());
+        config.standby = self.standby;
+        config
     }
 }
 
@@ -385,8 +400,17 @@ mod tests {
         assert_eq!(flush.durability, ourdb::Durability::Flush);
         let server = s.server_config(&s.circles[0], "alpha");
         assert_eq!(server.max_script_bytes, s.engine.max_script_bytes);
-        let worker = s.worker_config("alpha", "here:/tmp/d/1");
-        assert_eq!(worker.owner.as_deref(), Some("here:/tmp/d/1"));
+        let lease = client::Lease {
+            token: 0,
+            pid: 7,
+            host: "here".into(),
+            dir: "/tmp/d/1".into(),
+        };
+        let worker = s.worker_config("alpha", &lease);
+        assert_eq!(worker.lease, Some(lease.clone()));
+        assert!(!worker.standby);
+        let standby = resolve(&["--data-dir", "/tmp/d", "--standby"]).expect("valid");
+        assert!(standby.worker_config("alpha", &lease).standby);
     }
 
     #[test]

@@ -219,6 +219,7 @@ impl CircleState {
             principals: self.config.principals.len(),
             worker,
             worker_detail,
+            worker_lease: stats.as_ref().and_then(|s| s.lease.clone()),
             server,
             server_detail,
             queue_len: stats.as_ref().map(|s| s.queue_len),
@@ -274,6 +275,8 @@ fn worker_display(slot: &Slot) -> (&'static str, Option<String>) {
         None | Some(worker::WorkerState::Starting) => ("starting", None),
         Some(worker::WorkerState::Running) => ("running", None),
         Some(worker::WorkerState::Reconnecting(reason)) => ("reconnecting", Some(reason)),
+        Some(worker::WorkerState::Standby(reason)) => (STANDBY, Some(reason)),
+        Some(worker::WorkerState::LeaseLost(reason)) => (LEASE_LOST, Some(reason)),
         Some(worker::WorkerState::Stopped) => ("stopped", None),
         Some(worker::WorkerState::Failed(reason)) => ("failed", Some(reason)),
     }
@@ -281,6 +284,10 @@ fn worker_display(slot: &Slot) -> (&'static str, Option<String>) {
 
 /// The state of a component this process's `--role` does not run.
 pub const NOT_HERE: &str = "not here";
+/// A worker waiting (`--standby`) for the lease another orchestrator holds.
+pub const STANDBY: &str = "standby";
+/// A worker that stopped taking tasks: its lease was lost or not renewed.
+pub const LEASE_LOST: &str = "lease lost";
 
 /// The whole system at one moment.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -225,7 +225,7 @@ async fn a_second_orchestrator_with_a_circle_of_the_same_queue_on_one_redis_is_r
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(
         err.contains("circle \"alpha-circle\" (id 7)")
-            && err.contains("queue alpha_circle is served by the workers of another circle")
+            && err.contains("queue alpha_circle is held by the worker of another orchestrator")
             && err.contains(&sandbox.data_dir().join("1").display().to_string()),
         "names the circle, the queue and the other database: {err}"
     );

@@ -296,10 +296,10 @@ async fn two_gateways_on_two_addresses_serve_one_circle_whose_worker_runs_elsewh
     }
 }
 
-/// The queue-owner key (`rhai_queue_owner:<queue>`) is claimed by workers
+/// The queue's lease (`rhai_queue_owner:<queue>`) is taken by workers
 /// only: a gateway beside a worker starts (see the first test), and a second
 /// worker of the same circle with another database exits 1 naming the first
-/// one's database, starting nothing.
+/// one's pid, host and database, starting nothing.
 #[test]
 fn a_second_worker_for_a_circle_with_another_database_refuses_to_start() {
     let sandbox = Sandbox::new();
@@ -313,7 +313,8 @@ fn a_second_worker_for_a_circle_with_another_database_refuses_to_start() {
     assert_eq!(status.code(), Some(1), "{err}");
     let first_db = std::fs::canonicalize(first_dir.join("1")).expect("the first database");
     assert!(
-        err.contains("served by the workers of another circle")
+        err.contains("held by the worker of another orchestrator")
+            && err.contains(&format!("pid {} on host ", _first.pid()))
             && err.contains(&*first_db.to_string_lossy()),
         "{err}"
     );

@@ -4,13 +4,17 @@
 //! own temporary directory, waits until it answers `PING`, and kills it when
 //! dropped. Tests never mock Redis; they use this. When the binary is missing the
 //! fixture panics with an explanation instead of skipping the test, so a missing
-//! install can never pass as green.
+//! install can never pass as green. [`Proxy`] is a TCP proxy a test can freeze,
+//! to cut a client off from Redis as a network partition does.
 //!
 //! ```no_run
 //! let redis = testkit::RedisServer::start();
 //! let url = redis.url(); // "redis://127.0.0.1:<port>/"
 //! # drop(url);
 //! ```
+
+mod proxy;
+pub use proxy::Proxy;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -35,23 +35,17 @@ pub(crate) async fn beat_once(broker: &WorkerBroker, options: &WorkerOptions, re
     }
 }
 
-/// Beats until `token` is cancelled, refreshing the queue's owner key with
-/// each beat when the worker has an `owner`. If another database's workers
-/// hold the queue (possible only after this worker missed its beats for a
-/// whole TTL, in an outage, and the other started meanwhile), this worker
-/// must stop taking its tasks: `take` is cancelled and the beat ends with
-/// the reason.
+/// Beats until `token` is cancelled (the queue's lease is renewed beside
+/// it, see `lease.rs`).
 pub(crate) async fn run(
     broker: Arc<WorkerBroker>,
     options: WorkerOptions,
-    owner: Option<String>,
     token: CancellationToken,
-    take: CancellationToken,
-) -> Option<String> {
+) {
     let mut last_reap = Instant::now();
     loop {
         tokio::select! {
-            _ = token.cancelled() => return None,
+            _ = token.cancelled() => return,
             _ = tokio::time::sleep(options.heartbeat_interval) => {}
         }
         // Reaps ride on beats; half a beat of slack keeps a reap interval
@@ -59,21 +53,6 @@ pub(crate) async fn run(
         let reap = last_reap.elapsed() + options.heartbeat_interval / 2 >= options.reap_interval;
         if beat_once(&broker, &options, reap).await && reap {
             last_reap = Instant::now();
-        }
-        if let Some(owner) = &owner {
-            match broker.own_queue(owner, options.heartbeat_ttl).await {
-                Ok(Some(other)) => {
-                    let reason = crate::foreign_owner_message(broker.queue(), &other);
-                    log::error!("{reason}");
-                    take.cancel();
-                    return Some(reason);
-                }
-                Ok(None) => {}
-                Err(e) => log::debug!(
-                    "worker {}: refreshing the queue claim failed: {e}",
-                    broker.worker_id()
-                ),
-            }
         }
     }
 }

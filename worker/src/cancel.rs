@@ -27,6 +27,8 @@ pub(crate) enum Cause {
     Shutdown,
     /// The task's `cancel` field asked for it, with this reason.
     Requested(String),
+    /// The worker lost the queue's lease (see `lease.rs`), for this reason.
+    LeaseLost(String),
 }
 
 /// The run in progress, as the watcher and shutdown see it.
@@ -36,6 +38,7 @@ struct Current {
     task_id: String,
     flag: Arc<AtomicBool>,
     requested: Option<String>,
+    lease_lost: Option<String>,
 }
 
 #[derive(Default)]
@@ -69,6 +72,7 @@ impl Cancels {
             task_id: task_id.to_owned(),
             flag: Arc::clone(&flag),
             requested: None,
+            lease_lost: None,
         });
         drop(state);
         self.started.notify_one();
@@ -82,6 +86,9 @@ impl Cancels {
         if let Some(reason) = current.requested {
             return Some(Cause::Requested(reason));
         }
+        if let Some(reason) = current.lease_lost {
+            return Some(Cause::LeaseLost(reason));
+        }
         (state.shutdown && current.flag.load(Ordering::Relaxed)).then_some(Cause::Shutdown)
     }
 
@@ -92,6 +99,16 @@ impl Cancels {
         state.shutdown = true;
         if let Some(current) = &state.running {
             current.flag.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The lease is lost: cuts the running script, if one runs (the take
+    /// loop starts no other until the lease is held again).
+    pub(crate) fn lease_lost(&self, reason: &str) {
+        let mut state = self.lock();
+        if let Some(current) = state.running.as_mut() {
+            current.flag.store(true, Ordering::Relaxed);
+            current.lease_lost.get_or_insert_with(|| reason.to_owned());
         }
     }
 
@@ -188,6 +205,18 @@ mod tests {
         assert!(cancels.running().is_none(), "asked once, not again");
         assert_eq!(cancels.end(), Some(Cause::Requested("gone".into())));
         assert_eq!(cancels.end(), None, "nothing registered any more");
+    }
+
+    #[test]
+    fn a_lost_lease_cuts_only_the_running_script() {
+        let cancels = Cancels::default();
+        let running = cancels.start("a");
+        cancels.lease_lost("lease lost");
+        assert!(running.load(Ordering::Relaxed));
+        assert_eq!(cancels.end(), Some(Cause::LeaseLost("lease lost".into())));
+        let later = cancels.start("b");
+        assert!(!later.load(Ordering::Relaxed));
+        assert_eq!(cancels.end(), None);
     }
 
     #[test]

@@ -20,6 +20,12 @@
 //! - One task at a time per circle; circles run in parallel.
 //! - A heartbeat key with a TTL says the worker is alive; a reaper in every
 //!   worker ends a dead worker's running task as `worker_lost`.
+//! - With a lease ([`WorkerConfig::lease`]) it serves its queue only while
+//!   it holds the queue's lease: taken at start (refused, or awaited in
+//!   standby, while another database holds it), renewed with each beat,
+//!   checked by every claim in Redis (fencing token), and given up by the
+//!   worker's own clock before it can expire when renewals fail (see the
+//!   `lease` module).
 //! - On cancellation it stops taking tasks, lets the running script finish
 //!   within `shutdown_grace` (counted from the cancellation), then cancels it
 //!   and any claimed task still to run, and leaves nothing claimed.
@@ -45,6 +51,7 @@
 
 mod beat;
 mod cancel;
+mod lease;
 mod runner;
 mod status;
 mod take;
@@ -55,6 +62,7 @@ use std::time::Duration;
 use client::broker::{BlockingPopper, BrokerOptions, WorkerBroker};
 use tokio_util::sync::CancellationToken;
 
+pub use lease::{refusal_message, self_stop_after, standby_message};
 pub use status::{WorkerState, WorkerStatus};
 
 /// Default [`WorkerConfig::result_ttl`]: one hour.
@@ -93,13 +101,21 @@ pub struct WorkerConfig {
     pub result_ttl: Duration,
     /// On shutdown, how long a running script may go on before it is cancelled.
     pub shutdown_grace: Duration,
-    /// The database this worker runs scripts against, as a name unique to it
-    /// (the orchestrator uses `<host>:<database directory>`). When set, the
-    /// worker claims the queue for it (`client::keys::queue_owner`) and
-    /// refuses to start while workers of another database hold the queue:
-    /// two circles with one queue name on one Redis would run each other's
-    /// tasks. `None` skips the check. Default `None`.
-    pub owner: Option<String>,
+    /// Who this worker is, for the queue's lease
+    /// (`client::keys::queue_owner`): the orchestrator's pid, the host and
+    /// the database directory (the token is ignored; each acquisition gets a
+    /// fresh one). When set, the worker takes the lease before its first
+    /// task, renews it with each heartbeat, fences its claims with the token
+    /// and stops taking tasks when the lease is lost or not renewed in time
+    /// (see [`self_stop_after`]). While another database holds the lease it
+    /// refuses to start ([`refusal_message`]), or waits with `standby`.
+    /// `None`: no lease, claims unfenced (a third party's worker). Default
+    /// `None`.
+    pub lease: Option<client::Lease>,
+    /// With a `lease`: wait while another holds it (status
+    /// [`WorkerState::Standby`]) and take over once it expires, instead of
+    /// refusing. Default `false`.
+    pub standby: bool,
 }
 
 impl WorkerConfig {
@@ -111,7 +127,8 @@ impl WorkerConfig {
             queue: queue.to_owned(),
             result_ttl: DEFAULT_RESULT_TTL,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
-            owner: None,
+            lease: None,
+            standby: false,
         }
     }
 }
@@ -187,45 +204,77 @@ async fn wake_on_cancel(
 }
 
 /// The tasks that run beside the take side, on the caller's runtime: the
-/// heartbeat (with the reaper and the queue claim) and the cancel watcher.
+/// heartbeat (with the reaper), the lease's keeper and the cancel watcher.
 struct Beside {
-    /// Stops both.
+    /// Stops them all.
     token: CancellationToken,
+    beat: tokio::task::JoinHandle<()>,
     /// Yields why the worker must stop serving the queue, if it must.
-    beat: tokio::task::JoinHandle<Option<String>>,
+    keeper: Option<tokio::task::JoinHandle<Option<String>>>,
     watcher: tokio::task::JoinHandle<()>,
 }
 
 /// Stops the tasks beside the take side and leaves the queue: deregisters
-/// and, with an owner, gives up the queue's owner key. Returns why the
-/// heartbeat stopped the take side, if it did. Redis failing here is only
-/// logged: a reaper cleans up after a worker that could not deregister.
-async fn leave(beside: Beside, broker: &WorkerBroker, config: &WorkerConfig) -> Option<String> {
+/// and gives up the lease if it still holds it. Returns why the keeper
+/// stopped the take side, if it did. Redis failing here is only logged: a
+/// reaper cleans up after a worker that could not deregister, and the lease
+/// expires.
+async fn leave(beside: Beside, broker: &WorkerBroker, held: &lease::Held) -> Option<String> {
     beside.token.cancel();
-    let taken_over = beside.beat.await.ok().flatten();
+    let _ = beside.beat.await;
+    let taken_over = match beside.keeper {
+        Some(keeper) => keeper.await.ok().flatten(),
+        None => None,
+    };
     let _ = beside.watcher.await;
     let worker_id = broker.worker_id();
     if let Err(e) = broker.deregister().await {
         log::warn!("worker {worker_id} could not deregister: {e}; a reaper will clean up");
     }
-    if let Some(owner) = &config.owner
-        && let Err(e) = broker.disown_queue(owner).await
+    let token = held.token();
+    if token != 0
+        && let Err(e) = broker.release_lease(token).await
     {
         log::debug!(
-            "worker {worker_id}: releasing queue {} failed: {e}",
-            config.queue
+            "worker {worker_id}: releasing the lease of queue {} failed: {e}",
+            broker.queue()
         );
     }
     taken_over
 }
 
-/// Why a worker does not serve a queue held by another database's workers.
-pub fn foreign_owner_message(queue: &str, other: &str) -> String {
-    format!(
-        "queue {queue} is served by the workers of another circle (database {other}) on this \
-         Redis; two circles with one queue would run each other's tasks against each other's \
-         databases. Rename one of the circles, or give each its own Redis (--redis-url)"
-    )
+/// Waits until this worker could take its queue's lease (`config.lease`,
+/// in standby: see [`WorkerConfig::standby`]), before anything else is
+/// opened; the status says who holds it meanwhile. `Ok(false)` when `token`
+/// was cancelled first. [`run_with`] takes the lease itself (the same
+/// database gets it again with a fresh token); this lets a caller open the
+/// circle's database only once the lease was held, so that a standby on
+/// shared storage never opens a database another host is writing.
+pub async fn await_lease(
+    config: &WorkerConfig,
+    options: &WorkerOptions,
+    status: &WorkerStatus,
+    token: &CancellationToken,
+) -> Result<bool> {
+    let fatal = |reason: String| Error::Fatal {
+        queue: config.queue.clone(),
+        reason,
+    };
+    let Some(holder) = &config.lease else {
+        return Ok(true);
+    };
+    let mut broker_options = BrokerOptions::new(config.result_ttl);
+    broker_options.max_backoff = options.max_backoff;
+    broker_options.redis_ca = config.redis_ca.clone();
+    let broker = WorkerBroker::new(&config.redis_url, &config.queue, "standby", &broker_options)
+        .map_err(|e| fatal(e.to_string()))?;
+    match lease::acquire(&broker, holder, config.standby, options, status, token).await {
+        Ok(taken) => Ok(taken.is_some()),
+        Err(refusal) => {
+            status.set(WorkerState::Failed(refusal.clone()));
+            Err(fatal(refusal))
+        }
+    }
 }
 
 /// A worker id unique per process start: `<pid>-<random>`.
@@ -261,9 +310,13 @@ pub async fn run_with(
     };
     status.set(WorkerState::Starting);
     let worker_id = new_worker_id();
+    let held = Arc::new(lease::Held::new(&config.queue));
     let mut broker_options = BrokerOptions::new(config.result_ttl);
     broker_options.max_backoff = options.max_backoff;
     broker_options.redis_ca = config.redis_ca.clone();
+    if config.lease.is_some() {
+        broker_options.fence = Some(held.fence.clone());
+    }
     let new_broker = || {
         WorkerBroker::new(
             &config.redis_url,
@@ -286,16 +339,34 @@ pub async fn run_with(
         &broker_options,
     )
     .map_err(|e| fatal(e.to_string()))?;
-    if let Some(owner) = &config.owner {
-        // Redis unreachable here is not fatal: the take loop reports the
-        // outage, and the next beat claims the queue.
-        match beat_broker.own_queue(owner, options.heartbeat_ttl).await {
-            Ok(None) => {}
-            Ok(Some(other)) => return Err(fatal(foreign_owner_message(&config.queue, &other))),
-            Err(e) => log::debug!(
-                "worker {worker_id}: claiming queue {} failed: {e}",
-                config.queue
-            ),
+    if let Some(holder) = &config.lease {
+        // Redis unreachable here is not fatal: it is retried, the status
+        // saying so.
+        match lease::acquire(
+            &beat_broker,
+            holder,
+            config.standby,
+            &options,
+            &status,
+            &token,
+        )
+        .await
+        {
+            Ok(Some((lease, sent))) => {
+                log::info!(
+                    queue = config.queue.as_str(), worker = worker_id.as_str();
+                    "worker {worker_id} holds the lease of queue {} (token {})",
+                    config.queue,
+                    lease.token
+                );
+                status.set(WorkerState::Starting);
+                held.take(lease.token, sent);
+            }
+            Ok(None) => {
+                status.set(WorkerState::Stopped);
+                return Ok(());
+            }
+            Err(refusal) => return Err(fatal(refusal)),
         }
     }
     log::info!(
@@ -307,20 +378,32 @@ pub async fn run_with(
     // Register and resolve predecessors' leftovers before the first task.
     beat::beat_once(&beat_broker, &options, true).await;
     let beat_token = CancellationToken::new();
-    // The take side stops on shutdown, or when the beat finds the queue
-    // taken by another database's workers (the beat then ends with the reason).
+    // The take side stops on shutdown, or when the keeper finds the lease
+    // held by another database and may not wait (it then ends with the
+    // reason).
     let take_token = token.child_token();
     let beat = tokio::spawn(beat::run(
         Arc::clone(&beat_broker),
         options.clone(),
-        config.owner.clone(),
         beat_token.clone(),
-        take_token.clone(),
     ));
 
     // The running script's cancel flag: set by the watcher when its task's
-    // `cancel` field appears, and by shutdown once the grace is over.
+    // `cancel` field appears, by the keeper when the lease is lost, and by
+    // shutdown once the grace is over.
     let cancels = Arc::new(cancel::Cancels::default());
+    let keeper = config.lease.clone().map(|holder| {
+        let keeper = lease::Keeper {
+            broker: Arc::clone(&beat_broker),
+            holder,
+            standby: config.standby,
+            options: options.clone(),
+            held: Arc::clone(&held),
+            cancels: Arc::clone(&cancels),
+            status: Arc::clone(&status),
+        };
+        tokio::spawn(keeper.run(beat_token.clone(), take_token.clone()))
+    });
     let watcher = tokio::spawn(cancel::watch(
         Arc::clone(&beat_broker),
         Arc::clone(&cancels),
@@ -333,8 +416,10 @@ pub async fn run_with(
         let status = Arc::clone(&status);
         let token = take_token.clone();
         let cancels = Arc::clone(&cancels);
+        let held = config.lease.is_some().then(|| Arc::clone(&held));
         move || async move {
             let taker = take::Taker {
+                held: held.as_deref(),
                 config: &config,
                 options: &options,
                 broker: &broker,
@@ -360,13 +445,14 @@ pub async fn run_with(
     let beside = Beside {
         token: beat_token,
         beat,
+        keeper,
         watcher,
     };
     let started = runner::spawn(&config.queue, take_side);
     let (thread, mut done) = match started {
         Ok(started) => started,
         Err(e) => {
-            leave(beside, &beat_broker, &config).await;
+            leave(beside, &beat_broker, &held).await;
             return Err(fatal(format!("cannot start the circle thread: {e}")));
         }
     };
@@ -385,7 +471,7 @@ pub async fn run_with(
     };
     let _ = tokio::task::spawn_blocking(move || thread.join()).await;
 
-    let taken_over = leave(beside, &beat_broker, &config).await;
+    let taken_over = leave(beside, &beat_broker, &held).await;
 
     let failure = match ended {
         Ok(Ok(())) if taken_over.is_some() => taken_over,

@@ -13,6 +13,13 @@ pub enum WorkerState {
     /// Redis cannot be used; retrying. Why, in a few words for the status
     /// table ("redis is unreachable", "redis is loading its data").
     Reconnecting(String),
+    /// Waiting for the queue's lease, which another orchestrator holds
+    /// (`--standby`); says who holds it.
+    Standby(String),
+    /// Stopped taking tasks: the queue's lease was lost or could not be
+    /// renewed in time (see the `lease` module); says why. It takes the
+    /// lease again as soon as it can.
+    LeaseLost(String),
     /// Stopped after shutdown.
     Stopped,
     /// Stopped by a failure.
@@ -55,17 +62,26 @@ impl WorkerStatus {
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
     }
 
-    /// Sets `Running` unless already there (cheap on the hot path).
+    /// Sets `Running` unless already there (cheap on the hot path) or the
+    /// lease holds the worker back (only the lease's keeper ends
+    /// `Standby` and `LeaseLost`).
     pub(crate) fn set_running(&self) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if *state != WorkerState::Running {
+        if !matches!(
+            *state,
+            WorkerState::Running | WorkerState::Standby(_) | WorkerState::LeaseLost(_)
+        ) {
             *state = WorkerState::Running;
         }
     }
 
-    /// Sets `Reconnecting`, saying why (see [`outage_reason`]).
+    /// Sets `Reconnecting`, saying why (see [`outage_reason`]), unless the
+    /// lease holds the worker back: that reason stays shown.
     pub(crate) fn set_reconnecting(&self, err: &client::Error) {
-        self.set(WorkerState::Reconnecting(outage_reason(err)));
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !matches!(*state, WorkerState::LeaseLost(_)) {
+            *state = WorkerState::Reconnecting(outage_reason(err));
+        }
     }
 
     pub(crate) fn count(&self, completed: bool) {

@@ -9,6 +9,7 @@ use engine::{CircleEngine, RunControl};
 use tokio_util::sync::CancellationToken;
 
 use crate::cancel::{Cancels, Cause};
+use crate::lease::Held;
 use crate::runner;
 use crate::{WorkerConfig, WorkerOptions, WorkerStatus};
 
@@ -25,6 +26,9 @@ pub(crate) struct Taker<'a> {
     pub cancels: &'a Cancels,
     pub status: &'a WorkerStatus,
     pub token: &'a CancellationToken,
+    /// The queue's lease, when the worker has one: no task is taken while
+    /// it is not held.
+    pub held: Option<&'a Held>,
 }
 
 /// Capped exponential backoff with one log line per outage.
@@ -121,6 +125,14 @@ impl Taker<'_> {
             // cannot be reached).
             if self.token.is_cancelled() && !outage.check_own {
                 return;
+            }
+            // Without the lease nothing is taken (the claims would be
+            // refused anyway): wait until the keeper takes it again.
+            if let Some(held) = self.held
+                && held.token() == 0
+            {
+                held.wait(self.token).await;
+                continue;
             }
             if outage.check_own {
                 // A request whose reply was lost may have left ids in our
@@ -270,6 +282,16 @@ impl Taker<'_> {
                 );
                 self.ended_unrun(&FailureKind::Invalid);
             }
+            Claim::Fenced(task_id) => {
+                log::warn!(
+                    queue = self.config.queue.as_str();
+                    "queue {}: claim refused, the lease is another's (moved id {task_id:?} went back)",
+                    self.config.queue
+                );
+                if let Some(held) = self.held {
+                    held.refused(self.cancels, self.status);
+                }
+            }
             Claim::Skipped { task_id, reason } => {
                 log::warn!(
                     task = task_id.as_str(), queue = self.config.queue.as_str();
@@ -291,6 +313,16 @@ impl Taker<'_> {
     }
 
     async fn run_task(&self, mut task: ClaimedTask, outage: &mut Outage) -> Next {
+        if let Some(held) = self.held
+            && held.token() == 0
+        {
+            // Claimed under the lease (a request sent before it was lost),
+            // which was lost before the script started: it does not run
+            // here (another host may serve the queue now); it goes back to
+            // the head of the queue, never run.
+            self.give_back(&task.task_id, outage).await;
+            return Next::Unknown;
+        }
         let age = task.age();
         let started = Instant::now();
         if let (Some(metrics), Some(age)) = (&self.options.metrics, age) {
@@ -359,6 +391,25 @@ impl Taker<'_> {
         next
     }
 
+    /// Gives back a claimed task that may not run, retrying through an
+    /// outage; on shutdown it stays in the processing list for a reaper.
+    async fn give_back(&self, task_id: &str, outage: &mut Outage) {
+        loop {
+            match self.broker.give_back(task_id).await {
+                Ok(()) => {
+                    log::warn!(
+                        task = task_id, queue = self.config.queue.as_str();
+                        "queue {}: task {task_id} went back to the queue: the lease was lost before it ran",
+                        self.config.queue
+                    );
+                    return;
+                }
+                Err(_) if self.token.is_cancelled() => return,
+                Err(e) => self.down(outage, &e).await,
+            }
+        }
+    }
+
     /// Why a cancelled script stopped, as its task's error says.
     fn cancel_message(&self, cause: &Cause) -> String {
         match cause {
@@ -367,6 +418,9 @@ impl Taker<'_> {
                 self.config.shutdown_grace
             ),
             Cause::Requested(reason) => {
+                format!("cancelled while it ran: {reason}; none of its writes were kept")
+            }
+            Cause::LeaseLost(reason) => {
                 format!("cancelled while it ran: {reason}; none of its writes were kept")
             }
         }

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use client::{Client, OnDrop, Outcome, SubmitOptions};
 use common::*;
-use worker::WorkerConfig;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -650,101 +649,4 @@ async fn a_long_script_never_silences_the_heartbeat_so_no_reaper_takes_its_task(
     };
     assert_eq!(f.kind.as_str(), "cancelled", "{f:?}");
     reaper.stop().await;
-}
-
-/// A worker on `queue` with a fresh database, claiming the queue for `owner`.
-fn owned_worker(url: &str, queue: &str, owner: &str) -> (TestWorker, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let engine = open_engine(dir.path(), engine::Limits::default());
-    let mut config = WorkerConfig::new(url, queue);
-    config.owner = Some(owner.to_owned());
-    (TestWorker::start_with(config, fast_options(), engine), dir)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_of_another_database_refuses_a_queue_that_is_already_served() {
-    let redis = testkit::RedisServer::start();
-    let url = redis.url();
-    let (first, _a) = owned_worker(&url, "shared", "host:/data/a");
-    eventually("the first worker to run", WAIT, || async {
-        (first.status.state() == worker::WorkerState::Running).then_some(())
-    })
-    .await;
-    // Same database (a second worker of the same circle): welcome.
-    let (twin, _t) = owned_worker(&url, "shared", "host:/data/a");
-    // Another database: refused at once, naming the queue and the other one.
-    let (intruder, _b) = owned_worker(&url, "shared", "host:/data/b");
-    let refused = tokio::time::timeout(WAIT, intruder.handle)
-        .await
-        .expect("the intruder gives up at once")
-        .expect("join");
-    let message = refused.expect_err("refused").to_string();
-    assert!(
-        message.contains("queue shared") && message.contains("host:/data/a"),
-        "{message}"
-    );
-    // The queue's own workers go on serving.
-    let client = Client::connect(&url).await.expect("connect");
-    let out = client
-        .run_with(
-            "shared",
-            "40 + 2",
-            &SubmitOptions::default(),
-            OnDrop::Cancel,
-        )
-        .await
-        .expect("run");
-    assert!(
-        matches!(out, Outcome::Completed(ref o) if o.output == "42"),
-        "{out:?}"
-    );
-    twin.stop().await;
-    first.stop().await;
-    // Both stopped cleanly, so the queue is free for the other database.
-    let (successor, _c) = owned_worker(&url, "shared", "host:/data/b");
-    eventually("the other database's worker to run", WAIT, || async {
-        (successor.status.state() == worker::WorkerState::Running).then_some(())
-    })
-    .await;
-    successor.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_whose_queue_was_taken_over_by_another_database_stops_taking_its_tasks() {
-    // As after an outage longer than the owner key's TTL, during which
-    // another database's circle of the same queue name started.
-    let redis = testkit::RedisServer::start();
-    let url = redis.url();
-    let (first, _a) = owned_worker(&url, "taken", "host:/data/a");
-    eventually("the worker to run", WAIT, || async {
-        (first.status.state() == worker::WorkerState::Running).then_some(())
-    })
-    .await;
-    let mut conn = raw(&url).await;
-    let _: () = redis::cmd("SET")
-        .arg(client::keys::queue_owner("taken"))
-        .arg("host:/data/b")
-        .query_async(&mut conn)
-        .await
-        .expect("set");
-    let ended = tokio::time::timeout(WAIT, first.handle)
-        .await
-        .expect("the worker stops at its next beat")
-        .expect("join");
-    let message = ended.expect_err("stopped as a failure").to_string();
-    assert!(
-        message.contains("queue taken") && message.contains("host:/data/b"),
-        "{message}"
-    );
-    assert!(matches!(
-        first.status.state(),
-        worker::WorkerState::Failed(_)
-    ));
-    // It did not release the other database's claim on its way out.
-    let owner: Option<String> = redis::cmd("GET")
-        .arg(client::keys::queue_owner("taken"))
-        .query_async(&mut conn)
-        .await
-        .expect("get");
-    assert_eq!(owner.as_deref(), Some("host:/data/b"));
 }

@@ -1,7 +1,7 @@
 //! Reading a claim script's reply (see `scripts::CLAIM`) and ending a task
 //! that cannot even be read. Shared by both connections of a worker.
 
-use super::types::{BrokerOptions, Claim, ClaimedTask};
+use super::types::{BrokerOptions, Claim, ClaimedTask, Fence};
 use crate::conn::Conn;
 use crate::{Caller, Error, Result, Role, keys, now_ms, scripts};
 
@@ -16,6 +16,9 @@ pub(super) struct ClaimKeys {
     pub(super) processing: String,
     pub(super) stats: String,
     pub(super) ttl_ms: u64,
+    pub(super) tasks: String,
+    pub(super) owner: String,
+    pub(super) fence: Option<Fence>,
 }
 
 impl ClaimKeys {
@@ -25,6 +28,21 @@ impl ClaimKeys {
             processing: keys::processing(queue, worker_id),
             stats: keys::stats(queue),
             ttl_ms: options.ttl_ms(),
+            tasks: keys::tasks(queue),
+            owner: keys::queue_owner(queue),
+            fence: options.fence.clone(),
+        }
+    }
+
+    /// The lease check of a claim, with the token as of now.
+    pub(super) fn fencing(&self) -> scripts::Fencing<'_> {
+        scripts::Fencing {
+            tasks: &self.tasks,
+            owner: &self.owner,
+            token: self
+                .fence
+                .as_ref()
+                .map_or_else(String::new, |f| f.token().to_string()),
         }
     }
 
@@ -155,6 +173,7 @@ pub(crate) fn parse_claim(reply: RawClaim) -> Result<Option<Parsed>> {
             }
         }
         "expired" => Claim::Expired(id),
+        "fenced" => Claim::Fenced(id),
         "cancelled" => Claim::Cancelled {
             task_id: id,
             reason: text(2),

@@ -18,5 +18,5 @@ mod worker;
 
 pub(crate) use claim::{Parsed, RawClaim, parse_claim, shown_reason, utf8};
 pub use popper::BlockingPopper;
-pub use types::{BrokerOptions, Claim, ClaimedTask, WORKER_LOST_MESSAGE};
+pub use types::{BrokerOptions, Claim, ClaimedTask, Fence, WORKER_LOST_MESSAGE};
 pub use worker::WorkerBroker;

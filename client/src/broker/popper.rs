@@ -100,11 +100,15 @@ impl BlockingPopper {
     /// pipelined right behind (Redis runs it as soon as the pop returns),
     /// saving a round trip. `None` after `timeout` with nothing queued.
     pub async fn pop_and_claim(&self, timeout: Duration) -> Result<Option<Claim>> {
+        // Connected first, so the claim carries the lease token as of the
+        // moment it is sent, not as of before a reconnect.
+        let (mut conn, _popping) = self.start_pop().await?;
         let claim_head = scripts::claim_head(
             &self.keys.processing,
             &self.keys.stats,
             &self.keys.worker_id,
             self.keys.ttl_ms,
+            &self.keys.fencing(),
         );
         let mut pipe = redis::pipe();
         // Errors come back as values so a `NOSCRIPT` of the claim can be
@@ -117,7 +121,6 @@ impl BlockingPopper {
             .arg("LEFT")
             .arg(timeout.as_secs_f64())
             .invoke_script(&claim_head);
-        let (mut conn, _popping) = self.start_pop().await?;
         let (popped, claim): (redis::Value, redis::Value) = pipe
             .query_async(&mut conn)
             .await

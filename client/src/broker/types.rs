@@ -1,6 +1,8 @@
 //! What the worker side hands to its caller and takes from it: claims,
 //! claimed tasks, timing options.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::Caller;
@@ -73,6 +75,10 @@ pub enum Claim {
         /// Why.
         reason: String,
     },
+    /// Not claimed: this worker holds a lease ([`Fence`]) and the queue's
+    /// owner key no longer holds its token. A moved id went back to the head
+    /// of the queue, untouched; the id (`""` when nothing was moved).
+    Fenced(String),
     /// Not `pending` (another worker or program resolved it): dropped from
     /// the processing list untouched, with the reason.
     Skipped {
@@ -97,6 +103,34 @@ pub struct BrokerOptions {
     pub max_backoff: Duration,
     /// The CA a `rediss://` URL trusts instead of the system's roots.
     pub redis_ca: Option<crate::RedisCa>,
+    /// The lease token every claim carries, checked against the queue's
+    /// owner key in the claim script itself (no extra round trip). `None`
+    /// (a worker without a lease): claims are not fenced. Default `None`.
+    pub fence: Option<Fence>,
+}
+
+/// A worker's current lease token, shared by its connections: the holder
+/// sets it when it takes the lease and sets 0 when it loses it (a claim
+/// with 0 is always fenced: tokens start at 1). Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Fence(Arc<AtomicU64>);
+
+impl Fence {
+    /// A fence holding no token (0): every claim is refused until
+    /// [`Fence::set`].
+    pub fn new() -> Fence {
+        Fence::default()
+    }
+
+    /// The token claims carry.
+    pub fn token(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Sets the token (0: the lease is not held).
+    pub fn set(&self, token: u64) {
+        self.0.store(token, Ordering::SeqCst);
+    }
 }
 
 impl BrokerOptions {
@@ -109,6 +143,7 @@ impl BrokerOptions {
             response_timeout: Duration::from_secs(5),
             max_backoff: Duration::from_secs(2),
             redis_ca: None,
+            fence: None,
         }
     }
 

@@ -1,6 +1,6 @@
 //! [`WorkerBroker`]: a worker's connection for short commands — take and
-//! claim without blocking, finish, beat and reap, cancel lookups, queue
-//! ownership, and waking the [`BlockingPopper`]'s blocked pop.
+//! claim without blocking, finish, beat and reap, cancel lookups, the
+//! queue's lease, and waking the [`BlockingPopper`]'s blocked pop.
 
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use super::claim::{ClaimKeys, shown_reason, utf8};
 use super::popper::BlockingPopper;
 use super::types::{BrokerOptions, Claim, WORKER_LOST_MESSAGE};
 use crate::conn::Conn;
-use crate::{Error, Outcome, Result, fields, keys, now_ms, scripts};
+use crate::{Error, Lease, Outcome, Result, fields, keys, now_ms, scripts};
 
 /// One worker's view of its queue.
 pub struct WorkerBroker {
@@ -51,6 +51,7 @@ impl WorkerBroker {
             &self.keys.worker_id,
             now_ms(),
             self.keys.ttl_ms,
+            &self.keys.fencing(),
         );
         self.keys
             .settle(&self.conn, self.conn.invoke(&inv).await?)
@@ -66,11 +67,22 @@ impl WorkerBroker {
             task_id,
             now_ms(),
             self.keys.ttl_ms,
+            &self.keys.fencing(),
         );
         self.keys
             .settle(&self.conn, self.conn.invoke(&inv).await?)
             .await?
             .ok_or_else(|| Error::Protocol(format!("claim of task {task_id} answered nothing")))
+    }
+
+    /// Gives back `task_id`, claimed by this worker but not run: out of the
+    /// processing list, `pending` again, back at the head of the queue
+    /// (unless another worker or program resolved it meanwhile). For a
+    /// worker that lost its lease between the claim and the run.
+    pub async fn give_back(&self, task_id: &str) -> Result<()> {
+        let inv = scripts::give_back(&self.queue, &self.keys.worker_id, task_id);
+        let _: redis::Value = self.conn.invoke(&inv).await?;
+        Ok(())
     }
 
     /// Writes the outcome (status, its fields, `updatedAt`), the TTL (the
@@ -102,7 +114,7 @@ impl WorkerBroker {
             now_ms(),
             self.keys.ttl_ms,
             &fields::terminal(outcome),
-            take_next,
+            take_next.then(|| self.keys.fencing()).as_ref(),
         );
         // `{written}` (a number), then the next claim's fields (bytes).
         let mut reply: Vec<redis::Value> = self.conn.invoke(&inv).await?;
@@ -216,21 +228,57 @@ impl WorkerBroker {
         Ok(woken == 1)
     }
 
-    /// Claims the queue for the database `owner` names, or refreshes the
-    /// claim, for `ttl` (see [`keys::queue_owner`]). `Some(other)` when the
-    /// queue is claimed by workers of another database: this worker must not
-    /// serve it.
-    pub async fn own_queue(&self, owner: &str, ttl: Duration) -> Result<Option<String>> {
-        let inv = scripts::own_queue(&self.queue, owner, ttl.as_millis().max(1) as u64);
-        self.conn.invoke(&inv).await
+    /// Takes the queue's lease for `holder` (its token is ignored) for
+    /// `ttl` (see [`keys::queue_owner`]): `Ok(lease)` with the fresh token
+    /// when it was free (absent, expired) or held by the same database
+    /// (host and directory), `Err(lease)` with the holder's otherwise.
+    pub async fn acquire_lease(
+        &self,
+        holder: &Lease,
+        ttl: Duration,
+    ) -> Result<std::result::Result<Lease, Lease>> {
+        let inv = scripts::acquire_lease(
+            &self.queue,
+            holder.pid,
+            &format!("{}|{}", holder.host, holder.dir),
+            ttl.as_millis().max(1) as u64,
+        );
+        let (taken, value): (i64, String) = self.conn.invoke(&inv).await?;
+        let lease = Lease::parse(&value).map_err(Error::Protocol)?;
+        Ok(if taken == 1 { Ok(lease) } else { Err(lease) })
     }
 
-    /// Gives up the queue's owner key if it names `owner` (at a clean stop, so
-    /// another database's circle may take the name at once).
-    pub async fn disown_queue(&self, owner: &str) -> Result<()> {
+    /// Renews the lease with `token` for `ttl`, only while the owner key
+    /// still holds that token (compare-and-`PEXPIRE` in one script).
+    /// `Ok(())` when renewed; `Err(what)` when the lease is lost: `None` (the
+    /// key expired) or `Some` other holder.
+    pub async fn renew_lease(
+        &self,
+        token: u64,
+        ttl: Duration,
+    ) -> Result<std::result::Result<(), Option<Lease>>> {
+        let inv = scripts::renew_lease(&self.queue, token, ttl.as_millis().max(1) as u64);
+        let reply: Vec<redis::Value> = self.conn.invoke(&inv).await?;
+        if reply.first() == Some(&redis::Value::Int(1)) {
+            return Ok(Ok(()));
+        }
+        let value: String = match reply.get(1) {
+            Some(v) => redis::from_redis_value(v.clone())
+                .map_err(|e| Error::Protocol(format!("lease renewal answered {e}")))?,
+            None => String::new(),
+        };
+        if value.is_empty() {
+            return Ok(Err(None));
+        }
+        Ok(Err(Some(Lease::parse(&value).map_err(Error::Protocol)?)))
+    }
+
+    /// Gives up the lease if it still holds `token` and no worker is left
+    /// registered (at a clean stop, so a standby may take it at once).
+    pub async fn release_lease(&self, token: u64) -> Result<()> {
         let _: i64 = self
             .conn
-            .invoke(&scripts::disown_queue(&self.queue, owner))
+            .invoke(&scripts::release_lease(&self.queue, token))
             .await?;
         Ok(())
     }

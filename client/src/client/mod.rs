@@ -219,10 +219,10 @@ impl Client {
         Ok(started.elapsed())
     }
 
-    /// For each queue, the database whose workers currently serve it, as
-    /// they named it (see [`keys::queue_owner`]); `None` when no worker of
-    /// ours holds it. One round trip.
-    pub async fn queue_owners(&self, queues: &[&str]) -> Result<Vec<Option<String>>> {
+    /// For each queue, its lease (see [`keys::queue_owner`]): who serves it
+    /// now; `None` when no worker of ours holds it. One round trip.
+    /// `Err(Protocol)` when a key holds something that is not a lease.
+    pub async fn queue_leases(&self, queues: &[&str]) -> Result<Vec<Option<crate::Lease>>> {
         if queues.is_empty() {
             return Ok(Vec::new());
         }
@@ -230,7 +230,13 @@ impl Client {
         for queue in queues {
             cmd.arg(keys::queue_owner(queue));
         }
-        self.inner.conn.query(&cmd).await
+        let raw: Vec<Option<String>> = self.inner.conn.query(&cmd).await?;
+        raw.into_iter()
+            .map(|v| {
+                v.map(|v| crate::Lease::parse(&v).map_err(Error::Protocol))
+                    .transpose()
+            })
+            .collect()
     }
 
     /// The counters of every queue in `queues`, in order, read by one script
@@ -240,8 +246,7 @@ impl Client {
         let mut out = Vec::with_capacity(queues.len());
         for chunk in queues.chunks(STATS_BATCH) {
             let invocation = scripts::stats_many(chunk);
-            let rows: Vec<(u64, u64, u64, u64, Option<u64>)> =
-                self.inner.conn.invoke(&invocation).await?;
+            let rows: Vec<StatsRow> = self.inner.conn.invoke(&invocation).await?;
             if rows.len() != chunk.len() {
                 return Err(Error::Protocol(format!(
                     "stats of {} queues answered {} rows",
@@ -258,11 +263,17 @@ impl Client {
 /// Queues per script call of [`Client::stats_many`].
 pub const STATS_BATCH: usize = 256;
 
-/// A `STATS_MANY` script row as [`QueueStats`].
+/// A `STATS_MANY` script row: queue length, processed, failed, in flight,
+/// last heartbeat, lease.
+type StatsRow = (u64, u64, u64, u64, Option<u64>, Option<String>);
+
+/// A `STATS_MANY` script row as [`QueueStats`] (a lease that does not parse
+/// is left out).
 fn queue_stats(
-    (queue_len, processed, failed, in_flight, last_beat): (u64, u64, u64, u64, Option<u64>),
+    (queue_len, processed, failed, in_flight, last_beat, lease): StatsRow,
 ) -> QueueStats {
     QueueStats {
+        lease: lease.and_then(|l| crate::Lease::parse(&l).ok()),
         queue_len,
         processed,
         failed,

@@ -1,5 +1,6 @@
 //! The claim function of the protocol's Lua scripts (prepended, after
-//! `finish` and the kind and role names, to every script that claims).
+//! `finish` and the kind and role names, to every script that claims), and
+//! the lease check (fencing) every claim of a worker with a lease makes.
 
 /// Claims a task already moved into the processing list.
 /// Returns `{'run', id, script, deadline, caller, role, created}` (`''` for an
@@ -10,7 +11,34 @@
 /// `createdAt` (DESIGN §3: a field the system writes) when the submitter did
 /// not, as a third-party submitter may not. A `role` other than `read` and
 /// `write` ends the task as invalid (fail closed: it never runs).
+/// `fenced(okey, token)`: whether a worker that holds a lease (`token` not
+/// `''`) has lost it: the owner key `okey` is gone or holds another token.
+/// `unclaim(id, plist, queue, prefix, worker)`: a fenced worker gives back an
+/// id it moved: out of its processing list and, unless another worker or
+/// program resolved it, back to the head of the queue (a claim of its own
+/// whose reply was lost goes back to `pending`; it never ran). Returns
+/// `{'fenced', id}`.
 pub(super) const CLAIM: &str = r#"
+local function fenced(okey, token)
+  if token == '' then return false end
+  local cur = redis.call('GET', okey)
+  return not cur or string.sub(cur, 1, #token + 1) ~= token .. '|'
+end
+
+local function unclaim(id, plist, queue, prefix, worker)
+  local dkey = prefix .. id
+  local h = redis.call('HMGET', dkey, 'status', 'workerId')
+  redis.call('LREM', plist, 1, id)
+  if h[1] == 'processing' and h[2] == worker then
+    redis.call('HSET', dkey, 'status', 'pending')
+    redis.call('HDEL', dkey, 'workerId', 'startedAt')
+    redis.call('RPUSH', queue, id)
+  elseif not h[1] or h[1] == 'pending' then
+    redis.call('RPUSH', queue, id)
+  end
+  return { 'fenced', id }
+end
+
 local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
   local dkey = prefix .. id
   local h = redis.call('HMGET', dkey, 'status', 'script', 'deadline', 'workerId', 'replyTo',

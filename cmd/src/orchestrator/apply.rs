@@ -144,14 +144,10 @@ async fn prepare(ctx: &Ctx, configs: Vec<CircleConfig>) -> anyhow::Result<Vec<ci
     if configs.is_empty() {
         return Ok(Vec::new());
     }
-    let (host, dir) = (ctx.settings.host.clone(), ctx.settings.data_dir.clone());
-    let (limits, role) = (ctx.settings.engine.clone(), ctx.settings.role);
-    let durability = ctx.settings.durability;
-    tokio::task::spawn_blocking(move || {
-        circles::prepare_all(&configs, role, &host, &dir, &limits, durability)
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("preparing the circles panicked: {e}"))?
+    let settings = ctx.settings.clone();
+    tokio::task::spawn_blocking(move || circles::prepare_all(&configs, settings.plan()))
+        .await
+        .map_err(|e| anyhow::anyhow!("preparing the circles panicked: {e}"))?
 }
 
 #[cfg(test)]

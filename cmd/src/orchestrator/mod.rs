@@ -260,35 +260,38 @@ impl Running {
         };
         let preparing = Instant::now();
         let prepared = {
-            let (configs, host) = (settings.circles.clone(), settings.host.clone());
-            let (dir, limits, role) = (
-                settings.data_dir.clone(),
-                settings.engine.clone(),
-                settings.role,
-            );
-            let durability = settings.durability;
+            let settings = settings.clone();
             tokio::task::spawn_blocking(move || {
-                circles::prepare_all(&configs, role, &host, &dir, &limits, durability)
+                circles::prepare_all(&settings.circles, settings.plan())
             })
             .await
             .context("preparing the circles panicked")??
         };
-        let done = match settings.role {
-            Role::All => "ports bound, databases open, engines built",
-            Role::Gateway => "ports bound; role gateway: no database opened",
-            Role::Worker => "databases open, engines built; role worker: no port bound",
+        let done = match (settings.role, settings.standby) {
+            (Role::All, false) => "ports bound, databases open, engines built",
+            (Role::All, true) => "ports bound; standby: each database opens once its lease is held",
+            (Role::Gateway, _) => "ports bound; role gateway: no database opened",
+            (Role::Worker, false) => "databases open, engines built; role worker: no port bound",
+            (Role::Worker, true) => {
+                "role worker: no port bound; standby: each database opens once its lease is held"
+            }
         };
         log::info!(
             "{} circles prepared ({done}) in {:?}",
             prepared.len(),
             preparing.elapsed()
         );
-        // All or nothing here too: a circle whose queue another database's
-        // workers serve would run their tasks (each worker checks again as it
-        // starts, for a race between two starts).
-        let clashes = circles::foreign_queues(&client, &prepared)
-            .await
-            .context("cannot read the queue owners from redis")?;
+        // All or nothing here too: a circle whose queue's lease another
+        // database holds would run its tasks (each worker checks again as it
+        // starts, for a race between two starts). With --standby those
+        // circles wait for the lease instead.
+        let clashes = if settings.standby {
+            Vec::new()
+        } else {
+            circles::foreign_queues(&client, &prepared)
+                .await
+                .context("cannot read the queue leases from redis")?
+        };
         if !clashes.is_empty() {
             let total = prepared.len();
             circles::close_all(

@@ -14,7 +14,7 @@
 //! again at once. Circles added by a reload get a host of their own.
 
 use std::net::TcpListener;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -60,7 +60,9 @@ pub struct Live {
     conns: CancellationToken,
     listener: Option<TcpListener>,
     server: server_ws::ServerConfig,
-    closing: Option<circles::Closing>,
+    /// What closes its database: set at start, or by its worker once it
+    /// opened it (`--standby`).
+    closing: Arc<Mutex<Option<circles::Closing>>>,
     /// The host that accepts for it (unused without a listener).
     host: usize,
 }
@@ -122,17 +124,27 @@ impl CircleSet {
             }
             let state = Arc::new(state);
             let worker_token = ctx.root.child_token();
-            let worker = match &p.store {
-                Some(store) => Some(spawn::start_worker(
+            let closing = Arc::new(Mutex::new(None));
+            let worker = match (&p.store, p.works) {
+                (Some(store), _) => Some(spawn::start_worker(
                     &ctx.settings,
                     &store.engine,
-                    &p.owner,
+                    &p.lease,
                     &state,
                     worker_token.clone(),
                     &ctx.serving,
                     &ctx.changed,
                 )),
-                None => {
+                (None, true) => Some(spawn::start_standby_worker(
+                    &ctx.settings,
+                    &p.lease,
+                    &closing,
+                    &state,
+                    worker_token.clone(),
+                    &ctx.serving,
+                    &ctx.changed,
+                )),
+                (None, false) => {
                     lock(&state.worker).phase = Phase::NotHere(role);
                     None
                 }
@@ -157,7 +169,10 @@ impl CircleSet {
                 conns,
                 listener,
                 server,
-                closing: store.map(|s| (config, s.db, s.engine)),
+                closing: {
+                    *lock(&closing) = store.map(|s| (config, s.db, s.engine));
+                    closing
+                },
                 host,
             });
         }
@@ -266,7 +281,10 @@ impl CircleSet {
 
     /// What [`circles::close_all`] needs once every worker returned.
     pub fn into_closing(self) -> Vec<circles::Closing> {
-        self.live.into_iter().filter_map(|l| l.closing).collect()
+        self.live
+            .into_iter()
+            .filter_map(|l| lock(&l.closing).take())
+            .collect()
     }
 }
 
@@ -348,7 +366,7 @@ impl Live {
         self.worker_token.cancel();
         let grace = ctx.settings.shutdown_grace + super::DRAIN_MARGIN;
         let Some(worker) = self.worker else {
-            return self.closing;
+            return lock(&self.closing).take();
         };
         if tokio::time::timeout(grace, worker).await.is_err() {
             log::error!(
@@ -357,7 +375,7 @@ impl Live {
             );
         }
         drop(self.listener);
-        self.closing
+        lock(&self.closing).take()
     }
 }
 

@@ -9,23 +9,24 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::circles::{self, Closing};
 use crate::settings::Settings;
-use crate::status::{CircleState, Slot};
+use crate::status::{CircleState, Slot, lock};
 use crate::supervisor;
 
 /// Starts the supervised worker of one circle, running its tasks on
-/// `engine` and claiming its queue as `owner`; `token` stops it.
+/// `engine` and taking its queue's lease as `lease`; `token` stops it.
 pub fn start_worker(
     settings: &Settings,
     engine: &Arc<engine::CircleEngine>,
-    owner: &str,
+    lease: &client::Lease,
     state: &Arc<CircleState>,
     token: CancellationToken,
     tracker: &TaskTracker,
     changed: &Arc<Notify>,
 ) -> tokio::task::JoinHandle<()> {
     let name = state.config.name.clone();
-    let worker_config = settings.worker_config(&state.queue, owner);
+    let worker_config = settings.worker_config(&state.queue, lease);
     let engine = engine.clone();
     let mut worker_options = settings.worker.clone();
     worker_options.metrics = state.task_metrics.clone();
@@ -45,6 +46,76 @@ pub fn start_worker(
                 token.clone(),
             );
             async move { fut.await.map_err(|e| e.to_string()) }
+        },
+    ))
+}
+
+/// Starts the supervised worker of one circle in standby (`--standby`):
+/// each run waits for the queue's lease (shown as `standby`, naming the
+/// holder), then opens the circle's database (the first run only; it is
+/// kept in `closing` for the shutdown), then runs the worker. The database
+/// is never opened while another host holds the lease, so a standby on
+/// shared storage cannot touch a database the holder writes.
+pub fn start_standby_worker(
+    settings: &Settings,
+    lease: &client::Lease,
+    closing: &Arc<Mutex<Option<Closing>>>,
+    state: &Arc<CircleState>,
+    token: CancellationToken,
+    tracker: &TaskTracker,
+    changed: &Arc<Notify>,
+) -> tokio::task::JoinHandle<()> {
+    let name = state.config.name.clone();
+    let worker_config = settings.worker_config(&state.queue, lease);
+    let mut worker_options = settings.worker.clone();
+    worker_options.metrics = state.task_metrics.clone();
+    let circle = state.config.clone();
+    let (data_dir, limits, durability) = (
+        settings.data_dir.clone(),
+        settings.engine.clone(),
+        settings.durability,
+    );
+    let closing = closing.clone();
+    tracker.spawn(supervisor::supervise(
+        format!("worker of circle \"{name}\""),
+        state.worker.clone(),
+        changed.clone(),
+        token.clone(),
+        move |slot| {
+            let status = Arc::new(worker::WorkerStatus::default());
+            slot.worker = Some(status.clone());
+            let (config, options, token) =
+                (worker_config.clone(), worker_options.clone(), token.clone());
+            let (circle, data_dir, limits) = (circle.clone(), data_dir.clone(), limits.clone());
+            let closing = closing.clone();
+            async move {
+                let held = worker::await_lease(&config, &options, &status, &token)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !held {
+                    return Ok(());
+                }
+                let opened = lock(&closing).as_ref().map(|(_, _, engine)| engine.clone());
+                let engine = match opened {
+                    Some(engine) => engine,
+                    None => {
+                        let store = tokio::task::spawn_blocking(move || {
+                            circles::open_store(&circle, &data_dir, &limits, durability)
+                                .map(|s| (circle, s))
+                        })
+                        .await
+                        .map_err(|e| format!("opening the database panicked: {e}"))?
+                        .map_err(|e| e.to_string())?;
+                        let (circle, store) = store;
+                        let engine = store.engine.clone();
+                        *lock(&closing) = Some((circle, store.db, store.engine));
+                        engine
+                    }
+                };
+                worker::run_with(config, options, engine, status, token)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
         },
     ))
 }

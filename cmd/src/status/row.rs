@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::{GatewayRow, NOT_HERE, serving};
+use super::{GatewayRow, LEASE_LOST, NOT_HERE, STANDBY, serving};
 
 /// A state or phase name read back from JSON (the `status` command), as
 /// one of the names this version writes; `unknown` for any other.
@@ -16,6 +16,8 @@ pub(super) fn known_name<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str
         "failed",
         "shutting down",
         NOT_HERE,
+        STANDBY,
+        LEASE_LOST,
     ];
     let name = String::deserialize(d)?;
     Ok(KNOWN
@@ -40,12 +42,17 @@ pub struct Row {
     pub url: String,
     /// How many principals may connect; 0: the circle is open.
     pub principals: usize,
-    /// starting | running | reconnecting | restarting | stopped | failed |
-    /// not here (the process's `--role` is `gateway`)
+    /// starting | running | reconnecting | standby | lease lost |
+    /// restarting | stopped | failed | not here (the process's `--role` is
+    /// `gateway`)
     #[serde(deserialize_with = "known_name")]
     pub worker: &'static str,
     /// Why the worker is not running, when known.
     pub worker_detail: Option<String>,
+    /// The queue's lease: token, pid, host and database directory of the
+    /// orchestrator (this or another) whose worker serves it, if one does.
+    #[serde(default)]
+    pub worker_lease: Option<client::Lease>,
     /// starting | running | restarting | stopped | not here (the
     /// process's `--role` is `worker`)
     #[serde(deserialize_with = "known_name")]
@@ -127,6 +134,7 @@ impl Row {
             principals: 0,
             worker: "running",
             worker_detail: None,
+            worker_lease: None,
             server: "running",
             server_detail: None,
             queue_len: None,

@@ -1,0 +1,90 @@
+//! The lease scripts of the protocol (see `keys::queue_owner`): take, renew
+//! and give up a queue's lease. The fence every claim makes is in `claim`.
+
+use std::sync::LazyLock;
+
+use redis::{Script, ScriptInvocation};
+
+use crate::keys;
+
+/// Takes the queue's lease (see `keys::queue_owner`) when it is free
+/// (absent or expired) or held by the same database (host and directory: a
+/// restart; OurDB's own lock stops two processes on one directory), with a
+/// fresh token from the fence counter and the TTL. KEYS: owner key, fence
+/// key. ARGV: pid, `<host>|<dir>`, ttl ms. Returns `{1, lease}` when taken,
+/// `{0, lease}` with the holder's lease otherwise.
+static ACQUIRE_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local cur = redis.call('GET', KEYS[1])
+if cur and string.match(cur, '^[^|]*|[^|]*|(.*)$') ~= ARGV[2] then return { 0, cur } end
+local token = redis.call('INCR', KEYS[2])
+local lease = string.format('%d', token) .. '|' .. ARGV[1] .. '|' .. ARGV[2]
+redis.call('SET', KEYS[1], lease, 'PX', ARGV[3])
+return { 1, lease }
+"#,
+    )
+});
+
+/// Renews the lease for the TTL only while it holds this token
+/// (compare-and-`PEXPIRE`). KEYS: owner key. ARGV: token, ttl ms. Returns
+/// `{1}` when renewed, `{0, lease}` with what the key holds otherwise (`''`
+/// when it is gone).
+static RENEW_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local cur = redis.call('GET', KEYS[1])
+if cur and string.sub(cur, 1, #ARGV[1] + 1) == ARGV[1] .. '|' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return { 1 }
+end
+return { 0, cur or '' }
+"#,
+    )
+});
+
+/// Deletes the lease if it holds this token and no worker is left
+/// registered for the queue (another worker of the same database may still
+/// serve it; called after the leaving worker deregistered). KEYS: owner
+/// key, workers set. ARGV: token.
+static RELEASE_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local cur = redis.call('GET', KEYS[1])
+if cur and string.sub(cur, 1, #ARGV[1] + 1) == ARGV[1] .. '|'
+    and redis.call('SCARD', KEYS[2]) == 0 then
+  redis.call('DEL', KEYS[1])
+end
+return 0
+"#,
+    )
+});
+
+pub(crate) fn acquire_lease(
+    queue: &str,
+    pid: u32,
+    host_dir: &str,
+    ttl_ms: u64,
+) -> ScriptInvocation<'static> {
+    let mut inv = ACQUIRE_LEASE.prepare_invoke();
+    inv.key(keys::queue_owner(queue))
+        .key(keys::queue_fence(queue))
+        .arg(pid)
+        .arg(host_dir)
+        .arg(ttl_ms);
+    inv
+}
+
+pub(crate) fn renew_lease(queue: &str, token: u64, ttl_ms: u64) -> ScriptInvocation<'static> {
+    let mut inv = RENEW_LEASE.prepare_invoke();
+    inv.key(keys::queue_owner(queue)).arg(token).arg(ttl_ms);
+    inv
+}
+
+pub(crate) fn release_lease(queue: &str, token: u64) -> ScriptInvocation<'static> {
+    let mut inv = RELEASE_LEASE.prepare_invoke();
+    inv.key(keys::queue_owner(queue))
+        .key(keys::workers(queue))
+        .arg(token);
+    inv
+}

@@ -1,0 +1,242 @@
+//! The queue's lease: acquire, renew, lose, release, and the fence every
+//! claim of a worker with a lease carries.
+
+use std::time::Duration;
+
+use client::broker::{BlockingPopper, BrokerOptions, Claim, Fence, WorkerBroker};
+use client::{Client, Lease, SubmitOptions, keys};
+
+const TTL: Duration = Duration::from_secs(60);
+
+fn holder(pid: u32, dir: &str) -> Lease {
+    Lease {
+        token: 0,
+        pid,
+        host: "host-a".into(),
+        dir: dir.into(),
+    }
+}
+
+async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_free_lease_is_taken_with_a_fresh_token_and_refused_to_another_database() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let options = BrokerOptions::new(TTL);
+    let a = WorkerBroker::new(&url, "q", "a", &options).expect("broker");
+    let b = WorkerBroker::new(&url, "q", "b", &options).expect("broker");
+
+    let first = a
+        .acquire_lease(&holder(11, "/data|a/1"), TTL)
+        .await
+        .expect("redis")
+        .expect("free: taken");
+    assert_eq!((first.pid, first.dir.as_str()), (11, "/data|a/1"));
+    assert!(first.token >= 1);
+    let mut conn = raw(&url).await;
+    let value: String = redis::cmd("GET")
+        .arg(keys::queue_owner("q"))
+        .query_async(&mut conn)
+        .await
+        .expect("get");
+    assert_eq!(value, format!("{}|11|host-a|/data|a/1", first.token));
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(keys::queue_owner("q"))
+        .query_async(&mut conn)
+        .await
+        .expect("pttl");
+    assert!(pttl > 0 && pttl <= TTL.as_millis() as i64, "{pttl}");
+
+    // Another database: refused, told who holds it.
+    let refused = b
+        .acquire_lease(&holder(22, "/data/b/1"), TTL)
+        .await
+        .expect("redis")
+        .expect_err("held by another database");
+    assert_eq!(refused, first);
+
+    // The same database again (a restart): taken, with a fresh token; the
+    // old token can no longer renew.
+    let again = b
+        .acquire_lease(&holder(33, "/data|a/1"), TTL)
+        .await
+        .expect("redis")
+        .expect("same database: taken");
+    assert!(again.token > first.token);
+    assert_eq!(again.pid, 33);
+    let lost = a.renew_lease(first.token, TTL).await.expect("redis");
+    assert_eq!(lost, Err(Some(again.clone())));
+    assert_eq!(
+        b.renew_lease(again.token, TTL).await.expect("redis"),
+        Ok(())
+    );
+
+    // Gone (expired): a renewal says so, and another database may take it.
+    let _: () = redis::cmd("DEL")
+        .arg(keys::queue_owner("q"))
+        .query_async(&mut conn)
+        .await
+        .expect("del");
+    assert_eq!(
+        b.renew_lease(again.token, TTL).await.expect("redis"),
+        Err(None)
+    );
+    let other = a
+        .acquire_lease(&holder(44, "/data/c/1"), TTL)
+        .await
+        .expect("redis")
+        .expect("expired: taken");
+    assert!(
+        other.token > again.token,
+        "the fence counter never goes back"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_deletes_only_its_own_lease_once_no_worker_is_registered() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let options = BrokerOptions::new(TTL);
+    let a = WorkerBroker::new(&url, "q", "a", &options).expect("broker");
+    let lease = a
+        .acquire_lease(&holder(1, "/a"), TTL)
+        .await
+        .expect("redis")
+        .expect("taken");
+    let client = Client::connect(&url).await.expect("connect");
+    a.release_lease(lease.token + 1).await.expect("release");
+    assert_eq!(
+        client.queue_leases(&["q"]).await.expect("read"),
+        vec![Some(lease.clone())],
+        "another token does not release it"
+    );
+    a.beat(TTL, false).await.expect("beat");
+    a.release_lease(lease.token).await.expect("release");
+    assert_eq!(
+        client.queue_leases(&["q"]).await.expect("read"),
+        vec![Some(lease.clone())],
+        "a registered worker still serves the queue"
+    );
+    a.deregister().await.expect("deregister");
+    a.release_lease(lease.token).await.expect("release");
+    assert_eq!(client.queue_leases(&["q"]).await.expect("read"), vec![None]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_with_a_stale_token_is_refused_in_redis_and_the_task_stays_queued() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let fence = Fence::new();
+    let mut fenced_options = BrokerOptions::new(TTL);
+    fenced_options.fence = Some(fence.clone());
+    let worker = WorkerBroker::new(&url, "q", "w", &fenced_options).expect("broker");
+    let popper = BlockingPopper::new(&url, "q", "w", Duration::from_secs(1), &fenced_options)
+        .expect("popper");
+    let lease = worker
+        .acquire_lease(&holder(1, "/a"), TTL)
+        .await
+        .expect("redis")
+        .expect("taken");
+    let client = Client::connect(&url).await.expect("connect");
+    let first = client
+        .submit("q", "1", &SubmitOptions::default())
+        .await
+        .expect("submit");
+
+    // No token yet (0): refused, nothing moved.
+    assert_eq!(
+        worker.pop_and_claim().await.expect("claim"),
+        Some(Claim::Fenced(String::new()))
+    );
+    // Our token: claimed.
+    fence.set(lease.token);
+    match worker.pop_and_claim().await.expect("claim") {
+        Some(Claim::Run(task)) => assert_eq!(task.task_id, first),
+        other => panic!("expected a run, got {other:?}"),
+    }
+
+    // Another database took the lease over (ours expired): every way of
+    // claiming is refused, and the ids go back to the queue untouched.
+    let mut conn = raw(&url).await;
+    let _: () = redis::cmd("SET")
+        .arg(keys::queue_owner("q"))
+        .arg(format!("{}|9|host-b|/b", lease.token + 1))
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    let second = client
+        .submit("q", "2", &SubmitOptions::default())
+        .await
+        .expect("submit");
+    let outcome = client::Outcome::Completed(client::TaskOutput {
+        task_id: first.clone(),
+        output: "1".into(),
+        printed: String::new(),
+        run_time: None,
+    });
+    let (written, next) = worker.finish_and_next(&outcome).await.expect("finish");
+    assert!(
+        written,
+        "the result of a task claimed under the lease is kept"
+    );
+    assert_eq!(next, Some(Claim::Fenced(String::new())));
+    assert_eq!(
+        popper
+            .pop_and_claim(Duration::from_secs(1))
+            .await
+            .expect("pop"),
+        Some(Claim::Fenced(second.clone()))
+    );
+    let queued: Vec<String> = redis::cmd("LRANGE")
+        .arg(keys::tasks("q"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .expect("lrange");
+    assert_eq!(queued, vec![second.clone()], "back on the queue");
+    assert_eq!(
+        worker.processing().await.expect("processing"),
+        Vec::<String>::new()
+    );
+    let status: String = redis::cmd("HGET")
+        .arg(keys::task_details(&second))
+        .arg("status")
+        .query_async(&mut conn)
+        .await
+        .expect("hget");
+    assert_eq!(status, "pending");
+
+    // A worker without a lease (a third party's) is not fenced.
+    let free = WorkerBroker::new(&url, "q", "free", &BrokerOptions::new(TTL)).expect("broker");
+    match free.pop_and_claim().await.expect("claim") {
+        Some(Claim::Run(task)) => assert_eq!(task.task_id, second),
+        other => panic!("expected a run, got {other:?}"),
+    }
+
+    // A claimed task that may not run (the lease was lost before its
+    // script started) is given back: pending, at the head of the queue.
+    free.give_back(&second).await.expect("give back");
+    let status: String = redis::cmd("HGET")
+        .arg(keys::task_details(&second))
+        .arg("status")
+        .query_async(&mut conn)
+        .await
+        .expect("hget");
+    assert_eq!(status, "pending");
+    assert_eq!(
+        free.processing().await.expect("processing"),
+        Vec::<String>::new()
+    );
+    match free.pop_and_claim().await.expect("claim") {
+        Some(Claim::Run(task)) => assert_eq!(task.task_id, second),
+        other => panic!("expected the given-back task again, got {other:?}"),
+    }
+}

@@ -1,0 +1,260 @@
+//! The queue's lease through the built binary: `--standby` waits for a
+//! circle another orchestrator holds, without opening its database, shows
+//! the holder in its row, and takes over once that one is killed; a worker cut off from Redis (a
+//! frozen TCP proxy in between) stops before its lease can expire and takes
+//! nothing once another holds it.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{Orchestrator, Sandbox, port};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Short beats, so a lease expires in 600 ms: heartbeat 200 ms, TTL three
+/// beats; dead workers are looked for every beat.
+const FAST: &[&str] = &[
+    "--role",
+    "worker",
+    "--worker-heartbeat",
+    "200ms",
+    "--worker-reap-interval",
+    "200ms",
+    "--worker-pop-timeout",
+    "1s",
+];
+
+fn spawn(sandbox: &Sandbox, config: &Path, url: &str, dir: &Path, extra: &[&str]) -> Orchestrator {
+    let mut cmd = sandbox.serve_command(config, url, dir);
+    cmd.args(FAST).args(extra);
+    Orchestrator::spawn(cmd)
+}
+
+fn conn(redis: &testkit::RedisServer) -> redis::Connection {
+    redis::Client::open(redis.url())
+        .expect("url")
+        .get_connection()
+        .expect("connect to redis")
+}
+
+/// Submits `script` to circle Alpha's queue as a third party would.
+fn submit(conn: &mut redis::Connection, id: &str, script: &str) {
+    let _: () = redis::pipe()
+        .atomic()
+        .cmd("HSET")
+        .arg(client::keys::task_details(id))
+        .arg("script")
+        .arg(script)
+        .arg("status")
+        .arg("pending")
+        .ignore()
+        .cmd("LPUSH")
+        .arg(client::keys::tasks("alpha"))
+        .arg(id)
+        .ignore()
+        .query(conn)
+        .expect("submit");
+}
+
+fn field(conn: &mut redis::Connection, id: &str, name: &str) -> Option<String> {
+    redis::cmd("HGET")
+        .arg(client::keys::task_details(id))
+        .arg(name)
+        .query(conn)
+        .expect("hget")
+}
+
+fn wait_field(conn: &mut redis::Connection, id: &str, name: &str, value: &str) {
+    let deadline = Instant::now() + WAIT;
+    while field(conn, id, name).as_deref() != Some(value) {
+        assert!(
+            Instant::now() < deadline,
+            "task {id}: {name} never became {value:?} (it is {:?})",
+            field(conn, id, name)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn lease(conn: &mut redis::Connection) -> Option<client::Lease> {
+    let value: Option<String> = redis::cmd("GET")
+        .arg(client::keys::queue_owner("alpha"))
+        .query(conn)
+        .expect("get");
+    value.map(|v| client::Lease::parse(&v).expect("a lease"))
+}
+
+const SLOW: &str = "let x = 0; while x < 2_000_000_000 { x += 1; } x";
+
+#[test]
+fn a_standby_waits_without_opening_its_database_and_takes_over_from_a_killed_worker() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let config = sandbox.circles(&[(1, "Alpha", port())]);
+    let (wk1, wk2) = (sandbox.path().join("wk1"), sandbox.path().join("wk2"));
+    let mut first = spawn(&sandbox, &config, &redis.url(), &wk1, &[]);
+    first.wait_table();
+    first.wait_stdout("Running", WAIT);
+    let mut standby = spawn(
+        &sandbox,
+        &config,
+        &redis.url(),
+        &wk2,
+        &["--standby", "--output", "json", "--refresh", "100ms"],
+    );
+    standby.wait_stdout("\"worker\":\"standby\"", WAIT);
+    standby.wait_stdout(&format!("held by pid {} on host", first.pid()), WAIT);
+    // Its row names the holder from the lease.
+    standby.wait_stdout(&format!("\"pid\":{}", first.pid()), WAIT);
+    let standby_db = wk2.join("1");
+    assert_eq!(
+        std::fs::read_dir(&standby_db)
+            .expect("its directory")
+            .count(),
+        0,
+        "the standby opened no database while another holds the lease"
+    );
+
+    let mut conn = conn(&redis);
+    submit(&mut conn, "slow", SLOW);
+    wait_field(&mut conn, "slow", "status", "processing");
+    let before = lease(&mut conn).expect("held");
+    first.child.kill().expect("kill -9 the first orchestrator");
+    let _ = first.child.wait();
+    for id in ["q1", "q2", "q3"] {
+        submit(&mut conn, id, &format!("\"{id}\""));
+    }
+    for id in ["q1", "q2", "q3"] {
+        wait_field(&mut conn, id, "status", "completed");
+        assert_eq!(field(&mut conn, id, "output").as_deref(), Some(id));
+    }
+    wait_field(&mut conn, "slow", "status", "error");
+    assert_eq!(
+        field(&mut conn, "slow", "errorKind").as_deref(),
+        Some("worker_lost")
+    );
+    let after = lease(&mut conn).expect("held");
+    assert_eq!(after.pid, standby.pid());
+    standby.wait_stdout(&format!("\"pid\":{}", standby.pid()), WAIT);
+    assert!(after.token > before.token, "{after:?} after {before:?}");
+    assert!(
+        std::fs::read_dir(&standby_db)
+            .expect("its directory")
+            .count()
+            > 0,
+        "its database opened once the lease was held"
+    );
+    standby.stop();
+}
+
+/// Milliseconds since the epoch of an RFC 3339 UTC timestamp with
+/// milliseconds, as the JSON log lines write it (`2026-12-04T12:37:05.123Z`).
+fn epoch_ms(ts: &str) -> u64 {
+    let n = |range: std::ops::Range<usize>| -> i64 { ts[range].parse().expect("a timestamp") };
+    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19);
+    (secs * 1000 + n(20..23)) as u64
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+}
+
+#[test]
+fn a_partitioned_worker_stops_before_its_lease_expires_and_takes_nothing_after() {
+    assert_eq!(epoch_ms("1970-01-02T00:00:01.005Z"), 86_401_005);
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let proxy = testkit::Proxy::start(redis.port());
+    let config = sandbox.circles(&[(1, "Alpha", port())]);
+    let mut o = spawn(
+        &sandbox,
+        &config,
+        &proxy.redis_url(),
+        &sandbox.path().join("wk"),
+        &["--log-format", "json"],
+    );
+    o.wait_table();
+    o.wait_stdout("Running", WAIT);
+    let mut conn = conn(&redis);
+    submit(&mut conn, "slow", SLOW);
+    wait_field(&mut conn, "slow", "status", "processing");
+
+    proxy.freeze();
+    // When the lease expires, read from Redis itself: the last `now + PTTL`
+    // before the key is gone (no renewal gets through any more).
+    let deadline = Instant::now() + WAIT;
+    let mut expires_ms = None;
+    loop {
+        let pttl: i64 = redis::cmd("PTTL")
+            .arg(client::keys::queue_owner("alpha"))
+            .query(&mut conn)
+            .expect("pttl");
+        if pttl < 0 {
+            break;
+        }
+        expires_ms = Some(now_ms() + pttl as u64);
+        assert!(Instant::now() < deadline, "the lease never expired");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let expires_ms = expires_ms.expect("the lease was held at the cut");
+    o.wait_stdout("Lease lost", WAIT);
+    let row = o
+        .stdout()
+        .lines()
+        .find(|l| l.contains("Lease lost"))
+        .map(str::to_owned)
+        .expect("a row line");
+    assert!(
+        row.contains("Alpha") && row.contains("not renewed"),
+        "{row}"
+    );
+    let logged = o
+        .stderr()
+        .lines()
+        .find(|l| l.contains("lease of queue alpha lost"))
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON log line"))
+        .expect("the stop is logged");
+    let stopped_ms = epoch_ms(logged["timestamp"].as_str().expect("a timestamp"));
+    assert!(
+        stopped_ms < expires_ms,
+        "stopped at {stopped_ms}, the lease expired at {expires_ms}"
+    );
+
+    // Another host takes the circle over meanwhile; once the cut heals the
+    // worker sees it and takes nothing.
+    let _: () = redis::cmd("SET")
+        .arg(client::keys::queue_owner("alpha"))
+        .arg("999999|4242|other-host|/elsewhere/1")
+        .query(&mut conn)
+        .expect("set");
+    submit(&mut conn, "later", "1");
+    proxy.thaw();
+    o.wait_stdout("queue alpha is held by", WAIT);
+    assert!(
+        o.stderr().contains("pid 4242 on host other-host"),
+        "{}",
+        o.stderr()
+    );
+    assert_eq!(
+        field(&mut conn, "later", "status").as_deref(),
+        Some("pending")
+    );
+    // The script it was running was cut: it ended as cancelled, saying why.
+    wait_field(&mut conn, "slow", "status", "error");
+    let error = field(&mut conn, "slow", "error").unwrap_or_default();
+    assert!(error.contains("lease of queue alpha lost"), "{error}");
+    o.stop();
+}

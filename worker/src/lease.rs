@@ -1,0 +1,310 @@
+//! The queue's lease (`client::keys::queue_owner`): taken before the first
+//! task, renewed with each heartbeat, given up at a clean stop.
+//!
+//! Who may run a circle's tasks is decided in Redis: the lease holds a
+//! fencing token, and every claim of a worker with a lease carries its token
+//! and is refused by the claim script itself when the owner key holds
+//! another one (`client::broker::Fence`). A worker cut off from Redis cannot
+//! learn that its lease was taken, so it also stops by its own clock, before
+//! the lease can expire (the partition rule):
+//!
+//! - It records when it SENT each renewal that succeeded. The owner key
+//!   expires no earlier than `ttl` after that (Redis set the TTL after
+//!   receiving it).
+//! - When no renewal has succeeded for `ttl - margin`, with `margin =
+//!   max(heartbeat interval, ttl / 3)` ([`self_stop_after`]), it stops: the
+//!   token is dropped (its claims are refused), the running script is cut
+//!   (it keeps none of its writes; its task ends as `cancelled`, or as
+//!   `worker_lost` by the next holder's reaper), and the status says why.
+//!   The margin leaves at least one heartbeat interval (and a third of the
+//!   TTL) between this stop and the earliest expiry of the key, for clock
+//!   drift between the two hosts' timers and for the script's cut to land.
+//! - Then it tries to take the lease again with each beat: free (expired)
+//!   or still its own database's, it resumes with a fresh token; held by
+//!   another, it waits in standby or, without `--standby`, stops with the
+//!   refusal.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use client::Lease;
+use client::broker::{Fence, WorkerBroker};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::cancel::Cancels;
+use crate::{WorkerOptions, WorkerState, WorkerStatus};
+
+/// How long after the last successful renewal was sent a worker stops
+/// taking tasks: `ttl - max(interval, ttl / 3)` (zero when the interval is
+/// not shorter than the TTL: such a worker never holds the lease between
+/// beats).
+pub fn self_stop_after(options: &WorkerOptions) -> Duration {
+    let ttl = options.heartbeat_ttl;
+    ttl.saturating_sub(options.heartbeat_interval.max(ttl / 3))
+}
+
+/// Why a worker does not serve a queue whose lease another holds.
+pub fn refusal_message(queue: &str, holder: &Lease) -> String {
+    format!(
+        "queue {queue} is held by the worker of another orchestrator: pid {} on host {}, \
+         database {} (lease token {}); two workers of one circle must never run at once. Stop \
+         that one, start this one with --standby to take over once its lease expires, or, if \
+         it is another circle with the same queue name, rename one of them",
+        holder.pid, holder.host, holder.dir, holder.token
+    )
+}
+
+/// The status of a worker waiting for the lease.
+pub fn standby_message(queue: &str, holder: &Lease) -> String {
+    format!(
+        "queue {queue} is held by pid {} on host {} (database {}); taking over once its lease \
+         expires",
+        holder.pid, holder.host, holder.dir
+    )
+}
+
+/// The lease as this worker holds it, shared by the keeper, the take loop
+/// and the claims' fence.
+pub(crate) struct Held {
+    queue: String,
+    /// The token claims carry (0: not held).
+    pub(crate) fence: Fence,
+    /// The same token, for the take loop to wait on.
+    token: watch::Sender<u64>,
+    /// When the last renewal (or the acquisition) that succeeded was sent.
+    renewed: Mutex<Instant>,
+}
+
+impl Held {
+    pub(crate) fn new(queue: &str) -> Held {
+        Held {
+            queue: queue.to_owned(),
+            fence: Fence::new(),
+            token: watch::channel(0).0,
+            renewed: Mutex::new(Instant::now()),
+        }
+    }
+
+    pub(crate) fn token(&self) -> u64 {
+        *self.token.borrow()
+    }
+
+    /// The lease is ours with `token`, as of a request sent at `sent`.
+    pub(crate) fn take(&self, token: u64, sent: Instant) {
+        *self.renewed.lock().unwrap_or_else(|e| e.into_inner()) = sent;
+        self.fence.set(token);
+        self.token.send_replace(token);
+    }
+
+    fn renewed(&self, sent: Instant) {
+        let mut at = self.renewed.lock().unwrap_or_else(|e| e.into_inner());
+        if sent > *at {
+            *at = sent;
+        }
+    }
+
+    fn deadline(&self, after: Duration) -> Instant {
+        *self.renewed.lock().unwrap_or_else(|e| e.into_inner()) + after
+    }
+
+    /// Stops serving the queue: no token (claims are refused), the running
+    /// script cut, the status saying `reason`.
+    pub(crate) fn lose(&self, reason: String, cancels: &Cancels, status: &WorkerStatus) {
+        if self.token() == 0 {
+            return;
+        }
+        log::error!(queue = self.queue.as_str(); "{reason}");
+        self.fence.set(0);
+        self.token.send_replace(0);
+        cancels.lease_lost(&reason);
+        status.set(WorkerState::LeaseLost(reason));
+    }
+
+    /// A claim was refused in Redis: the owner key holds another token.
+    pub(crate) fn refused(&self, cancels: &Cancels, status: &WorkerStatus) {
+        let reason = format!(
+            "lease of queue {} lost: another worker holds it now (a claim was refused); \
+             stopped taking its tasks",
+            self.queue
+        );
+        self.lose(reason, cancels, status);
+    }
+
+    /// Waits until the lease is held; `false` when `token` was cancelled
+    /// first.
+    pub(crate) async fn wait(&self, token: &CancellationToken) -> bool {
+        let mut rx = self.token.subscribe();
+        tokio::select! {
+            held = rx.wait_for(|t| *t != 0) => held.is_ok(),
+            _ = token.cancelled() => false,
+        }
+    }
+}
+
+/// Takes the lease for `holder`, waiting while another holds it when
+/// `standby` (polling each heartbeat interval, the status saying who holds
+/// it) and retrying while Redis cannot be reached. `Ok(None)` when `token`
+/// is cancelled first; `Err(refusal)` when another holds it and not
+/// `standby`. The lease comes with the time its request was sent.
+pub(crate) async fn acquire(
+    broker: &WorkerBroker,
+    holder: &Lease,
+    standby: bool,
+    options: &WorkerOptions,
+    status: &WorkerStatus,
+    token: &CancellationToken,
+) -> Result<Option<(Lease, Instant)>, String> {
+    loop {
+        let sent = Instant::now();
+        match broker.acquire_lease(holder, options.heartbeat_ttl).await {
+            Ok(Ok(lease)) => return Ok(Some((lease, sent))),
+            Ok(Err(other)) if !standby => return Err(refusal_message(broker.queue(), &other)),
+            Ok(Err(other)) => status.set(WorkerState::Standby(standby_message(
+                broker.queue(),
+                &other,
+            ))),
+            Err(e) => {
+                log::debug!("queue {}: taking the lease failed: {e}", broker.queue());
+                status.set_reconnecting(&e);
+            }
+        }
+        tokio::select! {
+            _ = token.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(options.heartbeat_interval) => {}
+        }
+    }
+}
+
+/// What the keeper works with.
+pub(crate) struct Keeper {
+    pub broker: Arc<WorkerBroker>,
+    pub holder: Lease,
+    pub standby: bool,
+    pub options: WorkerOptions,
+    pub held: Arc<Held>,
+    pub cancels: Arc<Cancels>,
+    pub status: Arc<WorkerStatus>,
+}
+
+impl Keeper {
+    /// Renews the lease each heartbeat interval until `token` is cancelled;
+    /// stops serving by the partition rule (see the module docs) and takes
+    /// the lease again when it can. Without standby, a lease found held by
+    /// another cancels `take` and ends the keeper with the refusal.
+    pub(crate) async fn run(
+        self,
+        token: CancellationToken,
+        take: CancellationToken,
+    ) -> Option<String> {
+        let Keeper {
+            broker,
+            holder,
+            standby,
+            options,
+            held,
+            cancels,
+            status,
+        } = self;
+        let ttl = options.heartbeat_ttl;
+        let after = self_stop_after(&options);
+        let queue = broker.queue().to_owned();
+        let overdue = || {
+            format!(
+                "lease of queue {queue} lost: not renewed for {after:?} (redis unreachable?); \
+                 stopped taking its tasks before the lease can expire ({ttl:?} after its last \
+                 renewal), so no other host runs them at the same time"
+            )
+        };
+        // Set when a renewal found the key gone (it expired, or Redis lost
+        // it in a restart): the lease is taken again at once, not a beat
+        // later, if it is still free.
+        let mut retry_now = false;
+        loop {
+            let mine = held.token();
+            let deadline = held.deadline(after);
+            if !std::mem::take(&mut retry_now) {
+                tokio::select! {
+                    _ = token.cancelled() => return None,
+                    _ = tokio::time::sleep(options.heartbeat_interval) => {}
+                    _ = tokio::time::sleep_until(deadline.into()), if mine != 0 => {
+                        held.lose(overdue(), &cancels, &status);
+                        continue;
+                    }
+                }
+            }
+            let sent = Instant::now();
+            if mine != 0 {
+                tokio::select! {
+                    renewed = broker.renew_lease(mine, ttl) => match renewed {
+                        Ok(Ok(())) => held.renewed(sent),
+                        Ok(Err(other)) => {
+                            retry_now = other.is_none();
+                            let why = match other {
+                                Some(o) => format!(
+                                    "taken by pid {} on host {} (database {})",
+                                    o.pid, o.host, o.dir
+                                ),
+                                None => "it expired".to_owned(),
+                            };
+                            held.lose(
+                                format!(
+                                    "lease of queue {queue} lost: {why}; stopped taking its tasks"
+                                ),
+                                &cancels,
+                                &status,
+                            );
+                        }
+                        Err(e) => log::debug!("queue {queue}: renewing the lease failed: {e}"),
+                    },
+                    _ = tokio::time::sleep_until(deadline.into()) => {
+                        held.lose(overdue(), &cancels, &status);
+                    }
+                    _ = token.cancelled() => return None,
+                }
+                continue;
+            }
+            let acquired = tokio::select! {
+                acquired = broker.acquire_lease(&holder, ttl) => acquired,
+                _ = token.cancelled() => return None,
+            };
+            match acquired {
+                Ok(Ok(lease)) => {
+                    log::info!(
+                        queue = queue.as_str();
+                        "queue {queue}: lease taken (token {}); taking tasks again",
+                        lease.token
+                    );
+                    status.set(WorkerState::Running);
+                    held.take(lease.token, sent);
+                }
+                Ok(Err(other)) if standby => {
+                    status.set(WorkerState::Standby(standby_message(&queue, &other)));
+                }
+                Ok(Err(other)) => {
+                    let reason = refusal_message(&queue, &other);
+                    log::error!("{reason}");
+                    take.cancel();
+                    return Some(reason);
+                }
+                Err(e) => log::debug!("queue {queue}: taking the lease again failed: {e}"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_stops_at_least_one_beat_before_its_lease_can_expire() {
+        let mut options = WorkerOptions::default();
+        assert_eq!(self_stop_after(&options), Duration::from_secs(10));
+        options.heartbeat_interval = Duration::from_secs(1);
+        options.heartbeat_ttl = Duration::from_secs(9);
+        assert_eq!(self_stop_after(&options), Duration::from_secs(6));
+        options.heartbeat_interval = Duration::from_secs(9);
+        assert_eq!(self_stop_after(&options), Duration::ZERO);
+    }
+}

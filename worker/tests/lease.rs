@@ -1,0 +1,308 @@
+//! The queue's lease as a worker holds it: refusal, renewal, take-over,
+//! standby, and the partition rule (stop before the lease can expire).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use client::{Client, Lease, SubmitOptions, keys};
+use common::*;
+use worker::{WorkerConfig, WorkerState};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn holder(pid: u32, host: &str, dir: &str) -> Lease {
+    Lease {
+        token: 0,
+        pid,
+        host: host.into(),
+        dir: dir.into(),
+    }
+}
+
+/// A worker on `queue` with a fresh database and a lease as `lease`.
+fn leased_worker(url: &str, queue: &str, lease: Lease, standby: bool) -> TestWorker {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = open_engine(dir.path(), slow_limits());
+    let mut config = WorkerConfig::new(url, queue);
+    config.lease = Some(lease);
+    config.standby = standby;
+    config.shutdown_grace = Duration::from_millis(200);
+    let mut worker = TestWorker::start_with(config, fast_options(), engine);
+    worker.keep_dir(dir);
+    worker
+}
+
+async fn lease_of(conn: &mut redis::aio::MultiplexedConnection, queue: &str) -> Option<Lease> {
+    let value: Option<String> = redis::cmd("GET")
+        .arg(keys::queue_owner(queue))
+        .query_async(conn)
+        .await
+        .expect("get");
+    value.map(|v| Lease::parse(&v).expect("a lease"))
+}
+
+async fn running(worker: &TestWorker) {
+    eventually("the worker to run", WAIT, || async {
+        (worker.status.state() == WorkerState::Running).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_database_is_refused_naming_the_holder_and_a_clean_stop_frees_the_lease() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let first = leased_worker(&url, "shared", holder(11, "host-a", "/data/a"), false);
+    running(&first).await;
+    let mut conn = raw(&url).await;
+    let held = lease_of(&mut conn, "shared").await.expect("held");
+    assert_eq!(
+        (held.pid, held.host.as_str(), held.dir.as_str()),
+        (11, "host-a", "/data/a")
+    );
+
+    let intruder = leased_worker(&url, "shared", holder(22, "host-b", "/data/b"), false);
+    let refused = tokio::time::timeout(WAIT, intruder.handle)
+        .await
+        .expect("refused at once")
+        .expect("join")
+        .expect_err("refused");
+    let message = refused.to_string();
+    assert!(
+        message.contains("pid 11")
+            && message.contains("host host-a")
+            && message.contains("/data/a"),
+        "{message}"
+    );
+
+    // Renewed with every beat: after several TTLs it is still the same lease.
+    tokio::time::sleep(fast_options().heartbeat_ttl * 3).await;
+    assert_eq!(lease_of(&mut conn, "shared").await, Some(held));
+    first.stop().await;
+    assert_eq!(
+        lease_of(&mut conn, "shared").await,
+        None,
+        "released at a clean stop"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_lease_was_taken_over_claims_nothing_more_and_stops() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let first = leased_worker(&url, "taken", holder(11, "host-a", "/data/a"), false);
+    running(&first).await;
+    let mut conn = raw(&url).await;
+    // As after an outage longer than the TTL, in which another host took it.
+    let other = format!("{}|22|host-b|/data/b", u32::MAX);
+    let _: () = redis::cmd("SET")
+        .arg(keys::queue_owner("taken"))
+        .arg(&other)
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    let client = Client::connect(&url).await.expect("connect");
+    let id = client
+        .submit("taken", "40 + 2", &SubmitOptions::default())
+        .await
+        .expect("submit");
+    let ended = tokio::time::timeout(WAIT, first.handle)
+        .await
+        .expect("the worker stops")
+        .expect("join");
+    let message = ended.expect_err("stopped as a failure").to_string();
+    assert!(
+        message.contains("pid 22") && message.contains("host-b"),
+        "{message}"
+    );
+    assert!(matches!(first.status.state(), WorkerState::Failed(_)));
+    // The task was not claimed: still queued, still pending.
+    assert_eq!(
+        hget(&mut conn, &id, "status").await.as_deref(),
+        Some("pending")
+    );
+    let queued: Vec<String> = redis::cmd("LRANGE")
+        .arg(keys::tasks("taken"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .expect("lrange");
+    assert_eq!(queued, vec![id]);
+    // It did not release the other host's lease on its way out.
+    assert_eq!(
+        lease_of(&mut conn, "taken").await.map(|l| l.to_string()),
+        Some(other)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_waits_naming_the_holder_then_takes_over_with_a_fresh_token() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let first = leased_worker(&url, "standby", holder(11, "host-a", "/data/a"), false);
+    running(&first).await;
+    let mut conn = raw(&url).await;
+    let old = lease_of(&mut conn, "standby").await.expect("held");
+    let second = leased_worker(&url, "standby", holder(22, "host-b", "/data/b"), true);
+    let shown = eventually("the standby state", WAIT, || async {
+        match second.status.state() {
+            WorkerState::Standby(why) => Some(why),
+            _ => None,
+        }
+    })
+    .await;
+    assert!(
+        shown.contains("pid 11") && shown.contains("host-a"),
+        "{shown}"
+    );
+    // The first stops; tasks queued meanwhile run on the standby.
+    first.stop().await;
+    let client = Client::connect(&url).await.expect("connect");
+    let out = tokio::time::timeout(
+        WAIT,
+        client.run_with(
+            "standby",
+            "40 + 2",
+            &SubmitOptions::default(),
+            client::OnDrop::Cancel,
+        ),
+    )
+    .await
+    .expect("run in time")
+    .expect("run");
+    assert!(
+        matches!(out, client::Outcome::Completed(ref o) if o.output == "42"),
+        "{out:?}"
+    );
+    let new = lease_of(&mut conn, "standby").await.expect("held");
+    assert_eq!((new.pid, new.host.as_str()), (22, "host-b"));
+    assert!(
+        new.token > old.token,
+        "a fresh token: {new:?} after {old:?}"
+    );
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_worker_stops_before_its_lease_expires_and_cuts_its_script() {
+    let redis = testkit::RedisServer::start();
+    let proxy = testkit::Proxy::start(redis.port());
+    let url = redis.url();
+    let worker = leased_worker(
+        &proxy.redis_url(),
+        "cut",
+        holder(11, "host-a", "/data/a"),
+        false,
+    );
+    running(&worker).await;
+    let client = Client::connect(&url).await.expect("connect");
+    let id = client
+        .submit("cut", &slow_script("m"), &SubmitOptions::default())
+        .await
+        .expect("submit");
+    let mut conn = raw(&url).await;
+    until_status(&conn, &id, "processing", WAIT).await;
+
+    proxy.freeze();
+    // Watch both from this side of the cut: the worker's status, and the
+    // lease key in Redis.
+    let mut stopped = None;
+    let mut expired = None;
+    let deadline = Instant::now() + WAIT;
+    while stopped.is_none() || expired.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "stopped {stopped:?}, expired {expired:?}"
+        );
+        if stopped.is_none()
+            && let WorkerState::LeaseLost(why) = worker.status.state()
+        {
+            stopped = Some((Instant::now(), why));
+        }
+        if expired.is_none() && lease_of(&mut conn, "cut").await.is_none() {
+            expired = Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (stopped_at, why) = stopped.expect("stopped");
+    assert!(
+        why.contains("queue cut") && why.contains("not renewed"),
+        "{why}"
+    );
+    assert!(
+        stopped_at < expired.expect("expired"),
+        "the worker stopped only after its lease had expired"
+    );
+    // Another host takes the queue over; a task queued now is not taken by
+    // the cut-off worker, even once the cut heals.
+    let other = format!("{}|22|host-b|/data/b", u32::MAX);
+    let _: () = redis::cmd("SET")
+        .arg(keys::queue_owner("cut"))
+        .arg(&other)
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    let later = client
+        .submit("cut", "1", &SubmitOptions::default())
+        .await
+        .expect("submit");
+    proxy.thaw();
+    let ended = tokio::time::timeout(WAIT, worker.handle)
+        .await
+        .expect("the worker stops once it sees the new holder")
+        .expect("join");
+    assert!(ended.expect_err("refused").to_string().contains("host-b"));
+    assert_eq!(
+        hget(&mut conn, &later, "status").await.as_deref(),
+        Some("pending")
+    );
+    // The cut script ended (cancelled, naming the lost lease) and kept no
+    // write.
+    until_status(&conn, &id, "error", WAIT).await;
+    let error = hget(&mut conn, &id, "error").await.unwrap_or_default();
+    assert!(error.contains("lease of queue cut lost"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_lease_vanished_takes_it_again_with_a_fresh_token_and_runs_on() {
+    // As after a Redis restart that lost the key: nobody else holds it.
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let worker = leased_worker(&url, "again", holder(11, "host-a", "/data/a"), false);
+    running(&worker).await;
+    let mut conn = raw(&url).await;
+    let old = lease_of(&mut conn, "again").await.expect("held");
+    let _: () = redis::cmd("DEL")
+        .arg(keys::queue_owner("again"))
+        .query_async(&mut conn)
+        .await
+        .expect("del");
+    let new = eventually("the lease taken again", WAIT, || {
+        let mut conn = conn.clone();
+        async move { lease_of(&mut conn, "again").await }
+    })
+    .await;
+    assert!(new.token > old.token, "{new:?} after {old:?}");
+    assert_eq!((new.pid, new.dir.as_str()), (11, "/data/a"));
+    let client = Client::connect(&url).await.expect("connect");
+    let out = tokio::time::timeout(
+        WAIT,
+        client.run_with(
+            "again",
+            "40 + 2",
+            &SubmitOptions::default(),
+            client::OnDrop::Cancel,
+        ),
+    )
+    .await
+    .expect("run in time")
+    .expect("run");
+    assert!(
+        matches!(out, client::Outcome::Completed(ref o) if o.output == "42"),
+        "{out:?}"
+    );
+    running(&worker).await;
+    worker.stop().await;
+}
