@@ -6,12 +6,13 @@
 //! so an outage costs one connection attempt per backoff step, not one per
 //! request. The outage is logged once when it starts and once when it ends.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError};
 
+use crate::target::Target;
 use crate::{Error, RedisUrl, Result};
 
 /// Timeouts and backoff of a [`Conn`].
@@ -53,7 +54,8 @@ struct State {
 
 /// A connection that reconnects on demand. See the module docs.
 pub(crate) struct Conn {
-    client: redis::Client,
+    /// Resolved again at every connect (a Sentinel URL follows a failover).
+    target: Arc<Target>,
     /// URL without credentials, for messages.
     url: String,
     /// What the connection is for, for log lines.
@@ -73,21 +75,12 @@ impl Conn {
             },
             other => other,
         })?;
-        // TCP_NODELAY: requests are small and pipelined; Nagle's algorithm
-        // would hold a second request back until the first is acknowledged.
-        let info = url
-            .connection_info()
-            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        let client = match &settings.ca {
-            Some(ca) => redis::Client::build_with_tls(info, ca.certificates()),
-            None => redis::Client::open(info),
-        }
-        .map_err(|e| Error::Unavailable {
+        let target = Target::new(&url, settings.ca.as_ref()).map_err(|e| Error::Unavailable {
             url: url.to_string(),
             reason: format!("invalid redis url: {e}"),
         })?;
         Ok(Conn {
-            client,
+            target: Arc::new(target),
             url: url.to_string(),
             role,
             settings,
@@ -101,8 +94,9 @@ impl Conn {
         &self.url
     }
 
-    pub(crate) fn redis_client(&self) -> &redis::Client {
-        &self.client
+    /// Where this connection goes, for another connection to the same place.
+    pub(crate) fn target(&self) -> &Arc<Target> {
+        &self.target
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -142,8 +136,13 @@ impl Conn {
             .set_response_timeout(self.settings.response_timeout);
         let attempt = tokio::time::timeout(
             self.settings.connect_timeout + Duration::from_millis(100),
-            self.client
-                .get_multiplexed_async_connection_with_config(&config),
+            async {
+                self.target
+                    .resolve()
+                    .await?
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+            },
         )
         .await;
         let mut state = self.lock();
@@ -208,7 +207,7 @@ impl Conn {
     /// Turns a failed request into our error, dropping the connection when the
     /// failure was at the connection level.
     pub(crate) fn fail(&self, err: RedisError) -> Error {
-        if is_connection_error(&err) {
+        if is_connection_error(&err) || names_a_demoted_primary(&err.to_string()) {
             let reason = err.to_string();
             let mut state = self.lock();
             if state.conn.is_some() {
@@ -284,6 +283,16 @@ pub(crate) fn is_connection_error(err: &RedisError) -> bool {
         || err.is_unrecoverable_error()
 }
 
+/// Whether an error's text says the server is no longer a primary: a write
+/// refused by a replica, or a blocking command ended because the server
+/// became one. The connection is then dropped, so the next one asks the
+/// sentinels (of a `redis+sentinel://` URL) for the current primary.
+fn names_a_demoted_primary(text: &str) -> bool {
+    ["READONLY", "UNBLOCKED"]
+        .iter()
+        .any(|state| text.contains(state))
+}
+
 /// Whether an error's text names a state Redis passes through on its own
 /// (loading its data, a failover): a transaction aborted by one reports it
 /// only nested in its message ("Transaction aborted: [… BusyLoading …]"),
@@ -296,7 +305,18 @@ fn names_a_passing_state(text: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::names_a_passing_state;
+    use super::{names_a_demoted_primary, names_a_passing_state};
+
+    #[test]
+    fn a_write_refused_by_a_replica_or_an_unblocked_pop_means_a_demoted_primary() {
+        assert!(names_a_demoted_primary(
+            "READONLY: You can't write against a read only replica."
+        ));
+        assert!(names_a_demoted_primary(
+            "UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)"
+        ));
+        assert!(!names_a_demoted_primary("LOADING Redis is loading"));
+    }
 
     #[test]
     fn a_transaction_aborted_by_a_loading_redis_is_a_passing_state() {

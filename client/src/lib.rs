@@ -57,6 +57,7 @@ pub mod keys;
 mod kind;
 mod listener;
 mod scripts;
+mod target;
 mod tls;
 pub mod url;
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::{oneshot, watch};
 
+use crate::target::Target;
 use crate::{Outcome, fields};
 
 /// Whether the listener is subscribed. Every send wakes the waiters (a
@@ -93,11 +94,13 @@ pub(crate) struct ListenerSettings {
 /// Subscribes once; used by `Client::connect` so a bad URL or a dead Redis
 /// fails the connect instead of surfacing later.
 pub(crate) async fn subscribe(
-    client: &redis::Client,
+    target: &Target,
     settings: &ListenerSettings,
 ) -> Result<redis::aio::PubSub, String> {
     let attempt = async {
-        let mut pubsub = client.get_async_pubsub().await?;
+        // Resolved again on every subscription: after a failover the
+        // listener follows the primary.
+        let mut pubsub = target.resolve().await?.get_async_pubsub().await?;
         pubsub.subscribe(&settings.channel).await?;
         Ok::<_, redis::RedisError>(pubsub)
     };
@@ -113,7 +116,7 @@ pub(crate) async fn subscribe(
 
 /// Runs until aborted: reads notifications, reconnects after a loss.
 pub(crate) async fn run(
-    client: redis::Client,
+    target: Arc<Target>,
     settings: ListenerSettings,
     mut first: Option<redis::aio::PubSub>,
     registry: Arc<Registry>,
@@ -124,7 +127,7 @@ pub(crate) async fn run(
     loop {
         let pubsub = match first.take() {
             Some(p) => Ok(p),
-            None => subscribe(&client, &settings).await,
+            None => subscribe(&target, &settings).await,
         };
         match pubsub {
             Ok(pubsub) => {

@@ -100,14 +100,14 @@ impl Client {
             max_backoff: options.max_backoff,
             url: conn.url().to_owned(),
         };
-        let first = listener::subscribe(conn.redis_client(), &settings)
+        let first = listener::subscribe(conn.target(), &settings)
             .await
             .map_err(|reason| conn.unavailable(&reason))?;
         // Up from the start: the first subscription above succeeded.
         let (health_tx, health_rx) = watch::channel(Health { up: true });
         let registry = Arc::new(Registry::default());
         let listener = tokio::spawn(listener::run(
-            conn.redis_client().clone(),
+            conn.target().clone(),
             settings,
             Some(first),
             Arc::clone(&registry),
