@@ -6,6 +6,9 @@
 //! fixture panics with an explanation instead of skipping the test, so a missing
 //! install can never pass as green.
 //!
+//! [`SentinelGroup`] starts a primary, a replica and three sentinels
+//! monitoring them, for tests of `redis+sentinel://` URLs and failovers.
+//!
 //! ```no_run
 //! let redis = testkit::RedisServer::start();
 //! let url = redis.url(); // "redis://127.0.0.1:<port>/"
@@ -18,6 +21,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod resp;
+mod sentinel;
+
+pub use resp::{Reply, command};
+pub use sentinel::SentinelGroup;
+
 /// How long a fresh `redis-server` may take to answer `PING`.
 const STARTUP_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -28,6 +37,8 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     append_only: bool,
     tls: Option<Tls>,
+    /// Further `redis-server` arguments (for example `--replicaof`).
+    extra: Vec<String>,
 }
 
 /// The TLS side of a [`RedisServer::start_tls`] server.
@@ -74,7 +85,22 @@ impl RedisServer {
         Self::start_inner(append_only, None)
     }
 
+    /// Starts a replica of the server on `primary_port` (127.0.0.1),
+    /// persistence off. It answers `PING` before its first sync is done;
+    /// [`SentinelGroup::start`] waits for the link.
+    pub fn start_replica_of(primary_port: u16) -> Self {
+        Self::start_full(
+            false,
+            None,
+            vec!["--replicaof".into(), "127.0.0.1".into(), primary_port.to_string()],
+        )
+    }
+
     fn start_inner(append_only: bool, tls: Option<Tls>) -> Self {
+        Self::start_full(append_only, tls, Vec::new())
+    }
+
+    fn start_full(append_only: bool, tls: Option<Tls>, extra: Vec<String>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("circles-redis-")
             .tempdir()
@@ -85,6 +111,7 @@ impl RedisServer {
             dir,
             append_only,
             tls,
+            extra,
         };
         // Another process can take the port between our probe and redis' bind;
         // retry on a new port a few times before giving up.
@@ -133,7 +160,8 @@ impl RedisServer {
         } else {
             cmd.args(["--appendonly", "no"]);
         }
-        cmd.stdin(Stdio::null())
+        cmd.args(&self.extra)
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let child = match cmd.spawn() {
