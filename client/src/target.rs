@@ -51,7 +51,14 @@ impl Target {
     pub(crate) async fn resolve(&self) -> RedisResult<redis::Client> {
         match self {
             Target::Direct(client) => Ok(client.clone()),
-            Target::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await,
+            // Boxed: the lookup's future is deeply nested, and every future
+            // that connects (up to a websocket connection's) would carry
+            // its type.
+            Target::Sentinel(sentinel) => {
+                let lookup: std::pin::Pin<Box<dyn Future<Output = _> + Send + '_>> =
+                    Box::pin(async move { sentinel.lock().await.async_get_client().await });
+                lookup.await
+            }
         }
     }
 }

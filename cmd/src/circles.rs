@@ -72,14 +72,20 @@ fn hostname() -> String {
 /// orchestrator's circle of the same queue name) hold their queue on this
 /// Redis: one line each, naming the circle, the queue and the other database.
 pub async fn foreign_queues(
-    client: &client::Client,
+    clients: &crate::clients::Clients,
     prepared: &[Prepared],
 ) -> anyhow::Result<Vec<String>> {
     // Only a worker claims a queue; a gateway shares it with any worker.
     let prepared: Vec<&Prepared> = prepared.iter().filter(|p| p.store.is_some()).collect();
     let queues: Vec<String> = prepared.iter().map(|p| p.config.queue()).collect();
-    let names: Vec<&str> = queues.iter().map(String::as_str).collect();
-    let owners = client.queue_owners(&names).await?;
+    // Each queue is looked up on its circle's Redis, one round trip per Redis.
+    let mut owners: Vec<Option<String>> = vec![None; prepared.len()];
+    for (client, members) in clients.groups(prepared.iter().map(|p| &p.config)) {
+        let names: Vec<&str> = members.iter().map(|&i| queues[i].as_str()).collect();
+        for (i, owner) in members.into_iter().zip(client.queue_owners(&names).await?) {
+            owners[i] = owner;
+        }
+    }
     let mut clashes = Vec::new();
     for ((p, queue), owner) in prepared.iter().zip(&queues).zip(owners) {
         if let Some(other) = owner

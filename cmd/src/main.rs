@@ -32,6 +32,7 @@ use clap::Parser;
 
 pub mod admin;
 pub mod circles;
+pub mod clients;
 pub mod cli;
 pub mod config;
 pub mod logging;

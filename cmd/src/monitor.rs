@@ -69,7 +69,7 @@ pub async fn watch_redis(
 /// (`Client::stats_many`: one Redis round trip per 256 queues, 2 s timeout)
 /// and wakes the renderer when any changed (heartbeat age aside).
 pub async fn poll_stats(
-    client: client::Client,
+    clients: crate::clients::Clients,
     roster: Roster,
     every: Duration,
     changed: Arc<Notify>,
@@ -83,16 +83,21 @@ pub async fn poll_stats(
             () = stop.cancelled() => return,
         }
         let states = roster.current();
-        let queues: Vec<&str> = states.iter().map(|s| s.queue.as_str()).collect();
-        let read = tokio::time::timeout(STATS_TIMEOUT, client.stats_many(&queues)).await;
-        let latest: Vec<Option<client::QueueStats>> = match read {
-            Ok(Ok(all)) => all.into_iter().map(Some).collect(),
-            Ok(Err(e)) => {
-                log::debug!("stats of {} queues: {e}", queues.len());
-                vec![None; states.len()]
+        // One batched read per Redis: a circle's counters live on its own.
+        let mut latest: Vec<Option<client::QueueStats>> = vec![None; states.len()];
+        for (client, members) in clients.groups(states.iter().map(|s| &s.config)) {
+            let queues: Vec<&str> = members.iter().map(|&i| states[i].queue.as_str()).collect();
+            let read = tokio::time::timeout(STATS_TIMEOUT, client.stats_many(&queues)).await;
+            match read {
+                Ok(Ok(all)) => {
+                    for (i, stats) in members.into_iter().zip(all) {
+                        latest[i] = Some(stats);
+                    }
+                }
+                Ok(Err(e)) => log::debug!("stats of {} queues: {e}", queues.len()),
+                Err(_) => {}
             }
-            Err(_) => vec![None; states.len()],
-        };
+        }
         // The heartbeat age moves on every read; it is not a change.
         let strip = |s: &Option<client::QueueStats>| {
             s.clone().map(|s| client::QueueStats {

@@ -213,10 +213,20 @@ impl Settings {
         if self.tls.is_some() { "wss" } else { "ws" }
     }
 
+    /// The Redis of `circle`: its own `redis`, else `--redis-url`.
+    pub fn redis_of<'a>(&'a self, circle: &'a CircleConfig) -> &'a RedisUrl {
+        circle.redis.as_ref().unwrap_or(&self.redis)
+    }
+
     /// The worker configuration of one circle, claiming its queue as `owner`.
-    pub fn worker_config(&self, queue: &str, owner: &str) -> worker::WorkerConfig {
+    pub fn worker_config(
+        &self,
+        circle: &CircleConfig,
+        queue: &str,
+        owner: &str,
+    ) -> worker::WorkerConfig {
         worker::WorkerConfig {
-            redis_url: self.redis.as_str().to_string(),
+            redis_url: self.redis_of(circle).as_str().to_string(),
             redis_ca: self.redis_ca.clone(),
             queue: queue.to_string(),
             result_ttl: self.result_ttl,
@@ -252,20 +262,12 @@ fn delivered_ttl(given: Option<Duration>, result_ttl: Duration) -> anyhow::Resul
     }
 }
 
-/// A `--redis-url` that is malformed or names no host and port is a usage error.
+/// A `--redis-url` that is malformed or names no host and port (nor
+/// sentinels) is a usage error.
 fn redis_url(url: &str) -> anyhow::Result<RedisUrl> {
-    let problem = match RedisUrl::parse(url) {
-        Err(client::Error::InvalidUrl { reason, .. }) => reason,
-        Err(other) => other.to_string(),
-        Ok(parsed) if parsed.host_port().is_none() => "no host and port".to_string(),
-        Ok(parsed) => return Ok(parsed),
-    };
-    Err(UsageError(format!(
-        "--redis-url {} is not a redis:// URL ({problem}); for example redis://127.0.0.1:6379, \
-         or rediss://127.0.0.1:6380 for Redis over TLS",
-        client::url::redact(url)
-    ))
-    .into())
+    config::redis_url(url).map_err(|problem| {
+        UsageError(format!("--redis-url {} {problem}", client::url::redact(url))).into()
+    })
 }
 
 /// `--redis-ca`: only with a `rediss://` URL, and a file of certificates.
@@ -384,7 +386,7 @@ mod tests {
         assert_eq!(flush.durability, ourdb::Durability::Flush);
         let server = s.server_config(&s.circles[0], "alpha");
         assert_eq!(server.max_script_bytes, s.engine.max_script_bytes);
-        let worker = s.worker_config("alpha", "here:/tmp/d/1");
+        let worker = s.worker_config(&s.circles[0], "alpha", "here:/tmp/d/1");
         assert_eq!(worker.owner.as_deref(), Some("here:/tmp/d/1"));
     }
 

@@ -67,6 +67,15 @@ struct Inner {
     listener: tokio::task::JoinHandle<()>,
 }
 
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL as printed everywhere: no credentials.
+        f.debug_struct("Client")
+            .field("url", &self.inner.conn.url())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         self.listener.abort();

@@ -144,6 +144,7 @@ async fn prepare(ctx: &Ctx, configs: Vec<CircleConfig>) -> anyhow::Result<Vec<ci
     if configs.is_empty() {
         return Ok(Vec::new());
     }
+    ctx.clients.connect_for(&configs).await?;
     let (host, dir) = (ctx.settings.host.clone(), ctx.settings.data_dir.clone());
     let (limits, role) = (ctx.settings.engine.clone(), ctx.settings.role);
     let durability = ctx.settings.durability;
@@ -164,6 +165,7 @@ mod tests {
             name: name.into(),
             port,
             principals: Vec::new(),
+            redis: None,
         }
     }
 

@@ -257,6 +257,15 @@ impl Running {
             })?,
             s = signals.next() => bail!("{s} during start-up; nothing was started"),
         };
+        let clients = crate::clients::Clients::new(
+            client.clone(),
+            redis.clone(),
+            client_options(settings),
+        );
+        tokio::select! {
+            c = clients.connect_for(&settings.circles) => c?,
+            s = signals.next() => bail!("{s} during start-up; nothing was started"),
+        };
         let preparing = Instant::now();
         let prepared = {
             let (configs, host) = (settings.circles.clone(), settings.host.clone());
@@ -285,7 +294,7 @@ impl Running {
         // All or nothing here too: a circle whose queue another database's
         // workers serve would run their tasks (each worker checks again as it
         // starts, for a race between two starts).
-        let clashes = circles::foreign_queues(&client, &prepared)
+        let clashes = circles::foreign_queues(&clients, &prepared)
             .await
             .context("cannot read the queue owners from redis")?;
         if !clashes.is_empty() {
@@ -306,7 +315,7 @@ impl Running {
         let root = CancellationToken::new();
         let ctx = set::Ctx {
             settings: settings.clone(),
-            client: client.clone(),
+            clients: clients.clone(),
             hosts: root.child_token(),
             root: root.clone(),
             serving: TaskTracker::new(),
@@ -330,7 +339,7 @@ impl Running {
             watchers_token.clone(),
         ));
         watchers.spawn(monitor::poll_stats(
-            client.clone(),
+            clients.clone(),
             roster.clone(),
             settings.stats_every,
             changed.clone(),
