@@ -56,7 +56,9 @@ pub struct Settings {
     pub only: Option<Vec<String>>,
     /// What this process runs of each circle.
     pub role: crate::role::Role,
-    /// The Redis of the task broker: a TCP URL redis-rs accepts.
+    /// The Redis of the task broker (`--redis-url`): a TCP URL redis-rs
+    /// accepts, or a `redis+sentinel://` URL. Circles with their own
+    /// `redis` use that instead ([`Settings::redis_of`]).
     pub redis: RedisUrl,
     /// With a `rediss://` URL, the CA trusted for Redis (`--redis-ca`).
     pub redis_ca: Option<client::RedisCa>,

@@ -1,7 +1,7 @@
 //! A minimal blocking RESP2 client for fixtures: one command per connection,
 //! so the fixtures need no Redis crate and no runtime.
 
-use std::io::{BufRead, BufReader, Read as _, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
