@@ -50,6 +50,9 @@ struct State {
     down_since: Option<Instant>,
     /// Bumped on every new connection, so a caller can tell a reconnect.
     generation: u64,
+    /// The target's switch count when the connection was made: a
+    /// connection made before a switch of the primary is not used again.
+    switches: u64,
 }
 
 /// A connection that reconnects on demand. See the module docs.
@@ -113,18 +116,16 @@ impl Conn {
     /// [`Conn::get`] plus the connection's generation, which changes with
     /// every reconnect.
     pub(crate) async fn get_with_generation(&self) -> Result<(MultiplexedConnection, u64)> {
-        {
-            let state = self.lock();
-            if let Some(conn) = state.conn.clone() {
-                return Ok((conn, state.generation));
-            }
+        if let Some(live) = self.live() {
+            return Ok(live);
         }
         let _connecting = self.connecting.lock().await;
+        if let Some(live) = self.live() {
+            return Ok(live);
+        }
+        let switches = self.target.switch_count();
         {
             let state = self.lock();
-            if let Some(conn) = state.conn.clone() {
-                return Ok((conn, state.generation));
-            }
             if let Some(at) = state.retry_at
                 && Instant::now() < at
             {
@@ -162,6 +163,7 @@ impl Conn {
                 state.retry_at = None;
                 state.backoff = Duration::ZERO;
                 state.generation += 1;
+                state.switches = switches;
                 state.conn = Some(conn.clone());
                 Ok((conn, state.generation))
             }
@@ -176,6 +178,29 @@ impl Conn {
                 Err(self.unavailable(&reason))
             }
         }
+    }
+
+    /// The connection, unless there is none or it was made before the
+    /// latest switch of the primary (then it is dropped).
+    fn live(&self) -> Option<(MultiplexedConnection, u64)> {
+        let mut state = self.lock();
+        let conn = state.conn.clone()?;
+        if state.switches == self.target.switch_count() {
+            return Some((conn, state.generation));
+        }
+        log::info!(
+            "the primary of redis at {} changed; reconnecting ({})",
+            self.url,
+            self.role
+        );
+        state.conn = None;
+        None
+    }
+
+    /// A receiver that sees every later switch of the primary (`None` for
+    /// a plain URL); see [`crate::target::switched`].
+    pub(crate) fn switches(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.target.switches()
     }
 
     fn note_down(&self, state: &mut State, reason: &str) {

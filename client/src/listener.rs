@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::{oneshot, watch};
 
-use crate::target::Target;
+use crate::target::{self, Target};
 use crate::{Outcome, fields};
 
 /// Whether the listener is subscribed. Every send wakes the waiters (a
@@ -124,6 +124,7 @@ pub(crate) async fn run(
 ) {
     let mut backoff = Duration::ZERO;
     let mut outage_logged = false;
+    let mut switches = target.switches();
     loop {
         let pubsub = match first.take() {
             Some(p) => Ok(p),
@@ -141,11 +142,24 @@ pub(crate) async fn run(
                 }
                 // Keep the sink alive: dropping it may close the connection.
                 let (_sink, mut stream) = pubsub.split();
-                while let Some(msg) = stream.next().await {
-                    handle(&registry, msg.get_payload_bytes());
-                }
+                let switched = loop {
+                    tokio::select! {
+                        msg = stream.next() => match msg {
+                            Some(msg) => handle(&registry, msg.get_payload_bytes()),
+                            None => break false,
+                        },
+                        () = target::switched(&mut switches) => break true,
+                    }
+                };
+                // Down, then up again: waiters re-read their task hashes,
+                // covering what was published on the old primary.
                 health.send_replace(Health { up: false });
-                if !outage_logged {
+                if switched {
+                    log::info!(
+                        "the primary of redis at {} changed; the reply listener resubscribes",
+                        settings.url
+                    );
+                } else if !outage_logged {
                     log::warn!(
                         "reply listener lost its connection to redis at {}; reconnecting",
                         settings.url

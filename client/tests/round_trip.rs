@@ -214,7 +214,7 @@ async fn a_third_party_result_written_by_hand_is_read_back() {
     assert_eq!((f.kind.as_str(), f.message.as_str()), ("unknown", "boom"));
     let missing = client.wait("never-submitted", Duration::from_secs(1)).await;
     assert!(
-        matches!(missing, Err(client::Error::Protocol(_))),
+        matches!(missing, Err(client::Error::Lost { .. })),
         "{missing:?}"
     );
 }
