@@ -78,12 +78,12 @@ impl Conn {
             },
             other => other,
         })?;
-        let target = Target::new(&url, settings.ca.as_ref()).map_err(|e| Error::Unavailable {
+        let target = Target::shared(&url, settings.ca.as_ref()).map_err(|e| Error::Unavailable {
             url: url.to_string(),
             reason: format!("invalid redis url: {e}"),
         })?;
         Ok(Conn {
-            target: Arc::new(target),
+            target,
             url: url.to_string(),
             role,
             settings,

@@ -73,10 +73,34 @@ fn tcp_settings() -> redis::io::tcp::TcpSettings {
     redis::io::tcp::TcpSettings::default().set_nodelay(true)
 }
 
+/// The Sentinel targets of this process by URL: every connection to one
+/// `redis+sentinel://` URL shares one lookup client and one switch watcher.
+static SENTINEL_TARGETS: Mutex<Vec<(String, std::sync::Weak<Target>)>> = Mutex::new(Vec::new());
+
 impl Target {
-    /// The target of `url`; with `ca`, a `rediss://` URL trusts it. The
-    /// error is redis-rs's words.
-    pub(crate) fn new(url: &RedisUrl, ca: Option<&RedisCa>) -> Result<Target, String> {
+    /// The target of `url`: shared with every other connection of this
+    /// process to the same `redis+sentinel://` URL (one switch watcher);
+    /// of its own for a plain URL, which trusts `ca` when it is `rediss://`.
+    /// The error is redis-rs's words.
+    pub(crate) fn shared(url: &RedisUrl, ca: Option<&RedisCa>) -> Result<Arc<Target>, String> {
+        if !url.is_sentinel() {
+            return Target::new(url, ca).map(Arc::new);
+        }
+        let mut targets = lock(&SENTINEL_TARGETS);
+        targets.retain(|(_, target)| target.strong_count() > 0);
+        if let Some(target) = targets
+            .iter()
+            .find(|(full, _)| full == url.as_str())
+            .and_then(|(_, target)| target.upgrade())
+        {
+            return Ok(target);
+        }
+        let target = Arc::new(Target::new(url, ca)?);
+        targets.push((url.as_str().to_owned(), Arc::downgrade(&target)));
+        Ok(target)
+    }
+
+    fn new(url: &RedisUrl, ca: Option<&RedisCa>) -> Result<Target, String> {
         match url.kind() {
             Kind::Direct { info, .. } => {
                 let info = info.clone().set_tcp_settings(tcp_settings());
