@@ -313,7 +313,10 @@ pub(crate) fn is_connection_error(err: &RedisError) -> bool {
 /// became one. The connection is then dropped, so the next one asks the
 /// sentinels (of a `redis+sentinel://` URL) for the current primary.
 fn names_a_demoted_primary(text: &str) -> bool {
-    ["READONLY", "UNBLOCKED"]
+    // redis-rs writes a known code by its kind's name ("ReadOnly: …"), an
+    // unknown one as sent ("UNBLOCKED …"), also nested in a transaction's.
+    let text = text.to_ascii_lowercase();
+    ["readonly", "unblocked"]
         .iter()
         .any(|state| text.contains(state))
 }
@@ -335,7 +338,11 @@ mod tests {
     #[test]
     fn a_write_refused_by_a_replica_or_an_unblocked_pop_means_a_demoted_primary() {
         assert!(names_a_demoted_primary(
-            "READONLY: You can't write against a read only replica."
+            "READONLY You can't write against a read only replica."
+        ));
+        assert!(names_a_demoted_primary(
+            "Transaction aborted: [(Index 0, error: ReadOnly: You can't write against a read \
+             only replica.)]"
         ));
         assert!(names_a_demoted_primary(
             "UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)"

@@ -5,34 +5,22 @@
 //! failover goes to the promoted replica.
 //!
 //! A connection made before a failover would stay on the old primary, which
-//! keeps accepting writes until the sentinels turn it into a replica (and
-//! then throws them away). So a Sentinel target also watches the sentinels'
-//! `+switch-master` events and counts the switches of its service
-//! ([`Target::switches`]): every connection made under an older count is
-//! dropped at its next use and made again to the new primary, a reply
-//! listener resubscribes, and a blocked pop gives up its wait. When the
-//! watcher had to subscribe again (its sentinel went away), it asks which
-//! primary is current and counts a switch if it is not the last one
-//! connected to.
+//! keeps accepting writes that are lost when it becomes a replica. So a
+//! Sentinel target also follows the sentinels' failover events
+//! ([`failover`]): connections made before a switch are dropped at their
+//! next use and made again where the events say, a reply listener
+//! resubscribes, and a blocked pop gives up its wait.
+
+mod failover;
 
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
-use futures_util::StreamExt;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisResult};
 use tokio::sync::watch;
 
 use crate::url::{Kind, SentinelSpec};
 use crate::{RedisCa, RedisUrl};
-
-/// The channel on which sentinels announce a new primary: `<service>
-/// <old ip> <old port> <new ip> <new port>`.
-const SWITCH_CHANNEL: &str = "+switch-master";
-/// Bound on connecting and subscribing to one sentinel.
-const SENTINEL_TIMEOUT: Duration = Duration::from_secs(2);
-/// Cap of the watcher's backoff while no sentinel answers.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Where connections of one URL go. See the module docs.
 pub(crate) enum Target {
@@ -47,16 +35,15 @@ pub(crate) struct SentinelTarget {
     /// The lock serialises the lookups (redis-rs keeps one cached
     /// connection per sentinel).
     client: tokio::sync::Mutex<SentinelClient>,
-    service: String,
-    /// The sentinels, for the switch watcher.
+    /// The sentinels, for the event watcher.
     sentinels: Vec<ConnectionInfo>,
-    /// Switches seen so far (see the module docs).
-    switches: Arc<watch::Sender<u64>>,
-    /// The switch watcher, started by the first lookup (inside a runtime)
+    /// How the primary's connections are made (database, credentials).
+    node: redis::RedisConnectionInfo,
+    /// What the sentinels' events say (see the module docs).
+    failovers: Arc<failover::Failovers>,
+    /// The event watcher, started by the first lookup (inside a runtime)
     /// and stopped when the target is dropped.
     watcher: OnceLock<tokio::task::JoinHandle<()>>,
-    /// The primary of the latest lookup.
-    last: Arc<Mutex<Option<(String, u16)>>>,
 }
 
 impl Drop for SentinelTarget {
@@ -125,6 +112,13 @@ impl Target {
             Target::Direct(client) => Ok(client.clone()),
             Target::Sentinel(sentinel) => {
                 sentinel.start_watcher();
+                if let Some((host, port)) = sentinel.failovers.announced() {
+                    let info = ConnectionAddr::Tcp(host, port)
+                        .into_connection_info()?
+                        .set_redis_settings(sentinel.node.clone())
+                        .set_tcp_settings(tcp_settings());
+                    return redis::Client::open(info);
+                }
                 // Boxed: the lookup's future is deeply nested, and every
                 // future that connects (up to a websocket connection's)
                 // would carry its type.
@@ -132,7 +126,7 @@ impl Target {
                     Box::pin(async move { sentinel.client.lock().await.async_get_client().await });
                 let client = lookup.await?;
                 if let ConnectionAddr::Tcp(host, port) = client.get_connection_info().addr() {
-                    *lock(&sentinel.last) = Some((host.clone(), *port));
+                    sentinel.failovers.looked_up((host.clone(), *port));
                 }
                 Ok(client)
             }
@@ -143,7 +137,7 @@ impl Target {
     pub(crate) fn switch_count(&self) -> u64 {
         match self {
             Target::Direct(_) => 0,
-            Target::Sentinel(sentinel) => *sentinel.switches.borrow(),
+            Target::Sentinel(sentinel) => sentinel.failovers.count(),
         }
     }
 
@@ -152,7 +146,7 @@ impl Target {
     pub(crate) fn switches(&self) -> Option<watch::Receiver<u64>> {
         match self {
             Target::Direct(_) => None,
-            Target::Sentinel(sentinel) => Some(sentinel.switches.subscribe()),
+            Target::Sentinel(sentinel) => Some(sentinel.failovers.switches()),
         }
     }
 }
@@ -207,98 +201,30 @@ impl SentinelTarget {
                     .map(|info| info.set_redis_settings(redis))
             })
             .collect::<RedisResult<Vec<_>>>()?;
+        let mut node = redis::RedisConnectionInfo::default().set_db(spec.db);
+        if let Some(user) = &spec.username {
+            node = node.set_username(user);
+        }
+        if let Some(password) = &spec.password {
+            node = node.set_password(password);
+        }
         Ok(SentinelTarget {
             client: tokio::sync::Mutex::new(builder.build()?),
-            service: spec.service.clone(),
             sentinels,
-            switches: Arc::new(watch::channel(0).0),
+            node,
+            failovers: Arc::new(failover::Failovers::new(&spec.service)),
             watcher: OnceLock::new(),
-            last: Arc::default(),
         })
     }
 
     fn start_watcher(&self) {
         self.watcher.get_or_init(|| {
-            tokio::spawn(watch_switches(
-                self.sentinels.clone(),
-                self.service.clone(),
-                self.switches.clone(),
-                self.last.clone(),
-            ))
+            let (failovers, sentinels) = (self.failovers.clone(), self.sentinels.clone());
+            tokio::spawn(async move { failovers.watch(sentinels).await })
         });
     }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Subscribes to [`SWITCH_CHANNEL`] on the first sentinel that answers and
-/// counts the switches of `service`; moves on to the next sentinel when the
-/// subscription ends. After a resubscription a switch may have gone unseen:
-/// it asks that sentinel for the primary and counts a switch when it is
-/// not `last` (the primary of the latest lookup).
-async fn watch_switches(
-    sentinels: Vec<ConnectionInfo>,
-    service: String,
-    switches: Arc<watch::Sender<u64>>,
-    last: Arc<Mutex<Option<(String, u16)>>>,
-) {
-    let mut backoff = Duration::ZERO;
-    let mut watched_before = false;
-    loop {
-        for info in &sentinels {
-            let subscribe = async {
-                let mut pubsub = redis::Client::open(info.clone())?
-                    .get_async_pubsub()
-                    .await?;
-                pubsub.subscribe(SWITCH_CHANNEL).await?;
-                Ok::<_, redis::RedisError>(pubsub)
-            };
-            let pubsub = match tokio::time::timeout(SENTINEL_TIMEOUT, subscribe).await {
-                Ok(Ok(pubsub)) => pubsub,
-                Ok(Err(e)) => {
-                    log::debug!("watching sentinel {}: {e}", info.addr());
-                    continue;
-                }
-                Err(_) => continue,
-            };
-            if watched_before {
-                let named = tokio::time::timeout(SENTINEL_TIMEOUT, primary_named(info, &service));
-                let changed = match named.await {
-                    Ok(Ok(named)) => lock(&last).as_ref() != Some(&named),
-                    // Unknown: count it, a reconnect costs little.
-                    _ => true,
-                };
-                if changed {
-                    switches.send_modify(|n| *n += 1);
-                }
-            }
-            watched_before = true;
-            backoff = Duration::ZERO;
-            let mut messages = pubsub.into_on_message();
-            while let Some(message) = messages.next().await {
-                let payload: String = message.get_payload().unwrap_or_default();
-                if payload.split(' ').next() == Some(service.as_str()) {
-                    log::info!("the sentinels switched the primary of {service}: {payload}");
-                    switches.send_modify(|n| *n += 1);
-                }
-            }
-            log::debug!("lost the subscription to sentinel {}", info.addr());
-        }
-        backoff = (backoff * 2).clamp(Duration::from_millis(100), MAX_BACKOFF);
-        tokio::time::sleep(backoff).await;
-    }
-}
-
-/// The primary of `service` as the sentinel at `info` names it.
-async fn primary_named(info: &ConnectionInfo, service: &str) -> RedisResult<(String, u16)> {
-    let mut conn = redis::Client::open(info.clone())?
-        .get_multiplexed_async_connection()
-        .await?;
-    redis::cmd("SENTINEL")
-        .arg("GET-MASTER-ADDR-BY-NAME")
-        .arg(service)
-        .query_async(&mut conn)
-        .await
 }
