@@ -232,7 +232,19 @@ impl Conn {
     /// Turns a failed request into our error, dropping the connection when the
     /// failure was at the connection level.
     pub(crate) fn fail(&self, err: RedisError) -> Error {
-        if is_connection_error(&err) || names_a_demoted_primary(&err.to_string()) {
+        if names_a_demoted_primary(&err.to_string()) && !is_connection_error(&err) {
+            // The server is (or is turning into) a replica: connect again,
+            // asking the sentinels, after a short backoff; a promotion takes
+            // a moment, and a retry at once would be refused again.
+            // Only the first refusal on a connection counts: the requests in
+            // flight with it are refused together.
+            let reason = err.to_string();
+            let mut state = self.lock();
+            if state.conn.is_some() {
+                self.note_down(&mut state, &reason);
+            }
+            self.unavailable(&reason)
+        } else if is_connection_error(&err) {
             let reason = err.to_string();
             let mut state = self.lock();
             if state.conn.is_some() {
