@@ -78,10 +78,11 @@ impl Conn {
             },
             other => other,
         })?;
-        let target = Target::shared(&url, settings.ca.as_ref()).map_err(|e| Error::Unavailable {
-            url: url.to_string(),
-            reason: format!("invalid redis url: {e}"),
-        })?;
+        let target =
+            Target::shared(&url, settings.ca.as_ref()).map_err(|e| Error::Unavailable {
+                url: url.to_string(),
+                reason: format!("invalid redis url: {e}"),
+            })?;
         Ok(Conn {
             target,
             url: url.to_string(),

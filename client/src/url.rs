@@ -405,7 +405,10 @@ mod tests {
         .expect("valid");
         assert!(url.is_sentinel());
         assert!(!url.is_tls());
-        assert!(!url.is_loopback(), "its primary is known only once asked for");
+        assert!(
+            !url.is_loopback(),
+            "its primary is known only once asked for"
+        );
         assert_eq!(url.host_port(), None);
         assert_eq!(
             format!("{url} {url:?}"),
@@ -417,12 +420,17 @@ mod tests {
         };
         assert_eq!(spec.service, "mymaster");
         assert_eq!(spec.db, 2);
-        assert!(!RedisUrl::parse("redis://127.0.0.1").expect("valid").is_sentinel());
+        assert!(
+            !RedisUrl::parse("redis://127.0.0.1")
+                .expect("valid")
+                .is_sentinel()
+        );
     }
 
     #[test]
     fn a_bad_sentinel_url_is_an_invalid_url_naming_the_problem_without_credentials() {
-        let e = RedisUrl::parse("redis+sentinel://u:hunter2@h:99999/mymaster").expect_err("bad port");
+        let e =
+            RedisUrl::parse("redis+sentinel://u:hunter2@h:99999/mymaster").expect_err("bad port");
         let Error::InvalidUrl { url, reason } = &e else {
             panic!("{e:?}");
         };

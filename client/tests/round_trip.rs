@@ -224,8 +224,7 @@ async fn connecting_to_a_dead_redis_fails_fast_as_unavailable() {
     let port = testkit::free_port();
     let err = Client::connect(&format!("redis://127.0.0.1:{port}/"))
         .await
-        .err()
-        .expect("nothing listens there");
+        .expect_err("nothing listens there");
     assert!(matches!(err, client::Error::Unavailable { .. }), "{err:?}");
 }
 

@@ -32,8 +32,8 @@ use clap::Parser;
 
 pub mod admin;
 pub mod circles;
-pub mod clients;
 pub mod cli;
+pub mod clients;
 pub mod config;
 pub mod logging;
 pub mod monitor;

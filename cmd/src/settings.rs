@@ -268,7 +268,11 @@ fn delivered_ttl(given: Option<Duration>, result_ttl: Duration) -> anyhow::Resul
 /// sentinels) is a usage error.
 fn redis_url(url: &str) -> anyhow::Result<RedisUrl> {
     config::redis_url(url).map_err(|problem| {
-        UsageError(format!("--redis-url {} {problem}", client::url::redact(url))).into()
+        UsageError(format!(
+            "--redis-url {} {problem}",
+            client::url::redact(url)
+        ))
+        .into()
     })
 }
 

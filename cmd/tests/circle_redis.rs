@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{Orchestrator, Sandbox, connect, play, port, run_to_end};
 use serde_json::json;
-use testkit::{Reply, RedisServer, command};
+use testkit::{RedisServer, Reply, command};
 
 /// Every key of the Redis on `port`.
 fn keys(port: u16) -> Vec<String> {
@@ -37,7 +37,11 @@ async fn play_three(ws_port: u16, name: &str) -> Vec<String> {
     let mut ids = Vec::new();
     for i in 1..=3 {
         let reply = play(&mut ws, i, &format!("\"{name}\" + {i}")).await;
-        assert_eq!(reply["result"]["output"], json!(format!("{name}{i}")), "{reply}");
+        assert_eq!(
+            reply["result"]["output"],
+            json!(format!("{name}{i}")),
+            "{reply}"
+        );
         ids.push(
             reply["result"]["task_id"]
                 .as_str()
@@ -70,15 +74,27 @@ async fn a_circle_with_its_own_redis_keeps_all_its_keys_there_and_none_on_the_de
     let (on_main, on_own) = (keys(main.port()), keys(own.port()));
     let task_key = |id: &String| format!("rhai_task_details:{id}");
     for id in &alpha {
-        assert!(on_main.contains(&task_key(id)), "{id} not on main: {on_main:?}");
+        assert!(
+            on_main.contains(&task_key(id)),
+            "{id} not on main: {on_main:?}"
+        );
         assert!(!on_own.contains(&task_key(id)), "{id} on own: {on_own:?}");
     }
     for id in beta.iter().chain(&gamma) {
-        assert!(on_own.contains(&task_key(id)), "{id} not on own: {on_own:?}");
-        assert!(!on_main.contains(&task_key(id)), "{id} on main: {on_main:?}");
+        assert!(
+            on_own.contains(&task_key(id)),
+            "{id} not on own: {on_own:?}"
+        );
+        assert!(
+            !on_main.contains(&task_key(id)),
+            "{id} on main: {on_main:?}"
+        );
     }
     for queue in ["beta", "gamma"] {
-        for key in [format!("rhai_stats:{queue}"), format!("rhai_queue_owner:{queue}")] {
+        for key in [
+            format!("rhai_stats:{queue}"),
+            format!("rhai_queue_owner:{queue}"),
+        ] {
             assert!(on_own.contains(&key), "{key} not on own: {on_own:?}");
         }
         assert!(
@@ -86,7 +102,10 @@ async fn a_circle_with_its_own_redis_keeps_all_its_keys_there_and_none_on_the_de
             "a key of {queue} on main: {on_main:?}"
         );
     }
-    assert!(on_main.contains(&"rhai_stats:alpha".to_string()), "{on_main:?}");
+    assert!(
+        on_main.contains(&"rhai_stats:alpha".to_string()),
+        "{on_main:?}"
+    );
     assert!(
         !on_own.iter().any(|k| k.contains("alpha")),
         "a key of alpha on own: {on_own:?}"
@@ -119,7 +138,13 @@ fn a_bad_redis_url_of_a_circle_exits_2_naming_the_circle_and_hiding_the_password
          "redis": "redis+sentinel://u:hunter2@127.0.0.1:26379,127.0.0.1:0/mymaster"}]"#;
     let (code, err) = run(circles, "redis://127.0.0.1:1");
     assert_eq!(code, 2, "{err}");
-    for needle in ["circles.json", "name \"Beta\"", "\"redis\"", "sentinel 2", "port \"0\""] {
+    for needle in [
+        "circles.json",
+        "name \"Beta\"",
+        "\"redis\"",
+        "sentinel 2",
+        "port \"0\"",
+    ] {
         assert!(err.contains(needle), "{needle:?} missing from: {err}");
     }
     assert!(!err.contains("hunter2"), "{err}");
@@ -129,8 +154,14 @@ fn a_bad_redis_url_of_a_circle_exits_2_naming_the_circle_and_hiding_the_password
 fn a_bad_sentinel_redis_url_exits_2_saying_what_is_wrong() {
     let circles = r#"[{"id": 1, "name": "Alpha", "port": 1}]"#;
     for (url, says) in [
-        ("redis+sentinel://:hunter2@127.0.0.1:26379", "no service name"),
-        ("redis+sentinel://127.0.0.1:26379/mymaster/zero", "database \"zero\""),
+        (
+            "redis+sentinel://:hunter2@127.0.0.1:26379",
+            "no service name",
+        ),
+        (
+            "redis+sentinel://127.0.0.1:26379/mymaster/zero",
+            "database \"zero\"",
+        ),
         ("rediss+sentinel://127.0.0.1:26379/mymaster", "TLS"),
     ] {
         let (code, err) = run(circles, url);

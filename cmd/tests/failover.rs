@@ -52,12 +52,19 @@ async fn load(ws_port: u16, lane: u64, stop: Arc<AtomicBool>, log: Arc<Mutex<Vec
             .unwrap_or_else(|_| panic!("play {id} hung: no answer within {HANG:?}"));
         let outcome = match reply.get("result") {
             Some(result) => {
-                assert_eq!(result["output"], Value::from((n * 2).to_string()), "{reply}");
+                assert_eq!(
+                    result["output"],
+                    Value::from((n * 2).to_string()),
+                    "{reply}"
+                );
                 Ok(result["task_id"].as_str().expect("task id").to_string())
             }
             None => Err((
                 reply["error"]["code"].as_i64().unwrap_or_default(),
-                reply["error"]["message"].as_str().unwrap_or_default().to_string(),
+                reply["error"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
             )),
         };
         let answered = Instant::now();
@@ -178,7 +185,10 @@ async fn a_forced_failover_under_load_is_followed_without_restart_and_keeps_repl
     // Every play ended with a result or a clear error (none hung: the loops
     // returned); an error is the broker being unavailable or the task
     // timing out, with a message.
-    let errors: Vec<&(i64, String)> = log.iter().filter_map(|p| p.outcome.as_ref().err()).collect();
+    let errors: Vec<&(i64, String)> = log
+        .iter()
+        .filter_map(|p| p.outcome.as_ref().err())
+        .collect();
     for (code, message) in &errors {
         assert!(
             [-32002, -32001, -32000].contains(code) && !message.is_empty(),
@@ -195,7 +205,11 @@ async fn a_forced_failover_under_load_is_followed_without_restart_and_keeps_repl
             .arg("status")
             .query(&mut conn)
             .expect("HGET");
-        assert_eq!(status.as_deref(), Some("completed"), "task {id} on the new primary");
+        assert_eq!(
+            status.as_deref(),
+            Some("completed"),
+            "task {id} on the new primary"
+        );
     }
     // The last plays ran on the new primary: nothing stayed on the old one.
     let mut last_of_each_lane = std::collections::HashMap::new();
@@ -210,7 +224,10 @@ async fn a_forced_failover_under_load_is_followed_without_restart_and_keeps_repl
             .arg(format!("rhai_task_details:{id}"))
             .query(&mut conn)
             .expect("EXISTS");
-        assert!(exists, "task {id}, among the last played, is not on the new primary");
+        assert!(
+            exists,
+            "task {id}, among the last played, is not on the new primary"
+        );
     }
 
     // Figures for the record (not asserted): how long the sentinels took,
@@ -219,7 +236,10 @@ async fn a_forced_failover_under_load_is_followed_without_restart_and_keeps_repl
     // not have (written to the old primary after the replica took over:
     // Redis Sentinel gives no guarantee for those).
     let mut window_lost = 0;
-    for p in log.iter().filter(|p| p.answered > started && p.sent < switched) {
+    for p in log
+        .iter()
+        .filter(|p| p.answered > started && p.sent < switched)
+    {
         if let Ok(id) = &p.outcome {
             let exists: bool = redis::cmd("EXISTS")
                 .arg(format!("rhai_task_details:{id}"))
@@ -234,7 +254,11 @@ async fn a_forced_failover_under_load_is_followed_without_restart_and_keeps_repl
         .map(|p| p.answered)
         .collect();
     done.sort();
-    let gap = done.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
+    let gap = done
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
     let mut by_code = std::collections::BTreeMap::new();
     for (code, _) in &errors {
         *by_code.entry(*code).or_insert(0) += 1;

@@ -92,7 +92,11 @@ impl RedisServer {
         Self::start_full(
             false,
             None,
-            vec!["--replicaof".into(), "127.0.0.1".into(), primary_port.to_string()],
+            vec![
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                primary_port.to_string(),
+            ],
         )
     }
 

@@ -51,8 +51,12 @@ impl Reply {
 pub fn command(port: u16, args: &[&str]) -> Result<Reply, String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     let timeout = Some(Duration::from_secs(2));
-    stream.set_read_timeout(timeout).map_err(|e| e.to_string())?;
-    stream.set_write_timeout(timeout).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(timeout)
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_write_timeout(timeout)
+        .map_err(|e| e.to_string())?;
     let mut out = format!("*{}\r\n", args.len());
     for arg in args {
         out.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
@@ -68,7 +72,10 @@ fn read_reply(reader: &mut impl BufRead) -> Result<Reply, String> {
     reader.read_line(&mut line).map_err(|e| e.to_string())?;
     let line = line.trim_end_matches("\r\n");
     let (kind, rest) = line.split_at_checked(1).ok_or("connection closed")?;
-    let number = || rest.parse::<i64>().map_err(|e| format!("bad length {rest:?}: {e}"));
+    let number = || {
+        rest.parse::<i64>()
+            .map_err(|e| format!("bad length {rest:?}: {e}"))
+    };
     match kind {
         "+" => Ok(Reply::Status(rest.to_string())),
         "-" => Ok(Reply::Error(rest.to_string())),
@@ -80,7 +87,9 @@ fn read_reply(reader: &mut impl BufRead) -> Result<Reply, String> {
             let mut buf = vec![0; len + 2];
             reader.read_exact(&mut buf).map_err(|e| e.to_string())?;
             buf.truncate(len);
-            Ok(Reply::Bulk(Some(String::from_utf8_lossy(&buf).into_owned())))
+            Ok(Reply::Bulk(Some(
+                String::from_utf8_lossy(&buf).into_owned(),
+            )))
         }
         "*" => {
             let Ok(len) = usize::try_from(number()?) else {

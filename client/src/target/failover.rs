@@ -161,7 +161,11 @@ impl Failovers {
                     && words.get(1) == Some(&self.service.as_str()) =>
             {
                 let mut primary = lock(&self.primary);
-                if primary.announced.as_ref().is_some_and(|(.., promoting)| *promoting) {
+                if primary
+                    .announced
+                    .as_ref()
+                    .is_some_and(|(.., promoting)| *promoting)
+                {
                     primary.announced = None;
                     primary.current = None;
                     drop(primary);
@@ -255,7 +259,10 @@ mod tests {
         assert_eq!(f.count(), 0);
         f.on_event(PROMOTING, "slave 10.0.0.1:2 10.0.0.1 2 @ other 10.0.0.1 1");
         assert_eq!((f.count(), f.announced()), (0, None));
-        f.on_event(PROMOTING, "slave 10.0.0.1:2 10.0.0.1 2 @ circles 10.0.0.1 1");
+        f.on_event(
+            PROMOTING,
+            "slave 10.0.0.1:2 10.0.0.1 2 @ circles 10.0.0.1 1",
+        );
         assert_eq!((f.count(), f.announced()), (1, Some(addr(2))));
         // Every sentinel announces the switch; connections are already there.
         for _ in 0..3 {
@@ -280,7 +287,10 @@ mod tests {
     fn an_aborted_promotion_sends_connections_back() {
         let f = Failovers::new("circles");
         f.looked_up(addr(1));
-        f.on_event(PROMOTING, "slave 10.0.0.1:2 10.0.0.1 2 @ circles 10.0.0.1 1");
+        f.on_event(
+            PROMOTING,
+            "slave 10.0.0.1:2 10.0.0.1 2 @ circles 10.0.0.1 1",
+        );
         f.on_event("-failover-abort-slave-timeout", "master circles 10.0.0.1 1");
         assert_eq!((f.count(), f.announced()), (2, None));
         // The next lookup names the old primary again: no further switch.

@@ -86,8 +86,10 @@ pub(crate) fn parse(url: &str) -> Result<SentinelSpec, String> {
     }
     let rest = &url[SCHEME.len() + 3..];
     if rest.contains('#') {
-        return Err("a sentinel URL takes no #fragment (percent-encode a '#' in a password as %23)"
-            .to_string());
+        return Err(
+            "a sentinel URL takes no #fragment (percent-encode a '#' in a password as %23)"
+                .to_string(),
+        );
     }
     let (before_query, query) = match rest.split_once('?') {
         Some((b, q)) => (b, Some(q)),
@@ -113,17 +115,22 @@ pub(crate) fn parse(url: &str) -> Result<SentinelSpec, String> {
             let pass = pass
                 .map(|p| decode(p).map_err(|e| format!("the password {e}")))
                 .transpose()?;
-            (Some(user).filter(|u| !u.is_empty()), pass.filter(|p| !p.is_empty()))
+            (
+                Some(user).filter(|u| !u.is_empty()),
+                pass.filter(|p| !p.is_empty()),
+            )
         }
     };
     let nodes = hosts
         .split(',')
         .enumerate()
-        .map(|(i, node)| parse_node(node).map_err(|e| format!("sentinel {} ({node:?}): {e}", i + 1)))
+        .map(|(i, node)| {
+            parse_node(node).map_err(|e| format!("sentinel {} ({node:?}): {e}", i + 1))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let mut segments = path.split('/');
-    let service = decode(segments.next().unwrap_or_default())
-        .map_err(|e| format!("the service name {e}"))?;
+    let service =
+        decode(segments.next().unwrap_or_default()).map_err(|e| format!("the service name {e}"))?;
     if service.is_empty() {
         return Err(format!("the service name is empty; {EXAMPLE}"));
     }
@@ -150,7 +157,11 @@ pub(crate) fn parse(url: &str) -> Result<SentinelSpec, String> {
         sentinel_username: None,
         sentinel_password: None,
     };
-    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let value = decode(value).map_err(|e| format!("query parameter {key} {e}"))?;
         let value = Some(value).filter(|v| !v.is_empty());
@@ -271,7 +282,10 @@ mod tests {
         assert_eq!(spec.username, None);
         assert_eq!(spec.password, None);
         let spec = parse("REDIS+SENTINEL://:pw@h:1/m/").expect("valid");
-        assert_eq!((spec.username, spec.password.as_deref()), (None, Some("pw")));
+        assert_eq!(
+            (spec.username, spec.password.as_deref()),
+            (None, Some("pw"))
+        );
     }
 
     #[test]
@@ -285,8 +299,14 @@ mod tests {
             ("redis+sentinel://[::1/m", "closing ']'"),
             ("redis+sentinel://h/m/x", "database \"x\""),
             ("redis+sentinel://h/m/-1", "database \"-1\""),
-            ("redis+sentinel://h/m/0/extra", "unexpected path segment \"extra\""),
-            ("redis+sentinel://h/m?db=1", "unknown query parameter \"db\""),
+            (
+                "redis+sentinel://h/m/0/extra",
+                "unexpected path segment \"extra\"",
+            ),
+            (
+                "redis+sentinel://h/m?db=1",
+                "unknown query parameter \"db\"",
+            ),
             ("redis+sentinel://h/m%zz", "service name has a '%'"),
             ("rediss+sentinel://h/m", "TLS"),
             ("redis+sentinel://h/m#x", "fragment"),

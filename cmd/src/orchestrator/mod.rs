@@ -257,11 +257,8 @@ impl Running {
             })?,
             s = signals.next() => bail!("{s} during start-up; nothing was started"),
         };
-        let clients = crate::clients::Clients::new(
-            client.clone(),
-            redis.clone(),
-            client_options(settings),
-        );
+        let clients =
+            crate::clients::Clients::new(client.clone(), redis.clone(), client_options(settings));
         tokio::select! {
             c = clients.connect_for(&settings.circles) => c?,
             s = signals.next() => bail!("{s} during start-up; nothing was started"),
