@@ -1,8 +1,9 @@
 //! A circle's own `"redis"` in circles.json, through the built binary: its
 //! keys (tasks, counters, owner, heartbeats) and its reply listener live on
 //! that Redis only, the other circles' on `--redis-url` only, and circles
-//! that share a URL share its task client. A bad URL, there or in
-//! `--redis-url` (`redis+sentinel://` included), exits 2 naming what is wrong.
+//! that share a URL share its task client; a reload that gives a circle its
+//! own Redis moves it there. A bad URL, there or in `--redis-url`
+//! (`redis+sentinel://` included), exits 2 naming what is wrong.
 
 mod common;
 
@@ -114,6 +115,39 @@ async fn a_circle_with_its_own_redis_keeps_all_its_keys_there_and_none_on_the_de
     // Redis; Alpha's is on the default.
     assert_eq!(reply_channels(own.port()), 1);
     assert_eq!(reply_channels(main.port()), 1);
+    let status = o.stop();
+    assert!(status.success(), "{status}\n{}", o.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_gives_a_circle_its_own_redis_moves_its_tasks_there() {
+    let main = RedisServer::start();
+    let own = RedisServer::start();
+    let sandbox = Sandbox::new();
+    let a = port();
+    let config = sandbox.write(
+        "circles.json",
+        &json!([{"id": 1, "name": "Alpha", "port": a}]).to_string(),
+    );
+    let mut o = Orchestrator::start(&sandbox, &config, &main.url(), &[]);
+    o.wait_table();
+    let before = play_three(a, "alpha").await;
+    sandbox.write(
+        "circles.json",
+        &json!([{"id": 1, "name": "Alpha", "port": a, "redis": own.url()}]).to_string(),
+    );
+    o.signal("HUP");
+    o.wait_stdout("reload applied", Duration::from_secs(30));
+    let after = play_three(a, "alpha").await;
+    let (on_main, on_own) = (keys(main.port()), keys(own.port()));
+    let task_key = |id: &String| format!("rhai_task_details:{id}");
+    for id in &before {
+        assert!(on_main.contains(&task_key(id)), "{id} not on main: {on_main:?}");
+    }
+    for id in &after {
+        assert!(on_own.contains(&task_key(id)), "{id} not on own: {on_own:?}");
+        assert!(!on_main.contains(&task_key(id)), "{id} on main: {on_main:?}");
+    }
     let status = o.stop();
     assert!(status.success(), "{status}\n{}", o.stderr());
 }
