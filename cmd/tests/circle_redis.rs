@@ -142,11 +142,20 @@ async fn a_reload_that_gives_a_circle_its_own_redis_moves_its_tasks_there() {
     let (on_main, on_own) = (keys(main.port()), keys(own.port()));
     let task_key = |id: &String| format!("rhai_task_details:{id}");
     for id in &before {
-        assert!(on_main.contains(&task_key(id)), "{id} not on main: {on_main:?}");
+        assert!(
+            on_main.contains(&task_key(id)),
+            "{id} not on main: {on_main:?}"
+        );
     }
     for id in &after {
-        assert!(on_own.contains(&task_key(id)), "{id} not on own: {on_own:?}");
-        assert!(!on_main.contains(&task_key(id)), "{id} on main: {on_main:?}");
+        assert!(
+            on_own.contains(&task_key(id)),
+            "{id} not on own: {on_own:?}"
+        );
+        assert!(
+            !on_main.contains(&task_key(id)),
+            "{id} on main: {on_main:?}"
+        );
     }
     let status = o.stop();
     assert!(status.success(), "{status}\n{}", o.stderr());

@@ -80,7 +80,7 @@ impl SentinelGroup {
     }
 
     /// The `redis+sentinel://` URL of the group (its three sentinels, service
-    /// [`SERVICE`], database 0).
+    /// `circles`, database 0).
     pub fn url(&self) -> String {
         let nodes: Vec<String> = self
             .sentinels

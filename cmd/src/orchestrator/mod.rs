@@ -248,6 +248,17 @@ impl Running {
         let redis = &settings.redis;
         let client = tokio::select! {
             c = client::Client::connect_with(redis.as_str(), client_options(settings)) => c.with_context(|| {
+                if redis.is_sentinel() {
+                    return format!(
+                        "cannot connect the task client to redis at {redis}. Fix: check that \
+                         the sentinels listen there and monitor that service (`SENTINEL \
+                         GET-MASTER-ADDR-BY-NAME <service>` on one of them names its primary), \
+                         and that the primary answers; a primary that wants a password gets it \
+                         in the URL (redis+sentinel://:PASSWORD@HOST:PORT/SERVICE), sentinels \
+                         that want one get ?sentinel_password=…; the cause below is what was \
+                         answered"
+                    );
+                }
                 format!(
                     "cannot connect the task client to redis at {redis}. Fix: check that a \
                      Redis server (6.2 or newer) listens there, not another program; a Redis \
