@@ -124,7 +124,16 @@ impl Target {
                 // would carry its type.
                 let lookup: std::pin::Pin<Box<dyn Future<Output = _> + Send + '_>> =
                     Box::pin(async move { sentinel.client.lock().await.async_get_client().await });
-                let client = lookup.await?;
+                let client = lookup.await.map_err(|e| {
+                    redis::RedisError::from((
+                        e.kind(),
+                        "no primary from the sentinels",
+                        format!(
+                            "asking them for the primary of {:?} and checking its role: {e}",
+                            sentinel.failovers.service()
+                        ),
+                    ))
+                })?;
                 if let ConnectionAddr::Tcp(host, port) = client.get_connection_info().addr() {
                     sentinel.failovers.looked_up((host.clone(), *port));
                 }

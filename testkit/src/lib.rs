@@ -15,8 +15,7 @@
 //! # drop(url);
 //! ```
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,7 +23,7 @@ use std::time::{Duration, Instant};
 mod resp;
 mod sentinel;
 
-pub use resp::{Reply, command};
+pub use resp::{Reply, command, command_as};
 pub use sentinel::SentinelGroup;
 
 /// How long a fresh `redis-server` may take to answer `PING`.
@@ -85,19 +84,12 @@ impl RedisServer {
         Self::start_inner(append_only, None)
     }
 
-    /// Starts a replica of the server on `primary_port` (127.0.0.1),
-    /// persistence off. It answers `PING` before its first sync is done;
-    /// [`SentinelGroup::start`] waits for the link.
-    pub fn start_replica_of(primary_port: u16) -> Self {
-        Self::start_full(
-            false,
-            None,
-            vec![
-                "--replicaof".into(),
-                "127.0.0.1".into(),
-                primary_port.to_string(),
-            ],
-        )
+    /// Starts a server with further `redis-server` arguments (for example
+    /// `--replicaof 127.0.0.1 <port>`, `--requirepass <password>`),
+    /// persistence off. A server that wants a password counts as up when it
+    /// asks for it.
+    pub fn start_with_args(args: &[&str]) -> Self {
+        Self::start_full(false, None, args.iter().map(|a| a.to_string()).collect())
     }
 
     fn start_inner(append_only: bool, tls: Option<Tls>) -> Self {
@@ -294,16 +286,13 @@ pub fn free_port() -> u16 {
         .expect("bind 127.0.0.1:0 to find a free port")
 }
 
+/// Whether the server on `port` answers `PING` (or asks for a password).
 fn ping(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    if stream.write_all(b"PING\r\n").is_err() {
-        return false;
+    match command(port, &["PING"]) {
+        Ok(Reply::Status(pong)) => pong == "PONG",
+        Ok(Reply::Error(e)) => e.starts_with("NOAUTH"),
+        _ => false,
     }
-    let mut buf = [0u8; 7];
-    stream.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
@@ -323,6 +312,9 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
     use super::*;
 
     #[test]

@@ -49,6 +49,11 @@ impl Reply {
 /// Sends one command to the server on 127.0.0.1:`port` and reads its reply
 /// (2 s timeouts); `Err` says what failed.
 pub fn command(port: u16, args: &[&str]) -> Result<Reply, String> {
+    command_as(port, None, args)
+}
+
+/// [`command`] after `AUTH password` when a password is given.
+pub fn command_as(port: u16, password: Option<&str>, args: &[&str]) -> Result<Reply, String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     let timeout = Some(Duration::from_secs(2));
     stream
@@ -57,14 +62,30 @@ pub fn command(port: u16, args: &[&str]) -> Result<Reply, String> {
     stream
         .set_write_timeout(timeout)
         .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    if let Some(password) = password {
+        out.push_str(&encode(&["AUTH", password]));
+    }
+    out.push_str(&encode(args));
+    stream
+        .write_all(out.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(stream);
+    if password.is_some() {
+        let auth = read_reply(&mut reader)?;
+        if auth != Reply::Status("OK".into()) {
+            return Err(format!("AUTH refused: {auth:?}"));
+        }
+    }
+    read_reply(&mut reader)
+}
+
+fn encode(args: &[&str]) -> String {
     let mut out = format!("*{}\r\n", args.len());
     for arg in args {
         out.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
     }
-    stream
-        .write_all(out.as_bytes())
-        .map_err(|e| e.to_string())?;
-    read_reply(&mut BufReader::new(stream))
+    out
 }
 
 fn read_reply(reader: &mut impl BufRead) -> Result<Reply, String> {

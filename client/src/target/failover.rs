@@ -72,6 +72,11 @@ impl Failovers {
         }
     }
 
+    /// The monitored service's name.
+    pub(crate) fn service(&self) -> &str {
+        &self.service
+    }
+
     /// Switches counted so far.
     pub(crate) fn count(&self) -> u64 {
         *self.switches.borrow()
