@@ -189,7 +189,9 @@ impl Conn {
         if state.switches == self.target.switch_count() {
             return Some((conn, state.generation));
         }
-        log::info!(
+        // One info line per event is logged by the target; one per
+        // connection would be hundreds.
+        log::debug!(
             "the primary of redis at {} changed; reconnecting ({})",
             self.url,
             self.role
