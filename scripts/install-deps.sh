@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing circles needs on Debian/Ubuntu:
-# redis-server (the broker; tests start their own), tmux (the live-table test
+# redis-server (the broker; tests start their own), redis-sentinel (the
+# failover tests start three; without it they run `redis-server --sentinel`,
+# the same program), tmux (the live-table test
 # drives a real terminal), promtool (Debian package prometheus: the metrics
 # test checks a scrape with it), and for the browser tests Debian's chromium plus
 # Playwright for Python (the version pinned in cmd/tests/browser/requirements.txt)
@@ -12,6 +14,7 @@ cd "$(dirname "$0")/.."
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-sentinel >/dev/null 2>&1 || need+=(redis-sentinel)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
 # promtool comes with Debian's prometheus; its recommends (exporters,
 # daemons) are left out.

@@ -6,12 +6,13 @@
 //! so an outage costs one connection attempt per backoff step, not one per
 //! request. The outage is logged once when it starts and once when it ends.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError};
 
+use crate::target::Target;
 use crate::{Error, RedisUrl, Result};
 
 /// Timeouts and backoff of a [`Conn`].
@@ -49,11 +50,15 @@ struct State {
     down_since: Option<Instant>,
     /// Bumped on every new connection, so a caller can tell a reconnect.
     generation: u64,
+    /// The target's switch count when the connection was made: a
+    /// connection made before a switch of the primary is not used again.
+    switches: u64,
 }
 
 /// A connection that reconnects on demand. See the module docs.
 pub(crate) struct Conn {
-    client: redis::Client,
+    /// Resolved again at every connect (a Sentinel URL follows a failover).
+    target: Arc<Target>,
     /// URL without credentials, for messages.
     url: String,
     /// What the connection is for, for log lines.
@@ -73,21 +78,13 @@ impl Conn {
             },
             other => other,
         })?;
-        // TCP_NODELAY: requests are small and pipelined; Nagle's algorithm
-        // would hold a second request back until the first is acknowledged.
-        let info = url
-            .connection_info()
-            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        let client = match &settings.ca {
-            Some(ca) => redis::Client::build_with_tls(info, ca.certificates()),
-            None => redis::Client::open(info),
-        }
-        .map_err(|e| Error::Unavailable {
-            url: url.to_string(),
-            reason: format!("invalid redis url: {e}"),
-        })?;
+        let target =
+            Target::shared(&url, settings.ca.as_ref()).map_err(|e| Error::Unavailable {
+                url: url.to_string(),
+                reason: format!("invalid redis url: {e}"),
+            })?;
         Ok(Conn {
-            client,
+            target,
             url: url.to_string(),
             role,
             settings,
@@ -101,8 +98,9 @@ impl Conn {
         &self.url
     }
 
-    pub(crate) fn redis_client(&self) -> &redis::Client {
-        &self.client
+    /// Where this connection goes, for another connection to the same place.
+    pub(crate) fn target(&self) -> &Arc<Target> {
+        &self.target
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -119,18 +117,16 @@ impl Conn {
     /// [`Conn::get`] plus the connection's generation, which changes with
     /// every reconnect.
     pub(crate) async fn get_with_generation(&self) -> Result<(MultiplexedConnection, u64)> {
-        {
-            let state = self.lock();
-            if let Some(conn) = state.conn.clone() {
-                return Ok((conn, state.generation));
-            }
+        if let Some(live) = self.live() {
+            return Ok(live);
         }
         let _connecting = self.connecting.lock().await;
+        if let Some(live) = self.live() {
+            return Ok(live);
+        }
+        let switches = self.target.switch_count();
         {
             let state = self.lock();
-            if let Some(conn) = state.conn.clone() {
-                return Ok((conn, state.generation));
-            }
             if let Some(at) = state.retry_at
                 && Instant::now() < at
             {
@@ -142,8 +138,13 @@ impl Conn {
             .set_response_timeout(self.settings.response_timeout);
         let attempt = tokio::time::timeout(
             self.settings.connect_timeout + Duration::from_millis(100),
-            self.client
-                .get_multiplexed_async_connection_with_config(&config),
+            async {
+                self.target
+                    .resolve()
+                    .await?
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+            },
         )
         .await;
         let mut state = self.lock();
@@ -163,6 +164,7 @@ impl Conn {
                 state.retry_at = None;
                 state.backoff = Duration::ZERO;
                 state.generation += 1;
+                state.switches = switches;
                 state.conn = Some(conn.clone());
                 Ok((conn, state.generation))
             }
@@ -177,6 +179,31 @@ impl Conn {
                 Err(self.unavailable(&reason))
             }
         }
+    }
+
+    /// The connection, unless there is none or it was made before the
+    /// latest switch of the primary (then it is dropped).
+    fn live(&self) -> Option<(MultiplexedConnection, u64)> {
+        let mut state = self.lock();
+        let conn = state.conn.clone()?;
+        if state.switches == self.target.switch_count() {
+            return Some((conn, state.generation));
+        }
+        // One info line per event is logged by the target; one per
+        // connection would be hundreds.
+        log::debug!(
+            "the primary of redis at {} changed; reconnecting ({})",
+            self.url,
+            self.role
+        );
+        state.conn = None;
+        None
+    }
+
+    /// A receiver that sees every later switch of the primary (`None` for
+    /// a plain URL); see [`crate::target::switched`].
+    pub(crate) fn switches(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.target.switches()
     }
 
     fn note_down(&self, state: &mut State, reason: &str) {
@@ -208,7 +235,19 @@ impl Conn {
     /// Turns a failed request into our error, dropping the connection when the
     /// failure was at the connection level.
     pub(crate) fn fail(&self, err: RedisError) -> Error {
-        if is_connection_error(&err) {
+        if names_a_demoted_primary(&err.to_string()) && !is_connection_error(&err) {
+            // The server is (or is turning into) a replica: connect again,
+            // asking the sentinels, after a short backoff; a promotion takes
+            // a moment, and a retry at once would be refused again.
+            // Only the first refusal on a connection counts: the requests in
+            // flight with it are refused together.
+            let reason = err.to_string();
+            let mut state = self.lock();
+            if state.conn.is_some() {
+                self.note_down(&mut state, &reason);
+            }
+            self.unavailable(&reason)
+        } else if is_connection_error(&err) {
             let reason = err.to_string();
             let mut state = self.lock();
             if state.conn.is_some() {
@@ -284,6 +323,19 @@ pub(crate) fn is_connection_error(err: &RedisError) -> bool {
         || err.is_unrecoverable_error()
 }
 
+/// Whether an error's text says the server is no longer a primary: a write
+/// refused by a replica, or a blocking command ended because the server
+/// became one. The connection is then dropped, so the next one asks the
+/// sentinels (of a `redis+sentinel://` URL) for the current primary.
+fn names_a_demoted_primary(text: &str) -> bool {
+    // redis-rs writes a known code by its kind's name ("ReadOnly: …"), an
+    // unknown one as sent ("UNBLOCKED …"), also nested in a transaction's.
+    let text = text.to_ascii_lowercase();
+    ["readonly", "unblocked"]
+        .iter()
+        .any(|state| text.contains(state))
+}
+
 /// Whether an error's text names a state Redis passes through on its own
 /// (loading its data, a failover): a transaction aborted by one reports it
 /// only nested in its message ("Transaction aborted: [… BusyLoading …]"),
@@ -296,7 +348,22 @@ fn names_a_passing_state(text: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::names_a_passing_state;
+    use super::{names_a_demoted_primary, names_a_passing_state};
+
+    #[test]
+    fn a_write_refused_by_a_replica_or_an_unblocked_pop_means_a_demoted_primary() {
+        assert!(names_a_demoted_primary(
+            "READONLY You can't write against a read only replica."
+        ));
+        assert!(names_a_demoted_primary(
+            "Transaction aborted: [(Index 0, error: ReadOnly: You can't write against a read \
+             only replica.)]"
+        ));
+        assert!(names_a_demoted_primary(
+            "UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)"
+        ));
+        assert!(!names_a_demoted_primary("LOADING Redis is loading"));
+    }
 
     #[test]
     fn a_transaction_aborted_by_a_loading_redis_is_a_passing_state() {

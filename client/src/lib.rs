@@ -59,6 +59,7 @@ mod kind;
 mod lease;
 mod listener;
 mod scripts;
+mod target;
 mod tls;
 pub mod url;
 
@@ -106,6 +107,18 @@ pub enum Error {
     /// Redis held something that does not follow the protocol.
     #[error("protocol violation: {0}")]
     Protocol(String),
+    /// The task's hash is gone from Redis before its outcome was read: the
+    /// task was lost in a failover of the primary (written to the old one
+    /// after the replica took over), or the data was flushed or expired. It
+    /// may have run.
+    #[error(
+        "task {task_id} is gone from redis before its outcome was read (lost in a failover \
+         of the primary, or its data was flushed or expired); it may have run"
+    )]
+    Lost {
+        /// The task.
+        task_id: String,
+    },
     /// A Redis URL that a connection would refuse ([`RedisUrl::parse`]).
     #[error("{url} is not a redis URL: {reason}")]
     InvalidUrl {

@@ -15,6 +15,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::{oneshot, watch};
 
+use crate::target::{self, Target};
 use crate::{Outcome, fields};
 
 /// Whether the listener is subscribed. Every send wakes the waiters (a
@@ -93,11 +94,13 @@ pub(crate) struct ListenerSettings {
 /// Subscribes once; used by `Client::connect` so a bad URL or a dead Redis
 /// fails the connect instead of surfacing later.
 pub(crate) async fn subscribe(
-    client: &redis::Client,
+    target: &Target,
     settings: &ListenerSettings,
 ) -> Result<redis::aio::PubSub, String> {
     let attempt = async {
-        let mut pubsub = client.get_async_pubsub().await?;
+        // Resolved again on every subscription: after a failover the
+        // listener follows the primary.
+        let mut pubsub = target.resolve().await?.get_async_pubsub().await?;
         pubsub.subscribe(&settings.channel).await?;
         Ok::<_, redis::RedisError>(pubsub)
     };
@@ -113,7 +116,7 @@ pub(crate) async fn subscribe(
 
 /// Runs until aborted: reads notifications, reconnects after a loss.
 pub(crate) async fn run(
-    client: redis::Client,
+    target: Arc<Target>,
     settings: ListenerSettings,
     mut first: Option<redis::aio::PubSub>,
     registry: Arc<Registry>,
@@ -121,10 +124,11 @@ pub(crate) async fn run(
 ) {
     let mut backoff = Duration::ZERO;
     let mut outage_logged = false;
+    let mut switches = target.switches();
     loop {
         let pubsub = match first.take() {
             Some(p) => Ok(p),
-            None => subscribe(&client, &settings).await,
+            None => subscribe(&target, &settings).await,
         };
         match pubsub {
             Ok(pubsub) => {
@@ -138,11 +142,24 @@ pub(crate) async fn run(
                 }
                 // Keep the sink alive: dropping it may close the connection.
                 let (_sink, mut stream) = pubsub.split();
-                while let Some(msg) = stream.next().await {
-                    handle(&registry, msg.get_payload_bytes());
-                }
+                let switched = loop {
+                    tokio::select! {
+                        msg = stream.next() => match msg {
+                            Some(msg) => handle(&registry, msg.get_payload_bytes()),
+                            None => break false,
+                        },
+                        () = target::switched(&mut switches) => break true,
+                    }
+                };
+                // Down, then up again: waiters re-read their task hashes,
+                // covering what was published on the old primary.
                 health.send_replace(Health { up: false });
-                if !outage_logged {
+                if switched {
+                    log::info!(
+                        "the primary of redis at {} changed; the reply listener resubscribes",
+                        settings.url
+                    );
+                } else if !outage_logged {
                     log::warn!(
                         "reply listener lost its connection to redis at {}; reconnecting",
                         settings.url

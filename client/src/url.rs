@@ -10,12 +10,20 @@
 //! `protocol`) are kept. A string that does not parse as a URL is cut after
 //! its last `@` and before its `?`, so a malformed URL leaks nothing either.
 //!
+//! A `redis+sentinel://` URL (see [`sentinel`] for its form) names the
+//! sentinels and the service whose current primary every connection asks
+//! them for; it prints without its credentials and query.
+//!
 //! ```
 //! let url = client::RedisUrl::parse("redis://:hunter2@127.0.0.1:6390/0").expect("valid");
 //! assert_eq!(url.host_port(), Some(("127.0.0.1", 6390)));
 //! assert!(url.is_loopback());
 //! assert_eq!(url.to_string(), "redis://127.0.0.1:6390/0");
 //! assert_eq!(client::url::redact("redis://u:pw@h:1"), "redis://h:1");
+//! let url = client::RedisUrl::parse("redis+sentinel://:pw@10.0.0.1,10.0.0.2:26380/mymaster")
+//!     .expect("valid");
+//! assert!(url.is_sentinel());
+//! assert_eq!(url.to_string(), "redis+sentinel://10.0.0.1,10.0.0.2:26380/mymaster");
 //! ```
 
 use std::fmt;
@@ -24,6 +32,10 @@ use std::path::PathBuf;
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 
 use crate::{Error, Result};
+
+pub mod sentinel;
+
+pub(crate) use sentinel::SentinelSpec;
 
 /// Query parameters that never hold a secret; every other one is left out
 /// of a printed URL.
@@ -46,25 +58,61 @@ pub(crate) enum Endpoint {
     Unix(PathBuf),
 }
 
+/// What a URL connects to.
+#[derive(Clone)]
+pub(crate) enum Kind {
+    /// One server.
+    Direct {
+        /// Where it is.
+        endpoint: Endpoint,
+        /// How redis-rs connects to it.
+        info: ConnectionInfo,
+    },
+    /// The current primary of a service monitored by sentinels.
+    Sentinel(SentinelSpec),
+}
+
 /// A Redis URL that a connection accepts. Printing it ([`fmt::Display`],
 /// [`fmt::Debug`]) shows the redacted form; only [`RedisUrl::as_str`] gives
-/// the credentials, for connecting.
+/// the credentials, for connecting. Two are equal when written the same.
 #[derive(Clone)]
 pub struct RedisUrl {
     full: String,
     redacted: String,
-    endpoint: Endpoint,
-    info: ConnectionInfo,
+    kind: Kind,
+}
+
+impl PartialEq for RedisUrl {
+    fn eq(&self, other: &Self) -> bool {
+        self.full == other.full
+    }
+}
+
+impl Eq for RedisUrl {}
+
+impl std::hash::Hash for RedisUrl {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.full.hash(state);
+    }
 }
 
 impl RedisUrl {
-    /// Parses `url` as redis-rs does when it connects.
-    /// A URL that a connection would refuse is [`Error::InvalidUrl`].
+    /// Parses `url` as redis-rs does when it connects, or as a
+    /// `redis+sentinel://` URL ([`sentinel`]). A URL that a connection
+    /// would refuse is [`Error::InvalidUrl`].
     pub fn parse(url: &str) -> Result<RedisUrl> {
         let invalid = |reason: String| Error::InvalidUrl {
             url: redact(url),
             reason,
         };
+        if sentinel::is_sentinel(url) {
+            let spec = sentinel::parse(url).map_err(invalid)?;
+            return Ok(RedisUrl {
+                full: url.to_owned(),
+                redacted: redact(url),
+                kind: Kind::Sentinel(spec),
+            });
+        }
         let info = url
             .into_connection_info()
             .map_err(|e| invalid(e.to_string()))?;
@@ -85,8 +133,7 @@ impl RedisUrl {
         Ok(RedisUrl {
             full: url.to_owned(),
             redacted: redact(url),
-            endpoint,
-            info,
+            kind: Kind::Direct { endpoint, info },
         })
     }
 
@@ -95,17 +142,32 @@ impl RedisUrl {
         &self.full
     }
 
-    /// Host and port of a TCP URL; `None` for a unix socket.
+    /// Host and port of a TCP URL; `None` for a unix socket and for a
+    /// Sentinel URL (whose primary is known only once asked for).
     pub fn host_port(&self) -> Option<(&str, u16)> {
-        match &self.endpoint {
-            Endpoint::Tcp { host, port, .. } => Some((host, *port)),
-            Endpoint::Unix(_) => None,
+        match &self.kind {
+            Kind::Direct {
+                endpoint: Endpoint::Tcp { host, port, .. },
+                ..
+            } => Some((host, *port)),
+            _ => None,
         }
     }
 
     /// Whether the connection is TLS (`rediss://`).
     pub fn is_tls(&self) -> bool {
-        matches!(self.endpoint, Endpoint::Tcp { tls: true, .. })
+        matches!(
+            self.kind,
+            Kind::Direct {
+                endpoint: Endpoint::Tcp { tls: true, .. },
+                ..
+            }
+        )
+    }
+
+    /// Whether this is a `redis+sentinel://` URL.
+    pub fn is_sentinel(&self) -> bool {
+        matches!(self.kind, Kind::Sentinel(_))
     }
 
     /// Whether the URL is TCP on this machine's loopback interface.
@@ -114,9 +176,18 @@ impl RedisUrl {
             .is_some_and(|(host, _)| is_loopback_host(host))
     }
 
-    /// What redis-rs connects with.
+    /// What the URL connects to.
+    pub(crate) fn kind(&self) -> &Kind {
+        &self.kind
+    }
+
+    /// What redis-rs connects with, for a URL of one server.
+    #[cfg(test)]
     pub(crate) fn connection_info(&self) -> ConnectionInfo {
-        self.info.clone()
+        match &self.kind {
+            Kind::Direct { info, .. } => info.clone(),
+            Kind::Sentinel(_) => panic!("a sentinel URL has no single connection info"),
+        }
     }
 }
 
@@ -145,6 +216,9 @@ pub fn is_loopback_host(host: &str) -> bool {
 /// `url` without credentials (see the module docs for the rule). A URL with
 /// none is returned exactly as given.
 pub fn redact(url: &str) -> String {
+    if sentinel::is_sentinel(url) {
+        return sentinel::redact(url);
+    }
     let Some(parsed) = redis::parse_redis_url(url) else {
         return redact_unparsed(url);
     };
@@ -255,7 +329,10 @@ mod tests {
             "unix:///tmp/r.sock"
         );
         let url = RedisUrl::parse("unix:///tmp/r.sock?pass=hunter2").expect("valid");
-        assert_eq!(&url.endpoint, &Endpoint::Unix(PathBuf::from("/tmp/r.sock")));
+        let Kind::Direct { endpoint, .. } = url.kind() else {
+            panic!("a unix URL is direct");
+        };
+        assert_eq!(endpoint, &Endpoint::Unix(PathBuf::from("/tmp/r.sock")));
         assert_eq!(url.host_port(), None);
         assert!(!url.is_loopback());
         assert!(!format!("{url} {url:?}").contains("hunter2"));
@@ -317,6 +394,49 @@ mod tests {
             assert!(!url.contains("pw"), "{e}");
             assert!(!reason.is_empty(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_sentinel_url_parses_and_prints_without_credentials() {
+        let url = RedisUrl::parse(
+            "redis+sentinel://app:hunter2@127.0.0.1:26379,127.0.0.1:26380/mymaster/2\
+             ?sentinel_password=hunter2",
+        )
+        .expect("valid");
+        assert!(url.is_sentinel());
+        assert!(!url.is_tls());
+        assert!(
+            !url.is_loopback(),
+            "its primary is known only once asked for"
+        );
+        assert_eq!(url.host_port(), None);
+        assert_eq!(
+            format!("{url} {url:?}"),
+            "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/mymaster/2 \
+             RedisUrl(\"redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/mymaster/2\")"
+        );
+        let Kind::Sentinel(spec) = url.kind() else {
+            panic!("a sentinel URL");
+        };
+        assert_eq!(spec.service, "mymaster");
+        assert_eq!(spec.db, 2);
+        assert!(
+            !RedisUrl::parse("redis://127.0.0.1")
+                .expect("valid")
+                .is_sentinel()
+        );
+    }
+
+    #[test]
+    fn a_bad_sentinel_url_is_an_invalid_url_naming_the_problem_without_credentials() {
+        let e =
+            RedisUrl::parse("redis+sentinel://u:hunter2@h:99999/mymaster").expect_err("bad port");
+        let Error::InvalidUrl { url, reason } = &e else {
+            panic!("{e:?}");
+        };
+        assert_eq!(url, "redis+sentinel://h:99999/mymaster");
+        assert!(reason.contains("port \"99999\""), "{reason}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
     }
 
     #[test]

@@ -214,7 +214,7 @@ async fn a_third_party_result_written_by_hand_is_read_back() {
     assert_eq!((f.kind.as_str(), f.message.as_str()), ("unknown", "boom"));
     let missing = client.wait("never-submitted", Duration::from_secs(1)).await;
     assert!(
-        matches!(missing, Err(client::Error::Protocol(_))),
+        matches!(missing, Err(client::Error::Lost { .. })),
         "{missing:?}"
     );
 }
@@ -224,8 +224,7 @@ async fn connecting_to_a_dead_redis_fails_fast_as_unavailable() {
     let port = testkit::free_port();
     let err = Client::connect(&format!("redis://127.0.0.1:{port}/"))
         .await
-        .err()
-        .expect("nothing listens there");
+        .expect_err("nothing listens there");
     assert!(matches!(err, client::Error::Unavailable { .. }), "{err:?}");
 }
 

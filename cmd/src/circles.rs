@@ -86,14 +86,20 @@ fn read_trimmed(path: &str) -> Option<String> {
 /// name) holds their queue's lease on this Redis: one line each, naming the
 /// circle, the queue and the holder's pid, host and database.
 pub async fn foreign_queues(
-    client: &client::Client,
+    clients: &crate::clients::Clients,
     prepared: &[Prepared],
 ) -> anyhow::Result<Vec<String>> {
     // Only a worker takes a lease; a gateway shares a queue with any worker.
     let prepared: Vec<&Prepared> = prepared.iter().filter(|p| p.works).collect();
     let queues: Vec<String> = prepared.iter().map(|p| p.config.queue()).collect();
-    let names: Vec<&str> = queues.iter().map(String::as_str).collect();
-    let leases = client.queue_leases(&names).await?;
+    // Each queue is looked up on its circle's Redis, one round trip per Redis.
+    let mut leases: Vec<Option<client::Lease>> = vec![None; prepared.len()];
+    for (client, members) in clients.groups(prepared.iter().map(|p| &p.config)) {
+        let names: Vec<&str> = members.iter().map(|&i| queues[i].as_str()).collect();
+        for (i, lease) in members.into_iter().zip(client.queue_leases(&names).await?) {
+            leases[i] = lease;
+        }
+    }
     let mut clashes = Vec::new();
     for ((p, queue), lease) in prepared.iter().zip(&queues).zip(leases) {
         if let Some(other) = lease

@@ -108,7 +108,9 @@ pub struct RunArgs {
     #[arg(value_name = "CONFIG", default_value = "circles.json")]
     pub config: PathBuf,
 
-    /// Redis URL of the task broker (`rediss://` for Redis over TLS).
+    /// Redis URL of the task broker (`rediss://` for Redis over TLS;
+    /// `redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB]` for the
+    /// primary Redis Sentinel names, followed across failovers).
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
 

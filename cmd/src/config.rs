@@ -22,6 +22,9 @@ pub struct CircleConfig {
     pub port: u16,
     /// Who may connect (`principals`); empty for an open circle.
     pub principals: Vec<server_ws::Principal>,
+    /// The circle's own Redis (`redis`): all its keys live there and
+    /// nowhere else. `None`: the orchestrator's `--redis-url`.
+    pub redis: Option<client::RedisUrl>,
 }
 
 /// One circle as written in circles.json; `principals` stay raw so each is
@@ -34,6 +37,8 @@ struct CircleEntry<'a> {
     port: u16,
     #[serde(borrow, default)]
     principals: Option<Vec<&'a serde_json::value::RawValue>>,
+    #[serde(default)]
+    redis: Option<String>,
 }
 
 impl CircleConfig {
@@ -121,15 +126,46 @@ pub fn parse(text: &str) -> Result<Vec<CircleConfig>, String> {
                 .and_then(principals::validate)
                 .map_err(|problem| format!("{}: {problem}", describe_raw(index, element)))?,
         };
+        let redis = match &entry.redis {
+            None => None,
+            Some(url) => Some(redis_url(url).map_err(|problem| {
+                format!(
+                    "{}: \"redis\": {} {problem}",
+                    describe_raw(index, element),
+                    client::url::redact(url)
+                )
+            })?),
+        };
         circles.push(CircleConfig {
             id: entry.id,
             name: entry.name,
             port: entry.port,
             principals,
+            redis,
         });
     }
     check_values_and_duplicates(&circles)?;
     Ok(circles)
+}
+
+/// A Redis URL a circle or the orchestrator can use: `redis://` or
+/// `rediss://` with a host and port, or `redis+sentinel://`. The error says
+/// why not (without credentials) and shows the accepted forms.
+pub fn redis_url(url: &str) -> Result<client::RedisUrl, String> {
+    let problem = match client::RedisUrl::parse(url) {
+        Err(client::Error::InvalidUrl { reason, .. }) => reason,
+        Err(other) => other.to_string(),
+        Ok(parsed) if parsed.host_port().is_none() && !parsed.is_sentinel() => {
+            "no host and port".to_string()
+        }
+        Ok(parsed) => return Ok(parsed),
+    };
+    Err(format!(
+        "is not a redis:// URL ({problem}); for example redis://127.0.0.1:6379, \
+         rediss://127.0.0.1:6380 for Redis over TLS, or \
+         redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster for the primary that Redis \
+         Sentinel names"
+    ))
 }
 
 /// Decodes each principal of a circle strictly; an error names the
@@ -277,6 +313,40 @@ mod tests {
 
     fn err(text: &str) -> String {
         parse(text).expect_err("must be rejected")
+    }
+
+    #[test]
+    fn a_circle_may_name_its_own_redis_in_any_accepted_form() {
+        let circles = parse(
+            r#"[{"id": 1, "name": "A", "port": 1},
+                {"id": 2, "name": "B", "port": 2, "redis": "redis://:pw@10.0.0.5:6390/1"},
+                {"id": 3, "name": "C", "port": 3,
+                 "redis": "redis+sentinel://10.0.0.1,10.0.0.2:26380/mymaster"}]"#,
+        )
+        .expect("valid");
+        assert_eq!(circles[0].redis, None);
+        let b = circles[1].redis.as_ref().expect("B has its own");
+        assert_eq!(b.to_string(), "redis://10.0.0.5:6390/1");
+        assert!(circles[2].redis.as_ref().is_some_and(|u| u.is_sentinel()));
+    }
+
+    #[test]
+    fn a_bad_redis_of_a_circle_names_the_circle_and_hides_the_password() {
+        for (url, says) in [
+            ("http://u:hunter2@h:1", "is not a redis:// URL"),
+            ("unix:///tmp/r.sock?pass=hunter2", "no host and port"),
+            ("redis+sentinel://u:hunter2@h:26379", "no service name"),
+            ("redis+sentinel://:hunter2@h:0/m", "port \"0\""),
+        ] {
+            let text = format!(r#"[{{"id": 7, "name": "Beta", "port": 1, "redis": "{url}"}}]"#);
+            let e = err(&text);
+            assert!(e.contains("circle at index 0 (id 7, name \"Beta\")"), "{e}");
+            assert!(e.contains("\"redis\""), "{e}");
+            assert!(e.contains(says), "{url}: {e}");
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+        let e = err(r#"[{"id": 1, "name": "A", "port": 1, "redis": 5}]"#);
+        assert!(e.contains("invalid type"), "{e}");
     }
 
     #[test]

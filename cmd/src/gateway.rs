@@ -15,6 +15,7 @@ use client::{Client, GatewayProcess};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::clients::Clients;
 use crate::roster::Roster;
 use crate::status::{CircleState, Phase, lock};
 
@@ -22,9 +23,10 @@ use crate::status::{CircleState, Phase, lock};
 const BEAT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Beats every `every` with heartbeat TTL `ttl` for the circles of
-/// `roster` this process serves, until `stop`; then leaves.
+/// `roster` this process serves, each on its own Redis (one round trip per
+/// Redis per beat), until `stop`; then leaves.
 pub async fn beat(
-    client: Client,
+    clients: Clients,
     roster: Roster,
     gateway: GatewayProcess,
     every: Duration,
@@ -38,7 +40,7 @@ pub async fn beat(
         gateway.pid,
         gateway.host
     );
-    let mut announced: Vec<String> = Vec::new();
+    let mut announced: Vec<Arc<CircleState>> = Vec::new();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -47,42 +49,41 @@ pub async fn beat(
             () = stop.cancelled() => break,
         }
         let served = served(&roster);
-        let circles: Vec<(&str, &str)> = served
-            .iter()
-            .map(|s| (s.queue.as_str(), s.url.as_str()))
-            .collect();
         let before: Vec<Option<bool>> = served.iter().map(|s| live(s)).collect();
         // A sighting is no newer than the request that made it.
         let at = Instant::now();
-        match tokio::time::timeout(BEAT_TIMEOUT, client.gateway_beat(&gateway, &circles, ttl)).await
-        {
-            Ok(Ok(lives)) => {
-                for (state, live) in served.iter().zip(lives) {
-                    if let Some(sight) = &state.sight {
-                        sight.record(live, at);
+        for (client, members) in clients.groups(served.iter().map(|s| &s.config)) {
+            let circles: Vec<(&str, &str)> = members
+                .iter()
+                .map(|&i| (served[i].queue.as_str(), served[i].url.as_str()))
+                .collect();
+            let beat = client.gateway_beat(&gateway, &circles, ttl);
+            match tokio::time::timeout(BEAT_TIMEOUT, beat).await {
+                Ok(Ok(lives)) => {
+                    for (&i, live) in members.iter().zip(lives) {
+                        if let Some(sight) = &served[i].sight {
+                            sight.record(live, at);
+                        }
                     }
                 }
+                Ok(Err(e)) => log::debug!("gateway beat of {} circles: {e}", circles.len()),
+                Err(_) => log::debug!(
+                    "gateway beat of {} circles: no answer within {BEAT_TIMEOUT:?}",
+                    circles.len()
+                ),
             }
-            Ok(Err(e)) => log::debug!("gateway beat of {} circles: {e}", circles.len()),
-            Err(_) => log::debug!(
-                "gateway beat of {} circles: no answer within {BEAT_TIMEOUT:?}",
-                circles.len()
-            ),
         }
         if served.iter().zip(before).any(|(s, b)| live(s) != b) {
             changed.notify_one();
         }
-        let now: Vec<String> = circles.iter().map(|(q, _)| q.to_string()).collect();
-        let gone: Vec<&str> = announced
-            .iter()
-            .filter(|q| !now.contains(q))
-            .map(String::as_str)
+        let gone: Vec<Arc<CircleState>> = announced
+            .into_iter()
+            .filter(|a| !served.iter().any(|s| s.queue == a.queue))
             .collect();
-        leave(&client, &gateway, &gone).await;
-        announced = now;
+        leave(&clients, &gateway, &gone).await;
+        announced = served;
     }
-    let all: Vec<&str> = announced.iter().map(String::as_str).collect();
-    leave(&client, &gateway, &all).await;
+    leave(&clients, &gateway, &announced).await;
 }
 
 /// The circles of `roster` whose endpoint this process serves (a circle
@@ -99,9 +100,18 @@ fn live(state: &CircleState) -> Option<bool> {
     state.sight.as_ref().and_then(|s| s.live())
 }
 
-/// Takes the gateway out of `queues` (logged when Redis refuses: the keys
-/// then expire by their TTL, and readers prune the sets).
-async fn leave(client: &Client, gateway: &GatewayProcess, queues: &[&str]) {
+/// Takes the gateway out of the circles `states`, on each one's Redis
+/// (logged when Redis refuses: the keys then expire by their TTL, and
+/// readers prune the sets).
+async fn leave(clients: &Clients, gateway: &GatewayProcess, states: &[Arc<CircleState>]) {
+    for (client, members) in clients.groups(states.iter().map(|s| &s.config)) {
+        let queues: Vec<&str> = members.iter().map(|&i| states[i].queue.as_str()).collect();
+        leave_queues(&client, gateway, &queues).await;
+    }
+}
+
+/// Takes the gateway out of `queues` on `client`'s Redis.
+async fn leave_queues(client: &Client, gateway: &GatewayProcess, queues: &[&str]) {
     if queues.is_empty() {
         return;
     }

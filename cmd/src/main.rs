@@ -34,6 +34,7 @@ use clap::Parser;
 pub mod admin;
 pub mod circles;
 pub mod cli;
+pub mod clients;
 pub mod config;
 pub mod gateway;
 pub mod logging;

@@ -70,7 +70,7 @@ pub async fn watch_redis(
 /// and the gateways serving each (`Client::gateways_many`: one round trip),
 /// and wakes the renderer when any changed (heartbeat age aside).
 pub async fn poll_stats(
-    client: client::Client,
+    clients: crate::clients::Clients,
     roster: Roster,
     every: Duration,
     changed: Arc<Notify>,
@@ -84,31 +84,39 @@ pub async fn poll_stats(
             () = stop.cancelled() => return,
         }
         let states = roster.current();
-        let queues: Vec<&str> = states.iter().map(|s| s.queue.as_str()).collect();
-        let read = tokio::time::timeout(STATS_TIMEOUT, client.stats_many(&queues)).await;
-        let latest: Vec<Option<client::QueueStats>> = match read {
-            Ok(Ok(all)) => all.into_iter().map(Some).collect(),
-            Ok(Err(e)) => {
-                log::debug!("stats of {} queues: {e}", queues.len());
-                vec![None; states.len()]
+        // One batched read of each kind per Redis: a circle's counters and
+        // gateways live on its own.
+        let mut latest: Vec<Option<client::QueueStats>> = vec![None; states.len()];
+        let mut gateways: Vec<Option<Vec<client::Gateway>>> = vec![None; states.len()];
+        for (client, members) in clients.groups(states.iter().map(|s| &s.config)) {
+            let queues: Vec<&str> = members.iter().map(|&i| states[i].queue.as_str()).collect();
+            let read = tokio::time::timeout(STATS_TIMEOUT, client.stats_many(&queues)).await;
+            match read {
+                Ok(Ok(all)) => {
+                    for (&i, stats) in members.iter().zip(all) {
+                        latest[i] = Some(stats);
+                    }
+                }
+                Ok(Err(e)) => log::debug!("stats of {} queues: {e}", queues.len()),
+                Err(_) => {}
             }
-            Err(_) => vec![None; states.len()],
-        };
+            let read = tokio::time::timeout(STATS_TIMEOUT, client.gateways_many(&queues)).await;
+            match read {
+                Ok(Ok(all)) => {
+                    for (&i, serving) in members.iter().zip(all) {
+                        gateways[i] = Some(serving);
+                    }
+                }
+                Ok(Err(e)) => log::debug!("gateways of {} queues: {e}", queues.len()),
+                Err(_) => {}
+            }
+        }
         // The heartbeat age moves on every read; it is not a change.
         let strip = |s: &Option<client::QueueStats>| {
             s.clone().map(|s| client::QueueStats {
                 heartbeat_age: None,
                 ..s
             })
-        };
-        let read = tokio::time::timeout(STATS_TIMEOUT, client.gateways_many(&queues)).await;
-        let gateways: Vec<Option<Vec<client::Gateway>>> = match read {
-            Ok(Ok(all)) => all.into_iter().map(Some).collect(),
-            Ok(Err(e)) => {
-                log::debug!("gateways of {} queues: {e}", queues.len());
-                vec![None; states.len()]
-            }
-            Err(_) => vec![None; states.len()],
         };
         let mut any_change = false;
         for ((state, latest), gateways) in states.iter().zip(latest).zip(gateways) {

@@ -87,6 +87,7 @@ mod tests {
             name: name.into(),
             port: 9000 + id as u16,
             principals: Vec::new(),
+            redis: None,
         }
     }
 

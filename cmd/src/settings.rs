@@ -58,7 +58,9 @@ pub struct Settings {
     pub role: crate::role::Role,
     /// `--standby`: wait for a circle's lease instead of refusing.
     pub standby: bool,
-    /// The Redis of the task broker: a TCP URL redis-rs accepts.
+    /// The Redis of the task broker (`--redis-url`): a TCP URL redis-rs
+    /// accepts, or a `redis+sentinel://` URL. Circles with their own
+    /// `redis` use that instead ([`Settings::redis_of`]).
     pub redis: RedisUrl,
     /// With a `rediss://` URL, the CA trusted for Redis (`--redis-ca`).
     pub redis_ca: Option<client::RedisCa>,
@@ -229,10 +231,21 @@ impl Settings {
         if self.tls.is_some() { "wss" } else { "ws" }
     }
 
-    /// The worker configuration of one circle, taking its queue's lease as
-    /// `lease` (its token is ignored) and waiting for it with `--standby`.
-    pub fn worker_config(&self, queue: &str, lease: &client::Lease) -> worker::WorkerConfig {
-        let mut config = worker::WorkerConfig::new(self.redis.as_str(), queue);
+    /// The Redis of `circle`: its own `redis`, else `--redis-url`.
+    pub fn redis_of<'a>(&'a self, circle: &'a CircleConfig) -> &'a RedisUrl {
+        circle.redis.as_ref().unwrap_or(&self.redis)
+    }
+
+    /// The worker configuration of one circle, on its Redis, taking its
+    /// queue's lease as `lease` (its token is ignored) and waiting for it
+    /// with `--standby`.
+    pub fn worker_config(
+        &self,
+        circle: &CircleConfig,
+        queue: &str,
+        lease: &client::Lease,
+    ) -> worker::WorkerConfig {
+        let mut config = worker::WorkerConfig::new(self.redis_of(circle).as_str(), queue);
         config.redis_ca = self.redis_ca.clone();
         config.result_ttl = self.result_ttl;
         config.shutdown_grace = self.shutdown_grace;
@@ -268,20 +281,16 @@ fn delivered_ttl(given: Option<Duration>, result_ttl: Duration) -> anyhow::Resul
     }
 }
 
-/// A `--redis-url` that is malformed or names no host and port is a usage error.
+/// A `--redis-url` that is malformed or names no host and port (nor
+/// sentinels) is a usage error.
 fn redis_url(url: &str) -> anyhow::Result<RedisUrl> {
-    let problem = match RedisUrl::parse(url) {
-        Err(client::Error::InvalidUrl { reason, .. }) => reason,
-        Err(other) => other.to_string(),
-        Ok(parsed) if parsed.host_port().is_none() => "no host and port".to_string(),
-        Ok(parsed) => return Ok(parsed),
-    };
-    Err(UsageError(format!(
-        "--redis-url {} is not a redis:// URL ({problem}); for example redis://127.0.0.1:6379, \
-         or rediss://127.0.0.1:6380 for Redis over TLS",
-        client::url::redact(url)
-    ))
-    .into())
+    config::redis_url(url).map_err(|problem| {
+        UsageError(format!(
+            "--redis-url {} {problem}",
+            client::url::redact(url)
+        ))
+        .into()
+    })
 }
 
 /// `--redis-ca`: only with a `rediss://` URL, and a file of certificates.
@@ -406,11 +415,15 @@ mod tests {
             host: "here".into(),
             dir: "/tmp/d/1".into(),
         };
-        let worker = s.worker_config("alpha", &lease);
+        let worker = s.worker_config(&s.circles[0], "alpha", &lease);
         assert_eq!(worker.lease, Some(lease.clone()));
         assert!(!worker.standby);
         let standby = resolve(&["--data-dir", "/tmp/d", "--standby"]).expect("valid");
-        assert!(standby.worker_config("alpha", &lease).standby);
+        assert!(
+            standby
+                .worker_config(&standby.circles[0], "alpha", &lease)
+                .standby
+        );
     }
 
     #[test]

@@ -369,6 +369,7 @@ mod tests {
             name: "A".into(),
             port: 1,
             principals: Vec::new(),
+            redis: None,
         };
         let state = CircleState {
             queue: "a".into(),

@@ -51,6 +51,8 @@ pub struct CircleServer {
     pub status: Arc<ServerStatus>,
     /// The circle's own token, if any ([`CircleServer::with_token`]).
     pub token: Option<CancellationToken>,
+    /// The circle's own task client, if any ([`CircleServer::with_client`]).
+    pub client: Option<client::Client>,
 }
 
 impl CircleServer {
@@ -61,7 +63,16 @@ impl CircleServer {
             listener,
             status,
             token: None,
+            client: None,
         }
+    }
+
+    /// Gives the circle a task client of its own (a circle whose tasks live
+    /// on another Redis than the host's other circles); without one it
+    /// submits through the host's client.
+    pub fn with_client(mut self, client: client::Client) -> Self {
+        self.client = Some(client);
+        self
     }
 
     /// Gives the circle a token of its own, a child of the host's token:
@@ -181,7 +192,7 @@ pub async fn run_many_pausable(
             },
             config: circle.config,
             timing: timing.clone(),
-            client: client.clone(),
+            client: circle.client.unwrap_or_else(|| client.clone()),
             status: circle.status,
             token: circle.token.unwrap_or_else(|| token.clone()),
             limiter: Arc::default(),

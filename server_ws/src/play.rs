@@ -235,6 +235,19 @@ pub(crate) fn reply(circle: &str, id: &Value, ended: client::Result<Outcome>) ->
             "the task broker (redis) is unavailable; try again later",
             None,
         ),
+        Err(client::Error::Lost { task_id }) => {
+            log::warn!(
+                circle, task = task_id.as_str();
+                "circle {circle}: task {task_id} is gone from redis before its outcome was read"
+            );
+            rpc::error(
+                id,
+                rpc::BROKER_UNAVAILABLE,
+                "the task broker (redis) lost the task before its outcome was read (a \
+                 failover of the primary, or its data was flushed or expired); it may have run",
+                Some(json!({ "task_id": task_id })),
+            )
+        }
         Err(other) => {
             log::error!(circle; "circle {circle}: play failed inside the server: {other}");
             rpc::internal(id)

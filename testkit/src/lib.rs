@@ -7,6 +7,9 @@
 //! install can never pass as green. [`Proxy`] is a TCP proxy a test can freeze,
 //! to cut a client off from Redis as a network partition does.
 //!
+//! [`SentinelGroup`] starts a primary, a replica and three sentinels
+//! monitoring them, for tests of `redis+sentinel://` URLs and failovers.
+//!
 //! ```no_run
 //! let redis = testkit::RedisServer::start();
 //! let url = redis.url(); // "redis://127.0.0.1:<port>/"
@@ -16,11 +19,16 @@
 mod proxy;
 pub use proxy::Proxy;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod resp;
+mod sentinel;
+
+pub use resp::{Reply, command, command_as};
+pub use sentinel::SentinelGroup;
 
 /// How long a fresh `redis-server` may take to answer `PING`.
 const STARTUP_DEADLINE: Duration = Duration::from_secs(10);
@@ -32,6 +40,8 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     append_only: bool,
     tls: Option<Tls>,
+    /// Further `redis-server` arguments (for example `--replicaof`).
+    extra: Vec<String>,
 }
 
 /// The TLS side of a [`RedisServer::start_tls`] server.
@@ -78,7 +88,19 @@ impl RedisServer {
         Self::start_inner(append_only, None)
     }
 
+    /// Starts a server with further `redis-server` arguments (for example
+    /// `--replicaof 127.0.0.1 <port>`, `--requirepass <password>`),
+    /// persistence off. A server that wants a password counts as up when it
+    /// asks for it.
+    pub fn start_with_args(args: &[&str]) -> Self {
+        Self::start_full(false, None, args.iter().map(|a| a.to_string()).collect())
+    }
+
     fn start_inner(append_only: bool, tls: Option<Tls>) -> Self {
+        Self::start_full(append_only, tls, Vec::new())
+    }
+
+    fn start_full(append_only: bool, tls: Option<Tls>, extra: Vec<String>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("circles-redis-")
             .tempdir()
@@ -89,6 +111,7 @@ impl RedisServer {
             dir,
             append_only,
             tls,
+            extra,
         };
         // Another process can take the port between our probe and redis' bind;
         // retry on a new port a few times before giving up.
@@ -137,7 +160,8 @@ impl RedisServer {
         } else {
             cmd.args(["--appendonly", "no"]);
         }
-        cmd.stdin(Stdio::null())
+        cmd.args(&self.extra)
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let child = match cmd.spawn() {
@@ -266,16 +290,13 @@ pub fn free_port() -> u16 {
         .expect("bind 127.0.0.1:0 to find a free port")
 }
 
+/// Whether the server on `port` answers `PING` (or asks for a password).
 fn ping(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    if stream.write_all(b"PING\r\n").is_err() {
-        return false;
+    match command(port, &["PING"]) {
+        Ok(Reply::Status(pong)) => pong == "PONG",
+        Ok(Reply::Error(e)) => e.starts_with("NOAUTH"),
+        _ => false,
     }
-    let mut buf = [0u8; 7];
-    stream.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
@@ -295,6 +316,9 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
     use super::*;
 
     #[test]

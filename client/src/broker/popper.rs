@@ -10,6 +10,7 @@ use redis::aio::MultiplexedConnection;
 use super::claim::{ClaimKeys, RawClaim};
 use super::types::{BrokerOptions, Claim};
 use crate::conn::Conn;
+use crate::target;
 use crate::{Result, keys, scripts};
 
 /// The dedicated connection for `BLMOVE`.
@@ -100,6 +101,9 @@ impl BlockingPopper {
     /// pipelined right behind (Redis runs it as soon as the pop returns),
     /// saving a round trip. `None` after `timeout` with nothing queued.
     pub async fn pop_and_claim(&self, timeout: Duration) -> Result<Option<Claim>> {
+        // Taken before the connection: a switch of the primary after it
+        // was checked still ends the wait.
+        let mut switches = self.conn.switches();
         // Connected first, so the claim carries the lease token as of the
         // moment it is sent, not as of before a reconnect.
         let (mut conn, _popping) = self.start_pop().await?;
@@ -121,10 +125,17 @@ impl BlockingPopper {
             .arg("LEFT")
             .arg(timeout.as_secs_f64())
             .invoke_script(&claim_head);
-        let (popped, claim): (redis::Value, redis::Value) = pipe
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| self.conn.fail(e))?;
+        let popped = tokio::select! {
+            popped = pipe.query_async(&mut conn) => popped,
+            // The primary changed (a `redis+sentinel://` URL): the old one
+            // keeps this wait open but gets no more pushes, and whatever it
+            // still holds is discarded when it becomes a replica. Giving up
+            // the pop loses nothing the new primary has; the next pop goes
+            // there.
+            () = target::switched(&mut switches) => return Ok(None),
+        };
+        let (popped, claim): (redis::Value, redis::Value) =
+            popped.map_err(|e| self.conn.fail(e))?;
         popped.extract_error().map_err(|e| self.conn.fail(e))?;
         let claim: RawClaim = match claim {
             redis::Value::ServerError(e) if e.kind() == Some(redis::ServerErrorKind::NoScript) => {

@@ -69,6 +69,15 @@ struct Inner {
     listener: tokio::task::JoinHandle<()>,
 }
 
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL as printed everywhere: no credentials.
+        f.debug_struct("Client")
+            .field("url", &self.inner.conn.url())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         self.listener.abort();
@@ -102,14 +111,14 @@ impl Client {
             max_backoff: options.max_backoff,
             url: conn.url().to_owned(),
         };
-        let first = listener::subscribe(conn.redis_client(), &settings)
+        let first = listener::subscribe(conn.target(), &settings)
             .await
             .map_err(|reason| conn.unavailable(&reason))?;
         // Up from the start: the first subscription above succeeded.
         let (health_tx, health_rx) = watch::channel(Health { up: true });
         let registry = Arc::new(Registry::default());
         let listener = tokio::spawn(listener::run(
-            conn.redis_client().clone(),
+            conn.target().clone(),
             settings,
             Some(first),
             Arc::clone(&registry),

@@ -128,7 +128,9 @@ impl Client {
         }
     }
 
-    /// Reads the task hash: its outcome, or `None` while it is not finished.
+    /// Reads the task hash: its outcome, or `None` while it is not finished;
+    /// [`Error::Lost`] when there is no hash (only tasks known to have been
+    /// pushed are read).
     pub(super) async fn read_outcome(&self, task_id: &str) -> Result<Option<Outcome>> {
         // Bytes, then text: a third party may have left a field (a script,
         // a cancel reason) that is not UTF-8, which must not make the
@@ -147,6 +149,11 @@ impl Client {
                 )
             })
             .collect();
+        if fields.is_empty() {
+            return Err(Error::Lost {
+                task_id: task_id.to_owned(),
+            });
+        }
         fields::outcome(task_id, &fields)
     }
 }

@@ -144,6 +144,7 @@ async fn prepare(ctx: &Ctx, configs: Vec<CircleConfig>) -> anyhow::Result<Vec<ci
     if configs.is_empty() {
         return Ok(Vec::new());
     }
+    ctx.clients.connect_for(&configs).await?;
     let settings = ctx.settings.clone();
     tokio::task::spawn_blocking(move || circles::prepare_all(&configs, settings.plan()))
         .await
@@ -160,6 +161,7 @@ mod tests {
             name: name.into(),
             port,
             principals: Vec::new(),
+            redis: None,
         }
     }
 

@@ -249,6 +249,17 @@ impl Running {
         let redis = &settings.redis;
         let client = tokio::select! {
             c = client::Client::connect_with(redis.as_str(), client_options(settings)) => c.with_context(|| {
+                if redis.is_sentinel() {
+                    return format!(
+                        "cannot connect the task client to redis at {redis}. Fix: check that \
+                         the sentinels listen there and monitor that service (`SENTINEL \
+                         GET-MASTER-ADDR-BY-NAME <service>` on one of them names its primary), \
+                         and that the primary answers; a primary that wants a password gets it \
+                         in the URL (redis+sentinel://:PASSWORD@HOST:PORT/SERVICE), sentinels \
+                         that want one get ?sentinel_password=…; the cause below is what was \
+                         answered"
+                    );
+                }
                 format!(
                     "cannot connect the task client to redis at {redis}. Fix: check that a \
                      Redis server (6.2 or newer) listens there, not another program; a Redis \
@@ -256,6 +267,12 @@ impl Running {
                      redis://USER:PASSWORD@HOST:PORT); the cause below is what was answered"
                 )
             })?,
+            s = signals.next() => bail!("{s} during start-up; nothing was started"),
+        };
+        let clients =
+            crate::clients::Clients::new(client.clone(), redis.clone(), client_options(settings));
+        tokio::select! {
+            c = clients.connect_for(&settings.circles) => c?,
             s = signals.next() => bail!("{s} during start-up; nothing was started"),
         };
         let preparing = Instant::now();
@@ -288,7 +305,7 @@ impl Running {
         let clashes = if settings.standby {
             Vec::new()
         } else {
-            circles::foreign_queues(&client, &prepared)
+            circles::foreign_queues(&clients, &prepared)
                 .await
                 .context("cannot read the queue leases from redis")?
         };
@@ -310,7 +327,7 @@ impl Running {
         let root = CancellationToken::new();
         let ctx = set::Ctx {
             settings: settings.clone(),
-            client: client.clone(),
+            clients: clients.clone(),
             hosts: root.child_token(),
             root: root.clone(),
             serving: TaskTracker::new(),
@@ -334,7 +351,7 @@ impl Running {
             watchers_token.clone(),
         ));
         watchers.spawn(monitor::poll_stats(
-            client.clone(),
+            clients.clone(),
             roster.clone(),
             settings.stats_every,
             changed.clone(),
@@ -344,7 +361,7 @@ impl Running {
             // Under the hosts' token: a process that stops serving stops
             // announcing itself before its workers stop.
             watchers.spawn(gateway::beat(
-                client.clone(),
+                clients.clone(),
                 roster.clone(),
                 client::GatewayProcess::new(circles::host_name()),
                 settings.worker.heartbeat_interval,

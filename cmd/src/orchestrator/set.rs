@@ -35,8 +35,9 @@ const DRAIN_POLL: Duration = Duration::from_millis(100);
 pub struct Ctx {
     /// The resolved options.
     pub settings: Settings,
-    /// The task client every host submits through.
-    pub client: client::Client,
+    /// The task clients, one per Redis URL; each circle's host submits
+    /// through the client of its Redis.
+    pub clients: crate::clients::Clients,
     /// Parent of every circle's worker token.
     pub root: CancellationToken,
     /// Parent of every host's token and every circle's connections token:
@@ -65,6 +66,8 @@ pub struct Live {
     closing: Arc<Mutex<Option<circles::Closing>>>,
     /// The host that accepts for it (unused without a listener).
     host: usize,
+    /// The task client of its Redis.
+    client: client::Client,
 }
 
 /// One websocket host.
@@ -152,6 +155,7 @@ impl CircleSet {
             let conns = ctx.hosts.child_token();
             let mut server = ctx.settings.server_config(&p.config, &state.queue);
             server.workers = state.sight.clone();
+            let client = ctx.clients.of(&p.config);
             let circles::Prepared {
                 config,
                 store,
@@ -159,7 +163,9 @@ impl CircleSet {
                 ..
             } = p;
             match &listener {
-                Some(listener) => hosted.push(hosted_of(&state, &server, listener, &conns)),
+                Some(listener) => {
+                    hosted.push(hosted_of(&state, &server, &client, listener, &conns));
+                }
                 None => lock(&state.server).phase = Phase::NotHere(role),
             }
             self.live.push(Live {
@@ -174,6 +180,7 @@ impl CircleSet {
                     closing
                 },
                 host,
+                client,
             });
         }
         let hosted: Vec<Hosted> = hosted.into_iter().flatten().collect();
@@ -188,7 +195,7 @@ impl CircleSet {
         let token = ctx.hosts.child_token();
         let pause = server_ws::Pause::new();
         let handle = spawn::start_host(
-            &ctx.client,
+            ctx.clients.main(),
             hosted,
             token.clone(),
             pause.clone(),
@@ -239,7 +246,7 @@ impl CircleSet {
             .filter_map(|l| {
                 l.host = new_host;
                 let listener = l.listener.as_ref()?;
-                hosted_of(&l.state, &l.server, listener, &l.conns)
+                hosted_of(&l.state, &l.server, &l.client, listener, &l.conns)
             })
             .collect();
         if !moving.is_empty() {
@@ -294,6 +301,7 @@ impl CircleSet {
 fn hosted_of(
     state: &Arc<CircleState>,
     server: &server_ws::ServerConfig,
+    client: &client::Client,
     listener: &TcpListener,
     conns: &CancellationToken,
 ) -> Option<Hosted> {
@@ -303,6 +311,7 @@ fn hosted_of(
             listener,
             slot: state.server.clone(),
             token: conns.clone(),
+            client: client.clone(),
         }),
         Err(e) => {
             log::error!(
@@ -335,7 +344,7 @@ impl Live {
                 .as_ref()
                 .map_or(0, |s| s.connections());
             let (queued, busy) = if self.worker.is_some() {
-                let stats = ctx.client.stats_many(&[queue.as_str()]).await;
+                let stats = self.client.stats_many(&[queue.as_str()]).await;
                 match stats.as_deref() {
                     Ok([s]) => (s.queue_len, s.queue_len + s.in_flight),
                     _ => (1, 1),
@@ -351,7 +360,7 @@ impl Live {
                 break;
             }
             if waited >= bound && queued > 0 {
-                cancel_queued(ctx, &queue, &mut cancelled).await;
+                cancel_queued(&self.client, &queue, &mut cancelled).await;
             }
             tokio::time::sleep(DRAIN_POLL).await;
         }
@@ -390,8 +399,12 @@ const CANCEL_BATCH: usize = 1000;
 
 /// Cancels the oldest queued tasks of `queue` not in `done` yet, and adds
 /// those that were still pending to it.
-async fn cancel_queued(ctx: &Ctx, queue: &str, done: &mut std::collections::HashSet<String>) {
-    let ids = match ctx.client.queued(queue, CANCEL_BATCH).await {
+async fn cancel_queued(
+    client: &client::Client,
+    queue: &str,
+    done: &mut std::collections::HashSet<String>,
+) {
+    let ids = match client.queued(queue, CANCEL_BATCH).await {
         Ok(ids) => ids,
         Err(e) => {
             log::warn!(queue; "reading the queue {queue} failed: {e}");
@@ -402,7 +415,7 @@ async fn cancel_queued(ctx: &Ctx, queue: &str, done: &mut std::collections::Hash
         if done.contains(&id) {
             continue;
         }
-        match ctx.client.cancel(&id, REMOVED).await {
+        match client.cancel(&id, REMOVED).await {
             Ok(true) => {
                 log::info!(task = id.as_str(), queue; "task {id} cancelled: {REMOVED}");
                 done.insert(id);

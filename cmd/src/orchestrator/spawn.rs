@@ -26,7 +26,7 @@ pub fn start_worker(
     changed: &Arc<Notify>,
 ) -> tokio::task::JoinHandle<()> {
     let name = state.config.name.clone();
-    let worker_config = settings.worker_config(&state.queue, lease);
+    let worker_config = settings.worker_config(&state.config, &state.queue, lease);
     let engine = engine.clone();
     let mut worker_options = settings.worker.clone();
     worker_options.metrics = state.task_metrics.clone();
@@ -66,7 +66,7 @@ pub fn start_standby_worker(
     changed: &Arc<Notify>,
 ) -> tokio::task::JoinHandle<()> {
     let name = state.config.name.clone();
-    let worker_config = settings.worker_config(&state.queue, lease);
+    let worker_config = settings.worker_config(&state.config, &state.queue, lease);
     let mut worker_options = settings.worker.clone();
     worker_options.metrics = state.task_metrics.clone();
     let circle = state.config.clone();
@@ -132,6 +132,8 @@ pub struct Hosted {
     pub slot: Arc<Mutex<Slot>>,
     /// Cancelled when the circle goes (its connections close with 1001).
     pub token: CancellationToken,
+    /// The task client of its Redis.
+    pub client: client::Client,
 }
 
 /// Starts a supervised websocket host that serves every given circle's port
@@ -153,7 +155,7 @@ pub fn start_host(
     let client = client.clone();
     let (servers, slots): (Vec<_>, Vec<_>) = hosted
         .into_iter()
-        .map(|h| ((h.config, h.listener, h.token), h.slot))
+        .map(|h| ((h.config, h.listener, h.token, h.client), h.slot))
         .unzip();
     let mut first = true;
     tracker.spawn(supervisor::supervise_shared(
@@ -166,7 +168,9 @@ pub fn start_host(
             let mut circles = Vec::with_capacity(servers.len());
             let mut failed = None;
             let retired = pause.is_requested();
-            for ((config, listener, circle_token), slot) in servers.iter().zip(slots.iter_mut()) {
+            for ((config, listener, circle_token, circle_client), slot) in
+                servers.iter().zip(slots.iter_mut())
+            {
                 if retired {
                     break;
                 }
@@ -179,7 +183,8 @@ pub fn start_host(
                     Ok(listener) => {
                         circles.push(
                             server_ws::CircleServer::new(config.clone(), listener, status)
-                                .with_token(circle_token.clone()),
+                                .with_token(circle_token.clone())
+                                .with_client(circle_client.clone()),
                         );
                     }
                     Err(e) => {

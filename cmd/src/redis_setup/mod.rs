@@ -2,7 +2,8 @@
 //! nothing answers at the URL, the URL is on loopback and `redis-server` is on
 //! PATH (and the managed mode is not turned off), the orchestrator starts its
 //! own ([`managed`]). Whether something answers is asked with a RESP PING
-//! ([`probe`]); a `rediss://` URL is neither probed nor managed. The URL itself is parsed and redacted by [`client::url`].
+//! ([`probe`]); a `rediss://` or `redis+sentinel://` URL is neither probed
+//! nor managed, and neither is a circle's own `redis` (only `--redis-url`). The URL itself is parsed and redacted by [`client::url`].
 
 pub mod managed;
 pub mod probe;
@@ -29,7 +30,8 @@ pub fn ensure(
     allow_managed: bool,
 ) -> anyhow::Result<Option<ManagedRedis>> {
     let Some((host, port)) = url.host_port() else {
-        // A unix socket: nothing to probe or start; the client tries it as is.
+        // A unix socket or a redis+sentinel:// URL: nothing to probe or
+        // start; the client tries it as is (and asks the sentinels).
         return Ok(None);
     };
     if url.is_tls() {

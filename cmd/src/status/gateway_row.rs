@@ -40,6 +40,7 @@ mod tests {
             name: "Gw".into(),
             port: 1,
             principals: Vec::new(),
+            redis: None,
         };
         let sight = server_ws::WorkerSight::new(4, Duration::from_millis(50));
         let state = CircleState::new(cfg, "ws", "127.0.0.1").with_sight(sight.clone());

@@ -1,0 +1,122 @@
+//! The task clients of one orchestrator: one per distinct Redis URL (the
+//! `--redis-url`, and each circle's own `redis` in circles.json), shared by
+//! every circle on that URL — its websocket server, its counters, its drain.
+//! A circle's worker makes its own connections to the same URL.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use client::RedisUrl;
+
+use crate::config::CircleConfig;
+
+/// The clients by URL. Cheap to clone; clones share the clients.
+#[derive(Clone)]
+pub struct Clients {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    main: client::Client,
+    main_url: RedisUrl,
+    options: client::ClientOptions,
+    others: Mutex<HashMap<RedisUrl, client::Client>>,
+}
+
+impl Clients {
+    /// The clients, starting with `main`, connected to `--redis-url`;
+    /// others connect with `options`.
+    pub fn new(main: client::Client, main_url: RedisUrl, options: client::ClientOptions) -> Self {
+        Clients {
+            inner: Arc::new(Inner {
+                main,
+                main_url,
+                options,
+                others: Mutex::default(),
+            }),
+        }
+    }
+
+    fn others(&self) -> std::sync::MutexGuard<'_, HashMap<RedisUrl, client::Client>> {
+        self.inner.others.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The client of `--redis-url`.
+    pub fn main(&self) -> &client::Client {
+        &self.inner.main
+    }
+
+    /// The Redis URL of `circle`: its own, else `--redis-url`.
+    pub fn url_of<'a>(&'a self, circle: &'a CircleConfig) -> &'a RedisUrl {
+        circle.redis.as_ref().unwrap_or(&self.inner.main_url)
+    }
+
+    /// Connects a client for every URL of `circles` that has none yet; the
+    /// error names the first circle whose Redis cannot be reached.
+    pub async fn connect_for(&self, circles: &[CircleConfig]) -> anyhow::Result<()> {
+        for circle in circles {
+            let url = self.url_of(circle);
+            if *url == self.inner.main_url || self.others().contains_key(url) {
+                continue;
+            }
+            let client = client::Client::connect_with(url.as_str(), self.inner.options.clone())
+                .await
+                .with_context(|| {
+                    format!(
+                        "circle \"{}\" (id {}): cannot connect the task client to its redis at \
+                         {url} (the \"redis\" of the circle in circles.json). Fix: check that \
+                         a Redis server (6.2 or newer) listens there, or that the sentinels \
+                         of a redis+sentinel:// URL answer and monitor that service",
+                        circle.name, circle.id
+                    )
+                })?;
+            log::info!(
+                "circle \"{}\" has its own redis at {url}: connected",
+                circle.name
+            );
+            self.others().insert(url.clone(), client);
+        }
+        Ok(())
+    }
+
+    /// The client of `circle`'s Redis. A circle whose own Redis was never
+    /// connected ([`Clients::connect_for`]) gets the main client, logged:
+    /// every caller connects first.
+    pub fn of(&self, circle: &CircleConfig) -> client::Client {
+        let url = self.url_of(circle);
+        if *url == self.inner.main_url {
+            return self.inner.main.clone();
+        }
+        match self.others().get(url) {
+            Some(client) => client.clone(),
+            None => {
+                log::error!(
+                    "circle \"{}\": its redis at {url} has no client; using --redis-url",
+                    circle.name
+                );
+                self.inner.main.clone()
+            }
+        }
+    }
+
+    /// `circles` grouped by Redis: each group's client and the positions
+    /// of its circles in `circles`, in order.
+    pub fn groups<'a>(
+        &self,
+        circles: impl IntoIterator<Item = &'a CircleConfig>,
+    ) -> Vec<(client::Client, Vec<usize>)> {
+        let mut groups: Vec<(RedisUrl, client::Client, Vec<usize>)> = Vec::new();
+        for (i, circle) in circles.into_iter().enumerate() {
+            let url = self.url_of(circle);
+            match groups.iter_mut().find(|(u, ..)| u == url) {
+                Some((.., members)) => members.push(i),
+                None => groups.push((url.clone(), self.of(circle), vec![i])),
+            }
+        }
+        groups
+            .into_iter()
+            .map(|(_, client, members)| (client, members))
+            .collect()
+    }
+}
