@@ -119,6 +119,89 @@ impl Index {
         }
     }
 
+    /// Calls `f` with every live id and its location (dense: in id order).
+    pub(crate) fn for_each(&self, mut f: impl FnMut(u32, Loc)) {
+        match self {
+            Index::Dense { slots, .. } => {
+                for (i, l) in slots.iter().enumerate() {
+                    if l.file != NO_FILE {
+                        f(i as u32 + 1, *l);
+                    }
+                }
+            }
+            Index::Sparse(m) => m.iter().for_each(|(id, l)| f(*id, *l)),
+        }
+    }
+
+    /// Sets the file of every live location to `file`.
+    pub(crate) fn move_all_to(&mut self, file: u32) {
+        match self {
+            Index::Dense { slots, .. } => slots
+                .iter_mut()
+                .filter(|l| l.file != NO_FILE)
+                .for_each(|l| l.file = file),
+            Index::Sparse(m) => m.values_mut().for_each(|l| l.file = file),
+        }
+    }
+
+    /// Appends the index to `out`: dense, every slot as `file u32 | value_len
+    /// u32 | offset u64` (vacant: file `NO_FILE`); sparse, every live id as
+    /// `id u32` and the same 16 bytes. Returns the entry count.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) -> u64 {
+        let put = |out: &mut Vec<u8>, l: &Loc| {
+            out.extend_from_slice(&l.file.to_le_bytes());
+            out.extend_from_slice(&l.value_len.to_le_bytes());
+            out.extend_from_slice(&l.offset.to_le_bytes());
+        };
+        match self {
+            Index::Dense { slots, .. } => {
+                out.reserve(slots.len() * 16);
+                slots.iter().for_each(|l| put(out, l));
+                slots.len() as u64
+            }
+            Index::Sparse(m) => {
+                out.reserve(m.len() * 20);
+                for (id, l) in m {
+                    out.extend_from_slice(&id.to_le_bytes());
+                    put(out, l);
+                }
+                m.len() as u64
+            }
+        }
+    }
+
+    /// Decodes what [`Index::encode`] wrote for `count` entries; `None` when
+    /// the bytes do not hold exactly that.
+    pub(crate) fn decode(dense: bool, count: u64, b: &[u8]) -> Option<Index> {
+        let loc = |e: &[u8]| Loc {
+            file: crate::format::le32(&e[0..4]),
+            value_len: crate::format::le32(&e[4..8]),
+            offset: crate::format::le64(&e[8..16]),
+        };
+        let count = usize::try_from(count).ok()?;
+        if dense {
+            if b.len() != count.checked_mul(16)? {
+                return None;
+            }
+            let slots: Vec<Loc> = b.chunks_exact(16).map(loc).collect();
+            let live = slots.iter().filter(|l| l.file != NO_FILE).count();
+            Some(Index::Dense { slots, live })
+        } else {
+            if b.len() != count.checked_mul(20)? {
+                return None;
+            }
+            let mut m = HashMap::with_capacity_and_hasher(count, Default::default());
+            for e in b.chunks_exact(20) {
+                let l = loc(&e[4..]);
+                if l.file == NO_FILE {
+                    return None;
+                }
+                m.insert(crate::format::le32(&e[0..4]), l);
+            }
+            Some(Index::Sparse(m))
+        }
+    }
+
     /// Number of live ids.
     pub(crate) fn len(&self) -> usize {
         match self {
@@ -158,6 +241,23 @@ mod tests {
             assert_eq!(ix.get(3), None);
             assert_eq!(ix.len(), 1);
             assert_eq!(ix.get(u32::MAX), None);
+        }
+    }
+
+    #[test]
+    fn both_layouts_round_trip_through_their_encoding() {
+        for mut ix in [Index::dense(), Index::sparse()] {
+            ix.insert(2, loc(20));
+            ix.insert(7, loc(70));
+            ix.remove(2);
+            let dense = matches!(ix, Index::Dense { .. });
+            let mut b = Vec::new();
+            let n = ix.encode(&mut b);
+            let back = Index::decode(dense, n, &b).expect("decodes");
+            assert_eq!(back.len(), 1);
+            assert_eq!(back.get(7), Some(loc(70)));
+            assert_eq!(back.get(2), None);
+            assert!(Index::decode(dense, n + 1, &b).is_none());
         }
     }
 }

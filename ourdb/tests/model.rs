@@ -142,6 +142,7 @@ fn config(mode: Mode, rng: &mut SmallRng) -> Config {
         max_file_size: rng.random_range(100..4000),
         // Off, tiny (constant eviction) or default.
         cache_size: [0, 2048, 16 << 20][rng.random_range(0..3)],
+        ..Config::default()
     }
 }
 
