@@ -247,6 +247,13 @@ impl OurDb {
         self.store.write_checkpoint().map(drop)
     }
 
+    /// Writes a checkpoint of the index now, on this thread (the background
+    /// thread and `close` write one on their own), so a later open scans
+    /// only what is committed after it.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.store.write_checkpoint().map(drop)
+    }
+
     /// Compacts now, on this thread: keeps each live record's newest
     /// [`Config::history`] versions, drops deleted records and older
     /// versions, and switches to the result (commits wait only for the
