@@ -40,26 +40,53 @@ use crate::{Mode, read};
 const FRAME_TARGET: usize = 1 << 20;
 /// Catch-up rounds stop once a round copies less than this.
 const CATCH_UP_SMALL: u64 = 1 << 20;
-const CATCH_UP_ROUNDS: usize = 8;
+const CATCH_UP_ROUNDS: usize = 32;
+
+/// Bytes read or buffered for writing at a time.
+const IO_CHUNK: usize = 4 << 20;
 
 /// The compacted file being written.
 struct Out {
     file: File,
     path: std::path::PathBuf,
+    /// End of what is written, buffered bytes included.
     offset: u64,
+    /// Frames not yet written, ending at `offset`.
+    buffered: Vec<u8>,
+    /// The number the file will get (`SAME_FILE` until one is chosen), for
+    /// the index's locations.
+    file_no: u32,
     last_frame: Option<(u64, u32)>,
     index: Index,
 }
 
 impl Out {
-    fn write(&mut self, frame: Vec<u8>) -> Result<()> {
+    /// Appends a frame (written once enough is buffered, or on `flush`).
+    fn write(&mut self, frame: &[u8]) -> Result<()> {
         let crc = format::le32(&frame[8..12]);
-        self.file
-            .write_all_at(&frame, self.offset)
-            .map_err(|e| Error::io(format!("writing {}", self.path.display()), e))?;
+        self.buffered.extend_from_slice(frame);
         self.last_frame = Some((self.offset, crc));
         self.offset += frame.len() as u64;
+        if self.buffered.len() >= IO_CHUNK {
+            self.flush()?;
+        }
         Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let at = self.offset - self.buffered.len() as u64;
+        self.file
+            .write_all_at(&self.buffered, at)
+            .map_err(|e| Error::io(format!("writing {}", self.path.display()), e))?;
+        self.buffered.clear();
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        self.flush()?;
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io(format!("syncing {}", self.path.display()), e))
     }
 }
 
@@ -125,6 +152,8 @@ impl Store {
             file,
             path,
             offset: FILE_HEADER_LEN,
+            buffered: Vec::new(),
+            file_no: SAME_FILE,
             last_frame: None,
             index: match self.config.mode {
                 Mode::Incremental => Index::dense(),
@@ -195,7 +224,7 @@ impl Store {
                 out.index.insert(
                     id,
                     Loc {
-                        file: SAME_FILE,
+                        file: out.file_no,
                         value_len: v.len() as u32,
                         offset: at,
                     },
@@ -206,15 +235,30 @@ impl Store {
                     return Ok(false);
                 }
                 let full = std::mem::replace(&mut b, FrameBuilder::new(0, 0, next_id));
-                out.write(full.finish())?;
+                out.write(&full.finish())?;
                 b = FrameBuilder::new(out.offset, FRAME_TARGET + (64 << 10), next_id);
             }
         }
         // Always at least one frame: it carries next_id even when nothing is live.
         if b.len() > FRAME_HEADER_LEN + PAYLOAD_HEADER_LEN || out.last_frame.is_none() {
-            out.write(b.finish())?;
+            out.write(&b.finish())?;
         }
         Ok(true)
+    }
+
+    /// Writes `out`'s header as generation start number `n`, and syncs all.
+    fn write_header(&self, out: &mut Out, n: u32) -> Result<()> {
+        out.flush()?;
+        let header = format::encode_file_header(FileHeader {
+            mode: self.config.mode,
+            file_no: n,
+            prev_len: 0,
+            generation_start: true,
+        });
+        out.file
+            .write_all_at(&header, 0)
+            .and_then(|()| out.file.sync_all())
+            .map_err(|e| Error::io(format!("writing {}", out.path.display()), e))
     }
 
     /// Copies the frames committed since `from`, then switches to `out`.
@@ -233,9 +277,12 @@ impl Store {
                 break;
             }
         }
-        out.file
-            .sync_data()
-            .map_err(|e| Error::io(format!("syncing {}", out.path.display()), e))?;
+        // The bulk and its header (numbered as the switch will most likely
+        // number it) are made durable before the writer lock is taken.
+        let mut n = next_file_no(self.lock_writer().file_no)?;
+        self.write_header(out, n)?;
+        out.index.move_all_to(n);
+        out.file_no = n;
 
         let mut w = self.lock_unpoisoned_writer()?;
         let paused = Instant::now();
@@ -244,21 +291,28 @@ impl Store {
             (st.end, st.files.clone(), st.first_file)
         };
         copy_frames(&files, first_no, from, to, out)?;
-        let n = w.file_no.checked_add(1).ok_or_else(|| Error::InvalidConfig {
-            reason: "data file numbers exhausted".into(),
-        })?;
-        let header = format::encode_file_header(FileHeader {
-            mode: self.config.mode,
-            file_no: n,
-            prev_len: 0,
-            generation_start: true,
-        });
-        out.file
-            .write_all_at(&header, 0)
-            .and_then(|()| out.file.sync_all())
-            .map_err(|e| Error::io(format!("writing {}", out.path.display()), e))?;
+        out.flush()?;
+        if next_file_no(w.file_no)? != n {
+            // The writer rolled over meanwhile.
+            n = next_file_no(w.file_no)?;
+            self.write_header(out, n)?;
+            out.index.move_all_to(n);
+            out.file_no = n;
+        }
+        let sync = self.config.durability.syncs();
         let path = files::data_path(&self.dir, n);
-        if let Err(e) = files::install(&self.dir, &out.path, &path) {
+        let installed = (|| {
+            if sync {
+                // The frames copied last are acknowledged commits.
+                out.sync()?;
+            }
+            files::rename(&out.path, &path)?;
+            if sync {
+                files::sync_dir(&self.dir)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = installed {
             // Whether the rename reached the disk is unknown: if it did, the
             // file supersedes everything this handle would write next.
             w.poisoned = true;
@@ -268,8 +322,7 @@ impl Store {
             .file
             .try_clone()
             .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-        let mut index = std::mem::replace(&mut out.index, Index::sparse());
-        index.move_all_to(n);
+        let index = std::mem::replace(&mut out.index, Index::sparse());
         let old = {
             let mut st = self.write_state();
             st.index = index;
@@ -286,6 +339,11 @@ impl Store {
         w.allocated = out.offset;
         drop(w);
         let pause = paused.elapsed();
+        if !sync {
+            // Before the old files go, the switch must be on disk.
+            out.sync()?;
+            files::sync_dir(&self.dir)?;
+        }
         self.counters.compacted(out.offset, pause);
         self.wake
             .base
@@ -305,6 +363,12 @@ impl Store {
     }
 }
 
+fn next_file_no(current: u32) -> Result<u32> {
+    current.checked_add(1).ok_or_else(|| Error::InvalidConfig {
+        reason: "data file numbers exhausted".into(),
+    })
+}
+
 /// Copies the frames between `from` and `to` into `out`, re-linking their
 /// history to `out`'s positions. Returns the bytes read.
 fn copy_frames(
@@ -317,6 +381,7 @@ fn copy_frames(
     let mut copied = 0;
     let mut file_no = from.file;
     let mut off = from.offset;
+    let mut buf = Vec::new();
     while (file_no, off) < (to.file, to.offset) {
         let df = file_no
             .checked_sub(first_no)
@@ -331,19 +396,39 @@ fn copy_frames(
                 .len()
         };
         while off < stop {
-            let mut h = [0u8; FRAME_HEADER_LEN];
-            read::read_exact_at(df, &mut h, off)?;
-            let (plen, crc) = format::decode_frame_header(&h)
-                .ok_or_else(|| Error::corrupt(&df.path, off, "bad frame magic"))?;
-            let mut p = vec![0u8; plen as usize];
-            read::read_exact_at(df, &mut p, off + FRAME_HEADER_LEN as u64)?;
-            if !format::frame_crc_ok(plen, crc, &p) {
-                return Err(Error::corrupt(&df.path, off, "frame checksum mismatch"));
+            buf.resize((stop - off).min(IO_CHUNK as u64) as usize, 0);
+            read::read_exact_at(df, &mut buf, off)?;
+            let mut i = 0;
+            while i + FRAME_HEADER_LEN <= buf.len() {
+                let h: [u8; FRAME_HEADER_LEN] = buf[i..i + FRAME_HEADER_LEN]
+                    .try_into()
+                    .expect("slice of frame header length");
+                let at = off + i as u64;
+                let (plen, crc) = format::decode_frame_header(&h)
+                    .ok_or_else(|| Error::corrupt(&df.path, at, "bad frame magic"))?;
+                let end = i + FRAME_HEADER_LEN + plen as usize;
+                if end > buf.len() {
+                    if i == 0 && off + end as u64 <= stop {
+                        // One frame larger than the chunk: read it whole.
+                        buf.resize(end, 0);
+                        read::read_exact_at(df, &mut buf, off)?;
+                        continue;
+                    }
+                    break;
+                }
+                let p = &buf[i + FRAME_HEADER_LEN..end];
+                if !format::frame_crc_ok(plen, crc, p) {
+                    return Err(Error::corrupt(&df.path, at, "frame checksum mismatch"));
+                }
+                let frame = relink_frame(p, out).map_err(|r| Error::corrupt(&df.path, at, r))?;
+                out.write(&frame)?;
+                i = end;
             }
-            let frame = relink_frame(&p, out).map_err(|r| Error::corrupt(&df.path, off, r))?;
-            out.write(frame)?;
-            off += FRAME_HEADER_LEN as u64 + u64::from(plen);
-            copied += FRAME_HEADER_LEN as u64 + u64::from(plen);
+            if i == 0 {
+                return Err(Error::corrupt(&df.path, off, "frame extends past the end"));
+            }
+            off += i as u64;
+            copied += i as u64;
         }
         if file_no == to.file {
             break;
@@ -376,7 +461,7 @@ fn relink_frame(p: &[u8], out: &mut Out) -> std::result::Result<Vec<u8>, &'stati
                 out.index.insert(
                     h.id,
                     Loc {
-                        file: SAME_FILE,
+                        file: out.file_no,
                         value_len: h.value_len,
                         offset: at,
                     },

@@ -151,13 +151,18 @@ pub(crate) fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<
 
 /// Renames `from` to `to` and makes the rename durable.
 pub(crate) fn install(dir: &Path, from: &Path, to: &Path) -> Result<()> {
+    rename(from, to)?;
+    sync_dir(dir)
+}
+
+/// Renames `from` to `to` (durable only once the directory is synced).
+pub(crate) fn rename(from: &Path, to: &Path) -> Result<()> {
     fs::rename(from, to).map_err(|e| {
         Error::io(
             format!("renaming {} to {}", from.display(), to.display()),
             e,
         )
-    })?;
-    sync_dir(dir)
+    })
 }
 
 /// Removes data files a generation start supersedes, then syncs the directory.
