@@ -22,16 +22,21 @@
 //! scan every file. Bytes before the end are otherwise trusted as they were
 //! (every read re-checks its record's own CRC).
 
+use std::fs::File;
+use std::io::Read;
 use std::path::Path;
 
 use crate::Mode;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::files;
 use crate::format::{le32, le64};
-use crate::index::Index;
+use crate::index::{Decoder, Index};
 
 const MAGIC: &[u8; 8] = b"OURDBCK1";
 const HEADER_LEN: usize = 60;
+/// Bytes read and decoded at a time (cache-sized, so each is checksummed
+/// and decoded while it is hot).
+const CHUNK: usize = 256 << 10;
 
 /// A position in the data files up to which frames are accounted for, with
 /// the frame that ends there.
@@ -83,37 +88,66 @@ pub(crate) fn encode(
     b
 }
 
-/// Decodes checkpoint bytes, or says why they cannot be used.
-pub(crate) fn decode(b: &[u8], mode: Mode) -> std::result::Result<Checkpoint, &'static str> {
-    if b.len() < HEADER_LEN + 4 {
-        return Err("checkpoint is truncated");
+/// Reads a checkpoint of `len` bytes from `r`, checking its CRC while
+/// decoding it, or says why it cannot be used.
+pub(crate) fn decode_from(
+    mut r: impl Read,
+    len: u64,
+    mode: Mode,
+) -> std::result::Result<Checkpoint, String> {
+    let io = |e: std::io::Error| format!("reading it failed: {e}");
+    if len < (HEADER_LEN + 4) as u64 {
+        return Err("checkpoint is truncated".into());
     }
-    let (body, crc) = b.split_at(b.len() - 4);
-    if &body[..8] != MAGIC {
-        return Err("not an ourdb checkpoint of this version (bad magic)");
+    let mut h = [0u8; HEADER_LEN];
+    r.read_exact(&mut h).map_err(io)?;
+    if &h[..8] != MAGIC {
+        return Err("not an ourdb checkpoint of this version (bad magic)".into());
     }
-    if crc32fast::hash(body) != le32(crc) {
-        return Err("checkpoint checksum mismatch");
+    let dense = h[44] == 1;
+    let count = le64(&h[52..60]);
+    let entry = Decoder::entry_len(dense) as u64;
+    let body = count
+        .checked_mul(entry)
+        .filter(|&b| b == len - HEADER_LEN as u64 - 4)
+        .ok_or("checkpoint length does not match its entry count")?;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&h);
+    let mut d = Decoder::new(dense, count as usize);
+    let mut buf = vec![0u8; (CHUNK as u64 / entry * entry).min(body) as usize];
+    let mut left = body;
+    let mut fed = true;
+    while left > 0 {
+        let n = buf.len().min(left as usize);
+        r.read_exact(&mut buf[..n]).map_err(io)?;
+        crc.update(&buf[..n]);
+        fed &= d.feed(&buf[..n]);
+        left -= n as u64;
     }
-    if body[8] != mode_byte(mode) {
-        return Err("checkpoint was written in the other mode");
+    let mut stored = [0u8; 4];
+    r.read_exact(&mut stored).map_err(io)?;
+    if crc.finalize() != le32(&stored) {
+        return Err("checkpoint checksum mismatch".into());
     }
-    let lf_at = le64(&body[28..36]);
-    let end = Covered {
-        file: le32(&body[16..20]),
-        offset: le64(&body[20..28]),
-        last_frame: (lf_at != u64::MAX).then(|| (lf_at, le32(&body[36..40]))),
-    };
-    let dense = body[44] == 1;
+    if h[8] != mode_byte(mode) {
+        return Err("checkpoint was written in the other mode".into());
+    }
     if dense != (mode == Mode::Incremental) {
-        return Err("checkpoint index layout does not match the mode");
+        return Err("checkpoint index layout does not match the mode".into());
     }
-    let index = Index::decode(dense, le64(&body[52..60]), &body[HEADER_LEN..])
-        .ok_or("checkpoint entries do not match their count")?;
+    let index = d
+        .finish()
+        .filter(|_| fed)
+        .ok_or("checkpoint entries do not decode")?;
+    let lf_at = le64(&h[28..36]);
     Ok(Checkpoint {
-        first_file: le32(&body[12..16]),
-        end,
-        next_id: le32(&body[40..44]),
+        first_file: le32(&h[12..16]),
+        end: Covered {
+            file: le32(&h[16..20]),
+            offset: le64(&h[20..28]),
+            last_frame: (lf_at != u64::MAX).then(|| (lf_at, le32(&h[36..40]))),
+        },
+        next_id: le32(&h[40..44]),
         index,
     })
 }
@@ -125,15 +159,20 @@ fn mode_byte(mode: Mode) -> u8 {
     }
 }
 
-/// Reads the checkpoint of `dir`: `Ok(None)` when there is none, `Err` with
-/// the reason when it is unusable.
-pub(crate) fn read(dir: &Path, mode: Mode) -> Result<Option<std::result::Result<Checkpoint, String>>> {
+/// Reads the checkpoint of `dir`: `None` when there is none, `Err` with the
+/// reason when it is unusable (an unreadable one included: open then scans).
+pub(crate) fn read(dir: &Path, mode: Mode) -> Option<std::result::Result<Checkpoint, String>> {
     let path = files::checkpoint_path(dir);
-    match std::fs::read(&path) {
-        Ok(b) => Ok(Some(decode(&b, mode).map_err(str::to_string))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
-    }
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => return Some(Err(format!("opening it failed: {e}"))),
+    };
+    let len = match file.metadata() {
+        Ok(m) => m.len(),
+        Err(e) => return Some(Err(format!("reading its metadata failed: {e}"))),
+    };
+    Some(decode_from(file, len, mode))
 }
 
 /// Writes `bytes` as the checkpoint of `dir`, crash-safely.
@@ -172,6 +211,7 @@ mod tests {
         for mode in [Mode::Incremental, Mode::KeyValue] {
             let (end, ix) = sample(mode);
             let b = encode(mode, 1, end, 4, &ix);
+            let decode = |b: &[u8], mode| decode_from(b, b.len() as u64, mode);
             let cp = decode(&b, mode).expect("decodes");
             assert_eq!(cp.first_file, 1);
             assert_eq!(cp.end, end);

@@ -170,44 +170,82 @@ impl Index {
         }
     }
 
-    /// Decodes what [`Index::encode`] wrote for `count` entries; `None` when
-    /// the bytes do not hold exactly that.
-    pub(crate) fn decode(dense: bool, count: u64, b: &[u8]) -> Option<Index> {
-        let loc = |e: &[u8]| Loc {
-            file: crate::format::le32(&e[0..4]),
-            value_len: crate::format::le32(&e[4..8]),
-            offset: crate::format::le64(&e[8..16]),
-        };
-        let count = usize::try_from(count).ok()?;
-        if dense {
-            if b.len() != count.checked_mul(16)? {
-                return None;
-            }
-            let slots: Vec<Loc> = b.chunks_exact(16).map(loc).collect();
-            let live = slots.iter().filter(|l| l.file != NO_FILE).count();
-            Some(Index::Dense { slots, live })
-        } else {
-            if b.len() != count.checked_mul(20)? {
-                return None;
-            }
-            let mut m = HashMap::with_capacity_and_hasher(count, Default::default());
-            for e in b.chunks_exact(20) {
-                let l = loc(&e[4..]);
-                if l.file == NO_FILE {
-                    return None;
-                }
-                m.insert(crate::format::le32(&e[0..4]), l);
-            }
-            Some(Index::Sparse(m))
-        }
-    }
-
     /// Number of live ids.
     pub(crate) fn len(&self) -> usize {
         match self {
             Index::Dense { live, .. } => *live,
             Index::Sparse(m) => m.len(),
         }
+    }
+}
+
+/// Rebuilds an index from what [`Index::encode`] wrote, fed in pieces of
+/// whole entries (so a large checkpoint is decoded while it is read).
+pub(crate) struct Decoder {
+    index: Index,
+    left: usize,
+}
+
+impl Decoder {
+    /// A decoder for `count` entries of the given layout; the caller has
+    /// checked `count` against the bytes there are.
+    pub(crate) fn new(dense: bool, count: usize) -> Decoder {
+        let index = if dense {
+            Index::Dense {
+                slots: Vec::with_capacity(count),
+                live: 0,
+            }
+        } else {
+            Index::Sparse(HashMap::with_capacity_and_hasher(count, Default::default()))
+        };
+        Decoder { index, left: count }
+    }
+
+    /// Bytes per entry of `dense` or sparse layout.
+    pub(crate) fn entry_len(dense: bool) -> usize {
+        if dense { 16 } else { 20 }
+    }
+
+    /// Decodes whole entries; false when `b` does not hold whole entries
+    /// within the count, or a sparse entry is vacant.
+    pub(crate) fn feed(&mut self, b: &[u8]) -> bool {
+        let loc = |e: &[u8]| Loc {
+            file: crate::format::le32(&e[0..4]),
+            value_len: crate::format::le32(&e[4..8]),
+            offset: crate::format::le64(&e[8..16]),
+        };
+        match &mut self.index {
+            Index::Dense { slots, live } => {
+                if b.len() % 16 != 0 || b.len() / 16 > self.left {
+                    return false;
+                }
+                self.left -= b.len() / 16;
+                for e in b.chunks_exact(16) {
+                    let l = loc(e);
+                    *live += usize::from(l.file != NO_FILE);
+                    slots.push(l);
+                }
+            }
+            Index::Sparse(m) => {
+                if b.len() % 20 != 0 || b.len() / 20 > self.left {
+                    return false;
+                }
+                self.left -= b.len() / 20;
+                for e in b.chunks_exact(20) {
+                    let l = loc(&e[4..]);
+                    if l.file == NO_FILE {
+                        return false;
+                    }
+                    m.insert(crate::format::le32(&e[0..4]), l);
+                }
+            }
+        }
+        true
+    }
+
+    /// The index, once every entry was fed.
+    pub(crate) fn finish(self) -> Option<Index> {
+        (self.left == 0).then_some(self.index)
     }
 }
 
@@ -252,12 +290,18 @@ mod tests {
             ix.remove(2);
             let dense = matches!(ix, Index::Dense { .. });
             let mut b = Vec::new();
-            let n = ix.encode(&mut b);
-            let back = Index::decode(dense, n, &b).expect("decodes");
+            let n = ix.encode(&mut b) as usize;
+            let mut d = Decoder::new(dense, n);
+            let half = b.len() / Decoder::entry_len(dense) / 2 * Decoder::entry_len(dense);
+            assert!(d.feed(&b[..half]) && d.feed(&b[half..]));
+            let back = d.finish().expect("decodes");
             assert_eq!(back.len(), 1);
             assert_eq!(back.get(7), Some(loc(70)));
             assert_eq!(back.get(2), None);
-            assert!(Index::decode(dense, n + 1, &b).is_none());
+            let mut short = Decoder::new(dense, n + 1);
+            assert!(short.feed(&b));
+            assert!(short.finish().is_none());
+            assert!(!Decoder::new(dense, n).feed(&b[1..]));
         }
     }
 }

@@ -71,7 +71,7 @@ pub(crate) fn open_files(dir: &Path, config: &Config) -> Result<Opened> {
     let nums: Vec<u32> = opened.iter().map(|(n, _, _)| *n).collect();
     files::check_numbering(dir, &nums, first)?;
 
-    let cp = match checkpoint::read(dir, config.mode)? {
+    let cp = match checkpoint::read(dir, config.mode) {
         None => None,
         Some(Err(reason)) => {
             log::warn!("ignoring the checkpoint of {}: {reason}", dir.display());
