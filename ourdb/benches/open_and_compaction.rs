@@ -142,6 +142,56 @@ fn update_heavy(records: u32, history: usize) {
     );
 }
 
+/// The same run with compaction left to the background thread (checkpoint
+/// every 1 MiB, compaction at any size): the largest the files got
+/// and where they ended.
+fn update_heavy_background(records: u32) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = Config {
+        checkpoint_bytes: 1 << 20,
+        compaction_min_bytes: 1,
+        ..config(1)
+    };
+    let db = OurDb::open(dir.path(), cfg).expect("open");
+    let size = 100;
+    let t = Instant::now();
+    let mut most = 0;
+    for round in 0..=100 {
+        for chunk in (1..=records).collect::<Vec<_>>().chunks(1000) {
+            let mut b = Batch::new();
+            chunk.iter().for_each(|&id| {
+                if round == 0 {
+                    b.insert(value(id, 0, size));
+                } else {
+                    b.update(id, value(id, round, size));
+                }
+            });
+            db.commit(b).expect("commit");
+        }
+        most = most.max(file_bytes(dir.path()));
+    }
+    let took = t.elapsed();
+    let end = file_bytes(dir.path());
+    let live = u64::from(records) * size as u64;
+    // The worker keeps compacting while one is due; wait for it (10 s at most).
+    let idle = Instant::now();
+    while file_bytes(dir.path()) > 2 * live && idle.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let settled = file_bytes(dir.path());
+    println!(
+        "update-heavy with background compaction (history 1, any size): commits took {:.0} ms; \
+         files at most {most} bytes ({:.2}x the {live} live bytes), {end} when the commits ended \
+         ({:.2}x), {settled} ({:.2}x) {:.0} ms later; {} compactions",
+        ms(took),
+        most as f64 / live as f64,
+        end as f64 / live as f64,
+        settled as f64 / live as f64,
+        ms(idle.elapsed()),
+        db.stats().compactions,
+    );
+}
+
 /// Longest commit latency with and without a compaction running beside it.
 fn writer_pause(records: u32) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -221,6 +271,7 @@ fn main() {
     let heavy = records / 50;
     update_heavy(heavy, 1);
     update_heavy(heavy, 16);
+    update_heavy_background(heavy);
     writer_pause(records / 10);
     println!("total {:.1?}", t0.elapsed());
 }

@@ -40,7 +40,9 @@ use crate::{Mode, read};
 const FRAME_TARGET: usize = 1 << 20;
 /// Catch-up rounds stop once a round copies less than this.
 const CATCH_UP_SMALL: u64 = 1 << 20;
-const CATCH_UP_ROUNDS: usize = 32;
+const CATCH_UP_ROUNDS: usize = 8;
+/// Most bytes of frames copied while commits wait (see `catch_up_and_switch`).
+const SLICE: u64 = 1 << 20;
 
 /// Bytes read or buffered for writing at a time.
 const IO_CHUNK: usize = 4 << 20;
@@ -169,8 +171,16 @@ impl Store {
                 return other;
             }
         }
+        // What the next compaction is measured against: the versions kept
+        // of this snapshot, not the frames copied verbatim after it (those
+        // may hold garbage the next compaction reclaims).
+        let kept = out.offset;
         let res = self.catch_up_and_switch(from, &mut out);
-        if !matches!(res, Ok(true)) {
+        if matches!(res, Ok(true)) {
+            self.wake
+                .base
+                .store(kept, std::sync::atomic::Ordering::Relaxed);
+        } else {
             let _ = std::fs::remove_file(&out.path);
         }
         res
@@ -262,7 +272,8 @@ impl Store {
     }
 
     /// Copies the frames committed since `from`, then switches to `out`.
-    fn catch_up_and_switch(&self, mut from: Covered, out: &mut Out) -> Result<bool> {
+    fn catch_up_and_switch(&self, from: Covered, out: &mut Out) -> Result<bool> {
+        let mut from = (from.file, from.offset);
         for _ in 0..CATCH_UP_ROUNDS {
             if self.wake.stopping() {
                 return Ok(false);
@@ -271,8 +282,8 @@ impl Store {
                 let st = self.read_state();
                 (st.end, st.files.clone(), st.first_file)
             };
-            let copied = copy_frames(&files, first_no, from, to, out)?;
-            from = to;
+            let copied;
+            (copied, from) = copy_frames(&files, first_no, from, to, out, u64::MAX)?;
             if copied < CATCH_UP_SMALL {
                 break;
             }
@@ -284,13 +295,30 @@ impl Store {
         out.index.move_all_to(n);
         out.file_no = n;
 
-        let mut w = self.lock_unpoisoned_writer()?;
-        let paused = Instant::now();
-        let (to, files, first_no) = {
-            let st = self.read_state();
-            (st.end, st.files.clone(), st.first_file)
+        // Commits faster than the rounds above could copy: the rest is
+        // copied under the writer lock in slices of at most SLICE bytes, the
+        // lock released between slices, so commits wait at most one slice
+        // (and the switch after the last one).
+        let mut longest = std::time::Duration::ZERO;
+        let (mut w, paused, first_no) = loop {
+            let w = self.lock_unpoisoned_writer()?;
+            let paused = Instant::now();
+            let (to, files, first_no) = {
+                let st = self.read_state();
+                (st.end, st.files.clone(), st.first_file)
+            };
+            let reached;
+            (_, reached) = copy_frames(&files, first_no, from, to, out, SLICE)?;
+            if reached == (to.file, to.offset) {
+                break (w, paused, first_no);
+            }
+            from = reached;
+            drop(w);
+            longest = longest.max(paused.elapsed());
+            if self.wake.stopping() {
+                return Ok(false);
+            }
         };
-        copy_frames(&files, first_no, from, to, out)?;
         out.flush()?;
         if next_file_no(w.file_no)? != n {
             // The writer rolled over meanwhile.
@@ -338,16 +366,13 @@ impl Store {
         w.offset = out.offset;
         w.allocated = out.offset;
         drop(w);
-        let pause = paused.elapsed();
+        let pause = paused.elapsed().max(longest);
         if !sync {
             // Before the old files go, the switch must be on disk.
             out.sync()?;
             files::sync_dir(&self.dir)?;
         }
         self.counters.compacted(out.offset, pause);
-        self.wake
-            .base
-            .store(out.offset, std::sync::atomic::Ordering::Relaxed);
         log::debug!(
             "compacted {} into data file {n} ({} bytes, writer paused {pause:?})",
             self.dir.display(),
@@ -369,18 +394,20 @@ fn next_file_no(current: u32) -> Result<u32> {
     })
 }
 
-/// Copies the frames between `from` and `to` into `out`, re-linking their
-/// history to `out`'s positions. Returns the bytes read.
+/// Copies the frames from `from` (file, offset) up to `to` into `out`,
+/// re-linking their history to `out`'s positions, stopping early at the
+/// first frame boundary after `limit` bytes. Returns the bytes copied and
+/// the position reached.
 fn copy_frames(
     files: &[Arc<DataFile>],
     first_no: u32,
-    from: Covered,
+    from: (u32, u64),
     to: Covered,
     out: &mut Out,
-) -> Result<u64> {
+    limit: u64,
+) -> Result<(u64, (u32, u64))> {
     let mut copied = 0;
-    let mut file_no = from.file;
-    let mut off = from.offset;
+    let (mut file_no, mut off) = from;
     let mut buf = Vec::new();
     while (file_no, off) < (to.file, to.offset) {
         let df = file_no
@@ -423,6 +450,9 @@ fn copy_frames(
                 let frame = relink_frame(p, out).map_err(|r| Error::corrupt(&df.path, at, r))?;
                 out.write(&frame)?;
                 i = end;
+                if copied + i as u64 >= limit {
+                    return Ok((copied + i as u64, (file_no, off + i as u64)));
+                }
             }
             if i == 0 {
                 return Err(Error::corrupt(&df.path, off, "frame extends past the end"));
@@ -436,7 +466,7 @@ fn copy_frames(
         file_no += 1;
         off = FILE_HEADER_LEN;
     }
-    Ok(copied)
+    Ok((copied, (file_no, off)))
 }
 
 /// Re-encodes one committed frame payload for the end of `out`, updating

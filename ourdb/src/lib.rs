@@ -137,8 +137,8 @@ pub struct Config {
     /// `close`, compaction only through [`OurDb::compact`]. Default 8 MiB.
     pub checkpoint_bytes: u64,
     /// The background thread compacts once the data files hold at least this
-    /// many bytes and twice what they held after the last compaction (before
-    /// the first: twice the live versions' bytes). 0: never in the
+    /// many bytes and 1.5 times what they held after the last compaction
+    /// (before the first: the live versions' bytes). 0: never in the
     /// background. Default 64 MiB.
     pub compaction_min_bytes: u64,
 }
