@@ -19,7 +19,7 @@ use std::sync::Arc;
 use crate::checkpoint::{self, Checkpoint, Covered};
 use crate::error::{Error, Result};
 use crate::files::{self, DataFile};
-use crate::format::{self, FILE_HEADER_LEN, FRAME_HEADER_LEN};
+use crate::format::{self, FILE_HEADER_LEN, FRAME_HEADER_LEN, OP_HEADER_LEN};
 use crate::index::Index;
 use crate::recovery::{self, Recovered};
 use crate::{Config, Mode};
@@ -227,5 +227,46 @@ fn trust(
     if !format::frame_crc_ok(plen, crc, &payload) {
         return Err(changed());
     }
-    Ok(())
+    locations_in_bounds(cp, opened)
+}
+
+/// Whether every location the checkpoint's index holds lies before its end
+/// (so no read is sized or placed by a checkpoint that lies).
+fn locations_in_bounds(
+    cp: &Checkpoint,
+    opened: &[(u32, format::FileHeader, DataFile)],
+) -> std::result::Result<(), String> {
+    let mut ends = Vec::with_capacity(opened.len());
+    for (n, _, df) in opened.iter().filter(|(n, _, _)| *n <= cp.end.file) {
+        let end = if *n == cp.end.file {
+            cp.end.offset
+        } else {
+            file_len(&df.file, &df.path).map_err(|e| e.to_string())?
+        };
+        ends.push(end);
+    }
+    let first = cp.first_file;
+    let dense = matches!(cp.index, Index::Dense { .. });
+    let mut bad = None;
+    cp.index.for_each(|id, l| {
+        let end = l
+            .file
+            .checked_sub(first)
+            .and_then(|i| ends.get(i as usize).copied())
+            .unwrap_or(0);
+        let reach = l
+            .offset
+            .saturating_add(OP_HEADER_LEN as u64 + u64::from(l.value_len));
+        let id_ok = (id != 0 || !dense) && (id < cp.next_id || cp.next_id == u32::MAX);
+        if bad.is_none() && (l.offset < FILE_HEADER_LEN || reach > end || !id_ok) {
+            bad = Some(id);
+        }
+    });
+    match bad {
+        Some(id) => Err(format!(
+            "its entry for id {id} lies outside the data it covers or the ids handed out"
+        )),
+        None if cp.next_id == 0 => Err("its next id is 0".into()),
+        None => Ok(()),
+    }
 }
