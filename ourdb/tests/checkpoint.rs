@@ -161,6 +161,26 @@ fn a_truncated_or_empty_checkpoint_is_ignored() {
 }
 
 #[test]
+fn a_checkpoint_whose_checksum_holds_but_whose_entries_lie_is_ignored() {
+    // Layout: 60-byte header, then 16 bytes per id from 1 (file u32,
+    // value_len u32, offset u64), then a CRC32 of everything before it.
+    let rewrite = |dir: &Path, edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut b = fs::read(checkpoint(dir)).unwrap();
+        b.truncate(b.len() - 4);
+        edit(&mut b);
+        let crc = crc32fast::hash(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        fs::write(checkpoint(dir), b).unwrap();
+    };
+    // Id 2 (live; id 1 is deleted): a value length reaching past the data.
+    ignored_after(|dir| rewrite(dir, &|b| b[80..84].copy_from_slice(&(1u32 << 30).to_le_bytes())));
+    // An offset inside a file header.
+    ignored_after(|dir| rewrite(dir, &|b| b[84..92].copy_from_slice(&3u64.to_le_bytes())));
+    // A next id below the ids in the index.
+    ignored_after(|dir| rewrite(dir, &|b| b[40..44].copy_from_slice(&2u32.to_le_bytes())));
+}
+
+#[test]
 fn a_checkpoint_from_another_database_is_ignored() {
     let other = tempfile::tempdir().unwrap();
     let db = OurDb::open(other.path(), config()).unwrap();
