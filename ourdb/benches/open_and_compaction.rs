@@ -35,7 +35,9 @@ fn config(history: usize) -> Config {
 
 fn value(id: u32, round: u32, size: usize) -> Vec<u8> {
     let seed = id.wrapping_mul(2_654_435_761) ^ round;
-    (0..size).map(|i| (seed >> (i % 4 * 8)) as u8 ^ i as u8).collect()
+    (0..size)
+        .map(|i| (seed >> (i % 4 * 8)) as u8 ^ i as u8)
+        .collect()
 }
 
 fn best_of_3(mut f: impl FnMut() -> Duration) -> Duration {

@@ -7,30 +7,37 @@
 //! Compaction copies, for every live id, its newest `Config::history`
 //! versions (all when 0) into one file, `compaction.tmp`, without holding a
 //! lock: deleted records and older versions are left behind. It then copies
-//! the frames committed meanwhile (rounds until a round copies under 1 MiB),
-//! fsyncs, and takes the writer lock for the switch: copy the last frames,
-//! write the header (a generation start numbered one past the current file),
-//! fsync, rename into place, fsync the directory, publish the new file and
-//! index, and continue writing at its end. Commits wait only for that switch
-//! ([`crate::Stats::max_compaction_pause`]); reads never wait (one holding an
-//! old file keeps reading it). The old files are deleted afterwards. A crash
-//! before the rename leaves a `.tmp` that open deletes; after it, open finds
-//! the generation start and deletes the files it supersedes.
+//! the frames committed meanwhile (`copy`), in rounds without a lock until
+//! a round copies under 1 MiB (at most 8), and fsyncs the file with its
+//! header (a generation start numbered one past the writer's current file).
+//! Then the writer lock: what is left is copied in slices of at most 1 MiB,
+//! the lock released between slices, and after the last slice, still under
+//! the lock, the switch: rename into place (in `Durability::Sync` after an
+//! fsync of the last frames, followed by an fsync of the directory), publish
+//! the file and index, continue writing at its end. So a commit waits for
+//! at most one slice or the switch ([`crate::Stats::max_compaction_pause`]),
+//! and a writer faster than the copy is slowed to its pace until the switch;
+//! reads never wait (one holding an old file keeps reading it). In
+//! `Durability::Flush` the file and directory are fsynced right after the
+//! lock is released. The old files are deleted last. A crash before the
+//! rename leaves a `.tmp` that open deletes; after it, open finds the
+//! generation start and deletes the files it supersedes (`opening`).
 //!
 //! History links inside the compacted file use `SAME_FILE`, since its
 //! number is chosen only at the switch.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::checkpoint::{self, Covered};
+use crate::copy::{Out, copy_frames};
 use crate::error::{Error, Result};
 use crate::files::{self, DataFile};
 use crate::format::{
-    self, FILE_HEADER_LEN, FRAME_HEADER_LEN, FileHeader, FrameBuilder, OP_HEADER_LEN, OpKind,
-    PAYLOAD_HEADER_LEN, Pos, SAME_FILE,
+    self, FILE_HEADER_LEN, FRAME_HEADER_LEN, FileHeader, FrameBuilder, OpKind, PAYLOAD_HEADER_LEN,
+    Pos, SAME_FILE,
 };
 use crate::index::{Index, Loc};
 use crate::state::Store;
@@ -43,62 +50,6 @@ const CATCH_UP_SMALL: u64 = 1 << 20;
 const CATCH_UP_ROUNDS: usize = 8;
 /// Most bytes of frames copied while commits wait (see `catch_up_and_switch`).
 const SLICE: u64 = 1 << 20;
-
-/// Bytes read or buffered for writing at a time.
-const IO_CHUNK: usize = 4 << 20;
-
-/// The compacted file being written.
-struct Out {
-    file: File,
-    path: std::path::PathBuf,
-    /// End of what is written, buffered bytes included.
-    offset: u64,
-    /// Frames not yet written, ending at `offset`.
-    buffered: Vec<u8>,
-    /// The number the file will get (`SAME_FILE` until one is chosen), for
-    /// the index's locations.
-    file_no: u32,
-    last_frame: Option<(u64, u32)>,
-    index: Index,
-}
-
-impl Out {
-    /// Appends a frame (written once enough is buffered, or on `flush`).
-    fn write(&mut self, frame: &[u8]) -> Result<()> {
-        let crc = format::le32(&frame[8..12]);
-        self.buffered.extend_from_slice(frame);
-        self.last_frame = Some((self.offset, crc));
-        self.offset += frame.len() as u64;
-        if self.buffered.len() >= IO_CHUNK {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        let at = self.offset - self.buffered.len() as u64;
-        self.file
-            .write_all_at(&self.buffered, at)
-            .map_err(|e| Error::io(format!("writing {}", self.path.display()), e))?;
-        self.buffered.clear();
-        Ok(())
-    }
-
-    fn sync(&mut self) -> Result<()> {
-        self.flush()?;
-        self.file
-            .sync_data()
-            .map_err(|e| Error::io(format!("syncing {}", self.path.display()), e))
-    }
-}
-
-/// Whether an op's history link is set, as a link to `id`'s head in `ix`.
-fn link(ix: &Index, id: u32) -> Option<Pos> {
-    ix.get(id).map(|l| Pos {
-        file: SAME_FILE,
-        offset: l.offset,
-    })
-}
 
 impl Store {
     /// Writes a checkpoint of the published state unless the last one
@@ -392,117 +343,4 @@ fn next_file_no(current: u32) -> Result<u32> {
     current.checked_add(1).ok_or_else(|| Error::InvalidConfig {
         reason: "data file numbers exhausted".into(),
     })
-}
-
-/// Copies the frames from `from` (file, offset) up to `to` into `out`,
-/// re-linking their history to `out`'s positions, stopping early at the
-/// first frame boundary after `limit` bytes. Returns the bytes copied and
-/// the position reached.
-fn copy_frames(
-    files: &[Arc<DataFile>],
-    first_no: u32,
-    from: (u32, u64),
-    to: Covered,
-    out: &mut Out,
-    limit: u64,
-) -> Result<(u64, (u32, u64))> {
-    let mut copied = 0;
-    let (mut file_no, mut off) = from;
-    let mut buf = Vec::new();
-    while (file_no, off) < (to.file, to.offset) {
-        let df = file_no
-            .checked_sub(first_no)
-            .and_then(|i| files.get(i as usize))
-            .expect("frames to copy are in the current files");
-        let stop = if file_no == to.file {
-            to.offset
-        } else {
-            df.file
-                .metadata()
-                .map_err(|e| Error::io(format!("reading metadata of {}", df.path.display()), e))?
-                .len()
-        };
-        while off < stop {
-            buf.resize((stop - off).min(IO_CHUNK as u64) as usize, 0);
-            read::read_exact_at(df, &mut buf, off)?;
-            let mut i = 0;
-            while i + FRAME_HEADER_LEN <= buf.len() {
-                let h: [u8; FRAME_HEADER_LEN] = buf[i..i + FRAME_HEADER_LEN]
-                    .try_into()
-                    .expect("slice of frame header length");
-                let at = off + i as u64;
-                let (plen, crc) = format::decode_frame_header(&h)
-                    .ok_or_else(|| Error::corrupt(&df.path, at, "bad frame magic"))?;
-                let end = i + FRAME_HEADER_LEN + plen as usize;
-                if end > buf.len() {
-                    if i == 0 && off + end as u64 <= stop {
-                        // One frame larger than the chunk: read it whole.
-                        buf.resize(end, 0);
-                        read::read_exact_at(df, &mut buf, off)?;
-                        continue;
-                    }
-                    break;
-                }
-                let p = &buf[i + FRAME_HEADER_LEN..end];
-                if !format::frame_crc_ok(plen, crc, p) {
-                    return Err(Error::corrupt(&df.path, at, "frame checksum mismatch"));
-                }
-                let frame = relink_frame(p, out).map_err(|r| Error::corrupt(&df.path, at, r))?;
-                out.write(&frame)?;
-                i = end;
-                if copied + i as u64 >= limit {
-                    return Ok((copied + i as u64, (file_no, off + i as u64)));
-                }
-            }
-            if i == 0 {
-                return Err(Error::corrupt(&df.path, off, "frame extends past the end"));
-            }
-            off += i as u64;
-            copied += i as u64;
-        }
-        if file_no == to.file {
-            break;
-        }
-        file_no += 1;
-        off = FILE_HEADER_LEN;
-    }
-    Ok((copied, (file_no, off)))
-}
-
-/// Re-encodes one committed frame payload for the end of `out`, updating
-/// `out`'s index as if it were written.
-fn relink_frame(p: &[u8], out: &mut Out) -> std::result::Result<Vec<u8>, &'static str> {
-    if p.len() < PAYLOAD_HEADER_LEN {
-        return Err("frame payload is too short");
-    }
-    let next_id = format::le32(&p[0..4]);
-    let count = format::le32(&p[4..8]);
-    let mut b = FrameBuilder::new(out.offset, p.len(), next_id);
-    let mut i = PAYLOAD_HEADER_LEN;
-    for _ in 0..count {
-        let h = format::decode_op_header(&p[i..])?;
-        let v = p
-            .get(i + OP_HEADER_LEN..i + OP_HEADER_LEN + h.value_len as usize)
-            .ok_or("op value extends past its frame")?;
-        match h.kind {
-            OpKind::Put => {
-                let prev = h.prev.and_then(|_| link(&out.index, h.id));
-                let at = b.push(OpKind::Put, h.id, prev, v);
-                out.index.insert(
-                    h.id,
-                    Loc {
-                        file: out.file_no,
-                        value_len: h.value_len,
-                        offset: at,
-                    },
-                );
-            }
-            OpKind::Delete => {
-                b.push(OpKind::Delete, h.id, None, &[]);
-                out.index.remove(h.id);
-            }
-        }
-        i += OP_HEADER_LEN + v.len();
-    }
-    Ok(b.finish())
 }

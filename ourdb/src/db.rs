@@ -50,8 +50,10 @@ impl std::fmt::Debug for OurDb {
 impl OurDb {
     /// Creates or opens the database in `dir`, taking an exclusive lock on it.
     ///
-    /// Scans the data files to rebuild the index, cutting a torn tail left by
-    /// a crash. Fails with [`Error::Locked`] when another handle holds the
+    /// Rebuilds the index from the checkpoint and the frames written after it
+    /// (every frame when the checkpoint is missing or cannot be trusted),
+    /// cutting a torn tail left by a crash, and starts the background thread
+    /// (see [`Config::checkpoint_bytes`]). Fails with [`Error::Locked`] when another handle holds the
     /// directory, [`Error::Corrupt`] on damage that is not a torn tail, and
     /// [`Error::ModeMismatch`] when the directory was created in the other mode.
     pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<OurDb> {
@@ -172,7 +174,10 @@ impl OurDb {
             if out.len() >= depth {
                 break;
             }
-            let file = p.file.checked_sub(first).and_then(|i| files.get(i as usize));
+            let file = p
+                .file
+                .checked_sub(first)
+                .and_then(|i| files.get(i as usize));
             let file = file.ok_or_else(|| {
                 Error::corrupt(
                     &self.store.dir,

@@ -141,8 +141,8 @@ pub(crate) fn check_numbering(dir: &Path, nums: &[u32], first: u32) -> Result<()
 /// over `path`, the directory fsynced. A crash leaves the old or the new file.
 pub(crate) fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp)
-        .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+    let mut f =
+        File::create(&tmp).map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;

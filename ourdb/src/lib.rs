@@ -49,7 +49,8 @@
 // files), read (one record version), index, checkpoint (the index saved to
 // disk), cache, stats (plain counters), state (what readers and the writer
 // share), recovery (the frame scan), opening (generation, checkpoint, scan),
-// commit (the write path), compact (compaction and writing checkpoints),
+// commit (the write path), copy (compaction's output file), compact
+// (compaction and writing checkpoints),
 // background (the worker thread), db (`OurDb`).
 mod background;
 mod batch;
@@ -57,6 +58,7 @@ mod cache;
 mod checkpoint;
 mod commit;
 mod compact;
+mod copy;
 mod db;
 mod error;
 mod files;

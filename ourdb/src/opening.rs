@@ -195,7 +195,10 @@ fn trust(
         ));
     }
     let Some((_, _, df)) = opened.iter().find(|(n, _, _)| *n == cp.end.file) else {
-        return Err(format!("it ends in data file {}, which is not there", cp.end.file));
+        return Err(format!(
+            "it ends in data file {}, which is not there",
+            cp.end.file
+        ));
     };
     let len = file_len(&df.file, &df.path).map_err(|e| e.to_string())?;
     if cp.end.offset > len || cp.end.offset < FILE_HEADER_LEN {
@@ -212,7 +215,12 @@ fn trust(
             Err("it names no last frame but ends after a file header".into())
         };
     };
-    let changed = || format!("the frame it ends with at offset {at} of {} changed", df.path.display());
+    let changed = || {
+        format!(
+            "the frame it ends with at offset {at} of {} changed",
+            df.path.display()
+        )
+    };
     let mut h = [0u8; FRAME_HEADER_LEN];
     std::os::unix::fs::FileExt::read_exact_at(&df.file, &mut h, at).map_err(|_| changed())?;
     let Some((plen, got)) = format::decode_frame_header(&h) else {

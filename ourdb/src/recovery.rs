@@ -1,6 +1,7 @@
-//! Rebuilding the index from the data files on open.
+//! The frame scan that rebuilds the index on open (from the start of the
+//! files, or from where the checkpoint ends).
 //!
-//! Layering: above `format`, `files` and `index`; only `db` (opening) uses it.
+//! Layering: above `format`, `files` and `index`; only `opening` uses it.
 //!
 //! The data files are the truth. Each file is read front to back, frame by
 //! frame; a frame is applied only when its CRC holds. At the first bad frame:

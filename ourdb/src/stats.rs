@@ -105,7 +105,9 @@ impl Counters {
             open_scanned_bytes: self.open_scanned_bytes.load(Ordering::Relaxed),
             checkpoints: self.checkpoints.load(Ordering::Relaxed),
             compactions: self.compactions.load(Ordering::Relaxed),
-            max_compaction_pause: Duration::from_nanos(self.max_pause_nanos.load(Ordering::Relaxed)),
+            max_compaction_pause: Duration::from_nanos(
+                self.max_pause_nanos.load(Ordering::Relaxed),
+            ),
         }
     }
 }

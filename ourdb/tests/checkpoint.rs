@@ -15,22 +15,19 @@ fn config() -> Config {
     }
 }
 
+/// Per id: its live value and its full history.
+type Contents = Vec<(u32, Option<Vec<u8>>, Vec<Vec<u8>>)>;
+
 /// Live values by id, and each id's full history, read through `db`.
-fn contents(db: &OurDb) -> Vec<(u32, Option<Vec<u8>>, Vec<Vec<u8>>)> {
+fn contents(db: &OurDb) -> Contents {
     (1..db.next_id())
-        .map(|id| {
-            (
-                id,
-                db.get(id).unwrap(),
-                db.history(id, usize::MAX).unwrap(),
-            )
-        })
+        .map(|id| (id, db.get(id).unwrap(), db.history(id, usize::MAX).unwrap()))
         .collect()
 }
 
 /// A closed store over several files with updates and deletes; returns what
 /// it holds.
-fn build(dir: &Path) -> Vec<(u32, Option<Vec<u8>>, Vec<Vec<u8>>)> {
+fn build(dir: &Path) -> Contents {
     let db = OurDb::open(dir, config()).unwrap();
     for i in 0..200u32 {
         let id = db.insert(&i.to_le_bytes().repeat(20)).unwrap();
@@ -69,7 +66,8 @@ fn frames_committed_after_the_checkpoint_are_scanned_and_kept() {
     let db = OurDb::open(dir.path(), config()).unwrap();
     // Enough to roll over to further files after the checkpoint's end.
     for i in 0..100u32 {
-        db.update([2, 3, 5, 6, 10][i as usize % 5], &[i as u8; 300]).unwrap();
+        db.update([2, 3, 5, 6, 10][i as usize % 5], &[i as u8; 300])
+            .unwrap();
     }
     db.insert(b"last").unwrap();
     let want = contents(&db);
@@ -92,7 +90,10 @@ fn background_thread_writes_checkpoints_while_commits_go_on() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut i = 0u32;
     while db.stats().checkpoints < 2 {
-        assert!(std::time::Instant::now() < deadline, "no checkpoint written");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint written"
+        );
         db.insert(&[i as u8; 500]).unwrap();
         i += 1;
     }
@@ -112,11 +113,19 @@ fn ignored_after(damage: impl FnOnce(&Path)) {
     let db = OurDb::open(dir.path(), config()).unwrap();
     let st = db.stats();
     assert!(!st.opened_from_checkpoint, "{st:?}");
-    assert_eq!(st.open_scanned_bytes, st.file_bytes - 32 * data_files(dir.path()));
+    assert_eq!(
+        st.open_scanned_bytes,
+        st.file_bytes - 32 * data_files(dir.path())
+    );
     assert_eq!(contents(&db), want);
     // And a close writes a good one again.
     db.close().unwrap();
-    assert!(OurDb::open(dir.path(), config()).unwrap().stats().opened_from_checkpoint);
+    assert!(
+        OurDb::open(dir.path(), config())
+            .unwrap()
+            .stats()
+            .opened_from_checkpoint
+    );
 }
 
 fn data_files(dir: &Path) -> u64 {
@@ -137,7 +146,22 @@ fn a_flipped_byte_anywhere_in_the_checkpoint_makes_open_scan_everything() {
     let dir = tempfile::tempdir().unwrap();
     build(dir.path());
     let len = fs::metadata(checkpoint(dir.path())).unwrap().len();
-    for at in [0, 8, 13, 17, 21, 30, 37, 41, 44, 53, 60, len / 2, len - 5, len - 1] {
+    for at in [
+        0,
+        8,
+        13,
+        17,
+        21,
+        30,
+        37,
+        41,
+        44,
+        53,
+        60,
+        len / 2,
+        len - 5,
+        len - 1,
+    ] {
         ignored_after(|dir| {
             let mut b = fs::read(checkpoint(dir)).unwrap();
             b[at as usize] ^= 0x10;
@@ -150,7 +174,10 @@ fn a_flipped_byte_anywhere_in_the_checkpoint_makes_open_scan_everything() {
 fn a_truncated_or_empty_checkpoint_is_ignored() {
     for keep in [0, 10, 59, 100] {
         ignored_after(|dir| {
-            let f = OpenOptions::new().write(true).open(checkpoint(dir)).unwrap();
+            let f = OpenOptions::new()
+                .write(true)
+                .open(checkpoint(dir))
+                .unwrap();
             f.set_len(keep).unwrap();
         });
     }
@@ -173,7 +200,11 @@ fn a_checkpoint_whose_checksum_holds_but_whose_entries_lie_is_ignored() {
         fs::write(checkpoint(dir), b).unwrap();
     };
     // Id 2 (live; id 1 is deleted): a value length reaching past the data.
-    ignored_after(|dir| rewrite(dir, &|b| b[80..84].copy_from_slice(&(1u32 << 30).to_le_bytes())));
+    ignored_after(|dir| {
+        rewrite(dir, &|b| {
+            b[80..84].copy_from_slice(&(1u32 << 30).to_le_bytes())
+        })
+    });
     // An offset inside a file header.
     ignored_after(|dir| rewrite(dir, &|b| b[84..92].copy_from_slice(&3u64.to_le_bytes())));
     // A next id below the ids in the index.
@@ -216,7 +247,11 @@ fn a_data_file_cut_below_the_checkpoint_end_makes_it_ignored() {
     let db = OurDb::open(dir.path(), config()).unwrap();
     assert!(!db.stats().opened_from_checkpoint);
     assert_eq!(db.get(a).unwrap(), Some(b"kept".to_vec()));
-    assert_eq!(db.get(b).unwrap(), None, "the checkpoint did not bring it back");
+    assert_eq!(
+        db.get(b).unwrap(),
+        None,
+        "the checkpoint did not bring it back"
+    );
     assert_eq!(db.next_id(), b);
 }
 

@@ -64,7 +64,11 @@ fn compaction_keeps_the_newest_versions_of_live_records_and_drops_deleted_ones()
         assert!(after < before, "history {history}: {after} >= {before}");
         // What compaction keeps: the newest `history` versions (0: all).
         for v in all.values_mut() {
-            let drop = if history == 0 { 0 } else { v.len().saturating_sub(history) };
+            let drop = if history == 0 {
+                0
+            } else {
+                v.len().saturating_sub(history)
+            };
             v.drain(..drop);
         }
         let check = |db: &OurDb, all: &BTreeMap<u32, Vec<Vec<u8>>>| {
@@ -234,7 +238,10 @@ fn old_files_left_next_to_a_generation_start_are_superseded_not_counted_twice() 
     let want = contents(&db);
     drop(db);
     let current = data_files(dir.path());
-    assert!(current.iter().all(|p| !old.contains(p)), "old files are deleted");
+    assert!(
+        current.iter().all(|p| !old.contains(p)),
+        "old files are deleted"
+    );
     // A crash after the rename, before the old files were deleted (some or all).
     for (i, p) in old.iter().enumerate() {
         if i % 2 == 0 || i == old.len() - 1 {
