@@ -58,7 +58,10 @@ impl Store {
         let mut last = self.lock_checkpointing();
         let (bytes, end, first, file) = {
             let st = self.read_state();
-            if *last == Some((st.first_file, st.end)) {
+            let nothing_written = st.end.last_frame.is_none()
+                && st.end.file == st.first_file
+                && st.index.len() == 0;
+            if *last == Some((st.first_file, st.end)) || nothing_written {
                 return Ok(false);
             }
             let bytes = checkpoint::encode(
@@ -71,8 +74,9 @@ impl Store {
             let file = st.file(st.end.file).map(Arc::clone);
             (bytes, st.end, st.first_file, file)
         };
-        // What the checkpoint covers must be on disk before it is.
-        if let Some(f) = file {
+        // What the checkpoint covers must be on disk before it is (in
+        // `Durability::Sync` every published frame already is).
+        if let Some(f) = file.filter(|_| !self.config.durability.syncs()) {
             f.file
                 .sync_data()
                 .map_err(|e| Error::io(format!("syncing {}", f.path.display()), e))?;

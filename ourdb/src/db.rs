@@ -87,7 +87,7 @@ impl OurDb {
             config,
             counters: crate::stats::Counters::opened(o.file_bytes, o.from_checkpoint, o.scanned),
             wake: Default::default(),
-            checkpointing: Mutex::new(None),
+            checkpointing: Mutex::new(o.checkpoint),
             compacting: Mutex::new(()),
         });
         Ok(OurDb {

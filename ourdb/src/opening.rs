@@ -36,6 +36,8 @@ pub(crate) struct Opened {
     pub file_bytes: u64,
     pub from_checkpoint: bool,
     pub scanned: u64,
+    /// First file and end of the checkpoint on disk, when it was used.
+    pub checkpoint: Option<(u32, Covered)>,
 }
 
 /// Opens the data files of a locked `dir` and rebuilds the index.
@@ -86,6 +88,7 @@ pub(crate) fn open_files(dir: &Path, config: &Config) -> Result<Opened> {
         },
     };
     let from_checkpoint = cp.is_some();
+    let on_disk = cp.as_ref().map(|cp| (cp.first_file, cp.end));
     let (mut rec, resume, mut last_frame) = match cp {
         Some(cp) => (
             Recovered {
@@ -173,6 +176,7 @@ pub(crate) fn open_files(dir: &Path, config: &Config) -> Result<Opened> {
         file_bytes,
         from_checkpoint,
         scanned,
+        checkpoint: on_disk,
     })
 }
 
