@@ -30,7 +30,7 @@ use crate::Mode;
 use crate::error::Result;
 use crate::files;
 use crate::format::{le32, le64};
-use crate::index::{Decoder, Index};
+use crate::index::{Bounds, Decoder, Index};
 
 const MAGIC: &[u8; 8] = b"OURDBCK1";
 const HEADER_LEN: usize = 60;
@@ -55,6 +55,8 @@ pub(crate) struct Checkpoint {
     pub end: Covered,
     pub next_id: u32,
     pub index: Index,
+    /// Where the index's locations lie.
+    pub bounds: Bounds,
 }
 
 /// Encodes a checkpoint of `index` (which holds every frame up to `end`).
@@ -135,7 +137,7 @@ pub(crate) fn decode_from(
     if dense != (mode == Mode::Incremental) {
         return Err("checkpoint index layout does not match the mode".into());
     }
-    let index = d
+    let (index, bounds) = d
         .finish()
         .filter(|_| fed)
         .ok_or("checkpoint entries do not decode")?;
@@ -149,6 +151,7 @@ pub(crate) fn decode_from(
         },
         next_id: le32(&h[40..44]),
         index,
+        bounds,
     })
 }
 

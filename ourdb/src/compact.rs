@@ -58,9 +58,8 @@ impl Store {
         let mut last = self.lock_checkpointing();
         let (bytes, end, first, file) = {
             let st = self.read_state();
-            let nothing_written = st.end.last_frame.is_none()
-                && st.end.file == st.first_file
-                && st.index.len() == 0;
+            let nothing_written =
+                st.end.last_frame.is_none() && st.end.file == st.first_file && st.index.len() == 0;
             if *last == Some((st.first_file, st.end)) || nothing_written {
                 return Ok(false);
             }

@@ -184,6 +184,62 @@ impl Index {
 pub(crate) struct Decoder {
     index: Index,
     left: usize,
+    bounds: Bounds,
+}
+
+/// Where the decoded locations lie, gathered while decoding so they can be
+/// checked against the files without another pass over the index.
+#[derive(Debug, Default)]
+pub(crate) struct Bounds {
+    /// Per data file: lowest offset, highest offset + op header + value.
+    spans: HashMap<u32, (u64, u64), BuildHasherDefault<IdHasher>>,
+    /// The span of the file noted last (entries come in runs of one file).
+    last: Option<(u32, u64, u64)>,
+    /// Lowest and highest live id.
+    pub ids: Option<(u32, u32)>,
+}
+
+impl Bounds {
+    fn note_id(&mut self, id: u32) {
+        self.ids = Some(
+            self.ids
+                .map_or((id, id), |(lo, hi)| (lo.min(id), hi.max(id))),
+        );
+    }
+
+    fn note(&mut self, l: &Loc) {
+        let reach = l
+            .offset
+            .saturating_add(crate::format::OP_HEADER_LEN as u64 + u64::from(l.value_len));
+        match &mut self.last {
+            Some((f, lo, hi)) if *f == l.file => {
+                *lo = (*lo).min(l.offset);
+                *hi = (*hi).max(reach);
+            }
+            last => {
+                if let Some((f, lo, hi)) = last.replace((l.file, l.offset, reach)) {
+                    self.merge(f, lo, hi);
+                }
+            }
+        }
+    }
+
+    fn merge(&mut self, file: u32, lo: u64, hi: u64) {
+        let s = self.spans.entry(file).or_insert((lo, hi));
+        s.0 = s.0.min(lo);
+        s.1 = s.1.max(hi);
+    }
+
+    /// Per data file noted: (file, lowest offset, highest reach).
+    pub(crate) fn spans(&self) -> Vec<(u32, u64, u64)> {
+        let mut all = self.spans.clone();
+        if let Some((f, lo, hi)) = self.last {
+            let s = all.entry(f).or_insert((lo, hi));
+            s.0 = s.0.min(lo);
+            s.1 = s.1.max(hi);
+        }
+        all.into_iter().map(|(f, (lo, hi))| (f, lo, hi)).collect()
+    }
 }
 
 impl Decoder {
@@ -198,7 +254,11 @@ impl Decoder {
         } else {
             Index::Sparse(HashMap::with_capacity_and_hasher(count, Default::default()))
         };
-        Decoder { index, left: count }
+        Decoder {
+            index,
+            left: count,
+            bounds: Bounds::default(),
+        }
     }
 
     /// Bytes per entry of `dense` or sparse layout.
@@ -222,8 +282,15 @@ impl Decoder {
                 self.left -= b.len() / 16;
                 for e in b.chunks_exact(16) {
                     let l = loc(e);
-                    *live += usize::from(l.file != NO_FILE);
+                    if l.file != NO_FILE {
+                        *live += 1;
+                        self.bounds.note(&l);
+                    }
                     slots.push(l);
+                }
+                // Dense ids run from 1 to the slot count.
+                if let Some(last) = u32::try_from(slots.len()).ok().filter(|&n| n > 0) {
+                    self.bounds.ids = Some((1, last));
                 }
             }
             Index::Sparse(m) => {
@@ -236,16 +303,19 @@ impl Decoder {
                     if l.file == NO_FILE {
                         return false;
                     }
-                    m.insert(crate::format::le32(&e[0..4]), l);
+                    let id = crate::format::le32(&e[0..4]);
+                    self.bounds.note(&l);
+                    self.bounds.note_id(id);
+                    m.insert(id, l);
                 }
             }
         }
         true
     }
 
-    /// The index, once every entry was fed.
-    pub(crate) fn finish(self) -> Option<Index> {
-        (self.left == 0).then_some(self.index)
+    /// The index and where its locations lie, once every entry was fed.
+    pub(crate) fn finish(self) -> Option<(Index, Bounds)> {
+        (self.left == 0).then_some((self.index, self.bounds))
     }
 }
 
@@ -294,7 +364,9 @@ mod tests {
             let mut d = Decoder::new(dense, n);
             let half = b.len() / Decoder::entry_len(dense) / 2 * Decoder::entry_len(dense);
             assert!(d.feed(&b[..half]) && d.feed(&b[half..]));
-            let back = d.finish().expect("decodes");
+            let (back, bounds) = d.finish().expect("decodes");
+            assert_eq!(bounds.ids, Some((if dense { 1 } else { 7 }, 7)));
+            assert_eq!(bounds.spans(), vec![(0, 70, 70 + 25 + 1)]);
             assert_eq!(back.len(), 1);
             assert_eq!(back.get(7), Some(loc(70)));
             assert_eq!(back.get(2), None);

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use crate::checkpoint::{self, Checkpoint, Covered};
 use crate::error::{Error, Result};
 use crate::files::{self, DataFile};
-use crate::format::{self, FILE_HEADER_LEN, FRAME_HEADER_LEN, OP_HEADER_LEN};
+use crate::format::{self, FILE_HEADER_LEN, FRAME_HEADER_LEN};
 use crate::index::Index;
 use crate::recovery::{self, Recovered};
 use crate::{Config, Mode};
@@ -260,25 +260,30 @@ fn locations_in_bounds(
     let first = cp.first_file;
     let dense = matches!(cp.index, Index::Dense { .. });
     let mut bad = None;
-    cp.index.for_each(|id, l| {
-        let end = l
-            .file
+    for (file, lowest, reach) in cp.bounds.spans() {
+        let end = file
             .checked_sub(first)
             .and_then(|i| ends.get(i as usize).copied())
             .unwrap_or(0);
-        let reach = l
-            .offset
-            .saturating_add(OP_HEADER_LEN as u64 + u64::from(l.value_len));
-        let id_ok = (id != 0 || !dense) && (id < cp.next_id || cp.next_id == u32::MAX);
-        if bad.is_none() && (l.offset < FILE_HEADER_LEN || reach > end || !id_ok) {
-            bad = Some(id);
+        if lowest < FILE_HEADER_LEN || reach > end {
+            bad = Some(file);
         }
-    });
-    match bad {
-        Some(id) => Err(format!(
-            "its entry for id {id} lies outside the data it covers or the ids handed out"
-        )),
-        None if cp.next_id == 0 => Err("its next id is 0".into()),
-        None => Ok(()),
     }
+    if let Some(file) = bad {
+        return Err(format!(
+            "it holds locations in data file {file} outside the data it covers"
+        ));
+    }
+    if let Some((lo, hi)) = cp.bounds.ids {
+        if (dense && lo == 0) || (hi >= cp.next_id && cp.next_id != u32::MAX) {
+            return Err(format!(
+                "it holds ids {lo}..={hi}, outside the ids handed out (next {})",
+                cp.next_id
+            ));
+        }
+    }
+    if cp.next_id == 0 {
+        return Err("its next id is 0".into());
+    }
+    Ok(())
 }
