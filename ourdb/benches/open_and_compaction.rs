@@ -5,7 +5,7 @@
 //! Prints:
 //! - open of N records of 100 B (N = 1,000,000; `--quick` 100,000): OurDB
 //!   from its checkpoint, OurDB scanning every frame (checkpoint removed),
-//!   redb; best of 3 each, and the ratios;
+//!   redb; best of 10 each (a shared machine is noisy), and the ratios;
 //! - an update-heavy run (every record updated 100 times) with `history` 1
 //!   and the default 16: data file bytes before and after `compact()`,
 //!   against the bytes of the versions kept, and the compaction's time;
@@ -40,8 +40,8 @@ fn value(id: u32, round: u32, size: usize) -> Vec<u8> {
         .collect()
 }
 
-fn best_of_3(mut f: impl FnMut() -> Duration) -> Duration {
-    (0..3).map(|_| f()).min().expect("three runs")
+fn best_of_10(mut f: impl FnMut() -> Duration) -> Duration {
+    (0..10).map(|_| f()).min().expect("ten runs")
 }
 
 fn ms(d: Duration) -> f64 {
@@ -82,11 +82,11 @@ fn open_times(records: u32) -> (Duration, Duration, Duration) {
         drop(db); // no close: the checkpoint stays as it is
         took
     };
-    let with = best_of_3(|| open_ours(true));
+    let with = best_of_10(|| open_ours(true));
     std::fs::remove_file(&checkpoint).expect("remove checkpoint");
-    let without = best_of_3(|| open_ours(false));
+    let without = best_of_10(|| open_ours(false));
     std::fs::write(&checkpoint, saved).expect("restore checkpoint");
-    let redb = best_of_3(|| {
+    let redb = best_of_10(|| {
         let t = Instant::now();
         let rdb = Database::open(&rpath).expect("open redb");
         let tx = rdb.begin_read().expect("read");
@@ -261,7 +261,7 @@ fn main() {
     let t0 = Instant::now();
     let (with, without, redb) = open_times(records);
     println!(
-        "open, {records} records of 100 B (best of 3): OurDB with checkpoint {:.1} ms, \
+        "open, {records} records of 100 B (best of 10): OurDB with checkpoint {:.1} ms, \
          OurDB full scan {:.1} ms, redb {:.1} ms; full scan / checkpoint {:.1}x, \
          checkpoint / redb {:.2}x",
         ms(with),

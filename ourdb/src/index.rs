@@ -280,14 +280,32 @@ impl Decoder {
                     return false;
                 }
                 self.left -= b.len() / 16;
-                for e in b.chunks_exact(16) {
-                    let l = loc(e);
-                    if l.file != NO_FILE {
-                        *live += 1;
-                        self.bounds.note(&l);
+                let start = slots.len();
+                slots.extend(b.chunks_exact(16).map(loc));
+                // A second pass over what is still in cache: live count and
+                // bounds, with the current file's span kept in registers.
+                let mut cur = self.bounds.last.take();
+                for l in &slots[start..] {
+                    if l.file == NO_FILE {
+                        continue;
                     }
-                    slots.push(l);
+                    *live += 1;
+                    let reach = l.offset.saturating_add(
+                        crate::format::OP_HEADER_LEN as u64 + u64::from(l.value_len),
+                    );
+                    match &mut cur {
+                        Some((f, lo, hi)) if *f == l.file => {
+                            *lo = (*lo).min(l.offset);
+                            *hi = (*hi).max(reach);
+                        }
+                        cur => {
+                            if let Some((f, lo, hi)) = cur.replace((l.file, l.offset, reach)) {
+                                self.bounds.merge(f, lo, hi);
+                            }
+                        }
+                    }
                 }
+                self.bounds.last = cur;
                 // Dense ids run from 1 to the slot count.
                 if let Some(last) = u32::try_from(slots.len()).ok().filter(|&n| n > 0) {
                     self.bounds.ids = Some((1, last));
