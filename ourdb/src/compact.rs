@@ -74,8 +74,9 @@ impl Store {
             (bytes, st.end, st.first_file, file)
         };
         // What the checkpoint covers must be on disk before it is (in
-        // `Durability::Sync` every published frame already is).
-        if let Some(f) = file.filter(|_| !self.config.durability.syncs()) {
+        // `Durability::Sync` it usually is, and this fdatasync finds nothing
+        // to write).
+        if let Some(f) = file {
             f.file
                 .sync_data()
                 .map_err(|e| Error::io(format!("syncing {}", f.path.display()), e))?;

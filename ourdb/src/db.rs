@@ -53,9 +53,10 @@ impl OurDb {
     /// Rebuilds the index from the checkpoint and the frames written after it
     /// (every frame when the checkpoint is missing or cannot be trusted),
     /// cutting a torn tail left by a crash, and starts the background thread
-    /// (see [`Config::checkpoint_bytes`]). Fails with [`Error::Locked`] when another handle holds the
-    /// directory, [`Error::Corrupt`] on damage that is not a torn tail, and
-    /// [`Error::ModeMismatch`] when the directory was created in the other mode.
+    /// (see [`Config::checkpoint_bytes`]). Fails with [`Error::Locked`] when
+    /// another handle holds the directory, [`Error::Corrupt`] on damage that
+    /// is not a torn tail, and [`Error::ModeMismatch`] when the directory was
+    /// created in the other mode.
     pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<OurDb> {
         let dir = dir.as_ref().to_path_buf();
         validate(&config)?;
