@@ -320,14 +320,15 @@ impl Store {
         w.file_no = n;
         w.offset = out.offset;
         w.allocated = out.offset;
-        drop(w);
         let pause = paused.elapsed().max(longest);
+        // Before a commit adds to the file bytes.
+        self.counters.compacted(out.offset, pause);
+        drop(w);
         if !sync {
             // Before the old files go, the switch must be on disk.
             out.sync()?;
             files::sync_dir(&self.dir)?;
         }
-        self.counters.compacted(out.offset, pause);
         log::debug!(
             "compacted {} into data file {n} ({} bytes, writer paused {pause:?})",
             self.dir.display(),
