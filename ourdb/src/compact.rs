@@ -273,6 +273,13 @@ impl Store {
             if self.wake.stopping() {
                 return Ok(false);
             }
+            // The lock is not fair: give a waiting commit the chance to go
+            // first (up to 1 ms), or this loop could take it back at once.
+            let gap = Instant::now();
+            while self.read_state().end == to && gap.elapsed() < std::time::Duration::from_millis(1)
+            {
+                std::thread::yield_now();
+            }
         };
         out.flush()?;
         if next_file_no(w.file_no)? != n {
