@@ -187,9 +187,12 @@ fn commits_and_reads_go_on_while_compactions_run() {
         })
     };
     let mut compactions = 0;
-    while !writer.is_finished() {
+    loop {
         db.compact().unwrap();
         compactions += 1;
+        if writer.is_finished() {
+            break;
+        }
     }
     let model = writer.join().unwrap();
     assert_eq!(reader.join().unwrap(), 20_000);

@@ -262,15 +262,20 @@ fn acknowledged_commits_survive_sigkill_during_compactions_and_checkpoints() {
         "kills inside a compaction: {}, inside a checkpoint: {}",
         kills.compacting, kills.checkpointing
     );
-    assert!(
-        kills.compacting > 0 && kills.checkpointing > 0,
-        "some kills land inside each: {kills:?}"
-    );
+    // A kill lands inside a compaction in most rounds and inside a
+    // checkpoint in about one in twenty; a short run may miss the latter.
+    if kills.rounds >= 100 {
+        assert!(
+            kills.compacting > 0 && kills.checkpointing > 0,
+            "some kills land inside each: {kills:?}"
+        );
+    }
 }
 
 /// Kills that landed while the child's loop was compacting or checkpointing.
 #[derive(Debug, Default)]
 struct Kills {
+    rounds: u64,
     compacting: u64,
     checkpointing: u64,
 }
@@ -396,5 +401,6 @@ fn parent(test_name: &str, compacting: bool) -> Kills {
         model.live.len()
     );
     assert!(model.next_id > rounds as u32, "the children made progress");
+    kills.rounds = rounds;
     kills
 }
