@@ -263,7 +263,7 @@ fn old_files_left_next_to_a_generation_start_are_superseded_not_counted_twice() 
 }
 
 #[test]
-fn background_compaction_runs_once_the_files_double() {
+fn background_compaction_runs_once_the_files_outgrow_what_it_kept() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = Config {
         checkpoint_bytes: 16 << 10,
