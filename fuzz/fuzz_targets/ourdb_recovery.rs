@@ -1,6 +1,8 @@
 //! OurDB's open (the recovery scan) on data files a stranger wrote: the
-//! fuzzer's bytes as a whole data file, as frames after a valid header, or
-//! as edits to the tail of a valid store. Never a panic; an error is
+//! fuzzer's bytes as a whole data file, as frames after a valid header, as
+//! edits to the tail of a valid store, or as the checkpoint of a valid
+//! store (after it, reads give the store's records or `Corrupt`, and when
+//! open did not use it, exactly the store's records). Never a panic; an error is
 //! `Corrupt` naming a data file of the directory and an offset inside it
 //! (or `ModeMismatch` for a header of the other mode); an opened store holds
 //! exactly the records after some whole commit of what was written, never
@@ -206,7 +208,7 @@ fuzz_target!(|data: &[u8]| {
     let t = template();
     let dir = dir();
     clear(dir);
-    match variant % 3 {
+    match variant % 4 {
         // The bytes as the only data file.
         0 => {
             fs::write(dir.join("data-00000000.odb"), rest).expect("write");
@@ -218,6 +220,36 @@ fuzz_target!(|data: &[u8]| {
             file.extend_from_slice(rest);
             fs::write(dir.join("data-00000000.odb"), file).expect("write");
             open_and_check(dir, |_| {});
+        }
+        // The valid store with the bytes as its checkpoint.
+        3 => {
+            for (name, bytes) in &t.files {
+                fs::write(dir.join(name), bytes).expect("write");
+            }
+            fs::write(dir.join("checkpoint"), rest).expect("write");
+            let db = match OurDb::open(dir, config()) {
+                Ok(db) => db,
+                Err(e) => return check_error(&e, dir),
+            };
+            let want = t.states.last().expect("a final state");
+            if !db.stats().opened_from_checkpoint {
+                assert_eq!(&read_state(&db), want, "a full scan reads the store");
+                return;
+            }
+            for id in 1..=MAX_ID {
+                match db.get(id) {
+                    // At worst an older version, never bytes nobody wrote.
+                    Ok(Some(v)) => assert!(
+                        t.states.iter().any(|s| s.get(&id) == Some(&v)),
+                        "a value nobody wrote for id {id}"
+                    ),
+                    Ok(None) | Err(Error::Corrupt { .. }) => {}
+                    Err(e) => panic!("unexpected error reading id {id}: {e}"),
+                }
+                if let Err(e) = db.history(id, 8) {
+                    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+                }
+            }
         }
         // The valid store with edits near the ends of its files.
         _ => {

@@ -9,6 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use crate::batch::OpRef;
+use crate::checkpoint::Covered;
 use crate::error::{Error, Result};
 use crate::files::DataFile;
 use crate::format::{FILE_HEADER_LEN, FrameBuilder, OpKind, Pos};
@@ -53,7 +54,7 @@ impl Store {
         let file_no = w.file_no;
         let (file, updates, frame) = {
             let st = self.read_state();
-            let file = Arc::clone(&st.files[file_no as usize]);
+            let file = Arc::clone(st.file(file_no).expect("the writer's file is open"));
             let mut b = FrameBuilder::new(w.offset, frame_len, next_id);
             // Latest position of each id touched by this frame, for history links.
             let mut latest: HashMap<u32, Option<Pos>> = HashMap::new();
@@ -84,6 +85,7 @@ impl Store {
             (file, updates, b.finish())
         };
         debug_assert_eq!(frame.len(), frame_len);
+        let at = w.offset;
         self.write_frame(&mut w, &file, &frame)?;
         self.counters.committed(frame.len() as u64);
         let mut st = self.write_state();
@@ -94,6 +96,14 @@ impl Store {
             }
         }
         st.next_id = next_id;
+        st.end = Covered {
+            file: file_no,
+            offset: w.offset,
+            last_frame: Some((at, crate::format::le32(&frame[8..12]))),
+        };
+        drop(st);
+        self.wake
+            .committed(frame.len() as u64, self.config.checkpoint_bytes);
         Ok(outcome)
     }
 
@@ -252,7 +262,11 @@ impl Store {
 
     /// Starts the next data file.
     fn roll_over(&self, w: &mut Writer) -> Result<()> {
-        let prev = Arc::clone(&self.read_state().files[w.file_no as usize]);
+        let prev = Arc::clone(
+            self.read_state()
+                .file(w.file_no)
+                .expect("the writer's file is open"),
+        );
         // The previous file loses its preallocated zeros and is made durable
         // before the new one exists: only the last file can have a torn or
         // zero tail, and the new header records exactly where this one ends.

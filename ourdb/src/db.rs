@@ -1,23 +1,21 @@
 //! [`OurDb`]: opening, reading, and the public write methods.
 //!
 //! Layering: the top of the crate. It opens the directory (`files`), rebuilds
-//! the index (`recovery`), reads records through the index and the cache, and
-//! hands every write to `commit`.
+//! the index (`opening`), reads records through the index and the cache,
+//! hands every write to `commit`, and runs the `background` worker.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
 
 use crate::batch::{Batch, OpRef};
 use crate::cache::ValueCache;
 use crate::error::{Error, Result};
-use crate::files::DataFile;
-use crate::format::{self, FILE_HEADER_LEN, OP_HEADER_LEN, OpKind, Pos};
-use crate::index::Index;
-use crate::recovery::{self, Recovered};
+use crate::format::{FILE_HEADER_LEN, OP_HEADER_LEN};
+use crate::read::{check_record, read_exact_at, read_version};
 use crate::state::{State, Store, Writer};
-use crate::{Config, Mode, files};
+use crate::{Config, background, files, opening};
 
 /// Largest accepted `Config::max_value_size`: a value's length is stored in 32 bits.
 pub const MAX_VALUE_SIZE_LIMIT: usize = (u32::MAX as usize) - (1 << 16);
@@ -27,8 +25,10 @@ pub const MAX_VALUE_SIZE_LIMIT: usize = (u32::MAX as usize) - (1 << 16);
 /// Readers (`get`, `exists`, `history`, `next_id`) run in parallel with each
 /// other and with a commit's I/O; commits are serialised.
 pub struct OurDb {
-    pub(crate) store: Store,
+    pub(crate) store: Arc<Store>,
     cache: ValueCache,
+    /// The background worker (checkpoints, compaction), stopped on close or drop.
+    worker: Option<JoinHandle<()>>,
     /// Held for its flock; released when dropped.
     _lock: File,
 }
@@ -50,77 +50,51 @@ impl std::fmt::Debug for OurDb {
 impl OurDb {
     /// Creates or opens the database in `dir`, taking an exclusive lock on it.
     ///
-    /// Scans the data files to rebuild the index, cutting a torn tail left by
-    /// a crash. Fails with [`Error::Locked`] when another handle holds the
-    /// directory, [`Error::Corrupt`] on damage that is not a torn tail, and
-    /// [`Error::ModeMismatch`] when the directory was created in the other mode.
+    /// Rebuilds the index from the checkpoint and the frames written after it
+    /// (every frame when the checkpoint is missing or cannot be trusted),
+    /// cutting a torn tail left by a crash, and starts the background thread
+    /// (see [`Config::checkpoint_bytes`]). Fails with [`Error::Locked`] when
+    /// another handle holds the directory, [`Error::Corrupt`] on damage that
+    /// is not a torn tail, and [`Error::ModeMismatch`] when the directory was
+    /// created in the other mode.
     pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<OurDb> {
         let dir = dir.as_ref().to_path_buf();
         validate(&config)?;
         let lock = files::lock_dir(&dir)?;
-        files::remove_temp_files(&dir)?;
-        let mut nums = files::list_data_files(&dir)?;
-        if nums.is_empty() {
-            files::create_data_file(&dir, 0, config.mode, 0)?;
-            nums.push(0);
-        }
-        let mut rec = Recovered {
-            index: match config.mode {
-                Mode::Incremental => Index::dense(),
-                Mode::KeyValue => Index::sparse(),
-            },
-            next_id: 1,
-        };
-        let mut data_files: Vec<Arc<DataFile>> = Vec::with_capacity(nums.len());
-        let mut end = FILE_HEADER_LEN;
-        let mut file_bytes = 0;
-        let mut allocated = FILE_HEADER_LEN;
-        let last = nums.len() - 1;
-        for (i, &n) in nums.iter().enumerate() {
-            let path = files::data_path(&dir, n);
-            let file = files::open_data_file(&path)?;
-            let header = recovery::check_header(&file, &path, &dir, n, config.mode)?;
-            if let Some(prev) = data_files.last() {
-                recovery::check_prev_len(prev.as_ref(), end, header.prev_len)?;
-            }
-            let scan = recovery::scan_file(&file, &path, n, i == last, config.mode, &mut rec)?;
-            if scan.torn {
-                file.set_len(scan.end)
-                    .and_then(|()| file.sync_all())
-                    .map_err(|e| {
-                        Error::io(format!("cutting torn tail of {}", path.display()), e)
-                    })?;
-            }
-            end = scan.end;
-            file_bytes += scan.end;
-            allocated = if scan.torn { scan.end } else { scan.len };
-            data_files.push(Arc::new(DataFile { path, file }));
-        }
+        let o = opening::open_files(&dir, &config)?;
         log::debug!(
-            "opened {} ({} live records, next id {}, {} data files)",
+            "opened {} ({} live records, next id {}, {} data files, {} bytes scanned)",
             dir.display(),
-            rec.index.len(),
-            rec.next_id,
-            data_files.len()
+            o.index.len(),
+            o.next_id,
+            o.files.len(),
+            o.scanned
         );
+        let store = Arc::new(Store {
+            writer: Mutex::new(Writer {
+                file_no: o.end.file,
+                offset: o.end.offset,
+                allocated: o.allocated,
+                poisoned: false,
+            }),
+            state: RwLock::new(State {
+                index: o.index,
+                next_id: o.next_id,
+                files: o.files,
+                first_file: o.first_file,
+                end: o.end,
+            }),
+            dir,
+            config,
+            counters: crate::stats::Counters::opened(o.file_bytes, o.from_checkpoint, o.scanned),
+            wake: Default::default(),
+            checkpointing: Mutex::new(o.checkpoint),
+            compacting: Mutex::new(()),
+        });
         Ok(OurDb {
-            cache: ValueCache::new(config.cache_size),
-            store: Store {
-                writer: Mutex::new(Writer {
-                    file_no: u32::try_from(last).expect("file numbers are u32"),
-                    offset: end,
-                    allocated,
-                    poisoned: false,
-                }),
-                state: RwLock::new(State {
-                    index: rec.index,
-                    next_id: rec.next_id,
-                    files: data_files,
-                }),
-                dir,
-                config,
-                counters: crate::stats::Counters::opened(file_bytes),
-            },
+            cache: ValueCache::new(store.config.cache_size),
+            worker: background::start(&store),
+            store,
             _lock: lock,
         })
     }
@@ -155,7 +129,14 @@ impl OurDb {
             if let Some(v) = self.cache.get(id, loc) {
                 return Ok(Some(v));
             }
-            (loc, Arc::clone(&st.files[loc.file as usize]))
+            let file = st.file(loc.file).ok_or_else(|| {
+                Error::corrupt(
+                    &self.store.dir,
+                    loc.offset,
+                    format!("index points at missing data file {}", loc.file),
+                )
+            })?;
+            (loc, Arc::clone(file))
         };
         let mut buf = vec![0u8; OP_HEADER_LEN + loc.value_len as usize];
         read_exact_at(&file, &mut buf, loc.offset)?;
@@ -182,19 +163,23 @@ impl OurDb {
     /// A version chain starts when the id is created; a delete ends it, so an
     /// id set again after a delete has a fresh history.
     pub fn history(&self, id: u32, depth: usize) -> Result<Vec<Vec<u8>>> {
-        let (mut pos, files) = {
+        let (mut pos, files, first) = {
             let st = self.store.read_state();
             let Some(loc) = st.index.get(id) else {
                 return Ok(Vec::new());
             };
-            (Some(loc.pos()), st.files.clone())
+            (Some(loc.pos()), st.files.clone(), st.first_file)
         };
         let mut out = Vec::new();
         while let Some(p) = pos {
             if out.len() >= depth {
                 break;
             }
-            let file = files.get(p.file as usize).ok_or_else(|| {
+            let file = p
+                .file
+                .checked_sub(first)
+                .and_then(|i| files.get(i as usize));
+            let file = file.ok_or_else(|| {
                 Error::corrupt(
                     &self.store.dir,
                     p.offset,
@@ -251,13 +236,36 @@ impl OurDb {
     /// [`Error::Poisoned`]); a failure here poisons it.
     pub fn sync(&self) -> Result<()> {
         let mut w = self.store.lock_unpoisoned_writer()?;
-        let file = Arc::clone(&self.store.read_state().files[w.file_no as usize]);
+        let file = Arc::clone(
+            self.store
+                .read_state()
+                .file(w.file_no)
+                .expect("the writer's file is open"),
+        );
         crate::commit::sync_or_poison(&self.store.counters, &mut w, &file, false)
     }
 
-    /// Syncs and releases the lock.
-    pub fn close(self) -> Result<()> {
-        self.sync()
+    /// Stops the background worker, syncs, writes a checkpoint (so the next
+    /// open scans nothing) and releases the lock.
+    pub fn close(mut self) -> Result<()> {
+        background::stop(&self.store, self.worker.take());
+        self.sync()?;
+        self.store.write_checkpoint().map(drop)
+    }
+
+    /// Writes a checkpoint of the index now, on this thread (the background
+    /// thread and `close` write one on their own), so a later open scans
+    /// only what is committed after it.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.store.write_checkpoint().map(drop)
+    }
+
+    /// Compacts now, on this thread: keeps each live record's newest
+    /// [`Config::history`] versions, drops deleted records and older
+    /// versions, and switches to the result (commits wait only for the
+    /// switch). Background compaction does the same on its own schedule.
+    pub fn compact(&self) -> Result<()> {
+        self.store.compact_now().map(drop)
     }
 
     /// The database directory.
@@ -288,61 +296,10 @@ fn validate(config: &Config) -> Result<()> {
     Ok(())
 }
 
-fn read_exact_at(file: &DataFile, buf: &mut [u8], at: u64) -> Result<()> {
-    file.file.read_exact_at(buf, at).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            Error::corrupt(&file.path, at, "record extends past the end of the file")
-        } else {
-            Error::io(format!("reading {} at offset {at}", file.path.display()), e)
-        }
-    })
-}
-
-/// Verifies that `buf` (header + value) is an intact put record of `id`.
-fn check_record(file: &DataFile, at: u64, id: u32, buf: &[u8]) -> Result<()> {
-    let h = format::decode_op_header(buf).map_err(|r| Error::corrupt(&file.path, at, r))?;
-    if h.kind != OpKind::Put || h.id != id || h.value_len as usize != buf.len() - OP_HEADER_LEN {
-        return Err(Error::corrupt(
-            &file.path,
-            at,
-            format!("record is not a version of id {id}"),
-        ));
+impl Drop for OurDb {
+    fn drop(&mut self) {
+        background::stop(&self.store, self.worker.take());
     }
-    if !format::op_crc_ok(buf, &buf[OP_HEADER_LEN..]) {
-        return Err(Error::corrupt(&file.path, at, "record checksum mismatch"));
-    }
-    Ok(())
-}
-
-/// Reads the version at `p`: its value and the link to the one before.
-fn read_version(file: &DataFile, p: Pos, id: u32) -> Result<(Vec<u8>, Option<Pos>)> {
-    let mut h = [0u8; OP_HEADER_LEN];
-    read_exact_at(file, &mut h, p.offset)?;
-    let header =
-        format::decode_op_header(&h).map_err(|r| Error::corrupt(&file.path, p.offset, r))?;
-    // Check the claimed length against the file before allocating for it.
-    let file_len = file
-        .file
-        .metadata()
-        .map_err(|e| Error::io(format!("reading metadata of {}", file.path.display()), e))?
-        .len();
-    if p.offset + (OP_HEADER_LEN as u64) + u64::from(header.value_len) > file_len {
-        return Err(Error::corrupt(
-            &file.path,
-            p.offset,
-            "record extends past the end of the file",
-        ));
-    }
-    let mut buf = vec![0u8; OP_HEADER_LEN + header.value_len as usize];
-    buf[..OP_HEADER_LEN].copy_from_slice(&h);
-    read_exact_at(
-        file,
-        &mut buf[OP_HEADER_LEN..],
-        p.offset + OP_HEADER_LEN as u64,
-    )?;
-    check_record(file, p.offset, id, &buf)?;
-    buf.drain(..OP_HEADER_LEN);
-    Ok((buf, header.prev))
 }
 
 /// `OurDb` must stay shareable across threads (the engine wraps it in `Arc`).

@@ -5,14 +5,17 @@
 //!
 //! ```text
 //! <dir>/LOCK                 held with an exclusive flock while open
-//! <dir>/data-00000000.odb    data files, numbered from 0 without gaps
-//! <dir>/data-00000001.odb
-//! <dir>/*.tmp                a data file being created (removed on open)
+//! <dir>/data-00000000.odb    data files, numbered without gaps from 0 or
+//! <dir>/data-00000001.odb    from the last generation start (compaction)
+//! <dir>/checkpoint           the index as of a position in the data files
+//! <dir>/*.tmp                a data file, checkpoint or compaction output
+//!                            being written (removed on open)
 //! ```
 //!
 //! A data file is created under a `.tmp` name with its header written and
 //! synced, then renamed into place and the directory synced, so every data
-//! file that exists has a complete header.
+//! file that exists has a complete header. The checkpoint and compaction's
+//! output are written the same way.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -25,6 +28,8 @@ use crate::format::{FileHeader, encode_file_header};
 const LOCK_NAME: &str = "LOCK";
 const DATA_PREFIX: &str = "data-";
 const DATA_SUFFIX: &str = ".odb";
+const CHECKPOINT_NAME: &str = "checkpoint";
+const COMPACTION_TMP: &str = "compaction.tmp";
 
 /// One data file, shared by the writer and readers (positional I/O only).
 #[derive(Debug)]
@@ -83,7 +88,18 @@ fn read_dir(dir: &Path) -> Result<impl Iterator<Item = Result<PathBuf>>> {
     }))
 }
 
-/// Numbers of the data files in `dir`, ascending; an error when one is missing.
+/// Path of the checkpoint in `dir`.
+pub(crate) fn checkpoint_path(dir: &Path) -> PathBuf {
+    dir.join(CHECKPOINT_NAME)
+}
+
+/// Path compaction writes its output to before the output gets a number.
+pub(crate) fn compaction_tmp_path(dir: &Path) -> PathBuf {
+    dir.join(COMPACTION_TMP)
+}
+
+/// Numbers of the data files in `dir`, ascending (gaps are checked by
+/// [`check_numbering`] once superseded files are known).
 pub(crate) fn list_data_files(dir: &Path) -> Result<Vec<u32>> {
     let mut nums = Vec::new();
     for path in read_dir(dir)? {
@@ -102,16 +118,64 @@ pub(crate) fn list_data_files(dir: &Path) -> Result<Vec<u32>> {
         }
     }
     nums.sort_unstable();
-    for (want, &have) in nums.iter().enumerate() {
-        if have as usize != want {
+    Ok(nums)
+}
+
+/// Checks that `nums` runs from `first` upwards without a gap; the error
+/// names the first missing file.
+pub(crate) fn check_numbering(dir: &Path, nums: &[u32], first: u32) -> Result<()> {
+    for (i, &have) in nums.iter().enumerate() {
+        let want = first + i as u32;
+        if have != want {
             return Err(Error::corrupt(
-                &data_path(dir, want as u32),
+                &data_path(dir, want),
                 0,
                 "data file is missing (numbering has a gap)",
             ));
         }
     }
-    Ok(nums)
+    Ok(())
+}
+
+/// Writes `bytes` to `path` crash-safely: a `.tmp` file, fsynced, renamed
+/// over `path`, the directory fsynced. A crash leaves the old or the new file.
+pub(crate) fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f =
+        File::create(&tmp).map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+    install(dir, &tmp, path)
+}
+
+/// Renames `from` to `to` and makes the rename durable.
+pub(crate) fn install(dir: &Path, from: &Path, to: &Path) -> Result<()> {
+    rename(from, to)?;
+    sync_dir(dir)
+}
+
+/// Renames `from` to `to` (durable only once the directory is synced).
+pub(crate) fn rename(from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to).map_err(|e| {
+        Error::io(
+            format!("renaming {} to {}", from.display(), to.display()),
+            e,
+        )
+    })
+}
+
+/// Removes data files a generation start supersedes, then syncs the directory.
+pub(crate) fn remove_data_files(dir: &Path, nums: impl IntoIterator<Item = u32>) -> Result<()> {
+    for n in nums {
+        let path = data_path(dir, n);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("removing {}", path.display()), e)),
+        }
+    }
+    sync_dir(dir)
 }
 
 /// Creates data file `n` with its header, atomically, and returns it open for
@@ -131,16 +195,11 @@ pub(crate) fn create_data_file(dir: &Path, n: u32, mode: Mode, prev_len: u64) ->
         mode,
         file_no: n,
         prev_len,
+        generation_start: false,
     }))
     .map_err(|e| Error::io(ctx("writing header of"), e))?;
     f.sync_all().map_err(|e| Error::io(ctx("syncing"), e))?;
-    fs::rename(&tmp, &path).map_err(|e| {
-        Error::io(
-            format!("renaming {} to {}", tmp.display(), path.display()),
-            e,
-        )
-    })?;
-    sync_dir(dir)?;
+    install(dir, &tmp, &path)?;
     Ok(f)
 }
 

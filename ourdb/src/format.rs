@@ -7,10 +7,12 @@
 //!
 //! ```text
 //! data file  = file header, frame*
-//! file header (32 B) = "OURDBv2\0" | mode u8 | 3 zero bytes | file_no u32
+//! file header (32 B) = "OURDBv2\0" | mode u8 | flags u8 | 2 zero bytes | file_no u32
 //!              | prev_len u64 | 4 zero bytes | crc32 of the first 28 bytes
 //!              prev_len = final length of the previous data file (0 for file 0),
 //!              so a previous file cut at a frame boundary is still detected
+//!              flags bit 0 = generation start: written by compaction, it holds
+//!              every record of the files numbered below it, which it supersedes
 //! frame      = magic u32 "ODBF" | payload_len u32 | crc u32 | payload
 //!              crc = crc32(payload_len bytes ++ payload)
 //! payload    = next_id u32 | op_count u32 | op*
@@ -23,7 +25,9 @@
 //! One frame is one commit (a single write or a whole batch): it is visible
 //! after recovery only if its CRC holds, so a torn batch is never applied.
 //! `prev_file`/`prev_offset` locate the previous version's op record (the
-//! history link); `prev_file == NO_FILE` means there is none.
+//! history link); `prev_file == NO_FILE` means there is none, `prev_file ==
+//! SAME_FILE` means the file the op itself is in (compaction writes its file
+//! before the file's number is chosen).
 
 use crate::Mode;
 
@@ -41,6 +45,10 @@ pub(crate) const PAYLOAD_HEADER_LEN: usize = 8;
 pub(crate) const OP_HEADER_LEN: usize = 25;
 /// `prev_file` value meaning "no previous version".
 pub(crate) const NO_FILE: u32 = u32::MAX;
+/// `prev_file` value meaning "the data file this op is in".
+pub(crate) const SAME_FILE: u32 = u32::MAX - 1;
+/// File header flag: the file starts a generation (see the module doc).
+const FLAG_GENERATION_START: u8 = 1;
 
 const KIND_PUT: u8 = 1;
 const KIND_DELETE: u8 = 2;
@@ -50,6 +58,17 @@ const KIND_DELETE: u8 = 2;
 pub(crate) struct Pos {
     pub file: u32,
     pub offset: u64,
+}
+
+impl Pos {
+    /// The link with `SAME_FILE` replaced by `here`, the file the link was read from.
+    pub(crate) fn resolve(self, here: u32) -> Pos {
+        if self.file == SAME_FILE {
+            Pos { file: here, ..self }
+        } else {
+            self
+        }
+    }
 }
 
 /// One operation as stored in a frame.
@@ -76,6 +95,8 @@ pub(crate) struct FileHeader {
     pub file_no: u32,
     /// Final length of the previous data file.
     pub prev_len: u64,
+    /// Whether this file starts a generation written by compaction.
+    pub generation_start: bool,
 }
 
 const HL: usize = FILE_HEADER_LEN as usize;
@@ -85,6 +106,11 @@ pub(crate) fn encode_file_header(fh: FileHeader) -> [u8; HL] {
     let mut h = [0u8; HL];
     h[..8].copy_from_slice(FILE_MAGIC);
     h[8] = mode_byte(fh.mode);
+    h[9] = if fh.generation_start {
+        FLAG_GENERATION_START
+    } else {
+        0
+    };
     h[12..16].copy_from_slice(&fh.file_no.to_le_bytes());
     h[16..24].copy_from_slice(&fh.prev_len.to_le_bytes());
     let crc = crc32fast::hash(&h[..HL - 4]);
@@ -115,10 +141,14 @@ pub(crate) fn decode_file_header(h: &[u8]) -> Result<FileHeader, &'static str> {
         2 => Mode::KeyValue,
         _ => return Err("unknown mode in file header"),
     };
+    if h[9] & !FLAG_GENERATION_START != 0 {
+        return Err("unknown flags in file header");
+    }
     Ok(FileHeader {
         mode,
         file_no: le32(&h[12..16]),
         prev_len: le64(&h[16..24]),
+        generation_start: h[9] & FLAG_GENERATION_START != 0,
     })
 }
 
@@ -147,6 +177,11 @@ impl FrameBuilder {
         buf.extend_from_slice(&next_id.to_le_bytes());
         buf.extend_from_slice(&0u32.to_le_bytes());
         FrameBuilder { buf, ops: 0, base }
+    }
+
+    /// Bytes in the frame so far.
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len()
     }
 
     /// Size of a frame holding ops with the given total value bytes.
@@ -260,6 +295,7 @@ mod tests {
             mode: Mode::Incremental,
             file_no: 3,
             prev_len: 4096,
+            generation_start: false,
         };
         let mut h = encode_file_header(fh);
         h[..7].copy_from_slice(b"OURDBv1");
@@ -282,6 +318,7 @@ mod tests {
                 mode,
                 file_no: 7,
                 prev_len: 1 << 40,
+                generation_start: mode == Mode::KeyValue,
             };
             let h = encode_file_header(fh);
             assert_eq!(decode_file_header(&h), Ok(fh));

@@ -22,10 +22,13 @@
 //!
 //! Storage: append-only data files of checksummed frames, one frame per
 //! commit; an in-memory index from id to the live version's location,
-//! rebuilt by scanning the files on open (a torn tail left by a crash is cut,
-//! damage anywhere else is [`Error::Corrupt`] naming file and offset); a
-//! bounded cache of read values. See `ARCHITECTURE.md` for the format and
-//! the guarantees.
+//! rebuilt on open from a checkpoint of it plus a scan of the frames written
+//! after the checkpoint (a torn tail left by a crash is cut, damage anywhere
+//! else is [`Error::Corrupt`] naming file and offset); a bounded cache of
+//! read values. A background thread writes the checkpoint and compacts: it
+//! rewrites the files keeping each record's newest [`Config::history`]
+//! versions and dropping deleted records ([`OurDb::compact`] runs one at
+//! once). See `ARCHITECTURE.md` for the format and the guarantees.
 //!
 //! ```
 //! use ourdb::{Config, OurDb};
@@ -43,16 +46,26 @@
 
 // Modules, bottom to top (each imports only those before it in this list):
 // error, batch, format (bytes on disk), files (the directory and its data
-// files), index, cache, stats (plain counters), state (what readers and the writer share), recovery
-// (rebuilding the index on open), commit (the write path), db (`OurDb`).
+// files), read (one record version), index, checkpoint (the index saved to
+// disk), cache, stats (plain counters), state (what readers and the writer
+// share), recovery (the frame scan), opening (generation, checkpoint, scan),
+// commit (the write path), copy (compaction's output file), compact
+// (compaction and writing checkpoints),
+// background (the worker thread), db (`OurDb`).
+mod background;
 mod batch;
 mod cache;
+mod checkpoint;
 mod commit;
+mod compact;
+mod copy;
 mod db;
 mod error;
 mod files;
 mod format;
 mod index;
+mod opening;
+mod read;
 mod recovery;
 mod state;
 mod stats;
@@ -115,6 +128,21 @@ pub struct Config {
     /// read from the file (0 turns the cache off). Filled only by reads, so an
     /// idle database costs nothing. Default 16 MiB.
     pub cache_size: usize,
+    /// Versions of each record compaction keeps, the live one included
+    /// (`history(id, n)` returns at least `min(n, history)` of them); 0 keeps
+    /// every version (compaction then reclaims only deleted records).
+    /// Default 16.
+    pub history: usize,
+    /// The background thread writes a checkpoint of the index after every
+    /// this many bytes committed (and `close` writes one), so open scans at
+    /// most about this much. 0 turns the thread off: a checkpoint only at
+    /// `close`, compaction only through [`OurDb::compact`]. Default 8 MiB.
+    pub checkpoint_bytes: u64,
+    /// The background thread compacts once the data files hold at least this
+    /// many bytes and 1.5 times what they held after the last compaction
+    /// (before the first: the live versions' bytes). 0: never in the
+    /// background. Default 64 MiB.
+    pub compaction_min_bytes: u64,
 }
 
 impl Default for Config {
@@ -125,6 +153,9 @@ impl Default for Config {
             max_value_size: 1 << 20,
             max_file_size: 512 << 20,
             cache_size: 16 << 20,
+            history: 16,
+            checkpoint_bytes: 8 << 20,
+            compaction_min_bytes: 64 << 20,
         }
     }
 }

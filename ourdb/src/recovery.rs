@@ -1,6 +1,7 @@
-//! Rebuilding the index from the data files on open.
+//! The frame scan that rebuilds the index on open (from the start of the
+//! files, or from where the checkpoint ends).
 //!
-//! Layering: above `format`, `files` and `index`; only `db` (opening) uses it.
+//! Layering: above `format`, `files` and `index`; only `opening` uses it.
 //!
 //! The data files are the truth. Each file is read front to back, frame by
 //! frame; a frame is applied only when its CRC holds. At the first bad frame:
@@ -37,6 +38,8 @@ pub(crate) struct FileScan {
     pub torn: bool,
     /// Length of the file as found (past `end` when space was preallocated).
     pub len: u64,
+    /// Start offset and CRC of the last valid frame scanned.
+    pub last_frame: Option<(u64, u32)>,
 }
 
 /// Checks a data file's header against the configured mode.
@@ -95,11 +98,12 @@ fn read_at_most(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<usize> 
     Ok(n)
 }
 
-/// Scans data file number `file_no`, applying its frames to `rec`.
+/// Scans data file number `file_no` from `start` (a frame boundary),
+/// applying its frames to `rec`.
 pub(crate) fn scan_file(
     file: &File,
     path: &Path,
-    file_no: u32,
+    (file_no, start): (u32, u64),
     is_last: bool,
     mode: Mode,
     rec: &mut Recovered,
@@ -107,11 +111,10 @@ pub(crate) fn scan_file(
     let io_ctx = || format!("reading data file {}", path.display());
     let len = file.metadata().map_err(|e| Error::io(io_ctx(), e))?.len();
     let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut skip = [0u8; FILE_HEADER_LEN as usize];
-    reader
-        .read_exact(&mut skip)
+    std::io::Seek::seek(&mut reader, std::io::SeekFrom::Start(start))
         .map_err(|e| Error::io(io_ctx(), e))?;
-    let mut off = FILE_HEADER_LEN;
+    let mut off = start;
+    let mut last_frame = None;
     let mut payload = Vec::new();
     while off < len {
         let bad = |reason: &'static str| -> Result<FileScan> {
@@ -123,6 +126,7 @@ pub(crate) fn scan_file(
                     end: off,
                     torn: false,
                     len,
+                    last_frame,
                 }),
                 Tail::Torn => {
                     log::warn!(
@@ -134,6 +138,7 @@ pub(crate) fn scan_file(
                         end: off,
                         torn: true,
                         len,
+                        last_frame,
                     })
                 }
                 Tail::FollowedByValidFrame => Err(Error::corrupt(path, off, reason)),
@@ -162,12 +167,14 @@ pub(crate) fn scan_file(
         let payload_at = off + FRAME_HEADER_LEN as u64;
         apply_frame(&payload, payload_at, file_no, mode, rec)
             .map_err(|(at, reason)| Error::corrupt(path, at, reason))?;
+        last_frame = Some((off, crc));
         off = payload_at + u64::from(plen);
     }
     Ok(FileScan {
         end: off,
         torn: false,
         len,
+        last_frame,
     })
 }
 

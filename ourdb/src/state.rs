@@ -6,9 +6,11 @@
 //! and `db` (which builds it from what `recovery` finds, and reads it).
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::Config;
+use crate::checkpoint::Covered;
 use crate::error::{Error, Result};
 use crate::files::DataFile;
 use crate::index::Index;
@@ -20,7 +22,60 @@ use crate::stats::Counters;
 pub(crate) struct State {
     pub index: Index,
     pub next_id: u32,
+    /// The data files, numbered from `first_file`.
     pub files: Vec<Arc<DataFile>>,
+    pub first_file: u32,
+    /// Position just past the last published frame: `index` and `next_id`
+    /// hold exactly the frames before it.
+    pub end: Covered,
+}
+
+impl State {
+    /// Data file number `n`, when it is one of the current files.
+    pub(crate) fn file(&self, n: u32) -> Option<&Arc<DataFile>> {
+        self.files.get(n.checked_sub(self.first_file)? as usize)
+    }
+}
+
+/// Wakes the background worker (checkpoints, compaction) and tells it to stop.
+#[derive(Debug, Default)]
+pub(crate) struct Wake {
+    /// Bytes committed since the worker last looked.
+    pub pending: AtomicU64,
+    /// Data file bytes right after the last compaction (0: not known yet).
+    pub base: AtomicU64,
+    pub stop: AtomicBool,
+    flag: Mutex<bool>,
+    cond: Condvar,
+}
+
+impl Wake {
+    /// Counts `bytes` committed; wakes the worker every `every` bytes (0: never).
+    pub(crate) fn committed(&self, bytes: u64, every: u64) {
+        let before = self.pending.fetch_add(bytes, Ordering::Relaxed);
+        if every > 0 && before < every && before + bytes >= every {
+            self.ring();
+        }
+    }
+
+    pub(crate) fn ring(&self) {
+        *self.flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.cond.notify_all();
+    }
+
+    /// Waits until rung; returns false once stop is asked for.
+    pub(crate) fn wait(&self) -> bool {
+        let mut rung = self.flag.lock().unwrap_or_else(|e| e.into_inner());
+        while !*rung && !self.stopping() {
+            rung = self.cond.wait(rung).unwrap_or_else(|e| e.into_inner());
+        }
+        *rung = false;
+        !self.stopping()
+    }
+
+    pub(crate) fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
 }
 
 /// The single writer's position. Held for the whole of a commit.
@@ -45,6 +100,12 @@ pub(crate) struct Store {
     pub writer: Mutex<Writer>,
     /// What the commit path counts (see [`crate::Stats`]).
     pub counters: Counters,
+    pub wake: Wake,
+    /// Held while a checkpoint is taken and written, so they land in order;
+    /// holds the first file and end of the last one written.
+    pub checkpointing: Mutex<Option<(u32, Covered)>>,
+    /// Held for a whole compaction: one at a time.
+    pub compacting: Mutex<()>,
 }
 
 impl Store {
@@ -57,6 +118,14 @@ impl Store {
 
     pub(crate) fn write_state(&self) -> RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn lock_checkpointing(&self) -> MutexGuard<'_, Option<(u32, Covered)>> {
+        self.checkpointing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn lock_compacting(&self) -> MutexGuard<'_, ()> {
+        self.compacting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn lock_writer(&self) -> MutexGuard<'_, Writer> {

@@ -1,5 +1,7 @@
-//! Randomized model test: long random sequences of operations, batches and
-//! reopens, checked step by step against an in-memory model.
+//! Randomized model test: long random sequences of operations, batches,
+//! compactions, checkpoints and reopens (with and without a closing
+//! checkpoint, under random `history`, checkpoint and compaction settings),
+//! checked step by step against an in-memory model.
 //!
 //! On failure the seed is printed; replay with `OURDB_MODEL_SEED=<seed>`.
 //! `OURDB_MODEL_ITERS` sets the number of operations per seed (default 3000),
@@ -19,6 +21,27 @@ struct Model {
     mode: Mode,
     live: BTreeMap<u32, Vec<Vec<u8>>>,
     next_id: u32,
+    /// The fewest versions any compaction so far may have kept (`Config::history`
+    /// of every config used; 0 counts as all).
+    keep_floor: usize,
+}
+
+impl Model {
+    fn configured(&mut self, c: &Config) {
+        if c.history > 0 {
+            self.keep_floor = self.keep_floor.min(c.history);
+        }
+    }
+
+    /// After an explicit compaction under `history`: older versions are gone.
+    fn compacted(&mut self, history: usize) {
+        if history > 0 {
+            for v in self.live.values_mut() {
+                let drop = v.len().saturating_sub(history);
+                v.drain(..drop);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -142,6 +165,10 @@ fn config(mode: Mode, rng: &mut SmallRng) -> Config {
         max_file_size: rng.random_range(100..4000),
         // Off, tiny (constant eviction) or default.
         cache_size: [0, 2048, 16 << 20][rng.random_range(0..3)],
+        history: [0, 1, 2, 5, 16][rng.random_range(0..5)],
+        // Off, often, default.
+        checkpoint_bytes: [0, 512, 8 << 20][rng.random_range(0..3)],
+        compaction_min_bytes: [0, 4096, 64 << 20][rng.random_range(0..3)],
     }
 }
 
@@ -161,19 +188,34 @@ fn run(seed: u64, mode: Mode, iters: u64) {
     println!("model test: mode {mode:?}, seed {seed} (replay with OURDB_MODEL_SEED={seed})");
     let mut rng = SmallRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
-    let mut db = OurDb::open(dir.path(), config(mode, &mut rng)).unwrap();
     let mut m = Model {
         mode,
         next_id: 1,
+        keep_floor: usize::MAX,
         ..Model::default()
     };
+    let mut cfg = config(mode, &mut rng);
+    m.configured(&cfg);
+    let mut db = OurDb::open(dir.path(), cfg.clone()).unwrap();
     for step in 0..iters as usize {
         match rng.random_range(0..100) {
             0..=1 => {
-                drop(db);
-                db = OurDb::open(dir.path(), config(mode, &mut rng)).unwrap();
+                if rng.random() {
+                    db.close().unwrap();
+                } else {
+                    drop(db);
+                }
+                cfg = config(mode, &mut rng);
+                m.configured(&cfg);
+                db = OurDb::open(dir.path(), cfg.clone()).unwrap();
                 check_all(&db, &m, step);
             }
+            39 => {
+                db.compact().unwrap();
+                m.compacted(cfg.history);
+                check_all(&db, &m, step);
+            }
+            40 => db.checkpoint().unwrap(),
             2..=11 => {
                 let n = rng.random_range(0..8);
                 let ops: Vec<Op> = (0..n).map(|_| random_op(&mut rng, &m)).collect();
@@ -219,10 +261,13 @@ fn run(seed: u64, mode: Mode, iters: u64) {
                     .get(&id)
                     .map(|v| v.iter().rev().take(depth).cloned().collect())
                     .unwrap_or_default();
-                assert_eq!(
-                    db.history(id, depth).unwrap(),
-                    want,
-                    "history({id}, {depth}) at step {step}"
+                // Compaction may have dropped versions beyond the floor.
+                let got = db.history(id, depth).unwrap();
+                assert!(
+                    got.len() >= want.len().min(m.keep_floor) && want.starts_with(&got),
+                    "history({id}, {depth}) at step {step}: {} of {} versions",
+                    got.len(),
+                    want.len()
                 );
             }
             _ => {
@@ -241,6 +286,8 @@ fn run(seed: u64, mode: Mode, iters: u64) {
     }
     drop(db);
     let db = OurDb::open(dir.path(), config(mode, &mut rng)).unwrap();
+    check_all(&db, &m, iters as usize);
+    db.compact().unwrap();
     check_all(&db, &m, iters as usize);
 }
 

@@ -1,0 +1,358 @@
+//! Compaction and checkpoints: rewriting the data files down to the
+//! retained versions, and saving the index.
+//!
+//! Layering: above `state`, `read`, `checkpoint` and `files`; `background`
+//! and `db` call it.
+//!
+//! Compaction copies, for every live id, its newest `Config::history`
+//! versions (all when 0) into one file, `compaction.tmp`, without holding a
+//! lock: deleted records and older versions are left behind. It then copies
+//! the frames committed meanwhile (`copy`), in rounds without a lock until
+//! a round copies under 1 MiB (at most 8), and fsyncs the file with its
+//! header (a generation start numbered one past the writer's current file).
+//! Then the writer lock: what is left is copied in slices of at most 1 MiB,
+//! the lock released between slices, and after the last slice, still under
+//! the lock, the switch: rename into place (in `Durability::Sync` after an
+//! fsync of the last frames, followed by an fsync of the directory), publish
+//! the file and index, continue writing at its end. So a commit waits for
+//! at most one slice or the switch ([`crate::Stats::max_compaction_pause`]),
+//! and a writer faster than the copy is slowed to its pace until the switch;
+//! reads never wait (one holding an old file keeps reading it). In
+//! `Durability::Flush` the file and directory are fsynced right after the
+//! lock is released. The old files are deleted last. A crash before the
+//! rename leaves a `.tmp` that open deletes; after it, open finds the
+//! generation start and deletes the files it supersedes (`opening`).
+//!
+//! History links inside the compacted file use `SAME_FILE`, since its
+//! number is chosen only at the switch.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::checkpoint::{self, Covered};
+use crate::copy::{Out, copy_frames};
+use crate::error::{Error, Result};
+use crate::files::{self, DataFile};
+use crate::format::{
+    self, FILE_HEADER_LEN, FRAME_HEADER_LEN, FileHeader, FrameBuilder, OpKind, PAYLOAD_HEADER_LEN,
+    Pos, SAME_FILE,
+};
+use crate::index::{Index, Loc};
+use crate::state::Store;
+use crate::{Mode, read};
+
+/// Frames of the compacted file are sealed at about this size.
+const FRAME_TARGET: usize = 1 << 20;
+/// Catch-up rounds stop once a round copies less than this.
+const CATCH_UP_SMALL: u64 = 1 << 20;
+const CATCH_UP_ROUNDS: usize = 8;
+/// Most bytes of frames copied while commits wait (see `catch_up_and_switch`).
+const SLICE: u64 = 1 << 20;
+
+impl Store {
+    /// Writes a checkpoint of the published state unless the last one
+    /// covers it already. Returns whether one was written.
+    pub(crate) fn write_checkpoint(&self) -> Result<bool> {
+        let mut last = self.lock_checkpointing();
+        let (bytes, end, first, file) = {
+            let st = self.read_state();
+            let nothing_written =
+                st.end.last_frame.is_none() && st.end.file == st.first_file && st.index.len() == 0;
+            if *last == Some((st.first_file, st.end)) || nothing_written {
+                return Ok(false);
+            }
+            let bytes = checkpoint::encode(
+                self.config.mode,
+                st.first_file,
+                st.end,
+                st.next_id,
+                &st.index,
+            );
+            let file = st.file(st.end.file).map(Arc::clone);
+            (bytes, st.end, st.first_file, file)
+        };
+        // What the checkpoint covers must be on disk before it is (in
+        // `Durability::Sync` it usually is, and this fdatasync finds nothing
+        // to write).
+        if let Some(f) = file {
+            f.file
+                .sync_data()
+                .map_err(|e| Error::io(format!("syncing {}", f.path.display()), e))?;
+        }
+        checkpoint::write(&self.dir, &bytes)?;
+        self.counters.checkpointed();
+        *last = Some((first, end));
+        Ok(true)
+    }
+
+    /// Runs one compaction. `Ok(false)` when it stopped early because the
+    /// database is closing (nothing changed).
+    pub(crate) fn compact_now(&self) -> Result<bool> {
+        let _one = self.lock_compacting();
+        let (entries, files, first_no, from, next_id) = {
+            let st = self.read_state();
+            let mut entries = Vec::with_capacity(st.index.len());
+            st.index.for_each(|id, loc| entries.push((id, loc)));
+            (entries, st.files.clone(), st.first_file, st.end, st.next_id)
+        };
+        let path = files::compaction_tmp_path(&self.dir);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+        let mut out = Out {
+            file,
+            path,
+            offset: FILE_HEADER_LEN,
+            buffered: Vec::new(),
+            file_no: SAME_FILE,
+            last_frame: None,
+            index: match self.config.mode {
+                Mode::Incremental => Index::dense(),
+                Mode::KeyValue => Index::sparse(),
+            },
+        };
+        let done = self.copy_retained(&entries, &files, first_no, next_id, &mut out);
+        drop(files);
+        match done {
+            Ok(true) => {}
+            other => {
+                let _ = std::fs::remove_file(&out.path);
+                return other;
+            }
+        }
+        // What the next compaction is measured against: the versions kept
+        // of this snapshot, not the frames copied verbatim after it (those
+        // may hold garbage the next compaction reclaims).
+        let kept = out.offset;
+        let res = self.catch_up_and_switch(from, &mut out);
+        if matches!(res, Ok(true)) {
+            self.wake
+                .base
+                .store(kept, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            let _ = std::fs::remove_file(&out.path);
+        }
+        res
+    }
+
+    /// Copies the retained versions of `entries` into `out`.
+    fn copy_retained(
+        &self,
+        entries: &[(u32, Loc)],
+        files: &[Arc<DataFile>],
+        first_no: u32,
+        next_id: u32,
+        out: &mut Out,
+    ) -> Result<bool> {
+        let keep = if self.config.history == 0 {
+            usize::MAX
+        } else {
+            self.config.history
+        };
+        let mut b = FrameBuilder::new(out.offset, FRAME_TARGET + (64 << 10), next_id);
+        let mut versions = Vec::new();
+        for &(id, loc) in entries {
+            versions.clear();
+            let mut pos = Some(loc.pos());
+            while let Some(p) = pos {
+                if versions.len() >= keep {
+                    break;
+                }
+                let file = p
+                    .file
+                    .checked_sub(first_no)
+                    .and_then(|i| files.get(i as usize))
+                    .ok_or_else(|| {
+                        Error::corrupt(
+                            &self.dir,
+                            p.offset,
+                            format!("history link to missing data file {}", p.file),
+                        )
+                    })?;
+                let (value, prev) = read::read_version(file, p, id)?;
+                versions.push(value);
+                pos = prev;
+            }
+            let mut prev = None;
+            for v in versions.iter().rev() {
+                let at = b.push(OpKind::Put, id, prev, v);
+                prev = Some(Pos {
+                    file: SAME_FILE,
+                    offset: at,
+                });
+                out.index.insert(
+                    id,
+                    Loc {
+                        file: out.file_no,
+                        value_len: v.len() as u32,
+                        offset: at,
+                    },
+                );
+            }
+            if b.len() >= FRAME_TARGET {
+                if self.wake.stopping() {
+                    return Ok(false);
+                }
+                let full = std::mem::replace(&mut b, FrameBuilder::new(0, 0, next_id));
+                out.write(&full.finish())?;
+                b = FrameBuilder::new(out.offset, FRAME_TARGET + (64 << 10), next_id);
+            }
+        }
+        // Always at least one frame: it carries next_id even when nothing is live.
+        if b.len() > FRAME_HEADER_LEN + PAYLOAD_HEADER_LEN || out.last_frame.is_none() {
+            out.write(&b.finish())?;
+        }
+        Ok(true)
+    }
+
+    /// Writes `out`'s header as generation start number `n`, and syncs all.
+    fn write_header(&self, out: &mut Out, n: u32) -> Result<()> {
+        out.flush()?;
+        let header = format::encode_file_header(FileHeader {
+            mode: self.config.mode,
+            file_no: n,
+            prev_len: 0,
+            generation_start: true,
+        });
+        out.file
+            .write_all_at(&header, 0)
+            .and_then(|()| out.file.sync_all())
+            .map_err(|e| Error::io(format!("writing {}", out.path.display()), e))
+    }
+
+    /// Copies the frames committed since `from`, then switches to `out`.
+    fn catch_up_and_switch(&self, from: Covered, out: &mut Out) -> Result<bool> {
+        let mut from = (from.file, from.offset);
+        for _ in 0..CATCH_UP_ROUNDS {
+            if self.wake.stopping() {
+                return Ok(false);
+            }
+            let (to, files, first_no) = {
+                let st = self.read_state();
+                (st.end, st.files.clone(), st.first_file)
+            };
+            let copied;
+            (copied, from) = copy_frames(&files, first_no, from, to, out, u64::MAX)?;
+            if copied < CATCH_UP_SMALL {
+                break;
+            }
+        }
+        // The bulk and its header (numbered as the switch will most likely
+        // number it) are made durable before the writer lock is taken.
+        let mut n = next_file_no(self.lock_writer().file_no)?;
+        self.write_header(out, n)?;
+        out.index.move_all_to(n);
+        out.file_no = n;
+
+        // Commits faster than the rounds above could copy: the rest is
+        // copied under the writer lock in slices of at most SLICE bytes, the
+        // lock released between slices, so commits wait at most one slice
+        // (and the switch after the last one).
+        let mut longest = std::time::Duration::ZERO;
+        let (mut w, paused, first_no) = loop {
+            let w = self.lock_unpoisoned_writer()?;
+            let paused = Instant::now();
+            let (to, files, first_no) = {
+                let st = self.read_state();
+                (st.end, st.files.clone(), st.first_file)
+            };
+            let reached;
+            (_, reached) = copy_frames(&files, first_no, from, to, out, SLICE)?;
+            if reached == (to.file, to.offset) {
+                break (w, paused, first_no);
+            }
+            from = reached;
+            drop(w);
+            longest = longest.max(paused.elapsed());
+            if self.wake.stopping() {
+                return Ok(false);
+            }
+            // The lock is not fair: give a waiting commit the chance to go
+            // first (up to 1 ms), or this loop could take it back at once.
+            let gap = Instant::now();
+            while self.read_state().end == to && gap.elapsed() < std::time::Duration::from_millis(1)
+            {
+                std::thread::yield_now();
+            }
+        };
+        out.flush()?;
+        if next_file_no(w.file_no)? != n {
+            // The writer rolled over meanwhile.
+            n = next_file_no(w.file_no)?;
+            self.write_header(out, n)?;
+            out.index.move_all_to(n);
+            out.file_no = n;
+        }
+        let sync = self.config.durability.syncs();
+        let path = files::data_path(&self.dir, n);
+        let installed = (|| {
+            if sync {
+                // The frames copied last are acknowledged commits.
+                out.sync()?;
+            }
+            files::rename(&out.path, &path)?;
+            if sync {
+                files::sync_dir(&self.dir)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = installed {
+            // Whether the rename reached the disk is unknown: if it did, the
+            // file supersedes everything this handle would write next.
+            w.poisoned = true;
+            return Err(e);
+        }
+        let file = out
+            .file
+            .try_clone()
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        let index = std::mem::replace(&mut out.index, Index::sparse());
+        let old = {
+            let mut st = self.write_state();
+            st.index = index;
+            st.first_file = n;
+            st.end = Covered {
+                file: n,
+                offset: out.offset,
+                last_frame: out.last_frame,
+            };
+            std::mem::replace(&mut st.files, vec![Arc::new(DataFile { path, file })])
+        };
+        w.file_no = n;
+        w.offset = out.offset;
+        w.allocated = out.offset;
+        let pause = paused.elapsed().max(longest);
+        // Before a commit adds to the file bytes.
+        self.counters.compacted(out.offset, pause);
+        drop(w);
+        if !sync {
+            // Before the old files go, the switch must be on disk.
+            out.sync()?;
+            files::sync_dir(&self.dir)?;
+        }
+        log::debug!(
+            "compacted {} into data file {n} ({} bytes, writer paused {pause:?})",
+            self.dir.display(),
+            out.offset
+        );
+        let old_nums = first_no..first_no + old.len() as u32;
+        drop(old);
+        if let Err(e) = files::remove_data_files(&self.dir, old_nums) {
+            log::warn!("{e} (open removes superseded files)");
+        }
+        self.write_checkpoint()?;
+        Ok(true)
+    }
+}
+
+fn next_file_no(current: u32) -> Result<u32> {
+    current.checked_add(1).ok_or_else(|| Error::InvalidConfig {
+        reason: "data file numbers exhausted".into(),
+    })
+}

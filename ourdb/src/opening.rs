@@ -1,0 +1,289 @@
+//! Opening a directory: pick the current generation of data files, start
+//! from the checkpoint when it can be trusted, scan what follows it.
+//!
+//! Layering: above `files`, `checkpoint` and `recovery` (the frame scan);
+//! only `db` calls it.
+//!
+//! Steps: list the data files and check every header; the highest-numbered
+//! generation start (written by compaction) supersedes every file below it,
+//! and those are deleted (a compaction that crashed before deleting them
+//! leaves both; the generation start wins, so nothing is counted twice);
+//! the rest must be numbered without a gap. Then the checkpoint: used when
+//! [`checkpoint`](crate::checkpoint) says it is whole and its end is still
+//! where it says, otherwise ignored with a warning and every file scanned.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::checkpoint::{self, Checkpoint, Covered};
+use crate::error::{Error, Result};
+use crate::files::{self, DataFile};
+use crate::format::{self, FILE_HEADER_LEN, FRAME_HEADER_LEN};
+use crate::index::Index;
+use crate::recovery::{self, Recovered};
+use crate::{Config, Mode};
+
+/// What open found.
+pub(crate) struct Opened {
+    pub index: Index,
+    pub next_id: u32,
+    pub first_file: u32,
+    pub files: Vec<Arc<DataFile>>,
+    pub end: Covered,
+    /// Length of the last file (past `end.offset` when space was preallocated).
+    pub allocated: u64,
+    pub file_bytes: u64,
+    pub from_checkpoint: bool,
+    pub scanned: u64,
+    /// First file and end of the checkpoint on disk, when it was used.
+    pub checkpoint: Option<(u32, Covered)>,
+}
+
+/// Opens the data files of a locked `dir` and rebuilds the index.
+pub(crate) fn open_files(dir: &Path, config: &Config) -> Result<Opened> {
+    files::remove_temp_files(dir)?;
+    let mut nums = files::list_data_files(dir)?;
+    if nums.is_empty() {
+        files::create_data_file(dir, 0, config.mode, 0)?;
+        nums.push(0);
+    }
+    let mut opened = Vec::with_capacity(nums.len());
+    for &n in &nums {
+        let path = files::data_path(dir, n);
+        let file = files::open_data_file(&path)?;
+        let header = recovery::check_header(&file, &path, dir, n, config.mode)?;
+        opened.push((n, header, DataFile { path, file }));
+    }
+    let first = opened
+        .iter()
+        .rev()
+        .find(|(_, h, _)| h.generation_start)
+        .map_or(0, |(n, _, _)| *n);
+    let superseded: Vec<u32> = nums.iter().copied().filter(|&n| n < first).collect();
+    if !superseded.is_empty() {
+        log::warn!(
+            "removing {} data files of {} that compaction superseded",
+            superseded.len(),
+            dir.display()
+        );
+        opened.retain(|(n, _, _)| *n >= first);
+        files::remove_data_files(dir, superseded)?;
+    }
+    let nums: Vec<u32> = opened.iter().map(|(n, _, _)| *n).collect();
+    files::check_numbering(dir, &nums, first)?;
+
+    let cp = match checkpoint::read(dir, config.mode) {
+        None => None,
+        Some(Err(reason)) => {
+            log::warn!("ignoring the checkpoint of {}: {reason}", dir.display());
+            None
+        }
+        Some(Ok(cp)) => match trust(&cp, first, &opened) {
+            Ok(()) => Some(cp),
+            Err(reason) => {
+                log::warn!("ignoring the checkpoint of {}: {reason}", dir.display());
+                None
+            }
+        },
+    };
+    let from_checkpoint = cp.is_some();
+    let on_disk = cp.as_ref().map(|cp| (cp.first_file, cp.end));
+    let (mut rec, resume, mut last_frame) = match cp {
+        Some(cp) => (
+            Recovered {
+                index: cp.index,
+                next_id: cp.next_id,
+            },
+            Some((cp.end.file, cp.end.offset)),
+            cp.end.last_frame,
+        ),
+        None => (
+            Recovered {
+                index: match config.mode {
+                    Mode::Incremental => Index::dense(),
+                    Mode::KeyValue => Index::sparse(),
+                },
+                next_id: 1,
+            },
+            None,
+            None,
+        ),
+    };
+
+    let mut data_files: Vec<Arc<DataFile>> = Vec::with_capacity(opened.len());
+    let mut end = FILE_HEADER_LEN;
+    let mut file_bytes = 0;
+    let mut scanned = 0;
+    let mut allocated = FILE_HEADER_LEN;
+    let last = opened.len() - 1;
+    for (i, (n, header, df)) in opened.into_iter().enumerate() {
+        if let Some(prev) = data_files.last() {
+            recovery::check_prev_len(prev.as_ref(), end, header.prev_len)?;
+        }
+        let len = file_len(&df.file, &df.path)?;
+        match resume {
+            Some((rf, _)) if n < rf => {
+                // Wholly before the checkpoint's end: a sealed file, cut to
+                // its frames when the next one was started.
+                end = len;
+                allocated = len;
+            }
+            _ => {
+                let start = match resume {
+                    Some((rf, ro)) if rf == n => ro,
+                    _ => FILE_HEADER_LEN,
+                };
+                let scan = recovery::scan_file(
+                    &df.file,
+                    &df.path,
+                    (n, start),
+                    i == last,
+                    config.mode,
+                    &mut rec,
+                )?;
+                if scan.torn {
+                    df.file
+                        .set_len(scan.end)
+                        .and_then(|()| df.file.sync_all())
+                        .map_err(|e| {
+                            Error::io(format!("cutting torn tail of {}", df.path.display()), e)
+                        })?;
+                }
+                if scan.last_frame.is_some() || start == FILE_HEADER_LEN {
+                    last_frame = scan.last_frame;
+                }
+                scanned += scan.end - start;
+                end = scan.end;
+                allocated = if scan.torn { scan.end } else { scan.len };
+            }
+        }
+        file_bytes += end;
+        data_files.push(Arc::new(df));
+    }
+    let last_no = first + last as u32;
+    Ok(Opened {
+        index: rec.index,
+        next_id: rec.next_id,
+        first_file: first,
+        files: data_files,
+        end: Covered {
+            file: last_no,
+            offset: end,
+            last_frame,
+        },
+        allocated,
+        file_bytes,
+        from_checkpoint,
+        scanned,
+        checkpoint: on_disk,
+    })
+}
+
+fn file_len(file: &File, path: &Path) -> Result<u64> {
+    file.metadata()
+        .map(|m| m.len())
+        .map_err(|e| Error::io(format!("reading metadata of {}", path.display()), e))
+}
+
+/// Whether the checkpoint's end is still in the files as it was written.
+fn trust(
+    cp: &Checkpoint,
+    first: u32,
+    opened: &[(u32, format::FileHeader, DataFile)],
+) -> std::result::Result<(), String> {
+    if cp.first_file != first {
+        return Err(format!(
+            "it was taken of data files from {}, the directory's start at {first}",
+            cp.first_file
+        ));
+    }
+    let Some((_, _, df)) = opened.iter().find(|(n, _, _)| *n == cp.end.file) else {
+        return Err(format!(
+            "it ends in data file {}, which is not there",
+            cp.end.file
+        ));
+    };
+    let len = file_len(&df.file, &df.path).map_err(|e| e.to_string())?;
+    if cp.end.offset > len || cp.end.offset < FILE_HEADER_LEN {
+        return Err(format!(
+            "it ends at offset {} of {}, which is {len} bytes long",
+            cp.end.offset,
+            df.path.display()
+        ));
+    }
+    let Some((at, crc)) = cp.end.last_frame else {
+        return if cp.end.offset == FILE_HEADER_LEN {
+            Ok(())
+        } else {
+            Err("it names no last frame but ends after a file header".into())
+        };
+    };
+    let changed = || {
+        format!(
+            "the frame it ends with at offset {at} of {} changed",
+            df.path.display()
+        )
+    };
+    let mut h = [0u8; FRAME_HEADER_LEN];
+    std::os::unix::fs::FileExt::read_exact_at(&df.file, &mut h, at).map_err(|_| changed())?;
+    let Some((plen, got)) = format::decode_frame_header(&h) else {
+        return Err(changed());
+    };
+    if got != crc || at + FRAME_HEADER_LEN as u64 + u64::from(plen) != cp.end.offset {
+        return Err(changed());
+    }
+    let mut payload = vec![0u8; plen as usize];
+    std::os::unix::fs::FileExt::read_exact_at(&df.file, &mut payload, at + FRAME_HEADER_LEN as u64)
+        .map_err(|_| changed())?;
+    if !format::frame_crc_ok(plen, crc, &payload) {
+        return Err(changed());
+    }
+    locations_in_bounds(cp, opened)
+}
+
+/// Whether every location the checkpoint's index holds lies before its end
+/// (so no read is sized or placed by a checkpoint that lies).
+fn locations_in_bounds(
+    cp: &Checkpoint,
+    opened: &[(u32, format::FileHeader, DataFile)],
+) -> std::result::Result<(), String> {
+    let mut ends = Vec::with_capacity(opened.len());
+    for (n, _, df) in opened.iter().filter(|(n, _, _)| *n <= cp.end.file) {
+        let end = if *n == cp.end.file {
+            cp.end.offset
+        } else {
+            file_len(&df.file, &df.path).map_err(|e| e.to_string())?
+        };
+        ends.push(end);
+    }
+    let first = cp.first_file;
+    let dense = matches!(cp.index, Index::Dense { .. });
+    let mut bad = None;
+    for (file, lowest, reach) in cp.bounds.spans() {
+        let end = file
+            .checked_sub(first)
+            .and_then(|i| ends.get(i as usize).copied())
+            .unwrap_or(0);
+        if lowest < FILE_HEADER_LEN || reach > end {
+            bad = Some(file);
+        }
+    }
+    if let Some(file) = bad {
+        return Err(format!(
+            "it holds locations in data file {file} outside the data it covers"
+        ));
+    }
+    if let Some((lo, hi)) = cp.bounds.ids {
+        if (dense && lo == 0) || (hi >= cp.next_id && cp.next_id != u32::MAX) {
+            return Err(format!(
+                "it holds ids {lo}..={hi}, outside the ids handed out (next {})",
+                cp.next_id
+            ));
+        }
+    }
+    if cp.next_id == 0 {
+        return Err("its next id is 0".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,292 @@
+//! The checkpoint: open starts from it and scans only later frames; a
+//! damaged, cut, stale or foreign checkpoint is ignored (every frame is
+//! scanned) and the data read back is the same.
+
+use std::fs::{self, OpenOptions};
+use std::path::Path;
+
+use ourdb::{Config, Durability, OurDb};
+
+fn config() -> Config {
+    Config {
+        durability: Durability::Flush,
+        max_file_size: 16 << 10,
+        ..Config::default()
+    }
+}
+
+/// Per id: its live value and its full history.
+type Contents = Vec<(u32, Option<Vec<u8>>, Vec<Vec<u8>>)>;
+
+/// Live values by id, and each id's full history, read through `db`.
+fn contents(db: &OurDb) -> Contents {
+    (1..db.next_id())
+        .map(|id| (id, db.get(id).unwrap(), db.history(id, usize::MAX).unwrap()))
+        .collect()
+}
+
+/// A closed store over several files with updates and deletes; returns what
+/// it holds.
+fn build(dir: &Path) -> Contents {
+    let db = OurDb::open(dir, config()).unwrap();
+    for i in 0..200u32 {
+        let id = db.insert(&i.to_le_bytes().repeat(20)).unwrap();
+        if i % 3 == 0 {
+            db.update(id, b"updated").unwrap();
+        }
+        if i % 7 == 0 {
+            db.delete(id).unwrap();
+        }
+    }
+    let want = contents(&db);
+    db.close().unwrap();
+    want
+}
+
+fn checkpoint(dir: &Path) -> std::path::PathBuf {
+    dir.join("checkpoint")
+}
+
+#[test]
+fn open_after_close_starts_from_the_checkpoint_and_scans_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = build(dir.path());
+    let db = OurDb::open(dir.path(), config()).unwrap();
+    let st = db.stats();
+    assert!(st.opened_from_checkpoint);
+    assert_eq!(st.open_scanned_bytes, 0);
+    assert_eq!(contents(&db), want);
+    assert_eq!(db.insert(b"more").unwrap(), 201);
+}
+
+#[test]
+fn frames_committed_after_the_checkpoint_are_scanned_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    let db = OurDb::open(dir.path(), config()).unwrap();
+    // Enough to roll over to further files after the checkpoint's end.
+    for i in 0..100u32 {
+        db.update([2, 3, 5, 6, 10][i as usize % 5], &[i as u8; 300])
+            .unwrap();
+    }
+    db.insert(b"last").unwrap();
+    let want = contents(&db);
+    drop(db); // no close: no checkpoint of these
+    let db = OurDb::open(dir.path(), config()).unwrap();
+    let st = db.stats();
+    assert!(st.opened_from_checkpoint);
+    assert!(st.open_scanned_bytes > 100 * 300, "{st:?}");
+    assert_eq!(contents(&db), want);
+}
+
+#[test]
+fn background_thread_writes_checkpoints_while_commits_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        checkpoint_bytes: 4 << 10,
+        ..config()
+    };
+    let db = OurDb::open(dir.path(), cfg.clone()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut i = 0u32;
+    while db.stats().checkpoints < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint written"
+        );
+        db.insert(&[i as u8; 500]).unwrap();
+        i += 1;
+    }
+    let want = contents(&db);
+    drop(db);
+    let db = OurDb::open(dir.path(), cfg).unwrap();
+    assert!(db.stats().opened_from_checkpoint);
+    assert_eq!(contents(&db), want);
+}
+
+/// Opens after `damage` changed the checkpoint: it must be ignored (a full
+/// scan) and the data the same.
+fn ignored_after(damage: impl FnOnce(&Path)) {
+    let dir = tempfile::tempdir().unwrap();
+    let want = build(dir.path());
+    damage(dir.path());
+    let db = OurDb::open(dir.path(), config()).unwrap();
+    let st = db.stats();
+    assert!(!st.opened_from_checkpoint, "{st:?}");
+    assert_eq!(
+        st.open_scanned_bytes,
+        st.file_bytes - 32 * data_files(dir.path())
+    );
+    assert_eq!(contents(&db), want);
+    // And a close writes a good one again.
+    db.close().unwrap();
+    assert!(
+        OurDb::open(dir.path(), config())
+            .unwrap()
+            .stats()
+            .opened_from_checkpoint
+    );
+}
+
+fn data_files(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "odb")
+        })
+        .count() as u64
+}
+
+#[test]
+fn a_flipped_byte_anywhere_in_the_checkpoint_makes_open_scan_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    let len = fs::metadata(checkpoint(dir.path())).unwrap().len();
+    for at in [
+        0,
+        8,
+        13,
+        17,
+        21,
+        30,
+        37,
+        41,
+        44,
+        53,
+        60,
+        len / 2,
+        len - 5,
+        len - 1,
+    ] {
+        ignored_after(|dir| {
+            let mut b = fs::read(checkpoint(dir)).unwrap();
+            b[at as usize] ^= 0x10;
+            fs::write(checkpoint(dir), b).unwrap();
+        });
+    }
+}
+
+#[test]
+fn a_truncated_or_empty_checkpoint_is_ignored() {
+    for keep in [0, 10, 59, 100] {
+        ignored_after(|dir| {
+            let f = OpenOptions::new()
+                .write(true)
+                .open(checkpoint(dir))
+                .unwrap();
+            f.set_len(keep).unwrap();
+        });
+    }
+    ignored_after(|dir| {
+        let b = fs::read(checkpoint(dir)).unwrap();
+        fs::write(checkpoint(dir), &b[..b.len() - 1]).unwrap();
+    });
+}
+
+#[test]
+fn a_checkpoint_whose_checksum_holds_but_whose_entries_lie_is_ignored() {
+    // Layout: 60-byte header, then 16 bytes per id from 1 (file u32,
+    // value_len u32, offset u64), then a CRC32 of everything before it.
+    let rewrite = |dir: &Path, edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut b = fs::read(checkpoint(dir)).unwrap();
+        b.truncate(b.len() - 4);
+        edit(&mut b);
+        let crc = crc32fast::hash(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        fs::write(checkpoint(dir), b).unwrap();
+    };
+    // Id 2 (live; id 1 is deleted): a value length reaching past the data.
+    ignored_after(|dir| {
+        rewrite(dir, &|b| {
+            b[80..84].copy_from_slice(&(1u32 << 30).to_le_bytes())
+        })
+    });
+    // An offset inside a file header.
+    ignored_after(|dir| rewrite(dir, &|b| b[84..92].copy_from_slice(&3u64.to_le_bytes())));
+    // A next id below the ids in the index.
+    ignored_after(|dir| rewrite(dir, &|b| b[40..44].copy_from_slice(&2u32.to_le_bytes())));
+}
+
+#[test]
+fn a_checkpoint_from_another_database_is_ignored() {
+    let other = tempfile::tempdir().unwrap();
+    let db = OurDb::open(other.path(), config()).unwrap();
+    for i in 0..200u32 {
+        db.insert(&i.to_be_bytes().repeat(21)).unwrap();
+    }
+    db.close().unwrap();
+    ignored_after(|dir| {
+        fs::copy(checkpoint(other.path()), checkpoint(dir)).unwrap();
+    });
+}
+
+#[test]
+fn a_data_file_cut_below_the_checkpoint_end_makes_it_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = OurDb::open(dir.path(), config()).unwrap();
+    let a = db.insert(b"kept").unwrap();
+    let b = db.insert(b"cut by a torn tail").unwrap();
+    db.close().unwrap();
+    let last = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "odb"))
+        .max()
+        .unwrap();
+    let len = fs::metadata(&last).unwrap().len();
+    OpenOptions::new()
+        .write(true)
+        .open(&last)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
+    let db = OurDb::open(dir.path(), config()).unwrap();
+    assert!(!db.stats().opened_from_checkpoint);
+    assert_eq!(db.get(a).unwrap(), Some(b"kept".to_vec()));
+    assert_eq!(
+        db.get(b).unwrap(),
+        None,
+        "the checkpoint did not bring it back"
+    );
+    assert_eq!(db.next_id(), b);
+}
+
+#[test]
+fn a_checkpoint_from_before_a_compaction_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    let old = fs::read(checkpoint(dir.path())).unwrap();
+    let db = OurDb::open(dir.path(), config()).unwrap();
+    db.compact().unwrap();
+    db.update(3, b"after compaction").unwrap();
+    let want = contents(&db);
+    drop(db);
+    fs::write(checkpoint(dir.path()), old).unwrap();
+    let db = OurDb::open(dir.path(), config()).unwrap();
+    assert!(!db.stats().opened_from_checkpoint);
+    assert_eq!(contents(&db), want);
+}
+
+#[test]
+fn damage_before_the_checkpoint_end_is_reported_on_read_not_returned() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = OurDb::open(dir.path(), config()).unwrap();
+    let id = db.insert(b"first value").unwrap();
+    db.insert(b"second").unwrap();
+    db.close().unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.path().join("data-00000000.odb"))
+        .unwrap();
+    // Inside the first value (header 32, frame header 12, payload header 8, op header 25).
+    std::os::unix::fs::FileExt::write_all_at(&f, b"X", 32 + 12 + 8 + 25 + 2).unwrap();
+    let db = OurDb::open(dir.path(), config()).unwrap();
+    assert!(db.stats().opened_from_checkpoint);
+    let err = db.get(id).unwrap_err();
+    assert!(matches!(err, ourdb::Error::Corrupt { .. }), "{err}");
+}

@@ -1,0 +1,297 @@
+//! Compaction: old versions beyond `Config::history` and deleted records
+//! are reclaimed, nothing else changes, commits and reads go on meanwhile,
+//! and every state a crash can leave on disk opens to the same data.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ourdb::{Config, Durability, Mode, OurDb};
+
+fn config(history: usize) -> Config {
+    Config {
+        durability: Durability::Flush,
+        max_file_size: 32 << 10,
+        history,
+        ..Config::default()
+    }
+}
+
+fn data_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "odb"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn contents(db: &OurDb) -> Vec<(u32, Vec<Vec<u8>>)> {
+    (0..db.next_id().min(5000))
+        .map(|id| (id, db.history(id, usize::MAX).unwrap()))
+        .filter(|(_, h)| !h.is_empty())
+        .collect()
+}
+
+#[test]
+fn compaction_keeps_the_newest_versions_of_live_records_and_drops_deleted_ones() {
+    for history in [0, 1, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = OurDb::open(dir.path(), config(history)).unwrap();
+        let mut all: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
+        for i in 0..60u32 {
+            let v = vec![i as u8; 100];
+            let id = db.insert(&v).unwrap();
+            all.insert(id, vec![v]);
+        }
+        for round in 0..8u8 {
+            for id in 1..=60u32 {
+                let v = vec![round; 50 + id as usize];
+                db.update(id, &v).unwrap();
+                all.get_mut(&id).unwrap().push(v);
+            }
+        }
+        for id in (1..=60).step_by(4) {
+            db.delete(id).unwrap();
+            all.remove(&id);
+        }
+        let before = db.stats().file_bytes;
+        db.compact().unwrap();
+        let after = db.stats().file_bytes;
+        assert!(after < before, "history {history}: {after} >= {before}");
+        // What compaction keeps: the newest `history` versions (0: all).
+        for v in all.values_mut() {
+            let drop = if history == 0 {
+                0
+            } else {
+                v.len().saturating_sub(history)
+            };
+            v.drain(..drop);
+        }
+        let check = |db: &OurDb, all: &BTreeMap<u32, Vec<Vec<u8>>>| {
+            assert_eq!(db.next_id(), 61);
+            assert_eq!(db.len(), all.len());
+            for id in 1..=60u32 {
+                let want: Vec<Vec<u8>> = all
+                    .get(&id)
+                    .map(|v| v.iter().rev().cloned().collect())
+                    .unwrap_or_default();
+                assert_eq!(db.history(id, usize::MAX).unwrap(), want, "id {id}");
+            }
+        };
+        check(&db, &all);
+        assert_eq!(data_files(dir.path()).len(), 1, "old files are deleted");
+        // History keeps growing from the compacted versions.
+        db.update(2, b"later").unwrap();
+        all.get_mut(&2).unwrap().push(b"later".to_vec());
+        check(&db, &all);
+        drop(db);
+        let db = OurDb::open(dir.path(), config(history)).unwrap();
+        check(&db, &all);
+        db.close().unwrap();
+        let db = OurDb::open(dir.path(), config(history)).unwrap();
+        assert!(db.stats().opened_from_checkpoint);
+        check(&db, &all);
+    }
+}
+
+#[test]
+fn key_value_mode_compacts_and_keeps_its_next_id_when_the_highest_id_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        mode: Mode::KeyValue,
+        ..config(2)
+    };
+    let db = OurDb::open(dir.path(), cfg.clone()).unwrap();
+    for round in 0..5u8 {
+        for id in [7, 900, 3] {
+            db.set(id, &[round; 40]).unwrap();
+        }
+    }
+    db.delete(900).unwrap();
+    db.compact().unwrap();
+    assert_eq!(db.next_id(), 901);
+    assert_eq!(db.history(7, 10).unwrap(), vec![vec![4; 40], vec![3; 40]]);
+    assert_eq!(db.get(900).unwrap(), None);
+    drop(db);
+    let db = OurDb::open(dir.path(), cfg).unwrap();
+    assert_eq!(db.next_id(), 901);
+    assert_eq!(db.history(3, 10).unwrap(), vec![vec![4; 40], vec![3; 40]]);
+}
+
+#[test]
+fn an_update_heavy_store_shrinks_to_at_most_twice_its_live_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = OurDb::open(dir.path(), config(1)).unwrap();
+    let value = |id: u32, round: u32| vec![(id + round) as u8; 200];
+    for id in 0..300 {
+        db.insert(&value(id + 1, 0)).unwrap();
+    }
+    for round in 1..=100 {
+        for id in 1..=300 {
+            db.update(id, &value(id, round)).unwrap();
+        }
+    }
+    let live: u64 = 300 * 200;
+    let before = db.stats().file_bytes;
+    assert!(before > 50 * live);
+    db.compact().unwrap();
+    let after = db.stats().file_bytes;
+    let on_disk: u64 = data_files(dir.path())
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .sum();
+    assert_eq!(on_disk, after, "the counter is what the files hold");
+    assert!(after <= 2 * live, "{after} bytes for {live} live bytes");
+    for id in 1..=300 {
+        assert_eq!(db.get(id).unwrap(), Some(value(id, 100)));
+    }
+}
+
+#[test]
+fn commits_and_reads_go_on_while_compactions_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(OurDb::open(dir.path(), config(4)).unwrap());
+    for i in 0..100u32 {
+        db.insert(&i.to_le_bytes()).unwrap();
+    }
+    let writer = {
+        let db = Arc::clone(&db);
+        std::thread::spawn(move || {
+            let mut model: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
+            for i in 0..3000u32 {
+                let id = 1 + i % 100;
+                let v = format!("{id}:{i}").into_bytes();
+                db.update(id, &v).unwrap();
+                model.entry(id).or_default().push(v.clone());
+                // A reader on this thread sees its own write at once.
+                assert_eq!(db.get(id).unwrap(), Some(v));
+            }
+            model
+        })
+    };
+    let reader = {
+        let db = Arc::clone(&db);
+        std::thread::spawn(move || {
+            let mut reads = 0u64;
+            for i in 0..20_000u32 {
+                let id = 1 + i % 100;
+                let h = db.history(id, 4).unwrap();
+                assert!(!h.is_empty(), "id {id} is always live");
+                reads += 1;
+            }
+            reads
+        })
+    };
+    let mut compactions = 0;
+    loop {
+        db.compact().unwrap();
+        compactions += 1;
+        if writer.is_finished() {
+            break;
+        }
+    }
+    let model = writer.join().unwrap();
+    assert_eq!(reader.join().unwrap(), 20_000);
+    assert!(compactions > 0);
+    let check = |db: &OurDb| {
+        for (id, versions) in &model {
+            let got = db.history(*id, 10).unwrap();
+            let want: Vec<Vec<u8>> = versions.iter().rev().take(got.len()).cloned().collect();
+            assert!(got.len() >= 4, "id {id} keeps at least 4 versions");
+            assert_eq!(got, want, "id {id}");
+        }
+    };
+    check(&db);
+    let st = db.stats();
+    assert!(st.compactions >= compactions);
+    println!(
+        "{compactions} compactions, longest writer pause {:?}",
+        st.max_compaction_pause
+    );
+    drop(db);
+    check(&OurDb::open(dir.path(), config(4)).unwrap());
+}
+
+#[test]
+fn old_files_left_next_to_a_generation_start_are_superseded_not_counted_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let saved = tempfile::tempdir().unwrap();
+    let db = OurDb::open(dir.path(), config(2)).unwrap();
+    for i in 0..400u32 {
+        let id = db.insert(&[i as u8; 90]).unwrap();
+        db.update(id, &[i as u8; 91]).unwrap();
+        db.update(id, &[i as u8; 92]).unwrap();
+        if i % 5 == 0 {
+            db.delete(id).unwrap();
+        }
+    }
+    db.close().unwrap();
+    let old = data_files(dir.path());
+    assert!(old.len() > 2);
+    for p in &old {
+        fs::copy(p, saved.path().join(p.file_name().unwrap())).unwrap();
+    }
+    let db = OurDb::open(dir.path(), config(2)).unwrap();
+    db.compact().unwrap();
+    db.insert(b"after").unwrap();
+    let want = contents(&db);
+    drop(db);
+    let current = data_files(dir.path());
+    assert!(
+        current.iter().all(|p| !old.contains(p)),
+        "old files are deleted"
+    );
+    // A crash after the rename, before the old files were deleted (some or all).
+    for (i, p) in old.iter().enumerate() {
+        if i % 2 == 0 || i == old.len() - 1 {
+            fs::copy(saved.path().join(p.file_name().unwrap()), p).unwrap();
+        }
+    }
+    let db = OurDb::open(dir.path(), config(2)).unwrap();
+    assert_eq!(contents(&db), want);
+    assert_eq!(data_files(dir.path()), current, "superseded files removed");
+    drop(db);
+    // A crash before the rename: the unfinished output is dropped.
+    fs::write(dir.path().join("compaction.tmp"), b"half a compacted file").unwrap();
+    let db = OurDb::open(dir.path(), config(2)).unwrap();
+    assert_eq!(contents(&db), want);
+    assert!(!dir.path().join("compaction.tmp").exists());
+}
+
+#[test]
+fn background_compaction_runs_once_the_files_outgrow_what_it_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        checkpoint_bytes: 16 << 10,
+        compaction_min_bytes: 128 << 10,
+        ..config(2)
+    };
+    let db = OurDb::open(dir.path(), cfg).unwrap();
+    for _ in 0..50 {
+        db.insert(&[0; 100]).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut round = 0u8;
+    while db.stats().compactions == 0 {
+        assert!(Instant::now() < deadline, "no background compaction");
+        round = round.wrapping_add(1);
+        for id in 1..=50 {
+            db.update(id, &[round; 100]).unwrap();
+        }
+    }
+    // Bounded: the files stay near what the retained versions need.
+    for _ in 0..40 {
+        round = round.wrapping_add(1);
+        for id in 1..=50 {
+            db.update(id, &[round; 100]).unwrap();
+        }
+    }
+    for id in 1..=50 {
+        assert_eq!(db.get(id).unwrap(), Some(vec![round; 100]));
+        assert!(db.history(id, 5).unwrap().len() >= 2);
+    }
+}
