@@ -3,6 +3,8 @@
 //! filled in and every check made before anything starts (as ripgrep's
 //! `LowArgs` → `HiArgs`). A bad option or circles.json is a usage error (exit
 //! 2) found here; nothing after this point reads [`RunArgs`].
+//! Long: every option's check and default sit together in `resolve`, and
+//! its tests beside them.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

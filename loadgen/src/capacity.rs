@@ -10,10 +10,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use anyhow::Context;
 
 use crate::client;
+use crate::meter::{dbsize, field, info, redis_cpu};
 use crate::orchestrator::{Orchestrator, write_config};
 use crate::plan::Script;
 
@@ -190,82 +190,6 @@ async fn memory_run(
     Ok((samples, m.throughput))
 }
 
-/// How busy the machine's cores and Redis's one command thread were
-/// during a load: the limit a load reached, if any.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Saturation {
-    /// Busy share of all the machine's cores, 0..=1.
-    pub machine: f64,
-    /// Busy share of one core spent by redis-server, 0..=1 (it runs
-    /// commands on one thread).
-    pub redis: f64,
-}
-
-impl Saturation {
-    /// Busy at or above this share counts as the limit reached.
-    pub const LIMIT: f64 = 0.9;
-
-    /// What limited the load: `CPU`, `Redis`, both, or `—` for neither.
-    pub fn limit(&self) -> &'static str {
-        match (self.machine >= Self::LIMIT, self.redis >= Self::LIMIT) {
-            (true, true) => "CPU+Redis",
-            (true, false) => "CPU",
-            (false, true) => "Redis",
-            (false, false) => "—",
-        }
-    }
-}
-
-/// Reads the machine's and Redis's CPU counters before a load; [`Meter::stop`] after it.
-pub(crate) struct Meter {
-    port: u16,
-    machine: (f64, f64),
-    redis: f64,
-    at: Instant,
-}
-
-impl Meter {
-    pub(crate) async fn start(port: u16) -> anyhow::Result<Meter> {
-        Ok(Meter {
-            port,
-            machine: machine_ticks()?,
-            redis: redis_cpu(port).await?,
-            at: Instant::now(),
-        })
-    }
-
-    pub(crate) async fn stop(self) -> anyhow::Result<Saturation> {
-        let (busy, total) = machine_ticks()?;
-        let redis = redis_cpu(self.port).await?;
-        let wall = self.at.elapsed().as_secs_f64().max(1e-3);
-        Ok(Saturation {
-            machine: ((busy - self.machine.0) / (total - self.machine.1).max(1.0)).clamp(0.0, 1.0),
-            redis: ((redis - self.redis) / wall).clamp(0.0, 1.0),
-        })
-    }
-}
-
-/// Busy and total ticks of all cores, from the first line of `/proc/stat`.
-fn machine_ticks() -> anyhow::Result<(f64, f64)> {
-    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
-    let line = stat.lines().next().context("an empty /proc/stat")?;
-    let ticks: Vec<f64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|t| t.parse().context("a /proc/stat field that is not a number"))
-        .collect::<anyhow::Result<_>>()?;
-    // user nice system idle iowait irq softirq steal ...: idle and iowait are not busy.
-    let total: f64 = ticks.iter().take(8).sum();
-    let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
-    Ok((total - idle, total))
-}
-
-/// CPU seconds Redis has used so far.
-async fn redis_cpu(port: u16) -> anyhow::Result<f64> {
-    let info = info(port, "cpu").await?;
-    Ok(field(&info, "used_cpu_user")? + field(&info, "used_cpu_sys")?)
-}
-
 /// CPU seconds so far of each process.
 struct Cpu {
     gateway: f64,
@@ -301,83 +225,6 @@ fn process_cpu(pid: &str) -> anyhow::Result<f64> {
     };
     // Linux reports these in USER_HZ, 100 on every architecture it runs on.
     Ok((ticks(11)? + ticks(12)?) / 100.0)
-}
-
-/// One RESP command with simple arguments; the raw reply.
-async fn command(port: u16, args: &[&str]) -> anyhow::Result<Vec<u8>> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let mut request = format!("*{}\r\n", args.len());
-    for arg in args {
-        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-    }
-    stream.write_all(request.as_bytes()).await?;
-    stream.shutdown().await.ok();
-    let mut reply = Vec::new();
-    // A closed write side makes Redis answer and close once it has replied.
-    let deadline = tokio::time::timeout(Duration::from_secs(5), async {
-        let mut buf = [0u8; 8192];
-        loop {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 || complete(&reply) {
-                break;
-            }
-            reply.extend_from_slice(&buf[..n]);
-            if complete(&reply) {
-                break;
-            }
-        }
-        anyhow::Ok(())
-    });
-    deadline
-        .await
-        .context("redis did not answer within 5 s")??;
-    Ok(reply)
-}
-
-/// Whether a reply of one bulk string or integer has arrived whole.
-fn complete(reply: &[u8]) -> bool {
-    let Some(end) = reply.windows(2).position(|w| w == b"\r\n") else {
-        return false;
-    };
-    match reply.first() {
-        Some(b'$') => std::str::from_utf8(&reply[1..end])
-            .ok()
-            .and_then(|n| n.parse::<usize>().ok())
-            .is_some_and(|n| reply.len() >= end + 2 + n + 2),
-        _ => true,
-    }
-}
-
-/// `INFO <section>` as name → value.
-async fn info(port: u16, section: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let reply = command(port, &["INFO", section]).await?;
-    let text = String::from_utf8_lossy(&reply);
-    if !text.starts_with('$') {
-        bail!("INFO {section} answered {text:?}");
-    }
-    Ok(text
-        .lines()
-        .skip(1)
-        .filter_map(|line| line.split_once(':'))
-        .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
-        .collect())
-}
-
-fn field(info: &[(String, String)], name: &str) -> anyhow::Result<f64> {
-    info.iter()
-        .find(|(k, _)| k == name)
-        .with_context(|| format!("INFO has no {name}"))?
-        .1
-        .parse()
-        .with_context(|| format!("INFO's {name} is not a number"))
-}
-
-async fn dbsize(port: u16) -> anyhow::Result<u64> {
-    let reply = command(port, &["DBSIZE"]).await?;
-    let text = String::from_utf8_lossy(&reply);
-    text.strip_prefix(':')
-        .and_then(|n| n.trim().parse().ok())
-        .with_context(|| format!("DBSIZE answered {text:?}"))
 }
 
 impl CapacityReport {
@@ -441,46 +288,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_reply_is_complete_only_when_its_bulk_string_has_arrived() {
-        assert!(!complete(b"$10\r\n01234"));
-        assert!(complete(b"$10\r\n0123456789\r\n"));
-        assert!(complete(b":42\r\n"));
-        assert!(!complete(b":4"));
-    }
-
-    #[test]
-    fn the_limit_is_what_was_at_least_90_percent_busy() {
-        let at = |machine, redis| Saturation { machine, redis }.limit();
-        assert_eq!(at(0.95, 0.2), "CPU");
-        assert_eq!(at(0.5, 0.92), "Redis");
-        assert_eq!(at(0.9, 0.9), "CPU+Redis");
-        assert_eq!(at(0.89, 0.5), "—");
-    }
-
-    #[test]
-    fn the_machine_counts_busy_ticks_below_its_total() {
-        let (busy, total) = machine_ticks().expect("reads /proc/stat");
-        assert!(busy > 0.0 && busy <= total, "{busy} of {total}");
-    }
-
-    #[test]
     fn this_process_has_spent_some_cpu() {
         let spin = Instant::now();
         while spin.elapsed() < Duration::from_millis(30) {
             std::hint::black_box(spin.elapsed());
         }
         assert!(process_cpu("self").expect("reads /proc/self/stat") > 0.0);
-    }
-
-    #[tokio::test]
-    async fn info_and_dbsize_read_a_real_redis() {
-        let redis = testkit::RedisServer::start();
-        let memory = info(redis.port(), "memory").await.expect("INFO memory");
-        assert!(field(&memory, "used_memory").expect("a number") > 0.0);
-        assert_eq!(dbsize(redis.port()).await.expect("DBSIZE"), 0);
-        command(redis.port(), &["SET", "k", "v"])
-            .await
-            .expect("SET");
-        assert_eq!(dbsize(redis.port()).await.expect("DBSIZE"), 1);
     }
 }

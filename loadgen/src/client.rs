@@ -77,7 +77,7 @@ pub struct Measured {
     /// Successful replies per second.
     pub throughput: f64,
     /// How busy the machine and Redis were meanwhile (closed-loop loads).
-    pub saturation: Option<crate::capacity::Saturation>,
+    pub saturation: Option<crate::meter::Saturation>,
 }
 
 /// The scripts a load sends: request `n` sends `scripts[n % len]`.

@@ -19,6 +19,7 @@
 pub mod capacity;
 mod client;
 mod echo;
+pub mod meter;
 mod orchestrator;
 mod plan;
 mod report;
@@ -161,7 +162,7 @@ async fn measure(
     if load.sequential {
         client::sequential(&urls[0], &scripts, options.requests / 10, options.requests).await
     } else {
-        let meter = capacity::Meter::start(port).await?;
+        let meter = meter::Meter::start(port).await?;
         let mut measured = client::closed_loop(
             &urls,
             load.conns,

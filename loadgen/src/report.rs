@@ -57,7 +57,7 @@ pub struct Row {
     pub errors: u64,
     /// How busy the machine and Redis were during the load of the binary
     /// under test (closed-loop loads only).
-    pub saturation: Option<crate::capacity::Saturation>,
+    pub saturation: Option<crate::meter::Saturation>,
 }
 
 /// Everything a run measured.
@@ -224,7 +224,7 @@ mod tests {
                 floor: 10000.0,
                 baseline,
                 errors: 0,
-                saturation: Some(crate::capacity::Saturation {
+                saturation: Some(crate::meter::Saturation {
                     machine: 0.95,
                     redis: 0.4,
                 }),

@@ -3,6 +3,7 @@
 //! circle (all or nothing), and starts the supervised workers and websocket
 //! host, the watchers and the status display; [`Orchestrator::shutdown`]
 //! drains them in order. [`run`] puts the two around the wait for a signal.
+//! Long: `start` reads as the start-up sequence, step by step, in one place.
 //!
 //! Cancellation is one tree under a root token:
 //!
