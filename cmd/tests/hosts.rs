@@ -4,7 +4,9 @@
 //! binary: two gateways and two workers serve four circles, and a client
 //! of either gateway gets every circle's results; a worker host killed with
 //! kill -9 ends its running task as `worker_lost`, its queued tasks wait and
-//! run when it comes back; a second worker for an owned circle refuses.
+//! run when it comes back; a second worker for an owned circle refuses; a
+//! worker host whose link is cut stops before its lease expires, a standby
+//! host takes the circle over, and the cut host takes nothing once healed.
 
 mod common;
 
@@ -13,7 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::hosts::Hosts;
-use common::{Orchestrator, Sandbox, Ws, port, recv, send};
+use common::{Orchestrator, Sandbox, Ws, epoch_ms, port, recv, send};
 use serde_json::{Value, json};
 
 /// Hosts 0 and 1 run gateways, 2 and 3 workers.
@@ -245,4 +247,146 @@ async fn a_second_worker_host_for_an_owned_circle_refuses() {
         "the refusal names the holder's data dir {}:\n{said}",
         holder.display()
     );
+}
+
+/// Submits `script` as task `id` to circle North's queue, as a third party would.
+fn submit(redis: &mut redis::Connection, id: &str, script: &str) {
+    let _: () = redis::pipe()
+        .atomic()
+        .hset_multiple(
+            format!("rhai_task_details:{id}"),
+            &[("script", script), ("status", "pending")],
+        )
+        .lpush("rhai_tasks:north", id)
+        .query(redis)
+        .expect("submit");
+}
+
+fn status(redis: &mut redis::Connection, id: &str) -> Option<String> {
+    redis::cmd("HGET")
+        .arg(format!("rhai_task_details:{id}"))
+        .arg("status")
+        .query(redis)
+        .expect("HGET")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_host_cut_off_stops_before_its_lease_expires_and_a_standby_takes_over() {
+    let cluster = Cluster::new();
+    let mut redis = redis::Client::open(cluster.redis.url())
+        .expect("url")
+        .get_connection()
+        .expect("connect to redis");
+    // Loopback hosts cannot lose a link: the worker reaches Redis through a
+    // proxy that stops forwarding instead.
+    let proxy = testkit::Proxy::start(cluster.redis.port());
+    let url = match cluster.hosts.kind {
+        common::hosts::Kind::Namespaces => cluster.hosts.redis_url(&cluster.redis),
+        common::hosts::Kind::Loopback => proxy.redis_url(),
+    };
+    let mut cmd = cluster
+        .sandbox
+        .serve_command(&cluster.config, &url, &cluster.worker_data(2));
+    cmd.args(FAST)
+        .args(["--role", "worker", "--circles", "1", "--log-format", "json"]);
+    let mut worker = Orchestrator::spawn(cluster.hosts.on(2, cmd));
+    worker.wait_table();
+    let mut standby = Orchestrator::spawn(cluster.command(
+        3,
+        &cluster.worker_data(3),
+        &["--role", "worker", "--circles", "1", "--standby"],
+    ));
+    standby.wait_table();
+    submit(
+        &mut redis,
+        "slow",
+        "let x = 0; while x < 2_000_000_000 { x += 1; } x",
+    );
+    testkit::wait_for("the slow task runs", Duration::from_secs(20), || {
+        (status(&mut redis, "slow").as_deref() == Some("processing")).then_some(())
+    });
+
+    match cluster.hosts.cut(2) {
+        Some(()) => eprintln!("cut: host 2's link is down"),
+        None => {
+            proxy.freeze();
+            eprintln!("cut: host 2's proxy to Redis is frozen");
+        }
+    }
+    // When the lease expires, from Redis itself: the last `now + PTTL`
+    // before the key is gone (no renewal gets through any more).
+    let mut expires_ms = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pttl: i64 = redis::cmd("PTTL")
+            .arg("rhai_queue_owner:north")
+            .query(&mut redis)
+            .expect("PTTL");
+        if pttl < 0 {
+            break;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after the epoch")
+            .as_millis() as u64;
+        expires_ms = Some(now + pttl as u64);
+        assert!(Instant::now() < deadline, "the lease never expired");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let expires_ms = expires_ms.expect("the lease was held at the cut");
+    worker.wait_stdout("Lease lost", Duration::from_secs(30));
+    let logged = worker
+        .stderr()
+        .lines()
+        .find(|l| l.contains("lease of queue north lost"))
+        .map(|l| serde_json::from_str::<Value>(l).expect("a JSON log line"))
+        .expect("the stop is logged");
+    let stopped_ms = epoch_ms(logged["timestamp"].as_str().expect("a timestamp"));
+    assert!(
+        stopped_ms < expires_ms,
+        "stopped at {stopped_ms}, the lease expired at {expires_ms}"
+    );
+
+    // The standby takes over: the cut task ends, a new one runs there.
+    submit(&mut redis, "after", "40 + 2");
+    testkit::wait_for(
+        "the standby runs the new task",
+        Duration::from_secs(30),
+        || (status(&mut redis, "after").as_deref() == Some("completed")).then_some(()),
+    );
+    let slow = status(&mut redis, "slow");
+    assert_eq!(slow.as_deref(), Some("error"), "the cut script ended");
+    let lease: String = redis::cmd("GET")
+        .arg("rhai_queue_owner:north")
+        .query(&mut redis)
+        .expect("GET");
+    let lease = client::Lease::parse(&lease).expect("a lease");
+    assert_eq!(lease.pid, standby.pid(), "the standby holds the lease");
+
+    // Healed, the cut host sees the holder and takes nothing more.
+    cluster.hosts.heal(2);
+    proxy.thaw();
+    worker.wait_stdout("queue north is held by", Duration::from_secs(30));
+    let said = format!("{}{}", worker.stdout(), worker.stderr());
+    assert!(
+        said.contains(&format!("pid {}", standby.pid())),
+        "the cut host names the standby as the holder:\n{said}"
+    );
+    submit(&mut redis, "last", "db::insert(#{ n: 3 })");
+    testkit::wait_for(
+        "the standby runs the last task",
+        Duration::from_secs(30),
+        || (status(&mut redis, "last").as_deref() == Some("completed")).then_some(()),
+    );
+    let ran_on: String = redis::cmd("HGET")
+        .arg("rhai_task_details:last")
+        .arg("workerId")
+        .query(&mut redis)
+        .expect("HGET");
+    let after_on: String = redis::cmd("HGET")
+        .arg("rhai_task_details:after")
+        .arg("workerId")
+        .query(&mut redis)
+        .expect("HGET");
+    assert_eq!(ran_on, after_on, "both ran on the standby's worker");
 }

@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Orchestrator, Sandbox, port};
+use common::{Orchestrator, Sandbox, epoch_ms, port};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -147,22 +147,6 @@ fn a_standby_waits_without_opening_its_database_and_takes_over_from_a_killed_wor
         "its database opened once the lease was held"
     );
     standby.stop();
-}
-
-/// Milliseconds since the epoch of an RFC 3339 UTC timestamp with
-/// milliseconds, as the JSON log lines write it (`2026-12-04T12:37:05.123Z`).
-fn epoch_ms(ts: &str) -> u64 {
-    let n = |range: std::ops::Range<usize>| -> i64 { ts[range].parse().expect("a timestamp") };
-    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19);
-    (secs * 1000 + n(20..23)) as u64
 }
 
 fn now_ms() -> u64 {

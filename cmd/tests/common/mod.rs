@@ -359,3 +359,19 @@ pub async fn connect_with(
         Err(e) => panic!("upgrade failed without an HTTP answer: {e}"),
     }
 }
+
+/// Milliseconds since the epoch of an RFC 3339 UTC timestamp with
+/// milliseconds, as the JSON log lines write it (`2026-12-04T12:37:05.123Z`).
+pub fn epoch_ms(ts: &str) -> u64 {
+    let n = |range: std::ops::Range<usize>| -> i64 { ts[range].parse().expect("a timestamp") };
+    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19);
+    (secs * 1000 + n(20..23)) as u64
+}
