@@ -168,6 +168,8 @@ impl CircleState {
     /// The row of this circle now.
     pub fn row(&self) -> Row {
         let worker_live = self.sight.as_ref().and_then(|s| s.live());
+        let stats = lock(&self.stats).latest.clone();
+        let worker_lease = stats.as_ref().and_then(|s| s.lease.clone());
         let (worker, worker_detail, worker_restarts, worker_started, counts) = {
             let slot = lock(&self.worker);
             let (state, detail) = worker_display(&slot);
@@ -175,7 +177,7 @@ impl CircleState {
                 (NOT_HERE, Some(live)) => Some(format!(
                     "{}; {}",
                     detail.unwrap_or_default(),
-                    if live { LIVE_WORKER } else { NO_LIVE_WORKER }
+                    seen(live, worker_lease.as_ref())
                 )),
                 _ => detail,
             };
@@ -194,7 +196,6 @@ impl CircleState {
             };
             (state, detail, slot.restarts, slot.started, clients)
         };
-        let stats = lock(&self.stats).latest.clone();
         let up_since = match (worker, server) {
             (NOT_HERE, _) => server_started,
             (_, NOT_HERE) => worker_started,
@@ -219,7 +220,7 @@ impl CircleState {
             principals: self.config.principals.len(),
             worker,
             worker_detail,
-            worker_lease: stats.as_ref().and_then(|s| s.lease.clone()),
+            worker_lease,
             server,
             server_detail,
             queue_len: stats.as_ref().map(|s| s.queue_len),
@@ -233,6 +234,20 @@ impl CircleState {
             gateway_count: gateways.as_ref().map(Vec::len),
             gateways,
         }
+    }
+}
+
+/// What a gateway-only row says of the circle's worker: whether one is
+/// alive and, when its lease says, which process on which machine (the
+/// machine id the lease adds to the host name is left out).
+fn seen(live: bool, lease: Option<&client::Lease>) -> String {
+    match (live, lease) {
+        (true, Some(l)) => {
+            let host = l.host.split('/').next().unwrap_or(&l.host);
+            format!("{LIVE_WORKER}: pid {} on {host}", l.pid)
+        }
+        (true, None) => LIVE_WORKER.to_owned(),
+        (false, _) => NO_LIVE_WORKER.to_owned(),
     }
 }
 

@@ -60,6 +60,20 @@ mod tests {
             row.worker_detail.as_deref(),
             Some("role gateway; live worker seen")
         );
+        // With the stats' lease read, the worker's process and machine.
+        lock(&state.stats).latest = Some(client::QueueStats {
+            lease: Some(client::Lease {
+                token: 3,
+                pid: 4242,
+                host: "worker-box/0123abcd".into(),
+                dir: "/srv/circles/4".into(),
+            }),
+            ..client::QueueStats::default()
+        });
+        assert_eq!(
+            state.row().worker_detail.as_deref(),
+            Some("role gateway; live worker seen: pid 4242 on worker-box")
+        );
         let later = Instant::now() + Duration::from_millis(60);
         sight.record(false, later);
         // Seen 60 ms before `later`, looked at `later`: gone by then.
