@@ -20,7 +20,9 @@ use redis::{Script, ScriptInvocation};
 
 use crate::{FailureKind, Role, keys};
 
+mod batch;
 mod claim;
+pub(crate) use batch::{Finished, claim_batch, finish_batch};
 use claim::CLAIM;
 
 /// The failure kinds the scripts write, as Lua locals named after
@@ -389,6 +391,18 @@ pub(crate) fn pop_and_claim(
     inv
 }
 
+/// The notification of a finished task: its terminal fields plus id and
+/// updatedAt, as the listener parses it (see `fields::outcome`).
+fn notification(task_id: &str, now: u64, fields: &[(&str, String)]) -> String {
+    let mut map = serde_json::Map::with_capacity(fields.len() + 2);
+    map.insert(crate::fields::ID.to_owned(), task_id.into());
+    map.insert(crate::fields::UPDATED_AT.to_owned(), now.to_string().into());
+    for (name, value) in fields {
+        map.insert((*name).to_owned(), value.as_str().into());
+    }
+    serde_json::Value::Object(map).to_string()
+}
+
 pub(crate) fn finish_task(
     queue: &str,
     worker: &str,
@@ -398,15 +412,7 @@ pub(crate) fn finish_task(
     fields: &[(&str, String)],
     take_next: bool,
 ) -> ScriptInvocation<'static> {
-    // The notification: the terminal fields plus id and updatedAt, as the
-    // listener parses it (see `fields::outcome`).
-    let mut map = serde_json::Map::with_capacity(fields.len() + 2);
-    map.insert(crate::fields::ID.to_owned(), task_id.into());
-    map.insert(crate::fields::UPDATED_AT.to_owned(), now.to_string().into());
-    for (name, value) in fields {
-        map.insert((*name).to_owned(), value.as_str().into());
-    }
-    let note = serde_json::Value::Object(map).to_string();
+    let note = notification(task_id, now, fields);
     let mut inv = FINISH_TASK.prepare_invoke();
     inv.key(keys::task_details(task_id))
         .key(keys::processing(queue, worker))

@@ -36,7 +36,14 @@ struct Planned<'a> {
 }
 
 impl Store {
-    pub(crate) fn commit_ops(&self, ops: &[OpRef<'_>], expect: Option<u32>) -> Result<Outcome> {
+    /// Commits `ops`; `sync` false skips the fsync that `Durability::Sync`
+    /// gives each commit (the caller syncs later, see `OurDb::commit_unsynced`).
+    pub(crate) fn commit_ops(
+        &self,
+        ops: &[OpRef<'_>],
+        expect: Option<u32>,
+        sync: bool,
+    ) -> Result<Outcome> {
         let mut w = self.lock_unpoisoned_writer()?;
         let (plan, next_id, outcome) = self.plan(ops, expect)?;
         if plan.is_empty() {
@@ -84,7 +91,7 @@ impl Store {
             (file, updates, b.finish())
         };
         debug_assert_eq!(frame.len(), frame_len);
-        self.write_frame(&mut w, &file, &frame)?;
+        self.write_frame(&mut w, &file, &frame, sync)?;
         self.counters.committed(frame.len() as u64);
         let mut st = self.write_state();
         for (id, loc) in updates {
@@ -178,10 +185,10 @@ impl Store {
     /// configured mode. On failure the file is cut back so no partial frame
     /// stays in front of later commits; if even that fails, the handle is
     /// poisoned.
-    fn write_frame(&self, w: &mut Writer, file: &DataFile, frame: &[u8]) -> Result<()> {
+    fn write_frame(&self, w: &mut Writer, file: &DataFile, frame: &[u8], sync: bool) -> Result<()> {
         let at = w.offset;
         let end = at + frame.len() as u64;
-        let sync = self.config.durability.syncs();
+        let sync = sync && self.config.durability.syncs();
         if sync && end > w.allocated {
             self.preallocate(w, file, end)?;
         }

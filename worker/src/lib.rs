@@ -45,6 +45,7 @@
 
 mod beat;
 mod cancel;
+mod group;
 mod runner;
 mod status;
 mod take;
@@ -61,6 +62,9 @@ pub use status::{WorkerState, WorkerStatus};
 pub const DEFAULT_RESULT_TTL: Duration = Duration::from_secs(3600);
 /// Default [`WorkerConfig::shutdown_grace`]: five seconds.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Default [`WorkerOptions::claim_batch`].
+pub const DEFAULT_CLAIM_BATCH: usize = 32;
 
 /// Errors that stop a worker.
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +144,15 @@ pub struct WorkerOptions {
     /// Where the worker records each task's outcome and timings (see the
     /// `telemetry` crate); `None` records nothing. Default `None`.
     pub metrics: Option<telemetry::TaskMetrics>,
+    /// Most tasks claimed in one round trip when the queue holds several
+    /// (oldest first), 1 to `client::broker::MAX_CLAIM_BATCH`; a lone task
+    /// is claimed and run at once, never held for a batch to fill.
+    /// Default [`DEFAULT_CLAIM_BATCH`].
+    pub claim_batch: usize,
+    /// A group of a batch (scripts run back to back, one fsync, one
+    /// script writing their results) is cut once it has run this long, so
+    /// no result waits for the group much longer than this. Default 3 ms.
+    pub group_window: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -152,6 +165,8 @@ impl Default for WorkerOptions {
             max_backoff: Duration::from_secs(2),
             cancel_poll: Duration::from_millis(100),
             metrics: None,
+            claim_batch: DEFAULT_CLAIM_BATCH,
+            group_window: Duration::from_millis(3),
         }
     }
 }
@@ -259,6 +274,7 @@ pub async fn run_with(
             reason,
         }
     };
+    group::check_claim_batch(&options).map_err(&fatal)?;
     status.set(WorkerState::Starting);
     let worker_id = new_worker_id();
     let mut broker_options = BrokerOptions::new(config.result_ttl);
