@@ -188,8 +188,11 @@ impl Store {
     fn write_frame(&self, w: &mut Writer, file: &DataFile, frame: &[u8], sync: bool) -> Result<()> {
         let at = w.offset;
         let end = at + frame.len() as u64;
-        let sync = sync && self.config.durability.syncs();
-        if sync && end > w.allocated {
+        // Preallocation follows the mode, not this commit: an unsynced
+        // commit's later `sync` then has no file size to flush either.
+        let syncs = self.config.durability.syncs();
+        let sync = sync && syncs;
+        if syncs && end > w.allocated {
             self.preallocate(w, file, end)?;
         }
         let res = file.file.write_all_at(frame, at).map_err(|e| {

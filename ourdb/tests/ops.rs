@@ -426,7 +426,11 @@ fn unsynced_commits_are_visible_at_once_and_one_sync_makes_them_durable() {
         ids.extend(db.commit_unsynced(batch).unwrap());
     }
     assert_eq!(ids, vec![2, 3, 4]);
-    assert_eq!(db.get(3).unwrap().as_deref(), Some(&b"b"[..]), "visible before the sync");
+    assert_eq!(
+        db.get(3).unwrap().as_deref(),
+        Some(&b"b"[..]),
+        "visible before the sync"
+    );
     assert_eq!(db.stats().fsyncs, before, "no fsync per unsynced commit");
     db.sync().unwrap();
     assert_eq!(db.stats().fsyncs, before + 1, "one fsync for the group");

@@ -80,7 +80,9 @@ impl WorkerBroker {
         let cancelled = pairs
             .chunks(2)
             .map(|p| {
-                let text = |i: usize| String::from_utf8_lossy(p.get(i).map_or(&[][..], |v| v)).into_owned();
+                let text = |i: usize| {
+                    String::from_utf8_lossy(p.get(i).map_or(&[][..], |v| v)).into_owned()
+                };
                 (text(0), text(1))
             })
             .collect();

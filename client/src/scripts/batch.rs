@@ -7,8 +7,8 @@ use std::sync::LazyLock;
 
 use redis::{Script, ScriptInvocation};
 
-use super::claim::CLAIM;
 use super::FINISH;
+use super::claim::CLAIM;
 use crate::keys;
 
 /// Moves up to `n` ids from the right end of `queue` into `plist` (oldest
