@@ -20,6 +20,9 @@
 //!   watcher stops a long script, a short one completes). A task whose
 //!   deadline has passed by its turn ends with the timeout error without
 //!   running (the engine refuses it).
+//! - A worker that stops (shutdown) starts no more held task: the script
+//!   that writes its last group's results puts them back at the head of
+//!   the queue as `pending`, in order.
 //! - A worker that dies holding a batch: every task of it not yet reported
 //!   — the running one, those already run in the open group, and those not
 //!   started — ends `worker_lost` when the reaper finds it (or goes back on
@@ -56,6 +59,12 @@ impl Taker<'_> {
         let mut ran: Vec<Ran> = Vec::new();
         while let Some(claim) = ready.pop_front() {
             match claim {
+                // A worker that stops starts nothing more: what it holds
+                // goes back to the queue with this group's results.
+                Claim::Run(task) if self.token.is_cancelled() => {
+                    ready.push_front(Claim::Run(task));
+                    break;
+                }
                 Claim::Run(task) => ran.push(self.run_task(task)),
                 other => self.report_unrun(other),
             }
@@ -63,7 +72,8 @@ impl Taker<'_> {
                 break;
             }
         }
-        if ran.is_empty() {
+        let releasing = self.token.is_cancelled() && ready.iter().any(is_run);
+        if ran.is_empty() && !releasing {
             return Next::Unknown;
         }
         self.make_durable(&mut ran);
@@ -181,9 +191,10 @@ impl Taker<'_> {
     /// Writes the group's results, retrying through an outage; re-checks
     /// the tasks still held (dropping those found cancelled from `ready`)
     /// and, when none is held and the worker is not shutting down, claims
-    /// the next batch in the same script. On shutdown it gives up after
-    /// `shutdown_grace` more; the tasks then stay in the processing list
-    /// and a reaper ends them as worker lost.
+    /// the next batch in the same script. On shutdown the held tasks go
+    /// back to the queue in the same script; it gives up after
+    /// `shutdown_grace` more, and the tasks then stay in the processing
+    /// list for a reaper (which ends them as worker lost).
     async fn finish_group(
         &self,
         ran: &[Ran],
@@ -200,12 +211,17 @@ impl Taker<'_> {
                     _ => None,
                 })
                 .collect();
-            let take_next = if held.is_empty() && !self.token.is_cancelled() {
+            let release = self.token.is_cancelled();
+            let take_next = if held.is_empty() && !release {
                 self.options.claim_batch
             } else {
                 0
             };
-            match self.broker.finish_batch(&outcomes, &held, take_next).await {
+            let finished = self
+                .broker
+                .finish_batch(&outcomes, &held, take_next, release)
+                .await;
+            match finished {
                 Ok(done) => {
                     self.up(outage);
                     for (outcome, written) in outcomes.iter().zip(&done.written) {
@@ -219,6 +235,9 @@ impl Taker<'_> {
                         );
                         ready.retain(|c| !matches!(c, Claim::Run(t) if t.task_id == *task_id));
                         self.ended_unrun(&FailureKind::Cancelled);
+                    }
+                    if release {
+                        ready.retain(|c| !is_run(c));
                     }
                     let claimed = !done.next.is_empty();
                     ready.extend(done.next);
@@ -239,6 +258,7 @@ impl Taker<'_> {
                                 self.config.queue,
                                 outcomes.len()
                             );
+                            ready.retain(|c| !is_run(c));
                             return Next::Unknown;
                         }
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -255,6 +275,9 @@ impl Taker<'_> {
                     );
                     for outcome in &outcomes {
                         outage.unwritten.insert(outcome.task_id().to_owned());
+                    }
+                    if release {
+                        ready.retain(|c| !is_run(c));
                     }
                     return Next::Unknown;
                 }
@@ -280,6 +303,10 @@ impl Taker<'_> {
             }
         }
     }
+}
+
+fn is_run(claim: &Claim) -> bool {
+    matches!(claim, Claim::Run(_))
 }
 
 /// `--claim-batch` out of range, as the worker reports it.

@@ -267,3 +267,62 @@ async fn a_claim_batch_out_of_range_stops_the_worker_naming_the_bounds() {
         drop(worker.engine);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_worker_puts_the_unstarted_tasks_of_its_batch_back_in_order() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let queue = "batch_stop_circle";
+    let client = Client::connect(&url).await.expect("connect");
+    let slow = client
+        .submit(queue, &slow_script("slow"), &opts())
+        .await
+        .expect("submit");
+    let mut behind = Vec::new();
+    for i in 0..3 {
+        behind.push(
+            client
+                .submit(queue, &format!("{i}"), &opts())
+                .await
+                .expect("submit"),
+        );
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = worker::WorkerConfig::new(&url, queue);
+    config.shutdown_grace = Duration::from_millis(100);
+    let worker = TestWorker::start_with(
+        config,
+        fast_options(),
+        open_engine(dir.path(), slow_limits()),
+    );
+    let mut conn = raw(&url).await;
+    until_status(&conn, &behind[2], "processing", WAIT).await;
+    worker.stop().await;
+    let Outcome::Failed(f) = client.wait(&slow, WAIT).await.expect("wait") else {
+        panic!("the running task is cancelled by the shutdown")
+    };
+    assert_eq!(f.kind.as_str(), "cancelled");
+    for id in &behind {
+        assert_eq!(
+            hget(&mut conn, id, "status").await.as_deref(),
+            Some("pending")
+        );
+        assert_eq!(hget(&mut conn, id, "workerId").await, None);
+    }
+    // Back at the head of the queue (its right end), oldest first.
+    let queued: Vec<String> = redis::cmd("LRANGE")
+        .arg(client::keys::tasks(queue))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .expect("lrange");
+    let mut expected = behind.clone();
+    expected.reverse();
+    assert_eq!(queued, expected);
+    assert!(
+        keys(&mut conn, &client::keys::processing(queue, "*"))
+            .await
+            .is_empty()
+    );
+}

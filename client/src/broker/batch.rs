@@ -27,13 +27,16 @@ impl WorkerBroker {
     /// [`WorkerBroker::finish`] writes one (each its own status, fields,
     /// TTL and notification), all in one script; then ends each of `held`
     /// (tasks claimed by this worker and not run) whose `cancel` field is
-    /// set as `error`, kind `cancelled`; then claims up to `take_next` queued
-    /// tasks (0: none).
+    /// set as `error`, kind `cancelled`; with `release`, puts every other
+    /// one of `held` back at the head of the queue as `pending`, in order (a
+    /// worker that stops gives back the tasks it never started); then
+    /// claims up to `take_next` queued tasks (0: none).
     pub async fn finish_batch(
         &self,
         outcomes: &[Outcome],
         held: &[&str],
         take_next: usize,
+        release: bool,
     ) -> Result<BatchFinish> {
         let finished: Vec<scripts::Finished<'_>> = outcomes
             .iter()
@@ -50,6 +53,7 @@ impl WorkerBroker {
             &finished,
             held,
             take_next.min(MAX_CLAIM_BATCH),
+            release,
         );
         let mut reply: Vec<redis::Value> = self.conn.invoke(&inv).await?;
         let bad = |what: &str| Error::Protocol(format!("batched finish answered {what}"));

@@ -40,7 +40,8 @@ return out"
 
 /// KEYS: processing list, stats, queue. ARGV: worker id, now, ttl, details
 /// prefix, n (claim up to n next tasks when the tasks in hand are all
-/// done; 0 for none), count of finished tasks, then per finished task: id,
+/// done; 0 for none), release (`1`: put the held tasks back, see below),
+/// count of finished tasks, then per finished task: id,
 /// notification JSON, number of field values, field pairs…; then the ids of
 /// the tasks this worker still holds claimed and has not run.
 ///
@@ -48,16 +49,18 @@ return out"
 /// still `processing` by this worker; else its processing entry alone
 /// goes). Each held task whose `cancel` field is set by now ends as
 /// `error`, kind `cancelled`, without running, as the claim ends one
-/// cancelled while queued. Returns `{written flags, cancelled ids and
-/// reasons, claim…}`.
+/// cancelled while queued; with release, every other held task goes back
+/// to `pending` at the head of the queue, in order (a worker shutting down
+/// gives back what it never started). Returns `{written flags, cancelled
+/// ids and reasons, claim…}`.
 static FINISH_BATCH: LazyLock<Script> = LazyLock::new(|| {
     let finish = FINISH.as_str();
     Script::new(&format!(
         "{finish}{CLAIM}{TAKE}
 local written, cancelled = {{}}, {{}}
 local worker, now, ttl, prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local i = 7
-for t = 1, tonumber(ARGV[6]) do
+local i = 8
+for t = 1, tonumber(ARGV[7]) do
   local id, note, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local fields = {{}}
   for j = i + 3, i + 2 + n do fields[#fields + 1] = ARGV[j] end
@@ -74,12 +77,21 @@ for t = 1, tonumber(ARGV[6]) do
     written[t] = 1
   end
 end
-for j = i, #ARGV do
+-- Newest first, so that released ones end up oldest at the queue's head.
+for j = #ARGV, i, -1 do
   local id = ARGV[j]
   local dkey = prefix .. id
   local h = redis.call('HMGET', dkey, 'status', 'workerId', 'replyTo', 'deliveredTtl',
     'deadline', 'cancel')
-  if h[1] == 'processing' and h[2] == worker and h[6] then
+  local ours = h[1] == 'processing' and h[2] == worker
+  if ours and not h[6] and ARGV[6] == '1' then
+    redis.call('HSET', dkey, 'status', 'pending', 'updatedAt', now)
+    redis.call('HDEL', dkey, 'workerId', 'startedAt')
+    redis.call('LREM', KEYS[1], 1, id)
+    redis.call('RPUSH', KEYS[3], id)
+  elseif not ours and ARGV[6] == '1' then
+    redis.call('LREM', KEYS[1], 1, id)
+  elseif ours and h[6] then
     local why = '(a reason that is not printable text)'
     if h[6] == '' then
       why = '(no reason given)'
@@ -132,6 +144,7 @@ pub(crate) fn finish_batch(
     finished: &[Finished<'_>],
     held: &[&str],
     take_next: usize,
+    release: bool,
 ) -> ScriptInvocation<'static> {
     let mut inv = FINISH_BATCH.prepare_invoke();
     inv.key(keys::processing(queue, worker))
@@ -142,6 +155,7 @@ pub(crate) fn finish_batch(
         .arg(ttl_ms)
         .arg(keys::TASK_DETAILS_PREFIX)
         .arg(take_next)
+        .arg(if release { "1" } else { "0" })
         .arg(finished.len());
     for task in finished {
         inv.arg(task.task_id)
