@@ -6,13 +6,19 @@
 //!
 //! How a worker works:
 //! - It takes ids FIFO from the right end of `rhai_tasks:<queue>`, moving each
-//!   into a processing list of its own (first a non-blocking `LMOVE` + claim in
-//!   one script; when the queue is empty, `BLMOVE` on a dedicated
+//!   into a processing list of its own (first a non-blocking claim of up to
+//!   [`WorkerOptions::claim_batch`] queued tasks in one script; when the
+//!   queue is empty, `BLMOVE` of one on a dedicated
 //!   connection, checking the cancellation token between pops; on
 //!   cancellation a blocked pop is woken at once with `CLIENT UNBLOCK` from
 //!   the other connection). A task is never only in the worker's memory.
-//! - It claims the task (`processing`, worker id, start time), runs the script,
-//!   and writes the result, TTL, counters and notification in one script. The
+//! - It claims each task (`processing`, worker id, start time), runs the
+//!   scripts of a batch in order, in groups: each commits without an fsync,
+//!   one fsync covers the group, and one script writes every result of the
+//!   group (each its own status, TTL, counters and notification) and claims
+//!   the next batch. A lone task is claimed and reported at once. The rules
+//!   for cancel, deadline, shutdown and a worker lost mid-batch are in the
+//!   `group` module. The
 //!   take loop runs on the circle's own thread (stack
 //!   [`engine::SCRIPT_STACK_SIZE`], a single-threaded runtime of its own) and
 //!   runs scripts inline there, never on the caller's runtime; the heartbeat
