@@ -51,9 +51,11 @@ impl WorkerBroker {
             now_ms(),
             self.keys.ttl_ms,
             &finished,
-            held,
-            take_next.min(MAX_CLAIM_BATCH),
-            release,
+            &scripts::Then {
+                held,
+                release,
+                take_next: take_next.min(MAX_CLAIM_BATCH),
+            },
         );
         let mut reply: Vec<redis::Value> = self.conn.invoke(&inv).await?;
         let bad = |what: &str| Error::Protocol(format!("batched finish answered {what}"));

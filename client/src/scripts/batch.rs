@@ -136,15 +136,21 @@ pub(crate) struct Finished<'a> {
     pub(crate) fields: Vec<(&'static str, String)>,
 }
 
+/// What a [`finish_batch`] does after writing the results: the tasks still
+/// held, whether to release them, how many to claim next.
+pub(crate) struct Then<'a> {
+    pub(crate) held: &'a [&'a str],
+    pub(crate) release: bool,
+    pub(crate) take_next: usize,
+}
+
 pub(crate) fn finish_batch(
     queue: &str,
     worker: &str,
     now: u64,
     ttl_ms: u64,
     finished: &[Finished<'_>],
-    held: &[&str],
-    take_next: usize,
-    release: bool,
+    then: &Then<'_>,
 ) -> ScriptInvocation<'static> {
     let mut inv = FINISH_BATCH.prepare_invoke();
     inv.key(keys::processing(queue, worker))
@@ -154,8 +160,8 @@ pub(crate) fn finish_batch(
         .arg(now)
         .arg(ttl_ms)
         .arg(keys::TASK_DETAILS_PREFIX)
-        .arg(take_next)
-        .arg(if release { "1" } else { "0" })
+        .arg(then.take_next)
+        .arg(if then.release { "1" } else { "0" })
         .arg(finished.len());
     for task in finished {
         inv.arg(task.task_id)
@@ -165,7 +171,7 @@ pub(crate) fn finish_batch(
             inv.arg(*name).arg(value.as_str());
         }
     }
-    for id in held {
+    for id in then.held {
         inv.arg(*id);
     }
     inv
