@@ -67,7 +67,8 @@ fn claim_batch_takes_1_to_1024_and_refuses_others_naming_the_option() {
         assert_eq!(cli.run.claim_batch.to_string(), n);
     }
     for bad in ["0", "1025", "-3", "many"] {
-        let e = Cli::try_parse_from(["c", "--claim-batch", bad]).expect_err(bad);
+        let arg = format!("--claim-batch={bad}");
+        let e = Cli::try_parse_from(["c", arg.as_str()]).expect_err(bad);
         assert_eq!(e.exit_code(), 2, "{bad}: {e}");
         let shown = e.to_string();
         assert!(shown.contains("--claim-batch"), "{bad}: {shown}");
