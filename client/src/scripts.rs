@@ -22,7 +22,7 @@ use crate::{FailureKind, Role, keys};
 
 mod batch;
 mod claim;
-pub(crate) use batch::{Finished, Then, claim_batch, finish_batch};
+pub(crate) use batch::{Finished, Then, claim_batch, finish_batch, held};
 use claim::CLAIM;
 
 /// The failure kinds the scripts write, as Lua locals named after

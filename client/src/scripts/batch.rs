@@ -176,3 +176,32 @@ pub(crate) fn finish_batch(
     }
     inv
 }
+
+/// KEYS: workers set of a queue. ARGV: processing-list prefix, max.
+/// The ids each registered worker holds behind the oldest one in its
+/// processing list (the right end: it runs its batch oldest first), up to
+/// `max` in all: tasks claimed in a batch and, unless a group of it is in
+/// flight, not started.
+static HELD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local out = {}
+local max = tonumber(ARGV[2])
+for _, w in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  for _, id in ipairs(redis.call('LRANGE', ARGV[1] .. w, 0, -2)) do
+    if #out >= max then return out end
+    out[#out + 1] = id
+  end
+end
+return out
+"#,
+    )
+});
+
+pub(crate) fn held(queue: &str, max: usize) -> ScriptInvocation<'static> {
+    let mut inv = HELD.prepare_invoke();
+    inv.key(keys::workers(queue))
+        .arg(keys::processing(queue, ""))
+        .arg(max);
+    inv
+}
