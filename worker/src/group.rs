@@ -10,8 +10,9 @@
 //!   its writes (`Durability::Sync`); when that fsync fails, every task of
 //!   the group that wrote ends as `error` (kind `database`).
 //! - A group is cut once it has run for [`WorkerOptions::group_window`]:
-//!   its results are not held back longer than that plus one script. The
-//!   tasks left wait for the next group.
+//!   its results are held back no longer than that plus the run time of the
+//!   script that crossed it (a long script after short ones delays their
+//!   replies by its own length). The tasks left wait for the next group.
 //! - Every claimed task is `processing` by this worker from its claim on.
 //!   Before it runs, its `cancel` field is read again in the same script that
 //!   ends the group before it, so a task claimed and cancelled before it
