@@ -27,7 +27,10 @@ async fn a_batch_is_claimed_oldest_first_and_each_task_is_finished_with_its_own_
     let broker =
         WorkerBroker::new(&url, "q", "w1", &BrokerOptions::new(RESULT_TTL)).expect("broker");
     // Registered, as a running worker is (`held` looks at registered ones).
-    broker.beat(Duration::from_secs(60), false).await.expect("beat");
+    broker
+        .beat(Duration::from_secs(60), false)
+        .await
+        .expect("beat");
     let delivered = SubmitOptions {
         delivered_ttl: Some(Duration::from_secs(2)),
         ..SubmitOptions::default()

@@ -21,9 +21,10 @@
 //!   watcher stops a long script, a short one completes). A task whose
 //!   deadline has passed by its turn ends with the timeout error without
 //!   running (the engine refuses it).
-//! - A worker that stops (shutdown) starts no more held task: the script
-//!   that writes its last group's results puts them back at the head of
-//!   the queue as `pending`, in order.
+//! - A worker that stops (shutdown) claims nothing more and runs what it
+//!   holds within its shutdown grace; once the grace is over it starts no
+//!   more held task: the script that writes its last group's results puts
+//!   them back at the head of the queue as `pending`, in order.
 //! - A worker that dies holding a batch: every task of it not yet reported
 //!   — the running one, those already run in the open group, and those not
 //!   started — ends `worker_lost` when the reaper finds it (or goes back on
@@ -60,9 +61,10 @@ impl Taker<'_> {
         let mut ran: Vec<Ran> = Vec::new();
         while let Some(claim) = ready.pop_front() {
             match claim {
-                // A worker that stops starts nothing more: what it holds
-                // goes back to the queue with this group's results.
-                Claim::Run(task) if self.token.is_cancelled() => {
+                // A worker past its shutdown grace starts nothing more:
+                // what it holds goes back to the queue with this group's
+                // results.
+                Claim::Run(task) if self.cancels.is_shut_down() => {
                     ready.push_front(Claim::Run(task));
                     break;
                 }
@@ -73,7 +75,7 @@ impl Taker<'_> {
                 break;
             }
         }
-        let releasing = self.token.is_cancelled() && ready.iter().any(is_run);
+        let releasing = self.cancels.is_shut_down() && ready.iter().any(is_run);
         if ran.is_empty() && !releasing {
             return Next::Unknown;
         }
@@ -192,8 +194,8 @@ impl Taker<'_> {
     /// Writes the group's results, retrying through an outage; re-checks
     /// the tasks still held (dropping those found cancelled from `ready`)
     /// and, when none is held and the worker is not shutting down, claims
-    /// the next batch in the same script. On shutdown the held tasks go
-    /// back to the queue in the same script; it gives up after
+    /// the next batch in the same script. Past the shutdown grace the held
+    /// tasks go back to the queue in the same script; on shutdown it gives up after
     /// `shutdown_grace` more, and the tasks then stay in the processing
     /// list for a reaper (which ends them as worker lost).
     async fn finish_group(
@@ -212,8 +214,8 @@ impl Taker<'_> {
                     _ => None,
                 })
                 .collect();
-            let release = self.token.is_cancelled();
-            let take_next = if held.is_empty() && !release {
+            let release = self.cancels.is_shut_down();
+            let take_next = if held.is_empty() && !self.token.is_cancelled() {
                 self.options.claim_batch
             } else {
                 0
