@@ -20,8 +20,11 @@ use redis::{Script, ScriptInvocation};
 
 use crate::{FailureKind, Role, keys};
 
+mod batch;
 mod claim;
 mod lease;
+
+pub(crate) use batch::{Finished, Then, claim_batch, finish_batch, held};
 use claim::CLAIM;
 pub(crate) use lease::{acquire_lease, release_lease, renew_lease};
 
@@ -408,6 +411,18 @@ pub(crate) fn pop_and_claim(
     inv
 }
 
+/// The notification of a finished task: its terminal fields plus id and
+/// updatedAt, as the listener parses it (see `fields::outcome`).
+fn notification(task_id: &str, now: u64, fields: &[(&str, String)]) -> String {
+    let mut map = serde_json::Map::with_capacity(fields.len() + 2);
+    map.insert(crate::fields::ID.to_owned(), task_id.into());
+    map.insert(crate::fields::UPDATED_AT.to_owned(), now.to_string().into());
+    for (name, value) in fields {
+        map.insert((*name).to_owned(), value.as_str().into());
+    }
+    serde_json::Value::Object(map).to_string()
+}
+
 pub(crate) fn finish_task(
     queue: &str,
     worker: &str,
@@ -417,15 +432,7 @@ pub(crate) fn finish_task(
     fields: &[(&str, String)],
     next: Option<&Fencing<'_>>,
 ) -> ScriptInvocation<'static> {
-    // The notification: the terminal fields plus id and updatedAt, as the
-    // listener parses it (see `fields::outcome`).
-    let mut map = serde_json::Map::with_capacity(fields.len() + 2);
-    map.insert(crate::fields::ID.to_owned(), task_id.into());
-    map.insert(crate::fields::UPDATED_AT.to_owned(), now.to_string().into());
-    for (name, value) in fields {
-        map.insert((*name).to_owned(), value.as_str().into());
-    }
-    let note = serde_json::Value::Object(map).to_string();
+    let note = notification(task_id, now, fields);
     let mut inv = FINISH_TASK.prepare_invoke();
     inv.key(keys::task_details(task_id))
         .key(keys::processing(queue, worker))

@@ -213,6 +213,25 @@ async fn a_claim_with_a_stale_token_is_refused_in_redis_and_the_task_stays_queue
         .await
         .expect("hget");
     assert_eq!(status, "pending");
+    // The batched claim and the batched finish's next claim are fenced too:
+    // nothing moves.
+    assert_eq!(
+        worker.claim_batch(8).await.expect("claim batch"),
+        vec![Claim::Fenced(String::new())]
+    );
+    let done = worker
+        .finish_batch(&[], &[], 8, false)
+        .await
+        .expect("finish batch");
+    assert_eq!(done.next, vec![Claim::Fenced(String::new())]);
+    let queued: Vec<String> = redis::cmd("LRANGE")
+        .arg(keys::tasks("q"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .expect("lrange");
+    assert_eq!(queued, vec![second.clone()], "still queued, untouched");
 
     // A worker without a lease (a third party's) is not fenced.
     let free = WorkerBroker::new(&url, "q", "free", &BrokerOptions::new(TTL)).expect("broker");

@@ -227,6 +227,13 @@ pub struct RunArgs {
     #[arg(long, default_value = "20s", value_parser = positive_duration)]
     pub worker_pop_timeout: Duration,
 
+    /// Most tasks a worker claims in one round trip when its queue holds
+    /// several (1 to 1024; a lone task is never held back). Under Sync
+    /// durability their writes share one fsync before their results are
+    /// reported.
+    #[arg(long, default_value_t = worker::DEFAULT_CLAIM_BATCH, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=client::broker::MAX_CLAIM_BATCH as u64))]
+    pub claim_batch: usize,
+
     /// How often each worker refreshes its heartbeat (and, when other workers
     /// share its queue, looks for dead ones); a worker silent for 3 heartbeats
     /// is dead and its running task is ended as an error. A process serving

@@ -156,6 +156,7 @@ impl Settings {
         worker.heartbeat_interval = args.worker_heartbeat;
         worker.heartbeat_ttl = args.worker_heartbeat * 3;
         worker.reap_interval = args.worker_reap_interval;
+        worker.claim_batch = args.claim_batch;
         Ok(Settings {
             config_path: args.config,
             circles,

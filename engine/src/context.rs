@@ -321,11 +321,12 @@ pub struct Finished {
 
 impl Installed {
     /// Commits the run's writes to `db` and takes its captured output, then
-    /// ends the run (its writes are dropped if the commit failed).
-    pub fn finish(self, db: &ourdb::OurDb) -> Result<Finished, TxnError> {
+    /// ends the run (its writes are dropped if the commit failed). `sync`
+    /// false skips the commit's fsync (see [`Txn::commit`]).
+    pub fn finish(self, db: &ourdb::OurDb, sync: bool) -> Result<Finished, TxnError> {
         let result = CURRENT.with(|c| {
             let mut s = c.borrow_mut();
-            let result = s.txn.commit(db).map(|writes| Finished {
+            let result = s.txn.commit(db, sync).map(|writes| Finished {
                 writes,
                 printed: std::mem::take(&mut s.printed),
                 printed_truncated: s.printed_truncated,

@@ -278,7 +278,31 @@ impl CircleEngine {
 
     /// Runs `script` as one transaction.
     pub fn run(&self, script: &str, control: &RunControl) -> Result<Outcome, ScriptError> {
-        run::run(self, script, control)
+        run::run(self, script, control, true)
+    }
+
+    /// [`CircleEngine::run`], but a successful run's writes are committed
+    /// without waiting for the disk (`Durability::Sync` fsyncs each commit
+    /// otherwise): later runs see them at once; they are durable only after
+    /// [`CircleEngine::sync`]. Group commit: run several scripts this way,
+    /// then one `sync`, and only then report any of them done.
+    pub fn run_unsynced(&self, script: &str, control: &RunControl) -> Result<Outcome, ScriptError> {
+        run::run(self, script, control, false)
+    }
+
+    /// Makes every committed write durable (one fsync), when the database
+    /// syncs its commits (`Durability::Sync`); a no-op otherwise, as such a
+    /// database never promised durability at commit.
+    pub fn sync(&self) -> Result<(), ScriptError> {
+        if self.db.config().durability != ourdb::Durability::Sync {
+            return Ok(());
+        }
+        self.db.sync().map_err(|e| {
+            ScriptError::new(
+                ErrorKind::Database,
+                format!("the database could not make the writes durable: {e}"),
+            )
+        })
     }
 
     /// The bound database.

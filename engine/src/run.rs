@@ -206,10 +206,13 @@ fn txn_error(e: TxnError) -> ScriptError {
     }
 }
 
+/// Runs `script`; `sync` false commits its writes without the fsync of
+/// `Durability::Sync` (see `CircleEngine::run_unsynced`).
 pub fn run(
     engine: &CircleEngine,
     script: &str,
     control: &RunControl,
+    sync: bool,
 ) -> Result<Outcome, ScriptError> {
     let start = clock::now();
     let limits = &engine.limits;
@@ -270,7 +273,7 @@ pub fn run(
     if control.cancel.load(Ordering::Relaxed) {
         return Err(stop_error(Stop::Cancelled, engine, deadline));
     }
-    let finished = installed.finish(&engine.db).map_err(txn_error)?;
+    let finished = installed.finish(&engine.db, sync).map_err(txn_error)?;
     Ok(Outcome {
         output,
         printed: finished.printed,

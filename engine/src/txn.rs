@@ -218,18 +218,19 @@ impl Txn {
         }
     }
 
-    /// Commits every write as one batch, durable when this returns, and
-    /// leaves the transaction empty. A script without writes commits nothing.
+    /// Commits every write as one batch and leaves the transaction empty;
+    /// durable when this returns with `sync`, after the next `OurDb::sync`
+    /// without it. A script without writes commits nothing.
     #[inline]
-    pub fn commit(&mut self, db: &OurDb) -> Result<usize, TxnError> {
+    pub fn commit(&mut self, db: &OurDb, sync: bool) -> Result<usize, TxnError> {
         if self.ops.is_empty() {
             return Ok(0);
         }
-        self.commit_batch(db)
+        self.commit_batch(db, sync)
     }
 
     /// [`Txn::commit`] of at least one write.
-    fn commit_batch(&mut self, db: &OurDb) -> Result<usize, TxnError> {
+    fn commit_batch(&mut self, db: &OurDb, sync: bool) -> Result<usize, TxnError> {
         let writes = self.ops.len();
         self.pending.clear();
         let mut batch = Batch::new();
@@ -244,7 +245,12 @@ impl Txn {
                 Op::Delete(id) => batch.delete(id),
             };
         }
-        let ids = db.commit(batch).map_err(|e| match e {
+        let committed = if sync {
+            db.commit(batch)
+        } else {
+            db.commit_unsynced(batch)
+        };
+        let ids = committed.map_err(|e| match e {
             ourdb::Error::ValueTooLarge { size, max } => TxnError::Limit(format!(
                 "value of {size} bytes exceeds the database's limit of {max} bytes"
             )),

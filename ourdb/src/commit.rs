@@ -37,7 +37,14 @@ struct Planned<'a> {
 }
 
 impl Store {
-    pub(crate) fn commit_ops(&self, ops: &[OpRef<'_>], expect: Option<u32>) -> Result<Outcome> {
+    /// Commits `ops`; `sync` false skips the fsync that `Durability::Sync`
+    /// gives each commit (the caller syncs later, see `OurDb::commit_unsynced`).
+    pub(crate) fn commit_ops(
+        &self,
+        ops: &[OpRef<'_>],
+        expect: Option<u32>,
+        sync: bool,
+    ) -> Result<Outcome> {
         let mut w = self.lock_unpoisoned_writer()?;
         let (plan, next_id, outcome) = self.plan(ops, expect)?;
         if plan.is_empty() {
@@ -86,7 +93,7 @@ impl Store {
         };
         debug_assert_eq!(frame.len(), frame_len);
         let at = w.offset;
-        self.write_frame(&mut w, &file, &frame)?;
+        self.write_frame(&mut w, &file, &frame, sync)?;
         self.counters.committed(frame.len() as u64);
         let mut st = self.write_state();
         for (id, loc) in updates {
@@ -188,11 +195,14 @@ impl Store {
     /// configured mode. On failure the file is cut back so no partial frame
     /// stays in front of later commits; if even that fails, the handle is
     /// poisoned.
-    fn write_frame(&self, w: &mut Writer, file: &DataFile, frame: &[u8]) -> Result<()> {
+    fn write_frame(&self, w: &mut Writer, file: &DataFile, frame: &[u8], sync: bool) -> Result<()> {
         let at = w.offset;
         let end = at + frame.len() as u64;
-        let sync = self.config.durability.syncs();
-        if sync && end > w.allocated {
+        // Preallocation follows the mode, not this commit: an unsynced
+        // commit's later `sync` then has no file size to flush either.
+        let syncs = self.config.durability.syncs();
+        let sync = sync && syncs;
+        if syncs && end > w.allocated {
             self.preallocate(w, file, end)?;
         }
         let res = file.file.write_all_at(frame, at).map_err(|e| {

@@ -101,21 +101,21 @@ impl OurDb {
 
     /// Stores a new record and returns its id (incremental mode).
     pub fn insert(&self, value: &[u8]) -> Result<u32> {
-        let out = self.store.commit_ops(&[OpRef::Insert(value)], None)?;
+        let out = self.store.commit_ops(&[OpRef::Insert(value)], None, true)?;
         Ok(out.ids[0])
     }
 
     /// Creates or replaces `id` (key-value mode); replaces a live `id` (incremental mode).
     pub fn set(&self, id: u32, value: &[u8]) -> Result<()> {
         self.store
-            .commit_ops(&[OpRef::Set(id, value)], None)
+            .commit_ops(&[OpRef::Set(id, value)], None, true)
             .map(drop)
     }
 
     /// Replaces a live `id`, keeping the old value in its history.
     pub fn update(&self, id: u32, value: &[u8]) -> Result<()> {
         self.store
-            .commit_ops(&[OpRef::Update(id, value)], None)
+            .commit_ops(&[OpRef::Update(id, value)], None, true)
             .map(drop)
     }
 
@@ -154,7 +154,7 @@ impl OurDb {
 
     /// Deletes `id`; returns whether it was live.
     pub fn delete(&self, id: u32) -> Result<bool> {
-        let out = self.store.commit_ops(&[OpRef::Delete(id)], None)?;
+        let out = self.store.commit_ops(&[OpRef::Delete(id)], None, true)?;
         Ok(out.deleted > 0)
     }
 
@@ -227,7 +227,19 @@ impl OurDb {
     pub fn commit(&self, batch: Batch) -> Result<Vec<u32>> {
         let ops: Vec<OpRef<'_>> = batch.op_refs().collect();
         self.store
-            .commit_ops(&ops, batch.expected_next_id())
+            .commit_ops(&ops, batch.expected_next_id(), true)
+            .map(|o| o.ids)
+    }
+
+    /// [`OurDb::commit`] without the fsync `Durability::Sync` gives each
+    /// commit: the batch is visible to readers and later commits at once,
+    /// durable only after a later [`OurDb::sync`] (or a synced commit).
+    /// Lets a caller make several commits durable with one fsync (group
+    /// commit); it must not report any of them durable before that sync.
+    pub fn commit_unsynced(&self, batch: Batch) -> Result<Vec<u32>> {
+        let ops: Vec<OpRef<'_>> = batch.op_refs().collect();
+        self.store
+            .commit_ops(&ops, batch.expected_next_id(), false)
             .map(|o| o.ids)
     }
 

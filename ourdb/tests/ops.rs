@@ -407,3 +407,35 @@ fn stats_count_commits_fsyncs_and_file_bytes_and_file_bytes_survive_reopen() {
     assert_eq!(reopened.file_bytes, after.file_bytes);
     assert_eq!((reopened.live_records, reopened.commits), (2, 0));
 }
+
+#[test]
+fn unsynced_commits_are_visible_at_once_and_one_sync_makes_them_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        durability: Durability::Sync,
+        ..Config::default()
+    };
+    let db = OurDb::open(dir.path(), config.clone()).unwrap();
+    // The first commit preallocates (its own fsyncs); count from after it.
+    db.insert(b"first").unwrap();
+    let before = db.stats().fsyncs;
+    let mut ids = Vec::new();
+    for value in [&b"a"[..], b"b", b"c"] {
+        let mut batch = Batch::new();
+        batch.insert(value.to_vec());
+        ids.extend(db.commit_unsynced(batch).unwrap());
+    }
+    assert_eq!(ids, vec![2, 3, 4]);
+    assert_eq!(
+        db.get(3).unwrap().as_deref(),
+        Some(&b"b"[..]),
+        "visible before the sync"
+    );
+    assert_eq!(db.stats().fsyncs, before, "no fsync per unsynced commit");
+    db.sync().unwrap();
+    assert_eq!(db.stats().fsyncs, before + 1, "one fsync for the group");
+    drop(db);
+    let db = OurDb::open(dir.path(), config).unwrap();
+    assert_eq!(db.get(4).unwrap().as_deref(), Some(&b"c"[..]));
+    assert_eq!(db.next_id(), 5);
+}

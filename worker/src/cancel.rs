@@ -112,6 +112,12 @@ impl Cancels {
         }
     }
 
+    /// Whether the shutdown grace is over ([`Cancels::shutdown`] was called):
+    /// no further script may start.
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.lock().shutdown
+    }
+
     /// The running task (generation, id), unless none runs or its
     /// cancellation was already requested.
     fn running(&self) -> Option<(u64, String)> {

@@ -6,13 +6,19 @@
 //!
 //! How a worker works:
 //! - It takes ids FIFO from the right end of `rhai_tasks:<queue>`, moving each
-//!   into a processing list of its own (first a non-blocking `LMOVE` + claim in
-//!   one script; when the queue is empty, `BLMOVE` on a dedicated
+//!   into a processing list of its own (first a non-blocking claim of up to
+//!   [`WorkerOptions::claim_batch`] queued tasks in one script; when the
+//!   queue is empty, `BLMOVE` of one on a dedicated
 //!   connection, checking the cancellation token between pops; on
 //!   cancellation a blocked pop is woken at once with `CLIENT UNBLOCK` from
 //!   the other connection). A task is never only in the worker's memory.
-//! - It claims the task (`processing`, worker id, start time), runs the script,
-//!   and writes the result, TTL, counters and notification in one script. The
+//! - It claims each task (`processing`, worker id, start time), runs the
+//!   scripts of a batch in order, in groups: each commits without an fsync,
+//!   one fsync covers the group, and one script writes every result of the
+//!   group (each its own status, TTL, counters and notification) and claims
+//!   the next batch. A lone task is claimed and reported at once. The rules
+//!   for cancel, deadline, shutdown and a worker lost mid-batch are in the
+//!   `group` module. The
 //!   take loop runs on the circle's own thread (stack
 //!   [`engine::SCRIPT_STACK_SIZE`], a single-threaded runtime of its own) and
 //!   runs scripts inline there, never on the caller's runtime; the heartbeat
@@ -51,6 +57,7 @@
 
 mod beat;
 mod cancel;
+mod group;
 mod lease;
 mod runner;
 mod status;
@@ -69,6 +76,9 @@ pub use status::{WorkerState, WorkerStatus};
 pub const DEFAULT_RESULT_TTL: Duration = Duration::from_secs(3600);
 /// Default [`WorkerConfig::shutdown_grace`]: five seconds.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Default [`WorkerOptions::claim_batch`].
+pub const DEFAULT_CLAIM_BATCH: usize = 32;
 
 /// Errors that stop a worker.
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +167,15 @@ pub struct WorkerOptions {
     /// Where the worker records each task's outcome and timings (see the
     /// `telemetry` crate); `None` records nothing. Default `None`.
     pub metrics: Option<telemetry::TaskMetrics>,
+    /// Most tasks claimed in one round trip when the queue holds several
+    /// (oldest first), 1 to `client::broker::MAX_CLAIM_BATCH`; a lone task
+    /// is claimed and run at once, never held for a batch to fill.
+    /// Default [`DEFAULT_CLAIM_BATCH`].
+    pub claim_batch: usize,
+    /// A group of a batch (scripts run back to back, one fsync, one
+    /// script writing their results) is cut once it has run this long, so
+    /// no result waits for the group much longer than this. Default 3 ms.
+    pub group_window: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -169,6 +188,8 @@ impl Default for WorkerOptions {
             max_backoff: Duration::from_secs(2),
             cancel_poll: Duration::from_millis(100),
             metrics: None,
+            claim_batch: DEFAULT_CLAIM_BATCH,
+            group_window: Duration::from_millis(3),
         }
     }
 }
@@ -308,6 +329,7 @@ pub async fn run_with(
             reason,
         }
     };
+    group::check_claim_batch(&options).map_err(&fatal)?;
     status.set(WorkerState::Starting);
     let worker_id = new_worker_id();
     let held = Arc::new(lease::Held::new(&config.queue));

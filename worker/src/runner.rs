@@ -27,15 +27,17 @@ pub(crate) type Done = oneshot::Receiver<Result<(), String>>;
 
 /// Runs the script of task `task_id` on this thread, turning an engine
 /// panic into an internal error (the engine has already discarded the run's
-/// writes).
+/// writes). Its writes are committed without an fsync: the group it belongs
+/// to syncs once before any result of the group is reported.
 pub(crate) fn run_script(
     engine: &CircleEngine,
     task_id: &str,
     script: &str,
     control: &RunControl,
 ) -> RunResult {
-    let run =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.run(script, control)));
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        engine.run_unsynced(script, control)
+    }));
     run.unwrap_or_else(|_| {
         log::error!(task = task_id; "the engine panicked while running the script of task {task_id}");
         Err(ScriptError {

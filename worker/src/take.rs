@@ -1,16 +1,16 @@
-//! The take loop: pop, claim, run, finish; one task at a time.
+//! The take loop: pop or claim a batch, run it in groups (see `group`),
+//! one task at a time.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use client::broker::{BlockingPopper, Claim, ClaimedTask, WorkerBroker};
-use client::{FailureKind, Outcome, TaskFailure, TaskOutput};
-use engine::{CircleEngine, RunControl};
+use client::FailureKind;
+use client::broker::{BlockingPopper, Claim, WorkerBroker};
+use engine::CircleEngine;
 use tokio_util::sync::CancellationToken;
 
 use crate::cancel::{Cancels, Cause};
 use crate::lease::Held;
-use crate::runner;
 use crate::{WorkerConfig, WorkerOptions, WorkerStatus};
 
 /// Everything the loop needs.
@@ -32,14 +32,14 @@ pub(crate) struct Taker<'a> {
 }
 
 /// Capped exponential backoff with one log line per outage.
-struct Outage {
+pub(crate) struct Outage {
     backoff: Duration,
     since: Option<Instant>,
     /// Set by every failed request; cleared once the processing list was read.
     check_own: bool,
     /// Tasks that ran but whose result Redis refused (a fault, logged): never
     /// run again, even though they stay in the processing list.
-    unwritten: HashSet<String>,
+    pub(crate) unwritten: HashSet<String>,
 }
 
 impl Outage {
@@ -53,10 +53,10 @@ impl Outage {
     }
 }
 
-/// What finishing a task learned about the next one.
-enum Next {
-    /// The next task, claimed in the same script that wrote the result.
-    Claimed(Claim),
+/// What finishing a group learned about the next tasks.
+pub(crate) enum Next {
+    /// The next tasks, claimed in the same script that wrote the results.
+    Claimed,
     /// The queue was empty when the result was written.
     Empty,
     /// Nothing was asked (shutdown, or the result could not be written).
@@ -110,9 +110,9 @@ impl Taker<'_> {
         // per idle pop).
         let mut idle = false;
         loop {
-            if let Some(claim) = ready.pop_front() {
-                match self.handle(claim, &mut outage).await {
-                    Next::Claimed(next) => ready.push_back(next),
+            if !ready.is_empty() {
+                match self.run_group(&mut ready, &mut outage).await {
+                    Next::Claimed => {}
                     // The finishing script just found the queue empty: the
                     // next pop blocks at once instead of asking again.
                     Next::Empty => idle = ready.is_empty(),
@@ -157,9 +157,9 @@ impl Taker<'_> {
             }
             let polled = !idle;
             let quick = if idle {
-                Ok(None)
+                Ok(Vec::new())
             } else {
-                self.broker.pop_and_claim().await
+                self.broker.claim_batch(self.options.claim_batch).await
             };
             idle = false;
             // A quick pop that answered proves Redis is there: the worker is
@@ -168,31 +168,25 @@ impl Taker<'_> {
             if polled && quick.is_ok() {
                 self.up(&mut outage);
             }
-            let claim = match quick {
-                Ok(Some(claim)) => claim,
-                Ok(None) => match self.popper.pop_and_claim(self.options.pop_timeout).await {
-                    Ok(Some(claim)) => claim,
+            match quick {
+                Ok(claims) if !claims.is_empty() => ready.extend(claims),
+                Ok(_) => match self.popper.pop_and_claim(self.options.pop_timeout).await {
+                    Ok(Some(claim)) => {
+                        self.up(&mut outage);
+                        ready.push_back(claim);
+                    }
                     Ok(None) => {
                         self.up(&mut outage);
                         idle = true;
-                        continue;
                     }
-                    Err(e) => {
-                        self.down(&mut outage, &e).await;
-                        continue;
-                    }
+                    Err(e) => self.down(&mut outage, &e).await,
                 },
-                Err(e) => {
-                    self.down(&mut outage, &e).await;
-                    continue;
-                }
-            };
-            self.up(&mut outage);
-            ready.push_back(claim);
+                Err(e) => self.down(&mut outage, &e).await,
+            }
         }
     }
 
-    fn up(&self, outage: &mut Outage) {
+    pub(crate) fn up(&self, outage: &mut Outage) {
         if let Some(since) = outage.since.take() {
             log::info!(
                 queue = self.config.queue.as_str();
@@ -205,7 +199,7 @@ impl Taker<'_> {
         self.status.set_running();
     }
 
-    async fn down(&self, outage: &mut Outage, err: &client::Error) {
+    pub(crate) async fn down(&self, outage: &mut Outage, err: &client::Error) {
         if outage.since.is_none() {
             outage.since = Some(Instant::now());
             log::warn!(
@@ -253,11 +247,10 @@ impl Taker<'_> {
         }
     }
 
-    /// Runs or resolves a claim; returns the next task when finishing the
-    /// run claimed one too.
-    async fn handle(&self, claim: Claim, outage: &mut Outage) -> Next {
+    /// Reports a claim the claim script ended (or dropped) without running.
+    pub(crate) fn report_unrun(&self, claim: Claim) {
         match claim {
-            Claim::Run(task) => return self.run_task(task, outage).await,
+            Claim::Run(_) => {}
             Claim::Expired(id) => {
                 log::info!(
                     task = id.as_str(), queue = self.config.queue.as_str();
@@ -301,117 +294,18 @@ impl Taker<'_> {
             }
             _ => {}
         }
-        Next::Unknown
     }
 
     /// Counts a task the claim ended without running it.
-    fn ended_unrun(&self, kind: &FailureKind) {
+    pub(crate) fn ended_unrun(&self, kind: &FailureKind) {
         self.status.count(false);
         if let Some(metrics) = &self.options.metrics {
             metrics.failed(kind);
         }
     }
 
-    async fn run_task(&self, mut task: ClaimedTask, outage: &mut Outage) -> Next {
-        if let Some(held) = self.held
-            && held.token() == 0
-        {
-            // Claimed under the lease (a request sent before it was lost),
-            // which was lost before the script started: it does not run
-            // here (another host may serve the queue now); it goes back to
-            // the head of the queue, never run.
-            self.give_back(&task.task_id, outage).await;
-            return Next::Unknown;
-        }
-        let age = task.age();
-        let started = Instant::now();
-        if let (Some(metrics), Some(age)) = (&self.options.metrics, age) {
-            metrics.queue_wait(age);
-        }
-        let control = RunControl {
-            caller: run_as(task.caller.take()),
-            // The deadline is wall-clock time, written by another process;
-            // the engine counts on its own cheap clock.
-            deadline: task.time_left().map(engine::clock::after),
-            cancel: self.cancels.start(&task.task_id),
-        };
-        log::debug!(
-            task = task.task_id.as_str(), queue = self.config.queue.as_str();
-            "queue {}: task {} running ({} bytes)",
-            self.config.queue,
-            task.task_id,
-            task.script.len()
-        );
-        let ran = runner::run_script(self.engine, &task.task_id, &task.script, &control);
-        if let Some(metrics) = &self.options.metrics {
-            metrics.run_time(started.elapsed());
-        }
-        let cause = self.cancels.end();
-        let task_id = task.task_id;
-        let outcome = match ran {
-            Ok(out) => Outcome::Completed(TaskOutput {
-                task_id,
-                output: out.output,
-                printed: out.printed,
-                run_time: Some(out.elapsed),
-            }),
-            Err(e) => Outcome::Failed(TaskFailure {
-                task_id,
-                kind: failure_kind(e.kind),
-                message: match cause {
-                    Some(cause) if e.kind == engine::ErrorKind::Cancelled => {
-                        self.cancel_message(&cause)
-                    }
-                    _ => e.message,
-                },
-                line: e.line,
-                column: e.column,
-            }),
-        };
-        match &outcome {
-            Outcome::Completed(out) => log::debug!(
-                task = out.task_id.as_str(), queue = self.config.queue.as_str();
-                "queue {}: task {} completed in {:?}",
-                self.config.queue,
-                out.task_id,
-                out.run_time.unwrap_or_default()
-            ),
-            Outcome::Failed(f) => log::debug!(
-                task = f.task_id.as_str(), queue = self.config.queue.as_str(), kind = f.kind.as_str();
-                "queue {}: task {} failed ({})",
-                self.config.queue,
-                f.task_id,
-                f.kind
-            ),
-        }
-        let next = self.finish(&outcome, outage).await;
-        if let (Some(metrics), Some(age)) = (&self.options.metrics, age) {
-            metrics.end_to_end(age + started.elapsed());
-        }
-        next
-    }
-
-    /// Gives back a claimed task that may not run, retrying through an
-    /// outage; on shutdown it stays in the processing list for a reaper.
-    async fn give_back(&self, task_id: &str, outage: &mut Outage) {
-        loop {
-            match self.broker.give_back(task_id).await {
-                Ok(()) => {
-                    log::warn!(
-                        task = task_id, queue = self.config.queue.as_str();
-                        "queue {}: task {task_id} went back to the queue: the lease was lost before it ran",
-                        self.config.queue
-                    );
-                    return;
-                }
-                Err(_) if self.token.is_cancelled() => return,
-                Err(e) => self.down(outage, &e).await,
-            }
-        }
-    }
-
     /// Why a cancelled script stopped, as its task's error says.
-    fn cancel_message(&self, cause: &Cause) -> String {
+    pub(crate) fn cancel_message(&self, cause: &Cause) -> String {
         match cause {
             Cause::Shutdown => format!(
                 "cancelled: the worker shut down and its {:?} grace for running scripts is over",
@@ -422,74 +316,6 @@ impl Taker<'_> {
             }
             Cause::LeaseLost(reason) => {
                 format!("cancelled while it ran: {reason}; none of its writes were kept")
-            }
-        }
-    }
-
-    /// Writes the result, retrying through an outage, and (unless shutting
-    /// down) takes the next task in the same script. On shutdown it gives up
-    /// after `shutdown_grace` more; the task then stays in the processing list
-    /// and a reaper ends it as worker lost.
-    async fn finish(&self, outcome: &Outcome, outage: &mut Outage) -> Next {
-        let task_id = outcome.task_id();
-        let mut give_up_at: Option<Instant> = None;
-        loop {
-            let took_next = !self.token.is_cancelled();
-            let written = if took_next {
-                self.broker.finish_and_next(outcome).await
-            } else {
-                self.broker.finish(outcome).await.map(|w| (w, None))
-            };
-            match written {
-                Ok((written, next)) => {
-                    self.up(outage);
-                    if written {
-                        self.status.count(matches!(outcome, Outcome::Completed(_)));
-                        if let Some(metrics) = &self.options.metrics {
-                            match outcome {
-                                Outcome::Completed(_) => metrics.completed(),
-                                Outcome::Failed(f) => metrics.failed(&f.kind),
-                            }
-                        }
-                    } else {
-                        log::warn!(
-                            task = task_id, queue = self.config.queue.as_str();
-                            "queue {}: task {task_id} was resolved elsewhere while it ran; its result is dropped",
-                            self.config.queue
-                        );
-                    }
-                    return match next {
-                        Some(claim) => Next::Claimed(claim),
-                        None if took_next => Next::Empty,
-                        None => Next::Unknown,
-                    };
-                }
-                Err(e @ client::Error::Unavailable { .. }) => {
-                    if self.token.is_cancelled() {
-                        let at = *give_up_at
-                            .get_or_insert_with(|| Instant::now() + self.config.shutdown_grace);
-                        if Instant::now() >= at {
-                            log::error!(
-                                task = task_id, queue = self.config.queue.as_str();
-                                "queue {}: could not write the result of task {task_id} before shutdown: {e}",
-                                self.config.queue
-                            );
-                            return Next::Unknown;
-                        }
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    } else {
-                        self.down(outage, &e).await;
-                    }
-                }
-                Err(e) => {
-                    log::error!(
-                        task = task_id, queue = self.config.queue.as_str();
-                        "queue {}: writing the result of task {task_id} failed: {e}",
-                        self.config.queue
-                    );
-                    outage.unwritten.insert(task_id.to_owned());
-                    return Next::Unknown;
-                }
             }
         }
     }

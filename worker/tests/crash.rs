@@ -1,4 +1,4 @@
-//! A worker PROCESS killed with SIGKILL mid-task.
+//! A worker PROCESS killed with SIGKILL mid-task, and mid-batch.
 //!
 //! This test binary has no libtest harness: run without arguments it is the
 //! test; with `CIRCLES_CRASH_CHILD=1` it is a worker process (on a real OurDB
@@ -26,9 +26,12 @@ fn main() {
         runtime.block_on(child());
         return;
     }
-    // Behave like a one-test harness for `--list`, `--ignored` and name
+    // Behave like a libtest harness for `--list`, `--ignored` and name
     // filters (cargo test and nextest both use them).
-    const NAME: &str = "a_killed_worker_s_task_ends_as_worker_lost_and_the_rest_run_once";
+    const TESTS: [&str; 2] = [
+        "a_killed_worker_s_task_ends_as_worker_lost_and_the_rest_run_once",
+        "a_batch_cut_by_a_kill_ends_worker_lost_or_completed_and_durable_and_nothing_runs_twice",
+    ];
     let args: Vec<String> = std::env::args().skip(1).collect();
     let flag = |f: &str| args.iter().any(|a| a == f);
     // Positional arguments are name filters; skip the values of options.
@@ -50,27 +53,42 @@ fn main() {
             filters.push(arg);
         }
     }
-    let selected = filters.is_empty()
-        || filters.iter().any(|f| {
-            if flag("--exact") {
-                f.as_str() == NAME
-            } else {
-                NAME.contains(f.as_str())
-            }
-        });
+    let selected: Vec<&str> = TESTS
+        .into_iter()
+        .filter(|name| {
+            filters.is_empty()
+                || filters.iter().any(|f| {
+                    if flag("--exact") {
+                        f.as_str() == *name
+                    } else {
+                        name.contains(f.as_str())
+                    }
+                })
+        })
+        .collect();
     if flag("--list") {
-        if selected && !flag("--ignored") {
-            println!("{NAME}: test");
+        if !flag("--ignored") {
+            for name in &selected {
+                println!("{name}: test");
+            }
         }
         return;
     }
-    if !selected || flag("--ignored") {
+    if flag("--ignored") {
         println!("running 0 tests");
         return;
     }
-    println!("running 1 test");
-    runtime.block_on(a_killed_worker_s_task_ends_as_worker_lost_and_the_rest_run_once());
-    println!("test {NAME} ... ok");
+    println!("running {} tests", selected.len());
+    for name in selected {
+        if name == TESTS[0] {
+            runtime.block_on(a_killed_worker_s_task_ends_as_worker_lost_and_the_rest_run_once());
+        } else {
+            runtime.block_on(
+                a_batch_cut_by_a_kill_ends_worker_lost_or_completed_and_durable_and_nothing_runs_twice(),
+            );
+        }
+        println!("test {name} ... ok");
+    }
 }
 
 async fn child() {
@@ -185,4 +203,115 @@ async fn a_killed_worker_s_task_ends_as_worker_lost_and_the_rest_run_once() {
         .collect();
     seen.sort();
     assert_eq!(seen, ["\"t2\"", "\"t3\"", "\"t4\"", "\"t5\""]);
+}
+
+/// Every value in the circle's database at `dir` (opened after the last
+/// worker process is dead).
+fn db_values(dir: &std::path::Path) -> Vec<String> {
+    let db = ourdb::OurDb::open(dir, ourdb::Config::default()).expect("reopen the circle's db");
+    (1..db.next_id())
+        .filter_map(|id| db.get(id).expect("get"))
+        .map(|v| String::from_utf8(v).expect("utf8"))
+        .collect()
+}
+
+/// The rule of a batch cut by a kill (see the worker's `group` module):
+/// every task of the batch not yet reported ends `worker_lost`, started or
+/// not; a reported one stays `completed` with its writes on disk; no task
+/// runs twice; every write acknowledged before the kill survives.
+async fn a_batch_cut_by_a_kill_ends_worker_lost_or_completed_and_durable_and_nothing_runs_twice() {
+    let redis = testkit::RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = redis.url();
+    let client = Client::connect(&url).await.expect("connect");
+    let opts = SubmitOptions::with_timeout(WAIT);
+
+    // Acknowledged writes, made before any kill.
+    let mut first = spawn_child(&url, dir.path());
+    let mut acked = Vec::new();
+    for i in 0..10 {
+        let script = format!("db::insert(\"ack{i}\"); {i}");
+        acked.push(client.submit(QUEUE, &script, &opts).await.expect("submit"));
+    }
+    for id in &acked {
+        let outcome = client.wait(id, WAIT).await.expect("wait");
+        assert!(matches!(outcome, Outcome::Completed(_)), "{outcome:?}");
+    }
+    first.kill();
+
+    // Queued while no worker runs: the next worker claims them in one batch.
+    let mut batch = Vec::new();
+    for name in ["w1", "w2"] {
+        let script = format!("db::insert(\"{name}\"); \"{name}\"");
+        batch.push((
+            name,
+            client.submit(QUEUE, &script, &opts).await.expect("submit"),
+        ));
+    }
+    let doomed = client
+        .submit(QUEUE, &slow_script("doomed"), &opts)
+        .await
+        .expect("submit");
+    batch.push(("doomed", doomed.clone()));
+    for name in ["b1", "b2"] {
+        let script = format!("db::insert(\"{name}\"); \"{name}\"");
+        batch.push((
+            name,
+            client.submit(QUEUE, &script, &opts).await.expect("submit"),
+        ));
+    }
+    let mut second = spawn_child(&url, dir.path());
+    let conn = raw(&url).await;
+    for (_, id) in &batch {
+        until_status(&conn, id, "processing", WAIT).await;
+    }
+    // Give the slow script time to start (the kill may land anywhere: the
+    // assertions below hold wherever it does).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    second.kill();
+    let mut third = spawn_child(&url, dir.path());
+
+    let mut completed = Vec::new();
+    for (name, id) in &batch {
+        match client.wait(id, WAIT).await.expect("wait") {
+            Outcome::Completed(out) => {
+                assert!(["w1", "w2"].contains(name), "{name} cannot have completed");
+                assert_eq!(out.output, *name);
+                completed.push(format!("\"{name}\""));
+            }
+            Outcome::Failed(f) => {
+                assert_eq!(f.kind.as_str(), "worker_lost", "{name}: {f:?}");
+            }
+        }
+    }
+    let after = client
+        .submit(QUEUE, "db::insert(\"after\"); 1", &opts)
+        .await
+        .expect("submit");
+    let outcome = client.wait(&after, WAIT).await.expect("wait");
+    assert!(matches!(outcome, Outcome::Completed(_)), "{outcome:?}");
+    third.kill();
+
+    let values = db_values(dir.path());
+    let count = |v: &str| values.iter().filter(|x| x.as_str() == v).count();
+    for i in 0..10 {
+        assert_eq!(
+            count(&format!("\"ack{i}\"")),
+            1,
+            "acknowledged write ack{i}"
+        );
+    }
+    for v in &completed {
+        assert_eq!(count(v), 1, "a completed task's write {v} is on disk");
+    }
+    for name in ["w1", "w2", "b1", "b2"] {
+        assert!(
+            count(&format!("\"{name}\"")) <= 1,
+            "{name} ran at most once"
+        );
+    }
+    for name in ["doomed", "b1", "b2"] {
+        assert_eq!(count(&format!("\"{name}\"")), 0, "{name} committed nothing");
+    }
+    assert_eq!(count("\"after\""), 1);
 }

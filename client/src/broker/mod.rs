@@ -7,10 +7,12 @@
 //!
 //! Files: `types` (what goes in and out: [`Claim`], [`ClaimedTask`],
 //! [`BrokerOptions`]), `claim` (reading a claim script's reply, shared by
-//! both connections), `worker` ([`WorkerBroker`]), `popper`
+//! both connections), `worker` ([`WorkerBroker`]), `batch` (its batched claim and
+//! finish), `popper`
 //! ([`BlockingPopper`]). A finished task is reported as the same
 //! [`crate::Outcome`] a submitter reads back.
 
+mod batch;
 mod claim;
 mod popper;
 mod types;
@@ -18,5 +20,7 @@ mod worker;
 
 pub(crate) use claim::{Parsed, RawClaim, parse_claim, shown_reason, utf8};
 pub use popper::BlockingPopper;
-pub use types::{BrokerOptions, Claim, ClaimedTask, Fence, WORKER_LOST_MESSAGE};
+pub use types::{
+    BatchFinish, BrokerOptions, Claim, ClaimedTask, Fence, MAX_CLAIM_BATCH, WORKER_LOST_MESSAGE,
+};
 pub use worker::WorkerBroker;

@@ -15,6 +15,25 @@ use crate::conn::ConnSettings;
 pub const WORKER_LOST_MESSAGE: &str = "worker lost while running the task (its writes may have \
      been committed before it was lost)";
 
+/// Largest number of tasks [`super::WorkerBroker::claim_batch`] and
+/// [`super::WorkerBroker::finish_batch`] claim at once.
+pub const MAX_CLAIM_BATCH: usize = 1024;
+
+/// What [`super::WorkerBroker::finish_batch`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchFinish {
+    /// Per finished task, in the order given: `true` when its result was
+    /// written, `false` when it was no longer this worker's (a reaper had
+    /// ended it).
+    pub written: Vec<bool>,
+    /// Held tasks found cancelled, each ended as `error` (kind
+    /// `cancelled`) without running: (task id, reason).
+    pub cancelled: Vec<(String, String)>,
+    /// The next tasks claimed, oldest first (empty when none was asked for
+    /// or the queue was empty).
+    pub next: Vec<Claim>,
+}
+
 /// A task this worker claimed and must now run and finish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimedTask {

@@ -12,9 +12,9 @@ use crate::{Error, Lease, Outcome, Result, fields, keys, now_ms, scripts};
 
 /// One worker's view of its queue.
 pub struct WorkerBroker {
-    conn: Conn,
-    queue: String,
-    keys: ClaimKeys,
+    pub(super) conn: Conn,
+    pub(super) queue: String,
+    pub(super) keys: ClaimKeys,
 }
 
 impl WorkerBroker {

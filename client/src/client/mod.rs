@@ -220,6 +220,17 @@ impl Client {
         Ok(ids)
     }
 
+    /// The ids of up to `max` tasks of `queue` that its workers claimed in a
+    /// batch behind the one each runs (claimed, not started unless a group
+    /// of the batch is in flight). A `cancel` of one ends it without
+    /// running at its worker's next group. Read only; one round trip.
+    pub async fn held(&self, queue: &str, max: usize) -> Result<Vec<String>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        self.inner.conn.invoke(&scripts::held(queue, max)).await
+    }
+
     /// Asks Redis for a `PING` on the command connection; how long the
     /// round trip took (a reconnect included, when one was needed).
     pub async fn ping(&self) -> Result<Duration> {

@@ -59,6 +59,24 @@ fn durability_is_sync_by_default_and_an_unknown_mode_is_a_usage_error() {
 }
 
 #[test]
+fn claim_batch_takes_1_to_1024_and_refuses_others_naming_the_option() {
+    let cli = Cli::try_parse_from(["c"]).expect("parses");
+    assert_eq!(cli.run.claim_batch, worker::DEFAULT_CLAIM_BATCH);
+    for n in ["1", "1024"] {
+        let cli = Cli::try_parse_from(["c", "--claim-batch", n]).expect(n);
+        assert_eq!(cli.run.claim_batch.to_string(), n);
+    }
+    for bad in ["0", "1025", "-3", "many"] {
+        let arg = format!("--claim-batch={bad}");
+        let e = Cli::try_parse_from(["c", arg.as_str()]).expect_err(bad);
+        assert_eq!(e.exit_code(), 2, "{bad}: {e}");
+        let shown = e.to_string();
+        assert!(shown.contains("--claim-batch"), "{bad}: {shown}");
+        assert!(shown.contains(bad), "{bad}: {shown}");
+    }
+}
+
+#[test]
 fn cli_definition_is_consistent() {
     Cli::command().debug_assert();
 }

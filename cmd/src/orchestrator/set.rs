@@ -359,7 +359,9 @@ impl Live {
             if waited >= bound + CANCEL_BOUND {
                 break;
             }
-            if waited >= bound && queued > 0 {
+            // Held tasks (claimed in a batch, not started) count as queued
+            // but not in `queued`: look while anything is in flight.
+            if waited >= bound && (queued > 0 || busy > 1) {
                 cancel_queued(&self.client, &queue, &mut cancelled).await;
             }
             tokio::time::sleep(DRAIN_POLL).await;
@@ -399,12 +401,18 @@ const CANCEL_BATCH: usize = 1000;
 
 /// Cancels the oldest queued tasks of `queue` not in `done` yet, and adds
 /// those that were still pending to it.
+/// Tasks a worker claimed in a batch and has not started count as queued.
 async fn cancel_queued(
     client: &client::Client,
     queue: &str,
     done: &mut std::collections::HashSet<String>,
 ) {
-    let ids = match client.queued(queue, CANCEL_BATCH).await {
+    let read = async {
+        let mut ids = client.held(queue, CANCEL_BATCH).await?;
+        ids.extend(client.queued(queue, CANCEL_BATCH).await?);
+        Ok::<_, client::Error>(ids)
+    };
+    let ids = match read.await {
         Ok(ids) => ids,
         Err(e) => {
             log::warn!(queue; "reading the queue {queue} failed: {e}");

@@ -1,0 +1,116 @@
+//! [`WorkerBroker`]'s batched claim and finish: under a backlog a worker
+//! takes up to N tasks in one round trip and reports a group of results in
+//! one, which also claims the next batch.
+
+use super::types::{BatchFinish, Claim, MAX_CLAIM_BATCH};
+use super::worker::WorkerBroker;
+use crate::{Error, Outcome, Result, fields, now_ms, scripts};
+
+impl WorkerBroker {
+    /// Non-blocking: moves up to `n` of the oldest queued ids into this
+    /// worker's processing list and claims each, in one script, oldest
+    /// first. Every claimed task is `processing` by this worker from here
+    /// on. Empty when the queue is. `n` is clamped to 1..=[`MAX_CLAIM_BATCH`].
+    pub async fn claim_batch(&self, n: usize) -> Result<Vec<Claim>> {
+        let inv = scripts::claim_batch(
+            &self.queue,
+            &self.keys.worker_id,
+            now_ms(),
+            self.keys.ttl_ms,
+            n.clamp(1, MAX_CLAIM_BATCH),
+            &self.keys.fencing(),
+        );
+        let replies: Vec<redis::Value> = self.conn.invoke(&inv).await?;
+        self.settle_all(replies, "claim").await
+    }
+
+    /// Writes the outcome of every task in `outcomes` as
+    /// [`WorkerBroker::finish`] writes one (each its own status, fields,
+    /// TTL and notification), all in one script; then ends each of `held`
+    /// (tasks claimed by this worker and not run) whose `cancel` field is
+    /// set as `error`, kind `cancelled`; with `release`, puts every other
+    /// one of `held` back at the head of the queue as `pending`, in order (a
+    /// worker that stops gives back the tasks it never started); then
+    /// claims up to `take_next` queued tasks (0: none).
+    pub async fn finish_batch(
+        &self,
+        outcomes: &[Outcome],
+        held: &[&str],
+        take_next: usize,
+        release: bool,
+    ) -> Result<BatchFinish> {
+        let finished: Vec<scripts::Finished<'_>> = outcomes
+            .iter()
+            .map(|o| scripts::Finished {
+                task_id: o.task_id(),
+                fields: fields::terminal(o),
+            })
+            .collect();
+        let inv = scripts::finish_batch(
+            &self.queue,
+            &self.keys.worker_id,
+            now_ms(),
+            self.keys.ttl_ms,
+            &finished,
+            &scripts::Then {
+                held,
+                release,
+                take_next: take_next.min(MAX_CLAIM_BATCH),
+            },
+            &self.keys.fencing(),
+        );
+        let mut reply: Vec<redis::Value> = self.conn.invoke(&inv).await?;
+        let bad = |what: &str| Error::Protocol(format!("batched finish answered {what}"));
+        if reply.len() < 2 {
+            return Err(bad("too few parts"));
+        }
+        let claims = reply.split_off(2);
+        let mut parts = reply.into_iter();
+        let flags: Vec<i64> = parts
+            .next()
+            .map(redis::from_redis_value)
+            .transpose()
+            .map_err(|e| bad(&e.to_string()))?
+            .unwrap_or_default();
+        if flags.len() != outcomes.len() {
+            return Err(bad(&format!(
+                "{} written flags for {} tasks",
+                flags.len(),
+                outcomes.len()
+            )));
+        }
+        let pairs: Vec<Vec<u8>> = parts
+            .next()
+            .map(redis::from_redis_value)
+            .transpose()
+            .map_err(|e| bad(&e.to_string()))?
+            .unwrap_or_default();
+        let cancelled = pairs
+            .chunks(2)
+            .map(|p| {
+                let text = |i: usize| {
+                    String::from_utf8_lossy(p.get(i).map_or(&[][..], |v| v)).into_owned()
+                };
+                (text(0), text(1))
+            })
+            .collect();
+        Ok(BatchFinish {
+            written: flags.into_iter().map(|f| f == 1).collect(),
+            cancelled,
+            next: self.settle_all(claims, "finish").await?,
+        })
+    }
+
+    /// Reads claim replies, ending the unreadable ones.
+    async fn settle_all(&self, replies: Vec<redis::Value>, what: &str) -> Result<Vec<Claim>> {
+        let mut claims = Vec::with_capacity(replies.len());
+        for reply in replies {
+            let fields: Vec<Vec<u8>> = redis::from_redis_value(reply)
+                .map_err(|e| Error::Protocol(format!("batched {what} answered {e}")))?;
+            if let Some(claim) = self.keys.settle(&self.conn, Some(fields)).await? {
+                claims.push(claim);
+            }
+        }
+        Ok(claims)
+    }
+}

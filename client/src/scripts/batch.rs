@@ -1,0 +1,222 @@
+//! The batched scripts of the worker: claim up to N queued tasks in one
+//! round trip, and finish a group of tasks (each with its own status,
+//! result, TTL and notification) in one, re-checking the tasks still
+//! claimed and, when asked, claiming the next batch in the same script.
+
+use std::sync::LazyLock;
+
+use redis::{Script, ScriptInvocation};
+
+use super::FINISH;
+use super::claim::CLAIM;
+use crate::keys;
+
+/// Moves up to `n` ids from the right end of `queue` into `plist` (oldest
+/// first) and claims each; appends the claim replies to `out`. A worker
+/// whose lease (owner key `okey`, its `token`) is no longer its own moves
+/// nothing and gets `{'fenced', ''}`.
+const TAKE: &str = r#"
+local function take(queue, plist, stats, prefix, worker, now, ttl, n, out, okey, token)
+  if n > 0 and fenced(okey, token) then
+    out[#out + 1] = { 'fenced', '' }
+    return
+  end
+  for _ = 1, n do
+    local id = redis.call('LMOVE', queue, plist, 'RIGHT', 'LEFT')
+    if not id then return end
+    out[#out + 1] = claim(id, plist, stats, prefix, worker, now, ttl)
+  end
+end
+"#;
+
+/// KEYS: queue, processing list, stats, owner (lease) key. ARGV: details
+/// prefix, worker id, now, ttl, n, lease token (`''` without a lease). Non-blocking: takes and claims up to `n` queued tasks,
+/// oldest first, each as `CLAIM` does (cancelled-while-queued, expired,
+/// unreadable and role checks included); an empty array when the queue is
+/// empty. Returns the claim replies in the order the tasks were queued.
+static CLAIM_BATCH: LazyLock<Script> = LazyLock::new(|| {
+    let finish = FINISH.as_str();
+    Script::new(&format!(
+        "{finish}{CLAIM}{TAKE}
+local out = {{}}
+take(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), out,
+  KEYS[4], ARGV[6])
+return out"
+    ))
+});
+
+/// KEYS: processing list, stats, queue, owner (lease) key. ARGV: worker id,
+/// now, ttl, details prefix, n (claim up to n next tasks when the tasks in
+/// hand are all done; 0 for none; fenced as `CLAIM_BATCH` is), release
+/// (`1`: put the held tasks back, see below), count of finished tasks,
+/// lease token, then per finished task: id,
+/// notification JSON, number of field values, field pairs…; then the ids of
+/// the tasks this worker still holds claimed and has not run.
+///
+/// Each finished task is written as `FINISH_TASK` writes one (only if it is
+/// still `processing` by this worker; else its processing entry alone
+/// goes). Each held task whose `cancel` field is set by now ends as
+/// `error`, kind `cancelled`, without running, as the claim ends one
+/// cancelled while queued; with release, every other held task goes back
+/// to `pending` at the head of the queue, in order (a worker shutting down
+/// gives back what it never started). Returns `{written flags, cancelled
+/// ids and reasons, claim…}`.
+static FINISH_BATCH: LazyLock<Script> = LazyLock::new(|| {
+    let finish = FINISH.as_str();
+    Script::new(&format!(
+        "{finish}{CLAIM}{TAKE}
+local written, cancelled = {{}}, {{}}
+local worker, now, ttl, prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local i = 9
+for t = 1, tonumber(ARGV[7]) do
+  local id, note, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local fields = {{}}
+  for j = i + 3, i + 2 + n do fields[#fields + 1] = ARGV[j] end
+  i = i + 3 + n
+  local dkey = prefix .. id
+  local h = redis.call('HMGET', dkey, 'status', 'workerId', 'replyTo', 'deliveredTtl',
+    'deadline', 'cancel')
+  if h[1] ~= 'processing' or h[2] ~= worker then
+    redis.call('LREM', KEYS[1], 1, id)
+    written[t] = 0
+  else
+    finish(dkey, id, KEYS[1], KEYS[2], now, ttl, fields, note, h[3],
+      delivered_ttl(h[4], h[5], h[6], now, ttl))
+    written[t] = 1
+  end
+end
+-- Newest first, so that released ones end up oldest at the queue's head.
+for j = #ARGV, i, -1 do
+  local id = ARGV[j]
+  local dkey = prefix .. id
+  local h = redis.call('HMGET', dkey, 'status', 'workerId', 'replyTo', 'deliveredTtl',
+    'deadline', 'cancel')
+  local ours = h[1] == 'processing' and h[2] == worker
+  if ours and not h[6] and ARGV[6] == '1' then
+    redis.call('HSET', dkey, 'status', 'pending', 'updatedAt', now)
+    redis.call('HDEL', dkey, 'workerId', 'startedAt')
+    redis.call('LREM', KEYS[1], 1, id)
+    redis.call('RPUSH', KEYS[3], id)
+  elseif not ours and ARGV[6] == '1' then
+    redis.call('LREM', KEYS[1], 1, id)
+  elseif ours and h[6] then
+    local why = '(a reason that is not printable text)'
+    if h[6] == '' then
+      why = '(no reason given)'
+    elseif string.find(h[6], '^[%w%p ]+$') then
+      why = string.sub(h[6], 1, 200)
+    end
+    finish(dkey, id, KEYS[1], KEYS[2], now, ttl, {{ 'status', 'error', 'errorKind',
+      KIND_CANCELLED, 'error', 'cancelled before it ran: ' .. why }}, nil, h[3],
+      delivered_ttl(h[4], h[5], h[6], now, ttl))
+    cancelled[#cancelled + 1] = id
+    cancelled[#cancelled + 1] = why
+  end
+end
+local out = {{ written, cancelled }}
+take(KEYS[3], KEYS[1], KEYS[2], prefix, worker, now, ttl, tonumber(ARGV[5]), out, KEYS[4],
+  ARGV[8])
+return out"
+    ))
+});
+
+pub(crate) fn claim_batch(
+    queue: &str,
+    worker: &str,
+    now: u64,
+    ttl_ms: u64,
+    n: usize,
+    fencing: &super::Fencing<'_>,
+) -> ScriptInvocation<'static> {
+    let mut inv = CLAIM_BATCH.prepare_invoke();
+    inv.key(keys::tasks(queue))
+        .key(keys::processing(queue, worker))
+        .key(keys::stats(queue))
+        .key(fencing.owner)
+        .arg(keys::TASK_DETAILS_PREFIX)
+        .arg(worker)
+        .arg(now)
+        .arg(ttl_ms)
+        .arg(n)
+        .arg(fencing.token.as_str());
+    inv
+}
+
+/// One finished task of a [`finish_batch`]: its id and terminal fields.
+pub(crate) struct Finished<'a> {
+    pub(crate) task_id: &'a str,
+    pub(crate) fields: Vec<(&'static str, String)>,
+}
+
+/// What a [`finish_batch`] does after writing the results: the tasks still
+/// held, whether to release them, how many to claim next.
+pub(crate) struct Then<'a> {
+    pub(crate) held: &'a [&'a str],
+    pub(crate) release: bool,
+    pub(crate) take_next: usize,
+}
+
+pub(crate) fn finish_batch(
+    queue: &str,
+    worker: &str,
+    now: u64,
+    ttl_ms: u64,
+    finished: &[Finished<'_>],
+    then: &Then<'_>,
+    fencing: &super::Fencing<'_>,
+) -> ScriptInvocation<'static> {
+    let mut inv = FINISH_BATCH.prepare_invoke();
+    inv.key(keys::processing(queue, worker))
+        .key(keys::stats(queue))
+        .key(keys::tasks(queue))
+        .key(fencing.owner)
+        .arg(worker)
+        .arg(now)
+        .arg(ttl_ms)
+        .arg(keys::TASK_DETAILS_PREFIX)
+        .arg(then.take_next)
+        .arg(if then.release { "1" } else { "0" })
+        .arg(finished.len())
+        .arg(fencing.token.as_str());
+    for task in finished {
+        inv.arg(task.task_id)
+            .arg(super::notification(task.task_id, now, &task.fields))
+            .arg(task.fields.len() * 2);
+        for (name, value) in &task.fields {
+            inv.arg(*name).arg(value.as_str());
+        }
+    }
+    for id in then.held {
+        inv.arg(*id);
+    }
+    inv
+}
+
+/// KEYS: workers set of a queue. ARGV: processing-list prefix, max.
+/// The ids each registered worker holds behind the oldest one in its
+/// processing list (the right end: it runs its batch oldest first), up to
+/// `max` in all: tasks claimed in a batch and, unless a group of it is in
+/// flight, not started.
+static HELD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local out = {}
+local max = tonumber(ARGV[2])
+for _, w in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  for _, id in ipairs(redis.call('LRANGE', ARGV[1] .. w, 0, -2)) do
+    if #out >= max then return out end
+    out[#out + 1] = id
+  end
+end
+return out
+"#,
+    )
+});
+
+pub(crate) fn held(queue: &str, max: usize) -> ScriptInvocation<'static> {
+    let mut inv = HELD.prepare_invoke();
+    inv.key(keys::workers(queue))
+        .arg(keys::processing(queue, ""))
+        .arg(max);
+    inv
+}

@@ -1,0 +1,155 @@
+//! The batched claim and finish of the worker side: several tasks in one
+//! round trip each way, every task keeping its own status, result,
+//! notification and TTL; held tasks re-checked for a cancel.
+
+use std::time::Duration;
+
+use client::broker::{BrokerOptions, Claim, WorkerBroker};
+use client::{Client, FailureKind, Outcome, SubmitOptions, TaskFailure, TaskOutput, keys};
+
+const RESULT_TTL: Duration = Duration::from_secs(60);
+
+fn run_ids(claims: &[Claim]) -> Vec<String> {
+    claims
+        .iter()
+        .map(|c| match c {
+            Claim::Run(t) => t.task_id.clone(),
+            other => panic!("expected a runnable claim, got {other:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_claimed_oldest_first_and_each_task_is_finished_with_its_own_result() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let client = Client::connect(&url).await.expect("connect");
+    let broker =
+        WorkerBroker::new(&url, "q", "w1", &BrokerOptions::new(RESULT_TTL)).expect("broker");
+    // Registered, as a running worker is (`held` looks at registered ones).
+    broker
+        .beat(Duration::from_secs(60), false)
+        .await
+        .expect("beat");
+    let delivered = SubmitOptions {
+        delivered_ttl: Some(Duration::from_secs(2)),
+        ..SubmitOptions::default()
+    };
+    let a = client
+        .submit_watched("q", "1", &delivered)
+        .await
+        .expect("submit");
+    let b = client
+        .submit_watched("q", "2", &SubmitOptions::default())
+        .await
+        .expect("submit");
+    let c = client
+        .submit("q", "3", &SubmitOptions::default())
+        .await
+        .expect("submit");
+    let d = client
+        .submit("q", "4", &SubmitOptions::default())
+        .await
+        .expect("submit");
+    let e = client
+        .submit("q", "5", &SubmitOptions::default())
+        .await
+        .expect("submit");
+
+    let claims = broker.claim_batch(3).await.expect("claim");
+    let (a_id, b_id) = (a.task_id().to_owned(), b.task_id().to_owned());
+    assert_eq!(run_ids(&claims), [a_id.clone(), b_id.clone(), c.clone()]);
+    assert_eq!(
+        client.queued("q", 10).await.expect("queued"),
+        [d.clone(), e.clone()]
+    );
+    // The third is held behind the first, which runs (the right end).
+    assert_eq!(
+        client.held("q", 10).await.expect("held"),
+        [c.clone(), b_id.clone()]
+    );
+    assert!(client.cancel(&c, "not any more").await.expect("cancel"));
+
+    let outcomes = [
+        Outcome::Completed(TaskOutput {
+            task_id: a_id.clone(),
+            output: "1".into(),
+            printed: String::new(),
+            run_time: None,
+        }),
+        Outcome::Failed(TaskFailure {
+            task_id: b_id.clone(),
+            kind: FailureKind::Runtime,
+            message: "boom".into(),
+            line: Some(1),
+            column: Some(1),
+        }),
+    ];
+    let done = broker
+        .finish_batch(&outcomes, &[&c], 0, false)
+        .await
+        .expect("finish");
+    assert_eq!(done.written, [true, true]);
+    assert_eq!(done.cancelled, [(c.clone(), "not any more".to_owned())]);
+    assert!(done.next.is_empty(), "none asked for");
+
+    assert!(matches!(a.outcome().await, Ok(Outcome::Completed(ref o)) if o.output == "1"));
+    let Ok(Outcome::Failed(f)) = b.outcome().await else {
+        panic!("b failed")
+    };
+    assert_eq!((f.kind, f.message.as_str()), (FailureKind::Runtime, "boom"));
+    let Some(Outcome::Failed(f)) = client.check(&c).await.expect("check") else {
+        panic!("c ends cancelled")
+    };
+    assert_eq!(f.kind, FailureKind::Cancelled);
+    assert_eq!(f.message, "cancelled before it ran: not any more");
+    let mut conn = redis::Client::open(url.as_str())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("raw");
+    let pttl = |id: String| {
+        let mut conn = conn.clone();
+        async move {
+            let left: i64 = redis::cmd("PTTL")
+                .arg(keys::task_details(&id))
+                .query_async(&mut conn)
+                .await
+                .expect("pttl");
+            left
+        }
+    };
+    let left = pttl(a_id).await;
+    assert!(
+        left > 0 && left <= 2000,
+        "a asked for the delivered TTL: {left}"
+    );
+    let left = pttl(b_id).await;
+    assert!(left > 55_000, "b keeps the result TTL: {left}");
+
+    // Nothing held: the finish claims the next batch in the same script.
+    let done = broker
+        .finish_batch(&[], &[], 10, false)
+        .await
+        .expect("finish");
+    assert_eq!(run_ids(&done.next), [d.clone(), e.clone()]);
+    // A stopping worker gives them back, in order.
+    let done = broker
+        .finish_batch(&[], &[&d, &e], 0, true)
+        .await
+        .expect("release");
+    assert!(done.cancelled.is_empty());
+    assert_eq!(
+        client.queued("q", 10).await.expect("queued"),
+        [d.clone(), e.clone()]
+    );
+    let status: Option<String> = redis::cmd("HGET")
+        .arg(keys::task_details(&d))
+        .arg("status")
+        .query_async(&mut conn)
+        .await
+        .expect("hget");
+    assert_eq!(status.as_deref(), Some("pending"));
+    let stats = client.stats_many(&["q"]).await.expect("stats").remove(0);
+    assert_eq!((stats.processed, stats.failed, stats.in_flight), (1, 2, 0));
+}

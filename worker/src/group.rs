@@ -1,0 +1,335 @@
+//! Running a batch of claimed tasks as groups: each script of a group runs
+//! in turn (it sees the writes of those before it) and commits without
+//! waiting for the disk; then one fsync covers the group's writes, and one
+//! script reports every result of the group (each task keeps its own
+//! status, result, TTL and notification), re-checks the tasks still held,
+//! and claims the next batch when none is left.
+//!
+//! Rules (see also the crate docs):
+//! - No task of a group is reported `completed` before the fsync covering
+//!   its writes (`Durability::Sync`); when that fsync fails, every task of
+//!   the group that wrote ends as `error` (kind `database`).
+//! - A group is cut once it has run for [`WorkerOptions::group_window`]:
+//!   its results are held back no longer than that plus the run time of the
+//!   script that crossed it (a long script after short ones delays their
+//!   replies by its own length). The tasks left wait for the next group.
+//! - Every claimed task is `processing` by this worker from its claim on.
+//!   Before it runs, its `cancel` field is read again in the same script that
+//!   ends the group before it, so a task claimed and cancelled before it
+//!   starts ends `cancelled` without running (a cancel that arrives within
+//!   the group window of its start counts as a cancel while running: the
+//!   watcher stops a long script, a short one completes). A task whose
+//!   deadline has passed by its turn ends with the timeout error without
+//!   running (the engine refuses it).
+//! - A worker that stops (shutdown) claims nothing more and runs what it
+//!   holds within its shutdown grace; once the grace is over it starts no
+//!   more held task: the script that writes its last group's results puts
+//!   them back at the head of the queue as `pending`, in order. A worker
+//!   whose lease is lost does the same at once (and its running script is
+//!   cut, see `lease.rs`); every batched claim is fenced by the lease token
+//!   in Redis as the single claims are.
+//! - A worker that dies holding a batch: every task of it not yet reported
+//!   — the running one, those already run in the open group, and those not
+//!   started — ends `worker_lost` when the reaper finds it (or goes back on
+//!   the queue if it opted in to retry). Telling an unstarted task from a
+//!   started one would cost a round trip per task, and the ones already run
+//!   may have committed writes, so none is put back on the queue.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use client::broker::{Claim, ClaimedTask};
+use client::{FailureKind, Outcome, TaskFailure, TaskOutput};
+use engine::RunControl;
+
+use crate::WorkerOptions;
+use crate::runner;
+use crate::take::{Next, Outage, Taker, failure_kind, run_as};
+
+/// A task of the open group, run and waiting for its result to be written.
+struct Ran {
+    outcome: Outcome,
+    /// Whether it committed writes (they need the group's fsync).
+    wrote: bool,
+    /// Queue wait at its start, and when it started (for end-to-end time).
+    age: Option<Duration>,
+    started: Instant,
+}
+
+impl Taker<'_> {
+    /// Runs one group from the front of `ready`, writes its results, and
+    /// puts what the finish claimed at the back of `ready`.
+    pub(crate) async fn run_group(&self, ready: &mut VecDeque<Claim>, outage: &mut Outage) -> Next {
+        let start = Instant::now();
+        let mut ran: Vec<Ran> = Vec::new();
+        while let Some(claim) = ready.pop_front() {
+            match claim {
+                // A worker past its shutdown grace, or whose lease is lost,
+                // starts nothing more: what it holds goes back to the queue
+                // with this group's results.
+                Claim::Run(task) if self.stops_starting() => {
+                    ready.push_front(Claim::Run(task));
+                    break;
+                }
+                Claim::Run(task) => ran.push(self.run_task(task)),
+                other => self.report_unrun(other),
+            }
+            if !ran.is_empty() && start.elapsed() >= self.options.group_window {
+                break;
+            }
+        }
+        let releasing = self.stops_starting() && ready.iter().any(is_run);
+        if ran.is_empty() && !releasing {
+            return Next::Unknown;
+        }
+        self.make_durable(&mut ran);
+        let next = self.finish_group(&ran, ready, outage).await;
+        if let Some(metrics) = &self.options.metrics {
+            for task in &ran {
+                if let Some(age) = task.age {
+                    metrics.end_to_end(age + task.started.elapsed());
+                }
+            }
+        }
+        next
+    }
+
+    /// One fsync for the group's writes; a failed one turns every task that
+    /// wrote into a database error (its writes may not be on disk).
+    fn make_durable(&self, ran: &mut [Ran]) {
+        if !ran.iter().any(|t| t.wrote) {
+            return;
+        }
+        let Err(e) = self.engine.sync() else { return };
+        log::error!(
+            queue = self.config.queue.as_str();
+            "queue {}: {}", self.config.queue, e.message
+        );
+        for task in ran.iter_mut().filter(|t| t.wrote) {
+            task.outcome = Outcome::Failed(TaskFailure {
+                task_id: task.outcome.task_id().to_owned(),
+                kind: FailureKind::Database,
+                message: e.message.clone(),
+                line: None,
+                column: None,
+            });
+        }
+    }
+
+    fn run_task(&self, mut task: ClaimedTask) -> Ran {
+        let age = task.age();
+        let started = Instant::now();
+        if let (Some(metrics), Some(age)) = (&self.options.metrics, age) {
+            metrics.queue_wait(age);
+        }
+        let control = RunControl {
+            caller: run_as(task.caller.take()),
+            // The deadline is wall-clock time, written by another process;
+            // the engine counts on its own cheap clock. One already passed
+            // (the task waited in the batch) is refused before the script
+            // starts, with the timeout error.
+            deadline: task.time_left().map(engine::clock::after),
+            cancel: self.cancels.start(&task.task_id),
+        };
+        log::debug!(
+            task = task.task_id.as_str(), queue = self.config.queue.as_str();
+            "queue {}: task {} running ({} bytes)",
+            self.config.queue,
+            task.task_id,
+            task.script.len()
+        );
+        let ran = runner::run_script(self.engine, &task.task_id, &task.script, &control);
+        if let Some(metrics) = &self.options.metrics {
+            metrics.run_time(started.elapsed());
+        }
+        let cause = self.cancels.end();
+        let task_id = task.task_id;
+        let (outcome, wrote) = match ran {
+            Ok(out) => (
+                Outcome::Completed(TaskOutput {
+                    task_id,
+                    output: out.output,
+                    printed: out.printed,
+                    run_time: Some(out.elapsed),
+                }),
+                out.writes > 0,
+            ),
+            Err(e) => (
+                Outcome::Failed(TaskFailure {
+                    task_id,
+                    kind: failure_kind(e.kind),
+                    message: match cause {
+                        Some(cause) if e.kind == engine::ErrorKind::Cancelled => {
+                            self.cancel_message(&cause)
+                        }
+                        _ => e.message,
+                    },
+                    line: e.line,
+                    column: e.column,
+                }),
+                false,
+            ),
+        };
+        match &outcome {
+            Outcome::Completed(out) => log::debug!(
+                task = out.task_id.as_str(), queue = self.config.queue.as_str();
+                "queue {}: task {} completed in {:?}",
+                self.config.queue,
+                out.task_id,
+                out.run_time.unwrap_or_default()
+            ),
+            Outcome::Failed(f) => log::debug!(
+                task = f.task_id.as_str(), queue = self.config.queue.as_str(), kind = f.kind.as_str();
+                "queue {}: task {} failed ({})",
+                self.config.queue,
+                f.task_id,
+                f.kind
+            ),
+        }
+        Ran {
+            outcome,
+            wrote,
+            age,
+            started,
+        }
+    }
+
+    /// Writes the group's results, retrying through an outage; re-checks
+    /// the tasks still held (dropping those found cancelled from `ready`)
+    /// and, when none is held and the worker is not shutting down, claims
+    /// the next batch in the same script. Past the shutdown grace the held
+    /// tasks go back to the queue in the same script; on shutdown it gives up after
+    /// `shutdown_grace` more, and the tasks then stay in the processing
+    /// list for a reaper (which ends them as worker lost).
+    async fn finish_group(
+        &self,
+        ran: &[Ran],
+        ready: &mut VecDeque<Claim>,
+        outage: &mut Outage,
+    ) -> Next {
+        let outcomes: Vec<Outcome> = ran.iter().map(|t| t.outcome.clone()).collect();
+        let mut give_up_at: Option<Instant> = None;
+        loop {
+            let held: Vec<&str> = ready
+                .iter()
+                .filter_map(|c| match c {
+                    Claim::Run(task) => Some(task.task_id.as_str()),
+                    _ => None,
+                })
+                .collect();
+            let release = self.stops_starting();
+            let take_next = if held.is_empty() && !self.token.is_cancelled() && !release {
+                self.options.claim_batch
+            } else {
+                0
+            };
+            let finished = self
+                .broker
+                .finish_batch(&outcomes, &held, take_next, release)
+                .await;
+            match finished {
+                Ok(done) => {
+                    self.up(outage);
+                    for (outcome, written) in outcomes.iter().zip(&done.written) {
+                        self.count_written(outcome, *written);
+                    }
+                    for (task_id, reason) in &done.cancelled {
+                        log::info!(
+                            task = task_id.as_str(), queue = self.config.queue.as_str();
+                            "queue {}: task {task_id} was cancelled before it ran: {reason}",
+                            self.config.queue
+                        );
+                        ready.retain(|c| !matches!(c, Claim::Run(t) if t.task_id == *task_id));
+                        self.ended_unrun(&FailureKind::Cancelled);
+                    }
+                    if release {
+                        ready.retain(|c| !is_run(c));
+                    }
+                    let claimed = !done.next.is_empty();
+                    ready.extend(done.next);
+                    return match () {
+                        () if claimed => Next::Claimed,
+                        () if take_next > 0 => Next::Empty,
+                        () => Next::Unknown,
+                    };
+                }
+                Err(e @ client::Error::Unavailable { .. }) => {
+                    if self.token.is_cancelled() {
+                        let at = *give_up_at
+                            .get_or_insert_with(|| Instant::now() + self.config.shutdown_grace);
+                        if Instant::now() >= at {
+                            log::error!(
+                                queue = self.config.queue.as_str();
+                                "queue {}: could not write the results of {} task(s) before shutdown: {e}",
+                                self.config.queue,
+                                outcomes.len()
+                            );
+                            ready.retain(|c| !is_run(c));
+                            return Next::Unknown;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    } else {
+                        self.down(outage, &e).await;
+                    }
+                }
+                Err(e) => {
+                    log::error!(
+                        queue = self.config.queue.as_str();
+                        "queue {}: writing the results of {} task(s) failed: {e}",
+                        self.config.queue,
+                        outcomes.len()
+                    );
+                    for outcome in &outcomes {
+                        outage.unwritten.insert(outcome.task_id().to_owned());
+                    }
+                    if release {
+                        ready.retain(|c| !is_run(c));
+                    }
+                    return Next::Unknown;
+                }
+            }
+        }
+    }
+
+    /// Whether no held task may start: the shutdown grace is over, or the
+    /// queue's lease is lost (another host may serve the queue now; the
+    /// tasks go back to its head, never run here).
+    fn stops_starting(&self) -> bool {
+        self.cancels.is_shut_down() || self.held.is_some_and(|h| h.token() == 0)
+    }
+
+    fn count_written(&self, outcome: &Outcome, written: bool) {
+        let task_id = outcome.task_id();
+        if !written {
+            log::warn!(
+                task = task_id, queue = self.config.queue.as_str();
+                "queue {}: task {task_id} was resolved elsewhere while it ran; its result is dropped",
+                self.config.queue
+            );
+            return;
+        }
+        self.status.count(matches!(outcome, Outcome::Completed(_)));
+        if let Some(metrics) = &self.options.metrics {
+            match outcome {
+                Outcome::Completed(_) => metrics.completed(),
+                Outcome::Failed(f) => metrics.failed(&f.kind),
+            }
+        }
+    }
+}
+
+fn is_run(claim: &Claim) -> bool {
+    matches!(claim, Claim::Run(_))
+}
+
+/// `--claim-batch` out of range, as the worker reports it.
+pub(crate) fn check_claim_batch(options: &WorkerOptions) -> Result<(), String> {
+    let n = options.claim_batch;
+    if (1..=client::broker::MAX_CLAIM_BATCH).contains(&n) {
+        return Ok(());
+    }
+    Err(format!(
+        "claim batch {n} is out of range: a worker claims 1 to {} tasks at once",
+        client::broker::MAX_CLAIM_BATCH
+    ))
+}

@@ -1,0 +1,328 @@
+//! Batched claims and group commit against a real worker, Redis and OurDB:
+//! tasks queued before the worker starts are claimed in one batch.
+
+mod common;
+
+use std::time::Duration;
+
+use client::{Client, Outcome, SubmitOptions};
+use common::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn opts() -> SubmitOptions {
+    SubmitOptions::with_timeout(WAIT)
+}
+
+/// A worker on a fresh database whose slow scripts only a cancel stops,
+/// with `window` as its group window.
+fn batch_worker(url: &str, queue: &str, window: Duration) -> (TestWorker, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut options = fast_options();
+    options.group_window = window;
+    let worker = TestWorker::start_with(
+        worker::WorkerConfig::new(url, queue),
+        options,
+        open_engine(dir.path(), slow_limits()),
+    );
+    (worker, dir)
+}
+
+fn values(engine: &engine::CircleEngine) -> Vec<String> {
+    let db = engine.db();
+    (1..db.next_id())
+        .filter_map(|id| db.get(id).expect("get"))
+        .map(|v| String::from_utf8(v).expect("utf8"))
+        .collect()
+}
+
+fn completed(outcome: Outcome) -> String {
+    match outcome {
+        Outcome::Completed(out) => out.output,
+        other => panic!("expected completed, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_runs_in_queue_order_each_script_sees_the_writes_before_it_and_shares_one_fsync() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let queue = "group_circle";
+    let client = Client::connect(&url).await.expect("connect");
+    let mut ids = Vec::new();
+    for i in 1..=20 {
+        // Each task reads the record of the one before it, then adds its own.
+        let script = format!(
+            "let before = if {i} > 1 {{ db::get({i} - 1) }} else {{ \"none\" }}; \
+             db::insert(\"t{i}\"); before"
+        );
+        ids.push(
+            client
+                .submit(queue, &script, &opts())
+                .await
+                .expect("submit"),
+        );
+    }
+    // A third party's task (only `script` and `status`) in the same batch.
+    let mut conn = raw(&url).await;
+    hset_raw(
+        &mut conn,
+        b"third-party",
+        &[(b"script", b"40 + 2"), (b"status", b"pending")],
+    )
+    .await;
+    lpush_raw(&mut conn, &client::keys::tasks(queue), &[b"third-party"]).await;
+
+    // A window no group of these reaches: the whole batch is one group.
+    let (worker, _dir) = batch_worker(&url, queue, Duration::from_secs(60));
+    for (n, id) in ids.iter().enumerate() {
+        let output = completed(client.wait(id, WAIT).await.expect("wait"));
+        let expected = if n == 0 {
+            "none".to_owned()
+        } else {
+            format!("t{n}")
+        };
+        assert_eq!(
+            output,
+            expected,
+            "task {} saw the write of the one before",
+            n + 1
+        );
+    }
+    assert_eq!(
+        completed(client.wait("third-party", WAIT).await.expect("wait")),
+        "42"
+    );
+    let stats = worker.engine.db().stats();
+    assert_eq!(stats.commits, 20);
+    assert!(
+        stats.fsyncs < 20,
+        "20 committing scripts of one batch share their fsyncs, took {}",
+        stats.fsyncs
+    );
+    let mut seen = values(&worker.engine);
+    seen.sort();
+    let mut want: Vec<String> = (1..=20).map(|i| format!("\"t{i}\"")).collect();
+    want.sort();
+    assert_eq!(seen, want, "each script ran once");
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_cancelled_after_its_batch_was_claimed_ends_cancelled_without_running() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let queue = "batch_cancel_circle";
+    let client = Client::connect(&url).await.expect("connect");
+    let first = client
+        .submit(queue, &slow_script("first"), &opts())
+        .await
+        .expect("submit");
+    let second = client
+        .submit(queue, "db::insert(\"second\"); 2", &opts())
+        .await
+        .expect("submit");
+    let third = client
+        .submit(queue, "db::insert(\"third\"); 3", &opts())
+        .await
+        .expect("submit");
+    let (worker, _dir) = batch_worker(&url, queue, Duration::from_millis(3));
+    let conn = raw(&url).await;
+    // One claim took all three: the last one is already `processing` while
+    // the first one's slow script runs.
+    until_status(&conn, &third, "processing", WAIT).await;
+    assert!(
+        client
+            .cancel(&second, "the caller went away")
+            .await
+            .expect("cancel")
+    );
+    assert!(
+        client
+            .cancel(&first, "stop the slow one")
+            .await
+            .expect("cancel")
+    );
+
+    let Outcome::Failed(f) = client.wait(&first, WAIT).await.expect("wait") else {
+        panic!("the running task is cut")
+    };
+    assert_eq!(f.kind.as_str(), "cancelled");
+    assert!(f.message.contains("while it ran"), "{}", f.message);
+    let Outcome::Failed(f) = client.wait(&second, WAIT).await.expect("wait") else {
+        panic!("the cancelled task must not run")
+    };
+    assert_eq!(f.kind.as_str(), "cancelled");
+    assert_eq!(f.message, "cancelled before it ran: the caller went away");
+    assert_eq!(
+        completed(client.wait(&third, WAIT).await.expect("wait")),
+        "3"
+    );
+    assert_eq!(
+        values(&worker.engine),
+        ["\"third\""],
+        "only the third one wrote"
+    );
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_deadline_passed_while_it_waited_in_a_batch_times_out_without_running() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let queue = "batch_deadline_circle";
+    let client = Client::connect(&url).await.expect("connect");
+    let first = client
+        .submit(queue, &slow_script("first"), &opts())
+        .await
+        .expect("submit");
+    let late = client
+        .submit(
+            queue,
+            "db::insert(\"late\"); 2",
+            &SubmitOptions::with_timeout(Duration::from_millis(1500)),
+        )
+        .await
+        .expect("submit");
+    let (worker, _dir) = batch_worker(&url, queue, Duration::from_millis(3));
+    let mut conn = raw(&url).await;
+    until_status(&conn, &late, "processing", WAIT).await;
+    let deadline: u64 = hget(&mut conn, &late, "deadline")
+        .await
+        .expect("deadline")
+        .parse()
+        .expect("number");
+    eventually("the deadline to pass", WAIT, || async {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as u64;
+        (now > deadline + 50).then_some(())
+    })
+    .await;
+    assert!(
+        client
+            .cancel(&first, "stop the slow one")
+            .await
+            .expect("cancel")
+    );
+    until_status(&conn, &late, "error", WAIT).await;
+    assert_eq!(
+        hget(&mut conn, &late, "errorKind").await.as_deref(),
+        Some("timeout")
+    );
+    assert!(values(&worker.engine).is_empty(), "neither task wrote");
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_task_runs_at_once_with_a_large_claim_batch() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let queue = "lone_circle";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut options = fast_options();
+    options.claim_batch = client::broker::MAX_CLAIM_BATCH;
+    options.group_window = Duration::from_secs(60);
+    let worker = TestWorker::start_with(
+        worker::WorkerConfig::new(&url, queue),
+        options,
+        open_engine(dir.path(), engine::Limits::default()),
+    );
+    let client = Client::connect(&url).await.expect("connect");
+    for i in 0..3 {
+        // Each waits for its reply before the next is sent: a batch that
+        // waited to fill would never answer.
+        let id = client
+            .submit(queue, &format!("{i} + 1"), &opts())
+            .await
+            .expect("submit");
+        assert_eq!(
+            completed(client.wait(&id, WAIT).await.expect("wait")),
+            (i + 1).to_string()
+        );
+    }
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_batch_out_of_range_stops_the_worker_naming_the_bounds() {
+    let redis = testkit::RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    for bad in [0, client::broker::MAX_CLAIM_BATCH + 1] {
+        let mut options = fast_options();
+        options.claim_batch = bad;
+        let worker = TestWorker::start_with(
+            worker::WorkerConfig::new(&redis.url(), "bad_batch"),
+            options,
+            open_engine(dir.path(), engine::Limits::default()),
+        );
+        let err = worker.handle.await.expect("join").expect_err("refused");
+        let shown = err.to_string();
+        assert!(
+            shown.contains(&format!("claim batch {bad} is out of range")),
+            "{shown}"
+        );
+        assert!(shown.contains("1 to 1024"), "{shown}");
+        drop(worker.engine);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_worker_puts_the_unstarted_tasks_of_its_batch_back_in_order() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let queue = "batch_stop_circle";
+    let client = Client::connect(&url).await.expect("connect");
+    let slow = client
+        .submit(queue, &slow_script("slow"), &opts())
+        .await
+        .expect("submit");
+    let mut behind = Vec::new();
+    for i in 0..3 {
+        behind.push(
+            client
+                .submit(queue, &format!("{i}"), &opts())
+                .await
+                .expect("submit"),
+        );
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = worker::WorkerConfig::new(&url, queue);
+    config.shutdown_grace = Duration::from_millis(100);
+    let worker = TestWorker::start_with(
+        config,
+        fast_options(),
+        open_engine(dir.path(), slow_limits()),
+    );
+    let mut conn = raw(&url).await;
+    until_status(&conn, &behind[2], "processing", WAIT).await;
+    worker.stop().await;
+    let Outcome::Failed(f) = client.wait(&slow, WAIT).await.expect("wait") else {
+        panic!("the running task is cancelled by the shutdown")
+    };
+    assert_eq!(f.kind.as_str(), "cancelled");
+    for id in &behind {
+        assert_eq!(
+            hget(&mut conn, id, "status").await.as_deref(),
+            Some("pending")
+        );
+        assert_eq!(hget(&mut conn, id, "workerId").await, None);
+    }
+    // Back at the head of the queue (its right end), oldest first.
+    let queued: Vec<String> = redis::cmd("LRANGE")
+        .arg(client::keys::tasks(queue))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .expect("lrange");
+    let mut expected = behind.clone();
+    expected.reverse();
+    assert_eq!(queued, expected);
+    assert!(
+        keys(&mut conn, &client::keys::processing(queue, "*"))
+            .await
+            .is_empty()
+    );
+}
