@@ -1,4 +1,6 @@
 //! Takes a circle's script tasks from Redis and runs them on the circle's engine.
+//! Long: the crate's rules (batches, groups, lease, shutdown) are written
+//! once here, beside the options and the start-up they govern.
 //!
 //! Place in the graph: `worker` → `engine`, `client`. `cmd` starts one
 //! [`run`] per circle; everything Redis-specific (keys, scripts, state
