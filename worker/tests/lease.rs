@@ -306,3 +306,80 @@ async fn a_worker_whose_lease_vanished_takes_it_again_with_a_fresh_token_and_run
     running(&worker).await;
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_worker_gives_back_the_tasks_of_its_batch_it_never_started() {
+    let redis = testkit::RedisServer::start();
+    let proxy = testkit::Proxy::start(redis.port());
+    let url = redis.url();
+    // Queued before the worker starts, so its first claim takes them all
+    // as one batch: the slow one runs, the three behind it are held.
+    let client = Client::connect(&url).await.expect("connect");
+    let slow = client
+        .submit("batch", &slow_script("m"), &SubmitOptions::default())
+        .await
+        .expect("submit");
+    let mut behind = Vec::new();
+    for n in 0..3 {
+        let script = format!("db::insert({n})");
+        let id = client
+            .submit("batch", &script, &SubmitOptions::default())
+            .await
+            .expect("submit");
+        behind.push(id);
+    }
+    let worker = leased_worker(
+        &proxy.redis_url(),
+        "batch",
+        holder(11, "host-a", "/data/a"),
+        false,
+    );
+    let mut conn = raw(&url).await;
+    until_status(&conn, &slow, "processing", WAIT).await;
+    for id in &behind {
+        assert_eq!(
+            hget(&mut conn, id, "status").await.as_deref(),
+            Some("processing"),
+            "held in the batch"
+        );
+    }
+
+    proxy.freeze();
+    eventually("the lease to be lost", WAIT, || async {
+        matches!(worker.status.state(), WorkerState::LeaseLost(_)).then_some(())
+    })
+    .await;
+    // Another host holds the queue by the time the cut heals.
+    let other = format!("{}|22|host-b|/data/b", u32::MAX);
+    let _: () = redis::cmd("SET")
+        .arg(keys::queue_owner("batch"))
+        .arg(&other)
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    proxy.thaw();
+    let _ = tokio::time::timeout(WAIT, worker.handle)
+        .await
+        .expect("the worker stops once it sees the new holder");
+
+    // The cut script ended; the held ones never ran: pending again, at the
+    // head of the queue in their order, and nothing of theirs was written.
+    until_status(&conn, &slow, "error", WAIT).await;
+    for id in &behind {
+        assert_eq!(
+            hget(&mut conn, id, "status").await.as_deref(),
+            Some("pending"),
+            "{id} given back"
+        );
+        assert_eq!(hget(&mut conn, id, "output").await, None, "{id} never ran");
+    }
+    let queued: Vec<String> = redis::cmd("LRANGE")
+        .arg(keys::tasks("batch"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .expect("lrange");
+    let oldest_first: Vec<String> = queued.into_iter().rev().collect();
+    assert_eq!(oldest_first, behind, "back at the head, oldest first");
+}
