@@ -90,7 +90,12 @@ pub async fn poll_stats(
         let mut gateways: Vec<Option<Vec<client::Gateway>>> = vec![None; states.len()];
         for (client, members) in clients.groups(states.iter().map(|s| &s.config)) {
             let queues: Vec<&str> = members.iter().map(|&i| states[i].queue.as_str()).collect();
-            let read = tokio::time::timeout(STATS_TIMEOUT, client.stats_many(&queues)).await;
+            // Both reads go out together on the client's one multiplexed
+            // connection: one round trip of waiting, not two.
+            let (read, read_gateways) = tokio::join!(
+                tokio::time::timeout(STATS_TIMEOUT, client.stats_many(&queues)),
+                tokio::time::timeout(STATS_TIMEOUT, client.gateways_many(&queues)),
+            );
             match read {
                 Ok(Ok(all)) => {
                     for (&i, stats) in members.iter().zip(all) {
@@ -100,8 +105,7 @@ pub async fn poll_stats(
                 Ok(Err(e)) => log::debug!("stats of {} queues: {e}", queues.len()),
                 Err(_) => {}
             }
-            let read = tokio::time::timeout(STATS_TIMEOUT, client.gateways_many(&queues)).await;
-            match read {
+            match read_gateways {
                 Ok(Ok(all)) => {
                     for (&i, serving) in members.iter().zip(all) {
                         gateways[i] = Some(serving);

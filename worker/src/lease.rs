@@ -17,8 +17,9 @@
 //!   (it keeps none of its writes; its task ends as `cancelled`, or as
 //!   `worker_lost` by the next holder's reaper), and the status says why.
 //!   The margin leaves at least one heartbeat interval (and a third of the
-//!   TTL) between this stop and the earliest expiry of the key, for clock
-//!   drift between the two hosts' timers and for the script's cut to land.
+//!   TTL) between the worker's self-stop and the earliest expiry of the
+//!   key, for clock drift between the two hosts' timers and for the
+//!   script's cut to land.
 //! - Then it tries to take the lease again with each beat: free (expired)
 //!   or still its own database's, it resumes with a fresh token; held by
 //!   another, it waits in standby or, without `--standby`, stops with the
