@@ -93,6 +93,20 @@ impl Conn {
         })
     }
 
+    /// Another connection to the same place with the same settings (the
+    /// target, and so a Sentinel URL's failover watch, is shared); it
+    /// connects on first use.
+    pub(crate) fn sibling(&self) -> Conn {
+        Conn {
+            target: Arc::clone(&self.target),
+            url: self.url.clone(),
+            role: self.role,
+            settings: self.settings.clone(),
+            state: Mutex::new(State::default()),
+            connecting: tokio::sync::Mutex::new(()),
+        }
+    }
+
     /// The URL without credentials.
     pub(crate) fn url(&self) -> &str {
         &self.url

@@ -102,6 +102,7 @@ mod frame_guard;
 #[doc(hidden)]
 pub mod fuzzing;
 mod host;
+mod local;
 mod origin;
 mod pause;
 mod play;

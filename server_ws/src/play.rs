@@ -22,8 +22,7 @@ pub(crate) async fn play(shared: &Shared, id: &Value, script: &str) -> Value {
         return no_worker(shared, id, None).await;
     }
     let shutting_down = || shared.token.is_cancelled();
-    let ended = shared
-        .client
+    let ended = crate::local::client_for(&shared.client)
         .run_with(
             &shared.config.queue,
             script,
@@ -109,8 +108,7 @@ pub(crate) const NO_WORKER: &str = "no_worker";
 /// hear of it).
 pub(crate) async fn submit_notification(shared: &Shared, script: &str) -> Option<Watched> {
     let circle = shared.config.circle_name.as_str();
-    match shared
-        .client
+    match crate::local::client_for(&shared.client)
         .submit_watched(&shared.config.queue, script, &shared.submit)
         .await
     {

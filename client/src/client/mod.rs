@@ -102,6 +102,26 @@ impl Client {
                 ca: options.redis_ca.clone(),
             },
         )?;
+        Client::start(conn, options).await
+    }
+
+    /// Another client to the same Redis with the same options, with its own
+    /// command connection and listener, their tasks spawned on the calling
+    /// thread's runtime. A server that runs its connections on one thread
+    /// (actix's workers) submits through a twin made on that thread, so a
+    /// request and its reply never cross to another thread. The twin's
+    /// tasks are cancelled with its runtime or when its last clone drops.
+    pub async fn twin(&self) -> Result<Client> {
+        Client::start(self.inner.conn.sibling(), self.inner.options.clone()).await
+    }
+
+    /// Whether `other` is a clone of this client (the same connections).
+    pub fn same_as(&self, other: &Client) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Connects `conn` and starts the listener.
+    async fn start(conn: Conn, options: ClientOptions) -> Result<Client> {
         conn.get().await?;
         let client_id = uuid::Uuid::new_v4().simple().to_string();
         let reply_channel = keys::reply_channel(&client_id);
