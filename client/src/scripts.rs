@@ -62,13 +62,24 @@ local function delivered_ttl(asked, deadline, cancel, now, ttl)
   return math.min(math.floor(d), tonumber(ttl))
 end
 
+-- A script that ends many tasks counts them in a tally (`tally(key)`) and
+-- writes it once at its end (`flush`); `stats` is a tally or the key itself.
+local function tally(key) return { key = key, processed = 0, failed = 0 } end
+
+local function flush(t)
+  if t.processed > 0 then redis.call('HINCRBY', t.key, 'processed', t.processed) end
+  if t.failed > 0 then redis.call('HINCRBY', t.key, 'failed', t.failed) end
+end
+
 local function finish(dkey, id, plist, stats, now, ttl, fields, note, reply, delivered)
   redis.call('HSET', dkey, 'updatedAt', now, unpack(fields))
   redis.call('LREM', plist, 1, id)
-  if fields[2] == 'completed' then
-    redis.call('HINCRBY', stats, 'processed', 1)
+  local field = 'failed'
+  if fields[2] == 'completed' then field = 'processed' end
+  if type(stats) == 'table' then
+    stats[field] = stats[field] + 1
   else
-    redis.call('HINCRBY', stats, 'failed', 1)
+    redis.call('HINCRBY', stats, field, 1)
   end
   if reply then
     if not note then

@@ -153,3 +153,75 @@ async fn a_batch_is_claimed_oldest_first_and_each_task_is_finished_with_its_own_
     let stats = client.stats_many(&["q"]).await.expect("stats").remove(0);
     assert_eq!((stats.processed, stats.failed, stats.in_flight), (1, 2, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_claim_ends_the_tasks_it_cannot_run_and_counts_each_one_failure() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let client = Client::connect(&url).await.expect("connect");
+    let broker =
+        WorkerBroker::new(&url, "q", "w1", &BrokerOptions::new(RESULT_TTL)).expect("broker");
+    let first = client
+        .submit("q", "1", &SubmitOptions::default())
+        .await
+        .expect("submit");
+    let cancelled = client
+        .submit("q", "2", &SubmitOptions::default())
+        .await
+        .expect("submit");
+    assert!(
+        client
+            .cancel(&cancelled, "changed my mind")
+            .await
+            .expect("cancel")
+    );
+    let mut conn = redis::Client::open(url.as_str())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("raw");
+    // An id pushed without its hash.
+    let _: () = redis::cmd("LPUSH")
+        .arg(keys::tasks("q"))
+        .arg("no-hash")
+        .query_async(&mut conn)
+        .await
+        .expect("lpush");
+    let last = client
+        .submit("q", "4", &SubmitOptions::default())
+        .await
+        .expect("submit");
+
+    let claims = broker.claim_batch(10).await.expect("claim");
+    assert_eq!(claims.len(), 4, "{claims:?}");
+    assert!(matches!(&claims[0], Claim::Run(t) if t.task_id == first));
+    assert!(
+        matches!(&claims[1], Claim::Cancelled { task_id, reason }
+            if *task_id == cancelled && reason == "changed my mind"),
+        "{:?}",
+        claims[1]
+    );
+    assert!(
+        matches!(&claims[2], Claim::Invalid { task_id, .. } if task_id == "no-hash"),
+        "{:?}",
+        claims[2]
+    );
+    assert!(matches!(&claims[3], Claim::Run(t) if t.task_id == last));
+    assert!(client.queued("q", 10).await.expect("queued").is_empty());
+    // Both that could not run ended as errors, counted once each; the two
+    // runnable ones are held, oldest at the right end.
+    let stats = client.stats_many(&["q"]).await.expect("stats").remove(0);
+    assert_eq!((stats.processed, stats.failed), (0, 2));
+    let processing: Vec<String> = redis::cmd("LRANGE")
+        .arg(keys::processing("q", "w1"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .expect("lrange");
+    assert_eq!(processing, [last.clone(), first.clone()]);
+    let Some(Outcome::Failed(f)) = client.check(&cancelled).await.expect("check") else {
+        panic!("the cancelled task ends as an error")
+    };
+    assert_eq!(f.kind, FailureKind::Cancelled);
+}

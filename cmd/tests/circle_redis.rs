@@ -111,10 +111,18 @@ async fn a_circle_with_its_own_redis_keeps_all_its_keys_there_and_none_on_the_de
         !on_own.iter().any(|k| k.contains("alpha")),
         "a key of alpha on own: {on_own:?}"
     );
-    // Beta and Gamma share one task client (one reply listener) on their
-    // Redis; Alpha's is on the default.
-    assert_eq!(reply_channels(own.port()), 1);
-    assert_eq!(reply_channels(main.port()), 1);
+    // Beta and Gamma share one task client on their Redis; Alpha's is on
+    // the default. Each has one reply listener, plus one for its twin on the
+    // actix thread once that thread has submitted through it: two per
+    // Redis at most, however many circles use it (four here if Beta and
+    // Gamma each had their own).
+    for (redis, port) in [("own", own.port()), ("main", main.port())] {
+        let listeners = reply_channels(port);
+        assert!(
+            (1..=2).contains(&listeners),
+            "{listeners} reply listeners on {redis}"
+        );
+    }
     let status = o.stop();
     assert!(status.success(), "{status}\n{}", o.stderr());
 }

@@ -21,9 +21,21 @@ local function take(queue, plist, stats, prefix, worker, now, ttl, n, out, okey,
     out[#out + 1] = { 'fenced', '' }
     return
   end
-  for _ = 1, n do
+  if n == 1 then
     local id = redis.call('LMOVE', queue, plist, 'RIGHT', 'LEFT')
-    if not id then return end
+    if id then out[#out + 1] = claim(id, plist, stats, prefix, worker, now, ttl) end
+    return
+  end
+  if n < 1 then return end
+  -- The n oldest (the right end), moved in three calls, not n: the same
+  -- lists as n LMOVEs (the oldest deepest in plist, the newest at its head).
+  local newest = redis.call('LRANGE', queue, -n, -1)
+  if #newest == 0 then return end
+  redis.call('LTRIM', queue, 0, -(#newest + 1))
+  local ids = {}
+  for j = #newest, 1, -1 do ids[#ids + 1] = newest[j] end
+  redis.call('LPUSH', plist, unpack(ids))
+  for _, id in ipairs(ids) do
     out[#out + 1] = claim(id, plist, stats, prefix, worker, now, ttl)
   end
 end
@@ -38,9 +50,10 @@ static CLAIM_BATCH: LazyLock<Script> = LazyLock::new(|| {
     let finish = FINISH.as_str();
     Script::new(&format!(
         "{finish}{CLAIM}{TAKE}
-local out = {{}}
-take(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), out,
+local out, counted = {{}}, tally(KEYS[3])
+take(KEYS[1], KEYS[2], counted, ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), out,
   KEYS[4], ARGV[6])
+flush(counted)
 return out"
     ))
 });
@@ -65,7 +78,7 @@ static FINISH_BATCH: LazyLock<Script> = LazyLock::new(|| {
     let finish = FINISH.as_str();
     Script::new(&format!(
         "{finish}{CLAIM}{TAKE}
-local written, cancelled = {{}}, {{}}
+local written, cancelled, counted = {{}}, {{}}, tally(KEYS[2])
 local worker, now, ttl, prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local i = 9
 for t = 1, tonumber(ARGV[7]) do
@@ -80,7 +93,7 @@ for t = 1, tonumber(ARGV[7]) do
     redis.call('LREM', KEYS[1], 1, id)
     written[t] = 0
   else
-    finish(dkey, id, KEYS[1], KEYS[2], now, ttl, fields, note, h[3],
+    finish(dkey, id, KEYS[1], counted, now, ttl, fields, note, h[3],
       delivered_ttl(h[4], h[5], h[6], now, ttl))
     written[t] = 1
   end
@@ -106,7 +119,7 @@ for j = #ARGV, i, -1 do
     elseif string.find(h[6], '^[%w%p ]+$') then
       why = string.sub(h[6], 1, 200)
     end
-    finish(dkey, id, KEYS[1], KEYS[2], now, ttl, {{ 'status', 'error', 'errorKind',
+    finish(dkey, id, KEYS[1], counted, now, ttl, {{ 'status', 'error', 'errorKind',
       KIND_CANCELLED, 'error', 'cancelled before it ran: ' .. why }}, nil, h[3],
       delivered_ttl(h[4], h[5], h[6], now, ttl))
     cancelled[#cancelled + 1] = id
@@ -114,8 +127,9 @@ for j = #ARGV, i, -1 do
   end
 end
 local out = {{ written, cancelled }}
-take(KEYS[3], KEYS[1], KEYS[2], prefix, worker, now, ttl, tonumber(ARGV[5]), out, KEYS[4],
+take(KEYS[3], KEYS[1], counted, prefix, worker, now, ttl, tonumber(ARGV[5]), out, KEYS[4],
   ARGV[8])
+flush(counted)
 return out"
     ))
 });
