@@ -19,9 +19,29 @@ use serde_json::json;
 
 const RELOAD_DEADLINE: Duration = Duration::from_secs(30);
 
-/// Whether something accepts TCP connections on the loopback `port`.
-fn accepts(port: u16) -> bool {
-    TcpStream::connect(("127.0.0.1", port)).is_ok()
+/// Whether the process `pid` listens on TCP `port` (IPv4 or IPv6): one of
+/// its descriptors is a listening socket of `/proc/net/tcp{,6}` on that
+/// port. Asked of the process, not of the port, so a parallel test that
+/// happens to bind the same free port cannot make it true.
+fn listens(pid: u32, port: u16) -> bool {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // local_address is ADDR:PORT in hex; state 0A is LISTEN.
+            let local_port = cols
+                .get(1)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) && cols.get(3) == Some(&"0A") {
+                inodes.extend(cols.get(9).map(|i| format!("socket:[{i}]")));
+            }
+        }
+    }
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("the process's descriptors");
+    fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .any(|target| inodes.iter().any(|i| target.to_str() == Some(i.as_str())))
 }
 
 /// Starts the binary on `config` with `data_dir` and `extra` options.
@@ -104,7 +124,7 @@ async fn a_play_through_a_gateway_runs_on_the_database_of_a_worker_in_another_pr
         "the worker's table says it serves no endpoint:\n{}",
         worker.stdout()
     );
-    assert!(!accepts(alpha), "a worker binds no port");
+    assert!(!listens(worker.pid(), alpha), "a worker binds no port");
     let ready = wait_ready(&admin_addr(&worker.stdout()).to_string());
     assert!(ready.contains(r#""ready":true"#), "{ready}");
 
@@ -122,6 +142,7 @@ async fn a_play_through_a_gateway_runs_on_the_database_of_a_worker_in_another_pr
     );
     let ready = wait_ready(&admin_addr(&gateway.stdout()).to_string());
     assert!(ready.contains(r#""ready":true"#), "{ready}");
+    assert!(listens(gateway.pid(), alpha), "the gateway serves the circle");
 
     let mut ws = connect(alpha).await;
     let id = output(&mut ws, "db::insert(#{ n: 41 })").await;
@@ -134,7 +155,10 @@ async fn a_play_through_a_gateway_runs_on_the_database_of_a_worker_in_another_pr
     assert_eq!(config, sandbox.path().join("circles.json"));
     worker.signal("HUP");
     worker.wait_stdout("reload applied", RELOAD_DEADLINE);
-    assert!(!accepts(beta), "a reload in a worker binds no port");
+    assert!(
+        !listens(worker.pid(), beta),
+        "a reload in a worker binds no port"
+    );
     gateway.signal("HUP");
     gateway.wait_stdout("reload applied", RELOAD_DEADLINE);
     let mut ws = connect(beta).await;
@@ -202,7 +226,11 @@ async fn circles_runs_only_the_named_circles_and_a_reload_keeps_the_choice() {
     assert!(!o.stdout().contains("Gamma"), "{}", o.stdout());
     assert_eq!(output(&mut connect(a).await, "40 + 2").await, "42");
     assert_eq!(output(&mut connect(b).await, "40 + 2").await, "42");
-    assert!(!accepts(c), "a circle --circles leaves out is not served");
+    assert!(listens(o.pid(), a), "a circle --circles names is served");
+    assert!(
+        !listens(o.pid(), c),
+        "a circle --circles leaves out is not served"
+    );
 
     sandbox.circles(&[
         (1, "Alpha", a),
@@ -212,7 +240,10 @@ async fn circles_runs_only_the_named_circles_and_a_reload_keeps_the_choice() {
     ]);
     o.signal("HUP");
     o.wait_stdout("reload applied", RELOAD_DEADLINE);
-    assert!(!accepts(c) && !accepts(d), "the reload kept the choice");
+    assert!(
+        !listens(o.pid(), c) && !listens(o.pid(), d),
+        "the reload kept the choice"
+    );
     assert_eq!(output(&mut connect(a).await, "40 + 2").await, "42");
 
     // The file no longer has a circle --circles names: the reload changes nothing.
