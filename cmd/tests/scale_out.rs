@@ -142,7 +142,10 @@ async fn a_play_through_a_gateway_runs_on_the_database_of_a_worker_in_another_pr
     );
     let ready = wait_ready(&admin_addr(&gateway.stdout()).to_string());
     assert!(ready.contains(r#""ready":true"#), "{ready}");
-    assert!(listens(gateway.pid(), alpha), "the gateway serves the circle");
+    assert!(
+        listens(gateway.pid(), alpha),
+        "the gateway serves the circle"
+    );
 
     let mut ws = connect(alpha).await;
     let id = output(&mut ws, "db::insert(#{ n: 41 })").await;

@@ -5,13 +5,14 @@
 //! Layering: above `compact` and `state`; `db` starts and stops it.
 //!
 //! Compaction is due when the data files hold at least
-//! `Config::compaction_min_bytes` and 1.5 times the versions the last
-//! compaction kept (before the first one: the live versions' bytes); frames
-//! it copied verbatim because they were committed while it ran do not
-//! count, so a compaction that ran beside heavy writes is followed by
-//! another. The worker compacts until none is due. So the files settle
-//! under 1.5 times what compaction keeps (or `compaction_min_bytes`), and
-//! each byte committed is copied about twice.
+//! `Config::compaction_min_bytes` and at least a third of their bytes are
+//! versions replaced or deleted since the last compaction started (at the
+//! first look after open: everything but the live versions), so a third of
+//! the files at most could go. Inserts replace nothing: a database that
+//! only grows is never copied. The worker compacts until none is due. So
+//! under updates the files settle under 1.5 times what compaction keeps
+//! (or `compaction_min_bytes`), and each byte committed is copied about
+//! twice.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -76,14 +77,20 @@ fn compaction_due(store: &Store) -> bool {
     if min == 0 || bytes < min {
         return false;
     }
-    let mut base = store.wake.base.load(Ordering::Relaxed);
-    if base == 0 {
+    if !store.wake.measured.swap(true, Ordering::Relaxed) {
         let st = store.read_state();
         let mut live = FILE_HEADER_LEN;
         st.index
             .for_each(|_, l| live += OP_HEADER_LEN as u64 + u64::from(l.value_len));
-        base = live;
-        store.wake.base.store(base, Ordering::Relaxed);
+        store
+            .wake
+            .superseded
+            .store(bytes.saturating_sub(live), Ordering::Relaxed);
     }
-    bytes >= base.saturating_add(base / 2)
+    store
+        .wake
+        .superseded
+        .load(Ordering::Relaxed)
+        .saturating_mul(3)
+        >= bytes
 }

@@ -12,7 +12,7 @@ use crate::batch::OpRef;
 use crate::checkpoint::Covered;
 use crate::error::{Error, Result};
 use crate::files::DataFile;
-use crate::format::{FILE_HEADER_LEN, FrameBuilder, OpKind, Pos};
+use crate::format::{FILE_HEADER_LEN, FrameBuilder, OP_HEADER_LEN, OpKind, Pos};
 use crate::index::Loc;
 use crate::state::{Store, Writer};
 use crate::stats::Counters;
@@ -96,7 +96,14 @@ impl Store {
         self.write_frame(&mut w, &file, &frame, sync)?;
         self.counters.committed(frame.len() as u64);
         let mut st = self.write_state();
+        let mut superseded = 0;
         for (id, loc) in updates {
+            if let Some(old) = st.index.get(id) {
+                superseded += OP_HEADER_LEN as u64 + u64::from(old.value_len);
+            }
+            if loc.is_none() {
+                superseded += OP_HEADER_LEN as u64;
+            }
             match loc {
                 Some(loc) => st.index.insert(id, loc),
                 None => st.index.remove(id),
@@ -109,6 +116,11 @@ impl Store {
             last_frame: Some((at, crate::format::le32(&frame[8..12]))),
         };
         drop(st);
+        if superseded > 0 {
+            self.wake
+                .superseded
+                .fetch_add(superseded, std::sync::atomic::Ordering::Relaxed);
+        }
         self.wake
             .committed(frame.len() as u64, self.config.checkpoint_bytes);
         Ok(outcome)

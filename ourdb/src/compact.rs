@@ -29,6 +29,7 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::checkpoint::{self, Covered};
@@ -91,6 +92,9 @@ impl Store {
     /// database is closing (nothing changed).
     pub(crate) fn compact_now(&self) -> Result<bool> {
         let _one = self.lock_compacting();
+        // What this compaction can reclaim; what commits replace while it
+        // runs is left for the next one.
+        let superseded = self.wake.superseded.load(Ordering::Relaxed);
         let (entries, files, first_no, from, next_id) = {
             let st = self.read_state();
             let mut entries = Vec::with_capacity(st.index.len());
@@ -126,15 +130,14 @@ impl Store {
                 return other;
             }
         }
-        // What the next compaction is measured against: the versions kept
-        // of this snapshot, not the frames copied verbatim after it (those
-        // may hold garbage the next compaction reclaims).
-        let kept = out.offset;
         let res = self.catch_up_and_switch(from, &mut out);
         if matches!(res, Ok(true)) {
-            self.wake
-                .base
-                .store(kept, std::sync::atomic::Ordering::Relaxed);
+            let _ = self
+                .wake
+                .superseded
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                    Some(s.saturating_sub(superseded))
+                });
         } else {
             let _ = std::fs::remove_file(&out.path);
         }

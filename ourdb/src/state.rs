@@ -42,8 +42,13 @@ impl State {
 pub(crate) struct Wake {
     /// Bytes committed since the worker last looked.
     pub pending: AtomicU64,
-    /// Data file bytes right after the last compaction (0: not known yet).
-    pub base: AtomicU64,
+    /// Bytes in the data files of versions a later commit replaced or
+    /// deleted, and of deletes, since the last compaction started: what the
+    /// next one could reclaim at most (it keeps `Config::history` versions).
+    /// Commits add to it; the first look after open sets it from the index.
+    pub superseded: AtomicU64,
+    /// Whether `superseded` was set from the index since open.
+    pub measured: AtomicBool,
     pub stop: AtomicBool,
     flag: Mutex<bool>,
     cond: Condvar,

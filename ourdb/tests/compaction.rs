@@ -295,3 +295,37 @@ fn background_compaction_runs_once_the_files_outgrow_what_it_kept() {
         assert!(db.history(id, 5).unwrap().len() >= 2);
     }
 }
+
+#[test]
+fn a_store_that_only_grows_is_never_compacted_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        checkpoint_bytes: 16 << 10,
+        compaction_min_bytes: 128 << 10,
+        ..config(2)
+    };
+    let db = OurDb::open(dir.path(), cfg).unwrap();
+    // Ten times the compaction threshold of inserts: nothing to reclaim.
+    for _ in 0..12_000 {
+        db.insert(&[7; 100]).unwrap();
+    }
+    // The background worker is woken every 16 KiB and has looked by now
+    // (it writes a checkpoint each time it finds no compaction due).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while db.stats().checkpoints < 10 {
+        assert!(Instant::now() < deadline, "the background worker never ran");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(db.stats().compactions, 0, "{:?}", db.stats());
+    // Deleting half the records makes one due.
+    for id in (1..=12_000).step_by(2) {
+        db.delete(id).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while db.stats().compactions == 0 {
+        assert!(Instant::now() < deadline, "no compaction after the deletes");
+        db.insert(&[8; 100]).unwrap();
+    }
+    assert_eq!(db.get(2).unwrap(), Some(vec![7; 100]));
+    assert_eq!(db.get(1).unwrap(), None);
+}
