@@ -73,7 +73,10 @@ end
 
 local function finish(dkey, id, plist, stats, now, ttl, fields, note, reply, delivered)
   redis.call('HSET', dkey, 'updatedAt', now, unpack(fields))
-  redis.call('LREM', plist, 1, id)
+  -- From the right end: a worker runs its batch oldest first, and the
+  -- oldest ids are there, so the scan stops at once instead of crossing
+  -- the batch.
+  redis.call('LREM', plist, -1, id)
   local field = 'failed'
   if fields[2] == 'completed' then field = 'processed' end
   if type(stats) == 'table' then

@@ -90,7 +90,7 @@ for t = 1, tonumber(ARGV[7]) do
   local h = redis.call('HMGET', dkey, 'status', 'workerId', 'replyTo', 'deliveredTtl',
     'deadline', 'cancel')
   if h[1] ~= 'processing' or h[2] ~= worker then
-    redis.call('LREM', KEYS[1], 1, id)
+    redis.call('LREM', KEYS[1], -1, id)
     written[t] = 0
   else
     finish(dkey, id, KEYS[1], counted, now, ttl, fields, note, h[3],
