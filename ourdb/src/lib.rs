@@ -139,9 +139,10 @@ pub struct Config {
     /// `close`, compaction only through [`OurDb::compact`]. Default 8 MiB.
     pub checkpoint_bytes: u64,
     /// The background thread compacts once the data files hold at least this
-    /// many bytes and 1.5 times what they held after the last compaction
-    /// (before the first: the live versions' bytes). 0: never in the
-    /// background. Default 64 MiB.
+    /// many bytes and a third of them are versions replaced or deleted since
+    /// the last compaction started (so under updates the files grow to 1.5
+    /// times what the last one kept; inserts alone never make one due). 0:
+    /// never in the background. Default 64 MiB.
     pub compaction_min_bytes: u64,
 }
 
