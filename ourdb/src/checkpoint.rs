@@ -8,14 +8,19 @@
 //! ```text
 //! checkpoint = "OURDBCK1" | mode u8 | 3 zero bytes | first_file u32 | end_file u32
 //!              | end_offset u64 | last_frame_offset u64 | last_frame_crc u32
-//!              | next_id u32 | dense u8 | 7 zero bytes | count u64 | entries
-//!              | crc32 of everything before it
+//!              | next_id u32 | dense u8 | known u8 | superseded u48 | count u64
+//!              | entries | crc32 of everything before it
 //! entries    = the index as `Index::encode` writes it
 //! ```
 //!
 //! `first_file` is the first data file (0 or the last generation start),
 //! `end_*` the position just past the last frame the index includes, and
 //! `last_frame_*` where that frame starts and its CRC (`u64::MAX`: no frame).
+//! `superseded` (when `known` is 1) is the background worker's count of bytes
+//! that versions replaced or deleted since the last compaction started take
+//! in the files the index covers, so open resumes the count instead of
+//! estimating it; `known` 0 (a checkpoint written before the count was known
+//! since open) leaves the estimate to the background worker's first look.
 //! A checkpoint is trusted only when its checksum holds, its mode and first
 //! file match the directory, its end lies within the files, and the frame it
 //! ends with is still there, whole, with that CRC; anything else makes open
@@ -57,7 +62,12 @@ pub(crate) struct Checkpoint {
     pub index: Index,
     /// Where the index's locations lie.
     pub bounds: Bounds,
+    /// Bytes superseded since the last compaction started, when known.
+    pub superseded: Option<u64>,
 }
+
+/// The largest `superseded` a checkpoint holds (48 bits); more is saved as this.
+const SUPERSEDED_MAX: u64 = (1 << 48) - 1;
 
 /// Encodes a checkpoint of `index` (which holds every frame up to `end`).
 pub(crate) fn encode(
@@ -66,6 +76,7 @@ pub(crate) fn encode(
     end: Covered,
     next_id: u32,
     index: &Index,
+    superseded: Option<u64>,
 ) -> Vec<u8> {
     let mut b = Vec::with_capacity(HEADER_LEN + index.len() * 16 + 4);
     b.extend_from_slice(MAGIC);
@@ -79,7 +90,13 @@ pub(crate) fn encode(
     b.extend_from_slice(&lf_crc.to_le_bytes());
     b.extend_from_slice(&next_id.to_le_bytes());
     b.push(u8::from(matches!(index, Index::Dense { .. })));
-    b.extend_from_slice(&[0; 7]);
+    match superseded {
+        Some(n) => {
+            b.push(1);
+            b.extend_from_slice(&n.min(SUPERSEDED_MAX).to_le_bytes()[..6]);
+        }
+        None => b.extend_from_slice(&[0; 7]),
+    }
     let count_at = b.len();
     b.extend_from_slice(&0u64.to_le_bytes());
     debug_assert_eq!(b.len(), HEADER_LEN);
@@ -142,6 +159,8 @@ pub(crate) fn decode_from(
         .filter(|_| fed)
         .ok_or("checkpoint entries do not decode")?;
     let lf_at = le64(&h[28..36]);
+    let mut superseded = [0u8; 8];
+    superseded[..6].copy_from_slice(&h[46..52]);
     Ok(Checkpoint {
         first_file: le32(&h[12..16]),
         end: Covered {
@@ -152,6 +171,7 @@ pub(crate) fn decode_from(
         next_id: le32(&h[40..44]),
         index,
         bounds,
+        superseded: (h[45] == 1).then(|| u64::from_le_bytes(superseded)),
     })
 }
 
@@ -213,13 +233,14 @@ mod tests {
     fn round_trips_and_any_flipped_bit_or_cut_is_refused() {
         for mode in [Mode::Incremental, Mode::KeyValue] {
             let (end, ix) = sample(mode);
-            let b = encode(mode, 1, end, 4, &ix);
+            let b = encode(mode, 1, end, 4, &ix, Some(12_345));
             let decode = |b: &[u8], mode| decode_from(b, b.len() as u64, mode);
             let cp = decode(&b, mode).expect("decodes");
             assert_eq!(cp.first_file, 1);
             assert_eq!(cp.end, end);
             assert_eq!(cp.next_id, 4);
             assert_eq!(cp.index.get(3), ix.get(3));
+            assert_eq!(cp.superseded, Some(12_345));
             for i in 0..b.len() * 8 {
                 let mut bad = b.clone();
                 bad[i / 8] ^= 1 << (i % 8);
@@ -234,5 +255,20 @@ mod tests {
             };
             assert!(decode(&b, other).unwrap_err().contains("other mode"));
         }
+    }
+
+    #[test]
+    fn the_superseded_count_is_kept_when_known_and_absent_otherwise() {
+        let (end, ix) = sample(Mode::Incremental);
+        let decode = |b: &[u8]| decode_from(b, b.len() as u64, Mode::Incremental).expect("decodes");
+        let unknown = encode(Mode::Incremental, 0, end, 4, &ix, None);
+        assert_eq!(decode(&unknown).superseded, None);
+        assert_eq!(unknown[45..52], [0; 7], "the layout without a count");
+        assert_eq!(
+            decode(&encode(Mode::Incremental, 0, end, 4, &ix, Some(0))).superseded,
+            Some(0)
+        );
+        let huge = encode(Mode::Incremental, 0, end, 4, &ix, Some(u64::MAX));
+        assert_eq!(decode(&huge).superseded, Some(SUPERSEDED_MAX));
     }
 }

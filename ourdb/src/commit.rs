@@ -115,12 +115,14 @@ impl Store {
             offset: w.offset,
             last_frame: Some((at, crate::format::le32(&frame[8..12]))),
         };
-        drop(st);
+        // Under the state lock, so a compaction's or a checkpoint's snapshot
+        // of the index and this count agree.
         if superseded > 0 {
             self.wake
                 .superseded
                 .fetch_add(superseded, std::sync::atomic::Ordering::Relaxed);
         }
+        drop(st);
         self.wake
             .committed(frame.len() as u64, self.config.checkpoint_bytes);
         Ok(outcome)

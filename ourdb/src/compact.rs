@@ -64,12 +64,18 @@ impl Store {
             if *last == Some((st.first_file, st.end)) || nothing_written {
                 return Ok(false);
             }
+            let superseded = self
+                .wake
+                .measured
+                .load(Ordering::Relaxed)
+                .then(|| self.wake.superseded.load(Ordering::Relaxed));
             let bytes = checkpoint::encode(
                 self.config.mode,
                 st.first_file,
                 st.end,
                 st.next_id,
                 &st.index,
+                superseded,
             );
             let file = st.file(st.end.file).map(Arc::clone);
             (bytes, st.end, st.first_file, file)
@@ -92,14 +98,22 @@ impl Store {
     /// database is closing (nothing changed).
     pub(crate) fn compact_now(&self) -> Result<bool> {
         let _one = self.lock_compacting();
-        // What this compaction can reclaim; what commits replace while it
-        // runs is left for the next one.
-        let superseded = self.wake.superseded.load(Ordering::Relaxed);
-        let (entries, files, first_no, from, next_id) = {
+        let (entries, files, first_no, from, next_id, superseded) = {
             let st = self.read_state();
+            // What this compaction can reclaim; what commits replace while
+            // it runs is left for the next one.
+            let superseded = self.wake.superseded.load(Ordering::Relaxed);
             let mut entries = Vec::with_capacity(st.index.len());
             st.index.for_each(|id, loc| entries.push((id, loc)));
-            (entries, st.files.clone(), st.first_file, st.end, st.next_id)
+            let files = st.files.clone();
+            (
+                entries,
+                files,
+                st.first_file,
+                st.end,
+                st.next_id,
+                superseded,
+            )
         };
         let path = files::compaction_tmp_path(&self.dir);
         let file = OpenOptions::new()
@@ -130,15 +144,8 @@ impl Store {
                 return other;
             }
         }
-        let res = self.catch_up_and_switch(from, &mut out);
-        if matches!(res, Ok(true)) {
-            let _ = self
-                .wake
-                .superseded
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
-                    Some(s.saturating_sub(superseded))
-                });
-        } else {
+        let res = self.catch_up_and_switch(from, &mut out, superseded);
+        if !matches!(res, Ok(true)) {
             let _ = std::fs::remove_file(&out.path);
         }
         res
@@ -230,7 +237,9 @@ impl Store {
     }
 
     /// Copies the frames committed since `from`, then switches to `out`.
-    fn catch_up_and_switch(&self, from: Covered, out: &mut Out) -> Result<bool> {
+    /// `reclaimed`: the superseded count when the compaction started, taken
+    /// off the count at the switch (before the checkpoint that follows it).
+    fn catch_up_and_switch(&self, from: Covered, out: &mut Out, reclaimed: u64) -> Result<bool> {
         let mut from = (from.file, from.offset);
         for _ in 0..CATCH_UP_ROUNDS {
             if self.wake.stopping() {
@@ -319,6 +328,12 @@ impl Store {
         let old = {
             let mut st = self.write_state();
             st.index = index;
+            let _ = self
+                .wake
+                .superseded
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                    Some(s.saturating_sub(reclaimed))
+                });
             st.first_file = n;
             st.end = Covered {
                 file: n,

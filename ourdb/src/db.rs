@@ -87,7 +87,7 @@ impl OurDb {
             dir,
             config,
             counters: crate::stats::Counters::opened(o.file_bytes, o.from_checkpoint, o.scanned),
-            wake: Default::default(),
+            wake: crate::state::Wake::resuming(o.superseded),
             checkpointing: Mutex::new(o.checkpoint),
             compacting: Mutex::new(()),
         });

@@ -141,8 +141,10 @@ pub struct Config {
     /// The background thread compacts once the data files hold at least this
     /// many bytes and a third of them are versions replaced or deleted since
     /// the last compaction started (so under updates the files grow to 1.5
-    /// times what the last one kept; inserts alone never make one due). 0:
-    /// never in the background. Default 64 MiB.
+    /// times what the last one kept; inserts alone never make one due). The
+    /// count survives a reopen in the checkpoint; without one that carries
+    /// it, every version but the live ones counts. 0: never in the
+    /// background. Default 64 MiB.
     pub compaction_min_bytes: u64,
 }
 

@@ -36,6 +36,8 @@ pub(crate) struct Opened {
     pub file_bytes: u64,
     pub from_checkpoint: bool,
     pub scanned: u64,
+    /// Bytes superseded since the last compaction started, when known.
+    pub superseded: Option<u64>,
     /// First file and end of the checkpoint on disk, when it was used.
     pub checkpoint: Option<(u32, Covered)>,
 }
@@ -44,7 +46,8 @@ pub(crate) struct Opened {
 pub(crate) fn open_files(dir: &Path, config: &Config) -> Result<Opened> {
     files::remove_temp_files(dir)?;
     let mut nums = files::list_data_files(dir)?;
-    if nums.is_empty() {
+    let created = nums.is_empty();
+    if created {
         files::create_data_file(dir, 0, config.mode, 0)?;
         nums.push(0);
     }
@@ -94,6 +97,7 @@ pub(crate) fn open_files(dir: &Path, config: &Config) -> Result<Opened> {
             Recovered {
                 index: cp.index,
                 next_id: cp.next_id,
+                superseded: cp.superseded,
             },
             Some((cp.end.file, cp.end.offset)),
             cp.end.last_frame,
@@ -105,6 +109,9 @@ pub(crate) fn open_files(dir: &Path, config: &Config) -> Result<Opened> {
                     Mode::KeyValue => Index::sparse(),
                 },
                 next_id: 1,
+                // A new store has nothing superseded; of an old one a full
+                // scan cannot tell what the last compaction kept as history.
+                superseded: created.then_some(0),
             },
             None,
             None,
@@ -176,6 +183,7 @@ pub(crate) fn open_files(dir: &Path, config: &Config) -> Result<Opened> {
         file_bytes,
         from_checkpoint,
         scanned,
+        superseded: rec.superseded,
         checkpoint: on_disk,
     })
 }

@@ -28,6 +28,10 @@ use crate::index::{Index, Loc};
 pub(crate) struct Recovered {
     pub index: Index,
     pub next_id: u32,
+    /// Bytes of versions replaced or deleted since the last compaction
+    /// started, counted on from the checkpoint's figure as the scan applies
+    /// frames after it (`None`: not known, and not counted).
+    pub superseded: Option<u64>,
 }
 
 /// Outcome of scanning one file.
@@ -205,6 +209,15 @@ fn apply_frame(
         }
         if mode == Mode::Incremental && (h.id == 0 || h.id >= next_id) {
             return Err((op_at, "op id outside the ids handed out"));
+        }
+        if let Some(superseded) = rec.superseded.as_mut() {
+            // As a commit counts it: the version replaced, and a delete itself.
+            if let Some(old) = rec.index.get(h.id) {
+                *superseded += OP_HEADER_LEN as u64 + u64::from(old.value_len);
+            }
+            if h.kind == OpKind::Delete {
+                *superseded += OP_HEADER_LEN as u64;
+            }
         }
         match h.kind {
             OpKind::Put => rec.index.insert(

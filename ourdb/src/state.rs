@@ -45,9 +45,10 @@ pub(crate) struct Wake {
     /// Bytes in the data files of versions a later commit replaced or
     /// deleted, and of deletes, since the last compaction started: what the
     /// next one could reclaim at most (it keeps `Config::history` versions).
-    /// Commits add to it; the first look after open sets it from the index.
+    /// Commits add to it; open resumes it from the checkpoint (0 for a new
+    /// store), or else the first look after open estimates it from the index.
     pub superseded: AtomicU64,
-    /// Whether `superseded` was set from the index since open.
+    /// Whether `superseded` is known: resumed at open or estimated since.
     pub measured: AtomicBool,
     pub stop: AtomicBool,
     flag: Mutex<bool>,
@@ -55,6 +56,17 @@ pub(crate) struct Wake {
 }
 
 impl Wake {
+    /// A wake whose `superseded` count starts at `known`, or (`None`) is
+    /// left for the background worker's first look to estimate.
+    pub(crate) fn resuming(known: Option<u64>) -> Wake {
+        let wake = Wake::default();
+        if let Some(n) = known {
+            wake.superseded.store(n, Ordering::Relaxed);
+            wake.measured.store(true, Ordering::Relaxed);
+        }
+        wake
+    }
+
     /// Counts `bytes` committed; wakes the worker every `every` bytes (0: never).
     pub(crate) fn committed(&self, bytes: u64, every: u64) {
         let before = self.pending.fetch_add(bytes, Ordering::Relaxed);

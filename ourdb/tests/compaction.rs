@@ -329,3 +329,95 @@ fn a_store_that_only_grows_is_never_compacted_in_the_background() {
     assert_eq!(db.get(2).unwrap(), Some(vec![7; 100]));
     assert_eq!(db.get(1).unwrap(), None);
 }
+
+/// Waits until the background worker has written `n` more checkpoints than
+/// `before` (it writes one each time it looks and finds no compaction due,
+/// or after one), inserting to wake it.
+fn wait_for_looks(db: &OurDb, before: u64, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while db.stats().checkpoints < before + n {
+        assert!(Instant::now() < deadline, "the background worker never ran");
+        for _ in 0..20 {
+            db.insert(&[9; 100]).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_store_whose_versions_are_all_kept_is_not_copied_again_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        checkpoint_bytes: 16 << 10,
+        compaction_min_bytes: 128 << 10,
+        ..config(16)
+    };
+    let db = OurDb::open(dir.path(), cfg.clone()).unwrap();
+    for _ in 0..2_000 {
+        db.insert(&[1; 100]).unwrap();
+    }
+    for v in 2..=3u8 {
+        for id in 1..=2_000 {
+            db.update(id, &[v; 100]).unwrap();
+        }
+    }
+    // Every version is within the history kept: a compaction copies them all.
+    db.compact().unwrap();
+    db.close().unwrap();
+
+    let db = OurDb::open(dir.path(), cfg).unwrap();
+    assert!(db.stats().opened_from_checkpoint, "{:?}", db.stats());
+    // Two thirds of the bytes are older versions, none of them reclaimable:
+    // the count the checkpoint carries says so, and no look compacts.
+    wait_for_looks(&db, 0, 3);
+    assert_eq!(db.stats().compactions, 0, "{:?}", db.stats());
+    assert_eq!(db.history(7, 16).unwrap().len(), 3);
+}
+
+#[test]
+fn deletes_committed_after_the_checkpoint_make_a_compaction_due_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        // No background work in the first handle: only the checkpoint below.
+        checkpoint_bytes: 0,
+        compaction_min_bytes: 128 << 10,
+        ..config(2)
+    };
+    let db = OurDb::open(dir.path(), cfg.clone()).unwrap();
+    for _ in 0..3_000 {
+        db.insert(&[1; 100]).unwrap();
+    }
+    db.checkpoint().unwrap();
+    for id in (1..=3_000).step_by(2) {
+        db.delete(id).unwrap();
+    }
+    // Dropped without close: the deletes lie after the checkpoint.
+    drop(db);
+
+    let db = OurDb::open(
+        dir.path(),
+        Config {
+            checkpoint_bytes: 16 << 10,
+            ..cfg
+        },
+    )
+    .unwrap();
+    let stats = db.stats();
+    assert!(
+        stats.opened_from_checkpoint && stats.open_scanned_bytes > 0,
+        "{stats:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while db.stats().compactions == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the deletes scanned at open were not counted"
+        );
+        for _ in 0..20 {
+            db.insert(&[9; 100]).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(db.get(1).unwrap(), None);
+    assert_eq!(db.get(2).unwrap(), Some(vec![1; 100]));
+}
