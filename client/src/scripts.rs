@@ -50,6 +50,15 @@ static FINISH: LazyLock<String> = LazyLock::new(|| {
 });
 
 const FINISH_FN: &str = r#"
+-- The fields of a task's hash (`HMGET`), or nil when its key holds another
+-- type (a third party wrote it): such a task can neither run nor be written
+-- to, and one bad key must not stop a worker's queue.
+local function read_task(dkey, ...)
+  local h = redis.pcall('HMGET', dkey, ...)
+  if h.err then return nil end
+  return h
+end
+
 -- The TTL a task that ends now gets if its notification reaches a
 -- subscriber, from its `deliveredTtl`, `deadline` and `cancel` fields: nil
 -- when it asked for none (or not a positive number), was cancelled (its
@@ -109,8 +118,12 @@ static END_UNREADABLE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{finish}
 local dkey = ARGV[2] .. ARGV[1]
-local h = redis.call('HMGET', dkey, 'status', 'workerId', 'replyTo', 'createdAt',
+local h = read_task(dkey, 'status', 'workerId', 'replyTo', 'createdAt',
   'deliveredTtl', 'deadline', 'cancel')
+if not h then
+  redis.call('LREM', KEYS[1], 1, ARGV[1])
+  return 0
+end
 if h[1] == 'completed' or h[1] == 'error' or (h[1] == 'processing' and h[2] ~= ARGV[3]) then
   redis.call('LREM', KEYS[1], 1, ARGV[1])
   return 0
@@ -186,8 +199,8 @@ static FINISH_TASK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{finish}{CLAIM}
 local written = 0
-local h = redis.call('HMGET', KEYS[1], 'status', 'workerId', 'replyTo', 'deliveredTtl',
-  'deadline', 'cancel')
+local h = read_task(KEYS[1], 'status', 'workerId', 'replyTo', 'deliveredTtl',
+  'deadline', 'cancel') or {{}}
 if h[1] ~= 'processing' or h[2] ~= ARGV[2] then
   redis.call('LREM', KEYS[2], 1, ARGV[1])
 else
@@ -245,7 +258,7 @@ pub(crate) static CLAIM_HEAD: LazyLock<Script> = LazyLock::new(|| {
 local id = redis.call('LINDEX', KEYS[1], 0)
 if not id then return false end
 if fenced(KEYS[4], ARGV[4]) then
-  local h = redis.call('HMGET', ARGV[1] .. id, 'status', 'workerId')
+  local h = read_task(ARGV[1] .. id, 'status', 'workerId') or {{}}
   if h[1] == 'processing' and h[2] == ARGV[2] then return false end
   return unclaim(id, KEYS[1], KEYS[3], ARGV[1], ARGV[2])
 end
@@ -297,8 +310,8 @@ local lost, requeued = 0, 0
 local ids = redis.call('LRANGE', KEYS[4], 0, -1)
 for _, id in ipairs(ids) do
   local dkey = ARGV[2] .. id
-  local h = redis.call('HMGET', dkey, 'status', 'workerId', 'retry', 'replyTo', 'deliveredTtl',
-    'deadline', 'cancel')
+  local h = read_task(dkey, 'status', 'workerId', 'retry', 'replyTo', 'deliveredTtl',
+    'deadline', 'cancel') or {{}}
   if h[1] == 'processing' and h[2] == ARGV[1] then
     if h[3] == '1' then
       redis.call('HSET', dkey, 'status', 'pending', 'updatedAt', ARGV[3])

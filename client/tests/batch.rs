@@ -225,3 +225,71 @@ async fn a_batch_claim_ends_the_tasks_it_cannot_run_and_counts_each_one_failure(
     };
     assert_eq!(f.kind, FailureKind::Cancelled);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_hash_a_third_party_replaced_is_finished_as_no_longer_ours() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let client = Client::connect(&url).await.expect("connect");
+    let broker =
+        WorkerBroker::new(&url, "q", "w1", &BrokerOptions::new(RESULT_TTL)).expect("broker");
+    let mut ids = Vec::new();
+    for script in ["1", "2", "3"] {
+        ids.push(
+            client
+                .submit("q", script, &SubmitOptions::default())
+                .await
+                .expect("submit"),
+        );
+    }
+    let claims = broker.claim_batch(3).await.expect("claim");
+    assert_eq!(run_ids(&claims), ids);
+    let mut conn = redis::Client::open(url.as_str())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("raw");
+    // While the first runs, a third party puts a string where the hashes of
+    // the first (finished next) and the third (held) were.
+    for id in [&ids[0], &ids[2]] {
+        let _: () = redis::cmd("SET")
+            .arg(keys::task_details(id))
+            .arg("replaced")
+            .query_async(&mut conn)
+            .await
+            .expect("set");
+    }
+    let outcome = Outcome::Completed(TaskOutput {
+        task_id: ids[0].clone(),
+        output: "1".into(),
+        printed: String::new(),
+        run_time: None,
+    });
+    let done = broker
+        .finish_batch(&[outcome], &[&ids[1], &ids[2]], 0, true)
+        .await
+        .expect("a finish over keys of another type still answers");
+    assert_eq!(done.written, [false]);
+    // The second goes back to the queue; the others leave the processing
+    // list, their keys untouched.
+    assert_eq!(
+        client.queued("q", 10).await.expect("queued"),
+        [ids[1].clone()]
+    );
+    let processing: Vec<String> = redis::cmd("LRANGE")
+        .arg(keys::processing("q", "w1"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .expect("lrange");
+    assert!(processing.is_empty(), "{processing:?}");
+    for id in [&ids[0], &ids[2]] {
+        let text: String = redis::cmd("GET")
+            .arg(keys::task_details(id))
+            .query_async(&mut conn)
+            .await
+            .expect("get");
+        assert_eq!(text, "replaced");
+    }
+}

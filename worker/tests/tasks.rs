@@ -205,6 +205,77 @@ async fn an_id_pushed_without_a_hash_or_without_a_script_ends_as_error_with_the_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_whose_details_key_is_not_a_hash_is_dropped_as_failed_and_the_queue_goes_on() {
+    let redis = testkit::RedisServer::start();
+    let worker = TestWorker::start(&redis.url(), "typed");
+    let mut conn = raw(&redis.url()).await;
+    // A third party's keys of other types where task hashes belong: the
+    // oldest is taken by the blocking pop, the next ones in a batch behind it.
+    let _: () = redis::cmd("SET")
+        .arg(client::keys::task_details("a-string"))
+        .arg("not a task")
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    let _: () = redis::cmd("RPUSH")
+        .arg(client::keys::task_details("a-list"))
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .expect("rpush");
+    for id in [&b"fine-1"[..], b"fine-2"] {
+        hset_raw(
+            &mut conn,
+            id,
+            &[(b"script", b"1 + 1"), (b"status", b"pending")],
+        )
+        .await;
+    }
+    lpush_raw(
+        &mut conn,
+        "rhai_tasks:typed",
+        &[b"a-string", b"a-list", b"fine-1", b"fine-2"],
+    )
+    .await;
+    until_status(&conn, "fine-2", "completed", WAIT).await;
+    assert_eq!(
+        hget(&mut conn, "fine-1", "status").await.as_deref(),
+        Some("completed")
+    );
+    // The keys are left as they were.
+    let text: String = redis::cmd("GET")
+        .arg(client::keys::task_details("a-string"))
+        .query_async(&mut conn)
+        .await
+        .expect("get");
+    assert_eq!(text, "not a task");
+    let list: Vec<String> = redis::cmd("LRANGE")
+        .arg(client::keys::task_details("a-list"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .expect("lrange");
+    assert_eq!(list, ["x"]);
+    let client = Client::connect(&redis.url()).await.expect("connect");
+    let stats = client
+        .stats_many(&["typed"])
+        .await
+        .expect("stats")
+        .remove(0);
+    assert_eq!((stats.processed, stats.failed, stats.queue_len), (2, 2, 0));
+    assert_eq!(stats.in_flight, 0);
+    assert_eq!(worker.status.counts(), (2, 2));
+    assert!(
+        keys(&mut conn, &client::keys::processing("typed", "*"))
+            .await
+            .is_empty(),
+        "nothing is left claimed"
+    );
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_that_are_not_utf8_end_their_task_as_invalid_and_the_worker_goes_on() {
     let redis = testkit::RedisServer::start();
     let worker = TestWorker::start(&redis.url(), "bytes");

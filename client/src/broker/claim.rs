@@ -186,6 +186,10 @@ pub(crate) fn parse_claim(reply: RawClaim) -> Result<Option<Parsed>> {
             task_id: id,
             reason: format!("{}; ended as error", text(2)),
         },
+        "foreign" => Claim::Invalid {
+            task_id: id,
+            reason: format!("{}; the id is dropped, the key left as it is", text(2)),
+        },
         "skipped" => Claim::Skipped {
             task_id: id,
             reason: format!("its status is {:?}, not pending", text(2)),

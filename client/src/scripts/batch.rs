@@ -87,8 +87,8 @@ for t = 1, tonumber(ARGV[7]) do
   for j = i + 3, i + 2 + n do fields[#fields + 1] = ARGV[j] end
   i = i + 3 + n
   local dkey = prefix .. id
-  local h = redis.call('HMGET', dkey, 'status', 'workerId', 'replyTo', 'deliveredTtl',
-    'deadline', 'cancel')
+  local h = read_task(dkey, 'status', 'workerId', 'replyTo', 'deliveredTtl',
+    'deadline', 'cancel') or {{}}
   if h[1] ~= 'processing' or h[2] ~= worker then
     redis.call('LREM', KEYS[1], -1, id)
     written[t] = 0
@@ -102,8 +102,8 @@ end
 for j = #ARGV, i, -1 do
   local id = ARGV[j]
   local dkey = prefix .. id
-  local h = redis.call('HMGET', dkey, 'status', 'workerId', 'replyTo', 'deliveredTtl',
-    'deadline', 'cancel')
+  local h = read_task(dkey, 'status', 'workerId', 'replyTo', 'deliveredTtl',
+    'deadline', 'cancel') or {{}}
   local ours = h[1] == 'processing' and h[2] == worker
   if ours and not h[6] and ARGV[6] == '1' then
     redis.call('HSET', dkey, 'status', 'pending', 'updatedAt', now)

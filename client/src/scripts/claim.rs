@@ -5,7 +5,9 @@
 /// Claims a task already moved into the processing list.
 /// Returns `{'run', id, script, deadline, caller, role, created}` (`''` for an
 /// absent deadline, caller or role; `created` is the task's `createdAt`; a present role is `read` or `write`),
-/// `{'invalid', id, reason}`,
+/// `{'invalid', id, reason}`, `{'foreign', id, reason}` (its key is not a
+/// hash: the id only leaves the processing list, counted as failed, the key
+/// untouched),
 /// `{'cancelled', id, reason}`, `{'skipped', id, status}` or
 /// `{'expired'|'missing', id}`. Writes
 /// `createdAt` (DESIGN §3: a field the system writes) when the submitter did
@@ -27,7 +29,7 @@ end
 
 local function unclaim(id, plist, queue, prefix, worker)
   local dkey = prefix .. id
-  local h = redis.call('HMGET', dkey, 'status', 'workerId')
+  local h = read_task(dkey, 'status', 'workerId') or {}
   redis.call('LREM', plist, 1, id)
   if h[1] == 'processing' and h[2] == worker then
     redis.call('HSET', dkey, 'status', 'pending')
@@ -41,8 +43,20 @@ end
 
 local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
   local dkey = prefix .. id
-  local h = redis.call('HMGET', dkey, 'status', 'script', 'deadline', 'workerId', 'replyTo',
+  local h = read_task(dkey, 'status', 'script', 'deadline', 'workerId', 'replyTo',
     'createdAt', 'cancel', 'caller', 'role', 'deliveredTtl')
+  if not h then
+    -- Its key is no hash: nothing can be written there, so the id only
+    -- leaves the processing list, counted as failed; the key stays as is.
+    redis.call('LREM', plist, 1, id)
+    if type(stats) == 'table' then
+      stats.failed = stats.failed + 1
+    else
+      redis.call('HINCRBY', stats, 'failed', 1)
+    end
+    return { 'foreign', id, 'its details key ' .. dkey .. ' holds a ' ..
+      redis.call('TYPE', dkey).ok .. ', not the hash the protocol asks for' }
+  end
   local status, script, deadline = h[1], h[2], h[3]
   -- A hash with a status or a script exists: only ask when both are absent.
   if not status and not script and redis.call('EXISTS', dkey) == 0 then
