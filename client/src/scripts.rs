@@ -83,8 +83,9 @@ end
 local function finish(dkey, id, plist, stats, now, ttl, fields, note, reply, delivered)
   redis.call('HSET', dkey, 'updatedAt', now, unpack(fields))
   -- From the right end: a worker runs its batch oldest first, and the
-  -- oldest ids are there, so the scan stops at once instead of crossing
-  -- the batch.
+  -- oldest ids are there, so a finish's scan stops at once instead of
+  -- crossing the batch (a reap or a claim that ends a task may scan the
+  -- whole list, which holds at most a batch).
   redis.call('LREM', plist, -1, id)
   local field = 'failed'
   if fields[2] == 'completed' then field = 'processed' end
