@@ -9,6 +9,45 @@ use client::{Client, FailureKind, Outcome, SubmitOptions, TaskFailure, TaskOutpu
 
 const RESULT_TTL: Duration = Duration::from_secs(60);
 
+/// A Redis of the test's own, a submitting client, the worker side of queue
+/// `q` as worker `w1`, and a raw connection for what other programs do.
+struct Setup {
+    _redis: testkit::RedisServer,
+    client: Client,
+    broker: WorkerBroker,
+    conn: redis::aio::MultiplexedConnection,
+}
+
+async fn setup() -> Setup {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let client = Client::connect(&url).await.expect("connect");
+    let broker =
+        WorkerBroker::new(&url, "q", "w1", &BrokerOptions::new(RESULT_TTL)).expect("broker");
+    let conn = redis::Client::open(url.as_str())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("raw");
+    Setup {
+        _redis: redis,
+        client,
+        broker,
+        conn,
+    }
+}
+
+/// Worker `w1`'s processing list of queue `q`, newest first.
+async fn processing(conn: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
+    redis::cmd("LRANGE")
+        .arg(keys::processing("q", "w1"))
+        .arg(0)
+        .arg(-1)
+        .query_async(conn)
+        .await
+        .expect("lrange")
+}
+
 fn run_ids(claims: &[Claim]) -> Vec<String> {
     claims
         .iter()
@@ -21,11 +60,12 @@ fn run_ids(claims: &[Claim]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_is_claimed_oldest_first_and_each_task_is_finished_with_its_own_result() {
-    let redis = testkit::RedisServer::start();
-    let url = redis.url();
-    let client = Client::connect(&url).await.expect("connect");
-    let broker =
-        WorkerBroker::new(&url, "q", "w1", &BrokerOptions::new(RESULT_TTL)).expect("broker");
+    let Setup {
+        _redis,
+        client,
+        broker,
+        mut conn,
+    } = setup().await;
     // Registered, as a running worker is (`held` looks at registered ones).
     broker
         .beat(Duration::from_secs(60), false)
@@ -103,11 +143,6 @@ async fn a_batch_is_claimed_oldest_first_and_each_task_is_finished_with_its_own_
     };
     assert_eq!(f.kind, FailureKind::Cancelled);
     assert_eq!(f.message, "cancelled before it ran: not any more");
-    let mut conn = redis::Client::open(url.as_str())
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("raw");
     let pttl = |id: String| {
         let mut conn = conn.clone();
         async move {
@@ -156,11 +191,12 @@ async fn a_batch_is_claimed_oldest_first_and_each_task_is_finished_with_its_own_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_claim_ends_the_tasks_it_cannot_run_and_counts_each_one_failure() {
-    let redis = testkit::RedisServer::start();
-    let url = redis.url();
-    let client = Client::connect(&url).await.expect("connect");
-    let broker =
-        WorkerBroker::new(&url, "q", "w1", &BrokerOptions::new(RESULT_TTL)).expect("broker");
+    let Setup {
+        _redis,
+        client,
+        broker,
+        mut conn,
+    } = setup().await;
     let first = client
         .submit("q", "1", &SubmitOptions::default())
         .await
@@ -175,11 +211,6 @@ async fn a_batch_claim_ends_the_tasks_it_cannot_run_and_counts_each_one_failure(
             .await
             .expect("cancel")
     );
-    let mut conn = redis::Client::open(url.as_str())
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("raw");
     // An id pushed without its hash.
     let _: () = redis::cmd("LPUSH")
         .arg(keys::tasks("q"))
@@ -212,13 +243,7 @@ async fn a_batch_claim_ends_the_tasks_it_cannot_run_and_counts_each_one_failure(
     // runnable ones are held, oldest at the right end.
     let stats = client.stats_many(&["q"]).await.expect("stats").remove(0);
     assert_eq!((stats.processed, stats.failed), (0, 2));
-    let processing: Vec<String> = redis::cmd("LRANGE")
-        .arg(keys::processing("q", "w1"))
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut conn)
-        .await
-        .expect("lrange");
+    let processing = processing(&mut conn).await;
     assert_eq!(processing, [last.clone(), first.clone()]);
     let Some(Outcome::Failed(f)) = client.check(&cancelled).await.expect("check") else {
         panic!("the cancelled task ends as an error")
@@ -228,11 +253,12 @@ async fn a_batch_claim_ends_the_tasks_it_cannot_run_and_counts_each_one_failure(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_whose_hash_a_third_party_replaced_is_finished_as_no_longer_ours() {
-    let redis = testkit::RedisServer::start();
-    let url = redis.url();
-    let client = Client::connect(&url).await.expect("connect");
-    let broker =
-        WorkerBroker::new(&url, "q", "w1", &BrokerOptions::new(RESULT_TTL)).expect("broker");
+    let Setup {
+        _redis,
+        client,
+        broker,
+        mut conn,
+    } = setup().await;
     let mut ids = Vec::new();
     for script in ["1", "2", "3"] {
         ids.push(
@@ -244,11 +270,6 @@ async fn a_task_whose_hash_a_third_party_replaced_is_finished_as_no_longer_ours(
     }
     let claims = broker.claim_batch(3).await.expect("claim");
     assert_eq!(run_ids(&claims), ids);
-    let mut conn = redis::Client::open(url.as_str())
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("raw");
     // While the first runs, a third party puts a string where the hashes of
     // the first (finished next) and the third (held) were.
     for id in [&ids[0], &ids[2]] {
@@ -276,13 +297,7 @@ async fn a_task_whose_hash_a_third_party_replaced_is_finished_as_no_longer_ours(
         client.queued("q", 10).await.expect("queued"),
         [ids[1].clone()]
     );
-    let processing: Vec<String> = redis::cmd("LRANGE")
-        .arg(keys::processing("q", "w1"))
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut conn)
-        .await
-        .expect("lrange");
+    let processing = processing(&mut conn).await;
     assert!(processing.is_empty(), "{processing:?}");
     for id in [&ids[0], &ids[2]] {
         let text: String = redis::cmd("GET")
