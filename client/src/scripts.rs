@@ -1,112 +1,24 @@
 //! The Lua scripts of the protocol. Each state change is one script, so it is
 //! atomic: no reader ever sees a half-written task, and a crash between two
-//! steps cannot happen inside one.
-//!
-//! Shared helper `finish` (prepended to the scripts that end a task; the
-//! caller passes the task's `replyTo`, read in the same `HMGET` as the fields
-//! it checks, so ending a task costs no extra `redis.call`): writes
-//! the terminal fields plus `updatedAt`, removes the id from the processing
-//! list, bumps `processed`/`failed`, publishes the fields (plus `id`) as a
-//! JSON object on the task's `replyTo` channel (if any), and sets the TTL:
-//! the delivered TTL when the task asked for one (`delivered`, from
-//! `delivered_ttl`) and the notification reached a subscriber, the result
-//! TTL otherwise (see `fields::DELIVERED_TTL`). `fields` always starts with
-//! `status`. The worker passes the JSON ready-made; the protocol's own
-//! verdicts (expired, worker lost) build it with `cjson`.
+//! steps cannot happen inside one. Every script that ends a task starts with
+//! the helpers of `scripts/finish.rs`, every one that claims with the claim
+//! function of `scripts/claim.rs`.
 
 use std::sync::LazyLock;
 
 use redis::{Script, ScriptInvocation};
 
-use crate::{FailureKind, Role, keys};
+use crate::keys;
 
 mod batch;
 mod claim;
+mod finish;
 mod lease;
 
 pub(crate) use batch::{Finished, Then, claim_batch, finish_batch, held};
 use claim::CLAIM;
+use finish::FINISH;
 pub(crate) use lease::{acquire_lease, release_lease, renew_lease};
-
-/// The failure kinds the scripts write, as Lua locals named after
-/// [`FailureKind::as_str`] (the wire names live there alone), the role
-/// names as [`Role::as_str`] gives them, then the helper `finish`. Every
-/// script that ends a task starts with this.
-static FINISH: LazyLock<String> = LazyLock::new(|| {
-    let kinds = [
-        ("KIND_INVALID", FailureKind::Invalid),
-        ("KIND_CANCELLED", FailureKind::Cancelled),
-        ("KIND_EXPIRED", FailureKind::Expired),
-        ("KIND_WORKER_LOST", FailureKind::WorkerLost),
-    ];
-    let mut lua = String::new();
-    for (local, kind) in kinds {
-        lua.push_str(&format!("local {local} = '{}'\n", kind.as_str()));
-    }
-    for (local, role) in [("ROLE_READ", Role::Read), ("ROLE_WRITE", Role::Write)] {
-        lua.push_str(&format!("local {local} = '{}'\n", role.as_str()));
-    }
-    lua + FINISH_FN
-});
-
-const FINISH_FN: &str = r#"
--- The fields of a task's hash (`HMGET`), or nil when its key holds another
--- type (a third party wrote it): such a task can neither run nor be written
--- to, and one bad key must not stop a worker's queue.
-local function read_task(dkey, ...)
-  local h = redis.pcall('HMGET', dkey, ...)
-  if h.err then return nil end
-  return h
-end
-
--- The TTL a task that ends now gets if its notification reaches a
--- subscriber, from its `deliveredTtl`, `deadline` and `cancel` fields: nil
--- when it asked for none (or not a positive number), was cancelled (its
--- waiter went away), or ends after its deadline (its waiter gave up); never
--- more than the result TTL.
-local function delivered_ttl(asked, deadline, cancel, now, ttl)
-  local d = tonumber(asked)
-  if not d or d < 1 or cancel then return nil end
-  if deadline and tonumber(deadline) and tonumber(now) > tonumber(deadline) then return nil end
-  return math.min(math.floor(d), tonumber(ttl))
-end
-
--- A script that ends many tasks counts them in a tally (`tally(key)`) and
--- writes it once at its end (`flush`); `stats` is a tally or the key itself.
-local function tally(key) return { key = key, processed = 0, failed = 0 } end
-
-local function flush(t)
-  if t.processed > 0 then redis.call('HINCRBY', t.key, 'processed', t.processed) end
-  if t.failed > 0 then redis.call('HINCRBY', t.key, 'failed', t.failed) end
-end
-
-local function finish(dkey, id, plist, stats, now, ttl, fields, note, reply, delivered)
-  redis.call('HSET', dkey, 'updatedAt', now, unpack(fields))
-  -- From the right end: a worker runs its batch oldest first, and the
-  -- oldest ids are there, so a finish's scan stops at once instead of
-  -- crossing the batch (a reap or a claim that ends a task may scan the
-  -- whole list, which holds at most a batch).
-  redis.call('LREM', plist, -1, id)
-  local field = 'failed'
-  if fields[2] == 'completed' then field = 'processed' end
-  if type(stats) == 'table' then
-    stats[field] = stats[field] + 1
-  else
-    redis.call('HINCRBY', stats, field, 1)
-  end
-  if reply then
-    if not note then
-      local t = { id = id, updatedAt = now }
-      for i = 1, #fields, 2 do t[fields[i]] = fields[i + 1] end
-      note = cjson.encode(t)
-    end
-    -- The number of subscribers that got it: 0 while the submitter's
-    -- listener is away, and then its waiter reads the hash instead.
-    if redis.call('PUBLISH', reply, note) > 0 and delivered then ttl = delivered end
-  end
-  redis.call('PEXPIRE', dkey, ttl)
-end
-"#;
 
 /// Ends a task in this worker's processing list that it cannot even read
 /// (its id or script is not UTF-8) as `error`, kind `invalid`, with the
