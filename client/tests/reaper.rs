@@ -146,3 +146,60 @@ async fn a_dead_worker_s_task_ends_as_worker_lost_unless_it_opted_in_to_retry() 
         panic!("verdict overwritten")
     };
 }
+
+#[tokio::test]
+async fn a_dead_worker_s_id_whose_key_is_not_a_hash_goes_back_for_its_claim_to_drop() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let mut conn = redis::Client::open(url.as_str())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let options = BrokerOptions::new(Duration::from_secs(60));
+    let ghost = WorkerBroker::new(&url, "r", "ghost", &options).expect("broker");
+    ghost
+        .beat(Duration::from_millis(100), false)
+        .await
+        .expect("beat");
+    // The ghost holds an id whose key a third party made a string.
+    let _: () = redis::cmd("SET")
+        .arg(client::keys::task_details("foreign"))
+        .arg("not a task")
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    let _: () = redis::cmd("LPUSH")
+        .arg(client::keys::processing("r", "ghost"))
+        .arg("foreign")
+        .query_async(&mut conn)
+        .await
+        .expect("lpush");
+    wait_for_expiry(&url, &client::keys::heartbeat("r", "ghost")).await;
+
+    let reaper = WorkerBroker::new(&url, "r", "reaper", &options).expect("broker");
+    assert_eq!(
+        reaper
+            .beat(Duration::from_secs(5), true)
+            .await
+            .expect("a reap over a key of another type still answers"),
+        (0, 1),
+        "it goes back to the queue, as an id without a hash does"
+    );
+    match reaper.pop_and_claim().await.expect("claim") {
+        Some(Claim::Invalid { task_id, reason }) => {
+            assert_eq!(task_id, "foreign");
+            assert!(reason.contains("holds a string"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let text: String = redis::cmd("GET")
+        .arg(client::keys::task_details("foreign"))
+        .query_async(&mut conn)
+        .await
+        .expect("get");
+    assert_eq!(text, "not a task", "the key is left as it was");
+    let client = Client::connect(&url).await.expect("connect");
+    let stats = client.stats_many(&["r"]).await.expect("stats").remove(0);
+    assert_eq!((stats.failed, stats.queue_len, stats.in_flight), (1, 0, 0));
+}
