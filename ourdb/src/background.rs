@@ -77,20 +77,13 @@ fn compaction_due(store: &Store) -> bool {
     if min == 0 || bytes < min {
         return false;
     }
-    if !store.wake.measured.swap(true, Ordering::Relaxed) {
+    let superseded = store.wake.superseded.get_or_estimate(|| {
+        // Every version but the live ones.
         let st = store.read_state();
         let mut live = FILE_HEADER_LEN;
         st.index
             .for_each(|_, l| live += OP_HEADER_LEN as u64 + u64::from(l.value_len));
-        store
-            .wake
-            .superseded
-            .store(bytes.saturating_sub(live), Ordering::Relaxed);
-    }
-    store
-        .wake
-        .superseded
-        .load(Ordering::Relaxed)
-        .saturating_mul(3)
-        >= bytes
+        bytes.saturating_sub(live)
+    });
+    superseded.saturating_mul(3) >= bytes
 }

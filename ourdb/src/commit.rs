@@ -12,7 +12,7 @@ use crate::batch::OpRef;
 use crate::checkpoint::Covered;
 use crate::error::{Error, Result};
 use crate::files::DataFile;
-use crate::format::{FILE_HEADER_LEN, FrameBuilder, OP_HEADER_LEN, OpKind, Pos};
+use crate::format::{FILE_HEADER_LEN, FrameBuilder, OpKind, Pos};
 use crate::index::Loc;
 use crate::state::{Store, Writer};
 use crate::stats::Counters;
@@ -98,16 +98,7 @@ impl Store {
         let mut st = self.write_state();
         let mut superseded = 0;
         for (id, loc) in updates {
-            if let Some(old) = st.index.get(id) {
-                superseded += OP_HEADER_LEN as u64 + u64::from(old.value_len);
-            }
-            if loc.is_none() {
-                superseded += OP_HEADER_LEN as u64;
-            }
-            match loc {
-                Some(loc) => st.index.insert(id, loc),
-                None => st.index.remove(id),
-            }
+            superseded += st.index.apply(id, loc);
         }
         st.next_id = next_id;
         st.end = Covered {
@@ -118,9 +109,7 @@ impl Store {
         // Under the state lock, so a compaction's or a checkpoint's snapshot
         // of the index and this count agree.
         if superseded > 0 {
-            self.wake
-                .superseded
-                .fetch_add(superseded, std::sync::atomic::Ordering::Relaxed);
+            self.wake.superseded.add(superseded);
         }
         drop(st);
         self.wake

@@ -29,7 +29,6 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::checkpoint::{self, Covered};
@@ -64,11 +63,7 @@ impl Store {
             if *last == Some((st.first_file, st.end)) || nothing_written {
                 return Ok(false);
             }
-            let superseded = self
-                .wake
-                .measured
-                .load(Ordering::Relaxed)
-                .then(|| self.wake.superseded.load(Ordering::Relaxed));
+            let superseded = self.wake.superseded.get();
             let bytes = checkpoint::encode(
                 self.config.mode,
                 st.first_file,
@@ -102,7 +97,7 @@ impl Store {
             let st = self.read_state();
             // What this compaction can reclaim; what commits replace while
             // it runs is left for the next one.
-            let superseded = self.wake.superseded.load(Ordering::Relaxed);
+            let superseded = self.wake.superseded.get();
             let mut entries = Vec::with_capacity(st.index.len());
             st.index.for_each(|id, loc| entries.push((id, loc)));
             let files = st.files.clone();
@@ -239,7 +234,12 @@ impl Store {
     /// Copies the frames committed since `from`, then switches to `out`.
     /// `reclaimed`: the superseded count when the compaction started, taken
     /// off the count at the switch (before the checkpoint that follows it).
-    fn catch_up_and_switch(&self, from: Covered, out: &mut Out, reclaimed: u64) -> Result<bool> {
+    fn catch_up_and_switch(
+        &self,
+        from: Covered,
+        out: &mut Out,
+        reclaimed: Option<u64>,
+    ) -> Result<bool> {
         let mut from = (from.file, from.offset);
         for _ in 0..CATCH_UP_ROUNDS {
             if self.wake.stopping() {
@@ -328,12 +328,7 @@ impl Store {
         let old = {
             let mut st = self.write_state();
             st.index = index;
-            let _ = self
-                .wake
-                .superseded
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
-                    Some(s.saturating_sub(reclaimed))
-                });
+            self.wake.superseded.reclaimed(reclaimed);
             st.first_file = n;
             st.end = Covered {
                 file: n,

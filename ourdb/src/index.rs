@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::format::{NO_FILE, Pos};
+use crate::format::{NO_FILE, OP_HEADER_LEN, Pos};
 
 /// Where the live version of an id is: its op record and value length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +83,8 @@ impl Index {
         }
     }
 
-    pub(crate) fn insert(&mut self, id: u32, loc: Loc) {
+    /// Sets `id`'s location; returns the one it replaces.
+    pub(crate) fn insert(&mut self, id: u32, loc: Loc) -> Option<Loc> {
         match self {
             Index::Dense { slots, live } => {
                 let i = (id as usize)
@@ -92,30 +93,44 @@ impl Index {
                 if i >= slots.len() {
                     slots.resize(i + 1, Loc::VACANT);
                 }
-                if slots[i].file == NO_FILE {
+                let old = std::mem::replace(&mut slots[i], loc);
+                if old.file == NO_FILE {
                     *live += 1;
+                    return None;
                 }
-                slots[i] = loc;
+                Some(old)
             }
-            Index::Sparse(m) => {
-                m.insert(id, loc);
-            }
+            Index::Sparse(m) => m.insert(id, loc),
         }
     }
 
-    pub(crate) fn remove(&mut self, id: u32) {
+    /// Removes `id`; returns its location if it was live.
+    pub(crate) fn remove(&mut self, id: u32) -> Option<Loc> {
         match self {
             Index::Dense { slots, live } => {
-                if let Some(slot) = (id as usize).checked_sub(1).and_then(|i| slots.get_mut(i)) {
-                    if slot.file != NO_FILE {
-                        *live -= 1;
-                    }
-                    *slot = Loc::VACANT;
+                let slot = (id as usize)
+                    .checked_sub(1)
+                    .and_then(|i| slots.get_mut(i))?;
+                let old = std::mem::replace(slot, Loc::VACANT);
+                if old.file == NO_FILE {
+                    return None;
                 }
+                *live -= 1;
+                Some(old)
             }
-            Index::Sparse(m) => {
-                m.remove(&id);
-            }
+            Index::Sparse(m) => m.remove(&id),
+        }
+    }
+
+    /// Sets (`Some`) or removes (`None`) `id`'s location, and returns the
+    /// bytes of the data files this makes superseded: the op of the version
+    /// it replaces, and a delete's own op. Commits and open's scan count
+    /// them alike for the compaction trigger.
+    pub(crate) fn apply(&mut self, id: u32, loc: Option<Loc>) -> u64 {
+        let op = |l: Loc| OP_HEADER_LEN as u64 + u64::from(l.value_len);
+        match loc {
+            Some(loc) => self.insert(id, loc).map_or(0, op),
+            None => self.remove(id).map_or(0, op) + OP_HEADER_LEN as u64,
         }
     }
 

@@ -210,25 +210,14 @@ fn apply_frame(
         if mode == Mode::Incremental && (h.id == 0 || h.id >= next_id) {
             return Err((op_at, "op id outside the ids handed out"));
         }
-        if let Some(superseded) = rec.superseded.as_mut() {
-            // As a commit counts it: the version replaced, and a delete itself.
-            if let Some(old) = rec.index.get(h.id) {
-                *superseded += OP_HEADER_LEN as u64 + u64::from(old.value_len);
-            }
-            if h.kind == OpKind::Delete {
-                *superseded += OP_HEADER_LEN as u64;
-            }
-        }
-        match h.kind {
-            OpKind::Put => rec.index.insert(
-                h.id,
-                Loc {
-                    file: file_no,
-                    value_len: h.value_len,
-                    offset: op_at,
-                },
-            ),
-            OpKind::Delete => rec.index.remove(h.id),
+        let loc = (h.kind == OpKind::Put).then_some(Loc {
+            file: file_no,
+            value_len: h.value_len,
+            offset: op_at,
+        });
+        let superseded = rec.index.apply(h.id, loc);
+        if let Some(counted) = rec.superseded.as_mut() {
+            *counted += superseded;
         }
         i = vend;
     }

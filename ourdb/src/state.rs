@@ -37,6 +37,65 @@ impl State {
     }
 }
 
+/// The compaction trigger's count of superseded bytes ([`Wake::superseded`]),
+/// or not known yet.
+#[derive(Debug)]
+pub(crate) struct Superseded(AtomicU64);
+
+impl Superseded {
+    const UNKNOWN: u64 = u64::MAX;
+
+    fn new(known: Option<u64>) -> Superseded {
+        Superseded(AtomicU64::new(
+            known.map_or(Self::UNKNOWN, |n| n.min(Self::UNKNOWN - 1)),
+        ))
+    }
+
+    /// The count, when known.
+    pub(crate) fn get(&self) -> Option<u64> {
+        let n = self.0.load(Ordering::Relaxed);
+        (n != Self::UNKNOWN).then_some(n)
+    }
+
+    /// Adds what a commit superseded (nothing while the count is not known).
+    pub(crate) fn add(&self, n: u64) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                (s != Self::UNKNOWN).then(|| s.saturating_add(n).min(Self::UNKNOWN - 1))
+            });
+    }
+
+    /// The count, set from `estimate` first when it is not known.
+    pub(crate) fn get_or_estimate(&self, estimate: impl FnOnce() -> u64) -> u64 {
+        if let Some(n) = self.get() {
+            return n;
+        }
+        let n = estimate().min(Self::UNKNOWN - 1);
+        let _ = self
+            .0
+            .compare_exchange(Self::UNKNOWN, n, Ordering::Relaxed, Ordering::Relaxed);
+        self.get().unwrap_or(n)
+    }
+
+    /// Takes off what a compaction reclaimed: the count when it started
+    /// (`None`: not known then, so nothing of the old count is left).
+    pub(crate) fn reclaimed(&self, at_start: Option<u64>) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| match at_start {
+                Some(start) if s != Self::UNKNOWN => Some(s.saturating_sub(start)),
+                _ => Some(0),
+            });
+    }
+}
+
+impl Default for Superseded {
+    fn default() -> Superseded {
+        Superseded::new(None)
+    }
+}
+
 /// Wakes the background worker (checkpoints, compaction) and tells it to stop.
 #[derive(Debug, Default)]
 pub(crate) struct Wake {
@@ -47,9 +106,7 @@ pub(crate) struct Wake {
     /// next one could reclaim at most (it keeps `Config::history` versions).
     /// Commits add to it; open resumes it from the checkpoint (0 for a new
     /// store), or else the first look after open estimates it from the index.
-    pub superseded: AtomicU64,
-    /// Whether `superseded` is known: resumed at open or estimated since.
-    pub measured: AtomicBool,
+    pub superseded: Superseded,
     pub stop: AtomicBool,
     flag: Mutex<bool>,
     cond: Condvar,
@@ -59,12 +116,10 @@ impl Wake {
     /// A wake whose `superseded` count starts at `known`, or (`None`) is
     /// left for the background worker's first look to estimate.
     pub(crate) fn resuming(known: Option<u64>) -> Wake {
-        let wake = Wake::default();
-        if let Some(n) = known {
-            wake.superseded.store(n, Ordering::Relaxed);
-            wake.measured.store(true, Ordering::Relaxed);
+        Wake {
+            superseded: Superseded::new(known),
+            ..Wake::default()
         }
-        wake
     }
 
     /// Counts `bytes` committed; wakes the worker every `every` bytes (0: never).
