@@ -40,32 +40,31 @@ pub(crate) fn client_for(shared: &Client) -> Client {
     if !single {
         return shared.clone();
     }
-    let start = TWINS.with_borrow_mut(|twins| {
-        let slot = match twins.iter_mut().find(|(base, _)| base.same_as(shared)) {
-            Some((_, slot)) => slot,
-            None => {
-                twins.push((shared.clone(), Twin::Failed(Instant::now() - RETRY_AFTER)));
-                &mut twins.last_mut().expect("just pushed").1
-            }
+    let ready = TWINS.with_borrow_mut(|twins| {
+        let Some(slot) = slot(twins, shared) else {
+            twins.push((shared.clone(), Twin::Connecting));
+            connect(shared.clone());
+            return None;
         };
         match slot {
-            Twin::Ready(twin) => return Err(twin.clone()),
-            Twin::Connecting => return Ok(false),
-            Twin::Failed(at) if at.elapsed() < RETRY_AFTER => return Ok(false),
-            Twin::Failed(_) => {}
-        }
-        *slot = Twin::Connecting;
-        Ok(true)
-    });
-    match start {
-        Err(twin) => twin,
-        Ok(start) => {
-            if start {
+            Twin::Ready(twin) => Some(twin.clone()),
+            Twin::Failed(at) if at.elapsed() >= RETRY_AFTER => {
+                *slot = Twin::Connecting;
                 connect(shared.clone());
+                None
             }
-            shared.clone()
+            Twin::Connecting | Twin::Failed(_) => None,
         }
-    }
+    });
+    ready.unwrap_or_else(|| shared.clone())
+}
+
+/// This thread's twin slot of `shared`, if it has one.
+fn slot<'a>(twins: &'a mut [(Client, Twin)], shared: &Client) -> Option<&'a mut Twin> {
+    twins
+        .iter_mut()
+        .find(|(base, _)| base.same_as(shared))
+        .map(|(_, twin)| twin)
 }
 
 /// Connects this thread's twin of `shared` in a task on this thread's
@@ -74,7 +73,7 @@ fn connect(shared: Client) {
     tokio::spawn(async move {
         let twin = shared.twin().await;
         TWINS.with_borrow_mut(|twins| {
-            let Some((_, slot)) = twins.iter_mut().find(|(base, _)| base.same_as(&shared)) else {
+            let Some(slot) = slot(twins, &shared) else {
                 return;
             };
             *slot = match twin {
