@@ -33,11 +33,8 @@ static END_UNREADABLE: LazyLock<Script> = LazyLock::new(|| {
 local dkey = ARGV[2] .. ARGV[1]
 local h = read_task(dkey, 'status', 'workerId', 'replyTo', 'createdAt',
   'deliveredTtl', 'deadline', 'cancel')
-if not h then
-  redis.call('LREM', KEYS[1], 1, ARGV[1])
-  return 0
-end
-if h[1] == 'completed' or h[1] == 'error' or (h[1] == 'processing' and h[2] ~= ARGV[3]) then
+if not h or h[1] == 'completed' or h[1] == 'error'
+    or (h[1] == 'processing' and h[2] ~= ARGV[3]) then
   redis.call('LREM', KEYS[1], 1, ARGV[1])
   return 0
 end
