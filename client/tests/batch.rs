@@ -2,6 +2,9 @@
 //! round trip each way, every task keeping its own status, result,
 //! notification and TTL; held tasks re-checked for a cancel.
 
+mod common;
+use common::raw;
+
 use std::time::Duration;
 
 use client::broker::{BrokerOptions, Claim, WorkerBroker};
@@ -24,11 +27,7 @@ async fn setup() -> Setup {
     let client = Client::connect(&url).await.expect("connect");
     let broker =
         WorkerBroker::new(&url, "q", "w1", &BrokerOptions::new(RESULT_TTL)).expect("broker");
-    let conn = redis::Client::open(url.as_str())
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("raw");
+    let conn = raw(&url).await;
     Setup {
         _redis: redis,
         client,

@@ -3,19 +3,14 @@
 //! reads them back (a task without a role runs as the trusted identity; any
 //! other role ends the task as invalid, never run).
 
+mod common;
+use common::raw;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
 use client::broker::{BrokerOptions, Claim, WorkerBroker};
 use client::{Caller, Client, OnDrop, Role, SubmitOptions, fields, keys};
-
-async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(url)
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("raw connection")
-}
 
 async fn hash(
     conn: &mut redis::aio::MultiplexedConnection,

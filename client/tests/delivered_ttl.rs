@@ -3,6 +3,9 @@
 //! notification reached its waiter keeps its hash only that long; without
 //! it, or when the task was cancelled, the hash keeps the result TTL.
 
+mod common;
+use common::raw;
+
 use std::time::Duration;
 
 use client::broker::{BrokerOptions, Claim, WorkerBroker};
@@ -10,14 +13,6 @@ use client::{Client, Outcome, SubmitOptions, TaskOutput, fields, keys};
 
 const RESULT_TTL: Duration = Duration::from_secs(60);
 const DELIVERED: Duration = Duration::from_secs(2);
-
-async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(url)
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("raw connection")
-}
 
 async fn pttl(conn: &mut redis::aio::MultiplexedConnection, task_id: &str) -> i64 {
     redis::cmd("PTTL")

@@ -3,18 +3,13 @@
 //! live worker, and a reader lists the gateways of many queues at once,
 //! pruning those whose heartbeat expired.
 
+mod common;
+use common::raw;
+
 use std::time::Duration;
 
 use client::broker::{BrokerOptions, WorkerBroker};
 use client::{Client, GatewayProcess, keys};
-
-async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(url)
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("conn")
-}
 
 #[tokio::test]
 async fn a_beat_writes_each_circles_heartbeat_with_its_ttl_and_a_leave_removes_it() {

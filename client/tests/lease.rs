@@ -1,6 +1,9 @@
 //! The queue's lease: acquire, renew, lose, release, and the fence every
 //! claim of a worker with a lease carries.
 
+mod common;
+use common::raw;
+
 use std::time::Duration;
 
 use client::broker::{BlockingPopper, BrokerOptions, Claim, Fence, WorkerBroker};
@@ -15,14 +18,6 @@ fn holder(pid: u32, dir: &str) -> Lease {
         host: "host-a".into(),
         dir: dir.into(),
     }
-}
-
-async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(url)
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

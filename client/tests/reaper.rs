@@ -1,17 +1,16 @@
 //! The reaper, driven through the broker operations against a real Redis: a
 //! "ghost" worker takes tasks and stops beating, as a killed process would.
 
+mod common;
+use common::raw;
+
 use std::time::Duration;
 
 use client::broker::{BrokerOptions, Claim, WorkerBroker};
 use client::{Client, Outcome, SubmitOptions};
 
 async fn wait_for_expiry(url: &str, key: &str) {
-    let mut conn = redis::Client::open(url)
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("conn");
+    let mut conn = raw(url).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let exists: bool = redis::cmd("EXISTS")
@@ -40,11 +39,7 @@ async fn a_dead_worker_s_task_ends_as_worker_lost_unless_it_opted_in_to_retry() 
     let retry = client.submit("r", "retry", &opts).await.expect("submit");
     let untouched = client.submit("r", "later", &opts).await.expect("submit");
 
-    let mut conn = redis::Client::open(url.as_str())
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("conn");
+    let mut conn = raw(&url).await;
     // Opting in to retry is the task's `retry` field, as a third-party
     // submitter writes it.
     let _: () = redis::cmd("HSET")
@@ -151,11 +146,7 @@ async fn a_dead_worker_s_task_ends_as_worker_lost_unless_it_opted_in_to_retry() 
 async fn a_dead_worker_s_id_whose_key_is_not_a_hash_goes_back_for_its_claim_to_drop() {
     let redis = testkit::RedisServer::start();
     let url = redis.url();
-    let mut conn = redis::Client::open(url.as_str())
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("conn");
+    let mut conn = raw(&url).await;
     let options = BrokerOptions::new(Duration::from_secs(60));
     let ghost = WorkerBroker::new(&url, "r", "ghost", &options).expect("broker");
     ghost

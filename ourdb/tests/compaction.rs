@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ourdb::{Config, Durability, Mode, OurDb};
+use ourdb::{Config, Durability, Mode, OurDb, Stats};
 
 fn config(history: usize) -> Config {
     Config {
@@ -274,15 +274,18 @@ fn background_compaction_runs_once_the_files_outgrow_what_it_kept() {
     for _ in 0..50 {
         db.insert(&[0; 100]).unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
     let mut round = 0u8;
-    while db.stats().compactions == 0 {
-        assert!(Instant::now() < deadline, "no background compaction");
-        round = round.wrapping_add(1);
-        for id in 1..=50 {
-            db.update(id, &[round; 100]).unwrap();
-        }
-    }
+    write_until(
+        &db,
+        "a background compaction",
+        |s| s.compactions > 0,
+        || {
+            round = round.wrapping_add(1);
+            for id in 1..=50 {
+                db.update(id, &[round; 100]).unwrap();
+            }
+        },
+    );
     // Bounded: the files stay near what the retained versions need.
     for _ in 0..40 {
         round = round.wrapping_add(1);
@@ -311,36 +314,43 @@ fn a_store_that_only_grows_is_never_compacted_in_the_background() {
     }
     // The background worker is woken every 16 KiB and has looked by now
     // (it writes a checkpoint each time it finds no compaction due).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while db.stats().checkpoints < 10 {
-        assert!(Instant::now() < deadline, "the background worker never ran");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    write_until(&db, "ten looks", |s| s.checkpoints >= 10, || {});
     assert_eq!(db.stats().compactions, 0, "{:?}", db.stats());
     // Deleting half the records makes one due.
     for id in (1..=12_000).step_by(2) {
         db.delete(id).unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while db.stats().compactions == 0 {
-        assert!(Instant::now() < deadline, "no compaction after the deletes");
-        db.insert(&[8; 100]).unwrap();
-    }
+    write_until(
+        &db,
+        "a compaction after the deletes",
+        |s| s.compactions > 0,
+        || {
+            db.insert(&[8; 100]).unwrap();
+        },
+    );
     assert_eq!(db.get(2).unwrap(), Some(vec![7; 100]));
     assert_eq!(db.get(1).unwrap(), None);
 }
 
-/// Waits until the background worker has written `n` more checkpoints than
-/// `before` (it writes one each time it looks and finds no compaction due,
-/// or after one), inserting to wake it.
-fn wait_for_looks(db: &OurDb, before: u64, n: u64) {
+/// Calls `write` (commits wake the background worker) until `done` holds
+/// for the database's stats, for at most a minute.
+fn write_until(db: &OurDb, what: &str, done: impl Fn(&Stats) -> bool, mut write: impl FnMut()) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while db.stats().checkpoints < before + n {
-        assert!(Instant::now() < deadline, "the background worker never ran");
-        for _ in 0..20 {
-            db.insert(&[9; 100]).unwrap();
-        }
+    while !done(&db.stats()) {
+        assert!(
+            Instant::now() < deadline,
+            "waited a minute for {what}: {:?}",
+            db.stats()
+        );
+        write();
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Inserts 20 small records, to wake the background worker.
+fn nudge(db: &OurDb) {
+    for _ in 0..20 {
+        db.insert(&[9; 100]).unwrap();
     }
 }
 
@@ -369,7 +379,9 @@ fn a_store_whose_versions_are_all_kept_is_not_copied_again_after_a_reopen() {
     assert!(db.stats().opened_from_checkpoint, "{:?}", db.stats());
     // Two thirds of the bytes are older versions, none of them reclaimable:
     // the count the checkpoint carries says so, and no look compacts.
-    wait_for_looks(&db, 0, 3);
+    // The background worker writes a checkpoint each time it looks and
+    // finds no compaction due.
+    write_until(&db, "three looks", |s| s.checkpoints >= 3, || nudge(&db));
     assert_eq!(db.stats().compactions, 0, "{:?}", db.stats());
     assert_eq!(db.history(7, 16).unwrap().len(), 3);
 }
@@ -407,17 +419,12 @@ fn deletes_committed_after_the_checkpoint_make_a_compaction_due_after_a_reopen()
         stats.opened_from_checkpoint && stats.open_scanned_bytes > 0,
         "{stats:?}"
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while db.stats().compactions == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the deletes scanned at open were not counted"
-        );
-        for _ in 0..20 {
-            db.insert(&[9; 100]).unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    write_until(
+        &db,
+        "a compaction counting the deletes scanned at open",
+        |s| s.compactions > 0,
+        || nudge(&db),
+    );
     assert_eq!(db.get(1).unwrap(), None);
     assert_eq!(db.get(2).unwrap(), Some(vec![1; 100]));
 }

@@ -186,21 +186,7 @@ async fn an_id_pushed_without_a_hash_or_without_a_script_ends_as_error_with_the_
             "{id}: the error hash expires like any result (pttl {ttl})"
         );
     }
-    let client = Client::connect(&redis.url()).await.expect("connect");
-    let stats = client
-        .stats_many(&["broken"])
-        .await
-        .expect("stats")
-        .remove(0);
-    assert_eq!((stats.processed, stats.failed, stats.queue_len), (1, 3, 0));
-    assert_eq!(worker.status.counts(), (1, 3));
-    assert_eq!(stats.in_flight, 0);
-    assert!(
-        keys(&mut conn, &client::keys::processing("broken", "*"))
-            .await
-            .is_empty(),
-        "nothing is left claimed"
-    );
+    assert_settled(&redis.url(), "broken", &worker, 1, 3).await;
     worker.stop().await;
 }
 
@@ -257,21 +243,7 @@ async fn an_id_whose_details_key_is_not_a_hash_is_dropped_as_failed_and_the_queu
         .await
         .expect("lrange");
     assert_eq!(list, ["x"]);
-    let client = Client::connect(&redis.url()).await.expect("connect");
-    let stats = client
-        .stats_many(&["typed"])
-        .await
-        .expect("stats")
-        .remove(0);
-    assert_eq!((stats.processed, stats.failed, stats.queue_len), (2, 2, 0));
-    assert_eq!(stats.in_flight, 0);
-    assert_eq!(worker.status.counts(), (2, 2));
-    assert!(
-        keys(&mut conn, &client::keys::processing("typed", "*"))
-            .await
-            .is_empty(),
-        "nothing is left claimed"
-    );
+    assert_settled(&redis.url(), "typed", &worker, 2, 2).await;
     worker.stop().await;
 }
 

@@ -183,3 +183,34 @@ pub async fn lpush_raw(conn: &mut redis::aio::MultiplexedConnection, list: &str,
         .await
         .expect("lpush");
 }
+
+/// Asserts that `queue` has settled: its counters and `worker`'s own say
+/// `processed` and `failed`, nothing is queued or in flight, and no
+/// processing list is left.
+pub async fn assert_settled(
+    url: &str,
+    queue: &str,
+    worker: &TestWorker,
+    processed: u64,
+    failed: u64,
+) {
+    let client = client::Client::connect(url).await.expect("connect");
+    let stats = client.stats_many(&[queue]).await.expect("stats").remove(0);
+    assert_eq!(
+        (
+            stats.processed,
+            stats.failed,
+            stats.queue_len,
+            stats.in_flight
+        ),
+        (processed, failed, 0, 0)
+    );
+    assert_eq!(worker.status.counts(), (processed, failed));
+    let mut conn = raw(url).await;
+    assert!(
+        keys(&mut conn, &client::keys::processing(queue, "*"))
+            .await
+            .is_empty(),
+        "nothing is left claimed"
+    );
+}
