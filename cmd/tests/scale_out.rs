@@ -14,35 +14,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::http::admin_addr;
-use common::{Orchestrator, Sandbox, connect, output, play, port, run_to_end};
+use common::{Orchestrator, Sandbox, connect, listens, output, play, port, run_to_end};
 use serde_json::json;
 
 const RELOAD_DEADLINE: Duration = Duration::from_secs(30);
-
-/// Whether the process `pid` listens on TCP `port` (IPv4 or IPv6): one of
-/// its descriptors is a listening socket of `/proc/net/tcp{,6}` on that
-/// port. Asked of the process, not of the port, so a parallel test that
-/// happens to bind the same free port cannot make it true.
-fn listens(pid: u32, port: u16) -> bool {
-    let mut inodes = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let text = std::fs::read_to_string(table).unwrap_or_default();
-        for line in text.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            // local_address is ADDR:PORT in hex; state 0A is LISTEN.
-            let local_port = cols
-                .get(1)
-                .and_then(|a| a.rsplit(':').next())
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
-            if local_port == Some(port) && cols.get(3) == Some(&"0A") {
-                inodes.extend(cols.get(9).map(|i| format!("socket:[{i}]")));
-            }
-        }
-    }
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("the process's descriptors");
-    fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
-        .any(|target| inodes.iter().any(|i| target.to_str() == Some(i.as_str())))
-}
 
 /// Starts the binary on `config` with `data_dir` and `extra` options.
 fn start(
