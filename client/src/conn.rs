@@ -83,28 +83,31 @@ impl Conn {
                 url: url.to_string(),
                 reason: format!("invalid redis url: {e}"),
             })?;
-        Ok(Conn {
+        Ok(Conn::to(target, url.to_string(), role, settings))
+    }
+
+    /// A connection to `target`, not connected yet.
+    fn to(target: Arc<Target>, url: String, role: &'static str, settings: ConnSettings) -> Conn {
+        Conn {
             target,
-            url: url.to_string(),
+            url,
             role,
             settings,
             state: Mutex::new(State::default()),
             connecting: tokio::sync::Mutex::new(()),
-        })
+        }
     }
 
     /// Another connection to the same place with the same settings (the
     /// target, and so a Sentinel URL's failover watch, is shared); it
     /// connects on first use.
     pub(crate) fn sibling(&self) -> Conn {
-        Conn {
-            target: Arc::clone(&self.target),
-            url: self.url.clone(),
-            role: self.role,
-            settings: self.settings.clone(),
-            state: Mutex::new(State::default()),
-            connecting: tokio::sync::Mutex::new(()),
-        }
+        Conn::to(
+            Arc::clone(&self.target),
+            self.url.clone(),
+            self.role,
+            self.settings.clone(),
+        )
     }
 
     /// The URL without credentials.

@@ -17,16 +17,17 @@ use crate::keys;
 /// nothing and gets `{'fenced', ''}`.
 const TAKE: &str = r#"
 local function take(queue, plist, stats, prefix, worker, now, ttl, n, out, okey, token)
-  if n > 0 and fenced(okey, token) then
+  if n < 1 then return end
+  if fenced(okey, token) then
     out[#out + 1] = { 'fenced', '' }
     return
   end
+  -- One id (the finish's next claim with a batch of 1): one call, not three.
   if n == 1 then
     local id = redis.call('LMOVE', queue, plist, 'RIGHT', 'LEFT')
     if id then out[#out + 1] = claim(id, plist, stats, prefix, worker, now, ttl) end
     return
   end
-  if n < 1 then return end
   -- The n oldest (the right end), moved in three calls, not n: the same
   -- lists as n LMOVEs (the oldest deepest in plist, the newest at its head).
   local newest = redis.call('LRANGE', queue, -n, -1)
