@@ -6,40 +6,56 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
-/// Serves echo connections on a free loopback port until the runtime ends;
+/// Serves echo connections on a free loopback port, on a thread of its own
+/// (as the orchestrator is a process of its own: a round trip to it wakes
+/// another thread, never just the caller's), until the process ends;
 /// returns its `ws://` URL.
-pub async fn start() -> anyhow::Result<String> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+pub fn start() -> anyhow::Result<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
     let url = format!("ws://{}/ws", listener.local_addr()?);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let _ = stream.set_nodelay(true);
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
-                    return;
-                };
-                while let Some(Ok(message)) = ws.next().await {
-                    let Message::Text(text) = message else {
-                        continue;
-                    };
-                    let id = serde_json::from_str::<serde_json::Value>(&text)
-                        .map(|v| v["id"].clone())
-                        .unwrap_or(serde_json::Value::Null);
-                    let reply = serde_json::json!({
-                        "jsonrpc": "2.0", "id": id, "result": {"output": "42"}
-                    });
-                    if ws
-                        .send(Message::Text(reply.to_string().into()))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("echo".into())
+        .spawn(move || runtime.block_on(serve(listener)))?;
     Ok(url)
+}
+
+async fn serve(listener: std::net::TcpListener) {
+    let Ok(listener) = TcpListener::from_std(listener) else {
+        return;
+    };
+    while let Ok((stream, _)) = listener.accept().await {
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            let Ok(mut ws) =
+                tokio_tungstenite::accept_async_with_config(stream, Some(crate::client::config()))
+                    .await
+            else {
+                return;
+            };
+            while let Some(Ok(message)) = ws.next().await {
+                let Message::Text(text) = message else {
+                    continue;
+                };
+                let id = serde_json::from_str::<serde_json::Value>(&text)
+                    .map(|v| v["id"].clone())
+                    .unwrap_or(serde_json::Value::Null);
+                let reply = serde_json::json!({
+                    "jsonrpc": "2.0", "id": id, "result": {"output": "42"}
+                });
+                if ws
+                    .send(Message::Text(reply.to_string().into()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+    }
 }
 
 /// The median of `count` `PING` round trips to the Redis at `port`, in milliseconds.
@@ -66,7 +82,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_echo_floor_answers_every_call_through_the_client_code() {
-        let url = super::start().await.expect("echo server");
+        let url = super::start().expect("echo server");
         let scripts = Arc::new(vec!["40 + 2".to_string()]);
         let seq = crate::client::sequential(&url, &scripts, 5, 50)
             .await

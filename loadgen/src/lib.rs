@@ -89,7 +89,7 @@ impl Options {
 pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let redis = testkit::RedisServer::start();
     let ping_ms = echo::redis_ping_ms(redis.port(), 1000).await?;
-    let echo_url = echo::start().await?;
+    let echo_url = echo::start()?;
     let mut floors = Floors::new(echo_url, options);
     let mut rows = Vec::new();
     for durability in [Durability::Sync, Durability::Flush] {

@@ -101,7 +101,10 @@ fn build_release() -> anyhow::Result<PathBuf> {
     Ok(target.join("release").join("circles_orchestrator"))
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+// One thread drives every client connection: on a small machine a second
+// one would mostly add wake-ups between the two, CPU the orchestrator under
+// test does not get. The echo server of the floor runs on its own thread.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let binary = match args.binary {
