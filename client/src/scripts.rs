@@ -40,9 +40,11 @@ if not h or h[1] == 'completed' or h[1] == 'error'
 end
 local fields = {{ 'status', 'error', 'errorKind', KIND_INVALID, 'error', ARGV[6] }}
 if not h[4] then fields[#fields + 1] = 'createdAt'; fields[#fields + 1] = ARGV[4] end
-finish(dkey, ARGV[1], KEYS[1], KEYS[2], ARGV[4], ARGV[5], fields, nil, h[3],
-  delivered_ttl(h[5], h[6], h[7], ARGV[4], ARGV[5]))
-return 1"
+return counted(KEYS[2], function(stats)
+  finish(dkey, ARGV[1], KEYS[1], stats, ARGV[4], ARGV[5], fields, nil, h[3],
+    delivered_ttl(h[5], h[6], h[7], ARGV[4], ARGV[5]))
+  return 1
+end)"
     ))
 });
 
@@ -75,7 +77,9 @@ static CLAIM_ONE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{finish}{CLAIM}
 if fenced(KEYS[4], ARGV[6]) then return unclaim(ARGV[1], KEYS[1], KEYS[3], ARGV[2], ARGV[3]) end
-return claim(ARGV[1], KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4], ARGV[5])"
+return counted(KEYS[2], function(stats)
+  return claim(ARGV[1], KEYS[1], stats, ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+end)"
     ))
 });
 
@@ -90,7 +94,9 @@ static POP_AND_CLAIM: LazyLock<Script> = LazyLock::new(|| {
 if fenced(KEYS[4], ARGV[5]) then return {{ 'fenced', '' }} end
 local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
 if not id then return false end
-return claim(id, KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4])"
+return counted(KEYS[3], function(stats)
+  return claim(id, KEYS[2], stats, ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+end)"
     ))
 });
 
@@ -108,25 +114,27 @@ static FINISH_TASK: LazyLock<Script> = LazyLock::new(|| {
     let finish = FINISH.as_str();
     Script::new(&format!(
         "{finish}{CLAIM}
-local written = 0
-local h = read_task(KEYS[1], 'status', 'workerId', 'replyTo', 'deliveredTtl',
-  'deadline', 'cancel') or {{}}
-if h[1] ~= 'processing' or h[2] ~= ARGV[2] then
-  redis.call('LREM', KEYS[2], 1, ARGV[1])
-else
-  local fields = {{}}
-  for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
-  finish(KEYS[1], ARGV[1], KEYS[2], KEYS[3], ARGV[3], ARGV[4], fields, ARGV[7], h[3],
-    delivered_ttl(h[4], h[5], h[6], ARGV[3], ARGV[4]))
-  written = 1
-end
-if ARGV[6] ~= '1' then return {{ written }} end
-if fenced(KEYS[5], ARGV[8]) then return {{ written, 'fenced', '' }} end
-local id = redis.call('LMOVE', KEYS[4], KEYS[2], 'RIGHT', 'LEFT')
-if not id then return {{ written }} end
-local c = claim(id, KEYS[2], KEYS[3], ARGV[5], ARGV[2], ARGV[3], ARGV[4])
-table.insert(c, 1, written)
-return c"
+return counted(KEYS[3], function(stats)
+  local written = 0
+  local h = read_task(KEYS[1], 'status', 'workerId', 'replyTo', 'deliveredTtl',
+    'deadline', 'cancel') or {{}}
+  if h[1] ~= 'processing' or h[2] ~= ARGV[2] then
+    redis.call('LREM', KEYS[2], 1, ARGV[1])
+  else
+    local fields = {{}}
+    for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
+    finish(KEYS[1], ARGV[1], KEYS[2], stats, ARGV[3], ARGV[4], fields, ARGV[7], h[3],
+      delivered_ttl(h[4], h[5], h[6], ARGV[3], ARGV[4]))
+    written = 1
+  end
+  if ARGV[6] ~= '1' then return {{ written }} end
+  if fenced(KEYS[5], ARGV[8]) then return {{ written, 'fenced', '' }} end
+  local id = redis.call('LMOVE', KEYS[4], KEYS[2], 'RIGHT', 'LEFT')
+  if not id then return {{ written }} end
+  local c = claim(id, KEYS[2], stats, ARGV[5], ARGV[2], ARGV[3], ARGV[4])
+  table.insert(c, 1, written)
+  return c
+end)"
     ))
 });
 
@@ -176,7 +184,9 @@ end
 -- time now, from Redis' clock.
 local t = redis.call('TIME')
 local now = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000))
-return claim(id, KEYS[1], KEYS[2], ARGV[1], ARGV[2], now, ARGV[3], true)"
+return counted(KEYS[2], function(stats)
+  return claim(id, KEYS[1], stats, ARGV[1], ARGV[2], now, ARGV[3], true)
+end)"
     ))
 });
 
@@ -216,35 +226,37 @@ static REAP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{finish}
 if redis.call('EXISTS', KEYS[5]) == 1 then return -1 end
-local lost, requeued = 0, 0
-local ids = redis.call('LRANGE', KEYS[4], 0, -1)
-for _, id in ipairs(ids) do
-  local dkey = ARGV[2] .. id
-  local h = read_task(dkey, 'status', 'workerId', 'retry', 'replyTo', 'deliveredTtl',
-    'deadline', 'cancel') or {{}}
-  if h[1] == 'processing' and h[2] == ARGV[1] then
-    if h[3] == '1' then
-      redis.call('HSET', dkey, 'status', 'pending', 'updatedAt', ARGV[3])
-      redis.call('HDEL', dkey, 'workerId', 'startedAt')
+return counted(KEYS[3], function(stats)
+  local lost, requeued = 0, 0
+  local ids = redis.call('LRANGE', KEYS[4], 0, -1)
+  for _, id in ipairs(ids) do
+    local dkey = ARGV[2] .. id
+    local h = read_task(dkey, 'status', 'workerId', 'retry', 'replyTo', 'deliveredTtl',
+      'deadline', 'cancel') or {{}}
+    if h[1] == 'processing' and h[2] == ARGV[1] then
+      if h[3] == '1' then
+        redis.call('HSET', dkey, 'status', 'pending', 'updatedAt', ARGV[3])
+        redis.call('HDEL', dkey, 'workerId', 'startedAt')
+        redis.call('RPUSH', KEYS[2], id)
+        requeued = requeued + 1
+      else
+        finish(dkey, id, KEYS[4], stats, ARGV[3], ARGV[4], {{ 'status', 'error',
+          'errorKind', KIND_WORKER_LOST, 'error', ARGV[5] }}, nil, h[4],
+          delivered_ttl(h[5], h[6], h[7], ARGV[3], ARGV[4]))
+        lost = lost + 1
+      end
+    elseif not h[1] or h[1] == 'pending' then
+      -- Taken off the queue but never claimed: it never ran, so it goes back
+      -- to the head of the queue (an id without a hash too: its claim then
+      -- ends it as `invalid`, saying why).
       redis.call('RPUSH', KEYS[2], id)
       requeued = requeued + 1
-    else
-      finish(dkey, id, KEYS[4], KEYS[3], ARGV[3], ARGV[4], {{ 'status', 'error',
-        'errorKind', KIND_WORKER_LOST, 'error', ARGV[5] }}, nil, h[4],
-        delivered_ttl(h[5], h[6], h[7], ARGV[3], ARGV[4]))
-      lost = lost + 1
     end
-  elseif not h[1] or h[1] == 'pending' then
-    -- Taken off the queue but never claimed: it never ran, so it goes back
-    -- to the head of the queue (an id without a hash too: its claim then
-    -- ends it as `invalid`, saying why).
-    redis.call('RPUSH', KEYS[2], id)
-    requeued = requeued + 1
   end
-end
-redis.call('DEL', KEYS[4])
-redis.call('SREM', KEYS[1], ARGV[1])
-return {{ lost, requeued }}"
+  redis.call('DEL', KEYS[4])
+  redis.call('SREM', KEYS[1], ARGV[1])
+  return {{ lost, requeued }}
+end)"
     ))
 });
 

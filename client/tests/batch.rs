@@ -307,3 +307,65 @@ async fn a_task_whose_hash_a_third_party_replaced_is_finished_as_no_longer_ours(
         assert_eq!(text, "replaced");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_finish_that_fails_partway_still_counts_the_tasks_it_ended() {
+    let Setup {
+        _redis,
+        client,
+        broker,
+        mut conn,
+    } = setup().await;
+    let mut ids = Vec::new();
+    for script in ["1", "2"] {
+        ids.push(
+            client
+                .submit("q", script, &SubmitOptions::default())
+                .await
+                .expect("submit"),
+        );
+    }
+    let claims = broker.claim_batch(2).await.expect("claim");
+    assert_eq!(run_ids(&claims), ids);
+    // While they run, a third party puts a string where the queue was: the
+    // finish writes both results, then its claim of the next batch fails.
+    let _: () = redis::cmd("SET")
+        .arg(keys::tasks("q"))
+        .arg("replaced")
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    let outcomes: Vec<Outcome> = ids
+        .iter()
+        .map(|id| {
+            Outcome::Completed(TaskOutput {
+                task_id: id.clone(),
+                output: "1".into(),
+                printed: String::new(),
+                run_time: None,
+            })
+        })
+        .collect();
+    let err = broker
+        .finish_batch(&outcomes, &[], 2, false)
+        .await
+        .expect_err("the next claim reads a queue that is not a list");
+    assert!(err.to_string().contains("WRONGTYPE"), "{err}");
+    for id in &ids {
+        let status: Option<String> = redis::cmd("HGET")
+            .arg(keys::task_details(id))
+            .arg("status")
+            .query_async(&mut conn)
+            .await
+            .expect("hget");
+        assert_eq!(status.as_deref(), Some("completed"));
+    }
+    let counted: (Option<u64>, Option<u64>) = redis::cmd("HMGET")
+        .arg(keys::stats("q"))
+        .arg("processed")
+        .arg("failed")
+        .query_async(&mut conn)
+        .await
+        .expect("hmget");
+    assert_eq!(counted, (Some(2), None));
+}

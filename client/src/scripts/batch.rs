@@ -51,11 +51,12 @@ static CLAIM_BATCH: LazyLock<Script> = LazyLock::new(|| {
     let finish = FINISH.as_str();
     Script::new(&format!(
         "{finish}{CLAIM}{TAKE}
-local out, counted = {{}}, tally(KEYS[3])
-take(KEYS[1], KEYS[2], counted, ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), out,
-  KEYS[4], ARGV[6])
-flush(counted)
-return out"
+return counted(KEYS[3], function(stats)
+  local out = {{}}
+  take(KEYS[1], KEYS[2], stats, ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), out,
+    KEYS[4], ARGV[6])
+  return out
+end)"
     ))
 });
 
@@ -79,59 +80,60 @@ static FINISH_BATCH: LazyLock<Script> = LazyLock::new(|| {
     let finish = FINISH.as_str();
     Script::new(&format!(
         "{finish}{CLAIM}{TAKE}
-local written, cancelled, counted = {{}}, {{}}, tally(KEYS[2])
-local worker, now, ttl, prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local i = 9
-for t = 1, tonumber(ARGV[7]) do
-  local id, note, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  local fields = {{}}
-  for j = i + 3, i + 2 + n do fields[#fields + 1] = ARGV[j] end
-  i = i + 3 + n
-  local dkey = prefix .. id
-  local h = read_task(dkey, 'status', 'workerId', 'replyTo', 'deliveredTtl',
-    'deadline', 'cancel') or {{}}
-  if h[1] ~= 'processing' or h[2] ~= worker then
-    redis.call('LREM', KEYS[1], -1, id)
-    written[t] = 0
-  else
-    finish(dkey, id, KEYS[1], counted, now, ttl, fields, note, h[3],
-      delivered_ttl(h[4], h[5], h[6], now, ttl))
-    written[t] = 1
-  end
-end
--- Newest first, so that released ones end up oldest at the queue's head.
-for j = #ARGV, i, -1 do
-  local id = ARGV[j]
-  local dkey = prefix .. id
-  local h = read_task(dkey, 'status', 'workerId', 'replyTo', 'deliveredTtl',
-    'deadline', 'cancel') or {{}}
-  local ours = h[1] == 'processing' and h[2] == worker
-  if ours and not h[6] and ARGV[6] == '1' then
-    redis.call('HSET', dkey, 'status', 'pending', 'updatedAt', now)
-    redis.call('HDEL', dkey, 'workerId', 'startedAt')
-    redis.call('LREM', KEYS[1], 1, id)
-    redis.call('RPUSH', KEYS[3], id)
-  elseif not ours and ARGV[6] == '1' then
-    redis.call('LREM', KEYS[1], 1, id)
-  elseif ours and h[6] then
-    local why = '(a reason that is not printable text)'
-    if h[6] == '' then
-      why = '(no reason given)'
-    elseif string.find(h[6], '^[%w%p ]+$') then
-      why = string.sub(h[6], 1, 200)
+return counted(KEYS[2], function(stats)
+  local written, cancelled = {{}}, {{}}
+  local worker, now, ttl, prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+  local i = 9
+  for t = 1, tonumber(ARGV[7]) do
+    local id, note, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+    local fields = {{}}
+    for j = i + 3, i + 2 + n do fields[#fields + 1] = ARGV[j] end
+    i = i + 3 + n
+    local dkey = prefix .. id
+    local h = read_task(dkey, 'status', 'workerId', 'replyTo', 'deliveredTtl',
+      'deadline', 'cancel') or {{}}
+    if h[1] ~= 'processing' or h[2] ~= worker then
+      redis.call('LREM', KEYS[1], -1, id)
+      written[t] = 0
+    else
+      finish(dkey, id, KEYS[1], stats, now, ttl, fields, note, h[3],
+        delivered_ttl(h[4], h[5], h[6], now, ttl))
+      written[t] = 1
     end
-    finish(dkey, id, KEYS[1], counted, now, ttl, {{ 'status', 'error', 'errorKind',
-      KIND_CANCELLED, 'error', 'cancelled before it ran: ' .. why }}, nil, h[3],
-      delivered_ttl(h[4], h[5], h[6], now, ttl))
-    cancelled[#cancelled + 1] = id
-    cancelled[#cancelled + 1] = why
   end
-end
-local out = {{ written, cancelled }}
-take(KEYS[3], KEYS[1], counted, prefix, worker, now, ttl, tonumber(ARGV[5]), out, KEYS[4],
-  ARGV[8])
-flush(counted)
-return out"
+  -- Newest first, so that released ones end up oldest at the queue's head.
+  for j = #ARGV, i, -1 do
+    local id = ARGV[j]
+    local dkey = prefix .. id
+    local h = read_task(dkey, 'status', 'workerId', 'replyTo', 'deliveredTtl',
+      'deadline', 'cancel') or {{}}
+    local ours = h[1] == 'processing' and h[2] == worker
+    if ours and not h[6] and ARGV[6] == '1' then
+      redis.call('HSET', dkey, 'status', 'pending', 'updatedAt', now)
+      redis.call('HDEL', dkey, 'workerId', 'startedAt')
+      redis.call('LREM', KEYS[1], 1, id)
+      redis.call('RPUSH', KEYS[3], id)
+    elseif not ours and ARGV[6] == '1' then
+      redis.call('LREM', KEYS[1], 1, id)
+    elseif ours and h[6] then
+      local why = '(a reason that is not printable text)'
+      if h[6] == '' then
+        why = '(no reason given)'
+      elseif string.find(h[6], '^[%w%p ]+$') then
+        why = string.sub(h[6], 1, 200)
+      end
+      finish(dkey, id, KEYS[1], stats, now, ttl, {{ 'status', 'error', 'errorKind',
+        KIND_CANCELLED, 'error', 'cancelled before it ran: ' .. why }}, nil, h[3],
+        delivered_ttl(h[4], h[5], h[6], now, ttl))
+      cancelled[#cancelled + 1] = id
+      cancelled[#cancelled + 1] = why
+    end
+  end
+  local out = {{ written, cancelled }}
+  take(KEYS[3], KEYS[1], stats, prefix, worker, now, ttl, tonumber(ARGV[5]), out, KEYS[4],
+    ARGV[8])
+  return out
+end)"
     ))
 });
 

@@ -49,11 +49,7 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
     -- Its key is no hash: nothing can be written there, so the id only
     -- leaves the processing list, counted as failed; the key stays as is.
     redis.call('LREM', plist, 1, id)
-    if type(stats) == 'table' then
-      stats.failed = stats.failed + 1
-    else
-      redis.call('HINCRBY', stats, 'failed', 1)
-    end
+    stats.failed = stats.failed + 1
     return { 'foreign', id, 'its details key ' .. dkey .. ' holds a ' ..
       redis.call('TYPE', dkey).ok .. ', not the hash the protocol asks for' }
   end

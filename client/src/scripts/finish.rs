@@ -1,12 +1,13 @@
 //! The Lua helpers every script that ends a task starts with: `read_task`
 //! (a task's fields, or nothing when its key is not a hash), `delivered_ttl`,
-//! `tally`/`flush` (counters written once per script) and `finish`.
+//! `counted` (counters written once per script) and `finish`.
 //!
 //! `finish` (prepended to the scripts that end a task; the
 //! caller passes the task's `replyTo`, read in the same `HMGET` as the fields
 //! it checks, so ending a task costs no extra `redis.call`): writes
 //! the terminal fields plus `updatedAt`, removes the id from the processing
-//! list, bumps `processed`/`failed`, publishes the fields (plus `id`) as a
+//! list, counts it `processed` or `failed` in the tally `stats` (see
+//! `counted`), publishes the fields (plus `id`) as a
 //! JSON object on the task's `replyTo` channel (if any), and sets the TTL:
 //! the delivered TTL when the task asked for one (`delivered`, from
 //! `delivered_ttl`) and the notification reached a subscriber, the result
@@ -61,13 +62,18 @@ local function delivered_ttl(asked, deadline, cancel, now, ttl)
   return math.min(math.floor(d), tonumber(ttl))
 end
 
--- A script that ends many tasks counts them in a tally (`tally(key)`) and
--- writes it once at its end (`flush`); `stats` is a tally or the key itself.
-local function tally(key) return { key = key, processed = 0, failed = 0 } end
-
-local function flush(t)
-  if t.processed > 0 then redis.call('HINCRBY', t.key, 'processed', t.processed) end
-  if t.failed > 0 then redis.call('HINCRBY', t.key, 'failed', t.failed) end
+-- A script that ends tasks counts them in a tally and writes it once:
+-- `counted(key, body)` runs `body(tally)` and then adds the tally to the
+-- stats hash `key`, even when the body fails partway (the tasks it ended
+-- before the failure stay ended, so they stay counted); the failure then
+-- goes on to the caller.
+local function counted(key, body)
+  local t = { processed = 0, failed = 0 }
+  local ok, r = pcall(body, t)
+  if t.processed > 0 then redis.call('HINCRBY', key, 'processed', t.processed) end
+  if t.failed > 0 then redis.call('HINCRBY', key, 'failed', t.failed) end
+  if not ok then error(r, 0) end
+  return r
 end
 
 local function finish(dkey, id, plist, stats, now, ttl, fields, note, reply, delivered)
@@ -77,12 +83,10 @@ local function finish(dkey, id, plist, stats, now, ttl, fields, note, reply, del
   -- crossing the batch (a reap or a claim that ends a task may scan the
   -- whole list, which holds at most a batch).
   redis.call('LREM', plist, -1, id)
-  local field = 'failed'
-  if fields[2] == 'completed' then field = 'processed' end
-  if type(stats) == 'table' then
-    stats[field] = stats[field] + 1
+  if fields[2] == 'completed' then
+    stats.processed = stats.processed + 1
   else
-    redis.call('HINCRBY', stats, field, 1)
+    stats.failed = stats.failed + 1
   end
   if reply then
     if not note then
