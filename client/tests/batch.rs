@@ -47,6 +47,53 @@ async fn processing(conn: &mut redis::aio::MultiplexedConnection) -> Vec<String>
         .expect("lrange")
 }
 
+/// Submits one task per script to `q`, then claims them as one batch and
+/// checks that it holds all of them, oldest first; returns their ids.
+async fn submit_and_claim(client: &Client, broker: &WorkerBroker, scripts: &[&str]) -> Vec<String> {
+    let mut ids = Vec::new();
+    for script in scripts {
+        ids.push(
+            client
+                .submit("q", script, &SubmitOptions::default())
+                .await
+                .expect("submit"),
+        );
+    }
+    let claims = broker.claim_batch(scripts.len()).await.expect("claim");
+    assert_eq!(run_ids(&claims), ids);
+    ids
+}
+
+/// What a careless third party does: a string where `key` was.
+async fn replace_with_string(conn: &mut redis::aio::MultiplexedConnection, key: &str) {
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg("replaced")
+        .query_async(conn)
+        .await
+        .expect("set");
+}
+
+/// The `status` field of task `id`.
+async fn status(conn: &mut redis::aio::MultiplexedConnection, id: &str) -> Option<String> {
+    redis::cmd("HGET")
+        .arg(keys::task_details(id))
+        .arg("status")
+        .query_async(conn)
+        .await
+        .expect("hget")
+}
+
+/// Task `id` completed with output `1`.
+fn completed(id: &str) -> Outcome {
+    Outcome::Completed(TaskOutput {
+        task_id: id.to_owned(),
+        output: "1".into(),
+        printed: String::new(),
+        run_time: None,
+    })
+}
+
 fn run_ids(claims: &[Claim]) -> Vec<String> {
     claims
         .iter()
@@ -110,12 +157,7 @@ async fn a_batch_is_claimed_oldest_first_and_each_task_is_finished_with_its_own_
     assert!(client.cancel(&c, "not any more").await.expect("cancel"));
 
     let outcomes = [
-        Outcome::Completed(TaskOutput {
-            task_id: a_id.clone(),
-            output: "1".into(),
-            printed: String::new(),
-            run_time: None,
-        }),
+        completed(&a_id),
         Outcome::Failed(TaskFailure {
             task_id: b_id.clone(),
             kind: FailureKind::Runtime,
@@ -177,13 +219,7 @@ async fn a_batch_is_claimed_oldest_first_and_each_task_is_finished_with_its_own_
         client.queued("q", 10).await.expect("queued"),
         [d.clone(), e.clone()]
     );
-    let status: Option<String> = redis::cmd("HGET")
-        .arg(keys::task_details(&d))
-        .arg("status")
-        .query_async(&mut conn)
-        .await
-        .expect("hget");
-    assert_eq!(status.as_deref(), Some("pending"));
+    assert_eq!(status(&mut conn, &d).await.as_deref(), Some("pending"));
     let stats = client.stats_many(&["q"]).await.expect("stats").remove(0);
     assert_eq!((stats.processed, stats.failed, stats.in_flight), (1, 2, 0));
 }
@@ -258,35 +294,14 @@ async fn a_task_whose_hash_a_third_party_replaced_is_finished_as_no_longer_ours(
         broker,
         mut conn,
     } = setup().await;
-    let mut ids = Vec::new();
-    for script in ["1", "2", "3"] {
-        ids.push(
-            client
-                .submit("q", script, &SubmitOptions::default())
-                .await
-                .expect("submit"),
-        );
-    }
-    let claims = broker.claim_batch(3).await.expect("claim");
-    assert_eq!(run_ids(&claims), ids);
+    let ids = submit_and_claim(&client, &broker, &["1", "2", "3"]).await;
     // While the first runs, a third party puts a string where the hashes of
     // the first (finished next) and the third (held) were.
     for id in [&ids[0], &ids[2]] {
-        let _: () = redis::cmd("SET")
-            .arg(keys::task_details(id))
-            .arg("replaced")
-            .query_async(&mut conn)
-            .await
-            .expect("set");
+        replace_with_string(&mut conn, &keys::task_details(id)).await;
     }
-    let outcome = Outcome::Completed(TaskOutput {
-        task_id: ids[0].clone(),
-        output: "1".into(),
-        printed: String::new(),
-        run_time: None,
-    });
     let done = broker
-        .finish_batch(&[outcome], &[&ids[1], &ids[2]], 0, true)
+        .finish_batch(&[completed(&ids[0])], &[&ids[1], &ids[2]], 0, true)
         .await
         .expect("a finish over keys of another type still answers");
     assert_eq!(done.written, [false]);
@@ -316,49 +331,18 @@ async fn a_batch_finish_that_fails_partway_still_counts_the_tasks_it_ended() {
         broker,
         mut conn,
     } = setup().await;
-    let mut ids = Vec::new();
-    for script in ["1", "2"] {
-        ids.push(
-            client
-                .submit("q", script, &SubmitOptions::default())
-                .await
-                .expect("submit"),
-        );
-    }
-    let claims = broker.claim_batch(2).await.expect("claim");
-    assert_eq!(run_ids(&claims), ids);
+    let ids = submit_and_claim(&client, &broker, &["1", "2"]).await;
     // While they run, a third party puts a string where the queue was: the
     // finish writes both results, then its claim of the next batch fails.
-    let _: () = redis::cmd("SET")
-        .arg(keys::tasks("q"))
-        .arg("replaced")
-        .query_async(&mut conn)
-        .await
-        .expect("set");
-    let outcomes: Vec<Outcome> = ids
-        .iter()
-        .map(|id| {
-            Outcome::Completed(TaskOutput {
-                task_id: id.clone(),
-                output: "1".into(),
-                printed: String::new(),
-                run_time: None,
-            })
-        })
-        .collect();
+    replace_with_string(&mut conn, &keys::tasks("q")).await;
+    let outcomes: Vec<Outcome> = ids.iter().map(|id| completed(id)).collect();
     let err = broker
         .finish_batch(&outcomes, &[], 2, false)
         .await
         .expect_err("the next claim reads a queue that is not a list");
     assert!(err.to_string().contains("WRONGTYPE"), "{err}");
     for id in &ids {
-        let status: Option<String> = redis::cmd("HGET")
-            .arg(keys::task_details(id))
-            .arg("status")
-            .query_async(&mut conn)
-            .await
-            .expect("hget");
-        assert_eq!(status.as_deref(), Some("completed"));
+        assert_eq!(status(&mut conn, id).await.as_deref(), Some("completed"));
     }
     let counted: (Option<u64>, Option<u64>) = redis::cmd("HMGET")
         .arg(keys::stats("q"))

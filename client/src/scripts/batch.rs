@@ -116,12 +116,7 @@ return counted(KEYS[2], function(stats)
     elseif not ours and ARGV[6] == '1' then
       redis.call('LREM', KEYS[1], 1, id)
     elseif ours and h[6] then
-      local why = '(a reason that is not printable text)'
-      if h[6] == '' then
-        why = '(no reason given)'
-      elseif string.find(h[6], '^[%w%p ]+$') then
-        why = string.sub(h[6], 1, 200)
-      end
+      local why = shown_reason(h[6])
       finish(dkey, id, KEYS[1], stats, now, ttl, {{ 'status', 'error', 'errorKind',
         KIND_CANCELLED, 'error', 'cancelled before it ran: ' .. why }}, nil, h[3],
         delivered_ttl(h[4], h[5], h[6], now, ttl))

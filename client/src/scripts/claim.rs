@@ -109,15 +109,7 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
     return { 'invalid', id, why }
   end
   if h[7] then
-    -- A third party's reason goes into the message only as printable
-    -- ASCII, cut at 200 bytes: the error field and the notification must
-    -- stay valid UTF-8 (and JSON).
-    local why = '(a reason that is not printable text)'
-    if h[7] == '' then
-      why = '(no reason given)'
-    elseif string.find(h[7], '^[%w%p ]+$') then
-      why = string.sub(h[7], 1, 200)
-    end
+    local why = shown_reason(h[7])
     failed(KIND_CANCELLED, 'cancelled before it ran: ' .. why)
     return { 'cancelled', id, why }
   end

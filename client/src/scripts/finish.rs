@@ -1,6 +1,7 @@
 //! The Lua helpers every script that ends a task starts with: `read_task`
 //! (a task's fields, or nothing when its key is not a hash), `delivered_ttl`,
-//! `counted` (counters written once per script) and `finish`.
+//! `shown_reason` (a cancel reason fit for a message), `counted` (counters
+//! written once per script) and `finish`.
 //!
 //! `finish` (prepended to the scripts that end a task; the
 //! caller passes the task's `replyTo`, read in the same `HMGET` as the fields
@@ -60,6 +61,15 @@ local function delivered_ttl(asked, deadline, cancel, now, ttl)
   if not d or d < 1 or cancel then return nil end
   if deadline and tonumber(deadline) and tonumber(now) > tonumber(deadline) then return nil end
   return math.min(math.floor(d), tonumber(ttl))
+end
+
+-- A third party's cancel reason as a message shows it: printable ASCII cut
+-- at 200 bytes, so that the error field and the notification stay valid
+-- UTF-8 (and JSON).
+local function shown_reason(r)
+  if r == '' then return '(no reason given)' end
+  if string.find(r, '^[%w%p ]+$') then return string.sub(r, 1, 200) end
+  return '(a reason that is not printable text)'
 end
 
 -- A script that ends tasks counts them in a tally and writes it once:
