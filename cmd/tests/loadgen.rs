@@ -99,3 +99,18 @@ async fn the_capacity_run_splits_each_task_s_cpu_between_gateway_worker_and_redi
     assert!(report.memory_throughput > 0.0, "{shown}");
     assert!(shown.contains("| gateway | worker | redis |"), "{shown}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_option_for_the_binary_under_test_reaches_it() {
+    let binary = PathBuf::from(env!("CARGO_BIN_EXE_circles_orchestrator"));
+    let mut options = loadgen::Options::quick(binary);
+    options.extra = vec!["--claim-batch=0".into()];
+    let err = loadgen::run(&options)
+        .await
+        .expect_err("the orchestrator refuses a claim batch of 0");
+    let shown = format!("{err:#}");
+    assert!(
+        shown.contains("exited") && shown.contains("--claim-batch"),
+        "{shown}"
+    );
+}

@@ -59,6 +59,9 @@ pub struct Options {
     pub duration: Duration,
     /// Measured requests of the sequential load.
     pub requests: usize,
+    /// Options passed to the orchestrator under test (not to the baseline),
+    /// after its own.
+    pub extra: Vec<String>,
 }
 
 impl Options {
@@ -70,6 +73,7 @@ impl Options {
             warmup: Duration::from_secs(1),
             duration: Duration::from_secs(5),
             requests: 2000,
+            extra: Vec::new(),
         }
     }
 
@@ -95,8 +99,9 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     for durability in [Durability::Sync, Durability::Flush] {
         let loads = plan::loads(durability);
         let tag = format!("new {}", durability.name());
-        let flag = ["--durability", durability.name()];
-        let new = start_prefilled(&options.binary, &redis.url(), &tag, &flag).await?;
+        let mut flags = vec!["--durability", durability.name()];
+        flags.extend(options.extra.iter().map(String::as_str));
+        let new = start_prefilled(&options.binary, &redis.url(), &tag, &flags).await?;
         // The baseline predates --durability and always syncs.
         let base = match (&options.baseline, durability) {
             (Some(binary), Durability::Sync) => {
@@ -128,6 +133,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         date: report::date(),
         ping_ms,
         binary: options.binary.clone(),
+        extra: options.extra.clone(),
         baseline: options.baseline.clone(),
         rows,
     })

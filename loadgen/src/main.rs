@@ -64,8 +64,9 @@ struct Args {
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     sample: f64,
 
-    /// With --capacity: an option passed to both orchestrator processes,
-    /// repeatable (`--orchestrator-arg=--delivered-ttl=5s`).
+    /// An option passed to the orchestrator under test, never to the
+    /// baseline (with --capacity: to both of its processes), repeatable
+    /// (`--orchestrator-arg=--claim-batch=8`).
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
     orchestrator_arg: Vec<String>,
 
@@ -141,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
         loadgen::Options::full(binary)
     };
     options.baseline = args.baseline;
+    options.extra = args.orchestrator_arg;
     if let Some(s) = args.duration {
         options.duration = seconds(s, "--duration")?;
     }

@@ -71,6 +71,8 @@ pub struct Report {
     pub ping_ms: f64,
     /// The binary under test.
     pub binary: PathBuf,
+    /// The options the binary under test ran with beyond the load's own.
+    pub extra: Vec<String>,
     /// The baseline binary.
     pub baseline: Option<PathBuf>,
     /// The figures.
@@ -90,7 +92,11 @@ impl Report {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "loadgen — {} — {}", self.date, self.machine);
-        let _ = writeln!(out, "binary: {}", self.binary.display());
+        let _ = write!(out, "binary: {}", self.binary.display());
+        if !self.extra.is_empty() {
+            let _ = write!(out, " {}", self.extra.join(" "));
+        }
+        let _ = writeln!(out);
         if let Some(base) = &self.baseline {
             let _ = writeln!(out, "baseline: {}", base.display());
         }
@@ -172,7 +178,7 @@ impl Report {
         serde_json::json!({
             "date": self.date, "machine": self.machine, "redis_ping_ms": self.ping_ms,
             "redis_round_trips": crate::REDIS_ROUND_TRIPS,
-            "binary": self.binary, "baseline": self.baseline, "rows": rows,
+            "binary": self.binary, "options": self.extra, "baseline": self.baseline, "rows": rows,
         })
     }
 }
@@ -213,6 +219,7 @@ mod tests {
             date: "2026-01-01 00:00 UTC".into(),
             ping_ms: 0.05,
             binary: "new".into(),
+            extra: Vec::new(),
             baseline: baseline.map(|_| "old".into()),
             rows: vec![Row {
                 load: "`40 + 2`",
@@ -247,5 +254,21 @@ mod tests {
         assert!(both.contains("| 0.50 | 2500 | 2.00 | 0 |"), "{both}");
         assert_eq!(report(None).to_json()["rows"][0]["floor"], 10000.0);
         assert_eq!(report(None).to_json()["rows"][0]["limit"], "CPU");
+    }
+
+    #[test]
+    fn the_options_of_the_binary_under_test_are_named_with_it() {
+        assert!(report(None).render().contains("binary: new\n"));
+        let mut tuned = report(Some(2500.0));
+        tuned.extra = vec!["--claim-batch=16".into(), "--durability=flush".into()];
+        let shown = tuned.render();
+        assert!(
+            shown.contains("binary: new --claim-batch=16 --durability=flush\nbaseline: old\n"),
+            "{shown}"
+        );
+        assert_eq!(
+            tuned.to_json()["options"],
+            serde_json::json!(["--claim-batch=16", "--durability=flush"])
+        );
     }
 }
