@@ -83,61 +83,6 @@ end)"
     ))
 });
 
-/// KEYS: queue, processing list, stats, owner key. ARGV: details prefix,
-/// worker id, now, ttl, lease token (`''`: none).
-/// Non-blocking: moves the oldest id (right end) and claims it; `false` when
-/// empty, `{'fenced', ''}` (nothing moved) when the lease is no longer ours.
-static POP_AND_CLAIM: LazyLock<Script> = LazyLock::new(|| {
-    let finish = FINISH.as_str();
-    Script::new(&format!(
-        "{finish}{CLAIM}
-if fenced(KEYS[4], ARGV[5]) then return {{ 'fenced', '' }} end
-local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
-if not id then return false end
-return counted(KEYS[3], function(stats)
-  return claim(id, KEYS[2], stats, ARGV[1], ARGV[2], ARGV[3], ARGV[4])
-end)"
-    ))
-});
-
-/// KEYS: details, processing list, stats, queue, owner key. ARGV: id, worker
-/// id, now, ttl, details prefix, take next (`1`/`0`), notification JSON,
-/// lease token (`''`: none), field pairs….
-/// Returns `{written}` or, when asked to take the next task and one is
-/// queued, `{written, claim…}` (see `CLAIM`): under a backlog one round trip
-/// ends a task and starts the next. The result is written whatever the
-/// lease (the task was claimed under it); only the next claim is fenced
-/// (`{written, 'fenced', ''}`). `written` is 1 when the result was
-/// written, 0 when the task was no longer this worker's (a reaper resolved
-/// it meanwhile): then only the processing entry goes.
-static FINISH_TASK: LazyLock<Script> = LazyLock::new(|| {
-    let finish = FINISH.as_str();
-    Script::new(&format!(
-        "{finish}{CLAIM}
-return counted(KEYS[3], function(stats)
-  local written = 0
-  local h = read_task(KEYS[1], 'status', 'workerId', 'replyTo', 'deliveredTtl',
-    'deadline', 'cancel') or {{}}
-  if h[1] ~= 'processing' or h[2] ~= ARGV[2] then
-    redis.call('LREM', KEYS[2], 1, ARGV[1])
-  else
-    local fields = {{}}
-    for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
-    finish(KEYS[1], ARGV[1], KEYS[2], stats, ARGV[3], ARGV[4], fields, ARGV[7], h[3],
-      delivered_ttl(h[4], h[5], h[6], ARGV[3], ARGV[4]))
-    written = 1
-  end
-  if ARGV[6] ~= '1' then return {{ written }} end
-  if fenced(KEYS[5], ARGV[8]) then return {{ written, 'fenced', '' }} end
-  local id = redis.call('LMOVE', KEYS[4], KEYS[2], 'RIGHT', 'LEFT')
-  if not id then return {{ written }} end
-  local c = claim(id, KEYS[2], stats, ARGV[5], ARGV[2], ARGV[3], ARGV[4])
-  table.insert(c, 1, written)
-  return c
-end)"
-    ))
-});
-
 /// Gives back a task this worker claimed but may not run (its lease was
 /// lost before the script started; see `unclaim`). KEYS: processing list,
 /// queue. ARGV: id, details prefix, worker id.
@@ -340,26 +285,6 @@ pub(crate) fn claim_one(
     inv
 }
 
-pub(crate) fn pop_and_claim(
-    queue: &str,
-    worker: &str,
-    now: u64,
-    ttl_ms: u64,
-    fencing: &Fencing<'_>,
-) -> ScriptInvocation<'static> {
-    let mut inv = POP_AND_CLAIM.prepare_invoke();
-    inv.key(fencing.tasks)
-        .key(keys::processing(queue, worker))
-        .key(keys::stats(queue))
-        .key(fencing.owner)
-        .arg(keys::TASK_DETAILS_PREFIX)
-        .arg(worker)
-        .arg(now)
-        .arg(ttl_ms)
-        .arg(fencing.token.as_str());
-    inv
-}
-
 /// The notification of a finished task: its terminal fields plus id and
 /// updatedAt, as the listener parses it (see `fields::outcome`).
 fn notification(task_id: &str, now: u64, fields: &[(&str, String)]) -> String {
@@ -370,36 +295,6 @@ fn notification(task_id: &str, now: u64, fields: &[(&str, String)]) -> String {
         map.insert((*name).to_owned(), value.as_str().into());
     }
     serde_json::Value::Object(map).to_string()
-}
-
-pub(crate) fn finish_task(
-    queue: &str,
-    worker: &str,
-    task_id: &str,
-    now: u64,
-    ttl_ms: u64,
-    fields: &[(&str, String)],
-    next: Option<&Fencing<'_>>,
-) -> ScriptInvocation<'static> {
-    let note = notification(task_id, now, fields);
-    let mut inv = FINISH_TASK.prepare_invoke();
-    inv.key(keys::task_details(task_id))
-        .key(keys::processing(queue, worker))
-        .key(keys::stats(queue))
-        .key(keys::tasks(queue))
-        .key(keys::queue_owner(queue))
-        .arg(task_id)
-        .arg(worker)
-        .arg(now)
-        .arg(ttl_ms)
-        .arg(keys::TASK_DETAILS_PREFIX)
-        .arg(if next.is_some() { "1" } else { "0" })
-        .arg(note)
-        .arg(next.map_or("", |f| f.token.as_str()));
-    for (name, value) in fields {
-        inv.arg(*name).arg(value.as_str());
-    }
-    inv
 }
 
 pub(crate) fn reap(

@@ -44,18 +44,10 @@ impl WorkerBroker {
     }
 
     /// Non-blocking: moves the oldest queued id into this worker's processing
-    /// list and claims it, in one script. `None` when the queue is empty.
+    /// list and claims it, in one script (a batched claim of one). `None`
+    /// when the queue is empty.
     pub async fn pop_and_claim(&self) -> Result<Option<Claim>> {
-        let inv = scripts::pop_and_claim(
-            &self.queue,
-            &self.keys.worker_id,
-            now_ms(),
-            self.keys.ttl_ms,
-            &self.keys.fencing(),
-        );
-        self.keys
-            .settle(&self.conn, self.conn.invoke(&inv).await?)
-            .await
+        Ok(self.claim_batch(1).await?.into_iter().next())
     }
 
     /// Claims `task_id`, which a [`BlockingPopper`] moved into this worker's
@@ -101,40 +93,21 @@ impl WorkerBroker {
         self.finish_inner(outcome, true).await
     }
 
+    /// A batched finish of one task, holding nothing else.
     async fn finish_inner(
         &self,
         outcome: &Outcome,
         take_next: bool,
     ) -> Result<(bool, Option<Claim>)> {
-        let task_id = outcome.task_id();
-        let inv = scripts::finish_task(
-            &self.queue,
-            &self.keys.worker_id,
-            task_id,
-            now_ms(),
-            self.keys.ttl_ms,
-            &fields::terminal(outcome),
-            take_next.then(|| self.keys.fencing()).as_ref(),
-        );
-        // `{written}` (a number), then the next claim's fields (bytes).
-        let mut reply: Vec<redis::Value> = self.conn.invoke(&inv).await?;
-        if reply.is_empty() {
-            return Err(Error::Protocol(format!(
-                "finish of task {task_id} answered nothing"
-            )));
-        }
-        let written = reply.remove(0) == redis::Value::Int(1);
-        let next = if reply.is_empty() {
-            None
-        } else {
-            let fields: Vec<Vec<u8>> = reply
-                .into_iter()
-                .map(redis::from_redis_value)
-                .collect::<std::result::Result<_, _>>()
-                .map_err(|e| Error::Protocol(format!("finish of task {task_id} answered {e}")))?;
-            self.keys.settle(&self.conn, Some(fields)).await?
-        };
-        Ok((written, next))
+        let done = self
+            .finish_batch(
+                std::slice::from_ref(outcome),
+                &[],
+                usize::from(take_next),
+                false,
+            )
+            .await?;
+        Ok((done.written[0], done.next.into_iter().next()))
     }
 
     fn heartbeat_pipe(&self, ttl: Duration) -> redis::Pipeline {

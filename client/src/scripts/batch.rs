@@ -68,9 +68,9 @@ end)"
 /// notification JSON, number of field values, field pairs…; then the ids of
 /// the tasks this worker still holds claimed and has not run.
 ///
-/// Each finished task is written as `FINISH_TASK` writes one (only if it is
-/// still `processing` by this worker; else its processing entry alone
-/// goes). Each held task whose `cancel` field is set by now ends as
+/// Each finished task gets its terminal fields, `updatedAt`, TTL,
+/// notification and count (`finish`), only if it is still `processing` by
+/// this worker; else its processing entry alone goes (a reaper ended it). Each held task whose `cancel` field is set by now ends as
 /// `error`, kind `cancelled`, without running, as the claim ends one
 /// cancelled while queued; with release, every other held task goes back
 /// to `pending` at the head of the queue, in order (a worker shutting down
