@@ -9,8 +9,11 @@
 //! beside the heartbeat, with the heartbeat's connection: the circle thread
 //! is busy running the script and cannot ask Redis itself. It asks only
 //! about a script that is still the running one a whole `cancel_poll` after
-//! it first saw it, so short scripts cost no request at all, and an idle
-//! worker's watcher sleeps until a task starts.
+//! it first saw it, so short scripts cost no request at all. An idle
+//! worker's watcher sleeps until a task starts; a busy one looks once per
+//! `cancel_poll`, not once per script (a wake of the watcher is a wake of
+//! another thread), so it first sees a run within one `cancel_poll` of its
+//! start and asks about it one `cancel_poll` after that.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -157,11 +160,20 @@ pub(crate) async fn watch(
     let mut seen: Option<u64> = None;
     loop {
         let Some((generation, task_id)) = cancels.running() else {
-            seen = None;
             tokio::select! {
                 _ = token.cancelled() => return,
-                _ = cancels.started.notified() => continue,
+                _ = cancels.started.notified() => {}
             }
+            // Woken by a start: the run it names (already over, if it was
+            // short) is seen now and asked about one poll later. The watcher
+            // sleeps that poll whatever it finds, so a stream of short
+            // scripts wakes it once per poll, not once per script.
+            seen = cancels.running().map(|(generation, _)| generation);
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = tokio::time::sleep(poll) => {}
+            }
+            continue;
         };
         if seen == Some(generation) {
             match broker.cancel_requested(&task_id).await {

@@ -336,3 +336,38 @@ async fn a_third_party_cancel_reason_that_is_not_printable_text_is_not_copied() 
     );
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_script_right_after_a_stream_of_short_ones_is_still_cancelled() {
+    let redis = testkit::RedisServer::start();
+    let (worker, _dir) = slow_worker(&redis.url(), "after");
+    let client = Client::connect(&redis.url()).await.expect("connect");
+    // Each short script's start wakes the watcher or leaves it a permit; it
+    // ends before the watcher looks, so the watcher is between two looks
+    // when the long script starts.
+    for i in 0..50 {
+        let out = client
+            .run_with("after", &format!("{i} + 1"), &opts(), OnDrop::Cancel)
+            .await;
+        assert!(
+            matches!(out, Ok(Outcome::Completed(ref o)) if o.output == (i + 1).to_string()),
+            "{out:?}"
+        );
+    }
+    let id = client
+        .submit("after", &slow_script("kept?"), &opts())
+        .await
+        .expect("submit");
+    assert_eq!(running_id(&redis.url(), "after").await, id);
+    assert!(client.cancel(&id, "enough").await.expect("cancel"));
+    let Outcome::Failed(f) = client.wait(&id, WAIT).await.expect("wait") else {
+        panic!("should be cancelled")
+    };
+    assert_eq!(f.kind.as_str(), "cancelled", "{f:?}");
+    assert_eq!(
+        f.message,
+        "cancelled while it ran: enough; none of its writes were kept"
+    );
+    assert_eq!(worker.engine.db().next_id(), 1, "the insert was not kept");
+    worker.stop().await;
+}
