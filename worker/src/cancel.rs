@@ -159,45 +159,50 @@ pub(crate) async fn watch(
     // running one poll later.
     let mut seen: Option<u64> = None;
     loop {
-        let Some((generation, task_id)) = cancels.running() else {
-            tokio::select! {
-                _ = token.cancelled() => return,
-                _ = cancels.started.notified() => {}
-            }
-            // Woken by a start: the run it names (already over, if it was
-            // short) is seen now and asked about one poll later. The watcher
-            // sleeps that poll whatever it finds, so a stream of short
-            // scripts wakes it once per poll, not once per script.
-            seen = cancels.running().map(|(generation, _)| generation);
-            tokio::select! {
-                _ = token.cancelled() => return,
-                _ = tokio::time::sleep(poll) => {}
-            }
-            continue;
-        };
-        if seen == Some(generation) {
-            match broker.cancel_requested(&task_id).await {
-                Ok(Some(reason)) => {
-                    log::info!(
-                        task = task_id.as_str(), worker = broker.worker_id();
-                        "worker {}: cancelling the script of task {task_id}: {reason}",
-                        broker.worker_id()
-                    );
-                    cancels.request(generation, reason);
+        match cancels.running() {
+            None => {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = cancels.started.notified() => {}
                 }
-                Ok(None) => {}
-                Err(e) => log::debug!(
-                    task = task_id.as_str(), worker = broker.worker_id();
-                    "worker {}: looking for a cancel of task {task_id} failed: {e}",
-                    broker.worker_id()
-                ),
+                // Woken by a start: the run it names (already over, if it
+                // was short) is seen now and asked about one poll later. The
+                // watcher sleeps that poll whatever it finds, so a stream of
+                // short scripts wakes it once per poll, not once per script.
+                seen = cancels.running().map(|(generation, _)| generation);
+            }
+            Some((generation, task_id)) => {
+                if seen == Some(generation) {
+                    ask(&broker, &cancels, generation, &task_id).await;
+                }
+                seen = Some(generation);
             }
         }
-        seen = Some(generation);
         tokio::select! {
             _ = token.cancelled() => return,
             _ = tokio::time::sleep(poll) => {}
         }
+    }
+}
+
+/// Asks Redis whether run `generation` (task `task_id`) was cancelled, and
+/// cancels it if so.
+async fn ask(broker: &WorkerBroker, cancels: &Cancels, generation: u64, task_id: &str) {
+    match broker.cancel_requested(task_id).await {
+        Ok(Some(reason)) => {
+            log::info!(
+                task = task_id, worker = broker.worker_id();
+                "worker {}: cancelling the script of task {task_id}: {reason}",
+                broker.worker_id()
+            );
+            cancels.request(generation, reason);
+        }
+        Ok(None) => {}
+        Err(e) => log::debug!(
+            task = task_id, worker = broker.worker_id();
+            "worker {}: looking for a cancel of task {task_id} failed: {e}",
+            broker.worker_id()
+        ),
     }
 }
 
