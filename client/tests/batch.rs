@@ -353,3 +353,57 @@ async fn a_batch_finish_that_fails_partway_still_counts_the_tasks_it_ended() {
         .expect("hmget");
     assert_eq!(counted, (Some(2), None));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_group_leaves_the_processing_list_and_what_is_held_or_foreign_stays() {
+    let Setup {
+        _redis,
+        client,
+        broker,
+        mut conn,
+    } = setup().await;
+    let ids = submit_and_claim(&client, &broker, &["1", "2", "3", "4", "5"]).await;
+    // The group is the list's right end (the oldest two); one of them is no
+    // longer ours (a third party replaced its hash): both leave the list.
+    replace_with_string(&mut conn, &keys::task_details(&ids[1])).await;
+    let held: Vec<&str> = ids[2..].iter().map(String::as_str).collect();
+    let done = broker
+        .finish_batch(&[completed(&ids[0]), completed(&ids[1])], &held, 0, false)
+        .await
+        .expect("finish");
+    assert_eq!(done.written, [true, false]);
+    assert_eq!(
+        processing(&mut conn).await,
+        [ids[4].clone(), ids[3].clone(), ids[2].clone()]
+    );
+
+    // A third party pushes an id of its own to the right end: the group is
+    // no longer the list's end, and only the group's ids leave it.
+    let _: () = redis::cmd("RPUSH")
+        .arg(keys::processing("q", "w1"))
+        .arg("stray")
+        .query_async(&mut conn)
+        .await
+        .expect("rpush");
+    let done = broker
+        .finish_batch(
+            &[completed(&ids[2]), completed(&ids[3])],
+            &[&ids[4]],
+            0,
+            false,
+        )
+        .await
+        .expect("finish");
+    assert_eq!(done.written, [true, true]);
+    assert_eq!(
+        processing(&mut conn).await,
+        [ids[4].clone(), "stray".to_owned()]
+    );
+    for id in [&ids[0], &ids[2], &ids[3]] {
+        assert_eq!(status(&mut conn, id).await.as_deref(), Some("completed"));
+    }
+    assert_eq!(
+        status(&mut conn, &ids[4]).await.as_deref(),
+        Some("processing")
+    );
+}

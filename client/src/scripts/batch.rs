@@ -83,24 +83,44 @@ static FINISH_BATCH: LazyLock<Script> = LazyLock::new(|| {
 return counted(KEYS[2], function(stats)
   local written, cancelled = {{}}, {{}}
   local worker, now, ttl, prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-  local i = 9
-  for t = 1, tonumber(ARGV[7]) do
-    local id, note, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local count = tonumber(ARGV[7])
+  local starts, i = {{}}, 9
+  for t = 1, count do
+    starts[t] = i
+    i = i + 3 + tonumber(ARGV[i + 2])
+  end
+  -- The group ran oldest first, so its ids are the right end of the
+  -- processing list, the first one rightmost, unless a reaper or a claim
+  -- touched the list: then (and for a group of one) each id goes by its
+  -- own LREM; else one LTRIM takes them all once their results are written.
+  local plist = KEYS[1]
+  if count > 1 then
+    local tail = redis.call('LRANGE', plist, -count, -1)
+    local whole = #tail == count
+    for t = 1, count do
+      if not whole then break end
+      whole = tail[count + 1 - t] == ARGV[starts[t]]
+    end
+    if whole then plist = nil end
+  end
+  for t = 1, count do
+    local s = starts[t]
+    local id, note, n = ARGV[s], ARGV[s + 1], tonumber(ARGV[s + 2])
     local fields = {{}}
-    for j = i + 3, i + 2 + n do fields[#fields + 1] = ARGV[j] end
-    i = i + 3 + n
+    for j = s + 3, s + 2 + n do fields[#fields + 1] = ARGV[j] end
     local dkey = prefix .. id
     local h = read_task(dkey, 'status', 'workerId', 'replyTo', 'deliveredTtl',
       'deadline', 'cancel') or {{}}
     if h[1] ~= 'processing' or h[2] ~= worker then
-      redis.call('LREM', KEYS[1], -1, id)
+      if plist then redis.call('LREM', plist, -1, id) end
       written[t] = 0
     else
-      finish(dkey, id, KEYS[1], stats, now, ttl, fields, note, h[3],
+      finish(dkey, id, plist, stats, now, ttl, fields, note, h[3],
         delivered_ttl(h[4], h[5], h[6], now, ttl))
       written[t] = 1
     end
   end
+  if not plist then redis.call('LTRIM', KEYS[1], 0, -(count + 1)) end
   -- Newest first, so that released ones end up oldest at the queue's head.
   for j = #ARGV, i, -1 do
     local id = ARGV[j]

@@ -7,7 +7,7 @@
 //! caller passes the task's `replyTo`, read in the same `HMGET` as the fields
 //! it checks, so ending a task costs no extra `redis.call`): writes
 //! the terminal fields plus `updatedAt`, removes the id from the processing
-//! list, counts it `processed` or `failed` in the tally `stats` (see
+//! list (unless the caller passes none and removes it itself), counts it `processed` or `failed` in the tally `stats` (see
 //! `counted`), publishes the fields (plus `id`) as a
 //! JSON object on the task's `replyTo` channel (if any), and sets the TTL:
 //! the delivered TTL when the task asked for one (`delivered`, from
@@ -91,8 +91,9 @@ local function finish(dkey, id, plist, stats, now, ttl, fields, note, reply, del
   -- From the right end: a worker runs its batch oldest first, and the
   -- oldest ids are there, so a finish's scan stops at once instead of
   -- crossing the batch (a reap or a claim that ends a task may scan the
-  -- whole list, which holds at most a batch).
-  redis.call('LREM', plist, -1, id)
+  -- whole list, which holds at most a batch). No list: the caller removes
+  -- the id itself (the batched finish trims a whole group at once).
+  if plist then redis.call('LREM', plist, -1, id) end
   if fields[2] == 'completed' then
     stats.processed = stats.processed + 1
   else
