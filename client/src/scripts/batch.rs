@@ -70,8 +70,11 @@ end)"
 ///
 /// Each finished task gets its terminal fields, `updatedAt`, TTL,
 /// notification and count (`finish`), only if it is still `processing` by
-/// this worker; else its processing entry alone goes (a reaper ended it). Each held task whose `cancel` field is set by now ends as
-/// `error`, kind `cancelled`, without running, as the claim ends one
+/// this worker; else its processing entry alone goes (a reaper ended it).
+/// The group's entries leave the processing list in one `LTRIM` when they
+/// are its right end, first-run rightmost (as a worker's batch lies there),
+/// else one `LREM` each. Each held task whose `cancel` field is set by now
+/// ends as `error`, kind `cancelled`, without running, as the claim ends one
 /// cancelled while queued; with release, every other held task goes back
 /// to `pending` at the head of the queue, in order (a worker shutting down
 /// gives back what it never started). Returns `{written flags, cancelled

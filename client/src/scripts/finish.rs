@@ -7,8 +7,9 @@
 //! caller passes the task's `replyTo`, read in the same `HMGET` as the fields
 //! it checks, so ending a task costs no extra `redis.call`): writes
 //! the terminal fields plus `updatedAt`, removes the id from the processing
-//! list (unless the caller passes none and removes it itself), counts it `processed` or `failed` in the tally `stats` (see
-//! `counted`), publishes the fields (plus `id`) as a
+//! list (unless the caller passes none and removes it itself), counts it
+//! `processed` or `failed` in the tally `stats` (see `counted`), publishes
+//! the fields (plus `id`) as a
 //! JSON object on the task's `replyTo` channel (if any), and sets the TTL:
 //! the delivered TTL when the task asked for one (`delivered`, from
 //! `delivered_ttl`) and the notification reached a subscriber, the result
