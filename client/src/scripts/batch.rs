@@ -42,6 +42,29 @@ local function take(queue, plist, stats, prefix, worker, now, ttl, n, out, okey,
 end
 "#;
 
+/// Removes a finished group's ids (in the order they ran) from `plist`,
+/// once their results are written. A worker's batch lies oldest first at the
+/// list's right end, so a group is usually that end, first-run rightmost:
+/// then one `LTRIM` takes it. A group of one, or a list a reaper or a third
+/// party changed, goes one `LREM` per id, each from the right.
+const UNLIST: &str = r#"
+local function unlist(plist, ids)
+  local n = #ids
+  if n > 1 then
+    local tail = redis.call('LRANGE', plist, -n, -1)
+    local whole = true
+    for t = 1, n do
+      if tail[n + 1 - t] ~= ids[t] then whole = false break end
+    end
+    if whole then
+      redis.call('LTRIM', plist, 0, -(n + 1))
+      return
+    end
+  end
+  for _, id in ipairs(ids) do redis.call('LREM', plist, -1, id) end
+end
+"#;
+
 /// KEYS: queue, processing list, stats, owner (lease) key. ARGV: details
 /// prefix, worker id, now, ttl, n, lease token (`''` without a lease). Non-blocking: takes and claims up to `n` queued tasks,
 /// oldest first, each as `CLAIM` does (cancelled-while-queued, expired,
@@ -71,9 +94,8 @@ end)"
 /// Each finished task gets its terminal fields, `updatedAt`, TTL,
 /// notification and count (`finish`), only if it is still `processing` by
 /// this worker; else its processing entry alone goes (a reaper ended it).
-/// The group's entries leave the processing list in one `LTRIM` when they
-/// are its right end, first-run rightmost (as a worker's batch lies there),
-/// else one `LREM` each. Each held task whose `cancel` field is set by now
+/// The group's ids leave the processing list after their results are written
+/// (`unlist`). Each held task whose `cancel` field is set by now
 /// ends as `error`, kind `cancelled`, without running, as the claim ends one
 /// cancelled while queued; with release, every other held task goes back
 /// to `pending` at the head of the queue, in order (a worker shutting down
@@ -82,48 +104,29 @@ end)"
 static FINISH_BATCH: LazyLock<Script> = LazyLock::new(|| {
     let finish = FINISH.as_str();
     Script::new(&format!(
-        "{finish}{CLAIM}{TAKE}
+        "{finish}{CLAIM}{TAKE}{UNLIST}
 return counted(KEYS[2], function(stats)
   local written, cancelled = {{}}, {{}}
   local worker, now, ttl, prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-  local count = tonumber(ARGV[7])
-  local starts, i = {{}}, 9
-  for t = 1, count do
-    starts[t] = i
-    i = i + 3 + tonumber(ARGV[i + 2])
-  end
-  -- The group ran oldest first, so its ids are the right end of the
-  -- processing list, the first one rightmost, unless a reaper or a claim
-  -- touched the list: then (and for a group of one) each id goes by its
-  -- own LREM; else one LTRIM takes them all once their results are written.
-  local plist = KEYS[1]
-  if count > 1 then
-    local tail = redis.call('LRANGE', plist, -count, -1)
-    local whole = #tail == count
-    for t = 1, count do
-      if not whole then break end
-      whole = tail[count + 1 - t] == ARGV[starts[t]]
-    end
-    if whole then plist = nil end
-  end
-  for t = 1, count do
-    local s = starts[t]
-    local id, note, n = ARGV[s], ARGV[s + 1], tonumber(ARGV[s + 2])
+  local i, group = 9, {{}}
+  for t = 1, tonumber(ARGV[7]) do
+    local id, note, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
     local fields = {{}}
-    for j = s + 3, s + 2 + n do fields[#fields + 1] = ARGV[j] end
+    for j = i + 3, i + 2 + n do fields[#fields + 1] = ARGV[j] end
+    i = i + 3 + n
+    group[t] = id
     local dkey = prefix .. id
     local h = read_task(dkey, 'status', 'workerId', 'replyTo', 'deliveredTtl',
       'deadline', 'cancel') or {{}}
     if h[1] ~= 'processing' or h[2] ~= worker then
-      if plist then redis.call('LREM', plist, -1, id) end
       written[t] = 0
     else
-      finish(dkey, id, plist, stats, now, ttl, fields, note, h[3],
+      finish(dkey, id, nil, stats, now, ttl, fields, note, h[3],
         delivered_ttl(h[4], h[5], h[6], now, ttl))
       written[t] = 1
     end
   end
-  if not plist then redis.call('LTRIM', KEYS[1], 0, -(count + 1)) end
+  unlist(KEYS[1], group)
   -- Newest first, so that released ones end up oldest at the queue's head.
   for j = #ARGV, i, -1 do
     local id = ARGV[j]

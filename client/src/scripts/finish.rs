@@ -93,7 +93,7 @@ local function finish(dkey, id, plist, stats, now, ttl, fields, note, reply, del
   -- oldest ids are there, so a finish's scan stops at once instead of
   -- crossing the batch (a reap or a claim that ends a task may scan the
   -- whole list, which holds at most a batch). No list: the caller removes
-  -- the id itself (the batched finish trims a whole group at once).
+  -- the id itself (the batched finish removes its group at once: `unlist`).
   if plist then redis.call('LREM', plist, -1, id) end
   if fields[2] == 'completed' then
     stats.processed = stats.processed + 1
