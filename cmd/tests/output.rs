@@ -165,10 +165,12 @@ async fn live_mode_in_a_real_terminal_redraws_the_table_in_place_without_garbage
     let config = sandbox.circles(&[(1, "Alpha", a), (2, "Beta Circle", b)]);
     let data = sandbox.data_dir();
     // The shell records the exit code: tmux's own pane status can lag behind.
+    // Then it stays alive: tmux discards the output of a pane whose process
+    // exited before tmux read it all, the final table included.
     let exit_file = sandbox.path().join("exit-code");
     let command = format!(
         "cd {dir} && HOME={dir} CIRCLES_ADMIN=off RUST_LOG=debug {BIN} {config} --redis-url {url} \
-         --data-dir {data} --no-managed-redis --refresh 200ms; echo $? > {exit}",
+         --data-dir {data} --no-managed-redis --refresh 200ms; echo $? > {exit}; sleep 600",
         dir = sandbox.path().display(),
         config = config.display(),
         url = redis.url(),
@@ -257,7 +259,9 @@ async fn live_mode_in_a_real_terminal_redraws_the_table_in_place_without_garbage
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let screen = tmux.screen();
+    let screen = tmux.wait_screen("the final table after exit", |s| {
+        s.contains("Stopped") && s.contains("stopped")
+    });
     assert!(
         screen.contains("Stopped") && screen.contains("stopped"),
         "final table after exit:\n{screen}"
