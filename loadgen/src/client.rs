@@ -102,30 +102,234 @@ pub async fn sequential(
     warmup: usize,
     requests: usize,
 ) -> anyhow::Result<Measured> {
-    let mut ws = connect(url).await?;
-    let (mut latencies, mut runs, mut errors) = (Vec::new(), Vec::new(), 0);
-    let start = Instant::now();
-    for n in 0..warmup + requests {
-        let reply = call(&mut ws, n as u64, &scripts[n % scripts.len()]).await?;
-        if n < warmup {
-            continue;
-        }
-        if !reply.ok {
-            errors += 1;
-            continue;
-        }
-        latencies.push(reply.latency_us);
-        runs.extend(reply.run_ms);
+    let mut measured = sequential_sides(&[url.to_string()], scripts, warmup, requests).await?;
+    Ok(measured.remove(0))
+}
+
+/// One connection to each of `urls` (the sides: builds, or the echo floor),
+/// `warmup` unmeasured then `requests` measured calls on each, one request in
+/// flight in all: request `n` goes to every side in turn, the first side
+/// rotating with `n`, so a change in the machine's other work weighs on
+/// every side alike. One [`Measured`] per side, in the order of `urls`.
+pub async fn sequential_sides(
+    urls: &[String],
+    scripts: &Scripts,
+    warmup: usize,
+    requests: usize,
+) -> anyhow::Result<Vec<Measured>> {
+    let mut sockets = Vec::with_capacity(urls.len());
+    for url in urls {
+        sockets.push(connect(url).await?);
     }
-    let _ = ws.close(None).await;
-    let ok = latencies.len();
-    Ok(Measured {
-        latencies: Latencies::new(latencies),
-        run_ms: median(&runs),
-        errors,
-        throughput: ok as f64 / start.elapsed().as_secs_f64(),
-        saturation: None,
-    })
+    let mut tallies = vec![Tally::default(); urls.len()];
+    let mut busy = vec![Duration::ZERO; urls.len()];
+    for n in 0..warmup + requests {
+        for k in 0..urls.len() {
+            let side = (n + k) % urls.len();
+            let reply = call(&mut sockets[side], n as u64, &scripts[n % scripts.len()]).await?;
+            if n >= warmup {
+                busy[side] += Duration::from_micros(reply.latency_us);
+                tallies[side].add(reply);
+            }
+        }
+    }
+    for mut ws in sockets {
+        let _ = ws.close(None).await;
+    }
+    Ok(tallies
+        .into_iter()
+        .zip(busy)
+        .map(|(tally, busy)| tally.measured(busy))
+        .collect())
+}
+
+/// What the replies of a load (or of a part of it) came to.
+#[derive(Debug, Clone, Default)]
+struct Tally {
+    latencies: Vec<u64>,
+    runs: Vec<f64>,
+    errors: u64,
+}
+
+impl Tally {
+    fn add(&mut self, reply: Reply) {
+        if reply.ok {
+            self.latencies.push(reply.latency_us);
+            self.runs.extend(reply.run_ms);
+        } else {
+            self.errors += 1;
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.latencies.extend(other.latencies);
+        self.runs.extend(other.runs);
+        self.errors += other.errors;
+    }
+
+    /// The figures of the tally, its successful replies spread over `over`.
+    fn measured(self, over: Duration) -> Measured {
+        let ok = self.latencies.len();
+        Measured {
+            latencies: Latencies::new(self.latencies),
+            run_ms: median(&self.runs),
+            errors: self.errors,
+            throughput: ok as f64 / over.as_secs_f64().max(1e-9),
+            saturation: None,
+        }
+    }
+}
+
+/// The open connections of a closed-loop load on one side, kept across the
+/// slices it runs; what the slices measure adds up.
+pub struct Pool {
+    /// Each connection with the id of its next request.
+    conns: Vec<(Ws, u64)>,
+    /// Ids of one connection step by the number of connections, so no two share one.
+    step: u64,
+    tally: Tally,
+    measured: Duration,
+}
+
+impl Pool {
+    /// `conns` connections spread over `urls` round-robin.
+    pub async fn open(urls: &[String], conns: usize) -> anyhow::Result<Pool> {
+        let mut sockets = Vec::with_capacity(conns);
+        for i in 0..conns {
+            sockets.push((connect(&urls[i % urls.len()]).await?, i as u64));
+        }
+        Ok(Pool {
+            conns: sockets,
+            step: conns as u64,
+            tally: Tally::default(),
+            measured: Duration::ZERO,
+        })
+    }
+
+    /// Every connection calls in a loop, one request in flight on each,
+    /// starting requests for `settle + measured`; the replies that arrive
+    /// inside `measured` count. Returns once every connection has its last
+    /// reply, so nothing of this pool is in flight afterwards. A connection
+    /// whose call fails counts one error and is closed.
+    pub async fn run(
+        &mut self,
+        scripts: &Scripts,
+        settle: Duration,
+        measured: Duration,
+    ) -> anyhow::Result<()> {
+        let measure_from = Instant::now() + settle;
+        let end = measure_from + measured;
+        let step = self.step;
+        let mut tasks = Vec::with_capacity(self.conns.len());
+        for (mut ws, mut n) in self.conns.drain(..) {
+            let scripts = scripts.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tally = Tally::default();
+                while Instant::now() < end {
+                    let script = &scripts[n as usize % scripts.len()];
+                    let reply = match call(&mut ws, n, script).await {
+                        Ok(reply) => reply,
+                        Err(_) => {
+                            tally.errors += 1;
+                            let _ = ws.close(None).await;
+                            return (None, tally);
+                        }
+                    };
+                    n += step;
+                    let finished = Instant::now();
+                    if finished >= measure_from && finished <= end {
+                        tally.add(reply);
+                    }
+                }
+                (Some((ws, n)), tally)
+            }));
+        }
+        for task in tasks {
+            let (conn, tally) = task.await.context("a client task panicked")?;
+            self.conns.extend(conn);
+            self.tally.merge(tally);
+        }
+        self.measured += measured;
+        Ok(())
+    }
+
+    /// Closes the connections; the figures of every slice run.
+    pub async fn close(self) -> Measured {
+        for (mut ws, _) in self.conns {
+            let _ = ws.close(None).await;
+        }
+        self.tally.measured(self.measured)
+    }
+}
+
+/// Unmeasured start of every slice of an interleaved load, while the
+/// side's connections ramp up from idle.
+pub const SETTLE: Duration = Duration::from_millis(100);
+
+/// Measured length of one slice of an interleaved load (at most).
+pub const SLICE: Duration = Duration::from_millis(500);
+
+/// The order the sides of an interleaved load run in, slice by slice: each
+/// slice runs every side once, the order reversed every other slice (ABBA),
+/// so a drift in the machine's speed weighs on every side alike.
+pub fn slice_order(sides: usize, slices: usize) -> Vec<Vec<usize>> {
+    (0..slices)
+        .map(|k| {
+            let mut order: Vec<usize> = (0..sides).collect();
+            if k % 2 == 1 {
+                order.reverse();
+            }
+            order
+        })
+        .collect()
+}
+
+/// A closed-loop load on several sides (builds) at once, in time slices:
+/// each side's `pools` warm up for `warmup` in turn, then run `duration` in
+/// all, cut into slices of at most [`SLICE`] (each after an unmeasured
+/// [`SETTLE`]) taken in [`slice_order`]; one side runs at a time. With
+/// `meter`, Redis's port, the first side's figures say how busy the machine
+/// and Redis were during its slices. One [`Measured`] per side.
+pub async fn interleaved(
+    mut pools: Vec<Pool>,
+    scripts: &Scripts,
+    warmup: Duration,
+    duration: Duration,
+    meter: Option<u16>,
+) -> anyhow::Result<Vec<Measured>> {
+    for pool in &mut pools {
+        pool.run(scripts, warmup, Duration::ZERO).await?;
+    }
+    let (slices, settle) = if pools.len() == 1 {
+        (1, Duration::ZERO)
+    } else {
+        (
+            duration.div_duration_f64(SLICE).ceil().max(1.0) as u32,
+            SETTLE,
+        )
+    };
+    let slice = duration / slices;
+    let mut usage = crate::meter::Usage::default();
+    for order in slice_order(pools.len(), slices as usize) {
+        for side in order {
+            let started = match (side, meter) {
+                (0, Some(port)) => Some(crate::meter::Meter::start(port).await?),
+                _ => None,
+            };
+            pools[side].run(scripts, settle, slice).await?;
+            if let Some(started) = started {
+                usage += started.stop().await?;
+            }
+        }
+    }
+    let mut measured = Vec::with_capacity(pools.len());
+    for pool in pools {
+        measured.push(pool.close().await);
+    }
+    if meter.is_some() {
+        measured[0].saturation = Some(usage.saturation());
+    }
+    Ok(measured)
 }
 
 /// `conns` connections spread over `urls` round-robin, each with one
@@ -138,60 +342,77 @@ pub async fn closed_loop(
     warmup: Duration,
     duration: Duration,
 ) -> anyhow::Result<Measured> {
-    let mut sockets = Vec::with_capacity(conns);
-    for i in 0..conns {
-        sockets.push(connect(&urls[i % urls.len()]).await?);
+    let mut pool = Pool::open(urls, conns).await?;
+    pool.run(scripts, warmup, duration).await?;
+    Ok(pool.close().await)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::echo::{Arrivals, start_logged};
+
+    /// Which side each request reached, in the order they arrived.
+    fn arrival_sides(logs: &[Arrivals]) -> Vec<usize> {
+        let mut all: Vec<(Instant, usize)> = Vec::new();
+        for (side, log) in logs.iter().enumerate() {
+            let log = log.lock().expect("the echo servers are done");
+            all.extend(log.iter().map(|&at| (at, side)));
+        }
+        all.sort();
+        all.into_iter().map(|(_, side)| side).collect()
     }
-    let measure_from = Instant::now() + warmup;
-    let end = measure_from + duration;
-    let mut tasks = Vec::with_capacity(conns);
-    for (i, mut ws) in sockets.into_iter().enumerate() {
-        let scripts = scripts.clone();
-        tasks.push(tokio::spawn(async move {
-            let (mut latencies, mut runs, mut errors) = (Vec::new(), Vec::new(), 0u64);
-            let mut n = i as u64;
-            loop {
-                let started = Instant::now();
-                if started >= end {
-                    break;
-                }
-                let script = &scripts[n as usize % scripts.len()];
-                let reply = match call(&mut ws, n, script).await {
-                    Ok(reply) => reply,
-                    Err(_) => {
-                        errors += 1;
-                        break;
-                    }
-                };
-                n += conns as u64;
-                let finished = Instant::now();
-                if finished < measure_from || finished > end {
-                    continue;
-                }
-                if reply.ok {
-                    latencies.push(reply.latency_us);
-                    runs.extend(reply.run_ms);
-                } else {
-                    errors += 1;
-                }
-            }
-            let _ = ws.close(None).await;
-            (latencies, runs, errors)
-        }));
+
+    #[test]
+    fn slices_run_the_sides_forth_then_back() {
+        assert_eq!(
+            slice_order(2, 4),
+            [vec![0, 1], vec![1, 0], vec![0, 1], vec![1, 0]]
+        );
+        assert_eq!(slice_order(3, 2), [vec![0, 1, 2], vec![2, 1, 0]]);
+        assert_eq!(slice_order(1, 3), [vec![0], vec![0], vec![0]]);
     }
-    let (mut latencies, mut runs, mut errors) = (Vec::new(), Vec::new(), 0);
-    for task in tasks {
-        let (l, r, e) = task.await.context("a client task panicked")?;
-        latencies.extend(l);
-        runs.extend(r);
-        errors += e;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_interleaved_load_runs_one_side_at_a_time_in_turns() {
+        let (a, a_log) = start_logged().expect("echo server a");
+        let (b, b_log) = start_logged().expect("echo server b");
+        let scripts = Arc::new(vec!["40 + 2".to_string()]);
+        let pools = vec![
+            Pool::open(&[a], 4).await.expect("pool a"),
+            Pool::open(&[b], 4).await.expect("pool b"),
+        ];
+        // Two slices: warm-ups a, b; slice one a, b; slice two b, a.
+        let measured = interleaved(pools, &scripts, Duration::from_millis(50), 2 * SLICE, None)
+            .await
+            .expect("interleaved load");
+        let mut turns = arrival_sides(&[a_log.clone(), b_log.clone()]);
+        turns.dedup();
+        assert_eq!(turns, [0, 1, 0, 1, 0]);
+        for (side, log) in [(0, &a_log), (1, &b_log)] {
+            let m = &measured[side];
+            let arrived = log.lock().expect("the echo servers are done").len();
+            assert_eq!(m.errors, 0);
+            assert!(!m.latencies.is_empty() && m.latencies.len() < arrived);
+            assert!(m.throughput > 0.0 && m.saturation.is_none());
+        }
     }
-    let ok = latencies.len();
-    Ok(Measured {
-        latencies: Latencies::new(latencies),
-        run_ms: median(&runs),
-        errors,
-        throughput: ok as f64 / duration.as_secs_f64(),
-        saturation: None,
-    })
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sequential_load_sends_each_request_to_every_side_in_turn() {
+        let (a, a_log) = start_logged().expect("echo server a");
+        let (b, b_log) = start_logged().expect("echo server b");
+        let scripts = Arc::new(vec!["40 + 2".to_string()]);
+        let measured = sequential_sides(&[a, b], &scripts, 2, 10)
+            .await
+            .expect("sequential load");
+        let expected: Vec<usize> = (0..12).flat_map(|n| [n % 2, (n + 1) % 2]).collect();
+        assert_eq!(arrival_sides(&[a_log, b_log]), expected);
+        for m in &measured {
+            assert_eq!((m.latencies.len(), m.errors), (10, 0));
+        }
+    }
 }

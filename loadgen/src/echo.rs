@@ -11,6 +11,20 @@ use tokio_tungstenite::tungstenite::Message;
 /// another thread, never just the caller's), until the process ends;
 /// returns its `ws://` URL.
 pub fn start() -> anyhow::Result<String> {
+    serve_on_thread(None)
+}
+
+/// When each request reached an echo server started by `start_logged`.
+pub(crate) type Arrivals = std::sync::Arc<std::sync::Mutex<Vec<std::time::Instant>>>;
+
+/// [`start`], also noting when each request arrives.
+#[cfg(test)]
+pub(crate) fn start_logged() -> anyhow::Result<(String, Arrivals)> {
+    let arrivals = Arrivals::default();
+    Ok((serve_on_thread(Some(arrivals.clone()))?, arrivals))
+}
+
+fn serve_on_thread(log: Option<Arrivals>) -> anyhow::Result<String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let url = format!("ws://{}/ws", listener.local_addr()?);
@@ -19,16 +33,17 @@ pub fn start() -> anyhow::Result<String> {
         .build()?;
     std::thread::Builder::new()
         .name("echo".into())
-        .spawn(move || runtime.block_on(serve(listener)))?;
+        .spawn(move || runtime.block_on(serve(listener, log)))?;
     Ok(url)
 }
 
-async fn serve(listener: std::net::TcpListener) {
+async fn serve(listener: std::net::TcpListener, log: Option<Arrivals>) {
     let Ok(listener) = TcpListener::from_std(listener) else {
         return;
     };
     while let Ok((stream, _)) = listener.accept().await {
         let _ = stream.set_nodelay(true);
+        let log = log.clone();
         tokio::spawn(async move {
             let Ok(mut ws) =
                 tokio_tungstenite::accept_async_with_config(stream, Some(crate::client::config()))
@@ -40,6 +55,11 @@ async fn serve(listener: std::net::TcpListener) {
                 let Message::Text(text) = message else {
                     continue;
                 };
+                if let Some(log) = &log {
+                    log.lock()
+                        .expect("nothing panics while it holds the arrival log")
+                        .push(std::time::Instant::now());
+                }
                 let id = serde_json::from_str::<serde_json::Value>(&text)
                     .map(|v| v["id"].clone())
                     .unwrap_or(serde_json::Value::Null);

@@ -51,7 +51,8 @@ pub struct Options {
     /// The orchestrator under test.
     pub binary: PathBuf,
     /// An orchestrator to compare with, run beside the binary on the same
-    /// Redis, each load measured on one then the other.
+    /// Redis, every load interleaved between the two: request by request
+    /// (sequential), in half-second slices (closed loop).
     pub baseline: Option<PathBuf>,
     /// Unmeasured time at the start of every closed-loop load.
     pub warmup: Duration,
@@ -109,14 +110,19 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
             }
             _ => None,
         };
-        // Interleaved load by load, so a change in the machine's other work
-        // weighs on both binaries alike.
+        // Both builds run every load, interleaved within it (see
+        // `measure`), so a change in the machine's other work weighs on
+        // both alike.
         for load in &loads {
-            let measured = measure(options, &new, load, redis.port()).await?;
-            let base_measured = match &base {
-                Some(base) => Some(measure(options, base, load, redis.port()).await?),
-                None => None,
-            };
+            let (measured, base_measured) = measure(
+                options,
+                &new,
+                base.as_ref(),
+                load,
+                &mut floors,
+                redis.port(),
+            )
+            .await?;
             rows.extend(
                 floors
                     .rows(load, &measured, base_measured.as_ref(), ping_ms)
@@ -155,31 +161,42 @@ async fn start_prefilled(
     Ok(orchestrator)
 }
 
-/// Runs one load against a running orchestrator; a closed-loop load also
-/// tells how busy the machine and Redis (on `port`) were.
+/// Runs one load against a running orchestrator and, beside it, the
+/// baseline. The sequential load sends each request to every side in turn
+/// (the orchestrator, the baseline, the floor's echo server); a closed-loop
+/// load keeps each side's connections open and alternates the sides in
+/// slices of [`client::SLICE`], one side at a time, and also tells how busy
+/// the machine and Redis (on `port`) were during the orchestrator's slices.
 async fn measure(
     options: &Options,
     orchestrator: &Orchestrator,
+    baseline: Option<&Orchestrator>,
     load: &Load,
+    floors: &mut Floors,
     port: u16,
-) -> anyhow::Result<Measured> {
+) -> anyhow::Result<(Measured, Option<Measured>)> {
     let scripts = Arc::new(load.script.texts(PREFILL));
-    let urls = orchestrator.first(load.circles);
-    if load.sequential {
-        client::sequential(&urls[0], &scripts, options.requests / 10, options.requests).await
+    let sides: Vec<Arc<Vec<String>>> = std::iter::once(orchestrator)
+        .chain(baseline)
+        .map(|o| o.first(load.circles))
+        .collect();
+    let mut measured = if load.sequential {
+        let mut urls: Vec<String> = sides.iter().map(|urls| urls[0].clone()).collect();
+        urls.push(floors.url.clone());
+        let (warmup, requests) = (options.requests / 10, options.requests);
+        let mut measured = client::sequential_sides(&urls, &scripts, warmup, requests).await?;
+        floors.sequential = measured.pop();
+        measured
     } else {
-        let meter = meter::Meter::start(port).await?;
-        let mut measured = client::closed_loop(
-            &urls,
-            load.conns,
-            &scripts,
-            options.warmup,
-            options.duration,
-        )
-        .await?;
-        measured.saturation = Some(meter.stop().await?);
-        Ok(measured)
-    }
+        let mut pools = Vec::with_capacity(sides.len());
+        for urls in &sides {
+            pools.push(client::Pool::open(urls, load.conns).await?);
+        }
+        let (warmup, duration) = (options.warmup, options.duration);
+        client::interleaved(pools, &scripts, warmup, duration, Some(port)).await?
+    };
+    let base = (measured.len() > 1).then(|| measured.remove(1));
+    Ok((measured.remove(0), base))
 }
 
 /// The echo part of the floor, measured once per connection count.

@@ -20,7 +20,8 @@ struct Args {
     binary: Option<PathBuf>,
 
     /// Another circles_orchestrator binary, run beside it on the same Redis;
-    /// each load is measured on one, then the other.
+    /// every load alternates between the two: request by request when
+    /// sequential, otherwise in half-second slices, one build at a time.
     #[arg(long, value_name = "PATH")]
     baseline: Option<PathBuf>,
 

@@ -34,7 +34,8 @@ impl Saturation {
     }
 }
 
-/// Reads the machine's and Redis's CPU counters before a load; [`Meter::stop`] after it.
+/// Reads the machine's and Redis's CPU counters before a load (or a slice
+/// of one); [`Meter::stop`] after it.
 pub(crate) struct Meter {
     port: u16,
     machine: (f64, f64),
@@ -52,14 +53,47 @@ impl Meter {
         })
     }
 
-    pub(crate) async fn stop(self) -> anyhow::Result<Saturation> {
+    /// What was spent since [`Meter::start`].
+    pub(crate) async fn stop(self) -> anyhow::Result<Usage> {
         let (busy, total) = machine_ticks()?;
         let redis = redis_cpu(self.port).await?;
-        let wall = self.at.elapsed().as_secs_f64().max(1e-3);
-        Ok(Saturation {
-            machine: ((busy - self.machine.0) / (total - self.machine.1).max(1.0)).clamp(0.0, 1.0),
-            redis: ((redis - self.redis) / wall).clamp(0.0, 1.0),
+        Ok(Usage {
+            busy_ticks: busy - self.machine.0,
+            total_ticks: total - self.machine.1,
+            redis_cpu: redis - self.redis,
+            wall: self.at.elapsed(),
         })
+    }
+}
+
+/// The counters' growth over one stretch of time; stretches add up (the
+/// slices of an interleaved load).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Usage {
+    busy_ticks: f64,
+    total_ticks: f64,
+    /// CPU seconds Redis spent.
+    redis_cpu: f64,
+    wall: Duration,
+}
+
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, other: Usage) {
+        self.busy_ticks += other.busy_ticks;
+        self.total_ticks += other.total_ticks;
+        self.redis_cpu += other.redis_cpu;
+        self.wall += other.wall;
+    }
+}
+
+impl Usage {
+    /// How busy the machine's cores and Redis's thread were over it.
+    pub(crate) fn saturation(&self) -> Saturation {
+        let wall = self.wall.as_secs_f64().max(1e-3);
+        Saturation {
+            machine: (self.busy_ticks / self.total_ticks.max(1.0)).clamp(0.0, 1.0),
+            redis: (self.redis_cpu / wall).clamp(0.0, 1.0),
+        }
     }
 }
 
@@ -180,6 +214,27 @@ mod tests {
         assert_eq!(at(0.5, 0.92), "Redis");
         assert_eq!(at(0.9, 0.9), "CPU+Redis");
         assert_eq!(at(0.89, 0.5), "—");
+    }
+
+    #[test]
+    fn the_slices_of_a_load_add_up_to_its_saturation() {
+        let stretch = |busy_ticks, redis_cpu| Usage {
+            busy_ticks,
+            total_ticks: 100.0,
+            redis_cpu,
+            wall: Duration::from_secs(1),
+        };
+        let mut usage = Usage::default();
+        usage += stretch(95.0, 0.5);
+        usage += stretch(5.0, 0.1);
+        assert_eq!(
+            usage.saturation(),
+            Saturation {
+                machine: 0.5,
+                redis: 0.3
+            }
+        );
+        assert_eq!(usage.saturation().limit(), "—");
     }
 
     #[test]
