@@ -95,17 +95,6 @@ pub struct Measured {
 /// The scripts a load sends: request `n` sends `scripts[n % len]`.
 pub type Scripts = Arc<Vec<String>>;
 
-/// `requests` calls one after another on one connection, after `warmup` unmeasured ones.
-pub async fn sequential(
-    url: &str,
-    scripts: &Scripts,
-    warmup: usize,
-    requests: usize,
-) -> anyhow::Result<Measured> {
-    let mut measured = sequential_sides(&[url.to_string()], scripts, warmup, requests).await?;
-    Ok(measured.remove(0))
-}
-
 /// One connection to each of `urls` (the sides: builds, or the echo floor),
 /// `warmup` unmeasured then `requests` measured calls on each, one request in
 /// flight in all: request `n` goes to every side in turn, the first side
@@ -208,9 +197,10 @@ impl Pool {
 
     /// Every connection calls in a loop, one request in flight on each,
     /// starting requests for `settle + measured`; the replies that arrive
-    /// inside `measured` count. Returns once every connection has its last
-    /// reply, so nothing of this pool is in flight afterwards. A connection
-    /// whose call fails counts one error and is closed.
+    /// inside `measured` (from its start, up to but not at its end) count.
+    /// Returns once every connection has its last reply, so nothing of this
+    /// pool is in flight afterwards. A connection whose call fails counts
+    /// one error and is closed.
     pub async fn run(
         &mut self,
         scripts: &Scripts,
@@ -237,7 +227,7 @@ impl Pool {
                     };
                     n += step;
                     let finished = Instant::now();
-                    if finished >= measure_from && finished <= end {
+                    if finished >= measure_from && finished < end {
                         tally.add(reply);
                     }
                 }
@@ -269,27 +259,54 @@ pub const SETTLE: Duration = Duration::from_millis(100);
 /// Measured length of one slice of an interleaved load (at most).
 pub const SLICE: Duration = Duration::from_millis(500);
 
-/// The order the sides of an interleaved load run in, slice by slice: each
-/// slice runs every side once, the order reversed every other slice (ABBA),
-/// so a drift in the machine's speed weighs on every side alike.
-pub fn slice_order(sides: usize, slices: usize) -> Vec<Vec<usize>> {
-    (0..slices)
-        .map(|k| {
-            let mut order: Vec<usize> = (0..sides).collect();
-            if k % 2 == 1 {
-                order.reverse();
-            }
-            order
-        })
-        .collect()
+/// One turn of a side in an interleaved load: its connections call for
+/// `settle` unmeasured, then `measured`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Turn {
+    /// Which side.
+    pub side: usize,
+    /// Unmeasured time first.
+    pub settle: Duration,
+    /// Measured time after it.
+    pub measured: Duration,
 }
 
-/// A closed-loop load on several sides (builds) at once, in time slices:
-/// each side's `pools` warm up for `warmup` in turn, then run `duration` in
-/// all, cut into slices of at most [`SLICE`] (each after an unmeasured
-/// [`SETTLE`]) taken in [`slice_order`]; one side runs at a time. With
-/// `meter`, Redis's port, the first side's figures say how busy the machine
-/// and Redis were during its slices. One [`Measured`] per side.
+/// The turns of a closed-loop load on `sides` sides, one side at a time.
+/// One side: one turn, `warmup` then `duration`, as a load without a
+/// baseline runs. Several: a warm-up turn of each, then `duration` cut into
+/// slices of at most [`SLICE`], each after an unmeasured [`SETTLE`]; every
+/// slice runs every side once, the order reversed every other slice
+/// (forth, back: ABBA), so a drift in the machine's speed weighs on every
+/// side alike.
+pub fn schedule(sides: usize, warmup: Duration, duration: Duration) -> Vec<Turn> {
+    let turn = |side, settle, measured| Turn {
+        side,
+        settle,
+        measured,
+    };
+    if sides == 1 {
+        return vec![turn(0, warmup, duration)];
+    }
+    let slices = duration.div_duration_f64(SLICE).ceil().max(1.0) as u32;
+    let slice = duration / slices;
+    let mut turns: Vec<Turn> = (0..sides)
+        .map(|side| turn(side, warmup, Duration::ZERO))
+        .collect();
+    for k in 0..slices {
+        let mut order: Vec<usize> = (0..sides).collect();
+        if k % 2 == 1 {
+            order.reverse();
+        }
+        turns.extend(order.into_iter().map(|side| turn(side, SETTLE, slice)));
+    }
+    turns
+}
+
+/// A closed-loop load on several sides (builds) at once, each side's
+/// connections open in one of `pools`, run turn by turn as [`schedule`]
+/// lays out. With `meter`, Redis's port, the first side's figures say how
+/// busy the machine and Redis were during its measured turns (their
+/// settles included). One [`Measured`] per side.
 pub async fn interleaved(
     mut pools: Vec<Pool>,
     scripts: &Scripts,
@@ -297,37 +314,27 @@ pub async fn interleaved(
     duration: Duration,
     meter: Option<u16>,
 ) -> anyhow::Result<Vec<Measured>> {
-    for pool in &mut pools {
-        pool.run(scripts, warmup, Duration::ZERO).await?;
-    }
-    let (slices, settle) = if pools.len() == 1 {
-        (1, Duration::ZERO)
-    } else {
-        (
-            duration.div_duration_f64(SLICE).ceil().max(1.0) as u32,
-            SETTLE,
-        )
-    };
-    let slice = duration / slices;
     let mut usage = crate::meter::Usage::default();
-    for order in slice_order(pools.len(), slices as usize) {
-        for side in order {
-            let started = match (side, meter) {
-                (0, Some(port)) => Some(crate::meter::Meter::start(port).await?),
-                _ => None,
-            };
-            pools[side].run(scripts, settle, slice).await?;
-            if let Some(started) = started {
-                usage += started.stop().await?;
+    for turn in schedule(pools.len(), warmup, duration) {
+        let started = match meter {
+            Some(port) if turn.side == 0 && !turn.measured.is_zero() => {
+                Some(crate::meter::Meter::start(port).await?)
             }
+            _ => None,
+        };
+        pools[turn.side]
+            .run(scripts, turn.settle, turn.measured)
+            .await?;
+        if let Some(started) = started {
+            usage += started.stop().await?;
         }
     }
     let mut measured = Vec::with_capacity(pools.len());
     for pool in pools {
         measured.push(pool.close().await);
     }
-    if meter.is_some() {
-        measured[0].saturation = Some(usage.saturation());
+    if let (Some(_), Some(first)) = (meter, measured.first_mut()) {
+        first.saturation = Some(usage.saturation());
     }
     Ok(measured)
 }
@@ -367,13 +374,54 @@ mod tests {
     }
 
     #[test]
-    fn slices_run_the_sides_forth_then_back() {
+    fn one_side_runs_in_one_turn_and_several_take_turns_forth_then_back() {
+        let (warmup, duration) = (Duration::from_secs(1), Duration::from_secs(1));
         assert_eq!(
-            slice_order(2, 4),
-            [vec![0, 1], vec![1, 0], vec![0, 1], vec![1, 0]]
+            schedule(1, warmup, duration),
+            [Turn {
+                side: 0,
+                settle: warmup,
+                measured: duration
+            }]
         );
-        assert_eq!(slice_order(3, 2), [vec![0, 1, 2], vec![2, 1, 0]]);
-        assert_eq!(slice_order(1, 3), [vec![0], vec![0], vec![0]]);
+        let turns = schedule(2, warmup, duration);
+        let order: Vec<(usize, bool)> = turns
+            .iter()
+            .map(|t| (t.side, t.measured.is_zero()))
+            .collect();
+        // Warm-ups, then slice one forth, slice two back.
+        let expected = [
+            (0, true),
+            (1, true),
+            (0, false),
+            (1, false),
+            (1, false),
+            (0, false),
+        ];
+        assert_eq!(order, expected);
+        for side in 0..2 {
+            let measured: Duration = turns
+                .iter()
+                .filter(|t| t.side == side)
+                .map(|t| t.measured)
+                .sum();
+            assert_eq!(measured, duration);
+        }
+        assert!(
+            turns[2..]
+                .iter()
+                .all(|t| t.settle == SETTLE && t.measured <= SLICE)
+        );
+        // A length that is no multiple of a slice: three slices of 0.4 s each.
+        let odd = schedule(3, warmup, Duration::from_millis(1200));
+        assert_eq!(odd.len(), 3 + 3 * 3);
+        assert!(
+            odd[3..]
+                .iter()
+                .all(|t| t.measured == Duration::from_millis(400))
+        );
+        let sides: Vec<usize> = odd[3..].iter().map(|t| t.side).collect();
+        assert_eq!(sides, [0, 1, 2, 2, 1, 0, 0, 1, 2]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -396,8 +444,11 @@ mod tests {
             let m = &measured[side];
             let arrived = log.lock().expect("the echo servers are done").len();
             assert_eq!(m.errors, 0);
-            assert!(!m.latencies.is_empty() && m.latencies.len() < arrived);
-            assert!(m.throughput > 0.0 && m.saturation.is_none());
+            assert!(!m.latencies.is_empty() && m.latencies.len() <= arrived);
+            // Counted replies over the measured time of both slices.
+            let per_second = m.latencies.len() as f64 / (2 * SLICE).as_secs_f64();
+            assert!((m.throughput - per_second).abs() < 1e-6, "{m:?}");
+            assert!(m.saturation.is_none());
         }
     }
 

@@ -104,9 +104,10 @@ mod tests {
     async fn the_echo_floor_answers_every_call_through_the_client_code() {
         let url = super::start().expect("echo server");
         let scripts = Arc::new(vec!["40 + 2".to_string()]);
-        let seq = crate::client::sequential(&url, &scripts, 5, 50)
+        let seq = crate::client::sequential_sides(std::slice::from_ref(&url), &scripts, 5, 50)
             .await
-            .expect("sequential");
+            .expect("sequential")
+            .remove(0);
         assert_eq!((seq.latencies.len(), seq.errors), (50, 0));
         assert!(seq.latencies.percentile_ms(50.0) > 0.0);
         let urls = vec![url];

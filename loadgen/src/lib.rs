@@ -26,6 +26,8 @@ mod report;
 mod stats;
 
 use std::collections::HashMap;
+
+use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,8 +53,9 @@ pub struct Options {
     /// The orchestrator under test.
     pub binary: PathBuf,
     /// An orchestrator to compare with, run beside the binary on the same
-    /// Redis, every load interleaved between the two: request by request
-    /// (sequential), in half-second slices (closed loop).
+    /// Redis, each sync load interleaved between the two: request by
+    /// request (sequential), in slices of at most half a second (closed
+    /// loop). The baseline runs no flush load: it has no `--durability`.
     pub baseline: Option<PathBuf>,
     /// Unmeasured time at the start of every closed-loop load.
     pub warmup: Duration,
@@ -110,9 +113,9 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
             }
             _ => None,
         };
-        // Both builds run every load, interleaved within it (see
-        // `measure`), so a change in the machine's other work weighs on
-        // both alike.
+        // With a baseline (sync loads), both builds run each load,
+        // interleaved within it (see `measure`), so a change in the
+        // machine's other work weighs on both alike.
         for load in &loads {
             let (measured, base_measured) = measure(
                 options,
@@ -199,7 +202,8 @@ async fn measure(
     Ok((measured.remove(0), base))
 }
 
-/// The echo part of the floor, measured once per connection count.
+/// The echo part of the floor: of a sequential load, measured in its
+/// rotation (see `measure`); of a closed-loop one, once per connection count.
 struct Floors {
     url: String,
     options: Options,
@@ -215,15 +219,6 @@ impl Floors {
             sequential: None,
             by_conns: HashMap::new(),
         }
-    }
-
-    async fn sequential(&mut self) -> anyhow::Result<&Measured> {
-        if self.sequential.is_none() {
-            let scripts = Arc::new(vec!["40 + 2".to_string()]);
-            let n = self.options.requests;
-            self.sequential = Some(client::sequential(&self.url, &scripts, n / 10, n).await?);
-        }
-        Ok(self.sequential.as_ref().expect("measured just above"))
     }
 
     async fn closed_loop(&mut self, conns: usize) -> anyhow::Result<&Measured> {
@@ -259,7 +254,10 @@ impl Floors {
             saturation: m.saturation,
         };
         if load.sequential {
-            let echo = self.sequential().await?;
+            let echo = self
+                .sequential
+                .as_ref()
+                .context("the echo floor runs in the sequential load's rotation")?;
             let floor = |p| echo.latencies.percentile_ms(p) + redis_ms + m.run_ms;
             let at = |x: &Measured, p| x.latencies.percentile_ms(p);
             return Ok(vec![

@@ -20,8 +20,9 @@ struct Args {
     binary: Option<PathBuf>,
 
     /// Another circles_orchestrator binary, run beside it on the same Redis;
-    /// every load alternates between the two: request by request when
-    /// sequential, otherwise in half-second slices, one build at a time.
+    /// each load in sync mode (the baseline has no --durability) alternates
+    /// between the two: request by request when sequential, otherwise one
+    /// build at a time in slices of at most half a second.
     #[arg(long, value_name = "PATH")]
     baseline: Option<PathBuf>,
 

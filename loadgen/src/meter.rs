@@ -218,19 +218,21 @@ mod tests {
 
     #[test]
     fn the_slices_of_a_load_add_up_to_its_saturation() {
-        let stretch = |busy_ticks, redis_cpu| Usage {
+        let stretch = |busy_ticks, total_ticks, redis_cpu, ms| Usage {
             busy_ticks,
-            total_ticks: 100.0,
+            total_ticks,
             redis_cpu,
-            wall: Duration::from_secs(1),
+            wall: Duration::from_millis(ms),
         };
         let mut usage = Usage::default();
-        usage += stretch(95.0, 0.5);
-        usage += stretch(5.0, 0.1);
+        // Three quarters of the time all busy, a quarter idle: their sum,
+        // not the mean of the two shares (which would be a half).
+        usage += stretch(300.0, 300.0, 0.6, 1500);
+        usage += stretch(0.0, 100.0, 0.0, 500);
         assert_eq!(
             usage.saturation(),
             Saturation {
-                machine: 0.5,
+                machine: 0.75,
                 redis: 0.3
             }
         );
