@@ -305,8 +305,8 @@ pub fn schedule(sides: usize, warmup: Duration, duration: Duration) -> Vec<Turn>
 /// A closed-loop load on several sides (builds) at once, each side's
 /// connections open in one of `pools`, run turn by turn as [`schedule`]
 /// lays out. With `meter`, Redis's port, the first side's figures say how
-/// busy the machine and Redis were during its measured turns (their
-/// settles included). One [`Measured`] per side.
+/// busy the machine and Redis were during the measured part of its turns
+/// (warm-ups and settles left out). One [`Measured`] per side.
 pub async fn interleaved(
     mut pools: Vec<Pool>,
     scripts: &Scripts,
@@ -316,17 +316,21 @@ pub async fn interleaved(
 ) -> anyhow::Result<Vec<Measured>> {
     let mut usage = crate::meter::Usage::default();
     for turn in schedule(pools.len(), warmup, duration) {
-        let started = match meter {
+        let pool = &mut pools[turn.side];
+        match meter {
             Some(port) if turn.side == 0 && !turn.measured.is_zero() => {
-                Some(crate::meter::Meter::start(port).await?)
+                // The counters are read from the end of the settle on, so
+                // the busy share is that of the measured part (and of its
+                // last replies).
+                let (ran, started) =
+                    tokio::join!(pool.run(scripts, turn.settle, turn.measured), async {
+                        tokio::time::sleep(turn.settle).await;
+                        crate::meter::Meter::start(port).await
+                    });
+                ran?;
+                usage += started?.stop().await?;
             }
-            _ => None,
-        };
-        pools[turn.side]
-            .run(scripts, turn.settle, turn.measured)
-            .await?;
-        if let Some(started) = started {
-            usage += started.stop().await?;
+            _ => pool.run(scripts, turn.settle, turn.measured).await?,
         }
     }
     let mut measured = Vec::with_capacity(pools.len());
