@@ -111,13 +111,11 @@ pub async fn sequential_sides(
         sockets.push(connect(url).await?);
     }
     let mut tallies = vec![Tally::default(); urls.len()];
-    let mut busy = vec![Duration::ZERO; urls.len()];
     for n in 0..warmup + requests {
         for k in 0..urls.len() {
             let side = (n + k) % urls.len();
             let reply = call(&mut sockets[side], n as u64, &scripts[n % scripts.len()]).await?;
             if n >= warmup {
-                busy[side] += Duration::from_micros(reply.latency_us);
                 tallies[side].add(reply);
             }
         }
@@ -125,10 +123,13 @@ pub async fn sequential_sides(
     for mut ws in sockets {
         let _ = ws.close(None).await;
     }
+    // One request in flight at a time: a side's time is its replies' latencies.
     Ok(tallies
         .into_iter()
-        .zip(busy)
-        .map(|(tally, busy)| tally.measured(busy))
+        .map(|tally| {
+            let over = Duration::from_micros(tally.latencies.iter().sum());
+            tally.measured(over)
+        })
         .collect())
 }
 

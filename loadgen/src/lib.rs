@@ -26,11 +26,11 @@ mod report;
 mod stats;
 
 use std::collections::HashMap;
-
-use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+use anyhow::Context;
 
 pub use plan::{Durability, Load, Script};
 pub use report::{Metric, Report, Row};
@@ -117,20 +117,16 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         // interleaved within it (see `measure`), so a change in the
         // machine's other work weighs on both alike.
         for load in &loads {
-            let (measured, base_measured) = measure(
+            let measured = measure(
                 options,
                 &new,
                 base.as_ref(),
                 load,
-                &mut floors,
+                &floors.url,
                 redis.port(),
             )
             .await?;
-            rows.extend(
-                floors
-                    .rows(load, &measured, base_measured.as_ref(), ping_ms)
-                    .await?,
-            );
+            rows.extend(floors.rows(load, &measured, ping_ms).await?);
         }
         new.stop().await?;
         if let Some(base) = base {
@@ -164,50 +160,69 @@ async fn start_prefilled(
     Ok(orchestrator)
 }
 
+/// What one load measured on each side.
+struct Sides {
+    /// The build under test.
+    new: Measured,
+    /// The baseline, when there is one.
+    base: Option<Measured>,
+    /// The floor's echo server, in the rotation of a sequential load.
+    echo: Option<Measured>,
+}
+
 /// Runs one load against a running orchestrator and, beside it, the
 /// baseline. The sequential load sends each request to every side in turn
-/// (the orchestrator, the baseline, the floor's echo server); a closed-loop
-/// load keeps each side's connections open and alternates the sides in
-/// slices of [`client::SLICE`], one side at a time, and also tells how busy
-/// the machine and Redis (on `port`) were during the orchestrator's slices.
+/// (the orchestrator, the baseline, the floor's echo server at `echo_url`);
+/// a closed-loop load keeps each side's connections open and alternates the
+/// sides in slices of [`client::SLICE`], one side at a time, and also tells
+/// how busy the machine and Redis (on `port`) were during the orchestrator's
+/// slices.
 async fn measure(
     options: &Options,
     orchestrator: &Orchestrator,
     baseline: Option<&Orchestrator>,
     load: &Load,
-    floors: &mut Floors,
+    echo_url: &str,
     port: u16,
-) -> anyhow::Result<(Measured, Option<Measured>)> {
+) -> anyhow::Result<Sides> {
     let scripts = Arc::new(load.script.texts(PREFILL));
     let sides: Vec<Arc<Vec<String>>> = std::iter::once(orchestrator)
         .chain(baseline)
         .map(|o| o.first(load.circles))
         .collect();
-    let mut measured = if load.sequential {
+    let (measured, echo) = if load.sequential {
         let mut urls: Vec<String> = sides.iter().map(|urls| urls[0].clone()).collect();
-        urls.push(floors.url.clone());
+        urls.push(echo_url.to_string());
         let (warmup, requests) = (options.requests / 10, options.requests);
         let mut measured = client::sequential_sides(&urls, &scripts, warmup, requests).await?;
-        floors.sequential = measured.pop();
-        measured
+        let echo = measured.pop();
+        (measured, echo)
     } else {
         let mut pools = Vec::with_capacity(sides.len());
         for urls in &sides {
             pools.push(client::Pool::open(urls, load.conns).await?);
         }
         let (warmup, duration) = (options.warmup, options.duration);
-        client::interleaved(pools, &scripts, warmup, duration, Some(port)).await?
+        let measured = client::interleaved(pools, &scripts, warmup, duration, Some(port)).await?;
+        (measured, None)
     };
-    let base = (measured.len() > 1).then(|| measured.remove(1));
-    Ok((measured.remove(0), base))
+    let mut measured = measured.into_iter();
+    let new = measured
+        .next()
+        .context("the build under test is always a side")?;
+    Ok(Sides {
+        new,
+        base: measured.next(),
+        echo,
+    })
 }
 
-/// The echo part of the floor: of a sequential load, measured in its
-/// rotation (see `measure`); of a closed-loop one, once per connection count.
+/// The echo part of the floor of the closed-loop loads, measured once per
+/// connection count (a sequential load's comes from its own rotation, see
+/// `measure`).
 struct Floors {
     url: String,
     options: Options,
-    sequential: Option<Measured>,
     by_conns: HashMap<usize, Measured>,
 }
 
@@ -216,7 +231,6 @@ impl Floors {
         Floors {
             url,
             options: options.clone(),
-            sequential: None,
             by_conns: HashMap::new(),
         }
     }
@@ -233,13 +247,8 @@ impl Floors {
     }
 
     /// The rows of one load: p50 and p99 for the sequential one, req/s otherwise.
-    async fn rows(
-        &mut self,
-        load: &Load,
-        m: &Measured,
-        base: Option<&Measured>,
-        ping_ms: f64,
-    ) -> anyhow::Result<Vec<Row>> {
+    async fn rows(&mut self, load: &Load, sides: &Sides, ping_ms: f64) -> anyhow::Result<Vec<Row>> {
+        let (m, base) = (&sides.new, sides.base.as_ref());
         let redis_ms = REDIS_ROUND_TRIPS * ping_ms;
         let row = |metric, value, floor, baseline| Row {
             load: load.name(),
@@ -254,8 +263,8 @@ impl Floors {
             saturation: m.saturation,
         };
         if load.sequential {
-            let echo = self
-                .sequential
+            let echo = sides
+                .echo
                 .as_ref()
                 .context("the echo floor runs in the sequential load's rotation")?;
             let floor = |p| echo.latencies.percentile_ms(p) + redis_ms + m.run_ms;
