@@ -320,16 +320,7 @@ pub async fn interleaved(
         let pool = &mut pools[turn.side];
         match meter {
             Some(port) if turn.side == 0 && !turn.measured.is_zero() => {
-                // The counters are read from the end of the settle on, so
-                // the busy share is that of the measured part (and of its
-                // last replies).
-                let (ran, started) =
-                    tokio::join!(pool.run(scripts, turn.settle, turn.measured), async {
-                        tokio::time::sleep(turn.settle).await;
-                        crate::meter::Meter::start(port).await
-                    });
-                ran?;
-                usage += started?.stop().await?;
+                usage += metered(pool, scripts, &turn, port).await?;
             }
             _ => pool.run(scripts, turn.settle, turn.measured).await?,
         }
@@ -342,6 +333,27 @@ pub async fn interleaved(
         first.saturation = Some(usage.saturation());
     }
     Ok(measured)
+}
+
+/// Runs one turn of `pool` with the machine's and Redis's counters read at
+/// the start and the end of its measured part, so the busy share is that of
+/// the window alone: neither the settle nor the last replies the pool drains
+/// after it.
+async fn metered(
+    pool: &mut Pool,
+    scripts: &Scripts,
+    turn: &Turn,
+    port: u16,
+) -> anyhow::Result<crate::meter::Usage> {
+    let from = tokio::time::Instant::now() + turn.settle;
+    let (ran, used) = tokio::join!(pool.run(scripts, turn.settle, turn.measured), async {
+        tokio::time::sleep_until(from).await;
+        let meter = crate::meter::Meter::start(port).await?;
+        tokio::time::sleep_until(from + turn.measured).await;
+        meter.stop().await
+    });
+    ran?;
+    used
 }
 
 /// `conns` connections spread over `urls` round-robin, each with one
@@ -360,115 +372,4 @@ pub async fn closed_loop(
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-    use std::time::{Duration, Instant};
-
-    use super::*;
-    use crate::echo::{Arrivals, start_logged};
-
-    /// Which side each request reached, in the order they arrived.
-    fn arrival_sides(logs: &[Arrivals]) -> Vec<usize> {
-        let mut all: Vec<(Instant, usize)> = Vec::new();
-        for (side, log) in logs.iter().enumerate() {
-            let log = log.lock().expect("the echo servers are done");
-            all.extend(log.iter().map(|&at| (at, side)));
-        }
-        all.sort();
-        all.into_iter().map(|(_, side)| side).collect()
-    }
-
-    #[test]
-    fn one_side_runs_in_one_turn_and_several_take_turns_forth_then_back() {
-        let (warmup, duration) = (Duration::from_secs(1), Duration::from_secs(1));
-        assert_eq!(
-            schedule(1, warmup, duration),
-            [Turn {
-                side: 0,
-                settle: warmup,
-                measured: duration
-            }]
-        );
-        let turns = schedule(2, warmup, duration);
-        let order: Vec<(usize, bool)> = turns
-            .iter()
-            .map(|t| (t.side, t.measured.is_zero()))
-            .collect();
-        // Warm-ups, then slice one forth, slice two back.
-        let expected = [
-            (0, true),
-            (1, true),
-            (0, false),
-            (1, false),
-            (1, false),
-            (0, false),
-        ];
-        assert_eq!(order, expected);
-        for side in 0..2 {
-            let measured: Duration = turns
-                .iter()
-                .filter(|t| t.side == side)
-                .map(|t| t.measured)
-                .sum();
-            assert_eq!(measured, duration);
-        }
-        assert!(
-            turns[2..]
-                .iter()
-                .all(|t| t.settle == SETTLE && t.measured <= SLICE)
-        );
-        // A length that is no multiple of a slice: three slices of 0.4 s each.
-        let odd = schedule(3, warmup, Duration::from_millis(1200));
-        assert_eq!(odd.len(), 3 + 3 * 3);
-        assert!(
-            odd[3..]
-                .iter()
-                .all(|t| t.measured == Duration::from_millis(400))
-        );
-        let sides: Vec<usize> = odd[3..].iter().map(|t| t.side).collect();
-        assert_eq!(sides, [0, 1, 2, 2, 1, 0, 0, 1, 2]);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_interleaved_load_runs_one_side_at_a_time_in_turns() {
-        let (a, a_log) = start_logged().expect("echo server a");
-        let (b, b_log) = start_logged().expect("echo server b");
-        let scripts = Arc::new(vec!["40 + 2".to_string()]);
-        let pools = vec![
-            Pool::open(&[a], 4).await.expect("pool a"),
-            Pool::open(&[b], 4).await.expect("pool b"),
-        ];
-        // Two slices: warm-ups a, b; slice one a, b; slice two b, a.
-        let measured = interleaved(pools, &scripts, Duration::from_millis(50), 2 * SLICE, None)
-            .await
-            .expect("interleaved load");
-        let mut turns = arrival_sides(&[a_log.clone(), b_log.clone()]);
-        turns.dedup();
-        assert_eq!(turns, [0, 1, 0, 1, 0]);
-        for (side, log) in [(0, &a_log), (1, &b_log)] {
-            let m = &measured[side];
-            let arrived = log.lock().expect("the echo servers are done").len();
-            assert_eq!(m.errors, 0);
-            assert!(!m.latencies.is_empty() && m.latencies.len() <= arrived);
-            // Counted replies over the measured time of both slices.
-            let per_second = m.latencies.len() as f64 / (2 * SLICE).as_secs_f64();
-            assert!((m.throughput - per_second).abs() < 1e-6, "{m:?}");
-            assert!(m.saturation.is_none());
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_sequential_load_sends_each_request_to_every_side_in_turn() {
-        let (a, a_log) = start_logged().expect("echo server a");
-        let (b, b_log) = start_logged().expect("echo server b");
-        let scripts = Arc::new(vec!["40 + 2".to_string()]);
-        let measured = sequential_sides(&[a, b], &scripts, 2, 10)
-            .await
-            .expect("sequential load");
-        let expected: Vec<usize> = (0..12).flat_map(|n| [n % 2, (n + 1) % 2]).collect();
-        assert_eq!(arrival_sides(&[a_log, b_log]), expected);
-        for m in &measured {
-            assert_eq!((m.latencies.len(), m.errors), (10, 0));
-        }
-    }
-}
+mod tests;

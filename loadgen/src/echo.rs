@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::Message;
 /// another thread, never just the caller's), until the process ends;
 /// returns its `ws://` URL.
 pub fn start() -> anyhow::Result<String> {
-    serve_on_thread(None)
+    serve_on_thread(None, std::time::Duration::ZERO)
 }
 
 /// When each request reached an echo server started by `start_logged`.
@@ -21,10 +21,19 @@ pub(crate) type Arrivals = std::sync::Arc<std::sync::Mutex<Vec<std::time::Instan
 #[cfg(test)]
 pub(crate) fn start_logged() -> anyhow::Result<(String, Arrivals)> {
     let arrivals = Arrivals::default();
-    Ok((serve_on_thread(Some(arrivals.clone()))?, arrivals))
+    Ok((
+        serve_on_thread(Some(arrivals.clone()), std::time::Duration::ZERO)?,
+        arrivals,
+    ))
 }
 
-fn serve_on_thread(log: Option<Arrivals>) -> anyhow::Result<String> {
+/// [`start`], each reply sent `delay` after its request arrived.
+#[cfg(test)]
+pub(crate) fn start_slow(delay: std::time::Duration) -> anyhow::Result<String> {
+    serve_on_thread(None, delay)
+}
+
+fn serve_on_thread(log: Option<Arrivals>, delay: std::time::Duration) -> anyhow::Result<String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let url = format!("ws://{}/ws", listener.local_addr()?);
@@ -33,11 +42,11 @@ fn serve_on_thread(log: Option<Arrivals>) -> anyhow::Result<String> {
         .build()?;
     std::thread::Builder::new()
         .name("echo".into())
-        .spawn(move || runtime.block_on(serve(listener, log)))?;
+        .spawn(move || runtime.block_on(serve(listener, log, delay)))?;
     Ok(url)
 }
 
-async fn serve(listener: std::net::TcpListener, log: Option<Arrivals>) {
+async fn serve(listener: std::net::TcpListener, log: Option<Arrivals>, delay: std::time::Duration) {
     let Ok(listener) = TcpListener::from_std(listener) else {
         return;
     };
@@ -66,6 +75,9 @@ async fn serve(listener: std::net::TcpListener, log: Option<Arrivals>) {
                 let reply = serde_json::json!({
                     "jsonrpc": "2.0", "id": id, "result": {"output": "42"}
                 });
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
                 if ws
                     .send(Message::Text(reply.to_string().into()))
                     .await

@@ -87,6 +87,12 @@ impl std::ops::AddAssign for Usage {
 }
 
 impl Usage {
+    /// The wall time it covers.
+    #[cfg(test)]
+    pub(crate) fn wall(&self) -> Duration {
+        self.wall
+    }
+
     /// How busy the machine's cores and Redis's thread were over it.
     pub(crate) fn saturation(&self) -> Saturation {
         let wall = self.wall.as_secs_f64().max(1e-3);
