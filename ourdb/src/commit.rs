@@ -286,6 +286,7 @@ impl Store {
         prev.file
             .set_len(w.offset)
             .map_err(|e| Error::io(format!("cutting {}", prev.path.display()), e))?;
+        w.allocated = w.offset;
         sync_or_poison(&self.counters, w, &prev, true)?;
         let n = w
             .file_no
@@ -293,8 +294,15 @@ impl Store {
             .ok_or_else(|| Error::InvalidConfig {
                 reason: "data file numbers exhausted".into(),
             })?;
-        let file = files::create_data_file(&self.dir, n, self.config.mode, w.offset)?;
+        let (file, tmp) = files::prepare_data_file(&self.dir, n, self.config.mode, w.offset)?;
         let path = files::data_path(&self.dir, n);
+        if let Err(e) = files::install(&self.dir, &tmp, &path) {
+            // Whether the rename reached the disk is unknown: if it did, the
+            // new file records where this one ends, and a commit appended
+            // here would contradict it (open would refuse the files).
+            w.poisoned = true;
+            return Err(e);
+        }
         self.counters.grew(FILE_HEADER_LEN);
         log::debug!("rolled over to {}", path.display());
         self.write_state()

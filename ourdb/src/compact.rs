@@ -12,14 +12,15 @@
 //! header (a generation start numbered one past the writer's current file).
 //! Then the writer lock: what is left is copied in slices of at most 1 MiB,
 //! the lock released between slices, and after the last slice, still under
-//! the lock, the switch: rename into place (in `Durability::Sync` after an
-//! fsync of the last frames, followed by an fsync of the directory), publish
-//! the file and index, continue writing at its end. So a commit waits for
-//! at most one slice or the switch ([`crate::Stats::max_compaction_pause`]),
-//! and a writer faster than the copy is slowed to its pace until the switch;
-//! reads never wait (one holding an old file keeps reading it). In
-//! `Durability::Flush` the file and directory are fsynced right after the
-//! lock is released. The old files are deleted last. A crash before the
+//! the lock, the switch: an fsync of the last frames (in either durability
+//! mode: a `Flush` caller may have made them durable with `OurDb::sync`),
+//! rename into place, an fsync of the directory, publish the file and index,
+//! continue writing at its end; a failure after the rename poisons the handle
+//! (the file may be in place and supersede the ones it writes to). So a
+//! commit waits for at most one slice or the switch
+//! ([`crate::Stats::max_compaction_pause`]), and a writer faster than the
+//! copy is slowed to its pace until the switch; reads never wait (one
+//! holding an old file keeps reading it). The old files are deleted last. A crash before the
 //! rename leaves a `.tmp` that open deletes; after it, open finds the
 //! generation start and deletes the files it supersedes (`opening`).
 //!
@@ -36,8 +37,8 @@ use crate::copy::{Out, copy_frames};
 use crate::error::{Error, Result};
 use crate::files::{self, DataFile};
 use crate::format::{
-    self, FILE_HEADER_LEN, FRAME_HEADER_LEN, FileHeader, FrameBuilder, OpKind, PAYLOAD_HEADER_LEN,
-    Pos, SAME_FILE,
+    self, FILE_HEADER_LEN, FRAME_HEADER_LEN, FileHeader, FrameBuilder, OP_HEADER_LEN, OpKind,
+    PAYLOAD_HEADER_LEN, Pos, SAME_FILE,
 };
 use crate::index::{Index, Loc};
 use crate::state::Store;
@@ -186,6 +187,18 @@ impl Store {
             }
             let mut prev = None;
             for v in versions.iter().rev() {
+                // A frame holds at most a few MiB past FRAME_TARGET whatever
+                // one record keeps (16 versions of values up to 4 GiB would
+                // pass a frame's u32 length): a version that would take it
+                // past the target starts the next one. Links stay absolute
+                // offsets in this file, so a record's versions may span frames.
+                if b.len() > FRAME_HEADER_LEN + PAYLOAD_HEADER_LEN
+                    && b.len() + OP_HEADER_LEN + v.len() > FRAME_TARGET
+                {
+                    let full = std::mem::replace(&mut b, FrameBuilder::new(0, 0, next_id));
+                    out.write(&full.finish())?;
+                    b = FrameBuilder::new(out.offset, FRAME_TARGET + (64 << 10), next_id);
+                }
                 let at = b.push(OpKind::Put, id, prev, v);
                 prev = Some(Pos {
                     file: SAME_FILE,
@@ -301,18 +314,20 @@ impl Store {
             out.index.move_all_to(n);
             out.file_no = n;
         }
-        let sync = self.config.durability.syncs();
         let path = files::data_path(&self.dir, n);
+        // Everything that can fail without harm comes before the rename: once
+        // the file is in place it supersedes the files this handle writes to.
+        let file = out
+            .file
+            .try_clone()
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        // The frames copied last are commits a caller may have made durable
+        // (in `Flush` mode by `OurDb::sync`): they are on disk before the
+        // file that makes the old ones go can be.
+        out.sync()?;
         let installed = (|| {
-            if sync {
-                // The frames copied last are acknowledged commits.
-                out.sync()?;
-            }
             files::rename(&out.path, &path)?;
-            if sync {
-                files::sync_dir(&self.dir)?;
-            }
-            Ok(())
+            files::sync_dir(&self.dir)
         })();
         if let Err(e) = installed {
             // Whether the rename reached the disk is unknown: if it did, the
@@ -320,10 +335,6 @@ impl Store {
             w.poisoned = true;
             return Err(e);
         }
-        let file = out
-            .file
-            .try_clone()
-            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
         let index = std::mem::replace(&mut out.index, Index::sparse());
         let old = {
             let mut st = self.write_state();
@@ -344,11 +355,6 @@ impl Store {
         // Before a commit adds to the file bytes.
         self.counters.compacted(out.offset, pause);
         drop(w);
-        if !sync {
-            // Before the old files go, the switch must be on disk.
-            out.sync()?;
-            files::sync_dir(&self.dir)?;
-        }
         log::debug!(
             "compacted {} into data file {n} ({} bytes, writer paused {pause:?})",
             self.dir.display(),

@@ -181,8 +181,20 @@ pub(crate) fn remove_data_files(dir: &Path, nums: impl IntoIterator<Item = u32>)
 /// Creates data file `n` with its header, atomically, and returns it open for
 /// reading and writing.
 pub(crate) fn create_data_file(dir: &Path, n: u32, mode: Mode, prev_len: u64) -> Result<File> {
-    let path = data_path(dir, n);
-    let tmp = path.with_extension("tmp");
+    let (f, tmp) = prepare_data_file(dir, n, mode, prev_len)?;
+    install(dir, &tmp, &data_path(dir, n))?;
+    Ok(f)
+}
+
+/// Writes data file `n`'s header, synced, under its `.tmp` name (which open
+/// deletes); returns the file and that name, for [`install`] to put in place.
+pub(crate) fn prepare_data_file(
+    dir: &Path,
+    n: u32,
+    mode: Mode,
+    prev_len: u64,
+) -> Result<(File, std::path::PathBuf)> {
+    let tmp = data_path(dir, n).with_extension("tmp");
     let ctx = |what: &str| format!("{what} data file {}", tmp.display());
     let mut f = OpenOptions::new()
         .read(true)
@@ -199,8 +211,7 @@ pub(crate) fn create_data_file(dir: &Path, n: u32, mode: Mode, prev_len: u64) ->
     }))
     .map_err(|e| Error::io(ctx("writing header of"), e))?;
     f.sync_all().map_err(|e| Error::io(ctx("syncing"), e))?;
-    install(dir, &tmp, &path)?;
-    Ok(f)
+    Ok((f, tmp))
 }
 
 /// Opens an existing data file for reading and writing.

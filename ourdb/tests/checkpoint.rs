@@ -290,3 +290,58 @@ fn damage_before_the_checkpoint_end_is_reported_on_read_not_returned() {
     let err = db.get(id).unwrap_err();
     assert!(matches!(err, ourdb::Error::Corrupt { .. }), "{err}");
 }
+
+/// A checksum-valid incremental checkpoint that ends right after the header
+/// of data file 0 (no last frame, as one taken of an empty last file), with
+/// `next_id` and dense `entries` (file, value_len, offset) from id 1.
+fn at_a_header(next_id: u32, entries: &[(u32, u32, u64)]) -> Vec<u8> {
+    let mut b = b"OURDBCK1".to_vec();
+    b.extend_from_slice(&[1, 0, 0, 0]); // incremental
+    b.extend_from_slice(&0u32.to_le_bytes()); // first file
+    b.extend_from_slice(&0u32.to_le_bytes()); // end file
+    b.extend_from_slice(&32u64.to_le_bytes()); // end offset: the header's end
+    b.extend_from_slice(&u64::MAX.to_le_bytes()); // no last frame
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&next_id.to_le_bytes());
+    b.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]); // dense, superseded unknown
+    b.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    assert_eq!(b.len(), 60);
+    for &(file, len, offset) in entries {
+        b.extend_from_slice(&file.to_le_bytes());
+        b.extend_from_slice(&len.to_le_bytes());
+        b.extend_from_slice(&offset.to_le_bytes());
+    }
+    let crc = crc32fast::hash(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    b
+}
+
+#[test]
+fn a_checkpoint_that_ends_at_a_file_header_is_checked_all_the_same() {
+    // The shape itself is sound: an empty store's.
+    let sound = tempfile::tempdir().unwrap();
+    OurDb::open(sound.path(), config())
+        .unwrap()
+        .close()
+        .unwrap();
+    fs::write(checkpoint(sound.path()), at_a_header(1, &[])).unwrap();
+    let db = OurDb::open(sound.path(), config()).unwrap();
+    assert!(db.stats().opened_from_checkpoint);
+    assert_eq!(db.insert(b"first").unwrap(), 1);
+    // Lies in it are not: a location past the data, a next id of 0.
+    for lie in [
+        at_a_header(2, &[(0, 1 << 30, 1 << 40)]),
+        at_a_header(0, &[]),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        OurDb::open(dir.path(), config()).unwrap().close().unwrap();
+        fs::write(checkpoint(dir.path()), lie).unwrap();
+        let db = OurDb::open(dir.path(), config()).unwrap();
+        assert!(!db.stats().opened_from_checkpoint);
+        assert_eq!((db.len(), db.exists(1).unwrap()), (0, false));
+        assert_eq!(db.insert(b"first").unwrap(), 1);
+        db.close().unwrap();
+        let db = OurDb::open(dir.path(), config()).unwrap();
+        assert_eq!(db.get(1).unwrap(), Some(b"first".to_vec()));
+    }
+}

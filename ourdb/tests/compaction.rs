@@ -428,3 +428,43 @@ fn deletes_committed_after_the_checkpoint_make_a_compaction_due_after_a_reopen()
     assert_eq!(db.get(1).unwrap(), None);
     assert_eq!(db.get(2).unwrap(), Some(vec![1; 100]));
 }
+
+#[test]
+fn a_record_whose_kept_versions_outgrow_a_frame_is_copied_over_several() {
+    // 16 kept versions of 200 KiB: 3.2 MiB of one record, over three times
+    // what a compacted frame holds (1 MiB), so a frame's u32 length never
+    // has to carry all of a record's history (16 versions of values near
+    // the 4 GiB limit would overflow it).
+    let cfg = Config {
+        max_file_size: 64 << 20,
+        ..config(16)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = OurDb::open(dir.path(), cfg.clone()).unwrap();
+    let version = |v: u8| vec![v; 200 << 10];
+    let id = db.insert(&version(0)).unwrap();
+    for v in 1..20 {
+        db.update(id, &version(v)).unwrap();
+    }
+    db.compact().unwrap();
+    let want: Vec<Vec<u8>> = (4..20).rev().map(version).collect();
+    assert_eq!(db.history(id, usize::MAX).unwrap(), want);
+    db.close().unwrap();
+
+    // The frames of the compacted file (layout in ARCHITECTURE.md: a 32-byte
+    // file header, then magic, payload length u32, crc u32, payload).
+    let files = data_files(dir.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    let bytes = fs::read(&files[0]).unwrap();
+    let mut at = 32;
+    let mut payloads = Vec::new();
+    while at + 12 <= bytes.len() && &bytes[at..at + 4] == b"ODBF" {
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        payloads.push(len);
+        at += 12 + len;
+    }
+    assert!(payloads.len() >= 4, "{payloads:?}");
+    assert!(payloads.iter().all(|&len| len <= 1 << 20), "{payloads:?}");
+    let db = OurDb::open(dir.path(), cfg).unwrap();
+    assert_eq!(db.history(id, usize::MAX).unwrap(), want);
+}
