@@ -127,11 +127,16 @@ impl Taker<'_> {
                 return;
             }
             // Without the lease nothing is taken (the claims would be
-            // refused anyway): wait until the keeper takes it again.
+            // refused anyway): wait until the keeper takes it again. Stopped
+            // meanwhile, it stops at once, even with a last look at its own
+            // list due: that look's claims would be refused too, and what the
+            // list holds is for the lease's next holder to settle.
             if let Some(held) = self.held
                 && held.token() == 0
             {
-                held.wait(self.token).await;
+                if !held.wait(self.token).await {
+                    return;
+                }
                 continue;
             }
             if outage.check_own {

@@ -383,3 +383,28 @@ async fn a_partitioned_worker_gives_back_the_tasks_of_its_batch_it_never_started
     let oldest_first: Vec<String> = queued.into_iter().rev().collect();
     assert_eq!(oldest_first, behind, "back at the head, oldest first");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cut_off_past_its_lease_and_a_reply_timeout_stops_when_asked() {
+    let redis = testkit::RedisServer::start();
+    let proxy = testkit::Proxy::start(redis.port());
+    let worker = leased_worker(
+        &proxy.redis_url(),
+        "cut_off",
+        holder(11, "host-a", "/data/a"),
+        false,
+    );
+    running(&worker).await;
+    proxy.freeze();
+    eventually("the lease to be lost", WAIT, || async {
+        matches!(worker.status.state(), WorkerState::LeaseLost(_)).then_some(())
+    })
+    .await;
+    // Past the 5 s response timeout of the blocked pop: the worker counts a
+    // reply as lost, and owes its own list a last look it cannot take
+    // without the lease.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    worker.token.cancel();
+    let stopped = tokio::time::timeout(WAIT, worker.handle).await;
+    assert!(stopped.is_ok(), "the worker did not stop within {WAIT:?}");
+}
