@@ -225,6 +225,54 @@ async fn a_batch_is_claimed_oldest_first_and_each_task_is_finished_with_its_own_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finish_sent_again_after_a_lost_reply_reports_what_its_first_try_settled_as_gone() {
+    let Setup {
+        _redis,
+        client,
+        broker,
+        mut conn,
+    } = setup().await;
+    let ids = submit_and_claim(&client, &broker, &["1", "2", "3"]).await;
+    let (a, b, c) = (&ids[0], &ids[1], &ids[2]);
+    assert!(client.cancel(b, "not any more").await.expect("cancel"));
+    let outcomes = [completed(a)];
+    let first = broker
+        .finish_batch(&outcomes, &[b, c], 0, false)
+        .await
+        .expect("finish");
+    assert_eq!(first.cancelled, [(b.clone(), "not any more".to_owned())]);
+    assert!(first.gone.is_empty());
+    // Its reply lost, the worker sends the same again: a is no longer its to
+    // write, b is gone (it must not run), c is still held.
+    let again = broker
+        .finish_batch(&outcomes, &[b, c], 0, false)
+        .await
+        .expect("finish again");
+    assert_eq!(again.written, [false]);
+    assert!(again.cancelled.is_empty());
+    assert_eq!(again.gone, std::slice::from_ref(b));
+    assert_eq!(processing(&mut conn).await, std::slice::from_ref(c));
+
+    // A first try that gave c back (the worker was stopping), sent again
+    // without that: c is gone, and stays queued for whoever takes it.
+    broker
+        .finish_batch(&[], &[c], 0, true)
+        .await
+        .expect("release");
+    let again = broker
+        .finish_batch(&[], &[c], 0, false)
+        .await
+        .expect("finish again");
+    assert_eq!(again.gone, std::slice::from_ref(c));
+    assert_eq!(status(&mut conn, c).await.as_deref(), Some("pending"));
+    assert_eq!(
+        client.queued("q", 10).await.expect("queued"),
+        std::slice::from_ref(c)
+    );
+    assert!(processing(&mut conn).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_claim_ends_the_tasks_it_cannot_run_and_counts_each_one_failure() {
     let Setup {
         _redis,

@@ -1,7 +1,8 @@
 //! [`Proxy`]: a TCP proxy in front of a server that a test can freeze, to
 //! cut a client off as a network partition does: nothing is forwarded
 //! either way, and no connection is closed (the client's requests just go
-//! unanswered).
+//! unanswered), or freeze only the replies, to lose them after the server
+//! acted on the requests.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -15,6 +16,7 @@ use std::time::Duration;
 pub struct Proxy {
     port: u16,
     frozen: Arc<AtomicBool>,
+    replies_frozen: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 }
 
@@ -27,8 +29,13 @@ impl Proxy {
             .expect("non-blocking listener");
         let port = listener.local_addr().expect("proxy address").port();
         let frozen = Arc::new(AtomicBool::new(false));
+        let replies_frozen = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
-        let (f, s) = (Arc::clone(&frozen), Arc::clone(&stop));
+        let (f, r, s) = (
+            Arc::clone(&frozen),
+            Arc::clone(&replies_frozen),
+            Arc::clone(&stop),
+        );
         thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
                 match listener.accept() {
@@ -36,13 +43,17 @@ impl Proxy {
                         let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
                             continue;
                         };
-                        for (from, to) in [
-                            (client.try_clone(), server.try_clone()),
-                            (server.try_clone(), client.try_clone()),
+                        for (from, to, replies) in [
+                            (client.try_clone(), server.try_clone(), false),
+                            (server.try_clone(), client.try_clone(), true),
                         ] {
                             if let (Ok(from), Ok(to)) = (from, to) {
-                                let (f, s) = (Arc::clone(&f), Arc::clone(&s));
-                                thread::spawn(move || pump(from, to, &f, &s));
+                                let frozen = [Arc::clone(&f)]
+                                    .into_iter()
+                                    .chain(replies.then(|| Arc::clone(&r)))
+                                    .collect::<Vec<_>>();
+                                let s = Arc::clone(&s);
+                                thread::spawn(move || pump(from, to, &frozen, &s));
                             }
                         }
                     }
@@ -53,7 +64,12 @@ impl Proxy {
                 }
             }
         });
-        Proxy { port, frozen, stop }
+        Proxy {
+            port,
+            frozen,
+            replies_frozen,
+            stop,
+        }
     }
 
     /// The proxy's port.
@@ -72,9 +88,17 @@ impl Proxy {
         self.frozen.store(true, Ordering::SeqCst);
     }
 
-    /// Forwards again.
+    /// Forwards again (replies too).
     pub fn thaw(&self) {
         self.frozen.store(false, Ordering::SeqCst);
+        self.replies_frozen.store(false, Ordering::SeqCst);
+    }
+
+    /// Forwards requests to the server but none of its replies: the server
+    /// acts on every request, and the client hears nothing back (a reply
+    /// lost on the way), until [`Proxy::thaw`].
+    pub fn freeze_replies(&self) {
+        self.replies_frozen.store(true, Ordering::SeqCst);
     }
 }
 
@@ -84,13 +108,13 @@ impl Drop for Proxy {
     }
 }
 
-/// Copies `from` to `to` while not frozen; while frozen, reads nothing
-/// (the bytes wait in the kernel's buffers).
-fn pump(mut from: TcpStream, mut to: TcpStream, frozen: &AtomicBool, stop: &AtomicBool) {
+/// Copies `from` to `to` while none of `frozen` is set; while one is, reads
+/// nothing (the bytes wait in the kernel's buffers).
+fn pump(mut from: TcpStream, mut to: TcpStream, frozen: &[Arc<AtomicBool>], stop: &AtomicBool) {
     let _ = from.set_read_timeout(Some(Duration::from_millis(20)));
     let mut buf = [0u8; 16 * 1024];
     while !stop.load(Ordering::SeqCst) {
-        if frozen.load(Ordering::SeqCst) {
+        if frozen.iter().any(|f| f.load(Ordering::SeqCst)) {
             thread::sleep(Duration::from_millis(5));
             continue;
         }

@@ -218,11 +218,15 @@ impl Taker<'_> {
                 })
                 .collect();
             let release = self.stops_starting();
-            let take_next = if held.is_empty() && !self.token.is_cancelled() && !release {
-                self.options.claim_batch
-            } else {
-                0
-            };
+            // After a lost reply (`check_own`) nothing more is claimed until
+            // the worker has looked at its own list: a finish that ran
+            // unseen may have claimed a batch that waits there.
+            let take_next =
+                if held.is_empty() && !self.token.is_cancelled() && !release && !outage.check_own {
+                    self.options.claim_batch
+                } else {
+                    0
+                };
             let finished = self
                 .broker
                 .finish_batch(&outcomes, &held, take_next, release)
@@ -241,6 +245,15 @@ impl Taker<'_> {
                         );
                         ready.retain(|c| !matches!(c, Claim::Run(t) if t.task_id == *task_id));
                         self.ended_unrun(&FailureKind::Cancelled);
+                    }
+                    for task_id in &done.gone {
+                        log::info!(
+                            task = task_id.as_str(), queue = self.config.queue.as_str();
+                            "queue {}: held task {task_id} is no longer this worker's (ended or \
+                             put back while a reply was lost); it does not run here",
+                            self.config.queue
+                        );
+                        ready.retain(|c| !matches!(c, Claim::Run(t) if t.task_id == *task_id));
                     }
                     if release {
                         ready.retain(|c| !is_run(c));

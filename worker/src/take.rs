@@ -36,7 +36,7 @@ pub(crate) struct Outage {
     backoff: Duration,
     since: Option<Instant>,
     /// Set by every failed request; cleared once the processing list was read.
-    check_own: bool,
+    pub(crate) check_own: bool,
     /// Tasks that ran but whose result Redis refused (a fault, logged): never
     /// run again, even though they stay in the processing list.
     pub(crate) unwritten: HashSet<String>,

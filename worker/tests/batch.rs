@@ -326,3 +326,82 @@ async fn a_stopping_worker_puts_the_unstarted_tasks_of_its_batch_back_in_order()
             .is_empty()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_task_cancelled_by_a_finish_whose_reply_was_lost_does_not_run_when_it_is_sent_again()
+{
+    let redis = testkit::RedisServer::start();
+    let proxy = testkit::Proxy::start(redis.port());
+    let url = redis.url();
+    let queue = "lost_finish_reply";
+    let client = Client::connect(&url).await.expect("connect");
+    // The first one runs until its time limit; the other two wait behind it
+    // in the same batch.
+    let first = client
+        .submit(queue, "let x = 0; loop { x += 1; }", &opts())
+        .await
+        .expect("submit");
+    let second = client
+        .submit(queue, "db::insert(\"second\"); 2", &opts())
+        .await
+        .expect("submit");
+    let third = client
+        .submit(queue, "db::insert(\"third\"); 3", &opts())
+        .await
+        .expect("submit");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let limits = engine::Limits {
+        timeout: Duration::from_millis(1500),
+        max_operations: 0,
+        ..engine::Limits::default()
+    };
+    let worker = TestWorker::start_with(
+        worker::WorkerConfig::new(&proxy.redis_url(), queue),
+        fast_options(),
+        open_engine(dir.path(), limits),
+    );
+    // The finish script in Redis's cache, as on any Redis a worker finished
+    // a task on before (a reply lost, a NOSCRIPT would be lost too).
+    client::broker::WorkerBroker::new(
+        &url,
+        "warm_up",
+        "w",
+        &client::broker::BrokerOptions::new(WAIT),
+    )
+    .expect("broker")
+    .finish_batch(&[], &[], 0, false)
+    .await
+    .expect("finish script loaded");
+    let conn = raw(&url).await;
+    until_status(&conn, &third, "processing", WAIT).await;
+    assert!(
+        client
+            .cancel(&second, "the caller went away")
+            .await
+            .expect("cancel")
+    );
+    // Redis acts on the worker's requests from here on, but the worker
+    // hears nothing back: the finish of the first task ends the second as
+    // cancelled, and after its response timeout (5 s) the worker sends the
+    // same finish again, which finds the second no longer its own.
+    proxy.freeze_replies();
+    until_status(&conn, &first, "error", WAIT).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    proxy.thaw();
+
+    assert_eq!(
+        completed(client.wait(&third, WAIT).await.expect("wait")),
+        "3"
+    );
+    let Outcome::Failed(f) = client.wait(&second, WAIT).await.expect("wait") else {
+        panic!("the cancelled task must not run")
+    };
+    assert_eq!(f.message, "cancelled before it ran: the caller went away");
+    assert_eq!(
+        values(&worker.engine),
+        ["\"third\""],
+        "the second one ran although it ended as cancelled before it ran"
+    );
+    worker.stop().await;
+    drop(dir);
+}

@@ -30,8 +30,10 @@ impl WorkerBroker {
     /// (tasks claimed by this worker and not run) whose `cancel` field is
     /// set as `error`, kind `cancelled`; with `release`, puts every other
     /// one of `held` back at the head of the queue as `pending`, in order (a
-    /// worker that stops gives back the tasks it never started); then
-    /// claims up to `take_next` queued tasks (0: none).
+    /// worker that stops gives back the tasks it never started); reports
+    /// the ones of `held` no longer this worker's as `gone` (a retry of a
+    /// finish whose reply was lost finds those its first try ended or put
+    /// back); then claims up to `take_next` queued tasks (0: none).
     pub async fn finish_batch(
         &self,
         outcomes: &[Outcome],
@@ -61,10 +63,10 @@ impl WorkerBroker {
         );
         let mut reply: Vec<redis::Value> = self.conn.invoke(&inv).await?;
         let bad = |what: &str| Error::Protocol(format!("batched finish answered {what}"));
-        if reply.len() < 2 {
+        if reply.len() < 3 {
             return Err(bad("too few parts"));
         }
-        let claims = reply.split_off(2);
+        let claims = reply.split_off(3);
         let mut parts = reply.into_iter();
         let flags: Vec<i64> = parts
             .next()
@@ -94,9 +96,19 @@ impl WorkerBroker {
                 (text(0), text(1))
             })
             .collect();
+        let gone: Vec<Vec<u8>> = parts
+            .next()
+            .map(redis::from_redis_value)
+            .transpose()
+            .map_err(|e| bad(&e.to_string()))?
+            .unwrap_or_default();
         Ok(BatchFinish {
             written: flags.into_iter().map(|f| f == 1).collect(),
             cancelled,
+            gone: gone
+                .iter()
+                .map(|id| String::from_utf8_lossy(id).into_owned())
+                .collect(),
             next: self.settle_all(claims, "finish").await?,
         })
     }

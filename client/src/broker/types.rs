@@ -29,6 +29,10 @@ pub struct BatchFinish {
     /// Held tasks found cancelled, each ended as `error` (kind
     /// `cancelled`) without running: (task id, reason).
     pub cancelled: Vec<(String, String)>,
+    /// Held tasks no longer this worker's (ended or put back by an earlier
+    /// try of this same finish whose reply was lost, or by a reaper): not
+    /// to be run here.
+    pub gone: Vec<String>,
     /// The next tasks claimed, oldest first (empty when none was asked for
     /// or the queue was empty).
     pub next: Vec<Claim>,

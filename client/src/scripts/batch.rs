@@ -100,13 +100,16 @@ end)"
 /// cancelled while queued; with release, every other held task goes back
 /// to `pending` at the head of the queue, in order (a worker shutting down
 /// gives back what it never started). Returns `{written flags, cancelled
-/// ids and reasons, claim…}`.
+/// ids and reasons, gone ids, claim…}`: a held task no longer `processing`
+/// by this worker is gone (ended or put back by an earlier run of this very
+/// script whose reply was lost, or by a reaper) and leaves its processing
+/// list, so that a retried finish never lets the worker run it.
 static FINISH_BATCH: LazyLock<Script> = LazyLock::new(|| {
     let finish = FINISH.as_str();
     Script::new(&format!(
         "{finish}{CLAIM}{TAKE}{UNLIST}
 return counted(KEYS[2], function(stats)
-  local written, cancelled = {{}}, {{}}
+  local written, cancelled, gone = {{}}, {{}}, {{}}
   local worker, now, ttl, prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
   local i, group = 9, {{}}
   for t = 1, tonumber(ARGV[7]) do
@@ -139,8 +142,9 @@ return counted(KEYS[2], function(stats)
       redis.call('HDEL', dkey, 'workerId', 'startedAt')
       redis.call('LREM', KEYS[1], 1, id)
       redis.call('RPUSH', KEYS[3], id)
-    elseif not ours and ARGV[6] == '1' then
+    elseif not ours then
       redis.call('LREM', KEYS[1], 1, id)
+      gone[#gone + 1] = id
     elseif ours and h[6] then
       local why = shown_reason(h[6])
       finish(dkey, id, KEYS[1], stats, now, ttl, {{ 'status', 'error', 'errorKind',
@@ -150,7 +154,7 @@ return counted(KEYS[2], function(stats)
       cancelled[#cancelled + 1] = why
     end
   end
-  local out = {{ written, cancelled }}
+  local out = {{ written, cancelled, gone }}
   take(KEYS[3], KEYS[1], stats, prefix, worker, now, ttl, tonumber(ARGV[5]), out, KEYS[4],
     ARGV[8])
   return out
