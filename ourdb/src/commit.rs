@@ -94,6 +94,7 @@ impl Store {
         debug_assert_eq!(frame.len(), frame_len);
         let at = w.offset;
         self.write_frame(&mut w, &file, &frame, sync)?;
+        w.unmarked = true;
         self.counters.committed(frame.len() as u64);
         let mut st = self.write_state();
         let mut superseded = 0;
@@ -112,9 +113,39 @@ impl Store {
             self.wake.superseded.add(superseded);
         }
         drop(st);
+        if sync && self.config.durability.syncs() {
+            self.mark_synced(&mut w, &file);
+        }
         self.wake
             .committed(frame.len() as u64, self.config.checkpoint_bytes);
         Ok(outcome)
+    }
+
+    /// After an fsync that covered every frame of the writer's file: a sync
+    /// marker behind them (if the file has markers and a commit was written
+    /// since the last one), so that recovery can tell a group of commits torn
+    /// by a power cut (valid frames after a bad one, no marker after it) from
+    /// damage to frames already on stable storage (a marker after them). The
+    /// commits are durable whatever happens here: a marker that cannot be
+    /// written is logged and left out, and recovery then reads the frames
+    /// before the next one as not known to be synced.
+    pub(crate) fn mark_synced(&self, w: &mut Writer, file: &DataFile) {
+        if !w.marks || !w.unmarked {
+            return;
+        }
+        let frame = crate::format::marker_frame(self.read_state().next_id);
+        let at = w.offset;
+        if let Err(e) = self.write_frame(w, file, &frame, false) {
+            log::warn!("{e}: no sync marker after the commits it synced");
+            return;
+        }
+        w.unmarked = false;
+        self.counters.grew(frame.len() as u64);
+        self.write_state().end = Covered {
+            file: w.file_no,
+            offset: w.offset,
+            last_frame: Some((at, crate::format::le32(&frame[8..12]))),
+        };
     }
 
     /// Validates `ops` against the current state and assigns insert ids.
@@ -294,7 +325,9 @@ impl Store {
             .ok_or_else(|| Error::InvalidConfig {
                 reason: "data file numbers exhausted".into(),
             })?;
-        let (file, tmp) = files::prepare_data_file(&self.dir, n, self.config.mode, w.offset)?;
+        let markers = self.config.durability.syncs();
+        let (file, tmp) =
+            files::prepare_data_file(&self.dir, n, self.config.mode, w.offset, markers)?;
         let path = files::data_path(&self.dir, n);
         if let Err(e) = files::install(&self.dir, &tmp, &path) {
             // Whether the rename reached the disk is unknown: if it did, the
@@ -311,6 +344,8 @@ impl Store {
         w.file_no = n;
         w.offset = FILE_HEADER_LEN;
         w.allocated = FILE_HEADER_LEN;
+        w.marks = markers;
+        w.unmarked = false;
         Ok(())
     }
 }

@@ -237,6 +237,7 @@ impl Store {
             file_no: n,
             prev_len: 0,
             generation_start: true,
+            sync_markers: self.config.durability.syncs(),
         });
         out.file
             .write_all_at(&header, 0)
@@ -321,6 +322,11 @@ impl Store {
             .file
             .try_clone()
             .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        if self.config.durability.syncs() {
+            // All of the file is on stable storage before it is in place:
+            // a marker at its end says so to recovery (see `format`).
+            out.write(&format::marker_frame(self.read_state().next_id))?;
+        }
         // The frames copied last are commits a caller may have made durable
         // (in `Flush` mode by `OurDb::sync`): they are on disk before the
         // file that makes the old ones go can be.
@@ -351,6 +357,8 @@ impl Store {
         w.file_no = n;
         w.offset = out.offset;
         w.allocated = out.offset;
+        w.marks = self.config.durability.syncs();
+        w.unmarked = false;
         let pause = paused.elapsed().max(longest);
         // Before a commit adds to the file bytes.
         self.counters.compacted(out.offset, pause);

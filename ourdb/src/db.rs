@@ -76,6 +76,8 @@ impl OurDb {
                 offset: o.end.offset,
                 allocated: o.allocated,
                 poisoned: false,
+                marks: o.sync_markers,
+                unmarked: false,
             }),
             state: RwLock::new(State {
                 index: o.index,
@@ -254,7 +256,9 @@ impl OurDb {
                 .file(w.file_no)
                 .expect("the writer's file is open"),
         );
-        crate::commit::sync_or_poison(&self.store.counters, &mut w, &file, false)
+        crate::commit::sync_or_poison(&self.store.counters, &mut w, &file, false)?;
+        self.store.mark_synced(&mut w, &file);
+        Ok(())
     }
 
     /// Stops the background worker, syncs, writes a checkpoint (so the next

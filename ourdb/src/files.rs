@@ -179,9 +179,16 @@ pub(crate) fn remove_data_files(dir: &Path, nums: impl IntoIterator<Item = u32>)
 }
 
 /// Creates data file `n` with its header, atomically, and returns it open for
-/// reading and writing.
-pub(crate) fn create_data_file(dir: &Path, n: u32, mode: Mode, prev_len: u64) -> Result<File> {
-    let (f, tmp) = prepare_data_file(dir, n, mode, prev_len)?;
+/// reading and writing. `sync_markers`: its writer writes sync markers (the
+/// header says so, see `format`).
+pub(crate) fn create_data_file(
+    dir: &Path,
+    n: u32,
+    mode: Mode,
+    prev_len: u64,
+    sync_markers: bool,
+) -> Result<File> {
+    let (f, tmp) = prepare_data_file(dir, n, mode, prev_len, sync_markers)?;
     install(dir, &tmp, &data_path(dir, n))?;
     Ok(f)
 }
@@ -193,6 +200,7 @@ pub(crate) fn prepare_data_file(
     n: u32,
     mode: Mode,
     prev_len: u64,
+    sync_markers: bool,
 ) -> Result<(File, std::path::PathBuf)> {
     let tmp = data_path(dir, n).with_extension("tmp");
     let ctx = |what: &str| format!("{what} data file {}", tmp.display());
@@ -208,6 +216,7 @@ pub(crate) fn prepare_data_file(
         file_no: n,
         prev_len,
         generation_start: false,
+        sync_markers,
     }))
     .map_err(|e| Error::io(ctx("writing header of"), e))?;
     f.sync_all().map_err(|e| Error::io(ctx("syncing"), e))?;

@@ -13,6 +13,8 @@
 //!              so a previous file cut at a frame boundary is still detected
 //!              flags bit 0 = generation start: written by compaction, it holds
 //!              every record of the files numbered below it, which it supersedes
+//!              flags bit 1 = sync markers: the writer follows each fsync of
+//!              its commits with a marker (below)
 //! frame      = magic u32 "ODBF" | payload_len u32 | crc u32 | payload
 //!              crc = crc32(payload_len bytes ++ payload)
 //! payload    = next_id u32 | op_count u32 | op*
@@ -24,6 +26,9 @@
 //!
 //! One frame is one commit (a single write or a whole batch): it is visible
 //! after recovery only if its CRC holds, so a torn batch is never applied.
+//! A frame without ops is a sync marker: in a file whose header has the
+//! sync-markers flag, everything before a marker was on stable storage when
+//! it was written (commits never write a frame without ops).
 //! `prev_file`/`prev_offset` locate the previous version's op record (the
 //! history link); `prev_file == NO_FILE` means there is none, `prev_file ==
 //! SAME_FILE` means the file the op itself is in (compaction writes its file
@@ -49,6 +54,8 @@ pub(crate) const NO_FILE: u32 = u32::MAX;
 pub(crate) const SAME_FILE: u32 = u32::MAX - 1;
 /// File header flag: the file starts a generation (see the module doc).
 const FLAG_GENERATION_START: u8 = 1;
+/// File header flag: the file's writer writes sync markers (see the module doc).
+const FLAG_SYNC_MARKERS: u8 = 2;
 
 const KIND_PUT: u8 = 1;
 const KIND_DELETE: u8 = 2;
@@ -97,6 +104,9 @@ pub(crate) struct FileHeader {
     pub prev_len: u64,
     /// Whether this file starts a generation written by compaction.
     pub generation_start: bool,
+    /// Whether its writer follows each fsync of its commits with a sync
+    /// marker (`Durability::Sync`).
+    pub sync_markers: bool,
 }
 
 const HL: usize = FILE_HEADER_LEN as usize;
@@ -106,11 +116,8 @@ pub(crate) fn encode_file_header(fh: FileHeader) -> [u8; HL] {
     let mut h = [0u8; HL];
     h[..8].copy_from_slice(FILE_MAGIC);
     h[8] = mode_byte(fh.mode);
-    h[9] = if fh.generation_start {
-        FLAG_GENERATION_START
-    } else {
-        0
-    };
+    h[9] = u8::from(fh.generation_start) * FLAG_GENERATION_START
+        + u8::from(fh.sync_markers) * FLAG_SYNC_MARKERS;
     h[12..16].copy_from_slice(&fh.file_no.to_le_bytes());
     h[16..24].copy_from_slice(&fh.prev_len.to_le_bytes());
     let crc = crc32fast::hash(&h[..HL - 4]);
@@ -141,7 +148,7 @@ pub(crate) fn decode_file_header(h: &[u8]) -> Result<FileHeader, &'static str> {
         2 => Mode::KeyValue,
         _ => return Err("unknown mode in file header"),
     };
-    if h[9] & !FLAG_GENERATION_START != 0 {
+    if h[9] & !(FLAG_GENERATION_START | FLAG_SYNC_MARKERS) != 0 {
         return Err("unknown flags in file header");
     }
     Ok(FileHeader {
@@ -149,6 +156,7 @@ pub(crate) fn decode_file_header(h: &[u8]) -> Result<FileHeader, &'static str> {
         file_no: le32(&h[12..16]),
         prev_len: le64(&h[16..24]),
         generation_start: h[9] & FLAG_GENERATION_START != 0,
+        sync_markers: h[9] & FLAG_SYNC_MARKERS != 0,
     })
 }
 
@@ -237,6 +245,16 @@ pub(crate) fn decode_frame_header(h: &[u8; FRAME_HEADER_LEN]) -> Option<(u32, u3
     Some((le32(&h[4..8]), le32(&h[8..12])))
 }
 
+/// A sync marker: a frame without ops, carrying `next_id`.
+pub(crate) fn marker_frame(next_id: u32) -> Vec<u8> {
+    FrameBuilder::new(0, FRAME_HEADER_LEN + PAYLOAD_HEADER_LEN, next_id).finish()
+}
+
+/// Whether a frame's (CRC-checked) payload is a sync marker's.
+pub(crate) fn is_marker(payload: &[u8]) -> bool {
+    payload.len() == PAYLOAD_HEADER_LEN && le32(&payload[4..8]) == 0
+}
+
 /// Whether `payload` matches the header's length and CRC.
 pub(crate) fn frame_crc_ok(payload_len: u32, crc: u32, payload: &[u8]) -> bool {
     let mut h = crc32fast::Hasher::new();
@@ -296,6 +314,7 @@ mod tests {
             file_no: 3,
             prev_len: 4096,
             generation_start: false,
+            sync_markers: false,
         };
         let mut h = encode_file_header(fh);
         h[..7].copy_from_slice(b"OURDBv1");
@@ -319,6 +338,7 @@ mod tests {
                 file_no: 7,
                 prev_len: 1 << 40,
                 generation_start: mode == Mode::KeyValue,
+                sync_markers: mode == Mode::Incremental,
             };
             let h = encode_file_header(fh);
             assert_eq!(decode_file_header(&h), Ok(fh));

@@ -33,6 +33,8 @@ pub(crate) struct Opened {
     pub end: Covered,
     /// Length of the last file (past `end.offset` when space was preallocated).
     pub allocated: u64,
+    /// Whether the last file's writer writes sync markers (its header).
+    pub sync_markers: bool,
     pub file_bytes: u64,
     pub from_checkpoint: bool,
     pub scanned: u64,
@@ -48,7 +50,7 @@ pub(crate) fn open_files(dir: &Path, config: &Config) -> Result<Opened> {
     let mut nums = files::list_data_files(dir)?;
     let created = nums.is_empty();
     if created {
-        files::create_data_file(dir, 0, config.mode, 0)?;
+        files::create_data_file(dir, 0, config.mode, 0, config.durability.syncs())?;
         nums.push(0);
     }
     let mut opened = Vec::with_capacity(nums.len());
@@ -123,12 +125,14 @@ pub(crate) fn open_files(dir: &Path, config: &Config) -> Result<Opened> {
     let mut file_bytes = 0;
     let mut scanned = 0;
     let mut allocated = FILE_HEADER_LEN;
+    let mut sync_markers = false;
     let last = opened.len() - 1;
     for (i, (n, header, df)) in opened.into_iter().enumerate() {
         if let Some(prev) = data_files.last() {
             recovery::check_prev_len(prev.as_ref(), end, header.prev_len)?;
         }
         let len = file_len(&df.file, &df.path)?;
+        sync_markers = header.sync_markers;
         match resume {
             Some((rf, _)) if n < rf => {
                 // Wholly before the checkpoint's end: a sealed file, cut to
@@ -145,7 +149,7 @@ pub(crate) fn open_files(dir: &Path, config: &Config) -> Result<Opened> {
                     &df.file,
                     &df.path,
                     (n, start),
-                    i == last,
+                    (i == last, header.sync_markers),
                     config.mode,
                     &mut rec,
                 )?;
@@ -180,6 +184,7 @@ pub(crate) fn open_files(dir: &Path, config: &Config) -> Result<Opened> {
             last_frame,
         },
         allocated,
+        sync_markers,
         file_bytes,
         from_checkpoint,
         scanned,

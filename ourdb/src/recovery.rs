@@ -9,6 +9,11 @@
 //!   for later commits (`Durability::Sync`): kept, and writing resumes there;
 //! - in the last file, when no valid frame follows it, it is a torn tail (a
 //!   commit cut short by a crash): the file is truncated there;
+//! - in the last file, when valid frames follow it but no sync marker does
+//!   and the file's header says it has markers, it is a group of commits
+//!   torn by a power cut during their one fsync (the disk stored a later
+//!   frame before an earlier one): none was acknowledged, and the file is
+//!   truncated there too;
 //! - otherwise it is real corruption: [`Error::Corrupt`] names file and offset.
 
 use std::fs::File;
@@ -103,12 +108,13 @@ fn read_at_most(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<usize> 
 }
 
 /// Scans data file number `file_no` from `start` (a frame boundary),
-/// applying its frames to `rec`.
+/// applying its frames to `rec`. `markers`: its header says its writer wrote
+/// sync markers.
 pub(crate) fn scan_file(
     file: &File,
     path: &Path,
     (file_no, start): (u32, u64),
-    is_last: bool,
+    (is_last, markers): (bool, bool),
     mode: Mode,
     rec: &mut Recovered,
 ) -> Result<FileScan> {
@@ -125,7 +131,7 @@ pub(crate) fn scan_file(
             if !is_last {
                 return Err(Error::corrupt(path, off, reason));
             }
-            match classify_tail(file, off, len).map_err(|e| Error::io(io_ctx(), e))? {
+            match classify_tail(file, off, len, markers).map_err(|e| Error::io(io_ctx(), e))? {
                 Tail::Zeros => Ok(FileScan {
                     end: off,
                     torn: false,
@@ -135,6 +141,21 @@ pub(crate) fn scan_file(
                 Tail::Torn => {
                     log::warn!(
                         "cutting torn tail of {} at offset {off} ({} bytes): {reason}",
+                        path.display(),
+                        len - off
+                    );
+                    Ok(FileScan {
+                        end: off,
+                        torn: true,
+                        len,
+                        last_frame,
+                    })
+                }
+                Tail::TornGroup => {
+                    log::warn!(
+                        "cutting a group of commits torn by a power cut from {} at offset {off} \
+                         ({} bytes, valid frames after the bad one but no sync marker: none of \
+                         it was acknowledged): {reason}",
                         path.display(),
                         len - off
                     );
@@ -234,18 +255,28 @@ enum Tail {
     Zeros,
     /// A commit cut short by a crash (no valid frame follows it).
     Torn,
-    /// A valid frame follows the bad bytes: they are corruption.
+    /// In a file with sync markers, valid frames follow the bad bytes but no
+    /// marker does: they were all written after the last fsync that
+    /// completed, as one group (`commit_unsynced` … `sync`) whose flush a
+    /// power cut interrupted, the disk having stored a later part before an
+    /// earlier one. None of it was acknowledged.
+    TornGroup,
+    /// A valid frame follows the bad bytes (in a file with sync markers: a
+    /// marker does, so they were on stable storage): they are corruption.
     FollowedByValidFrame,
 }
 
 /// Reads the bytes after a bad frame at `from` in windows, so a large last
-/// file never has to fit in memory at once.
-fn classify_tail(file: &File, from: u64, len: u64) -> std::io::Result<Tail> {
+/// file never has to fit in memory at once. `markers`: the file's writer
+/// wrote sync markers, so valid frames after the bad ones without a marker
+/// among them are a torn group.
+fn classify_tail(file: &File, from: u64, len: u64, markers: bool) -> std::io::Result<Tail> {
     const WINDOW: usize = 1 << 20;
     let magic = format::FRAME_MAGIC.to_le_bytes();
     let mut window = vec![0u8; WINDOW + FRAME_HEADER_LEN];
     let mut payload = Vec::new();
     let mut all_zero = true;
+    let mut valid_after = false;
     let mut base = from;
     while base < len {
         let want = window.len().min((len - base) as usize);
@@ -273,7 +304,10 @@ fn classify_tail(file: &File, from: u64, len: u64) -> std::io::Result<Tail> {
             if read_at_most(file, &mut payload, start)? == payload.len()
                 && format::frame_crc_ok(plen, crc, &payload)
             {
-                return Ok(Tail::FollowedByValidFrame);
+                if !markers || format::is_marker(&payload) {
+                    return Ok(Tail::FollowedByValidFrame);
+                }
+                valid_after = true;
             }
         }
         if n < want || owned == 0 {
@@ -281,5 +315,11 @@ fn classify_tail(file: &File, from: u64, len: u64) -> std::io::Result<Tail> {
         }
         base += owned as u64;
     }
-    Ok(if all_zero { Tail::Zeros } else { Tail::Torn })
+    Ok(if valid_after {
+        Tail::TornGroup
+    } else if all_zero {
+        Tail::Zeros
+    } else {
+        Tail::Torn
+    })
 }

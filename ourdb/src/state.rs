@@ -160,6 +160,11 @@ pub(crate) struct Writer {
     /// past `offset`.
     pub allocated: u64,
     pub poisoned: bool,
+    /// Whether the current file's header says its writer writes sync
+    /// markers (`format`): then each fsync of commits is followed by one.
+    pub marks: bool,
+    /// A commit frame was written since the last sync marker.
+    pub unmarked: bool,
 }
 
 /// An open database's directory, configuration and guarded state: what the
