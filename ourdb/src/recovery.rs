@@ -131,43 +131,35 @@ pub(crate) fn scan_file(
             if !is_last {
                 return Err(Error::corrupt(path, off, reason));
             }
-            match classify_tail(file, off, len, markers).map_err(|e| Error::io(io_ctx(), e))? {
-                Tail::Zeros => Ok(FileScan {
-                    end: off,
-                    torn: false,
-                    len,
-                    last_frame,
-                }),
-                Tail::Torn => {
-                    log::warn!(
-                        "cutting torn tail of {} at offset {off} ({} bytes): {reason}",
-                        path.display(),
-                        len - off
-                    );
-                    Ok(FileScan {
+            let tail =
+                classify_tail(file, off, len, markers).map_err(|e| Error::io(io_ctx(), e))?;
+            let what = match tail {
+                Tail::Zeros => {
+                    return Ok(FileScan {
                         end: off,
-                        torn: true,
+                        torn: false,
                         len,
                         last_frame,
-                    })
+                    });
                 }
+                Tail::Torn => "torn tail",
                 Tail::TornGroup => {
-                    log::warn!(
-                        "cutting a group of commits torn by a power cut from {} at offset {off} \
-                         ({} bytes, valid frames after the bad one but no sync marker: none of \
-                         it was acknowledged): {reason}",
-                        path.display(),
-                        len - off
-                    );
-                    Ok(FileScan {
-                        end: off,
-                        torn: true,
-                        len,
-                        last_frame,
-                    })
+                    "group of commits torn by a power cut (valid frames after the bad one but \
+                     no sync marker: none of it was acknowledged)"
                 }
-                Tail::FollowedByValidFrame => Err(Error::corrupt(path, off, reason)),
-            }
+                Tail::FollowedByValidFrame => return Err(Error::corrupt(path, off, reason)),
+            };
+            log::warn!(
+                "cutting the {what} of {} at offset {off} ({} bytes): {reason}",
+                path.display(),
+                len - off
+            );
+            Ok(FileScan {
+                end: off,
+                torn: true,
+                len,
+                last_frame,
+            })
         };
         if len - off < FRAME_HEADER_LEN as u64 {
             return bad("frame header is truncated");

@@ -69,32 +69,62 @@ fn acknowledged_then_a_group(db: &OurDb) -> (u32, Vec<u32>) {
     (kept, group)
 }
 
-#[test]
-fn a_group_whose_first_frame_was_lost_is_cut_and_every_acknowledged_commit_stays() {
+/// A store left as the power went during a group's fsync (see
+/// [`acknowledged_then_a_group`]), its last data file and that file's frames.
+struct Cut {
+    dir: tempfile::TempDir,
+    cfg: Config,
+    kept: u32,
+    group: Vec<u32>,
+    file: PathBuf,
+    frames: Vec<(u64, u64)>,
+}
+
+fn power_cut_in_a_group(durability: Durability) -> Cut {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(Durability::Sync);
+    let cfg = config(durability);
     let db = OurDb::open(dir.path(), cfg.clone()).unwrap();
     let (kept, group) = acknowledged_then_a_group(&db);
     drop(db);
     let file = last_data_file(dir.path());
-    let f = frames(&file);
+    let frames = frames(&file);
+    Cut {
+        dir,
+        cfg,
+        kept,
+        group,
+        file,
+        frames,
+    }
+}
+
+impl Cut {
+    fn open(&self) -> ourdb::Result<OurDb> {
+        OurDb::open(self.dir.path(), self.cfg.clone())
+    }
+}
+
+#[test]
+fn a_group_whose_first_frame_was_lost_is_cut_and_every_acknowledged_commit_stays() {
+    let cut = power_cut_in_a_group(Durability::Sync);
+    let (kept, group, file, f) = (cut.kept, &cut.group, &cut.file, &cut.frames);
     // The commit, its sync marker, the group's three frames.
     assert_eq!(
         f.iter().map(|&(_, len)| len == 8).collect::<Vec<_>>(),
         [false, true, false, false, false]
     );
-    lose(&file, f[2]);
-    let db = OurDb::open(dir.path(), cfg.clone()).unwrap();
+    lose(file, f[2]);
+    let db = cut.open().unwrap();
     assert_eq!(db.get(kept).unwrap(), Some(b"acknowledged".to_vec()));
-    for id in &group {
+    for id in group {
         assert_eq!(db.get(*id).unwrap(), None, "id {id} of the torn group");
     }
     // Cut where the group started: writing goes on from there, and survives.
-    assert_eq!(std::fs::metadata(&file).unwrap().len(), f[2].0);
+    assert_eq!(std::fs::metadata(file).unwrap().len(), f[2].0);
     let after = db.insert(b"after the power cut").unwrap();
     assert_eq!(after, group[0]);
     db.close().unwrap();
-    let db = OurDb::open(dir.path(), cfg).unwrap();
+    let db = cut.open().unwrap();
     assert_eq!(
         db.get(after).unwrap(),
         Some(b"after the power cut".to_vec())
@@ -104,15 +134,11 @@ fn a_group_whose_first_frame_was_lost_is_cut_and_every_acknowledged_commit_stays
 
 #[test]
 fn a_group_frame_stored_before_the_lost_one_stays_and_the_rest_is_cut() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(Durability::Sync);
-    let db = OurDb::open(dir.path(), cfg.clone()).unwrap();
-    let (kept, group) = acknowledged_then_a_group(&db);
-    drop(db);
-    let file = last_data_file(dir.path());
-    lose(&file, frames(&file)[3]);
-    let db = OurDb::open(dir.path(), cfg).unwrap();
-    assert_eq!(db.get(kept).unwrap(), Some(b"acknowledged".to_vec()));
+    let cut = power_cut_in_a_group(Durability::Sync);
+    lose(&cut.file, cut.frames[3]);
+    let db = cut.open().unwrap();
+    let group = &cut.group;
+    assert_eq!(db.get(cut.kept).unwrap(), Some(b"acknowledged".to_vec()));
     // A prefix of the group, as a crash after its first commit would leave.
     assert_eq!(
         db.get(group[0]).unwrap(),
@@ -124,20 +150,14 @@ fn a_group_frame_stored_before_the_lost_one_stays_and_the_rest_is_cut() {
 
 #[test]
 fn a_lost_sync_marker_and_group_cut_there_keep_the_commits_it_followed() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(Durability::Sync);
-    let db = OurDb::open(dir.path(), cfg.clone()).unwrap();
-    let (kept, group) = acknowledged_then_a_group(&db);
-    drop(db);
-    let file = last_data_file(dir.path());
-    let f = frames(&file);
+    let cut = power_cut_in_a_group(Durability::Sync);
     // The marker was written after the fsync that acknowledged the commit,
     // and the next fsync, the group's, never completed.
-    lose(&file, f[1]);
-    lose(&file, f[2]);
-    let db = OurDb::open(dir.path(), cfg).unwrap();
-    assert_eq!(db.get(kept).unwrap(), Some(b"acknowledged".to_vec()));
-    assert!(group.iter().all(|id| db.get(*id).unwrap().is_none()));
+    lose(&cut.file, cut.frames[1]);
+    lose(&cut.file, cut.frames[2]);
+    let db = cut.open().unwrap();
+    assert_eq!(db.get(cut.kept).unwrap(), Some(b"acknowledged".to_vec()));
+    assert!(cut.group.iter().all(|id| db.get(*id).unwrap().is_none()));
 }
 
 #[test]
@@ -165,17 +185,14 @@ fn damage_to_frames_a_sync_marker_follows_is_still_corrupt() {
 fn a_file_written_without_sync_markers_reports_the_same_damage_as_corrupt() {
     // `Durability::Flush` (no fsync, so no markers; a power cut is not
     // covered there): valid frames after a bad one stay corruption.
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(Durability::Flush);
-    let db = OurDb::open(dir.path(), cfg.clone()).unwrap();
-    acknowledged_then_a_group(&db);
-    db.sync().unwrap();
-    drop(db);
-    let file = last_data_file(dir.path());
-    let f = frames(&file);
-    assert!(f.iter().all(|&(_, len)| len != 8), "no markers: {f:?}");
-    lose(&file, f[1]);
-    let err = OurDb::open(dir.path(), cfg).unwrap_err();
+    let cut = power_cut_in_a_group(Durability::Flush);
+    assert!(
+        cut.frames.iter().all(|&(_, len)| len != 8),
+        "no markers: {:?}",
+        cut.frames
+    );
+    lose(&cut.file, cut.frames[1]);
+    let err = cut.open().unwrap_err();
     assert!(matches!(&err, Error::Corrupt { .. }), "{err}");
 }
 

@@ -28,6 +28,20 @@ fn batch_worker(url: &str, queue: &str, window: Duration) -> (TestWorker, tempfi
     (worker, dir)
 }
 
+/// A slow first task, then two that each insert their name (`second`,
+/// `third`), queued in that order; their ids.
+async fn behind_a_slow_one(client: &Client, queue: &str, slow: &str) -> [String; 3] {
+    let mut ids = Vec::new();
+    for script in [
+        slow,
+        "db::insert(\"second\"); 2",
+        "db::insert(\"third\"); 3",
+    ] {
+        ids.push(client.submit(queue, script, &opts()).await.expect("submit"));
+    }
+    ids.try_into().expect("three ids")
+}
+
 fn values(engine: &engine::CircleEngine) -> Vec<String> {
     let db = engine.db();
     (1..db.next_id())
@@ -114,18 +128,7 @@ async fn a_task_cancelled_after_its_batch_was_claimed_ends_cancelled_without_run
     let url = redis.url();
     let queue = "batch_cancel_circle";
     let client = Client::connect(&url).await.expect("connect");
-    let first = client
-        .submit(queue, &slow_script("first"), &opts())
-        .await
-        .expect("submit");
-    let second = client
-        .submit(queue, "db::insert(\"second\"); 2", &opts())
-        .await
-        .expect("submit");
-    let third = client
-        .submit(queue, "db::insert(\"third\"); 3", &opts())
-        .await
-        .expect("submit");
+    let [first, second, third] = behind_a_slow_one(&client, queue, &slow_script("first")).await;
     let (worker, _dir) = batch_worker(&url, queue, Duration::from_millis(3));
     let conn = raw(&url).await;
     // One claim took all three: the last one is already `processing` while
@@ -337,18 +340,8 @@ async fn a_held_task_cancelled_by_a_finish_whose_reply_was_lost_does_not_run_whe
     let client = Client::connect(&url).await.expect("connect");
     // The first one runs until its time limit; the other two wait behind it
     // in the same batch.
-    let first = client
-        .submit(queue, "let x = 0; loop { x += 1; }", &opts())
-        .await
-        .expect("submit");
-    let second = client
-        .submit(queue, "db::insert(\"second\"); 2", &opts())
-        .await
-        .expect("submit");
-    let third = client
-        .submit(queue, "db::insert(\"third\"); 3", &opts())
-        .await
-        .expect("submit");
+    let [first, second, third] =
+        behind_a_slow_one(&client, queue, "let x = 0; loop { x += 1; }").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let limits = engine::Limits {
         timeout: Duration::from_millis(1500),
