@@ -305,7 +305,7 @@ impl Store {
     }
 
     /// Starts the next data file.
-    fn roll_over(&self, w: &mut Writer) -> Result<()> {
+    pub(crate) fn roll_over(&self, w: &mut Writer) -> Result<()> {
         let prev = Arc::clone(
             self.read_state()
                 .file(w.file_no)
@@ -391,6 +391,22 @@ pub(crate) mod tests {
         /// Makes every fsync of this thread fail (an I/O error the disk
         /// cannot be made to give on demand).
         pub(crate) static FAIL_SYNC: Cell<bool> = const { Cell::new(false) };
+    }
+
+    #[test]
+    fn a_failed_fsync_of_a_checkpoint_poisons_the_handle_too() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = OurDb::open(dir.path(), Config::default()).expect("open");
+        let mut batch = Batch::new();
+        batch.insert(b"not synced yet".to_vec());
+        db.commit_unsynced(batch).expect("commit");
+        FAIL_SYNC.with(|f| f.set(true));
+        let err = db.checkpoint().expect_err("its fsync fails");
+        FAIL_SYNC.with(|f| f.set(false));
+        assert!(err.to_string().contains("syncing"), "{err}");
+        // The error may have been the only report of lost write-back: a sync
+        // now must not say the commit is on disk.
+        assert!(matches!(db.sync(), Err(Error::Poisoned { .. })));
     }
 
     #[test]

@@ -78,11 +78,23 @@ impl Store {
         };
         // What the checkpoint covers must be on disk before it is (in
         // `Durability::Sync` it usually is, and this fdatasync finds nothing
-        // to write).
+        // to write). It is the writer's file: a failure poisons the handle as
+        // the writer's own fsync does, since the kernel may report it only
+        // once, and a later `sync` could then succeed over lost commits.
         if let Some(f) = file {
-            f.file
-                .sync_data()
-                .map_err(|e| Error::io(format!("syncing {}", f.path.display()), e))?;
+            #[cfg(test)]
+            let injected = crate::commit::tests::FAIL_SYNC.with(|f| f.get());
+            #[cfg(not(test))]
+            let injected = false;
+            let synced = if injected {
+                Err(std::io::Error::other("injected fsync failure"))
+            } else {
+                f.file.sync_data()
+            };
+            if let Err(e) = synced {
+                self.lock_writer().poisoned = true;
+                return Err(Error::io(format!("syncing {}", f.path.display()), e));
+            }
         }
         checkpoint::write(&self.dir, &bytes)?;
         self.counters.checkpointed();

@@ -93,6 +93,15 @@ impl OurDb {
             checkpointing: Mutex::new(o.checkpoint),
             compacting: Mutex::new(()),
         });
+        if store.config.durability.syncs() {
+            let mut w = store.lock_writer();
+            if !w.marks {
+                // A last file without sync markers (written in `Flush` mode,
+                // or by a build without them) takes no more commits in `Sync`
+                // mode: they start the next file, whose header has them.
+                store.roll_over(&mut w)?;
+            }
+        }
         Ok(OurDb {
             cache: ValueCache::new(store.config.cache_size),
             worker: background::start(&store),

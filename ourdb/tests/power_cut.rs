@@ -197,6 +197,29 @@ fn a_file_written_without_sync_markers_reports_the_same_damage_as_corrupt() {
 }
 
 #[test]
+fn a_store_written_without_markers_takes_sync_commits_in_a_new_file_with_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = OurDb::open(dir.path(), config(Durability::Flush)).unwrap();
+    let before = db.insert(b"written in flush mode").unwrap();
+    db.close().unwrap();
+    let old = last_data_file(dir.path());
+    let cfg = config(Durability::Sync);
+    let db = OurDb::open(dir.path(), cfg.clone()).unwrap();
+    let (kept, group) = acknowledged_then_a_group(&db);
+    drop(db);
+    let file = last_data_file(dir.path());
+    assert_ne!(file, old, "the commits went to a new file");
+    lose(&file, frames(&file)[2]);
+    let db = OurDb::open(dir.path(), cfg).unwrap();
+    assert_eq!(
+        db.get(before).unwrap(),
+        Some(b"written in flush mode".to_vec())
+    );
+    assert_eq!(db.get(kept).unwrap(), Some(b"acknowledged".to_vec()));
+    assert!(group.iter().all(|id| db.get(*id).unwrap().is_none()));
+}
+
+#[test]
 fn a_group_torn_after_a_compaction_is_cut_and_the_compacted_records_stay() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(Durability::Sync);
