@@ -1,6 +1,7 @@
 //! OurDB's open (the recovery scan) on data files a stranger wrote: the
 //! fuzzer's bytes as a whole data file, as frames after a valid header, as
-//! edits to the tail of a valid store, or as the checkpoint of a valid
+//! edits to the tail of a valid store (written in `Flush` mode, or in `Sync`
+//! mode with its sync markers), or as the checkpoint of a valid
 //! store (after it, reads give the store's records or `Corrupt`, and when
 //! open did not use it, exactly the store's records). Never a panic; an error is
 //! `Corrupt` naming a data file of the directory and an offset inside it
@@ -21,9 +22,9 @@ use ourdb::{Batch, Config, Durability, Error, OurDb};
 /// Largest id the checks read.
 const MAX_ID: u32 = 16;
 
-fn config() -> Config {
+fn config(durability: Durability) -> Config {
     Config {
-        durability: Durability::Flush,
+        durability,
         max_file_size: 400,
         cache_size: 0,
         ..Config::default()
@@ -41,6 +42,7 @@ struct Template {
     states: Vec<State>,
     /// Where commit `k` (from 1) ended: (file index, end offset).
     ends: Vec<(usize, u64)>,
+    durability: Durability,
 }
 
 /// The directory every iteration reuses (tmpfs when there is one).
@@ -82,75 +84,105 @@ fn data_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-fn template() -> &'static Template {
-    static T: OnceLock<Template> = OnceLock::new();
-    T.get_or_init(|| {
-        let dir = dir();
-        clear(dir);
-        let db = OurDb::open(dir, config()).expect("a fresh store opens");
-        let mut states = vec![State::new()];
-        let mut ends = Vec::new();
-        let mut state = State::new();
-        let mut commit =
-            |db: &OurDb, batch: Batch, state: &mut State, apply: &dyn Fn(&mut State)| {
-                db.commit(batch).expect("template commit");
-                apply(state);
-                states.push(state.clone());
-                let files = data_files(dir);
-                ends.push((
-                    files.len() - 1,
-                    files.last().expect("a data file").1.len() as u64,
-                ));
-            };
-        let big = vec![b'z'; 150];
-        let mut b = Batch::new();
-        b.insert(b"alpha".to_vec());
-        commit(&db, b, &mut state, &|s| {
-            s.insert(1, b"alpha".to_vec());
-        });
-        let mut b = Batch::new();
-        b.insert(b"beta".to_vec()).update(1, b"alpha-2".to_vec());
-        commit(&db, b, &mut state, &|s| {
-            s.insert(2, b"beta".to_vec());
-            s.insert(1, b"alpha-2".to_vec());
-        });
-        let mut b = Batch::new();
-        b.insert(big.clone()).delete(2);
-        let big2 = big.clone();
-        commit(&db, b, &mut state, &move |s| {
-            s.insert(3, big2.clone());
-            s.remove(&2);
-        });
-        let mut b = Batch::new();
-        b.insert(Vec::new()).update(3, b"gamma".to_vec());
-        commit(&db, b, &mut state, &|s| {
-            s.insert(4, Vec::new());
-            s.insert(3, b"gamma".to_vec());
-        });
-        let mut b = Batch::new();
-        b.insert(big.clone());
-        let big3 = big.clone();
-        commit(&db, b, &mut state, &move |s| {
-            s.insert(5, big3.clone());
-        });
-        let mut b = Batch::new();
-        b.update(1, b"alpha-3".to_vec())
-            .delete(5)
-            .insert(b"delta".to_vec());
-        commit(&db, b, &mut state, &|s| {
-            s.insert(1, b"alpha-3".to_vec());
-            s.remove(&5);
-            s.insert(6, b"delta".to_vec());
-        });
-        db.close().expect("template closes");
-        let files = data_files(dir);
-        assert!(files.len() >= 2, "the template spans several data files");
-        Template {
-            files,
-            states,
-            ends,
+/// The template written in `durability` mode, built once.
+fn template(durability: Durability) -> &'static Template {
+    static FLUSH: OnceLock<Template> = OnceLock::new();
+    static SYNC: OnceLock<Template> = OnceLock::new();
+    let cell = match durability {
+        Durability::Flush => &FLUSH,
+        Durability::Sync => &SYNC,
+    };
+    cell.get_or_init(|| build_template(durability))
+}
+
+/// The end of each commit's frame, in order, read from the files: frames
+/// without ops (sync markers) are skipped, and so is the space `Sync` mode
+/// preallocates after the last frame.
+fn commit_ends(files: &[(String, Vec<u8>)]) -> Vec<(usize, u64)> {
+    let mut ends = Vec::new();
+    for (i, (_, bytes)) in files.iter().enumerate() {
+        let mut at = 32;
+        while at + 20 <= bytes.len() && &bytes[at..at + 4] == b"ODBF" {
+            let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
+            let ops = u32::from_le_bytes(bytes[at + 16..at + 20].try_into().expect("4 bytes"));
+            at += 12 + len as usize;
+            if ops > 0 {
+                ends.push((i, at as u64));
+            }
         }
-    })
+    }
+    ends
+}
+
+fn build_template(durability: Durability) -> Template {
+    let dir = dir();
+    clear(dir);
+    let db = OurDb::open(dir, config(durability)).expect("a fresh store opens");
+    let mut states = vec![State::new()];
+    let mut state = State::new();
+    let mut commit = |db: &OurDb, batch: Batch, state: &mut State, apply: &dyn Fn(&mut State)| {
+        db.commit(batch).expect("template commit");
+        apply(state);
+        states.push(state.clone());
+    };
+    let big = vec![b'z'; 150];
+    let mut b = Batch::new();
+    b.insert(b"alpha".to_vec());
+    commit(&db, b, &mut state, &|s| {
+        s.insert(1, b"alpha".to_vec());
+    });
+    let mut b = Batch::new();
+    b.insert(b"beta".to_vec()).update(1, b"alpha-2".to_vec());
+    commit(&db, b, &mut state, &|s| {
+        s.insert(2, b"beta".to_vec());
+        s.insert(1, b"alpha-2".to_vec());
+    });
+    let mut b = Batch::new();
+    b.insert(big.clone()).delete(2);
+    let big2 = big.clone();
+    commit(&db, b, &mut state, &move |s| {
+        s.insert(3, big2.clone());
+        s.remove(&2);
+    });
+    let mut b = Batch::new();
+    b.insert(Vec::new()).update(3, b"gamma".to_vec());
+    commit(&db, b, &mut state, &|s| {
+        s.insert(4, Vec::new());
+        s.insert(3, b"gamma".to_vec());
+    });
+    let mut b = Batch::new();
+    b.insert(big.clone());
+    let big3 = big.clone();
+    commit(&db, b, &mut state, &move |s| {
+        s.insert(5, big3.clone());
+    });
+    let mut b = Batch::new();
+    b.update(1, b"alpha-3".to_vec())
+        .delete(5)
+        .insert(b"delta".to_vec());
+    commit(&db, b, &mut state, &|s| {
+        s.insert(1, b"alpha-3".to_vec());
+        s.remove(&5);
+        s.insert(6, b"delta".to_vec());
+    });
+    db.close().expect("template closes");
+    let files = data_files(dir);
+    assert!(files.len() >= 2, "the template spans several data files");
+    let ends = commit_ends(&files);
+    assert_eq!(ends.len() + 1, states.len(), "a frame per commit");
+    if durability == Durability::Sync {
+        let frames: usize = files
+            .iter()
+            .map(|(_, b)| b.windows(4).filter(|w| w == b"ODBF").count())
+            .sum();
+        assert!(frames > ends.len(), "sync markers between the commits");
+    }
+    Template {
+        files,
+        states,
+        ends,
+        durability,
+    }
 }
 
 /// The records ids 1..=MAX_ID hold.
@@ -179,8 +211,8 @@ fn check_error(e: &Error, dir: &Path) {
 
 /// Opens the store in `dir`; on success checks its records with `check`,
 /// then that a write reads back after a reopen.
-fn open_and_check(dir: &Path, check: impl Fn(&State)) {
-    let db = match OurDb::open(dir, config()) {
+fn open_and_check(dir: &Path, durability: Durability, check: impl Fn(&State)) {
+    let db = match OurDb::open(dir, config(durability)) {
         Ok(db) => db,
         Err(e) => return check_error(&e, dir),
     };
@@ -194,7 +226,7 @@ fn open_and_check(dir: &Path, check: impl Fn(&State)) {
     };
     assert_eq!(db.get(id).expect("probe reads"), Some(probe.clone()));
     db.close().expect("closes");
-    let db = OurDb::open(dir, config()).expect("a store this process wrote reopens");
+    let db = OurDb::open(dir, config(durability)).expect("a store this process wrote reopens");
     assert_eq!(db.get(id).expect("probe reads after reopen"), Some(probe));
     if id > MAX_ID {
         assert_eq!(read_state(&db), state, "a reopen keeps the records");
@@ -205,21 +237,22 @@ fuzz_target!(|data: &[u8]| {
     let Some((&variant, rest)) = data.split_first() else {
         return;
     };
-    let t = template();
+    let flush = Durability::Flush;
+    let t = template(flush);
     let dir = dir();
     clear(dir);
     match variant % 4 {
         // The bytes as the only data file.
         0 => {
             fs::write(dir.join("data-00000000.odb"), rest).expect("write");
-            open_and_check(dir, |_| {});
+            open_and_check(dir, flush, |_| {});
         }
         // A valid header, then the bytes as frames.
         1 => {
             let mut file = t.files[0].1[..32].to_vec();
             file.extend_from_slice(rest);
             fs::write(dir.join("data-00000000.odb"), file).expect("write");
-            open_and_check(dir, |_| {});
+            open_and_check(dir, flush, |_| {});
         }
         // The valid store with the bytes as its checkpoint.
         3 => {
@@ -227,7 +260,7 @@ fuzz_target!(|data: &[u8]| {
                 fs::write(dir.join(name), bytes).expect("write");
             }
             fs::write(dir.join("checkpoint"), rest).expect("write");
-            let db = match OurDb::open(dir, config()) {
+            let db = match OurDb::open(dir, config(flush)) {
                 Ok(db) => db,
                 Err(e) => return check_error(&e, dir),
             };
@@ -251,8 +284,14 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
-        // The valid store with edits near the ends of its files.
+        // The valid store, written in either mode, with edits near the ends
+        // of its files.
         _ => {
+            let t = template(if variant & 4 == 0 {
+                flush
+            } else {
+                Durability::Sync
+            });
             let mut files = t.files.clone();
             // The first position an edit touched: (file, offset).
             let mut first = (usize::MAX, u64::MAX);
@@ -284,7 +323,7 @@ fuzz_target!(|data: &[u8]| {
             }
             // Commits that ended before the first edit must survive.
             let kept = t.ends.iter().filter(|&&(f, end)| (f, end) <= first).count();
-            open_and_check(dir, |state| {
+            open_and_check(dir, t.durability, |state| {
                 let k = t.states.iter().position(|s| s == state);
                 match k {
                     Some(k) => assert!(
