@@ -96,6 +96,12 @@ impl Store {
         self.write_frame(&mut w, &file, &frame, sync)?;
         w.unmarked = true;
         self.counters.committed(frame.len() as u64);
+        let mut last_frame = (at, crate::format::le32(&frame[8..12]));
+        if sync && self.config.durability.syncs() {
+            last_frame = self
+                .mark_synced(&mut w, &file, next_id)
+                .unwrap_or(last_frame);
+        }
         let mut st = self.write_state();
         let mut superseded = 0;
         for (id, loc) in updates {
@@ -105,7 +111,7 @@ impl Store {
         st.end = Covered {
             file: file_no,
             offset: w.offset,
-            last_frame: Some((at, crate::format::le32(&frame[8..12]))),
+            last_frame: Some(last_frame),
         };
         // Under the state lock, so a compaction's or a checkpoint's snapshot
         // of the index and this count agree.
@@ -113,9 +119,6 @@ impl Store {
             self.wake.superseded.add(superseded);
         }
         drop(st);
-        if sync && self.config.durability.syncs() {
-            self.mark_synced(&mut w, &file);
-        }
         self.wake
             .committed(frame.len() as u64, self.config.checkpoint_bytes);
         Ok(outcome)
@@ -128,24 +131,27 @@ impl Store {
     /// damage to frames already on stable storage (a marker after them). The
     /// commits are durable whatever happens here: a marker that cannot be
     /// written is logged and left out, and recovery then reads the frames
-    /// before the next one as not known to be synced.
-    pub(crate) fn mark_synced(&self, w: &mut Writer, file: &DataFile) {
+    /// before the next one as not known to be synced. Returns where the
+    /// marker starts and its CRC, for the caller to publish as the file's
+    /// last frame (the marker carries `next_id`, the store's after them).
+    pub(crate) fn mark_synced(
+        &self,
+        w: &mut Writer,
+        file: &DataFile,
+        next_id: u32,
+    ) -> Option<(u64, u32)> {
         if !w.marks || !w.unmarked {
-            return;
+            return None;
         }
-        let frame = crate::format::marker_frame(self.read_state().next_id);
+        let frame = crate::format::marker_frame(next_id);
         let at = w.offset;
         if let Err(e) = self.write_frame(w, file, &frame, false) {
             log::warn!("{e}: no sync marker after the commits it synced");
-            return;
+            return None;
         }
         w.unmarked = false;
         self.counters.grew(frame.len() as u64);
-        self.write_state().end = Covered {
-            file: w.file_no,
-            offset: w.offset,
-            last_frame: Some((at, crate::format::le32(&frame[8..12]))),
-        };
+        Some((at, crate::format::le32(&frame[8..12])))
     }
 
     /// Validates `ops` against the current state and assigns insert ids.
@@ -359,25 +365,34 @@ pub(crate) fn sync_or_poison(
     file: &DataFile,
     all: bool,
 ) -> Result<()> {
-    #[cfg(test)]
-    if tests::FAIL_SYNC.with(|f| f.get()) {
-        w.poisoned = true;
-        return Err(Error::io(
-            format!("syncing {}", file.path.display()),
-            std::io::Error::other("injected fsync failure"),
-        ));
-    }
     let started = std::time::Instant::now();
-    let res = if all {
+    let res = fsync(file, all);
+    counters.synced(started.elapsed());
+    res.inspect_err(|_| w.poisoned = true)
+}
+
+/// fsyncs `file` (`all`: its metadata too), or fails as the tests ask
+/// (`tests::FAIL_SYNC`). Whoever calls it on the writer's file poisons the
+/// handle when it fails (see [`sync_or_poison`]).
+pub(crate) fn fsync(file: &DataFile, all: bool) -> Result<()> {
+    let res = if injected_sync_failure() {
+        Err(std::io::Error::other("injected fsync failure"))
+    } else if all {
         file.file.sync_all()
     } else {
         file.file.sync_data()
     };
-    counters.synced(started.elapsed());
-    res.map_err(|e| {
-        w.poisoned = true;
-        Error::io(format!("syncing {}", file.path.display()), e)
-    })
+    res.map_err(|e| Error::io(format!("syncing {}", file.path.display()), e))
+}
+
+#[cfg(test)]
+fn injected_sync_failure() -> bool {
+    tests::FAIL_SYNC.with(|f| f.get())
+}
+
+#[cfg(not(test))]
+fn injected_sync_failure() -> bool {
+    false
 }
 
 #[cfg(test)]

@@ -82,19 +82,7 @@ impl Store {
         // the writer's own fsync does, since the kernel may report it only
         // once, and a later `sync` could then succeed over lost commits.
         if let Some(f) = file {
-            #[cfg(test)]
-            let injected = crate::commit::tests::FAIL_SYNC.with(|f| f.get());
-            #[cfg(not(test))]
-            let injected = false;
-            let synced = if injected {
-                Err(std::io::Error::other("injected fsync failure"))
-            } else {
-                f.file.sync_data()
-            };
-            if let Err(e) = synced {
-                self.lock_writer().poisoned = true;
-                return Err(Error::io(format!("syncing {}", f.path.display()), e));
-            }
+            crate::commit::fsync(&f, false).inspect_err(|_| self.lock_writer().poisoned = true)?;
         }
         checkpoint::write(&self.dir, &bytes)?;
         self.counters.checkpointed();

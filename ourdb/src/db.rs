@@ -266,7 +266,14 @@ impl OurDb {
                 .expect("the writer's file is open"),
         );
         crate::commit::sync_or_poison(&self.store.counters, &mut w, &file, false)?;
-        self.store.mark_synced(&mut w, &file);
+        let next_id = self.store.read_state().next_id;
+        if let Some(marker) = self.store.mark_synced(&mut w, &file, next_id) {
+            self.store.write_state().end = crate::checkpoint::Covered {
+                file: w.file_no,
+                offset: w.offset,
+                last_frame: Some(marker),
+            };
+        }
         Ok(())
     }
 

@@ -4,10 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{data_files, frames};
 use ourdb::{Config, Durability, Mode, OurDb, Stats};
 
 fn config(history: usize) -> Config {
@@ -17,16 +19,6 @@ fn config(history: usize) -> Config {
         history,
         ..Config::default()
     }
-}
-
-fn data_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "odb"))
-        .collect();
-    v.sort();
-    v
 }
 
 fn contents(db: &OurDb) -> Vec<(u32, Vec<Vec<u8>>)> {
@@ -451,18 +443,10 @@ fn a_record_whose_kept_versions_outgrow_a_frame_is_copied_over_several() {
     assert_eq!(db.history(id, usize::MAX).unwrap(), want);
     db.close().unwrap();
 
-    // The frames of the compacted file (layout in ARCHITECTURE.md: a 32-byte
-    // file header, then magic, payload length u32, crc u32, payload).
+    // The frames of the compacted file.
     let files = data_files(dir.path());
     assert_eq!(files.len(), 1, "{files:?}");
-    let bytes = fs::read(&files[0]).unwrap();
-    let mut at = 32;
-    let mut payloads = Vec::new();
-    while at + 12 <= bytes.len() && &bytes[at..at + 4] == b"ODBF" {
-        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
-        payloads.push(len);
-        at += 12 + len;
-    }
+    let payloads: Vec<u64> = frames(&files[0]).iter().map(|&(_, len)| len).collect();
     assert!(payloads.len() >= 4, "{payloads:?}");
     assert!(payloads.iter().all(|&len| len <= 1 << 20), "{payloads:?}");
     let db = OurDb::open(dir.path(), cfg).unwrap();

@@ -8,8 +8,11 @@ use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+mod common;
+
+use common::data_files;
 use ourdb::{Batch, Config, Durability, Error, OurDb};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
@@ -23,16 +26,6 @@ fn config() -> Config {
         max_file_size: 8 << 10,
         ..Config::default()
     }
-}
-
-fn data_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "odb"))
-        .collect();
-    v.sort();
-    v
 }
 
 /// Removes the checkpoint `close` wrote, so the next open scans every frame:

@@ -11,6 +11,9 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+mod common;
+
+use common::{frames, last_data_file};
 use ourdb::{Batch, Config, Durability, Error, OurDb};
 
 fn config(durability: Durability) -> Config {
@@ -19,32 +22,6 @@ fn config(durability: Durability) -> Config {
         checkpoint_bytes: 0,
         ..Config::default()
     }
-}
-
-fn last_data_file(dir: &Path) -> PathBuf {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "odb"))
-        .collect();
-    files.sort();
-    files.pop().expect("a data file")
-}
-
-/// Offset and payload length of each frame of a data file, read with the
-/// layout of ARCHITECTURE.md (32-byte header; magic "ODBF", payload length
-/// u32, crc u32, payload), up to the first that does not start with the
-/// magic. A payload of 8 bytes is a frame without ops: a sync marker.
-fn frames(path: &Path) -> Vec<(u64, u64)> {
-    let bytes = std::fs::read(path).unwrap();
-    let mut at = 32;
-    let mut out = Vec::new();
-    while at + 12 <= bytes.len() && &bytes[at..at + 4] == b"ODBF" {
-        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
-        out.push((at as u64, len as u64));
-        at += 12 + len;
-    }
-    out
 }
 
 /// The frame's bytes never reached the disk: they read back as zeros.

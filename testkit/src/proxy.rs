@@ -48,12 +48,9 @@ impl Proxy {
                             (server.try_clone(), client.try_clone(), true),
                         ] {
                             if let (Ok(from), Ok(to)) = (from, to) {
-                                let frozen = [Arc::clone(&f)]
-                                    .into_iter()
-                                    .chain(replies.then(|| Arc::clone(&r)))
-                                    .collect::<Vec<_>>();
-                                let s = Arc::clone(&s);
-                                thread::spawn(move || pump(from, to, &frozen, &s));
+                                let (f, s) = (Arc::clone(&f), Arc::clone(&s));
+                                let r = replies.then(|| Arc::clone(&r));
+                                thread::spawn(move || pump(from, to, (&f, r.as_deref()), &s));
                             }
                         }
                     }
@@ -108,13 +105,20 @@ impl Drop for Proxy {
     }
 }
 
-/// Copies `from` to `to` while none of `frozen` is set; while one is, reads
-/// nothing (the bytes wait in the kernel's buffers).
-fn pump(mut from: TcpStream, mut to: TcpStream, frozen: &[Arc<AtomicBool>], stop: &AtomicBool) {
+/// Copies `from` to `to` while neither `frozen` flag is set (the second, if
+/// any, freezes this direction alone); while one is, reads nothing (the bytes
+/// wait in the kernel's buffers).
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    frozen: (&AtomicBool, Option<&AtomicBool>),
+    stop: &AtomicBool,
+) {
     let _ = from.set_read_timeout(Some(Duration::from_millis(20)));
     let mut buf = [0u8; 16 * 1024];
     while !stop.load(Ordering::SeqCst) {
-        if frozen.iter().any(|f| f.load(Ordering::SeqCst)) {
+        let (all, this_way) = frozen;
+        if all.load(Ordering::SeqCst) || this_way.is_some_and(|f| f.load(Ordering::SeqCst)) {
             thread::sleep(Duration::from_millis(5));
             continue;
         }

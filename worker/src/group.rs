@@ -35,7 +35,7 @@
 //!   started one would cost a round trip per task, and the ones already run
 //!   may have committed writes, so none is put back on the queue.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use client::broker::{Claim, ClaimedTask};
@@ -243,7 +243,6 @@ impl Taker<'_> {
                             "queue {}: task {task_id} was cancelled before it ran: {reason}",
                             self.config.queue
                         );
-                        ready.retain(|c| !matches!(c, Claim::Run(t) if t.task_id == *task_id));
                         self.ended_unrun(&FailureKind::Cancelled);
                     }
                     for task_id in &done.gone {
@@ -253,11 +252,16 @@ impl Taker<'_> {
                              put back while a reply was lost); it does not run here",
                             self.config.queue
                         );
-                        ready.retain(|c| !matches!(c, Claim::Run(t) if t.task_id == *task_id));
                     }
-                    if release {
-                        ready.retain(|c| !is_run(c));
-                    }
+                    // What the finish ended or found gone never runs here;
+                    // with release, no held task does.
+                    let unrun: HashSet<&str> = (done.cancelled.iter().map(|(id, _)| id))
+                        .chain(&done.gone)
+                        .map(String::as_str)
+                        .collect();
+                    ready.retain(|c| {
+                        !matches!(c, Claim::Run(t) if release || unrun.contains(t.task_id.as_str()))
+                    });
                     let claimed = !done.next.is_empty();
                     ready.extend(done.next);
                     return match () {

@@ -67,13 +67,9 @@ impl WorkerBroker {
             return Err(bad("too few parts"));
         }
         let claims = reply.split_off(3);
-        let mut parts = reply.into_iter();
-        let flags: Vec<i64> = parts
-            .next()
-            .map(redis::from_redis_value)
-            .transpose()
-            .map_err(|e| bad(&e.to_string()))?
-            .unwrap_or_default();
+        let [flags, cancelled, gone]: [redis::Value; 3] =
+            reply.try_into().expect("three parts, counted above");
+        let flags: Vec<i64> = redis::from_redis_value(flags).map_err(|e| bad(&e.to_string()))?;
         if flags.len() != outcomes.len() {
             return Err(bad(&format!(
                 "{} written flags for {} tasks",
@@ -81,34 +77,24 @@ impl WorkerBroker {
                 outcomes.len()
             )));
         }
-        let pairs: Vec<Vec<u8>> = parts
-            .next()
-            .map(redis::from_redis_value)
-            .transpose()
-            .map_err(|e| bad(&e.to_string()))?
-            .unwrap_or_default();
-        let cancelled = pairs
+        let texts = |v: redis::Value| {
+            redis::from_redis_value::<Vec<Vec<u8>>>(v)
+                .map(|items| {
+                    items
+                        .iter()
+                        .map(|b| String::from_utf8_lossy(b).into_owned())
+                        .collect::<Vec<_>>()
+                })
+                .map_err(|e| bad(&e.to_string()))
+        };
+        let cancelled = texts(cancelled)?
             .chunks(2)
-            .map(|p| {
-                let text = |i: usize| {
-                    String::from_utf8_lossy(p.get(i).map_or(&[][..], |v| v)).into_owned()
-                };
-                (text(0), text(1))
-            })
+            .map(|p| (p[0].clone(), p.get(1).cloned().unwrap_or_default()))
             .collect();
-        let gone: Vec<Vec<u8>> = parts
-            .next()
-            .map(redis::from_redis_value)
-            .transpose()
-            .map_err(|e| bad(&e.to_string()))?
-            .unwrap_or_default();
         Ok(BatchFinish {
             written: flags.into_iter().map(|f| f == 1).collect(),
             cancelled,
-            gone: gone
-                .iter()
-                .map(|id| String::from_utf8_lossy(id).into_owned())
-                .collect(),
+            gone: texts(gone)?,
             next: self.settle_all(claims, "finish").await?,
         })
     }
