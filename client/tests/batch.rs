@@ -225,7 +225,7 @@ async fn a_batch_is_claimed_oldest_first_and_each_task_is_finished_with_its_own_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_finish_sent_again_after_a_lost_reply_reports_what_its_first_try_settled_as_gone() {
+async fn a_finish_sent_again_after_a_lost_reply_reports_what_its_first_try_settled() {
     let Setup {
         _redis,
         client,
@@ -242,16 +242,22 @@ async fn a_finish_sent_again_after_a_lost_reply_reports_what_its_first_try_settl
         .expect("finish");
     assert_eq!(first.cancelled, [(b.clone(), "not any more".to_owned())]);
     assert!(first.gone.is_empty());
-    // Its reply lost, the worker sends the same again: a is no longer its to
-    // write, b is gone (it must not run), c is still held.
+    let counted = client.stats_many(&["q"]).await.expect("stats").remove(0);
+    assert_eq!((counted.processed, counted.failed), (1, 1));
+    // Its reply lost, the worker sends the same again and hears what the
+    // first try did: a's result written, b ended as cancelled (it must not
+    // run), c still held. Nothing is written or counted twice.
     let again = broker
         .finish_batch(&outcomes, &[b, c], 0, false)
         .await
         .expect("finish again");
-    assert_eq!(again.written, [false]);
-    assert!(again.cancelled.is_empty());
-    assert_eq!(again.gone, std::slice::from_ref(b));
+    assert_eq!(again.written, [true]);
+    assert_eq!(again.cancelled, first.cancelled);
+    assert!(again.gone.is_empty());
     assert_eq!(processing(&mut conn).await, std::slice::from_ref(c));
+    let counted = client.stats_many(&["q"]).await.expect("stats").remove(0);
+    assert_eq!((counted.processed, counted.failed), (1, 1));
+    assert_eq!(status(&mut conn, a).await.as_deref(), Some("completed"));
 
     // A first try that gave c back (the worker was stopping), sent again
     // without that: c is gone, and stays queued for whoever takes it.

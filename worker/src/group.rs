@@ -248,8 +248,8 @@ impl Taker<'_> {
                     for task_id in &done.gone {
                         log::info!(
                             task = task_id.as_str(), queue = self.config.queue.as_str();
-                            "queue {}: held task {task_id} is no longer this worker's (ended or \
-                             put back while a reply was lost); it does not run here",
+                            "queue {}: held task {task_id} is no longer this worker's (put back \
+                             while a reply was lost, or ended by a reaper); it does not run here",
                             self.config.queue
                         );
                     }

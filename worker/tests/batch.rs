@@ -331,8 +331,7 @@ async fn a_stopping_worker_puts_the_unstarted_tasks_of_its_batch_back_in_order()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_held_task_cancelled_by_a_finish_whose_reply_was_lost_does_not_run_when_it_is_sent_again()
-{
+async fn a_held_task_cancelled_by_a_finish_whose_reply_was_lost_does_not_run_and_counts_once() {
     let redis = testkit::RedisServer::start();
     let proxy = testkit::Proxy::start(redis.port());
     let url = redis.url();
@@ -395,6 +394,12 @@ async fn a_held_task_cancelled_by_a_finish_whose_reply_was_lost_does_not_run_whe
         ["\"third\""],
         "the second one ran although it ended as cancelled before it ran"
     );
+    // The finish sent again tells the worker what its first try ended: the
+    // first one (timed out) and the second (cancelled) count as failed
+    // once each, as Redis counted them.
+    assert_eq!(worker.status.counts(), (1, 2));
+    let stats = client.stats_many(&[queue]).await.expect("stats").remove(0);
+    assert_eq!((stats.processed, stats.failed), (1, 2));
     worker.stop().await;
     drop(dir);
 }

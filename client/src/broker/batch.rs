@@ -32,8 +32,10 @@ impl WorkerBroker {
     /// one of `held` back at the head of the queue as `pending`, in order (a
     /// worker that stops gives back the tasks it never started); reports
     /// the ones of `held` no longer this worker's as `gone` (a retry of a
-    /// finish whose reply was lost finds those its first try ended or put
-    /// back); then claims up to `take_next` queued tasks (0: none).
+    /// finish whose reply was lost finds those its first try put back).
+    /// Such a retry reports what its first try settled as this one would
+    /// have: the results it wrote as written, the held tasks it ended as
+    /// cancelled. Then it claims up to `take_next` queued tasks (0: none).
     pub async fn finish_batch(
         &self,
         outcomes: &[Outcome],

@@ -23,15 +23,17 @@ pub const MAX_CLAIM_BATCH: usize = 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchFinish {
     /// Per finished task, in the order given: `true` when its result was
-    /// written, `false` when it was no longer this worker's (a reaper had
+    /// written, by this finish or by an earlier try of it whose reply was
+    /// lost; `false` when it was no longer this worker's (a reaper had
     /// ended it).
     pub written: Vec<bool>,
     /// Held tasks found cancelled, each ended as `error` (kind
-    /// `cancelled`) without running: (task id, reason).
+    /// `cancelled`) without running, by this finish or by an earlier try
+    /// of it whose reply was lost: (task id, reason).
     pub cancelled: Vec<(String, String)>,
-    /// Held tasks no longer this worker's (ended or put back by an earlier
-    /// try of this same finish whose reply was lost, or by a reaper): not
-    /// to be run here.
+    /// Held tasks no longer this worker's (put back by an earlier try of
+    /// this same finish whose reply was lost, or ended by a reaper): not to
+    /// be run here.
     pub gone: Vec<String>,
     /// The next tasks claimed, oldest first (empty when none was asked for
     /// or the queue was empty).

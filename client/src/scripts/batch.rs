@@ -65,6 +65,18 @@ local function unlist(plist, ids)
 end
 "#;
 
+/// Whether a task's fields (`status`, `workerId`, then `errorKind` as the
+/// seventh) say that this worker ended it: terminal, its `workerId` this
+/// worker's, and not ended by a reaper (`worker_lost`). A finish sent again
+/// after a lost reply finds so the tasks its first try ended; nothing else
+/// ends a task claimed by a worker and leaves that worker's id on it.
+const ENDED_HERE: &str = r#"
+local function ended_here(h, worker)
+  return (h[1] == 'completed' or h[1] == 'error') and h[2] == worker
+    and h[7] ~= KIND_WORKER_LOST
+end
+"#;
+
 /// KEYS: queue, processing list, stats, owner (lease) key. ARGV: details
 /// prefix, worker id, now, ttl, n, lease token (`''` without a lease). Non-blocking: takes and claims up to `n` queued tasks,
 /// oldest first, each as `CLAIM` does (cancelled-while-queued, expired,
@@ -93,7 +105,9 @@ end)"
 ///
 /// Each finished task gets its terminal fields, `updatedAt`, TTL,
 /// notification and count (`finish`), only if it is still `processing` by
-/// this worker; else its processing entry alone goes (a reaper ended it).
+/// this worker; else its processing entry alone goes (a reaper ended it),
+/// and it counts as written when this worker ended it (`ended_here`: an
+/// earlier try of this script whose reply was lost wrote it).
 /// The group's ids leave the processing list after their results are written
 /// (`unlist`). Each held task whose `cancel` field is set by now
 /// ends as `error`, kind `cancelled`, without running, as the claim ends one
@@ -101,13 +115,14 @@ end)"
 /// to `pending` at the head of the queue, in order (a worker shutting down
 /// gives back what it never started). Returns `{written flags, cancelled
 /// ids and reasons, gone ids, claim…}`: a held task no longer `processing`
-/// by this worker is gone (ended or put back by an earlier run of this very
-/// script whose reply was lost, or by a reaper) and leaves its processing
-/// list, so that a retried finish never lets the worker run it.
+/// by this worker leaves its processing list, so that a retried finish
+/// never lets the worker run it; it is reported cancelled when an earlier
+/// run of this very script whose reply was lost ended it so, gone otherwise
+/// (put back by such a run, or ended by a reaper).
 static FINISH_BATCH: LazyLock<Script> = LazyLock::new(|| {
     let finish = FINISH.as_str();
     Script::new(&format!(
-        "{finish}{CLAIM}{TAKE}{UNLIST}
+        "{finish}{CLAIM}{TAKE}{UNLIST}{ENDED_HERE}
 return counted(KEYS[2], function(stats)
   local written, cancelled, gone = {{}}, {{}}, {{}}
   local worker, now, ttl, prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -120,13 +135,15 @@ return counted(KEYS[2], function(stats)
     group[t] = id
     local dkey = prefix .. id
     local h = read_task(dkey, 'status', 'workerId', 'replyTo', 'deliveredTtl',
-      'deadline', 'cancel') or {{}}
-    if h[1] ~= 'processing' or h[2] ~= worker then
-      written[t] = 0
-    else
+      'deadline', 'cancel', 'errorKind') or {{}}
+    if h[1] == 'processing' and h[2] == worker then
       finish(dkey, id, nil, stats, now, ttl, fields, note, h[3],
         delivered_ttl(h[4], h[5], h[6], now, ttl))
       written[t] = 1
+    elseif ended_here(h, worker) then
+      written[t] = 1
+    else
+      written[t] = 0
     end
   end
   unlist(KEYS[1], group)
@@ -135,7 +152,7 @@ return counted(KEYS[2], function(stats)
     local id = ARGV[j]
     local dkey = prefix .. id
     local h = read_task(dkey, 'status', 'workerId', 'replyTo', 'deliveredTtl',
-      'deadline', 'cancel') or {{}}
+      'deadline', 'cancel', 'errorKind') or {{}}
     local ours = h[1] == 'processing' and h[2] == worker
     if ours and not h[6] and ARGV[6] == '1' then
       redis.call('HSET', dkey, 'status', 'pending', 'updatedAt', now)
@@ -144,7 +161,12 @@ return counted(KEYS[2], function(stats)
       redis.call('RPUSH', KEYS[3], id)
     elseif not ours then
       redis.call('LREM', KEYS[1], 1, id)
-      gone[#gone + 1] = id
+      if h[1] == 'error' and h[7] == KIND_CANCELLED and ended_here(h, worker) then
+        cancelled[#cancelled + 1] = id
+        cancelled[#cancelled + 1] = shown_reason(h[6] or '')
+      else
+        gone[#gone + 1] = id
+      end
     elseif ours and h[6] then
       local why = shown_reason(h[6])
       finish(dkey, id, KEYS[1], stats, now, ttl, {{ 'status', 'error', 'errorKind',
