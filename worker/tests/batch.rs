@@ -42,6 +42,22 @@ async fn behind_a_slow_one(client: &Client, queue: &str, slow: &str) -> [String;
     ids.try_into().expect("three ids")
 }
 
+/// Puts the finish script in Redis's cache, as on any Redis a worker
+/// finished a task on before (with replies lost, a NOSCRIPT would be lost
+/// too, and the script would never run).
+async fn load_finish_script(url: &str) {
+    client::broker::WorkerBroker::new(
+        url,
+        "warm_up",
+        "w",
+        &client::broker::BrokerOptions::new(WAIT),
+    )
+    .expect("broker")
+    .finish_batch(&[], &[], 0, false)
+    .await
+    .expect("finish script loaded");
+}
+
 fn values(engine: &engine::CircleEngine) -> Vec<String> {
     let db = engine.db();
     (1..db.next_id())
@@ -352,18 +368,7 @@ async fn a_held_task_cancelled_by_a_finish_whose_reply_was_lost_does_not_run_and
         fast_options(),
         open_engine(dir.path(), limits),
     );
-    // The finish script in Redis's cache, as on any Redis a worker finished
-    // a task on before (a reply lost, a NOSCRIPT would be lost too).
-    client::broker::WorkerBroker::new(
-        &url,
-        "warm_up",
-        "w",
-        &client::broker::BrokerOptions::new(WAIT),
-    )
-    .expect("broker")
-    .finish_batch(&[], &[], 0, false)
-    .await
-    .expect("finish script loaded");
+    load_finish_script(&url).await;
     let conn = raw(&url).await;
     until_status(&conn, &third, "processing", WAIT).await;
     assert!(
@@ -400,6 +405,72 @@ async fn a_held_task_cancelled_by_a_finish_whose_reply_was_lost_does_not_run_and
     assert_eq!(worker.status.counts(), (1, 2));
     let stats = client.stats_many(&[queue]).await.expect("stats").remove(0);
     assert_eq!((stats.processed, stats.failed), (1, 2));
+    worker.stop().await;
+    drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_claimed_by_a_finish_whose_reply_was_lost_runs_before_the_ones_queued_after_it() {
+    let redis = testkit::RedisServer::start();
+    let proxy = testkit::Proxy::start(redis.port());
+    let url = redis.url();
+    let queue = "lost_claiming_finish";
+    let client = Client::connect(&url).await.expect("connect");
+    // One task at a time: the slow one first, then six that each record
+    // their turn in the database.
+    let slow = client
+        .submit(queue, "let x = 0; loop { x += 1; }", &opts())
+        .await
+        .expect("submit");
+    let mut ids = Vec::new();
+    for i in 1..=6 {
+        ids.push(
+            client
+                .submit(queue, &format!("db::insert({i}); {i}"), &opts())
+                .await
+                .expect("submit"),
+        );
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let limits = engine::Limits {
+        timeout: Duration::from_secs(3),
+        max_operations: 0,
+        ..engine::Limits::default()
+    };
+    let mut options = fast_options();
+    options.claim_batch = 1;
+    let worker = TestWorker::start_with(
+        worker::WorkerConfig::new(&proxy.redis_url(), queue),
+        options,
+        open_engine(dir.path(), limits),
+    );
+    load_finish_script(&url).await;
+    let conn = raw(&url).await;
+    until_status(&conn, &slow, "processing", WAIT).await;
+    // The claim's reply reaches the worker well within this second, and the
+    // slow task runs on for two more.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The slow task's finish claims the first of the six, and its reply is
+    // lost; every finish the worker sends again claims nothing until it has
+    // read its processing list, where that first one waits. Were the next
+    // one claimed meanwhile, it would run first.
+    proxy.freeze_replies();
+    until_status(&conn, &slow, "error", WAIT).await;
+    until_status(&conn, &ids[0], "processing", WAIT).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    proxy.thaw();
+
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(
+            completed(client.wait(id, WAIT).await.expect("wait")),
+            (i + 1).to_string()
+        );
+    }
+    assert_eq!(
+        values(&worker.engine),
+        ["1", "2", "3", "4", "5", "6"],
+        "the tasks ran out of queue order"
+    );
     worker.stop().await;
     drop(dir);
 }
