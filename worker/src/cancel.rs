@@ -64,11 +64,23 @@ impl Cancels {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers the run of `task_id`; returns its cancel flag (already set
-    /// when the worker is past its shutdown grace).
-    pub(crate) fn start(&self, task_id: &str) -> Arc<AtomicBool> {
+    /// Registers the run of `task_id` and returns its cancel flag; `None`,
+    /// and the task must not start, when the worker is past its shutdown
+    /// grace or `lease_lost()` says the queue's lease is lost. Both are
+    /// decided under the lock that [`Cancels::shutdown`] and
+    /// [`Cancels::lease_lost`] take (the lease's token is cleared before
+    /// that lock is), so a loss that lands as a run starts either finds the
+    /// run registered and cuts it, or keeps it from starting.
+    pub(crate) fn start(
+        &self,
+        task_id: &str,
+        lease_lost: impl FnOnce() -> bool,
+    ) -> Option<Arc<AtomicBool>> {
         let mut state = self.lock();
-        let flag = Arc::new(AtomicBool::new(state.shutdown));
+        if state.shutdown || lease_lost() {
+            return None;
+        }
+        let flag = Arc::new(AtomicBool::new(false));
         state.generation += 1;
         state.running = Some(Current {
             generation: state.generation,
@@ -79,7 +91,7 @@ impl Cancels {
         });
         drop(state);
         self.started.notify_one();
-        flag
+        Some(flag)
     }
 
     /// Ends the registered run; why it was cancelled, if it was.
@@ -95,8 +107,8 @@ impl Cancels {
         (state.shutdown && current.flag.load(Ordering::Relaxed)).then_some(Cause::Shutdown)
     }
 
-    /// The shutdown grace is over: cancels the running script and every
-    /// one started after it.
+    /// The shutdown grace is over: cancels the running script; no other
+    /// starts.
     pub(crate) fn shutdown(&self) {
         let mut state = self.lock();
         state.shutdown = true;
@@ -213,13 +225,13 @@ mod tests {
     #[test]
     fn a_request_stops_only_the_run_it_names() {
         let cancels = Cancels::default();
-        let first = cancels.start("a");
+        let first = cancels.start("a", || false).expect("started");
         let (generation, id) = cancels.running().expect("running");
         assert_eq!(id, "a");
         assert_eq!(cancels.end(), None);
         assert!(!first.load(Ordering::Relaxed));
         // A request that arrives after its run ended leaves the next alone.
-        let second = cancels.start("b");
+        let second = cancels.start("b", || false).expect("started");
         cancels.request(generation, "gone".into());
         assert!(!second.load(Ordering::Relaxed));
         let (generation, _) = cancels.running().expect("running");
@@ -233,31 +245,44 @@ mod tests {
     #[test]
     fn a_lost_lease_cuts_only_the_running_script() {
         let cancels = Cancels::default();
-        let running = cancels.start("a");
+        let running = cancels.start("a", || false).expect("started");
         cancels.lease_lost("lease lost");
         assert!(running.load(Ordering::Relaxed));
         assert_eq!(cancels.end(), Some(Cause::LeaseLost("lease lost".into())));
-        let later = cancels.start("b");
+        let later = cancels.start("b", || false).expect("started");
         assert!(!later.load(Ordering::Relaxed));
         assert_eq!(cancels.end(), None);
     }
 
     #[test]
-    fn shutdown_stops_the_running_script_and_every_later_one() {
+    fn no_run_starts_while_the_lease_is_lost() {
         let cancels = Cancels::default();
-        let running = cancels.start("a");
+        // The loss as the run registers: its token is already cleared, and
+        // its `lease_lost` call, which would find no run, has not come yet.
+        assert!(cancels.start("a", || true).is_none());
+        cancels.lease_lost("lease lost");
+        assert!(cancels.running().is_none(), "nothing registered");
+        assert_eq!(cancels.end(), None);
+        // Held again, runs start.
+        let again = cancels.start("a", || false).expect("started");
+        assert!(!again.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn shutdown_stops_the_running_script_and_starts_no_other() {
+        let cancels = Cancels::default();
+        let running = cancels.start("a", || false).expect("started");
         cancels.shutdown();
         assert!(running.load(Ordering::Relaxed));
         assert_eq!(cancels.end(), Some(Cause::Shutdown));
-        let later = cancels.start("b");
-        assert!(later.load(Ordering::Relaxed), "cancelled from the start");
-        assert_eq!(cancels.end(), Some(Cause::Shutdown));
+        assert!(cancels.start("b", || false).is_none());
+        assert_eq!(cancels.end(), None);
     }
 
     #[test]
     fn a_requested_cancel_keeps_its_reason_through_a_later_shutdown() {
         let cancels = Cancels::default();
-        let _flag = cancels.start("a");
+        let _flag = cancels.start("a", || false).expect("started");
         let (generation, _) = cancels.running().expect("running");
         cancels.request(generation, "the client went away".into());
         cancels.shutdown();

@@ -64,14 +64,16 @@ impl Taker<'_> {
         let mut ran: Vec<Ran> = Vec::new();
         while let Some(claim) = ready.pop_front() {
             match claim {
-                // A worker past its shutdown grace, or whose lease is lost,
-                // starts nothing more: what it holds goes back to the queue
-                // with this group's results.
-                Claim::Run(task) if self.stops_starting() => {
-                    ready.push_front(Claim::Run(task));
-                    break;
-                }
-                Claim::Run(task) => ran.push(self.run_task(task)),
+                Claim::Run(task) => match self.run_task(task) {
+                    Ok(task) => ran.push(task),
+                    // A worker past its shutdown grace, or whose lease is
+                    // lost, starts nothing more: what it holds goes back to
+                    // the queue with this group's results.
+                    Err(task) => {
+                        ready.push_front(Claim::Run(task));
+                        break;
+                    }
+                },
                 other => self.report_unrun(other),
             }
             if !ran.is_empty() && start.elapsed() >= self.options.group_window {
@@ -116,7 +118,13 @@ impl Taker<'_> {
         }
     }
 
-    fn run_task(&self, mut task: ClaimedTask) -> Ran {
+    /// Runs `task`, unless the worker may start no task (see
+    /// [`Cancels::start`](crate::cancel::Cancels::start)): then it is
+    /// handed back.
+    fn run_task(&self, mut task: ClaimedTask) -> Result<Ran, ClaimedTask> {
+        let Some(cancel) = self.cancels.start(&task.task_id, || self.lease_lost()) else {
+            return Err(task);
+        };
         let age = task.age();
         let started = Instant::now();
         if let (Some(metrics), Some(age)) = (&self.options.metrics, age) {
@@ -129,7 +137,7 @@ impl Taker<'_> {
             // (the task waited in the batch) is refused before the script
             // starts, with the timeout error.
             deadline: task.time_left().map(engine::clock::after),
-            cancel: self.cancels.start(&task.task_id),
+            cancel,
         };
         log::debug!(
             task = task.task_id.as_str(), queue = self.config.queue.as_str();
@@ -186,12 +194,12 @@ impl Taker<'_> {
                 f.kind
             ),
         }
-        Ran {
+        Ok(Ran {
             outcome,
             wrote,
             age,
             started,
-        }
+        })
     }
 
     /// Writes the group's results, retrying through an outage; re-checks
@@ -312,7 +320,11 @@ impl Taker<'_> {
     /// queue's lease is lost (another host may serve the queue now; the
     /// tasks go back to its head, never run here).
     fn stops_starting(&self) -> bool {
-        self.cancels.is_shut_down() || self.held.is_some_and(|h| h.token() == 0)
+        self.cancels.is_shut_down() || self.lease_lost()
+    }
+
+    fn lease_lost(&self) -> bool {
+        self.held.is_some_and(|h| h.token() == 0)
     }
 
     fn count_written(&self, outcome: &Outcome, written: bool) {
