@@ -461,3 +461,108 @@ async fn a_finished_group_leaves_the_processing_list_and_what_is_held_or_foreign
         Some("processing")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_result_a_finish_wrote_itself_counts_as_written_when_it_is_sent_again() {
+    let Setup {
+        _redis,
+        client,
+        broker,
+        mut conn,
+    } = setup().await;
+    let ended_by_hand = client
+        .submit("q", "1", &SubmitOptions::default())
+        .await
+        .expect("submit");
+    let twice = client
+        .submit("q", "2", &SubmitOptions::default())
+        .await
+        .expect("submit");
+    // A third party pushes the second id again (its first push's reply was
+    // lost): the batch holds it twice.
+    let _: () = redis::cmd("LPUSH")
+        .arg(keys::tasks("q"))
+        .arg(&twice)
+        .query_async(&mut conn)
+        .await
+        .expect("lpush");
+    let claims = broker.claim_batch(3).await.expect("claim");
+    assert_eq!(
+        run_ids(&claims),
+        [ended_by_hand.clone(), twice.clone(), twice.clone()]
+    );
+    // While the first runs, a third party ends it by hand, leaving this
+    // worker's id on it.
+    let _: () = redis::cmd("HSET")
+        .arg(keys::task_details(&ended_by_hand))
+        .arg(&[("status", "error"), ("error", "ended by hand")])
+        .query_async(&mut conn)
+        .await
+        .expect("hset");
+    let outcomes = [
+        completed(&ended_by_hand),
+        completed(&twice),
+        completed(&twice),
+    ];
+    let first = broker
+        .finish_batch(&outcomes, &[], 0, false)
+        .await
+        .expect("finish");
+    assert_eq!(first.written, [false, true, false]);
+    // The same finish again (its reply lost): the same answer, nothing
+    // written or counted twice.
+    let again = broker
+        .finish_batch(&outcomes, &[], 0, false)
+        .await
+        .expect("finish again");
+    assert_eq!(again.written, first.written);
+    let counted = client.stats_many(&["q"]).await.expect("stats").remove(0);
+    assert_eq!((counted.processed, counted.failed), (1, 0));
+    assert_eq!(
+        status(&mut conn, &ended_by_hand).await.as_deref(),
+        Some("error")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_copy_of_a_task_cancelled_while_it_ran_is_gone_not_cancelled_before_it_ran() {
+    let Setup {
+        _redis,
+        client,
+        broker,
+        mut conn,
+    } = setup().await;
+    let id = client
+        .submit("q", "1", &SubmitOptions::default())
+        .await
+        .expect("submit");
+    let _: () = redis::cmd("LPUSH")
+        .arg(keys::tasks("q"))
+        .arg(&id)
+        .query_async(&mut conn)
+        .await
+        .expect("lpush");
+    let claims = broker.claim_batch(2).await.expect("claim");
+    assert_eq!(run_ids(&claims), [id.clone(), id.clone()]);
+    // The first copy is cancelled while it runs; the second is still held.
+    assert!(client.cancel(&id, "stop").await.expect("cancel"));
+    let cut = Outcome::Failed(TaskFailure {
+        task_id: id.clone(),
+        kind: FailureKind::Cancelled,
+        message: "cancelled while it ran: stop; none of its writes were kept".into(),
+        line: None,
+        column: None,
+    });
+    for _try in 0..2 {
+        let done = broker
+            .finish_batch(std::slice::from_ref(&cut), &[&id], 0, false)
+            .await
+            .expect("finish");
+        assert_eq!(done.written, [true]);
+        assert!(done.cancelled.is_empty(), "{:?}", done.cancelled);
+        assert_eq!(done.gone, [id.clone()]);
+    }
+    let counted = client.stats_many(&["q"]).await.expect("stats").remove(0);
+    assert_eq!((counted.processed, counted.failed), (0, 1));
+    assert!(processing(&mut conn).await.is_empty());
+}

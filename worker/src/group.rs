@@ -257,7 +257,8 @@ impl Taker<'_> {
                         log::info!(
                             task = task_id.as_str(), queue = self.config.queue.as_str();
                             "queue {}: held task {task_id} is no longer this worker's (put back \
-                             while a reply was lost, or ended by a reaper); it does not run here",
+                             while a reply was lost, or ended or put back by a reaper); it does \
+                             not run here",
                             self.config.queue
                         );
                     }

@@ -35,8 +35,9 @@
 //!   worker's own clock before it can expire when renewals fail (see the
 //!   `lease` module).
 //! - On cancellation it stops taking tasks, lets the running script finish
-//!   within `shutdown_grace` (counted from the cancellation), then cancels it
-//!   and any claimed task still to run, and leaves nothing claimed.
+//!   within `shutdown_grace` (counted from the cancellation), then cancels it,
+//!   gives the claimed tasks it never started back to the head of the queue
+//!   as `pending`, in order, and leaves nothing claimed.
 //! - A task whose `cancel` field is set (`client::Client::cancel`; a
 //!   `Client::run_with` whose caller went away sets it) ends as `error`, kind
 //!   `cancelled`: at its claim without running, or, while its script runs,

@@ -35,7 +35,9 @@ impl WorkerBroker {
     /// finish whose reply was lost finds those its first try put back).
     /// Such a retry reports what its first try settled as this one would
     /// have: the results it wrote as written, the held tasks it ended as
-    /// cancelled. Then it claims up to `take_next` queued tasks (0: none).
+    /// cancelled (told by the hash holding exactly those fields, while it
+    /// lives). An id given twice is written and counted once. Then it
+    /// claims up to `take_next` queued tasks (0: none).
     pub async fn finish_batch(
         &self,
         outcomes: &[Outcome],

@@ -24,16 +24,18 @@ pub const MAX_CLAIM_BATCH: usize = 1024;
 pub struct BatchFinish {
     /// Per finished task, in the order given: `true` when its result was
     /// written, by this finish or by an earlier try of it whose reply was
-    /// lost; `false` when it was no longer this worker's (a reaper had
-    /// ended it).
+    /// lost (the task's hash holds this very result, as long as it has not
+    /// expired); `false` when it was no longer this worker's (a reaper or a
+    /// third party had ended it) or when the same id came earlier in the
+    /// list.
     pub written: Vec<bool>,
     /// Held tasks found cancelled, each ended as `error` (kind
     /// `cancelled`) without running, by this finish or by an earlier try
     /// of it whose reply was lost: (task id, reason).
     pub cancelled: Vec<(String, String)>,
     /// Held tasks no longer this worker's (put back by an earlier try of
-    /// this same finish whose reply was lost, or ended by a reaper): not to
-    /// be run here.
+    /// this same finish whose reply was lost, ended or put back by a
+    /// reaper, or finished by this very call): not to be run here.
     pub gone: Vec<String>,
     /// The next tasks claimed, oldest first (empty when none was asked for
     /// or the queue was empty).

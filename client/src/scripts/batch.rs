@@ -65,15 +65,27 @@ local function unlist(plist, ids)
 end
 "#;
 
-/// Whether a task's fields (`status`, `workerId`, then `errorKind` as the
-/// seventh) say that this worker ended it: terminal, its `workerId` this
-/// worker's, and not ended by a reaper (`worker_lost`). A finish sent again
-/// after a lost reply finds so the tasks its first try ended; nothing else
-/// ends a task claimed by a worker and leaves that worker's id on it.
-const ENDED_HERE: &str = r#"
-local function ended_here(h, worker)
-  return (h[1] == 'completed' or h[1] == 'error') and h[2] == worker
-    and h[7] ~= KIND_WORKER_LOST
+/// `unrun(why)`: the fields of a held task cancelled before it ran, for
+/// reason `why`. `holds(dkey, worker, fields)`: whether task `dkey` holds,
+/// with this worker's id, exactly the terminal `fields` (`{name, value, …}`)
+/// a finish writes: then an earlier try of the same finish, whose reply was
+/// lost, wrote them. A reaper's verdict or a third party's write differs in
+/// its status, output or message.
+const HOLDS: &str = r#"
+local function unrun(why)
+  return { 'status', 'error', 'errorKind', KIND_CANCELLED, 'error',
+    'cancelled before it ran: ' .. why }
+end
+
+local function holds(dkey, worker, fields)
+  local names = { 'workerId' }
+  for j = 1, #fields, 2 do names[#names + 1] = fields[j] end
+  local h = read_task(dkey, unpack(names))
+  if not h or h[1] ~= worker then return false end
+  for j = 2, #names do
+    if h[j] ~= fields[2 * j - 2] then return false end
+  end
+  return true
 end
 "#;
 
@@ -106,8 +118,9 @@ end)"
 /// Each finished task gets its terminal fields, `updatedAt`, TTL,
 /// notification and count (`finish`), only if it is still `processing` by
 /// this worker; else its processing entry alone goes (a reaper ended it),
-/// and it counts as written when this worker ended it (`ended_here`: an
-/// earlier try of this script whose reply was lost wrote it).
+/// and it counts as written when its hash holds this very result (`holds`:
+/// an earlier try of this script whose reply was lost wrote it). An id
+/// given twice counts once.
 /// The group's ids leave the processing list after their results are written
 /// (`unlist`). Each held task whose `cancel` field is set by now
 /// ends as `error`, kind `cancelled`, without running, as the claim ends one
@@ -116,17 +129,19 @@ end)"
 /// gives back what it never started). Returns `{written flags, cancelled
 /// ids and reasons, gone ids, claim…}`: a held task no longer `processing`
 /// by this worker leaves its processing list, so that a retried finish
-/// never lets the worker run it; it is reported cancelled when an earlier
-/// run of this very script whose reply was lost ended it so, gone otherwise
-/// (put back by such a run, or ended by a reaper).
+/// never lets the worker run it; it is reported cancelled when its hash
+/// holds the cancel this script writes (an earlier run of this very script
+/// whose reply was lost ended it), gone otherwise (put back by such a run,
+/// or ended or put back by a reaper, or finished in this same run).
 static FINISH_BATCH: LazyLock<Script> = LazyLock::new(|| {
     let finish = FINISH.as_str();
     Script::new(&format!(
-        "{finish}{CLAIM}{TAKE}{UNLIST}{ENDED_HERE}
+        "{finish}{CLAIM}{TAKE}{UNLIST}{HOLDS}
 return counted(KEYS[2], function(stats)
   local written, cancelled, gone = {{}}, {{}}, {{}}
   local worker, now, ttl, prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-  local i, group = 9, {{}}
+  -- The ids finished by this run: a second copy of one is not written again.
+  local i, group, done = 9, {{}}, {{}}
   for t = 1, tonumber(ARGV[7]) do
     local id, note, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
     local fields = {{}}
@@ -135,15 +150,17 @@ return counted(KEYS[2], function(stats)
     group[t] = id
     local dkey = prefix .. id
     local h = read_task(dkey, 'status', 'workerId', 'replyTo', 'deliveredTtl',
-      'deadline', 'cancel', 'errorKind') or {{}}
-    if h[1] == 'processing' and h[2] == worker then
-      finish(dkey, id, nil, stats, now, ttl, fields, note, h[3],
-        delivered_ttl(h[4], h[5], h[6], now, ttl))
-      written[t] = 1
-    elseif ended_here(h, worker) then
-      written[t] = 1
-    else
-      written[t] = 0
+      'deadline', 'cancel') or {{}}
+    written[t] = 0
+    if not done[id] then
+      if h[1] == 'processing' and h[2] == worker then
+        finish(dkey, id, nil, stats, now, ttl, fields, note, h[3],
+          delivered_ttl(h[4], h[5], h[6], now, ttl))
+        written[t] = 1
+      elseif holds(dkey, worker, fields) then
+        written[t] = 1
+      end
+      done[id] = true
     end
   end
   unlist(KEYS[1], group)
@@ -152,7 +169,7 @@ return counted(KEYS[2], function(stats)
     local id = ARGV[j]
     local dkey = prefix .. id
     local h = read_task(dkey, 'status', 'workerId', 'replyTo', 'deliveredTtl',
-      'deadline', 'cancel', 'errorKind') or {{}}
+      'deadline', 'cancel') or {{}}
     local ours = h[1] == 'processing' and h[2] == worker
     if ours and not h[6] and ARGV[6] == '1' then
       redis.call('HSET', dkey, 'status', 'pending', 'updatedAt', now)
@@ -161,16 +178,16 @@ return counted(KEYS[2], function(stats)
       redis.call('RPUSH', KEYS[3], id)
     elseif not ours then
       redis.call('LREM', KEYS[1], 1, id)
-      if h[1] == 'error' and h[7] == KIND_CANCELLED and ended_here(h, worker) then
+      local why = h[6] and shown_reason(h[6])
+      if why and not done[id] and holds(dkey, worker, unrun(why)) then
         cancelled[#cancelled + 1] = id
-        cancelled[#cancelled + 1] = shown_reason(h[6] or '')
+        cancelled[#cancelled + 1] = why
       else
         gone[#gone + 1] = id
       end
     elseif ours and h[6] then
       local why = shown_reason(h[6])
-      finish(dkey, id, KEYS[1], stats, now, ttl, {{ 'status', 'error', 'errorKind',
-        KIND_CANCELLED, 'error', 'cancelled before it ran: ' .. why }}, nil, h[3],
+      finish(dkey, id, KEYS[1], stats, now, ttl, unrun(why), nil, h[3],
         delivered_ttl(h[4], h[5], h[6], now, ttl))
       cancelled[#cancelled + 1] = id
       cancelled[#cancelled + 1] = why
