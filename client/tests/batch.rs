@@ -560,7 +560,7 @@ async fn a_held_copy_of_a_task_cancelled_while_it_ran_is_gone_not_cancelled_befo
             .expect("finish");
         assert_eq!(done.written, [true]);
         assert!(done.cancelled.is_empty(), "{:?}", done.cancelled);
-        assert_eq!(done.gone, [id.clone()]);
+        assert_eq!(done.gone, std::slice::from_ref(&id));
     }
     let counted = client.stats_many(&["q"]).await.expect("stats").remove(0);
     assert_eq!((counted.processed, counted.failed), (0, 1));
