@@ -47,17 +47,20 @@ async fn processing(conn: &mut redis::aio::MultiplexedConnection) -> Vec<String>
         .expect("lrange")
 }
 
+/// Submits `script` to `q`; its id.
+async fn submit(client: &Client, script: &str) -> String {
+    client
+        .submit("q", script, &SubmitOptions::default())
+        .await
+        .expect("submit")
+}
+
 /// Submits one task per script to `q`, then claims them as one batch and
 /// checks that it holds all of them, oldest first; returns their ids.
 async fn submit_and_claim(client: &Client, broker: &WorkerBroker, scripts: &[&str]) -> Vec<String> {
     let mut ids = Vec::new();
     for script in scripts {
-        ids.push(
-            client
-                .submit("q", script, &SubmitOptions::default())
-                .await
-                .expect("submit"),
-        );
+        ids.push(submit(client, script).await);
     }
     let claims = broker.claim_batch(scripts.len()).await.expect("claim");
     assert_eq!(run_ids(&claims), ids);
@@ -72,6 +75,17 @@ async fn replace_with_string(conn: &mut redis::aio::MultiplexedConnection, key: 
         .query_async(conn)
         .await
         .expect("set");
+}
+
+/// What a third-party submitter whose push's reply was lost does: it
+/// pushes `id` to `q` again, so that the queue holds it twice.
+async fn push_again(conn: &mut redis::aio::MultiplexedConnection, id: &str) {
+    let _: () = redis::cmd("LPUSH")
+        .arg(keys::tasks("q"))
+        .arg(id)
+        .query_async(conn)
+        .await
+        .expect("lpush");
 }
 
 /// The `status` field of task `id`.
@@ -129,18 +143,9 @@ async fn a_batch_is_claimed_oldest_first_and_each_task_is_finished_with_its_own_
         .submit_watched("q", "2", &SubmitOptions::default())
         .await
         .expect("submit");
-    let c = client
-        .submit("q", "3", &SubmitOptions::default())
-        .await
-        .expect("submit");
-    let d = client
-        .submit("q", "4", &SubmitOptions::default())
-        .await
-        .expect("submit");
-    let e = client
-        .submit("q", "5", &SubmitOptions::default())
-        .await
-        .expect("submit");
+    let c = submit(&client, "3").await;
+    let d = submit(&client, "4").await;
+    let e = submit(&client, "5").await;
 
     let claims = broker.claim_batch(3).await.expect("claim");
     let (a_id, b_id) = (a.task_id().to_owned(), b.task_id().to_owned());
@@ -286,14 +291,8 @@ async fn a_batch_claim_ends_the_tasks_it_cannot_run_and_counts_each_one_failure(
         broker,
         mut conn,
     } = setup().await;
-    let first = client
-        .submit("q", "1", &SubmitOptions::default())
-        .await
-        .expect("submit");
-    let cancelled = client
-        .submit("q", "2", &SubmitOptions::default())
-        .await
-        .expect("submit");
+    let first = submit(&client, "1").await;
+    let cancelled = submit(&client, "2").await;
     assert!(
         client
             .cancel(&cancelled, "changed my mind")
@@ -307,10 +306,7 @@ async fn a_batch_claim_ends_the_tasks_it_cannot_run_and_counts_each_one_failure(
         .query_async(&mut conn)
         .await
         .expect("lpush");
-    let last = client
-        .submit("q", "4", &SubmitOptions::default())
-        .await
-        .expect("submit");
+    let last = submit(&client, "4").await;
 
     let claims = broker.claim_batch(10).await.expect("claim");
     assert_eq!(claims.len(), 4, "{claims:?}");
@@ -470,22 +466,10 @@ async fn only_the_result_a_finish_wrote_itself_counts_as_written_when_it_is_sent
         broker,
         mut conn,
     } = setup().await;
-    let ended_by_hand = client
-        .submit("q", "1", &SubmitOptions::default())
-        .await
-        .expect("submit");
-    let twice = client
-        .submit("q", "2", &SubmitOptions::default())
-        .await
-        .expect("submit");
-    // A third party pushes the second id again (its first push's reply was
-    // lost): the batch holds it twice.
-    let _: () = redis::cmd("LPUSH")
-        .arg(keys::tasks("q"))
-        .arg(&twice)
-        .query_async(&mut conn)
-        .await
-        .expect("lpush");
+    let ended_by_hand = submit(&client, "1").await;
+    let twice = submit(&client, "2").await;
+    // The batch holds the second id twice.
+    push_again(&mut conn, &twice).await;
     let claims = broker.claim_batch(3).await.expect("claim");
     assert_eq!(
         run_ids(&claims),
@@ -532,16 +516,8 @@ async fn a_held_copy_of_a_task_cancelled_while_it_ran_is_gone_not_cancelled_befo
         broker,
         mut conn,
     } = setup().await;
-    let id = client
-        .submit("q", "1", &SubmitOptions::default())
-        .await
-        .expect("submit");
-    let _: () = redis::cmd("LPUSH")
-        .arg(keys::tasks("q"))
-        .arg(&id)
-        .query_async(&mut conn)
-        .await
-        .expect("lpush");
+    let id = submit(&client, "1").await;
+    push_again(&mut conn, &id).await;
     let claims = broker.claim_batch(2).await.expect("claim");
     assert_eq!(run_ids(&claims), [id.clone(), id.clone()]);
     // The first copy is cancelled while it runs; the second is still held.
