@@ -187,7 +187,8 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 /// - `echo:X` completes with output X; `print:X` prints X and outputs "";
 /// - `fail:M` fails (kind runtime, line 1, column 5) with message M;
 /// - `expire` fails with kind timeout;
-/// - `gate:N` completes once N other tasks have completed;
+/// - `gate:N` completes once N other tasks have completed and their results
+///   are written;
 /// - `big:N` completes with an output of N bytes;
 /// - `sleep:MS` completes with output "slept" after MS milliseconds;
 /// - `hang` is claimed and never finished;
@@ -226,10 +227,12 @@ pub async fn stand_in_worker_on(url: String, queue: &str, token: CancellationTok
                 Some(outcome) => outcome,
                 None => return,
             };
-            if matches!(outcome, Outcome::Completed(_)) {
+            // Counted once its result is written, so that a `gate` opened by
+            // this count finishes after it.
+            let finished = broker.finish(&outcome).await.is_ok();
+            if finished && matches!(outcome, Outcome::Completed(_)) {
                 completed.fetch_add(1, Ordering::SeqCst);
             }
-            let _ = broker.finish(&outcome).await;
         });
     }
 }
