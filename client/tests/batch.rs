@@ -468,13 +468,8 @@ async fn only_the_result_a_finish_wrote_itself_counts_as_written_when_it_is_sent
     } = setup().await;
     let ended_by_hand = submit(&client, "1").await;
     let twice = submit(&client, "2").await;
-    // The batch holds the second id twice.
-    push_again(&mut conn, &twice).await;
-    let claims = broker.claim_batch(3).await.expect("claim");
-    assert_eq!(
-        run_ids(&claims),
-        [ended_by_hand.clone(), twice.clone(), twice.clone()]
-    );
+    let claims = broker.claim_batch(2).await.expect("claim");
+    assert_eq!(run_ids(&claims), [ended_by_hand.clone(), twice.clone()]);
     // While the first runs, a third party ends it by hand, leaving this
     // worker's id on it.
     let _: () = redis::cmd("HSET")
@@ -483,6 +478,7 @@ async fn only_the_result_a_finish_wrote_itself_counts_as_written_when_it_is_sent
         .query_async(&mut conn)
         .await
         .expect("hset");
+    // The second id is given twice.
     let outcomes = [
         completed(&ended_by_hand),
         completed(&twice),
@@ -509,7 +505,7 @@ async fn only_the_result_a_finish_wrote_itself_counts_as_written_when_it_is_sent
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_held_copy_of_a_task_cancelled_while_it_ran_is_gone_not_cancelled_before_it_ran() {
+async fn a_task_finished_and_held_in_one_call_is_gone_not_cancelled_before_it_ran() {
     let Setup {
         _redis,
         client,
@@ -517,10 +513,9 @@ async fn a_held_copy_of_a_task_cancelled_while_it_ran_is_gone_not_cancelled_befo
         mut conn,
     } = setup().await;
     let id = submit(&client, "1").await;
-    push_again(&mut conn, &id).await;
-    let claims = broker.claim_batch(2).await.expect("claim");
-    assert_eq!(run_ids(&claims), [id.clone(), id.clone()]);
-    // The first copy is cancelled while it runs; the second is still held.
+    let claims = broker.claim_batch(1).await.expect("claim");
+    assert_eq!(run_ids(&claims), std::slice::from_ref(&id));
+    // Cancelled while it runs; its finish also names it as held.
     assert!(client.cancel(&id, "stop").await.expect("cancel"));
     let cut = Outcome::Failed(TaskFailure {
         task_id: id.clone(),
@@ -541,4 +536,44 @@ async fn a_held_copy_of_a_task_cancelled_while_it_ran_is_gone_not_cancelled_befo
     let counted = client.stats_many(&["q"]).await.expect("stats").remove(0);
     assert_eq!((counted.processed, counted.failed), (0, 1));
     assert!(processing(&mut conn).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_pushed_twice_is_claimed_once_by_a_batch_and_by_a_finish() {
+    let Setup {
+        _redis,
+        client,
+        broker,
+        mut conn,
+    } = setup().await;
+    // Queued oldest first: a, a again, b.
+    let a = submit(&client, "1").await;
+    push_again(&mut conn, &a).await;
+    let b = submit(&client, "2").await;
+    let claims = broker.claim_batch(3).await.expect("claim");
+    assert_eq!(run_ids(&claims), [a.clone(), b.clone()]);
+    assert_eq!(processing(&mut conn).await, [b.clone(), a.clone()]);
+    // The next claim of a finish, one at a time: c once, then nothing.
+    let c = submit(&client, "3").await;
+    push_again(&mut conn, &c).await;
+    let done = broker
+        .finish_batch(&[completed(&a), completed(&b)], &[], 1, false)
+        .await
+        .expect("finish");
+    assert_eq!(run_ids(&done.next), std::slice::from_ref(&c));
+    let done = broker
+        .finish_batch(&[], &[], 1, false)
+        .await
+        .expect("claim again");
+    assert!(done.next.is_empty(), "{:?}", done.next);
+    assert_eq!(processing(&mut conn).await, std::slice::from_ref(&c));
+    assert!(client.queued("q", 10).await.expect("queued").is_empty());
+    let done = broker
+        .finish_batch(&[completed(&c)], &[], 0, false)
+        .await
+        .expect("finish");
+    assert_eq!(done.written, [true]);
+    assert!(processing(&mut conn).await.is_empty());
+    let counted = client.stats_many(&["q"]).await.expect("stats").remove(0);
+    assert_eq!((counted.processed, counted.failed), (3, 0));
 }

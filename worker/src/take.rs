@@ -146,8 +146,12 @@ impl Taker<'_> {
                     Ok(ids) => {
                         self.up(&mut outage);
                         outage.check_own = false;
+                        // An id listed twice (pushed twice) is claimed and
+                        // run once: a second claim would find it
+                        // `processing` by this worker and run it again.
+                        let mut seen = HashSet::new();
                         for id in ids.into_iter().rev() {
-                            if outage.unwritten.contains(&id) {
+                            if outage.unwritten.contains(&id) || !seen.insert(id.clone()) {
                                 continue;
                             }
                             if let Some(claim) = self.claim(&id, &mut outage).await {

@@ -699,3 +699,133 @@ async fn a_long_script_never_silences_the_heartbeat_so_no_reaper_takes_its_task(
     assert_eq!(f.kind.as_str(), "cancelled", "{f:?}");
     reaper.stop().await;
 }
+
+/// The id of the one worker registered for `queue`, once it registered.
+async fn registered_worker(conn: &redis::aio::MultiplexedConnection, queue: &str) -> String {
+    eventually("the worker to register", WAIT, || {
+        let mut conn = conn.clone();
+        async move {
+            let members: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(client::keys::workers(queue))
+                .query_async(&mut conn)
+                .await
+                .expect("smembers");
+            members.into_iter().next()
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_id_was_pushed_twice_runs_once() {
+    let redis = testkit::RedisServer::start();
+    let client = Client::connect(&redis.url()).await.expect("connect");
+    let mut conn = raw(&redis.url()).await;
+    let opts = SubmitOptions::default();
+    let once = client
+        .submit("twice", "db::insert(\"once\"); 1", &opts)
+        .await
+        .expect("submit");
+    // A submitter whose first push's reply was lost pushes the id again.
+    lpush_raw(&mut conn, &client::keys::tasks("twice"), &[once.as_bytes()]).await;
+    let after = client.submit("twice", "2", &opts).await.expect("submit");
+    // The worker's first claim takes all three ids in one batch, and runs
+    // what it claimed in one group however long the first run takes.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut options = fast_options();
+    options.group_window = Duration::from_secs(10);
+    let worker = TestWorker::start_with(
+        worker::WorkerConfig::new(&redis.url(), "twice"),
+        options,
+        open_engine(dir.path(), engine::Limits::default()),
+    );
+    for id in [&once, &after] {
+        assert!(matches!(
+            client.wait(id, WAIT).await.expect("wait"),
+            Outcome::Completed(_)
+        ));
+    }
+    let id = registered_worker(&conn, "twice").await;
+    let listed: Vec<String> = redis::cmd("LRANGE")
+        .arg(client::keys::processing("twice", &id))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .expect("lrange");
+    assert!(listed.is_empty(), "{listed:?}");
+    assert_eq!(
+        worker.engine.db().next_id(),
+        2,
+        "the task ran more than once"
+    );
+    assert_eq!(worker.status.counts(), (2, 0));
+    worker.stop().await;
+    drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_listed_twice_in_the_processing_list_after_an_outage_runs_once() {
+    let redis = testkit::RedisServer::start();
+    let proxy = testkit::Proxy::start(redis.port());
+    let dir = tempfile::tempdir().expect("tempdir");
+    // What it claims after the outage runs in one group, however long the
+    // first run takes.
+    let mut options = fast_options();
+    options.group_window = Duration::from_secs(10);
+    let worker = TestWorker::start_with(
+        worker::WorkerConfig::new(&proxy.redis_url(), "listed"),
+        options,
+        open_engine(dir.path(), engine::Limits::default()),
+    );
+    let mut conn = raw(&redis.url()).await;
+    let id = registered_worker(&conn, "listed").await;
+    // Cut off, the worker looks at its processing list once Redis answers
+    // again; meanwhile a task claimed by it sits there twice (its id was
+    // pushed twice, and both copies were moved).
+    proxy.freeze();
+    eventually("the worker to notice the outage", WAIT, || {
+        let state = worker.status.state();
+        async move { matches!(state, worker::WorkerState::Reconnecting(_)).then_some(()) }
+    })
+    .await;
+    hset_raw(
+        &mut conn,
+        b"listed-1",
+        &[
+            (b"script", b"db::insert(\"once\"); 1"),
+            (b"status", b"processing"),
+            (b"workerId", id.as_bytes()),
+        ],
+    )
+    .await;
+    lpush_raw(
+        &mut conn,
+        &client::keys::processing("listed", &id),
+        &[b"listed-1", b"listed-1"],
+    )
+    .await;
+    proxy.thaw();
+    until_status(&conn, "listed-1", "completed", WAIT).await;
+    // The copy left over leaves the list too.
+    eventually("an empty processing list", WAIT, || {
+        let mut conn = conn.clone();
+        let list = client::keys::processing("listed", &id);
+        async move {
+            let len: usize = redis::cmd("LLEN")
+                .arg(list)
+                .query_async(&mut conn)
+                .await
+                .expect("llen");
+            (len == 0).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(
+        worker.engine.db().next_id(),
+        2,
+        "the task ran more than once"
+    );
+    worker.stop().await;
+    drop(dir);
+}

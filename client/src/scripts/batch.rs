@@ -12,7 +12,10 @@ use super::claim::CLAIM;
 use crate::keys;
 
 /// Moves up to `n` ids from the right end of `queue` into `plist` (oldest
-/// first) and claims each; appends the claim replies to `out`. A worker
+/// first) and claims each; appends the claim replies to `out`. An id moved
+/// that is already `processing` by this worker (pushed twice, by a
+/// submitter whose first push's reply was lost) is a second copy: it leaves
+/// `plist` again and gets no reply, so the task runs once. A worker
 /// whose lease (owner key `okey`, its `token`) is no longer its own moves
 /// nothing and gets `{'fenced', ''}`.
 const TAKE: &str = r#"
@@ -23,9 +26,13 @@ local function take(queue, plist, stats, prefix, worker, now, ttl, n, out, okey,
     return
   end
   -- One id (the finish's next claim with a batch of 1): one call, not three.
+  local function take_one(id)
+    local c = claim(id, plist, stats, prefix, worker, now, ttl, true)
+    if c then out[#out + 1] = c else redis.call('LREM', plist, 1, id) end
+  end
   if n == 1 then
     local id = redis.call('LMOVE', queue, plist, 'RIGHT', 'LEFT')
-    if id then out[#out + 1] = claim(id, plist, stats, prefix, worker, now, ttl) end
+    if id then take_one(id) end
     return
   end
   -- The n oldest (the right end), moved in three calls, not n: the same
@@ -36,9 +43,7 @@ local function take(queue, plist, stats, prefix, worker, now, ttl, n, out, okey,
   local ids = {}
   for j = #newest, 1, -1 do ids[#ids + 1] = newest[j] end
   redis.call('LPUSH', plist, unpack(ids))
-  for _, id in ipairs(ids) do
-    out[#out + 1] = claim(id, plist, stats, prefix, worker, now, ttl)
-  end
+  for _, id in ipairs(ids) do take_one(id) end
 end
 "#;
 

@@ -66,8 +66,9 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
   -- 'processing' by this very worker: claimed, but the reply was lost before
   -- the script ran (the worker runs one task at a time), so it runs now --
   -- unless the caller only wanted an id it has just moved (`fresh`): then
-  -- this is an older id of ours (one whose result could not be written) and
-  -- it is left alone, as if nothing had been taken.
+  -- this is an older id of ours (one whose result could not be written) or
+  -- a second copy of one it holds (an id pushed twice), and it is left
+  -- alone, as if nothing had been taken.
   if fresh and status == 'processing' and h[4] == worker then
     return false
   end
