@@ -146,12 +146,11 @@ impl Taker<'_> {
                     Ok(ids) => {
                         self.up(&mut outage);
                         outage.check_own = false;
-                        // An id listed twice (pushed twice) is claimed and
-                        // run once: a second claim would find it
-                        // `processing` by this worker and run it again.
-                        let mut seen = HashSet::new();
+                        // Each id once (see `processing`): a second claim
+                        // would find it `processing` by this worker and run
+                        // it again.
                         for id in ids.into_iter().rev() {
-                            if outage.unwritten.contains(&id) || !seen.insert(id.clone()) {
+                            if outage.unwritten.contains(&id) {
                                 continue;
                             }
                             if let Some(claim) = self.claim(&id, &mut outage).await {

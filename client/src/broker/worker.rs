@@ -45,7 +45,8 @@ impl WorkerBroker {
 
     /// Non-blocking: moves the oldest queued id into this worker's processing
     /// list and claims it, in one script (a batched claim of one). `None`
-    /// when the queue is empty.
+    /// when the queue is empty, or when that id was a second copy of one this
+    /// worker holds (pushed twice; the copy leaves the list).
     pub async fn pop_and_claim(&self) -> Result<Option<Claim>> {
         Ok(self.claim_batch(1).await?.into_iter().next())
     }
@@ -293,9 +294,11 @@ impl WorkerBroker {
     }
 
     /// Ids in this worker's processing list (read after an outage, in case
-    /// a lost reply left some there). An id that is not UTF-8 (a third
-    /// party's) cannot be claimed by name: it is ended as invalid here and
-    /// left out.
+    /// a lost reply left some there), newest first. An id that is not UTF-8
+    /// (a third party's) cannot be claimed by name: it is ended as invalid
+    /// here and left out. An id listed twice (pushed twice, and both copies
+    /// moved) is given once, and its newer copies leave the list: claimed
+    /// twice, it would run twice.
     pub async fn processing(&self) -> Result<Vec<String>> {
         let raw: Vec<Vec<u8>> = self
             .conn
@@ -323,6 +326,27 @@ impl WorkerBroker {
                 }
             }
         }
-        Ok(ids)
+        // Oldest first: the oldest copy of an id keeps its place (a batch
+        // runs from the list's right end), `LREM` takes the newest from the
+        // head.
+        let mut seen = std::collections::HashSet::new();
+        let mut kept = Vec::with_capacity(ids.len());
+        for id in ids.into_iter().rev() {
+            if seen.insert(id.clone()) {
+                kept.push(id);
+            } else {
+                let _: i64 = self
+                    .conn
+                    .query(
+                        redis::cmd("LREM")
+                            .arg(self.keys.processing.as_str())
+                            .arg(1)
+                            .arg(&id),
+                    )
+                    .await?;
+            }
+        }
+        kept.reverse();
+        Ok(kept)
     }
 }

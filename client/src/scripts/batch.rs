@@ -74,8 +74,9 @@ end
 /// reason `why`. `holds(dkey, worker, fields)`: whether task `dkey` holds,
 /// with this worker's id, exactly the terminal `fields` (`{name, value, …}`)
 /// a finish writes: then an earlier try of the same finish, whose reply was
-/// lost, wrote them. A reaper's verdict or a third party's write differs in
-/// its status, output or message.
+/// lost, wrote them. A reaper's verdict, a run cut by a cancel and a third
+/// party's write (short of one that copies these very fields) differ in
+/// status, output or message.
 const HOLDS: &str = r#"
 local function unrun(why)
   return { 'status', 'error', 'errorKind', KIND_CANCELLED, 'error',
