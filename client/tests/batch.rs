@@ -47,6 +47,12 @@ async fn processing(conn: &mut redis::aio::MultiplexedConnection) -> Vec<String>
         .expect("lrange")
 }
 
+/// Queue `q`'s `processed` and `failed` counters in Redis.
+async fn counted(client: &Client) -> (u64, u64) {
+    let stats = client.stats_many(&["q"]).await.expect("stats").remove(0);
+    (stats.processed, stats.failed)
+}
+
 /// Submits `script` to `q`; its id.
 async fn submit(client: &Client, script: &str) -> String {
     client
@@ -247,8 +253,7 @@ async fn a_finish_sent_again_after_a_lost_reply_reports_what_its_first_try_settl
         .expect("finish");
     assert_eq!(first.cancelled, [(b.clone(), "not any more".to_owned())]);
     assert!(first.gone.is_empty());
-    let counted = client.stats_many(&["q"]).await.expect("stats").remove(0);
-    assert_eq!((counted.processed, counted.failed), (1, 1));
+    assert_eq!(counted(&client).await, (1, 1));
     // Its reply lost, the worker sends the same again and hears what the
     // first try did: a's result written, b ended as cancelled (it must not
     // run), c still held. Nothing is written or counted twice.
@@ -260,8 +265,7 @@ async fn a_finish_sent_again_after_a_lost_reply_reports_what_its_first_try_settl
     assert_eq!(again.cancelled, first.cancelled);
     assert!(again.gone.is_empty());
     assert_eq!(processing(&mut conn).await, std::slice::from_ref(c));
-    let counted = client.stats_many(&["q"]).await.expect("stats").remove(0);
-    assert_eq!((counted.processed, counted.failed), (1, 1));
+    assert_eq!(counted(&client).await, (1, 1));
     assert_eq!(status(&mut conn, a).await.as_deref(), Some("completed"));
 
     // A first try that gave c back (the worker was stopping), sent again
@@ -496,8 +500,7 @@ async fn only_the_result_a_finish_wrote_itself_counts_as_written_when_it_is_sent
         .await
         .expect("finish again");
     assert_eq!(again.written, first.written);
-    let counted = client.stats_many(&["q"]).await.expect("stats").remove(0);
-    assert_eq!((counted.processed, counted.failed), (1, 0));
+    assert_eq!(counted(&client).await, (1, 0));
     assert_eq!(
         status(&mut conn, &ended_by_hand).await.as_deref(),
         Some("error")
@@ -533,8 +536,7 @@ async fn a_task_finished_and_held_in_one_call_is_gone_not_cancelled_before_it_ra
         assert!(done.cancelled.is_empty(), "{:?}", done.cancelled);
         assert_eq!(done.gone, std::slice::from_ref(&id));
     }
-    let counted = client.stats_many(&["q"]).await.expect("stats").remove(0);
-    assert_eq!((counted.processed, counted.failed), (0, 1));
+    assert_eq!(counted(&client).await, (0, 1));
     assert!(processing(&mut conn).await.is_empty());
 }
 
@@ -574,6 +576,5 @@ async fn an_id_pushed_twice_is_claimed_once_by_a_batch_and_by_a_finish() {
         .expect("finish");
     assert_eq!(done.written, [true]);
     assert!(processing(&mut conn).await.is_empty());
-    let counted = client.stats_many(&["q"]).await.expect("stats").remove(0);
-    assert_eq!((counted.processed, counted.failed), (3, 0));
+    assert_eq!(counted(&client).await, (3, 0));
 }

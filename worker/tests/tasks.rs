@@ -302,6 +302,47 @@ async fn bytes_that_are_not_utf8_end_their_task_as_invalid_and_the_worker_goes_o
     worker.stop().await;
 }
 
+/// The id of the one worker registered for `queue`, once it registered.
+async fn registered_worker(conn: &redis::aio::MultiplexedConnection, queue: &str) -> String {
+    eventually("the worker to register", WAIT, || {
+        let mut conn = conn.clone();
+        async move {
+            let members: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(client::keys::workers(queue))
+                .query_async(&mut conn)
+                .await
+                .expect("smembers");
+            members.into_iter().next()
+        }
+    })
+    .await
+}
+
+/// Puts task `task` (script `script`) in worker `worker`'s processing list
+/// of `queue`, `copies` times, as `processing` by it: what a claim whose
+/// result could not be written leaves there.
+async fn held_by(
+    conn: &mut redis::aio::MultiplexedConnection,
+    queue: &str,
+    worker: &str,
+    task: &str,
+    script: &str,
+    copies: usize,
+) {
+    hset_raw(
+        conn,
+        task.as_bytes(),
+        &[
+            (b"script", script.as_bytes()),
+            (b"status", b"processing"),
+            (b"workerId", worker.as_bytes()),
+        ],
+    )
+    .await;
+    let ids = vec![task.as_bytes(); copies];
+    lpush_raw(conn, &client::keys::processing(queue, worker), &ids).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_pop_never_runs_again_a_task_this_worker_already_holds() {
     // A task whose result this worker could not write stays in its
@@ -311,34 +352,8 @@ async fn an_idle_pop_never_runs_again_a_task_this_worker_already_holds() {
     let redis = testkit::RedisServer::start();
     let worker = TestWorker::start(&redis.url(), "held");
     let mut conn = raw(&redis.url()).await;
-    let id = eventually("the worker to register", WAIT, || {
-        let mut conn = conn.clone();
-        async move {
-            let members: Vec<String> = redis::cmd("SMEMBERS")
-                .arg(client::keys::workers("held"))
-                .query_async(&mut conn)
-                .await
-                .expect("smembers");
-            members.into_iter().next()
-        }
-    })
-    .await;
-    hset_raw(
-        &mut conn,
-        b"held-1",
-        &[
-            (b"script", b"db::insert(1)"),
-            (b"status", b"processing"),
-            (b"workerId", id.as_bytes()),
-        ],
-    )
-    .await;
-    lpush_raw(
-        &mut conn,
-        &client::keys::processing("held", &id),
-        &[b"held-1"],
-    )
-    .await;
+    let id = registered_worker(&conn, "held").await;
+    held_by(&mut conn, "held", &id, "held-1", "db::insert(1)", 1).await;
     let pops = |info: String| {
         info.lines()
             .find_map(|l| l.strip_prefix("cmdstat_blmove:calls="))
@@ -700,22 +715,6 @@ async fn a_long_script_never_silences_the_heartbeat_so_no_reaper_takes_its_task(
     reaper.stop().await;
 }
 
-/// The id of the one worker registered for `queue`, once it registered.
-async fn registered_worker(conn: &redis::aio::MultiplexedConnection, queue: &str) -> String {
-    eventually("the worker to register", WAIT, || {
-        let mut conn = conn.clone();
-        async move {
-            let members: Vec<String> = redis::cmd("SMEMBERS")
-                .arg(client::keys::workers(queue))
-                .query_async(&mut conn)
-                .await
-                .expect("smembers");
-            members.into_iter().next()
-        }
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_whose_id_was_pushed_twice_runs_once() {
     let redis = testkit::RedisServer::start();
@@ -789,20 +788,13 @@ async fn an_id_listed_twice_in_the_processing_list_after_an_outage_runs_once() {
         async move { matches!(state, worker::WorkerState::Reconnecting(_)).then_some(()) }
     })
     .await;
-    hset_raw(
+    held_by(
         &mut conn,
-        b"listed-1",
-        &[
-            (b"script", b"db::insert(\"once\"); 1"),
-            (b"status", b"processing"),
-            (b"workerId", id.as_bytes()),
-        ],
-    )
-    .await;
-    lpush_raw(
-        &mut conn,
-        &client::keys::processing("listed", &id),
-        &[b"listed-1", b"listed-1"],
+        "listed",
+        &id,
+        "listed-1",
+        "db::insert(\"once\"); 1",
+        2,
     )
     .await;
     proxy.thaw();
