@@ -357,16 +357,10 @@ async fn a_held_task_cancelled_by_a_finish_whose_reply_was_lost_does_not_run_and
     // in the same batch.
     let [first, second, third] =
         behind_a_slow_one(&client, queue, "let x = 0; loop { x += 1; }").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let limits = engine::Limits {
-        timeout: Duration::from_millis(1500),
-        max_operations: 0,
-        ..engine::Limits::default()
-    };
-    let worker = TestWorker::start_with(
+    let worker = TestWorker::start_fresh(
         worker::WorkerConfig::new(&proxy.redis_url(), queue),
         fast_options(),
-        open_engine(dir.path(), limits),
+        timing_out_after(Duration::from_millis(1500)),
     );
     load_finish_script(&url).await;
     let conn = raw(&url).await;
@@ -406,7 +400,6 @@ async fn a_held_task_cancelled_by_a_finish_whose_reply_was_lost_does_not_run_and
     let stats = client.stats_many(&[queue]).await.expect("stats").remove(0);
     assert_eq!((stats.processed, stats.failed), (1, 2));
     worker.stop().await;
-    drop(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -431,18 +424,12 @@ async fn a_task_claimed_by_a_finish_whose_reply_was_lost_runs_before_the_ones_qu
                 .expect("submit"),
         );
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let limits = engine::Limits {
-        timeout: Duration::from_secs(3),
-        max_operations: 0,
-        ..engine::Limits::default()
-    };
     let mut options = fast_options();
     options.claim_batch = 1;
-    let worker = TestWorker::start_with(
+    let worker = TestWorker::start_fresh(
         worker::WorkerConfig::new(&proxy.redis_url(), queue),
         options,
-        open_engine(dir.path(), limits),
+        timing_out_after(Duration::from_secs(3)),
     );
     load_finish_script(&url).await;
     let conn = raw(&url).await;
@@ -472,5 +459,4 @@ async fn a_task_claimed_by_a_finish_whose_reply_was_lost_runs_before_the_ones_qu
         "the tasks ran out of queue order"
     );
     worker.stop().await;
-    drop(dir);
 }

@@ -302,6 +302,14 @@ async fn bytes_that_are_not_utf8_end_their_task_as_invalid_and_the_worker_goes_o
     worker.stop().await;
 }
 
+/// [`fast_options`] with a group window no test run crosses: what a worker
+/// claims at once runs in one group.
+fn one_group() -> worker::WorkerOptions {
+    let mut options = fast_options();
+    options.group_window = Duration::from_secs(10);
+    options
+}
+
 /// The id of the one worker registered for `queue`, once it registered.
 async fn registered_worker(conn: &redis::aio::MultiplexedConnection, queue: &str) -> String {
     eventually("the worker to register", WAIT, || {
@@ -730,13 +738,10 @@ async fn a_task_whose_id_was_pushed_twice_runs_once() {
     let after = client.submit("twice", "2", &opts).await.expect("submit");
     // The worker's first claim takes all three ids in one batch, and runs
     // what it claimed in one group however long the first run takes.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut options = fast_options();
-    options.group_window = Duration::from_secs(10);
-    let worker = TestWorker::start_with(
+    let worker = TestWorker::start_fresh(
         worker::WorkerConfig::new(&redis.url(), "twice"),
-        options,
-        open_engine(dir.path(), engine::Limits::default()),
+        one_group(),
+        engine::Limits::default(),
     );
     for id in [&once, &after] {
         assert!(matches!(
@@ -760,22 +765,18 @@ async fn a_task_whose_id_was_pushed_twice_runs_once() {
     );
     assert_eq!(worker.status.counts(), (2, 0));
     worker.stop().await;
-    drop(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_id_listed_twice_in_the_processing_list_after_an_outage_runs_once() {
     let redis = testkit::RedisServer::start();
     let proxy = testkit::Proxy::start(redis.port());
-    let dir = tempfile::tempdir().expect("tempdir");
     // What it claims after the outage runs in one group, however long the
     // first run takes.
-    let mut options = fast_options();
-    options.group_window = Duration::from_secs(10);
-    let worker = TestWorker::start_with(
+    let worker = TestWorker::start_fresh(
         worker::WorkerConfig::new(&proxy.redis_url(), "listed"),
-        options,
-        open_engine(dir.path(), engine::Limits::default()),
+        one_group(),
+        engine::Limits::default(),
     );
     let mut conn = raw(&redis.url()).await;
     let id = registered_worker(&conn, "listed").await;
@@ -812,5 +813,4 @@ async fn an_id_listed_twice_in_the_processing_list_after_an_outage_runs_once() {
         "the task ran more than once"
     );
     worker.stop().await;
-    drop(dir);
 }

@@ -22,8 +22,14 @@ pub fn fast_options() -> WorkerOptions {
 
 /// Limits generous enough for the deliberately slow scripts of the tests.
 pub fn slow_limits() -> engine::Limits {
+    timing_out_after(Duration::from_secs(120))
+}
+
+/// Limits under which a script stops at `timeout`, however many operations
+/// it runs.
+pub fn timing_out_after(timeout: Duration) -> engine::Limits {
     engine::Limits {
-        timeout: Duration::from_secs(120),
+        timeout,
         max_operations: 0,
         ..engine::Limits::default()
     }
@@ -52,10 +58,23 @@ pub struct TestWorker {
 impl TestWorker {
     /// Starts a worker on `queue` with a fresh database.
     pub fn start(url: &str, queue: &str) -> TestWorker {
+        TestWorker::start_fresh(
+            WorkerConfig::new(url, queue),
+            fast_options(),
+            engine::Limits::default(),
+        )
+    }
+
+    /// Starts a worker with a fresh database whose scripts run under
+    /// `limits`; the database goes with the worker.
+    pub fn start_fresh(
+        config: WorkerConfig,
+        options: WorkerOptions,
+        limits: engine::Limits,
+    ) -> TestWorker {
         let dir = tempfile::tempdir().expect("tempdir");
-        let engine = open_engine(dir.path(), engine::Limits::default());
-        let mut worker =
-            TestWorker::start_with(WorkerConfig::new(url, queue), fast_options(), engine);
+        let engine = open_engine(dir.path(), limits);
+        let mut worker = TestWorker::start_with(config, options, engine);
         worker._dir = Some(dir);
         worker
     }
