@@ -109,8 +109,10 @@ pub(crate) fn give_back(queue: &str, worker: &str, task_id: &str) -> ScriptInvoc
 /// details prefix, worker id, ttl, lease token (`''`: none); the time is
 /// Redis' own (`TIME`), as the pop may have blocked long. `false` when the
 /// list is empty (the pop timed out) or its head is an id this worker
-/// already holds; a worker whose lease was taken gives the moved id back
-/// (see `unclaim`).
+/// already holds: the only copy of that id stays (the pop timed out and the
+/// head is a task in hand), a second copy leaves the list (the pop moved an
+/// id pushed twice), so the task runs once. A worker whose lease was taken
+/// gives the moved id back (see `unclaim`).
 /// Sent by `EVALSHA` (the body is a few KiB); after `NOSCRIPT` (a Redis
 /// restart or `SCRIPT FLUSH`) the claim is redone with [`claim_head`], which
 /// loads it.
@@ -120,9 +122,16 @@ pub(crate) static CLAIM_HEAD: LazyLock<Script> = LazyLock::new(|| {
         "{finish}{CLAIM}
 local id = redis.call('LINDEX', KEYS[1], 0)
 if not id then return false end
+-- The head is an id this worker holds: a copy of it beyond the first goes.
+local function held()
+  if #redis.call('LPOS', KEYS[1], id, 'COUNT', 2) > 1 then
+    redis.call('LREM', KEYS[1], 1, id)
+  end
+  return false
+end
 if fenced(KEYS[4], ARGV[4]) then
   local h = read_task(ARGV[1] .. id, 'status', 'workerId') or {{}}
-  if h[1] == 'processing' and h[2] == ARGV[2] then return false end
+  if h[1] == 'processing' and h[2] == ARGV[2] then return held() end
   return unclaim(id, KEYS[1], KEYS[3], ARGV[1], ARGV[2])
 end
 -- The pop may have blocked a while since the worker sent this: take the
@@ -130,7 +139,7 @@ end
 local t = redis.call('TIME')
 local now = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000))
 return counted(KEYS[2], function(stats)
-  return claim(id, KEYS[1], stats, ARGV[1], ARGV[2], now, ARGV[3], true)
+  return claim(id, KEYS[1], stats, ARGV[1], ARGV[2], now, ARGV[3], true) or held()
 end)"
     ))
 });

@@ -7,7 +7,7 @@ use common::raw;
 
 use std::time::Duration;
 
-use client::broker::{BrokerOptions, Claim, WorkerBroker};
+use client::broker::{BlockingPopper, BrokerOptions, Claim, WorkerBroker};
 use client::{Client, FailureKind, Outcome, SubmitOptions, TaskFailure, TaskOutput, keys};
 
 const RESULT_TTL: Duration = Duration::from_secs(60);
@@ -577,4 +577,40 @@ async fn an_id_pushed_twice_is_claimed_once_by_a_batch_and_by_a_finish() {
     assert_eq!(done.written, [true]);
     assert!(processing(&mut conn).await.is_empty());
     assert_eq!(counted(&client).await, (3, 0));
+}
+
+/// The idle pop's claim leaves an id this worker holds where it is (the
+/// pop timed out, the held id is the list's head) and takes a second copy
+/// of it out of the list (pushed twice, the pop moved the copy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_idle_pop_keeps_a_held_id_once_and_drops_a_second_copy_of_it() {
+    let Setup {
+        _redis,
+        client,
+        broker,
+        mut conn,
+    } = setup().await;
+    let popper = BlockingPopper::new(
+        &_redis.url(),
+        "q",
+        "w1",
+        Duration::from_secs(5),
+        &BrokerOptions::new(RESULT_TTL),
+    )
+    .expect("popper");
+    let a = submit_and_claim(&client, &broker, &["1"]).await.remove(0);
+    let pop = || popper.pop_and_claim(Duration::from_millis(100));
+    assert_eq!(pop().await.expect("pop"), None, "nothing queued");
+    assert_eq!(processing(&mut conn).await, std::slice::from_ref(&a));
+    push_again(&mut conn, &a).await;
+    assert_eq!(pop().await.expect("pop"), None, "a second copy is no claim");
+    assert_eq!(processing(&mut conn).await, std::slice::from_ref(&a));
+    assert!(client.queued("q", 10).await.expect("queued").is_empty());
+    let done = broker
+        .finish_batch(&[completed(&a)], &[], 0, false)
+        .await
+        .expect("finish");
+    assert_eq!(done.written, [true]);
+    assert!(processing(&mut conn).await.is_empty());
+    assert_eq!(counted(&client).await, (1, 0));
 }

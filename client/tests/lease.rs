@@ -254,3 +254,68 @@ async fn a_claim_with_a_stale_token_is_refused_in_redis_and_the_task_stays_queue
         other => panic!("expected the given-back task again, got {other:?}"),
     }
 }
+
+/// A worker that lost its lease holding a claimed task: its idle pop moves
+/// a second copy of that task's id (pushed twice) and takes the copy out
+/// again; the task in hand stays, once, and nothing goes back to the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_idle_pop_drops_a_second_copy_of_a_held_id() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let fence = Fence::new();
+    let mut options = BrokerOptions::new(TTL);
+    options.fence = Some(fence.clone());
+    let worker = WorkerBroker::new(&url, "q", "w", &options).expect("broker");
+    let popper =
+        BlockingPopper::new(&url, "q", "w", Duration::from_secs(5), &options).expect("popper");
+    let lease = worker
+        .acquire_lease(&holder(1, "/a"), TTL)
+        .await
+        .expect("redis")
+        .expect("taken");
+    fence.set(lease.token);
+    let client = Client::connect(&url).await.expect("connect");
+    let id = client
+        .submit("q", "1", &SubmitOptions::default())
+        .await
+        .expect("submit");
+    match worker.pop_and_claim().await.expect("claim") {
+        Some(Claim::Run(task)) => assert_eq!(task.task_id, id),
+        other => panic!("expected a run, got {other:?}"),
+    }
+    let mut conn = raw(&url).await;
+    let _: () = redis::cmd("SET")
+        .arg(keys::queue_owner("q"))
+        .arg(format!("{}|9|host-b|/b", lease.token + 1))
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    let _: () = redis::cmd("LPUSH")
+        .arg(keys::tasks("q"))
+        .arg(&id)
+        .query_async(&mut conn)
+        .await
+        .expect("lpush");
+    assert_eq!(
+        popper
+            .pop_and_claim(Duration::from_secs(1))
+            .await
+            .expect("pop"),
+        None
+    );
+    let list = |key: String| {
+        let mut conn = conn.clone();
+        async move {
+            let ids: Vec<String> = redis::cmd("LRANGE")
+                .arg(key)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut conn)
+                .await
+                .expect("lrange");
+            ids
+        }
+    };
+    assert_eq!(list(keys::processing("q", "w")).await, std::slice::from_ref(&id));
+    assert!(list(keys::tasks("q")).await.is_empty());
+}

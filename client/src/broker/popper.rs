@@ -99,7 +99,9 @@ impl BlockingPopper {
     /// `BLMOVE rhai_tasks:<queue> <processing> RIGHT LEFT <timeout>`, the
     /// oldest id moved into this worker's processing list, with its claim
     /// pipelined right behind (Redis runs it as soon as the pop returns),
-    /// saving a round trip. `None` after `timeout` with nothing queued.
+    /// saving a round trip. `None` after `timeout` with nothing queued, or
+    /// when the moved id was a second copy of one this worker holds (pushed
+    /// twice; the copy leaves the list).
     pub async fn pop_and_claim(&self, timeout: Duration) -> Result<Option<Claim>> {
         // Taken before the connection: a switch of the primary after it
         // was checked still ends the wait.
