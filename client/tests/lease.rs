@@ -316,6 +316,9 @@ async fn a_fenced_idle_pop_drops_a_second_copy_of_a_held_id() {
             ids
         }
     };
-    assert_eq!(list(keys::processing("q", "w")).await, std::slice::from_ref(&id));
+    assert_eq!(
+        list(keys::processing("q", "w")).await,
+        std::slice::from_ref(&id)
+    );
     assert!(list(keys::tasks("q")).await.is_empty());
 }
