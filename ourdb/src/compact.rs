@@ -46,6 +46,8 @@ use crate::{Mode, read};
 
 /// Frames of the compacted file are sealed at about this size.
 const FRAME_TARGET: usize = 1 << 20;
+/// Most value bytes of one record's kept versions held while it is copied.
+const HELD: usize = 1 << 20;
 /// Catch-up rounds stop once a round copies less than this.
 const CATCH_UP_SMALL: u64 = 1 << 20;
 const CATCH_UP_ROUNDS: usize = 8;
@@ -162,31 +164,42 @@ impl Store {
             self.config.history
         };
         let mut b = FrameBuilder::new(out.offset, FRAME_TARGET + (64 << 10), next_id);
-        let mut versions = Vec::new();
+        let file_of = |p: Pos| {
+            p.file
+                .checked_sub(first_no)
+                .and_then(|i| files.get(i as usize))
+                .ok_or_else(|| {
+                    Error::corrupt(
+                        &self.dir,
+                        p.offset,
+                        format!("history link to missing data file {}", p.file),
+                    )
+                })
+        };
+        // A record's kept versions, newest first: each value while they
+        // fit in HELD bytes, past that only where it lies (read again when
+        // copied), so a record with a long history of large values is
+        // copied in bounded memory.
+        let mut versions: Vec<(Pos, Option<Vec<u8>>)> = Vec::new();
         for &(id, loc) in entries {
             versions.clear();
+            let mut held = 0;
             let mut pos = Some(loc.pos());
             while let Some(p) = pos {
                 if versions.len() >= keep {
                     break;
                 }
-                let file = p
-                    .file
-                    .checked_sub(first_no)
-                    .and_then(|i| files.get(i as usize))
-                    .ok_or_else(|| {
-                        Error::corrupt(
-                            &self.dir,
-                            p.offset,
-                            format!("history link to missing data file {}", p.file),
-                        )
-                    })?;
-                let (value, prev) = read::read_version(file, p, id)?;
-                versions.push(value);
+                let (value, prev) = read::read_version(file_of(p)?, p, id)?;
+                held += value.len();
+                versions.push((p, (held <= HELD).then_some(value)));
                 pos = prev;
             }
             let mut prev = None;
-            for v in versions.iter().rev() {
+            for (p, value) in versions.iter_mut().rev() {
+                let v = match value.take() {
+                    Some(v) => v,
+                    None => read::read_version(file_of(*p)?, *p, id)?.0,
+                };
                 // A frame holds at most a few MiB past FRAME_TARGET whatever
                 // one record keeps (16 versions of values up to 4 GiB would
                 // pass a frame's u32 length): a version that would take it
@@ -199,7 +212,7 @@ impl Store {
                     out.write(&full.finish())?;
                     b = FrameBuilder::new(out.offset, FRAME_TARGET + (64 << 10), next_id);
                 }
-                let at = b.push(OpKind::Put, id, prev, v);
+                let at = b.push(OpKind::Put, id, prev, &v);
                 prev = Some(Pos {
                     file: SAME_FILE,
                     offset: at,
