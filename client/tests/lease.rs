@@ -20,6 +20,27 @@ fn holder(pid: u32, dir: &str) -> Lease {
     }
 }
 
+/// Another database takes the lease of `q` over, with a token past `token`.
+async fn take_over(conn: &mut redis::aio::MultiplexedConnection, token: u64) {
+    let _: () = redis::cmd("SET")
+        .arg(keys::queue_owner("q"))
+        .arg(format!("{}|9|host-b|/b", token + 1))
+        .query_async(conn)
+        .await
+        .expect("set");
+}
+
+/// The ids in list `key`, head first.
+async fn listed(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Vec<String> {
+    redis::cmd("LRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(-1)
+        .query_async(conn)
+        .await
+        .expect("lrange")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_free_lease_is_taken_with_a_fresh_token_and_refused_to_another_database() {
     let redis = testkit::RedisServer::start();
@@ -160,12 +181,7 @@ async fn a_claim_with_a_stale_token_is_refused_in_redis_and_the_task_stays_queue
     // Another database took the lease over (ours expired): every way of
     // claiming is refused, and the ids go back to the queue untouched.
     let mut conn = raw(&url).await;
-    let _: () = redis::cmd("SET")
-        .arg(keys::queue_owner("q"))
-        .arg(format!("{}|9|host-b|/b", lease.token + 1))
-        .query_async(&mut conn)
-        .await
-        .expect("set");
+    take_over(&mut conn, lease.token).await;
     let second = client
         .submit("q", "2", &SubmitOptions::default())
         .await
@@ -189,14 +205,11 @@ async fn a_claim_with_a_stale_token_is_refused_in_redis_and_the_task_stays_queue
             .expect("pop"),
         Some(Claim::Fenced(second.clone()))
     );
-    let queued: Vec<String> = redis::cmd("LRANGE")
-        .arg(keys::tasks("q"))
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut conn)
-        .await
-        .expect("lrange");
-    assert_eq!(queued, vec![second.clone()], "back on the queue");
+    assert_eq!(
+        listed(&mut conn, &keys::tasks("q")).await,
+        vec![second.clone()],
+        "back on the queue"
+    );
     assert_eq!(
         worker.processing().await.expect("processing"),
         Vec::<String>::new()
@@ -219,14 +232,11 @@ async fn a_claim_with_a_stale_token_is_refused_in_redis_and_the_task_stays_queue
         .await
         .expect("finish batch");
     assert_eq!(done.next, vec![Claim::Fenced(String::new())]);
-    let queued: Vec<String> = redis::cmd("LRANGE")
-        .arg(keys::tasks("q"))
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut conn)
-        .await
-        .expect("lrange");
-    assert_eq!(queued, vec![second.clone()], "still queued, untouched");
+    assert_eq!(
+        listed(&mut conn, &keys::tasks("q")).await,
+        vec![second.clone()],
+        "still queued, untouched"
+    );
 
     // A worker without a lease (a third party's) is not fenced.
     let free = WorkerBroker::new(&url, "q", "free", &BrokerOptions::new(TTL)).expect("broker");
@@ -284,12 +294,7 @@ async fn a_fenced_idle_pop_drops_a_second_copy_of_a_held_id() {
         other => panic!("expected a run, got {other:?}"),
     }
     let mut conn = raw(&url).await;
-    let _: () = redis::cmd("SET")
-        .arg(keys::queue_owner("q"))
-        .arg(format!("{}|9|host-b|/b", lease.token + 1))
-        .query_async(&mut conn)
-        .await
-        .expect("set");
+    take_over(&mut conn, lease.token).await;
     let _: () = redis::cmd("LPUSH")
         .arg(keys::tasks("q"))
         .arg(&id)
@@ -303,22 +308,9 @@ async fn a_fenced_idle_pop_drops_a_second_copy_of_a_held_id() {
             .expect("pop"),
         None
     );
-    let list = |key: String| {
-        let mut conn = conn.clone();
-        async move {
-            let ids: Vec<String> = redis::cmd("LRANGE")
-                .arg(key)
-                .arg(0)
-                .arg(-1)
-                .query_async(&mut conn)
-                .await
-                .expect("lrange");
-            ids
-        }
-    };
     assert_eq!(
-        list(keys::processing("q", "w")).await,
+        listed(&mut conn, &keys::processing("q", "w")).await,
         std::slice::from_ref(&id)
     );
-    assert!(list(keys::tasks("q")).await.is_empty());
+    assert!(listed(&mut conn, &keys::tasks("q")).await.is_empty());
 }
