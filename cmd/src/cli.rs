@@ -189,6 +189,10 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_operations: u64,
 
+    /// Bytes of memory one script may hold at once (engine limit).
+    #[arg(long, default_value_t = 256 << 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_script_memory: u64,
+
     /// How long finished task results stay in Redis.
     #[arg(long, default_value = "1h", value_parser = positive_duration)]
     pub result_ttl: Duration,

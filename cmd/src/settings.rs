@@ -184,6 +184,7 @@ impl Settings {
             engine: engine::Limits {
                 timeout: args.script_timeout,
                 max_operations: args.max_operations,
+                max_memory_bytes: usize::try_from(args.max_script_memory).unwrap_or(usize::MAX),
                 ..engine::Limits::default()
             },
             worker,

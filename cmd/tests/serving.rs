@@ -222,6 +222,55 @@ async fn data_stored_in_one_circle_is_invisible_to_the_other() {
     drop(two);
 }
 
+/// The most memory the process has held (its peak resident set), in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM in /proc/<pid>/status")
+        / 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_piling_up_memory_stops_at_its_limit_and_both_circles_serve_on() {
+    let two = two_circles(&["--max-script-memory", "67108864"]);
+    let mut a = connect(two.alpha).await;
+    let mut b = connect(two.beta).await;
+    assert_eq!(output(&mut a, "db::next_id()").await, "1");
+    assert_eq!(output(&mut b, "db::next_id()").await, "1");
+    let before = peak_rss_mib(two.orchestrator.pid());
+    // 30 arrays of 900,000 elements, each within the array size limit:
+    // about 430 MB held at once without the memory limit.
+    let mut script = String::from("db::insert(1);\n");
+    for i in 0..30 {
+        script.push_str(&format!("let a{i} = []; a{i}.pad(900000, 0);\n"));
+    }
+    script.push_str("a0.len()");
+    let reply = play(&mut a, 2, &script).await;
+    assert_eq!(error_code(&reply), -32000, "{reply}");
+    let data = &reply["error"]["data"];
+    assert_eq!(data["kind"], "limit", "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("memory than its limit of 64 MiB")),
+        "{reply}"
+    );
+    let grown = peak_rss_mib(two.orchestrator.pid()).saturating_sub(before);
+    println!("peak RSS grew {grown} MiB for a script stopped at 64 MiB");
+    assert!(grown < 160, "the peak RSS grew {grown} MiB");
+    assert_eq!(
+        output(&mut a, "db::next_id()").await,
+        "1",
+        "nothing written"
+    );
+    assert_eq!(output(&mut a, "40 + 2").await, "42");
+    assert_eq!(output(&mut b, "db::insert(2)").await, "1");
+    drop(two);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cross_origin_upgrade_is_refused_and_loopback_origins_pass() {
     let two = two_circles(&["--allowed-origin", "https://app.example"]);

@@ -7,6 +7,7 @@
 //! synchronous, so the thread evaluating a script is the thread that
 //! installed its slot, and concurrent runs on other threads each see their own.
 
+use crate::Limits;
 use crate::clock::{self, Instant};
 use crate::identity::{Caller, Role};
 use crate::txn::{Txn, TxnError};
@@ -35,6 +36,8 @@ pub const CANCEL_TOKEN: &str = "circles-engine:cancelled";
 pub const OPERATIONS_TOKEN: &str = "circles-engine:operations";
 /// See [`TIMEOUT_TOKEN`]: a value nested too deeply was printed or compared.
 pub const NESTING_TOKEN: &str = "circles-engine:nesting";
+/// See [`TIMEOUT_TOKEN`]: the run holds more memory than its limit.
+pub const MEMORY_TOKEN: &str = "circles-engine:memory";
 
 /// The deadline and cancel flag are checked every this many operations (a
 /// power of two): often enough to stop within microseconds, rarely enough to
@@ -151,6 +154,40 @@ struct Tick {
     /// The token of a stop at the deadline: [`TIMEOUT_TOKEN`], or
     /// [`TASK_DEADLINE_TOKEN`] when the deadline is the task's.
     deadline_token: Cell<&'static str>,
+    /// This thread's allocation counters, read at the run's start.
+    meter: Cell<Option<Meter>>,
+    /// The counters of a run with a memory limit (`None` without one).
+    metered: Cell<Option<Meter>>,
+    /// What the thread held at the run's start, and what the run may hold
+    /// on top of that.
+    memory_base: Cell<u64>,
+    max_memory: Cell<u64>,
+}
+
+/// The bytes jemalloc counts as allocated and as freed by the current
+/// thread so far: two counters read through pointers jemalloc keeps for
+/// the thread, a load each. Both stay 0 when jemalloc is not the process's
+/// allocator.
+#[derive(Clone, Copy)]
+struct Meter {
+    allocated: tikv_jemalloc_ctl::thread::ThreadLocal<u64>,
+    freed: tikv_jemalloc_ctl::thread::ThreadLocal<u64>,
+}
+
+impl Meter {
+    fn here() -> Option<Meter> {
+        Some(Meter {
+            allocated: tikv_jemalloc_ctl::thread::allocatedp::read().ok()?,
+            freed: tikv_jemalloc_ctl::thread::deallocatedp::read().ok()?,
+        })
+    }
+
+    /// Allocated minus freed, modulo 2^64 (a thread may free what another
+    /// allocated).
+    #[inline]
+    fn held(self) -> u64 {
+        self.allocated.get().wrapping_sub(self.freed.get())
+    }
 }
 
 impl Tick {
@@ -162,15 +199,32 @@ impl Tick {
             stopped: Cell::new(None),
             deadline: Cell::new(None),
             deadline_token: Cell::new(TIMEOUT_TOKEN),
+            meter: Cell::new(None),
+            metered: Cell::new(None),
+            memory_base: Cell::new(0),
+            max_memory: Cell::new(u64::MAX),
         }
     }
 
-    fn start(&self, deadline: Instant, deadline_token: &'static str, max_operations: u64) {
+    fn start(
+        &self,
+        deadline: Instant,
+        deadline_token: &'static str,
+        max_operations: u64,
+        max_memory: u64,
+    ) {
         let max_ops = if max_operations == 0 {
             u64::MAX
         } else {
             max_operations
         };
+        if self.meter.get().is_none() {
+            self.meter.set(Meter::here());
+        }
+        let metered = self.meter.get().filter(|_| max_memory > 0);
+        self.metered.set(metered);
+        self.memory_base.set(metered.map_or(0, Meter::held));
+        self.max_memory.set(max_memory);
         self.ops.set(0);
         self.max_ops.set(max_ops);
         self.next.set(next_event(0, max_ops));
@@ -180,6 +234,7 @@ impl Tick {
     }
 
     fn clear(&self) {
+        self.metered.set(None);
         self.max_ops.set(u64::MAX);
         self.next.set(u64::MAX);
         self.stopped.set(None);
@@ -198,6 +253,10 @@ impl Tick {
     #[cold]
     #[inline(never)]
     fn slow(&self, n: u64) -> Option<&'static str> {
+        if self.over_memory() {
+            self.stop_with(MEMORY_TOKEN);
+            return Some(MEMORY_TOKEN);
+        }
         let max_ops = self.max_ops.get();
         if n > max_ops {
             // Recorded, not only returned: a native function that swallows
@@ -220,6 +279,16 @@ impl Tick {
                 None
             }
         }
+    }
+
+    /// Whether the run holds more memory than its limit. What the thread
+    /// freed of memory from before the run counts against what the run
+    /// holds (the difference is taken as signed).
+    #[inline]
+    fn over_memory(&self) -> bool {
+        self.metered.get().is_some_and(|m| {
+            (m.held().wrapping_sub(self.memory_base.get()) as i64) > self.max_memory.get() as i64
+        })
     }
 
     /// Whether the run must stop now, and with which token.
@@ -270,7 +339,11 @@ pub fn tick() -> Option<&'static str> {
     TICK.with(|t| {
         let n = t.ops.get().wrapping_add(1);
         t.ops.set(n);
-        if n < t.next.get() { None } else { t.slow(n) }
+        if n < t.next.get() && !t.over_memory() {
+            None
+        } else {
+            t.slow(n)
+        }
     })
 }
 
@@ -282,11 +355,17 @@ pub fn install(
     deadline: Instant,
     deadline_token: &'static str,
     cancel: &Arc<AtomicBool>,
-    max_printed: usize,
-    max_writes: usize,
-    max_operations: u64,
+    limits: &Limits,
 ) -> Installed {
-    TICK.with(|t| t.start(deadline, deadline_token, max_operations));
+    let (max_printed, max_writes) = (limits.max_output_bytes, limits.max_writes);
+    TICK.with(|t| {
+        t.start(
+            deadline,
+            deadline_token,
+            limits.max_operations,
+            limits.max_memory_bytes as u64,
+        );
+    });
     CURRENT.with(|c| {
         let mut s = c.borrow_mut();
         debug_assert!(!s.active, "runs never nest on one thread");
@@ -365,6 +444,17 @@ mod tests {
         (0..n).map(|_| tick()).collect()
     }
 
+    /// No bound but `max_operations` (0: none).
+    fn only_operations(max_operations: u64) -> Limits {
+        Limits {
+            max_output_bytes: 0,
+            max_writes: 0,
+            max_operations,
+            max_memory_bytes: 0,
+            ..Limits::default()
+        }
+    }
+
     #[test]
     fn the_operation_limit_stops_the_first_operation_over_it_and_every_later_one() {
         let far = clock::add(clock::now(), std::time::Duration::from_secs(60));
@@ -373,9 +463,7 @@ mod tests {
             far,
             TIMEOUT_TOKEN,
             &Arc::new(AtomicBool::new(false)),
-            0,
-            0,
-            600,
+            &only_operations(600),
         );
         assert!(ticks(600).iter().all(Option::is_none));
         assert_eq!(ticks(3), vec![Some(OPERATIONS_TOKEN); 3]);
@@ -391,9 +479,7 @@ mod tests {
             clock::now(),
             TASK_DEADLINE_TOKEN,
             &cancel,
-            0,
-            0,
-            0,
+            &only_operations(0),
         );
         let first = ticks(CHECK_EVERY_OPS);
         assert!(first[..first.len() - 1].iter().all(Option::is_none));
@@ -404,7 +490,13 @@ mod tests {
         assert_eq!(stopped(), None);
 
         let far = clock::add(clock::now(), std::time::Duration::from_secs(60));
-        let run = install(&Caller::trusted(), far, TIMEOUT_TOKEN, &cancel, 0, 0, 0);
+        let run = install(
+            &Caller::trusted(),
+            far,
+            TIMEOUT_TOKEN,
+            &cancel,
+            &only_operations(0),
+        );
         assert!(ticks(CHECK_EVERY_OPS * 3).iter().all(Option::is_none));
         cancel.store(true, Ordering::Relaxed);
         let after = ticks(CHECK_EVERY_OPS);
@@ -421,9 +513,7 @@ mod tests {
             far,
             TIMEOUT_TOKEN,
             &Arc::new(AtomicBool::new(false)),
-            0,
-            0,
-            0,
+            &only_operations(0),
         );
         assert_eq!(tick(), None);
         stop_with(NESTING_TOKEN);

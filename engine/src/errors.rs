@@ -6,7 +6,7 @@
 use rhai::{EvalAltResult, LexError, ParseError, ParseErrorType, Position};
 
 use crate::context::{
-    CANCEL_TOKEN, NESTING_TOKEN, OPERATIONS_TOKEN, TASK_DEADLINE_TOKEN, TIMEOUT_TOKEN,
+    CANCEL_TOKEN, MEMORY_TOKEN, NESTING_TOKEN, OPERATIONS_TOKEN, TASK_DEADLINE_TOKEN, TIMEOUT_TOKEN,
 };
 use crate::dbfns::DbFault;
 use crate::{ErrorKind, Limits, ScriptError};
@@ -131,6 +131,16 @@ fn operations_message(limits: &Limits) -> String {
     )
 }
 
+fn memory_message(limits: &Limits) -> String {
+    let max = limits.max_memory_bytes;
+    let shown = if max % (1 << 20) == 0 {
+        format!("{} MiB", max >> 20)
+    } else {
+        format!("{max} bytes")
+    };
+    format!("script held more memory than its limit of {shown}")
+}
+
 /// The message of a run stopped by `Limits::timeout`.
 pub fn time_limit_message(limits: &Limits) -> String {
     format!("script ran past its time limit of {:?}", limits.timeout)
@@ -203,6 +213,7 @@ fn eval_kind(err: EvalAltResult, limits: &Limits) -> (ErrorKind, String) {
                     (ErrorKind::Timeout, TASK_DEADLINE_MESSAGE.to_string())
                 }
                 Some(OPERATIONS_TOKEN) => (ErrorKind::Limit, operations_message(limits)),
+                Some(MEMORY_TOKEN) => (ErrorKind::Limit, memory_message(limits)),
                 Some(NESTING_TOKEN) => (ErrorKind::Limit, crate::nesting::refusal_message()),
                 Some(CANCEL_TOKEN) => (ErrorKind::Cancelled, "script was cancelled".to_string()),
                 _ => (

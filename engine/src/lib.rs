@@ -126,6 +126,16 @@ pub struct Limits {
     /// Database writes (inserts, updates, deletes of live records) per script.
     /// Default 1,000.
     pub max_writes: usize,
+    /// Memory the run holds at once, in bytes: what its thread allocated
+    /// and has not freed since the run started (values, output, the writes
+    /// waiting for the commit). Counted where the process allocates through
+    /// jemalloc, as the orchestrator does (elsewhere it reads nothing and
+    /// bounds nothing), and checked at every operation, so a run stops at
+    /// most one operation past it (one operation allocates at most about
+    /// 16 MiB under the other defaults: an array of 1,000,000 elements).
+    /// 0 for none. Default 256 MiB: room for 1,000 writes of 256 KiB
+    /// values held until the commit.
+    pub max_memory_bytes: usize,
 }
 
 impl Default for Limits {
@@ -142,6 +152,7 @@ impl Default for Limits {
             max_output_bytes: 1 << 20,
             max_value_bytes: 256 << 10,
             max_writes: 1_000,
+            max_memory_bytes: 256 << 20,
         }
     }
 }

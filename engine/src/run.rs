@@ -255,9 +255,7 @@ pub fn run(
         deadline.at,
         deadline.token(),
         &control.cancel,
-        limits.max_output_bytes,
-        limits.max_writes,
-        limits.max_operations,
+        limits,
     );
     let result = catch_unwind(AssertUnwindSafe(|| engine.rhai.eval_ast::<Dynamic>(ast)));
     let value = match result {

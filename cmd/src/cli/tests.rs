@@ -24,6 +24,7 @@ fn options_where_zero_makes_no_sense_refuse_it_naming_the_option() {
         ("--worker-reap-interval", "0s"),
         ("--refresh", "0s"),
         ("--max-operations", "0"),
+        ("--max-script-memory", "0"),
         ("--max-message-bytes", "0"),
         ("--max-in-flight", "0"),
         ("--max-connections", "0"),
