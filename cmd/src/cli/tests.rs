@@ -118,3 +118,36 @@ fn a_token_is_never_shown_by_debug_and_must_fit_a_header() {
         assert_eq!(err.exit_code(), 2, "{err}");
     }
 }
+
+#[test]
+fn an_allowed_origin_must_be_an_origin_a_browser_can_send() {
+    for good in [
+        "https://app.example.com",
+        "http://intranet:8080",
+        "http://intranet:8080/",
+        "https://[2001:db8::1]:8443",
+        "chrome-extension://abcdefghij",
+    ] {
+        let cli = Cli::try_parse_from(["c", "--allowed-origin", good]).expect(good);
+        assert_eq!(cli.run.allowed_origins, [good.trim_end_matches('/')]);
+    }
+    for (bad, says) in [
+        ("*", "is a pattern"),
+        ("https://*.example.com", "is a pattern"),
+        ("", "no scheme://"),
+        ("app.example.com", "no scheme://"),
+        ("http://ok.example/path", "a `/`"),
+        ("http://user@ok.example", "a `@`"),
+        ("http://ok.example:99999", "bad port `99999`"),
+        ("http://ok.example:", "bad port ``"),
+        ("http://", "no valid host"),
+        ("1http://x", "no valid scheme"),
+        ("http://[::1", "unclosed `[`"),
+    ] {
+        let e = Cli::try_parse_from(["c", "--allowed-origin", bad]).expect_err(bad);
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
+        let text = e.to_string();
+        assert!(text.contains(says), "{bad}: {text}");
+        assert!(text.contains("scheme://host[:port]"), "{bad}: {text}");
+    }
+}
