@@ -4,7 +4,8 @@
 //! Prints what the script printed (if the server returns it), then the output,
 //! on stdout, and exits 0. A script error prints its code, kind, message and
 //! position on stderr and exits 1; so does a connection failure. A usage
-//! mistake (no script, unknown circle) exits 2.
+//! mistake (no script, unknown circle, a `--url` that is not `ws://` or
+//! `wss://`) exits 2.
 //!
 //! With `--token` (or `CIRCLES_TOKEN`) the upgrade carries
 //! `Authorization: Bearer <token>`; a refusal (401, 429) exits 1 saying what
@@ -88,6 +89,21 @@ fn read_stdin() -> anyhow::Result<String> {
 
 fn target_url(args: &PlayArgs) -> anyhow::Result<String> {
     if let Some(url) = &args.url {
+        let lower = url.to_ascii_lowercase();
+        let why = if !(lower.starts_with("ws://") || lower.starts_with("wss://")) {
+            Some("it does not start with ws:// or wss://".to_string())
+        } else {
+            url.as_str()
+                .into_client_request()
+                .err()
+                .map(|e| e.to_string())
+        };
+        if let Some(why) = why {
+            return Err(UsageError(format!(
+                "--url {url} is not a WebSocket URL: {why} (e.g. ws://127.0.0.1:8081/ws)"
+            ))
+            .into());
+        }
         return Ok(url.clone());
     }
     let circles = crate::config::load(&args.config).map_err(|e| {
@@ -171,7 +187,12 @@ async fn exchange(
                     return Ok(reply);
                 }
             }
-            Message::Close(frame) => bail!("{url} closed the connection: {frame:?}"),
+            Message::Close(Some(frame)) => bail!(
+                "{url} closed the connection: {} (code {})",
+                frame.reason,
+                u16::from(frame.code)
+            ),
+            Message::Close(None) => bail!("{url} closed the connection without saying why"),
             _ => {}
         }
     }

@@ -94,6 +94,22 @@ fn play_without_a_server_or_a_script_says_what_is_wrong() {
         "{err}"
     );
 
+    for (url, says) in [
+        ("notaurl", "does not start with ws:// or wss://"),
+        (
+            "http://127.0.0.1:1/ws",
+            "does not start with ws:// or wss://",
+        ),
+        ("ws://", "not a WebSocket URL"),
+    ] {
+        let (status, _, err) = run_to_end(
+            play_cmd(&sandbox, &["--url", url, "1"]),
+            Duration::from_secs(30),
+        );
+        assert_eq!(status.code(), Some(2), "{url}: {err}");
+        assert!(err.contains(says) && err.contains(url), "{url}: {err}");
+    }
+
     sandbox.circles(&[(1, "Alpha", dead)]);
     let (status, _, err) = run_to_end(
         play_cmd(&sandbox, &["--circle", "Gamma", "1"]),
