@@ -177,7 +177,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "30s", value_parser = positive_duration)]
     pub task_timeout: Duration,
 
-    /// On shutdown, how long running scripts may go on before they are cancelled.
+    /// On shutdown, how long a running script may go on, once the servers drained
+    /// (up to 5 s after the signal), before it is cancelled.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
