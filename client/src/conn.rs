@@ -317,6 +317,22 @@ impl Conn {
         pipe.query_async(&mut conn).await.map_err(|e| self.fail(e))
     }
 
+    /// [`Conn::query_pipe`], telling apart a failure because the connection
+    /// it went out on was broken (closed or reset under it, as when Redis
+    /// restarted while the connection idled): `Ok(Err(_))`. Whether such a
+    /// pipeline reached Redis is unknown; the next request connects afresh.
+    pub(crate) async fn query_pipe_or_broken<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<Result<T>> {
+        let mut conn = self.get().await?;
+        match pipe.query_async(&mut conn).await {
+            Ok(value) => Ok(Ok(value)),
+            Err(e) if e.is_io_error() || e.is_connection_dropped() => Ok(Err(self.fail(e))),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
     /// Invokes a Lua script (EVALSHA, loading it after a Redis restart).
     pub(crate) async fn invoke<T: redis::FromRedisValue>(
         &self,

@@ -69,6 +69,37 @@ pub(crate) fn cancel(task_id: &str, reason: &str) -> ScriptInvocation<'static> {
     inv
 }
 
+/// A submit sent again after its first try failed on a broken connection,
+/// which may or may not have reached Redis: writes the task hash and pushes
+/// its id only when the hash does not exist, so the task is queued once.
+/// KEYS: details, queue. ARGV: id, then the hash's field/value pairs.
+/// Returns 1 when it wrote, 0 when the first try had.
+static SUBMIT_AGAIN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('LPUSH', KEYS[2], ARGV[1])
+return 1
+"#,
+    )
+});
+
+pub(crate) fn submit_again(
+    queue: &str,
+    task_id: &str,
+    hash: &[(&str, String)],
+) -> ScriptInvocation<'static> {
+    let mut inv = SUBMIT_AGAIN.prepare_invoke();
+    inv.key(keys::task_details(task_id))
+        .key(keys::tasks(queue))
+        .arg(task_id);
+    for (field, value) in hash {
+        inv.arg(*field).arg(value.as_str());
+    }
+    inv
+}
+
 /// KEYS: processing list, stats, queue, owner key. ARGV: id, details
 /// prefix, worker id, now, ttl, lease token (`''`: none). A worker whose
 /// lease was taken gives the id back (see `unclaim`).
@@ -325,4 +356,60 @@ pub(crate) fn reap(
         .arg(ttl_ms)
         .arg(message);
     inv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_submit_sent_again_writes_only_when_its_first_try_did_not() {
+        let server = testkit::RedisServer::start();
+        let mut conn = redis::Client::open(server.url())
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        let hash = [
+            ("script", "40 + 2".to_string()),
+            ("status", "pending".to_string()),
+        ];
+        let wrote: i64 = submit_again("q", "t1", &hash)
+            .invoke_async(&mut conn)
+            .await
+            .expect("first");
+        assert_eq!(wrote, 1, "the first try did not land: written");
+        // A worker took the task meanwhile: trying again undoes nothing.
+        let moved: Option<String> = redis::cmd("LMOVE")
+            .arg(keys::tasks("q"))
+            .arg("plist")
+            .arg("RIGHT")
+            .arg("LEFT")
+            .query_async(&mut conn)
+            .await
+            .expect("lmove");
+        assert_eq!(moved.as_deref(), Some("t1"));
+        let _: () = redis::cmd("HSET")
+            .arg(keys::task_details("t1"))
+            .arg("status")
+            .arg("processing")
+            .query_async(&mut conn)
+            .await
+            .expect("hset");
+        let wrote: i64 = submit_again("q", "t1", &hash)
+            .invoke_async(&mut conn)
+            .await
+            .expect("again");
+        assert_eq!(wrote, 0);
+        let (status, queued): (String, i64) = redis::pipe()
+            .cmd("HGET")
+            .arg(keys::task_details("t1"))
+            .arg("status")
+            .cmd("LLEN")
+            .arg(keys::tasks("q"))
+            .query_async(&mut conn)
+            .await
+            .expect("read");
+        assert_eq!((status.as_str(), queued), ("processing", 0));
+    }
 }

@@ -416,3 +416,29 @@ async fn a_lost_notification_is_covered_by_the_fallback_poll() {
     }
     silent.abort();
 }
+
+/// Redis restarted while the client had nothing to send: its connection is
+/// dead and the first request on it fails. The submit tries again on a
+/// fresh connection, writing only when its first try did not land, so the
+/// caller sees no error and the task is queued once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_submit_after_redis_restarted_under_an_idle_client_is_queued_once() {
+    let mut redis = testkit::RedisServer::start();
+    let client = Client::connect(&redis.url()).await.expect("connect");
+    let before = client
+        .submit("q", "1", &SubmitOptions::default())
+        .await
+        .expect("submit");
+    assert_eq!(client.queued("q", 10).await.expect("queued"), [before]);
+    redis.kill();
+    redis.restart();
+    let id = client
+        .submit("q", "2", &SubmitOptions::default())
+        .await
+        .expect("the first submit after the restart");
+    assert_eq!(
+        client.queued("q", 10).await.expect("queued"),
+        std::slice::from_ref(&id)
+    );
+    assert_eq!(client.check(&id).await.expect("its hash exists"), None);
+}

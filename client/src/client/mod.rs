@@ -157,7 +157,11 @@ impl Client {
     }
 
     /// Writes the task hash and pushes its id, in one MULTI/EXEC (the hash
-    /// exists before any worker can pop the id).
+    /// exists before any worker can pop the id). A connection that broke
+    /// while idle (Redis restarted) fails its next request, this one: it is
+    /// sent again once, on a fresh connection, as a script that writes only
+    /// if the first try did not (see [`scripts::submit_again`]), so a task is
+    /// never queued twice and a worker that took it already is not undone.
     async fn push(
         &self,
         queue: &str,
@@ -194,7 +198,18 @@ impl Client {
             .arg(keys::tasks(queue))
             .arg(task_id)
             .ignore();
-        self.inner.conn.query_pipe::<()>(&pipe).await
+        match self.inner.conn.query_pipe_or_broken::<()>(&pipe).await? {
+            Ok(()) => Ok(()),
+            Err(broken) => {
+                log::debug!("submitting task {task_id} again after: {broken}");
+                let _wrote: i64 = self
+                    .inner
+                    .conn
+                    .invoke(&scripts::submit_again(queue, task_id, &hash))
+                    .await?;
+                Ok(())
+            }
+        }
     }
 
     /// Asks for the task to be cancelled, giving `reason`: a `pending` task
