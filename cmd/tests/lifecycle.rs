@@ -749,3 +749,78 @@ fn sigint_also_shuts_down_cleanly_and_sighup_reloads_instead() {
         assert!(o.stdout().trim_end().ends_with("stopped"), "{}", o.stdout());
     }
 }
+
+/// Whether a task of the Redis on `port` is `processing` (a script runs).
+fn a_script_runs(port: u16) -> bool {
+    let keys = testkit::command(port, &["KEYS", "rhai_task_details:*"]).expect("keys");
+    keys.items().iter().filter_map(|k| k.text()).any(|key| {
+        testkit::command(port, &["HGET", key, "status"])
+            .ok()
+            .is_some_and(|s| s.text() == Some("processing"))
+    })
+}
+
+/// An orchestrator of one circle whose worker runs an endless script (sent
+/// by a `play` process, returned too), with a shutdown grace of 1 s.
+fn running_a_script(
+    sandbox: &Sandbox,
+    redis: &testkit::RedisServer,
+) -> (Orchestrator, std::process::Child) {
+    let circle = port();
+    let config = sandbox.circles(&[(1, "Busy", circle)]);
+    let long = [
+        "--shutdown-grace",
+        "1s",
+        "--script-timeout",
+        "120s",
+        "--max-operations",
+        "100000000000",
+    ];
+    let mut o = Orchestrator::start(sandbox, &config, &redis.url(), &long);
+    o.wait_table();
+    let mut play = sandbox.command();
+    play.args(["play", "--url", &common::ws(circle), "loop { }"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let play = play.spawn().expect("spawn play");
+    testkit::wait_for("the script to run", Duration::from_secs(30), || {
+        a_script_runs(redis.port()).then_some(())
+    });
+    (o, play)
+}
+
+#[test]
+fn a_stop_signal_sent_twice_at_once_is_one_request_and_a_later_one_stops_at_once() {
+    let redis = testkit::RedisServer::start();
+    // As `timeout(1)` sends it: to the process, then to its process group.
+    // The shutdown waits for the servers' drain (5 s) and the grace (1 s).
+    {
+        let sandbox = Sandbox::new();
+        let (mut o, mut play) = running_a_script(&sandbox, &redis);
+        o.signal("INT");
+        std::thread::sleep(Duration::from_millis(20));
+        o.signal("INT");
+        let status = o.wait_exit(Duration::from_secs(30));
+        assert_eq!(status.code(), Some(0), "{}", o.stderr());
+        assert!(!o.stderr().contains("received again"), "{}", o.stderr());
+        let _ = play.kill();
+        let _ = play.wait();
+    }
+    // A second one a while later: it stops at once, saying so.
+    {
+        let sandbox = Sandbox::new();
+        let (mut o, mut play) = running_a_script(&sandbox, &redis);
+        o.signal("INT");
+        std::thread::sleep(Duration::from_millis(1000));
+        o.signal("INT");
+        let status = o.wait_exit(Duration::from_secs(3));
+        assert_eq!(status.code(), Some(1), "{}", o.stderr());
+        assert!(
+            o.stderr().contains("SIGINT received again"),
+            "{}",
+            o.stderr()
+        );
+        let _ = play.kill();
+        let _ = play.wait();
+    }
+}

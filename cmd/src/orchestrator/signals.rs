@@ -1,16 +1,26 @@
 //! The signals that stop or reload the orchestrator. Only `cmd` handles
 //! signals.
 
+use std::time::{Duration, Instant};
+
 use anyhow::Context;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
+/// A stop signal this soon after the previous one is the same request sent
+/// twice, not a second one: `timeout(1)` sends its signal to the process
+/// and then to its whole process group, which holds the process too.
+const SAME_STOP: Duration = Duration::from_millis(250);
+
 /// SIGINT and SIGTERM mean a clean shutdown, and a second one during the
-/// drain stops at once; SIGHUP means "reload circles.json" (as for most
-/// daemons), also when it comes from a closed terminal.
+/// drain (at least [`SAME_STOP`] after the first) stops at once; SIGHUP
+/// means "reload circles.json" (as for most daemons), also when it comes
+/// from a closed terminal.
 pub struct Signals {
     int: Signal,
     term: Signal,
     hup: Signal,
+    /// When the last SIGINT or SIGTERM was received.
+    last_stop: Option<Instant>,
 }
 
 impl Signals {
@@ -20,16 +30,30 @@ impl Signals {
             int: signal(SignalKind::interrupt()).context("cannot hook SIGINT")?,
             term: signal(SignalKind::terminate()).context("cannot hook SIGTERM")?,
             hup: signal(SignalKind::hangup()).context("cannot hook SIGHUP")?,
+            last_stop: None,
         })
     }
 
     /// The name of the next signal received, SIGHUP included (one that came
-    /// before the call is returned at once).
+    /// before the call is returned at once). A stop signal within
+    /// [`SAME_STOP`] of the previous one is passed over.
     pub async fn next(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.int.recv() => "SIGINT",
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.hup.recv() => "SIGHUP",
+        loop {
+            let name = tokio::select! {
+                _ = self.int.recv() => "SIGINT",
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.hup.recv() => "SIGHUP",
+            };
+            if name == "SIGHUP" {
+                return name;
+            }
+            let now = Instant::now();
+            if self.last_stop.is_some_and(|at| now - at < SAME_STOP) {
+                log::debug!("{name} within {SAME_STOP:?} of the last one: the same request");
+                continue;
+            }
+            self.last_stop = Some(now);
+            return name;
         }
     }
 
