@@ -167,7 +167,19 @@ impl CircleState {
 
     /// The row of this circle now.
     pub fn row(&self) -> Row {
-        let worker_live = self.sight.as_ref().and_then(|s| s.live());
+        // While no worker was seen since the start, the sight's start grace
+        // (live until one dead time passed) says nothing of a worker: not
+        // shown as live.
+        let seen_any = self
+            .sight
+            .as_ref()
+            .is_some_and(server_ws::WorkerSight::seen_any);
+        let worker_live = self
+            .sight
+            .as_ref()
+            .and_then(|s| s.live())
+            .filter(|&live| seen_any || !live);
+        let waiting = !seen_any && self.sight.as_ref().and_then(|s| s.live()) == Some(true);
         let stats = lock(&self.stats).latest.clone();
         let worker_lease = stats.as_ref().and_then(|s| s.lease.clone());
         let (worker, worker_detail, worker_restarts, worker_started, counts) = {
@@ -179,6 +191,9 @@ impl CircleState {
                     detail.unwrap_or_default(),
                     seen(live, worker_lease.as_ref())
                 )),
+                (NOT_HERE, None) if waiting => {
+                    Some(format!("{}; {NO_WORKER_YET}", detail.unwrap_or_default()))
+                }
                 _ => detail,
             };
             let counts = slot.worker.as_ref().map(|w| w.counts());
@@ -256,6 +271,9 @@ fn seen(live: bool, lease: Option<&client::Lease>) -> String {
 pub const LIVE_WORKER: &str = "live worker seen";
 /// … and while none is: `play` is then answered -32002.
 pub const NO_LIVE_WORKER: &str = "no live worker";
+/// … and in the first dead time of a process that has seen none yet (a
+/// worker starting beside it may still come; `play` is not refused yet).
+pub const NO_WORKER_YET: &str = "no worker seen yet";
 
 /// Whether a component in `state` does its part: running, or run by
 /// another process (its role leaves it elsewhere).

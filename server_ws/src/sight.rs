@@ -23,9 +23,13 @@ struct Inner {
 
 #[derive(Debug, Clone, Copy)]
 struct Seen {
-    /// When a live worker was last seen (the start counts as a sighting,
-    /// so a fresh process waits one dead time before it refuses).
-    live: Instant,
+    /// When the record was made: until one dead time after it, a circle
+    /// none of whose workers was seen yet counts as live (a fresh process
+    /// waits one dead time, for a worker starting beside it, before it
+    /// refuses).
+    start: Instant,
+    /// When a live worker was last seen; `None` before the first sighting.
+    live: Option<Instant>,
     /// When the last look succeeded; `None` before the first.
     looked: Option<Instant>,
 }
@@ -39,7 +43,8 @@ impl WorkerSight {
                 circle_id,
                 dead_after,
                 seen: Mutex::new(Seen {
-                    live: Instant::now(),
+                    start: Instant::now(),
+                    live: None,
                     looked: None,
                 }),
             }),
@@ -62,8 +67,15 @@ impl WorkerSight {
         let mut seen = self.lock();
         seen.looked = Some(seen.looked.map_or(at, |l| l.max(at)));
         if live {
-            seen.live = seen.live.max(at);
+            seen.live = Some(seen.live.map_or(at, |l| l.max(at)));
         }
+    }
+
+    /// Whether a live worker was seen since the record was made (while
+    /// not, [`WorkerSight::live`] gives `Some(true)` only for the start's
+    /// dead time, and nothing says a worker exists).
+    pub fn seen_any(&self) -> bool {
+        self.lock().live.is_some()
     }
 
     /// `Some(false)` when the circle has no live worker: none seen for the
@@ -81,7 +93,8 @@ impl WorkerSight {
         if now.saturating_duration_since(looked) >= dead_after {
             return None;
         }
-        Some(now.saturating_duration_since(seen.live) < dead_after)
+        let last = seen.live.unwrap_or(seen.start);
+        Some(now.saturating_duration_since(last) < dead_after)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Seen> {
@@ -104,11 +117,13 @@ mod tests {
         assert_eq!(sight.live_at(t0), None, "nothing looked yet");
         sight.record(false, t0);
         assert_eq!(sight.live_at(t0), Some(true), "the start counts as seen");
+        assert!(!sight.seen_any(), "but no worker was seen");
         let later = t0 + Duration::from_secs(4);
         sight.record(false, later);
         assert_eq!(sight.live_at(later), Some(false));
         sight.record(true, later);
         assert_eq!(sight.live_at(later), Some(true));
+        assert!(sight.seen_any());
         assert_eq!(
             sight.live_at(later + Duration::from_secs(3)),
             None,

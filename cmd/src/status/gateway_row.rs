@@ -42,6 +42,19 @@ mod tests {
             principals: Vec::new(),
             redis: None,
         };
+        // Looked, none seen yet: within the start's dead time neither live
+        // nor gone.
+        let waiting = server_ws::WorkerSight::new(4, Duration::from_secs(600));
+        let state = CircleState::new(cfg.clone(), "ws", "127.0.0.1").with_sight(waiting.clone());
+        lock(&state.worker).phase = Phase::NotHere("gateway");
+        waiting.record(false, Instant::now());
+        let row = state.row();
+        assert_eq!(
+            row.worker_detail.as_deref(),
+            Some("role gateway; no worker seen yet")
+        );
+        assert_eq!(row.worker_live, None);
+
         let sight = server_ws::WorkerSight::new(4, Duration::from_millis(50));
         let state = CircleState::new(cfg, "ws", "127.0.0.1").with_sight(sight.clone());
         lock(&state.worker).phase = Phase::NotHere("gateway");
