@@ -120,6 +120,24 @@ pub fn db_dir(data_dir: &Path, id: u32) -> PathBuf {
     data_dir.join(id.to_string())
 }
 
+/// `create_dir_all` for `what` (e.g. "the data dir"), naming the path in
+/// the way when one of `dir` or its parents is a file (the OS only says
+/// "File exists" or "Not a directory"): a usage error, exit 2.
+pub fn create_dir(dir: &Path, what: &str) -> anyhow::Result<()> {
+    let Err(e) = std::fs::create_dir_all(dir) else {
+        return Ok(());
+    };
+    let shown = dir.display();
+    match dir.ancestors().find(|p| p.exists() && !p.is_dir()) {
+        Some(file) => Err(crate::UsageError(format!(
+            "cannot create {what} {shown}: {} is a file, where a directory must be",
+            file.display()
+        ))
+        .into()),
+        None => Err(anyhow::anyhow!("cannot create {what} {shown}: {e}")),
+    }
+}
+
 fn who(c: &CircleConfig) -> String {
     format!("circle \"{}\" (id {})", c.name, c.id)
 }
@@ -130,13 +148,7 @@ fn open_db(
     durability: ourdb::Durability,
 ) -> anyhow::Result<Arc<ourdb::OurDb>> {
     let dir = db_dir(data_dir, c.id);
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        bail!(
-            "{}: cannot create its data directory {}: {e}",
-            who(c),
-            dir.display()
-        );
-    }
+    create_dir(&dir, &format!("the data directory of {}", who(c)))?;
     let config = ourdb::Config {
         durability,
         ..ourdb::Config::default()
@@ -221,12 +233,8 @@ fn prepare_one(c: &CircleConfig, plan: Plan<'_>) -> anyhow::Result<Prepared> {
     let store = if works && !plan.standby {
         Some(open_store(c, plan.data_dir, plan.limits, plan.durability)?)
     } else {
-        if works && let Err(e) = std::fs::create_dir_all(&dir) {
-            bail!(
-                "{}: cannot create its data directory {}: {e}",
-                who(c),
-                dir.display()
-            );
+        if works {
+            create_dir(&dir, &format!("the data directory of {}", who(c)))?;
         }
         None
     };
@@ -272,10 +280,15 @@ pub fn prepare_all(circles: &[CircleConfig], plan: Plan<'_>) -> anyhow::Result<V
     });
     let mut ready = Vec::with_capacity(circles.len());
     let mut failures = Vec::new();
+    // Whether every failure is one of usage (exit 2), e.g. a file in the way.
+    let mut usage = true;
     for result in results {
         match result {
             Ok(p) => ready.push(p),
-            Err(e) => failures.push(e.to_string()),
+            Err(e) => {
+                usage &= e.is::<crate::UsageError>();
+                failures.push(e.to_string());
+            }
         }
     }
     if failures.is_empty() {
@@ -283,12 +296,16 @@ pub fn prepare_all(circles: &[CircleConfig], plan: Plan<'_>) -> anyhow::Result<V
     }
     // Release what was opened before reporting, so a retry finds nothing locked.
     close_all(ready.into_iter().filter_map(Prepared::closing).collect());
-    bail!(
+    let message = format!(
         "{} of {} circles cannot start, so none was started:\n  {}",
         failures.len(),
         circles.len(),
         failures.join("\n  ")
-    )
+    );
+    if usage {
+        return Err(crate::UsageError(message).into());
+    }
+    Err(anyhow::anyhow!(message))
 }
 
 /// Closes every database once its engine is gone; logs what cannot be closed.

@@ -304,3 +304,44 @@ fn a_zero_delivered_ttl_or_one_longer_than_the_result_ttl_exits_2_naming_the_opt
         }
     }
 }
+
+#[test]
+fn a_file_where_a_data_directory_must_be_exits_2_naming_it() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.write(
+        "circles.json",
+        r#"[{"id": 1, "name": "Alpha", "port": 8081}]"#,
+    );
+    // The data dir itself, then a circle's directory in it, is a file.
+    // A Redis that answers: a circle's directory is made after it is found.
+    let redis = testkit::RedisServer::start();
+    let data = sandbox.path().join("data");
+    std::fs::write(&data, "not a directory").expect("write");
+    for (dir, in_the_way, what) in [
+        (data.clone(), data.clone(), "the data dir"),
+        (
+            sandbox.path().join("data2"),
+            sandbox.path().join("data2/1"),
+            "the data directory of circle \"Alpha\" (id 1)",
+        ),
+    ] {
+        if in_the_way != dir {
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            std::fs::write(&in_the_way, "not a directory").expect("write");
+        }
+        let mut cmd = sandbox.command();
+        cmd.arg(&path)
+            .args(["--output", "plain", "--no-managed-redis"])
+            .args(["--redis-url", &redis.url()])
+            .arg("--data-dir")
+            .arg(&dir);
+        let (status, _, err) = run_to_end(cmd, Duration::from_secs(20));
+        assert_eq!(status.code(), Some(2), "{err}");
+        let says = format!(
+            "cannot create {what} {}: {} is a file, where a directory must be",
+            in_the_way.display(),
+            in_the_way.display()
+        );
+        assert!(err.contains(&says), "{says:?} missing from: {err}");
+    }
+}

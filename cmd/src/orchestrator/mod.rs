@@ -62,8 +62,7 @@ const RUNTIME_STOP: Duration = Duration::from_secs(2);
 /// Runs the orchestrator until a signal; returns after a clean shutdown.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = Settings::resolve(args)?;
-    std::fs::create_dir_all(&settings.data_dir)
-        .with_context(|| format!("cannot create the data dir {}", settings.data_dir.display()))?;
+    crate::circles::create_dir(&settings.data_dir, "the data dir")?;
     logging::init(settings.log_file.as_deref(), settings.log_format)?;
     log::info!(
         "starting {} circles from {} as role {} (data dir {})",
