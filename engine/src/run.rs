@@ -141,6 +141,9 @@ fn render(engine: &rhai::Engine, value: Dynamic, max: usize) -> Result<String, S
     } else if let Some(text) = crate::nesting::container_text(engine, &value) {
         // Nesting checked by `check_sizes`.
         text
+    } else if let Some(fault) = value.read_lock::<crate::dbfns::DbFault>() {
+        // What the script's `to_string` gives, not the type's name.
+        fault.message.clone()
     } else {
         engine.map_type_name(&value.to_string()).to_string()
     };

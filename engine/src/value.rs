@@ -186,12 +186,38 @@ fn unsupported(value: &Dynamic) -> String {
         "a blob".to_string()
     } else if value.is_char() {
         "a character (convert it with to_string() to store text)".to_string()
+    } else if value.is::<crate::dbfns::DbFault>() {
+        "a DbError (store its .kind or .message)".to_string()
+    } else if value.is::<std::ops::Range<INT>>() || value.is::<std::ops::RangeInclusive<INT>>() {
+        "a range".to_string()
     } else {
-        format!("a value of type '{}'", value.type_name())
+        format!("a value of type '{}'", short_type_name(value.type_name()))
     };
     format!(
         "is {what}, which cannot be stored (storable: (), bool, int, float, string, array, object map)"
     )
+}
+
+/// A Rust type name without its module paths (`a::b::Thing<c::D>` →
+/// `Thing<D>`): the rest says nothing to a script's author.
+fn short_type_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut word = String::new();
+    let mut chars = name.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ':' && chars.peek() == Some(&':') {
+            chars.next();
+            word.clear();
+        } else if c.is_alphanumeric() || c == '_' {
+            word.push(c);
+        } else {
+            out.push_str(&word);
+            word.clear();
+            out.push(c);
+        }
+    }
+    out.push_str(&word);
+    out
 }
 
 fn from_json(json: Value) -> Result<Dynamic, String> {
@@ -222,4 +248,20 @@ fn from_json(json: Value) -> Result<Dynamic, String> {
             Dynamic::from_map(map)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_type_name_loses_its_module_paths() {
+        assert_eq!(
+            super::short_type_name("core::ops::range::Range<i64>"),
+            "Range<i64>"
+        );
+        assert_eq!(
+            super::short_type_name("alloc::vec::Vec<a::b::C, d::E>"),
+            "Vec<C, E>"
+        );
+        assert_eq!(super::short_type_name("Plain"), "Plain");
+    }
 }

@@ -113,7 +113,14 @@ fn unsupported_values_are_refused_naming_the_part_and_why() {
         "value[\"odd key\"][0] ",
         "inf",
     );
-    refused(&c, "db::insert(1..5)", "value ", "range");
+    refused(&c, "db::insert(1..5)", "value ", "is a range, which");
+    refused(&c, "db::insert([1..=5])", "value[0] ", "is a range, which");
+    refused(
+        &c,
+        "let k; try { db::get(-1) } catch (e) { k = e; } db::insert(#{ err: k })",
+        "value.err ",
+        "is a DbError (store its .kind or .message), which",
+    );
     refused(
         &c,
         "db::update(db::insert(1), [Fn(\"f\")])",
@@ -181,4 +188,14 @@ fn final_values_render_as_text_and_unit_as_empty() {
     let o = c.ok("print(\"hello\"); debug(\"dbg\"); 7");
     assert_eq!(o.printed, "hello\n\"dbg\"\n");
     assert!(!o.printed_truncated);
+}
+
+#[test]
+fn a_caught_db_error_renders_as_its_message_as_to_string_does() {
+    let c = Circle::new();
+    let caught = "let k; try { db::get(-1) } catch (e) { k = e; }";
+    let message = c.ok(&format!("{caught} k.to_string()")).output;
+    assert!(message.contains("-1"), "{message}");
+    assert_eq!(c.ok(&format!("{caught} k")).output, message);
+    assert_eq!(c.ok(&format!("{caught} k.message")).output, message);
 }
