@@ -205,3 +205,13 @@ fn a_read_run_does_not_leave_its_role_to_the_next_run() {
     run_as(&c, "bob", Role::Read, "db::insert(1)").expect_err("forbidden again");
     assert_eq!(c.ok("db::next_id()").output, "2");
 }
+
+/// README's example of going on after a refused write.
+#[test]
+fn a_read_caller_can_catch_forbidden_and_go_on() {
+    let c = seeded();
+    let script = r#"let denied = false; try { db::insert(3) } catch (e) { denied = e.kind == "forbidden"; } `${denied} ${db::get(2)}`"#;
+    let out = run_as(&c, "reader", Role::Read, script).expect("runs");
+    assert_eq!(out.output, "true two");
+    assert_eq!(c.ok("db::next_id()").output, "3", "nothing written");
+}
