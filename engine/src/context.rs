@@ -78,7 +78,9 @@ impl RunState {
     /// Appends one line of captured output, cutting it at the cap. The cut is
     /// visible in the text itself: it ends with the line
     /// `[output truncated at N bytes]`, kept within the cap (unless the cap
-    /// is smaller than that line).
+    /// is smaller than that line), after whole lines only, so that no line
+    /// cut short reads as one printed so. Only a first line longer than the
+    /// cap is kept in part, and then the marker says so.
     pub fn capture(&mut self, line: &str) {
         if self.printed_truncated {
             return;
@@ -90,24 +92,29 @@ impl RunState {
             self.printed.push('\n');
             return;
         }
-        let marker = format!("[output truncated at {} bytes]\n", self.max_printed);
-        // Room for the text, a line break before the marker, and the marker.
-        let target = self.max_printed.saturating_sub(marker.len() + 1);
-        if self.printed.len() > target {
-            let mut cut = target;
-            while !self.printed.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            self.printed.truncate(cut);
-        } else {
-            let mut cut = (target - self.printed.len()).min(line.len());
+        let max = self.max_printed;
+        let marker = format!("[output truncated at {max} bytes]\n");
+        if self.printed.len() + marker.len() > max {
+            // Whole lines that leave room for the marker.
+            let fit = max.saturating_sub(marker.len());
+            let end = self.printed[..fit.min(self.printed.len())]
+                .rfind('\n')
+                .map_or(0, |i| i + 1);
+            self.printed.truncate(end);
+        }
+        if self.printed.is_empty() {
+            let partial = format!("[output truncated at {max} bytes, within the line above]\n");
+            let mut cut = max.saturating_sub(partial.len() + 1).min(line.len());
             while !line.is_char_boundary(cut) {
                 cut -= 1;
             }
-            self.printed.push_str(&line[..cut]);
-        }
-        if !self.printed.is_empty() && !self.printed.ends_with('\n') {
-            self.printed.push('\n');
+            if cut > 0 {
+                self.printed.push_str(&line[..cut]);
+                self.printed.push('\n');
+                self.printed.push_str(&partial);
+                self.printed_truncated = true;
+                return;
+            }
         }
         self.printed.push_str(&marker);
         self.printed_truncated = true;

@@ -161,6 +161,43 @@ fn print_flood_is_captured_up_to_the_cap() {
 }
 
 #[test]
+fn printed_output_is_cut_after_whole_lines() {
+    let c = Circle::with_limits(Limits {
+        max_output_bytes: 1000,
+        ..tight()
+    });
+    let o = c.ok("for i in 0..10000 { print(`line ${i}`); }");
+    let kept = o
+        .printed
+        .strip_suffix("[output truncated at 1000 bytes]\n")
+        .unwrap_or_else(|| panic!("no marker: {}", o.printed));
+    assert!(o.printed.len() <= 1000, "{}", o.printed.len());
+    let lines: Vec<&str> = kept.lines().collect();
+    assert!(lines.len() > 50, "{kept}");
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(*line, format!("line {i}"), "a line cut short: {kept}");
+    }
+    // A first line longer than the cap: its start, and a marker saying so.
+    let c = Circle::with_limits(Limits {
+        max_output_bytes: 64,
+        ..tight()
+    });
+    let o = c.ok("let s = \"\"; s.pad(200, 'x'); print(s);");
+    assert!(o.printed_truncated);
+    assert!(o.printed.len() <= 64, "{}", o.printed);
+    let (start, marker) = o.printed.split_once('\n').expect("two lines");
+    assert!(
+        !start.is_empty() && start.bytes().all(|b| b == b'x'),
+        "{}",
+        o.printed
+    );
+    assert_eq!(
+        marker,
+        "[output truncated at 64 bytes, within the line above]\n"
+    );
+}
+
+#[test]
 fn output_within_the_cap_carries_no_truncation_line() {
     let c = Circle::with_limits(Limits {
         max_output_bytes: 14,
