@@ -8,6 +8,11 @@
 //! learn that its lease was taken, so it also stops by its own clock, before
 //! the lease can expire (the partition rule):
 //!
+//! - It renews the lease every heartbeat interval; a renewal Redis did not
+//!   answer (down, or the connection a restart cut) is sent again after a
+//!   short backoff ([`Retry`]), not a beat later: it succeeds soon after
+//!   Redis answers again, and an outage that ends before the self-stop
+//!   below costs no lease.
 //! - It records when it SENT each renewal that succeeded. The owner key
 //!   expires no earlier than `ttl` after that (Redis set the TTL after
 //!   receiving it).
@@ -20,7 +25,8 @@
 //!   TTL) between the worker's self-stop and the earliest expiry of the
 //!   key, for clock drift between the two hosts' timers and for the
 //!   script's cut to land.
-//! - Then it tries to take the lease again with each beat: free (expired)
+//! - Then it tries to take the lease again (with each beat; after a request
+//!   Redis did not answer, after the same short backoff): free (expired)
 //!   or still its own database's, it resumes with a fresh token; held by
 //!   another, it waits in standby or, without `--standby`, stops with the
 //!   refusal.
@@ -193,6 +199,12 @@ impl Keeper {
     /// stops serving by the partition rule (see the module docs) and takes
     /// the lease again when it can. Without standby, a lease found held by
     /// another cancels `take` and ends the keeper with the refusal.
+    ///
+    /// A renewal or acquisition that Redis did not answer is retried after
+    /// [`Retry`]'s short backoff, not a heartbeat later: one failed renewal
+    /// (a request that met the connection a Redis restart had cut) followed
+    /// by a whole interval's wait would let the self-stop deadline pass
+    /// with Redis long reachable again.
     pub(crate) async fn run(
         self,
         token: CancellationToken,
@@ -208,6 +220,7 @@ impl Keeper {
             status,
         } = self;
         let ttl = options.heartbeat_ttl;
+        let interval = options.heartbeat_interval;
         let after = self_stop_after(&options);
         let queue = broker.queue().to_owned();
         let overdue = || {
@@ -217,36 +230,54 @@ impl Keeper {
                  renewal), so no other host runs them at the same time"
             )
         };
-        // Set when a renewal found the key gone (it expired, or Redis lost
-        // it in a restart): the lease is taken again at once, not a beat
-        // later, if it is still free.
-        let mut retry_now = false;
+        let mut retry = Retry::new(options.max_backoff.min(interval));
+        // When the next renewal or acquisition is sent: a heartbeat after
+        // the last one that Redis answered, sooner after one it did not.
+        let mut next = Instant::now() + interval;
+        let mut tokens = held.token.subscribe();
         loop {
             let mine = held.token();
             let deadline = held.deadline(after);
-            if !std::mem::take(&mut retry_now) {
-                tokio::select! {
-                    _ = token.cancelled() => return None,
-                    _ = tokio::time::sleep(options.heartbeat_interval) => {}
-                    _ = tokio::time::sleep_until(deadline.into()), if mine != 0 => {
-                        held.lose(overdue(), &cancels, &status);
-                        continue;
-                    }
+            tokio::select! {
+                biased;
+                _ = token.cancelled() => return None,
+                _ = tokio::time::sleep_until(deadline.into()), if mine != 0 => {
+                    held.lose(overdue(), &cancels, &status);
+                    continue;
                 }
+                // A claim was refused (`Held::refused`): the key is gone (a
+                // Redis restart that lost it) or another's. Asked at once,
+                // Redis gives it back when it is free, and names the holder
+                // otherwise.
+                _ = tokens.wait_for(|t| *t != mine), if mine != 0 => {
+                    next = Instant::now();
+                    continue;
+                }
+                _ = tokio::time::sleep_until(next.into()) => {}
             }
             let sent = Instant::now();
+            next = sent + interval;
             if mine != 0 {
                 tokio::select! {
                     renewed = broker.renew_lease(mine, ttl) => match renewed {
-                        Ok(Ok(())) => held.renewed(sent),
+                        Ok(Ok(())) => {
+                            retry.reset();
+                            held.renewed(sent);
+                        }
                         Ok(Err(other)) => {
-                            retry_now = other.is_none();
+                            retry.reset();
                             let why = match other {
                                 Some(o) => format!(
                                     "taken by pid {} on host {} (database {})",
                                     o.pid, o.host, o.dir
                                 ),
-                                None => "it expired".to_owned(),
+                                None => {
+                                    // It expired, or Redis lost it in a
+                                    // restart: taken again at once, not a
+                                    // beat later, if it is still free.
+                                    next = sent;
+                                    "it expired".to_owned()
+                                }
                             };
                             held.lose(
                                 format!(
@@ -256,7 +287,10 @@ impl Keeper {
                                 &status,
                             );
                         }
-                        Err(e) => log::debug!("queue {queue}: renewing the lease failed: {e}"),
+                        Err(e) => {
+                            next = Instant::now() + retry.step();
+                            log::debug!("queue {queue}: renewing the lease failed: {e}");
+                        }
                     },
                     _ = tokio::time::sleep_until(deadline.into()) => {
                         held.lose(overdue(), &cancels, &status);
@@ -271,6 +305,7 @@ impl Keeper {
             };
             match acquired {
                 Ok(Ok(lease)) => {
+                    retry.reset();
                     log::info!(
                         queue = queue.as_str();
                         "queue {queue}: lease taken (token {}); taking tasks again",
@@ -280,6 +315,7 @@ impl Keeper {
                     held.take(lease.token, sent);
                 }
                 Ok(Err(other)) if standby => {
+                    retry.reset();
                     status.set(WorkerState::Standby(standby_message(&queue, &other)));
                 }
                 Ok(Err(other)) => {
@@ -288,9 +324,48 @@ impl Keeper {
                     take.cancel();
                     return Some(reason);
                 }
-                Err(e) => log::debug!("queue {queue}: taking the lease again failed: {e}"),
+                Err(e) => {
+                    next = Instant::now() + retry.step();
+                    log::debug!("queue {queue}: taking the lease again failed: {e}");
+                }
             }
         }
+    }
+}
+
+/// The pause before the keeper asks Redis again after a request it did not
+/// answer: 50 ms, doubling up to the reconnect backoff's cap (at most a
+/// heartbeat interval), as the take loop's. While the connection itself is
+/// backing off a request fails at once without touching the network, so
+/// these retries cost next to nothing against a Redis that is down, and
+/// one lands within a step of its return.
+struct Retry {
+    step: Duration,
+    max: Duration,
+}
+
+impl Retry {
+    const FIRST: Duration = Duration::from_millis(50);
+
+    fn new(max: Duration) -> Retry {
+        Retry {
+            step: Duration::ZERO,
+            max: max.max(Retry::FIRST),
+        }
+    }
+
+    /// The pause before the next try.
+    fn step(&mut self) -> Duration {
+        self.step = if self.step.is_zero() {
+            Retry::FIRST
+        } else {
+            (self.step * 2).min(self.max)
+        };
+        self.step
+    }
+
+    fn reset(&mut self) {
+        self.step = Duration::ZERO;
     }
 }
 
@@ -307,5 +382,14 @@ mod tests {
         assert_eq!(self_stop_after(&options), Duration::from_secs(6));
         options.heartbeat_interval = Duration::from_secs(9);
         assert_eq!(self_stop_after(&options), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_request_redis_did_not_answer_is_retried_soon_then_less_often() {
+        let mut retry = Retry::new(Duration::from_millis(300));
+        let steps: Vec<u64> = (0..5).map(|_| retry.step().as_millis() as u64).collect();
+        assert_eq!(steps, [50, 100, 200, 300, 300]);
+        retry.reset();
+        assert_eq!(retry.step(), Duration::from_millis(50));
     }
 }

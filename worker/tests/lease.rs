@@ -22,15 +22,97 @@ fn holder(pid: u32, host: &str, dir: &str) -> Lease {
 
 /// A worker on `queue` with a fresh database and a lease as `lease`.
 fn leased_worker(url: &str, queue: &str, lease: Lease, standby: bool) -> TestWorker {
+    leased_worker_with(url, queue, lease, standby, fast_options())
+}
+
+/// [`leased_worker`] with `options`.
+fn leased_worker_with(
+    url: &str,
+    queue: &str,
+    lease: Lease,
+    standby: bool,
+    options: worker::WorkerOptions,
+) -> TestWorker {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = open_engine(dir.path(), slow_limits());
     let mut config = WorkerConfig::new(url, queue);
     config.lease = Some(lease);
     config.standby = standby;
     config.shutdown_grace = Duration::from_millis(200);
-    let mut worker = TestWorker::start_with(config, fast_options(), engine);
+    let mut worker = TestWorker::start_with(config, options, engine);
     worker.keep_dir(dir);
     worker
+}
+
+/// Options whose lease lives three beats, as with the defaults (5 s beats,
+/// a 15 s lease, a self-stop 10 s after the last renewal), on a test's
+/// time scale.
+fn three_beat_lease() -> worker::WorkerOptions {
+    let mut options = fast_options();
+    options.heartbeat_interval = Duration::from_millis(300);
+    options.heartbeat_ttl = Duration::from_millis(900);
+    options
+}
+
+/// Watches `worker` for `long`: every reason it gave for losing its lease
+/// meanwhile.
+async fn lease_losses_within(worker: &TestWorker, long: Duration) -> Vec<String> {
+    let until = Instant::now() + long;
+    let mut seen = Vec::new();
+    while Instant::now() < until {
+        if let WorkerState::LeaseLost(why) = worker.status.state()
+            && !seen.contains(&why)
+        {
+            seen.push(why);
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    seen
+}
+
+/// Waits until a renewal of `queue`'s lease has just landed: its TTL in
+/// Redis jumped back up.
+async fn just_renewed(url: &str, queue: &str) {
+    async fn pttl(conn: &mut redis::aio::MultiplexedConnection, queue: &str) -> i64 {
+        redis::cmd("PTTL")
+            .arg(keys::queue_owner(queue))
+            .query_async(conn)
+            .await
+            .expect("pttl")
+    }
+    let mut conn = raw(url).await;
+    let mut last = pttl(&mut conn, queue).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < deadline, "the lease was never renewed");
+        let now = pttl(&mut conn, queue).await;
+        if now > last + 100 {
+            return;
+        }
+        last = now;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Runs `40 + 2` on `queue` through a fresh client.
+async fn forty_two(url: &str, queue: &str) {
+    let client = Client::connect(url).await.expect("connect");
+    let out = tokio::time::timeout(
+        WAIT,
+        client.run_with(
+            queue,
+            "40 + 2",
+            &SubmitOptions::default(),
+            client::OnDrop::Cancel,
+        ),
+    )
+    .await
+    .expect("run in time")
+    .expect("run");
+    assert!(
+        matches!(out, client::Outcome::Completed(ref o) if o.output == "42"),
+        "{out:?}"
+    );
 }
 
 async fn lease_of(conn: &mut redis::aio::MultiplexedConnection, queue: &str) -> Option<Lease> {
@@ -407,4 +489,160 @@ async fn a_worker_cut_off_past_its_lease_and_a_reply_timeout_stops_when_asked() 
     worker.token.cancel();
     let stopped = tokio::time::timeout(WAIT, worker.handle).await;
     assert!(stopped.is_ok(), "the worker did not stop within {WAIT:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_of_a_moment_keeps_the_lease_and_its_token() {
+    // The lease key survives the restart (AOF): the worker must renew it as
+    // soon as Redis answers again, never declare it lost, and keep its token.
+    let mut redis = testkit::RedisServer::start_persistent();
+    let url = redis.url();
+    // Beats of 1 s, a self-stop 2 s after the last renewal: room for a
+    // restart on a busy machine.
+    let mut options = three_beat_lease();
+    options.heartbeat_interval = Duration::from_secs(1);
+    options.heartbeat_ttl = Duration::from_secs(3);
+    let worker = leased_worker_with(
+        &url,
+        "blip",
+        holder(11, "host-a", "/data/a"),
+        false,
+        options,
+    );
+    running(&worker).await;
+    let before = lease_of(&mut raw(&url).await, "blip").await.expect("held");
+    // The restart lands between two renewals. Whether the renewal or the
+    // heartbeat (same connection, same period) is the first request to meet
+    // the connection it cut varies; three restarts cover both.
+    for n in 0..3 {
+        redis.restart();
+        let lost = lease_losses_within(&worker, Duration::from_secs(3)).await;
+        assert!(
+            lost.is_empty(),
+            "restart {n}: the lease was declared lost: {lost:?}"
+        );
+        forty_two(&url, "blip").await;
+    }
+    let after = lease_of(&mut raw(&url).await, "blip").await.expect("held");
+    assert_eq!(after, before, "the same lease, never taken again");
+    assert_eq!(worker.status.state(), WorkerState::Running);
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_sent_while_redis_was_down_is_retried_once_it_is_back_and_the_lease_kept() {
+    // Beats of 3 s, a 9 s lease, a self-stop 6 s after the last renewal.
+    // Redis goes down just after a renewal and comes back 3.6 s later, past
+    // the next renewal (which fails) and well before the self-stop: the
+    // renewal must be sent again then, not a beat later (past the
+    // self-stop).
+    let mut options = three_beat_lease();
+    options.heartbeat_interval = Duration::from_secs(3);
+    options.heartbeat_ttl = Duration::from_secs(9);
+    let mut redis = testkit::RedisServer::start_persistent();
+    let url = redis.url();
+    let worker = leased_worker_with(
+        &url,
+        "down",
+        holder(11, "host-a", "/data/a"),
+        false,
+        options,
+    );
+    running(&worker).await;
+    let before = lease_of(&mut raw(&url).await, "down").await.expect("held");
+    just_renewed(&url, "down").await;
+    let renewed = Instant::now();
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(3_600)).await;
+    redis.restart();
+    // Watched until two seconds past the self-stop the missed renewal would
+    // have caused.
+    let lost =
+        lease_losses_within(&worker, (renewed + Duration::from_secs(8)) - Instant::now()).await;
+    assert!(lost.is_empty(), "the lease was declared lost: {lost:?}");
+    let after = lease_of(&mut raw(&url).await, "down").await.expect("held");
+    assert_eq!(after, before, "the same lease, never taken again");
+    forty_two(&url, "down").await;
+    assert_eq!(worker.status.state(), WorkerState::Running);
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_lease_a_redis_restart_lost_takes_it_again_as_soon_as_redis_answers() {
+    // As above, but Redis comes back empty, the lease key gone: the renewal
+    // sent again once Redis answers finds it gone and the worker takes it
+    // again at once, before its self-stop could have fired; it never stops
+    // for want of a renewal.
+    let mut options = three_beat_lease();
+    options.heartbeat_interval = Duration::from_secs(3);
+    options.heartbeat_ttl = Duration::from_secs(9);
+    let mut redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let worker = leased_worker_with(
+        &url,
+        "empty",
+        holder(11, "host-a", "/data/a"),
+        false,
+        options,
+    );
+    running(&worker).await;
+    just_renewed(&url, "empty").await;
+    let renewed = Instant::now();
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(3_600)).await;
+    redis.restart();
+    let mut conn = raw(&url).await;
+    let mut held = None;
+    while held.is_none() && Instant::now() < renewed + Duration::from_millis(5_400) {
+        held = lease_of(&mut conn, "empty").await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let held = held.expect("the lease taken again before the self-stop");
+    assert_eq!((held.pid, held.dir.as_str()), (11, "/data/a"));
+    let lost =
+        lease_losses_within(&worker, (renewed + Duration::from_secs(8)) - Instant::now()).await;
+    assert!(
+        !lost.iter().any(|why| why.contains("not renewed")),
+        "the lease was declared unrenewed with redis reachable: {lost:?}"
+    );
+    forty_two(&url, "empty").await;
+    running(&worker).await;
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_sent_just_after_redis_restarted_empty_runs_without_waiting_for_the_next_beat() {
+    // Beats of 6 s. Redis restarts empty just after a renewal; a task sent
+    // at once meets a claim refused for want of the lease key. The worker
+    // takes the lease again at once (it is free) and runs the task, well
+    // before its next beat (the bound leaves the restart and a busy
+    // machine 4 s, and is still 2 s short of the beat).
+    let mut options = three_beat_lease();
+    options.heartbeat_interval = Duration::from_secs(6);
+    options.heartbeat_ttl = Duration::from_secs(18);
+    let mut redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let worker = leased_worker_with(
+        &url,
+        "emptied",
+        holder(11, "host-a", "/data/a"),
+        false,
+        options,
+    );
+    running(&worker).await;
+    just_renewed(&url, "emptied").await;
+    let renewed = Instant::now();
+    redis.restart();
+    forty_two(&url, "emptied").await;
+    let served = renewed.elapsed();
+    assert!(
+        served < Duration::from_secs(4),
+        "the task waited {served:?} after the restart, for the worker's next beat"
+    );
+    running(&worker).await;
+    let held = lease_of(&mut raw(&url).await, "emptied")
+        .await
+        .expect("held");
+    assert_eq!((held.pid, held.dir.as_str()), (11, "/data/a"));
+    worker.stop().await;
 }
