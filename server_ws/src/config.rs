@@ -14,6 +14,23 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 32;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 /// Default [`ServerConfig::max_script_bytes`]: 256 KiB, the engine's own default bound.
 pub const DEFAULT_MAX_SCRIPT_BYTES: usize = 256 << 10;
+/// Most elements a batch may have: a larger one gets one -32003 reply
+/// (`"limit": "max_batch_items"`) and none of it runs. Geth's default for the
+/// same limit; enough for any real batch (a batch of requests cannot have
+/// more than [`ServerConfig::max_in_flight`] running at once anyway), and it
+/// keeps the reply to a batch of junk near 100 KB instead of growing with the
+/// message.
+pub const MAX_BATCH_ITEMS: usize = 1000;
+/// Most bytes of replies a connection keeps queued for its socket and not yet
+/// taken by it (actix's 32 KiB write buffer and the kernel's send buffer come
+/// on top). A reply that finds no room waits for it, and while one waits (or
+/// there is no room) the connection reads no further message; a reply larger
+/// than this goes out alone. So a client that does not read its replies costs
+/// at most this, plus the replies of the calls it had in flight when reading
+/// stopped ([`ServerConfig::max_in_flight`], a batch's replies counting as one
+/// array), until it is dropped by the client timeout. A client that reads
+/// loses nothing: the kernel's send buffer keeps its socket fed.
+pub const MAX_UNSENT_BYTES: usize = 1 << 20;
 
 /// Configuration of one circle's server.
 #[derive(Debug, Clone)]
@@ -102,7 +119,9 @@ impl ServerConfig {
 pub struct ServerTiming {
     /// How often the server pings each client. Default 10 s.
     pub heartbeat_interval: Duration,
-    /// A client that sends nothing (not even a pong) for this long is dropped. Default 30 s.
+    /// A client that sends nothing (not even a pong) for this long is dropped,
+    /// and so is one that takes none of its replies for this long while the
+    /// server has stopped reading it ([`crate::MAX_UNSENT_BYTES`]). Default 30 s.
     pub client_timeout: Duration,
     /// On shutdown, how long a connection waits for its in-flight requests to be
     /// answered before it closes with 1001. Default 5 s.

@@ -1,6 +1,7 @@
 //! One WebSocket connection's read loop ([`serve`]): takes each frame (read
-//! ahead or fresh), turns it into a step, hands text to `dispatch`, pings the
-//! client, and on the way out closes with the code that says why it ended.
+//! ahead or fresh; none while the outbox is full), turns it into a step,
+//! hands text to `dispatch`, pings the client, and on the way out closes
+//! with the code that says why it ended.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use crate::dispatch::handle_text;
 use crate::end::{self, End, within};
 use crate::fragments::{Assembled, Assembler};
 use crate::frame_guard::OVERSIZE_PONG;
+use crate::outbox::Outbox;
 use crate::reader::{Frame, Io, Reader, client_side_ended, not_utf8};
 use crate::rpc;
 use crate::status::ConnectionGuard;
@@ -32,11 +34,11 @@ enum Step {
 /// (one of the circle's connections) meanwhile.
 pub(crate) async fn serve(
     shared: Arc<Shared>,
-    session: Session,
+    outbox: Outbox,
     stream: MessageStream,
     _slot: ConnectionGuard,
 ) {
-    let mut connection = Connection::new(shared, session, stream);
+    let mut connection = Connection::new(shared, outbox, stream);
     log::debug!(circle:% = connection.circle; "circle {}: client connected", connection.circle);
     let end = connection.read_until_end().await;
     connection.finish(end).await;
@@ -45,7 +47,11 @@ pub(crate) async fn serve(
 /// One connection's state, for the steps of [`serve`].
 struct Connection {
     shared: Arc<Shared>,
+    /// For control frames; replies go through `outbox`.
     session: Session,
+    outbox: Outbox,
+    /// What the socket had taken at the last heartbeat (see [`Outbox::taken`]).
+    taken: u64,
     reader: Reader,
     circle: String,
     timing: ServerTiming,
@@ -63,7 +69,7 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(shared: Arc<Shared>, session: Session, stream: MessageStream) -> Connection {
+    fn new(shared: Arc<Shared>, outbox: Outbox, stream: MessageStream) -> Connection {
         let timing = shared.timing.clone();
         let mut heartbeat = tokio::time::interval_at(
             Instant::now() + timing.heartbeat_interval,
@@ -80,7 +86,9 @@ impl Connection {
             stall: timing.client_timeout,
             timing,
             reader: Reader::new(stream),
-            session,
+            session: outbox.session().clone(),
+            outbox,
+            taken: 0,
             shared,
         }
     }
@@ -113,13 +121,20 @@ impl Connection {
 
     /// The next frame to handle: those read ahead first, in order; once they
     /// are handled, the end already known; otherwise the client's next frame,
-    /// while shutdown, finished calls and the heartbeat are seen to.
+    /// while shutdown, finished calls and the heartbeat are seen to. While
+    /// the outbox is full nothing is taken (backpressure on a client that
+    /// does not read its replies); the heartbeat goes on, so such a client is
+    /// dropped once it has neither read nor been heard from for the client
+    /// timeout.
     async fn next_frame(&mut self) -> Result<Frame, End> {
         loop {
-            if let Some(frame) = self.reader.take_early() {
-                return Ok(frame);
-            } else if let Some(end) = self.reader.ended.take() {
-                return Err(end);
+            let held = self.reader.ended.is_none() && self.outbox.is_full();
+            if !held {
+                if let Some(frame) = self.reader.take_early() {
+                    return Ok(frame);
+                } else if let Some(end) = self.reader.ended.take() {
+                    return Err(end);
+                }
             }
             let circle = &self.circle;
             tokio::select! {
@@ -134,6 +149,13 @@ impl Connection {
                     continue;
                 }
                 _ = self.heartbeat.tick() => {
+                    // A client that takes its replies is alive, even if what it
+                    // sent meanwhile is not read yet (the outbox was full).
+                    let taken = self.outbox.taken();
+                    if taken != self.taken {
+                        self.taken = taken;
+                        self.last_seen = Instant::now();
+                    }
                     if self.last_seen.elapsed() >= self.timing.client_timeout {
                         return Err(End::Dead);
                     }
@@ -142,7 +164,8 @@ impl Connection {
                         Err(end) => return Err(end),
                     }
                 }
-                msg = self.reader.stream.recv() => return msg.ok_or(End::Gone),
+                () = self.outbox.room(), if held => continue,
+                msg = self.reader.stream.recv(), if !held => return msg.ok_or(End::Gone),
             }
         }
     }
@@ -199,6 +222,7 @@ impl Connection {
             Step::Handle(text) => {
                 let mut io = Io {
                     session: &mut self.session,
+                    outbox: &mut self.outbox,
                     reader: &mut self.reader,
                     stall: self.stall,
                     status: &self.shared.status,
@@ -210,7 +234,7 @@ impl Connection {
             Step::Reply(reply) => {
                 let text = reply.to_string();
                 self.shared.status.sent(text.len());
-                within(self.stall, self.session.text(text)).await
+                within(self.stall, self.outbox.text(text)).await
             }
             Step::Pong(bytes) => within(self.stall, self.session.pong(&bytes)).await,
             Step::Skip => Ok(()),

@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
-use actix_ws::Session;
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::circle::Shared;
 use crate::end::End;
+use crate::outbox::Outbox;
 use crate::play;
 use crate::reader::{Io, while_reading};
 use crate::rpc::{self, Incoming, Item};
@@ -54,10 +54,14 @@ pub(crate) async fn handle_text(
             Admitted::Silent => {}
             Admitted::Call(call) => {
                 let shared = Arc::clone(shared);
-                let mut session = io.session.clone();
+                let mut outbox = io.outbox.clone();
                 io.reader.requests.spawn_local(async move {
                     let reply = run_call(&shared, call).await;
-                    send(&shared, &mut session, &reply).await;
+                    // Its slot is free again: a notification waiting for one
+                    // must not wait for this client to read. What waits for
+                    // room in the outbox is bounded all the same: while
+                    // anything does, the connection is not read.
+                    send(&shared, &mut outbox, &reply).await;
                 });
             }
             Admitted::Notify(script, permit) => notify(shared, io, &script, permit).await,
@@ -66,7 +70,7 @@ pub(crate) async fn handle_text(
             // Each call starts as soon as it is admitted (a later
             // notification may wait for the slot an earlier item frees);
             // whoever settles the last item sends the array, in item order.
-            let batch = Arc::new(Batch::new(items.len(), io.session.clone()));
+            let batch = Arc::new(Batch::new(items.len(), io.outbox.clone()));
             // At most one array is sent from here (the one the last item
             // settles); a failed send does not stop the items after it (a
             // notification among them must run).
@@ -85,7 +89,7 @@ pub(crate) async fn handle_text(
                         io.reader.requests.spawn_local(async move {
                             let reply = run_call(&shared, call).await;
                             if let Some(replies) = batch.settle(index, Some(reply)) {
-                                send(&shared, &mut batch.session.clone(), &replies).await;
+                                send(&shared, &mut batch.outbox.clone(), &replies).await;
                             }
                         });
                         None
@@ -153,14 +157,14 @@ async fn wait_for_slot(
 /// The replies of one batch as its items settle.
 struct Batch {
     slots: std::sync::Mutex<(Vec<Option<Value>>, usize)>,
-    session: Session,
+    outbox: Outbox,
 }
 
 impl Batch {
-    fn new(len: usize, session: Session) -> Batch {
+    fn new(len: usize, outbox: Outbox) -> Batch {
         Batch {
             slots: std::sync::Mutex::new((vec![None; len], len)),
-            session,
+            outbox,
         }
     }
 
@@ -229,7 +233,8 @@ async fn admit(shared: &Shared, permits: &Arc<Semaphore>, item: Item, io: &mut I
     }
 }
 
-/// Runs one admitted request; its reply.
+/// Runs one admitted request; its reply. Its slot is freed once the reply
+/// is made, before it is queued for the client.
 async fn run_call(shared: &Shared, call: Call) -> Value {
     let _counted = shared.status.call_started();
     let reply = play::play(shared, &call.id, &call.script).await;
@@ -237,10 +242,11 @@ async fn run_call(shared: &Shared, call: Call) -> Value {
     reply
 }
 
-/// A reply from a request task; the read loop watches the connection's health.
-async fn send(shared: &Shared, session: &mut Session, reply: &Value) {
+/// A reply from a request task, once the outbox has room for it; the read
+/// loop watches the connection's health.
+async fn send(shared: &Shared, outbox: &mut Outbox, reply: &Value) {
     let text = reply.to_string();
     shared.status.sent(text.len());
     // A failed send means the client is gone; the read loop notices on its own.
-    let _ = session.text(text).await;
+    let _ = outbox.text(text).await;
 }

@@ -33,6 +33,8 @@
 //! - `reader`: reading ahead while a notification is pushed or waits for a
 //!   slot, and the connection's calls in flight;
 //! - `play`: the `play` method through [`client::Client`], and its replies;
+//! - `outbox`: the replies queued for a socket, kept within
+//!   [`MAX_UNSENT_BYTES`] (a client that does not read is not read either);
 //! - `end`: why a connection ends and the close frame that says so;
 //! - `rpc`: JSON-RPC parsing and every reply the server builds;
 //! - `circle`: what every connection of one circle shares;
@@ -104,6 +106,7 @@ pub mod fuzzing;
 mod host;
 mod local;
 mod origin;
+mod outbox;
 mod pause;
 mod play;
 mod reader;
@@ -118,8 +121,8 @@ pub use auth::{
 };
 pub use config::{
     DEFAULT_DELIVERED_TTL, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT,
-    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_SCRIPT_BYTES, DEFAULT_TASK_TIMEOUT, Principal,
-    ServerConfig, ServerTiming,
+    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_SCRIPT_BYTES, DEFAULT_TASK_TIMEOUT, MAX_BATCH_ITEMS,
+    MAX_UNSENT_BYTES, Principal, ServerConfig, ServerTiming,
 };
 pub use host::{CircleServer, HOST_WORKERS, run, run_many, run_many_pausable, run_with};
 pub use origin::is_allowed as origin_allowed;

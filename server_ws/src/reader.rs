@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use crate::circle::Shared;
 use crate::end::{self, End, within};
 use crate::frame_guard::OVERSIZE_PONG;
+use crate::outbox::Outbox;
 use crate::status::ServerStatus;
 
 /// One frame as the stream yields it.
@@ -171,7 +172,10 @@ pub(crate) fn not_utf8(e: &std::io::Error) -> bool {
 
 /// What handling a message may use of the connection.
 pub(crate) struct Io<'a> {
+    /// For control frames while reading ahead.
     pub(crate) session: &'a mut Session,
+    /// For replies.
+    pub(crate) outbox: &'a mut Outbox,
     pub(crate) reader: &'a mut Reader,
     pub(crate) stall: Duration,
     /// Where the bytes of replies sent are counted.
@@ -187,7 +191,7 @@ impl Io<'_> {
         }
         let text = reply.to_string();
         self.status.sent(text.len());
-        within(self.stall, self.session.text(text)).await
+        within(self.stall, self.outbox.text(text)).await
     }
 }
 

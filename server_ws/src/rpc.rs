@@ -3,6 +3,8 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::config::MAX_BATCH_ITEMS;
+
 /// Invalid JSON.
 pub const PARSE_ERROR: i64 = -32700;
 /// Not a valid request object (wrong `jsonrpc`, bad `id`, `method` not a string, empty batch…).
@@ -46,7 +48,8 @@ pub enum Item {
 pub enum Incoming {
     /// A single request (or a reply to a message that was not one).
     Single(Item),
-    /// A non-empty batch; answered with an array of the non-silent replies.
+    /// A non-empty batch of at most [`MAX_BATCH_ITEMS`] elements; answered
+    /// with an array of the non-silent replies.
     Batch(Vec<Item>),
 }
 
@@ -70,6 +73,20 @@ pub fn parse(text: &str) -> Incoming {
             "invalid request: empty batch",
             None,
         ))),
+        // Refused whole, before any element is looked at: answering each
+        // element of a message full of junk would send back far more than
+        // came in.
+        Value::Array(elements) if elements.len() > MAX_BATCH_ITEMS => {
+            Incoming::Single(Item::Reply(limit_exceeded(
+                &Value::Null,
+                &format!(
+                    "batch of {} elements exceeds the limit of {MAX_BATCH_ITEMS} elements",
+                    elements.len()
+                ),
+                "max_batch_items",
+                MAX_BATCH_ITEMS,
+            )))
+        }
         Value::Array(elements) => Incoming::Batch(elements.into_iter().map(item).collect()),
         other => Incoming::Single(item(other)),
     }
@@ -350,6 +367,29 @@ mod tests {
     #[test]
     fn empty_batch_is_one_invalid_request() {
         assert_eq!(code_of(&single("[]")), INVALID_REQUEST);
+    }
+
+    #[test]
+    fn a_batch_over_the_limit_is_one_limit_error_naming_the_count() {
+        let batch = |n: usize| format!("[{}]", vec!["1"; n].join(","));
+        let Incoming::Single(Item::Reply(reply)) = parse(&batch(MAX_BATCH_ITEMS + 1)) else {
+            panic!("expected one reply")
+        };
+        assert_eq!(reply["id"], Value::Null);
+        assert_eq!(reply["error"]["code"], LIMIT_EXCEEDED);
+        assert_eq!(
+            reply["error"]["data"],
+            json!({"limit": "max_batch_items", "max": MAX_BATCH_ITEMS})
+        );
+        let message = reply["error"]["message"].as_str().expect("a message");
+        assert!(
+            message.contains(&(MAX_BATCH_ITEMS + 1).to_string()),
+            "{message}"
+        );
+        let Incoming::Batch(items) = parse(&batch(MAX_BATCH_ITEMS)) else {
+            panic!("a batch at the limit is a batch")
+        };
+        assert_eq!(items.len(), MAX_BATCH_ITEMS);
     }
 
     #[test]

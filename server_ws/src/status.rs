@@ -10,6 +10,7 @@ use telemetry::Rejection;
 pub struct ServerStatus {
     connections: AtomicUsize,
     in_flight: AtomicUsize,
+    unsent: AtomicUsize,
     requests: AtomicU64,
     refused_upgrades: AtomicU64,
     broker_unavailable: AtomicU64,
@@ -36,6 +37,13 @@ impl ServerStatus {
     /// `play` calls submitted and not yet answered, over all connections.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of replies queued for the circle's sockets and not yet taken by
+    /// them, over all connections: at most [`crate::MAX_UNSENT_BYTES`] per
+    /// connection.
+    pub fn unsent_bytes(&self) -> usize {
+        self.unsent.load(Ordering::Relaxed)
     }
 
     /// `play` calls accepted since the server started (notifications included).
@@ -98,6 +106,16 @@ impl ServerStatus {
         if let Some(m) = &self.metrics {
             m.sent(bytes);
         }
+    }
+
+    /// Records `bytes` of replies queued for a socket.
+    pub(crate) fn queued(&self, bytes: usize) {
+        self.unsent.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Records `bytes` of queued replies taken by the socket (or dropped with it).
+    pub(crate) fn taken(&self, bytes: usize) {
+        self.unsent.fetch_sub(bytes, Ordering::Relaxed);
     }
 
     pub(crate) fn call_started(self: &Arc<Self>) -> CallGuard {

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
+use actix_web::body::BoxBody;
 use actix_web::error::PayloadError;
 use actix_web::http::header;
 use actix_web::web::Bytes;
@@ -18,6 +19,7 @@ use telemetry::Rejection;
 use crate::circle::Routes;
 use crate::circle::Shared;
 use crate::frame_guard::FrameGuard;
+use crate::outbox::Outbox;
 use crate::{auth, connection, origin};
 
 /// The body of every 401: the same for a missing and a wrong token.
@@ -96,12 +98,17 @@ pub(crate) async fn upgrade(
     // or it drops the connection.
     let protocols: Vec<&str> = subprotocol.iter().map(String::as_str).collect();
     let (response, session, stream) = actix_ws::handle_with_protocols(&req, body, &protocols)?;
+    // The body actix-ws made, wrapped to see what the socket takes: the
+    // connection's replies queued for it stay within MAX_UNSENT_BYTES.
+    let (response, body) = response.into_parts();
+    let (outbox, drain) = Outbox::new(session, body, Arc::clone(&shared.status));
+    let response = response.set_body(BoxBody::new(drain));
     // Oversize data frames never reach the codec (the frame guard answers
     // them); its own limit only has to let control frames (at most 125
     // bytes) and the guard's stand-ins through, whatever the message limit.
     let stream = stream.max_frame_size(shared.config.max_message_bytes.max(125));
     let host_slot = shared.host_open.try_connect(usize::MAX);
-    let serving = connection::serve(Arc::clone(&shared), session, stream, slot);
+    let serving = connection::serve(Arc::clone(&shared), outbox, stream, slot);
     actix_web::rt::spawn(async move {
         let _host_slot = host_slot;
         serving.await;

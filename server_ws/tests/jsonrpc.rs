@@ -188,6 +188,59 @@ async fn a_mixed_batch_is_answered_with_an_array_without_the_notifications() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_over_the_limit_gets_one_32003_and_one_at_the_limit_is_answered_item_by_item() {
+    let max = server_ws::MAX_BATCH_ITEMS;
+    let fx = Fixture::start(|_| {}).await;
+    let mut ws = fx.connect().await;
+    // Over the limit: one error for the whole batch, and none of it runs
+    // (not even the play in front).
+    let mut over =
+        vec![json!({"jsonrpc":"2.0","id":"first","method":"play","params":{"script":"echo:no"}})];
+    over.extend(std::iter::repeat_n(json!(1), max));
+    let reply = call(&mut ws, &Value::Array(over).to_string()).await;
+    assert!(
+        reply.is_object(),
+        "one error, not an array of {} replies",
+        reply.as_array().map_or(0, Vec::len)
+    );
+    assert_eq!(reply["id"], Value::Null);
+    assert_eq!(code(&reply), codes::LIMIT_EXCEEDED);
+    assert_eq!(
+        reply["error"]["data"],
+        json!({"limit": "max_batch_items", "max": max})
+    );
+    let message = reply["error"]["message"].as_str().expect("a message");
+    assert!(
+        message.contains(&(max + 1).to_string()) && message.contains(&max.to_string()),
+        "the message names the count and the limit: {message}"
+    );
+    assert_eq!(fx.status.requests(), 0, "nothing of it ran");
+
+    // At the limit: every item answered, in order, the plays run.
+    let at: Vec<Value> = (0..max)
+        .map(|i| match i % 100 {
+            0 => json!({"jsonrpc":"2.0","id":i,"method":"play","params":{"script":format!("echo:{i}")}}),
+            _ => json!({"jsonrpc":"2.0","id":i,"method":"nope"}),
+        })
+        .collect();
+    let reply = call(&mut ws, &Value::Array(at).to_string()).await;
+    let replies = reply.as_array().expect("a batch reply is an array");
+    assert_eq!(replies.len(), max);
+    for (i, reply) in replies.iter().enumerate() {
+        assert_eq!(reply["id"], i, "in item order");
+        if i % 100 == 0 {
+            assert_eq!(reply["result"]["output"], i.to_string());
+        } else {
+            assert_eq!(code(reply), codes::METHOD_NOT_FOUND);
+        }
+    }
+
+    // The connection keeps serving.
+    let reply = call(&mut ws, &play("after", "echo:after")).await;
+    assert_eq!(reply["result"]["output"], "after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_batch_is_one_invalid_request_and_an_all_notification_batch_is_silent() {
     let fx = Fixture::start(|_| {}).await;
     let mut ws = fx.connect().await;

@@ -1,0 +1,127 @@
+//! A client that does not read its replies: what the server keeps queued for
+//! it stays within `MAX_UNSENT_BYTES`, the server stops reading it instead
+//! of taking in more work, and reading later delivers every reply.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{Fixture, PROMPTLY, eventually, play, recv, send};
+use server_ws::{MAX_UNSENT_BYTES, ServerStatus};
+
+/// The output of each reply: a reply alone fills the outbox.
+const BIG: usize = 1 << 20;
+/// Requests the client sends: far more than the outbox, the socket buffers
+/// and the replies waiting for room can take.
+const SENT: usize = 40;
+/// Long enough for a request the server reads to be run and answered; past
+/// it the server is taken to have stopped reading.
+const TAKEN_IN: Duration = Duration::from_secs(3);
+
+/// Whether `f` holds within `limit`.
+async fn within(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !f() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    true
+}
+
+/// Whether the server took in request number `n` (from 1) and has answered it.
+fn answered(status: &ServerStatus, n: usize) -> bool {
+    status.requests() == n as u64 && status.in_flight() == 0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_read_is_not_read_either_and_later_gets_every_reply() {
+    // Slots for all, so no request is refused once reading resumes.
+    let fx = Fixture::start(|c| c.max_in_flight = SENT).await;
+    let status = fx.status.clone();
+    let mut ws = fx.connect().await;
+    let big = format!("big:{BIG}");
+    // One request at a time, each once the one before was answered, never
+    // reading: while the socket buffers and the outbox take the replies the
+    // server goes on; then it stops reading, so the requests after are not
+    // submitted.
+    let mut taken_in = SENT;
+    for id in 0..SENT {
+        send(&mut ws, &play(id, &big)).await;
+        if !within(TAKEN_IN, || answered(&status, id + 1)).await {
+            taken_in = id;
+            break;
+        }
+    }
+    assert!(
+        taken_in < SENT,
+        "the server took in all {SENT} requests of {BIG} bytes each from a client that \
+         read nothing"
+    );
+    for id in taken_in + 1..SENT {
+        send(&mut ws, &play(id, &big)).await;
+    }
+    assert_eq!(
+        status.requests(),
+        taken_in as u64,
+        "requests were submitted after the server stopped reading"
+    );
+    let unsent = status.unsent_bytes();
+    assert!(
+        unsent <= MAX_UNSENT_BYTES,
+        "{unsent} bytes queued for a client that does not read (limit {MAX_UNSENT_BYTES})"
+    );
+    // Reading delivers every reply, each whole.
+    let mut ids = BTreeSet::new();
+    for _ in 0..SENT {
+        let reply = recv(&mut ws).await;
+        assert_eq!(
+            reply["result"]["output"].as_str().map(str::len),
+            Some(BIG),
+            "reply {} is not the result",
+            reply["id"]
+        );
+        ids.insert(reply["id"].as_u64().expect("a numeric id"));
+    }
+    assert_eq!(ids, (0..SENT as u64).collect::<BTreeSet<_>>());
+    assert_eq!(status.requests(), SENT as u64);
+    eventually("the outbox to empty", || status.unsent_bytes() == 0).await;
+    ws.close(None).await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_dropped_holding_no_more_than_the_outbox() {
+    let timing =
+        server_ws::ServerTiming::heartbeat(Duration::from_millis(50), Duration::from_millis(300));
+    let fx = Fixture::start_with(|c| c.max_in_flight = SENT, timing, true).await;
+    let status = fx.status.clone();
+    let mut ws = fx.connect().await;
+    for id in 0..SENT {
+        send(&mut ws, &play(id, &format!("big:{BIG}"))).await;
+    }
+    // Never reading: the server stops reading too, queues at most the
+    // outbox, and drops the client once it has taken nothing for the client
+    // timeout.
+    let deadline = tokio::time::Instant::now() + PROMPTLY;
+    while status.connections() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the client that never reads was never dropped"
+        );
+        let unsent = status.unsent_bytes();
+        assert!(
+            unsent <= MAX_UNSENT_BYTES,
+            "{unsent} bytes queued (limit {MAX_UNSENT_BYTES})"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eventually("its requests to be abandoned", || status.in_flight() == 0).await;
+    // What was queued is let go with the socket.
+    drop(ws);
+    eventually("what was queued to be let go", || {
+        status.unsent_bytes() == 0
+    })
+    .await;
+}
