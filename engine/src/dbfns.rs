@@ -22,18 +22,7 @@ use crate::context;
 use crate::txn::TxnError;
 use crate::value;
 
-/// A failure raised by a `db::` function. Scripts that catch it can read
-/// `e.kind` and `e.message`; printing it shows the message.
-#[derive(Debug, Clone)]
-pub struct DbFault {
-    /// How the engine reports it.
-    pub kind: ErrorKind,
-    /// A user-facing message.
-    pub message: String,
-    /// Where the `db::` call is. Kept here because Rhai moves the position of
-    /// an uncatchable error to the outermost function call.
-    pub pos: Position,
-}
+use crate::fault::DbFault;
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
 

@@ -8,7 +8,7 @@ use rhai::{EvalAltResult, LexError, ParseError, ParseErrorType, Position};
 use crate::context::{
     CANCEL_TOKEN, MEMORY_TOKEN, NESTING_TOKEN, OPERATIONS_TOKEN, TASK_DEADLINE_TOKEN, TIMEOUT_TOKEN,
 };
-use crate::dbfns::DbFault;
+use crate::fault::DbFault;
 use crate::{ErrorKind, Limits, ScriptError};
 
 fn at(kind: ErrorKind, message: String, pos: Position) -> ScriptError {

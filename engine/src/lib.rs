@@ -66,6 +66,7 @@ pub mod clock;
 mod context;
 mod dbfns;
 mod errors;
+mod fault;
 mod identity;
 mod nesting;
 mod run;

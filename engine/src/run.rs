@@ -141,7 +141,7 @@ fn render(engine: &rhai::Engine, value: Dynamic, max: usize) -> Result<String, S
     } else if let Some(text) = crate::nesting::container_text(engine, &value) {
         // Nesting checked by `check_sizes`.
         text
-    } else if let Some(fault) = value.read_lock::<crate::dbfns::DbFault>() {
+    } else if let Some(fault) = value.read_lock::<crate::fault::DbFault>() {
         // What the script's `to_string` gives, not the type's name.
         fault.message.clone()
     } else {

@@ -186,7 +186,7 @@ fn unsupported(value: &Dynamic) -> String {
         "a blob".to_string()
     } else if value.is_char() {
         "a character (convert it with to_string() to store text)".to_string()
-    } else if value.is::<crate::dbfns::DbFault>() {
+    } else if value.is::<crate::fault::DbFault>() {
         "a DbError (store its .kind or .message)".to_string()
     } else if value.is::<std::ops::Range<INT>>() || value.is::<std::ops::RangeInclusive<INT>>() {
         "a range".to_string()
