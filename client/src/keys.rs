@@ -73,7 +73,8 @@ pub fn gateways(queue: &str) -> String {
 
 /// `rhai_queue_fence:<queue>`: STRING counter (never expires), `INCR`ed each
 /// time [`queue_owner`] changes hands; the new value is the lease's fencing
-/// token.
+/// token. Made, the first time or after a Redis that restarted empty, from
+/// Redis' clock in milliseconds, so a token is never given twice.
 pub fn queue_fence(queue: &str) -> String {
     format!("rhai_queue_fence:{queue}")
 }

@@ -314,3 +314,50 @@ async fn a_fenced_idle_pop_drops_a_second_copy_of_a_held_id() {
     );
     assert!(listed(&mut conn, &keys::tasks("q")).await.is_empty());
 }
+
+/// Redis restarted empty: the lease and its fence counter are gone. The
+/// next holder's token is past every token given before, so a worker cut
+/// off with an old token cannot renew the new lease (nor pass its fence:
+/// a claim compares the token as a renewal does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_given_after_redis_restarted_empty_is_new_and_the_old_one_renews_nothing() {
+    let mut redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let options = BrokerOptions::new(TTL);
+    let a = WorkerBroker::new(&url, "q", "a", &options).expect("broker");
+    let b = WorkerBroker::new(&url, "q", "b", &options).expect("broker");
+    let old = a
+        .acquire_lease(&holder(1, "/data/a"), TTL)
+        .await
+        .expect("redis")
+        .expect("taken");
+    redis.kill();
+    redis.restart();
+    let mut taken = None;
+    for _ in 0..100 {
+        match b.acquire_lease(&holder(2, "/data/b"), TTL).await {
+            Ok(lease) => {
+                taken = Some(lease.expect("free after the restart: taken"));
+                break;
+            }
+            // The connection the restart cut: asked again.
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let taken = taken.expect("the lease taken after the restart");
+    assert!(
+        taken.token > old.token,
+        "token {} given again after {}",
+        taken.token,
+        old.token
+    );
+    let mut renewed = a.renew_lease(old.token, TTL).await;
+    if renewed.is_err() {
+        renewed = a.renew_lease(old.token, TTL).await;
+    }
+    assert_eq!(
+        renewed.expect("redis"),
+        Err(Some(taken.clone())),
+        "the old token renews nothing"
+    );
+}

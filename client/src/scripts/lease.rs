@@ -13,11 +13,23 @@ use crate::keys;
 /// fresh token from the fence counter and the TTL. KEYS: owner key, fence
 /// key. ARGV: pid, `<host>|<dir>`, ttl ms. Returns `{1, lease}` when taken,
 /// `{0, lease}` with the holder's lease otherwise.
+///
+/// A counter that is missing (a Redis that restarted empty) starts from
+/// Redis' clock in milliseconds, not from 0: a worker cut off before the
+/// restart may still hold a token of the lost counter, and a new holder
+/// given the same token again would pass its fence (a renewal and a claim
+/// compare the token alone). The counter grows by one per change of hands,
+/// far slower than the clock, so a restarted counter starts past every
+/// token the lost one gave.
 static ACQUIRE_LEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local cur = redis.call('GET', KEYS[1])
 if cur and string.match(cur, '^[^|]*|[^|]*|(.*)$') ~= ARGV[2] then return { 0, cur } end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  local t = redis.call('TIME')
+  redis.call('SET', KEYS[2], string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000)))
+end
 local token = redis.call('INCR', KEYS[2])
 local lease = string.format('%d', token) .. '|' .. ARGV[1] .. '|' .. ARGV[2]
 redis.call('SET', KEYS[1], lease, 'PX', ARGV[3])
