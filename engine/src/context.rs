@@ -93,31 +93,50 @@ impl RunState {
             return;
         }
         let max = self.max_printed;
+        self.printed_truncated = true;
         let marker = format!("[output truncated at {max} bytes]\n");
         if self.printed.len() + marker.len() > max {
-            // Whole lines that leave room for the marker.
-            let fit = max.saturating_sub(marker.len());
-            let end = self.printed[..fit.min(self.printed.len())]
-                .rfind('\n')
-                .map_or(0, |i| i + 1);
-            self.printed.truncate(end);
+            // Whole lines that leave room for the marker (`\n` is ASCII, so
+            // a cut after one is a character boundary).
+            let fit = max.saturating_sub(marker.len()).min(self.printed.len());
+            match self.printed.as_bytes()[..fit]
+                .iter()
+                .rposition(|&b| b == b'\n')
+            {
+                Some(at) => self.printed.truncate(at + 1),
+                None => {
+                    // Not even the first line fits beside the marker: a
+                    // part of it, marked so.
+                    let printed = std::mem::take(&mut self.printed);
+                    let first = printed.split('\n').next().unwrap_or_default();
+                    self.keep_part(first, &marker);
+                    return;
+                }
+            }
         }
         if self.printed.is_empty() {
-            let partial = format!("[output truncated at {max} bytes, within the line above]\n");
-            let mut cut = max.saturating_sub(partial.len() + 1).min(line.len());
-            while !line.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            if cut > 0 {
-                self.printed.push_str(&line[..cut]);
-                self.printed.push('\n');
-                self.printed.push_str(&partial);
-                self.printed_truncated = true;
-                return;
-            }
+            self.keep_part(line, &marker);
+        } else {
+            self.printed.push_str(&marker);
         }
-        self.printed.push_str(&marker);
-        self.printed_truncated = true;
+    }
+
+    /// The start of `line` (the first printed) and a marker saying it is cut;
+    /// `marker` alone when no part of it fits.
+    fn keep_part(&mut self, line: &str, marker: &str) {
+        let max = self.max_printed;
+        let partial = format!("[output truncated at {max} bytes, within the line above]\n");
+        let mut cut = max.saturating_sub(partial.len() + 1).min(line.len());
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        if cut == 0 {
+            self.printed.push_str(marker);
+            return;
+        }
+        self.printed.push_str(&line[..cut]);
+        self.printed.push('\n');
+        self.printed.push_str(&partial);
     }
 
     /// Ends the run: drops its cancel flag, output and any uncommitted writes.
@@ -260,6 +279,11 @@ impl Tick {
     #[cold]
     #[inline(never)]
     fn slow(&self, n: u64) -> Option<&'static str> {
+        // The first reason stays.
+        if let Some(token) = self.stopped.get() {
+            self.next.set(0);
+            return Some(token);
+        }
         if self.over_memory() {
             self.stop_with(MEMORY_TOKEN);
             return Some(MEMORY_TOKEN);
@@ -294,7 +318,8 @@ impl Tick {
     #[inline]
     fn over_memory(&self) -> bool {
         self.metered.get().is_some_and(|m| {
-            (m.held().wrapping_sub(self.memory_base.get()) as i64) > self.max_memory.get() as i64
+            let held = m.held().wrapping_sub(self.memory_base.get()) as i64;
+            held > 0 && held as u64 > self.max_memory.get()
         })
     }
 

@@ -132,10 +132,11 @@ pub struct Limits {
     /// waiting for the commit). Counted where the process allocates through
     /// jemalloc, as the orchestrator does (elsewhere it reads nothing and
     /// bounds nothing), and checked at every operation, so a run stops at
-    /// most one operation past it (one operation allocates at most about
-    /// 16 MiB under the other defaults: an array of 1,000,000 elements).
-    /// 0 for none. Default 256 MiB: room for 1,000 writes of 256 KiB
-    /// values held until the commit.
+    /// most one operation past it (one operation can allocate some tens of
+    /// MiB under the other defaults: an array of 1,000,000 elements, each a
+    /// short string of its own). 0 or `usize::MAX` for none. Default
+    /// 256 MiB: room for 1,000 writes of 256 KiB values held until the
+    /// commit.
     pub max_memory_bytes: usize,
 }
 

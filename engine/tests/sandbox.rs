@@ -195,6 +195,38 @@ fn printed_output_is_cut_after_whole_lines() {
         marker,
         "[output truncated at 64 bytes, within the line above]\n"
     );
+    // A first line that fits alone but not beside the marker: a part of it,
+    // not of the line after it.
+    let o = c.ok("let a = \"\"; a.pad(50, 'a'); let b = \"\"; b.pad(20, 'b'); print(a); print(b);");
+    assert!(o.printed.len() <= 64, "{}", o.printed);
+    let (start, marker) = o.printed.split_once('\n').expect("two lines");
+    assert!(
+        !start.is_empty() && start.bytes().all(|b| b == b'a'),
+        "{}",
+        o.printed
+    );
+    assert_eq!(
+        marker,
+        "[output truncated at 64 bytes, within the line above]\n"
+    );
+    // Lines of two-byte characters, cut at every length: whole lines only.
+    for max in 40..80 {
+        let c = Circle::with_limits(Limits {
+            max_output_bytes: max,
+            ..tight()
+        });
+        let o = c.ok("for i in 0..20 { print(\"éé\"); }");
+        assert!(
+            o.printed_truncated && o.printed.len() <= max,
+            "{max}: {}",
+            o.printed
+        );
+        let kept = o
+            .printed
+            .strip_suffix(&format!("[output truncated at {max} bytes]\n"))
+            .unwrap_or_else(|| panic!("{max}: {}", o.printed));
+        assert!(kept.lines().all(|l| l == "éé"), "{max}: {kept}");
+    }
 }
 
 #[test]

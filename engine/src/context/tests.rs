@@ -88,3 +88,23 @@ fn a_stop_marked_by_a_function_fails_the_next_operation() {
     );
     drop(run);
 }
+
+#[test]
+fn the_largest_memory_limit_bounds_nothing() {
+    let far = clock::add(clock::now(), std::time::Duration::from_secs(60));
+    let limits = Limits {
+        max_memory_bytes: usize::MAX,
+        ..only_operations(0)
+    };
+    let run = install(
+        &Caller::trusted(),
+        far,
+        TIMEOUT_TOKEN,
+        &Arc::new(AtomicBool::new(false)),
+        &limits,
+    );
+    let kept: Vec<u8> = vec![1; 1 << 20];
+    assert!(ticks(1000).iter().all(Option::is_none));
+    drop(kept);
+    drop(run);
+}
