@@ -319,8 +319,10 @@ impl Conn {
 
     /// [`Conn::query_pipe`], telling apart a failure because the connection
     /// it went out on was broken (closed or reset under it, as when Redis
-    /// restarted while the connection idled): `Ok(Err(_))`. Whether such a
-    /// pipeline reached Redis is unknown; the next request connects afresh.
+    /// restarted while the connection idled): `Ok(Err(_))`. Such a pipeline
+    /// ran in Redis or never will (the connection is gone); the next request
+    /// connects afresh. A reply that timed out is not such a failure: that
+    /// pipeline may still reach Redis later.
     pub(crate) async fn query_pipe_or_broken<T: redis::FromRedisValue>(
         &self,
         pipe: &redis::Pipeline,
@@ -328,7 +330,7 @@ impl Conn {
         let mut conn = self.get().await?;
         match pipe.query_async(&mut conn).await {
             Ok(value) => Ok(Ok(value)),
-            Err(e) if e.is_io_error() || e.is_connection_dropped() => Ok(Err(self.fail(e))),
+            Err(e) if e.is_connection_dropped() && !e.is_timeout() => Ok(Err(self.fail(e))),
             Err(e) => Err(self.fail(e)),
         }
     }

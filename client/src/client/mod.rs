@@ -162,6 +162,8 @@ impl Client {
     /// sent again once, on a fresh connection, as a script that writes only
     /// if the first try did not (see [`scripts::submit_again`]), so a task is
     /// never queued twice and a worker that took it already is not undone.
+    /// Only a broken connection is retried (the first try ran or never
+    /// will), never a reply that timed out (the first try may land later).
     async fn push(
         &self,
         queue: &str,
