@@ -797,9 +797,15 @@ fn a_stop_signal_sent_twice_at_once_is_one_request_and_a_later_one_stops_at_once
     {
         let sandbox = Sandbox::new();
         let (mut o, mut play) = running_a_script(&sandbox, &redis);
-        o.signal("INT");
-        std::thread::sleep(Duration::from_millis(20));
-        o.signal("INT");
+        // Both from one shell (its `kill` a builtin), 50 ms apart: far
+        // enough not to arrive as one, well within 250 ms.
+        let pid = o.pid();
+        let sent = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -s INT {pid}; sleep 0.05; kill -s INT {pid}"))
+            .status()
+            .expect("sh");
+        assert!(sent.success());
         let status = o.wait_exit(Duration::from_secs(30));
         assert_eq!(status.code(), Some(0), "{}", o.stderr());
         assert!(!o.stderr().contains("received again"), "{}", o.stderr());
@@ -813,7 +819,8 @@ fn a_stop_signal_sent_twice_at_once_is_one_request_and_a_later_one_stops_at_once
         o.signal("INT");
         std::thread::sleep(Duration::from_millis(1000));
         o.signal("INT");
-        let status = o.wait_exit(Duration::from_secs(3));
+        // Sooner than the drain (5 s) the first signal started.
+        let status = o.wait_exit(Duration::from_millis(4_500));
         assert_eq!(status.code(), Some(1), "{}", o.stderr());
         assert!(
             o.stderr().contains("SIGINT received again"),
