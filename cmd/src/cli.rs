@@ -445,6 +445,20 @@ fn origin(text: &str) -> Result<String, String> {
     {
         return Err(format!("`{text}` has a bad port `{port}`; {FORM}"));
     }
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "http" => Some("80"),
+        "https" => Some("443"),
+        _ => None,
+    };
+    if port.is_some() && port == default_port {
+        return Err(format!(
+            "`{text}` names the default port, which a browser leaves out of `Origin`; \
+             write it without the port ({FORM})"
+        ));
+    }
+    if !authority.starts_with('[') && host.contains(':') {
+        return Err(format!("`{text}` has no valid host; {FORM}"));
+    }
     if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!("`{text}` has no valid host; {FORM}"));
     }

@@ -49,7 +49,7 @@ pub async fn beat(
             () = stop.cancelled() => break,
         }
         let served = served(&roster);
-        let before: Vec<Option<bool>> = served.iter().map(|s| live(s)).collect();
+        let before: Vec<(Option<bool>, bool)> = served.iter().map(|s| live(s)).collect();
         // A sighting is no newer than the request that made it.
         let at = Instant::now();
         for (client, members) in clients.groups(served.iter().map(|s| &s.config)) {
@@ -96,8 +96,13 @@ fn served(roster: &Roster) -> Vec<Arc<CircleState>> {
         .collect()
 }
 
-fn live(state: &CircleState) -> Option<bool> {
-    state.sight.as_ref().and_then(|s| s.live())
+/// What the table shows of a circle's workers: whether one is live, and
+/// whether one was seen at all (see `CircleState::row`).
+fn live(state: &CircleState) -> (Option<bool>, bool) {
+    state
+        .sight
+        .as_ref()
+        .map_or((None, false), |s| (s.live(), s.seen_any()))
 }
 
 /// Takes the gateway out of the circles `states`, on each one's Redis

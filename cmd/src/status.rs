@@ -174,12 +174,9 @@ impl CircleState {
             .sight
             .as_ref()
             .is_some_and(server_ws::WorkerSight::seen_any);
-        let worker_live = self
-            .sight
-            .as_ref()
-            .and_then(|s| s.live())
-            .filter(|&live| seen_any || !live);
-        let waiting = !seen_any && self.sight.as_ref().and_then(|s| s.live()) == Some(true);
+        let sight_live = self.sight.as_ref().and_then(|s| s.live());
+        let worker_live = sight_live.filter(|&live| seen_any || !live);
+        let waiting = !seen_any && sight_live == Some(true);
         let stats = lock(&self.stats).latest.clone();
         let worker_lease = stats.as_ref().and_then(|s| s.lease.clone());
         let (worker, worker_detail, worker_restarts, worker_started, counts) = {

@@ -143,6 +143,9 @@ fn an_allowed_origin_must_be_an_origin_a_browser_can_send() {
         ("http://", "no valid host"),
         ("1http://x", "no valid scheme"),
         ("http://[::1", "unclosed `[`"),
+        ("http://ok.example:80", "default port"),
+        ("https://ok.example:443/", "default port"),
+        ("http://ok.example:80:90", "no valid host"),
     ] {
         let e = Cli::try_parse_from(["c", "--allowed-origin", bad]).expect_err(bad);
         assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
