@@ -74,7 +74,9 @@ pub fn gateways(queue: &str) -> String {
 /// `rhai_queue_fence:<queue>`: STRING counter (never expires), `INCR`ed each
 /// time [`queue_owner`] changes hands; the new value is the lease's fencing
 /// token. Made, the first time or after a Redis that restarted empty, from
-/// Redis' clock in milliseconds, so a token is never given twice.
+/// Redis' clock in milliseconds, past the tokens a lost counter gave (a
+/// counter restored behind, from an older snapshot or a lagging replica
+/// promoted, can still give one again).
 pub fn queue_fence(queue: &str) -> String {
     format!("rhai_queue_fence:{queue}")
 }

@@ -20,7 +20,9 @@ use crate::keys;
 /// given the same token again would pass its fence (a renewal and a claim
 /// compare the token alone). The counter grows by one per change of hands,
 /// far slower than the clock, so a restarted counter starts past every
-/// token the lost one gave.
+/// token the lost one gave. (A counter restored behind, from an older
+/// snapshot or a lagging replica promoted, is not missing: it can give a
+/// token again.)
 static ACQUIRE_LEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
