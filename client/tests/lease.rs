@@ -169,7 +169,10 @@ async fn a_claim_with_a_stale_token_is_refused_in_redis_and_the_task_stays_queue
     // No token yet (0): refused, nothing moved.
     assert_eq!(
         worker.pop_and_claim().await.expect("claim"),
-        Some(Claim::Fenced(String::new()))
+        Some(Claim::Fenced {
+            task_id: String::new(),
+            token: 0
+        })
     );
     // Our token: claimed.
     fence.set(lease.token);
@@ -197,13 +200,18 @@ async fn a_claim_with_a_stale_token_is_refused_in_redis_and_the_task_stays_queue
         written,
         "the result of a task claimed under the lease is kept"
     );
-    assert_eq!(next, Some(Claim::Fenced(String::new())));
+    // Each refusal names the token its claim carried.
+    let fenced = |task_id: &str| Claim::Fenced {
+        task_id: task_id.to_owned(),
+        token: lease.token,
+    };
+    assert_eq!(next, Some(fenced("")));
     assert_eq!(
         popper
             .pop_and_claim(Duration::from_secs(1))
             .await
             .expect("pop"),
-        Some(Claim::Fenced(second.clone()))
+        Some(fenced(&second))
     );
     assert_eq!(
         listed(&mut conn, &keys::tasks("q")).await,
@@ -225,13 +233,13 @@ async fn a_claim_with_a_stale_token_is_refused_in_redis_and_the_task_stays_queue
     // nothing moves.
     assert_eq!(
         worker.claim_batch(8).await.expect("claim batch"),
-        vec![Claim::Fenced(String::new())]
+        vec![fenced("")]
     );
     let done = worker
         .finish_batch(&[], &[], 8, false)
         .await
         .expect("finish batch");
-    assert_eq!(done.next, vec![Claim::Fenced(String::new())]);
+    assert_eq!(done.next, vec![fenced("")]);
     assert_eq!(
         listed(&mut conn, &keys::tasks("q")).await,
         vec![second.clone()],

@@ -128,8 +128,14 @@ impl Held {
         status.set(WorkerState::LeaseLost(reason));
     }
 
-    /// A claim was refused in Redis: the owner key holds another token.
-    pub(crate) fn refused(&self, cancels: &Cancels, status: &WorkerStatus) {
+    /// A claim carrying `token` was refused in Redis: the owner key holds
+    /// another token. A refusal of a token this worker no longer holds (the
+    /// keeper took the lease again while the claim was on its way) says
+    /// nothing of the lease it holds now.
+    pub(crate) fn refused(&self, token: u64, cancels: &Cancels, status: &WorkerStatus) {
+        if token != self.token() {
+            return;
+        }
         let reason = format!(
             "lease of queue {} lost: another worker holds it now (a claim was refused); \
              stopped taking its tasks",
@@ -382,6 +388,24 @@ mod tests {
         assert_eq!(self_stop_after(&options), Duration::from_secs(6));
         options.heartbeat_interval = Duration::from_secs(9);
         assert_eq!(self_stop_after(&options), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_refusal_of_a_token_no_longer_held_keeps_the_lease_held_now() {
+        let held = Held::new("q");
+        let (cancels, status) = (Cancels::default(), WorkerStatus::default());
+        held.take(7, Instant::now());
+        held.refused(6, &cancels, &status);
+        assert_eq!(
+            (held.token(), held.fence.token()),
+            (7, 7),
+            "an older token's refusal"
+        );
+        held.refused(0, &cancels, &status);
+        assert_eq!(held.token(), 7, "a claim sent while the lease was lost");
+        held.refused(7, &cancels, &status);
+        assert_eq!((held.token(), held.fence.token()), (0, 0));
+        assert!(matches!(status.state(), WorkerState::LeaseLost(_)));
     }
 
     #[test]

@@ -283,14 +283,15 @@ impl Taker<'_> {
                 );
                 self.ended_unrun(&FailureKind::Invalid);
             }
-            Claim::Fenced(task_id) => {
+            Claim::Fenced { task_id, token } => {
                 log::warn!(
                     queue = self.config.queue.as_str();
-                    "queue {}: claim refused, the lease is another's (moved id {task_id:?} went back)",
+                    "queue {}: claim with lease token {token} refused, the lease is another's \
+                     (moved id {task_id:?} went back)",
                     self.config.queue
                 );
                 if let Some(held) = self.held {
-                    held.refused(self.cancels, self.status);
+                    held.refused(token, self.cancels, self.status);
                 }
             }
             Claim::Skipped { task_id, reason } => {

@@ -2,6 +2,7 @@
 //! takes up to N tasks in one round trip and reports a group of results in
 //! one, which also claims the next batch.
 
+use super::claim::ClaimKeys;
 use super::types::{BatchFinish, Claim, MAX_CLAIM_BATCH};
 use super::worker::WorkerBroker;
 use crate::{Error, Outcome, Result, fields, now_ms, scripts};
@@ -12,16 +13,19 @@ impl WorkerBroker {
     /// first. Every claimed task is `processing` by this worker from here
     /// on. Empty when the queue is. `n` is clamped to 1..=[`MAX_CLAIM_BATCH`].
     pub async fn claim_batch(&self, n: usize) -> Result<Vec<Claim>> {
+        let fencing = self.keys.fencing();
         let inv = scripts::claim_batch(
             &self.queue,
             &self.keys.worker_id,
             now_ms(),
             self.keys.ttl_ms,
             n.clamp(1, MAX_CLAIM_BATCH),
-            &self.keys.fencing(),
+            &fencing,
         );
         let replies: Vec<redis::Value> = self.conn.invoke(&inv).await?;
-        self.settle_all(replies, "claim").await
+        let mut claims = self.settle_all(replies, "claim").await?;
+        ClaimKeys::sent(&mut claims, &fencing);
+        Ok(claims)
     }
 
     /// Writes the outcome of every task in `outcomes` as
@@ -52,6 +56,7 @@ impl WorkerBroker {
                 fields: fields::terminal(o),
             })
             .collect();
+        let fencing = self.keys.fencing();
         let inv = scripts::finish_batch(
             &self.queue,
             &self.keys.worker_id,
@@ -63,7 +68,7 @@ impl WorkerBroker {
                 release,
                 take_next: take_next.min(MAX_CLAIM_BATCH),
             },
-            &self.keys.fencing(),
+            &fencing,
         );
         let mut reply: Vec<redis::Value> = self.conn.invoke(&inv).await?;
         let bad = |what: &str| Error::Protocol(format!("batched finish answered {what}"));
@@ -95,11 +100,13 @@ impl WorkerBroker {
             .chunks(2)
             .map(|p| (p[0].clone(), p.get(1).cloned().unwrap_or_default()))
             .collect();
+        let mut next = self.settle_all(claims, "finish").await?;
+        ClaimKeys::sent(&mut next, &fencing);
         Ok(BatchFinish {
             written: flags.into_iter().map(|f| f == 1).collect(),
             cancelled,
             gone: texts(gone)?,
-            next: self.settle_all(claims, "finish").await?,
+            next,
         })
     }
 

@@ -35,6 +35,17 @@ impl ClaimKeys {
     }
 
     /// The lease check of a claim, with the token as of now.
+    /// The claims of one script sent with `fencing`: each refusal names the
+    /// token that claim carried.
+    pub(super) fn sent(claims: &mut [Claim], fencing: &scripts::Fencing<'_>) {
+        let sent = fencing.token.parse().unwrap_or(0);
+        for claim in claims {
+            if let Claim::Fenced { token, .. } = claim {
+                *token = sent;
+            }
+        }
+    }
+
     pub(super) fn fencing(&self) -> scripts::Fencing<'_> {
         scripts::Fencing {
             tasks: &self.tasks,
@@ -173,7 +184,11 @@ pub(crate) fn parse_claim(reply: RawClaim) -> Result<Option<Parsed>> {
             }
         }
         "expired" => Claim::Expired(id),
-        "fenced" => Claim::Fenced(id),
+        // The token is the caller's to fill in (`Fenced::sent`).
+        "fenced" => Claim::Fenced {
+            task_id: id,
+            token: 0,
+        },
         "cancelled" => Claim::Cancelled {
             task_id: id,
             reason: text(2),

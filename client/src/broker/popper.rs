@@ -109,12 +109,13 @@ impl BlockingPopper {
         // Connected first, so the claim carries the lease token as of the
         // moment it is sent, not as of before a reconnect.
         let (mut conn, _popping) = self.start_pop().await?;
+        let fencing = self.keys.fencing();
         let claim_head = scripts::claim_head(
             &self.keys.processing,
             &self.keys.stats,
             &self.keys.worker_id,
             self.keys.ttl_ms,
-            &self.keys.fencing(),
+            &fencing,
         );
         let mut pipe = redis::pipe();
         // Errors come back as values so a `NOSCRIPT` of the claim can be
@@ -154,6 +155,8 @@ impl BlockingPopper {
                 redis::from_redis_value(value).map_err(|e| self.conn.fail(e.into()))?
             }
         };
-        self.keys.settle(&self.conn, claim).await
+        let mut claim = self.keys.settle(&self.conn, claim).await?;
+        ClaimKeys::sent(claim.as_mut_slice(), &fencing);
+        Ok(claim)
     }
 }

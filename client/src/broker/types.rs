@@ -104,8 +104,14 @@ pub enum Claim {
     },
     /// Not claimed: this worker holds a lease ([`Fence`]) and the queue's
     /// owner key no longer holds its token. A moved id went back to the head
-    /// of the queue, untouched; the id (`""` when nothing was moved).
-    Fenced(String),
+    /// of the queue, untouched.
+    Fenced {
+        /// The id (`""` when nothing was moved).
+        task_id: String,
+        /// The token the claim carried (0: none). The fence may hold a newer
+        /// one by the time the reply comes, which this refusal says nothing of.
+        token: u64,
+    },
     /// Not `pending` (another worker or program resolved it): dropped from
     /// the processing list untouched, with the reason.
     Skipped {

@@ -54,18 +54,22 @@ impl WorkerBroker {
     /// Claims `task_id`, which a [`BlockingPopper`] moved into this worker's
     /// processing list.
     pub async fn claim(&self, task_id: &str) -> Result<Claim> {
+        let fencing = self.keys.fencing();
         let inv = scripts::claim_one(
             &self.queue,
             &self.keys.worker_id,
             task_id,
             now_ms(),
             self.keys.ttl_ms,
-            &self.keys.fencing(),
+            &fencing,
         );
-        self.keys
+        let mut claim = self
+            .keys
             .settle(&self.conn, self.conn.invoke(&inv).await?)
             .await?
-            .ok_or_else(|| Error::Protocol(format!("claim of task {task_id} answered nothing")))
+            .ok_or_else(|| Error::Protocol(format!("claim of task {task_id} answered nothing")))?;
+        ClaimKeys::sent(std::slice::from_mut(&mut claim), &fencing);
+        Ok(claim)
     }
 
     /// Gives back `task_id`, claimed by this worker but not run: out of the
