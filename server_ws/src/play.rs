@@ -209,17 +209,15 @@ pub(crate) fn reply(circle: &str, id: &Value, ended: client::Result<Outcome>) ->
                 FailureKind::Forbidden => rpc::FORBIDDEN,
                 _ => rpc::SCRIPT_FAILED,
             };
-            rpc::error(
-                id,
-                code,
-                &f.message,
-                Some(json!({
-                    "kind": f.kind.as_str(),
-                    "line": f.line,
-                    "column": f.column,
-                    "task_id": f.task_id,
-                })),
-            )
+            // Line and column only where the engine knows them (a limit
+            // passed by the result, say, has none).
+            let mut data = json!({ "kind": f.kind.as_str(), "task_id": f.task_id });
+            for (name, at) in [("line", f.line), ("column", f.column)] {
+                if let Some(at) = at {
+                    data[name] = json!(at);
+                }
+            }
+            rpc::error(id, code, &f.message, Some(data))
         }
         Err(client::Error::Timeout { task_id, timeout }) => rpc::error(
             id,
@@ -299,6 +297,22 @@ mod tests {
             v["error"]["data"],
             json!({"kind":"syntax","line":1,"column":4,"task_id":"t2"})
         );
+    }
+
+    #[test]
+    fn a_failure_without_a_position_has_no_line_or_column() {
+        let v = reply(
+            "c",
+            &json!("x"),
+            Ok(Outcome::Failed(TaskFailure {
+                task_id: "t9".into(),
+                kind: FailureKind::from_wire("limit"),
+                message: "result of 3600000 bytes exceeds the output limit".into(),
+                line: None,
+                column: None,
+            })),
+        );
+        assert_eq!(v["error"]["data"], json!({"kind":"limit","task_id":"t9"}));
     }
 
     #[test]

@@ -129,7 +129,8 @@ impl Held {
     }
 
     /// A claim carrying `token` was refused in Redis: the owner key holds
-    /// another token. A refusal of a token this worker no longer holds (the
+    /// another token, or is gone (expired, or lost in a Redis restart; the
+    /// keeper then takes the lease again at once). A refusal of a token this worker no longer holds (the
     /// keeper took the lease again while the claim was on its way) says
     /// nothing of the lease it holds now.
     pub(crate) fn refused(&self, token: u64, cancels: &Cancels, status: &WorkerStatus) {
@@ -137,8 +138,9 @@ impl Held {
             return;
         }
         let reason = format!(
-            "lease of queue {} lost: another worker holds it now (a claim was refused); \
-             stopped taking its tasks",
+            "lease of queue {} lost: a claim was refused, the lease key holding another \
+             worker's token or gone (expired, or lost in a Redis restart); stopped taking its \
+             tasks until it is this worker's again",
             self.queue
         );
         self.lose(reason, cancels, status);
