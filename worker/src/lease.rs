@@ -341,13 +341,14 @@ impl Keeper {
     }
 }
 
-/// The pause before the keeper asks Redis again after a request it did not
-/// answer: 50 ms, doubling up to the reconnect backoff's cap (at most a
-/// heartbeat interval), as the take loop's. While the connection itself is
+/// The pause before asking Redis again after a request it did not answer:
+/// 50 ms, doubling up to a cap (the keeper's: the reconnect backoff's cap,
+/// at most a heartbeat interval; the take loop's: `max_backoff`, applied
+/// where it sleeps). While the connection itself is
 /// backing off a request fails at once without touching the network, so
 /// these retries cost next to nothing against a Redis that is down, and
 /// one lands within a step of its return.
-struct Retry {
+pub(crate) struct Retry {
     step: Duration,
     max: Duration,
 }
@@ -355,7 +356,7 @@ struct Retry {
 impl Retry {
     const FIRST: Duration = Duration::from_millis(50);
 
-    fn new(max: Duration) -> Retry {
+    pub(crate) fn new(max: Duration) -> Retry {
         Retry {
             step: Duration::ZERO,
             max: max.max(Retry::FIRST),
@@ -363,16 +364,16 @@ impl Retry {
     }
 
     /// The pause before the next try.
-    fn step(&mut self) -> Duration {
+    pub(crate) fn step(&mut self) -> Duration {
         self.step = if self.step.is_zero() {
             Retry::FIRST
         } else {
-            (self.step * 2).min(self.max)
+            self.step.saturating_mul(2).min(self.max)
         };
         self.step
     }
 
-    fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.step = Duration::ZERO;
     }
 }

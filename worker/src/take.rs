@@ -10,7 +10,7 @@ use engine::CircleEngine;
 use tokio_util::sync::CancellationToken;
 
 use crate::cancel::{Cancels, Cause};
-use crate::lease::Held;
+use crate::lease::{Held, Retry};
 use crate::{WorkerConfig, WorkerOptions, WorkerStatus};
 
 /// Everything the loop needs.
@@ -33,7 +33,7 @@ pub(crate) struct Taker<'a> {
 
 /// Capped exponential backoff with one log line per outage.
 pub(crate) struct Outage {
-    backoff: Duration,
+    backoff: Retry,
     since: Option<Instant>,
     /// Set by every failed request; cleared once the processing list was read.
     pub(crate) check_own: bool,
@@ -45,7 +45,7 @@ pub(crate) struct Outage {
 impl Outage {
     fn new() -> Outage {
         Outage {
-            backoff: Duration::ZERO,
+            backoff: Retry::new(Duration::MAX),
             since: None,
             check_own: false,
             unwritten: HashSet::new(),
@@ -203,7 +203,7 @@ impl Taker<'_> {
                 since.elapsed()
             );
         }
-        outage.backoff = Duration::ZERO;
+        outage.backoff.reset();
         self.status.set_running();
     }
 
@@ -222,19 +222,14 @@ impl Taker<'_> {
         }
         self.status.set_reconnecting(err);
         outage.check_own = true;
-        outage.backoff = if outage.backoff.is_zero() {
-            Duration::from_millis(50)
-        } else {
-            (outage.backoff * 2).min(self.options.max_backoff)
-        };
+        let pause = outage.backoff.step().min(self.options.max_backoff);
         log::debug!(
-            "worker for queue {}: redis still unreachable ({err}); next attempt in {:?}",
+            "worker for queue {}: redis still unreachable ({err}); next attempt in {pause:?}",
             self.config.queue,
-            outage.backoff
         );
         tokio::select! {
             _ = self.token.cancelled() => {}
-            _ = tokio::time::sleep(outage.backoff) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
     }
 

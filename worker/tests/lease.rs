@@ -45,8 +45,8 @@ fn leased_worker_with(
 }
 
 /// Options whose lease lives three beats, as with the defaults (5 s beats,
-/// a 15 s lease, a self-stop 10 s after the last renewal), on a test's
-/// time scale.
+/// a 15 s lease that the worker gives up by its own clock 10 s after its
+/// last renewal), on a test's time scale.
 fn three_beat_lease() -> worker::WorkerOptions {
     let mut options = fast_options();
     options.heartbeat_interval = Duration::from_millis(300);
@@ -497,8 +497,8 @@ async fn a_redis_restart_of_a_moment_keeps_the_lease_and_its_token() {
     // soon as Redis answers again, never declare it lost, and keep its token.
     let mut redis = testkit::RedisServer::start_persistent();
     let url = redis.url();
-    // Beats of 3 s, a self-stop 6 s after the last renewal: room for a
-    // restart on a busy machine.
+    // Beats of 3 s; the worker gives the lease up by its own clock 6 s
+    // after its last renewal: room for a restart on a busy machine.
     let mut options = three_beat_lease();
     options.heartbeat_interval = Duration::from_secs(3);
     options.heartbeat_ttl = Duration::from_secs(9);
@@ -529,34 +529,41 @@ async fn a_redis_restart_of_a_moment_keeps_the_lease_and_its_token() {
     worker.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_renewal_sent_while_redis_was_down_is_retried_once_it_is_back_and_the_lease_kept() {
-    // Beats of 3 s, a 9 s lease, a self-stop 6 s after the last renewal.
-    // Redis goes down just after a renewal and comes back 3.6 s later, past
-    // the next renewal (which fails) and well before the self-stop: the
-    // renewal must be sent again then, not a beat later (past the
-    // self-stop).
+/// A leased worker on `queue` with beats of 3 s and a 9 s lease, which it
+/// gives up by its own clock 6 s after its last renewal. Its Redis goes
+/// down just after a renewal and comes back 3.6 s later: past the next
+/// renewal, which fails, and before the worker would give the lease up.
+/// Returns the worker, its lease before the outage, and when the renewal
+/// before it was seen.
+async fn down_past_a_renewal(
+    redis: &mut testkit::RedisServer,
+    queue: &str,
+) -> (TestWorker, Option<Lease>, Instant) {
     let mut options = three_beat_lease();
     options.heartbeat_interval = Duration::from_secs(3);
     options.heartbeat_ttl = Duration::from_secs(9);
-    let mut redis = testkit::RedisServer::start_persistent();
     let url = redis.url();
-    let worker = leased_worker_with(
-        &url,
-        "down",
-        holder(11, "host-a", "/data/a"),
-        false,
-        options,
-    );
+    let worker = leased_worker_with(&url, queue, holder(11, "host-a", "/data/a"), false, options);
     running(&worker).await;
-    let before = lease_of(&mut raw(&url).await, "down").await.expect("held");
-    just_renewed(&url, "down").await;
+    let before = lease_of(&mut raw(&url).await, queue).await;
+    just_renewed(&url, queue).await;
     let renewed = Instant::now();
     redis.kill();
     tokio::time::sleep(Duration::from_millis(3_600)).await;
     redis.restart();
-    // Watched until two seconds past the self-stop the missed renewal would
-    // have caused.
+    (worker, before, renewed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_sent_while_redis_was_down_is_retried_once_it_is_back_and_the_lease_kept() {
+    // The renewal must be sent again once Redis is back, not a beat later
+    // (after the worker would have given the lease up).
+    let mut redis = testkit::RedisServer::start_persistent();
+    let url = redis.url();
+    let (worker, before, renewed) = down_past_a_renewal(&mut redis, "down").await;
+    let before = before.expect("held");
+    // Watched until two seconds past the point where the missed renewal
+    // would have made the worker give the lease up.
     let lost =
         lease_losses_within(&worker, (renewed + Duration::from_secs(8)) - Instant::now()).await;
     assert!(lost.is_empty(), "the lease was declared lost: {lost:?}");
@@ -571,33 +578,18 @@ async fn a_renewal_sent_while_redis_was_down_is_retried_once_it_is_back_and_the_
 async fn a_worker_whose_lease_a_redis_restart_lost_takes_it_again_as_soon_as_redis_answers() {
     // As above, but Redis comes back empty, the lease key gone: the renewal
     // sent again once Redis answers finds it gone and the worker takes it
-    // again at once, before its self-stop could have fired; it never stops
-    // for want of a renewal.
-    let mut options = three_beat_lease();
-    options.heartbeat_interval = Duration::from_secs(3);
-    options.heartbeat_ttl = Duration::from_secs(9);
+    // again at once, before its own clock would have made it give up; it
+    // never stops for want of a renewal.
     let mut redis = testkit::RedisServer::start();
     let url = redis.url();
-    let worker = leased_worker_with(
-        &url,
-        "empty",
-        holder(11, "host-a", "/data/a"),
-        false,
-        options,
-    );
-    running(&worker).await;
-    just_renewed(&url, "empty").await;
-    let renewed = Instant::now();
-    redis.kill();
-    tokio::time::sleep(Duration::from_millis(3_600)).await;
-    redis.restart();
+    let (worker, _, renewed) = down_past_a_renewal(&mut redis, "empty").await;
     let mut conn = raw(&url).await;
     let mut held = None;
     while held.is_none() && Instant::now() < renewed + Duration::from_millis(5_400) {
         held = lease_of(&mut conn, "empty").await;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let held = held.expect("the lease taken again before the self-stop");
+    let held = held.expect("the lease taken again before the worker gave it up");
     assert_eq!((held.pid, held.dir.as_str()), (11, "/data/a"));
     let lost =
         lease_losses_within(&worker, (renewed + Duration::from_secs(8)) - Instant::now()).await;

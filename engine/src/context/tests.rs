@@ -18,16 +18,21 @@ fn only_operations(max_operations: u64) -> Limits {
     }
 }
 
-#[test]
-fn the_operation_limit_stops_the_first_operation_over_it_and_every_later_one() {
+/// A run of `limits` whose deadline is a minute away and that nobody cancels.
+fn far_run(limits: &Limits) -> Installed {
     let far = clock::add(clock::now(), std::time::Duration::from_secs(60));
-    let run = install(
+    install(
         &Caller::trusted(),
         far,
         TIMEOUT_TOKEN,
         &Arc::new(AtomicBool::new(false)),
-        &only_operations(600),
-    );
+        limits,
+    )
+}
+
+#[test]
+fn the_operation_limit_stops_the_first_operation_over_it_and_every_later_one() {
+    let run = far_run(&only_operations(600));
     assert!(ticks(600).iter().all(Option::is_none));
     assert_eq!(ticks(3), vec![Some(OPERATIONS_TOKEN); 3]);
     drop(run);
@@ -70,14 +75,7 @@ fn deadline_and_cancel_are_seen_at_each_check_and_stick() {
 
 #[test]
 fn a_stop_marked_by_a_function_fails_the_next_operation() {
-    let far = clock::add(clock::now(), std::time::Duration::from_secs(60));
-    let run = install(
-        &Caller::trusted(),
-        far,
-        TIMEOUT_TOKEN,
-        &Arc::new(AtomicBool::new(false)),
-        &only_operations(0),
-    );
+    let run = far_run(&only_operations(0));
     assert_eq!(tick(), None);
     stop_with(NESTING_TOKEN);
     stop_with(TIMEOUT_TOKEN);
@@ -91,18 +89,10 @@ fn a_stop_marked_by_a_function_fails_the_next_operation() {
 
 #[test]
 fn the_largest_memory_limit_bounds_nothing() {
-    let far = clock::add(clock::now(), std::time::Duration::from_secs(60));
-    let limits = Limits {
+    let run = far_run(&Limits {
         max_memory_bytes: usize::MAX,
         ..only_operations(0)
-    };
-    let run = install(
-        &Caller::trusted(),
-        far,
-        TIMEOUT_TOKEN,
-        &Arc::new(AtomicBool::new(false)),
-        &limits,
-    );
+    });
     let kept: Vec<u8> = vec![1; 1 << 20];
     assert!(ticks(1000).iter().all(Option::is_none));
     drop(kept);
