@@ -3,6 +3,10 @@
 //! Every `heartbeat_interval` the worker refreshes its heartbeat key (TTL
 //! `heartbeat_ttl`); every `reap_interval`, and once at start, it resolves the
 //! leftovers of dead workers of its queue (see `client::broker::WorkerBroker::beat`).
+//! A beat that Redis did not answer is sent again after [`Retry`]'s short
+//! backoff, not a whole interval later: after a Redis restart that lost the
+//! key, the worker is seen as live again as soon as Redis answers, so no
+//! gateway refuses its circle and no reaper takes its tasks meanwhile.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,6 +15,7 @@ use client::broker::WorkerBroker;
 use tokio_util::sync::CancellationToken;
 
 use crate::WorkerOptions;
+use crate::lease::Retry;
 
 /// One beat, plus a reap when `reap` is set (one round trip while no other
 /// worker is registered for the queue). Errors are logged at debug: the take
@@ -42,17 +47,26 @@ pub(crate) async fn run(
     options: WorkerOptions,
     token: CancellationToken,
 ) {
+    let interval = options.heartbeat_interval;
+    let mut retry = Retry::new(options.max_backoff.min(interval));
+    let mut pause = interval;
     let mut last_reap = Instant::now();
     loop {
         tokio::select! {
             _ = token.cancelled() => return,
-            _ = tokio::time::sleep(options.heartbeat_interval) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
         // Reaps ride on beats; half a beat of slack keeps a reap interval
         // that is a multiple of the beat from slipping a whole beat.
-        let reap = last_reap.elapsed() + options.heartbeat_interval / 2 >= options.reap_interval;
-        if beat_once(&broker, &options, reap).await && reap {
-            last_reap = Instant::now();
+        let reap = last_reap.elapsed() + interval / 2 >= options.reap_interval;
+        if beat_once(&broker, &options, reap).await {
+            retry.reset();
+            pause = interval;
+            if reap {
+                last_reap = Instant::now();
+            }
+        } else {
+            pause = retry.step();
         }
     }
 }
