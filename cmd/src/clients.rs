@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use client::RedisUrl;
 
 use crate::config::CircleConfig;
@@ -60,17 +60,27 @@ impl Clients {
             if *url == self.inner.main_url || self.others().contains_key(url) {
                 continue;
             }
-            let client = client::Client::connect_with(url.as_str(), self.inner.options.clone())
-                .await
-                .with_context(|| {
-                    format!(
-                        "circle \"{}\" (id {}): cannot connect the task client to its redis at \
+            let client =
+                client::Client::connect_with(url.as_str(), self.inner.options.clone()).await;
+            if client.is_err()
+                && let Some(why) = crate::redis_setup::plain_at_tls_url(url).await
+            {
+                bail!(
+                    "circle \"{}\" (id {}): cannot connect the task client to its redis at \
+                     {url}: {why}",
+                    circle.name,
+                    circle.id
+                );
+            }
+            let client = client.with_context(|| {
+                format!(
+                    "circle \"{}\" (id {}): cannot connect the task client to its redis at \
                          {url} (the \"redis\" of the circle in circles.json). Fix: check that \
                          a Redis server (6.2 or newer) listens there, or that the sentinels \
                          of a redis+sentinel:// URL answer and monitor that service",
-                        circle.name, circle.id
-                    )
-                })?;
+                    circle.name, circle.id
+                )
+            })?;
             log::info!(
                 "circle \"{}\" has its own redis at {url}: connected",
                 circle.name

@@ -225,6 +225,41 @@ fn configure_password(port: u16) {
     assert_eq!(line, "+OK\r\n");
 }
 
+#[test]
+fn a_rediss_url_at_a_plain_redis_says_it_answers_plain_resp_not_tls() {
+    // A TLS handshake with a plain Redis only waits: without the probe the
+    // start fails saying it timed out, which names no cause.
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let url = format!("rediss://127.0.0.1:{}", redis.port());
+    let config = sandbox.circles(&[(1, "Alpha", port())]);
+    let cmd = sandbox.serve_command(&config, &url, &sandbox.data_dir());
+    let (status, out, err) = run_to_end(cmd, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "{out}\n{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot connect the task client to redis at {url}: the server at 127.0.0.1:{} \
+             answers plain RESP, not TLS",
+            redis.port()
+        )) && err.contains("tls-port"),
+        "{err}"
+    );
+    // A circle's own rediss:// at the same plain Redis is named likewise.
+    let own = sandbox.write(
+        "own.json",
+        &format!(r#"[{{"id": 1, "name": "Alpha", "port": {}, "redis": "{url}"}}]"#, port()),
+    );
+    let main = testkit::RedisServer::start();
+    let cmd = sandbox.serve_command(&own, &main.url(), &sandbox.path().join("data2"));
+    let (status, out, err) = run_to_end(cmd, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "{out}\n{err}");
+    assert!(
+        err.contains("circle \"Alpha\" (id 1): cannot connect the task client to its redis")
+            && err.contains("answers plain RESP, not TLS"),
+        "{err}"
+    );
+}
+
 /// Starts the orchestrator with `args` on a valid circles.json and no
 /// reachable Redis; (exit code, stderr).
 fn refused(sandbox: &Sandbox, args: &[&str]) -> (Option<i32>, String) {

@@ -248,7 +248,13 @@ impl Running {
         let renderer = render::renderer(settings.mode).context("cannot set up the terminal")?;
         let redis = &settings.redis;
         let client = tokio::select! {
-            c = client::Client::connect_with(redis.as_str(), client_options(settings)) => c.with_context(|| {
+            c = client::Client::connect_with(redis.as_str(), client_options(settings)) => {
+                if c.is_err()
+                    && let Some(why) = redis_setup::plain_at_tls_url(redis).await
+                {
+                    bail!("cannot connect the task client to redis at {redis}: {why}");
+                }
+                c.with_context(|| {
                 if redis.is_sentinel() {
                     return format!(
                         "cannot connect the task client to redis at {redis}. Fix: check that \
@@ -266,7 +272,8 @@ impl Running {
                      that wants a password gets it in the URL (redis://:PASSWORD@HOST:PORT, or \
                      redis://USER:PASSWORD@HOST:PORT); the cause below is what was answered"
                 )
-            })?,
+            })?
+            }
             s = signals.next() => bail!("{s} during start-up; nothing was started"),
         };
         let clients =

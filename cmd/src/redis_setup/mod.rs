@@ -15,12 +15,34 @@ use anyhow::{Context, bail};
 use client::RedisUrl;
 
 pub use managed::ManagedRedis;
-use probe::{Answer, ping, wait_loaded};
+use probe::{Answer, answers_plain_resp, ping, wait_loaded};
 
 fn redis_server_on_path() -> bool {
     std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|p| p.join("redis-server").is_file()))
         .unwrap_or(false)
+}
+
+/// For a `rediss://` URL that could not be connected: a sentence saying so
+/// when the server there speaks plain RESP (a TLS handshake with it only
+/// waits until it times out, which names no cause). A PING probe per
+/// address of the host, off the async threads.
+pub async fn plain_at_tls_url(url: &RedisUrl) -> Option<String> {
+    let (host, port) = url.host_port().filter(|_| url.is_tls())?;
+    let (host, port) = (host.to_owned(), port);
+    tokio::task::spawn_blocking(move || {
+        let mut addrs = (host.as_str(), port).to_socket_addrs().ok()?;
+        addrs.any(|addr| answers_plain_resp(&addr)).then(|| {
+            format!(
+                "the server at {host}:{port} answers plain RESP, not TLS: a rediss:// URL \
+                 needs Redis's tls-port. Fix: pass the port Redis serves TLS on, or redis:// \
+                 to connect without TLS"
+            )
+        })
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 /// Finds a Redis at `url` or starts a managed one; the error lists what was tried.

@@ -49,6 +49,22 @@ pub fn ping(addr: &SocketAddr) -> Result<Answer, String> {
     })
 }
 
+/// Whether the server at `addr` answers a plain-text PING with a RESP
+/// reply (`+PONG`, or an error such as `-NOAUTH`): a plain Redis, which a
+/// `rediss://` URL cannot speak to. A TLS port answers with a TLS alert or
+/// closes, and is not one.
+pub fn answers_plain_resp(addr: &SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(addr, Duration::from_millis(500)) else {
+        return false;
+    };
+    let mut first = [0u8; 1];
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .and_then(|()| stream.write_all(b"PING\r\n"))
+        .and_then(|()| stream.read_exact(&mut first))
+        .is_ok_and(|()| matches!(first[0], b'+' | b'-'))
+}
+
 /// How long a Redis may go on loading its data before the start gives up
 /// (a big append-only file takes a while; a start cannot be interrupted
 /// during this wait, so it is bounded).
