@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 /// Runs every circle of a circles.json: an OurDB, a Rhai engine, a worker and a
 /// WebSocket JSON-RPC server per circle, with a live status table.
@@ -392,6 +392,58 @@ impl std::str::FromStr for Token {
         }
         Ok(Token(text.to_string()))
     }
+}
+
+/// Parses the command line; on a usage error prints it and exits 2 (0
+/// for `--help` and `--version`). An environment variable of an option of
+/// the command being run that is set but empty (`REDIS_URL=`) is such an
+/// error, naming the variable: clap would report it as the option's own
+/// value, which the user never typed.
+pub fn parse() -> Cli {
+    let mut command = Cli::command();
+    if let Some(var) = empty_env_of(&command, std::env::args_os()) {
+        let (name, option) = var;
+        command
+            .error(
+                clap::error::ErrorKind::InvalidValue,
+                format!(
+                    "the environment variable {name} (for --{option}) is set but empty; \
+                     unset it, or give it a value"
+                ),
+            )
+            .exit();
+    }
+    let matches = command.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// The first option of the (sub)command `argv` runs whose environment
+/// variable is set but empty: the variable's name and the option's.
+fn empty_env_of(
+    command: &clap::Command,
+    argv: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Option<(String, String)> {
+    // Which subcommand runs, read leniently: errors (and --help) are left
+    // to the real parse.
+    let matches = command
+        .clone()
+        .ignore_errors(true)
+        .try_get_matches_from(argv)
+        .ok()?;
+    let (mut command, mut matches) = (command, &matches);
+    while let Some((name, sub)) = matches.subcommand() {
+        command = command.find_subcommand(name)?;
+        matches = sub;
+    }
+    command.get_arguments().find_map(|arg| {
+        let name = arg.get_env()?;
+        std::env::var_os(name)
+            .is_some_and(|v| v.is_empty())
+            .then(|| {
+                let option = arg.get_long().unwrap_or(arg.get_id().as_str());
+                (name.to_string_lossy().into_owned(), option.to_owned())
+            })
+    })
 }
 
 /// [`parse_duration`] for an option where zero makes no sense (a timeout

@@ -29,8 +29,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 /// jemalloc instead of the system allocator: a task's path through the
 /// gateway and the worker allocates and frees many small buffers across
 /// threads (frames, JSON, Redis replies, Rhai values). Measured side by
@@ -88,7 +86,7 @@ fn exit_code_of(error: &anyhow::Error) -> u8 {
 
 fn main() -> ExitCode {
     // clap exits 2 on a usage error and 0 for --help/--version.
-    let cli = cli::Cli::parse();
+    let cli = cli::parse();
     tls::install_provider();
     let result = match cli.command {
         Some(cli::Command::Play(args)) => play::play(args),

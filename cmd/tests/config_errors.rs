@@ -163,6 +163,49 @@ fn help_and_version_exit_0_and_bad_options_exit_2() {
     assert_eq!(status.code(), Some(2), "{err}");
 }
 
+#[test]
+fn an_empty_environment_variable_of_an_option_exits_2_naming_the_variable() {
+    let sandbox = Sandbox::new();
+    let config = sandbox.circles(&[(1, "Alpha", 1)]);
+    for (var, option) in [
+        ("REDIS_URL", "--redis-url"),
+        ("CIRCLES_DATA_DIR", "--data-dir"),
+        ("CIRCLES_NO_MANAGED_REDIS", "--no-managed-redis"),
+    ] {
+        let mut cmd = sandbox.command();
+        cmd.arg(&config).env(var, "");
+        let (status, _, err) = run_to_end(cmd, Duration::from_secs(20));
+        assert_eq!(status.code(), Some(2), "{var}: {err}");
+        assert!(
+            err.contains(&format!(
+                "the environment variable {var} (for {option}) is set but empty"
+            )),
+            "{err}"
+        );
+    }
+    // Only the options of the command being run count: `play` takes no
+    // --redis-url, and an empty CIRCLES_TOKEN is its own.
+    let mut cmd = sandbox.command();
+    cmd.env("REDIS_URL", "").env("CIRCLES_TOKEN", "").args([
+        "play",
+        "--url",
+        "ws://127.0.0.1:1/ws",
+        "1",
+    ]);
+    let (status, _, err) = run_to_end(cmd, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("the environment variable CIRCLES_TOKEN (for --token) is set but empty")
+            && !err.contains("REDIS_URL"),
+        "{err}"
+    );
+    let mut cmd = sandbox.command();
+    cmd.env("REDIS_URL", "").arg("--help");
+    let (status, out, _) = run_to_end(cmd, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "--help still answers");
+    assert!(out.contains("--redis-url"), "{out}");
+}
+
 /// A circle with `principals` written as given (a JSON array text).
 fn with_principals(principals: &str) -> String {
     format!(

@@ -247,7 +247,10 @@ fn a_rediss_url_at_a_plain_redis_says_it_answers_plain_resp_not_tls() {
     // A circle's own rediss:// at the same plain Redis is named likewise.
     let own = sandbox.write(
         "own.json",
-        &format!(r#"[{{"id": 1, "name": "Alpha", "port": {}, "redis": "{url}"}}]"#, port()),
+        &format!(
+            r#"[{{"id": 1, "name": "Alpha", "port": {}, "redis": "{url}"}}]"#,
+            port()
+        ),
     );
     let main = testkit::RedisServer::start();
     let cmd = sandbox.serve_command(&own, &main.url(), &sandbox.path().join("data2"));
