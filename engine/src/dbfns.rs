@@ -212,6 +212,39 @@ pub fn module(db: Arc<OurDb>, settings: Settings) -> Module {
     m
 }
 
+/// Every function of the module as a script calls it, for the message of a
+/// call Rhai found no function for.
+const FORMS: [(&str, &str); 7] = [
+    ("insert", "db::insert(value)"),
+    ("get", "db::get(id), id an integer"),
+    ("update", "db::update(id, value), id an integer"),
+    ("delete", "db::delete(id), id an integer"),
+    ("exists", "db::exists(id), id an integer"),
+    ("history", "db::history(id, n), id and n integers"),
+    ("next_id", "db::next_id(), without arguments"),
+];
+
+/// What to say for Rhai's "function not found" of `signature` (`db::get
+/// (&str | ImmutableString | String)`: the name, then the argument types)
+/// when the name is in the `db` module: how it is called. `None` for any
+/// other function.
+pub(crate) fn not_found_message(signature: &str) -> Option<String> {
+    let rest = signature.strip_prefix("db::")?;
+    let (name, args) = rest.split_once(' ').unwrap_or((rest, "()"));
+    let Some((_, form)) = FORMS.iter().find(|(n, _)| *n == name) else {
+        let names: Vec<&str> = FORMS.iter().map(|(n, _)| *n).collect();
+        return Some(format!(
+            "db::{name} does not exist; the db module has {}",
+            names.join(", ")
+        ));
+    };
+    let args = args
+        .replace("&str | ImmutableString | String", "string")
+        .replace("i64", "integer")
+        .replace("f64", "float");
+    Some(format!("db::{name} called with {args}; it takes {form}"))
+}
+
 /// Registers [`DbFault`] so a script that catches one can read it.
 pub fn register_fault_type(engine: &mut rhai::Engine) {
     engine

@@ -239,6 +239,11 @@ fn eval_kind(err: EvalAltResult, limits: &Limits) -> (ErrorKind, String) {
             };
             (ErrorKind::Runtime, message)
         }
+        E::ErrorFunctionNotFound(signature, _) => {
+            let message = crate::dbfns::not_found_message(&signature)
+                .unwrap_or_else(|| format!("Function not found: {signature}"));
+            (ErrorKind::Runtime, message)
+        }
         E::ErrorParsing(kind, _) => parse_kind(&kind, limits),
         E::ErrorSystem(what, cause) => {
             log::error!("rhai system error: {what}: {cause}");

@@ -141,3 +141,40 @@ fn a_repeated_script_is_compiled_once_and_a_failing_one_is_not_cached() {
     c.ok("db::insert(1)");
     assert_eq!(c.ok("db::next_id()").output, "3");
 }
+
+#[test]
+fn a_db_call_with_the_wrong_arguments_says_how_the_function_is_called() {
+    let c = Circle::new();
+    for (script, message) in [
+        (
+            "let x = 1;\ndb::get(\"abc\")",
+            "db::get called with (string); it takes db::get(id), id an integer",
+        ),
+        (
+            "db::history(1)",
+            "db::history called with (integer); it takes db::history(id, n), id and n integers",
+        ),
+        (
+            "db::insert()",
+            "db::insert called with (); it takes db::insert(value)",
+        ),
+        (
+            "db::nope(1)",
+            "db::nope does not exist; the db module has insert, get, update, delete, exists, \
+             history, next_id",
+        ),
+    ] {
+        let e = c.fails(script, ErrorKind::Runtime);
+        assert_eq!(e.message, message, "{script}");
+        assert!(e.line.is_some() && e.column.is_some(), "{e:?}");
+    }
+    let e = c.fails("\n db::get(1.5)", ErrorKind::Runtime);
+    assert_eq!(pos(&e), (Some(2), Some(6)), "{e:?}");
+    // Any other function keeps Rhai's message.
+    let e = c.fails("no_such_function(1)", ErrorKind::Runtime);
+    assert!(
+        e.message
+            .starts_with("Function not found: no_such_function"),
+        "{e:?}"
+    );
+}
