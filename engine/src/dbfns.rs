@@ -245,12 +245,17 @@ pub(crate) fn not_found_message(signature: &str) -> Option<String> {
     Some(format!("db::{name} called with {args}; it takes {form}"))
 }
 
-/// Registers [`DbFault`] so a script that catches one can read it.
+/// Registers [`DbFault`] so a script that catches one can read it: its
+/// `kind`, `message`, and, as in the map Rhai gives for its own errors,
+/// `line` and `position` (the column) of the `db::` call.
 pub fn register_fault_type(engine: &mut rhai::Engine) {
+    let place = |at: Option<usize>| at.map_or(Dynamic::UNIT, |n| Dynamic::from(n as INT));
     engine
         .register_type_with_name::<DbFault>("DbError")
         .register_get("kind", |f: &mut DbFault| f.kind.as_str().to_string())
         .register_get("message", |f: &mut DbFault| f.message.clone())
+        .register_get("line", move |f: &mut DbFault| place(f.pos.line()))
+        .register_get("position", move |f: &mut DbFault| place(f.pos.position()))
         .register_fn("to_string", |f: &mut DbFault| f.message.clone())
         .register_fn("to_debug", |f: &mut DbFault| {
             format!("DbError({}: {})", f.kind.as_str(), f.message)

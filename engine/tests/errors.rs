@@ -178,3 +178,14 @@ fn a_db_call_with_the_wrong_arguments_says_how_the_function_is_called() {
         "{e:?}"
     );
 }
+
+#[test]
+fn a_caught_db_error_has_the_line_and_position_of_its_call_as_rhai_errors_do() {
+    let c = Circle::new();
+    let script = "let seen = [];\ntry {\n    db::update(99, 1);\n} catch (e) {\n    seen.push([e.kind, e.line, e.position]);\n}\ntry { 1 / 0 } catch (e) { seen.push([e.line, e.position]); }\nseen";
+    assert_eq!(
+        c.ok(script).output,
+        r#"[["database", 3, 9], [7, 9]]"#,
+        "a db error and a Rhai error caught alike"
+    );
+}
