@@ -208,6 +208,67 @@ async fn a_task_with_an_unknown_role_ends_invalid_without_running() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_deadline_is_not_a_time_ends_invalid_without_running() {
+    // A deadline the worker cannot read would let the task run unbounded by
+    // it: the task ends naming the field instead.
+    let redis = testkit::RedisServer::start();
+    let worker = TestWorker::start(&redis.url(), "late");
+    let mut conn = raw(&redis.url()).await;
+    let cases: [(&str, &[u8], &str); 4] = [
+        ("t-word", b"abc", r#"deadline "abc" is not a time"#),
+        ("t-float", b"1.5e12", r#"deadline "1.5e12" is not a time"#),
+        ("t-empty", b"", r#"deadline "" is not a time"#),
+        (
+            "t-binary",
+            b"12\xff",
+            "deadline (not printable text) is not a time",
+        ),
+    ];
+    for (id, deadline, named) in cases {
+        let status = raw_task(
+            &mut conn,
+            "late",
+            id,
+            r#"db::insert("should not exist")"#,
+            &[(b"deadline", deadline)],
+        )
+        .await;
+        assert_eq!(status, "error", "{id}");
+        assert_eq!(
+            hget(&mut conn, id, "errorKind").await.as_deref(),
+            Some("invalid")
+        );
+        let error = hget(&mut conn, id, "error").await.unwrap_or_default();
+        assert!(error.starts_with(named), "{id}: {error}");
+        assert_eq!(
+            hget(&mut conn, id, "startedAt").await,
+            None,
+            "{id} never ran"
+        );
+    }
+    // A deadline in digits runs; nothing before it did.
+    let later = (std::time::SystemTime::now() + Duration::from_secs(60))
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis()
+        .to_string();
+    let status = raw_task(
+        &mut conn,
+        "late",
+        "t-ok",
+        "db::insert(0)",
+        &[(b"deadline", later.as_bytes())],
+    )
+    .await;
+    assert_eq!(status, "completed");
+    assert_eq!(
+        hget(&mut conn, "t-ok", "output").await.as_deref(),
+        Some("1")
+    );
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_submitted_through_the_client_run_as_their_caller() {
     let redis = testkit::RedisServer::start();
     let worker = TestWorker::start(&redis.url(), "cli");

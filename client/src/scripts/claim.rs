@@ -109,6 +109,17 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
     failed(KIND_INVALID, why)
     return { 'invalid', id, why }
   end
+  -- A deadline is ms since the Unix epoch in digits, as the client writes
+  -- it (and as the worker reads it): anything else would run unbounded.
+  if deadline and not string.find(deadline, '^%d+$') then
+    local shown = '(not printable text)'
+    if string.find(deadline, '^[%w%p ]+$') then shown = '"' .. string.sub(deadline, 1, 200) .. '"' end
+    if deadline == '' then shown = '""' end
+    local why = 'deadline ' .. shown .. ' is not a time (a task\'s deadline is ms since the ' ..
+      'Unix epoch, in digits; without a deadline field it has none)'
+    failed(KIND_INVALID, why)
+    return { 'invalid', id, why }
+  end
   if h[7] then
     local why = shown_reason(h[7])
     failed(KIND_CANCELLED, 'cancelled before it ran: ' .. why)
