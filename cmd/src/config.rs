@@ -200,6 +200,14 @@ fn check_values_and_duplicates(circles: &[CircleConfig]) -> Result<(), String> {
         if circle.name.trim().is_empty() {
             return Err(format!("{here}: the name is empty"));
         }
+        let length = circle.name.chars().count();
+        if length > MAX_NAME_CHARS {
+            return Err(format!(
+                "{here}: the name is {length} characters long; a name has at most \
+                 {MAX_NAME_CHARS} (it is a column of the status table and, as the queue name, \
+                 part of every Redis key of the circle)"
+            ));
+        }
         if let Some(c) = circle.name.chars().find(|c| c.is_control()) {
             return Err(format!(
                 "{here}: the name contains the control character {c:?} (names are shown in \
@@ -249,13 +257,19 @@ fn check_values_and_duplicates(circles: &[CircleConfig]) -> Result<(), String> {
     Ok(())
 }
 
+/// The longest circle name, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
+
 fn describe(index: usize, circle: &CircleConfig) -> String {
     // Debug-quoted: a name is shown escaped, so a control character in it
-    // cannot act on the terminal that shows the error.
-    format!(
-        "circle at index {index} (id {}, name {:?})",
-        circle.id, circle.name
-    )
+    // cannot act on the terminal that shows the error. One too long to be
+    // a name is shown by its start.
+    let name = &circle.name;
+    let shown = match name.char_indices().nth(MAX_NAME_CHARS) {
+        Some((cut, _)) => format!("{:?}…", &name[..cut]),
+        None => format!("{name:?}"),
+    };
+    format!("circle at index {index} (id {}, name {shown})", circle.id)
 }
 
 /// Names an element that did not decode, with whatever id and name it has.
@@ -394,6 +408,30 @@ mod tests {
     fn a_byte_order_mark_before_the_json_is_accepted() {
         let circles = parse("\u{feff}[{\"id\": 1, \"name\": \"A\", \"port\": 1}]").expect("BOM");
         assert_eq!(circles[0].name, "A");
+    }
+
+    #[test]
+    fn a_name_over_the_length_limit_is_refused_and_shown_by_its_start() {
+        let at_limit = "n".repeat(MAX_NAME_CHARS);
+        parse(&format!(
+            r#"[{{"id": 1, "name": "{at_limit}", "port": 1}}]"#
+        ))
+        .expect("at the limit");
+        // Counted in characters, not bytes.
+        let wide = format!("c{}", "円".repeat(MAX_NAME_CHARS - 1));
+        parse(&format!(r#"[{{"id": 1, "name": "{wide}", "port": 1}}]"#)).expect("wide characters");
+        let long = format!("{}{}", "n".repeat(MAX_NAME_CHARS), "x".repeat(99_900));
+        let e = err(&format!(r#"[{{"id": 1, "name": "{long}", "port": 1}}]"#));
+        assert!(
+            e.contains("the name is 100000 characters long; a name has at most 100"),
+            "{e}"
+        );
+        assert!(e.contains(&format!("name \"{at_limit}\"…")), "{e}");
+        assert!(
+            e.len() < 600,
+            "the message shows the name by its start: {} bytes",
+            e.len()
+        );
     }
 
     #[test]
