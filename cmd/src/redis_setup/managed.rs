@@ -13,7 +13,7 @@
 //! own ([`Spawner`]) that lives until the server was stopped. This file holds
 //! the workspace's one `unsafe` block ([`die_with_parent`]).
 
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -38,6 +38,9 @@ pub struct ManagedRedis {
     bind: String,
     /// Its working directory (AOF, log).
     pub dir: PathBuf,
+    /// The length of its log before its latest start: the tail an error
+    /// shows begins there, so it holds no lines of earlier runs.
+    log_from: u64,
     /// Declared last: dropped after [`Drop`] stopped the server, so its
     /// thread never ends under a running server.
     spawner: Spawner,
@@ -115,11 +118,13 @@ impl ManagedRedis {
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let bind = addr.ip().to_string();
         let spawner = Spawner::new().context("cannot start the thread that runs redis-server")?;
+        let log_from = log_length(&dir);
         let child = spawn_server(&spawner, addr, &bind, &dir)?;
         let mut managed = ManagedRedis {
             child,
             addr,
             dir,
+            log_from,
             bind,
             spawner,
         };
@@ -135,13 +140,15 @@ impl ManagedRedis {
     /// Starts the server again after it died, with the same port and data
     /// (the append-only file brings queued tasks back).
     pub fn respawn(&mut self) -> anyhow::Result<()> {
+        self.log_from = log_length(&self.dir);
         self.child = spawn_server(&self.spawner, self.addr, &self.bind, &self.dir)?;
         self.wait_ready()
     }
 
-    /// The tail of the server's log, for error messages.
+    /// The tail of what the server logged since its latest start, for
+    /// error messages.
     pub fn log_tail(&self) -> String {
-        tail(&self.dir.join("redis.log"))
+        tail(&log_path(&self.dir), self.log_from)
     }
 
     /// Waits until the server answers PING with something other than
@@ -150,7 +157,7 @@ impl ManagedRedis {
     /// [`START_DEADLINE`] for a first answer and [`LOAD_DEADLINE`](super::probe::LOAD_DEADLINE) for the
     /// loading.
     fn wait_ready(&mut self) -> anyhow::Result<()> {
-        let log_path = self.dir.join("redis.log");
+        let log_path = log_path(&self.dir);
         let deadline = Instant::now() + START_DEADLINE;
         loop {
             match ping(&self.addr) {
@@ -162,7 +169,7 @@ impl ManagedRedis {
                 bail!(
                     "redis-server exited with {status}; its log ({}):\n{}",
                     log_path.display(),
-                    tail(&log_path)
+                    self.log_tail()
                 );
             }
             if Instant::now() > deadline {
@@ -171,7 +178,7 @@ impl ManagedRedis {
                 bail!(
                     "redis-server did not answer PING within {START_DEADLINE:?}; its log ({}):\n{}",
                     log_path.display(),
-                    tail(&log_path)
+                    self.log_tail()
                 );
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -237,7 +244,7 @@ fn spawn_server(
         .arg("--dir")
         .arg(dir)
         .arg("--logfile")
-        .arg(dir.join("redis.log"))
+        .arg(log_path(dir))
         .args(["--appendonly", "yes", "--save", "", "--daemonize", "no"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -248,8 +255,81 @@ fn spawn_server(
     spawner.spawn(command).context("cannot run redis-server")
 }
 
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+fn log_path(dir: &Path) -> PathBuf {
+    dir.join("redis.log")
+}
+
+fn log_length(dir: &Path) -> u64 {
+    std::fs::metadata(log_path(dir)).map_or(0, |m| m.len())
+}
+
+/// The last 20 lines of the log at `path` from byte `from` on (all of it
+/// when it is shorter: it was rotated), reading at most its last 64 KiB.
+fn tail(path: &Path, from: u64) -> String {
+    const MOST: u64 = 64 << 10;
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map_or(0, |m| m.len());
+    let from = if from > len { 0 } else { from };
+    let mut bytes = Vec::new();
+    if file
+        .seek(SeekFrom::Start(from.max(len.saturating_sub(MOST))))
+        .and_then(|_| file.take(MOST).read_to_end(&mut bytes))
+        .is_err()
+    {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&bytes);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_start_shows_the_log_of_that_start_only() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let dir = data.path().join("redis");
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(log_path(&dir), "an old line of an earlier run\n").expect("old log");
+        // A file where the append-only directory must be: redis-server
+        // logs why and exits.
+        std::fs::write(dir.join("appendonlydir"), "not a directory").expect("in the way");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let e = ManagedRedis::start(addr, data.path())
+            .expect_err("no start with its append-only dir in the way")
+            .to_string();
+        assert!(e.contains("redis-server exited with"), "{e}");
+        assert!(e.contains("append-only dir"), "this start's lines: {e}");
+        assert!(!e.contains("an old line"), "no line of an earlier run: {e}");
+    }
+
+    #[test]
+    fn a_tail_reads_from_its_offset_or_all_of_a_shorter_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log");
+        let lines: Vec<String> = (0..30).map(|i| format!("line {i}")).collect();
+        std::fs::write(&path, lines.join("\n")).expect("write");
+        let all = tail(&path, 0);
+        assert_eq!(all.lines().count(), 20);
+        assert!(
+            all.starts_with("line 10\n") && all.ends_with("line 29"),
+            "{all}"
+        );
+        let from = std::fs::read_to_string(&path)
+            .expect("read")
+            .find("line 27")
+            .expect("at");
+        assert_eq!(tail(&path, from as u64), "line 27\nline 28\nline 29");
+        // Past its end: the file was rotated since, and all of it is new.
+        assert_eq!(tail(&path, 1 << 20), all);
+        assert_eq!(tail(&dir.path().join("absent"), 0), "");
+    }
 }
