@@ -154,42 +154,57 @@ async fn raw_tasks_run_as_their_role_or_as_the_trusted_identity() {
     worker.stop().await;
 }
 
+/// A raw task's id, its fields besides `script` and `status`, and the
+/// start of the error it must end with.
+type Refused<'a> = (&'a str, &'a [(&'a [u8], &'a [u8])], &'a str);
+
+/// Sends each case ([`Refused`]) as a raw task to `queue` and asserts that
+/// it ended as `error`, kind `invalid`, with that error, and never started.
+async fn assert_each_ends_invalid_unrun(
+    conn: &mut redis::aio::MultiplexedConnection,
+    queue: &str,
+    cases: &[Refused<'_>],
+) {
+    for (id, fields, named) in cases {
+        let status = raw_task(conn, queue, id, r#"db::insert("should not exist")"#, fields).await;
+        assert_eq!(status, "error", "{id}");
+        assert_eq!(
+            hget(conn, id, "errorKind").await.as_deref(),
+            Some("invalid")
+        );
+        let error = hget(conn, id, "error").await.unwrap_or_default();
+        assert!(error.starts_with(named), "{id}: {error}");
+        assert_eq!(hget(conn, id, "startedAt").await, None, "{id} never ran");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_with_an_unknown_role_ends_invalid_without_running() {
     let redis = testkit::RedisServer::start();
     let worker = TestWorker::start(&redis.url(), "bad");
     let mut conn = raw(&redis.url()).await;
-    let cases: [(&str, &[u8], &str); 3] = [
-        ("t-admin", b"admin", r#"unknown role "admin""#),
-        ("t-empty", b"", r#"unknown role """#),
-        (
-            "t-binary",
-            b"wr\xffite",
-            "unknown role (not printable text)",
-        ),
-    ];
-    for (id, role, named) in cases {
-        let status = raw_task(
-            &mut conn,
-            "bad",
-            id,
-            r#"db::insert("should not exist")"#,
-            &[(b"caller", b"bob"), (b"role", role)],
-        )
-        .await;
-        assert_eq!(status, "error", "{id}");
-        assert_eq!(
-            hget(&mut conn, id, "errorKind").await.as_deref(),
-            Some("invalid")
-        );
-        let error = hget(&mut conn, id, "error").await.unwrap_or_default();
-        assert!(error.starts_with(named), "{id}: {error}");
-        assert_eq!(
-            hget(&mut conn, id, "startedAt").await,
-            None,
-            "{id} never ran"
-        );
-    }
+    assert_each_ends_invalid_unrun(
+        &mut conn,
+        "bad",
+        &[
+            (
+                "t-admin",
+                &[(b"caller", b"bob"), (b"role", b"admin")],
+                r#"unknown role "admin""#,
+            ),
+            (
+                "t-empty",
+                &[(b"caller", b"bob"), (b"role", b"")],
+                r#"unknown role """#,
+            ),
+            (
+                "t-binary",
+                &[(b"caller", b"bob"), (b"role", b"wr\xffite")],
+                "unknown role (not printable text)",
+            ),
+        ],
+    )
+    .await;
     // Nothing ran: the first insert of the circle still gets id 1.
     let status = raw_task(&mut conn, "bad", "t-check", "db::insert(0)", &[]).await;
     assert_eq!(status, "completed");
@@ -214,38 +229,33 @@ async fn a_task_whose_deadline_is_not_a_time_ends_invalid_without_running() {
     let redis = testkit::RedisServer::start();
     let worker = TestWorker::start(&redis.url(), "late");
     let mut conn = raw(&redis.url()).await;
-    let cases: [(&str, &[u8], &str); 4] = [
-        ("t-word", b"abc", r#"deadline "abc" is not a time"#),
-        ("t-float", b"1.5e12", r#"deadline "1.5e12" is not a time"#),
-        ("t-empty", b"", r#"deadline "" is not a time"#),
-        (
-            "t-binary",
-            b"12\xff",
-            "deadline (not printable text) is not a time",
-        ),
-    ];
-    for (id, deadline, named) in cases {
-        let status = raw_task(
-            &mut conn,
-            "late",
-            id,
-            r#"db::insert("should not exist")"#,
-            &[(b"deadline", deadline)],
-        )
-        .await;
-        assert_eq!(status, "error", "{id}");
-        assert_eq!(
-            hget(&mut conn, id, "errorKind").await.as_deref(),
-            Some("invalid")
-        );
-        let error = hget(&mut conn, id, "error").await.unwrap_or_default();
-        assert!(error.starts_with(named), "{id}: {error}");
-        assert_eq!(
-            hget(&mut conn, id, "startedAt").await,
-            None,
-            "{id} never ran"
-        );
-    }
+    assert_each_ends_invalid_unrun(
+        &mut conn,
+        "late",
+        &[
+            (
+                "t-word",
+                &[(b"deadline", b"abc")],
+                r#"deadline "abc" is not a time"#,
+            ),
+            (
+                "t-float",
+                &[(b"deadline", b"1.5e12")],
+                r#"deadline "1.5e12" is not a time"#,
+            ),
+            (
+                "t-empty",
+                &[(b"deadline", b"")],
+                r#"deadline "" is not a time"#,
+            ),
+            (
+                "t-binary",
+                &[(b"deadline", b"12\xff")],
+                "deadline (not printable text) is not a time",
+            ),
+        ],
+    )
+    .await;
     // A deadline in digits runs; nothing before it did.
     let later = (std::time::SystemTime::now() + Duration::from_secs(60))
         .duration_since(std::time::UNIX_EPOCH)

@@ -41,6 +41,13 @@ local function unclaim(id, plist, queue, prefix, worker)
   return { 'fenced', id }
 end
 
+-- A field's value fit for a message: quoted (its first 200 bytes) when it
+-- is printable ASCII or empty, else said to be neither.
+local function shown_field(v)
+  if v == '' or string.find(v, '^[%w%p ]+$') then return '"' .. string.sub(v, 1, 200) .. '"' end
+  return '(not printable text)'
+end
+
 local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
   local dkey = prefix .. id
   local h = read_task(dkey, 'status', 'script', 'deadline', 'workerId', 'replyTo',
@@ -89,9 +96,7 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
       delivered_ttl(h[10], deadline, h[7], now, ttl))
   end
   if status and status ~= 'pending' and status ~= 'processing' then
-    local shown = '(not printable text)'
-    if string.find(status, '^[%w%p ]+$') then shown = '"' .. status .. '"' end
-    local why = 'unknown status ' .. shown .. ' (a task is submitted as "pending")'
+    local why = 'unknown status ' .. shown_field(status) .. ' (a task is submitted as "pending")'
     failed(KIND_INVALID, why)
     return { 'invalid', id, why }
   end
@@ -101,10 +106,7 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
   end
   local role = h[9]
   if role and role ~= ROLE_READ and role ~= ROLE_WRITE then
-    local shown = '(not printable text)'
-    if string.find(role, '^[%w%p ]+$') then shown = '"' .. string.sub(role, 1, 200) .. '"' end
-    if role == '' then shown = '""' end
-    local why = 'unknown role ' .. shown .. ' (a task\'s role is "' .. ROLE_READ .. '" or "' ..
+    local why = 'unknown role ' .. shown_field(role) .. ' (a task\'s role is "' .. ROLE_READ .. '" or "' ..
       ROLE_WRITE .. '"; without a role field it runs as the trusted identity)'
     failed(KIND_INVALID, why)
     return { 'invalid', id, why }
@@ -112,10 +114,7 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
   -- A deadline is ms since the Unix epoch in digits, as the client writes
   -- it (and as the worker reads it): anything else would run unbounded.
   if deadline and not string.find(deadline, '^%d+$') then
-    local shown = '(not printable text)'
-    if string.find(deadline, '^[%w%p ]+$') then shown = '"' .. string.sub(deadline, 1, 200) .. '"' end
-    if deadline == '' then shown = '""' end
-    local why = 'deadline ' .. shown .. ' is not a time (a task\'s deadline is ms since the ' ..
+    local why = 'deadline ' .. shown_field(deadline) .. ' is not a time (a task\'s deadline is ms since the ' ..
       'Unix epoch, in digits; without a deadline field it has none)'
     failed(KIND_INVALID, why)
     return { 'invalid', id, why }
