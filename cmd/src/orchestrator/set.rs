@@ -78,6 +78,8 @@ struct Host {
     _token: CancellationToken,
     pause: server_ws::Pause,
     handle: JoinHandle<()>,
+    /// The sockets its runs are given clones of; emptied once it is paused.
+    circles: spawn::HostCircles,
 }
 
 /// The running circles, in circles.json order, and their hosts.
@@ -194,7 +196,7 @@ impl CircleSet {
         self.next_host += 1;
         let token = ctx.hosts.child_token();
         let pause = server_ws::Pause::new();
-        let handle = spawn::start_host(
+        let (handle, circles) = spawn::start_host(
             ctx.clients.main(),
             hosted,
             token.clone(),
@@ -208,6 +210,7 @@ impl CircleSet {
             _token: token,
             pause,
             handle,
+            circles,
         });
     }
 
@@ -254,6 +257,10 @@ impl CircleSet {
         }
         for host in self.hosts.iter().filter(|h| retiring.contains(&h.id)) {
             host.pause.pause().await;
+            // A paused host is never given its sockets again: its copies
+            // close, and the actix server's own close once it holds no
+            // connection. The ports stay open where a new host took them.
+            lock(&host.circles).clear();
         }
         for l in &out {
             let Some(listener) = &l.listener else {

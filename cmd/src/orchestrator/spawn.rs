@@ -136,6 +136,21 @@ pub struct Hosted {
     pub client: client::Client,
 }
 
+/// What every run of a host is given a clone of: each circle's limits, its
+/// listening socket, its connections' token and its Redis client. Shared
+/// with the owner, who empties it once the host is paused for good, so that
+/// the host keeps no socket of a circle it no longer serves open.
+pub type HostCircles = Arc<
+    Mutex<
+        Vec<(
+            server_ws::ServerConfig,
+            std::net::TcpListener,
+            CancellationToken,
+            client::Client,
+        )>,
+    >,
+>;
+
 /// Starts a supervised websocket host that serves every given circle's port
 /// (one actix worker thread for all of them, see `server_ws::run_many`). Its
 /// state is mirrored into every circle's server slot; `token` stops it and
@@ -151,20 +166,24 @@ pub fn start_host(
     carry: bool,
     tracker: &TaskTracker,
     changed: &Arc<Notify>,
-) -> tokio::task::JoinHandle<()> {
+) -> (tokio::task::JoinHandle<()>, HostCircles) {
     let client = client.clone();
     let (servers, slots): (Vec<_>, Vec<_>) = hosted
         .into_iter()
         .map(|h| ((h.config, h.listener, h.token, h.client), h.slot))
         .unzip();
+    let what = format!("websocket host of {} circles", servers.len());
+    let servers: HostCircles = Arc::new(Mutex::new(servers));
+    let shared = servers.clone();
     let mut first = true;
-    tracker.spawn(supervisor::supervise_shared(
-        format!("websocket host of {} circles", servers.len()),
+    let handle = tracker.spawn(supervisor::supervise_shared(
+        what,
         slots,
         changed.clone(),
         token.clone(),
         move |slots| {
             let carried = std::mem::take(&mut first) && carry;
+            let servers = lock(&servers);
             let mut circles = Vec::with_capacity(servers.len());
             let mut failed = None;
             let retired = pause.is_requested();
@@ -206,5 +225,6 @@ pub fn start_host(
                     .map_err(|e| e.to_string())
             }
         },
-    ))
+    ));
+    (handle, shared)
 }
