@@ -369,3 +369,58 @@ async fn a_token_given_after_redis_restarted_empty_is_new_and_the_old_one_renews
         "the old token renews nothing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_claim_gives_back_a_task_pushed_processing_without_a_worker() {
+    // No worker holds such a task: the lease's holder ends it as invalid.
+    // A worker that lost the lease must put it back, not drop it.
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let fence = Fence::new();
+    let mut options = BrokerOptions::new(TTL);
+    options.fence = Some(fence.clone());
+    let worker = WorkerBroker::new(&url, "q", "w", &options).expect("broker");
+    let popper =
+        BlockingPopper::new(&url, "q", "w", Duration::from_secs(5), &options).expect("popper");
+    let lease = worker
+        .acquire_lease(&holder(1, "/a"), TTL)
+        .await
+        .expect("redis")
+        .expect("taken");
+    fence.set(lease.token);
+    let mut conn = raw(&url).await;
+    take_over(&mut conn, lease.token).await;
+    let _: () = redis::pipe()
+        .atomic()
+        .cmd("HSET")
+        .arg(keys::task_details("orphan"))
+        .arg("script")
+        .arg("1")
+        .arg("status")
+        .arg("processing")
+        .ignore()
+        .cmd("LPUSH")
+        .arg(keys::tasks("q"))
+        .arg("orphan")
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .expect("push");
+    // The idle pop moves the id before its claim finds the lease gone.
+    assert!(
+        matches!(
+            popper
+                .pop_and_claim(Duration::from_secs(1))
+                .await
+                .expect("pop"),
+            Some(Claim::Fenced { .. })
+        ),
+        "a worker that lost the lease claims nothing"
+    );
+    assert_eq!(listed(&mut conn, &keys::tasks("q")).await, ["orphan"]);
+    assert!(
+        listed(&mut conn, &keys::processing("q", "w"))
+            .await
+            .is_empty()
+    );
+}

@@ -278,6 +278,154 @@ async fn a_task_whose_deadline_is_not_a_time_ends_invalid_without_running() {
     worker.stop().await;
 }
 
+/// The PTTL of task `id`'s hash: -1 without an expiry.
+async fn pttl(conn: &mut redis::aio::MultiplexedConnection, id: &str) -> i64 {
+    redis::cmd("PTTL")
+        .arg(client::keys::task_details(id))
+        .query_async(conn)
+        .await
+        .expect("pttl")
+}
+
+/// All fields of task `id`'s hash.
+async fn hgetall(
+    conn: &mut redis::aio::MultiplexedConnection,
+    id: &str,
+) -> std::collections::BTreeMap<String, String> {
+    redis::cmd("HGETALL")
+        .arg(client::keys::task_details(id))
+        .query_async(conn)
+        .await
+        .expect("hgetall")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_pushed_processing_without_a_worker_ends_invalid_without_running() {
+    // No worker claimed it (a claim writes workerId), so none ever would:
+    // it ends, and its hash expires like any result.
+    let redis = testkit::RedisServer::start();
+    let worker = TestWorker::start(&redis.url(), "held");
+    let mut conn = raw(&redis.url()).await;
+    assert_each_ends_invalid_unrun(
+        &mut conn,
+        "held",
+        &[(
+            "t-processing",
+            &[(b"status", b"processing")],
+            r#"status "processing" but no worker holds it"#,
+        )],
+    )
+    .await;
+    let ttl = pttl(&mut conn, "t-processing").await;
+    assert!(ttl > 0, "the error hash expires (pttl {ttl})");
+    // Nothing ran: the first insert of the circle still gets id 1.
+    let status = raw_task(&mut conn, "held", "t-check", "db::insert(0)", &[]).await;
+    assert_eq!(status, "completed");
+    assert_eq!(
+        hget(&mut conn, "t-check", "output").await.as_deref(),
+        Some("1")
+    );
+    assert_settled(&redis.url(), "held", &worker, 1, 1).await;
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_hash_pushed_without_an_expiry_gets_the_result_ttl_and_is_not_rewritten() {
+    let redis = testkit::RedisServer::start();
+    let worker = TestWorker::start(&redis.url(), "done");
+    let mut conn = raw(&redis.url()).await;
+    let finished: [(&str, Fields); 2] = [
+        (
+            "t-completed",
+            &[
+                (b"script", b"db::insert(\"should not exist\")"),
+                (b"status", b"completed"),
+            ],
+        ),
+        (
+            "t-error",
+            &[
+                (b"script", b"db::insert(\"should not exist\")"),
+                (b"status", b"error"),
+                (b"error", b"a third party's verdict"),
+            ],
+        ),
+    ];
+    for (id, fields) in finished {
+        hset_raw(&mut conn, id.as_bytes(), fields).await;
+        lpush_raw(&mut conn, &client::keys::tasks("done"), &[id.as_bytes()]).await;
+    }
+    // FIFO: once the task pushed behind them has run, both ids were taken.
+    let status = raw_task(&mut conn, "done", "t-check", "db::insert(0)", &[]).await;
+    assert_eq!(status, "completed");
+    assert_eq!(
+        hget(&mut conn, "t-check", "output").await.as_deref(),
+        Some("1"),
+        "neither finished task ran"
+    );
+    for (id, fields) in finished {
+        let ttl = pttl(&mut conn, id).await;
+        assert!(ttl > 0, "{id}: the finished hash expires (pttl {ttl})");
+        let written: std::collections::BTreeMap<String, String> = fields
+            .iter()
+            .map(|(f, v)| {
+                (
+                    String::from_utf8_lossy(f).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            hgetall(&mut conn, id).await,
+            written,
+            "{id} is not rewritten"
+        );
+    }
+    // Skipped, not counted: only the check task was.
+    assert_settled(&redis.url(), "done", &worker, 1, 0).await;
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_processing_by_another_worker_is_left_alone() {
+    let redis = testkit::RedisServer::start();
+    let worker = TestWorker::start(&redis.url(), "theirs");
+    let mut conn = raw(&redis.url()).await;
+    let fields: Fields = &[
+        (b"script", b"db::insert(\"should not exist\")"),
+        (b"status", b"processing"),
+        (b"workerId", b"another-worker"),
+    ];
+    hset_raw(&mut conn, b"t-theirs", fields).await;
+    lpush_raw(&mut conn, &client::keys::tasks("theirs"), &[b"t-theirs"]).await;
+    let status = raw_task(&mut conn, "theirs", "t-check", "db::insert(0)", &[]).await;
+    assert_eq!(status, "completed");
+    assert_eq!(
+        hget(&mut conn, "t-check", "output").await.as_deref(),
+        Some("1"),
+        "the other worker's task did not run here"
+    );
+    assert_eq!(
+        hgetall(&mut conn, "t-theirs").await,
+        [
+            ("script", "db::insert(\"should not exist\")"),
+            ("status", "processing"),
+            ("workerId", "another-worker"),
+        ]
+        .into_iter()
+        .map(|(f, v)| (f.to_owned(), v.to_owned()))
+        .collect(),
+        "untouched"
+    );
+    assert_eq!(
+        pttl(&mut conn, "t-theirs").await,
+        -1,
+        "no expiry while it runs"
+    );
+    assert_settled(&redis.url(), "theirs", &worker, 1, 0).await;
+    worker.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_submitted_through_the_client_run_as_their_caller() {
     let redis = testkit::RedisServer::start();

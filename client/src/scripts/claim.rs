@@ -12,7 +12,9 @@
 /// `{'expired'|'missing', id}`. Writes
 /// `createdAt` (DESIGN §3: a field the system writes) when the submitter did
 /// not, as a third-party submitter may not. A `role` other than `read` and
-/// `write` ends the task as invalid (fail closed: it never runs).
+/// `write` ends the task as invalid (fail closed: it never runs), and so
+/// does a `processing` task without `workerId` (no worker holds it). A task
+/// found `completed` or `error` without an expiry gets the result TTL.
 /// `fenced(okey, token)`: whether a worker that holds a lease (`token` not
 /// `''`) has lost it: the owner key `okey` is gone or holds another token.
 /// `unclaim(id, plist, queue, prefix, worker)`: a fenced worker gives back an
@@ -35,7 +37,9 @@ local function unclaim(id, plist, queue, prefix, worker)
     redis.call('HSET', dkey, 'status', 'pending')
     redis.call('HDEL', dkey, 'workerId', 'startedAt')
     redis.call('RPUSH', queue, id)
-  elseif not h[1] or h[1] == 'pending' then
+  elseif not h[1] or h[1] == 'pending' or (h[1] == 'processing' and not h[2]) then
+    -- Not claimed by anyone (a `processing` without `workerId` included):
+    -- back to the queue, for the lease's holder to claim or end.
     redis.call('RPUSH', queue, id)
   end
   return { 'fenced', id }
@@ -79,9 +83,16 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
   if fresh and status == 'processing' and h[4] == worker then
     return false
   end
-  -- Ended already, or another worker's: not ours to touch.
-  if status == 'completed' or status == 'error'
-      or (status == 'processing' and h[4] ~= worker) then
+  -- Ended already: not run again, not rewritten; but a finished hash pushed
+  -- without an expiry (a third party wrote it so) gets the result TTL, so
+  -- it does not stay in Redis for good.
+  if status == 'completed' or status == 'error' then
+    redis.call('LREM', plist, 1, id)
+    if redis.call('PTTL', dkey) == -1 then redis.call('PEXPIRE', dkey, ttl) end
+    return { 'skipped', id, status }
+  end
+  -- Another worker's: not ours to touch.
+  if status == 'processing' and h[4] and h[4] ~= worker then
     redis.call('LREM', plist, 1, id)
     return { 'skipped', id, status }
   end
@@ -97,6 +108,13 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
   end
   if status and status ~= 'pending' and status ~= 'processing' then
     local why = 'unknown status ' .. shown_field(status) .. ' (a task is submitted as "pending")'
+    failed(KIND_INVALID, why)
+    return { 'invalid', id, why }
+  end
+  -- Our claim writes workerId with `processing`: without it, no worker
+  -- holds the task (a third party submitted it so), and none ever would.
+  if status == 'processing' and not h[4] then
+    local why = 'status "processing" but no worker holds it (a task is submitted as "pending")'
     failed(KIND_INVALID, why)
     return { 'invalid', id, why }
   end
