@@ -149,6 +149,60 @@ fn a_standby_waits_without_opening_its_database_and_takes_over_from_a_killed_wor
     standby.stop();
 }
 
+#[test]
+fn a_standby_on_the_same_data_dir_waits_for_the_database_and_leaves_the_lease_alone() {
+    // The lease's holder names the same host and directory as the standby
+    // (a restart after a crash takes such a lease at once); while the first
+    // process has the database open, the standby must not take it.
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let config = sandbox.circles(&[(1, "Alpha", port())]);
+    let dir = sandbox.path().join("shared");
+    let mut first = spawn(&sandbox, &config, &redis.url(), &dir, &[]);
+    first.wait_table();
+    first.wait_stdout("Running", WAIT);
+    let mut conn = conn(&redis);
+    submit(&mut conn, "w1", "db::insert(\"from the first\")");
+    wait_field(&mut conn, "w1", "status", "completed");
+    let before = lease(&mut conn).expect("held");
+    let mut standby = spawn(
+        &sandbox,
+        &config,
+        &redis.url(),
+        &dir,
+        &["--standby", "--output", "json", "--refresh", "100ms"],
+    );
+    standby.wait_stdout("\"worker\":\"standby\"", WAIT);
+    standby.wait_stdout("is open in another process on this host", WAIT);
+    // Ten beats: the lease stays the first's, token and all, and it serves.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        lease(&mut conn),
+        Some(before.clone()),
+        "the lease left alone"
+    );
+    submit(&mut conn, "w2", "db::insert(\"still the first\")");
+    wait_field(&mut conn, "w2", "status", "completed");
+    assert_eq!(
+        field(&mut conn, "w2", "workerId").map(|w| w.starts_with(&format!("{}-", first.pid()))),
+        Some(true)
+    );
+
+    first.child.kill().expect("kill -9 the first orchestrator");
+    let _ = first.child.wait();
+    submit(&mut conn, "w3", "db::get(1)");
+    wait_field(&mut conn, "w3", "status", "completed");
+    assert_eq!(
+        field(&mut conn, "w3", "output").as_deref(),
+        Some("from the first"),
+        "the standby took over the same database"
+    );
+    let after = lease(&mut conn).expect("held");
+    assert_eq!(after.pid, standby.pid());
+    assert!(after.token > before.token, "{after:?} after {before:?}");
+    standby.stop();
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -48,6 +48,13 @@ impl std::fmt::Debug for OurDb {
 }
 
 impl OurDb {
+    /// Whether the database in `dir` is open in another handle, in this
+    /// process or another ([`OurDb::open`] would fail with
+    /// [`Error::Locked`]); `false` for a directory that holds none.
+    pub fn is_open_elsewhere(dir: impl AsRef<Path>) -> Result<bool> {
+        crate::files::in_use(dir.as_ref())
+    }
+
     /// Creates or opens the database in `dir`, taking an exclusive lock on it.
     ///
     /// Rebuilds the index from the checkpoint and the frames written after it

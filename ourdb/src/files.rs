@@ -66,6 +66,30 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
     }
 }
 
+/// Whether another handle (in this process or another) holds `dir`'s lock:
+/// its database is open there. A directory without a lock file is not in
+/// use. Takes the lock for a moment when it is free.
+pub(crate) fn in_use(dir: &Path) -> Result<bool> {
+    let path = dir.join(LOCK_NAME);
+    let file = match OpenOptions::new().read(true).write(true).open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => {
+            return Err(Error::io(
+                format!("opening lock file {}", path.display()),
+                e,
+            ));
+        }
+    };
+    match fs4::FileExt::try_lock(&file) {
+        Ok(()) => Ok(false),
+        Err(fs4::TryLockError::WouldBlock) => Ok(true),
+        Err(fs4::TryLockError::Error(e)) => {
+            Err(Error::io(format!("locking {}", path.display()), e))
+        }
+    }
+}
+
 /// Removes leftovers of data files whose creation did not finish.
 pub(crate) fn remove_temp_files(dir: &Path) -> Result<()> {
     for entry in read_dir(dir)? {

@@ -225,6 +225,19 @@ fn second_open_of_a_locked_directory_names_the_directory() {
 }
 
 #[test]
+fn a_database_open_in_another_handle_is_seen_as_such_and_a_probe_takes_no_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(!OurDb::is_open_elsewhere(dir.path().join("absent")).unwrap());
+    assert!(!OurDb::is_open_elsewhere(dir.path()).unwrap());
+    let db = OurDb::open(dir.path(), Config::default()).unwrap();
+    assert!(OurDb::is_open_elsewhere(dir.path()).unwrap());
+    db.close().unwrap();
+    assert!(!OurDb::is_open_elsewhere(dir.path()).unwrap());
+    // The probe lets its lock go: the database opens after it.
+    OurDb::open(dir.path(), Config::default()).expect("open after a probe");
+}
+
+#[test]
 fn batch_assigns_ids_in_order_and_may_update_its_own_inserts() {
     let dir = tempfile::tempdir().unwrap();
     let db = OurDb::open(dir.path(), Config::default()).unwrap();

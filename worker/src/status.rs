@@ -58,6 +58,13 @@ impl WorkerStatus {
         )
     }
 
+    /// Shows the worker waiting before it takes its lease, saying why
+    /// (`Standby`): for a caller that waits on something of its own first,
+    /// as [`crate::await_lease`] waits on the lease.
+    pub fn set_standby(&self, why: String) {
+        self.set(WorkerState::Standby(why));
+    }
+
     pub(crate) fn set(&self, state: WorkerState) {
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
     }

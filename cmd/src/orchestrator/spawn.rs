@@ -89,6 +89,12 @@ pub fn start_standby_worker(
             let (circle, data_dir, limits) = (circle.clone(), data_dir.clone(), limits.clone());
             let closing = closing.clone();
             async move {
+                let opened = lock(&closing).is_some();
+                if !opened
+                    && !wait_database_free(&circle, &data_dir, &options, &status, &token).await?
+                {
+                    return Ok(());
+                }
                 let held = worker::await_lease(&config, &options, &status, &token)
                     .await
                     .map_err(|e| e.to_string())?;
@@ -118,6 +124,41 @@ pub fn start_standby_worker(
             }
         },
     ))
+}
+
+/// A standby's wait while another process of this host has the circle's
+/// database open (the same `--data-dir`): that process holds the lease
+/// under the same host and directory, which the lease would hand this one
+/// at once (it takes a lease its own database held before, for a restart
+/// after a crash), leaving a worker that cannot open the database. Checked
+/// each heartbeat; `Ok(false)` when `token` is cancelled first.
+async fn wait_database_free(
+    circle: &crate::config::CircleConfig,
+    data_dir: &std::path::Path,
+    options: &worker::WorkerOptions,
+    status: &worker::WorkerStatus,
+    token: &CancellationToken,
+) -> Result<bool, String> {
+    let dir = circles::db_dir(data_dir, circle.id);
+    loop {
+        let probe = dir.clone();
+        let open = tokio::task::spawn_blocking(move || ourdb::OurDb::is_open_elsewhere(&probe))
+            .await
+            .map_err(|e| format!("looking at the database panicked: {e}"))?
+            .map_err(|e| e.to_string())?;
+        if !open {
+            return Ok(true);
+        }
+        status.set_standby(format!(
+            "database {} is open in another process on this host (the same --data-dir); \
+             taking over once it closes",
+            dir.display()
+        ));
+        tokio::select! {
+            () = token.cancelled() => return Ok(false),
+            () = tokio::time::sleep(options.heartbeat_interval) => {}
+        }
+    }
 }
 
 /// A circle served by a websocket host: its limits, its bound port (every
