@@ -4,6 +4,7 @@
 //! with the code that says why it ended.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix_ws::{CloseCode, CloseReason, Message, MessageStream, ProtocolError, Session};
@@ -271,8 +272,13 @@ impl Connection {
                     .await
                     .is_err()
                 {
+                    // Their replies cannot be sent any more: their tasks are
+                    // cancelled when `finish` aborts them, so a client told
+                    // nothing can count on none of them running later.
+                    self.reader.abandoned.store(true, Ordering::Release);
                     log::warn!(circle:%;
-                        "circle {circle}: {} request(s) unanswered after {:?} of shutdown",
+                        "circle {circle}: {} request(s) unanswered after {:?} of shutdown; \
+                         their tasks are cancelled",
                         self.reader.requests.len(),
                         timing.drain_timeout
                     );

@@ -4,6 +4,7 @@
 //! batch's as one array, in item order).
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -20,6 +21,8 @@ struct Call {
     id: Value,
     script: String,
     permit: OwnedSemaphorePermit,
+    /// Its connection's [`Reader::abandoned`](crate::reader::Reader).
+    abandoned: Arc<AtomicBool>,
 }
 
 /// What admission makes of one item.
@@ -217,7 +220,12 @@ async fn admit(shared: &Shared, permits: &Arc<Semaphore>, item: Item, io: &mut I
         // The client is gone (or must be let go): nobody would read a reply.
         Item::Play { id: Some(_), .. } if io.reader.ended.is_some() => Admitted::Silent,
         Item::Play { id, script } => match (id, Arc::clone(permits).try_acquire_owned()) {
-            (Some(id), Ok(permit)) => Admitted::Call(Call { id, script, permit }),
+            (Some(id), Ok(permit)) => Admitted::Call(Call {
+                id,
+                script,
+                permit,
+                abandoned: Arc::clone(&io.reader.abandoned),
+            }),
             (Some(id), Err(_)) => {
                 let max = shared.config.max_in_flight;
                 Admitted::Reply(rpc::limit_exceeded(
@@ -237,7 +245,7 @@ async fn admit(shared: &Shared, permits: &Arc<Semaphore>, item: Item, io: &mut I
 /// is made, before it is queued for the client.
 async fn run_call(shared: &Shared, call: Call) -> Value {
     let _counted = shared.status.call_started();
-    let reply = play::play(shared, &call.id, &call.script).await;
+    let reply = play::play(shared, &call.id, &call.script, &call.abandoned).await;
     drop(call.permit);
     reply
 }

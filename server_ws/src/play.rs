@@ -1,6 +1,8 @@
 //! The `play` method: hand the script to the worker through the client and
 //! turn how it ended into a JSON-RPC reply.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use client::{FailureKind, OnDrop, Outcome, Watched};
 use serde_json::{Value, json};
 
@@ -9,19 +11,26 @@ use crate::rpc;
 
 /// Runs a request's `script` on the circle's queue and returns the reply
 /// for `id`. Dropping the call cancels its task (its client went away, so
-/// nobody would read the result) unless the server is shutting down: then
-/// the task runs on, and a running script gets the worker's shutdown grace.
+/// nobody would read the result) unless the server is shutting down and
+/// the connection still waits to answer it: then the task runs on, and a
+/// running script gets the worker's shutdown grace. Once that wait is over
+/// (`abandoned`), dropping it cancels its task as well.
 ///
 /// A circle with no live worker (its [`crate::WorkerSight`] says so) is
 /// answered -32002 at once, and nothing is submitted; a task that times out
 /// while the circle has none is answered the same way and cancelled, so no
 /// worker that comes up later runs it unseen.
-pub(crate) async fn play(shared: &Shared, id: &Value, script: &str) -> Value {
+pub(crate) async fn play(
+    shared: &Shared,
+    id: &Value,
+    script: &str,
+    abandoned: &AtomicBool,
+) -> Value {
     let circle = shared.config.circle_name.as_str();
     if no_live_worker(shared) {
         return no_worker(shared, id, None).await;
     }
-    let shutting_down = || shared.token.is_cancelled();
+    let shutting_down = || shared.token.is_cancelled() && !abandoned.load(Ordering::Acquire);
     let ended = crate::local::client_for(&shared.client)
         .run_with(
             &shared.config.queue,

@@ -4,6 +4,8 @@
 //! the connection ended once known, and the calls it has in flight.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use actix_web::error::PayloadError;
@@ -36,8 +38,13 @@ pub(crate) struct Reader {
     /// more is sent meanwhile, and no new request is started.
     pub(crate) ended: Option<End>,
     /// Requests in flight (their replies are awaited; aborting one cancels
-    /// its task).
+    /// its task, unless the server is shutting down and `abandoned` is not
+    /// set).
     pub(crate) requests: JoinSet<()>,
+    /// Set when the shutdown's drain ends with requests unanswered: their
+    /// replies can no longer be sent, so aborting them cancels their tasks
+    /// as for a client that went away (none runs later, unseen).
+    pub(crate) abandoned: Arc<AtomicBool>,
     /// Notifications whose tasks are queued, each holding its slot until the
     /// task ends (aborting one changes nothing for its task).
     pub(crate) waiters: JoinSet<()>,
@@ -55,6 +62,7 @@ impl Reader {
             early_cost: 0,
             ended: None,
             requests: JoinSet::new(),
+            abandoned: Arc::default(),
             waiters: JoinSet::new(),
             close_sent: false,
         }

@@ -59,6 +59,25 @@ async fn until_one_task(conn: &mut redis::aio::MultiplexedConnection) -> String 
     panic!("no task was submitted");
 }
 
+/// The id of a task hash other than `known`, once there is one.
+async fn until_other_task(conn: &mut redis::aio::MultiplexedConnection, known: &str) -> String {
+    for _ in 0..1000 {
+        let hashes: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", client::keys::TASK_DETAILS_PREFIX))
+            .query_async(conn)
+            .await
+            .expect("keys");
+        let mut ids = hashes
+            .iter()
+            .map(|h| &h[client::keys::TASK_DETAILS_PREFIX.len()..]);
+        if let Some(id) = ids.find(|id| *id != known) {
+            return id.to_owned();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("no second task was submitted");
+}
+
 /// The fields of task `id` once it has ended (or as they are after 30 s).
 async fn until_task_ended(
     conn: &mut redis::aio::MultiplexedConnection,
@@ -198,10 +217,12 @@ async fn a_notification_s_script_runs_to_its_end_after_its_sender_went_away() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_that_shuts_down_leaves_its_unanswered_requests_to_the_worker() {
-    // A drain too short for the script: the server stops waiting for its
-    // reply, but the task is not cancelled (the worker's own shutdown grace
-    // decides about running scripts).
+async fn a_server_whose_shutdown_drain_ends_with_requests_unanswered_cancels_their_tasks() {
+    // A drain too short for the scripts: the server stops waiting for their
+    // replies and can no longer send them, so it cancels their tasks, as for
+    // a client that went away: the running one stops, keeping none of its
+    // writes, and the queued one ends without running. A client told
+    // nothing can count on neither running later, after a restart.
     let mut fx = Fixture::start_with(
         |_| {},
         ServerTiming::default().with_drain_timeout(std::time::Duration::from_millis(50)),
@@ -209,28 +230,34 @@ async fn a_server_that_shuts_down_leaves_its_unanswered_requests_to_the_worker()
     )
     .await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let worker = start_worker(&fx, dir.path());
-    let mut conn = redis::Client::open(fx.redis.url())
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
+    let worker = start_worker_with(&fx, dir.path(), endless_limits());
+    let mut conn = redis_conn(&fx).await;
     let mut ws = fx.connect().await;
-    common::send(
-        &mut ws,
-        &play(
-            1,
-            "db::insert(5); let x = 0; while x < 1_000_000 { x += 1; } x",
-        ),
-    )
-    .await;
-    let id = until_one_task(&mut conn).await;
+    common::send(&mut ws, &play(1, "db::insert(5); loop { }")).await;
+    let running = until_one_task(&mut conn).await;
+    for _ in 0..1000 {
+        if tasks_with_status(&mut conn, "processing").await == [running.clone()] {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    common::send(&mut ws, &play(2, "db::insert(6); 6")).await;
+    let queued = until_other_task(&mut conn, &running).await;
     fx.shut_down().await.expect("server stops cleanly");
     drop(ws);
 
-    let fields = until_task_ended(&mut conn, &id).await;
-    assert_eq!(fields["status"], "completed", "{fields:?}");
-    assert!(!fields.contains_key("cancel"), "{fields:?}");
+    for (id, how) in [
+        (&running, "cancelled while it ran"),
+        (&queued, "cancelled before it ran"),
+    ] {
+        let fields = until_task_ended(&mut conn, id).await;
+        assert_eq!(fields["status"], "error", "{fields:?}");
+        assert_eq!(fields["errorKind"], "cancelled", "{fields:?}");
+        assert!(
+            fields["error"].starts_with(&format!("{how}: {}", client::SUBMITTER_GONE)),
+            "{fields:?}"
+        );
+    }
     worker.cancel();
 }
 
