@@ -2,7 +2,8 @@
 //! follow Redis down and back, a Prometheus scrape that promtool accepts and
 //! whose counters move by exactly the tasks sent, the origin check, the
 //! token (the console's page open without it, every data route closed),
-//! `--admin off`, a busy port, and the `status` command.
+//! 405 with `Allow` for a method a path does not take, `--admin off`, a busy
+//! port, and the `status` command.
 
 mod common;
 
@@ -395,4 +396,56 @@ fn a_non_loopback_host_without_an_admin_token_refuses_to_start() {
     let (code, _, stderr) = run_to_end(cmd, Duration::from_secs(30));
     assert_eq!(code.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--admin-token-sha256"), "{stderr}");
+}
+
+/// `method path` at `addr` with no body: the status code and the lower-cased
+/// header lines.
+fn head(addr: SocketAddr, method: &str, path: &str) -> (u16, Vec<String>) {
+    let mut stream = TcpStream::connect(addr).expect("connect to the admin endpoint");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut raw = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut raw).expect("read the answer");
+    let (head, _body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+    let mut lines = head.lines();
+    let code = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("a status code");
+    (code, lines.map(str::to_ascii_lowercase).collect())
+}
+
+#[test]
+fn a_method_a_path_does_not_take_gets_405_with_allow_naming_the_one_it_does() {
+    let mut admin = start(&[]);
+    for (method, path, allow) in [
+        ("POST", "/healthz", "get"),
+        ("DELETE", "/healthz", "get"),
+        ("POST", "/readyz", "get"),
+        ("PUT", "/api/status", "get"),
+        ("POST", "/api/events", "get"),
+        ("POST", "/metrics", "get"),
+        ("POST", "/", "get"),
+        ("POST", "/assets/app.js", "get"),
+        ("GET", "/api/reload", "post"),
+    ] {
+        let (code, headers) = head(admin.addr, method, path);
+        assert_eq!(code, 405, "{method} {path}: {headers:?}");
+        assert!(
+            headers.contains(&format!("allow: {allow}")),
+            "{method} {path} names {allow}: {headers:?}"
+        );
+    }
+    // A path the endpoint does not serve is still 404, and the probes still
+    // answer their own method.
+    assert_eq!(head(admin.addr, "POST", "/nowhere").0, 404);
+    assert_eq!(head(admin.addr, "GET", "/healthz").0, 200);
+    assert!(admin.orchestrator.stop().success());
 }

@@ -326,3 +326,78 @@ async fn the_environment_names_redis_and_the_data_dir_and_a_pipe_gets_plain_outp
         "circle 1's database is under CIRCLES_DATA_DIR"
     );
 }
+
+/// The `"reload"` of every JSON snapshot printed so far that has one.
+fn reloads(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|s| s["reload"].clone())
+        .filter(|r| !r.is_null())
+        .collect()
+}
+
+#[test]
+fn json_output_prints_a_snapshot_for_each_reload_applied_unchanged_or_failed() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let circle = port();
+    let config = sandbox.circles(&[(1, "Alpha", circle)]);
+    let mut o = Orchestrator::start(
+        &sandbox,
+        &config,
+        &redis.url(),
+        &["--output", "json", "--admin", "127.0.0.1:0"],
+    );
+    o.wait_stdout("\"worker\":\"running\"", common::START_DEADLINE);
+    let first: serde_json::Value =
+        serde_json::from_str(o.stdout().lines().next().expect("a line")).expect("JSON");
+    let addr: std::net::SocketAddr = first["admin"]
+        .as_str()
+        .and_then(|u| u.strip_prefix("http://"))
+        .expect("the admin URL")
+        .parse()
+        .expect("an address");
+    let valid = std::fs::read_to_string(&config).expect("circles.json");
+
+    // Nothing changed, then an invalid file, then the valid one again: no
+    // row changes, so each line comes from the reload alone.
+    let invalid = format!(r#"[{{"id": 1, "name": "Alpha", "port": {circle}, "colour": 1}}]"#);
+    for (seq, text, code) in [(1, &valid, 200), (2, &invalid, 422), (3, &valid, 200)] {
+        std::fs::write(&config, text).expect("write circles.json");
+        let answer = common::http::request(addr, "POST", "/api/reload", &[]);
+        assert_eq!(answer.code, code, "reload {seq}: {}", answer.body);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !reloads(&o.stdout()).iter().any(|r| r["seq"] == seq) {
+            assert!(
+                Instant::now() < deadline,
+                "no snapshot line for reload {seq}:\n{}",
+                o.stdout()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    assert_eq!(o.stop().code(), Some(0));
+    let seen = reloads(&o.stdout());
+    let line = |seq: u64| {
+        seen.iter()
+            .find(|r| r["seq"] == seq)
+            .unwrap_or_else(|| panic!("reload {seq}: {seen:?}"))
+    };
+    assert_eq!(line(1)["applied"], true);
+    assert_eq!(
+        line(1)["summary"],
+        serde_json::json!({"added": [], "removed": [], "changed": []})
+    );
+    assert_eq!(line(2)["applied"], false);
+    assert_eq!(line(2)["error"]["kind"], "invalid_config");
+    assert!(
+        line(2)["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("colour")),
+        "{:?}",
+        line(2)
+    );
+    assert_eq!(line(3)["applied"], true);
+    assert_eq!(line(3)["error"], serde_json::Value::Null);
+}

@@ -679,3 +679,97 @@ fn the_reload_command_with_nothing_listening_fails_saying_so() {
     );
     assert!(stdout.is_empty(), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_asked_while_shutting_down_is_refused_at_once_with_503_and_the_command_says_so() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let (a, d) = (port(), port());
+    let config = sandbox.circles(&[(1, "Alpha", a)]);
+    let (mut o, addr) = start_with_admin(
+        &sandbox,
+        &config,
+        &redis,
+        &[
+            "--max-operations",
+            "1000000000000",
+            "--script-timeout",
+            "120s",
+            "--shutdown-grace",
+            "5s",
+        ],
+    );
+    // A request in flight whose script runs on: the servers wait up to their
+    // 5 s drain for its reply, so the shutdown lasts seconds.
+    let mut alpha = connect(a).await;
+    send(
+        &mut alpha,
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "play",
+                "params": {"script": "let x = 0; loop { x += 1; }"}})
+        .to_string(),
+    )
+    .await;
+    let mut conn = redis::Client::open(redis.url())
+        .expect("redis url")
+        .get_connection()
+        .expect("redis connection");
+    // Running once the worker holds it in its processing list.
+    let deadline = Instant::now() + RELOAD_DEADLINE;
+    loop {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(client::keys::processing("alpha", "*"))
+            .query(&mut conn)
+            .expect("KEYS");
+        let mut held = 0;
+        for key in &keys {
+            held += redis::cmd("LLEN")
+                .arg(key)
+                .query::<i64>(&mut conn)
+                .expect("LLEN");
+        }
+        if held > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the script never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    write_circles(&sandbox, &[(1, "Alpha", a), (4, "Delta", d)]);
+    o.signal("TERM");
+    let deadline = Instant::now() + RELOAD_DEADLINE;
+    while !http::get(addr, "/readyz", &[])
+        .body
+        .contains("shutting down")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "/readyz never said shutting down"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let answer = http::request(addr, "POST", "/api/reload", &[]);
+    assert_eq!(answer.code, 503, "{}", answer.body);
+    let body: Value = serde_json::from_str(&answer.body).expect("JSON");
+    assert_eq!(body["error"]["kind"], "shutting_down", "{body}");
+    let (code, stdout, stderr) = reload_command(&sandbox, addr, &[], &[]);
+    assert_eq!(code.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.contains("the reload was refused") && stderr.contains("shutting down"),
+        "{stderr}"
+    );
+    // Both answers came while the drain still ran, not at its end.
+    assert!(
+        o.child.try_wait().expect("try_wait").is_none(),
+        "answered only once the orchestrator had exited"
+    );
+    assert!(!listens(o.pid(), d), "Delta started during the shutdown");
+    o.wait_exit(RELOAD_DEADLINE);
+    assert!(
+        o.stderr().contains("refused: shutting down"),
+        "{}",
+        o.stderr()
+    );
+    drop(alpha);
+}

@@ -14,6 +14,8 @@
 //!   answers what changed, or why nothing did (any other method: 405);
 //! - `/` and `/assets/…` — the browser console's embedded files ([`console`]).
 //!
+//! Each path takes its one method; any other gets 405 with `Allow`.
+//!
 //! Requests with a foreign `Origin` get 403; with `--admin-token-sha256`
 //! every route but the probes and the console's files (which hold no data)
 //! needs its bearer token ([`access`]). The `status` and `reload` commands

@@ -1,7 +1,8 @@
 //! The admin routes: probes, the status snapshot, the metrics, the reload,
 //! and the console's files ([`super::console`]).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -10,7 +11,7 @@ use serde_json::json;
 use super::AdminState;
 use super::access::Need;
 use super::console;
-use crate::reload::ReloadErrorKind;
+use crate::reload::{ReloadError, ReloadErrorKind};
 use crate::status::snapshot;
 
 /// The content type of OpenMetrics text, which Prometheus asks for and
@@ -20,18 +21,18 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 /// (`curl`, `promtool check metrics`).
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Registers every route.
+/// Registers every route. Each path is a resource with the one method it
+/// takes: any other method gets 405 with `Allow` naming it, not 404 (and a
+/// link or a cross-site GET never reloads).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/api/status", web::get().to(status))
-        .route("/api/events", web::get().to(super::events::events))
-        .route("/metrics", web::get().to(metrics))
-        // POST only: any other method gets 405 (a link or a cross-site GET
-        // never reloads).
+    cfg.service(web::resource("/healthz").route(web::get().to(healthz)))
+        .service(web::resource("/readyz").route(web::get().to(readyz)))
+        .service(web::resource("/api/status").route(web::get().to(status)))
+        .service(web::resource("/api/events").route(web::get().to(super::events::events)))
+        .service(web::resource("/metrics").route(web::get().to(metrics)))
         .service(web::resource("/api/reload").route(web::post().to(reload)))
-        .route("/", web::get().to(console::index))
-        .route("/assets/{name}", web::get().to(console::asset));
+        .service(web::resource("/").route(web::get().to(console::index)))
+        .service(web::resource("/assets/{name}").route(web::get().to(console::asset)));
 }
 
 /// `GET /healthz`: 200 while the process answers.
@@ -98,12 +99,27 @@ async fn status(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse 
 /// (`{"added", "removed", "changed"}`), else `{"error": {"kind", "message"}}`
 /// with 422 for an invalid file (nothing changed), 500 when a circle could
 /// not start, 503 while shutting down.
+///
+/// The orchestrator takes reloads only until a stop signal, and a reload it
+/// took ends before it reads one; the channel to it lives on until the
+/// process exits. So once `draining` is set no reload will run, and a request
+/// asked then, or still queued, is answered 503 at once rather than left
+/// waiting for the drain to end.
 async fn reload(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
     if let Some(refused) = state.access.check(&req, Need::Token) {
         return refused;
     }
-    log::info!("reload asked through the admin endpoint");
-    match state.reload.reload().await {
+    let outcome = if state.draining.load(Ordering::Relaxed) {
+        log::info!("reload asked through the admin endpoint refused: shutting down");
+        Err(shutting_down())
+    } else {
+        log::info!("reload asked through the admin endpoint");
+        tokio::select! {
+            outcome = state.reload.reload() => outcome,
+            () = draining(&state.draining) => Err(shutting_down()),
+        }
+    };
+    match outcome {
         Ok(summary) => HttpResponse::Ok().json(summary),
         Err(error) => {
             let mut answer = match error.kind {
@@ -114,6 +130,24 @@ async fn reload(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse 
             answer.json(json!({ "error": error }))
         }
     }
+}
+
+/// How often a waiting reload looks whether the drain started.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
+
+/// Returns once the drain has started.
+async fn draining(flag: &AtomicBool) {
+    while !flag.load(Ordering::Relaxed) {
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
+}
+
+/// The refusal of a reload asked while shutting down.
+fn shutting_down() -> ReloadError {
+    ReloadError::new(
+        ReloadErrorKind::ShuttingDown,
+        "the orchestrator is shutting down; nothing was reloaded",
+    )
 }
 
 /// `GET /metrics`: every metric, as OpenMetrics text when the client

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tokio::runtime::Runtime;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -221,8 +221,10 @@ struct Running {
     set: set::CircleSet,
     /// The circles the display shows.
     roster: Roster,
-    /// Where the display reads the last reload.
+    /// Where the status header and the admin endpoint read the last reload.
     last_reload: Arc<Mutex<Option<LastReload>>>,
+    /// Hands each reload's outcome to the display, which draws every one.
+    reloads_shown: mpsc::UnboundedSender<LastReload>,
     reloads_done: u64,
     watchers_token: CancellationToken,
     /// The stats poller and the managed-Redis watcher: awaited before the
@@ -391,13 +393,18 @@ impl Running {
         watchers.close();
         let support = TaskTracker::new();
         let last_reload = header.reload.clone();
+        let (reloads_shown, reloads) = mpsc::unbounded_channel();
+        let source = render::Source {
+            header,
+            roster: roster.clone(),
+            draining: draining.clone(),
+            reloads,
+        };
         support.spawn(render::draw(
             renderer,
-            header,
-            roster.clone(),
+            source,
             settings.refresh,
             changed.clone(),
-            draining.clone(),
             root.clone(),
         ));
         Ok(Running {
@@ -405,6 +412,7 @@ impl Running {
             set: circle_set,
             roster,
             last_reload,
+            reloads_shown,
             reloads_done: 0,
             watchers_token,
             watchers,
@@ -429,13 +437,15 @@ impl Running {
             Ok(s) => (Some(s.clone()), None),
             Err(e) => (None, Some(e.clone())),
         };
-        *lock(&self.last_reload) = Some(LastReload {
+        let last = LastReload {
             seq: self.reloads_done,
             applied: error.is_none(),
             summary,
             error,
-        });
-        self.ctx.changed.notify_one();
+        };
+        *lock(&self.last_reload) = Some(last.clone());
+        // The display may have stopped already; the outcome is in the log.
+        let _ = self.reloads_shown.send(last);
         outcome
     }
 

@@ -1,6 +1,7 @@
 //! `--output json`: one [`Snapshot`] object per line on stdout, printed at
-//! start, whenever anything but the uptimes changes, and once at the end
-//! (with `"phase": "stopped"`).
+//! start, whenever anything but the uptimes changes (a reload's result
+//! included, also one that changed nothing: its `seq` is new), and once at
+//! the end (with `"phase": "stopped"`).
 
 use std::io::Write;
 
@@ -10,7 +11,7 @@ use crate::status::{Header, Row, Snapshot};
 /// JSON-lines renderer.
 pub struct Json<W: Write + Send> {
     out: W,
-    last: Option<(String, u32, Vec<Row>)>,
+    last: Option<Key>,
 }
 
 impl<W: Write + Send> Json<W> {
@@ -30,7 +31,11 @@ impl<W: Write + Send> Json<W> {
     }
 }
 
-fn without_uptimes(snap: &Snapshot) -> (String, u32, Vec<Row>) {
+/// What a line is printed for a change of: the phase, the managed Redis's
+/// restarts, the last reload's `seq` and the rows, uptimes left out.
+type Key = (String, u32, Option<u64>, Vec<Row>);
+
+fn without_uptimes(snap: &Snapshot) -> Key {
     let rows = snap
         .circles
         .iter()
@@ -39,7 +44,12 @@ fn without_uptimes(snap: &Snapshot) -> (String, u32, Vec<Row>) {
             ..r.clone()
         })
         .collect();
-    (snap.phase.to_string(), snap.redis_restarts, rows)
+    (
+        snap.phase.to_string(),
+        snap.redis_restarts,
+        snap.reload.as_ref().map(|r| r.seq),
+        rows,
+    )
 }
 
 impl<W: Write + Send> Renderer for Json<W> {
@@ -96,6 +106,70 @@ mod tests {
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 2, "an uptime alone prints nothing: {out}");
         assert!(lines[1].contains("\"redis_restarts\":1"), "{out}");
+    }
+
+    #[test]
+    fn each_reload_prints_a_line_also_one_that_changed_nothing() {
+        use crate::reload::{LastReload, ReloadError, ReloadErrorKind, ReloadSummary};
+        let header = Header {
+            redis_url: "redis://127.0.0.1:6379".into(),
+            redis_managed: false,
+            data_dir: "/tmp/x".into(),
+            log_file: None,
+            admin: None,
+            redis_restarts: Arc::default(),
+            started: Instant::now(),
+            reload: Default::default(),
+        };
+        let mut snap = Snapshot {
+            redis_url: header.redis_url.clone(),
+            redis_managed: false,
+            redis_restarts: 0,
+            data_dir: header.data_dir.clone(),
+            admin: None,
+            phase: "running",
+            uptime_secs: 1,
+            circles: vec![Row::sample("Alpha", 1, "alpha")],
+            reload: None,
+        };
+        let mut json = Json::new(Vec::new());
+        json.frame(&header, &snap);
+        let failed = |seq| LastReload {
+            seq,
+            applied: false,
+            summary: None,
+            error: Some(ReloadError::new(
+                ReloadErrorKind::InvalidConfig,
+                "circles.json: duplicate port 8081",
+            )),
+        };
+        // The rows stay as they are: only the reloads tell the lines apart.
+        for reload in [
+            LastReload {
+                seq: 1,
+                applied: true,
+                summary: Some(ReloadSummary::default()),
+                error: None,
+            },
+            failed(2),
+            failed(3),
+        ] {
+            snap.reload = Some(reload);
+            json.frame(&header, &snap);
+            json.frame(&header, &snap);
+        }
+        let out = String::from_utf8(json.out).expect("utf-8");
+        let seqs: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).expect("JSON")["reload"]["seq"].clone()
+            })
+            .collect();
+        assert_eq!(
+            seqs,
+            [serde_json::Value::Null, 1.into(), 2.into(), 3.into()],
+            "{out}"
+        );
     }
 
     #[test]

@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::reload::LastReload;
 use crate::roster::Roster;
 use crate::settings::Mode;
 use crate::status::{Header, Row, Snapshot, snapshot};
@@ -39,38 +40,61 @@ pub fn renderer(mode: Mode) -> std::io::Result<Box<dyn Renderer>> {
     })
 }
 
+/// What the frames are built from.
+pub struct Source {
+    /// The header facts.
+    pub header: Header,
+    /// The circles shown (a reload changes them).
+    pub roster: Roster,
+    /// Set once the drain starts: the phase shown is then `shutting down`.
+    pub draining: Arc<AtomicBool>,
+    /// Each reload's outcome, in the order they ended.
+    pub reloads: mpsc::UnboundedReceiver<LastReload>,
+}
+
 /// Draws a frame on every change and every `refresh` (quicker while some
 /// circle is still starting) until `stop`, then the final `stopped` frame.
-/// The phase shown is `shutting down` once `draining` is set.
+///
+/// Each reload's outcome gets a frame of its own: the frames show the reload
+/// last taken from `source.reloads`, not the header's latest, so two
+/// reloads that end between two frames are both shown, the earlier first.
 pub async fn draw(
     mut renderer: Box<dyn Renderer>,
-    header: Header,
-    roster: Roster,
+    mut source: Source,
     refresh: Duration,
     changed: Arc<Notify>,
-    draining: Arc<AtomicBool>,
     stop: CancellationToken,
 ) {
+    let header = &source.header;
     // Until every circle has settled the worker's own state changes (which
     // do not notify) are polled quickly, so the plain table appears promptly.
     let mut settled = false;
+    let mut reload = None;
     loop {
         let wait = if settled { refresh } else { STARTUP_POLL };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = changed.notified() => {}
+            Some(next) = source.reloads.recv() => reload = Some(next),
             () = stop.cancelled() => break,
         }
-        let phase = if draining.load(Ordering::Relaxed) {
+        let phase = if source.draining.load(Ordering::Relaxed) {
             "shutting down"
         } else {
             "running"
         };
-        let snap = snapshot(&header, &roster.current(), phase);
+        let mut snap = snapshot(header, &source.roster.current(), phase);
+        snap.reload = reload.clone();
         settled = snap.circles.iter().all(Row::settled);
-        renderer.frame(&header, &snap);
+        renderer.frame(header, &snap);
     }
-    renderer.finish(&header, &snapshot(&header, &roster.current(), "stopped"));
+    let mut snap = snapshot(header, &source.roster.current(), "stopped");
+    snap.reload = reload;
+    while let Ok(next) = source.reloads.try_recv() {
+        snap.reload = Some(next);
+        renderer.frame(header, &snap);
+    }
+    renderer.finish(header, &snap);
 }
 
 /// The header line: version, circles, Redis, data dir.
@@ -157,6 +181,68 @@ mod tests {
             line.ends_with(" | reload failed: circles.json: duplicate port 8081"),
             "{line}"
         );
+    }
+
+    /// Records the reload `seq` of every frame.
+    struct Seqs(Arc<std::sync::Mutex<Vec<Option<u64>>>>);
+
+    impl Renderer for Seqs {
+        fn frame(&mut self, _header: &Header, snap: &Snapshot) {
+            let seq = snap.reload.as_ref().map(|r| r.seq);
+            crate::status::lock(&self.0).push(seq);
+        }
+        fn finish(&mut self, header: &Header, snap: &Snapshot) {
+            self.frame(header, snap);
+        }
+    }
+
+    #[tokio::test]
+    async fn two_reloads_that_end_before_a_frame_get_a_frame_each_in_order() {
+        let header = Header {
+            redis_url: "redis://127.0.0.1:1".into(),
+            redis_managed: false,
+            data_dir: "/tmp/d".into(),
+            log_file: None,
+            admin: None,
+            redis_restarts: Default::default(),
+            started: std::time::Instant::now(),
+            reload: Default::default(),
+        };
+        let (shown, reloads) = mpsc::unbounded_channel();
+        for seq in 1..=2 {
+            let last = LastReload {
+                seq,
+                applied: true,
+                summary: Some(crate::reload::ReloadSummary::default()),
+                error: None,
+            };
+            *crate::status::lock(&header.reload) = Some(last.clone());
+            shown.send(last).expect("the display listens");
+        }
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = CancellationToken::new();
+        let source = Source {
+            header,
+            roster: Roster::new(Vec::new()),
+            draining: Arc::default(),
+            reloads,
+        };
+        let drawing = tokio::spawn(draw(
+            Box::new(Seqs(seen.clone())),
+            source,
+            Duration::from_secs(60),
+            Arc::new(Notify::new()),
+            stop.clone(),
+        ));
+        while !crate::status::lock(&seen).contains(&Some(2)) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.cancel();
+        drawing.await.expect("no panic");
+        let mut seqs = crate::status::lock(&seen).clone();
+        seqs.dedup();
+        let first_reload = seqs.iter().position(Option::is_some).expect("a reload");
+        assert_eq!(seqs[first_reload..], [Some(1), Some(2)], "{seqs:?}");
     }
 
     #[test]
