@@ -773,3 +773,40 @@ async fn a_reload_asked_while_shutting_down_is_refused_at_once_with_503_and_the_
     );
     drop(alpha);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_the_file_gone_says_so_and_changes_nothing_and_a_removed_circle_leaves_metrics()
+ {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let (a, d) = (port(), port());
+    let config = sandbox.circles(&[(1, "Alpha", a), (4, "Delta", d)]);
+    let (mut o, addr) = start_with_admin(&sandbox, &config, &redis, &[]);
+    let mut delta = connect(d).await;
+    assert_eq!(output(&mut delta, "1").await, "1");
+    drop(delta);
+    let scrape = || http::get(addr, "/metrics", &[]).body;
+    assert!(scrape().contains(r#"circle="Delta""#), "{}", scrape());
+
+    // The file gone: exit 2 naming it, without the start's hint; nothing changes.
+    std::fs::remove_file(&config).expect("remove circles.json");
+    let (code, out, err) = reload_command(&sandbox, addr, &[], &[]);
+    assert_eq!(code.code(), Some(2), "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: the circles file this orchestrator was started with is gone",
+            config.display()
+        )) && !err.contains("CONFIG argument"),
+        "{err}"
+    );
+    assert_eq!(names(&status(addr, &[])), ["Alpha", "Delta"]);
+
+    // Back without Delta: it goes, and so do its series; Alpha's stay.
+    write_circles(&sandbox, &[(1, "Alpha", a)]);
+    let (code, out, err) = reload_command(&sandbox, addr, &[], &[]);
+    assert_eq!(code.code(), Some(0), "{out}{err}");
+    let metrics = scrape();
+    assert!(!metrics.contains(r#"circle="Delta""#), "{metrics}");
+    assert!(metrics.contains(r#"circle="Alpha""#), "{metrics}");
+    assert!(o.stop().success(), "{}", o.stderr());
+}

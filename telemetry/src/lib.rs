@@ -200,6 +200,39 @@ impl Metrics {
         }
     }
 
+    /// Removes every series of circle `circle` (a circle a reload removed
+    /// or renamed): a series of a name no circle has any more would stay in
+    /// every scrape, and renames would add series without end. A circle of
+    /// that name started later gets its series afresh, at 0.
+    pub fn forget(&self, circle: &str) {
+        let label = CircleLabel {
+            circle: circle.to_owned(),
+        };
+        let kinds = FailureKind::KNOWN
+            .iter()
+            .map(|k| ("failed", k.as_str()))
+            .chain([("failed", OTHER_KIND), ("completed", NO_KIND)]);
+        for (outcome, kind) in kinds {
+            self.finished.remove(&FinishedLabels {
+                circle: circle.to_owned(),
+                outcome: outcome.to_owned(),
+                kind: kind.to_owned(),
+            });
+        }
+        for reason in Rejection::ALL {
+            self.rejected.remove(&RejectedLabels {
+                circle: circle.to_owned(),
+                reason: reason.as_str().to_owned(),
+            });
+        }
+        for family in [&self.queue_wait, &self.run_time, &self.end_to_end] {
+            family.remove(&label);
+        }
+        for family in [&self.bytes_in, &self.bytes_out] {
+            family.remove(&label);
+        }
+    }
+
     /// The server handles of circle `circle` (see [`Metrics::tasks`]).
     pub fn server(&self, circle: &str) -> ServerMetrics {
         let rejected: Vec<Counter> = Rejection::ALL
@@ -342,6 +375,40 @@ mod tests {
             );
             assert!(text.contains(&series), "{series} in\n{text}");
         }
+    }
+
+    #[test]
+    fn a_forgotten_circle_has_no_series_left_and_the_others_keep_theirs() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::new(&mut registry);
+        for circle in ["Gone", "Kept"] {
+            let tasks = metrics.tasks(circle);
+            tasks.completed();
+            tasks.failed(&FailureKind::Timeout);
+            tasks.run_time(Duration::from_millis(2));
+            let server = metrics.server(circle);
+            server.received(10);
+            server.rejected(Rejection::Origin);
+        }
+        metrics.forget("Gone");
+        let text = scrape(&registry);
+        assert!(!text.contains(r#"circle="Gone""#), "{text}");
+        for series in [
+            r#"circles_tasks_finished_total{circle="Kept",outcome="completed",kind="none"} 1"#,
+            r#"circles_ws_upgrades_rejected_total{circle="Kept",reason="origin"} 1"#,
+            r#"circles_task_run_seconds_count{circle="Kept"} 1"#,
+        ] {
+            assert!(text.contains(series), "{series} in\n{text}");
+        }
+        // Started again, it counts from 0.
+        let _tasks = metrics.tasks("Gone");
+        let text = scrape(&registry);
+        assert!(
+            text.contains(
+                r#"circles_tasks_finished_total{circle="Gone",outcome="completed",kind="none"} 0"#
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -61,6 +61,20 @@ impl Plan {
 /// Re-reads the file the orchestrator was started with and applies it.
 pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, ReloadError> {
     let path = ctx.settings.config_path.clone();
+    // The start's hint (how to give a circles file) does not fit a file
+    // that was there at start.
+    if let Err(e) = std::fs::metadata(&path)
+        && e.kind() == std::io::ErrorKind::NotFound
+    {
+        return Err(ReloadError::new(
+            ReloadErrorKind::InvalidConfig,
+            format!(
+                "{}: the circles file this orchestrator was started with is gone; nothing was \
+                 reloaded (put it back, then reload again)",
+                path.display()
+            ),
+        ));
+    }
     let file = config::load(&path)
         .map_err(|e| ReloadError::new(ReloadErrorKind::InvalidConfig, e.to_string()))?;
     // The same `--circles` as at start: the circles they name, as the file says them now.
@@ -116,6 +130,15 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     let closing: Vec<circles::Closing> = drained.into_iter().flatten().collect();
     if let Err(e) = tokio::task::spawn_blocking(move || circles::close_all(closing)).await {
         log::error!("closing the databases of outgoing circles panicked: {e}");
+    }
+    // A name no circle of the file has any more leaves /metrics.
+    if let Some(metrics) = &ctx.metrics {
+        for gone in outgoing
+            .iter()
+            .filter(|o| !file.iter().any(|c| c.name == o.name))
+        {
+            metrics.forget(&gone.name);
+        }
     }
 
     let late = prepare(ctx, late).await;
