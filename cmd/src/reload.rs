@@ -73,6 +73,11 @@ pub struct ReloadError {
     pub kind: ReloadErrorKind,
     /// What is wrong, for people.
     pub message: String,
+    /// What did change, for a reload applied only in part
+    /// ([`ReloadErrorKind::CannotStart`] after circles were stopped): a
+    /// changed circle that could not start again counts as removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<ReloadSummary>,
 }
 
 impl ReloadError {
@@ -81,6 +86,7 @@ impl ReloadError {
         ReloadError {
             kind,
             message: message.into(),
+            applied: None,
         }
     }
 }

@@ -810,3 +810,44 @@ async fn a_reload_with_the_file_gone_says_so_and_changes_nothing_and_a_removed_c
     assert!(metrics.contains(r#"circle="Alpha""#), "{metrics}");
     assert!(o.stop().success(), "{}", o.stderr());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applied_in_part_says_what_changed_and_what_stopped() {
+    // Gamma moves to a port another program holds, Delta is added on a free
+    // one: Delta starts, Gamma stops and cannot start again.
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let (a, g, d) = (port(), port(), port());
+    let config = sandbox.circles(&[(1, "Alpha", a), (3, "Gamma", g)]);
+    let (mut o, addr) = start_with_admin(&sandbox, &config, &redis, &[]);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy = taken.local_addr().expect("address").port();
+    write_circles(
+        &sandbox,
+        &[(1, "Alpha", a), (3, "Gamma", busy), (4, "Delta", d)],
+    );
+    let (code, out, err) = reload_command(&sandbox, addr, &[], &[]);
+    assert_eq!(code.code(), Some(1), "{out}{err}");
+    let said = r#"added "Delta", but "Gamma" (changed) could not start again and stopped"#;
+    assert!(
+        err.contains(said) && err.contains(&format!("port {busy}")),
+        "{err}"
+    );
+
+    let snap = status(addr, &[]);
+    assert_eq!(names(&snap), ["Alpha", "Delta"]);
+    assert_eq!(snap["reload"]["applied"], false, "{snap}");
+    assert_eq!(
+        snap["reload"]["summary"],
+        json!({"added": ["Delta"], "removed": ["Gamma"], "changed": []}),
+        "what runs now, against what ran: {snap}"
+    );
+    o.wait_stdout(
+        &format!("reload partly applied: {said}"),
+        Duration::from_secs(10),
+    );
+    let mut delta = connect(d).await;
+    assert_eq!(output(&mut delta, "40 + 2").await, "42");
+    drop((delta, taken));
+    assert!(o.stop().success(), "{}", o.stderr());
+}

@@ -113,6 +113,7 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
         .iter()
         .cloned()
         .partition(|c| !held.contains(&c.port));
+    let late_added: Vec<String> = late.iter().map(|c| c.name.clone()).collect();
     late.extend(plan.changed.iter().cloned());
 
     let early = prepare(ctx, early).await.map_err(|e| {
@@ -149,16 +150,59 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     set.start(ctx, early.into_iter().chain(late).collect());
     let order: Vec<u32> = file.iter().map(|c| c.id).collect();
     set.order(&order);
-    match failed {
-        None => Ok(summary),
-        Some(e) => Err(ReloadError::new(
-            ReloadErrorKind::CannotStart,
-            format!(
-                "{summary}, but not every circle could start again: {e}. The circles named \
-                 there are stopped; fix the cause and reload again"
-            ),
-        )),
+    let Some(e) = failed else {
+        return Ok(summary);
+    };
+    // The late circles start all or none: none of them runs.
+    let quoted = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| format!("\"{n}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let not_added: Vec<&str> = late_added.iter().map(String::as_str).collect();
+    let stopped: Vec<&str> = plan.changed.iter().map(|c| c.name.as_str()).collect();
+    let applied = ReloadSummary {
+        added: summary
+            .added
+            .iter()
+            .filter(|n| !late_added.contains(n))
+            .cloned()
+            .collect(),
+        removed: summary
+            .removed
+            .iter()
+            .cloned()
+            .chain(stopped.iter().map(|n| n.to_string()))
+            .collect(),
+        changed: Vec::new(),
+    };
+    let mut what = Vec::new();
+    if !stopped.is_empty() {
+        what.push(format!(
+            "{} (changed) could not start again and stopped",
+            quoted(&stopped)
+        ));
     }
+    if !not_added.is_empty() {
+        what.push(format!("{} (added) did not start", quoted(&not_added)));
+    }
+    // What went as asked, then what did not.
+    let done = ReloadSummary {
+        added: applied.added.clone(),
+        removed: summary.removed.clone(),
+        changed: Vec::new(),
+    };
+    let what = what.join("; ");
+    let message = if done.is_empty() {
+        format!("{what}: {e}. Fix the cause and reload again")
+    } else {
+        format!("{done}, but {what}: {e}. Fix the cause and reload again")
+    };
+    let mut error = ReloadError::new(ReloadErrorKind::CannotStart, message);
+    error.applied = Some(applied);
+    Err(error)
 }
 
 /// Binds, opens and builds `configs` (as far as the role runs them) on a

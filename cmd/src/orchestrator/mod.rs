@@ -435,7 +435,7 @@ impl Running {
         self.reloads_done += 1;
         let (summary, error) = match &outcome {
             Ok(s) => (Some(s.clone()), None),
-            Err(e) => (None, Some(e.clone())),
+            Err(e) => (e.applied.clone(), Some(e.clone())),
         };
         let last = LastReload {
             seq: self.reloads_done,

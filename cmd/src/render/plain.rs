@@ -55,9 +55,8 @@ fn reload_line(r: &LastReload) -> String {
     match (&r.error, &r.summary) {
         (None, Some(summary)) => format!("reload applied: {summary}"),
         (None, None) => "reload applied".to_string(),
-        (Some(e), Some(summary)) if !summary.is_empty() => {
-            format!("reload partly applied ({summary}): {e}")
-        }
+        // Its message starts with what changed.
+        (Some(e), Some(summary)) if !summary.is_empty() => format!("reload partly applied: {e}"),
         (Some(e), _) => format!("reload failed, nothing changed: {e}"),
     }
 }
