@@ -276,22 +276,29 @@ async fn a_claim_with_a_stale_token_is_refused_in_redis_and_the_task_stays_queue
 /// A worker that lost its lease holding a claimed task: its idle pop moves
 /// a second copy of that task's id (pushed twice) and takes the copy out
 /// again; the task in hand stays, once, and nothing goes back to the queue.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fenced_idle_pop_drops_a_second_copy_of_a_held_id() {
-    let redis = testkit::RedisServer::start();
-    let url = redis.url();
+/// A worker `w` of queue `q` holding the lease, its claims fenced by its
+/// token, with its idle popper.
+async fn fenced_holder(url: &str) -> (WorkerBroker, BlockingPopper, Lease) {
     let fence = Fence::new();
     let mut options = BrokerOptions::new(TTL);
     options.fence = Some(fence.clone());
-    let worker = WorkerBroker::new(&url, "q", "w", &options).expect("broker");
+    let worker = WorkerBroker::new(url, "q", "w", &options).expect("broker");
     let popper =
-        BlockingPopper::new(&url, "q", "w", Duration::from_secs(5), &options).expect("popper");
+        BlockingPopper::new(url, "q", "w", Duration::from_secs(5), &options).expect("popper");
     let lease = worker
         .acquire_lease(&holder(1, "/a"), TTL)
         .await
         .expect("redis")
         .expect("taken");
     fence.set(lease.token);
+    (worker, popper, lease)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_idle_pop_drops_a_second_copy_of_a_held_id() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let (worker, popper, lease) = fenced_holder(&url).await;
     let client = Client::connect(&url).await.expect("connect");
     let id = client
         .submit("q", "1", &SubmitOptions::default())
@@ -376,18 +383,7 @@ async fn a_fenced_claim_gives_back_a_task_pushed_processing_without_a_worker() {
     // A worker that lost the lease must put it back, not drop it.
     let redis = testkit::RedisServer::start();
     let url = redis.url();
-    let fence = Fence::new();
-    let mut options = BrokerOptions::new(TTL);
-    options.fence = Some(fence.clone());
-    let worker = WorkerBroker::new(&url, "q", "w", &options).expect("broker");
-    let popper =
-        BlockingPopper::new(&url, "q", "w", Duration::from_secs(5), &options).expect("popper");
-    let lease = worker
-        .acquire_lease(&holder(1, "/a"), TTL)
-        .await
-        .expect("redis")
-        .expect("taken");
-    fence.set(lease.token);
+    let (_worker, popper, lease) = fenced_holder(&url).await;
     let mut conn = raw(&url).await;
     take_over(&mut conn, lease.token).await;
     let _: () = redis::pipe()

@@ -364,6 +364,24 @@ pub struct Header {
     pub reload: Arc<Mutex<Option<crate::reload::LastReload>>>,
 }
 
+#[cfg(test)]
+impl Header {
+    /// A header for the tests of what shows it: nothing reloaded yet, no
+    /// admin endpoint, no log file.
+    pub fn for_tests(redis_url: &str, redis_managed: bool, data_dir: &str) -> Header {
+        Header {
+            redis_url: redis_url.into(),
+            redis_managed,
+            data_dir: data_dir.into(),
+            log_file: None,
+            admin: None,
+            redis_restarts: Arc::default(),
+            started: Instant::now(),
+            reload: Arc::default(),
+        }
+    }
+}
+
 /// Takes a snapshot of every circle.
 pub fn snapshot(header: &Header, circles: &[Arc<CircleState>], phase: &'static str) -> Snapshot {
     Snapshot {

@@ -43,16 +43,24 @@ async fn scripts_run_on_the_real_worker_and_their_data_persists_between_requests
     worker.cancel();
 }
 
+/// The ids of every task hash.
+async fn task_ids(conn: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
+    let hashes: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", client::keys::TASK_DETAILS_PREFIX))
+        .query_async(conn)
+        .await
+        .expect("keys");
+    hashes
+        .iter()
+        .map(|h| h[client::keys::TASK_DETAILS_PREFIX.len()..].to_owned())
+        .collect()
+}
+
 /// The id of the one task hash, once there is one.
 async fn until_one_task(conn: &mut redis::aio::MultiplexedConnection) -> String {
     for _ in 0..1000 {
-        let hashes: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}*", client::keys::TASK_DETAILS_PREFIX))
-            .query_async(conn)
-            .await
-            .expect("keys");
-        if let [hash] = &hashes[..] {
-            return hash[client::keys::TASK_DETAILS_PREFIX.len()..].to_owned();
+        if let [id] = &task_ids(conn).await[..] {
+            return id.clone();
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
@@ -62,16 +70,8 @@ async fn until_one_task(conn: &mut redis::aio::MultiplexedConnection) -> String 
 /// The id of a task hash other than `known`, once there is one.
 async fn until_other_task(conn: &mut redis::aio::MultiplexedConnection, known: &str) -> String {
     for _ in 0..1000 {
-        let hashes: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}*", client::keys::TASK_DETAILS_PREFIX))
-            .query_async(conn)
-            .await
-            .expect("keys");
-        let mut ids = hashes
-            .iter()
-            .map(|h| &h[client::keys::TASK_DETAILS_PREFIX.len()..]);
-        if let Some(id) = ids.find(|id| *id != known) {
-            return id.to_owned();
+        if let Some(id) = task_ids(conn).await.into_iter().find(|id| id != known) {
+            return id;
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }

@@ -68,23 +68,12 @@ impl<W: Write + Send> Renderer for Json<W> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::time::Instant;
 
     use super::*;
 
     #[test]
     fn a_restart_of_the_managed_redis_alone_prints_a_new_line() {
-        let header = Header {
-            redis_url: "redis://127.0.0.1:6379".into(),
-            redis_managed: true,
-            data_dir: "/tmp/x".into(),
-            log_file: None,
-            admin: None,
-            redis_restarts: Arc::default(),
-            started: Instant::now(),
-            reload: Default::default(),
-        };
+        let header = Header::for_tests("redis://127.0.0.1:6379", true, "/tmp/x");
         let mut snap = Snapshot {
             redis_url: header.redis_url.clone(),
             redis_managed: true,
@@ -111,16 +100,7 @@ mod tests {
     #[test]
     fn each_reload_prints_a_line_also_one_that_changed_nothing() {
         use crate::reload::{LastReload, ReloadError, ReloadErrorKind, ReloadSummary};
-        let header = Header {
-            redis_url: "redis://127.0.0.1:6379".into(),
-            redis_managed: false,
-            data_dir: "/tmp/x".into(),
-            log_file: None,
-            admin: None,
-            redis_restarts: Arc::default(),
-            started: Instant::now(),
-            reload: Default::default(),
-        };
+        let header = Header::for_tests("redis://127.0.0.1:6379", false, "/tmp/x");
         let mut snap = Snapshot {
             redis_url: header.redis_url.clone(),
             redis_managed: false,

@@ -155,16 +155,7 @@ mod tests {
 
     #[test]
     fn the_header_says_when_the_last_reload_failed() {
-        let header = Header {
-            redis_url: "redis://127.0.0.1:1".into(),
-            redis_managed: false,
-            data_dir: "/tmp/d".into(),
-            log_file: None,
-            admin: None,
-            redis_restarts: Default::default(),
-            started: std::time::Instant::now(),
-            reload: Default::default(),
-        };
+        let header = Header::for_tests("redis://127.0.0.1:1", false, "/tmp/d");
         let line = header_line(&header, &snapshot(&header, &[], "running"));
         assert!(!line.contains("reload"), "{line}");
         *crate::status::lock(&header.reload) = Some(crate::reload::LastReload {
@@ -198,16 +189,7 @@ mod tests {
 
     #[tokio::test]
     async fn two_reloads_that_end_before_a_frame_get_a_frame_each_in_order() {
-        let header = Header {
-            redis_url: "redis://127.0.0.1:1".into(),
-            redis_managed: false,
-            data_dir: "/tmp/d".into(),
-            log_file: None,
-            admin: None,
-            redis_restarts: Default::default(),
-            started: std::time::Instant::now(),
-            reload: Default::default(),
-        };
+        let header = Header::for_tests("redis://127.0.0.1:1", false, "/tmp/d");
         let (shown, reloads) = mpsc::unbounded_channel();
         for seq in 1..=2 {
             let last = LastReload {
