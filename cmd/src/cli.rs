@@ -111,7 +111,12 @@ pub struct RunArgs {
     /// Redis URL of the task broker (`rediss://` for Redis over TLS;
     /// `redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB]` for the
     /// primary Redis Sentinel names, followed across failovers).
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        hide_env_values = true,
+        default_value = "redis://127.0.0.1:6379"
+    )]
     pub redis_url: String,
 
     /// With a rediss:// --redis-url: trust this CA (PEM) for Redis instead
@@ -318,6 +323,7 @@ pub struct PlayArgs {
         long,
         env = "CIRCLES_TOKEN",
         hide_env_values = true,
+        value_parser = TokenParser,
         value_name = "TOKEN"
     )]
     pub token: Option<Token>,
@@ -336,6 +342,7 @@ pub struct AdminTarget {
         long,
         env = "CIRCLES_ADMIN_TOKEN",
         hide_env_values = true,
+        value_parser = TokenParser,
         value_name = "TOKEN"
     )]
     pub token: Option<Token>,
@@ -391,6 +398,41 @@ impl std::str::FromStr for Token {
                 .to_string());
         }
         Ok(Token(text.to_string()))
+    }
+}
+
+/// Parses a [`Token`] with an error that never shows it: clap's own
+/// "invalid value '…'" would print the token it refuses (a stray newline at
+/// its end is enough to be refused).
+#[derive(Clone)]
+struct TokenParser;
+
+impl clap::builder::TypedValueParser for TokenParser {
+    type Value = Token;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Token, clap::Error> {
+        let why = match value.to_str() {
+            Some(text) => match text.parse::<Token>() {
+                Ok(token) => return Ok(token),
+                Err(why) => why,
+            },
+            None => "the token is not UTF-8".to_string(),
+        };
+        let option = arg.and_then(clap::Arg::get_long).unwrap_or("token");
+        let from = arg
+            .and_then(clap::Arg::get_env)
+            .map(|env| format!(" (or {})", env.to_string_lossy()))
+            .unwrap_or_default();
+        let message = format!(
+            "--{option}{from}: {why}; a space or a line end around it is enough (the token is \
+             not shown)\n"
+        );
+        Err(clap::Error::raw(clap::error::ErrorKind::ValueValidation, message).with_cmd(cmd))
     }
 }
 

@@ -89,22 +89,13 @@ fn read_stdin() -> anyhow::Result<String> {
 
 fn target_url(args: &PlayArgs) -> anyhow::Result<String> {
     if let Some(url) = &args.url {
-        let lower = url.to_ascii_lowercase();
-        let why = if !(lower.starts_with("ws://") || lower.starts_with("wss://")) {
-            Some("it does not start with ws:// or wss://".to_string())
-        } else {
-            url.as_str()
-                .into_client_request()
-                .err()
-                .map(|e| e.to_string())
-        };
-        if let Some(why) = why {
-            return Err(UsageError(format!(
-                "--url {url} is not a WebSocket URL: {why} (e.g. ws://127.0.0.1:8081/ws)"
+        return checked_url(url).map_err(|why| {
+            UsageError(format!(
+                "--url {} is not a WebSocket URL: {why} (e.g. ws://127.0.0.1:8081/ws)",
+                shown_url(url)
             ))
-            .into());
-        }
-        return Ok(url.clone());
+            .into()
+        });
     }
     let circles = crate::config::load(&args.config).map_err(|e| {
         UsageError(format!(
@@ -133,6 +124,44 @@ fn target_url(args: &PlayArgs) -> anyhow::Result<String> {
     };
     let scheme = if args.ca.is_some() { "wss" } else { "ws" };
     Ok(ws_url(scheme, &args.host, circle.port))
+}
+
+/// `url` as `play` connects to it (the scheme in lower case), or why it
+/// cannot: only `ws://` and `wss://`, a host, a port that is a number up to
+/// 65535, and no user or password (the token goes in `--token`, and a URL
+/// is printed in errors). A bad port is refused here: the WebSocket client
+/// would otherwise connect to port 80, bearer token and all.
+fn checked_url(url: &str) -> Result<String, String> {
+    let lower = url.to_ascii_lowercase();
+    if !(lower.starts_with("ws://") || lower.starts_with("wss://")) {
+        return Err("it does not start with ws:// or wss://".to_string());
+    }
+    let parsed = url::Url::parse(url).map_err(|e| e.to_string())?;
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err("it names no host".to_string());
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("it carries a user or password; pass a token with --token".to_string());
+    }
+    let checked = parsed.to_string();
+    checked
+        .as_str()
+        .into_client_request()
+        .map_err(|e| e.to_string())?;
+    Ok(checked)
+}
+
+/// `url` with any user and password left out, for messages.
+fn shown_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        Err(_) if url.contains('@') => "(a URL with a user or password, not shown)".to_string(),
+        Err(_) => url.to_string(),
+    }
 }
 
 async fn exchange(

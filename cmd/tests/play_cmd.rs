@@ -101,6 +101,9 @@ fn play_without_a_server_or_a_script_says_what_is_wrong() {
             "does not start with ws:// or wss://",
         ),
         ("ws://", "not a WebSocket URL"),
+        // The WebSocket client would connect to port 80 with these.
+        ("ws://127.0.0.1:8o81/ws", "invalid port number"),
+        ("ws://127.0.0.1:99999/ws", "invalid port number"),
     ] {
         let (status, _, err) = run_to_end(
             play_cmd(&sandbox, &["--url", url, "1"]),
@@ -109,6 +112,27 @@ fn play_without_a_server_or_a_script_says_what_is_wrong() {
         assert_eq!(status.code(), Some(2), "{url}: {err}");
         assert!(err.contains(says) && err.contains(url), "{url}: {err}");
     }
+    // A user or password in the URL is refused, and not printed.
+    let (status, _, err) = run_to_end(
+        play_cmd(&sandbox, &["--url", "ws://ann:hunter2@127.0.0.1:1/ws", "1"]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("carries a user or password") && !err.contains("hunter2"),
+        "{err}"
+    );
+    // A scheme in capitals is a scheme.
+    let loud = ws(dead).replacen("ws://", "WS://", 1);
+    let (status, _, err) = run_to_end(
+        play_cmd(&sandbox, &["--url", &loud, "1"]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("cannot connect to {}", ws(dead))),
+        "{err}"
+    );
 
     sandbox.circles(&[(1, "Alpha", dead)]);
     let (status, _, err) = run_to_end(
@@ -197,5 +221,46 @@ fn play_sends_the_token_of_a_protected_circle_and_never_prints_it() {
     outputs.push(o.stderr());
     for output in &outputs {
         assert!(!output.contains(TOKEN), "the token was printed: {output}");
+    }
+}
+
+#[test]
+fn a_refused_token_and_a_redis_password_are_never_printed() {
+    let sandbox = Sandbox::new();
+    // A token read from a file with its line end, and one with a space.
+    let mut cmd = play_cmd(&sandbox, &["--url", "ws://127.0.0.1:1/ws", "1"]);
+    cmd.env("CIRCLES_TOKEN", format!("{TOKEN}\n"));
+    let (status, out, err) = run_to_end(cmd, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--token (or CIRCLES_TOKEN): the token has characters"),
+        "{err}"
+    );
+    let mut cmd = sandbox.command();
+    cmd.args([
+        "status",
+        "--admin",
+        "127.0.0.1:1",
+        "--token",
+        &format!("{TOKEN} x"),
+    ]);
+    let (status, out2, err2) = run_to_end(cmd, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(2), "{err2}");
+    // `--help` names the variable, not its value.
+    let mut help = Vec::new();
+    for args in [&["--help"][..], &["play", "--help"][..]] {
+        let mut cmd = sandbox.command();
+        cmd.args(args)
+            .env("REDIS_URL", "redis://:REDISPASS@127.0.0.1:1");
+        let (status, out, err) = run_to_end(cmd, Duration::from_secs(30));
+        assert_eq!(status.code(), Some(0), "{err}");
+        help.push(out);
+    }
+    for output in [&out, &err, &out2, &err2, &help[0], &help[1]] {
+        assert!(!output.contains(TOKEN), "the token was printed: {output}");
+        assert!(
+            !output.contains("REDISPASS"),
+            "the password was printed: {output}"
+        );
     }
 }
