@@ -96,8 +96,14 @@ pub fn handshake_failure(
     let e = rustls_error(error)?;
     let fix = "pass the CA that signed it, or the self-signed certificate itself, with --ca PEM";
     Some(match e {
+        // A signature none of the trusted CAs' keys could have made (an EC
+        // certificate against RSA roots) is reported as an unsupported
+        // algorithm: to the user it is a certificate no trusted CA signed.
         rustls::Error::InvalidCertificate(
-            CertificateError::UnknownIssuer | CertificateError::BadSignature,
+            CertificateError::UnknownIssuer
+            | CertificateError::BadSignature
+            | CertificateError::UnsupportedSignatureAlgorithmContext { .. }
+            | CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. },
         ) => format!(
             "the certificate of {url} is not trusted: no CA this machine or --ca trusts \
              signed it; {fix}"
