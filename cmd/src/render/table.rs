@@ -30,28 +30,83 @@ const DETAIL_CHARS: usize = 48;
 /// Builds the table with every column; `utf8` picks box characters. Cells
 /// never wrap, so one row is one line.
 pub fn build(rows: &[Row], utf8: bool) -> Table {
-    build_columns(rows, COLUMNS.len(), utf8)
+    build_columns(rows, COLUMNS.len(), utf8, &Cut::NONE)
 }
 
 /// The widest table that fits `width`: extras are dropped from the right
-/// until it fits; the five fixed columns always stay (the caller cuts lines
-/// that are still too wide).
+/// until it fits; the five fixed columns always stay. When even they do
+/// not fit, the Worker Status cells are shortened (down to
+/// [`SHORTEST_CELL`] columns, an ellipsis marking the cut; the whole reason
+/// is in the log), then the names, so the queue and URL stay in sight; the
+/// caller cuts lines that are still too wide.
 pub fn build_fitting(rows: &[Row], width: u16, utf8: bool) -> Table {
-    for columns in (FIXED_COLUMNS..=COLUMNS.len()).rev() {
-        let table = build_columns(rows, columns, utf8);
+    let fits = |table: &Table| {
         // Terminal columns, not chars: a CJK character or an emoji takes two.
-        let widest = table.lines().map(|l| l.width()).max().unwrap_or(0);
-        if widest <= usize::from(width) || columns == FIXED_COLUMNS {
+        table.lines().map(|l| l.width()).max().unwrap_or(0) <= usize::from(width)
+    };
+    for columns in (FIXED_COLUMNS + 1..=COLUMNS.len()).rev() {
+        let table = build_columns(rows, columns, utf8, &Cut::NONE);
+        if fits(&table) {
             return table;
         }
     }
-    build_columns(rows, FIXED_COLUMNS, utf8)
+    let mut cut = Cut::NONE;
+    let mut table = build_columns(rows, FIXED_COLUMNS, utf8, &cut);
+    let widest = |cell: fn(&Row) -> String| rows.iter().map(|r| cell(r).width()).max();
+    for (column, widest) in [
+        (STATUS, widest(|r| state_text(r.worker, &r.worker_detail))),
+        (NAME, widest(|r| r.name.clone())),
+    ] {
+        let mut max = widest.unwrap_or(0);
+        while !fits(&table) && max > SHORTEST_CELL {
+            max -= 1;
+            cut.max[column] = Some(max);
+            table = build_columns(rows, FIXED_COLUMNS, utf8, &cut);
+        }
+    }
+    table
+}
+
+/// The narrowest a shortened cell gets, in terminal columns.
+pub const SHORTEST_CELL: usize = 12;
+
+/// Columns of the cells [`build_fitting`] may shorten.
+const NAME: usize = 0;
+const STATUS: usize = 2;
+
+/// The most terminal columns a cell of each column may take.
+struct Cut {
+    max: [Option<usize>; FIXED_COLUMNS],
+}
+
+impl Cut {
+    const NONE: Cut = Cut {
+        max: [None; FIXED_COLUMNS],
+    };
+}
+
+/// `text` in at most `max` terminal columns, the last of them `…` when
+/// anything was cut.
+fn shortened(text: String, max: usize) -> String {
+    if text.width() <= max {
+        return text;
+    }
+    let mut used = 0;
+    let mut out: String = text
+        .chars()
+        .take_while(|c| {
+            used += unicode_width::UnicodeWidthChar::width(*c).unwrap_or(0);
+            used < max
+        })
+        .collect();
+    out.push('…');
+    out
 }
 
 /// The columns DESIGN §6 fixes.
 const FIXED_COLUMNS: usize = 5;
 
-fn build_columns(rows: &[Row], columns: usize, utf8: bool) -> Table {
+fn build_columns(rows: &[Row], columns: usize, utf8: bool, cut: &Cut) -> Table {
     let mut table = Table::new();
     table.load_style(if utf8 {
         presets::UTF8_FULL_CONDENSED
@@ -63,6 +118,11 @@ fn build_columns(rows: &[Row], columns: usize, utf8: bool) -> Table {
     for row in rows {
         let mut cells = cells(row);
         cells.truncate(columns);
+        for (cell, max) in cells.iter_mut().zip(cut.max) {
+            if let Some(max) = max {
+                *cell = shortened(std::mem::take(cell), max);
+            }
+        }
         table.add_row(cells);
     }
     table
@@ -228,6 +288,34 @@ mod tests {
         };
         assert_eq!(gateways("Alpha Circle"), "-", "not read yet:\n{text}");
         assert_eq!(gateways("Beta"), "2", "{text}");
+    }
+
+    #[test]
+    fn a_long_worker_status_is_shortened_so_the_queue_and_url_stay_in_sight() {
+        let rows = [Row {
+            worker: "reconnecting",
+            worker_detail: Some("redis is unreachable".into()),
+            ..row("Live Beta With A Long Name")
+        }];
+        let table = build_fitting(&rows, 100, true).to_string();
+        assert!(table.lines().all(|l| l.width() <= 100), "{table}");
+        let body = table.lines().nth(3).expect("the row");
+        // The status first, down to the shortest cell, then the name.
+        assert!(
+            body.contains("Reconnectin…") && body.contains("Live Beta"),
+            "{table}"
+        );
+        assert!(
+            body.contains("rhai_tasks:alpha_circle") && body.contains("ws://127.0.0.1:8081/ws"),
+            "the queue and the URL are whole: {table}"
+        );
+        // Wide enough: nothing is cut.
+        let table = build_fitting(&rows, 300, true).to_string();
+        assert!(
+            table.contains("Reconnecting: redis is unreachable"),
+            "{table}"
+        );
+        assert!(table.contains("Live Beta With A Long Name"), "{table}");
     }
 
     #[test]
