@@ -243,6 +243,9 @@ async fn live_mode_in_a_real_terminal_redraws_the_table_in_place_without_garbage
     });
     check(&screen);
 
+    // A narrow window: the frames, and the final table after Ctrl-C, are
+    // cut to its width, never wrapped.
+    tmux.run(&["resize-window", "-t", "live", "-x", "60"]);
     tmux.run(&["send-keys", "-t", "live", "C-c"]);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -266,6 +269,14 @@ async fn live_mode_in_a_real_terminal_redraws_the_table_in_place_without_garbage
         screen.contains("Stopped") && screen.contains("stopped"),
         "final table after exit:\n{screen}"
     );
+    for line in screen.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            line.starts_with("circles_orchestrator ")
+                || line.starts_with("stopped")
+                || line.starts_with(['┌', '│', '╞', '├', '└']),
+            "a line of the final table wrapped in a 60-column window:\n{screen}"
+        );
+    }
     let log =
         std::fs::read_to_string(data.join("orchestrator.log")).expect("log file in the data dir");
     assert!(

@@ -143,14 +143,13 @@ impl Renderer for Live {
             self.active = false;
         }
         let (cols, _) = terminal::size().unwrap_or((120, 40));
-        let table = build_fitting(&snap.circles, cols, true);
+        let table = build_fitting(&snap.circles, cols, true).to_string();
+        let text = format!("{}\n{table}\n{}", header_line(header, snap), snap.phase);
+        // Cut as the frames are: a line wider than the terminal would wrap.
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(
-            out,
-            "{}\n{table}\n{}",
-            header_line(header, snap),
-            snap.phase
-        );
+        for line in text.lines() {
+            let _ = writeln!(out, "{}", cut_to_width(line, usize::from(cols)));
+        }
         let _ = out.flush();
     }
 }
