@@ -35,10 +35,23 @@ struct CircleEntry<'a> {
     id: u32,
     name: String,
     port: u16,
-    #[serde(borrow, default)]
-    principals: Option<Vec<&'a serde_json::value::RawValue>>,
-    #[serde(default)]
-    redis: Option<String>,
+    /// `None`: left out; `Some(None)`: written as `null`, which is refused
+    /// (an open circle leaves the field out: a `null` may be a template's
+    /// hole, not a choice).
+    #[serde(borrow, default, deserialize_with = "present")]
+    principals: Option<Option<Vec<&'a serde_json::value::RawValue>>>,
+    #[serde(default, deserialize_with = "present")]
+    redis: Option<Option<String>>,
+}
+
+/// A field that is there, `null` included (`Some(None)`); with
+/// `#[serde(default)]` one left out is `None`.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 impl CircleConfig {
@@ -120,15 +133,23 @@ pub fn parse(text: &str) -> Result<Vec<CircleConfig>, String> {
                 in_file(text, raw, &e)
             )
         })?;
+        let null = |field: &str, instead: &str| {
+            format!(
+                "{}: \"{field}\" is null; leave the field out {instead}",
+                describe_raw(index, element)
+            )
+        };
         let principals = match entry.principals {
             None => Vec::new(),
-            Some(raws) => decode_principals(text, &raws)
+            Some(None) => return Err(null("principals", "for an open circle")),
+            Some(Some(raws)) => decode_principals(text, &raws)
                 .and_then(principals::validate)
                 .map_err(|problem| format!("{}: {problem}", describe_raw(index, element)))?,
         };
         let redis = match &entry.redis {
             None => None,
-            Some(url) => Some(redis_url(url).map_err(|problem| {
+            Some(None) => return Err(null("redis", "to use --redis-url")),
+            Some(Some(url)) => Some(redis_url(url).map_err(|problem| {
                 format!(
                     "{}: \"redis\": {} {problem}",
                     describe_raw(index, element),

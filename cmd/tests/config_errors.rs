@@ -299,6 +299,21 @@ fn an_empty_principal_name_or_list_and_a_shared_token_exit_2() {
         &["principal at index 0", "name is empty"],
     );
     assert_rejected(&with_principals("[]"), &["index 1", "empty `principals`"]);
+    // `null` is not "left out": it may be a template's hole.
+    assert_rejected(
+        &with_principals("null"),
+        &[
+            "index 1",
+            "\"principals\" is null; leave the field out for an open circle",
+        ],
+    );
+    assert_rejected(
+        r#"[{"id": 1, "name": "A", "port": 8081, "redis": null}]"#,
+        &[
+            "index 0",
+            "\"redis\" is null; leave the field out to use --redis-url",
+        ],
+    );
     let (code, err) = reject(&with_principals(&format!(
         r#"[{{"name": "ann", "token_sha256": "{HASH_B}", "role": "read"}}, {{"name": "bob", "token_sha256": "{}", "role": "write"}}]"#,
         HASH_B.to_lowercase()
