@@ -374,18 +374,17 @@ pub struct ReloadArgs {
 /// error, naming the variable: clap would report it as the option's own
 /// value, which the user never typed.
 pub fn parse() -> Cli {
-    let mut command = Cli::command();
-    if let Some(var) = empty_env_of(&command, std::env::args_os()) {
-        let (name, option) = var;
-        command
-            .error(
-                clap::error::ErrorKind::InvalidValue,
-                format!(
-                    "the environment variable {name} (for --{option}) is set but empty; \
-                     unset it, or give it a value"
-                ),
-            )
-            .exit();
+    let command = Cli::command();
+    if let Some((name, option)) = empty_env_of(&command, std::env::args_os()) {
+        // Without a usage line: the top-level one would not fit a subcommand.
+        clap::Error::raw(
+            clap::error::ErrorKind::InvalidValue,
+            format!(
+                "the environment variable {name} (for --{option}) is set but empty; unset it, \
+                 or give it a value\n"
+            ),
+        )
+        .exit();
     }
     let matches = command.get_matches();
     Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
