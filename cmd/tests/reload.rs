@@ -848,6 +848,21 @@ async fn a_reload_applied_in_part_says_what_changed_and_what_stopped() {
     );
     let mut delta = connect(d).await;
     assert_eq!(output(&mut delta, "40 + 2").await, "42");
-    drop((delta, taken));
+    // Not ready while a circle of the file is stopped, ready once a reload
+    // starts it.
+    let ready = http::get(addr, "/readyz", &[]);
+    assert_eq!(ready.code, 503, "{}", ready.body);
+    assert!(
+        ready.body.contains(r#""component":"reload""#),
+        "{}",
+        ready.body
+    );
+    drop(taken);
+    let (code, out, err) = reload_command(&sandbox, addr, &[], &[]);
+    assert_eq!(code.code(), Some(0), "{out}{err}");
+    assert_eq!(out.trim(), r#"reload applied: added "Gamma""#, "{err}");
+    let ready = http::get(addr, "/readyz", &[]);
+    assert_eq!(ready.code, 200, "{}", ready.body);
+    drop(delta);
     assert!(o.stop().success(), "{}", o.stderr());
 }

@@ -58,6 +58,14 @@ async fn readyz(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse 
     if let Err(why) = state.redis.verdict() {
         not_ready.push(json!({"component": "redis", "reason": why}));
     }
+    // A reload applied in part left circles of the file stopped, until a
+    // later reload starts them.
+    if let Some(last) = crate::status::lock(&state.header.reload).as_ref()
+        && let Some(error) = &last.error
+        && error.kind == ReloadErrorKind::CannotStart
+    {
+        not_ready.push(json!({"component": "reload", "reason": error.message}));
+    }
     for circle in &state.circles.current() {
         let row = circle.row();
         for (component, phase, detail) in [
