@@ -60,27 +60,17 @@ impl Clients {
             if *url == self.inner.main_url || self.others().contains_key(url) {
                 continue;
             }
-            let client =
-                client::Client::connect_with(url.as_str(), self.inner.options.clone()).await;
-            if client.is_err()
-                && let Some(why) = crate::redis_setup::plain_at_tls_url(url).await
-            {
-                bail!(
-                    "circle \"{}\" (id {}): cannot connect the task client to its redis at \
-                     {url}: {why}",
-                    circle.name,
-                    circle.id
-                );
-            }
-            let client = client.with_context(|| {
-                format!(
-                    "circle \"{}\" (id {}): cannot connect the task client to its redis at \
-                         {url} (the \"redis\" of the circle in circles.json). Fix: check that \
-                         a Redis server (6.2 or newer) listens there, or that the sentinels \
-                         of a redis+sentinel:// URL answer and monitor that service",
-                    circle.name, circle.id
-                )
-            })?;
+            let failing = format!(
+                "circle \"{}\" (id {}): cannot connect the task client to its redis at {url}",
+                circle.name, circle.id
+            );
+            let client = connect(url, self.inner.options.clone(), &failing, || {
+                " (the \"redis\" of the circle in circles.json). Fix: check that a Redis server \
+                 (6.2 or newer) listens there, or that the sentinels of a redis+sentinel:// URL \
+                 answer and monitor that service"
+                    .to_string()
+            })
+            .await?;
             log::info!(
                 "circle \"{}\" has its own redis at {url}: connected",
                 circle.name
@@ -129,4 +119,23 @@ impl Clients {
             .map(|(_, client, members)| (client, members))
             .collect()
     }
+}
+
+/// Connects a task client to `url`. A failure reads `failing` then `fix()`,
+/// the cause below; except for a `rediss://` URL at a Redis that answers
+/// plain RESP, where the TLS handshake only timed out: `failing` then says
+/// so ([`crate::redis_setup::plain_at_tls_url`]).
+pub async fn connect(
+    url: &RedisUrl,
+    options: client::ClientOptions,
+    failing: &str,
+    fix: impl FnOnce() -> String,
+) -> anyhow::Result<client::Client> {
+    let connected = client::Client::connect_with(url.as_str(), options).await;
+    if connected.is_err()
+        && let Some(why) = crate::redis_setup::plain_at_tls_url(url).await
+    {
+        bail!("{failing}: {why}");
+    }
+    connected.with_context(|| format!("{failing}{}", fix()))
 }

@@ -30,13 +30,6 @@ impl std::fmt::Display for ReloadSummary {
         if self.is_empty() {
             return f.write_str("nothing changed");
         }
-        let list = |names: &[String]| {
-            names
-                .iter()
-                .map(|n| format!("\"{n}\""))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         let mut parts = Vec::new();
         for (what, names) in [
             ("added", &self.added),
@@ -44,11 +37,20 @@ impl std::fmt::Display for ReloadSummary {
             ("changed", &self.changed),
         ] {
             if !names.is_empty() {
-                parts.push(format!("{what} {}", list(names)));
+                parts.push(format!("{what} {}", quoted(names)));
             }
         }
         f.write_str(&parts.join("; "))
     }
+}
+
+/// Circle names as a message lists them: `"Alpha", "Beta"`.
+pub fn quoted(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("\"{n}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Why a reload was refused or only partly applied.

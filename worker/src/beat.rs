@@ -48,7 +48,7 @@ pub(crate) async fn run(
     token: CancellationToken,
 ) {
     let interval = options.heartbeat_interval;
-    let mut retry = Retry::new(options.max_backoff.min(interval));
+    let mut retry = Retry::within_beat(&options);
     let mut pause = interval;
     let mut last_reap = Instant::now();
     loop {

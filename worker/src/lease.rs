@@ -238,7 +238,7 @@ impl Keeper {
                  renewal), so no other host runs them at the same time"
             )
         };
-        let mut retry = Retry::new(options.max_backoff.min(interval));
+        let mut retry = Retry::within_beat(&options);
         // When the next renewal or acquisition is sent: a heartbeat after
         // the last one that Redis answered, sooner after one it did not.
         let mut next = Instant::now() + interval;
@@ -342,10 +342,10 @@ impl Keeper {
 }
 
 /// The pause before asking Redis again after a request it did not answer:
-/// 50 ms, doubling up to a cap (the keeper's: the reconnect backoff's cap,
-/// at most a heartbeat interval; the take loop's: `max_backoff`, applied
-/// where it sleeps). While the connection itself is
-/// backing off a request fails at once without touching the network, so
+/// 50 ms, doubling up to a cap (the keeper's and the beat's:
+/// [`Retry::within_beat`]; the take loop's: `max_backoff`). While the
+/// connection itself is backing off a request fails at once without
+/// touching the network, so
 /// these retries cost next to nothing against a Redis that is down, and
 /// one lands within a step of its return.
 pub(crate) struct Retry {
@@ -355,6 +355,12 @@ pub(crate) struct Retry {
 
 impl Retry {
     const FIRST: Duration = Duration::from_millis(50);
+
+    /// Retries of something done once a heartbeat (a renewal, a beat):
+    /// capped at the reconnect backoff's cap, and at most an interval.
+    pub(crate) fn within_beat(options: &WorkerOptions) -> Retry {
+        Retry::new(options.max_backoff.min(options.heartbeat_interval))
+    }
 
     pub(crate) fn new(max: Duration) -> Retry {
         Retry {

@@ -43,9 +43,9 @@ pub(crate) struct Outage {
 }
 
 impl Outage {
-    fn new() -> Outage {
+    fn new(max_backoff: Duration) -> Outage {
         Outage {
-            backoff: Retry::new(Duration::MAX),
+            backoff: Retry::new(max_backoff),
             since: None,
             check_own: false,
             unwritten: HashSet::new(),
@@ -100,7 +100,7 @@ pub(crate) fn run_as(caller: Option<client::Caller>) -> engine::Caller {
 impl Taker<'_> {
     /// Runs until the token is cancelled.
     pub(crate) async fn run(&self) {
-        let mut outage = Outage::new();
+        let mut outage = Outage::new(self.options.max_backoff);
         // Claimed tasks waiting to run: one claimed together with the previous
         // task's result, or ids found in our processing list after an outage.
         // They run even after cancellation, so nothing stays claimed.
@@ -222,7 +222,7 @@ impl Taker<'_> {
         }
         self.status.set_reconnecting(err);
         outage.check_own = true;
-        let pause = outage.backoff.step().min(self.options.max_backoff);
+        let pause = outage.backoff.step();
         log::debug!(
             "worker for queue {}: redis still unreachable ({err}); next attempt in {pause:?}",
             self.config.queue,

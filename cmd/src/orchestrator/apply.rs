@@ -18,7 +18,7 @@ use std::collections::HashSet;
 use super::set::{CircleSet, Ctx};
 use crate::circles;
 use crate::config::{self, CircleConfig};
-use crate::reload::{ReloadError, ReloadErrorKind, ReloadSummary};
+use crate::reload::{ReloadError, ReloadErrorKind, ReloadSummary, quoted};
 use crate::{role, settings};
 
 /// How the file differs from the running set.
@@ -113,7 +113,8 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
         .iter()
         .cloned()
         .partition(|c| !held.contains(&c.port));
-    let late_added: Vec<String> = late.iter().map(|c| c.name.clone()).collect();
+    let names = |circles: &[CircleConfig]| circles.iter().map(|c| c.name.clone()).collect();
+    let (early_added, late_added): (Vec<String>, Vec<String>) = (names(&early), names(&late));
     late.extend(plan.changed.iter().cloned());
 
     let early = prepare(ctx, early).await.map_err(|e| {
@@ -153,31 +154,9 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     let Some(e) = failed else {
         return Ok(summary);
     };
-    // The late circles start all or none: none of them runs.
-    let quoted = |names: &[&str]| {
-        names
-            .iter()
-            .map(|n| format!("\"{n}\""))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let not_added: Vec<&str> = late_added.iter().map(String::as_str).collect();
-    let stopped: Vec<&str> = plan.changed.iter().map(|c| c.name.as_str()).collect();
-    let applied = ReloadSummary {
-        added: summary
-            .added
-            .iter()
-            .filter(|n| !late_added.contains(n))
-            .cloned()
-            .collect(),
-        removed: summary
-            .removed
-            .iter()
-            .cloned()
-            .chain(stopped.iter().map(|n| n.to_string()))
-            .collect(),
-        changed: Vec::new(),
-    };
+    // The late circles start all or none: none of them runs. A changed
+    // circle that stopped counts as removed.
+    let stopped: Vec<String> = plan.changed.iter().map(|c| c.name.clone()).collect();
     let mut what = Vec::new();
     if !stopped.is_empty() {
         what.push(format!(
@@ -185,21 +164,23 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
             quoted(&stopped)
         ));
     }
-    if !not_added.is_empty() {
-        what.push(format!("{} (added) did not start", quoted(&not_added)));
+    if !late_added.is_empty() {
+        what.push(format!("{} (added) did not start", quoted(&late_added)));
     }
+    let what = what.join("; ");
     // What went as asked, then what did not.
     let done = ReloadSummary {
-        added: applied.added.clone(),
-        removed: summary.removed.clone(),
+        added: early_added,
+        removed: summary.removed,
         changed: Vec::new(),
     };
-    let what = what.join("; ");
     let message = if done.is_empty() {
         format!("{what}: {e}. Fix the cause and reload again")
     } else {
         format!("{done}, but {what}: {e}. Fix the cause and reload again")
     };
+    let mut applied = done;
+    applied.removed.extend(stopped);
     let mut error = ReloadError::new(ReloadErrorKind::CannotStart, message);
     error.applied = Some(applied);
     Err(error)

@@ -249,33 +249,28 @@ impl Running {
         // cannot be set up stops the start with nothing running.
         let renderer = render::renderer(settings.mode).context("cannot set up the terminal")?;
         let redis = &settings.redis;
+        let failing = format!("cannot connect the task client to redis at {redis}");
         let client = tokio::select! {
-            c = client::Client::connect_with(redis.as_str(), client_options(settings)) => {
-                if c.is_err()
-                    && let Some(why) = redis_setup::plain_at_tls_url(redis).await
-                {
-                    bail!("cannot connect the task client to redis at {redis}: {why}");
-                }
-                c.with_context(|| {
-                if redis.is_sentinel() {
-                    return format!(
-                        "cannot connect the task client to redis at {redis}. Fix: check that \
-                         the sentinels listen there and monitor that service (`SENTINEL \
-                         GET-MASTER-ADDR-BY-NAME <service>` on one of them names its primary), \
-                         and that the primary answers; a primary that wants a password gets it \
-                         in the URL (redis+sentinel://:PASSWORD@HOST:PORT/SERVICE), sentinels \
-                         that want one get ?sentinel_password=…; the cause below is what was \
-                         answered"
-                    );
-                }
-                format!(
-                    "cannot connect the task client to redis at {redis}. Fix: check that a \
-                     Redis server (6.2 or newer) listens there, not another program; a Redis \
-                     that wants a password gets it in the URL (redis://:PASSWORD@HOST:PORT, or \
-                     redis://USER:PASSWORD@HOST:PORT); the cause below is what was answered"
-                )
-            })?
-            }
+            c = crate::clients::connect(
+                redis,
+                client_options(settings),
+                &failing,
+                || if redis.is_sentinel() {
+                    ". Fix: check that the sentinels listen there and monitor that service \
+                     (`SENTINEL GET-MASTER-ADDR-BY-NAME <service>` on one of them names its \
+                     primary), and that the primary answers; a primary that wants a password \
+                     gets it in the URL (redis+sentinel://:PASSWORD@HOST:PORT/SERVICE), \
+                     sentinels that want one get ?sentinel_password=…; the cause below is what \
+                     was answered"
+                        .to_string()
+                } else {
+                    ". Fix: check that a Redis server (6.2 or newer) listens there, not another \
+                     program; a Redis that wants a password gets it in the URL \
+                     (redis://:PASSWORD@HOST:PORT, or redis://USER:PASSWORD@HOST:PORT); the \
+                     cause below is what was answered"
+                        .to_string()
+                },
+            ) => c?,
             s = signals.next() => bail!("{s} during start-up; nothing was started"),
         };
         let clients =

@@ -74,17 +74,7 @@ mod tests {
     #[test]
     fn a_restart_of_the_managed_redis_alone_prints_a_new_line() {
         let header = Header::for_tests("redis://127.0.0.1:6379", true, "/tmp/x");
-        let mut snap = Snapshot {
-            redis_url: header.redis_url.clone(),
-            redis_managed: true,
-            redis_restarts: 0,
-            data_dir: header.data_dir.clone(),
-            admin: None,
-            phase: "running",
-            uptime_secs: 1,
-            circles: Vec::new(),
-            reload: None,
-        };
+        let mut snap = crate::status::snapshot(&header, &[], "running");
         let mut json = Json::new(Vec::new());
         json.frame(&header, &snap);
         snap.uptime_secs = 2;
@@ -101,17 +91,8 @@ mod tests {
     fn each_reload_prints_a_line_also_one_that_changed_nothing() {
         use crate::reload::{LastReload, ReloadError, ReloadErrorKind, ReloadSummary};
         let header = Header::for_tests("redis://127.0.0.1:6379", false, "/tmp/x");
-        let mut snap = Snapshot {
-            redis_url: header.redis_url.clone(),
-            redis_managed: false,
-            redis_restarts: 0,
-            data_dir: header.data_dir.clone(),
-            admin: None,
-            phase: "running",
-            uptime_secs: 1,
-            circles: vec![Row::sample("Alpha", 1, "alpha")],
-            reload: None,
-        };
+        let mut snap = crate::status::snapshot(&header, &[], "running");
+        snap.circles = vec![Row::sample("Alpha", 1, "alpha")];
         let mut json = Json::new(Vec::new());
         json.frame(&header, &snap);
         let failed = |seq| LastReload {

@@ -16,10 +16,9 @@ use crossterm::terminal::{
 };
 use crossterm::{execute, queue};
 
-use super::table::build_fitting;
+use super::table::{build_fitting, cut_to_width};
 use super::{Renderer, header_line, human_duration};
 use crate::status::{Header, Snapshot};
-use unicode_width::UnicodeWidthChar;
 
 /// Live renderer on stdout.
 pub struct Live {
@@ -98,19 +97,6 @@ pub fn lines(header: &Header, snap: &Snapshot, cols: u16, rows: u16) -> Vec<Stri
     out.into_iter()
         .take(usize::from(rows))
         .map(|l| cut_to_width(&l, width))
-        .collect()
-}
-
-/// The longest start of `line` that fills at most `width` terminal columns
-/// (a wide character that would straddle the edge is left out: a line one
-/// column too long wraps, and the frame scrolls).
-fn cut_to_width(line: &str, width: usize) -> String {
-    let mut used = 0;
-    line.chars()
-        .take_while(|c| {
-            used += c.width().unwrap_or(0);
-            used <= width
-        })
         .collect()
 }
 

@@ -91,16 +91,20 @@ fn shortened(text: String, max: usize) -> String {
     if text.width() <= max {
         return text;
     }
+    cut_to_width(&text, max.saturating_sub(1)) + "…"
+}
+
+/// The longest start of `line` that fills at most `width` terminal columns
+/// (a wide character that would straddle the edge is left out: a line one
+/// column too long wraps, and the frame scrolls).
+pub fn cut_to_width(line: &str, width: usize) -> String {
     let mut used = 0;
-    let mut out: String = text
-        .chars()
+    line.chars()
         .take_while(|c| {
             used += unicode_width::UnicodeWidthChar::width(*c).unwrap_or(0);
-            used < max
+            used <= width
         })
-        .collect();
-    out.push('…');
-    out
+        .collect()
 }
 
 /// The columns DESIGN §6 fixes.
