@@ -5,7 +5,8 @@
 //! scripts as that principal (`caller()`), answers a `read` token's writes
 //! with -32004, and refuses a wrong or missing token with 401 (as the
 //! browser's network log and the same request sent raw both show). An open
-//! circle serves a page that types a script, clicks and reads the answer.
+//! circle serves a page that types a script, clicks and reads the answer,
+//! and echoes a `bearer.` subprotocol a page offers it.
 //! A circle served as `wss://` with a self-signed certificate answers a
 //! browser that trusts that certificate (Chromium's
 //! `--ignore-certificate-errors-spki-list` with the certificate's key hash)
@@ -197,6 +198,35 @@ fn a_browser_page_types_a_script_clicks_run_and_reads_the_answer_of_an_open_circ
     assert_eq!(seen["answer"], "42", "{seen:#}");
     let png = std::fs::read(&shot).expect("the screenshot was written");
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    assert_eq!(run.orchestrator.stop().code(), Some(0));
+}
+
+/// A browser application that offers its `bearer.` subprotocol to every
+/// circle (it does not know which are open) gets it back from an open
+/// circle too: a browser drops a socket whose upgrade answer names none of
+/// the subprotocols it offered.
+#[test]
+fn an_open_circle_echoes_a_bearer_subprotocol_a_browser_offers() {
+    let mut run = serve();
+    let offered = vec![format!("bearer.{WRITER}")];
+    let seen = Browser::find().run(
+        "ws_probe.py",
+        json!({"probes": [
+            probe(run.open, &offered, &["40 + 2", "caller()"]),
+            probe(run.open, &[], &["40 + 2"]),
+        ]}),
+    );
+    let probes = seen["probes"].as_array().expect("probes");
+    let with = &probes[0];
+    assert_eq!(with["opened"], true, "{with:#}");
+    assert_eq!(with["protocol"], json!(offered[0]), "ws.protocol: {with:#}");
+    assert_eq!(output(with, 0), "42", "{with:#}");
+    // The token names no principal of an open circle: it runs as no one.
+    assert_eq!(output(with, 1), "", "{with:#}");
+    let without = &probes[1];
+    assert_eq!(without["opened"], true, "{without:#}");
+    assert_eq!(without["protocol"], "", "{without:#}");
+    assert_eq!(output(without, 0), "42", "{without:#}");
     assert_eq!(run.orchestrator.stop().code(), Some(0));
 }
 

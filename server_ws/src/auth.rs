@@ -36,42 +36,30 @@ pub const MAX_TRACKED: usize = 4096;
 /// The subprotocol prefix that carries a token.
 const SUBPROTOCOL_PREFIX: &str = "bearer.";
 
-/// A token offered with an upgrade.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Offered<'a> {
-    /// The token.
-    pub(crate) token: &'a str,
-    /// The subprotocol it came in (`bearer.<token>`), to be echoed; `None`
-    /// for the `Authorization` header.
-    pub(crate) subprotocol: Option<&'a str>,
-}
-
 /// The token of an upgrade request: the `Authorization: Bearer` header if
 /// there is one, else the first `bearer.` subprotocol offered.
-pub(crate) fn offered(headers: &HeaderMap) -> Option<Offered<'_>> {
+pub(crate) fn offered(headers: &HeaderMap) -> Option<&str> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let value = value.to_str().ok()?.trim();
         let (scheme, token) = value.split_once(' ')?;
         if !scheme.eq_ignore_ascii_case("bearer") {
             return None;
         }
-        return Some(Offered {
-            token: token.trim(),
-            subprotocol: None,
-        });
+        return Some(token.trim());
     }
+    bearer_subprotocol(headers).map(|protocol| &protocol[SUBPROTOCOL_PREFIX.len()..])
+}
+
+/// The first `bearer.` subprotocol an upgrade request offers. The answer
+/// echoes it whatever the circle does with the token (an open circle
+/// ignores it): a browser drops a socket whose upgrade answer names none
+/// of the subprotocols it offered.
+pub(crate) fn bearer_subprotocol(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(',').map(str::trim))
-        .find_map(|protocol| {
-            protocol
-                .strip_prefix(SUBPROTOCOL_PREFIX)
-                .map(|token| Offered {
-                    token,
-                    subprotocol: Some(protocol),
-                })
-        })
+        .find(|protocol| protocol.starts_with(SUBPROTOCOL_PREFIX))
 }
 
 /// The principal whose token is `token` (`None`: missing). Every principal's
@@ -195,27 +183,25 @@ mod tests {
     #[test]
     fn a_token_is_taken_from_the_bearer_header_or_a_bearer_subprotocol() {
         let h = headers(&[(header::AUTHORIZATION, "Bearer abc")]);
-        assert_eq!(
-            offered(&h),
-            Some(Offered {
-                token: "abc",
-                subprotocol: None
-            })
-        );
+        assert_eq!(offered(&h), Some("abc"));
+        assert_eq!(bearer_subprotocol(&h), None);
         let h = headers(&[(header::AUTHORIZATION, "bearer  abc ")]);
-        assert_eq!(offered(&h).map(|o| o.token), Some("abc"));
+        assert_eq!(offered(&h), Some("abc"));
         let h = headers(&[(header::AUTHORIZATION, "Basic YWJj")]);
         assert_eq!(offered(&h), None);
         let h = headers(&[(header::SEC_WEBSOCKET_PROTOCOL, "json, bearer.xyz")]);
-        assert_eq!(
-            offered(&h),
-            Some(Offered {
-                token: "xyz",
-                subprotocol: Some("bearer.xyz")
-            })
-        );
+        assert_eq!(offered(&h), Some("xyz"));
+        assert_eq!(bearer_subprotocol(&h), Some("bearer.xyz"));
+        // The header's token authenticates; the subprotocol is still echoed.
+        let h = headers(&[
+            (header::AUTHORIZATION, "Bearer abc"),
+            (header::SEC_WEBSOCKET_PROTOCOL, "bearer.xyz, bearer.other"),
+        ]);
+        assert_eq!(offered(&h), Some("abc"));
+        assert_eq!(bearer_subprotocol(&h), Some("bearer.xyz"));
         let h = headers(&[(header::SEC_WEBSOCKET_PROTOCOL, "json")]);
         assert_eq!(offered(&h), None);
+        assert_eq!(bearer_subprotocol(&h), None);
         assert_eq!(offered(&HeaderMap::new()), None);
     }
 

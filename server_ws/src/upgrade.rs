@@ -58,13 +58,12 @@ pub(crate) async fn upgrade(
     }
     // Circles with principals: the connection's own copy of what the circle
     // shares, its submissions naming the principal.
-    let mut subprotocol = None;
+    let subprotocol = auth::bearer_subprotocol(req.headers()).map(str::to_owned);
     let shared = if shared.config.principals.is_empty() {
         shared
     } else {
         match authorize(&req, &shared) {
-            Ok((caller, offered)) => {
-                subprotocol = offered;
+            Ok(caller) => {
                 let mut own = Shared::clone(&shared);
                 own.submit.caller = Some(caller);
                 Arc::new(own)
@@ -95,7 +94,7 @@ pub(crate) async fn upgrade(
     let mut guarded = actix_web::dev::Payload::from(guarded);
     let body = web::Payload::from_request(&req, &mut guarded).await?;
     // A browser that offered `bearer.<token>` needs that subprotocol back,
-    // or it drops the connection.
+    // or it drops the connection (`auth::bearer_subprotocol`).
     let protocols: Vec<&str> = subprotocol.iter().map(String::as_str).collect();
     let (response, session, stream) = actix_ws::handle_with_protocols(&req, body, &protocols)?;
     // The body actix-ws made, wrapped to see what the socket takes: the
@@ -116,12 +115,9 @@ pub(crate) async fn upgrade(
     Ok(response)
 }
 
-/// The caller of an upgrade to a circle with principals, and the `bearer.`
-/// subprotocol to echo; or the 401 / 429 that refuses it.
-fn authorize(
-    req: &HttpRequest,
-    shared: &Shared,
-) -> Result<(client::Caller, Option<String>), Box<HttpResponse>> {
+/// The caller of an upgrade to a circle with principals, or the 401 / 429
+/// that refuses it.
+fn authorize(req: &HttpRequest, shared: &Shared) -> Result<client::Caller, Box<HttpResponse>> {
     let circle = &shared.config.circle_name;
     let ip = req
         .peer_addr()
@@ -138,9 +134,7 @@ fn authorize(
         ));
     }
     let offered = auth::offered(req.headers());
-    let Some(principal) =
-        auth::authenticate(&shared.config.principals, offered.as_ref().map(|o| o.token))
-    else {
+    let Some(principal) = auth::authenticate(&shared.config.principals, offered) else {
         shared.limiter.failed(ip, now);
         if let Some(n) = shared.status.refused(Rejection::Unauthorized) {
             log::warn!(circle:%;
@@ -159,12 +153,8 @@ fn authorize(
         principal.name,
         principal.role
     );
-    let caller = client::Caller {
+    Ok(client::Caller {
         name: principal.name.clone(),
         role: principal.role,
-    };
-    Ok((
-        caller,
-        offered.and_then(|o| o.subprotocol.map(str::to_owned)),
-    ))
+    })
 }
