@@ -61,7 +61,8 @@ impl OurDb {
     /// (every frame when the checkpoint is missing or cannot be trusted),
     /// cutting a torn tail left by a crash, and starts the background thread
     /// (see [`Config::checkpoint_bytes`]). Fails with [`Error::Locked`] when
-    /// another handle holds the directory, [`Error::Corrupt`] on damage that
+    /// another handle holds the directory (after waiting 100 ms for it to
+    /// let go: a handle closing, or [`OurDb::is_open_elsewhere`]'s probe), [`Error::Corrupt`] on damage that
     /// is not a torn tail, and [`Error::ModeMismatch`] when the directory was
     /// created in the other mode.
     pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<OurDb> {

@@ -20,6 +20,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::Mode;
 use crate::error::{Error, Result};
@@ -43,7 +44,13 @@ pub(crate) fn data_path(dir: &Path, n: u32) -> PathBuf {
     dir.join(format!("{DATA_PREFIX}{n:08}{DATA_SUFFIX}"))
 }
 
-/// Creates `dir` if needed and takes its exclusive lock.
+/// How long [`lock_dir`] waits for a lock held elsewhere before it gives up:
+/// a probe ([`in_use`]) holds it for a moment, and so does a handle that is
+/// closing as another opens.
+const LOCK_PATIENCE: Duration = Duration::from_millis(100);
+
+/// Creates `dir` if needed and takes its exclusive lock, waiting up to
+/// [`LOCK_PATIENCE`] for a holder to let it go.
 pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
     fs::create_dir_all(dir)
         .map_err(|e| Error::io(format!("creating database directory {}", dir.display()), e))?;
@@ -55,20 +62,29 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
         .truncate(false)
         .open(&path)
         .map_err(|e| Error::io(format!("opening lock file {}", path.display()), e))?;
-    match fs4::FileExt::try_lock(&file) {
-        Ok(()) => Ok(file),
-        Err(fs4::TryLockError::WouldBlock) => Err(Error::Locked {
-            dir: dir.to_path_buf(),
-        }),
-        Err(fs4::TryLockError::Error(e)) => {
-            Err(Error::io(format!("locking {}", path.display()), e))
+    let start = Instant::now();
+    loop {
+        match fs4::FileExt::try_lock(&file) {
+            Ok(()) => return Ok(file),
+            Err(fs4::TryLockError::WouldBlock) if start.elapsed() < LOCK_PATIENCE => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(fs4::TryLockError::WouldBlock) => {
+                return Err(Error::Locked {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            Err(fs4::TryLockError::Error(e)) => {
+                return Err(Error::io(format!("locking {}", path.display()), e));
+            }
         }
     }
 }
 
 /// Whether another handle (in this process or another) holds `dir`'s lock:
 /// its database is open there. A directory without a lock file is not in
-/// use. Takes the lock for a moment when it is free.
+/// use. Takes the lock for a moment when it is free ([`lock_dir`] waits
+/// that moment out).
 pub(crate) fn in_use(dir: &Path) -> Result<bool> {
     let path = dir.join(LOCK_NAME);
     let file = match OpenOptions::new().read(true).write(true).open(&path) {

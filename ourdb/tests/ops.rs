@@ -237,6 +237,27 @@ fn a_database_open_in_another_handle_is_seen_as_such_and_a_probe_takes_no_lock()
     OurDb::open(dir.path(), Config::default()).expect("open after a probe");
 }
 
+/// A lock held for a moment (a handle closing as another opens, or a
+/// standby's probe at that very instant) delays an open instead of failing it.
+#[test]
+fn an_open_waits_out_a_lock_let_go_within_a_moment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let (opened, wait) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let db = OurDb::open(&path, Config::default()).unwrap();
+        db.insert(b"first").unwrap();
+        opened.send(()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        db.close().unwrap();
+    });
+    wait.recv().unwrap();
+    assert!(OurDb::is_open_elsewhere(dir.path()).unwrap());
+    let db = OurDb::open(dir.path(), Config::default()).expect("open once the holder closes");
+    holder.join().unwrap();
+    assert_eq!(db.get(1).unwrap(), Some(b"first".to_vec()));
+}
+
 #[test]
 fn batch_assigns_ids_in_order_and_may_update_its_own_inserts() {
     let dir = tempfile::tempdir().unwrap();
