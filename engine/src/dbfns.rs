@@ -230,12 +230,22 @@ const FORMS: [(&str, &str); 7] = [
 /// other function.
 pub(crate) fn not_found_message(signature: &str) -> Option<String> {
     let rest = signature.strip_prefix("db::")?;
-    let (name, args) = rest.split_once(' ').unwrap_or((rest, "()"));
+    let (name, args) = match rest.split_once(' ') {
+        Some((name, args)) => (name, Some(args)),
+        None => (rest, None),
+    };
     let Some((_, form)) = FORMS.iter().find(|(n, _)| *n == name) else {
         let names: Vec<&str> = FORMS.iter().map(|(n, _)| *n).collect();
         return Some(format!(
             "db::{name} does not exist; the db module has {}",
             names.join(", ")
+        ));
+    };
+    // No argument types: the name was called by a function pointer
+    // (`Fn("db::insert").call(…)`), which cannot reach a module's functions.
+    let Some(args) = args else {
+        return Some(format!(
+            "db::{name} cannot be called through a function pointer; call it by name: {form}"
         ));
     };
     let args = args

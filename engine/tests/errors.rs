@@ -159,6 +159,11 @@ fn a_db_call_with_the_wrong_arguments_says_how_the_function_is_called() {
             "db::insert called with (); it takes db::insert(value)",
         ),
         (
+            "Fn(\"db::insert\").call(5)",
+            "db::insert cannot be called through a function pointer; call it by name: \
+             db::insert(value)",
+        ),
+        (
             "db::nope(1)",
             "db::nope does not exist; the db module has insert, get, update, delete, exists, \
              history, next_id",
