@@ -248,9 +248,19 @@ fn prepare_one(c: &CircleConfig, plan: Plan<'_>) -> anyhow::Result<Prepared> {
             token: 0,
             pid: std::process::id(),
             host: hostname(),
-            dir: dir.display().to_string(),
+            dir: lease_dir(&dir),
         },
     })
+}
+
+/// The database directory as a lease names it: the path itself when it is
+/// UTF-8, else its quoted, escaped form (`"/data/x\xFF/1"`). Two
+/// directories never share a name, so a second worker on a different
+/// directory is never taken for a restart of the first; a quoted name
+/// cannot be a canonical path's, which starts with `/`.
+fn lease_dir(dir: &Path) -> String {
+    dir.to_str()
+        .map_or_else(|| format!("{dir:?}"), str::to_owned)
 }
 
 /// Prepares every circle as `plan` says, or reports every circle that
@@ -329,5 +339,24 @@ pub fn close_all(dbs: Vec<Closing>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt as _;
+
+    use super::*;
+
+    #[test]
+    fn a_lease_names_each_directory_apart_even_when_it_is_not_utf8() {
+        assert_eq!(lease_dir(Path::new("/data/a b|c/1")), "/data/a b|c/1");
+        let ff = Path::new(OsStr::from_bytes(b"/data/bad\xffname/1"));
+        let fe = Path::new(OsStr::from_bytes(b"/data/bad\xfename/1"));
+        assert_eq!(lease_dir(ff), r#""/data/bad\xFFname/1""#);
+        assert_ne!(lease_dir(ff), lease_dir(fe));
+        // The lossy form both would have had names neither.
+        assert_ne!(lease_dir(ff), ff.to_string_lossy());
     }
 }

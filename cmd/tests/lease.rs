@@ -2,7 +2,8 @@
 //! circle another orchestrator holds, without opening its database, shows
 //! the holder in its row, and takes over once that one is killed; a worker cut off from Redis (a
 //! frozen TCP proxy in between) stops before its lease can expire and takes
-//! nothing once another holds it.
+//! nothing once another holds it; a second worker on a data dir named apart
+//! only by a byte that is not UTF-8 refuses.
 
 mod common;
 
@@ -201,6 +202,40 @@ fn a_standby_on_the_same_data_dir_waits_for_the_database_and_leaves_the_lease_al
     assert_eq!(after.pid, standby.pid());
     assert!(after.token > before.token, "{after:?} after {before:?}");
     standby.stop();
+}
+
+/// Two data dirs whose names differ only in a byte that is not UTF-8 are
+/// two databases: the second worker refuses, as for any other data dir,
+/// instead of taking the lease as a restart of the first.
+#[test]
+fn a_second_worker_on_a_data_dir_named_apart_only_by_a_non_utf8_byte_refuses() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt as _;
+
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let config = sandbox.circles(&[(1, "Alpha", port())]);
+    let named = |byte: u8| {
+        let mut name = b"data-".to_vec();
+        name.push(byte);
+        sandbox.path().join(OsStr::from_bytes(&name))
+    };
+    let mut first = spawn(&sandbox, &config, &redis.url(), &named(0xff), &[]);
+    first.wait_table();
+    first.wait_stdout("Running", WAIT);
+    let held = lease(&mut conn(&redis)).expect("held");
+    let mut second = spawn(&sandbox, &config, &redis.url(), &named(0xfe), &[]);
+    let status = second.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(1), "{}", second.stderr());
+    let said = second.stderr();
+    assert!(
+        said.contains(&held.dir),
+        "names the holder's {}: {said}",
+        held.dir
+    );
+    assert!(held.dir.contains(r"\xFF"), "{held:?}");
+    assert_eq!(lease(&mut conn(&redis)), Some(held), "the lease left alone");
+    first.stop();
 }
 
 fn now_ms() -> u64 {
