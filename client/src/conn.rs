@@ -286,9 +286,11 @@ impl Conn {
             err.retry_method(),
             redis::RetryMethod::WaitAndRetry | redis::RetryMethod::RetryImmediately
         ) || names_a_passing_state(&err.to_string())
+            || names_a_refusing_state(&err.to_string())
         {
             // For example LOADING while a restarted Redis reads its AOF,
-            // also when it comes nested in an aborted MULTI/EXEC.
+            // also when it comes nested in an aborted MULTI/EXEC; or writes
+            // refused until its operator frees memory or disk.
             self.unavailable(&err.to_string())
         } else {
             Error::Protocol(format!("redis refused a request: {err}"))
@@ -381,9 +383,39 @@ fn names_a_passing_state(text: &str) -> bool {
         .any(|state| text.contains(state))
 }
 
+/// Whether an error's text names a state in which Redis refuses writes
+/// until its operator acts: out of memory under `maxmemory` with
+/// `noeviction` (`OOM`), or a failed write of its RDB or AOF file with
+/// `stop-writes-on-bgsave-error` (`MISCONF`). Redis is then unavailable for
+/// what it says, not answering outside the protocol.
+fn names_a_refusing_state(text: &str) -> bool {
+    // redis-rs quotes a code it has no kind for: `"OOM": command not…`.
+    ["\"OOM\"", "OOM command", "\"MISCONF\"", "MISCONF "]
+        .iter()
+        .any(|state| text.contains(state))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{names_a_demoted_primary, names_a_passing_state};
+    use super::{names_a_demoted_primary, names_a_passing_state, names_a_refusing_state};
+
+    #[test]
+    fn a_write_refused_for_memory_or_a_failed_persistence_names_a_refusing_state() {
+        assert!(names_a_refusing_state(
+            "Transaction aborted: [(Index 0, error: \"OOM\": command not allowed when used \
+             memory > 'maxmemory'.)]"
+        ));
+        assert!(names_a_refusing_state(
+            "OOM command not allowed when used memory > 'maxmemory'."
+        ));
+        assert!(names_a_refusing_state(
+            "\"MISCONF\": Errors writing to the AOF file: No space left on device"
+        ));
+        assert!(!names_a_refusing_state(
+            "WRONGTYPE Operation against a key holding the wrong kind of value"
+        ));
+        assert!(!names_a_refusing_state("ERR unknown command 'ROOMS'"));
+    }
 
     #[test]
     fn a_write_refused_by_a_replica_or_an_unblocked_pop_means_a_demoted_primary() {

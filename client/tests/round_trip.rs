@@ -442,3 +442,46 @@ async fn the_first_submit_after_redis_restarted_under_an_idle_client_is_queued_o
     );
     assert_eq!(client.check(&id).await.expect("its hash exists"), None);
 }
+
+/// A Redis that refuses writes for a state its operator must fix (out of
+/// memory under `noeviction`) is unavailable, naming that state; once fixed,
+/// the same client submits again.
+#[tokio::test]
+async fn a_redis_out_of_memory_is_unavailable_naming_why_and_served_again_once_fixed() {
+    let redis = testkit::RedisServer::start();
+    let worker = echo_worker(&redis.url(), "oom");
+    let client = Client::connect(&redis.url()).await.expect("connect");
+    let set = |value: &str| testkit::command(redis.port(), &["CONFIG", "SET", "maxmemory", value]);
+    set("1").expect("maxmemory 1 byte");
+    testkit::command(
+        redis.port(),
+        &["CONFIG", "SET", "maxmemory-policy", "noeviction"],
+    )
+    .expect("noeviction");
+    let err = client
+        .run_with(
+            "oom",
+            "1",
+            &SubmitOptions::with_timeout(Duration::from_secs(5)),
+            OnDrop::Cancel,
+        )
+        .await
+        .expect_err("redis is out of memory");
+    assert!(matches!(err, client::Error::Unavailable { .. }), "{err:?}");
+    assert!(err.to_string().contains("OOM"), "{err}");
+    set("0").expect("no limit");
+    let outcome = client
+        .run_with(
+            "oom",
+            "2",
+            &SubmitOptions::with_timeout(Duration::from_secs(10)),
+            OnDrop::Cancel,
+        )
+        .await
+        .expect("served again");
+    assert!(
+        matches!(outcome, Outcome::Completed(ref o) if o.output == "2"),
+        "{outcome:?}"
+    );
+    worker.abort();
+}

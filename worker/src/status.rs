@@ -113,6 +113,13 @@ pub(crate) fn outage_reason(err: &client::Error) -> String {
         {
             "redis is loading its data".to_string()
         }
+        // Writes refused until its operator frees memory or disk.
+        client::Error::Unavailable { reason, .. } if reason.contains("OOM") => {
+            "redis is out of memory (maxmemory)".to_string()
+        }
+        client::Error::Unavailable { reason, .. } if reason.contains("MISCONF") => {
+            "redis cannot write its RDB or AOF file".to_string()
+        }
         client::Error::Unavailable { .. } => "redis is unreachable".to_string(),
         client::Error::Protocol(_) => "redis answered outside the protocol".to_string(),
         _ => "redis request failed".to_string(),
@@ -141,6 +148,18 @@ mod tests {
         assert_eq!(
             outage_reason(&unavailable("Connection refused (os error 111)")),
             "redis is unreachable"
+        );
+        assert_eq!(
+            outage_reason(&unavailable(
+                "\"OOM\": command not allowed when used memory > 'maxmemory'."
+            )),
+            "redis is out of memory (maxmemory)"
+        );
+        assert_eq!(
+            outage_reason(&unavailable(
+                "\"MISCONF\": Errors writing to the AOF file: No space left on device"
+            )),
+            "redis cannot write its RDB or AOF file"
         );
         let status = WorkerStatus::default();
         status.set_reconnecting(&unavailable(
