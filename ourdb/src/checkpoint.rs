@@ -24,8 +24,12 @@
 //! A checkpoint is trusted only when its checksum holds, its mode and first
 //! file match the directory, its end lies within the files, and the frame it
 //! ends with is still there, whole, with that CRC; anything else makes open
-//! scan every file. Bytes before the end are otherwise trusted as they were
-//! (every read re-checks its record's own CRC).
+//! scan every file, but for an end past the end of its data file (or in one
+//! that is gone): a checkpoint is written only once everything it covers is
+//! synced (and not by a handle whose fsync failed), so that file lost
+//! committed data and open fails with `Corrupt`. Bytes before the end are
+//! otherwise trusted as they were (every read re-checks its record's own
+//! CRC).
 
 use std::fs::File;
 use std::io::Read;

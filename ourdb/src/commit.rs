@@ -15,7 +15,6 @@ use crate::files::DataFile;
 use crate::format::{FILE_HEADER_LEN, FrameBuilder, OpKind, Pos};
 use crate::index::Loc;
 use crate::state::{Store, Writer};
-use crate::stats::Counters;
 use crate::{Mode, files};
 
 /// Bytes of zeros written ahead of the commits in `Durability::Sync` mode.
@@ -255,15 +254,16 @@ impl Store {
             // Cut what was written (and any preallocated tail, which the next
             // commit preallocates again), so no partial frame sits in front of
             // later commits however far the write got.
-            if file.file.set_len(at).is_ok() {
-                w.allocated = at;
-            } else {
-                w.poisoned = true;
+            match file.file.set_len(at) {
+                Ok(()) => w.allocated = at,
+                Err(cut) => self.poison(format_args!(
+                    "{e}; cutting it back to offset {at} failed too: {cut}"
+                )),
             }
             return Err(e);
         }
         if sync {
-            sync_or_poison(&self.counters, w, file, false)?;
+            self.sync_or_poison(file, false)?;
         }
         w.offset = end;
         w.allocated = w.allocated.max(end);
@@ -281,6 +281,7 @@ impl Store {
             return Ok(());
         }
         let zeros = vec![0u8; 64 << 10];
+        let reserving = target - w.allocated;
         let mut at = w.allocated;
         let res = (|| {
             while at < target {
@@ -292,20 +293,28 @@ impl Store {
         })();
         match res {
             Ok(()) => {
-                sync_or_poison(&self.counters, w, file, true)?;
+                self.sync_or_poison(file, true)?;
                 w.allocated = target;
                 Ok(())
             }
             Err(e) => {
-                if file.file.set_len(w.offset).is_err() {
-                    w.poisoned = true;
-                } else {
-                    w.allocated = w.offset;
-                }
-                Err(Error::io(
-                    format!("preallocating space in {}", file.path.display()),
+                let err = Error::io(
+                    format!(
+                        "preallocating {reserving} bytes in {} (sync mode reserves data \
+                         file space {} MiB at a time)",
+                        file.path.display(),
+                        PREALLOC_CHUNK >> 20
+                    ),
                     e,
-                ))
+                );
+                match file.file.set_len(w.offset) {
+                    Ok(()) => w.allocated = w.offset,
+                    Err(cut) => self.poison(format_args!(
+                        "{err}; cutting it back to offset {} failed too: {cut}",
+                        w.offset
+                    )),
+                }
+                Err(err)
             }
         }
     }
@@ -324,7 +333,7 @@ impl Store {
             .set_len(w.offset)
             .map_err(|e| Error::io(format!("cutting {}", prev.path.display()), e))?;
         w.allocated = w.offset;
-        sync_or_poison(&self.counters, w, &prev, true)?;
+        self.sync_or_poison(&prev, true)?;
         let n = w
             .file_no
             .checked_add(1)
@@ -339,7 +348,7 @@ impl Store {
             // Whether the rename reached the disk is unknown: if it did, the
             // new file records where this one ends, and a commit appended
             // here would contradict it (open would refuse the files).
-            w.poisoned = true;
+            self.poison(&e);
             return Err(e);
         }
         self.counters.grew(FILE_HEADER_LEN);
@@ -354,26 +363,22 @@ impl Store {
         w.unmarked = false;
         Ok(())
     }
-}
 
-/// fsyncs `file` (`all`: its metadata too). A failure poisons the handle:
-/// after a failed fsync the state of the page cache is unknown and the kernel
-/// may report the error only once, so a retry could wrongly succeed.
-pub(crate) fn sync_or_poison(
-    counters: &Counters,
-    w: &mut Writer,
-    file: &DataFile,
-    all: bool,
-) -> Result<()> {
-    let started = std::time::Instant::now();
-    let res = fsync(file, all);
-    counters.synced(started.elapsed());
-    res.inspect_err(|_| w.poisoned = true)
+    /// fsyncs the writer's `file` (`all`: its metadata too), under the
+    /// writer lock. A failure poisons the handle: after a failed fsync the
+    /// state of the page cache is unknown and the kernel may report the
+    /// error only once, so a retry could wrongly succeed.
+    pub(crate) fn sync_or_poison(&self, file: &DataFile, all: bool) -> Result<()> {
+        let started = std::time::Instant::now();
+        let res = fsync(file, all);
+        self.counters.synced(started.elapsed());
+        res.inspect_err(|e| self.poison(e))
+    }
 }
 
 /// fsyncs `file` (`all`: its metadata too), or fails as the tests ask
 /// (`tests::FAIL_SYNC`). Whoever calls it on the writer's file poisons the
-/// handle when it fails (see [`sync_or_poison`]).
+/// handle when it fails (see [`Store::sync_or_poison`]).
 pub(crate) fn fsync(file: &DataFile, all: bool) -> Result<()> {
     let res = if injected_sync_failure() {
         Err(std::io::Error::other("injected fsync failure"))

@@ -84,8 +84,13 @@ impl Store {
         // the writer's own fsync does, since the kernel may report it only
         // once, and a later `sync` could then succeed over lost commits.
         if let Some(f) = file {
-            crate::commit::fsync(&f, false).inspect_err(|_| self.lock_writer().poisoned = true)?;
+            crate::commit::fsync(&f, false).inspect_err(|e| self.poison(e))?;
         }
+        // Nor after a failed fsync of the writer's: the kernel may have
+        // reported it to that fsync alone, and this one then succeeds over
+        // lost pages. A writer whose fsync failed holds the writer lock until
+        // it has poisoned the handle, so taking the lock sees its failure.
+        drop(self.lock_unpoisoned_writer()?);
         checkpoint::write(&self.dir, &bytes)?;
         self.counters.checkpointed();
         *last = Some((first, end));
@@ -351,7 +356,7 @@ impl Store {
         if let Err(e) = installed {
             // Whether the rename reached the disk is unknown: if it did, the
             // file supersedes everything this handle would write next.
-            w.poisoned = true;
+            self.poison(&e);
             return Err(e);
         }
         let index = std::mem::replace(&mut out.index, Index::sparse());

@@ -4,7 +4,6 @@
 //! the index (`opening`), reads records through the index and the cache,
 //! hands every write to `commit`, and runs the `background` worker.
 
-use std::fs::File;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -29,8 +28,9 @@ pub struct OurDb {
     cache: ValueCache,
     /// The background worker (checkpoints, compaction), stopped on close or drop.
     worker: Option<JoinHandle<()>>,
-    /// Held for its flock; released when dropped.
-    _lock: File,
+    /// Held for its flocks (the LOCK file's and the directory's); released
+    /// when dropped.
+    _lock: files::DirLock,
 }
 
 impl std::fmt::Debug for OurDb {
@@ -50,12 +50,17 @@ impl std::fmt::Debug for OurDb {
 impl OurDb {
     /// Whether the database in `dir` is open in another handle, in this
     /// process or another ([`OurDb::open`] would fail with
-    /// [`Error::Locked`]); `false` for a directory that holds none.
+    /// [`Error::Locked`]): either of its locks is held (see
+    /// [`OurDb::open`]); `false` for a directory that holds none.
     pub fn is_open_elsewhere(dir: impl AsRef<Path>) -> Result<bool> {
         crate::files::in_use(dir.as_ref())
     }
 
-    /// Creates or opens the database in `dir`, taking an exclusive lock on it.
+    /// Creates or opens the database in `dir`, taking an exclusive lock on it:
+    /// a flock on `<dir>/LOCK` and one on the directory itself, so deleting
+    /// the LOCK file of an open database does not let a second handle in
+    /// (on a filesystem without flock on directories, the LOCK file alone,
+    /// with a warning).
     ///
     /// Rebuilds the index from the checkpoint and the frames written after it
     /// (every frame when the checkpoint is missing or cannot be trusted),
@@ -63,7 +68,8 @@ impl OurDb {
     /// (see [`Config::checkpoint_bytes`]). Fails with [`Error::Locked`] when
     /// another handle holds the directory (after waiting 100 ms for it to
     /// let go: a handle closing, or [`OurDb::is_open_elsewhere`]'s probe), [`Error::Corrupt`] on damage that
-    /// is not a torn tail, and [`Error::ModeMismatch`] when the directory was
+    /// is not a torn tail (a data file shorter than its checkpoint shows it
+    /// was included), and [`Error::ModeMismatch`] when the directory was
     /// created in the other mode.
     pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<OurDb> {
         let dir = dir.as_ref().to_path_buf();
@@ -83,7 +89,6 @@ impl OurDb {
                 file_no: o.end.file,
                 offset: o.end.offset,
                 allocated: o.allocated,
-                poisoned: false,
                 marks: o.sync_markers,
                 unmarked: false,
             }),
@@ -100,6 +105,7 @@ impl OurDb {
             wake: crate::state::Wake::resuming(o.superseded),
             checkpointing: Mutex::new(o.checkpoint),
             compacting: Mutex::new(()),
+            failure: std::sync::OnceLock::new(),
         });
         if store.config.durability.syncs() {
             let mut w = store.lock_writer();
@@ -232,6 +238,13 @@ impl OurDb {
         self.store.counters.read(self.len() as u64)
     }
 
+    /// The first write or fsync failure that made this handle refuse
+    /// writes ([`Error::Poisoned`]), naming the file and what was being
+    /// done; `None` while it takes writes. Reads no lock a commit holds.
+    pub fn write_failure(&self) -> Option<String> {
+        self.store.failure.get().cloned()
+    }
+
     /// Whether no record is live.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -263,8 +276,9 @@ impl OurDb {
     }
 
     /// Forces everything written so far to stable storage.
-    /// A handle poisoned by an earlier failed fsync refuses (see
-    /// [`Error::Poisoned`]); a failure here poisons it.
+    /// A handle poisoned by an earlier failed write or fsync refuses (see
+    /// [`Error::Poisoned`], [`OurDb::write_failure`]); a failure here
+    /// poisons it.
     pub fn sync(&self) -> Result<()> {
         let mut w = self.store.lock_unpoisoned_writer()?;
         let file = Arc::clone(
@@ -273,7 +287,7 @@ impl OurDb {
                 .file(w.file_no)
                 .expect("the writer's file is open"),
         );
-        crate::commit::sync_or_poison(&self.store.counters, &mut w, &file, false)?;
+        self.store.sync_or_poison(&file, false)?;
         let next_id = self.store.read_state().next_id;
         if let Some(marker) = self.store.mark_synced(&mut w, &file, next_id) {
             self.store.write_state().end = crate::checkpoint::Covered {
@@ -295,7 +309,8 @@ impl OurDb {
 
     /// Writes a checkpoint of the index now, on this thread (the background
     /// thread and `close` write one on their own), so a later open scans
-    /// only what is committed after it.
+    /// only what is committed after it. It covers only what is synced: a
+    /// handle that refuses writes ([`Error::Poisoned`]) writes none.
     pub fn checkpoint(&self) -> Result<()> {
         self.store.write_checkpoint().map(drop)
     }

@@ -88,11 +88,18 @@ pub enum Error {
         reason: String,
     },
     /// An earlier write or fsync failed, so what is on disk is unknown; the
-    /// handle refuses further writes. Reopen the database to recover.
-    #[error("database {dir} refuses writes after an earlier write failure; reopen it")]
+    /// handle refuses further writes until the database is reopened (by a
+    /// new handle, once this one is dropped: in practice a restart of the
+    /// program that holds it).
+    #[error(
+        "database {dir} refuses writes after an earlier write failure ({failure}); \
+         restart the program that holds it to reopen it"
+    )]
     Poisoned {
         /// The directory.
         dir: PathBuf,
+        /// The first failure, naming the file and what was being done.
+        failure: String,
     },
 }
 

@@ -4,12 +4,15 @@
 //! everything that opens, creates or names a file goes through here.
 //!
 //! ```text
-//! <dir>/LOCK                 held with an exclusive flock while open
+//! <dir>/LOCK                 held with an exclusive flock while open, and
+//!                            so is <dir> itself (its own fd)
 //! <dir>/data-00000000.odb    data files, numbered without gaps from 0 or
 //! <dir>/data-00000001.odb    from the last generation start (compaction)
 //! <dir>/checkpoint           the index as of a position in the data files
-//! <dir>/*.tmp                a data file, checkpoint or compaction output
-//!                            being written (removed on open)
+//! <dir>/data-00000002.tmp    data file 2 being created,
+//! <dir>/checkpoint.tmp       a checkpoint being written,
+//! <dir>/compaction.tmp       a compaction's output being written
+//!                            (each removed on open)
 //! ```
 //!
 //! A data file is created under a `.tmp` name with its header written and
@@ -49,9 +52,22 @@ pub(crate) fn data_path(dir: &Path, n: u32) -> PathBuf {
 /// closing as another opens.
 const LOCK_PATIENCE: Duration = Duration::from_millis(100);
 
-/// Creates `dir` if needed and takes its exclusive lock, waiting up to
-/// [`LOCK_PATIENCE`] for a holder to let it go.
-pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
+/// An open database's hold on its directory: an exclusive flock on
+/// `<dir>/LOCK` and one on the directory itself, so deleting the LOCK file
+/// while the database is open does not let a second handle in. Both are
+/// released when this is dropped.
+#[derive(Debug)]
+pub(crate) struct DirLock {
+    _file: File,
+    /// `None` on a filesystem without flock on directories: the LOCK file
+    /// alone guards the database there.
+    _dir: Option<File>,
+}
+
+/// Creates `dir` if needed and takes its exclusive locks (the LOCK file's,
+/// then the directory's), waiting up to [`LOCK_PATIENCE`] for a holder to
+/// let them go.
+pub(crate) fn lock_dir(dir: &Path) -> Result<DirLock> {
     fs::create_dir_all(dir)
         .map_err(|e| Error::io(format!("creating database directory {}", dir.display()), e))?;
     let path = dir.join(LOCK_NAME);
@@ -62,34 +78,67 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
         .truncate(false)
         .open(&path)
         .map_err(|e| Error::io(format!("opening lock file {}", path.display()), e))?;
-    let start = Instant::now();
+    let deadline = Instant::now() + LOCK_PATIENCE;
+    let locked = || Error::Locked {
+        dir: dir.to_path_buf(),
+    };
+    match lock_by(&file, deadline) {
+        Ok(true) => {}
+        Ok(false) => return Err(locked()),
+        Err(e) => return Err(Error::io(format!("locking {}", path.display()), e)),
+    }
+    let dir_lock = File::open(dir).and_then(|d| lock_by(&d, deadline).map(|got| (d, got)));
+    let held = match dir_lock {
+        Ok((d, true)) => Some(d),
+        Ok((_, false)) => return Err(locked()),
+        Err(e) => {
+            log::warn!(
+                "cannot flock database directory {} itself ({e}); only {} guards it, \
+                 so deleting that file while the database is open would let a second \
+                 handle open it",
+                dir.display(),
+                path.display()
+            );
+            None
+        }
+    };
+    Ok(DirLock {
+        _file: file,
+        _dir: held,
+    })
+}
+
+/// Takes `file`'s exclusive flock, trying until `deadline`: `Ok(false)`
+/// when another holder still has it then.
+fn lock_by(file: &File, deadline: Instant) -> std::io::Result<bool> {
     loop {
-        match fs4::FileExt::try_lock(&file) {
-            Ok(()) => return Ok(file),
-            Err(fs4::TryLockError::WouldBlock) if start.elapsed() < LOCK_PATIENCE => {
+        match fs4::FileExt::try_lock(file) {
+            Ok(()) => return Ok(true),
+            Err(fs4::TryLockError::WouldBlock) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(1));
             }
-            Err(fs4::TryLockError::WouldBlock) => {
-                return Err(Error::Locked {
-                    dir: dir.to_path_buf(),
-                });
-            }
-            Err(fs4::TryLockError::Error(e)) => {
-                return Err(Error::io(format!("locking {}", path.display()), e));
-            }
+            Err(fs4::TryLockError::WouldBlock) => return Ok(false),
+            Err(fs4::TryLockError::Error(e)) => return Err(e),
         }
     }
 }
 
-/// Whether another handle (in this process or another) holds `dir`'s lock:
-/// its database is open there. A directory without a lock file is not in
-/// use. Takes the lock for a moment when it is free ([`lock_dir`] waits
-/// that moment out).
+/// Whether another handle (in this process or another) holds either of
+/// `dir`'s locks ([`DirLock`]): its database is open there. A directory
+/// that does not exist is not in use. Takes each free lock for a moment
+/// ([`lock_dir`] waits that moment out).
 pub(crate) fn in_use(dir: &Path) -> Result<bool> {
     let path = dir.join(LOCK_NAME);
-    let file = match OpenOptions::new().read(true).write(true).open(&path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+    // Held until the directory is probed too, like an open holds both.
+    let _file = match OpenOptions::new().read(true).write(true).open(&path) {
+        Ok(file) => match fs4::FileExt::try_lock(&file) {
+            Ok(()) => Some(file),
+            Err(fs4::TryLockError::WouldBlock) => return Ok(true),
+            Err(fs4::TryLockError::Error(e)) => {
+                return Err(Error::io(format!("locking {}", path.display()), e));
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => {
             return Err(Error::io(
                 format!("opening lock file {}", path.display()),
@@ -97,26 +146,44 @@ pub(crate) fn in_use(dir: &Path) -> Result<bool> {
             ));
         }
     };
-    match fs4::FileExt::try_lock(&file) {
-        Ok(()) => Ok(false),
-        Err(fs4::TryLockError::WouldBlock) => Ok(true),
-        Err(fs4::TryLockError::Error(e)) => {
-            Err(Error::io(format!("locking {}", path.display()), e))
-        }
-    }
+    // A directory that cannot be opened or flocked has no directory lock
+    // to find (an open falls back to the LOCK file alone there).
+    let Ok(d) = File::open(dir) else {
+        return Ok(false);
+    };
+    Ok(matches!(
+        fs4::FileExt::try_lock(&d),
+        Err(fs4::TryLockError::WouldBlock)
+    ))
 }
 
-/// Removes leftovers of data files whose creation did not finish.
+/// Removes the `.tmp` files of writes that did not finish: a data file
+/// being created, a checkpoint or a compaction's output being written.
 pub(crate) fn remove_temp_files(dir: &Path) -> Result<()> {
     for entry in read_dir(dir)? {
         let path = entry?;
         if path.extension().is_some_and(|e| e == "tmp") {
-            log::warn!("removing unfinished data file {}", path.display());
+            log::warn!("removing {} {}", temp_file_kind(&path), path.display());
             fs::remove_file(&path)
                 .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
         }
     }
     Ok(())
+}
+
+/// What a `.tmp` file in the directory is, by its name (see
+/// [`prepare_data_file`], [`write_atomically`], [`compaction_tmp_path`]).
+fn temp_file_kind(path: &Path) -> &'static str {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if name == COMPACTION_TMP {
+        "unfinished compaction output"
+    } else if path.file_stem() == Some(CHECKPOINT_NAME.as_ref()) {
+        "unfinished checkpoint"
+    } else if name.starts_with(DATA_PREFIX) {
+        "unfinished data file"
+    } else {
+        "leftover temporary file"
+    }
 }
 
 fn read_dir(dir: &Path) -> Result<impl Iterator<Item = Result<PathBuf>>> {
@@ -131,6 +198,16 @@ fn read_dir(dir: &Path) -> Result<impl Iterator<Item = Result<PathBuf>>> {
 /// Path of the checkpoint in `dir`.
 pub(crate) fn checkpoint_path(dir: &Path) -> PathBuf {
     dir.join(CHECKPOINT_NAME)
+}
+
+/// Removes the checkpoint of `dir`, durably.
+pub(crate) fn remove_checkpoint(dir: &Path) -> Result<()> {
+    let path = checkpoint_path(dir);
+    match fs::remove_file(&path) {
+        Ok(()) => sync_dir(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
+    }
 }
 
 /// Path compaction writes its output to before the output gets a number.

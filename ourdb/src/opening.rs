@@ -10,7 +10,10 @@
 //! leaves both; the generation start wins, so nothing is counted twice);
 //! the rest must be numbered without a gap. Then the checkpoint: used when
 //! [`checkpoint`](crate::checkpoint) says it is whole and its end is still
-//! where it says, otherwise ignored with a warning and every file scanned.
+//! where it says, otherwise ignored with a warning and every file scanned;
+//! but a whole checkpoint of these files whose end lies past the end of its
+//! data file (or in a data file that is gone) is `Corrupt`: it proves the
+//! file held those bytes, synced, when it was written.
 
 use std::fs::File;
 use std::path::Path;
@@ -78,19 +81,27 @@ pub(crate) fn open_files(dir: &Path, config: &Config) -> Result<Opened> {
     let nums: Vec<u32> = opened.iter().map(|(n, _, _)| *n).collect();
     files::check_numbering(dir, &nums, first)?;
 
+    // A whole checkpoint open did not trust: removed once the scan is known
+    // to succeed, before anything shortens a file, so that it never shows a
+    // later open a file shorter than it covers (which would be `Corrupt`).
+    let mut stale = false;
     let cp = match checkpoint::read(dir, config.mode) {
         None => None,
         Some(Err(reason)) => {
             log::warn!("ignoring the checkpoint of {}: {reason}", dir.display());
             None
         }
-        Some(Ok(cp)) => match trust(&cp, first, &opened) {
-            Ok(()) => Some(cp),
-            Err(reason) => {
-                log::warn!("ignoring the checkpoint of {}: {reason}", dir.display());
-                None
+        Some(Ok(cp)) => {
+            refuse_if_cut(dir, &cp, first, created, &opened)?;
+            match trust(&cp, first, &opened) {
+                Ok(()) => Some(cp),
+                Err(reason) => {
+                    log::warn!("ignoring the checkpoint of {}: {reason}", dir.display());
+                    stale = true;
+                    None
+                }
             }
-        },
+        }
     };
     let from_checkpoint = cp.is_some();
     let on_disk = cp.as_ref().map(|cp| (cp.first_file, cp.end));
@@ -154,6 +165,7 @@ pub(crate) fn open_files(dir: &Path, config: &Config) -> Result<Opened> {
                     &mut rec,
                 )?;
                 if scan.torn {
+                    remove_stale_checkpoint(dir, &mut stale)?;
                     df.file
                         .set_len(scan.end)
                         .and_then(|()| df.file.sync_all())
@@ -172,6 +184,7 @@ pub(crate) fn open_files(dir: &Path, config: &Config) -> Result<Opened> {
         file_bytes += end;
         data_files.push(Arc::new(df));
     }
+    remove_stale_checkpoint(dir, &mut stale)?;
     let last_no = first + last as u32;
     Ok(Opened {
         index: rec.index,
@@ -197,6 +210,62 @@ fn file_len(file: &File, path: &Path) -> Result<u64> {
     file.metadata()
         .map(|m| m.len())
         .map_err(|e| Error::io(format!("reading metadata of {}", path.display()), e))
+}
+
+/// Removes the checkpoint open ignored, if `stale` says so, once.
+fn remove_stale_checkpoint(dir: &Path, stale: &mut bool) -> Result<()> {
+    if std::mem::take(stale) {
+        files::remove_checkpoint(dir)?;
+    }
+    Ok(())
+}
+
+/// Fails with [`Error::Corrupt`] when the checkpoint, taken of these data
+/// files (same first file), covers bytes past the end of its last file, or
+/// that file is gone: a checkpoint is written only after every byte it
+/// covers was synced, so the file lost committed records since (cut or
+/// deleted while the database was stopped) and an open that went on would
+/// hand their ids out again. A checkpoint of other files (compaction
+/// started a new generation) is left to [`trust`]; so is one found beside
+/// no data file at all (`created`), a leftover of files removed as a whole.
+fn refuse_if_cut(
+    dir: &Path,
+    cp: &Checkpoint,
+    first: u32,
+    created: bool,
+    opened: &[(u32, format::FileHeader, DataFile)],
+) -> Result<()> {
+    if cp.first_file != first || created {
+        return Ok(());
+    }
+    let covered = cp.end.offset;
+    let Some((_, _, df)) = opened.iter().find(|(n, _, _)| *n == cp.end.file) else {
+        if cp.end.file < first {
+            // Before its own first file: a checkpoint that lies, for `trust`.
+            return Ok(());
+        }
+        return Err(Error::corrupt(
+            &files::data_path(dir, cp.end.file),
+            0,
+            format!(
+                "data file is missing, though the checkpoint shows it held data up to \
+                 offset {covered}, synced before the checkpoint was written"
+            ),
+        ));
+    };
+    let len = file_len(&df.file, &df.path)?;
+    if len < covered {
+        return Err(Error::corrupt(
+            &df.path,
+            len,
+            format!(
+                "data file is {len} bytes long, shorter than its checkpoint shows it was: \
+                 the checkpoint covers it up to offset {covered}, synced before the \
+                 checkpoint was written"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Whether the checkpoint's end is still in the files as it was written.

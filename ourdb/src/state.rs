@@ -7,7 +7,9 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{
+    Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 
 use crate::Config;
 use crate::checkpoint::Covered;
@@ -159,7 +161,6 @@ pub(crate) struct Writer {
     /// Length of the current data file, including zeroed space preallocated
     /// past `offset`.
     pub allocated: u64,
-    pub poisoned: bool,
     /// Whether the current file's header says its writer writes sync
     /// markers (`format`): then each fsync of commits is followed by one.
     pub marks: bool,
@@ -183,6 +184,9 @@ pub(crate) struct Store {
     pub checkpointing: Mutex<Option<(u32, Covered)>>,
     /// Held for a whole compaction: one at a time.
     pub compacting: Mutex<()>,
+    /// The first write or fsync failure that left what is on disk unknown:
+    /// once set, this handle refuses every write ([`Error::Poisoned`]).
+    pub failure: OnceLock<String>,
 }
 
 impl Store {
@@ -213,11 +217,164 @@ impl Store {
     /// failed and this handle refuses to write.
     pub(crate) fn lock_unpoisoned_writer(&self) -> Result<MutexGuard<'_, Writer>> {
         let w = self.lock_writer();
-        if w.poisoned {
+        if let Some(failure) = self.failure.get() {
             return Err(Error::Poisoned {
                 dir: self.dir.clone(),
+                failure: failure.clone(),
             });
         }
         Ok(w)
+    }
+
+    /// Makes this handle refuse every later write: after `failure`, what is
+    /// on disk is unknown. The first failure is kept ([`Store::failure`])
+    /// and logged at error level; a later one changes nothing.
+    pub(crate) fn poison(&self, failure: impl std::fmt::Display) {
+        if self.failure.set(failure.to_string()).is_ok() {
+            log::error!(
+                "database {} refuses every write from now on, after a write failure that \
+                 leaves what is on disk unknown: {failure}; restart the program that holds \
+                 it to reopen it",
+                self.dir.display()
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::thread::ThreadId;
+
+    use crate::commit::tests::FAIL_SYNC;
+    use crate::{Batch, Config, Error, OurDb};
+
+    /// Every record logged at warn level and above, with the thread that
+    /// logged it (tests of this binary may run side by side).
+    struct Capture(Mutex<Vec<(ThreadId, log::Level, String)>>);
+
+    impl log::Log for Capture {
+        fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+            metadata.level() <= log::Level::Warn
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            if self.enabled(record.metadata()) {
+                self.0.lock().expect("log lock").push((
+                    std::thread::current().id(),
+                    record.level(),
+                    record.args().to_string(),
+                ));
+            }
+        }
+        fn flush(&self) {}
+    }
+
+    static LOG: Capture = Capture(Mutex::new(Vec::new()));
+
+    /// What this thread logged at `level`.
+    fn logged(level: log::Level) -> Vec<String> {
+        let me = std::thread::current().id();
+        LOG.0
+            .lock()
+            .expect("log lock")
+            .iter()
+            .filter(|(t, l, _)| *t == me && *l == level)
+            .map(|(_, _, m)| m.clone())
+            .collect()
+    }
+
+    /// Fails the fsyncs of this thread while `f` runs.
+    fn with_failing_fsync<T>(f: impl FnOnce() -> T) -> T {
+        FAIL_SYNC.with(|s| s.set(true));
+        let out = f();
+        FAIL_SYNC.with(|s| s.set(false));
+        out
+    }
+
+    #[test]
+    fn a_refusing_handle_names_its_first_failure_and_says_to_restart_the_program() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = OurDb::open(dir.path(), Config::default()).expect("open");
+        db.insert(b"a").expect("insert");
+        assert_eq!(db.write_failure(), None, "a healthy handle");
+
+        let first = with_failing_fsync(|| db.insert(b"b")).expect_err("fsync fails");
+        let data = dir.path().join("data-00000000.odb");
+        let failure = db.write_failure().expect("the handle refuses writes now");
+        assert_eq!(
+            failure,
+            format!("syncing {}: injected fsync failure", data.display())
+        );
+        assert_eq!(failure, first.to_string(), "the failure the caller saw");
+
+        let err = db.insert(b"c").expect_err("refused");
+        assert!(matches!(err, Error::Poisoned { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "database {} refuses writes after an earlier write failure ({failure}); \
+                 restart the program that holds it to reopen it",
+                dir.path().display()
+            )
+        );
+        // A later failure (a checkpoint's fsync) leaves the first in place.
+        let later = with_failing_fsync(|| db.checkpoint()).expect_err("its fsync fails");
+        assert!(matches!(later, Error::Io { .. }), "{later:?}");
+        assert_eq!(db.write_failure().as_deref(), Some(failure.as_str()));
+        assert_eq!(db.get(1).expect("reads go on"), Some(b"a".to_vec()));
+
+        drop(db);
+        let db = OurDb::open(dir.path(), Config::default()).expect("reopen");
+        assert_eq!(db.write_failure(), None, "a new handle takes writes");
+        db.insert(b"d").expect("insert after reopen");
+    }
+
+    #[test]
+    fn a_handle_that_starts_refusing_writes_logs_it_once_naming_the_directory_and_failure() {
+        let _ = log::set_logger(&LOG);
+        log::set_max_level(log::LevelFilter::Warn);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = OurDb::open(dir.path(), Config::default()).expect("open");
+        db.insert(b"a").expect("insert");
+        assert_eq!(logged(log::Level::Error), Vec::<String>::new());
+
+        with_failing_fsync(|| db.insert(b"b")).expect_err("fsync fails");
+        db.insert(b"c").expect_err("refused");
+        db.sync().expect_err("refused");
+        with_failing_fsync(|| db.checkpoint()).expect_err("a second failure");
+
+        let data = dir.path().join("data-00000000.odb");
+        assert_eq!(
+            logged(log::Level::Error),
+            vec![format!(
+                "database {} refuses every write from now on, after a write failure that \
+                 leaves what is on disk unknown: syncing {}: injected fsync failure; restart \
+                 the program that holds it to reopen it",
+                dir.path().display(),
+                data.display()
+            )]
+        );
+    }
+
+    /// A checkpoint covers only bytes that were synced before it was
+    /// written (open refuses a data file shorter than that): after a failed
+    /// fsync a second one may succeed over lost pages, so none is written.
+    #[test]
+    fn no_checkpoint_is_written_after_a_failed_fsync_so_none_covers_lost_writes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = OurDb::open(dir.path(), Config::default()).expect("open");
+        let mut batch = Batch::new();
+        batch.insert(b"never acknowledged as durable".to_vec());
+        db.commit_unsynced(batch).expect("commit");
+        with_failing_fsync(|| db.sync()).expect_err("its fsync fails");
+
+        let err = db.checkpoint().expect_err("refused");
+        assert!(matches!(err, Error::Poisoned { .. }), "{err:?}");
+        assert!(
+            !dir.path().join("checkpoint").exists(),
+            "no checkpoint covers the unsynced commit"
+        );
+        db.close().expect_err("close syncs, and is refused");
+        assert!(!dir.path().join("checkpoint").exists());
     }
 }

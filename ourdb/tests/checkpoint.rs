@@ -1,9 +1,12 @@
 //! The checkpoint: open starts from it and scans only later frames; a
 //! damaged, cut, stale or foreign checkpoint is ignored (every frame is
-//! scanned) and the data read back is the same.
+//! scanned) and the data read back is the same; a data file shorter than a
+//! whole checkpoint shows it was is `Corrupt`.
 
 use std::fs::{self, OpenOptions};
 use std::path::Path;
+
+mod common;
 
 use ourdb::{Config, Durability, OurDb};
 
@@ -224,26 +227,125 @@ fn a_checkpoint_from_another_database_is_ignored() {
     });
 }
 
+/// Where the checkpoint of `dir` says its data ends: (file, offset).
+fn checkpoint_end(dir: &Path) -> (u32, u64) {
+    let b = fs::read(checkpoint(dir)).unwrap();
+    (
+        u32::from_le_bytes(b[16..20].try_into().unwrap()),
+        u64::from_le_bytes(b[20..28].try_into().unwrap()),
+    )
+}
+
+fn cut(path: &Path, len: u64) {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+/// A checkpoint is written only after the data it covers was synced: a
+/// data file shorter than that lost committed records, which an open that
+/// went on would forget and whose ids it would hand out again.
 #[test]
-fn a_data_file_cut_below_the_checkpoint_end_makes_it_ignored() {
+fn a_data_file_cut_below_its_checkpoint_end_is_corrupt_naming_its_length_and_that_end() {
+    for (durability, name) in [(Durability::Flush, "flush"), (Durability::Sync, "sync")] {
+        let cfg = Config {
+            durability,
+            ..config()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let db = OurDb::open(dir.path(), cfg.clone()).unwrap();
+        for i in 0..40u32 {
+            db.insert(&i.to_le_bytes().repeat(10)).unwrap();
+        }
+        db.close().unwrap();
+        let last = common::last_data_file(dir.path());
+        let (end_file, end) = checkpoint_end(dir.path());
+        assert_eq!(
+            last,
+            dir.path().join(format!("data-{end_file:08}.odb")),
+            "{name}"
+        );
+        // Sync mode preallocates past the end: cutting only those zeros is
+        // no loss.
+        if durability == Durability::Sync {
+            assert!(fs::metadata(&last).unwrap().len() > end, "{name}");
+            cut(&last, end);
+            let db = OurDb::open(dir.path(), cfg.clone()).unwrap();
+            assert!(db.stats().opened_from_checkpoint, "{name}");
+            assert_eq!(db.len(), 40, "{name}");
+            db.close().unwrap();
+            assert_eq!(checkpoint_end(dir.path()), (end_file, end), "{name}");
+        }
+        let short = end - 50;
+        cut(&last, short);
+        for _ in 0..2 {
+            let err = OurDb::open(dir.path(), cfg.clone()).unwrap_err();
+            match &err {
+                ourdb::Error::Corrupt { file, offset, .. } => {
+                    assert_eq!((file, *offset), (&last, short), "{name}: {err}")
+                }
+                other => panic!("{name}: expected Corrupt, got {other}"),
+            }
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "corrupt data in {} at offset {short}: data file is {short} bytes long, \
+                     shorter than its checkpoint shows it was: the checkpoint covers it up \
+                     to offset {end}, synced before the checkpoint was written",
+                    last.display()
+                ),
+                "{name}"
+            );
+            assert_eq!(
+                fs::metadata(&last).unwrap().len(),
+                short,
+                "{name}: the refused open cut nothing"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_missing_last_data_file_its_checkpoint_covers_is_corrupt_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    let last = common::last_data_file(dir.path());
+    let (_, end) = checkpoint_end(dir.path());
+    fs::remove_file(&last).unwrap();
+    let err = OurDb::open(dir.path(), config()).unwrap_err();
+    assert!(
+        matches!(&err, ourdb::Error::Corrupt { file, offset: 0, .. } if *file == last),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "corrupt data in {} at offset 0: data file is missing, though the checkpoint \
+             shows it held data up to offset {end}, synced before the checkpoint was written",
+            last.display()
+        )
+    );
+}
+
+/// Only a whole checkpoint proves what a data file held: beside a damaged
+/// one, a cut data file is read as a torn tail, as it is without one.
+#[test]
+fn a_damaged_checkpoint_beside_a_cut_data_file_is_ignored_and_the_tail_cut() {
     let dir = tempfile::tempdir().unwrap();
     let db = OurDb::open(dir.path(), config()).unwrap();
     let a = db.insert(b"kept").unwrap();
     let b = db.insert(b"cut by a torn tail").unwrap();
     db.close().unwrap();
-    let last = fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "odb"))
-        .max()
-        .unwrap();
+    let last = common::last_data_file(dir.path());
     let len = fs::metadata(&last).unwrap().len();
-    OpenOptions::new()
-        .write(true)
-        .open(&last)
-        .unwrap()
-        .set_len(len - 3)
-        .unwrap();
+    cut(&last, len - 3);
+    let mut cp = fs::read(checkpoint(dir.path())).unwrap();
+    let at = cp.len() - 1;
+    cp[at] ^= 0x10;
+    fs::write(checkpoint(dir.path()), cp).unwrap();
     let db = OurDb::open(dir.path(), config()).unwrap();
     assert!(!db.stats().opened_from_checkpoint);
     assert_eq!(db.get(a).unwrap(), Some(b"kept".to_vec()));
@@ -252,6 +354,39 @@ fn a_data_file_cut_below_the_checkpoint_end_makes_it_ignored() {
         None,
         "the checkpoint did not bring it back"
     );
+    assert_eq!(db.next_id(), b);
+}
+
+/// A whole checkpoint open did not trust (here the frame it ends with was
+/// damaged, and the scan cut that frame as a torn tail) is removed: after a
+/// crash (no close, so no new checkpoint) the next open finds no checkpoint
+/// that covers more than the file holds.
+#[test]
+fn a_checkpoint_open_ignored_does_not_fail_the_next_open_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = OurDb::open(dir.path(), config()).unwrap();
+    let a = db.insert(b"kept").unwrap();
+    let b = db.insert(b"its frame is damaged").unwrap();
+    db.close().unwrap();
+    let last = common::last_data_file(dir.path());
+    let (at, len) = *common::frames(&last).last().unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&last)
+        .unwrap();
+    let flip_at = at + 12 + len - 1;
+    let mut byte = [0u8];
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut byte, flip_at).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[byte[0] ^ 1], flip_at).unwrap();
+
+    let db = OurDb::open(dir.path(), config()).unwrap();
+    assert!(!db.stats().opened_from_checkpoint);
+    assert_eq!(db.get(b).unwrap(), None, "cut as a torn tail");
+    assert!(!checkpoint(dir.path()).exists());
+    drop(db);
+    let db = OurDb::open(dir.path(), config()).expect("the next open after a crash");
+    assert_eq!(db.get(a).unwrap(), Some(b"kept".to_vec()));
     assert_eq!(db.next_id(), b);
 }
 

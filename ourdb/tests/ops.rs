@@ -1,5 +1,7 @@
 //! Each operation's behaviour and edge cases, through the public API.
 
+mod common;
+
 use ourdb::{Batch, Config, Durability, Error, Mode, OurDb};
 
 fn kv() -> Config {
@@ -222,6 +224,62 @@ fn second_open_of_a_locked_directory_names_the_directory() {
     assert!(err.to_string().contains(&dir.path().display().to_string()));
     db.close().unwrap();
     OurDb::open(dir.path(), Config::default()).expect("lock is released by close");
+}
+
+#[test]
+fn leftovers_of_unfinished_writes_are_removed_at_open_and_named_for_what_they_are() {
+    common::logs::capture();
+    let dir = tempfile::tempdir().unwrap();
+    let db = OurDb::open(dir.path(), Config::default()).unwrap();
+    db.insert(b"kept").unwrap();
+    db.close().unwrap();
+    let leftovers = [
+        ("unfinished data file", "data-00000001.tmp"),
+        ("unfinished checkpoint", "checkpoint.tmp"),
+        ("unfinished compaction output", "compaction.tmp"),
+    ];
+    for (_, name) in leftovers {
+        std::fs::write(dir.path().join(name), b"half written").unwrap();
+    }
+    let db = OurDb::open(dir.path(), Config::default()).unwrap();
+    assert_eq!(db.get(1).unwrap(), Some(b"kept".to_vec()));
+    let warned = common::logs::logged(log::Level::Warn);
+    for (what, name) in leftovers {
+        let path = dir.path().join(name);
+        assert!(!path.exists(), "{name} removed");
+        let line = format!("removing {what} {}", path.display());
+        assert!(warned.contains(&line), "{line:?} not in {warned:?}");
+    }
+}
+
+/// Operators delete "LOCK" files they take for stale: the open database
+/// keeps the directory locked all the same.
+#[test]
+fn deleting_the_lock_file_of_an_open_database_does_not_let_a_second_handle_open_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = OurDb::open(dir.path(), Config::default()).unwrap();
+    db.insert(b"first").unwrap();
+    std::fs::remove_file(dir.path().join("LOCK")).unwrap();
+    assert!(OurDb::is_open_elsewhere(dir.path()).unwrap());
+    let err = OurDb::open(dir.path(), Config::default()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Locked { dir: d } if d == dir.path()),
+        "{err}"
+    );
+    assert!(
+        OurDb::is_open_elsewhere(dir.path()).unwrap(),
+        "the refused open let go of the LOCK file it made"
+    );
+    assert_eq!(
+        db.insert(b"second").unwrap(),
+        2,
+        "the first handle writes on"
+    );
+    db.close().unwrap();
+    assert!(!OurDb::is_open_elsewhere(dir.path()).unwrap());
+    let db = OurDb::open(dir.path(), Config::default()).expect("opens once the first closed");
+    assert_eq!(db.get(2).unwrap(), Some(b"second".to_vec()));
+    assert_eq!(db.insert(b"third").unwrap(), 3);
 }
 
 #[test]

@@ -35,3 +35,48 @@ pub fn frames(path: &Path) -> Vec<(u64, u64)> {
     }
     out
 }
+
+/// A logger that keeps every record at warn level and above, with the
+/// thread that logged it (a test binary may run its tests side by side).
+pub mod logs {
+    use std::sync::Mutex;
+    use std::thread::ThreadId;
+
+    struct Capture(Mutex<Vec<(ThreadId, log::Level, String)>>);
+
+    impl log::Log for Capture {
+        fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+            metadata.level() <= log::Level::Warn
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            if self.enabled(record.metadata()) {
+                self.0.lock().unwrap().push((
+                    std::thread::current().id(),
+                    record.level(),
+                    record.args().to_string(),
+                ));
+            }
+        }
+        fn flush(&self) {}
+    }
+
+    static LOG: Capture = Capture(Mutex::new(Vec::new()));
+
+    /// Installs the logger (once per test binary).
+    pub fn capture() {
+        let _ = log::set_logger(&LOG);
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+
+    /// What this thread logged at `level`, in order.
+    pub fn logged(level: log::Level) -> Vec<String> {
+        let me = std::thread::current().id();
+        LOG.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, l, _)| *t == me && *l == level)
+            .map(|(_, _, m)| m.clone())
+            .collect()
+    }
+}
