@@ -383,16 +383,27 @@ fn names_a_passing_state(text: &str) -> bool {
         .any(|state| text.contains(state))
 }
 
-/// Whether an error's text names a state in which Redis refuses writes
+/// Whether an error's text names a state in which Redis refuses commands
 /// until its operator acts: out of memory under `maxmemory` with
-/// `noeviction` (`OOM`), or a failed write of its RDB or AOF file with
-/// `stop-writes-on-bgsave-error` (`MISCONF`). Redis is then unavailable for
-/// what it says, not answering outside the protocol.
-fn names_a_refusing_state(text: &str) -> bool {
+/// `noeviction` (`OOM`), a failed write of its RDB or AOF file with
+/// `stop-writes-on-bgsave-error` (`MISCONF`), or an ACL that does not let
+/// this user run a command or touch a key or channel (`NOPERM`; redis-rs's
+/// `NoPerm`, and within a script "The user executing the script can't run
+/// this command"). Redis is then unavailable for what it says, not
+/// answering outside the protocol.
+pub(crate) fn names_a_refusing_state(text: &str) -> bool {
     // redis-rs quotes a code it has no kind for: `"OOM": command not…`.
-    ["\"OOM\"", "OOM command", "\"MISCONF\"", "MISCONF "]
-        .iter()
-        .any(|state| text.contains(state))
+    [
+        "\"OOM\"",
+        "OOM command",
+        "\"MISCONF\"",
+        "MISCONF ",
+        "NoPerm",
+        "NOPERM",
+        "user executing the script can't run",
+    ]
+    .iter()
+    .any(|state| text.contains(state))
 }
 
 #[cfg(test)]
@@ -410,6 +421,13 @@ mod tests {
         ));
         assert!(names_a_refusing_state(
             "\"MISCONF\": Errors writing to the AOF file: No space left on device"
+        ));
+        assert!(names_a_refusing_state(
+            "NoPerm: this user has no permissions to run the 'evalsha' command"
+        ));
+        assert!(names_a_refusing_state(
+            "ERR The user executing the script can't run this command or subcommand script: \
+             b72a3d2c, on @user_script:48."
         ));
         assert!(!names_a_refusing_state(
             "WRONGTYPE Operation against a key holding the wrong kind of value"

@@ -129,6 +129,20 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Whether Redis refused this one request for a state its operator must
+    /// fix (out of memory, a failed RDB or AOF write, an ACL: see
+    /// `conn::names_a_refusing_state`) or for a reason outside the protocol,
+    /// while other requests may go through: not Redis out of reach.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            Error::Unavailable { reason, .. } => conn::names_a_refusing_state(reason),
+            Error::Protocol(_) => true,
+            _ => false,
+        }
+    }
+}
+
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

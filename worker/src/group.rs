@@ -44,7 +44,7 @@ use engine::RunControl;
 
 use crate::WorkerOptions;
 use crate::runner;
-use crate::take::{Next, Outage, Taker, failure_kind, run_as};
+use crate::take::{Next, Outage, Step, Taker, failure_kind, run_as};
 
 /// A task of the open group, run and waiting for its result to be written.
 struct Ran {
@@ -241,7 +241,7 @@ impl Taker<'_> {
                 .await;
             match finished {
                 Ok(done) => {
-                    self.up(outage);
+                    self.up(outage, Step::Finish);
                     for (outcome, written) in outcomes.iter().zip(&done.written) {
                         self.count_written(outcome, *written);
                     }
@@ -295,7 +295,7 @@ impl Taker<'_> {
                         }
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     } else {
-                        self.down(outage, &e).await;
+                        self.down(outage, &e, Step::Finish).await;
                     }
                 }
                 Err(e) => {

@@ -120,6 +120,13 @@ pub(crate) fn outage_reason(err: &client::Error) -> String {
         client::Error::Unavailable { reason, .. } if reason.contains("MISCONF") => {
             "redis cannot write its RDB or AOF file".to_string()
         }
+        client::Error::Unavailable { reason, .. }
+            if reason.contains("NoPerm")
+                || reason.contains("NOPERM")
+                || reason.contains("user executing the script can't run") =>
+        {
+            "redis refuses this user a command (ACL; see the log)".to_string()
+        }
         client::Error::Unavailable { .. } => "redis is unreachable".to_string(),
         client::Error::Protocol(_) => "redis answered outside the protocol".to_string(),
         _ => "redis request failed".to_string(),
@@ -160,6 +167,12 @@ mod tests {
                 "\"MISCONF\": Errors writing to the AOF file: No space left on device"
             )),
             "redis cannot write its RDB or AOF file"
+        );
+        assert_eq!(
+            outage_reason(&unavailable(
+                "NoPerm: this user has no permissions to run the 'evalsha' command"
+            )),
+            "redis refuses this user a command (ACL; see the log)"
         );
         let status = WorkerStatus::default();
         status.set_reconnecting(&unavailable(

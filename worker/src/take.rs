@@ -31,10 +31,31 @@ pub(crate) struct Taker<'a> {
     pub held: Option<&'a Held>,
 }
 
+/// A request of the take loop, as an outage remembers which one Redis
+/// refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Reading this worker's processing list.
+    Processing,
+    /// Claiming one id of it.
+    Claim,
+    /// The non-blocking batch claim.
+    Batch,
+    /// The blocking pop.
+    Pop,
+    /// Writing a group's results.
+    Finish,
+}
+
 /// Capped exponential backoff with one log line per outage.
 pub(crate) struct Outage {
     backoff: Retry,
     since: Option<Instant>,
+    /// The request Redis refused, when the outage is a refusal of one
+    /// command (out of memory, an ACL, …) rather than Redis out of reach:
+    /// other requests may succeed meanwhile, so only that one succeeding
+    /// ends the outage (else the backoff would restart at every turn).
+    refused: Option<Step>,
     /// Set by every failed request; cleared once the processing list was read.
     pub(crate) check_own: bool,
     /// Tasks that ran but whose result Redis refused (a fault, logged): never
@@ -47,6 +68,7 @@ impl Outage {
         Outage {
             backoff: Retry::new(max_backoff),
             since: None,
+            refused: None,
             check_own: false,
             unwritten: HashSet::new(),
         }
@@ -144,7 +166,7 @@ impl Taker<'_> {
                 // processing list (moved, perhaps claimed, never run).
                 match self.broker.processing().await {
                     Ok(ids) => {
-                        self.up(&mut outage);
+                        self.up(&mut outage, Step::Processing);
                         outage.check_own = false;
                         // Each id once (see `processing`): a second claim
                         // would find it `processing` by this worker and run
@@ -159,7 +181,7 @@ impl Taker<'_> {
                         }
                     }
                     Err(_) if self.token.is_cancelled() => return,
-                    Err(e) => self.down(&mut outage, &e).await,
+                    Err(e) => self.down(&mut outage, &e, Step::Processing).await,
                 }
                 continue;
             }
@@ -174,31 +196,40 @@ impl Taker<'_> {
             // Running now, not only after its blocking pop returns (which can
             // take the whole pop timeout on an idle queue).
             if polled && quick.is_ok() {
-                self.up(&mut outage);
+                self.up(&mut outage, Step::Batch);
             }
             match quick {
                 Ok(claims) if !claims.is_empty() => ready.extend(claims),
                 Ok(_) => match self.popper.pop_and_claim(self.options.pop_timeout).await {
                     Ok(Some(claim)) => {
-                        self.up(&mut outage);
+                        self.up(&mut outage, Step::Pop);
                         ready.push_back(claim);
                     }
                     Ok(None) => {
-                        self.up(&mut outage);
+                        self.up(&mut outage, Step::Pop);
                         idle = true;
                     }
-                    Err(e) => self.down(&mut outage, &e).await,
+                    Err(e) => self.down(&mut outage, &e, Step::Pop).await,
                 },
-                Err(e) => self.down(&mut outage, &e).await,
+                Err(e) => self.down(&mut outage, &e, Step::Batch).await,
             }
         }
     }
 
-    pub(crate) fn up(&self, outage: &mut Outage) {
+    pub(crate) fn up(&self, outage: &mut Outage, step: Step) {
+        if outage.refused.is_some_and(|refused| refused != step) {
+            return;
+        }
+        let refused = outage.refused.take().is_some();
         if let Some(since) = outage.since.take() {
+            let again = if refused {
+                "redis accepts its requests again"
+            } else {
+                "is connected to redis again"
+            };
             log::info!(
                 queue = self.config.queue.as_str();
-                "worker for queue {} is connected to redis again after {:.1?}",
+                "worker for queue {} {again} after {:.1?}",
                 self.config.queue,
                 since.elapsed()
             );
@@ -207,12 +238,18 @@ impl Taker<'_> {
         self.status.set_running();
     }
 
-    pub(crate) async fn down(&self, outage: &mut Outage, err: &client::Error) {
+    pub(crate) async fn down(&self, outage: &mut Outage, err: &client::Error, step: Step) {
+        outage.refused = err.is_refusal().then_some(step);
         if outage.since.is_none() {
             outage.since = Some(Instant::now());
+            let what = if err.is_refusal() {
+                "is refused by redis"
+            } else {
+                "cannot reach redis"
+            };
             log::warn!(
                 queue = self.config.queue.as_str();
-                "worker for queue {} cannot reach redis: {err}; retrying with backoff up to {:?}",
+                "worker for queue {} {what}: {err}; retrying with backoff up to {:?}",
                 self.config.queue,
                 self.options.max_backoff
             );
@@ -239,12 +276,15 @@ impl Taker<'_> {
     async fn claim(&self, id: &str, outage: &mut Outage) -> Option<Claim> {
         loop {
             match self.broker.claim(id).await {
-                Ok(claim) => return Some(claim),
+                Ok(claim) => {
+                    self.up(outage, Step::Claim);
+                    return Some(claim);
+                }
                 Err(e) => {
                     if self.token.is_cancelled() {
                         return None;
                     }
-                    self.down(outage, &e).await;
+                    self.down(outage, &e, Step::Claim).await;
                 }
             }
         }

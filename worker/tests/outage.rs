@@ -239,3 +239,56 @@ async fn a_beat_that_met_redis_down_is_sent_again_as_soon_as_redis_is_back() {
     );
     worker.stop().await;
 }
+
+/// A Redis whose ACL refuses the worker's user a command its finish needs
+/// (PUBLISH) holds the result back, not lost: the worker's row names the
+/// ACL, the task stays in its hands, and once the user may publish the
+/// result is written and its waiter gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finish_redis_refuses_for_the_acl_is_written_once_the_user_may_run_it() {
+    let redis = testkit::RedisServer::start();
+    let port = redis.port();
+    testkit::command(
+        port,
+        &[
+            "ACL", "SETUSER", "w", "on", ">pw", "~*", "&*", "+@all", "-publish",
+        ],
+    )
+    .expect("acl user without publish");
+    let restricted = format!("redis://w:pw@127.0.0.1:{port}/");
+    let worker = TestWorker::start(&restricted, QUEUE);
+    let client = Client::connect(&redis.url()).await.expect("connect");
+    let opts = SubmitOptions::with_timeout(Duration::from_secs(30));
+    let id = client
+        .submit(QUEUE, "db::insert(\"kept\"); 40 + 2", &opts)
+        .await
+        .expect("submit");
+    let status = worker.status.clone();
+    let why = eventually(
+        "the worker to name the refusal",
+        Duration::from_secs(20),
+        || {
+            let state = status.state();
+            async move {
+                match state {
+                    worker::WorkerState::Reconnecting(why) => Some(why),
+                    _ => None,
+                }
+            }
+        },
+    )
+    .await;
+    assert_eq!(why, "redis refuses this user a command (ACL; see the log)");
+    testkit::command(port, &["ACL", "SETUSER", "w", "+publish"]).expect("grant publish");
+    let outcome = client.wait(&id, opts.timeout).await.expect("the result");
+    let Outcome::Completed(done) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(done.output, "42");
+    let stored = worker
+        .engine
+        .run("db::get(1)", &engine::RunControl::default())
+        .expect("read");
+    assert_eq!(stored.output, "kept");
+    worker.stop().await;
+}

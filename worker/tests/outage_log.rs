@@ -3,47 +3,15 @@
 
 mod common;
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use common::*;
 
 const QUEUE: &str = "logged";
 
-/// Keeps every record at debug level and above, as `level message`.
-struct Capture(Mutex<Vec<(log::Level, String)>>);
-
-impl log::Log for Capture {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.level() <= log::Level::Debug
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        if self.enabled(record.metadata()) {
-            self.0
-                .lock()
-                .expect("log lock")
-                .push((record.level(), record.args().to_string()));
-        }
-    }
-    fn flush(&self) {}
-}
-
-static LOG: Capture = Capture(Mutex::new(Vec::new()));
-
-fn lines(level: log::Level, containing: &str) -> Vec<String> {
-    LOG.0
-        .lock()
-        .expect("log lock")
-        .iter()
-        .filter(|(l, m)| *l == level && m.contains(containing))
-        .map(|(_, m)| m.clone())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
-    log::set_logger(&LOG).expect("the only logger of this test binary");
-    log::set_max_level(log::LevelFilter::Debug);
+    capture_log();
     let mut redis = testkit::RedisServer::start_persistent();
     let worker = TestWorker::start(&redis.url(), QUEUE);
     let wait = Duration::from_secs(30);
@@ -80,18 +48,9 @@ async fn an_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
     // connection has not noticed.
     let url = redis.url();
     let url = url.trim_end_matches('/');
-    let per_connection: Vec<String> = LOG
-        .0
-        .lock()
-        .expect("log lock")
-        .iter()
-        .filter(|(l, m)| {
-            *l == log::Level::Warn
-                && m.contains(url)
-                && !m.starts_with("worker for queue")
-                && !m.starts_with("reply listener")
-        })
-        .map(|(_, m)| m.clone())
+    let per_connection: Vec<String> = lines(log::Level::Warn, url)
+        .into_iter()
+        .filter(|m| !m.starts_with("worker for queue") && !m.starts_with("reply listener"))
         .collect();
     assert!(
         (1..=3).contains(&per_connection.len()),

@@ -233,3 +233,41 @@ pub async fn assert_settled(
         "nothing is left claimed"
     );
 }
+
+/// Keeps every record at debug level and above, as `level message`.
+pub struct Capture(std::sync::Mutex<Vec<(log::Level, String)>>);
+
+impl log::Log for Capture {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Debug
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            self.0
+                .lock()
+                .expect("log lock")
+                .push((record.level(), record.args().to_string()));
+        }
+    }
+    fn flush(&self) {}
+}
+
+/// What [`capture_log`] keeps.
+pub static LOG: Capture = Capture(std::sync::Mutex::new(Vec::new()));
+
+/// Makes [`LOG`] the logger of this test binary, at debug level.
+pub fn capture_log() {
+    log::set_logger(&LOG).expect("the only logger of this test binary");
+    log::set_max_level(log::LevelFilter::Debug);
+}
+
+/// The captured records at `level` whose message contains `containing`.
+pub fn lines(level: log::Level, containing: &str) -> Vec<String> {
+    LOG.0
+        .lock()
+        .expect("log lock")
+        .iter()
+        .filter(|(l, m)| *l == level && m.contains(containing))
+        .map(|(_, m)| m.clone())
+        .collect()
+}
