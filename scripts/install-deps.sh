@@ -3,7 +3,7 @@
 # redis-server (the broker; tests start their own), redis-sentinel (the
 # failover tests start three; without it they run `redis-server --sentinel`,
 # the same program), tmux (the live-table test
-# drives a real terminal), iproute2 (`ip netns`: the several-hosts tests put
+# drives a real terminal), e2fsprogs (`chattr`), iproute2 (`ip netns`: the several-hosts tests put
 # each orchestrator in a network namespace of its own), promtool (Debian package prometheus: the metrics
 # test checks a scrape with it), and for the browser tests Debian's chromium plus
 # Playwright for Python (the version pinned in cmd/tests/browser/requirements.txt)
@@ -18,6 +18,8 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-sentinel >/dev/null 2>&1 || need+=(redis-sentinel)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# chattr: the storage-fault test makes a data file immutable under a circle.
+command -v chattr >/dev/null 2>&1 || need+=(e2fsprogs)
 # promtool comes with Debian's prometheus; its recommends (exporters,
 # daemons) are left out.
 lean=()

@@ -318,28 +318,35 @@ pub fn prepare_all(circles: &[CircleConfig], plan: Plan<'_>) -> anyhow::Result<V
     Err(anyhow::anyhow!(message))
 }
 
-/// Closes every database once its engine is gone; logs what cannot be closed.
-pub fn close_all(dbs: Vec<Closing>) {
+/// Closes every database once its engine is gone; logs what cannot be
+/// closed. Returns what may have lost writes: each database that could not
+/// be synced. A checkpoint that cannot be written at close loses nothing
+/// (the next open reads the data files instead): a warning.
+pub fn close_all(dbs: Vec<Closing>) -> Vec<String> {
+    let mut unsynced = Vec::new();
     for (config, db, engine) in dbs {
         drop(engine);
+        if let Err(e) = db.sync() {
+            let failure = format!("{}: syncing its database failed: {e}", who(&config));
+            log::error!("{failure}");
+            unsynced.push(failure);
+            continue;
+        }
         match Arc::try_unwrap(db) {
             Ok(db) => {
                 if let Err(e) = db.close() {
-                    log::error!("{}: closing its database failed: {e}", who(&config));
+                    log::warn!(
+                        "{}: its database is synced, but closing it failed: {e}; the next \
+                         start reads its data files instead of a checkpoint",
+                        who(&config)
+                    );
                 }
             }
-            Err(db) => {
-                // Still referenced by a task that did not drain; at least make it durable.
-                log::warn!(
-                    "{}: database still in use at exit; syncing it",
-                    who(&config)
-                );
-                if let Err(e) = db.sync() {
-                    log::error!("{}: syncing its database failed: {e}", who(&config));
-                }
-            }
+            // Still referenced by a task that did not drain: synced above.
+            Err(_) => log::warn!("{}: database still in use at exit; synced it", who(&config)),
         }
     }
+    unsynced
 }
 
 #[cfg(test)]

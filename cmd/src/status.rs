@@ -309,6 +309,7 @@ fn worker_display(slot: &Slot) -> (&'static str, Option<String>) {
         Some(worker::WorkerState::LeaseLost(reason)) => (LEASE_LOST, Some(reason)),
         Some(worker::WorkerState::Stopped) => ("stopped", None),
         Some(worker::WorkerState::Failed(reason)) => ("failed", Some(reason)),
+        Some(worker::WorkerState::Degraded(reason)) => (DEGRADED, Some(reason)),
     }
 }
 
@@ -318,6 +319,8 @@ pub const NOT_HERE: &str = "not here";
 pub const STANDBY: &str = "standby";
 /// A worker that stopped taking tasks: its lease was lost or not renewed.
 pub const LEASE_LOST: &str = "lease lost";
+/// A worker that takes tasks while its database refuses writes.
+pub const DEGRADED: &str = "degraded";
 
 /// The whole system at one moment.
 #[derive(Debug, Clone, Serialize, Deserialize)]

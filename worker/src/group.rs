@@ -85,6 +85,9 @@ impl Taker<'_> {
             return Next::Unknown;
         }
         self.make_durable(&mut ran);
+        if let Some(failure) = self.engine.db().write_failure() {
+            self.status.set_writes_refused(&failure);
+        }
         let next = self.finish_group(&ran, ready, outage).await;
         if let Some(metrics) = &self.options.metrics {
             for task in &ran {

@@ -1,7 +1,7 @@
 //! [`WorkerStatus`]: the live state the status table reads.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 /// What the status table shows for a worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,12 +24,19 @@ pub enum WorkerState {
     Stopped,
     /// Stopped by a failure.
     Failed(String),
+    /// Taking tasks, but its database refuses every write after a write
+    /// failure (reads go on) until the program that holds it restarts;
+    /// says which failure.
+    Degraded(String),
 }
 
 /// Live state of a worker for the status table. Shared with `Arc`.
 #[derive(Debug)]
 pub struct WorkerStatus {
     state: Mutex<WorkerState>,
+    /// Why its database refuses writes, once it does: shown as `Degraded`
+    /// in place of `Running` from then on.
+    writes_refused: OnceLock<String>,
     completed: AtomicU64,
     failed: AtomicU64,
 }
@@ -38,6 +45,7 @@ impl Default for WorkerStatus {
     fn default() -> Self {
         WorkerStatus {
             state: Mutex::new(WorkerState::Starting),
+            writes_refused: OnceLock::new(),
             completed: AtomicU64::new(0),
             failed: AtomicU64::new(0),
         }
@@ -47,7 +55,22 @@ impl Default for WorkerStatus {
 impl WorkerStatus {
     /// The current state.
     pub fn state(&self) -> WorkerState {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match (state, self.writes_refused.get()) {
+            (WorkerState::Running, Some(why)) => WorkerState::Degraded(why.clone()),
+            (state, _) => state,
+        }
+    }
+
+    /// Marks its database as refusing writes after `failure` (see
+    /// [`ourdb::OurDb::write_failure`]); the first failure stays shown.
+    pub(crate) fn set_writes_refused(&self, failure: &str) {
+        if self.writes_refused.get().is_none() {
+            let _ = self.writes_refused.set(format!(
+                "its database refuses writes after a write failure ({failure}); restart the \
+                 program to reopen it"
+            ));
+        }
     }
 
     /// Tasks this worker completed / failed since it started.

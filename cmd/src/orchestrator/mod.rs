@@ -499,9 +499,18 @@ impl Running {
         watchers.wait().await;
         // Every supervisor has returned (or we gave up): release the databases.
         let dbs = circle_set.into_closing();
-        tokio::task::spawn_blocking(move || circles::close_all(dbs))
+        let unsynced = tokio::task::spawn_blocking(move || circles::close_all(dbs))
             .await
             .context("closing the databases panicked")?;
+        // A database that could not be made durable is no clean shutdown.
+        let drained = match drained {
+            Ok(()) if !unsynced.is_empty() => Err(anyhow::anyhow!(
+                "{} of the databases could not be synced at exit (writes may be lost):\n  {}",
+                unsynced.len(),
+                unsynced.join("\n  ")
+            )),
+            other => other,
+        };
         // The display draws its last frame, and everything left stops.
         ctx.root.cancel();
         drop(ctx);

@@ -1,0 +1,108 @@
+//! A circle's database that starts refusing writes, through the built
+//! binary: a data file made immutable under it (`chattr +i`, as root), so a
+//! write fails with EPERM and so does cutting the file back. The failing
+//! request gets a `database` error; the circle goes on serving reads, its
+//! worker shows `degraded` with the failure and `/readyz` answers 503; the
+//! exit is no clean shutdown (exit 1, naming the database it could not
+//! sync); a restart reopens the database with every acknowledged write.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::http::{admin_addr, get};
+use common::{Orchestrator, Sandbox, connect, output, play, port};
+use serde_json::Value;
+
+/// A file made immutable for as long as this lives.
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn set(path: &Path) -> Immutable {
+        chattr("+i", path);
+        Immutable(path.to_path_buf())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        chattr("-i", &self.0);
+    }
+}
+
+fn chattr(flag: &str, path: &Path) {
+    let status = Command::new("chattr")
+        .arg(flag)
+        .arg(path)
+        .status()
+        .expect("run chattr (Debian package e2fsprogs; scripts/install-deps.sh installs it)");
+    assert!(
+        status.success(),
+        "chattr {flag} {}: needs root and a filesystem with the immutable flag",
+        path.display()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_refuses_writes_degrades_its_worker_and_readiness_and_fails_the_exit() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let circle = port();
+    let config = sandbox.circles(&[(1, "Alpha", circle)]);
+    let mut o = Orchestrator::start(&sandbox, &config, &redis.url(), &["--admin", "127.0.0.1:0"]);
+    o.wait_table();
+    let admin = admin_addr(&o.stdout());
+    let mut ws = connect(circle).await;
+    assert_eq!(output(&mut ws, r#"db::insert("kept")"#).await, "1");
+
+    let data = sandbox.data_dir().join("1").join("data-00000000.odb");
+    let immutable = Immutable::set(&data);
+    let refused = play(&mut ws, 2, r#"db::insert("refused")"#).await;
+    assert_eq!(refused["error"]["code"], -32000, "{refused}");
+    assert_eq!(refused["error"]["data"]["kind"], "database", "{refused}");
+    let again = play(&mut ws, 3, r#"db::insert("refused again")"#).await;
+    let message = again["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("refuses writes") && message.contains("restart the program"),
+        "{again}"
+    );
+    // Reads go on.
+    assert_eq!(output(&mut ws, "db::get(1)").await, "kept");
+
+    // The worker's row and readiness say so.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let not_ready = loop {
+        let answer = get(admin, "/readyz", &[]);
+        if answer.code == 503 {
+            break answer.body;
+        }
+        assert!(Instant::now() < deadline, "still ready: {}", answer.body);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let body: Value = serde_json::from_str(&not_ready).expect("JSON");
+    let worker = &body["not_ready"][0];
+    assert_eq!(worker["component"], "worker", "{body}");
+    assert_eq!(worker["state"], "degraded", "{body}");
+    let why = worker["reason"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("refuses writes") && why.contains("Operation not permitted"),
+        "{body}"
+    );
+
+    drop(immutable);
+    let status = o.stop();
+    assert_eq!(status.code(), Some(1), "{}", o.stderr());
+    let said = o.stderr();
+    assert!(said.contains("could not be synced at exit"), "{said}");
+    assert!(!said.contains("clean shutdown"), "{said}");
+
+    // Reopened by a restart: every acknowledged write, nothing refused.
+    let mut o = Orchestrator::start(&sandbox, &config, &redis.url(), &[]);
+    o.wait_table();
+    let mut ws = connect(circle).await;
+    assert_eq!(output(&mut ws, "db::get(1)").await, "kept");
+    assert_eq!(output(&mut ws, r#"db::insert("after")"#).await, "2");
+    assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+}
