@@ -96,6 +96,21 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// Redis became unavailable while the caller waited for a task it had
+    /// queued ([`Client::run_with`]): the task is cancelled unless it ran
+    /// already, so it may have run. Sending it again may run it twice.
+    #[error(
+        "redis at {url} became unavailable while task {task_id} was queued or running \
+         ({reason}); it is cancelled unless it ran already, so it may have run"
+    )]
+    Interrupted {
+        /// The task.
+        task_id: String,
+        /// The Redis URL (no password).
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The task did not finish before the timeout.
     #[error("task {task_id} did not finish within {timeout:?}")]
     Timeout {

@@ -39,7 +39,10 @@ pub(crate) async fn play(
             OnDrop::CancelUnless(&shutting_down),
         )
         .await;
-    if let Err(client::Error::Unavailable { url, reason }) = &ended {
+    if let Err(
+        client::Error::Unavailable { url, reason } | client::Error::Interrupted { url, reason, .. },
+    ) = &ended
+    {
         broker_unavailable(shared, url, reason);
     }
     log_ended(circle, script.len(), &ended);
@@ -239,6 +242,14 @@ pub(crate) fn reply(circle: &str, id: &Value, ended: client::Result<Outcome>) ->
             rpc::BROKER_UNAVAILABLE,
             "the task broker (redis) is unavailable; try again later",
             None,
+        ),
+        Err(client::Error::Interrupted { task_id, .. }) => rpc::error(
+            id,
+            rpc::BROKER_UNAVAILABLE,
+            "the task broker (redis) became unavailable after the task was queued; it is \
+             cancelled unless it ran already, so it may have run: check its effects before \
+             sending it again",
+            Some(json!({ "task_id": task_id })),
         ),
         Err(client::Error::Lost { task_id }) => {
             log::warn!(
@@ -461,5 +472,21 @@ mod tests {
         );
         assert_eq!(v["error"]["code"], rpc::INTERNAL_ERROR);
         assert!(!v.to_string().contains("hash"));
+        // Queued before the broker failed: it may have run, and is named.
+        let v = reply(
+            "c",
+            &json!(1),
+            Err(client::Error::Interrupted {
+                task_id: "t-1".into(),
+                url: "redis://127.0.0.1:1/".into(),
+                reason: "connection refused".into(),
+            }),
+        );
+        assert_eq!(v["error"]["code"], rpc::BROKER_UNAVAILABLE);
+        assert_eq!(v["error"]["data"]["task_id"], "t-1");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("it may have run"), "{v}");
+        assert!(!message.contains("try again later"), "{v}");
+        assert!(!v.to_string().contains("127.0.0.1"));
     }
 }

@@ -42,7 +42,15 @@ impl Client {
             .push_watched(queue, task_id.clone(), script, options)
             .await
         {
-            Ok(watched) => watched.outcome().await,
+            // Queued: a broker that fails now may fail after the task ran.
+            Ok(watched) => watched.outcome().await.map_err(|e| match e {
+                Error::Unavailable { url, reason } => Error::Interrupted {
+                    task_id: task_id.clone(),
+                    url,
+                    reason,
+                },
+                other => other,
+            }),
             Err(e) => Err(e),
         };
         match cancel_reason(&outcome) {
