@@ -319,10 +319,15 @@ impl Taker<'_> {
                 self.ended_unrun(&FailureKind::Invalid);
             }
             Claim::Fenced { task_id, token } => {
+                let moved = if task_id.is_empty() {
+                    String::from("nothing was taken")
+                } else {
+                    format!("task {task_id} went back to the queue")
+                };
                 log::warn!(
                     queue = self.config.queue.as_str();
                     "queue {}: claim with lease token {token} refused, the lease is another's \
-                     (moved id {task_id:?} went back)",
+                     ({moved})",
                     self.config.queue
                 );
                 if let Some(held) = self.held {
