@@ -6,6 +6,8 @@
 //! place poisons the handle (`Error::Poisoned`: no later commit can
 //! contradict that file).
 
+mod common;
+
 use std::fs::File;
 use std::os::fd::AsRawFd;
 
@@ -34,7 +36,7 @@ fn descriptors_left(free: usize) -> impl Drop {
     }
     let limit = held.last().expect("one file at least").as_raw_fd() as u64 + 1;
     held.truncate(held.len() - free);
-    let old = set_descriptor_limit(limit);
+    let old = common::set_soft_limit(libc::RLIMIT_NOFILE, limit);
     Limit { old, _held: held }
 }
 
@@ -45,28 +47,8 @@ struct Limit {
 
 impl Drop for Limit {
     fn drop(&mut self) {
-        set_descriptor_limit(self.old);
+        common::set_soft_limit(libc::RLIMIT_NOFILE, self.old);
     }
-}
-
-/// Sets the soft RLIMIT_NOFILE; returns the one before.
-#[allow(unsafe_code)]
-fn set_descriptor_limit(soft: u64) -> u64 {
-    let mut old = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: both calls only read or write the `rlimit` passed by pointer,
-    // which lives on this stack frame for the whole call.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut old), 0);
-        let new = libc::rlimit {
-            rlim_cur: soft,
-            rlim_max: old.rlim_max,
-        };
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &new), 0);
-    }
-    old.rlim_cur
 }
 
 /// After `step` ran with `free` descriptors: an insert either is

@@ -4,33 +4,11 @@
 //! failure is real: a file size limit (RLIMIT_FSIZE) below what it reserves,
 //! in this test binary's own process.
 
+mod common;
+
 use std::path::Path;
 
 use ourdb::{Config, Durability, Error, OurDb};
-
-/// Sets the soft RLIMIT_FSIZE and ignores SIGXFSZ, so a write past the
-/// limit fails with EFBIG instead of ending the process; returns the limit
-/// before.
-#[allow(unsafe_code)]
-fn set_file_size_limit(soft: u64) -> u64 {
-    let mut old = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `signal` installs the ignore disposition (no handler code);
-    // the rlimit calls only read or write the `rlimit` passed by pointer,
-    // which lives on this stack frame for the whole call.
-    unsafe {
-        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-        assert_eq!(libc::getrlimit(libc::RLIMIT_FSIZE, &mut old), 0);
-        let new = libc::rlimit {
-            rlim_cur: soft,
-            rlim_max: old.rlim_max,
-        };
-        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &new), 0);
-    }
-    old.rlim_cur
-}
 
 fn data_file(dir: &Path) -> std::path::PathBuf {
     dir.join("data-00000000.odb")
@@ -45,9 +23,9 @@ fn a_commit_that_cannot_reserve_space_says_how_much_it_tried_and_the_store_goes_
         ..Config::default()
     };
     let db = OurDb::open(dir.path(), cfg.clone()).unwrap();
-    let old = set_file_size_limit(200 << 10);
+    let old = common::set_soft_limit(libc::RLIMIT_FSIZE, 200 << 10);
     let err = db.insert(&[7u8; 40]).unwrap_err();
-    set_file_size_limit(old);
+    common::set_soft_limit(libc::RLIMIT_FSIZE, old);
 
     // 32-byte header; the frame: 12-byte header, 8-byte payload header,
     // 25-byte op header and the 40-byte value; then 1 MiB ahead.

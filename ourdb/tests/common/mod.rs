@@ -80,3 +80,27 @@ pub mod logs {
             .collect()
     }
 }
+
+/// Sets the soft limit of `resource` (`libc::RLIMIT_*`) of this test
+/// process; returns the one before. A write past `RLIMIT_FSIZE` then fails
+/// with EFBIG: SIGXFSZ is ignored, so it does not end the process.
+#[allow(unsafe_code)]
+pub fn set_soft_limit(resource: libc::__rlimit_resource_t, soft: u64) -> u64 {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `signal` installs the ignore disposition (no handler code);
+    // the rlimit calls only read or write the `rlimit` passed by pointer,
+    // which lives on this stack frame for the whole call.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        assert_eq!(libc::getrlimit(resource, &mut old), 0);
+        let new = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: old.rlim_max,
+        };
+        assert_eq!(libc::setrlimit(resource, &new), 0);
+    }
+    old.rlim_cur
+}
