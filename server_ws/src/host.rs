@@ -184,6 +184,15 @@ pub async fn run_many_pausable(
             source,
         };
         let addr = circle.listener.local_addr().map_err(io_error)?;
+        // A client that takes nothing the server sent (its window stays
+        // shut) or leaves it unacknowledged for the client timeout is cut
+        // off by the kernel: actix would otherwise keep its socket, and the
+        // bytes queued for it, for as long as the client keeps it open,
+        // also after the connection dropped it. Every accepted socket
+        // inherits the listener's TCP_USER_TIMEOUT.
+        socket2::SockRef::from(&circle.listener)
+            .set_tcp_user_timeout(Some(timing.client_timeout))
+            .map_err(io_error)?;
         let tls = circle.config.tls.clone();
         let shared = Arc::new(Shared {
             submit: SubmitOptions {
