@@ -412,3 +412,75 @@ fn json_output_prints_a_snapshot_for_each_reload_applied_unchanged_or_failed() {
     assert_eq!(line(3)["applied"], true);
     assert_eq!(line(3)["error"], serde_json::Value::Null);
 }
+
+/// A live table whose terminal goes away (its tmux session killed: the
+/// process gets SIGHUP, which reloads, and its stdout fails from then on)
+/// goes on serving and says once that it cannot draw, not at every frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_table_whose_terminal_is_gone_serves_on_and_says_so_once() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let circle = port();
+    let config = sandbox.circles(&[(1, "Alpha", circle)]);
+    let data = sandbox.data_dir();
+    let pid_file = sandbox.path().join("pid");
+    let command = format!(
+        "cd {dir} && echo $$ > {pid} && HOME={dir} CIRCLES_ADMIN=off exec {BIN} {config} \
+         --redis-url {url} --data-dir {data} --no-managed-redis --refresh 100ms",
+        dir = sandbox.path().display(),
+        pid = pid_file.display(),
+        config = config.display(),
+        url = redis.url(),
+        data = data.display(),
+    );
+    let tmux = Tmux::new();
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "live",
+        "-x",
+        "200",
+        "-y",
+        "30",
+        &command,
+    ]);
+    tmux.wait_screen("the circle running", |s| {
+        s.lines()
+            .any(|l| l.contains("Alpha") && l.contains("Running"))
+    });
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("a pid");
+    // No child of this test once its session is gone: killed however the
+    // test ends.
+    struct KillOnDrop(i32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.0.to_string()])
+                .status();
+        }
+    }
+    let _orphan = KillOnDrop(pid);
+    tmux.run(&["kill-session", "-t", "live"]);
+    // Thirty frames' time without a terminal.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut ws = connect(circle).await;
+    assert_eq!(output(&mut ws, "40 + 2").await, "42", "it serves on");
+    let log = std::fs::read_to_string(data.join("orchestrator.log")).expect("the log file");
+    let failures = log.matches("cannot draw the status table").count();
+    assert_eq!(failures, 1, "{log}");
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(Instant::now() < deadline, "still running after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

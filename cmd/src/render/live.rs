@@ -23,6 +23,9 @@ use crate::status::{Header, Snapshot};
 /// Live renderer on stdout.
 pub struct Live {
     active: bool,
+    /// The last frame could not be drawn (the terminal is gone, say): logged
+    /// once, not at every frame, until a frame is drawn again.
+    failing: bool,
 }
 
 impl Live {
@@ -48,7 +51,10 @@ impl Live {
                 log::error!("panic (the component is restarted): {info}");
             }
         }));
-        Ok(Live { active: true })
+        Ok(Live {
+            active: true,
+            failing: false,
+        })
     }
 }
 
@@ -118,8 +124,20 @@ impl Renderer for Live {
             queue!(out, Clear(ClearType::FromCursorDown), EndSynchronizedUpdate)?;
             out.flush()
         };
-        if let Err(e) = draw() {
-            log::warn!("cannot draw the status table: {e}");
+        match draw() {
+            Err(e) if !self.failing => {
+                self.failing = true;
+                log::warn!(
+                    "cannot draw the status table: {e}; it goes on serving, and this is not \
+                     logged again until a frame is drawn"
+                );
+            }
+            Err(_) => {}
+            Ok(()) if self.failing => {
+                self.failing = false;
+                log::info!("the status table is drawn again");
+            }
+            Ok(()) => {}
         }
     }
 
