@@ -4,6 +4,9 @@
 //! by the orchestrator (`orchestrator/apply.rs`), one reload at a time, on
 //! the requests of every handle in the order they arrive.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
@@ -104,8 +107,26 @@ impl std::error::Error for ReloadError {}
 /// How a reload ended.
 pub type ReloadResult = Result<ReloadSummary, ReloadError>;
 
-/// One reload asked for: where its outcome goes.
-pub type Request = oneshot::Sender<ReloadResult>;
+/// One reload asked for: where its outcome goes, and whether the
+/// orchestrator took it or its asker withdrew it first (see
+/// [`ReloadHandle::reload_unless`]).
+#[derive(Debug)]
+pub struct Request {
+    reply: oneshot::Sender<ReloadResult>,
+    state: Arc<AtomicU8>,
+}
+
+/// [`Request::state`]: waiting in the channel, taken, withdrawn.
+const WAITING: u8 = 0;
+const TAKEN: u8 = 1;
+const WITHDRAWN: u8 = 2;
+
+impl Request {
+    /// Sends the outcome to the asker (who may have gone).
+    pub fn answer(self, outcome: ReloadResult) {
+        let _ = self.reply.send(outcome);
+    }
+}
 
 /// Asks the running orchestrator to re-read its circles.json. Cheap to
 /// clone; every clone reaches the same orchestrator, which applies reloads
@@ -120,15 +141,43 @@ impl ReloadHandle {
     /// it; returns what changed, or why nothing (or not everything) did.
     /// Waits for the removed and changed circles to drain.
     pub async fn reload(&self) -> ReloadResult {
+        self.reload_unless(std::future::pending()).await
+    }
+
+    /// [`ReloadHandle::reload`], withdrawn with a shutting-down error when
+    /// `stop` completes while the request still waits for the orchestrator;
+    /// once the orchestrator has taken it, it is applied and its outcome
+    /// awaited whatever `stop` does.
+    pub async fn reload_unless(&self, stop: impl Future<Output = ()>) -> ReloadResult {
         let (reply, outcome) = oneshot::channel();
+        let state = Arc::new(AtomicU8::new(WAITING));
         let stopping = || {
             ReloadError::new(
                 ReloadErrorKind::ShuttingDown,
                 "the orchestrator is shutting down; nothing was reloaded",
             )
         };
-        self.requests.send(reply).await.map_err(|_| stopping())?;
-        outcome.await.map_err(|_| stopping())?
+        let request = Request {
+            reply,
+            state: Arc::clone(&state),
+        };
+        self.requests.send(request).await.map_err(|_| stopping())?;
+        tokio::pin!(outcome, stop);
+        let mut stopped = false;
+        loop {
+            tokio::select! {
+                answered = &mut outcome => return answered.map_err(|_| stopping())?,
+                () = &mut stop, if !stopped => {
+                    stopped = true;
+                    let withdrawn = state
+                        .compare_exchange(WAITING, WITHDRAWN, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok();
+                    if withdrawn {
+                        return Err(stopping());
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -139,9 +188,19 @@ pub struct Requests {
 }
 
 impl Requests {
-    /// The next reload asked for; `None` never comes while a handle lives.
+    /// The next reload asked for and not withdrawn, now taken: its asker
+    /// waits for its outcome. `None` never comes while a handle lives.
     pub async fn next(&mut self) -> Option<Request> {
-        self.receiver.recv().await
+        loop {
+            let request = self.receiver.recv().await?;
+            let taken = request
+                .state
+                .compare_exchange(WAITING, TAKEN, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
+            if taken {
+                return Some(request);
+            }
+        }
     }
 }
 
@@ -174,7 +233,7 @@ mod tests {
         let other = handle.clone();
         let orchestrator = tokio::spawn(async move {
             let mut n = 0;
-            while let Some(reply) = requests.next().await {
+            while let Some(request) = requests.next().await {
                 n += 1;
                 let outcome = if n == 1 {
                     Ok(ReloadSummary {
@@ -187,7 +246,7 @@ mod tests {
                         "circles.json: duplicate port",
                     ))
                 };
-                let _ = reply.send(outcome);
+                request.answer(outcome);
             }
         });
         let first = handle.reload().await.expect("applied");
@@ -200,6 +259,38 @@ mod tests {
         );
         drop((handle, other));
         orchestrator.await.expect("no panic");
+    }
+
+    #[tokio::test]
+    async fn a_request_withdrawn_before_it_is_taken_never_runs_and_one_taken_is_answered() {
+        let (handle, mut requests) = channel();
+        // Withdrawn while it waits: refused, and the orchestrator never sees it.
+        let e = handle
+            .reload_unless(std::future::ready(()))
+            .await
+            .expect_err("withdrawn");
+        assert_eq!(e.kind, ReloadErrorKind::ShuttingDown);
+        // Taken first: the stop that comes after is no reason to give up.
+        let (taken, took) = oneshot::channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let orchestrator = tokio::spawn(async move {
+            let request = requests.next().await.expect("the second request");
+            taken.send(()).expect("told");
+            stopped.await.expect("the stop came");
+            request.answer(Ok(ReloadSummary::default()));
+            requests
+        });
+        let asked = handle.reload_unless(async {
+            took.await.expect("taken");
+            stop.send(()).expect("stop");
+        });
+        assert_eq!(asked.await.expect("applied"), ReloadSummary::default());
+        let mut requests = orchestrator.await.expect("no panic");
+        drop(handle);
+        assert!(
+            requests.next().await.is_none(),
+            "the withdrawn one was skipped"
+        );
     }
 
     #[tokio::test]

@@ -866,3 +866,67 @@ async fn a_reload_applied_in_part_says_what_changed_and_what_stopped() {
     drop(delta);
     assert!(o.stop().success(), "{}", o.stderr());
 }
+
+/// A SIGTERM while a reload drains a removed circle is heard at once: the
+/// status says shutting down, a reload asked then is refused with 503 and
+/// never runs, and the shutdown follows as soon as the running reload is
+/// applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_during_a_reload_shows_at_once_and_no_later_reload_runs() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let (a, b, g) = (port(), port(), port());
+    let config = sandbox.circles(&[(1, "Alpha", a), (2, "Beta", b)]);
+    let (mut o, addr) = start_with_admin(
+        &sandbox,
+        &config,
+        &redis,
+        &["--shutdown-grace", "3s", "--max-operations", "100000000"],
+    );
+    // Beta's backlog keeps its drain busy for the whole grace and more.
+    let mut conn = redis::Client::open(redis.url())
+        .expect("redis url")
+        .get_connection()
+        .expect("redis connection");
+    for i in 0..40 {
+        let id = format!("slow-{i}");
+        let () = redis::pipe()
+            .atomic()
+            .hset_multiple(
+                client::keys::task_details(&id),
+                &[
+                    ("script", "let x = 0; for i in 0..1000000 { x += 1; } x"),
+                    ("status", "pending"),
+                ],
+            )
+            .lpush(client::keys::tasks("beta"), &id)
+            .query(&mut conn)
+            .expect("queue a task");
+    }
+    write_circles(&sandbox, &[(1, "Alpha", a)]);
+    let removing = std::thread::spawn(move || http::request(addr, "POST", "/api/reload", &[]));
+    let deadline = Instant::now() + RELOAD_DEADLINE;
+    while !o.stderr().contains("reloading") {
+        assert!(Instant::now() < deadline, "no reload began: {}", o.stderr());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    o.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while status(addr, &[])["phase"] != "shutting down" {
+        assert!(
+            Instant::now() < deadline,
+            "the status never said shutting down during the reload: {}",
+            status(addr, &[])
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    write_circles(&sandbox, &[(1, "Alpha", a), (3, "Gamma", g)]);
+    let refused = http::request(addr, "POST", "/api/reload", &[]);
+    assert_eq!(refused.code, 503, "{}", refused.body);
+    let removed = removing.join().expect("the first reload's answer");
+    assert_eq!(removed.code, 200, "{}", removed.body);
+    assert!(removed.body.contains("Beta"), "{}", removed.body);
+    let status = o.wait_exit(RELOAD_DEADLINE);
+    assert_eq!(status.code(), Some(0), "{}", o.stderr());
+    assert!(!o.stderr().contains("added \"Gamma\""), "{}", o.stderr());
+}

@@ -122,10 +122,9 @@ async fn reload(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse 
         Err(shutting_down())
     } else {
         log::info!("reload asked through the admin endpoint");
-        tokio::select! {
-            outcome = state.reload.reload() => outcome,
-            () = draining(&state.draining) => Err(shutting_down()),
-        }
+        // Withdrawn if the drain starts before the orchestrator takes it;
+        // a reload it took is applied, and its outcome told.
+        state.reload.reload_unless(draining(&state.draining)).await
     };
     match outcome {
         Ok(summary) => HttpResponse::Ok().json(summary),

@@ -164,18 +164,54 @@ impl Orchestrator {
             ..
         } = self;
         runtime.block_on(async {
+            // A SIGHUP that came while a reload ran: read the file again.
+            let mut hup_pending = false;
             loop {
-                let reply = tokio::select! {
-                    s = signals.next() => match s {
-                        "SIGHUP" => None,
-                        other => return other,
-                    },
-                    Some(reply) = reloads.next() => Some(reply),
+                let reply = if std::mem::take(&mut hup_pending) {
+                    None
+                } else {
+                    tokio::select! {
+                        s = signals.next() => match s {
+                            "SIGHUP" => None,
+                            other => return other,
+                        },
+                        Some(reply) = reloads.next() => Some(reply),
+                    }
                 };
-                let outcome = running.reload().await;
-                if let Some(reply) = reply {
+                // Signals are heard while the reload runs (it may drain a
+                // removed circle for the whole grace): a stop shows at once
+                // (status, admin: no further reload runs) and is acted on as
+                // soon as this reload is applied.
+                let (draining, changed) = (
+                    Arc::clone(&running.draining),
+                    Arc::clone(&running.ctx.changed),
+                );
+                let reload = running.reload();
+                tokio::pin!(reload);
+                let mut stop = None;
+                let outcome = loop {
+                    tokio::select! {
+                        outcome = &mut reload => break outcome,
+                        s = signals.next(), if stop.is_none() => match s {
+                            "SIGHUP" => hup_pending = true,
+                            other => {
+                                log::info!(
+                                    "{other} received during a reload: shutting down once it \
+                                     is applied"
+                                );
+                                draining.store(true, Ordering::Relaxed);
+                                changed.notify_one();
+                                stop = Some(other);
+                            }
+                        },
+                    }
+                };
+                if let Some(request) = reply {
                     // The asker may have gone; the outcome is in the log and status.
-                    let _ = reply.send(outcome);
+                    request.answer(outcome);
+                }
+                if let Some(stop) = stop {
+                    return stop;
                 }
             }
         })
