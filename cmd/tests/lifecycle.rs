@@ -831,3 +831,37 @@ fn a_stop_signal_sent_twice_at_once_is_one_request_and_a_later_one_stops_at_once
         let _ = play.wait();
     }
 }
+
+/// A SIGHUP during start-up (here while the first PING to Redis waits on a
+/// frozen link) asks for a reload once started: it neither stops the start
+/// nor reads as a Redis failure.
+#[test]
+fn a_sighup_during_start_up_is_a_reload_once_started_not_a_stop() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let proxy = testkit::Proxy::start(redis.port());
+    proxy.freeze();
+    let config = sandbox.circles(&[(1, "Alpha", port())]);
+    let mut o = Orchestrator::start(&sandbox, &config, &proxy.redis_url(), &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    o.signal("HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    proxy.thaw();
+    o.wait_table();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !o.stderr().contains("reload applied") && !o.stdout().contains("reload applied") {
+        assert!(
+            Instant::now() < deadline,
+            "no reload after the start:\n{}\n{}",
+            o.stdout(),
+            o.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        o.stderr().contains("SIGHUP during start-up"),
+        "{}",
+        o.stderr()
+    );
+    assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+}

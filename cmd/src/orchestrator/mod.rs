@@ -164,8 +164,9 @@ impl Orchestrator {
             ..
         } = self;
         runtime.block_on(async {
-            // A SIGHUP that came while a reload ran: read the file again.
-            let mut hup_pending = false;
+            // A SIGHUP that came during start-up or while a reload ran: read
+            // the file again.
+            let mut hup_pending = signals.take_hup();
             loop {
                 let reply = if std::mem::take(&mut hup_pending) {
                     None
@@ -307,13 +308,13 @@ impl Running {
                         .to_string()
                 },
             ) => c?,
-            s = signals.next() => bail!("{s} during start-up; nothing was started"),
+            s = signals.next_stop_starting() => bail!("{s} during start-up; nothing was started"),
         };
         let clients =
             crate::clients::Clients::new(client.clone(), redis.clone(), client_options(settings));
         tokio::select! {
             c = clients.connect_for(&settings.circles) => c?,
-            s = signals.next() => bail!("{s} during start-up; nothing was started"),
+            s = signals.next_stop_starting() => bail!("{s} during start-up; nothing was started"),
         };
         let preparing = Instant::now();
         let prepared = {

@@ -21,6 +21,9 @@ pub struct Signals {
     hup: Signal,
     /// When the last SIGINT or SIGTERM was received.
     last_stop: Option<Instant>,
+    /// A SIGHUP came during start-up: circles.json is read again once
+    /// everything is up.
+    hup_pending: bool,
 }
 
 impl Signals {
@@ -31,6 +34,7 @@ impl Signals {
             term: signal(SignalKind::terminate()).context("cannot hook SIGTERM")?,
             hup: signal(SignalKind::hangup()).context("cannot hook SIGHUP")?,
             last_stop: None,
+            hup_pending: false,
         })
     }
 
@@ -55,6 +59,26 @@ impl Signals {
             self.last_stop = Some(now);
             return name;
         }
+    }
+
+    /// The name of the next SIGINT or SIGTERM during start-up; a SIGHUP
+    /// meanwhile asks for a reload once started ([`Signals::take_hup`]): a
+    /// reload request never stops a start.
+    pub async fn next_stop_starting(&mut self) -> &'static str {
+        loop {
+            match self.next().await {
+                "SIGHUP" => {
+                    log::info!("SIGHUP during start-up: circles.json is read again once started");
+                    self.hup_pending = true;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Whether a SIGHUP came during start-up (once).
+    pub fn take_hup(&mut self) -> bool {
+        std::mem::take(&mut self.hup_pending)
     }
 
     /// The name of the next SIGINT or SIGTERM; SIGHUPs meanwhile are

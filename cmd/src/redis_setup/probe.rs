@@ -23,16 +23,27 @@ pub enum Answer {
 pub fn ping(addr: &SocketAddr) -> Result<Answer, String> {
     let mut stream =
         TcpStream::connect_timeout(addr, Duration::from_millis(500)).map_err(|e| e.to_string())?;
+    let wait = Duration::from_secs(2);
     stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
+        .set_read_timeout(Some(wait))
         .map_err(|e| e.to_string())?;
     stream.write_all(b"PING\r\n").map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + wait;
     // Enough of the reply to tell `-LOADING` from anything else, however
     // the bytes arrive.
     let mut buf = [0u8; 8];
     let mut n = 0;
     while n < buf.len() && !buf[..n].contains(&b'\n') {
         match stream.read(&mut buf[n..]) {
+            // A signal (a SIGHUP or SIGTERM during start-up) cut the wait
+            // short: it goes on until the deadline, for the signal is no
+            // answer of Redis.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted && Instant::now() < deadline => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                stream
+                    .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                    .map_err(|e| e.to_string())?;
+            }
             Ok(0) if n == 0 => {
                 return Err("connected but the connection was closed without a reply".to_string());
             }
