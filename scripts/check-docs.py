@@ -4,7 +4,7 @@
 Finds every reference of the form `crate/tests/file.rs::test_name` or
 `crate/src/file.rs::test_name` (and plain `crate/src/file.rs`,
 `crate/tests/file.rs`, `crate/benches/file.rs` paths) in ARCHITECTURE.md,
-README.md and SECURITY.md. Fails (exit 1, listing them) when a named file does not exist or
+README.md, SECURITY.md and docs/guarantees.md. Fails (exit 1, listing them) when a named file does not exist or
 holds no `fn test_name`. A reference may chain module names
 (`file.rs::tests::name`); the last one is the function looked for.
 
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = ["ARCHITECTURE.md", "README.md", "SECURITY.md"]
+DOCS = ["ARCHITECTURE.md", "README.md", "SECURITY.md", "docs/guarantees.md"]
 
 REFERENCE = re.compile(
     r"(?<![\w/.-])"
