@@ -286,7 +286,7 @@ impl Conn {
             err.retry_method(),
             redis::RetryMethod::WaitAndRetry | redis::RetryMethod::RetryImmediately
         ) || names_a_passing_state(&err.to_string())
-            || names_a_refusing_state(&err.to_string())
+            || refusing_state(&err.to_string()).is_some()
         {
             // For example LOADING while a restarted Redis reads its AOF,
             // also when it comes nested in an aborted MULTI/EXEC; or writes
@@ -383,56 +383,75 @@ fn names_a_passing_state(text: &str) -> bool {
         .any(|state| text.contains(state))
 }
 
-/// Whether an error's text names a state in which Redis refuses commands
-/// until its operator acts: out of memory under `maxmemory` with
-/// `noeviction` (`OOM`), a failed write of its RDB or AOF file with
-/// `stop-writes-on-bgsave-error` (`MISCONF`), or an ACL that does not let
-/// this user run a command or touch a key or channel (`NOPERM`; redis-rs's
-/// `NoPerm`, and within a script "The user executing the script can't run
-/// this command"). Redis is then unavailable for what it says, not
+/// A state in which Redis refuses commands until its operator acts (see
+/// [`refusing_state`]); Redis is then unavailable for what it says, not
 /// answering outside the protocol.
-pub(crate) fn names_a_refusing_state(text: &str) -> bool {
-    // redis-rs quotes a code it has no kind for: `"OOM": command not…`.
-    [
-        "\"OOM\"",
-        "OOM command",
-        "\"MISCONF\"",
-        "MISCONF ",
-        "NoPerm",
-        "NOPERM",
-        "user executing the script can't run",
-    ]
-    .iter()
-    .any(|state| text.contains(state))
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Out of memory under `maxmemory` with `noeviction` (`OOM`).
+    Memory,
+    /// A failed write of its RDB or AOF file with
+    /// `stop-writes-on-bgsave-error` (`MISCONF`).
+    Persistence,
+    /// An ACL that does not let this user run a command or touch a key or
+    /// channel (`NOPERM`; within a script "The user executing the script
+    /// can't run this command").
+    Permission,
+}
+
+/// The refusing state an error's text names, if any.
+pub(crate) fn refusing_state(text: &str) -> Option<Refusal> {
+    // redis-rs quotes a code it has no kind for (`"OOM": command not…`) and
+    // names one it knows by its kind (`NoPerm: …`).
+    let has = |marks: &[&str]| marks.iter().any(|m| text.contains(m));
+    if has(&["\"OOM\"", "OOM command"]) {
+        Some(Refusal::Memory)
+    } else if has(&["\"MISCONF\"", "MISCONF "]) {
+        Some(Refusal::Persistence)
+    } else if has(&["NoPerm", "NOPERM", "user executing the script can't run"]) {
+        Some(Refusal::Permission)
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{names_a_demoted_primary, names_a_passing_state, names_a_refusing_state};
+    use super::{Refusal, names_a_demoted_primary, names_a_passing_state, refusing_state};
 
     #[test]
     fn a_write_refused_for_memory_or_a_failed_persistence_names_a_refusing_state() {
-        assert!(names_a_refusing_state(
-            "Transaction aborted: [(Index 0, error: \"OOM\": command not allowed when used \
-             memory > 'maxmemory'.)]"
-        ));
-        assert!(names_a_refusing_state(
-            "OOM command not allowed when used memory > 'maxmemory'."
-        ));
-        assert!(names_a_refusing_state(
-            "\"MISCONF\": Errors writing to the AOF file: No space left on device"
-        ));
-        assert!(names_a_refusing_state(
-            "NoPerm: this user has no permissions to run the 'evalsha' command"
-        ));
-        assert!(names_a_refusing_state(
-            "ERR The user executing the script can't run this command or subcommand script: \
-             b72a3d2c, on @user_script:48."
-        ));
-        assert!(!names_a_refusing_state(
-            "WRONGTYPE Operation against a key holding the wrong kind of value"
-        ));
-        assert!(!names_a_refusing_state("ERR unknown command 'ROOMS'"));
+        assert_eq!(
+            refusing_state(
+                "Transaction aborted: [(Index 0, error: \"OOM\": command not allowed when used \
+                 memory > 'maxmemory'.)]"
+            ),
+            Some(Refusal::Memory)
+        );
+        assert_eq!(
+            refusing_state("OOM command not allowed when used memory > 'maxmemory'."),
+            Some(Refusal::Memory)
+        );
+        assert_eq!(
+            refusing_state("\"MISCONF\": Errors writing to the AOF file: No space left on device"),
+            Some(Refusal::Persistence)
+        );
+        assert_eq!(
+            refusing_state("NoPerm: this user has no permissions to run the 'evalsha' command"),
+            Some(Refusal::Permission)
+        );
+        assert_eq!(
+            refusing_state(
+                "ERR The user executing the script can't run this command or subcommand script: \
+                 b72a3d2c, on @user_script:48."
+            ),
+            Some(Refusal::Permission)
+        );
+        assert_eq!(
+            refusing_state("WRONGTYPE Operation against a key holding the wrong kind of value"),
+            None
+        );
+        assert_eq!(refusing_state("ERR unknown command 'ROOMS'"), None);
     }
 
     #[test]

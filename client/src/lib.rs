@@ -68,7 +68,7 @@ pub use client::{
     Client, ClientOptions, Gateway, GatewayProcess, OnDrop, STATS_BATCH, SUBMITTER_FAILED,
     SUBMITTER_GONE, Watched,
 };
-pub use conn::reconnects;
+pub use conn::{Refusal, reconnects};
 pub use kind::FailureKind;
 pub use lease::Lease;
 pub use tls::RedisCa;
@@ -145,16 +145,20 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether Redis refused this one request for a state its operator must
-    /// fix (out of memory, a failed RDB or AOF write, an ACL: see
-    /// `conn::names_a_refusing_state`) or for a reason outside the protocol,
-    /// while other requests may go through: not Redis out of reach.
-    pub fn is_refusal(&self) -> bool {
+    /// The state in which Redis refuses commands until its operator acts,
+    /// when that is why it is unavailable.
+    pub fn refusal(&self) -> Option<Refusal> {
         match self {
-            Error::Unavailable { reason, .. } => conn::names_a_refusing_state(reason),
-            Error::Protocol(_) => true,
-            _ => false,
+            Error::Unavailable { reason, .. } => conn::refusing_state(reason),
+            _ => None,
         }
+    }
+
+    /// Whether Redis refused this one request (a [`Refusal`], or a reply
+    /// outside the protocol) while other requests may go through: not Redis
+    /// out of reach.
+    pub fn is_refusal(&self) -> bool {
+        self.refusal().is_some() || matches!(self, Error::Protocol(_))
     }
 }
 

@@ -320,30 +320,26 @@ pub fn prepare_all(circles: &[CircleConfig], plan: Plan<'_>) -> anyhow::Result<V
 
 /// Closes every database once its engine is gone; logs what cannot be
 /// closed. Returns what may have lost writes: each database that could not
-/// be synced. A checkpoint that cannot be written at close loses nothing
-/// (the next open reads the data files instead): a warning.
+/// be synced (`OurDb::close` fails only then).
 pub fn close_all(dbs: Vec<Closing>) -> Vec<String> {
     let mut unsynced = Vec::new();
     for (config, db, engine) in dbs {
         drop(engine);
-        if let Err(e) = db.sync() {
+        let synced = match Arc::try_unwrap(db) {
+            Ok(db) => db.close(),
+            Err(db) => {
+                // Still referenced by a task that did not drain: at least durable.
+                log::warn!(
+                    "{}: database still in use at exit; syncing it",
+                    who(&config)
+                );
+                db.sync()
+            }
+        };
+        if let Err(e) = synced {
             let failure = format!("{}: syncing its database failed: {e}", who(&config));
             log::error!("{failure}");
             unsynced.push(failure);
-            continue;
-        }
-        match Arc::try_unwrap(db) {
-            Ok(db) => {
-                if let Err(e) = db.close() {
-                    log::warn!(
-                        "{}: its database is synced, but closing it failed: {e}; the next \
-                         start reads its data files instead of a checkpoint",
-                        who(&config)
-                    );
-                }
-            }
-            // Still referenced by a task that did not drain: synced above.
-            Err(_) => log::warn!("{}: database still in use at exit; synced it", who(&config)),
         }
     }
     unsynced

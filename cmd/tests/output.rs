@@ -127,6 +127,21 @@ impl Tmux {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs `command` in a detached 200 × 30 session named `live`.
+    fn start_live(&self, command: &str) {
+        self.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "live",
+            "-x",
+            "200",
+            "-y",
+            "30",
+            command,
+        ]);
+    }
+
     fn screen(&self) -> String {
         self.run(&["capture-pane", "-p", "-t", "live"])
     }
@@ -178,17 +193,7 @@ async fn live_mode_in_a_real_terminal_redraws_the_table_in_place_without_garbage
         exit = exit_file.display(),
     );
     let tmux = Tmux::new();
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "live",
-        "-x",
-        "200",
-        "-y",
-        "30",
-        &command,
-    ]);
+    tmux.start_live(&command);
     tmux.run(&["set-option", "-t", "live", "remain-on-exit", "on"]);
     let both_running = |s: &str| {
         s.lines()
@@ -434,17 +439,7 @@ async fn a_live_table_whose_terminal_is_gone_serves_on_and_says_so_once() {
         data = data.display(),
     );
     let tmux = Tmux::new();
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "live",
-        "-x",
-        "200",
-        "-y",
-        "30",
-        &command,
-    ]);
+    tmux.start_live(&command);
     tmux.wait_screen("the circle running", |s| {
         s.lines()
             .any(|l| l.contains("Alpha") && l.contains("Running"))

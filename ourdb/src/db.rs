@@ -300,11 +300,20 @@ impl OurDb {
     }
 
     /// Stops the background worker, syncs, writes a checkpoint (so the next
-    /// open scans nothing) and releases the lock.
+    /// open scans nothing) and releases the lock. An error only when the
+    /// sync failed (writes may be lost); a checkpoint that cannot be written
+    /// loses nothing (the next open reads the data files) and is a warning.
     pub fn close(mut self) -> Result<()> {
         background::stop(&self.store, self.worker.take());
         self.sync()?;
-        self.store.write_checkpoint().map(drop)
+        if let Err(e) = self.store.write_checkpoint() {
+            log::warn!(
+                "database {} is synced, but its checkpoint was not written ({e}); the next \
+                 open reads its data files instead",
+                self.store.dir.display()
+            );
+        }
+        Ok(())
     }
 
     /// Writes a checkpoint of the index now, on this thread (the background

@@ -136,21 +136,16 @@ pub(crate) fn outage_reason(err: &client::Error) -> String {
         {
             "redis is loading its data".to_string()
         }
-        // Writes refused until its operator frees memory or disk.
-        client::Error::Unavailable { reason, .. } if reason.contains("OOM") => {
-            "redis is out of memory (maxmemory)".to_string()
+        // Commands refused until its operator acts.
+        client::Error::Unavailable { .. } => match err.refusal() {
+            Some(client::Refusal::Memory) => "redis is out of memory (maxmemory)",
+            Some(client::Refusal::Persistence) => "redis cannot write its RDB or AOF file",
+            Some(client::Refusal::Permission) => {
+                "redis refuses this user a command (ACL; see the log)"
+            }
+            None => "redis is unreachable",
         }
-        client::Error::Unavailable { reason, .. } if reason.contains("MISCONF") => {
-            "redis cannot write its RDB or AOF file".to_string()
-        }
-        client::Error::Unavailable { reason, .. }
-            if reason.contains("NoPerm")
-                || reason.contains("NOPERM")
-                || reason.contains("user executing the script can't run") =>
-        {
-            "redis refuses this user a command (ACL; see the log)".to_string()
-        }
-        client::Error::Unavailable { .. } => "redis is unreachable".to_string(),
+        .to_string(),
         client::Error::Protocol(_) => "redis answered outside the protocol".to_string(),
         _ => "redis request failed".to_string(),
     }

@@ -239,10 +239,11 @@ impl Taker<'_> {
     }
 
     pub(crate) async fn down(&self, outage: &mut Outage, err: &client::Error, step: Step) {
-        outage.refused = err.is_refusal().then_some(step);
+        let refused = err.is_refusal();
+        outage.refused = refused.then_some(step);
         if outage.since.is_none() {
             outage.since = Some(Instant::now());
-            let what = if err.is_refusal() {
+            let what = if refused {
                 "is refused by redis"
             } else {
                 "cannot reach redis"
