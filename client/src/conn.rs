@@ -383,9 +383,9 @@ fn names_a_passing_state(text: &str) -> bool {
         .any(|state| text.contains(state))
 }
 
-/// A state in which Redis refuses commands until its operator acts (see
-/// [`refusing_state`]); Redis is then unavailable for what it says, not
-/// answering outside the protocol.
+/// A state in which Redis refuses commands until its operator acts
+/// ([`Error::refusal`](crate::Error::refusal) names it); Redis is then
+/// unavailable for what it says, not answering outside the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     /// Out of memory under `maxmemory` with `noeviction` (`OOM`).
