@@ -18,7 +18,7 @@ use crate::dispatch::handle_text;
 use crate::end::{self, End, within};
 use crate::fragments::{Assembled, Assembler};
 use crate::frame_guard::OVERSIZE_PONG;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Release};
 use crate::reader::{Frame, Io, Reader, client_side_ended, not_utf8};
 use crate::rpc;
 use crate::status::ConnectionGuard;
@@ -32,10 +32,12 @@ enum Step {
 }
 
 /// Serves one upgraded socket of a circle until it ends, holding `_slot`
-/// (one of the circle's connections) meanwhile.
+/// (one of the circle's connections) meanwhile; `release` lets the response
+/// body end, and actix close the socket, once it has.
 pub(crate) async fn serve(
     shared: Arc<Shared>,
     outbox: Outbox,
+    release: Release,
     stream: MessageStream,
     _slot: ConnectionGuard,
 ) {
@@ -43,6 +45,9 @@ pub(crate) async fn serve(
     log::debug!(circle:% = connection.circle; "circle {}: client connected", connection.circle);
     let end = connection.read_until_end().await;
     connection.finish(end).await;
+    // After the stream (dropped by `finish`): actix closes the socket when the
+    // body ends if nobody reads the request's bytes any more.
+    drop(release);
 }
 
 /// One connection's state, for the steps of [`serve`].
@@ -245,10 +250,19 @@ impl Connection {
     /// Closes the connection with the frame that says why it `end`ed (unless
     /// one went out already), then lets go of what still runs for it.
     async fn finish(mut self, end: End) {
+        // A client may be sending when the server closes; it stops once it
+        // reads the close frame, and answers it. Until then what it sends is
+        // read and dropped: a socket closed with unread bytes is reset by the
+        // kernel, and a reset throws away what the client has not yet
+        // received (replies to tasks that ran, the close frame itself).
+        let lingers = matches!(end, End::Shutdown);
         if let Some(close) = self.close_reason(end).await
             && !self.reader.close_sent
         {
             end::close(self.session, close).await;
+            if lingers {
+                self.reader.drop_until_close(end::LINGER).await;
+            }
         }
         // Aborting a request whose client can no longer be answered cancels its
         // task (unless the server is shutting down); a notification's waiter

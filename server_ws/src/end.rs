@@ -8,6 +8,10 @@ use actix_ws::{CloseCode, CloseReason, Session};
 /// How long the close frame may wait for room in the outgoing queue.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long, after the server's close frame, what the client still sends is
+/// read (and dropped) waiting for its close frame.
+pub(crate) const LINGER: Duration = Duration::from_secs(1);
+
 /// Why the read loop ended.
 pub(crate) enum End {
     /// The server is shutting down: drain, then close with 1001.

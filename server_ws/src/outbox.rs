@@ -10,6 +10,11 @@
 //! then the chunk is in the kernel's socket buffer (all but its last 32 KiB
 //! at most). A client that does not read fills the room, and then its
 //! connection is not read either (see [`Outbox::is_full`]).
+//!
+//! The body also outlasts the close frame until the connection lets it end
+//! ([`Release`]): actix closes the TCP connection when the body ends, and the
+//! connection first reads what the client still sends (see
+//! `Connection::finish`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,7 +24,7 @@ use std::task::{Context, Poll};
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::web::Bytes;
 use actix_ws::{Closed, Session};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, oneshot};
 
 use crate::config::MAX_UNSENT_BYTES;
 use crate::status::ServerStatus;
@@ -51,13 +56,14 @@ struct Ledger {
 }
 
 impl Outbox {
-    /// An outbox for `session`, and the response body to send in its place:
-    /// `body` (actix-ws's), counting what the socket takes.
+    /// An outbox for `session`; the response body to send in its place:
+    /// `body` (actix-ws's), counting what the socket takes; and what lets
+    /// that body end once `body` has.
     pub(crate) fn new(
         session: Session,
         body: BoxBody,
         status: Arc<ServerStatus>,
-    ) -> (Outbox, Drain) {
+    ) -> (Outbox, Drain, Release) {
         let ledger = Arc::new(Ledger {
             room: Semaphore::new(MAX_UNSENT_BYTES),
             unsent: AtomicUsize::new(0),
@@ -66,12 +72,19 @@ impl Outbox {
             freed: Notify::new(),
             status,
         });
+        let (release, released) = oneshot::channel();
         let drain = Drain {
             body,
             ledger: Arc::clone(&ledger),
             yielded: 0,
+            body_ended: false,
+            released: Some(released),
         };
-        (Outbox { session, ledger }, drain)
+        (
+            Outbox { session, ledger },
+            drain,
+            Release { _sender: release },
+        )
     }
 
     /// The session, for control frames (pings, pongs, the close): they are
@@ -197,15 +210,27 @@ fn frame_len(payload: usize) -> usize {
     header + payload
 }
 
+/// Dropped, lets the response body end after actix-ws's has (after the close
+/// frame): actix then closes the TCP connection. Drop it after the
+/// connection's `MessageStream`: actix closes only once nobody reads the
+/// request's bytes, and it looks when the body ends.
+pub(crate) struct Release {
+    _sender: oneshot::Sender<()>,
+}
+
 /// The WebSocket response body: actix-ws's, giving the room of each chunk
-/// back once actix asks for the next one (see the module's comment).
-/// Control frames take no room, so the room they free is at most their few
-/// bytes early.
+/// back once actix asks for the next one (see the module's comment), and
+/// ending once both it has and its [`Release`] is dropped. Control frames
+/// take no room, so the room they free is at most their few bytes early.
 pub(crate) struct Drain {
     body: BoxBody,
     ledger: Arc<Ledger>,
     /// The bytes of the chunk last handed to actix.
     yielded: usize,
+    /// actix-ws's body has ended.
+    body_ended: bool,
+    /// Resolves when the [`Release`] is dropped; `None` once it has.
+    released: Option<oneshot::Receiver<()>>,
 }
 
 impl MessageBody for Drain {
@@ -227,11 +252,25 @@ impl MessageBody for Drain {
             let back = this.ledger.give_back(yielded);
             this.ledger.taken.fetch_add(back as u64, Ordering::AcqRel);
         }
-        let next = Pin::new(&mut this.body).poll_next(cx);
-        if let Poll::Ready(Some(Ok(chunk))) = &next {
-            this.yielded = chunk.len();
+        if !this.body_ended {
+            let next = Pin::new(&mut this.body).poll_next(cx);
+            match &next {
+                Poll::Ready(None) => this.body_ended = true,
+                Poll::Ready(Some(Ok(chunk))) => {
+                    this.yielded = chunk.len();
+                    return next;
+                }
+                _ => return next,
+            }
         }
-        next
+        // actix-ws's body has ended (the close frame is out): this one ends
+        // once the connection lets it.
+        if let Some(released) = &mut this.released {
+            // Sent or dropped, it is the same: the connection is done.
+            std::task::ready!(Pin::new(released).poll(cx)).ok();
+            this.released = None;
+        }
+        Poll::Ready(None)
     }
 }
 

@@ -125,6 +125,23 @@ impl Reader {
         }
     }
 
+    /// After the server's close frame: reads and drops what the client
+    /// still sends until its close frame, the end of its bytes, a protocol
+    /// error or `limit`.
+    pub(crate) async fn drop_until_close(&mut self, limit: Duration) {
+        let reading = async {
+            while let Some(frame) = self.stream.recv().await {
+                match frame {
+                    Ok(Message::Close(_)) => return,
+                    Ok(_) => {}
+                    Err(e) if consumed(&e) => {}
+                    Err(_) => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(limit, reading).await;
+    }
+
     async fn close_now(&mut self, session: &Session, answer: CloseReason) {
         end::close(session.clone(), answer).await;
         self.close_sent = true;

@@ -100,14 +100,14 @@ pub(crate) async fn upgrade(
     // The body actix-ws made, wrapped to see what the socket takes: the
     // connection's replies queued for it stay within MAX_UNSENT_BYTES.
     let (response, body) = response.into_parts();
-    let (outbox, drain) = Outbox::new(session, body, Arc::clone(&shared.status));
+    let (outbox, drain, release) = Outbox::new(session, body, Arc::clone(&shared.status));
     let response = response.set_body(BoxBody::new(drain));
     // Oversize data frames never reach the codec (the frame guard answers
     // them); its own limit only has to let control frames (at most 125
     // bytes) and the guard's stand-ins through, whatever the message limit.
     let stream = stream.max_frame_size(shared.config.max_message_bytes.max(125));
     let host_slot = shared.host_open.try_connect(usize::MAX);
-    let serving = connection::serve(Arc::clone(&shared), outbox, stream, slot);
+    let serving = connection::serve(Arc::clone(&shared), outbox, release, stream, slot);
     actix_web::rt::spawn(async move {
         let _host_slot = host_slot;
         serving.await;

@@ -480,6 +480,119 @@ async fn shutdown_answers_requests_in_flight_before_closing() {
     fx.shut_down().await.expect("run returns Ok");
 }
 
+/// The server's frames in `bytes` that are whole: (opcode, payload) each, and
+/// how many bytes they took.
+fn server_frames(bytes: &[u8]) -> (Vec<(u8, Vec<u8>)>, usize) {
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while bytes.len() >= at + 2 {
+        let (len, header) = match bytes[at + 1] & 0x7F {
+            126 if bytes.len() >= at + 4 => (
+                u64::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]])),
+                4,
+            ),
+            127 if bytes.len() >= at + 10 => (
+                u64::from_be_bytes(bytes[at + 2..at + 10].try_into().expect("8 bytes")),
+                10,
+            ),
+            126 | 127 => break,
+            n => (u64::from(n), 2),
+        };
+        let end = at + header + usize::try_from(len).expect("a frame length fits");
+        if bytes.len() < end {
+            break;
+        }
+        frames.push((bytes[at] & 0x0F, bytes[at + header..end].to_vec()));
+        at = end;
+    }
+    (frames, at)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_while_a_client_pipelines_ends_with_the_close_handshake_not_a_reset() {
+    // Requests a client sends while the server shuts down are never read.
+    // Closing a TCP socket with unread bytes makes the kernel reset the
+    // connection, and a reset throws away whatever the client had not yet
+    // received: replies to tasks that ran, and the close frame. The server
+    // reads (and drops) what comes after its close frame until the client's
+    // own close frame, so the connection ends with a FIN after both.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fx = Fixture::start(|_| {}).await;
+    let mut ws = fx.connect().await;
+    let (mut rd, mut wr) = tokio::io::split(ws.get_mut());
+    // A request in flight keeps the shutdown draining while more arrive.
+    wr.write_all(&raw_frame(0x81, play(0, "sleep:300").as_bytes()))
+        .await
+        .expect("write the first request");
+    let status = fx.status.clone();
+    eventually("the request to be in flight", || status.in_flight() == 1).await;
+    fx.token.cancel();
+    let mut received = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut tick = tokio::time::interval(Duration::from_millis(2));
+    let mut next_id = 1u64;
+    // More than actix buffers of a connection it is not reading (32 KiB),
+    // so the rest waits unread in the kernel.
+    let filler = format!("echo:{}", "x".repeat(4000));
+    let deadline = tokio::time::Instant::now() + PROMPTLY;
+    let (frames, close) = loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let request = raw_frame(0x81, play(next_id, &filler).as_bytes());
+                wr.write_all(&request)
+                    .await
+                    .unwrap_or_else(|e| panic!("request {next_id}, sent before the close frame came: {e}"));
+                next_id += 1;
+            }
+            read = rd.read(&mut buf) => {
+                let n = read.expect("the replies and the close frame arrive, not a reset");
+                assert!(n > 0, "the connection ended before a close frame");
+                received.extend_from_slice(&buf[..n]);
+                let (frames, _) = server_frames(&received);
+                if let Some(at) = frames.iter().position(|(op, _)| *op == 0x8) {
+                    let close = frames[at].1.clone();
+                    break (frames, close);
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => panic!("no close frame within {PROMPTLY:?}"),
+        }
+    };
+    assert_eq!(close[..2], 1001u16.to_be_bytes(), "the close code");
+    let replies: Vec<Value> = frames
+        .iter()
+        .filter(|(op, _)| *op == 0x1)
+        .map(|(_, p)| serde_json::from_slice(p).expect("a JSON reply"))
+        .collect();
+    assert!(
+        replies
+            .iter()
+            .any(|r| r["id"] == 0 && r["result"]["output"] == "slept"),
+        "the request in flight is answered before the close: {replies:?}"
+    );
+    assert!(
+        next_id > 40,
+        "more requests came during the shutdown than actix buffers ({next_id})"
+    );
+    // The client answers the close frame (masked, code 1000), and the server
+    // then ends the connection cleanly.
+    wr.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE8])
+        .await
+        .expect("the client's close frame goes out");
+    let ended = tokio::time::timeout(PROMPTLY, async {
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) => return Ok(()),
+                Ok(_) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await
+    .expect("the server ends the connection after the close handshake");
+    ended.expect("the connection ends with a FIN, not a reset");
+    fx.token.cancel();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_for_another_path_is_not_found() {
     let fx = Fixture::start(|_| {}).await;
