@@ -865,3 +865,32 @@ fn a_sighup_during_start_up_is_a_reload_once_started_not_a_stop() {
     );
     assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
 }
+
+/// A SIGTERM during start-up (here while the first PING to Redis waits on a
+/// frozen link) stops the start as asked: a clean stop (exit 0) that says
+/// so, with nothing started, not a failure.
+#[test]
+fn a_sigterm_during_start_up_stops_cleanly_with_nothing_started() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let proxy = testkit::Proxy::start(redis.port());
+    proxy.freeze();
+    let circle_port = port();
+    let config = sandbox.circles(&[(1, "Alpha", circle_port)]);
+    let mut o = Orchestrator::start(&sandbox, &config, &proxy.redis_url(), &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    o.signal("TERM");
+    let status = o.wait_exit(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0), "{}", o.stderr());
+    assert!(
+        o.stderr()
+            .contains("SIGTERM during start-up: stopped; nothing was started"),
+        "{}",
+        o.stderr()
+    );
+    assert!(!o.stderr().contains("error"), "{}", o.stderr());
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", circle_port)).is_err(),
+        "the circle's port was never served"
+    );
+}

@@ -71,10 +71,66 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         settings.role.name(),
         settings.data_dir.display()
     );
-    let mut orchestrator = Orchestrator::start(settings)?;
+    let mut orchestrator = match Orchestrator::start(settings) {
+        Ok(orchestrator) => orchestrator,
+        // Asked to stop before anything started: done, as asked.
+        Err(e) if e.is::<StoppedStarting>() => {
+            log::info!("{e}");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
     let signal = orchestrator.serve_until_signal();
     orchestrator.shutdown(signal)
 }
+
+/// Finds Redis or starts a managed one ([`redis_setup::ensure`], on a
+/// blocking thread); a stop signal meanwhile makes it give up
+/// ([`StoppedStarting`]), and a managed server it started is stopped again.
+async fn find_redis(
+    settings: &Settings,
+    signals: &mut Signals,
+) -> anyhow::Result<Option<ManagedRedis>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut finding = tokio::task::spawn_blocking({
+        let (url, dir, allow) = (
+            settings.redis.clone(),
+            settings.data_dir.clone(),
+            settings.managed_redis,
+        );
+        let stop = Arc::clone(&stop);
+        move || redis_setup::ensure(&url, &dir, allow, &stop)
+    });
+    let found = tokio::select! {
+        found = &mut finding => found,
+        s = signals.next_stop_starting() => {
+            stop.store(true, Ordering::Release);
+            // The search ends within one PING's wait; a server it started
+            // meanwhile is stopped as it is dropped.
+            drop(finding.await);
+            return Err(StoppedStarting(s).into());
+        }
+    };
+    found.context("looking for redis panicked")?
+}
+
+/// A SIGINT or SIGTERM (named) while Redis was looked for or the task client
+/// connected: the start stops with nothing started, and the run ends as a
+/// clean stop (exit 0).
+#[derive(Debug)]
+struct StoppedStarting(&'static str);
+
+impl std::fmt::Display for StoppedStarting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} during start-up: stopped; nothing was started",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for StoppedStarting {}
 
 /// A started orchestrator: every circle serving until [`Orchestrator::shutdown`].
 pub struct Orchestrator {
@@ -90,8 +146,9 @@ pub struct Orchestrator {
 
 impl Orchestrator {
     /// Finds or starts Redis, prepares every circle and starts them all. A
-    /// signal while the task client connects stops the start with nothing
-    /// started; on any error whatever was started is stopped again.
+    /// stop signal while Redis is looked for or the task client connects
+    /// stops the start with nothing started ([`StoppedStarting`]); on any
+    /// error whatever was started is stopped again.
     pub fn start(settings: Settings) -> anyhow::Result<Orchestrator> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -103,8 +160,7 @@ impl Orchestrator {
         let mut signals = runtime.block_on(async { Signals::new() })?;
         // Bound before Redis is looked for: a busy admin port starts nothing.
         let admin = admin::bind(&settings.admin)?;
-        let managed =
-            redis_setup::ensure(&settings.redis, &settings.data_dir, settings.managed_redis)?;
+        let managed = runtime.block_on(find_redis(&settings, &mut signals))?;
         let header = Header {
             redis_url: settings.redis.to_string(),
             redis_managed: managed.is_some(),
@@ -308,13 +364,13 @@ impl Running {
                         .to_string()
                 },
             ) => c?,
-            s = signals.next_stop_starting() => bail!("{s} during start-up; nothing was started"),
+            s = signals.next_stop_starting() => return Err(StoppedStarting(s).into()),
         };
         let clients =
             crate::clients::Clients::new(client.clone(), redis.clone(), client_options(settings));
         tokio::select! {
             c = clients.connect_for(&settings.circles) => c?,
-            s = signals.next_stop_starting() => bail!("{s} during start-up; nothing was started"),
+            s = signals.next_stop_starting() => return Err(StoppedStarting(s).into()),
         };
         let preparing = Instant::now();
         let prepared = {

@@ -18,6 +18,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -111,8 +112,13 @@ fn die_with_parent(_command: &mut Command) {}
 
 impl ManagedRedis {
     /// Starts a server bound to `addr` (its IP and port), with its data in
-    /// `<data_dir>/redis`, and waits until it answers.
-    pub fn start(addr: SocketAddr, data_dir: &Path) -> anyhow::Result<ManagedRedis> {
+    /// `<data_dir>/redis`, and waits until it answers; once `stop` is set it
+    /// stops the server and gives up ([`Stopped`](super::Stopped)).
+    pub fn start(
+        addr: SocketAddr,
+        data_dir: &Path,
+        stop: &AtomicBool,
+    ) -> anyhow::Result<ManagedRedis> {
         let dir = data_dir.join("redis");
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -128,7 +134,7 @@ impl ManagedRedis {
             bind,
             spawner,
         };
-        managed.wait_ready()?;
+        managed.wait_ready(stop)?;
         Ok(managed)
     }
 
@@ -142,7 +148,7 @@ impl ManagedRedis {
     pub fn respawn(&mut self) -> anyhow::Result<()> {
         self.log_from = log_length(&self.dir);
         self.child = spawn_server(&self.spawner, self.addr, &self.bind, &self.dir)?;
-        self.wait_ready()
+        self.wait_ready(&AtomicBool::new(false))
     }
 
     /// The tail of what the server logged since its latest start, for
@@ -156,13 +162,15 @@ impl ManagedRedis {
     /// start would otherwise fail on its first command), within
     /// [`START_DEADLINE`] for a first answer and [`LOAD_DEADLINE`](super::probe::LOAD_DEADLINE) for the
     /// loading.
-    fn wait_ready(&mut self) -> anyhow::Result<()> {
+    fn wait_ready(&mut self, stop: &AtomicBool) -> anyhow::Result<()> {
         let log_path = log_path(&self.dir);
         let deadline = Instant::now() + START_DEADLINE;
         loop {
+            // Dropped, `self` stops the server.
+            super::check(stop)?;
             match ping(&self.addr) {
                 Ok(Answer::There) => return Ok(()),
-                Ok(Answer::Loading) => return wait_loaded(&self.addr),
+                Ok(Answer::Loading) => return wait_loaded(&self.addr, stop),
                 Err(_) => {}
             }
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -303,7 +311,7 @@ mod tests {
             .expect("free port")
             .port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let e = ManagedRedis::start(addr, data.path())
+        let e = ManagedRedis::start(addr, data.path(), &AtomicBool::new(false))
             .expect_err("no start with its append-only dir in the way")
             .to_string();
         assert!(e.contains("redis-server exited with"), "{e}");

@@ -10,12 +10,35 @@ pub mod probe;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
 use client::RedisUrl;
 
 pub use managed::ManagedRedis;
 use probe::{Answer, answers_plain_resp, ping, wait_loaded};
+
+/// The search for Redis gave up because `stop` was set (a stop signal came
+/// during start-up): see [`ensure`].
+#[derive(Debug)]
+pub struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stopped while looking for redis")
+    }
+}
+
+impl std::error::Error for Stopped {}
+
+/// [`Stopped`] once `stop` is set.
+fn check(stop: &AtomicBool) -> Result<(), Stopped> {
+    if stop.load(Ordering::Acquire) {
+        Err(Stopped)
+    } else {
+        Ok(())
+    }
+}
 
 fn redis_server_on_path() -> bool {
     std::env::var_os("PATH")
@@ -45,11 +68,14 @@ pub async fn plain_at_tls_url(url: &RedisUrl) -> Option<String> {
     .flatten()
 }
 
-/// Finds a Redis at `url` or starts a managed one; the error lists what was tried.
+/// Finds a Redis at `url` or starts a managed one; the error lists what was
+/// tried. Once `stop` is set it gives up with [`Stopped`] between two PINGs
+/// (each waits 2.5 s at most), also while a Redis loads its data.
 pub fn ensure(
     url: &RedisUrl,
     data_dir: &Path,
     allow_managed: bool,
+    stop: &AtomicBool,
 ) -> anyhow::Result<Option<ManagedRedis>> {
     let Some((host, port)) = url.host_port() else {
         // A unix socket or a redis+sentinel:// URL: nothing to probe or
@@ -68,16 +94,18 @@ pub fn ensure(
         .collect();
     let mut last = String::from("no address");
     for addr in &addrs {
+        check(stop)?;
         match ping(addr) {
             Ok(answer) => {
                 if answer == Answer::Loading {
-                    wait_loaded(addr)?;
+                    wait_loaded(addr, stop)?;
                 }
                 return Ok(None);
             }
             Err(e) => last = e,
         }
     }
+    check(stop)?;
     let tried = format!("tried {url} ({last})");
     if !allow_managed {
         bail!(
@@ -111,7 +139,7 @@ pub fn ensure(
             .copied()
             .context("the Redis host resolved to no address")?
     };
-    let managed = ManagedRedis::start(addr, data_dir).with_context(|| {
+    let managed = ManagedRedis::start(addr, data_dir, stop).with_context(|| {
         format!(
             "redis is unreachable: {tried}; then starting a managed redis-server on port \
                  {port} failed. Fix: redis-server says why below (often another program holds \

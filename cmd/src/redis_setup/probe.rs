@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -77,16 +78,17 @@ pub fn answers_plain_resp(addr: &SocketAddr) -> bool {
 }
 
 /// How long a Redis may go on loading its data before the start gives up
-/// (a big append-only file takes a while; a start cannot be interrupted
-/// during this wait, so it is bounded).
+/// (a big append-only file takes a while).
 pub const LOAD_DEADLINE: Duration = Duration::from_secs(300);
 
 /// Waits while the Redis at `addr` answers LOADING; an error if it still
-/// does after [`LOAD_DEADLINE`] or stops answering.
-pub fn wait_loaded(addr: &SocketAddr) -> anyhow::Result<()> {
+/// does after [`LOAD_DEADLINE`] or stops answering, [`Stopped`](super::Stopped)
+/// once `stop` is set.
+pub fn wait_loaded(addr: &SocketAddr, stop: &AtomicBool) -> anyhow::Result<()> {
     let deadline = Instant::now() + LOAD_DEADLINE;
     let mut said = false;
     loop {
+        super::check(stop)?;
         match ping(addr) {
             Ok(Answer::There) => return Ok(()),
             Ok(Answer::Loading) if Instant::now() < deadline => {
