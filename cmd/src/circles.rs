@@ -330,6 +330,7 @@ pub fn close_all(dbs: Vec<Closing>) -> Vec<String> {
             Err(db) => {
                 // Still referenced by a task that did not drain: at least durable.
                 log::warn!(
+                    circle = config.name.as_str();
                     "{}: database still in use at exit; syncing it",
                     who(&config)
                 );
@@ -338,7 +339,7 @@ pub fn close_all(dbs: Vec<Closing>) -> Vec<String> {
         };
         if let Err(e) = synced {
             let failure = format!("{}: syncing its database failed: {e}", who(&config));
-            log::error!("{failure}");
+            log::error!(circle = config.name.as_str(); "{failure}");
             unsynced.push(failure);
         }
     }

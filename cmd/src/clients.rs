@@ -72,6 +72,7 @@ impl Clients {
             })
             .await?;
             log::info!(
+                circle = circle.name.as_str();
                 "circle \"{}\" has its own redis at {url}: connected",
                 circle.name
             );
@@ -92,6 +93,7 @@ impl Clients {
             Some(client) => client.clone(),
             None => {
                 log::error!(
+                    circle = circle.name.as_str();
                     "circle \"{}\": its redis at {url} has no client; using --redis-url",
                     circle.name
                 );

@@ -86,6 +86,19 @@ async fn json_logs_are_one_object_per_line_and_a_tasks_lines_carry_its_id() {
         about.iter().any(|l| l["queue"] == "alpha_circle"),
         "the worker's lines name the queue: {about:?}"
     );
+    // A line about the circle carries it as a field, for filtering.
+    for line in &lines {
+        if line["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Alpha Circle")
+        {
+            assert!(
+                line["circle"] == "Alpha Circle" || line["queue"] == "alpha_circle",
+                "a line naming the circle without its field: {line}"
+            );
+        }
+    }
 }
 
 #[test]

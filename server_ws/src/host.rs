@@ -243,7 +243,7 @@ pub async fn run_many_pausable(
                 // shuts a listener before then makes it log an accept error.
                 tokio::time::sleep(PAUSE_SETTLE).await;
                 paused = true;
-                log::info!("{what}: paused; its open connections carry on");
+                what.log(log::Level::Info, "paused; its open connections carry on");
                 pause.acknowledge();
             }
             () = tokio::time::sleep(IDLE_CHECK), if paused => {
@@ -252,18 +252,18 @@ pub async fn run_many_pausable(
                     handle.stop(true).await;
                     let ended = serving.await;
                     guard.0 = None;
-                    log::info!("{what}: paused and idle; stopped");
+                    what.log(log::Level::Info, "paused and idle; stopped");
                     token.cancelled().await;
                     return joined(ended).map_err(host_error);
                 }
             }
         }
     }
-    log::debug!("{what}: stopping");
+    what.log(log::Level::Debug, "stopping");
     handle.stop(true).await;
     let ended = serving.await;
     guard.0 = None;
-    log::info!("{what}: stopped");
+    what.log(log::Level::Info, "stopped");
     joined(ended).map_err(host_error)
 }
 
@@ -324,7 +324,7 @@ fn build(
     }
     let server = server.run();
     for (name, scheme, addr) in serving_on {
-        log::info!("circle {name}: websocket server listening on {scheme}://{addr}/ws");
+        log::info!(circle:% = name; "circle {name}: websocket server listening on {scheme}://{addr}/ws");
     }
     Ok(server)
 }
@@ -343,6 +343,15 @@ fn describe(circles: &[CircleServer]) -> Described {
 }
 
 impl Described {
+    /// Logs `message` about the host at `level`, with its circle as a field
+    /// when it serves one.
+    fn log(&self, level: log::Level, message: &str) {
+        match self {
+            Described::One(circle) => log::log!(level, circle:% = circle; "{self}: {message}"),
+            Described::Many(_) => log::log!(level, "{self}: {message}"),
+        }
+    }
+
     fn error(&self, source: std::io::Error) -> Error {
         match self {
             Described::One(circle) => Error::Io {
