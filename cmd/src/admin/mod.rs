@@ -78,16 +78,21 @@ pub fn bind(settings: &AdminSettings) -> anyhow::Result<Option<Bound>> {
     let Some(addr) = settings.addr else {
         return Ok(None);
     };
+    let fix = "Pass another --admin address (port 0 picks a free one), or --admin off";
     let listener = TcpListener::bind(addr).map_err(|e| {
-        let why = if e.kind() == std::io::ErrorKind::AddrInUse {
-            "the address is in use (another orchestrator, or another program)".to_string()
+        // A port in use is a runtime failure, as for a circle's port (exit
+        // 1); an address this host cannot listen on is a usage error (exit 2).
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::anyhow!(
+                "cannot listen for the admin endpoint on {addr}: the address is in use \
+                 (another orchestrator, or another program). {fix}"
+            )
         } else {
-            e.to_string()
-        };
-        UsageError(format!(
-            "cannot listen for the admin endpoint on {addr}: {why}. Pass another --admin \
-             address (port 0 picks a free one), or --admin off"
-        ))
+            UsageError(format!(
+                "cannot listen for the admin endpoint on {addr}: {e}. {fix}"
+            ))
+            .into()
+        }
     })?;
     let addr = listener.local_addr()?;
     Ok(Some(Bound { listener, addr }))
