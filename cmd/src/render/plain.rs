@@ -64,8 +64,8 @@ fn reload_line(r: &LastReload) -> String {
 fn describe(row: &Row) -> String {
     format!(
         "worker {}, server {}, restarts {}",
-        state_text(row.worker, &row.worker_detail),
-        state_text(row.server, &row.server_detail),
+        state_text(row.worker, &row.worker_detail, None),
+        state_text(row.server, &row.server_detail, None),
         row.restarts
     )
 }

@@ -24,17 +24,20 @@ pub const COLUMNS: [&str; 14] = [
     "Restarts",
 ];
 
-/// Longest failure reason shown in a cell; the full text is in the log.
+/// Longest failure reason shown in a cell of the live table; the full text
+/// is in the log.
 const DETAIL_CHARS: usize = 48;
 
-/// Builds the table with every column; `utf8` picks box characters. Cells
-/// never wrap, so one row is one line.
+/// Builds the table with every column and every reason whole (for a pipe or
+/// a file, which have no width); `utf8` picks box characters. Cells never
+/// wrap, so one row is one line.
 pub fn build(rows: &[Row], utf8: bool) -> Table {
-    build_columns(rows, COLUMNS.len(), utf8, &Cut::NONE)
+    build_columns(rows, COLUMNS.len(), utf8, &Cut::WHOLE)
 }
 
-/// The widest table that fits `width`: extras are dropped from the right
-/// until it fits; the five fixed columns always stay. When even they do
+/// The widest table that fits `width`, each reason at most
+/// [`DETAIL_CHARS`]: extras are dropped from the right until it fits; the
+/// five fixed columns always stay. When even they do
 /// not fit, the Worker Status cells are shortened (down to
 /// [`SHORTEST_CELL`] columns, an ellipsis marking the cut; the whole reason
 /// is in the log), then the names, so the queue and URL stay in sight; the
@@ -45,16 +48,19 @@ pub fn build_fitting(rows: &[Row], width: u16, utf8: bool) -> Table {
         table.lines().map(|l| l.width()).max().unwrap_or(0) <= usize::from(width)
     };
     for columns in (FIXED_COLUMNS + 1..=COLUMNS.len()).rev() {
-        let table = build_columns(rows, columns, utf8, &Cut::NONE);
+        let table = build_columns(rows, columns, utf8, &Cut::LIVE);
         if fits(&table) {
             return table;
         }
     }
-    let mut cut = Cut::NONE;
+    let mut cut = Cut::LIVE;
     let mut table = build_columns(rows, FIXED_COLUMNS, utf8, &cut);
     let widest = |cell: fn(&Row) -> String| rows.iter().map(|r| cell(r).width()).max();
     for (column, widest) in [
-        (STATUS, widest(|r| state_text(r.worker, &r.worker_detail))),
+        (
+            STATUS,
+            widest(|r| state_text(r.worker, &r.worker_detail, Some(DETAIL_CHARS))),
+        ),
         (NAME, widest(|r| r.name.clone())),
     ] {
         let mut max = widest.unwrap_or(0);
@@ -74,14 +80,23 @@ pub const SHORTEST_CELL: usize = 12;
 const NAME: usize = 0;
 const STATUS: usize = 2;
 
-/// The most terminal columns a cell of each column may take.
+/// How cells are cut: the most terminal columns a cell of each fixed column
+/// may take, and the most characters of a reason.
 struct Cut {
     max: [Option<usize>; FIXED_COLUMNS],
+    detail: Option<usize>,
 }
 
 impl Cut {
-    const NONE: Cut = Cut {
+    /// The live table's cut before it is fitted: reasons at [`DETAIL_CHARS`].
+    const LIVE: Cut = Cut {
         max: [None; FIXED_COLUMNS],
+        detail: Some(DETAIL_CHARS),
+    };
+    /// Nothing cut.
+    const WHOLE: Cut = Cut {
+        max: [None; FIXED_COLUMNS],
+        detail: None,
     };
 }
 
@@ -120,7 +135,7 @@ fn build_columns(rows: &[Row], columns: usize, utf8: bool, cut: &Cut) -> Table {
     table.set_content_arrangement(ContentArrangement::Disabled);
     table.set_header(&COLUMNS[..columns]);
     for row in rows {
-        let mut cells = cells(row);
+        let mut cells = cells(row, cut.detail);
         cells.truncate(columns);
         for (cell, max) in cells.iter_mut().zip(cut.max) {
             if let Some(max) = max {
@@ -136,12 +151,14 @@ fn opt(v: Option<u64>) -> String {
     v.map_or_else(|| "-".to_string(), |v| v.to_string())
 }
 
-/// A state with its reason, e.g. `restarting: port vanished`.
-pub fn state_text(state: &str, detail: &Option<String>) -> String {
+/// A state with its reason, e.g. `restarting: port vanished`; a reason
+/// longer than `cap` characters is cut there, ending in `…`.
+pub fn state_text(state: &str, detail: &Option<String>, cap: Option<usize>) -> String {
     let mut text = capitalise(state);
     if let Some(detail) = detail {
-        let short: String = detail.chars().take(DETAIL_CHARS).collect();
-        let ellipsis = if detail.chars().count() > DETAIL_CHARS {
+        let cap = cap.unwrap_or(usize::MAX);
+        let short: String = detail.chars().take(cap).collect();
+        let ellipsis = if detail.chars().count() > cap {
             "…"
         } else {
             ""
@@ -168,15 +185,16 @@ pub fn access_text(principals: usize) -> String {
     }
 }
 
-fn cells(row: &Row) -> Vec<String> {
+/// A row's cells, each reason cut at `detail` characters if given.
+fn cells(row: &Row, detail: Option<usize>) -> Vec<String> {
     vec![
         row.name.clone(),
         row.id.to_string(),
-        state_text(row.worker, &row.worker_detail),
+        state_text(row.worker, &row.worker_detail, detail),
         row.queue_key.clone(),
         row.url.clone(),
         access_text(row.principals),
-        state_text(row.server, &row.server_detail),
+        state_text(row.server, &row.server_detail, detail),
         opt(row.gateway_count.map(|n| n as u64)),
         opt(row.queue_len),
         opt(row.processed),
@@ -292,6 +310,22 @@ mod tests {
         };
         assert_eq!(gateways("Alpha Circle"), "-", "not read yet:\n{text}");
         assert_eq!(gateways("Beta"), "2", "{text}");
+    }
+
+    #[test]
+    fn a_long_reason_is_whole_in_the_plain_table_and_cut_in_the_live_one() {
+        let reason = format!("the lease is held by {}", "another-host-".repeat(6));
+        let rows = [Row {
+            worker: "standby",
+            worker_detail: Some(reason.clone()),
+            ..row("Alpha")
+        }];
+        let plain = build(&rows, false).to_string();
+        assert!(plain.contains(&format!("Standby: {reason}")), "{plain}");
+        let live = build_fitting(&rows, 400, true).to_string();
+        assert!(!live.contains(&reason), "{live}");
+        let cut: String = reason.chars().take(DETAIL_CHARS).collect();
+        assert!(live.contains(&format!("Standby: {cut}…")), "{live}");
     }
 
     #[test]
