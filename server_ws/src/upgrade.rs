@@ -40,6 +40,12 @@ pub(crate) async fn upgrade(
         return Ok(HttpResponse::NotFound().body("no circle is served on this address\n"));
     };
     let circle = shared.config.circle_name.clone();
+    // RFC 6455 §4.1: the opening handshake is HTTP/1.1 or later (actix-ws
+    // does not check); an HTTP/1.0 client would not know the 101.
+    if req.version() < actix_web::http::Version::HTTP_11 {
+        return Ok(HttpResponse::BadRequest()
+            .body("a websocket upgrade needs HTTP/1.1 (RFC 6455); this request is HTTP/1.0\n"));
+    }
     let origin = match req.headers().get(header::ORIGIN).map(|v| v.to_str()) {
         None => None,
         Some(Ok(o)) => Some(o),

@@ -593,6 +593,42 @@ async fn a_shutdown_while_a_client_pipelines_ends_with_the_close_handshake_not_a
     fx.token.cancel();
 }
 
+/// The status line the server answers a hand-written upgrade request of
+/// HTTP `version` with.
+async fn raw_upgrade_status(fx: &Fixture, version: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(fx.addr)
+        .await
+        .expect("connect");
+    let request = format!(
+        "GET /ws HTTP/{version}\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        fx.addr
+    );
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.windows(2).any(|w| w == b"\r\n") {
+        let n = tokio::time::timeout(PROMPTLY, tcp.read(&mut buf))
+            .await
+            .expect("an answer in time")
+            .expect("read");
+        assert!(n > 0, "closed without an answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&answer);
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_1_0_upgrade_is_refused_with_400_and_http_1_1_upgrades() {
+    let fx = Fixture::start(|_| {}).await;
+    let old = raw_upgrade_status(&fx, "1.0").await;
+    assert!(old.contains(" 400 "), "{old}");
+    let current = raw_upgrade_status(&fx, "1.1").await;
+    assert!(current.contains(" 101 "), "{current}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_for_another_path_is_not_found() {
     let fx = Fixture::start(|_| {}).await;
