@@ -156,11 +156,16 @@ impl Conn {
         let attempt = tokio::time::timeout(
             self.settings.connect_timeout + Duration::from_millis(100),
             async {
-                self.target
+                let mut conn = self
+                    .target
                     .resolve()
-                    .await?
+                    .await
+                    .map_err(|e| e.to_string())?
                     .get_multiplexed_async_connection_with_config(&config)
                     .await
+                    .map_err(|e| e.to_string())?;
+                transactions_allowed(&mut conn).await?;
+                Ok::<_, String>(conn)
             },
         )
         .await;
@@ -185,8 +190,7 @@ impl Conn {
                 state.conn = Some(conn.clone());
                 Ok((conn, state.generation))
             }
-            Ok(Err(e)) => {
-                let reason = e.to_string();
+            Ok(Err(reason)) => {
                 self.note_down(&mut state, &reason);
                 Err(self.unavailable(&reason))
             }
@@ -352,6 +356,28 @@ impl Conn {
 
 /// Whether the error means the connection is gone (as opposed to Redis
 /// refusing one command).
+/// Checks on a new connection that its user may run MULTI and EXEC, with
+/// an empty transaction sent as two plain commands. Redis runs the commands
+/// that follow a refused MULTI one by one, so a submit (HSET and LPUSH in
+/// one MULTI/EXEC) would queue its task and still fail, and the redis
+/// client, expecting a transaction's replies, loses count of them. Such a
+/// connection is not used; the reason keeps Redis's NOPERM, so the error
+/// reads as a permission [`Refusal`](crate::Refusal).
+async fn transactions_allowed(conn: &mut MultiplexedConnection) -> Result<(), String> {
+    let mut pipe = redis::pipe();
+    pipe.cmd("MULTI").ignore().cmd("EXEC").ignore();
+    pipe.query_async::<()>(conn).await.map_err(|e| {
+        if refusing_state(&e.to_string()) == Some(crate::Refusal::Permission) {
+            format!(
+                "this user may not run MULTI or EXEC, and a task is written in one \
+                 MULTI/EXEC: grant both (+multi +exec, or +@transaction) in its ACL ({e})"
+            )
+        } else {
+            e.to_string()
+        }
+    })
+}
+
 pub(crate) fn is_connection_error(err: &RedisError) -> bool {
     err.is_io_error()
         || err.is_connection_dropped()

@@ -489,3 +489,36 @@ async fn a_redis_out_of_memory_is_unavailable_naming_why_and_served_again_once_f
     );
     worker.abort();
 }
+
+/// A user whose ACL refuses MULTI would have a submit's HSET and LPUSH run
+/// one by one outside the transaction (Redis runs the commands after a
+/// refused MULTI on their own), so a submit told "unavailable" would still
+/// be queued and run, and run twice if sent again. Such a connection is
+/// refused as it is made, naming the ACL, and nothing is queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_the_acl_refuses_multi_submits_nothing_and_is_told_why() {
+    let redis = testkit::RedisServer::start();
+    let port = redis.port();
+    testkit::command(
+        port,
+        &[
+            "ACL", "SETUSER", "s", "on", ">pw", "~*", "&*", "+@all", "-multi",
+        ],
+    )
+    .expect("acl user without multi");
+    let restricted = format!("redis://s:pw@127.0.0.1:{port}/");
+    let opts = SubmitOptions::with_timeout(Duration::from_secs(5));
+    let err = match Client::connect(&restricted).await {
+        Err(err) => err,
+        Ok(client) => client
+            .run_with("acl", "40 + 2", &opts, OnDrop::Cancel)
+            .await
+            .expect_err("a submit without MULTI"),
+    };
+    assert_eq!(err.refusal(), Some(client::Refusal::Permission), "{err:?}");
+    assert!(err.to_string().contains("MULTI"), "{err}");
+    let queued = testkit::command(port, &["LLEN", "rhai_tasks:acl"]).expect("llen");
+    assert_eq!(queued, testkit::Reply::Int(0), "nothing is queued");
+    let keys = testkit::command(port, &["KEYS", "rhai_task_details:*"]).expect("keys");
+    assert!(keys.items().is_empty(), "no task hash is left: {keys:?}");
+}
