@@ -66,7 +66,7 @@ async fn a_beat_writes_each_circles_heartbeat_with_its_ttl_and_a_leave_removes_i
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_beat_says_which_queues_have_a_live_worker() {
+async fn a_beat_says_which_queues_have_a_live_worker_and_how_long_its_heartbeat_lives() {
     let redis = testkit::RedisServer::start();
     let url = redis.url();
     let client = Client::connect(&url).await.expect("connect");
@@ -87,7 +87,12 @@ async fn a_beat_says_which_queues_have_a_live_worker() {
         .gateway_beat(&gateway, &circles, Duration::from_secs(60))
         .await
         .expect("beat");
-    assert_eq!(live, [true, false]);
+    let left = live[0].expect("the served queue has a live worker");
+    assert!(
+        left > Duration::ZERO && left <= Duration::from_millis(300),
+        "its heartbeat's TTL is what is left of 300 ms: {left:?}"
+    );
+    assert_eq!(live[1], None, "the empty queue has none");
     // The worker stops beating: once its heartbeat expires it is not live,
     // though it is still registered.
     testkit::wait_for(
@@ -95,7 +100,7 @@ async fn a_beat_says_which_queues_have_a_live_worker() {
         Duration::from_secs(10),
         || {
             let live = block(client.gateway_beat(&gateway, &circles, Duration::from_secs(60)));
-            (live.expect("beat") == [false, false]).then_some(())
+            (live.expect("beat") == [None, None]).then_some(())
         },
     );
 }

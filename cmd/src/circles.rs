@@ -181,7 +181,12 @@ fn bind(c: &CircleConfig, host: &str) -> anyhow::Result<TcpListener> {
         ),
         Err(e) => bail!("{}: cannot listen on {host}:{}: {e}", who(c), c.port),
     };
-    if let Err(e) = listener.set_nonblocking(true) {
+    // Right after the bind: the sockets the kernel accepts from now on
+    // take the listener's options (the servers use the default timing).
+    if let Err(e) = listener
+        .set_nonblocking(true)
+        .and_then(|()| server_ws::prepare_listener(&listener, &server_ws::ServerTiming::default()))
+    {
         bail!("{}: cannot configure its socket: {e}", who(c));
     }
     Ok(listener)

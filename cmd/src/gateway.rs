@@ -59,10 +59,10 @@ pub async fn beat(
                 .collect();
             let beat = client.gateway_beat(&gateway, &circles, ttl);
             match tokio::time::timeout(BEAT_TIMEOUT, beat).await {
-                Ok(Ok(lives)) => {
-                    for (&i, live) in members.iter().zip(lives) {
+                Ok(Ok(heartbeats)) => {
+                    for (&i, heartbeat) in members.iter().zip(heartbeats) {
                         if let Some(sight) = &served[i].sight {
-                            sight.record(live, at);
+                            sight.record(heartbeat, at);
                         }
                     }
                 }

@@ -253,3 +253,59 @@ async fn a_gateway_whose_worker_was_killed_answers_32002_and_the_task_never_runs
     assert_eq!(next_id, "1", "the insert of the cancelled task never ran");
     drop(gateway);
 }
+
+/// A circle whose worker was killed refuses `play` at once as soon as the
+/// worker's heartbeat key expires (three missed beats), not a further dead
+/// time after the gateway last saw that key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_is_known_gone_once_its_heartbeat_expires() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let alpha = port();
+    let config = sandbox.circles(&[(1, "Alpha", alpha)]);
+    // Beats of 2 s: the heartbeat lives 6 s. Gone at most 6 s after the
+    // kill; counting a dead time from the last sighting of the live key
+    // would take 10 s or more.
+    let beat = ["--worker-heartbeat", "2s"];
+    let mut worker = start(
+        &sandbox,
+        &config,
+        &redis,
+        &sandbox.path().join("wk"),
+        &[&["--role", "worker"][..], &beat[..]].concat(),
+    );
+    let gateway = start(
+        &sandbox,
+        &config,
+        &redis,
+        &sandbox.path().join("gw"),
+        &[
+            &["--role", "gateway", "--task-timeout", "1s"][..],
+            &beat[..],
+        ]
+        .concat(),
+    );
+    let mut ws = connect(alpha).await;
+    let reply = play(&mut ws, 1, "40 + 2").await;
+    assert_eq!(reply["result"]["output"], "42", "{reply}");
+    worker.signal("KILL");
+    worker.wait_exit(DEADLINE);
+    let killed = Instant::now();
+    let gone_after = loop {
+        let reply = play(&mut ws, 2, "1").await;
+        // Before it is known gone a task is queued and times out (-32001,
+        // or -32002 with its task id once the worker is known gone).
+        let code = reply["error"]["code"].as_i64();
+        assert!(matches!(code, Some(-32001 | -32002)), "{reply}");
+        // Refused at once: nothing was queued.
+        if code == Some(-32002) && reply["error"]["data"]["task_id"].is_null() {
+            break killed.elapsed();
+        }
+        assert!(killed.elapsed() < DEADLINE, "{reply}");
+    };
+    assert!(
+        gone_after < Duration::from_secs(8),
+        "refused at once {gone_after:?} after the kill; the heartbeat lives 6 s"
+    );
+    drop(gateway);
+}

@@ -184,15 +184,7 @@ pub async fn run_many_pausable(
             source,
         };
         let addr = circle.listener.local_addr().map_err(io_error)?;
-        // A client that takes nothing the server sent (its window stays
-        // shut) or leaves it unacknowledged for the client timeout is cut
-        // off by the kernel: actix would otherwise keep its socket, and the
-        // bytes queued for it, for as long as the client keeps it open,
-        // also after the connection dropped it. Every accepted socket
-        // inherits the listener's TCP_USER_TIMEOUT.
-        socket2::SockRef::from(&circle.listener)
-            .set_tcp_user_timeout(Some(timing.client_timeout))
-            .map_err(io_error)?;
+        prepare_listener(&circle.listener, &timing).map_err(io_error)?;
         let tls = circle.config.tls.clone();
         let shared = Arc::new(Shared {
             submit: SubmitOptions {
@@ -265,6 +257,18 @@ pub async fn run_many_pausable(
     guard.0 = None;
     what.log(log::Level::Info, "stopped");
     joined(ended).map_err(host_error)
+}
+
+/// Gives a circle's listening socket the options its accepted sockets need.
+/// A client that takes nothing the server sent (its window stays shut) or
+/// leaves it unacknowledged for `timing`'s client timeout is cut off by the
+/// kernel: actix would otherwise keep its socket, and the bytes queued for
+/// it, for as long as the client keeps it open, also after the connection
+/// dropped it. An accepted socket takes the listener's TCP_USER_TIMEOUT
+/// when the kernel accepts it (before the server does), so the owner of a
+/// listener sets it right after binding; the hosts set it again.
+pub fn prepare_listener(listener: &TcpListener, timing: &ServerTiming) -> std::io::Result<()> {
+    socket2::SockRef::from(listener).set_tcp_user_timeout(Some(timing.client_timeout))
 }
 
 /// One circle's bound socket, as `build` adds it to the server.

@@ -124,7 +124,9 @@ pub use config::{
     DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_SCRIPT_BYTES, DEFAULT_TASK_TIMEOUT, MAX_BATCH_ITEMS,
     MAX_UNSENT_BYTES, Principal, ServerConfig, ServerTiming,
 };
-pub use host::{CircleServer, HOST_WORKERS, run, run_many, run_many_pausable, run_with};
+pub use host::{
+    CircleServer, HOST_WORKERS, prepare_listener, run, run_many, run_many_pausable, run_with,
+};
 pub use origin::is_allowed as origin_allowed;
 pub use pause::Pause;
 pub use sight::WorkerSight;

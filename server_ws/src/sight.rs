@@ -1,8 +1,10 @@
 //! [`WorkerSight`]: whether a circle has a live worker, as the process
 //! that serves its endpoint last saw it. A background task of the owner
 //! (one for every circle of the process, one Redis round trip per beat)
-//! records what it sees; `play` only reads it, so a request costs no extra
-//! round trip.
+//! records what it sees: how long the freshest worker heartbeat key still
+//! lives. The circle has a live worker until that key expires (the worker
+//! missed its heartbeats for the key's TTL), unless a later look sees a
+//! newer one; `play` only reads it, so a request costs no extra round trip.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,8 +30,9 @@ struct Seen {
     /// waits one dead time, for a worker starting beside it, before it
     /// refuses).
     start: Instant,
-    /// When a live worker was last seen; `None` before the first sighting.
-    live: Option<Instant>,
+    /// When the freshest worker heartbeat seen expires; `None` before the
+    /// first sighting.
+    until: Option<Instant>,
     /// When the last look succeeded; `None` before the first.
     looked: Option<Instant>,
 }
@@ -44,7 +47,7 @@ impl WorkerSight {
                 dead_after,
                 seen: Mutex::new(Seen {
                     start: Instant::now(),
-                    live: None,
+                    until: None,
                     looked: None,
                 }),
             }),
@@ -61,13 +64,15 @@ impl WorkerSight {
         self.inner.dead_after
     }
 
-    /// Records a look at the circle's workers made at `at`: `live` when one
-    /// of them had its heartbeat.
-    pub fn record(&self, live: bool, at: Instant) {
+    /// Records a look at the circle's workers made at `at`: `Some(left)`
+    /// when one of them had its heartbeat key, which then had `left` to live
+    /// (the freshest one's TTL); `None` when none had.
+    pub fn record(&self, heartbeat: Option<Duration>, at: Instant) {
         let mut seen = self.lock();
         seen.looked = Some(seen.looked.map_or(at, |l| l.max(at)));
-        if live {
-            seen.live = Some(seen.live.map_or(at, |l| l.max(at)));
+        if let Some(left) = heartbeat {
+            let until = at + left;
+            seen.until = Some(seen.until.map_or(until, |u| u.max(until)));
         }
     }
 
@@ -75,11 +80,12 @@ impl WorkerSight {
     /// not, [`WorkerSight::live`] gives `Some(true)` only for the start's
     /// dead time, and nothing says a worker exists).
     pub fn seen_any(&self) -> bool {
-        self.lock().live.is_some()
+        self.lock().until.is_some()
     }
 
-    /// `Some(false)` when the circle has no live worker: none seen for the
-    /// dead time while the looks go on; `Some(true)` while one is seen;
+    /// `Some(false)` when the circle has no live worker: the freshest
+    /// heartbeat seen has expired (or, none seen since the start, the start
+    /// is one dead time ago) while the looks go on; `Some(true)` before;
     /// `None` when nothing is known (no look succeeded for the dead time:
     /// Redis is away, or the owner does not look).
     pub fn live(&self) -> Option<bool> {
@@ -93,8 +99,8 @@ impl WorkerSight {
         if now.saturating_duration_since(looked) >= dead_after {
             return None;
         }
-        let last = seen.live.unwrap_or(seen.start);
-        Some(now.saturating_duration_since(last) < dead_after)
+        let until = seen.until.unwrap_or(seen.start + dead_after);
+        Some(now < until)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Seen> {
@@ -115,13 +121,13 @@ mod tests {
         let sight = WorkerSight::new(7, Duration::from_secs(3));
         let t0 = Instant::now();
         assert_eq!(sight.live_at(t0), None, "nothing looked yet");
-        sight.record(false, t0);
+        sight.record(None, t0);
         assert_eq!(sight.live_at(t0), Some(true), "the start counts as seen");
         assert!(!sight.seen_any(), "but no worker was seen");
         let later = t0 + Duration::from_secs(4);
-        sight.record(false, later);
+        sight.record(None, later);
         assert_eq!(sight.live_at(later), Some(false));
-        sight.record(true, later);
+        sight.record(Some(Duration::from_secs(3)), later);
         assert_eq!(sight.live_at(later), Some(true));
         assert!(sight.seen_any());
         assert_eq!(
@@ -130,5 +136,25 @@ mod tests {
             "no look for the dead time: unknown, not dead"
         );
         assert_eq!(sight.circle_id(), 7);
+    }
+
+    #[test]
+    fn a_worker_is_gone_once_its_heartbeat_expires_not_a_dead_time_after_it_was_last_seen() {
+        // Heartbeat TTL 15 s. The last look that saw the key found it with
+        // 2 s left (the worker beat 13 s before and then died): the circle
+        // has no live worker 2 s later, when the key expires, though a live
+        // key was seen only 2 s before.
+        let sight = WorkerSight::new(7, Duration::from_secs(15));
+        let t0 = Instant::now();
+        sight.record(Some(Duration::from_secs(12)), t0);
+        let seen = t0 + Duration::from_secs(10);
+        sight.record(Some(Duration::from_secs(2)), seen);
+        assert_eq!(sight.live_at(seen), Some(true));
+        let after = seen + Duration::from_millis(2_100);
+        sight.record(None, after);
+        assert_eq!(sight.live_at(after), Some(false));
+        // A newer heartbeat seen later makes it live again.
+        sight.record(Some(Duration::from_secs(15)), after);
+        assert_eq!(sight.live_at(after), Some(true));
     }
 }

@@ -14,11 +14,12 @@ use server_ws::{ServerTiming, WorkerSight};
 use tokio_util::sync::CancellationToken;
 
 /// Keeps recording what `live` says about the circle's workers, as the
-/// orchestrator's beat does, until `stop`.
+/// orchestrator's beat does, until `stop` (a live worker's heartbeat with
+/// 200 ms to live).
 fn keep_looking(sight: WorkerSight, live: bool, stop: CancellationToken) {
     tokio::spawn(async move {
         while !stop.is_cancelled() {
-            sight.record(live, Instant::now());
+            sight.record(live.then_some(Duration::from_millis(200)), Instant::now());
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });

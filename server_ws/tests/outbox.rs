@@ -7,8 +7,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{Fixture, PROMPTLY, eventually, play, recv, send};
-use server_ws::{MAX_UNSENT_BYTES, ServerStatus};
+use common::{Fixture, PROMPTLY, Ws, eventually, play, recv, send};
+use server_ws::{MAX_UNSENT_BYTES, ServerStatus, ServerTiming};
+use tokio_tungstenite::MaybeTlsStream;
 
 /// The output of each reply: a reply alone fills the outbox.
 const BIG: usize = 1 << 20;
@@ -129,4 +130,74 @@ async fn a_client_that_never_reads_is_dropped_holding_no_more_than_the_outbox() 
         status.unsent_bytes() == 0
     })
     .await;
+}
+
+/// The state (as `/proc/net/tcp` spells it: 01 is ESTABLISHED) and the bytes
+/// queued to send (sent and unacknowledged, or not yet sent) of the IPv4
+/// socket from port `local` to port `remote`, if there is one.
+fn tcp_socket(local: u16, remote: u16) -> Option<(u8, u64)> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next()?, 16).ok();
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if port(fields[1])? != local || port(fields[2])? != remote {
+            return None;
+        }
+        let state = u8::from_str_radix(fields[3], 16).ok()?;
+        let queued = u64::from_str_radix(fields[4].split(':').next()?, 16).ok()?;
+        Some((state, queued))
+    })
+}
+
+/// The client's own port.
+fn client_port(ws: &Ws) -> u16 {
+    match ws.get_ref() {
+        MaybeTlsStream::Plain(stream) => stream.local_addr().expect("local addr").port(),
+        _ => panic!("expected a plain TCP stream"),
+    }
+}
+
+/// A client that never reads its replies, and keeps its socket open, leaves no
+/// socket behind once the server drops it: the server's socket to it, whose
+/// replies stay unacknowledged behind the client's shut window, is aborted by
+/// the kernel once the client timeout passes (the listener's
+/// TCP_USER_TIMEOUT), and the server lets it go, rather than holding it
+/// ESTABLISHED with a full send queue for as long as the client stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_client_that_never_reads_leaves_no_socket_behind() {
+    let client_timeout = Duration::from_secs(1);
+    let timing = ServerTiming::heartbeat(Duration::from_millis(100), client_timeout);
+    let fx = Fixture::start_with(|c| c.max_in_flight = SENT, timing, true).await;
+    let status = fx.status.clone();
+    let server = fx.addr.port();
+    let mut ws = fx.connect().await;
+    let client = client_port(&ws);
+    for id in 0..SENT {
+        send(&mut ws, &play(id, &format!("big:{BIG}"))).await;
+    }
+    // Never reading: the server's socket fills up with replies the client's
+    // shut window does not take.
+    eventually("the server's socket to fill with replies", || {
+        tcp_socket(server, client).is_some_and(|(_, queued)| queued >= BIG as u64)
+    })
+    .await;
+    eventually("the client to be dropped", || status.connections() == 0).await;
+    let dropped = tokio::time::Instant::now();
+    // Well past the client timeout, the server holds no socket to the client.
+    let deadline = dropped + 3 * client_timeout;
+    while let Some((state, queued)) = tcp_socket(server, client) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?} after dropping the client the server still holds its socket to it \
+             (state {state:02X}, {queued} bytes queued for it)",
+            dropped.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The client kept its side open all along.
+    assert!(
+        tcp_socket(client, server).is_some(),
+        "the client's socket closed"
+    );
+    drop(ws);
 }

@@ -77,8 +77,9 @@ impl GatewayProcess {
 }
 
 /// Per circle: writes the gateway's heartbeat key, adds it to the queue's
-/// gateway set, and answers 1 when a worker registered for the queue still
-/// has its heartbeat key (else 0).
+/// gateway set, and answers the milliseconds the freshest heartbeat key of
+/// a worker registered for the queue has left to live (0 when none has
+/// one; a key without a TTL counts as fresh as the gateway's own).
 /// KEYS: per circle its gateway heartbeat key, gateway set, worker set.
 /// ARGV: gateway id, TTL in ms, then per circle the heartbeat value and the
 /// worker heartbeat key prefix of its queue.
@@ -90,14 +91,17 @@ local out = {}
 for i = 1, #KEYS / 3 do
   redis.call('SET', KEYS[3 * i - 2], ARGV[2 * i + 1], 'PX', ttl)
   redis.call('SADD', KEYS[3 * i - 1], id)
-  local prefix, live = ARGV[2 * i + 2], 0
+  local prefix, best = ARGV[2 * i + 2], 0
   for _, w in ipairs(redis.call('SMEMBERS', KEYS[3 * i])) do
-    if redis.call('EXISTS', prefix .. w) == 1 then
-      live = 1
-      break
+    local left = redis.call('PTTL', prefix .. w)
+    if left == -1 then
+      left = tonumber(ttl)
+    end
+    if left > best then
+      best = left
     end
   end
-  out[i] = live
+  out[i] = best
 end
 return out
 "#;
@@ -126,15 +130,16 @@ return out
 impl Client {
     /// One beat of `gateway` for every circle it serves, `(queue, ws url)`:
     /// each heartbeat key is written with `ttl` and the gateway added to
-    /// each queue's set; the answer says, per circle in order, whether a
-    /// worker registered for the queue is alive (its heartbeat key exists).
-    /// One round trip however many circles.
+    /// each queue's set; the answer says, per circle in order, how long the
+    /// freshest heartbeat of a worker registered for the queue has left to
+    /// live (`None` when no worker has one: none is alive). One round trip
+    /// however many circles.
     pub async fn gateway_beat(
         &self,
         gateway: &GatewayProcess,
         circles: &[(&str, &str)],
         ttl: Duration,
-    ) -> Result<Vec<bool>> {
+    ) -> Result<Vec<Option<Duration>>> {
         if circles.is_empty() {
             return Ok(Vec::new());
         }
@@ -154,7 +159,16 @@ impl Client {
             }
         }
         let answers: Vec<Vec<i64>> = self.inner.conn.query_pipe(&pipe).await?;
-        let live: Vec<bool> = answers.into_iter().flatten().map(|l| l == 1).collect();
+        let live: Vec<Option<Duration>> = answers
+            .into_iter()
+            .flatten()
+            .map(|left| {
+                u64::try_from(left)
+                    .ok()
+                    .filter(|&ms| ms > 0)
+                    .map(Duration::from_millis)
+            })
+            .collect();
         if live.len() != circles.len() {
             return Err(Error::Protocol(format!(
                 "a gateway beat of {} circles answered {} rows",

@@ -47,7 +47,7 @@ mod tests {
         let waiting = server_ws::WorkerSight::new(4, Duration::from_secs(600));
         let state = CircleState::new(cfg.clone(), "ws", "127.0.0.1").with_sight(waiting.clone());
         lock(&state.worker).phase = Phase::NotHere("gateway");
-        waiting.record(false, Instant::now());
+        waiting.record(None, Instant::now());
         let row = state.row();
         assert_eq!(
             row.worker_detail.as_deref(),
@@ -66,7 +66,7 @@ mod tests {
             "unknown yet"
         );
         assert_eq!((row.worker_live, row.gateway_count), (None, None));
-        sight.record(true, Instant::now());
+        sight.record(Some(Duration::from_millis(50)), Instant::now());
         let row = state.row();
         assert_eq!(row.worker_live, Some(true));
         assert_eq!(
@@ -88,7 +88,7 @@ mod tests {
             Some("role gateway; live worker seen: pid 4242 on worker-box")
         );
         let later = Instant::now() + Duration::from_millis(60);
-        sight.record(false, later);
+        sight.record(None, later);
         // Seen 60 ms before `later`, looked at `later`: gone by then.
         let deadline = Instant::now() + Duration::from_secs(10);
         while state.row().worker_live != Some(false) {

@@ -54,6 +54,9 @@ impl Fixture {
         let mut config = ServerConfig::new("Test Circle", QUEUE);
         tweak(&mut config);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+        // As the orchestrator does: right after the bind, before the kernel
+        // accepts a connection.
+        server_ws::prepare_listener(&listener, &timing).expect("listener options");
         let addr = listener.local_addr().expect("local addr");
         let status = Arc::new(ServerStatus::default());
         let token = CancellationToken::new();
