@@ -363,10 +363,11 @@ async fn a_worker_host_cut_off_stops_before_its_lease_expires_and_a_standby_take
     let lease = client::Lease::parse(&lease).expect("a lease");
     assert_eq!(lease.pid, standby.pid(), "the standby holds the lease");
 
-    // Healed, the cut host sees the holder and takes nothing more.
+    // Healed, the cut host sees the holder, takes nothing more and waits
+    // to take the lease back.
     cluster.hosts.heal(2);
     proxy.thaw();
-    worker.wait_stdout("queue north is held by", Duration::from_secs(30));
+    worker.wait_stdout("lease of queue north lost to", Duration::from_secs(30));
     let said = format!("{}{}", worker.stdout(), worker.stderr());
     assert!(
         said.contains(&format!("pid {}", standby.pid())),

@@ -315,7 +315,7 @@ fn a_partitioned_worker_stops_before_its_lease_expires_and_takes_nothing_after()
         .expect("set");
     submit(&mut conn, "later", "1");
     proxy.thaw();
-    o.wait_stdout("queue alpha is held by", WAIT);
+    o.wait_stdout("lease of queue alpha lost to", WAIT);
     assert!(
         o.stderr().contains("pid 4242 on host other-host"),
         "{}",

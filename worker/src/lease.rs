@@ -28,8 +28,10 @@
 //! - Then it tries to take the lease again (with each beat; after a request
 //!   Redis did not answer, after the same short backoff): free (expired)
 //!   or still its own database's, it resumes with a fresh token; held by
-//!   another, it waits in standby or, without `--standby`, stops with the
-//!   refusal.
+//!   another (a standby took over), it waits for it as a standby waits,
+//!   its status saying who holds it. (Without `--standby` only the start
+//!   refuses a lease held by another: a worker that held it goes on
+//!   waiting, for a restart would only be refused again.)
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -59,6 +61,15 @@ pub fn refusal_message(queue: &str, holder: &Lease) -> String {
          that one, start this one with --standby to take over once its lease expires, or, if \
          it is another circle with the same queue name, rename one of them",
         holder.pid, holder.host, holder.dir, holder.token
+    )
+}
+
+/// The status of a worker whose lease another took, waiting to take it back.
+pub fn lost_to_message(queue: &str, holder: &Lease) -> String {
+    format!(
+        "lease of queue {queue} lost to pid {} on host {} (database {}); taking it back once \
+         that one's lease expires",
+        holder.pid, holder.host, holder.dir
     )
 }
 
@@ -205,19 +216,14 @@ pub(crate) struct Keeper {
 impl Keeper {
     /// Renews the lease each heartbeat interval until `token` is cancelled;
     /// stops serving by the partition rule (see the module docs) and takes
-    /// the lease again when it can. Without standby, a lease found held by
-    /// another cancels `take` and ends the keeper with the refusal.
+    /// the lease again when it can, waiting while another holds it.
     ///
     /// A renewal or acquisition that Redis did not answer is retried after
     /// [`Retry`]'s short backoff, not a heartbeat later: one failed renewal
     /// (a request that met the connection a Redis restart had cut) followed
     /// by a whole interval's wait would let the self-stop deadline pass
     /// with Redis long reachable again.
-    pub(crate) async fn run(
-        self,
-        token: CancellationToken,
-        take: CancellationToken,
-    ) -> Option<String> {
+    pub(crate) async fn run(self, token: CancellationToken) {
         let Keeper {
             broker,
             holder,
@@ -243,12 +249,15 @@ impl Keeper {
         // the last one that Redis answered, sooner after one it did not.
         let mut next = Instant::now() + interval;
         let mut tokens = held.token.subscribe();
+        // The token of the other holder last logged, so a wait is logged
+        // once per holder, not at every beat.
+        let mut logged_holder = None;
         loop {
             let mine = held.token();
             let deadline = held.deadline(after);
             tokio::select! {
                 biased;
-                _ = token.cancelled() => return None,
+                _ = token.cancelled() => return,
                 _ = tokio::time::sleep_until(deadline.into()), if mine != 0 => {
                     held.lose(overdue(), &cancels, &status);
                     continue;
@@ -303,13 +312,13 @@ impl Keeper {
                     _ = tokio::time::sleep_until(deadline.into()) => {
                         held.lose(overdue(), &cancels, &status);
                     }
-                    _ = token.cancelled() => return None,
+                    _ = token.cancelled() => return,
                 }
                 continue;
             }
             let acquired = tokio::select! {
                 acquired = broker.acquire_lease(&holder, ttl) => acquired,
-                _ = token.cancelled() => return None,
+                _ = token.cancelled() => return,
             };
             match acquired {
                 Ok(Ok(lease)) => {
@@ -322,15 +331,18 @@ impl Keeper {
                     status.set(WorkerState::Running);
                     held.take(lease.token, sent);
                 }
-                Ok(Err(other)) if standby => {
-                    retry.reset();
-                    status.set(WorkerState::Standby(standby_message(&queue, &other)));
-                }
                 Ok(Err(other)) => {
-                    let reason = refusal_message(&queue, &other);
-                    log::error!("{reason}");
-                    take.cancel();
-                    return Some(reason);
+                    retry.reset();
+                    let (message, waiting): (_, fn(String) -> WorkerState) = if standby {
+                        (standby_message(&queue, &other), WorkerState::Standby)
+                    } else {
+                        (lost_to_message(&queue, &other), WorkerState::LeaseLost)
+                    };
+                    if logged_holder != Some(other.token) {
+                        logged_holder = Some(other.token);
+                        log::warn!(queue = queue.as_str(); "{message}");
+                    }
+                    status.set(waiting(message));
                 }
                 Err(e) => {
                     next = Instant::now() + retry.step();

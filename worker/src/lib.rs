@@ -233,23 +233,20 @@ struct Beside {
     /// Stops them all.
     token: CancellationToken,
     beat: tokio::task::JoinHandle<()>,
-    /// Yields why the worker must stop serving the queue, if it must.
-    keeper: Option<tokio::task::JoinHandle<Option<String>>>,
+    keeper: Option<tokio::task::JoinHandle<()>>,
     watcher: tokio::task::JoinHandle<()>,
 }
 
 /// Stops the tasks beside the take side and leaves the queue: deregisters
-/// and gives up the lease if it still holds it. Returns why the keeper
-/// stopped the take side, if it did. Redis failing here is only logged: a
-/// reaper cleans up after a worker that could not deregister, and the lease
-/// expires.
-async fn leave(beside: Beside, broker: &WorkerBroker, held: &lease::Held) -> Option<String> {
+/// and gives up the lease if it still holds it. Redis failing here is only
+/// logged: a reaper cleans up after a worker that could not deregister, and
+/// the lease expires.
+async fn leave(beside: Beside, broker: &WorkerBroker, held: &lease::Held) {
     beside.token.cancel();
     let _ = beside.beat.await;
-    let taken_over = match beside.keeper {
-        Some(keeper) => keeper.await.ok().flatten(),
-        None => None,
-    };
+    if let Some(keeper) = beside.keeper {
+        let _ = keeper.await;
+    }
     let _ = beside.watcher.await;
     let worker_id = broker.worker_id();
     if let Err(e) = broker.deregister().await {
@@ -264,7 +261,6 @@ async fn leave(beside: Beside, broker: &WorkerBroker, held: &lease::Held) -> Opt
             broker.queue()
         );
     }
-    taken_over
 }
 
 /// Waits until this worker could take its queue's lease (`config.lease`,
@@ -403,9 +399,7 @@ pub async fn run_with(
     // Register and resolve predecessors' leftovers before the first task.
     beat::beat_once(&beat_broker, &options, true).await;
     let beat_token = CancellationToken::new();
-    // The take side stops on shutdown, or when the keeper finds the lease
-    // held by another database and may not wait (it then ends with the
-    // reason).
+    // The take side stops on shutdown.
     let take_token = token.child_token();
     let beat = tokio::spawn(beat::run(
         Arc::clone(&beat_broker),
@@ -427,7 +421,7 @@ pub async fn run_with(
             cancels: Arc::clone(&cancels),
             status: Arc::clone(&status),
         };
-        tokio::spawn(keeper.run(beat_token.clone(), take_token.clone()))
+        tokio::spawn(keeper.run(beat_token.clone()))
     });
     let watcher = tokio::spawn(cancel::watch(
         Arc::clone(&beat_broker),
@@ -496,10 +490,9 @@ pub async fn run_with(
     };
     let _ = tokio::task::spawn_blocking(move || thread.join()).await;
 
-    let taken_over = leave(beside, &beat_broker, &held).await;
+    leave(beside, &beat_broker, &held).await;
 
     let failure = match ended {
-        Ok(Ok(())) if taken_over.is_some() => taken_over,
         Ok(Ok(())) => None,
         Ok(Err(reason)) => Some(reason),
         Err(_) => Some("the circle thread panicked".to_owned()),

@@ -124,6 +124,19 @@ async fn lease_of(conn: &mut redis::aio::MultiplexedConnection, queue: &str) -> 
     value.map(|v| Lease::parse(&v).expect("a lease"))
 }
 
+/// Waits until `worker` has seen that host-b holds its lease: it waits to
+/// take it back, claiming nothing meanwhile.
+async fn seen_new_holder(worker: &TestWorker) {
+    eventually("the worker to see the new holder", WAIT, || async {
+        match worker.status.state() {
+            WorkerState::LeaseLost(why) if why.contains("host-b") => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+    assert!(!worker.handle.is_finished(), "it waits, it does not stop");
+}
+
 async fn running(worker: &TestWorker) {
     eventually("the worker to run", WAIT, || async {
         (worker.status.state() == WorkerState::Running).then_some(())
@@ -169,13 +182,18 @@ async fn a_second_database_is_refused_naming_the_holder_and_a_clean_stop_frees_t
     );
 }
 
+/// A worker whose lease another took (after an outage longer than the TTL,
+/// a standby on another host took over) claims nothing more and does not
+/// stop: it waits, naming the holder, and takes the lease back with a fresh
+/// token once the other's expires, then runs what was queued meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_whose_lease_was_taken_over_claims_nothing_more_and_stops() {
+async fn a_worker_whose_lease_was_taken_over_claims_nothing_more_and_takes_it_back_once_free() {
     let redis = testkit::RedisServer::start();
     let url = redis.url();
     let first = leased_worker(&url, "taken", holder(11, "host-a", "/data/a"), false);
     running(&first).await;
     let mut conn = raw(&url).await;
+    let old = lease_of(&mut conn, "taken").await.expect("held");
     // As after an outage longer than the TTL, in which another host took it.
     let other = format!("{}|22|host-b|/data/b", u32::MAX);
     let _: () = redis::cmd("SET")
@@ -189,34 +207,56 @@ async fn a_worker_whose_lease_was_taken_over_claims_nothing_more_and_stops() {
         .submit("taken", "40 + 2", &SubmitOptions::default())
         .await
         .expect("submit");
-    let ended = tokio::time::timeout(WAIT, first.handle)
-        .await
-        .expect("the worker stops")
-        .expect("join");
-    let message = ended.expect_err("stopped as a failure").to_string();
+    let shown = eventually("the lease lost state", WAIT, || async {
+        match first.status.state() {
+            WorkerState::LeaseLost(why) if why.contains("pid 22") => Some(why),
+            _ => None,
+        }
+    })
+    .await;
     assert!(
-        message.contains("pid 22") && message.contains("host-b"),
-        "{message}"
+        shown.contains("host-b") && shown.contains("taking it back"),
+        "{shown}"
     );
-    assert!(matches!(first.status.state(), WorkerState::Failed(_)));
-    // The task was not claimed: still queued, still pending.
+    // Several beats later: still waiting, not stopped, the task not claimed.
+    tokio::time::sleep(fast_options().heartbeat_ttl).await;
+    assert!(
+        !first.handle.is_finished(),
+        "the worker waits, it does not stop"
+    );
+    assert!(
+        matches!(first.status.state(), WorkerState::LeaseLost(_)),
+        "{:?}",
+        first.status.state()
+    );
     assert_eq!(
         hget(&mut conn, &id, "status").await.as_deref(),
         Some("pending")
     );
-    let queued: Vec<String> = redis::cmd("LRANGE")
-        .arg(keys::tasks("taken"))
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut conn)
-        .await
-        .expect("lrange");
-    assert_eq!(queued, vec![id]);
-    // It did not release the other host's lease on its way out.
     assert_eq!(
         lease_of(&mut conn, "taken").await.map(|l| l.to_string()),
-        Some(other)
+        Some(other),
+        "the other host's lease is left alone"
     );
+    // The other's lease expires: taken back with a fresh token, and the
+    // queued task runs.
+    let _: () = redis::cmd("DEL")
+        .arg(keys::queue_owner("taken"))
+        .query_async(&mut conn)
+        .await
+        .expect("del");
+    let outcome = client.wait(&id, WAIT).await.expect("the result");
+    assert!(
+        matches!(outcome, client::Outcome::Completed(ref o) if o.output == "42"),
+        "{outcome:?}"
+    );
+    let again = lease_of(&mut conn, "taken").await.expect("held again");
+    assert_eq!(again.pid, 11);
+    assert!(
+        again.token > old.token,
+        "a fresh token: {again:?} after {old:?}"
+    );
+    first.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,11 +371,7 @@ async fn a_partitioned_worker_stops_before_its_lease_expires_and_cuts_its_script
         .await
         .expect("submit");
     proxy.thaw();
-    let ended = tokio::time::timeout(WAIT, worker.handle)
-        .await
-        .expect("the worker stops once it sees the new holder")
-        .expect("join");
-    assert!(ended.expect_err("refused").to_string().contains("host-b"));
+    seen_new_holder(&worker).await;
     assert_eq!(
         hget(&mut conn, &later, "status").await.as_deref(),
         Some("pending")
@@ -440,9 +476,7 @@ async fn a_partitioned_worker_gives_back_the_tasks_of_its_batch_it_never_started
         .await
         .expect("set");
     proxy.thaw();
-    let _ = tokio::time::timeout(WAIT, worker.handle)
-        .await
-        .expect("the worker stops once it sees the new holder");
+    seen_new_holder(&worker).await;
 
     // The cut script ended; the held ones never ran: pending again, at the
     // head of the queue in their order, and nothing of theirs was written.
