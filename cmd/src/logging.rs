@@ -60,7 +60,28 @@ pub fn init(file: Option<&Path>, format: LogFormat) -> anyhow::Result<()> {
         builder.target(env_logger::Target::Pipe(Box::new(f)));
     }
     builder.try_init().context("cannot install the logger")?;
+    log_panics();
     Ok(())
+}
+
+/// Sends the panics of every thread but `main` to the log, one line each
+/// (JSON lines stay JSON, and `RUST_BACKTRACE`'s backtraces stay out of
+/// it): one inside a script's run (Rhai or std panicking on what a script
+/// did, such as a `sort` comparer that is not a total order; caught, it
+/// fails that script alone) at debug level, any other at error level (its
+/// component is restarted). A panic of `main` ends the program and is
+/// printed as usual.
+fn log_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() == Some("main") {
+            previous(info);
+        } else if engine::script_running() {
+            log::debug!("a script's run panicked (caught: that script fails): {info}");
+        } else {
+            log::error!("panic (the component is restarted): {info}");
+        }
+    }));
 }
 
 /// One JSON log line (without its newline): the fixed fields first, then the

@@ -114,3 +114,42 @@ fn an_unknown_log_format_exits_2() {
         "{err}"
     );
 }
+
+/// A script that makes Rhai or std panic (a `sort` comparer that is not a
+/// total order) fails alone, and the panic is one JSON log line at debug
+/// level, not a raw panic message (with a backtrace under
+/// `RUST_BACKTRACE=1`) in the middle of the JSON lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_inside_a_script_is_one_json_line_and_fails_that_script_alone() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let p = port();
+    let config = sandbox.circles(&[(1, "Alpha", p)]);
+    let mut cmd = sandbox.serve_command(&config, &redis.url(), &sandbox.data_dir());
+    cmd.args(["--log-format", "json"])
+        .env("RUST_LOG", "info,circles_orchestrator=debug")
+        .env("RUST_BACKTRACE", "1");
+    let mut o = Orchestrator::spawn(cmd);
+    o.wait_table();
+    let mut ws = connect(p).await;
+    let script = "let a = []; for i in 0..500 { a.push((i * 7919) % 503) } let c = 0; \
+                  a.sort(|x, y| { c += 1; if c % 3 == 0 { 1 } else { -1 } }); a.len()";
+    let reply = play(&mut ws, 1, script).await;
+    assert_eq!(reply["error"]["code"], -32000, "{reply}");
+    let reply = play(&mut ws, 2, "40 + 2").await;
+    assert_eq!(
+        reply["result"]["output"], "42",
+        "the circle serves on: {reply}"
+    );
+    drop(ws);
+    assert!(o.stop().success(), "{}", o.stderr());
+    let lines = json_lines(&o.stderr());
+    let panics: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["message"].as_str().unwrap_or("").contains("panicked"))
+        .collect();
+    assert!(!panics.is_empty(), "the panic is logged: {lines:?}");
+    for line in panics {
+        assert_eq!(line["level"], "DEBUG", "{line}");
+    }
+}

@@ -460,6 +460,14 @@ impl Drop for Installed {
     }
 }
 
+/// Whether a run is active on this thread (also while its state is borrowed,
+/// as during a panic inside a db function).
+pub fn active() -> bool {
+    CURRENT
+        .try_with(|c| c.try_borrow().map_or(true, |s| s.active))
+        .unwrap_or(false)
+}
+
 /// Runs `f` on the current run's state; `None` outside a run.
 pub fn with<R>(f: impl FnOnce(&mut RunState) -> R) -> Option<R> {
     CURRENT.with(|c| {

@@ -83,6 +83,13 @@ pub use identity::{Caller, Role};
 pub use nesting::MAX_NESTING;
 pub use value::MAX_VALUE_DEPTH;
 
+/// Whether a script runs on the calling thread: a panic there (Rhai or std
+/// panicking on what the script did) is caught and fails that script
+/// alone, so a panic hook can tell it from a panic of the program.
+pub fn script_running() -> bool {
+    context::active()
+}
+
 /// Stack size (bytes) a thread calling [`CircleEngine::run`] must have.
 ///
 /// 64 MiB: Rhai clones, drops and size-checks nested arrays and maps

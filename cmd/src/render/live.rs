@@ -41,15 +41,13 @@ impl Live {
         )?;
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            // A panic in a supervised task is restarted and must not print
-            // over the table: it goes to the log. One on the main thread ends
-            // the program: restore the terminal first, then report it.
+            // One on the main thread ends the program: restore the terminal
+            // first, then report it. Others go to the log (the logging's
+            // hook), never over the table.
             if std::thread::current().name() == Some("main") {
                 restore();
-                previous(info);
-            } else {
-                log::error!("panic (the component is restarted): {info}");
             }
+            previous(info);
         }));
         Ok(Live {
             active: true,
