@@ -232,3 +232,47 @@ async fn a_protected_circle_takes_only_its_own_tokens_by_header_or_subprotocol()
     assert_eq!(common::output(&mut ws, "4").await, "4");
     assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
 }
+
+/// Revoking a principal needs no restart: a reload of a circles.json
+/// without it closes the circle's connections (1001) and refuses its token
+/// from then on (401), while the others' tokens connect again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_without_a_principal_revokes_its_token_and_closes_its_connection() {
+    use futures_util::StreamExt;
+    let redis = testkit::RedisServer::start();
+    let sandbox = Sandbox::new();
+    let (open_port, guarded_port) = (port(), port());
+    let config = protected_pair(&sandbox, open_port, guarded_port);
+    let mut o = Orchestrator::start(&sandbox, &config, &redis.url(), &[]);
+    o.wait_table();
+    let mut ann = connect_bearer(guarded_port, ANN_TOKEN)
+        .await
+        .expect("ann connects");
+    // ann removed; bob (HASH is sha256("password")) stays.
+    let circles = json!([
+        {"id": 1, "name": "Open One", "port": open_port},
+        {"id": 2, "name": "Guarded", "port": guarded_port, "principals": [
+            {"name": "bob", "token_sha256": HASH, "role": "write"},
+        ]},
+    ]);
+    sandbox.write("circles.json", &circles.to_string());
+    o.signal("HUP");
+    o.wait_stdout("reload applied", Duration::from_secs(30));
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ann.next().await {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => {
+                    return frame.map(|f| u16::from(f.code));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    })
+    .await
+    .expect("ann's connection ends");
+    assert_eq!(closed, Some(1001));
+    assert_eq!(connect_bearer(guarded_port, ANN_TOKEN).await.err(), Some(401));
+    assert!(connect_bearer(guarded_port, "password").await.is_ok(), "bob connects");
+    assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+}

@@ -12,10 +12,13 @@
 //! [`WINDOW`] gets 429 for the rest of that window, without its token being
 //! looked at (a right token too). Other addresses are unaffected. IPv6
 //! addresses count per /64 (one host usually holds a whole /64). At most
-//! [`MAX_TRACKED`] addresses are tracked: stale windows are dropped first,
-//! then the oldest.
+//! [`MAX_TRACKED`] addresses are tracked. To make room for a new one, an
+//! ended window goes first, then the oldest window of an address that is not
+//! limited; a limited address goes only when every tracked address is
+//! limited, the one whose limit ends soonest. So failures spread over other
+//! addresses do not lift a limit while anything else can be dropped.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -94,54 +97,103 @@ struct Window {
     failures: u32,
 }
 
-/// Failed upgrades per client address (see the module doc).
+impl Window {
+    /// Whether the address has used up its failures in this window (the
+    /// window may have ended since).
+    fn full(&self) -> bool {
+        self.failures >= MAX_FAILURES
+    }
+
+    /// Whether the window has ended at `now`.
+    fn ended(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.started) >= WINDOW
+    }
+}
+
+/// The tracked addresses, with two indexes ordered by window start (every
+/// window lasts [`WINDOW`], so that is also the order their limits end in):
+/// each tracked address is in exactly one of them, under its window's start.
+#[derive(Default)]
+struct Table {
+    windows: HashMap<IpAddr, Window>,
+    /// Addresses with fewer than [`MAX_FAILURES`] failures in their window.
+    open: BTreeSet<(Instant, IpAddr)>,
+    /// Addresses with [`MAX_FAILURES`] failures or more in their window.
+    full: BTreeSet<(Instant, IpAddr)>,
+}
+
+impl Table {
+    /// The index of addresses whose window is [`Window::full`] or not.
+    fn index(&mut self, full: bool) -> &mut BTreeSet<(Instant, IpAddr)> {
+        if full { &mut self.full } else { &mut self.open }
+    }
+
+    /// Drops one address to make room at `now`: one whose limit has ended,
+    /// else the oldest window not limited, else the limit that ends soonest.
+    fn evict(&mut self, now: Instant) {
+        let ended = self
+            .full
+            .first()
+            .is_some_and(|&(started, _)| now.saturating_duration_since(started) >= WINDOW);
+        let dropped = if ended {
+            self.full.pop_first()
+        } else {
+            self.open.pop_first().or_else(|| self.full.pop_first())
+        };
+        if let Some((_, ip)) = dropped {
+            self.windows.remove(&ip);
+        }
+    }
+}
+
+/// Failed upgrades per client address (see the module doc). A failure costs
+/// a hash look-up and O(log [`MAX_TRACKED`]) in the indexes.
 #[derive(Default)]
 pub(crate) struct Limiter {
-    windows: Mutex<HashMap<IpAddr, Window>>,
+    table: Mutex<Table>,
 }
 
 impl Limiter {
     /// `Some(seconds left)` when `ip` is slowed down at `now`.
     pub(crate) fn limited(&self, ip: IpAddr, now: Instant) -> Option<u64> {
-        let windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        let window = windows.get(&key(ip))?;
+        let table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        let window = table.windows.get(&key(ip))?;
         let ends = window.started + WINDOW;
-        (window.failures >= MAX_FAILURES && now < ends)
-            .then(|| (ends - now).as_secs_f64().ceil() as u64)
+        (window.full() && now < ends).then(|| (ends - now).as_secs_f64().ceil() as u64)
     }
 
     /// Counts a failed upgrade of `ip` at `now`.
     pub(crate) fn failed(&self, ip: IpAddr, now: Instant) {
-        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         let ip = key(ip);
-        if !windows.contains_key(&ip) && windows.len() >= MAX_TRACKED {
-            windows.retain(|_, w| now.saturating_duration_since(w.started) < WINDOW);
-            if windows.len() >= MAX_TRACKED {
-                let oldest = windows
-                    .iter()
-                    .min_by_key(|(_, w)| w.started)
-                    .map(|(ip, _)| *ip);
-                if let Some(oldest) = oldest {
-                    windows.remove(&oldest);
-                }
-            }
+        let before = table.windows.get(&ip).map(|w| (w.full(), w.started));
+        if before.is_none() && table.windows.len() >= MAX_TRACKED {
+            table.evict(now);
         }
-        let window = windows.entry(ip).or_insert(Window {
+        let window = table.windows.entry(ip).or_insert(Window {
             started: now,
             failures: 0,
         });
-        if now.saturating_duration_since(window.started) >= WINDOW {
+        if window.ended(now) {
             *window = Window {
                 started: now,
                 failures: 0,
             };
         }
         window.failures = window.failures.saturating_add(1);
+        let after = (window.full(), window.started);
+        if before != Some(after) {
+            if let Some((full, started)) = before {
+                table.index(full).remove(&(started, ip));
+            }
+            let (full, started) = after;
+            table.index(full).insert((started, ip));
+        }
     }
 
     #[cfg(test)]
     fn tracked(&self) -> usize {
-        self.windows.lock().map(|w| w.len()).unwrap_or(0)
+        self.table.lock().map(|t| t.windows.len()).unwrap_or(0)
     }
 }
 
@@ -292,6 +344,66 @@ mod tests {
             limiter
                 .limited(newest, now + Duration::from_secs(10))
                 .is_some()
+        );
+    }
+
+    #[test]
+    fn a_flood_of_other_addresses_does_not_evict_a_limited_one() {
+        let limiter = Limiter::default();
+        let t0 = Instant::now();
+        let blocked: IpAddr = "127.0.0.1".parse().expect("ip");
+        for _ in 0..MAX_FAILURES {
+            limiter.failed(blocked, t0);
+        }
+        assert!(limiter.limited(blocked, t0).is_some());
+        // One failure from each of more addresses than are tracked, all
+        // within the blocked address's window and each newer than it.
+        let flood = MAX_TRACKED as u32 + 904;
+        for i in 0..flood {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x7f01_0000 + i));
+            limiter.failed(ip, t0 + Duration::from_millis(u64::from(i) + 1));
+        }
+        assert_eq!(limiter.tracked(), MAX_TRACKED);
+        let later = t0 + Duration::from_millis(u64::from(flood) + 1);
+        assert_eq!(
+            limiter.limited(blocked, later),
+            Some(WINDOW.as_secs() - 5),
+            "the limited address is still limited"
+        );
+    }
+
+    #[test]
+    fn when_every_tracked_address_is_limited_the_soonest_to_end_makes_room() {
+        let limiter = Limiter::default();
+        let t0 = Instant::now();
+        let at = |i: u32| t0 + Duration::from_millis(u64::from(i));
+        for i in 0..MAX_TRACKED as u32 {
+            for _ in 0..MAX_FAILURES {
+                limiter.failed(IpAddr::V4(i.into()), at(i));
+            }
+        }
+        let last = at(MAX_TRACKED as u32);
+        let newcomer: IpAddr = "198.51.100.1".parse().expect("ip");
+        limiter.failed(newcomer, last);
+        assert_eq!(limiter.tracked(), MAX_TRACKED);
+        assert_eq!(limiter.limited(IpAddr::V4(0.into()), last), None);
+        for i in 1..MAX_TRACKED as u32 {
+            assert!(limiter.limited(IpAddr::V4(i.into()), last).is_some());
+        }
+        // A limit that has ended makes room before an address that is not
+        // limited (the newcomer, whose window is still running).
+        let after = t0 + WINDOW + Duration::from_millis(1);
+        let fresh: IpAddr = "198.51.100.2".parse().expect("ip");
+        limiter.failed(fresh, after);
+        assert_eq!(limiter.tracked(), MAX_TRACKED);
+        assert_eq!(limiter.limited(IpAddr::V4(1.into()), after), None);
+        assert!(limiter.limited(IpAddr::V4(2.into()), after).is_some());
+        for _ in 1..MAX_FAILURES {
+            limiter.failed(newcomer, after);
+        }
+        assert!(
+            limiter.limited(newcomer, after).is_some(),
+            "the newcomer kept its first failure"
         );
     }
 }
