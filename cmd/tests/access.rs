@@ -272,7 +272,13 @@ async fn a_reload_without_a_principal_revokes_its_token_and_closes_its_connectio
     .await
     .expect("ann's connection ends");
     assert_eq!(closed, Some(1001));
-    assert_eq!(connect_bearer(guarded_port, ANN_TOKEN).await.err(), Some(401));
-    assert!(connect_bearer(guarded_port, "password").await.is_ok(), "bob connects");
+    assert_eq!(
+        connect_bearer(guarded_port, ANN_TOKEN).await.err(),
+        Some(401)
+    );
+    assert!(
+        connect_bearer(guarded_port, "password").await.is_ok(),
+        "bob connects"
+    );
     assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
 }

@@ -1,9 +1,10 @@
 //! The admin endpoint of the built binary against a real Redis: probes that
 //! follow Redis down and back, a Prometheus scrape that promtool accepts and
-//! whose counters move by exactly the tasks sent, the origin check, the
-//! token (the console's page open without it, every data route closed),
-//! 405 with `Allow` for a method a path does not take, `--admin off`, a busy
-//! port, and the `status` command.
+//! whose counters move by exactly the tasks sent, the host check (a
+//! DNS-rebound page's `Host`), the origin check, the token (the `Bearer`
+//! scheme in any case; the console's page open without it, every data route
+//! closed), 405 with `Allow` for a method a path does not take, `--admin
+//! off`, a busy port, and the `status` command.
 
 mod common;
 
@@ -306,9 +307,8 @@ fn a_busy_admin_port_stops_the_start_with_exit_1_naming_it() {
     assert!(stderr.contains("in use"), "{stderr}");
 }
 
-#[test]
-fn with_a_token_from_token_admin_only_it_opens_status_and_metrics_and_probes_and_the_console_page_stay_open()
- {
+/// A token and its `--admin-token-sha256` hash, as `token admin` prints them.
+fn token_admin() -> (String, String) {
     let made = Sandbox::new();
     let mut cmd = made.command();
     cmd.args(["token", "admin"]);
@@ -322,6 +322,13 @@ fn with_a_token_from_token_admin_only_it_opens_status_and_metrics_and_probes_and
         .unwrap_or_else(|| panic!("line 2 is the option: {option}"))
         .to_string();
     assert_eq!(hash.len(), 64, "{hash}");
+    (token, hash)
+}
+
+#[test]
+fn with_a_token_from_token_admin_only_it_opens_status_and_metrics_and_probes_and_the_console_page_stay_open()
+ {
+    let (token, hash) = token_admin();
     let token = token.as_str();
     let mut admin = start(&["--admin-token-sha256", &hash]);
     let bearer = format!("Authorization: Bearer {token}");
@@ -448,5 +455,134 @@ fn a_method_a_path_does_not_take_gets_405_with_allow_naming_the_one_it_does() {
     // answer their own method.
     assert_eq!(head(admin.addr, "POST", "/nowhere").0, 404);
     assert_eq!(head(admin.addr, "GET", "/healthz").0, 200);
+    assert!(admin.orchestrator.stop().success());
+}
+
+#[test]
+fn the_bearer_scheme_is_taken_in_any_case_and_another_scheme_is_not() {
+    let (token, hash) = token_admin();
+    let mut admin = start(&["--admin-token-sha256", &hash]);
+    for path in ["/metrics", "/api/status"] {
+        for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+            let header = format!("Authorization: {scheme} {token}");
+            let answer = get(admin.addr, path, &[&header]);
+            assert_eq!(answer.code, 200, "{path} with {scheme}: {}", answer.body);
+        }
+        for header in [
+            format!("Authorization: Basic {token}"),
+            format!("Authorization: Bearer{token}"),
+            format!("Authorization: {token}"),
+            "Authorization: bearer nope".to_string(),
+        ] {
+            let answer = get(admin.addr, path, &[&header]);
+            assert_eq!(answer.code, 401, "{path} with {header:?}: {}", answer.body);
+        }
+        // Behind the token any Host passes (a scraper may reach the endpoint
+        // by any name; a DNS-rebound page holds no token).
+        let named = get_with_host_and(
+            admin.addr,
+            path,
+            Some("circles.internal:9480"),
+            &format!("Authorization: Bearer {token}\r\n"),
+        );
+        assert_eq!(named.code, 200, "{path} by name: {}", named.body);
+    }
+    // The probes, which need no token, still check it.
+    let probe = get_with_host(admin.addr, "/healthz", Some("evil.example"));
+    assert_eq!(probe.code, 421, "{}", probe.body);
+    assert!(admin.orchestrator.stop().success());
+}
+
+/// `GET path` at `addr` with exactly `host` as its `Host` header (`None`:
+/// none, as HTTP/1.0), and `Connection: close`: the status code and body.
+fn get_with_host(addr: SocketAddr, path: &str, host: Option<&str>) -> Answer {
+    get_with_host_and(addr, path, host, "")
+}
+
+/// [`get_with_host`] with `extra` header lines (each ending in `\r\n`).
+fn get_with_host_and(addr: SocketAddr, path: &str, host: Option<&str>, extra: &str) -> Answer {
+    let mut stream = TcpStream::connect(addr).expect("connect to the admin endpoint");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let request = match host {
+        Some(host) => {
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n")
+        }
+        None => format!("GET {path} HTTP/1.0\r\n{extra}\r\n"),
+    };
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut raw = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut raw).expect("read the answer");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status code");
+    Answer {
+        code,
+        body: body.to_string(),
+    }
+}
+
+/// A page on a name the attacker's DNS rebinds to 127.0.0.1 reads the
+/// endpoint same-origin, without an `Origin` header: its `Host` names the
+/// attacker's site, which the endpoint refuses.
+#[test]
+fn a_host_header_naming_another_site_is_refused_and_ip_literals_and_localhost_pass() {
+    let mut admin = start(&[]);
+    let port = admin.addr.port();
+    let foreign = [
+        format!("evil.example:{port}"),
+        "evil.example".to_string(),
+        format!("localhost.evil.example:{port}"),
+        format!("127.0.0.1.evil.example:{port}"),
+        format!("localhost:{port}@evil.example"),
+        "localhost:notaport".to_string(),
+        format!("[::1]evil.example:{port}"),
+    ];
+    for path in [
+        "/api/status",
+        "/metrics",
+        "/api/events",
+        "/",
+        "/assets/app.js",
+        "/healthz",
+        "/readyz",
+    ] {
+        for host in &foreign {
+            let refused = get_with_host(admin.addr, path, Some(host));
+            assert_eq!(
+                refused.code, 421,
+                "{path} with Host {host}: {}",
+                refused.body
+            );
+            assert!(
+                refused.body.contains("Host") && refused.body.ends_with('\n'),
+                "the refusal says why: {:?}",
+                refused.body
+            );
+        }
+    }
+    for host in [
+        admin.addr.to_string(),
+        "127.0.0.1".to_string(),
+        format!("localhost:{port}"),
+        format!("LocalHost:{port}"),
+        "localhost".to_string(),
+        format!("[::1]:{port}"),
+        "[::1]".to_string(),
+        // Any IP literal: no DNS answer stands behind it to rebind.
+        format!("10.1.2.3:{port}"),
+        "[2001:db8::1]:80".to_string(),
+    ] {
+        for path in ["/api/status", "/metrics"] {
+            let answer = get_with_host(admin.addr, path, Some(&host));
+            assert_eq!(answer.code, 200, "{path} with Host {host}: {}", answer.body);
+        }
+    }
+    let answer = get_with_host(admin.addr, "/api/status", None);
+    assert_eq!(answer.code, 200, "HTTP/1.0 without Host: {}", answer.body);
     assert!(admin.orchestrator.stop().success());
 }

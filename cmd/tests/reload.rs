@@ -861,8 +861,21 @@ async fn a_reload_applied_in_part_says_what_changed_and_what_stopped() {
     let (code, out, err) = reload_command(&sandbox, addr, &[], &[]);
     assert_eq!(code.code(), Some(0), "{out}{err}");
     assert_eq!(out.trim(), r#"reload applied: added "Gamma""#, "{err}");
-    let ready = http::get(addr, "/readyz", &[]);
-    assert_eq!(ready.code, 200, "{}", ready.body);
+    // Ready once Gamma's worker, started by the reload, runs (it connects
+    // and takes its lease first: `starting` meanwhile).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready = http::get(addr, "/readyz", &[]);
+        if ready.code == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline && ready.body.contains(r#""state":"starting""#),
+            "{}",
+            ready.body
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     drop(delta);
     assert!(o.stop().success(), "{}", o.stderr());
 }

@@ -46,6 +46,10 @@ pub struct AdminArgs {
 pub struct AdminSettings {
     /// Where it listens; `None` with `--admin off`.
     pub addr: Option<SocketAddr>,
+    /// The host name `--admin` gave, when it gave a name rather than an IP
+    /// address: a `Host` the endpoint answers besides IP literals and
+    /// `localhost`.
+    pub host_name: Option<String>,
     /// The SHA-256 of the token it asks for; `None`: no token needed.
     pub token_sha256: Option<[u8; 32]>,
 }
@@ -55,6 +59,7 @@ impl AdminSettings {
     pub fn off() -> AdminSettings {
         AdminSettings {
             addr: None,
+            host_name: None,
             token_sha256: None,
         }
     }
@@ -95,8 +100,20 @@ pub fn resolve(
     }
     Ok(AdminSettings {
         addr: Some(addr),
+        host_name: host_name(&args.admin),
         token_sha256,
     })
+}
+
+/// The host name of an `--admin` address (`NAME:PORT`), `None` when it is
+/// an IP address.
+fn host_name(text: &str) -> Option<String> {
+    let text = text.trim();
+    if text.parse::<SocketAddr>().is_ok() {
+        return None;
+    }
+    let (name, _port) = text.rsplit_once(':')?;
+    (!name.is_empty()).then(|| name.to_ascii_lowercase())
 }
 
 /// `HOST:PORT` (IPv6 in brackets; a name resolves to its first address).
@@ -142,6 +159,17 @@ mod tests {
         let s = resolve(&args(DEFAULT_ADMIN, None), true, false).expect("default");
         assert!(s.addr.expect("an address").ip().is_loopback());
         assert_eq!(s.token_sha256, None);
+        assert_eq!(s.host_name, None);
+    }
+
+    #[test]
+    fn a_name_given_as_the_address_is_kept_and_an_ip_address_is_not() {
+        let s = resolve(&args("LocalHost:0", None), true, false).expect("a name");
+        assert_eq!(s.host_name.as_deref(), Some("localhost"));
+        for ip in ["127.0.0.1:0", "[::1]:0"] {
+            let s = resolve(&args(ip, None), true, false).expect(ip);
+            assert_eq!(s.host_name, None, "{ip}");
+        }
     }
 
     #[test]

@@ -16,7 +16,9 @@
 //!
 //! Each path takes its one method; any other gets 405 with `Allow`.
 //!
-//! Requests with a foreign `Origin` get 403; with `--admin-token-sha256`
+//! Requests whose `Host` is not an IP address, `localhost` or the name
+//! `--admin` gave get 421 (a DNS-rebound page names its own site there);
+//! requests with a foreign `Origin` get 403; with `--admin-token-sha256`
 //! every route but the probes and the console's files (which hold no data)
 //! needs its bearer token ([`access`]). The `status` and `reload` commands
 //! ask the endpoint ([`ask`]).
@@ -117,6 +119,7 @@ impl Plan {
         Plan {
             access: access::Access {
                 own_origin: bound.url(),
+                own_host: settings.host_name.clone(),
                 token_sha256: settings.token_sha256,
             },
             bound,
