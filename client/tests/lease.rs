@@ -116,7 +116,7 @@ async fn a_free_lease_is_taken_with_a_fresh_token_and_refused_to_another_databas
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_release_deletes_only_its_own_lease_once_no_worker_is_registered() {
+async fn a_release_deletes_only_its_own_lease_once_no_live_worker_is_registered() {
     let redis = testkit::RedisServer::start();
     let url = redis.url();
     let options = BrokerOptions::new(TTL);
@@ -140,6 +140,16 @@ async fn a_release_deletes_only_its_own_lease_once_no_worker_is_registered() {
         vec![Some(lease.clone())],
         "a registered worker still serves the queue"
     );
+    // A killed worker's registration, not yet reaped: its heartbeat key is
+    // gone, and it holds the lease back from nobody (a standby takes over
+    // at once after a clean stop, not once the lease expires).
+    let mut conn = raw(&url).await;
+    let _: () = redis::cmd("SADD")
+        .arg(keys::workers("q"))
+        .arg("killed")
+        .query_async(&mut conn)
+        .await
+        .expect("sadd");
     a.deregister().await.expect("deregister");
     a.release_lease(lease.token).await.expect("release");
     assert_eq!(client.queue_leases(&["q"]).await.expect("read"), vec![None]);

@@ -57,19 +57,26 @@ return { 0, cur or '' }
     )
 });
 
-/// Deletes the lease if it holds this token and no worker is left
+/// Deletes the lease if it holds this token and no live worker is left
 /// registered for the queue (another worker of the same database may still
-/// serve it; called after the leaving worker deregistered). KEYS: owner
-/// key, workers set. ARGV: token.
+/// serve it; called after the leaving worker deregistered). A registration
+/// whose heartbeat key is gone (a worker killed, not yet reaped) serves
+/// nothing and holds no lease back. KEYS: owner key, workers set. ARGV:
+/// token, the queue's worker heartbeat key prefix.
 static RELEASE_LEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local cur = redis.call('GET', KEYS[1])
-if cur and string.sub(cur, 1, #ARGV[1] + 1) == ARGV[1] .. '|'
-    and redis.call('SCARD', KEYS[2]) == 0 then
-  redis.call('DEL', KEYS[1])
+if not cur or string.sub(cur, 1, #ARGV[1] + 1) ~= ARGV[1] .. '|' then
+  return 0
 end
-return 0
+for _, w in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if redis.call('EXISTS', ARGV[2] .. w) == 1 then
+    return 0
+  end
+end
+redis.call('DEL', KEYS[1])
+return 1
 "#,
     )
 });
@@ -99,6 +106,7 @@ pub(crate) fn release_lease(queue: &str, token: u64) -> ScriptInvocation<'static
     let mut inv = RELEASE_LEASE.prepare_invoke();
     inv.key(keys::queue_owner(queue))
         .key(keys::workers(queue))
-        .arg(token);
+        .arg(token)
+        .arg(keys::heartbeat(queue, ""));
     inv
 }
