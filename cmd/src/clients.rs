@@ -139,5 +139,45 @@ pub async fn connect(
     {
         bail!("{failing}: {why}");
     }
+    if let Err(e) = &connected
+        && let Some(why) = untrusted_certificate(url, &e.to_string())
+    {
+        return Err(anyhow::anyhow!("{failing}: {why}")).context(e.to_string());
+    }
     connected.with_context(|| format!("{failing}{}", fix()))
+}
+
+/// What to say when a `rediss://` connection failed because the server's
+/// certificate was not trusted (rustls names why in `error`); `None` for
+/// any other failure.
+fn untrusted_certificate(url: &RedisUrl, error: &str) -> Option<String> {
+    if !url.is_tls() || !error.contains("invalid peer certificate") {
+        return None;
+    }
+    let fix = "pass the CA that signed it, or the self-signed certificate itself, with \
+               --redis-ca PEM";
+    let has = |marks: &[&str]| marks.iter().any(|m| error.contains(m));
+    // A signature none of the trusted keys could have made (an EC
+    // certificate against RSA roots) is reported as an unsupported
+    // algorithm: it is a certificate no trusted CA signed.
+    Some(
+        if has(&[
+            "UnknownIssuer",
+            "BadSignature",
+            "UnsupportedSignatureAlgorithm",
+        ]) {
+            format!(
+                "the certificate of Redis is not trusted: no CA this machine or --redis-ca trusts \
+             signed it. Fix: {fix}"
+            )
+        } else if has(&["NotValidForName"]) {
+            "the certificate of Redis is not trusted: it is not made out for the URL's host name. \
+         Fix: connect with a name the certificate lists"
+                .to_string()
+        } else if has(&["Expired"]) {
+            "the certificate of Redis is not trusted: it has expired. Fix: renew it".to_string()
+        } else {
+            format!("the certificate of Redis is not trusted. Fix: {fix}")
+        },
+    )
 }

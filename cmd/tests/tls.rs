@@ -218,6 +218,10 @@ fn rediss_with_a_password_and_a_private_ca_serves_and_the_password_is_never_prin
         err.contains(&format!("rediss://127.0.0.1:{}", redis.tls_port())),
         "{err}"
     );
+    assert!(
+        err.contains("the certificate of Redis is not trusted") && err.contains("--redis-ca"),
+        "says why and how to fix it: {err}"
+    );
     for output in [&out, &err] {
         assert!(
             !output.contains(PASSWORD),
