@@ -297,7 +297,10 @@ impl Connection {
                         timing.drain_timeout
                     );
                 }
-                Some(end::reason(CloseCode::Away, "server shutting down"))
+                Some(end::reason(
+                    CloseCode::Away,
+                    "the circle's server is stopping (a shutdown, or a reload that changed or removed the circle)",
+                ))
             }
             End::Dead => {
                 log::info!(circle:%;

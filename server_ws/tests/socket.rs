@@ -455,6 +455,7 @@ async fn shutdown_closes_every_socket_with_1001_and_run_returns() {
     for ws in [&mut a, &mut b] {
         let frame = next_close(ws).await.expect("a close frame");
         assert_eq!(frame.code, CloseCode::Away);
+        assert!(frame.reason.contains("is stopping"), "{}", frame.reason);
     }
     fx.shut_down().await.expect("run returns Ok");
     assert_eq!(fx.status.connections(), 0);
