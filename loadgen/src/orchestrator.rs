@@ -134,13 +134,19 @@ pub fn write_config(
 ) -> anyhow::Result<(std::path::PathBuf, Vec<String>)> {
     let mut elements = Vec::new();
     let mut urls = Vec::new();
-    for id in 1..=circles {
-        let port = testkit::free_port();
+    // Each port stays bound until all are picked: one let go at once may be
+    // handed out again for the next circle.
+    let held = (0..circles)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    for (id, listener) in (1..).zip(&held) {
+        let port = listener.local_addr()?.port();
         elements.push(serde_json::json!({
             "id": id, "name": format!("loadgen {tag} {id}"), "port": port
         }));
         urls.push(format!("ws://127.0.0.1:{port}/ws"));
     }
+    drop(held);
     let config = dir.join("circles.json");
     std::fs::write(&config, serde_json::Value::Array(elements).to_string())?;
     Ok((config, urls))
