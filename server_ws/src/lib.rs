@@ -127,7 +127,7 @@ pub use config::{
 pub use host::{
     CircleServer, HOST_WORKERS, prepare_listener, run, run_many, run_many_pausable, run_with,
 };
-pub use origin::is_allowed as origin_allowed;
+pub use origin::{AuthorityHost, authority_host, is_allowed as origin_allowed};
 pub use pause::Pause;
 pub use sight::WorkerSight;
 pub use status::ServerStatus;

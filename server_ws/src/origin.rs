@@ -35,39 +35,44 @@ fn is_loopback_origin(origin: &str) -> bool {
     if authority.contains(['/', '?', '#', '@']) {
         return false;
     }
+    match authority_host(authority) {
+        Some(AuthorityHost::V6(ip)) => ip.is_loopback(),
+        Some(AuthorityHost::Name(host)) => {
+            host == "localhost" || host.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+        }
+        None => false,
+    }
+}
+
+/// The host an authority (`host[:port]`, an IPv6 address in brackets) names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthorityHost<'a> {
+    /// An IPv6 address, written in brackets.
+    V6(Ipv6Addr),
+    /// A name or an IPv4 address, as written.
+    Name(&'a str),
+}
+
+/// The host of `authority`, or `None` when it is malformed: an unclosed
+/// bracket, no IPv6 address in brackets, or a port that is not a number up to
+/// 65535.
+pub fn authority_host(authority: &str) -> Option<AuthorityHost<'_>> {
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
-        let Some((host, after)) = rest.split_once(']') else {
-            return false;
-        };
+        let (inside, after) = rest.split_once(']')?;
         let port = match after {
             "" => None,
-            p => match p.strip_prefix(':') {
-                Some(p) => Some(p),
-                None => return false,
-            },
+            p => Some(p.strip_prefix(':')?),
         };
-        match host.parse::<Ipv6Addr>() {
-            Ok(ip) if ip.is_loopback() => {}
-            _ => return false,
-        }
-        (host, port)
+        (AuthorityHost::V6(inside.parse().ok()?), port)
     } else {
         match authority.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
+            Some((host, port)) => (AuthorityHost::Name(host), Some(port)),
+            None => (AuthorityHost::Name(authority), None),
         }
     };
-    if let Some(port) = port
-        && (port.is_empty()
-            || !port.bytes().all(|b| b.is_ascii_digit())
-            || port.parse::<u16>().is_err())
-    {
-        return false;
-    }
-    if authority.starts_with('[') {
-        return true;
-    }
-    host == "localhost" || host.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+    let port_ok =
+        port.is_none_or(|p| p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok());
+    port_ok.then_some(host)
 }
 
 #[cfg(test)]

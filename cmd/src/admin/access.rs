@@ -6,11 +6,12 @@
 //! token (any case of the `Bearer` scheme, compared by SHA-256 in constant
 //! time, as circles do).
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv4Addr;
 
 use actix_web::HttpRequest;
 use actix_web::HttpResponse;
 use actix_web::http::header;
+use server_ws::AuthorityHost;
 use sha2::Digest as _;
 
 /// The admin endpoint's rules.
@@ -118,38 +119,15 @@ fn host_allowed(host: &str, own: Option<&str>) -> bool {
     if host.is_empty() {
         return true;
     }
-    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
-        let Some((inside, after)) = rest.split_once(']') else {
-            return false;
-        };
-        let port = match after {
-            "" => None,
-            p => match p.strip_prefix(':') {
-                Some(p) => Some(p),
-                None => return false,
-            },
-        };
-        if inside.parse::<Ipv6Addr>().is_err() {
-            return false;
+    match server_ws::authority_host(host) {
+        Some(AuthorityHost::V6(_)) => true,
+        Some(AuthorityHost::Name(name)) => {
+            name.parse::<Ipv4Addr>().is_ok()
+                || name.eq_ignore_ascii_case("localhost")
+                || own.is_some_and(|own| !own.is_empty() && name.eq_ignore_ascii_case(own))
         }
-        (None, port)
-    } else {
-        match host.rsplit_once(':') {
-            Some((name, port)) => (Some(name), Some(port)),
-            None => (Some(host), None),
-        }
-    };
-    if let Some(port) = port
-        && (!port.bytes().all(|b| b.is_ascii_digit()) || port.parse::<u16>().is_err())
-    {
-        return false;
+        None => false,
     }
-    let Some(name) = name else {
-        return true;
-    };
-    name.parse::<Ipv4Addr>().is_ok()
-        || name.eq_ignore_ascii_case("localhost")
-        || own.is_some_and(|own| !own.is_empty() && name.eq_ignore_ascii_case(own))
 }
 
 #[cfg(test)]
