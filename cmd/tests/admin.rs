@@ -13,7 +13,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::http::{Answer, admin_addr, get};
+use common::http::{self, Answer, admin_addr, get};
 use common::{Orchestrator, Sandbox, connect, play, port, run_to_end};
 use serde_json::Value;
 
@@ -501,29 +501,13 @@ fn get_with_host(addr: SocketAddr, path: &str, host: Option<&str>) -> Answer {
 
 /// [`get_with_host`] with `extra` header lines (each ending in `\r\n`).
 fn get_with_host_and(addr: SocketAddr, path: &str, host: Option<&str>, extra: &str) -> Answer {
-    let mut stream = TcpStream::connect(addr).expect("connect to the admin endpoint");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
     let request = match host {
         Some(host) => {
             format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n")
         }
         None => format!("GET {path} HTTP/1.0\r\n{extra}\r\n"),
     };
-    stream.write_all(request.as_bytes()).expect("send");
-    let mut raw = String::new();
-    std::io::Read::read_to_string(&mut stream, &mut raw).expect("read the answer");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("a status code");
-    Answer {
-        code,
-        body: body.to_string(),
-    }
+    http::send(addr, &request)
 }
 
 /// A page on a name the attacker's DNS rebinds to 127.0.0.1 reads the

@@ -14,19 +14,27 @@ pub struct Answer {
 /// `method path` at `addr` with extra header lines (`"Name: value"`) and no
 /// body.
 pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[&str]) -> Answer {
-    let mut stream = TcpStream::connect(addr).expect("connect to the admin endpoint");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(90)))
-        .expect("timeout");
     let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
     let length = if method == "GET" {
         ""
     } else {
         "Content-Length: 0\r\n"
     };
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}{length}Connection: close\r\n\r\n"
-    );
+    send(
+        addr,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}{length}Connection: close\r\n\r\n"
+        ),
+    )
+}
+
+/// Sends the raw `request` to `addr` and reads the answer to its end: the
+/// status code and body.
+pub fn send(addr: SocketAddr, request: &str) -> Answer {
+    let mut stream = TcpStream::connect(addr).expect("connect to the admin endpoint");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(90)))
+        .expect("timeout");
     stream.write_all(request.as_bytes()).expect("send");
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).expect("read the answer");
