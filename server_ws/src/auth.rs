@@ -43,14 +43,18 @@ const SUBPROTOCOL_PREFIX: &str = "bearer.";
 /// there is one, else the first `bearer.` subprotocol offered.
 pub(crate) fn offered(headers: &HeaderMap) -> Option<&str> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let value = value.to_str().ok()?.trim();
-        let (scheme, token) = value.split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return None;
-        }
-        return Some(token.trim());
+        return bearer_token(value.to_str().ok()?);
     }
     bearer_subprotocol(headers).map(|protocol| &protocol[SUBPROTOCOL_PREFIX.len()..])
+}
+
+/// The token of an `Authorization` value of the `Bearer` scheme, the scheme
+/// in any case (RFC 7235); `None` for another scheme.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 /// The first `bearer.` subprotocol an upgrade request offers. The answer
@@ -405,5 +409,15 @@ mod tests {
             limiter.limited(newcomer, after).is_some(),
             "the newcomer kept its first failure"
         );
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_taken_in_any_case() {
+        for value in ["Bearer abc", "bearer abc", "BEARER abc", " bEaReR  abc "] {
+            assert_eq!(bearer_token(value), Some("abc"), "{value}");
+        }
+        for value in ["Basic abc", "Bearerabc", "abc", ""] {
+            assert_eq!(bearer_token(value), None, "{value}");
+        }
     }
 }

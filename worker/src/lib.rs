@@ -399,8 +399,6 @@ pub async fn run_with(
     // Register and resolve predecessors' leftovers before the first task.
     beat::beat_once(&beat_broker, &options, true).await;
     let beat_token = CancellationToken::new();
-    // The take side stops on shutdown.
-    let take_token = token.child_token();
     let beat = tokio::spawn(beat::run(
         Arc::clone(&beat_broker),
         options.clone(),
@@ -433,7 +431,7 @@ pub async fn run_with(
         let config = config.clone();
         let options = options.clone();
         let status = Arc::clone(&status);
-        let token = take_token.clone();
+        let token = token.clone();
         let cancels = Arc::clone(&cancels);
         let held = config.lease.is_some().then(|| Arc::clone(&held));
         move || async move {

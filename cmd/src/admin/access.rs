@@ -81,7 +81,7 @@ impl Access {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(bearer_token)
+            .and_then(server_ws::bearer_token)
             .unwrap_or("");
         // Hashed whether or not one was sent, compared in full.
         let digest = sha2::Sha256::digest(offered.as_bytes());
@@ -98,15 +98,6 @@ impl Access {
                 .body("a valid token is needed: send Authorization: Bearer <token>\n"),
         )
     }
-}
-
-/// The token of an `Authorization` value of the `Bearer` scheme, the scheme
-/// in any case (RFC 7235) as circles take it; `None` for another scheme.
-fn bearer_token(value: &str) -> Option<&str> {
-    let (scheme, token) = value.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then_some(token.trim())
 }
 
 /// Whether `host` (a `Host` value: a host and an optional port) is one this
@@ -132,7 +123,7 @@ fn host_allowed(host: &str, own: Option<&str>) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{bearer_token, host_allowed};
+    use super::host_allowed;
 
     #[test]
     fn ip_literals_localhost_and_the_own_name_are_allowed_on_any_port() {
@@ -175,16 +166,6 @@ mod tests {
             (":9480", Some("")),
         ] {
             assert!(!host_allowed(host, own), "{host} with {own:?}");
-        }
-    }
-
-    #[test]
-    fn the_bearer_scheme_is_taken_in_any_case() {
-        for value in ["Bearer abc", "bearer abc", "BEARER abc", " bEaReR  abc "] {
-            assert_eq!(bearer_token(value), Some("abc"), "{value}");
-        }
-        for value in ["Basic abc", "Bearerabc", "abc", ""] {
-            assert_eq!(bearer_token(value), None, "{value}");
         }
     }
 }
