@@ -64,6 +64,7 @@ mod cache;
 mod caller;
 pub mod clock;
 mod context;
+mod cycles;
 mod dbfns;
 mod errors;
 mod fault;
@@ -275,6 +276,10 @@ impl ScriptError {
 /// database, with a cache of compiled scripts.
 pub struct CircleEngine {
     rhai: rhai::Engine,
+    /// The same engine, also noting the cells closures share (see
+    /// `cycles`); it runs the scripts that define closures, as noting costs
+    /// every variable read.
+    rhai_closures: rhai::Engine,
     db: Arc<ourdb::OurDb>,
     limits: Limits,
     /// Serialises runs so each script sees a stable database (see the crate
@@ -288,8 +293,10 @@ impl CircleEngine {
         // Calibrated here (once per process) so that no run pays for it.
         clock::get();
         let rhai = sandbox::build(db.clone(), &limits);
+        let rhai_closures = sandbox::build_noting_cells(db.clone(), &limits);
         CircleEngine {
             rhai,
+            rhai_closures,
             db,
             run_lock: Mutex::new(cache::AstCache::new(fingerprint(&limits))),
             limits,

@@ -260,7 +260,15 @@ pub fn run(
         &control.cancel,
         limits,
     );
-    let result = catch_unwind(AssertUnwindSafe(|| engine.rhai.eval_ast::<Dynamic>(ast)));
+    let rhai = if crate::cycles::defines_closures(ast) {
+        &engine.rhai_closures
+    } else {
+        &engine.rhai
+    };
+    // Declared after `installed`, so dropped before it: the cells are
+    // emptied once the result is rendered, on every way out of this run.
+    let _cycles = crate::cycles::Guard::start();
+    let result = catch_unwind(AssertUnwindSafe(|| rhai.eval_ast::<Dynamic>(ast)));
     let value = match result {
         Ok(Ok(value)) if context::stopped().is_none() => value,
         other => return Err(eval_error(other, limits)),

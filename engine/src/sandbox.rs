@@ -94,6 +94,19 @@ fn apply_bounds(engine: &mut Engine, limits: &Limits) {
         .set_max_map_size(limits.max_map_size);
 }
 
+/// [`build`], with a variable callback that notes the cells closures share,
+/// which each run empties at its end (see `cycles`); it resolves nothing
+/// itself.
+pub fn build_noting_cells(db: Arc<OurDb>, limits: &Limits) -> Engine {
+    let mut engine = build(db, limits);
+    #[allow(deprecated)] // "considered volatile", not deprecated
+    engine.on_var(|name, index, context| {
+        crate::cycles::note(name, index, context.scope());
+        Ok(None)
+    });
+    engine
+}
+
 /// The engine for one circle bound to `db`.
 pub fn build(db: Arc<OurDb>, limits: &Limits) -> Engine {
     let mut engine = Engine::new_raw();
