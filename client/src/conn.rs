@@ -348,6 +348,41 @@ impl Conn {
         }
     }
 
+    /// [`Conn::invoke`] for a script that publishes notifications, so that
+    /// they leave Redis before its own reply does. Redis writes its replies
+    /// at the end of an event-loop turn, to the clients in the reverse order
+    /// in which each first got one during the turn: the subscribers of a
+    /// script's `PUBLISH` would get theirs after the script's caller. A
+    /// `PING` pipelined in front gives this connection its first reply
+    /// before the script runs, so the notifications go out first and a
+    /// waiter on another connection is not kept waiting behind this reply.
+    pub(crate) async fn invoke_publishing<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T> {
+        let mut conn = self.get().await?;
+        let mut pipe = redis::pipe();
+        // Errors come back as values, so that a `NOSCRIPT` is told apart.
+        pipe.ignore_errors().cmd("PING").invoke_script(invocation);
+        let (pong, reply): (redis::Value, redis::Value) = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.fail(e))?;
+        pong.extract_error().map_err(|e| self.fail(e))?;
+        let value = match reply {
+            redis::Value::ServerError(e) if e.kind() == Some(redis::ServerErrorKind::NoScript) => {
+                // Redis lost its script cache (a restart, SCRIPT FLUSH): the
+                // script did not run; this loads it and runs it.
+                return invocation
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(|e| self.fail(e));
+            }
+            other => other.extract_error().map_err(|e| self.fail(e))?,
+        };
+        redis::from_redis_value(value).map_err(|e| self.fail(e.into()))
+    }
+
     /// Invokes a Lua script (EVALSHA, loading it after a Redis restart).
     pub(crate) async fn invoke<T: redis::FromRedisValue>(
         &self,

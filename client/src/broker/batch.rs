@@ -70,7 +70,7 @@ impl WorkerBroker {
             },
             &fencing,
         );
-        let mut reply: Vec<redis::Value> = self.conn.invoke(&inv).await?;
+        let mut reply: Vec<redis::Value> = self.conn.invoke_publishing(&inv).await?;
         let bad = |what: &str| Error::Protocol(format!("batched finish answered {what}"));
         if reply.len() < 3 {
             return Err(bad("too few parts"));
