@@ -81,7 +81,7 @@ pub const DEFAULT_RESULT_TTL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Default [`WorkerOptions::claim_batch`].
-pub const DEFAULT_CLAIM_BATCH: usize = 32;
+pub const DEFAULT_CLAIM_BATCH: usize = 24;
 
 /// Errors that stop a worker.
 #[derive(Debug, thiserror::Error)]
