@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Fixture, call, code, play, redis_conn, start_worker, start_worker_with};
+use common::{Fixture, call, code, play, recv, redis_conn, send, start_worker, start_worker_with};
 use server_ws::{ServerTiming, codes};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -432,5 +432,45 @@ async fn a_notification_waiting_for_a_slot_at_shutdown_is_still_queued() {
         .await
         .expect("keys");
     assert_eq!(hashes.len(), 2, "the notification was queued: {hashes:?}");
+    worker.cancel();
+}
+
+/// A client with several requests in flight gets each reply as soon as it
+/// is ready. With Nagle's algorithm on the server's socket, a second small
+/// reply would wait until the client acknowledged the first, and a client
+/// with nothing more to send delays that acknowledgement (40 ms on Linux).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_get_their_replies_without_waiting_for_an_acknowledgement() {
+    let fx = Fixture::start_with(|_| {}, ServerTiming::default(), false).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let worker = start_worker(&fx, dir.path());
+    // Without Nagle's algorithm on the client's side too (as browsers and
+    // Python's asyncio do): the second request leaves at once, so the
+    // client has nothing to carry its acknowledgement of the first reply.
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(fx.url(), None, true)
+        .await
+        .expect("websocket upgrade");
+    let reply = call(&mut ws, &play(0, "40 + 2")).await;
+    assert_eq!(reply["result"]["output"], "42", "{reply}");
+
+    let mut rounds = Vec::new();
+    for round in 0..15_u64 {
+        let start = std::time::Instant::now();
+        send(&mut ws, &play(2 * round + 1, "40 + 2")).await;
+        send(&mut ws, &play(2 * round + 2, "40 + 2")).await;
+        for _ in 0..2 {
+            let reply = recv(&mut ws).await;
+            assert_eq!(reply["result"]["output"], "42", "{reply}");
+        }
+        rounds.push(start.elapsed());
+    }
+    rounds.sort();
+    let median = rounds[rounds.len() / 2];
+    // A round takes about a millisecond; one held for an acknowledgement
+    // takes 40 ms or more.
+    assert!(
+        median < std::time::Duration::from_millis(25),
+        "the median round of two pipelined requests took {median:?} (all: {rounds:?})"
+    );
     worker.cancel();
 }
