@@ -364,11 +364,12 @@ impl Conn {
         let mut pipe = redis::pipe();
         // Errors come back as values, so that a `NOSCRIPT` is told apart.
         pipe.ignore_errors().cmd("PING").invoke_script(invocation);
-        let (pong, reply): (redis::Value, redis::Value) = pipe
+        // The `PING`'s own answer does not matter: refused (an ACL without
+        // it), it still ran first, and the script's reply decides.
+        let (_pong, reply): (redis::Value, redis::Value) = pipe
             .query_async(&mut conn)
             .await
             .map_err(|e| self.fail(e))?;
-        pong.extract_error().map_err(|e| self.fail(e))?;
         let value = match reply {
             redis::Value::ServerError(e) if e.kind() == Some(redis::ServerErrorKind::NoScript) => {
                 // Redis lost its script cache (a restart, SCRIPT FLUSH): the

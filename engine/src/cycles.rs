@@ -66,9 +66,11 @@ pub fn note(name: &str, index: usize, scope: &Scope) {
 #[cold]
 fn keep(cell: &Dynamic) {
     // The address of the value inside the cell names the cell. Reading it
-    // fails only while Rhai holds the cell for writing, and then Rhai's own
-    // read of the variable, next, fails the run with a data race; the cell
-    // is kept anyway (a second handle to one cell is harmless).
+    // fails only while Rhai holds the cell for writing (after Rhai's lock
+    // wait of 50 ms), and then Rhai's own read of the variable, next, fails
+    // the run with a data race after the same wait; the cell is kept anyway
+    // (a second handle to one cell is harmless). The handles keep every
+    // captured value alive until the run ends, within its memory bound.
     let address = cell
         .read_lock::<Dynamic>()
         .map(|inner| &*inner as *const Dynamic as usize);
@@ -116,7 +118,8 @@ fn clear() {
         .unwrap_or_default();
     for mut cell in held {
         // Taken out under the lock and dropped after it: what it drops may
-        // hold this very cell.
+        // hold this very cell. A lock poisoned by a panic cannot be taken,
+        // and that cell stays as it is.
         let inner = cell.write_lock::<Dynamic>().map(|mut v| v.take());
         drop(inner);
     }

@@ -298,8 +298,8 @@ fn build(
     // Each reply is sent at once. With Nagle's algorithm a reply written
     // while the one before it is unacknowledged waits for that
     // acknowledgement, which a client with nothing more to send delays
-    // (40 ms on Linux): every round of a client with two requests in
-    // flight took 44 ms.
+    // (40 ms on Linux): a client with two requests in flight would wait
+    // that long for every second reply.
     .tcp_nodelay(true)
     // After a response (a closed WebSocket, a 403/503) actix lingers,
     // reading until the client hangs up, for up to this long before closing
