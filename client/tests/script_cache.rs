@@ -2,6 +2,9 @@
 //! behind a `PING` are sent by `EVALSHA`; a Redis that lost its script cache
 //! must lose neither the popped task nor its result.
 
+mod common;
+use common::raw;
+
 use std::time::Duration;
 
 use client::broker::{BlockingPopper, BrokerOptions, Claim, WorkerBroker};
@@ -15,11 +18,7 @@ async fn a_pop_after_the_script_cache_was_flushed_still_claims_the_task() {
     let popper = BlockingPopper::new(&url, "f", "flusher", Duration::from_secs(5), &options)
         .expect("popper");
     let client = Client::connect(&url).await.expect("connect");
-    let raw = redis::Client::open(url.as_str()).expect("open");
-    let mut raw = raw
-        .get_multiplexed_async_connection()
-        .await
-        .expect("raw connection");
+    let mut raw = raw(&url).await;
 
     for round in 0..3 {
         let id = client
@@ -66,11 +65,7 @@ async fn a_finish_after_the_script_cache_was_flushed_still_writes_and_notifies()
     )
     .expect("broker");
     let client = Client::connect(&url).await.expect("connect");
-    let raw = redis::Client::open(url.as_str()).expect("open");
-    let mut raw = raw
-        .get_multiplexed_async_connection()
-        .await
-        .expect("raw connection");
+    let mut raw = raw(&url).await;
 
     for round in 0..3 {
         let watched = client
