@@ -370,18 +370,34 @@ impl Conn {
             .query_async(&mut conn)
             .await
             .map_err(|e| self.fail(e))?;
+        match self.script_reply(reply)? {
+            Some(value) => Ok(value),
+            // The script did not run: this loads it and runs it.
+            None => invocation
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| self.fail(e)),
+        }
+    }
+
+    /// The reply of a script sent by `EVALSHA` in a pipeline whose errors
+    /// come back as values: `None` for `NOSCRIPT` (Redis lost its script
+    /// cache, a restart or `SCRIPT FLUSH`, and the script did not run; the
+    /// caller runs it again with `invoke_async`, which loads it), else the
+    /// value or the error.
+    pub(crate) fn script_reply<T: redis::FromRedisValue>(
+        &self,
+        reply: redis::Value,
+    ) -> Result<Option<T>> {
         let value = match reply {
             redis::Value::ServerError(e) if e.kind() == Some(redis::ServerErrorKind::NoScript) => {
-                // Redis lost its script cache (a restart, SCRIPT FLUSH): the
-                // script did not run; this loads it and runs it.
-                return invocation
-                    .invoke_async(&mut conn)
-                    .await
-                    .map_err(|e| self.fail(e));
+                return Ok(None);
             }
             other => other.extract_error().map_err(|e| self.fail(e))?,
         };
-        redis::from_redis_value(value).map_err(|e| self.fail(e.into()))
+        redis::from_redis_value(value)
+            .map(Some)
+            .map_err(|e| self.fail(e.into()))
     }
 
     /// Invokes a Lua script (EVALSHA, loading it after a Redis restart).

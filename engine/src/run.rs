@@ -260,14 +260,16 @@ pub fn run(
         &control.cancel,
         limits,
     );
-    let rhai = if crate::cycles::defines_closures(ast) {
+    // Only the engine that notes shared cells has any to empty. The guard is
+    // declared after `installed`, so dropped before it: the cells are
+    // emptied once the result is rendered, on every way out of this run.
+    let closures = crate::cycles::defines_closures(ast);
+    let rhai = if closures {
         &engine.rhai_closures
     } else {
         &engine.rhai
     };
-    // Declared after `installed`, so dropped before it: the cells are
-    // emptied once the result is rendered, on every way out of this run.
-    let _cycles = crate::cycles::Guard::start();
+    let _cycles = closures.then(crate::cycles::Guard::start);
     let result = catch_unwind(AssertUnwindSafe(|| rhai.eval_ast::<Dynamic>(ast)));
     let value = match result {
         Ok(Ok(value)) if context::stopped().is_none() => value,

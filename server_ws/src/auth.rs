@@ -110,8 +110,13 @@ impl Window {
 
     /// Whether the window has ended at `now`.
     fn ended(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.started) >= WINDOW
+        window_ended(self.started, now)
     }
+}
+
+/// Whether a window that started at `started` has ended at `now`.
+fn window_ended(started: Instant, now: Instant) -> bool {
+    now.saturating_duration_since(started) >= WINDOW
 }
 
 /// The tracked addresses, with two indexes ordered by window start (every
@@ -138,7 +143,7 @@ impl Table {
         let ended = self
             .full
             .first()
-            .is_some_and(|&(started, _)| now.saturating_duration_since(started) >= WINDOW);
+            .is_some_and(|&(started, _)| window_ended(started, now));
         let dropped = if ended {
             self.full.pop_first()
         } else {

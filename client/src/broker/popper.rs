@@ -140,20 +140,15 @@ impl BlockingPopper {
         let (popped, claim): (redis::Value, redis::Value) =
             popped.map_err(|e| self.conn.fail(e))?;
         popped.extract_error().map_err(|e| self.conn.fail(e))?;
-        let claim: RawClaim = match claim {
-            redis::Value::ServerError(e) if e.kind() == Some(redis::ServerErrorKind::NoScript) => {
-                // Redis lost its script cache (restart, SCRIPT FLUSH): claim
-                // again, loading the script. The claim reads the head of the
-                // processing list, where the pop put the id.
-                claim_head
-                    .invoke_async(&mut conn)
-                    .await
-                    .map_err(|e| self.conn.fail(e))?
-            }
-            other => {
-                let value = other.extract_error().map_err(|e| self.conn.fail(e))?;
-                redis::from_redis_value(value).map_err(|e| self.conn.fail(e.into()))?
-            }
+        let claim: RawClaim = match self.conn.script_reply(claim)? {
+            Some(claim) => claim,
+            // Redis lost its script cache (restart, SCRIPT FLUSH): claim
+            // again, loading the script. The claim reads the head of the
+            // processing list, where the pop put the id.
+            None => claim_head
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| self.conn.fail(e))?,
         };
         let mut claim = self.keys.settle(&self.conn, claim).await?;
         ClaimKeys::sent(claim.as_mut_slice(), &fencing);
