@@ -292,7 +292,7 @@ async fn bytes_that_are_not_utf8_end_their_task_as_invalid_and_the_worker_goes_o
             .expect("pttl");
         assert!(ttl > 0, "{shown}: the error hash expires (pttl {ttl})");
     }
-    assert_eq!(worker.status.counts(), (1, 3));
+    until_counts(&worker.status, 1, 3).await;
     assert!(
         keys(&mut conn, &client::keys::processing("bytes", "*"))
             .await
@@ -763,7 +763,7 @@ async fn a_task_whose_id_was_pushed_twice_runs_once() {
         2,
         "the task ran more than once"
     );
-    assert_eq!(worker.status.counts(), (2, 0));
+    until_counts(&worker.status, 2, 0).await;
     worker.stop().await;
 }
 

@@ -133,6 +133,22 @@ where
     }
 }
 
+/// Waits until `status` counts `processed` and `failed`, or panics saying
+/// what it counts. The worker counts a task once Redis answered its finish,
+/// and the notification a waiter gets leaves Redis before that answer, so a
+/// waiter that has its outcome polls for the count.
+pub async fn until_counts(status: &WorkerStatus, processed: u64, failed: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while status.counts() != (processed, failed) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker counts {:?}, not ({processed}, {failed})",
+            status.counts()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A raw connection, for inspecting Redis like a third party would.
 pub async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
     redis::Client::open(url)
@@ -224,7 +240,7 @@ pub async fn assert_settled(
         ),
         (processed, failed, 0, 0)
     );
-    assert_eq!(worker.status.counts(), (processed, failed));
+    until_counts(&worker.status, processed, failed).await;
     let mut conn = raw(url).await;
     assert!(
         keys(&mut conn, &client::keys::processing(queue, "*"))
