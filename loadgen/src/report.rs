@@ -183,8 +183,38 @@ impl Report {
     }
 }
 
-/// `nproc` and the CPU model from /proc/cpuinfo.
+/// `nproc`, the CPU model from /proc/cpuinfo and, when the kernel has one,
+/// its cpuidle driver: on a KVM guest with the `haltpoll` driver and
+/// `guest_halt_poll_ns` 0 every idle core halts, and waking it again
+/// costs tens of µs on every hop of a sequential request.
 pub fn machine() -> String {
+    let idle = |path: &str| std::fs::read_to_string(path).ok();
+    let driver = idle("/sys/devices/system/cpu/cpuidle/current_driver");
+    let poll = idle("/sys/module/haltpoll/parameters/guest_halt_poll_ns");
+    match cpuidle(driver.as_deref(), poll.as_deref()) {
+        Some(idle) => format!("{}, {idle}", cpus_and_model()),
+        None => cpus_and_model(),
+    }
+}
+
+/// How idle cores wait, from the cpuidle driver's name and haltpoll's
+/// `guest_halt_poll_ns`: `None` when the kernel names no driver.
+fn cpuidle(driver: Option<&str>, poll_ns: Option<&str>) -> Option<String> {
+    let driver = driver
+        .map(str::trim)
+        .filter(|d| !d.is_empty() && *d != "none")?;
+    if driver != "haltpoll" {
+        return Some(format!("cpuidle {driver}"));
+    }
+    Some(match poll_ns.and_then(|ns| ns.trim().parse::<u64>().ok()) {
+        Some(0) => "cpuidle haltpoll with guest halt polling off".to_string(),
+        Some(ns) => format!("cpuidle haltpoll polling up to {} µs", ns / 1000),
+        None => "cpuidle haltpoll".to_string(),
+    })
+}
+
+/// `nproc` and the CPU model from /proc/cpuinfo.
+fn cpus_and_model() -> String {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -254,6 +284,29 @@ mod tests {
         assert!(both.contains("| 0.50 | 2500 | 2.00 | 0 |"), "{both}");
         assert_eq!(report(None).to_json()["rows"][0]["floor"], 10000.0);
         assert_eq!(report(None).to_json()["rows"][0]["limit"], "CPU");
+    }
+
+    #[test]
+    fn the_machine_names_how_idle_cores_wait() {
+        assert_eq!(
+            cpuidle(Some("haltpoll\n"), Some("0\n")).as_deref(),
+            Some("cpuidle haltpoll with guest halt polling off")
+        );
+        assert_eq!(
+            cpuidle(Some("haltpoll"), Some("200000")).as_deref(),
+            Some("cpuidle haltpoll polling up to 200 µs")
+        );
+        assert_eq!(
+            cpuidle(Some("haltpoll"), None).as_deref(),
+            Some("cpuidle haltpoll")
+        );
+        assert_eq!(
+            cpuidle(Some("intel_idle\n"), None).as_deref(),
+            Some("cpuidle intel_idle")
+        );
+        assert_eq!(cpuidle(Some("none\n"), None), None);
+        assert_eq!(cpuidle(None, Some("0")), None);
+        assert!(machine().starts_with("nproc "), "{}", machine());
     }
 
     #[test]
