@@ -1,17 +1,21 @@
 # The two commands a newcomer needs:
 #   make run    build and run the orchestrator on the example circles.json
 #   make test   run the whole test suite against a real redis-server
-# Both install what is missing first (redis-server, tmux) via apt-get.
+# Both install what is missing first via apt-get: `run` redis-server and tmux,
+# `test` also what the tests drive (scripts/install-deps.sh names it all).
 
 CONFIG ?= circles.json
 ARGS ?=
 
-.PHONY: run test lint doc bench deps
+.PHONY: run test lint doc bench deps run-deps
 
 deps:
 	@./scripts/install-deps.sh
 
-run: deps
+run-deps:
+	@./scripts/install-deps.sh --run
+
+run: run-deps
 	cargo run --release --bin circles_orchestrator -- $(ARGS) $(CONFIG)
 
 test: deps

@@ -9,32 +9,40 @@
 # Playwright for Python (the version pinned in cmd/tests/browser/requirements.txt)
 # in a venv at <target dir>/browser-venv. Playwright never downloads a browser
 # here: the tests launch /usr/bin/chromium.
+# With --run, only what running the orchestrator needs: redis-server and
+# tmux (`make run`).
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=()
-command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
-command -v redis-sentinel >/dev/null 2>&1 || need+=(redis-sentinel)
-command -v tmux >/dev/null 2>&1 || need+=(tmux)
-command -v ip >/dev/null 2>&1 || need+=(iproute2)
-# chattr: the storage-fault test makes a data file immutable under a circle.
-command -v chattr >/dev/null 2>&1 || need+=(e2fsprogs)
-# promtool comes with Debian's prometheus; its recommends (exporters,
-# daemons) are left out.
-lean=()
-command -v promtool >/dev/null 2>&1 || lean+=(prometheus)
-# The browser tests: Chromium with a font for screenshots (recommends left out:
-# they pull in a desktop), and a python that can make a venv.
-browser=()
-[ -x /usr/bin/chromium ] || browser+=(chromium fonts-liberation)
-if ! command -v python3 >/dev/null 2>&1; then
-  browser+=(python3 python3-venv)
-elif ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
-  browser+=(python3-venv)
-fi
+run_only=false
+case "${1:-}" in
+  "") ;;
+  --run) run_only=true ;;
+  *) echo "install-deps: unknown argument ${1}; usage: install-deps.sh [--run]" >&2; exit 2 ;;
+esac
 
-browser+=("${lean[@]}")
+need=()
+browser=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v tmux >/dev/null 2>&1 || need+=(tmux)
+if ! $run_only; then
+  command -v redis-sentinel >/dev/null 2>&1 || need+=(redis-sentinel)
+  command -v ip >/dev/null 2>&1 || need+=(iproute2)
+  # chattr: the storage-fault test makes a data file immutable under a circle.
+  command -v chattr >/dev/null 2>&1 || need+=(e2fsprogs)
+  # The browser tests: Chromium with a font for screenshots (recommends left
+  # out: they pull in a desktop), and a python that can make a venv.
+  [ -x /usr/bin/chromium ] || browser+=(chromium fonts-liberation)
+  if ! command -v python3 >/dev/null 2>&1; then
+    browser+=(python3 python3-venv)
+  elif ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    browser+=(python3-venv)
+  fi
+  # promtool comes with Debian's prometheus; its recommends (exporters,
+  # daemons) are left out, as for the browser.
+  command -v promtool >/dev/null 2>&1 || browser+=(prometheus)
+fi
 if [ ${#need[@]} -gt 0 ] || [ ${#browser[@]} -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then
     echo "install-deps: missing ${need[*]} ${browser[*]} and no apt-get here; install them with your package manager" >&2
@@ -60,7 +68,7 @@ fi
 # It lives in the target dir; after `cargo clean` this script makes it again.
 venv="${CARGO_TARGET_DIR:-target}/browser-venv"
 requirements=cmd/tests/browser/requirements.txt
-if ! cmp -s "$requirements" "$venv/requirements.txt" || ! [ -x "$venv/bin/python" ]; then
+if ! $run_only && { ! cmp -s "$requirements" "$venv/requirements.txt" || ! [ -x "$venv/bin/python" ]; }; then
   echo "install-deps: installing Playwright for Python into $venv" >&2
   rm -rf "$venv"
   python3 -m venv "$venv"
