@@ -125,7 +125,12 @@ pub struct RunArgs {
     pub redis_ca: Option<PathBuf>,
 
     /// Where circle N keeps its database (DIR/N/) [default: ~/.hero/circles]
-    #[arg(long, env = "CIRCLES_DATA_DIR", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "CIRCLES_DATA_DIR",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
     pub data_dir: Option<PathBuf>,
 
     /// What this process runs of each circle: `all` (server and worker),
@@ -173,6 +178,7 @@ pub struct RunArgs {
     #[arg(
         long,
         env = "CIRCLES_NO_MANAGED_REDIS",
+        hide_env_values = true,
         action = clap::ArgAction::SetTrue,
         value_parser = clap::builder::BoolishValueParser::new()
     )]
@@ -334,7 +340,13 @@ pub struct PlayArgs {
 #[derive(Debug, Args)]
 pub struct AdminTarget {
     /// The running orchestrator's admin address (its --admin).
-    #[arg(long, env = "CIRCLES_ADMIN", value_name = "ADDR", default_value = crate::admin::args::DEFAULT_ADMIN)]
+    #[arg(
+        long,
+        env = "CIRCLES_ADMIN",
+        hide_env_values = true,
+        value_name = "ADDR",
+        default_value = crate::admin::args::DEFAULT_ADMIN
+    )]
     pub admin: String,
 
     /// The admin token, when the orchestrator has --admin-token-sha256.

@@ -22,15 +22,25 @@ use crate::status::{CircleState, Phase, lock};
 /// Bound on one beat's round trip, and on the goodbye at shutdown.
 const BEAT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Beats every `every` with heartbeat TTL `ttl` for the circles of
-/// `roster` this process serves, each on its own Redis (one round trip per
-/// Redis per beat), until `stop`; then leaves.
+/// How often a gateway beats, and how long each heartbeat lives.
+#[derive(Debug, Clone, Copy)]
+pub struct Beats {
+    /// Time between two beats.
+    pub every: Duration,
+    /// The TTL of each heartbeat key.
+    pub ttl: Duration,
+}
+
+/// Beats every `beats.every` with heartbeat TTL `beats.ttl` for the circles
+/// of `roster` this process serves, each on its own Redis (one round trip
+/// per Redis per beat), until `stop`; then leaves. `announced` is sent
+/// after the first beat, answered or not.
 pub async fn beat(
     clients: Clients,
     roster: Roster,
     gateway: GatewayProcess,
-    every: Duration,
-    ttl: Duration,
+    Beats { every, ttl }: Beats,
+    announced: tokio::sync::oneshot::Sender<()>,
     changed: Arc<Notify>,
     stop: CancellationToken,
 ) {
@@ -40,6 +50,7 @@ pub async fn beat(
         gateway.pid,
         gateway.host
     );
+    let mut first = Some(announced);
     let mut announced: Vec<Arc<CircleState>> = Vec::new();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -72,6 +83,10 @@ pub async fn beat(
                     circles.len()
                 ),
             }
+        }
+        if let Some(first) = first.take() {
+            // The poller may be gone already (shutting down): nothing waits.
+            let _ = first.send(());
         }
         if served.iter().zip(before).any(|(s, b)| live(s) != b) {
             changed.notify_one();

@@ -68,14 +68,25 @@ pub async fn watch_redis(
 /// Reads every circle's counters every `every` in one batched call
 /// (`Client::stats_many`: one Redis round trip per 256 queues, 2 s timeout)
 /// and the gateways serving each (`Client::gateways_many`: one round trip),
-/// and wakes the renderer when any changed (heartbeat age aside).
+/// and wakes the renderer when any changed (heartbeat age aside). The first
+/// read waits for `announced` (the process's first gateway beat, when it
+/// serves endpoints), so that it counts this process among the gateways;
+/// after each round the roster is marked polled.
 pub async fn poll_stats(
     clients: crate::clients::Clients,
     roster: Roster,
     every: Duration,
+    announced: Option<tokio::sync::oneshot::Receiver<()>>,
     changed: Arc<Notify>,
     stop: CancellationToken,
 ) {
+    if let Some(announced) = announced {
+        tokio::select! {
+            // Sent or dropped: either way the beat has had its first round.
+            _ = announced => {}
+            () = stop.cancelled() => return,
+        }
+    }
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -130,6 +141,10 @@ pub async fn poll_stats(
             let mut slot = lock(&state.gateways);
             any_change |= *slot != gateways;
             *slot = gateways;
+        }
+        if !roster.polled() {
+            roster.set_polled();
+            any_change = true;
         }
         if any_change {
             changed.notify_one();

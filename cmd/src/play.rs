@@ -133,8 +133,16 @@ fn target_url(args: &PlayArgs) -> anyhow::Result<String> {
 /// would otherwise connect to port 80, bearer token and all.
 fn checked_url(url: &str) -> Result<String, String> {
     let lower = url.to_ascii_lowercase();
-    if !(lower.starts_with("ws://") || lower.starts_with("wss://")) {
+    let Some(rest) = lower
+        .strip_prefix("ws://")
+        .or_else(|| lower.strip_prefix("wss://"))
+    else {
         return Err("it does not start with ws:// or wss://".to_string());
+    };
+    // The URL standard reads `ws:///ws` as host `ws`: a slash where the
+    // host goes is no host.
+    if rest.starts_with(['/', '\\']) {
+        return Err("it names no host".to_string());
     }
     let parsed = url::Url::parse(url).map_err(|e| e.to_string())?;
     if parsed.host_str().is_none_or(str::is_empty) {
@@ -151,9 +159,13 @@ fn checked_url(url: &str) -> Result<String, String> {
     Ok(checked)
 }
 
-/// `url` with any user and password left out, for messages.
+/// `url` with any user and password left out, for messages: as given
+/// when it carries neither.
 fn shown_url(url: &str) -> String {
     match url::Url::parse(url) {
+        Ok(parsed) if parsed.username().is_empty() && parsed.password().is_none() => {
+            url.to_string()
+        }
         Ok(mut parsed) => {
             let _ = parsed.set_username("");
             let _ = parsed.set_password(None);

@@ -344,6 +344,10 @@ pub struct Snapshot {
     pub circles: Vec<Row>,
     /// The last reload of circles.json, if any.
     pub reload: Option<crate::reload::LastReload>,
+    /// Whether the counters and gateways have been read once (or failed to
+    /// be): until then a row's `Gateways` may miss this very process.
+    #[serde(skip)]
+    pub polled: bool,
 }
 
 /// Facts the header shows.
@@ -399,6 +403,7 @@ pub fn snapshot(header: &Header, circles: &[Arc<CircleState>], phase: &'static s
         uptime_secs: header.started.elapsed().as_secs(),
         circles: circles.iter().map(|c| c.row()).collect(),
         reload: lock(&header.reload).clone(),
+        polled: false,
     }
 }
 

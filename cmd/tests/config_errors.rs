@@ -152,6 +152,12 @@ fn help_and_version_exit_0_and_bad_options_exit_2() {
     ] {
         assert!(out.contains(option), "{option} missing from --help:\n{out}");
     }
+    // Environment variables are named, never shown with a value, set or not
+    // (an unset one read `[env: NAME=]`, as if set to empty).
+    assert!(
+        out.contains("[env: CIRCLES_DATA_DIR]") && !out.contains("=]"),
+        "{out}"
+    );
     let mut cmd = sandbox.command();
     cmd.arg("-V");
     let (status, out, _) = run_to_end(cmd, Duration::from_secs(20));

@@ -61,6 +61,13 @@ fn plain_output_has_the_header_and_one_row_per_circle_with_queue_key_and_url() {
             "Worker Queues shows the queue's Redis key:\n{out}"
         );
         assert_eq!(cells[5], format!("ws://127.0.0.1:{p}/ws"), "{out}");
+        // Printed once, the table counts this very process as a gateway
+        // of each circle it serves.
+        let gateways = columns
+            .iter()
+            .position(|&c| c == "Gateways")
+            .expect("a Gateways column");
+        assert_eq!(cells[gateways + 1], "1", "Gateways of {name}:\n{out}");
     }
     assert_eq!(o.stop().code(), Some(0));
     let out = o.stdout();

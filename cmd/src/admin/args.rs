@@ -22,6 +22,7 @@ pub struct AdminArgs {
     #[arg(
         long = "admin",
         env = "CIRCLES_ADMIN",
+        hide_env_values = true,
         value_name = "ADDR|off",
         default_value = DEFAULT_ADMIN
     )]

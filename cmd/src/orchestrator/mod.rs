@@ -447,22 +447,32 @@ impl Running {
             changed.clone(),
             watchers_token.clone(),
         ));
+        let (announced, first_beat) = if settings.role.serves() {
+            let (sent, beat) = tokio::sync::oneshot::channel();
+            (Some(sent), Some(beat))
+        } else {
+            (None, None)
+        };
         watchers.spawn(monitor::poll_stats(
             clients.clone(),
             roster.clone(),
             settings.stats_every,
+            first_beat,
             changed.clone(),
             watchers_token.clone(),
         ));
-        if settings.role.serves() {
+        if let Some(announced) = announced {
             // Under the hosts' token: a process that stops serving stops
             // announcing itself before its workers stop.
             watchers.spawn(gateway::beat(
                 clients.clone(),
                 roster.clone(),
                 client::GatewayProcess::new(circles::host_name()),
-                settings.worker.heartbeat_interval,
-                settings.worker.heartbeat_ttl,
+                gateway::Beats {
+                    every: settings.worker.heartbeat_interval,
+                    ttl: settings.worker.heartbeat_ttl,
+                },
+                announced,
                 changed.clone(),
                 ctx.hosts.child_token(),
             ));

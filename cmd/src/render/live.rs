@@ -193,6 +193,7 @@ mod tests {
                 })
                 .collect(),
             reload: None,
+            polled: true,
         }
     }
 

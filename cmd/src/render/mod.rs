@@ -85,11 +85,13 @@ pub async fn draw(
         };
         let mut snap = snapshot(header, &source.roster.current(), phase);
         snap.reload = reload.clone();
-        settled = snap.circles.iter().all(Row::settled);
+        snap.polled = source.roster.polled();
+        settled = snap.polled && snap.circles.iter().all(Row::settled);
         renderer.frame(header, &snap);
     }
     let mut snap = snapshot(header, &source.roster.current(), "stopped");
     snap.reload = reload;
+    snap.polled = source.roster.polled();
     while let Ok(next) = source.reloads.try_recv() {
         snap.reload = Some(next);
         renderer.frame(header, &snap);

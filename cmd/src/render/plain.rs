@@ -78,7 +78,9 @@ impl<W: Write + Send> Renderer for Plain<W> {
             self.header_done = true;
         }
         if !self.table_done {
-            let settled = snap.circles.iter().all(Row::settled);
+            // Settled, and the counters read once: the first read comes
+            // after this process's first gateway beat, so Gateways counts it.
+            let settled = snap.polled && snap.circles.iter().all(Row::settled);
             if !settled && self.started.elapsed() < SETTLE_DEADLINE {
                 return;
             }
@@ -160,6 +162,7 @@ mod tests {
                 ..Row::sample("Alpha", 1, "alpha")
             }],
             reload: None,
+            polled: true,
         }
     }
 
@@ -207,5 +210,37 @@ mod tests {
             !text.contains("Starting"),
             "table drawn before settling: {text}"
         );
+    }
+
+    #[test]
+    fn table_waits_for_the_first_read_of_the_counters() {
+        let mut buf = Vec::new();
+        {
+            let mut p = Plain::new(&mut buf);
+            let unread = Snapshot {
+                polled: false,
+                ..snap("running")
+            };
+            p.frame(&header(), &unread);
+            assert!(p.header_done && !p.table_done);
+            let read = Snapshot {
+                circles: vec![Row {
+                    worker: "running",
+                    gateway_count: Some(1),
+                    ..Row::sample("Alpha", 1, "alpha")
+                }],
+                ..snap("running")
+            };
+            p.frame(&header(), &read);
+            assert!(p.table_done);
+        }
+        let text = String::from_utf8(buf).expect("utf8");
+        assert_eq!(text.matches("Circle Name").count(), 1, "{text}");
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("| Alpha "))
+            .expect("the row");
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert_eq!(cells[8], "1", "Gateways of the first table: {row}");
     }
 }
