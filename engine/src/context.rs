@@ -38,6 +38,9 @@ pub const OPERATIONS_TOKEN: &str = "circles-engine:operations";
 pub const NESTING_TOKEN: &str = "circles-engine:nesting";
 /// See [`TIMEOUT_TOKEN`]: the run holds more memory than its limit.
 pub const MEMORY_TOKEN: &str = "circles-engine:memory";
+/// See [`TIMEOUT_TOKEN`]: a value whose text would pass the string limit
+/// was printed or converted to text.
+pub const STRING_TOKEN: &str = "circles-engine:string";
 
 /// The deadline and cancel flag are checked every this many operations (a
 /// power of two): often enough to stop within microseconds, rarely enough to

@@ -6,7 +6,8 @@
 use rhai::{EvalAltResult, LexError, ParseError, ParseErrorType, Position};
 
 use crate::context::{
-    CANCEL_TOKEN, MEMORY_TOKEN, NESTING_TOKEN, OPERATIONS_TOKEN, TASK_DEADLINE_TOKEN, TIMEOUT_TOKEN,
+    CANCEL_TOKEN, MEMORY_TOKEN, NESTING_TOKEN, OPERATIONS_TOKEN, STRING_TOKEN, TASK_DEADLINE_TOKEN,
+    TIMEOUT_TOKEN,
 };
 use crate::fault::DbFault;
 use crate::{ErrorKind, Limits, ScriptError};
@@ -131,6 +132,14 @@ fn operations_message(limits: &Limits) -> String {
     )
 }
 
+fn strings_message(limits: &Limits) -> String {
+    format!(
+        "strings exceed the limit of {} bytes (one string, or all the strings in one array \
+         or map together)",
+        limits.max_string_size
+    )
+}
+
 fn memory_message(limits: &Limits) -> String {
     let max = limits.max_memory_bytes;
     let shown = if max % (1 << 20) == 0 {
@@ -171,11 +180,7 @@ fn eval_kind(err: EvalAltResult, limits: &Limits) -> (ErrorKind, String) {
         E::ErrorDataTooLarge(what, _) => {
             let lower = what.to_lowercase();
             let message = if lower.contains("string") {
-                format!(
-                    "strings exceed the limit of {} bytes (one string, or all the strings \
-                     in one array or map together)",
-                    limits.max_string_size
-                )
+                strings_message(limits)
             } else if lower.contains("array") || lower.contains("blob") {
                 format!(
                     "arrays and blobs exceed the limit of {} elements (one array or blob, \
@@ -215,6 +220,14 @@ fn eval_kind(err: EvalAltResult, limits: &Limits) -> (ErrorKind, String) {
                 Some(OPERATIONS_TOKEN) => (ErrorKind::Limit, operations_message(limits)),
                 Some(MEMORY_TOKEN) => (ErrorKind::Limit, memory_message(limits)),
                 Some(NESTING_TOKEN) => (ErrorKind::Limit, crate::nesting::refusal_message()),
+                Some(STRING_TOKEN) => (
+                    ErrorKind::Limit,
+                    format!(
+                        "{}; an array or map printed or converted to text counts as the \
+                         string its text would be",
+                        strings_message(limits)
+                    ),
+                ),
                 Some(CANCEL_TOKEN) => (ErrorKind::Cancelled, "script was cancelled".to_string()),
                 _ => (
                     ErrorKind::Internal,

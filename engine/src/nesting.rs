@@ -1,4 +1,5 @@
-//! Guards against values nested too deeply to print, compare or convert.
+//! Guards against values nested too deeply, or too large as text, to print,
+//! compare or convert.
 //!
 //! Rhai puts no bound on how deeply arrays and maps nest, and its `Display`,
 //! `Debug`, `==` and JSON conversion of nested values recurse through its
@@ -15,11 +16,14 @@
 //! when `to_string` fails, e.g. in string interpolation), so for them the
 //! refusal is recorded in the run (see [`crate::context::stop_with`]): they
 //! return an empty string and the very next operation, or the end of the
-//! script, fails the run.
+//! script, fails the run. They also refuse an array or map whose text is
+//! sure to pass the string size (counted before any of it is written), and
+//! empty a refused container: Rhai re-checks the sizes of a printed value
+//! after the call and renders its whole text when that check fails.
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map, NativeCallContext};
 
-use crate::context::{self, NESTING_TOKEN};
+use crate::context::{self, NESTING_TOKEN, STRING_TOKEN};
 
 /// Deepest nesting of arrays and maps that scripts may print, compare or
 /// convert to text, and that a result may have.
@@ -63,14 +67,67 @@ fn refusal() -> Box<EvalAltResult> {
     EvalAltResult::ErrorTerminated(NESTING_TOKEN.into(), rhai::Position::NONE).into()
 }
 
-/// Text of a value within the bound, or `""` with the run marked to fail.
-fn text(too_deep: bool, render: impl FnOnce() -> String) -> ImmutableString {
-    if too_deep {
-        context::stop_with(NESTING_TOKEN);
-        ImmutableString::new()
+/// Why the text of a container holding `items` is refused, if it is: it
+/// nests too deeply, or it is sure to be longer than `max` bytes (0: no
+/// bound), which is known before a byte of it is written.
+fn refusal_of<'a>(
+    items: impl Iterator<Item = &'a Dynamic> + Clone,
+    max: usize,
+) -> Option<&'static str> {
+    if too_deep(items.clone(), 1) {
+        Some(NESTING_TOKEN)
+    } else if max > 0 && text_over(items, max, &mut 0) {
+        Some(STRING_TOKEN)
     } else {
-        render().into()
+        None
     }
+}
+
+/// The text of a refused container: `""`, with the run marked to fail at
+/// its next operation. `empty` empties the container first: the run ends
+/// before the script can look at it again (and its writes are dropped), and
+/// Rhai checks the sizes of a printed value after the call, rendering its
+/// whole text as a fallback when that check fails, so a container past the
+/// size limits must not reach that check whole.
+fn refused(token: &'static str, empty: impl FnOnce()) -> ImmutableString {
+    context::stop_with(token);
+    empty();
+    ImmutableString::new()
+}
+
+/// Whether the text of `items` (as `to_string`, `to_debug` and `to_json`
+/// write them) passes `max` bytes, `total` counting from what came before:
+/// a lower bound (each string's bytes plus its quotes, each key's bytes,
+/// every other value one byte, separators), given up as soon as it passes.
+/// A map of a thousand references to one string of 512 KiB is half a GiB
+/// of text, built in one operation, before any limit could look. The
+/// caller has checked the nesting depth: the recursion follows it.
+fn text_over<'a>(items: impl Iterator<Item = &'a Dynamic>, max: usize, total: &mut usize) -> bool {
+    for value in items {
+        if let Ok(a) = value.as_array_ref() {
+            *total = total.saturating_add(2);
+            if text_over(a.iter(), max, total) {
+                return true;
+            }
+        } else if let Ok(m) = value.as_map_ref() {
+            *total = total.saturating_add(3);
+            for (key, item) in m.iter() {
+                *total = total.saturating_add(key.len() + 4);
+                if text_over(std::iter::once(item), max, total) {
+                    return true;
+                }
+            }
+        } else if let Ok(s) = value.as_immutable_string_ref() {
+            *total = total.saturating_add(s.len() + 2);
+        } else {
+            *total = total.saturating_add(1);
+        }
+        *total = total.saturating_add(2);
+        if *total > max {
+            return true;
+        }
+    }
+    false
 }
 
 /// Equality with Rhai's semantics for values within the bound: arrays and
@@ -198,22 +255,27 @@ pub fn container_text(engine: &Engine, value: &Dynamic) -> Option<String> {
 pub fn register(engine: &mut Engine) {
     for name in ["to_string", "print", "to_debug", "debug"] {
         engine.register_fn(name, |ctx: NativeCallContext, a: &mut Array| {
-            text(too_deep(a.iter(), 1), || {
-                let mut out = String::new();
-                write_array(ctx.engine(), a, &mut out);
-                out
-            })
+            if let Some(token) = refusal_of(a.iter(), ctx.engine().max_string_size()) {
+                return refused(token, || a.clear());
+            }
+            let mut out = String::new();
+            write_array(ctx.engine(), a, &mut out);
+            ImmutableString::from(out)
         });
         engine.register_fn(name, |ctx: NativeCallContext, m: &mut Map| {
-            text(too_deep(m.values(), 1), || {
-                let mut out = String::new();
-                write_map(ctx.engine(), m, &mut out);
-                out
-            })
+            if let Some(token) = refusal_of(m.values(), ctx.engine().max_string_size()) {
+                return refused(token, || m.clear());
+            }
+            let mut out = String::new();
+            write_map(ctx.engine(), m, &mut out);
+            ImmutableString::from(out)
         });
     }
-    engine.register_fn("to_json", |m: &mut Map| {
-        text(too_deep(m.values(), 1), || rhai::format_map_as_json(m))
+    engine.register_fn("to_json", |ctx: NativeCallContext, m: &mut Map| {
+        if let Some(token) = refusal_of(m.values(), ctx.engine().max_string_size()) {
+            return refused(token, || m.clear());
+        }
+        ImmutableString::from(rhai::format_map_as_json(m))
     });
     engine.register_fn("==", |ctx: NativeCallContext, x: &mut Array, y: Array| {
         check_arrays(x, &y)?;

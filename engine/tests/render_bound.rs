@@ -1,0 +1,92 @@
+//! A map or array holding many references to one big string is small in
+//! memory but huge as text: printing or converting it to text is refused
+//! before its text is built. (Its own test binary: the bytes a run allocates
+//! are read from jemalloc's count for the running thread.)
+
+mod common;
+
+use common::Circle;
+use engine::{ErrorKind, Outcome, RunControl, SCRIPT_STACK_SIZE, ScriptError};
+
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Bytes this thread has allocated so far (freed ones included).
+fn allocated_by_this_thread() -> u64 {
+    tikv_jemalloc_ctl::thread::allocatedp::read()
+        .expect("jemalloc thread.allocatedp")
+        .get()
+}
+
+/// Runs `script` on a thread of its own, as the worker does, and counts the
+/// bytes the run allocated.
+fn run_counting(c: &Circle, script: &str) -> (Result<Outcome, ScriptError>, u64) {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .stack_size(SCRIPT_STACK_SIZE)
+            .spawn_scoped(s, || {
+                let before = allocated_by_this_thread();
+                let ran = c.engine.run(script, &RunControl::default());
+                (ran, allocated_by_this_thread() - before)
+            })
+            .expect("spawn script thread")
+            .join()
+            .expect("script thread must not panic")
+    })
+}
+
+/// 64 references to one 512 KiB string in a map: 32 MiB of text, 512 KiB
+/// of strings in memory. Built with index assignments in `loop`, which
+/// Rhai's own size check first looks at when the map is next used.
+const MAP: &str = "let s = \"x\"; for i in 0..19 { s += s; }\n\
+                   let m = #{}; let i = 0; loop { m[`k${i}`] = s; i += 1; if i >= 64 { break; } }\n";
+/// The same in an array.
+const ARRAY: &str = "let s = \"x\"; for i in 0..19 { s += s; }\n\
+                     let a = []; a.pad(64, 0); let i = 0; loop { a[i] = s; i += 1; if i >= 64 { break; } }\n";
+
+#[test]
+fn text_past_the_string_limit_is_refused_before_it_is_built() {
+    let c = Circle::new();
+    let cases = [
+        (MAP, "`${m}`"),
+        (MAP, "m.to_string()"),
+        (MAP, "m.to_debug()"),
+        (MAP, "m.to_json()"),
+        (MAP, "print(m)"),
+        (MAP, "debug(m)"),
+        (MAP, "\"\" + m"),
+        (MAP, "`${[m]}`"),
+        (ARRAY, "`${a}`"),
+        (ARRAY, "a.to_string()"),
+        (ARRAY, "print(a)"),
+        (ARRAY, "\"\" + a"),
+    ];
+    for (setup, text) in cases {
+        let script = format!("{setup}let t = {text};\nt.len()");
+        let (ran, spent) = run_counting(&c, &script);
+        let e = ran.expect_err(text);
+        assert_eq!(e.kind, ErrorKind::Limit, "{text}: {e:?}");
+        assert!(
+            e.message
+                .contains("strings exceed the limit of 1048576 bytes"),
+            "{text}: {e:?}"
+        );
+        // Making the string by doubling allocates about 1 MiB; its text
+        // would be 32 MiB (and twice that while it grows).
+        assert!(
+            spent < 8 << 20,
+            "{text}: the run allocated {spent} bytes: its text was built"
+        );
+        c.still_works();
+    }
+}
+
+#[test]
+fn text_within_the_string_limit_is_printed_whole() {
+    let c = Circle::new();
+    let small = c.ok("let m = #{a: \"xy\", b: [1, 2]}; `${m}`");
+    assert_eq!(small.output, r#"#{"a": "xy", "b": [1, 2]}"#);
+    // Two references to a 400,000-byte string: 800 KiB of text, under the limit.
+    let ok = c.ok("let s = \"\"; s.pad(400000, \"x\"); let m = #{a: s, b: s}; `${m}`.len()");
+    assert_eq!(ok.output, "800019");
+}
