@@ -65,6 +65,18 @@ pub struct Settings {
 }
 
 fn encode(value: &Dynamic, settings: &Settings, pos: Position) -> Res<Vec<u8>> {
+    // Refused before its JSON is written, when that is sure to be too long.
+    if crate::nesting::text_surely_over(value, settings.max_value_bytes) {
+        return Err(fault(
+            ErrorKind::Limit,
+            format!(
+                "value of more than {max} bytes exceeds the limit of {max} bytes per database \
+                 value",
+                max = settings.max_value_bytes
+            ),
+            pos,
+        ));
+    }
     let bytes = value::encode(value, &settings.bounds).map_err(|r| {
         let kind = if r.over_limit {
             ErrorKind::Limit

@@ -95,24 +95,29 @@ fn refused(token: &'static str, empty: impl FnOnce()) -> ImmutableString {
     ImmutableString::new()
 }
 
-/// Whether the text of `items` (as `to_string`, `to_debug` and `to_json`
-/// write them) passes `max` bytes, `total` counting from what came before:
-/// a lower bound (each string's bytes plus its quotes, each key's bytes,
-/// every other value one byte, separators), given up as soon as it passes.
-/// A map of a thousand references to one string of 512 KiB is half a GiB
-/// of text, built in one operation, before any limit could look. The
-/// caller has checked the nesting depth: the recursion follows it.
+/// Whether the text of `items` (as `to_string`, `to_debug` and JSON write
+/// them, separated) passes `max` bytes, `total` counting from what came
+/// before: a lower bound in every one of those forms (each string's bytes
+/// plus its quotes, each key's bytes plus its quotes and colon, two bytes of
+/// brackets per container, one byte for every other value and between two
+/// items), given up as soon as it passes. A map of a thousand references to
+/// one string of 512 KiB is half a GiB of text, built in one operation,
+/// before any limit could look. The caller has checked the nesting depth:
+/// the recursion follows it.
 fn text_over<'a>(items: impl Iterator<Item = &'a Dynamic>, max: usize, total: &mut usize) -> bool {
-    for value in items {
+    for (i, value) in items.enumerate() {
+        if i > 0 {
+            *total = total.saturating_add(1);
+        }
         if let Ok(a) = value.as_array_ref() {
             *total = total.saturating_add(2);
             if text_over(a.iter(), max, total) {
                 return true;
             }
         } else if let Ok(m) = value.as_map_ref() {
-            *total = total.saturating_add(3);
-            for (key, item) in m.iter() {
-                *total = total.saturating_add(key.len() + 4);
+            *total = total.saturating_add(2);
+            for (j, (key, item)) in m.iter().enumerate() {
+                *total = total.saturating_add(key.len() + 3 + usize::from(j > 0));
                 if text_over(std::iter::once(item), max, total) {
                     return true;
                 }
@@ -122,12 +127,22 @@ fn text_over<'a>(items: impl Iterator<Item = &'a Dynamic>, max: usize, total: &m
         } else {
             *total = total.saturating_add(1);
         }
-        *total = total.saturating_add(2);
         if *total > max {
             return true;
         }
     }
     false
+}
+
+/// Whether `value`'s text (as the script's `to_string` or JSON writes it)
+/// is sure to be longer than `max` bytes, known without writing it: for a
+/// result or a stored value past its limit, whose text would otherwise be
+/// built whole before its length is compared. `false` for a value that is
+/// no array or map, or nests deeper than [`MAX_NESTING`] (refused elsewhere).
+pub fn text_surely_over(value: &Dynamic, max: usize) -> bool {
+    (value.is_array() || value.is_map())
+        && !value_too_deep(value)
+        && text_over(std::iter::once(value), max, &mut 0)
 }
 
 /// Equality with Rhai's semantics for values within the bound: arrays and

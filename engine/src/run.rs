@@ -138,6 +138,11 @@ fn render(engine: &rhai::Engine, value: Dynamic, max: usize) -> Result<String, S
         itoa::Buffer::new().format(i).to_owned()
     } else if value.is_string() {
         value.into_string().expect("checked is_string")
+    } else if crate::nesting::text_surely_over(&value, max) {
+        return Err(ScriptError::new(
+            ErrorKind::Limit,
+            format!("result of more than {max} bytes exceeds the output limit of {max} bytes"),
+        ));
     } else if let Some(text) = crate::nesting::container_text(engine, &value) {
         // Nesting checked by `check_sizes`.
         text

@@ -81,6 +81,39 @@ fn text_past_the_string_limit_is_refused_before_it_is_built() {
     }
 }
 
+/// The same map as the script's result or as a stored value: its length is
+/// bounded before its text or JSON is written.
+#[test]
+fn a_result_or_stored_value_past_its_limit_is_refused_before_it_is_written() {
+    let c = Circle::new();
+    for (tail, says) in [
+        (
+            "m",
+            "result of more than 1048576 bytes exceeds the output limit",
+        ),
+        ("let x = [m, 1]; x", "strings exceed the limit"),
+        (
+            "db::insert(m)",
+            "value of more than 262144 bytes exceeds the limit of 262144 bytes per database value",
+        ),
+    ] {
+        let (ran, spent) = run_counting(&c, &format!("{MAP}{tail}"));
+        let e = ran.expect_err(tail);
+        assert_eq!(e.kind, ErrorKind::Limit, "{tail}: {e:?}");
+        assert!(e.message.contains(says), "{tail}: {e:?}");
+        assert!(
+            spent < 8 << 20,
+            "{tail}: the run allocated {spent} bytes: its text was built"
+        );
+    }
+    // Just under the limit, where the bound is the JSON's exact length
+    // (250 strings of 1,040 bytes: 260,751 bytes), the value is stored.
+    let near = c.ok(
+        "let s = \"\"; s.pad(1040, \"x\"); let a = []; for i in 0..250 { a.push(s); } db::insert(a)",
+    );
+    assert_eq!(near.output, "1");
+}
+
 #[test]
 fn text_within_the_string_limit_is_printed_whole() {
     let c = Circle::new();
