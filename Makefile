@@ -1,8 +1,8 @@
 # The two commands a newcomer needs:
 #   make run    build and run the orchestrator on the example circles.json
 #   make test   run the whole test suite against a real redis-server
-# Both install what is missing first via apt-get: `run` redis-server and tmux,
-# `test` also what the tests drive (scripts/install-deps.sh names it all).
+# Both install what is missing first via apt-get: `run` redis-server, `test`
+# also what the tests drive (scripts/install-deps.sh names it all).
 
 CONFIG ?= circles.json
 ARGS ?=

@@ -9,8 +9,8 @@
 # Playwright for Python (the version pinned in cmd/tests/browser/requirements.txt)
 # in a venv at <target dir>/browser-venv. Playwright never downloads a browser
 # here: the tests launch /usr/bin/chromium.
-# With --run, only what running the orchestrator needs: redis-server and
-# tmux (`make run`).
+# With --run, only what running the orchestrator needs: redis-server
+# (`make run`).
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,8 +25,8 @@ esac
 need=()
 browser=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
-command -v tmux >/dev/null 2>&1 || need+=(tmux)
 if ! $run_only; then
+  command -v tmux >/dev/null 2>&1 || need+=(tmux)
   command -v redis-sentinel >/dev/null 2>&1 || need+=(redis-sentinel)
   command -v ip >/dev/null 2>&1 || need+=(iproute2)
   # chattr: the storage-fault test makes a data file immutable under a circle.

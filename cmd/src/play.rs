@@ -132,6 +132,11 @@ fn target_url(args: &PlayArgs) -> anyhow::Result<String> {
 /// is printed in errors). A bad port is refused here: the WebSocket client
 /// would otherwise connect to port 80, bearer token and all.
 fn checked_url(url: &str) -> Result<String, String> {
+    // The URL standard drops tabs and line breaks anywhere, so `ws://\t/ws`
+    // would reach the host check as `ws://ws/`: refused whole instead.
+    if url.chars().any(char::is_control) {
+        return Err("it contains a control character".to_string());
+    }
     let lower = url.to_ascii_lowercase();
     let Some(rest) = lower
         .strip_prefix("ws://")

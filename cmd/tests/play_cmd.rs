@@ -102,6 +102,7 @@ fn play_without_a_server_or_a_script_says_what_is_wrong() {
         ),
         ("ws://", "not a WebSocket URL"),
         ("ws:///ws", "names no host"),
+        ("ws://\t/ws", "contains a control character"),
         ("wss:////127.0.0.1:1/ws", "names no host"),
         // The WebSocket client would connect to port 80 with these.
         ("ws://127.0.0.1:8o81/ws", "invalid port number"),

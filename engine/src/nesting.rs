@@ -73,10 +73,11 @@ fn refusal() -> Box<EvalAltResult> {
 fn refusal_of<'a>(
     items: impl Iterator<Item = &'a Dynamic> + Clone,
     max: usize,
+    captured: bool,
 ) -> Option<&'static str> {
     if too_deep(items.clone(), 1) {
         Some(NESTING_TOKEN)
-    } else if max > 0 && text_over(items, max, &mut 0) {
+    } else if max > 0 && text_over(items, max, captured, 1, &mut 0) {
         Some(STRING_TOKEN)
     } else {
         None
@@ -99,31 +100,49 @@ fn refused(token: &'static str, empty: impl FnOnce()) -> ImmutableString {
 /// them, separated) passes `max` bytes, `total` counting from what came
 /// before: a lower bound in every one of those forms (each string's bytes
 /// plus its quotes, each key's bytes plus its quotes and colon, two bytes of
-/// brackets per container, one byte for every other value and between two
-/// items), given up as soon as it passes. A map of a thousand references to
-/// one string of 512 KiB is half a GiB of text, built in one operation,
-/// before any limit could look. The caller has checked the nesting depth:
-/// the recursion follows it.
-fn text_over<'a>(items: impl Iterator<Item = &'a Dynamic>, max: usize, total: &mut usize) -> bool {
+/// brackets per container, a blob's bytes, one byte for every other value
+/// and between two items; with `captured`, for Rhai's `to_json`, which
+/// writes a closure's captured values, those too), given up as soon as it
+/// passes. A map of a thousand references to one string of 512 KiB is half
+/// a GiB of text, built in one operation, before any limit could look.
+/// Values deeper than `depth` [`MAX_NESTING`] go uncounted (the bound stays
+/// a lower one), so the recursion is bounded whatever a closure captured.
+fn text_over<'a>(
+    items: impl Iterator<Item = &'a Dynamic>,
+    max: usize,
+    captured: bool,
+    depth: usize,
+    total: &mut usize,
+) -> bool {
+    if depth > MAX_NESTING {
+        return false;
+    }
     for (i, value) in items.enumerate() {
         if i > 0 {
             *total = total.saturating_add(1);
         }
         if let Ok(a) = value.as_array_ref() {
             *total = total.saturating_add(2);
-            if text_over(a.iter(), max, total) {
+            if text_over(a.iter(), max, captured, depth + 1, total) {
                 return true;
             }
         } else if let Ok(m) = value.as_map_ref() {
             *total = total.saturating_add(2);
             for (j, (key, item)) in m.iter().enumerate() {
                 *total = total.saturating_add(key.len() + 3 + usize::from(j > 0));
-                if text_over(std::iter::once(item), max, total) {
+                if text_over(std::iter::once(item), max, captured, depth + 1, total) {
                     return true;
                 }
             }
         } else if let Ok(s) = value.as_immutable_string_ref() {
             *total = total.saturating_add(s.len() + 2);
+        } else if let Some(blob) = value.read_lock::<rhai::Blob>() {
+            *total = total.saturating_add(blob.len().max(1));
+        } else if captured && let Some(f) = value.read_lock::<rhai::FnPtr>() {
+            *total = total.saturating_add(1);
+            if text_over(f.iter_curry(), max, captured, depth + 1, total) {
+                return true;
+            }
         } else {
             *total = total.saturating_add(1);
         }
@@ -142,7 +161,7 @@ fn text_over<'a>(items: impl Iterator<Item = &'a Dynamic>, max: usize, total: &m
 pub fn text_surely_over(value: &Dynamic, max: usize) -> bool {
     (value.is_array() || value.is_map())
         && !value_too_deep(value)
-        && text_over(std::iter::once(value), max, &mut 0)
+        && text_over(std::iter::once(value), max, false, 0, &mut 0)
 }
 
 /// Equality with Rhai's semantics for values within the bound: arrays and
@@ -270,7 +289,7 @@ pub fn container_text(engine: &Engine, value: &Dynamic) -> Option<String> {
 pub fn register(engine: &mut Engine) {
     for name in ["to_string", "print", "to_debug", "debug"] {
         engine.register_fn(name, |ctx: NativeCallContext, a: &mut Array| {
-            if let Some(token) = refusal_of(a.iter(), ctx.engine().max_string_size()) {
+            if let Some(token) = refusal_of(a.iter(), ctx.engine().max_string_size(), false) {
                 return refused(token, || a.clear());
             }
             let mut out = String::new();
@@ -278,7 +297,7 @@ pub fn register(engine: &mut Engine) {
             ImmutableString::from(out)
         });
         engine.register_fn(name, |ctx: NativeCallContext, m: &mut Map| {
-            if let Some(token) = refusal_of(m.values(), ctx.engine().max_string_size()) {
+            if let Some(token) = refusal_of(m.values(), ctx.engine().max_string_size(), false) {
                 return refused(token, || m.clear());
             }
             let mut out = String::new();
@@ -287,7 +306,7 @@ pub fn register(engine: &mut Engine) {
         });
     }
     engine.register_fn("to_json", |ctx: NativeCallContext, m: &mut Map| {
-        if let Some(token) = refusal_of(m.values(), ctx.engine().max_string_size()) {
+        if let Some(token) = refusal_of(m.values(), ctx.engine().max_string_size(), true) {
             return refused(token, || m.clear());
         }
         ImmutableString::from(rhai::format_map_as_json(m))

@@ -81,6 +81,37 @@ fn text_past_the_string_limit_is_refused_before_it_is_built() {
     }
 }
 
+/// Rhai's `to_json` writes the values a closure captured, and a blob's
+/// bytes as numbers: a map of closures over one big string, or of one big
+/// blob, is counted so.
+#[test]
+fn to_json_counts_what_closures_captured_and_the_bytes_of_blobs() {
+    let c = Circle::new();
+    let closures = "let s = \"x\"; for i in 0..19 { s += s; }\nlet f = || s;\n\
+                    let m = #{}; let i = 0; loop { m[`k${i}`] = f; i += 1; if i >= 64 { break; } }\n\
+                    m.to_json().len()";
+    // 16 copies of a 200,000-byte blob: 3.2 MB held, 12.8 MB of JSON.
+    let blobs = "let b = blob(200000, 255);\n\
+                 let m = #{}; let i = 0; loop { m[`k${i}`] = b; i += 1; if i >= 16 { break; } }\n\
+                 m.to_json().len()";
+    for (what, script) in [("closures", closures), ("blobs", blobs)] {
+        let (ran, spent) = run_counting(&c, script);
+        let e = ran.expect_err(what);
+        assert_eq!(e.kind, ErrorKind::Limit, "{what}: {e:?}");
+        assert!(
+            e.message.contains("printed or converted to text"),
+            "{what}: {e:?}"
+        );
+        assert!(
+            spent < 8 << 20,
+            "{what}: the run allocated {spent} bytes: its text was built"
+        );
+    }
+    // `to_string` writes a closure as `Fn(…)`, without what it captured.
+    let shown = c.ok("let s = \"x\"; for i in 0..19 { s += s; }\nlet f = || s; let m = #{f: f}; `${m}`.len() < 100");
+    assert_eq!(shown.output, "true");
+}
+
 /// The same map as the script's result or as a stored value: its length is
 /// bounded before its text or JSON is written.
 #[test]
