@@ -329,6 +329,8 @@ pub struct PlayArgs {
         long,
         env = "CIRCLES_TOKEN",
         hide_env_values = true,
+        // A token is URL-safe base64: about one in 32 starts with `-`.
+        allow_hyphen_values = true,
         value_parser = TokenParser,
         value_name = "TOKEN"
     )]
@@ -354,6 +356,8 @@ pub struct AdminTarget {
         long,
         env = "CIRCLES_ADMIN_TOKEN",
         hide_env_values = true,
+        // A token is URL-safe base64: about one in 32 starts with `-`.
+        allow_hyphen_values = true,
         value_parser = TokenParser,
         value_name = "TOKEN"
     )]

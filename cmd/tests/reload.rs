@@ -645,6 +645,10 @@ async fn with_an_admin_token_a_reload_without_it_is_401_and_changes_nothing_and_
     let (code, _, stderr) = reload_command(&sandbox, addr, &["--token", "nope"], &[]);
     assert_eq!(code.code(), Some(1), "{stderr}");
     assert!(stderr.contains("not the one"), "{stderr}");
+    // A token may start with `-` (URL-safe base64): it is a value, not a flag.
+    let (code, _, stderr) = reload_command(&sandbox, addr, &["--token", "-3nope"], &[]);
+    assert_eq!(code.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not the one"), "{stderr}");
     assert!(!listens(o.pid(), d), "a refused reload started Delta");
     let bearer = format!("Authorization: Bearer {token}");
     let snap = status(addr, &[&bearer]);
