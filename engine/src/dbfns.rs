@@ -65,17 +65,15 @@ pub struct Settings {
 }
 
 fn encode(value: &Dynamic, settings: &Settings, pos: Position) -> Res<Vec<u8>> {
+    let max = settings.max_value_bytes;
+    let too_long = |len: String| {
+        let message =
+            format!("value of {len} bytes exceeds the limit of {max} bytes per database value");
+        fault(ErrorKind::Limit, message, pos)
+    };
     // Refused before its JSON is written, when that is sure to be too long.
-    if crate::nesting::text_surely_over(value, settings.max_value_bytes) {
-        return Err(fault(
-            ErrorKind::Limit,
-            format!(
-                "value of more than {max} bytes exceeds the limit of {max} bytes per database \
-                 value",
-                max = settings.max_value_bytes
-            ),
-            pos,
-        ));
+    if crate::nesting::text_surely_over(value, max) {
+        return Err(too_long(format!("more than {max}")));
     }
     let bytes = value::encode(value, &settings.bounds).map_err(|r| {
         let kind = if r.over_limit {
@@ -85,16 +83,8 @@ fn encode(value: &Dynamic, settings: &Settings, pos: Position) -> Res<Vec<u8>> {
         };
         fault(kind, r.to_string(), pos)
     })?;
-    if bytes.len() > settings.max_value_bytes {
-        return Err(fault(
-            ErrorKind::Limit,
-            format!(
-                "value of {} bytes exceeds the limit of {} bytes per database value",
-                bytes.len(),
-                settings.max_value_bytes
-            ),
-            pos,
-        ));
+    if bytes.len() > max {
+        return Err(too_long(bytes.len().to_string()));
     }
     Ok(bytes)
 }

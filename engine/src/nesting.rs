@@ -157,11 +157,10 @@ fn text_over<'a>(
 /// is sure to be longer than `max` bytes, known without writing it: for a
 /// result or a stored value past its limit, whose text would otherwise be
 /// built whole before its length is compared. `false` for a value that is
-/// no array or map, or nests deeper than [`MAX_NESTING`] (refused elsewhere).
+/// no array or map; parts deeper than [`MAX_NESTING`] go uncounted (such a
+/// value is refused elsewhere).
 pub fn text_surely_over(value: &Dynamic, max: usize) -> bool {
-    (value.is_array() || value.is_map())
-        && !value_too_deep(value)
-        && text_over(std::iter::once(value), max, false, 0, &mut 0)
+    (value.is_array() || value.is_map()) && text_over(std::iter::once(value), max, false, 0, &mut 0)
 }
 
 /// Equality with Rhai's semantics for values within the bound: arrays and
