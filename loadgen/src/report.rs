@@ -208,7 +208,8 @@ fn cpuidle(driver: Option<&str>, poll_ns: Option<&str>) -> Option<String> {
     }
     Some(match poll_ns.and_then(|ns| ns.trim().parse::<u64>().ok()) {
         Some(0) => "cpuidle haltpoll with guest halt polling off".to_string(),
-        Some(ns) => format!("cpuidle haltpoll polling up to {} µs", ns / 1000),
+        Some(ns) if ns % 1000 == 0 => format!("cpuidle haltpoll polling up to {} µs", ns / 1000),
+        Some(ns) => format!("cpuidle haltpoll polling up to {ns} ns"),
         None => "cpuidle haltpoll".to_string(),
     })
 }
@@ -295,6 +296,10 @@ mod tests {
         assert_eq!(
             cpuidle(Some("haltpoll"), Some("200000")).as_deref(),
             Some("cpuidle haltpoll polling up to 200 µs")
+        );
+        assert_eq!(
+            cpuidle(Some("haltpoll"), Some("500")).as_deref(),
+            Some("cpuidle haltpoll polling up to 500 ns")
         );
         assert_eq!(
             cpuidle(Some("haltpoll"), None).as_deref(),
