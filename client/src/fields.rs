@@ -76,6 +76,18 @@ pub const ERROR_KIND: &str = "errorKind";
 pub const ERROR_LINE: &str = "errorLine";
 /// On `error`: 1-based column, when known.
 pub const ERROR_COLUMN: &str = "errorColumn";
+/// Every field an end writes (of `completed` or of `error`): a claim
+/// removes those a task holds before it runs or ends, so an id used again,
+/// or a hash a submitter filled with them, ends with one outcome only.
+pub const OUTCOME: [&str; 7] = [
+    OUTPUT,
+    PRINTED,
+    RUN_TIME_US,
+    ERROR,
+    ERROR_KIND,
+    ERROR_LINE,
+    ERROR_COLUMN,
+];
 /// Optional: set by whoever cancels the task ([`crate::Client::cancel`]),
 /// holding the reason. A task that has it when a worker claims it ends as
 /// `error` (kind `cancelled`) without running; a running task's worker
@@ -166,7 +178,7 @@ mod tests {
     use std::collections::HashMap;
     use std::time::Duration;
 
-    use super::{outcome, terminal};
+    use super::{OUTCOME, STATUS, outcome, terminal};
     use crate::{FailureKind, Outcome, TaskFailure, TaskOutput};
 
     /// What a worker writes reads back as the outcome it wrote.
@@ -200,6 +212,14 @@ mod tests {
                 .map(|(k, v)| (k.to_owned(), v))
                 .collect();
             assert_eq!(outcome("t", &hash).expect("readable"), Some(written));
+            // Everything an end writes besides its status is an outcome
+            // field, which a claim removes from a hash before the run.
+            for field in hash.keys().filter(|f| *f != STATUS) {
+                assert!(
+                    OUTCOME.contains(&field.as_str()),
+                    "{field} is not in OUTCOME"
+                );
+            }
         }
     }
 }

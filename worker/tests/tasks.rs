@@ -127,6 +127,129 @@ async fn a_third_party_task_with_only_script_and_status_runs() {
     worker.stop().await;
 }
 
+/// The fields of task `id`'s hash.
+async fn hash_of(
+    conn: &mut redis::aio::MultiplexedConnection,
+    id: &str,
+) -> std::collections::HashMap<String, String> {
+    redis::cmd("HGETALL")
+        .arg(client::keys::task_details(id))
+        .query_async(conn)
+        .await
+        .expect("hgetall")
+}
+
+/// Pushes task `id` with `fields` (status `pending` added) and waits for it
+/// to end as `status`; its hash then.
+async fn run_raw(
+    conn: &mut redis::aio::MultiplexedConnection,
+    queue: &str,
+    id: &str,
+    fields: &[(&str, &str)],
+    status: &str,
+) -> std::collections::HashMap<String, String> {
+    let mut raw_fields: Vec<(&[u8], &[u8])> = vec![(b"status", b"pending")];
+    raw_fields.extend(fields.iter().map(|(f, v)| (f.as_bytes(), v.as_bytes())));
+    hset_raw(conn, id.as_bytes(), &raw_fields).await;
+    lpush_raw(conn, &format!("rhai_tasks:{queue}"), &[id.as_bytes()]).await;
+    until_status(conn, id, status, WAIT).await;
+    hash_of(conn, id).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_keeps_no_outcome_field_of_an_earlier_run_of_its_id_or_of_its_submitter() {
+    let redis = testkit::RedisServer::start();
+    let worker = TestWorker::start(&redis.url(), "again");
+    let mut conn = raw(&redis.url()).await;
+    let has =
+        |hash: &std::collections::HashMap<String, String>, field: &str| hash.contains_key(field);
+
+    let first = run_raw(
+        &mut conn,
+        "again",
+        "reused",
+        &[("script", "print(\"p\"); \"first run\"")],
+        "completed",
+    )
+    .await;
+    assert_eq!(first["output"], "first run");
+    assert!(
+        has(&first, "printed") && has(&first, "runTimeUs"),
+        "{first:?}"
+    );
+
+    // The same id again, failing: nothing of the first run's outcome stays.
+    let second = run_raw(
+        &mut conn,
+        "again",
+        "reused",
+        &[("script", "throw \"second run failed\"")],
+        "error",
+    )
+    .await;
+    assert!(second["error"].contains("second run failed"), "{second:?}");
+    assert_eq!(second["errorKind"], "runtime");
+    assert!(has(&second, "errorLine"), "{second:?}");
+    for field in ["output", "printed", "runTimeUs"] {
+        assert!(
+            !has(&second, field),
+            "{field} of the first run stayed: {second:?}"
+        );
+    }
+
+    // And again, completing: the failure's fields go.
+    let third = run_raw(
+        &mut conn,
+        "again",
+        "reused",
+        &[("script", "40 + 2")],
+        "completed",
+    )
+    .await;
+    assert_eq!(third["output"], "42");
+    for field in ["error", "errorKind", "errorLine", "errorColumn"] {
+        assert!(
+            !has(&third, field),
+            "{field} of the second run stayed: {third:?}"
+        );
+    }
+
+    // A submitter's own outcome fields go too, also when the task ends
+    // without running (its deadline passed while queued).
+    let stale = [
+        ("error", "stale"),
+        ("errorKind", "timeout"),
+        ("errorLine", "9"),
+        ("errorColumn", "3"),
+    ];
+    let mut fields = vec![("script", "1 + 1")];
+    fields.extend(stale);
+    let ran = run_raw(&mut conn, "again", "preset-error", &fields, "completed").await;
+    assert_eq!(ran["output"], "2");
+    for (field, _) in stale {
+        assert!(!has(&ran, field), "the submitter's {field} stayed: {ran:?}");
+    }
+    let expired = run_raw(
+        &mut conn,
+        "again",
+        "preset-output",
+        &[
+            ("script", "1 + 1"),
+            ("deadline", "1"),
+            ("output", "stale"),
+            ("printed", "stale too"),
+            ("runTimeUs", "5"),
+        ],
+        "error",
+    )
+    .await;
+    assert_eq!(expired["errorKind"], "expired", "{expired:?}");
+    for field in ["output", "printed", "runTimeUs", "errorLine", "errorColumn"] {
+        assert!(!has(&expired, field), "{field} stayed: {expired:?}");
+    }
+    worker.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_id_pushed_without_a_hash_or_without_a_script_ends_as_error_with_the_reason() {
     let redis = testkit::RedisServer::start();

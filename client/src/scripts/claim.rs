@@ -14,6 +14,8 @@
 /// not, as a third-party submitter may not. A `role` other than `read` and
 /// `write` ends the task as invalid (fail closed: it never runs), and so
 /// does a `processing` task without `workerId` (no worker holds it). A task
+/// that runs or ends here loses the outcome fields (`OUTCOME_FIELDS`) it
+/// holds from an earlier run of its id or from its submitter. A task
 /// found `completed` or `error` without an expiry gets the result TTL.
 /// `fenced(okey, token)`: whether a worker that holds a lease (`token` not
 /// `''`) has lost it: the owner key `okey` is gone or holds another token.
@@ -55,7 +57,7 @@ end
 local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
   local dkey = prefix .. id
   local h = read_task(dkey, 'status', 'script', 'deadline', 'workerId', 'replyTo',
-    'createdAt', 'cancel', 'caller', 'role', 'deliveredTtl')
+    'createdAt', 'cancel', 'caller', 'role', 'deliveredTtl', unpack(OUTCOME_FIELDS))
   if not h then
     -- Its key is no hash: nothing can be written there, so the id only
     -- leaves the processing list, counted as failed; the key stays as is.
@@ -97,7 +99,14 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
     return { 'skipped', id, status }
   end
   -- From here on the task ends or runs here; the fields the system writes
-  -- get written, createdAt included when the submitter left it out.
+  -- get written, createdAt included when the submitter left it out, and
+  -- the outcome fields an earlier run of the same id (or the submitter)
+  -- left go, so the end writes a whole outcome of its own.
+  local stale = {}
+  for i, field in ipairs(OUTCOME_FIELDS) do
+    if h[10 + i] then stale[#stale + 1] = field end
+  end
+  if #stale > 0 then redis.call('HDEL', dkey, unpack(stale)) end
   local created = {}
   if not h[6] then created = { 'createdAt', now } end
   local function failed(kind, message)

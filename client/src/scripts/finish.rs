@@ -19,11 +19,12 @@
 
 use std::sync::LazyLock;
 
-use crate::{FailureKind, Role};
+use crate::{FailureKind, Role, fields};
 
 /// The failure kinds the scripts write, as Lua locals named after
 /// [`FailureKind::as_str`] (the wire names live there alone), the role
-/// names as [`Role::as_str`] gives them, then the helper `finish`. Every
+/// names as [`Role::as_str`] gives them, the outcome fields
+/// ([`fields::OUTCOME`]) as `OUTCOME_FIELDS`, then the helper `finish`. Every
 /// script that ends a task starts with this.
 pub(super) static FINISH: LazyLock<String> = LazyLock::new(|| {
     let kinds = [
@@ -39,6 +40,11 @@ pub(super) static FINISH: LazyLock<String> = LazyLock::new(|| {
     for (local, role) in [("ROLE_READ", Role::Read), ("ROLE_WRITE", Role::Write)] {
         lua.push_str(&format!("local {local} = '{}'\n", role.as_str()));
     }
+    let outcome: Vec<String> = fields::OUTCOME.iter().map(|f| format!("'{f}'")).collect();
+    lua.push_str(&format!(
+        "local OUTCOME_FIELDS = {{ {} }}\n",
+        outcome.join(", ")
+    ));
     lua + FINISH_FN
 });
 
