@@ -82,7 +82,8 @@ impl std::error::Error for ConfigError {}
 pub fn load(path: &Path) -> Result<Vec<CircleConfig>, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::NotFound {
-            " (give the circles file as the CONFIG argument, or create ./circles.json: \
+            " (give the circles file as the CONFIG argument, to play as --config FILE, or \
+             create ./circles.json: \
              [{\"id\": 1, \"name\": \"Alpha\", \"port\": 8081}])"
         } else {
             ""

@@ -61,8 +61,13 @@ fn read_script(args: &PlayArgs) -> anyhow::Result<String> {
     if let Some(path) = &args.file {
         return std::fs::read_to_string(path).map_err(|e| {
             UsageError(format!(
-                "cannot read the script file {}: {e}",
-                path.display()
+                "cannot read the script file {}: {e}{}",
+                path.display(),
+                if e.kind() == std::io::ErrorKind::InvalidData {
+                    " (a script is UTF-8 text)"
+                } else {
+                    ""
+                }
             ))
             .into()
         });
@@ -81,10 +86,15 @@ fn read_script(args: &PlayArgs) -> anyhow::Result<String> {
 
 fn read_stdin() -> anyhow::Result<String> {
     let mut script = String::new();
-    std::io::stdin()
-        .read_to_string(&mut script)
-        .context("cannot read the script from stdin")?;
-    Ok(script)
+    match std::io::stdin().read_to_string(&mut script) {
+        Ok(_) => Ok(script),
+        // Bad input, as for a script file: a usage error.
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(UsageError(format!(
+            "cannot read the script from stdin: {e} (a script is UTF-8 text)"
+        ))
+        .into()),
+        Err(e) => Err(anyhow!(e).context("cannot read the script from stdin")),
+    }
 }
 
 fn target_url(args: &PlayArgs) -> anyhow::Result<String> {
@@ -260,6 +270,10 @@ fn refused(url: &str, status: u16, sent_token: bool) -> String {
             "{url} refused the connection: HTTP 429 Too Many Requests; too many failed \
              attempts from this address: wait a minute, then try again with a valid \
              --token or CIRCLES_TOKEN"
+        ),
+        (404, _) => format!(
+            "{url} refused the connection: HTTP 404 Not Found; a circle serves its \
+             WebSocket at the path /ws (ws://HOST:PORT/ws)"
         ),
         (status, _) => format!("{url} refused the connection: HTTP {status}"),
     }

@@ -68,6 +68,17 @@ fn play_prints_the_output_of_a_script_and_errors_with_their_position() {
     let done = child.wait_with_output().expect("play output");
     assert_eq!(String::from_utf8_lossy(&done.stdout), "false\n", "{done:?}");
 
+    // A URL with the wrong path: the server's 404, and where the endpoint is.
+    let (status, _, err) = run_to_end(
+        play_cmd(&sandbox, &["--url", &format!("ws://127.0.0.1:{a}/"), "1"]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("HTTP 404") && err.contains("the path /ws"),
+        "{err}"
+    );
+
     // A script error: exit 1, kind and position on stderr.
     let (status, out, err) =
         run_to_end(play_cmd(&sandbox, &["let x = ;"]), Duration::from_secs(30));
@@ -134,6 +145,38 @@ fn play_without_a_server_or_a_script_says_what_is_wrong() {
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(
         err.contains(&format!("cannot connect to {}", ws(dead))),
+        "{err}"
+    );
+
+    // A script that is not UTF-8 is bad input, from a file or from stdin.
+    let bad = sandbox.path().join("bad.rhai");
+    std::fs::write(&bad, b"\xff\xfe1").expect("write bad.rhai");
+    let (status, _, err) = run_to_end(
+        play_cmd(
+            &sandbox,
+            &["--url", &ws(dead), "-f", &bad.display().to_string()],
+        ),
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("a script is UTF-8 text"), "{err}");
+    let mut child = play_cmd(&sandbox, &["--url", &ws(dead), "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn play");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"\xff\xfe1")
+        .expect("write stdin");
+    let done = child.wait_with_output().expect("play output");
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("cannot read the script from stdin") && err.contains("a script is UTF-8 text"),
         "{err}"
     );
 

@@ -59,7 +59,7 @@ pub(crate) async fn upgrade(
             );
         }
         return Ok(HttpResponse::Forbidden().body(
-            "origin not allowed: only loopback origins and the configured allowed_origins may connect\n",
+            "origin not allowed: only loopback origins and those the server allows (--allowed-origin) may connect\n",
         ));
     }
     // Circles with principals: the connection's own copy of what the circle

@@ -342,6 +342,19 @@ async fn a_cross_origin_upgrade_is_refused_with_403_and_loopback_origins_connect
         None
     );
     assert_eq!(fx.status.refused_upgrades(), 3);
+    // The refusal says who may connect, naming the option that allows more.
+    let mut request = fx.url().into_client_request().expect("request");
+    request.headers_mut().insert(
+        "Origin",
+        "http://evil.example".parse().expect("header value"),
+    );
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tungstenite::Error::Http(response)) => {
+            let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default());
+            assert!(body.contains("(--allowed-origin)"), "{body}");
+        }
+        other => panic!("a foreign origin connected: {:?}", other.map(|_| ())),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
