@@ -97,11 +97,13 @@ pub enum Error {
         reason: String,
     },
     /// Redis became unavailable while the caller waited for a task it had
-    /// queued ([`Client::run_with`]): the task is cancelled unless it ran
-    /// already, so it may have run. Sending it again may run it twice.
+    /// queued ([`Client::run_with`]), and was still unavailable at the
+    /// task's deadline: the task may have run (its end unreported), but it
+    /// cannot start any more. Sending it again may run it twice.
     #[error(
-        "redis at {url} became unavailable while task {task_id} was queued or running \
-         ({reason}); it is cancelled unless it ran already, so it may have run"
+        "redis at {url} became unavailable while task {task_id} was queued or running, \
+         and was still unavailable at its deadline ({reason}); it may have run, but it \
+         cannot start any more"
     )]
     Interrupted {
         /// The task.

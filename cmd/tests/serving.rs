@@ -146,6 +146,39 @@ async fn broker_unavailable_is_reported_as_32002() {
         .wait_stdout("Alpha (id 1): worker Reconnecting", Duration::from_secs(30));
 }
 
+/// Redis dies while a request's script runs and comes back with its data
+/// before the task's deadline: the request is answered with the script's
+/// result, and its write is in the database once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_redis_comes_back_before_its_deadline_gets_its_result() {
+    let sandbox = Sandbox::new();
+    let mut redis = testkit::RedisServer::start_persistent();
+    let alpha = port();
+    let config = sandbox.circles(&[(1, "Alpha", alpha)]);
+    let mut orchestrator = Orchestrator::start(
+        &sandbox,
+        &config,
+        &redis.url(),
+        &["--max-operations", "1000000000", "--script-timeout", "20s"],
+    );
+    orchestrator.wait_table();
+    let mut ws = connect(alpha).await;
+    assert_eq!(output(&mut ws, "1").await, "1");
+    let busy = "let t = timestamp(); while t.elapsed < 1.5 { } db::insert(\"kept\")";
+    let request = json!({"jsonrpc": "2.0", "id": 2, "method": "play", "params": {"script": busy}});
+    send(&mut ws, &request.to_string()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    redis.restart();
+    let reply = recv(&mut ws).await;
+    assert_eq!(reply["id"], 2, "{reply}");
+    assert_eq!(reply["result"]["output"], "1", "{reply}");
+    assert_eq!(output(&mut ws, "db::get(1)").await, "kept");
+    assert_eq!(output(&mut ws, "db::next_id()").await, "2");
+    assert_eq!(orchestrator.stop().code(), Some(0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_are_answered_and_notifications_are_not() {
     let two = two_circles(&[]);

@@ -246,9 +246,9 @@ pub(crate) fn reply(circle: &str, id: &Value, ended: client::Result<Outcome>) ->
         Err(client::Error::Interrupted { task_id, .. }) => rpc::error(
             id,
             rpc::BROKER_UNAVAILABLE,
-            "the task broker (redis) became unavailable after the task was queued; it is \
-             cancelled unless it ran already, so it may have run: check its effects before \
-             sending it again",
+            "the task broker (redis) became unavailable after the task was queued and was \
+             still unavailable at its deadline; it may have run, but it cannot start any \
+             more: check its effects before sending it again",
             Some(json!({ "task_id": task_id })),
         ),
         Err(client::Error::Lost { task_id }) => {
@@ -485,7 +485,10 @@ mod tests {
         assert_eq!(v["error"]["code"], rpc::BROKER_UNAVAILABLE);
         assert_eq!(v["error"]["data"]["task_id"], "t-1");
         let message = v["error"]["message"].as_str().unwrap_or_default();
-        assert!(message.contains("it may have run"), "{v}");
+        assert!(
+            message.contains("it may have run, but it cannot start any more"),
+            "{v}"
+        );
         assert!(!message.contains("try again later"), "{v}");
         assert!(!v.to_string().contains("127.0.0.1"));
     }

@@ -82,7 +82,7 @@ impl Client {
         let mut health = self.inner.health.clone();
         health.borrow_and_update();
         if check_first || !health.borrow().up {
-            if let Some(outcome) = self.read_outcome(task_id).await? {
+            if let Some(outcome) = self.read_through_outage(task_id).await? {
                 return Ok(outcome);
             }
         }
@@ -103,12 +103,15 @@ impl Client {
                 _ = tokio::time::sleep_until(deadline) => {
                     return match self.read_outcome(task_id).await {
                         Ok(Some(outcome)) => Ok(outcome),
+                        // Still away at the deadline: the task may have run
+                        // (its end unreported), but it cannot start any more.
+                        Err(e @ Error::Unavailable { .. }) => Err(e),
                         _ => Err(Error::Timeout { task_id: task_id.to_owned(), timeout }),
                     };
                 }
                 _ = tokio::time::sleep_until(next_poll) => {
                     next_poll = Instant::now() + poll;
-                    if let Some(outcome) = self.read_outcome(task_id).await? {
+                    if let Some(outcome) = self.read_through_outage(task_id).await? {
                         return Ok(outcome);
                     }
                 }
@@ -118,13 +121,29 @@ impl Client {
                         next_poll = Instant::now();
                         continue;
                     }
-                    // Down: an error here tells the waiter at once. Up again:
-                    // a notification may have been lost during the outage.
-                    if let Some(outcome) = self.read_outcome(task_id).await? {
+                    // Up again: a notification may have been lost during
+                    // the outage. Down: the wait goes on.
+                    if let Some(outcome) = self.read_through_outage(task_id).await? {
                         return Ok(outcome);
                     }
                 }
             }
+        }
+    }
+
+    /// [`Self::read_outcome`], with Redis unavailable read as "not finished
+    /// yet": a queued task is waited for through an outage, up to its
+    /// deadline, as it may run and end once Redis is back.
+    async fn read_through_outage(&self, task_id: &str) -> Result<Option<Outcome>> {
+        match self.read_outcome(task_id).await {
+            Err(Error::Unavailable { reason, .. }) => {
+                log::debug!(
+                    task = task_id;
+                    "task {task_id}: its hash cannot be read ({reason}); waiting on"
+                );
+                Ok(None)
+            }
+            read => read,
         }
     }
 
