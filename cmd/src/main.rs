@@ -36,7 +36,12 @@ use std::process::ExitCode;
 /// 10 % less CPU per task in the gateway and the worker than glibc's
 /// allocator, for 0.46 instead of 0.31 MiB of RSS per idle circle;
 /// mimalloc saved as much CPU but cost 2.5 MiB per circle (its heaps are
-/// per thread, and every circle has one).
+/// per thread, and every circle has one). Built with background threads on
+/// (the `background_threads` feature in Cargo.toml), which give freed pages
+/// back to the system on their own schedule: without them jemalloc purges
+/// only while the program allocates, so an idle process kept the peak of
+/// its last burst; `_RJEM_MALLOC_CONF=background_thread:false` turns them
+/// off.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -894,3 +894,26 @@ fn a_sigterm_during_start_up_stops_cleanly_with_nothing_started() {
         "the circle's port was never served"
     );
 }
+
+/// The allocator gives memory freed after a burst back to the system on its
+/// own threads (jemalloc's background threads), so an idle orchestrator
+/// does not keep the peak of its busiest moment.
+#[test]
+fn the_allocator_returns_freed_memory_on_background_threads() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let config = sandbox.circles(&[(1, "Alpha", port())]);
+    let mut orch = Orchestrator::start(&sandbox, &config, &redis.url(), &[]);
+    orch.wait_table();
+    let tasks =
+        std::fs::read_dir(format!("/proc/{}/task", orch.pid())).expect("the process's threads");
+    let names: Vec<String> = tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect();
+    assert!(
+        names.iter().any(|n| n == "jemalloc_bg_thd"),
+        "no jemalloc background thread among {names:?}"
+    );
+    assert_eq!(orch.stop().code(), Some(0), "stderr:\n{}", orch.stderr());
+}

@@ -98,6 +98,7 @@ impl Sandbox {
             .env("CIRCLES_ADMIN", "off")
             .env_remove("CIRCLES_ADMIN_TOKEN_SHA256")
             .env_remove("CIRCLES_ADMIN_TOKEN")
+            .env_remove("_RJEM_MALLOC_CONF")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null());
         cmd
