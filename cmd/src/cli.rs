@@ -263,7 +263,9 @@ pub struct RunArgs {
     #[arg(long, default_value = "10s", value_parser = positive_duration)]
     pub worker_reap_interval: Duration,
 
-    /// How often the live table and JSON snapshots are refreshed.
+    /// How often the live table and JSON snapshots are refreshed, and the
+    /// queue counters read (every 10 s in plain mode without an admin
+    /// endpoint).
     #[arg(long, default_value = "1s", value_parser = positive_duration)]
     pub refresh: Duration,
 

@@ -17,7 +17,8 @@ use crate::UsageError;
 use crate::cli::{Output, RunArgs};
 use crate::config::{self, CircleConfig};
 
-/// In plain mode counters are only context, read this often.
+/// In plain mode without an admin endpoint counters are only context (the
+/// table shows them once), read this often.
 const PLAIN_STATS_EVERY: Duration = Duration::from_secs(10);
 
 /// How the status is shown, `auto` resolved.
@@ -146,7 +147,9 @@ impl Settings {
             args.log_file
                 .unwrap_or_else(|| data_dir.join("orchestrator.log"))
         });
-        let stats_every = if mode == Mode::Plain {
+        // With an admin endpoint someone may follow the counters there
+        // (`status`, `/api/*`, `/metrics`): as fresh as `--refresh` says.
+        let stats_every = if mode == Mode::Plain && admin.addr.is_none() {
             PLAIN_STATS_EVERY
         } else {
             args.refresh
@@ -431,11 +434,23 @@ mod tests {
     }
 
     #[test]
-    fn live_mode_logs_to_a_file_in_the_data_dir_and_plain_mode_reads_counters_slowly() {
+    fn live_mode_logs_to_a_file_in_the_data_dir_and_plain_mode_reads_counters_slowly_without_admin()
+    {
         let s = resolve(&["--data-dir", "/tmp/d", "--output", "live"]).expect("valid");
         assert_eq!(s.log_file, Some(PathBuf::from("/tmp/d/orchestrator.log")));
-        let s = resolve(&["--data-dir", "/tmp/d", "--output", "plain"]).expect("valid");
+        let plain = [
+            "--data-dir",
+            "/tmp/d",
+            "--output",
+            "plain",
+            "--refresh",
+            "2s",
+        ];
+        let s = resolve(&[&plain[..], &["--admin", "off"]].concat()).expect("valid");
         assert_eq!(s.stats_every, PLAIN_STATS_EVERY);
+        // The admin endpoint serves the counters: they stay fresh.
+        let s = resolve(&plain).expect("valid");
+        assert_eq!(s.stats_every, Duration::from_secs(2));
     }
 
     #[test]

@@ -209,6 +209,34 @@ async fn a_scrape_passes_promtool_and_counters_move_by_exactly_the_tasks_sent() 
     assert!(admin.orchestrator.stop().success());
 }
 
+/// In plain mode (as under a service manager) the admin endpoint's
+/// counters are read from Redis every `--refresh`, not only now and then.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_counters_of_api_status_follow_refresh_in_plain_mode() {
+    let mut admin = start(&["--refresh", "200ms"]);
+    let mut ws = connect(admin.circle).await;
+    for id in 1..=3 {
+        let reply = play(&mut ws, id, "40 + 2").await;
+        assert!(reply["result"].is_object(), "{reply}");
+    }
+    let addr = admin.addr;
+    // Well within the 10 s a counter read waits when nobody follows it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let body = tokio::task::spawn_blocking(move || get(addr, "/api/status", &[]).body)
+            .await
+            .expect("GET /api/status");
+        let snap: Value = serde_json::from_str(&body).expect("a JSON snapshot");
+        if snap["circles"][0]["processed"] == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "processed stayed stale: {snap}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(ws);
+    assert!(admin.orchestrator.stop().success());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cross_origin_request_is_refused_and_own_or_loopback_origins_pass() {
     let mut admin = start(&[]);
