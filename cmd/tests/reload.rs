@@ -824,6 +824,11 @@ async fn a_reload_applied_in_part_says_what_changed_and_what_stopped() {
     let (a, g, d) = (port(), port(), port());
     let config = sandbox.circles(&[(1, "Alpha", a), (3, "Gamma", g)]);
     let (mut o, addr) = start_with_admin(&sandbox, &config, &redis, &[]);
+    let mut gamma = connect(g).await;
+    assert_eq!(output(&mut gamma, "1").await, "1");
+    drop(gamma);
+    let scrape = || http::get(addr, "/metrics", &[]).body;
+    assert!(scrape().contains(r#"circle="Gamma""#), "{}", scrape());
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let busy = taken.local_addr().expect("address").port();
     write_circles(
@@ -852,6 +857,10 @@ async fn a_reload_applied_in_part_says_what_changed_and_what_stopped() {
     );
     let mut delta = connect(d).await;
     assert_eq!(output(&mut delta, "40 + 2").await, "42");
+    // The stopped circle's series went with it, as a removed circle's do.
+    let metrics = scrape();
+    assert!(!metrics.contains(r#"circle="Gamma""#), "{metrics}");
+    assert!(metrics.contains(r#"circle="Delta""#), "{metrics}");
     // Not ready while a circle of the file is stopped, ready once a reload
     // starts it.
     let ready = http::get(addr, "/readyz", &[]);

@@ -155,8 +155,14 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
         return Ok(summary);
     };
     // The late circles start all or none: none of them runs. A changed
-    // circle that stopped counts as removed.
+    // circle that stopped counts as removed, its series too (a reload
+    // that starts it again gives it new ones, at 0).
     let stopped: Vec<String> = plan.changed.iter().map(|c| c.name.clone()).collect();
+    if let Some(metrics) = &ctx.metrics {
+        for name in &stopped {
+            metrics.forget(name);
+        }
+    }
     let mut what = Vec::new();
     if !stopped.is_empty() {
         what.push(format!(
