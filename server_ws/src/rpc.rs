@@ -55,8 +55,12 @@ pub enum Incoming {
 
 /// Parses one text message.
 pub fn parse(text: &str) -> Incoming {
-    let value: Value = match serde_json::from_str(text) {
-        Ok(v) => v,
+    let value = match serde_json::from_str::<Strict>(text) {
+        Ok(Strict(v)) => v,
+        // Valid JSON with a member named twice in one object.
+        Err(e) if e.classify() == serde_json::error::Category::Data => {
+            return with_a_member_twice(text, &e);
+        }
         Err(e) => {
             return Incoming::Single(Item::Reply(error(
                 &Value::Null,
@@ -67,28 +71,126 @@ pub fn parse(text: &str) -> Incoming {
         }
     };
     match value {
-        Value::Array(elements) if elements.is_empty() => Incoming::Single(Item::Reply(error(
+        Value::Array(elements) => match refused_batch(elements.len()) {
+            Some(refusal) => refusal,
+            None => Incoming::Batch(elements.into_iter().map(item).collect()),
+        },
+        other => Incoming::Single(item(other)),
+    }
+}
+
+/// The one reply to a batch of `len` elements refused whole: an empty one,
+/// or one of more than [`MAX_BATCH_ITEMS`], refused before any element is
+/// looked at (answering each element of a message full of junk would send
+/// back far more than came in).
+fn refused_batch(len: usize) -> Option<Incoming> {
+    let reply = if len == 0 {
+        error(
             &Value::Null,
             INVALID_REQUEST,
             "invalid request: empty batch",
             None,
-        ))),
-        // Refused whole, before any element is looked at: answering each
-        // element of a message full of junk would send back far more than
-        // came in.
-        Value::Array(elements) if elements.len() > MAX_BATCH_ITEMS => {
-            Incoming::Single(Item::Reply(limit_exceeded(
-                &Value::Null,
-                &format!(
-                    "batch of {} elements exceeds the limit of {MAX_BATCH_ITEMS} elements",
-                    elements.len()
-                ),
-                "max_batch_items",
-                MAX_BATCH_ITEMS,
-            )))
+        )
+    } else if len > MAX_BATCH_ITEMS {
+        limit_exceeded(
+            &Value::Null,
+            &format!("batch of {len} elements exceeds the limit of {MAX_BATCH_ITEMS} elements"),
+            "max_batch_items",
+            MAX_BATCH_ITEMS,
+        )
+    } else {
+        return None;
+    };
+    Some(Incoming::Single(Item::Reply(reply)))
+}
+
+/// A message with a member named twice in an object (RFC 8259 leaves its
+/// meaning open, so such a request is refused rather than read one way): a
+/// batch is answered element by element, the others as they come.
+fn with_a_member_twice(text: &str, e: &serde_json::Error) -> Incoming {
+    let Ok(raw) = serde_json::from_str::<Vec<&serde_json::value::RawValue>>(text) else {
+        return Incoming::Single(invalid(&Value::Null, &e.to_string()));
+    };
+    if let Some(refusal) = refused_batch(raw.len()) {
+        return refusal;
+    }
+    Incoming::Batch(
+        raw.iter()
+            .map(|r| match serde_json::from_str::<Strict>(r.get()) {
+                Ok(Strict(v)) => item(v),
+                Err(e) => invalid(&Value::Null, &e.to_string()),
+            })
+            .collect(),
+    )
+}
+
+/// A JSON value read as [`Value`] is, except that an object naming one
+/// member twice is an error (serde_json keeps the last).
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Strict, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+
+    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.to_owned()))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(Strict(v)) = seq.next_element()? {
+            items.push(v);
         }
-        Value::Array(elements) => Incoming::Batch(elements.into_iter().map(item).collect()),
-        other => Incoming::Single(item(other)),
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut members = Map::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if members.contains_key(&name) {
+                return Err(serde::de::Error::custom(format!(
+                    "member {name:?} appears more than once in an object"
+                )));
+            }
+            let Strict(v) = map.next_value()?;
+            members.insert(name, v);
+        }
+        Ok(Value::Object(members))
     }
 }
 
@@ -305,6 +407,46 @@ mod tests {
         assert_eq!(back["id"], v["id"], "{wire}");
         let sent: Value = serde_json::from_str(&id).expect("a number");
         assert_eq!(v["id"], sent);
+    }
+
+    #[test]
+    fn a_member_named_twice_is_an_invalid_request_and_a_batch_answers_it_alone() {
+        for text in [
+            r#"{"jsonrpc":"2.0","id":16,"method":"play","params":{"script":"1"},"id":17}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"play","params":{"script":"1","script":"2"}}"#,
+        ] {
+            let item = single(text);
+            assert_eq!(code_of(&item), INVALID_REQUEST, "{text}");
+            let Item::Reply(v) = item else { unreachable!() };
+            assert_eq!(v["id"], Value::Null, "{text}");
+            let message = v["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("appears more than once"), "{message}");
+        }
+        let batch = parse(
+            r#"[{"jsonrpc":"2.0","id":1,"id":2,"method":"play","params":["1"]},
+                {"jsonrpc":"2.0","id":3,"method":"play","params":["3"]}]"#,
+        );
+        let Incoming::Batch(items) = batch else {
+            panic!("a batch: {batch:?}")
+        };
+        assert_eq!(code_of(&items[0]), INVALID_REQUEST);
+        assert_eq!(
+            items[1],
+            Item::Play {
+                id: Some(json!(3)),
+                script: "3".into()
+            }
+        );
+        // Refused whole as any empty or oversize batch would be.
+        let many = format!(
+            "[{}]",
+            vec![r#"{"a":1,"a":2}"#; MAX_BATCH_ITEMS + 1].join(",")
+        );
+        assert_eq!(
+            code_of(&single(&many)),
+            LIMIT_EXCEEDED,
+            "an oversize batch is refused whole"
+        );
     }
 
     #[test]
