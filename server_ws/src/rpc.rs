@@ -61,14 +61,7 @@ pub fn parse(text: &str) -> Incoming {
         Err(e) if e.classify() == serde_json::error::Category::Data => {
             return with_a_member_twice(text, &e);
         }
-        Err(e) => {
-            return Incoming::Single(Item::Reply(error(
-                &Value::Null,
-                PARSE_ERROR,
-                &format!("parse error: {e}"),
-                None,
-            )));
-        }
+        Err(e) => return parse_error(&e),
     };
     match value {
         Value::Array(elements) => match refused_batch(elements.len()) {
@@ -77,6 +70,16 @@ pub fn parse(text: &str) -> Incoming {
         },
         other => Incoming::Single(item(other)),
     }
+}
+
+/// The reply to a message that is not JSON (or nests too deep).
+fn parse_error(e: &serde_json::Error) -> Incoming {
+    Incoming::Single(Item::Reply(error(
+        &Value::Null,
+        PARSE_ERROR,
+        &format!("parse error: {e}"),
+        None,
+    )))
 }
 
 /// The one reply to a batch of `len` elements refused whole: an empty one,
@@ -108,20 +111,32 @@ fn refused_batch(len: usize) -> Option<Incoming> {
 /// meaning open, so such a request is refused rather than read one way): a
 /// batch is answered element by element, the others as they come.
 fn with_a_member_twice(text: &str, e: &serde_json::Error) -> Incoming {
+    // The strict reading stops at the first member named twice: what comes
+    // after it may still not be JSON (or nest too deep), a parse error.
+    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+        return parse_error(&e);
+    }
     let Ok(raw) = serde_json::from_str::<Vec<&serde_json::value::RawValue>>(text) else {
         return Incoming::Single(invalid(&Value::Null, &e.to_string()));
     };
     if let Some(refusal) = refused_batch(raw.len()) {
         return refusal;
     }
-    Incoming::Batch(
-        raw.iter()
-            .map(|r| match serde_json::from_str::<Strict>(r.get()) {
-                Ok(Strict(v)) => item(v),
-                Err(e) => invalid(&Value::Null, &e.to_string()),
-            })
-            .collect(),
-    )
+    let mut items = Vec::with_capacity(raw.len());
+    for r in raw {
+        items.push(match serde_json::from_str::<Strict>(r.get()) {
+            Ok(Strict(v)) => item(v),
+            Err(e) if e.classify() == serde_json::error::Category::Data => {
+                invalid(&Value::Null, &e.to_string())
+            }
+            // Nested too deep: the message is refused whole, as it would be
+            // without the member named twice.
+            Err(e) => {
+                return parse_error(&e);
+            }
+        });
+    }
+    Incoming::Batch(items)
 }
 
 /// A JSON value read as [`Value`] is, except that an object naming one
@@ -437,6 +452,20 @@ mod tests {
                 script: "3".into()
             }
         );
+        // Not JSON after the member named twice: a parse error still.
+        for text in [
+            r#"{"jsonrpc":"2.0","id":1,"id":2,"#,
+            r#"{"id":1,"id":2}x"#,
+            r#"[{"a":1,"a":2}, nope]"#,
+        ] {
+            assert_eq!(code_of(&single(text)), PARSE_ERROR, "{text}");
+        }
+        let deep = format!(
+            r#"[{{"a":1,"a":2}}, {}{}]"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert_eq!(code_of(&single(&deep)), PARSE_ERROR, "nested too deep");
         // Refused whole as any empty or oversize batch would be.
         let many = format!(
             "[{}]",
