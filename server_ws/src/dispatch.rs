@@ -53,7 +53,7 @@ pub(crate) async fn handle_text(
     shared.status.received(text.len());
     match rpc::parse(text) {
         Incoming::Single(item) => match admit(shared, permits, item, io).await {
-            Admitted::Reply(reply) => return io.send(&reply).await,
+            Admitted::Reply(reply) => return io.send(reply).await,
             Admitted::Silent => {}
             Admitted::Call(call) => {
                 let shared = Arc::clone(shared);
@@ -64,7 +64,7 @@ pub(crate) async fn handle_text(
                     // must not wait for this client to read. What waits for
                     // room in the outbox is bounded all the same: while
                     // anything does, the connection is not read.
-                    send(&shared, &mut outbox, &reply).await;
+                    send(&shared, &mut outbox, reply).await;
                 });
             }
             Admitted::Notify(script, permit) => notify(shared, io, &script, permit).await,
@@ -92,14 +92,14 @@ pub(crate) async fn handle_text(
                         io.reader.requests.spawn_local(async move {
                             let reply = run_call(&shared, call).await;
                             if let Some(replies) = batch.settle(index, Some(reply)) {
-                                send(&shared, &mut batch.outbox.clone(), &replies).await;
+                                send(&shared, &mut batch.outbox.clone(), replies).await;
                             }
                         });
                         None
                     }
                 };
                 if let Some(replies) = settled {
-                    sent = io.send(&replies).await;
+                    sent = io.send(replies).await;
                 }
             }
             return sent;
@@ -251,9 +251,12 @@ async fn run_call(shared: &Shared, call: Call) -> Value {
 }
 
 /// A reply from a request task, once the outbox has room for it; the read
-/// loop watches the connection's health.
-async fn send(shared: &Shared, outbox: &mut Outbox, reply: &Value) {
+/// loop watches the connection's health. The reply waits as its text only:
+/// the value it was made from goes first (both would hold the output and
+/// what the script printed, twice the memory per waiting reply).
+async fn send(shared: &Shared, outbox: &mut Outbox, reply: Value) {
     let text = reply.to_string();
+    drop(reply);
     shared.status.sent(text.len());
     // A failed send means the client is gone; the read loop notices on its own.
     let _ = outbox.text(text).await;

@@ -210,11 +210,13 @@ pub(crate) struct Io<'a> {
 impl Io<'_> {
     /// Sends `reply` from the read loop, unless the connection's end is
     /// known (then nothing more is sent).
-    pub(crate) async fn send(&mut self, reply: &Value) -> Result<(), End> {
+    pub(crate) async fn send(&mut self, reply: Value) -> Result<(), End> {
         if self.reader.ended.is_some() {
             return Ok(());
         }
+        // Held as text only while it waits for room (see `dispatch::send`).
         let text = reply.to_string();
+        drop(reply);
         self.status.sent(text.len());
         within(self.stall, self.outbox.text(text)).await
     }
