@@ -285,6 +285,42 @@ async fn a_waiter_gets_the_outcome_of_its_task_when_redis_comes_back_before_the_
     worker.abort();
 }
 
+/// A Redis that stops answering (a partition, not a closed socket) holds
+/// no read past the task's deadline: the waiter is told at its deadline,
+/// give or take the last read's second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_behind_a_redis_that_stops_answering_is_told_at_its_deadline() {
+    let redis = testkit::RedisServer::start();
+    let proxy = testkit::Proxy::start(redis.port());
+    let client = Client::connect(&proxy.redis_url()).await.expect("connect");
+    let timeout = Duration::from_secs(3);
+    let waiter = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let ended = client
+                .run_with(
+                    "frozen",
+                    "1",
+                    &SubmitOptions::with_timeout(timeout),
+                    OnDrop::Cancel,
+                )
+                .await;
+            (ended, started.elapsed())
+        })
+    };
+    until_queued(&client, "frozen").await;
+    proxy.freeze();
+    let (ended, took) = waiter.await.expect("join");
+    let err = ended.expect_err("no outcome: nobody runs the task");
+    assert!(matches!(err, client::Error::Interrupted { .. }), "{err:?}");
+    // The deadline, the last read's second, and room for a slow machine;
+    // a read held for the connection's response timeout (5 s) or a
+    // reconnect after it would pass this.
+    assert!(took < timeout + Duration::from_millis(2500), "{took:?}");
+    proxy.thaw();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_is_told_its_queued_task_may_have_run_when_redis_stays_away_past_its_deadline() {
     let mut redis = testkit::RedisServer::start();

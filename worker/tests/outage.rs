@@ -19,7 +19,7 @@ struct Tally {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_killed_under_load_fails_waiters_promptly_and_the_system_serves_again() {
+async fn redis_killed_under_load_loses_no_task_runs_none_twice_and_the_system_serves_again() {
     let mut redis = testkit::RedisServer::start_persistent();
     let url = redis.url();
     let worker = TestWorker::start(&url, QUEUE);
@@ -67,11 +67,9 @@ async fn redis_killed_under_load_fails_waiters_promptly_and_the_system_serves_ag
     })
     .await;
     redis.kill();
-    eventually("waiters and submitters to get errors", wait, || {
-        let n = tally.errors.load(Ordering::Relaxed);
-        async move { (n >= 8).then_some(()) }
-    })
-    .await;
+    // Submits fail at once while it is down; waiters wait through the
+    // outage (their deadline is 10 s away).
+    tokio::time::sleep(Duration::from_secs(1)).await;
     redis.restart();
     let before = tally.completed.load(Ordering::Relaxed);
     eventually("load to flow again", wait, || {

@@ -11,6 +11,10 @@ use super::Client;
 use crate::listener::WaiterGuard;
 use crate::{Error, Outcome, Result, SubmitOptions, fields, keys};
 
+/// How long the read of a task's hash at its deadline may take: a Redis
+/// that does not answer it by then is out of reach.
+const LAST_READ: Duration = Duration::from_secs(1);
+
 /// A task submitted by [`Client::submit_watched`], its waiter registered.
 pub struct Watched {
     client: Client,
@@ -82,7 +86,7 @@ impl Client {
         let mut health = self.inner.health.clone();
         health.borrow_and_update();
         if check_first || !health.borrow().up {
-            if let Some(outcome) = self.read_through_outage(task_id).await? {
+            if let Some(outcome) = self.read_through_outage(task_id, deadline).await? {
                 return Ok(outcome);
             }
         }
@@ -101,17 +105,21 @@ impl Client {
                     };
                 }
                 _ = tokio::time::sleep_until(deadline) => {
-                    return match self.read_outcome(task_id).await {
-                        Ok(Some(outcome)) => Ok(outcome),
+                    let last = tokio::time::timeout(LAST_READ, self.read_outcome(task_id)).await;
+                    return match last {
+                        Ok(Ok(Some(outcome))) => Ok(outcome),
                         // Still away at the deadline: the task may have run
                         // (its end unreported), but it cannot start any more.
-                        Err(e @ Error::Unavailable { .. }) => Err(e),
+                        Ok(Err(e @ Error::Unavailable { .. })) => Err(e),
+                        Err(_) => Err(self.inner.conn.unavailable(&format!(
+                            "no answer to the read of the task at its deadline within {LAST_READ:?}"
+                        ))),
                         _ => Err(Error::Timeout { task_id: task_id.to_owned(), timeout }),
                     };
                 }
                 _ = tokio::time::sleep_until(next_poll) => {
                     next_poll = Instant::now() + poll;
-                    if let Some(outcome) = self.read_through_outage(task_id).await? {
+                    if let Some(outcome) = self.read_through_outage(task_id, deadline).await? {
                         return Ok(outcome);
                     }
                 }
@@ -123,7 +131,7 @@ impl Client {
                     }
                     // Up again: a notification may have been lost during
                     // the outage. Down: the wait goes on.
-                    if let Some(outcome) = self.read_through_outage(task_id).await? {
+                    if let Some(outcome) = self.read_through_outage(task_id, deadline).await? {
                         return Ok(outcome);
                     }
                 }
@@ -131,11 +139,21 @@ impl Client {
         }
     }
 
-    /// [`Self::read_outcome`], with Redis unavailable read as "not finished
+    /// [`Self::read_outcome`], with Redis out of reach read as "not finished
     /// yet": a queued task is waited for through an outage, up to its
-    /// deadline, as it may run and end once Redis is back.
-    async fn read_through_outage(&self, task_id: &str) -> Result<Option<Outcome>> {
-        match self.read_outcome(task_id).await {
+    /// `deadline` (no read goes past it), as it may run and end once Redis is
+    /// back. A refusal (an ACL that forbids the read, say) is waited
+    /// through alike: the task may still end meanwhile, and the error at
+    /// the deadline names it.
+    async fn read_through_outage(
+        &self,
+        task_id: &str,
+        deadline: Instant,
+    ) -> Result<Option<Outcome>> {
+        let Ok(read) = tokio::time::timeout_at(deadline, self.read_outcome(task_id)).await else {
+            return Ok(None);
+        };
+        match read {
             Err(Error::Unavailable { reason, .. }) => {
                 log::debug!(
                     task = task_id;
