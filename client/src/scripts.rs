@@ -40,6 +40,8 @@ if not h or h[1] == 'completed' or h[1] == 'error'
 end
 local fields = {{ 'status', 'error', 'errorKind', KIND_INVALID, 'error', ARGV[6] }}
 if not h[4] then fields[#fields + 1] = 'createdAt'; fields[#fields + 1] = ARGV[4] end
+-- As a claim would: the end writes a whole outcome of its own.
+redis.call('HDEL', dkey, unpack(OUTCOME_FIELDS))
 return counted(KEYS[2], function(stats)
   finish(dkey, ARGV[1], KEYS[1], stats, ARGV[4], ARGV[5], fields, nil, h[3],
     delivered_ttl(h[5], h[6], h[7], ARGV[4], ARGV[5]))

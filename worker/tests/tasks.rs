@@ -385,7 +385,11 @@ async fn bytes_that_are_not_utf8_end_their_task_as_invalid_and_the_worker_goes_o
         (b"after", b"3 + 4", b"pending"),
     ];
     for (id, script, status) in tasks {
-        hset_raw(&mut conn, id, &[(b"script", script), (b"status", status)]).await;
+        // An outcome left from before: the end removes it.
+        let stale: &[(&[u8], &[u8])] = &[(b"output", b"stale"), (b"errorLine", b"9")];
+        let mut fields: Vec<(&[u8], &[u8])> = vec![(b"script", script), (b"status", status)];
+        fields.extend_from_slice(stale);
+        hset_raw(&mut conn, id, &fields).await;
         lpush_raw(&mut conn, "rhai_tasks:bytes", &[id]).await;
     }
     until_status(&conn, "after", "completed", WAIT).await;
@@ -408,6 +412,9 @@ async fn bytes_that_are_not_utf8_end_their_task_as_invalid_and_the_worker_goes_o
         assert_eq!(text("status"), "error", "{shown}");
         assert_eq!(text("errorKind"), "invalid", "{shown}");
         assert!(text("error").contains(says), "{shown}: {}", text("error"));
+        for stale in ["output", "errorLine"] {
+            assert!(!fields.contains_key(stale), "{shown}: {stale} stayed");
+        }
         let ttl: i64 = redis::cmd("PTTL")
             .arg(details(id))
             .query_async(&mut conn)
