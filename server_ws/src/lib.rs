@@ -113,6 +113,7 @@ mod reader;
 mod rpc;
 mod sight;
 mod status;
+mod strict;
 mod tls;
 mod upgrade;
 

@@ -1,0 +1,252 @@
+//! The framing's unit tests: parsing every kind of message and the replies
+//! it makes.
+
+use super::*;
+
+fn code_of(item: &Item) -> i64 {
+    match item {
+        Item::Reply(v) => v["error"]["code"].as_i64().expect("an error code"),
+        other => panic!("expected an error reply, got {other:?}"),
+    }
+}
+
+fn single(text: &str) -> Item {
+    match parse(text) {
+        Incoming::Single(item) => item,
+        other => panic!("expected a single item, got {other:?}"),
+    }
+}
+
+#[test]
+fn play_with_named_or_positional_script_is_a_call() {
+    let named = single(r#"{"jsonrpc":"2.0","id":1,"method":"play","params":{"script":"1"}}"#);
+    assert_eq!(
+        named,
+        Item::Play {
+            id: Some(json!(1)),
+            script: "1".into()
+        }
+    );
+    let positional = single(r#"{"jsonrpc":"2.0","id":"a","method":"play","params":["2"]}"#);
+    assert_eq!(
+        positional,
+        Item::Play {
+            id: Some(json!("a")),
+            script: "2".into()
+        }
+    );
+}
+
+#[test]
+fn request_without_id_is_a_notification() {
+    let n = single(r#"{"jsonrpc":"2.0","method":"play","params":{"script":"1"}}"#);
+    assert_eq!(
+        n,
+        Item::Play {
+            id: None,
+            script: "1".into()
+        }
+    );
+}
+
+#[test]
+fn null_id_is_a_request_answered_with_null() {
+    let n = single(r#"{"jsonrpc":"2.0","id":null,"method":"nope"}"#);
+    let Item::Reply(v) = n else {
+        panic!("expected a reply")
+    };
+    assert_eq!(v["id"], Value::Null);
+    assert_eq!(v["error"]["code"], METHOD_NOT_FOUND);
+}
+
+#[test]
+fn an_id_beyond_64_bits_is_echoed_as_a_number_that_reads_back_the_same() {
+    // Found by the `jsonrpc` fuzz target: without serde_json's exact
+    // float parsing the echoed id read back one unit off.
+    let id = "4".repeat(98) + "2";
+    let text = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"nope"}}"#);
+    let Item::Reply(v) = single(&text) else {
+        unreachable!()
+    };
+    let wire = serde_json::to_string(&v).expect("serializes");
+    let back: Value = serde_json::from_str(&wire).expect("reads back");
+    assert_eq!(back["id"], v["id"], "{wire}");
+    let sent: Value = serde_json::from_str(&id).expect("a number");
+    assert_eq!(v["id"], sent);
+}
+
+#[test]
+fn a_member_named_twice_is_an_invalid_request_and_a_batch_answers_it_alone() {
+    for text in [
+        r#"{"jsonrpc":"2.0","id":16,"method":"play","params":{"script":"1"},"id":17}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"play","params":{"script":"1","script":"2"}}"#,
+    ] {
+        let item = single(text);
+        assert_eq!(code_of(&item), INVALID_REQUEST, "{text}");
+        let Item::Reply(v) = item else { unreachable!() };
+        assert_eq!(v["id"], Value::Null, "{text}");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("appears more than once"), "{message}");
+    }
+    let batch = parse(
+        r#"[{"jsonrpc":"2.0","id":1,"id":2,"method":"play","params":["1"]},
+            {"jsonrpc":"2.0","id":3,"method":"play","params":["3"]}]"#,
+    );
+    let Incoming::Batch(items) = batch else {
+        panic!("a batch: {batch:?}")
+    };
+    assert_eq!(code_of(&items[0]), INVALID_REQUEST);
+    assert_eq!(
+        items[1],
+        Item::Play {
+            id: Some(json!(3)),
+            script: "3".into()
+        }
+    );
+    // Not JSON after the member named twice: a parse error still.
+    for text in [
+        r#"{"jsonrpc":"2.0","id":1,"id":2,"#,
+        r#"{"id":1,"id":2}x"#,
+        r#"[{"a":1,"a":2}, nope]"#,
+    ] {
+        assert_eq!(code_of(&single(text)), PARSE_ERROR, "{text}");
+    }
+    let deep = format!(
+        r#"[{{"a":1,"a":2}}, {}{}]"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    assert_eq!(code_of(&single(&deep)), PARSE_ERROR, "nested too deep");
+    // Refused whole as any empty or oversize batch would be.
+    let many = format!(
+        "[{}]",
+        vec![r#"{"a":1,"a":2}"#; MAX_BATCH_ITEMS + 1].join(",")
+    );
+    assert_eq!(
+        code_of(&single(&many)),
+        LIMIT_EXCEEDED,
+        "an oversize batch is refused whole"
+    );
+}
+
+#[test]
+fn malformed_json_is_a_parse_error_with_null_id() {
+    let item = single("{\"jsonrpc\":");
+    assert_eq!(code_of(&item), PARSE_ERROR);
+    let Item::Reply(v) = item else { unreachable!() };
+    assert_eq!(v["id"], Value::Null);
+}
+
+#[test]
+fn structural_faults_are_invalid_requests() {
+    for text in [
+        r#"{"jsonrpc":"1.0","id":1,"method":"play","params":{"script":"1"}}"#,
+        r#"{"id":1,"method":"play","params":{"script":"1"}}"#,
+        r#"{"jsonrpc":"2.0","id":{"x":1},"method":"play","params":{"script":"1"}}"#,
+        r#"{"jsonrpc":"2.0","id":[1],"method":"play"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":5}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"play","params":"1"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"play","params":{"script":"1"},"extra":true}"#,
+        r#"42"#,
+        r#""play""#,
+    ] {
+        assert_eq!(code_of(&single(text)), INVALID_REQUEST, "{text}");
+    }
+}
+
+#[test]
+fn invalid_request_without_id_is_still_answered() {
+    // Not a well-formed notification, so the spec says answer with id null.
+    assert_eq!(
+        code_of(&single(r#"{"jsonrpc":"1.0","method":"play"}"#)),
+        INVALID_REQUEST
+    );
+}
+
+#[test]
+fn unknown_method_and_bad_params_are_reported_for_requests_only() {
+    assert_eq!(
+        code_of(&single(r#"{"jsonrpc":"2.0","id":1,"method":"run"}"#)),
+        METHOD_NOT_FOUND
+    );
+    assert_eq!(single(r#"{"jsonrpc":"2.0","method":"run"}"#), Item::Silent);
+    for params in [
+        "",
+        r#","params":{}"#,
+        r#","params":{"script":1}"#,
+        r#","params":{"script":"1","timeout":5}"#,
+        r#","params":[]"#,
+        r#","params":[1]"#,
+        r#","params":["1","2"]"#,
+    ] {
+        let text = format!(r#"{{"jsonrpc":"2.0","id":7,"method":"play"{params}}}"#);
+        assert_eq!(code_of(&single(&text)), INVALID_PARAMS, "{text}");
+        let text = format!(r#"{{"jsonrpc":"2.0","method":"play"{params}}}"#);
+        assert_eq!(single(&text), Item::Silent, "{text}");
+    }
+}
+
+#[test]
+fn empty_batch_is_one_invalid_request() {
+    assert_eq!(code_of(&single("[]")), INVALID_REQUEST);
+}
+
+#[test]
+fn a_batch_over_the_limit_is_one_limit_error_naming_the_count() {
+    let batch = |n: usize| format!("[{}]", vec!["1"; n].join(","));
+    let Incoming::Single(Item::Reply(reply)) = parse(&batch(MAX_BATCH_ITEMS + 1)) else {
+        panic!("expected one reply")
+    };
+    assert_eq!(reply["id"], Value::Null);
+    assert_eq!(reply["error"]["code"], LIMIT_EXCEEDED);
+    assert_eq!(
+        reply["error"]["data"],
+        json!({"limit": "max_batch_items", "max": MAX_BATCH_ITEMS})
+    );
+    let message = reply["error"]["message"].as_str().expect("a message");
+    assert!(
+        message.contains(&(MAX_BATCH_ITEMS + 1).to_string()),
+        "{message}"
+    );
+    let Incoming::Batch(items) = parse(&batch(MAX_BATCH_ITEMS)) else {
+        panic!("a batch at the limit is a batch")
+    };
+    assert_eq!(items.len(), MAX_BATCH_ITEMS);
+}
+
+#[test]
+fn batch_elements_are_validated_one_by_one() {
+    let Incoming::Batch(items) = parse(
+        r#"[1,{"jsonrpc":"2.0","method":"play","params":["x"]},{"jsonrpc":"2.0","id":2,"method":"no"}]"#,
+    ) else {
+        panic!("expected a batch")
+    };
+    assert_eq!(items.len(), 3);
+    assert_eq!(code_of(&items[0]), INVALID_REQUEST);
+    assert_eq!(
+        items[1],
+        Item::Play {
+            id: None,
+            script: "x".into()
+        }
+    );
+    assert_eq!(code_of(&items[2]), METHOD_NOT_FOUND);
+}
+
+#[test]
+fn error_reply_has_the_json_rpc_shape() {
+    let v = error(
+        &json!(3),
+        LIMIT_EXCEEDED,
+        "too big",
+        Some(json!({"limit": "x"})),
+    );
+    assert_eq!(
+        v,
+        json!({"jsonrpc":"2.0","id":3,"error":{"code":-32003,"message":"too big","data":{"limit":"x"}}})
+    );
+    assert_eq!(
+        success(&json!("a"), json!(1)),
+        json!({"jsonrpc":"2.0","id":"a","result":1})
+    );
+}
