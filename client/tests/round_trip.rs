@@ -241,30 +241,49 @@ async fn until_queued(client: &Client, queue: &str) {
     }
 }
 
+/// A client of `url` that retries a lost Redis every 100 ms at most.
+async fn quick_client(url: &str) -> Client {
+    let mut options = client::ClientOptions::default();
+    options.max_backoff = Duration::from_millis(100);
+    Client::connect_with(url, options).await.expect("connect")
+}
+
+/// `run_with` of `script` on `queue` in a task of its own, with how long
+/// it took; once it returns, `until_queued` can tell its task is queued.
+fn spawn_run(
+    client: &Client,
+    queue: &'static str,
+    script: &'static str,
+    timeout: Duration,
+) -> JoinHandle<(client::Result<Outcome>, Duration)> {
+    let client = client.clone();
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let ended = client
+            .run_with(
+                queue,
+                script,
+                &SubmitOptions::with_timeout(timeout),
+                OnDrop::Cancel,
+            )
+            .await;
+        (ended, started.elapsed())
+    })
+}
+
 /// Redis dies while a task waits in its queue and comes back with its data
 /// before the task's deadline: the waiter waits through the outage and
 /// gets the task's outcome, not an error that leaves its fate open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_gets_the_outcome_of_its_task_when_redis_comes_back_before_the_deadline() {
     let mut redis = testkit::RedisServer::start_persistent();
-    let mut options = client::ClientOptions::default();
-    options.max_backoff = Duration::from_millis(100);
-    let client = Client::connect_with(&redis.url(), options)
-        .await
-        .expect("connect");
-    let waiter = {
-        let client = client.clone();
-        tokio::spawn(async move {
-            client
-                .run_with(
-                    "later",
-                    "through the outage",
-                    &SubmitOptions::with_timeout(Duration::from_secs(60)),
-                    OnDrop::Cancel,
-                )
-                .await
-        })
-    };
+    let client = quick_client(&redis.url()).await;
+    let waiter = spawn_run(
+        &client,
+        "later",
+        "through the outage",
+        Duration::from_secs(60),
+    );
     until_queued(&client, "later").await;
     redis.kill();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -274,7 +293,7 @@ async fn a_waiter_gets_the_outcome_of_its_task_when_redis_comes_back_before_the_
     );
     redis.restart();
     let worker = echo_worker(&redis.url(), "later");
-    let outcome = tokio::time::timeout(Duration::from_secs(30), waiter)
+    let (outcome, _) = tokio::time::timeout(Duration::from_secs(30), waiter)
         .await
         .expect("the waiter ends once the task ran")
         .expect("join");
@@ -294,21 +313,7 @@ async fn a_waiter_behind_a_redis_that_stops_answering_is_told_at_its_deadline() 
     let proxy = testkit::Proxy::start(redis.port());
     let client = Client::connect(&proxy.redis_url()).await.expect("connect");
     let timeout = Duration::from_secs(3);
-    let waiter = {
-        let client = client.clone();
-        tokio::spawn(async move {
-            let started = std::time::Instant::now();
-            let ended = client
-                .run_with(
-                    "frozen",
-                    "1",
-                    &SubmitOptions::with_timeout(timeout),
-                    OnDrop::Cancel,
-                )
-                .await;
-            (ended, started.elapsed())
-        })
-    };
+    let waiter = spawn_run(&client, "frozen", "1", timeout);
     until_queued(&client, "frozen").await;
     proxy.freeze();
     let (ended, took) = waiter.await.expect("join");
@@ -324,30 +329,14 @@ async fn a_waiter_behind_a_redis_that_stops_answering_is_told_at_its_deadline() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_is_told_its_queued_task_may_have_run_when_redis_stays_away_past_its_deadline() {
     let mut redis = testkit::RedisServer::start();
-    let mut options = client::ClientOptions::default();
-    options.max_backoff = Duration::from_millis(100);
-    let client = Client::connect_with(&redis.url(), options)
-        .await
-        .expect("connect");
-    let waiter = {
-        let client = client.clone();
-        // No worker: the wait ends at the task's deadline.
-        tokio::spawn(async move {
-            client
-                .run_with(
-                    "nobody",
-                    "1",
-                    &SubmitOptions::with_timeout(Duration::from_secs(2)),
-                    OnDrop::Cancel,
-                )
-                .await
-        })
-    };
+    let client = quick_client(&redis.url()).await;
+    // No worker: the wait ends at the task's deadline.
+    let waiter = spawn_run(&client, "nobody", "1", Duration::from_secs(2));
     // Registered and queued: Redis dies while the task waits, not while
     // it is pushed (a push that fails is unavailable, nothing queued).
     until_queued(&client, "nobody").await;
     redis.kill();
-    let err = waiter.await.expect("join").expect_err("redis died");
+    let err = waiter.await.expect("join").0.expect_err("redis died");
     // Queued before Redis died: it may have run, and the error says so.
     assert!(matches!(err, client::Error::Interrupted { .. }), "{err:?}");
     assert!(

@@ -15,6 +15,23 @@ fn play_cmd(sandbox: &Sandbox, args: &[&str]) -> Command {
     cmd
 }
 
+/// Runs `cmd` with `input` on its stdin; what it printed and how it ended.
+fn with_stdin(mut cmd: Command, input: &[u8]) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn play");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write stdin");
+    child.wait_with_output().expect("play output")
+}
+
 #[test]
 fn play_prints_the_output_of_a_script_and_errors_with_their_position() {
     let sandbox = Sandbox::new();
@@ -53,19 +70,7 @@ fn play_prints_the_output_of_a_script_and_errors_with_their_position() {
     assert_eq!((status.code(), out.as_str()), (Some(0), "5\n"), "{err}");
 
     // From stdin; the default circle is the first one.
-    let mut child = play_cmd(&sandbox, &["-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn play");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"db::exists(1)")
-        .expect("write stdin");
-    let done = child.wait_with_output().expect("play output");
+    let done = with_stdin(play_cmd(&sandbox, &["-"]), b"db::exists(1)");
     assert_eq!(String::from_utf8_lossy(&done.stdout), "false\n", "{done:?}");
 
     // A URL with the wrong path: the server's 404, and where the endpoint is.
@@ -160,19 +165,7 @@ fn play_without_a_server_or_a_script_says_what_is_wrong() {
     );
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(err.contains("a script is UTF-8 text"), "{err}");
-    let mut child = play_cmd(&sandbox, &["--url", &ws(dead), "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn play");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"\xff\xfe1")
-        .expect("write stdin");
-    let done = child.wait_with_output().expect("play output");
+    let done = with_stdin(play_cmd(&sandbox, &["--url", &ws(dead), "-"]), b"\xff\xfe1");
     let err = String::from_utf8_lossy(&done.stderr);
     assert_eq!(done.status.code(), Some(2), "{err}");
     assert!(
