@@ -15,7 +15,8 @@ const QUEUE: &str = "load";
 struct Tally {
     completed: AtomicU64,
     failed: AtomicU64,
-    errors: AtomicU64,
+    /// Waits that ended without the task's outcome.
+    wait_errors: AtomicU64,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,7 +45,6 @@ async fn redis_killed_under_load_loses_no_task_runs_none_twice_and_the_system_se
                 let id = match client.submit(QUEUE, "db::insert(1); 40 + 2", &opts).await {
                     Ok(id) => id,
                     Err(_) => {
-                        tally.errors.fetch_add(1, Ordering::Relaxed);
                         // Load generation, not synchronisation: do not spin while Redis is down.
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         continue;
@@ -54,7 +54,7 @@ async fn redis_killed_under_load_loses_no_task_runs_none_twice_and_the_system_se
                 match client.wait(&id, opts.timeout).await {
                     Ok(Outcome::Completed(_)) => tally.completed.fetch_add(1, Ordering::Relaxed),
                     Ok(Outcome::Failed(_)) => tally.failed.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => tally.errors.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => tally.wait_errors.fetch_add(1, Ordering::Relaxed),
                 };
             }
         }));
@@ -112,7 +112,9 @@ async fn redis_killed_under_load_loses_no_task_runs_none_twice_and_the_system_se
         stats.processed,
         "inserts == completed tasks"
     );
-    assert!(tally.errors.load(Ordering::Relaxed) >= 8);
+    // Redis was back long before any task's deadline: every waiter got
+    // its task's outcome, none an error.
+    assert_eq!(tally.wait_errors.load(Ordering::Relaxed), 0);
     let after = client
         .run_with(
             QUEUE,
