@@ -49,15 +49,6 @@ fn extra_args() -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn status_field(pid: u32, field: &str) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    text.lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// utime + stime in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -197,8 +188,8 @@ fn measure(n: usize, idle: Duration) -> Measured {
 
     // Let the start-up settle (first reaps, first stats read), then measure idle.
     std::thread::sleep(Duration::from_secs(env_num("CIRCLES_SCALE_SETTLE_SECS", 5)));
-    let rss_kib = status_field(pid, "VmRSS:");
-    let threads = status_field(pid, "Threads:");
+    let rss_kib = testkit::proc_status(pid, "VmRSS:");
+    let threads = testkit::proc_status(pid, "Threads:");
     let redis_pid = redis_pid(redis.port());
     let (c0, r0) = (cpu_ticks(pid), redis_pid.map(cpu_ticks).unwrap_or(0));
     let t0 = Instant::now();

@@ -30,14 +30,7 @@ fn env_num(name: &str, default: u64) -> u64 {
 }
 
 fn rss_mib(pid: u32) -> f64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib: f64 = text
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
+    testkit::proc_status(pid, "VmRSS:") as f64 / 1024.0
 }
 
 /// A masked client text frame.

@@ -63,11 +63,7 @@ fn read_script(args: &PlayArgs) -> anyhow::Result<String> {
             UsageError(format!(
                 "cannot read the script file {}: {e}{}",
                 path.display(),
-                if e.kind() == std::io::ErrorKind::InvalidData {
-                    " (a script is UTF-8 text)"
-                } else {
-                    ""
-                }
+                not_text(&e)
             ))
             .into()
         });
@@ -90,10 +86,20 @@ fn read_stdin() -> anyhow::Result<String> {
         Ok(_) => Ok(script),
         // Bad input, as for a script file: a usage error.
         Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(UsageError(format!(
-            "cannot read the script from stdin: {e} (a script is UTF-8 text)"
+            "cannot read the script from stdin: {e}{}",
+            not_text(&e)
         ))
         .into()),
         Err(e) => Err(anyhow!(e).context("cannot read the script from stdin")),
+    }
+}
+
+/// What to add to a read error that says the script is not UTF-8.
+fn not_text(e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::InvalidData {
+        " (a script is UTF-8 text)"
+    } else {
+        ""
     }
 }
 

@@ -114,11 +114,11 @@ fn refused_batch(len: usize) -> Option<Incoming> {
 fn with_a_member_twice(text: &str, e: &serde_json::Error) -> Incoming {
     // The strict reading stops at the first member named twice: what comes
     // after it may still not be JSON (or nest too deep), a parse error.
-    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
-        return parse_error(&e);
-    }
     let Ok(raw) = serde_json::from_str::<Vec<&serde_json::value::RawValue>>(text) else {
-        return Incoming::Single(invalid(&Value::Null, &e.to_string()));
+        return match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => Incoming::Single(invalid(&Value::Null, &e.to_string())),
+            Err(e) => parse_error(&e),
+        };
     };
     if let Some(refusal) = refused_batch(raw.len()) {
         return refusal;
@@ -132,9 +132,7 @@ fn with_a_member_twice(text: &str, e: &serde_json::Error) -> Incoming {
             }
             // Nested too deep: the message is refused whole, as it would be
             // without the member named twice.
-            Err(e) => {
-                return parse_error(&e);
-            }
+            Err(e) => return parse_error(&e),
         });
     }
     Incoming::Batch(items)

@@ -282,6 +282,17 @@ impl Drop for RedisServer {
     }
 }
 
+/// A number field of process `pid`'s `/proc/<pid>/status` (`VmRSS:` in
+/// KiB, `Threads:`), 0 when the process or the field is gone.
+pub fn proc_status(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// A loopback port that was free a moment ago, and that this process has
 /// not been given before: the kernel may hand a port let go of at once out
 /// again, and two circles of one circles.json must not share one.

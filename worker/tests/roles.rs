@@ -287,18 +287,6 @@ async fn pttl(conn: &mut redis::aio::MultiplexedConnection, id: &str) -> i64 {
         .expect("pttl")
 }
 
-/// All fields of task `id`'s hash.
-async fn hgetall(
-    conn: &mut redis::aio::MultiplexedConnection,
-    id: &str,
-) -> std::collections::BTreeMap<String, String> {
-    redis::cmd("HGETALL")
-        .arg(client::keys::task_details(id))
-        .query_async(conn)
-        .await
-        .expect("hgetall")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_pushed_processing_without_a_worker_ends_invalid_without_running() {
     // No worker claimed it (a claim writes workerId), so none ever would:

@@ -127,18 +127,6 @@ async fn a_third_party_task_with_only_script_and_status_runs() {
     worker.stop().await;
 }
 
-/// The fields of task `id`'s hash.
-async fn hash_of(
-    conn: &mut redis::aio::MultiplexedConnection,
-    id: &str,
-) -> std::collections::HashMap<String, String> {
-    redis::cmd("HGETALL")
-        .arg(client::keys::task_details(id))
-        .query_async(conn)
-        .await
-        .expect("hgetall")
-}
-
 /// Pushes task `id` with `fields` (status `pending` added) and waits for it
 /// to end as `status`; its hash then.
 async fn run_raw(
@@ -147,13 +135,13 @@ async fn run_raw(
     id: &str,
     fields: &[(&str, &str)],
     status: &str,
-) -> std::collections::HashMap<String, String> {
+) -> std::collections::BTreeMap<String, String> {
     let mut raw_fields: Vec<(&[u8], &[u8])> = vec![(b"status", b"pending")];
     raw_fields.extend(fields.iter().map(|(f, v)| (f.as_bytes(), v.as_bytes())));
     hset_raw(conn, id.as_bytes(), &raw_fields).await;
     lpush_raw(conn, &format!("rhai_tasks:{queue}"), &[id.as_bytes()]).await;
     until_status(conn, id, status, WAIT).await;
-    hash_of(conn, id).await
+    hgetall(conn, id).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,8 +149,6 @@ async fn an_end_keeps_no_outcome_field_of_an_earlier_run_of_its_id_or_of_its_sub
     let redis = testkit::RedisServer::start();
     let worker = TestWorker::start(&redis.url(), "again");
     let mut conn = raw(&redis.url()).await;
-    let has =
-        |hash: &std::collections::HashMap<String, String>, field: &str| hash.contains_key(field);
 
     let first = run_raw(
         &mut conn,
@@ -174,7 +160,7 @@ async fn an_end_keeps_no_outcome_field_of_an_earlier_run_of_its_id_or_of_its_sub
     .await;
     assert_eq!(first["output"], "first run");
     assert!(
-        has(&first, "printed") && has(&first, "runTimeUs"),
+        first.contains_key("printed") && first.contains_key("runTimeUs"),
         "{first:?}"
     );
 
@@ -189,10 +175,10 @@ async fn an_end_keeps_no_outcome_field_of_an_earlier_run_of_its_id_or_of_its_sub
     .await;
     assert!(second["error"].contains("second run failed"), "{second:?}");
     assert_eq!(second["errorKind"], "runtime");
-    assert!(has(&second, "errorLine"), "{second:?}");
+    assert!(second.contains_key("errorLine"), "{second:?}");
     for field in ["output", "printed", "runTimeUs"] {
         assert!(
-            !has(&second, field),
+            !second.contains_key(field),
             "{field} of the first run stayed: {second:?}"
         );
     }
@@ -209,7 +195,7 @@ async fn an_end_keeps_no_outcome_field_of_an_earlier_run_of_its_id_or_of_its_sub
     assert_eq!(third["output"], "42");
     for field in ["error", "errorKind", "errorLine", "errorColumn"] {
         assert!(
-            !has(&third, field),
+            !third.contains_key(field),
             "{field} of the second run stayed: {third:?}"
         );
     }
@@ -227,7 +213,10 @@ async fn an_end_keeps_no_outcome_field_of_an_earlier_run_of_its_id_or_of_its_sub
     let ran = run_raw(&mut conn, "again", "preset-error", &fields, "completed").await;
     assert_eq!(ran["output"], "2");
     for (field, _) in stale {
-        assert!(!has(&ran, field), "the submitter's {field} stayed: {ran:?}");
+        assert!(
+            !ran.contains_key(field),
+            "the submitter's {field} stayed: {ran:?}"
+        );
     }
     let expired = run_raw(
         &mut conn,
@@ -245,7 +234,7 @@ async fn an_end_keeps_no_outcome_field_of_an_earlier_run_of_its_id_or_of_its_sub
     .await;
     assert_eq!(expired["errorKind"], "expired", "{expired:?}");
     for field in ["output", "printed", "runTimeUs", "errorLine", "errorColumn"] {
-        assert!(!has(&expired, field), "{field} stayed: {expired:?}");
+        assert!(!expired.contains_key(field), "{field} stayed: {expired:?}");
     }
     worker.stop().await;
 }

@@ -185,6 +185,18 @@ pub async fn until_status(
     .await;
 }
 
+/// All fields of task `id`'s hash.
+pub async fn hgetall(
+    conn: &mut redis::aio::MultiplexedConnection,
+    id: &str,
+) -> std::collections::BTreeMap<String, String> {
+    redis::cmd("HGETALL")
+        .arg(client::keys::task_details(id))
+        .query_async(conn)
+        .await
+        .expect("hgetall")
+}
+
 /// Keys matching `pattern` (tests only; KEYS is fine on a test server).
 pub async fn keys(conn: &mut redis::aio::MultiplexedConnection, pattern: &str) -> Vec<String> {
     redis::cmd("KEYS")
