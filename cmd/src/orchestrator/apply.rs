@@ -133,16 +133,6 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     if let Err(e) = tokio::task::spawn_blocking(move || circles::close_all(closing)).await {
         log::error!("closing the databases of outgoing circles panicked: {e}");
     }
-    // A name no circle of the file has any more leaves /metrics.
-    if let Some(metrics) = &ctx.metrics {
-        for gone in outgoing
-            .iter()
-            .filter(|o| !file.iter().any(|c| c.name == o.name))
-        {
-            metrics.forget(&gone.name);
-        }
-    }
-
     let late = prepare(ctx, late).await;
     let (late, failed) = match late {
         Ok(late) => (late, None),
@@ -151,18 +141,24 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     set.start(ctx, early.into_iter().chain(late).collect());
     let order: Vec<u32> = file.iter().map(|c| c.id).collect();
     set.order(&order);
+    // An outgoing circle whose name no running circle has now (removed,
+    // renamed, or changed and not started again) leaves /metrics; a circle
+    // of that name started later gets its series afresh, at 0.
+    if let Some(metrics) = &ctx.metrics {
+        let now = set.configs();
+        for gone in outgoing
+            .iter()
+            .filter(|o| !now.iter().any(|c| c.name == o.name))
+        {
+            metrics.forget(&gone.name);
+        }
+    }
     let Some(e) = failed else {
         return Ok(summary);
     };
     // The late circles start all or none: none of them runs. A changed
-    // circle that stopped counts as removed, its series too (a reload
-    // that starts it again gives it new ones, at 0).
+    // circle that stopped counts as removed.
     let stopped: Vec<String> = plan.changed.iter().map(|c| c.name.clone()).collect();
-    if let Some(metrics) = &ctx.metrics {
-        for name in &stopped {
-            metrics.forget(name);
-        }
-    }
     let mut what = Vec::new();
     if !stopped.is_empty() {
         what.push(format!(
