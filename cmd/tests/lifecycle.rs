@@ -676,6 +676,74 @@ async fn a_managed_redis_that_dies_is_restarted_and_circles_serve_again() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_orchestrators_starting_at_once_on_one_silent_url_share_one_managed_redis() {
+    // A worker and a gateway of one circle on one machine, started together
+    // against a loopback URL nothing answers on: both look, find nothing and
+    // start a managed redis-server; the one that binds the port second sees
+    // the first one's answer and uses it, managing none.
+    let sandbox = Sandbox::new();
+    let redis_port = port();
+    let p = port();
+    let config = sandbox.circles(&[(1, "Twin", p)]);
+    let url = format!("redis://127.0.0.1:{redis_port}");
+    let mut both: Vec<Orchestrator> = ["worker", "gateway"]
+        .into_iter()
+        .map(|role| {
+            let mut cmd = sandbox.command();
+            cmd.arg(&config)
+                .args(["--redis-url", &url, "--role", role, "--output", "plain"])
+                .arg("--data-dir")
+                .arg(sandbox.path().join(role));
+            Orchestrator::spawn(cmd)
+        })
+        .collect();
+    for o in &mut both {
+        o.wait_table();
+    }
+    let mut ws = connect(p).await;
+    assert_eq!(output(&mut ws, "40 + 2").await, "42");
+    drop(ws);
+    // The monitor looks every 0.5 s: a managed server that lost the port
+    // would have been found dead and restarted by now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let said = |o: &Orchestrator| o.stdout() + &o.stderr();
+    for o in &both {
+        assert!(!said(o).contains("restarted"), "{}", said(o));
+    }
+    let managing: Vec<usize> = (0..2)
+        .filter(|&i| both[i].stdout().contains("(managed"))
+        .collect();
+    assert_eq!(
+        managing.len(),
+        1,
+        "one manages it: {}{}",
+        said(&both[0]),
+        said(&both[1])
+    );
+    let (owner, other) = (managing[0], 1 - managing[0]);
+    assert_eq!(
+        both[other].stop().code(),
+        Some(0),
+        "{}",
+        both[other].stderr()
+    );
+    assert!(
+        redis_answers(redis_port),
+        "the other's exit leaves Redis up"
+    );
+    assert_eq!(
+        both[owner].stop().code(),
+        Some(0),
+        "{}",
+        both[owner].stderr()
+    );
+    assert!(
+        redis_gone_within(redis_port, Duration::from_secs(10)),
+        "its manager stops it at exit"
+    );
+}
+
 /// Polls until nothing answers PING on `port`; false if something still does
 /// after `timeout`.
 fn redis_gone_within(port: u16, timeout: Duration) -> bool {

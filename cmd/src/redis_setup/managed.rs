@@ -24,12 +24,40 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use super::probe::{Answer, ping, wait_loaded};
+use super::probe::{Answer, ping, server_pid, wait_loaded};
 
 /// How long a managed `redis-server` may take to answer PING.
 const START_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a managed `redis-server` may take to exit after SHUTDOWN.
 const STOP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long a server that lost its port to another one may take to exit
+/// before it is killed.
+const LOST_PORT_EXIT: Duration = Duration::from_secs(2);
+
+/// Another Redis answers at the address a managed server was started on:
+/// it took the port first (another orchestrator on the same URL starting
+/// its own at the same moment, or a Redis started by hand), and the
+/// managed one cannot bind it.
+#[derive(Debug)]
+pub struct Taken {
+    /// The address.
+    pub addr: SocketAddr,
+    /// The other server's process id, when it tells (`INFO server`).
+    pub pid: Option<u32>,
+}
+
+impl std::fmt::Display for Taken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("another redis-server")?;
+        if let Some(pid) = self.pid {
+            write!(f, " (pid {pid})")?;
+        }
+        write!(f, " answers at {}: it took the port first", self.addr)
+    }
+}
+
+impl std::error::Error for Taken {}
 
 /// A `redis-server` child we own.
 #[derive(Debug)]
@@ -161,19 +189,34 @@ impl ManagedRedis {
     /// LOADING (a restarted server reads its append-only file first; the
     /// start would otherwise fail on its first command), within
     /// [`START_DEADLINE`] for a first answer and [`LOAD_DEADLINE`](super::probe::LOAD_DEADLINE) for the
-    /// loading.
+    /// loading. An answer from another Redis at the address is [`Taken`]:
+    /// this one then cannot bind the port, and it is made to exit.
     fn wait_ready(&mut self, stop: &AtomicBool) -> anyhow::Result<()> {
         let log_path = log_path(&self.dir);
         let deadline = Instant::now() + START_DEADLINE;
         loop {
             // Dropped, `self` stops the server.
             super::check(stop)?;
-            match ping(&self.addr) {
-                Ok(Answer::There) => return Ok(()),
-                Ok(Answer::Loading) => return wait_loaded(&self.addr, stop),
-                Err(_) => {}
+            let answer = ping(&self.addr).ok();
+            if answer.is_some() {
+                match server_pid(&self.addr) {
+                    Some(pid) if pid == self.child.id() => {
+                        return match answer {
+                            Some(Answer::Loading) => wait_loaded(&self.addr, stop),
+                            _ => Ok(()),
+                        };
+                    }
+                    Some(pid) => return Err(self.lost_port(Some(pid)).into()),
+                    // Whose it is untold (a password-protected Redis
+                    // answers INFO with NOAUTH): if another holds the port,
+                    // this one exits, as checked next.
+                    None => {}
+                }
             }
             if let Ok(Some(status)) = self.child.try_wait() {
+                if answer.is_some() {
+                    return Err(self.lost_port(None).into());
+                }
                 bail!(
                     "redis-server exited with {status}; its log ({}):\n{}",
                     log_path.display(),
@@ -190,6 +233,24 @@ impl ManagedRedis {
                 );
             }
             std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Another server (`pid`) answers at the address: waits for this one to
+    /// exit, as it does when it cannot bind (killed if it has not within
+    /// [`LOST_PORT_EXIT`]).
+    fn lost_port(&mut self, pid: Option<u32>) -> Taken {
+        let deadline = Instant::now() + LOST_PORT_EXIT;
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        Taken {
+            addr: self.addr,
+            pid,
         }
     }
 
@@ -317,6 +378,95 @@ mod tests {
         assert!(e.contains("redis-server exited with"), "{e}");
         assert!(e.contains("append-only dir"), "this start's lines: {e}");
         assert!(!e.contains("an old line"), "no line of an earlier run: {e}");
+    }
+
+    /// The process id INFO reports at `port`, read by the test's own client.
+    fn info_pid(port: u16) -> u32 {
+        let info = testkit::command(port, &["INFO", "server"]).expect("INFO");
+        let text = info.text().expect("a bulk reply").to_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .and_then(|p| p.trim().parse().ok())
+            .expect("a process_id line")
+    }
+
+    #[test]
+    fn a_start_on_a_port_another_redis_took_first_is_taken_and_leaves_that_redis_alone() {
+        for other in [
+            testkit::RedisServer::start(),
+            // One that answers INFO with NOAUTH: whose it is stays untold
+            // until the managed one exits for want of the port.
+            testkit::RedisServer::start_with_args(&["--requirepass", "secret"]),
+        ] {
+            let data = tempfile::tempdir().expect("tempdir");
+            let addr = SocketAddr::from(([127, 0, 0, 1], other.port()));
+            let e = ManagedRedis::start(addr, data.path(), &AtomicBool::new(false))
+                .expect_err("the port is held by another redis-server");
+            let taken = e.downcast_ref::<Taken>().unwrap_or_else(|| panic!("{e:#}"));
+            assert_eq!(taken.addr, addr);
+            let protected = testkit::command(other.port(), &["INFO", "server"])
+                .is_ok_and(|r| r.text().is_none());
+            if protected {
+                assert_eq!(taken.pid, None, "{taken}");
+            } else {
+                assert_eq!(taken.pid, Some(info_pid(other.port())), "{taken}");
+                assert!(taken.to_string().contains("took the port first"), "{taken}");
+            }
+            // Not shut down by the failed start: it still answers.
+            assert!(
+                matches!(ping(&addr), Ok(Answer::There)),
+                "the other redis-server is still up"
+            );
+        }
+    }
+
+    #[test]
+    fn a_respawn_finds_the_port_taken_while_another_redis_holds_it_and_gets_it_back_after() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let port = testkit::free_port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut managed =
+            ManagedRedis::start(addr, data.path(), &AtomicBool::new(false)).expect("start");
+        assert_eq!(info_pid(port), managed.pid());
+        managed.child.kill().expect("kill the managed server");
+        managed.child.wait().expect("reap it");
+        let other_dir = tempfile::tempdir().expect("tempdir");
+        // Killed when dropped, also when an assertion fails.
+        struct Other(Child);
+        impl Drop for Other {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let other = Other(
+            Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                ])
+                .arg("--dir")
+                .arg(other_dir.path())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("run another redis-server"),
+        );
+        let up = Instant::now();
+        while !matches!(ping(&addr), Ok(Answer::There)) {
+            assert!(up.elapsed() < START_DEADLINE, "the other one came up");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let e = managed.respawn().expect_err("the port is the other's");
+        let taken = e.downcast_ref::<Taken>().unwrap_or_else(|| panic!("{e:#}"));
+        assert_eq!(taken.pid, Some(other.0.id()));
+        assert!(managed.exit_status().is_some(), "the respawned one is gone");
+        drop(other);
+        managed.respawn().expect("the port is free again");
+        assert_eq!(info_pid(port), managed.pid());
     }
 
     #[test]

@@ -139,14 +139,29 @@ pub fn ensure(
             .copied()
             .context("the Redis host resolved to no address")?
     };
-    let managed = ManagedRedis::start(addr, data_dir, stop).with_context(|| {
-        format!(
-            "redis is unreachable: {tried}; then starting a managed redis-server on port \
-                 {port} failed. Fix: redis-server says why below (often another program holds \
-                 port {port}: free it, or name another port in --redis-url), or start Redis \
-                 yourself and pass --redis-url"
-        )
-    })?;
+    let managed = match ManagedRedis::start(addr, data_dir, stop) {
+        Ok(managed) => managed,
+        Err(e) => match e.downcast::<managed::Taken>() {
+            // Another orchestrator on the same URL started its own at the
+            // same moment (or someone started one by hand): it is the Redis
+            // at the URL now, as if it had answered the first PING.
+            Ok(taken) => {
+                log::info!(
+                    "{taken}; using it as the Redis at {url} (not managed: this orchestrator \
+                     neither restarts nor stops it)"
+                );
+                return Ok(None);
+            }
+            Err(e) => {
+                return Err(e.context(format!(
+                    "redis is unreachable: {tried}; then starting a managed redis-server on \
+                     port {port} failed. Fix: redis-server says why below (often another \
+                     program holds port {port}: free it, or name another port in \
+                     --redis-url), or start Redis yourself and pass --redis-url"
+                )));
+            }
+        },
+    };
     log::info!(
         "started a managed redis-server (pid {}) on {addr} (data in {})",
         managed.pid(),

@@ -61,6 +61,41 @@ pub fn ping(addr: &SocketAddr) -> Result<Answer, String> {
     })
 }
 
+/// The process id the Redis at `addr` reports (`INFO server`'s
+/// `process_id`); `None` when it does not answer INFO (a password-protected
+/// one answers NOAUTH) or the reply holds no such line.
+pub fn server_pid(addr: &SocketAddr) -> Option<u32> {
+    let mut stream = TcpStream::connect_timeout(addr, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.write_all(b"INFO server\r\n").ok()?;
+    // The section is a bulk string of a few KiB; its process_id line comes
+    // early, so reading stops once a whole one has arrived.
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    while reply.len() < 64 << 10 {
+        let n = stream.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        reply.extend_from_slice(&buf[..n]);
+        if !reply.starts_with(b"$") {
+            return None;
+        }
+        if let Some(pid) = process_id(&reply) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// The `process_id:<n>` line of an INFO reply, once the whole line is there.
+fn process_id(reply: &[u8]) -> Option<u32> {
+    let text = String::from_utf8_lossy(reply);
+    let (_, rest) = text.split_once("\nprocess_id:")?;
+    let (pid, _) = rest.split_once("\r\n")?;
+    pid.parse().ok()
+}
+
 /// Whether the server at `addr` answers a plain-text PING with a RESP
 /// reply (`+PONG`, or an error such as `-NOAUTH`): a plain Redis, which a
 /// `rediss://` URL cannot speak to. A TLS port answers with a TLS alert or
