@@ -60,7 +60,7 @@ pub async fn beat(
             () = stop.cancelled() => break,
         }
         let served = served(&roster);
-        let before: Vec<(Option<bool>, bool)> = served.iter().map(|s| live(s)).collect();
+        let before: Vec<_> = served.iter().map(|s| live(s)).collect();
         // A sighting is no newer than the request that made it.
         let at = Instant::now();
         for (client, members) in clients.groups(served.iter().map(|s| &s.config)) {
@@ -77,11 +77,18 @@ pub async fn beat(
                         }
                     }
                 }
-                Ok(Err(e)) => log::debug!("gateway beat of {} circles: {e}", circles.len()),
-                Err(_) => log::debug!(
-                    "gateway beat of {} circles: no answer within {BEAT_TIMEOUT:?}",
-                    circles.len()
-                ),
+                failed => {
+                    let why = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => format!("no answer within {BEAT_TIMEOUT:?}"),
+                    };
+                    log::debug!("gateway beat of {} circles: {why}", circles.len());
+                    for &i in &members {
+                        if let Some(sight) = &served[i].sight {
+                            sight.record_failure(why.clone());
+                        }
+                    }
+                }
             }
         }
         if let Some(first) = first.take() {
@@ -111,13 +118,13 @@ fn served(roster: &Roster) -> Vec<Arc<CircleState>> {
         .collect()
 }
 
-/// What the table shows of a circle's workers: whether one is live, and
-/// whether one was seen at all (see `CircleState::row`).
-fn live(state: &CircleState) -> (Option<bool>, bool) {
-    state
-        .sight
-        .as_ref()
-        .map_or((None, false), |s| (s.live(), s.seen_any()))
+/// What the table shows of a circle's workers: whether one is live,
+/// whether one was seen at all, and why the latest beat failed (see
+/// `CircleState::row`).
+fn live(state: &CircleState) -> (Option<bool>, bool, Option<String>) {
+    state.sight.as_ref().map_or((None, false, None), |s| {
+        (s.live(), s.seen_any(), s.failure())
+    })
 }
 
 /// Takes the gateway out of the circles `states`, on each one's Redis

@@ -174,8 +174,15 @@ impl CircleState {
             .sight
             .as_ref()
             .is_some_and(server_ws::WorkerSight::seen_any);
+        // The latest look at Redis failed: nothing is known of the workers now.
+        let unreachable = self
+            .sight
+            .as_ref()
+            .and_then(server_ws::WorkerSight::failure);
         let sight_live = self.sight.as_ref().and_then(|s| s.live());
-        let worker_live = sight_live.filter(|&live| seen_any || !live);
+        let worker_live = sight_live
+            .filter(|&live| seen_any || !live)
+            .filter(|_| unreachable.is_none());
         let waiting = !seen_any && sight_live == Some(true);
         let stats = lock(&self.stats).latest.clone();
         let worker_lease = stats.as_ref().and_then(|s| s.lease.clone());
@@ -183,6 +190,11 @@ impl CircleState {
             let slot = lock(&self.worker);
             let (state, detail) = worker_display(&slot);
             let detail = match (state, worker_live) {
+                (NOT_HERE, _) if unreachable.is_some() => Some(format!(
+                    "{}; redis unreachable: {}",
+                    detail.unwrap_or_default(),
+                    unreachable.as_deref().unwrap_or_default()
+                )),
                 (NOT_HERE, Some(live)) => Some(format!(
                     "{}; {}",
                     detail.unwrap_or_default(),

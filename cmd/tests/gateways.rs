@@ -309,3 +309,70 @@ async fn a_killed_worker_is_known_gone_once_its_heartbeat_expires() {
     );
     drop(gateway);
 }
+
+/// A gateway is a circle's only contact with Redis in its process: when
+/// the circle's Redis (here its own, not --redis-url) stops answering the
+/// beat, the table says so and `/readyz` names the circle, and both come
+/// back once it answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_shows_its_circles_redis_away_in_the_table_and_readyz_until_it_is_back() {
+    let sandbox = Sandbox::new();
+    let main = testkit::RedisServer::start();
+    let mut own = testkit::RedisServer::start();
+    let alpha = port();
+    let circles =
+        serde_json::json!([{"id": 1, "name": "Alpha", "port": alpha, "redis": own.url()}]);
+    let config = sandbox.write("circles.json", &circles.to_string());
+    let _worker = start(
+        &sandbox,
+        &config,
+        &main,
+        &sandbox.path().join("wk"),
+        &["--role", "worker"],
+    );
+    let mut gateway = start(
+        &sandbox,
+        &config,
+        &main,
+        &sandbox.path().join("gw"),
+        &["--role", "gateway", "--admin", "127.0.0.1:0"],
+    );
+    let admin = admin_addr(&gateway.stdout());
+    const SEEN: &str = "live worker seen";
+    const AWAY: &str = "role gateway; redis unreachable: ";
+    gateway.wait_stdout(SEEN, DEADLINE);
+    wait_for("ready", || {
+        (common::http::get(admin, "/readyz", &[]).code == 200).then_some(())
+    });
+
+    own.kill();
+    gateway.wait_stdout(AWAY, DEADLINE);
+    let not_ready = wait_for("/readyz to name the circle's Redis", || {
+        let answer = common::http::get(admin, "/readyz", &[]);
+        (answer.code == 503).then_some(answer.body)
+    });
+    let body: Value = serde_json::from_str(&not_ready).expect("JSON");
+    let entries = body["not_ready"].as_array().expect("a list");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["component"] == "redis" && e["circle"] == "Alpha"),
+        "{body}"
+    );
+    // The main Redis still answers: only the circle's own is named.
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["component"] != "redis" || e["circle"] == "Alpha"),
+        "{body}"
+    );
+
+    own.restart();
+    let away_at = gateway.stdout().rfind(AWAY).expect("said");
+    wait_for("the worker seen again", || {
+        gateway.stdout()[away_at..].contains(SEEN).then_some(())
+    });
+    wait_for("ready again", || {
+        (common::http::get(admin, "/readyz", &[]).code == 200).then_some(())
+    });
+}

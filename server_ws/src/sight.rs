@@ -21,6 +21,7 @@ struct Inner {
     circle_id: u32,
     dead_after: Duration,
     seen: Mutex<Seen>,
+    failure: Mutex<Failure>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +38,10 @@ struct Seen {
     looked: Option<Instant>,
 }
 
+/// Per circle: why the latest look failed, when it did (cleared by the
+/// next one that succeeds).
+type Failure = Option<String>;
+
 impl WorkerSight {
     /// The record of circle `circle_id`, whose workers count as gone once
     /// none was seen for `dead_after` (the worker heartbeat's TTL).
@@ -50,6 +55,7 @@ impl WorkerSight {
                     until: None,
                     looked: None,
                 }),
+                failure: Mutex::new(None),
             }),
         }
     }
@@ -68,12 +74,23 @@ impl WorkerSight {
     /// when one of them had its heartbeat key, which then had `left` to live
     /// (the freshest one's TTL); `None` when none had.
     pub fn record(&self, heartbeat: Option<Duration>, at: Instant) {
+        *lock(&self.inner.failure) = None;
         let mut seen = self.lock();
         seen.looked = Some(seen.looked.map_or(at, |l| l.max(at)));
         if let Some(left) = heartbeat {
             let until = at + left;
             seen.until = Some(seen.until.map_or(until, |u| u.max(until)));
         }
+    }
+
+    /// Records a look that failed: Redis did not answer it, for `why`.
+    pub fn record_failure(&self, why: String) {
+        *lock(&self.inner.failure) = Some(why);
+    }
+
+    /// Why the latest look failed (Redis is away), while it is the latest.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.inner.failure).clone()
     }
 
     /// Whether a live worker was seen since the record was made (while
@@ -104,12 +121,14 @@ impl WorkerSight {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Seen> {
-        // Two instants: a panic elsewhere leaves them meaningful.
-        self.inner
-            .seen
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.inner.seen)
     }
+}
+
+/// Locks a record even if a panic elsewhere poisoned it: instants and a
+/// reason stay meaningful.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
@@ -136,6 +155,16 @@ mod tests {
             "no look for the dead time: unknown, not dead"
         );
         assert_eq!(sight.circle_id(), 7);
+    }
+
+    #[test]
+    fn a_failed_look_is_told_until_a_look_succeeds() {
+        let sight = WorkerSight::new(7, Duration::from_secs(3));
+        assert_eq!(sight.failure(), None);
+        sight.record_failure("connection refused".into());
+        assert_eq!(sight.failure().as_deref(), Some("connection refused"));
+        sight.record(None, Instant::now());
+        assert_eq!(sight.failure(), None);
     }
 
     #[test]

@@ -44,9 +44,10 @@ async fn healthz(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse
 }
 
 /// `GET /readyz`: 200 when every circle's worker and server run (those this
-/// process's `--role` runs: a gateway's servers, a worker's workers) and
-/// Redis answered its last probe; else 503 naming each thing that is not
-/// ready.
+/// process's `--role` runs: a gateway's servers, a worker's workers), Redis
+/// answered its last probe, and every circle on its own Redis that this
+/// process serves answered its last gateway beat; else 503 naming each
+/// thing that is not ready.
 async fn readyz(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
     if let Some(refused) = state.access.check(&req, Need::Origin) {
         return refused;
@@ -67,6 +68,20 @@ async fn readyz(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse 
         not_ready.push(json!({"component": "reload", "reason": error.message}));
     }
     for circle in &state.circles.current() {
+        // A circle on its own Redis: the probe above pings only --redis-url;
+        // the gateway beat tells whether the circle's own one answers.
+        if circle.config.redis.is_some()
+            && let Some(why) = circle
+                .sight
+                .as_ref()
+                .and_then(server_ws::WorkerSight::failure)
+        {
+            not_ready.push(json!({
+                "component": "redis",
+                "circle": circle.config.name,
+                "reason": why,
+            }));
+        }
         let row = circle.row();
         for (component, phase, detail) in [
             ("worker", row.worker, &row.worker_detail),

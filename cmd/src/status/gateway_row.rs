@@ -87,6 +87,16 @@ mod tests {
             state.row().worker_detail.as_deref(),
             Some("role gateway; live worker seen: pid 4242 on worker-box")
         );
+        // A beat Redis did not answer: nothing is known of the worker now.
+        sight.record_failure("redis at redis://h:1 is unavailable: refused".into());
+        let row = state.row();
+        assert_eq!(
+            row.worker_detail.as_deref(),
+            Some("role gateway; redis unreachable: redis at redis://h:1 is unavailable: refused")
+        );
+        assert_eq!(row.worker_live, None);
+        sight.record(Some(Duration::from_millis(50)), Instant::now());
+        assert_eq!(state.row().worker_live, Some(true));
         let later = Instant::now() + Duration::from_millis(60);
         sight.record(None, later);
         // Seen 60 ms before `later`, looked at `later`: gone by then.
