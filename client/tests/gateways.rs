@@ -93,6 +93,24 @@ async fn a_beat_says_which_queues_have_a_live_worker_and_how_long_its_heartbeat_
         "its heartbeat's TTL is what is left of 300 ms: {left:?}"
     );
     assert_eq!(live[1], None, "the empty queue has none");
+    // A look alone tells the same, and writes no gateway key.
+    let gateways = testkit::command(redis.port(), &["DBSIZE"]).expect("DBSIZE");
+    let looked = client
+        .worker_heartbeat("served", Duration::from_secs(60))
+        .await
+        .expect("look")
+        .expect("a live worker");
+    assert!(looked <= left, "{looked:?} then {left:?}");
+    let none = client
+        .worker_heartbeat("empty", Duration::from_secs(60))
+        .await
+        .expect("look");
+    assert_eq!(none, None);
+    assert_eq!(
+        testkit::command(redis.port(), &["DBSIZE"]).expect("DBSIZE"),
+        gateways,
+        "a look writes nothing"
+    );
     // The worker stops beating: once its heartbeat expires it is not live,
     // though it is still registered.
     testkit::wait_for(

@@ -43,7 +43,8 @@
 //! - `tls`: [`TlsConfig`], a certificate and key checked once into the
 //!   rustls configuration every `wss://` listener shares;
 //! - `sight`: [`WorkerSight`], whether a circle has a live worker as the
-//!   owner last saw it (read by `play`);
+//!   owner last saw it (read by `play`); `no_worker`: the look a request
+//!   makes itself when it says none, and the -32002 then;
 //! - `fragments`, `frame_guard`, `origin`, `config`, `status`: message
 //!   reassembly, frame-length checks, the origin allow-list, limits and
 //!   timings, live counters.
@@ -105,6 +106,7 @@ mod frame_guard;
 pub mod fuzzing;
 mod host;
 mod local;
+mod no_worker;
 mod origin;
 mod outbox;
 mod pause;

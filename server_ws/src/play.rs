@@ -7,6 +7,7 @@ use client::{FailureKind, OnDrop, Outcome, Watched};
 use serde_json::{Value, json};
 
 use crate::circle::Shared;
+use crate::no_worker::{no_live_worker, no_worker};
 use crate::rpc;
 
 /// Runs a request's `script` on the circle's queue and returns the reply
@@ -16,7 +17,8 @@ use crate::rpc;
 /// running script gets the worker's shutdown grace. Once that wait is over
 /// (`abandoned`), dropping it cancels its task as well.
 ///
-/// A circle with no live worker (its [`crate::WorkerSight`] says so) is
+/// A circle with no live worker (its [`crate::WorkerSight`] says so, see
+/// [`crate::no_worker`]) is
 /// answered -32002 at once, and nothing is submitted; a task that times out
 /// while the circle has none is answered the same way and cancelled, so no
 /// worker that comes up later runs it unseen.
@@ -27,7 +29,7 @@ pub(crate) async fn play(
     abandoned: &AtomicBool,
 ) -> Value {
     let circle = shared.config.circle_name.as_str();
-    if no_live_worker(shared) {
+    if no_live_worker(shared).await {
         return no_worker(shared, id, None).await;
     }
     let shutting_down = || shared.token.is_cancelled() && !abandoned.load(Ordering::Acquire);
@@ -47,73 +49,12 @@ pub(crate) async fn play(
     }
     log_ended(circle, script.len(), &ended);
     if let Err(client::Error::Timeout { task_id, .. }) = &ended {
-        if no_live_worker(shared) {
+        if no_live_worker(shared).await {
             return no_worker(shared, id, Some(task_id)).await;
         }
     }
     reply(circle, id, ended)
 }
-
-/// Whether the circle's workers are known to be gone (never while nothing
-/// is known of them).
-fn no_live_worker(shared: &Shared) -> bool {
-    shared.config.workers.as_ref().and_then(|w| w.live()) == Some(false)
-}
-
-/// What a `play` on a circle with no live worker is told, and the reason
-/// its task (if it was submitted) is cancelled with.
-pub(crate) fn no_worker_message(circle: &str, circle_id: u32, dead_after_ms: u128) -> String {
-    format!(
-        "no live worker for circle {circle} ({circle_id}): none of its workers sent a \
-         heartbeat for {dead_after_ms} ms, so the task cannot run; start its worker \
-         (--role all or worker) and try again"
-    )
-}
-
-/// The one answer to a `play` on a circle with no live worker: -32002
-/// naming the circle. `task`: the id of the task submitted before the
-/// workers were known to be gone, which is cancelled here (a queued task
-/// then ends without running when a worker takes it).
-async fn no_worker(shared: &Shared, id: &Value, task: Option<&str>) -> Value {
-    let circle = shared.config.circle_name.as_str();
-    let (circle_id, dead_after) = shared
-        .config
-        .workers
-        .as_ref()
-        .map_or((0, 0), |w| (w.circle_id(), w.dead_after().as_millis()));
-    let message = no_worker_message(circle, circle_id, dead_after);
-    if let Some(task_id) = task {
-        match shared.client.cancel(task_id, &message).await {
-            Ok(_) => {}
-            // Its deadline, passed now, still keeps a worker from running it.
-            Err(e) => log::warn!(
-                circle, task = task_id;
-                "circle {circle}: cancelling task {task_id} (no live worker) failed: {e}"
-            ),
-        }
-    }
-    if let Some(n) = shared.status.no_worker() {
-        log::warn!(
-            circle;
-            "{message} ({n} requests answered -32002 for want of a worker so far; logged at \
-             powers of two)"
-        );
-    }
-    rpc::error(
-        id,
-        rpc::BROKER_UNAVAILABLE,
-        &message,
-        Some(json!({
-            "kind": NO_WORKER,
-            "circle": circle,
-            "circle_id": circle_id,
-            "task_id": task,
-        })),
-    )
-}
-
-/// `error.data.kind` of a -32002 for want of a live worker.
-pub(crate) const NO_WORKER: &str = "no_worker";
 
 /// Pushes a notification's task (its sender wants no reply), its waiter
 /// registered; `None` when the broker refused it (logged: nobody else will

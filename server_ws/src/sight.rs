@@ -22,7 +22,16 @@ struct Inner {
     dead_after: Duration,
     seen: Mutex<Seen>,
     failure: Mutex<Failure>,
+    /// When a request last looked again itself (see
+    /// [`WorkerSight::may_look_again`]).
+    relooked: Mutex<Option<Instant>>,
 }
+
+/// How often requests to a circle with no live worker may look at its
+/// workers themselves, between the owner's looks: a worker that came back
+/// is seen by the first request after it, not at the next beat, while a
+/// flood of requests costs Redis at most one look per this time.
+const RELOOK_EVERY: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, Copy)]
 struct Seen {
@@ -56,6 +65,7 @@ impl WorkerSight {
                     looked: None,
                 }),
                 failure: Mutex::new(None),
+                relooked: Mutex::new(None),
             }),
         }
     }
@@ -91,6 +101,22 @@ impl WorkerSight {
     /// Why the latest look failed (Redis is away), while it is the latest.
     pub fn failure(&self) -> Option<String> {
         lock(&self.inner.failure).clone()
+    }
+
+    /// Whether a request that finds no live worker may look again itself
+    /// before it refuses: once per [`RELOOK_EVERY`] per circle (the grant
+    /// is taken by the caller that gets `true`).
+    pub(crate) fn may_look_again(&self) -> bool {
+        self.may_look_again_at(Instant::now())
+    }
+
+    fn may_look_again_at(&self, now: Instant) -> bool {
+        let mut last = lock(&self.inner.relooked);
+        if last.is_some_and(|l| now.saturating_duration_since(l) < RELOOK_EVERY) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 
     /// Whether a live worker was seen since the record was made (while
@@ -155,6 +181,16 @@ mod tests {
             "no look for the dead time: unknown, not dead"
         );
         assert_eq!(sight.circle_id(), 7);
+    }
+
+    #[test]
+    fn requests_may_look_again_once_per_relook_time() {
+        let sight = WorkerSight::new(7, Duration::from_secs(3));
+        let t0 = Instant::now();
+        assert!(sight.may_look_again_at(t0));
+        assert!(!sight.may_look_again_at(t0 + RELOOK_EVERY / 2));
+        assert!(sight.may_look_again_at(t0 + RELOOK_EVERY));
+        assert!(!sight.may_look_again_at(t0 + RELOOK_EVERY));
     }
 
     #[test]

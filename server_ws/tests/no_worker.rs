@@ -2,7 +2,8 @@
 //! `play` is answered -32002 naming the circle, at once and without
 //! queueing anything; a task that times out after the workers went is
 //! answered the same way and cancelled, so a worker that comes up later
-//! ends it without running it.
+//! ends it without running it. A worker that comes back is seen by the
+//! first request after it, before the owner looks again.
 
 mod common;
 
@@ -124,4 +125,44 @@ async fn a_task_that_times_out_after_the_workers_went_is_answered_32002_and_neve
     assert_eq!(output, None, "it never ran");
     gone.cancel();
     fx.shut_down().await.expect("shut down");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_comes_back_is_seen_by_the_next_request_before_the_owner_looks_again() {
+    let sight = WorkerSight::new(5, Duration::from_secs(2));
+    let seen = sight.clone();
+    let fx = Fixture::start_with(|c| c.workers = Some(seen), ServerTiming::default(), false).await;
+    // The owner looked once, a dead time after the start, and saw no
+    // worker; it does not look again during the test.
+    eventually("the start's dead time to pass", || {
+        sight.record(None, Instant::now());
+        sight.live() == Some(false)
+    })
+    .await;
+    let mut ws = fx.connect().await;
+    let reply = call(&mut ws, &play(1, "40 + 2")).await;
+    assert_eq!(code(&reply), -32002, "{reply}");
+    assert_eq!(reply["error"]["data"]["kind"], "no_worker", "{reply}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let worker = common::start_worker(&fx, dir.path());
+    let mut redis = redis_conn(&fx).await;
+    let workers = client::keys::workers(QUEUE);
+    common::eventually_async("the worker's heartbeat", || {
+        let mut redis = redis.clone();
+        let workers = workers.clone();
+        async move {
+            let ids: Vec<String> = redis.smembers(&workers).await.expect("smembers");
+            !ids.is_empty()
+        }
+    })
+    .await;
+    // Past the relook time of the refusal's own look.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let reply = call(&mut ws, &play(2, "40 + 2")).await;
+    assert_eq!(reply["result"]["output"], "42", "served at once: {reply}");
+    assert_eq!(sight.live(), Some(true), "the request's look is recorded");
+    let ids: Vec<String> = redis.smembers(&workers).await.expect("smembers");
+    assert_eq!(ids.len(), 1);
+    worker.cancel();
 }

@@ -76,6 +76,30 @@ impl GatewayProcess {
     }
 }
 
+/// The Lua function both scripts that look at a queue's workers share:
+/// the milliseconds the freshest heartbeat key of a worker in the set
+/// `workers` (keys `prefix .. id`) has left to live, 0 when none has one,
+/// `ttl` for a key without a TTL.
+macro_rules! freshest_worker {
+    () => {
+        r#"
+local function freshest_worker(workers, prefix, ttl)
+  local best = 0
+  for _, w in ipairs(redis.call('SMEMBERS', workers)) do
+    local left = redis.call('PTTL', prefix .. w)
+    if left == -1 then
+      left = tonumber(ttl)
+    end
+    if left > best then
+      best = left
+    end
+  end
+  return best
+end
+"#
+    };
+}
+
 /// Per circle: writes the gateway's heartbeat key, adds it to the queue's
 /// gateway set, and answers the milliseconds the freshest heartbeat key of
 /// a worker registered for the queue has left to live (0 when none has
@@ -85,26 +109,27 @@ impl GatewayProcess {
 /// worker heartbeat key prefix of its queue.
 /// Sent with EVAL (the text, not its hash), so a Redis that lost its
 /// script cache needs no second round trip.
-const BEAT: &str = r#"
+const BEAT: &str = concat!(
+    freshest_worker!(),
+    r#"
 local id, ttl = ARGV[1], ARGV[2]
 local out = {}
 for i = 1, #KEYS / 3 do
   redis.call('SET', KEYS[3 * i - 2], ARGV[2 * i + 1], 'PX', ttl)
   redis.call('SADD', KEYS[3 * i - 1], id)
-  local prefix, best = ARGV[2 * i + 2], 0
-  for _, w in ipairs(redis.call('SMEMBERS', KEYS[3 * i])) do
-    local left = redis.call('PTTL', prefix .. w)
-    if left == -1 then
-      left = tonumber(ttl)
-    end
-    if left > best then
-      best = left
-    end
-  end
-  out[i] = best
+  out[i] = freshest_worker(KEYS[3 * i], ARGV[2 * i + 2], ttl)
 end
 return out
-"#;
+"#
+);
+
+/// [`BEAT`]'s look at one queue's workers alone, writing nothing.
+/// KEYS: the queue's worker set. ARGV: its worker heartbeat key prefix, the
+/// TTL in ms a key without one counts as.
+const LOOK: &str = concat!(
+    freshest_worker!(),
+    "return freshest_worker(KEYS[1], ARGV[1], ARGV[2])\n"
+);
 
 /// Per queue: the `{id, value}` of every member of its gateway set whose
 /// heartbeat key exists; members without one are removed from the set.
@@ -177,6 +202,25 @@ impl Client {
             )));
         }
         Ok(live)
+    }
+
+    /// How long the freshest heartbeat of a worker registered for `queue`
+    /// has left to live (`None` when no worker has one: none is alive), as
+    /// a beat tells, writing nothing; a key without a TTL counts as `ttl`.
+    /// One round trip.
+    pub async fn worker_heartbeat(&self, queue: &str, ttl: Duration) -> Result<Option<Duration>> {
+        let ttl_ms = ttl.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(LOOK)
+            .arg(1)
+            .arg(keys::workers(queue))
+            .arg(keys::heartbeat(queue, ""))
+            .arg(ttl_ms);
+        let left: i64 = self.inner.conn.query(&cmd).await?;
+        Ok(u64::try_from(left)
+            .ok()
+            .filter(|&ms| ms > 0)
+            .map(Duration::from_millis))
     }
 
     /// Takes `gateway` out of the gateway sets of `queues` and deletes its

@@ -1,0 +1,91 @@
+//! `play` on a circle with no live worker: whether it has none (its
+//! [`crate::WorkerSight`], looked at again by the request itself when it
+//! says none), and the -32002 such a request is answered with.
+
+use serde_json::{Value, json};
+
+use crate::circle::Shared;
+use crate::rpc;
+
+/// Whether the circle's workers are known to be gone (never while nothing
+/// is known of them). When the record says so, the request looks at them
+/// itself first (one round trip, at most one request per circle per
+/// 100 ms; the others go by the record): a worker back since the owner's
+/// last look is seen at once.
+pub(crate) async fn no_live_worker(shared: &Shared) -> bool {
+    let Some(sight) = shared.config.workers.as_ref() else {
+        return false;
+    };
+    if sight.live() != Some(false) {
+        return false;
+    }
+    if sight.may_look_again() {
+        let at = std::time::Instant::now();
+        let look = shared
+            .client
+            .worker_heartbeat(&shared.config.queue, sight.dead_after());
+        // Redis away or slow: the record stands.
+        if let Ok(Ok(heartbeat)) = tokio::time::timeout(RELOOK_TIMEOUT, look).await {
+            sight.record(heartbeat, at);
+        }
+    }
+    sight.live() == Some(false)
+}
+
+/// Bound on a request's own look at its circle's workers.
+const RELOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What a `play` on a circle with no live worker is told, and the reason
+/// its task (if it was submitted) is cancelled with.
+fn no_worker_message(circle: &str, circle_id: u32, dead_after_ms: u128) -> String {
+    format!(
+        "no live worker for circle {circle} ({circle_id}): none of its workers sent a \
+         heartbeat for {dead_after_ms} ms, so the task cannot run; start its worker \
+         (--role all or worker) and try again"
+    )
+}
+
+/// The one answer to a `play` on a circle with no live worker: -32002
+/// naming the circle. `task`: the id of the task submitted before the
+/// workers were known to be gone, which is cancelled here (a queued task
+/// then ends without running when a worker takes it).
+pub(crate) async fn no_worker(shared: &Shared, id: &Value, task: Option<&str>) -> Value {
+    let circle = shared.config.circle_name.as_str();
+    let (circle_id, dead_after) = shared
+        .config
+        .workers
+        .as_ref()
+        .map_or((0, 0), |w| (w.circle_id(), w.dead_after().as_millis()));
+    let message = no_worker_message(circle, circle_id, dead_after);
+    if let Some(task_id) = task {
+        match shared.client.cancel(task_id, &message).await {
+            Ok(_) => {}
+            // Its deadline, passed now, still keeps a worker from running it.
+            Err(e) => log::warn!(
+                circle, task = task_id;
+                "circle {circle}: cancelling task {task_id} (no live worker) failed: {e}"
+            ),
+        }
+    }
+    if let Some(n) = shared.status.no_worker() {
+        log::warn!(
+            circle;
+            "{message} ({n} requests answered -32002 for want of a worker so far; logged at \
+             powers of two)"
+        );
+    }
+    rpc::error(
+        id,
+        rpc::BROKER_UNAVAILABLE,
+        &message,
+        Some(json!({
+            "kind": NO_WORKER,
+            "circle": circle,
+            "circle_id": circle_id,
+            "task_id": task,
+        })),
+    )
+}
+
+/// `error.data.kind` of a -32002 for want of a live worker.
+pub(crate) const NO_WORKER: &str = "no_worker";
