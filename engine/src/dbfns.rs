@@ -211,7 +211,71 @@ pub fn module(db: Arc<OurDb>, settings: Settings) -> Module {
         in_txn(ctx.call_position(), |t| t.next_id(&d)).map(INT::from)
     });
 
+    add_wrong_calls(&mut m);
     m
+}
+
+/// Most arguments a call [`add_wrong_calls`] answers has.
+const MOST_WRONG_ARGS: usize = 3;
+
+/// For every function of the module, a fallback of each arity up to
+/// [`MOST_WRONG_ARGS`] that takes anything and fails with how the function
+/// is called, as a [`DbFault`] of kind `runtime`: a script that catches it
+/// reads the same message as one that does not (Rhai's own "function not
+/// found" carries only the signature). Rhai tries these last, once no
+/// function takes the arguments' types; the right call never reaches one.
+/// A call with more arguments, or through a function pointer, still gets
+/// Rhai's error, worded by [`not_found_message`] when uncaught.
+fn add_wrong_calls(m: &mut Module) {
+    let reg = |name: &str| FuncRegistration::new(name).with_volatility(true);
+    for (name, _) in FORMS {
+        // The right arities whose arguments are all `Dynamic` already take anything.
+        let takes_anything = |arity: usize| match name {
+            "insert" => arity == 1,
+            "next_id" => arity == 0,
+            _ => false,
+        };
+        let wrong = move |ctx: &NativeCallContext, args: &[Dynamic]| -> Box<EvalAltResult> {
+            let types: Vec<String> = args.iter().map(|a| type_name(ctx, a)).collect();
+            let message = usage(name, &format!("({})", types.join(", ")))
+                .unwrap_or_else(|| format!("db::{name} cannot take ({})", types.join(", ")));
+            fault(ErrorKind::Runtime, message, ctx.call_position())
+        };
+        for arity in (0..=MOST_WRONG_ARGS).filter(|&a| !takes_anything(a)) {
+            match arity {
+                0 => reg(name).set_into_module(m, move |ctx: NativeCallContext| -> Res<()> {
+                    Err(wrong(&ctx, &[]))
+                }),
+                1 => reg(name)
+                    .set_into_module(m, move |ctx: NativeCallContext, a: Dynamic| -> Res<()> {
+                        Err(wrong(&ctx, &[a]))
+                    }),
+                2 => reg(name).set_into_module(
+                    m,
+                    move |ctx: NativeCallContext, a: Dynamic, b: Dynamic| -> Res<()> {
+                        Err(wrong(&ctx, &[a, b]))
+                    },
+                ),
+                _ => reg(name).set_into_module(
+                    m,
+                    move |ctx: NativeCallContext, a: Dynamic, b: Dynamic, c: Dynamic| -> Res<()> {
+                        Err(wrong(&ctx, &[a, b, c]))
+                    },
+                ),
+            };
+        }
+    }
+}
+
+/// A value's type as the messages name it (`string`, `integer`, `float`,
+/// `map`…).
+fn type_name(ctx: &NativeCallContext, value: &Dynamic) -> String {
+    match ctx.engine().map_type_name(value.type_name()) {
+        "i64" => "integer".to_string(),
+        "f64" => "float".to_string(),
+        "&str" | "ImmutableString" | "String" => "string".to_string(),
+        other => other.to_string(),
+    }
 }
 
 /// Every function of the module as a script calls it, for the message of a
@@ -254,6 +318,12 @@ pub(crate) fn not_found_message(signature: &str) -> Option<String> {
         .replace("&str | ImmutableString | String", "string")
         .replace("i64", "integer")
         .replace("f64", "float");
+    usage(name, &args)
+}
+
+/// `db::NAME called with ARGS; it takes FORM`, for a function of the module.
+fn usage(name: &str, args: &str) -> Option<String> {
+    let (_, form) = FORMS.iter().find(|(n, _)| *n == name)?;
     Some(format!("db::{name} called with {args}; it takes {form}"))
 }
 

@@ -185,6 +185,53 @@ fn a_db_call_with_the_wrong_arguments_says_how_the_function_is_called() {
 }
 
 #[test]
+fn a_db_call_with_the_wrong_arguments_says_the_same_caught_or_not() {
+    let c = Circle::new();
+    for call in [
+        "db::get(\"abc\")",
+        "db::get()",
+        "db::get(1, 2)",
+        "db::insert()",
+        "db::insert(1, 2, 3)",
+        "db::update(\"x\", 1)",
+        "db::update(1)",
+        "db::delete(#{a: 1})",
+        "db::exists([1])",
+        "db::history(1, \"x\")",
+        "db::history(1.5, 2)",
+        "db::next_id(1)",
+    ] {
+        let uncaught = c.fails(call, ErrorKind::Runtime);
+        assert!(
+            uncaught.message.starts_with("db::") && uncaught.message.contains("; it takes db::"),
+            "{call}: {uncaught:?}"
+        );
+        let caught = c
+            .ok(&format!(
+                "let r = (); try {{ {call} }} catch (e) {{ r = [e.kind, e.message] }}; r"
+            ))
+            .output;
+        assert_eq!(
+            caught,
+            format!("[\"runtime\", {:?}]", uncaught.message),
+            "{call}"
+        );
+    }
+    let e = c.fails("db::delete(#{a: 1})", ErrorKind::Runtime);
+    assert_eq!(
+        e.message,
+        "db::delete called with (map); it takes db::delete(id), id an integer"
+    );
+    // The right calls are untouched by the fallbacks.
+    assert_eq!(
+        c.ok("let id = db::insert(#{a: 1}); db::update(id, 2); db::get(id)")
+            .output,
+        "2"
+    );
+    assert_eq!(c.ok("db::history(1, 5).len()").output, "2");
+}
+
+#[test]
 fn a_caught_db_error_has_the_line_and_position_of_its_call_as_rhai_errors_do() {
     let c = Circle::new();
     let script = "let seen = [];\ntry {\n    db::update(99, 1);\n} catch (e) {\n    seen.push([e.kind, e.line, e.position]);\n}\ntry { 1 / 0 } catch (e) { seen.push([e.line, e.position]); }\nseen";
