@@ -253,6 +253,7 @@ impl Settings {
         lease: &client::Lease,
     ) -> worker::WorkerConfig {
         let mut config = worker::WorkerConfig::new(self.redis_of(circle).as_str(), queue);
+        config.circle = circle.name.clone();
         config.redis_ca = self.redis_ca.clone();
         config.result_ttl = self.result_ttl;
         config.shutdown_grace = self.shutdown_grace;

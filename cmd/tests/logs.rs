@@ -82,10 +82,17 @@ async fn json_logs_are_one_object_per_line_and_a_tasks_lines_carry_its_id() {
             && l["target"].as_str().unwrap_or("").starts_with("server_ws")),
         "the server's line names the circle: {about:?}"
     );
-    assert!(
-        about.iter().any(|l| l["queue"] == "alpha_circle"),
-        "the worker's lines name the queue: {about:?}"
-    );
+    // Every line of the worker about the task names its circle and its
+    // queue, so one filter on `circle` finds the server's and the worker's.
+    let worker_lines: Vec<&&Value> = about
+        .iter()
+        .filter(|l| l["target"].as_str().unwrap_or("").starts_with("worker"))
+        .collect();
+    assert!(worker_lines.len() >= 2, "running, completed: {about:?}");
+    for line in worker_lines {
+        assert_eq!(line["circle"], "Alpha Circle", "{line}");
+        assert_eq!(line["queue"], "alpha_circle", "{line}");
+    }
     // A line about the circle carries it as a field, for filtering.
     for line in &lines {
         if line["message"]

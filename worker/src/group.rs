@@ -107,7 +107,7 @@ impl Taker<'_> {
         }
         let Err(e) = self.engine.sync() else { return };
         log::error!(
-            queue = self.config.queue.as_str();
+            circle = self.config.circle.as_str(), queue = self.config.queue.as_str();
             "queue {}: {}", self.config.queue, e.message
         );
         for task in ran.iter_mut().filter(|t| t.wrote) {
@@ -143,7 +143,7 @@ impl Taker<'_> {
             cancel,
         };
         log::debug!(
-            task = task.task_id.as_str(), queue = self.config.queue.as_str();
+            task = task.task_id.as_str(), circle = self.config.circle.as_str(), queue = self.config.queue.as_str();
             "queue {}: task {} running ({} bytes)",
             self.config.queue,
             task.task_id,
@@ -183,14 +183,14 @@ impl Taker<'_> {
         };
         match &outcome {
             Outcome::Completed(out) => log::debug!(
-                task = out.task_id.as_str(), queue = self.config.queue.as_str();
+                task = out.task_id.as_str(), circle = self.config.circle.as_str(), queue = self.config.queue.as_str();
                 "queue {}: task {} completed in {:?}",
                 self.config.queue,
                 out.task_id,
                 out.run_time.unwrap_or_default()
             ),
             Outcome::Failed(f) => log::debug!(
-                task = f.task_id.as_str(), queue = self.config.queue.as_str(), kind = f.kind.as_str();
+                task = f.task_id.as_str(), circle = self.config.circle.as_str(), queue = self.config.queue.as_str(), kind = f.kind.as_str();
                 "queue {}: task {} failed ({})",
                 self.config.queue,
                 f.task_id,
@@ -250,7 +250,7 @@ impl Taker<'_> {
                     }
                     for (task_id, reason) in &done.cancelled {
                         log::info!(
-                            task = task_id.as_str(), queue = self.config.queue.as_str();
+                            task = task_id.as_str(), circle = self.config.circle.as_str(), queue = self.config.queue.as_str();
                             "queue {}: task {task_id} was cancelled before it ran: {reason}",
                             self.config.queue
                         );
@@ -258,7 +258,7 @@ impl Taker<'_> {
                     }
                     for task_id in &done.gone {
                         log::info!(
-                            task = task_id.as_str(), queue = self.config.queue.as_str();
+                            task = task_id.as_str(), circle = self.config.circle.as_str(), queue = self.config.queue.as_str();
                             "queue {}: held task {task_id} is no longer this worker's (put back \
                              while a reply was lost, or ended or put back by a reaper); it does \
                              not run here",
@@ -288,7 +288,7 @@ impl Taker<'_> {
                             .get_or_insert_with(|| Instant::now() + self.config.shutdown_grace);
                         if Instant::now() >= at {
                             log::error!(
-                                queue = self.config.queue.as_str();
+                                circle = self.config.circle.as_str(), queue = self.config.queue.as_str();
                                 "queue {}: could not write the results of {} task(s) before shutdown: {e}",
                                 self.config.queue,
                                 outcomes.len()
@@ -303,7 +303,7 @@ impl Taker<'_> {
                 }
                 Err(e) => {
                     log::error!(
-                        queue = self.config.queue.as_str();
+                        circle = self.config.circle.as_str(), queue = self.config.queue.as_str();
                         "queue {}: writing the results of {} task(s) failed: {e}",
                         self.config.queue,
                         outcomes.len()
@@ -335,7 +335,7 @@ impl Taker<'_> {
         let task_id = outcome.task_id();
         if !written {
             log::warn!(
-                task = task_id, queue = self.config.queue.as_str();
+                task = task_id, circle = self.config.circle.as_str(), queue = self.config.queue.as_str();
                 "queue {}: task {task_id} was resolved elsewhere while it ran; its result is dropped",
                 self.config.queue
             );

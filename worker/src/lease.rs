@@ -86,6 +86,8 @@ pub fn standby_message(queue: &str, holder: &Lease) -> String {
 /// and the claims' fence.
 pub(crate) struct Held {
     queue: String,
+    /// The circle's name, for the log lines.
+    pub(crate) circle: String,
     /// The token claims carry (0: not held).
     pub(crate) fence: Fence,
     /// The same token, for the take loop to wait on.
@@ -95,9 +97,10 @@ pub(crate) struct Held {
 }
 
 impl Held {
-    pub(crate) fn new(queue: &str) -> Held {
+    pub(crate) fn new(queue: &str, circle: &str) -> Held {
         Held {
             queue: queue.to_owned(),
+            circle: circle.to_owned(),
             fence: Fence::new(),
             token: watch::channel(0).0,
             renewed: Mutex::new(Instant::now()),
@@ -132,7 +135,7 @@ impl Held {
         if self.token() == 0 {
             return;
         }
-        log::error!(queue = self.queue.as_str(); "{reason}");
+        log::error!(circle = self.circle.as_str(), queue = self.queue.as_str(); "{reason}");
         self.fence.set(0);
         self.token.send_replace(0);
         cancels.lease_lost(&reason);
@@ -237,6 +240,7 @@ impl Keeper {
         let interval = options.heartbeat_interval;
         let after = self_stop_after(&options);
         let queue = broker.queue().to_owned();
+        let circle = held.circle.clone();
         let overdue = || {
             format!(
                 "lease of queue {queue} lost: not renewed for {after:?} (redis unreachable?); \
@@ -324,7 +328,7 @@ impl Keeper {
                 Ok(Ok(lease)) => {
                     retry.reset();
                     log::info!(
-                        queue = queue.as_str();
+                        circle = circle.as_str(), queue = queue.as_str();
                         "queue {queue}: lease taken (token {}); taking tasks again",
                         lease.token
                     );
@@ -340,7 +344,7 @@ impl Keeper {
                     };
                     if logged_holder != Some(other.token) {
                         logged_holder = Some(other.token);
-                        log::warn!(queue = queue.as_str(); "{message}");
+                        log::warn!(circle = circle.as_str(), queue = queue.as_str(); "{message}");
                     }
                     status.set(waiting(message));
                 }
@@ -413,7 +417,7 @@ mod tests {
 
     #[test]
     fn a_refusal_of_a_token_no_longer_held_keeps_the_lease_held_now() {
-        let held = Held::new("q");
+        let held = Held::new("q", "Q");
         let (cancels, status) = (Cancels::default(), WorkerStatus::default());
         held.take(7, Instant::now());
         held.refused(6, &cancels, &status);

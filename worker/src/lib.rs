@@ -110,6 +110,9 @@ pub struct WorkerConfig {
     pub redis_ca: Option<client::RedisCa>,
     /// The circle's queue name (see `client::queue_name`).
     pub queue: String,
+    /// The circle's name, in the `circle` field of every log line of the
+    /// worker (beside `queue`). Default: the queue name.
+    pub circle: String,
     /// How long finished task hashes live.
     pub result_ttl: Duration,
     /// On shutdown, how long a running script may go on before it is cancelled.
@@ -138,6 +141,7 @@ impl WorkerConfig {
             redis_url: redis_url.to_owned(),
             redis_ca: None,
             queue: queue.to_owned(),
+            circle: queue.to_owned(),
             result_ttl: DEFAULT_RESULT_TTL,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             lease: None,
@@ -250,7 +254,10 @@ async fn leave(beside: Beside, broker: &WorkerBroker, held: &lease::Held) {
     let _ = beside.watcher.await;
     let worker_id = broker.worker_id();
     if let Err(e) = broker.deregister().await {
-        log::warn!("worker {worker_id} could not deregister: {e}; a reaper will clean up");
+        log::warn!(
+            circle = held.circle.as_str(), queue = broker.queue();
+            "worker {worker_id} could not deregister: {e}; a reaper will clean up"
+        );
     }
     let token = held.token();
     if token != 0
@@ -331,7 +338,7 @@ pub async fn run_with(
     group::check_claim_batch(&options).map_err(&fatal)?;
     status.set(WorkerState::Starting);
     let worker_id = new_worker_id();
-    let held = Arc::new(lease::Held::new(&config.queue));
+    let held = Arc::new(lease::Held::new(&config.queue, &config.circle));
     let mut broker_options = BrokerOptions::new(config.result_ttl);
     broker_options.max_backoff = options.max_backoff;
     broker_options.redis_ca = config.redis_ca.clone();
@@ -375,7 +382,7 @@ pub async fn run_with(
         {
             Ok(Some((lease, sent))) => {
                 log::info!(
-                    queue = config.queue.as_str(), worker = worker_id.as_str();
+                    circle = config.circle.as_str(), queue = config.queue.as_str(), worker = worker_id.as_str();
                     "worker {worker_id} holds the lease of queue {} (token {})",
                     config.queue,
                     lease.token
@@ -391,7 +398,7 @@ pub async fn run_with(
         }
     }
     log::info!(
-        queue = config.queue.as_str(), worker = worker_id.as_str();
+        circle = config.circle.as_str(), queue = config.queue.as_str(), worker = worker_id.as_str();
         "worker {worker_id} takes tasks from queue {}",
         config.queue
     );
@@ -497,7 +504,7 @@ pub async fn run_with(
     };
     if let Some(reason) = failure {
         log::error!(
-            queue = config.queue.as_str(), worker = worker_id.as_str();
+            circle = config.circle.as_str(), queue = config.queue.as_str(), worker = worker_id.as_str();
             "worker {worker_id} for queue {}: {reason}",
             config.queue
         );
@@ -505,7 +512,7 @@ pub async fn run_with(
     }
     status.set(WorkerState::Stopped);
     log::info!(
-        queue = config.queue.as_str(), worker = worker_id.as_str();
+        circle = config.circle.as_str(), queue = config.queue.as_str(), worker = worker_id.as_str();
         "worker {worker_id} for queue {} stopped",
         config.queue
     );

@@ -228,7 +228,7 @@ impl Taker<'_> {
                 "is connected to redis again"
             };
             log::info!(
-                queue = self.config.queue.as_str();
+                circle = self.config.circle.as_str(), queue = self.config.queue.as_str();
                 "worker for queue {} {again} after {:.1?}",
                 self.config.queue,
                 since.elapsed()
@@ -249,14 +249,14 @@ impl Taker<'_> {
                 "cannot reach redis"
             };
             log::warn!(
-                queue = self.config.queue.as_str();
+                circle = self.config.circle.as_str(), queue = self.config.queue.as_str();
                 "worker for queue {} {what}: {err}; retrying with backoff up to {:?}",
                 self.config.queue,
                 self.options.max_backoff
             );
         }
         if !matches!(err, client::Error::Unavailable { .. }) {
-            log::error!(queue = self.config.queue.as_str(); "worker for queue {}: {err}", self.config.queue);
+            log::error!(circle = self.config.circle.as_str(), queue = self.config.queue.as_str(); "worker for queue {}: {err}", self.config.queue);
         }
         self.status.set_reconnecting(err);
         outage.check_own = true;
@@ -297,7 +297,7 @@ impl Taker<'_> {
             Claim::Run(_) => {}
             Claim::Expired(id) => {
                 log::info!(
-                    task = id.as_str(), queue = self.config.queue.as_str();
+                    task = id.as_str(), circle = self.config.circle.as_str(), queue = self.config.queue.as_str();
                     "queue {}: task {id} expired before it ran",
                     self.config.queue
                 );
@@ -305,7 +305,7 @@ impl Taker<'_> {
             }
             Claim::Cancelled { task_id, reason } => {
                 log::info!(
-                    task = task_id.as_str(), queue = self.config.queue.as_str();
+                    task = task_id.as_str(), circle = self.config.circle.as_str(), queue = self.config.queue.as_str();
                     "queue {}: task {task_id} was cancelled before it ran: {reason}",
                     self.config.queue
                 );
@@ -313,7 +313,7 @@ impl Taker<'_> {
             }
             Claim::Invalid { task_id, reason } => {
                 log::warn!(
-                    task = task_id.as_str(), queue = self.config.queue.as_str();
+                    task = task_id.as_str(), circle = self.config.circle.as_str(), queue = self.config.queue.as_str();
                     "queue {}: task {task_id} cannot run: {reason}",
                     self.config.queue
                 );
@@ -326,7 +326,7 @@ impl Taker<'_> {
                     format!("task {task_id} went back to the queue")
                 };
                 log::warn!(
-                    queue = self.config.queue.as_str();
+                    circle = self.config.circle.as_str(), queue = self.config.queue.as_str();
                     "queue {}: claim with lease token {token} refused, the lease is another's \
                      ({moved})",
                     self.config.queue
@@ -337,7 +337,7 @@ impl Taker<'_> {
             }
             Claim::Skipped { task_id, reason } => {
                 log::warn!(
-                    task = task_id.as_str(), queue = self.config.queue.as_str();
+                    task = task_id.as_str(), circle = self.config.circle.as_str(), queue = self.config.queue.as_str();
                     "queue {}: skipped task {task_id}: {reason}",
                     self.config.queue
                 );
