@@ -1,5 +1,6 @@
 //! Counters read around a load: how busy the machine's cores were
-//! (`/proc/stat`), how much CPU Redis spent (`INFO cpu`), and other Redis
+//! (`/proc/stat`), how much CPU Redis spent (`INFO cpu`) and the load
+//! generator itself (its threads' `schedstat`), and other Redis
 //! figures through a minimal RESP exchange (the load generator links no
 //! Redis client).
 
@@ -17,19 +18,33 @@ pub struct Saturation {
     /// Busy share of one core spent by redis-server, 0..=1 (it runs
     /// commands on one thread).
     pub redis: f64,
+    /// Busy share of one core spent by the load generator, 0..=1 (one
+    /// thread drives every client): near 1, the figure is bounded by the
+    /// clients, not by what they measure.
+    pub client: f64,
 }
 
 impl Saturation {
     /// Busy at or above this share counts as the limit reached.
     pub const LIMIT: f64 = 0.9;
 
-    /// What limited the load: `CPU`, `Redis`, both, or `—` for neither.
-    pub fn limit(&self) -> &'static str {
-        match (self.machine >= Self::LIMIT, self.redis >= Self::LIMIT) {
-            (true, true) => "CPU+Redis",
-            (true, false) => "CPU",
-            (false, true) => "Redis",
-            (false, false) => "—",
+    /// What limited the load: `CPU`, `Redis`, `client` (the load
+    /// generator's thread), those of them at the limit joined by `+`, or `—`
+    /// for none.
+    pub fn limit(&self) -> String {
+        let at: Vec<&str> = [
+            (self.machine, "CPU"),
+            (self.redis, "Redis"),
+            (self.client, "client"),
+        ]
+        .into_iter()
+        .filter(|&(share, _)| share >= Self::LIMIT)
+        .map(|(_, name)| name)
+        .collect();
+        if at.is_empty() {
+            "—".to_string()
+        } else {
+            at.join("+")
         }
     }
 }
@@ -40,6 +55,7 @@ pub(crate) struct Meter {
     port: u16,
     machine: (f64, f64),
     redis: f64,
+    client: f64,
     at: Instant,
 }
 
@@ -49,6 +65,7 @@ impl Meter {
             port,
             machine: machine_ticks()?,
             redis: redis_cpu(port).await?,
+            client: own_cpu(),
             at: Instant::now(),
         })
     }
@@ -61,6 +78,7 @@ impl Meter {
             busy_ticks: busy - self.machine.0,
             total_ticks: total - self.machine.1,
             redis_cpu: redis - self.redis,
+            client_cpu: own_cpu() - self.client,
             wall: self.at.elapsed(),
         })
     }
@@ -74,6 +92,8 @@ pub(crate) struct Usage {
     total_ticks: f64,
     /// CPU seconds Redis spent.
     redis_cpu: f64,
+    /// CPU seconds the load generator spent.
+    client_cpu: f64,
     wall: Duration,
 }
 
@@ -82,6 +102,7 @@ impl std::ops::AddAssign for Usage {
         self.busy_ticks += other.busy_ticks;
         self.total_ticks += other.total_ticks;
         self.redis_cpu += other.redis_cpu;
+        self.client_cpu += other.client_cpu;
         self.wall += other.wall;
     }
 }
@@ -99,6 +120,7 @@ impl Usage {
         Saturation {
             machine: (self.busy_ticks / self.total_ticks.max(1.0)).clamp(0.0, 1.0),
             redis: (self.redis_cpu / wall).clamp(0.0, 1.0),
+            client: (self.client_cpu / wall).clamp(0.0, 1.0),
         }
     }
 }
@@ -116,6 +138,21 @@ fn machine_ticks() -> anyhow::Result<(f64, f64)> {
     let total: f64 = ticks.iter().take(8).sum();
     let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
     Ok((total - idle, total))
+}
+
+/// CPU seconds this process has used so far, summed over its threads
+/// (`/proc/self/task/*/schedstat`, in ns): the client thread and the echo
+/// server's.
+fn own_cpu() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    let ns: f64 = tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .sum();
+    ns / 1e9
 }
 
 /// CPU seconds Redis has used so far.
@@ -215,11 +252,19 @@ mod tests {
 
     #[test]
     fn the_limit_is_what_was_at_least_90_percent_busy() {
-        let at = |machine, redis| Saturation { machine, redis }.limit();
-        assert_eq!(at(0.95, 0.2), "CPU");
-        assert_eq!(at(0.5, 0.92), "Redis");
-        assert_eq!(at(0.9, 0.9), "CPU+Redis");
-        assert_eq!(at(0.89, 0.5), "—");
+        let at = |machine, redis, client| {
+            Saturation {
+                machine,
+                redis,
+                client,
+            }
+            .limit()
+        };
+        assert_eq!(at(0.95, 0.2, 0.5), "CPU");
+        assert_eq!(at(0.5, 0.92, 0.5), "Redis");
+        assert_eq!(at(0.9, 0.9, 0.3), "CPU+Redis");
+        assert_eq!(at(0.89, 0.5, 0.97), "client");
+        assert_eq!(at(0.89, 0.5, 0.89), "—");
     }
 
     #[test]
@@ -228,6 +273,7 @@ mod tests {
             busy_ticks,
             total_ticks,
             redis_cpu,
+            client_cpu: redis_cpu / 2.0,
             wall: Duration::from_millis(ms),
         };
         let mut usage = Usage::default();
@@ -239,10 +285,23 @@ mod tests {
             usage.saturation(),
             Saturation {
                 machine: 0.75,
-                redis: 0.3
+                redis: 0.3,
+                client: 0.15
             }
         );
         assert_eq!(usage.saturation().limit(), "—");
+    }
+
+    #[test]
+    fn the_load_generators_own_cpu_grows_while_it_works() {
+        let before = own_cpu();
+        let mut x = 0u64;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let spent = own_cpu() - before;
+        assert!(spent >= 0.02, "{spent} s of CPU in 50 ms of spinning");
     }
 
     #[test]

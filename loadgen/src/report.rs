@@ -107,7 +107,9 @@ impl Report {
              req/s rows the least of connections / floor latency and circles / (run time + \
              1 Redis round trip), a circle's worker running one script at a time. CPU busy: \
              the share of all cores busy during the load; Redis core: the share of one core \
-             redis-server used; limit: which of the two was at 90 % or more.\n",
+             redis-server used; client core: the share of one core the load generator's \
+             clients used; limit: which of the three was at 90 % or more (client: the \
+             figure is bounded by the clients, not by what they measure).\n",
             crate::REDIS_ROUND_TRIPS,
             self.ping_ms
         );
@@ -120,8 +122,8 @@ impl Report {
             header.push_str(" baseline | new/baseline |");
             rule.push_str("---:|---:|");
         }
-        header.push_str(" errors | CPU busy | Redis core | limit |");
-        rule.push_str("---:|---:|---:|---|");
+        header.push_str(" errors | CPU busy | Redis core | client core | limit |");
+        rule.push_str("---:|---:|---:|---:|---|");
         let _ = writeln!(out, "{header}\n{rule}");
         for r in &self.rows {
             let _ = write!(
@@ -148,12 +150,13 @@ impl Report {
             let _ = match r.saturation {
                 Some(s) => writeln!(
                     out,
-                    " {:.0} % | {:.0} % | {} |",
+                    " {:.0} % | {:.0} % | {:.0} % | {} |",
                     s.machine * 100.0,
                     s.redis * 100.0,
+                    s.client * 100.0,
                     s.limit()
                 ),
-                None => writeln!(out, " | | |"),
+                None => writeln!(out, " | | | |"),
             };
         }
         out
@@ -171,6 +174,7 @@ impl Report {
                     "floor": r.floor, "baseline": r.baseline, "errors": r.errors,
                     "cpu_busy": r.saturation.map(|s| s.machine),
                     "redis_core": r.saturation.map(|s| s.redis),
+                    "client_core": r.saturation.map(|s| s.client),
                     "limit": r.saturation.map(|s| s.limit()),
                 })
             })
@@ -265,6 +269,7 @@ mod tests {
                 saturation: Some(crate::meter::Saturation {
                     machine: 0.95,
                     redis: 0.4,
+                    client: 0.6,
                 }),
             }],
         }
@@ -276,7 +281,7 @@ mod tests {
         assert!(alone.contains("nproc 2, Test CPU"), "{alone}");
         assert!(
             alone.contains(
-                "| `40 + 2` | 1 | 64 | sync | req/s | 5000 | 10000 | 0.50 | 0 | 95 % | 40 % | CPU |"
+                "| `40 + 2` | 1 | 64 | sync | req/s | 5000 | 10000 | 0.50 | 0 | 95 % | 40 % | 60 % | CPU |"
             ),
             "{alone}"
         );
