@@ -284,13 +284,20 @@ impl Floors {
                 ),
             ]);
         }
-        let echo = self.closed_loop(load.conns).await?;
-        let floor_ms = echo.latencies.mean_ms() + redis_ms + m.run_ms;
-        // A circle's worker runs its scripts one at a time, each followed by
-        // its finish (one round trip that also claims the next one).
-        let worker_ms = m.run_ms + ping_ms;
-        let floor =
-            (load.conns as f64 * 1000.0 / floor_ms).min(load.circles as f64 * 1000.0 / worker_ms);
+        // The most the path allows, the least of: each connection waiting
+        // at least the floor latency of an unloaded request (the echo of one
+        // connection alone; queueing under load only adds to it); what the
+        // same connections get from the echo server (an answer at once, so
+        // the clients and the WebSocket hops are all that bound it); and
+        // what the circles' workers can run, one script at a time each, back
+        // to back (a batch's claim and finish are shared by its scripts).
+        let alone = self.closed_loop(1).await?.latencies.percentile_ms(50.0);
+        let latency_ms = alone + redis_ms + m.run_ms;
+        let echo = self.closed_loop(load.conns).await?.throughput;
+        let workers = load.circles as f64 * 1000.0 / m.run_ms.max(1e-3);
+        let floor = (load.conns as f64 * 1000.0 / latency_ms)
+            .min(echo)
+            .min(workers);
         Ok(vec![row(
             Metric::Throughput,
             m.throughput,

@@ -104,8 +104,10 @@ impl Report {
             out,
             "floor = WebSocket echo (same client, same connections) + {} Redis round trips \
              (PING p50 {:.3} ms) + engine run time (median run_time_ms of the replies); for \
-             req/s rows the least of connections / floor latency and circles / (run time + \
-             1 Redis round trip), a circle's worker running one script at a time. CPU busy: \
+             req/s rows the most the path allows: the least of connections / the floor \
+             latency of one connection alone, the echo server's req/s with the same \
+             connections, and circles / run time, a circle's worker running one script at a \
+             time. CPU busy: \
              the share of all cores busy during the load; Redis core: the share of one core \
              redis-server used; client core: the share of one core the load generator's \
              clients used; limit: which of the three was at 90 % or more (client: the \
@@ -150,7 +152,7 @@ impl Report {
             let _ = match r.saturation {
                 Some(s) => writeln!(
                     out,
-                    " {:.0} % | {:.0} % | {:.0} % | {} |",
+                    " {:.1} % | {:.1} % | {:.1} % | {} |",
                     s.machine * 100.0,
                     s.redis * 100.0,
                     s.client * 100.0,
@@ -281,7 +283,7 @@ mod tests {
         assert!(alone.contains("nproc 2, Test CPU"), "{alone}");
         assert!(
             alone.contains(
-                "| `40 + 2` | 1 | 64 | sync | req/s | 5000 | 10000 | 0.50 | 0 | 95 % | 40 % | 60 % | CPU |"
+                "| `40 + 2` | 1 | 64 | sync | req/s | 5000 | 10000 | 0.50 | 0 | 95.0 % | 40.0 % | 60.0 % | CPU |"
             ),
             "{alone}"
         );

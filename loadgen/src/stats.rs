@@ -32,14 +32,6 @@ impl Latencies {
         let index = rank.clamp(1, self.0.len()) - 1;
         self.0[index] as f64 / 1000.0
     }
-
-    /// The mean in milliseconds; 0 without samples.
-    pub fn mean_ms(&self) -> f64 {
-        if self.0.is_empty() {
-            return 0.0;
-        }
-        self.0.iter().sum::<u64>() as f64 / self.0.len() as f64 / 1000.0
-    }
 }
 
 /// The median of `values`; 0 when empty.
@@ -63,7 +55,6 @@ mod tests {
         assert_eq!(l.percentile_ms(99.0), 99.0);
         assert_eq!(l.percentile_ms(100.0), 100.0);
         assert_eq!(l.percentile_ms(0.1), 1.0);
-        assert_eq!(l.mean_ms(), 50.5);
         let one = Latencies::new(vec![1500]);
         assert_eq!(one.percentile_ms(50.0), 1.5);
         assert_eq!(one.percentile_ms(99.0), 1.5);
