@@ -96,6 +96,29 @@ impl RedisServer {
         Self::start_full(false, None, args.iter().map(|a| a.to_string()).collect())
     }
 
+    /// Starts a server on `port` (a test that needs a Redis at an address
+    /// decided before it starts), persistence off.
+    ///
+    /// # Panics
+    /// When it does not come up there (the port is taken, say).
+    pub fn start_on(port: u16) -> Self {
+        let mut server = RedisServer {
+            child: None,
+            port,
+            dir: tempfile::Builder::new()
+                .prefix("circles-redis-")
+                .tempdir()
+                .expect("create a temp dir for redis-server"),
+            append_only: false,
+            tls: None,
+            extra: Vec::new(),
+        };
+        if let Err(log) = server.spawn_and_wait() {
+            panic!("redis-server did not start on port {port}: {log}");
+        }
+        server
+    }
+
     fn start_inner(append_only: bool, tls: Option<Tls>) -> Self {
         Self::start_full(append_only, tls, Vec::new())
     }
@@ -254,6 +277,11 @@ impl RedisServer {
         if let Err(log) = self.spawn_and_wait() {
             panic!("redis-server did not restart on port {}: {log}", self.port);
         }
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Whether the process is still alive.

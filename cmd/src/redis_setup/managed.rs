@@ -409,7 +409,7 @@ mod tests {
             if protected {
                 assert_eq!(taken.pid, None, "{taken}");
             } else {
-                assert_eq!(taken.pid, Some(info_pid(other.port())), "{taken}");
+                assert_eq!(taken.pid, other.pid(), "{taken}");
                 assert!(taken.to_string().contains("took the port first"), "{taken}");
             }
             // Not shut down by the failed start: it still answers.
@@ -430,39 +430,10 @@ mod tests {
         assert_eq!(info_pid(port), managed.pid());
         managed.child.kill().expect("kill the managed server");
         managed.child.wait().expect("reap it");
-        let other_dir = tempfile::tempdir().expect("tempdir");
-        // Killed when dropped, also when an assertion fails.
-        struct Other(Child);
-        impl Drop for Other {
-            fn drop(&mut self) {
-                let _ = self.0.kill();
-                let _ = self.0.wait();
-            }
-        }
-        let other = Other(
-            Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                ])
-                .arg("--dir")
-                .arg(other_dir.path())
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("run another redis-server"),
-        );
-        let up = Instant::now();
-        while !matches!(ping(&addr), Ok(Answer::There)) {
-            assert!(up.elapsed() < START_DEADLINE, "the other one came up");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let other = testkit::RedisServer::start_on(port);
         let e = managed.respawn().expect_err("the port is the other's");
         let taken = e.downcast_ref::<Taken>().unwrap_or_else(|| panic!("{e:#}"));
-        assert_eq!(taken.pid, Some(other.0.id()));
+        assert_eq!(taken.pid, other.pid());
         assert!(managed.exit_status().is_some(), "the respawned one is gone");
         drop(other);
         managed.respawn().expect("the port is free again");
