@@ -83,12 +83,13 @@ fn read_trimmed(path: &str) -> Option<String> {
 
 /// Which circles cannot start because another database's worker (another
 /// orchestrator's, on this or another host, or a circle of the same queue
-/// name) holds their queue's lease on this Redis: one line each, naming the
-/// circle, the queue and the holder's pid, host and database.
+/// name) holds their queue's lease on this Redis: the circle's id and one
+/// line each, naming the circle, the queue and the holder's pid, host and
+/// database.
 pub async fn foreign_queues(
     clients: &crate::clients::Clients,
     prepared: &[Prepared],
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<Vec<(u32, String)>> {
     // Only a worker takes a lease; a gateway shares a queue with any worker.
     let prepared: Vec<&Prepared> = prepared.iter().filter(|p| p.works).collect();
     let queues: Vec<String> = prepared.iter().map(|p| p.config.queue()).collect();
@@ -105,10 +106,13 @@ pub async fn foreign_queues(
         if let Some(other) = lease
             && !other.same_database(&p.lease)
         {
-            clashes.push(format!(
-                "{}: {}",
-                who(&p.config),
-                worker::refusal_message(queue, &other)
+            clashes.push((
+                p.config.id,
+                format!(
+                    "{}: {}",
+                    who(&p.config),
+                    worker::refusal_message(queue, &other)
+                ),
             ));
         }
     }
@@ -271,28 +275,7 @@ fn lease_dir(dir: &Path) -> String {
 /// Prepares every circle as `plan` says, or reports every circle that
 /// failed.
 pub fn prepare_all(circles: &[CircleConfig], plan: Plan<'_>) -> anyhow::Result<Vec<Prepared>> {
-    let chunk = circles.len().div_ceil(PREPARE_THREADS).max(1);
-    let results: Vec<anyhow::Result<Prepared>> = std::thread::scope(|scope| {
-        let parts: Vec<_> = circles
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|c| prepare_one(c, plan))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|part| match part.join() {
-                Ok(results) => results,
-                Err(_) => vec![Err(anyhow::anyhow!(
-                    "preparing a group of circles panicked (see the log)"
-                ))],
-            })
-            .collect()
-    });
+    let results = prepare_each(circles, plan);
     let mut ready = Vec::with_capacity(circles.len());
     let mut failures = Vec::new();
     // Whether every failure is one of usage (exit 2), e.g. a file in the way.
@@ -321,6 +304,41 @@ pub fn prepare_all(circles: &[CircleConfig], plan: Plan<'_>) -> anyhow::Result<V
         return Err(crate::UsageError(message).into());
     }
     Err(anyhow::anyhow!(message))
+}
+
+/// Prepares each of `circles` on its own, in parallel as [`prepare_all`]
+/// does: one result per circle, in order, each failure naming its circle.
+/// What is ready stays open (the caller starts or closes it).
+pub fn prepare_each(circles: &[CircleConfig], plan: Plan<'_>) -> Vec<anyhow::Result<Prepared>> {
+    let chunk = circles.len().div_ceil(PREPARE_THREADS).max(1);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = circles
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|c| prepare_one(c, plan))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .zip(circles.chunks(chunk))
+            .flat_map(|(part, configs)| match part.join() {
+                Ok(results) => results,
+                Err(_) => configs
+                    .iter()
+                    .map(|c| {
+                        Err(anyhow::anyhow!(
+                            "{}: preparing it panicked (see the log)",
+                            who(c)
+                        ))
+                    })
+                    .collect(),
+            })
+            .collect()
+    })
 }
 
 /// Closes every database once its engine is gone; logs what cannot be

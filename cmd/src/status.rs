@@ -115,6 +115,9 @@ pub struct CircleState {
     pub sight: Option<server_ws::WorkerSight>,
     /// The gateways serving it, as the stats poller last read them.
     pub gateways: Mutex<Option<Vec<client::Gateway>>>,
+    /// Set while a reload takes it out (it drains, then goes): its row still
+    /// shows, but `/readyz` no longer waits for it.
+    pub leaving: std::sync::atomic::AtomicBool,
 }
 
 /// Locks a mutex even if a panicking thread poisoned it: the data is plain
@@ -140,6 +143,7 @@ impl CircleState {
             db: None,
             sight: None,
             gateways: Mutex::new(None),
+            leaving: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -451,6 +455,7 @@ mod tests {
             db: None,
             sight: None,
             gateways: Mutex::new(None),
+            leaving: std::sync::atomic::AtomicBool::new(false),
         };
         lock(&state.server).phase = Phase::Restarting("boom".into());
         lock(&state.worker).phase = Phase::Restarting("lost".into());

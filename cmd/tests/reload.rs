@@ -288,9 +288,17 @@ async fn tasks_a_removed_circle_cannot_finish_in_time_end_cancelled_naming_the_r
         &sandbox,
         &config,
         &redis.url(),
-        &["--shutdown-grace", "0s", "--max-operations", "100000000"],
+        &[
+            "--shutdown-grace",
+            "0s",
+            "--max-operations",
+            "100000000",
+            "--admin",
+            "127.0.0.1:0",
+        ],
     );
     o.wait_table();
+    let addr = admin_addr(&o.stdout());
     let mut conn = redis::Client::open(redis.url())
         .expect("redis url")
         .get_connection()
@@ -312,7 +320,15 @@ async fn tasks_a_removed_circle_cannot_finish_in_time_end_cancelled_naming_the_r
     }
     sandbox.circles(&[(1, "Alpha", a)]);
     o.signal("HUP");
-    o.wait_stdout("reload applied", RELOAD_DEADLINE);
+    // While Beta drains (5 s), the process stays ready: Beta goes as asked.
+    let mut looked = 0;
+    while !o.stdout().contains("reload applied") {
+        let ready = http::get(addr, "/readyz", &[]);
+        assert_eq!(ready.code, 200, "{}", ready.body);
+        looked += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(looked >= 10, "the drain took {looked} looks of 100 ms");
 
     let mut cancelled_by_reload = 0;
     for id in &ids {
@@ -891,6 +907,98 @@ async fn a_reload_applied_in_part_says_what_changed_and_what_stopped() {
     }
     drop(delta);
     assert!(o.stop().success(), "{}", o.stderr());
+}
+
+/// One bad port does not hold back the rest of a reload: a changed circle
+/// moved to a port another program holds stops, an added one on such a
+/// port does not start, and every other change of the same file applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_circle_of_a_reload_that_cannot_start_stays_out_alone_and_the_others_are_applied() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let (a, b, e) = (port(), port(), port());
+    let config = sandbox.circles(&[(1, "Alpha", a), (2, "Beta", b)]);
+    let (mut o, addr) = start_with_admin(&sandbox, &config, &redis, &[]);
+    let taken = [
+        std::net::TcpListener::bind("127.0.0.1:0").expect("bind"),
+        std::net::TcpListener::bind("127.0.0.1:0").expect("bind"),
+    ];
+    let busy: Vec<u16> = taken
+        .iter()
+        .map(|t| t.local_addr().expect("address").port())
+        .collect();
+    write_circles(
+        &sandbox,
+        &[
+            (1, "Alpha", busy[0]),
+            (2, "Beta Two", b),
+            (4, "Delta", busy[1]),
+            (5, "Echo", e),
+        ],
+    );
+    let (code, out, err) = reload_command(&sandbox, addr, &[], &[]);
+    assert_eq!(code.code(), Some(1), "{out}{err}");
+    let said = r#"added "Echo"; changed "Beta Two", but "Alpha" (changed) could not start again and stopped; "Delta" (added) did not start"#;
+    assert!(err.contains(said), "{err}");
+    for port in &busy {
+        assert!(err.contains(&format!("port {port}")), "{err}");
+    }
+    let snap = status(addr, &[]);
+    assert_eq!(names(&snap), ["Beta Two", "Echo"]);
+    assert_eq!(
+        snap["reload"]["summary"],
+        json!({"added": ["Echo"], "removed": ["Alpha"], "changed": ["Beta Two"]}),
+        "{snap}"
+    );
+    let mut beta = connect(b).await;
+    assert_eq!(output(&mut beta, "40 + 2").await, "42");
+    let mut echo = connect(e).await;
+    assert_eq!(output(&mut echo, "1 + 1").await, "2");
+    drop((beta, echo, taken));
+    assert!(o.stop().success(), "{}", o.stderr());
+}
+
+/// A reload refuses, as the start does, a circle whose queue the worker of
+/// another orchestrator's database holds: its requests would run against
+/// that database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_never_starts_a_circle_whose_queue_another_database_holds() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let (a, s, x) = (port(), port(), port());
+    let theirs = sandbox.write(
+        "theirs.json",
+        &json!([{"id": 1, "name": "Shared", "port": s}]).to_string(),
+    );
+    let mut other = Orchestrator::spawn(sandbox.serve_command(
+        &theirs,
+        &redis.url(),
+        &sandbox.path().join("their-data"),
+    ));
+    other.wait_table();
+    let mut shared = connect(s).await;
+    assert_eq!(output(&mut shared, "db::insert(\"theirs\")").await, "1");
+
+    let config = sandbox.circles(&[(1, "Alpha", a)]);
+    let (mut o, addr) = start_with_admin(&sandbox, &config, &redis, &[]);
+    write_circles(&sandbox, &[(1, "Alpha", a), (3, "Shared", x)]);
+    let (code, out, err) = reload_command(&sandbox, addr, &[], &[]);
+    assert_eq!(code.code(), Some(1), "{out}{err}");
+    assert!(
+        err.contains(r#""Shared" (added) did not start"#)
+            && err.contains("queue shared is held by the worker of another orchestrator"),
+        "{err}"
+    );
+    assert_eq!(names(&status(addr, &[])), ["Alpha"]);
+    assert!(!listens(o.pid(), x), "no endpoint for the refused circle");
+    assert_eq!(
+        output(&mut shared, "db::next_id()").await,
+        "2",
+        "their database holds their one record"
+    );
+    drop(shared);
+    assert!(o.stop().success(), "{}", o.stderr());
+    assert!(other.stop().success(), "{}", other.stderr());
 }
 
 /// A SIGTERM while a reload drains a removed circle is heard at once: the

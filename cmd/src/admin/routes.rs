@@ -47,7 +47,8 @@ async fn healthz(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse
 /// process's `--role` runs: a gateway's servers, a worker's workers), Redis
 /// answered its last probe, and every circle on its own Redis that this
 /// process serves answered its last gateway beat; else 503 naming each
-/// thing that is not ready.
+/// thing that is not ready. A circle a reload is taking out is not waited
+/// for.
 async fn readyz(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
     if let Some(refused) = state.access.check(&req, Need::Origin) {
         return refused;
@@ -68,6 +69,10 @@ async fn readyz(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse 
         not_ready.push(json!({"component": "reload", "reason": error.message}));
     }
     for circle in &state.circles.current() {
+        // A circle a reload takes out is going, as asked: not waited for.
+        if circle.leaving.load(Ordering::Relaxed) {
+            continue;
+        }
         // A circle on its own Redis: the probe above pings only --redis-url;
         // the gateway beat tells whether the circle's own one answers.
         if circle.config.redis.is_some()

@@ -7,11 +7,13 @@
 //!
 //! Order: (1) read and check the file, as at start (an invalid file changes
 //! nothing); (2) prepare the added circles whose port no outgoing circle
-//! holds (a failure here changes nothing either); (3) take the removed and
-//! changed circles out of their hosts (see `set.rs`), drain them together
-//! and close their databases; (4) prepare the changed circles and the added
-//! ones that take over an outgoing port, and start every prepared circle on
-//! one new host. A failure in (4) leaves those circles stopped and says so.
+//! holds; (3) take the removed and changed circles out of their hosts (see
+//! `set.rs`), drain them together and close their databases; (4) prepare
+//! the changed circles and the added ones that take over an outgoing port,
+//! and start every prepared circle on one new host. Each circle is prepared
+//! on its own: one that cannot start (its port held by another program, its
+//! queue's lease held by another database's worker, its own Redis away)
+//! stays stopped and the reload says so, while the others are applied.
 
 use std::collections::HashSet;
 
@@ -113,16 +115,10 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
         .iter()
         .cloned()
         .partition(|c| !held.contains(&c.port));
-    let names = |circles: &[CircleConfig]| circles.iter().map(|c| c.name.clone()).collect();
-    let (early_added, late_added): (Vec<String>, Vec<String>) = (names(&early), names(&late));
     late.extend(plan.changed.iter().cloned());
 
-    let early = prepare(ctx, early).await.map_err(|e| {
-        ReloadError::new(
-            ReloadErrorKind::CannotStart,
-            format!("{e}; nothing was changed"),
-        )
-    })?;
+    // Each circle that cannot start stays out alone: the others are applied.
+    let (early, mut failed) = prepare(ctx, early).await;
 
     let ids: Vec<u32> = outgoing.iter().map(|c| c.id).collect();
     let out = set.take_out(ctx, &ids).await;
@@ -133,11 +129,8 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     if let Err(e) = tokio::task::spawn_blocking(move || circles::close_all(closing)).await {
         log::error!("closing the databases of outgoing circles panicked: {e}");
     }
-    let late = prepare(ctx, late).await;
-    let (late, failed) = match late {
-        Ok(late) => (late, None),
-        Err(e) => (Vec::new(), Some(e)),
-    };
+    let (late, late_failed) = prepare(ctx, late).await;
+    failed.extend(late_failed);
     set.start(ctx, early.into_iter().chain(late).collect());
     let order: Vec<u32> = file.iter().map(|c| c.id).collect();
     set.order(&order);
@@ -153,12 +146,18 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
             metrics.forget(&gone.name);
         }
     }
-    let Some(e) = failed else {
+    if failed.is_empty() {
         return Ok(summary);
+    }
+    // A changed circle that did not start again counts as removed.
+    let did_not = |configs: &[CircleConfig]| -> (Vec<String>, Vec<String>) {
+        configs
+            .iter()
+            .map(|c| c.name.clone())
+            .partition(|name| !failed.iter().any(|(f, _)| f.name == *name))
     };
-    // The late circles start all or none: none of them runs. A changed
-    // circle that stopped counts as removed.
-    let stopped: Vec<String> = plan.changed.iter().map(|c| c.name.clone()).collect();
+    let (added, not_added) = did_not(&plan.added);
+    let (changed, stopped) = did_not(&plan.changed);
     let mut what = Vec::new();
     if !stopped.is_empty() {
         what.push(format!(
@@ -166,20 +165,22 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
             quoted(&stopped)
         ));
     }
-    if !late_added.is_empty() {
-        what.push(format!("{} (added) did not start", quoted(&late_added)));
+    if !not_added.is_empty() {
+        what.push(format!("{} (added) did not start", quoted(&not_added)));
     }
     let what = what.join("; ");
+    let why: Vec<&str> = failed.iter().map(|(_, why)| why.as_str()).collect();
+    let why = why.join("; ");
     // What went as asked, then what did not.
     let done = ReloadSummary {
-        added: early_added,
+        added,
         removed: summary.removed,
-        changed: Vec::new(),
+        changed,
     };
     let message = if done.is_empty() {
-        format!("{what}: {e}. Fix the cause and reload again")
+        format!("{what}: {why}. Fix the cause and reload again")
     } else {
-        format!("{done}, but {what}: {e}. Fix the cause and reload again")
+        format!("{done}, but {what}: {why}. Fix the cause and reload again")
     };
     let mut applied = done;
     applied.removed.extend(stopped);
@@ -189,16 +190,82 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
 }
 
 /// Binds, opens and builds `configs` (as far as the role runs them) on a
-/// blocking thread, all or nothing.
-async fn prepare(ctx: &Ctx, configs: Vec<CircleConfig>) -> anyhow::Result<Vec<circles::Prepared>> {
-    if configs.is_empty() {
-        return Ok(Vec::new());
+/// blocking thread, each on its own, and keeps out those whose queue the
+/// worker of another database holds (as at start, unless `--standby`):
+/// the circles ready to start, and each other one with why it cannot.
+async fn prepare(
+    ctx: &Ctx,
+    configs: Vec<CircleConfig>,
+) -> (Vec<circles::Prepared>, Vec<(CircleConfig, String)>) {
+    let mut failed = Vec::new();
+    let mut reachable = Vec::with_capacity(configs.len());
+    // A circle whose own Redis cannot be connected cannot start.
+    for c in configs {
+        match ctx.clients.connect_for(std::slice::from_ref(&c)).await {
+            Ok(()) => reachable.push(c),
+            Err(e) => failed.push((c, format!("{e:#}"))),
+        }
     }
-    ctx.clients.connect_for(&configs).await?;
+    if reachable.is_empty() {
+        return (Vec::new(), failed);
+    }
     let settings = ctx.settings.clone();
-    tokio::task::spawn_blocking(move || circles::prepare_all(&configs, settings.plan()))
-        .await
-        .map_err(|e| anyhow::anyhow!("preparing the circles panicked: {e}"))?
+    let configs = reachable.clone();
+    let results =
+        match tokio::task::spawn_blocking(move || circles::prepare_each(&configs, settings.plan()))
+            .await
+        {
+            Ok(results) => results,
+            Err(e) => {
+                let why = format!("preparing the circles panicked: {e}");
+                failed.extend(reachable.into_iter().map(|c| (c, why.clone())));
+                return (Vec::new(), failed);
+            }
+        };
+    let mut ready = Vec::with_capacity(results.len());
+    for (c, result) in reachable.into_iter().zip(results) {
+        match result {
+            Ok(p) => ready.push(p),
+            Err(e) => failed.push((c, e.to_string())),
+        }
+    }
+    if ctx.settings.standby || ready.is_empty() {
+        return (ready, failed);
+    }
+    let clashes = match circles::foreign_queues(&ctx.clients, &ready).await {
+        Ok(clashes) => clashes,
+        Err(e) => {
+            // Unknown whose the queues are: none of them starts.
+            let why = format!("cannot read the queue leases from redis: {e:#}");
+            failed.extend(ready.iter().map(|p| (p.config.clone(), why.clone())));
+            close(ready).await;
+            return (Vec::new(), failed);
+        }
+    };
+    if clashes.is_empty() {
+        return (ready, failed);
+    }
+    let (clashing, ready): (Vec<_>, Vec<_>) = ready
+        .into_iter()
+        .partition(|p| clashes.iter().any(|(id, _)| *id == p.config.id));
+    for p in &clashing {
+        if let Some((_, why)) = clashes.iter().find(|(id, _)| *id == p.config.id) {
+            failed.push((p.config.clone(), why.clone()));
+        }
+    }
+    close(clashing).await;
+    (ready, failed)
+}
+
+/// Closes the databases of prepared circles that are not started.
+async fn close(prepared: Vec<circles::Prepared>) {
+    let closing: Vec<circles::Closing> = prepared
+        .into_iter()
+        .filter_map(circles::Prepared::closing)
+        .collect();
+    if let Err(e) = tokio::task::spawn_blocking(move || circles::close_all(closing)).await {
+        log::error!("closing the databases of circles not started panicked: {e}");
+    }
 }
 
 #[cfg(test)]

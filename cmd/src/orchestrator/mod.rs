@@ -414,10 +414,11 @@ impl Running {
                     .filter_map(circles::Prepared::closing)
                     .collect(),
             );
+            let why: Vec<String> = clashes.into_iter().map(|(_, why)| why).collect();
             bail!(
                 "{} of {total} circles cannot start, so none was started:\n  {}",
-                clashes.len(),
-                clashes.join("\n  ")
+                why.len(),
+                why.join("\n  ")
             );
         }
 

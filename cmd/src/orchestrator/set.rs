@@ -263,6 +263,9 @@ impl CircleSet {
             lock(&host.circles).clear();
         }
         for l in &out {
+            l.state
+                .leaving
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             let Some(listener) = &l.listener else {
                 continue;
             };
