@@ -81,14 +81,21 @@ pub fn lines(header: &Header, snap: &Snapshot, cols: u16, rows: u16) -> Vec<Stri
     let room = usize::from(rows).saturating_sub(6).max(1);
     let shown = snap.circles.len().min(room);
     let hidden = snap.circles.len() - shown;
-    let shown = if hidden > 0 {
+    let mut shown = if hidden > 0 {
         shown.saturating_sub(1).max(1)
     } else {
         shown
     };
-    let hidden = snap.circles.len() - shown;
-    let table = build_fitting(&snap.circles[..shown], cols, true);
-    out.extend(table.to_string().lines().map(str::to_string));
+    let mut hidden = snap.circles.len() - shown;
+    let mut table = build_fitting(&snap.circles[..shown], cols, true).to_string();
+    // Column names on two lines (a narrow terminal) take one more line.
+    let height = |table: &str, hidden: usize| 2 + table.lines().count() + usize::from(hidden > 0);
+    if height(&table, hidden) > usize::from(rows) && shown > 1 {
+        shown -= 1;
+        hidden += 1;
+        table = build_fitting(&snap.circles[..shown], cols, true).to_string();
+    }
+    out.extend(table.lines().map(str::to_string));
     if hidden > 0 {
         let not_running = snap.circles[shown..].iter().filter(|r| !r.up()).count();
         out.push(format!(
@@ -218,6 +225,13 @@ mod tests {
                 frame.len() <= usize::from(rows),
                 "{cols}x{rows}: {} lines",
                 frame.len()
+            );
+            // Nothing is cut off at the bottom either (the column names
+            // take two lines on a narrow terminal).
+            let last = frame.last().expect("a frame");
+            assert!(
+                last.starts_with("up ") || last.contains(": letting"),
+                "{cols}x{rows}: {frame:#?}"
             );
             for line in &frame {
                 assert!(

@@ -37,11 +37,13 @@ pub fn build(rows: &[Row], utf8: bool) -> Table {
 
 /// The widest table that fits `width`, each reason at most
 /// [`DETAIL_CHARS`]: extras are dropped from the right until it fits; the
-/// five fixed columns always stay. When even they do
-/// not fit, the Worker Status cells are shortened (down to
-/// [`SHORTEST_CELL`] columns, an ellipsis marking the cut; the whole reason
-/// is in the log), then the names, so the queue and URL stay in sight; the
-/// caller cuts lines that are still too wide.
+/// five fixed columns always stay. When even they do not fit, the Worker
+/// Status cells are shortened (down to [`SHORTEST_CELL`] columns, an
+/// ellipsis marking the cut; the whole reason is in the log), then the
+/// names, so the queue and URL stay in sight. Still too wide (an 80-column
+/// terminal), the fixed column names go on two lines each and the same
+/// cells are shortened further, down to [`SHORTEST_STACKED`]; the caller
+/// cuts lines that are still too wide.
 pub fn build_fitting(rows: &[Row], width: u16, utf8: bool) -> Table {
     let fits = |table: &Table| {
         // Terminal columns, not chars: a CJK character or an emoji takes two.
@@ -54,7 +56,26 @@ pub fn build_fitting(rows: &[Row], width: u16, utf8: bool) -> Table {
         }
     }
     let mut cut = Cut::LIVE;
-    let mut table = build_columns(rows, FIXED_COLUMNS, utf8, &cut);
+    let table = build_columns(rows, FIXED_COLUMNS, utf8, &cut);
+    let table = shorten(rows, utf8, &mut cut, table, SHORTEST_CELL, &fits);
+    if fits(&table) {
+        return table;
+    }
+    cut.stacked = true;
+    let table = build_columns(rows, FIXED_COLUMNS, utf8, &cut);
+    shorten(rows, utf8, &mut cut, table, SHORTEST_STACKED, &fits)
+}
+
+/// Shortens the Worker Status cells, then the names, one column at a time,
+/// down to `shortest`, until `table` fits.
+fn shorten(
+    rows: &[Row],
+    utf8: bool,
+    cut: &mut Cut,
+    mut table: Table,
+    shortest: usize,
+    fits: &dyn Fn(&Table) -> bool,
+) -> Table {
     let widest = |cell: fn(&Row) -> String| rows.iter().map(|r| cell(r).width()).max();
     for (column, widest) in [
         (
@@ -63,11 +84,11 @@ pub fn build_fitting(rows: &[Row], width: u16, utf8: bool) -> Table {
         ),
         (NAME, widest(|r| r.name.clone())),
     ] {
-        let mut max = widest.unwrap_or(0);
-        while !fits(&table) && max > SHORTEST_CELL {
+        let mut max = cut.max[column].unwrap_or(widest.unwrap_or(0));
+        while !fits(&table) && max > shortest {
             max -= 1;
             cut.max[column] = Some(max);
-            table = build_columns(rows, FIXED_COLUMNS, utf8, &cut);
+            table = build_columns(rows, FIXED_COLUMNS, utf8, cut);
         }
     }
     table
@@ -75,6 +96,10 @@ pub fn build_fitting(rows: &[Row], width: u16, utf8: bool) -> Table {
 
 /// The narrowest a shortened cell gets, in terminal columns.
 pub const SHORTEST_CELL: usize = 12;
+
+/// The narrowest a shortened cell gets once the column names are on two
+/// lines (`Worker` / `Status` are 6 wide).
+pub const SHORTEST_STACKED: usize = 6;
 
 /// Columns of the cells [`build_fitting`] may shorten.
 const NAME: usize = 0;
@@ -85,6 +110,8 @@ const STATUS: usize = 2;
 struct Cut {
     max: [Option<usize>; FIXED_COLUMNS],
     detail: Option<usize>,
+    /// The column names on two lines each (`Worker` over `Status`).
+    stacked: bool,
 }
 
 impl Cut {
@@ -92,11 +119,13 @@ impl Cut {
     const LIVE: Cut = Cut {
         max: [None; FIXED_COLUMNS],
         detail: Some(DETAIL_CHARS),
+        stacked: false,
     };
     /// Nothing cut.
     const WHOLE: Cut = Cut {
         max: [None; FIXED_COLUMNS],
         detail: None,
+        stacked: false,
     };
 }
 
@@ -133,7 +162,19 @@ fn build_columns(rows: &[Row], columns: usize, utf8: bool, cut: &Cut) -> Table {
         presets::ASCII_FULL_CONDENSED
     });
     table.set_content_arrangement(ContentArrangement::Disabled);
-    table.set_header(&COLUMNS[..columns]);
+    if cut.stacked {
+        // `WS Server URL` breaks at its last space: `WS Server` over `URL`.
+        table.set_header(
+            COLUMNS[..columns]
+                .iter()
+                .map(|name| match name.rsplit_once(' ') {
+                    Some((first, last)) => format!("{first}\n{last}"),
+                    None => (*name).to_string(),
+                }),
+        );
+    } else {
+        table.set_header(&COLUMNS[..columns]);
+    }
     for row in rows {
         let mut cells = cells(row, cut.detail);
         cells.truncate(columns);
@@ -354,6 +395,41 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("Live Beta With A Long Name"), "{table}");
+    }
+
+    #[test]
+    fn an_80_column_terminal_shows_the_whole_queue_and_url_of_the_example_circles() {
+        let rows = [
+            row("Alpha Circle"),
+            Row {
+                queue_key: "rhai_tasks:beta_circle".into(),
+                url: "ws://127.0.0.1:8082/ws".into(),
+                ..row("Beta Circle")
+            },
+        ];
+        let table = build_fitting(&rows, 80, true).to_string();
+        assert!(table.lines().all(|l| l.width() <= 80), "{table}");
+        for (queue, url) in [
+            ("rhai_tasks:alpha_circle", "ws://127.0.0.1:8081/ws"),
+            ("rhai_tasks:beta_circle", "ws://127.0.0.1:8082/ws"),
+        ] {
+            assert!(
+                table.lines().any(|l| l.contains(queue) && l.contains(url)),
+                "{table}"
+            );
+        }
+        // The names of the fixed columns, each on two lines.
+        let head: Vec<&str> = table.lines().skip(1).take(2).collect();
+        for (first, last) in [
+            ("Circle", "Name"),
+            ("Worker", "Status"),
+            ("WS Server", "URL"),
+        ] {
+            assert!(head[0].contains(first) && head[1].contains(last), "{table}");
+        }
+        // Wide enough for one-line names: not stacked.
+        let table = build_fitting(&rows, 100, true).to_string();
+        assert!(table.contains("Circle Name"), "{table}");
     }
 
     #[test]
