@@ -75,6 +75,9 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Bind address of every WebSocket server (resolves on this machine).
     pub host: String,
+    /// `--allow-open`: circles without principals may serve on a
+    /// non-loopback `host` (checked at start and at each reload).
+    pub allow_open: bool,
     /// How the status is shown.
     pub mode: Mode,
     /// The log file: `Some` in live mode only (logs go to stderr otherwise).
@@ -133,6 +136,9 @@ impl Settings {
         }
         let local_host = !args.role.serves() || is_loopback(&args.host);
         let admin = crate::admin::args::resolve(&args.admin, local_host, args.allow_open)?;
+        if args.role.serves() {
+            check_admin_port(&circles, &args.host, &admin)?;
+        }
         let data_dir = match args.data_dir {
             Some(d) => d,
             None => default_data_dir()?,
@@ -172,6 +178,7 @@ impl Settings {
             managed_redis: !args.no_managed_redis,
             data_dir,
             host: args.host,
+            allow_open: args.allow_open,
             mode,
             log_file,
             log_format: args.log_format,
@@ -367,6 +374,36 @@ pub fn check_open_circles(circles: &[CircleConfig], host: &str) -> anyhow::Resul
          principals to them in circles.json (circles_orchestrator token new --circle <id> \
          --name <who> --role read|write), or pass --allow-open to serve them open anyway",
         open.join(", ")
+    ))
+    .into())
+}
+
+/// Refuses a circle whose port is the admin endpoint's on an address the
+/// two share (the circle could never bind it: this very process holds it).
+pub fn check_admin_port(
+    circles: &[CircleConfig],
+    host: &str,
+    admin: &crate::admin::AdminSettings,
+) -> anyhow::Result<()> {
+    use std::net::ToSocketAddrs;
+    let Some(addr) = admin.addr.filter(|a| a.port() != 0) else {
+        return Ok(());
+    };
+    let Some(circle) = circles.iter().find(|c| c.port == addr.port()) else {
+        return Ok(());
+    };
+    let shared = (host, 0).to_socket_addrs().is_ok_and(|mut ips| {
+        ips.any(|ip| ip.ip() == addr.ip() || ip.ip().is_unspecified() || addr.ip().is_unspecified())
+    });
+    if !shared {
+        return Ok(());
+    }
+    Err(UsageError(format!(
+        "circle {:?} (id {}): port {} is this orchestrator's admin endpoint (--admin {addr}); \
+         give the circle another port in circles.json, or the endpoint another --admin address",
+        circle.name,
+        circle.id,
+        addr.port()
     ))
     .into())
 }

@@ -65,6 +65,16 @@ fn allow_open_or_principals_everywhere_let_a_non_loopback_host_start() {
         &["--host", "0.0.0.0", "--allow-open"],
     );
     o.wait_table();
+    // A reload that adds another open circle keeps to --allow-open.
+    let added = port();
+    let circles = json!([
+        {"id": 1, "name": "Open One", "port": port()},
+        {"id": 3, "name": "Open Too", "port": added},
+    ]);
+    sandbox.write("circles.json", &circles.to_string());
+    o.signal("HUP");
+    o.wait_stdout("reload applied", Duration::from_secs(30));
+    assert!(common::listens(o.pid(), added), "{}", o.stdout());
     assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
     // Every circle protected: no flag needed.
     let sandbox = Sandbox::new();
@@ -280,5 +290,39 @@ async fn a_reload_without_a_principal_revokes_its_token_and_closes_its_connectio
         connect_bearer(guarded_port, "password").await.is_ok(),
         "bob connects"
     );
+    assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+}
+
+/// A circle on the admin endpoint's own port is refused as such, at start
+/// (exit 2) and at a reload (nothing changed), not blamed on another program.
+#[test]
+fn a_circle_on_the_admin_endpoints_port_is_refused_naming_both() {
+    let redis = testkit::RedisServer::start();
+    let sandbox = Sandbox::new();
+    let admin = port();
+    let config = sandbox.circles(&[(1, "Clash", admin)]);
+    let mut cmd = sandbox.serve_command(&config, &redis.url(), &sandbox.data_dir());
+    cmd.args(["--admin", &format!("127.0.0.1:{admin}")]);
+    let (status, _, err) = run_to_end(cmd, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(2), "{err}");
+    let said = format!(
+        "circle \"Clash\" (id 1): port {admin} is this orchestrator's admin endpoint (--admin \
+         127.0.0.1:{admin})"
+    );
+    assert!(err.contains(&said), "{err}");
+
+    let p = port();
+    let config = sandbox.circles(&[(1, "Fine", p)]);
+    let mut o = Orchestrator::start(
+        &sandbox,
+        &config,
+        &redis.url(),
+        &["--admin", &format!("127.0.0.1:{admin}")],
+    );
+    o.wait_table();
+    sandbox.circles(&[(1, "Fine", p), (2, "Clash", admin)]);
+    o.signal("HUP");
+    o.wait_stdout("admin endpoint (--admin", Duration::from_secs(30));
+    assert!(o.stdout().contains("reload failed"), "{}", o.stdout());
     assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
 }

@@ -87,7 +87,15 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
         )
     })?;
     if ctx.settings.role.serves() {
-        settings::check_open_circles(&file, &ctx.settings.host).map_err(|e| {
+        let open = if ctx.settings.allow_open {
+            Ok(())
+        } else {
+            settings::check_open_circles(&file, &ctx.settings.host)
+        };
+        open.and_then(|()| {
+            settings::check_admin_port(&file, &ctx.settings.host, &ctx.settings.admin)
+        })
+        .map_err(|e| {
             ReloadError::new(
                 ReloadErrorKind::InvalidConfig,
                 format!("{}: {e}", path.display()),
