@@ -99,6 +99,43 @@ pub fn load(path: &Path) -> Result<Vec<CircleConfig>, ConfigError> {
     })
 }
 
+/// The circle `key` picks, as `--circles`, `token new --circle` and `play
+/// --circle` take it: the one whose id or exact name is `key`, else the one
+/// whose name is `key` ignoring ASCII case; `Ok(None)` when none is. A key
+/// that is one circle's id and another's name picks neither: `Err` names
+/// both.
+pub fn find_circle<'a>(
+    circles: &'a [CircleConfig],
+    key: &str,
+) -> Result<Option<&'a CircleConfig>, String> {
+    let exact: Vec<&CircleConfig> = circles
+        .iter()
+        .filter(|c| c.name == key || c.id.to_string() == key)
+        .collect();
+    let found = if exact.is_empty() {
+        circles
+            .iter()
+            .filter(|c| c.name.eq_ignore_ascii_case(key))
+            .collect()
+    } else {
+        exact
+    };
+    match found.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one)),
+        many => {
+            let named: Vec<String> = many
+                .iter()
+                .map(|c| format!("circle {:?} (id {})", c.name, c.id))
+                .collect();
+            Err(format!(
+                "{key:?} could mean {}; pick one by a name or id only it has",
+                named.join(" or ")
+            ))
+        }
+    }
+}
+
 /// Validates the text of a circles file; the error is the problem without the file name.
 pub fn parse(text: &str) -> Result<Vec<CircleConfig>, String> {
     // Some editors start a UTF-8 file with a byte order mark; JSON has none.

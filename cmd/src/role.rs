@@ -53,11 +53,7 @@ pub fn select(
     let mut chosen = std::collections::HashSet::new();
     let mut unknown = Vec::new();
     for key in only {
-        let found = file
-            .iter()
-            .find(|c| c.name == *key || c.id.to_string() == *key)
-            .or_else(|| file.iter().find(|c| c.name.eq_ignore_ascii_case(key)));
-        match found {
+        match crate::config::find_circle(&file, key).map_err(|e| format!("--circles: {e}"))? {
             Some(c) => {
                 chosen.insert(c.id);
             }
@@ -104,5 +100,26 @@ mod tests {
         let only = keys(&["Alpha", "Delta", "7"]);
         let e = select(file, Some(&only)).expect_err("unknown");
         assert!(e.contains("\"Delta\", \"7\""), "{e}");
+    }
+
+    #[test]
+    fn a_key_that_is_one_circles_id_and_anothers_name_picks_neither() {
+        // In either order of the file: never the first that matches.
+        for file in [vec![c(1, "2"), c(2, "Beta")], vec![c(2, "Beta"), c(1, "2")]] {
+            let e = select(file.clone(), Some(&["2".to_string()])).expect_err("ambiguous");
+            assert!(
+                e.contains("\"2\" could mean")
+                    && e.contains("\"Beta\" (id 2)")
+                    && e.contains("\"2\" (id 1)"),
+                "{e}"
+            );
+            let only = ["Beta".to_string(), "1".to_string()];
+            let ids: Vec<u32> = select(file, Some(&only))
+                .expect("unique keys")
+                .iter()
+                .map(|c| c.id)
+                .collect();
+            assert_eq!(ids.len(), 2);
+        }
     }
 }
