@@ -16,7 +16,8 @@
 //! and `--circles`), [`admin`] (the HTTP admin endpoint and the `status` and
 //! `reload` commands that ask it), [`play`],
 //! [`token`] and [`principals`] (who may connect to a circle), [`tls`] (CA
-//! files and `play`'s TLS client).
+//! files and `play`'s TLS client), [`stdout`] (what the companion commands
+//! print, its write failures checked).
 //!
 //! ```text
 //! $ circles_orchestrator circles.json            # serve every circle
@@ -26,7 +27,10 @@
 //! ```
 //!
 //! Exit codes: 0 clean shutdown, 1 runtime failure, 2 bad configuration or usage.
+//! A companion command whose stdout cannot be written exits 1 saying so; one
+//! whose reader went away (`| head`) exits with the code it would have had.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 /// jemalloc instead of the system allocator: a task's path through the
@@ -63,6 +67,7 @@ pub mod role;
 pub mod roster;
 pub mod settings;
 pub mod status;
+pub mod stdout;
 pub mod supervisor;
 pub mod tls;
 pub mod token;
@@ -104,10 +109,13 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(error) => {
-            eprintln!("circles_orchestrator: error: {error}");
+            // Written, not `eprintln!`: a stderr that fails too must not
+            // turn the exit code into a panic's 101.
+            let mut message = format!("circles_orchestrator: error: {error}\n");
             for cause in error.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                message.push_str(&format!("  caused by: {cause}\n"));
             }
+            let _ = std::io::stderr().lock().write_all(message.as_bytes());
             ExitCode::from(exit_code_of(&error))
         }
     }

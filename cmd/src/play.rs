@@ -51,10 +51,10 @@ pub fn play(args: PlayArgs) -> anyhow::Result<i32> {
         .map_err(|_| anyhow!("no reply from {url} within {:?}", args.timeout))?
     })?;
     if args.json {
-        println!("{reply}");
+        crate::stdout::write("the reply", &format!("{reply}\n"))?;
         return Ok(if reply.get("error").is_some() { 1 } else { 0 });
     }
-    Ok(print_reply(&reply))
+    print_reply(&reply)
 }
 
 fn read_script(args: &PlayArgs) -> anyhow::Result<String> {
@@ -285,30 +285,34 @@ fn refused(url: &str, status: u16, sent_token: bool) -> String {
     }
 }
 
-/// Prints a reply; returns the exit code.
-fn print_reply(reply: &Value) -> i32 {
+/// Prints a reply; returns the exit code (an error only when stdout fails,
+/// see [`crate::stdout::write`]).
+fn print_reply(reply: &Value) -> anyhow::Result<i32> {
     if let Some(result) = reply.get("result") {
+        let mut text = String::new();
         for key in ["printed", "prints", "stdout"] {
             if let Some(printed) = result.get(key).and_then(Value::as_str)
                 && !printed.is_empty()
             {
-                print!("{printed}");
+                text.push_str(printed);
                 if !printed.ends_with('\n') {
-                    println!();
+                    text.push('\n');
                 }
                 break;
             }
         }
         match result.get("output") {
-            Some(Value::String(s)) => println!("{s}"),
-            Some(other) => println!("{other}"),
-            None => println!("{result}"),
+            Some(Value::String(s)) => text.push_str(s),
+            Some(other) => text.push_str(&other.to_string()),
+            None => text.push_str(&result.to_string()),
         }
-        return 0;
+        text.push('\n');
+        crate::stdout::write("the result", &text)?;
+        return Ok(0);
     }
     let Some(error) = reply.get("error") else {
         eprintln!("unexpected reply: {reply}");
-        return 1;
+        return Ok(1);
     };
     let code = error.get("code").and_then(Value::as_i64).unwrap_or(0);
     let message = error
@@ -327,5 +331,5 @@ fn print_reply(reply: &Value) -> i32 {
         _ => {}
     }
     eprintln!("{line}: {message}");
-    1
+    Ok(1)
 }

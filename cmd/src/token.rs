@@ -56,9 +56,7 @@ pub fn new(args: &TokenNewArgs) -> anyhow::Result<()> {
         circle.id,
         args.config.display()
     );
-    println!("{token}");
-    println!("{element}");
-    Ok(())
+    crate::stdout::write("the token", &format!("{token}\n{element}\n"))
 }
 
 /// `token admin`: prints a fresh token (stdout line 1) and the option that
@@ -72,9 +70,10 @@ pub fn admin() -> anyhow::Result<()> {
          the token as Authorization: Bearer <token>, or give it to `circles_orchestrator \
          status --token` (or CIRCLES_ADMIN_TOKEN)."
     );
-    println!("{token}");
-    println!("--admin-token-sha256 {hash}");
-    Ok(())
+    crate::stdout::write(
+        "the token",
+        &format!("{token}\n--admin-token-sha256 {hash}\n"),
+    )
 }
 
 /// The circle named `key` exactly, else numbered `key`, else named `key`

@@ -1,6 +1,7 @@
 //! The admin endpoint of the built binary against a real Redis: probes that
 //! follow Redis down and back, a Prometheus scrape that promtool accepts and
-//! whose counters move by exactly the tasks sent, the host check (a
+//! whose counters move by exactly the tasks sent, a circle name's quote and
+//! backslash escaped in the label values of both formats, the host check (a
 //! DNS-rebound page's `Host`), the origin check, the token (the `Bearer`
 //! scheme in any case; the console's page open without it, every data route
 //! closed), 405 with `Allow` for a method a path does not take, `--admin
@@ -597,4 +598,59 @@ fn a_host_header_naming_another_site_is_refused_and_ip_literals_and_localhost_pa
     let answer = get_with_host(admin.addr, "/api/status", None);
     assert_eq!(answer.code, 200, "HTTP/1.0 without Host: {}", answer.body);
     assert!(admin.orchestrator.stop().success());
+}
+
+/// `promtool check metrics` on `text` when promtool is on PATH, else
+/// nothing: the exact escaped lines are what the test asserts, and the
+/// parser's verdict is added where promtool is installed, never required.
+fn promtool_check_if_installed(text: &str) {
+    let installed = Command::new("promtool")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if installed {
+        promtool_check(text);
+    }
+}
+
+/// A circle's name is free text: a quote and a backslash in it reach
+/// `/metrics` escaped, in the Prometheus text and in OpenMetrics, in the
+/// recorded series as in the sampled ones, and the scrape stays parseable.
+#[test]
+fn a_circle_named_with_a_quote_and_a_backslash_gets_escaped_label_values_in_both_formats() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let config = sandbox.circles(&[(1, r#"The "A" Team C:\temp"#, port())]);
+    let mut orchestrator =
+        Orchestrator::start(&sandbox, &config, &redis.url(), &["--admin", "127.0.0.1:0"]);
+    orchestrator.wait_table();
+    let addr = admin_addr(&orchestrator.stdout());
+    const C: &str = r#"circle="The \"A\" Team C:\\temp""#;
+    let up = format!("circles_circle_up{{{C}}} 1\n");
+    let series = [
+        up.clone(),
+        format!("circles_ws_connections{{{C}}} 0\n"),
+        format!("circles_tasks_finished_total{{{C},outcome=\"completed\",kind=\"none\"}} 0\n"),
+        format!("circles_ws_upgrades_rejected_total{{{C},reason=\"origin\"}} 0\n"),
+        format!("circles_task_run_seconds_count{{{C}}} 0\n"),
+    ];
+    let text = wait_answer(addr, "/metrics", 200, &up).body;
+    for line in &series {
+        assert!(text.contains(line.as_str()), "{line:?} in\n{text}");
+    }
+    promtool_check_if_installed(&text);
+
+    let open = get(addr, "/metrics", &["Accept: application/openmetrics-text"]);
+    assert_eq!(open.code, 200, "{}", open.body);
+    assert!(open.body.ends_with("# EOF\n"), "OpenMetrics: {}", open.body);
+    for line in &series {
+        assert!(
+            open.body.contains(line.as_str()),
+            "{line:?} in\n{}",
+            open.body
+        );
+    }
+    assert!(orchestrator.stop().success());
 }

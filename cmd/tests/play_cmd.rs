@@ -303,3 +303,103 @@ fn a_refused_token_and_a_redis_password_are_never_printed() {
         );
     }
 }
+
+/// Runs `cmd` to its end with `stdout` as its stdout; a piped one has its
+/// read end closed at once, as by a reader that went away. Its exit code
+/// and stderr.
+fn exit_with_stdout(mut cmd: Command, stdout: Stdio) -> (Option<i32>, String) {
+    let mut child = cmd
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn play");
+    drop(child.stdout.take());
+    let done = child.wait_with_output().expect("play ends");
+    (
+        done.status.code(),
+        String::from_utf8_lossy(&done.stderr).into_owned(),
+    )
+}
+
+fn dev_full() -> Stdio {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("open /dev/full");
+    Stdio::from(full)
+}
+
+/// A running circle and a `play` command for it with more arguments.
+struct Circle {
+    sandbox: Sandbox,
+    orchestrator: Orchestrator,
+    url: String,
+    _redis: testkit::RedisServer,
+}
+
+impl Circle {
+    fn start() -> Circle {
+        let sandbox = Sandbox::new();
+        let redis = testkit::RedisServer::start();
+        let port = port();
+        let config = sandbox.circles(&[(1, "Alpha", port)]);
+        let mut orchestrator = Orchestrator::start(&sandbox, &config, &redis.url(), &[]);
+        orchestrator.wait_table();
+        Circle {
+            sandbox,
+            orchestrator,
+            url: ws(port),
+            _redis: redis,
+        }
+    }
+
+    fn play(&self, args: &[&str]) -> Command {
+        let mut cmd = play_cmd(&self.sandbox, &["--timeout", "20s", "--url", &self.url]);
+        cmd.args(args);
+        cmd
+    }
+}
+
+/// A result that cannot be written (a full device) fails play with exit 1
+/// and one line saying why, never a panic.
+#[test]
+fn play_into_a_full_device_exits_1_saying_so_without_a_panic() {
+    let mut circle = Circle::start();
+    for (args, what) in [
+        (&["40 + 2"][..], "result"),
+        (&["--json", "40 + 2"], "reply"),
+    ] {
+        let (code, err) = exit_with_stdout(circle.play(args), dev_full());
+        assert_eq!(code, Some(1), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(
+            err,
+            format!(
+                "circles_orchestrator: error: cannot write the {what} to stdout: \
+                 No space left on device (os error 28)\n"
+            )
+        );
+    }
+    assert_eq!(circle.orchestrator.stop().code(), Some(0));
+}
+
+/// A reader that went away (`play … | head -c 10`) ends play quietly with
+/// the exit code of its reply (0 for a result), never a panic.
+#[test]
+fn play_into_a_pipe_closed_early_exits_0_quietly_without_a_panic() {
+    let mut circle = Circle::start();
+    // 256 KiB: more than a pipe holds, so the write cannot end before the
+    // read end is closed, whichever comes first.
+    let big = r#"let s = "x"; for i in 0..18 { s += s; } s"#;
+    let (status, out, err) = run_to_end(circle.play(&[big]), Duration::from_secs(30));
+    assert_eq!(
+        (status.code(), out.len()),
+        (Some(0), (1 << 18) + 1),
+        "{err}"
+    );
+    let (code, err) = exit_with_stdout(circle.play(&[big]), Stdio::piped());
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(code, Some(0), "the reply was a result: {err}");
+    assert!(err.is_empty(), "quietly: {err}");
+    assert_eq!(circle.orchestrator.stop().code(), Some(0));
+}

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::{Sandbox, run_to_end};
@@ -122,4 +123,41 @@ fn token_new_refuses_an_unknown_circle_a_taken_name_and_an_unknown_role_with_exi
         err.contains("circles.json") && err.contains("invalid JSON"),
         "{err}"
     );
+}
+
+/// A token that cannot be written (a full device) fails the command with
+/// exit 1 and a line saying why, after the note on stderr; never a panic.
+#[test]
+fn a_token_written_to_a_full_device_exits_1_saying_so_without_a_panic() {
+    let sandbox = Sandbox::new();
+    sandbox.circles(&[(1, "Alpha", 8081)]);
+    for args in [
+        &["token", "admin"][..],
+        &[
+            "token", "new", "--circle", "1", "--name", "ann", "--role", "read",
+        ],
+    ] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("open /dev/full");
+        let done = sandbox
+            .command()
+            .args(args)
+            .stdout(Stdio::from(full))
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run token");
+        let err = String::from_utf8_lossy(&done.stderr);
+        assert_eq!(done.status.code(), Some(1), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            err.starts_with("The token below is shown once")
+                && err.ends_with(
+                    "\ncircles_orchestrator: error: cannot write the token to stdout: \
+                     No space left on device (os error 28)\n"
+                ),
+            "{args:?}: {err}"
+        );
+    }
 }

@@ -15,6 +15,12 @@
 //! (the circle names of circles.json, [`client::FailureKind::KNOWN`],
 //! [`Rejection`]), never from a task id or a message.
 //!
+//! `prometheus-client` writes label values as it is given them, unescaped.
+//! A circle's name is free text (`The "A" Team`, `C:\temp`), so every label
+//! value taken from a name goes through [`escape_label_value`], here through
+//! [`LabelText`] and in `cmd`'s scrape-time collector directly: one `"` left
+//! as it is would make the whole scrape unparseable.
+//!
 //! ```
 //! let mut registry = prometheus_client::registry::Registry::default();
 //! let metrics = telemetry::Metrics::new(&mut registry);
@@ -36,6 +42,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+mod label;
+
+pub use label::{LabelText, escape_label_value};
+
 /// The kind label of a completed task.
 pub const NO_KIND: &str = "none";
 /// The kind label of a failure kind outside [`FailureKind::KNOWN`].
@@ -54,19 +64,19 @@ type TimeFamily = Family<CircleLabel, Histogram, fn() -> Histogram>;
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CircleLabel {
     /// The circle's name, as in circles.json.
-    pub circle: String,
+    pub circle: LabelText,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FinishedLabels {
-    circle: String,
+    circle: LabelText,
     outcome: String,
     kind: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RejectedLabels {
-    circle: String,
+    circle: LabelText,
     reason: String,
 }
 
@@ -178,7 +188,7 @@ impl Metrics {
     pub fn tasks(&self, circle: &str) -> TaskMetrics {
         let finished = |outcome: &str, kind: &str| {
             self.finished.get_or_create_owned(&FinishedLabels {
-                circle: circle.to_owned(),
+                circle: LabelText::new(circle),
                 outcome: outcome.to_owned(),
                 kind: kind.to_owned(),
             })
@@ -189,7 +199,7 @@ impl Metrics {
             .chain(std::iter::once(finished("failed", OTHER_KIND)))
             .collect();
         let label = CircleLabel {
-            circle: circle.to_owned(),
+            circle: LabelText::new(circle),
         };
         TaskMetrics {
             completed: finished("completed", NO_KIND),
@@ -206,7 +216,7 @@ impl Metrics {
     /// that name started later gets its series afresh, at 0.
     pub fn forget(&self, circle: &str) {
         let label = CircleLabel {
-            circle: circle.to_owned(),
+            circle: LabelText::new(circle),
         };
         let kinds = FailureKind::KNOWN
             .iter()
@@ -214,14 +224,14 @@ impl Metrics {
             .chain([("failed", OTHER_KIND), ("completed", NO_KIND)]);
         for (outcome, kind) in kinds {
             self.finished.remove(&FinishedLabels {
-                circle: circle.to_owned(),
+                circle: LabelText::new(circle),
                 outcome: outcome.to_owned(),
                 kind: kind.to_owned(),
             });
         }
         for reason in Rejection::ALL {
             self.rejected.remove(&RejectedLabels {
-                circle: circle.to_owned(),
+                circle: LabelText::new(circle),
                 reason: reason.as_str().to_owned(),
             });
         }
@@ -239,13 +249,13 @@ impl Metrics {
             .iter()
             .map(|r| {
                 self.rejected.get_or_create_owned(&RejectedLabels {
-                    circle: circle.to_owned(),
+                    circle: LabelText::new(circle),
                     reason: r.as_str().to_owned(),
                 })
             })
             .collect();
         let label = CircleLabel {
-            circle: circle.to_owned(),
+            circle: LabelText::new(circle),
         };
         ServerMetrics {
             rejected: rejected.into(),
@@ -428,6 +438,26 @@ mod tests {
             text.contains(r#"outcome="failed",kind="timeout"} 1"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_circle_named_with_a_quote_a_backslash_and_a_line_feed_gets_escaped_series() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::new(&mut registry);
+        let name = "The \"A\" Team\nC:\\temp";
+        metrics.tasks(name).completed();
+        metrics.server(name).received(7);
+        let text = scrape(&registry);
+        for series in [
+            r#"circles_tasks_finished_total{circle="The \"A\" Team\nC:\\temp",outcome="completed",kind="none"} 1"#,
+            r#"circles_ws_received_bytes_total{circle="The \"A\" Team\nC:\\temp"} 7"#,
+        ] {
+            assert!(text.contains(series), "{series} in\n{text}");
+        }
+        // Every sample is one line: the name's line feed is inside no line.
+        assert!(!text.lines().any(|l| l.starts_with("C:")), "{text}");
+        metrics.forget(name);
+        assert!(!scrape(&registry).contains("Team"));
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<i32> {
     let endpoint = Endpoint::of(&args.target, "status")?;
     let body = endpoint.get("/api/status")?;
     if args.json {
-        println!("{}", body.trim_end());
+        crate::stdout::write("the status", &format!("{}\n", body.trim_end()))?;
         return Ok(0);
     }
     // The snapshot's state names are `&'static str`; this command prints
@@ -60,8 +60,11 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<i32> {
             .unwrap_or_else(Instant::now),
         reload: Arc::default(),
     };
-    println!("{}", header_line(&header, &snap));
-    println!("{}", table::build(&snap.circles, false));
+    let table = table::build(&snap.circles, false);
+    crate::stdout::write(
+        "the status table",
+        &format!("{}\n{table}\n", header_line(&header, &snap)),
+    )?;
     Ok(0)
 }
 
@@ -87,7 +90,10 @@ pub fn reload(args: &ReloadArgs) -> anyhow::Result<i32> {
                     answer.body.trim()
                 )
             })?;
-            println!("reload applied: {summary}");
+            crate::stdout::write(
+                "the reload summary",
+                &format!("reload applied: {summary}\n"),
+            )?;
             Ok(0)
         }
         401 => Err(endpoint.wants_token(&url)),

@@ -4,6 +4,9 @@
 //! restarts, OurDB sizes and counters; process wide: Redis reconnects,
 //! managed Redis restarts, the process's memory, CPU and descriptors).
 //! Nothing here touches the task path.
+//!
+//! A circle's name is free text, and prometheus-client writes label values
+//! as given: each goes through [`telemetry::escape_label_value`] first.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
@@ -44,7 +47,7 @@ fn per<'a, T>(name: &'a str, help: &'a str, values: Vec<(&'a str, T)>) -> PerCir
 fn per_circle_gauge(encoder: &mut DescriptorEncoder, m: PerCircle<'_, i64>) -> Fmt {
     let mut metric = encoder.encode_descriptor(m.name, m.help, None, MetricType::Gauge)?;
     for (circle, value) in m.values {
-        let labels = [("circle", circle)];
+        let labels = [("circle", telemetry::escape_label_value(circle))];
         ConstGauge::new(value).encode(metric.encode_family(&labels)?)?;
     }
     Ok(())
@@ -56,7 +59,7 @@ where
 {
     let mut metric = encoder.encode_descriptor(m.name, m.help, None, MetricType::Counter)?;
     for (circle, value) in m.values {
-        let labels = [("circle", circle)];
+        let labels = [("circle", telemetry::escape_label_value(circle))];
         ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
     }
     Ok(())
