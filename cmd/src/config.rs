@@ -136,6 +136,31 @@ pub fn find_circle<'a>(
     }
 }
 
+/// The one circle `key` picks in the circles file `file` (see
+/// [`find_circle`]), or a usage error: none is (the error lists the known
+/// ones), or two could be.
+pub fn pick_circle<'a>(
+    circles: &'a [CircleConfig],
+    key: &str,
+    file: &Path,
+) -> Result<&'a CircleConfig, crate::UsageError> {
+    match find_circle(circles, key) {
+        Ok(Some(circle)) => Ok(circle),
+        Ok(None) => {
+            let known: Vec<String> = circles
+                .iter()
+                .map(|c| format!("{:?} (id {})", c.name, c.id))
+                .collect();
+            Err(crate::UsageError(format!(
+                "no circle named or numbered {key:?} in {}; known: {}",
+                file.display(),
+                known.join(", ")
+            )))
+        }
+        Err(e) => Err(crate::UsageError(format!("{}: {e}", file.display()))),
+    }
+}
+
 /// Validates the text of a circles file; the error is the problem without the file name.
 pub fn parse(text: &str) -> Result<Vec<CircleConfig>, String> {
     // Some editors start a UTF-8 file with a byte order mark; JSON has none.

@@ -119,24 +119,10 @@ fn target_url(args: &PlayArgs) -> anyhow::Result<String> {
         ))
     })?;
     let circle = match &args.circle {
-        None => circles.first(),
-        Some(key) => circles
-            .iter()
-            .find(|c| c.name == *key || c.id.to_string() == *key)
-            .or_else(|| circles.iter().find(|c| c.name.eq_ignore_ascii_case(key))),
-    };
-    let Some(circle) = circle else {
-        let known: Vec<String> = circles
-            .iter()
-            .map(|c| format!("{} (id {})", c.name, c.id))
-            .collect();
-        return Err(UsageError(format!(
-            "no circle named or numbered {:?} in {}; known: {}",
-            args.circle.as_deref().unwrap_or(""),
-            args.config.display(),
-            known.join(", ")
-        ))
-        .into());
+        Some(key) => crate::config::pick_circle(&circles, key, &args.config)?,
+        None => circles
+            .first()
+            .ok_or_else(|| UsageError(format!("{} has no circle", args.config.display())))?,
     };
     let scheme = if args.ca.is_some() { "wss" } else { "ws" };
     Ok(ws_url(scheme, &args.host, circle.port))

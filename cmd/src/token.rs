@@ -10,7 +10,7 @@ use sha2::Digest as _;
 
 use crate::UsageError;
 use crate::cli::TokenNewArgs;
-use crate::config::{self, CircleConfig};
+use crate::config;
 use crate::principals;
 
 /// Random bytes in a token.
@@ -20,18 +20,7 @@ const TOKEN_BYTES: usize = 32;
 /// (stdout line 2); what to do with them goes to stderr.
 pub fn new(args: &TokenNewArgs) -> anyhow::Result<()> {
     let circles = config::load(&args.config)?;
-    let circle = find(&circles, &args.circle).ok_or_else(|| {
-        let known: Vec<String> = circles
-            .iter()
-            .map(|c| format!("{:?} (id {})", c.name, c.id))
-            .collect();
-        UsageError(format!(
-            "no circle named or numbered {:?} in {}; known: {}",
-            args.circle,
-            args.config.display(),
-            known.join(", ")
-        ))
-    })?;
+    let circle = config::pick_circle(&circles, &args.circle, &args.config)?;
     principals::check_name(&args.name)
         .map_err(|problem| UsageError(format!("--name {:?}: {problem}", args.name)))?;
     if circle.principals.iter().any(|p| p.name == args.name) {
@@ -50,7 +39,7 @@ pub fn new(args: &TokenNewArgs) -> anyhow::Result<()> {
     eprintln!(
         "The token below is shown once: give it to {:?} and keep it secret (it is stored \
          nowhere). Add the JSON element after it to the \"principals\" array of circle {:?} \
-         (id {}) in {}, then restart the orchestrator.",
+         (id {}) in {}, then reload the orchestrator (kill -HUP, or circles_orchestrator reload).",
         args.name,
         circle.name,
         circle.id,
@@ -74,15 +63,6 @@ pub fn admin() -> anyhow::Result<()> {
         "the token",
         &format!("{token}\n--admin-token-sha256 {hash}\n"),
     )
-}
-
-/// The circle named `key` exactly, else numbered `key`, else named `key`
-/// ignoring ASCII case.
-fn find<'a>(circles: &'a [CircleConfig], key: &str) -> Option<&'a CircleConfig> {
-    circles
-        .iter()
-        .find(|c| c.name == key || c.id.to_string() == key)
-        .or_else(|| circles.iter().find(|c| c.name.eq_ignore_ascii_case(key)))
 }
 
 fn fresh_token() -> anyhow::Result<String> {

@@ -180,7 +180,7 @@ fn play_without_a_server_or_a_script_says_what_is_wrong() {
     );
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(
-        err.contains("no circle named or numbered \"Gamma\"") && err.contains("Alpha (id 1)"),
+        err.contains("no circle named or numbered \"Gamma\"") && err.contains("\"Alpha\" (id 1)"),
         "{err}"
     );
 }

@@ -112,6 +112,21 @@ fn token_new_refuses_an_unknown_circle_a_taken_name_and_an_unknown_role_with_exi
     );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("admin"), "{err}");
+    // "2" is one circle's id and the other's name: neither gets a token.
+    sandbox.write(
+        "circles.json",
+        r#"[{"id": 1, "name": "2", "port": 8081}, {"id": 2, "name": "Beta", "port": 8082}]"#,
+    );
+    let (code, out, err) = token_new(
+        &sandbox,
+        &["--circle", "2", "--name", "x", "--role", "read"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("\"2\" could mean") && err.contains("\"Beta\" (id 2)"),
+        "{err}"
+    );
+    assert!(out.is_empty(), "no token for a refusal: {out}");
     // A broken circles file is the usual circles.json error.
     sandbox.write("circles.json", "[");
     let (code, _, err) = token_new(
