@@ -463,9 +463,9 @@ fn head(addr: SocketAddr, method: &str, path: &str) -> (u16, Vec<String>) {
 fn a_method_a_path_does_not_take_gets_405_with_allow_naming_the_one_it_does() {
     let mut admin = start(&[]);
     for (method, path, allow) in [
-        ("POST", "/healthz", "get"),
-        ("DELETE", "/healthz", "get"),
-        ("POST", "/readyz", "get"),
+        ("POST", "/healthz", "get, head"),
+        ("DELETE", "/healthz", "get, head"),
+        ("POST", "/readyz", "get, head"),
         ("PUT", "/api/status", "get"),
         ("POST", "/api/events", "get"),
         ("POST", "/metrics", "get"),
@@ -484,6 +484,12 @@ fn a_method_a_path_does_not_take_gets_405_with_allow_naming_the_one_it_does() {
     // answer their own method.
     assert_eq!(head(admin.addr, "POST", "/nowhere").0, 404);
     assert_eq!(head(admin.addr, "GET", "/healthz").0, 200);
+    // The probes answer HEAD as GET, without a body.
+    for path in ["/healthz", "/readyz"] {
+        let answer = common::http::request(admin.addr, "HEAD", path, &[]);
+        assert_eq!(answer.code, 200, "HEAD {path}");
+        assert!(answer.body.is_empty(), "HEAD {path}: {}", answer.body);
+    }
     assert!(admin.orchestrator.stop().success());
 }
 

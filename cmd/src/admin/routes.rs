@@ -22,17 +22,26 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Registers every route. Each path is a resource with the one method it
-/// takes: any other method gets 405 with `Allow` naming it, not 404 (and a
-/// link or a cross-site GET never reloads).
+/// takes (the probes HEAD too, which some health checkers send): any other
+/// method gets 405 with `Allow` naming it, not 404 (and a link or a
+/// cross-site GET never reloads).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/healthz").route(web::get().to(healthz)))
-        .service(web::resource("/readyz").route(web::get().to(readyz)))
-        .service(web::resource("/api/status").route(web::get().to(status)))
-        .service(web::resource("/api/events").route(web::get().to(super::events::events)))
-        .service(web::resource("/metrics").route(web::get().to(metrics)))
-        .service(web::resource("/api/reload").route(web::post().to(reload)))
-        .service(web::resource("/").route(web::get().to(console::index)))
-        .service(web::resource("/assets/{name}").route(web::get().to(console::asset)));
+    cfg.service(
+        web::resource("/healthz")
+            .route(web::get().to(healthz))
+            .route(web::head().to(healthz)),
+    )
+    .service(
+        web::resource("/readyz")
+            .route(web::get().to(readyz))
+            .route(web::head().to(readyz)),
+    )
+    .service(web::resource("/api/status").route(web::get().to(status)))
+    .service(web::resource("/api/events").route(web::get().to(super::events::events)))
+    .service(web::resource("/metrics").route(web::get().to(metrics)))
+    .service(web::resource("/api/reload").route(web::post().to(reload)))
+    .service(web::resource("/").route(web::get().to(console::index)))
+    .service(web::resource("/assets/{name}").route(web::get().to(console::asset)));
 }
 
 /// `GET /healthz`: 200 while the process answers.
