@@ -37,6 +37,14 @@ pub fn play(args: PlayArgs) -> anyhow::Result<i32> {
         return Err(UsageError("the script is empty".to_string()).into());
     }
     let url = target_url(&args)?;
+    if args.ca.is_some() && url.starts_with("ws://") {
+        return Err(UsageError(format!(
+            "--ca trusts a CA for wss:// only, and {} is ws:// (no TLS): give the circle's \
+             wss:// URL, or leave --ca out",
+            shown_url(&url)
+        ))
+        .into());
+    }
     let tls = crate::tls::client_config(args.ca.as_deref())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -109,6 +109,16 @@ fn play_without_a_server_or_a_script_says_what_is_wrong() {
         err.contains("cannot connect") && err.contains(&ws(dead)),
         "{err}"
     );
+    // A CA for a ws:// URL would be ignored: a usage error instead.
+    let (status, _, err) = run_to_end(
+        play_cmd(&sandbox, &["--url", &ws(dead), "--ca", "ca.pem", "1"]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--ca trusts a CA for wss:// only") && err.contains(&ws(dead)),
+        "{err}"
+    );
 
     for (url, says) in [
         ("notaurl", "does not start with ws:// or wss://"),
