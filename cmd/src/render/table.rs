@@ -42,8 +42,9 @@ pub fn build(rows: &[Row], utf8: bool) -> Table {
 /// ellipsis marking the cut; the whole reason is in the log), then the
 /// names, so the queue and URL stay in sight. Still too wide (an 80-column
 /// terminal), the fixed column names go on two lines each and the same
-/// cells are shortened further, down to [`SHORTEST_STACKED`]; the caller
-/// cuts lines that are still too wide.
+/// cells are shortened further, down to [`SHORTEST_STACKED`], when that
+/// makes it fit; otherwise the caller cuts the lines of the table whose
+/// cells kept [`SHORTEST_CELL`] columns.
 pub fn build_fitting(rows: &[Row], width: u16, utf8: bool) -> Table {
     let fits = |table: &Table| {
         // Terminal columns, not chars: a CJK character or an emoji takes two.
@@ -61,9 +62,15 @@ pub fn build_fitting(rows: &[Row], width: u16, utf8: bool) -> Table {
     if fits(&table) {
         return table;
     }
-    cut.stacked = true;
-    let table = build_columns(rows, FIXED_COLUMNS, utf8, &cut);
-    shorten(rows, utf8, &mut cut, table, SHORTEST_STACKED, &fits)
+    let mut stacked = Cut {
+        stacked: true,
+        ..cut
+    };
+    let tighter = build_columns(rows, FIXED_COLUMNS, utf8, &stacked);
+    let tighter = shorten(rows, utf8, &mut stacked, tighter, SHORTEST_STACKED, &fits);
+    // Narrower still, the URL is cut either way: the status cells keep
+    // their SHORTEST_CELL columns, which say more.
+    if fits(&tighter) { tighter } else { table }
 }
 
 /// Shortens the Worker Status cells, then the names, one column at a time,
@@ -107,6 +114,7 @@ const STATUS: usize = 2;
 
 /// How cells are cut: the most terminal columns a cell of each fixed column
 /// may take, and the most characters of a reason.
+#[derive(Clone, Copy)]
 struct Cut {
     max: [Option<usize>; FIXED_COLUMNS],
     detail: Option<usize>,
