@@ -116,7 +116,7 @@ pub struct CircleState {
     /// The gateways serving it, as the stats poller last read them.
     pub gateways: Mutex<Option<Vec<client::Gateway>>>,
     /// Set while a reload takes it out (it drains, then goes): its row still
-    /// shows, but `/readyz` no longer waits for it.
+    /// shows, and `/readyz` does not wait for it.
     pub leaving: std::sync::atomic::AtomicBool,
 }
 

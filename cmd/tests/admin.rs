@@ -606,21 +606,6 @@ fn a_host_header_naming_another_site_is_refused_and_ip_literals_and_localhost_pa
     assert!(admin.orchestrator.stop().success());
 }
 
-/// `promtool check metrics` on `text` when promtool is on PATH, else
-/// nothing: the exact escaped lines are what the test asserts, and the
-/// parser's verdict is added where promtool is installed, never required.
-fn promtool_check_if_installed(text: &str) {
-    let installed = Command::new("promtool")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if installed {
-        promtool_check(text);
-    }
-}
-
 /// A circle's name is free text: a quote and a backslash in it reach
 /// `/metrics` escaped, in the Prometheus text and in OpenMetrics, in the
 /// recorded series as in the sampled ones, and the scrape stays parseable.
@@ -646,7 +631,7 @@ fn a_circle_named_with_a_quote_and_a_backslash_gets_escaped_label_values_in_both
     for line in &series {
         assert!(text.contains(line.as_str()), "{line:?} in\n{text}");
     }
-    promtool_check_if_installed(&text);
+    promtool_check(&text);
 
     let open = get(addr, "/metrics", &["Accept: application/openmetrics-text"]);
     assert_eq!(open.code, 200, "{}", open.body);

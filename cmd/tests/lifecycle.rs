@@ -681,7 +681,10 @@ async fn two_orchestrators_starting_at_once_on_one_silent_url_share_one_managed_
     // A worker and a gateway of one circle on one machine, started together
     // against a loopback URL nothing answers on: both look, find nothing and
     // start a managed redis-server; the one that binds the port second sees
-    // the first one's answer and uses it, managing none.
+    // the first one's answer and uses it, managing none. The race is not
+    // forced (a second process that finds the first one's Redis at its first
+    // PING starts none); the unit tests of redis_setup/managed.rs prove the
+    // two outcomes deterministically, and this shows the whole of it.
     let sandbox = Sandbox::new();
     let redis_port = port();
     let p = port();

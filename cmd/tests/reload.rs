@@ -322,7 +322,9 @@ async fn tasks_a_removed_circle_cannot_finish_in_time_end_cancelled_naming_the_r
     o.signal("HUP");
     // While Beta drains (5 s), the process stays ready: Beta goes as asked.
     let mut looked = 0;
+    let deadline = Instant::now() + RELOAD_DEADLINE;
     while !o.stdout().contains("reload applied") {
+        assert!(Instant::now() < deadline, "{}", o.stdout());
         let ready = http::get(addr, "/readyz", &[]);
         assert_eq!(ready.code, 200, "{}", ready.body);
         looked += 1;
@@ -999,6 +1001,34 @@ async fn a_reload_never_starts_a_circle_whose_queue_another_database_holds() {
     drop(shared);
     assert!(o.stop().success(), "{}", o.stderr());
     assert!(other.stop().success(), "{}", other.stderr());
+}
+
+/// A circle given a new id and a new port under the same name is its queue
+/// moving to a new database: the added circle waits for the removed one to
+/// give up the queue's lease, and then serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_moved_to_a_new_id_and_port_in_one_reload_is_served_by_the_new_circle() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let (a, moved) = (port(), port());
+    let config = sandbox.circles(&[(1, "Alpha", a)]);
+    let (mut o, addr) = start_with_admin(&sandbox, &config, &redis, &[]);
+    write_circles(&sandbox, &[(2, "Alpha", moved)]);
+    let (code, out, err) = reload_command(&sandbox, addr, &[], &[]);
+    assert_eq!(code.code(), Some(0), "{out}{err}");
+    assert_eq!(
+        out.trim(),
+        r#"reload applied: added "Alpha"; removed "Alpha""#,
+        "{err}"
+    );
+    let mut alpha = connect(moved).await;
+    assert_eq!(
+        output(&mut alpha, "db::next_id()").await,
+        "1",
+        "a new database"
+    );
+    drop(alpha);
+    assert!(o.stop().success(), "{}", o.stderr());
 }
 
 /// A SIGTERM while a reload drains a removed circle is heard at once: the

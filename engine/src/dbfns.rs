@@ -270,11 +270,17 @@ fn add_wrong_calls(m: &mut Module) {
 /// A value's type as the messages name it (`string`, `integer`, `float`,
 /// `map`…).
 fn type_name(ctx: &NativeCallContext, value: &Dynamic) -> String {
-    match ctx.engine().map_type_name(value.type_name()) {
-        "i64" => "integer".to_string(),
-        "f64" => "float".to_string(),
-        "&str" | "ImmutableString" | "String" => "string".to_string(),
-        other => other.to_string(),
+    word(ctx.engine().map_type_name(value.type_name())).to_string()
+}
+
+/// A Rhai type name as the messages say it: `integer` for `i64`, `float`
+/// for `f64`, `string` for any of Rhai's string types; others as they are.
+fn word(rhai_type: &str) -> &str {
+    match rhai_type {
+        "i64" => "integer",
+        "f64" => "float",
+        "&str" | "ImmutableString" | "String" | "&str | ImmutableString | String" => "string",
+        other => other,
     }
 }
 
@@ -314,11 +320,13 @@ pub(crate) fn not_found_message(signature: &str) -> Option<String> {
             "db::{name} cannot be called through a function pointer; call it by name: {form}"
         ));
     };
-    let args = args
-        .replace("&str | ImmutableString | String", "string")
-        .replace("i64", "integer")
-        .replace("f64", "float");
-    usage(name, &args)
+    let inner = args.trim_start_matches('(').trim_end_matches(')');
+    let words: Vec<&str> = inner
+        .split(", ")
+        .filter(|t| !t.is_empty())
+        .map(word)
+        .collect();
+    usage(name, &format!("({})", words.join(", ")))
 }
 
 /// `db::NAME called with ARGS; it takes FORM`, for a function of the module.

@@ -284,7 +284,7 @@ impl Floors {
                 ),
             ]);
         }
-        // The most the path allows, the least of: each connection waiting
+        // An upper bound of what the path allows, the least of: each connection waiting
         // at least the floor latency of an unloaded request (the echo of one
         // connection alone; queueing under load only adds to it); what the
         // same connections get from the echo server (an answer at once, so

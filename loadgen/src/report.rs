@@ -104,7 +104,7 @@ impl Report {
             out,
             "floor = WebSocket echo (same client, same connections) + {} Redis round trips \
              (PING p50 {:.3} ms) + engine run time (median run_time_ms of the replies); for \
-             req/s rows the most the path allows: the least of connections / the floor \
+             req/s rows an upper bound of what the path allows: the least of connections / the floor \
              latency of one connection alone, the echo server's req/s with the same \
              connections, and circles / run time, a circle's worker running one script at a \
              time. CPU busy: \

@@ -4,7 +4,9 @@
 //! records what it sees: how long the freshest worker heartbeat key still
 //! lives. The circle has a live worker until that key expires (the worker
 //! missed its heartbeats for the key's TTL), unless a later look sees a
-//! newer one; `play` only reads it, so a request costs no extra round trip.
+//! newer one. `play` reads it, so a request costs no extra round trip while
+//! a worker is live; when it says none, a request looks itself, at most
+//! once per circle per [`RELOOK_EVERY`] (see `no_worker`).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

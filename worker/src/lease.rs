@@ -178,6 +178,7 @@ impl Held {
 /// `standby`. The lease comes with the time its request was sent.
 pub(crate) async fn acquire(
     broker: &WorkerBroker,
+    circle: &str,
     holder: &Lease,
     standby: bool,
     options: &WorkerOptions,
@@ -194,7 +195,10 @@ pub(crate) async fn acquire(
                 &other,
             ))),
             Err(e) => {
-                log::debug!("queue {}: taking the lease failed: {e}", broker.queue());
+                log::debug!(
+                    circle, queue = broker.queue();
+                    "queue {}: taking the lease failed: {e}", broker.queue()
+                );
                 status.set_reconnecting(&e);
             }
         }
@@ -310,7 +314,10 @@ impl Keeper {
                         }
                         Err(e) => {
                             next = Instant::now() + retry.step();
-                            log::debug!("queue {queue}: renewing the lease failed: {e}");
+                            log::debug!(
+                                circle = circle.as_str(), queue = queue.as_str();
+                                "queue {queue}: renewing the lease failed: {e}"
+                            );
                         }
                     },
                     _ = tokio::time::sleep_until(deadline.into()) => {
@@ -350,7 +357,10 @@ impl Keeper {
                 }
                 Err(e) => {
                     next = Instant::now() + retry.step();
-                    log::debug!("queue {queue}: taking the lease again failed: {e}");
+                    log::debug!(
+                        circle = circle.as_str(), queue = queue.as_str();
+                        "queue {queue}: taking the lease again failed: {e}"
+                    );
                 }
             }
         }

@@ -264,6 +264,7 @@ async fn leave(beside: Beside, broker: &WorkerBroker, held: &lease::Held) {
         && let Err(e) = broker.release_lease(token).await
     {
         log::debug!(
+            circle = held.circle.as_str(), queue = broker.queue();
             "worker {worker_id}: releasing the lease of queue {} failed: {e}",
             broker.queue()
         );
@@ -295,7 +296,17 @@ pub async fn await_lease(
     broker_options.redis_ca = config.redis_ca.clone();
     let broker = WorkerBroker::new(&config.redis_url, &config.queue, "standby", &broker_options)
         .map_err(|e| fatal(e.to_string()))?;
-    match lease::acquire(&broker, holder, config.standby, options, status, token).await {
+    match lease::acquire(
+        &broker,
+        &config.circle,
+        holder,
+        config.standby,
+        options,
+        status,
+        token,
+    )
+    .await
+    {
         Ok(taken) => Ok(taken.is_some()),
         Err(refusal) => {
             status.set(WorkerState::Failed(refusal.clone()));
@@ -372,6 +383,7 @@ pub async fn run_with(
         // saying so.
         match lease::acquire(
             &beat_broker,
+            &config.circle,
             holder,
             config.standby,
             &options,

@@ -262,6 +262,7 @@ impl Taker<'_> {
         outage.check_own = true;
         let pause = outage.backoff.step();
         log::debug!(
+            circle = self.config.circle.as_str(), queue = self.config.queue.as_str();
             "worker for queue {}: redis still unreachable ({err}); next attempt in {pause:?}",
             self.config.queue,
         );

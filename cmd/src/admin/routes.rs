@@ -78,6 +78,9 @@ async fn readyz(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse 
         not_ready.push(json!({"component": "reload", "reason": error.message}));
     }
     for circle in &state.circles.current() {
+        // Read before `leaving`: a circle's row shows it stopped only after
+        // its take-out marked it leaving (the row's lock orders the two).
+        let row = circle.row();
         // A circle a reload takes out is going, as asked: not waited for.
         if circle.leaving.load(Ordering::Relaxed) {
             continue;
@@ -96,7 +99,6 @@ async fn readyz(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse 
                 "reason": why,
             }));
         }
-        let row = circle.row();
         for (component, phase, detail) in [
             ("worker", row.worker, &row.worker_detail),
             ("server", row.server, &row.server_detail),

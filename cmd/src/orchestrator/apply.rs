@@ -117,12 +117,16 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
                 .filter(|r| plan.changed.iter().any(|c| c.id == r.id)),
         )
         .collect();
+    // An added circle that takes over an outgoing circle's port, or its
+    // queue (whose lease the outgoing worker gives up as it drains), is
+    // prepared once that circle is out.
     let held: HashSet<u16> = outgoing.iter().map(|c| c.port).collect();
+    let held_queues: HashSet<String> = outgoing.iter().map(|c| c.queue()).collect();
     let (early, mut late): (Vec<CircleConfig>, Vec<CircleConfig>) = plan
         .added
         .iter()
         .cloned()
-        .partition(|c| !held.contains(&c.port));
+        .partition(|c| !held.contains(&c.port) && !held_queues.contains(&c.queue()));
     late.extend(plan.changed.iter().cloned());
 
     // Each circle that cannot start stays out alone: the others are applied.
@@ -133,10 +137,7 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     let bound = ctx.settings.shutdown_grace + super::DRAIN_MARGIN;
     let drained =
         futures_util::future::join_all(out.into_iter().map(|l| l.drain(ctx, bound))).await;
-    let closing: Vec<circles::Closing> = drained.into_iter().flatten().collect();
-    if let Err(e) = tokio::task::spawn_blocking(move || circles::close_all(closing)).await {
-        log::error!("closing the databases of outgoing circles panicked: {e}");
-    }
+    close_all(drained.into_iter().flatten().collect(), "outgoing circles").await;
     let (late, late_failed) = prepare(ctx, late).await;
     failed.extend(late_failed);
     set.start(ctx, early.into_iter().chain(late).collect());
@@ -267,12 +268,17 @@ async fn prepare(
 
 /// Closes the databases of prepared circles that are not started.
 async fn close(prepared: Vec<circles::Prepared>) {
-    let closing: Vec<circles::Closing> = prepared
+    let closing = prepared
         .into_iter()
         .filter_map(circles::Prepared::closing)
         .collect();
+    close_all(closing, "circles not started").await;
+}
+
+/// Closes `closing` on a blocking thread; `what` names them in the log.
+async fn close_all(closing: Vec<circles::Closing>, what: &str) {
     if let Err(e) = tokio::task::spawn_blocking(move || circles::close_all(closing)).await {
-        log::error!("closing the databases of circles not started panicked: {e}");
+        log::error!("closing the databases of {what} panicked: {e}");
     }
 }
 

@@ -150,6 +150,10 @@ pub fn ensure(
                     "{taken}; using it as the Redis at {url} (not managed: this orchestrator \
                      neither restarts nor stops it)"
                 );
+                // As after a first PING: one still reading its data is waited for.
+                if let Ok(Answer::Loading) = ping(&addr) {
+                    wait_loaded(&addr, stop)?;
+                }
                 return Ok(None);
             }
             Err(e) => {

@@ -62,9 +62,11 @@ pub fn build_fitting(rows: &[Row], width: u16, utf8: bool) -> Table {
     if fits(&table) {
         return table;
     }
+    // From the uncut cells again: the status goes below 12 columns before
+    // a name is cut further.
     let mut stacked = Cut {
         stacked: true,
-        ..cut
+        ..Cut::LIVE
     };
     let tighter = build_columns(rows, FIXED_COLUMNS, utf8, &stacked);
     let tighter = shorten(rows, utf8, &mut stacked, tighter, SHORTEST_STACKED, &fits);
