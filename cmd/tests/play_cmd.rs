@@ -331,14 +331,6 @@ fn exit_with_stdout(mut cmd: Command, stdout: Stdio) -> (Option<i32>, String) {
     )
 }
 
-fn dev_full() -> Stdio {
-    let full = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/full")
-        .expect("open /dev/full");
-    Stdio::from(full)
-}
-
 /// A running circle and a `play` command for it with more arguments.
 struct Circle {
     sandbox: Sandbox,
@@ -379,7 +371,7 @@ fn play_into_a_full_device_exits_1_saying_so_without_a_panic() {
         (&["40 + 2"][..], "result"),
         (&["--json", "40 + 2"], "reply"),
     ] {
-        let (code, err) = exit_with_stdout(circle.play(args), dev_full());
+        let (code, err) = exit_with_stdout(circle.play(args), common::dev_full());
         assert_eq!(code, Some(1), "{err}");
         assert!(!err.contains("panicked"), "{err}");
         assert_eq!(

@@ -152,14 +152,10 @@ fn a_token_written_to_a_full_device_exits_1_saying_so_without_a_panic() {
             "token", "new", "--circle", "1", "--name", "ann", "--role", "read",
         ],
     ] {
-        let full = std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/full")
-            .expect("open /dev/full");
         let done = sandbox
             .command()
             .args(args)
-            .stdout(Stdio::from(full))
+            .stdout(common::dev_full())
             .stderr(Stdio::piped())
             .output()
             .expect("run token");

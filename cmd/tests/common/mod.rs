@@ -401,3 +401,12 @@ pub fn listens(pid: u32, port: u16) -> bool {
     fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
         .any(|target| inodes.iter().any(|i| target.to_str() == Some(i.as_str())))
 }
+
+/// `/dev/full` as a child's stdout: every write to it fails with ENOSPC.
+pub fn dev_full() -> Stdio {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("open /dev/full");
+    Stdio::from(full)
+}
