@@ -63,6 +63,17 @@ impl Lease {
     pub fn same_database(&self, other: &Lease) -> bool {
         self.host == other.host && self.dir == other.dir
     }
+
+    /// Whether this lease, the one the owner key held when `holder` took
+    /// it, is an earlier run of `holder`'s database in another process (same
+    /// host and directory, another pid). For a holder that has that
+    /// database open, the process is gone: OurDB's lock keeps a directory
+    /// to one process, so its workers' tasks can be resolved at once
+    /// (`WorkerBroker::forget_workers_of`). Within one process (a circle
+    /// restarted by a reload) the pid is the same, and nothing is dead.
+    pub fn predecessor_of(&self, holder: &Lease) -> bool {
+        self.same_database(holder) && self.pid != holder.pid
+    }
 }
 
 impl fmt::Display for Lease {

@@ -430,3 +430,85 @@ async fn a_fenced_claim_gives_back_a_task_pushed_processing_without_a_worker() {
             .is_empty()
     );
 }
+
+/// Whether `key` exists.
+async fn exists(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> bool {
+    redis::cmd("EXISTS")
+        .arg(key)
+        .query_async::<i64>(conn)
+        .await
+        .expect("exists")
+        == 1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_learns_the_earlier_run_it_took_the_lease_from_and_forgets_only_its_workers() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let options = BrokerOptions::new(TTL);
+    let first = WorkerBroker::new(&url, "q", "10-aaaaaaaaaaaa", &options).expect("broker");
+    let (lease, previous) = first
+        .acquire_lease_after(&holder(10, "/data/a"), TTL)
+        .await
+        .expect("redis")
+        .expect("free: taken");
+    assert_eq!(previous, None, "the lease was free");
+
+    // The run of pid 10 dies; pid 11 opens the same database and takes the
+    // lease over, learning whose it was.
+    let second = WorkerBroker::new(&url, "q", "11-bbbbbbbbbbbb", &options).expect("broker");
+    let (_, previous) = second
+        .acquire_lease_after(&holder(11, "/data/a"), TTL)
+        .await
+        .expect("redis")
+        .expect("same database: taken");
+    let previous = previous.expect("the earlier run's lease");
+    assert_eq!(previous, lease);
+    assert!(previous.predecessor_of(&holder(11, "/data/a")));
+    assert!(
+        !previous.predecessor_of(&holder(10, "/data/a")),
+        "the same process is no predecessor of itself"
+    );
+    assert!(
+        !previous.predecessor_of(&holder(11, "/data/b")),
+        "another database is no predecessor"
+    );
+
+    // Registered workers with live heartbeats: two of pid 10, one of pid
+    // 100 (its id starts with "10" too) and the new one of pid 11.
+    let workers = ["10-aaaaaaaaaaaa", "10-cccccccccccc", "100-dddddddddddd"];
+    let mut conn = raw(&url).await;
+    for w in workers {
+        let _: () = redis::pipe()
+            .cmd("SADD")
+            .arg(keys::workers("q"))
+            .arg(w)
+            .ignore()
+            .cmd("SET")
+            .arg(keys::heartbeat("q", w))
+            .arg("1")
+            .arg("PX")
+            .arg(60_000)
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .expect("register");
+    }
+    second.beat(TTL, false).await.expect("beat");
+
+    assert_eq!(second.forget_workers_of(10).await.expect("forget"), 2);
+    assert!(!exists(&mut conn, &keys::heartbeat("q", "10-aaaaaaaaaaaa")).await);
+    assert!(!exists(&mut conn, &keys::heartbeat("q", "10-cccccccccccc")).await);
+    assert!(exists(&mut conn, &keys::heartbeat("q", "100-dddddddddddd")).await);
+    assert!(exists(&mut conn, &keys::heartbeat("q", "11-bbbbbbbbbbbb")).await);
+
+    // The next reap resolves the forgotten ones at once.
+    second.beat(TTL, true).await.expect("beat and reap");
+    let mut left: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(keys::workers("q"))
+        .query_async(&mut conn)
+        .await
+        .expect("smembers");
+    left.sort();
+    assert_eq!(left, ["100-dddddddddddd", "11-bbbbbbbbbbbb"]);
+}

@@ -3,7 +3,8 @@
 //! the holder in its row, and takes over once that one is killed; a worker cut off from Redis (a
 //! frozen TCP proxy in between) stops before its lease can expire and takes
 //! nothing once another holds it; a second worker on a data dir named apart
-//! only by a byte that is not UTF-8 refuses.
+//! only by a byte that is not UTF-8 refuses; a restart after kill -9 on the
+//! same data dir ends the dead run's task at once.
 
 mod common;
 
@@ -202,6 +203,53 @@ fn a_standby_on_the_same_data_dir_waits_for_the_database_and_leaves_the_lease_al
     assert_eq!(after.pid, standby.pid());
     assert!(after.token > before.token, "{after:?} after {before:?}");
     standby.stop();
+}
+
+/// kill -9 with a task in hand and a restart at once on the same data dir
+/// (a supervisor's restart): the new process holds the database the dead
+/// one held, so it takes the lease over as that database's and ends the
+/// dead run's task as `worker_lost` at once, not once the dead worker's
+/// heartbeat expires (a minute here: heartbeats of 20 s); and a clean stop
+/// then frees the lease, no registration of the dead run holding it back.
+#[test]
+fn a_restart_after_kill_9_ends_the_dead_runs_task_at_once_and_a_clean_stop_frees_the_lease() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let config = sandbox.circles(&[(1, "Alpha", port())]);
+    let dir = sandbox.path().join("data");
+    let start = || {
+        let mut cmd = sandbox.serve_command(&config, &redis.url(), &dir);
+        cmd.args([
+            "--role",
+            "worker",
+            "--worker-heartbeat",
+            "20s",
+            "--worker-pop-timeout",
+            "1s",
+        ]);
+        let mut orchestrator = Orchestrator::spawn(cmd);
+        orchestrator.wait_table();
+        orchestrator.wait_stdout("Running", WAIT);
+        orchestrator
+    };
+    let mut first = start();
+    let mut conn = conn(&redis);
+    submit(&mut conn, "slow", SLOW);
+    wait_field(&mut conn, "slow", "status", "processing");
+    first.child.kill().expect("kill -9 the first orchestrator");
+    let _ = first.child.wait();
+
+    let mut second = start();
+    wait_field(&mut conn, "slow", "status", "error");
+    assert_eq!(
+        field(&mut conn, "slow", "errorKind").as_deref(),
+        Some("worker_lost")
+    );
+    submit(&mut conn, "after", "40 + 2");
+    wait_field(&mut conn, "after", "status", "completed");
+    assert_eq!(lease(&mut conn).map(|l| l.pid), Some(second.pid()));
+    second.stop();
+    assert_eq!(lease(&mut conn), None, "released at a clean stop");
 }
 
 /// Two data dirs whose names differ only in a byte that is not UTF-8 are

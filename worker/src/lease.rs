@@ -171,11 +171,21 @@ impl Held {
     }
 }
 
+/// A lease [`acquire`] took.
+pub(crate) struct Acquired {
+    pub lease: Lease,
+    /// When its request was sent.
+    pub sent: Instant,
+    /// The pid of an earlier run of the same database in another process
+    /// whose lease this one replaced (see [`Lease::predecessor_of`]).
+    pub predecessor: Option<u32>,
+}
+
 /// Takes the lease for `holder`, waiting while another holds it when
 /// `standby` (polling each heartbeat interval, the status saying who holds
 /// it) and retrying while Redis cannot be reached. `Ok(None)` when `token`
 /// is cancelled first; `Err(refusal)` when another holds it and not
-/// `standby`. The lease comes with the time its request was sent.
+/// `standby`.
 pub(crate) async fn acquire(
     broker: &WorkerBroker,
     circle: &str,
@@ -184,11 +194,20 @@ pub(crate) async fn acquire(
     options: &WorkerOptions,
     status: &WorkerStatus,
     token: &CancellationToken,
-) -> Result<Option<(Lease, Instant)>, String> {
+) -> Result<Option<Acquired>, String> {
     loop {
         let sent = Instant::now();
-        match broker.acquire_lease(holder, options.heartbeat_ttl).await {
-            Ok(Ok(lease)) => return Ok(Some((lease, sent))),
+        match broker
+            .acquire_lease_after(holder, options.heartbeat_ttl)
+            .await
+        {
+            Ok(Ok((lease, previous))) => {
+                return Ok(Some(Acquired {
+                    lease,
+                    sent,
+                    predecessor: previous.filter(|p| p.predecessor_of(holder)).map(|p| p.pid),
+                }));
+            }
             Ok(Err(other)) if !standby => return Err(refusal_message(broker.queue(), &other)),
             Ok(Err(other)) => status.set(WorkerState::Standby(standby_message(
                 broker.queue(),

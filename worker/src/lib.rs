@@ -132,6 +132,13 @@ pub struct WorkerConfig {
     /// [`WorkerState::Standby`]) and take over once it expires, instead of
     /// refusing. Default `false`.
     pub standby: bool,
+    /// The pid of an earlier run of this database in another process, gone
+    /// since (its lease taken over by [`await_lease`], which sets this):
+    /// [`run_with`], which runs with the database open, resolves the tasks of
+    /// that run's workers at once instead of after their heartbeat TTL.
+    /// Default `None` ([`run_with`] finds it itself when it takes the lease
+    /// over).
+    pub predecessor: Option<u32>,
 }
 
 impl WorkerConfig {
@@ -146,6 +153,7 @@ impl WorkerConfig {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             lease: None,
             standby: false,
+            predecessor: None,
         }
     }
 }
@@ -277,9 +285,11 @@ async fn leave(beside: Beside, broker: &WorkerBroker, held: &lease::Held) {
 /// was cancelled first. [`run_with`] takes the lease itself (the same
 /// database gets it again with a fresh token); this lets a caller open the
 /// circle's database only once the lease was held, so that a standby on
-/// shared storage never opens a database another host is writing.
+/// shared storage never opens a database another host is writing. A lease
+/// taken over from an earlier run of the same database sets
+/// [`WorkerConfig::predecessor`] for [`run_with`].
 pub async fn await_lease(
-    config: &WorkerConfig,
+    config: &mut WorkerConfig,
     options: &WorkerOptions,
     status: &WorkerStatus,
     token: &CancellationToken,
@@ -307,11 +317,40 @@ pub async fn await_lease(
     )
     .await
     {
-        Ok(taken) => Ok(taken.is_some()),
+        Ok(taken) => {
+            if let Some(pid) = taken.as_ref().and_then(|t| t.predecessor) {
+                config.predecessor = Some(pid);
+            }
+            Ok(taken.is_some())
+        }
         Err(refusal) => {
             status.set(WorkerState::Failed(refusal.clone()));
             Err(fatal(refusal))
         }
+    }
+}
+
+/// Ends the heartbeats of the workers an earlier run of this database (the
+/// dead process `pid`) left registered, before the first reap: their tasks
+/// are resolved at once ([`beat::beat_once`]), not a heartbeat TTL later,
+/// and no registration of theirs holds the lease back at a clean stop.
+/// Redis failing here is only logged: the reaper resolves them after their
+/// TTL, as without it.
+async fn forget_predecessor(broker: &WorkerBroker, config: &WorkerConfig, pid: u32) {
+    let (circle, queue) = (config.circle.as_str(), config.queue.as_str());
+    match broker.forget_workers_of(pid).await {
+        Ok(0) => {}
+        Ok(n) => log::info!(
+            circle, queue;
+            "queue {queue}: the previous run of this database (pid {pid}) is gone; \
+             the tasks of its {n} worker(s) are resolved now"
+        ),
+        Err(e) => log::warn!(
+            circle, queue;
+            "queue {queue}: the previous run of this database (pid {pid}) is gone, but its \
+             workers could not be marked so ({e}); the reaper resolves their tasks once their \
+             heartbeats expire"
+        ),
     }
 }
 
@@ -392,15 +431,18 @@ pub async fn run_with(
         )
         .await
         {
-            Ok(Some((lease, sent))) => {
+            Ok(Some(taken)) => {
                 log::info!(
                     circle = config.circle.as_str(), queue = config.queue.as_str(), worker = worker_id.as_str();
                     "worker {worker_id} holds the lease of queue {} (token {})",
                     config.queue,
-                    lease.token
+                    taken.lease.token
                 );
                 status.set(WorkerState::Starting);
-                held.take(lease.token, sent);
+                held.take(taken.lease.token, taken.sent);
+                if let Some(pid) = taken.predecessor.or(config.predecessor) {
+                    forget_predecessor(&beat_broker, &config, pid).await;
+                }
             }
             Ok(None) => {
                 status.set(WorkerState::Stopped);

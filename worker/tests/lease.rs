@@ -671,3 +671,103 @@ async fn a_task_sent_just_after_redis_restarted_empty_runs_without_waiting_for_t
     assert_eq!((held.pid, held.dir.as_str()), (11, "/data/a"));
     worker.stop().await;
 }
+
+/// A run of this database's worker that died holding a task: its lease
+/// (pid `dead_pid`, host-a, /data/a), its registration with a heartbeat of
+/// a minute and task `t1` processing in its list.
+async fn dead_run(url: &str, queue: &str, dead_pid: u32) -> String {
+    let dead = format!("{dead_pid}-0123456789ab");
+    let mut conn = raw(url).await;
+    let _: () = redis::pipe()
+        .cmd("SET")
+        .arg(keys::queue_owner(queue))
+        .arg(format!("7|{dead_pid}|host-a|/data/a"))
+        .arg("PX")
+        .arg(60_000)
+        .ignore()
+        .cmd("SADD")
+        .arg(keys::workers(queue))
+        .arg(&dead)
+        .ignore()
+        .cmd("SET")
+        .arg(keys::heartbeat(queue, &dead))
+        .arg("1")
+        .arg("PX")
+        .arg(60_000)
+        .ignore()
+        .cmd("HSET")
+        .arg(keys::task_details("t1"))
+        .arg("script")
+        .arg("1")
+        .arg("status")
+        .arg("processing")
+        .arg("workerId")
+        .arg(&dead)
+        .arg("createdAt")
+        .arg(1)
+        .ignore()
+        .cmd("LPUSH")
+        .arg(keys::processing(queue, &dead))
+        .arg("t1")
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .expect("dead run");
+    dead
+}
+
+/// A run killed with a task in hand, restarted at once on the same
+/// database (another pid, same host and directory): the new worker takes
+/// the lease over and, holding the database the dead run held, resolves its
+/// task as `worker_lost` at once, not once the dead run's heartbeat (a
+/// minute here) expires; and since no live registration of the dead run is
+/// left, a clean stop frees the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_on_the_same_database_resolves_the_dead_runs_tasks_at_once_and_frees_the_lease_at_stop()
+ {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let dead = dead_run(&url, "q", 10).await;
+    let worker = leased_worker(&url, "q", holder(11, "host-a", "/data/a"), false);
+    let conn = raw(&url).await;
+    until_status(&conn, "t1", "error", WAIT).await;
+    let mut c = conn.clone();
+    assert_eq!(
+        hget(&mut c, "t1", "errorKind").await.as_deref(),
+        Some("worker_lost")
+    );
+    let workers: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(keys::workers("q"))
+        .query_async(&mut c)
+        .await
+        .expect("smembers");
+    assert!(!workers.contains(&dead), "{workers:?}");
+    forty_two(&url, "q").await;
+    worker.stop().await;
+    assert_eq!(
+        lease_of(&mut c, "q").await,
+        None,
+        "released at a clean stop"
+    );
+}
+
+/// The same leftovers under a lease of this very process (a circle
+/// restarted within one run): nothing is known dead, so the task waits for
+/// the heartbeat's expiry, as the reaper has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_of_the_same_process_resolves_nothing_before_the_heartbeat_expires() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    dead_run(&url, "q", 11).await;
+    let worker = leased_worker(&url, "q", holder(11, "host-a", "/data/a"), false);
+    running(&worker).await;
+    forty_two(&url, "q").await;
+    // Many reap intervals of the test's options (200 ms) pass.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut conn = raw(&url).await;
+    assert_eq!(
+        hget(&mut conn, "t1", "status").await.as_deref(),
+        Some("processing")
+    );
+    worker.stop().await;
+}

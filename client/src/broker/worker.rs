@@ -215,15 +215,52 @@ impl WorkerBroker {
         holder: &Lease,
         ttl: Duration,
     ) -> Result<std::result::Result<Lease, Lease>> {
+        Ok(self
+            .acquire_lease_after(holder, ttl)
+            .await?
+            .map(|(lease, _)| lease))
+    }
+
+    /// [`acquire_lease`](Self::acquire_lease), with the lease the key held
+    /// when it was taken: `None` when it was free, else the same database's
+    /// lease of before (a restart: see [`Lease::predecessor_of`]). A value
+    /// that is no lease (a third party wrote it) counts as free.
+    pub async fn acquire_lease_after(
+        &self,
+        holder: &Lease,
+        ttl: Duration,
+    ) -> Result<std::result::Result<(Lease, Option<Lease>), Lease>> {
         let inv = scripts::acquire_lease(
             &self.queue,
             holder.pid,
             &format!("{}|{}", holder.host, holder.dir),
             ttl.as_millis().max(1) as u64,
         );
-        let (taken, value): (i64, String) = self.conn.invoke(&inv).await?;
-        let lease = Lease::parse(&value).map_err(Error::Protocol)?;
-        Ok(if taken == 1 { Ok(lease) } else { Err(lease) })
+        let reply: Vec<redis::Value> = self.conn.invoke(&inv).await?;
+        let text = |i: usize| -> Result<String> {
+            match reply.get(i) {
+                Some(v) => redis::from_redis_value(v.clone())
+                    .map_err(|e| Error::Protocol(format!("lease acquisition answered {e}"))),
+                None => Ok(String::new()),
+            }
+        };
+        let lease = Lease::parse(&text(1)?).map_err(Error::Protocol)?;
+        if reply.first() != Some(&redis::Value::Int(1)) {
+            return Ok(Err(lease));
+        }
+        let previous = Lease::parse(&text(2)?).ok();
+        Ok(Ok((lease, previous)))
+    }
+
+    /// Ends the heartbeats of the workers the process `pid` registered for
+    /// this queue, so that the next reap ([`beat`](Self::beat)) resolves
+    /// their tasks at once. Only for a dead process: one whose database this
+    /// process holds now ([`Lease::predecessor_of`]). Returns how many
+    /// heartbeats it ended.
+    pub async fn forget_workers_of(&self, pid: u32) -> Result<u64> {
+        self.conn
+            .invoke(&scripts::forget_workers(&self.queue, pid))
+            .await
     }
 
     /// Renews the lease with `token` for `ttl`, only while the owner key

@@ -11,8 +11,10 @@ use crate::keys;
 /// (absent or expired) or held by the same database (host and directory: a
 /// restart; OurDB's own lock stops two processes on one directory), with a
 /// fresh token from the fence counter and the TTL. KEYS: owner key, fence
-/// key. ARGV: pid, `<host>|<dir>`, ttl ms. Returns `{1, lease}` when taken,
-/// `{0, lease}` with the holder's lease otherwise.
+/// key. ARGV: pid, `<host>|<dir>`, ttl ms. Returns `{1, lease, previous}`
+/// when taken (`previous`: what the key held, the same database's lease of
+/// an earlier run, or `''` when it was free), `{0, lease}` with the holder's
+/// lease otherwise.
 ///
 /// A counter that is missing (a Redis that restarted empty) starts from
 /// Redis' clock in milliseconds, not from 0: a worker cut off before the
@@ -35,7 +37,7 @@ end
 local token = redis.call('INCR', KEYS[2])
 local lease = string.format('%d', token) .. '|' .. ARGV[1] .. '|' .. ARGV[2]
 redis.call('SET', KEYS[1], lease, 'PX', ARGV[3])
-return { 1, lease }
+return { 1, lease, cur or '' }
 "#,
     )
 });
@@ -80,6 +82,36 @@ return 1
 "#,
     )
 });
+
+/// Ends the heartbeats of the workers a process of the same database ran
+/// before (ids `<pid>-…`, see the worker's ids) so that the next reap
+/// resolves their tasks at once instead of after the heartbeat TTL. Called
+/// only by a worker that holds the database the dead process held (its
+/// lease was taken over as the same host and directory, under another pid):
+/// OurDB's lock tells that the process is gone. KEYS: workers set. ARGV:
+/// `<pid>-`, the queue's worker heartbeat key prefix. Returns how many
+/// heartbeats it ended.
+static FORGET_WORKERS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local ended = 0
+for _, w in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if string.sub(w, 1, #ARGV[1]) == ARGV[1] then
+    ended = ended + redis.call('DEL', ARGV[2] .. w)
+  end
+end
+return ended
+"#,
+    )
+});
+
+pub(crate) fn forget_workers(queue: &str, pid: u32) -> ScriptInvocation<'static> {
+    let mut inv = FORGET_WORKERS.prepare_invoke();
+    inv.key(keys::workers(queue))
+        .arg(format!("{pid}-"))
+        .arg(keys::heartbeat(queue, ""));
+    inv
+}
 
 pub(crate) fn acquire_lease(
     queue: &str,

@@ -84,7 +84,7 @@ pub fn start_standby_worker(
         move |slot| {
             let status = Arc::new(worker::WorkerStatus::default());
             slot.worker = Some(status.clone());
-            let (config, options, token) =
+            let (mut config, options, token) =
                 (worker_config.clone(), worker_options.clone(), token.clone());
             let (circle, data_dir, limits) = (circle.clone(), data_dir.clone(), limits.clone());
             let closing = closing.clone();
@@ -95,7 +95,7 @@ pub fn start_standby_worker(
                 {
                     return Ok(());
                 }
-                let held = worker::await_lease(&config, &options, &status, &token)
+                let held = worker::await_lease(&mut config, &options, &status, &token)
                     .await
                     .map_err(|e| e.to_string())?;
                 if !held {
