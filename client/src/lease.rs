@@ -65,12 +65,15 @@ impl Lease {
     }
 
     /// Whether this lease, the one the owner key held when `holder` took
-    /// it, is an earlier run of `holder`'s database in another process (same
-    /// host and directory, another pid). For a holder that has that
-    /// database open, the process is gone: OurDB's lock keeps a directory
-    /// to one process, so its workers' tasks can be resolved at once
-    /// (`WorkerBroker::forget_workers_of`). Within one process (a circle
-    /// restarted by a reload) the pid is the same, and nothing is dead.
+    /// it, names an earlier run of `holder`'s database in another process
+    /// (same host and directory, another pid): a process that most likely
+    /// died (OurDB's lock keeps a directory to one process), whose workers a
+    /// holder with the database open checks for a beat interval and, if
+    /// they stayed silent, resolves at once (`WorkerBroker::heartbeats_of`,
+    /// `WorkerBroker::forget_unchanged`). The name alone does not prove
+    /// death: two mount namespaces may show two directories under one path
+    /// on one host. Within one process (a circle restarted by a reload) the
+    /// pid is the same, and this is false.
     pub fn predecessor_of(&self, holder: &Lease) -> bool {
         self.same_database(holder) && self.pid != holder.pid
     }

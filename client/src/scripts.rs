@@ -18,7 +18,9 @@ mod lease;
 pub(crate) use batch::{Finished, Then, claim_batch, finish_batch, held};
 use claim::CLAIM;
 use finish::FINISH;
-pub(crate) use lease::{acquire_lease, forget_workers, release_lease, renew_lease};
+pub(crate) use lease::{
+    acquire_lease, forget_unchanged, heartbeats_of, release_lease, renew_lease,
+};
 
 /// Ends a task in this worker's processing list that it cannot even read
 /// (its id or script is not UTF-8) as `error`, kind `invalid`, with the

@@ -442,7 +442,8 @@ async fn exists(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> bool
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_learns_the_earlier_run_it_took_the_lease_from_and_forgets_only_its_workers() {
+async fn a_restart_learns_the_earlier_run_it_took_the_lease_from_and_forgets_only_its_silent_workers()
+ {
     let redis = testkit::RedisServer::start();
     let url = redis.url();
     let options = BrokerOptions::new(TTL);
@@ -496,11 +497,37 @@ async fn a_restart_learns_the_earlier_run_it_took_the_lease_from_and_forgets_onl
     }
     second.beat(TTL, false).await.expect("beat");
 
-    assert_eq!(second.forget_workers_of(10).await.expect("forget"), 2);
+    let mut beats = second.heartbeats_of(10).await.expect("heartbeats");
+    beats.sort();
+    assert_eq!(
+        beats,
+        [
+            ("10-aaaaaaaaaaaa".to_owned(), "1".to_owned()),
+            ("10-cccccccccccc".to_owned(), "1".to_owned())
+        ]
+    );
+    // One of them beats meanwhile: it is alive and keeps its heartbeat.
+    let _: () = redis::cmd("SET")
+        .arg(keys::heartbeat("q", "10-cccccccccccc"))
+        .arg("2")
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut conn)
+        .await
+        .expect("beat");
+    assert_eq!(
+        second.forget_unchanged(&beats).await.expect("forget"),
+        (1, 1)
+    );
     assert!(!exists(&mut conn, &keys::heartbeat("q", "10-aaaaaaaaaaaa")).await);
-    assert!(!exists(&mut conn, &keys::heartbeat("q", "10-cccccccccccc")).await);
+    assert!(exists(&mut conn, &keys::heartbeat("q", "10-cccccccccccc")).await);
     assert!(exists(&mut conn, &keys::heartbeat("q", "100-dddddddddddd")).await);
     assert!(exists(&mut conn, &keys::heartbeat("q", "11-bbbbbbbbbbbb")).await);
+    assert_eq!(
+        second.forget_unchanged(&beats).await.expect("again"),
+        (0, 1),
+        "a key gone counts in neither"
+    );
 
     // The next reap resolves the forgotten ones at once.
     second.beat(TTL, true).await.expect("beat and reap");
@@ -510,5 +537,8 @@ async fn a_restart_learns_the_earlier_run_it_took_the_lease_from_and_forgets_onl
         .await
         .expect("smembers");
     left.sort();
-    assert_eq!(left, ["100-dddddddddddd", "11-bbbbbbbbbbbb"]);
+    assert_eq!(
+        left,
+        ["10-cccccccccccc", "100-dddddddddddd", "11-bbbbbbbbbbbb"]
+    );
 }

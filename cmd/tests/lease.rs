@@ -4,7 +4,8 @@
 //! frozen TCP proxy in between) stops before its lease can expire and takes
 //! nothing once another holds it; a second worker on a data dir named apart
 //! only by a byte that is not UTF-8 refuses; a restart after kill -9 on the
-//! same data dir ends the dead run's task at once.
+//! same data dir ends the dead run's task once it stayed silent for a beat
+//! and a half.
 
 mod common;
 
@@ -207,12 +208,15 @@ fn a_standby_on_the_same_data_dir_waits_for_the_database_and_leaves_the_lease_al
 
 /// kill -9 with a task in hand and a restart at once on the same data dir
 /// (a supervisor's restart): the new process holds the database the dead
-/// one held, so it takes the lease over as that database's and ends the
-/// dead run's task as `worker_lost` at once, not once the dead worker's
-/// heartbeat expires (a minute here: heartbeats of 20 s); and a clean stop
-/// then frees the lease, no registration of the dead run holding it back.
+/// one held, so it takes the lease over as that database's and, once the
+/// dead run's worker stayed silent for a beat and a half (6 s here:
+/// heartbeats of 4 s), ends its task as `worker_lost`, not at the first
+/// reap after the dead worker's heartbeat expired (reaps a minute apart
+/// here); and a clean stop then frees the lease, no registration of the
+/// dead run holding it back.
 #[test]
-fn a_restart_after_kill_9_ends_the_dead_runs_task_at_once_and_a_clean_stop_frees_the_lease() {
+fn a_restart_after_kill_9_ends_the_dead_runs_task_once_it_stays_silent_and_a_clean_stop_frees_the_lease()
+ {
     let sandbox = Sandbox::new();
     let redis = testkit::RedisServer::start();
     let config = sandbox.circles(&[(1, "Alpha", port())]);
@@ -223,7 +227,9 @@ fn a_restart_after_kill_9_ends_the_dead_runs_task_at_once_and_a_clean_stop_frees
             "--role",
             "worker",
             "--worker-heartbeat",
-            "20s",
+            "4s",
+            "--worker-reap-interval",
+            "60s",
             "--worker-pop-timeout",
             "1s",
         ]);

@@ -17,6 +17,68 @@ use tokio_util::sync::CancellationToken;
 use crate::WorkerOptions;
 use crate::lease::Retry;
 
+/// Resolves the tasks of an earlier run of this worker's database, the
+/// process `pid` whose lease this worker took over (see
+/// `client::Lease::predecessor_of`), without waiting for its workers'
+/// heartbeat TTL: reads their heartbeats, waits a beat interval and a half,
+/// ends those that did not change (no beat: the process is gone, as after
+/// kill -9 and a restart) and reaps at once, so their tasks end
+/// `worker_lost` (or go back to the queue) about half the TTL after the
+/// start, and no registration of theirs holds the lease back at a clean
+/// stop. A worker that beat meanwhile is alive (another process whose data
+/// directory only has the same name on this host) and is left alone. Redis
+/// failing is only logged: the reaper resolves them after their TTL, as
+/// without this.
+pub(crate) async fn resolve_predecessor(
+    broker: Arc<WorkerBroker>,
+    options: WorkerOptions,
+    circle: String,
+    pid: u32,
+    token: CancellationToken,
+) {
+    let (circle, queue) = (circle.as_str(), broker.queue().to_owned());
+    let queue = queue.as_str();
+    let beats = match broker.heartbeats_of(pid).await {
+        Ok(beats) if beats.is_empty() => return,
+        Ok(beats) => beats,
+        Err(e) => {
+            log::debug!(circle, queue; "queue {queue}: reading the heartbeats of pid {pid} failed: {e}");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = token.cancelled() => return,
+        _ = tokio::time::sleep(options.heartbeat_interval * 3 / 2) => {}
+    }
+    match broker.forget_unchanged(&beats).await {
+        Ok((ended, beaten)) => {
+            if ended > 0 {
+                log::info!(
+                    circle, queue;
+                    "queue {queue}: the earlier run of this database (pid {pid}) is gone: \
+                     {ended} worker(s) of it silent since this one started; their tasks are \
+                     resolved now"
+                );
+                beat_once(&broker, &options, true).await;
+            }
+            if beaten > 0 {
+                log::warn!(
+                    circle, queue;
+                    "queue {queue}: {beaten} worker(s) of pid {pid}, named in the lease as an \
+                     earlier run of this database, still beat; they are left to their \
+                     heartbeats (does another process see another directory under this data \
+                     dir's path?)"
+                );
+            }
+        }
+        Err(e) => log::debug!(
+            circle, queue;
+            "queue {queue}: ending the heartbeats of pid {pid} failed: {e}; the reaper \
+             resolves its tasks once they expire"
+        ),
+    }
+}
+
 /// One beat, plus a reap when `reap` is set (one round trip while no other
 /// worker is registered for the queue). Errors are logged at debug: the take
 /// loop reports outages.

@@ -132,12 +132,12 @@ pub struct WorkerConfig {
     /// [`WorkerState::Standby`]) and take over once it expires, instead of
     /// refusing. Default `false`.
     pub standby: bool,
-    /// The pid of an earlier run of this database in another process, gone
-    /// since (its lease taken over by [`await_lease`], which sets this):
-    /// [`run_with`], which runs with the database open, resolves the tasks of
-    /// that run's workers at once instead of after their heartbeat TTL.
-    /// Default `None` ([`run_with`] finds it itself when it takes the lease
-    /// over).
+    /// The pid of an earlier run of this database in another process whose
+    /// lease [`await_lease`] took over (it sets this): [`run_with`] resolves
+    /// the tasks of that run's workers once they stayed silent for a beat
+    /// and a half, instead of after their heartbeat TTL (see
+    /// `beat::resolve_predecessor`). Default `None` ([`run_with`] finds it
+    /// itself when it takes the lease over).
     pub predecessor: Option<u32>,
 }
 
@@ -247,6 +247,8 @@ struct Beside {
     beat: tokio::task::JoinHandle<()>,
     keeper: Option<tokio::task::JoinHandle<()>>,
     watcher: tokio::task::JoinHandle<()>,
+    /// [`beat::resolve_predecessor`], when the lease was an earlier run's.
+    predecessor: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Stops the tasks beside the take side and leaves the queue: deregisters
@@ -258,6 +260,9 @@ async fn leave(beside: Beside, broker: &WorkerBroker, held: &lease::Held) {
     let _ = beside.beat.await;
     if let Some(keeper) = beside.keeper {
         let _ = keeper.await;
+    }
+    if let Some(predecessor) = beside.predecessor {
+        let _ = predecessor.await;
     }
     let _ = beside.watcher.await;
     let worker_id = broker.worker_id();
@@ -330,30 +335,6 @@ pub async fn await_lease(
     }
 }
 
-/// Ends the heartbeats of the workers an earlier run of this database (the
-/// dead process `pid`) left registered, before the first reap: their tasks
-/// are resolved at once ([`beat::beat_once`]), not a heartbeat TTL later,
-/// and no registration of theirs holds the lease back at a clean stop.
-/// Redis failing here is only logged: the reaper resolves them after their
-/// TTL, as without it.
-async fn forget_predecessor(broker: &WorkerBroker, config: &WorkerConfig, pid: u32) {
-    let (circle, queue) = (config.circle.as_str(), config.queue.as_str());
-    match broker.forget_workers_of(pid).await {
-        Ok(0) => {}
-        Ok(n) => log::info!(
-            circle, queue;
-            "queue {queue}: the previous run of this database (pid {pid}) is gone; \
-             the tasks of its {n} worker(s) are resolved now"
-        ),
-        Err(e) => log::warn!(
-            circle, queue;
-            "queue {queue}: the previous run of this database (pid {pid}) is gone, but its \
-             workers could not be marked so ({e}); the reaper resolves their tasks once their \
-             heartbeats expire"
-        ),
-    }
-}
-
 /// A worker id unique per process start: `<pid>-<random>`.
 fn new_worker_id() -> String {
     let random = uuid::Uuid::new_v4().simple().to_string();
@@ -417,6 +398,8 @@ pub async fn run_with(
         &broker_options,
     )
     .map_err(|e| fatal(e.to_string()))?;
+    // An earlier run of this database whose lease this one took over.
+    let mut predecessor = None;
     if let Some(holder) = &config.lease {
         // Redis unreachable here is not fatal: it is retried, the status
         // saying so.
@@ -440,9 +423,7 @@ pub async fn run_with(
                 );
                 status.set(WorkerState::Starting);
                 held.take(taken.lease.token, taken.sent);
-                if let Some(pid) = taken.predecessor.or(config.predecessor) {
-                    forget_predecessor(&beat_broker, &config, pid).await;
-                }
+                predecessor = taken.predecessor.or(config.predecessor);
             }
             Ok(None) => {
                 status.set(WorkerState::Stopped);
@@ -465,6 +446,15 @@ pub async fn run_with(
         options.clone(),
         beat_token.clone(),
     ));
+    let predecessor = predecessor.map(|pid| {
+        tokio::spawn(beat::resolve_predecessor(
+            Arc::clone(&beat_broker),
+            options.clone(),
+            config.circle.clone(),
+            pid,
+            beat_token.clone(),
+        ))
+    });
 
     // The running script's cancel flag: set by the watcher when its task's
     // `cancel` field appears, by the keeper when the lease is lost, and by
@@ -525,6 +515,7 @@ pub async fn run_with(
         beat,
         keeper,
         watcher,
+        predecessor,
     };
     let started = runner::spawn(&config.queue, take_side);
     let (thread, mut done) = match started {

@@ -723,7 +723,7 @@ async fn dead_run(url: &str, queue: &str, dead_pid: u32) -> String {
 /// minute here) expires; and since no live registration of the dead run is
 /// left, a clean stop frees the lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_on_the_same_database_resolves_the_dead_runs_tasks_at_once_and_frees_the_lease_at_stop()
+async fn a_restart_on_the_same_database_resolves_the_dead_runs_silent_tasks_early_and_frees_the_lease_at_stop()
  {
     let redis = testkit::RedisServer::start();
     let url = redis.url();
@@ -749,6 +749,88 @@ async fn a_restart_on_the_same_database_resolves_the_dead_runs_tasks_at_once_and
         None,
         "released at a clean stop"
     );
+}
+
+/// The same restart through a standby's wait (`await_lease` takes the
+/// lease over before the database is opened, `run_with` then holds it with
+/// its own pid): the earlier run is still known, and its task resolved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_restart_on_the_same_database_resolves_the_dead_runs_silent_tasks_early() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    dead_run(&url, "q", 10).await;
+    let mut config = WorkerConfig::new(&url, "q");
+    config.lease = Some(holder(11, "host-a", "/data/a"));
+    config.standby = true;
+    config.shutdown_grace = Duration::from_millis(200);
+    let status = worker::WorkerStatus::default();
+    let held = worker::await_lease(
+        &mut config,
+        &fast_options(),
+        &status,
+        &tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect("lease");
+    assert!(held);
+    assert_eq!(config.predecessor, Some(10));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut worker = TestWorker::start_with(
+        config,
+        fast_options(),
+        open_engine(dir.path(), slow_limits()),
+    );
+    worker.keep_dir(dir);
+    let conn = raw(&url).await;
+    until_status(&conn, "t1", "error", WAIT).await;
+    let mut c = conn.clone();
+    assert_eq!(
+        hget(&mut c, "t1", "errorKind").await.as_deref(),
+        Some("worker_lost")
+    );
+    worker.stop().await;
+}
+
+/// The lease names an earlier run of this database, but that run's worker
+/// still beats (another process whose data dir only has the same name on
+/// this host): its task is left to its heartbeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_of_the_named_earlier_run_that_still_beats_keeps_its_task() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let dead = dead_run(&url, "q", 10).await;
+    let beating = tokio_util::sync::CancellationToken::new();
+    let beater = {
+        let (mut conn, beating) = (raw(&url).await, beating.clone());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !beating.is_cancelled() {
+                n += 1;
+                let _: () = redis::cmd("SET")
+                    .arg(keys::heartbeat("q", &dead))
+                    .arg(n)
+                    .arg("PX")
+                    .arg(60_000)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("beat");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let worker = leased_worker(&url, "q", holder(11, "host-a", "/data/a"), false);
+    running(&worker).await;
+    forty_two(&url, "q").await;
+    // Many times the beat and a half (150 ms) the worker waits.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut conn = raw(&url).await;
+    assert_eq!(
+        hget(&mut conn, "t1", "status").await.as_deref(),
+        Some("processing")
+    );
+    beating.cancel();
+    beater.await.expect("beater");
+    worker.stop().await;
 }
 
 /// The same leftovers under a lease of this very process (a circle

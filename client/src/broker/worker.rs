@@ -224,7 +224,9 @@ impl WorkerBroker {
     /// [`acquire_lease`](Self::acquire_lease), with the lease the key held
     /// when it was taken: `None` when it was free, else the same database's
     /// lease of before (a restart: see [`Lease::predecessor_of`]). A value
-    /// that is no lease (a third party wrote it) counts as free.
+    /// that is no lease fails the acquisition with an error naming it,
+    /// unless it ends in this holder's host and directory: then it is taken,
+    /// and the previous lease is `None`.
     pub async fn acquire_lease_after(
         &self,
         holder: &Lease,
@@ -252,14 +254,29 @@ impl WorkerBroker {
         Ok(Ok((lease, previous)))
     }
 
-    /// Ends the heartbeats of the workers the process `pid` registered for
-    /// this queue, so that the next reap ([`beat`](Self::beat)) resolves
-    /// their tasks at once. Only for a dead process: one whose database this
-    /// process holds now ([`Lease::predecessor_of`]). Returns how many
-    /// heartbeats it ended.
-    pub async fn forget_workers_of(&self, pid: u32) -> Result<u64> {
+    /// The live heartbeats of the workers the process `pid` registered for
+    /// this queue: each worker's id and the value of its heartbeat key (the
+    /// time of its last beat). With [`forget_unchanged`](Self::forget_unchanged)
+    /// a beat interval later, tells a dead earlier run of this database
+    /// ([`Lease::predecessor_of`]) from a live process that only looks like
+    /// one.
+    pub async fn heartbeats_of(&self, pid: u32) -> Result<Vec<(String, String)>> {
         self.conn
-            .invoke(&scripts::forget_workers(&self.queue, pid))
+            .invoke(&scripts::heartbeats_of(&self.queue, pid))
+            .await
+    }
+
+    /// Ends the heartbeats of `beats` that still hold the value read by
+    /// [`heartbeats_of`](Self::heartbeats_of) (their workers did not beat
+    /// since), so that the next reap ([`beat`](Self::beat)) resolves their
+    /// tasks at once. Returns how many it ended and how many beat since
+    /// (their key holds another value: the worker is alive).
+    pub async fn forget_unchanged(&self, beats: &[(String, String)]) -> Result<(u64, u64)> {
+        if beats.is_empty() {
+            return Ok((0, 0));
+        }
+        self.conn
+            .invoke(&scripts::forget_unchanged(&self.queue, beats))
             .await
     }
 

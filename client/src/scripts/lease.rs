@@ -83,33 +83,69 @@ return 1
     )
 });
 
-/// Ends the heartbeats of the workers a process of the same database ran
-/// before (ids `<pid>-…`, see the worker's ids) so that the next reap
-/// resolves their tasks at once instead of after the heartbeat TTL. Called
-/// only by a worker that holds the database the dead process held (its
-/// lease was taken over as the same host and directory, under another pid):
-/// OurDB's lock tells that the process is gone. KEYS: workers set. ARGV:
-/// `<pid>-`, the queue's worker heartbeat key prefix. Returns how many
-/// heartbeats it ended.
-static FORGET_WORKERS: LazyLock<Script> = LazyLock::new(|| {
+/// The live heartbeats of the workers a process registered for the queue
+/// (ids `<pid>-…`, see the worker's ids): `{id, value, id, value, …}`, each
+/// value the time of that worker's last beat. KEYS: workers set. ARGV:
+/// `<pid>-`, the queue's worker heartbeat key prefix.
+static HEARTBEATS_OF: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local ended = 0
+local out = {}
 for _, w in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if string.sub(w, 1, #ARGV[1]) == ARGV[1] then
-    ended = ended + redis.call('DEL', ARGV[2] .. w)
+    local v = redis.call('GET', ARGV[2] .. w)
+    if v then
+      out[#out + 1] = w
+      out[#out + 1] = v
+    end
   end
 end
-return ended
+return out
 "#,
     )
 });
 
-pub(crate) fn forget_workers(queue: &str, pid: u32) -> ScriptInvocation<'static> {
-    let mut inv = FORGET_WORKERS.prepare_invoke();
+/// Ends the heartbeats that still hold the value read before: workers that
+/// did not beat since, so that the next reap resolves their tasks at once
+/// instead of after the heartbeat TTL. ARGV: the queue's worker heartbeat
+/// key prefix, then `id, value` pairs. Returns `{ended, beaten}`: how many
+/// it ended, and how many hold another value (their worker beat since; a
+/// key gone meanwhile counts in neither).
+static FORGET_UNCHANGED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local ended, beaten = 0, 0
+for i = 2, #ARGV - 1, 2 do
+  local key = ARGV[1] .. ARGV[i]
+  local now = redis.call('GET', key)
+  if now == ARGV[i + 1] then
+    ended = ended + redis.call('DEL', key)
+  elseif now then
+    beaten = beaten + 1
+  end
+end
+return { ended, beaten }
+"#,
+    )
+});
+
+pub(crate) fn heartbeats_of(queue: &str, pid: u32) -> ScriptInvocation<'static> {
+    let mut inv = HEARTBEATS_OF.prepare_invoke();
     inv.key(keys::workers(queue))
         .arg(format!("{pid}-"))
         .arg(keys::heartbeat(queue, ""));
+    inv
+}
+
+pub(crate) fn forget_unchanged(
+    queue: &str,
+    beats: &[(String, String)],
+) -> ScriptInvocation<'static> {
+    let mut inv = FORGET_UNCHANGED.prepare_invoke();
+    inv.arg(keys::heartbeat(queue, ""));
+    for (id, value) in beats {
+        inv.arg(id).arg(value);
+    }
     inv
 }
 
