@@ -25,6 +25,13 @@ pub fn processing(queue: &str, worker_id: &str) -> String {
     format!("rhai_processing:{queue}:{worker_id}")
 }
 
+/// How the ids of the workers of process `pid` start: `<pid>-`. A worker id
+/// is this prefix and a random part, unique per process start (the
+/// predecessor check of a restart reads a dead process's workers by it).
+pub fn worker_id_prefix(pid: u32) -> String {
+    format!("{pid}-")
+}
+
 /// `rhai_worker_heartbeat:<queue>:<worker_id>`: STRING (last beat, ms since
 /// the epoch) with a TTL. Its absence means the worker is dead.
 pub fn heartbeat(queue: &str, worker_id: &str) -> String {

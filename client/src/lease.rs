@@ -68,7 +68,7 @@ impl Lease {
     /// it, names an earlier run of `holder`'s database in another process
     /// (same host and directory, another pid): a process that most likely
     /// died (OurDB's lock keeps a directory to one process), whose workers a
-    /// holder with the database open checks for a beat interval and, if
+    /// holder with the database open watches for a beat and a half and, if
     /// they stayed silent, resolves at once (`WorkerBroker::heartbeats_of`,
     /// `WorkerBroker::forget_unchanged`). The name alone does not prove
     /// death: two mount namespaces may show two directories under one path

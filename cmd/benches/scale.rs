@@ -70,17 +70,6 @@ fn clock_ticks_per_sec() -> f64 {
         .unwrap_or(100.0)
 }
 
-fn redis_pid(port: u16) -> Option<u32> {
-    let out = Command::new("pgrep")
-        .args(["-f", &format!("redis-server.*:{port}")])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .and_then(|l| l.trim().parse().ok())
-}
-
 async fn round_trip(port: u16) -> bool {
     let Ok((mut ws, _)) =
         tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws")).await
@@ -190,7 +179,7 @@ fn measure(n: usize, idle: Duration) -> Measured {
     std::thread::sleep(Duration::from_secs(env_num("CIRCLES_SCALE_SETTLE_SECS", 5)));
     let rss_kib = testkit::proc_status(pid, "VmRSS:");
     let threads = testkit::proc_status(pid, "Threads:");
-    let redis_pid = redis_pid(redis.port());
+    let redis_pid = redis.pid();
     let (c0, r0) = (cpu_ticks(pid), redis_pid.map(cpu_ticks).unwrap_or(0));
     let t0 = Instant::now();
     std::thread::sleep(idle);

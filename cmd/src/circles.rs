@@ -110,7 +110,7 @@ pub async fn foreign_queues(
                 p.config.id,
                 format!(
                     "{}: {}",
-                    who(&p.config),
+                    p.config.who(),
                     worker::refusal_message(queue, &other)
                 ),
             ));
@@ -142,17 +142,13 @@ pub fn create_dir(dir: &Path, what: &str) -> anyhow::Result<()> {
     }
 }
 
-fn who(c: &CircleConfig) -> String {
-    format!("circle \"{}\" (id {})", c.name, c.id)
-}
-
 fn open_db(
     c: &CircleConfig,
     data_dir: &Path,
     durability: ourdb::Durability,
 ) -> anyhow::Result<Arc<ourdb::OurDb>> {
     let dir = db_dir(data_dir, c.id);
-    create_dir(&dir, &format!("the data directory of {}", who(c)))?;
+    create_dir(&dir, &format!("the data directory of {}", c.who()))?;
     let config = ourdb::Config {
         durability,
         ..ourdb::Config::default()
@@ -163,12 +159,12 @@ fn open_db(
             "{}: its database {} is locked by another process (is another \
              circles_orchestrator running with the same data dir? stop it, or pass another \
              --data-dir)",
-            who(c),
+            c.who(),
             dir.display()
         ),
         Err(e) => bail!(
             "{}: cannot open its database {}: {e}",
-            who(c),
+            c.who(),
             dir.display()
         ),
     }
@@ -180,10 +176,10 @@ fn bind(c: &CircleConfig, host: &str) -> anyhow::Result<TcpListener> {
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => bail!(
             "{}: port {} on {host} is already in use (by another program, or another \
              circles_orchestrator); stop it or give the circle another port in circles.json",
-            who(c),
+            c.who(),
             c.port
         ),
-        Err(e) => bail!("{}: cannot listen on {host}:{}: {e}", who(c), c.port),
+        Err(e) => bail!("{}: cannot listen on {host}:{}: {e}", c.who(), c.port),
     };
     // Right after the bind: the sockets the kernel accepts from now on
     // take the listener's options (the servers use the default timing).
@@ -191,7 +187,7 @@ fn bind(c: &CircleConfig, host: &str) -> anyhow::Result<TcpListener> {
         .set_nonblocking(true)
         .and_then(|()| server_ws::prepare_listener(&listener, &server_ws::ServerTiming::default()))
     {
-        bail!("{}: cannot configure its socket: {e}", who(c));
+        bail!("{}: cannot configure its socket: {e}", c.who());
     }
     Ok(listener)
 }
@@ -243,7 +239,7 @@ fn prepare_one(c: &CircleConfig, plan: Plan<'_>) -> anyhow::Result<Prepared> {
         Some(open_store(c, plan.data_dir, plan.limits, plan.durability)?)
     } else {
         if works {
-            create_dir(&dir, &format!("the data directory of {}", who(c)))?;
+            create_dir(&dir, &format!("the data directory of {}", c.who()))?;
         }
         None
     };
@@ -293,7 +289,7 @@ pub fn prepare_all(circles: &[CircleConfig], plan: Plan<'_>) -> anyhow::Result<V
         return Ok(ready);
     }
     // Release what was opened before reporting, so a retry finds nothing locked.
-    close_all(ready.into_iter().filter_map(Prepared::closing).collect());
+    close_prepared(ready);
     let message = format!(
         "{} of {} circles cannot start, so none was started:\n  {}",
         failures.len(),
@@ -332,13 +328,19 @@ pub fn prepare_each(circles: &[CircleConfig], plan: Plan<'_>) -> Vec<anyhow::Res
                     .map(|c| {
                         Err(anyhow::anyhow!(
                             "{}: preparing it panicked (see the log)",
-                            who(c)
+                            c.who()
                         ))
                     })
                     .collect(),
             })
             .collect()
     })
+}
+
+/// Closes the databases of prepared circles that are not started (see
+/// [`close_all`]).
+pub fn close_prepared(prepared: Vec<Prepared>) -> Vec<String> {
+    close_all(prepared.into_iter().filter_map(Prepared::closing).collect())
 }
 
 /// Closes every database once its engine is gone; logs what cannot be
@@ -355,13 +357,13 @@ pub fn close_all(dbs: Vec<Closing>) -> Vec<String> {
                 log::warn!(
                     circle = config.name.as_str();
                     "{}: database still in use at exit; syncing it",
-                    who(&config)
+                    config.who()
                 );
                 db.sync()
             }
         };
         if let Err(e) = synced {
-            let failure = format!("{}: syncing its database failed: {e}", who(&config));
+            let failure = format!("{}: syncing its database failed: {e}", config.who());
             log::error!(circle = config.name.as_str(); "{failure}");
             unsynced.push(failure);
         }

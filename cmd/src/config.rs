@@ -55,6 +55,11 @@ where
 }
 
 impl CircleConfig {
+    /// The circle as messages name it: `circle "Alpha" (id 1)`.
+    pub fn who(&self) -> String {
+        format!("circle \"{}\" (id {})", self.name, self.id)
+    }
+
     /// The circle's Redis queue name (DESIGN §3).
     pub fn queue(&self) -> String {
         client::queue_name(&self.name)
@@ -124,10 +129,7 @@ pub fn find_circle<'a>(
         [] => Ok(None),
         [one] => Ok(Some(one)),
         many => {
-            let named: Vec<String> = many
-                .iter()
-                .map(|c| format!("circle {:?} (id {})", c.name, c.id))
-                .collect();
+            let named: Vec<String> = many.iter().map(|c| c.who()).collect();
             Err(format!(
                 "{key:?} could mean {}; pick one by a name or id only it has",
                 named.join(" or ")

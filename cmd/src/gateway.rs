@@ -69,25 +69,22 @@ pub async fn beat(
                 .map(|&i| (served[i].queue.as_str(), served[i].url.as_str()))
                 .collect();
             let beat = client.gateway_beat(&gateway, &circles, ttl);
-            match tokio::time::timeout(BEAT_TIMEOUT, beat).await {
+            let why = match tokio::time::timeout(BEAT_TIMEOUT, beat).await {
                 Ok(Ok(heartbeats)) => {
                     for (&i, heartbeat) in members.iter().zip(heartbeats) {
                         if let Some(sight) = &served[i].sight {
                             sight.record(heartbeat, at);
                         }
                     }
+                    continue;
                 }
-                failed => {
-                    let why = match failed {
-                        Ok(Err(e)) => e.to_string(),
-                        _ => format!("no answer within {BEAT_TIMEOUT:?}"),
-                    };
-                    log::debug!("gateway beat of {} circles: {why}", circles.len());
-                    for &i in &members {
-                        if let Some(sight) = &served[i].sight {
-                            sight.record_failure(why.clone());
-                        }
-                    }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no answer within {BEAT_TIMEOUT:?}"),
+            };
+            log::debug!("gateway beat of {} circles: {why}", circles.len());
+            for &i in &members {
+                if let Some(sight) = &served[i].sight {
+                    sight.record_failure(why.clone());
                 }
             }
         }

@@ -130,14 +130,11 @@ impl Settings {
             (Some(_), None) => return Err(UsageError("--tls-cert needs --tls-key".into()).into()),
             (None, Some(_)) => return Err(UsageError("--tls-key needs --tls-cert".into()).into()),
         };
-        // A worker binds no port, so its --host opens nothing.
-        if !args.allow_open && args.role.serves() {
-            check_open_circles(&circles, &args.host)?;
-        }
         let local_host = !args.role.serves() || is_loopback(&args.host);
         let admin = crate::admin::args::resolve(&args.admin, local_host, args.allow_open)?;
+        // A worker binds no port, so its --host opens nothing.
         if args.role.serves() {
-            check_admin_port(&circles, &args.host, &admin)?;
+            check_served(&circles, &args.host, args.allow_open, &admin)?;
         }
         let data_dir = match args.data_dir {
             Some(d) => d,
@@ -351,6 +348,22 @@ fn check_host(host: &str) -> anyhow::Result<()> {
         ))
         .into()),
     }
+}
+
+/// What circles served on `host` must pass, at start and at each reload:
+/// none open on a non-loopback host unless `allow_open`
+/// ([`check_open_circles`]), none on the admin endpoint's port
+/// ([`check_admin_port`]).
+pub fn check_served(
+    circles: &[CircleConfig],
+    host: &str,
+    allow_open: bool,
+    admin: &crate::admin::AdminSettings,
+) -> anyhow::Result<()> {
+    if !allow_open {
+        check_open_circles(circles, host)?;
+    }
+    check_admin_port(circles, host, admin)
 }
 
 /// Circles without principals are served only on loopback unless

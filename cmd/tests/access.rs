@@ -67,11 +67,8 @@ fn allow_open_or_principals_everywhere_let_a_non_loopback_host_start() {
     o.wait_table();
     // A reload that adds another open circle keeps to --allow-open.
     let added = port();
-    let circles = json!([
-        {"id": 1, "name": "Open One", "port": port()},
-        {"id": 3, "name": "Open Too", "port": added},
-    ]);
-    sandbox.write("circles.json", &circles.to_string());
+    let reloaded = sandbox.circles(&[(1, "Open One", port()), (3, "Open Too", added)]);
+    assert_eq!(reloaded, config, "the reload reads the file just written");
     o.signal("HUP");
     o.wait_stdout("reload applied", Duration::from_secs(30));
     assert!(common::listens(o.pid(), added), "{}", o.stdout());

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Orchestrator, Sandbox, port, run_to_end, sha256_hex, ws};
+use common::{Orchestrator, Sandbox, exit_with_stdout, port, run_to_end, sha256_hex, ws};
 
 fn play_cmd(sandbox: &Sandbox, args: &[&str]) -> Command {
     let mut cmd = sandbox.command();
@@ -312,23 +312,6 @@ fn a_refused_token_and_a_redis_password_are_never_printed() {
             "the password was printed: {output}"
         );
     }
-}
-
-/// Runs `cmd` to its end with `stdout` as its stdout; a piped one has its
-/// read end closed at once, as by a reader that went away. Its exit code
-/// and stderr.
-fn exit_with_stdout(mut cmd: Command, stdout: Stdio) -> (Option<i32>, String) {
-    let mut child = cmd
-        .stdout(stdout)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn play");
-    drop(child.stdout.take());
-    let done = child.wait_with_output().expect("play ends");
-    (
-        done.status.code(),
-        String::from_utf8_lossy(&done.stderr).into_owned(),
-    )
 }
 
 /// A running circle and a `play` command for it with more arguments.

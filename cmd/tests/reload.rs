@@ -284,21 +284,12 @@ async fn tasks_a_removed_circle_cannot_finish_in_time_end_cancelled_naming_the_r
     let (a, b) = (port(), port());
     let config = sandbox.circles(&[(1, "Alpha", a), (2, "Beta", b)]);
     // No grace: the drain of a removed circle waits 5 s for its queue.
-    let mut o = Orchestrator::start(
+    let (mut o, addr) = start_with_admin(
         &sandbox,
         &config,
-        &redis.url(),
-        &[
-            "--shutdown-grace",
-            "0s",
-            "--max-operations",
-            "100000000",
-            "--admin",
-            "127.0.0.1:0",
-        ],
+        &redis,
+        &["--shutdown-grace", "0s", "--max-operations", "100000000"],
     );
-    o.wait_table();
-    let addr = admin_addr(&o.stdout());
     let mut conn = redis::Client::open(redis.url())
         .expect("redis url")
         .get_connection()

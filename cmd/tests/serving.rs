@@ -257,13 +257,9 @@ async fn data_stored_in_one_circle_is_invisible_to_the_other() {
 
 /// The most memory the process has held (its peak resident set), in MiB.
 fn peak_rss_mib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .expect("status")
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmHWM in /proc/<pid>/status")
-        / 1024
+    let kib = testkit::proc_status(pid, "VmHWM:");
+    assert!(kib > 0, "VmHWM in /proc/{pid}/status");
+    kib / 1024
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,10 +3,9 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Sandbox, run_to_end};
+use common::{Sandbox, exit_with_stdout, run_to_end};
 use sha2::Digest as _;
 
 /// Runs `token new` with `args` on the sandbox's circles.json; (code, stdout, stderr).
@@ -15,6 +14,18 @@ fn token_new(sandbox: &Sandbox, args: &[&str]) -> (i32, String, String) {
     cmd.args(["token", "new"]).args(args);
     let (status, out, err) = run_to_end(cmd, Duration::from_secs(20));
     (status.code().expect("exit code"), out, err)
+}
+
+/// Runs `token new` with `args` and asserts a refusal: exit code 2, each
+/// of `needles` in stderr, no token on stdout. Its stderr.
+fn refused(sandbox: &Sandbox, args: &[&str], needles: &[&str]) -> String {
+    let (code, out, err) = token_new(sandbox, args);
+    assert_eq!(code, 2, "{args:?}: {err}");
+    for needle in needles {
+        assert!(err.contains(needle), "{args:?}: {needle:?} not in {err}");
+    }
+    assert!(out.is_empty(), "no token for a refusal: {out}");
+    err
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -85,48 +96,32 @@ fn token_new_refuses_an_unknown_circle_a_taken_name_and_an_unknown_role_with_exi
             r#"[{{"id": 1, "name": "Alpha", "port": 8081, "principals": [{{"name": "ann", "token_sha256": "{hash}", "role": "read"}}]}}]"#
         ),
     );
-    let (code, out, err) = token_new(
+    refused(
         &sandbox,
         &["--circle", "Gamma", "--name", "x", "--role", "read"],
+        &["no circle named or numbered \"Gamma\"", "Alpha"],
     );
-    assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("no circle named or numbered \"Gamma\"") && err.contains("Alpha"),
-        "{err}"
-    );
-    assert!(out.is_empty(), "no token for a refusal: {out}");
-    let (code, out, err) = token_new(
+    let err = refused(
         &sandbox,
         &["--circle", "1", "--name", "ann", "--role", "write"],
+        &["already has a principal named \"ann\""],
     );
-    assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("already has a principal named \"ann\""),
-        "{err}"
-    );
-    assert!(out.is_empty(), "no token for a refusal: {out}");
     assert!(!err.contains(&hash), "{err}");
-    let (code, _, err) = token_new(
+    refused(
         &sandbox,
         &["--circle", "1", "--name", "bob", "--role", "admin"],
+        &["admin"],
     );
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("admin"), "{err}");
     // "2" is one circle's id and the other's name: neither gets a token.
     sandbox.write(
         "circles.json",
         r#"[{"id": 1, "name": "2", "port": 8081}, {"id": 2, "name": "Beta", "port": 8082}]"#,
     );
-    let (code, out, err) = token_new(
+    refused(
         &sandbox,
         &["--circle", "2", "--name", "x", "--role", "read"],
+        &["\"2\" could mean", "\"Beta\" (id 2)"],
     );
-    assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("\"2\" could mean") && err.contains("\"Beta\" (id 2)"),
-        "{err}"
-    );
-    assert!(out.is_empty(), "no token for a refusal: {out}");
     // A broken circles file is the usual circles.json error.
     sandbox.write("circles.json", "[");
     let (code, _, err) = token_new(
@@ -152,15 +147,10 @@ fn a_token_written_to_a_full_device_exits_1_saying_so_without_a_panic() {
             "token", "new", "--circle", "1", "--name", "ann", "--role", "read",
         ],
     ] {
-        let done = sandbox
-            .command()
-            .args(args)
-            .stdout(common::dev_full())
-            .stderr(Stdio::piped())
-            .output()
-            .expect("run token");
-        let err = String::from_utf8_lossy(&done.stderr);
-        assert_eq!(done.status.code(), Some(1), "{args:?}: {err}");
+        let mut cmd = sandbox.command();
+        cmd.args(args);
+        let (code, err) = exit_with_stdout(cmd, common::dev_full());
+        assert_eq!(code, Some(1), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
         assert!(
             err.starts_with("The token below is shown once")

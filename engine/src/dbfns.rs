@@ -122,6 +122,10 @@ fn in_txn<R>(pos: Position, f: impl FnOnce(&mut crate::txn::Txn) -> Result<R, Tx
 /// Builds the `db` module bound to `db`.
 pub fn module(db: Arc<OurDb>, settings: Settings) -> Module {
     let mut m = Module::new();
+    // First: a real function registered after a fallback of its very
+    // signature (all arguments `Dynamic`: `insert(value)`, `next_id()`)
+    // replaces it.
+    add_wrong_calls(&mut m);
     // Volatile: the optimizer must never fold a db call into a cached AST.
     let reg = |name: &str| FuncRegistration::new(name).with_volatility(true);
 
@@ -210,8 +214,6 @@ pub fn module(db: Arc<OurDb>, settings: Settings) -> Module {
     reg("next_id").set_into_module(&mut m, move |ctx: NativeCallContext| -> Res<INT> {
         in_txn(ctx.call_position(), |t| t.next_id(&d)).map(INT::from)
     });
-
-    add_wrong_calls(&mut m);
     m
 }
 
@@ -224,24 +226,19 @@ const MOST_WRONG_ARGS: usize = 3;
 /// reads the same message as one that does not (Rhai's own "function not
 /// found" carries only the signature). Rhai tries these last, once no
 /// function takes the arguments' types; the right call never reaches one.
+/// Registered before the real functions, which replace the fallbacks of
+/// their exact signatures.
 /// A call with more arguments, or through a function pointer, still gets
 /// Rhai's error, worded by [`not_found_message`] when uncaught.
 fn add_wrong_calls(m: &mut Module) {
     let reg = |name: &str| FuncRegistration::new(name).with_volatility(true);
-    for (name, _) in FORMS {
-        // The right arities whose arguments are all `Dynamic` already take anything.
-        let takes_anything = |arity: usize| match name {
-            "insert" => arity == 1,
-            "next_id" => arity == 0,
-            _ => false,
-        };
+    for (name, form) in FORMS {
         let wrong = move |ctx: &NativeCallContext, args: &[Dynamic]| -> Box<EvalAltResult> {
             let types: Vec<String> = args.iter().map(|a| type_name(ctx, a)).collect();
-            let message = usage(name, &format!("({})", types.join(", ")))
-                .unwrap_or_else(|| format!("db::{name} cannot take ({})", types.join(", ")));
+            let message = usage(name, form, &format!("({})", types.join(", ")));
             fault(ErrorKind::Runtime, message, ctx.call_position())
         };
-        for arity in (0..=MOST_WRONG_ARGS).filter(|&a| !takes_anything(a)) {
+        for arity in 0..=MOST_WRONG_ARGS {
             match arity {
                 0 => reg(name).set_into_module(m, move |ctx: NativeCallContext| -> Res<()> {
                     Err(wrong(&ctx, &[]))
@@ -326,13 +323,12 @@ pub(crate) fn not_found_message(signature: &str) -> Option<String> {
         .filter(|t| !t.is_empty())
         .map(word)
         .collect();
-    usage(name, &format!("({})", words.join(", ")))
+    Some(usage(name, form, &format!("({})", words.join(", "))))
 }
 
 /// `db::NAME called with ARGS; it takes FORM`, for a function of the module.
-fn usage(name: &str, args: &str) -> Option<String> {
-    let (_, form) = FORMS.iter().find(|(n, _)| *n == name)?;
-    Some(format!("db::{name} called with {args}; it takes {form}"))
+fn usage(name: &str, form: &str, args: &str) -> String {
+    format!("db::{name} called with {args}; it takes {form}")
 }
 
 /// Registers [`DbFault`] so a script that catches one can read it: its

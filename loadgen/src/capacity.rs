@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::client;
-use crate::meter::{dbsize, field, info, redis_cpu};
+use crate::meter::{dbsize, field, info, process_cpu, redis_cpu};
 use crate::orchestrator::{Orchestrator, write_config};
 use crate::plan::Script;
 
@@ -209,24 +209,6 @@ impl Cpu {
     }
 }
 
-/// User plus system CPU seconds of `/proc/<pid>` (`self` for this process).
-fn process_cpu(pid: &str) -> anyhow::Result<f64> {
-    let path = format!("/proc/{pid}/stat");
-    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    // Fields after the command name, which ends at the last ')'; utime and
-    // stime are fields 14 and 15 of the whole line, 12 and 13 after it.
-    let rest = &stat[stat.rfind(')').context("a stat line without ')'")? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> anyhow::Result<f64> {
-        Ok(fields
-            .get(i)
-            .with_context(|| format!("{path} has no field {}", i + 3))?
-            .parse::<f64>()?)
-    };
-    // Linux reports these in USER_HZ, 100 on every architecture it runs on.
-    Ok((ticks(11)? + ticks(12)?) / 100.0)
-}
-
 impl CapacityReport {
     /// A markdown report: CPU per task by process and what one core of each
     /// sustains, then the memory samples.
@@ -289,8 +271,11 @@ mod tests {
 
     #[test]
     fn this_process_has_spent_some_cpu() {
+        // Spins until a tick of CPU is counted, however busy the machine
+        // (within 10 s of wall time).
         let spin = Instant::now();
-        while spin.elapsed() < Duration::from_millis(30) {
+        while process_cpu("self").expect("reads /proc/self/stat") == 0.0 {
+            assert!(spin.elapsed() < Duration::from_secs(10), "no CPU counted");
             std::hint::black_box(spin.elapsed());
         }
         assert!(process_cpu("self").expect("reads /proc/self/stat") > 0.0);

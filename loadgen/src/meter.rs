@@ -18,9 +18,10 @@ pub struct Saturation {
     /// Busy share of one core spent by redis-server, 0..=1 (it runs
     /// commands on one thread).
     pub redis: f64,
-    /// Busy share of one core spent by the load generator, 0..=1 (one
-    /// thread drives every client): near 1, the figure is bounded by the
-    /// clients, not by what they measure.
+    /// Busy share of one core spent by the load generator's process (the
+    /// thread that drives every client, and the floor's echo server), 0..=1:
+    /// near 1, the figure is bounded by the clients, not by what they
+    /// measure.
     pub client: f64,
 }
 
@@ -65,7 +66,7 @@ impl Meter {
             port,
             machine: machine_ticks()?,
             redis: redis_cpu(port).await?,
-            client: own_cpu(),
+            client: process_cpu("self")?,
             at: Instant::now(),
         })
     }
@@ -78,7 +79,7 @@ impl Meter {
             busy_ticks: busy - self.machine.0,
             total_ticks: total - self.machine.1,
             redis_cpu: redis - self.redis,
-            client_cpu: own_cpu() - self.client,
+            client_cpu: process_cpu("self")? - self.client,
             wall: self.at.elapsed(),
         })
     }
@@ -140,19 +141,22 @@ fn machine_ticks() -> anyhow::Result<(f64, f64)> {
     Ok((total - idle, total))
 }
 
-/// CPU seconds this process has used so far, summed over its threads
-/// (`/proc/self/task/*/schedstat`, in ns): the client thread and the echo
-/// server's.
-fn own_cpu() -> f64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0.0;
+/// User plus system CPU seconds of `/proc/<pid>` (`self` for this process).
+pub(crate) fn process_cpu(pid: &str) -> anyhow::Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // Fields after the command name, which ends at the last ')'; utime and
+    // stime are fields 14 and 15 of the whole line, 12 and 13 after it.
+    let rest = &stat[stat.rfind(')').context("a stat line without ')'")? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields
+            .get(i)
+            .with_context(|| format!("{path} has no field {}", i + 3))?
+            .parse::<f64>()?)
     };
-    let ns: f64 = tasks
-        .filter_map(Result::ok)
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-        .sum();
-    ns / 1e9
+    // Linux reports these in USER_HZ, 100 on every architecture it runs on.
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
 }
 
 /// CPU seconds Redis has used so far.
@@ -297,16 +301,17 @@ mod tests {
         // Spins until 20 ms of CPU are counted, however busy the machine
         // (within 10 s of wall time); what is counted is no more than the
         // wall time on two cores.
-        let before = own_cpu();
+        let own = || process_cpu("self").expect("this process's CPU");
+        let before = own();
         let start = Instant::now();
         let mut x = 0u64;
-        while own_cpu() - before < 0.02 {
+        while own() - before < 0.02 {
             assert!(start.elapsed() < Duration::from_secs(10), "no CPU counted");
             for _ in 0..100_000 {
                 x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
             }
         }
-        let spent = own_cpu() - before;
+        let spent = own() - before;
         assert!(
             spent < start.elapsed().as_secs_f64() * 2.0 + 0.01,
             "{spent} s"

@@ -10,7 +10,7 @@ use crate::rpc;
 /// Whether the circle's workers are known to be gone (never while nothing
 /// is known of them). When the record says so, the request looks at them
 /// itself first (one round trip, at most one request per circle per
-/// 100 ms; the others go by the record): a worker back since the owner's
+/// `sight::RELOOK_EVERY`; the others go by the record): a worker back since the owner's
 /// last look is seen at once.
 pub(crate) async fn no_live_worker(shared: &Shared) -> bool {
     let Some(sight) = shared.config.workers.as_ref() else {

@@ -17,9 +17,9 @@ use crate::rpc;
 /// running script gets the worker's shutdown grace. Once that wait is over
 /// (`abandoned`), dropping it cancels its task as well.
 ///
-/// A circle with no live worker (its [`crate::WorkerSight`] says so, see
-/// [`crate::no_worker`]) is
-/// answered -32002 at once, and nothing is submitted; a task that times out
+/// A circle with no live worker (its [`crate::WorkerSight`] says so, also
+/// after the request's own look, see [`crate::no_worker`]) is answered
+/// -32002 and nothing is submitted; a task that times out
 /// while the circle has none is answered the same way and cancelled, so no
 /// worker that comes up later runs it unseen.
 pub(crate) async fn play(

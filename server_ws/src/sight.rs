@@ -23,10 +23,6 @@ struct Inner {
     circle_id: u32,
     dead_after: Duration,
     seen: Mutex<Seen>,
-    failure: Mutex<Failure>,
-    /// When a request last looked again itself (see
-    /// [`WorkerSight::may_look_again`]).
-    relooked: Mutex<Option<Instant>>,
 }
 
 /// How often requests to a circle with no live worker may look at its
@@ -35,7 +31,7 @@ struct Inner {
 /// flood of requests costs Redis at most one look per this time.
 const RELOOK_EVERY: Duration = Duration::from_millis(100);
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Seen {
     /// When the record was made: until one dead time after it, a circle
     /// none of whose workers was seen yet counts as live (a fresh process
@@ -47,11 +43,14 @@ struct Seen {
     until: Option<Instant>,
     /// When the last look succeeded; `None` before the first.
     looked: Option<Instant>,
+    /// Why the latest look failed, when it did (cleared by the next one
+    /// that succeeds).
+    failure: Option<String>,
+    /// When a request last looked again itself (see
+    /// [`WorkerSight::may_look_again`]; a failed look counts too, so
+    /// failing looks cannot flood Redis).
+    relooked: Option<Instant>,
 }
-
-/// Per circle: why the latest look failed, when it did (cleared by the
-/// next one that succeeds).
-type Failure = Option<String>;
 
 impl WorkerSight {
     /// The record of circle `circle_id`, whose workers count as gone once
@@ -65,9 +64,9 @@ impl WorkerSight {
                     start: Instant::now(),
                     until: None,
                     looked: None,
+                    failure: None,
+                    relooked: None,
                 }),
-                failure: Mutex::new(None),
-                relooked: Mutex::new(None),
             }),
         }
     }
@@ -86,8 +85,8 @@ impl WorkerSight {
     /// when one of them had its heartbeat key, which then had `left` to live
     /// (the freshest one's TTL); `None` when none had.
     pub fn record(&self, heartbeat: Option<Duration>, at: Instant) {
-        *lock(&self.inner.failure) = None;
         let mut seen = self.lock();
+        seen.failure = None;
         seen.looked = Some(seen.looked.map_or(at, |l| l.max(at)));
         if let Some(left) = heartbeat {
             let until = at + left;
@@ -97,12 +96,12 @@ impl WorkerSight {
 
     /// Records a look that failed: Redis did not answer it, for `why`.
     pub fn record_failure(&self, why: String) {
-        *lock(&self.inner.failure) = Some(why);
+        self.lock().failure = Some(why);
     }
 
     /// Why the latest look failed (Redis is away), while it is the latest.
     pub fn failure(&self) -> Option<String> {
-        lock(&self.inner.failure).clone()
+        self.lock().failure.clone()
     }
 
     /// Whether a request that finds no live worker may look again itself
@@ -113,11 +112,14 @@ impl WorkerSight {
     }
 
     fn may_look_again_at(&self, now: Instant) -> bool {
-        let mut last = lock(&self.inner.relooked);
-        if last.is_some_and(|l| now.saturating_duration_since(l) < RELOOK_EVERY) {
+        let mut seen = self.lock();
+        if seen
+            .relooked
+            .is_some_and(|l| now.saturating_duration_since(l) < RELOOK_EVERY)
+        {
             return false;
         }
-        *last = Some(now);
+        seen.relooked = Some(now);
         true
     }
 
@@ -138,7 +140,7 @@ impl WorkerSight {
     }
 
     fn live_at(&self, now: Instant) -> Option<bool> {
-        let seen = *self.lock();
+        let seen = self.lock();
         let dead_after = self.inner.dead_after;
         let looked = seen.looked?;
         if now.saturating_duration_since(looked) >= dead_after {
@@ -148,15 +150,14 @@ impl WorkerSight {
         Some(now < until)
     }
 
+    /// Locks the record even if a panic elsewhere poisoned it: instants
+    /// and a reason stay meaningful.
     fn lock(&self) -> std::sync::MutexGuard<'_, Seen> {
-        lock(&self.inner.seen)
+        self.inner
+            .seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-}
-
-/// Locks a record even if a panic elsewhere poisoned it: instants and a
-/// reason stay meaningful.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

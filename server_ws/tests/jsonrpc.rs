@@ -371,6 +371,12 @@ async fn notifications_beyond_the_in_flight_limit_wait_for_a_slot_and_all_run() 
         processed(&fx).await == 20
     })
     .await;
+    // A finished task's slot is freed once its notification reached the
+    // server, a moment after Redis counted it.
+    common::eventually_async("the 20 notifications' slots to be freed", || async {
+        fx.status.in_flight() == 0
+    })
+    .await;
 
     // In a batch too: the calls of the batch start as they are admitted, so a
     // notification behind them waits for their slots, not for the batch.

@@ -41,11 +41,6 @@ impl LabelText {
     pub fn new(text: &str) -> LabelText {
         LabelText(text.to_owned())
     }
-
-    /// The text as given.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
 impl EncodeLabelValue for LabelText {

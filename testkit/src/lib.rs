@@ -102,17 +102,8 @@ impl RedisServer {
     /// # Panics
     /// When it does not come up there (the port is taken, say).
     pub fn start_on(port: u16) -> Self {
-        let mut server = RedisServer {
-            child: None,
-            port,
-            dir: tempfile::Builder::new()
-                .prefix("circles-redis-")
-                .tempdir()
-                .expect("create a temp dir for redis-server"),
-            append_only: false,
-            tls: None,
-            extra: Vec::new(),
-        };
+        let mut server = Self::unstarted(false, None, Vec::new());
+        server.port = port;
         if let Err(log) = server.spawn_and_wait() {
             panic!("redis-server did not start on port {port}: {log}");
         }
@@ -123,19 +114,23 @@ impl RedisServer {
         Self::start_full(append_only, tls, Vec::new())
     }
 
-    fn start_full(append_only: bool, tls: Option<Tls>, extra: Vec<String>) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("circles-redis-")
-            .tempdir()
-            .expect("create a temp dir for redis-server");
-        let mut server = RedisServer {
+    /// A server not started yet (port 0), with its own temp dir.
+    fn unstarted(append_only: bool, tls: Option<Tls>, extra: Vec<String>) -> Self {
+        RedisServer {
             child: None,
             port: 0,
-            dir,
+            dir: tempfile::Builder::new()
+                .prefix("circles-redis-")
+                .tempdir()
+                .expect("create a temp dir for redis-server"),
             append_only,
             tls,
             extra,
-        };
+        }
+    }
+
+    fn start_full(append_only: bool, tls: Option<Tls>, extra: Vec<String>) -> Self {
+        let mut server = Self::unstarted(append_only, tls, extra);
         // Another process can take the port between our probe and redis' bind;
         // retry on a new port a few times before giving up.
         let mut last_log = String::new();

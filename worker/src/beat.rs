@@ -36,8 +36,7 @@ pub(crate) async fn resolve_predecessor(
     pid: u32,
     token: CancellationToken,
 ) {
-    let (circle, queue) = (circle.as_str(), broker.queue().to_owned());
-    let queue = queue.as_str();
+    let (circle, queue) = (circle.as_str(), broker.queue());
     let beats = match broker.heartbeats_of(pid).await {
         Ok(beats) if beats.is_empty() => return,
         Ok(beats) => beats,

@@ -110,8 +110,8 @@ pub struct WorkerConfig {
     pub redis_ca: Option<client::RedisCa>,
     /// The circle's queue name (see `client::queue_name`).
     pub queue: String,
-    /// The circle's name, in the `circle` field of every log line of the
-    /// worker (beside `queue`). Default: the queue name.
+    /// The circle's name, in the `circle` field of the worker's log lines
+    /// about its queue (beside `queue`). Default: the queue name.
     pub circle: String,
     /// How long finished task hashes live.
     pub result_ttl: Duration,
@@ -133,7 +133,7 @@ pub struct WorkerConfig {
     /// refusing. Default `false`.
     pub standby: bool,
     /// The pid of an earlier run of this database in another process whose
-    /// lease [`await_lease`] took over (it sets this): [`run_with`] resolves
+    /// lease [`await_lease`] took over (its [`Awaited::Held`]): [`run_with`] resolves
     /// the tasks of that run's workers once they stayed silent for a beat
     /// and a half, instead of after their heartbeat TTL (see
     /// `beat::resolve_predecessor`). Default `None` ([`run_with`] finds it
@@ -284,27 +284,39 @@ async fn leave(beside: Beside, broker: &WorkerBroker, held: &lease::Held) {
     }
 }
 
+/// What [`await_lease`] came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Awaited {
+    /// The lease could be taken (or the worker has none). `predecessor`:
+    /// the pid of an earlier run of this database whose lease it took over,
+    /// for [`WorkerConfig::predecessor`].
+    Held {
+        /// See [`WorkerConfig::predecessor`].
+        predecessor: Option<u32>,
+    },
+    /// The token was cancelled first.
+    Cancelled,
+}
+
 /// Waits until this worker could take its queue's lease (`config.lease`,
 /// in standby: see [`WorkerConfig::standby`]), before anything else is
 /// opened; the status says who holds it meanwhile. `Ok(false)` when `token`
 /// was cancelled first. [`run_with`] takes the lease itself (the same
 /// database gets it again with a fresh token); this lets a caller open the
 /// circle's database only once the lease was held, so that a standby on
-/// shared storage never opens a database another host is writing. A lease
-/// taken over from an earlier run of the same database sets
-/// [`WorkerConfig::predecessor`] for [`run_with`].
+/// shared storage never opens a database another host is writing.
 pub async fn await_lease(
-    config: &mut WorkerConfig,
+    config: &WorkerConfig,
     options: &WorkerOptions,
     status: &WorkerStatus,
     token: &CancellationToken,
-) -> Result<bool> {
+) -> Result<Awaited> {
     let fatal = |reason: String| Error::Fatal {
         queue: config.queue.clone(),
         reason,
     };
     let Some(holder) = &config.lease else {
-        return Ok(true);
+        return Ok(Awaited::Held { predecessor: None });
     };
     let mut broker_options = BrokerOptions::new(config.result_ttl);
     broker_options.max_backoff = options.max_backoff;
@@ -322,12 +334,10 @@ pub async fn await_lease(
     )
     .await
     {
-        Ok(taken) => {
-            if let Some(pid) = taken.as_ref().and_then(|t| t.predecessor) {
-                config.predecessor = Some(pid);
-            }
-            Ok(taken.is_some())
-        }
+        Ok(Some(taken)) => Ok(Awaited::Held {
+            predecessor: taken.predecessor,
+        }),
+        Ok(None) => Ok(Awaited::Cancelled),
         Err(refusal) => {
             status.set(WorkerState::Failed(refusal.clone()));
             Err(fatal(refusal))
@@ -338,7 +348,7 @@ pub async fn await_lease(
 /// A worker id unique per process start: `<pid>-<random>`.
 fn new_worker_id() -> String {
     let random = uuid::Uuid::new_v4().simple().to_string();
-    format!("{}-{}", std::process::id(), &random[..12])
+    client::keys::worker_id_prefix(std::process::id()) + &random[..12]
 }
 
 /// Runs the worker until `token` is cancelled, then drains and returns.

@@ -33,12 +33,22 @@ fn leased_worker_with(
     standby: bool,
     options: worker::WorkerOptions,
 ) -> TestWorker {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let engine = open_engine(dir.path(), slow_limits());
+    start_leased(leased_config(url, queue, lease, standby), options)
+}
+
+/// The config of a worker on `queue` with a lease as `lease`.
+fn leased_config(url: &str, queue: &str, lease: Lease, standby: bool) -> WorkerConfig {
     let mut config = WorkerConfig::new(url, queue);
     config.lease = Some(lease);
     config.standby = standby;
     config.shutdown_grace = Duration::from_millis(200);
+    config
+}
+
+/// Starts a worker with `config` and a fresh database.
+fn start_leased(config: WorkerConfig, options: worker::WorkerOptions) -> TestWorker {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = open_engine(dir.path(), slow_limits());
     let mut worker = TestWorker::start_with(config, options, engine);
     worker.keep_dir(dir);
     worker
@@ -716,6 +726,27 @@ async fn dead_run(url: &str, queue: &str, dead_pid: u32) -> String {
     dead
 }
 
+/// Waits until task `t1` ended as `worker_lost`; a connection for more.
+async fn until_worker_lost(url: &str) -> redis::aio::MultiplexedConnection {
+    let mut conn = raw(url).await;
+    until_status(&conn, "t1", "error", WAIT).await;
+    assert_eq!(
+        hget(&mut conn, "t1", "errorKind").await.as_deref(),
+        Some("worker_lost")
+    );
+    conn
+}
+
+/// Task `t1` is still `processing` after `wait`.
+async fn still_processing_after(url: &str, wait: Duration) {
+    tokio::time::sleep(wait).await;
+    let mut conn = raw(url).await;
+    assert_eq!(
+        hget(&mut conn, "t1", "status").await.as_deref(),
+        Some("processing")
+    );
+}
+
 /// A run killed with a task in hand, restarted at once on the same
 /// database (another pid, same host and directory): the new worker takes
 /// the lease over and, holding the database the dead run held, resolves its
@@ -729,13 +760,7 @@ async fn a_restart_on_the_same_database_resolves_the_dead_runs_silent_tasks_earl
     let url = redis.url();
     let dead = dead_run(&url, "q", 10).await;
     let worker = leased_worker(&url, "q", holder(11, "host-a", "/data/a"), false);
-    let conn = raw(&url).await;
-    until_status(&conn, "t1", "error", WAIT).await;
-    let mut c = conn.clone();
-    assert_eq!(
-        hget(&mut c, "t1", "errorKind").await.as_deref(),
-        Some("worker_lost")
-    );
+    let mut c = until_worker_lost(&url).await;
     let workers: Vec<String> = redis::cmd("SMEMBERS")
         .arg(keys::workers("q"))
         .query_async(&mut c)
@@ -759,35 +784,25 @@ async fn a_standby_restart_on_the_same_database_resolves_the_dead_runs_silent_ta
     let redis = testkit::RedisServer::start();
     let url = redis.url();
     dead_run(&url, "q", 10).await;
-    let mut config = WorkerConfig::new(&url, "q");
-    config.lease = Some(holder(11, "host-a", "/data/a"));
-    config.standby = true;
-    config.shutdown_grace = Duration::from_millis(200);
+    let mut config = leased_config(&url, "q", holder(11, "host-a", "/data/a"), true);
     let status = worker::WorkerStatus::default();
-    let held = worker::await_lease(
-        &mut config,
+    let awaited = worker::await_lease(
+        &config,
         &fast_options(),
         &status,
         &tokio_util::sync::CancellationToken::new(),
     )
     .await
     .expect("lease");
-    assert!(held);
-    assert_eq!(config.predecessor, Some(10));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut worker = TestWorker::start_with(
-        config,
-        fast_options(),
-        open_engine(dir.path(), slow_limits()),
-    );
-    worker.keep_dir(dir);
-    let conn = raw(&url).await;
-    until_status(&conn, "t1", "error", WAIT).await;
-    let mut c = conn.clone();
     assert_eq!(
-        hget(&mut c, "t1", "errorKind").await.as_deref(),
-        Some("worker_lost")
+        awaited,
+        worker::Awaited::Held {
+            predecessor: Some(10)
+        }
     );
+    config.predecessor = Some(10);
+    let worker = start_leased(config, fast_options());
+    until_worker_lost(&url).await;
     worker.stop().await;
 }
 
@@ -819,15 +834,9 @@ async fn a_worker_of_the_named_earlier_run_that_still_beats_keeps_its_task() {
         })
     };
     let worker = leased_worker(&url, "q", holder(11, "host-a", "/data/a"), false);
-    running(&worker).await;
     forty_two(&url, "q").await;
     // Many times the beat and a half (150 ms) the worker waits.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut conn = raw(&url).await;
-    assert_eq!(
-        hget(&mut conn, "t1", "status").await.as_deref(),
-        Some("processing")
-    );
+    still_processing_after(&url, Duration::from_secs(2)).await;
     beating.cancel();
     beater.await.expect("beater");
     worker.stop().await;
@@ -842,14 +851,8 @@ async fn a_lease_of_the_same_process_resolves_nothing_before_the_heartbeat_expir
     let url = redis.url();
     dead_run(&url, "q", 11).await;
     let worker = leased_worker(&url, "q", holder(11, "host-a", "/data/a"), false);
-    running(&worker).await;
     forty_two(&url, "q").await;
     // Many reap intervals of the test's options (200 ms) pass.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut conn = raw(&url).await;
-    assert_eq!(
-        hget(&mut conn, "t1", "status").await.as_deref(),
-        Some("processing")
-    );
+    still_processing_after(&url, Duration::from_secs(2)).await;
     worker.stop().await;
 }

@@ -17,6 +17,13 @@ struct Tally {
     failed: AtomicU64,
     /// Waits that ended without the task's outcome.
     wait_errors: AtomicU64,
+    /// Submits that failed (Redis down).
+    submit_errors: AtomicU64,
+    /// Bumped just before Redis is killed.
+    kills: AtomicU64,
+    /// Submit-and-wait rounds that were under way when Redis was killed
+    /// (their wait rode through the outage).
+    rounds_through_outage: AtomicU64,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,9 +49,11 @@ async fn redis_killed_under_load_loses_no_task_runs_none_twice_and_the_system_se
         loops.push(tokio::spawn(async move {
             let opts = SubmitOptions::with_timeout(Duration::from_secs(10));
             while !stop.load(Ordering::Relaxed) {
+                let kills = tally.kills.load(Ordering::SeqCst);
                 let id = match client.submit(QUEUE, "db::insert(1); 40 + 2", &opts).await {
                     Ok(id) => id,
                     Err(_) => {
+                        tally.submit_errors.fetch_add(1, Ordering::Relaxed);
                         // Load generation, not synchronisation: do not spin while Redis is down.
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         continue;
@@ -56,6 +65,9 @@ async fn redis_killed_under_load_loses_no_task_runs_none_twice_and_the_system_se
                     Ok(Outcome::Failed(_)) => tally.failed.fetch_add(1, Ordering::Relaxed),
                     Err(_) => tally.wait_errors.fetch_add(1, Ordering::Relaxed),
                 };
+                if tally.kills.load(Ordering::SeqCst) != kills {
+                    tally.rounds_through_outage.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }));
     }
@@ -66,6 +78,7 @@ async fn redis_killed_under_load_loses_no_task_runs_none_twice_and_the_system_se
         async move { (n >= 50).then_some(()) }
     })
     .await;
+    tally.kills.fetch_add(1, Ordering::SeqCst);
     redis.kill();
     // Submits fail at once while it is down; waiters wait through the
     // outage (their deadline is 10 s away).
@@ -115,6 +128,15 @@ async fn redis_killed_under_load_loses_no_task_runs_none_twice_and_the_system_se
     // Redis was back long before any task's deadline: every waiter got
     // its task's outcome, none an error.
     assert_eq!(tally.wait_errors.load(Ordering::Relaxed), 0);
+    // The kill met the load: a submit failed, or a round under way at the
+    // kill waited through the outage (all 8 loops may be waiting then).
+    let submit_errors = tally.submit_errors.load(Ordering::Relaxed);
+    let rounds_through = tally.rounds_through_outage.load(Ordering::Relaxed);
+    assert!(
+        submit_errors + rounds_through >= 1,
+        "the outage hit the load: {submit_errors} submit errors, \
+         {rounds_through} rounds through it"
+    );
     let after = client
         .run_with(
             QUEUE,

@@ -238,19 +238,12 @@ impl WorkerBroker {
             &format!("{}|{}", holder.host, holder.dir),
             ttl.as_millis().max(1) as u64,
         );
-        let reply: Vec<redis::Value> = self.conn.invoke(&inv).await?;
-        let text = |i: usize| -> Result<String> {
-            match reply.get(i) {
-                Some(v) => redis::from_redis_value(v.clone())
-                    .map_err(|e| Error::Protocol(format!("lease acquisition answered {e}"))),
-                None => Ok(String::new()),
-            }
-        };
-        let lease = Lease::parse(&text(1)?).map_err(Error::Protocol)?;
-        if reply.first() != Some(&redis::Value::Int(1)) {
+        let (taken, value, previous): (i64, String, String) = self.conn.invoke(&inv).await?;
+        let lease = Lease::parse(&value).map_err(Error::Protocol)?;
+        if taken != 1 {
             return Ok(Err(lease));
         }
-        let previous = Lease::parse(&text(2)?).ok();
+        let previous = Lease::parse(&previous).ok();
         Ok(Ok((lease, previous)))
     }
 

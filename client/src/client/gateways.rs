@@ -168,7 +168,7 @@ impl Client {
         if circles.is_empty() {
             return Ok(Vec::new());
         }
-        let ttl_ms = ttl.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
+        let ttl_ms = ttl_ms(ttl);
         let mut pipe = redis::pipe();
         for chunk in circles.chunks(BATCH) {
             let cmd = pipe.cmd("EVAL").arg(BEAT).arg(chunk.len() * 3);
@@ -184,16 +184,7 @@ impl Client {
             }
         }
         let answers: Vec<Vec<i64>> = self.inner.conn.query_pipe(&pipe).await?;
-        let live: Vec<Option<Duration>> = answers
-            .into_iter()
-            .flatten()
-            .map(|left| {
-                u64::try_from(left)
-                    .ok()
-                    .filter(|&ms| ms > 0)
-                    .map(Duration::from_millis)
-            })
-            .collect();
+        let live: Vec<Option<Duration>> = answers.into_iter().flatten().map(time_left).collect();
         if live.len() != circles.len() {
             return Err(Error::Protocol(format!(
                 "a gateway beat of {} circles answered {} rows",
@@ -209,7 +200,7 @@ impl Client {
     /// a beat tells, writing nothing; a key without a TTL counts as `ttl`.
     /// One round trip.
     pub async fn worker_heartbeat(&self, queue: &str, ttl: Duration) -> Result<Option<Duration>> {
-        let ttl_ms = ttl.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
+        let ttl_ms = ttl_ms(ttl);
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(LOOK)
             .arg(1)
@@ -217,10 +208,7 @@ impl Client {
             .arg(keys::heartbeat(queue, ""))
             .arg(ttl_ms);
         let left: i64 = self.inner.conn.query(&cmd).await?;
-        Ok(u64::try_from(left)
-            .ok()
-            .filter(|&ms| ms > 0)
-            .map(Duration::from_millis))
+        Ok(time_left(left))
     }
 
     /// Takes `gateway` out of the gateway sets of `queues` and deletes its
@@ -282,6 +270,20 @@ impl Client {
         }
         Ok(rows)
     }
+}
+
+/// A TTL as the scripts take it: whole ms, at least 1.
+fn ttl_ms(ttl: Duration) -> u64 {
+    ttl.as_millis().clamp(1, u128::from(u64::MAX)) as u64
+}
+
+/// A heartbeat's time left as a script answers it (ms; 0 or less: none
+/// alive).
+fn time_left(ms: i64) -> Option<Duration> {
+    u64::try_from(ms)
+        .ok()
+        .filter(|&ms| ms > 0)
+        .map(Duration::from_millis)
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ use crate::keys;
 /// fresh token from the fence counter and the TTL. KEYS: owner key, fence
 /// key. ARGV: pid, `<host>|<dir>`, ttl ms. Returns `{1, lease, previous}`
 /// when taken (`previous`: what the key held, the same database's lease of
-/// an earlier run, or `''` when it was free), `{0, lease}` with the holder's
-/// lease otherwise.
+/// an earlier run, or `''` when it was free), `{0, lease, ''}` with the
+/// holder's lease otherwise.
 ///
 /// A counter that is missing (a Redis that restarted empty) starts from
 /// Redis' clock in milliseconds, not from 0: a worker cut off before the
@@ -29,7 +29,7 @@ static ACQUIRE_LEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local cur = redis.call('GET', KEYS[1])
-if cur and string.match(cur, '^[^|]*|[^|]*|(.*)$') ~= ARGV[2] then return { 0, cur } end
+if cur and string.match(cur, '^[^|]*|[^|]*|(.*)$') ~= ARGV[2] then return { 0, cur, '' } end
 if redis.call('EXISTS', KEYS[2]) == 0 then
   local t = redis.call('TIME')
   redis.call('SET', KEYS[2], string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000)))
@@ -132,7 +132,7 @@ return { ended, beaten }
 pub(crate) fn heartbeats_of(queue: &str, pid: u32) -> ScriptInvocation<'static> {
     let mut inv = HEARTBEATS_OF.prepare_invoke();
     inv.key(keys::workers(queue))
-        .arg(format!("{pid}-"))
+        .arg(keys::worker_id_prefix(pid))
         .arg(keys::heartbeat(queue, ""));
     inv
 }

@@ -6,16 +6,16 @@
 //! only in the file: added; only running: removed.
 //!
 //! Order: (1) read and check the file, as at start (an invalid file changes
-//! nothing); (2) prepare the added circles whose port no outgoing circle
-//! holds; (3) take the removed and changed circles out of their hosts (see
-//! `set.rs`), drain them together and close their databases; (4) prepare
-//! the changed circles and the added ones that take over an outgoing port,
-//! and start every prepared circle on one new host. Each circle is prepared
+//! nothing); (2) prepare the added circles whose port and queue no outgoing
+//! circle holds; (3) take the removed and changed circles out of their hosts
+//! (see `set.rs`), drain them together and close their databases; (4)
+//! prepare the changed circles and the added ones that take over an
+//! outgoing port or queue, and start every prepared circle on one new host. Each circle is prepared
 //! on its own: one that cannot start (its port held by another program, its
 //! queue's lease held by another database's worker, its own Redis away)
 //! stays stopped and the reload says so, while the others are applied.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::set::{CircleSet, Ctx};
 use crate::circles;
@@ -87,14 +87,12 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
         )
     })?;
     if ctx.settings.role.serves() {
-        let open = if ctx.settings.allow_open {
-            Ok(())
-        } else {
-            settings::check_open_circles(&file, &ctx.settings.host)
-        };
-        open.and_then(|()| {
-            settings::check_admin_port(&file, &ctx.settings.host, &ctx.settings.admin)
-        })
+        settings::check_served(
+            &file,
+            &ctx.settings.host,
+            ctx.settings.allow_open,
+            &ctx.settings.admin,
+        )
         .map_err(|e| {
             ReloadError::new(
                 ReloadErrorKind::InvalidConfig,
@@ -208,11 +206,26 @@ async fn prepare(
 ) -> (Vec<circles::Prepared>, Vec<(CircleConfig, String)>) {
     let mut failed = Vec::new();
     let mut reachable = Vec::with_capacity(configs.len());
-    // A circle whose own Redis cannot be connected cannot start.
+    // A circle whose own Redis cannot be connected cannot start; each URL
+    // is tried once (a connect that fails may take its whole timeout).
+    let mut unreachable: HashMap<String, String> = HashMap::new();
     for c in configs {
+        let url = ctx.clients.url_of(&c).to_string();
+        if let Some(first) = unreachable.get(&url) {
+            let why = format!(
+                "circle \"{}\" (id {}): its redis at {url} cannot be reached either \
+                 (circle \"{first}\")",
+                c.name, c.id
+            );
+            failed.push((c, why));
+            continue;
+        }
         match ctx.clients.connect_for(std::slice::from_ref(&c)).await {
             Ok(()) => reachable.push(c),
-            Err(e) => failed.push((c, format!("{e:#}"))),
+            Err(e) => {
+                unreachable.insert(url, c.name.clone());
+                failed.push((c, format!("{e:#}")));
+            }
         }
     }
     if reachable.is_empty() {
@@ -254,25 +267,25 @@ async fn prepare(
     if clashes.is_empty() {
         return (ready, failed);
     }
+    let mut clashes: HashMap<u32, String> = clashes.into_iter().collect();
     let (clashing, ready): (Vec<_>, Vec<_>) = ready
         .into_iter()
-        .partition(|p| clashes.iter().any(|(id, _)| *id == p.config.id));
+        .partition(|p| clashes.contains_key(&p.config.id));
     for p in &clashing {
-        if let Some((_, why)) = clashes.iter().find(|(id, _)| *id == p.config.id) {
-            failed.push((p.config.clone(), why.clone()));
+        if let Some(why) = clashes.remove(&p.config.id) {
+            failed.push((p.config.clone(), why));
         }
     }
     close(clashing).await;
     (ready, failed)
 }
 
-/// Closes the databases of prepared circles that are not started.
+/// Closes the databases of prepared circles that are not started, on a
+/// blocking thread.
 async fn close(prepared: Vec<circles::Prepared>) {
-    let closing = prepared
-        .into_iter()
-        .filter_map(circles::Prepared::closing)
-        .collect();
-    close_all(closing, "circles not started").await;
+    if let Err(e) = tokio::task::spawn_blocking(move || circles::close_prepared(prepared)).await {
+        log::error!("closing the databases of circles not started panicked: {e}");
+    }
 }
 
 /// Closes `closing` on a blocking thread; `what` names them in the log.

@@ -408,12 +408,7 @@ impl Running {
         };
         if !clashes.is_empty() {
             let total = prepared.len();
-            circles::close_all(
-                prepared
-                    .into_iter()
-                    .filter_map(circles::Prepared::closing)
-                    .collect(),
-            );
+            circles::close_prepared(prepared);
             let why: Vec<String> = clashes.into_iter().map(|(_, why)| why).collect();
             bail!(
                 "{} of {total} circles cannot start, so none was started:\n  {}",

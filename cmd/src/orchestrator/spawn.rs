@@ -95,11 +95,12 @@ pub fn start_standby_worker(
                 {
                     return Ok(());
                 }
-                let held = worker::await_lease(&mut config, &options, &status, &token)
+                match worker::await_lease(&config, &options, &status, &token)
                     .await
-                    .map_err(|e| e.to_string())?;
-                if !held {
-                    return Ok(());
+                    .map_err(|e| e.to_string())?
+                {
+                    worker::Awaited::Held { predecessor } => config.predecessor = predecessor,
+                    worker::Awaited::Cancelled => return Ok(()),
                 }
                 let opened = lock(&closing).as_ref().map(|(_, _, engine)| engine.clone());
                 let engine = match opened {

@@ -31,10 +31,6 @@ const START_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a managed `redis-server` may take to exit after SHUTDOWN.
 const STOP_DEADLINE: Duration = Duration::from_secs(10);
 
-/// How long a server that lost its port to another one may take to exit
-/// before it is killed.
-const LOST_PORT_EXIT: Duration = Duration::from_secs(2);
-
 /// Another Redis answers at the address a managed server was started on:
 /// it took the port first (another orchestrator on the same URL starting
 /// its own at the same moment, or a Redis started by hand), and the
@@ -236,18 +232,11 @@ impl ManagedRedis {
         }
     }
 
-    /// Another server (`pid`) answers at the address: waits for this one to
-    /// exit, as it does when it cannot bind (killed if it has not within
-    /// [`LOST_PORT_EXIT`]).
+    /// Another server (`pid`) answers at the address: this one, which could
+    /// not bind, is stopped (it would exit by itself) and reaped.
     fn lost_port(&mut self, pid: Option<u32>) -> Taken {
-        let deadline = Instant::now() + LOST_PORT_EXIT;
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
         Taken {
             addr: self.addr,
             pid,

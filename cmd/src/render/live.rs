@@ -88,9 +88,10 @@ pub fn lines(header: &Header, snap: &Snapshot, cols: u16, rows: u16) -> Vec<Stri
     };
     let mut hidden = snap.circles.len() - shown;
     let mut table = build_fitting(&snap.circles[..shown], cols, true).to_string();
-    // Column names on two lines (a narrow terminal) take one more line.
+    // Column names on two lines (a narrow terminal) take one more line; the
+    // first row dropped may only make room for the line saying so.
     let height = |table: &str, hidden: usize| 2 + table.lines().count() + usize::from(hidden > 0);
-    if height(&table, hidden) > usize::from(rows) && shown > 1 {
+    while height(&table, hidden) > usize::from(rows) && shown > 1 {
         shown -= 1;
         hidden += 1;
         table = build_fitting(&snap.circles[..shown], cols, true).to_string();
@@ -219,8 +220,14 @@ mod tests {
 
     #[test]
     fn a_frame_never_exceeds_the_terminal_so_nothing_scrolls() {
-        for (cols, rows) in [(80u16, 24u16), (200, 50), (40, 10)] {
-            let frame = lines(&header(), &snap(200), cols, rows);
+        // 4 circles at 80x10 fit with one-line column names, not with two.
+        for (circles, cols, rows) in [
+            (200, 80u16, 24u16),
+            (200, 200, 50),
+            (200, 40, 10),
+            (4, 80, 10),
+        ] {
+            let frame = lines(&header(), &snap(circles), cols, rows);
             assert!(
                 frame.len() <= usize::from(rows),
                 "{cols}x{rows}: {} lines",

@@ -56,35 +56,33 @@ pub fn build_fitting(rows: &[Row], width: u16, utf8: bool) -> Table {
             return table;
         }
     }
-    let mut cut = Cut::LIVE;
-    let table = build_columns(rows, FIXED_COLUMNS, utf8, &cut);
-    let table = shorten(rows, utf8, &mut cut, table, SHORTEST_CELL, &fits);
+    let table = shorten(rows, utf8, Cut::LIVE, SHORTEST_CELL, &fits);
     if fits(&table) {
         return table;
     }
     // From the uncut cells again: the status goes below 12 columns before
     // a name is cut further.
-    let mut stacked = Cut {
+    let stacked = Cut {
         stacked: true,
         ..Cut::LIVE
     };
-    let tighter = build_columns(rows, FIXED_COLUMNS, utf8, &stacked);
-    let tighter = shorten(rows, utf8, &mut stacked, tighter, SHORTEST_STACKED, &fits);
+    let tighter = shorten(rows, utf8, stacked, SHORTEST_STACKED, &fits);
     // Narrower still, the URL is cut either way: the status cells keep
     // their SHORTEST_CELL columns, which say more.
     if fits(&tighter) { tighter } else { table }
 }
 
-/// Shortens the Worker Status cells, then the names, one column at a time,
-/// down to `shortest`, until `table` fits.
+/// The five fixed columns cut as `cut` says, with the Worker Status cells,
+/// then the names, shortened one column at a time, down to `shortest`,
+/// until the table fits.
 fn shorten(
     rows: &[Row],
     utf8: bool,
-    cut: &mut Cut,
-    mut table: Table,
+    mut cut: Cut,
     shortest: usize,
     fits: &dyn Fn(&Table) -> bool,
 ) -> Table {
+    let mut table = build_columns(rows, FIXED_COLUMNS, utf8, &cut);
     let widest = |cell: fn(&Row) -> String| rows.iter().map(|r| cell(r).width()).max();
     for (column, widest) in [
         (
@@ -93,11 +91,11 @@ fn shorten(
         ),
         (NAME, widest(|r| r.name.clone())),
     ] {
-        let mut max = cut.max[column].unwrap_or(widest.unwrap_or(0));
+        let mut max = widest.unwrap_or(0);
         while !fits(&table) && max > shortest {
             max -= 1;
             cut.max[column] = Some(max);
-            table = build_columns(rows, FIXED_COLUMNS, utf8, cut);
+            table = build_columns(rows, FIXED_COLUMNS, utf8, &cut);
         }
     }
     table
@@ -116,7 +114,6 @@ const STATUS: usize = 2;
 
 /// How cells are cut: the most terminal columns a cell of each fixed column
 /// may take, and the most characters of a reason.
-#[derive(Clone, Copy)]
 struct Cut {
     max: [Option<usize>; FIXED_COLUMNS],
     detail: Option<usize>,

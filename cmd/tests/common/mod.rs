@@ -262,6 +262,23 @@ pub fn run_to_end(cmd: Command, timeout: Duration) -> (ExitStatus, String, Strin
     (status, o.stdout(), o.stderr())
 }
 
+/// Runs `cmd` to its end with `stdout` as its stdout; a piped one has its
+/// read end closed at once, as by a reader that went away. Its exit code
+/// and stderr.
+pub fn exit_with_stdout(mut cmd: Command, stdout: Stdio) -> (Option<i32>, String) {
+    let mut child = cmd
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the command");
+    drop(child.stdout.take());
+    let done = child.wait_with_output().expect("the command ends");
+    (
+        done.status.code(),
+        String::from_utf8_lossy(&done.stderr).into_owned(),
+    )
+}
+
 /// A WebSocket URL of a local circle.
 pub fn ws(port: u16) -> String {
     format!("ws://127.0.0.1:{port}/ws")
