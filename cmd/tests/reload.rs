@@ -951,6 +951,45 @@ async fn each_circle_of_a_reload_that_cannot_start_stays_out_alone_and_the_other
     assert!(o.stop().success(), "{}", o.stderr());
 }
 
+/// Two circles of a reload on one Redis that cannot be reached stay out,
+/// the second told so without a second try of its own, and the rest
+/// applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circles_of_a_reload_on_one_unreachable_redis_stay_out_and_the_rest_applies() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let (a, g, d, e) = (port(), port(), port(), port());
+    let config = sandbox.circles(&[(1, "Alpha", a)]);
+    let (mut o, addr) = start_with_admin(&sandbox, &config, &redis, &[]);
+    let away = format!("redis://127.0.0.1:{}", port());
+    let list = json!([
+        {"id": 1, "name": "Alpha", "port": a},
+        {"id": 3, "name": "Gamma", "port": g, "redis": away},
+        {"id": 4, "name": "Delta", "port": d, "redis": away},
+        {"id": 5, "name": "Echo", "port": e},
+    ]);
+    let tmp = sandbox.write("circles.json.new", &list.to_string());
+    std::fs::rename(tmp, sandbox.path().join("circles.json")).expect("rename");
+    let (code, out, err) = reload_command(&sandbox, addr, &[], &[]);
+    assert_eq!(code.code(), Some(1), "{out}{err}");
+    assert!(
+        err.contains(r#"added "Echo", but "Gamma", "Delta" (added) did not start"#),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(r#"circle "Gamma" (id 3): cannot connect the task client to its redis at {away}"#))
+            && err.contains(&format!(
+                r#"circle "Delta" (id 4): its redis at {away} cannot be reached either (circle "Gamma")"#
+            )),
+        "{err}"
+    );
+    assert_eq!(names(&status(addr, &[])), ["Alpha", "Echo"]);
+    let mut echo = connect(e).await;
+    assert_eq!(output(&mut echo, "1 + 1").await, "2");
+    drop(echo);
+    assert!(o.stop().success(), "{}", o.stderr());
+}
+
 /// A reload refuses, as the start does, a circle whose queue the worker of
 /// another orchestrator's database holds: its requests would run against
 /// that database.
