@@ -30,7 +30,6 @@
 //! A companion command whose stdout cannot be written exits 1 saying so; one
 //! whose reader went away (`| head`) exits with the code it would have had.
 
-use std::io::Write as _;
 use std::process::ExitCode;
 
 /// jemalloc instead of the system allocator: a task's path through the
@@ -109,13 +108,11 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(error) => {
-            // Written, not `eprintln!`: a stderr that fails too must not
-            // turn the exit code into a panic's 101.
             let mut message = format!("circles_orchestrator: error: {error}\n");
             for cause in error.chain().skip(1) {
                 message.push_str(&format!("  caused by: {cause}\n"));
             }
-            let _ = std::io::stderr().lock().write_all(message.as_bytes());
+            stdout::tell(&message);
             ExitCode::from(exit_code_of(&error))
         }
     }

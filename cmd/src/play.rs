@@ -305,7 +305,7 @@ fn print_reply(reply: &Value) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let Some(error) = reply.get("error") else {
-        eprintln!("unexpected reply: {reply}");
+        crate::stdout::tell(&format!("unexpected reply: {reply}\n"));
         return Ok(1);
     };
     let code = error.get("code").and_then(Value::as_i64).unwrap_or(0);
@@ -324,6 +324,6 @@ fn print_reply(reply: &Value) -> anyhow::Result<i32> {
         (Some(l), None) => line.push_str(&format!(" at line {l}")),
         _ => {}
     }
-    eprintln!("{line}: {message}");
+    crate::stdout::tell(&format!("{line}: {message}\n"));
     Ok(1)
 }

@@ -1,6 +1,7 @@
 //! What a companion command (`play`, `token`, `status`, `reload`) prints on
-//! stdout, written and flushed with its failure checked: `println!` panics
-//! when the write fails (exit 101), and a command's reader may go away
+//! stdout, written and flushed with its failure checked, and what any
+//! command tells its user on stderr: `println!` and `eprintln!` panic when
+//! the write fails (exit 101), and a command's reader may go away
 //! (`… | head -c 10`) or its file fill up (`… > /dev/full`).
 
 use std::io::{ErrorKind, Write};
@@ -22,4 +23,13 @@ pub fn write(what: &str, text: &str) -> anyhow::Result<()> {
         Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(anyhow::anyhow!("cannot write {what} to stdout: {e}")),
     }
+}
+
+/// Writes `text` to stderr: what a command tells its user beside its output
+/// (an error reply, where a fresh token goes, the error it exits with). A
+/// stderr that fails has nowhere left to report to, so its failure is
+/// dropped and the command keeps the exit code it would have had.
+pub fn tell(text: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(text.as_bytes()).and_then(|()| err.flush());
 }

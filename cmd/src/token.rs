@@ -36,15 +36,16 @@ pub fn new(args: &TokenNewArgs) -> anyhow::Result<()> {
     }
     let token = fresh_token()?;
     let element = element(&args.name, &token, &args.role);
-    eprintln!(
+    crate::stdout::tell(&format!(
         "The token below is shown once: give it to {:?} and keep it secret (it is stored \
          nowhere). Add the JSON element after it to the \"principals\" array of circle {:?} \
-         (id {}) in {}, then reload the orchestrator (kill -HUP, or circles_orchestrator reload).",
+         (id {}) in {}, then reload the orchestrator (kill -HUP, or circles_orchestrator \
+         reload).\n",
         args.name,
         circle.name,
         circle.id,
         args.config.display()
-    );
+    ));
     crate::stdout::write("the token", &format!("{token}\n{element}\n"))
 }
 
@@ -53,11 +54,11 @@ pub fn new(args: &TokenNewArgs) -> anyhow::Result<()> {
 pub fn admin() -> anyhow::Result<()> {
     let token = fresh_token()?;
     let hash = principals::encode_hex(&sha2::Sha256::digest(token.as_bytes()));
-    eprintln!(
+    crate::stdout::tell(
         "The token below is shown once: keep it secret (it is stored nowhere). Start the \
          orchestrator with the option after it (or CIRCLES_ADMIN_TOKEN_SHA256=<hex>); send \
          the token as Authorization: Bearer <token>, or give it to `circles_orchestrator \
-         status --token` (or CIRCLES_ADMIN_TOKEN)."
+         status --token` (or CIRCLES_ADMIN_TOKEN).\n",
     );
     crate::stdout::write(
         "the token",

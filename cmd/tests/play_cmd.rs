@@ -7,7 +7,9 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Orchestrator, Sandbox, exit_with_stdout, port, run_to_end, sha256_hex, ws};
+use common::{
+    Orchestrator, Sandbox, exit_with_stderr, exit_with_stdout, port, run_to_end, sha256_hex, ws,
+};
 
 fn play_cmd(sandbox: &Sandbox, args: &[&str]) -> Command {
     let mut cmd = sandbox.command();
@@ -365,6 +367,36 @@ fn play_into_a_full_device_exits_1_saying_so_without_a_panic() {
             )
         );
     }
+    assert_eq!(circle.orchestrator.stop().code(), Some(0));
+}
+
+/// A stderr that cannot be written (a full device) costs play its messages
+/// there, never its exit code: 1 for an error reply and for a failed
+/// connection, as with a working stderr, and no panic's 101.
+#[test]
+fn play_with_stderr_on_a_full_device_keeps_its_exit_code() {
+    let mut circle = Circle::start();
+    let (code, out) = exit_with_stderr(circle.play(&["throw \"boom\""]), common::dev_full());
+    assert_eq!((code, out.as_str()), (Some(1), ""));
+    // The same error reply with a working stderr, for comparison.
+    let (status, out, err) = run_to_end(circle.play(&["throw \"boom\""]), Duration::from_secs(30));
+    assert_eq!((status.code(), out.as_str()), (Some(1), ""), "{err}");
+    assert!(err.contains("boom"), "{err}");
+    // A result still reaches stdout.
+    let (code, out) = exit_with_stderr(circle.play(&["40 + 2"]), common::dev_full());
+    assert_eq!((code, out.as_str()), (Some(0), "42\n"));
+    // An error of the command itself (nothing listens there), which main
+    // writes to stderr.
+    let closed = ws(port());
+    let mut cmd = play_cmd(&circle.sandbox, &["--timeout", "5s", "--url", &closed]);
+    cmd.arg("1");
+    let (code, out) = exit_with_stderr(cmd, common::dev_full());
+    let mut cmd = play_cmd(&circle.sandbox, &["--timeout", "5s", "--url", &closed]);
+    cmd.arg("1");
+    let (status, _, err) = run_to_end(cmd, Duration::from_secs(30));
+    assert!(err.starts_with("circles_orchestrator: error: "), "{err}");
+    assert_eq!((code, out.as_str()), (status.code(), ""));
+    assert_ne!(code, Some(101));
     assert_eq!(circle.orchestrator.stop().code(), Some(0));
 }
 

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Sandbox, exit_with_stdout, run_to_end};
+use common::{Sandbox, exit_with_stderr, exit_with_stdout, run_to_end};
 use sha2::Digest as _;
 
 /// Runs `token new` with `args` on the sandbox's circles.json; (code, stdout, stderr).
@@ -159,6 +159,34 @@ fn a_token_written_to_a_full_device_exits_1_saying_so_without_a_panic() {
                      No space left on device (os error 28)\n"
                 ),
             "{args:?}: {err}"
+        );
+    }
+}
+
+/// A stderr that cannot be written (a full device) loses the note there,
+/// not the token: it still reaches stdout and the command exits 0.
+#[test]
+fn a_token_is_printed_even_when_stderr_is_a_full_device() {
+    let sandbox = Sandbox::new();
+    sandbox.circles(&[(1, "Alpha", 8081)]);
+    for args in [
+        &["token", "admin"][..],
+        &[
+            "token", "new", "--circle", "1", "--name", "ann", "--role", "read",
+        ],
+    ] {
+        let mut cmd = sandbox.command();
+        cmd.args(args);
+        let (code, out) = exit_with_stderr(cmd, common::dev_full());
+        assert_eq!(code, Some(0), "{args:?}: {out}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{args:?}: {out}");
+        assert!(
+            lines[0].len() >= 40
+                && lines[0]
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            "{args:?}: {out}"
         );
     }
 }

@@ -279,6 +279,19 @@ pub fn exit_with_stdout(mut cmd: Command, stdout: Stdio) -> (Option<i32>, String
     )
 }
 
+/// Runs `cmd` to its end with `stderr` as its stderr; its exit code and stdout.
+pub fn exit_with_stderr(mut cmd: Command, stderr: Stdio) -> (Option<i32>, String) {
+    let done = cmd
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .output()
+        .expect("run the command");
+    (
+        done.status.code(),
+        String::from_utf8_lossy(&done.stdout).into_owned(),
+    )
+}
+
 /// A WebSocket URL of a local circle.
 pub fn ws(port: u16) -> String {
     format!("ws://127.0.0.1:{port}/ws")
