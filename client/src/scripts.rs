@@ -105,7 +105,7 @@ pub(crate) fn submit_again(
 }
 
 /// KEYS: processing list, stats, queue, owner key. ARGV: id, details
-/// prefix, worker id, now, ttl, lease token (`''`: none). A worker whose
+/// prefix, worker id, now, ttl, lease (`''`: none). A worker whose
 /// lease was taken gives the id back (see `unclaim`).
 static CLAIM_ONE: LazyLock<Script> = LazyLock::new(|| {
     let finish = FINISH.as_str();
@@ -141,7 +141,7 @@ pub(crate) fn give_back(queue: &str, worker: &str, task_id: &str) -> ScriptInvoc
 /// Claims the newest id of a processing list; sent pipelined right behind a
 /// `BLMOVE` on the blocking connection, so the moved id is claimed without
 /// another round trip. KEYS: processing list, stats, queue, owner key. ARGV:
-/// details prefix, worker id, ttl, lease token (`''`: none); the time is
+/// details prefix, worker id, ttl, lease (`''`: none); the time is
 /// Redis' own (`TIME`), as the pop may have blocked long. `false` when the
 /// list is empty (the pop timed out) or its head is an id this worker
 /// already holds: the only copy of that id stays (the pop timed out and the
@@ -179,13 +179,13 @@ end)"
     ))
 });
 
-/// The keys and token of a claim's lease check: the queue (where a fenced
-/// worker gives an id back), the owner key, and the worker's token (`''`
-/// without a lease).
+/// The keys and lease of a claim's lease check: the queue (where a fenced
+/// worker gives an id back), the owner key, and the worker's lease as the
+/// owner key holds it (`''` without a lease).
 pub(crate) struct Fencing<'a> {
     pub(crate) tasks: &'a str,
     pub(crate) owner: &'a str,
-    pub(crate) token: String,
+    pub(crate) lease: String,
 }
 
 pub(crate) fn claim_head(
@@ -203,7 +203,7 @@ pub(crate) fn claim_head(
         .arg(keys::TASK_DETAILS_PREFIX)
         .arg(worker)
         .arg(ttl_ms)
-        .arg(fencing.token.as_str());
+        .arg(fencing.lease.as_str());
     inv
 }
 
@@ -325,7 +325,7 @@ pub(crate) fn claim_one(
         .arg(worker)
         .arg(now)
         .arg(ttl_ms)
-        .arg(fencing.token.as_str());
+        .arg(fencing.lease.as_str());
     inv
 }
 

@@ -87,12 +87,9 @@ async fn a_free_lease_is_taken_with_a_fresh_token_and_refused_to_another_databas
         .expect("same database: taken");
     assert!(again.token > first.token);
     assert_eq!(again.pid, 33);
-    let lost = a.renew_lease(first.token, TTL).await.expect("redis");
+    let lost = a.renew_lease(&first, TTL).await.expect("redis");
     assert_eq!(lost, Err(Some(again.clone())));
-    assert_eq!(
-        b.renew_lease(again.token, TTL).await.expect("redis"),
-        Ok(())
-    );
+    assert_eq!(b.renew_lease(&again, TTL).await.expect("redis"), Ok(()));
 
     // Gone (expired): a renewal says so, and another database may take it.
     let _: () = redis::cmd("DEL")
@@ -100,10 +97,7 @@ async fn a_free_lease_is_taken_with_a_fresh_token_and_refused_to_another_databas
         .query_async(&mut conn)
         .await
         .expect("del");
-    assert_eq!(
-        b.renew_lease(again.token, TTL).await.expect("redis"),
-        Err(None)
-    );
+    assert_eq!(b.renew_lease(&again, TTL).await.expect("redis"), Err(None));
     let other = a
         .acquire_lease(&holder(44, "/data/c/1"), TTL)
         .await
@@ -127,14 +121,28 @@ async fn a_release_deletes_only_its_own_lease_once_no_live_worker_is_registered(
         .expect("redis")
         .expect("taken");
     let client = Client::connect(&url).await.expect("connect");
-    a.release_lease(lease.token + 1).await.expect("release");
+    let newer = Lease {
+        token: lease.token + 1,
+        ..lease.clone()
+    };
+    a.release_lease(&newer).await.expect("release");
     assert_eq!(
         client.queue_leases(&["q"]).await.expect("read"),
         vec![Some(lease.clone())],
         "another token does not release it"
     );
+    let elsewhere = Lease {
+        dir: "/elsewhere".into(),
+        ..lease.clone()
+    };
+    a.release_lease(&elsewhere).await.expect("release");
+    assert_eq!(
+        client.queue_leases(&["q"]).await.expect("read"),
+        vec![Some(lease.clone())],
+        "another holder's lease with the same token does not release it"
+    );
     a.beat(TTL, false).await.expect("beat");
-    a.release_lease(lease.token).await.expect("release");
+    a.release_lease(&lease).await.expect("release");
     assert_eq!(
         client.queue_leases(&["q"]).await.expect("read"),
         vec![Some(lease.clone())],
@@ -151,7 +159,7 @@ async fn a_release_deletes_only_its_own_lease_once_no_live_worker_is_registered(
         .await
         .expect("sadd");
     a.deregister().await.expect("deregister");
-    a.release_lease(lease.token).await.expect("release");
+    a.release_lease(&lease).await.expect("release");
     assert_eq!(client.queue_leases(&["q"]).await.expect("read"), vec![None]);
 }
 
@@ -185,7 +193,7 @@ async fn a_claim_with_a_stale_token_is_refused_in_redis_and_the_task_stays_queue
         })
     );
     // Our token: claimed.
-    fence.set(lease.token);
+    fence.set(Some(&lease));
     match worker.pop_and_claim().await.expect("claim") {
         Some(Claim::Run(task)) => assert_eq!(task.task_id, first),
         other => panic!("expected a run, got {other:?}"),
@@ -300,7 +308,7 @@ async fn fenced_holder(url: &str) -> (WorkerBroker, BlockingPopper, Lease) {
         .await
         .expect("redis")
         .expect("taken");
-    fence.set(lease.token);
+    fence.set(Some(&lease));
     (worker, popper, lease)
 }
 
@@ -376,15 +384,95 @@ async fn a_token_given_after_redis_restarted_empty_is_new_and_the_old_one_renews
         taken.token,
         old.token
     );
-    let mut renewed = a.renew_lease(old.token, TTL).await;
+    let mut renewed = a.renew_lease(&old, TTL).await;
     if renewed.is_err() {
-        renewed = a.renew_lease(old.token, TTL).await;
+        renewed = a.renew_lease(&old, TTL).await;
     }
     assert_eq!(
         renewed.expect("redis"),
         Err(Some(taken.clone())),
         "the old token renews nothing"
     );
+}
+
+/// A fence counter restored behind (an older snapshot, a lagging replica
+/// promoted) gives a token number again, here to another database while
+/// the first holder is cut off. The first holder renews nothing, releases
+/// nothing and claims nothing with it: each compares the whole lease, whose
+/// pid, host and directory differ, not the token alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_given_again_by_a_counter_restored_behind_passes_no_check_of_the_first_holder() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let (a, a_popper, first) = fenced_holder(&url).await;
+    let fence_b = Fence::new();
+    let mut options = BrokerOptions::new(TTL);
+    options.fence = Some(fence_b.clone());
+    let b = WorkerBroker::new(&url, "q", "b", &options).expect("broker");
+    // The restore: the lease gone, the counter one step behind it.
+    let mut conn = raw(&url).await;
+    let _: () = redis::pipe()
+        .cmd("DEL")
+        .arg(keys::queue_owner("q"))
+        .ignore()
+        .cmd("SET")
+        .arg(keys::queue_fence("q"))
+        .arg(first.token - 1)
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .expect("restore");
+    let second = b
+        .acquire_lease(&holder(2, "/b"), TTL)
+        .await
+        .expect("redis")
+        .expect("free after the restore: taken");
+    fence_b.set(Some(&second));
+    assert_eq!(second.token, first.token, "the same token given again");
+    assert_ne!(second, first);
+    // The first holder's renewal fails and names the new holder.
+    assert_eq!(
+        a.renew_lease(&first, TTL).await.expect("redis"),
+        Err(Some(second.clone()))
+    );
+    // Its claims are refused, every way, and the task stays for the holder.
+    let client = Client::connect(&url).await.expect("connect");
+    let task = client
+        .submit("q", "40 + 2", &SubmitOptions::default())
+        .await
+        .expect("submit");
+    let fenced = |task_id: &str| Claim::Fenced {
+        task_id: task_id.to_owned(),
+        token: first.token,
+    };
+    assert_eq!(
+        a.claim_batch(8).await.expect("claim batch"),
+        vec![fenced("")]
+    );
+    assert_eq!(
+        a_popper
+            .pop_and_claim(Duration::from_secs(1))
+            .await
+            .expect("pop"),
+        Some(fenced(&task))
+    );
+    assert_eq!(
+        listed(&mut conn, &keys::tasks("q")).await,
+        vec![task.clone()],
+        "back on the queue"
+    );
+    // Its release leaves the new holder's lease alone.
+    a.release_lease(&first).await.expect("release");
+    assert_eq!(
+        client.queue_leases(&["q"]).await.expect("read"),
+        vec![Some(second.clone())]
+    );
+    // The new holder renews and claims.
+    assert_eq!(b.renew_lease(&second, TTL).await.expect("redis"), Ok(()));
+    match b.claim_batch(8).await.expect("claim batch").as_slice() {
+        [Claim::Run(run)] => assert_eq!(run.task_id, task),
+        other => panic!("expected the task to run, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -88,7 +88,7 @@ pub(crate) struct Held {
     queue: String,
     /// The circle's name, for the log lines.
     pub(crate) circle: String,
-    /// The token claims carry (0: not held).
+    /// The lease claims carry (none: not held).
     pub(crate) fence: Fence,
     /// The same token, for the take loop to wait on.
     token: watch::Sender<u64>,
@@ -111,11 +111,11 @@ impl Held {
         *self.token.borrow()
     }
 
-    /// The lease is ours with `token`, as of a request sent at `sent`.
-    pub(crate) fn take(&self, token: u64, sent: Instant) {
+    /// `lease` is ours, as of a request sent at `sent`.
+    pub(crate) fn take(&self, lease: &Lease, sent: Instant) {
         *self.renewed.lock().unwrap_or_else(|e| e.into_inner()) = sent;
-        self.fence.set(token);
-        self.token.send_replace(token);
+        self.fence.set(Some(lease));
+        self.token.send_replace(lease.token);
     }
 
     fn renewed(&self, sent: Instant) {
@@ -136,7 +136,7 @@ impl Held {
             return;
         }
         log::error!(circle = self.circle.as_str(), queue = self.queue.as_str(); "{reason}");
-        self.fence.set(0);
+        self.fence.set(None);
         self.token.send_replace(0);
         cancels.lease_lost(&reason);
         status.set(WorkerState::LeaseLost(reason));
@@ -301,9 +301,9 @@ impl Keeper {
             }
             let sent = Instant::now();
             next = sent + interval;
-            if mine != 0 {
+            if let Some(lease) = held.fence.lease().filter(|_| mine != 0) {
                 tokio::select! {
-                    renewed = broker.renew_lease(mine, ttl) => match renewed {
+                    renewed = broker.renew_lease(&lease, ttl) => match renewed {
                         Ok(Ok(())) => {
                             retry.reset();
                             held.renewed(sent);
@@ -359,7 +359,7 @@ impl Keeper {
                         lease.token
                     );
                     status.set(WorkerState::Running);
-                    held.take(lease.token, sent);
+                    held.take(&lease, sent);
                 }
                 Ok(Err(other)) => {
                     retry.reset();
@@ -448,7 +448,13 @@ mod tests {
     fn a_refusal_of_a_token_no_longer_held_keeps_the_lease_held_now() {
         let held = Held::new("q", "Q");
         let (cancels, status) = (Cancels::default(), WorkerStatus::default());
-        held.take(7, Instant::now());
+        let lease = Lease {
+            token: 7,
+            pid: 1,
+            host: "h".into(),
+            dir: "/d".into(),
+        };
+        held.take(&lease, Instant::now());
         held.refused(6, &cancels, &status);
         assert_eq!(
             (held.token(), held.fence.token()),

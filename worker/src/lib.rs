@@ -272,9 +272,8 @@ async fn leave(beside: Beside, broker: &WorkerBroker, held: &lease::Held) {
             "worker {worker_id} could not deregister: {e}; a reaper will clean up"
         );
     }
-    let token = held.token();
-    if token != 0
-        && let Err(e) = broker.release_lease(token).await
+    if let Some(lease) = held.fence.lease()
+        && let Err(e) = broker.release_lease(&lease).await
     {
         log::debug!(
             circle = held.circle.as_str(), queue = broker.queue();
@@ -432,7 +431,7 @@ pub async fn run_with(
                     taken.lease.token
                 );
                 status.set(WorkerState::Starting);
-                held.take(taken.lease.token, taken.sent);
+                held.take(&taken.lease, taken.sent);
                 predecessor = taken.predecessor.or(config.predecessor);
             }
             Ok(None) => {

@@ -1,12 +1,11 @@
 //! What the worker side hands to its caller and takes from it: claims,
 //! claimed tasks, timing options.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::Caller;
 use crate::conn::ConnSettings;
+use crate::{Caller, Lease};
 
 /// The reason written into a task whose worker died while running it.
 /// Its outcome is unknown: the worker may have committed the script's writes
@@ -142,27 +141,36 @@ pub struct BrokerOptions {
     pub fence: Option<Fence>,
 }
 
-/// A worker's current lease token, shared by its connections: the holder
-/// sets it when it takes the lease and sets 0 when it loses it (a claim
-/// with 0 is always fenced: tokens start at 1). Cheap to clone.
+/// A worker's current lease, shared by its connections: the holder sets it
+/// when it takes the lease and clears it when it loses it (a claim without
+/// one is always fenced). A claim's fence compares the owner key with the
+/// whole lease (token, pid, host and directory), not the token alone: a
+/// fence counter restored behind (an older snapshot, a lagging replica
+/// promoted) can give a token number again, but to another holder, whose
+/// lease differs in the rest. Cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct Fence(Arc<AtomicU64>);
+pub struct Fence(Arc<Mutex<Option<Lease>>>);
 
 impl Fence {
-    /// A fence holding no token (0): every claim is refused until
+    /// A fence holding no lease: every claim is refused until
     /// [`Fence::set`].
     pub fn new() -> Fence {
         Fence::default()
     }
 
-    /// The token claims carry.
+    /// The token of the lease claims carry (0: none).
     pub fn token(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
+        self.lease().map_or(0, |l| l.token)
     }
 
-    /// Sets the token (0: the lease is not held).
-    pub fn set(&self, token: u64) {
-        self.0.store(token, Ordering::SeqCst);
+    /// The lease claims carry, if one is held.
+    pub fn lease(&self) -> Option<Lease> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Sets the lease (`None`: it is not held).
+    pub fn set(&self, lease: Option<&Lease>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = lease.cloned();
     }
 }
 

@@ -273,16 +273,17 @@ impl WorkerBroker {
             .await
     }
 
-    /// Renews the lease with `token` for `ttl`, only while the owner key
-    /// still holds that token (compare-and-`PEXPIRE` in one script).
+    /// Renews `lease` for `ttl`, only while the owner key still holds that
+    /// very lease, token, pid, host and directory (compare-and-`PEXPIRE` in
+    /// one script).
     /// `Ok(())` when renewed; `Err(what)` when the lease is lost: `None` (the
     /// key expired) or `Some` other holder.
     pub async fn renew_lease(
         &self,
-        token: u64,
+        lease: &Lease,
         ttl: Duration,
     ) -> Result<std::result::Result<(), Option<Lease>>> {
-        let inv = scripts::renew_lease(&self.queue, token, ttl.as_millis().max(1) as u64);
+        let inv = scripts::renew_lease(&self.queue, lease, ttl.as_millis().max(1) as u64);
         let reply: Vec<redis::Value> = self.conn.invoke(&inv).await?;
         if reply.first() == Some(&redis::Value::Int(1)) {
             return Ok(Ok(()));
@@ -298,12 +299,12 @@ impl WorkerBroker {
         Ok(Err(Some(Lease::parse(&value).map_err(Error::Protocol)?)))
     }
 
-    /// Gives up the lease if it still holds `token` and no worker is left
+    /// Gives up `lease` if the owner key still holds it and no worker is left
     /// registered (at a clean stop, so a standby may take it at once).
-    pub async fn release_lease(&self, token: u64) -> Result<()> {
+    pub async fn release_lease(&self, lease: &Lease) -> Result<()> {
         let _: i64 = self
             .conn
-            .invoke(&scripts::release_lease(&self.queue, token))
+            .invoke(&scripts::release_lease(&self.queue, lease))
             .await?;
         Ok(())
     }

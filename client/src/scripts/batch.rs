@@ -16,12 +16,12 @@ use crate::keys;
 /// that is already `processing` by this worker (pushed twice, by a
 /// submitter whose first push's reply was lost) is a second copy: it leaves
 /// `plist` again and gets no reply, so the task runs once. A worker
-/// whose lease (owner key `okey`, its `token`) is no longer its own moves
+/// whose lease (owner key `okey`, its value `lease`) is no longer its own moves
 /// nothing and gets `{'fenced', ''}`.
 const TAKE: &str = r#"
-local function take(queue, plist, stats, prefix, worker, now, ttl, n, out, okey, token)
+local function take(queue, plist, stats, prefix, worker, now, ttl, n, out, okey, lease)
   if n < 1 then return end
-  if fenced(okey, token) then
+  if fenced(okey, lease) then
     out[#out + 1] = { 'fenced', '' }
     return
   end
@@ -96,7 +96,7 @@ end
 "#;
 
 /// KEYS: queue, processing list, stats, owner (lease) key. ARGV: details
-/// prefix, worker id, now, ttl, n, lease token (`''` without a lease). Non-blocking: takes and claims up to `n` queued tasks,
+/// prefix, worker id, now, ttl, n, lease (`''` without one). Non-blocking: takes and claims up to `n` queued tasks,
 /// oldest first, each as `CLAIM` does (cancelled-while-queued, expired,
 /// unreadable and role checks included); an empty array when the queue is
 /// empty. Returns the claim replies in the order the tasks were queued.
@@ -117,7 +117,7 @@ end)"
 /// now, ttl, details prefix, n (claim up to n next tasks when the tasks in
 /// hand are all done; 0 for none; fenced as `CLAIM_BATCH` is), release
 /// (`1`: put the held tasks back, see below), count of finished tasks,
-/// lease token, then per finished task: id,
+/// lease (`''` without one), then per finished task: id,
 /// notification JSON, number of field values, field pairs…; then the ids of
 /// the tasks this worker still holds claimed and has not run.
 ///
@@ -225,7 +225,7 @@ pub(crate) fn claim_batch(
         .arg(now)
         .arg(ttl_ms)
         .arg(n)
-        .arg(fencing.token.as_str());
+        .arg(fencing.lease.as_str());
     inv
 }
 
@@ -264,7 +264,7 @@ pub(crate) fn finish_batch(
         .arg(then.take_next)
         .arg(if then.release { "1" } else { "0" })
         .arg(finished.len())
-        .arg(fencing.token.as_str());
+        .arg(fencing.lease.as_str());
     for task in finished {
         inv.arg(task.task_id)
             .arg(super::notification(task.task_id, now, &task.fields))

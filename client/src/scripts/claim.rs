@@ -17,18 +17,20 @@
 /// that runs or ends here loses the outcome fields (`OUTCOME_FIELDS`) it
 /// holds from an earlier run of its id or from its submitter. A task
 /// found `completed` or `error` without an expiry gets the result TTL.
-/// `fenced(okey, token)`: whether a worker that holds a lease (`token` not
-/// `''`) has lost it: the owner key `okey` is gone or holds another token.
+/// `fenced(okey, lease)`: whether a worker that holds a lease (`lease`, the
+/// owner key's value as it took it, not `''`) has lost it: the owner key
+/// `okey` is gone or holds another value. The whole value is compared, not
+/// the token alone: a fence counter restored behind can give a token again,
+/// but to another holder (see `Fence`).
 /// `unclaim(id, plist, queue, prefix, worker)`: a fenced worker gives back an
 /// id it moved: out of its processing list and, unless another worker or
 /// program resolved it, back to the head of the queue (a claim of its own
 /// whose reply was lost goes back to `pending`; it never ran). Returns
 /// `{'fenced', id}`.
 pub(super) const CLAIM: &str = r#"
-local function fenced(okey, token)
-  if token == '' then return false end
-  local cur = redis.call('GET', okey)
-  return not cur or string.sub(cur, 1, #token + 1) ~= token .. '|'
+local function fenced(okey, lease)
+  if lease == '' then return false end
+  return redis.call('GET', okey) ~= lease
 end
 
 local function unclaim(id, plist, queue, prefix, worker)

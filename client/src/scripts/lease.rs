@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 
 use redis::{Script, ScriptInvocation};
 
-use crate::keys;
+use crate::{Lease, keys};
 
 /// Takes the queue's lease (see `keys::queue_owner`) when it is free
 /// (absent or expired) or held by the same database (host and directory: a
@@ -24,7 +24,8 @@ use crate::keys;
 /// far slower than the clock, so a restarted counter starts past every
 /// token the lost one gave. (A counter restored behind, from an older
 /// snapshot or a lagging replica promoted, is not missing: it can give a
-/// token again.)
+/// token number again, but never the same lease to another holder, and the
+/// renewal, the release and every claim's fence compare the whole lease.)
 static ACQUIRE_LEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -42,15 +43,16 @@ return { 1, lease, cur or '' }
     )
 });
 
-/// Renews the lease for the TTL only while it holds this token
-/// (compare-and-`PEXPIRE`). KEYS: owner key. ARGV: token, ttl ms. Returns
+/// Renews the lease for the TTL only while the owner key holds this very
+/// lease (compare-and-`PEXPIRE`; the whole value, see `ACQUIRE_LEASE`).
+/// KEYS: owner key. ARGV: lease, ttl ms. Returns
 /// `{1}` when renewed, `{0, lease}` with what the key holds otherwise (`''`
 /// when it is gone).
 static RENEW_LEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local cur = redis.call('GET', KEYS[1])
-if cur and string.sub(cur, 1, #ARGV[1] + 1) == ARGV[1] .. '|' then
+if cur == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return { 1 }
 end
@@ -59,17 +61,16 @@ return { 0, cur or '' }
     )
 });
 
-/// Deletes the lease if it holds this token and no live worker is left
+/// Deletes the lease if it is this very lease and no live worker is left
 /// registered for the queue (another worker of the same database may still
 /// serve it; called after the leaving worker deregistered). A registration
 /// whose heartbeat key is gone (a worker killed, not yet reaped) serves
 /// nothing and holds no lease back. KEYS: owner key, workers set. ARGV:
-/// token, the queue's worker heartbeat key prefix.
+/// lease, the queue's worker heartbeat key prefix.
 static RELEASE_LEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local cur = redis.call('GET', KEYS[1])
-if not cur or string.sub(cur, 1, #ARGV[1] + 1) ~= ARGV[1] .. '|' then
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
 for _, w in ipairs(redis.call('SMEMBERS', KEYS[2])) do
@@ -164,17 +165,19 @@ pub(crate) fn acquire_lease(
     inv
 }
 
-pub(crate) fn renew_lease(queue: &str, token: u64, ttl_ms: u64) -> ScriptInvocation<'static> {
+pub(crate) fn renew_lease(queue: &str, lease: &Lease, ttl_ms: u64) -> ScriptInvocation<'static> {
     let mut inv = RENEW_LEASE.prepare_invoke();
-    inv.key(keys::queue_owner(queue)).arg(token).arg(ttl_ms);
+    inv.key(keys::queue_owner(queue))
+        .arg(lease.to_string())
+        .arg(ttl_ms);
     inv
 }
 
-pub(crate) fn release_lease(queue: &str, token: u64) -> ScriptInvocation<'static> {
+pub(crate) fn release_lease(queue: &str, lease: &Lease) -> ScriptInvocation<'static> {
     let mut inv = RELEASE_LEASE.prepare_invoke();
     inv.key(keys::queue_owner(queue))
         .key(keys::workers(queue))
-        .arg(token)
+        .arg(lease.to_string())
         .arg(keys::heartbeat(queue, ""));
     inv
 }
