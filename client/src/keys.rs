@@ -53,9 +53,10 @@ pub fn stats(queue: &str) -> String {
 /// `rhai_queue_owner:<queue>`: STRING, the queue's lease:
 /// `<token>|<pid>|<host>|<data dir>` (see [`crate::Lease`]), with the
 /// heartbeat's TTL. The holder renews it with each beat, only while it
-/// still holds its own token; another database's worker takes it only once
-/// it expired, with a fresh token from [`queue_fence`]. A claim by a worker
-/// with a lease checks the token in Redis, so a worker whose lease was taken
+/// still holds its own lease (the whole value); another database's worker
+/// takes it only once it expired, with a fresh token from [`queue_fence`]. A
+/// claim by a worker with a lease checks the whole value in Redis, so a worker
+/// whose lease was taken
 /// claims nothing more. Two circles that share a queue name on one Redis, or
 /// two hosts with one circle, never run its tasks at once. Written only by
 /// our workers; third-party workers do not need it.

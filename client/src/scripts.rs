@@ -181,11 +181,12 @@ end)"
 
 /// The keys and lease of a claim's lease check: the queue (where a fenced
 /// worker gives an id back), the owner key, and the worker's lease as the
-/// owner key holds it (`''` without a lease).
+/// owner key holds it (`''` without a lease), with its token (0: none).
 pub(crate) struct Fencing<'a> {
     pub(crate) tasks: &'a str,
     pub(crate) owner: &'a str,
     pub(crate) lease: String,
+    pub(crate) token: u64,
 }
 
 pub(crate) fn claim_head(

@@ -2,9 +2,9 @@
 //! task, renewed with each heartbeat, given up at a clean stop.
 //!
 //! Who may run a circle's tasks is decided in Redis: the lease holds a
-//! fencing token, and every claim of a worker with a lease carries its token
+//! fencing token, and every claim of a worker with a lease carries its lease
 //! and is refused by the claim script itself when the owner key holds
-//! another one (`client::broker::Fence`). A worker cut off from Redis cannot
+//! another value (`client::broker::Fence`). A worker cut off from Redis cannot
 //! learn that its lease was taken, so it also stops by its own clock, before
 //! the lease can expire (the partition rule):
 //!
@@ -90,8 +90,10 @@ pub(crate) struct Held {
     pub(crate) circle: String,
     /// The lease claims carry (none: not held).
     pub(crate) fence: Fence,
-    /// The same token, for the take loop to wait on.
+    /// Its token, for the take loop to wait on.
     token: watch::Sender<u64>,
+    /// Held by a change of the two above, so that they change together.
+    changing: Mutex<()>,
     /// When the last renewal (or the acquisition) that succeeded was sent.
     renewed: Mutex<Instant>,
 }
@@ -103,6 +105,7 @@ impl Held {
             circle: circle.to_owned(),
             fence: Fence::new(),
             token: watch::channel(0).0,
+            changing: Mutex::new(()),
             renewed: Mutex::new(Instant::now()),
         }
     }
@@ -113,6 +116,7 @@ impl Held {
 
     /// `lease` is ours, as of a request sent at `sent`.
     pub(crate) fn take(&self, lease: &Lease, sent: Instant) {
+        let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
         *self.renewed.lock().unwrap_or_else(|e| e.into_inner()) = sent;
         self.fence.set(Some(lease));
         self.token.send_replace(lease.token);
@@ -132,6 +136,7 @@ impl Held {
     /// Stops serving the queue: no token (claims are refused), the running
     /// script cut, the status saying `reason`.
     pub(crate) fn lose(&self, reason: String, cancels: &Cancels, status: &WorkerStatus) {
+        let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
         if self.token() == 0 {
             return;
         }
@@ -142,8 +147,8 @@ impl Held {
         status.set(WorkerState::LeaseLost(reason));
     }
 
-    /// A claim carrying `token` was refused in Redis: the owner key holds
-    /// another token, or is gone (expired, or lost in a Redis restart; the
+    /// A claim carrying the lease of `token` was refused in Redis: the owner
+    /// key holds another lease, or is gone (expired, or lost in a Redis restart; the
     /// keeper then takes the lease again at once). A refusal of a token this worker no longer holds (the
     /// keeper took the lease again while the claim was on its way) says
     /// nothing of the lease it holds now.
@@ -280,7 +285,9 @@ impl Keeper {
         // once per holder, not at every beat.
         let mut logged_holder = None;
         loop {
-            let mine = held.token();
+            // One read: the lease and its token as one.
+            let lease = held.fence.lease();
+            let mine = lease.as_ref().map_or(0, |l| l.token);
             let deadline = held.deadline(after);
             tokio::select! {
                 biased;
@@ -301,7 +308,7 @@ impl Keeper {
             }
             let sent = Instant::now();
             next = sent + interval;
-            if let Some(lease) = held.fence.lease().filter(|_| mine != 0) {
+            if let Some(lease) = lease {
                 tokio::select! {
                     renewed = broker.renew_lease(&lease, ttl) => match renewed {
                         Ok(Ok(())) => {

@@ -269,6 +269,57 @@ async fn a_worker_whose_lease_was_taken_over_claims_nothing_more_and_takes_it_ba
     first.stop().await;
 }
 
+/// A fence counter restored behind (an older snapshot, a lagging replica
+/// promoted) gave another host the token number this worker holds: the
+/// worker renews nothing and claims nothing with it, and takes the queue
+/// back with a fresh token once the other's lease is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_token_number_another_host_was_given_again_claims_nothing_more() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let first = leased_worker(&url, "again", holder(11, "host-a", "/data/a"), false);
+    running(&first).await;
+    let mut conn = raw(&url).await;
+    let old = lease_of(&mut conn, "again").await.expect("held");
+    let other = format!("{}|22|host-b|/data/b", old.token);
+    let _: () = redis::cmd("SET")
+        .arg(keys::queue_owner("again"))
+        .arg(&other)
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    let client = Client::connect(&url).await.expect("connect");
+    let id = client
+        .submit("again", "40 + 2", &SubmitOptions::default())
+        .await
+        .expect("submit");
+    seen_new_holder(&first).await;
+    tokio::time::sleep(fast_options().heartbeat_ttl).await;
+    assert_eq!(
+        hget(&mut conn, &id, "status").await.as_deref(),
+        Some("pending"),
+        "not claimed under the other host's lease"
+    );
+    assert_eq!(
+        lease_of(&mut conn, "again").await.map(|l| l.to_string()),
+        Some(other),
+        "the other host's lease is left alone"
+    );
+    let _: () = redis::cmd("DEL")
+        .arg(keys::queue_owner("again"))
+        .query_async(&mut conn)
+        .await
+        .expect("del");
+    let outcome = client.wait(&id, WAIT).await.expect("the result");
+    assert!(
+        matches!(outcome, client::Outcome::Completed(ref o) if o.output == "42"),
+        "{outcome:?}"
+    );
+    let back = lease_of(&mut conn, "again").await.expect("held again");
+    assert!(back.token > old.token, "{back:?} after {old:?}");
+    first.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_waits_naming_the_holder_then_takes_over_with_a_fresh_token() {
     let redis = testkit::RedisServer::start();

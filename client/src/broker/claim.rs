@@ -3,7 +3,7 @@
 
 use super::types::{BrokerOptions, Claim, ClaimedTask, Fence};
 use crate::conn::Conn;
-use crate::{Caller, Error, Lease, Result, Role, keys, now_ms, scripts};
+use crate::{Caller, Error, Result, Role, keys, now_ms, scripts};
 
 /// A claim reply as read: fields are bytes, as a third party may have
 /// written anything into the task.
@@ -37,25 +37,27 @@ impl ClaimKeys {
     /// The claims of one script sent with `fencing`: each refusal names the
     /// token that claim carried.
     pub(super) fn sent(claims: &mut [Claim], fencing: &scripts::Fencing<'_>) {
-        let sent = Lease::parse(&fencing.lease).map_or(0, |l| l.token);
         for claim in claims {
             if let Claim::Fenced { token, .. } = claim {
-                *token = sent;
+                *token = fencing.token;
             }
         }
     }
 
     /// The lease check of a claim, with the lease as of now.
     pub(super) fn fencing(&self) -> scripts::Fencing<'_> {
+        let lease = self.fence.as_ref().map(Fence::lease);
         scripts::Fencing {
             tasks: &self.tasks,
             owner: &self.owner,
             // A fence without a lease passes `0`, which no owner key holds
-            // (tokens start at 1): refused. `''` is no fence at all.
-            lease: match &self.fence {
+            // (its values hold `|`): refused. `''` is no fence at all.
+            lease: match &lease {
                 None => String::new(),
-                Some(f) => f.lease().map_or_else(|| "0".to_owned(), |l| l.to_string()),
+                Some(None) => "0".to_owned(),
+                Some(Some(l)) => l.to_string(),
             },
+            token: lease.flatten().map_or(0, |l| l.token),
         }
     }
 

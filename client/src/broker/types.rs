@@ -102,7 +102,7 @@ pub enum Claim {
         reason: String,
     },
     /// Not claimed: this worker holds a lease ([`Fence`]) and the queue's
-    /// owner key no longer holds its token. A moved id went back to the head
+    /// owner key no longer holds it. A moved id went back to the head
     /// of the queue, untouched.
     Fenced {
         /// The id (`""` when nothing was moved).
@@ -135,8 +135,8 @@ pub struct BrokerOptions {
     pub max_backoff: Duration,
     /// The CA a `rediss://` URL trusts instead of the system's roots.
     pub redis_ca: Option<crate::RedisCa>,
-    /// The lease token every claim carries, checked against the queue's
-    /// owner key in the claim script itself (no extra round trip). `None`
+    /// The lease every claim carries, checked against the queue's owner key
+    /// in the claim script itself (no extra round trip). `None`
     /// (a worker without a lease): claims are not fenced. Default `None`.
     pub fence: Option<Fence>,
 }

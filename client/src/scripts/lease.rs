@@ -19,13 +19,15 @@ use crate::{Lease, keys};
 /// A counter that is missing (a Redis that restarted empty) starts from
 /// Redis' clock in milliseconds, not from 0: a worker cut off before the
 /// restart may still hold a token of the lost counter, and a new holder
-/// given the same token again would pass its fence (a renewal and a claim
-/// compare the token alone). The counter grows by one per change of hands,
-/// far slower than the clock, so a restarted counter starts past every
-/// token the lost one gave. (A counter restored behind, from an older
+/// given the same token again could hold the same lease (a restart of the
+/// same process id on the same database). The counter grows by one per change
+/// of hands, far slower than the clock, so a restarted counter starts past
+/// every token the lost one gave. (A counter restored behind, from an older
 /// snapshot or a lagging replica promoted, is not missing: it can give a
-/// token number again, but never the same lease to another holder, and the
-/// renewal, the release and every claim's fence compare the whole lease.)
+/// token number again. The renewal, the release and every claim's fence
+/// compare the whole lease, so that token gives the earlier holder nothing
+/// unless the new holder has its pid, host and directory too, which the
+/// acquisition already counts as the same database.)
 static ACQUIRE_LEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
