@@ -135,18 +135,21 @@ fn token_new_refuses_an_unknown_circle_a_taken_name_and_an_unknown_role_with_exi
     );
 }
 
+/// `token admin`, and `token new` for circle 1.
+const BOTH_COMMANDS: [&[&str]; 2] = [
+    &["token", "admin"],
+    &[
+        "token", "new", "--circle", "1", "--name", "ann", "--role", "read",
+    ],
+];
+
 /// A token that cannot be written (a full device) fails the command with
 /// exit 1 and a line saying why, after the note on stderr; never a panic.
 #[test]
 fn a_token_written_to_a_full_device_exits_1_saying_so_without_a_panic() {
     let sandbox = Sandbox::new();
     sandbox.circles(&[(1, "Alpha", 8081)]);
-    for args in [
-        &["token", "admin"][..],
-        &[
-            "token", "new", "--circle", "1", "--name", "ann", "--role", "read",
-        ],
-    ] {
+    for args in BOTH_COMMANDS {
         let mut cmd = sandbox.command();
         cmd.args(args);
         let (code, err) = exit_with_stdout(cmd, common::dev_full());
@@ -169,12 +172,7 @@ fn a_token_written_to_a_full_device_exits_1_saying_so_without_a_panic() {
 fn a_token_is_printed_even_when_stderr_is_a_full_device() {
     let sandbox = Sandbox::new();
     sandbox.circles(&[(1, "Alpha", 8081)]);
-    for args in [
-        &["token", "admin"][..],
-        &[
-            "token", "new", "--circle", "1", "--name", "ann", "--role", "read",
-        ],
-    ] {
+    for args in BOTH_COMMANDS {
         let mut cmd = sandbox.command();
         cmd.args(args);
         let (code, out) = exit_with_stderr(cmd, common::dev_full());

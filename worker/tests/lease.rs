@@ -198,23 +198,41 @@ async fn a_second_database_is_refused_naming_the_holder_and_a_clean_stop_frees_t
 /// token once the other's expires, then runs what was queued meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_whose_lease_was_taken_over_claims_nothing_more_and_takes_it_back_once_free() {
+    // As after an outage longer than the TTL, in which another host took it.
+    taken_over_then_free("taken", |_| u64::from(u32::MAX)).await;
+}
+
+/// A fence counter restored behind (an older snapshot, a lagging replica
+/// promoted) gave another host the token number this worker holds: the
+/// worker renews nothing and claims nothing with it (the whole lease is
+/// compared, not the token alone), and takes the queue back with a fresh
+/// token once the other's lease is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_token_number_another_host_was_given_again_claims_nothing_more() {
+    taken_over_then_free("again", |mine| mine).await;
+}
+
+/// A worker holding `queue`'s lease sees host-b take it over with the token
+/// `other_token(its own)`: it waits, claiming nothing and leaving host-b's
+/// lease alone, until that lease is gone; then it takes the lease back with
+/// a fresh token and runs the task queued meanwhile.
+async fn taken_over_then_free(queue: &str, other_token: fn(u64) -> u64) {
     let redis = testkit::RedisServer::start();
     let url = redis.url();
-    let first = leased_worker(&url, "taken", holder(11, "host-a", "/data/a"), false);
+    let first = leased_worker(&url, queue, holder(11, "host-a", "/data/a"), false);
     running(&first).await;
     let mut conn = raw(&url).await;
-    let old = lease_of(&mut conn, "taken").await.expect("held");
-    // As after an outage longer than the TTL, in which another host took it.
-    let other = format!("{}|22|host-b|/data/b", u32::MAX);
+    let old = lease_of(&mut conn, queue).await.expect("held");
+    let other = format!("{}|22|host-b|/data/b", other_token(old.token));
     let _: () = redis::cmd("SET")
-        .arg(keys::queue_owner("taken"))
+        .arg(keys::queue_owner(queue))
         .arg(&other)
         .query_async(&mut conn)
         .await
         .expect("set");
     let client = Client::connect(&url).await.expect("connect");
     let id = client
-        .submit("taken", "40 + 2", &SubmitOptions::default())
+        .submit(queue, "40 + 2", &SubmitOptions::default())
         .await
         .expect("submit");
     let shown = eventually("the lease lost state", WAIT, || async {
@@ -244,14 +262,14 @@ async fn a_worker_whose_lease_was_taken_over_claims_nothing_more_and_takes_it_ba
         Some("pending")
     );
     assert_eq!(
-        lease_of(&mut conn, "taken").await.map(|l| l.to_string()),
+        lease_of(&mut conn, queue).await.map(|l| l.to_string()),
         Some(other),
         "the other host's lease is left alone"
     );
     // The other's lease expires: taken back with a fresh token, and the
     // queued task runs.
     let _: () = redis::cmd("DEL")
-        .arg(keys::queue_owner("taken"))
+        .arg(keys::queue_owner(queue))
         .query_async(&mut conn)
         .await
         .expect("del");
@@ -260,63 +278,12 @@ async fn a_worker_whose_lease_was_taken_over_claims_nothing_more_and_takes_it_ba
         matches!(outcome, client::Outcome::Completed(ref o) if o.output == "42"),
         "{outcome:?}"
     );
-    let again = lease_of(&mut conn, "taken").await.expect("held again");
+    let again = lease_of(&mut conn, queue).await.expect("held again");
     assert_eq!(again.pid, 11);
     assert!(
         again.token > old.token,
         "a fresh token: {again:?} after {old:?}"
     );
-    first.stop().await;
-}
-
-/// A fence counter restored behind (an older snapshot, a lagging replica
-/// promoted) gave another host the token number this worker holds: the
-/// worker renews nothing and claims nothing with it, and takes the queue
-/// back with a fresh token once the other's lease is gone.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_whose_token_number_another_host_was_given_again_claims_nothing_more() {
-    let redis = testkit::RedisServer::start();
-    let url = redis.url();
-    let first = leased_worker(&url, "again", holder(11, "host-a", "/data/a"), false);
-    running(&first).await;
-    let mut conn = raw(&url).await;
-    let old = lease_of(&mut conn, "again").await.expect("held");
-    let other = format!("{}|22|host-b|/data/b", old.token);
-    let _: () = redis::cmd("SET")
-        .arg(keys::queue_owner("again"))
-        .arg(&other)
-        .query_async(&mut conn)
-        .await
-        .expect("set");
-    let client = Client::connect(&url).await.expect("connect");
-    let id = client
-        .submit("again", "40 + 2", &SubmitOptions::default())
-        .await
-        .expect("submit");
-    seen_new_holder(&first).await;
-    tokio::time::sleep(fast_options().heartbeat_ttl).await;
-    assert_eq!(
-        hget(&mut conn, &id, "status").await.as_deref(),
-        Some("pending"),
-        "not claimed under the other host's lease"
-    );
-    assert_eq!(
-        lease_of(&mut conn, "again").await.map(|l| l.to_string()),
-        Some(other),
-        "the other host's lease is left alone"
-    );
-    let _: () = redis::cmd("DEL")
-        .arg(keys::queue_owner("again"))
-        .query_async(&mut conn)
-        .await
-        .expect("del");
-    let outcome = client.wait(&id, WAIT).await.expect("the result");
-    assert!(
-        matches!(outcome, client::Outcome::Completed(ref o) if o.output == "42"),
-        "{outcome:?}"
-    );
-    let back = lease_of(&mut conn, "again").await.expect("held again");
-    assert!(back.token > old.token, "{back:?} after {old:?}");
     first.stop().await;
 }
 
