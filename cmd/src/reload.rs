@@ -43,6 +43,19 @@ impl std::fmt::Display for ReloadSummary {
                 parts.push(format!("{what} {}", quoted(names)));
             }
         }
+        // A name both added and removed moved to another id: a circle of
+        // its own, with the database of its new id.
+        let moved: Vec<String> = (self.added.iter())
+            .filter(|n| self.removed.contains(n))
+            .cloned()
+            .collect();
+        if !moved.is_empty() {
+            let has = if moved.len() == 1 { "has" } else { "have" };
+            parts.push(format!(
+                "{} {has} another id, and with it that id's database",
+                quoted(&moved)
+            ));
+        }
         f.write_str(&parts.join("; "))
     }
 }
@@ -314,5 +327,16 @@ mod tests {
         );
         assert_eq!(s.to_string(), "added \"D\"; removed \"B\"; changed \"C\"");
         assert_eq!(ReloadSummary::default().to_string(), "nothing changed");
+        // A name on another id is both added and removed, and said to be so.
+        let moved = ReloadSummary {
+            added: vec!["A".into(), "D".into()],
+            removed: vec!["A".into(), "B".into()],
+            changed: vec![],
+        };
+        assert_eq!(
+            moved.to_string(),
+            "added \"A\", \"D\"; removed \"A\", \"B\"; \"A\" has another id, and with it that \
+             id's database"
+        );
     }
 }
