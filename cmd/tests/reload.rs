@@ -1048,7 +1048,7 @@ async fn a_queue_moved_to_a_new_id_and_port_in_one_reload_is_served_by_the_new_c
     assert_eq!(code.code(), Some(0), "{out}{err}");
     assert_eq!(
         out.trim(),
-        r#"reload applied: added "Alpha"; removed "Alpha""#,
+        r#"reload applied: added "Alpha"; removed "Alpha"; "Alpha" has another id, and with it that id's database"#,
         "{err}"
     );
     let mut alpha = connect(moved).await;
