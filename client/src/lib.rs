@@ -84,6 +84,12 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// A TTL as Redis takes it (`PEXPIRE`, `PX`, and the scripts): whole ms, at
+/// least 1 (a positive TTL under 1 ms is 1 ms; `PEXPIRE` refuses 0).
+pub(crate) fn ttl_ms(ttl: Duration) -> u64 {
+    ttl.as_millis().clamp(1, u128::from(u64::MAX)) as u64
+}
+
 /// Errors of the client. `Unavailable` maps to JSON-RPC -32002, `Timeout` to -32001.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -4,10 +4,11 @@
 //! the helpers of `scripts/finish.rs`, every one that claims with the claim
 //! function of `scripts/claim.rs`.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use redis::{Script, ScriptInvocation};
 
+use crate::broker::Carried;
 use crate::keys;
 
 mod batch;
@@ -180,13 +181,35 @@ end)"
 });
 
 /// The keys and lease of a claim's lease check: the queue (where a fenced
-/// worker gives an id back), the owner key, and the worker's lease as the
-/// owner key holds it (`''` without a lease), with its token (0: none).
+/// worker gives an id back), the owner key, and the worker's lease as it was
+/// when the claim was sent.
 pub(crate) struct Fencing<'a> {
     pub(crate) tasks: &'a str,
     pub(crate) owner: &'a str,
-    pub(crate) lease: String,
-    pub(crate) token: u64,
+    /// `None`: a worker without a fence (claims are not fenced); `Some(None)`:
+    /// a fence that holds no lease (claims are refused).
+    pub(crate) carried: Option<Option<Arc<Carried>>>,
+}
+
+impl Fencing<'_> {
+    /// The lease argument of the claim scripts: the owner key's value the
+    /// lease reads as; `''` without a fence; `0`, which no owner key holds
+    /// (its values hold `|`), for a fence without a lease.
+    pub(crate) fn lease(&self) -> &str {
+        match &self.carried {
+            None => "",
+            Some(None) => "0",
+            Some(Some(c)) => &c.value,
+        }
+    }
+
+    /// The token of the lease the claim carried (0: none).
+    pub(crate) fn token(&self) -> u64 {
+        self.carried
+            .as_ref()
+            .and_then(Option::as_ref)
+            .map_or(0, |c| c.lease.token)
+    }
 }
 
 pub(crate) fn claim_head(
@@ -204,7 +227,7 @@ pub(crate) fn claim_head(
         .arg(keys::TASK_DETAILS_PREFIX)
         .arg(worker)
         .arg(ttl_ms)
-        .arg(fencing.lease.as_str());
+        .arg(fencing.lease());
     inv
 }
 
@@ -326,7 +349,7 @@ pub(crate) fn claim_one(
         .arg(worker)
         .arg(now)
         .arg(ttl_ms)
-        .arg(fencing.lease.as_str());
+        .arg(fencing.lease());
     inv
 }
 

@@ -51,14 +51,22 @@ pub(crate) async fn resolve_predecessor(
     }
     match broker.forget_unchanged(&beats).await {
         Ok((ended, beaten)) => {
-            if ended > 0 {
+            if !ended.is_empty() {
                 log::info!(
                     circle, queue;
                     "queue {queue}: the earlier run of this database (pid {pid}) is gone: \
-                     {ended} worker(s) of it silent since this one started; their tasks are \
-                     resolved now"
+                     {} worker(s) of it silent since this one started; their tasks are \
+                     resolved now",
+                    ended.len()
                 );
-                beat_once(&broker, &options, true).await;
+                match broker.reap(&ended).await {
+                    Ok((lost, _requeued)) => count_lost(&options, lost),
+                    Err(e) => log::debug!(
+                        circle, queue;
+                        "queue {queue}: reaping the workers of pid {pid} failed: {e}; the \
+                         next reap resolves their tasks"
+                    ),
+                }
             }
             if beaten > 0 {
                 log::warn!(
@@ -84,11 +92,7 @@ pub(crate) async fn resolve_predecessor(
 pub(crate) async fn beat_once(broker: &WorkerBroker, options: &WorkerOptions, reap: bool) -> bool {
     match broker.beat(options.heartbeat_ttl, reap).await {
         Ok((lost, _requeued)) => {
-            // A dead worker's tasks end here, not in a take loop: counted
-            // with the circle's other finished tasks.
-            if let (Some(metrics), true) = (&options.metrics, lost > 0) {
-                metrics.failed_many(&client::FailureKind::WorkerLost, lost);
-            }
+            count_lost(options, lost);
             true
         }
         Err(e) => {
@@ -98,6 +102,14 @@ pub(crate) async fn beat_once(broker: &WorkerBroker, options: &WorkerOptions, re
             );
             false
         }
+    }
+}
+
+/// Counts the tasks a reap ended `worker_lost`: they end here, not in a
+/// take loop, and count with the circle's other finished tasks.
+fn count_lost(options: &WorkerOptions, lost: u64) {
+    if let (Some(metrics), true) = (&options.metrics, lost > 0) {
+        metrics.failed_many(&client::FailureKind::WorkerLost, lost);
     }
 }
 

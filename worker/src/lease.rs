@@ -38,7 +38,6 @@ use std::time::{Duration, Instant};
 
 use client::Lease;
 use client::broker::{Fence, WorkerBroker};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::cancel::Cancels;
@@ -88,12 +87,9 @@ pub(crate) struct Held {
     queue: String,
     /// The circle's name, for the log lines.
     pub(crate) circle: String,
-    /// The lease claims carry (none: not held).
+    /// The lease claims carry (none: not held); the keeper and the take
+    /// loop wait on its changes.
     pub(crate) fence: Fence,
-    /// Its token, for the take loop to wait on.
-    token: watch::Sender<u64>,
-    /// Held by a change of the two above, so that they change together.
-    changing: Mutex<()>,
     /// When the last renewal (or the acquisition) that succeeded was sent.
     renewed: Mutex<Instant>,
 }
@@ -104,22 +100,18 @@ impl Held {
             queue: queue.to_owned(),
             circle: circle.to_owned(),
             fence: Fence::new(),
-            token: watch::channel(0).0,
-            changing: Mutex::new(()),
             renewed: Mutex::new(Instant::now()),
         }
     }
 
     pub(crate) fn token(&self) -> u64 {
-        *self.token.borrow()
+        self.fence.token()
     }
 
     /// `lease` is ours, as of a request sent at `sent`.
     pub(crate) fn take(&self, lease: &Lease, sent: Instant) {
-        let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
         *self.renewed.lock().unwrap_or_else(|e| e.into_inner()) = sent;
         self.fence.set(Some(lease));
-        self.token.send_replace(lease.token);
     }
 
     fn renewed(&self, sent: Instant) {
@@ -133,16 +125,18 @@ impl Held {
         *self.renewed.lock().unwrap_or_else(|e| e.into_inner()) + after
     }
 
-    /// Stops serving the queue: no token (claims are refused), the running
+    /// Stops serving the queue: no lease (claims are refused), the running
     /// script cut, the status saying `reason`.
     pub(crate) fn lose(&self, reason: String, cancels: &Cancels, status: &WorkerStatus) {
-        let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
-        if self.token() == 0 {
+        self.lose_token(0, reason, cancels, status);
+    }
+
+    /// [`Held::lose`], only if the lease held is the one of `token` (0: any).
+    fn lose_token(&self, token: u64, reason: String, cancels: &Cancels, status: &WorkerStatus) {
+        if !self.fence.clear(token) {
             return;
         }
         log::error!(circle = self.circle.as_str(), queue = self.queue.as_str(); "{reason}");
-        self.fence.set(None);
-        self.token.send_replace(0);
         cancels.lease_lost(&reason);
         status.set(WorkerState::LeaseLost(reason));
     }
@@ -153,7 +147,7 @@ impl Held {
     /// keeper took the lease again while the claim was on its way) says
     /// nothing of the lease it holds now.
     pub(crate) fn refused(&self, token: u64, cancels: &Cancels, status: &WorkerStatus) {
-        if token != self.token() {
+        if token == 0 {
             return;
         }
         let reason = format!(
@@ -162,15 +156,15 @@ impl Held {
              tasks until it is this worker's again",
             self.queue
         );
-        self.lose(reason, cancels, status);
+        self.lose_token(token, reason, cancels, status);
     }
 
     /// Waits until the lease is held; `false` when `token` was cancelled
     /// first.
     pub(crate) async fn wait(&self, token: &CancellationToken) -> bool {
-        let mut rx = self.token.subscribe();
+        let mut rx = self.fence.subscribe();
         tokio::select! {
-            held = rx.wait_for(|t| *t != 0) => held.is_ok(),
+            held = rx.wait_for(Option::is_some) => held.is_ok(),
             _ = token.cancelled() => false,
         }
     }
@@ -280,14 +274,13 @@ impl Keeper {
         // When the next renewal or acquisition is sent: a heartbeat after
         // the last one that Redis answered, sooner after one it did not.
         let mut next = Instant::now() + interval;
-        let mut tokens = held.token.subscribe();
+        let mut leases = held.fence.subscribe();
         // The token of the other holder last logged, so a wait is logged
         // once per holder, not at every beat.
         let mut logged_holder = None;
         loop {
-            // One read: the lease and its token as one.
-            let lease = held.fence.lease();
-            let mine = lease.as_ref().map_or(0, |l| l.token);
+            let carried = held.fence.current();
+            let mine = carried.as_ref().map_or(0, |c| c.lease.token);
             let deadline = held.deadline(after);
             tokio::select! {
                 biased;
@@ -300,7 +293,7 @@ impl Keeper {
                 // Redis restart that lost it) or another's. Asked at once,
                 // Redis gives it back when it is free, and names the holder
                 // otherwise.
-                _ = tokens.wait_for(|t| *t != mine), if mine != 0 => {
+                _ = leases.wait_for(|l| l.as_ref().map_or(0, |c| c.lease.token) != mine), if mine != 0 => {
                     next = Instant::now();
                     continue;
                 }
@@ -308,9 +301,9 @@ impl Keeper {
             }
             let sent = Instant::now();
             next = sent + interval;
-            if let Some(lease) = lease {
+            if let Some(carried) = carried {
                 tokio::select! {
-                    renewed = broker.renew_lease(&lease, ttl) => match renewed {
+                    renewed = broker.renew_lease(&carried.lease, ttl) => match renewed {
                         Ok(Ok(())) => {
                             retry.reset();
                             held.renewed(sent);

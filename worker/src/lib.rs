@@ -272,8 +272,8 @@ async fn leave(beside: Beside, broker: &WorkerBroker, held: &lease::Held) {
             "worker {worker_id} could not deregister: {e}; a reaper will clean up"
         );
     }
-    if let Some(lease) = held.fence.lease()
-        && let Err(e) = broker.release_lease(&lease).await
+    if let Some(carried) = held.fence.current()
+        && let Err(e) = broker.release_lease(&carried.lease).await
     {
         log::debug!(
             circle = held.circle.as_str(), queue = broker.queue();

@@ -39,25 +39,17 @@ impl ClaimKeys {
     pub(super) fn sent(claims: &mut [Claim], fencing: &scripts::Fencing<'_>) {
         for claim in claims {
             if let Claim::Fenced { token, .. } = claim {
-                *token = fencing.token;
+                *token = fencing.token();
             }
         }
     }
 
     /// The lease check of a claim, with the lease as of now.
     pub(super) fn fencing(&self) -> scripts::Fencing<'_> {
-        let lease = self.fence.as_ref().map(Fence::lease);
         scripts::Fencing {
             tasks: &self.tasks,
             owner: &self.owner,
-            // A fence without a lease passes `0`, which no owner key holds
-            // (its values hold `|`): refused. `''` is no fence at all.
-            lease: match &lease {
-                None => String::new(),
-                Some(None) => "0".to_owned(),
-                Some(Some(l)) => l.to_string(),
-            },
-            token: lease.flatten().map_or(0, |l| l.token),
+            carried: self.fence.as_ref().map(Fence::current),
         }
     }
 

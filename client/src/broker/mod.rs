@@ -21,6 +21,7 @@ mod worker;
 pub(crate) use claim::{Parsed, RawClaim, parse_claim, shown_reason, utf8};
 pub use popper::BlockingPopper;
 pub use types::{
-    BatchFinish, BrokerOptions, Claim, ClaimedTask, Fence, MAX_CLAIM_BATCH, WORKER_LOST_MESSAGE,
+    BatchFinish, BrokerOptions, Carried, Claim, ClaimedTask, Fence, MAX_CLAIM_BATCH,
+    WORKER_LOST_MESSAGE,
 };
 pub use worker::WorkerBroker;

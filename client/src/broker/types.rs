@@ -1,8 +1,10 @@
 //! What the worker side hands to its caller and takes from it: claims,
 //! claimed tasks, timing options.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use crate::conn::ConnSettings;
 use crate::{Caller, Lease};
@@ -141,15 +143,32 @@ pub struct BrokerOptions {
     pub fence: Option<Fence>,
 }
 
-/// A worker's current lease, shared by its connections: the holder sets it
-/// when it takes the lease and clears it when it loses it (a claim without
-/// one is always fenced). A claim's fence compares the owner key with the
-/// whole lease (token, pid, host and directory), not the token alone: a
-/// fence counter restored behind (an older snapshot, a lagging replica
-/// promoted) can give a token number again, but to another holder, whose
-/// lease differs in the rest. Cheap to clone.
-#[derive(Debug, Clone, Default)]
-pub struct Fence(Arc<Mutex<Option<Lease>>>);
+/// A worker's current lease, shared by its connections and its keeper: the
+/// holder sets it when it takes the lease and clears it when it loses it (a
+/// claim without one is always fenced). A claim's fence compares the owner
+/// key with the whole lease (token, pid, host and directory), not the token
+/// alone: a fence counter restored behind (an older snapshot, a lagging
+/// replica promoted) can give a token number again, but to another holder,
+/// whose lease differs in the rest. One value, so the lease, its token and
+/// its owner-key value never disagree; cheap to clone and to read.
+#[derive(Debug, Clone)]
+pub struct Fence(Arc<watch::Sender<Option<Arc<Carried>>>>);
+
+/// A lease as claims carry it: the lease, and the owner key's value it reads
+/// as, written once when it is taken rather than at every claim.
+#[derive(Debug)]
+pub struct Carried {
+    /// The lease.
+    pub lease: Lease,
+    /// `lease` as the owner key holds it.
+    pub(crate) value: String,
+}
+
+impl Default for Fence {
+    fn default() -> Fence {
+        Fence(Arc::new(watch::channel(None).0))
+    }
+}
 
 impl Fence {
     /// A fence holding no lease: every claim is refused until
@@ -158,19 +177,44 @@ impl Fence {
         Fence::default()
     }
 
-    /// The token of the lease claims carry (0: none).
-    pub fn token(&self) -> u64 {
-        self.lease().map_or(0, |l| l.token)
+    /// The lease claims carry, if one is held.
+    pub fn current(&self) -> Option<Arc<Carried>> {
+        self.0.borrow().clone()
     }
 
-    /// The lease claims carry, if one is held.
-    pub fn lease(&self) -> Option<Lease> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    /// The token of the lease claims carry (0: none).
+    pub fn token(&self) -> u64 {
+        self.0.borrow().as_ref().map_or(0, |c| c.lease.token)
     }
 
     /// Sets the lease (`None`: it is not held).
     pub fn set(&self, lease: Option<&Lease>) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = lease.cloned();
+        self.0.send_replace(lease.map(|l| {
+            Arc::new(Carried {
+                lease: l.clone(),
+                value: l.to_string(),
+            })
+        }));
+    }
+
+    /// Clears the lease if it is the one of `token` (a lease taken since
+    /// stays); whether it did. One step, so a lease taken meanwhile is never
+    /// cleared for a refusal of the one before it. `token` 0 clears any.
+    pub fn clear(&self, token: u64) -> bool {
+        self.0.send_if_modified(|held| {
+            let mine = held
+                .as_ref()
+                .is_some_and(|c| token == 0 || c.lease.token == token);
+            if mine {
+                *held = None;
+            }
+            mine
+        })
+    }
+
+    /// Changes of the lease, from now on.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Carried>>> {
+        self.0.subscribe()
     }
 }
 
@@ -202,6 +246,6 @@ impl BrokerOptions {
 
     /// The result TTL in ms, at least 1 (`PEXPIRE` refuses 0).
     pub(crate) fn ttl_ms(&self) -> u64 {
-        self.result_ttl.as_millis().max(1) as u64
+        crate::ttl_ms(self.result_ttl)
     }
 }

@@ -123,7 +123,7 @@ impl WorkerBroker {
             .arg(keys::heartbeat(&self.queue, &self.keys.worker_id))
             .arg(now)
             .arg("PX")
-            .arg(ttl.as_millis().max(1) as u64)
+            .arg(crate::ttl_ms(ttl))
             .ignore()
             .cmd("SADD")
             .arg(keys::workers(&self.queue))
@@ -156,10 +156,14 @@ impl WorkerBroker {
         }
         pipe.cmd("SMEMBERS").arg(keys::workers(&self.queue));
         let (members,): (Vec<String>,) = self.conn.query_pipe(&pipe).await?;
-        self.reap_members(&members).await
+        self.reap(&members).await
     }
 
-    async fn reap_members(&self, members: &[String]) -> Result<(u64, u64)> {
+    /// Reaps the workers `members` of this queue whose heartbeat is gone (one
+    /// script each; this worker and live ones are left alone), as a beat
+    /// with a reap does for every registered worker. Returns `(lost,
+    /// requeued)` summed over them.
+    pub async fn reap(&self, members: &[String]) -> Result<(u64, u64)> {
         let mut total = (0, 0);
         for dead in members.iter().filter(|w| **w != self.keys.worker_id) {
             let inv = scripts::reap(
@@ -236,7 +240,7 @@ impl WorkerBroker {
             &self.queue,
             holder.pid,
             &format!("{}|{}", holder.host, holder.dir),
-            ttl.as_millis().max(1) as u64,
+            crate::ttl_ms(ttl),
         );
         let (taken, value, previous): (i64, String, String) = self.conn.invoke(&inv).await?;
         let lease = Lease::parse(&value).map_err(Error::Protocol)?;
@@ -261,12 +265,13 @@ impl WorkerBroker {
 
     /// Ends the heartbeats of `beats` that still hold the value read by
     /// [`heartbeats_of`](Self::heartbeats_of) (their workers did not beat
-    /// since), so that the next reap ([`beat`](Self::beat)) resolves their
-    /// tasks at once. Returns how many it ended and how many beat since
-    /// (their key holds another value: the worker is alive).
-    pub async fn forget_unchanged(&self, beats: &[(String, String)]) -> Result<(u64, u64)> {
+    /// since), so that a reap ([`reap`](Self::reap) of them, or the next
+    /// [`beat`](Self::beat) with one) resolves their tasks at once. Returns
+    /// the ids it ended and how many beat since (their key holds another
+    /// value: the worker is alive).
+    pub async fn forget_unchanged(&self, beats: &[(String, String)]) -> Result<(Vec<String>, u64)> {
         if beats.is_empty() {
-            return Ok((0, 0));
+            return Ok((Vec::new(), 0));
         }
         self.conn
             .invoke(&scripts::forget_unchanged(&self.queue, beats))
@@ -283,7 +288,7 @@ impl WorkerBroker {
         lease: &Lease,
         ttl: Duration,
     ) -> Result<std::result::Result<(), Option<Lease>>> {
-        let inv = scripts::renew_lease(&self.queue, lease, ttl.as_millis().max(1) as u64);
+        let inv = scripts::renew_lease(&self.queue, lease, crate::ttl_ms(ttl));
         let reply: Vec<redis::Value> = self.conn.invoke(&inv).await?;
         if reply.first() == Some(&redis::Value::Int(1)) {
             return Ok(Ok(()));

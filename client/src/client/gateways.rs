@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::Client;
-use crate::{Error, Result, keys};
+use crate::{Error, Result, keys, ttl_ms};
 
 /// Circles per script call of [`Client::gateway_beat`] and
 /// [`Client::gateways_many`] (the calls of one beat still go out in one
@@ -270,11 +270,6 @@ impl Client {
         }
         Ok(rows)
     }
-}
-
-/// A TTL as the scripts take it: whole ms, at least 1.
-fn ttl_ms(ttl: Duration) -> u64 {
-    ttl.as_millis().clamp(1, u128::from(u64::MAX)) as u64
 }
 
 /// A heartbeat's time left as a script answers it (ms; 0 or less: none

@@ -182,9 +182,7 @@ impl Client {
             (fields::REPLY_TO, self.inner.reply_channel.clone()),
         ];
         if let Some(ttl) = options.delivered_ttl {
-            // PEXPIRE refuses 0; a positive TTL under 1 ms is 1 ms.
-            let ms = ttl.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
-            hash.push((fields::DELIVERED_TTL, ms.to_string()));
+            hash.push((fields::DELIVERED_TTL, crate::ttl_ms(ttl).to_string()));
         }
         if let Some(caller) = &options.caller {
             hash.push((fields::CALLER, caller.name.clone()));

@@ -225,7 +225,7 @@ pub(crate) fn claim_batch(
         .arg(now)
         .arg(ttl_ms)
         .arg(n)
-        .arg(fencing.lease.as_str());
+        .arg(fencing.lease());
     inv
 }
 
@@ -264,7 +264,7 @@ pub(crate) fn finish_batch(
         .arg(then.take_next)
         .arg(if then.release { "1" } else { "0" })
         .arg(finished.len())
-        .arg(fencing.lease.as_str());
+        .arg(fencing.lease());
     for task in finished {
         inv.arg(task.task_id)
             .arg(super::notification(task.task_id, now, &task.fields))

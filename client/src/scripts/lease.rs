@@ -111,18 +111,19 @@ return out
 /// Ends the heartbeats that still hold the value read before: workers that
 /// did not beat since, so that the next reap resolves their tasks at once
 /// instead of after the heartbeat TTL. ARGV: the queue's worker heartbeat
-/// key prefix, then `id, value` pairs. Returns `{ended, beaten}`: how many
-/// it ended, and how many hold another value (their worker beat since; a
-/// key gone meanwhile counts in neither).
+/// key prefix, then `id, value` pairs. Returns `{ended, beaten}`: the ids
+/// whose heartbeat it ended, and how many hold another value (their worker
+/// beat since; a key gone meanwhile counts in neither).
 static FORGET_UNCHANGED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local ended, beaten = 0, 0
+local ended, beaten = {}, 0
 for i = 2, #ARGV - 1, 2 do
   local key = ARGV[1] .. ARGV[i]
   local now = redis.call('GET', key)
   if now == ARGV[i + 1] then
-    ended = ended + redis.call('DEL', key)
+    redis.call('DEL', key)
+    ended[#ended + 1] = ARGV[i]
   elseif now then
     beaten = beaten + 1
   end
