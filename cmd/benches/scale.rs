@@ -49,27 +49,6 @@ fn extra_args() -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// utime + stime in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let rest = text.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // rest starts at field 3 (state); utime is field 14, stime 15.
-    let utime: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
-    let stime: u64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    utime + stime
-}
-
-fn clock_ticks_per_sec() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
 async fn round_trip(port: u16) -> bool {
     let Ok((mut ws, _)) =
         tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws")).await
@@ -180,14 +159,17 @@ fn measure(n: usize, idle: Duration) -> Measured {
     let rss_kib = testkit::proc_status(pid, "VmRSS:");
     let threads = testkit::proc_status(pid, "Threads:");
     let redis_pid = redis.pid();
-    let (c0, r0) = (cpu_ticks(pid), redis_pid.map(cpu_ticks).unwrap_or(0));
+    let cpu = |pid: Option<u32>| {
+        pid.and_then(|p| testkit::process_cpu(&p.to_string()).ok())
+            .unwrap_or(0.0)
+    };
+    let (c0, r0) = (cpu(Some(pid)), cpu(redis_pid));
     let t0 = Instant::now();
     std::thread::sleep(idle);
-    let (c1, r1) = (cpu_ticks(pid), redis_pid.map(cpu_ticks).unwrap_or(0));
+    let (c1, r1) = (cpu(Some(pid)), cpu(redis_pid));
     let secs = t0.elapsed().as_secs_f64();
-    let hz = clock_ticks_per_sec();
-    let idle_cpu_pct = (c1 - c0) as f64 / hz / secs * 100.0;
-    let redis_idle_cpu_pct = (r1 - r0) as f64 / hz / secs * 100.0;
+    let idle_cpu_pct = (c1 - c0) / secs * 100.0;
+    let redis_idle_cpu_pct = (r1 - r0) / secs * 100.0;
 
     let stop_at = Instant::now();
     let _ = Command::new("kill")

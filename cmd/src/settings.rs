@@ -412,10 +412,9 @@ pub fn check_admin_port(
         return Ok(());
     }
     Err(UsageError(format!(
-        "circle {:?} (id {}): port {} is this orchestrator's admin endpoint (--admin {addr}); \
-         give the circle another port in circles.json, or the endpoint another --admin address",
-        circle.name,
-        circle.id,
+        "{}: port {} is this orchestrator's admin endpoint (--admin {addr}); give the circle \
+         another port in circles.json, or the endpoint another --admin address",
+        circle.who(),
         addr.port()
     ))
     .into())

@@ -1,6 +1,6 @@
 //! Counters read around a load: how busy the machine's cores were
 //! (`/proc/stat`), how much CPU Redis spent (`INFO cpu`) and the load
-//! generator itself (its threads' `schedstat`), and other Redis
+//! generator itself (`/proc/self/stat`), and other Redis
 //! figures through a minimal RESP exchange (the load generator links no
 //! Redis client).
 
@@ -141,22 +141,9 @@ fn machine_ticks() -> anyhow::Result<(f64, f64)> {
     Ok((total - idle, total))
 }
 
-/// User plus system CPU seconds of `/proc/<pid>` (`self` for this process).
+/// [`testkit::process_cpu`], its error as an `anyhow` one.
 pub(crate) fn process_cpu(pid: &str) -> anyhow::Result<f64> {
-    let path = format!("/proc/{pid}/stat");
-    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    // Fields after the command name, which ends at the last ')'; utime and
-    // stime are fields 14 and 15 of the whole line, 12 and 13 after it.
-    let rest = &stat[stat.rfind(')').context("a stat line without ')'")? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> anyhow::Result<f64> {
-        Ok(fields
-            .get(i)
-            .with_context(|| format!("{path} has no field {}", i + 3))?
-            .parse::<f64>()?)
-    };
-    // Linux reports these in USER_HZ, 100 on every architecture it runs on.
-    Ok((ticks(11)? + ticks(12)?) / 100.0)
+    testkit::process_cpu(pid).map_err(anyhow::Error::msg)
 }
 
 /// CPU seconds Redis has used so far.

@@ -316,6 +316,32 @@ pub fn proc_status(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The CPU seconds (user + system) process `pid` (a number, or `self`) has
+/// used so far, from `/proc/<pid>/stat`; an error names what could not be
+/// read.
+pub fn process_cpu(pid: &str) -> Result<f64, String> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))?;
+    // Fields after the command name, which ends at the last ')' (it may
+    // hold spaces); utime and stime are fields 14 and 15 of the whole line,
+    // 12 and 13 after it.
+    let rest = stat
+        .rfind(')')
+        .and_then(|i| stat.get(i + 2..))
+        .ok_or_else(|| format!("{path}: a stat line without ')'"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<f64, String> {
+        let field = fields
+            .get(i)
+            .ok_or_else(|| format!("{path} has no field {}", i + 3))?;
+        field
+            .parse::<f64>()
+            .map_err(|e| format!("{path} field {}: {e}", i + 3))
+    };
+    // Linux reports these in USER_HZ, 100 on every architecture it runs on.
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
+}
+
 /// A loopback port that was free a moment ago, and that this process has
 /// not been given before: the kernel may hand a port let go of at once out
 /// again, and two circles of one circles.json must not share one.

@@ -128,7 +128,10 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     late.extend(plan.changed.iter().cloned());
 
     // Each circle that cannot start stays out alone: the others are applied.
-    let (early, mut failed) = prepare(ctx, early).await;
+    // A Redis URL that cannot be reached is tried once in the whole reload
+    // (a connect that fails may take its whole timeout).
+    let mut unreachable = HashMap::new();
+    let (early, mut failed) = prepare(ctx, early, &mut unreachable).await;
 
     let ids: Vec<u32> = outgoing.iter().map(|c| c.id).collect();
     let out = set.take_out(ctx, &ids).await;
@@ -136,7 +139,7 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     let drained =
         futures_util::future::join_all(out.into_iter().map(|l| l.drain(ctx, bound))).await;
     close_all(drained.into_iter().flatten().collect(), "outgoing circles").await;
-    let (late, late_failed) = prepare(ctx, late).await;
+    let (late, late_failed) = prepare(ctx, late, &mut unreachable).await;
     failed.extend(late_failed);
     set.start(ctx, early.into_iter().chain(late).collect());
     let order: Vec<u32> = file.iter().map(|c| c.id).collect();
@@ -199,23 +202,23 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
 /// Binds, opens and builds `configs` (as far as the role runs them) on a
 /// blocking thread, each on its own, and keeps out those whose queue the
 /// worker of another database holds (as at start, unless `--standby`):
-/// the circles ready to start, and each other one with why it cannot.
+/// the circles ready to start, and each other one with why it cannot. A
+/// circle whose own Redis cannot be connected cannot start; a URL in
+/// `unreachable` (URL → the name of the circle that found it so) is not
+/// tried again.
 async fn prepare(
     ctx: &Ctx,
     configs: Vec<CircleConfig>,
+    unreachable: &mut HashMap<String, String>,
 ) -> (Vec<circles::Prepared>, Vec<(CircleConfig, String)>) {
     let mut failed = Vec::new();
     let mut reachable = Vec::with_capacity(configs.len());
-    // A circle whose own Redis cannot be connected cannot start; each URL
-    // is tried once (a connect that fails may take its whole timeout).
-    let mut unreachable: HashMap<String, String> = HashMap::new();
     for c in configs {
         let url = ctx.clients.url_of(&c).to_string();
         if let Some(first) = unreachable.get(&url) {
             let why = format!(
-                "circle \"{}\" (id {}): its redis at {url} cannot be reached either \
-                 (circle \"{first}\")",
-                c.name, c.id
+                "{}: its redis at {url} cannot be reached either (circle \"{first}\")",
+                c.who()
             );
             failed.push((c, why));
             continue;
@@ -260,7 +263,7 @@ async fn prepare(
             // Unknown whose the queues are: none of them starts.
             let why = format!("cannot read the queue leases from redis: {e:#}");
             failed.extend(ready.iter().map(|p| (p.config.clone(), why.clone())));
-            close(ready).await;
+            close_all(closing(ready), "circles not started").await;
             return (Vec::new(), failed);
         }
     };
@@ -276,16 +279,16 @@ async fn prepare(
             failed.push((p.config.clone(), why));
         }
     }
-    close(clashing).await;
+    close_all(closing(clashing), "circles not started").await;
     (ready, failed)
 }
 
-/// Closes the databases of prepared circles that are not started, on a
-/// blocking thread.
-async fn close(prepared: Vec<circles::Prepared>) {
-    if let Err(e) = tokio::task::spawn_blocking(move || circles::close_prepared(prepared)).await {
-        log::error!("closing the databases of circles not started panicked: {e}");
-    }
+/// The databases of prepared circles, to close.
+fn closing(prepared: Vec<circles::Prepared>) -> Vec<circles::Closing> {
+    prepared
+        .into_iter()
+        .filter_map(circles::Prepared::closing)
+        .collect()
 }
 
 /// Closes `closing` on a blocking thread; `what` names them in the log.

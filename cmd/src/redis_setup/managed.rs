@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use super::probe::{Answer, ping, server_pid, wait_loaded};
+use super::probe::{Answer, ping, server_pid};
 
 /// How long a managed `redis-server` may take to answer PING.
 const START_DEADLINE: Duration = Duration::from_secs(10);
@@ -41,6 +41,8 @@ pub struct Taken {
     pub addr: SocketAddr,
     /// The other server's process id, when it tells (`INFO server`).
     pub pid: Option<u32>,
+    /// How it answered the PING (still loading its data, or ready).
+    pub answer: Answer,
 }
 
 impl std::fmt::Display for Taken {
@@ -194,15 +196,12 @@ impl ManagedRedis {
             // Dropped, `self` stops the server.
             super::check(stop)?;
             let answer = ping(&self.addr).ok();
-            if answer.is_some() {
+            if let Some(answer) = answer {
                 match server_pid(&self.addr) {
                     Some(pid) if pid == self.child.id() => {
-                        return match answer {
-                            Some(Answer::Loading) => wait_loaded(&self.addr, stop),
-                            _ => Ok(()),
-                        };
+                        return super::loaded(&self.addr, answer, stop);
                     }
-                    Some(pid) => return Err(self.lost_port(Some(pid)).into()),
+                    Some(pid) => return Err(self.lost_port(Some(pid), answer).into()),
                     // Whose it is untold (a password-protected Redis
                     // answers INFO with NOAUTH): if another holds the port,
                     // this one exits, as checked next.
@@ -210,8 +209,8 @@ impl ManagedRedis {
                 }
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                if answer.is_some() {
-                    return Err(self.lost_port(None).into());
+                if let Some(answer) = answer {
+                    return Err(self.lost_port(None, answer).into());
                 }
                 bail!(
                     "redis-server exited with {status}; its log ({}):\n{}",
@@ -234,12 +233,13 @@ impl ManagedRedis {
 
     /// Another server (`pid`) answers at the address: this one, which could
     /// not bind, is stopped (it would exit by itself) and reaped.
-    fn lost_port(&mut self, pid: Option<u32>) -> Taken {
+    fn lost_port(&mut self, pid: Option<u32>, answer: Answer) -> Taken {
         let _ = self.child.kill();
         let _ = self.child.wait();
         Taken {
             addr: self.addr,
             pid,
+            answer,
         }
     }
 
@@ -392,7 +392,7 @@ mod tests {
             let e = ManagedRedis::start(addr, data.path(), &AtomicBool::new(false))
                 .expect_err("the port is held by another redis-server");
             let taken = e.downcast_ref::<Taken>().unwrap_or_else(|| panic!("{e:#}"));
-            assert_eq!(taken.addr, addr);
+            assert_eq!((taken.addr, taken.answer), (addr, Answer::There));
             let protected = testkit::command(other.port(), &["INFO", "server"])
                 .is_ok_and(|r| r.text().is_none());
             if protected {

@@ -68,6 +68,15 @@ pub async fn plain_at_tls_url(url: &RedisUrl) -> Option<String> {
     .flatten()
 }
 
+/// A Redis that gave `answer` to a PING, once it is ready: one still reading
+/// its data is waited for.
+fn loaded(addr: &SocketAddr, answer: Answer, stop: &AtomicBool) -> anyhow::Result<()> {
+    match answer {
+        Answer::Loading => wait_loaded(addr, stop),
+        Answer::There => Ok(()),
+    }
+}
+
 /// Finds a Redis at `url` or starts a managed one; the error lists what was
 /// tried. Once `stop` is set it gives up with [`Stopped`] between two PINGs
 /// (each waits 2.5 s at most), also while a Redis loads its data.
@@ -97,9 +106,7 @@ pub fn ensure(
         check(stop)?;
         match ping(addr) {
             Ok(answer) => {
-                if answer == Answer::Loading {
-                    wait_loaded(addr, stop)?;
-                }
+                loaded(addr, answer, stop)?;
                 return Ok(None);
             }
             Err(e) => last = e,
@@ -150,10 +157,7 @@ pub fn ensure(
                     "{taken}; using it as the Redis at {url} (not managed: this orchestrator \
                      neither restarts nor stops it)"
                 );
-                // As after a first PING: one still reading its data is waited for.
-                if let Ok(Answer::Loading) = ping(&addr) {
-                    wait_loaded(&addr, stop)?;
-                }
+                loaded(&taken.addr, taken.answer, stop)?;
                 return Ok(None);
             }
             Err(e) => {
