@@ -30,6 +30,32 @@ async fn take_over(conn: &mut redis::aio::MultiplexedConnection, token: u64) {
         .expect("set");
 }
 
+/// The idle pop of a worker whose lease (of `token`) is no longer its own
+/// moves `task`, the only queued task, and is refused in Redis: the id goes
+/// back on the queue.
+async fn idle_pop_gives_back(
+    popper: &BlockingPopper,
+    conn: &mut redis::aio::MultiplexedConnection,
+    token: u64,
+    task: &str,
+) {
+    assert_eq!(
+        popper
+            .pop_and_claim(Duration::from_secs(1))
+            .await
+            .expect("pop"),
+        Some(Claim::Fenced {
+            task_id: task.to_owned(),
+            token
+        })
+    );
+    assert_eq!(
+        listed(conn, &keys::tasks("q")).await,
+        vec![task.to_owned()],
+        "back on the queue"
+    );
+}
+
 /// The ids in list `key`, head first.
 async fn listed(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Vec<String> {
     redis::cmd("LRANGE")
@@ -224,18 +250,7 @@ async fn a_claim_with_a_stale_token_is_refused_in_redis_and_the_task_stays_queue
         token: lease.token,
     };
     assert_eq!(next, Some(fenced("")));
-    assert_eq!(
-        popper
-            .pop_and_claim(Duration::from_secs(1))
-            .await
-            .expect("pop"),
-        Some(fenced(&second))
-    );
-    assert_eq!(
-        listed(&mut conn, &keys::tasks("q")).await,
-        vec![second.clone()],
-        "back on the queue"
-    );
+    idle_pop_gives_back(&popper, &mut conn, lease.token, &second).await;
     assert_eq!(
         worker.processing().await.expect("processing"),
         Vec::<String>::new()
@@ -441,26 +456,14 @@ async fn a_token_given_again_by_a_counter_restored_behind_passes_no_check_of_the
         .submit("q", "40 + 2", &SubmitOptions::default())
         .await
         .expect("submit");
-    let fenced = |task_id: &str| Claim::Fenced {
-        task_id: task_id.to_owned(),
-        token: first.token,
-    };
     assert_eq!(
         a.claim_batch(8).await.expect("claim batch"),
-        vec![fenced("")]
+        vec![Claim::Fenced {
+            task_id: String::new(),
+            token: first.token
+        }]
     );
-    assert_eq!(
-        a_popper
-            .pop_and_claim(Duration::from_secs(1))
-            .await
-            .expect("pop"),
-        Some(fenced(&task))
-    );
-    assert_eq!(
-        listed(&mut conn, &keys::tasks("q")).await,
-        vec![task.clone()],
-        "back on the queue"
-    );
+    idle_pop_gives_back(&a_popper, &mut conn, first.token, &task).await;
     // Its release leaves the new holder's lease alone.
     a.release_lease(&first).await.expect("release");
     assert_eq!(

@@ -1043,6 +1043,11 @@ async fn a_queue_moved_to_a_new_id_and_port_in_one_reload_is_served_by_the_new_c
     let (a, moved) = (port(), port());
     let config = sandbox.circles(&[(1, "Alpha", a)]);
     let (mut o, addr) = start_with_admin(&sandbox, &config, &redis, &[]);
+    // A record in the database of id 1, which the moved circle must not see.
+    let mut before = connect(a).await;
+    assert_eq!(output(&mut before, "db::insert(#{ x: 1 })").await, "1");
+    assert_eq!(output(&mut before, "db::next_id()").await, "2");
+    drop(before);
     write_circles(&sandbox, &[(2, "Alpha", moved)]);
     let (code, out, err) = reload_command(&sandbox, addr, &[], &[]);
     assert_eq!(code.code(), Some(0), "{out}{err}");

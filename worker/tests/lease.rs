@@ -33,7 +33,11 @@ fn leased_worker_with(
     standby: bool,
     options: worker::WorkerOptions,
 ) -> TestWorker {
-    start_leased(leased_config(url, queue, lease, standby), options)
+    TestWorker::start_fresh(
+        leased_config(url, queue, lease, standby),
+        options,
+        slow_limits(),
+    )
 }
 
 /// The config of a worker on `queue` with a lease as `lease`.
@@ -43,15 +47,6 @@ fn leased_config(url: &str, queue: &str, lease: Lease, standby: bool) -> WorkerC
     config.standby = standby;
     config.shutdown_grace = Duration::from_millis(200);
     config
-}
-
-/// Starts a worker with `config` and a fresh database.
-fn start_leased(config: WorkerConfig, options: worker::WorkerOptions) -> TestWorker {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let engine = open_engine(dir.path(), slow_limits());
-    let mut worker = TestWorker::start_with(config, options, engine);
-    worker.keep_dir(dir);
-    worker
 }
 
 /// Options whose lease lives three beats, as with the defaults (5 s beats,
@@ -819,7 +814,7 @@ async fn a_standby_restart_on_the_same_database_resolves_the_dead_runs_silent_ta
         }
     );
     config.predecessor = Some(10);
-    let worker = start_leased(config, fast_options());
+    let worker = TestWorker::start_fresh(config, fast_options(), slow_limits());
     until_worker_lost(&url).await;
     worker.stop().await;
 }
@@ -851,10 +846,15 @@ async fn a_worker_of_the_named_earlier_run_that_still_beats_keeps_its_task() {
             }
         })
     };
-    let worker = leased_worker(&url, "q", holder(11, "host-a", "/data/a"), false);
+    // Beats a second apart: the beat and a half the worker watches (1.5 s)
+    // holds many of the other's beats, however late one of them is.
+    let mut options = fast_options();
+    options.heartbeat_interval = Duration::from_secs(1);
+    options.heartbeat_ttl = Duration::from_secs(6);
+    let worker = leased_worker_with(&url, "q", holder(11, "host-a", "/data/a"), false, options);
     forty_two(&url, "q").await;
-    // Many times the beat and a half (150 ms) the worker waits.
-    still_processing_after(&url, Duration::from_secs(2)).await;
+    // Well past the beat and a half the worker waits.
+    still_processing_after(&url, Duration::from_secs(3)).await;
     beating.cancel();
     beater.await.expect("beater");
     worker.stop().await;

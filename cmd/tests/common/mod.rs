@@ -272,7 +272,7 @@ pub fn exit_with_stdout(mut cmd: Command, stdout: Stdio) -> (Option<i32>, String
         .spawn()
         .expect("spawn the command");
     drop(child.stdout.take());
-    let done = child.wait_with_output().expect("the command ends");
+    let done = output_within(child);
     (
         done.status.code(),
         String::from_utf8_lossy(&done.stderr).into_owned(),
@@ -281,15 +281,35 @@ pub fn exit_with_stdout(mut cmd: Command, stdout: Stdio) -> (Option<i32>, String
 
 /// Runs `cmd` to its end with `stderr` as its stderr; its exit code and stdout.
 pub fn exit_with_stderr(mut cmd: Command, stderr: Stdio) -> (Option<i32>, String) {
-    let done = cmd
+    let child = cmd
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr)
-        .output()
-        .expect("run the command");
+        .spawn()
+        .expect("spawn the command");
+    let done = output_within(child);
     (
         done.status.code(),
         String::from_utf8_lossy(&done.stdout).into_owned(),
     )
+}
+
+/// `child`'s exit status and piped output; a command still running after
+/// [`START_DEADLINE`] is killed and fails the test, so a hang is a failure,
+/// not a stuck run.
+fn output_within(child: std::process::Child) -> std::process::Output {
+    let pid = child.id();
+    let (done, ended) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output()));
+    match ended.recv_timeout(START_DEADLINE) {
+        Ok(output) => output.expect("the command ends"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("the command did not end within {START_DEADLINE:?}");
+        }
+    }
 }
 
 /// A WebSocket URL of a local circle.

@@ -102,11 +102,6 @@ impl TestWorker {
         }
     }
 
-    /// Keeps `dir` (the worker's database) until the worker is dropped.
-    pub fn keep_dir(&mut self, dir: tempfile::TempDir) {
-        self._dir = Some(dir);
-    }
-
     /// Cancels and waits for the drain.
     pub async fn stop(self) {
         self.token.cancel();
