@@ -335,3 +335,25 @@ fn a_circle_on_the_admin_endpoints_port_is_refused_naming_both() {
     assert!(o.stdout().contains("reload failed"), "{}", o.stdout());
     assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
 }
+
+/// With `--admin 127.0.0.1:0` the port the endpoint got is the one a
+/// reload's circle may not take, refused as the admin endpoint's.
+#[test]
+fn a_reload_refuses_the_port_an_admin_endpoint_on_port_0_got() {
+    let redis = testkit::RedisServer::start();
+    let sandbox = Sandbox::new();
+    let p = port();
+    let config = sandbox.circles(&[(1, "Fine", p)]);
+    let mut o = Orchestrator::start(&sandbox, &config, &redis.url(), &["--admin", "127.0.0.1:0"]);
+    o.wait_table();
+    let admin = common::http::admin_addr(&o.stdout()).port();
+    sandbox.circles(&[(1, "Fine", p), (2, "Clash", admin)]);
+    o.signal("HUP");
+    let said = format!(
+        "circle \"Clash\" (id 2): port {admin} is this orchestrator's admin endpoint (--admin \
+         127.0.0.1:{admin})"
+    );
+    o.wait_stdout(&said, Duration::from_secs(30));
+    assert!(o.stdout().contains("reload failed"), "{}", o.stdout());
+    assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+}

@@ -149,7 +149,7 @@ impl Orchestrator {
     /// stop signal while Redis is looked for or the task client connects
     /// stops the start with nothing started ([`StoppedStarting`]); on any
     /// error whatever was started is stopped again.
-    pub fn start(settings: Settings) -> anyhow::Result<Orchestrator> {
+    pub fn start(mut settings: Settings) -> anyhow::Result<Orchestrator> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("orchestrator")
@@ -160,6 +160,11 @@ impl Orchestrator {
         let mut signals = runtime.block_on(async { Signals::new() })?;
         // Bound before Redis is looked for: a busy admin port starts nothing.
         let admin = admin::bind(&settings.admin)?;
+        // The bound address from here on (the real port when port 0 was
+        // asked for), so that a reload's clash check knows the port.
+        if let Some(bound) = &admin {
+            settings.admin.addr = Some(bound.addr);
+        }
         let managed = runtime.block_on(find_redis(&settings, &mut signals))?;
         let header = Header {
             redis_url: settings.redis.to_string(),
