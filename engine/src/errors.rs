@@ -150,6 +150,36 @@ fn memory_message(limits: &Limits) -> String {
     format!("script held more memory than its limit of {shown}")
 }
 
+/// "an array of N elements" or "a map of N entries", for a message about
+/// `value`'s text without writing it.
+fn container_words(value: &rhai::Dynamic) -> String {
+    if let Ok(a) = value.as_array_ref() {
+        format!("an array of {} elements", a.len())
+    } else if let Ok(m) = value.as_map_ref() {
+        format!("a map of {} entries", m.len())
+    } else {
+        "a value".to_owned()
+    }
+}
+
+/// A thrown value's `text` as its message, cut to at most `max` bytes (0:
+/// whole) with a word saying how long it was.
+fn within(mut text: String, max: usize) -> String {
+    if max == 0 || text.len() <= max {
+        return text;
+    }
+    let tail = format!("… (cut: the thrown value's text is {} bytes)", text.len());
+    let mut end = max.saturating_sub(tail.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    if tail.len() <= max {
+        text.push_str(&tail);
+    }
+    text
+}
+
 /// The message of a run stopped by `Limits::timeout`.
 pub fn time_limit_message(limits: &Limits) -> String {
     format!("script ran past its time limit of {:?}", limits.timeout)
@@ -247,8 +277,16 @@ fn eval_kind(err: EvalAltResult, limits: &Limits) -> (ErrorKind, String) {
                     "script threw a value nesting arrays or maps deeper than {} levels",
                     crate::nesting::MAX_NESTING
                 )
+            } else if crate::nesting::text_surely_over(&value, limits.max_output_bytes) {
+                // Its text is never built: it could be far larger than the
+                // run's memory limit.
+                format!(
+                    "script threw {}, its text longer than the output limit of {} bytes",
+                    container_words(&value),
+                    limits.max_output_bytes
+                )
             } else {
-                value.to_string()
+                within(value.to_string(), limits.max_output_bytes)
             };
             (ErrorKind::Runtime, message)
         }

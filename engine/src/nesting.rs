@@ -100,7 +100,9 @@ fn refused(token: &'static str, empty: impl FnOnce()) -> ImmutableString {
 /// them, separated) passes `max` bytes, `total` counting from what came
 /// before: a lower bound in every one of those forms (each string's bytes
 /// plus its quotes, each key's bytes plus its quotes and colon, two bytes of
-/// brackets per container, a blob's bytes, one byte for every other value
+/// brackets per container, a blob's bytes, a function pointer's name plus
+/// two bytes (one name of up to a string's limit, shared by a million
+/// elements, is a TiB of text), one byte for every other value
 /// and between two items; with `captured`, for Rhai's `to_json`, which
 /// writes a closure's captured values, those too), given up as soon as it
 /// passes. A map of a thousand references to one string of 512 KiB is half
@@ -138,9 +140,10 @@ fn text_over<'a>(
             *total = total.saturating_add(s.len() + 2);
         } else if let Some(blob) = value.read_lock::<rhai::Blob>() {
             *total = total.saturating_add(blob.len().max(1));
-        } else if captured && let Some(f) = value.read_lock::<rhai::FnPtr>() {
-            *total = total.saturating_add(1);
-            if text_over(f.iter_curry(), max, captured, depth + 1, total) {
+        } else if let Some(f) = value.read_lock::<rhai::FnPtr>() {
+            // Its name is written whole: `Fn(name)`, or `"name"` in JSON.
+            *total = total.saturating_add(f.fn_name().len() + 2);
+            if captured && text_over(f.iter_curry(), max, captured, depth + 1, total) {
                 return true;
             }
         } else {

@@ -154,3 +154,100 @@ fn text_within_the_string_limit_is_printed_whole() {
     let ok = c.ok("let s = \"\"; s.pad(400000, \"x\"); let m = #{a: s, b: s}; `${m}`.len()");
     assert_eq!(ok.output, "800019");
 }
+
+/// A function pointer named by a 512 KiB identifier, 64 times in an array:
+/// a few KiB in memory (Rhai's size checks do not look at function
+/// pointers), 32 MiB as text, since every printer writes the name whole.
+const POINTERS: &str = "let s = \"x\"; for i in 0..19 { s += s; }\n\
+                        let f = Fn(s); let a = []; a.pad(64, f);\n";
+
+#[test]
+fn the_names_of_function_pointers_count_toward_the_text_before_it_is_built() {
+    let c = Circle::new();
+    for tail in [
+        "print(a); 1",
+        "debug(a); 1",
+        "a.to_string().len()",
+        "`${a}`.len()",
+        "(\"\" + a).len()",
+        "#{ a: a }.to_json().len()",
+        "db::insert(a)",
+        "a",
+    ] {
+        let (ran, spent) = run_counting(&c, &format!("{POINTERS}{tail}"));
+        let e = ran.expect_err(tail);
+        assert_eq!(e.kind, ErrorKind::Limit, "{tail}: {e:?}");
+        assert!(
+            spent < 8 << 20,
+            "{tail}: the run allocated {spent} bytes: its text was built"
+        );
+        c.still_works();
+    }
+    // Half a million of them: 256 GiB of text, refused as soon as counted
+    // (a build of it would end the process with a failed allocation).
+    let (ran, spent) = run_counting(
+        &c,
+        "let s = \"x\"; for i in 0..19 { s += s; }\n\
+         let f = Fn(s); let a = []; a.pad(500000, f); print(a); 1",
+    );
+    assert_eq!(ran.expect_err("print").kind, ErrorKind::Limit);
+    assert!(spent < 64 << 20, "the run allocated {spent} bytes");
+    // A few short-named ones print whole.
+    let shown = c.ok("let f = Fn(\"abs\"); let a = [f, f]; `${a}`");
+    assert_eq!(shown.output, "[Fn(abs), Fn(abs)]");
+}
+
+/// A thrown value becomes the error's message: one whose text passes the
+/// output limit is named, not written; a long one within it is cut there.
+#[test]
+fn a_thrown_value_gives_a_message_within_the_output_limit_without_building_its_text() {
+    let c = Circle::new();
+    let max = engine::Limits::default().max_output_bytes;
+    let (ran, spent) = run_counting(
+        &c,
+        "let s = \"x\"; for i in 0..19 { s += s; }\n\
+         let f = Fn(s); let a = []; a.pad(500000, f); throw a;",
+    );
+    let e = ran.expect_err("throw");
+    assert_eq!(e.kind, ErrorKind::Runtime, "{e:?}");
+    assert_eq!(
+        e.message,
+        format!(
+            "script threw an array of 500000 elements, its text longer than the output limit of \
+             {max} bytes"
+        )
+    );
+    // The array and the copy `throw` makes of it take some 130 MB; its
+    // text would be 256 GiB.
+    assert!(spent < 512 << 20, "the run allocated {spent} bytes");
+
+    // A million integers: counted as 3 MB of text at least, so named too.
+    let e = c.fails(
+        "let a = []; a.pad(1000000, -1000000000000000000); throw a;",
+        ErrorKind::Runtime,
+    );
+    assert!(
+        e.message
+            .starts_with("script threw an array of 1000000 elements"),
+        "{e:?}"
+    );
+
+    // 60,000 of them: 120,000 bytes counted, 1,320,000 written: cut at the limit.
+    let e = c.fails(
+        "let a = []; a.pad(60000, -1000000000000000000); throw a;",
+        ErrorKind::Runtime,
+    );
+    assert!(e.message.len() <= max, "{} bytes", e.message.len());
+    assert!(
+        e.message.starts_with("[-1000000000000000000, "),
+        "{}",
+        &e.message[..40]
+    );
+    assert!(
+        e.message
+            .ends_with("… (cut: the thrown value's text is 1320000 bytes)"),
+        "{}",
+        &e.message[e.message.len() - 80..]
+    );
+    c.still_works();
+}
