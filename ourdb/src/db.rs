@@ -107,12 +107,17 @@ impl OurDb {
             compacting: Mutex::new(()),
             failure: std::sync::OnceLock::new(),
         });
-        if store.config.durability.syncs() {
+        {
+            // A last file whose sync-markers flag is not this mode's takes no
+            // more commits: they start the next file, whose header has the
+            // flag exactly when this mode writes markers. A file without it
+            // (written in `Flush` mode, or by a build without markers) would
+            // hold `Sync` commits that recovery could not cut as a torn
+            // group; a file with it would hold `Flush` commits without
+            // markers, which recovery would read as one torn group and cut,
+            // acknowledged as they were, on damage it must call `Corrupt`.
             let mut w = store.lock_writer();
-            if !w.marks {
-                // A last file without sync markers (written in `Flush` mode,
-                // or by a build without them) takes no more commits in `Sync`
-                // mode: they start the next file, whose header has them.
+            if w.marks != store.config.durability.syncs() {
                 store.roll_over(&mut w)?;
             }
         }

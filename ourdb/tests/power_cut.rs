@@ -196,6 +196,46 @@ fn a_store_written_without_markers_takes_sync_commits_in_a_new_file_with_them() 
     assert!(group.iter().all(|id| db.get(*id).unwrap().is_none()));
 }
 
+/// The mirror case: a store created in `Sync` mode and run on in `Flush`
+/// mode. Its `Flush` commits (no marker after each) go to a new file
+/// without the markers flag, so damage among them, valid frames after it,
+/// is `Corrupt`, not a torn group cut with every acknowledged commit after
+/// it (and their ids handed out again).
+#[test]
+fn a_store_written_with_markers_takes_flush_commits_in_a_new_file_without_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = OurDb::open(dir.path(), config(Durability::Sync)).unwrap();
+    db.insert(b"written in sync mode").unwrap();
+    db.close().unwrap();
+    let old = last_data_file(dir.path());
+    let cfg = config(Durability::Flush);
+    let db = OurDb::open(dir.path(), cfg.clone()).unwrap();
+    for i in 0..50u32 {
+        db.insert(format!("record {i}").as_bytes()).unwrap();
+    }
+    // Gone without close, the writes kept by the OS.
+    drop(db);
+    let file = last_data_file(dir.path());
+    assert_ne!(file, old, "the commits went to a new file");
+    let frames = frames(&file);
+    assert!(
+        frames.iter().all(|&(_, len)| len != 8),
+        "no markers: {frames:?}"
+    );
+    // A flipped byte in a commit that 39 more follow.
+    let (at, _) = frames[frames.len() - 40];
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&file)
+        .unwrap();
+    let mut byte = [0u8];
+    f.read_exact_at(&mut byte, at + 30).unwrap();
+    f.write_all_at(&[byte[0] ^ 1], at + 30).unwrap();
+    let err = OurDb::open(dir.path(), cfg).unwrap_err();
+    assert!(matches!(&err, Error::Corrupt { .. }), "{err}");
+}
+
 #[test]
 fn a_group_torn_after_a_compaction_is_cut_and_the_compacted_records_stay() {
     let dir = tempfile::tempdir().unwrap();
