@@ -364,8 +364,9 @@ impl Store {
         Ok(())
     }
 
-    /// fsyncs the writer's `file` (`all`: its metadata too), under the
-    /// writer lock. A failure poisons the handle: after a failed fsync the
+    /// fsyncs the writer's `file` (`all`: its metadata too), counted in the
+    /// stats, under the writer lock (a checkpoint's fsync of it takes the
+    /// lock only after). A failure poisons the handle: after a failed fsync the
     /// state of the page cache is unknown and the kernel may report the
     /// error only once, so a retry could wrongly succeed.
     pub(crate) fn sync_or_poison(&self, file: &DataFile, all: bool) -> Result<()> {

@@ -84,7 +84,7 @@ impl Store {
         // the writer's own fsync does, since the kernel may report it only
         // once, and a later `sync` could then succeed over lost commits.
         if let Some(f) = file {
-            crate::commit::fsync(&f, false).inspect_err(|e| self.poison(e))?;
+            self.sync_or_poison(&f, false)?;
         }
         // Nor after a failed fsync of the writer's: the kernel may have
         // reported it to that fsync alone, and this one then succeeds over

@@ -16,7 +16,11 @@ pub struct Stats {
     pub file_bytes: u64,
     /// Commits written since it was opened (empty batches not counted).
     pub commits: u64,
-    /// fsyncs (`fdatasync` or `fsync`) since it was opened.
+    /// fsyncs (`fdatasync` or `fsync`) of the file commits are written to
+    /// since it was opened: a commit's or a group's, the one a checkpoint
+    /// makes before it covers the commits, a full file's as the next one
+    /// starts, and a preallocation's. The fsyncs of a checkpoint's own file,
+    /// of a compaction's copy and of the directory are not counted.
     pub fsyncs: u64,
     /// Time spent in those fsyncs.
     pub fsync_time: Duration,

@@ -500,6 +500,28 @@ fn stats_count_commits_fsyncs_and_file_bytes_and_file_bytes_survive_reopen() {
     assert_eq!((reopened.live_records, reopened.commits), (2, 0));
 }
 
+/// In `Flush` mode a commit is not fsynced; the checkpoint's fdatasync of
+/// the data file, which makes those commits durable before it covers them,
+/// is counted with its time.
+#[test]
+fn the_fsync_a_checkpoint_makes_of_the_data_file_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        durability: Durability::Flush,
+        checkpoint_bytes: 0,
+        ..Config::default()
+    };
+    let db = OurDb::open(dir.path(), config).unwrap();
+    db.insert(b"written, not synced").unwrap();
+    let before = db.stats();
+    assert_eq!(before.fsyncs, 0, "{before:?}");
+    db.checkpoint().unwrap();
+    let after = db.stats();
+    assert_eq!(after.checkpoints, 1, "{after:?}");
+    assert_eq!(after.fsyncs, 1, "{after:?}");
+    assert!(after.fsync_time > before.fsync_time, "{after:?}");
+}
+
 #[test]
 fn unsynced_commits_are_visible_at_once_and_one_sync_makes_them_durable() {
     let dir = tempfile::tempdir().unwrap();
