@@ -122,9 +122,12 @@ pub(crate) fn open_files(dir: &Path, config: &Config) -> Result<Opened> {
                     Mode::KeyValue => Index::sparse(),
                 },
                 next_id: 1,
-                // A new store has nothing superseded; of an old one a full
-                // scan cannot tell what the last compaction kept as history.
-                superseded: created.then_some(0),
+                // Counted by the scan: every version a later one replaced
+                // or deleted. What the last compaction kept as history counts
+                // too (a scan cannot tell it apart), so a store with much of it
+                // may be compacted once more after such an open, which keeps
+                // it again; a store that only grew counts nothing.
+                superseded: Some(0),
             },
             None,
             None,

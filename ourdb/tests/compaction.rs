@@ -324,6 +324,55 @@ fn a_store_that_only_grows_is_never_compacted_in_the_background() {
     assert_eq!(db.get(1).unwrap(), None);
 }
 
+/// The same after an open that scanned every file (no checkpoint, as after
+/// a crash): the scan counts what was replaced or deleted, and small values
+/// (whose frames' own bytes are a third of the files) count nothing. Then
+/// deletes scanned at the next such open make one due.
+#[test]
+fn a_store_that_only_grew_is_not_compacted_after_an_open_without_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        durability: Durability::Flush,
+        checkpoint_bytes: 0,
+        compaction_min_bytes: 128 << 10,
+        ..config(2)
+    };
+    let db = OurDb::open(dir.path(), cfg.clone()).unwrap();
+    for _ in 0..6_000 {
+        db.insert(&[7; 10]).unwrap();
+    }
+    // Dropped without close: no checkpoint.
+    drop(db);
+    assert!(!dir.path().join("checkpoint").exists());
+    let looking = Config {
+        checkpoint_bytes: 16 << 10,
+        ..cfg.clone()
+    };
+    let db = OurDb::open(dir.path(), looking.clone()).unwrap();
+    assert!(!db.stats().opened_from_checkpoint, "{:?}", db.stats());
+    write_until(&db, "three looks", |s| s.checkpoints >= 3, || nudge(&db));
+    assert_eq!(db.stats().compactions, 0, "{:?}", db.stats());
+    db.close().unwrap();
+
+    // Half of them deleted, then an open that scans everything again.
+    let db = OurDb::open(dir.path(), cfg).unwrap();
+    for id in (1..=6_000).step_by(2) {
+        db.delete(id).unwrap();
+    }
+    drop(db);
+    fs::remove_file(dir.path().join("checkpoint")).unwrap();
+    let db = OurDb::open(dir.path(), looking).unwrap();
+    assert!(!db.stats().opened_from_checkpoint, "{:?}", db.stats());
+    write_until(
+        &db,
+        "a compaction counting the deletes",
+        |s| s.compactions > 0,
+        || nudge(&db),
+    );
+    assert_eq!(db.get(1).unwrap(), None);
+    assert_eq!(db.get(2).unwrap(), Some(vec![7; 10]));
+}
+
 /// Calls `write` (commits wake the background worker) until `done` holds
 /// for the database's stats, for at most a minute.
 fn write_until(db: &OurDb, what: &str, done: impl Fn(&Stats) -> bool, mut write: impl FnMut()) {
