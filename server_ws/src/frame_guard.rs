@@ -23,10 +23,15 @@
 //!   message in the codec and makes the assembler refuse it as oversize, so a
 //!   truncated script is never run.
 //!
-//! A length with the top bit set (RFC 6455 §5.2 forbids it), a control frame
-//! longer than 125 bytes, a continuation with no message to continue, and a
-//! new message while a refused one is still being dropped end the stream with
-//! an error, which closes the connection with 1002.
+//! A client's pong passes with its payload dropped, so that no client can
+//! send the stand-in's.
+//!
+//! A reserved bit set, an unmasked frame, a reserved opcode, a length with
+//! the top bit set (RFC 6455 §5.2 forbids each), a control frame longer than
+//! 125 bytes, a continuation with no message to continue, and a new message
+//! while a refused one is still being dropped end the stream with an error,
+//! which closes the connection with 1002, whatever length the frame
+//! declares.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -141,10 +146,24 @@ impl<S> FrameGuard<S> {
                 payload(len)
             }
         };
+        // What the codec would refuse with 1002 whatever the length is
+        // refused here too, before the length decides anything: a reserved
+        // bit set (no extension is negotiated), an unmasked client frame, a
+        // reserved opcode.
+        let known = matches!(opcode, 0x0..=0x2 | 0x8..=0xa);
+        if h[0] & 0x70 != 0 || h[1] & 0x80 == 0 || !known {
+            return Err(PayloadError::Overflow);
+        }
         if len >> 63 != 0 || (control && len > 125) {
             return Err(PayloadError::Overflow);
         }
-        if control {
+        if opcode == 0xa {
+            // A client's pong reaches the codec empty: its payload means
+            // nothing here, and only the guard's own stand-in may carry
+            // `OVERSIZE_PONG`.
+            frame(out, h[0], b"");
+            self.state = then(State::Skip);
+        } else if control {
             out.extend_from_slice(&h);
             self.state = then(State::Pass);
         } else if self.dropping {
@@ -352,5 +371,35 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_frame_the_codec_refuses_is_refused_small_or_oversize() {
+        for len in [10, 500, 1 << 40] {
+            let rsv1 = header(0xc1, len);
+            let reserved_opcode = header(0x83, len);
+            let mut unmasked = header(0x81, len);
+            unmasked[1] &= 0x7f;
+            unmasked.truncate(unmasked.len() - 4);
+            for bad in [rsv1, reserved_opcode, unmasked] {
+                assert!(
+                    matches!(run(100, &bad, 3), Err(PayloadError::Overflow)),
+                    "{len}: {bad:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_clients_pong_passes_empty_so_none_can_pass_for_the_stand_in() {
+        let mut marked = vec![0x8a, 0x80 | OVERSIZE_PONG.len() as u8, 0, 0, 0, 0];
+        marked.extend_from_slice(OVERSIZE_PONG);
+        let mut input = marked;
+        input.extend(whole(0x8a, 3, 1));
+        input.extend(whole(0x81, 2, b'a'));
+        let mut expected = stand_in(0x8a, b"");
+        expected.extend(stand_in(0x8a, b""));
+        expected.extend(whole(0x81, 2, b'a'));
+        assert_every_split(100, &input, &expected);
     }
 }

@@ -169,6 +169,62 @@ async fn a_frame_with_a_reserved_bit_set_closes_with_1002_at_once() {
     }
 }
 
+/// A frame the codec refuses (a reserved bit, a reserved opcode, no mask)
+/// closes the connection with 1002 whatever length it declares; declared
+/// over the message limit it is not answered as an oversize message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_breaking_the_protocol_closes_with_1002_small_or_oversize() {
+    let fx = Fixture::start(|c| c.max_message_bytes = 1024).await;
+    for len in [10u64, 2000] {
+        let rsv1 = {
+            let mut h = text_header(len);
+            h[0] = 0xc1;
+            h
+        };
+        let reserved_opcode = {
+            let mut h = text_header(len);
+            h[0] = 0x83;
+            h
+        };
+        let unmasked = {
+            let mut h = text_header(len);
+            h[1] &= 0x7f;
+            h.truncate(10);
+            h
+        };
+        for (what, mut bytes) in [
+            ("RSV1", rsv1),
+            ("opcode 0x3", reserved_opcode),
+            ("unmasked", unmasked),
+        ] {
+            let mut ws = fx.connect().await;
+            bytes.extend(vec![b' '; len as usize]);
+            write_raw(&mut ws, &bytes).await;
+            let close = next_close(&mut ws)
+                .await
+                .unwrap_or_else(|| panic!("{what}, {len} bytes: a close frame"));
+            assert_eq!(close.code, CloseCode::Protocol, "{what}, {len} bytes");
+        }
+    }
+}
+
+/// An unsolicited pong gets no answer (RFC 6455 §5.5.3), whatever it
+/// carries: also not the payload the frame guard's stand-in for an
+/// oversize message has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pong_is_never_answered_whatever_its_payload() {
+    let fx = Fixture::start(|_| {}).await;
+    let mut ws = fx.connect().await;
+    for payload in [&b"circles:oversize"[..], b"", b"anything"] {
+        ws.send(Message::Pong(payload.to_vec().into()))
+            .await
+            .expect("send a pong");
+    }
+    let reply = call(&mut ws, &play(1, "echo:only reply")).await;
+    assert_eq!(reply["id"], 1, "{reply}");
+    assert_eq!(reply["result"]["output"], "only reply", "{reply}");
+}
+
 /// Writes `bytes` straight to the socket under `ws`, past its framing.
 async fn write_raw(ws: &mut Ws, bytes: &[u8]) {
     use tokio::io::AsyncWriteExt;
