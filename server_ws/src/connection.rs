@@ -12,6 +12,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
+use crate::acked::Acked;
 use crate::circle::Shared;
 use crate::config::ServerTiming;
 use crate::dispatch::handle_text;
@@ -37,11 +38,12 @@ enum Step {
 pub(crate) async fn serve(
     shared: Arc<Shared>,
     outbox: Outbox,
+    acked: Acked,
     release: Release,
     stream: MessageStream,
     _slot: ConnectionGuard,
 ) {
-    let mut connection = Connection::new(shared, outbox, stream);
+    let mut connection = Connection::new(shared, outbox, acked, stream);
     log::debug!(circle:% = connection.circle; "circle {}: client connected", connection.circle);
     let end = connection.read_until_end().await;
     connection.finish(end).await;
@@ -49,6 +51,11 @@ pub(crate) async fn serve(
     // body ends if nobody reads the request's bytes any more.
     drop(release);
 }
+
+/// Bytes the client's TCP stack acknowledges, counted from the last time
+/// they counted, that make it heard from (`acked`): a reply's data, not the
+/// pings the kernel of a client that hangs still acknowledges.
+const ACKED_READING: u64 = 4096;
 
 /// One connection's state, for the steps of [`serve`].
 struct Connection {
@@ -58,6 +65,10 @@ struct Connection {
     outbox: Outbox,
     /// What the socket had taken at the last heartbeat (see [`Outbox::taken`]).
     taken: u64,
+    /// What the client's TCP stack has acknowledged, and its count when it
+    /// last counted as the client reading ([`ACKED_READING`]).
+    acked: Acked,
+    acked_bytes: Option<u64>,
     reader: Reader,
     circle: String,
     timing: ServerTiming,
@@ -75,7 +86,7 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(shared: Arc<Shared>, outbox: Outbox, stream: MessageStream) -> Connection {
+    fn new(shared: Arc<Shared>, outbox: Outbox, acked: Acked, stream: MessageStream) -> Connection {
         let timing = shared.timing.clone();
         let mut heartbeat = tokio::time::interval_at(
             Instant::now() + timing.heartbeat_interval,
@@ -95,6 +106,8 @@ impl Connection {
             session: outbox.session().clone(),
             outbox,
             taken: 0,
+            acked,
+            acked_bytes: None,
             shared,
         }
     }
@@ -156,9 +169,26 @@ impl Connection {
                 }
                 _ = self.heartbeat.tick() => {
                     // A client that takes its replies is alive, even if what it
-                    // sent meanwhile is not read yet (the outbox was full).
+                    // sent meanwhile is not read yet (the outbox was full), and
+                    // so is one whose TCP stack acknowledges more of what the
+                    // kernel holds for it: it reads a large reply, the pings
+                    // waiting behind it (`acked`).
                     let taken = self.outbox.taken();
-                    if taken != self.taken {
+                    let acked = self.acked.bytes();
+                    // Pings alone (a few bytes each, which the kernel of a
+                    // client that hangs still acknowledges) never add up to it.
+                    let reading = match (acked, self.acked_bytes) {
+                        (Some(now), Some(then)) => now >= then.saturating_add(ACKED_READING),
+                        (now, None) => {
+                            self.acked_bytes = now;
+                            false
+                        }
+                        (None, Some(_)) => false,
+                    };
+                    if reading {
+                        self.acked_bytes = acked;
+                    }
+                    if taken != self.taken || reading {
                         self.taken = taken;
                         self.last_seen = Instant::now();
                     }

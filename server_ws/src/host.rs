@@ -294,6 +294,8 @@ fn build(
             .route("/ws", web::get().to(upgrade))
     })
     .workers(HOST_WORKERS)
+    // Each socket's acknowledged bytes, for the heartbeat (`acked`).
+    .on_connect(crate::acked::on_connect)
     .disable_signals()
     // Each reply is sent at once. With Nagle's algorithm a reply written
     // while the one before it is unacknowledged waits for that

@@ -94,6 +94,7 @@
 //! # Ok(()) }
 //! ```
 
+mod acked;
 mod auth;
 mod circle;
 mod config;

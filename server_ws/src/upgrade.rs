@@ -113,7 +113,8 @@ pub(crate) async fn upgrade(
     // bytes) and the guard's stand-ins through, whatever the message limit.
     let stream = stream.max_frame_size(shared.config.max_message_bytes.max(125));
     let host_slot = shared.host_open.try_connect(usize::MAX);
-    let serving = connection::serve(Arc::clone(&shared), outbox, release, stream, slot);
+    let acked = crate::acked::Acked::of(&req);
+    let serving = connection::serve(Arc::clone(&shared), outbox, acked, release, stream, slot);
     actix_web::rt::spawn(async move {
         let _host_slot = host_slot;
         serving.await;

@@ -11,7 +11,8 @@
 //! down cleanly as on `SHUTDOWN`). The kernel sends it when the *thread* that
 //! forked the server ends, so every server is forked from one thread of our
 //! own ([`Spawner`]) that lives until the server was stopped. This file holds
-//! the workspace's one `unsafe` block ([`die_with_parent`]).
+//! one of the workspace's two `unsafe` blocks ([`die_with_parent`]; the other
+//! reads a socket's `TCP_INFO` in `server_ws`).
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -4,6 +4,8 @@
 //! script language so each reply shape can be produced on demand.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

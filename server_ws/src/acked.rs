@@ -1,0 +1,93 @@
+//! What a connection's peer has acknowledged at the TCP level: a sign of
+//! life while a large reply drains.
+//!
+//! The kernel takes a reply of megabytes into the socket's send buffer at
+//! once, so the response body sees nothing of how the client reads it, and
+//! the heartbeat's pings wait behind it: a client on a slow link that reads
+//! all the time answers no ping for as long as the reply takes. The bytes
+//! its TCP stack acknowledged (`TCP_INFO`'s `tcpi_bytes_acked`) grow as it
+//! reads (its receive window opens only then), so the heartbeat counts them
+//! as the client being heard from.
+//!
+//! Each accepted socket is duplicated when actix accepts it (a listener's
+//! `on_connect`) and kept with the connection's data, which actix drops with
+//! the connection; the WebSocket task holds it weakly, and looks only while
+//! actix still has it, so it never keeps a socket open and never reads
+//! another socket that took the number of a closed one.
+
+use std::any::Any;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::{Arc, Weak};
+
+use actix_web::dev::Extensions;
+use actix_web::rt::net::TcpStream;
+
+/// The duplicate of an accepted socket, in the connection's data.
+struct Socket(OwnedFd);
+
+/// For a listener's `on_connect`: keeps a duplicate of the accepted socket
+/// (plain or TLS) with the connection's data. A socket that cannot be
+/// duplicated (no file descriptor left) is served all the same, without it.
+pub(crate) fn on_connect(conn: &dyn Any, data: &mut Extensions) {
+    let tcp = if let Some(tcp) = conn.downcast_ref::<TcpStream>() {
+        tcp
+    } else if let Some(tls) =
+        conn.downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<TcpStream>>()
+    {
+        tls.get_ref().0
+    } else {
+        return;
+    };
+    if let Ok(fd) = tcp.as_fd().try_clone_to_owned() {
+        data.insert(Arc::new(Socket(fd)));
+    }
+}
+
+/// A connection's view of its socket's acknowledged bytes.
+pub(crate) struct Acked(Weak<Socket>);
+
+impl Acked {
+    /// The socket `req` came in on, as [`on_connect`] kept it.
+    pub(crate) fn of(req: &actix_web::HttpRequest) -> Acked {
+        Acked(
+            req.conn_data::<Arc<Socket>>()
+                .map_or_else(Weak::new, Arc::downgrade),
+        )
+    }
+
+    /// Bytes the peer has acknowledged so far; `None` once actix let the
+    /// connection go, or where the kernel does not say.
+    pub(crate) fn bytes(&self) -> Option<u64> {
+        let socket = self.0.upgrade()?;
+        tcp_bytes_acked(&socket.0)
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn tcp_bytes_acked(fd: &OwnedFd) -> Option<u64> {
+    // SAFETY: `getsockopt` writes at most `len` bytes into `info`, a
+    // zero-initialised `tcp_info` (plain integers, valid when zero) that
+    // outlives the call, and reports how many it wrote in `len`; `fd` is an
+    // open socket for the whole call (borrowed from its owner).
+    let (rc, len, info) = unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &raw mut len,
+        );
+        (rc, len, info)
+    };
+    // A kernel older than the field (4.2) writes less.
+    let needed = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_acked) + 8;
+    (rc == 0 && len as usize >= needed).then_some(info.tcpi_bytes_acked)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn tcp_bytes_acked(_fd: &OwnedFd) -> Option<u64> {
+    None
+}
