@@ -9,25 +9,25 @@
 //! reads (its receive window opens only then), so the heartbeat counts them
 //! as the client being heard from.
 //!
-//! Each accepted socket is duplicated when actix accepts it (a listener's
-//! `on_connect`) and kept with the connection's data, which actix drops with
-//! the connection; the WebSocket task holds it weakly, and looks only while
-//! actix still has it, so it never keeps a socket open and never reads
-//! another socket that took the number of a closed one.
+//! A listener's `on_connect` keeps the accepted socket's descriptor number
+//! with the connection's data, which actix drops with the connection (and
+//! the socket); the WebSocket task holds it weakly and looks only while
+//! actix still has it. Both run on the one thread of the host's actix
+//! worker, so the socket cannot close while the task looks, and no
+//! descriptor is added per connection.
 
 use std::any::Any;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Weak};
 
 use actix_web::dev::Extensions;
 use actix_web::rt::net::TcpStream;
 
-/// The duplicate of an accepted socket, in the connection's data.
-struct Socket(OwnedFd);
+/// An accepted socket's descriptor, in the connection's data.
+struct Socket(RawFd);
 
-/// For a listener's `on_connect`: keeps a duplicate of the accepted socket
-/// (plain or TLS) with the connection's data. A socket that cannot be
-/// duplicated (no file descriptor left) is served all the same, without it.
+/// For a listener's `on_connect`: keeps the accepted socket's descriptor
+/// (plain or TLS) with the connection's data.
 pub(crate) fn on_connect(conn: &dyn Any, data: &mut Extensions) {
     let tcp = if let Some(tcp) = conn.downcast_ref::<TcpStream>() {
         tcp
@@ -38,9 +38,7 @@ pub(crate) fn on_connect(conn: &dyn Any, data: &mut Extensions) {
     } else {
         return;
     };
-    if let Ok(fd) = tcp.as_fd().try_clone_to_owned() {
-        data.insert(Arc::new(Socket(fd)));
-    }
+    data.insert(Arc::new(Socket(tcp.as_raw_fd())));
 }
 
 /// A connection's view of its socket's acknowledged bytes.
@@ -59,22 +57,23 @@ impl Acked {
     /// connection go, or where the kernel does not say.
     pub(crate) fn bytes(&self) -> Option<u64> {
         let socket = self.0.upgrade()?;
-        tcp_bytes_acked(&socket.0)
+        tcp_bytes_acked(socket.0)
     }
 }
 
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-fn tcp_bytes_acked(fd: &OwnedFd) -> Option<u64> {
+fn tcp_bytes_acked(fd: RawFd) -> Option<u64> {
     // SAFETY: `getsockopt` writes at most `len` bytes into `info`, a
     // zero-initialised `tcp_info` (plain integers, valid when zero) that
-    // outlives the call, and reports how many it wrote in `len`; `fd` is an
-    // open socket for the whole call (borrowed from its owner).
+    // outlives the call, and reports how many it wrote in `len`. The kernel
+    // checks `fd` itself (a closed one is an error, not undefined behaviour);
+    // it is the connection's open socket (see the module docs).
     let (rc, len, info) = unsafe {
         let mut info: libc::tcp_info = std::mem::zeroed();
         let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
         let rc = libc::getsockopt(
-            fd.as_raw_fd(),
+            fd,
             libc::IPPROTO_TCP,
             libc::TCP_INFO,
             (&raw mut info).cast(),
@@ -88,6 +87,6 @@ fn tcp_bytes_acked(fd: &OwnedFd) -> Option<u64> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn tcp_bytes_acked(_fd: &OwnedFd) -> Option<u64> {
+fn tcp_bytes_acked(_fd: RawFd) -> Option<u64> {
     None
 }
