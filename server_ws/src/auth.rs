@@ -40,12 +40,17 @@ pub const MAX_TRACKED: usize = 4096;
 const SUBPROTOCOL_PREFIX: &str = "bearer.";
 
 /// The token of an upgrade request: the `Authorization: Bearer` header if
-/// there is one, else the first `bearer.` subprotocol offered.
+/// there is one, else the first `bearer.` subprotocol offered (also beside
+/// an `Authorization` header of another scheme, such as the `Basic` one a
+/// browser sends on its own to a host it logged in to).
 pub(crate) fn offered(headers: &HeaderMap) -> Option<&str> {
-    if let Some(value) = headers.get(header::AUTHORIZATION) {
-        return bearer_token(value.to_str().ok()?);
-    }
-    bearer_subprotocol(headers).map(|protocol| &protocol[SUBPROTOCOL_PREFIX.len()..])
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(bearer_token);
+    header.or_else(|| {
+        bearer_subprotocol(headers).map(|protocol| &protocol[SUBPROTOCOL_PREFIX.len()..])
+    })
 }
 
 /// The token of an `Authorization` value of the `Bearer` scheme, the scheme
@@ -250,6 +255,13 @@ mod tests {
         assert_eq!(offered(&h), Some("abc"));
         let h = headers(&[(header::AUTHORIZATION, "Basic YWJj")]);
         assert_eq!(offered(&h), None);
+        // A header of another scheme (a browser's own `Basic`) leaves the
+        // subprotocol's token to authenticate.
+        let h = headers(&[
+            (header::AUTHORIZATION, "Basic YWJj"),
+            (header::SEC_WEBSOCKET_PROTOCOL, "bearer.xyz"),
+        ]);
+        assert_eq!(offered(&h), Some("xyz"));
         let h = headers(&[(header::SEC_WEBSOCKET_PROTOCOL, "json, bearer.xyz")]);
         assert_eq!(offered(&h), Some("xyz"));
         assert_eq!(bearer_subprotocol(&h), Some("bearer.xyz"));

@@ -210,6 +210,17 @@ async fn the_right_token_as_a_subprotocol_upgrades_and_the_subprotocol_is_echoed
         answer.header("sec-websocket-protocol"),
         Some(offered.as_str())
     );
+    // Beside an `Authorization` header of another scheme (a browser sends
+    // its `Basic` credentials on its own), the subprotocol's token counts.
+    let basic = upgrade(
+        fx.addr,
+        &[
+            ("Authorization", "Basic dXNlcjpwYXNz"),
+            ("Sec-WebSocket-Protocol", &offered),
+        ],
+    )
+    .await;
+    assert_eq!(basic.status, 101, "{basic:?}");
 }
 
 #[tokio::test]
