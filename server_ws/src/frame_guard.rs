@@ -29,9 +29,9 @@
 //! A reserved bit set, an unmasked frame, a reserved opcode, a length with
 //! the top bit set (RFC 6455 §5.2 forbids each), a control frame longer than
 //! 125 bytes, a continuation with no message to continue, and a new message
-//! while a refused one is still being dropped end the stream with an error,
-//! which closes the connection with 1002, whatever length the frame
-//! declares.
+//! while another (passed or refused) has not ended (§5.4) end the stream
+//! with an error, which closes the connection with 1002, whatever length the
+//! frame declares.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -174,7 +174,9 @@ impl<S> FrameGuard<S> {
             }
             self.dropping = !fin;
             self.state = then(State::Skip);
-        } else if continuation && !self.in_message {
+        } else if continuation != self.in_message {
+            // A continuation with no message to continue, or a new message
+            // before the one in progress ended (RFC 6455 §5.4).
             return Err(PayloadError::Overflow);
         } else if len > self.max as u64 {
             if continuation {
@@ -365,7 +367,15 @@ mod tests {
         let orphan = whole(0x80, 3, 0);
         let mut new_message_while_dropping = whole(0x01, 500, 0);
         new_message_while_dropping.extend(whole(0x81, 2, 0));
-        for bad in [top_bit, long_ping, orphan, new_message_while_dropping] {
+        let mut new_message_inside_one = whole(0x01, 5, 0);
+        new_message_inside_one.extend(whole(0x81, 2, 0));
+        for bad in [
+            top_bit,
+            long_ping,
+            orphan,
+            new_message_while_dropping,
+            new_message_inside_one,
+        ] {
             assert!(
                 matches!(run(100, &bad, 3), Err(PayloadError::Overflow)),
                 "{bad:?}"
