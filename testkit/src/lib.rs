@@ -345,18 +345,45 @@ pub fn process_cpu(pid: &str) -> Result<f64, String> {
 /// A loopback port that was free a moment ago, and that this process has
 /// not been given before: the kernel may hand a port let go of at once out
 /// again, and two circles of one circles.json must not share one.
+///
+/// Picked at random below the kernel's ephemeral range
+/// (`ip_local_port_range`), where no `connect` or bind of port 0 lands:
+/// tests run side by side make many connections, and one of them taking the
+/// port between this look and the test's bind failed the test. (A machine
+/// whose range leaves too little room below gets a port the kernel picks.)
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
     static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
+    const LOWEST: u16 = 10_000;
+    let below = ephemeral_start();
     loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("bind 127.0.0.1:0 to find a free port");
-        if GIVEN.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
+        let port = if below > LOWEST + 1_000 {
+            // Randomly keyed per process, a new key each time.
+            let random = std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish();
+            LOWEST + (random % u64::from(below - LOWEST)) as u16
+        } else {
+            TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("bind 127.0.0.1:0 to find a free port")
+        };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && GIVEN.lock().unwrap_or_else(|e| e.into_inner()).insert(port)
+        {
             return port;
         }
     }
+}
+
+/// The first port of the kernel's ephemeral range (32768 when unknown).
+fn ephemeral_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// Whether the server on `port` answers `PING` (or asks for a password).
@@ -389,6 +416,17 @@ mod tests {
     use std::net::TcpStream;
 
     use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_bindable_and_below_the_ephemeral_range() {
+        let below = ephemeral_start();
+        let ports: std::collections::BTreeSet<u16> = (0..200).map(|_| free_port()).collect();
+        assert_eq!(ports.len(), 200);
+        for port in ports {
+            assert!(port < below, "{port} is in the ephemeral range from {below}");
+            TcpListener::bind(("127.0.0.1", port)).expect("a free port binds");
+        }
+    }
 
     #[test]
     fn server_answers_ping_and_dies_on_drop() {
