@@ -2,7 +2,8 @@
 //! binary: a data file made immutable under it (`chattr +i`, as root), so a
 //! write fails with EPERM and so does cutting the file back. The failing
 //! request gets a `database` error; the circle goes on serving reads, its
-//! worker shows `degraded` with the failure and `/readyz` answers 503; the
+//! worker shows `degraded` with the failure (also in the `status` command's
+//! table) and `/readyz` answers 503; the
 //! exit is no clean shutdown (exit 1, naming the database it could not
 //! sync); a restart reopens the database with every acknowledged write.
 
@@ -13,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::http::{admin_addr, get};
-use common::{Orchestrator, Sandbox, connect, output, play, port};
+use common::{Orchestrator, Sandbox, connect, output, play, port, run_to_end};
 use serde_json::Value;
 
 /// A file made immutable for as long as this lives.
@@ -89,6 +90,15 @@ async fn a_database_that_refuses_writes_degrades_its_worker_and_readiness_and_fa
     assert!(
         why.contains("refuses writes") && why.contains("Operation not permitted"),
         "{body}"
+    );
+    // So does the `status` command's table, read back from the snapshot.
+    let mut cmd = sandbox.command();
+    cmd.args(["status", "--admin", &admin.to_string()]);
+    let (code, table, err) = run_to_end(cmd, Duration::from_secs(30));
+    assert_eq!(code.code(), Some(0), "{table}{err}");
+    assert!(
+        table.contains("Degraded: its database refuses writes") && !table.contains("Unknown"),
+        "{table}"
     );
 
     drop(immutable);

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::{GatewayRow, LEASE_LOST, NOT_HERE, STANDBY, serving};
+use super::{DEGRADED, GatewayRow, LEASE_LOST, NOT_HERE, STANDBY, serving};
 
 /// A state or phase name read back from JSON (the `status` command), as
 /// one of the names this version writes; `unknown` for any other.
@@ -18,6 +18,7 @@ pub(super) fn known_name<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str
         NOT_HERE,
         STANDBY,
         LEASE_LOST,
+        DEGRADED,
     ];
     let name = String::deserialize(d)?;
     Ok(KNOWN
