@@ -234,6 +234,12 @@ pub struct LastReload {
     pub summary: Option<ReloadSummary>,
     /// Why it was refused or only partly applied.
     pub error: Option<ReloadError>,
+    /// Why circles of the file last applied (in part) are not running: the
+    /// error of the last reload that changed anything, when it could not
+    /// start them all. A refused reload (an invalid file, a shutdown)
+    /// leaves it as it was; one applied in full clears it.
+    #[serde(skip)]
+    pub stopped: Option<String>,
 }
 
 #[cfg(test)]

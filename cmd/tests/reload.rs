@@ -879,6 +879,21 @@ async fn a_reload_applied_in_part_says_what_changed_and_what_stopped() {
         "{}",
         ready.body
     );
+    // A refused reload (an invalid file) starts nothing: still not ready.
+    sandbox.write("circles.json", r#"[{"id": 1, "name": "Alpha""#);
+    let (code, out, err) = reload_command(&sandbox, addr, &[], &[]);
+    assert_eq!(code.code(), Some(2), "{out}{err}");
+    let ready = http::get(addr, "/readyz", &[]);
+    assert_eq!(ready.code, 503, "{}", ready.body);
+    assert!(
+        ready.body.contains(r#""component":"reload""#) && ready.body.contains("Gamma"),
+        "{}",
+        ready.body
+    );
+    write_circles(
+        &sandbox,
+        &[(1, "Alpha", a), (3, "Gamma", busy), (4, "Delta", d)],
+    );
     drop(taken);
     let (code, out, err) = reload_command(&sandbox, addr, &[], &[]);
     assert_eq!(code.code(), Some(0), "{out}{err}");
@@ -1128,4 +1143,22 @@ async fn a_sigterm_during_a_reload_shows_at_once_and_no_later_reload_runs() {
     let status = o.wait_exit(RELOAD_DEADLINE);
     assert_eq!(status.code(), Some(0), "{}", o.stderr());
     assert!(!o.stderr().contains("added \"Gamma\""), "{}", o.stderr());
+}
+
+/// A reload that only reorders circles.json changes nothing, and the rows
+/// follow the file's new order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_only_reorders_the_file_shows_the_rows_in_its_order() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let (a, b) = (port(), port());
+    let config = sandbox.circles(&[(1, "Alpha", a), (2, "Beta", b)]);
+    let (mut o, addr) = start_with_admin(&sandbox, &config, &redis, &[]);
+    assert_eq!(names(&status(addr, &[])), ["Alpha", "Beta"]);
+    write_circles(&sandbox, &[(2, "Beta", b), (1, "Alpha", a)]);
+    let (code, out, err) = reload_command(&sandbox, addr, &[], &[]);
+    assert_eq!(code.code(), Some(0), "{out}{err}");
+    assert_eq!(out.trim(), "reload applied: nothing changed", "{err}");
+    assert_eq!(names(&status(addr, &[])), ["Beta", "Alpha"]);
+    assert!(o.stop().success(), "{}", o.stderr());
 }

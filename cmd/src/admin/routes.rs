@@ -70,12 +70,11 @@ async fn readyz(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse 
         not_ready.push(json!({"component": "redis", "reason": why}));
     }
     // A reload applied in part left circles of the file stopped, until a
-    // later reload starts them.
+    // later reload starts them (a refused one starts nothing).
     if let Some(last) = crate::status::lock(&state.header.reload).as_ref()
-        && let Some(error) = &last.error
-        && error.kind == ReloadErrorKind::CannotStart
+        && let Some(why) = &last.stopped
     {
-        not_ready.push(json!({"component": "reload", "reason": error.message}));
+        not_ready.push(json!({"component": "reload", "reason": why}));
     }
     for circle in &state.circles.current() {
         // Read before `leaving`: a circle's row shows it stopped only after

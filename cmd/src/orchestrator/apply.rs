@@ -103,7 +103,10 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     let running = set.configs();
     let plan = Plan::new(&running, &file);
     let summary = plan.summary();
+    let order: Vec<u32> = file.iter().map(|c| c.id).collect();
     if summary.is_empty() {
+        // The rows follow the file's order, also when only that changed.
+        set.order(&order);
         return Ok(summary);
     }
     let outgoing: Vec<&CircleConfig> = plan
@@ -142,7 +145,6 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     let (late, late_failed) = prepare(ctx, late, &mut unreachable).await;
     failed.extend(late_failed);
     set.start(ctx, early.into_iter().chain(late).collect());
-    let order: Vec<u32> = file.iter().map(|c| c.id).collect();
     set.order(&order);
     // An outgoing circle whose name no running circle has now (removed,
     // renamed, or changed and not started again) leaves /metrics; a circle

@@ -536,11 +536,23 @@ impl Running {
             Ok(s) => (Some(s.clone()), None),
             Err(e) => (e.applied.clone(), Some(e.clone())),
         };
+        let stopped = match &error {
+            None => None,
+            Some(e) if e.kind == crate::reload::ReloadErrorKind::CannotStart => {
+                Some(e.message.clone())
+            }
+            // Refused whole: nothing changed, circles a reload before could
+            // not start are still out.
+            Some(_) => lock(&self.last_reload)
+                .as_ref()
+                .and_then(|l| l.stopped.clone()),
+        };
         let last = LastReload {
             seq: self.reloads_done,
             applied: error.is_none(),
             summary,
             error,
+            stopped,
         };
         *lock(&self.last_reload) = Some(last.clone());
         // The display may have stopped already; the outcome is in the log.

@@ -103,6 +103,7 @@ mod tests {
                 ReloadErrorKind::InvalidConfig,
                 "circles.json: duplicate port 8081",
             )),
+            stopped: None,
         };
         // The rows stay as they are: only the reloads tell the lines apart.
         for reload in [
@@ -111,6 +112,7 @@ mod tests {
                 applied: true,
                 summary: Some(ReloadSummary::default()),
                 error: None,
+                stopped: None,
             },
             failed(2),
             failed(3),

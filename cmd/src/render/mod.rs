@@ -168,6 +168,7 @@ mod tests {
                 crate::reload::ReloadErrorKind::InvalidConfig,
                 "circles.json: duplicate port 8081",
             )),
+            stopped: None,
         });
         let line = header_line(&header, &snapshot(&header, &[], "running"));
         assert!(
@@ -199,6 +200,7 @@ mod tests {
                 applied: true,
                 summary: Some(crate::reload::ReloadSummary::default()),
                 error: None,
+                stopped: None,
             };
             *crate::status::lock(&header.reload) = Some(last.clone());
             shown.send(last).expect("the display listens");
