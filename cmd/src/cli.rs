@@ -467,8 +467,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             ));
         }
     };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))
+    let d = Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "`{text}` is longer than any option takes, 3650 days ({} s)",
+            MAX_DURATION.as_secs()
+        ));
+    }
+    Ok(d)
 }
+
+/// The longest duration any option takes, ten years: every time made from
+/// one (a heartbeat's TTL of three beats, a deadline, a TTL in milliseconds
+/// for Redis) fits its type.
+pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 24 * 3600);
 
 mod origin;
 mod token;

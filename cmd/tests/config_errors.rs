@@ -167,6 +167,15 @@ fn help_and_version_exit_0_and_bad_options_exit_2() {
     cmd.args(["--output", "fancy"]);
     let (status, _, err) = run_to_end(cmd, Duration::from_secs(20));
     assert_eq!(status.code(), Some(2), "{err}");
+    // A duration past what any option takes: a usage error, no panic.
+    let mut cmd = sandbox.command();
+    cmd.args(["--worker-heartbeat", "10000000000000000000"]);
+    let (status, _, err) = run_to_end(cmd, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--worker-heartbeat") && !err.contains("panicked"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -10,6 +10,24 @@ fn durations_accept_units_and_bare_seconds() {
     assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
     assert!(parse_duration("ten").is_err());
     assert!(parse_duration("5 weeks").is_err());
+    assert_eq!(parse_duration("87600h"), Ok(MAX_DURATION));
+    let e = parse_duration("87601h").expect_err("past ten years");
+    assert!(e.contains("longer than any option takes"), "{e}");
+}
+
+#[test]
+fn a_duration_past_ten_years_is_a_usage_error_naming_the_option() {
+    for option in [
+        "--worker-heartbeat",
+        "--task-timeout",
+        "--result-ttl",
+        "--shutdown-grace",
+        "--refresh",
+    ] {
+        let e = Cli::try_parse_from(["c", option, "10000000000000000000"]).expect_err(option);
+        assert_eq!(e.exit_code(), 2, "{option}: {e}");
+        assert!(e.to_string().contains(option), "{option}: {e}");
+    }
 }
 
 #[test]
