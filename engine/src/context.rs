@@ -9,6 +9,7 @@
 
 use crate::Limits;
 use crate::clock::{self, Instant};
+use crate::fault::DbFault;
 use crate::identity::{Caller, Role};
 use crate::txn::{Txn, TxnError};
 use std::cell::{Cell, RefCell};
@@ -41,6 +42,8 @@ pub const MEMORY_TOKEN: &str = "circles-engine:memory";
 /// See [`TIMEOUT_TOKEN`]: a value whose text would pass the string limit
 /// was printed or converted to text.
 pub const STRING_TOKEN: &str = "circles-engine:string";
+/// See [`TIMEOUT_TOKEN`]: a `db::` function hit a limit ([`stop_with_fault`]).
+pub const DB_LIMIT_TOKEN: &str = "circles-engine:db-limit";
 
 /// The deadline and cancel flag are checked every this many operations (a
 /// power of two): often enough to stop within microseconds, rarely enough to
@@ -178,6 +181,10 @@ struct Tick {
     /// as an ordering), so every later operation fails again until the script
     /// is out of them.
     stopped: Cell<Option<&'static str>>,
+    /// The `db::` limit fault that stopped the run, when one did: like the
+    /// other stops it fails every later operation and the run, also when a
+    /// native function swallowed it (`sort`'s comparator).
+    fault: RefCell<Option<DbFault>>,
     /// The run's deadline.
     deadline: Cell<Option<Instant>>,
     /// The token of a stop at the deadline: [`TIMEOUT_TOKEN`], or
@@ -226,6 +233,7 @@ impl Tick {
             next: Cell::new(u64::MAX),
             max_ops: Cell::new(u64::MAX),
             stopped: Cell::new(None),
+            fault: RefCell::new(None),
             deadline: Cell::new(None),
             deadline_token: Cell::new(TIMEOUT_TOKEN),
             meter: Cell::new(None),
@@ -258,6 +266,7 @@ impl Tick {
         self.max_ops.set(max_ops);
         self.next.set(next_event(0, max_ops));
         self.stopped.set(None);
+        self.fault.replace(None);
         self.deadline.set(Some(deadline));
         self.deadline_token.set(deadline_token);
     }
@@ -267,6 +276,7 @@ impl Tick {
         self.max_ops.set(u64::MAX);
         self.next.set(u64::MAX);
         self.stopped.set(None);
+        self.fault.replace(None);
         self.deadline.set(None);
     }
 
@@ -358,6 +368,23 @@ thread_local! {
 /// its end, see [`stopped`]), for functions that cannot fail themselves.
 pub fn stop_with(token: &'static str) {
     TICK.with(|t| t.stop_with(token));
+}
+
+/// Marks the current run to fail with `fault`, a `db::` limit, at its next
+/// operation and at its end (see [`stop_with`]), unless it was stopped
+/// already (the first reason stays).
+pub fn stop_with_fault(fault: DbFault) {
+    TICK.with(|t| {
+        if t.stopped.get().is_none() {
+            t.fault.replace(Some(fault));
+        }
+        t.stop_with(DB_LIMIT_TOKEN);
+    });
+}
+
+/// The `db::` limit fault that stopped the current run, if one did.
+pub fn take_fault() -> Option<DbFault> {
+    TICK.with(|t| t.fault.take())
 }
 
 /// Why the current run was marked to stop, if it was.

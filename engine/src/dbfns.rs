@@ -28,11 +28,17 @@ type Res<T> = Result<T, Box<EvalAltResult>>;
 
 /// Rhai does not fill in the position of errors from module-qualified
 /// native calls, so every fault carries the call's position itself.
+/// A limit also stops the run (`context::stop_with_fault`): it is
+/// uncatchable, and a native function that swallows a closure's error
+/// (`sort`, `dedup`) must not let the run end well.
 fn fault(kind: ErrorKind, message: String, pos: Position) -> Box<EvalAltResult> {
-    let value = Dynamic::from(DbFault { kind, message, pos });
+    let fault = DbFault { kind, message, pos };
     match kind {
-        ErrorKind::Limit => EvalAltResult::ErrorTerminated(value, pos).into(),
-        _ => EvalAltResult::ErrorRuntime(value, pos).into(),
+        ErrorKind::Limit => {
+            context::stop_with_fault(fault.clone());
+            EvalAltResult::ErrorTerminated(Dynamic::from(fault), pos).into()
+        }
+        _ => EvalAltResult::ErrorRuntime(Dynamic::from(fault), pos).into(),
     }
 }
 
@@ -72,7 +78,7 @@ fn encode(value: &Dynamic, settings: &Settings, pos: Position) -> Res<Vec<u8>> {
         fault(ErrorKind::Limit, message, pos)
     };
     // Refused before its JSON is written, when that is sure to be too long.
-    if crate::nesting::text_surely_over(value, max) {
+    if crate::nesting::stored_surely_over(value, max) {
         return Err(too_long(format!("more than {max}")));
     }
     let bytes = value::encode(value, &settings.bounds).map_err(|r| {

@@ -67,17 +67,29 @@ fn refusal() -> Box<EvalAltResult> {
     EvalAltResult::ErrorTerminated(NESTING_TOKEN.into(), rhai::Position::NONE).into()
 }
 
+/// Which text of a value [`text_over`] bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// `to_string`, `to_debug`, `print`: a function pointer as `Fn(name)`.
+    Printed,
+    /// Rhai's `to_json`, which also writes what a closure captured.
+    Json,
+    /// The JSON a value is stored as: a blob or a function pointer is
+    /// refused there by its path (kind `value`), so it counts one byte.
+    Stored,
+}
+
 /// Why the text of a container holding `items` is refused, if it is: it
 /// nests too deeply, or it is sure to be longer than `max` bytes (0: no
 /// bound), which is known before a byte of it is written.
 fn refusal_of<'a>(
     items: impl Iterator<Item = &'a Dynamic> + Clone,
     max: usize,
-    captured: bool,
+    form: Form,
 ) -> Option<&'static str> {
     if too_deep(items.clone(), 1) {
         Some(NESTING_TOKEN)
-    } else if max > 0 && text_over(items, max, captured, 1, &mut 0) {
+    } else if max > 0 && text_over(items, max, form, 1, &mut 0) {
         Some(STRING_TOKEN)
     } else {
         None
@@ -103,8 +115,9 @@ fn refused(token: &'static str, empty: impl FnOnce()) -> ImmutableString {
 /// brackets per container, a blob's bytes, a function pointer's name plus
 /// two bytes (one name of up to a string's limit, shared by a million
 /// elements, is a TiB of text), one byte for every other value
-/// and between two items; with `captured`, for Rhai's `to_json`, which
-/// writes a closure's captured values, those too), given up as soon as it
+/// and between two items; in [`Form::Json`] a closure's captured values
+/// too, in [`Form::Stored`] one byte for a blob or a function pointer),
+/// given up as soon as it
 /// passes. A map of a thousand references to one string of 512 KiB is half
 /// a GiB of text, built in one operation, before any limit could look.
 /// Values deeper than `depth` [`MAX_NESTING`] go uncounted (the bound stays
@@ -112,7 +125,7 @@ fn refused(token: &'static str, empty: impl FnOnce()) -> ImmutableString {
 fn text_over<'a>(
     items: impl Iterator<Item = &'a Dynamic>,
     max: usize,
-    captured: bool,
+    form: Form,
     depth: usize,
     total: &mut usize,
 ) -> bool {
@@ -125,25 +138,29 @@ fn text_over<'a>(
         }
         if let Ok(a) = value.as_array_ref() {
             *total = total.saturating_add(2);
-            if text_over(a.iter(), max, captured, depth + 1, total) {
+            if text_over(a.iter(), max, form, depth + 1, total) {
                 return true;
             }
         } else if let Ok(m) = value.as_map_ref() {
             *total = total.saturating_add(2);
             for (j, (key, item)) in m.iter().enumerate() {
                 *total = total.saturating_add(key.len() + 3 + usize::from(j > 0));
-                if text_over(std::iter::once(item), max, captured, depth + 1, total) {
+                if text_over(std::iter::once(item), max, form, depth + 1, total) {
                     return true;
                 }
             }
         } else if let Ok(s) = value.as_immutable_string_ref() {
             *total = total.saturating_add(s.len() + 2);
-        } else if let Some(blob) = value.read_lock::<rhai::Blob>() {
+        } else if form != Form::Stored
+            && let Some(blob) = value.read_lock::<rhai::Blob>()
+        {
             *total = total.saturating_add(blob.len().max(1));
-        } else if let Some(f) = value.read_lock::<rhai::FnPtr>() {
+        } else if form != Form::Stored
+            && let Some(f) = value.read_lock::<rhai::FnPtr>()
+        {
             // Its name is written whole: `Fn(name)`, or `"name"` in JSON.
             *total = total.saturating_add(f.fn_name().len() + 2);
-            if captured && text_over(f.iter_curry(), max, captured, depth + 1, total) {
+            if form == Form::Json && text_over(f.iter_curry(), max, form, depth + 1, total) {
                 return true;
             }
         } else {
@@ -163,7 +180,16 @@ fn text_over<'a>(
 /// no array or map; parts deeper than [`MAX_NESTING`] go uncounted (such a
 /// value is refused elsewhere).
 pub fn text_surely_over(value: &Dynamic, max: usize) -> bool {
-    (value.is_array() || value.is_map()) && text_over(std::iter::once(value), max, false, 0, &mut 0)
+    (value.is_array() || value.is_map())
+        && text_over(std::iter::once(value), max, Form::Printed, 0, &mut 0)
+}
+
+/// [`text_surely_over`] for the JSON `value` would be stored as: a blob or
+/// a function pointer in it counts one byte, as its own refusal (kind
+/// `value`, naming its path) comes first.
+pub fn stored_surely_over(value: &Dynamic, max: usize) -> bool {
+    (value.is_array() || value.is_map())
+        && text_over(std::iter::once(value), max, Form::Stored, 0, &mut 0)
 }
 
 /// Equality with Rhai's semantics for values within the bound: arrays and
@@ -291,7 +317,8 @@ pub fn container_text(engine: &Engine, value: &Dynamic) -> Option<String> {
 pub fn register(engine: &mut Engine) {
     for name in ["to_string", "print", "to_debug", "debug"] {
         engine.register_fn(name, |ctx: NativeCallContext, a: &mut Array| {
-            if let Some(token) = refusal_of(a.iter(), ctx.engine().max_string_size(), false) {
+            if let Some(token) = refusal_of(a.iter(), ctx.engine().max_string_size(), Form::Printed)
+            {
                 return refused(token, || a.clear());
             }
             let mut out = String::new();
@@ -299,7 +326,9 @@ pub fn register(engine: &mut Engine) {
             ImmutableString::from(out)
         });
         engine.register_fn(name, |ctx: NativeCallContext, m: &mut Map| {
-            if let Some(token) = refusal_of(m.values(), ctx.engine().max_string_size(), false) {
+            if let Some(token) =
+                refusal_of(m.values(), ctx.engine().max_string_size(), Form::Printed)
+            {
                 return refused(token, || m.clear());
             }
             let mut out = String::new();
@@ -308,7 +337,7 @@ pub fn register(engine: &mut Engine) {
         });
     }
     engine.register_fn("to_json", |ctx: NativeCallContext, m: &mut Map| {
-        if let Some(token) = refusal_of(m.values(), ctx.engine().max_string_size(), true) {
+        if let Some(token) = refusal_of(m.values(), ctx.engine().max_string_size(), Form::Json) {
             return refused(token, || m.clear());
         }
         ImmutableString::from(rhai::format_map_as_json(m))

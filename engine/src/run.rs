@@ -276,6 +276,13 @@ pub fn run(
     };
     let _cycles = closures.then(crate::cycles::Guard::start);
     let result = catch_unwind(AssertUnwindSafe(|| rhai.eval_ast::<Dynamic>(ast)));
+    // A `db::` limit ends the run as itself, whatever the script did after
+    // (a native function may have swallowed it).
+    if let Some(fault) = context::take_fault() {
+        let pos = fault.pos;
+        let stopped = rhai::EvalAltResult::ErrorTerminated(Dynamic::from(fault), pos);
+        return Err(errors::from_eval(stopped, limits));
+    }
     let value = match result {
         Ok(Ok(value)) if context::stopped().is_none() => value,
         other => return Err(eval_error(other, limits)),
@@ -285,10 +292,10 @@ pub fn run(
     }
     let output = render(&engine.rhai, value, limits.max_output_bytes)?;
     // A cancel that arrives after the script finished but before the commit
-    // still wins: nothing is written.
-    if control.cancel.load(Ordering::Relaxed) {
-        return Err(stop_error(Stop::Cancelled, engine, deadline));
-    }
+    // still wins, and so does the deadline, which the script's operations
+    // look at only every so often (one native call, a sort of a long array,
+    // can run well past it): nothing is written.
+    check_stop(engine, control, deadline)?;
     let finished = installed.finish(&engine.db, sync).map_err(txn_error)?;
     Ok(Outcome {
         output,

@@ -165,8 +165,14 @@ fn check_depth(depth: usize) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// `.key` for identifier-like keys, `["odd key"]` otherwise.
+/// `.key` for identifier-like keys, `["odd key"]` otherwise; a key of more
+/// than [`KEY_SHOWN`] characters by its start and its length (a message
+/// naming it stays short, also once escaped).
 fn key_segment(key: &str) -> String {
+    if key.chars().nth(KEY_SHOWN).is_some() {
+        let start: String = key.chars().take(KEY_SHOWN).collect();
+        return format!("[{start:?}… ({} bytes)]", key.len());
+    }
     let plain = !key.is_empty()
         && !key.starts_with(|c: char| c.is_ascii_digit())
         && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
@@ -176,6 +182,9 @@ fn key_segment(key: &str) -> String {
         format!("[{key:?}]")
     }
 }
+
+/// The most characters of a map key a path shows.
+const KEY_SHOWN: usize = 40;
 
 fn unsupported(value: &Dynamic) -> String {
     let what = if value.is_fnptr() {

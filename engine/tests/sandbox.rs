@@ -537,3 +537,47 @@ fn export_works_at_the_top_level_as_in_stock_rhai_and_modules_stay_impossible() 
     assert!(e.message.contains("'import' is not available"), "{e:?}");
     c.still_works();
 }
+
+/// A `db::` limit raised in a comparator that `sort` or `dedup` swallows
+/// still ends the run as that limit, and nothing is written.
+#[test]
+fn a_db_limit_inside_a_sort_or_dedup_comparator_still_fails_the_run() {
+    let c = Circle::new();
+    let e = c.fails(
+        "let s = \"\"; s.pad(300000, 'x');\n\
+         [2, 1].sort(|a, b| { db::insert(s); 0 });\n\
+         \"the limit was swallowed\"",
+        ErrorKind::Limit,
+    );
+    assert!(e.message.contains("per database value"), "{e:?}");
+    assert_eq!(e.line, Some(2), "the position of the db call: {e:?}");
+
+    let c = Circle::with_limits(Limits {
+        max_writes: 1,
+        ..Limits::default()
+    });
+    for script in [
+        "db::insert(1);\n[2, 1].sort(|a, b| { db::insert(2); 0 });\n\"swallowed\"",
+        "db::insert(1);\n[1, 1].dedup(|a, b| { db::insert(3); false });\n\"swallowed\"",
+    ] {
+        c.fails(script, ErrorKind::Limit);
+        assert_eq!(c.ok("db::next_id()").output, "1", "the failed run wrote");
+    }
+}
+
+/// One native call (a sort of a long array) can run well past the time
+/// limit between two of the looks the operations take at it: a run that
+/// ended past its deadline commits nothing.
+#[test]
+fn a_run_that_ended_past_its_time_limit_commits_nothing() {
+    let timeout = Duration::from_millis(300);
+    let c = Circle::with_limits(Limits {
+        timeout,
+        ..Limits::default()
+    });
+    match c.run("let a = []; a.pad(1000000, 0); for i in 0..40 { a.sort(); } db::insert(1)") {
+        Ok(o) => assert!(o.elapsed <= timeout, "ran {:?} and committed", o.elapsed),
+        Err(e) => assert_eq!(e.kind, ErrorKind::Timeout, "{e:?}"),
+    }
+    assert_eq!(c.ok("db::next_id()").output, "1", "nothing written");
+}

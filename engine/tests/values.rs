@@ -199,3 +199,46 @@ fn a_caught_db_error_renders_as_its_message_as_to_string_does() {
     assert_eq!(c.ok(&format!("{caught} k")).output, message);
     assert_eq!(c.ok(&format!("{caught} k.message")).output, message);
 }
+
+/// A blob inside an array or map is refused as any value that cannot be
+/// stored: a catchable `value` error naming its path, also when its bytes
+/// pass the value limit.
+#[test]
+fn a_large_blob_in_a_container_is_a_value_error_naming_its_path() {
+    let c = Circle::new();
+    for blob in ["blob(3)", "blob(300000)"] {
+        let caught = c.ok(&format!(
+            "let k = (); try {{ db::insert(#{{ data: {blob} }}); }} catch (e) {{ k = e.kind; }} k"
+        ));
+        assert_eq!(caught.output, "value", "{blob}");
+    }
+    let e = c.fails("db::insert([1, blob(300000)])", ErrorKind::Value);
+    assert!(e.message.starts_with("value[1] is a blob"), "{e:?}");
+}
+
+/// A long map key is named by its start and length in a refusal's path,
+/// so the message stays short also when every character of it is escaped.
+#[test]
+fn a_long_key_in_a_refusal_path_is_shortened() {
+    let c = Circle::new();
+    let e = c.fails(
+        "let k = \"\"; k.pad(262000, '\\x01'); let m = #{}; m[k] = timestamp(); db::insert(m)",
+        ErrorKind::Value,
+    );
+    assert!(
+        e.message.len() < 500,
+        "{} bytes: {}",
+        e.message.len(),
+        &e.message[..100]
+    );
+    assert!(
+        e.message.starts_with(r#"value["\u{1}\u{1}"#)
+            && e.message.contains("… (262000 bytes)] is a timestamp"),
+        "{e:?}"
+    );
+    let caught = c.ok(
+        "let k = \"\"; k.pad(262000, '\\x01'); let m = #{}; m[k] = timestamp();\n\
+         let n = 0; try { db::insert(m); } catch (e) { n = e.message.len(); } n < 500",
+    );
+    assert_eq!(caught.output, "true");
+}
