@@ -258,10 +258,12 @@ return counted(KEYS[3], function(stats)
           delivered_ttl(h[5], h[6], h[7], ARGV[3], ARGV[4]))
         lost = lost + 1
       end
-    elseif not h[1] or h[1] == 'pending' then
+    elseif h[1] ~= 'completed' and h[1] ~= 'error' and not (h[1] == 'processing' and h[2]) then
       -- Taken off the queue but never claimed: it never ran, so it goes back
-      -- to the head of the queue (an id without a hash too: its claim then
-      -- ends it as `invalid`, saying why).
+      -- to the head of the queue, as `unclaim` puts it back (an id without a
+      -- hash, a `processing` without a worker or a status of its own too:
+      -- its claim then ends it as `invalid`, saying why). One another worker
+      -- holds is that worker's.
       redis.call('RPUSH', KEYS[2], id)
       requeued = requeued + 1
     end

@@ -194,3 +194,91 @@ async fn a_dead_worker_s_id_whose_key_is_not_a_hash_goes_back_for_its_claim_to_d
     let stats = client.stats_many(&["r"]).await.expect("stats").remove(0);
     assert_eq!((stats.failed, stats.queue_len, stats.in_flight), (1, 0, 0));
 }
+
+/// Ids a dead worker moved off the queue and never claimed go back to it
+/// whatever their hash says, short of an end or another worker's claim: a
+/// `processing` without a worker, a status of its own (as `unclaim` puts
+/// them back; their claim then ends them `invalid`).
+#[tokio::test]
+async fn a_dead_worker_s_unclaimed_ids_of_any_status_go_back_to_the_queue() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let queue = "rq";
+    let mut conn = raw(&url).await;
+    // Two third-party tasks the claim would end as `invalid` (and that
+    // `unclaim` puts back on the queue): one "processing" without a
+    // workerId, one with a status of its own.
+    for (id, status) in [("no_worker", "processing"), ("odd_status", "queued")] {
+        let _: () = redis::cmd("HSET")
+            .arg(client::keys::task_details(id))
+            .arg("script")
+            .arg("40 + 2")
+            .arg("status")
+            .arg(status)
+            .query_async(&mut conn)
+            .await
+            .expect("hset");
+        let _: () = redis::cmd("LPUSH")
+            .arg(client::keys::tasks(queue))
+            .arg(id)
+            .query_async(&mut conn)
+            .await
+            .expect("lpush");
+    }
+    // A worker registers, moves both ids off the queue (its BLMOVE) and dies
+    // before its claim ran.
+    let options = BrokerOptions::new(Duration::from_secs(60));
+    let ghost = WorkerBroker::new(&url, queue, "ghost", &options).expect("broker");
+    ghost
+        .beat(Duration::from_millis(100), false)
+        .await
+        .expect("beat");
+    for _ in 0..2 {
+        let _: String = redis::cmd("LMOVE")
+            .arg(client::keys::tasks(queue))
+            .arg(client::keys::processing(queue, "ghost"))
+            .arg("RIGHT")
+            .arg("LEFT")
+            .query_async(&mut conn)
+            .await
+            .expect("lmove");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let reaper = WorkerBroker::new(&url, queue, "reaper", &options).expect("broker");
+    let (lost, requeued) = reaper
+        .beat(Duration::from_secs(10), true)
+        .await
+        .expect("reap");
+    let queued: Vec<String> = redis::cmd("LRANGE")
+        .arg(client::keys::tasks(queue))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .expect("lrange");
+    let mut report = Vec::new();
+    for id in ["no_worker", "odd_status"] {
+        let status: Option<String> = redis::cmd("HGET")
+            .arg(client::keys::task_details(id))
+            .arg("status")
+            .query_async(&mut conn)
+            .await
+            .expect("hget");
+        let pttl: i64 = redis::cmd("PTTL")
+            .arg(client::keys::task_details(id))
+            .query_async(&mut conn)
+            .await
+            .expect("pttl");
+        report.push((id, status, pttl, queued.iter().any(|q| q == id)));
+    }
+    assert_eq!((lost, requeued), (0, 2), "{queued:?} {report:?}");
+    for (id, status, pttl, in_queue) in report {
+        let ended = matches!(status.as_deref(), Some("completed" | "error"));
+        assert!(
+            in_queue || ended,
+            "task {id} is neither queued again nor ended: status {status:?}, PTTL {pttl}, \
+             in no list: it can never end"
+        );
+    }
+}

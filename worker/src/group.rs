@@ -311,6 +311,11 @@ impl Taker<'_> {
                     for outcome in &outcomes {
                         outage.unwritten.insert(outcome.task_id().to_owned());
                     }
+                    // The script may have failed after it claimed the next
+                    // batch: those tasks wait in this worker's list, to be
+                    // claimed from there (the unwritten ones are not run
+                    // again).
+                    outage.check_own = true;
                     if release {
                         ready.retain(|c| !is_run(c));
                     }

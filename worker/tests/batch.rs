@@ -460,3 +460,123 @@ async fn a_task_claimed_by_a_finish_whose_reply_was_lost_runs_before_the_ones_qu
     );
     worker.stop().await;
 }
+
+/// Subscribers of `channel`.
+async fn subscribers(conn: &mut redis::aio::MultiplexedConnection, channel: &str) -> i64 {
+    let (_, n): (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(channel)
+        .query_async(conn)
+        .await
+        .expect("numsub");
+    n
+}
+
+/// A `deliveredTtl` Lua reads as NaN (a third party's `"nan"`) asks for no
+/// TTL: the task's hash gets the result TTL, and the script goes on to the
+/// other tasks of its group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nan_delivered_ttl_is_no_ttl_asked_and_the_rest_of_its_group_is_written() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let queue = "nanq";
+    let client = Client::connect(&url).await.expect("connect");
+    let opts = SubmitOptions::with_timeout(Duration::from_secs(60));
+    let a = client.submit(queue, "1", &opts).await.expect("submit a");
+    let b = client.submit(queue, "2", &opts).await.expect("submit b");
+    let mut conn = raw(&url).await;
+    // A third party (or an older submitter) wrote a deliveredTtl Lua reads
+    // as NaN.
+    hset_raw(&mut conn, a.as_bytes(), &[(b"deliveredTtl", b"nan")]).await;
+    let reply_to = hget(&mut conn, &a, "replyTo").await.expect("replyTo");
+    eventually(
+        "the client's listener to subscribe",
+        Duration::from_secs(10),
+        || {
+            let mut conn = conn.clone();
+            let reply_to = reply_to.clone();
+            async move { (subscribers(&mut conn, &reply_to).await > 0).then_some(()) }
+        },
+    )
+    .await;
+
+    // Both tasks are claimed in one batch and run in one group.
+    let mut options = fast_options();
+    options.group_window = Duration::from_secs(5);
+    let worker = TestWorker::start_fresh(
+        worker::WorkerConfig::new(&url, queue),
+        options,
+        engine::Limits::default(),
+    );
+
+    // B is an ordinary task: it must complete.
+    let outcome_b = client.wait(&b, Duration::from_secs(10)).await;
+    let status_a = hget(&mut conn, &a, "status").await;
+    let pttl_a: i64 = redis::cmd("PTTL")
+        .arg(client::keys::task_details(&a))
+        .query_async(&mut conn)
+        .await
+        .expect("pttl");
+    let status_b = hget(&mut conn, &b, "status").await;
+    let lists = keys(&mut conn, &client::keys::processing(queue, "*")).await;
+    assert!(lists.is_empty(), "held still: {lists:?}");
+    assert_eq!(status_a.as_deref(), Some("completed"));
+    assert!(
+        matches!(outcome_b, Ok(Outcome::Completed(_))),
+        "task B, a well-formed task of the same group, never completes: {outcome_b:?} \
+         (status {status_b:?})"
+    );
+    assert!(
+        pttl_a > 0,
+        "task A's finished hash has no TTL: PTTL {pttl_a}"
+    );
+    worker.stop().await;
+}
+
+/// The queue's `failed` counter edited to something that is not an
+/// integer: the finish that counts a failure still writes its results and
+/// the next batch it claimed runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counter_that_is_no_integer_fails_no_finish_and_strands_no_task() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let queue = "counterq";
+    let worker = TestWorker::start_fresh(
+        worker::WorkerConfig::new(&url, queue),
+        fast_options(),
+        slow_limits(),
+    );
+    let client = Client::connect(&url).await.expect("connect");
+    let opts = SubmitOptions::with_timeout(Duration::from_secs(60));
+    let mut conn = raw(&url).await;
+    // The queue's failed counter is not an integer (an operator's edit):
+    // HINCRBY on it fails, after the script did everything else.
+    let _: () = redis::cmd("HSET")
+        .arg(client::keys::stats(queue))
+        .arg("failed")
+        .arg("n/a")
+        .query_async(&mut conn)
+        .await
+        .expect("hset");
+    let a = client
+        .submit(queue, &slow_script("a"), &opts)
+        .await
+        .expect("submit a");
+    until_status(&conn, &a, "processing", Duration::from_secs(10)).await;
+    let b = client
+        .submit(queue, "40 + 2", &opts)
+        .await
+        .expect("submit b");
+    assert!(client.cancel(&a, "test").await.expect("cancel"));
+    let outcome_a = client.wait(&a, Duration::from_secs(10)).await;
+    let outcome_b = client.wait(&b, Duration::from_secs(10)).await;
+    assert!(
+        matches!(&outcome_a, Ok(Outcome::Failed(f)) if f.kind == client::FailureKind::Cancelled),
+        "{outcome_a:?}"
+    );
+    assert!(
+        matches!(outcome_b, Ok(Outcome::Completed(_))),
+        "task B, claimed by the finish of A, never runs: {outcome_b:?}"
+    );
+    worker.stop().await;
+}

@@ -314,3 +314,62 @@ async fn a_finish_redis_refuses_for_the_acl_is_written_once_the_user_may_run_it(
     assert_eq!(stored.output, "kept");
     worker.stop().await;
 }
+
+/// A user with every key and command but no channel (`resetchannels`, a
+/// new ACL user's default in Redis 7): Redis refuses the finish's
+/// `PUBLISH` inside the script ("can't publish to the channel"), a refusal
+/// like any ACL one. Until the user may publish, nothing of the group is
+/// lost: each of its tasks ends once it may.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_refused_in_a_script_for_the_acl_is_a_refusal_and_loses_no_task_of_the_group() {
+    let redis = testkit::RedisServer::start();
+    let port = redis.port();
+    testkit::command(
+        port,
+        &[
+            "ACL",
+            "SETUSER",
+            "w",
+            "on",
+            ">pw",
+            "~*",
+            "resetchannels",
+            "+@all",
+        ],
+    )
+    .expect("acl user without channels");
+    let restricted = format!("redis://w:pw@127.0.0.1:{port}/");
+    let client = Client::connect(&redis.url()).await.expect("connect");
+    let opts = SubmitOptions::with_timeout(Duration::from_secs(60));
+    // Two tasks queued before the worker starts: one batch, one group.
+    let a = client.submit("aclq", "1", &opts).await.expect("submit a");
+    let b = client.submit("aclq", "2", &opts).await.expect("submit b");
+    let mut options = fast_options();
+    options.group_window = Duration::from_secs(5);
+    let worker = TestWorker::start_fresh(
+        worker::WorkerConfig::new(&restricted, "aclq"),
+        options,
+        engine::Limits::default(),
+    );
+    let outcome_a = client.wait(&a, Duration::from_secs(10)).await;
+    let outcome_b = client.wait(&b, Duration::from_secs(10)).await;
+    assert!(
+        matches!(outcome_a, Ok(Outcome::Completed(_))),
+        "{outcome_a:?}"
+    );
+    assert!(
+        matches!(outcome_b, Ok(Outcome::Completed(_))),
+        "task B, in the same group, is never written: {outcome_b:?}"
+    );
+    // Each hash written whole, its TTL included.
+    let mut conn = raw(&redis.url()).await;
+    for task in [&a, &b] {
+        let pttl: i64 = redis::cmd("PTTL")
+            .arg(client::keys::task_details(task))
+            .query_async(&mut conn)
+            .await
+            .expect("pttl");
+        assert!(pttl > 0, "{task}: PTTL {pttl}");
+    }
+    worker.stop().await;
+}

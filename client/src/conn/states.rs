@@ -61,7 +61,9 @@ pub(crate) fn refusing_state(text: &str) -> Option<Refusal> {
         Some(Refusal::Memory)
     } else if has(&["\"MISCONF\"", "MISCONF "]) {
         Some(Refusal::Persistence)
-    } else if has(&["NoPerm", "NOPERM", "user executing the script can't run"]) {
+    } else if has(&["NoPerm", "NOPERM", "user executing the script can't"]) {
+        // In a script: "can't run this command", "can't publish to the
+        // channel", "can't access at least one of the keys".
         Some(Refusal::Permission)
     } else {
         None
@@ -100,6 +102,14 @@ mod tests {
             ),
             Some(Refusal::Permission)
         );
+        for refused in [
+            "ERR The user executing the script can't publish to the channel mentioned in the \
+             command script: b72a3d2c, on @user_script:48.",
+            "ERR The user executing the script can't access at least one of the keys mentioned \
+             in the command script: b72a3d2c, on @user_script:48.",
+        ] {
+            assert_eq!(refusing_state(refused), Some(Refusal::Permission), "{refused}");
+        }
         assert_eq!(
             refusing_state("WRONGTYPE Operation against a key holding the wrong kind of value"),
             None

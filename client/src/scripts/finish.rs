@@ -60,12 +60,13 @@ end
 
 -- The TTL a task that ends now gets if its notification reaches a
 -- subscriber, from its `deliveredTtl`, `deadline` and `cancel` fields: nil
--- when it asked for none (or not a positive number), was cancelled (its
--- waiter went away), or ends after its deadline (its waiter gave up); never
--- more than the result TTL.
+-- when it asked for none (or not a finite number of at least 1: `nan`
+-- and `inf` read as numbers too), was cancelled (its waiter went away), or
+-- ends after its deadline (its waiter gave up); never more than the result
+-- TTL.
 local function delivered_ttl(asked, deadline, cancel, now, ttl)
   local d = tonumber(asked)
-  if not d or d < 1 or cancel then return nil end
+  if not d or d ~= d or d < 1 or d == math.huge or cancel then return nil end
   if deadline and tonumber(deadline) and tonumber(now) > tonumber(deadline) then return nil end
   return math.min(math.floor(d), tonumber(ttl))
 end
@@ -83,12 +84,14 @@ end
 -- `counted(key, body)` runs `body(tally)` and then adds the tally to the
 -- stats hash `key`, even when the body fails partway (the tasks it ended
 -- before the failure stay ended, so they stay counted); the failure then
--- goes on to the caller.
+-- goes on to the caller. A counter that is not an integer (edited by hand)
+-- is left as it is: the tasks' own ends are written, and a failed count
+-- must not undo the script's answer about them.
 local function counted(key, body)
   local t = { processed = 0, failed = 0 }
   local ok, r = pcall(body, t)
-  if t.processed > 0 then redis.call('HINCRBY', key, 'processed', t.processed) end
-  if t.failed > 0 then redis.call('HINCRBY', key, 'failed', t.failed) end
+  if t.processed > 0 then redis.pcall('HINCRBY', key, 'processed', t.processed) end
+  if t.failed > 0 then redis.pcall('HINCRBY', key, 'failed', t.failed) end
   if not ok then error(r, 0) end
   return r
 end
@@ -113,8 +116,16 @@ local function finish(dkey, id, plist, stats, now, ttl, fields, note, reply, del
       note = cjson.encode(t)
     end
     -- The number of subscribers that got it: 0 while the submitter's
-    -- listener is away, and then its waiter reads the hash instead.
-    if redis.call('PUBLISH', reply, note) > 0 and delivered then ttl = delivered end
+    -- listener is away, and then its waiter reads the hash instead. A
+    -- refusal (an ACL without the channel) fails the script only once this
+    -- task is written whole, its TTL included: a retry goes on from the
+    -- next task.
+    local n = redis.pcall('PUBLISH', reply, note)
+    if type(n) == 'table' and n.err then
+      redis.call('PEXPIRE', dkey, ttl)
+      error(n)
+    end
+    if n > 0 and delivered then ttl = delivered end
   end
   redis.call('PEXPIRE', dkey, ttl)
 end
