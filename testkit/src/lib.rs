@@ -423,7 +423,10 @@ mod tests {
         let ports: std::collections::BTreeSet<u16> = (0..200).map(|_| free_port()).collect();
         assert_eq!(ports.len(), 200);
         for port in ports {
-            assert!(port < below, "{port} is in the ephemeral range from {below}");
+            assert!(
+                port < below,
+                "{port} is in the ephemeral range from {below}"
+            );
             TcpListener::bind(("127.0.0.1", port)).expect("a free port binds");
         }
     }

@@ -108,7 +108,11 @@ mod tests {
             "ERR The user executing the script can't access at least one of the keys mentioned \
              in the command script: b72a3d2c, on @user_script:48.",
         ] {
-            assert_eq!(refusing_state(refused), Some(Refusal::Permission), "{refused}");
+            assert_eq!(
+                refusing_state(refused),
+                Some(Refusal::Permission),
+                "{refused}"
+            );
         }
         assert_eq!(
             refusing_state("WRONGTYPE Operation against a key holding the wrong kind of value"),

@@ -2,6 +2,8 @@
 //! cancel checks, stops marked by functions.
 
 use super::*;
+use crate::clock;
+use std::sync::atomic::Ordering;
 
 fn ticks(n: u64) -> Vec<Option<&'static str>> {
     (0..n).map(|_| tick()).collect()
