@@ -108,8 +108,9 @@ pub struct CircleState {
     /// Where its worker records task metrics (when the admin endpoint is on).
     pub task_metrics: Option<telemetry::TaskMetrics>,
     /// Its database, for the metrics sampled at scrape time; weak, so the
-    /// drain can still close it.
-    pub db: Option<std::sync::Weak<ourdb::OurDb>>,
+    /// drain can still close it. Set when it is opened: at the start, or by
+    /// a standby once it holds the lease ([`CircleState::opened`]).
+    pub db: std::sync::OnceLock<std::sync::Weak<ourdb::OurDb>>,
     /// Whether it has a live worker, as this process sees it (when it
     /// serves the circle's endpoint: see `crate::gateway`).
     pub sight: Option<server_ws::WorkerSight>,
@@ -118,6 +119,9 @@ pub struct CircleState {
     /// Set while a reload takes it out (it drains, then goes): its row still
     /// shows, and `/readyz` does not wait for it.
     pub leaving: std::sync::atomic::AtomicBool,
+    /// When a row last saw its worker and server both up after either was
+    /// not (a standby that took over, a worker back from an outage).
+    up_seen: Mutex<Option<Instant>>,
 }
 
 /// Locks a mutex even if a panicking thread poisoned it: the data is plain
@@ -140,10 +144,11 @@ impl CircleState {
             server: Arc::new(Mutex::new(Slot::new())),
             stats: Mutex::new(Stats::default()),
             task_metrics: None,
-            db: None,
+            db: std::sync::OnceLock::new(),
             sight: None,
             gateways: Mutex::new(None),
             leaving: std::sync::atomic::AtomicBool::new(false),
+            up_seen: Mutex::new(None),
         }
     }
 
@@ -154,9 +159,15 @@ impl CircleState {
     }
 
     /// The same circle, its database sampled by the metrics.
-    pub fn with_db(mut self, db: &Arc<ourdb::OurDb>) -> Self {
-        self.db = Some(Arc::downgrade(db));
+    pub fn with_db(self, db: &Arc<ourdb::OurDb>) -> Self {
+        self.opened(db);
         self
+    }
+
+    /// Its database is open (a standby's, once it holds the lease): the
+    /// metrics sample it from now on.
+    pub fn opened(&self, db: &Arc<ourdb::OurDb>) {
+        let _ = self.db.set(Arc::downgrade(db));
     }
 
     /// The same circle, its worker and server recording into `metrics`
@@ -229,10 +240,17 @@ impl CircleState {
             (_, NOT_HERE) => worker_started,
             _ => worker_started.max(server_started),
         };
-        let uptime = if serving(worker) && serving(server) {
-            up_since.elapsed()
-        } else {
-            Duration::ZERO
+        // Counted from when both came up: the later of the components'
+        // starts and the first row that saw them both up since either was
+        // not (a standby's run starts long before it takes over).
+        let uptime = {
+            let mut seen = lock(&self.up_seen);
+            if serving(worker) && serving(server) {
+                up_since.max(*seen.get_or_insert_with(Instant::now)).elapsed()
+            } else {
+                *seen = None;
+                Duration::ZERO
+            }
         };
         let (processed, failed) = match (&stats, counts) {
             (Some(s), _) => (Some(s.processed), Some(s.failed)),
@@ -452,10 +470,11 @@ mod tests {
             server: Arc::new(Mutex::new(Slot::new())),
             stats: Mutex::new(Stats::default()),
             task_metrics: None,
-            db: None,
+            db: std::sync::OnceLock::new(),
             sight: None,
             gateways: Mutex::new(None),
             leaving: std::sync::atomic::AtomicBool::new(false),
+            up_seen: Mutex::new(None),
         };
         lock(&state.server).phase = Phase::Restarting("boom".into());
         lock(&state.worker).phase = Phase::Restarting("lost".into());

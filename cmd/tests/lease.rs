@@ -385,3 +385,69 @@ fn a_partitioned_worker_stops_before_its_lease_expires_and_takes_nothing_after()
     assert!(error.contains("lease of queue alpha lost"), "{error}");
     o.stop();
 }
+
+/// A standby that took over reports its database in /metrics, as a worker
+/// that opened it at start does, and counts its uptime from the take-over,
+/// not from when it began to wait.
+#[test]
+fn a_standby_that_took_over_reports_its_database_and_its_uptime_from_then() {
+    use common::http::{admin_addr, get};
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let config = sandbox.circles(&[(1, "Alpha", port())]);
+    let (wk1, wk2) = (sandbox.path().join("wk1"), sandbox.path().join("wk2"));
+    let mut first = spawn(&sandbox, &config, &redis.url(), &wk1, &[]);
+    first.wait_table();
+    first.wait_stdout("Running", WAIT);
+    let mut standby = spawn(
+        &sandbox,
+        &config,
+        &redis.url(),
+        &wk2,
+        &["--standby", "--admin", "127.0.0.1:0", "--refresh", "100ms"],
+    );
+    standby.wait_table();
+    standby.wait_stdout("Standby", WAIT);
+    let admin = admin_addr(&standby.stdout());
+    let row = || -> serde_json::Value {
+        let snap: serde_json::Value =
+            serde_json::from_str(&get(admin, "/api/status", &[]).body).expect("JSON");
+        snap["circles"][0].clone()
+    };
+    // It waits a while: not up, so no uptime.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(row()["worker"], "standby");
+    assert_eq!(row()["uptime_secs"], 0);
+
+    first.child.kill().expect("kill -9 the first orchestrator");
+    let _ = first.child.wait();
+    let killed = Instant::now();
+    let mut conn = conn(&redis);
+    for id in ["w1", "w2"] {
+        submit(&mut conn, id, "db::insert(#{ n: 1 })");
+    }
+    for id in ["w1", "w2"] {
+        wait_field(&mut conn, id, "status", "completed");
+    }
+    let running = row();
+    assert_eq!(running["worker"], "running", "{running}");
+    let uptime = running["uptime_secs"].as_u64().expect("uptime_secs");
+    assert!(
+        uptime <= killed.elapsed().as_secs() + 1,
+        "up {uptime} s, {:?} after the take-over: {running}",
+        killed.elapsed()
+    );
+    let scrape = get(admin, "/metrics", &[]).body;
+    let sample = |series: &str| -> Option<f64> {
+        scrape
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .map(|v| v.trim().parse().expect("a number"))
+    };
+    assert!(
+        sample(r#"circles_ourdb_records{circle="Alpha"}"#).is_some_and(|r| r >= 2.0)
+            && sample(r#"circles_ourdb_commits_total{circle="Alpha"}"#).is_some_and(|c| c >= 2.0),
+        "{scrape}"
+    );
+    assert!(standby.stop().success());
+}

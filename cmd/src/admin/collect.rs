@@ -113,7 +113,7 @@ fn now(c: &CircleState) -> Now<'_> {
         connections,
         worker_restarts,
         server_restarts,
-        db: c.db.as_ref().and_then(Weak::upgrade).map(|db| db.stats()),
+        db: c.db.get().and_then(Weak::upgrade).map(|db| db.stats()),
     }
 }
 

@@ -76,6 +76,7 @@ pub fn start_standby_worker(
         settings.durability,
     );
     let closing = closing.clone();
+    let circle_state = Arc::clone(state);
     tracker.spawn(supervisor::supervise(
         format!("worker of circle \"{name}\""),
         state.worker.clone(),
@@ -88,6 +89,7 @@ pub fn start_standby_worker(
                 (worker_config.clone(), worker_options.clone(), token.clone());
             let (circle, data_dir, limits) = (circle.clone(), data_dir.clone(), limits.clone());
             let closing = closing.clone();
+            let state = Arc::clone(&circle_state);
             async move {
                 let opened = lock(&closing).is_some();
                 if !opened
@@ -114,6 +116,7 @@ pub fn start_standby_worker(
                         .map_err(|e| format!("opening the database panicked: {e}"))?
                         .map_err(|e| e.to_string())?;
                         let (circle, store) = store;
+                        state.opened(&store.db);
                         let engine = store.engine.clone();
                         *lock(&closing) = Some((circle, store.db, store.engine));
                         engine
