@@ -173,7 +173,7 @@ fn item(value: Value) -> Item {
         Some(_) => return invalid(&reply_id, "\"params\" must be an object or an array"),
     };
     if let Some(extra) = obj.keys().next() {
-        return invalid(&reply_id, &format!("unknown member {extra:?}"));
+        return invalid(&reply_id, &format!("unknown member {}", named(extra)));
     }
     // From here on the request is well formed, so a notification is never answered.
     let reply = |code, message: String| match &id {
@@ -183,7 +183,10 @@ fn item(value: Value) -> Item {
     if method != "play" {
         return reply(
             METHOD_NOT_FOUND,
-            format!("method not found: {method:?} (the only method is \"play\")"),
+            format!(
+                "method not found: {} (the only method is \"play\")",
+                named(&method)
+            ),
         );
     }
     match play_script(params) {
@@ -191,6 +194,19 @@ fn item(value: Value) -> Item {
         Err(why) => reply(INVALID_PARAMS, format!("invalid params: {why}")),
     }
 }
+
+/// A name the client sent, quoted for a message: at most [`NAME_SHOWN`]
+/// characters of it, then its length, so that a reply never outgrows the
+/// request (each escaped character can take up to 8 bytes in the reply).
+fn named(name: &str) -> String {
+    match name.char_indices().nth(NAME_SHOWN) {
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &name[..cut], name.len()),
+        None => format!("{name:?}"),
+    }
+}
+
+/// The most characters of a client's name a message quotes.
+const NAME_SHOWN: usize = 64;
 
 /// `play` takes `{"script": string}` or `[string]`.
 fn play_script(params: Option<Value>) -> Result<String, String> {
@@ -203,7 +219,7 @@ fn play_script(params: Option<Value>) -> Result<String, String> {
                 None => return Err("missing \"script\"".into()),
             };
             match map.keys().next() {
-                Some(extra) => Err(format!("unknown parameter {extra:?}")),
+                Some(extra) => Err(format!("unknown parameter {}", named(extra))),
                 None => Ok(script),
             }
         }

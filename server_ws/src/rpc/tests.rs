@@ -186,6 +186,35 @@ fn unknown_method_and_bad_params_are_reported_for_requests_only() {
     }
 }
 
+/// A name the client sent is quoted by its start and its length once
+/// long: 300,000 combining marks (600 KB) escape to 2.4 MB quoted whole.
+#[test]
+fn a_long_name_is_quoted_by_its_start_and_length_so_no_reply_outgrows_its_request() {
+    let long = "\u{300}".repeat(300_000);
+    for text in [
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": long}).to_string(),
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "play", long.clone(): 1})
+            .to_string(),
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "play",
+            "params": {"script": "1", long.clone(): 1}})
+        .to_string(),
+    ] {
+        let Item::Reply(reply) = single(&text) else {
+            panic!("a reply")
+        };
+        let message = reply["error"]["message"].as_str().expect("a message");
+        assert!(message.len() < 1_000, "{} bytes", message.len());
+        assert!(message.contains("… (600000 bytes)"), "{message}");
+    }
+    let Item::Reply(reply) = single(r#"{"jsonrpc":"2.0","id":1,"method":"run"}"#) else {
+        panic!("a reply")
+    };
+    assert_eq!(
+        reply["error"]["message"],
+        r#"method not found: "run" (the only method is "play")"#
+    );
+}
+
 #[test]
 fn empty_batch_is_one_invalid_request() {
     assert_eq!(code_of(&single("[]")), INVALID_REQUEST);
