@@ -286,6 +286,11 @@ impl Connection {
         // kernel, and a reset throws away what the client has not yet
         // received (replies to tasks that ran, the close frame itself).
         let lingers = matches!(end, End::Shutdown);
+        if !lingers {
+            // No reply can reach the client any more, also while the server
+            // shuts down: its requests' tasks are cancelled below.
+            self.reader.abandoned.store(true, Ordering::Release);
+        }
         if let Some(close) = self.close_reason(end).await
             && !self.reader.close_sent
         {
@@ -295,8 +300,8 @@ impl Connection {
             }
         }
         // Aborting a request whose client can no longer be answered cancels its
-        // task (unless the server is shutting down); a notification's waiter
-        // leaves its task alone.
+        // task (unless the server is shutting down and it may still be, see
+        // `close_reason`); a notification's waiter leaves its task alone.
         self.reader.requests.abort_all();
         self.reader.waiters.abort_all();
         log::debug!(circle:% = self.circle; "circle {}: client disconnected", self.circle);

@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix_web::error::PayloadError;
@@ -82,8 +82,13 @@ impl Reader {
 
     /// The connection ends (the first reason stays): nothing more is sent,
     /// no request starts, and the requests in flight are cancelled, which
-    /// frees their slots for the notifications still to queue.
+    /// frees their slots for the notifications still to queue. An end other
+    /// than the server's shutdown can answer none of them, also while the
+    /// server shuts down: their tasks are cancelled (`abandoned`).
     pub(crate) fn mark_ended(&mut self, end: End) {
+        if !matches!(end, End::Shutdown) {
+            self.abandoned.store(true, Ordering::Release);
+        }
         if self.ended.is_none() {
             self.ended = Some(end);
         }

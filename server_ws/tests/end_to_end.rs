@@ -474,3 +474,101 @@ async fn pipelined_requests_get_their_replies_without_waiting_for_an_acknowledge
     );
     worker.cancel();
 }
+
+/// The fields of the task whose script is `script`, once there is one.
+async fn task_of_script(
+    fx: &Fixture,
+    script: &str,
+) -> Option<std::collections::HashMap<String, String>> {
+    let mut conn = common::redis_conn(fx).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("rhai_task_details:*")
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS");
+    for k in keys {
+        let h: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(&k)
+            .query_async(&mut conn)
+            .await
+            .expect("HGETALL");
+        if h.get("script").map(String::as_str) == Some(script) {
+            return Some(h);
+        }
+    }
+    None
+}
+
+/// A client whose request runs (the stand-in worker holds it) closes its
+/// connection while the server pushes a notification of its (Redis slowed
+/// by `CLIENT PAUSE`); with `shutdown` the server is shutting down by then.
+/// Either way no reply can reach it: its request's task is cancelled (the
+/// fields of the task once it is, or after 10 s).
+async fn a_client_leaves_while_its_request_runs(
+    shutdown: bool,
+) -> std::collections::HashMap<String, String> {
+    let fx = Fixture::start(|_| {}).await;
+    let mut ws = fx.connect().await;
+    // A request the (stand-in) worker claims and never finishes.
+    common::send(&mut ws, &play(1, "hang")).await;
+    common::eventually_async("the request's task to be claimed", || async {
+        task_of_script(&fx, "hang")
+            .await
+            .is_some_and(|h| h.get("status").map(String::as_str) == Some("processing"))
+    })
+    .await;
+    // Redis holds writes for a moment: the notification below is being
+    // pushed (the server reads on meanwhile) when the shutdown comes and
+    // the client leaves.
+    let mut admin = common::redis_conn(&fx).await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("WRITE")
+        .query_async(&mut admin)
+        .await
+        .expect("CLIENT PAUSE");
+    send(
+        &mut ws,
+        &serde_json::json!({"jsonrpc":"2.0","method":"play","params":{"script":"echo:n"}})
+            .to_string(),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    if shutdown {
+        fx.token.cancel();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The client leaves without waiting for its reply.
+    futures_util::SinkExt::close(&mut ws)
+        .await
+        .expect("send close");
+    drop(ws);
+    // Past the pause; on a shutdown whose read loop had gone back to waiting
+    // for frames, past the drain (5 s) that waits for the request's reply
+    // before it gives the request up.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let h = task_of_script(&fx, "hang").await.expect("the task's hash");
+        if h.contains_key("cancel") || tokio::time::Instant::now() >= deadline {
+            return h;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_while_a_notification_is_pushed_cancels_its_request() {
+    let h = a_client_leaves_while_its_request_runs(false).await;
+    assert!(h.contains_key("cancel"), "not cancelled: {h:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_during_a_shutdown_cancels_its_request_too() {
+    let h = a_client_leaves_while_its_request_runs(true).await;
+    assert!(
+        h.contains_key("cancel"),
+        "the request of a client that left during the shutdown, never answered, was not \
+         cancelled: {h:?}"
+    );
+}
