@@ -158,7 +158,7 @@ impl Connection {
             let circle = &self.circle;
             tokio::select! {
                 biased;
-                () = self.shared.token.cancelled() => return Err(End::Shutdown),
+                () = self.shared.token.cancelled() => return self.ending(End::Shutdown),
                 Some(done) = self.reader.requests.join_next(), if !self.reader.requests.is_empty() => {
                     log_panic(circle, "a request handler", done);
                     continue;
@@ -193,7 +193,7 @@ impl Connection {
                         self.last_seen = Instant::now();
                     }
                     if self.last_seen.elapsed() >= self.timing.client_timeout {
-                        return Err(End::Dead);
+                        return self.ending(End::Dead);
                     }
                     match within(self.stall, self.session.ping(b"")).await {
                         Ok(()) => continue,
@@ -203,6 +203,21 @@ impl Connection {
                 () = self.outbox.room(), if held => continue,
                 msg = self.reader.stream.recv(), if !held => return msg.ok_or(End::Gone),
             }
+        }
+    }
+
+    /// The connection ends with `end`, after the frames read ahead while
+    /// the outbox was full: they are handled first, without replies (their
+    /// notifications queue, their requests start no more), as after a failed
+    /// send, so that every notification the server read is queued.
+    fn ending(&mut self, end: End) -> Result<Frame, End> {
+        if !self.reader.has_early() {
+            return Err(end);
+        }
+        self.reader.ended = Some(end);
+        match self.reader.take_early() {
+            Some(frame) => Ok(frame),
+            None => Err(self.reader.ended.take().expect("just set")),
         }
     }
 

@@ -68,6 +68,11 @@ impl Reader {
         }
     }
 
+    /// Whether frames read ahead wait for the read loop.
+    pub(crate) fn has_early(&self) -> bool {
+        !self.early.is_empty()
+    }
+
     /// The oldest frame read ahead, if any.
     pub(crate) fn take_early(&mut self) -> Option<Frame> {
         let frame = self.early.pop_front()?;

@@ -204,3 +204,103 @@ async fn a_dropped_client_that_never_reads_leaves_no_socket_behind() {
     );
     drop(ws);
 }
+
+/// The scripts of every task in Redis.
+async fn queued_scripts(fx: &Fixture) -> Vec<String> {
+    let mut conn = common::redis_conn(fx).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("rhai_task_details:*")
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS");
+    let mut out = Vec::new();
+    for k in keys {
+        let s: Option<String> = redis::cmd("HGET")
+            .arg(&k)
+            .arg("script")
+            .query_async(&mut conn)
+            .await
+            .expect("HGET");
+        out.extend(s);
+    }
+    out
+}
+
+/// A notification (no id) of `script`.
+fn notification_text(script: &str) -> String {
+    serde_json::json!({"jsonrpc":"2.0","method":"play","params":{"script":script}}).to_string()
+}
+
+/// A connection whose outbox is full (its client reads nothing) reads no
+/// more frames, but a notification it read ahead while another waited for
+/// the one in-flight slot is still queued when the server shuts down: every
+/// notification the server read is queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_read_ahead_is_queued_when_the_server_shuts_down_with_a_full_outbox() {
+    let timing = ServerTiming::default().with_drain_timeout(Duration::from_secs(1));
+    let mut fx = Fixture::start_with(|c| c.max_in_flight = 1, timing, true).await;
+    let status = fx.status.clone();
+    let mut ws = fx.connect().await;
+
+    // Phase 1: fill the kernel's socket buffers with replies the client does
+    // not read, one request at a time, until replies stay in the outbox (but
+    // far less than its 1 MiB, so the server still reads).
+    let mut n = 0u64;
+    loop {
+        send(&mut ws, &play(n, "big:200000")).await;
+        n += 1;
+        common::eventually("the request to be answered", || {
+            status.requests() == n && status.in_flight() == 0
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        if status.unsent_bytes() > 0 {
+            break;
+        }
+        assert!(n < 200, "the socket buffers never filled");
+    }
+    let unsent = status.unsent_bytes();
+    assert!(
+        unsent < 500_000,
+        "{unsent} bytes unsent: the outbox is already full"
+    );
+
+    // Phase 2: no worker for a moment; a big request takes the one slot.
+    fx.worker_token.cancel();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    send(&mut ws, &play(9999, "big:1048576")).await;
+    common::eventually("the big request to be in flight", || {
+        status.requests() == n + 1 && status.in_flight() == 1
+    })
+    .await;
+    // N1 waits for the slot (the server reads on meanwhile); N2 is read ahead.
+    send(&mut ws, &notification_text("echo:first-notification")).await;
+    send(&mut ws, &notification_text("echo:second-notification")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // A worker again: the big request ends (its 1 MiB reply waits for room
+    // in the outbox), N1 takes its slot and is queued.
+    let worker = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(common::stand_in_worker(fx.redis.url(), worker.clone()));
+    common::eventually_async("the first notification to be queued", || async {
+        queued_scripts(&fx)
+            .await
+            .iter()
+            .any(|s| s == "echo:first-notification")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The server shuts down.
+    fx.shut_down().await.expect("run returns Ok");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let all = queued_scripts(&fx).await;
+    worker.cancel();
+    assert!(
+        all.iter().any(|s| s == "echo:second-notification"),
+        "the second notification, which the server had read, was never queued \
+         (tasks in redis: {} of them, first notification queued: {})",
+        all.len(),
+        all.iter().any(|s| s == "echo:first-notification"),
+    );
+}
