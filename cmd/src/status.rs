@@ -246,7 +246,9 @@ impl CircleState {
         let uptime = {
             let mut seen = lock(&self.up_seen);
             if serving(worker) && serving(server) {
-                up_since.max(*seen.get_or_insert_with(Instant::now)).elapsed()
+                up_since
+                    .max(*seen.get_or_insert_with(Instant::now))
+                    .elapsed()
             } else {
                 *seen = None;
                 Duration::ZERO
