@@ -240,9 +240,8 @@ impl CircleState {
             (_, NOT_HERE) => worker_started,
             _ => worker_started.max(server_started),
         };
-        // Counted from when both came up: the later of the components'
-        // starts and the first row that saw them both up since either was
-        // not (a standby's run starts long before it takes over).
+        // From when both came up: the later of their starts and the first row
+        // that saw both up (a standby's run starts long before it takes over).
         let uptime = {
             let mut seen = lock(&self.up_seen);
             if serving(worker) && serving(server) {
