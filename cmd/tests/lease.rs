@@ -35,6 +35,14 @@ fn spawn(sandbox: &Sandbox, config: &Path, url: &str, dir: &Path, extra: &[&str]
     Orchestrator::spawn(cmd)
 }
 
+/// [`spawn`], once its worker runs.
+fn spawn_running(sandbox: &Sandbox, config: &Path, url: &str, dir: &Path) -> Orchestrator {
+    let mut o = spawn(sandbox, config, url, dir, &[]);
+    o.wait_table();
+    o.wait_stdout("Running", WAIT);
+    o
+}
+
 fn conn(redis: &testkit::RedisServer) -> redis::Connection {
     redis::Client::open(redis.url())
         .expect("url")
@@ -97,9 +105,7 @@ fn a_standby_waits_without_opening_its_database_and_takes_over_from_a_killed_wor
     let redis = testkit::RedisServer::start();
     let config = sandbox.circles(&[(1, "Alpha", port())]);
     let (wk1, wk2) = (sandbox.path().join("wk1"), sandbox.path().join("wk2"));
-    let mut first = spawn(&sandbox, &config, &redis.url(), &wk1, &[]);
-    first.wait_table();
-    first.wait_stdout("Running", WAIT);
+    let mut first = spawn_running(&sandbox, &config, &redis.url(), &wk1);
     let mut standby = spawn(
         &sandbox,
         &config,
@@ -161,9 +167,7 @@ fn a_standby_on_the_same_data_dir_waits_for_the_database_and_leaves_the_lease_al
     let redis = testkit::RedisServer::start();
     let config = sandbox.circles(&[(1, "Alpha", port())]);
     let dir = sandbox.path().join("shared");
-    let mut first = spawn(&sandbox, &config, &redis.url(), &dir, &[]);
-    first.wait_table();
-    first.wait_stdout("Running", WAIT);
+    let mut first = spawn_running(&sandbox, &config, &redis.url(), &dir);
     let mut conn = conn(&redis);
     submit(&mut conn, "w1", "db::insert(\"from the first\")");
     wait_field(&mut conn, "w1", "status", "completed");
@@ -274,9 +278,7 @@ fn a_second_worker_on_a_data_dir_named_apart_only_by_a_non_utf8_byte_refuses() {
         name.push(byte);
         sandbox.path().join(OsStr::from_bytes(&name))
     };
-    let mut first = spawn(&sandbox, &config, &redis.url(), &named(0xff), &[]);
-    first.wait_table();
-    first.wait_stdout("Running", WAIT);
+    let mut first = spawn_running(&sandbox, &config, &redis.url(), &named(0xff));
     let held = lease(&mut conn(&redis)).expect("held");
     let mut second = spawn(&sandbox, &config, &redis.url(), &named(0xfe), &[]);
     let status = second.wait_exit(WAIT);
@@ -396,9 +398,7 @@ fn a_standby_that_took_over_reports_its_database_and_its_uptime_from_then() {
     let redis = testkit::RedisServer::start();
     let config = sandbox.circles(&[(1, "Alpha", port())]);
     let (wk1, wk2) = (sandbox.path().join("wk1"), sandbox.path().join("wk2"));
-    let mut first = spawn(&sandbox, &config, &redis.url(), &wk1, &[]);
-    first.wait_table();
-    first.wait_stdout("Running", WAIT);
+    let mut first = spawn_running(&sandbox, &config, &redis.url(), &wk1);
     let mut standby = spawn(
         &sandbox,
         &config,

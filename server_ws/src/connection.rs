@@ -177,15 +177,9 @@ impl Connection {
                     let acked = self.acked.bytes();
                     // Pings alone (a few bytes each, which the kernel of a
                     // client that hangs still acknowledges) never add up to it.
-                    let reading = match (acked, self.acked_bytes) {
-                        (Some(now), Some(then)) => now >= then.saturating_add(ACKED_READING),
-                        (now, None) => {
-                            self.acked_bytes = now;
-                            false
-                        }
-                        (None, Some(_)) => false,
-                    };
-                    if reading {
+                    let reading = matches!((acked, self.acked_bytes),
+                        (Some(now), Some(then)) if now >= then.saturating_add(ACKED_READING));
+                    if reading || self.acked_bytes.is_none() {
                         self.acked_bytes = acked;
                     }
                     if taken != self.taken || reading {
@@ -301,11 +295,7 @@ impl Connection {
         // kernel, and a reset throws away what the client has not yet
         // received (replies to tasks that ran, the close frame itself).
         let lingers = matches!(end, End::Shutdown);
-        if !lingers {
-            // No reply can reach the client any more, also while the server
-            // shuts down: its requests' tasks are cancelled below.
-            self.reader.abandoned.store(true, Ordering::Release);
-        }
+        self.reader.note_end(&end);
         if let Some(close) = self.close_reason(end).await
             && !self.reader.close_sent
         {

@@ -87,17 +87,23 @@ impl Reader {
 
     /// The connection ends (the first reason stays): nothing more is sent,
     /// no request starts, and the requests in flight are cancelled, which
-    /// frees their slots for the notifications still to queue. An end other
-    /// than the server's shutdown can answer none of them, also while the
-    /// server shuts down: their tasks are cancelled (`abandoned`).
+    /// frees their slots for the notifications still to queue (their tasks
+    /// cancelled unless the server shuts down, see [`Reader::note_end`]).
     pub(crate) fn mark_ended(&mut self, end: End) {
-        if !matches!(end, End::Shutdown) {
-            self.abandoned.store(true, Ordering::Release);
-        }
+        self.note_end(&end);
         if self.ended.is_none() {
             self.ended = Some(end);
         }
         self.requests.abort_all();
+    }
+
+    /// An end other than the server's shutdown can answer no request in
+    /// flight, also while the server shuts down: aborting them cancels their
+    /// tasks (`abandoned`).
+    pub(crate) fn note_end(&self, end: &End) {
+        if !matches!(end, End::Shutdown) {
+            self.abandoned.store(true, Ordering::Release);
+        }
     }
 
     /// Takes in a frame read ahead of the read loop (while it awaits a push

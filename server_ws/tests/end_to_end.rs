@@ -480,23 +480,10 @@ async fn task_of_script(
     fx: &Fixture,
     script: &str,
 ) -> Option<std::collections::HashMap<String, String>> {
-    let mut conn = common::redis_conn(fx).await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("rhai_task_details:*")
-        .query_async(&mut conn)
+    common::task_hashes(fx)
         .await
-        .expect("KEYS");
-    for k in keys {
-        let h: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(&k)
-            .query_async(&mut conn)
-            .await
-            .expect("HGETALL");
-        if h.get("script").map(String::as_str) == Some(script) {
-            return Some(h);
-        }
-    }
-    None
+        .into_iter()
+        .find(|h| h.get("script").map(String::as_str) == Some(script))
 }
 
 /// A client whose request runs (the stand-in worker holds it) closes its

@@ -207,23 +207,11 @@ async fn a_dropped_client_that_never_reads_leaves_no_socket_behind() {
 
 /// The scripts of every task in Redis.
 async fn queued_scripts(fx: &Fixture) -> Vec<String> {
-    let mut conn = common::redis_conn(fx).await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("rhai_task_details:*")
-        .query_async(&mut conn)
+    common::task_hashes(fx)
         .await
-        .expect("KEYS");
-    let mut out = Vec::new();
-    for k in keys {
-        let s: Option<String> = redis::cmd("HGET")
-            .arg(&k)
-            .arg("script")
-            .query_async(&mut conn)
-            .await
-            .expect("HGET");
-        out.extend(s);
-    }
-    out
+        .into_iter()
+        .filter_map(|mut h| h.remove("script"))
+        .collect()
 }
 
 /// A notification (no id) of `script`.

@@ -109,6 +109,7 @@ local function finish(dkey, id, plist, stats, now, ttl, fields, note, reply, del
   else
     stats.failed = stats.failed + 1
   end
+  local refused
   if reply then
     if not note then
       local t = { id = id, updatedAt = now }
@@ -121,12 +122,10 @@ local function finish(dkey, id, plist, stats, now, ttl, fields, note, reply, del
     -- task is written whole, its TTL included: a retry goes on from the
     -- next task.
     local n = redis.pcall('PUBLISH', reply, note)
-    if type(n) == 'table' and n.err then
-      redis.call('PEXPIRE', dkey, ttl)
-      error(n)
-    end
-    if n > 0 and delivered then ttl = delivered end
+    if type(n) == 'table' then refused = n
+    elseif n > 0 and delivered then ttl = delivered end
   end
   redis.call('PEXPIRE', dkey, ttl)
+  if refused then error(refused) end
 end
 "#;

@@ -361,3 +361,23 @@ pub async fn redis_conn(fx: &Fixture) -> redis::aio::MultiplexedConnection {
         .await
         .expect("redis")
 }
+
+/// The fields of every task hash in the fixture's Redis.
+pub async fn task_hashes(fx: &Fixture) -> Vec<std::collections::HashMap<String, String>> {
+    let mut conn = redis_conn(fx).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", client::keys::TASK_DETAILS_PREFIX))
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS");
+    let mut hashes = Vec::with_capacity(keys.len());
+    for key in keys {
+        let fields = redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("HGETALL");
+        hashes.push(fields);
+    }
+    hashes
+}
