@@ -377,11 +377,11 @@ impl Store {
     }
 }
 
-/// fsyncs `file` (`all`: its metadata too), or fails as the tests ask
-/// (`tests::FAIL_SYNC`). Whoever calls it on the writer's file poisons the
-/// handle when it fails (see [`Store::sync_or_poison`]).
+/// fsyncs `file` (`all`: its metadata too), or fails as the tests ask. Whoever
+/// calls it on the writer's file poisons the handle when it fails (see
+/// [`Store::sync_or_poison`]).
 pub(crate) fn fsync(file: &DataFile, all: bool) -> Result<()> {
-    let res = if injected_sync_failure() {
+    let res = if injected_sync_failure(&file.path) {
         Err(std::io::Error::other("injected fsync failure"))
     } else if all {
         file.file.sync_all()
@@ -391,13 +391,17 @@ pub(crate) fn fsync(file: &DataFile, all: bool) -> Result<()> {
     res.map_err(|e| Error::io(format!("syncing {}", file.path.display()), e))
 }
 
-#[cfg(test)]
-fn injected_sync_failure() -> bool {
-    tests::FAIL_SYNC.with(|f| f.get())
-}
-
-#[cfg(not(test))]
-fn injected_sync_failure() -> bool {
+/// Whether the tests ask this fsync of `file` to fail (`tests::FAIL_SYNC`, `fault`).
+fn injected_sync_failure(file: &std::path::Path) -> bool {
+    #[cfg(test)]
+    if tests::FAIL_SYNC.with(|f| f.get()) {
+        return true;
+    }
+    #[cfg(feature = "test-support")]
+    if crate::fault::sync_fails(file) {
+        return true;
+    }
+    let _ = file;
     false
 }
 

@@ -61,6 +61,8 @@ mod compact;
 mod copy;
 mod db;
 mod error;
+#[cfg(feature = "test-support")]
+pub mod fault;
 mod files;
 mod format;
 mod index;

@@ -8,7 +8,8 @@
 //! Rules (see also the crate docs):
 //! - No task of a group is reported `completed` before the fsync covering
 //!   its writes (`Durability::Sync`); when that fsync fails, every task of
-//!   the group that wrote ends as `error` (kind `database`).
+//!   the group from its first write on (those that wrote, and those that
+//!   may have read those writes) ends as `error` (kind `database`).
 //! - A group is cut once it has run for [`WorkerOptions::group_window`]:
 //!   its results are held back no longer than that plus the run time of the
 //!   script that crossed it (a long script after short ones delays their
@@ -99,22 +100,33 @@ impl Taker<'_> {
         next
     }
 
-    /// One fsync for the group's writes; a failed one turns every task that
-    /// wrote into a database error (its writes may not be on disk).
+    /// One fsync for the group's writes. A failed one turns into a database
+    /// error every task from the group's first write on: those that wrote
+    /// (their writes may not be on disk) and those that ran after them (they
+    /// may have read those writes, and a reply must not show what the disk
+    /// may have lost).
     fn make_durable(&self, ran: &mut [Ran]) {
-        if !ran.iter().any(|t| t.wrote) {
+        let Some(first_write) = ran.iter().position(|t| t.wrote) else {
             return;
-        }
+        };
         let Err(e) = self.engine.sync() else { return };
         log::error!(
             circle = self.config.circle.as_str(), queue = self.config.queue.as_str();
             "queue {}: {}", self.config.queue, e.message
         );
-        for task in ran.iter_mut().filter(|t| t.wrote) {
+        for task in &mut ran[first_write..] {
+            let message = if task.wrote {
+                e.message.clone()
+            } else {
+                format!(
+                    "the script may have read writes of its group that could not be made durable: {}",
+                    e.message
+                )
+            };
             task.outcome = Outcome::Failed(TaskFailure {
                 task_id: task.outcome.task_id().to_owned(),
                 kind: FailureKind::Database,
-                message: e.message.clone(),
+                message,
                 line: None,
                 column: None,
             });
