@@ -282,6 +282,14 @@ end)"
 static STATS_MANY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
+-- A stored number as a count: a value that is none, or is negative (an
+-- operator's edit; the finish leaves such a counter as it is), reads as
+-- `none`, never as a hole that would cut the row short.
+local function count(v, none)
+  local n = tonumber(v)
+  if not n or n ~= n or n < 0 or n >= 2^53 then return none end
+  return math.floor(n)
+end
 local out = {}
 for i = 1, #ARGV do
   local q, st, ws, ow = KEYS[4 * i - 3], KEYS[4 * i - 2], KEYS[4 * i - 1], KEYS[4 * i]
@@ -290,10 +298,8 @@ for i = 1, #ARGV do
   for _, w in ipairs(redis.call('SMEMBERS', ws)) do
     inflight = inflight + redis.call('LLEN', ARGV[i] .. w)
   end
-  local beat = false
-  if s[3] then beat = tonumber(s[3]) end
-  out[i] = { redis.call('LLEN', q), tonumber(s[1] or '0'), tonumber(s[2] or '0'), inflight, beat,
-    redis.call('GET', ow) }
+  out[i] = { redis.call('LLEN', q), count(s[1], 0), count(s[2], 0), inflight,
+    count(s[3], false), redis.call('GET', ow) }
 end
 return out
 "#,

@@ -282,3 +282,43 @@ async fn a_dead_worker_s_unclaimed_ids_of_any_status_go_back_to_the_queue() {
         );
     }
 }
+
+/// A third-party worker registered in the worker set under an id that is not
+/// UTF-8 (README: third-party workers register there to be seen live) must
+/// not stop the reaper: a dead worker's task still ends `worker_lost`.
+#[tokio::test]
+async fn a_worker_id_that_is_not_utf8_in_the_worker_set_does_not_stop_the_reaper() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let client = Client::connect(&url).await.expect("connect");
+    let opts = SubmitOptions::with_timeout(Duration::from_secs(30));
+    let task = client.submit("r", "plain", &opts).await.expect("submit");
+    let mut conn = raw(&url).await;
+    let options = BrokerOptions::new(Duration::from_secs(60));
+    let ghost = WorkerBroker::new(&url, "r", "ghost", &options).expect("broker");
+    ghost
+        .beat(Duration::from_millis(100), false)
+        .await
+        .expect("beat");
+    assert!(matches!(
+        ghost.pop_and_claim().await.expect("claim"),
+        Some(Claim::Run(_))
+    ));
+    // A third party's worker, registered under a Latin-1 id ("wörker").
+    let _: () = redis::cmd("SADD")
+        .arg(client::keys::workers("r"))
+        .arg(&b"w\xf6rker"[..])
+        .query_async(&mut conn)
+        .await
+        .expect("sadd");
+    wait_for_expiry(&url, &client::keys::heartbeat("r", "ghost")).await;
+
+    let reaper = WorkerBroker::new(&url, "r", "reaper", &options).expect("broker");
+    let reaped = reaper.beat(Duration::from_secs(5), true).await;
+    assert_eq!(reaped.as_ref().ok(), Some(&(1, 0)), "{reaped:?}");
+    let outcome = client.wait(&task, Duration::from_secs(5)).await;
+    assert!(
+        matches!(&outcome, Ok(Outcome::Failed(f)) if f.kind.as_str() == "worker_lost"),
+        "{outcome:?}"
+    );
+}

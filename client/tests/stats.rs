@@ -98,3 +98,72 @@ async fn stats_of_many_queues_match_the_stats_of_each() {
     );
     assert_eq!(all[1].queue_len, 1);
 }
+
+/// A counter an operator edited into something that is not a count (the
+/// finish script leaves such a counter as it is and goes on) must not
+/// make the counters of every queue read with it unreadable: the status
+/// table and a reload's drain read them all in one call.
+#[tokio::test]
+async fn a_counter_that_is_no_count_does_not_hide_the_stats_of_the_other_queues() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let client = Client::connect(&url).await.expect("connect");
+    let opts = SubmitOptions::default();
+    client.submit("a", "x", &opts).await.expect("submit");
+    client.submit("b", "y", &opts).await.expect("submit");
+    let mut conn = redis::Client::open(url.as_str())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    for (field, value) in [
+        ("failed", "n/a"),
+        ("processed", "-3"),
+        ("lastHeartbeat", "soon"),
+    ] {
+        let _: () = redis::cmd("HSET")
+            .arg(client::keys::stats("a"))
+            .arg(field)
+            .arg(value)
+            .query_async(&mut conn)
+            .await
+            .expect("hset");
+        let read = client.stats_many(&["a", "b"]).await;
+        let lens = read
+            .as_ref()
+            .map(|all| all.iter().map(|s| s.queue_len).collect::<Vec<_>>());
+        assert_eq!(
+            lens.as_ref().ok(),
+            Some(&vec![1, 1]),
+            "{field} = {value:?}: {:?}",
+            lens
+        );
+    }
+}
+
+/// An id that is not UTF-8 in a queue (a third party's push; the worker
+/// ends such a task as `invalid`) must not make the queue unreadable: the
+/// other ids are still listed (a reload's drain cancels what it lists),
+/// and the error, if any, is not "redis unavailable".
+#[tokio::test]
+async fn a_queued_id_that_is_not_utf8_leaves_the_other_ids_listed() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let client = Client::connect(&url).await.expect("connect");
+    let opts = SubmitOptions::default();
+    let first = client.submit("a", "x", &opts).await.expect("submit");
+    let mut conn = redis::Client::open(url.as_str())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let _: () = redis::cmd("LPUSH")
+        .arg(client::keys::tasks("a"))
+        .arg(&b"t\xff"[..])
+        .query_async(&mut conn)
+        .await
+        .expect("lpush");
+    let last = client.submit("a", "y", &opts).await.expect("submit");
+    let listed = client.queued("a", 10).await;
+    assert_eq!(listed.as_ref().ok(), Some(&vec![first, last]), "{listed:?}");
+}

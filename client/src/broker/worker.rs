@@ -155,7 +155,14 @@ impl WorkerBroker {
             return Ok((0, 0));
         }
         pipe.cmd("SMEMBERS").arg(keys::workers(&self.queue));
-        let (members,): (Vec<String>,) = self.conn.query_pipe(&pipe).await?;
+        // Bytes: a third party's worker may register under an id that is
+        // not UTF-8; it is none of ours to reap by name, and must not make
+        // the whole set unreadable (no reap for anyone).
+        let (members,): (Vec<Vec<u8>>,) = self.conn.query_pipe(&pipe).await?;
+        let members: Vec<String> = members
+            .into_iter()
+            .filter_map(|m| String::from_utf8(m).ok())
+            .collect();
         self.reap(&members).await
     }
 

@@ -234,13 +234,14 @@ impl Client {
     }
 
     /// The ids of up to `max` tasks waiting in `queue`, the oldest (next to
-    /// run) first. Read only; one round trip.
+    /// run) first (an id that is not UTF-8 is left out). Read only; one round
+    /// trip.
     pub async fn queued(&self, queue: &str, max: usize) -> Result<Vec<String>> {
         if max == 0 {
             return Ok(Vec::new());
         }
         let first = -i64::try_from(max).unwrap_or(i64::MAX);
-        let mut ids: Vec<String> = self
+        let raw: Vec<Vec<u8>> = self
             .inner
             .conn
             .query(
@@ -251,8 +252,7 @@ impl Client {
             )
             .await?;
         // Workers take from the right end.
-        ids.reverse();
-        Ok(ids)
+        Ok(readable_ids(raw.into_iter().rev()))
     }
 
     /// The ids of up to `max` tasks of `queue` that its workers claimed in a
@@ -263,7 +263,8 @@ impl Client {
         if max == 0 {
             return Ok(Vec::new());
         }
-        self.inner.conn.invoke(&scripts::held(queue, max)).await
+        let raw: Vec<Vec<u8>> = self.inner.conn.invoke(&scripts::held(queue, max)).await?;
+        Ok(readable_ids(raw))
     }
 
     /// Asks Redis for a `PING` on the command connection; how long the
@@ -313,6 +314,15 @@ impl Client {
         }
         Ok(out)
     }
+}
+
+/// The ids of `raw` that are UTF-8: one a third party pushed as other
+/// bytes cannot be named by a `String` (its worker ends it as `invalid`),
+/// and must not make the others unreadable.
+fn readable_ids(raw: impl IntoIterator<Item = Vec<u8>>) -> Vec<String> {
+    raw.into_iter()
+        .filter_map(|id| String::from_utf8(id).ok())
+        .collect()
 }
 
 /// Queues per script call of [`Client::stats_many`].
