@@ -128,14 +128,14 @@ impl Drop for CancelOnDrop<'_> {
         let client = self.client.clone();
         let task_id = self.task_id.to_owned();
         let reason = self.reason;
-        let give_up = Instant::now() + self.retry_for;
+        let give_up = super::wait::after(self.retry_for);
         runtime.spawn(async move {
             let mut backoff = Duration::from_millis(100);
             loop {
                 match client.cancel(&task_id, reason).await {
                     Ok(true) => log::debug!(task = task_id.as_str(); "task {task_id}: cancelled: {reason}"),
                     Ok(false) => {}
-                    Err(e @ Error::Unavailable { .. }) if Instant::now() + backoff < give_up => {
+                    Err(e @ Error::Unavailable { .. }) if super::wait::after(backoff) < give_up => {
                         log::debug!(
                             task = task_id.as_str();
                             "task {task_id}: asking for its cancellation failed: {e}; retrying"

@@ -82,7 +82,7 @@ impl Client {
         mut rx: oneshot::Receiver<Outcome>,
         check_first: bool,
     ) -> Result<Outcome> {
-        let deadline = Instant::now() + timeout;
+        let deadline = after(timeout);
         let mut health = self.inner.health.clone();
         health.borrow_and_update();
         if check_first || !health.borrow().up {
@@ -193,4 +193,12 @@ impl Client {
         }
         fields::outcome(task_id, &fields)
     }
+}
+
+/// The instant `timeout` from now; one past what the clock can hold (a
+/// caller's `Duration::MAX`, meaning no limit) is a century from now.
+pub(super) fn after(timeout: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    let now = Instant::now();
+    now.checked_add(timeout).unwrap_or(now + CENTURY)
 }
