@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use super::Client;
 use crate::{Error, Outcome, Result, SubmitOptions};
 
