@@ -2,8 +2,6 @@
 //! limit) is taken as a very long wait, never a panic: a submit, a wait and
 //! a run with it end with the task's outcome.
 
-mod common;
-
 use std::time::Duration;
 
 use client::broker::{BrokerOptions, Claim, WorkerBroker};
