@@ -358,14 +358,30 @@ fn describe(index: usize, circle: &CircleConfig) -> String {
     format!("circle at index {index} (id {}, name {shown})", circle.id)
 }
 
-/// Names an element that did not decode, with whatever id and name it has.
+/// The most characters of serde's account of an element it refused.
+const MAX_PROBLEM_CHARS: usize = 300;
+
+/// `text` (something the file holds, shown in a message) cut after `max`
+/// characters, `…` marking the cut: a huge file makes no huge message.
+fn start_of(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+/// Names an element that did not decode, with whatever id and name it has
+/// (each shown by its start).
 fn describe_raw(index: usize, element: &serde_json::Value) -> String {
     let mut parts = Vec::new();
     if let Some(id) = element.get("id") {
-        parts.push(format!("id {id}"));
+        parts.push(format!("id {}", start_of(&id.to_string(), MAX_NAME_CHARS)));
     }
     if let Some(name) = element.get("name") {
-        parts.push(format!("name {name}"));
+        parts.push(format!(
+            "name {}",
+            start_of(&name.to_string(), MAX_NAME_CHARS)
+        ));
     }
     if parts.is_empty() {
         format!("circle at index {index}")
@@ -380,8 +396,10 @@ fn in_file(text: &str, raw: &serde_json::value::RawValue, e: &serde_json::Error)
     let message = e.to_string();
     let local = format!(" at line {} column {}", e.line(), e.column());
     let Some(bare) = message.strip_suffix(&local) else {
-        return message;
+        return start_of(&message, MAX_PROBLEM_CHARS);
     };
+    // serde quotes the value it refused, which may be as long as the file.
+    let bare = start_of(bare, MAX_PROBLEM_CHARS);
     // `raw` borrows from `text`: its offset is the distance between the two.
     let offset = (raw.get().as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
     let before = &text[..offset.min(text.len())];

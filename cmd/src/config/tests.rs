@@ -176,3 +176,36 @@ fn value_rules_and_duplicates_are_rejected_naming_both_circles() {
     assert!(err("[]").contains("empty"));
     assert!(err("{}").contains("expected a JSON array"));
 }
+
+#[test]
+fn an_element_that_does_not_decode_is_shown_by_the_start_of_its_long_values() {
+    // As a valid circle's too-long name is shown by its start, so is what
+    // an element that does not decode holds: a huge circles.json must not
+    // make a megabyte-long error (which a reload also keeps and serves in
+    // the status header, `/api/status` and the events stream).
+    let long = "n".repeat(100_000);
+    let ids = vec!["0"; 50_000].join(",");
+    for (what, text) in [
+        (
+            "a long name, a bad port",
+            format!(r#"[{{"id": 1, "name": "{long}", "port": "x"}}]"#),
+        ),
+        (
+            "a long id",
+            format!(r#"[{{"id": [{ids}], "name": "A", "port": 1}}]"#),
+        ),
+        (
+            "a long value serde quotes",
+            format!(r#"[{{"id": 1, "name": "A", "port": "{long}"}}]"#),
+        ),
+    ] {
+        let e = err(&text);
+        assert!(e.contains("circle at index 0"), "{what}: {}", &e[..200]);
+        assert!(
+            e.len() < 1000,
+            "{what}: the message is {} bytes: {}…",
+            e.len(),
+            &e[..300]
+        );
+    }
+}
