@@ -346,6 +346,29 @@ fn a_redis_that_wants_a_password_fails_the_start_with_a_fix() {
 }
 
 #[test]
+fn a_dead_loopback_url_with_a_password_starts_no_managed_redis_it_cannot_log_in_to() {
+    // A managed redis-server has no password: one started for this URL
+    // refuses the URL's own AUTH, and the start then blames "a Redis that
+    // wants a password" when it is the one the orchestrator just started.
+    for creds in [":secret@", "bob:secret@"] {
+        let url = format!("redis://{creds}127.0.0.1:{}", port());
+        let (code, err) = start_fails(&[], &["--redis-url", &url]);
+        assert_eq!(code, Some(1), "{url}: {err}");
+        assert!(
+            !err.contains("started a managed redis-server"),
+            "{url}: a managed redis-server without the URL's password was started: {err}"
+        );
+        assert!(
+            err.contains("tried redis://127.0.0.1:")
+                && err.contains("password")
+                && err.contains("Fix:"),
+            "{url}: says what was tried and why no managed redis-server: {err}"
+        );
+        assert!(!err.contains("secret"), "{url}: the password leaked: {err}");
+    }
+}
+
+#[test]
 fn managed_mode_is_turned_off_by_the_environment_with_1_as_well_as_true() {
     for value in ["1", "true", "yes"] {
         let url = dead_redis_url();

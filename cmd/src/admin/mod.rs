@@ -26,7 +26,7 @@
 //! It is one more actix server with one worker thread, beside the circles'
 //! host and independent of it (a host restart leaves it serving). Its port
 //! is bound before Redis is looked for, so a busy port stops the start with
-//! nothing started (exit 2).
+//! nothing started (exit 1, as a circle's busy port does).
 
 pub mod access;
 pub mod args;
@@ -74,8 +74,9 @@ pub fn url_of(addr: SocketAddr) -> String {
     format!("http://{addr}")
 }
 
-/// Binds the admin address of `settings`, if any. A busy or unusable
-/// address is a usage error (exit 2) naming it and the fix.
+/// Binds the admin address of `settings`, if any. A busy address is a
+/// runtime failure (exit 1), one this host cannot listen on a usage error
+/// (exit 2); either names it and the fix.
 pub fn bind(settings: &AdminSettings) -> anyhow::Result<Option<Bound>> {
     let Some(addr) = settings.addr else {
         return Ok(None);

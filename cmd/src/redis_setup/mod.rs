@@ -129,6 +129,20 @@ pub fn ensure(
              --redis-url redis://127.0.0.1:{port} to let the orchestrator start its own"
         );
     }
+    // A managed redis-server has no password and no ACL user: it would
+    // refuse the URL's own AUTH, and the start would then blame a Redis
+    // "that wants a password" it started itself.
+    let credentials = redis::parse_redis_url(url.as_str())
+        .is_some_and(|u| !u.username().is_empty() || u.password().is_some());
+    if credentials {
+        bail!(
+            "redis is unreachable: {tried}; a managed redis-server has no password or ACL \
+             user, so none is started for a URL that gives one. Fix: start Redis yourself \
+             with that password (e.g. `redis-server --port {port} --requirepass PASSWORD`), \
+             or drop the user and password from --redis-url to let the orchestrator start \
+             its own"
+        );
+    }
     if !redis_server_on_path() {
         bail!(
             "redis is unreachable: {tried}; then looked for redis-server on PATH to start a \
