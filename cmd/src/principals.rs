@@ -65,13 +65,14 @@ pub(crate) fn validate(entries: Vec<PrincipalEntry>) -> Result<Vec<Principal>, S
     Ok(principals)
 }
 
-/// A principal name must be non-empty and free of control characters: it is
+/// A principal name must be non-empty and free of control characters (and of
+/// the invisible ones that garble a terminal, see `config::garbles`): it is
 /// shown in the task hash, logs and to scripts.
 pub(crate) fn check_name(name: &str) -> Result<(), String> {
     if name.trim().is_empty() {
         return Err("the name is empty".to_string());
     }
-    if let Some(c) = name.chars().find(|c| c.is_control()) {
+    if let Some(c) = name.chars().find(|&c| crate::config::garbles(c)) {
         return Err(format!("the name contains the control character {c:?}"));
     }
     Ok(())

@@ -112,11 +112,20 @@ fn a_name_over_the_length_limit_is_refused_and_shown_by_its_start() {
 
 #[test]
 fn a_name_with_a_control_character_is_refused() {
-    for name in ["a\\nb", "red\\u001b[31m", "tab\\there"] {
+    // Also the invisible ones that reorder, join or break a terminal line:
+    // a right-to-left override, a zero-width joiner, a line separator.
+    for name in [
+        "a\\nb",
+        "red\\u001b[31m",
+        "tab\\there",
+        "evil\\u202etxt.exe",
+        "zero\\u200dwidth",
+        "two\\u2028lines",
+    ] {
         let e = err(&format!(r#"[{{"id": 1, "name": "{name}", "port": 1}}]"#));
         assert!(e.contains("control character"), "{name}: {e}");
         assert!(
-            !e.chars().any(char::is_control),
+            !e.chars().any(super::garbles),
             "the message shows the name escaped: {e:?}"
         );
     }
