@@ -294,7 +294,7 @@ fn check_values_and_duplicates(circles: &[CircleConfig]) -> Result<(), String> {
                  part of every Redis key of the circle)"
             ));
         }
-        if let Some(c) = circle.name.chars().find(|&c| garbles(c)) {
+        if let Some(c) = circle.name.chars().find(|&c| crate::names::garbles(c)) {
             return Err(format!(
                 "{here}: the name contains the control character {c:?} (names are shown in \
                  the status table and log lines, where it would garble the terminal)"
@@ -356,19 +356,6 @@ fn describe(index: usize, circle: &CircleConfig) -> String {
         None => format!("{name:?}"),
     };
     format!("circle at index {index} (id {}, name {shown})", circle.id)
-}
-
-/// Whether `c` would garble a terminal line that shows it: a control
-/// character, or an invisible one that reorders, joins or breaks the text
-/// around it (bidirectional controls, zero-width characters, the line and
-/// paragraph separators, the byte order mark).
-pub(crate) fn garbles(c: char) -> bool {
-    c.is_control()
-        || matches!(c,
-            '\u{200B}'..='\u{200F}'
-            | '\u{2028}'..='\u{202E}'
-            | '\u{2060}'..='\u{2069}'
-            | '\u{FEFF}')
 }
 
 /// The most characters of serde's account of an element it refused.

@@ -56,6 +56,7 @@ pub mod config;
 pub mod gateway;
 pub mod logging;
 pub mod monitor;
+pub mod names;
 pub mod orchestrator;
 pub mod play;
 pub mod principals;

@@ -66,13 +66,13 @@ pub(crate) fn validate(entries: Vec<PrincipalEntry>) -> Result<Vec<Principal>, S
 }
 
 /// A principal name must be non-empty and free of control characters (and of
-/// the invisible ones that garble a terminal, see `config::garbles`): it is
+/// the invisible ones that garble a terminal, see `names::garbles`): it is
 /// shown in the task hash, logs and to scripts.
 pub(crate) fn check_name(name: &str) -> Result<(), String> {
     if name.trim().is_empty() {
         return Err("the name is empty".to_string());
     }
-    if let Some(c) = name.chars().find(|&c| crate::config::garbles(c)) {
+    if let Some(c) = name.chars().find(|&c| crate::names::garbles(c)) {
         return Err(format!("the name contains the control character {c:?}"));
     }
     Ok(())

@@ -125,7 +125,7 @@ fn a_name_with_a_control_character_is_refused() {
         let e = err(&format!(r#"[{{"id": 1, "name": "{name}", "port": 1}}]"#));
         assert!(e.contains("control character"), "{name}: {e}");
         assert!(
-            !e.chars().any(super::garbles),
+            !e.chars().any(crate::names::garbles),
             "the message shows the name escaped: {e:?}"
         );
     }
