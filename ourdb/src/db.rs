@@ -121,6 +121,13 @@ impl OurDb {
                 store.roll_over(&mut w)?;
             }
         }
+        // What open scanned is no more covered by a checkpoint than what
+        // is committed next: counted alike, so that a process killed again
+        // and again leaves each open about `checkpoint_bytes` to scan, not
+        // everything since the last checkpoint.
+        store
+            .wake
+            .committed(o.scanned, store.config.checkpoint_bytes);
         Ok(OurDb {
             cache: ValueCache::new(store.config.cache_size),
             worker: background::start(&store),

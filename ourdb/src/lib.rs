@@ -142,8 +142,11 @@ pub struct Config {
     pub checkpoint_bytes: u64,
     /// The background thread compacts once the data files hold at least this
     /// many bytes and a third of them are versions replaced or deleted since
-    /// the last compaction started (so under updates the files grow to 1.5
-    /// times what the last one kept; inserts alone never make one due). The
+    /// the last compaction started (inserts alone never make one due). A
+    /// version counts its own bytes (op header and value), not its commit's
+    /// 20-byte header or the sync markers, which compaction drops too: under
+    /// updates of large values the files grow to about 1.5 times what the
+    /// last one kept, of values of tens of bytes to about 2–2.4 times. The
     /// count survives a reopen in the checkpoint; without one that carries
     /// it, every version but the live ones counts. 0: never in the
     /// background. Default 64 MiB.
