@@ -47,6 +47,13 @@ impl Clients {
         &self.inner.main
     }
 
+    /// Every client: the main one, then those of circles' own Redis.
+    pub fn all(&self) -> Vec<client::Client> {
+        let mut all = vec![self.inner.main.clone()];
+        all.extend(self.others().values().cloned());
+        all
+    }
+
     /// The Redis URL of `circle`: its own, else `--redis-url`.
     pub fn url_of<'a>(&'a self, circle: &'a CircleConfig) -> &'a RedisUrl {
         circle.redis.as_ref().unwrap_or(&self.inner.main_url)

@@ -327,7 +327,10 @@ impl CircleEngine {
         self.db.sync().map_err(|e| {
             ScriptError::new(
                 ErrorKind::Database,
-                format!("the database could not make the writes durable: {e}"),
+                format!(
+                    "the database could not make the writes durable: {}",
+                    txn::told(&self.db, &e)
+                ),
             )
         })
     }

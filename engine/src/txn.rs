@@ -155,7 +155,7 @@ impl Txn {
                 Ok(Some(self.value_at(last).to_vec()))
             }
             Some(Pending::Deleted) => Ok(None),
-            None => db.get(id).map_err(db_error),
+            None => db.get(id).map_err(|e| db_error(db, e)),
         }
     }
 
@@ -179,12 +179,15 @@ impl Txn {
                     .map(|&i| self.value_at(i).to_vec())
                     .collect();
                 if *inherits && out.len() < depth {
-                    out.extend(db.history(id, depth - out.len()).map_err(db_error)?);
+                    out.extend(
+                        db.history(id, depth - out.len())
+                            .map_err(|e| db_error(db, e))?,
+                    );
                 }
                 Ok(out)
             }
             Some(Pending::Deleted) => Ok(Vec::new()),
-            None => db.history(id, depth).map_err(db_error),
+            None => db.history(id, depth).map_err(|e| db_error(db, e)),
         }
     }
 
@@ -260,7 +263,7 @@ impl Txn {
             ourdb::Error::Conflict { expected, actual } => TxnError::Database(format!(
                 "another writer changed the database during the script (expected next id {expected}, found {actual}); nothing was written"
             )),
-            other => db_error(other),
+            other => db_error(db, other),
         })?;
         if let (Some(first), Some(&got)) = (expected_first, ids.first())
             && got != first
@@ -277,9 +280,25 @@ fn not_found(id: u32) -> TxnError {
 }
 
 fn db_exists(db: &OurDb, id: u32) -> Result<bool, TxnError> {
-    db.exists(id).map_err(db_error)
+    db.exists(id).map_err(|e| db_error(db, e))
 }
 
-fn db_error(e: ourdb::Error) -> TxnError {
-    TxnError::Database(format!("database error: {e}"))
+fn db_error(db: &OurDb, e: ourdb::Error) -> TxnError {
+    TxnError::Database(format!("database error: {}", told(db, &e)))
+}
+
+/// `e` as a script (and so the client) is told it: the database's
+/// directory, which names the server's file system, shown as `…`. A fault
+/// of the storage itself (damaged data, an I/O error) is logged in full,
+/// for the operator.
+pub(crate) fn told(db: &OurDb, e: &ourdb::Error) -> String {
+    let full = e.to_string();
+    if matches!(e, ourdb::Error::Corrupt { .. } | ourdb::Error::Io { .. }) {
+        log::error!("database {}: {full}", db.path().display());
+    }
+    let dir = db.path().display().to_string();
+    if dir.is_empty() {
+        return full;
+    }
+    full.replace(&dir, "…")
 }

@@ -4,7 +4,7 @@
 //! with the code that says why it ended.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use actix_ws::{CloseCode, CloseReason, Message, MessageStream, ProtocolError, Session};
@@ -38,12 +38,12 @@ enum Step {
 pub(crate) async fn serve(
     shared: Arc<Shared>,
     outbox: Outbox,
-    acked: Acked,
+    (acked, received): (Acked, Arc<AtomicU64>),
     release: Release,
     stream: MessageStream,
     _slot: ConnectionGuard,
 ) {
-    let mut connection = Connection::new(shared, outbox, acked, stream);
+    let mut connection = Connection::new(shared, outbox, acked, received, stream);
     log::debug!(circle:% = connection.circle; "circle {}: client connected", connection.circle);
     let end = connection.read_until_end().await;
     connection.finish(end).await;
@@ -69,6 +69,12 @@ struct Connection {
     /// last counted as the client reading ([`ACKED_READING`]).
     acked: Acked,
     acked_bytes: Option<u64>,
+    /// The bytes the client has sent ([`crate::frame_guard`] counts them),
+    /// and their count at the last heartbeat: a client whose bytes keep
+    /// coming is alive, also in the middle of a large frame, where it
+    /// cannot answer a ping.
+    received: Arc<AtomicU64>,
+    received_bytes: u64,
     reader: Reader,
     circle: String,
     timing: ServerTiming,
@@ -86,7 +92,13 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(shared: Arc<Shared>, outbox: Outbox, acked: Acked, stream: MessageStream) -> Connection {
+    fn new(
+        shared: Arc<Shared>,
+        outbox: Outbox,
+        acked: Acked,
+        received: Arc<AtomicU64>,
+        stream: MessageStream,
+    ) -> Connection {
         let timing = shared.timing.clone();
         let mut heartbeat = tokio::time::interval_at(
             Instant::now() + timing.heartbeat_interval,
@@ -108,6 +120,8 @@ impl Connection {
             taken: 0,
             acked,
             acked_bytes: None,
+            received,
+            received_bytes: 0,
             shared,
         }
     }
@@ -182,8 +196,10 @@ impl Connection {
                     if reading || self.acked_bytes.is_none() {
                         self.acked_bytes = acked;
                     }
-                    if taken != self.taken || reading {
+                    let received = self.received.load(Ordering::Relaxed);
+                    if taken != self.taken || reading || received != self.received_bytes {
                         self.taken = taken;
+                        self.received_bytes = received;
                         self.last_seen = Instant::now();
                     }
                     if self.last_seen.elapsed() >= self.timing.client_timeout {

@@ -34,6 +34,8 @@
 //! frame declares.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use actix_web::error::PayloadError;
@@ -71,6 +73,9 @@ pub(crate) struct FrameGuard<S> {
     in_message: bool,
     /// The rest of a refused message is being dropped.
     dropping: bool,
+    /// Bytes the client sent so far: it is alive while they grow, also in
+    /// the middle of a frame, where it cannot answer a ping.
+    received: Arc<AtomicU64>,
 }
 
 /// A masked frame (mask key 0, so the payload goes as it is) with `first`
@@ -91,7 +96,13 @@ impl<S> FrameGuard<S> {
             header: Vec::with_capacity(MAX_HEADER),
             in_message: false,
             dropping: false,
+            received: Arc::default(),
         }
+    }
+
+    /// The count of bytes the client has sent, as it grows.
+    pub(crate) fn received(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.received)
     }
 
     /// The bytes to hand the codec for `input`: the same bytes, except for
@@ -234,6 +245,8 @@ where
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
                 Poll::Ready(Some(Ok(chunk))) => chunk,
             };
+            self.received
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
             match self.feed(&chunk) {
                 Err(e) => return Poll::Ready(Some(Err(e))),
                 // All of it was dropped payload or a partial header: read on.

@@ -4,7 +4,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::config::MAX_BATCH_ITEMS;
-use crate::strict::Strict;
+use crate::strict::{Strict, named};
 
 /// Invalid JSON.
 pub const PARSE_ERROR: i64 = -32700;
@@ -194,19 +194,6 @@ fn item(value: Value) -> Item {
         Err(why) => reply(INVALID_PARAMS, format!("invalid params: {why}")),
     }
 }
-
-/// A name the client sent, quoted for a message: at most [`NAME_SHOWN`]
-/// characters of it, then its length, so that a reply never outgrows the
-/// request (each escaped character can take up to 8 bytes in the reply).
-fn named(name: &str) -> String {
-    match name.char_indices().nth(NAME_SHOWN) {
-        Some((cut, _)) => format!("{:?}… ({} bytes)", &name[..cut], name.len()),
-        None => format!("{name:?}"),
-    }
-}
-
-/// The most characters of a client's name a message quotes.
-const NAME_SHOWN: usize = 64;
 
 /// `play` takes `{"script": string}` or `[string]`.
 fn play_script(params: Option<Value>) -> Result<String, String> {

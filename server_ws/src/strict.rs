@@ -65,7 +65,8 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
         while let Some(name) = map.next_key::<String>()? {
             if members.contains_key(&name) {
                 return Err(serde::de::Error::custom(format!(
-                    "member {name:?} appears more than once in an object"
+                    "member {} appears more than once in an object",
+                    named(&name)
                 )));
             }
             let Strict(v) = map.next_value()?;
@@ -74,3 +75,16 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
         Ok(Value::Object(members))
     }
 }
+
+/// A name the client sent, quoted for a message: at most [`NAME_SHOWN`]
+/// characters of it, then its length, so that a reply never outgrows the
+/// request (each escaped character can take up to 8 bytes in the reply).
+pub(crate) fn named(name: &str) -> String {
+    match name.char_indices().nth(NAME_SHOWN) {
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &name[..cut], name.len()),
+        None => format!("{name:?}"),
+    }
+}
+
+/// The most characters of a client's name a message quotes.
+const NAME_SHOWN: usize = 64;

@@ -95,8 +95,9 @@ pub(crate) async fn upgrade(
     };
     // Frame lengths are checked as the bytes arrive (see `frame_guard`): the
     // codec would keep every byte of an oversize frame until it is whole.
-    let guarded: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>> =
-        Box::pin(FrameGuard::new(body, shared.config.max_message_bytes));
+    let guard = FrameGuard::new(body, shared.config.max_message_bytes);
+    let received = guard.received();
+    let guarded: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>> = Box::pin(guard);
     let mut guarded = actix_web::dev::Payload::from(guarded);
     let body = web::Payload::from_request(&req, &mut guarded).await?;
     // A browser that offered `bearer.<token>` needs that subprotocol back,
@@ -114,7 +115,14 @@ pub(crate) async fn upgrade(
     let stream = stream.max_frame_size(shared.config.max_message_bytes.max(125));
     let host_slot = shared.host_open.try_connect(usize::MAX);
     let acked = crate::acked::Acked::of(&req);
-    let serving = connection::serve(Arc::clone(&shared), outbox, acked, release, stream, slot);
+    let serving = connection::serve(
+        Arc::clone(&shared),
+        outbox,
+        (acked, received),
+        release,
+        stream,
+        slot,
+    );
     actix_web::rt::spawn(async move {
         let _host_slot = host_slot;
         serving.await;

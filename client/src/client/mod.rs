@@ -67,6 +67,14 @@ struct Inner {
     reply_channel: String,
     options: ClientOptions,
     listener: tokio::task::JoinHandle<()>,
+    /// The runtime this client was started on, where its cancels on drop
+    /// run (see `run::CancelOnDrop`).
+    home: tokio::runtime::Handle,
+    /// For a twin, the client it was made from: its cancels on drop go
+    /// through that one, on its longer-lived runtime.
+    base: Option<Client>,
+    /// Cancels on drop asked for and not yet written (or given up).
+    cancels: Arc<run::Pending>,
 }
 
 impl std::fmt::Debug for Client {
@@ -102,7 +110,7 @@ impl Client {
                 ca: options.redis_ca.clone(),
             },
         )?;
-        Client::start(conn, options).await
+        Client::start(conn, options, None).await
     }
 
     /// Another client to the same Redis with the same options, with its own
@@ -112,7 +120,13 @@ impl Client {
     /// request and its reply never cross to another thread. The twin's
     /// tasks are cancelled with its runtime or when its last clone drops.
     pub async fn twin(&self) -> Result<Client> {
-        Client::start(self.inner.conn.sibling(), self.inner.options.clone()).await
+        let base = self.inner.base.clone().unwrap_or_else(|| self.clone());
+        Client::start(
+            self.inner.conn.sibling(),
+            self.inner.options.clone(),
+            Some(base),
+        )
+        .await
     }
 
     /// Whether `other` is a clone of this client (the same connections).
@@ -120,8 +134,9 @@ impl Client {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
-    /// Connects `conn` and starts the listener.
-    async fn start(conn: Conn, options: ClientOptions) -> Result<Client> {
+    /// Connects `conn` and starts the listener; `base`: the client a twin
+    /// was made from.
+    async fn start(conn: Conn, options: ClientOptions, base: Option<Client>) -> Result<Client> {
         conn.get().await?;
         let client_id = uuid::Uuid::new_v4().simple().to_string();
         let reply_channel = keys::reply_channel(&client_id);
@@ -152,6 +167,9 @@ impl Client {
                 reply_channel,
                 options,
                 listener,
+                home: tokio::runtime::Handle::current(),
+                base,
+                cancels: Arc::default(),
             }),
         })
     }

@@ -1,7 +1,11 @@
 //! [`Client::run_with`]: submit and wait, and what becomes of the task
 //! when the caller stops waiting first ([`OnDrop`]).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use super::Client;
 use crate::{Error, Outcome, Result, SubmitOptions};
@@ -96,16 +100,73 @@ fn cancel_reason(outcome: &Result<Outcome>) -> Option<&'static str> {
 
 /// Cancels the task of a [`Client::run_with`] call that is dropped (or
 /// fails) before the task's outcome reached it. Drop cannot wait, so the
-/// request goes out on a task of the current runtime, retried through a
-/// broker outage for up to the task's timeout (best effort: a runtime that
-/// shuts down, or an outage that outlasts it, leaves the task to its
-/// deadline).
+/// request goes out on a task of the client's home runtime (for a twin, its
+/// base client's and runtime: a server thread's runtime may stop with the
+/// connection, the shared one runs to the end), retried through a broker
+/// outage for up to the task's timeout. [`Client::cancels_written`] waits
+/// for the ones asked for; a runtime that shuts down first, or an outage
+/// that outlasts the timeout, leaves the task to its deadline.
 struct CancelOnDrop<'a> {
     client: &'a Client,
     task_id: &'a str,
     on_drop: OnDrop<'a>,
     reason: &'static str,
     retry_for: Duration,
+}
+
+/// The cancels on drop asked for through one client and not yet settled.
+#[derive(Default)]
+pub(super) struct Pending {
+    count: AtomicUsize,
+    settled: Notify,
+}
+
+/// One pending cancel, settled when dropped (written, given up, or its
+/// runtime gone).
+struct Settles(Arc<Pending>);
+
+impl Settles {
+    fn new(pending: &Arc<Pending>) -> Settles {
+        pending.count.fetch_add(1, Ordering::SeqCst);
+        Settles(Arc::clone(pending))
+    }
+}
+
+impl Drop for Settles {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.settled.notify_waiters();
+        }
+    }
+}
+
+impl Client {
+    /// Waits up to `within` for the cancels asked for by dropped
+    /// [`Client::run_with`] calls through this client (and its twins) to be
+    /// written; how many are still unwritten then. A server stopping calls
+    /// it last, so that a request it left unanswered does not run later.
+    pub async fn cancels_written(&self, within: Duration) -> usize {
+        let pending = &self.home().inner.cancels;
+        let waiting = async {
+            loop {
+                let settled = pending.settled.notified();
+                tokio::pin!(settled);
+                settled.as_mut().enable();
+                if pending.count.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                settled.await;
+            }
+        };
+        let _ = tokio::time::timeout(within, waiting).await;
+        pending.count.load(Ordering::SeqCst)
+    }
+
+    /// The client whose runtime this one's cancels on drop run on: its
+    /// base for a twin, itself otherwise.
+    fn home(&self) -> &Client {
+        self.inner.base.as_ref().unwrap_or(self)
+    }
 }
 
 impl Drop for CancelOnDrop<'_> {
@@ -115,19 +176,14 @@ impl Drop for CancelOnDrop<'_> {
             OnDrop::CancelUnless(keep) if keep() => return,
             OnDrop::Cancel | OnDrop::CancelUnless(_) => {}
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            log::debug!(
-                task = self.task_id;
-                "task {}: no runtime left to ask for its cancellation",
-                self.task_id
-            );
-            return;
-        };
-        let client = self.client.clone();
+        let client = self.client.home().clone();
+        let settles = Settles::new(&client.inner.cancels);
         let task_id = self.task_id.to_owned();
         let reason = self.reason;
         let give_up = super::wait::after(self.retry_for);
+        let runtime = client.inner.home.clone();
         runtime.spawn(async move {
+            let _settles = settles;
             let mut backoff = Duration::from_millis(100);
             loop {
                 match client.cancel(&task_id, reason).await {

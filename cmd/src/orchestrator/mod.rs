@@ -56,6 +56,9 @@ use signals::Signals;
 
 /// Time allowed beyond the grace period for servers and workers to return.
 pub const DRAIN_MARGIN: Duration = Duration::from_secs(5);
+/// How long the exit waits for the cancels of requests left unanswered (see
+/// [`client::Client::cancels_written`]).
+const CANCELS_BOUND: Duration = Duration::from_secs(5);
 /// How long the runtime's leftover tasks may take to stop at exit.
 const RUNTIME_STOP: Duration = Duration::from_secs(2);
 
@@ -293,6 +296,26 @@ impl Orchestrator {
         let drained = runtime.block_on(running.drain(signal, &settings, &mut signals));
         stop_runtime_then_redis(runtime, &managed);
         drained
+    }
+}
+
+/// Waits (up to [`CANCELS_BOUND`]) for the cancels of requests the servers
+/// left unanswered to be written: a task whose cancel is lost could run at
+/// the next start, for nobody.
+async fn cancels_written(clients: &crate::clients::Clients) {
+    let waits = clients
+        .all()
+        .into_iter()
+        .map(|client| async move { client.cancels_written(CANCELS_BOUND).await });
+    let unwritten: usize = futures_util::future::join_all(waits)
+        .await
+        .into_iter()
+        .sum();
+    if unwritten > 0 {
+        log::warn!(
+            "{unwritten} cancels of unanswered requests could not be written to redis within \
+             {CANCELS_BOUND:?}: those tasks end at their deadlines, or run at the next start"
+        );
     }
 }
 
@@ -611,6 +634,10 @@ impl Running {
                 )),
             },
         };
+        tokio::select! {
+            () = cancels_written(&ctx.clients) => {}
+            _ = signals.next_stop() => {}
+        }
         watchers_token.cancel();
         watchers.wait().await;
         // Every supervisor has returned (or we gave up): release the databases.

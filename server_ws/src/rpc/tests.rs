@@ -279,3 +279,37 @@ fn error_reply_has_the_json_rpc_shape() {
         json!({"jsonrpc":"2.0","id":"a","result":1})
     );
 }
+
+/// The name of a member named twice is quoted like every other
+/// name the client sent, so this reply does not outgrow its request either:
+/// DEL (one byte in the request) is `\u{7f}` in Rust's debug quoting and 7
+/// bytes in the JSON reply.
+#[test]
+fn a_member_named_twice_is_quoted_by_its_start_and_length_so_the_reply_does_not_outgrow_the_request()
+ {
+    let long = "\u{7f}".repeat(300_000);
+    for text in [
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"play","params":{{"script":"1","{long}":1,"{long}":2}}}}"#
+        ),
+        format!(r#"[{{"jsonrpc":"2.0","id":1,"{long}":1,"{long}":2}}]"#),
+    ] {
+        let reply = match parse(&text) {
+            Incoming::Single(Item::Reply(reply)) => reply,
+            Incoming::Batch(items) => match &items[..] {
+                [Item::Reply(reply)] => reply.clone(),
+                other => panic!("one reply: {other:?}"),
+            },
+            other => panic!("a reply: {other:?}"),
+        };
+        let wire = reply.to_string();
+        assert!(
+            wire.len() < text.len(),
+            "a reply of {} bytes to a request of {} bytes",
+            wire.len(),
+            text.len()
+        );
+        let message = reply["error"]["message"].as_str().expect("a message");
+        assert!(message.contains("appears more than once"), "{message}");
+    }
+}
