@@ -370,3 +370,88 @@ fn api_events_pushes_the_snapshot_with_latency_totals_and_ends_at_shutdown() {
     let mut rest = Vec::new();
     let _ = body.read_to_end(&mut rest);
 }
+
+/// The console across reloads: a renamed circle's name reaches the
+/// playground's circle list (not only the table), the rows follow a
+/// reordered file (as the snapshot's do), and a reload refused for
+/// an invalid file shows in the page's header, as it does in the terminal
+/// table's header and in every snapshot's `"reload"`.
+#[test]
+fn the_console_follows_a_renamed_circle_in_its_circle_list_and_shows_a_refused_reload() {
+    let mut run = serve();
+    let renamed = json!([
+        {"id": 1, "name": "Kitchen", "port": run.ports[0]},
+        {"id": 2, "name": "Orchard", "port": run.ports[1]},
+        {"id": 3, "name": "Vault", "port": run.ports[2], "principals": [
+            {"name": "walt", "token_sha256": sha256_hex(WRITER), "role": "write"},
+        ]},
+    ]);
+    let mut reordered = renamed.clone();
+    reordered.as_array_mut().expect("an array").reverse();
+    let seen = Browser::find().timeout(Duration::from_secs(90)).run(
+        "console_reload.py",
+        json!({
+            "url": format!("http://{}/", run.admin),
+            "admin": format!("http://{}", run.admin),
+            "config": run.sandbox.path().join("circles.json"),
+            "renamed": renamed.to_string(),
+            "reordered": reordered.to_string(),
+            "invalid": "[{\"id\": 1, \"name\": \"Kitchen\"",
+            "circles": 3,
+        }),
+    );
+    assert_eq!(seen["renamed_code"], 200, "{seen:#}");
+    assert_eq!(
+        seen["names_after_rename"],
+        json!(["Kitchen", "Orchard", "Vault"]),
+        "{seen:#}"
+    );
+    let options = seen["options_after_rename"].as_array().expect("options");
+    assert!(
+        options.iter().any(|o| o.as_str().is_some_and(|o| o.starts_with("Orchard (2)"))),
+        "the playground still lists circle 2 under its old name: {seen:#}"
+    );
+    assert_eq!(seen["reordered_code"], 200, "{seen:#}");
+    assert_eq!(
+        seen["snapshot_order"],
+        json!(["Vault", "Orchard", "Kitchen"]),
+        "{seen:#}"
+    );
+    assert_eq!(
+        seen["names_after_reorder"], seen["snapshot_order"],
+        "the console's rows do not follow the file's order: {seen:#}"
+    );
+    assert_eq!(seen["invalid_code"], 422, "{seen:#}");
+    assert!(
+        seen["reload_error_shown"]
+            .as_str()
+            .is_some_and(|s| s.contains("reload failed") && s.contains("circles.json")),
+        "the refused reload does not show in the console: {seen:#}"
+    );
+    assert_eq!(seen["pageerrors"], json!([]), "{seen:#}");
+    assert_eq!(run.orchestrator.stop().code(), Some(0));
+}
+
+/// Events come at least once a second: a stream that stays open but
+/// carries nothing more (the orchestrator stopped by SIGSTOP, a proxy or a
+/// link that hangs) is not shown as live; the page says it is reconnecting
+/// and is live again once events come.
+#[test]
+fn a_stalled_event_stream_is_not_shown_as_live() {
+    let mut run = serve();
+    let seen = Browser::find().timeout(Duration::from_secs(60)).run(
+        "console_stalled.py",
+        json!({
+            "url": format!("http://{}/", run.admin),
+            "pid": run.orchestrator.pid(),
+            "circles": 3,
+        }),
+    );
+    assert_eq!(seen["before"], "live", "{seen:#}");
+    assert_ne!(
+        seen["stalled"], "live",
+        "no event for 6 s, and the page still says live: {seen:#}"
+    );
+    assert_eq!(seen["after"], "live", "{seen:#}");
+    assert_eq!(run.orchestrator.stop().code(), Some(0));
+}
