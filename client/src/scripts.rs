@@ -247,7 +247,9 @@ return counted(KEYS[3], function(stats)
     local h = read_task(dkey, 'status', 'workerId', 'retry', 'replyTo', 'deliveredTtl',
       'deadline', 'cancel') or {{}}
     if h[1] == 'processing' and h[2] == ARGV[1] then
-      if h[3] == '1' then
+      -- A retry task whose submitter cancelled it is not run again: it ends
+      -- as lost (it may have run), never as cancelled 'before it ran'.
+      if h[3] == '1' and not h[7] then
         redis.call('HSET', dkey, 'status', 'pending', 'updatedAt', ARGV[3])
         redis.call('HDEL', dkey, 'workerId', 'startedAt')
         redis.call('RPUSH', KEYS[2], id)

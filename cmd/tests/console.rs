@@ -408,7 +408,9 @@ fn the_console_follows_a_renamed_circle_in_its_circle_list_and_shows_a_refused_r
     );
     let options = seen["options_after_rename"].as_array().expect("options");
     assert!(
-        options.iter().any(|o| o.as_str().is_some_and(|o| o.starts_with("Orchard (2)"))),
+        options
+            .iter()
+            .any(|o| o.as_str().is_some_and(|o| o.starts_with("Orchard (2)"))),
         "the playground still lists circle 2 under its old name: {seen:#}"
     );
     assert_eq!(seen["reordered_code"], 200, "{seen:#}");

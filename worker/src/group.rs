@@ -305,6 +305,12 @@ impl Taker<'_> {
                                 self.config.queue,
                                 outcomes.len()
                             );
+                            // They ran: a last look at the processing list
+                            // (due after an earlier failure) must not claim
+                            // them again, nor give them back as never run.
+                            for outcome in &outcomes {
+                                outage.unwritten.insert(outcome.task_id().to_owned());
+                            }
                             ready.retain(|c| !is_run(c));
                             return Next::Unknown;
                         }

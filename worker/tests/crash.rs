@@ -28,9 +28,10 @@ fn main() {
     }
     // Behave like a libtest harness for `--list`, `--ignored` and name
     // filters (cargo test and nextest both use them).
-    const TESTS: [&str; 2] = [
+    const TESTS: [&str; 3] = [
         "a_killed_worker_s_task_ends_as_worker_lost_and_the_rest_run_once",
         "a_batch_cut_by_a_kill_ends_worker_lost_or_completed_and_durable_and_nothing_runs_twice",
+        "a_retry_task_that_ran_before_its_worker_died_and_was_cancelled_does_not_say_it_never_ran",
     ];
     let args: Vec<String> = std::env::args().skip(1).collect();
     let flag = |f: &str| args.iter().any(|a| a == f);
@@ -82,6 +83,10 @@ fn main() {
     for name in selected {
         if name == TESTS[0] {
             runtime.block_on(a_killed_worker_s_task_ends_as_worker_lost_and_the_rest_run_once());
+        } else if name == TESTS[2] {
+            runtime.block_on(
+                a_retry_task_that_ran_before_its_worker_died_and_was_cancelled_does_not_say_it_never_ran(),
+            );
         } else {
             runtime.block_on(
                 a_batch_cut_by_a_kill_ends_worker_lost_or_completed_and_durable_and_nothing_runs_twice(),
@@ -95,11 +100,14 @@ async fn child() {
     let url = std::env::var("REDIS_URL").expect("REDIS_URL");
     let dir = std::env::var("DATA_DIR").expect("DATA_DIR");
     let engine = open_engine(std::path::Path::new(&dir), slow_limits());
-    let worker = TestWorker::start_with(
-        worker::WorkerConfig::new(&url, QUEUE),
-        fast_options(),
-        engine,
-    );
+    let mut options = fast_options();
+    if let Some(ms) = std::env::var("GROUP_WINDOW_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        options.group_window = Duration::from_millis(ms);
+    }
+    let worker = TestWorker::start_with(worker::WorkerConfig::new(&url, QUEUE), options, engine);
     // Runs until killed.
     let _ = worker.handle.await;
 }
@@ -122,8 +130,13 @@ impl Drop for ChildGuard {
 }
 
 fn spawn_child(url: &str, dir: &std::path::Path) -> ChildGuard {
+    spawn_child_with(url, dir, &[])
+}
+
+fn spawn_child_with(url: &str, dir: &std::path::Path, env: &[(&str, &str)]) -> ChildGuard {
     ChildGuard(
         Command::new(std::env::current_exe().expect("current exe"))
+            .envs(env.iter().copied())
             .env(CHILD, "1")
             .env("REDIS_URL", url)
             .env("DATA_DIR", dir)
@@ -314,4 +327,80 @@ async fn a_batch_cut_by_a_kill_ends_worker_lost_or_completed_and_durable_and_not
         assert_eq!(count(&format!("\"{name}\"")), 0, "{name} committed nothing");
     }
     assert_eq!(count("\"after\""), 1);
+}
+
+/// A task that opted in to retry (`retry=1`) ran and committed its writes;
+/// its worker died before reporting it (the group went on with a slow
+/// script, and the process was killed). Its submitter cancelled it
+/// meanwhile. The reaper puts it back on the queue (retry), and the next
+/// claim ends it `cancelled`: the message must not say it never ran, since
+/// it did and its write is in the database (README: `worker_lost` is "the one
+/// case where an `error` does not mean that nothing is written").
+async fn a_retry_task_that_ran_before_its_worker_died_and_was_cancelled_does_not_say_it_never_ran()
+{
+    let redis = testkit::RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = redis.url();
+    let client = Client::connect(&url).await.expect("connect");
+    let opts = SubmitOptions::with_timeout(WAIT);
+    let mut conn = raw(&url).await;
+
+    // Queued while no worker runs: the worker claims both in one batch and
+    // runs them in one group (a window of a minute), so `ran` is not
+    // reported while `doomed` runs.
+    let ran = client
+        .submit(QUEUE, "db::insert(\"ran\"); 1", &opts)
+        .await
+        .expect("submit");
+    let _: () = redis::cmd("HSET")
+        .arg(client::keys::task_details(&ran))
+        .arg("retry")
+        .arg("1")
+        .query_async(&mut conn)
+        .await
+        .expect("hset retry");
+    let doomed = client
+        .submit(QUEUE, &slow_script("doomed"), &opts)
+        .await
+        .expect("submit");
+    let mut first = spawn_child_with(&url, dir.path(), &[("GROUP_WINDOW_MS", "60000")]);
+    until_status(&conn, &doomed, "processing", WAIT).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    first.kill();
+    assert_eq!(
+        hget(&mut conn, &ran, "status").await.as_deref(),
+        Some("processing"),
+        "`ran` was not reported before the kill"
+    );
+    assert!(
+        client
+            .cancel(&ran, "the client went away")
+            .await
+            .expect("cancel"),
+        "cancelled while its dead worker holds it"
+    );
+
+    let mut second = spawn_child(&url, dir.path());
+    let outcome = client.wait(&ran, WAIT).await.expect("wait");
+    let doomed_outcome = client.wait(&doomed, WAIT).await.expect("wait");
+    second.kill();
+    let values = db_values(dir.path());
+    assert_eq!(
+        values.iter().filter(|v| v.as_str() == "\"ran\"").count(),
+        1,
+        "`ran` ran once and its write is committed: {values:?}"
+    );
+    assert!(
+        matches!(&doomed_outcome, Outcome::Failed(f) if f.kind.as_str() == "worker_lost"),
+        "{doomed_outcome:?}"
+    );
+    let Outcome::Failed(f) = outcome else {
+        panic!("`ran` was cancelled: {outcome:?}")
+    };
+    assert!(
+        !f.message.contains("before it ran"),
+        "`ran` ran and committed its write, yet ends as {:?}: {:?}",
+        f.kind.as_str(),
+        f.message
+    );
 }
