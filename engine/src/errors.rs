@@ -116,13 +116,29 @@ pub fn from_eval(err: EvalAltResult, limits: &Limits) -> ScriptError {
     }
     let (kind, mut message) = eval_kind(err, limits);
     if let Some(innermost) = functions.last() {
-        message.push_str(&format!(" (in function '{innermost}'"));
+        message.push_str(&format!(" (in function '{}'", shown_name(innermost)));
         for caller in functions.iter().rev().skip(1) {
-            message.push_str(&format!(", called from '{caller}'"));
+            message.push_str(&format!(", called from '{}'", shown_name(caller)));
         }
         message.push(')');
     }
+    // Rhai's own messages hold names the script chose (a function pointer's
+    // up to the string limit): the message, too, stays within the output limit.
+    let message = cut(message, limits.max_output_bytes, "message");
     at(kind, message, pos)
+}
+
+/// The most characters of a function name a message shows.
+const NAME_SHOWN: usize = 40;
+
+/// `name`, or its start and its length when longer than [`NAME_SHOWN`]
+/// characters: a call chain names up to the call depth of them.
+fn shown_name(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.chars().nth(NAME_SHOWN).is_none() {
+        return name.into();
+    }
+    let start: String = name.chars().take(NAME_SHOWN).collect();
+    format!("{start}… ({} bytes)", name.len()).into()
 }
 
 fn operations_message(limits: &Limits) -> String {
@@ -164,11 +180,17 @@ fn container_words(value: &rhai::Dynamic) -> String {
 
 /// A thrown value's `text` as its message, cut to at most `max` bytes (0:
 /// whole) with a word saying how long it was.
-fn within(mut text: String, max: usize) -> String {
+fn within(text: String, max: usize) -> String {
+    cut(text, max, "thrown value's text")
+}
+
+/// `text` cut to at most `max` bytes (0: whole), ending with a word saying
+/// that `what` was cut and how long it was.
+fn cut(mut text: String, max: usize, what: &str) -> String {
     if max == 0 || text.len() <= max {
         return text;
     }
-    let tail = format!("… (cut: the thrown value's text is {} bytes)", text.len());
+    let tail = format!("… (cut: the {what} is {} bytes)", text.len());
     let mut end = max.saturating_sub(tail.len());
     while !text.is_char_boundary(end) {
         end -= 1;

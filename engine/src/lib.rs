@@ -63,6 +63,7 @@
 mod cache;
 mod caller;
 pub mod clock;
+mod compiling;
 mod context;
 mod cycles;
 mod dbfns;

@@ -246,13 +246,17 @@ pub fn run(
         Err(_) => wait_turn(engine, control, deadline)?,
     };
 
-    // Compilation is not interruptible; its time is bounded by the script
-    // size limit and counted against the deadline.
+    // Compilation stops at the deadline and the cancel flag too (see
+    // `compiling`): some scripts within the size limit compile for seconds.
     let (ast, compiled) = cache.get_or_compile(script, || {
+        let watch = crate::compiling::Watch::start(deadline.at, &control.cancel);
         engine
             .rhai
             .compile(script)
-            .map_err(|e| errors::from_parse(&e, script, &engine.limits))
+            .map_err(|e| match watch.stopped() {
+                Some(stop) => stop_error(stop, engine, deadline),
+                None => errors::from_parse(&e, script, &engine.limits),
+            })
     })?;
     if compiled {
         check_stop(engine, control, deadline)?;

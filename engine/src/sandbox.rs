@@ -124,7 +124,15 @@ pub fn build(db: Arc<OurDb>, limits: &Limits) -> Engine {
     engine.set_max_modules(0);
 
     apply_bounds(&mut engine, limits);
+    // No optimizer: its constant propagation gives every use of a constant
+    // array or map its own deep copy, inside the compilation, which no
+    // limit interrupts (`const a = [..]` of k elements used m times is
+    // k * m values: tens of GB within the script size limit).
+    engine.set_optimization_level(rhai::OptimizationLevel::None);
 
+    // Compilations stop at their run's deadline (see `compiling`).
+    #[allow(deprecated)] // "considered volatile", not deprecated
+    engine.on_parse_token(|token, _, _| crate::compiling::on_token(token));
     engine.on_progress(|_| context::tick().map(stop_token));
     engine.on_print(|text| {
         context::with(|state| state.capture(text));
