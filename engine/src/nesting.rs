@@ -4,8 +4,8 @@
 //! Rhai puts no bound on how deeply arrays and maps nest, and its `Display`,
 //! `Debug`, `==` and JSON conversion of nested values recurse through its
 //! whole function-call machinery, several kilobytes of native stack per level:
-//! `let v = (); for i in 0..3000 { v = [v]; } v.to_string()` used to overflow
-//! the script thread's stack and abort the process. The functions that
+//! `let v = (); for i in 0..3000 { v = [v]; } v.to_string()` would overflow
+//! the script thread's stack and abort the process without these guards. The functions that
 //! recurse are shadowed here, in the engine's global namespace (searched
 //! before any package), by versions that first measure the nesting depth
 //! iteratively and refuse a value deeper than [`MAX_NESTING`] levels with a

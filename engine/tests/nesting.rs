@@ -32,7 +32,7 @@ fn nested(depth: usize, maps: bool, tail: &str) -> String {
     format!("let v = ();\nfor i in 0..{depth} {{ {step} }}\n{tail}")
 }
 
-/// Everything that used to recurse once per level of `v`.
+/// Everything that stock Rhai recurses through once per level of `v`.
 const USES: &[&str] = &[
     "v.to_string().len()",
     "v.to_debug().len()",

@@ -265,7 +265,7 @@ async fn an_oversize_frame_is_refused_when_its_header_arrives_and_its_body_is_no
     assert_eq!(reply["result"]["output"], "after the body", "{reply}");
 
     // A frame declared at 1 TiB, and 256 MiB of it sent: the server keeps
-    // none of it (it used to buffer every byte until the frame was whole).
+    // none of it (it does not buffer the frame until it is whole).
     let mut ws = fx.connect().await;
     write_raw(&mut ws, &text_header(1 << 40)).await;
     let reply = recv(&mut ws).await;
@@ -301,9 +301,9 @@ async fn a_message_before_an_oversize_one_in_the_same_write_is_answered_and_the_
  {
     // One write: a request, an oversize first fragment, its last fragment.
     // The oversize message is refused in its place in the stream, and its
-    // continuation does not break the connection (it used to: the codec's
-    // refusal came out before the request, which reset the skip flag, and the
-    // continuation then closed the connection with 1002).
+    // continuation does not break the connection (the codec's refusal must
+    // not come out before the request, or the skip flag is reset and the
+    // continuation closes the connection with 1002).
     let fx = Fixture::start(|c| c.max_message_bytes = 1024).await;
     let mut ws = fx.connect().await;
     let mut bytes = raw_frame(0x81, play(1, "echo:first").as_bytes());
@@ -731,8 +731,9 @@ async fn dropping_the_run_future_stops_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frame_with_a_reserved_bit_set_while_a_notification_waits_closes_with_1002() {
     // The codec reports such a frame again on every read. While a
-    // notification waited for a slot the connection used to be read on and
-    // on: the same error buffered without end, the circle's thread spinning.
+    // notification waits for a slot the connection must not be read on and
+    // on: the same error would be buffered without end, the circle's thread
+    // spinning.
     let fx = Fixture::start(|c| c.max_in_flight = 1).await;
     let mut ws = fx.connect().await;
     let mut bytes = raw_frame(0x81, play(1, "hang").as_bytes());
