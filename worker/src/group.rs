@@ -100,6 +100,36 @@ impl Taker<'_> {
         next
     }
 
+    /// Writes again the results of tasks that ran here and whose finish
+    /// Redis acknowledged and then lost (see `take::Finished`); they do not
+    /// run again. Their writes were made durable before the first finish.
+    pub(crate) async fn finish_again(
+        &self,
+        outcomes: Vec<Outcome>,
+        ready: &mut VecDeque<Claim>,
+        outage: &mut Outage,
+    ) -> Next {
+        for outcome in &outcomes {
+            log::warn!(
+                task = outcome.task_id(), circle = self.config.circle.as_str(), queue = self.config.queue.as_str();
+                "queue {}: task {} ran here, but redis lost its acknowledged result; written again, \
+                 not run again",
+                self.config.queue,
+                outcome.task_id()
+            );
+        }
+        let ran: Vec<Ran> = outcomes
+            .into_iter()
+            .map(|outcome| Ran {
+                outcome,
+                wrote: false,
+                age: None,
+                started: Instant::now(),
+            })
+            .collect();
+        self.finish_group(&ran, ready, outage).await
+    }
+
     /// One fsync for the group's writes. A failed one turns into a database
     /// error every task from the group's first write on: those that wrote
     /// (their writes may not be on disk) and those that ran after them (they
@@ -259,6 +289,9 @@ impl Taker<'_> {
                     self.up(outage, Step::Finish);
                     for (outcome, written) in outcomes.iter().zip(&done.written) {
                         self.count_written(outcome, *written);
+                        if *written {
+                            outage.finished.push(outcome);
+                        }
                     }
                     for (task_id, reason) in &done.cancelled {
                         log::info!(
