@@ -13,7 +13,8 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
-use actix_web::{App, HttpServer, web};
+use actix_web::dev::Service;
+use actix_web::{App, HttpResponse, HttpServer, web};
 use client::SubmitOptions;
 use tokio_util::sync::CancellationToken;
 
@@ -171,6 +172,10 @@ pub async fn run_many_pausable(
         token.cancelled().await;
         return Ok(());
     }
+    // What all the circles take upgraded: one address may hold that many.
+    let circles_max = circles.iter().fold(0usize, |sum, c| {
+        sum.saturating_add(c.config.max_connections)
+    });
     let what = describe(&circles);
     // Actix force-closes what is still open after this; connections drain first.
     let shutdown_secs = timing.drain_timeout.as_secs() + 2;
@@ -212,7 +217,8 @@ pub async fn run_many_pausable(
             tls,
         });
     }
-    let server = build(routes, listeners, shutdown_secs)?;
+    let per_address = circles_max.saturating_add(crate::peers::PENDING_PER_ADDRESS);
+    let server = build(routes, listeners, shutdown_secs, per_address)?;
     let host_error = |source| what.error(source);
 
     // The actix server runs in its own task so that it can still process a stop
@@ -286,16 +292,47 @@ fn build(
     routes: Routes,
     listeners: Vec<Listener>,
     shutdown_secs: u64,
+    per_address: usize,
 ) -> Result<actix_web::dev::Server> {
     let routes = web::Data::new(routes);
+    let peers = crate::peers::Peers::new(per_address);
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(routes.clone())
+            .wrap_fn(|req, srv| {
+                // An address past its bound (`peers`) gets no service.
+                let over = req
+                    .conn_data::<crate::peers::PeerSlot>()
+                    .is_some_and(|slot| slot.over);
+                let served = if over { Err(req) } else { Ok(srv.call(req)) };
+                async move {
+                    let mut res = match served {
+                        Ok(serving) => serving.await?,
+                        Err(req) => req.into_response(
+                            HttpResponse::ServiceUnavailable()
+                                .insert_header((actix_web::http::header::RETRY_AFTER, "1"))
+                                .body("too many connections from this address\n"),
+                        ),
+                    };
+                    // A refusal closes its connection: keep-alive must not
+                    // let a client hold sockets it gets nothing through.
+                    if res.status() != actix_web::http::StatusCode::SWITCHING_PROTOCOLS {
+                        res.response_mut()
+                            .head_mut()
+                            .set_connection_type(actix_web::http::ConnectionType::Close);
+                    }
+                    Ok(res)
+                }
+            })
             .route("/ws", web::get().to(upgrade))
     })
     .workers(HOST_WORKERS)
-    // Each socket's acknowledged bytes, for the heartbeat (`acked`).
-    .on_connect(crate::acked::on_connect)
+    // Each socket's acknowledged bytes, for the heartbeat (`acked`), and its
+    // place in its address's count (`peers`).
+    .on_connect(move |conn, data| {
+        crate::acked::on_connect(conn, data);
+        peers.on_connect(conn, data);
+    })
     .disable_signals()
     // Each reply is sent at once. With Nagle's algorithm a reply written
     // while the one before it is unacknowledged waits for that

@@ -111,6 +111,7 @@ mod no_worker;
 mod origin;
 mod outbox;
 mod pause;
+mod peers;
 mod play;
 mod reader;
 mod rpc;

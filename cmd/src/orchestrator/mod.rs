@@ -153,6 +153,7 @@ impl Orchestrator {
     /// stops the start with nothing started ([`StoppedStarting`]); on any
     /// error whatever was started is stopped again.
     pub fn start(mut settings: Settings) -> anyhow::Result<Orchestrator> {
+        raise_open_files_limit();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("orchestrator")
@@ -296,6 +297,17 @@ impl Orchestrator {
         let drained = runtime.block_on(running.drain(signal, &settings, &mut signals));
         stop_runtime_then_redis(runtime, &managed);
         drained
+    }
+}
+
+/// Raises the soft limit of open files to the hard one: every circle's
+/// connections, databases and Redis connections share the process's
+/// descriptors, and the usual soft limit (1,024) is soon reached. (Each
+/// client address is bounded by `server_ws`'s per-address count.)
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => log::debug!("open files limit: {limit}"),
+        Err(e) => log::warn!("cannot raise the open files limit: {e}"),
     }
 }
 
