@@ -64,14 +64,20 @@ pub async fn supervise_shared<F, Fut>(
         changed.notify_one();
     };
     let mut backoff = BACKOFF_START;
+    let mut first = true;
     loop {
         let fut = {
             let mut guards: Vec<MutexGuard<'_, Slot>> = slots.iter().map(|s| lock(s)).collect();
             let now = Instant::now();
             for s in &mut guards {
+                // A circle the host this one takes over from (a reload)
+                // served all along keeps its start: its connections carry on.
+                if !(first && s.phase == Phase::Alive) {
+                    s.started = now;
+                }
                 s.phase = Phase::Alive;
-                s.started = now;
             }
+            first = false;
             start(&mut guards)
         };
         changed.notify_one();

@@ -250,7 +250,8 @@ async fn an_invalid_file_changes_nothing_and_says_why_then_a_good_one_applies() 
     assert_eq!(output(&mut beta, "3").await, "3");
 
     // A good file: Beta renamed on the same port (its socket is closed and
-    // bound again), Alpha untouched.
+    // bound again), Alpha untouched (its uptime goes on: 3 s and more).
+    std::thread::sleep(Duration::from_secs(3));
     sandbox.circles(&[(1, "Alpha", a), (2, "Beta Renamed", b)]);
     o.signal("HUP");
     let snap = wait_snapshot(&mut o, "an applied reload", |s| {
@@ -268,6 +269,10 @@ async fn an_invalid_file_changes_nothing_and_says_why_then_a_good_one_applies() 
     );
     assert_eq!(snap["reload"]["error"], Value::Null, "{snap}");
     assert_eq!(snap["circles"][1]["name"], "Beta Renamed", "{snap}");
+    assert!(
+        snap["circles"][0]["uptime_secs"].as_u64() >= Some(3),
+        "the untouched circle kept serving, its uptime with it: {snap}"
+    );
     assert_eq!(close_code(&mut beta).await, Some(CloseCode::Away));
     let mut beta = connect(b).await;
     assert_eq!(output(&mut beta, "4").await, "4");
