@@ -66,6 +66,8 @@ pub struct Settings {
     pub max_value_bytes: usize,
     /// Most versions `history` returns.
     pub max_history: usize,
+    /// Most bytes of stored versions one `history` call reads.
+    pub max_history_bytes: usize,
     /// Size bounds on stored values.
     pub bounds: value::Bounds,
 }
@@ -208,7 +210,9 @@ pub fn module(db: Arc<OurDb>, settings: Settings) -> Module {
             let depth = usize::try_from(n)
                 .unwrap_or(usize::MAX)
                 .min(settings.max_history);
-            let versions = in_txn(pos, |t| t.history(&d, id, depth))?;
+            let versions = in_txn(pos, |t| {
+                t.history(&d, id, depth, settings.max_history_bytes)
+            })?;
             versions
                 .iter()
                 .map(|bytes| decode(id, bytes, pos))

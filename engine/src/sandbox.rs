@@ -151,6 +151,12 @@ pub fn build(db: Arc<OurDb>, limits: &Limits) -> Engine {
     let settings = dbfns::Settings {
         max_value_bytes: limits.max_value_bytes,
         max_history,
+        // What one call may read of stored versions: the run's memory bound
+        // (0: unbounded), checked only after the call returns.
+        max_history_bytes: match limits.max_memory_bytes {
+            0 => usize::MAX,
+            n => n,
+        },
         bounds: crate::value::Bounds {
             max_string: limits.max_string_size,
             max_array: limits.max_array_size,

@@ -168,8 +168,26 @@ impl Txn {
         }
     }
 
-    /// Up to `depth` versions of `id`, newest first, this script's included.
-    pub fn history(&self, db: &OurDb, id: u32, depth: usize) -> Result<Vec<Vec<u8>>, TxnError> {
+    /// Up to `depth` versions of `id`, newest first, this script's included;
+    /// a [`TxnError::Limit`] once the stored versions read pass `max_bytes`
+    /// (one call reads no more than the run may hold).
+    pub fn history(
+        &self,
+        db: &OurDb,
+        id: u32,
+        depth: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Vec<u8>>, TxnError> {
+        let stored = |depth: usize| {
+            db.history_within(id, depth, max_bytes)
+                .map_err(|e| db_error(db, e))?
+                .ok_or_else(|| {
+                    TxnError::Limit(format!(
+                        "db::history of record {id} reads more than the script's memory limit \
+                         of {max_bytes} bytes; ask for fewer versions"
+                    ))
+                })
+        };
         match self.pending.get(&id) {
             Some(Pending::Live { versions, inherits }) => {
                 let mut out: Vec<Vec<u8>> = versions
@@ -179,15 +197,12 @@ impl Txn {
                     .map(|&i| self.value_at(i).to_vec())
                     .collect();
                 if *inherits && out.len() < depth {
-                    out.extend(
-                        db.history(id, depth - out.len())
-                            .map_err(|e| db_error(db, e))?,
-                    );
+                    out.extend(stored(depth - out.len())?);
                 }
                 Ok(out)
             }
             Some(Pending::Deleted) => Ok(Vec::new()),
-            None => db.history(id, depth).map_err(|e| db_error(db, e)),
+            None => stored(depth),
         }
     }
 

@@ -200,14 +200,29 @@ impl OurDb {
     /// A version chain starts when the id is created; a delete ends it, so an
     /// id set again after a delete has a fresh history.
     pub fn history(&self, id: u32, depth: usize) -> Result<Vec<Vec<u8>>> {
+        Ok(self
+            .history_within(id, depth, usize::MAX)?
+            .unwrap_or_default())
+    }
+
+    /// [`OurDb::history`], reading no further once the versions read hold
+    /// more than `max_bytes`: `None` then (a caller bounded in memory gets
+    /// no unbounded read in one call).
+    pub fn history_within(
+        &self,
+        id: u32,
+        depth: usize,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<Vec<u8>>>> {
         let (mut pos, files, first) = {
             let st = self.store.read_state();
             let Some(loc) = st.index.get(id) else {
-                return Ok(Vec::new());
+                return Ok(Some(Vec::new()));
             };
             (Some(loc.pos()), st.files.clone(), st.first_file)
         };
         let mut out = Vec::new();
+        let mut read = 0usize;
         while let Some(p) = pos {
             if out.len() >= depth {
                 break;
@@ -224,10 +239,14 @@ impl OurDb {
                 )
             })?;
             let (value, prev) = read_version(file, p, id)?;
+            read = read.saturating_add(value.len());
+            if read > max_bytes {
+                return Ok(None);
+            }
             out.push(value);
             pos = prev;
         }
-        Ok(out)
+        Ok(Some(out))
     }
 
     /// The id the next insert will get.

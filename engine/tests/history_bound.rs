@@ -1,0 +1,61 @@
+//! `db::history` reads stored versions in one native call, before the run's
+//! memory check can look: one call reads no more than the run may hold.
+//! (Its own test binary: the bytes a run allocates are read from jemalloc's
+//! count for the running thread.)
+
+mod common;
+
+use common::Circle;
+use engine::{ErrorKind, Limits, Outcome, RunControl, SCRIPT_STACK_SIZE, ScriptError};
+
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Runs `script` on a thread of its own, as the worker does, and counts the
+/// bytes the run allocated.
+fn run_counting(c: &Circle, script: &str) -> (Result<Outcome, ScriptError>, u64) {
+    let allocated = || {
+        tikv_jemalloc_ctl::thread::allocatedp::read()
+            .expect("jemalloc thread.allocatedp")
+            .get()
+    };
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .stack_size(SCRIPT_STACK_SIZE)
+            .spawn_scoped(s, || {
+                let before = allocated();
+                let ran = c.engine.run(script, &RunControl::default());
+                (ran, allocated() - before)
+            })
+            .expect("spawn script thread")
+            .join()
+            .expect("script thread must not panic")
+    })
+}
+
+#[test]
+fn a_history_past_the_memory_limit_is_refused_before_it_is_read_whole() {
+    let c = Circle::with_limits(Limits {
+        max_memory_bytes: 4 << 20,
+        ..Limits::default()
+    });
+    // 200 versions of 128 KiB: 25 MiB stored, never compacted.
+    let value = format!("\"{}\"", "x".repeat(128 << 10));
+    let db = c.engine.db();
+    let id = db.insert(value.as_bytes()).expect("insert");
+    for _ in 1..200 {
+        db.update(id, value.as_bytes()).expect("update");
+    }
+    let (ran, allocated) = run_counting(&c, &format!("db::history({id}, 1000).len()"));
+    let e = ran.expect_err("past the memory limit");
+    assert_eq!(e.kind, ErrorKind::Limit, "{e:?}");
+    assert!(e.message.contains("db::history"), "{}", e.message);
+    assert!(
+        allocated < 16 << 20,
+        "the call allocated {} MiB under a 4 MiB limit",
+        allocated >> 20
+    );
+    // Fewer versions, within the limit, are read.
+    let out = c.ok(&format!("db::history({id}, 8).len()"));
+    assert_eq!(out.output, "8");
+}
