@@ -12,6 +12,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::tasks::{conn, field, submit};
 use common::{Orchestrator, Sandbox, epoch_ms, port};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -41,40 +42,6 @@ fn spawn_running(sandbox: &Sandbox, config: &Path, url: &str, dir: &Path) -> Orc
     o.wait_table();
     o.wait_stdout("Running", WAIT);
     o
-}
-
-fn conn(redis: &testkit::RedisServer) -> redis::Connection {
-    redis::Client::open(redis.url())
-        .expect("url")
-        .get_connection()
-        .expect("connect to redis")
-}
-
-/// Submits `script` to circle Alpha's queue as a third party would.
-fn submit(conn: &mut redis::Connection, id: &str, script: &str) {
-    let _: () = redis::pipe()
-        .atomic()
-        .cmd("HSET")
-        .arg(client::keys::task_details(id))
-        .arg("script")
-        .arg(script)
-        .arg("status")
-        .arg("pending")
-        .ignore()
-        .cmd("LPUSH")
-        .arg(client::keys::tasks("alpha"))
-        .arg(id)
-        .ignore()
-        .query(conn)
-        .expect("submit");
-}
-
-fn field(conn: &mut redis::Connection, id: &str, name: &str) -> Option<String> {
-    redis::cmd("HGET")
-        .arg(client::keys::task_details(id))
-        .arg(name)
-        .query(conn)
-        .expect("hget")
 }
 
 fn wait_field(conn: &mut redis::Connection, id: &str, name: &str, value: &str) {

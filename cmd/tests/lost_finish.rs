@@ -8,43 +8,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::tasks::{conn, field, submit};
 use common::{Orchestrator, Sandbox, port};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn conn(redis: &testkit::RedisServer) -> redis::Connection {
-    redis::Client::open(redis.url())
-        .expect("url")
-        .get_connection()
-        .expect("connect to redis")
-}
-
-fn submit(conn: &mut redis::Connection, id: &str, script: &str) {
-    let _: () = redis::pipe()
-        .atomic()
-        .cmd("HSET")
-        .arg(client::keys::task_details(id))
-        .arg("script")
-        .arg(script)
-        .arg("status")
-        .arg("pending")
-        .ignore()
-        .cmd("LPUSH")
-        .arg(client::keys::tasks("alpha"))
-        .arg(id)
-        .ignore()
-        .query(conn)
-        .expect("submit");
-}
-
-fn field(conn: &mut redis::Connection, id: &str, name: &str) -> Option<String> {
-    redis::cmd("HGET")
-        .arg(client::keys::task_details(id))
-        .arg(name)
-        .query(conn)
-        .ok()
-        .flatten()
-}
 
 fn wait_field(redis: &testkit::RedisServer, id: &str, name: &str, value: &str) {
     let deadline = Instant::now() + WAIT;

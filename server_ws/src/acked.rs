@@ -29,16 +29,19 @@ struct Socket(RawFd);
 /// For a listener's `on_connect`: keeps the accepted socket's descriptor
 /// (plain or TLS) with the connection's data.
 pub(crate) fn on_connect(conn: &dyn Any, data: &mut Extensions) {
-    let tcp = if let Some(tcp) = conn.downcast_ref::<TcpStream>() {
-        tcp
-    } else if let Some(tls) =
-        conn.downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<TcpStream>>()
-    {
-        tls.get_ref().0
+    if let Some(tcp) = tcp_of(conn) {
+        data.insert(Arc::new(Socket(tcp.as_raw_fd())));
+    }
+}
+
+/// The TCP socket of an accepted connection, plain or TLS.
+pub(crate) fn tcp_of(conn: &dyn Any) -> Option<&TcpStream> {
+    if let Some(tcp) = conn.downcast_ref::<TcpStream>() {
+        Some(tcp)
     } else {
-        return;
-    };
-    data.insert(Arc::new(Socket(tcp.as_raw_fd())));
+        conn.downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<TcpStream>>()
+            .map(|tls| tls.get_ref().0)
+    }
 }
 
 /// A connection's view of its socket's acknowledged bytes.

@@ -19,7 +19,6 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use actix_web::dev::Extensions;
-use actix_web::rt::net::TcpStream;
 
 /// Connections an address may hold beyond what the circles take upgraded:
 /// upgrades in progress, and refused requests on their way out.
@@ -56,13 +55,7 @@ impl Peers {
     /// For a listener's `on_connect`: counts the connection under its
     /// peer's address and records whether the address is past its bound.
     pub(crate) fn on_connect(self: &Arc<Self>, conn: &dyn Any, data: &mut Extensions) {
-        let tcp = if let Some(tcp) = conn.downcast_ref::<TcpStream>() {
-            tcp
-        } else if let Some(tls) =
-            conn.downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<TcpStream>>()
-        {
-            tls.get_ref().0
-        } else {
+        let Some(tcp) = crate::acked::tcp_of(conn) else {
             return;
         };
         let Ok(peer) = tcp.peer_addr() else { return };

@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod hosts;
 pub mod http;
+pub mod tasks;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
