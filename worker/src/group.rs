@@ -89,7 +89,7 @@ impl Taker<'_> {
         if let Some(failure) = self.engine.db().write_failure() {
             self.status.set_writes_refused(&failure);
         }
-        let next = self.finish_group(&ran, ready, outage).await;
+        let next = self.finish_group(&ran, ready, outage, true).await;
         if let Some(metrics) = &self.options.metrics {
             for task in &ran {
                 if let Some(age) = task.age {
@@ -127,7 +127,8 @@ impl Taker<'_> {
                 started: Instant::now(),
             })
             .collect();
-        self.finish_group(&ran, ready, outage).await
+        // Counted when first written: one task, one count.
+        self.finish_group(&ran, ready, outage, false).await
     }
 
     /// One fsync for the group's writes. A failed one turns into a database
@@ -259,6 +260,7 @@ impl Taker<'_> {
         ran: &[Ran],
         ready: &mut VecDeque<Claim>,
         outage: &mut Outage,
+        count: bool,
     ) -> Next {
         let outcomes: Vec<Outcome> = ran.iter().map(|t| t.outcome.clone()).collect();
         let mut give_up_at: Option<Instant> = None;
@@ -287,10 +289,24 @@ impl Taker<'_> {
             match finished {
                 Ok(done) => {
                     self.up(outage, Step::Finish);
+                    // A result written again that Redis refused: the id is
+                    // not the run it remembers (a new task under the same
+                    // id, pending in the list), so it is claimed as any id.
+                    let mut not_again = Vec::new();
                     for (outcome, written) in outcomes.iter().zip(&done.written) {
-                        self.count_written(outcome, *written);
+                        if count {
+                            self.count_written(outcome, *written);
+                        } else if !*written {
+                            not_again.push(outcome.task_id().to_owned());
+                        }
                         if *written {
                             outage.finished.push(outcome);
+                        }
+                    }
+                    for id in not_again {
+                        outage.finished.forget(&id);
+                        if let Some(claim) = self.claim(&id, outage).await {
+                            ready.push_back(claim);
                         }
                     }
                     for (task_id, reason) in &done.cancelled {

@@ -117,6 +117,20 @@ impl Finished {
         }
     }
 
+    /// Forgets `task_id`: what its list holds now is another run.
+    pub(crate) fn forget(&mut self, task_id: &str) {
+        let bytes = &mut self.bytes;
+        self.kept.retain(|(id, result)| {
+            if id != task_id {
+                return true;
+            }
+            if let Some(old) = result {
+                *bytes -= Finished::size(old);
+            }
+            false
+        });
+    }
+
     /// Whether `task_id` ran here and its finish was acknowledged: then
     /// its result, or `None` when it was not kept.
     pub(crate) fn get(&self, task_id: &str) -> Option<Option<&Outcome>> {
@@ -350,7 +364,7 @@ impl Taker<'_> {
     /// Claims an id that is in our processing list, retrying through an
     /// outage. `None` on shutdown (the id stays for a reaper, which puts an
     /// unclaimed task back on the queue).
-    async fn claim(&self, id: &str, outage: &mut Outage) -> Option<Claim> {
+    pub(crate) async fn claim(&self, id: &str, outage: &mut Outage) -> Option<Claim> {
         loop {
             match self.broker.claim(id).await {
                 Ok(claim) => {
