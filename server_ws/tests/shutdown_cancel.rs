@@ -47,9 +47,13 @@ async fn a_request_unanswered_at_the_end_of_the_shutdown_drain_is_cancelled_even
     let reader = tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} });
     fx.shut_down().await.expect("the server stops cleanly");
     let _ = tokio::time::timeout(PROMPTLY, reader).await;
-    // Well past the pause: a cancel that was asked for has been written.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let h = hang_task(&fx).await.expect("the task's hash");
+    // Past the pause, a cancel that was asked for is written: up to 10 s.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut h = hang_task(&fx).await.expect("the task's hash");
+    while !h.contains_key("cancel") && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        h = hang_task(&fx).await.expect("the task's hash");
+    }
     assert!(
         h.contains_key("cancel"),
         "the shutdown closed the connection without an answer to the request, yet its \

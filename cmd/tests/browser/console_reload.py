@@ -18,6 +18,8 @@ import time
 import urllib.error
 import urllib.request
 
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import browserkit  # noqa: E402
 
@@ -63,17 +65,33 @@ def work(session, job):
         "() => [...document.querySelectorAll('#circles tbody tr')]"
         ".some((tr) => tr.cells[0].textContent === 'Orchard')"
     )
-    page.wait_for_timeout(1500)  # a few more events
+    # The playground's list, given a few events to follow.
+    try:
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('#circle option')]"
+            ".some((o) => o.textContent.startsWith('Orchard'))",
+            timeout=5000,
+        )
+    except PlaywrightTimeout:
+        pass
     seen["names_after_rename"] = names(session)
     seen["options_after_rename"] = options(session)
 
     # The same circles in another order: the rows follow the file's order,
     # as the status table's and every snapshot's do.
     seen["reordered_code"] = reload(job, job["reordered"])
-    page.wait_for_timeout(2500)
     seen["snapshot_order"] = session.evaluate(
         "async () => (await (await fetch('api/status')).json()).circles.map((c) => c.name)"
     )
+    try:
+        page.wait_for_function(
+            "(want) => JSON.stringify([...document.querySelectorAll('#circles tbody tr')]"
+            ".map((tr) => tr.cells[0].textContent)) === JSON.stringify(want)",
+            arg=seen["snapshot_order"],
+            timeout=10000,
+        )
+    except PlaywrightTimeout:
+        pass
     seen["names_after_reorder"] = names(session)
 
     # An invalid file: nothing changes, and the error is in every snapshot.
