@@ -329,6 +329,19 @@ async fn a_batch_cut_by_a_kill_ends_worker_lost_or_completed_and_durable_and_not
     assert_eq!(count("\"after\""), 1);
 }
 
+/// Whether a data file of the database in `dir` holds `bytes` (a committed
+/// value, read while its process still holds the database).
+fn in_data_files(dir: &std::path::Path, bytes: &[u8]) -> bool {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|entry| {
+            std::fs::read(entry.path())
+                .is_ok_and(|data| data.windows(bytes.len()).any(|w| w == bytes))
+        })
+}
+
 /// A task that opted in to retry (`retry=1`) ran and committed its writes;
 /// its worker died before reporting it (the group went on with a slow
 /// script, and the process was killed). Its submitter cancelled it
@@ -365,7 +378,15 @@ async fn a_retry_task_that_ran_before_its_worker_died_and_was_cancelled_does_not
         .expect("submit");
     let mut first = spawn_child_with(&url, dir.path(), &[("GROUP_WINDOW_MS", "60000")]);
     until_status(&conn, &doomed, "processing", WAIT).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // `ran` committed (its value is in a data file) before the kill.
+    let deadline = std::time::Instant::now() + WAIT;
+    while !in_data_files(dir.path(), b"\"ran\"") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "`ran` never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     first.kill();
     assert_eq!(
         hget(&mut conn, &ran, "status").await.as_deref(),
