@@ -60,6 +60,7 @@
 
 mod beat;
 mod cancel;
+mod finished;
 mod group;
 mod lease;
 mod runner;

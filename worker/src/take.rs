@@ -5,7 +5,9 @@ use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use client::broker::{BlockingPopper, Claim, WorkerBroker};
-use client::{FailureKind, Outcome};
+
+use crate::finished::{self, Finished};
+use client::FailureKind;
 use engine::CircleEngine;
 use tokio_util::sync::CancellationToken;
 
@@ -63,83 +65,6 @@ pub(crate) struct Outage {
     pub(crate) unwritten: HashSet<String>,
     /// The latest results Redis acknowledged (see [`Finished`]).
     pub(crate) finished: Finished,
-}
-
-/// The tasks this worker ran most recently whose finish Redis
-/// acknowledged: the last [`Finished::MAX`] ids, and the results of the
-/// newest of them within [`Finished::MAX_BYTES`]. A Redis that comes back
-/// without an acknowledged finish (a restart from an older snapshot, a
-/// failover to a replica the finish had not reached) still shows such a
-/// task `processing` by this worker in its processing list: the look at
-/// that list after the outage writes its kept result again, or, when the
-/// result was not kept, ends it `worker_lost` (it ran, its writes are
-/// committed), instead of running it a second time. Per circle, so its
-/// bounds stay small: a few tens of KiB of ids, 256 KiB of results.
-#[derive(Default)]
-pub(crate) struct Finished {
-    kept: VecDeque<(String, Option<Outcome>)>,
-    /// Text bytes of the results kept.
-    bytes: usize,
-}
-
-impl Finished {
-    const MAX: usize = 1024;
-    const MAX_BYTES: usize = 256 << 10;
-
-    fn size(outcome: &Outcome) -> usize {
-        match outcome {
-            Outcome::Completed(out) => out.output.len() + out.printed.len(),
-            Outcome::Failed(f) => f.message.len(),
-        }
-    }
-
-    pub(crate) fn push(&mut self, outcome: &Outcome) {
-        let size = Finished::size(outcome);
-        let result = (size <= Finished::MAX_BYTES).then(|| outcome.clone());
-        if result.is_some() {
-            self.bytes += size;
-        }
-        self.kept.push_back((outcome.task_id().to_owned(), result));
-        if self.kept.len() > Finished::MAX
-            && let Some((_, Some(old))) = self.kept.pop_front()
-        {
-            self.bytes -= Finished::size(&old);
-        }
-        // Over the budget: the oldest results go, their ids stay.
-        let mut oldest = self.kept.iter_mut();
-        while self.bytes > Finished::MAX_BYTES {
-            let Some((_, result)) = oldest.next() else {
-                break;
-            };
-            if let Some(old) = result.take() {
-                self.bytes -= Finished::size(&old);
-            }
-        }
-    }
-
-    /// Forgets `task_id`: what its list holds now is another run.
-    pub(crate) fn forget(&mut self, task_id: &str) {
-        let bytes = &mut self.bytes;
-        self.kept.retain(|(id, result)| {
-            if id != task_id {
-                return true;
-            }
-            if let Some(old) = result {
-                *bytes -= Finished::size(old);
-            }
-            false
-        });
-    }
-
-    /// Whether `task_id` ran here and its finish was acknowledged: then
-    /// its result, or `None` when it was not kept.
-    pub(crate) fn get(&self, task_id: &str) -> Option<Option<&Outcome>> {
-        self.kept
-            .iter()
-            .rev()
-            .find(|(id, _)| id == task_id)
-            .map(|(_, result)| result.as_ref())
-    }
 }
 
 impl Outage {
@@ -258,7 +183,9 @@ impl Taker<'_> {
                                 continue;
                             }
                             if let Some(kept) = outage.finished.get(&id) {
-                                again.push(kept.cloned().unwrap_or_else(|| lost_result(&id)));
+                                again.push(
+                                    kept.cloned().unwrap_or_else(|| finished::lost_result(&id)),
+                                );
                                 continue;
                             }
                             if let Some(claim) = self.claim(&id, &mut outage).await {
@@ -458,55 +385,5 @@ impl Taker<'_> {
                 format!("cancelled while it ran: {reason}; none of its writes were kept")
             }
         }
-    }
-}
-
-/// The end of a task that ran here and whose acknowledged result Redis
-/// lost, when that result was not kept (see [`Finished`]).
-fn lost_result(task_id: &str) -> Outcome {
-    Outcome::Failed(client::TaskFailure {
-        task_id: task_id.to_owned(),
-        kind: FailureKind::WorkerLost,
-        message: "the task ran and its result was written, but redis lost it (a restart from an \
-                  older snapshot, or a failover); its writes are committed, and it is not run again"
-            .to_owned(),
-        line: None,
-        column: None,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn completed(id: &str, output: &str) -> Outcome {
-        Outcome::Completed(client::TaskOutput {
-            task_id: id.to_owned(),
-            output: output.to_owned(),
-            printed: String::new(),
-            run_time: None,
-        })
-    }
-
-    #[test]
-    fn finished_keeps_the_last_ids_and_the_newest_results_within_its_budget() {
-        let mut f = Finished::default();
-        let big = "x".repeat(100 << 10);
-        f.push(&completed("a", &big));
-        f.push(&completed("b", &big));
-        f.push(&completed("c", &big));
-        // 300 KiB of results: the oldest goes, its id stays.
-        assert_eq!(f.get("a"), Some(None));
-        assert!(matches!(f.get("c"), Some(Some(Outcome::Completed(o))) if o.output == big));
-        // One result past the whole budget is kept as an id only.
-        f.push(&completed("huge", &"y".repeat(300 << 10)));
-        assert_eq!(f.get("huge"), Some(None));
-        assert!(f.bytes <= Finished::MAX_BYTES, "{}", f.bytes);
-        for n in 0..Finished::MAX {
-            f.push(&completed(&format!("t{n}"), "1"));
-        }
-        assert_eq!(f.get("c"), None, "past the last {} ids", Finished::MAX);
-        assert!(f.get("t0").is_some());
-        assert_eq!(f.bytes, Finished::MAX, "one byte of result each");
     }
 }

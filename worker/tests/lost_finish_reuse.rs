@@ -1,4 +1,4 @@
-//! `take::Finished` must not answer a *new* task that reuses the id
+//! `finished::Finished` must not answer a *new* task that reuses the id
 //! of one this worker finished earlier. DESIGN §3: "A task written by a
 //! third-party program with only `script` and `status` must run"; a third
 //! party picks its own ids (and may reuse one once the old one is done).
