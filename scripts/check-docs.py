@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = ["ARCHITECTURE.md", "README.md", "SECURITY.md", "docs/guarantees.md"]
+DOCS = ["ARCHITECTURE.md", "README.md", "SECURITY.md", "docs/guarantees.md", "docs/ourdb.md",
+        "docs/lifecycle.md", "docs/decisions.md", "docs/protocol.md"]
 
 REFERENCE = re.compile(
     r"(?<![\w/.-])"
