@@ -475,17 +475,6 @@ async fn pipelined_requests_get_their_replies_without_waiting_for_an_acknowledge
     worker.cancel();
 }
 
-/// The fields of the task whose script is `script`, once there is one.
-async fn task_of_script(
-    fx: &Fixture,
-    script: &str,
-) -> Option<std::collections::HashMap<String, String>> {
-    common::task_hashes(fx)
-        .await
-        .into_iter()
-        .find(|h| h.get("script").map(String::as_str) == Some(script))
-}
-
 /// A client whose request runs (the stand-in worker holds it) closes its
 /// connection while the server pushes a notification of its (Redis slowed
 /// by `CLIENT PAUSE`); with `shutdown` the server is shutting down by then.
@@ -499,7 +488,7 @@ async fn a_client_leaves_while_its_request_runs(
     // A request the (stand-in) worker claims and never finishes.
     common::send(&mut ws, &play(1, "hang")).await;
     common::eventually_async("the request's task to be claimed", || async {
-        task_of_script(&fx, "hang")
+        common::task_of_script(&fx, "hang")
             .await
             .is_some_and(|h| h.get("status").map(String::as_str) == Some("processing"))
     })
@@ -507,14 +496,7 @@ async fn a_client_leaves_while_its_request_runs(
     // Redis holds writes for a moment: the notification below is being
     // pushed (the server reads on meanwhile) when the shutdown comes and
     // the client leaves.
-    let mut admin = common::redis_conn(&fx).await;
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(1500)
-        .arg("WRITE")
-        .query_async(&mut admin)
-        .await
-        .expect("CLIENT PAUSE");
+    common::pause_writes(&fx, 1500).await;
     send(
         &mut ws,
         &serde_json::json!({"jsonrpc":"2.0","method":"play","params":{"script":"echo:n"}})
@@ -536,7 +518,9 @@ async fn a_client_leaves_while_its_request_runs(
     // before it gives the request up.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let h = task_of_script(&fx, "hang").await.expect("the task's hash");
+        let h = common::task_of_script(&fx, "hang")
+            .await
+            .expect("the task's hash");
         if h.contains_key("cancel") || tokio::time::Instant::now() >= deadline {
             return h;
         }

@@ -8,16 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Fixture, PROMPTLY, eventually_async, play, send, task_hashes};
+use common::{Fixture, PROMPTLY, eventually_async, pause_writes, play, send, task_of_script};
 use futures_util::StreamExt;
 use server_ws::ServerTiming;
-
-async fn hang_task(fx: &Fixture) -> Option<std::collections::HashMap<String, String>> {
-    task_hashes(fx)
-        .await
-        .into_iter()
-        .find(|h| h.get("script").map(String::as_str) == Some("hang"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_unanswered_at_the_end_of_the_shutdown_drain_is_cancelled_even_with_redis_slow_then()
@@ -28,31 +21,24 @@ async fn a_request_unanswered_at_the_end_of_the_shutdown_drain_is_cancelled_even
     // A request the stand-in worker claims and never finishes.
     send(&mut ws, &play(1, "hang")).await;
     eventually_async("the request's task to be claimed", || async {
-        hang_task(&fx)
+        task_of_script(&fx, "hang")
             .await
             .is_some_and(|h| h.get("status").map(String::as_str) == Some("processing"))
     })
     .await;
     // Redis is slow to take writes for a moment (a fsync stall, a long
     // script, a failover) just as the server shuts down.
-    let mut admin = common::redis_conn(&fx).await;
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(1000)
-        .arg("WRITE")
-        .query_async(&mut admin)
-        .await
-        .expect("CLIENT PAUSE");
+    pause_writes(&fx, 1000).await;
     // The client reads on (and answers the close) while the server shuts down.
     let reader = tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} });
     fx.shut_down().await.expect("the server stops cleanly");
     let _ = tokio::time::timeout(PROMPTLY, reader).await;
     // Past the pause, a cancel that was asked for is written: up to 10 s.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut h = hang_task(&fx).await.expect("the task's hash");
+    let mut h = task_of_script(&fx, "hang").await.expect("the task's hash");
     while !h.contains_key("cancel") && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        h = hang_task(&fx).await.expect("the task's hash");
+        h = task_of_script(&fx, "hang").await.expect("the task's hash");
     }
     assert!(
         h.contains_key("cancel"),

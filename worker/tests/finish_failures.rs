@@ -13,23 +13,6 @@ use worker::{WorkerConfig, WorkerState};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Pushes a task written as a third party would: hash, then id.
-async fn push(
-    conn: &mut redis::aio::MultiplexedConnection,
-    queue: &str,
-    id: &str,
-    extra: &[(&str, &str)],
-    script: &str,
-) {
-    let mut fields: Vec<(&[u8], &[u8])> =
-        vec![(b"script", script.as_bytes()), (b"status", b"pending")];
-    for (k, v) in extra {
-        fields.push((k.as_bytes(), v.as_bytes()));
-    }
-    hset_raw(conn, id.as_bytes(), &fields).await;
-    lpush_raw(conn, &client::keys::tasks(queue), &[id.as_bytes()]).await;
-}
-
 const PARTWAY: &str = "finish_partway";
 
 /// The finish of `t0` claims the next batch `t1 t2 t3 t4`; `t2` was
@@ -47,29 +30,15 @@ async fn finish_failing_partway() -> (
     LOGGER.call_once(capture_log);
     let redis = testkit::RedisServer::start();
     let port = redis.port();
-    testkit::command(
-        port,
-        &[
-            "ACL",
-            "SETUSER",
-            "w",
-            "on",
-            ">pw",
-            "~*",
-            "resetchannels",
-            "&rhai_*",
-            "+@all",
-        ],
-    )
-    .expect("acl user that may publish only to rhai_* channels");
+    let url = acl_user(port, Some("rhai_*"));
     let worker = TestWorker::start_fresh(
-        WorkerConfig::new(&format!("redis://w:pw@127.0.0.1:{port}/"), PARTWAY),
+        WorkerConfig::new(&url, PARTWAY),
         fast_options(),
         slow_limits(),
     );
     let mut conn = raw(&redis.url()).await;
     // Holds the worker for a second, so the rest is queued behind it.
-    push(
+    push_task(
         &mut conn,
         PARTWAY,
         "t0",
@@ -79,8 +48,8 @@ async fn finish_failing_partway() -> (
     .await;
     until_status(&conn, "t0", "processing", WAIT).await;
     let script = |name: &str| format!("let n = db::next_id(); db::insert(\"{name}\"); n");
-    push(&mut conn, PARTWAY, "t1", &[], &script("t1")).await;
-    push(
+    push_task(&mut conn, PARTWAY, "t1", &[], &script("t1")).await;
+    push_task(
         &mut conn,
         PARTWAY,
         "t2",
@@ -88,8 +57,8 @@ async fn finish_failing_partway() -> (
         &script("t2"),
     )
     .await;
-    push(&mut conn, PARTWAY, "t3", &[], &script("t3")).await;
-    push(&mut conn, PARTWAY, "t4", &[], &script("t4")).await;
+    push_task(&mut conn, PARTWAY, "t3", &[], &script("t3")).await;
+    push_task(&mut conn, PARTWAY, "t4", &[], &script("t4")).await;
     for id in ["t0", "t1", "t3", "t4"] {
         until_status(&conn, id, "completed", WAIT).await;
     }
@@ -181,7 +150,7 @@ async fn a_task_whose_result_could_not_be_written_before_shutdown_never_runs_aga
     config.shutdown_grace = Duration::from_millis(300);
     let first = TestWorker::start_with(config.clone(), fast_options(), engine.clone());
     let mut conn = raw(&url).await;
-    push(
+    push_task(
         &mut conn,
         QUEUE,
         "big",

@@ -13,21 +13,6 @@ use worker::WorkerConfig;
 const WAIT: Duration = Duration::from_secs(30);
 const QUEUE: &str = "reuse";
 
-async fn push(
-    conn: &mut redis::aio::MultiplexedConnection,
-    id: &str,
-    extra: &[(&str, &str)],
-    script: &str,
-) {
-    let mut fields: Vec<(&[u8], &[u8])> =
-        vec![(b"script", script.as_bytes()), (b"status", b"pending")];
-    for (k, v) in extra {
-        fields.push((k.as_bytes(), v.as_bytes()));
-    }
-    hset_raw(conn, id.as_bytes(), &fields).await;
-    lpush_raw(conn, &client::keys::tasks(QUEUE), &[id.as_bytes()]).await;
-}
-
 /// `job` ran here once ("first"). The third party submits `job` again with
 /// another script, and it lands in the worker's processing list through the
 /// `check_own` path (a finish that fails after claiming the next batch, as
@@ -37,28 +22,14 @@ async fn push(
 async fn a_new_task_reusing_a_finished_id_runs_and_is_not_answered_with_the_old_result() {
     let redis = testkit::RedisServer::start();
     let port = redis.port();
-    testkit::command(
-        port,
-        &[
-            "ACL",
-            "SETUSER",
-            "w",
-            "on",
-            ">pw",
-            "~*",
-            "resetchannels",
-            "&rhai_*",
-            "+@all",
-        ],
-    )
-    .expect("acl user");
+    let url = acl_user(port, Some("rhai_*"));
     let worker = TestWorker::start_fresh(
-        WorkerConfig::new(&format!("redis://w:pw@127.0.0.1:{port}/"), QUEUE),
+        WorkerConfig::new(&url, QUEUE),
         fast_options(),
         slow_limits(),
     );
     let mut conn = raw(&redis.url()).await;
-    push(&mut conn, "job", &[], "\"first\"").await;
+    push_task(&mut conn, QUEUE, "job", &[], "\"first\"").await;
     until_status(&conn, "job", "completed", WAIT).await;
     assert_eq!(
         hget(&mut conn, "job", "output").await.as_deref(),
@@ -71,23 +42,25 @@ async fn a_new_task_reusing_a_finished_id_runs_and_is_not_answered_with_the_old_
         .await
         .expect("del");
 
-    push(
+    push_task(
         &mut conn,
+        QUEUE,
         "t0",
         &[],
         "let t = timestamp(); while t.elapsed < 1.0 { } \"t0\"",
     )
     .await;
     until_status(&conn, "t0", "processing", WAIT).await;
-    push(&mut conn, "t1", &[], "\"t1\"").await;
-    push(
+    push_task(&mut conn, QUEUE, "t1", &[], "\"t1\"").await;
+    push_task(
         &mut conn,
+        QUEUE,
         "t2",
         &[("cancel", "gone"), ("replyTo", "refused_channel")],
         "\"t2\"",
     )
     .await;
-    push(&mut conn, "job", &[], "\"second\"").await;
+    push_task(&mut conn, QUEUE, "job", &[], "\"second\"").await;
     for id in ["t0", "t1"] {
         until_status(&conn, id, "completed", WAIT).await;
     }
@@ -127,8 +100,9 @@ async fn a_result_written_again_after_redis_lost_it_is_counted_once() {
         slow_limits(),
     );
     let mut conn = raw(&url).await;
-    push(
+    push_task(
         &mut conn,
+        QUEUE,
         "once",
         &[],
         "let t = timestamp(); while t.elapsed < 1.0 { } db::insert(1); \"once\"",

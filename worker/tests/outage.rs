@@ -324,21 +324,7 @@ async fn a_finish_redis_refuses_for_the_acl_is_written_once_the_user_may_run_it(
 async fn a_publish_refused_in_a_script_for_the_acl_is_a_refusal_and_loses_no_task_of_the_group() {
     let redis = testkit::RedisServer::start();
     let port = redis.port();
-    testkit::command(
-        port,
-        &[
-            "ACL",
-            "SETUSER",
-            "w",
-            "on",
-            ">pw",
-            "~*",
-            "resetchannels",
-            "+@all",
-        ],
-    )
-    .expect("acl user without channels");
-    let restricted = format!("redis://w:pw@127.0.0.1:{port}/");
+    let restricted = acl_user(port, None);
     let client = Client::connect(&redis.url()).await.expect("connect");
     let opts = SubmitOptions::with_timeout(Duration::from_secs(60));
     // Two tasks queued before the worker starts: one batch, one group.

@@ -69,11 +69,7 @@ def work(session, job):
     seen = {}
 
     # The live table, pushed by the server.
-    page.wait_for_function(
-        "(n) => document.querySelectorAll('#circles tbody tr').length === n "
-        "&& document.getElementById('stream').textContent === 'live'",
-        arg=job["circles"],
-    )
+    browserkit.console_live(page, job["circles"])
     seen["rows"] = session.evaluate(
         """() => [...document.querySelectorAll('#circles tbody tr')].map((tr) => ({
              name: tr.cells[0].textContent, id: tr.cells[1].textContent,

@@ -21,14 +21,6 @@ import browserkit  # noqa: E402
 TOKEN_KEY = "circles.console.admin_token"
 
 
-def table_live(page, rows):
-    page.wait_for_function(
-        "(n) => document.querySelectorAll('#circles tbody tr').length === n "
-        "&& document.getElementById('stream').textContent === 'live'",
-        arg=rows,
-    )
-
-
 def work(session, job):
     page = session.page
     seen = {}
@@ -45,7 +37,7 @@ def work(session, job):
 
     page.on("dialog", on_dialog)
     session.open(job["url"])
-    table_live(page, job["circles"])
+    browserkit.console_live(page, job["circles"])
     seen["dialogs"] = list(dialogs)
     seen["names"] = session.evaluate(
         "() => [...document.querySelectorAll('#circles tbody tr')].map((tr) => tr.cells[0].textContent)"
@@ -54,7 +46,7 @@ def work(session, job):
 
     # Reloaded: the token is kept for the tab, nothing is asked.
     page.reload(wait_until="load")
-    table_live(page, job["circles"])
+    browserkit.console_live(page, job["circles"])
     page.wait_for_timeout(1500)
     seen["dialogs_after_reload"] = len(dialogs)
 

@@ -149,6 +149,16 @@ class Session:
         self.browser.close()
 
 
+def console_live(page, rows):
+    """Waits until the admin console's table shows `rows` rows and its
+    event stream says it is live."""
+    page.wait_for_function(
+        "(n) => document.querySelectorAll('#circles tbody tr').length === n "
+        "&& document.getElementById('stream').textContent === 'live'",
+        arg=rows,
+    )
+
+
 def main(work, pages=None):
     """Reads the job from stdin, runs ``work(session, job)`` in a fresh browser
     under the job's deadline and prints its result as one JSON line.

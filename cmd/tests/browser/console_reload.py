@@ -52,11 +52,7 @@ def work(session, job):
     page = session.page
     seen = {}
     session.open(job["url"])
-    page.wait_for_function(
-        "(n) => document.querySelectorAll('#circles tbody tr').length === n "
-        "&& document.getElementById('stream').textContent === 'live'",
-        arg=job["circles"],
-    )
+    browserkit.console_live(page, job["circles"])
     seen["options_before"] = options(session)
 
     # Circle 2 renamed: the row follows; the playground's list should too.

@@ -381,3 +381,26 @@ pub async fn task_hashes(fx: &Fixture) -> Vec<std::collections::HashMap<String, 
     }
     hashes
 }
+
+/// The fields of the task whose script is `script`, once there is one.
+pub async fn task_of_script(
+    fx: &Fixture,
+    script: &str,
+) -> Option<std::collections::HashMap<String, String>> {
+    task_hashes(fx)
+        .await
+        .into_iter()
+        .find(|h| h.get("script").map(String::as_str) == Some(script))
+}
+
+/// Redis holds every write for `ms` milliseconds (`CLIENT PAUSE … WRITE`).
+pub async fn pause_writes(fx: &Fixture, ms: u64) {
+    let mut admin = redis_conn(fx).await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(ms)
+        .arg("WRITE")
+        .query_async(&mut admin)
+        .await
+        .expect("CLIENT PAUSE");
+}

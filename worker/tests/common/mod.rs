@@ -294,3 +294,35 @@ pub fn lines(level: log::Level, containing: &str) -> Vec<String> {
         .map(|(_, m)| m.clone())
         .collect()
 }
+
+/// Pushes task `id` onto `queue` as a third party would: its hash (`script`,
+/// `status=pending` and `extra`), then its id.
+pub async fn push_task(
+    conn: &mut redis::aio::MultiplexedConnection,
+    queue: &str,
+    id: &str,
+    extra: &[(&str, &str)],
+    script: &str,
+) {
+    let mut fields: Vec<(&[u8], &[u8])> =
+        vec![(b"script", script.as_bytes()), (b"status", b"pending")];
+    for (k, v) in extra {
+        fields.push((k.as_bytes(), v.as_bytes()));
+    }
+    hset_raw(conn, id.as_bytes(), &fields).await;
+    lpush_raw(conn, &client::keys::tasks(queue), &[id.as_bytes()]).await;
+}
+
+/// Makes ACL user `w` (password `pw`) on the Redis at `port`: every key
+/// and command, and only the channels `channels` matches (`None`: none, a
+/// new user's default in Redis 7). Its URL.
+pub fn acl_user(port: u16, channels: Option<&str>) -> String {
+    let mut rules = vec!["ACL", "SETUSER", "w", "on", ">pw", "~*", "resetchannels"];
+    let pattern = channels.map(|c| format!("&{c}"));
+    if let Some(pattern) = &pattern {
+        rules.push(pattern);
+    }
+    rules.push("+@all");
+    testkit::command(port, &rules).expect("acl user");
+    format!("redis://w:pw@127.0.0.1:{port}/")
+}
