@@ -18,9 +18,24 @@ use client::{FailureKind, Outcome};
 /// bounds stay small: a few tens of KiB of ids, 256 KiB of results.
 #[derive(Default)]
 pub(crate) struct Finished {
-    kept: VecDeque<(String, Option<Outcome>)>,
+    kept: VecDeque<Kept>,
     /// Text bytes of the results kept.
     bytes: usize,
+}
+
+/// One finished task: its id, its `createdAt` (ms), its result if kept.
+struct Kept {
+    id: String,
+    created_ms: Option<u64>,
+    result: Option<Outcome>,
+}
+
+/// What [`Finished::get`] knows of a task that ran here.
+pub(crate) struct Ran<'a> {
+    /// Its `createdAt` when it ran.
+    pub(crate) created_ms: Option<u64>,
+    /// Its result; `None` when it was not kept.
+    pub(crate) result: Option<&'a Outcome>,
 }
 
 impl Finished {
@@ -34,22 +49,29 @@ impl Finished {
         }
     }
 
-    pub(crate) fn push(&mut self, outcome: &Outcome) {
+    /// Keeps `outcome` of a task created at `created_ms` (see [`Kept`]).
+    pub(crate) fn push(&mut self, outcome: &Outcome, created_ms: Option<u64>) {
         let size = Finished::size(outcome);
         let result = (size <= Finished::MAX_BYTES).then(|| outcome.clone());
         if result.is_some() {
             self.bytes += size;
         }
-        self.kept.push_back((outcome.task_id().to_owned(), result));
+        self.kept.push_back(Kept {
+            id: outcome.task_id().to_owned(),
+            created_ms,
+            result,
+        });
         if self.kept.len() > Finished::MAX
-            && let Some((_, Some(old))) = self.kept.pop_front()
+            && let Some(Kept {
+                result: Some(old), ..
+            }) = self.kept.pop_front()
         {
             self.bytes -= Finished::size(&old);
         }
         // Over the budget: the oldest results go, their ids stay.
         let mut oldest = self.kept.iter_mut();
         while self.bytes > Finished::MAX_BYTES {
-            let Some((_, result)) = oldest.next() else {
+            let Some(Kept { result, .. }) = oldest.next() else {
                 break;
             };
             if let Some(old) = result.take() {
@@ -61,11 +83,11 @@ impl Finished {
     /// Forgets `task_id`: what its list holds now is another run.
     pub(crate) fn forget(&mut self, task_id: &str) {
         let bytes = &mut self.bytes;
-        self.kept.retain(|(id, result)| {
-            if id != task_id {
+        self.kept.retain(|kept| {
+            if kept.id != task_id {
                 return true;
             }
-            if let Some(old) = result {
+            if let Some(old) = &kept.result {
                 *bytes -= Finished::size(old);
             }
             false
@@ -73,13 +95,16 @@ impl Finished {
     }
 
     /// Whether `task_id` ran here and its finish was acknowledged: then
-    /// its result, or `None` when it was not kept.
-    pub(crate) fn get(&self, task_id: &str) -> Option<Option<&Outcome>> {
+    /// what is known of that run.
+    pub(crate) fn get(&self, task_id: &str) -> Option<Ran<'_>> {
         self.kept
             .iter()
             .rev()
-            .find(|(id, _)| id == task_id)
-            .map(|(_, result)| result.as_ref())
+            .find(|kept| kept.id == task_id)
+            .map(|kept| Ran {
+                created_ms: kept.created_ms,
+                result: kept.result.as_ref(),
+            })
     }
 }
 
@@ -110,24 +135,31 @@ mod tests {
         })
     }
 
+    /// The result `get` keeps for `id`: `Some(None)` for an id without its
+    /// result.
+    fn result<'a>(f: &'a Finished, id: &str) -> Option<Option<&'a Outcome>> {
+        f.get(id).map(|ran| ran.result)
+    }
+
     #[test]
     fn finished_keeps_the_last_ids_and_the_newest_results_within_its_budget() {
         let mut f = Finished::default();
         let big = "x".repeat(100 << 10);
-        f.push(&completed("a", &big));
-        f.push(&completed("b", &big));
-        f.push(&completed("c", &big));
+        f.push(&completed("a", &big), Some(1));
+        f.push(&completed("b", &big), Some(2));
+        f.push(&completed("c", &big), None);
         // 300 KiB of results: the oldest goes, its id stays.
-        assert_eq!(f.get("a"), Some(None));
-        assert!(matches!(f.get("c"), Some(Some(Outcome::Completed(o))) if o.output == big));
+        assert_eq!(result(&f, "a"), Some(None));
+        assert_eq!(f.get("a").map(|ran| ran.created_ms), Some(Some(1)));
+        assert!(matches!(result(&f, "c"), Some(Some(Outcome::Completed(o))) if o.output == big));
         // One result past the whole budget is kept as an id only.
-        f.push(&completed("huge", &"y".repeat(300 << 10)));
-        assert_eq!(f.get("huge"), Some(None));
+        f.push(&completed("huge", &"y".repeat(300 << 10)), Some(3));
+        assert_eq!(result(&f, "huge"), Some(None));
         assert!(f.bytes <= Finished::MAX_BYTES, "{}", f.bytes);
         for n in 0..Finished::MAX {
-            f.push(&completed(&format!("t{n}"), "1"));
+            f.push(&completed(&format!("t{n}"), "1"), Some(n as u64));
         }
-        assert_eq!(f.get("c"), None, "past the last {} ids", Finished::MAX);
+        assert!(f.get("c").is_none(), "past the last {} ids", Finished::MAX);
         assert!(f.get("t0").is_some());
         assert_eq!(f.bytes, Finished::MAX, "one byte of result each");
     }

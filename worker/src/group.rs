@@ -55,6 +55,8 @@ struct Ran {
     /// Queue wait at its start, and when it started (for end-to-end time).
     age: Option<Duration>,
     started: Instant,
+    /// Its `createdAt` as its claim read it (see `Finished`).
+    created_ms: Option<u64>,
 }
 
 impl Taker<'_> {
@@ -101,15 +103,15 @@ impl Taker<'_> {
     }
 
     /// Writes again the results of tasks that ran here and whose finish
-    /// Redis acknowledged and then lost (see `take::Finished`); they do not
+    /// Redis acknowledged and then lost (see `finished::Finished`); they do not
     /// run again. Their writes were made durable before the first finish.
     pub(crate) async fn finish_again(
         &self,
-        outcomes: Vec<Outcome>,
+        outcomes: Vec<(Outcome, Option<u64>)>,
         ready: &mut VecDeque<Claim>,
         outage: &mut Outage,
     ) -> Next {
-        for outcome in &outcomes {
+        for (outcome, _) in &outcomes {
             log::warn!(
                 task = outcome.task_id(), circle = self.config.circle.as_str(), queue = self.config.queue.as_str();
                 "queue {}: task {} ran here, but redis lost its acknowledged result; written again, \
@@ -120,11 +122,12 @@ impl Taker<'_> {
         }
         let ran: Vec<Ran> = outcomes
             .into_iter()
-            .map(|outcome| Ran {
+            .map(|(outcome, created_ms)| Ran {
                 outcome,
                 wrote: false,
                 age: None,
                 started: Instant::now(),
+                created_ms,
             })
             .collect();
         // Counted when first written: one task, one count.
@@ -172,6 +175,7 @@ impl Taker<'_> {
             return Err(task);
         };
         let age = task.age();
+        let created_ms = task.created_ms;
         let started = Instant::now();
         if let (Some(metrics), Some(age)) = (&self.options.metrics, age) {
             metrics.queue_wait(age);
@@ -245,6 +249,7 @@ impl Taker<'_> {
             wrote,
             age,
             started,
+            created_ms,
         })
     }
 
@@ -293,14 +298,14 @@ impl Taker<'_> {
                     // not the run it remembers (a new task under the same
                     // id, pending in the list), so it is claimed as any id.
                     let mut not_again = Vec::new();
-                    for (outcome, written) in outcomes.iter().zip(&done.written) {
+                    for ((outcome, written), task) in outcomes.iter().zip(&done.written).zip(ran) {
                         if count {
                             self.count_written(outcome, *written);
                         } else if !*written {
                             not_again.push(outcome.task_id().to_owned());
                         }
                         if *written {
-                            outage.finished.push(outcome);
+                            outage.finished.push(outcome, task.created_ms);
                         }
                     }
                     for id in not_again {

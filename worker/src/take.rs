@@ -177,21 +177,27 @@ impl Taker<'_> {
                         // would find it `processing` by this worker and run
                         // it again. One whose finish Redis acknowledged and
                         // then lost ran already: its result is written again.
-                        let mut again = Vec::new();
-                        for id in ids.into_iter().rev() {
-                            if outage.unwritten.contains(&id) {
+                        let ids: Vec<String> = ids
+                            .into_iter()
+                            .rev()
+                            .filter(|id| !outage.unwritten.contains(id))
+                            .collect();
+                        let again = match self.ran_here(&ids, &mut outage).await {
+                            Ok(again) => again,
+                            Err(_) if self.token.is_cancelled() => return,
+                            Err(e) => {
+                                self.down(&mut outage, &e, Step::Processing).await;
                                 continue;
                             }
-                            if let Some(kept) = outage.finished.get(&id) {
-                                again.push(
-                                    kept.cloned().unwrap_or_else(|| finished::lost_result(&id)),
-                                );
-                                continue;
-                            }
-                            if let Some(claim) = self.claim(&id, &mut outage).await {
+                        };
+                        for (id, ran) in ids.iter().zip(&again) {
+                            if ran.is_none()
+                                && let Some(claim) = self.claim(id, &mut outage).await
+                            {
                                 ready.push_back(claim);
                             }
                         }
+                        let again: Vec<_> = again.into_iter().flatten().collect();
                         if !again.is_empty() {
                             self.finish_again(again, &mut ready, &mut outage).await;
                         }
@@ -230,6 +236,45 @@ impl Taker<'_> {
                 Err(e) => self.down(&mut outage, &e, Step::Batch).await,
             }
         }
+    }
+
+    /// For each of `ids` (found in this worker's processing list after an
+    /// outage), whether it is a task that ran here and whose acknowledged
+    /// finish Redis lost: then its kept result (or `worker_lost`) with its
+    /// `createdAt`, to be written again. An id that ran here but whose hash
+    /// holds another `createdAt` is a new task under that id (its claim's
+    /// reply lost in the outage): it is forgotten and claimed as any id.
+    async fn ran_here(
+        &self,
+        ids: &[String],
+        outage: &mut Outage,
+    ) -> client::Result<Vec<Option<(client::Outcome, Option<u64>)>>> {
+        let known: Vec<&str> = ids
+            .iter()
+            .filter(|id| outage.finished.get(id).is_some())
+            .map(String::as_str)
+            .collect();
+        if known.is_empty() {
+            return Ok(vec![None; ids.len()]);
+        }
+        let created = self.broker.created_at(&known).await?;
+        let mut now_created = known.iter().copied().zip(created);
+        Ok(ids
+            .iter()
+            .map(|id| {
+                let ran = outage.finished.get(id)?;
+                let (_, created_ms) = now_created.find(|(known, _)| known == id)?;
+                if created_ms != ran.created_ms {
+                    outage.finished.forget(id);
+                    return None;
+                }
+                let outcome = ran
+                    .result
+                    .cloned()
+                    .unwrap_or_else(|| finished::lost_result(id));
+                Some((outcome, created_ms))
+            })
+            .collect())
     }
 
     pub(crate) fn up(&self, outage: &mut Outage, step: Step) {

@@ -13,13 +13,23 @@ use worker::WorkerConfig;
 const WAIT: Duration = Duration::from_secs(30);
 const QUEUE: &str = "reuse";
 
-/// `job` ran here once ("first"). The third party submits `job` again with
-/// another script, and it lands in the worker's processing list through the
-/// `check_own` path (a finish that fails after claiming the next batch, as
-/// in `finish_failures.rs`). The new `job` must run and answer "second";
-/// the worker instead writes the first run's kept result.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_task_reusing_a_finished_id_runs_and_is_not_answered_with_the_old_result() {
+/// Where the new `job` stands when the worker's finish fails (the finish
+/// that claims the next batch stops at `t2`, whose cancel it ends and whose
+/// notification the ACL refuses): still pending in the processing list,
+/// or claimed (`processing` by this worker) with the claim's reply lost.
+#[derive(Clone, Copy)]
+enum Reuse {
+    Pending,
+    Claimed,
+}
+
+/// `job` ran here once ("first") and its hash is gone. The third party
+/// submits `job` again with another script; it lands in the worker's
+/// processing list behind a finish that fails, so the worker finds it in
+/// its look at that list after the failure (the `check_own` path, as in
+/// `finish_failures.rs`). The new `job` runs and answers "second": it is
+/// not the task whose result the worker kept.
+async fn a_new_task_under_a_finished_id_runs(reuse: Reuse) {
     let redis = testkit::RedisServer::start();
     let port = redis.port();
     let url = acl_user(port, Some("rhai_*"));
@@ -52,6 +62,12 @@ async fn a_new_task_reusing_a_finished_id_runs_and_is_not_answered_with_the_old_
     .await;
     until_status(&conn, "t0", "processing", WAIT).await;
     push_task(&mut conn, QUEUE, "t1", &[], "\"t1\"").await;
+    let job = async |conn: &mut redis::aio::MultiplexedConnection| {
+        push_task(conn, QUEUE, "job", &[], "\"second\"").await;
+    };
+    if let Reuse::Claimed = reuse {
+        job(&mut conn).await;
+    }
     push_task(
         &mut conn,
         QUEUE,
@@ -60,7 +76,9 @@ async fn a_new_task_reusing_a_finished_id_runs_and_is_not_answered_with_the_old_
         "\"t2\"",
     )
     .await;
-    push_task(&mut conn, QUEUE, "job", &[], "\"second\"").await;
+    if let Reuse::Pending = reuse {
+        job(&mut conn).await;
+    }
     for id in ["t0", "t1"] {
         until_status(&conn, id, "completed", WAIT).await;
     }
@@ -81,15 +99,27 @@ async fn a_new_task_reusing_a_finished_id_runs_and_is_not_answered_with_the_old_
             job.get("output").map(String::as_str)
         ),
         (Some("completed"), Some("second")),
-        "the new task `job` never ran; it got the old one's result: {job:?}"
+        "the new task `job` did not run; it got the old one's result: {job:?}"
     );
     worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_task_reusing_a_finished_id_runs_and_is_not_answered_with_the_old_result() {
+    a_new_task_under_a_finished_id_runs(Reuse::Pending).await;
+}
+
+/// The new task's claim shows it `processing` by this worker, as the old
+/// run whose finish Redis lost would be: its `createdAt` tells them apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_task_reusing_a_finished_id_claimed_before_the_lost_reply_runs() {
+    a_new_task_under_a_finished_id_runs(Reuse::Claimed).await;
 }
 
 /// A task whose acknowledged finish Redis lost is written again, not run
 /// again; it is still one task this worker processed. The worker's counts
 /// (the status table's processed column, and the metrics through the same
-/// `count_written`) count it once per write: twice.
+/// `count_written`) count it once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_written_again_after_redis_lost_it_is_counted_once() {
     let mut redis = testkit::RedisServer::start();

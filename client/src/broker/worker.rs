@@ -357,6 +357,31 @@ impl WorkerBroker {
         Ok(reason.map(|r| shown_reason(&r)))
     }
 
+    /// Each task's `createdAt` as a claim reads it (`None` when the hash, the
+    /// field or a number in it is missing, or its key is not a hash), in
+    /// `task_ids`' order. One round trip; the worker asks after an outage
+    /// whether an id it finished is that very task still, or a new one
+    /// under the same id.
+    pub async fn created_at(&self, task_ids: &[&str]) -> Result<Vec<Option<u64>>> {
+        let mut pipe = redis::pipe();
+        // A key that is not a hash answers with an error, which is a value
+        // here: that id reads as `None`, the others as they are.
+        pipe.ignore_errors();
+        for id in task_ids {
+            pipe.cmd("HGET")
+                .arg(keys::task_details(id))
+                .arg(fields::CREATED_AT);
+        }
+        let values: Vec<redis::Value> = self.conn.query_pipe(&pipe).await?;
+        Ok(values
+            .into_iter()
+            .map(|v| match v {
+                redis::Value::BulkString(b) => std::str::from_utf8(&b).ok()?.parse().ok(),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Ids in this worker's processing list (read after an outage, in case
     /// a lost reply left some there), newest first. An id that is not UTF-8
     /// (a third party's) cannot be claimed by name: it is ended as invalid
