@@ -5,7 +5,7 @@
 //! on stdout, and exits 0. A script error prints its code, kind, message and
 //! position on stderr and exits 1; so does a connection failure. A usage
 //! mistake (no script, unknown circle, a `--url` that is not `ws://` or
-//! `wss://`) exits 2.
+//! `wss://`, a `--host` that is not a host) exits 2.
 //!
 //! With `--token` (or `CIRCLES_TOKEN`) the upgrade carries
 //! `Authorization: Bearer <token>`; a refusal (401, 429) exits 1 saying what
@@ -133,7 +133,42 @@ fn target_url(args: &PlayArgs) -> anyhow::Result<String> {
             .ok_or_else(|| UsageError(format!("{} has no circle", args.config.display())))?,
     };
     let scheme = if args.ca.is_some() { "wss" } else { "ws" };
-    Ok(ws_url(scheme, &args.host, circle.port))
+    let url = ws_url(scheme, &args.host, circle.port);
+    checked_host_url(&url, circle.port).map_err(|why| {
+        UsageError(format!(
+            "--host {} is not a host name or address: {why} (e.g. --host 127.0.0.1, \
+             --host ::1, --host example.com)",
+            shown_host(&args.host)
+        ))
+        .into()
+    })
+}
+
+/// `url`, made of `--host` and a circle's `port`, as [`checked_url`] checks
+/// it, and naming that port and the path `/ws`: a `/`, `?` or `#` in the
+/// host would move the port into the path and connect to port 80 instead.
+fn checked_host_url(url: &str, port: u16) -> Result<String, String> {
+    let checked = checked_url(url)?;
+    let parsed = url::Url::parse(&checked).map_err(|e| e.to_string())?;
+    let whole = parsed.port_or_known_default() == Some(port)
+        && parsed.path() == "/ws"
+        && parsed.query().is_none()
+        && parsed.fragment().is_none();
+    if !whole {
+        return Err(format!(
+            "it holds a character a host cannot have, and {url} would not reach port {port}"
+        ));
+    }
+    Ok(checked)
+}
+
+/// A `--host` for messages, quoted: one with a user or password not shown.
+fn shown_host(host: &str) -> String {
+    if host.contains('@') {
+        "(a host with a user or password, not shown)".to_string()
+    } else {
+        format!("{host:?}")
+    }
 }
 
 /// `url` as `play` connects to it (the scheme in lower case), or why it

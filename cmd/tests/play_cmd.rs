@@ -420,3 +420,50 @@ fn play_into_a_pipe_closed_early_exits_0_quietly_without_a_panic() {
     assert!(err.is_empty(), "quietly: {err}");
     assert_eq!(circle.orchestrator.stop().code(), Some(0));
 }
+
+/// `--host` makes the URL `play` connects to with `--circle`, so it is
+/// checked as `--url` is: a host with a `/`, `?` or `#` would move the
+/// circle's port into the URL's path or query and connect to port 80
+/// instead, bearer token and all; a host that makes no URL is a usage
+/// mistake (exit 2), not a failed connection (exit 1).
+#[test]
+fn play_refuses_a_host_that_makes_no_url_of_the_circle_with_exit_2() {
+    let sandbox = Sandbox::new();
+    let dead = port();
+    sandbox.circles(&[(1, "Alpha", dead)]);
+    for host in [
+        "",
+        "a b",
+        "localhost/x",
+        "localhost?x",
+        "localhost#x",
+        "ann:hunter2@127.0.0.1",
+        "ann@127.0.0.1",
+        "[::1",
+    ] {
+        let mut cmd = play_cmd(
+            &sandbox,
+            &["--host", host, "--circle", "Alpha", "--token", TOKEN, "1"],
+        );
+        cmd.env_remove("CIRCLES_TOKEN");
+        let (status, out, err) = run_to_end(cmd, Duration::from_secs(30));
+        assert_eq!(status.code(), Some(2), "--host {host:?}: {out}{err}");
+        assert!(
+            err.contains("--host") && !err.contains("cannot connect"),
+            "--host {host:?}: {err}"
+        );
+        assert!(!err.contains("hunter2") && !err.contains(TOKEN), "{err}");
+    }
+    // An IPv6 address and a name still make the circle's URL.
+    for host in ["::1", "[::1]", "localhost"] {
+        let (status, _, err) = run_to_end(
+            play_cmd(&sandbox, &["--host", host, "--circle", "Alpha", "1"]),
+            Duration::from_secs(30),
+        );
+        assert_eq!(status.code(), Some(1), "--host {host:?}: {err}");
+        assert!(
+            err.contains("cannot connect") && err.contains(&format!(":{dead}/ws")),
+            "--host {host:?}: {err}"
+        );
+    }
+}
