@@ -65,16 +65,37 @@ pub fn play(args: PlayArgs) -> anyhow::Result<i32> {
     print_reply(&reply)
 }
 
+/// Reads at most the largest script a circle runs (the engine's bound,
+/// which no option raises) of UTF-8 text from `from`; a longer one is an
+/// error of kind `FileTooLarge`. A file or stdin past it (`-f /dev/zero`,
+/// an endless pipe, a log given by mistake) is refused once that much is
+/// read, not read into memory to its end.
+fn read_bounded(from: impl Read) -> std::io::Result<String> {
+    let max = engine::Limits::default().max_script_bytes;
+    let mut script = String::new();
+    from.take(u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1))
+        .read_to_string(&mut script)?;
+    if script.len() > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("a circle runs scripts of at most {max} bytes, and this one is longer"),
+        ));
+    }
+    Ok(script)
+}
+
 fn read_script(args: &PlayArgs) -> anyhow::Result<String> {
     if let Some(path) = &args.file {
-        return std::fs::read_to_string(path).map_err(|e| {
-            UsageError(format!(
-                "cannot read the script file {}: {e}{}",
-                path.display(),
-                not_text(&e)
-            ))
-            .into()
-        });
+        return std::fs::File::open(path)
+            .and_then(read_bounded)
+            .map_err(|e| {
+                UsageError(format!(
+                    "cannot read the script file {}: {e}{}",
+                    path.display(),
+                    not_text(&e)
+                ))
+                .into()
+            });
     }
     match args.script.as_deref() {
         Some("-") => read_stdin(),
@@ -89,15 +110,21 @@ fn read_script(args: &PlayArgs) -> anyhow::Result<String> {
 }
 
 fn read_stdin() -> anyhow::Result<String> {
-    let mut script = String::new();
-    match std::io::stdin().read_to_string(&mut script) {
-        Ok(_) => Ok(script),
+    match read_bounded(std::io::stdin()) {
+        Ok(script) => Ok(script),
         // Bad input, as for a script file: a usage error.
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(UsageError(format!(
-            "cannot read the script from stdin: {e}{}",
-            not_text(&e)
-        ))
-        .into()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::FileTooLarge
+            ) =>
+        {
+            Err(UsageError(format!(
+                "cannot read the script from stdin: {e}{}",
+                not_text(&e)
+            ))
+            .into())
+        }
         Err(e) => Err(anyhow!(e).context("cannot read the script from stdin")),
     }
 }

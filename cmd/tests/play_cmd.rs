@@ -467,3 +467,62 @@ fn play_refuses_a_host_that_makes_no_url_of_the_circle_with_exit_2() {
         );
     }
 }
+
+/// `play`, its address space bounded to 1 GiB, so that a read without end
+/// fails fast instead of taking the machine's memory.
+fn bounded_play(sandbox: &Sandbox, args: &[&str]) -> Command {
+    let inner = play_cmd(sandbox, args);
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("ulimit -v 1048576 && exec \"$@\"")
+        .arg("sh")
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .current_dir(sandbox.path());
+    for (key, value) in inner.get_envs() {
+        match value {
+            Some(value) => cmd.env(key, value),
+            None => cmd.env_remove(key),
+        };
+    }
+    cmd
+}
+
+/// A circle runs no script over 256 KiB, so `play` reads no more than that
+/// of a file or stdin: `-f /dev/zero` (or a log file given by mistake) and
+/// an endless stdin are refused at once with exit 2, not read into memory
+/// until it runs out.
+#[test]
+fn play_reads_no_script_without_end_into_memory() {
+    let sandbox = Sandbox::new();
+    let dead = port();
+    let (status, _, err) = run_to_end(
+        bounded_play(&sandbox, &["--url", &ws(dead), "-f", "/dev/zero"]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(2), "{status:?}: {err}");
+    assert!(
+        err.contains("/dev/zero") && err.contains("at most 262144 bytes"),
+        "{err}"
+    );
+    let mut cmd = bounded_play(&sandbox, &["--url", &ws(dead), "-"]);
+    cmd.stdin(std::fs::File::open("/dev/zero").expect("open /dev/zero"));
+    let (status, _, err) = run_to_end(cmd, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(2), "{status:?}: {err}");
+    assert!(
+        err.contains("stdin") && err.contains("at most 262144 bytes"),
+        "{err}"
+    );
+    // A script at the limit still goes to the circle (and is refused by
+    // nothing here: the connection fails, exit 1).
+    let full = sandbox.write("full.rhai", &format!("{}1", " ".repeat((256 << 10) - 1)));
+    let (status, _, err) = run_to_end(
+        bounded_play(
+            &sandbox,
+            &["--url", &ws(dead), "-f", &full.display().to_string()],
+        ),
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot connect"), "{err}");
+}
