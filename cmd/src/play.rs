@@ -70,18 +70,20 @@ pub fn play(args: PlayArgs) -> anyhow::Result<i32> {
 /// error of kind `FileTooLarge`. A file or stdin past it (`-f /dev/zero`,
 /// an endless pipe, a log given by mistake) is refused once that much is
 /// read, not read into memory to its end.
+/// The length is checked before the text: a cut that falls inside a
+/// character is no reason to call a long script not UTF-8.
 fn read_bounded(from: impl Read) -> std::io::Result<String> {
     let max = engine::Limits::default().max_script_bytes;
-    let mut script = String::new();
+    let mut bytes = Vec::new();
     from.take(u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1))
-        .read_to_string(&mut script)?;
-    if script.len() > max {
+        .read_to_end(&mut bytes)?;
+    if bytes.len() > max {
         return Err(std::io::Error::new(
             std::io::ErrorKind::FileTooLarge,
             format!("a circle runs scripts of at most {max} bytes, and this one is longer"),
         ));
     }
-    Ok(script)
+    String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 fn read_script(args: &PlayArgs) -> anyhow::Result<String> {

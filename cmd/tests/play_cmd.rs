@@ -513,6 +513,21 @@ fn play_reads_no_script_without_end_into_memory() {
         err.contains("stdin") && err.contains("at most 262144 bytes"),
         "{err}"
     );
+    // A long script of characters of three bytes each, cut by the bound
+    // inside one: too long, not "not UTF-8".
+    let long = sandbox.write("long.rhai", &"€".repeat((256 << 10) / 3 + 1));
+    let (status, _, err) = run_to_end(
+        bounded_play(
+            &sandbox,
+            &["--url", &ws(dead), "-f", &long.display().to_string()],
+        ),
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(2), "{status:?}: {err}");
+    assert!(
+        err.contains("at most 262144 bytes") && !err.contains("UTF-8"),
+        "{err}"
+    );
     // A script at the limit still goes to the circle (and is refused by
     // nothing here: the connection fails, exit 1).
     let full = sandbox.write("full.rhai", &format!("{}1", " ".repeat((256 << 10) - 1)));
