@@ -160,3 +160,59 @@ async fn a_panic_inside_a_script_is_one_json_line_and_fails_that_script_alone() 
         assert_eq!(line["level"], "DEBUG", "{line}");
     }
 }
+
+/// The lines the broker writes itself (a dead worker reaped, an id in the
+/// processing list that is not UTF-8) carry the circle and the queue as the
+/// worker's own lines do: one filter on `circle` finds them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reaped_workers_line_names_its_circle_and_queue() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let p = port();
+    let config = sandbox.circles(&[(1, "Alpha Circle", p)]);
+    let mut cmd = sandbox.serve_command(&config, &redis.url(), &sandbox.data_dir());
+    cmd.args(["--log-format", "json", "--worker-reap-interval", "100ms"]);
+    let mut o = Orchestrator::spawn(cmd);
+    o.wait_table();
+    // A worker of another process that died holding a task: registered,
+    // no heartbeat, the task `processing` by it.
+    let client = redis::Client::open(redis.url()).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let (queue, dead) = ("alpha_circle", "99999-deadbeef0000");
+    let _: () = redis::pipe()
+        .cmd("HSET")
+        .arg(client::keys::task_details("orphan"))
+        .arg(&["script", "1", "status", "processing", "workerId", dead])
+        .ignore()
+        .cmd("RPUSH")
+        .arg(client::keys::processing(queue, dead))
+        .arg("orphan")
+        .ignore()
+        .cmd("SADD")
+        .arg(client::keys::workers(queue))
+        .arg(dead)
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .expect("a dead worker's leftovers");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !o.stderr().contains(&format!("worker {dead} died")) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(o.stop().success(), "{}", o.stderr());
+    let lines = json_lines(&o.stderr());
+    let reaped: Vec<&Value> = lines
+        .iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(&format!("worker {dead} died")))
+        })
+        .collect();
+    assert_eq!(reaped.len(), 1, "{}", o.stderr());
+    assert_eq!(reaped[0]["circle"], "Alpha Circle", "{}", reaped[0]);
+    assert_eq!(reaped[0]["queue"], queue, "{}", reaped[0]);
+}

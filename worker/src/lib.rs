@@ -321,6 +321,7 @@ pub async fn await_lease(
     let mut broker_options = BrokerOptions::new(config.result_ttl);
     broker_options.max_backoff = options.max_backoff;
     broker_options.redis_ca = config.redis_ca.clone();
+    broker_options.circle = Some(config.circle.clone());
     let broker = WorkerBroker::new(&config.redis_url, &config.queue, "standby", &broker_options)
         .map_err(|e| fatal(e.to_string()))?;
     match lease::acquire(
@@ -383,6 +384,7 @@ pub async fn run_with(
     let mut broker_options = BrokerOptions::new(config.result_ttl);
     broker_options.max_backoff = options.max_backoff;
     broker_options.redis_ca = config.redis_ca.clone();
+    broker_options.circle = Some(config.circle.clone());
     if config.lease.is_some() {
         broker_options.fence = Some(held.fence.clone());
     }

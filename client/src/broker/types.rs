@@ -141,6 +141,9 @@ pub struct BrokerOptions {
     /// in the claim script itself (no extra round trip). `None`
     /// (a worker without a lease): claims are not fenced. Default `None`.
     pub fence: Option<Fence>,
+    /// The circle whose queue this is, named (`circle`) on the log lines
+    /// the broker writes itself. Default `None`.
+    pub circle: Option<String>,
 }
 
 /// A worker's current lease, shared by its connections and its keeper: the
@@ -229,6 +232,7 @@ impl BrokerOptions {
             max_backoff: Duration::from_secs(2),
             redis_ca: None,
             fence: None,
+            circle: None,
         }
     }
 

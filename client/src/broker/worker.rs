@@ -15,6 +15,7 @@ pub struct WorkerBroker {
     pub(super) conn: Conn,
     pub(super) queue: String,
     pub(super) keys: ClaimKeys,
+    circle: Option<String>,
 }
 
 impl WorkerBroker {
@@ -30,7 +31,20 @@ impl WorkerBroker {
             conn,
             queue: queue.to_owned(),
             keys: ClaimKeys::new(queue, worker_id, options),
+            circle: options.circle.clone(),
         })
+    }
+
+    /// Logs `message` at warn with the fields a worker's lines carry: the
+    /// circle (when the options name it), the queue and the task, if any.
+    fn warn(&self, task: Option<&str>, message: std::fmt::Arguments<'_>) {
+        let queue = self.queue.as_str();
+        match (self.circle.as_deref(), task) {
+            (Some(circle), Some(task)) => log::warn!(circle, queue, task; "{message}"),
+            (Some(circle), None) => log::warn!(circle, queue; "{message}"),
+            (None, Some(task)) => log::warn!(queue, task; "{message}"),
+            (None, None) => log::warn!(queue; "{message}"),
+        }
     }
 
     /// The worker id.
@@ -183,9 +197,13 @@ impl WorkerBroker {
             let reply: redis::Value = self.conn.invoke(&inv).await?;
             if let Ok((lost, requeued)) = redis::from_redis_value::<(u64, u64)>(reply) {
                 if lost + requeued > 0 {
-                    log::warn!(
-                        "queue {}: worker {dead} died; {lost} task(s) ended as worker lost, {requeued} put back on the queue",
-                        self.queue
+                    self.warn(
+                        None,
+                        format_args!(
+                            "queue {}: worker {dead} died; {lost} task(s) ended as worker lost, \
+                             {requeued} put back on the queue",
+                            self.queue
+                        ),
                     );
                 }
                 total.0 += lost;
@@ -405,12 +423,14 @@ impl WorkerBroker {
                 Err(reason) => {
                     let claim = self.keys.end_unreadable(&self.conn, id, reason).await?;
                     match &claim {
-                        Claim::Invalid { task_id, reason } => log::warn!(
-                            task = task_id.as_str(), queue = self.queue.as_str();
-                            "queue {}: task {task_id} cannot run: {reason}",
-                            self.queue
+                        Claim::Invalid { task_id, reason } => self.warn(
+                            Some(task_id),
+                            format_args!(
+                                "queue {}: task {task_id} cannot run: {reason}",
+                                self.queue
+                            ),
                         ),
-                        other => log::warn!("queue {}: {other:?}", self.queue),
+                        other => self.warn(None, format_args!("queue {}: {other:?}", self.queue)),
                     }
                 }
             }
