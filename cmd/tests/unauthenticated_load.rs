@@ -7,14 +7,21 @@
 //! once when one is closed; meanwhile another client (127.0.0.1) must still
 //! reach another circle and the admin probe. The orchestrator starts with
 //! a limit of 1024 open files, soft and hard (the usual soft limit, here
-//! not to be raised): the bound per address must do it alone.
+//! not to be raised): the bound per address must do it alone. The same
+//! client's connections to the admin endpoint, half of them event streams
+//! (which stay open by design), must not shut out another address's
+//! `/healthz` nor the circles either: past its bound an address gets 503,
+//! as does an event stream past the bound on all of them, and every refusal
+//! closes its connection.
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Orchestrator, Sandbox, port, sha256_hex};
 use serde_json::json;
@@ -76,9 +83,11 @@ fn upgrade_request(port: u16) -> String {
     )
 }
 
-/// One held connection: a request for a missing path every 2 s until `stop`.
-async fn hold(port: u16, stop: Arc<AtomicBool>) {
-    let request = format!("GET /nothing HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+/// One connection held from 127.0.0.2: a request for `path` every 2 s
+/// (reading what comes back in between) until `stop`, connecting again
+/// whenever the server closes it.
+async fn hold(port: u16, path: &'static str, stop: Arc<AtomicBool>) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
     while !stop.load(Ordering::Relaxed) {
         let connect = async {
             let socket = tokio::net::TcpSocket::new_v4()?;
@@ -104,6 +113,57 @@ async fn hold(port: u16, stop: Arc<AtomicBool>) {
     }
 }
 
+/// Rounds of (an upgrade's status, `/healthz`'s status), or why there was none.
+type Answers = Vec<(Result<u16, String>, Result<u16, String>)>;
+
+/// What another address (127.0.0.1) gets three times, after 8 s in which
+/// one client has held [`HELD`] connections to `target` from 127.0.0.2 (the
+/// i-th asking for `paths[i % paths.len()]`): an upgrade at `circle` and
+/// `/healthz` at `admin`, both answered before the client starts; and how
+/// many log lines of `o` say an accept failed for lack of descriptors.
+fn answers_while_held(
+    o: &Orchestrator,
+    target: u16,
+    paths: &[&'static str],
+    circle: u16,
+    admin: u16,
+) -> (Answers, usize) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let seen = runtime.block_on(async {
+        let healthz = format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{admin}\r\n\r\n");
+        assert_eq!(status_of(circle, &upgrade_request(circle)).await, Ok(101));
+        assert_eq!(status_of(admin, &healthz).await, Ok(200));
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let holders: Vec<_> = (0..HELD)
+            .map(|i| tokio::spawn(hold(target, paths[i % paths.len()], Arc::clone(&stop))))
+            .collect();
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            seen.push((
+                status_of(circle, &upgrade_request(circle)).await,
+                status_of(admin, &healthz).await,
+            ));
+        }
+        stop.store(true, Ordering::Relaxed);
+        for h in holders {
+            h.abort();
+        }
+        seen
+    });
+    let refused_accepts = o
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("Too many open files"))
+        .count();
+    (seen, refused_accepts)
+}
+
 #[test]
 fn idle_connections_of_one_client_without_a_token_do_not_shut_out_other_circles() {
     let redis = testkit::RedisServer::start();
@@ -123,45 +183,164 @@ fn idle_connections_of_one_client_without_a_token_do_not_shut_out_other_circles(
     let mut o = Orchestrator::spawn(cmd);
     o.wait_table();
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let healthz = format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{admin}\r\n\r\n");
-        assert_eq!(status_of(other, &upgrade_request(other)).await, Ok(101));
-        assert_eq!(status_of(admin, &healthz).await, Ok(200));
+    let (seen, refused_accepts) = answers_while_held(&o, guarded, &["/nothing"], other, admin);
+    assert!(
+        seen.iter().all(|s| *s == (Ok(101), Ok(200))),
+        "while one client without a token held {HELD} connections to the protected \
+         circle, the open circle's upgrades and /healthz from another address got \
+         {seen:?} ({refused_accepts} log lines say accept failed: Too many open files)"
+    );
+    assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+}
 
-        let stop = Arc::new(AtomicBool::new(false));
-        let holders: Vec<_> = (0..HELD)
-            .map(|_| tokio::spawn(hold(guarded, Arc::clone(&stop))))
-            .collect();
-        tokio::time::sleep(Duration::from_secs(8)).await;
-        let mut seen = Vec::new();
-        for _ in 0..3 {
-            seen.push((
-                status_of(other, &upgrade_request(other)).await,
-                status_of(admin, &healthz).await,
-            ));
+#[test]
+fn connections_and_event_streams_of_one_client_at_the_admin_port_do_not_shut_out_probes_or_circles()
+{
+    let redis = testkit::RedisServer::start();
+    let sandbox = Sandbox::new();
+    let (circle, admin) = (port(), port());
+    let config = sandbox.circles(&[(1, "Alpha", circle)]);
+    let serve = sandbox.serve_command(&config, &redis.url(), &sandbox.data_dir());
+    let mut cmd = limited(&serve, "1024:1024");
+    cmd.args(["--admin", &format!("127.0.0.1:{admin}")]);
+    let mut o = Orchestrator::spawn(cmd);
+    o.wait_table();
+
+    // Half the connections refused (a path not served), half event streams.
+    let paths = ["/nothing", "/api/events"];
+    let (seen, refused_accepts) = answers_while_held(&o, admin, &paths, circle, admin);
+    assert!(
+        seen.iter().all(|s| *s == (Ok(101), Ok(200))),
+        "while one client held {HELD} connections to the admin endpoint (half of them \
+         event streams), the circle's upgrades and /healthz from another address got \
+         {seen:?} ({refused_accepts} log lines say accept failed: Too many open files)"
+    );
+    assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+}
+
+/// A connection to `to` from the loopback address `from`.
+fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::from((from, 0)).into())
+        .expect("bind the client's address");
+    socket.connect(&to.into()).expect("connect");
+    let stream = TcpStream::from(socket);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream
+}
+
+/// Sends `GET path` on `stream` (keep-alive) and reads until the answer's
+/// head and the start of its body are in: the status code and that text.
+fn ask(stream: &mut TcpStream, path: &str) -> (u16, String) {
+    let addr = stream.peer_addr().expect("peer");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("send");
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&raw).contains("\r\n\r\n") {
+        let n = stream.read(&mut buf).expect("read the answer");
+        assert!(n > 0, "closed before an answer to {path}");
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status code");
+    (code, text)
+}
+
+/// Whether the server closed `stream` after its answer (reads what is left).
+fn closed(stream: &mut TcpStream) -> bool {
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).is_ok()
+}
+
+/// The bounds themselves: 32 connections per address, the 33rd answered
+/// 503 (another address still served); 64 event streams over all
+/// addresses, the 65th answered 503 until one closes; every refusal closes
+/// its connection, a success keeps it.
+#[test]
+fn past_its_bounds_the_admin_endpoint_answers_503_and_every_refusal_closes_its_connection() {
+    let redis = testkit::RedisServer::start();
+    let sandbox = Sandbox::new();
+    let config = sandbox.circles(&[(1, "Alpha", port())]);
+    let admin: SocketAddr = ([127, 0, 0, 1], port()).into();
+    let mut o = Orchestrator::start(
+        &sandbox,
+        &config,
+        &redis.url(),
+        &["--admin", &admin.to_string()],
+    );
+    o.wait_table();
+
+    // A success keeps its connection; a refusal (404 here) closes it.
+    let mut kept = connect_from([127, 0, 0, 2], admin);
+    assert_eq!(ask(&mut kept, "/healthz").0, 200);
+    let (code, text) = ask(&mut kept, "/nothing");
+    assert_eq!(code, 404, "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
+    assert!(closed(&mut kept), "a refused connection stays open");
+
+    // 32 connections of one address are served; its 33rd is not.
+    let mut held: Vec<TcpStream> = (0..32)
+        .map(|_| {
+            let mut s = connect_from([127, 0, 0, 2], admin);
+            assert_eq!(ask(&mut s, "/healthz").0, 200);
+            s
+        })
+        .collect();
+    let mut over = connect_from([127, 0, 0, 2], admin);
+    let (code, mut text) = ask(&mut over, "/healthz");
+    over.read_to_string(&mut text).expect("read to the close");
+    assert_eq!(code, 503, "{text}");
+    assert!(
+        text.contains("too many connections from this address"),
+        "{text}"
+    );
+    assert_eq!(
+        ask(&mut connect_from([127, 0, 0, 1], admin), "/healthz").0,
+        200
+    );
+    held.clear();
+
+    // 64 event streams from two addresses; a 65th from a third waits for
+    // one of them to close.
+    let mut streams: Vec<TcpStream> = [[127, 0, 0, 3], [127, 0, 0, 4]]
+        .iter()
+        .flat_map(|from| (0..32).map(|_| connect_from(*from, admin)))
+        .map(|mut s| {
+            let (code, text) = ask(&mut s, "/api/events");
+            assert_eq!(code, 200, "{text}");
+            s
+        })
+        .collect();
+    let mut extra = connect_from([127, 0, 0, 5], admin);
+    let (code, mut text) = ask(&mut extra, "/api/events");
+    extra.read_to_string(&mut text).expect("read to the close");
+    assert_eq!(code, 503, "{text}");
+    assert!(text.contains("too many event streams open (64)"), "{text}");
+    streams.pop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, text) = ask(&mut connect_from([127, 0, 0, 5], admin), "/api/events");
+        if code == 200 {
+            break;
         }
-        stop.store(true, Ordering::Relaxed);
-        for h in holders {
-            h.abort();
-        }
-        let refused_accepts = o
-            .stderr()
-            .lines()
-            .filter(|l| l.contains("Too many open files"))
-            .count();
         assert!(
-            seen.iter().all(|s| *s == (Ok(101), Ok(200))),
-            "while one client without a token held {HELD} connections to the protected \
-             circle, the open circle's upgrades and /healthz from another address got \
-             {seen:?} ({refused_accepts} log lines say accept failed: Too many open files)"
+            Instant::now() < deadline,
+            "a closed stream's place stayed taken: {text}"
         );
-    });
-    drop(runtime);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(streams);
     assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
 }
 

@@ -13,8 +13,7 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
-use actix_web::dev::Service;
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpServer, web};
 use client::SubmitOptions;
 use tokio_util::sync::CancellationToken;
 
@@ -299,30 +298,12 @@ fn build(
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(routes.clone())
+            // An address past its bound (`peers`) gets no service, and
+            // every answer but an upgrade closes its connection.
             .wrap_fn(|req, srv| {
-                // An address past its bound (`peers`) gets no service.
-                let over = req
-                    .conn_data::<crate::peers::PeerSlot>()
-                    .is_some_and(|slot| slot.over);
-                let served = if over { Err(req) } else { Ok(srv.call(req)) };
-                async move {
-                    let mut res = match served {
-                        Ok(serving) => serving.await?,
-                        Err(req) => req.into_response(
-                            HttpResponse::ServiceUnavailable()
-                                .insert_header((actix_web::http::header::RETRY_AFTER, "1"))
-                                .body("too many connections from this address\n"),
-                        ),
-                    };
-                    // A refusal closes its connection: keep-alive must not
-                    // let a client hold sockets it gets nothing through.
-                    if res.status() != actix_web::http::StatusCode::SWITCHING_PROTOCOLS {
-                        res.response_mut()
-                            .head_mut()
-                            .set_connection_type(actix_web::http::ConnectionType::Close);
-                    }
-                    Ok(res)
-                }
+                crate::peers::serve_bounded(req, srv, |status| {
+                    status == actix_web::http::StatusCode::SWITCHING_PROTOCOLS
+                })
             })
             .route("/ws", web::get().to(upgrade))
     })

@@ -8,40 +8,48 @@
 //! path that is not served, a refused origin) could hold connections with
 //! HTTP keep-alive until the process ran out of file descriptors, and then
 //! no circle of the host, nor the admin endpoint, could accept one. Every
-//! refusal also closes its connection (see `host::build`), so keep-alive
+//! refusal also closes its connection ([`serve_bounded`]), so keep-alive
 //! holds none; a connection that sends nothing is closed by actix's request
 //! timeout (5 s). Addresses count as the failed-token limiter counts them:
 //! IPv4 as is, IPv6 by its /64.
+//!
+//! The orchestrator's admin endpoint counts its own connections the same
+//! way, with its own bound.
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use actix_web::dev::Extensions;
+use actix_web::HttpResponse;
+use actix_web::dev::{Extensions, Service, ServiceRequest, ServiceResponse};
+use actix_web::http::{ConnectionType, StatusCode, header};
 
 /// Connections an address may hold beyond what the circles take upgraded:
 /// upgrades in progress, and refused requests on their way out.
 pub const PENDING_PER_ADDRESS: usize = 64;
 
-/// The open connections of each address.
-pub(crate) struct Peers {
+/// The open connections of each address, for one actix server: its
+/// `on_connect` calls [`Peers::on_connect`], its app's `wrap_fn`
+/// [`serve_bounded`].
+pub struct Peers {
     max: usize,
     open: Mutex<HashMap<IpAddr, usize>>,
 }
 
 /// One accepted connection's place in its address's count, kept in the
 /// connection's data (actix drops it with the connection).
-pub(crate) struct PeerSlot {
+struct PeerSlot {
     peers: Arc<Peers>,
     key: IpAddr,
     /// The address held `max` connections already when this one came.
-    pub(crate) over: bool,
+    over: bool,
 }
 
 impl Peers {
     /// At most `max` connections per address.
-    pub(crate) fn new(max: usize) -> Arc<Peers> {
+    pub fn new(max: usize) -> Arc<Peers> {
         Arc::new(Peers {
             max,
             open: Mutex::default(),
@@ -54,7 +62,7 @@ impl Peers {
 
     /// For a listener's `on_connect`: counts the connection under its
     /// peer's address and records whether the address is past its bound.
-    pub(crate) fn on_connect(self: &Arc<Self>, conn: &dyn Any, data: &mut Extensions) {
+    pub fn on_connect(self: &Arc<Self>, conn: &dyn Any, data: &mut Extensions) {
         let Some(tcp) = crate::acked::tcp_of(conn) else {
             return;
         };
@@ -81,6 +89,39 @@ impl Peers {
     #[cfg(test)]
     fn held(&self, ip: IpAddr) -> usize {
         self.open().get(&crate::auth::key(ip)).copied().unwrap_or(0)
+    }
+}
+
+/// For an app's `wrap_fn`: serves `req` through `srv`, unless its
+/// connection is past its address's bound ([`Peers`]), which gets 503 with
+/// `Retry-After` and the body "too many connections from this address".
+/// Every answer whose status `keep_open` refuses closes its connection:
+/// keep-alive must not let a client hold sockets it gets nothing through.
+pub fn serve_bounded<S>(
+    req: ServiceRequest,
+    srv: &S,
+    keep_open: fn(StatusCode) -> bool,
+) -> impl Future<Output = Result<ServiceResponse, actix_web::Error>> + use<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse, Error = actix_web::Error>,
+{
+    let over = req.conn_data::<PeerSlot>().is_some_and(|slot| slot.over);
+    let served = if over { Err(req) } else { Ok(srv.call(req)) };
+    async move {
+        let mut res = match served {
+            Ok(serving) => serving.await?,
+            Err(req) => req.into_response(
+                HttpResponse::ServiceUnavailable()
+                    .insert_header((header::RETRY_AFTER, "1"))
+                    .body("too many connections from this address\n"),
+            ),
+        };
+        if !keep_open(res.status()) {
+            res.response_mut()
+                .head_mut()
+                .set_connection_type(ConnectionType::Close);
+        }
+        Ok(res)
     }
 }
 

@@ -7,7 +7,8 @@
 //! client's stream follows that channel: a connection costs no snapshot and
 //! no Redis round trip of its own. A stream opens with the latest snapshot
 //! and ends when the producer stops with the admin endpoint, so no client
-//! holds up the shutdown.
+//! holds up the shutdown. At most [`MAX_STREAMS`] are open at once: a
+//! stream holds its connection for as long as the client keeps it.
 //!
 //! Each circle of an event carries what `/api/status` shows plus
 //! `latency_sum_seconds` and `latency_count`: the totals of its end-to-end
@@ -24,7 +25,7 @@ use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::AdminState;
@@ -36,6 +37,20 @@ use crate::status::{Header, snapshot};
 pub const REFRESH: Duration = Duration::from_millis(250);
 /// The longest time between two events.
 pub const AT_LEAST_EVERY: Duration = Duration::from_secs(1);
+
+/// Event streams open at once, over every client; past it, 503.
+pub const MAX_STREAMS: usize = 64;
+
+/// The event streams that may open yet: a stream holds one permit until
+/// actix drops its body (the client gone, or the endpoint stopping).
+#[derive(Clone)]
+pub struct Streams(Arc<Semaphore>);
+
+impl Default for Streams {
+    fn default() -> Streams {
+        Streams(Arc::new(Semaphore::new(MAX_STREAMS)))
+    }
+}
 
 /// The latest event's JSON, as the producer published it.
 pub type Latest = watch::Receiver<Arc<str>>;
@@ -112,11 +127,18 @@ fn event(json: &str) -> Bytes {
 }
 
 /// `GET /api/events`: `text/event-stream`, the latest snapshot at once and
-/// then each one the producer publishes.
+/// then each one the producer publishes; 503 while [`MAX_STREAMS`] are open.
 pub async fn events(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
     if let Some(refused) = state.access.check(&req, Need::Token) {
         return refused;
     }
+    let Ok(permit) = Arc::clone(&state.streams.0).try_acquire_owned() else {
+        return HttpResponse::ServiceUnavailable()
+            .insert_header((header::RETRY_AFTER, "5"))
+            .body(format!(
+                "too many event streams open ({MAX_STREAMS}); try again when one closes\n"
+            ));
+    };
     let mut latest = state.events.clone();
     latest.mark_unchanged();
     let now = Source {
@@ -125,10 +147,11 @@ pub async fn events(req: HttpRequest, state: web::Data<AdminState>) -> HttpRespo
         draining: Arc::clone(&state.draining),
     };
     let first = event(&now.json());
-    let rest = futures_util::stream::unfold(latest, |mut latest| async move {
+    // The permit goes with the stream's state, and back when it is dropped.
+    let rest = futures_util::stream::unfold((latest, permit), |(mut latest, permit)| async move {
         latest.changed().await.ok()?;
         let next = event(&latest.borrow_and_update());
-        Some((next, latest))
+        Some((next, (latest, permit)))
     });
     let body = futures_util::stream::once(async move { first })
         .chain(rest)

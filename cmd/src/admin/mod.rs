@@ -23,6 +23,13 @@
 //! needs its bearer token ([`access`]). The `status` and `reload` commands
 //! ask the endpoint ([`ask`]).
 //!
+//! One client address (IPv6 by its /64) holds at most [`PER_ADDRESS`]
+//! connections to it, and all clients at most [`events::MAX_STREAMS`] event
+//! streams; past either, a request gets 503 saying which. Every answer but a
+//! success closes its connection, so keep-alive holds none for a refused
+//! client. One client can thus take neither the process's file descriptors
+//! nor the endpoint from another address's probes.
+//!
 //! It is one more actix server with one worker thread, beside the circles'
 //! host and independent of it (a host restart leaves it serving). Its port
 //! is bound before Redis is looked for, so a busy port stops the start with
@@ -52,6 +59,11 @@ use crate::reload::ReloadHandle;
 use crate::roster::Roster;
 use crate::status::Header;
 pub use args::{AdminArgs, AdminSettings, DEFAULT_ADMIN};
+
+/// Connections one client address may hold to the admin endpoint: a
+/// console's page and its event streams, a scraper and a prober need a
+/// few each.
+pub const PER_ADDRESS: usize = 32;
 
 /// The admin listener, bound.
 #[derive(Debug)]
@@ -169,6 +181,7 @@ impl Plan {
             redis,
             access,
             events: latest,
+            streams: events::Streams::default(),
         };
         tracker.spawn(serve(bound, state, stop));
     }
@@ -206,6 +219,8 @@ pub struct AdminState {
     pub access: access::Access,
     /// The latest snapshot of `/api/events`.
     pub events: events::Latest,
+    /// The event streams that may open yet.
+    pub streams: events::Streams,
 }
 
 /// Serves the admin endpoint on `bound` until `stop`; returns once the
@@ -241,11 +256,14 @@ pub async fn serve(bound: Bound, state: AdminState, stop: CancellationToken) {
 /// `Send` and must not live in `serve`'s future.
 fn build(bound: Bound, state: AdminState) -> std::io::Result<actix_web::dev::Server> {
     let state = web::Data::new(state);
+    let peers = server_ws::Peers::new(PER_ADDRESS);
     Ok(HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .wrap_fn(|req, srv| server_ws::serve_bounded(req, srv, |status| status.is_success()))
             .configure(routes::configure)
     })
+    .on_connect(move |conn, data| peers.on_connect(conn, data))
     .workers(1)
     .disable_signals()
     .shutdown_timeout(1)
