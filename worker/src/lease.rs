@@ -1,5 +1,6 @@
 //! The queue's lease (`client::keys::queue_owner`): taken before the first
-//! task, renewed with each heartbeat, given up at a clean stop.
+//! task, renewed with each heartbeat, given up at a clean stop (left in
+//! place instead with `WorkerConfig::keep_lease`).
 //!
 //! Who may run a circle's tasks is decided in Redis: the lease holds a
 //! fencing token, and every claim of a worker with a lease carries its lease

@@ -68,6 +68,7 @@ mod status;
 mod take;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use client::broker::{BlockingPopper, BrokerOptions, WorkerBroker};
@@ -140,6 +141,12 @@ pub struct WorkerConfig {
     /// `beat::resolve_predecessor`). Default `None` ([`run_with`] finds it
     /// itself when it takes the lease over).
     pub predecessor: Option<u32>,
+    /// Set by the time the worker stops: it leaves its lease in Redis
+    /// instead of giving it up, so that another holder of the same database
+    /// (the orchestrator keeping the lease of a circle that moved to another
+    /// Redis or queue) takes it over without a moment free; unrenewed, it
+    /// expires after its TTL. Shared by every clone. Default unset.
+    pub keep_lease: Arc<AtomicBool>,
 }
 
 impl WorkerConfig {
@@ -155,6 +162,7 @@ impl WorkerConfig {
             lease: None,
             standby: false,
             predecessor: None,
+            keep_lease: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -253,10 +261,11 @@ struct Beside {
 }
 
 /// Stops the tasks beside the take side and leaves the queue: deregisters
-/// and gives up the lease if it still holds it. Redis failing here is only
-/// logged: a reaper cleans up after a worker that could not deregister, and
-/// the lease expires.
-async fn leave(beside: Beside, broker: &WorkerBroker, held: &lease::Held) {
+/// and gives up the lease if it still holds it, unless `keep` is set (see
+/// [`WorkerConfig::keep_lease`]). Redis failing here is only logged: a
+/// reaper cleans up after a worker that could not deregister, and the lease
+/// expires.
+async fn leave(beside: Beside, broker: &WorkerBroker, held: &lease::Held, keep: &AtomicBool) {
     beside.token.cancel();
     let _ = beside.beat.await;
     if let Some(keeper) = beside.keeper {
@@ -274,6 +283,7 @@ async fn leave(beside: Beside, broker: &WorkerBroker, held: &lease::Held) {
         );
     }
     if let Some(carried) = held.fence.current()
+        && !keep.load(Ordering::Acquire)
         && let Err(e) = broker.release_lease(&carried.lease).await
     {
         log::debug!(
@@ -533,7 +543,7 @@ pub async fn run_with(
     let (thread, mut done) = match started {
         Ok(started) => started,
         Err(e) => {
-            leave(beside, &beat_broker, &held).await;
+            leave(beside, &beat_broker, &held, &config.keep_lease).await;
             return Err(fatal(format!("cannot start the circle thread: {e}")));
         }
     };
@@ -552,7 +562,7 @@ pub async fn run_with(
     };
     let _ = tokio::task::spawn_blocking(move || thread.join()).await;
 
-    leave(beside, &beat_broker, &held).await;
+    leave(beside, &beat_broker, &held, &config.keep_lease).await;
 
     let failure = match ended {
         Ok(Ok(())) => None,

@@ -10,13 +10,18 @@
 //! circle holds; (3) take the removed and changed circles out of their hosts
 //! (see `set.rs`), drain them together and close their databases; (4)
 //! prepare the changed circles and the added ones that take over an
-//! outgoing port or queue, and start every prepared circle on one new host. Each circle is prepared
+//! outgoing port or queue, and start every prepared circle on one new host;
+//! (5) hand over or give up the leases kept where moved circles were
+//! (`kept.rs`): a changed circle that starts again on another Redis or
+//! queue leaves its lease where it was, kept by this process while it runs
+//! the circle. Each circle is prepared
 //! on its own: one that cannot start (its port held by another program, its
 //! queue's lease held by another database's worker, its own Redis away)
 //! stays stopped and the reload says so, while the others are applied.
 
 use std::collections::{HashMap, HashSet};
 
+use super::kept;
 use super::set::{CircleSet, Ctx};
 use crate::circles;
 use crate::config::{self, CircleConfig};
@@ -134,17 +139,40 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     // A Redis URL that cannot be reached is tried once in the whole reload
     // (a connect that fails may take its whole timeout).
     let mut unreachable = HashMap::new();
+    kept::release_taken(&mut set.kept, &early, &ctx.settings).await;
     let (early, mut failed) = prepare(ctx, early, &mut unreachable).await;
 
+    // A changed circle that starts again on another Redis or queue: this
+    // process keeps its lease where it was while it runs the circle, so that
+    // no standby there takes it over (`kept.rs`).
+    let where_ = |c: &CircleConfig| (ctx.settings.redis_of(c).clone(), c.queue());
+    let moving: HashSet<u32> = plan
+        .changed
+        .iter()
+        .filter(|c| {
+            running
+                .iter()
+                .any(|r| r.id == c.id && where_(r) != where_(c))
+        })
+        .map(|c| c.id)
+        .collect();
     let ids: Vec<u32> = outgoing.iter().map(|c| c.id).collect();
     let out = set.take_out(ctx, &ids).await;
     let bound = ctx.settings.shutdown_grace + super::DRAIN_MARGIN;
-    let drained =
-        futures_util::future::join_all(out.into_iter().map(|l| l.drain(ctx, bound))).await;
-    close_all(drained.into_iter().flatten().collect(), "outgoing circles").await;
+    let drained = futures_util::future::join_all(out.into_iter().map(|l| {
+        let moves = moving.contains(&l.state.config.id);
+        l.drain(ctx, bound, moves)
+    }))
+    .await;
+    let (closing, kept): (Vec<_>, Vec<_>) = drained.into_iter().unzip();
+    set.kept.extend(kept.into_iter().flatten());
+    close_all(closing.into_iter().flatten().collect(), "outgoing circles").await;
+    kept::release_taken(&mut set.kept, &late, &ctx.settings).await;
     let (late, late_failed) = prepare(ctx, late, &mut unreachable).await;
     failed.extend(late_failed);
     set.start(ctx, early.into_iter().chain(late).collect());
+    let worked = set.worked();
+    kept::settle(&mut set.kept, &worked, &ctx.settings);
     set.order(&order);
     // An outgoing circle whose name no running circle has now (removed,
     // renamed, or changed and not started again) leaves /metrics; a circle

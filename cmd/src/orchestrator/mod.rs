@@ -30,6 +30,7 @@
 //! at once (exit 1).
 
 mod apply;
+mod kept;
 mod set;
 mod signals;
 mod spawn;
@@ -653,10 +654,14 @@ impl Running {
         watchers_token.cancel();
         watchers.wait().await;
         // Every supervisor has returned (or we gave up): release the databases.
+        let kept = std::mem::take(&mut circle_set.kept);
         let dbs = circle_set.into_closing();
         let unsynced = tokio::task::spawn_blocking(move || circles::close_all(dbs))
             .await
             .context("closing the databases panicked")?;
+        // Then the leases kept where moved circles were, for a standby there
+        // to take over once no database of theirs is open here.
+        kept::release_all(kept).await;
         // A database that could not be made durable is no clean shutdown.
         let drained = match drained {
             Ok(()) if !unsynced.is_empty() => Err(anyhow::anyhow!(

@@ -14,6 +14,7 @@
 //! again at once. Circles added by a reload get a host of their own.
 
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::kept::{self, Kept};
 use super::spawn::{self, Hosted};
 use crate::circles;
 use crate::config::CircleConfig;
@@ -68,6 +70,11 @@ pub struct Live {
     host: usize,
     /// The task client of its Redis.
     client: client::Client,
+    /// Who its worker takes the queue's lease as.
+    lease: client::Lease,
+    /// Set before its worker stops to leave the lease in place
+    /// (`worker::WorkerConfig::keep_lease`).
+    keep_lease: Arc<AtomicBool>,
 }
 
 /// One websocket host.
@@ -88,6 +95,9 @@ pub struct CircleSet {
     live: Vec<Live>,
     hosts: Vec<Host>,
     next_host: usize,
+    /// The leases kept where circles were before a reload moved them
+    /// (`kept.rs`).
+    pub kept: Vec<Kept>,
 }
 
 impl CircleSet {
@@ -130,11 +140,16 @@ impl CircleSet {
             let state = Arc::new(state);
             let worker_token = ctx.root.child_token();
             let closing = Arc::new(Mutex::new(None));
+            let keep_lease = Arc::new(AtomicBool::new(false));
+            let mut worker_config = ctx
+                .settings
+                .worker_config(&p.config, &state.queue, &p.lease);
+            worker_config.keep_lease = keep_lease.clone();
             let worker = match (&p.store, p.works) {
                 (Some(store), _) => Some(spawn::start_worker(
                     &ctx.settings,
                     &store.engine,
-                    &p.lease,
+                    worker_config,
                     &state,
                     worker_token.clone(),
                     &ctx.serving,
@@ -142,7 +157,7 @@ impl CircleSet {
                 )),
                 (None, true) => Some(spawn::start_standby_worker(
                     &ctx.settings,
-                    &p.lease,
+                    worker_config,
                     &closing,
                     &state,
                     worker_token.clone(),
@@ -162,6 +177,7 @@ impl CircleSet {
                 config,
                 store,
                 listener,
+                lease,
                 ..
             } = p;
             match &listener {
@@ -183,6 +199,8 @@ impl CircleSet {
                 },
                 host,
                 client,
+                lease,
+                keep_lease,
             });
         }
         let hosted: Vec<Hosted> = hosted.into_iter().flatten().collect();
@@ -284,6 +302,12 @@ impl CircleSet {
         out
     }
 
+    /// The configurations of the circles whose worker runs here.
+    pub fn worked(&self) -> Vec<CircleConfig> {
+        let worked = self.live.iter().filter(|l| l.worker.is_some());
+        worked.map(|l| l.state.config.clone()).collect()
+    }
+
     /// Cancels every circle's worker (the shutdown's second step).
     pub fn stop_workers(&self) {
         for l in &self.live {
@@ -342,8 +366,16 @@ impl Live {
     /// worker ends each without running it, kind `cancelled`); then its
     /// worker stops (a running script gets the shutdown grace). A gateway
     /// leaves the queue alone: other gateways may still submit to it and a
-    /// worker elsewhere works it off. Returns what closes its database.
-    pub async fn drain(self, ctx: &Ctx, bound: Duration) -> Option<circles::Closing> {
+    /// worker elsewhere works it off. With `moves` (the circle starts again
+    /// on another Redis or queue) its worker leaves its lease in place and a
+    /// keeper takes it over once the worker stopped (`kept.rs`). Returns
+    /// what closes its database, and the kept lease.
+    pub async fn drain(
+        self,
+        ctx: &Ctx,
+        bound: Duration,
+        moves: bool,
+    ) -> (Option<circles::Closing>, Option<Kept>) {
         let name = self.state.config.name.clone();
         let queue = self.state.queue.clone();
         let start = tokio::time::Instant::now();
@@ -384,10 +416,13 @@ impl Live {
                  cancelled: {REMOVED}"
             );
         }
+        if moves {
+            self.keep_lease.store(true, Ordering::Release);
+        }
         self.worker_token.cancel();
         let grace = ctx.settings.shutdown_grace + super::DRAIN_MARGIN;
         let Some(worker) = self.worker else {
-            return lock(&self.closing).take();
+            return (lock(&self.closing).take(), None);
         };
         if tokio::time::timeout(grace, worker).await.is_err() {
             log::error!(
@@ -395,8 +430,11 @@ impl Live {
                 "circle \"{name}\": its worker did not stop within {grace:?}"
             );
         }
+        let kept = moves
+            .then(|| kept::keep(&ctx.settings, &self.state.config, &self.lease))
+            .flatten();
         drop(self.listener);
-        lock(&self.closing).take()
+        (lock(&self.closing).take(), kept)
     }
 }
 

@@ -14,19 +14,19 @@ use crate::settings::Settings;
 use crate::status::{CircleState, Slot, lock};
 use crate::supervisor;
 
-/// Starts the supervised worker of one circle, running its tasks on
-/// `engine` and taking its queue's lease as `lease`; `token` stops it.
+/// Starts the supervised worker of one circle as `worker_config` says
+/// (`Settings::worker_config`), running its tasks on `engine`; `token`
+/// stops it.
 pub fn start_worker(
     settings: &Settings,
     engine: &Arc<engine::CircleEngine>,
-    lease: &client::Lease,
+    worker_config: worker::WorkerConfig,
     state: &Arc<CircleState>,
     token: CancellationToken,
     tracker: &TaskTracker,
     changed: &Arc<Notify>,
 ) -> tokio::task::JoinHandle<()> {
     let name = state.config.name.clone();
-    let worker_config = settings.worker_config(&state.config, &state.queue, lease);
     let engine = engine.clone();
     let mut worker_options = settings.worker.clone();
     worker_options.metrics = state.task_metrics.clone();
@@ -58,7 +58,7 @@ pub fn start_worker(
 /// shared storage cannot touch a database the holder writes.
 pub fn start_standby_worker(
     settings: &Settings,
-    lease: &client::Lease,
+    worker_config: worker::WorkerConfig,
     closing: &Arc<Mutex<Option<Closing>>>,
     state: &Arc<CircleState>,
     token: CancellationToken,
@@ -66,7 +66,6 @@ pub fn start_standby_worker(
     changed: &Arc<Notify>,
 ) -> tokio::task::JoinHandle<()> {
     let name = state.config.name.clone();
-    let worker_config = settings.worker_config(&state.config, &state.queue, lease);
     let mut worker_options = settings.worker.clone();
     worker_options.metrics = state.task_metrics.clone();
     let circle = state.config.clone();
