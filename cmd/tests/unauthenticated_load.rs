@@ -24,8 +24,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Orchestrator, Sandbox, port, sha256_hex};
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
 
 /// Connections the one client holds.
 const HELD: usize = 1100;
@@ -83,15 +85,15 @@ fn upgrade_request(port: u16) -> String {
     )
 }
 
-/// One connection held from 127.0.0.2: a request for `path` every 2 s
+/// One connection held from `from`: a request for `path` every 2 s
 /// (reading what comes back in between) until `stop`, connecting again
 /// whenever the server closes it.
-async fn hold(port: u16, path: &'static str, stop: Arc<AtomicBool>) {
+async fn hold(from: [u8; 4], port: u16, path: &'static str, stop: Arc<AtomicBool>) {
     let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
     while !stop.load(Ordering::Relaxed) {
         let connect = async {
             let socket = tokio::net::TcpSocket::new_v4()?;
-            socket.bind("127.0.0.2:0".parse().expect("address"))?;
+            socket.bind((from, 0).into())?;
             socket.connect(([127, 0, 0, 1], port).into()).await
         };
         let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(1), connect).await else {
@@ -140,7 +142,10 @@ fn answers_while_held(
 
         let stop = Arc::new(AtomicBool::new(false));
         let holders: Vec<_> = (0..HELD)
-            .map(|i| tokio::spawn(hold(target, paths[i % paths.len()], Arc::clone(&stop))))
+            .map(|i| {
+                let path = paths[i % paths.len()];
+                tokio::spawn(hold([127, 0, 0, 2], target, path, Arc::clone(&stop)))
+            })
             .collect();
         tokio::time::sleep(Duration::from_secs(8)).await;
         let mut seen = Vec::new();
@@ -362,5 +367,232 @@ fn the_soft_limit_of_open_files_is_raised_to_the_hard_one() {
         .expect("a line for open files");
     let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
     assert_eq!(numbers, ["4096", "4096"], "{line}");
+    assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+}
+
+/// The addresses of [`hold_quietly`]'s many clients: 127.0.0.10 to 127.0.0.49.
+const MANY: std::ops::Range<u8> = 10..50;
+
+/// Connections each of the [`MANY`] addresses holds: below its bound (the
+/// circle's 64 upgraded plus 64 on their way in), and 1,280 over all of
+/// them, more than the process's 1,024 open files.
+const EACH: usize = 32;
+
+/// One connection at a time from `from` to `port`, sending nothing (the
+/// server closes it after 5 s without a request), connecting again half a
+/// second after each close, until `stop`.
+async fn hold_quietly(from: [u8; 4], port: u16, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        let connect = async {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind((from, 0).into())?;
+            socket.connect(([127, 0, 0, 1], port).into()).await
+        };
+        if let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(1), connect).await {
+            let mut buf = [0u8; 256];
+            while !stop.load(Ordering::Relaxed) {
+                let read = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf));
+                if let Ok(Ok(0) | Err(_)) = read.await {
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A `play` of `40 + 2` at the circle on `port` from 127.0.0.1, within
+/// 3 s: its output, or why there is none.
+async fn plays(port: u16) -> Result<String, String> {
+    let attempt = async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(common::ws(port))
+            .await
+            .map_err(|e| format!("upgrade: {e}"))?;
+        let request = json!({"jsonrpc": "2.0", "id": 1, "method": "play",
+                             "params": {"script": "40 + 2"}});
+        ws.send(Message::text(request.to_string()))
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+        while let Some(frame) = ws.next().await {
+            match frame.map_err(|e| format!("read: {e}"))? {
+                Message::Text(text) => {
+                    let reply: serde_json::Value =
+                        serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
+                    return reply["result"]["output"]
+                        .as_str()
+                        .map(str::to_string)
+                        .ok_or(format!("{reply}"));
+                }
+                Message::Close(frame) => return Err(format!("closed: {frame:?}")),
+                _ => {}
+            }
+        }
+        Err("the connection ended".to_string())
+    };
+    tokio::time::timeout(Duration::from_secs(3), attempt)
+        .await
+        .unwrap_or_else(|_| Err("no answer within 3 s".to_string()))
+}
+
+/// What each of the [`MANY`] addresses at the admin endpoint holds: below
+/// its bound of 32, and 1,200 over all of them.
+const EACH_AT_ADMIN: usize = 30;
+
+/// Many addresses, each below its bound, together hold more connections to
+/// the admin endpoint than the process has file descriptors: each asks
+/// `/healthz` every 2 s, and a success keeps its connection. The admin
+/// endpoint's share closes the connections past it at once, so the
+/// circles' descriptors stay theirs: another address's client still
+/// upgrades at a circle and plays, also after Redis cut every client (the
+/// task client and the worker connect again), and no accept fails.
+#[test]
+fn connections_of_many_addresses_to_the_admin_endpoint_do_not_take_the_circles_descriptors() {
+    let redis = testkit::RedisServer::start();
+    let sandbox = Sandbox::new();
+    let (circle, admin) = (port(), port());
+    let config = sandbox.circles(&[(1, "Alpha", circle)]);
+    let serve = sandbox.serve_command(&config, &redis.url(), &sandbox.data_dir());
+    let mut cmd = limited(&serve, "1024:1024");
+    cmd.args(["--admin", &format!("127.0.0.1:{admin}")]);
+    let mut o = Orchestrator::spawn(cmd);
+    o.wait_table();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (upgrades, played) = runtime.block_on(async {
+        assert_eq!(plays(circle).await, Ok("42".to_string()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let holders: Vec<_> = MANY
+            .flat_map(|last| (0..EACH_AT_ADMIN).map(move |_| [127, 0, 0, last]))
+            .map(|from| tokio::spawn(hold(from, admin, "/healthz", Arc::clone(&stop))))
+            .collect();
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let mut upgrades = Vec::new();
+        for _ in 0..3 {
+            upgrades.push(status_of(circle, &upgrade_request(circle)).await);
+        }
+        let killed = testkit::command(redis.port(), &["CLIENT", "KILL", "TYPE", "normal"]);
+        assert!(killed.is_ok(), "CLIENT KILL: {killed:?}");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let played = loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let played = plays(circle).await;
+            if played.is_ok() || Instant::now() > deadline {
+                break played;
+            }
+        };
+        stop.store(true, Ordering::Relaxed);
+        for h in holders {
+            h.abort();
+        }
+        (upgrades, played)
+    });
+    let refused_accepts = o
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("Too many open files"))
+        .count();
+    let held = MANY.len() * EACH_AT_ADMIN;
+    assert!(
+        upgrades.iter().all(|s| *s == Ok(101))
+            && played == Ok("42".to_string())
+            && refused_accepts == 0,
+        "while {} addresses held {held} connections to the admin endpoint \
+         ({EACH_AT_ADMIN} each), upgrades from another address got {upgrades:?}, and a \
+         play after Redis cut every client got {played:?}; {refused_accepts} log lines \
+         say an accept failed: Too many open files",
+        MANY.len()
+    );
+    assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+}
+
+/// Many addresses, each below its bound, together hold more connections to
+/// a circle than the process has file descriptors. The process-wide bound
+/// closes the connections past it at once, so none of its descriptors run
+/// out: another address's `/healthz` is answered all along (the admin
+/// endpoint has a share of its own), Redis connections that were cut are
+/// made again (`/readyz` answers 200), no accept fails, and once the many
+/// clients let go the circle upgrades another address's client again.
+#[test]
+fn connections_of_many_addresses_together_do_not_take_the_descriptors_of_probes_or_redis() {
+    let redis = testkit::RedisServer::start();
+    let sandbox = Sandbox::new();
+    let (circle, admin) = (port(), port());
+    let config = sandbox.circles(&[(1, "Alpha", circle)]);
+    let serve = sandbox.serve_command(&config, &redis.url(), &sandbox.data_dir());
+    let mut cmd = limited(&serve, "1024:1024");
+    cmd.args(["--admin", &format!("127.0.0.1:{admin}")]);
+    let mut o = Orchestrator::spawn(cmd);
+    o.wait_table();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (healthz, readyz, upgrade_after) = runtime.block_on(async {
+        let probe = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{admin}\r\n\r\n");
+        assert_eq!(status_of(circle, &upgrade_request(circle)).await, Ok(101));
+        assert_eq!(status_of(admin, &probe("/healthz")).await, Ok(200));
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let holders: Vec<_> = MANY
+            .flat_map(|last| (0..EACH).map(move |_| [127, 0, 0, last]))
+            .map(|from| tokio::spawn(hold_quietly(from, circle, Arc::clone(&stop))))
+            .collect();
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let mut healthz = Vec::new();
+        for _ in 0..3 {
+            healthz.push(status_of(admin, &probe("/healthz")).await);
+        }
+        // Every client of Redis but this one is cut: the orchestrator's
+        // task client and worker connect again, with new descriptors.
+        let killed = testkit::command(redis.port(), &["CLIENT", "KILL", "TYPE", "normal"]);
+        assert!(killed.is_ok(), "CLIENT KILL: {killed:?}");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let readyz = loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let readyz = status_of(admin, &probe("/readyz")).await;
+            if readyz == Ok(200) || Instant::now() > deadline {
+                break readyz;
+            }
+        };
+        stop.store(true, Ordering::Relaxed);
+        for h in holders {
+            let _ = h.await;
+        }
+        // Their connections closed, the circle upgrades again.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let upgrade_after = loop {
+            let upgrade = status_of(circle, &upgrade_request(circle)).await;
+            if upgrade == Ok(101) || Instant::now() > deadline {
+                break upgrade;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        (healthz, readyz, upgrade_after)
+    });
+    let stderr = o.stderr();
+    let refused: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("Too many open files"))
+        .collect();
+    let refused_accepts = refused.len();
+    let held = MANY.len() * EACH;
+    assert!(
+        healthz.iter().all(|s| *s == Ok(200))
+            && readyz == Ok(200)
+            && upgrade_after == Ok(101)
+            && refused_accepts == 0,
+        "while {} addresses held {held} connections to a circle ({EACH} each), /healthz \
+         from another address got {healthz:?}, /readyz after Redis cut every client got \
+         {readyz:?}, and after they let go an upgrade got {upgrade_after:?}; \
+         {refused_accepts} log lines say an accept failed: Too many open files ({:?})",
+        MANY.len(),
+        refused.first()
+    );
     assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
 }

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::circle::{Routes, Shared};
 use crate::config::{ServerConfig, ServerTiming};
 use crate::pause::Pause;
+use crate::peers::Budget;
 use crate::status::ServerStatus;
 use crate::tls::TlsConfig;
 use crate::upgrade::upgrade;
@@ -143,26 +144,30 @@ pub async fn run_with(
 /// [`ServerTiming::drain_timeout`]) and closes with 1001, then `run_many`
 /// returns once the worker thread has stopped. Dropping the future stops the
 /// host without draining. With no circles it just waits for the token.
+/// Its connections are bounded per address only ([`Budget::unbounded`]).
 pub async fn run_many(
     circles: Vec<CircleServer>,
     timing: ServerTiming,
     client: client::Client,
     token: CancellationToken,
 ) -> Result<()> {
-    run_many_pausable(circles, timing, client, token, Pause::new()).await
+    let budget = Budget::unbounded();
+    run_many_pausable(circles, timing, client, token, Pause::new(), budget).await
 }
 
 /// [`run_many`] that stops accepting on every listener once `pause` is
 /// requested, while its open connections carry on until `token` (or their
 /// circle's own token) fires. A paused host never accepts again; once it
 /// holds no connection its actix server stops (its threads end) and it waits
-/// for `token` to return.
+/// for `token` to return. Its connections count against `budget` (with
+/// those of the hosts that share it): past it one is closed at once.
 pub async fn run_many_pausable(
     circles: Vec<CircleServer>,
     timing: ServerTiming,
     client: client::Client,
     token: CancellationToken,
     pause: Pause,
+    budget: Arc<Budget>,
 ) -> Result<()> {
     // However it returns, a waiting `Pause::pause` is released.
     let _released = ReleaseOnDrop(pause.clone());
@@ -217,7 +222,8 @@ pub async fn run_many_pausable(
         });
     }
     let per_address = circles_max.saturating_add(crate::peers::PENDING_PER_ADDRESS);
-    let server = build(routes, listeners, shutdown_secs, per_address)?;
+    let peers = crate::peers::Peers::new(per_address, budget);
+    let server = build(routes, listeners, shutdown_secs, peers)?;
     let host_error = |source| what.error(source);
 
     // The actix server runs in its own task so that it can still process a stop
@@ -291,10 +297,10 @@ fn build(
     routes: Routes,
     listeners: Vec<Listener>,
     shutdown_secs: u64,
-    per_address: usize,
+    peers: Arc<crate::peers::Peers>,
 ) -> Result<actix_web::dev::Server> {
     let routes = web::Data::new(routes);
-    let peers = crate::peers::Peers::new(per_address);
+    let accepted_max = peers.accepted_max();
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(routes.clone())
@@ -309,11 +315,15 @@ fn build(
     })
     .workers(HOST_WORKERS)
     // Each socket's acknowledged bytes, for the heartbeat (`acked`), and its
-    // place in its address's count (`peers`).
+    // place in its address's count and the budget (`peers`).
     .on_connect(move |conn, data| {
         crate::acked::on_connect(conn, data);
         peers.on_connect(conn, data);
     })
+    // Connections the accept thread took and the worker has not yet
+    // counted (TLS handshakes, a burst) are bounded too: past this actix
+    // stops accepting, and the rest wait in the kernel's backlog.
+    .max_connections(accepted_max)
     .disable_signals()
     // Each reply is sent at once. With Nagle's algorithm a reply written
     // while the one before it is unacknowledged waits for that

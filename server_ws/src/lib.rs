@@ -135,7 +135,7 @@ pub use host::{
 };
 pub use origin::{AuthorityHost, authority_host, is_allowed as origin_allowed};
 pub use pause::Pause;
-pub use peers::{Peers, serve_bounded};
+pub use peers::{Budget, Peers, UNCOUNTED, serve_bounded};
 pub use sight::WorkerSight;
 pub use status::ServerStatus;
 pub use tls::TlsConfig;

@@ -15,12 +15,25 @@
 //!
 //! The orchestrator's admin endpoint counts its own connections the same
 //! way, with its own bound.
+//!
+//! Many addresses together, each below its bound, could still take every
+//! descriptor: each server's connections also count against a [`Budget`]
+//! (the orchestrator sizes one for its hosts and one for its admin
+//! endpoint from its open files limit). A connection past its budget is
+//! closed at once, unanswered: a 503 would keep its descriptor until a
+//! request came, up to the request timeout, and clients that connect fast
+//! enough would hold every descriptor that way. A connection is counted
+//! when the server's worker sees it (after its TLS handshake); those its
+//! accept thread took before are bounded by actix's `max_connections`, set
+//! to the budget plus [`UNCOUNTED`] ([`Peers::accepted_max`]).
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use actix_web::HttpResponse;
 use actix_web::dev::{Extensions, Service, ServiceRequest, ServiceResponse};
@@ -30,12 +43,90 @@ use actix_web::http::{ConnectionType, StatusCode, header};
 /// upgrades in progress, and refused requests on their way out.
 pub const PENDING_PER_ADDRESS: usize = 64;
 
+/// Connections a server may have accepted beyond its [`Budget`]: those
+/// its worker has not yet counted (a TLS handshake in flight, a burst
+/// the accept thread took at once) or not yet closed.
+pub const UNCOUNTED: usize = 64;
+
+/// How often a spent [`Budget`] may say so in the log.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Connections one or more actix servers hold together, whatever their
+/// addresses: a share of the process's file descriptors. The connection
+/// that would take one more than `max` is closed at once, unanswered.
+pub struct Budget {
+    /// What holds these connections, for the log.
+    what: &'static str,
+    max: AtomicUsize,
+    open: AtomicUsize,
+    /// When the log last said the budget was spent.
+    warned: Mutex<Option<Instant>>,
+}
+
+impl Budget {
+    /// At most `max` connections together; `what` names their servers in
+    /// the log ("the circles' hosts").
+    pub fn new(what: &'static str, max: usize) -> Arc<Budget> {
+        Arc::new(Budget {
+            what,
+            max: AtomicUsize::new(max),
+            open: AtomicUsize::new(0),
+            warned: Mutex::new(None),
+        })
+    }
+
+    /// No bound but the per-address one: for a host outside the
+    /// orchestrator, which sizes no budget.
+    pub fn unbounded() -> Arc<Budget> {
+        Budget::new("a host", usize::MAX)
+    }
+
+    /// Changes the bound; connections open past a lowered one stay open.
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
+    }
+
+    /// The bound.
+    pub fn max(&self) -> usize {
+        self.max.load(Ordering::Relaxed)
+    }
+
+    /// The connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Counts one more connection; `false` when it is past the bound.
+    fn take(&self) -> bool {
+        let max = self.max();
+        if self.open.fetch_add(1, Ordering::Relaxed) < max {
+            return true;
+        }
+        let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        if warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+            *warned = Some(Instant::now());
+            log::warn!(
+                "{} hold {max} connections, all the process's file descriptors allow them: \
+                 new connections are closed at once until some close",
+                self.what
+            );
+        }
+        false
+    }
+
+    fn give_back(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The open connections of each address, for one actix server: its
 /// `on_connect` calls [`Peers::on_connect`], its app's `wrap_fn`
 /// [`serve_bounded`].
 pub struct Peers {
     max: usize,
     open: Mutex<HashMap<IpAddr, usize>>,
+    /// What the server's connections count against with other servers'.
+    budget: Arc<Budget>,
 }
 
 /// One accepted connection's place in its address's count, kept in the
@@ -43,17 +134,26 @@ pub struct Peers {
 struct PeerSlot {
     peers: Arc<Peers>,
     key: IpAddr,
-    /// The address held `max` connections already when this one came.
+    /// The address held `max` connections already when this one came, or
+    /// the budget was spent.
     over: bool,
 }
 
 impl Peers {
-    /// At most `max` connections per address.
-    pub fn new(max: usize) -> Arc<Peers> {
+    /// At most `max` connections per address, and all of them within
+    /// `budget`.
+    pub fn new(max: usize, budget: Arc<Budget>) -> Arc<Peers> {
         Arc::new(Peers {
             max,
             open: Mutex::default(),
+            budget,
         })
+    }
+
+    /// For the server's actix `max_connections` (with one worker): its
+    /// budget's bound now plus [`UNCOUNTED`].
+    pub fn accepted_max(&self) -> usize {
+        self.budget.max().saturating_add(UNCOUNTED)
     }
 
     fn open(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
@@ -61,29 +161,39 @@ impl Peers {
     }
 
     /// For a listener's `on_connect`: counts the connection under its
-    /// peer's address and records whether the address is past its bound.
+    /// peer's address and records whether the address is past its bound;
+    /// shuts the socket when the budget is spent (actix then reads its end
+    /// and drops it, and its descriptor, at once).
     pub fn on_connect(self: &Arc<Self>, conn: &dyn Any, data: &mut Extensions) {
         let Some(tcp) = crate::acked::tcp_of(conn) else {
             return;
         };
         let Ok(peer) = tcp.peer_addr() else { return };
-        data.insert(self.admit(peer.ip()));
+        let (slot, within) = self.admit(peer.ip());
+        if !within {
+            // Nothing to do if it fails: the socket is already gone.
+            let _ = socket2::SockRef::from(tcp).shutdown(std::net::Shutdown::Both);
+        }
+        data.insert(slot);
     }
 
-    /// Counts a connection from `ip`.
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> PeerSlot {
+    /// Counts a connection from `ip`; `false` beside it when the budget is
+    /// spent.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> (PeerSlot, bool) {
         let key = crate::auth::key(ip);
+        let within = self.budget.take();
         let over = {
             let mut open = self.open();
             let n = open.entry(key).or_default();
             *n += 1;
             *n > self.max
         };
-        PeerSlot {
+        let slot = PeerSlot {
             peers: Arc::clone(self),
             key,
-            over,
-        }
+            over: over || !within,
+        };
+        (slot, within)
     }
 
     #[cfg(test)]
@@ -127,6 +237,7 @@ where
 
 impl Drop for PeerSlot {
     fn drop(&mut self) {
+        self.peers.budget.give_back();
         let mut open = self.peers.open();
         if let Some(n) = open.get_mut(&self.key) {
             *n -= 1;
@@ -143,21 +254,42 @@ mod tests {
 
     #[test]
     fn an_address_past_its_bound_is_over_and_every_slot_gives_its_place_back() {
-        let peers = Peers::new(2);
+        let peers = Peers::new(2, Budget::unbounded());
         let ip: IpAddr = "10.0.0.1".parse().expect("ip");
-        let slots: Vec<PeerSlot> = (0..3).map(|_| peers.admit(ip)).collect();
+        let slots: Vec<PeerSlot> = (0..3).map(|_| peers.admit(ip).0).collect();
         let over: Vec<bool> = slots.iter().map(|s| s.over).collect();
         assert_eq!(over, [false, false, true]);
         // Another address, and the same /64 of IPv6 as one address.
-        assert!(!peers.admit("10.0.0.2".parse().expect("ip")).over);
-        let a = peers.admit("2001:db8::1".parse().expect("ip"));
-        let b = peers.admit("2001:db8::2".parse().expect("ip"));
+        assert!(!peers.admit("10.0.0.2".parse().expect("ip")).0.over);
+        let a = peers.admit("2001:db8::1".parse().expect("ip")).0;
+        let b = peers.admit("2001:db8::2".parse().expect("ip")).0;
         assert!(!a.over && !b.over);
-        assert!(peers.admit("2001:db8::3".parse().expect("ip")).over);
+        assert!(peers.admit("2001:db8::3".parse().expect("ip")).0.over);
         drop((a, b));
         assert_eq!(peers.held(ip), 3);
         drop(slots);
         assert_eq!(peers.held(ip), 0);
         assert!(peers.open().is_empty(), "no entry left for a gone address");
+    }
+
+    #[test]
+    fn past_its_budget_a_connection_is_refused_whatever_its_address_and_its_place_comes_back() {
+        let budget = Budget::new("test servers", 3);
+        let host = Peers::new(2, Arc::clone(&budget));
+        let admin = Peers::new(2, Arc::clone(&budget));
+        let slots: Vec<(PeerSlot, bool)> = (1..=3)
+            .map(|i| host.admit(IpAddr::from([10, 0, 0, i])))
+            .collect();
+        assert!(slots.iter().all(|(slot, within)| *within && !slot.over));
+        // A fourth address, at either server: past the budget they share.
+        let (slot, within) = admin.admit("10.0.0.4".parse().expect("ip"));
+        assert!(!within && slot.over);
+        drop(slot);
+        assert_eq!(budget.open(), 3);
+        drop(slots);
+        assert_eq!(budget.open(), 0);
+        assert!(host.admit("10.0.0.4".parse().expect("ip")).1);
+        budget.set_max(0);
+        assert!(!admin.admit("10.0.0.5".parse().expect("ip")).1);
     }
 }

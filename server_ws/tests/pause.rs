@@ -61,6 +61,7 @@ async fn a_circles_token_closes_only_its_sockets_and_a_paused_host_keeps_its_con
         client.clone(),
         host_token.clone(),
         pause.clone(),
+        server_ws::Budget::unbounded(),
     ));
     let mut ws_alpha = connect(&alpha_url).await;
     let mut ws_beta = connect(&beta_url).await;
@@ -150,6 +151,7 @@ async fn pausing_a_host_that_ended_returns_at_once() {
         client,
         token.clone(),
         pause.clone(),
+        server_ws::Budget::unbounded(),
     ));
     token.cancel();
     host.await.expect("no panic").expect("host ran");

@@ -28,7 +28,10 @@
 //! streams; past either, a request gets 503 saying which. Every answer but a
 //! success closes its connection, so keep-alive holds none for a refused
 //! client. One client can thus take neither the process's file descriptors
-//! nor the endpoint from another address's probes.
+//! nor the endpoint from another address's probes. All addresses together
+//! hold at most the endpoint's budget of connections (`Running::budget`, a
+//! share of its own beside the circles' ports): past it one is closed at
+//! once, so many addresses take no descriptor the circles need.
 //!
 //! It is one more actix server with one worker thread, beside the circles'
 //! host and independent of it (a host restart leaves it serving). Its port
@@ -183,7 +186,7 @@ impl Plan {
             events: latest,
             streams: events::Streams::default(),
         };
-        tracker.spawn(serve(bound, state, stop));
+        tracker.spawn(serve(bound, state, running.budget, stop));
     }
 }
 
@@ -199,6 +202,8 @@ pub struct Running {
     pub draining: Arc<AtomicBool>,
     /// Asks the orchestrator to reload circles.json (`POST /api/reload`).
     pub reload: ReloadHandle,
+    /// The connections the endpoint may hold, whatever their addresses.
+    pub budget: Arc<server_ws::Budget>,
 }
 
 /// Everything the routes read.
@@ -226,9 +231,14 @@ pub struct AdminState {
 /// Serves the admin endpoint on `bound` until `stop`; returns once the
 /// server has stopped. A failure to serve is logged, never fatal: the
 /// circles go on without it.
-pub async fn serve(bound: Bound, state: AdminState, stop: CancellationToken) {
+pub async fn serve(
+    bound: Bound,
+    state: AdminState,
+    budget: Arc<server_ws::Budget>,
+    stop: CancellationToken,
+) {
     let url = bound.url();
-    let server = match build(bound, state) {
+    let server = match build(bound, state, budget) {
         Ok(server) => server,
         Err(e) => {
             log::error!("the admin endpoint cannot serve on {url}: {e}");
@@ -254,15 +264,21 @@ pub async fn serve(bound: Bound, state: AdminState, stop: CancellationToken) {
 
 /// The actix server (not yet polled). A plain function: the builder is not
 /// `Send` and must not live in `serve`'s future.
-fn build(bound: Bound, state: AdminState) -> std::io::Result<actix_web::dev::Server> {
+fn build(
+    bound: Bound,
+    state: AdminState,
+    budget: Arc<server_ws::Budget>,
+) -> std::io::Result<actix_web::dev::Server> {
     let state = web::Data::new(state);
-    let peers = server_ws::Peers::new(PER_ADDRESS);
+    let peers = server_ws::Peers::new(PER_ADDRESS, budget);
+    let accepted_max = peers.accepted_max();
     Ok(HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .wrap_fn(|req, srv| server_ws::serve_bounded(req, srv, |status| status.is_success()))
             .configure(routes::configure)
     })
+    .max_connections(accepted_max)
     .on_connect(move |conn, data| peers.on_connect(conn, data))
     .workers(1)
     .disable_signals()

@@ -30,6 +30,7 @@
 //! at once (exit 1).
 
 mod apply;
+mod descriptors;
 mod kept;
 mod set;
 mod signals;
@@ -304,7 +305,8 @@ impl Orchestrator {
 /// Raises the soft limit of open files to the hard one: every circle's
 /// connections, databases and Redis connections share the process's
 /// descriptors, and the usual soft limit (1,024) is soon reached. (Each
-/// client address is bounded by `server_ws`'s per-address count.)
+/// client address is bounded by `server_ws`'s per-address count, all of
+/// them by the budgets cut from this limit: [`descriptors`].)
 fn raise_open_files_limit() {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => log::debug!("open files limit: {limit}"),
@@ -467,6 +469,7 @@ impl Running {
             serving: TaskTracker::new(),
             changed: Arc::new(Notify::new()),
             metrics: admin.as_ref().map(|a| a.metrics().clone()),
+            budgets: descriptors::Budgets::from_limit(),
         };
         // The servers stop first and answer what they took while the workers
         // still run it; the workers stop after them (see the shutdown).
@@ -522,6 +525,7 @@ impl Running {
                 client: client.clone(),
                 draining: draining.clone(),
                 reload,
+                budget: Arc::clone(&ctx.budgets.admin),
             };
             admin.spawn(running, watchers_token.clone(), &watchers);
         }

@@ -51,6 +51,8 @@ pub struct Ctx {
     pub changed: Arc<Notify>,
     /// Where circles record their metrics (the admin endpoint is on).
     pub metrics: Option<telemetry::Metrics>,
+    /// The connections the hosts and the admin endpoint may hold.
+    pub budgets: super::descriptors::Budgets,
 }
 
 /// One running circle: its worker and database when the role works it,
@@ -203,6 +205,10 @@ impl CircleSet {
                 keep_lease,
             });
         }
+        // Sized before a host starts, for every circle running (the ones a
+        // reload takes out are still counted until the next start).
+        let take = self.live.iter().map(|l| l.server.max_connections).sum();
+        ctx.budgets.fit(self.live.len(), take);
         let hosted: Vec<Hosted> = hosted.into_iter().flatten().collect();
         if !hosted.is_empty() {
             self.start_host(ctx, hosted, false);
@@ -217,8 +223,11 @@ impl CircleSet {
         let (handle, circles) = spawn::start_host(
             ctx.clients.main(),
             hosted,
-            token.clone(),
-            pause.clone(),
+            spawn::HostControl {
+                token: token.clone(),
+                pause: pause.clone(),
+                budget: Arc::clone(&ctx.budgets.hosts),
+            },
             carry,
             &ctx.serving,
             &ctx.changed,

@@ -195,22 +195,36 @@ pub type HostCircles = Arc<
     >,
 >;
 
+/// How a host is stopped, and what its connections count against.
+pub struct HostControl {
+    /// Stops it.
+    pub token: CancellationToken,
+    /// Makes it stop accepting (for good: a restart of a paused host serves
+    /// nothing and waits for `token`).
+    pub pause: server_ws::Pause,
+    /// The connections every host may hold together.
+    pub budget: Arc<server_ws::Budget>,
+}
+
 /// Starts a supervised websocket host that serves every given circle's port
 /// (one actix worker thread for all of them, see `server_ws::run_many`). Its
-/// state is mirrored into every circle's server slot; `token` stops it and
-/// `pause` makes it stop accepting (for good: a restart of a paused host
-/// serves nothing and waits for `token`). With `carry`, its first run keeps
-/// the server status already in each slot: the circles move from a paused
-/// host and their open connections are still counted there.
+/// state is mirrored into every circle's server slot; `control` stops or
+/// pauses it. With `carry`, its first run keeps the server status already
+/// in each slot: the circles move from a paused host and their open
+/// connections are still counted there.
 pub fn start_host(
     client: &client::Client,
     hosted: Vec<Hosted>,
-    token: CancellationToken,
-    pause: server_ws::Pause,
+    control: HostControl,
     carry: bool,
     tracker: &TaskTracker,
     changed: &Arc<Notify>,
 ) -> (tokio::task::JoinHandle<()>, HostCircles) {
+    let HostControl {
+        token,
+        pause,
+        budget,
+    } = control;
     let client = client.clone();
     let (servers, slots): (Vec<_>, Vec<_>) = hosted
         .into_iter()
@@ -259,12 +273,13 @@ pub fn start_host(
                 }
             }
             let (client, token, pause) = (client.clone(), token.clone(), pause.clone());
+            let budget = Arc::clone(&budget);
             async move {
                 if let Some(failed) = failed {
                     return Err(failed);
                 }
                 let timing = server_ws::ServerTiming::default();
-                server_ws::run_many_pausable(circles, timing, client, token, pause)
+                server_ws::run_many_pausable(circles, timing, client, token, pause, budget)
                     .await
                     .map_err(|e| e.to_string())
             }
