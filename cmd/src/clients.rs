@@ -88,6 +88,21 @@ impl Clients {
         Ok(())
     }
 
+    /// Closes the client of every Redis none of `running` uses any more
+    /// (a reload moved or removed the circles that did): its reply
+    /// listener and connections go, and nothing reconnects to a Redis that
+    /// may be gone for good. The `--redis-url` client stays.
+    pub fn close_unused(&self, running: &[CircleConfig]) {
+        let mut others = self.others();
+        others.retain(|url, _| {
+            let used = running.iter().any(|c| self.url_of(c) == url);
+            if !used {
+                log::info!("no circle uses the redis at {url} any more: its task client is closed");
+            }
+            used
+        });
+    }
+
     /// The client of `circle`'s Redis. A circle whose own Redis was never
     /// connected ([`Clients::connect_for`]) gets the main client, logged:
     /// every caller connects first.

@@ -222,3 +222,45 @@ fn a_bad_sentinel_redis_url_exits_2_saying_what_is_wrong() {
         assert!(!err.contains("hunter2"), "{err}");
     }
 }
+
+/// A reload that moves the last circle off its own Redis closes this
+/// process's task client there: no reply channel stays subscribed, so
+/// nothing keeps reconnecting to a Redis that may be gone for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_moves_the_last_circle_off_a_redis_closes_its_client_there() {
+    let main = RedisServer::start();
+    let own = RedisServer::start();
+    let sandbox = Sandbox::new();
+    let a = port();
+    sandbox.write(
+        "circles.json",
+        &json!([{"id": 1, "name": "Alpha", "port": a, "redis": own.url()}]).to_string(),
+    );
+    let config = sandbox.path().join("circles.json");
+    let mut o = Orchestrator::start(&sandbox, &config, &main.url(), &[]);
+    o.wait_table();
+    play_three(a, "alpha").await;
+    assert!(
+        reply_channels(own.port()) >= 1,
+        "a task client on its redis"
+    );
+    sandbox.write(
+        "circles.json",
+        &json!([{"id": 1, "name": "Alpha", "port": a}]).to_string(),
+    );
+    o.signal("HUP");
+    o.wait_stdout("reload applied", Duration::from_secs(30));
+    play_three(a, "alpha").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while reply_channels(own.port()) > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        reply_channels(own.port()),
+        0,
+        "a task client stays subscribed on a redis no circle uses:\n{}",
+        o.stderr()
+    );
+    let status = o.stop();
+    assert!(status.success(), "{status}\n{}", o.stderr());
+}

@@ -174,6 +174,7 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     let worked = set.worked();
     kept::settle(&mut set.kept, &worked, &ctx.settings);
     set.order(&order);
+    ctx.clients.close_unused(&set.configs());
     // An outgoing circle whose name no running circle has now (removed,
     // renamed, or changed and not started again) leaves /metrics; a circle
     // of that name started later gets its series afresh, at 0.
