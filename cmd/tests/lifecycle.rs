@@ -474,6 +474,46 @@ async fn a_managed_redis_is_started_when_none_answers_and_stopped_at_exit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relative_data_dir_holds_the_managed_redis_too() {
+    // redis-server enters its --dir before it opens its --logfile: a relative
+    // path given for both would name a log file under the dir itself.
+    let sandbox = Sandbox::new();
+    let redis_port = port();
+    let p = port();
+    let config = sandbox.circles(&[(1, "Relative", p)]);
+    let mut cmd = sandbox.command();
+    cmd.arg(&config).args([
+        "--redis-url",
+        &format!("redis://127.0.0.1:{redis_port}"),
+        "--data-dir",
+        "rel-data",
+        "--output",
+        "plain",
+    ]);
+    let mut orchestrator = Orchestrator::spawn(cmd);
+    orchestrator.wait_table();
+    assert!(
+        redis_answers(redis_port),
+        "managed redis-server is not answering"
+    );
+    let data = sandbox.path().join("rel-data");
+    assert!(
+        data.join("redis").join("redis.log").is_file(),
+        "the managed redis-server logs under the relative data dir"
+    );
+    let mut ws = connect(p).await;
+    assert_eq!(output(&mut ws, "db::insert(1)").await, "1");
+    drop(ws);
+    assert_eq!(
+        orchestrator.stop().code(),
+        Some(0),
+        "{}",
+        orchestrator.stderr()
+    );
+    assert!(data.join("1").is_dir(), "circle 1 lives in <data-dir>/1/");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_managed_redis_still_loading_its_data_is_waited_for_at_start() {
     // A restarted Redis answers LOADING while it reads its append-only file;
     // with a few MB of it the start may see it (not asserted here: how long

@@ -149,6 +149,10 @@ impl ManagedRedis {
         let dir = data_dir.join("redis");
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
+        // Absolute: redis-server enters its --dir before it opens its
+        // --logfile, so a relative log path would be looked up under the dir.
+        let dir = std::fs::canonicalize(&dir)
+            .with_context(|| format!("cannot resolve {}", dir.display()))?;
         let bind = addr.ip().to_string();
         let spawner = Spawner::new().context("cannot start the thread that runs redis-server")?;
         let log_from = log_length(&dir);
