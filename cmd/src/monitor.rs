@@ -137,7 +137,7 @@ pub async fn poll_stats(
         for ((state, latest), gateways) in states.iter().zip(latest).zip(gateways) {
             let mut slot = lock(&state.stats);
             any_change |= strip(&slot.latest) != strip(&latest);
-            slot.latest = latest;
+            slot.read(latest);
             let mut slot = lock(&state.gateways);
             any_change |= *slot != gateways;
             *slot = gateways;

@@ -83,8 +83,23 @@ impl Slot {
 /// Counters read from Redis by the stats poller.
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
-    /// The latest counters, if any read succeeded.
+    /// The latest counters; `None` when the last read failed.
     pub latest: Option<client::QueueStats>,
+    /// The processed and failed counts of the last read that succeeded:
+    /// shown while a read fails (a stalled Redis), instead of the worker's
+    /// own counts since it started, which would make the columns jump back
+    /// and forth.
+    pub counted: Option<(u64, u64)>,
+}
+
+impl Stats {
+    /// Takes the outcome of one read.
+    pub fn read(&mut self, latest: Option<client::QueueStats>) {
+        if let Some(s) = &latest {
+            self.counted = Some((s.processed, s.failed));
+        }
+        self.latest = latest;
+    }
 }
 
 /// Everything known about one circle. Shared between the supervisor, the
@@ -199,7 +214,10 @@ impl CircleState {
             .filter(|&live| seen_any || !live)
             .filter(|_| unreachable.is_none());
         let waiting = !seen_any && sight_live == Some(true);
-        let stats = lock(&self.stats).latest.clone();
+        let (stats, counted) = {
+            let stats = lock(&self.stats);
+            (stats.latest.clone(), stats.counted)
+        };
         let worker_lease = stats.as_ref().and_then(|s| s.lease.clone());
         let (worker, worker_detail, worker_restarts, worker_started, counts) = {
             let slot = lock(&self.worker);
@@ -253,7 +271,9 @@ impl CircleState {
                 Duration::ZERO
             }
         };
-        let (processed, failed) = match (&stats, counts) {
+        // Redis's counts (every worker's, kept there); the worker's own
+        // since it started only before Redis was ever read.
+        let (processed, failed) = match (&stats, counted.or(counts)) {
             (Some(s), _) => (Some(s.processed), Some(s.failed)),
             (None, Some((p, f))) => (Some(p), Some(f)),
             (None, None) => (None, None),
@@ -443,57 +463,4 @@ pub fn snapshot(header: &Header, circles: &[Arc<CircleState>], phase: &'static s
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_bracket_ipv6_hosts() {
-        assert_eq!(ws_url("ws", "127.0.0.1", 8081), "ws://127.0.0.1:8081/ws");
-        assert_eq!(ws_url("ws", "::1", 8081), "ws://[::1]:8081/ws");
-        assert_eq!(ws_url("wss", "::1", 8081), "wss://[::1]:8081/ws");
-    }
-
-    #[test]
-    fn a_component_whose_task_ended_is_never_shown_running() {
-        let cfg = CircleConfig {
-            id: 1,
-            name: "A".into(),
-            port: 1,
-            principals: Vec::new(),
-            redis: None,
-        };
-        let state = CircleState {
-            queue: "a".into(),
-            queue_key: client::keys::tasks("a"),
-            url: ws_url("ws", "127.0.0.1", 1),
-            config: cfg,
-            worker: Arc::new(Mutex::new(Slot::new())),
-            server: Arc::new(Mutex::new(Slot::new())),
-            stats: Mutex::new(Stats::default()),
-            task_metrics: None,
-            db: std::sync::OnceLock::new(),
-            sight: None,
-            gateways: Mutex::new(None),
-            leaving: std::sync::atomic::AtomicBool::new(false),
-            up_seen: Mutex::new(None),
-        };
-        lock(&state.server).phase = Phase::Restarting("boom".into());
-        lock(&state.worker).phase = Phase::Restarting("lost".into());
-        let row = state.row();
-        assert_eq!(row.server, "restarting");
-        assert_eq!(row.server_detail.as_deref(), Some("boom"));
-        assert_eq!(row.worker, "restarting");
-        assert_eq!(row.uptime_secs, 0);
-        assert!(!row.up());
-        lock(&state.worker).phase = Phase::NotHere("gateway");
-        let row = state.row();
-        assert_eq!(row.worker, NOT_HERE);
-        assert_eq!(row.worker_detail.as_deref(), Some("role gateway"));
-        assert!(!row.up(), "the server still restarts");
-        lock(&state.server).phase = Phase::Alive;
-        assert!(
-            state.row().up(),
-            "a gateway's circle is up when its server runs"
-        );
-    }
-}
+mod tests;

@@ -1,0 +1,75 @@
+//! The rows a circle's state makes.
+
+use super::*;
+
+#[test]
+fn urls_bracket_ipv6_hosts() {
+    assert_eq!(ws_url("ws", "127.0.0.1", 8081), "ws://127.0.0.1:8081/ws");
+    assert_eq!(ws_url("ws", "::1", 8081), "ws://[::1]:8081/ws");
+    assert_eq!(ws_url("wss", "::1", 8081), "wss://[::1]:8081/ws");
+}
+
+/// Circle "A" (queue `a`), nothing running, nothing read.
+fn state() -> CircleState {
+    let cfg = CircleConfig {
+        id: 1,
+        name: "A".into(),
+        port: 1,
+        principals: Vec::new(),
+        redis: None,
+    };
+    CircleState {
+        queue: "a".into(),
+        queue_key: client::keys::tasks("a"),
+        url: ws_url("ws", "127.0.0.1", 1),
+        config: cfg,
+        worker: Arc::new(Mutex::new(Slot::new())),
+        server: Arc::new(Mutex::new(Slot::new())),
+        stats: Mutex::new(Stats::default()),
+        task_metrics: None,
+        db: std::sync::OnceLock::new(),
+        sight: None,
+        gateways: Mutex::new(None),
+        leaving: std::sync::atomic::AtomicBool::new(false),
+        up_seen: Mutex::new(None),
+    }
+}
+
+#[test]
+fn a_component_whose_task_ended_is_never_shown_running() {
+    let state = state();
+    lock(&state.server).phase = Phase::Restarting("boom".into());
+    lock(&state.worker).phase = Phase::Restarting("lost".into());
+    let row = state.row();
+    assert_eq!(row.server, "restarting");
+    assert_eq!(row.server_detail.as_deref(), Some("boom"));
+    assert_eq!(row.worker, "restarting");
+    assert_eq!(row.uptime_secs, 0);
+    assert!(!row.up());
+    lock(&state.worker).phase = Phase::NotHere("gateway");
+    let row = state.row();
+    assert_eq!(row.worker, NOT_HERE);
+    assert_eq!(row.worker_detail.as_deref(), Some("role gateway"));
+    assert!(!row.up(), "the server still restarts");
+    lock(&state.server).phase = Phase::Alive;
+    assert!(
+        state.row().up(),
+        "a gateway's circle is up when its server runs"
+    );
+}
+
+#[test]
+fn a_failed_read_of_the_counters_shows_the_last_ones_read() {
+    let state = state();
+    assert_eq!((state.row().processed, state.row().failed), (None, None));
+    lock(&state.stats).read(Some(client::QueueStats {
+        queue_len: 3,
+        processed: 14,
+        failed: 2,
+        ..client::QueueStats::default()
+    }));
+    lock(&state.stats).read(None);
+    let row = state.row();
+    assert_eq!((row.processed, row.failed), (Some(14), Some(2)));
+    assert_eq!(row.queue_len, None, "the queue's length is not known");
+}
