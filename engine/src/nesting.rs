@@ -88,11 +88,23 @@ fn refusal_of<'a>(
     form: Form,
 ) -> Option<&'static str> {
     if too_deep(items.clone(), 1) {
-        Some(NESTING_TOKEN)
-    } else if max > 0 && text_over(items, max, form, 1, &mut 0) {
+        return Some(NESTING_TOKEN);
+    }
+    // Rhai's `to_json` follows what closures captured with no bound and no
+    // cycle check (`m.f = || m` is infinitely deep): the count that passes
+    // [`MAX_NESTING`] there refuses it, also with no string limit.
+    let bound = match max {
+        0 if form == Form::Json => usize::MAX,
+        0 => return None,
+        n => n,
+    };
+    let mut total = 0;
+    if !text_over(items, bound, form, 1, &mut total) {
+        None
+    } else if total > bound {
         Some(STRING_TOKEN)
     } else {
-        None
+        Some(NESTING_TOKEN)
     }
 }
 
@@ -121,7 +133,9 @@ fn refused(token: &'static str, empty: impl FnOnce()) -> ImmutableString {
 /// passes. A map of a thousand references to one string of 512 KiB is half
 /// a GiB of text, built in one operation, before any limit could look.
 /// Values deeper than `depth` [`MAX_NESTING`] go uncounted (the bound stays
-/// a lower one), so the recursion is bounded whatever a closure captured.
+/// a lower one), so the recursion is bounded whatever a closure captured;
+/// in [`Form::Json`] reaching one ends the count as `true` (its caller tells
+/// this from a passed `max` by `total`).
 fn text_over<'a>(
     items: impl Iterator<Item = &'a Dynamic>,
     max: usize,
@@ -130,7 +144,8 @@ fn text_over<'a>(
     total: &mut usize,
 ) -> bool {
     if depth > MAX_NESTING {
-        return false;
+        // Uncounted, except in JSON, which Rhai writes however deep.
+        return form == Form::Json;
     }
     for (i, value) in items.enumerate() {
         if i > 0 {

@@ -173,3 +173,37 @@ fn a_result_may_nest_exactly_max_nesting_levels_as_printing_may() {
         ErrorKind::Limit,
     );
 }
+
+/// Rhai's `to_json` writes what a closure captured, following shared cells
+/// with no bound and no cycle check (unlike its `to_string`): a copy of a map
+/// holding a closure over that map (`m.f = || m`) is infinitely deep JSON,
+/// and so is a chain of closures deeper than the bound. Each is refused as
+/// too deep, not written until the stack overflows and the process aborts.
+#[test]
+fn to_json_of_a_map_reaching_itself_through_a_closure_is_refused_not_crashing() {
+    let c = patient_circle();
+    for script in [
+        "let m = #{}; m.f = || m; let n = m; n.to_json()",
+        "let m = #{}; m.f = || m; m.g = || m; let n = m; n.to_json()",
+        "let m = #{}; m.f = || [m, m]; let n = [m, m]; #{ n: n }.to_json()",
+        "let v = #{}; for i in 0..300 { let w = v; v = #{ f: || w }; } v.to_json()",
+    ] {
+        let e = c.fails(script, ErrorKind::Limit);
+        assert!(
+            e.message
+                .contains(&format!("deeper than {MAX_NESTING} levels")),
+            "{script}: {e:?}"
+        );
+        c.still_works();
+    }
+    // A closure chain within the bound is written as stock Rhai writes it.
+    let json = c
+        .ok("let v = #{}; for i in 0..3 { let w = v; v = #{ f: || w }; } v.to_json()")
+        .output;
+    let shape: String = json
+        .split('"')
+        .map(|part| if part.starts_with("anon$") { "anon" } else { part })
+        .collect::<Vec<_>>()
+        .join("\"");
+    assert_eq!(shape, r#"{"f":["anon",{"f":["anon",{"f":["anon",{}]}]}]}"#);
+}
