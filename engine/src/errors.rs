@@ -293,22 +293,23 @@ fn eval_kind(err: EvalAltResult, limits: &Limits) -> (ErrorKind, String) {
             }
             let message = if value.is_unit() {
                 "script threw ()".to_string()
-            } else if crate::nesting::value_too_deep(&value) {
-                // Rendering it would recurse once per level.
-                format!(
-                    "script threw a value nesting arrays or maps deeper than {} levels",
-                    crate::nesting::MAX_NESTING
-                )
-            } else if crate::nesting::text_surely_over(&value, limits.max_output_bytes) {
-                // Its text is never built: it could be far larger than the
-                // run's memory limit.
-                format!(
-                    "script threw {}, its text longer than the output limit of {} bytes",
-                    container_words(&value),
-                    limits.max_output_bytes
-                )
             } else {
-                within(value.to_string(), limits.max_output_bytes)
+                match crate::nesting::thrown_refusal(&value, limits.max_output_bytes) {
+                    // Rendering it would recurse once per level (closures
+                    // capturing closures included).
+                    Some(NESTING_TOKEN) => format!(
+                        "script threw a value nesting arrays or maps deeper than {} levels",
+                        crate::nesting::MAX_NESTING
+                    ),
+                    // Its text is never built: it could be far larger than
+                    // the run's memory limit.
+                    Some(_) => format!(
+                        "script threw {}, its text longer than the output limit of {} bytes",
+                        container_words(&value),
+                        limits.max_output_bytes
+                    ),
+                    None => within(value.to_string(), limits.max_output_bytes),
+                }
             };
             (ErrorKind::Runtime, message)
         }

@@ -199,6 +199,26 @@ pub fn text_surely_over(value: &Dynamic, max: usize) -> bool {
         && text_over(std::iter::once(value), max, Form::Printed, 0, &mut 0)
 }
 
+/// Why the message of a thrown `value` is not written: Rhai's own text of
+/// an array or map (its `Display`, unlike the script's `to_string`) writes
+/// what each closure in it captured, with no bound on how deeply closures
+/// capture closures (`v = #{ f: || w }` in a loop nests hundreds of
+/// thousands of levels in one second, and writing it overflows the stack).
+/// [`NESTING_TOKEN`] for a value nesting deeper than [`MAX_NESTING`], also
+/// through closures; [`STRING_TOKEN`] for one whose text is sure to pass
+/// `max` bytes (0: no bound); `None` when its text may be written.
+pub fn thrown_refusal(value: &Dynamic, max: usize) -> Option<&'static str> {
+    if value_too_deep(value) {
+        return Some(NESTING_TOKEN);
+    }
+    if !(value.is_array() || value.is_map()) {
+        return None;
+    }
+    // The JSON count is a lower bound of that text too: it counts what
+    // closures captured, and refuses past `MAX_NESTING` levels of them.
+    refusal_of(std::iter::once(value), max, Form::Json)
+}
+
 /// [`text_surely_over`] for the JSON `value` would be stored as: a blob or
 /// a function pointer in it counts one byte, as its own refusal (kind
 /// `value`, naming its path) comes first.

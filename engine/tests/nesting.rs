@@ -207,3 +207,31 @@ fn to_json_of_a_map_reaching_itself_through_a_closure_is_refused_not_crashing() 
         .join("\"");
     assert_eq!(shape, r#"{"f":["anon",{"f":["anon",{"f":["anon",{}]}]}]}"#);
 }
+
+/// A script that nests `depth` maps through closures: each level a map
+/// holding a closure that captured the level below. Building it is linear
+/// (Rhai's size checks do not look into what closures captured): 300,000
+/// levels take a second within the default limits.
+fn closure_chain(depth: usize, tail: &str) -> String {
+    format!("let v = #{{}};\nfor i in 0..{depth} {{ let w = v; v = #{{ f: || w }}; }}\n{tail}")
+}
+
+/// Rhai's text of a thrown array or map (its `Display`) writes what the
+/// closures in it captured, one recursion per level: a value nesting deeper
+/// than the bound through closures is named, not written.
+#[test]
+fn throwing_a_value_nesting_deeply_through_closures_does_not_crash() {
+    let c = Circle::new();
+    for tail in ["throw v;", "throw [v.f];"] {
+        let e = c.fails(&closure_chain(300_000, tail), ErrorKind::Runtime);
+        assert!(
+            e.message
+                .contains(&format!("threw a value nesting arrays or maps deeper than {MAX_NESTING} levels")),
+            "{tail}: {e:?}"
+        );
+        c.still_works();
+    }
+    // Within the bound the text is Rhai's, captured values included.
+    let e = c.fails(&closure_chain(2, "throw v;"), ErrorKind::Runtime);
+    assert!(e.message.starts_with("#{\"f\": Fn*(\"anon$"), "{e:?}");
+}
