@@ -104,7 +104,7 @@ impl Store {
         let mut st = self.write_state();
         let mut superseded = 0;
         for (id, loc) in updates {
-            superseded += st.index.apply(id, loc);
+            superseded += st.index.apply(id, loc, self.config.history == 0);
         }
         st.next_id = next_id;
         st.end = Covered {

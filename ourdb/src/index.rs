@@ -124,12 +124,13 @@ impl Index {
 
     /// Sets (`Some`) or removes (`None`) `id`'s location, and returns the
     /// bytes of the data files this makes superseded: the op of the version
-    /// it replaces, and a delete's own op. Commits and open's scan count
-    /// them alike for the compaction trigger.
-    pub(crate) fn apply(&mut self, id: u32, loc: Option<Loc>) -> u64 {
+    /// it replaces (unless `keeps_all`: `Config::history` 0 keeps every
+    /// version, so compaction can never reclaim it), and a delete's own op.
+    /// Commits and open's scan count them alike for the compaction trigger.
+    pub(crate) fn apply(&mut self, id: u32, loc: Option<Loc>, keeps_all: bool) -> u64 {
         let op = |l: Loc| OP_HEADER_LEN as u64 + u64::from(l.value_len);
         match loc {
-            Some(loc) => self.insert(id, loc).map_or(0, op),
+            Some(loc) => self.insert(id, loc).filter(|_| !keeps_all).map_or(0, op),
             None => self.remove(id).map_or(0, op) + OP_HEADER_LEN as u64,
         }
     }

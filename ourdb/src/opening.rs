@@ -111,6 +111,7 @@ pub(crate) fn open_files(dir: &Path, config: &Config) -> Result<Opened> {
                 index: cp.index,
                 next_id: cp.next_id,
                 superseded: cp.superseded,
+                keeps_all: config.history == 0,
             },
             Some((cp.end.file, cp.end.offset)),
             cp.end.last_frame,
@@ -128,6 +129,7 @@ pub(crate) fn open_files(dir: &Path, config: &Config) -> Result<Opened> {
                 // may be compacted once more after such an open, which keeps
                 // it again; a store that only grew counts nothing.
                 superseded: Some(0),
+                keeps_all: config.history == 0,
             },
             None,
             None,

@@ -37,6 +37,9 @@ pub(crate) struct Recovered {
     /// started, counted on from the checkpoint's figure as the scan applies
     /// frames after it (`None`: not known, and not counted).
     pub superseded: Option<u64>,
+    /// `Config::history` is 0: a replaced version is kept by compaction, so
+    /// it does not count as superseded.
+    pub keeps_all: bool,
 }
 
 /// Outcome of scanning one file.
@@ -228,7 +231,7 @@ fn apply_frame(
             value_len: h.value_len,
             offset: op_at,
         });
-        let superseded = rec.index.apply(h.id, loc);
+        let superseded = rec.index.apply(h.id, loc, rec.keeps_all);
         if let Some(counted) = rec.superseded.as_mut() {
             *counted += superseded;
         }

@@ -501,3 +501,33 @@ fn a_record_whose_kept_versions_outgrow_a_frame_is_copied_over_several() {
     let db = OurDb::open(dir.path(), cfg).unwrap();
     assert_eq!(db.history(id, usize::MAX).unwrap(), want);
 }
+
+/// `history` 0 keeps every version: replaced versions can never be
+/// reclaimed, so a store under updates (and no deletes) only grows, and a
+/// background compaction would copy all of it to reclaim nothing.
+#[test]
+fn a_store_keeping_every_version_is_not_copied_in_the_background_for_its_updates() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        checkpoint_bytes: 16 << 10,
+        compaction_min_bytes: 128 << 10,
+        ..config(0)
+    };
+    let db = OurDb::open(dir.path(), cfg).unwrap();
+    for _ in 0..500 {
+        db.insert(&[1; 100]).unwrap();
+    }
+    // Ten times the threshold of updates: each replaces a version that is kept.
+    for v in 2..=30u8 {
+        for id in 1..=500 {
+            db.update(id, &[v; 100]).unwrap();
+        }
+    }
+    write_until(&db, "ten looks", |s| s.checkpoints >= 10, || {});
+    let stats = db.stats();
+    assert_eq!(
+        stats.compactions, 0,
+        "copied every version for nothing: {stats:?}"
+    );
+    assert_eq!(db.history(7, usize::MAX).unwrap().len(), 30);
+}
