@@ -202,7 +202,13 @@ fn to_json_of_a_map_reaching_itself_through_a_closure_is_refused_not_crashing() 
         .output;
     let shape: String = json
         .split('"')
-        .map(|part| if part.starts_with("anon$") { "anon" } else { part })
+        .map(|part| {
+            if part.starts_with("anon$") {
+                "anon"
+            } else {
+                part
+            }
+        })
         .collect::<Vec<_>>()
         .join("\"");
     assert_eq!(shape, r#"{"f":["anon",{"f":["anon",{"f":["anon",{}]}]}]}"#);
@@ -225,8 +231,9 @@ fn throwing_a_value_nesting_deeply_through_closures_does_not_crash() {
     for tail in ["throw v;", "throw [v.f];"] {
         let e = c.fails(&closure_chain(300_000, tail), ErrorKind::Runtime);
         assert!(
-            e.message
-                .contains(&format!("threw a value nesting arrays or maps deeper than {MAX_NESTING} levels")),
+            e.message.contains(&format!(
+                "threw a value nesting arrays or maps deeper than {MAX_NESTING} levels"
+            )),
             "{tail}: {e:?}"
         );
         c.still_works();

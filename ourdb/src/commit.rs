@@ -44,7 +44,7 @@ impl Store {
         expect: Option<u32>,
         sync: bool,
     ) -> Result<Outcome> {
-        let mut w = self.lock_unpoisoned_writer()?;
+        let mut w = self.lock_writer_to_commit()?;
         let (plan, next_id, outcome) = self.plan(ops, expect)?;
         if plan.is_empty() {
             return Ok(outcome);

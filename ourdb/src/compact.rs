@@ -8,7 +8,8 @@
 //! versions (all when 0) into one file, `compaction.tmp`, without holding a
 //! lock: deleted records and older versions are left behind. It then copies
 //! the frames committed meanwhile (`copy`), in rounds without a lock until
-//! a round copies under 1 MiB (at most 8), and fsyncs the file with its
+//! a round copies under 1 MiB or no less than the round before (at most 8),
+//! and fsyncs the file with its
 //! header (a generation start numbered one past the writer's current file).
 //! Then the writer lock: what is left is copied in slices of at most 1 MiB,
 //! the lock released between slices, and after the last slice, still under
@@ -19,7 +20,8 @@
 //! (the file may be in place and supersede the ones it writes to). So a
 //! commit waits for at most one slice or the switch
 //! ([`crate::Stats::max_compaction_pause`]), and a writer faster than the
-//! copy is slowed to its pace until the switch; reads never wait (one
+//! copy is slowed to its pace until the switch: between two slices one
+//! commit goes, the others wait for the next gap (`gate`); reads never wait (one
 //! holding an old file keeps reading it). The old files are deleted last. A crash before the
 //! rename leaves a `.tmp` that open deletes; after it, open finds the
 //! generation start and deletes the files it supersedes (`opening`).
@@ -48,7 +50,8 @@ use crate::{Mode, read};
 const FRAME_TARGET: usize = 1 << 20;
 /// Most value bytes of one record's kept versions held while it is copied.
 const HELD: usize = 1 << 20;
-/// Catch-up rounds stop once a round copies less than this.
+/// Catch-up rounds stop once a round copies less than this (or no less than
+/// the round before).
 const CATCH_UP_SMALL: u64 = 1 << 20;
 const CATCH_UP_ROUNDS: usize = 8;
 /// Most bytes of frames copied while commits wait (see `catch_up_and_switch`).
@@ -273,6 +276,7 @@ impl Store {
         reclaimed: Option<u64>,
     ) -> Result<bool> {
         let mut from = (from.file, from.offset);
+        let mut before = u64::MAX;
         for _ in 0..CATCH_UP_ROUNDS {
             if self.wake.stopping() {
                 return Ok(false);
@@ -283,9 +287,12 @@ impl Store {
             };
             let copied;
             (copied, from) = copy_frames(&files, first_no, from, to, out, u64::MAX)?;
-            if copied < CATCH_UP_SMALL {
+            // Small enough for the slices, or not shrinking: the writer
+            // adds as fast as the copy goes, and only the slices catch up.
+            if copied < CATCH_UP_SMALL || copied >= before {
                 break;
             }
+            before = copied;
         }
         // The bulk and its header (numbered as the switch will most likely
         // number it) are made durable before the writer lock is taken.
@@ -299,6 +306,9 @@ impl Store {
         // lock released between slices, so commits wait at most one slice
         // (and the switch after the last one).
         let mut longest = std::time::Duration::ZERO;
+        // Until the switch (or a failure), each gap between two slices lets
+        // one commit through, so a writer cannot outrun the copy (`gate`).
+        let slicing = self.gate.slicing();
         let (mut w, paused, first_no) = loop {
             let w = self.lock_unpoisoned_writer()?;
             let paused = Instant::now();
@@ -318,7 +328,9 @@ impl Store {
                 return Ok(false);
             }
             // The lock is not fair: give a waiting commit the chance to go
-            // first (up to 1 ms), or this loop could take it back at once.
+            // first (up to 1 ms), or this loop could take it back at once;
+            // one commit, the others wait for the next gap.
+            slicing.gap();
             let gap = Instant::now();
             while self.read_state().end == to && gap.elapsed() < std::time::Duration::from_millis(1)
             {
@@ -381,6 +393,7 @@ impl Store {
         // Before a commit adds to the file bytes.
         self.counters.compacted(out.offset, pause);
         drop(w);
+        drop(slicing);
         log::debug!(
             "compacted {} into data file {n} ({} bytes, writer paused {pause:?})",
             self.dir.display(),

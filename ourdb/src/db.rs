@@ -105,6 +105,7 @@ impl OurDb {
             wake: crate::state::Wake::resuming(o.superseded),
             checkpointing: Mutex::new(o.checkpoint),
             compacting: Mutex::new(()),
+            gate: crate::gate::Gate::default(),
             failure: std::sync::OnceLock::new(),
         });
         {

@@ -65,6 +65,7 @@ mod error;
 pub mod fault;
 mod files;
 mod format;
+mod gate;
 mod index;
 mod opening;
 mod read;

@@ -184,6 +184,8 @@ pub(crate) struct Store {
     pub checkpointing: Mutex<Option<(u32, Covered)>>,
     /// Held for a whole compaction: one at a time.
     pub compacting: Mutex<()>,
+    /// Commits' turns while a compaction copies in slices.
+    pub gate: crate::gate::Gate,
     /// The first write or fsync failure that left what is on disk unknown:
     /// once set, this handle refuses every write ([`Error::Poisoned`]).
     pub failure: OnceLock<String>,
@@ -224,6 +226,13 @@ impl Store {
             });
         }
         Ok(w)
+    }
+
+    /// The writer for a commit, after the commit's turn at the gate (see
+    /// `gate`: a compaction copying in slices lets one commit go per gap).
+    pub(crate) fn lock_writer_to_commit(&self) -> Result<MutexGuard<'_, Writer>> {
+        self.gate.enter();
+        self.lock_unpoisoned_writer()
     }
 
     /// Makes this handle refuse every later write: after `failure`, what is
