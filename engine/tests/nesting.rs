@@ -227,7 +227,7 @@ fn closure_chain(depth: usize, tail: &str) -> String {
 /// than the bound through closures is named, not written.
 #[test]
 fn throwing_a_value_nesting_deeply_through_closures_does_not_crash() {
-    let c = Circle::new();
+    let c = patient_circle();
     for tail in ["throw v;", "throw [v.f];"] {
         let e = c.fails(&closure_chain(300_000, tail), ErrorKind::Runtime);
         assert!(
