@@ -596,3 +596,98 @@ fn connections_of_many_addresses_together_do_not_take_the_descriptors_of_probes_
     );
     assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
 }
+
+/// One address alone, past its bound of 32 at the admin endpoint, holds
+/// connections that send nothing (each closed by actix's request timeout
+/// after 5 s, and made again half a second later): they must not take the
+/// whole endpoint's budget (96) and shut out another address's probes, as
+/// the bound per address says. A connection past the bound that sends a
+/// request is answered 503 and closed; one that sends nothing must not
+/// hold a place the other addresses need.
+#[test]
+fn silent_connections_of_one_address_past_its_bound_do_not_shut_out_another_addresss_probes() {
+    let redis = testkit::RedisServer::start();
+    let sandbox = Sandbox::new();
+    let (circle, admin) = (port(), port());
+    let config = sandbox.circles(&[(1, "Alpha", circle)]);
+    let mut o = Orchestrator::start(
+        &sandbox,
+        &config,
+        &redis.url(),
+        &["--admin", &format!("127.0.0.1:{admin}")],
+    );
+    o.wait_table();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let probes = runtime.block_on(async {
+        let probe = format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{admin}\r\n\r\n");
+        assert_eq!(status_of(admin, &probe).await, Ok(200));
+        let stop = Arc::new(AtomicBool::new(false));
+        let holders: Vec<_> = (0..150)
+            .map(|_| tokio::spawn(hold_quietly([127, 0, 0, 2], admin, Arc::clone(&stop))))
+            .collect();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut probes = Vec::new();
+        for _ in 0..6 {
+            probes.push(status_of(admin, &probe).await);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        for h in holders {
+            h.abort();
+        }
+        probes
+    });
+    assert!(
+        probes.iter().all(|p| *p == Ok(200)),
+        "while 127.0.0.2 held silent connections past its bound of 32, /healthz from \
+         127.0.0.1 got {probes:?}"
+    );
+    assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+}
+
+/// The same at a circle's port, under a limit of 1024 open files (720
+/// connections for the hosts): one address (its bound 128) holding 900
+/// silent connections must not shut another address out of the circle.
+#[test]
+fn silent_connections_of_one_address_past_its_bound_do_not_shut_another_address_out_of_a_circle() {
+    let redis = testkit::RedisServer::start();
+    let sandbox = Sandbox::new();
+    let circle = port();
+    let config = sandbox.circles(&[(1, "Alpha", circle)]);
+    let serve = sandbox.serve_command(&config, &redis.url(), &sandbox.data_dir());
+    let mut o = Orchestrator::spawn(limited(&serve, "1024:1024"));
+    o.wait_table();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let upgrades = runtime.block_on(async {
+        assert_eq!(status_of(circle, &upgrade_request(circle)).await, Ok(101));
+        let stop = Arc::new(AtomicBool::new(false));
+        let holders: Vec<_> = (0..900)
+            .map(|_| tokio::spawn(hold_quietly([127, 0, 0, 2], circle, Arc::clone(&stop))))
+            .collect();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut upgrades = Vec::new();
+        for _ in 0..6 {
+            upgrades.push(status_of(circle, &upgrade_request(circle)).await);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        for h in holders {
+            h.abort();
+        }
+        upgrades
+    });
+    assert!(
+        upgrades.iter().all(|u| *u == Ok(101)),
+        "while 127.0.0.2 held 900 silent connections to the circle (its bound 128), \
+         upgrades from 127.0.0.1 got {upgrades:?}"
+    );
+    assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+}

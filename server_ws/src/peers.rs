@@ -2,7 +2,9 @@
 //! address may hold at most as many as all the host's circles would take
 //! upgraded ([`ServerConfig::max_connections`](crate::ServerConfig) each)
 //! plus [`PENDING_PER_ADDRESS`] on their way in. Past that, the address's
-//! next requests are answered 503 and their connections closed.
+//! next requests are answered 503 and their connections closed; past twice
+//! that, its connections are closed at once, unanswered (one that sends
+//! nothing would otherwise hold its place until the request timeout).
 //!
 //! Without it, one client that never gets past the upgrade (no token, a
 //! path that is not served, a refused origin) could hold connections with
@@ -178,16 +180,21 @@ impl Peers {
     }
 
     /// Counts a connection from `ip`; `false` beside it when the budget is
-    /// spent.
+    /// spent, or when its address holds twice its bound already: such a
+    /// connection is closed at once, unanswered. (Past its bound an address
+    /// is answered 503, but a connection that sends nothing holds its place
+    /// until actix's request timeout: one address reconnecting fast enough
+    /// would fill the budget with them and shut every other address out.)
     fn admit(self: &Arc<Self>, ip: IpAddr) -> (PeerSlot, bool) {
         let key = crate::auth::key(ip);
-        let within = self.budget.take();
-        let over = {
+        let budgeted = self.budget.take();
+        let (over, flooding) = {
             let mut open = self.open();
             let n = open.entry(key).or_default();
             *n += 1;
-            *n > self.max
+            (*n > self.max, *n > self.max.saturating_mul(2))
         };
+        let within = budgeted && !flooding;
         let slot = PeerSlot {
             peers: Arc::clone(self),
             key,
@@ -270,6 +277,16 @@ mod tests {
         drop(slots);
         assert_eq!(peers.held(ip), 0);
         assert!(peers.open().is_empty(), "no entry left for a gone address");
+    }
+
+    #[test]
+    fn an_address_at_twice_its_bound_is_closed_at_once_within_the_budget() {
+        let peers = Peers::new(2, Budget::new("test server", 100));
+        let ip: IpAddr = "10.0.0.1".parse().expect("ip");
+        let admitted: Vec<(PeerSlot, bool)> = (0..5).map(|_| peers.admit(ip)).collect();
+        let within: Vec<bool> = admitted.iter().map(|(_, w)| *w).collect();
+        assert_eq!(within, [true, true, true, true, false]);
+        assert!(peers.admit("10.0.0.2".parse().expect("ip")).1);
     }
 
     #[test]
