@@ -46,6 +46,35 @@ pub fn defines_closures(ast: &rhai::AST) -> bool {
         .any(|f| f.name.starts_with(CLOSURE_PREFIX))
 }
 
+/// Where a script that defines closures uses `switch` (the first one, in
+/// its body or any function's), if it does. Rhai's `switch` hashes its
+/// value, and the hash follows what closures captured one recursion per
+/// level, without a bound: a chain of closures each capturing the one
+/// before (`v = #{ f: || w }` in a loop) is cheap to build hundreds of
+/// thousands of levels deep and would overflow the stack, which aborts the
+/// whole process. No guard can run first (the hashing is inside Rhai's
+/// evaluation of the statement), so such a script is refused when it
+/// compiles: [`SWITCH_REFUSAL`].
+pub fn switch_beside_closures(ast: &rhai::AST) -> Option<rhai::Position> {
+    if !defines_closures(ast) {
+        return None;
+    }
+    let mut found = None;
+    ast.walk(&mut |nodes: &[rhai::ASTNode]| {
+        if let Some(rhai::ASTNode::Stmt(stmt @ rhai::Stmt::Switch(..))) = nodes.last() {
+            found = Some(stmt.position());
+            return false;
+        }
+        true
+    });
+    found
+}
+
+/// The error of a script refused by [`switch_beside_closures`].
+pub const SWITCH_REFUSAL: &str = "'switch' is not available in a script that defines closures: \
+     a value closures captured can nest deeper than the stack allows switch to follow; use \
+     if / else if instead";
+
 /// Keeps a handle to the variable `name` when it is a shared cell; `index`
 /// is Rhai's position of it from the end of `scope` (1-based), 0 when
 /// unknown.

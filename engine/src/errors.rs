@@ -21,6 +21,11 @@ fn at(kind: ErrorKind, message: String, pos: Position) -> ScriptError {
     }
 }
 
+/// A script the sandbox refuses when it compiles, for `message`, at `pos`.
+pub fn refused(message: &str, pos: Position) -> ScriptError {
+    at(ErrorKind::Syntax, message.to_owned(), pos)
+}
+
 /// A compilation failure of `script`.
 pub fn from_parse(err: &ParseError, script: &str, limits: &Limits) -> ScriptError {
     let ParseError(kind, pos) = err;

@@ -23,8 +23,9 @@
 //! - Scripts have every standard package of a stock `rhai::Engine::new()`
 //!   (time, blobs, maths, strings, ...) except what the sandbox refuses,
 //!   each refusal with its reason in the error: `eval`, `import` (the only
-//!   way to the file system), `curry` (refused when compiling) and `sleep`
-//!   (when called). `export` at the top level of a script is accepted and,
+//!   way to the file system), `curry` (refused when compiling), `switch`
+//!   in a script that defines closures (refused when compiling, see
+//!   `cycles::switch_beside_closures`) and `sleep` (when called). `export` at the top level of a script is accepted and,
 //!   with no modules, has no effect.
 //! - `output` is the final value rendered as the script's `to_string`
 //!   renders it in stock Rhai; unit gives `""`. `print` and `debug` are

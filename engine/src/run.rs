@@ -250,13 +250,17 @@ pub fn run(
     // `compiling`): some scripts within the size limit compile for seconds.
     let (ast, compiled) = cache.get_or_compile(script, || {
         let watch = crate::compiling::Watch::start(deadline.at, &control.cancel);
-        engine
+        let ast = engine
             .rhai
             .compile(script)
             .map_err(|e| match watch.stopped() {
                 Some(stop) => stop_error(stop, engine, deadline),
                 None => errors::from_parse(&e, script, &engine.limits),
-            })
+            })?;
+        match crate::cycles::switch_beside_closures(&ast) {
+            Some(pos) => Err(errors::refused(crate::cycles::SWITCH_REFUSAL, pos)),
+            None => Ok(ast),
+        }
     })?;
     if compiled {
         check_stop(engine, control, deadline)?;

@@ -242,3 +242,34 @@ fn throwing_a_value_nesting_deeply_through_closures_does_not_crash() {
     let e = c.fails(&closure_chain(2, "throw v;"), ErrorKind::Runtime);
     assert!(e.message.starts_with("#{\"f\": Fn*(\"anon$"), "{e:?}");
 }
+
+/// `switch` hashes its value, following what closures captured, one
+/// recursion per level (Rhai's `is_hashable` and `Hash`), and no guard can
+/// run before it: a script that defines closures may not use `switch`
+/// (refused when it compiles, wherever the `switch` is), so a value nesting
+/// hundreds of thousands of levels through closures never reaches it. A
+/// script without closures keeps `switch`.
+#[test]
+fn switching_on_a_value_nesting_deeply_through_closures_is_refused_not_crashing() {
+    let c = patient_circle();
+    let refused = [
+        closure_chain(300_000, "switch v { 1 => 1, _ => 2 }"),
+        closure_chain(2, "fn pick(x) { switch x { 1 => 1, _ => 2 } }\npick(v)"),
+        "let f = |x| switch x { 1 => 1, _ => 2 };\nf.call(1)".to_string(),
+    ];
+    for script in &refused {
+        let e = c.fails(script, ErrorKind::Syntax);
+        assert!(
+            e.message
+                .contains("'switch' is not available in a script that defines closures"),
+            "{script}: {e:?}"
+        );
+        assert!(e.line.is_some(), "the refusal points at the switch: {e:?}");
+        c.still_works();
+    }
+    assert_eq!(
+        c.ok("let x = 2; switch x { 1 => \"one\", _ => \"other\" }")
+            .output,
+        "other"
+    );
+}
