@@ -19,27 +19,12 @@ use testkit::RedisServer;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Short beats, so a lease expires in 600 ms: heartbeat 200 ms, TTL three
-/// beats; dead workers are looked for every beat.
-const FAST: &[&str] = &[
-    "--role",
-    "worker",
-    "--worker-heartbeat",
-    "200ms",
-    "--worker-reap-interval",
-    "200ms",
-    "--worker-pop-timeout",
-    "1s",
-];
-
 /// Well past the lease's TTL (600 ms): a standby that could take the
 /// lease over would have within this.
 const PAST_TTL: Duration = Duration::from_secs(4);
 
 fn spawn(sandbox: &Sandbox, config: &Path, url: &str, dir: &Path, extra: &[&str]) -> Orchestrator {
-    let mut cmd = sandbox.serve_command(config, url, dir);
-    cmd.args(FAST).args(extra);
-    Orchestrator::spawn(cmd)
+    common::spawn_fast_worker(sandbox, config, url, dir, extra)
 }
 
 /// The ports of Alpha and Beta.

@@ -8,6 +8,19 @@ pub mod hosts;
 pub mod http;
 pub mod tasks;
 
+/// Options for worker-only processes whose leases expire in 600 ms:
+/// heartbeat 200 ms, TTL three beats; dead workers are looked for every beat.
+pub const FAST_LEASES: &[&str] = &[
+    "--role",
+    "worker",
+    "--worker-heartbeat",
+    "200ms",
+    "--worker-reap-interval",
+    "200ms",
+    "--worker-pop-timeout",
+    "1s",
+];
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -460,4 +473,18 @@ pub fn dev_full() -> Stdio {
         .open("/dev/full")
         .expect("open /dev/full");
     Stdio::from(full)
+}
+
+/// A worker-only orchestrator ([`FAST_LEASES`]) on `config` and `url`, its
+/// data in `dir`, `extra` options appended.
+pub fn spawn_fast_worker(
+    sandbox: &Sandbox,
+    config: &Path,
+    url: &str,
+    dir: &Path,
+    extra: &[&str],
+) -> Orchestrator {
+    let mut cmd = sandbox.serve_command(config, url, dir);
+    cmd.args(FAST_LEASES).args(extra);
+    Orchestrator::spawn(cmd)
 }
