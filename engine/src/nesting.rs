@@ -151,6 +151,13 @@ fn text_over<'a>(
         if i > 0 {
             *total = total.saturating_add(1);
         }
+        // A cell being written right now: the value this walk started from,
+        // reached again through a closure's capture (`m.f = || m;
+        // m.to_json()`, `m` locked while its method runs). Reading it would
+        // panic, and Rhai would write it without end.
+        if value.is_locked() {
+            return true;
+        }
         if let Ok(a) = value.as_array_ref() {
             *total = total.saturating_add(2);
             if text_over(a.iter(), max, form, depth + 1, total) {

@@ -187,6 +187,8 @@ fn to_json_of_a_map_reaching_itself_through_a_closure_is_refused_not_crashing() 
         "let m = #{}; m.f = || m; m.g = || m; let n = m; n.to_json()",
         "let m = #{}; m.f = || [m, m]; let n = [m, m]; #{ n: n }.to_json()",
         "let v = #{}; for i in 0..300 { let w = v; v = #{ f: || w }; } v.to_json()",
+        // On the shared map itself, locked while its method runs.
+        "let m = #{}; m.f = || m; m.to_json()",
     ] {
         let e = c.fails(script, ErrorKind::Limit);
         assert!(
