@@ -3,11 +3,11 @@
 //! concurrently and notifications without a reply, and sends each reply (a
 //! batch's as one array, in item order).
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Weak};
 
 use serde_json::Value;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::circle::Shared;
 use crate::end::End;
@@ -20,7 +20,7 @@ use crate::rpc::{self, Incoming, Item};
 struct Call {
     id: Value,
     script: String,
-    permit: OwnedSemaphorePermit,
+    permit: Slot,
     /// Its connection's [`Reader::abandoned`](crate::reader::Reader).
     abandoned: Arc<AtomicBool>,
 }
@@ -33,7 +33,42 @@ enum Admitted {
     /// A notification to run, with its in-flight slot (`None`: the
     /// connection ended or the server is stopping while it waited for one;
     /// it runs all the same, as its sender was promised).
-    Notify(String, Option<OwnedSemaphorePermit>),
+    Notify(String, Option<Slot>),
+}
+
+/// An in-flight permit. One taken for an item of a batch goes back to its
+/// batch when dropped while the batch's array is not yet sent: a request's
+/// reply that waits in its batch for a slower batch-mate holds its slot, so
+/// a connection never holds more finished, unsent replies than
+/// `max_in_flight` (freeing it at once let the next batches run more,
+/// each held in turn). Only a notification of the same batch may take it
+/// meanwhile (it has no reply to hold; its own slot goes back to the batch
+/// in turn), so the batch cannot wait on itself.
+///
+/// It refers to its batch weakly: a batch whose requests were all aborted
+/// (its connection ended) is gone, and its slots with it.
+struct Slot {
+    permit: Option<OwnedSemaphorePermit>,
+    batch: Option<Weak<Batch>>,
+}
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit, batch: Option<&Arc<Batch>>) -> Slot {
+        Slot {
+            permit: Some(permit),
+            batch: batch.map(Arc::downgrade),
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let (Some(permit), Some(batch)) = (self.permit.take(), self.batch.take())
+            && let Some(batch) = batch.upgrade()
+        {
+            batch.give_back(permit);
+        }
+    }
 }
 
 /// Parses one text message and answers or spawns what it asks for.
@@ -52,7 +87,7 @@ pub(crate) async fn handle_text(
 ) -> Result<(), End> {
     shared.status.received(text.len());
     match rpc::parse(text) {
-        Incoming::Single(item) => match admit(shared, permits, item, io).await {
+        Incoming::Single(item) => match admit(shared, permits, item, io, None).await {
             Admitted::Reply(reply) => return io.send(reply).await,
             Admitted::Silent => {}
             Admitted::Call(call) => {
@@ -79,7 +114,7 @@ pub(crate) async fn handle_text(
             // notification among them must run).
             let mut sent = Ok(());
             for (index, item) in items.into_iter().enumerate() {
-                let settled = match admit(shared, permits, item, io).await {
+                let settled = match admit(shared, permits, item, io, Some(&batch)).await {
                     Admitted::Reply(reply) => batch.settle(index, Some(reply)),
                     Admitted::Silent => batch.settle(index, None),
                     Admitted::Notify(script, permit) => {
@@ -102,6 +137,11 @@ pub(crate) async fn handle_text(
                     sent = io.send(replies).await;
                 }
             }
+            // A connection that ended leaves requests unsettled (aborted):
+            // their slots go back to the connection now, not with the batch.
+            if io.reader.ended.is_some() {
+                batch.abandon();
+            }
             return sent;
         }
     }
@@ -113,12 +153,7 @@ pub(crate) async fn handle_text(
 /// the in-flight limit as requests do. Aborting that wait (the connection
 /// ended) leaves the task running: its sender asked for no reply, not for
 /// nothing to happen.
-async fn notify(
-    shared: &Arc<Shared>,
-    io: &mut Io<'_>,
-    script: &str,
-    permit: Option<OwnedSemaphorePermit>,
-) {
+async fn notify(shared: &Arc<Shared>, io: &mut Io<'_>, script: &str, permit: Option<Slot>) {
     let submitted = while_reading(shared, io, play::submit_notification(shared, script));
     let Some(watched) = submitted.await else {
         return;
@@ -146,50 +181,132 @@ async fn wait_for_slot(
     shared: &Shared,
     permits: &Arc<Semaphore>,
     io: &mut Io<'_>,
-) -> Option<OwnedSemaphorePermit> {
+    batch: Option<&Arc<Batch>>,
+) -> Option<Slot> {
     let acquire = async {
-        tokio::select! {
-            biased;
-            permit = Arc::clone(permits).acquire_owned() => permit.ok(),
-            () = shared.token.cancelled() => None,
+        loop {
+            let freed = batch.map(|b| b.freed.notified());
+            tokio::pin!(freed);
+            if let Some(freed) = freed.as_mut().as_pin_mut() {
+                freed.enable();
+            }
+            if let Some(permit) = batch.and_then(|b| b.take_freed()) {
+                return Some(Slot::new(permit, batch));
+            }
+            tokio::select! {
+                biased;
+                permit = Arc::clone(permits).acquire_owned() => {
+                    return permit.ok().map(|p| Slot::new(p, batch));
+                }
+                () = shared.token.cancelled() => return None,
+                // A slot one of the batch's items freed (never, outside a batch).
+                () = async {
+                    match freed.as_mut().as_pin_mut() {
+                        Some(freed) => freed.await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+            }
         }
     };
     while_reading(shared, io, acquire).await
 }
 
-/// The replies of one batch as its items settle.
+/// The replies of one batch as its items settle, and the slots its items
+/// freed before its array is sent (see [`Slot`]).
 struct Batch {
-    slots: std::sync::Mutex<(Vec<Option<Value>>, usize)>,
+    slots: std::sync::Mutex<Settling>,
+    /// Told when a slot goes back to the batch.
+    freed: Notify,
     outbox: Outbox,
+}
+
+struct Settling {
+    replies: Vec<Option<Value>>,
+    left: usize,
+    /// Slots freed by the batch's items, held until its array is sent.
+    freed: Vec<OwnedSemaphorePermit>,
+    /// The array is made (or the batch abandoned): slots go back to the
+    /// connection.
+    done: bool,
 }
 
 impl Batch {
     fn new(len: usize, outbox: Outbox) -> Batch {
         Batch {
-            slots: std::sync::Mutex::new((vec![None; len], len)),
+            slots: std::sync::Mutex::new(Settling {
+                replies: vec![None; len],
+                left: len,
+                freed: Vec::new(),
+                done: false,
+            }),
+            freed: Notify::new(),
             outbox,
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Settling> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A slot an item freed: kept until the array is sent.
+    fn give_back(&self, permit: OwnedSemaphorePermit) {
+        let mut guard = self.lock();
+        if guard.done {
+            drop(guard);
+            drop(permit);
+            return;
+        }
+        guard.freed.push(permit);
+        drop(guard);
+        self.freed.notify_waiters();
+    }
+
+    /// A slot freed by one of the batch's items, for its notification.
+    fn take_freed(&self) -> Option<OwnedSemaphorePermit> {
+        self.lock().freed.pop()
+    }
+
+    /// Gives the slots held back to the connection; later ones go at once.
+    fn abandon(&self) {
+        let freed = {
+            let mut guard = self.lock();
+            guard.done = true;
+            std::mem::take(&mut guard.freed)
+        };
+        drop(freed);
     }
 
     /// Records item `index`'s reply (`None`: a notification, no reply); when
     /// it was the last item to settle, the array to send, if any reply is in
     /// it (a batch of notifications gets none).
     fn settle(&self, index: usize, reply: Option<Value>) -> Option<Value> {
-        let mut guard = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        let (slots, left) = &mut *guard;
-        slots[index] = reply;
-        *left -= 1;
-        if *left > 0 {
+        let mut guard = self.lock();
+        guard.replies[index] = reply;
+        guard.left -= 1;
+        if guard.left > 0 {
             return None;
         }
-        let replies: Vec<Value> = slots.iter_mut().filter_map(Option::take).collect();
+        let replies: Vec<Value> = guard.replies.iter_mut().filter_map(Option::take).collect();
+        // The array is made: its slots are free again (it waits for room in
+        // the outbox as a single request's reply does).
+        guard.done = true;
+        let freed = std::mem::take(&mut guard.freed);
+        drop(guard);
+        drop(freed);
         (!replies.is_empty()).then_some(Value::Array(replies))
     }
 }
 
 /// Takes an in-flight permit for a `play`: a request that finds none gets
 /// -32003; a notification waits for one (see [`handle_text`]).
-async fn admit(shared: &Shared, permits: &Arc<Semaphore>, item: Item, io: &mut Io<'_>) -> Admitted {
+async fn admit(
+    shared: &Shared,
+    permits: &Arc<Semaphore>,
+    item: Item,
+    io: &mut Io<'_>,
+    batch: Option<&Arc<Batch>>,
+) -> Admitted {
     match item {
         Item::Reply(v) => Admitted::Reply(v),
         Item::Silent => Admitted::Silent,
@@ -223,7 +340,7 @@ async fn admit(shared: &Shared, permits: &Arc<Semaphore>, item: Item, io: &mut I
             (Some(id), Ok(permit)) => Admitted::Call(Call {
                 id,
                 script,
-                permit,
+                permit: Slot::new(permit, batch),
                 abandoned: Arc::clone(&io.reader.abandoned),
             }),
             (Some(id), Err(_)) => {
@@ -235,14 +352,17 @@ async fn admit(shared: &Shared, permits: &Arc<Semaphore>, item: Item, io: &mut I
                     max,
                 ))
             }
-            (None, Ok(permit)) => Admitted::Notify(script, Some(permit)),
-            (None, Err(_)) => Admitted::Notify(script, wait_for_slot(shared, permits, io).await),
+            (None, Ok(permit)) => Admitted::Notify(script, Some(Slot::new(permit, batch))),
+            (None, Err(_)) => {
+                Admitted::Notify(script, wait_for_slot(shared, permits, io, batch).await)
+            }
         },
     }
 }
 
 /// Runs one admitted request; its reply. Its slot is freed once the reply
-/// is made, before it is queued for the client.
+/// is made, before it is queued for the client (a batch item's goes back to
+/// its batch until the batch's array is made, see [`Slot`]).
 async fn run_call(shared: &Shared, call: Call) -> Value {
     let _counted = shared.status.call_started();
     let reply = play::play(shared, &call.id, &call.script, &call.abandoned).await;
