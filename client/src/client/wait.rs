@@ -111,6 +111,9 @@ impl Client {
                         // Still away at the deadline: the task may have run
                         // (its end unreported), but it cannot start any more.
                         Ok(Err(e @ Error::Unavailable { .. })) => Err(e),
+                        // Gone, as a poll before the deadline would have
+                        // found: lost (it may have run), not timed out.
+                        Ok(Err(e @ Error::Lost { .. })) => Err(e),
                         Err(_) => Err(self.inner.conn.unavailable(&format!(
                             "no answer to the read of the task at its deadline within {LAST_READ:?}"
                         ))),
