@@ -92,6 +92,9 @@ impl Client {
         }
         let poll = self.inner.options.fallback_poll;
         let mut next_poll = Instant::now() + poll;
+        // The listener's health channel closed: it says nothing more (and
+        // a closed channel is ready at once, forever).
+        let mut listener_gone = false;
         loop {
             tokio::select! {
                 delivered = &mut rx => {
@@ -126,9 +129,11 @@ impl Client {
                         return Ok(outcome);
                     }
                 }
-                changed = health.changed() => {
+                changed = health.changed(), if !listener_gone => {
                     if changed.is_err() {
-                        // Listener gone: fall back to polling only.
+                        // Listener gone (its runtime shut down): fall back
+                        // to polling only.
+                        listener_gone = true;
                         next_poll = Instant::now();
                         continue;
                     }
