@@ -1167,3 +1167,39 @@ async fn a_reload_that_only_reorders_the_file_shows_the_rows_in_its_order() {
     assert_eq!(names(&status(addr, &[])), ["Beta", "Alpha"]);
     assert!(o.stop().success(), "{}", o.stderr());
 }
+
+/// Two circles that swap their names in one reload (and so their queues),
+/// then their ports in the next, then both back: each reload is applied in
+/// full and both circles serve after each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_circles_swapping_names_then_ports_in_one_reload_each_serve_after_each() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let (a, b) = (port(), port());
+    let config = sandbox.circles(&[(1, "Alpha", a), (2, "Beta", b)]);
+    let (mut o, addr) = start_with_admin(&sandbox, &config, &redis, &["--shutdown-grace", "1s"]);
+    let steps: [&[(u32, &str, u16)]; 4] = [
+        &[(1, "Beta", a), (2, "Alpha", b)],
+        &[(1, "Beta", b), (2, "Alpha", a)],
+        &[(1, "Alpha", b), (2, "Beta", a)],
+        &[(1, "Alpha", a), (2, "Beta", b)],
+    ];
+    for step in steps {
+        write_circles(&sandbox, step);
+        let answer = http::request(addr, "POST", "/api/reload", &[]);
+        assert_eq!(
+            answer.code,
+            200,
+            "{step:?}: {}\n{}",
+            answer.body,
+            o.stderr()
+        );
+        for (_, name, p) in step {
+            let mut ws = connect(*p).await;
+            assert_eq!(output(&mut ws, "40 + 2").await, "42", "{name} on {p}");
+        }
+        let ready = http::get(addr, "/readyz", &[]);
+        assert_eq!(ready.code, 200, "{step:?}: {}", ready.body);
+    }
+    assert!(o.stop().success(), "{}", o.stderr());
+}

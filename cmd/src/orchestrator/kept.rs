@@ -171,10 +171,17 @@ impl Keeper {
         let mut pause = Duration::ZERO;
         let mut retry = Duration::ZERO;
         let mut failing = false;
+        // The first acquisition is made even when the keeper is already
+        // cancelled (a reload that gives the lease up at once, as when two
+        // circles swap names): the lease the worker left in place is this
+        // keeper's to give up, and it stays held until its TTL otherwise.
+        let mut first = true;
         loop {
-            tokio::select! {
-                () = token.cancelled() => break,
-                () = tokio::time::sleep(pause) => {}
+            if !std::mem::take(&mut first) {
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    () = tokio::time::sleep(pause) => {}
+                }
             }
             let answer = match &held {
                 None => self
