@@ -1168,6 +1168,68 @@ async fn a_reload_that_only_reorders_the_file_shows_the_rows_in_its_order() {
     assert!(o.stop().success(), "{}", o.stderr());
 }
 
+/// Queues `n` tasks of about a second each on `queue`, straight in Redis.
+fn queue_slow_tasks(redis: &testkit::RedisServer, queue: &str, n: usize) {
+    let mut conn = redis::Client::open(redis.url())
+        .expect("redis url")
+        .get_connection()
+        .expect("redis connection");
+    for i in 0..n {
+        let id = format!("{queue}-slow-{i}");
+        let () = redis::pipe()
+            .atomic()
+            .hset_multiple(
+                client::keys::task_details(&id),
+                &[
+                    ("script", "let x = 0; for i in 0..1000000 { x += 1; } x"),
+                    ("status", "pending"),
+                ],
+            )
+            .lpush(client::keys::tasks(queue), &id)
+            .query(&mut conn)
+            .expect("queue a task");
+    }
+}
+
+/// A second SIGTERM (a while after the first) stops at once, exit 1, also
+/// when the first came while a reload drained a removed circle: it does not
+/// wait for that drain (`--shutdown-grace` + 5 s and more) to end first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_during_a_reloads_drain_stops_at_once() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let (a, b) = (port(), port());
+    let config = sandbox.circles(&[(1, "Alpha", a), (2, "Beta", b)]);
+    let (mut o, _addr) = start_with_admin(
+        &sandbox,
+        &config,
+        &redis,
+        &["--shutdown-grace", "5s", "--max-operations", "100000000"],
+    );
+    // Beta's backlog keeps its drain busy for the whole bound (10 s).
+    queue_slow_tasks(&redis, "beta", 60);
+    write_circles(&sandbox, &[(1, "Alpha", a)]);
+    o.signal("HUP");
+    let deadline = Instant::now() + RELOAD_DEADLINE;
+    while !o.stderr().contains("reloading") {
+        assert!(Instant::now() < deadline, "no reload began: {}", o.stderr());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    o.signal("TERM");
+    std::thread::sleep(Duration::from_millis(1000));
+    o.signal("TERM");
+    let second = Instant::now();
+    let status = o.wait_exit(RELOAD_DEADLINE);
+    let took = second.elapsed();
+    assert_eq!(status.code(), Some(1), "{}", o.stderr());
+    assert!(
+        took < Duration::from_secs(4),
+        "the second SIGTERM took {took:?} to stop the process: {}",
+        o.stderr()
+    );
+}
+
 /// Two circles that swap their names in one reload (and so their queues),
 /// then their ports in the next, then both back: each reload is applied in
 /// full and both circles serve after each.

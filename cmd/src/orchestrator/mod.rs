@@ -147,6 +147,9 @@ pub struct Orchestrator {
     running: Running,
     reloads: Requests,
     reload: ReloadHandle,
+    /// A second stop signal that came while a reload drained after the
+    /// first: the shutdown stops at once.
+    again: Option<&'static str>,
 }
 
 impl Orchestrator {
@@ -205,6 +208,7 @@ impl Orchestrator {
                 running,
                 reloads,
                 reload,
+                again: None,
             }),
             Err(e) => {
                 stop_runtime_then_redis(runtime, &managed);
@@ -228,6 +232,7 @@ impl Orchestrator {
             signals,
             running,
             reloads,
+            again,
             ..
         } = self;
         runtime.block_on(async {
@@ -250,9 +255,10 @@ impl Orchestrator {
                 // removed circle for the whole grace): a stop shows at once
                 // (status, admin: no further reload runs) and is acted on as
                 // soon as this reload is applied.
-                let (draining, changed) = (
+                let (draining, changed, hurry) = (
                     Arc::clone(&running.draining),
                     Arc::clone(&running.ctx.changed),
+                    running.ctx.hurry.clone(),
                 );
                 let reload = running.reload();
                 tokio::pin!(reload);
@@ -260,8 +266,21 @@ impl Orchestrator {
                 let outcome = loop {
                     tokio::select! {
                         outcome = &mut reload => break outcome,
-                        s = signals.next(), if stop.is_none() => match s {
+                        s = signals.next(), if again.is_none() => match s {
+                            "SIGHUP" if stop.is_some() => {
+                                log::info!("SIGHUP ignored: shutting down");
+                            }
                             "SIGHUP" => hup_pending = true,
+                            // A second stop: the reload's drain ends at once,
+                            // and so does the shutdown after it.
+                            other if stop.is_some() => {
+                                log::info!(
+                                    "{other} received again during a reload: its drain stops \
+                                     without waiting"
+                                );
+                                hurry.cancel();
+                                *again = Some(other);
+                            }
                             other => {
                                 log::info!(
                                     "{other} received during a reload: shutting down once it \
@@ -294,9 +313,10 @@ impl Orchestrator {
             mut signals,
             managed,
             running,
+            again,
             ..
         } = self;
-        let drained = runtime.block_on(running.drain(signal, &settings, &mut signals));
+        let drained = runtime.block_on(running.drain(signal, again, &settings, &mut signals));
         stop_runtime_then_redis(runtime, &managed);
         drained
     }
@@ -470,6 +490,7 @@ impl Running {
             changed: Arc::new(Notify::new()),
             metrics: admin.as_ref().map(|a| a.metrics().clone()),
             budgets: descriptors::Budgets::from_limit(),
+            hurry: CancellationToken::new(),
         };
         // The servers stop first and answer what they took while the workers
         // still run it; the workers stop after them (see the shutdown).
@@ -604,6 +625,7 @@ impl Running {
     async fn drain(
         self,
         which: &str,
+        again: Option<&'static str>,
         settings: &Settings,
         signals: &mut Signals,
     ) -> anyhow::Result<()> {
@@ -628,10 +650,15 @@ impl Running {
         // those tasks queued, unanswered, to run at the next start.
         ctx.hosts.cancel();
         let hosts = futures_util::future::join_all(circle_set.host_handles());
-        let second = tokio::select! {
-            _ = hosts => None,
-            () = tokio::time::sleep(server_ws::ServerTiming::default().drain_timeout + DRAIN_MARGIN) => None,
-            s = signals.next_stop() => Some(s),
+        let second = if again.is_some() {
+            again
+        } else {
+            let drain = server_ws::ServerTiming::default().drain_timeout + DRAIN_MARGIN;
+            tokio::select! {
+                _ = hosts => None,
+                () = tokio::time::sleep(drain) => None,
+                s = signals.next_stop() => Some(s),
+            }
         };
         // Then the workers, each finishing its running script within the grace.
         circle_set.stop_workers();

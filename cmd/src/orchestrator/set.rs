@@ -53,6 +53,9 @@ pub struct Ctx {
     pub metrics: Option<telemetry::Metrics>,
     /// The connections the hosts and the admin endpoint may hold.
     pub budgets: super::descriptors::Budgets,
+    /// Cancelled by a second stop signal during a reload: the drain of its
+    /// outgoing circles ends at once, without waiting for their workers.
+    pub hurry: CancellationToken,
 }
 
 /// One running circle: its worker and database when the role works it,
@@ -407,7 +410,7 @@ impl Live {
                 break;
             }
             let waited = start.elapsed();
-            if waited >= bound + CANCEL_BOUND {
+            if waited >= bound + CANCEL_BOUND || ctx.hurry.is_cancelled() {
                 break;
             }
             // Held tasks (claimed in a batch, not started) count as queued
@@ -415,7 +418,10 @@ impl Live {
             if waited >= bound && (queued > 0 || busy > 1) {
                 cancel_queued(&self.client, &queue, &mut cancelled).await;
             }
-            tokio::time::sleep(DRAIN_POLL).await;
+            tokio::select! {
+                () = tokio::time::sleep(DRAIN_POLL) => {}
+                () = ctx.hurry.cancelled() => {}
+            }
         }
         if !cancelled.is_empty() {
             let cancelled = cancelled.len();
@@ -433,11 +439,17 @@ impl Live {
         let Some(worker) = self.worker else {
             return (lock(&self.closing).take(), None);
         };
-        if tokio::time::timeout(grace, worker).await.is_err() {
-            log::error!(
+        tokio::select! {
+            stopped = tokio::time::timeout(grace, worker) => if stopped.is_err() {
+                log::error!(
+                    circle = name.as_str();
+                    "circle \"{name}\": its worker did not stop within {grace:?}"
+                );
+            },
+            () = ctx.hurry.cancelled() => log::warn!(
                 circle = name.as_str();
-                "circle \"{name}\": its worker did not stop within {grace:?}"
-            );
+                "circle \"{name}\": stopped without waiting for its worker (a second stop signal)"
+            ),
         }
         let kept = moves
             .then(|| kept::keep(&ctx.settings, &self.state.config, &self.lease))
