@@ -1265,3 +1265,81 @@ async fn two_circles_swapping_names_then_ports_in_one_reload_each_serve_after_ea
     }
     assert!(o.stop().success(), "{}", o.stderr());
 }
+
+/// A sequence of reloads that hand ports and names from circle to circle:
+/// a removed circle's port taken by a changed one, then by an added one,
+/// two circles swapping ports while one is renamed, and renamed back. Each
+/// is applied in full, every circle serves on its new port, and /readyz
+/// says ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ports_and_names_handed_between_circles_over_reloads_serve_after_each() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let (a, b) = (port(), port());
+    let config = sandbox.circles(&[(1, "Alpha", a), (2, "Beta", b)]);
+    let (mut o, addr) = start_with_admin(&sandbox, &config, &redis, &["--shutdown-grace", "1s"]);
+    let steps: [&[(u32, &str, u16)]; 5] = [
+        &[(1, "Alpha", b)],
+        &[(1, "Alpha", b), (3, "Gamma", a)],
+        &[(1, "Alpha2", a), (3, "Gamma", b)],
+        &[(1, "Alpha", a), (3, "Gamma", b)],
+        &[(1, "Alpha2", a), (3, "Alpha", b)],
+    ];
+    for step in steps {
+        write_circles(&sandbox, step);
+        let answer = http::request(addr, "POST", "/api/reload", &[]);
+        assert_eq!(answer.code, 200, "{step:?}: {}\n{}", answer.body, o.stderr());
+        for (_, name, p) in step {
+            let mut ws = connect(*p).await;
+            assert_eq!(output(&mut ws, "40 + 2").await, "42", "{name} on {p}");
+        }
+        let ready = http::get(addr, "/readyz", &[]);
+        assert_eq!(ready.code, 200, "{step:?}: {}", ready.body);
+        let shown = names(&status(addr, &[]));
+        let want: Vec<String> = step.iter().map(|(_, n, _)| n.to_string()).collect();
+        assert_eq!(shown, want, "{step:?}");
+    }
+    assert!(o.stop().success(), "{}", o.stderr());
+}
+
+/// SIGHUPs sent in a burst while a reload drains a removed circle make one
+/// more reload after it, not one each, and the process serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_sighups_during_a_drain_is_one_more_reload() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let (a, b, g) = (port(), port(), port());
+    let config = sandbox.circles(&[(1, "Alpha", a), (2, "Beta", b)]);
+    let (mut o, addr) = start_with_admin(
+        &sandbox,
+        &config,
+        &redis,
+        &["--shutdown-grace", "0s", "--max-operations", "100000000"],
+    );
+    queue_slow_tasks(&redis, "beta", 20);
+    write_circles(&sandbox, &[(1, "Alpha", a)]);
+    o.signal("HUP");
+    let deadline = Instant::now() + RELOAD_DEADLINE;
+    while !o.stderr().contains("reloading") {
+        assert!(Instant::now() < deadline, "no reload began: {}", o.stderr());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    write_circles(&sandbox, &[(1, "Alpha", a), (3, "Gamma", g)]);
+    for _ in 0..30 {
+        o.signal("HUP");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let deadline = Instant::now() + RELOAD_DEADLINE;
+    while status(addr, &[])["reload"]["seq"] != 2 {
+        assert!(Instant::now() < deadline, "{}", status(addr, &[]));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let snap = status(addr, &[]);
+    assert_eq!(snap["reload"]["seq"], 2, "{snap}");
+    assert_eq!(names(&snap), ["Alpha", "Gamma"]);
+    let mut gamma = connect(g).await;
+    assert_eq!(output(&mut gamma, "1").await, "1");
+    drop(gamma);
+    assert!(o.stop().success(), "{}", o.stderr());
+}
