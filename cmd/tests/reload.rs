@@ -1288,7 +1288,13 @@ async fn ports_and_names_handed_between_circles_over_reloads_serve_after_each() 
     for step in steps {
         write_circles(&sandbox, step);
         let answer = http::request(addr, "POST", "/api/reload", &[]);
-        assert_eq!(answer.code, 200, "{step:?}: {}\n{}", answer.body, o.stderr());
+        assert_eq!(
+            answer.code,
+            200,
+            "{step:?}: {}\n{}",
+            answer.body,
+            o.stderr()
+        );
         for (_, name, p) in step {
             let mut ws = connect(*p).await;
             assert_eq!(output(&mut ws, "40 + 2").await, "42", "{name} on {p}");
@@ -1342,4 +1348,97 @@ async fn a_burst_of_sighups_during_a_drain_is_one_more_reload() {
     assert_eq!(output(&mut gamma, "1").await, "1");
     drop(gamma);
     assert!(o.stop().success(), "{}", o.stderr());
+}
+
+/// A `--standby` orchestrator whose circles.json drops a circle that another
+/// orchestrator's worker holds (and works) never touches that circle's
+/// queue: its reload does not wait for the other's backlog, and cancels none
+/// of its tasks (the queue is not the standby's to work off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_that_drops_a_circle_leaves_the_active_workers_queue_alone() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let (a, b) = (port(), port());
+    let p_file = sandbox.write(
+        "p.json",
+        &json!([{"id": 1, "name": "Alpha", "port": a}, {"id": 2, "name": "Beta", "port": b}])
+            .to_string(),
+    );
+    let s_file = sandbox.write(
+        "s.json",
+        &json!([{"id": 1, "name": "Alpha", "port": a}, {"id": 2, "name": "Beta", "port": b}])
+            .to_string(),
+    );
+    let (pd, sd) = (sandbox.path().join("p"), sandbox.path().join("s"));
+    let mut p = common::spawn_fast_worker(
+        &sandbox,
+        &p_file,
+        &redis.url(),
+        &pd,
+        &["--max-operations", "100000000"],
+    );
+    p.wait_table();
+    p.wait_stdout("Running", Duration::from_secs(30));
+    let mut s = common::spawn_fast_worker(
+        &sandbox,
+        &s_file,
+        &redis.url(),
+        &sd,
+        &[
+            "--standby",
+            "--shutdown-grace",
+            "0s",
+            "--output",
+            "json",
+            "--refresh",
+            "100ms",
+        ],
+    );
+    s.wait_stdout("\"worker\":\"standby\"", Duration::from_secs(30));
+    s.wait_stdout(
+        &format!("held by pid {} on host", p.pid()),
+        Duration::from_secs(30),
+    );
+    // P works Alpha's backlog, one task of about a second at a time.
+    queue_slow_tasks(&redis, "alpha", 30);
+    sandbox.write(
+        "s.json",
+        &json!([{"id": 2, "name": "Beta", "port": b}]).to_string(),
+    );
+    let asked = Instant::now();
+    s.signal("HUP");
+    let deadline = Instant::now() + RELOAD_DEADLINE;
+    while !s.stdout().contains("\"seq\":1") {
+        assert!(Instant::now() < deadline, "{}", s.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = asked.elapsed();
+    let mut conn = redis::Client::open(redis.url())
+        .expect("redis url")
+        .get_connection()
+        .expect("redis connection");
+    let mut cancelled = Vec::new();
+    for i in 0..30 {
+        let id = format!("alpha-slow-{i}");
+        let error: Option<String> = redis::cmd("HGET")
+            .arg(client::keys::task_details(&id))
+            .arg("error")
+            .query(&mut conn)
+            .expect("read a task");
+        if error.is_some_and(|e| e.contains("reload")) {
+            cancelled.push(id);
+        }
+    }
+    assert!(
+        cancelled.is_empty(),
+        "the standby's reload cancelled the active worker's tasks {cancelled:?} (after \
+         {took:?})\n{}",
+        s.stderr()
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "the standby's reload waited {took:?} for another process's queue"
+    );
+    assert!(s.stop().success(), "{}", s.stderr());
+    assert!(p.stop().success(), "{}", p.stderr());
 }

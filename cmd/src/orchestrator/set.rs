@@ -378,7 +378,9 @@ impl Live {
     /// worker ends each without running it, kind `cancelled`); then its
     /// worker stops (a running script gets the shutdown grace). A gateway
     /// leaves the queue alone: other gateways may still submit to it and a
-    /// worker elsewhere works it off. With `moves` (the circle starts again
+    /// worker elsewhere works it off; so does a worker whose database does
+    /// not hold the queue's lease (a `--standby` while another process runs
+    /// the circle). With `moves` (the circle starts again
     /// on another Redis or queue) its worker leaves its lease in place and a
     /// keeper takes it over once the worker stopped (`kept.rs`). Returns
     /// what closes its database, and the kept lease.
@@ -398,9 +400,20 @@ impl Live {
                 .as_ref()
                 .map_or(0, |s| s.connections());
             let (queued, busy) = if self.worker.is_some() {
-                let stats = self.client.stats_many(&[queue.as_str()]).await;
-                match stats.as_deref() {
-                    Ok([s]) => (s.queue_len, s.queue_len + s.in_flight),
+                // Only while this database's worker holds the queue's lease
+                // is the queue this process's to work off: a `--standby`
+                // whose circle another process's worker runs leaves it alone,
+                // as a gateway does.
+                let read = async {
+                    let held = self.client.queue_leases(&[queue.as_str()]).await?;
+                    if !matches!(held.as_slice(), [Some(l)] if l.same_database(&self.lease)) {
+                        return Ok(None);
+                    }
+                    self.client.stats_many(&[queue.as_str()]).await.map(Some)
+                };
+                match read.await.as_ref().map(|s| s.as_deref()) {
+                    Ok(None) => (0, 0),
+                    Ok(Some([s])) => (s.queue_len, s.queue_len + s.in_flight),
                     _ => (1, 1),
                 }
             } else {
