@@ -1442,3 +1442,68 @@ async fn a_standby_that_drops_a_circle_leaves_the_active_workers_queue_alone() {
     assert!(s.stop().success(), "{}", s.stderr());
     assert!(p.stop().success(), "{}", p.stderr());
 }
+
+/// A removed circle whose worker runs one long script, nothing queued: the
+/// drain ends after `--shutdown-grace` + 5 s, then the worker stops (the
+/// script cancelled after the grace), as README says; it does not wait 10 s
+/// more for a queue that has nothing left to cancel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_circle_running_one_long_script_stops_after_the_grace_and_5_s() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let (a, b) = (port(), port());
+    let config = sandbox.circles(&[(1, "Alpha", a), (2, "Beta", b)]);
+    let (mut o, addr) = start_with_admin(
+        &sandbox,
+        &config,
+        &redis,
+        &[
+            "--shutdown-grace",
+            "0s",
+            "--max-operations",
+            "100000000000",
+            "--script-timeout",
+            "120s",
+        ],
+    );
+    let mut conn = redis::Client::open(redis.url())
+        .expect("redis url")
+        .get_connection()
+        .expect("redis connection");
+    let () = redis::pipe()
+        .atomic()
+        .hset_multiple(
+            client::keys::task_details("long"),
+            &[
+                ("script", "let x = 0; loop { x += 1; } x"),
+                ("status", "pending"),
+            ],
+        )
+        .lpush(client::keys::tasks("beta"), "long")
+        .query(&mut conn)
+        .expect("queue a task");
+    let deadline = Instant::now() + RELOAD_DEADLINE;
+    loop {
+        let status: Option<String> = redis::cmd("HGET")
+            .arg(client::keys::task_details("long"))
+            .arg("status")
+            .query(&mut conn)
+            .expect("read");
+        if status.as_deref() == Some("processing") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ran: {status:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    write_circles(&sandbox, &[(1, "Alpha", a)]);
+    let asked = Instant::now();
+    let answer = http::request(addr, "POST", "/api/reload", &[]);
+    let took = asked.elapsed();
+    assert_eq!(answer.code, 200, "{}", answer.body);
+    assert!(
+        took < Duration::from_secs(9),
+        "the reload took {took:?} for a drain bounded by 5 s\n{}",
+        o.stderr()
+    );
+    assert!(o.stop().success(), "{}", o.stderr());
+}

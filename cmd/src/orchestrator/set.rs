@@ -426,6 +426,12 @@ impl Live {
             if waited >= bound + CANCEL_BOUND || ctx.hurry.is_cancelled() {
                 break;
             }
+            // Past the bound with nothing queued and at most the running
+            // task: nothing is left for the worker to end, it stops now (the
+            // running script gets the grace).
+            if waited >= bound && queued == 0 && busy <= 1 {
+                break;
+            }
             // Held tasks (claimed in a batch, not started) count as queued
             // but not in `queued`: look while anything is in flight.
             if waited >= bound && (queued > 0 || busy > 1) {
