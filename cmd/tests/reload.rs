@@ -1507,3 +1507,58 @@ async fn a_removed_circle_running_one_long_script_stops_after_the_grace_and_5_s(
     );
     assert!(o.stop().success(), "{}", o.stderr());
 }
+
+/// A circle added by a reload on a port and queue of its own serves while a
+/// circle the same reload removes still drains (lifecycle.md: only the
+/// changed circles and the added ones that take over an outgoing port or
+/// queue wait for the drain).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_added_circle_serves_while_a_removed_one_drains() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let (a, b, g) = (port(), port(), port());
+    let config = sandbox.circles(&[(1, "Alpha", a), (2, "Beta", b)]);
+    let (mut o, _addr) = start_with_admin(
+        &sandbox,
+        &config,
+        &redis,
+        &["--shutdown-grace", "2s", "--max-operations", "100000000"],
+    );
+    queue_slow_tasks(&redis, "beta", 30);
+    write_circles(&sandbox, &[(1, "Alpha", a), (3, "Gamma", g)]);
+    o.signal("HUP");
+    let deadline = Instant::now() + RELOAD_DEADLINE;
+    while !o.stderr().contains("reloading") {
+        assert!(Instant::now() < deadline, "no reload began: {}", o.stderr());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The drain takes 7 s; Gamma answers well before.
+    let asked = Instant::now();
+    let answered = tokio::time::timeout(Duration::from_secs(4), async {
+        loop {
+            if let Ok(Ok((mut ws, _))) = tokio::time::timeout(
+                Duration::from_millis(500),
+                tokio_tungstenite::connect_async(common::ws(g)),
+            )
+            .await
+            {
+                return output(&mut ws, "1").await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        answered.as_deref(),
+        Ok("1"),
+        "Gamma did not answer within {:?} of the reload, while Beta drained:\n{}",
+        asked.elapsed(),
+        o.stderr()
+    );
+    assert!(
+        !o.stdout().contains("reload applied"),
+        "the drain ended first: {}",
+        o.stdout()
+    );
+    assert!(o.stop().success(), "{}", o.stderr());
+}

@@ -7,10 +7,10 @@
 //!
 //! Order: (1) read and check the file, as at start (an invalid file changes
 //! nothing); (2) prepare the added circles whose port and queue no outgoing
-//! circle holds; (3) take the removed and changed circles out of their hosts
+//! circle holds, and start them on a new host; (3) take the removed and changed circles out of their hosts
 //! (see `set.rs`), drain them together and close their databases; (4)
 //! prepare the changed circles and the added ones that take over an
-//! outgoing port or queue, and start every prepared circle on one new host;
+//! outgoing port or queue, and start them on one more new host;
 //! (5) hand over or give up the leases kept where moved circles were
 //! (`kept.rs`): a changed circle that starts again on another Redis or
 //! queue leaves its lease where it was, kept by this process while it runs
@@ -141,6 +141,9 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     let mut unreachable = HashMap::new();
     kept::release_taken(&mut set.kept, &early, &ctx.settings).await;
     let (early, mut failed) = prepare(ctx, early, &mut unreachable).await;
+    // They start at once, on a host of their own: no outgoing circle holds
+    // their port or queue, so they need not wait for the drain.
+    set.start(ctx, early);
 
     // A changed circle that starts again on another Redis or queue: this
     // process keeps its lease where it was while it runs the circle, so that
@@ -170,7 +173,7 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     kept::release_taken(&mut set.kept, &late, &ctx.settings).await;
     let (late, late_failed) = prepare(ctx, late, &mut unreachable).await;
     failed.extend(late_failed);
-    set.start(ctx, early.into_iter().chain(late).collect());
+    set.start(ctx, late);
     let worked = set.worked();
     kept::settle(&mut set.kept, &worked, &ctx.settings);
     set.order(&order);
