@@ -192,9 +192,26 @@ impl Orchestrator {
 
     /// Waits until stdout contains `needle`; panics with both streams otherwise.
     pub fn wait_stdout(&mut self, needle: &str, timeout: Duration) {
+        self.wait_for("stdout", Orchestrator::stdout, needle, timeout);
+    }
+
+    /// Waits until stderr contains `needle`: stderr is read on a thread of
+    /// its own, so a line logged before something printed on stdout may
+    /// still be on its way. Panics with both streams otherwise.
+    pub fn wait_stderr(&mut self, needle: &str, timeout: Duration) {
+        self.wait_for("stderr", Orchestrator::stderr, needle, timeout);
+    }
+
+    fn wait_for(
+        &mut self,
+        stream: &str,
+        read: fn(&Orchestrator) -> String,
+        needle: &str,
+        timeout: Duration,
+    ) {
         let deadline = Instant::now() + timeout;
         loop {
-            if self.stdout().contains(needle) {
+            if read(self).contains(needle) {
                 return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -206,7 +223,7 @@ impl Orchestrator {
             }
             if Instant::now() > deadline {
                 panic!(
-                    "no {needle:?} on stdout within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                    "no {needle:?} on {stream} within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
                     self.stdout(),
                     self.stderr()
                 );
