@@ -12,7 +12,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::tasks::{conn, field, submit};
+use common::tasks::{conn, field, submit, wait_field};
 use common::{Orchestrator, Sandbox, epoch_ms, port};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -27,18 +27,6 @@ fn spawn_running(sandbox: &Sandbox, config: &Path, url: &str, dir: &Path) -> Orc
     o.wait_table();
     o.wait_stdout("Running", WAIT);
     o
-}
-
-fn wait_field(conn: &mut redis::Connection, id: &str, name: &str, value: &str) {
-    let deadline = Instant::now() + WAIT;
-    while field(conn, id, name).as_deref() != Some(value) {
-        assert!(
-            Instant::now() < deadline,
-            "task {id}: {name} never became {value:?} (it is {:?})",
-            field(conn, id, name)
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn lease(conn: &mut redis::Connection) -> Option<client::Lease> {

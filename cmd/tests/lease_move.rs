@@ -12,7 +12,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::tasks::{conn, field, submit};
+use common::tasks::{conn, field, submit, wait_field};
 use common::{Orchestrator, Sandbox, port};
 use serde_json::json;
 use testkit::RedisServer;
@@ -46,18 +46,6 @@ fn circles(sandbox: &Sandbox, name: &str, ports: Ports, alpha: Option<Option<&st
     sandbox
         .write(name, &serde_json::Value::Array(list).to_string())
         .into_boxed_path()
-}
-
-fn wait_field(conn: &mut redis::Connection, id: &str, name: &str, value: &str) {
-    let deadline = Instant::now() + WAIT;
-    while field(conn, id, name).as_deref() != Some(value) {
-        assert!(
-            Instant::now() < deadline,
-            "task {id}: {name} never became {value:?} (it is {:?})",
-            field(conn, id, name)
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// The pid of the worker that ran task `id` (its worker id is `<pid>-…`).

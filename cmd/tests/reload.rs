@@ -1228,6 +1228,32 @@ async fn a_second_sigterm_during_a_reloads_drain_stops_at_once() {
     );
 }
 
+/// Writes `step` as circles.json and reloads it through the admin endpoint
+/// at `addr`: applied in full (200), every circle of it answers on its
+/// port, and /readyz says ready.
+async fn reload_to(
+    sandbox: &Sandbox,
+    o: &Orchestrator,
+    addr: std::net::SocketAddr,
+    step: &[(u32, &str, u16)],
+) {
+    write_circles(sandbox, step);
+    let answer = http::request(addr, "POST", "/api/reload", &[]);
+    assert_eq!(
+        answer.code,
+        200,
+        "{step:?}: {}\n{}",
+        answer.body,
+        o.stderr()
+    );
+    for (_, name, p) in step {
+        let mut ws = connect(*p).await;
+        assert_eq!(output(&mut ws, "40 + 2").await, "42", "{name} on {p}");
+    }
+    let ready = http::get(addr, "/readyz", &[]);
+    assert_eq!(ready.code, 200, "{step:?}: {}", ready.body);
+}
+
 /// Two circles that swap their names in one reload (and so their queues),
 /// then their ports in the next, then both back: each reload is applied in
 /// full and both circles serve after each.
@@ -1245,21 +1271,7 @@ async fn two_circles_swapping_names_then_ports_in_one_reload_each_serve_after_ea
         &[(1, "Alpha", a), (2, "Beta", b)],
     ];
     for step in steps {
-        write_circles(&sandbox, step);
-        let answer = http::request(addr, "POST", "/api/reload", &[]);
-        assert_eq!(
-            answer.code,
-            200,
-            "{step:?}: {}\n{}",
-            answer.body,
-            o.stderr()
-        );
-        for (_, name, p) in step {
-            let mut ws = connect(*p).await;
-            assert_eq!(output(&mut ws, "40 + 2").await, "42", "{name} on {p}");
-        }
-        let ready = http::get(addr, "/readyz", &[]);
-        assert_eq!(ready.code, 200, "{step:?}: {}", ready.body);
+        reload_to(&sandbox, &o, addr, step).await;
     }
     assert!(o.stop().success(), "{}", o.stderr());
 }
@@ -1284,21 +1296,7 @@ async fn ports_and_names_handed_between_circles_over_reloads_serve_after_each() 
         &[(1, "Alpha2", a), (3, "Alpha", b)],
     ];
     for step in steps {
-        write_circles(&sandbox, step);
-        let answer = http::request(addr, "POST", "/api/reload", &[]);
-        assert_eq!(
-            answer.code,
-            200,
-            "{step:?}: {}\n{}",
-            answer.body,
-            o.stderr()
-        );
-        for (_, name, p) in step {
-            let mut ws = connect(*p).await;
-            assert_eq!(output(&mut ws, "40 + 2").await, "42", "{name} on {p}");
-        }
-        let ready = http::get(addr, "/readyz", &[]);
-        assert_eq!(ready.code, 200, "{step:?}: {}", ready.body);
+        reload_to(&sandbox, &o, addr, step).await;
         let shown = names(&status(addr, &[]));
         let want: Vec<String> = step.iter().map(|(_, n, _)| n.to_string()).collect();
         assert_eq!(shown, want, "{step:?}");

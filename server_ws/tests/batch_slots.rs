@@ -12,19 +12,6 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-/// Tasks finished on the fixture's queue so far (Redis' own counter).
-async fn processed(fx: &Fixture) -> u64 {
-    let client = client::Client::connect(&fx.redis.url())
-        .await
-        .expect("connect");
-    client
-        .stats_many(&[common::QUEUE])
-        .await
-        .expect("stats")
-        .remove(0)
-        .processed
-}
-
 /// Replies (top-level messages) that arrive within `quiet` of each other.
 async fn drain(ws: &mut Ws, quiet: Duration) -> Vec<Value> {
     let mut got = Vec::new();
@@ -58,7 +45,7 @@ async fn replies_held_in_a_batch_keep_their_in_flight_slots() {
         send(&mut ws, &batch(tag, fast)).await;
         answered += drain(&mut ws, Duration::from_millis(500)).await.len();
     }
-    let done = processed(&fx).await;
+    let done = fx.processed().await;
     // Finished requests whose replies the client has not got (all answered
     // ones are whole batches; a batch that came back counts nothing here).
     assert!(
@@ -88,7 +75,7 @@ async fn a_notification_behind_batch_mates_holding_every_slot_still_runs() {
     let replies = reply.as_array().expect("an array");
     assert_eq!(replies.len(), 2, "{reply}");
     common::eventually_async("all 5 tasks to finish", || async {
-        processed(&fx).await == 5
+        fx.processed().await == 5
     })
     .await;
     common::eventually("the slots to be free", || fx.status.in_flight() == 0).await;

@@ -340,19 +340,6 @@ async fn a_broken_task_record_gets_32603_without_internals() {
     );
 }
 
-/// Tasks finished on the fixture's queue so far (Redis' own counter).
-async fn processed(fx: &Fixture) -> u64 {
-    let client = client::Client::connect(&fx.redis.url())
-        .await
-        .expect("connect");
-    client
-        .stats_many(&[common::QUEUE])
-        .await
-        .expect("stats")
-        .remove(0)
-        .processed
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_beyond_the_in_flight_limit_wait_for_a_slot_and_all_run() {
     // A notification cannot be refused (it gets no reply), so over the limit
@@ -368,7 +355,7 @@ async fn notifications_beyond_the_in_flight_limit_wait_for_a_slot_and_all_run() 
         .await;
     }
     common::eventually_async("all 20 notifications to run", || async {
-        processed(&fx).await == 20
+        fx.processed().await == 20
     })
     .await;
     // A finished task's slot is freed once its notification reached the
@@ -393,7 +380,7 @@ async fn notifications_beyond_the_in_flight_limit_wait_for_a_slot_and_all_run() 
     assert_eq!(replies.len(), 1, "a reply for the request only: {reply}");
     assert_eq!(replies[0]["result"]["output"], "slept", "{reply}");
     common::eventually_async("all 31 tasks to finish", || async {
-        processed(&fx).await == 31
+        fx.processed().await == 31
     })
     .await;
 }

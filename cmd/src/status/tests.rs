@@ -18,21 +18,7 @@ fn state() -> CircleState {
         principals: Vec::new(),
         redis: None,
     };
-    CircleState {
-        queue: "a".into(),
-        queue_key: client::keys::tasks("a"),
-        url: ws_url("ws", "127.0.0.1", 1),
-        config: cfg,
-        worker: Arc::new(Mutex::new(Slot::new())),
-        server: Arc::new(Mutex::new(Slot::new())),
-        stats: Mutex::new(Stats::default()),
-        task_metrics: None,
-        db: std::sync::OnceLock::new(),
-        sight: None,
-        gateways: Mutex::new(None),
-        leaving: std::sync::atomic::AtomicBool::new(false),
-        up_seen: Mutex::new(None),
-    }
+    CircleState::new(cfg, "ws", "127.0.0.1")
 }
 
 #[test]

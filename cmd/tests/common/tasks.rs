@@ -38,3 +38,16 @@ pub fn field(conn: &mut redis::Connection, id: &str, name: &str) -> Option<Strin
         .ok()
         .flatten()
 }
+
+/// Waits (30 s at most) until field `name` of task `id` reads `value`.
+pub fn wait_field(conn: &mut redis::Connection, id: &str, name: &str, value: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while field(conn, id, name).as_deref() != Some(value) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "task {id}: {name} never became {value:?} (it is {:?})",
+            field(conn, id, name)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

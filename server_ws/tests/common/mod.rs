@@ -39,6 +39,19 @@ pub struct Fixture {
 }
 
 impl Fixture {
+    /// Tasks finished on the fixture's queue so far (Redis' own counter).
+    pub async fn processed(&self) -> u64 {
+        let client = client::Client::connect(&self.redis.url())
+            .await
+            .expect("connect");
+        client
+            .stats_many(&[QUEUE])
+            .await
+            .expect("stats")
+            .remove(0)
+            .processed
+    }
+
     /// Redis, a stand-in worker, and a server with `tweak` applied to the default config.
     pub async fn start(tweak: impl FnOnce(&mut ServerConfig)) -> Fixture {
         Fixture::start_with(tweak, ServerTiming::default(), true).await
