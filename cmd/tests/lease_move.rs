@@ -5,7 +5,8 @@
 //! while the tasks on the new Redis run; a move back to the old Redis takes
 //! the kept lease over and the standby still waits. Once the circle stops in
 //! that process (SIGTERM, or a reload that removes it) the kept lease is
-//! given up and the standby takes over.
+//! given up and the standby takes over. A circle changed in place keeps
+//! its lease the same way while the reload drains the other circles.
 
 mod common;
 
@@ -179,7 +180,7 @@ fn a_standby_on_the_old_redis_of_a_moved_circle_waits_until_its_process_stops() 
         stopped.elapsed()
     );
     for said in [
-        "keeps its lease there",
+        "keeps its lease of queue alpha",
         "gave up its kept lease of queue alpha",
     ] {
         assert!(
@@ -236,6 +237,89 @@ fn a_move_back_keeps_the_standby_waiting_and_a_reload_that_removes_the_circle_fr
         "took over {:?} after the removal",
         removed.elapsed()
     );
+    assert!(p.stop().success(), "{}", p.stderr());
+    assert!(s.stop().success(), "{}", s.stderr());
+}
+
+/// A reload that changes Alpha in place (its port: same Redis, same queue)
+/// while it drains Beta, which runs one long script: Alpha's worker stops
+/// at once, its new one starts once Beta's drain ends (5 s here). The
+/// process keeps Alpha's lease meanwhile, so the standby waits and a task
+/// sent to Alpha then runs in the changed circle, not in the standby.
+#[test]
+fn a_circle_changed_in_place_keeps_its_lease_while_the_reload_drains_another() {
+    let sandbox = Sandbox::new();
+    let r = RedisServer::start();
+    let ports = (port(), port());
+    let p_file = circles(&sandbox, "p.json", ports, Some(None));
+    let s_file = sandbox.write(
+        "s.json",
+        &json!([{"id": 1, "name": "Alpha", "port": ports.0}]).to_string(),
+    );
+    let (wk1, wk2) = (sandbox.path().join("wk1"), sandbox.path().join("wk2"));
+    let long = [
+        "--shutdown-grace",
+        "0s",
+        "--max-operations",
+        "100000000000",
+        "--script-timeout",
+        "120s",
+    ];
+    let mut p = spawn(&sandbox, &p_file, &r.url(), &wk1, &long);
+    p.wait_table();
+    p.wait_stdout("Running", WAIT);
+    let mut s = spawn(
+        &sandbox,
+        &s_file,
+        &r.url(),
+        &wk2,
+        &["--standby", "--output", "json", "--refresh", "100ms"],
+    );
+    s.wait_stdout(&format!("held by pid {} on host", p.pid()), WAIT);
+    let mut c = conn(&r);
+    let () = redis::pipe()
+        .atomic()
+        .hset_multiple(
+            client::keys::task_details("long"),
+            &[
+                ("script", "let x = 0; loop { x += 1; } x"),
+                ("status", "pending"),
+            ],
+        )
+        .lpush(client::keys::tasks("beta"), "long")
+        .query(&mut c)
+        .expect("queue the long task");
+    wait_field(&mut c, "long", "status", "processing");
+
+    let changed = json!([{"id": 1, "name": "Alpha", "port": port()}]);
+    sandbox.write("p.json", &changed.to_string());
+    p.signal("HUP");
+    p.wait_stderr("reloading", WAIT);
+    // Alpha's old worker is gone within this; Beta's drain goes on.
+    std::thread::sleep(Duration::from_secs(1));
+    submit(&mut c, "during", "\"during\"");
+    let deadline = Instant::now() + WAIT;
+    while !p.stdout().contains("reload applied") {
+        assert!(
+            Instant::now() < deadline,
+            "reload not applied\n{}",
+            p.stderr()
+        );
+        let held = lease(&mut c);
+        assert!(
+            held.as_ref().is_none_or(|l| l.pid != s.pid()),
+            "the standby took the lease of the changed circle during the reload: {held:?}\n\
+             standby stderr:\n{}",
+            s.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_field(&mut c, "during", "status", "completed");
+    assert_eq!(ran_by(&mut c, "during"), p.pid(), "{}", s.stderr());
+    submit(&mut c, "after", "\"after\"");
+    wait_field(&mut c, "after", "status", "completed");
+    assert_eq!(ran_by(&mut c, "after"), p.pid(), "{}", s.stderr());
+    assert_eq!(lease(&mut c).map(|l| l.pid), Some(p.pid()));
     assert!(p.stop().success(), "{}", p.stderr());
     assert!(s.stop().success(), "{}", s.stderr());
 }

@@ -145,26 +145,17 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     // their port or queue, so they need not wait for the drain.
     set.start(ctx, early);
 
-    // A changed circle that starts again on another Redis or queue: this
-    // process keeps its lease where it was while it runs the circle, so that
-    // no standby there takes it over (`kept.rs`).
-    let where_ = |c: &CircleConfig| (ctx.settings.redis_of(c).clone(), c.queue());
-    let moving: HashSet<u32> = plan
-        .changed
-        .iter()
-        .filter(|c| {
-            running
-                .iter()
-                .any(|r| r.id == c.id && where_(r) != where_(c))
-        })
-        .map(|c| c.id)
-        .collect();
+    // A changed circle starts again (on its Redis and queue, or on others):
+    // this process keeps its lease where it was until its new worker takes
+    // it or the circle is out for good, so that no standby there takes it
+    // over meanwhile (`kept.rs`).
+    let changed: HashSet<u32> = plan.changed.iter().map(|c| c.id).collect();
     let ids: Vec<u32> = outgoing.iter().map(|c| c.id).collect();
     let out = set.take_out(ctx, &ids).await;
     let bound = ctx.settings.shutdown_grace + super::DRAIN_MARGIN;
     let drained = futures_util::future::join_all(out.into_iter().map(|l| {
-        let moves = moving.contains(&l.state.config.id);
-        l.drain(ctx, bound, moves)
+        let keeps = changed.contains(&l.state.config.id);
+        l.drain(ctx, bound, keeps)
     }))
     .await;
     let (closing, kept): (Vec<_>, Vec<_>) = drained.into_iter().unzip();

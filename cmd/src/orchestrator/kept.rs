@@ -1,22 +1,25 @@
-//! The leases this process keeps where a circle was before a reload moved
-//! it (to another Redis, or another queue name), while the circle runs on
-//! here.
+//! The leases this process keeps for a circle a reload changes, from the
+//! moment its old worker stops until its new worker takes the lease, and,
+//! where the reload moved it (to another Redis, or another queue name), for
+//! as long as the circle runs on here.
 //!
 //! A circle's lease lives on its Redis under its queue. Without this, a
-//! `--standby` orchestrator still configured with the old Redis finds the
-//! lease there free once the moved worker leaves, and takes the circle over
-//! (opening the same database, on shared storage) while this process runs
-//! it on the new Redis. So a moving circle's worker stops without giving its
-//! lease up (`worker::WorkerConfig::keep_lease`), and a keeper takes it over
-//! at once (the same database takes its own lease, with a fresh token) and
-//! renews it each heartbeat interval, as a worker does: the standby goes on
-//! waiting, its row naming this process.
+//! `--standby` orchestrator configured with that Redis finds the lease free
+//! once the old worker leaves, and takes the circle over (opening the same
+//! database, on shared storage): in the drain of the reload's other
+//! outgoing circles when the changed circle starts again where it was, for
+//! good when it moved. So a changed circle's worker stops without giving
+//! its lease up (`worker::WorkerConfig::keep_lease`), and a keeper takes it
+//! over at once (the same database takes its own lease, with a fresh token)
+//! and renews it each heartbeat interval, as a worker does: the standby goes
+//! on waiting, its row naming this process.
 //!
 //! The lease is given up when the circle stops in this process (a reload
 //! removes it, or it could not start again; shutdown), and handed to the
-//! worker when the circle moves back ([`settle`]). When this process dies it
+//! worker when the circle runs on that Redis and queue again ([`settle`]).
+//! When this process dies it
 //! expires like any lease and the standby takes over: nobody runs the circle
-//! then. A lease another database holds at the move (this process was
+//! then. A lease another database holds at the change (this process was
 //! standing by) is not taken: there is nothing to keep. A Redis that does
 //! not answer is retried with a short backoff and logged once per outage;
 //! a reload never waits for it.
@@ -49,8 +52,8 @@ pub struct Kept {
 }
 
 /// Starts keeping the lease `holder` (this process, host and database
-/// directory) of `circle` as it was configured before the reload: on its
-/// Redis, under its queue. `None` when its broker cannot be made (logged).
+/// directory) of `circle` as it was configured before the reload changed
+/// it: on its Redis, under its queue. `None` when its broker cannot be made (logged).
 pub fn keep(settings: &Settings, circle: &CircleConfig, holder: &Lease) -> Option<Kept> {
     let url = settings.redis_of(circle).clone();
     let queue = circle.queue();
@@ -103,8 +106,8 @@ pub fn settle(kept: &mut Vec<Kept>, worked: &[CircleConfig], settings: &Settings
             Some(c) if *settings.redis_of(c) == k.url && c.queue() == k.queue => {
                 log::info!(
                     circle = c.name.as_str(), queue = k.queue.as_str();
-                    "circle \"{}\" is back on redis {} (queue {}): its worker holds the lease \
-                     kept there",
+                    "circle \"{}\" runs on redis {} (queue {}) again: its worker takes the \
+                     lease kept there",
                     c.name, k.url, k.queue
                 );
                 k.handle.abort();
@@ -222,8 +225,8 @@ impl Keeper {
                 Ok(Some(lease)) => {
                     log::info!(
                         circle, queue = queue.as_str();
-                        "circle \"{circle}\" left redis {url} (queue {queue}): this process \
-                         keeps its lease there (token {}) while it runs the circle, so that no \
+                        "circle \"{circle}\" changed: this process keeps its lease of queue \
+                         {queue} on redis {url} (token {}) while it runs the circle, so that no \
                          standby there takes it over",
                         lease.token
                     );

@@ -1,6 +1,6 @@
 //! The drain of a circle a reload takes out: its connections answered and
 //! closed, its queue worked off (while its worker holds the lease) and then
-//! cancelled, its worker stopped, its lease kept where it moves away.
+//! cancelled, its worker stopped, its lease kept when it starts again.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -23,15 +23,15 @@ impl Live {
     /// leaves the queue alone: other gateways may still submit to it and a
     /// worker elsewhere works it off; so does a worker whose database does
     /// not hold the queue's lease (a `--standby` while another process runs
-    /// the circle). With `moves` (the circle starts again
-    /// on another Redis or queue) its worker leaves its lease in place and a
-    /// keeper takes it over once the worker stopped (`kept.rs`). Returns
+    /// the circle). With `keeps` (a changed circle, which starts again) its
+    /// worker leaves its lease in place and a keeper takes it over once the
+    /// worker stopped, until the new worker takes it (`kept.rs`). Returns
     /// what closes its database, and the kept lease.
     pub async fn drain(
         self,
         ctx: &Ctx,
         bound: Duration,
-        moves: bool,
+        keeps: bool,
     ) -> (Option<circles::Closing>, Option<Kept>) {
         let name = self.state.config.name.clone();
         let queue = self.state.queue.clone();
@@ -93,7 +93,7 @@ impl Live {
                  cancelled: {REMOVED}"
             );
         }
-        if moves {
+        if keeps {
             self.keep_lease.store(true, Ordering::Release);
         }
         self.worker_token.cancel();
@@ -113,7 +113,7 @@ impl Live {
                 "circle \"{name}\": stopped without waiting for its worker (a second stop signal)"
             ),
         }
-        let kept = moves
+        let kept = keeps
             .then(|| kept::keep(&ctx.settings, &self.state.config, &self.lease))
             .flatten();
         drop(self.listener);
