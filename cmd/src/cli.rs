@@ -388,9 +388,9 @@ pub struct ReloadArgs {
 
 /// Parses the command line; on a usage error prints it and exits 2 (0
 /// for `--help` and `--version`). An environment variable of an option of
-/// the command being run that is set but empty (`REDIS_URL=`) is such an
-/// error, naming the variable: clap would report it as the option's own
-/// value, which the user never typed.
+/// the command being run, not given on the command line, that is set but
+/// empty (`REDIS_URL=`) is such an error, naming the variable: clap would
+/// report it as the option's own value, which the user never typed.
 pub fn parse() -> Cli {
     let command = Cli::command();
     if let Some((name, option)) = empty_env_of(&command, std::env::args_os()) {
@@ -408,8 +408,9 @@ pub fn parse() -> Cli {
     Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
-/// The first option of the (sub)command `argv` runs whose environment
-/// variable is set but empty: the variable's name and the option's.
+/// The first option of the (sub)command `argv` runs, not given on its
+/// command line, whose environment variable is set but empty: the
+/// variable's name and the option's.
 fn empty_env_of(
     command: &clap::Command,
     argv: impl IntoIterator<Item = std::ffi::OsString>,
@@ -428,6 +429,12 @@ fn empty_env_of(
     }
     command.get_arguments().find_map(|arg| {
         let name = arg.get_env()?;
+        // An option given on the command line: its variable does not count.
+        if matches.value_source(arg.get_id().as_str())
+            == Some(clap::parser::ValueSource::CommandLine)
+        {
+            return None;
+        }
         std::env::var_os(name)
             .is_some_and(|v| v.is_empty())
             .then(|| {

@@ -85,7 +85,7 @@ impl std::error::Error for ConfigError {}
 
 /// Reads and validates `path`.
 pub fn load(path: &Path) -> Result<Vec<CircleConfig>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = read_bounded(path).map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::NotFound {
             " (give the circles file as the CONFIG argument, to play as --config FILE, or \
              create ./circles.json: \
@@ -102,6 +102,30 @@ pub fn load(path: &Path) -> Result<Vec<CircleConfig>, ConfigError> {
         file: path.to_path_buf(),
         problem,
     })
+}
+
+/// The largest circles file read: far above 100,000 circles with a few
+/// principals each, and a file that never ends (`/dev/zero`, an endless
+/// pipe) is refused once this much is read, not read into memory to its end.
+pub const MAX_FILE_BYTES: u64 = 128 << 20;
+
+/// The text of the circles file at `path`, at most [`MAX_FILE_BYTES`] of it.
+fn read_bounded(path: &Path) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!(
+                "it is longer than {} MiB, the most a circles file may hold",
+                MAX_FILE_BYTES >> 20
+            ),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 /// The circle `key` picks, as `--circles`, `token new --circle` and `play

@@ -49,8 +49,15 @@ pub fn init(file: Option<&Path>, format: LogFormat) -> anyhow::Result<()> {
     }
     if let Some(path) = file {
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create the log directory {}", parent.display()))?;
+            // A file in the way is a usage error naming it, as for the data dir.
+            crate::circles::create_dir(parent, "the log directory")?;
+        }
+        if path.is_dir() {
+            return Err(crate::UsageError(format!(
+                "the log file {} is a directory; give --log-file a file in it",
+                path.display()
+            ))
+            .into());
         }
         let f = std::fs::OpenOptions::new()
             .create(true)

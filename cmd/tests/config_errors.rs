@@ -419,3 +419,135 @@ fn a_file_where_a_data_directory_must_be_exits_2_naming_it() {
         assert!(err.contains(&says), "{says:?} missing from: {err}");
     }
 }
+
+/// An option's environment variable counts where the option is not given
+/// (README "The orchestrator"): where it is given, an empty variable of it
+/// does not refuse the command.
+#[test]
+fn an_empty_environment_variable_does_not_refuse_an_option_given_on_the_command_line() {
+    let sandbox = Sandbox::new();
+    // play: --token given, CIRCLES_TOKEN exported empty. Nothing listens on
+    // port 1, so play gets past its options and exits 1 (cannot connect).
+    let mut cmd = sandbox.command();
+    cmd.env("CIRCLES_TOKEN", "").args([
+        "play",
+        "--token",
+        "abc",
+        "--url",
+        "ws://127.0.0.1:1/ws",
+        "1",
+    ]);
+    let (status, _, err) = run_to_end(cmd, Duration::from_secs(20));
+    assert!(
+        !err.contains("is set but empty"),
+        "--token was given, yet the empty CIRCLES_TOKEN refused it: {err}"
+    );
+    assert_eq!(status.code(), Some(1), "{err}");
+
+    // The orchestrator: --redis-url given, REDIS_URL exported empty. A URL
+    // nothing answers and no managed Redis: exit 1 naming what was tried.
+    let config = sandbox.circles(&[(1, "Alpha", 1)]);
+    let mut cmd = sandbox.command();
+    cmd.arg(&config)
+        .env("REDIS_URL", "")
+        .args(["--redis-url", "redis://127.0.0.1:1", "--no-managed-redis"])
+        .args(["--output", "plain"]);
+    let (status, _, err) = run_to_end(cmd, Duration::from_secs(20));
+    assert!(
+        !err.contains("is set but empty"),
+        "--redis-url was given, yet the empty REDIS_URL refused it: {err}"
+    );
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("redis is unreachable"), "{err}");
+}
+
+/// DESIGN §1: exit 2 for bad configuration or usage. A `--log-file` that is
+/// a directory, or under a file, is a bad option the user typed, as a data
+/// dir with a file in its way is (exit 2, `a_file_where_a_data_directory_must_be_exits_2_naming_it`);
+/// it is found before Redis is looked for, and named.
+#[test]
+fn a_log_file_that_is_a_directory_or_under_a_file_exits_2_naming_it() {
+    let sandbox = Sandbox::new();
+    let config = sandbox.circles(&[(1, "Alpha", 1)]);
+    let dir = sandbox.path().join("logs");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let file = sandbox.write("plainfile", "x");
+    for log_file in [dir.clone(), file.join("x.log")] {
+        let mut cmd = sandbox.command();
+        cmd.arg(&config)
+            .args(["--output", "live", "--no-managed-redis"])
+            .args(["--redis-url", "redis://127.0.0.1:1"])
+            .arg("--data-dir")
+            .arg(sandbox.path().join("data"))
+            .arg("--log-file")
+            .arg(&log_file);
+        let (status, _, err) = run_to_end(cmd, Duration::from_secs(20));
+        assert!(
+            err.contains(&log_file.display().to_string())
+                || err.contains(&file.display().to_string()),
+            "the message does not name the log file: {err}"
+        );
+        assert_eq!(
+            status.code(),
+            Some(2),
+            "--log-file {}: {err}",
+            log_file.display()
+        );
+    }
+}
+
+/// A circles file that never ends (`/dev/zero`, a pipe that keeps writing,
+/// a huge file given by mistake) is refused once 128 MiB are read, not read
+/// into memory to its end, by the orchestrator and by `token new`. Run under
+/// a 1 GiB address-space limit, so that a read without a bound fails with
+/// "out of memory" instead of taking the machine's memory.
+#[test]
+fn a_circles_file_that_never_ends_is_refused_without_reading_it_all() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let sandbox = Sandbox::new();
+    for args in [
+        vec!["/dev/zero", "--output", "plain", "--no-managed-redis"],
+        vec![
+            "token",
+            "new",
+            "--circle",
+            "1",
+            "--name",
+            "x",
+            "--role",
+            "read",
+            "/dev/zero",
+        ],
+    ] {
+        // The binary under `ulimit -v` (1 GiB), with the sandbox's environment.
+        let bin = sandbox.command();
+        let mut cmd = std::process::Command::new("sh");
+        cmd.current_dir(sandbox.path())
+            .stdin(std::process::Stdio::null())
+            .arg("-c")
+            .arg("ulimit -v 1048576 && exec \"$0\" \"$@\"")
+            .arg(bin.get_program())
+            .args(&args);
+        for (key, value) in bin.get_envs() {
+            match value {
+                Some(v) => cmd.env(key, v),
+                None => cmd.env_remove(key),
+            };
+        }
+        let (status, _, err) = run_to_end(cmd, Duration::from_secs(30));
+        assert_eq!(
+            status.code(),
+            Some(2),
+            "{args:?}: {status:?} (signal {:?}): {}",
+            status.signal(),
+            &err[..err.len().min(600)]
+        );
+        assert!(err.contains("/dev/zero"), "{err}");
+        // Read until the allocation failed: under the limit it says "out of
+        // memory"; without one it takes all the machine has.
+        assert!(
+            !err.contains("out of memory"),
+            "{args:?}: the file was read until memory ran out: {err}"
+        );
+    }
+}

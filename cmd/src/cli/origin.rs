@@ -46,8 +46,10 @@ pub(super) fn origin(text: &str) -> Result<String, String> {
             None => (authority, None),
         },
     };
+    // A browser writes the port as the number it is, without leading zeros.
     if let Some(port) = port
-        && !(port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok())
+        && !(port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u16>().is_ok_and(|p| p.to_string() == port))
     {
         return Err(format!("`{text}` has a bad port `{port}`; {FORM}"));
     }
@@ -67,6 +69,12 @@ pub(super) fn origin(text: &str) -> Result<String, String> {
     }
     if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!("`{text}` has no valid host; {FORM}"));
+    }
+    if !host.is_ascii() {
+        return Err(format!(
+            "`{text}` has a host outside ASCII, which a browser sends in its punycode form \
+             (xn--…); write that form ({FORM})"
+        ));
     }
     Ok(origin.to_string())
 }

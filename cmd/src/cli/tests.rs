@@ -172,3 +172,24 @@ fn an_allowed_origin_must_be_an_origin_a_browser_can_send() {
         assert!(text.contains("scheme://host[:port]"), "{bad}: {text}");
     }
 }
+
+/// The parser refuses what "would never equal a header" (cli/origin.rs):
+/// a browser writes a port without leading zeros and leaves out the default
+/// one, and writes a host outside ASCII in its punycode (`xn--`) form. Each
+/// of these would be accepted and then silently allow nothing.
+#[test]
+fn an_allowed_origin_a_browser_never_sends_is_refused() {
+    for bad in [
+        "http://ok.example:080",
+        "https://ok.example:0443",
+        "http://intranet:08080",
+        "https://bücher.example",
+    ] {
+        let parsed = Cli::try_parse_from(["c", "--allowed-origin", bad]);
+        assert!(
+            parsed.is_err(),
+            "{bad} was accepted, yet no browser sends it as its Origin: {:?}",
+            parsed.map(|c| c.run.allowed_origins)
+        );
+    }
+}
