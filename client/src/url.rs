@@ -113,6 +113,16 @@ impl RedisUrl {
                 kind: Kind::Sentinel(spec),
             });
         }
+        // `redis://admin:2024#pw@host` parses as host `admin`, port 2024 and
+        // a fragment holding the rest: a '#' in a password, not encoded.
+        if redis::parse_redis_url(url)
+            .and_then(|u| u.fragment().map(|f| f.contains('@')))
+            .unwrap_or(false)
+        {
+            return Err(invalid(
+                "a '#' before the '@' (percent-encode a '#' in a password as %23)".to_string(),
+            ));
+        }
         let info = url
             .into_connection_info()
             .map_err(|e| invalid(e.to_string()))?;
@@ -233,6 +243,11 @@ pub fn redact(url: &str) -> String {
     let secret =
         !parsed.username().is_empty() || parsed.password().is_some() || !query.iter().all(public);
     if !secret {
+        // An '@' the parse found no credentials before sits in the query or
+        // fragment: a password with a '?' or '#' in it, not encoded.
+        if url.contains('@') {
+            return redact_unparsed(url);
+        }
         return url.to_owned();
     }
     let mut out = format!("{}://{}", parsed.scheme(), parsed.host_str().unwrap_or(""));
@@ -354,6 +369,20 @@ mod tests {
         assert_eq!(redact("redis://:p/w@h"), "redis://h");
         assert_eq!(redact("redis://:a?pass=b@h"), "redis://h");
         assert_eq!(redact("nonsense?pass=x"), "nonsense");
+    }
+
+    #[test]
+    fn a_password_with_an_unencoded_hash_is_refused_and_never_printed() {
+        let url = "redis://admin:2024#hunter2@127.0.0.1:6379";
+        assert_eq!(redact(url), "redis://127.0.0.1:6379");
+        let e = RedisUrl::parse(url).expect_err("a '#' in the password");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert!(e.to_string().contains("%23"), "{e}");
+        assert_eq!(
+            redact("rediss://h:6380/0#insecure"),
+            "rediss://h:6380/0#insecure"
+        );
+        assert!(RedisUrl::parse("rediss://:pw@h:6380/0#insecure").is_ok());
     }
 
     #[test]

@@ -264,3 +264,29 @@ async fn a_reload_that_moves_the_last_circle_off_a_redis_closes_its_client_there
     let status = o.stop();
     assert!(status.success(), "{status}\n{}", o.stderr());
 }
+
+/// A password with a `#` or `?` in it, written without percent-encoding
+/// (README: "The URL is shown with its user and password removed,
+/// everywhere"): whatever the URL is then taken to mean, no message prints
+/// the password or a part of it.
+#[test]
+fn a_password_with_a_hash_or_question_mark_is_never_printed() {
+    let circles = r#"[{"id": 1, "name": "Alpha", "port": 1}]"#;
+    for url in [
+        // A sentinel URL: refused (a '#' is no fragment there; '?' starts the query).
+        "redis+sentinel://app:hunter2#x@127.0.0.1:26379/mymaster",
+        "redis+sentinel://app:hunter2?x@127.0.0.1:26379/mymaster",
+        // A redis:// URL whose password starts with digits: the URL parses
+        // with host "admin", port 2024 and a fragment holding the rest.
+        "redis://admin:2024#hunter2@127.0.0.1:6379",
+    ] {
+        let (code, err) = run(circles, url);
+        assert_ne!(code, 0, "{url}: {err}");
+        for secret in ["hunter2", "2024#"] {
+            assert!(
+                !err.contains(secret),
+                "{url}: the password ({secret:?}) was printed: {err}"
+            );
+        }
+    }
+}

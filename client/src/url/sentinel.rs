@@ -239,10 +239,15 @@ fn decode(text: &str) -> Result<String, String> {
 }
 
 /// `url` (a Sentinel URL, parsed or not) without credentials: everything up
-/// to its last `@` and its whole query are dropped.
+/// to its last `@` and its whole query are dropped. An `@` past the first
+/// `?` or `#` of a URL that does not parse may end a password holding that
+/// `?` or `#`: then nothing but the scheme is kept.
 pub(crate) fn redact(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let before_query = rest.split(['?', '#']).next().unwrap_or_default();
+    let (before_query, after) = rest.split_at(rest.find(['?', '#']).unwrap_or(rest.len()));
+    if after.contains('@') && parse(url).is_err() {
+        return format!("{scheme}://(credentials hidden)");
+    }
     let rest = before_query.rsplit('@').next().unwrap_or_default();
     format!("{scheme}://{rest}")
 }
@@ -337,5 +342,15 @@ mod tests {
         let spec = parse("redis+sentinel://u:p/w@a/m").expect("valid");
         assert_eq!(spec.password.as_deref(), Some("p/w"));
         assert_eq!(redact("redis+sentinel://:p@a"), "redis+sentinel://a");
+        for bad in [
+            "redis+sentinel://app:hunter2#x@h:26379/m",
+            "redis+sentinel://app:hunter2?x@h:26379/m",
+        ] {
+            assert!(!redact(bad).contains("hunter2"), "{}", redact(bad));
+        }
+        assert_eq!(
+            redact("redis+sentinel://h/m?sentinel_password=p@ss"),
+            "redis+sentinel://h/m"
+        );
     }
 }
