@@ -189,6 +189,13 @@ pub fn take_fault() -> Option<DbFault> {
     TICK.with(|t| t.fault.take())
 }
 
+/// Whether the current run holds more memory than its limit now: for a
+/// native function that builds a large value in one call (`db::history`),
+/// which the per-operation check sees only once the call has returned.
+pub fn over_memory() -> bool {
+    TICK.with(Tick::over_memory)
+}
+
 /// Why the current run was marked to stop, if it was.
 pub fn stopped() -> Option<&'static str> {
     TICK.with(|t| t.stopped.get())

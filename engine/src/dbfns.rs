@@ -213,10 +213,26 @@ pub fn module(db: Arc<OurDb>, settings: Settings) -> Module {
             let versions = in_txn(pos, |t| {
                 t.history(&d, id, depth, settings.max_history_bytes)
             })?;
-            versions
-                .iter()
-                .map(|bytes| decode(id, bytes, pos))
-                .collect()
+            // The stored bytes are bounded above; what they decode to can
+            // be many times larger (`{"":0}` is a map of some hundreds of
+            // bytes), so the run's memory is checked after each version.
+            let mut out = Array::with_capacity(versions.len());
+            for bytes in versions {
+                out.push(decode(id, &bytes, pos)?);
+                drop(bytes);
+                if context::over_memory() {
+                    return Err(fault(
+                        ErrorKind::Limit,
+                        format!(
+                            "db::history of record {id} holds more than the script's memory \
+                             limit of {} bytes once read; ask for fewer versions",
+                            settings.max_history_bytes
+                        ),
+                        pos,
+                    ));
+                }
+            }
+            Ok(out)
         },
     );
 

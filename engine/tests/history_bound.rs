@@ -59,3 +59,33 @@ fn a_history_past_the_memory_limit_is_refused_before_it_is_read_whole() {
     let out = c.ok(&format!("db::history({id}, 8).len()"));
     assert_eq!(out.output, "8");
 }
+
+/// The bound above counts the stored JSON bytes, but a script holds what
+/// they decode to: an array of small maps (`{"":0}`, 7 bytes of JSON each)
+/// decodes to some hundreds of bytes per map. One `db::history` call within
+/// the byte count must not build many times the run's memory limit.
+#[test]
+fn a_history_of_values_that_decode_large_stays_within_the_memory_limit() {
+    let c = Circle::with_limits(Limits {
+        max_memory_bytes: 4 << 20,
+        ..Limits::default()
+    });
+    // 30 versions of 112 KiB of `[{"":0},…]`: 3.3 MiB stored, under the
+    // 4 MiB a history call may read.
+    let maps = vec![r#"{"":0}"#; 16 << 10].join(",");
+    let value = format!("[{maps}]");
+    let db = c.engine.db();
+    let id = db.insert(value.as_bytes()).expect("insert");
+    for _ in 1..30 {
+        db.update(id, value.as_bytes()).expect("update");
+    }
+    let (ran, allocated) = run_counting(&c, &format!("db::history({id}, 30).len()"));
+    let e = ran.expect_err("past the memory limit");
+    assert_eq!(e.kind, ErrorKind::Limit, "{e:?}");
+    assert!(
+        allocated < 32 << 20,
+        "the call allocated {} MiB under a 4 MiB limit ({e:?})",
+        allocated >> 20
+    );
+    assert!(e.message.contains("db::history"), "{}", e.message);
+}
