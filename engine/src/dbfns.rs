@@ -53,7 +53,10 @@ fn to_id(id: INT, pos: Position) -> Res<u32> {
     u32::try_from(id).map_err(|_| {
         fault(
             ErrorKind::Database,
-            format!("invalid record id {id}: ids range from 0 to {}", u32::MAX),
+            format!(
+                "invalid record id {id}: record ids run from 1 to {}",
+                u32::MAX - 1
+            ),
             pos,
         )
     })
