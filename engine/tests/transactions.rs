@@ -127,6 +127,19 @@ fn script_can_catch_a_database_error_and_carry_on() {
 }
 
 #[test]
+fn writes_before_a_caught_throw_stay_and_commit_with_the_script() {
+    let c = Circle::new();
+    let o = c.ok("db::insert(\"before\");\n\
+         try { db::insert(\"inside\"); throw \"stop\"; } catch (e) { db::insert(e); }\n\
+         db::next_id()");
+    assert_eq!(o.output, "4");
+    assert_eq!(
+        c.ok("[db::get(1), db::get(2), db::get(3)]").output,
+        "[\"before\", \"inside\", \"stop\"]"
+    );
+}
+
+#[test]
 fn two_engines_on_two_databases_never_see_each_others_data() {
     let a = Circle::new();
     let b = Circle::new();
