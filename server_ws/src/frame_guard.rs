@@ -31,7 +31,13 @@
 //! 125 bytes, a continuation with no message to continue, and a new message
 //! while another (passed or refused) has not ended (§5.4) end the stream
 //! with an error, which closes the connection with 1002, whatever length the
-//! frame declares.
+//! frame declares. So do a fragmented control frame (§5.4) and a close frame
+//! the codec would refuse (one byte of payload, a code no endpoint may send,
+//! a reason that is not UTF-8: §5.5.1, §7.4): the guard holds a close frame
+//! (at most 125 bytes) until it has looked at it. The frames before the bad
+//! one pass first: the error comes only once the codec has had them (the
+//! codec would report its own error before the frames it decoded with it in
+//! one read, and a notification right before a bad frame would be lost).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -61,6 +67,9 @@ enum State {
     Pass(u64),
     /// Dropping this many more payload bytes of a refused message.
     Skip(u64),
+    /// Holding this many more payload bytes of a close frame (in
+    /// `FrameGuard::close`, after its header), to look at it whole.
+    Close(u64),
 }
 
 /// See the module docs.
@@ -76,6 +85,11 @@ pub(crate) struct FrameGuard<S> {
     /// Bytes the client sent so far: it is alive while they grow, also in
     /// the middle of a frame, where it cannot answer a ping.
     received: Arc<AtomicU64>,
+    /// A close frame being held: its header and the payload so far.
+    close: Vec<u8>,
+    /// The error that ends the stream, held back while the bytes of the
+    /// frames before it are handed on (`Some(false)`: not yet deferred once).
+    failed: Option<(PayloadError, bool)>,
 }
 
 /// A masked frame (mask key 0, so the payload goes as it is) with `first`
@@ -97,6 +111,8 @@ impl<S> FrameGuard<S> {
             in_message: false,
             dropping: false,
             received: Arc::default(),
+            close: Vec::new(),
+            failed: None,
         }
     }
 
@@ -107,10 +123,37 @@ impl<S> FrameGuard<S> {
 
     /// The bytes to hand the codec for `input`: the same bytes, except for
     /// refused messages (see the module docs).
-    pub(crate) fn feed(&mut self, mut input: &[u8]) -> Result<BytesMut, PayloadError> {
+    /// An error ends the stream: when frames before it passed in this
+    /// input, they come out first and the error is held (`failed`).
+    pub(crate) fn feed(&mut self, input: &[u8]) -> Result<BytesMut, PayloadError> {
+        if self.failed.is_some() {
+            return Err(PayloadError::Overflow);
+        }
         let mut out = BytesMut::with_capacity(input.len());
+        match self.feed_into(input, &mut out) {
+            Ok(()) => Ok(out),
+            Err(e) if out.is_empty() => Err(e),
+            Err(e) => {
+                self.failed = Some((e, false));
+                Ok(out)
+            }
+        }
+    }
+
+    fn feed_into(&mut self, mut input: &[u8], out: &mut BytesMut) -> Result<(), PayloadError> {
         while !input.is_empty() {
             match self.state {
+                State::Close(n) => {
+                    let k = usize::try_from(n).unwrap_or(usize::MAX).min(input.len());
+                    self.close.extend_from_slice(&input[..k]);
+                    input = &input[k..];
+                    let left = n - k as u64;
+                    if left > 0 {
+                        self.state = State::Close(left);
+                    } else {
+                        self.close_done(out)?;
+                    }
+                }
                 State::Pass(n) | State::Skip(n) => {
                     let k = usize::try_from(n).unwrap_or(usize::MAX).min(input.len());
                     if matches!(self.state, State::Pass(_)) {
@@ -130,13 +173,32 @@ impl<S> FrameGuard<S> {
                     self.header.extend_from_slice(&input[..k]);
                     input = &input[k..];
                     match header_len(&self.header) {
-                        Some(total) if total == self.header.len() => self.header_done(&mut out)?,
+                        Some(total) if total == self.header.len() => self.header_done(out)?,
                         _ => {}
                     }
                 }
             }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// A whole close frame is in `self.close`: passes it on if the codec
+    /// would take it.
+    fn close_done(&mut self, out: &mut BytesMut) -> Result<(), PayloadError> {
+        self.state = State::Header;
+        let frame = std::mem::take(&mut self.close);
+        let at = header_len(&frame).expect("a whole header");
+        let mask = &frame[at - 4..at];
+        let payload: Vec<u8> = frame[at..]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ mask[i % 4])
+            .collect();
+        if !close_payload_ok(&payload) {
+            return Err(PayloadError::Overflow);
+        }
+        out.extend_from_slice(&frame);
+        Ok(())
     }
 
     /// A whole header is in `self.header`: passes its frame on, or refuses
@@ -165,8 +227,21 @@ impl<S> FrameGuard<S> {
         if h[0] & 0x70 != 0 || h[1] & 0x80 == 0 || !known {
             return Err(PayloadError::Overflow);
         }
-        if len >> 63 != 0 || (control && len > 125) {
+        if len >> 63 != 0 || (control && (len > 125 || !fin)) {
             return Err(PayloadError::Overflow);
+        }
+        if opcode == 0x8 {
+            // Held until it is whole and looked at (`close_done`).
+            self.close.clear();
+            self.close.extend_from_slice(&h);
+            self.header = h;
+            self.header.clear();
+            self.state = State::Close(len);
+            return if len == 0 {
+                self.close_done(out)
+            } else {
+                Ok(())
+            };
         }
         if opcode == 0xa {
             // A client's pong reaches the codec empty: its payload means
@@ -222,6 +297,19 @@ fn header_len(h: &[u8]) -> Option<usize> {
     Some(2 + ext + mask)
 }
 
+/// Whether the codec takes a close frame's (unmasked) payload: empty, or a
+/// code an endpoint may send (RFC 6455 §7.4) and a UTF-8 reason.
+fn close_payload_ok(payload: &[u8]) -> bool {
+    match payload {
+        [] => true,
+        [_] => false,
+        [hi, lo, reason @ ..] => {
+            matches!(u16::from_be_bytes([*hi, *lo]), 1000..=1003 | 1007..=1014 | 3000..=4999)
+                && std::str::from_utf8(reason).is_ok()
+        }
+    }
+}
+
 /// The payload length a whole header declares.
 fn payload_len(h: &[u8]) -> u64 {
     match h[1] & 0x7f {
@@ -238,6 +326,19 @@ where
     type Item = Result<Bytes, PayloadError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        // The bytes before an error went out: the codec decodes them once
+        // its read finds nothing more (it reads on until then, and would
+        // report the error before them); the error comes on the poll after.
+        if let Some((_, deferred)) = &mut self.failed {
+            if !*deferred {
+                *deferred = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let (e, _) = self.failed.take().expect("just seen");
+            self.failed = Some((PayloadError::Overflow, true));
+            return Poll::Ready(Some(Err(e)));
+        }
         loop {
             let chunk = match self.inner.poll_next_unpin(cx) {
                 Poll::Pending => return Poll::Pending,
@@ -302,7 +403,10 @@ mod tests {
         for piece in input.chunks(step) {
             out.extend_from_slice(&guard.feed(piece)?);
         }
-        Ok(out)
+        match guard.failed.take() {
+            Some((e, _)) => Err(e),
+            None => Ok(out),
+        }
     }
 
     /// Feeds `input` split at every size of piece that matters (one byte,
@@ -393,6 +497,52 @@ mod tests {
                 matches!(run(100, &bad, 3), Err(PayloadError::Overflow)),
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn the_frames_before_a_bad_one_pass_and_the_error_is_held_after_them() {
+        let good = whole(0x81, 5, b'h');
+        let mut input = good.clone();
+        input.extend(whole(0xc1, 2, 0)); // a reserved bit
+        let mut guard = guard(100);
+        assert_eq!(guard.feed(&input).expect("the good frame").to_vec(), good);
+        assert!(matches!(
+            guard.failed,
+            Some((PayloadError::Overflow, false))
+        ));
+        assert!(guard.feed(b"more").is_err());
+    }
+
+    #[test]
+    fn a_close_frame_passes_only_as_the_codec_takes_it() {
+        let mut ok = vec![0x88, 0x80 | 5, 0, 0, 0, 0];
+        ok.extend_from_slice(&4001u16.to_be_bytes());
+        ok.extend_from_slice(b"bye");
+        assert_every_split(100, &ok, &ok);
+        let empty = vec![0x88, 0x80, 0, 0, 0, 0];
+        assert_every_split(100, &empty, &empty);
+        let with = |payload: &[u8]| {
+            let mut f = vec![0x88, 0x80 | payload.len() as u8, 1, 2, 3, 4];
+            f.extend(
+                payload
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| b ^ [1, 2, 3, 4][i % 4]),
+            );
+            f
+        };
+        assert_every_split(100, &with(b"\x03\xe8ok"), &with(b"\x03\xe8ok"));
+        let mut bad = vec![with(&[3]), with(b"\x03\xe8\xff")];
+        for code in [0u16, 999, 1004, 1005, 1006, 1015, 2000, 5000] {
+            bad.push(with(&code.to_be_bytes()));
+        }
+        // A fragmented control frame.
+        bad.push(whole(0x09, 1, 0));
+        for bad in bad {
+            for step in [1, 3, 100] {
+                assert!(run(100, &bad, step).is_err(), "{bad:?}, step {step}");
+            }
         }
     }
 

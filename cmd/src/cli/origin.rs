@@ -76,5 +76,17 @@ pub(super) fn origin(text: &str) -> Result<String, String> {
              (xn--…); write that form ({FORM})"
         ));
     }
+    // A browser writes an IPv6 address in its canonical (shortest) form.
+    if authority.starts_with('[') {
+        match host.parse::<std::net::Ipv6Addr>() {
+            Ok(ip) if ip.to_string() == host.to_ascii_lowercase() => {}
+            Ok(ip) => {
+                return Err(format!(
+                    "`{text}`: a browser writes this address [{ip}]; write it so ({FORM})"
+                ));
+            }
+            Err(_) => return Err(format!("`{text}` has no valid IPv6 address; {FORM}")),
+        }
+    }
     Ok(origin.to_string())
 }

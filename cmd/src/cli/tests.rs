@@ -175,7 +175,8 @@ fn an_allowed_origin_must_be_an_origin_a_browser_can_send() {
 
 /// The parser refuses what "would never equal a header" (cli/origin.rs):
 /// a browser writes a port without leading zeros and leaves out the default
-/// one, and writes a host outside ASCII in its punycode (`xn--`) form. Each
+/// one, writes a host outside ASCII in its punycode (`xn--`) form and an
+/// IPv6 address in its canonical (shortest) form. Each
 /// of these would be accepted and then silently allow nothing.
 #[test]
 fn an_allowed_origin_a_browser_never_sends_is_refused() {
@@ -184,6 +185,8 @@ fn an_allowed_origin_a_browser_never_sends_is_refused() {
         "https://ok.example:0443",
         "http://intranet:08080",
         "https://bücher.example",
+        "https://[2001:db8:0:0::1]",
+        "http://[::0001]:8080",
     ] {
         let parsed = Cli::try_parse_from(["c", "--allowed-origin", bad]);
         assert!(
