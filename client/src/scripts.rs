@@ -83,8 +83,10 @@ static SUBMIT_AGAIN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+-- The push first: one a queue key of another type refuses leaves no hash
+-- (a script's error undoes nothing it wrote), and no one sees the order.
 redis.call('LPUSH', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 return 1
 "#,
     )
@@ -292,16 +294,23 @@ local function count(v, none)
   if not n or n ~= n or n < 0 or n >= 2^53 then return none end
   return math.floor(n)
 end
+-- A key of another type than the protocol's (a third party's, or edited by
+-- hand) reads as absent, so it too hides no other queue's row.
+local function read(absent, ...)
+  local r = redis.pcall(...)
+  if type(r) == 'table' and r.err then return absent end
+  return r
+end
 local out = {}
 for i = 1, #ARGV do
   local q, st, ws, ow = KEYS[4 * i - 3], KEYS[4 * i - 2], KEYS[4 * i - 1], KEYS[4 * i]
-  local s = redis.call('HMGET', st, 'processed', 'failed', 'lastHeartbeat')
+  local s = read({}, 'HMGET', st, 'processed', 'failed', 'lastHeartbeat')
   local inflight = 0
-  for _, w in ipairs(redis.call('SMEMBERS', ws)) do
-    inflight = inflight + redis.call('LLEN', ARGV[i] .. w)
+  for _, w in ipairs(read({}, 'SMEMBERS', ws)) do
+    inflight = inflight + read(0, 'LLEN', ARGV[i] .. w)
   end
-  out[i] = { redis.call('LLEN', q), count(s[1], 0), count(s[2], 0), inflight,
-    count(s[3], false), redis.call('GET', ow) }
+  out[i] = { read(0, 'LLEN', q), count(s[1], 0), count(s[2], 0), inflight,
+    count(s[3], false), read(false, 'GET', ow) }
 end
 return out
 "#,

@@ -167,3 +167,44 @@ async fn a_queued_id_that_is_not_utf8_leaves_the_other_ids_listed() {
     let listed = client.queued("a", 10).await;
     assert_eq!(listed.as_ref().ok(), Some(&vec![first, last]), "{listed:?}");
 }
+
+/// A third party's key of another type than the protocol's (a queue key
+/// written as a string, a stats key or a worker set that is not a hash or a
+/// set) must not make the counters of every other queue read with it
+/// unreadable, as a counter that is no count does not: the status table,
+/// `/metrics` and a reload's drain read them all in one call.
+#[tokio::test]
+async fn a_key_of_another_type_does_not_hide_the_stats_of_the_other_queues() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let client = Client::connect(&url).await.expect("connect");
+    let opts = SubmitOptions::default();
+    client.submit("b", "y", &opts).await.expect("submit");
+    let mut conn = redis::Client::open(url.as_str())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    for key in [
+        client::keys::tasks("a"),
+        client::keys::stats("a"),
+        client::keys::workers("a"),
+    ] {
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg("not the type the protocol asks for")
+            .query_async(&mut conn)
+            .await
+            .expect("set");
+        let read = client.stats_many(&["a", "b"]).await;
+        let lens = read
+            .as_ref()
+            .map(|all| all.iter().map(|s| s.queue_len).collect::<Vec<_>>());
+        assert_eq!(lens.as_ref().ok(), Some(&vec![0, 1]), "{key}: {lens:?}");
+        let _: () = redis::cmd("DEL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("del");
+    }
+}

@@ -302,7 +302,8 @@ impl Taker<'_> {
     pub(crate) async fn down(&self, outage: &mut Outage, err: &client::Error, step: Step) {
         let refused = err.is_refusal();
         outage.refused = refused.then_some(step);
-        if outage.since.is_none() {
+        let starts = outage.since.is_none();
+        if starts {
             outage.since = Some(Instant::now());
             let what = if refused {
                 "is refused by redis"
@@ -316,7 +317,9 @@ impl Taker<'_> {
                 self.options.max_backoff
             );
         }
-        if !matches!(err, client::Error::Unavailable { .. }) {
+        // Once per outage, as the warning: a refusal that lasts (a queue
+        // key of another type) must not log an error at every retry.
+        if starts && !matches!(err, client::Error::Unavailable { .. }) {
             log::error!(circle = self.config.circle.as_str(), queue = self.config.queue.as_str(); "worker for queue {}: {err}", self.config.queue);
         }
         self.status.set_reconnecting(err);

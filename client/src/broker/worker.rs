@@ -132,17 +132,20 @@ impl WorkerBroker {
     fn heartbeat_pipe(&self, ttl: Duration) -> redis::Pipeline {
         let now = now_ms();
         let mut pipe = redis::pipe();
+        // Errors as values (see `beat`): a stats key of another type
+        // (edited by hand) fails its `HSET` alone, which is ignored, as the
+        // finish scripts leave such a counter alone; the beat and its reap
+        // go on.
         pipe.atomic()
+            .ignore_errors()
             .cmd("SET")
             .arg(keys::heartbeat(&self.queue, &self.keys.worker_id))
             .arg(now)
             .arg("PX")
             .arg(crate::ttl_ms(ttl))
-            .ignore()
             .cmd("SADD")
             .arg(keys::workers(&self.queue))
             .arg(&self.keys.worker_id)
-            .ignore()
             .cmd("HSET")
             .arg(&self.keys.stats)
             .arg("lastHeartbeat")
@@ -164,15 +167,24 @@ impl WorkerBroker {
     /// `reap`).
     pub async fn beat(&self, ttl: Duration, reap: bool) -> Result<(u64, u64)> {
         let mut pipe = self.heartbeat_pipe(ttl);
+        if reap {
+            pipe.cmd("SMEMBERS").arg(keys::workers(&self.queue));
+        }
+        let mut replies: Vec<redis::Value> = self.conn.query_pipe(&pipe).await?;
+        for reply in &replies {
+            if let redis::Value::ServerError(e) = reply {
+                return Err(self.conn.fail(e.clone().into()));
+            }
+        }
         if !reap {
-            self.conn.query_pipe::<()>(&pipe).await?;
             return Ok((0, 0));
         }
-        pipe.cmd("SMEMBERS").arg(keys::workers(&self.queue));
         // Bytes: a third party's worker may register under an id that is
         // not UTF-8; it is none of ours to reap by name, and must not make
         // the whole set unreadable (no reap for anyone).
-        let (members,): (Vec<Vec<u8>>,) = self.conn.query_pipe(&pipe).await?;
+        let members: Vec<Vec<u8>> =
+            redis::from_redis_value(replies.pop().unwrap_or(redis::Value::Nil))
+                .map_err(|e| Error::Protocol(format!("the worker set answered {e}")))?;
         let members: Vec<String> = members
             .into_iter()
             .filter_map(|m| String::from_utf8(m).ok())

@@ -216,7 +216,22 @@ impl Client {
             .arg(keys::tasks(queue))
             .arg(task_id)
             .ignore();
-        match self.inner.conn.query_pipe_or_broken::<()>(&pipe).await? {
+        let pushed = match self.inner.conn.query_pipe_or_broken::<()>(&pipe).await {
+            // A command refused at EXEC time (the queue key holds another
+            // type: WRONGTYPE) does not undo the others: the hash was
+            // written, the id not pushed. No worker can see the hash, and
+            // a pending one has no TTL: it goes, or it would stay for good.
+            Err(e @ Error::Protocol(_)) => {
+                let _: Result<i64> = self
+                    .inner
+                    .conn
+                    .query(redis::cmd("DEL").arg(keys::task_details(task_id)))
+                    .await;
+                return Err(e);
+            }
+            other => other?,
+        };
+        match pushed {
             Ok(()) => Ok(()),
             Err(broken) => {
                 log::debug!("submitting task {task_id} again after: {broken}");

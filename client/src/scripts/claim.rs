@@ -157,6 +157,10 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
     failed(KIND_EXPIRED, 'task expired before it ran: its deadline passed while it waited in the queue')
     return { 'expired', id }
   end
+  -- The system owns the hash from its claim on: a submitter's expiry on
+  -- it (say, for a task nobody takes) must not drop it while it runs; the
+  -- end sets the result TTL.
+  redis.call('PERSIST', dkey)
   redis.call('HSET', dkey, 'status', 'processing', 'workerId', worker, 'startedAt', now,
     'updatedAt', now, unpack(created))
   return { 'run', id, script, deadline or '', h[8] or '', role or '', h[6] or now }

@@ -1,0 +1,319 @@
+//! A third-party program that speaks the Redis protocol by hand (DESIGN §3,
+//! README "The Redis protocol, for other programs"), against a worker in
+//! this process: every field the worker writes, and odd but valid inputs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn pttl(conn: &mut redis::aio::MultiplexedConnection, id: &str) -> i64 {
+    redis::cmd("PTTL")
+        .arg(client::keys::task_details(id))
+        .query_async(conn)
+        .await
+        .expect("pttl")
+}
+
+/// A submitter may put an expiry on the hash it writes (in the same
+/// MULTI/EXEC as the push, so an abandoned task does not stay in Redis for
+/// good). Once a worker claims the task the system owns its hash: the
+/// keys table says a task hash has no TTL "while pending or processing",
+/// and DESIGN §3 says every pushed task reaches `completed` or `error`. A
+/// run that outlives the submitter's expiry must still end in a hash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submitter_s_expiry_on_the_hash_does_not_drop_the_outcome_of_a_run_that_outlives_it() {
+    let redis = testkit::RedisServer::start();
+    let (worker, _dir) = {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = open_engine(dir.path(), timing_out_after(Duration::from_secs(3)));
+        let worker = TestWorker::start_with(
+            worker::WorkerConfig::new(&redis.url(), "ttl"),
+            fast_options(),
+            engine,
+        );
+        (worker, dir)
+    };
+    let mut conn = raw(&redis.url()).await;
+    let key = client::keys::task_details("t-ttl");
+    let _: () = redis::pipe()
+        .atomic()
+        .cmd("HSET")
+        .arg(&key)
+        .arg("script")
+        .arg("loop { }")
+        .arg("status")
+        .arg("pending")
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg(&key)
+        .arg(1500)
+        .ignore()
+        .cmd("LPUSH")
+        .arg(client::keys::tasks("ttl"))
+        .arg("t-ttl")
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .expect("submit");
+    until_status(&conn, "t-ttl", "processing", WAIT).await;
+    // The engine stops the script after 3 s with a timeout error; the
+    // submitter's 1.5 s expiry is long past by then.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let hash = hgetall(&mut conn, "t-ttl").await;
+    assert_eq!(
+        (
+            hash.get("status").map(String::as_str),
+            hash.get("errorKind").map(String::as_str)
+        ),
+        (Some("error"), Some("timeout")),
+        "the task's hash after its run: {hash:?}"
+    );
+    worker.stop().await;
+}
+
+/// A queue key that holds another type (a third party's mistake) stops
+/// nothing for good: once it is a list again, its tasks run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_key_of_another_type_stops_no_worker_and_its_tasks_run_once_it_is_a_list() {
+    let redis = testkit::RedisServer::start();
+    let mut conn = raw(&redis.url()).await;
+    let _: () = redis::cmd("SET")
+        .arg(client::keys::tasks("wrongtype"))
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    let worker = TestWorker::start(&redis.url(), "wrongtype");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _: () = redis::cmd("DEL")
+        .arg(client::keys::tasks("wrongtype"))
+        .query_async(&mut conn)
+        .await
+        .expect("del");
+    push_task(&mut conn, "wrongtype", "t-wt", &[], "40 + 2").await;
+    until_status(&conn, "t-wt", "completed", WAIT).await;
+    assert_eq!(
+        hget(&mut conn, "t-wt", "output").await.as_deref(),
+        Some("42")
+    );
+    worker.stop().await;
+}
+
+/// Every field of a completed and a failed task pushed by hand, its TTL and
+/// its notification on a `replyTo` channel of the third party's own; an
+/// unknown field stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_pushed_task_gets_every_field_the_protocol_names_its_ttl_and_its_notification() {
+    let redis = testkit::RedisServer::start();
+    let worker = TestWorker::start(&redis.url(), "fields");
+    let mut conn = raw(&redis.url()).await;
+    let mut pubsub = redis::Client::open(redis.url())
+        .expect("url")
+        .get_async_pubsub()
+        .await
+        .expect("pubsub");
+    pubsub.subscribe("my-channel").await.expect("subscribe");
+    let before = client_now();
+    push_task(
+        &mut conn,
+        "fields",
+        "t-ok",
+        &[("replyTo", "my-channel"), ("myField", "kept")],
+        "print(\"hi\"); 40 + 2",
+    )
+    .await;
+    push_task(
+        &mut conn,
+        "fields",
+        "t-err",
+        &[("replyTo", "my-channel")],
+        "let x = 1;\nx / 0",
+    )
+    .await;
+    push_task(&mut conn, "fields", "t-empty", &[], "").await;
+    until_status(&conn, "t-ok", "completed", WAIT).await;
+    until_status(&conn, "t-err", "error", WAIT).await;
+    until_status(&conn, "t-empty", "completed", WAIT).await;
+    let after = client_now();
+    let ok = hgetall(&mut conn, "t-ok").await;
+    let time = |h: &std::collections::BTreeMap<String, String>, f: &str| -> u64 {
+        h.get(f)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{f} in {h:?}"))
+    };
+    for f in ["createdAt", "startedAt", "updatedAt"] {
+        let t = time(&ok, f);
+        // Redis' clock (a claim after a blocking pop) may read a ms behind.
+        assert!(
+            before <= t + 5 && t <= after,
+            "{f} {t} not in [{before}, {after}]"
+        );
+    }
+    assert!(time(&ok, "createdAt") <= time(&ok, "startedAt"));
+    assert!(time(&ok, "startedAt") <= time(&ok, "updatedAt"));
+    assert_eq!(ok.get("output").map(String::as_str), Some("42"));
+    assert_eq!(ok.get("printed").map(String::as_str), Some("hi\n"));
+    assert_eq!(ok.get("myField").map(String::as_str), Some("kept"));
+    assert!(
+        ok.get("runTimeUs")
+            .is_some_and(|v| v.parse::<u64>().is_ok())
+    );
+    assert!(ok.contains_key("workerId"));
+    for f in ["error", "errorKind", "errorLine", "errorColumn", "cancel"] {
+        assert!(!ok.contains_key(f), "{f} in {ok:?}");
+    }
+    let err = hgetall(&mut conn, "t-err").await;
+    assert_eq!(
+        err.get("errorKind").map(String::as_str),
+        Some("runtime"),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.get("errorLine").map(String::as_str),
+        Some("2"),
+        "{err:?}"
+    );
+    assert!(err.contains_key("errorColumn"), "{err:?}");
+    for f in ["output", "printed", "runTimeUs"] {
+        assert!(!err.contains_key(f), "{f} in {err:?}");
+    }
+    let empty = hgetall(&mut conn, "t-empty").await;
+    assert_eq!(
+        empty.get("output").map(String::as_str),
+        Some(""),
+        "{empty:?}"
+    );
+    for id in ["t-ok", "t-err", "t-empty"] {
+        let ttl = pttl(&mut conn, id).await;
+        assert!(
+            ttl > 3_500_000 && ttl <= 3_600_000,
+            "{id}: the default result TTL (1 h), not {ttl}"
+        );
+    }
+    use futures_util::StreamExt as _;
+    let mut messages = pubsub.on_message();
+    let mut notes = Vec::new();
+    for _ in 0..2 {
+        let msg = tokio::time::timeout(WAIT, messages.next())
+            .await
+            .expect("a notification")
+            .expect("open");
+        notes.push(msg.get_payload::<String>().expect("text"));
+    }
+    assert!(notes[0].contains("\"id\":\"t-ok\""), "{notes:?}");
+    assert!(notes[0].contains("\"output\":\"42\""), "{notes:?}");
+    assert!(notes[0].contains("\"status\":\"completed\""), "{notes:?}");
+    assert!(notes[1].contains("\"errorKind\":\"runtime\""), "{notes:?}");
+    drop(messages);
+    worker.stop().await;
+}
+
+fn client_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+}
+
+/// A stats key of another type than a hash (edited by hand; the finish
+/// scripts already leave such a counter alone and go on) must not stop the
+/// reaper: a dead worker's task still ends `worker_lost` (DESIGN §3: every
+/// pushed task reaches `completed` or `error`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stats_key_of_another_type_does_not_stop_the_reaper() {
+    use client::broker::{BrokerOptions, Claim, WorkerBroker};
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let mut conn = raw(&url).await;
+    push_task(&mut conn, "reapq", "t-lost", &[], "40 + 2").await;
+    let options = BrokerOptions::new(Duration::from_secs(60));
+    let ghost = WorkerBroker::new(&url, "reapq", "ghost", &options).expect("broker");
+    ghost
+        .beat(Duration::from_millis(300), false)
+        .await
+        .expect("beat");
+    match ghost.pop_and_claim().await.expect("claim") {
+        Some(Claim::Run(task)) => assert_eq!(task.task_id, "t-lost"),
+        other => panic!("{other:?}"),
+    }
+    // The ghost "dies" (no more beats); its task is processing.
+    let _: () = redis::cmd("SET")
+        .arg(client::keys::stats("reapq"))
+        .arg("not a hash")
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    // What a worker's beat with a reap does, by hand: it must not fail.
+    let reaper = WorkerBroker::new(&url, "reapq", "reaper", &options).expect("broker");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reaped = reaper.beat(Duration::from_secs(5), true).await;
+    assert!(reaped.is_ok(), "a beat with a reap: {reaped:?}");
+    let worker = TestWorker::start(&url, "reapq");
+    until_status(&conn, "t-lost", "error", WAIT).await;
+    assert_eq!(
+        hget(&mut conn, "t-lost", "errorKind").await.as_deref(),
+        Some("worker_lost")
+    );
+    worker.stop().await;
+}
+
+/// A queue key of another type is one outage of its worker, "logged once
+/// at warn when it starts and once at info when it ends"
+/// (ARCHITECTURE.md, worker, Outages), not an error line at every retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_key_of_another_type_is_logged_once_not_at_every_retry() {
+    capture_log();
+    let redis = testkit::RedisServer::start();
+    let mut conn = raw(&redis.url()).await;
+    let _: () = redis::cmd("SET")
+        .arg(client::keys::tasks("wrongtype_log"))
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    let worker = TestWorker::start(&redis.url(), "wrongtype_log");
+    // fast_options: backoff up to 200 ms, so about 10 retries in 2 s.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let queue_lines = |level| lines(level, "worker for queue wrongtype_log");
+    let errors = queue_lines(log::Level::Error);
+    let warns = queue_lines(log::Level::Warn);
+    assert_eq!(warns.len(), 1, "{warns:#?}");
+    assert!(
+        errors.len() <= 1,
+        "{} error lines: {:#?}",
+        errors.len(),
+        &errors[..2.min(errors.len())]
+    );
+    worker.stop().await;
+}
+
+/// A task claimed in a batch behind a long one is `processing`, its script
+/// not started, for that task's whole run (here 3 s), as README says ("The
+/// Redis protocol, for other programs").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_claimed_behind_a_long_one_is_processing_unstarted_for_that_one_s_run() {
+    let redis = testkit::RedisServer::start();
+    let mut conn = raw(&redis.url()).await;
+    push_task(&mut conn, "held", "t-long", &[], "loop { }").await;
+    push_task(&mut conn, "held", "t-behind", &[], "40 + 2").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = open_engine(dir.path(), timing_out_after(Duration::from_secs(3)));
+    let worker = TestWorker::start_with(
+        worker::WorkerConfig::new(&redis.url(), "held"),
+        fast_options(),
+        engine,
+    );
+    until_status(&conn, "t-behind", "processing", WAIT).await;
+    let since = std::time::Instant::now();
+    until_status(&conn, "t-behind", "completed", WAIT).await;
+    let held = since.elapsed();
+    assert!(
+        held > Duration::from_secs(2),
+        "t-behind was processing, its script not started, for {held:?}"
+    );
+    worker.stop().await;
+}
