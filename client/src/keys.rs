@@ -19,7 +19,7 @@ pub fn task_details(task_id: &str) -> String {
 }
 
 /// `rhai_processing:<queue>:<worker_id>`: LIST of the ids a worker has taken
-/// off the queue and not yet finished (at most one in practice). A task is
+/// off the queue and not yet finished (at most its claim batch). A task is
 /// never only in a worker's memory: it is here until its result is written.
 pub fn processing(queue: &str, worker_id: &str) -> String {
     format!("rhai_processing:{queue}:{worker_id}")

@@ -408,6 +408,34 @@ async fn a_token_given_after_redis_restarted_empty_is_new_and_the_old_one_renews
         Err(Some(taken.clone())),
         "the old token renews nothing"
     );
+    // Nor does it pass the fence: a claim carrying it is refused in Redis
+    // and the task stays queued.
+    let fence = Fence::new();
+    fence.set(Some(&old));
+    let mut fenced_options = BrokerOptions::new(TTL);
+    fenced_options.fence = Some(fence);
+    let cut_off = WorkerBroker::new(&url, "q", "a", &fenced_options).expect("broker");
+    let client = Client::connect(&url).await.expect("connect");
+    let id = client
+        .submit("q", "1", &SubmitOptions::default())
+        .await
+        .expect("submit");
+    assert_eq!(
+        cut_off.pop_and_claim().await.expect("claim"),
+        Some(Claim::Fenced {
+            task_id: String::new(),
+            token: old.token
+        })
+    );
+    let mut conn = raw(&url).await;
+    let queued: Vec<String> = redis::cmd("LRANGE")
+        .arg(keys::tasks("q"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .expect("lrange");
+    assert_eq!(queued, vec![id], "still queued, untouched");
 }
 
 /// A fence counter restored behind (an older snapshot, a lagging replica
