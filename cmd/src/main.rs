@@ -69,6 +69,7 @@ pub mod settings;
 pub mod status;
 pub mod stdout;
 pub mod supervisor;
+pub mod systemd;
 pub mod tls;
 pub mod token;
 

@@ -76,6 +76,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         settings.role.name(),
         settings.data_dir.display()
     );
+    crate::systemd::init();
+    let circles = settings.circles.len();
     let mut orchestrator = match Orchestrator::start(settings) {
         Ok(orchestrator) => orchestrator,
         // Asked to stop before anything started: done, as asked.
@@ -85,7 +87,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e),
     };
+    if let Some(every) = crate::systemd::watchdog_every() {
+        orchestrator.runtime.spawn(crate::systemd::watchdog(every));
+    }
+    crate::systemd::ready(&format!("serving {circles} circles"));
     let signal = orchestrator.serve_until_signal();
+    crate::systemd::stopping(signal);
     orchestrator.shutdown(signal)
 }
 
@@ -586,8 +593,17 @@ impl Running {
     async fn reload(&mut self) -> reload::ReloadResult {
         let path = self.ctx.settings.config_path.display().to_string();
         log::info!("reloading {path}");
+        crate::systemd::reloading();
         let outcome = apply::reload(&mut self.set, &self.ctx).await;
         self.roster.set(self.set.states());
+        let serving = self.set.configs().len();
+        crate::systemd::ready(
+            &match &outcome {
+                Ok(summary) => format!("serving {serving} circles; reload applied: {summary}"),
+                Err(e) => format!("serving {serving} circles; reload failed: {e}"),
+            }
+            .replace('\n', " "),
+        );
         match &outcome {
             Ok(summary) => log::info!("reloaded {path}: {summary}"),
             Err(e) => log::error!("reload of {path} failed: {e}"),

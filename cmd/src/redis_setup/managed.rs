@@ -314,6 +314,11 @@ fn spawn_server(
         .stderr(Stdio::null())
         // Its own process group: a terminal's Ctrl-C must not kill it before we drain.
         .process_group(0);
+    // systemd's notify socket and watchdog are this process's: a
+    // redis-server that saw them would say READY=1 for it.
+    for variable in crate::systemd::VARIABLES {
+        command.env_remove(variable);
+    }
     die_with_parent(&mut command);
     spawner.spawn(command).context("cannot run redis-server")
 }
