@@ -1,8 +1,9 @@
-//! The host: one actix-web server serving the listeners of one or many
-//! circles until a token fires ([`run_many`]; [`run`] and [`run_with`] for one
-//! circle). Every listener is `.listen`ed on the same `HttpServer` (one worker
-//! thread plus actix's accept thread, however many circles), and each request
-//! is routed to its circle by the local address of the listener it arrived on.
+//! The host: one actix server serving the listeners of one or many circles
+//! until a token fires ([`run_many`]; [`run`] and [`run_with`] for one
+//! circle). Every listener is added to the same server (one worker thread
+//! plus actix's accept thread, however many circles) with the actix-web app
+//! and settings `listen.rs` gives it, and each request is routed to its
+//! circle by the local address of the listener it arrived on.
 //!
 //! Why one server and not one per circle: every actix worker thread runs
 //! actix-http's `DateService`, a 500 ms timer that cannot be turned off, so
@@ -10,19 +11,19 @@
 //! number of circles.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::sync::Arc;
 
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, web};
 use client::SubmitOptions;
 use tokio_util::sync::CancellationToken;
 
 use crate::circle::{Routes, Shared};
 use crate::config::{ServerConfig, ServerTiming};
+use crate::listen::Listener;
 use crate::pause::Pause;
 use crate::peers::Budget;
 use crate::status::ServerStatus;
-use crate::tls::TlsConfig;
 use crate::upgrade::upgrade;
 use crate::{Error, Result};
 
@@ -35,10 +36,6 @@ const IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Actix worker threads of one host, whatever the number of circles.
 pub const HOST_WORKERS: usize = 1;
-
-/// actix's `client_disconnect_timeout`: zero turns its lingering off (see
-/// `build`).
-const CLIENT_DISCONNECT: std::time::Duration = std::time::Duration::ZERO;
 
 /// One circle served by [`run_many`]: its limits, its bound listener and its
 /// live counters.
@@ -282,15 +279,6 @@ pub fn prepare_listener(listener: &TcpListener, timing: &ServerTiming) -> std::i
     socket2::SockRef::from(listener).set_tcp_user_timeout(Some(timing.client_timeout))
 }
 
-/// One circle's bound socket, as `build` adds it to the server.
-struct Listener {
-    name: String,
-    addr: SocketAddr,
-    socket: TcpListener,
-    /// `Some`: served as `wss://` through rustls.
-    tls: Option<TlsConfig>,
-}
-
 /// The actix server of `listeners` (not yet polled). A plain function: the
 /// builder is not `Send` and must not live in `run_many`'s future.
 fn build(
@@ -300,8 +288,7 @@ fn build(
     peers: Arc<crate::peers::Peers>,
 ) -> Result<actix_web::dev::Server> {
     let routes = web::Data::new(routes);
-    let accepted_max = peers.accepted_max();
-    let mut server = HttpServer::new(move || {
+    let app = move || {
         App::new()
             .app_data(routes.clone())
             // An address past its bound (`peers`) gets no service, and
@@ -312,54 +299,29 @@ fn build(
                 })
             })
             .route("/ws", web::get().to(upgrade))
-    })
-    .workers(HOST_WORKERS)
-    // Each socket's acknowledged bytes, for the heartbeat (`acked`), and its
-    // place in its address's count and the budget (`peers`).
-    .on_connect(move |conn, data| {
-        crate::acked::on_connect(conn, data);
-        peers.on_connect(conn, data);
-    })
-    // Connections the accept thread took and the worker has not yet
-    // counted (TLS handshakes, a burst) are bounded too: past this actix
-    // stops accepting, and the rest wait in the kernel's backlog.
-    .max_connections(accepted_max)
-    .disable_signals()
-    // Each reply is sent at once. With Nagle's algorithm a reply written
-    // while the one before it is unacknowledged waits for that
-    // acknowledgement, which a client with nothing more to send delays
-    // (40 ms on Linux): a client with two requests in flight would wait
-    // that long for every second reply.
-    .tcp_nodelay(true)
-    // After a response (a closed WebSocket, a 403/503) actix lingers,
-    // reading until the client hangs up, for up to this long before closing
-    // the TCP connection. A client that waits for the server's TCP close
-    // after the close handshake (RFC 6455 has the server close first;
-    // Python's `websockets` does) spent the whole default second in
-    // `close()` (0.7-1.0 s measured). Zero turns lingering off: the server
-    // closes as soon as the response is out (0.000 s measured). (A short
-    // non-zero timeout is worse: after it fires actix never closes, and the
-    // client hits its own 10 s close timeout.) Every request here is a
-    // bodiless GET, so no unread request data can turn the close into a reset.
-    .client_disconnect_timeout(CLIENT_DISCONNECT)
-    .shutdown_timeout(shutdown_secs);
+    };
+    let mut server = actix_server::Server::build()
+        .workers(HOST_WORKERS)
+        // Connections the accept thread took and the worker has not yet
+        // counted (a burst) are bounded too: past this actix stops
+        // accepting, and the rest wait in the kernel's backlog.
+        .max_concurrent_connections(peers.accepted_max())
+        .disable_signals()
+        .shutdown_timeout(shutdown_secs);
     let mut serving_on = Vec::with_capacity(listeners.len());
-    for Listener {
-        name,
-        addr,
-        socket,
-        tls,
-    } in listeners
-    {
-        let scheme = if tls.is_some() { "wss" } else { "ws" };
-        let added = match tls {
-            Some(tls) => server.listen_rustls_0_23(socket, tls.rustls()),
-            None => server.listen(socket),
-        };
-        server = added.map_err(|source| Error::Io {
-            circle: name.clone(),
-            source,
-        })?;
+    for listener in listeners {
+        let (name, addr) = (listener.name.clone(), listener.addr);
+        let scheme = if listener.tls.is_some() { "wss" } else { "ws" };
+        // Each connection is counted (`peers`) before anything else, its
+        // TLS handshake included, and keeps its socket's descriptor for the
+        // heartbeat (`acked`).
+        server =
+            crate::listen::listen(server, listener, app.clone(), &peers).map_err(|source| {
+                Error::Io {
+                    circle: name.clone(),
+                    source,
+                }
+            })?;
         serving_on.push((name, scheme, addr));
     }
     let server = server.run();

@@ -106,6 +106,7 @@ mod frame_guard;
 #[doc(hidden)]
 pub mod fuzzing;
 mod host;
+mod listen;
 mod local;
 mod no_worker;
 mod origin;

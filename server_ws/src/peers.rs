@@ -12,8 +12,9 @@
 //! no circle of the host, nor the admin endpoint, could accept one. Every
 //! refusal also closes its connection ([`serve_bounded`]), so keep-alive
 //! holds none; a connection that sends nothing is closed by actix's request
-//! timeout (5 s). Addresses count as the failed-token limiter counts them:
-//! IPv4 as is, IPv6 by its /64.
+//! timeout (5 s), or on a TLS listener by its TLS handshake timeout (3 s).
+//! Addresses count as the failed-token limiter counts them: IPv4 as is,
+//! IPv6 by its /64.
 //!
 //! The orchestrator's admin endpoint counts its own connections the same
 //! way, with its own bound.
@@ -24,10 +25,15 @@
 //! endpoint from its open files limit). A connection past its budget is
 //! closed at once, unanswered: a 503 would keep its descriptor until a
 //! request came, up to the request timeout, and clients that connect fast
-//! enough would hold every descriptor that way. A connection is counted
-//! when the server's worker sees it (after its TLS handshake); those its
-//! accept thread took before are bounded by actix's `max_connections`, set
-//! to the budget plus [`UNCOUNTED`] ([`Peers::accepted_max`]).
+//! enough would hold every descriptor that way.
+//!
+//! A host counts a connection when its worker takes it, before its TLS
+//! handshake, and holds the count until the connection's service ends
+//! (`listen.rs`); the admin endpoint, plain HTTP, counts it in
+//! its `on_connect` ([`Peers::on_connect`]), which actix runs as its worker
+//! takes it. The connections the accept thread took and the worker has not
+//! yet are bounded by actix's `max_concurrent_connections`, set to the
+//! budget plus [`UNCOUNTED`] ([`Peers::accepted_max`]).
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -46,8 +52,8 @@ use actix_web::http::{ConnectionType, StatusCode, header};
 pub const PENDING_PER_ADDRESS: usize = 64;
 
 /// Connections a server may have accepted beyond its [`Budget`]: those
-/// its worker has not yet counted (a TLS handshake in flight, a burst
-/// the accept thread took at once) or not yet closed.
+/// its worker has not yet counted (a burst the accept thread took at once)
+/// or not yet closed.
 pub const UNCOUNTED: usize = 64;
 
 /// How often a spent [`Budget`] may say so in the log.
@@ -121,9 +127,10 @@ impl Budget {
     }
 }
 
-/// The open connections of each address, for one actix server: its
-/// `on_connect` calls [`Peers::on_connect`], its app's `wrap_fn`
-/// [`serve_bounded`].
+/// The open connections of each address, for one actix server: a host's
+/// listeners admit each connection (`listen.rs`), the admin
+/// endpoint's `on_connect` calls [`Peers::on_connect`], and the app's
+/// `wrap_fn` [`serve_bounded`].
 pub struct Peers {
     max: usize,
     open: Mutex<HashMap<IpAddr, usize>>,
@@ -131,9 +138,12 @@ pub struct Peers {
     budget: Arc<Budget>,
 }
 
-/// One accepted connection's place in its address's count, kept in the
-/// connection's data (actix drops it with the connection).
-struct PeerSlot {
+/// One accepted connection's place in its address's count and its
+/// budget, given back when dropped: held by the host's listener for as long
+/// as the connection's service runs (`listen.rs`), or kept in
+/// the connection's data by [`Peers::on_connect`] (actix drops it with the
+/// connection).
+pub(crate) struct PeerSlot {
     peers: Arc<Peers>,
     key: IpAddr,
     /// The address held `max` connections already when this one came, or
@@ -162,10 +172,12 @@ impl Peers {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// For a listener's `on_connect`: counts the connection under its
-    /// peer's address and records whether the address is past its bound;
-    /// shuts the socket when the budget is spent (actix then reads its end
-    /// and drops it, and its descriptor, at once).
+    /// For the `on_connect` of a plain HTTP server (the admin endpoint; a
+    /// host admits its connections before that, `listen.rs`): counts the
+    /// connection under its peer's address and marks it for a 503
+    /// ([`serve_bounded`]) when the address is past its bound; shuts the
+    /// socket when it is not admitted (actix then reads its end and drops
+    /// it, and its descriptor, at once).
     pub fn on_connect(self: &Arc<Self>, conn: &dyn Any, data: &mut Extensions) {
         let Some(tcp) = crate::acked::tcp_of(conn) else {
             return;
@@ -176,6 +188,9 @@ impl Peers {
             // Nothing to do if it fails: the socket is already gone.
             let _ = socket2::SockRef::from(tcp).shutdown(std::net::Shutdown::Both);
         }
+        if slot.over {
+            data.insert(OverBound);
+        }
         data.insert(slot);
     }
 
@@ -185,7 +200,7 @@ impl Peers {
     /// is answered 503, but a connection that sends nothing holds its place
     /// until actix's request timeout: one address reconnecting fast enough
     /// would fill the budget with them and shut every other address out.)
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> (PeerSlot, bool) {
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> (PeerSlot, bool) {
         let key = crate::auth::key(ip);
         let budgeted = self.budget.take();
         let (over, flooding) = {
@@ -222,7 +237,7 @@ pub fn serve_bounded<S>(
 where
     S: Service<ServiceRequest, Response = ServiceResponse, Error = actix_web::Error>,
 {
-    let over = req.conn_data::<PeerSlot>().is_some_and(|slot| slot.over);
+    let over = req.conn_data::<OverBound>().is_some();
     let served = if over { Err(req) } else { Ok(srv.call(req)) };
     async move {
         let mut res = match served {
@@ -241,6 +256,18 @@ where
         Ok(res)
     }
 }
+
+impl PeerSlot {
+    /// Its address held its bound already when it came, or it is past the
+    /// budget: it is to be answered 503 ([`OverBound`]).
+    pub(crate) fn over(&self) -> bool {
+        self.over
+    }
+}
+
+/// In a connection's data: the connection is past its address's bound, and
+/// [`serve_bounded`] answers its requests 503.
+pub(crate) struct OverBound;
 
 impl Drop for PeerSlot {
     fn drop(&mut self) {
