@@ -2,7 +2,7 @@
 //! (restarted if it dies) and the per-circle counters read from Redis for the
 //! status table.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,9 +42,21 @@ pub async fn watch_redis(
             continue;
         };
         log::error!("the managed redis-server exited ({status}); restarting it. Its log:\n{log}");
-        let m = managed.clone();
-        let respawned =
-            tokio::task::spawn_blocking(move || lock(&m).as_mut().map(|m| m.respawn())).await;
+        // The restarted server may load its append-only file for minutes: a
+        // stop makes the respawn give up, so the shutdown (which awaits this
+        // watcher, then takes `managed` to stop the server) stays bounded.
+        let (m, stopping) = (managed.clone(), Arc::new(AtomicBool::new(false)));
+        let flag = stopping.clone();
+        let mut respawn =
+            tokio::task::spawn_blocking(move || lock(&m).as_mut().map(|m| m.respawn(&flag)));
+        let respawned = tokio::select! {
+            r = &mut respawn => r,
+            () = stop.cancelled() => {
+                stopping.store(true, Ordering::Release);
+                let _ = respawn.await;
+                return;
+            }
+        };
         match respawned {
             Ok(Some(Ok(()))) => {
                 restarts.fetch_add(1, Ordering::Relaxed);

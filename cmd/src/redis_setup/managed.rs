@@ -175,11 +175,14 @@ impl ManagedRedis {
     }
 
     /// Starts the server again after it died, with the same port and data
-    /// (the append-only file brings queued tasks back).
-    pub fn respawn(&mut self) -> anyhow::Result<()> {
+    /// (the append-only file brings queued tasks back), and waits until it
+    /// answers; once `stop` is set it gives up ([`Stopped`](super::Stopped))
+    /// and leaves the server to be stopped with `self`: a shutdown does not
+    /// wait for a big append-only file to load.
+    pub fn respawn(&mut self, stop: &AtomicBool) -> anyhow::Result<()> {
         self.log_from = log_length(&self.dir);
         self.child = spawn_server(&self.spawner, self.addr, &self.bind, &self.dir)?;
-        self.wait_ready(&AtomicBool::new(false))
+        self.wait_ready(stop)
     }
 
     /// The tail of what the server logged since its latest start, for
@@ -430,12 +433,16 @@ mod tests {
         managed.child.kill().expect("kill the managed server");
         managed.child.wait().expect("reap it");
         let other = testkit::RedisServer::start_on(port);
-        let e = managed.respawn().expect_err("the port is the other's");
+        let e = managed
+            .respawn(&AtomicBool::new(false))
+            .expect_err("the port is the other's");
         let taken = e.downcast_ref::<Taken>().unwrap_or_else(|| panic!("{e:#}"));
         assert_eq!(taken.pid, other.pid());
         assert!(managed.exit_status().is_some(), "the respawned one is gone");
         drop(other);
-        managed.respawn().expect("the port is free again");
+        managed
+            .respawn(&AtomicBool::new(false))
+            .expect("the port is free again");
         assert_eq!(info_pid(port), managed.pid());
     }
 
