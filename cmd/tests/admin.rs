@@ -220,22 +220,38 @@ async fn the_counters_of_api_status_follow_refresh_in_plain_mode() {
         let reply = play(&mut ws, id, "40 + 2").await;
         assert!(reply["result"].is_object(), "{reply}");
     }
-    let addr = admin.addr;
-    // Well within the 10 s a counter read waits when nobody follows it.
+    until_processed(admin.addr, 3).await;
+    // Each play counted within half of the 10 s a counter read waits when
+    // nobody follows it: a read every 10 s meets at most one of three such
+    // windows in a row (each opens right after the one before closed).
+    for id in 4..=6 {
+        let reply = play(&mut ws, id, "40 + 2").await;
+        assert!(reply["result"].is_object(), "{reply}");
+        until_processed(admin.addr, id).await;
+    }
+    drop(ws);
+    assert!(admin.orchestrator.stop().success());
+}
+
+/// Polls `/api/status` until the circle's `processed` is `n`, for at most
+/// 5 s: 25 times `--refresh` (200 ms), half the 10 s a counter read waits
+/// when nobody follows it.
+async fn until_processed(addr: SocketAddr, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let body = tokio::task::spawn_blocking(move || get(addr, "/api/status", &[]).body)
             .await
             .expect("GET /api/status");
         let snap: Value = serde_json::from_str(&body).expect("a JSON snapshot");
-        if snap["circles"][0]["processed"] == 3 {
-            break;
+        if snap["circles"][0]["processed"] == n {
+            return;
         }
-        assert!(Instant::now() < deadline, "processed stayed stale: {snap}");
+        assert!(
+            Instant::now() < deadline,
+            "processed stayed stale (wanted {n}) for 5 s: {snap}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    drop(ws);
-    assert!(admin.orchestrator.stop().success());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -414,7 +430,8 @@ fn with_a_token_from_token_admin_only_it_opens_status_and_metrics_and_probes_and
 }
 
 #[test]
-fn a_non_loopback_host_without_an_admin_token_refuses_to_start() {
+fn a_non_loopback_host_or_admin_address_without_an_admin_token_refuses_to_start_unless_allow_open()
+{
     let sandbox = Sandbox::new();
     let redis = testkit::RedisServer::start();
     // A protected circle may face the network; the admin endpoint needs a
@@ -433,6 +450,38 @@ fn a_non_loopback_host_without_an_admin_token_refuses_to_start() {
     let (code, _, stderr) = run_to_end(cmd, Duration::from_secs(30));
     assert_eq!(code.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--admin-token-sha256"), "{stderr}");
+
+    // Circles on loopback, but the admin endpoint itself on every interface.
+    let mut cmd = sandbox.serve_command(&config, &redis.url(), &sandbox.data_dir());
+    cmd.args(["--host", "127.0.0.1", "--admin", "0.0.0.0:0"]);
+    let (code, _, stderr) = run_to_end(cmd, Duration::from_secs(30));
+    assert_eq!(code.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the admin endpoint (0.0.0.0:0)"),
+        "names the admin address: {stderr}"
+    );
+    assert!(stderr.contains("--admin-token-sha256"), "{stderr}");
+
+    // --allow-open serves it open anyway.
+    let mut orchestrator = Orchestrator::start(
+        &sandbox,
+        &config,
+        &redis.url(),
+        &[
+            "--host",
+            "127.0.0.1",
+            "--admin",
+            "0.0.0.0:0",
+            "--allow-open",
+        ],
+    );
+    orchestrator.wait_table();
+    let open = admin_addr(&orchestrator.stdout());
+    assert!(open.ip().is_unspecified(), "{open}");
+    let loopback = SocketAddr::from(([127, 0, 0, 1], open.port()));
+    let status = get(loopback, "/api/status", &[]);
+    assert_eq!(status.code, 200, "served open: {}", status.body);
+    assert!(orchestrator.stop().success());
 }
 
 /// `method path` at `addr` with no body: the status code and the lower-cased

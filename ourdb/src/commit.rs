@@ -373,6 +373,8 @@ impl Store {
         let started = std::time::Instant::now();
         let res = fsync(file, all);
         self.counters.synced(started.elapsed());
+        #[cfg(feature = "test-support")]
+        crate::fault::after_sync(&file.path);
         res.inspect_err(|e| self.poison(e))
     }
 }

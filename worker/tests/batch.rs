@@ -104,7 +104,19 @@ async fn a_batch_runs_in_queue_order_each_script_sees_the_writes_before_it_and_s
     lpush_raw(&mut conn, &client::keys::tasks(queue), &[b"third-party"]).await;
 
     // A window no group of these reaches: the whole batch is one group.
-    let (worker, _dir) = batch_worker(&url, queue, Duration::from_secs(60));
+    // After each fsync of its database returns (before the worker goes on),
+    // how many of the batch's tasks Redis shows `completed`.
+    let mut all = ids.clone();
+    all.push("third-party".to_owned());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let at_fsyncs = completed_at_each_fsync(&url, dir.path(), all);
+    let mut options = fast_options();
+    options.group_window = Duration::from_secs(60);
+    let worker = TestWorker::start_with(
+        worker::WorkerConfig::new(&url, queue),
+        options,
+        open_engine(dir.path(), slow_limits()),
+    );
     for (n, id) in ids.iter().enumerate() {
         let output = completed(client.wait(id, WAIT).await.expect("wait"));
         let expected = if n == 0 {
@@ -125,10 +137,20 @@ async fn a_batch_runs_in_queue_order_each_script_sees_the_writes_before_it_and_s
     );
     let stats = worker.engine.db().stats();
     assert_eq!(stats.commits, 20);
-    assert!(
-        stats.fsyncs < 20,
-        "20 committing scripts of one batch share their fsyncs, took {}",
-        stats.fsyncs
+    // A fresh database's first commit reserves file space (one fsync, 1 MiB
+    // that the 20 small commits stay within); then the group's one fsync.
+    // Nothing else syncs the file here: no checkpoint is due before 8 MiB.
+    assert_eq!(
+        stats.fsyncs, 2,
+        "20 committing scripts of one group take the preallocation's fsync and one fsync of \
+         their own"
+    );
+    let found = at_fsyncs.found.lock().expect("no watcher panicked").clone();
+    assert_eq!(
+        found,
+        [0, 0],
+        "tasks found `completed` as each fsync returned: none may be reported before the \
+         group's fsync has returned"
     );
     let mut seen = values(&worker.engine);
     seen.sort();
@@ -136,6 +158,47 @@ async fn a_batch_runs_in_queue_order_each_script_sees_the_writes_before_it_and_s
     want.sort();
     assert_eq!(seen, want, "each script ran once");
     worker.stop().await;
+    drop(at_fsyncs);
+}
+
+/// What [`completed_at_each_fsync`] found, in fsync order, and the watch
+/// that keeps finding it.
+struct AtFsyncs {
+    found: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+    _watch: ourdb::fault::WatchedSyncs,
+}
+
+/// After each fsync of the database in `dir` returns, on the thread that
+/// made it and before that thread goes on, counts the tasks of `ids` whose
+/// status in Redis is `completed`.
+fn completed_at_each_fsync(url: &str, dir: &std::path::Path, ids: Vec<String>) -> AtFsyncs {
+    let conn = redis::Client::open(url)
+        .expect("url")
+        .get_connection()
+        .expect("a blocking connection for the watcher");
+    let conn = std::sync::Mutex::new(conn);
+    let found = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = std::sync::Arc::clone(&found);
+    let watch = ourdb::fault::after_syncs_under(dir, move || {
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HGET")
+                .arg(client::keys::task_details(id))
+                .arg("status");
+        }
+        let statuses: Vec<Option<String>> = pipe
+            .query(&mut *conn.lock().expect("one watcher at a time"))
+            .expect("statuses at the fsync");
+        let completed = statuses
+            .iter()
+            .filter(|s| s.as_deref() == Some("completed"))
+            .count();
+        record.lock().expect("record").push(completed);
+    });
+    AtFsyncs {
+        found,
+        _watch: watch,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
