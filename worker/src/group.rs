@@ -57,6 +57,8 @@ struct Ran {
     started: Instant,
     /// Its `createdAt` as its claim read it (see `Finished`).
     created_ms: Option<u64>,
+    /// A result written again, not run now (counted when first written).
+    again: bool,
 }
 
 impl Taker<'_> {
@@ -67,6 +69,41 @@ impl Taker<'_> {
         let mut ran: Vec<Ran> = Vec::new();
         while let Some(claim) = ready.pop_front() {
             match claim {
+                // Ran here already, its finish acknowledged, and queued
+                // again by a Redis that lost both its claim and its finish
+                // (a restart from an older snapshot, a failover): its kept
+                // result is written again; it does not run a second time.
+                // (An id pushed again after it ended holds that end's
+                // outcome, and runs.)
+                Claim::Run(task)
+                    if task.created_ms.is_some()
+                        && !task.ended_before
+                        && outage
+                            .finished
+                            .get(&task.task_id)
+                            .is_some_and(|ran| ran.created_ms == task.created_ms) =>
+                {
+                    let kept = outage
+                        .finished
+                        .get(&task.task_id)
+                        .and_then(|ran| ran.result.cloned());
+                    log::warn!(
+                        task = task.task_id.as_str(), circle = self.config.circle.as_str(), queue = self.config.queue.as_str();
+                        "queue {}: task {} ran here, but redis lost its claim and its acknowledged \
+                         result; written again, not run again",
+                        self.config.queue,
+                        task.task_id
+                    );
+                    ran.push(Ran {
+                        outcome: kept
+                            .unwrap_or_else(|| crate::finished::lost_result(&task.task_id)),
+                        wrote: false,
+                        age: None,
+                        started: Instant::now(),
+                        created_ms: task.created_ms,
+                        again: true,
+                    });
+                }
                 Claim::Run(task) => match self.run_task(task) {
                     Ok(task) => ran.push(task),
                     // A worker past its shutdown grace, or whose lease is
@@ -128,6 +165,7 @@ impl Taker<'_> {
                 age: None,
                 started: Instant::now(),
                 created_ms,
+                again: true,
             })
             .collect();
         // Counted when first written: one task, one count.
@@ -250,6 +288,7 @@ impl Taker<'_> {
             age,
             started,
             created_ms,
+            again: false,
         })
     }
 
@@ -299,7 +338,7 @@ impl Taker<'_> {
                     // id, pending in the list), so it is claimed as any id.
                     let mut not_again = Vec::new();
                     for ((outcome, written), task) in outcomes.iter().zip(&done.written).zip(ran) {
-                        if count {
+                        if count && !task.again {
                             self.count_written(outcome, *written);
                         } else if !*written {
                             not_again.push(outcome.task_id().to_owned());

@@ -167,6 +167,7 @@ pub(crate) fn parse_claim(reply: RawClaim) -> Result<Option<Parsed>> {
                     created_ms: std::str::from_utf8(field(6))
                         .ok()
                         .and_then(|c| c.parse().ok()),
+                    ended_before: field(7) == b"1",
                 })
             });
             match readable {

@@ -59,6 +59,11 @@ pub struct ClaimedTask {
     /// When it was submitted (`createdAt`, ms since the Unix epoch, by the
     /// submitter's clock); `None` when a third party wrote something else.
     pub created_ms: Option<u64>,
+    /// Its hash held the outcome of an earlier run of its id when it was
+    /// claimed: the id was pushed again after it ended. A task a Redis
+    /// restored from before its claim (an older snapshot, a failover) holds
+    /// none.
+    pub ended_before: bool,
 }
 
 impl ClaimedTask {

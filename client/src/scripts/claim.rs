@@ -163,6 +163,10 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
   redis.call('PERSIST', dkey)
   redis.call('HSET', dkey, 'status', 'processing', 'workerId', worker, 'startedAt', now,
     'updatedAt', now, unpack(created))
-  return { 'run', id, script, deadline or '', h[8] or '', role or '', h[6] or now }
+  -- Whether an earlier run of this id ended (its outcome fields were
+  -- there): an id pushed again after it ended, not one a Redis restored
+  -- from before its claim.
+  return { 'run', id, script, deadline or '', h[8] or '', role or '', h[6] or now,
+    #stale > 0 and '1' or '' }
 end
 "#;

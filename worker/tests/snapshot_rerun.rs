@@ -1,0 +1,97 @@
+//! DESIGN §3: "Every task that was pushed reaches `completed` or `error`;
+//! ... none is run twice." README ("Running on several machines", Redis
+//! Sentinel): a task whose finish was lost "(also a Redis restarted from an
+//! older snapshot) is not run again". A Redis restarted from a snapshot taken
+//! while the task still waited in its queue shows it `pending` and queued
+//! again, although this worker ran it and Redis acknowledged its result.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use worker::WorkerConfig;
+
+const WAIT: Duration = Duration::from_secs(30);
+const QUEUE: &str = "snap";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_queued_in_an_older_snapshot_is_not_run_again_after_redis_restarts_from_it() {
+    let mut redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let worker = TestWorker::start_fresh(
+        WorkerConfig::new(&url, QUEUE),
+        fast_options(),
+        slow_limits(),
+    );
+    let mut conn = raw(&url).await;
+    // The worker is busy, so `once` waits in the queue.
+    push_task(
+        &mut conn,
+        QUEUE,
+        "blocker",
+        &[],
+        "let t = timestamp(); while t.elapsed < 1.0 { } \"blocker\"",
+    )
+    .await;
+    until_status(&conn, "blocker", "processing", WAIT).await;
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis()
+        .to_string();
+    push_task(
+        &mut conn,
+        QUEUE,
+        "once",
+        &[("createdAt", &created), ("updatedAt", &created)],
+        "db::insert(1); \"once\"",
+    )
+    .await;
+    assert_eq!(
+        hget(&mut conn, "once", "status").await.as_deref(),
+        Some("pending")
+    );
+    // The snapshot Redis will restart from: `once` still queued.
+    let _: () = redis::cmd("SAVE")
+        .query_async(&mut conn)
+        .await
+        .expect("save");
+    until_status(&conn, "once", "completed", WAIT).await;
+    assert_eq!(worker.engine.db().next_id(), 2, "it ran once");
+    // Redis crashes and comes back from its last snapshot.
+    redis.kill();
+    redis.restart();
+    let mut conn = raw(&url).await;
+    assert_eq!(
+        hget(&mut conn, "once", "status").await.as_deref(),
+        Some("pending"),
+        "the snapshot holds `once` queued"
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::time::Instant::now() < deadline
+        && !matches!(
+            hget(&mut conn, "once", "status").await.as_deref(),
+            Some("completed" | "error")
+        )
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let once = hgetall(&mut conn, "once").await;
+    assert_eq!(
+        worker.engine.db().next_id(),
+        2,
+        "task `once` ran a second time after Redis restarted from a snapshot that still \
+         had it queued (its hash now: {once:?})"
+    );
+    assert_eq!(
+        (
+            once.get("status").map(String::as_str),
+            once.get("output").map(String::as_str)
+        ),
+        (Some("completed"), Some("once")),
+        "its kept result is written again"
+    );
+    worker.stop().await;
+}
