@@ -71,6 +71,7 @@ mod dbfns;
 mod errors;
 mod fault;
 mod identity;
+mod natives;
 mod nesting;
 mod run;
 mod sandbox;

@@ -114,6 +114,7 @@ pub fn build(db: Arc<OurDb>, limits: &Limits) -> Engine {
     // The core package has a blocking `sleep`; the global namespace is
     // searched first, so these shadow it.
     crate::nesting::register(&mut engine);
+    crate::natives::register(&mut engine);
     engine.register_fn("sleep", |_: INT| no_sleep());
     engine.register_fn("sleep", |_: FLOAT| no_sleep());
 
