@@ -178,12 +178,26 @@ pub(crate) fn reply(circle: &str, id: &Value, ended: client::Result<Outcome>) ->
             &format!("the task did not finish within {} ms", timeout.as_millis()),
             Some(json!({ "kind": FailureKind::Timeout.as_str(), "task_id": task_id })),
         ),
-        Err(client::Error::Unavailable { .. }) => rpc::error(
-            id,
-            rpc::BROKER_UNAVAILABLE,
-            "the task broker (redis) is unavailable; try again later",
-            None,
-        ),
+        // Refused until Redis's operator acts (out of memory, a failed
+        // persistence, an ACL): trying again does not help, the reason says
+        // what is wrong (and no address or credential).
+        Err(e @ client::Error::Unavailable { .. }) => match e.refusal() {
+            Some(refusal) => rpc::error(
+                id,
+                rpc::BROKER_UNAVAILABLE,
+                &format!(
+                    "the task broker (redis) refuses requests until its operator acts: {}",
+                    refusal.describe()
+                ),
+                Some(json!({ "reason": refusal.describe() })),
+            ),
+            None => rpc::error(
+                id,
+                rpc::BROKER_UNAVAILABLE,
+                "the task broker (redis) is unavailable; try again later",
+                None,
+            ),
+        },
         Err(client::Error::Interrupted { task_id, .. }) => rpc::error(
             id,
             rpc::BROKER_UNAVAILABLE,

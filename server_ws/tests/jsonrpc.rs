@@ -384,3 +384,41 @@ async fn notifications_beyond_the_in_flight_limit_wait_for_a_slot_and_all_run() 
     })
     .await;
 }
+
+/// Redis refusing writes until its operator acts (out of memory under
+/// `maxmemory` with `noeviction`): -32002 saying so in its message and in
+/// `data.reason`, not "try again later"; served again once it is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_out_of_memory_is_32002_naming_why_and_served_again_once_fixed() {
+    let fx = Fixture::start(|_| {}).await;
+    let mut ws = fx.connect().await;
+    let conn = common::redis_conn(&fx).await;
+    let config = |name: &'static str, value: &'static str| {
+        let mut conn = conn.clone();
+        async move {
+            let () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg(name)
+                .arg(value)
+                .query_async(&mut conn)
+                .await
+                .expect("config set");
+        }
+    };
+    config("maxmemory-policy", "noeviction").await;
+    config("maxmemory", "1").await;
+    let reply = call(&mut ws, &play(1, "echo:refused")).await;
+    assert_eq!(code(&reply), codes::BROKER_UNAVAILABLE, "{reply}");
+    assert_eq!(
+        reply["error"]["data"]["reason"], "redis is out of memory (maxmemory)",
+        "{reply}"
+    );
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("until its operator acts") && !message.contains("try again"),
+        "{reply}"
+    );
+    config("maxmemory", "0").await;
+    let reply = call(&mut ws, &play(2, "echo:served")).await;
+    assert_eq!(reply["result"]["output"], "served", "{reply}");
+}

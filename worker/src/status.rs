@@ -137,15 +137,10 @@ pub(crate) fn outage_reason(err: &client::Error) -> String {
             "redis is loading its data".to_string()
         }
         // Commands refused until its operator acts.
-        client::Error::Unavailable { .. } => match err.refusal() {
-            Some(client::Refusal::Memory) => "redis is out of memory (maxmemory)",
-            Some(client::Refusal::Persistence) => "redis cannot write its RDB or AOF file",
-            Some(client::Refusal::Permission) => {
-                "redis refuses this user a command (ACL; see the log)"
-            }
-            None => "redis is unreachable",
-        }
-        .to_string(),
+        client::Error::Unavailable { .. } => err
+            .refusal()
+            .map_or("redis is unreachable", client::Refusal::describe)
+            .to_string(),
         client::Error::Protocol(_) => "redis answered outside the protocol".to_string(),
         _ => "redis request failed".to_string(),
     }

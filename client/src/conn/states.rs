@@ -52,6 +52,18 @@ pub enum Refusal {
     Permission,
 }
 
+impl Refusal {
+    /// What it means, in words an operator acts on (a status row, a
+    /// reply's `data.reason`).
+    pub fn describe(self) -> &'static str {
+        match self {
+            Refusal::Memory => "redis is out of memory (maxmemory)",
+            Refusal::Persistence => "redis cannot write its RDB or AOF file",
+            Refusal::Permission => "redis refuses this user a command (ACL; see the log)",
+        }
+    }
+}
+
 /// The refusing state an error's text names, if any.
 pub(crate) fn refusing_state(text: &str) -> Option<Refusal> {
     // redis-rs quotes a code it has no kind for (`"OOM": command not…`) and
