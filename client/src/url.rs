@@ -115,13 +115,16 @@ impl RedisUrl {
         }
         // `redis://admin:2024#pw@host` parses as host `admin`, port 2024 and
         // a fragment holding the rest: a '#' in a password, not encoded.
-        if redis::parse_redis_url(url)
-            .and_then(|u| u.fragment().map(|f| f.contains('@')))
-            .unwrap_or(false)
-        {
-            return Err(invalid(
-                "a '#' before the '@' (percent-encode a '#' in a password as %23)".to_string(),
-            ));
+        // So does `redis://admin:2024?pw@host`, the rest a query.
+        if let Some(u) = redis::parse_redis_url(url) {
+            for (part, sign, code) in [(u.fragment(), '#', "%23"), (u.query(), '?', "%3F")] {
+                if part.is_some_and(|p| p.contains('@')) {
+                    return Err(invalid(format!(
+                        "a '{sign}' before the '@' (percent-encode a '{sign}' in a password as \
+                         {code})"
+                    )));
+                }
+            }
         }
         let info = url
             .into_connection_info()
@@ -486,5 +489,17 @@ mod tests {
                 .expect("valid")
                 .is_loopback()
         );
+    }
+
+    /// The sibling of `#`: a `?` in a password, not encoded, makes the
+    /// rest a query; the URL is taken as host `admin`, port 2024.
+    #[test]
+    fn a_password_with_an_unencoded_question_mark_is_refused_too() {
+        let url = "redis://admin:2024?hunter2@127.0.0.1:6379";
+        assert!(!redact(url).contains("hunter2"), "{}", redact(url));
+        match RedisUrl::parse(url) {
+            Ok(u) => panic!("accepted, connecting to {:?} (shown as {u})", u.host_port()),
+            Err(e) => assert!(!e.to_string().contains("hunter2"), "{e}"),
+        }
     }
 }

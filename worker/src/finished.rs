@@ -2,7 +2,7 @@
 //! result again, never to run a task again, when Redis lost a finish it had
 //! acknowledged.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use client::{FailureKind, Outcome};
 
@@ -19,6 +19,9 @@ use client::{FailureKind, Outcome};
 #[derive(Default)]
 pub(crate) struct Finished {
     kept: VecDeque<Kept>,
+    /// How many entries of `kept` each id has: [`Finished::get`] asks for
+    /// every task a worker claims, and almost every one is new.
+    ids: HashMap<String, u32>,
     /// Text bytes of the results kept.
     bytes: usize,
 }
@@ -56,17 +59,20 @@ impl Finished {
         if result.is_some() {
             self.bytes += size;
         }
+        let id = outcome.task_id().to_owned();
+        *self.ids.entry(id.clone()).or_default() += 1;
         self.kept.push_back(Kept {
-            id: outcome.task_id().to_owned(),
+            id,
             created_ms,
             result,
         });
         if self.kept.len() > Finished::MAX
-            && let Some(Kept {
-                result: Some(old), ..
-            }) = self.kept.pop_front()
+            && let Some(old) = self.kept.pop_front()
         {
-            self.bytes -= Finished::size(&old);
+            self.uncount(&old.id, 1);
+            if let Some(result) = &old.result {
+                self.bytes -= Finished::size(result);
+            }
         }
         // Over the budget: the oldest results go, their ids stay.
         let mut oldest = self.kept.iter_mut();
@@ -80,8 +86,22 @@ impl Finished {
         }
     }
 
+    /// Takes `n` entries of `id` off [`Finished::ids`].
+    fn uncount(&mut self, id: &str, n: u32) {
+        if let Some(count) = self.ids.get_mut(id) {
+            *count = count.saturating_sub(n);
+            if *count == 0 {
+                self.ids.remove(id);
+            }
+        }
+    }
+
     /// Forgets `task_id`: what its list holds now is another run.
     pub(crate) fn forget(&mut self, task_id: &str) {
+        let Some(n) = self.ids.get(task_id).copied() else {
+            return;
+        };
+        self.uncount(task_id, n);
         let bytes = &mut self.bytes;
         self.kept.retain(|kept| {
             if kept.id != task_id {
@@ -97,6 +117,9 @@ impl Finished {
     /// Whether `task_id` ran here and its finish was acknowledged: then
     /// what is known of that run.
     pub(crate) fn get(&self, task_id: &str) -> Option<Ran<'_>> {
+        if !self.ids.contains_key(task_id) {
+            return None;
+        }
         self.kept
             .iter()
             .rev()
@@ -162,5 +185,14 @@ mod tests {
         assert!(f.get("c").is_none(), "past the last {} ids", Finished::MAX);
         assert!(f.get("t0").is_some());
         assert_eq!(f.bytes, Finished::MAX, "one byte of result each");
+        // The index of ids follows what is kept: an id run twice is found
+        // until forgotten, an id pushed out is not.
+        assert_eq!(f.ids.len(), Finished::MAX);
+        f.push(&completed("t5", "again"), Some(9));
+        assert_eq!(f.get("t5").map(|ran| ran.created_ms), Some(Some(9)));
+        f.forget("t5");
+        assert!(f.get("t5").is_none());
+        assert_eq!(f.ids.len(), f.kept.len());
+        assert!(f.get("t0").is_none(), "pushed out by t5's second run");
     }
 }

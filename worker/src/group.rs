@@ -186,7 +186,10 @@ impl Taker<'_> {
             circle = self.config.circle.as_str(), queue = self.config.queue.as_str();
             "queue {}: {}", self.config.queue, e.message
         );
-        for task in &mut ran[first_write..] {
+        // A result written again did not run in this group: it read
+        // nothing of it, and its own writes were durable before its first
+        // finish.
+        for task in ran[first_write..].iter_mut().filter(|t| !t.again) {
             let message = if task.wrote {
                 e.message.clone()
             } else {

@@ -79,14 +79,67 @@ pub(super) fn origin(text: &str) -> Result<String, String> {
     // A browser writes an IPv6 address in its canonical (shortest) form.
     if authority.starts_with('[') {
         match host.parse::<std::net::Ipv6Addr>() {
-            Ok(ip) if ip.to_string() == host.to_ascii_lowercase() => {}
+            Ok(ip) if browser_ipv6(ip) == host.to_ascii_lowercase() => {}
             Ok(ip) => {
                 return Err(format!(
-                    "`{text}`: a browser writes this address [{ip}]; write it so ({FORM})"
+                    "`{text}`: a browser writes this address [{}]; write it so ({FORM})",
+                    browser_ipv6(ip)
                 ));
             }
             Err(_) => return Err(format!("`{text}` has no valid IPv6 address; {FORM}")),
         }
     }
+    // A host whose last label is a number is an IPv4 address to a browser,
+    // which writes it as four decimal parts without leading zeros.
+    let last = host
+        .trim_end_matches('.')
+        .rsplit('.')
+        .next()
+        .unwrap_or_default();
+    if !authority.starts_with('[')
+        && (last.bytes().all(|b| b.is_ascii_digit()) || last.to_ascii_lowercase().starts_with("0x"))
+        && host.parse::<std::net::Ipv4Addr>().is_err()
+    {
+        return Err(format!(
+            "`{text}` has an IPv4 address a browser writes otherwise (four decimal parts, no \
+             leading zeros); {FORM}"
+        ));
+    }
     Ok(origin.to_string())
+}
+
+/// An IPv6 address as a browser serializes it (the WHATWG URL rules): eight
+/// hex pieces, the first longest run of two or more zero pieces as `::`,
+/// never a dotted IPv4 tail (which Rust's `Display` writes for a mapped one).
+fn browser_ipv6(ip: std::net::Ipv6Addr) -> String {
+    let pieces = ip.segments();
+    let (mut best, mut run) = ((0, 0), (0, 0));
+    for (i, p) in pieces.iter().enumerate() {
+        if *p == 0 {
+            run = if run.1 == 0 {
+                (i, 1)
+            } else {
+                (run.0, run.1 + 1)
+            };
+            if run.1 > best.1 {
+                best = run;
+            }
+        } else {
+            run = (0, 0);
+        }
+    }
+    let hex = |ps: &[u16]| {
+        ps.iter()
+            .map(|p| format!("{p:x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    if best.1 < 2 {
+        return hex(&pieces);
+    }
+    format!(
+        "{}::{}",
+        hex(&pieces[..best.0]),
+        hex(&pieces[best.0 + best.1..])
+    )
 }

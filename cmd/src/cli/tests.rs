@@ -196,3 +196,40 @@ fn an_allowed_origin_a_browser_never_sends_is_refused() {
         );
     }
 }
+
+/// A browser serializes an IPv6 host by the WHATWG URL rules:
+/// eight hex pieces, the longest zero run compressed, never a dotted IPv4
+/// tail (`new URL("http://[::ffff:1.2.3.4]").origin` is
+/// `http://[::ffff:102:304]`). The canonical-form check compares with Rust's
+/// `Ipv6Addr` display, which writes an IPv4-mapped address dotted: it
+/// refuses the origin a browser sends and asks for one none sends.
+#[test]
+fn an_ipv4_mapped_ipv6_origin_as_a_browser_sends_it_is_accepted() {
+    let sent = "http://[::ffff:102:304]:8080";
+    let parsed = Cli::try_parse_from(["c", "--allowed-origin", sent]);
+    assert!(
+        parsed.is_ok(),
+        "the Origin a browser sends is refused: {}",
+        parsed.err().map(|e| e.to_string()).unwrap_or_default()
+    );
+    let never = "http://[::ffff:1.2.3.4]:8080";
+    assert!(
+        Cli::try_parse_from(["c", "--allowed-origin", never]).is_err(),
+        "{never} is accepted, yet no browser sends it"
+    );
+}
+
+/// A browser writes an IPv4
+/// host as four decimal parts without leading zeros (a leading zero is
+/// octal to it: `http://192.168.001.010` is sent as `http://192.168.1.8`).
+#[test]
+fn an_ipv4_origin_no_browser_sends_is_refused() {
+    for bad in ["http://192.168.001.010:8080", "http://127.1:8080"] {
+        let parsed = Cli::try_parse_from(["c", "--allowed-origin", bad]);
+        assert!(
+            parsed.is_err(),
+            "{bad} was accepted, yet no browser sends it as its Origin: {:?}",
+            parsed.map(|c| c.run.allowed_origins)
+        );
+    }
+}
