@@ -19,7 +19,7 @@
 //!
 //! A connection past its address's bound but below twice it is served, to
 //! be answered 503 ([`serve_bounded`](crate::serve_bounded)): the listener
-//! notes its peer address ([`Pending`]) until the connection's
+//! notes its socket ([`Pending`]) until the connection's
 //! `on_connect` (after any handshake) takes the note into the connection's
 //! data as [`OverBound`].
 
@@ -28,6 +28,7 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fmt;
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -196,33 +197,34 @@ fn on_connect(io: &dyn Any, data: &mut Extensions, pending: &Pending) {
     if pending.0.borrow().is_empty() {
         return;
     }
-    let peer = crate::acked::tcp_of(io).and_then(|tcp| tcp.peer_addr().ok());
-    if let Some(peer) = peer
-        && pending.0.borrow_mut().remove(&peer)
+    if let Some(tcp) = crate::acked::tcp_of(io)
+        && pending.0.borrow_mut().remove(&tcp.as_raw_fd())
     {
         data.insert(OverBound);
     }
 }
 
-/// The peer addresses of one listener's connections that are past their
-/// address's bound and not yet at their `on_connect`. One per listener and
-/// worker, on the worker's thread; a peer address names one connection of a
-/// listener at a time.
+/// The sockets (by descriptor) of one listener's connections that are past
+/// their address's bound and not yet at their `on_connect`. One per listener
+/// and worker, on the worker's thread. A descriptor names one connection
+/// while its stream is open, and its note goes in the same poll as the
+/// stream ([`Held`]); a peer address could name a reset connection and the
+/// one that reconnected from its port.
 #[derive(Clone, Default)]
-struct Pending(Rc<RefCell<HashSet<SocketAddr>>>);
+struct Pending(Rc<RefCell<HashSet<RawFd>>>);
 
 /// A connection's admission, held as long as its service runs: its place in
 /// its address's count and in the budget, and its note in [`Pending`] while
 /// it is past its address's bound (gone once it has come to `on_connect`).
 struct Held {
     _slot: PeerSlot,
-    noted: Option<(Pending, SocketAddr)>,
+    noted: Option<(Pending, RawFd)>,
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        if let Some((pending, peer)) = &self.noted {
-            pending.0.borrow_mut().remove(peer);
+        if let Some((pending, fd)) = &self.noted {
+            pending.0.borrow_mut().remove(fd);
         }
     }
 }
@@ -266,8 +268,9 @@ fn admit(peers: &Arc<Peers>, pending: &Pending, io: &TcpStream) -> Option<Held> 
         return None;
     }
     let noted = slot.over().then(|| {
-        pending.0.borrow_mut().insert(peer);
-        (pending.clone(), peer)
+        let fd = io.as_raw_fd();
+        pending.0.borrow_mut().insert(fd);
+        (pending.clone(), fd)
     });
     Some(Held { _slot: slot, noted })
 }
