@@ -121,6 +121,12 @@ impl<S> FrameGuard<S> {
         Arc::clone(&self.received)
     }
 
+    /// The error held after the frames of the last [`feed`](Self::feed)
+    /// that passed: the stream ends with it once the codec had them.
+    pub(crate) fn held(&self) -> Option<String> {
+        self.failed.as_ref().map(|(e, _)| e.to_string())
+    }
+
     /// The bytes to hand the codec for `input`: the same bytes, except for
     /// refused messages (see the module docs).
     /// An error ends the stream: when frames before it passed in this

@@ -17,12 +17,12 @@ impl FrameGuard {
         FrameGuard(crate::frame_guard::FrameGuard::new((), max))
     }
 
-    /// The bytes the codec gets for `input`, or `Err` when the stream ends
-    /// with a protocol error.
-    pub fn feed(&mut self, input: &[u8]) -> Result<Bytes, String> {
-        self.0
-            .feed(input)
-            .map(|out| out.freeze())
-            .map_err(|e| e.to_string())
+    /// The bytes the codec gets for `input`, and the protocol error the
+    /// stream ends with once the codec had them, if any.
+    pub fn feed(&mut self, input: &[u8]) -> (Bytes, Option<String>) {
+        match self.0.feed(input) {
+            Ok(out) => (out.freeze(), self.0.held()),
+            Err(e) => (Bytes::new(), Some(e.to_string())),
+        }
     }
 }
