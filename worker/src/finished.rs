@@ -114,6 +114,17 @@ impl Finished {
         });
     }
 
+    /// What to write again for `task_id`, submitted at `created_ms`, when
+    /// that very run finished here and Redis acknowledged it: its kept
+    /// result, or `worker_lost` when the result was not kept. `None` when it
+    /// did not run here, or when a run under that id had another
+    /// `createdAt` (a new task reusing the id).
+    pub(crate) fn again(&self, task_id: &str, created_ms: Option<u64>) -> Option<Outcome> {
+        let ran = self.get(task_id)?;
+        (ran.created_ms == created_ms)
+            .then(|| ran.result.cloned().unwrap_or_else(|| lost_result(task_id)))
+    }
+
     /// Whether `task_id` ran here and its finish was acknowledged: then
     /// what is known of that run.
     pub(crate) fn get(&self, task_id: &str) -> Option<Ran<'_>> {

@@ -61,6 +61,21 @@ struct Ran {
     again: bool,
 }
 
+impl Ran {
+    /// A result written again for a task that ran here before: it runs
+    /// nothing now and is counted when first written.
+    fn again(outcome: Outcome, created_ms: Option<u64>) -> Ran {
+        Ran {
+            outcome,
+            wrote: false,
+            age: None,
+            started: Instant::now(),
+            created_ms,
+            again: true,
+        }
+    }
+}
+
 impl Taker<'_> {
     /// Runs one group from the front of `ready`, writes its results, and
     /// puts what the finish claimed at the back of `ready`.
@@ -68,25 +83,20 @@ impl Taker<'_> {
         let start = Instant::now();
         let mut ran: Vec<Ran> = Vec::new();
         while let Some(claim) = ready.pop_front() {
-            match claim {
+            let again = match &claim {
+                Claim::Run(task) if task.created_ms.is_some() && !task.ended_before => {
+                    outage.finished.again(&task.task_id, task.created_ms)
+                }
+                _ => None,
+            };
+            match (claim, again) {
                 // Ran here already, its finish acknowledged, and queued
                 // again by a Redis that lost both its claim and its finish
                 // (a restart from an older snapshot, a failover): its kept
                 // result is written again; it does not run a second time.
                 // (An id pushed again after it ended holds that end's
                 // outcome, and runs.)
-                Claim::Run(task)
-                    if task.created_ms.is_some()
-                        && !task.ended_before
-                        && outage
-                            .finished
-                            .get(&task.task_id)
-                            .is_some_and(|ran| ran.created_ms == task.created_ms) =>
-                {
-                    let kept = outage
-                        .finished
-                        .get(&task.task_id)
-                        .and_then(|ran| ran.result.cloned());
+                (Claim::Run(task), Some(outcome)) => {
                     log::warn!(
                         task = task.task_id.as_str(), circle = self.config.circle.as_str(), queue = self.config.queue.as_str();
                         "queue {}: task {} ran here, but redis lost its claim and its acknowledged \
@@ -94,17 +104,9 @@ impl Taker<'_> {
                         self.config.queue,
                         task.task_id
                     );
-                    ran.push(Ran {
-                        outcome: kept
-                            .unwrap_or_else(|| crate::finished::lost_result(&task.task_id)),
-                        wrote: false,
-                        age: None,
-                        started: Instant::now(),
-                        created_ms: task.created_ms,
-                        again: true,
-                    });
+                    ran.push(Ran::again(outcome, task.created_ms));
                 }
-                Claim::Run(task) => match self.run_task(task) {
+                (Claim::Run(task), None) => match self.run_task(task) {
                     Ok(task) => ran.push(task),
                     // A worker past its shutdown grace, or whose lease is
                     // lost, starts nothing more: what it holds goes back to
@@ -114,7 +116,7 @@ impl Taker<'_> {
                         break;
                     }
                 },
-                other => self.report_unrun(other),
+                (other, _) => self.report_unrun(other),
             }
             if !ran.is_empty() && start.elapsed() >= self.options.group_window {
                 break;
@@ -159,14 +161,7 @@ impl Taker<'_> {
         }
         let ran: Vec<Ran> = outcomes
             .into_iter()
-            .map(|(outcome, created_ms)| Ran {
-                outcome,
-                wrote: false,
-                age: None,
-                started: Instant::now(),
-                created_ms,
-                again: true,
-            })
+            .map(|(outcome, created_ms)| Ran::again(outcome, created_ms))
             .collect();
         // Counted when first written: one task, one count.
         self.finish_group(&ran, ready, outage, false).await

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use client::broker::{BlockingPopper, Claim, WorkerBroker};
 
-use crate::finished::{self, Finished};
+use crate::finished::Finished;
 use client::FailureKind;
 use engine::CircleEngine;
 use tokio_util::sync::CancellationToken;
@@ -262,16 +262,11 @@ impl Taker<'_> {
         Ok(ids
             .iter()
             .map(|id| {
-                let ran = outage.finished.get(id)?;
                 let (_, created_ms) = now_created.find(|(known, _)| known == id)?;
-                if created_ms != ran.created_ms {
+                let Some(outcome) = outage.finished.again(id, created_ms) else {
                     outage.finished.forget(id);
                     return None;
-                }
-                let outcome = ran
-                    .result
-                    .cloned()
-                    .unwrap_or_else(|| finished::lost_result(id));
+                };
                 Some((outcome, created_ms))
             })
             .collect())

@@ -83,15 +83,7 @@ async fn a_new_task_under_a_finished_id_runs(reuse: Reuse) {
         until_status(&conn, id, "completed", WAIT).await;
     }
     until_status(&conn, "t2", "error", WAIT).await;
-    let deadline = std::time::Instant::now() + WAIT;
-    while std::time::Instant::now() < deadline
-        && !matches!(
-            hget(&mut conn, "job", "status").await.as_deref(),
-            Some("completed" | "error")
-        )
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_ended(&conn, "job", WAIT).await;
     let job = hgetall(&mut conn, "job").await;
     assert_eq!(
         (

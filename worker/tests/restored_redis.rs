@@ -16,18 +16,6 @@ use worker::WorkerConfig;
 const WAIT: Duration = Duration::from_secs(30);
 const QUEUE: &str = "reused";
 
-async fn wait_end(conn: &mut redis::aio::MultiplexedConnection, id: &str) {
-    let deadline = std::time::Instant::now() + WAIT;
-    while std::time::Instant::now() < deadline
-        && !matches!(
-            hget(conn, id, "status").await.as_deref(),
-            Some("completed" | "error")
-        )
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Control: no outage. The re-pushed `job` runs (the claim's `ended_before`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reused_id_with_old_hash_runs_without_an_outage() {
@@ -43,7 +31,7 @@ async fn reused_id_with_old_hash_runs_without_an_outage() {
     until_status(&conn, "job", "completed", WAIT).await;
     push_task(&mut conn, QUEUE, "job", &[], "\"second\"").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    wait_end(&mut conn, "job").await;
+    until_ended(&conn, "job", WAIT).await;
     let job = hgetall(&mut conn, "job").await;
     assert_eq!(
         job.get("output").map(String::as_str),
@@ -94,7 +82,7 @@ async fn reused_id_with_old_hash_found_in_the_processing_list_after_an_outage_ru
     }
     until_status(&conn, "t2", "error", WAIT).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    wait_end(&mut conn, "job").await;
+    until_ended(&conn, "job", WAIT).await;
     let job = hgetall(&mut conn, "job").await;
     assert_eq!(
         (
@@ -125,32 +113,7 @@ async fn a_result_written_again_is_not_turned_into_a_database_error_by_its_group
     options.group_window = Duration::from_secs(60);
     let worker = TestWorker::start_with(WorkerConfig::new(&url, QUEUE), options, engine);
     let mut conn = raw(&redis.url()).await;
-    push_task(
-        &mut conn,
-        QUEUE,
-        "blocker",
-        &[],
-        "let t = timestamp(); while t.elapsed < 1.0 { } \"blocker\"",
-    )
-    .await;
-    until_status(&conn, "blocker", "processing", WAIT).await;
-    let created = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis()
-        .to_string();
-    push_task(
-        &mut conn,
-        QUEUE,
-        "once",
-        &[("createdAt", &created), ("updatedAt", &created)],
-        "db::insert(1); \"once\"",
-    )
-    .await;
-    let _: () = redis::cmd("SAVE")
-        .query_async(&mut conn)
-        .await
-        .expect("save");
+    queued_behind_a_blocker_then_saved(&mut conn, QUEUE, WAIT).await;
     until_status(&conn, "once", "completed", WAIT).await;
     assert_eq!(worker.engine.db().next_id(), 3, "it ran once");
     // Redis comes back from the snapshot, without the ACL user: the worker
@@ -180,7 +143,7 @@ async fn a_result_written_again_is_not_turned_into_a_database_error_by_its_group
     let _failing = ourdb::fault::fail_syncs_under(dir.path());
     acl_user(port, Some("rhai_*"));
     for id in ["writer", "once"] {
-        wait_end(&mut conn, id).await;
+        until_ended(&conn, id, WAIT).await;
     }
     let writer = hgetall(&mut conn, "writer").await;
     assert_eq!(

@@ -25,38 +25,9 @@ async fn a_task_queued_in_an_older_snapshot_is_not_run_again_after_redis_restart
         slow_limits(),
     );
     let mut conn = raw(&url).await;
-    // The worker is busy, so `once` waits in the queue.
-    push_task(
-        &mut conn,
-        QUEUE,
-        "blocker",
-        &[],
-        "let t = timestamp(); while t.elapsed < 1.0 { } \"blocker\"",
-    )
-    .await;
-    until_status(&conn, "blocker", "processing", WAIT).await;
-    let created = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis()
-        .to_string();
-    push_task(
-        &mut conn,
-        QUEUE,
-        "once",
-        &[("createdAt", &created), ("updatedAt", &created)],
-        "db::insert(1); \"once\"",
-    )
-    .await;
-    assert_eq!(
-        hget(&mut conn, "once", "status").await.as_deref(),
-        Some("pending")
-    );
-    // The snapshot Redis will restart from: `once` still queued.
-    let _: () = redis::cmd("SAVE")
-        .query_async(&mut conn)
-        .await
-        .expect("save");
+    // The worker is busy, so `once` waits in the queue when Redis saves
+    // the snapshot it will restart from.
+    queued_behind_a_blocker_then_saved(&mut conn, QUEUE, WAIT).await;
     until_status(&conn, "once", "completed", WAIT).await;
     assert_eq!(worker.engine.db().next_id(), 2, "it ran once");
     // Redis crashes and comes back from its last snapshot.
@@ -68,15 +39,7 @@ async fn a_task_queued_in_an_older_snapshot_is_not_run_again_after_redis_restart
         Some("pending"),
         "the snapshot holds `once` queued"
     );
-    let deadline = std::time::Instant::now() + WAIT;
-    while std::time::Instant::now() < deadline
-        && !matches!(
-            hget(&mut conn, "once", "status").await.as_deref(),
-            Some("completed" | "error")
-        )
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_ended(&conn, "once", WAIT).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let once = hgetall(&mut conn, "once").await;
     assert_eq!(

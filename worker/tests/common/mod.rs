@@ -180,6 +180,59 @@ pub async fn until_status(
     .await;
 }
 
+/// Waits (up to `timeout`) until task `id` has ended, `completed` or `error`.
+pub async fn until_ended(conn: &redis::aio::MultiplexedConnection, id: &str, timeout: Duration) {
+    eventually(&format!("task {id} to end"), timeout, || {
+        let mut conn = conn.clone();
+        async move {
+            matches!(
+                hget(&mut conn, id, "status").await.as_deref(),
+                Some("completed" | "error")
+            )
+            .then_some(())
+        }
+    })
+    .await;
+}
+
+/// On `queue`: a `blocker` that runs 1 s, and behind it task `once`
+/// (`db::insert(1)`, with its `createdAt` as this client writes it),
+/// still queued when Redis takes the snapshot (`SAVE`) a restart restores.
+pub async fn queued_behind_a_blocker_then_saved(
+    conn: &mut redis::aio::MultiplexedConnection,
+    queue: &str,
+    timeout: Duration,
+) {
+    push_task(
+        conn,
+        queue,
+        "blocker",
+        &[],
+        "let t = timestamp(); while t.elapsed < 1.0 { } \"blocker\"",
+    )
+    .await;
+    until_status(conn, "blocker", "processing", timeout).await;
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis()
+        .to_string();
+    push_task(
+        conn,
+        queue,
+        "once",
+        &[("createdAt", &created), ("updatedAt", &created)],
+        "db::insert(1); \"once\"",
+    )
+    .await;
+    assert_eq!(
+        hget(conn, "once", "status").await.as_deref(),
+        Some("pending"),
+        "`once` waits behind the blocker"
+    );
+    let () = redis::cmd("SAVE").query_async(conn).await.expect("save");
+}
+
 /// All fields of task `id`'s hash.
 pub async fn hgetall(
     conn: &mut redis::aio::MultiplexedConnection,
