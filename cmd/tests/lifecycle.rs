@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Orchestrator, Sandbox, connect, output, port, run_to_end};
+use common::{Orchestrator, Sandbox, connect, output, ping_reply, port, run_to_end};
 use serde_json::json;
 
 fn redis_answers(port: u16) -> bool {
@@ -595,24 +595,6 @@ impl Drop for OwnRedis {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-/// The first line Redis answers to PING on `port`, once it answers.
-fn ping_reply(port: u16) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
-            let mut reply = [0u8; 64];
-            if stream.write_all(b"PING\r\n").is_ok()
-                && let Ok(n) = stream.read(&mut reply)
-                && n > 0
-            {
-                return String::from_utf8_lossy(&reply[..n]).trim().to_owned();
-            }
-        }
-        assert!(Instant::now() < deadline, "redis on {port} never answered");
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

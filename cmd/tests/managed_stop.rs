@@ -5,32 +5,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Orchestrator, Sandbox, port};
-
-/// The first line Redis answers to PING on `port`, once something answers.
-fn ping_reply(port: u16) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
-            let mut reply = [0u8; 64];
-            if stream.write_all(b"PING\r\n").is_ok()
-                && let Ok(n) = stream.read(&mut reply)
-                && n > 0
-            {
-                return String::from_utf8_lossy(&reply[..n]).trim().to_owned();
-            }
-        }
-        assert!(Instant::now() < deadline, "redis on {port} never answered");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use common::{Orchestrator, Sandbox, ping_reply, port};
 
 /// The pid of the one `redis-server` serving `port`.
 fn redis_pid(port: u16) -> Option<String> {

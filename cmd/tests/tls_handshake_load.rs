@@ -13,35 +13,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Orchestrator, Sandbox, port};
-use tokio::io::AsyncReadExt;
+use common::{Orchestrator, Sandbox, hold_quietly, port};
 
 /// Silent connections the one client (127.0.0.2) holds: past its bound of
 /// 128 at one circle (64 upgraded + 64 pending), as many as
 /// `unauthenticated_load.rs`.
 const HELD: usize = 900;
-
-/// One connection at a time from `from` to `port`, sending nothing (not
-/// even a ClientHello), connecting again half a second after each close.
-async fn hold_quietly(from: [u8; 4], port: u16, stop: Arc<AtomicBool>) {
-    while !stop.load(Ordering::Relaxed) {
-        let connect = async {
-            let socket = tokio::net::TcpSocket::new_v4()?;
-            socket.bind((from, 0).into())?;
-            socket.connect(([127, 0, 0, 1], port).into()).await
-        };
-        if let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(1), connect).await {
-            let mut buf = [0u8; 256];
-            while !stop.load(Ordering::Relaxed) {
-                let read = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf));
-                if let Ok(Ok(0) | Err(_)) = read.await {
-                    break;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
 
 /// A TLS handshake and a WebSocket upgrade from 127.0.0.1 within 3 s: the
 /// status line's code, or why there is none.

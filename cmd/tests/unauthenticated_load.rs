@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Orchestrator, Sandbox, port, sha256_hex};
+use common::{Orchestrator, Sandbox, hold_quietly, port, sha256_hex};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -377,29 +377,6 @@ const MANY: std::ops::Range<u8> = 10..50;
 /// circle's 64 upgraded plus 64 on their way in), and 1,280 over all of
 /// them, more than the process's 1,024 open files.
 const EACH: usize = 32;
-
-/// One connection at a time from `from` to `port`, sending nothing (the
-/// server closes it after 5 s without a request), connecting again half a
-/// second after each close, until `stop`.
-async fn hold_quietly(from: [u8; 4], port: u16, stop: Arc<AtomicBool>) {
-    while !stop.load(Ordering::Relaxed) {
-        let connect = async {
-            let socket = tokio::net::TcpSocket::new_v4()?;
-            socket.bind((from, 0).into())?;
-            socket.connect(([127, 0, 0, 1], port).into()).await
-        };
-        if let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(1), connect).await {
-            let mut buf = [0u8; 256];
-            while !stop.load(Ordering::Relaxed) {
-                let read = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf));
-                if let Ok(Ok(0) | Err(_)) = read.await {
-                    break;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
 
 /// A `play` of `40 + 2` at the circle on `port` from 127.0.0.1, within
 /// 3 s: its output, or why there is none.

@@ -505,3 +505,50 @@ pub fn spawn_fast_worker(
     cmd.args(FAST_LEASES).args(extra);
     Orchestrator::spawn(cmd)
 }
+
+/// One connection at a time from `from` to `port`, sending nothing (the
+/// server closes it after 5 s without a request), connecting again half a
+/// second after each close, until `stop`: one client that holds a place
+/// and sends nothing (not even a TLS ClientHello).
+pub async fn hold_quietly(from: [u8; 4], port: u16, stop: Arc<std::sync::atomic::AtomicBool>) {
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let connect = async {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind((from, 0).into())?;
+            socket.connect(([127, 0, 0, 1], port).into()).await
+        };
+        if let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(1), connect).await {
+            let mut buf = [0u8; 256];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let read = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    tokio::io::AsyncReadExt::read(&mut stream, &mut buf),
+                );
+                if let Ok(Ok(0) | Err(_)) = read.await {
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The first line Redis answers to PING on `port`, once something answers (within
+/// 20 s; each reply within 3 s).
+pub fn ping_reply(port: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
+            let mut reply = [0u8; 64];
+            if std::io::Write::write_all(&mut stream, b"PING\r\n").is_ok()
+                && let Ok(n) = std::io::Read::read(&mut stream, &mut reply)
+                && n > 0
+            {
+                return String::from_utf8_lossy(&reply[..n]).trim().to_owned();
+            }
+        }
+        assert!(Instant::now() < deadline, "redis on {port} never answered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
