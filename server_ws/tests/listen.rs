@@ -11,67 +11,12 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::eventually;
+use common::host::Host;
 use common::tls::{Certificate, certificate};
-use common::{QUEUE, eventually, stand_in_worker};
-use server_ws::{Budget, CircleServer, Pause, ServerConfig, ServerStatus, ServerTiming};
-use tokio_util::sync::CancellationToken;
 
 /// The per-address bound of a host of one circle with `--max-connections 1`.
 const BOUND: usize = 1 + 64; // server_ws::peers::PENDING_PER_ADDRESS
-
-struct Host {
-    _redis: testkit::RedisServer,
-    addr: SocketAddr,
-    budget: Arc<Budget>,
-    token: CancellationToken,
-    worker: CancellationToken,
-    host: tokio::task::JoinHandle<server_ws::Result<()>>,
-}
-
-impl Host {
-    async fn start(tls: Option<&Certificate>) -> Host {
-        Host::start_with(tls, 1).await
-    }
-
-    async fn start_with(tls: Option<&Certificate>, max_connections: usize) -> Host {
-        let redis = testkit::RedisServer::start();
-        let client = client::Client::connect(&redis.url())
-            .await
-            .expect("connect the client");
-        let worker = CancellationToken::new();
-        tokio::spawn(stand_in_worker(redis.url(), worker.clone()));
-        let mut config = ServerConfig::new("Alpha", QUEUE);
-        config.max_connections = max_connections;
-        config.tls = tls.map(|c| c.config.clone());
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-        let addr = listener.local_addr().expect("local addr");
-        let circle = CircleServer::new(config, listener, Arc::new(ServerStatus::default()));
-        let budget = Budget::new("test host", 10_000);
-        let token = CancellationToken::new();
-        let host = tokio::spawn(server_ws::run_many_pausable(
-            vec![circle],
-            ServerTiming::default(),
-            client,
-            token.clone(),
-            Pause::new(),
-            Arc::clone(&budget),
-        ));
-        Host {
-            _redis: redis,
-            addr,
-            budget,
-            token,
-            worker,
-            host,
-        }
-    }
-
-    async fn stop(self) {
-        self.token.cancel();
-        self.host.await.expect("host task").expect("host");
-        self.worker.cancel();
-    }
-}
 
 /// A blocking client stream, plain or TLS.
 trait Stream: Read + Write + Send {}
@@ -398,7 +343,7 @@ fn connect_from(from: SocketAddr, to: SocketAddr) -> TcpStream {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_within_the_bound_is_not_answered_503_for_a_reset_one_of_its_source_port() {
     let cert = certificate();
-    let host = Host::start_with(Some(&cert), 2).await;
+    let host = Host::start_with(Some(&cert), 2, 10_000).await;
     // Another address's WebSocket keeps the host's one worker busy (a
     // large message to parse) while `a` is reset and `b` comes.
     let from_other = connect_from("127.0.0.2:0".parse().expect("addr"), host.addr);

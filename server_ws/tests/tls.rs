@@ -8,12 +8,11 @@ mod common;
 
 use std::sync::Arc;
 
+use common::host::Host;
 use common::tls::{certificate, trusting};
-use common::{Fixture, QUEUE, call, eventually, play, stand_in_worker};
-use server_ws::{Budget, CircleServer, Pause, ServerConfig, ServerStatus, ServerTiming};
+use common::{Fixture, call, eventually, play};
 use tokio::net::TcpStream;
 use tokio_tungstenite::Connector;
-use tokio_util::sync::CancellationToken;
 
 async fn connect(
     url: String,
@@ -54,28 +53,9 @@ async fn a_trusting_client_plays_over_wss_and_others_get_no_websocket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_that_send_no_client_hello_count_against_the_budget_and_give_their_place_back()
 {
-    let redis = testkit::RedisServer::start();
-    let client = client::Client::connect(&redis.url())
-        .await
-        .expect("connect the client");
-    let worker_token = CancellationToken::new();
-    tokio::spawn(stand_in_worker(redis.url(), worker_token.clone()));
     let cert = certificate();
-    let mut config = ServerConfig::new("Alpha", QUEUE);
-    config.tls = Some(cert.config.clone());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    let addr = listener.local_addr().expect("local addr");
-    let circle = CircleServer::new(config, listener, Arc::new(ServerStatus::default()));
-    let budget = Budget::new("test host", 3);
-    let token = CancellationToken::new();
-    let host = tokio::spawn(server_ws::run_many_pausable(
-        vec![circle],
-        ServerTiming::default(),
-        client,
-        token.clone(),
-        Pause::new(),
-        Arc::clone(&budget),
-    ));
+    let host = Host::start_with(Some(&cert), 64, 3).await;
+    let (addr, budget) = (host.addr, Arc::clone(&host.budget));
     let wss = format!("wss://{addr}/ws");
 
     // Three connections that never begin their TLS handshake fill the budget.
@@ -98,7 +78,5 @@ async fn connections_that_send_no_client_hello_count_against_the_budget_and_give
     let reply = call(&mut ws, &play(1, "echo:room")).await;
     assert_eq!(reply["result"]["output"], "room", "{reply}");
     drop(ws);
-    token.cancel();
-    host.await.expect("host task").expect("host");
-    worker_token.cancel();
+    host.stop().await;
 }

@@ -4,6 +4,7 @@
 //! script language so each reply shape can be produced on demand.
 #![allow(dead_code)]
 
+pub mod host;
 pub mod tls;
 
 use std::sync::Arc;
