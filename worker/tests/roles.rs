@@ -278,15 +278,6 @@ async fn a_task_whose_deadline_is_not_a_time_ends_invalid_without_running() {
     worker.stop().await;
 }
 
-/// The PTTL of task `id`'s hash: -1 without an expiry.
-async fn pttl(conn: &mut redis::aio::MultiplexedConnection, id: &str) -> i64 {
-    redis::cmd("PTTL")
-        .arg(client::keys::task_details(id))
-        .query_async(conn)
-        .await
-        .expect("pttl")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_pushed_processing_without_a_worker_ends_invalid_without_running() {
     // No worker claimed it (a claim writes workerId), so none ever would:

@@ -10,14 +10,6 @@ use common::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-async fn pttl(conn: &mut redis::aio::MultiplexedConnection, id: &str) -> i64 {
-    redis::cmd("PTTL")
-        .arg(client::keys::task_details(id))
-        .query_async(conn)
-        .await
-        .expect("pttl")
-}
-
 /// A submitter may put an expiry on the hash it writes (in the same
 /// MULTI/EXEC as the push, so an abandoned task does not stay in Redis for
 /// good). Once a worker claims the task the system owns its hash: the

@@ -233,6 +233,15 @@ pub async fn queued_behind_a_blocker_then_saved(
     let () = redis::cmd("SAVE").query_async(conn).await.expect("save");
 }
 
+/// The PTTL of task `id`'s hash: -1 without an expiry.
+pub async fn pttl(conn: &mut redis::aio::MultiplexedConnection, id: &str) -> i64 {
+    redis::cmd("PTTL")
+        .arg(client::keys::task_details(id))
+        .query_async(conn)
+        .await
+        .expect("pttl")
+}
+
 /// All fields of task `id`'s hash.
 pub async fn hgetall(
     conn: &mut redis::aio::MultiplexedConnection,
