@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use client::broker::ClaimedAt;
 use client::{FailureKind, Outcome};
 
 /// The tasks this worker ran most recently whose finish Redis
@@ -26,17 +27,18 @@ pub(crate) struct Finished {
     bytes: usize,
 }
 
-/// One finished task: its id, its `createdAt` (ms), its result if kept.
+/// One finished task: its id, its `createdAt` and the `startedAt` of the
+/// claim it ran under, its result if kept.
 struct Kept {
     id: String,
-    created_ms: Option<u64>,
+    at: ClaimedAt,
     result: Option<Outcome>,
 }
 
 /// What [`Finished::get`] knows of a task that ran here.
 pub(crate) struct Ran<'a> {
-    /// Its `createdAt` when it ran.
-    pub(crate) created_ms: Option<u64>,
+    /// Its `createdAt` and `startedAt` when it ran.
+    pub(crate) at: ClaimedAt,
     /// Its result; `None` when it was not kept.
     pub(crate) result: Option<&'a Outcome>,
 }
@@ -52,8 +54,8 @@ impl Finished {
         }
     }
 
-    /// Keeps `outcome` of a task created at `created_ms` (see [`Kept`]).
-    pub(crate) fn push(&mut self, outcome: &Outcome, created_ms: Option<u64>) {
+    /// Keeps `outcome` of a task created and claimed `at` (see [`Kept`]).
+    pub(crate) fn push(&mut self, outcome: &Outcome, at: ClaimedAt) {
         let size = Finished::size(outcome);
         let result = (size <= Finished::MAX_BYTES).then(|| outcome.clone());
         if result.is_some() {
@@ -61,11 +63,7 @@ impl Finished {
         }
         let id = outcome.task_id().to_owned();
         *self.ids.entry(id.clone()).or_default() += 1;
-        self.kept.push_back(Kept {
-            id,
-            created_ms,
-            result,
-        });
+        self.kept.push_back(Kept { id, at, result });
         if self.kept.len() > Finished::MAX
             && let Some(old) = self.kept.pop_front()
         {
@@ -114,15 +112,33 @@ impl Finished {
         });
     }
 
-    /// What to write again for `task_id`, submitted at `created_ms`, when
-    /// that very run finished here and Redis acknowledged it: its kept
-    /// result, or `worker_lost` when the result was not kept. `None` when it
-    /// did not run here, or when a run under that id had another
-    /// `createdAt` (a new task reusing the id).
-    pub(crate) fn again(&self, task_id: &str, created_ms: Option<u64>) -> Option<Outcome> {
+    /// What to write again for `task_id`, claimed just now and submitted
+    /// at `created_ms`, when a run of that very task finished here and
+    /// Redis acknowledged it, then lost both its claim and its finish (it
+    /// shows the task queued): its kept result, or `worker_lost` when the
+    /// result was not kept. `None` when it did not run here, or when the
+    /// run under that id had another `createdAt` (a new task reusing the
+    /// id). The caller rules out an id pushed again after it ended (its
+    /// claim found an earlier outcome).
+    pub(crate) fn again_queued(&self, task_id: &str, created_ms: Option<u64>) -> Option<Outcome> {
         let ran = self.get(task_id)?;
-        (ran.created_ms == created_ms)
-            .then(|| ran.result.cloned().unwrap_or_else(|| lost_result(task_id)))
+        (ran.at.created_ms == created_ms).then(|| Finished::kept_result(task_id, &ran))
+    }
+
+    /// What to write again for `task_id`, found in this worker's
+    /// processing list after an outage with the `createdAt` and `startedAt`
+    /// `at`, when that is the very claim of a run that finished here and
+    /// whose acknowledged finish Redis lost: its kept result, or
+    /// `worker_lost`. `None` for another claim of the id (a task pushed
+    /// again, claimed here, the claim's reply lost): it writes its own
+    /// `startedAt`.
+    pub(crate) fn again_claimed(&self, task_id: &str, at: ClaimedAt) -> Option<Outcome> {
+        let ran = self.get(task_id)?;
+        (ran.at.started_ms.is_some() && ran.at == at).then(|| Finished::kept_result(task_id, &ran))
+    }
+
+    fn kept_result(task_id: &str, ran: &Ran<'_>) -> Outcome {
+        ran.result.cloned().unwrap_or_else(|| lost_result(task_id))
     }
 
     /// Whether `task_id` ran here and its finish was acknowledged: then
@@ -136,7 +152,7 @@ impl Finished {
             .rev()
             .find(|kept| kept.id == task_id)
             .map(|kept| Ran {
-                created_ms: kept.created_ms,
+                at: kept.at,
                 result: kept.result.as_ref(),
             })
     }
@@ -169,6 +185,14 @@ mod tests {
         })
     }
 
+    /// A run created at `created_ms`, claimed 5 ms later.
+    fn at(created_ms: Option<u64>) -> ClaimedAt {
+        ClaimedAt {
+            created_ms,
+            started_ms: Some(created_ms.unwrap_or(0) + 5),
+        }
+    }
+
     /// The result `get` keeps for `id`: `Some(None)` for an id without its
     /// result.
     fn result<'a>(f: &'a Finished, id: &str) -> Option<Option<&'a Outcome>> {
@@ -179,19 +203,19 @@ mod tests {
     fn finished_keeps_the_last_ids_and_the_newest_results_within_its_budget() {
         let mut f = Finished::default();
         let big = "x".repeat(100 << 10);
-        f.push(&completed("a", &big), Some(1));
-        f.push(&completed("b", &big), Some(2));
-        f.push(&completed("c", &big), None);
+        f.push(&completed("a", &big), at(Some(1)));
+        f.push(&completed("b", &big), at(Some(2)));
+        f.push(&completed("c", &big), at(None));
         // 300 KiB of results: the oldest goes, its id stays.
         assert_eq!(result(&f, "a"), Some(None));
-        assert_eq!(f.get("a").map(|ran| ran.created_ms), Some(Some(1)));
+        assert_eq!(f.get("a").map(|ran| ran.at.created_ms), Some(Some(1)));
         assert!(matches!(result(&f, "c"), Some(Some(Outcome::Completed(o))) if o.output == big));
         // One result past the whole budget is kept as an id only.
-        f.push(&completed("huge", &"y".repeat(300 << 10)), Some(3));
+        f.push(&completed("huge", &"y".repeat(300 << 10)), at(Some(3)));
         assert_eq!(result(&f, "huge"), Some(None));
         assert!(f.bytes <= Finished::MAX_BYTES, "{}", f.bytes);
         for n in 0..Finished::MAX {
-            f.push(&completed(&format!("t{n}"), "1"), Some(n as u64));
+            f.push(&completed(&format!("t{n}"), "1"), at(Some(n as u64)));
         }
         assert!(f.get("c").is_none(), "past the last {} ids", Finished::MAX);
         assert!(f.get("t0").is_some());
@@ -199,11 +223,37 @@ mod tests {
         // The index of ids follows what is kept: an id run twice is found
         // until forgotten, an id pushed out is not.
         assert_eq!(f.ids.len(), Finished::MAX);
-        f.push(&completed("t5", "again"), Some(9));
-        assert_eq!(f.get("t5").map(|ran| ran.created_ms), Some(Some(9)));
+        f.push(&completed("t5", "again"), at(Some(9)));
+        assert_eq!(f.get("t5").map(|ran| ran.at.created_ms), Some(Some(9)));
         f.forget("t5");
         assert!(f.get("t5").is_none());
         assert_eq!(f.ids.len(), f.kept.len());
         assert!(f.get("t0").is_none(), "pushed out by t5's second run");
+    }
+
+    #[test]
+    fn a_run_is_written_again_only_for_its_own_created_at_or_its_own_claim() {
+        let mut f = Finished::default();
+        f.push(&completed("job", "first"), at(Some(100)));
+        let kept = Some(completed("job", "first"));
+        // Queued again by a Redis restored from before its claim.
+        assert_eq!(f.again_queued("job", Some(100)), kept);
+        assert_eq!(f.again_queued("job", Some(101)), None, "a new task");
+        // In the processing list after an outage: its own claim's hash.
+        assert_eq!(f.again_claimed("job", at(Some(100))), kept);
+        let later_claim = ClaimedAt {
+            created_ms: Some(100),
+            started_ms: Some(900),
+        };
+        assert_eq!(f.again_claimed("job", later_claim), None, "claimed again");
+        let no_start = ClaimedAt {
+            created_ms: Some(100),
+            started_ms: None,
+        };
+        assert_eq!(f.again_claimed("job", no_start), None);
+        assert_eq!(f.again_claimed("other", at(Some(100))), None);
+        // A run kept without a start of its own matches no claim.
+        f.push(&completed("bare", "x"), ClaimedAt::default());
+        assert_eq!(f.again_claimed("bare", ClaimedAt::default()), None);
     }
 }

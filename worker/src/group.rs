@@ -39,7 +39,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use client::broker::{Claim, ClaimedTask};
+use client::broker::{Claim, ClaimedAt, ClaimedTask};
 use client::{FailureKind, Outcome, TaskFailure, TaskOutput};
 use engine::RunControl;
 
@@ -55,8 +55,9 @@ struct Ran {
     /// Queue wait at its start, and when it started (for end-to-end time).
     age: Option<Duration>,
     started: Instant,
-    /// Its `createdAt` as its claim read it (see `Finished`).
-    created_ms: Option<u64>,
+    /// Its `createdAt` as its claim read it and the `startedAt` the claim
+    /// wrote (see `Finished`).
+    at: ClaimedAt,
     /// A result written again, not run now (counted when first written).
     again: bool,
 }
@@ -64,13 +65,13 @@ struct Ran {
 impl Ran {
     /// A result written again for a task that ran here before: it runs
     /// nothing now and is counted when first written.
-    fn again(outcome: Outcome, created_ms: Option<u64>) -> Ran {
+    fn again(outcome: Outcome, at: ClaimedAt) -> Ran {
         Ran {
             outcome,
             wrote: false,
             age: None,
             started: Instant::now(),
-            created_ms,
+            at,
             again: true,
         }
     }
@@ -85,7 +86,7 @@ impl Taker<'_> {
         while let Some(claim) = ready.pop_front() {
             let again = match &claim {
                 Claim::Run(task) if task.created_ms.is_some() && !task.ended_before => {
-                    outage.finished.again(&task.task_id, task.created_ms)
+                    outage.finished.again_queued(&task.task_id, task.created_ms)
                 }
                 _ => None,
             };
@@ -104,7 +105,7 @@ impl Taker<'_> {
                         self.config.queue,
                         task.task_id
                     );
-                    ran.push(Ran::again(outcome, task.created_ms));
+                    ran.push(Ran::again(outcome, task.claimed_at()));
                 }
                 (Claim::Run(task), None) => match self.run_task(task) {
                     Ok(task) => ran.push(task),
@@ -112,7 +113,7 @@ impl Taker<'_> {
                     // lost, starts nothing more: what it holds goes back to
                     // the queue with this group's results.
                     Err(task) => {
-                        ready.push_front(Claim::Run(task));
+                        ready.push_front(Claim::Run(*task));
                         break;
                     }
                 },
@@ -146,7 +147,7 @@ impl Taker<'_> {
     /// run again. Their writes were made durable before the first finish.
     pub(crate) async fn finish_again(
         &self,
-        outcomes: Vec<(Outcome, Option<u64>)>,
+        outcomes: Vec<(Outcome, ClaimedAt)>,
         ready: &mut VecDeque<Claim>,
         outage: &mut Outage,
     ) -> Next {
@@ -161,7 +162,7 @@ impl Taker<'_> {
         }
         let ran: Vec<Ran> = outcomes
             .into_iter()
-            .map(|(outcome, created_ms)| Ran::again(outcome, created_ms))
+            .map(|(outcome, at)| Ran::again(outcome, at))
             .collect();
         // Counted when first written: one task, one count.
         self.finish_group(&ran, ready, outage, false).await
@@ -206,12 +207,12 @@ impl Taker<'_> {
     /// Runs `task`, unless the worker may start no task (see
     /// [`Cancels::start`](crate::cancel::Cancels::start)): then it is
     /// handed back.
-    fn run_task(&self, mut task: ClaimedTask) -> Result<Ran, ClaimedTask> {
+    fn run_task(&self, mut task: ClaimedTask) -> Result<Ran, Box<ClaimedTask>> {
         let Some(cancel) = self.cancels.start(&task.task_id, || self.lease_lost()) else {
-            return Err(task);
+            return Err(Box::new(task));
         };
         let age = task.age();
-        let created_ms = task.created_ms;
+        let at = task.claimed_at();
         let started = Instant::now();
         if let (Some(metrics), Some(age)) = (&self.options.metrics, age) {
             metrics.queue_wait(age);
@@ -285,7 +286,7 @@ impl Taker<'_> {
             wrote,
             age,
             started,
-            created_ms,
+            at,
             again: false,
         })
     }
@@ -342,7 +343,7 @@ impl Taker<'_> {
                             not_again.push(outcome.task_id().to_owned());
                         }
                         if *written {
-                            outage.finished.push(outcome, task.created_ms);
+                            outage.finished.push(outcome, task.at);
                         }
                     }
                     for id in not_again {

@@ -1,10 +1,10 @@
 //! The take loop: pop or claim a batch, run it in groups (see `group`),
 //! one task at a time.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use client::broker::{BlockingPopper, Claim, WorkerBroker};
+use client::broker::{BlockingPopper, Claim, ClaimedAt, WorkerBroker};
 
 use crate::finished::Finished;
 use client::FailureKind;
@@ -239,16 +239,18 @@ impl Taker<'_> {
     }
 
     /// For each of `ids` (found in this worker's processing list after an
-    /// outage), whether it is a task that ran here and whose acknowledged
-    /// finish Redis lost: then its kept result (or `worker_lost`) with its
-    /// `createdAt`, to be written again. An id that ran here but whose hash
-    /// holds another `createdAt` is a new task under that id (its claim's
-    /// reply lost in the outage): it is forgotten and claimed as any id.
+    /// outage), whether it is the claim of a task that ran here and whose
+    /// acknowledged finish Redis lost: then its kept result (or
+    /// `worker_lost`) with its `createdAt` and `startedAt`, to be written
+    /// again. An id that ran here but whose hash holds another `createdAt`
+    /// or `startedAt` was claimed again (a task pushed again under that id,
+    /// its claim's reply lost in the outage): it is forgotten and claimed
+    /// as any id.
     async fn ran_here(
         &self,
         ids: &[String],
         outage: &mut Outage,
-    ) -> client::Result<Vec<Option<(client::Outcome, Option<u64>)>>> {
+    ) -> client::Result<Vec<Option<(client::Outcome, ClaimedAt)>>> {
         let known: Vec<&str> = ids
             .iter()
             .filter(|id| outage.finished.get(id).is_some())
@@ -257,17 +259,17 @@ impl Taker<'_> {
         if known.is_empty() {
             return Ok(vec![None; ids.len()]);
         }
-        let created = self.broker.created_at(&known).await?;
-        let mut now_created = known.iter().copied().zip(created);
+        let claimed = self.broker.claimed_at(&known).await?;
+        let claimed: HashMap<&str, ClaimedAt> = known.iter().copied().zip(claimed).collect();
         Ok(ids
             .iter()
             .map(|id| {
-                let (_, created_ms) = now_created.find(|(known, _)| known == id)?;
-                let Some(outcome) = outage.finished.again(id, created_ms) else {
+                let at = *claimed.get(id.as_str())?;
+                let Some(outcome) = outage.finished.again_claimed(id, at) else {
                     outage.finished.forget(id);
                     return None;
                 };
-                Some((outcome, created_ms))
+                Some((outcome, at))
             })
             .collect())
     }

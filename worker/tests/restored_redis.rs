@@ -42,9 +42,12 @@ async fn reused_id_with_old_hash_runs_without_an_outage() {
 }
 
 /// The same reuse, landing in the worker's processing list behind a finish
-/// that fails (as `lost_finish_reuse.rs`, without deleting the old hash).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reused_id_with_old_hash_found_in_the_processing_list_after_an_outage_runs() {
+/// that fails (as `lost_finish_reuse.rs`, without deleting the old hash):
+/// pending there (`claimed` false) or claimed by that finish, its reply
+/// lost. Claimed, its hash shows it `processing` by this worker with the
+/// `createdAt` of the run that ended, as a run whose finish Redis lost
+/// would: the claim's own `startedAt` tells them apart.
+async fn reused_id_with_old_hash_behind_a_failed_finish_runs(claimed: bool) {
     let redis = testkit::RedisServer::start();
     let port = redis.port();
     let url = acl_user(port, Some("rhai_*"));
@@ -66,6 +69,14 @@ async fn reused_id_with_old_hash_found_in_the_processing_list_after_an_outage_ru
     .await;
     until_status(&conn, "t0", "processing", WAIT).await;
     push_task(&mut conn, QUEUE, "t1", &[], "\"t1\"").await;
+    // Pushed again after it ended: status and script rewritten, the old
+    // hash (its createdAt, its output) still there.
+    let job = async |conn: &mut redis::aio::MultiplexedConnection| {
+        push_task(conn, QUEUE, "job", &[], "\"second\"").await;
+    };
+    if claimed {
+        job(&mut conn).await;
+    }
     push_task(
         &mut conn,
         QUEUE,
@@ -74,9 +85,9 @@ async fn reused_id_with_old_hash_found_in_the_processing_list_after_an_outage_ru
         "\"t2\"",
     )
     .await;
-    // Pushed again after it ended: status and script rewritten, the old
-    // hash (its createdAt, its output) still there.
-    push_task(&mut conn, QUEUE, "job", &[], "\"second\"").await;
+    if !claimed {
+        job(&mut conn).await;
+    }
     for id in ["t0", "t1"] {
         until_status(&conn, id, "completed", WAIT).await;
     }
@@ -93,6 +104,16 @@ async fn reused_id_with_old_hash_found_in_the_processing_list_after_an_outage_ru
         "the new task `job` did not run; it got the old one's result: {job:?}"
     );
     worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reused_id_with_old_hash_found_pending_in_the_processing_list_after_an_outage_runs() {
+    reused_id_with_old_hash_behind_a_failed_finish_runs(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reused_id_with_old_hash_claimed_before_the_lost_reply_runs() {
+    reused_id_with_old_hash_behind_a_failed_finish_runs(true).await;
 }
 
 /// A task a restored Redis shows queued again (`group.rs`: its kept result

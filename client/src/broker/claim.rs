@@ -168,6 +168,9 @@ pub(crate) fn parse_claim(reply: RawClaim) -> Result<Option<Parsed>> {
                         .ok()
                         .and_then(|c| c.parse().ok()),
                     ended_before: field(7) == b"1",
+                    started_ms: std::str::from_utf8(field(8))
+                        .ok()
+                        .and_then(|s| s.parse().ok()),
                 })
             });
             match readable {

@@ -21,7 +21,7 @@ mod worker;
 pub(crate) use claim::{Parsed, RawClaim, parse_claim, shown_reason, utf8};
 pub use popper::BlockingPopper;
 pub use types::{
-    BatchFinish, BrokerOptions, Carried, Claim, ClaimedTask, Fence, MAX_CLAIM_BATCH,
+    BatchFinish, BrokerOptions, Carried, Claim, ClaimedAt, ClaimedTask, Fence, MAX_CLAIM_BATCH,
     WORKER_LOST_MESSAGE,
 };
 pub use worker::WorkerBroker;

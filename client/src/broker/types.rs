@@ -64,9 +64,32 @@ pub struct ClaimedTask {
     /// restored from before its claim (an older snapshot, a failover) holds
     /// none.
     pub ended_before: bool,
+    /// The `startedAt` its claim wrote (ms since the Unix epoch, by the
+    /// claiming worker's clock): a later claim of the same id writes
+    /// another, which tells the two runs apart when a lost reply leaves
+    /// the id in the worker's processing list.
+    pub started_ms: Option<u64>,
+}
+
+/// A task's `createdAt` and `startedAt` as its hash holds them (see
+/// [`WorkerBroker::claimed_at`](super::WorkerBroker::claimed_at)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClaimedAt {
+    /// `createdAt`, ms since the Unix epoch.
+    pub created_ms: Option<u64>,
+    /// `startedAt`, ms since the Unix epoch.
+    pub started_ms: Option<u64>,
 }
 
 impl ClaimedTask {
+    /// Its `createdAt` and the `startedAt` its claim wrote.
+    pub fn claimed_at(&self) -> ClaimedAt {
+        ClaimedAt {
+            created_ms: self.created_ms,
+            started_ms: self.started_ms,
+        }
+    }
+
     /// Time left until the submitter's deadline (zero once it passed), by
     /// this machine's wall clock; `None` without a deadline.
     pub fn time_left(&self) -> Option<Duration> {

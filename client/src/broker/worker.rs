@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::claim::{ClaimKeys, shown_reason, utf8};
 use super::popper::BlockingPopper;
-use super::types::{BrokerOptions, Claim, WORKER_LOST_MESSAGE};
+use super::types::{BrokerOptions, Claim, ClaimedAt, WORKER_LOST_MESSAGE};
 use crate::conn::Conn;
 use crate::{Error, Lease, Outcome, Result, fields, keys, now_ms, scripts};
 
@@ -387,27 +387,35 @@ impl WorkerBroker {
         Ok(reason.map(|r| shown_reason(&r)))
     }
 
-    /// Each task's `createdAt` as a claim reads it (`None` when the hash, the
+    /// Each task's `createdAt` and `startedAt` (`None` when the hash, the
     /// field or a number in it is missing, or its key is not a hash), in
     /// `task_ids`' order. One round trip; the worker asks after an outage
-    /// whether an id it finished is that very task still, or a new one
-    /// under the same id.
-    pub async fn created_at(&self, task_ids: &[&str]) -> Result<Vec<Option<u64>>> {
+    /// whether an id it finished is that very run still (a Redis that lost
+    /// its finish), or a later claim of the id (its reply lost).
+    pub async fn claimed_at(&self, task_ids: &[&str]) -> Result<Vec<ClaimedAt>> {
         let mut pipe = redis::pipe();
         // A key that is not a hash answers with an error, which is a value
-        // here: that id reads as `None`, the others as they are.
+        // here: that id reads as unknown, the others as they are.
         pipe.ignore_errors();
         for id in task_ids {
-            pipe.cmd("HGET")
+            pipe.cmd("HMGET")
                 .arg(keys::task_details(id))
-                .arg(fields::CREATED_AT);
+                .arg(fields::CREATED_AT)
+                .arg(fields::STARTED_AT);
         }
         let values: Vec<redis::Value> = self.conn.query_pipe(&pipe).await?;
+        let ms = |v: Option<&redis::Value>| match v {
+            Some(redis::Value::BulkString(b)) => std::str::from_utf8(b).ok()?.parse().ok(),
+            _ => None,
+        };
         Ok(values
             .into_iter()
             .map(|v| match v {
-                redis::Value::BulkString(b) => std::str::from_utf8(&b).ok()?.parse().ok(),
-                _ => None,
+                redis::Value::Array(fields) => ClaimedAt {
+                    created_ms: ms(fields.first()),
+                    started_ms: ms(fields.get(1)),
+                },
+                _ => ClaimedAt::default(),
             })
             .collect())
     }

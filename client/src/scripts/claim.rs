@@ -3,8 +3,11 @@
 //! the lease check (fencing) every claim of a worker with a lease makes.
 
 /// Claims a task already moved into the processing list.
-/// Returns `{'run', id, script, deadline, caller, role, created}` (`''` for an
-/// absent deadline, caller or role; `created` is the task's `createdAt`; a present role is `read` or `write`),
+/// Returns `{'run', id, script, deadline, caller, role, created, ended, started}`
+/// (`''` for an absent deadline, caller or role; `created` is the task's
+/// `createdAt`; a present role is `read` or `write`; `ended` is `'1'` when
+/// the hash held an earlier run's outcome, else `''`; `started` is the
+/// `startedAt` this claim wrote),
 /// `{'invalid', id, reason}`, `{'foreign', id, reason}` (its key is not a
 /// hash: the id only leaves the processing list, counted as failed, the key
 /// untouched),
@@ -165,8 +168,9 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
     'updatedAt', now, unpack(created))
   -- Whether an earlier run of this id ended (its outcome fields were
   -- there): an id pushed again after it ended, not one a Redis restored
-  -- from before its claim.
+  -- from before its claim. And this claim's `startedAt`: what tells this
+  -- run from an earlier one of the id when an outage cuts the reply.
   return { 'run', id, script, deadline or '', h[8] or '', role or '', h[6] or now,
-    #stale > 0 and '1' or '' }
+    #stale > 0 and '1' or '', now }
 end
 "#;
