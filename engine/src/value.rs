@@ -229,7 +229,7 @@ fn short_type_name(name: &str) -> String {
     out
 }
 
-fn from_json(json: Value) -> Result<Dynamic, String> {
+pub(crate) fn from_json(json: Value) -> Result<Dynamic, String> {
     Ok(match json {
         Value::Null => Dynamic::UNIT,
         Value::Bool(b) => Dynamic::from_bool(b),

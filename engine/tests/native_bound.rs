@@ -93,6 +93,61 @@ fn sorting_many_references_to_big_strings_stops_near_the_time_limit() {
     );
 }
 
+#[test]
+fn ordering_many_references_to_big_strings_stops_near_the_time_limit() {
+    // `order` and `order_desc` sort a copy of the array with the same
+    // comparisons as `sort` (the script of the test above), in one native
+    // call.
+    for call in ["b.order().len()", "b.order_desc().len()"] {
+        let script = format!(
+            "let base = \"x\"; for i in 0..19 {{ base += base; }}\n\
+             let ss = []; ss.pad(16, 0); for k in 0..16 {{ ss[k] = base + (k + 10); }}\n\
+             let b = []; b.pad(120000, 0);\n\
+             for i in 0..120000 {{ b[i] = ss[(i * 7) % 16]; }}\n\
+             {call}"
+        );
+        let (_dir, engine) = circle();
+        let start = Instant::now();
+        let ran = run_within(&engine, &script);
+        let elapsed = start.elapsed();
+        let e = ran
+            .unwrap_or_else(|| panic!("{call} still ran after {elapsed:?} (time limit {LIMIT:?})"))
+            .expect_err("over the string limit");
+        assert!(
+            matches!(e.kind, ErrorKind::Limit | ErrorKind::Timeout),
+            "{call}: {e:?}"
+        );
+    }
+}
+
+#[test]
+fn parsing_json_of_a_map_with_many_keys_stops_near_the_time_limit() {
+    // 90,000 keys in one object (990 KB, within the string limit): Rhai's
+    // `parse_json` looks each key up among the keys before it, 4 billion
+    // comparisons in one native call. The text is made in 600 iterations.
+    let script = "let t = \"\"; for j in 100..400 { t += `\"P${j}\":0,`; }\n\
+                  let s = \"{\"; for p in 100..400 { let u = t; u.replace(\"P\", `${p}`); s += u; }\n\
+                  s += \"\\\"z\\\":0}\";\n\
+                  parse_json(s).len()";
+    let (_dir, engine) = circle();
+    let start = Instant::now();
+    let ran = run_within(&engine, script);
+    let elapsed = start.elapsed();
+    let ran = ran
+        .unwrap_or_else(|| panic!("parse_json still ran after {elapsed:?} (time limit {LIMIT:?})"));
+    match ran {
+        Ok(o) => assert_eq!(o.output, "90001"),
+        Err(e) => assert_eq!(e.kind, ErrorKind::Timeout, "{e:?}"),
+    }
+    let next = run_within(&engine, "parse_json(`{\"a\": [1, 2.5, null, \"x\"]}`)");
+    assert_eq!(
+        next.expect("the circle's next script ran")
+            .expect("ok")
+            .output,
+        "#{\"a\": [1, 2.5, (), \"x\"]}"
+    );
+}
+
 fn allocated_by_this_thread() -> u64 {
     tikv_jemalloc_ctl::thread::allocatedp::read()
         .expect("jemalloc thread.allocatedp")
@@ -133,4 +188,69 @@ fn replace_cannot_build_a_string_far_past_the_memory_limit() {
         );
         c.still_works();
     }
+}
+
+#[test]
+fn padding_an_array_with_a_map_cannot_copy_its_keys_far_past_the_memory_limit() {
+    const MEMORY: usize = 32 << 20;
+    let c = Circle::with_limits(Limits {
+        max_memory_bytes: MEMORY,
+        ..Limits::default()
+    });
+    // A map of 6 keys of 1 MiB each (6 MiB; Rhai's size limits count a
+    // map's entries and the strings in its values, not its keys). `pad`
+    // checks the sizes its copies add, so 40 copies pass, but each copy
+    // holds its keys anew: 240 MiB in one call. (16,000 copies pass the
+    // size checks too: 96 GiB.)
+    let setup = "let t = \"x\"; for i in 0..20 { t += t; }\n\
+                 let m = #{}; for i in 0..6 { let k = t; k.pop(); k += i; m[k] = i; }\n";
+    for call in ["a.pad(40, m)", "a.pad(40, [m])"] {
+        let script = format!("{setup}let a = [];\n{call};\na.len()");
+        let (ran, spent) = std::thread::scope(|sc| {
+            std::thread::Builder::new()
+                .stack_size(SCRIPT_STACK_SIZE)
+                .spawn_scoped(sc, || {
+                    let before = allocated_by_this_thread();
+                    let ran = c.engine.run(&script, &RunControl::default());
+                    (ran, allocated_by_this_thread() - before)
+                })
+                .expect("spawn")
+                .join()
+                .expect("no panic")
+        });
+        let e = ran.expect_err(call);
+        assert_eq!(e.kind, ErrorKind::Limit, "{call}: {e:?}");
+        assert!(
+            spent < 4 * MEMORY as u64,
+            "{call}: the run allocated {spent} bytes in one call, memory limit {MEMORY}"
+        );
+        c.still_works();
+    }
+    // Padding with a map of short keys is stock Rhai's.
+    assert_eq!(
+        c.ok("let a = [1]; a.pad(3, #{ k: [1, 2] }); a").output,
+        "[1, #{\"k\": [1, 2]}, #{\"k\": [1, 2]}]"
+    );
+    c.fails("let a = []; a.pad(2000000, #{ k: 1 }); 1", ErrorKind::Limit);
+}
+
+#[test]
+fn parse_json_reads_data_and_runs_no_code() {
+    // Stock Rhai's `parse_json` compiles its text as a script expression
+    // and evaluates it: function calls in the "JSON" run, `db::` writes
+    // included (text compiled while the script runs, what the sandbox
+    // refuses `eval` for).
+    let c = Circle::new();
+    let e = c
+        .run("let m = parse_json(`{\"a\": db::insert(5)}`); m.a")
+        .expect_err("not JSON");
+    assert_eq!(e.kind, ErrorKind::Runtime, "{e:?}");
+    assert_eq!(c.ok("db::next_id()").output, "1", "nothing was written");
+    c.fails("parse_json(`{\"a\": 1 + 1}`)", ErrorKind::Runtime);
+    c.fails("parse_json(`[1, 2]`)", ErrorKind::Runtime);
+    assert_eq!(
+        c.ok("parse_json(`{\"a\": {\"b\": [true, -1, 1e3, \"\\u00e9\"]}}`)")
+            .output,
+        "#{\"a\": #{\"b\": [true, -1, 1000.0, \"é\"]}}"
+    );
 }
