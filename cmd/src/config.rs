@@ -188,7 +188,13 @@ pub fn pick_circle<'a>(
 }
 
 /// Validates the text of a circles file; the error is the problem without the file name.
+/// A control character the file holds (serde quotes an unknown field's name
+/// as written) is shown escaped: the message reaches terminals.
 pub fn parse(text: &str) -> Result<Vec<CircleConfig>, String> {
+    parse_text(text).map_err(|problem| crate::names::escaped(&problem).into_owned())
+}
+
+fn parse_text(text: &str) -> Result<Vec<CircleConfig>, String> {
     // Some editors start a UTF-8 file with a byte order mark; JSON has none.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let value: serde_json::Value =

@@ -14,6 +14,25 @@ pub(crate) fn garbles(c: char) -> bool {
             | '\u{FEFF}')
 }
 
+/// `text` with every character that [`garbles`] a terminal line written as
+/// its Rust escape (`\n`, `\u{1b}`): for a message that quotes the file as
+/// written (serde names an unknown field so), shown in the status table,
+/// plain output and log lines. Borrowed when there is nothing to escape.
+pub(crate) fn escaped(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(garbles) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if garbles(c) {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     /// README: a name with "an invisible one that garbles a terminal line:

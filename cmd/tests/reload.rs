@@ -14,6 +14,7 @@ use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use common::http::{self, admin_addr};
+use common::tasks::queue_slow_tasks;
 use common::{Orchestrator, Sandbox, Ws, connect, listens, output, play, port, run_to_end, send};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -1164,29 +1165,6 @@ async fn a_reload_that_only_reorders_the_file_shows_the_rows_in_its_order() {
     assert_eq!(out.trim(), "reload applied: nothing changed", "{err}");
     assert_eq!(names(&status(addr, &[])), ["Beta", "Alpha"]);
     assert!(o.stop().success(), "{}", o.stderr());
-}
-
-/// Queues `n` tasks of about a second each on `queue`, straight in Redis.
-fn queue_slow_tasks(redis: &testkit::RedisServer, queue: &str, n: usize) {
-    let mut conn = redis::Client::open(redis.url())
-        .expect("redis url")
-        .get_connection()
-        .expect("redis connection");
-    for i in 0..n {
-        let id = format!("{queue}-slow-{i}");
-        let () = redis::pipe()
-            .atomic()
-            .hset_multiple(
-                client::keys::task_details(&id),
-                &[
-                    ("script", "let x = 0; for i in 0..1000000 { x += 1; } x"),
-                    ("status", "pending"),
-                ],
-            )
-            .lpush(client::keys::tasks(queue), &id)
-            .query(&mut conn)
-            .expect("queue a task");
-    }
 }
 
 /// A second SIGTERM (a while after the first) stops at once, exit 1, also

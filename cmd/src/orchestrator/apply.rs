@@ -144,6 +144,9 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     // They start at once, on a host of their own: no outgoing circle holds
     // their port or queue, so they need not wait for the drain.
     set.start(ctx, early);
+    // They serve from now on: shown (status, metrics, gateway beat) beside
+    // the outgoing circles, whose rows stay shown while they drain.
+    ctx.roster.set(set.states());
 
     // A changed circle starts again (on its Redis and queue, or on others):
     // this process keeps its lease where it was until its new worker takes

@@ -498,12 +498,14 @@ impl Running {
             metrics: admin.as_ref().map(|a| a.metrics().clone()),
             budgets: descriptors::Budgets::from_limit(),
             hurry: CancellationToken::new(),
+            roster: Roster::default(),
         };
         // The servers stop first and answer what they took while the workers
         // still run it; the workers stop after them (see the shutdown).
         let mut circle_set = set::CircleSet::default();
         circle_set.start(&ctx, prepared);
-        let roster = Roster::new(circle_set.states());
+        let roster = ctx.roster.clone();
+        roster.set(circle_set.states());
         let changed = ctx.changed.clone();
 
         let watchers_token = root.child_token();

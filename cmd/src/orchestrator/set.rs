@@ -54,6 +54,9 @@ pub struct Ctx {
     /// Cancelled by a second stop signal during a reload: the drain of its
     /// outgoing circles ends at once, without waiting for their workers.
     pub hurry: CancellationToken,
+    /// The circles the status, the metrics and the gateway beat show: a
+    /// reload's added circles join it as soon as they serve.
+    pub roster: crate::roster::Roster,
 }
 
 /// One running circle: its worker and database when the role works it,

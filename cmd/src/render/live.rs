@@ -285,6 +285,39 @@ mod tests {
         assert_eq!(cut_to_width("ab日本", 4), "ab日");
     }
 
+    /// A reload refused for a field whose name holds a line feed and an
+    /// escape sequence (serde names an unknown field as written): the
+    /// header is still one line of the frame and sends no escape sequence
+    /// to the terminal.
+    #[test]
+    fn a_reload_error_with_control_characters_stays_one_clean_header_line() {
+        let problem =
+            crate::config::parse(r#"[{"id":1,"name":"A","port":1,"x\u001b[2J\nSECOND":1}]"#)
+                .expect_err("an unknown field");
+        let mut snap = snap(3);
+        snap.reload = Some(crate::reload::LastReload {
+            seq: 1,
+            applied: false,
+            summary: None,
+            error: Some(crate::reload::ReloadError::new(
+                crate::reload::ReloadErrorKind::InvalidConfig,
+                format!("circles.json: {problem}"),
+            )),
+            stopped: None,
+        });
+        let frame = lines(&header(), &snap, 400, 50);
+        assert!(
+            frame[0].contains("reload failed") && frame[0].contains("SECOND"),
+            "the header holds the whole message: {frame:#?}"
+        );
+        for line in &frame {
+            assert!(
+                !line.contains(['\n', '\u{1b}']),
+                "a control character of the file is in the frame: {line:?}"
+            );
+        }
+    }
+
     #[test]
     fn a_small_system_shows_every_row_and_the_log_file() {
         let frame = lines(&header(), &snap(3), 200, 50);

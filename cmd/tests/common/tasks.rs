@@ -1,5 +1,5 @@
 //! Tasks written and read in Redis as a third party would, for circle
-//! Alpha (queue `alpha`).
+//! Alpha (queue `alpha`) unless a queue is named.
 
 /// A plain connection to `redis`.
 pub fn conn(redis: &testkit::RedisServer) -> redis::Connection {
@@ -49,5 +49,28 @@ pub fn wait_field(conn: &mut redis::Connection, id: &str, name: &str, value: &st
             field(conn, id, name)
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Queues `n` tasks of about a second each on `queue`, straight in Redis.
+pub fn queue_slow_tasks(redis: &testkit::RedisServer, queue: &str, n: usize) {
+    let mut conn = redis::Client::open(redis.url())
+        .expect("redis url")
+        .get_connection()
+        .expect("redis connection");
+    for i in 0..n {
+        let id = format!("{queue}-slow-{i}");
+        let () = redis::pipe()
+            .atomic()
+            .hset_multiple(
+                client::keys::task_details(&id),
+                &[
+                    ("script", "let x = 0; for i in 0..1000000 { x += 1; } x"),
+                    ("status", "pending"),
+                ],
+            )
+            .lpush(client::keys::tasks(queue), &id)
+            .query(&mut conn)
+            .expect("queue a task");
     }
 }
