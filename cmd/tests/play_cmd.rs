@@ -541,3 +541,62 @@ fn play_reads_no_script_without_end_into_memory() {
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("cannot connect"), "{err}");
 }
+
+/// README: "Stopping `play` (Ctrl-C, or its `--timeout` passing) closes its
+/// connection, which cancels the script on the server: unless it finished
+/// first, nothing it wrote is kept." The circle's own limits would let the
+/// loop run for minutes: the next `play`, which waits for the circle's
+/// script to end, is answered within its own 20 s only because the cancel
+/// stopped it.
+#[test]
+fn play_whose_timeout_passes_cancels_its_script_and_nothing_it_wrote_is_kept() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let a = port();
+    let config = sandbox.circles(&[(1, "Alpha", a)]);
+    let mut o = Orchestrator::start(
+        &sandbox,
+        &config,
+        &redis.url(),
+        &[
+            "--script-timeout",
+            "300s",
+            "--max-operations",
+            "100000000000",
+        ],
+    );
+    o.wait_table();
+    let (status, _, err) = run_to_end(
+        play_cmd(
+            &sandbox,
+            &[
+                "--url",
+                &ws(a),
+                "--timeout",
+                "2s",
+                "db::insert(7); let i = 0; loop { i += 1; }",
+            ],
+        ),
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(1), "{err}");
+    let (status, out, err) = run_to_end(
+        play_cmd(
+            &sandbox,
+            &[
+                "--url",
+                &ws(a),
+                "--timeout",
+                "20s",
+                "[db::exists(1), db::next_id()]",
+            ],
+        ),
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        (status.code(), out.as_str()),
+        (Some(0), "[false, 1]\n"),
+        "{err}"
+    );
+    assert_eq!(o.stop().code(), Some(0));
+}

@@ -460,3 +460,24 @@ async fn every_notification_pipelined_before_a_half_close_runs() {
     }
     drop(two);
 }
+
+/// `--max-in-flight` takes any number from 1 up; past what a tokio
+/// semaphore holds (2^61 - 1 permits) it means "no bound" and serves, where
+/// every connection would otherwise die before its first reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_max_in_flight_past_what_a_semaphore_holds_serves() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let a = port();
+    let config = sandbox.circles(&[(1, "Alpha", a)]);
+    let mut o = Orchestrator::start(
+        &sandbox,
+        &config,
+        &redis.url(),
+        &["--max-in-flight", "2305843009213693952"],
+    );
+    o.wait_table();
+    let mut ws = connect(a).await;
+    assert_eq!(output(&mut ws, "40 + 2").await, "42", "{}", o.stderr());
+    assert!(o.stop().success(), "{}", o.stderr());
+}

@@ -107,7 +107,11 @@ impl Connection {
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Connection {
             circle: shared.config.circle_name.clone(),
-            permits: Arc::new(Semaphore::new(shared.config.max_in_flight)),
+            // tokio panics past MAX_PERMITS (2^61 - 1), which no connection
+            // could hold in flight anyway.
+            permits: Arc::new(Semaphore::new(
+                shared.config.max_in_flight.min(Semaphore::MAX_PERMITS),
+            )),
             fragments: Assembler::new(shared.config.max_message_bytes),
             heartbeat,
             last_seen: Instant::now(),

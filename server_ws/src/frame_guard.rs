@@ -24,7 +24,8 @@
 //!   truncated script is never run.
 //!
 //! A client's pong passes with its payload dropped, so that no client can
-//! send the stand-in's.
+//! send the stand-in's; a client's last fragment with [`TRUNCATED`]'s bytes
+//! passes with its first byte changed (still not UTF-8), for the same reason.
 //!
 //! A reserved bit set, an unmasked frame, a reserved opcode, a length with
 //! the top bit set (RFC 6455 §5.2 forbids each), a control frame longer than
@@ -87,6 +88,9 @@ pub(crate) struct FrameGuard<S> {
     received: Arc<AtomicU64>,
     /// A close frame being held: its header and the payload so far.
     close: Vec<u8>,
+    /// What `close` holds is a message's last fragment of [`TRUNCATED`]'s
+    /// length, not a close frame.
+    last_held: bool,
     /// The error that ends the stream, held back while the bytes of the
     /// frames before it are handed on (`Some(false)`: not yet deferred once).
     failed: Option<(PayloadError, bool)>,
@@ -112,6 +116,7 @@ impl<S> FrameGuard<S> {
             dropping: false,
             received: Arc::default(),
             close: Vec::new(),
+            last_held: false,
             failed: None,
         }
     }
@@ -200,6 +205,17 @@ impl<S> FrameGuard<S> {
             .enumerate()
             .map(|(i, b)| b ^ mask[i % 4])
             .collect();
+        if std::mem::take(&mut self.last_held) {
+            // Only the guard's own stand-in may end a message with
+            // `TRUNCATED`: a client's is changed in its first byte (0xff to
+            // 0xfe), still not UTF-8, so its message is refused as such.
+            let mut frame = frame;
+            if payload == TRUNCATED {
+                frame[at] ^= 0x01;
+            }
+            out.extend_from_slice(&frame);
+            return Ok(());
+        }
         if !close_payload_ok(&payload) {
             return Err(PayloadError::Overflow);
         }
@@ -279,6 +295,14 @@ impl<S> FrameGuard<S> {
             self.in_message = false;
             self.dropping = !fin;
             self.state = then(State::Skip);
+        } else if continuation && fin && len == TRUNCATED.len() as u64 {
+            // A last fragment that may carry the stand-in's bytes: held
+            // until it is whole and looked at (`close_done`).
+            self.in_message = false;
+            self.last_held = true;
+            self.close.clear();
+            self.close.extend_from_slice(&h);
+            self.state = State::Close(len);
         } else {
             out.extend_from_slice(&h);
             self.in_message = !fin;

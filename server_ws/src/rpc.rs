@@ -155,6 +155,16 @@ fn item(value: Value) -> Item {
     // `id` absent: a notification. Present: string, number or null (echoed as is).
     let id = match obj.remove("id") {
         None => None,
+        // An integer past 64 bits is read as a float: echoed, it would come
+        // back as another number (1.8446744073709552e19 for 2^64 + 1), which
+        // a client that reads integers exactly never matches with its own.
+        Some(Value::Number(n)) if beyond_64_bits(&n) => {
+            return invalid(
+                &Value::Null,
+                "\"id\" is an integer beyond 64 bits, which cannot be echoed exactly: \
+                 use a smaller number or a string",
+            );
+        }
         Some(id @ (Value::String(_) | Value::Number(_) | Value::Null)) => Some(id),
         Some(_) => return invalid(&Value::Null, "\"id\" must be a string, a number or null"),
     };
@@ -193,6 +203,16 @@ fn item(value: Value) -> Item {
         Ok(script) => Item::Play { id, script },
         Err(why) => reply(INVALID_PARAMS, format!("invalid params: {why}")),
     }
+}
+
+/// Whether `n` is a whole number outside `i64` and `u64`, so read as a float
+/// that does not hold it exactly (JSON-RPC wants the id echoed as sent).
+fn beyond_64_bits(n: &serde_json::Number) -> bool {
+    const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
+    !n.is_i64()
+        && !n.is_u64()
+        && n.as_f64()
+            .is_some_and(|f| f.fract() == 0.0 && f.abs() >= TWO_POW_63)
 }
 
 /// `play` takes `{"script": string}` or `[string]`.

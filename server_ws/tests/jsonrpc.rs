@@ -422,3 +422,32 @@ async fn redis_out_of_memory_is_32002_naming_why_and_served_again_once_fixed() {
     let reply = call(&mut ws, &play(2, "echo:served")).await;
     assert_eq!(reply["result"]["output"], "served", "{reply}");
 }
+
+/// JSON-RPC 2.0 §4: the reply carries the id as sent. An integer past 64
+/// bits reads as a float, and echoed it would be another number
+/// (1.8446744073709552e19 for 2^64 + 1), which a client that reads integers
+/// exactly (Python, Go's json.Number) never matches: it is refused, -32600
+/// with a null id, and nothing runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_integer_id_beyond_64_bits_is_refused_not_echoed_as_another_number() {
+    let fx = Fixture::start(|_| {}).await;
+    let mut ws = fx.connect().await;
+    for id in ["18446744073709551617", "-9223372036854775809"] {
+        let request = format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"play","params":{{"script":"echo:a"}}}}"#
+        );
+        let reply = call(&mut ws, &request).await;
+        assert_eq!(code(&reply), codes::INVALID_REQUEST, "{id}: {reply}");
+        assert_eq!(reply["id"], Value::Null, "{id}: {reply}");
+        assert!(
+            reply["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("beyond 64 bits")),
+            "{reply}"
+        );
+    }
+    // The largest that fit are echoed as sent.
+    let reply = call(&mut ws, &play(u64::MAX, "echo:a")).await;
+    assert_eq!(reply["id"], json!(u64::MAX), "{reply}");
+    assert_eq!(reply["result"]["output"], "a", "{reply}");
+}

@@ -174,3 +174,26 @@ async fn a_notification_right_before_a_bad_close_frame_in_the_same_write_is_queu
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// The guard ends a message whose rest it refused with a last fragment of
+/// `\xff\xfecircles:oversize`, which the assembler takes for "too large". A
+/// client that sends those 20 bytes as its own last fragment gets the
+/// -32700 any other text that is not UTF-8 gets, not -32003 "message too
+/// large" for a 21-byte message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_message_ending_in_the_guards_stand_in_bytes_is_not_called_too_large() {
+    let fx = Fixture::start(|_| {}).await;
+    let mut ws = fx.connect().await;
+    let mut raw = raw_frame(0x01, b"{");
+    raw.extend(raw_frame(0x80, b"\xff\xfecircles:oversize"));
+    write_raw(&mut ws, &raw).await;
+    let reply = recv(&mut ws).await;
+    assert_eq!(
+        code(&reply),
+        codes::PARSE_ERROR,
+        "a 21-byte message that is not UTF-8: {reply}"
+    );
+    // The connection serves on.
+    let reply = call(&mut ws, &play(2, "echo:after")).await;
+    assert_eq!(reply["result"]["output"], "after", "{reply}");
+}
