@@ -77,7 +77,12 @@ fn an_id_beyond_64_bits_is_refused_rather_than_echoed_as_another_number() {
         assert_eq!(v["id"], Value::Null, "{v}");
     }
     // Those that fit are echoed as sent.
-    for id in ["18446744073709551615", "-9223372036854775808", "1.5", "0.30000000000000004"] {
+    for id in [
+        "18446744073709551615",
+        "-9223372036854775808",
+        "1.5",
+        "0.30000000000000004",
+    ] {
         let text = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"nope"}}"#);
         let Item::Reply(v) = single(&text) else {
             unreachable!()
