@@ -330,20 +330,22 @@ impl Conn {
         pipe.query_async(&mut conn).await.map_err(|e| self.fail(e))
     }
 
-    /// [`Conn::query_pipe`], telling apart a failure because the connection
-    /// it went out on was broken (closed or reset under it, as when Redis
-    /// restarted while the connection idled): `Ok(Err(_))`. Such a pipeline
-    /// ran in Redis or never will (the connection is gone); the next request
-    /// connects afresh. A reply that timed out is not such a failure: that
-    /// pipeline may still reach Redis later.
+    /// [`Conn::query_pipe`], telling apart a pipeline that went out and
+    /// whose fate is unknown: `Ok(Err(_))`. Either the connection it went
+    /// out on was broken (closed or reset under it, as when Redis restarted
+    /// while the connection idled: it ran in Redis or never will, and the
+    /// next request connects afresh), or its reply did not come within the
+    /// response timeout (Redis stopped or paused: it may still run when
+    /// Redis goes on).
     pub(crate) async fn query_pipe_or_broken<T: redis::FromRedisValue>(
         &self,
         pipe: &redis::Pipeline,
-    ) -> Result<Result<T>> {
+    ) -> Result<Result<T, Unsure>> {
         let mut conn = self.get().await?;
         match pipe.query_async(&mut conn).await {
             Ok(value) => Ok(Ok(value)),
-            Err(e) if e.is_connection_dropped() && !e.is_timeout() => Ok(Err(self.fail(e))),
+            Err(e) if e.is_timeout() => Ok(Err(Unsure::TimedOut(self.fail(e)))),
+            Err(e) if e.is_connection_dropped() => Ok(Err(Unsure::Broken(self.fail(e)))),
             Err(e) => Err(self.fail(e)),
         }
     }
@@ -413,8 +415,14 @@ impl Conn {
     }
 }
 
-/// Whether the error means the connection is gone (as opposed to Redis
-/// refusing one command).
+/// A pipeline sent whose fate is unknown (see [`Conn::query_pipe_or_broken`]).
+pub(crate) enum Unsure {
+    /// The connection broke under it: it ran, or never will.
+    Broken(Error),
+    /// Its reply timed out: it may still run later.
+    TimedOut(Error),
+}
+
 /// Checks on a new connection that its user may run MULTI and EXEC, with
 /// an empty transaction sent as two plain commands. Redis runs the commands
 /// that follow a refused MULTI one by one, so a submit (HSET and LPUSH in

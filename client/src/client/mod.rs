@@ -181,14 +181,15 @@ impl Client {
     /// if the first try did not (see [`scripts::submit_again`]), so a task is
     /// never queued twice and a worker that took it already is not undone.
     /// Only a broken connection is retried (the first try ran or never
-    /// will), never a reply that timed out (the first try may land later).
+    /// will), never a reply that timed out (the first try may land later):
+    /// that push is [`Landed::Unsure`], and the task's waiter learns its fate.
     async fn push(
         &self,
         queue: &str,
         task_id: &str,
         script: &str,
         options: &SubmitOptions,
-    ) -> Result<()> {
+    ) -> Result<Landed> {
         let now = now_ms();
         let deadline = now.saturating_add(options.timeout.as_millis() as u64);
         let mut hash: Vec<(&str, String)> = vec![
@@ -232,15 +233,24 @@ impl Client {
             other => other?,
         };
         match pushed {
-            Ok(()) => Ok(()),
-            Err(broken) => {
+            Ok(()) => Ok(Landed::Queued),
+            // Sent, unanswered: the transaction may still run once Redis goes
+            // on (stopped, paused, busy), and a worker may take the task
+            // before any cancel lands. Its waiter waits for it as queued, up
+            // to its deadline, rather than a caller told "nothing was
+            // queued" sending it again.
+            Err(crate::conn::Unsure::TimedOut(e)) => {
+                log::debug!("submitting task {task_id}: no reply ({e}); waiting for it as queued");
+                Ok(Landed::Unsure)
+            }
+            Err(crate::conn::Unsure::Broken(broken)) => {
                 log::debug!("submitting task {task_id} again after: {broken}");
                 let _wrote: i64 = self
                     .inner
                     .conn
                     .invoke(&scripts::submit_again(queue, task_id, &hash))
                     .await?;
-                Ok(())
+                Ok(Landed::Queued)
             }
         }
     }
@@ -380,4 +390,15 @@ fn queue_stats(
             .filter(|&ms| ms > 0)
             .map(|ms| Duration::from_millis(now_ms().saturating_sub(ms))),
     }
+}
+
+/// What a push knows of its task (see [`Client::push`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Landed {
+    /// Redis acknowledged it: the task is queued.
+    Queued,
+    /// Sent, its reply not come within the response timeout: the task may
+    /// still be queued when Redis goes on, or never. A missing hash is then
+    /// "not there yet", not a lost task, until the task's deadline.
+    Unsure,
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::Client;
+use super::{Client, Landed};
 use crate::{Outcome, Result, SubmitOptions};
 
 impl Client {
@@ -18,7 +18,7 @@ impl Client {
         options: &SubmitOptions,
     ) -> Result<String> {
         let task_id = uuid::Uuid::new_v4().to_string();
-        self.push(queue, &task_id, script, options).await?;
+        let _landed = self.push(queue, &task_id, script, options).await?;
         Ok(task_id)
     }
 
@@ -26,7 +26,16 @@ impl Client {
     /// `timeout`, reading its hash first.
     pub async fn wait(&self, task_id: &str, timeout: Duration) -> Result<Outcome> {
         let (guard, rx) = self.inner.registry.register(task_id);
-        let outcome = self.await_outcome(task_id, timeout, rx, true).await;
+        let outcome = self
+            .await_outcome(
+                task_id,
+                timeout,
+                super::wait::after(timeout),
+                rx,
+                true,
+                Landed::Queued,
+            )
+            .await;
         drop(guard);
         outcome
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::Client;
+use super::{Client, Landed};
 use crate::listener::WaiterGuard;
 use crate::{Error, Outcome, Result, SubmitOptions, fields, keys};
 
@@ -20,6 +20,12 @@ pub struct Watched {
     client: Client,
     task_id: String,
     timeout: Duration,
+    /// `timeout` after the push began: a push that took long (Redis
+    /// paused, or stopped past the response timeout) counts against it, as
+    /// against the task's own deadline.
+    deadline: Instant,
+    /// Whether Redis acknowledged the push.
+    landed: Landed,
     rx: oneshot::Receiver<Outcome>,
     _guard: WaiterGuard,
 }
@@ -36,7 +42,14 @@ impl Watched {
     /// outage, and at the timeout).
     pub async fn outcome(self) -> Result<Outcome> {
         self.client
-            .await_outcome(&self.task_id, self.timeout, self.rx, false)
+            .await_outcome(
+                &self.task_id,
+                self.timeout,
+                self.deadline,
+                self.rx,
+                false,
+                self.landed,
+            )
             .await
     }
 }
@@ -65,11 +78,14 @@ impl Client {
     ) -> Result<Watched> {
         // Registered before the push, so the notification cannot be missed.
         let (guard, rx) = self.inner.registry.register(&task_id);
-        self.push(queue, &task_id, script, options).await?;
+        let deadline = after(options.timeout);
+        let landed = self.push(queue, &task_id, script, options).await?;
         Ok(Watched {
             client: self.clone(),
             task_id,
             timeout: options.timeout,
+            deadline,
+            landed,
             rx,
             _guard: guard,
         })
@@ -79,14 +95,15 @@ impl Client {
         &self,
         task_id: &str,
         timeout: Duration,
+        deadline: Instant,
         mut rx: oneshot::Receiver<Outcome>,
         check_first: bool,
+        landed: Landed,
     ) -> Result<Outcome> {
-        let deadline = after(timeout);
         let mut health = self.inner.health.clone();
         health.borrow_and_update();
         if check_first || !health.borrow().up {
-            if let Some(outcome) = self.read_through_outage(task_id, deadline).await? {
+            if let Some(outcome) = self.read_through_outage(task_id, deadline, landed).await? {
                 return Ok(outcome);
             }
         }
@@ -114,6 +131,14 @@ impl Client {
                         // Still away at the deadline: the task may have run
                         // (its end unreported), but it cannot start any more.
                         Ok(Err(e @ Error::Unavailable { .. })) => Err(e),
+                        // Its submit unanswered, and not there by now: it
+                        // may land yet, but it cannot start any more.
+                        Ok(Err(Error::Lost { .. })) if landed == Landed::Unsure => {
+                            Err(self.inner.conn.unavailable(
+                                "redis did not answer the task's submit within the response \
+                                 timeout, and the task was not there by its deadline",
+                            ))
+                        }
                         // Gone, as a poll before the deadline would have
                         // found: lost (it may have run), not timed out.
                         Ok(Err(e @ Error::Lost { .. })) => Err(e),
@@ -125,7 +150,7 @@ impl Client {
                 }
                 _ = tokio::time::sleep_until(next_poll) => {
                     next_poll = Instant::now() + poll;
-                    if let Some(outcome) = self.read_through_outage(task_id, deadline).await? {
+                    if let Some(outcome) = self.read_through_outage(task_id, deadline, landed).await? {
                         return Ok(outcome);
                     }
                 }
@@ -139,7 +164,7 @@ impl Client {
                     }
                     // Up again: a notification may have been lost during
                     // the outage. Down: the wait goes on.
-                    if let Some(outcome) = self.read_through_outage(task_id, deadline).await? {
+                    if let Some(outcome) = self.read_through_outage(task_id, deadline, landed).await? {
                         return Ok(outcome);
                     }
                 }
@@ -152,11 +177,13 @@ impl Client {
     /// `deadline` (no read goes past it), as it may run and end once Redis is
     /// back. A refusal (an ACL that forbids the read, say) is waited
     /// through alike: the task may still end meanwhile, and the error at
-    /// the deadline names it.
+    /// the deadline names it. A task whose submit went unanswered
+    /// ([`Landed::Unsure`]) and whose hash is missing is not there yet.
     async fn read_through_outage(
         &self,
         task_id: &str,
         deadline: Instant,
+        landed: Landed,
     ) -> Result<Option<Outcome>> {
         let Ok(read) = tokio::time::timeout_at(deadline, self.read_outcome(task_id)).await else {
             return Ok(None);
@@ -169,6 +196,7 @@ impl Client {
                 );
                 Ok(None)
             }
+            Err(Error::Lost { .. }) if landed == Landed::Unsure => Ok(None),
             read => read,
         }
     }
