@@ -211,7 +211,9 @@ impl CircleSet {
         }
         // Sized before a host starts, for every circle running (the ones a
         // reload takes out are still counted until the next start).
-        let take = self.live.iter().map(|l| l.server.max_connections).sum();
+        let take = self.live.iter().fold(0usize, |sum, l| {
+            sum.saturating_add(l.server.max_connections)
+        });
         ctx.budgets.fit(self.live.len(), take);
         let hosted: Vec<Hosted> = hosted.into_iter().flatten().collect();
         if !hosted.is_empty() {
