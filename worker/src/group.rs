@@ -442,8 +442,14 @@ impl Taker<'_> {
         self.cancels.is_shut_down() || self.lease_lost()
     }
 
+    /// The lease is lost: dropped by the keeper, or not renewed in time by
+    /// this worker's own clock (the keeper, on another runtime, may not
+    /// have run since: a process stopped past its lease and continued runs
+    /// this thread and the keeper's in either order).
     fn lease_lost(&self) -> bool {
-        self.held.is_some_and(|h| h.token() == 0)
+        self.held.is_some_and(|h| {
+            h.token() == 0 || h.overdue(crate::lease::self_stop_after(self.options))
+        })
     }
 
     fn count_written(&self, outcome: &Outcome, written: bool) {

@@ -122,6 +122,11 @@ impl Held {
         }
     }
 
+    /// Whether no renewal succeeded for `after` (see [`self_stop_after`]).
+    pub(crate) fn overdue(&self, after: Duration) -> bool {
+        Instant::now() >= self.deadline(after)
+    }
+
     fn deadline(&self, after: Duration) -> Instant {
         *self.renewed.lock().unwrap_or_else(|e| e.into_inner()) + after
     }

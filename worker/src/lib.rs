@@ -356,6 +356,51 @@ pub async fn await_lease(
     }
 }
 
+/// Runs `opening` (the caller opening the circle's database after
+/// [`await_lease`] came to [`Awaited::Held`]) while keeping the lease
+/// [`await_lease`] took: taken again each heartbeat interval while it is
+/// still this database's (the same database gets it with a fresh token, as
+/// [`run_with`] does), so that an open longer than the lease lives does
+/// not let another host take the circle over while this one opens it.
+/// Redis failing here is only logged at debug: [`run_with`] takes the lease
+/// itself next.
+pub async fn keeping_lease<F: std::future::Future>(
+    config: &WorkerConfig,
+    options: &WorkerOptions,
+    opening: F,
+) -> Result<F::Output> {
+    let Some(holder) = &config.lease else {
+        return Ok(opening.await);
+    };
+    let mut broker_options = BrokerOptions::new(config.result_ttl);
+    broker_options.max_backoff = options.max_backoff;
+    broker_options.redis_ca = config.redis_ca.clone();
+    broker_options.circle = Some(config.circle.clone());
+    let broker = WorkerBroker::new(&config.redis_url, &config.queue, "standby", &broker_options)
+        .map_err(|e| Error::Fatal {
+            queue: config.queue.clone(),
+            reason: e.to_string(),
+        })?;
+    tokio::pin!(opening);
+    loop {
+        tokio::select! {
+            out = &mut opening => return Ok(out),
+            () = tokio::time::sleep(options.heartbeat_interval) => {}
+        }
+        let again = tokio::select! {
+            out = &mut opening => return Ok(out),
+            again = broker.acquire_lease(holder, options.heartbeat_ttl) => again,
+        };
+        if let Err(e) = again {
+            log::debug!(
+                circle = config.circle.as_str(), queue = config.queue.as_str();
+                "queue {}: keeping the lease while the database opens failed: {e}",
+                config.queue
+            );
+        }
+    }
+}
+
 /// A worker id unique per process start: `<pid>-<random>`.
 fn new_worker_id() -> String {
     let random = uuid::Uuid::new_v4().simple().to_string();

@@ -154,12 +154,16 @@ impl Taker<'_> {
                 return;
             }
             // Without the lease nothing is taken (the claims would be
-            // refused anyway): wait until the keeper takes it again. Stopped
-            // meanwhile, it stops at once, even with a last look at its own
-            // list due: that look's claims would be refused too, and what the
-            // list holds is for the lease's next holder to settle.
+            // refused anyway): wait until the keeper takes it again. A look
+            // at its own list that an outage left due is made first: its
+            // claims are refused, which gives back to the queue what never
+            // ran here, and a result kept here is written again. The next
+            // holder cannot settle that list: its reaper leaves alone the
+            // list of a worker that beats, as this one does while it waits.
+            // Stopped meanwhile, it stops at once, even with that look due.
             if let Some(held) = self.held
                 && held.token() == 0
+                && (!outage.check_own || self.token.is_cancelled())
             {
                 if !held.wait(self.token).await {
                     return;

@@ -107,13 +107,16 @@ pub fn start_standby_worker(
                 let engine = match opened {
                     Some(engine) => engine,
                     None => {
-                        let store = tokio::task::spawn_blocking(move || {
+                        let opening = tokio::task::spawn_blocking(move || {
                             circles::open_store(&circle, &data_dir, &limits, durability)
                                 .map(|s| (circle, s))
-                        })
-                        .await
-                        .map_err(|e| format!("opening the database panicked: {e}"))?
-                        .map_err(|e| e.to_string())?;
+                        });
+                        // The lease stays this database's while it opens.
+                        let store = worker::keeping_lease(&config, &options, opening)
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .map_err(|e| format!("opening the database panicked: {e}"))?
+                            .map_err(|e| e.to_string())?;
                         let (circle, store) = store;
                         state.opened(&store.db);
                         let engine = store.engine.clone();
