@@ -12,7 +12,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::tasks::{conn, field, submit, wait_field};
+use common::tasks::{conn, field, lease, submit, wait_field};
 use common::{Orchestrator, Sandbox, epoch_ms, port};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -27,14 +27,6 @@ fn spawn_running(sandbox: &Sandbox, config: &Path, url: &str, dir: &Path) -> Orc
     o.wait_table();
     o.wait_stdout("Running", WAIT);
     o
-}
-
-fn lease(conn: &mut redis::Connection) -> Option<client::Lease> {
-    let value: Option<String> = redis::cmd("GET")
-        .arg(client::keys::queue_owner("alpha"))
-        .query(conn)
-        .expect("get");
-    value.map(|v| client::Lease::parse(&v).expect("a lease"))
 }
 
 const SLOW: &str = "let x = 0; while x < 2_000_000_000 { x += 1; } x";

@@ -13,7 +13,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::tasks::{conn, field, submit, wait_field};
+use common::tasks::{conn, field, lease, submit, wait_field};
 use common::{Orchestrator, Sandbox, port};
 use serde_json::json;
 use testkit::RedisServer;
@@ -57,14 +57,6 @@ fn ran_by(conn: &mut redis::Connection, id: &str) -> u32 {
         .next()
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("worker id {worker:?}"))
-}
-
-fn lease(conn: &mut redis::Connection) -> Option<client::Lease> {
-    let value: Option<String> = redis::cmd("GET")
-        .arg(client::keys::queue_owner("alpha"))
-        .query(conn)
-        .expect("get");
-    value.map(|v| client::Lease::parse(&v).expect("a lease"))
 }
 
 /// Reloads `o` and waits for its `nth` "reload applied" line.

@@ -8,18 +8,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::tasks::{conn, field, submit, wait_field};
+use common::tasks::{conn, field, lease, submit, wait_field};
 use common::{Orchestrator, Sandbox, port};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn lease(conn: &mut redis::Connection) -> Option<client::Lease> {
-    let value: Option<String> = redis::cmd("GET")
-        .arg(client::keys::queue_owner("alpha"))
-        .query(conn)
-        .expect("get");
-    value.map(|v| client::Lease::parse(&v).expect("a lease"))
-}
 
 fn blocked_pops(conn: &mut redis::Connection) -> usize {
     let list: String = redis::cmd("CLIENT")

@@ -10,18 +10,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::tasks::{conn, submit, wait_field};
+use common::tasks::{conn, lease, submit, wait_field};
 use common::{Sandbox, port};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn lease(conn: &mut redis::Connection) -> Option<client::Lease> {
-    let value: Option<String> = redis::cmd("GET")
-        .arg(client::keys::queue_owner("alpha"))
-        .query(conn)
-        .expect("get");
-    value.map(|v| client::Lease::parse(&v).expect("a lease"))
-}
 
 /// A database at `dir` with about `mb` MB of records and no checkpoint.
 fn big_database(dir: &std::path::Path, mb: usize) {

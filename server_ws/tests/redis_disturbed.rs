@@ -71,6 +71,20 @@ async fn redis_cmd(fx: &Fixture, args: &[&str]) {
     let _: redis::Value = cmd.query_async(&mut conn).await.expect("admin command");
 }
 
+/// Stops Redis (SIGSTOP) for `pause`, then lets it go on.
+async fn stop_redis_for(fx: &Fixture, pause: Duration) {
+    let pid = fx.redis.pid().expect("pid").to_string();
+    let signal = |sig: &str| {
+        let sent = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    tokio::time::sleep(pause).await;
+    signal("-CONT");
+}
+
 async fn run_scenario(disturb: impl AsyncFnOnce(&mut Fixture)) {
     let mut fx = Fixture::start_with(|_| {}, ServerTiming::default(), false).await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -199,25 +213,7 @@ async fn every_play_gets_one_reply_through_a_client_pause() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_play_gets_one_reply_through_a_stop_shorter_than_the_response_timeout() {
-    run_scenario(async |fx| {
-        let pid = fx.redis.pid().expect("pid").to_string();
-        assert!(
-            std::process::Command::new("kill")
-                .args(["-STOP", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        assert!(
-            std::process::Command::new("kill")
-                .args(["-CONT", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-    })
-    .await;
+    run_scenario(async |fx| stop_redis_for(fx, Duration::from_secs(4)).await).await;
 }
 
 /// Redis stopped (SIGSTOP) for 8 s under load, past the client's 5 s
@@ -228,25 +224,7 @@ async fn every_play_gets_one_reply_through_a_stop_shorter_than_the_response_time
 /// its outcome, or -32002 with its `task_id` ("it may have run").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_play_whose_submit_got_no_reply_is_not_told_nothing_was_queued() {
-    run_scenario(async |fx| {
-        let pid = fx.redis.pid().expect("pid").to_string();
-        assert!(
-            std::process::Command::new("kill")
-                .args(["-STOP", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        tokio::time::sleep(Duration::from_secs(8)).await;
-        assert!(
-            std::process::Command::new("kill")
-                .args(["-CONT", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-    })
-    .await;
+    run_scenario(async |fx| stop_redis_for(fx, Duration::from_secs(8)).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

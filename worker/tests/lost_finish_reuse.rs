@@ -13,99 +13,16 @@ use worker::WorkerConfig;
 const WAIT: Duration = Duration::from_secs(30);
 const QUEUE: &str = "reuse";
 
-/// Where the new `job` stands when the worker's finish fails (the finish
-/// that claims the next batch stops at `t2`, whose cancel it ends and whose
-/// notification the ACL refuses): still pending in the processing list,
-/// or claimed (`processing` by this worker) with the claim's reply lost.
-#[derive(Clone, Copy)]
-enum Reuse {
-    Pending,
-    Claimed,
-}
-
-/// `job` ran here once ("first") and its hash is gone. The third party
-/// submits `job` again with another script; it lands in the worker's
-/// processing list behind a finish that fails, so the worker finds it in
-/// its look at that list after the failure (the `check_own` path, as in
-/// `finish_failures.rs`). The new `job` runs and answers "second": it is
-/// not the task whose result the worker kept.
-async fn a_new_task_under_a_finished_id_runs(reuse: Reuse) {
-    let redis = testkit::RedisServer::start();
-    let port = redis.port();
-    let url = acl_user(port, Some("rhai_*"));
-    let worker = TestWorker::start_fresh(
-        WorkerConfig::new(&url, QUEUE),
-        fast_options(),
-        slow_limits(),
-    );
-    let mut conn = raw(&redis.url()).await;
-    push_task(&mut conn, QUEUE, "job", &[], "\"first\"").await;
-    until_status(&conn, "job", "completed", WAIT).await;
-    assert_eq!(
-        hget(&mut conn, "job", "output").await.as_deref(),
-        Some("first")
-    );
-    // The old hash is gone (expired, or deleted by its owner).
-    let _: () = redis::cmd("DEL")
-        .arg(client::keys::task_details("job"))
-        .query_async(&mut conn)
-        .await
-        .expect("del");
-
-    push_task(
-        &mut conn,
-        QUEUE,
-        "t0",
-        &[],
-        "let t = timestamp(); while t.elapsed < 1.0 { } \"t0\"",
-    )
-    .await;
-    until_status(&conn, "t0", "processing", WAIT).await;
-    push_task(&mut conn, QUEUE, "t1", &[], "\"t1\"").await;
-    let job = async |conn: &mut redis::aio::MultiplexedConnection| {
-        push_task(conn, QUEUE, "job", &[], "\"second\"").await;
-    };
-    if let Reuse::Claimed = reuse {
-        job(&mut conn).await;
-    }
-    push_task(
-        &mut conn,
-        QUEUE,
-        "t2",
-        &[("cancel", "gone"), ("replyTo", "refused_channel")],
-        "\"t2\"",
-    )
-    .await;
-    if let Reuse::Pending = reuse {
-        job(&mut conn).await;
-    }
-    for id in ["t0", "t1"] {
-        until_status(&conn, id, "completed", WAIT).await;
-    }
-    until_status(&conn, "t2", "error", WAIT).await;
-    until_ended(&conn, "job", WAIT).await;
-    let job = hgetall(&mut conn, "job").await;
-    assert_eq!(
-        (
-            job.get("status").map(String::as_str),
-            job.get("output").map(String::as_str)
-        ),
-        (Some("completed"), Some("second")),
-        "the new task `job` did not run; it got the old one's result: {job:?}"
-    );
-    worker.stop().await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_task_reusing_a_finished_id_runs_and_is_not_answered_with_the_old_result() {
-    a_new_task_under_a_finished_id_runs(Reuse::Pending).await;
+    a_pushed_again_id_behind_a_failed_finish_runs(QUEUE, Reuse::Pending, false).await;
 }
 
 /// The new task's claim shows it `processing` by this worker, as the old
 /// run whose finish Redis lost would be: its `createdAt` tells them apart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_task_reusing_a_finished_id_claimed_before_the_lost_reply_runs() {
-    a_new_task_under_a_finished_id_runs(Reuse::Claimed).await;
+    a_pushed_again_id_behind_a_failed_finish_runs(QUEUE, Reuse::Claimed, false).await;
 }
 
 /// A task whose acknowledged finish Redis lost is written again, not run

@@ -42,78 +42,19 @@ async fn reused_id_with_old_hash_runs_without_an_outage() {
 }
 
 /// The same reuse, landing in the worker's processing list behind a finish
-/// that fails (as `lost_finish_reuse.rs`, without deleting the old hash):
-/// pending there (`claimed` false) or claimed by that finish, its reply
-/// lost. Claimed, its hash shows it `processing` by this worker with the
-/// `createdAt` of the run that ended, as a run whose finish Redis lost
-/// would: the claim's own `startedAt` tells them apart.
-async fn reused_id_with_old_hash_behind_a_failed_finish_runs(claimed: bool) {
-    let redis = testkit::RedisServer::start();
-    let port = redis.port();
-    let url = acl_user(port, Some("rhai_*"));
-    let worker = TestWorker::start_fresh(
-        WorkerConfig::new(&url, QUEUE),
-        fast_options(),
-        slow_limits(),
-    );
-    let mut conn = raw(&redis.url()).await;
-    push_task(&mut conn, QUEUE, "job", &[], "\"first\"").await;
-    until_status(&conn, "job", "completed", WAIT).await;
-    push_task(
-        &mut conn,
-        QUEUE,
-        "t0",
-        &[],
-        "let t = timestamp(); while t.elapsed < 1.0 { } \"t0\"",
-    )
-    .await;
-    until_status(&conn, "t0", "processing", WAIT).await;
-    push_task(&mut conn, QUEUE, "t1", &[], "\"t1\"").await;
-    // Pushed again after it ended: status and script rewritten, the old
-    // hash (its createdAt, its output) still there.
-    let job = async |conn: &mut redis::aio::MultiplexedConnection| {
-        push_task(conn, QUEUE, "job", &[], "\"second\"").await;
-    };
-    if claimed {
-        job(&mut conn).await;
-    }
-    push_task(
-        &mut conn,
-        QUEUE,
-        "t2",
-        &[("cancel", "gone"), ("replyTo", "refused_channel")],
-        "\"t2\"",
-    )
-    .await;
-    if !claimed {
-        job(&mut conn).await;
-    }
-    for id in ["t0", "t1"] {
-        until_status(&conn, id, "completed", WAIT).await;
-    }
-    until_status(&conn, "t2", "error", WAIT).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    until_ended(&conn, "job", WAIT).await;
-    let job = hgetall(&mut conn, "job").await;
-    assert_eq!(
-        (
-            job.get("status").map(String::as_str),
-            job.get("output").map(String::as_str)
-        ),
-        (Some("completed"), Some("second")),
-        "the new task `job` did not run; it got the old one's result: {job:?}"
-    );
-    worker.stop().await;
-}
-
+/// that fails (as `lost_finish_reuse.rs`, the old hash kept): pending
+/// there, or claimed by that finish, its reply lost. Claimed, its hash
+/// shows it `processing` by this worker with the `createdAt` of the run
+/// that ended, as a run whose finish Redis lost would: the claim's own
+/// `startedAt` tells them apart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reused_id_with_old_hash_found_pending_in_the_processing_list_after_an_outage_runs() {
-    reused_id_with_old_hash_behind_a_failed_finish_runs(false).await;
+    a_pushed_again_id_behind_a_failed_finish_runs(QUEUE, Reuse::Pending, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reused_id_with_old_hash_claimed_before_the_lost_reply_runs() {
-    reused_id_with_old_hash_behind_a_failed_finish_runs(true).await;
+    a_pushed_again_id_behind_a_failed_finish_runs(QUEUE, Reuse::Claimed, true).await;
 }
 
 /// A task a restored Redis shows queued again (`group.rs`: its kept result

@@ -59,15 +59,6 @@ async fn a_task_queued_in_an_older_snapshot_is_not_run_again_after_redis_restart
     worker.stop().await;
 }
 
-/// Milliseconds since the Unix epoch, as a submitter writes `createdAt`.
-fn now_ms() -> String {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis()
-        .to_string()
-}
-
 /// The snapshot shows three tasks claimed by this worker in one script:
 /// `slow`, then `unrun` (cancelled after the snapshot, so it never ran
 /// here), then `once`, which ran and whose finish Redis acknowledged.

@@ -74,3 +74,12 @@ pub fn queue_slow_tasks(redis: &testkit::RedisServer, queue: &str, n: usize) {
             .expect("queue a task");
     }
 }
+
+/// Circle Alpha's queue lease as Redis holds it.
+pub fn lease(conn: &mut redis::Connection) -> Option<client::Lease> {
+    let value: Option<String> = redis::cmd("GET")
+        .arg(client::keys::queue_owner("alpha"))
+        .query(conn)
+        .expect("get");
+    value.map(|v| client::Lease::parse(&v).expect("a lease"))
+}

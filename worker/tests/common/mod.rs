@@ -195,6 +195,103 @@ pub async fn until_ended(conn: &redis::aio::MultiplexedConnection, id: &str, tim
     .await;
 }
 
+/// Where a pushed-again `job` stands when the worker's finish fails (the
+/// finish that claims the next batch stops at `t2`, whose cancel it ends and
+/// whose notification the ACL refuses): still pending in the processing
+/// list, or claimed (`processing` by this worker) with the claim's reply
+/// lost.
+#[derive(Clone, Copy)]
+pub enum Reuse {
+    Pending,
+    Claimed,
+}
+
+/// `job` ran here once ("first"); its old hash is deleted (expired, or
+/// deleted by its owner) or kept (a "retry" tool overwrites `status` and
+/// `script` only, so the old `createdAt` and output stay). A third party
+/// pushes `job` again with another script; it lands in the worker's
+/// processing list behind a finish that fails, so the worker finds it in
+/// its look at that list after the failure (the `check_own` path, as in
+/// `finish_failures.rs`). The new `job` runs and answers "second": it is
+/// not the task whose result the worker kept.
+pub async fn a_pushed_again_id_behind_a_failed_finish_runs(
+    queue: &str,
+    reuse: Reuse,
+    keep_old_hash: bool,
+) {
+    let redis = testkit::RedisServer::start();
+    let url = acl_user(redis.port(), Some("rhai_*"));
+    let worker = TestWorker::start_fresh(
+        WorkerConfig::new(&url, queue),
+        fast_options(),
+        slow_limits(),
+    );
+    let wait = Duration::from_secs(30);
+    let mut conn = raw(&redis.url()).await;
+    push_task(&mut conn, queue, "job", &[], "\"first\"").await;
+    until_status(&conn, "job", "completed", wait).await;
+    assert_eq!(
+        hget(&mut conn, "job", "output").await.as_deref(),
+        Some("first")
+    );
+    if !keep_old_hash {
+        let _: () = redis::cmd("DEL")
+            .arg(client::keys::task_details("job"))
+            .query_async(&mut conn)
+            .await
+            .expect("del");
+    }
+    push_task(
+        &mut conn,
+        queue,
+        "t0",
+        &[],
+        "let t = timestamp(); while t.elapsed < 1.0 { } \"t0\"",
+    )
+    .await;
+    until_status(&conn, "t0", "processing", wait).await;
+    push_task(&mut conn, queue, "t1", &[], "\"t1\"").await;
+    if let Reuse::Claimed = reuse {
+        push_task(&mut conn, queue, "job", &[], "\"second\"").await;
+    }
+    push_task(
+        &mut conn,
+        queue,
+        "t2",
+        &[("cancel", "gone"), ("replyTo", "refused_channel")],
+        "\"t2\"",
+    )
+    .await;
+    if let Reuse::Pending = reuse {
+        push_task(&mut conn, queue, "job", &[], "\"second\"").await;
+    }
+    for id in ["t0", "t1"] {
+        until_status(&conn, id, "completed", wait).await;
+    }
+    until_status(&conn, "t2", "error", wait).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    until_ended(&conn, "job", wait).await;
+    let job = hgetall(&mut conn, "job").await;
+    assert_eq!(
+        (
+            job.get("status").map(String::as_str),
+            job.get("output").map(String::as_str)
+        ),
+        (Some("completed"), Some("second")),
+        "the new task `job` did not run; it got the old one's result: {job:?}"
+    );
+    worker.stop().await;
+}
+
+/// Milliseconds since the Unix epoch, as a submitter writes `createdAt`.
+pub fn now_ms() -> String {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis()
+        .to_string()
+}
+
 /// On `queue`: a `blocker` that runs 1 s, and behind it task `once`
 /// (`db::insert(1)`, with its `createdAt` as this client writes it),
 /// still queued when Redis takes the snapshot (`SAVE`) a restart restores.
@@ -212,11 +309,7 @@ pub async fn queued_behind_a_blocker_then_saved(
     )
     .await;
     until_status(conn, "blocker", "processing", timeout).await;
-    let created = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis()
-        .to_string();
+    let created = now_ms();
     push_task(
         conn,
         queue,
