@@ -38,6 +38,12 @@ pub const DELIVERED_TTL: &str = "deliveredTtl";
 /// Optional: `1` lets a reaper put the task back on the queue when its worker
 /// died while running it, instead of ending it with `worker_lost`.
 pub const RETRY: &str = "retry";
+/// Written by a reaper that put a [`RETRY`] task back on the queue (its
+/// worker died while it ran), with the time (ms since the epoch): the task
+/// may have run and committed writes, so if it is then cancelled, or its
+/// deadline passes, before it starts again, it ends as `worker_lost`, never
+/// as "cancelled" or "expired before it ran".
+pub const LOST_AT: &str = "lostAt";
 /// Optional: the name of the authenticated principal that submitted the
 /// task ([`crate::Caller`]); never the token. Scripts read it with
 /// `caller()`. Read only together with [`ROLE`]; absent for an open circle

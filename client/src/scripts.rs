@@ -243,16 +243,22 @@ static REAP: LazyLock<Script> = LazyLock::new(|| {
 if redis.call('EXISTS', KEYS[5]) == 1 then return -1 end
 return counted(KEYS[3], function(stats)
   local lost, requeued = 0, 0
-  local ids = redis.call('LRANGE', KEYS[4], 0, -1)
+  -- A processing key of another type (a third party's, or edited by hand)
+  -- is none of ours to resolve or delete: it is left as it is, and the
+  -- reap goes on to the queue's other workers.
+  local ids = redis.pcall('LRANGE', KEYS[4], 0, -1)
+  if ids.err then return {{ 0, 0 }} end
   for _, id in ipairs(ids) do
     local dkey = ARGV[2] .. id
     local h = read_task(dkey, 'status', 'workerId', 'retry', 'replyTo', 'deliveredTtl',
       'deadline', 'cancel') or {{}}
     if h[1] == 'processing' and h[2] == ARGV[1] then
-      -- A retry task whose submitter cancelled it is not run again: it ends
-      -- as lost (it may have run), never as cancelled 'before it ran'.
-      if h[3] == '1' and not h[7] then
-        redis.call('HSET', dkey, 'status', 'pending', 'updatedAt', ARGV[3])
+      -- A retry task whose submitter cancelled it, or whose deadline has
+      -- passed, is not run again: it ends as lost (it may have run), never
+      -- as cancelled or expired 'before it ran'.
+      local over = h[6] and tonumber(h[6]) and tonumber(ARGV[3]) > tonumber(h[6])
+      if h[3] == '1' and not h[7] and not over then
+        redis.call('HSET', dkey, 'status', 'pending', 'updatedAt', ARGV[3], 'lostAt', ARGV[3])
         redis.call('HDEL', dkey, 'workerId', 'startedAt')
         redis.call('RPUSH', KEYS[2], id)
         requeued = requeued + 1

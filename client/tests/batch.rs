@@ -182,7 +182,14 @@ async fn a_batch_is_claimed_oldest_first_and_each_task_is_finished_with_its_own_
         .await
         .expect("finish");
     assert_eq!(done.written, [true, true]);
-    assert_eq!(done.cancelled, [(c.clone(), "not any more".to_owned())]);
+    assert_eq!(
+        done.cancelled,
+        [(
+            c.clone(),
+            "not any more".to_owned(),
+            client::FailureKind::Cancelled
+        )]
+    );
     assert!(done.next.is_empty(), "none asked for");
 
     assert!(matches!(a.outcome().await, Ok(Outcome::Completed(ref o)) if o.output == "1"));
@@ -251,7 +258,14 @@ async fn a_finish_sent_again_after_a_lost_reply_reports_what_its_first_try_settl
         .finish_batch(&outcomes, &[b, c], 0, false)
         .await
         .expect("finish");
-    assert_eq!(first.cancelled, [(b.clone(), "not any more".to_owned())]);
+    assert_eq!(
+        first.cancelled,
+        [(
+            b.clone(),
+            "not any more".to_owned(),
+            client::FailureKind::Cancelled
+        )]
+    );
     assert!(first.gone.is_empty());
     assert_eq!(counted(&client).await, (1, 1));
     // Its reply lost, the worker sends the same again and hears what the

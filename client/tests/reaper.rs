@@ -322,3 +322,295 @@ async fn a_worker_id_that_is_not_utf8_in_the_worker_set_does_not_stop_the_reaper
         "{outcome:?}"
     );
 }
+
+/// A task that opted in to retry (`retry=1`) was claimed and started by a
+/// worker that then died; by the time a reaper finds it, its deadline has
+/// passed (the reaper needs the heartbeat TTL plus a reap interval, about
+/// 30 s by default, which outlasts many tasks' timeouts). It may have run and
+/// committed writes, so it must not end saying it never ran: README says
+/// `worker_lost` is "the one case where an `error` does not mean that
+/// nothing is written", and "A `deadline` in the past ends the task as
+/// `expired` without running it". The reaper ends a retry task whose
+/// submitter cancelled it as lost for the same reason.
+#[tokio::test]
+async fn a_dead_worker_s_retry_task_whose_deadline_passed_does_not_end_as_never_run() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let client = Client::connect(&url).await.expect("connect");
+    // A deadline 300 ms out, as `--task-timeout` writes one.
+    let opts = SubmitOptions::with_timeout(Duration::from_millis(300));
+    let retry = client
+        .submit("r", "db::insert(1); 1", &opts)
+        .await
+        .expect("submit");
+    let mut conn = raw(&url).await;
+    let _: () = redis::cmd("HSET")
+        .arg(client::keys::task_details(&retry))
+        .arg(client::fields::RETRY)
+        .arg("1")
+        .query_async(&mut conn)
+        .await
+        .expect("hset retry");
+
+    let options = BrokerOptions::new(Duration::from_secs(60));
+    let ghost = WorkerBroker::new(&url, "r", "ghost", &options).expect("broker");
+    ghost
+        .beat(Duration::from_millis(100), false)
+        .await
+        .expect("beat");
+    // Claimed: the ghost starts its script, then dies.
+    match ghost.pop_and_claim().await.expect("claim") {
+        Some(Claim::Run(task)) => assert_eq!(task.task_id, retry),
+        other => panic!("{other:?}"),
+    }
+    wait_for_expiry(&url, &client::keys::heartbeat("r", "ghost")).await;
+    // Past the task's deadline when the reaper looks.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    let reaper = WorkerBroker::new(&url, "r", "reaper", &options).expect("broker");
+    reaper
+        .beat(Duration::from_secs(5), true)
+        .await
+        .expect("beat and reap");
+    // Whatever the reaper did, the next claim settles the task.
+    if let Some(claim) = reaper.pop_and_claim().await.expect("claim") {
+        assert!(
+            !matches!(claim, Claim::Run(_)),
+            "past its deadline: {claim:?}"
+        );
+    }
+    let Outcome::Failed(f) = client
+        .wait(&retry, Duration::from_secs(5))
+        .await
+        .expect("wait")
+    else {
+        panic!("the task cannot complete")
+    };
+    assert!(
+        !f.message.contains("before it ran") && f.kind.as_str() != "expired",
+        "a task that was running when its worker died ends as {:?}: {:?}",
+        f.kind.as_str(),
+        f.message
+    );
+}
+
+/// One registered worker whose processing key is not a list (a third
+/// party's worker registered under the queue with a key of its own kind, or
+/// a key edited by hand) must not stop the reaper for every other dead
+/// worker of the queue: its REAP fails with WRONGTYPE, and the reap of the
+/// workers after it in the set never runs, at every beat, for good. The
+/// ghost's task then stays `processing` forever (DESIGN §3: "Every task that
+/// was pushed reaches `completed` or `error`").
+#[tokio::test]
+async fn a_dead_worker_whose_processing_key_is_not_a_list_does_not_stop_the_reaper() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let client = Client::connect(&url).await.expect("connect");
+    let opts = SubmitOptions::with_timeout(Duration::from_secs(30));
+    let task = client.submit("r", "plain", &opts).await.expect("submit");
+    let mut conn = raw(&url).await;
+    // Dead (no heartbeat key), its processing key a string. Worker ids that
+    // are numbers keep the set an intset, listed in order: this one first.
+    let _: () = redis::cmd("SADD")
+        .arg(client::keys::workers("r"))
+        .arg("1")
+        .query_async(&mut conn)
+        .await
+        .expect("sadd");
+    let _: () = redis::cmd("SET")
+        .arg(client::keys::processing("r", "1"))
+        .arg("not a list")
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    let options = BrokerOptions::new(Duration::from_secs(60));
+    let ghost = WorkerBroker::new(&url, "r", "2", &options).expect("broker");
+    ghost
+        .beat(Duration::from_millis(100), false)
+        .await
+        .expect("beat");
+    assert!(matches!(
+        ghost.pop_and_claim().await.expect("claim"),
+        Some(Claim::Run(_))
+    ));
+    wait_for_expiry(&url, &client::keys::heartbeat("r", "2")).await;
+
+    let reaper = WorkerBroker::new(&url, "r", "3", &options).expect("broker");
+    // Beat (and reap) a few times, as a live worker does.
+    for _ in 0..3 {
+        let _ = reaper.beat(Duration::from_secs(5), true).await;
+    }
+    let status: Option<String> = redis::cmd("HGET")
+        .arg(client::keys::task_details(&task))
+        .arg("status")
+        .query_async(&mut conn)
+        .await
+        .expect("hget");
+    assert_eq!(
+        status.as_deref(),
+        Some("error"),
+        "the dead ghost's task is still not resolved by the reaper"
+    );
+}
+
+/// A retry task a reaper put back on the queue (its worker died while it
+/// ran) may have committed writes. Back in the queue, it can still be
+/// cancelled, or see its deadline pass before a worker takes it (the queue
+/// is busy, or no worker serves it for a while); its claim must not then
+/// end it saying it never ran ("cancelled before it ran", "expired before
+/// it ran"): README, `worker_lost` is "the one case where an `error` does
+/// not mean that nothing is written".
+#[tokio::test]
+async fn a_retry_task_put_back_by_the_reaper_and_then_cancelled_or_expired_does_not_end_as_never_run()
+ {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let client = Client::connect(&url).await.expect("connect");
+    let mut conn = raw(&url).await;
+    let short = SubmitOptions::with_timeout(Duration::from_millis(1500));
+    let long = SubmitOptions::with_timeout(Duration::from_secs(30));
+    let expiring = client
+        .submit("r", "db::insert(1); 1", &short)
+        .await
+        .expect("submit");
+    let cancelled = client
+        .submit("r", "db::insert(2); 2", &long)
+        .await
+        .expect("submit");
+    for id in [&expiring, &cancelled] {
+        let _: () = redis::cmd("HSET")
+            .arg(client::keys::task_details(id))
+            .arg(client::fields::RETRY)
+            .arg("1")
+            .query_async(&mut conn)
+            .await
+            .expect("hset retry");
+    }
+    let options = BrokerOptions::new(Duration::from_secs(60));
+    let ghost = WorkerBroker::new(&url, "r", "ghost", &options).expect("broker");
+    ghost
+        .beat(Duration::from_millis(100), false)
+        .await
+        .expect("beat");
+    // The ghost claims both (a batch), runs them, and dies unreported.
+    assert_eq!(ghost.claim_batch(2).await.expect("claim").len(), 2);
+    wait_for_expiry(&url, &client::keys::heartbeat("r", "ghost")).await;
+    let reaper = WorkerBroker::new(&url, "r", "reaper", &options).expect("broker");
+    assert_eq!(
+        reaper
+            .beat(Duration::from_secs(5), true)
+            .await
+            .expect("beat and reap"),
+        (0, 2),
+        "both opted in to retry, neither is past its deadline or cancelled yet"
+    );
+    // Back in the queue: one is cancelled, the other's deadline passes.
+    assert!(
+        client
+            .cancel(&cancelled, "the client went away")
+            .await
+            .expect("cancel")
+    );
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    for claim in reaper.claim_batch(2).await.expect("claim") {
+        assert!(matches!(claim, Claim::Lost { .. }), "{claim:?}");
+    }
+    for id in [&expiring, &cancelled] {
+        let Outcome::Failed(f) = client.wait(id, Duration::from_secs(5)).await.expect("wait")
+        else {
+            panic!("{id} cannot complete")
+        };
+        assert_eq!(f.kind, client::FailureKind::WorkerLost, "{f:?}");
+        assert!(
+            !f.message.contains("before it ran"),
+            "a task that may have run ends as {:?}: {:?}",
+            f.kind.as_str(),
+            f.message
+        );
+    }
+}
+
+/// As above, for a put-back retry task that a worker claimed again in a
+/// batch and holds, unstarted, behind another when it is cancelled: the
+/// batched finish ends it without running it, and must not say it never
+/// ran either.
+#[tokio::test]
+async fn a_retry_task_put_back_by_the_reaper_and_cancelled_while_held_does_not_end_as_never_run() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let client = Client::connect(&url).await.expect("connect");
+    let mut conn = raw(&url).await;
+    let opts = SubmitOptions::with_timeout(Duration::from_secs(30));
+    let retry = client
+        .submit("r", "db::insert(1); 1", &opts)
+        .await
+        .expect("submit");
+    let _: () = redis::cmd("HSET")
+        .arg(client::keys::task_details(&retry))
+        .arg(client::fields::RETRY)
+        .arg("1")
+        .query_async(&mut conn)
+        .await
+        .expect("hset retry");
+    let options = BrokerOptions::new(Duration::from_secs(60));
+    let ghost = WorkerBroker::new(&url, "r", "ghost", &options).expect("broker");
+    ghost
+        .beat(Duration::from_millis(100), false)
+        .await
+        .expect("beat");
+    assert_eq!(ghost.claim_batch(1).await.expect("claim").len(), 1);
+    wait_for_expiry(&url, &client::keys::heartbeat("r", "ghost")).await;
+    let reaper = WorkerBroker::new(&url, "r", "reaper", &options).expect("broker");
+    assert_eq!(
+        reaper
+            .beat(Duration::from_secs(5), true)
+            .await
+            .expect("beat and reap"),
+        (0, 1)
+    );
+    // A task queued behind it; the reaper's worker claims both in one
+    // batch, runs `first` (the order does not matter to the finish) and
+    // still holds `retry`, unstarted, when it is cancelled.
+    let first = client.submit("r", "2", &opts).await.expect("submit");
+    let claims = reaper.claim_batch(2).await.expect("claim");
+    assert_eq!(claims.len(), 2, "{claims:?}");
+    assert!(
+        client
+            .cancel(&retry, "the client went away")
+            .await
+            .expect("cancel")
+    );
+    let done = reaper
+        .finish_batch(
+            &[Outcome::Completed(client::TaskOutput {
+                task_id: first.clone(),
+                output: "2".into(),
+                printed: String::new(),
+                run_time: Some(Duration::ZERO),
+            })],
+            &[retry.as_str()],
+            0,
+            false,
+        )
+        .await
+        .expect("finish");
+    assert_eq!(done.cancelled.len(), 1, "{done:?}");
+    assert_eq!(
+        done.cancelled[0].2,
+        client::FailureKind::WorkerLost,
+        "{done:?}"
+    );
+    let Outcome::Failed(f) = client
+        .wait(&retry, Duration::from_secs(5))
+        .await
+        .expect("wait")
+    else {
+        panic!("cancelled")
+    };
+    assert!(
+        !f.message.contains("before it ran"),
+        "a task that may have run ends as {:?}: {:?}",
+        f.kind.as_str(),
+        f.message
+    );
+}

@@ -352,13 +352,20 @@ impl Taker<'_> {
                             ready.push_back(claim);
                         }
                     }
-                    for (task_id, reason) in &done.cancelled {
+                    for (task_id, reason, kind) in &done.cancelled {
+                        // `worker_lost`: a reaper had put it back after its
+                        // worker died while it ran; it may have run then.
+                        let again = if *kind == FailureKind::WorkerLost {
+                            " again, after its worker died while it ran"
+                        } else {
+                            ""
+                        };
                         log::info!(
                             task = task_id.as_str(), circle = self.config.circle.as_str(), queue = self.config.queue.as_str();
-                            "queue {}: task {task_id} was cancelled before it ran: {reason}",
+                            "queue {}: task {task_id} was cancelled before it ran{again}: {reason}",
                             self.config.queue
                         );
-                        self.ended_unrun(&FailureKind::Cancelled);
+                        self.ended_unrun(kind);
                     }
                     for task_id in &done.gone {
                         log::info!(
@@ -371,7 +378,7 @@ impl Taker<'_> {
                     }
                     // What the finish ended or found gone never runs here;
                     // with release, no held task does.
-                    let unrun: HashSet<&str> = (done.cancelled.iter().map(|(id, _)| id))
+                    let unrun: HashSet<&str> = (done.cancelled.iter().map(|(id, ..)| id))
                         .chain(&done.gone)
                         .map(String::as_str)
                         .collect();

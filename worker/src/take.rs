@@ -377,6 +377,14 @@ impl Taker<'_> {
                 );
                 self.ended_unrun(&FailureKind::Cancelled);
             }
+            Claim::Lost { task_id, reason } => {
+                log::info!(
+                    task = task_id.as_str(), circle = self.config.circle.as_str(), queue = self.config.queue.as_str();
+                    "queue {}: task {task_id} does not run again: {reason}",
+                    self.config.queue
+                );
+                self.ended_unrun(&FailureKind::WorkerLost);
+            }
             Claim::Invalid { task_id, reason } => {
                 log::warn!(
                     task = task_id.as_str(), circle = self.config.circle.as_str(), queue = self.config.queue.as_str();

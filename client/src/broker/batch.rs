@@ -5,7 +5,7 @@
 use super::claim::ClaimKeys;
 use super::types::{BatchFinish, Claim, MAX_CLAIM_BATCH};
 use super::worker::WorkerBroker;
-use crate::{Error, Outcome, Result, fields, now_ms, scripts};
+use crate::{Error, FailureKind, Outcome, Result, fields, now_ms, scripts};
 
 impl WorkerBroker {
     /// Non-blocking: moves up to `n` of the oldest queued ids into this
@@ -97,8 +97,13 @@ impl WorkerBroker {
                 .map_err(|e| bad(&e.to_string()))
         };
         let cancelled = texts(cancelled)?
-            .chunks(2)
-            .map(|p| (p[0].clone(), p.get(1).cloned().unwrap_or_default()))
+            .chunks(3)
+            .map(|p| {
+                let kind = p
+                    .get(2)
+                    .map_or(FailureKind::Cancelled, |k| FailureKind::from_wire(k));
+                (p[0].clone(), p.get(1).cloned().unwrap_or_default(), kind)
+            })
             .collect();
         let mut next = self.settle_all(claims, "finish").await?;
         ClaimKeys::sent(&mut next, &fencing);

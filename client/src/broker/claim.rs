@@ -193,6 +193,10 @@ pub(crate) fn parse_claim(reply: RawClaim) -> Result<Option<Parsed>> {
             task_id: id,
             reason: text(2),
         },
+        "lost" => Claim::Lost {
+            task_id: id,
+            reason: text(2),
+        },
         "missing" => Claim::Invalid {
             task_id: id,
             reason: "its details hash did not exist; ended as error in a new hash".to_owned(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::conn::ConnSettings;
-use crate::{Caller, Lease};
+use crate::{Caller, FailureKind, Lease};
 
 /// The reason written into a task whose worker died while running it.
 /// Its outcome is unknown: the worker may have committed the script's writes
@@ -30,10 +30,12 @@ pub struct BatchFinish {
     /// third party had ended it) or when the same id came earlier in the
     /// list.
     pub written: Vec<bool>,
-    /// Held tasks found cancelled, each ended as `error` (kind
-    /// `cancelled`) without running, by this finish or by an earlier try
-    /// of it whose reply was lost: (task id, reason).
-    pub cancelled: Vec<(String, String)>,
+    /// Held tasks found cancelled, each ended as `error` without running,
+    /// by this finish or by an earlier try of it whose reply was lost:
+    /// (task id, reason, kind). The kind is `cancelled`, or `worker_lost`
+    /// for a task a reaper put back after its worker died while it ran
+    /// (`lostAt`: it may have run).
+    pub cancelled: Vec<(String, String, FailureKind)>,
     /// Held tasks no longer this worker's (put back by an earlier try of
     /// this same finish whose reply was lost, ended or put back by a
     /// reaper, or finished by this very call): not to be run here.
@@ -120,6 +122,16 @@ pub enum Claim {
         /// The task id.
         task_id: String,
         /// The reason the canceller gave.
+        reason: String,
+    },
+    /// Put back on the queue by a reaper after its worker died while it
+    /// ran (a `retry` task), then cancelled or past its deadline before it
+    /// started again: ended as `error` (kind `worker_lost`: it may have
+    /// run) without running again.
+    Lost {
+        /// The task id.
+        task_id: String,
+        /// The message it ended with.
         reason: String,
     },
     /// Not runnable (no hash, no script, a `role` that is neither `read` nor

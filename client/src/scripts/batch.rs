@@ -78,7 +78,11 @@ end
 /// party's write (short of one that copies these very fields) differ in
 /// status, output or message.
 const HOLDS: &str = r#"
-local function unrun(why)
+local function unrun(why, lost)
+  if lost then
+    return { 'status', 'error', 'errorKind', KIND_WORKER_LOST, 'error', WORKER_LOST_MESSAGE ..
+      '; put back on the queue to run again (retry), it was cancelled before it started again: ' .. why }
+  end
   return { 'status', 'error', 'errorKind', KIND_CANCELLED, 'error',
     'cancelled before it ran: ' .. why }
 end
@@ -133,7 +137,8 @@ end)"
 /// cancelled while queued; with release, every other held task goes back
 /// to `pending` at the head of the queue, in order (a worker shutting down
 /// gives back what it never started). Returns `{written flags, cancelled
-/// ids and reasons, gone ids, claim…}`: a held task no longer `processing`
+/// ids, reasons and kinds (`worker_lost` for a task with `lostAt`), gone
+/// ids, claim…}`: a held task no longer `processing`
 /// by this worker leaves its processing list, so that a retried finish
 /// never lets the worker run it; it is reported cancelled when its hash
 /// holds the cancel this script writes (an earlier run of this very script
@@ -175,7 +180,7 @@ return counted(KEYS[2], function(stats)
     local id = ARGV[j]
     local dkey = prefix .. id
     local h = read_task(dkey, 'status', 'workerId', 'replyTo', 'deliveredTtl',
-      'deadline', 'cancel') or {{}}
+      'deadline', 'cancel', 'lostAt') or {{}}
     local ours = h[1] == 'processing' and h[2] == worker
     if ours and not h[6] and ARGV[6] == '1' then
       redis.call('HSET', dkey, 'status', 'pending', 'updatedAt', now)
@@ -185,18 +190,20 @@ return counted(KEYS[2], function(stats)
     elseif not ours then
       redis.call('LREM', KEYS[1], 1, id)
       local why = h[6] and shown_reason(h[6])
-      if why and not done[id] and holds(dkey, worker, unrun(why)) then
+      if why and not done[id] and holds(dkey, worker, unrun(why, h[7])) then
         cancelled[#cancelled + 1] = id
         cancelled[#cancelled + 1] = why
+        cancelled[#cancelled + 1] = h[7] and KIND_WORKER_LOST or KIND_CANCELLED
       else
         gone[#gone + 1] = id
       end
     elseif ours and h[6] then
       local why = shown_reason(h[6])
-      finish(dkey, id, KEYS[1], stats, now, ttl, unrun(why), nil, h[3],
+      finish(dkey, id, KEYS[1], stats, now, ttl, unrun(why, h[7]), nil, h[3],
         delivered_ttl(h[4], h[5], h[6], now, ttl))
       cancelled[#cancelled + 1] = id
       cancelled[#cancelled + 1] = why
+      cancelled[#cancelled + 1] = h[7] and KIND_WORKER_LOST or KIND_CANCELLED
     end
   end
   local out = {{ written, cancelled, gone }}

@@ -11,7 +11,9 @@
 /// `{'invalid', id, reason}`, `{'foreign', id, reason}` (its key is not a
 /// hash: the id only leaves the processing list, counted as failed, the key
 /// untouched),
-/// `{'cancelled', id, reason}`, `{'skipped', id, status}` or
+/// `{'cancelled', id, reason}`, `{'lost', id, message}` (a task a reaper put
+/// back, `lostAt`, cancelled or past its deadline before it started again:
+/// ended `worker_lost`), `{'skipped', id, status}` or
 /// `{'expired'|'missing', id}`. Writes
 /// `createdAt` (DESIGN §3: a field the system writes) when the submitter did
 /// not, as a third-party submitter may not. A `role` other than `read` and
@@ -62,7 +64,7 @@ end
 local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
   local dkey = prefix .. id
   local h = read_task(dkey, 'status', 'script', 'deadline', 'workerId', 'replyTo',
-    'createdAt', 'cancel', 'caller', 'role', 'deliveredTtl', unpack(OUTCOME_FIELDS))
+    'createdAt', 'cancel', 'caller', 'role', 'deliveredTtl', 'lostAt', unpack(OUTCOME_FIELDS))
   if not h then
     -- Its key is no hash: nothing can be written there, so the id only
     -- leaves the processing list, counted as failed; the key stays as is.
@@ -109,9 +111,17 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
   -- left go, so the end writes a whole outcome of its own.
   local stale = {}
   for i, field in ipairs(OUTCOME_FIELDS) do
-    if h[10 + i] then stale[#stale + 1] = field end
+    if h[11 + i] then stale[#stale + 1] = field end
   end
+  -- A reaper put it back after its worker died while it ran (`lostAt`),
+  -- unless that mark is of an earlier life of the id (it ended since).
+  local lost = h[11] and #stale == 0
+  if #stale > 0 and h[11] then stale[#stale + 1] = 'lostAt' end
   if #stale > 0 then redis.call('HDEL', dkey, unpack(stale)) end
+  -- Its message when it does not run again: it may have run.
+  local function lost_message(why)
+    return WORKER_LOST_MESSAGE .. '; put back on the queue to run again (retry), ' .. why
+  end
   local created = {}
   if not h[6] then created = { 'createdAt', now } end
   local function failed(kind, message)
@@ -153,10 +163,20 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
   end
   if h[7] then
     local why = shown_reason(h[7])
+    if lost then
+      local message = lost_message('it was cancelled before it started again: ' .. why)
+      failed(KIND_WORKER_LOST, message)
+      return { 'lost', id, message }
+    end
     failed(KIND_CANCELLED, 'cancelled before it ran: ' .. why)
     return { 'cancelled', id, why }
   end
   if deadline and tonumber(deadline) and tonumber(now) > tonumber(deadline) then
+    if lost then
+      local message = lost_message('its deadline passed before it started again')
+      failed(KIND_WORKER_LOST, message)
+      return { 'lost', id, message }
+    end
     failed(KIND_EXPIRED, 'task expired before it ran: its deadline passed while it waited in the queue')
     return { 'expired', id }
   end

@@ -40,6 +40,12 @@ pub(super) static FINISH: LazyLock<String> = LazyLock::new(|| {
     for (local, role) in [("ROLE_READ", Role::Read), ("ROLE_WRITE", Role::Write)] {
         lua.push_str(&format!("local {local} = '{}'\n", role.as_str()));
     }
+    // The message of a task lost with its worker, for a retry task that
+    // does not run again (see `fields::LOST_AT`).
+    lua.push_str(&format!(
+        "local WORKER_LOST_MESSAGE = {:?}\n",
+        crate::broker::WORKER_LOST_MESSAGE
+    ));
     let outcome: Vec<String> = fields::OUTCOME.iter().map(|f| format!("'{f}'")).collect();
     lua.push_str(&format!(
         "local OUTCOME_FIELDS = {{ {} }}\n",
