@@ -26,7 +26,7 @@ fn check_claim(reply: Vec<Vec<u8>>) {
         Err(_) => assert!(
             !matches!(
                 &tag[..],
-                b"run" | b"expired" | b"cancelled" | b"missing" | b"invalid" | b"skipped"
+                b"run" | b"expired" | b"cancelled" | b"lost" | b"missing" | b"invalid" | b"skipped"
             ),
             "a known reply was refused: {read:?}"
         ),
