@@ -132,7 +132,17 @@ pub fn create_dir(dir: &Path, what: &str) -> anyhow::Result<()> {
         return Ok(());
     };
     let shown = dir.display();
-    match dir.ancestors().find(|p| p.exists() && !p.is_dir()) {
+    // `symlink_metadata`: a dangling link is in the way too (`exists` follows it).
+    match dir
+        .ancestors()
+        .find(|p| p.symlink_metadata().is_ok() && !p.is_dir())
+    {
+        Some(link) if !link.exists() => Err(crate::UsageError(format!(
+            "cannot create {what} {shown}: {} is a symbolic link to {}, which does not exist",
+            link.display(),
+            std::fs::read_link(link).map_or_else(|_| "?".into(), |t| t.display().to_string())
+        ))
+        .into()),
         Some(file) => Err(crate::UsageError(format!(
             "cannot create {what} {shown}: {} is a file, where a directory must be",
             file.display()

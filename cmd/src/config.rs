@@ -274,6 +274,10 @@ pub fn redis_url(url: &str) -> Result<client::RedisUrl, String> {
         Ok(parsed) if parsed.host_port().is_none() && !parsed.is_sentinel() => {
             "no host and port".to_string()
         }
+        // No Redis listens there (a redis-server given it listens nowhere).
+        Ok(parsed) if parsed.host_port().is_some_and(|(_, port)| port == 0) => {
+            "port 0, on which no Redis listens".to_string()
+        }
         Ok(parsed) => return Ok(parsed),
     };
     Err(format!(

@@ -10,7 +10,6 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use client::RedisUrl;
 
 use crate::UsageError;
@@ -135,6 +134,11 @@ impl Settings {
         // A worker binds no port, so its --host opens nothing.
         if args.role.serves() {
             check_served(&circles, &args.host, args.allow_open, &admin)?;
+        }
+        // With the managed redis-server allowed, Redis holds that port for
+        // sure (without it, a circle on it fails to bind, blaming Redis).
+        if args.role.serves() && !args.no_managed_redis {
+            check_redis_port(&circles, &args.host, &redis)?;
         }
         let data_dir = match args.data_dir {
             Some(d) => d,
@@ -273,7 +277,13 @@ pub fn default_data_dir() -> anyhow::Result<PathBuf> {
         .filter(|h| !h.is_empty())
         .map(PathBuf::from)
         .or_else(dirs::home_dir)
-        .context("cannot find the home directory for the default data dir; pass --data-dir")?;
+        .ok_or_else(|| {
+            UsageError(
+                "cannot find the home directory for the default data dir ($HOME is not set, \
+                 and the user has none); pass --data-dir"
+                    .into(),
+            )
+        })?;
     Ok(home.join(".hero").join("circles"))
 }
 
@@ -416,6 +426,36 @@ pub fn check_admin_port(
          another port in circles.json, or the endpoint another --admin address",
         circle.who(),
         addr.port()
+    ))
+    .into())
+}
+
+/// Refuses a circle whose port is a loopback `--redis-url`'s on an address
+/// the two share: Redis (a managed one is started before the circles bind)
+/// holds it, so the circle could never bind it; said up front instead of
+/// "already in use (by another program …)" after the managed one started.
+fn check_redis_port(circles: &[CircleConfig], host: &str, redis: &RedisUrl) -> anyhow::Result<()> {
+    use std::net::ToSocketAddrs;
+    let Some((redis_host, port)) = redis.host_port().filter(|_| redis.is_loopback()) else {
+        return Ok(());
+    };
+    let Some(circle) = circles.iter().find(|c| c.port == port) else {
+        return Ok(());
+    };
+    let redis_ips: Vec<std::net::IpAddr> = (redis_host, port)
+        .to_socket_addrs()
+        .map(|a| a.map(|a| a.ip()).collect())
+        .unwrap_or_default();
+    let shared = (host, 0).to_socket_addrs().is_ok_and(|mut ips| {
+        ips.any(|ip| ip.ip().is_unspecified() || redis_ips.contains(&ip.ip()))
+    });
+    if !shared {
+        return Ok(());
+    }
+    Err(UsageError(format!(
+        "{}: port {port} is the port of Redis (--redis-url {redis}); give the circle another \
+         port in circles.json, or Redis another port in --redis-url",
+        circle.who()
     ))
     .into())
 }

@@ -551,3 +551,147 @@ fn a_circles_file_that_never_ends_is_refused_without_reading_it_all() {
         );
     }
 }
+
+/// A dangling symbolic link where the data dir (or a circle's directory in
+/// it) must be is in the way as a file is: exit 2, naming the link and
+/// where it points, not the OS's bare "File exists" (exit 1).
+#[test]
+fn a_dangling_symlink_where_a_data_directory_must_be_exits_2_naming_it() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.write(
+        "circles.json",
+        r#"[{"id": 1, "name": "Alpha", "port": 8081}]"#,
+    );
+    let redis = testkit::RedisServer::start();
+    let nowhere = sandbox.path().join("gone");
+    let data2 = sandbox.path().join("data2");
+    std::fs::create_dir_all(&data2).expect("mkdir");
+    for (dir, link) in [
+        (sandbox.path().join("data"), sandbox.path().join("data")),
+        (data2.clone(), data2.join("1")),
+    ] {
+        std::os::unix::fs::symlink(&nowhere, &link).expect("symlink");
+        let mut cmd = sandbox.command();
+        cmd.arg(&path)
+            .args(["--output", "plain", "--no-managed-redis"])
+            .args(["--redis-url", &redis.url()])
+            .arg("--data-dir")
+            .arg(&dir);
+        let (status, _, err) = run_to_end(cmd, Duration::from_secs(20));
+        assert_eq!(status.code(), Some(2), "{err}");
+        let link = link.display().to_string();
+        assert!(
+            err.contains(&format!(
+                "{link} is a symbolic link to {}",
+                nowhere.display()
+            )),
+            "the link and its target are not named: {err}"
+        );
+    }
+}
+
+/// A circle on the port of a loopback `--redis-url` can never bind it (the
+/// managed redis-server, started first, holds it): a usage error naming
+/// the circle and the option, as a circle on the admin port is, not a
+/// managed server started and stopped again and then "already in use (by
+/// another program, or another circles_orchestrator)", exit 1.
+#[test]
+fn a_circle_on_the_port_of_the_redis_url_exits_2_naming_both() {
+    let sandbox = Sandbox::new();
+    let redis_port = common::port();
+    let path = sandbox.write(
+        "circles.json",
+        &format!(r#"[{{"id": 1, "name": "Alpha", "port": {redis_port}}}]"#),
+    );
+    let mut cmd = sandbox.command();
+    cmd.arg(&path)
+        .args(["--output", "plain"])
+        .args(["--redis-url", &format!("redis://127.0.0.1:{redis_port}")])
+        .arg("--data-dir")
+        .arg(sandbox.data_dir());
+    let (status, _, err) = run_to_end(cmd, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("circle \"Alpha\" (id 1)")
+            && err.contains(&format!("port {redis_port}"))
+            && err.contains("--redis-url"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("started a managed redis-server"),
+        "a managed redis-server was started for nothing: {err}"
+    );
+}
+
+/// No `HOME` and no home directory for the user: the default data dir
+/// cannot be found, and the message asks for `--data-dir`: a usage error
+/// (DESIGN §1: exit 2 for bad configuration or usage), not a runtime
+/// failure. Needs root, to run as a user the system does not know.
+#[test]
+fn no_home_for_the_default_data_dir_exits_2_asking_for_data_dir() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    use std::os::unix::process::CommandExt as _;
+    let sandbox = Sandbox::new();
+    // Made by this process: owned by its user.
+    if std::fs::metadata(sandbox.path()).expect("stat").uid() != 0 {
+        eprintln!("skipped: needs root to run as an unknown user");
+        return;
+    }
+    std::fs::set_permissions(sandbox.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    let path = sandbox.write(
+        "circles.json",
+        r#"[{"id": 1, "name": "Alpha", "port": 8081}]"#,
+    );
+    let mut cmd = sandbox.command();
+    cmd.env_remove("HOME")
+        .uid(54_321)
+        .gid(54_321)
+        .arg(&path)
+        .args(["--output", "plain", "--no-managed-redis"])
+        .args(["--redis-url", "redis://127.0.0.1:1"]);
+    let (status, _, err) = run_to_end(cmd, Duration::from_secs(20));
+    assert!(err.contains("pass --data-dir"), "{err}");
+    assert_eq!(status.code(), Some(2), "{err}");
+}
+
+/// Port 0 is no port a Redis can be reached on (a redis-server given it
+/// listens nowhere): a `--redis-url`, or a circle's `redis`, with it is a
+/// bad URL, exit 2 naming it (README: "A bad URL exits 2 naming the
+/// circle"), not a managed redis-server started on port 0 and "another
+/// program holds port 0: free it".
+#[test]
+fn a_redis_url_on_port_0_exits_2_naming_it() {
+    let sandbox = Sandbox::new();
+    let config = sandbox.circles(&[(1, "Alpha", common::port())]);
+    let mut cmd = sandbox.command();
+    cmd.arg(&config)
+        .args(["--output", "plain", "--redis-url", "redis://127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(sandbox.data_dir());
+    let (status, _, err) = run_to_end(cmd, Duration::from_secs(30));
+    assert!(err.contains("--redis-url redis://127.0.0.1:0"), "{err}");
+    assert!(!err.contains("free it"), "{err}");
+    assert_eq!(status.code(), Some(2), "{err}");
+
+    let config = sandbox.write(
+        "own.json",
+        &format!(
+            r#"[{{"id": 1, "name": "Alpha", "port": {}, "redis": "redis://127.0.0.1:0"}}]"#,
+            common::port()
+        ),
+    );
+    let redis = testkit::RedisServer::start();
+    let mut cmd = sandbox.command();
+    cmd.arg(&config)
+        .args(["--output", "plain", "--no-managed-redis"])
+        .args(["--redis-url", &redis.url()])
+        .arg("--data-dir")
+        .arg(sandbox.data_dir());
+    let (status, _, err) = run_to_end(cmd, Duration::from_secs(30));
+    assert!(
+        err.contains("index 0") && err.contains("\"redis\""),
+        "{err}"
+    );
+    assert_eq!(status.code(), Some(2), "{err}");
+}

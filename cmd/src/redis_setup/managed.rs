@@ -3,7 +3,10 @@
 //! <data-dir>/redis --appendonly yes` in its own process group (so a Ctrl-C on
 //! the terminal reaches only us, and Redis outlives the drain), restarted by
 //! the monitor if it dies, and stopped with `SHUTDOWN` (which flushes the
-//! append-only file) when the orchestrator exits.
+//! append-only file) when the orchestrator exits. The orchestrator holds an
+//! exclusive lock on `<data-dir>/redis/orchestrator.lock` meanwhile: a second
+//! orchestrator on the same data dir starts no second server on the same
+//! append-only file (`dir_lock`; on the same address it uses the first's).
 //!
 //! An orchestrator that cannot run its shutdown (SIGKILL, a crash) must not
 //! leave the server behind: on Linux each server is started with a
@@ -28,7 +31,7 @@ use anyhow::{Context, bail};
 use super::probe::{Answer, ping, server_pid};
 
 /// How long a managed `redis-server` may take to answer PING.
-const START_DEADLINE: Duration = Duration::from_secs(10);
+pub(super) const START_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a managed `redis-server` may take to exit after SHUTDOWN.
 const STOP_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -69,6 +72,11 @@ pub struct ManagedRedis {
     /// The length of its log before its latest start: the tail an error
     /// shows begins there, so it holds no lines of earlier runs.
     log_from: u64,
+    /// The exclusive lock of `dir` (`dir_lock`), held while this
+    /// orchestrator manages the server: a second orchestrator on the same
+    /// data dir (another `--redis-url` port) must not run a second server
+    /// on the same append-only file.
+    _dir_lock: std::fs::File,
     /// Declared last: dropped after [`Drop`] stopped the server, so its
     /// thread never ends under a running server.
     spawner: Spawner,
@@ -153,6 +161,19 @@ impl ManagedRedis {
         // --logfile, so a relative log path would be looked up under the dir.
         let dir = std::fs::canonicalize(&dir)
             .with_context(|| format!("cannot resolve {}", dir.display()))?;
+        let dir_lock = match super::dir_lock::lock_dir(&dir, addr) {
+            Ok(lock) => lock,
+            Err(e) => match e.downcast::<super::dir_lock::DirInUse>() {
+                // Another orchestrator with this data dir starts its own on
+                // this very address: once it answers, it is as if it had
+                // taken the port first.
+                Ok(in_use) if in_use.addr == addr.to_string() => {
+                    return Err(super::wait_other(addr, stop)?.into());
+                }
+                Ok(in_use) => return Err(in_use.into()),
+                Err(e) => return Err(e),
+            },
+        };
         let bind = addr.ip().to_string();
         let spawner = Spawner::new().context("cannot start the thread that runs redis-server")?;
         let log_from = log_length(&dir);
@@ -163,6 +184,7 @@ impl ManagedRedis {
             dir,
             log_from,
             bind,
+            _dir_lock: dir_lock,
             spawner,
         };
         managed.wait_ready(stop)?;

@@ -5,6 +5,7 @@
 //! ([`probe`]); a `rediss://` or `redis+sentinel://` URL is neither probed
 //! nor managed, and neither is a circle's own `redis` (only `--redis-url`). The URL itself is parsed and redacted by [`client::url`].
 
+mod dir_lock;
 pub mod managed;
 pub mod probe;
 
@@ -174,6 +175,8 @@ pub fn ensure(
                 loaded(&taken.addr, taken.answer, stop)?;
                 return Ok(None);
             }
+            // Not a failure of redis-server: its own message says it all.
+            Err(e) if e.is::<dir_lock::DirInUse>() => return Err(e),
             Err(e) => {
                 return Err(e.context(format!(
                     "redis is unreachable: {tried}; then starting a managed redis-server on \
@@ -190,4 +193,28 @@ pub fn ensure(
         managed.dir.display()
     );
     Ok(Some(managed))
+}
+
+/// The server another orchestrator starts at `addr`, once it answers
+/// (within [`managed::START_DEADLINE`]), as [`managed::Taken`].
+fn wait_other(addr: SocketAddr, stop: &AtomicBool) -> anyhow::Result<managed::Taken> {
+    let deadline = std::time::Instant::now() + managed::START_DEADLINE;
+    loop {
+        check(stop)?;
+        if let Ok(answer) = ping(&addr) {
+            return Ok(managed::Taken {
+                addr,
+                pid: probe::server_pid(&addr),
+                answer,
+            });
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "another circles_orchestrator with the same data dir starts a managed \
+                 redis-server on {addr}, and it did not answer PING within {:?}",
+                managed::START_DEADLINE
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
