@@ -145,7 +145,9 @@ impl Settings {
             None => default_data_dir()?,
         };
         let mode = match args.output {
-            Output::Auto if std::io::stdout().is_terminal() => Mode::Live,
+            // A dumb terminal cannot move its cursor: each frame would land
+            // below the last one.
+            Output::Auto if std::io::stdout().is_terminal() && !dumb_terminal() => Mode::Live,
             Output::Auto | Output::Plain => Mode::Plain,
             Output::Live => Mode::Live,
             Output::Json => Mode::Json,
@@ -458,6 +460,12 @@ fn check_redis_port(circles: &[CircleConfig], host: &str, redis: &RedisUrl) -> a
         circle.who()
     ))
     .into())
+}
+
+/// `TERM=dumb`: a terminal that cannot move its cursor nor switch screens
+/// (Emacs `M-x shell`), which gets the plain output.
+fn dumb_terminal() -> bool {
+    std::env::var_os("TERM").is_some_and(|t| t == "dumb")
 }
 
 /// Whether every address `host` resolves to is a loopback address.

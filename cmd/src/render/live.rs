@@ -60,6 +60,16 @@ fn restore() {
     let _ = execute!(std::io::stdout(), Show, LeaveAlternateScreen);
 }
 
+/// The terminal's size, columns and rows; 120 × 40 when it is unknown: not
+/// readable, or 0 × 0 (a pty whose size nobody set: `script`, `docker run
+/// -t`, `ssh -t` from a pipe), where a frame cut to it would show nothing.
+fn size() -> (u16, u16) {
+    match terminal::size() {
+        Ok((cols, rows)) if cols > 0 && rows > 0 => (cols, rows),
+        _ => (120, 40),
+    }
+}
+
 /// The lines of one frame for a `cols` × `rows` terminal.
 pub fn lines(header: &Header, snap: &Snapshot, cols: u16, rows: u16) -> Vec<String> {
     let mut out = vec![header_line(header, snap)];
@@ -114,7 +124,7 @@ pub fn lines(header: &Header, snap: &Snapshot, cols: u16, rows: u16) -> Vec<Stri
 
 impl Renderer for Live {
     fn frame(&mut self, header: &Header, snap: &Snapshot) {
-        let (cols, rows) = terminal::size().unwrap_or((120, 40));
+        let (cols, rows) = size();
         let mut out = std::io::stdout().lock();
         let mut draw = || -> std::io::Result<()> {
             queue!(out, BeginSynchronizedUpdate, MoveTo(0, 0))?;
@@ -147,12 +157,33 @@ impl Renderer for Live {
         }
     }
 
+    fn holds_terminal(&self) -> bool {
+        self.active
+    }
+
+    fn suspend(&mut self) {
+        if self.active {
+            restore();
+        }
+    }
+
+    fn resume(&mut self) {
+        if self.active {
+            let _ = execute!(
+                std::io::stdout(),
+                EnterAlternateScreen,
+                Hide,
+                Clear(ClearType::All)
+            );
+        }
+    }
+
     fn finish(&mut self, header: &Header, snap: &Snapshot) {
         if self.active {
             restore();
             self.active = false;
         }
-        let (cols, _) = terminal::size().unwrap_or((120, 40));
+        let (cols, _) = size();
         let table = build_fitting(&snap.circles, cols, true).to_string();
         let text = format!("{}\n{table}\n{}", header_line(header, snap), snap.phase);
         // Cut as the frames are: a line wider than the terminal would wrap.

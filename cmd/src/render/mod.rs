@@ -29,6 +29,16 @@ pub trait Renderer: Send {
     fn frame(&mut self, header: &Header, snap: &Snapshot);
     /// Called once after shutdown with the final state; restores the terminal.
     fn finish(&mut self, header: &Header, snap: &Snapshot);
+    /// Whether it holds the terminal, so that a Ctrl-Z (SIGTSTP) goes
+    /// through [`Renderer::suspend`] and [`Renderer::resume`]; otherwise
+    /// SIGTSTP keeps its default action.
+    fn holds_terminal(&self) -> bool {
+        false
+    }
+    /// Gives the terminal back before the process stops (Ctrl-Z).
+    fn suspend(&mut self) {}
+    /// Takes the terminal again once the process goes on (`fg`).
+    fn resume(&mut self) {}
 }
 
 /// The renderer of `mode`; the live one takes over the terminal.
@@ -70,11 +80,39 @@ pub async fn draw(
     // do not notify) are polled quickly, so the plain table appears promptly.
     let mut settled = false;
     let mut reload = None;
+    // A terminal that changed its size gets a frame for it at once: one
+    // made smaller keeps the bottom of the last frame, its header scrolled
+    // out, until the next one.
+    let mut resized =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change()).ok();
+    // Ctrl-Z: the shell gets its screen and cursor back while this process
+    // is stopped.
+    let (mut stopped, mut continued) = if renderer.holds_terminal() {
+        let hook =
+            |sig| tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(sig));
+        match (hook(libc::SIGTSTP), hook(libc::SIGCONT)) {
+            (Ok(stopped), Ok(continued)) => (Some(stopped), Some(continued)),
+            _ => (None, None),
+        }
+    } else {
+        (None, None)
+    };
     loop {
         let wait = if settled { refresh } else { STARTUP_POLL };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = changed.notified() => {}
+            Some(()) = next_signal(&mut resized) => {}
+            Some(()) = next_signal(&mut stopped) => {
+                renderer.suspend();
+                // The stop of a whole process may reach this thread only
+                // after it ran on: it takes the terminal again once the
+                // process was continued (`fg`), not before.
+                if stop_here() {
+                    next_signal(&mut continued).await;
+                }
+                renderer.resume();
+            }
             Some(next) = source.reloads.recv() => reload = Some(next),
             () = stop.cancelled() => break,
         }
@@ -97,6 +135,27 @@ pub async fn draw(
         renderer.frame(header, &snap);
     }
     renderer.finish(header, &snap);
+}
+
+/// Stops the whole process, as SIGTSTP's default action does, until a
+/// SIGCONT (`fg`); whether the stop was sent.
+fn stop_here() -> bool {
+    use rustix::process::{Signal, getpid, kill_process};
+    match kill_process(getpid(), Signal::STOP) {
+        Ok(()) => true,
+        Err(e) => {
+            log::warn!("cannot stop for Ctrl-Z: {e}");
+            false
+        }
+    }
+}
+
+/// The next signal of `signal`; never, when it could not be hooked.
+async fn next_signal(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match signal {
+        Some(signal) => signal.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The header line: version, circles, Redis, data dir.

@@ -43,8 +43,9 @@ pub fn build(rows: &[Row], utf8: bool) -> Table {
 /// names, so the queue and URL stay in sight. Still too wide (an 80-column
 /// terminal), the fixed column names go on two lines each and the same
 /// cells are shortened further, down to [`SHORTEST_STACKED`], when that
-/// makes it fit; otherwise the caller cuts the lines of the table whose
-/// cells kept [`SHORTEST_CELL`] columns.
+/// makes it fit; else the long queue keys (a long name's) are shortened
+/// too, when that makes it fit; otherwise the caller cuts the lines of the
+/// table whose cells kept [`SHORTEST_CELL`] columns.
 pub fn build_fitting(rows: &[Row], width: u16, utf8: bool) -> Table {
     let fits = |table: &Table| {
         // Terminal columns, not chars: a CJK character or an emoji takes two.
@@ -56,7 +57,7 @@ pub fn build_fitting(rows: &[Row], width: u16, utf8: bool) -> Table {
             return table;
         }
     }
-    let table = shorten(rows, utf8, Cut::LIVE, SHORTEST_CELL, &fits);
+    let table = shorten(rows, utf8, Cut::LIVE, SHORTEST_CELL, &[STATUS, NAME], &fits);
     if fits(&table) {
         return table;
     }
@@ -66,10 +67,30 @@ pub fn build_fitting(rows: &[Row], width: u16, utf8: bool) -> Table {
         stacked: true,
         ..Cut::LIVE
     };
-    let tighter = shorten(rows, utf8, stacked, SHORTEST_STACKED, &fits);
+    let tighter = shorten(
+        rows,
+        utf8,
+        stacked,
+        SHORTEST_STACKED,
+        &[STATUS, NAME],
+        &fits,
+    );
+    if fits(&tighter) {
+        return tighter;
+    }
+    // A long name's queue key repeats it: cut last, so that the URLs come
+    // in sight (the whole key is in `plain`, `status` and the JSON).
+    let keyed = shorten(
+        rows,
+        utf8,
+        Cut::LIVE,
+        SHORTEST_CELL,
+        &[STATUS, NAME, QUEUE],
+        &fits,
+    );
     // Narrower still, the URL is cut either way: the status cells keep
     // their SHORTEST_CELL columns, which say more.
-    if fits(&tighter) { tighter } else { table }
+    if fits(&keyed) { keyed } else { table }
 }
 
 /// The five fixed columns cut as `cut` says, with the Worker Status cells,
@@ -80,6 +101,7 @@ fn shorten(
     utf8: bool,
     mut cut: Cut,
     shortest: usize,
+    columns: &[usize],
     fits: &dyn Fn(&Table) -> bool,
 ) -> Table {
     let mut table = build_columns(rows, FIXED_COLUMNS, utf8, &cut);
@@ -90,7 +112,11 @@ fn shorten(
             widest(|r| state_text(r.worker, &r.worker_detail, Some(DETAIL_CHARS))),
         ),
         (NAME, widest(|r| r.name.clone())),
-    ] {
+        (QUEUE, widest(|r| r.queue_key.clone())),
+    ]
+    .into_iter()
+    .filter(|(column, _)| columns.contains(column))
+    {
         let mut max = widest.unwrap_or(0);
         while !fits(&table) && max > shortest {
             max -= 1;
@@ -111,6 +137,7 @@ pub const SHORTEST_STACKED: usize = 6;
 /// Columns of the cells [`build_fitting`] may shorten.
 const NAME: usize = 0;
 const STATUS: usize = 2;
+const QUEUE: usize = 3;
 
 /// How cells are cut: the most terminal columns a cell of each fixed column
 /// may take, and the most characters of a reason.
@@ -254,206 +281,4 @@ fn cells(row: &Row, detail: Option<usize>) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(name: &str) -> Row {
-        Row {
-            server: "restarting",
-            server_detail: Some("address vanished".into()),
-            queue_len: Some(3),
-            in_flight: Some(0),
-            processed: Some(10),
-            clients: 2,
-            uptime_secs: 65,
-            restarts: 1,
-            ..Row::sample(name, 7, "alpha_circle")
-        }
-    }
-
-    #[test]
-    fn the_header_starts_with_the_five_fixed_columns_in_order() {
-        let text = build(&[row("Alpha Circle")], false).to_string();
-        let header = text.lines().nth(1).expect("header line");
-        let names: Vec<&str> = header
-            .split('|')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect();
-        assert_eq!(
-            names[..5],
-            [
-                "Circle Name",
-                "ID",
-                "Worker Status",
-                "Worker Queues",
-                "WS Server URL"
-            ]
-        );
-    }
-
-    #[test]
-    fn a_row_shows_state_reason_queue_and_url() {
-        let text = build(&[row("Alpha Circle")], false).to_string();
-        assert!(text.contains("Alpha Circle"));
-        assert!(text.contains("alpha_circle"));
-        let key = client::keys::tasks("alpha_circle");
-        let cells: Vec<&str> = text
-            .lines()
-            .find(|l| l.contains("Alpha Circle"))
-            .expect("the row")
-            .split('|')
-            .map(str::trim)
-            .collect();
-        assert_eq!(cells[4], key, "Worker Queues shows the Redis key:\n{text}");
-        assert!(text.contains("ws://127.0.0.1:8081/ws"));
-        assert!(text.contains("Restarting: address vanished"));
-        assert!(text.contains("1m05s"));
-    }
-
-    #[test]
-    fn the_access_column_follows_the_fixed_ones_and_says_open_or_how_many_principals() {
-        assert_eq!(COLUMNS[5], "Access");
-        assert_eq!(access_text(0), "open");
-        assert_eq!(access_text(1), "1 principal");
-        assert_eq!(access_text(3), "3 principals");
-        let rows = [
-            row("Alpha Circle"),
-            Row {
-                principals: 2,
-                ..row("Beta")
-            },
-        ];
-        let text = build(&rows, false).to_string();
-        let access = |name: &str| -> String {
-            let line = text.lines().find(|l| l.contains(name)).expect("row");
-            line.split('|')
-                .map(str::trim)
-                .nth(6)
-                .expect("cell")
-                .to_string()
-        };
-        assert_eq!(access("Alpha Circle"), "open", "{text}");
-        assert_eq!(access("Beta"), "2 principals", "{text}");
-    }
-
-    #[test]
-    fn the_gateways_column_counts_the_gateways_serving_the_circle() {
-        assert_eq!(COLUMNS[7], "Gateways");
-        let rows = [
-            row("Alpha Circle"),
-            Row {
-                gateway_count: Some(2),
-                ..row("Beta")
-            },
-        ];
-        let text = build(&rows, false).to_string();
-        let gateways = |name: &str| -> String {
-            let line = text.lines().find(|l| l.contains(name)).expect("row");
-            line.split('|')
-                .map(str::trim)
-                .nth(8)
-                .expect("cell")
-                .to_string()
-        };
-        assert_eq!(gateways("Alpha Circle"), "-", "not read yet:\n{text}");
-        assert_eq!(gateways("Beta"), "2", "{text}");
-    }
-
-    #[test]
-    fn a_long_reason_is_whole_in_the_plain_table_and_cut_in_the_live_one() {
-        let reason = format!("the lease is held by {}", "another-host-".repeat(6));
-        let rows = [Row {
-            worker: "standby",
-            worker_detail: Some(reason.clone()),
-            ..row("Alpha")
-        }];
-        let plain = build(&rows, false).to_string();
-        assert!(plain.contains(&format!("Standby: {reason}")), "{plain}");
-        let live = build_fitting(&rows, 400, true).to_string();
-        assert!(!live.contains(&reason), "{live}");
-        let cut: String = reason.chars().take(DETAIL_CHARS).collect();
-        assert!(live.contains(&format!("Standby: {cut}…")), "{live}");
-    }
-
-    #[test]
-    fn a_long_worker_status_is_shortened_so_the_queue_and_url_stay_in_sight() {
-        let rows = [Row {
-            worker: "reconnecting",
-            worker_detail: Some("redis is unreachable".into()),
-            ..row("Live Beta With A Long Name")
-        }];
-        let table = build_fitting(&rows, 100, true).to_string();
-        assert!(table.lines().all(|l| l.width() <= 100), "{table}");
-        let body = table.lines().nth(3).expect("the row");
-        // The status first, down to the shortest cell, then the name.
-        assert!(
-            body.contains("Reconnectin…") && body.contains("Live Beta"),
-            "{table}"
-        );
-        assert!(
-            body.contains("rhai_tasks:alpha_circle") && body.contains("ws://127.0.0.1:8081/ws"),
-            "the queue and the URL are whole: {table}"
-        );
-        // Wide enough: nothing is cut.
-        let table = build_fitting(&rows, 300, true).to_string();
-        assert!(
-            table.contains("Reconnecting: redis is unreachable"),
-            "{table}"
-        );
-        assert!(table.contains("Live Beta With A Long Name"), "{table}");
-    }
-
-    #[test]
-    fn an_80_column_terminal_shows_the_whole_queue_and_url_of_the_example_circles() {
-        let rows = [
-            row("Alpha Circle"),
-            Row {
-                queue_key: "rhai_tasks:beta_circle".into(),
-                url: "ws://127.0.0.1:8082/ws".into(),
-                ..row("Beta Circle")
-            },
-        ];
-        let table = build_fitting(&rows, 80, true).to_string();
-        assert!(table.lines().all(|l| l.width() <= 80), "{table}");
-        for (queue, url) in [
-            ("rhai_tasks:alpha_circle", "ws://127.0.0.1:8081/ws"),
-            ("rhai_tasks:beta_circle", "ws://127.0.0.1:8082/ws"),
-        ] {
-            assert!(
-                table.lines().any(|l| l.contains(queue) && l.contains(url)),
-                "{table}"
-            );
-        }
-        // The names of the fixed columns, each on two lines.
-        let head: Vec<&str> = table.lines().skip(1).take(2).collect();
-        for (first, last) in [
-            ("Circle", "Name"),
-            ("Worker", "Status"),
-            ("WS Server", "URL"),
-        ] {
-            assert!(head[0].contains(first) && head[1].contains(last), "{table}");
-        }
-        // Wide enough for one-line names: not stacked.
-        let table = build_fitting(&rows, 100, true).to_string();
-        assert!(table.contains("Circle Name"), "{table}");
-    }
-
-    #[test]
-    fn a_narrow_terminal_drops_extra_columns_but_keeps_the_fixed_five() {
-        let rows = [row("Alpha Circle")];
-        let wide = build_fitting(&rows, 300, true).to_string();
-        assert!(wide.contains("Restarts"));
-        let narrow = build_fitting(&rows, 100, true).to_string();
-        assert!(narrow.lines().all(|l| l.chars().count() <= 100), "{narrow}");
-        assert!(
-            narrow.contains("WS Server URL") && !narrow.contains("Restarts"),
-            "{narrow}"
-        );
-        assert_eq!(
-            narrow.lines().count(),
-            5,
-            "one line per row, never wrapped:\n{narrow}"
-        );
-    }
-}
+mod tests;

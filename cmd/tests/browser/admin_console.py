@@ -141,14 +141,14 @@ def work(session, job):
     # The table follows the counters read from Redis (with plain output
     # they are read every 10 s): Kitchen's 6 scripts that completed.
     page.wait_for_function(
-        """(id) => Number(document.querySelector(`#circles tr[data-id="${id}"]`).cells[8].textContent) >= 6""",
+        """(id) => Number(document.querySelector(`#circles tr[data-id="${id}"]`).cells[9].textContent) >= 6""",
         arg=str(opened),
         timeout=30000,
     )
     seen["processed"] = session.evaluate(
         """() => [...document.querySelectorAll('#circles tbody tr')].map((tr) =>
-             ({name: tr.cells[0].textContent, processed: tr.cells[8].textContent,
-               failed: tr.cells[9].textContent}))"""
+             ({name: tr.cells[0].textContent, processed: tr.cells[9].textContent,
+               failed: tr.cells[10].textContent}))"""
     )
 
     # The screenshot: table, charts and a finished run on screen.
