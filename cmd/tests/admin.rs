@@ -694,3 +694,26 @@ fn a_circle_named_with_a_quote_and_a_backslash_gets_escaped_label_values_in_both
     }
     assert!(orchestrator.stop().success());
 }
+
+/// The console page can run any script on any circle (its playground), and
+/// a frame carries no `Origin`: a page of another site that frames it could
+/// drive it by clickjacking (drag a script into the editor, trick a click on
+/// Run), past the Origin check that keeps other sites away. The page must
+/// forbid being framed by another site.
+#[test]
+fn the_console_page_forbids_framing_by_other_sites() {
+    let mut admin = start(&[]);
+    let (code, headers) = head(admin.addr, "GET", "/");
+    assert_eq!(code, 200, "{headers:?}");
+    let refuses_framing = headers.iter().any(|h| {
+        h.starts_with("x-frame-options:") && (h.contains("deny") || h.contains("sameorigin"))
+    }) || headers
+        .iter()
+        .any(|h| h.starts_with("content-security-policy:") && h.contains("frame-ancestors"));
+    assert!(
+        refuses_framing,
+        "the console page may be framed by any site (no X-Frame-Options, no CSP \
+         frame-ancestors): {headers:?}"
+    );
+    assert!(admin.orchestrator.stop().success());
+}

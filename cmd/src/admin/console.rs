@@ -32,6 +32,10 @@ pub async fn index(req: HttpRequest, state: web::Data<AdminState>) -> HttpRespon
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
+        // The page runs scripts on every circle and a frame sends no
+        // `Origin`: no other site may frame it (clickjacking).
+        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
+        .insert_header((header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'"))
         .body(INDEX)
 }
 
