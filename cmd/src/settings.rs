@@ -436,7 +436,11 @@ pub fn check_admin_port(
 /// the two share: Redis (a managed one is started before the circles bind)
 /// holds it, so the circle could never bind it; said up front instead of
 /// "already in use (by another program …)" after the managed one started.
-fn check_redis_port(circles: &[CircleConfig], host: &str, redis: &RedisUrl) -> anyhow::Result<()> {
+pub fn check_redis_port(
+    circles: &[CircleConfig],
+    host: &str,
+    redis: &RedisUrl,
+) -> anyhow::Result<()> {
     use std::net::ToSocketAddrs;
     let Some((redis_host, port)) = redis.host_port().filter(|_| redis.is_loopback()) else {
         return Ok(());

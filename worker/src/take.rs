@@ -249,7 +249,10 @@ impl Taker<'_> {
     /// again. An id that ran here but whose hash holds another `createdAt`
     /// or `startedAt` was claimed again (a task pushed again under that id,
     /// its claim's reply lost in the outage): it is forgotten and claimed
-    /// as any id.
+    /// as any id. One whose hash holds no `startedAt` was moved into the
+    /// list but not claimed (a restored Redis kept the pop, not its claim):
+    /// it is claimed as any id too, and its claim tells the run by
+    /// `createdAt` (`Finished::again_queued`).
     async fn ran_here(
         &self,
         ids: &[String],
@@ -270,7 +273,9 @@ impl Taker<'_> {
             .map(|id| {
                 let at = *claimed.get(id.as_str())?;
                 let Some(outcome) = outage.finished.again_claimed(id, at) else {
-                    outage.finished.forget(id);
+                    if at.started_ms.is_some() {
+                        outage.finished.forget(id);
+                    }
                     return None;
                 };
                 Some((outcome, at))

@@ -257,7 +257,9 @@ impl Client {
 
     /// Asks for the task to be cancelled, giving `reason`: a `pending` task
     /// then ends as `error` (kind `cancelled`, "cancelled before it ran:
-    /// &lt;reason&gt;") when a worker takes it, without running; a `processing`
+    /// &lt;reason&gt;"; kind `worker_lost` for one a reaper put back after
+    /// its worker died while it ran, see [`fields::LOST_AT`]) when a worker
+    /// takes it, without running; a `processing`
     /// one is stopped by its worker (ours look every 100 ms by default) and
     /// ends as `error` (kind `cancelled`), none of its writes kept — unless
     /// it finishes first. `true` when the task was `pending` or `processing`
