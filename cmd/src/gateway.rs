@@ -51,6 +51,7 @@ pub async fn beat(
         gateway.host
     );
     let mut first = Some(announced);
+    let in_flight: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
     let mut announced: Vec<Arc<CircleState>> = Vec::new();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -63,31 +64,31 @@ pub async fn beat(
         let before: Vec<_> = served.iter().map(|s| live(s)).collect();
         // A sighting is no newer than the request that made it.
         let at = Instant::now();
+        // Each Redis beats on its own task: one that stalls (up to
+        // BEAT_TIMEOUT) holds up neither the beats on the others nor the
+        // next round there, whose heartbeat keys would expire meanwhile. A
+        // Redis whose previous beat is still under way is left out of this
+        // round (its sights stand until that beat ends).
+        let mut beats = Vec::new();
         for (client, members) in clients.groups(served.iter().map(|s| &s.config)) {
-            let circles: Vec<(&str, &str)> = members
-                .iter()
-                .map(|&i| (served[i].queue.as_str(), served[i].url.as_str()))
-                .collect();
-            let beat = client.gateway_beat(&gateway, &circles, ttl);
-            let why = match tokio::time::timeout(BEAT_TIMEOUT, beat).await {
-                Ok(Ok(heartbeats)) => {
-                    for (&i, heartbeat) in members.iter().zip(heartbeats) {
-                        if let Some(sight) = &served[i].sight {
-                            sight.record(heartbeat, at);
-                        }
-                    }
-                    continue;
-                }
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => format!("no answer within {BEAT_TIMEOUT:?}"),
-            };
-            log::debug!("gateway beat of {} circles: {why}", circles.len());
-            for &i in &members {
-                if let Some(sight) = &served[i].sight {
-                    sight.record_failure(why.clone());
-                }
+            let url = clients
+                .url_of(&served[members[0]].config)
+                .as_str()
+                .to_owned();
+            if !lock(&in_flight).insert(url.clone()) {
+                continue;
             }
+            let states: Vec<Arc<CircleState>> =
+                members.iter().map(|&i| served[i].clone()).collect();
+            let (gateway, in_flight) = (gateway.clone(), in_flight.clone());
+            beats.push(tokio::spawn(async move {
+                beat_on(&client, &gateway, &states, ttl, at).await;
+                lock(&in_flight).remove(&url);
+            }));
         }
+        // The round waits for its beats at most one period; a slower one
+        // goes on by itself.
+        let _ = tokio::time::timeout(every, futures_util::future::join_all(beats)).await;
         if let Some(first) = first.take() {
             // The poller may be gone already (shutting down): nothing waits.
             let _ = first.send(());
@@ -102,7 +103,47 @@ pub async fn beat(
         leave(&clients, &gateway, &gone).await;
         announced = served;
     }
+    // A beat still under way (each ends within BEAT_TIMEOUT) would write
+    // the keys again after the leave deletes them.
+    let deadline = Instant::now() + BEAT_TIMEOUT;
+    while !lock(&in_flight).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     leave(&clients, &gateway, &announced).await;
+}
+
+/// One beat of `gateway` for `states` on `client`'s Redis, recorded in
+/// each one's sight (as seen at `at`), or the failure.
+async fn beat_on(
+    client: &Client,
+    gateway: &GatewayProcess,
+    states: &[Arc<CircleState>],
+    ttl: Duration,
+    at: Instant,
+) {
+    let circles: Vec<(&str, &str)> = states
+        .iter()
+        .map(|s| (s.queue.as_str(), s.url.as_str()))
+        .collect();
+    let beat = client.gateway_beat(gateway, &circles, ttl);
+    let why = match tokio::time::timeout(BEAT_TIMEOUT, beat).await {
+        Ok(Ok(heartbeats)) => {
+            for (state, heartbeat) in states.iter().zip(heartbeats) {
+                if let Some(sight) = &state.sight {
+                    sight.record(heartbeat, at);
+                }
+            }
+            return;
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {BEAT_TIMEOUT:?}"),
+    };
+    log::debug!("gateway beat of {} circles: {why}", circles.len());
+    for state in states {
+        if let Some(sight) = &state.sight {
+            sight.record_failure(why.clone());
+        }
+    }
 }
 
 /// The circles of `roster` whose endpoint this process serves (a circle

@@ -37,11 +37,14 @@ const RELOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What a `play` on a circle with no live worker is told, and the reason
 /// its task (if it was submitted) is cancelled with.
-fn no_worker_message(circle: &str, circle_id: u32, dead_after_ms: u128) -> String {
+/// It names no silence: a worker's heartbeat lives three of its own
+/// `--worker-heartbeat`, which the process that serves the circle need not
+/// share.
+fn no_worker_message(circle: &str, circle_id: u32) -> String {
     format!(
-        "no live worker for circle {circle} ({circle_id}): none of its workers sent a \
-         heartbeat for {dead_after_ms} ms, so the task cannot run; start its worker \
-         (--role all or worker) and try again"
+        "no live worker for circle {circle} ({circle_id}): the heartbeats of its workers \
+         expired (or none was seen since its endpoint started), so the task cannot run; \
+         start its worker (--role all or worker) and try again"
     )
 }
 
@@ -51,12 +54,8 @@ fn no_worker_message(circle: &str, circle_id: u32, dead_after_ms: u128) -> Strin
 /// then ends without running when a worker takes it).
 pub(crate) async fn no_worker(shared: &Shared, id: &Value, task: Option<&str>) -> Value {
     let circle = shared.config.circle_name.as_str();
-    let (circle_id, dead_after) = shared
-        .config
-        .workers
-        .as_ref()
-        .map_or((0, 0), |w| (w.circle_id(), w.dead_after().as_millis()));
-    let message = no_worker_message(circle, circle_id, dead_after);
+    let circle_id = shared.config.workers.as_ref().map_or(0, |w| w.circle_id());
+    let message = no_worker_message(circle, circle_id);
     if let Some(task_id) = task {
         match shared.client.cancel(task_id, &message).await {
             Ok(_) => {}

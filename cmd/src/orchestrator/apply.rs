@@ -169,7 +169,15 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     let bound = ctx.settings.shutdown_grace + super::DRAIN_MARGIN;
     let drained = futures_util::future::join_all(out.into_iter().map(|l| {
         let keeps = changed.contains(&l.state.config.id);
-        l.drain(ctx, bound, keeps)
+        // A changed circle that starts again on the same queue of the same
+        // Redis: its new worker runs what is queued (other processes'
+        // gateways go on submitting to it), so nothing is cancelled.
+        let carries = plan.changed.iter().any(|c| {
+            c.id == l.state.config.id
+                && c.queue() == l.state.queue
+                && c.redis == l.state.config.redis
+        });
+        l.drain(ctx, bound, keeps, carries)
     }))
     .await;
     let (closing, kept): (Vec<_>, Vec<_>) = drained.into_iter().unzip();

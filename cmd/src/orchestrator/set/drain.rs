@@ -25,13 +25,18 @@ impl Live {
     /// not hold the queue's lease (a `--standby` while another process runs
     /// the circle). With `keeps` (a changed circle, which starts again) its
     /// worker leaves its lease in place and a keeper takes it over once the
-    /// worker stopped, until the new worker takes it (`kept.rs`). Returns
-    /// what closes its database, and the kept lease.
+    /// worker stopped, until the new worker takes it (`kept.rs`). With
+    /// `carries` (a changed circle that starts again on the same queue and
+    /// Redis) only the tasks its worker holds are waited for, and nothing
+    /// queued is cancelled: the circle's new worker runs it, also what
+    /// other processes' gateways go on sending. Returns what closes its
+    /// database, and the kept lease.
     pub async fn drain(
         self,
         ctx: &Ctx,
         bound: Duration,
         keeps: bool,
+        carries: bool,
     ) -> (Option<circles::Closing>, Option<Kept>) {
         let name = self.state.config.name.clone();
         let queue = self.state.queue.clone();
@@ -54,7 +59,11 @@ impl Live {
                             .as_ref()
                             .is_some_and(|l| l.same_database(&self.lease)) =>
                     {
-                        (s.queue_len, s.queue_len + s.in_flight)
+                        if carries {
+                            (0, s.in_flight)
+                        } else {
+                            (s.queue_len, s.queue_len + s.in_flight)
+                        }
                     }
                     Ok([_]) => (0, 0),
                     _ => (1, 1),
@@ -77,7 +86,7 @@ impl Live {
             }
             // Held tasks (claimed in a batch, not started) count as queued
             // but not in `queued`: look while anything is in flight.
-            if waited >= bound && (queued > 0 || busy > 1) {
+            if waited >= bound && (queued > 0 || busy > 1) && !carries {
                 cancel_queued(&self.client, &queue, &mut cancelled).await;
             }
             tokio::select! {
