@@ -7,6 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::tmux::Tmux;
 use common::{BIN, Orchestrator, Sandbox, connect, output, port};
 
 #[test]
@@ -108,77 +109,6 @@ fn json_output_is_one_parseable_snapshot_per_line() {
     assert_eq!(last["circles"][0]["worker"], "stopped");
 }
 
-/// A tmux server of its own, killed on drop.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn new() -> Tmux {
-        let socket = format!("circles-test-{}-{}", std::process::id(), port());
-        Tmux { socket }
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .expect("tmux must be installed for the live-mode test (apt-get install -y tmux)");
-        assert!(
-            out.status.success(),
-            "tmux {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Runs `command` in a detached 200 × 30 session named `live`.
-    fn start_live(&self, command: &str) {
-        self.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            "live",
-            "-x",
-            "200",
-            "-y",
-            "30",
-            command,
-        ]);
-    }
-
-    fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", "live"])
-    }
-
-    fn wait_screen(&self, what: &str, check: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + common::START_DEADLINE;
-        loop {
-            let screen = self.screen();
-            if check(&screen) {
-                return screen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "screen never showed {what}:\n{screen}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .arg("kill-server")
-            .status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_mode_in_a_real_terminal_redraws_the_table_in_place_without_garbage() {
     let sandbox = Sandbox::new();
@@ -199,8 +129,8 @@ async fn live_mode_in_a_real_terminal_redraws_the_table_in_place_without_garbage
         data = data.display(),
         exit = exit_file.display(),
     );
-    let tmux = Tmux::new();
-    tmux.start_live(&command);
+    let tmux = Tmux::new("circles-test");
+    tmux.start_live(&command, 200, 30);
     tmux.run(&["set-option", "-t", "live", "remain-on-exit", "on"]);
     let both_running = |s: &str| {
         s.lines()
@@ -445,8 +375,8 @@ async fn a_live_table_whose_terminal_is_gone_serves_on_and_says_so_once() {
         url = redis.url(),
         data = data.display(),
     );
-    let tmux = Tmux::new();
-    tmux.start_live(&command);
+    let tmux = Tmux::new("circles-test");
+    tmux.start_live(&command, 200, 30);
     tmux.wait_screen("the circle running", |s| {
         s.lines()
             .any(|l| l.contains("Alpha") && l.contains("Running"))

@@ -10,6 +10,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::tmux::Tmux;
 use common::{BIN, Sandbox, port};
 
 /// Runs the orchestrator on `config` in a fresh pty (size `stty` says, or
@@ -100,48 +101,6 @@ fn a_dumb_terminal_gets_the_plain_output_without_escape_sequences() {
     );
 }
 
-/// A tmux server of its own, killed on drop.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn new() -> Tmux {
-        Tmux {
-            socket: format!("circles-kinds-{}-{}", std::process::id(), port()),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .expect("tmux must be installed (apt-get install -y tmux)");
-        assert!(
-            out.status.success(),
-            "tmux {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", "live"])
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .arg("kill-server")
-            .status();
-    }
-}
-
 /// A terminal made smaller (a window resized, a tmux pane split) keeps the
 /// bottom of the last frame: the header and the column names scroll out of
 /// sight. The table must be drawn again for the new size at once (on
@@ -166,7 +125,7 @@ fn a_resized_terminal_is_redrawn_at_once_not_at_the_next_refresh() {
         url = redis.url(),
         data = sandbox.data_dir().display(),
     );
-    let tmux = Tmux::new();
+    let tmux = Tmux::new("circles-kinds");
     tmux.run(&[
         "new-session",
         "-d",
@@ -210,7 +169,7 @@ fn ctrl_z_gives_the_terminal_back_to_the_shell_and_fg_brings_the_table_back() {
     let sandbox = Sandbox::new();
     let redis = testkit::RedisServer::start();
     let config = sandbox.circles(&[(1, "Alpha", port())]);
-    let tmux = Tmux::new();
+    let tmux = Tmux::new("circles-kinds");
     tmux.run(&[
         "new-session",
         "-d",

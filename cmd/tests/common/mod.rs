@@ -7,6 +7,7 @@ pub mod browser;
 pub mod hosts;
 pub mod http;
 pub mod tasks;
+pub mod tmux;
 
 /// Options for worker-only processes whose leases expire in 600 ms:
 /// heartbeat 200 ms, TTL three beats; dead workers are looked for every beat.
