@@ -323,6 +323,42 @@ async fn a_worker_id_that_is_not_utf8_in_the_worker_set_does_not_stop_the_reaper
     );
 }
 
+/// Marks task `id` `retry=1`, as its submitter may.
+async fn opt_in_to_retry(conn: &mut redis::aio::MultiplexedConnection, id: &str) {
+    let _: () = redis::cmd("HSET")
+        .arg(client::keys::task_details(id))
+        .arg(client::fields::RETRY)
+        .arg("1")
+        .query_async(conn)
+        .await
+        .expect("hset retry");
+}
+
+/// A worker of queue `r`, "ghost", registered by one beat whose heartbeat
+/// lives 100 ms: it dies with whatever it claims next.
+async fn ghost(url: &str) -> WorkerBroker {
+    let options = BrokerOptions::new(Duration::from_secs(60));
+    let ghost = WorkerBroker::new(url, "r", "ghost", &options).expect("broker");
+    ghost
+        .beat(Duration::from_millis(100), false)
+        .await
+        .expect("beat");
+    ghost
+}
+
+/// Once the ghost's heartbeat expired, a worker "reaper" beats and reaps:
+/// the reaper, and what its reap counted (lost, put back).
+async fn reaped_after_the_ghost(url: &str) -> (WorkerBroker, (u64, u64)) {
+    wait_for_expiry(url, &client::keys::heartbeat("r", "ghost")).await;
+    let options = BrokerOptions::new(Duration::from_secs(60));
+    let reaper = WorkerBroker::new(url, "r", "reaper", &options).expect("broker");
+    let reaped = reaper
+        .beat(Duration::from_secs(5), true)
+        .await
+        .expect("beat and reap");
+    (reaper, reaped)
+}
+
 /// A task that opted in to retry (`retry=1`) was claimed and started by a
 /// worker that then died; by the time a reaper finds it, its deadline has
 /// passed (the reaper needs the heartbeat TTL plus a reap interval, about
@@ -344,34 +380,16 @@ async fn a_dead_worker_s_retry_task_whose_deadline_passed_does_not_end_as_never_
         .await
         .expect("submit");
     let mut conn = raw(&url).await;
-    let _: () = redis::cmd("HSET")
-        .arg(client::keys::task_details(&retry))
-        .arg(client::fields::RETRY)
-        .arg("1")
-        .query_async(&mut conn)
-        .await
-        .expect("hset retry");
-
-    let options = BrokerOptions::new(Duration::from_secs(60));
-    let ghost = WorkerBroker::new(&url, "r", "ghost", &options).expect("broker");
-    ghost
-        .beat(Duration::from_millis(100), false)
-        .await
-        .expect("beat");
+    opt_in_to_retry(&mut conn, &retry).await;
+    let ghost = ghost(&url).await;
     // Claimed: the ghost starts its script, then dies.
     match ghost.pop_and_claim().await.expect("claim") {
         Some(Claim::Run(task)) => assert_eq!(task.task_id, retry),
         other => panic!("{other:?}"),
     }
-    wait_for_expiry(&url, &client::keys::heartbeat("r", "ghost")).await;
     // Past the task's deadline when the reaper looks.
     tokio::time::sleep(Duration::from_millis(400)).await;
-
-    let reaper = WorkerBroker::new(&url, "r", "reaper", &options).expect("broker");
-    reaper
-        .beat(Duration::from_secs(5), true)
-        .await
-        .expect("beat and reap");
+    let (reaper, _) = reaped_after_the_ghost(&url).await;
     // Whatever the reaper did, the next claim settles the task.
     if let Some(claim) = reaper.pop_and_claim().await.expect("claim") {
         assert!(
@@ -478,29 +496,14 @@ async fn a_retry_task_put_back_by_the_reaper_and_then_cancelled_or_expired_does_
         .await
         .expect("submit");
     for id in [&expiring, &cancelled] {
-        let _: () = redis::cmd("HSET")
-            .arg(client::keys::task_details(id))
-            .arg(client::fields::RETRY)
-            .arg("1")
-            .query_async(&mut conn)
-            .await
-            .expect("hset retry");
+        opt_in_to_retry(&mut conn, id).await;
     }
-    let options = BrokerOptions::new(Duration::from_secs(60));
-    let ghost = WorkerBroker::new(&url, "r", "ghost", &options).expect("broker");
-    ghost
-        .beat(Duration::from_millis(100), false)
-        .await
-        .expect("beat");
+    let ghost = ghost(&url).await;
     // The ghost claims both (a batch), runs them, and dies unreported.
     assert_eq!(ghost.claim_batch(2).await.expect("claim").len(), 2);
-    wait_for_expiry(&url, &client::keys::heartbeat("r", "ghost")).await;
-    let reaper = WorkerBroker::new(&url, "r", "reaper", &options).expect("broker");
+    let (reaper, reaped) = reaped_after_the_ghost(&url).await;
     assert_eq!(
-        reaper
-            .beat(Duration::from_secs(5), true)
-            .await
-            .expect("beat and reap"),
+        reaped,
         (0, 2),
         "both opted in to retry, neither is past its deadline or cancelled yet"
     );
@@ -545,29 +548,11 @@ async fn a_retry_task_put_back_by_the_reaper_and_cancelled_while_held_does_not_e
         .submit("r", "db::insert(1); 1", &opts)
         .await
         .expect("submit");
-    let _: () = redis::cmd("HSET")
-        .arg(client::keys::task_details(&retry))
-        .arg(client::fields::RETRY)
-        .arg("1")
-        .query_async(&mut conn)
-        .await
-        .expect("hset retry");
-    let options = BrokerOptions::new(Duration::from_secs(60));
-    let ghost = WorkerBroker::new(&url, "r", "ghost", &options).expect("broker");
-    ghost
-        .beat(Duration::from_millis(100), false)
-        .await
-        .expect("beat");
+    opt_in_to_retry(&mut conn, &retry).await;
+    let ghost = ghost(&url).await;
     assert_eq!(ghost.claim_batch(1).await.expect("claim").len(), 1);
-    wait_for_expiry(&url, &client::keys::heartbeat("r", "ghost")).await;
-    let reaper = WorkerBroker::new(&url, "r", "reaper", &options).expect("broker");
-    assert_eq!(
-        reaper
-            .beat(Duration::from_secs(5), true)
-            .await
-            .expect("beat and reap"),
-        (0, 1)
-    );
+    let (reaper, reaped) = reaped_after_the_ghost(&url).await;
+    assert_eq!(reaped, (0, 1));
     // A task queued behind it; the reaper's worker claims both in one
     // batch, runs `first` (the order does not matter to the finish) and
     // still holds `retry`, unstarted, when it is cancelled.
