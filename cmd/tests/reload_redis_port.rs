@@ -1,9 +1,8 @@
-//! Review: a reload is validated as a start is (`check_served`, the admin
-//! port): a circle on the port of a loopback `--redis-url` is refused at
-//! start with a usage error naming the port and `--redis-url`
+//! A reload is validated as a start is: a circle on the port of a loopback
+//! `--redis-url` (with the managed Redis allowed) is refused with an error
+//! naming the port and `--redis-url`, as at start
 //! (`config_errors.rs::a_circle_on_the_port_of_the_redis_url_exits_2_naming_both`),
-//! but a reload that adds one is applied, and the circle then fails to bind
-//! Redis' own port ("already in use").
+//! not applied to fail at the bind of Redis' own port ("already in use").
 
 mod common;
 

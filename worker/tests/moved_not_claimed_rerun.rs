@@ -1,13 +1,12 @@
-//! Review of 5d91226 ("tell a lost finish from a new claim by startedAt"):
-//! the blocking pop moves an id into the worker's processing list
+//! The blocking pop moves an id into the worker's processing list
 //! (`BLMOVE`) and only then claims it (a second command, which writes
 //! `startedAt`). A Redis restored to a point between the two (a snapshot,
 //! an AOF that lost its last second) shows the id in this worker's list,
 //! `pending`, with its own `createdAt` and no `startedAt`, though the
-//! worker ran it and Redis acknowledged its result. Before the change the
-//! worker matched it by `createdAt` and wrote the kept result again; now
-//! `again_claimed` wants the claim's `startedAt`, finds none, and the task
-//! runs a second time (DESIGN §3: "none is run twice").
+//! worker ran it and Redis acknowledged its result. The look after the
+//! outage keeps it known (no `startedAt`: no other claim), and its claim
+//! writes the kept result again by `createdAt`: it does not run a second
+//! time (DESIGN §3: "none is run twice").
 
 mod common;
 
