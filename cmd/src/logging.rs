@@ -47,6 +47,11 @@ pub fn init(file: Option<&Path>, format: LogFormat) -> anyhow::Result<()> {
             });
         }
     }
+    // A dumb terminal shows colour codes as text (env_logger colours a
+    // terminal's lines, also a dumb one when `CI` is set).
+    if crate::settings::dumb_terminal() {
+        builder.write_style(env_logger::WriteStyle::Never);
+    }
     if let Some(path) = file {
         if let Some(parent) = path.parent() {
             // A file in the way is a usage error naming it, as for the data dir.

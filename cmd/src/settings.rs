@@ -467,8 +467,8 @@ pub fn check_redis_port(
 }
 
 /// `TERM=dumb`: a terminal that cannot move its cursor nor switch screens
-/// (Emacs `M-x shell`), which gets the plain output.
-fn dumb_terminal() -> bool {
+/// (Emacs `M-x shell`), which gets the plain output and no colours.
+pub fn dumb_terminal() -> bool {
     std::env::var_os("TERM").is_some_and(|t| t == "dumb")
 }
 

@@ -14,7 +14,8 @@ use common::tmux::Tmux;
 use common::{BIN, Sandbox, port};
 
 /// Runs the orchestrator on `config` in a fresh pty (size `stty` says, or
-/// none) with `TERM=term`, stops it with SIGINT after `secs` seconds and
+/// none) with `TERM=term` (which may name more variables after the
+/// terminal's name), stops it with SIGINT after `secs` seconds and
 /// returns every byte it wrote to the terminal.
 fn run_in_pty(
     sandbox: &Sandbox,
@@ -80,12 +81,14 @@ fn a_dumb_terminal_gets_the_plain_output_without_escape_sequences() {
     let sandbox = Sandbox::new();
     let redis = testkit::RedisServer::start();
     let config = sandbox.circles(&[(1, "Alpha", port())]);
+    // `CI` set: env_logger colours a terminal's log lines then, a dumb
+    // one too, unless told not to.
     let out = run_in_pty(
         &sandbox,
         &config,
         &redis.url(),
         Some("rows 40 cols 200"),
-        "dumb",
+        "dumb CI=true",
         6,
     );
     assert!(out.contains("EXIT=0"), "a clean stop:\n{:?}", tail(&out));
