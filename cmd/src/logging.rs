@@ -30,6 +30,12 @@ pub enum LogFormat {
     Json,
 }
 
+/// `TERM=dumb`: a terminal that cannot move its cursor nor switch screens
+/// (Emacs `M-x shell`), which gets the plain output and no colours.
+pub fn dumb_terminal() -> bool {
+    std::env::var_os("TERM").is_some_and(|t| t == "dumb")
+}
+
 /// Installs the logger; `file` sends logs there instead of stderr.
 pub fn init(file: Option<&Path>, format: LogFormat) -> anyhow::Result<()> {
     let mut builder =
@@ -49,7 +55,7 @@ pub fn init(file: Option<&Path>, format: LogFormat) -> anyhow::Result<()> {
     }
     // A dumb terminal shows colour codes as text (env_logger colours a
     // terminal's lines, also a dumb one when `CI` is set).
-    if crate::settings::dumb_terminal() {
+    if dumb_terminal() {
         builder.write_style(env_logger::WriteStyle::Never);
     }
     if let Some(path) = file {

@@ -147,7 +147,9 @@ impl Settings {
         let mode = match args.output {
             // A dumb terminal cannot move its cursor: each frame would land
             // below the last one.
-            Output::Auto if std::io::stdout().is_terminal() && !dumb_terminal() => Mode::Live,
+            Output::Auto if std::io::stdout().is_terminal() && !crate::logging::dumb_terminal() => {
+                Mode::Live
+            }
             Output::Auto | Output::Plain => Mode::Plain,
             Output::Live => Mode::Live,
             Output::Json => Mode::Json,
@@ -464,12 +466,6 @@ pub fn check_redis_port(
         circle.who()
     ))
     .into())
-}
-
-/// `TERM=dumb`: a terminal that cannot move its cursor nor switch screens
-/// (Emacs `M-x shell`), which gets the plain output and no colours.
-pub fn dumb_terminal() -> bool {
-    std::env::var_os("TERM").is_some_and(|t| t == "dumb")
 }
 
 /// Whether every address `host` resolves to is a loopback address.
