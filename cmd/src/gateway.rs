@@ -51,7 +51,8 @@ pub async fn beat(
         gateway.host
     );
     let mut first = Some(announced);
-    let in_flight: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
+    // The beats under way, and the Redis URL of each.
+    let mut beating = Beating::default();
     let mut announced: Vec<Arc<CircleState>> = Vec::new();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -69,26 +70,25 @@ pub async fn beat(
         // next round there, whose heartbeat keys would expire meanwhile. A
         // Redis whose previous beat is still under way is left out of this
         // round (its sights stand until that beat ends).
-        let mut beats = Vec::new();
+        beating.settle();
         for (client, members) in clients.groups(served.iter().map(|s| &s.config)) {
             let url = clients
                 .url_of(&served[members[0]].config)
                 .as_str()
                 .to_owned();
-            if !lock(&in_flight).insert(url.clone()) {
+            if beating.on(&url) {
                 continue;
             }
             let states: Vec<Arc<CircleState>> =
                 members.iter().map(|&i| served[i].clone()).collect();
-            let (gateway, in_flight) = (gateway.clone(), in_flight.clone());
-            beats.push(tokio::spawn(async move {
+            let gateway = gateway.clone();
+            beating.spawn(url, async move {
                 beat_on(&client, &gateway, &states, ttl, at).await;
-                lock(&in_flight).remove(&url);
-            }));
+            });
         }
         // The round waits for its beats at most one period; a slower one
         // goes on by itself.
-        let _ = tokio::time::timeout(every, futures_util::future::join_all(beats)).await;
+        let _ = tokio::time::timeout(every, beating.ended()).await;
         if let Some(first) = first.take() {
             // The poller may be gone already (shutting down): nothing waits.
             let _ = first.send(());
@@ -105,11 +105,43 @@ pub async fn beat(
     }
     // A beat still under way (each ends within BEAT_TIMEOUT) would write
     // the keys again after the leave deletes them.
-    let deadline = Instant::now() + BEAT_TIMEOUT;
-    while !lock(&in_flight).is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let _ = tokio::time::timeout(BEAT_TIMEOUT, beating.ended()).await;
     leave(&clients, &gateway, &announced).await;
+}
+
+/// The gateway beats under way, one task per Redis, each known by its URL.
+#[derive(Default)]
+struct Beating {
+    tasks: tokio::task::JoinSet<()>,
+    urls: std::collections::HashMap<tokio::task::Id, String>,
+}
+
+impl Beating {
+    /// Whether a beat on the Redis at `url` is under way.
+    fn on(&self, url: &str) -> bool {
+        self.urls.values().any(|u| u == url)
+    }
+
+    fn spawn(&mut self, url: String, beat: impl Future<Output = ()> + Send + 'static) {
+        let id = self.tasks.spawn(beat).id();
+        self.urls.insert(id, url);
+    }
+
+    /// Forgets the beats that ended (a panicked one too).
+    fn settle(&mut self) {
+        while let Some(ended) = self.tasks.try_join_next_with_id() {
+            self.urls
+                .remove(&ended.map_or_else(|e| e.id(), |(id, ())| id));
+        }
+    }
+
+    /// Waits for every beat to end.
+    async fn ended(&mut self) {
+        while let Some(ended) = self.tasks.join_next_with_id().await {
+            self.urls
+                .remove(&ended.map_or_else(|e| e.id(), |(id, ())| id));
+        }
+    }
 }
 
 /// One beat of `gateway` for `states` on `client`'s Redis, recorded in

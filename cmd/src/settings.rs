@@ -133,12 +133,8 @@ impl Settings {
         let admin = crate::admin::args::resolve(&args.admin, local_host, args.allow_open)?;
         // A worker binds no port, so its --host opens nothing.
         if args.role.serves() {
-            check_served(&circles, &args.host, args.allow_open, &admin)?;
-        }
-        // With the managed redis-server allowed, Redis holds that port for
-        // sure (without it, a circle on it fails to bind, blaming Redis).
-        if args.role.serves() && !args.no_managed_redis {
-            check_redis_port(&circles, &args.host, &redis)?;
+            let managed = (!args.no_managed_redis).then_some(&redis);
+            check_served(&circles, &args.host, args.allow_open, &admin, managed)?;
         }
         let data_dir = match args.data_dir {
             Some(d) => d,
@@ -367,17 +363,24 @@ fn check_host(host: &str) -> anyhow::Result<()> {
 /// What circles served on `host` must pass, at start and at each reload:
 /// none open on a non-loopback host unless `allow_open`
 /// ([`check_open_circles`]), none on the admin endpoint's port
-/// ([`check_admin_port`]).
+/// ([`check_admin_port`]), and, with `managed_redis` (the Redis URL, when
+/// a managed redis-server may be started: Redis holds that port for sure),
+/// none on Redis' port ([`check_redis_port`]).
 pub fn check_served(
     circles: &[CircleConfig],
     host: &str,
     allow_open: bool,
     admin: &crate::admin::AdminSettings,
+    managed_redis: Option<&RedisUrl>,
 ) -> anyhow::Result<()> {
     if !allow_open {
         check_open_circles(circles, host)?;
     }
-    check_admin_port(circles, host, admin)
+    check_admin_port(circles, host, admin)?;
+    match managed_redis {
+        Some(redis) => check_redis_port(circles, host, redis),
+        None => Ok(()),
+    }
 }
 
 /// Circles without principals are served only on loopback unless
@@ -438,11 +441,7 @@ pub fn check_admin_port(
 /// the two share: Redis (a managed one is started before the circles bind)
 /// holds it, so the circle could never bind it; said up front instead of
 /// "already in use (by another program …)" after the managed one started.
-pub fn check_redis_port(
-    circles: &[CircleConfig],
-    host: &str,
-    redis: &RedisUrl,
-) -> anyhow::Result<()> {
+fn check_redis_port(circles: &[CircleConfig], host: &str, redis: &RedisUrl) -> anyhow::Result<()> {
     use std::net::ToSocketAddrs;
     let Some((redis_host, port)) = redis.host_port().filter(|_| redis.is_loopback()) else {
         return Ok(());

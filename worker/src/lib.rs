@@ -328,12 +328,7 @@ pub async fn await_lease(
     let Some(holder) = &config.lease else {
         return Ok(Awaited::Held { predecessor: None });
     };
-    let mut broker_options = BrokerOptions::new(config.result_ttl);
-    broker_options.max_backoff = options.max_backoff;
-    broker_options.redis_ca = config.redis_ca.clone();
-    broker_options.circle = Some(config.circle.clone());
-    let broker = WorkerBroker::new(&config.redis_url, &config.queue, "standby", &broker_options)
-        .map_err(|e| fatal(e.to_string()))?;
+    let broker = lease_broker(config, options)?;
     match lease::acquire(
         &broker,
         &config.circle,
@@ -372,15 +367,7 @@ pub async fn keeping_lease<F: std::future::Future>(
     let Some(holder) = &config.lease else {
         return Ok(opening.await);
     };
-    let mut broker_options = BrokerOptions::new(config.result_ttl);
-    broker_options.max_backoff = options.max_backoff;
-    broker_options.redis_ca = config.redis_ca.clone();
-    broker_options.circle = Some(config.circle.clone());
-    let broker = WorkerBroker::new(&config.redis_url, &config.queue, "standby", &broker_options)
-        .map_err(|e| Error::Fatal {
-            queue: config.queue.clone(),
-            reason: e.to_string(),
-        })?;
+    let broker = lease_broker(config, options)?;
     tokio::pin!(opening);
     loop {
         tokio::select! {
@@ -399,6 +386,21 @@ pub async fn keeping_lease<F: std::future::Future>(
             );
         }
     }
+}
+
+/// The broker [`await_lease`] and [`keeping_lease`] take the lease with,
+/// before the worker runs (its worker id `standby`: it claims nothing).
+fn lease_broker(config: &WorkerConfig, options: &WorkerOptions) -> Result<WorkerBroker> {
+    let mut broker_options = BrokerOptions::new(config.result_ttl);
+    broker_options.max_backoff = options.max_backoff;
+    broker_options.redis_ca = config.redis_ca.clone();
+    broker_options.circle = Some(config.circle.clone());
+    WorkerBroker::new(&config.redis_url, &config.queue, "standby", &broker_options).map_err(|e| {
+        Error::Fatal {
+            queue: config.queue.clone(),
+            reason: e.to_string(),
+        }
+    })
 }
 
 /// A worker id unique per process start: `<pid>-<random>`.

@@ -97,6 +97,7 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
             &ctx.settings.host,
             ctx.settings.allow_open,
             &ctx.settings.admin,
+            ctx.settings.managed_redis.then_some(&ctx.settings.redis),
         )
         .map_err(|e| {
             ReloadError::new(
@@ -104,17 +105,6 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
                 format!("{}: {e}", path.display()),
             )
         })?;
-        // As at start (`Settings`): Redis holds its port for sure.
-        if ctx.settings.managed_redis {
-            settings::check_redis_port(&file, &ctx.settings.host, &ctx.settings.redis).map_err(
-                |e| {
-                    ReloadError::new(
-                        ReloadErrorKind::InvalidConfig,
-                        format!("{}: {e}", path.display()),
-                    )
-                },
-            )?;
-        }
     }
     let running = set.configs();
     let plan = Plan::new(&running, &file);
