@@ -154,6 +154,31 @@ fn allocated_by_this_thread() -> u64 {
         .get()
 }
 
+/// Runs `script` (named `call` in messages) on `c`, whose memory limit is
+/// `memory`: it must end with a limit error, having allocated less than
+/// four times the limit in all, and the circle must go on.
+fn stops_at_the_memory_limit(c: &Circle, script: &str, call: &str, memory: usize) {
+    let (ran, spent) = std::thread::scope(|sc| {
+        std::thread::Builder::new()
+            .stack_size(SCRIPT_STACK_SIZE)
+            .spawn_scoped(sc, || {
+                let before = allocated_by_this_thread();
+                let ran = c.engine.run(script, &RunControl::default());
+                (ran, allocated_by_this_thread() - before)
+            })
+            .expect("spawn")
+            .join()
+            .expect("no panic")
+    });
+    let e = ran.expect_err(call);
+    assert_eq!(e.kind, ErrorKind::Limit, "{call}: {e:?}");
+    assert!(
+        spent < 4 * memory as u64,
+        "{call}: the run allocated {spent} bytes in one call, memory limit {memory}"
+    );
+    c.still_works();
+}
+
 #[test]
 fn replace_cannot_build_a_string_far_past_the_memory_limit() {
     const MEMORY: usize = 16 << 20;
@@ -168,25 +193,7 @@ fn replace_cannot_build_a_string_far_past_the_memory_limit() {
                  let t = \"x\"; for i in 0..17 { t += t; }\n";
     for call in ["s.replace(\"a\", t)", "s.replace('a', t)"] {
         let script = format!("{setup}{call};\ns.len()");
-        let (ran, spent) = std::thread::scope(|sc| {
-            std::thread::Builder::new()
-                .stack_size(SCRIPT_STACK_SIZE)
-                .spawn_scoped(sc, || {
-                    let before = allocated_by_this_thread();
-                    let ran = c.engine.run(&script, &RunControl::default());
-                    (ran, allocated_by_this_thread() - before)
-                })
-                .expect("spawn")
-                .join()
-                .expect("no panic")
-        });
-        let e = ran.expect_err(call);
-        assert_eq!(e.kind, ErrorKind::Limit, "{call}: {e:?}");
-        assert!(
-            spent < 4 * MEMORY as u64,
-            "{call}: the run allocated {spent} bytes in one call, memory limit {MEMORY}"
-        );
-        c.still_works();
+        stops_at_the_memory_limit(&c, &script, call, MEMORY);
     }
 }
 
@@ -206,25 +213,7 @@ fn padding_an_array_with_a_map_cannot_copy_its_keys_far_past_the_memory_limit() 
                  let m = #{}; for i in 0..6 { let k = t; k.pop(); k += i; m[k] = i; }\n";
     for call in ["a.pad(40, m)", "a.pad(40, [m])"] {
         let script = format!("{setup}let a = [];\n{call};\na.len()");
-        let (ran, spent) = std::thread::scope(|sc| {
-            std::thread::Builder::new()
-                .stack_size(SCRIPT_STACK_SIZE)
-                .spawn_scoped(sc, || {
-                    let before = allocated_by_this_thread();
-                    let ran = c.engine.run(&script, &RunControl::default());
-                    (ran, allocated_by_this_thread() - before)
-                })
-                .expect("spawn")
-                .join()
-                .expect("no panic")
-        });
-        let e = ran.expect_err(call);
-        assert_eq!(e.kind, ErrorKind::Limit, "{call}: {e:?}");
-        assert!(
-            spent < 4 * MEMORY as u64,
-            "{call}: the run allocated {spent} bytes in one call, memory limit {MEMORY}"
-        );
-        c.still_works();
+        stops_at_the_memory_limit(&c, &script, call, MEMORY);
     }
     // Padding with a map of short keys is stock Rhai's.
     assert_eq!(
