@@ -129,6 +129,13 @@ impl Settings {
             (Some(_), None) => return Err(UsageError("--tls-cert needs --tls-key".into()).into()),
             (None, Some(_)) => return Err(UsageError("--tls-key needs --tls-cert".into()).into()),
         };
+        if args.standby && !args.role.works() {
+            return Err(UsageError(
+                "--standby waits for a worker's lease, and a --role gateway process runs no worker"
+                    .into(),
+            )
+            .into());
+        }
         let local_host = !args.role.serves() || is_loopback(&args.host);
         let admin = crate::admin::args::resolve(&args.admin, local_host, args.allow_open)?;
         // A worker binds no port, so its --host opens nothing.
@@ -577,6 +584,17 @@ mod tests {
         for role in ["gateway", "all"] {
             let e = resolve(&["--host", "0.0.0.0", "--role", role]).expect_err(role);
             assert!(is_usage(&e), "{role}: {e}");
+        }
+    }
+
+    #[test]
+    fn standby_is_refused_where_no_worker_runs() {
+        let e = resolve(&["--role", "gateway", "--standby"]).expect_err("gateway");
+        assert!(is_usage(&e), "{e}");
+        assert!(e.to_string().contains("--standby"), "{e}");
+        for role in ["worker", "all"] {
+            let s = resolve(&["--role", role, "--standby"]).expect(role);
+            assert!(s.standby, "{role}");
         }
     }
 
