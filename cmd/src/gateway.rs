@@ -5,8 +5,9 @@
 //! (`rhai_gateway_heartbeat:<queue>:<gateway_id>` with the worker
 //! heartbeat's TTL, and `rhai_gateways:<queue>`) and records in each
 //! circle's [`server_ws::WorkerSight`] whether a worker of it is alive,
-//! which `play` reads. Circles a reload removes, and at shutdown all of
-//! them, are taken out of the sets and their keys deleted.
+//! which `play` reads. Circles a reload removes or moves to another Redis,
+//! and at shutdown all of them, are taken out of the sets and their keys
+//! deleted, on the Redis they were announced on.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,7 +54,10 @@ pub async fn beat(
     let mut first = Some(announced);
     // The beats under way, and the Redis URL of each.
     let mut beating = Beating::default();
-    let mut announced: Vec<Arc<CircleState>> = Vec::new();
+    // The circles announced in the last round, each with its Redis' client
+    // (kept: a reload that moves a circle off a Redis may close the
+    // orchestrator's client there before this process leaves it).
+    let mut announced: Vec<(Arc<CircleState>, Client)> = Vec::new();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -71,11 +75,13 @@ pub async fn beat(
         // Redis whose previous beat is still under way is left out of this
         // round (its sights stand until that beat ends).
         beating.settle();
+        let mut now_announced = Vec::with_capacity(served.len());
         for (client, members) in clients.groups(served.iter().map(|s| &s.config)) {
             let url = clients
                 .url_of(&served[members[0]].config)
                 .as_str()
                 .to_owned();
+            now_announced.extend(members.iter().map(|&i| (served[i].clone(), client.clone())));
             if beating.on(&url) {
                 continue;
             }
@@ -96,12 +102,17 @@ pub async fn beat(
         if served.iter().zip(before).any(|(s, b)| live(s) != b) {
             changed.notify_one();
         }
-        let gone: Vec<Arc<CircleState>> = announced
+        // Gone: a circle no longer served, or served on another Redis.
+        let gone: Vec<_> = announced
             .into_iter()
-            .filter(|a| !served.iter().any(|s| s.queue == a.queue))
+            .filter(|(a, _)| {
+                !served.iter().any(|s| {
+                    s.queue == a.queue && clients.url_of(&s.config) == clients.url_of(&a.config)
+                })
+            })
             .collect();
         leave(&clients, &gateway, &gone).await;
-        announced = served;
+        announced = now_announced;
     }
     // A beat still under way (each ends within BEAT_TIMEOUT) would write
     // the keys again after the leave deletes them.
@@ -197,13 +208,24 @@ fn live(state: &CircleState) -> (Option<bool>, bool, Option<String>) {
     })
 }
 
-/// Takes the gateway out of the circles `states`, on each one's Redis
-/// (logged when Redis refuses: the keys then expire by their TTL, and
-/// readers prune the sets).
-async fn leave(clients: &Clients, gateway: &GatewayProcess, states: &[Arc<CircleState>]) {
-    for (client, members) in clients.groups(states.iter().map(|s| &s.config)) {
-        let queues: Vec<&str> = members.iter().map(|&i| states[i].queue.as_str()).collect();
-        leave_queues(&client, gateway, &queues).await;
+/// Takes the gateway out of the circles of `announced`, each on the Redis
+/// of the client beside it (logged when Redis refuses: the keys then
+/// expire by their TTL, and readers prune the sets).
+async fn leave(
+    clients: &Clients,
+    gateway: &GatewayProcess,
+    announced: &[(Arc<CircleState>, Client)],
+) {
+    let mut by_redis: Vec<(&client::RedisUrl, &Client, Vec<&str>)> = Vec::new();
+    for (state, client) in announced {
+        let url = clients.url_of(&state.config);
+        match by_redis.iter_mut().find(|(u, ..)| *u == url) {
+            Some((.., queues)) => queues.push(&state.queue),
+            None => by_redis.push((url, client, vec![&state.queue])),
+        }
+    }
+    for (_, client, queues) in by_redis {
+        leave_queues(client, gateway, &queues).await;
     }
 }
 

@@ -93,6 +93,62 @@ async fn a_gateways_keys_appear_with_the_heartbeat_ttl_and_go_at_shutdown() {
     assert!(!exists, "{key} deleted at shutdown");
 }
 
+/// A reload that gives a circle its own Redis takes the gateway out of the
+/// circle on the Redis it left at the next beat, not when the heartbeat's
+/// TTL runs out (the set has none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_leaves_the_redis_a_reload_moved_its_circle_off() {
+    let sandbox = Sandbox::new();
+    let (main, own) = (testkit::RedisServer::start(), testkit::RedisServer::start());
+    let alpha = port();
+    let config = sandbox.circles(&[(1, "Alpha", alpha)]);
+    // Beats 5 s apart: a heartbeat key lives 15 s.
+    let mut cmd = sandbox.serve_command(&config, &main.url(), &sandbox.data_dir());
+    cmd.args(["--worker-heartbeat", "5s", "--role", "gateway"]);
+    let mut gateway = Orchestrator::spawn(cmd);
+    gateway.wait_table();
+    let members = |redis: &testkit::RedisServer| -> Vec<String> {
+        redis_conn(redis)
+            .smembers("rhai_gateways:alpha")
+            .expect("smembers")
+    };
+    let id = wait_for("the gateway on --redis-url", || members(&main).pop());
+    sandbox.write(
+        "circles.json",
+        &serde_json::json!([{"id": 1, "name": "Alpha", "port": alpha, "redis": own.url()}])
+            .to_string(),
+    );
+    gateway.reload(1, DEADLINE);
+    let moved = wait_for("the gateway on the circle's own redis", || {
+        members(&own).pop()
+    });
+    assert_eq!(moved, id);
+    let key = format!("rhai_gateway_heartbeat:alpha:{id}");
+    testkit::wait_for(
+        "the gateway to leave the redis its circle left, before its key's 15 s TTL",
+        Duration::from_secs(4),
+        || {
+            let exists: bool = redis_conn(&main).exists(&key).expect("exists");
+            (members(&main).is_empty() && !exists).then_some(())
+        },
+    );
+    // Back to --redis-url: the reload closes this process's client of the
+    // circle's own Redis, which the gateway still leaves.
+    sandbox.circles(&[(1, "Alpha", alpha)]);
+    gateway.reload(2, DEADLINE);
+    testkit::wait_for(
+        "the gateway to leave the circle's own redis once moved back",
+        Duration::from_secs(10),
+        || members(&own).is_empty().then_some(()),
+    );
+    assert!(gateway.stop().success(), "{}", gateway.stderr());
+    assert!(
+        !gateway.stderr().contains("has no client"),
+        "{}",
+        gateway.stderr()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_of_one_circle_both_show_in_status_json() {
     let sandbox = Sandbox::new();

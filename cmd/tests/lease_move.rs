@@ -59,21 +59,6 @@ fn ran_by(conn: &mut redis::Connection, id: &str) -> u32 {
         .unwrap_or_else(|| panic!("worker id {worker:?}"))
 }
 
-/// Reloads `o` and waits for its `nth` "reload applied" line.
-fn reload(o: &mut Orchestrator, nth: usize) {
-    o.signal("HUP");
-    let deadline = Instant::now() + WAIT;
-    while o.stdout().matches("reload applied").count() < nth {
-        assert!(
-            Instant::now() < deadline,
-            "reload {nth} not applied\nstdout:\n{}\nstderr:\n{}",
-            o.stdout(),
-            o.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// For [`PAST_TTL`]: task `id` on the old Redis stays queued and the
 /// standby never holds the lease there; then the lease there is `holder`'s.
 fn standby_keeps_waiting(
@@ -137,7 +122,7 @@ fn moved_away(
     assert_eq!(ran_by(&mut old, "before"), p.pid());
 
     circles(sandbox, "p.json", ports, Some(Some(&r2.url())));
-    reload(&mut p, 1);
+    p.reload(1, WAIT);
     let mut new = conn(r2);
     submit(&mut new, "on_r2", "\"on_r2\"");
     wait_field(&mut new, "on_r2", "status", "completed");
@@ -196,7 +181,7 @@ fn a_move_back_keeps_the_standby_waiting_and_a_reload_that_removes_the_circle_fr
     // Back to the first Redis: its worker takes the kept lease over there
     // and runs what was queued meanwhile.
     circles(&sandbox, "p.json", ports, Some(None));
-    reload(&mut p, 2);
+    p.reload(2, WAIT);
     wait_field(&mut old, "held", "status", "completed");
     assert_eq!(ran_by(&mut old, "held"), p.pid());
     submit(&mut old, "back", "\"back\"");
@@ -216,12 +201,12 @@ fn a_move_back_keeps_the_standby_waiting_and_a_reload_that_removes_the_circle_fr
     // Moved away again, then removed: the kept lease is given up and the
     // standby takes over while P runs on.
     circles(&sandbox, "p.json", ports, Some(Some(&r2.url())));
-    reload(&mut p, 3);
+    p.reload(3, WAIT);
     submit(&mut old, "on_r1", "\"on_r1\"");
     standby_keeps_waiting(&mut old, "on_r1", p.pid(), &s);
     circles(&sandbox, "p.json", ports, None);
     let removed = Instant::now();
-    reload(&mut p, 4);
+    p.reload(4, WAIT);
     wait_field(&mut old, "on_r1", "status", "completed");
     assert_eq!(ran_by(&mut old, "on_r1"), s.pid());
     assert!(

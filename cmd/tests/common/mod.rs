@@ -233,6 +233,21 @@ impl Orchestrator {
         }
     }
 
+    /// Sends SIGHUP and waits for the `nth` "reload applied" line on stdout.
+    pub fn reload(&mut self, nth: usize, timeout: Duration) {
+        self.signal("HUP");
+        let deadline = Instant::now() + timeout;
+        while self.stdout().matches("reload applied").count() < nth {
+            assert!(
+                Instant::now() < deadline,
+                "reload {nth} not applied\nstdout:\n{}\nstderr:\n{}",
+                self.stdout(),
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits for the plain table, i.e. every circle settled.
     pub fn wait_table(&mut self) {
         self.wait_stdout("circles serving;", START_DEADLINE);
