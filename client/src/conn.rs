@@ -321,6 +321,25 @@ impl Conn {
         cmd.query_async(&mut conn).await.map_err(|e| self.fail(e))
     }
 
+    /// [`Conn::query`] for a request that may run twice (a read, or a write
+    /// that changes nothing the second time): one that failed on a
+    /// connection that broke under it (Redis restarted while it idled) is
+    /// sent once more, on a fresh connection, so a caller does not get an
+    /// error from a Redis that is up.
+    pub(crate) async fn query_idempotent<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T> {
+        let mut conn = self.get().await?;
+        match cmd.query_async(&mut conn).await {
+            Err(e) if e.is_connection_dropped() => {
+                let _broken = self.fail(e);
+                self.query(cmd).await
+            }
+            other => other.map_err(|e| self.fail(e)),
+        }
+    }
+
     /// Runs a pipeline on the connection, mapping errors.
     pub(crate) async fn query_pipe<T: redis::FromRedisValue>(
         &self,
@@ -400,6 +419,22 @@ impl Conn {
         redis::from_redis_value(value)
             .map(Some)
             .map_err(|e| self.fail(e.into()))
+    }
+
+    /// [`Conn::invoke`] for a script that may run twice; see
+    /// [`Conn::query_idempotent`].
+    pub(crate) async fn invoke_idempotent<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T> {
+        let mut conn = self.get().await?;
+        match invocation.invoke_async(&mut conn).await {
+            Err(e) if e.is_connection_dropped() => {
+                let _broken = self.fail(e);
+                self.invoke(invocation).await
+            }
+            other => other.map_err(|e| self.fail(e)),
+        }
     }
 
     /// Invokes a Lua script (EVALSHA, loading it after a Redis restart).

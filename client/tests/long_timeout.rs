@@ -1,6 +1,10 @@
 //! A timeout past what the clock can hold (`Duration::MAX`, meaning no
 //! limit) is taken as a very long wait, never a panic: a submit, a wait and
-//! a run with it end with the task's outcome.
+//! a run with it end with the task's outcome. A timeout too long to count
+//! in u64 milliseconds is no deadline of now: the task's `deadline` field
+//! never comes before `timeout` from its sending (or the end of a u64 of ms).
+
+mod common;
 
 use std::time::Duration;
 
@@ -59,4 +63,37 @@ async fn a_timeout_of_duration_max_waits_for_the_outcome() {
     });
     run_next(&broker, "2").await;
     assert_eq!(output(run.await.expect("run task")), "2");
+}
+
+#[tokio::test]
+async fn a_timeout_past_u64_milliseconds_is_no_deadline_of_now() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let client = Client::connect(&url).await.expect("connect");
+    let mut raw = common::raw(&url).await;
+    // 2^62 s is 2^64 * 250 ms: exactly 0 once cut to u64 milliseconds;
+    // u64::MAX ms + 5 s is 4999 ms once cut.
+    for timeout in [
+        Duration::from_secs(1 << 62),
+        Duration::from_millis(u64::MAX) + Duration::from_millis(5_000),
+    ] {
+        let options = SubmitOptions::with_timeout(timeout);
+        let id = client
+            .submit("q", "40 + 2", &options)
+            .await
+            .expect("submit");
+        let (created, deadline): (u64, u64) = redis::cmd("HMGET")
+            .arg(client::keys::task_details(&id))
+            .arg(client::fields::CREATED_AT)
+            .arg(client::fields::DEADLINE)
+            .query_async(&mut raw)
+            .await
+            .expect("HMGET");
+        let year = 365 * 24 * 3600 * 1000;
+        assert!(
+            deadline >= created.saturating_add(year),
+            "a timeout of {timeout:?} wrote a deadline {} ms after the task was sent",
+            deadline.saturating_sub(created)
+        );
+    }
 }

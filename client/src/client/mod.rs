@@ -191,7 +191,10 @@ impl Client {
         options: &SubmitOptions,
     ) -> Result<Landed> {
         let now = now_ms();
-        let deadline = now.saturating_add(options.timeout.as_millis() as u64);
+        // A timeout past u64 ms (a caller's "no limit") is the end of time,
+        // not the remainder the cast would keep.
+        let timeout_ms = u64::try_from(options.timeout.as_millis()).unwrap_or(u64::MAX);
+        let deadline = now.saturating_add(timeout_ms);
         let mut hash: Vec<(&str, String)> = vec![
             (fields::SCRIPT, script.to_owned()),
             (fields::STATUS, fields::status::PENDING.to_owned()),
@@ -270,7 +273,7 @@ impl Client {
         let status: Option<Vec<u8>> = self
             .inner
             .conn
-            .invoke(&scripts::cancel(task_id, reason))
+            .invoke_idempotent(&scripts::cancel(task_id, reason))
             .await?;
         Ok(matches!(
             status.as_deref(),
@@ -289,7 +292,7 @@ impl Client {
         let raw: Vec<Vec<u8>> = self
             .inner
             .conn
-            .query(
+            .query_idempotent(
                 redis::cmd("LRANGE")
                     .arg(keys::tasks(queue))
                     .arg(first)
@@ -308,7 +311,11 @@ impl Client {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let raw: Vec<Vec<u8>> = self.inner.conn.invoke(&scripts::held(queue, max)).await?;
+        let raw: Vec<Vec<u8>> = self
+            .inner
+            .conn
+            .invoke_idempotent(&scripts::held(queue, max))
+            .await?;
         Ok(readable_ids(raw))
     }
 
@@ -316,7 +323,11 @@ impl Client {
     /// round trip took (a reconnect included, when one was needed).
     pub async fn ping(&self) -> Result<Duration> {
         let started = std::time::Instant::now();
-        let _pong: String = self.inner.conn.query(&redis::cmd("PING")).await?;
+        let _pong: String = self
+            .inner
+            .conn
+            .query_idempotent(&redis::cmd("PING"))
+            .await?;
         Ok(started.elapsed())
     }
 
@@ -331,7 +342,7 @@ impl Client {
         for queue in queues {
             cmd.arg(keys::queue_owner(queue));
         }
-        let raw: Vec<Option<String>> = self.inner.conn.query(&cmd).await?;
+        let raw: Vec<Option<String>> = self.inner.conn.query_idempotent(&cmd).await?;
         raw.into_iter()
             .map(|v| {
                 v.map(|v| crate::Lease::parse(&v).map_err(Error::Protocol))
@@ -347,7 +358,7 @@ impl Client {
         let mut out = Vec::with_capacity(queues.len());
         for chunk in queues.chunks(STATS_BATCH) {
             let invocation = scripts::stats_many(chunk);
-            let rows: Vec<StatsRow> = self.inner.conn.invoke(&invocation).await?;
+            let rows: Vec<StatsRow> = self.inner.conn.invoke_idempotent(&invocation).await?;
             if rows.len() != chunk.len() {
                 return Err(Error::Protocol(format!(
                     "stats of {} queues answered {} rows",

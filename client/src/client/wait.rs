@@ -211,7 +211,7 @@ impl Client {
         let raw: Vec<(Vec<u8>, Vec<u8>)> = self
             .inner
             .conn
-            .query(redis::cmd("HGETALL").arg(keys::task_details(task_id)))
+            .query_idempotent(redis::cmd("HGETALL").arg(keys::task_details(task_id)))
             .await?;
         let fields: HashMap<String, String> = raw
             .into_iter()

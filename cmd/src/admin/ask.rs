@@ -35,19 +35,30 @@ const MAX_ANSWER: u64 = 64 << 20;
 pub fn status(args: &StatusArgs) -> anyhow::Result<i32> {
     let endpoint = Endpoint::of(&args.target, "status")?;
     let body = endpoint.get("/api/status")?;
+    let not_a_snapshot = || {
+        format!(
+            "{} did not answer a status snapshot; is it an orchestrator?",
+            endpoint.url("/api/status")
+        )
+    };
     if args.json {
+        // Printed as it came (fields a newer orchestrator adds included),
+        // but only when it is a snapshot: a program reading it must never
+        // get another page, or a cut one, with exit 0.
+        let value: serde_json::Value = serde_json::from_str(&body).with_context(not_a_snapshot)?;
+        if !value
+            .get("circles")
+            .is_some_and(serde_json::Value::is_array)
+        {
+            bail!("{}: it holds no \"circles\" array", not_a_snapshot());
+        }
         crate::stdout::write("the status", &format!("{}\n", body.trim_end()))?;
         return Ok(0);
     }
     // The snapshot's state names are `&'static str`; this command prints
     // once and exits, so its one answer may live as long as the process.
     let body: &'static str = Box::leak(body.into_boxed_str());
-    let snap: Snapshot = serde_json::from_str(body).with_context(|| {
-        format!(
-            "{} did not answer a status snapshot; is it an orchestrator?",
-            endpoint.url("/api/status")
-        )
-    })?;
+    let snap: Snapshot = serde_json::from_str(body).with_context(not_a_snapshot)?;
     let header = Header {
         redis_url: snap.redis_url.clone(),
         redis_managed: snap.redis_managed,
@@ -202,10 +213,14 @@ impl Endpoint {
             .take(MAX_ANSWER)
             .read_to_end(&mut answer)
             .with_context(|| format!("cannot read the answer of {url}"))?;
-        let answer = String::from_utf8_lossy(&answer);
-        let (head, body) = answer
-            .split_once("\r\n\r\n")
+        let split = answer
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
             .with_context(|| format!("{url} answered something that is not HTTP"))?;
+        let (head, body) = (
+            String::from_utf8_lossy(&answer[..split]),
+            &answer[split + 4..],
+        );
         let code: u16 = head
             .split_whitespace()
             .nth(1)
@@ -217,9 +232,26 @@ impl Endpoint {
         }) {
             bail!("{url} answered in chunks, which this command does not read");
         }
+        // An orchestrator that went away mid-answer (killed, crashed) closes
+        // the connection before the length it announced: a cut answer is
+        // no answer, not a shorter one.
+        let announced = head.lines().find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        });
+        if let Some(announced) = announced
+            && body.len() < announced
+        {
+            bail!(
+                "{url} closed the connection after {} of the {announced} bytes of its answer",
+                body.len()
+            );
+        }
         Ok(Answer {
             code,
-            body: body.to_string(),
+            body: String::from_utf8_lossy(body).into_owned(),
         })
     }
 
