@@ -12,9 +12,11 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError};
 
+use crate::clock::RedisClock;
 use crate::target::Target;
 use crate::{Error, RedisUrl, Result};
 
+mod first;
 mod states;
 
 pub use states::Refusal;
@@ -74,6 +76,8 @@ pub(crate) struct Conn {
     state: Mutex<State>,
     /// Serialises connection attempts.
     connecting: tokio::sync::Mutex<()>,
+    /// The Redis' clock, measured at every connect.
+    clock: Arc<RedisClock>,
 }
 
 impl Conn {
@@ -97,6 +101,7 @@ impl Conn {
     fn to(target: Arc<Target>, url: String, role: &'static str, settings: ConnSettings) -> Conn {
         Conn {
             target,
+            clock: RedisClock::of(&url),
             url,
             role,
             settings,
@@ -134,6 +139,18 @@ impl Conn {
 
     /// The live connection, connecting if needed. Fails fast with
     /// `Unavailable` while a backoff is running.
+    /// Ms since the Unix epoch by this Redis' clock (see [`RedisClock`]):
+    /// what every time written into a task or compared with its deadline
+    /// is read from.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// This Redis' clock, for a pipeline that measures it again.
+    pub(crate) fn clock(&self) -> &RedisClock {
+        &self.clock
+    }
+
     pub(crate) async fn get(&self) -> Result<MultiplexedConnection> {
         Ok(self.get_with_generation().await?.0)
     }
@@ -171,7 +188,7 @@ impl Conn {
                     .get_multiplexed_async_connection_with_config(&config)
                     .await
                     .map_err(|e| e.to_string())?;
-                transactions_allowed(&mut conn).await?;
+                first::run(&mut conn, &self.clock).await?;
                 Ok::<_, String>(conn)
             },
         )
@@ -456,26 +473,4 @@ pub(crate) enum Unsure {
     Broken(Error),
     /// Its reply timed out: it may still run later.
     TimedOut(Error),
-}
-
-/// Checks on a new connection that its user may run MULTI and EXEC, with
-/// an empty transaction sent as two plain commands. Redis runs the commands
-/// that follow a refused MULTI one by one, so a submit (HSET and LPUSH in
-/// one MULTI/EXEC) would queue its task and still fail, and the redis
-/// client, expecting a transaction's replies, loses count of them. Such a
-/// connection is not used; the reason keeps Redis's NOPERM, so the error
-/// reads as a permission [`Refusal`](crate::Refusal).
-async fn transactions_allowed(conn: &mut MultiplexedConnection) -> Result<(), String> {
-    let mut pipe = redis::pipe();
-    pipe.cmd("MULTI").ignore().cmd("EXEC").ignore();
-    pipe.query_async::<()>(conn).await.map_err(|e| {
-        if refusing_state(&e.to_string()) == Some(crate::Refusal::Permission) {
-            format!(
-                "this user may not run MULTI or EXEC, and a task is written in one \
-                 MULTI/EXEC: grant both (+multi +exec, or +@transaction) in its ACL ({e})"
-            )
-        } else {
-            e.to_string()
-        }
-    })
 }

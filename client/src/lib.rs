@@ -50,6 +50,7 @@
 pub mod broker;
 mod caller;
 mod client;
+mod clock;
 mod conn;
 pub mod fields;
 #[doc(hidden)]

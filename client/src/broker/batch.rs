@@ -5,7 +5,7 @@
 use super::claim::ClaimKeys;
 use super::types::{BatchFinish, Claim, MAX_CLAIM_BATCH};
 use super::worker::WorkerBroker;
-use crate::{Error, FailureKind, Outcome, Result, fields, now_ms, scripts};
+use crate::{Error, FailureKind, Outcome, Result, fields, scripts};
 
 impl WorkerBroker {
     /// Non-blocking: moves up to `n` of the oldest queued ids into this
@@ -17,7 +17,7 @@ impl WorkerBroker {
         let inv = scripts::claim_batch(
             &self.queue,
             &self.keys.worker_id,
-            now_ms(),
+            self.conn.now_ms(),
             self.keys.ttl_ms,
             n.clamp(1, MAX_CLAIM_BATCH),
             &fencing,
@@ -60,7 +60,7 @@ impl WorkerBroker {
         let inv = scripts::finish_batch(
             &self.queue,
             &self.keys.worker_id,
-            now_ms(),
+            self.conn.now_ms(),
             self.keys.ttl_ms,
             &finished,
             &scripts::Then {

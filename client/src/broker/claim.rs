@@ -3,7 +3,7 @@
 
 use super::types::{BrokerOptions, Claim, ClaimedTask, Fence};
 use crate::conn::Conn;
-use crate::{Caller, Error, Result, Role, keys, now_ms, scripts};
+use crate::{Caller, Error, Result, Role, keys, scripts};
 
 /// A claim reply as read: fields are bytes, as a third party may have
 /// written anything into the task.
@@ -78,7 +78,7 @@ impl ClaimKeys {
             &self.stats,
             &self.worker_id,
             &raw_id,
-            now_ms(),
+            conn.now_ms(),
             self.ttl_ms,
             &reason,
         );
@@ -171,6 +171,7 @@ pub(crate) fn parse_claim(reply: RawClaim) -> Result<Option<Parsed>> {
                     started_ms: std::str::from_utf8(field(8))
                         .ok()
                         .and_then(|s| s.parse().ok()),
+                    received: std::time::Instant::now(),
                 })
             });
             match readable {

@@ -66,11 +66,13 @@ pub struct ClaimedTask {
     /// restored from before its claim (an older snapshot, a failover) holds
     /// none.
     pub ended_before: bool,
-    /// The `startedAt` its claim wrote (ms since the Unix epoch, by the
-    /// claiming worker's clock): a later claim of the same id writes
+    /// The `startedAt` its claim wrote (ms since the Unix epoch, by
+    /// Redis' clock): a later claim of the same id writes
     /// another, which tells the two runs apart when a lost reply leaves
     /// the id in the worker's processing list.
     pub started_ms: Option<u64>,
+    /// When this worker read the claim's reply (its monotonic clock).
+    pub(crate) received: std::time::Instant,
 }
 
 /// A task's `createdAt` and `startedAt` as its hash holds them (see
@@ -92,19 +94,28 @@ impl ClaimedTask {
         }
     }
 
-    /// Time left until the submitter's deadline (zero once it passed), by
-    /// this machine's wall clock; `None` without a deadline.
+    /// Time left until the submitter's deadline (zero once it passed):
+    /// the deadline less the claim's `startedAt`, both by Redis' clock,
+    /// less the time since the claim's reply came, by this machine's
+    /// monotonic clock (its wall clock may disagree with Redis' and the
+    /// submitter's); `None` without a deadline.
     pub fn time_left(&self) -> Option<Duration> {
-        self.deadline_ms
-            .map(|deadline| Duration::from_millis(deadline.saturating_sub(crate::now_ms())))
+        self.deadline_ms.map(|deadline| {
+            let started = self.started_ms.unwrap_or_else(crate::now_ms);
+            Duration::from_millis(deadline.saturating_sub(started))
+                .saturating_sub(self.received.elapsed())
+        })
     }
 
     /// Time since it was submitted (zero if `createdAt` lies in the
-    /// future), by this machine's wall clock; `None` without a readable
-    /// `createdAt`.
+    /// future): its claim's `startedAt` less its `createdAt`, both by
+    /// Redis' clock, plus the time since the claim's reply came; `None`
+    /// without a readable `createdAt`.
     pub fn age(&self) -> Option<Duration> {
-        self.created_ms
-            .map(|created| Duration::from_millis(crate::now_ms().saturating_sub(created)))
+        self.created_ms.map(|created| {
+            let started = self.started_ms.unwrap_or_else(crate::now_ms);
+            Duration::from_millis(started.saturating_sub(created)) + self.received.elapsed()
+        })
     }
 }
 

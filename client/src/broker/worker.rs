@@ -8,7 +8,7 @@ use super::claim::{ClaimKeys, shown_reason, utf8};
 use super::popper::BlockingPopper;
 use super::types::{BrokerOptions, Claim, ClaimedAt, WORKER_LOST_MESSAGE};
 use crate::conn::Conn;
-use crate::{Error, Lease, Outcome, Result, fields, keys, now_ms, scripts};
+use crate::{Error, Lease, Outcome, Result, fields, keys, scripts};
 
 /// One worker's view of its queue.
 pub struct WorkerBroker {
@@ -73,7 +73,7 @@ impl WorkerBroker {
             &self.queue,
             &self.keys.worker_id,
             task_id,
-            now_ms(),
+            self.conn.now_ms(),
             self.keys.ttl_ms,
             &fencing,
         );
@@ -130,7 +130,7 @@ impl WorkerBroker {
     }
 
     fn heartbeat_pipe(&self, ttl: Duration) -> redis::Pipeline {
-        let now = now_ms();
+        let now = self.conn.now_ms();
         let mut pipe = redis::pipe();
         // Errors as values (see `beat`): a stats key of another type
         // (edited by hand) fails its `HSET` alone, which is ignored, as the
@@ -170,7 +170,13 @@ impl WorkerBroker {
         if reap {
             pipe.cmd("SMEMBERS").arg(keys::workers(&self.queue));
         }
+        // Redis' clock, measured again each beat (see `RedisClock`).
+        pipe.cmd("TIME");
+        let sent = crate::now_ms();
         let mut replies: Vec<redis::Value> = self.conn.query_pipe(&pipe).await?;
+        if let Some(time) = replies.pop() {
+            self.conn.clock().observe_value(&time, sent);
+        }
         for reply in &replies {
             if let redis::Value::ServerError(e) = reply {
                 return Err(self.conn.fail(e.clone().into()));
@@ -202,7 +208,7 @@ impl WorkerBroker {
             let inv = scripts::reap(
                 &self.queue,
                 dead,
-                now_ms(),
+                self.conn.now_ms(),
                 self.keys.ttl_ms,
                 WORKER_LOST_MESSAGE,
             );

@@ -183,7 +183,18 @@ impl Client {
                     .arg(keys::heartbeat(queue, ""));
             }
         }
-        let answers: Vec<Vec<i64>> = self.inner.conn.query_pipe(&pipe).await?;
+        // Redis' clock, measured again each beat (see `RedisClock`).
+        pipe.cmd("TIME");
+        let sent = crate::now_ms();
+        let mut answers: Vec<redis::Value> = self.inner.conn.query_pipe(&pipe).await?;
+        if let Some(time) = answers.pop() {
+            self.inner.conn.clock().observe_value(&time, sent);
+        }
+        let answers: Vec<Vec<i64>> = answers
+            .into_iter()
+            .map(redis::from_redis_value)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| Error::Protocol(format!("a gateway beat answered {e}")))?;
         let live: Vec<Option<Duration>> = answers.into_iter().flatten().map(time_left).collect();
         if live.len() != circles.len() {
             return Err(Error::Protocol(format!(

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use crate::conn::{Conn, ConnSettings};
 use crate::listener::{self, Health, ListenerSettings, Registry};
-use crate::{Error, QueueStats, Result, SubmitOptions, fields, keys, now_ms, scripts};
+use crate::{Error, QueueStats, Result, SubmitOptions, fields, keys, scripts};
 
 /// Options of a [`Client`]. Start from `ClientOptions::default()`.
 #[derive(Debug, Clone)]
@@ -190,7 +190,8 @@ impl Client {
         script: &str,
         options: &SubmitOptions,
     ) -> Result<Landed> {
-        let now = now_ms();
+        // Redis' clock, which workers compare the deadline with.
+        let now = self.inner.conn.now_ms();
         // A timeout past u64 ms (a caller's "no limit") is the end of time,
         // not the remainder the cast would keep.
         let timeout_ms = u64::try_from(options.timeout.as_millis()).unwrap_or(u64::MAX);
@@ -366,7 +367,8 @@ impl Client {
                     rows.len()
                 )));
             }
-            out.extend(rows.into_iter().map(queue_stats));
+            let now = self.inner.conn.now_ms();
+            out.extend(rows.into_iter().map(|row| queue_stats(row, now)));
         }
         Ok(out)
     }
@@ -388,10 +390,11 @@ pub const STATS_BATCH: usize = 256;
 /// last heartbeat, lease.
 type StatsRow = (u64, u64, u64, u64, Option<u64>, Option<String>);
 
-/// A `STATS_MANY` script row as [`QueueStats`] (a lease that does not parse
-/// is left out).
+/// A `STATS_MANY` script row as [`QueueStats`] at `now` (Redis' clock; a
+/// lease that does not parse is left out).
 fn queue_stats(
     (queue_len, processed, failed, in_flight, last_beat, lease): StatsRow,
+    now: u64,
 ) -> QueueStats {
     QueueStats {
         lease: lease.and_then(|l| crate::Lease::parse(&l).ok()),
@@ -401,7 +404,7 @@ fn queue_stats(
         in_flight,
         heartbeat_age: last_beat
             .filter(|&ms| ms > 0)
-            .map(|ms| Duration::from_millis(now_ms().saturating_sub(ms))),
+            .map(|ms| Duration::from_millis(now.saturating_sub(ms))),
     }
 }
 
