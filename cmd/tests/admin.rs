@@ -717,3 +717,89 @@ fn the_console_page_forbids_framing_by_other_sites() {
     );
     assert!(admin.orchestrator.stop().success());
 }
+
+/// `circles_task_queue_wait_seconds` is the time (README's metric table,
+/// and its HELP line) "from the task's `createdAt` to its
+/// claim". Under a backlog a worker claims several tasks in one round trip
+/// (`--claim-batch`, 24 by default) and each then waits in the worker for
+/// those claimed ahead of it to run: that wait is after the claim, and must
+/// not be counted as queue wait. The claim's own time is in the hash
+/// (`startedAt`, next to `createdAt`), so the true figure is known.
+#[test]
+fn queue_wait_ends_at_the_claim_not_when_the_script_starts() {
+    let mut admin = start(&[]);
+    let addr = admin.addr;
+    const SUM: &str = r#"circles_task_queue_wait_seconds_sum{circle="Alpha Circle"}"#;
+    const COUNT: &str = r#"circles_task_queue_wait_seconds_count{circle="Alpha Circle"}"#;
+    let before = get(addr, "/metrics", &[]).body;
+
+    // Four slow tasks at once, as a submitter writes them (createdAt
+    // included): one claim takes the backlog.
+    const N: usize = 4;
+    let mut conn = common::tasks::conn(&admin.redis);
+    let ids: Vec<String> = (0..N).map(|i| format!("alpha-slow-{i}")).collect();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis()
+        .to_string();
+    let mut submit = redis::pipe();
+    submit.atomic();
+    for id in &ids {
+        submit
+            .hset_multiple(
+                client::keys::task_details(id),
+                &[
+                    ("script", "let x = 0; for i in 0..1000000 { x += 1; } x"),
+                    ("status", "pending"),
+                    ("createdAt", now_ms.as_str()),
+                ],
+            )
+            .lpush(client::keys::tasks("alpha_circle"), id);
+    }
+    let () = submit.query(&mut conn).expect("submit the tasks");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for id in &ids {
+        while common::tasks::field(&mut conn, id, "status").as_deref() != Some("completed") {
+            assert!(Instant::now() < deadline, "task {id} did not complete");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // createdAt to the claim (startedAt), as Redis recorded them.
+    let mut ms = |id: &str, f: &str| -> f64 {
+        common::tasks::field(&mut conn, id, f)
+            .unwrap_or_else(|| panic!("{id} has no {f}"))
+            .parse()
+            .expect("ms")
+    };
+    let (mut truth, mut run) = (0.0, 0.0);
+    for id in &ids {
+        truth += (ms(id, "startedAt") - ms(id, "createdAt")) / 1000.0;
+        run += ms(id, "runTimeUs") / 1_000_000.0;
+    }
+
+    let after = wait_count(addr, COUNT, sample(&before, COUNT) + N as f64);
+    let measured = sample(&after, SUM) - sample(&before, SUM);
+    assert!(
+        (measured - truth).abs() < 0.5,
+        "queue wait recorded {measured:.3} s for {N} tasks, but createdAt to the claim \
+         (startedAt) adds up to {truth:.3} s (their scripts ran {run:.3} s in all)"
+    );
+    assert!(admin.orchestrator.stop().success());
+}
+
+/// Polls `/metrics` until `series` reaches `at_least`; the scrape.
+fn wait_count(addr: std::net::SocketAddr, series: &str, at_least: f64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = get(addr, "/metrics", &[]).body;
+        if sample(&text, series) >= at_least {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} never reached {at_least}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -214,8 +214,8 @@ impl Taker<'_> {
         let age = task.age();
         let at = task.claimed_at();
         let started = Instant::now();
-        if let (Some(metrics), Some(age)) = (&self.options.metrics, age) {
-            metrics.queue_wait(age);
+        if let (Some(metrics), Some(waited)) = (&self.options.metrics, task.queue_wait()) {
+            metrics.queue_wait(waited);
         }
         let control = RunControl {
             caller: run_as(task.caller.take()),

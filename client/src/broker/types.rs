@@ -112,9 +112,18 @@ impl ClaimedTask {
     /// Redis' clock, plus the time since the claim's reply came; `None`
     /// without a readable `createdAt`.
     pub fn age(&self) -> Option<Duration> {
+        self.queue_wait()
+            .map(|waited| waited + self.received.elapsed())
+    }
+
+    /// Time it waited in the queue: from its `createdAt` to its claim's
+    /// `startedAt`, both by Redis' clock (zero if `createdAt` lies after
+    /// it); not the time a task of a claimed batch then waits in its worker
+    /// for those ahead of it. `None` without a readable `createdAt`.
+    pub fn queue_wait(&self) -> Option<Duration> {
         self.created_ms.map(|created| {
             let started = self.started_ms.unwrap_or_else(crate::now_ms);
-            Duration::from_millis(started.saturating_sub(created)) + self.received.elapsed()
+            Duration::from_millis(started.saturating_sub(created))
         })
     }
 }
