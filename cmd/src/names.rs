@@ -33,8 +33,31 @@ pub(crate) fn escaped(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// `name` between double quotes, a `"` or `\\` in it escaped with a
+/// backslash: a list of quoted names (`"A", "B"`) reads as the names it
+/// holds whatever they contain.
+pub(crate) fn quoted(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 2);
+    out.push('"');
+    for c in name.chars() {
+        if matches!(c, '"' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_quoted_name_escapes_its_quotes_and_backslashes() {
+        assert_eq!(super::quoted("Alpha"), r#""Alpha""#);
+        assert_eq!(super::quoted(r#"B", "C"#), r#""B\", \"C""#);
+        assert_eq!(super::quoted(r"a\b"), r#""a\\b""#);
+    }
+
     /// README: a name with "an invisible one that garbles a terminal line:
     /// bidirectional controls, …" is refused. Unicode's Bidi_Control set is
     /// U+061C, U+200E, U+200F, U+202A–U+202E and U+2066–U+2069: the Arabic

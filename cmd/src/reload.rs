@@ -64,7 +64,7 @@ impl std::fmt::Display for ReloadSummary {
 pub fn quoted(names: &[String]) -> String {
     names
         .iter()
-        .map(|n| format!("\"{n}\""))
+        .map(|n| crate::names::quoted(n))
         .collect::<Vec<_>>()
         .join(", ")
 }
