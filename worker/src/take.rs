@@ -58,6 +58,13 @@ pub(crate) struct Outage {
     /// other requests may succeed meanwhile, so only that one succeeding
     /// ends the outage (else the backoff would restart at every turn).
     refused: Option<Step>,
+    /// The request that failed last, refused or not: only that one
+    /// succeeding ends the outage. Redis may take one connection's requests
+    /// and not the other's (at `maxclients` it closes each new connection
+    /// at once): the batch claim then succeeds between blocking pops that
+    /// fail, which must not end the outage at every turn (a warning and an
+    /// info line every 50 ms, the backoff never growing).
+    failed: Option<Step>,
     /// Set by every failed request; cleared once the processing list was read.
     pub(crate) check_own: bool,
     /// Tasks that ran but whose result Redis refused (a fault, logged): never
@@ -73,6 +80,7 @@ impl Outage {
             backoff: Retry::new(max_backoff),
             since: None,
             refused: None,
+            failed: None,
             check_own: false,
             unwritten: HashSet::new(),
             finished: Finished::default(),
@@ -226,7 +234,18 @@ impl Taker<'_> {
             }
             match quick {
                 Ok(claims) if !claims.is_empty() => ready.extend(claims),
-                Ok(_) => match self.popper.pop_and_claim(self.options.pop_timeout).await {
+                // After a failed pop, a short one first: on an idle queue
+                // the blocking pop answers only at its timeout, and only a
+                // pop that answers ends an outage the pop met.
+                Ok(_) => match self
+                    .popper
+                    .pop_and_claim(if outage.failed == Some(Step::Pop) {
+                        self.options.pop_timeout.min(Duration::from_millis(100))
+                    } else {
+                        self.options.pop_timeout
+                    })
+                    .await
+                {
                     Ok(Some(claim)) => {
                         self.up(&mut outage, Step::Pop);
                         ready.push_back(claim);
@@ -284,9 +303,10 @@ impl Taker<'_> {
     }
 
     pub(crate) fn up(&self, outage: &mut Outage, step: Step) {
-        if outage.refused.is_some_and(|refused| refused != step) {
+        if outage.failed.is_some_and(|failed| failed != step) {
             return;
         }
+        outage.failed = None;
         let refused = outage.refused.take().is_some();
         if let Some(since) = outage.since.take() {
             let again = if refused {
@@ -308,6 +328,7 @@ impl Taker<'_> {
     pub(crate) async fn down(&self, outage: &mut Outage, err: &client::Error, step: Step) {
         let refused = err.is_refusal();
         outage.refused = refused.then_some(step);
+        outage.failed = Some(step);
         let starts = outage.since.is_none();
         if starts {
             outage.since = Some(Instant::now());

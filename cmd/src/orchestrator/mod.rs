@@ -166,6 +166,7 @@ impl Orchestrator {
     /// error whatever was started is stopped again.
     pub fn start(mut settings: Settings) -> anyhow::Result<Orchestrator> {
         raise_open_files_limit();
+        descriptors::fits(settings.circles.len())?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("orchestrator")

@@ -1,0 +1,76 @@
+//! More circles than the open files limit can hold: the orchestrator must
+//! end with a clear error naming the limit (start-up is all or nothing),
+//! not start, say the circles are prepared, and then restart every circle
+//! forever, serving none of them.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Orchestrator, Sandbox, port};
+use serde_json::json;
+
+/// `serve` run by `prlimit` with `nofile` (`soft:hard`) open files.
+fn limited(serve: &Command, nofile: &str) -> Command {
+    let mut cmd = Command::new("prlimit");
+    cmd.arg(format!("--nofile={nofile}"))
+        .arg(serve.get_program())
+        .args(serve.get_args())
+        .stdin(Stdio::null());
+    if let Some(dir) = serve.get_current_dir() {
+        cmd.current_dir(dir);
+    }
+    for (key, value) in serve.get_envs() {
+        match value {
+            Some(value) => cmd.env(key, value),
+            None => cmd.env_remove(key),
+        };
+    }
+    cmd
+}
+
+#[test]
+fn two_hundred_circles_under_1024_open_files_end_with_a_clear_error() {
+    let redis = testkit::RedisServer::start();
+    let sandbox = Sandbox::new();
+    let circles: Vec<_> = (1..=200u32)
+        .map(|id| json!({"id": id, "name": format!("C{id}"), "port": port()}))
+        .collect();
+    let config = sandbox.write("circles.json", &json!(circles).to_string());
+    let serve = sandbox.serve_command(&config, &redis.url(), &sandbox.data_dir());
+    let mut o = Orchestrator::spawn(limited(&serve, "1024:1024"));
+    // 200 circles take about 2,600 descriptors; 1024 cannot hold them.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let status = loop {
+        if let Some(status) = o.child.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stderr = o.stderr();
+    let restarts = stderr
+        .lines()
+        .filter(|l| l.contains("Too many open files"))
+        .count();
+    let Some(status) = status else {
+        panic!(
+            "200 circles under a limit of 1024 open files: still running after 40 s \
+             ({restarts} log lines say Too many open files; the last table lines:\n{})",
+            o.stdout()
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    };
+    assert_ne!(status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("open files") && stderr.contains("1024"),
+        "the error names the limit: {stderr}"
+    );
+}
