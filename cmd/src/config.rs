@@ -57,7 +57,11 @@ where
 impl CircleConfig {
     /// The circle as messages name it: `circle "Alpha" (id 1)`.
     pub fn who(&self) -> String {
-        format!("circle {} (id {})", crate::names::quoted(&self.name), self.id)
+        format!(
+            "circle {} (id {})",
+            crate::names::quoted(&self.name),
+            self.id
+        )
     }
 
     /// The circle's Redis queue name (DESIGN §3).

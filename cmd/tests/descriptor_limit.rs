@@ -1,7 +1,7 @@
-//! More circles than the open files limit can hold: the orchestrator must
-//! end with a clear error naming the limit (start-up is all or nothing),
-//! not start, say the circles are prepared, and then restart every circle
-//! forever, serving none of them.
+//! More circles than the open files limit can hold: the orchestrator ends
+//! with a clear error naming the limit (start-up is all or nothing) rather
+//! than start and then restart every circle forever, serving none of them;
+//! a reload that would run too many changes nothing and says why.
 
 mod common;
 
@@ -73,4 +73,38 @@ fn two_hundred_circles_under_1024_open_files_end_with_a_clear_error() {
         stderr.contains("open files") && stderr.contains("1024"),
         "the error names the limit: {stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_to_more_circles_than_the_open_files_limit_holds_changes_nothing() {
+    let redis = testkit::RedisServer::start();
+    let sandbox = Sandbox::new();
+    let circles = |n: u32, ports: &[u16]| {
+        let all: Vec<_> = (1..=n)
+            .map(|id| json!({"id": id, "name": format!("C{id}"), "port": ports[id as usize - 1]}))
+            .collect();
+        json!(all).to_string()
+    };
+    let ports: Vec<u16> = (0..80).map(|_| port()).collect();
+    // 20 circles need about 64 + 16 × 20 = 384 descriptors; 80 about 1344.
+    let config = sandbox.write("circles.json", &circles(20, &ports));
+    let serve = sandbox.serve_command(&config, &redis.url(), &sandbox.data_dir());
+    let mut o = Orchestrator::spawn(limited(&serve, "1024:1024"));
+    o.wait_table();
+    sandbox.write("circles.json", &circles(80, &ports));
+    o.signal("HUP");
+    o.wait_stdout("reload failed", Duration::from_secs(30));
+    let stdout = o.stdout();
+    assert!(
+        stdout.contains("open files limit (1024)") && stdout.contains("nothing was reloaded"),
+        "{stdout}"
+    );
+    let mut ws = common::connect(ports[19]).await;
+    let reply = common::play(&mut ws, 1, "40 + 2").await;
+    assert_eq!(reply["result"]["output"], json!("42"), "{reply}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", ports[20])).is_err(),
+        "a circle the refused reload would add serves"
+    );
+    assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
 }

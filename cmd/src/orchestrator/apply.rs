@@ -108,6 +108,16 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     }
     let running = set.configs();
     let plan = Plan::new(&running, &file);
+    // The added circles start before the removed ones are gone.
+    if let Some(why) = super::descriptors::shortfall(running.len() + plan.added.len()) {
+        return Err(ReloadError::new(
+            ReloadErrorKind::CannotStart,
+            format!(
+                "{why}, while this reload runs; nothing was reloaded. Fix: {}",
+                super::descriptors::SHORTFALL_FIX
+            ),
+        ));
+    }
     let summary = plan.summary();
     let order: Vec<u32> = file.iter().map(|c| c.id).collect();
     if summary.is_empty() {

@@ -100,28 +100,28 @@ impl Budgets {
     }
 }
 
-/// Whether `circles` fit in the open files limit (after it was raised to
-/// the hard one) at all: [`RESERVED_BASE`] and [`RESERVED_PER_CIRCLE`] for
-/// each. Past it some circles' runtimes, Redis connections or listeners
-/// cannot be made, and the supervisors would restart them (the shared
-/// host among them) forever, serving none: start-up is all or nothing.
-pub fn fits(circles: usize) -> anyhow::Result<()> {
-    let Ok((limit, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else {
-        return Ok(());
-    };
+/// Why `circles` do not fit in the open files limit (after it was raised
+/// to the hard one) at all, or `None` when they do: [`RESERVED_BASE`] and
+/// [`RESERVED_PER_CIRCLE`] for each. Past it some circles' runtimes, Redis
+/// connections or listeners cannot be made, and the supervisors would
+/// restart them (the shared host among them) forever, serving none: the
+/// start refuses them all, and a reload that would run them changes nothing.
+pub fn shortfall(circles: usize) -> Option<String> {
+    let (limit, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).ok()?;
     let needed = RESERVED_PER_CIRCLE
         .saturating_mul(circles)
         .saturating_add(RESERVED_BASE);
-    if usize::try_from(limit).unwrap_or(usize::MAX) < needed {
-        anyhow::bail!(
+    (usize::try_from(limit).unwrap_or(usize::MAX) < needed).then(|| {
+        format!(
             "the open files limit ({limit}) is too low for {circles} circles: they need about \
-             {needed} descriptors ({RESERVED_PER_CIRCLE} per circle and {RESERVED_BASE} more), \
-             so none was started. Fix: raise the hard limit of open files (`ulimit -Hn`, \
-             systemd's LimitNOFILE=), or run fewer circles in this process (--circles)"
-        );
-    }
-    Ok(())
+             {needed} descriptors ({RESERVED_PER_CIRCLE} per circle and {RESERVED_BASE} more)"
+        )
+    })
 }
+
+/// How to get out of a [`shortfall`].
+pub const SHORTFALL_FIX: &str = "raise the hard limit of open files (`ulimit -Hn`, systemd's \
+                                 LimitNOFILE=), or run fewer circles in this process (--circles)";
 
 /// What the hosts may hold out of `limit` descriptors with `circles` running.
 fn hosts_max(limit: usize, circles: usize) -> usize {

@@ -166,7 +166,12 @@ impl Orchestrator {
     /// error whatever was started is stopped again.
     pub fn start(mut settings: Settings) -> anyhow::Result<Orchestrator> {
         raise_open_files_limit();
-        descriptors::fits(settings.circles.len())?;
+        if let Some(why) = descriptors::shortfall(settings.circles.len()) {
+            anyhow::bail!(
+                "{why}, so none was started. Fix: {}",
+                descriptors::SHORTFALL_FIX
+            );
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("orchestrator")
