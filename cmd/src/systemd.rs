@@ -88,9 +88,26 @@ fn notify(state: &str) {
     }
 }
 
+/// The longest `STATUS=` value sent: systemd reads a notification into a
+/// buffer of PIPE_BUF (4096) bytes and ignores a longer one whole, its
+/// `READY=1` included; a reload's summary names every circle it touched.
+const MAX_STATUS_BYTES: usize = 1024;
+
+/// `status`, cut at a character boundary to [`MAX_STATUS_BYTES`] (`…` marks the cut).
+fn bounded(status: &str) -> std::borrow::Cow<'_, str> {
+    if status.len() <= MAX_STATUS_BYTES {
+        return status.into();
+    }
+    let mut end = MAX_STATUS_BYTES - '…'.len_utf8();
+    while !status.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &status[..end]).into()
+}
+
 /// Every circle started (again): serving, and what `status` says.
 pub fn ready(status: &str) {
-    notify(&format!("READY=1\nSTATUS={status}"));
+    notify(&format!("READY=1\nSTATUS={}", bounded(status)));
 }
 
 /// A reload of circles.json starts.
@@ -154,5 +171,14 @@ mod tests {
             Some(std::path::Path::new("/run/systemd/notify"))
         );
         assert!(address(b"").is_err());
+    }
+
+    #[test]
+    fn a_long_status_is_cut_at_a_character_boundary_to_fit_what_systemd_reads() {
+        assert_eq!(bounded("serving 3 circles"), "serving 3 circles");
+        let long = "é".repeat(3000);
+        let cut = bounded(&long);
+        assert!(cut.len() <= MAX_STATUS_BYTES, "{}", cut.len());
+        assert!(cut.ends_with('…'));
     }
 }

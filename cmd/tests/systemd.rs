@@ -18,7 +18,8 @@ const WAIT: Duration = Duration::from_secs(30);
 /// The next notification on `socket`, within `within`.
 fn next(socket: &UnixDatagram, within: Duration) -> Option<String> {
     socket.set_read_timeout(Some(within)).expect("timeout");
-    let mut buf = [0u8; 4096];
+    // Larger than what systemd reads (4096 bytes), so a longer one shows.
+    let mut buf = vec![0u8; 1 << 16];
     let n = socket.recv(&mut buf).ok()?;
     Some(String::from_utf8(buf[..n].to_vec()).expect("UTF-8"))
 }
@@ -104,6 +105,49 @@ async fn ready_reloading_and_stopping_follow_the_circles_serving_reloading_and_s
         next_state(&socket, &o),
         "STOPPING=1\nSTATUS=SIGTERM received: shutting down"
     );
+    assert_eq!(o.wait_exit(WAIT).code(), Some(0), "{}", o.stderr());
+}
+
+/// systemd reads a notification into a buffer of PIPE_BUF (4096) bytes and
+/// ignores a longer one whole ("Received notify message exceeded maximum
+/// size. Ignoring.", src/core/manager.c), its `READY=1` with it: under
+/// `Type=notify-reload` the reload would never end for systemd. The status
+/// after a reload names every circle it touched, so it is cut to fit.
+#[test]
+fn the_ready_after_a_reload_of_many_long_names_fits_in_what_systemd_reads() {
+    let redis = testkit::RedisServer::start();
+    let sandbox = Sandbox::new();
+    let first = port();
+    let config = sandbox.circles(&[(1, "Alpha", first)]);
+    let path = sandbox.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
+    let mut cmd = sandbox.serve_command(&config, &redis.url(), &sandbox.data_dir());
+    cmd.env("NOTIFY_SOCKET", &path);
+    let mut o = Orchestrator::spawn(cmd);
+    assert!(next_state(&socket, &o).starts_with("READY=1\n"));
+    // 40 more circles with names of 100 characters (the most allowed).
+    let mut circles = vec![serde_json::json!({"id": 1, "name": "Alpha", "port": first})];
+    for id in 2..=41 {
+        let name = format!("{id:03}{}", "x".repeat(97));
+        circles.push(serde_json::json!({"id": id, "name": name, "port": port()}));
+    }
+    sandbox.write(
+        "circles.json",
+        &serde_json::Value::Array(circles).to_string(),
+    );
+    o.signal("HUP");
+    assert!(next_state(&socket, &o).starts_with("RELOADING=1\n"));
+    let ready = next_state(&socket, &o);
+    assert!(
+        ready.starts_with("READY=1\nSTATUS=serving 41 circles; reload applied"),
+        "{ready:.200}"
+    );
+    assert!(
+        ready.len() <= 4096 && ready.ends_with('…'),
+        "the READY=1 after the reload is {} bytes: systemd ignores more than 4096 whole",
+        ready.len()
+    );
+    o.signal("TERM");
     assert_eq!(o.wait_exit(WAIT).code(), Some(0), "{}", o.stderr());
 }
 

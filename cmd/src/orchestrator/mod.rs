@@ -61,6 +61,8 @@ pub const DRAIN_MARGIN: Duration = Duration::from_secs(5);
 /// How long the exit waits for the cancels of requests left unanswered (see
 /// [`client::Client::cancels_written`]).
 const CANCELS_BOUND: Duration = Duration::from_secs(5);
+/// How long the exit waits for the display to write its last frame.
+const LAST_FRAME: Duration = Duration::from_secs(5);
 /// How long the runtime's leftover tasks may take to stop at exit.
 const RUNTIME_STOP: Duration = Duration::from_secs(2);
 
@@ -688,6 +690,8 @@ impl Running {
         circle_set.stop_workers();
         ctx.serving.close();
         let bound = settings.shutdown_grace + DRAIN_MARGIN;
+        // Whether a stop signal came again: nothing more is waited for.
+        let mut again = second.is_some();
         let drained = match second {
             Some(s) => Err(anyhow::anyhow!(
                 "{s} received again: stopped without waiting for running scripts"
@@ -697,14 +701,19 @@ impl Running {
                 () = tokio::time::sleep(bound) => Err(anyhow::anyhow!(
                     "shutdown did not finish within {bound:?}; stopped anyway"
                 )),
-                s = signals.next_stop() => Err(anyhow::anyhow!(
-                    "{s} received again: stopped without waiting for running scripts"
-                )),
+                s = signals.next_stop() => {
+                    again = true;
+                    Err(anyhow::anyhow!(
+                        "{s} received again: stopped without waiting for running scripts"
+                    ))
+                }
             },
         };
-        tokio::select! {
-            () = cancels_written(&ctx.clients) => {}
-            _ = signals.next_stop() => {}
+        if !again {
+            tokio::select! {
+                () = cancels_written(&ctx.clients) => {}
+                _ = signals.next_stop() => again = true,
+            }
         }
         watchers_token.cancel();
         watchers.wait().await;
@@ -730,7 +739,24 @@ impl Running {
         ctx.root.cancel();
         drop(ctx);
         support.close();
-        support.wait().await;
+        // Bounded: a stdout nobody reads (a full pipe, a stalled journal)
+        // blocks the display's write for ever, and the exit must not wait
+        // for it; after a second stop signal it does not wait at all.
+        let drained = tokio::select! {
+            biased;
+            () = support.wait() => drained,
+            () = tokio::time::sleep(LAST_FRAME), if !again => {
+                log::warn!(
+                    "the display could not write its last frame within {LAST_FRAME:?} (is its \
+                     output read?): stopped without it"
+                );
+                drained
+            }
+            () = std::future::ready(()), if again => drained,
+            s = signals.next_stop() => drained.and(Err(anyhow::anyhow!(
+                "{s} received again: stopped without waiting for the display's last frame"
+            ))),
+        };
         match &drained {
             Ok(()) => log::info!("clean shutdown"),
             Err(e) => log::error!("{e}"),

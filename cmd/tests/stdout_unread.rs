@@ -1,0 +1,135 @@
+//! An orchestrator whose stdout nobody reads (a full pipe, a stalled
+//! journal) still stops on SIGTERM, and at once on a second one.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Sandbox, port};
+
+/// A pipe that is already full (its 64 KiB written by the test and never
+/// read), as stdout of the child: its next write blocks. The read end must
+/// be kept.
+fn full_pipe() -> (std::io::PipeReader, std::io::PipeWriter) {
+    let (r, mut w) = std::io::pipe().expect("pipe");
+    // Linux's default pipe buffer: 16 pages.
+    w.write_all(&[b'\n'; 65536]).expect("fill the pipe");
+    (r, w)
+}
+
+/// Waits up to `timeout` for `child` to exit; kills it otherwise.
+fn exit_within(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+fn kill(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} failed");
+}
+
+/// An orchestrator in `--output json` whose stdout is a pipe nobody reads,
+/// after three reloads (each a snapshot into the full pipe), with its
+/// stderr in a file.
+struct Unread {
+    child: Child,
+    log: std::path::PathBuf,
+    _pipe: std::io::PipeReader,
+    _sandbox: Sandbox,
+    _redis: testkit::RedisServer,
+}
+
+impl Unread {
+    fn start() -> Unread {
+        let redis = testkit::RedisServer::start();
+        let sandbox = Sandbox::new();
+        let config = sandbox.circles(&[(1, "Alpha", port())]);
+        let (pipe, write) = full_pipe();
+        let log = sandbox.path().join("stderr.log");
+        let mut cmd = sandbox.serve_command(&config, &redis.url(), &sandbox.data_dir());
+        cmd.args(["--output", "json"])
+            .stdout(Stdio::from(write))
+            .stderr(Stdio::from(std::fs::File::create(&log).expect("log")));
+        let child = cmd.spawn().expect("spawn");
+        let mut o = Unread {
+            child,
+            log,
+            _pipe: pipe,
+            _sandbox: sandbox,
+            _redis: redis,
+        };
+        o.until(1, "takes tasks from queue");
+        for n in 1..=3 {
+            kill(o.child.id(), "HUP");
+            o.until(n, "reloaded ");
+        }
+        o
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for `what` to be logged `n` times.
+    fn until(&mut self, n: usize, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.stderr().matches(what).count() < n {
+            assert!(
+                Instant::now() < deadline,
+                "no {n}× {what:?}:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A reader that stopped reading (`… | slow-consumer`, a stalled journal)
+/// blocks the display's write once the pipe is full. SIGTERM still stops
+/// the orchestrator, with exit 0 (README), without the display's last frame.
+#[test]
+fn sigterm_stops_the_orchestrator_while_its_stdout_is_a_full_pipe_nobody_reads() {
+    let mut o = Unread::start();
+    kill(o.child.id(), "TERM");
+    let status = exit_within(&mut o.child, Duration::from_secs(20));
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "SIGTERM did not stop the orchestrator within 20 s (stdout is a full pipe)\n{}",
+            o.stderr()
+        )
+    });
+    assert_eq!(status.code(), Some(0), "{}", o.stderr());
+}
+
+/// The same, with a second SIGTERM: README says it "stops at once (exit 1)".
+#[test]
+fn a_second_sigterm_stops_at_once_while_stdout_is_a_full_pipe_nobody_reads() {
+    let mut o = Unread::start();
+    kill(o.child.id(), "TERM");
+    // The drain is over once the worker stopped; the exit then waits (up
+    // to 5 s) for the display's last frame, which never comes.
+    o.until(1, "for queue alpha stopped");
+    std::thread::sleep(Duration::from_secs(1));
+    kill(o.child.id(), "TERM");
+    let status = exit_within(&mut o.child, Duration::from_millis(2500));
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "a second SIGTERM did not stop the orchestrator within 2.5 s\n{}",
+            o.stderr()
+        )
+    });
+    assert_eq!(status.code(), Some(1), "{}", o.stderr());
+}
