@@ -12,8 +12,9 @@ use common::{Sandbox, port};
 /// A pipe that is already full (its 64 KiB written by the test and never
 /// read), as stdout of the child: its next write blocks. The read end must
 /// be kept.
-fn full_pipe() -> (std::io::PipeReader, std::io::PipeWriter) {
-    let (r, mut w) = std::io::pipe().expect("pipe");
+fn full_pipe() -> (std::os::fd::OwnedFd, std::fs::File) {
+    let (r, w) = rustix::pipe::pipe().expect("pipe");
+    let mut w = std::fs::File::from(w);
     // Linux's default pipe buffer: 16 pages.
     w.write_all(&[b'\n'; 65536]).expect("fill the pipe");
     (r, w)
@@ -47,7 +48,7 @@ fn kill(pid: u32, signal: &str) {
 struct Unread {
     child: Child,
     log: std::path::PathBuf,
-    _pipe: std::io::PipeReader,
+    _pipe: std::os::fd::OwnedFd,
     _sandbox: Sandbox,
     _redis: testkit::RedisServer,
 }
