@@ -174,8 +174,13 @@ impl ReloadHandle {
             reply,
             state: Arc::clone(&state),
         };
-        self.requests.send(request).await.map_err(|_| stopping())?;
         tokio::pin!(outcome, stop);
+        // The channel may be full (reloads queued behind a long drain): a
+        // request still waiting to get in is withdrawn by `stop` too.
+        tokio::select! {
+            sent = self.requests.send(request) => sent.map_err(|_| stopping())?,
+            () = &mut stop => return Err(stopping()),
+        }
         let mut stopped = false;
         loop {
             tokio::select! {

@@ -109,11 +109,13 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     let running = set.configs();
     let plan = Plan::new(&running, &file);
     // The added circles start before the removed ones are gone.
+    // Refused whole, as an invalid file is: nothing changed, nothing stopped.
     if let Some(why) = super::descriptors::shortfall(running.len() + plan.added.len()) {
         return Err(ReloadError::new(
-            ReloadErrorKind::CannotStart,
+            ReloadErrorKind::InvalidConfig,
             format!(
-                "{why}, while this reload runs; nothing was reloaded. Fix: {}",
+                "{}: {why}, while this reload runs; nothing was reloaded. Fix: {}",
+                path.display(),
                 super::descriptors::SHORTFALL_FIX
             ),
         ));
@@ -175,7 +177,7 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
         let carries = plan.changed.iter().any(|c| {
             c.id == l.state.config.id
                 && c.queue() == l.state.queue
-                && c.redis == l.state.config.redis
+                && ctx.settings.redis_of(c) == ctx.settings.redis_of(&l.state.config)
         });
         l.drain(ctx, bound, keeps, carries)
     }))

@@ -80,8 +80,10 @@ impl Live {
             }
             // Past the bound with nothing queued and at most the running
             // task: nothing is left for the worker to end, it stops now (the
-            // running script gets the grace).
-            if waited >= bound && queued == 0 && busy <= 1 {
+            // running script gets the grace). A carried queue is never
+            // cancelled: the worker stops now too, its held tasks go back
+            // for the circle's new worker.
+            if waited >= bound && (carries || (queued == 0 && busy <= 1)) {
                 break;
             }
             // Held tasks (claimed in a batch, not started) count as queued
