@@ -9,17 +9,24 @@
 //! the next measure.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 /// The clocks by URL (without credentials).
 static CLOCKS: LazyLock<Mutex<HashMap<String, Weak<RedisClock>>>> = LazyLock::new(Mutex::default);
+
+/// The longest round trip of a `TIME` taken as a measure once the clock
+/// has one: its reply is counted as coming halfway, so a longer one (Redis
+/// or the network stalled) could put the clock off by half of it.
+const MAX_ROUND_TRIP_MS: u64 = 500;
 
 /// One Redis' clock.
 #[derive(Debug, Default)]
 pub(crate) struct RedisClock {
     /// Redis' clock less this machine's, in ms.
     offset_ms: AtomicI64,
+    /// Whether a `TIME` was taken as a measure yet.
+    measured: AtomicBool,
 }
 
 impl RedisClock {
@@ -44,21 +51,21 @@ impl RedisClock {
 
     /// Records a `TIME` reply (seconds, microseconds) asked at `sent` and
     /// answered at `received` (both [`crate::now_ms`]).
+    /// A round trip past [`MAX_ROUND_TRIP_MS`] is no measure once the
+    /// clock has one: it keeps the last.
     pub(crate) fn observe(&self, (secs, micros): (u64, u64), sent: u64, received: u64) {
+        if received.saturating_sub(sent) > MAX_ROUND_TRIP_MS
+            && self.measured.load(Ordering::Relaxed)
+        {
+            return;
+        }
         let redis = secs.saturating_mul(1000).saturating_add(micros / 1000);
         let local = sent / 2 + received / 2;
         let offset = i64::try_from(redis)
             .unwrap_or(i64::MAX)
             .saturating_sub(i64::try_from(local).unwrap_or(i64::MAX));
         self.offset_ms.store(offset, Ordering::Relaxed);
-    }
-
-    /// Records the `TIME` reply `value` (of a pipeline asked at `sent`),
-    /// unless it is not one (refused: the clock keeps its last measure).
-    pub(crate) fn observe_value(&self, value: &redis::Value, sent: u64) {
-        if let Ok(time) = <(u64, u64) as redis::FromRedisValue>::from_redis_value_ref(value) {
-            self.observe(time, sent, crate::now_ms());
-        }
+        self.measured.store(true, Ordering::Relaxed);
     }
 }
 

@@ -146,9 +146,19 @@ impl Conn {
         self.clock.now_ms()
     }
 
-    /// This Redis' clock, for a pipeline that measures it again.
-    pub(crate) fn clock(&self) -> &RedisClock {
-        &self.clock
+    /// Measures this Redis' clock again with a `TIME` of its own (a
+    /// beat's transaction sends it beside, not inside: a user the ACL
+    /// refuses `TIME` would have the whole transaction aborted). Refused
+    /// or failed, the clock keeps its last measure; the request sent
+    /// beside it reports the failure.
+    pub(crate) async fn measure_clock(&self) {
+        let Ok(mut conn) = self.get().await else {
+            return;
+        };
+        let sent = crate::now_ms();
+        if let Ok(time) = redis::cmd("TIME").query_async(&mut conn).await {
+            self.clock.observe(time, sent, crate::now_ms());
+        }
     }
 
     pub(crate) async fn get(&self) -> Result<MultiplexedConnection> {

@@ -331,7 +331,7 @@ impl Taker<'_> {
                 .await;
             match finished {
                 Ok(done) => {
-                    self.up(outage, Step::Finish);
+                    self.answered(outage, Step::Finish, !done.next.is_empty());
                     // A result written again that Redis refused: the id is
                     // not the run it remembers (a new task under the same
                     // id, pending in the list), so it is claimed as any id.

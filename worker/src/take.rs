@@ -229,8 +229,8 @@ impl Taker<'_> {
             // A quick pop that answered proves Redis is there: the worker is
             // Running now, not only after its blocking pop returns (which can
             // take the whole pop timeout on an idle queue).
-            if polled && quick.is_ok() {
-                self.up(&mut outage, Step::Batch);
+            if polled && let Ok(claims) = &quick {
+                self.answered(&mut outage, Step::Batch, !claims.is_empty());
             }
             match quick {
                 Ok(claims) if !claims.is_empty() => ready.extend(claims),
@@ -300,6 +300,18 @@ impl Taker<'_> {
                 Some((outcome, at))
             })
             .collect())
+    }
+
+    /// `step` answered, and `brought` tasks from Redis: then the worker
+    /// takes tasks again, and an outage another request met (one not
+    /// refused) ends even before that one is sent again. A busy queue is
+    /// taken by batch claims and the claims finishes make: the failed pop
+    /// is not tried until it empties.
+    pub(crate) fn answered(&self, outage: &mut Outage, step: Step, brought: bool) {
+        if brought && outage.refused.is_none() {
+            outage.failed = None;
+        }
+        self.up(outage, step);
     }
 
     pub(crate) fn up(&self, outage: &mut Outage, step: Step) {

@@ -359,3 +359,109 @@ async fn a_publish_refused_in_a_script_for_the_acl_is_a_refusal_and_loses_no_tas
     }
     worker.stop().await;
 }
+
+/// An outage the blocking pop met ends once Redis answers again, even when
+/// the queue is busy: the worker then takes its tasks by batch claims and
+/// by the claims its finishes make, not by a pop, and its status says
+/// Running (it is taking tasks), not Reconnecting until the queue is empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_the_pop_met_ends_while_the_worker_takes_a_busy_queue() {
+    let redis = testkit::RedisServer::start();
+    let mut options = fast_options();
+    // Blocked in its pop for long: the kill below meets the pop.
+    options.pop_timeout = Duration::from_secs(10);
+    let worker = TestWorker::start_fresh(
+        worker::WorkerConfig::new(&redis.url(), "busyafterpop"),
+        options,
+        slow_limits(),
+    );
+    let status = worker.status.clone();
+    let wait = Duration::from_secs(30);
+    eventually("the worker to run", wait, || {
+        let running = status.state() == worker::WorkerState::Running;
+        async move { running.then_some(()) }
+    })
+    .await;
+
+    let mut conn = raw(&redis.url()).await;
+    // Tasks of 100 ms each: some 6 s of work.
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        let id = format!("busy-{i}");
+        let _: () = redis::cmd("HSET")
+            .arg(client::keys::task_details(&id))
+            .arg("script")
+            .arg("let t = timestamp(); while t.elapsed < 0.1 {} 0")
+            .arg("status")
+            .arg("pending")
+            .query_async(&mut conn)
+            .await
+            .expect("hset");
+        ids.push(id);
+    }
+    // The pop's connection, blocked in BLMOVE.
+    let popper: i64 = eventually("the pop to block", wait, || {
+        let mut conn = conn.clone();
+        async move {
+            let list: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            list.lines()
+                .find(|l| l.contains("cmd=blmove"))
+                .and_then(|l| l.strip_prefix("id="))
+                .and_then(|l| l.split(' ').next())
+                .and_then(|id| id.parse().ok())
+        }
+    })
+    .await;
+    // The tasks are queued and the pop's connection is cut in one
+    // transaction: the pop gets none of them, only an error.
+    let _: () = redis::pipe()
+        .atomic()
+        .cmd("LPUSH")
+        .arg(client::keys::tasks("busyafterpop"))
+        .arg(&ids)
+        .ignore()
+        .cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(popper)
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .expect("push and kill the pop");
+
+    // The worker reconnects at once and runs the queued tasks.
+    eventually("a task to complete", wait, || {
+        let mut conn = conn.clone();
+        async move {
+            let done: i64 = redis::cmd("HGET")
+                .arg(client::keys::stats("busyafterpop"))
+                .arg("processed")
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            (done >= 3).then_some(())
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let state = status.state();
+    let queued: usize = redis::cmd("LLEN")
+        .arg(client::keys::tasks("busyafterpop"))
+        .query_async(&mut conn)
+        .await
+        .expect("llen");
+    assert!(
+        queued > 0,
+        "the queue emptied before the check; make the tasks longer"
+    );
+    assert_eq!(
+        state,
+        worker::WorkerState::Running,
+        "the worker is taking tasks from redis ({queued} still queued), yet its status says otherwise"
+    );
+    worker.stop().await;
+}

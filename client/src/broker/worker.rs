@@ -171,12 +171,11 @@ impl WorkerBroker {
             pipe.cmd("SMEMBERS").arg(keys::workers(&self.queue));
         }
         // Redis' clock, measured again each beat (see `RedisClock`).
-        pipe.cmd("TIME");
-        let sent = crate::now_ms();
-        let mut replies: Vec<redis::Value> = self.conn.query_pipe(&pipe).await?;
-        if let Some(time) = replies.pop() {
-            self.conn.clock().observe_value(&time, sent);
-        }
+        let (replies, ()) = tokio::join!(
+            self.conn.query_pipe::<Vec<redis::Value>>(&pipe),
+            self.conn.measure_clock()
+        );
+        let mut replies = replies?;
         for reply in &replies {
             if let redis::Value::ServerError(e) = reply {
                 return Err(self.conn.fail(e.clone().into()));

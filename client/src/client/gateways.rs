@@ -184,17 +184,11 @@ impl Client {
             }
         }
         // Redis' clock, measured again each beat (see `RedisClock`).
-        pipe.cmd("TIME");
-        let sent = crate::now_ms();
-        let mut answers: Vec<redis::Value> = self.inner.conn.query_pipe(&pipe).await?;
-        if let Some(time) = answers.pop() {
-            self.inner.conn.clock().observe_value(&time, sent);
-        }
-        let answers: Vec<Vec<i64>> = answers
-            .into_iter()
-            .map(redis::from_redis_value)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| Error::Protocol(format!("a gateway beat answered {e}")))?;
+        let (answers, ()) = tokio::join!(
+            self.inner.conn.query_pipe::<Vec<Vec<i64>>>(&pipe),
+            self.inner.conn.measure_clock()
+        );
+        let answers = answers?;
         let live: Vec<Option<Duration>> = answers.into_iter().flatten().map(time_left).collect();
         if live.len() != circles.len() {
             return Err(Error::Protocol(format!(
