@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{Orchestrator, Sandbox, connect, play, port};
@@ -27,24 +26,46 @@ fn libfaketime() -> std::path::PathBuf {
         .expect("this test needs libfaketime: apt-get install faketime (scripts/install-deps.sh)")
 }
 
-fn start(
-    sandbox: &Sandbox,
-    config: &Path,
-    redis: &testkit::RedisServer,
-    data_dir: &Path,
-    extra: &[&str],
-    faketime: Option<&str>,
-) -> Orchestrator {
-    let mut cmd = sandbox.serve_command(config, &redis.url(), data_dir);
-    cmd.args(["--worker-heartbeat", "200ms"]).args(extra);
-    if let Some(offset) = faketime {
-        cmd.env("LD_PRELOAD", libfaketime())
-            .env("FAKETIME", offset)
-            .env("FAKETIME_DONT_RESET", "1");
+/// One circle, Alpha, served by a `--role worker` process whose clock is
+/// `worker_clock` (a FAKETIME offset) and a `--role gateway` process on
+/// this machine's clock, on one Redis.
+struct Split {
+    redis: testkit::RedisServer,
+    alpha: u16,
+    _worker: Orchestrator,
+    _gateway: Orchestrator,
+    _sandbox: Sandbox,
+}
+
+impl Split {
+    fn start(worker_clock: &str, worker_extra: &[&str], gateway_extra: &[&str]) -> Split {
+        let sandbox = Sandbox::new();
+        let redis = testkit::RedisServer::start();
+        let alpha = port();
+        let config = sandbox.circles(&[(1, "Alpha", alpha)]);
+        let process = |role: &str, dir: &str, extra: &[&str], faketime: Option<&str>| {
+            let mut cmd = sandbox.serve_command(&config, &redis.url(), &sandbox.path().join(dir));
+            cmd.args(["--worker-heartbeat", "200ms", "--role", role])
+                .args(extra);
+            if let Some(offset) = faketime {
+                cmd.env("LD_PRELOAD", libfaketime())
+                    .env("FAKETIME", offset)
+                    .env("FAKETIME_DONT_RESET", "1");
+            }
+            let mut o = Orchestrator::spawn(cmd);
+            o.wait_table();
+            o
+        };
+        let worker = process("worker", "wk", worker_extra, Some(worker_clock));
+        let gateway = process("gateway", "gw", gateway_extra, None);
+        Split {
+            redis,
+            alpha,
+            _worker: worker,
+            _gateway: gateway,
+            _sandbox: sandbox,
+        }
     }
-    let mut o = Orchestrator::spawn(cmd);
-    o.wait_table();
-    o
 }
 
 /// The worker's clock offset: `default`, or `var` (`+0s` checks the test
@@ -64,30 +85,8 @@ fn redis_conn(redis: &testkit::RedisServer) -> redis::Connection {
 /// queue, rather than expiring it unrun.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_whose_clock_runs_ahead_of_the_gateway_still_runs_the_plays() {
-    let sandbox = Sandbox::new();
-    let redis = testkit::RedisServer::start();
-    let alpha = port();
-    let config = sandbox.write(
-        "circles.json",
-        &json!([{"id": 1, "name": "Alpha", "port": alpha}]).to_string(),
-    );
-    let _worker = start(
-        &sandbox,
-        &config,
-        &redis,
-        &sandbox.path().join("wk"),
-        &["--role", "worker"],
-        Some(&skew("CLOCK_SKEW_AHEAD", "+60s")),
-    );
-    let _gateway = start(
-        &sandbox,
-        &config,
-        &redis,
-        &sandbox.path().join("gw"),
-        &["--role", "gateway"],
-        None,
-    );
-    let mut ws = connect(alpha).await;
+    let split = Split::start(&skew("CLOCK_SKEW_AHEAD", "+60s"), &[], &[]);
+    let mut ws = connect(split.alpha).await;
     let reply = play(&mut ws, 1, "40 + 2").await;
     assert_eq!(
         reply["result"]["output"],
@@ -103,32 +102,15 @@ async fn a_worker_whose_clock_runs_ahead_of_the_gateway_still_runs_the_plays() {
 /// so the deadline must hold on the worker's side too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_play_answered_timed_out_does_not_run_later_on_a_worker_whose_clock_is_behind() {
-    let sandbox = Sandbox::new();
-    let redis = testkit::RedisServer::start();
-    let alpha = port();
-    let config = sandbox.write(
-        "circles.json",
-        &json!([{"id": 1, "name": "Alpha", "port": alpha}]).to_string(),
+    let split = Split::start(
+        &skew("CLOCK_SKEW_BEHIND", "-60s"),
+        &["--max-operations", "4000000000"],
+        &["--task-timeout", "2s"],
     );
-    let _worker = start(
-        &sandbox,
-        &config,
-        &redis,
-        &sandbox.path().join("wk"),
-        &["--role", "worker", "--max-operations", "4000000000"],
-        Some(&skew("CLOCK_SKEW_BEHIND", "-60s")),
-    );
-    let _gateway = start(
-        &sandbox,
-        &config,
-        &redis,
-        &sandbox.path().join("gw"),
-        &["--role", "gateway", "--task-timeout", "2s"],
-        None,
-    );
+    let redis = &split.redis;
     // Keep the worker busy for 4 s with a task another program pushed (no
     // deadline), so the play below waits in the queue past its 2 s.
-    let mut conn = redis_conn(&redis);
+    let mut conn = redis_conn(redis);
     let _: () = redis::pipe()
         .atomic()
         .cmd("HSET")
@@ -153,7 +135,7 @@ async fn a_play_answered_timed_out_does_not_run_later_on_a_worker_whose_clock_is
         (status.as_deref() == Some("processing")).then_some(())
     });
 
-    let mut ws = connect(alpha).await;
+    let mut ws = connect(split.alpha).await;
     let sent = Instant::now();
     let reply = play(&mut ws, 1, "db::insert(#{ late: true })").await;
     assert_eq!(reply["error"]["code"], json!(-32001), "{reply}");

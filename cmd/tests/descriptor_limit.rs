@@ -5,30 +5,10 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Orchestrator, Sandbox, port};
 use serde_json::json;
-
-/// `serve` run by `prlimit` with `nofile` (`soft:hard`) open files.
-fn limited(serve: &Command, nofile: &str) -> Command {
-    let mut cmd = Command::new("prlimit");
-    cmd.arg(format!("--nofile={nofile}"))
-        .arg(serve.get_program())
-        .args(serve.get_args())
-        .stdin(Stdio::null());
-    if let Some(dir) = serve.get_current_dir() {
-        cmd.current_dir(dir);
-    }
-    for (key, value) in serve.get_envs() {
-        match value {
-            Some(value) => cmd.env(key, value),
-            None => cmd.env_remove(key),
-        };
-    }
-    cmd
-}
 
 #[test]
 fn two_hundred_circles_under_1024_open_files_end_with_a_clear_error() {
@@ -39,7 +19,7 @@ fn two_hundred_circles_under_1024_open_files_end_with_a_clear_error() {
         .collect();
     let config = sandbox.write("circles.json", &json!(circles).to_string());
     let serve = sandbox.serve_command(&config, &redis.url(), &sandbox.data_dir());
-    let mut o = Orchestrator::spawn(limited(&serve, "1024:1024"));
+    let mut o = Orchestrator::spawn(common::limited(&serve, "1024:1024"));
     // 200 circles take about 2,600 descriptors; 1024 cannot hold them.
     let deadline = Instant::now() + Duration::from_secs(40);
     let status = loop {
@@ -89,7 +69,7 @@ async fn a_reload_to_more_circles_than_the_open_files_limit_holds_changes_nothin
     // 20 circles need about 64 + 16 × 20 = 384 descriptors; 80 about 1344.
     let config = sandbox.write("circles.json", &circles(20, &ports));
     let serve = sandbox.serve_command(&config, &redis.url(), &sandbox.data_dir());
-    let mut o = Orchestrator::spawn(limited(&serve, "1024:1024"));
+    let mut o = Orchestrator::spawn(common::limited(&serve, "1024:1024"));
     o.wait_table();
     sandbox.write("circles.json", &circles(80, &ports));
     o.signal("HUP");

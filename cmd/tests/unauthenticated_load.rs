@@ -18,7 +18,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -57,25 +56,6 @@ async fn status_of(port: u16, request: &str) -> Result<u16, String> {
     tokio::time::timeout(Duration::from_secs(3), attempt)
         .await
         .unwrap_or_else(|_| Err("no answer within 3 s".to_string()))
-}
-
-/// `serve` run by `prlimit` with `nofile` (`soft:hard`) open files.
-fn limited(serve: &Command, nofile: &str) -> Command {
-    let mut cmd = Command::new("prlimit");
-    cmd.arg(format!("--nofile={nofile}"))
-        .arg(serve.get_program())
-        .args(serve.get_args())
-        .stdin(Stdio::null());
-    if let Some(dir) = serve.get_current_dir() {
-        cmd.current_dir(dir);
-    }
-    for (key, value) in serve.get_envs() {
-        match value {
-            Some(value) => cmd.env(key, value),
-            None => cmd.env_remove(key),
-        };
-    }
-    cmd
 }
 
 fn upgrade_request(port: u16) -> String {
@@ -182,7 +162,7 @@ fn idle_connections_of_one_client_without_a_token_do_not_shut_out_other_circles(
     let config = sandbox.write("circles.json", &circles.to_string());
     let serve = sandbox.serve_command(&config, &redis.url(), &sandbox.data_dir());
     // The same command, with at most 1024 open files.
-    let mut cmd = limited(&serve, "1024:1024");
+    let mut cmd = common::limited(&serve, "1024:1024");
     cmd.args(["--admin", &format!("127.0.0.1:{admin}")]);
     cmd.env("CIRCLES_ADMIN", format!("127.0.0.1:{admin}"));
     let mut o = Orchestrator::spawn(cmd);
@@ -206,7 +186,7 @@ fn connections_and_event_streams_of_one_client_at_the_admin_port_do_not_shut_out
     let (circle, admin) = (port(), port());
     let config = sandbox.circles(&[(1, "Alpha", circle)]);
     let serve = sandbox.serve_command(&config, &redis.url(), &sandbox.data_dir());
-    let mut cmd = limited(&serve, "1024:1024");
+    let mut cmd = common::limited(&serve, "1024:1024");
     cmd.args(["--admin", &format!("127.0.0.1:{admin}")]);
     let mut o = Orchestrator::spawn(cmd);
     o.wait_table();
@@ -358,7 +338,7 @@ fn the_soft_limit_of_open_files_is_raised_to_the_hard_one() {
     let sandbox = Sandbox::new();
     let config = sandbox.circles(&[(1, "Alpha", port())]);
     let serve = sandbox.serve_command(&config, &redis.url(), &sandbox.data_dir());
-    let mut o = Orchestrator::spawn(limited(&serve, "1024:4096"));
+    let mut o = Orchestrator::spawn(common::limited(&serve, "1024:4096"));
     o.wait_table();
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", o.pid())).expect("limits");
     let line = limits
@@ -429,7 +409,7 @@ fn connections_of_many_addresses_to_the_admin_endpoint_do_not_take_the_circles_d
     let (circle, admin) = (port(), port());
     let config = sandbox.circles(&[(1, "Alpha", circle)]);
     let serve = sandbox.serve_command(&config, &redis.url(), &sandbox.data_dir());
-    let mut cmd = limited(&serve, "1024:1024");
+    let mut cmd = common::limited(&serve, "1024:1024");
     cmd.args(["--admin", &format!("127.0.0.1:{admin}")]);
     let mut o = Orchestrator::spawn(cmd);
     o.wait_table();
@@ -500,7 +480,7 @@ fn connections_of_many_addresses_together_do_not_take_the_descriptors_of_probes_
     let (circle, admin) = (port(), port());
     let config = sandbox.circles(&[(1, "Alpha", circle)]);
     let serve = sandbox.serve_command(&config, &redis.url(), &sandbox.data_dir());
-    let mut cmd = limited(&serve, "1024:1024");
+    let mut cmd = common::limited(&serve, "1024:1024");
     cmd.args(["--admin", &format!("127.0.0.1:{admin}")]);
     let mut o = Orchestrator::spawn(cmd);
     o.wait_table();
@@ -636,7 +616,7 @@ fn silent_connections_of_one_address_past_its_bound_do_not_shut_another_address_
     let circle = port();
     let config = sandbox.circles(&[(1, "Alpha", circle)]);
     let serve = sandbox.serve_command(&config, &redis.url(), &sandbox.data_dir());
-    let mut o = Orchestrator::spawn(limited(&serve, "1024:1024"));
+    let mut o = Orchestrator::spawn(common::limited(&serve, "1024:1024"));
     o.wait_table();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -302,6 +302,25 @@ impl Drop for Orchestrator {
     }
 }
 
+/// `serve` run by `prlimit` with `nofile` (`soft:hard`) open files.
+pub fn limited(serve: &Command, nofile: &str) -> Command {
+    let mut cmd = Command::new("prlimit");
+    cmd.arg(format!("--nofile={nofile}"))
+        .arg(serve.get_program())
+        .args(serve.get_args())
+        .stdin(Stdio::null());
+    if let Some(dir) = serve.get_current_dir() {
+        cmd.current_dir(dir);
+    }
+    for (key, value) in serve.get_envs() {
+        match value {
+            Some(value) => cmd.env(key, value),
+            None => cmd.env_remove(key),
+        };
+    }
+    cmd
+}
+
 /// Runs the binary to completion with a deadline; returns (status, stdout, stderr).
 pub fn run_to_end(cmd: Command, timeout: Duration) -> (ExitStatus, String, String) {
     let mut o = Orchestrator::spawn(cmd);
