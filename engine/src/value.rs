@@ -234,14 +234,14 @@ pub(crate) fn from_json(json: Value) -> Result<Dynamic, String> {
         Value::Null => Dynamic::UNIT,
         Value::Bool(b) => Dynamic::from_bool(b),
         Value::Number(n) => {
+            // An integer past the script integer range is a float, as in
+            // stock Rhai: serde_json reads one that fits 64 unsigned bits
+            // as `u64`, a larger one as `f64`; both convert alike.
             if let Some(i) = n.as_i64() {
                 Dynamic::from_int(i as INT)
-            } else if n.is_f64() {
-                Dynamic::from_float(n.as_f64().expect("checked is_f64") as FLOAT)
             } else {
-                return Err(format!(
-                    "the number {n} is outside the script integer range"
-                ));
+                let f = n.as_f64().expect("a JSON number is an i64, u64 or f64");
+                Dynamic::from_float(f as FLOAT)
             }
         }
         Value::String(s) => Dynamic::from(ImmutableString::from(s)),

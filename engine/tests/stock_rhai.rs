@@ -198,6 +198,10 @@ const SCRIPTS: &[(&str, &str)] = &[
         "let m = parse_json(`{\"a\": [1, 2.5, null, true], \"b\": {\"c\": \"d\"}}`); print(m); debug(m); m.a",
     ),
     (
+        "JSON integers past the script integer range parse as floats",
+        "[`9223372036854775808`, `18446744073709551615`, `18446744073709551616`, `-9223372036854775809`].map(|n| { let v = parse_json(`{\"a\": ${n}}`).a; [type_of(v), v] })",
+    ),
+    (
         "property access on maps and this",
         "let obj = #{ n: 1, add: |x| this.n += x }; obj.add(5); obj.add(2); obj.n",
     ),
