@@ -366,7 +366,7 @@ async fn a_finished_hash_pushed_without_an_expiry_gets_the_result_ttl_and_is_not
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_task_processing_by_another_worker_is_left_alone() {
+async fn a_task_another_worker_holds_and_runs_is_left_alone() {
     let redis = testkit::RedisServer::start();
     let worker = TestWorker::start(&redis.url(), "theirs");
     let mut conn = raw(&redis.url()).await;
@@ -376,6 +376,14 @@ async fn a_task_processing_by_another_worker_is_left_alone() {
         (b"workerId", b"another-worker"),
     ];
     hset_raw(&mut conn, b"t-theirs", fields).await;
+    // The other worker holds it (its processing list has it) and this
+    // queue has a second copy of the id: pushed twice.
+    lpush_raw(
+        &mut conn,
+        &client::keys::processing("theirs", "another-worker"),
+        &[b"t-theirs"],
+    )
+    .await;
     lpush_raw(&mut conn, &client::keys::tasks("theirs"), &[b"t-theirs"]).await;
     let status = raw_task(&mut conn, "theirs", "t-check", "db::insert(0)", &[]).await;
     assert_eq!(status, "completed");
@@ -401,6 +409,12 @@ async fn a_task_processing_by_another_worker_is_left_alone() {
         -1,
         "no expiry while it runs"
     );
+    // The other worker's list is its own; this worker left nothing.
+    let _: () = redis::cmd("DEL")
+        .arg(client::keys::processing("theirs", "another-worker"))
+        .query_async(&mut conn)
+        .await
+        .expect("del");
     assert_settled(&redis.url(), "theirs", &worker, 1, 0).await;
     worker.stop().await;
 }

@@ -309,3 +309,167 @@ async fn a_task_claimed_behind_a_long_one_is_processing_unstarted_for_that_one_s
     );
     worker.stop().await;
 }
+
+async fn redis_now(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let (s, us): (u64, u64) = redis::cmd("TIME").query_async(conn).await.expect("time");
+    s * 1000 + us / 1000
+}
+
+/// Cancel while queued (raw `HSET cancel`), with `replyTo` and
+/// `deliveredTtl`: the notification is the fields written plus id and
+/// updatedAt; the TTL is the result TTL (a cancelled task gets no delivered
+/// TTL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_cancelled_queued_task_notifies_the_fields_written_and_keeps_the_result_ttl() {
+    let redis = testkit::RedisServer::start();
+    let mut conn = raw(&redis.url()).await;
+    let mut pubsub = redis::Client::open(redis.url())
+        .expect("url")
+        .get_async_pubsub()
+        .await
+        .expect("pubsub");
+    pubsub.subscribe("ch").await.expect("subscribe");
+    push_task(
+        &mut conn,
+        "cq",
+        "t-c",
+        &[
+            ("replyTo", "ch"),
+            ("deliveredTtl", "5000"),
+            ("cancel", "gone away"),
+        ],
+        "40 + 2",
+    )
+    .await;
+    let worker = TestWorker::start(&redis.url(), "cq");
+    until_status(&conn, "t-c", "error", WAIT).await;
+    let h = hgetall(&mut conn, "t-c").await;
+    eprintln!("{h:?}");
+    assert_eq!(h.get("errorKind").map(String::as_str), Some("cancelled"));
+    assert_eq!(
+        h.get("error").map(String::as_str),
+        Some("cancelled before it ran: gone away")
+    );
+    let ttl = pttl(&mut conn, "t-c").await;
+    assert!(ttl > 3_500_000, "ttl {ttl}");
+    use futures_util::StreamExt as _;
+    let mut messages = pubsub.on_message();
+    let msg = tokio::time::timeout(WAIT, messages.next())
+        .await
+        .expect("note")
+        .expect("open");
+    let note = msg.get_payload::<String>().unwrap();
+    assert!(note.contains("\"id\":\"t-c\""), "{note}");
+    drop(messages);
+    worker.stop().await;
+}
+
+/// A deadline ahead by Redis' clock bounds the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_ahead_by_redis_time_bounds_the_run() {
+    let redis = testkit::RedisServer::start();
+    let mut conn = raw(&redis.url()).await;
+    let worker = TestWorker::start_fresh(
+        worker::WorkerConfig::new(&redis.url(), "dl"),
+        fast_options(),
+        slow_limits(),
+    );
+    let deadline = (redis_now(&mut conn).await + 1500).to_string();
+    let since = std::time::Instant::now();
+    push_task(
+        &mut conn,
+        "dl",
+        "t-d",
+        &[("deadline", &deadline)],
+        "loop { }",
+    )
+    .await;
+    until_ended(&conn, "t-d", WAIT).await;
+    let took = since.elapsed();
+    let h = hgetall(&mut conn, "t-d").await;
+    eprintln!("{took:?} {h:?}");
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    worker.stop().await;
+}
+
+/// A third-party ghost worker (raw commands, as the keys table describes a
+/// worker) dies holding a `retry=1` task: the reaper puts it back as
+/// `pending` with `lostAt`, without `workerId`/`startedAt`; it then runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_task_of_a_dead_hand_made_worker_runs_again_keeping_lost_at() {
+    let redis = testkit::RedisServer::start();
+    let mut conn = raw(&redis.url()).await;
+    push_task(&mut conn, "rq", "t-r", &[("retry", "1")], "40 + 2").await;
+    let now = redis_now(&mut conn).await.to_string();
+    let _: () = redis::pipe()
+        .atomic()
+        .cmd("LMOVE")
+        .arg("rhai_tasks:rq")
+        .arg("rhai_processing:rq:ghost")
+        .arg("RIGHT")
+        .arg("LEFT")
+        .ignore()
+        .cmd("HSET")
+        .arg("rhai_task_details:t-r")
+        .arg("status")
+        .arg("processing")
+        .arg("workerId")
+        .arg("ghost")
+        .arg("startedAt")
+        .arg(&now)
+        .ignore()
+        .cmd("SADD")
+        .arg("rhai_workers:rq")
+        .arg("ghost")
+        .ignore()
+        .cmd("SET")
+        .arg("rhai_worker_heartbeat:rq:ghost")
+        .arg(&now)
+        .arg("PX")
+        .arg(300)
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .expect("ghost");
+    let worker = TestWorker::start(&redis.url(), "rq");
+    until_status(&conn, "t-r", "completed", WAIT).await;
+    let h = hgetall(&mut conn, "t-r").await;
+    eprintln!("{h:?}");
+    assert!(h.contains_key("lostAt"));
+    assert_eq!(h.get("output").map(String::as_str), Some("42"));
+    worker.stop().await;
+}
+
+/// DESIGN §3: "Every task that was pushed reaches `completed` or `error`;
+/// none is silently dropped". A `status` of `processing` whose `workerId`
+/// names a worker whose processing list does not hold it (none registered,
+/// no heartbeat, no list) is as unclaimed as one without `workerId`: it
+/// ends `invalid` too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processing_task_naming_a_worker_that_does_not_hold_it_ends_invalid() {
+    let redis = testkit::RedisServer::start();
+    let mut conn = raw(&redis.url()).await;
+    push_task(
+        &mut conn,
+        "nobody",
+        "t-n",
+        &[("status", "processing"), ("workerId", "no-such-worker")],
+        "40 + 2",
+    )
+    .await;
+    let worker = TestWorker::start(&redis.url(), "nobody");
+    let ended = eventually("the task to end", WAIT, || {
+        let mut conn = conn.clone();
+        async move {
+            let h = hgetall(&mut conn, "t-n").await;
+            (h.get("status").map(String::as_str) == Some("error")).then_some(h)
+        }
+    })
+    .await;
+    assert_eq!(
+        ended.get("errorKind").map(String::as_str),
+        Some("invalid"),
+        "{ended:?}"
+    );
+    worker.stop().await;
+}

@@ -18,7 +18,8 @@
 /// `createdAt` (DESIGN §3: a field the system writes) when the submitter did
 /// not, as a third-party submitter may not. A `role` other than `read` and
 /// `write` ends the task as invalid (fail closed: it never runs), and so
-/// does a `processing` task without `workerId` (no worker holds it). A task
+/// does a `processing` task without `workerId`, or whose `workerId` names a
+/// worker whose processing list does not hold it (no worker holds it). A task
 /// that runs or ends here loses the outcome fields (`OUTCOME_FIELDS`) it
 /// holds from an earlier run of its id or from its submitter. A task
 /// found `completed` or `error` without an expiry gets the result TTL.
@@ -100,10 +101,19 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
     if redis.call('PTTL', dkey) == -1 then redis.call('PEXPIRE', dkey, ttl) end
     return { 'skipped', id, status }
   end
-  -- Another worker's: not ours to touch.
+  -- Another worker's: not ours to touch, while that worker's processing
+  -- list (named as ours is) holds it: it runs it, or a reaper resolves it.
+  -- One no such list holds (a third party wrote the hash so) no worker
+  -- ever will: it ends below as invalid, as one without `workerId` does.
+  local unheld = false
   if status == 'processing' and h[4] and h[4] ~= worker then
-    redis.call('LREM', plist, 1, id)
-    return { 'skipped', id, status }
+    local theirs = string.sub(plist, 1, #plist - #worker) .. h[4]
+    local at = redis.pcall('LPOS', theirs, id)
+    if type(at) == 'table' or at then
+      redis.call('LREM', plist, 1, id)
+      return { 'skipped', id, status }
+    end
+    unheld = true
   end
   -- From here on the task ends or runs here; the fields the system writes
   -- get written, createdAt included when the submitter left it out, and
@@ -137,7 +147,7 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
   end
   -- Our claim writes workerId with `processing`: without it, no worker
   -- holds the task (a third party submitted it so), and none ever would.
-  if status == 'processing' and not h[4] then
+  if status == 'processing' and (not h[4] or unheld) then
     local why = 'status "processing" but no worker holds it (a task is submitted as "pending")'
     failed(KIND_INVALID, why)
     return { 'invalid', id, why }
