@@ -8,9 +8,10 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
+use tokio::time::Instant;
 
 use crate::client;
 use crate::meter::{dbsize, field, info, process_cpu, redis_cpu};
@@ -177,8 +178,12 @@ async fn memory_run(
     });
     let start = Instant::now();
     let mut samples = Vec::new();
-    while start.elapsed() < length {
-        tokio::time::sleep(options.sample.min(length)).await;
+    // Every sample falls inside the load: none of Redis after it ended.
+    let step = options.sample.min(length);
+    let mut due = step;
+    while due <= length {
+        tokio::time::sleep_until(start + due).await;
+        due += step;
         let info = info(port, "memory").await?;
         samples.push(MemorySample {
             at_s: start.elapsed().as_secs_f64(),
@@ -268,6 +273,33 @@ impl CapacityReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_memory_sample_is_taken_while_the_load_runs() {
+        // A 250 ms load sampled every 100 ms: samples at 0.1 and 0.2 s; one
+        // at 0.3 s would be of Redis after the load, shown as of the load.
+        let redis = testkit::RedisServer::start();
+        let urls = Arc::new(vec![crate::echo::start().expect("echo server")]);
+        let length = Duration::from_millis(250);
+        let options = CapacityOptions {
+            binary: PathBuf::new(),
+            circles: 1,
+            conns: 2,
+            warmup: Duration::ZERO,
+            duration: length,
+            memory: Some(length),
+            sample: Duration::from_millis(100),
+            extra: Vec::new(),
+        };
+        let (samples, throughput) = memory_run(&options, &urls, redis.port(), length)
+            .await
+            .expect("memory run");
+        assert!(throughput > 0.0);
+        assert!(!samples.is_empty());
+        for s in &samples {
+            assert!(s.at_s <= length.as_secs_f64(), "a sample at {} s", s.at_s);
+        }
+    }
 
     #[test]
     fn this_process_has_spent_some_cpu() {

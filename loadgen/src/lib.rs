@@ -306,3 +306,49 @@ impl Floors {
         )])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::Latencies;
+
+    fn measured(latencies_us: Vec<u64>, errors: u64) -> Measured {
+        Measured {
+            latencies: Latencies::new(latencies_us),
+            run_ms: 0.002,
+            errors,
+            throughput: 0.0,
+            saturation: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_latency_without_a_successful_reply_is_no_figure() {
+        // The build under test answered every sequential request with an
+        // error: it has no latency, yet the row printed p50 0.000 ms and
+        // new/baseline 0.00, as if it were infinitely faster than the baseline.
+        let options = Options::quick("new".into());
+        let mut floors = Floors::new("ws://127.0.0.1:9/ws".into(), &options);
+        let load = plan::loads(Durability::Sync)[0];
+        assert!(load.sequential);
+        let sides = Sides {
+            new: measured(Vec::new(), 200),
+            base: Some(measured(vec![250; 200], 0)),
+            echo: Some(measured(vec![50; 200], 0)),
+        };
+        let rows = floors.rows(&load, &sides, 0.02).await.expect("rows");
+        let report = Report {
+            machine: "m".into(),
+            date: "d".into(),
+            ping_ms: 0.02,
+            binary: "new".into(),
+            extra: Vec::new(),
+            baseline: Some("old".into()),
+            rows,
+        };
+        let shown = report.render();
+        assert!(!shown.contains("| 0.000 |"), "{shown}");
+        assert!(!shown.contains("| 0.00 |"), "{shown}");
+        assert!(report.to_json()["rows"][0]["value"].is_null());
+    }
+}

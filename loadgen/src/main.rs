@@ -23,7 +23,7 @@ struct Args {
     /// each load in sync mode (the baseline has no --durability) alternates
     /// between the two: request by request when sequential, otherwise one
     /// build at a time in slices of at most half a second.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "capacity")]
     baseline: Option<PathBuf>,
 
     /// A smoke run (well under a minute): 0.2 s warm-up, 1 s per load, 200 sequential requests.
@@ -39,7 +39,7 @@ struct Args {
     warmup: Option<f64>,
 
     /// Measured requests of the sequential load [default: 2000, or 200 with --quick].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "capacity")]
     requests: Option<u64>,
 
     /// Instead of the latency and throughput table, measure where a task's
@@ -50,20 +50,25 @@ struct Args {
     capacity: bool,
 
     /// With --capacity: circles served [default: 4].
-    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256), requires = "capacity")]
     circles: u64,
 
     /// With --capacity: connections of each load [default: 64].
-    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024), requires = "capacity")]
     conns: u64,
 
     /// With --capacity: then a steady trivial load of this many seconds with
     /// Redis used_memory sampled (pass the TTLs to test with --orchestrator-arg).
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", requires = "capacity")]
     memory: Option<f64>,
 
     /// With --memory: seconds between samples [default: 10].
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 10.0,
+        requires = "memory"
+    )]
     sample: f64,
 
     /// An option passed to the orchestrator under test, never to the
@@ -73,7 +78,7 @@ struct Args {
     orchestrator_arg: Vec<String>,
 
     /// Also write the figures as JSON to this file.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "capacity")]
     json: Option<PathBuf>,
 }
 
@@ -166,4 +171,36 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_option_of_the_other_mode_is_refused_not_ignored() {
+        let parse = |args: &[&str]| {
+            Args::try_parse_from(std::iter::once("loadgen").chain(args.iter().copied()))
+        };
+        // --capacity prints its own table and returns: these did nothing.
+        for other in [
+            &["--capacity", "--json", "figures.json"][..],
+            &["--capacity", "--baseline", "old"],
+            &["--capacity", "--requests", "50"],
+        ] {
+            assert!(parse(other).is_err(), "{other:?} was accepted");
+        }
+        // And the capacity run's own options without it.
+        for other in [
+            &["--circles", "8"][..],
+            &["--conns", "16"],
+            &["--memory", "60"],
+            &["--sample", "5"],
+        ] {
+            assert!(parse(other).is_err(), "{other:?} was accepted");
+        }
+        assert!(parse(&["--capacity", "--circles", "8", "--memory", "60"]).is_ok());
+        assert!(parse(&["--quick", "--json", "f.json", "--baseline", "old"]).is_ok());
+        assert!(parse(&["--capacity", "--quick", "--duration", "2"]).is_ok());
+    }
 }

@@ -39,7 +39,9 @@ impl Saturation {
             (self.client, "client"),
         ]
         .into_iter()
-        .filter(|&(share, _)| share >= Self::LIMIT)
+        // As the table shows it, to a tenth of a percent: a share printed
+        // "90.0 %" is at the limit.
+        .filter(|&(share, _)| (share * 1000.0).round() >= (Self::LIMIT * 1000.0).round())
         .map(|(_, name)| name)
         .collect();
         if at.is_empty() {

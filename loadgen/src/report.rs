@@ -25,6 +25,9 @@ impl Metric {
     }
 
     fn format(self, value: f64) -> String {
+        if !value.is_finite() {
+            return "—".to_string();
+        }
         match self {
             Metric::P50 | Metric::P99 => format!("{value:.3}"),
             Metric::Throughput => format!("{value:.0}"),
@@ -80,7 +83,7 @@ pub struct Report {
 }
 
 fn ratio(a: f64, b: f64) -> String {
-    if b > 0.0 {
+    if b > 0.0 && a.is_finite() && b.is_finite() {
         format!("{:.2}", a / b)
     } else {
         "—".to_string()
@@ -292,6 +295,25 @@ mod tests {
         assert!(both.contains("| 0.50 | 2500 | 2.00 | 0 |"), "{both}");
         assert_eq!(report(None).to_json()["rows"][0]["floor"], 10000.0);
         assert_eq!(report(None).to_json()["rows"][0]["limit"], "CPU");
+    }
+
+    #[test]
+    fn a_share_shown_as_90_0_percent_is_named_the_limit() {
+        // 89.96 % of both cores busy is printed "90.0 %": the legend says the
+        // limit is what was "at 90 % or more", so the row must name it.
+        let mut near = report(None);
+        near.rows[0].saturation = Some(crate::meter::Saturation {
+            machine: 0.8996,
+            redis: 0.4,
+            client: 0.6,
+        });
+        let shown = near.render();
+        assert!(shown.contains("| 90.0 % | 40.0 % | 60.0 % |"), "{shown}");
+        assert!(
+            shown.contains("| 90.0 % | 40.0 % | 60.0 % | CPU |"),
+            "{shown}"
+        );
+        assert_eq!(near.to_json()["rows"][0]["limit"], "CPU");
     }
 
     #[test]

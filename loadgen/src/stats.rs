@@ -23,10 +23,11 @@ impl Latencies {
         self.0.is_empty()
     }
 
-    /// The nearest-rank percentile `p` (0 < p ≤ 100) in milliseconds; 0 without samples.
+    /// The nearest-rank percentile `p` (0 < p ≤ 100) in milliseconds; NaN
+    /// (no figure: shown as "—", `null` in JSON) without samples.
     pub fn percentile_ms(&self, p: f64) -> f64 {
         if self.0.is_empty() {
-            return 0.0;
+            return f64::NAN;
         }
         let rank = ((p / 100.0) * self.0.len() as f64).ceil() as usize;
         let index = rank.clamp(1, self.0.len()) - 1;
@@ -58,7 +59,7 @@ mod tests {
         let one = Latencies::new(vec![1500]);
         assert_eq!(one.percentile_ms(50.0), 1.5);
         assert_eq!(one.percentile_ms(99.0), 1.5);
-        assert_eq!(Latencies::default().percentile_ms(50.0), 0.0);
+        assert!(Latencies::default().percentile_ms(50.0).is_nan());
     }
 
     #[test]
