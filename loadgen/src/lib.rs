@@ -324,9 +324,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_latency_without_a_successful_reply_is_no_figure() {
-        // The build under test answered every sequential request with an
-        // error: it has no latency, yet the row printed p50 0.000 ms and
-        // new/baseline 0.00, as if it were infinitely faster than the baseline.
+        // The build under test answers every sequential request with an
+        // error: it has no latency, and a p50 of 0.000 ms or a new/baseline
+        // of 0.00 would read as infinitely faster than the baseline.
         let options = Options::quick("new".into());
         let mut floors = Floors::new("ws://127.0.0.1:9/ws".into(), &options);
         let load = plan::loads(Durability::Sync)[0];

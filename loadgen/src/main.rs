@@ -182,7 +182,7 @@ mod tests {
         let parse = |args: &[&str]| {
             Args::try_parse_from(std::iter::once("loadgen").chain(args.iter().copied()))
         };
-        // --capacity prints its own table and returns: these did nothing.
+        // --capacity prints its own table and returns: these would do nothing.
         for other in [
             &["--capacity", "--json", "figures.json"][..],
             &["--capacity", "--baseline", "old"],
