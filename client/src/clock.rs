@@ -49,6 +49,15 @@ impl RedisClock {
         crate::now_ms().saturating_add_signed(self.offset_ms.load(Ordering::Relaxed))
     }
 
+    /// Asks `conn` for Redis' `TIME` and records it; refused (an ACL
+    /// without `TIME`) or failed, the clock keeps its last measure.
+    pub(crate) async fn measure(&self, conn: &mut redis::aio::MultiplexedConnection) {
+        let sent = crate::now_ms();
+        if let Ok(time) = redis::cmd("TIME").query_async(conn).await {
+            self.observe(time, sent, crate::now_ms());
+        }
+    }
+
     /// Records a `TIME` reply (seconds, microseconds) asked at `sent` and
     /// answered at `received` (both [`crate::now_ms`]).
     /// A round trip past [`MAX_ROUND_TRIP_MS`] is no measure once the

@@ -152,12 +152,8 @@ impl Conn {
     /// or failed, the clock keeps its last measure; the request sent
     /// beside it reports the failure.
     pub(crate) async fn measure_clock(&self) {
-        let Ok(mut conn) = self.get().await else {
-            return;
-        };
-        let sent = crate::now_ms();
-        if let Ok(time) = redis::cmd("TIME").query_async(&mut conn).await {
-            self.clock.observe(time, sent, crate::now_ms());
+        if let Ok(mut conn) = self.get().await {
+            self.clock.measure(&mut conn).await;
         }
     }
 
@@ -357,11 +353,22 @@ impl Conn {
         &self,
         cmd: &redis::Cmd,
     ) -> Result<T> {
-        let mut conn = self.get().await?;
-        match cmd.query_async(&mut conn).await {
+        self.once_more(|mut conn| async move { cmd.query_async(&mut conn).await })
+            .await
+    }
+
+    /// Sends a request by `send` on the connection, and once more on a
+    /// fresh one when the first broke under it (see
+    /// [`Conn::query_idempotent`]).
+    async fn once_more<T, F, Fut>(&self, send: F) -> Result<T>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        match send(self.get().await?).await {
             Err(e) if e.is_connection_dropped() => {
                 let _broken = self.fail(e);
-                self.query(cmd).await
+                send(self.get().await?).await.map_err(|e| self.fail(e))
             }
             other => other.map_err(|e| self.fail(e)),
         }
@@ -454,14 +461,8 @@ impl Conn {
         &self,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T> {
-        let mut conn = self.get().await?;
-        match invocation.invoke_async(&mut conn).await {
-            Err(e) if e.is_connection_dropped() => {
-                let _broken = self.fail(e);
-                self.invoke(invocation).await
-            }
-            other => other.map_err(|e| self.fail(e)),
-        }
+        self.once_more(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await
     }
 
     /// Invokes a Lua script (EVALSHA, loading it after a Redis restart).

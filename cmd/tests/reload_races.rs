@@ -6,8 +6,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::http::admin_addr;
@@ -56,23 +55,10 @@ fn ended_by_a_reload(redis: &testkit::RedisServer, n: usize) -> Vec<String> {
 
 /// `POST /api/reload`: the status code, or why no answer came.
 fn post_reload(addr: SocketAddr) -> Result<u16, String> {
-    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(90)))
-        .expect("timeout");
     let request = format!(
         "POST /api/reload HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| format!("send: {e}"))?;
-    let mut raw = Vec::new();
-    let read = stream.read_to_end(&mut raw);
-    let raw = String::from_utf8_lossy(&raw).to_string();
-    raw.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("no HTTP answer ({read:?}): {raw:?}"))
+    common::http::try_send(addr, &request).map(|answer| answer.code)
 }
 
 /// More reloads asked through the admin endpoint than its request channel

@@ -53,18 +53,15 @@ pub(crate) enum Step {
 pub(crate) struct Outage {
     backoff: Retry,
     since: Option<Instant>,
-    /// The request Redis refused, when the outage is a refusal of one
-    /// command (out of memory, an ACL, …) rather than Redis out of reach:
-    /// other requests may succeed meanwhile, so only that one succeeding
-    /// ends the outage (else the backoff would restart at every turn).
-    refused: Option<Step>,
-    /// The request that failed last, refused or not: only that one
-    /// succeeding ends the outage. Redis may take one connection's requests
+    /// The request that failed last, and whether Redis refused it (out of
+    /// memory, an ACL, …) rather than being out of reach: only that request
+    /// answering ends the outage. Redis may take one connection's requests
     /// and not the other's (at `maxclients` it closes each new connection
-    /// at once): the batch claim then succeeds between blocking pops that
-    /// fail, which must not end the outage at every turn (a warning and an
-    /// info line every 50 ms, the backoff never growing).
-    failed: Option<Step>,
+    /// at once; a refusal is of one command): the batch claim then succeeds
+    /// between blocking pops that fail, which must not end the outage at
+    /// every turn (a warning and an info line every 50 ms, the backoff
+    /// never growing).
+    failed: Option<(Step, bool)>,
     /// Set by every failed request; cleared once the processing list was read.
     pub(crate) check_own: bool,
     /// Tasks that ran but whose result Redis refused (a fault, logged): never
@@ -79,7 +76,6 @@ impl Outage {
         Outage {
             backoff: Retry::new(max_backoff),
             since: None,
-            refused: None,
             failed: None,
             check_own: false,
             unwritten: HashSet::new(),
@@ -239,11 +235,13 @@ impl Taker<'_> {
                 // pop that answers ends an outage the pop met.
                 Ok(_) => match self
                     .popper
-                    .pop_and_claim(if outage.failed == Some(Step::Pop) {
-                        self.options.pop_timeout.min(Duration::from_millis(100))
-                    } else {
-                        self.options.pop_timeout
-                    })
+                    .pop_and_claim(
+                        if outage.failed.is_some_and(|(step, _)| step == Step::Pop) {
+                            self.options.pop_timeout.min(Duration::from_millis(100))
+                        } else {
+                            self.options.pop_timeout
+                        },
+                    )
                     .await
                 {
                     Ok(Some(claim)) => {
@@ -308,18 +306,17 @@ impl Taker<'_> {
     /// taken by batch claims and the claims finishes make: the failed pop
     /// is not tried until it empties.
     pub(crate) fn answered(&self, outage: &mut Outage, step: Step, brought: bool) {
-        if brought && outage.refused.is_none() {
+        if brought && outage.failed.is_some_and(|(_, refused)| !refused) {
             outage.failed = None;
         }
         self.up(outage, step);
     }
 
     pub(crate) fn up(&self, outage: &mut Outage, step: Step) {
-        if outage.failed.is_some_and(|failed| failed != step) {
+        if outage.failed.is_some_and(|(failed, _)| failed != step) {
             return;
         }
-        outage.failed = None;
-        let refused = outage.refused.take().is_some();
+        let refused = outage.failed.take().is_some_and(|(_, refused)| refused);
         if let Some(since) = outage.since.take() {
             let again = if refused {
                 "redis accepts its requests again"
@@ -339,8 +336,7 @@ impl Taker<'_> {
 
     pub(crate) async fn down(&self, outage: &mut Outage, err: &client::Error, step: Step) {
         let refused = err.is_refusal();
-        outage.refused = refused.then_some(step);
-        outage.failed = Some(step);
+        outage.failed = Some((step, refused));
         let starts = outage.since.is_none();
         if starts {
             outage.since = Some(Instant::now());

@@ -103,11 +103,7 @@ async fn a_hand_pushed_task_gets_every_field_the_protocol_names_its_ttl_and_its_
     let redis = testkit::RedisServer::start();
     let worker = TestWorker::start(&redis.url(), "fields");
     let mut conn = raw(&redis.url()).await;
-    let mut pubsub = redis::Client::open(redis.url())
-        .expect("url")
-        .get_async_pubsub()
-        .await
-        .expect("pubsub");
+    let mut pubsub = pubsub(&redis).await;
     pubsub.subscribe("my-channel").await.expect("subscribe");
     let before = client_now();
     push_task(
@@ -310,6 +306,15 @@ async fn a_task_claimed_behind_a_long_one_is_processing_unstarted_for_that_one_s
     worker.stop().await;
 }
 
+/// A pub/sub connection to `redis`.
+async fn pubsub(redis: &testkit::RedisServer) -> redis::aio::PubSub {
+    redis::Client::open(redis.url())
+        .expect("url")
+        .get_async_pubsub()
+        .await
+        .expect("pubsub")
+}
+
 async fn redis_now(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
     let (s, us): (u64, u64) = redis::cmd("TIME").query_async(conn).await.expect("time");
     s * 1000 + us / 1000
@@ -323,11 +328,7 @@ async fn redis_now(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
 async fn a_hand_cancelled_queued_task_notifies_the_fields_written_and_keeps_the_result_ttl() {
     let redis = testkit::RedisServer::start();
     let mut conn = raw(&redis.url()).await;
-    let mut pubsub = redis::Client::open(redis.url())
-        .expect("url")
-        .get_async_pubsub()
-        .await
-        .expect("pubsub");
+    let mut pubsub = pubsub(&redis).await;
     pubsub.subscribe("ch").await.expect("subscribe");
     push_task(
         &mut conn,

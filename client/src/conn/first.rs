@@ -14,10 +14,7 @@ pub(super) async fn run(
     clock: &RedisClock,
 ) -> Result<(), String> {
     transactions_allowed(conn).await?;
-    let sent = crate::now_ms();
-    if let Ok(time) = redis::cmd("TIME").query_async(conn).await {
-        clock.observe(time, sent, crate::now_ms());
-    }
+    clock.measure(conn).await;
     Ok(())
 }
 

@@ -31,24 +31,35 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[&str]) -> 
 /// Sends the raw `request` to `addr` and reads the answer to its end: the
 /// status code and body.
 pub fn send(addr: SocketAddr, request: &str) -> Answer {
-    let mut stream = TcpStream::connect(addr).expect("connect to the admin endpoint");
+    try_send(addr, request).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`send`], saying what went wrong instead of panicking: no connection,
+/// or no HTTP answer (the endpoint closed the connection unanswered).
+pub fn try_send(addr: SocketAddr, request: &str) -> Result<Answer, String> {
+    let mut stream =
+        TcpStream::connect(addr).map_err(|e| format!("connect to the admin endpoint: {e}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(90)))
         .expect("timeout");
-    stream.write_all(request.as_bytes()).expect("send");
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("send: {e}"))?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read the answer");
-    let raw = String::from_utf8(raw).expect("utf-8 answer");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+    let read = stream.read_to_end(&mut raw);
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no HTTP answer ({read:?}): {raw:?}"))?;
     let code = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .expect("a status code");
-    Answer {
+        .ok_or_else(|| format!("no status code: {raw:?}"))?;
+    Ok(Answer {
         code,
         body: body.to_string(),
-    }
+    })
 }
 
 /// `GET path` at `addr` with extra header lines.
