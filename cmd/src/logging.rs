@@ -3,14 +3,20 @@
 //! table. `RUST_LOG` works as usual; the default shows our crates at `info`
 //! and everything else at `warn`.
 //!
+//! The live-mode file is opened for appending, so `logrotate`'s
+//! `copytruncate` works, and [`reopen`] (each SIGHUP) opens its path again,
+//! so `logrotate`'s default of moving the file and signalling works too.
+//!
 //! Two formats (`--log-format`): `text`, env_logger's own line (the ids a
 //! line is about are in its message), and `json`, one object per line for
 //! log shippers ([`json_line`]): `timestamp` (RFC 3339, UTC, milliseconds),
 //! `level`, `target`, `message`, then every key-value pair the call attached
 //! (`circle`, `queue`, `task`, `worker`, … where known).
 
+use std::fs::File;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use anyhow::Context;
 use clap::ValueEnum;
@@ -70,16 +76,71 @@ pub fn init(file: Option<&Path>, format: LogFormat) -> anyhow::Result<()> {
             ))
             .into());
         }
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("cannot open the log file {}", path.display()))?;
-        builder.target(env_logger::Target::Pipe(Box::new(f)));
+        let f =
+            open(path).with_context(|| format!("cannot open the log file {}", path.display()))?;
+        let file = LOG_FILE.get_or_init(|| LogFile {
+            path: path.to_owned(),
+            file: Mutex::new(f),
+        });
+        builder.target(env_logger::Target::Pipe(Box::new(Appender(file))));
     }
     builder.try_init().context("cannot install the logger")?;
     log_panics();
     Ok(())
+}
+
+/// The live-mode log file and the path it is reopened at.
+struct LogFile {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+static LOG_FILE: OnceLock<LogFile> = OnceLock::new();
+
+fn open(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+}
+
+/// The logger's writer: whichever file [`reopen`] last opened.
+struct Appender(&'static LogFile);
+
+impl Write for Appender {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut file = self.0.file.lock().unwrap_or_else(PoisonError::into_inner);
+        file.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        let mut file = self.0.file.lock().unwrap_or_else(PoisonError::into_inner);
+        file.write_all(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let mut file = self.0.file.lock().unwrap_or_else(PoisonError::into_inner);
+        file.flush()
+    }
+}
+
+/// Opens the live-mode log file's path again (after `logrotate` moved the
+/// file away, lines go to a new file there); without a log file, nothing.
+/// A path that cannot be opened keeps the file it had, and says so there.
+pub fn reopen() {
+    let Some(log) = LOG_FILE.get() else {
+        return;
+    };
+    match open(&log.path) {
+        Ok(new) => {
+            *log.file.lock().unwrap_or_else(PoisonError::into_inner) = new;
+            log::info!("log file {} opened again", log.path.display());
+        }
+        Err(e) => log::warn!(
+            "cannot open the log file {} again: {e}; logs go on to the file it had",
+            log.path.display()
+        ),
+    }
 }
 
 /// Sends the panics of every thread but `main` to the log, one line each

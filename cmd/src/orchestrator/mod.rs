@@ -266,6 +266,10 @@ impl Orchestrator {
                         Some(reply) = reloads.next() => Some(reply),
                     }
                 };
+                // A SIGHUP also reopens the log file, after logrotate moved it.
+                if reply.is_none() {
+                    logging::reopen();
+                }
                 // Signals are heard while the reload runs (it may drain a
                 // removed circle for the whole grace): a stop shows at once
                 // (status, admin: no further reload runs) and is acted on as
