@@ -16,6 +16,7 @@ use crate::clock::RedisClock;
 use crate::target::Target;
 use crate::{Error, RedisUrl, Result};
 
+mod closed;
 mod first;
 mod states;
 
@@ -186,16 +187,19 @@ impl Conn {
         let attempt = tokio::time::timeout(
             self.settings.connect_timeout + Duration::from_millis(100),
             async {
-                let mut conn = self
-                    .target
-                    .resolve()
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                first::run(&mut conn, &self.clock).await?;
-                Ok::<_, String>(conn)
+                let client = self.target.resolve().await.map_err(|e| e.to_string())?;
+                let made = async {
+                    let mut conn = client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    first::run(&mut conn, &self.clock).await?;
+                    Ok::<_, String>(conn)
+                };
+                match made.await {
+                    Ok(conn) => Ok(conn),
+                    Err(reason) => Err(closed::explain(&client, reason).await),
+                }
             },
         )
         .await;

@@ -66,6 +66,12 @@ fn a_worker_whose_blocking_connection_redis_refuses_backs_off_and_logs_once() {
         .count();
     // 50 ms doubling up to 2 s: about 7 attempts in 6 s for each
     // connection that cannot be made.
+    // The outage began with the cut connection; the row names what keeps
+    // the worker from a new one.
+    o.wait_stdout(
+        "Alpha (id 1): worker Reconnecting: redis is at maxclients",
+        Duration::from_secs(10),
+    );
     assert!(
         warnings <= 1 && again == 0 && rejected <= 30,
         "in 6 s at maxclients the worker logged {warnings} warnings that it cannot reach \

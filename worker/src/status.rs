@@ -136,6 +136,12 @@ pub(crate) fn outage_reason(err: &client::Error) -> String {
         {
             "redis is loading its data".to_string()
         }
+        // No room for another connection: every new one is closed.
+        client::Error::Unavailable { reason, .. }
+            if reason.contains("max number of clients reached") =>
+        {
+            "redis is at maxclients".to_string()
+        }
         // Commands refused until its operator acts.
         client::Error::Unavailable { .. } => err
             .refusal()
@@ -168,6 +174,12 @@ mod tests {
         assert_eq!(
             outage_reason(&unavailable("Connection refused (os error 111)")),
             "redis is unreachable"
+        );
+        assert_eq!(
+            outage_reason(&unavailable(
+                "max number of clients reached: redis has no room for another client"
+            )),
+            "redis is at maxclients"
         );
         assert_eq!(
             outage_reason(&unavailable(
