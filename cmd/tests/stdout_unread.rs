@@ -1,5 +1,6 @@
 //! An orchestrator whose stdout nobody reads (a full pipe, a stalled
-//! journal) still stops on SIGTERM, and at once on a second one.
+//! journal) still serves, also on one CPU, and stops on SIGTERM, at once
+//! on a second one.
 
 mod common;
 
@@ -7,7 +8,7 @@ use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Sandbox, port};
+use common::{Sandbox, connect, output, port};
 
 /// A pipe that is already full (its 64 KiB written by the test and never
 /// read), as stdout of the child: its next write blocks. The read end must
@@ -133,4 +134,43 @@ fn a_second_sigterm_stops_at_once_while_stdout_is_a_full_pipe_nobody_reads() {
         )
     });
     assert_eq!(status.code(), Some(1), "{}", o.stderr());
+}
+
+/// On one CPU the async runtime has one thread. A display whose write
+/// blocks (stdout a full pipe from the start) holds its own task, not that
+/// thread: the worker starts and the circle serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_one_cpu_a_stdout_nobody_reads_stops_no_circle() {
+    let redis = testkit::RedisServer::start();
+    let sandbox = Sandbox::new();
+    let circle = port();
+    let config = sandbox.circles(&[(1, "Alpha", circle)]);
+    let (_pipe, write) = full_pipe();
+    let log = sandbox.path().join("stderr.log");
+    let serve = sandbox.serve_command(&config, &redis.url(), &sandbox.data_dir());
+    let mut cmd = common::launched(&["taskset", "-c", "0"], &serve);
+    cmd.stdout(Stdio::from(write))
+        .stderr(Stdio::from(std::fs::File::create(&log).expect("log")));
+    let mut child = cmd.spawn().expect("spawn");
+    // Killed however the test ends.
+    struct KillOnDrop(u32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.0.to_string()])
+                .status();
+        }
+    }
+    let _orphan = KillOnDrop(child.id());
+    let mut ws = connect(circle).await;
+    let reply = tokio::time::timeout(Duration::from_secs(20), output(&mut ws, "40 + 2")).await;
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        reply.ok().as_deref(),
+        Some("42"),
+        "no reply within 20 s on one CPU with stdout a full pipe:\n{stderr}"
+    );
+    kill(child.id(), "TERM");
+    let status = exit_within(&mut child, Duration::from_secs(20)).expect("stops on SIGTERM");
+    assert_eq!(status.code(), Some(0), "{stderr}");
 }

@@ -104,14 +104,14 @@ pub async fn draw(
             () = changed.notified() => {}
             Some(()) = next_signal(&mut resized) => {}
             Some(()) = next_signal(&mut stopped) => {
-                renderer.suspend();
+                blocking(|| renderer.suspend());
                 // The stop of a whole process may reach this thread only
                 // after it ran on: it takes the terminal again once the
                 // process was continued (`fg`), not before.
                 if stop_here() {
                     next_signal(&mut continued).await;
                 }
-                renderer.resume();
+                blocking(|| renderer.resume());
             }
             Some(next) = source.reloads.recv() => reload = Some(next),
             () = stop.cancelled() => break,
@@ -125,16 +125,31 @@ pub async fn draw(
         snap.reload = reload.clone();
         snap.polled = source.roster.polled();
         settled = snap.polled && snap.circles.iter().all(Row::settled);
-        renderer.frame(header, &snap);
+        blocking(|| renderer.frame(header, &snap));
     }
     let mut snap = snapshot(header, &source.roster.current(), "stopped");
     snap.reload = reload;
     snap.polled = source.roster.polled();
     while let Ok(next) = source.reloads.try_recv() {
         snap.reload = Some(next);
-        renderer.frame(header, &snap);
+        blocking(|| renderer.frame(header, &snap));
     }
-    renderer.finish(header, &snap);
+    blocking(|| renderer.finish(header, &snap));
+}
+
+/// Runs `write`, a write to the terminal or stdout that may block (a full
+/// pipe nobody reads, a terminal stopped by Ctrl-S), so that it holds only
+/// the display: on a multi-threaded runtime the thread's other tasks move
+/// to another thread meanwhile. On one CPU the runtime has a single thread,
+/// which would otherwise wait with the write, and every circle with it.
+fn blocking<T>(write: impl FnOnce() -> T) -> T {
+    let multi = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi {
+        tokio::task::block_in_place(write)
+    } else {
+        write()
+    }
 }
 
 /// Stops the whole process, as SIGTSTP's default action does, until a

@@ -304,8 +304,14 @@ impl Drop for Orchestrator {
 
 /// `serve` run by `prlimit` with `nofile` (`soft:hard`) open files.
 pub fn limited(serve: &Command, nofile: &str) -> Command {
-    let mut cmd = Command::new("prlimit");
-    cmd.arg(format!("--nofile={nofile}"))
+    launched(&["prlimit", &format!("--nofile={nofile}")], serve)
+}
+
+/// `serve` run by the program `launcher` names (with its arguments), which
+/// runs it in the same process, with the same directory and environment.
+pub fn launched(launcher: &[&str], serve: &Command) -> Command {
+    let mut cmd = Command::new(launcher[0]);
+    cmd.args(&launcher[1..])
         .arg(serve.get_program())
         .args(serve.get_args())
         .stdin(Stdio::null());
