@@ -195,15 +195,26 @@ fn handle(registry: &Registry, payload: &[u8]) {
 }
 
 /// The task id and outcome a notification carries; `None` (logged) when it
-/// is malformed or the task is not finished.
+/// is malformed or the task is not finished. A value is read as the hash
+/// holds it: a string as it is, a number (another program's worker may
+/// write `updatedAt`, `runTimeUs` or `errorLine` so) as its JSON text; a
+/// field of any other JSON type is left out.
 pub(crate) fn read_notification(payload: &[u8]) -> Option<(String, Outcome)> {
-    let fields: HashMap<String, String> = match serde_json::from_slice(payload) {
-        Ok(fields) => fields,
+    let values: HashMap<String, serde_json::Value> = match serde_json::from_slice(payload) {
+        Ok(values) => values,
         Err(e) => {
             log::warn!("ignoring a malformed task notification: {e}");
             return None;
         }
     };
+    let fields: HashMap<String, String> = values
+        .into_iter()
+        .filter_map(|(name, value)| match value {
+            serde_json::Value::String(text) => Some((name, text)),
+            serde_json::Value::Number(number) => Some((name, number.to_string())),
+            _ => None,
+        })
+        .collect();
     let Some(task_id) = fields.get(fields::ID).cloned() else {
         log::warn!("ignoring a task notification without an id");
         return None;
