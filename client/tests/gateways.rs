@@ -189,3 +189,38 @@ async fn the_gateways_of_many_queues_are_read_at_once_and_expired_ones_pruned() 
         "the expired member was pruned"
     );
 }
+
+/// Keys of a queue that another program wrote as other types (its
+/// mistake) fail neither a beat nor a listing of the queues beside it: the
+/// odd queue has no worker and no gateway listed, the other is served as
+/// ever.
+#[tokio::test]
+async fn keys_of_another_type_of_one_queue_fail_no_beat_or_listing_of_the_others() {
+    let redis = testkit::RedisServer::start();
+    let client = Client::connect(&redis.url()).await.expect("connect");
+    let mut conn = raw(&redis.url()).await;
+    for key in [keys::workers("odd"), keys::gateways("odd")] {
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg("not a set")
+            .query_async(&mut conn)
+            .await
+            .expect("set");
+    }
+    let gateway = GatewayProcess::new("box1");
+    let circles = [("odd", "ws://a/ws"), ("fine", "ws://b/ws")];
+    let live = client
+        .gateway_beat(&gateway, &circles, Duration::from_secs(60))
+        .await
+        .expect("a beat despite the odd queue's keys");
+    assert_eq!(live, [None, None]);
+    let listed = client
+        .gateways_many(&["odd", "fine"])
+        .await
+        .expect("a listing despite the odd queue's keys");
+    assert!(listed[0].is_empty(), "{listed:?}");
+    assert_eq!(
+        listed[1].iter().map(|g| g.url.as_str()).collect::<Vec<_>>(),
+        ["ws://b/ws"]
+    );
+}

@@ -230,6 +230,57 @@ async fn a_gateway_alone_answers_play_with_32002_naming_the_circle_once_the_dead
     assert_eq!(queued, 0, "nothing was submitted");
 }
 
+/// A worker set another program wrote as another type (its mistake) names
+/// no worker of its own circle, and changes nothing for the circles beside
+/// it on the same Redis: both are seen without a live worker and answered
+/// -32002, none is shown with its Redis unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_set_of_another_type_hides_no_other_circle_s_missing_worker() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let () = redis_conn(&redis)
+        .set("rhai_workers:beta", "not a set")
+        .expect("set");
+    let (alpha, beta) = (port(), port());
+    let config = sandbox.circles(&[(1, "Alpha", alpha), (2, "Beta", beta)]);
+    let gateway = start(
+        &sandbox,
+        &config,
+        &redis,
+        &sandbox.data_dir(),
+        &[
+            "--role",
+            "gateway",
+            "--task-timeout",
+            "30s",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    let admin = admin_addr(&gateway.stdout()).to_string();
+    let rows = wait_for("both circles seen without a live worker", || {
+        let rows = status_json(&sandbox, &admin)["circles"].clone();
+        let rows = rows.as_array().cloned().unwrap_or_default();
+        rows.iter()
+            .all(|c| c["worker_live"] == false)
+            .then_some(rows)
+    });
+    for row in &rows {
+        let detail = row["worker_detail"].as_str().unwrap_or_default();
+        assert!(!detail.contains("unreachable"), "{row}");
+    }
+    for (port, name) in [(alpha, "Alpha (1)"), (beta, "Beta (2)")] {
+        let mut ws = connect(port).await;
+        let reply = play(&mut ws, 1, "40 + 2").await;
+        assert_eq!(reply["error"]["data"]["kind"], "no_worker", "{reply}");
+        let message = reply["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with(&format!("no live worker for circle {name}")),
+            "{reply}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_whose_worker_was_killed_answers_32002_and_the_task_never_runs_later() {
     let sandbox = Sandbox::new();

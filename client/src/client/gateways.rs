@@ -79,13 +79,17 @@ impl GatewayProcess {
 /// The Lua function both scripts that look at a queue's workers share:
 /// the milliseconds the freshest heartbeat key of a worker in the set
 /// `workers` (keys `prefix .. id`) has left to live, 0 when none has one,
-/// `ttl` for a key without a TTL.
+/// `ttl` for a key without a TTL. A `workers` key of another type (another
+/// program's mistake) registers no worker: it fails neither the script
+/// nor the other circles of its beat.
 macro_rules! freshest_worker {
     () => {
         r#"
 local function freshest_worker(workers, prefix, ttl)
   local best = 0
-  for _, w in ipairs(redis.call('SMEMBERS', workers)) do
+  local ids = redis.pcall('SMEMBERS', workers)
+  if ids.err then return 0 end
+  for _, w in ipairs(ids) do
     local left = redis.call('PTTL', prefix .. w)
     if left == -1 then
       left = tonumber(ttl)
@@ -101,9 +105,10 @@ end
 }
 
 /// Per circle: writes the gateway's heartbeat key, adds it to the queue's
-/// gateway set, and answers the milliseconds the freshest heartbeat key of
-/// a worker registered for the queue has left to live (0 when none has
-/// one; a key without a TTL counts as fresh as the gateway's own).
+/// gateway set (unless that key holds another type), and answers the
+/// milliseconds the freshest heartbeat key of a worker registered for the
+/// queue has left to live (0 when none has one; a key without a TTL counts
+/// as fresh as the gateway's own).
 /// KEYS: per circle its gateway heartbeat key, gateway set, worker set.
 /// ARGV: gateway id, TTL in ms, then per circle the heartbeat value and the
 /// worker heartbeat key prefix of its queue.
@@ -116,7 +121,7 @@ local id, ttl = ARGV[1], ARGV[2]
 local out = {}
 for i = 1, #KEYS / 3 do
   redis.call('SET', KEYS[3 * i - 2], ARGV[2 * i + 1], 'PX', ttl)
-  redis.call('SADD', KEYS[3 * i - 1], id)
+  redis.pcall('SADD', KEYS[3 * i - 1], id)
   out[i] = freshest_worker(KEYS[3 * i], ARGV[2 * i + 2], ttl)
 end
 return out
@@ -132,15 +137,20 @@ const LOOK: &str = concat!(
 );
 
 /// Per queue: the `{id, value}` of every member of its gateway set whose
-/// heartbeat key exists; members without one are removed from the set.
+/// heartbeat key exists; members without one are removed from the set. A
+/// gateway set of another type lists none, and a heartbeat key of another
+/// type reads as absent, so neither hides another queue's gateways.
 /// KEYS: per queue its gateway set. ARGV: per queue its gateway heartbeat
 /// key prefix.
 const LIST: &str = r#"
 local out = {}
 for i = 1, #KEYS do
   local found = {}
-  for _, g in ipairs(redis.call('SMEMBERS', KEYS[i])) do
-    local value = redis.call('GET', ARGV[i] .. g)
+  local ids = redis.pcall('SMEMBERS', KEYS[i])
+  if ids.err then ids = {} end
+  for _, g in ipairs(ids) do
+    local value = redis.pcall('GET', ARGV[i] .. g)
+    if type(value) == 'table' then value = false end
     if value then
       found[#found + 1] = { g, value }
     else
