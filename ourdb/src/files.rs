@@ -256,13 +256,21 @@ pub(crate) fn check_numbering(dir: &Path, nums: &[u32], first: u32) -> Result<()
 
 /// Writes `bytes` to `path` crash-safely: a `.tmp` file, fsynced, renamed
 /// over `path`, the directory fsynced. A crash leaves the old or the new file.
+/// A write that fails removes the `.tmp`: on a full disk it holds the room
+/// the commits need.
 pub(crate) fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f =
         File::create(&tmp).map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
-    f.write_all(bytes)
+    let written = f
+        .write_all(bytes)
         .and_then(|()| f.sync_all())
-        .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+        .map_err(|e| Error::io(format!("writing {}", tmp.display()), e));
+    if let Err(e) = written {
+        drop(f);
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     install(dir, &tmp, path)
 }
 

@@ -1,8 +1,8 @@
 //! A full disk (ENOSPC) refuses writes cleanly: reads go on, the handle is
 //! not poisoned, writes succeed again once space is freed, and a reopen
-//! finds every acknowledged record. On a real 8 MiB tmpfs, so it needs
-//! root (as the test suite's set-up does); as another user it says so and
-//! checks nothing.
+//! finds every acknowledged record; a checkpoint that does not fit keeps
+//! no room. On a real 8 MiB tmpfs, so it needs root (as the test suite's
+//! set-up does); as another user it says so and checks nothing.
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +31,16 @@ impl Drop for Mount {
     }
 }
 
+/// Whether this runs as root, which mounts the tmpfs; says so when not.
+fn root() -> bool {
+    // `/proc/self` belongs to the process's effective user.
+    let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap());
+    if uid != 0 {
+        eprintln!("not root: no tmpfs to fill, nothing checked");
+    }
+    uid == 0
+}
+
 fn fill(path: &Path, leave: u64) {
     // Writes a filler file until the disk is full, then shrinks it to leave `leave` bytes free.
     use std::io::Write;
@@ -45,10 +55,7 @@ fn fill(path: &Path, leave: u64) {
 }
 
 fn run(durability: Durability) {
-    // `/proc/self` belongs to the process's effective user.
-    let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap());
-    if uid != 0 {
-        eprintln!("not root: no tmpfs to fill, nothing checked");
+    if !root() {
         return;
     }
     let m = Mount::new("8m").expect("root mounts a tmpfs");
@@ -113,4 +120,52 @@ fn a_full_disk_refuses_sync_commits_cleanly_and_loses_nothing() {
 #[test]
 fn a_full_disk_refuses_flush_commits_cleanly_and_loses_nothing() {
     run(Durability::Flush);
+}
+
+/// Bytes free on the filesystem holding `path`.
+fn free_bytes(path: &Path) -> u64 {
+    fs4::available_space(path).unwrap()
+}
+
+#[test]
+fn a_checkpoint_that_finds_no_room_gives_back_the_room_it_took() {
+    if !root() {
+        return;
+    }
+    let m = Mount::new("8m").expect("root mounts a tmpfs");
+    let dir = m.0.join("db");
+    let filler = m.0.join("filler");
+    let config = Config {
+        checkpoint_bytes: 0,
+        compaction_min_bytes: 0,
+        ..Config::default()
+    };
+    let db = OurDb::open(&dir, config.clone()).unwrap();
+    // 100,000 ids: a checkpoint of about 1.6 MB, more than is left free.
+    for _ in 0..20 {
+        let mut batch = ourdb::Batch::new();
+        for _ in 0..5_000 {
+            batch.insert(b"value!".to_vec());
+        }
+        db.commit(batch).unwrap();
+    }
+    fill(&filler, 1 << 20);
+    let before = free_bytes(&m.0);
+    assert!(db.checkpoint().is_err(), "the checkpoint does not fit");
+    let after = free_bytes(&m.0);
+    assert!(
+        after + (64 << 10) >= before,
+        "the failed checkpoint holds {} bytes the commits could use ({:?} left behind)",
+        before.saturating_sub(after),
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect::<Vec<_>>()
+    );
+    assert!(db.write_failure().is_none(), "not poisoned");
+    std::fs::remove_file(&filler).unwrap();
+    db.close().unwrap();
+    let db = OurDb::open(&dir, config).unwrap();
+    assert_eq!(db.len(), 100_000);
+    assert_eq!(db.get(100_000).unwrap().as_deref(), Some(&b"value!"[..]));
 }
