@@ -237,17 +237,32 @@ pub struct Plan<'a> {
     pub standby: bool,
 }
 
-fn prepare_one(c: &CircleConfig, plan: Plan<'_>) -> anyhow::Result<Prepared> {
+/// The databases a reload keeps open for the changed circles it starts
+/// again, by circle id: each is taken by its circle's preparation.
+pub type StillOpen = std::sync::Mutex<std::collections::HashMap<u32, Closing>>;
+
+fn prepare_one(c: &CircleConfig, plan: Plan<'_>, open: &StillOpen) -> anyhow::Result<Prepared> {
+    let kept = crate::status::lock(open).remove(&c.id);
     let listener = if plan.role.serves() {
-        Some(bind(c, plan.host)?)
+        match bind(c, plan.host) {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                close_all(kept.into_iter().collect());
+                return Err(e);
+            }
+        }
     } else {
         None
     };
     let dir = db_dir(plan.data_dir, c.id);
     let works = plan.role.works();
     let store = if works && !plan.standby {
-        Some(open_store(c, plan.data_dir, plan.limits, plan.durability)?)
+        Some(match kept {
+            Some((_, db, engine)) => Store { db, engine },
+            None => open_store(c, plan.data_dir, plan.limits, plan.durability)?,
+        })
     } else {
+        close_all(kept.into_iter().collect());
         if works {
             create_dir(&dir, &format!("the data directory of {}", c.who()))?;
         }
@@ -281,7 +296,7 @@ fn lease_dir(dir: &Path) -> String {
 /// Prepares every circle as `plan` says, or reports every circle that
 /// failed.
 pub fn prepare_all(circles: &[CircleConfig], plan: Plan<'_>) -> anyhow::Result<Vec<Prepared>> {
-    let results = prepare_each(circles, plan);
+    let results = prepare_each(circles, plan, &StillOpen::default());
     let mut ready = Vec::with_capacity(circles.len());
     let mut failures = Vec::new();
     // Whether every failure is one of usage (exit 2), e.g. a file in the way.
@@ -314,8 +329,14 @@ pub fn prepare_all(circles: &[CircleConfig], plan: Plan<'_>) -> anyhow::Result<V
 
 /// Prepares each of `circles` on its own, in parallel as [`prepare_all`]
 /// does: one result per circle, in order, each failure naming its circle.
-/// What is ready stays open (the caller starts or closes it).
-pub fn prepare_each(circles: &[CircleConfig], plan: Plan<'_>) -> Vec<anyhow::Result<Prepared>> {
+/// What is ready stays open (the caller starts or closes it). A circle
+/// whose database `open` holds starts on it instead of opening it again;
+/// one that cannot start closes it.
+pub fn prepare_each(
+    circles: &[CircleConfig],
+    plan: Plan<'_>,
+    open: &StillOpen,
+) -> Vec<anyhow::Result<Prepared>> {
     let chunk = circles.len().div_ceil(PREPARE_THREADS).max(1);
     std::thread::scope(|scope| {
         let parts: Vec<_> = circles
@@ -323,7 +344,7 @@ pub fn prepare_each(circles: &[CircleConfig], plan: Plan<'_>) -> Vec<anyhow::Res
             .map(|part| {
                 scope.spawn(move || {
                     part.iter()
-                        .map(|c| prepare_one(c, plan))
+                        .map(|c| prepare_one(c, plan, open))
                         .collect::<Vec<_>>()
                 })
             })

@@ -5,7 +5,8 @@
 //! nothing once another holds it; a second worker on a data dir named apart
 //! only by a byte that is not UTF-8 refuses; a restart after kill -9 on the
 //! same data dir ends the dead run's task once it stayed silent for a beat
-//! and a half.
+//! and a half; a standby on the same data dir takes nothing over while the
+//! other process reloads the circle.
 
 mod common;
 
@@ -140,6 +141,67 @@ fn a_standby_on_the_same_data_dir_waits_for_the_database_and_leaves_the_lease_al
     assert_eq!(after.pid, standby.pid());
     assert!(after.token > before.token, "{after:?} after {before:?}");
     standby.stop();
+}
+
+/// A reload that changes a circle starts it again on its database, open all
+/// along: a standby on the same data dir (which takes its own database's
+/// lease at once, and looks every 10 ms here) never finds it free, so the
+/// lease and every task stay with the process that runs the circle.
+#[test]
+fn a_standby_on_the_same_data_dir_takes_nothing_over_while_the_other_reloads_the_circle() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let (p1, p2) = (port(), port());
+    let config = sandbox.circles(&[(1, "Alpha", p1)]);
+    let dir = sandbox.path().join("shared");
+    let mut first = spawn(
+        &sandbox,
+        &config,
+        &redis.url(),
+        &dir,
+        &["--admin", "127.0.0.1:0"],
+    );
+    first.wait_table();
+    first.wait_stdout("Running", WAIT);
+    let admin = common::http::admin_addr(&first.stdout());
+    let mut standby = spawn(
+        &sandbox,
+        &config,
+        &redis.url(),
+        &dir,
+        &["--standby", "--worker-heartbeat", "10ms"],
+    );
+    standby.wait_stdout("is open in another process on this host", WAIT);
+    let mut conn = conn(&redis);
+    for round in 0..20 {
+        // Only its port changes: the same queue, carried over.
+        sandbox.circles(&[(1, "Alpha", if round % 2 == 0 { p2 } else { p1 })]);
+        let mut reload = sandbox.command();
+        reload.args(["reload", "--admin", &admin.to_string()]);
+        let (code, out, err) = common::run_to_end(reload, WAIT);
+        assert_eq!(
+            code.code(),
+            Some(0),
+            "round {round}: {out}{err}\nstandby: {}",
+            standby.stderr()
+        );
+        let id = format!("r{round}");
+        submit(&mut conn, &id, "db::insert(1)");
+        wait_field(&mut conn, &id, "status", "completed");
+        assert_eq!(
+            field(&mut conn, &id, "workerId").map(|w| w.starts_with(&format!("{}-", first.pid()))),
+            Some(true),
+            "round {round}: ran in the standby: {}",
+            standby.stderr()
+        );
+        assert_eq!(
+            lease(&mut conn).map(|l| l.pid),
+            Some(first.pid()),
+            "round {round}"
+        );
+    }
+    assert!(standby.stop().success(), "{}", standby.stderr());
+    assert!(first.stop().success(), "{}", first.stderr());
 }
 
 /// kill -9 with a task in hand and a restart at once on the same data dir

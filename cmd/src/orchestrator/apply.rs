@@ -8,9 +8,10 @@
 //! Order: (1) read and check the file, as at start (an invalid file changes
 //! nothing); (2) prepare the added circles whose port and queue no outgoing
 //! circle holds, and start them on a new host; (3) take the removed and changed circles out of their hosts
-//! (see `set.rs`), drain them together and close their databases; (4)
-//! prepare the changed circles and the added ones that take over an
-//! outgoing port or queue, and start them on one more new host;
+//! (see `set.rs`), drain them together and close the removed ones'
+//! databases; (4) prepare the changed circles (each on its database, open
+//! all along) and the added ones that take over an outgoing port or queue,
+//! and start them on one more new host;
 //! (5) hand over or give up the leases kept where moved circles were
 //! (`kept.rs`): a changed circle that starts again on another Redis or
 //! queue leaves its lease where it was, kept by this process while it runs
@@ -153,7 +154,7 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     // (a connect that fails may take its whole timeout).
     let mut unreachable = HashMap::new();
     kept::release_taken(&mut set.kept, &early, &ctx.settings).await;
-    let (early, mut failed) = prepare(ctx, early, &mut unreachable).await;
+    let (early, mut failed) = prepare(ctx, early, &mut unreachable, HashMap::new()).await;
     // They start at once, on a host of their own: no outgoing circle holds
     // their port or queue, so they need not wait for the drain.
     set.start(ctx, early);
@@ -184,9 +185,27 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     .await;
     let (closing, kept): (Vec<_>, Vec<_>) = drained.into_iter().unzip();
     set.kept.extend(kept.into_iter().flatten());
-    close_all(closing.into_iter().flatten().collect(), "outgoing circles").await;
+    // A changed circle starts again on its database, open all along: closed
+    // and opened again, it would be free for a moment, for another process
+    // on this data dir to open (a `--standby` there takes the lease of its
+    // own database at once). Not when its worker still holds its engine
+    // (it did not stop in time), nor for a standby, which opens it once
+    // its worker holds the lease, nor when it refuses writes (opened again,
+    // it takes them).
+    let (open, closing): (Vec<_>, Vec<_>) =
+        closing
+            .into_iter()
+            .flatten()
+            .partition(|(config, db, engine)| {
+                changed.contains(&config.id)
+                    && !ctx.settings.standby
+                    && std::sync::Arc::strong_count(engine) == 1
+                    && db.write_failure().is_none()
+            });
+    close_all(closing, "outgoing circles").await;
+    let open = open.into_iter().map(|c| (c.0.id, c)).collect();
     kept::release_taken(&mut set.kept, &late, &ctx.settings).await;
-    let (late, late_failed) = prepare(ctx, late, &mut unreachable).await;
+    let (late, late_failed) = prepare(ctx, late, &mut unreachable, open).await;
     failed.extend(late_failed);
     set.start(ctx, late);
     let worked = set.worked();
@@ -254,11 +273,13 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
 /// the circles ready to start, and each other one with why it cannot. A
 /// circle whose own Redis cannot be connected cannot start; a URL in
 /// `unreachable` (URL → the name of the circle that found it so) is not
-/// tried again.
+/// tried again. A circle whose database `open` holds starts on it; what
+/// `open` holds for a circle that does not get that far is closed.
 async fn prepare(
     ctx: &Ctx,
     configs: Vec<CircleConfig>,
     unreachable: &mut HashMap<String, String>,
+    open: HashMap<u32, circles::Closing>,
 ) -> (Vec<circles::Prepared>, Vec<(CircleConfig, String)>) {
     let mut failed = Vec::new();
     let mut reachable = Vec::with_capacity(configs.len());
@@ -280,22 +301,25 @@ async fn prepare(
             }
         }
     }
-    if reachable.is_empty() {
-        return (Vec::new(), failed);
-    }
     let settings = ctx.settings.clone();
     let configs = reachable.clone();
-    let results =
-        match tokio::task::spawn_blocking(move || circles::prepare_each(&configs, settings.plan()))
-            .await
-        {
-            Ok(results) => results,
-            Err(e) => {
-                let why = format!("preparing the circles panicked: {e}");
-                failed.extend(reachable.into_iter().map(|c| (c, why.clone())));
-                return (Vec::new(), failed);
-            }
-        };
+    let prepared = tokio::task::spawn_blocking(move || {
+        let open = circles::StillOpen::new(open);
+        let results = circles::prepare_each(&configs, settings.plan(), &open);
+        // Those of circles that did not get this far.
+        let left = crate::status::lock(&open).drain().map(|(_, c)| c).collect();
+        circles::close_all(left);
+        results
+    })
+    .await;
+    let results = match prepared {
+        Ok(results) => results,
+        Err(e) => {
+            let why = format!("preparing the circles panicked: {e}");
+            failed.extend(reachable.into_iter().map(|c| (c, why.clone())));
+            return (Vec::new(), failed);
+        }
+    };
     let mut ready = Vec::with_capacity(results.len());
     for (c, result) in reachable.into_iter().zip(results) {
         match result {
