@@ -3,7 +3,8 @@
 # redis-server (the broker; tests start their own), redis-sentinel (the
 # failover tests start three; without it they run `redis-server --sentinel`,
 # the same program), faketime (the clock-skew test shifts a worker's clock
-# with its library), tmux (the live-table test
+# with its library), datefudge (tests restart a redis-server with its clock
+# shifted: libfaketime hangs Debian's jemalloc-linked redis-server), tmux (the live-table test
 # drives a real terminal), e2fsprogs (`chattr`), iproute2 (`ip netns`: the several-hosts tests put
 # each orchestrator in a network namespace of its own), promtool (Debian package prometheus: the metrics
 # test checks a scrape with it), and for the browser tests Debian's chromium plus
@@ -29,6 +30,7 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if ! $run_only; then
   command -v tmux >/dev/null 2>&1 || need+=(tmux)
   command -v faketime >/dev/null 2>&1 || need+=(faketime)
+  command -v datefudge >/dev/null 2>&1 || need+=(datefudge)
   command -v redis-sentinel >/dev/null 2>&1 || need+=(redis-sentinel)
   command -v ip >/dev/null 2>&1 || need+=(iproute2)
   # chattr: the storage-fault test makes a data file immutable under a circle.

@@ -17,6 +17,9 @@ use crate::rpc;
 /// running script gets the worker's shutdown grace. Once that wait is over
 /// (`abandoned`), dropping it cancels its task as well.
 ///
+/// A task that times out is cancelled before its client is answered -32001
+/// (see [`cancel_timed_out`]).
+///
 /// A circle with no live worker (its [`crate::WorkerSight`] says so, also
 /// after the request's own look, see [`crate::no_worker`]) is answered
 /// -32002 and nothing is submitted; a task that times out
@@ -52,8 +55,29 @@ pub(crate) async fn play(
         if no_live_worker(shared).await {
             return no_worker(shared, id, Some(task_id)).await;
         }
+        cancel_timed_out(shared, task_id).await;
     }
     reply(circle, id, ended)
+}
+
+/// The reason a task is cancelled with when its client is answered -32001
+/// for it.
+const TIMED_OUT_REASON: &str = "its client was answered that it timed out";
+
+/// Cancels the task a client is about to be answered -32001 for, so that
+/// it neither starts nor goes on after that answer. Its deadline alone does
+/// not promise it: it is kept by Redis' clock, and a Redis restarted or
+/// failed over with a clock behind the one that wrote it puts it further
+/// off. A task that ended first stays as it ended.
+async fn cancel_timed_out(shared: &Shared, task_id: &str) {
+    if let Err(e) = shared.client.cancel(task_id, TIMED_OUT_REASON).await {
+        // Its deadline still keeps a worker on Redis' clock from starting it.
+        let circle = shared.config.circle_name.as_str();
+        log::warn!(
+            circle, task = task_id;
+            "circle {circle}: cancelling task {task_id}, answered as timed out, failed: {e}"
+        );
+    }
 }
 
 /// Pushes a notification's task (its sender wants no reply), its waiter

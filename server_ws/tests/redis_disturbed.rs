@@ -268,6 +268,48 @@ async fn a_play_held_by_a_redis_pause_is_answered_at_its_task_timeout() {
     );
 }
 
+/// A task's deadline is kept by Redis' clock. A Redis that comes back from
+/// a restart with its clock a minute behind (restored on a host without
+/// NTP; a replica on another machine promoted) puts the deadline a task got
+/// by the clock it had before a minute further off: a task its client was
+/// answered -32001 for must still not run when a worker takes it then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_play_answered_timed_out_does_not_run_after_redis_came_back_with_its_clock_behind() {
+    let mut fx = Fixture::start_on(
+        testkit::RedisServer::start_persistent(),
+        |c| c.task_timeout = Duration::from_secs(3),
+        ServerTiming::default(),
+        false, // no worker while the play waits
+    )
+    .await;
+    let mut ws = fx.connect().await;
+    send(&mut ws, &play(1, "1")).await;
+    let queue = client::keys::tasks(common::QUEUE);
+    common::eventually("the task queued", || {
+        testkit::command(fx.redis.port(), &["LLEN", &queue]).ok() == Some(testkit::Reply::Int(1))
+    })
+    .await;
+    fx.redis.restart_with_clock(-60);
+    let reply = tokio::time::timeout(Duration::from_secs(20), recv_any(&mut ws))
+        .await
+        .expect("a reply");
+    assert_eq!(reply["error"]["code"], codes::TIMED_OUT, "{reply}");
+
+    // A worker comes, on Redis' clock as it is now.
+    let broker = client::broker::WorkerBroker::new(
+        &fx.redis.url(),
+        common::QUEUE,
+        "late",
+        &client::broker::BrokerOptions::new(Duration::from_secs(60)),
+    )
+    .expect("broker");
+    let claim = broker.pop_and_claim().await.expect("claim");
+    assert!(
+        matches!(claim, Some(client::broker::Claim::Cancelled { .. })),
+        "a worker was handed the task its client was answered -32001 for: {claim:?}"
+    );
+}
+
 /// The next text frame, waiting as long as it takes.
 async fn recv_any(ws: &mut Ws) -> Value {
     loop {

@@ -42,6 +42,9 @@ pub struct RedisServer {
     tls: Option<Tls>,
     /// Further `redis-server` arguments (for example `--replicaof`).
     extra: Vec<String>,
+    /// Seconds the server's wall clock runs ahead of this machine's
+    /// (negative: behind); see [`RedisServer::restart_with_clock`].
+    clock_ahead_secs: i64,
 }
 
 /// The TLS side of a [`RedisServer::start_tls`] server.
@@ -126,6 +129,7 @@ impl RedisServer {
             append_only,
             tls,
             extra,
+            clock_ahead_secs: 0,
         }
     }
 
@@ -177,6 +181,13 @@ impl RedisServer {
             cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {
             cmd.args(["--appendonly", "no"]);
+        }
+        if self.clock_ahead_secs != 0 {
+            // datefudge's library, not libfaketime's: libfaketime hangs a
+            // redis-server built with the system's jemalloc in its first
+            // clock_gettime. DATEFUDGE is what it takes off the clock.
+            cmd.env("LD_PRELOAD", datefudge())
+                .env("DATEFUDGE", (-self.clock_ahead_secs).to_string());
         }
         cmd.args(&self.extra)
             .stdin(Stdio::null())
@@ -272,6 +283,21 @@ impl RedisServer {
         if let Err(log) = self.spawn_and_wait() {
             panic!("redis-server did not restart on port {}: {log}", self.port);
         }
+    }
+
+    /// Starts the server again on the same port and directory, as
+    /// [`RedisServer::restart`] does, with its wall clock (`TIME`, and
+    /// the expiry of keys) `ahead_secs` ahead of this machine's (negative:
+    /// behind), as a Redis restored on a host without NTP or a replica on
+    /// another machine: keys whose expiry passed by the shifted clock are
+    /// gone, and expiries ahead of it last longer by as much. Through
+    /// datefudge's preload library (`apt-get install datefudge`).
+    ///
+    /// # Panics
+    /// When datefudge is not installed or the server does not come back.
+    pub fn restart_with_clock(&mut self, ahead_secs: i64) {
+        self.clock_ahead_secs = ahead_secs;
+        self.restart();
     }
 
     /// The server's process id, while it runs.
@@ -384,6 +410,17 @@ fn ephemeral_start() -> u16 {
         .ok()
         .and_then(|r| r.split_whitespace().next()?.parse().ok())
         .unwrap_or(32_768)
+}
+
+/// datefudge's preload library, wherever Debian's multiarch put it.
+fn datefudge() -> PathBuf {
+    std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|dir| dir.path().join("datefudge/datefudge.so"))
+        .find(|lib| lib.exists())
+        .expect("a Redis with a shifted clock needs datefudge: apt-get install datefudge (scripts/install-deps.sh)")
 }
 
 /// Whether the server on `port` answers `PING` (or asks for a password).

@@ -63,7 +63,16 @@ impl Fixture {
         timing: ServerTiming,
         with_worker: bool,
     ) -> Fixture {
-        let redis = testkit::RedisServer::start();
+        Fixture::start_on(testkit::RedisServer::start(), tweak, timing, with_worker).await
+    }
+
+    /// [`Fixture::start_with`] on `redis` (one with persistence, say).
+    pub async fn start_on(
+        redis: testkit::RedisServer,
+        tweak: impl FnOnce(&mut ServerConfig),
+        timing: ServerTiming,
+        with_worker: bool,
+    ) -> Fixture {
         let client = client::Client::connect(&redis.url())
             .await
             .expect("connect the client to the test redis");
