@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{Fixture, Ws, play, recv, send, start_worker};
+use common::{Fixture, Ws, play, recv, send, start_worker, start_worker_with};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use server_ws::{ServerTiming, codes};
@@ -268,22 +268,21 @@ async fn a_play_held_by_a_redis_pause_is_answered_at_its_task_timeout() {
     );
 }
 
-/// A task's deadline is kept by Redis' clock. A Redis that comes back from
-/// a restart with its clock a minute behind (restored on a host without
-/// NTP; a replica on another machine promoted) puts the deadline a task got
-/// by the clock it had before a minute further off: a task its client was
-/// answered -32001 for must still not run when a worker takes it then.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_play_answered_timed_out_does_not_run_after_redis_came_back_with_its_clock_behind() {
+/// A play of `script` waiting (4 s task timeout, no worker) while its
+/// Redis restarts with its clock a minute behind (restored on a host
+/// without NTP; a replica on another machine promoted): the deadline its
+/// task got by the clock Redis had before lies a minute further off by the
+/// one it has now.
+async fn waiting_across_a_restart_with_the_clock_behind(script: &str) -> (Fixture, Ws) {
     let mut fx = Fixture::start_on(
         testkit::RedisServer::start_persistent(),
         |c| c.task_timeout = Duration::from_secs(4),
         ServerTiming::default(),
-        false, // no worker while the play waits
+        false,
     )
     .await;
     let mut ws = fx.connect().await;
-    send(&mut ws, &play(1, "1")).await;
+    send(&mut ws, &play(1, script)).await;
     // The waiter's first fallback poll (2 s in) reads the task's hash: the
     // push was answered by then, so the restart cannot cut it off.
     common::eventually("the waiter's poll", || {
@@ -292,6 +291,14 @@ async fn a_play_answered_timed_out_does_not_run_after_redis_came_back_with_its_c
     })
     .await;
     fx.redis.restart_with_clock(-60);
+    (fx, ws)
+}
+
+/// A play answered -32001 does not run when a worker takes its task
+/// after Redis came back with its clock behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_play_answered_timed_out_does_not_run_after_redis_came_back_with_its_clock_behind() {
+    let (fx, mut ws) = waiting_across_a_restart_with_the_clock_behind("1").await;
     let reply = tokio::time::timeout(Duration::from_secs(20), recv_any(&mut ws))
         .await
         .expect("a reply");
@@ -310,6 +317,54 @@ async fn a_play_answered_timed_out_does_not_run_after_redis_came_back_with_its_c
         matches!(claim, Some(client::broker::Claim::Cancelled { .. })),
         "a worker was handed the task its client was answered -32001 for: {claim:?}"
     );
+}
+
+/// A play whose task a worker started after Redis came back with its
+/// clock behind, still running when its client is answered -32001, is
+/// stopped then, not run on to the end of a deadline a minute off (here
+/// the engine's own 20 s limit, which would end it as `timeout`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_play_answered_timed_out_is_stopped_after_redis_came_back_with_its_clock_behind() {
+    let (fx, mut ws) =
+        waiting_across_a_restart_with_the_clock_behind("db::insert(1); loop { }").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let limits = engine::Limits {
+        timeout: Duration::from_secs(20),
+        max_operations: 0,
+        ..engine::Limits::default()
+    };
+    let worker = start_worker_with(&fx, dir.path(), limits);
+    let reply = tokio::time::timeout(Duration::from_secs(20), recv_any(&mut ws))
+        .await
+        .expect("a reply");
+    assert_eq!(reply["error"]["code"], codes::TIMED_OUT, "{reply}");
+    let id = reply["error"]["data"]["task_id"].as_str().expect("task id");
+    let mut conn = common::redis_conn(&fx).await;
+    let mut fields: HashMap<String, String> = HashMap::new();
+    for _ in 0..600 {
+        fields = redis::cmd("HGETALL")
+            .arg(client::keys::task_details(id))
+            .query_async(&mut conn)
+            .await
+            .expect("hgetall");
+        if fields
+            .get("status")
+            .is_some_and(|s| s == "completed" || s == "error")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        fields.get("errorKind").map(String::as_str),
+        Some("cancelled"),
+        "the script ran on after its client was answered -32001: {fields:?}"
+    );
+    assert!(
+        fields["error"].starts_with("cancelled while it ran"),
+        "{fields:?}"
+    );
+    worker.cancel();
 }
 
 /// The next text frame, waiting as long as it takes.
