@@ -106,9 +106,10 @@ pub enum Error {
     /// Redis became unavailable while the caller waited for a task it had
     /// queued ([`Client::run_with`]), and was still unavailable at the
     /// task's deadline: the task may have run (its end unreported), but it
-    /// cannot start any more (the deadline is the submitter's clock, a
-    /// worker compares it with its own or Redis', so skew between machines
-    /// shifts it). Sending it again may run it twice.
+    /// cannot start any more: its deadline has passed by Redis' clock, and
+    /// it is cancelled once Redis answers again (the deadline alone would not
+    /// hold if Redis came back with its clock behind). Sending it again may
+    /// run it twice.
     #[error(
         "redis at {url} became unavailable while task {task_id} was queued or running, \
          and was still unavailable at its deadline ({reason}); it may have run, but it \

@@ -367,6 +367,72 @@ async fn a_play_answered_timed_out_is_stopped_after_redis_came_back_with_its_clo
     worker.cancel();
 }
 
+/// A play whose Redis failed after its task was queued, and stayed away
+/// past its deadline, is answered -32002 "it may have run, but it cannot
+/// start any more". Redis back with its clock a minute behind, after an
+/// outage longer than the task's timeout, puts that deadline ahead again:
+/// the task must still not start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_play_answered_32002_after_its_task_was_queued_does_not_run_when_redis_is_back_behind() {
+    let mut fx = Fixture::start_on(
+        testkit::RedisServer::start_persistent(),
+        |c| c.task_timeout = Duration::from_secs(3),
+        ServerTiming::default(),
+        false,
+    )
+    .await;
+    let mut ws = fx.connect().await;
+    send(&mut ws, &play(1, "1")).await;
+    // The waiter's first fallback poll (2 s in): the push was answered.
+    common::eventually("the waiter's poll", || {
+        testkit::command(fx.redis.port(), &["INFO", "commandstats"])
+            .is_ok_and(|stats| stats.text().is_some_and(|s| s.contains("cmdstat_hgetall:")))
+    })
+    .await;
+    fx.redis.kill();
+    let reply = tokio::time::timeout(Duration::from_secs(20), recv_any(&mut ws))
+        .await
+        .expect("a reply");
+    assert_eq!(reply["error"]["code"], codes::BROKER_UNAVAILABLE, "{reply}");
+    let id = reply["error"]["data"]["task_id"]
+        .as_str()
+        .expect("the queued task's id");
+    // Away for longer than the task's timeout.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    fx.redis.restart_with_clock(-60);
+
+    let details = client::keys::task_details(id);
+    let cancelled = || {
+        testkit::command(fx.redis.port(), &["HEXISTS", &details, "cancel"]).ok()
+            == Some(testkit::Reply::Int(1))
+    };
+    // The cancel comes back with Redis (a reconnect and a retry, at most a
+    // few seconds); the claim below says whether it did.
+    for _ in 0..200 {
+        if cancelled() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let broker = client::broker::WorkerBroker::new(
+        &fx.redis.url(),
+        common::QUEUE,
+        "late",
+        &client::broker::BrokerOptions::new(Duration::from_secs(60)),
+    )
+    .expect("broker");
+    // A worker beats before it claims: its clock is Redis' as it is now.
+    broker
+        .beat(Duration::from_secs(5), false)
+        .await
+        .expect("beat");
+    let claim = broker.pop_and_claim().await.expect("claim");
+    assert!(
+        matches!(claim, Some(client::broker::Claim::Cancelled { .. })),
+        "a task answered \"it cannot start any more\" was handed to a worker: {claim:?}"
+    );
+}
+
 /// The next text frame, waiting as long as it takes.
 async fn recv_any(ws: &mut Ws) -> Value {
     loop {
