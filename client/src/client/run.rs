@@ -184,11 +184,28 @@ impl Drop for CancelOnDrop<'_> {
             OnDrop::CancelUnless(keep) if keep() => return,
             OnDrop::Cancel | OnDrop::CancelUnless(_) => {}
         }
-        let client = self.client.home().clone();
+        self.client
+            .cancel_in_background(self.task_id, self.reason, self.retry_for);
+    }
+}
+
+impl Client {
+    /// Asks in the background for the task to be cancelled, as
+    /// [`Client::cancel`] does, on the client's home runtime (for a twin,
+    /// its base client's), retried through a broker outage until Redis
+    /// answers, however long it is away. [`Client::cancels_written`] waits
+    /// for it as for a cancel on drop.
+    pub fn cancel_until_answered(&self, task_id: &str, reason: &'static str) {
+        self.cancel_in_background(task_id, reason, Duration::MAX);
+    }
+
+    /// Sends a cancel on the home runtime, retried through a broker outage
+    /// for up to `retry_for`.
+    fn cancel_in_background(&self, task_id: &str, reason: &'static str, retry_for: Duration) {
+        let client = self.home().clone();
         let settles = Settles::new(&client.inner.cancels);
-        let task_id = self.task_id.to_owned();
-        let reason = self.reason;
-        let give_up = super::wait::after(self.retry_for);
+        let task_id = task_id.to_owned();
+        let give_up = super::wait::after(retry_for);
         let runtime = client.inner.home.clone();
         runtime.spawn(async move {
             let _settles = settles;
