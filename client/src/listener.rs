@@ -197,8 +197,10 @@ fn handle(registry: &Registry, payload: &[u8]) {
 /// The task id and outcome a notification carries; `None` (logged) when it
 /// is malformed or the task is not finished. A value is read as the hash
 /// holds it: a string as it is, a number (another program's worker may
-/// write `updatedAt`, `runTimeUs` or `errorLine` so) as its JSON text; a
-/// field of any other JSON type is left out.
+/// write `updatedAt`, `runTimeUs` or `errorLine` so) as its JSON text. A
+/// field of any other JSON type is not what the hash holds (an output left
+/// out would read as empty): such a notification is ignored, and the waiter
+/// reads the hash.
 pub(crate) fn read_notification(payload: &[u8]) -> Option<(String, Outcome)> {
     let values: HashMap<String, serde_json::Value> = match serde_json::from_slice(payload) {
         Ok(values) => values,
@@ -207,14 +209,21 @@ pub(crate) fn read_notification(payload: &[u8]) -> Option<(String, Outcome)> {
             return None;
         }
     };
-    let fields: HashMap<String, String> = values
-        .into_iter()
-        .filter_map(|(name, value)| match value {
-            serde_json::Value::String(text) => Some((name, text)),
-            serde_json::Value::Number(number) => Some((name, number.to_string())),
-            _ => None,
-        })
-        .collect();
+    let mut fields = HashMap::with_capacity(values.len());
+    for (name, value) in values {
+        let text = match value {
+            serde_json::Value::String(text) => text,
+            serde_json::Value::Number(number) => number.to_string(),
+            _ => {
+                log::warn!(
+                    "ignoring a task notification whose field {name:?} is neither a string nor \
+                     a number"
+                );
+                return None;
+            }
+        };
+        fields.insert(name, text);
+    }
     let Some(task_id) = fields.get(fields::ID).cloned() else {
         log::warn!("ignoring a task notification without an id");
         return None;

@@ -140,3 +140,31 @@ async fn a_notification_with_its_numbers_as_json_numbers_reaches_the_waiter() {
     }
     third.abort();
 }
+
+/// A notification whose output is of another JSON type than the hash's
+/// text (an object, where the hash holds "42") does not stand for the
+/// outcome: the waiter reads the hash, and gets "42", not an empty output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_with_an_output_of_another_type_leaves_the_outcome_to_the_hash() {
+    let redis = testkit::RedisServer::start();
+    let third = worker(&redis.url(), "objects", |id, updated_at, _| {
+        serde_json::json!({
+            "id": id, "updatedAt": updated_at, "status": "completed",
+            "output": { "value": 42 }, "runTimeUs": 17,
+        })
+    });
+    let client = Client::connect(&redis.url()).await.expect("connect");
+    let submit = SubmitOptions::with_timeout(Duration::from_secs(3600));
+    let ended = tokio::time::timeout(
+        NOTIFIED_WITHIN,
+        client.run_with("objects", "40 + 2", &submit, OnDrop::Cancel),
+    )
+    .await
+    .expect("an outcome within the fallback poll")
+    .expect("run");
+    match ended {
+        Outcome::Completed(out) => assert_eq!(out.output, "42"),
+        other => panic!("expected completed, got {other:?}"),
+    }
+    third.abort();
+}
