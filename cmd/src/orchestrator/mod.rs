@@ -253,23 +253,27 @@ impl Orchestrator {
         runtime.block_on(async {
             // A SIGHUP that came during start-up or while a reload ran: read
             // the file again.
+            // A SIGHUP also opens the log file again (logrotate moved it), at
+            // once, also while a reload runs.
             let mut hup_pending = signals.take_hup();
+            if hup_pending {
+                logging::reopen();
+            }
             loop {
                 let reply = if std::mem::take(&mut hup_pending) {
                     None
                 } else {
                     tokio::select! {
                         s = signals.next() => match s {
-                            "SIGHUP" => None,
+                            "SIGHUP" => {
+                                logging::reopen();
+                                None
+                            }
                             other => return other,
                         },
                         Some(reply) = reloads.next() => Some(reply),
                     }
                 };
-                // A SIGHUP also reopens the log file, after logrotate moved it.
-                if reply.is_none() {
-                    logging::reopen();
-                }
                 // Signals are heard while the reload runs (it may drain a
                 // removed circle for the whole grace): a stop shows at once
                 // (status, admin: no further reload runs) and is acted on as
@@ -287,9 +291,13 @@ impl Orchestrator {
                         outcome = &mut reload => break outcome,
                         s = signals.next(), if again.is_none() => match s {
                             "SIGHUP" if stop.is_some() => {
+                                logging::reopen();
                                 log::info!("SIGHUP ignored: shutting down");
                             }
-                            "SIGHUP" => hup_pending = true,
+                            "SIGHUP" => {
+                                logging::reopen();
+                                hup_pending = true;
+                            }
                             // A second stop: the reload's drain ends at once,
                             // and so does the shutdown after it.
                             other if stop.is_some() => {
