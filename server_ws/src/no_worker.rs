@@ -57,14 +57,7 @@ pub(crate) async fn no_worker(shared: &Shared, id: &Value, task: Option<&str>) -
     let circle_id = shared.config.workers.as_ref().map_or(0, |w| w.circle_id());
     let message = no_worker_message(circle, circle_id);
     if let Some(task_id) = task {
-        match shared.client.cancel(task_id, &message).await {
-            Ok(_) => {}
-            // Its deadline, passed now, still keeps a worker from running it.
-            Err(e) => log::warn!(
-                circle, task = task_id;
-                "circle {circle}: cancelling task {task_id} (no live worker) failed: {e}"
-            ),
-        }
+        cancel_answered(shared, task_id, &message, "no live worker").await;
     }
     if let Some(n) = shared.status.no_worker() {
         log::warn!(
@@ -84,6 +77,33 @@ pub(crate) async fn no_worker(shared: &Shared, id: &Value, task: Option<&str>) -
             "task_id": task,
         })),
     )
+}
+
+/// How long an answer waits for the cancel of its task: a Redis that has
+/// not taken it by then gets it in the background, so the answer does not
+/// wait for a Redis that stalled or went away at that moment.
+const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Cancels `task_id` with `reason` before its client is answered that it
+/// will not run (`why`, for the log). Its passed deadline alone does not
+/// promise it: it is kept by Redis' clock, and a Redis restarted or failed
+/// over with a clock behind the one that wrote it puts it further off; so
+/// a cancel Redis does not take within [`CANCEL_WAIT`] is retried in the
+/// background until Redis answers.
+pub(crate) async fn cancel_answered(shared: &Shared, task_id: &str, reason: &str, why: &str) {
+    let failed =
+        match tokio::time::timeout(CANCEL_WAIT, shared.client.cancel(task_id, reason)).await {
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {CANCEL_WAIT:?}"),
+        };
+    let circle = shared.config.circle_name.as_str();
+    log::warn!(
+        circle, task = task_id;
+        "circle {circle}: cancelling task {task_id} ({why}) failed: {failed}; retried until \
+         redis answers"
+    );
+    shared.client.cancel_until_answered(task_id, reason);
 }
 
 /// `error.data.kind` of a -32002 for want of a live worker.

@@ -64,36 +64,13 @@ pub(crate) async fn play(
 /// for it.
 const TIMED_OUT_REASON: &str = "its client was answered that it timed out";
 
-/// How long an answer -32001 waits for its task's cancel: a Redis that
-/// has not taken it by then gets it in the background, so the answer does
-/// not wait for a Redis that stalled or went away at that moment.
-const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// Cancels the task a client is about to be answered -32001 for, so that
-/// it neither starts nor goes on after that answer. Its deadline alone does
-/// not promise it: it is kept by Redis' clock, and a Redis restarted or
-/// failed over with a clock behind the one that wrote it puts it further
-/// off; so a cancel Redis does not take within [`CANCEL_WAIT`] is retried
-/// in the background until Redis answers. A task that ended first stays as
+/// it neither starts nor goes on after that answer (see
+/// [`crate::no_worker::cancel_answered`]). A task that ended first stays as
 /// it ended.
 async fn cancel_timed_out(shared: &Shared, task_id: &str) {
-    let why =
-        match tokio::time::timeout(CANCEL_WAIT, shared.client.cancel(task_id, TIMED_OUT_REASON))
-            .await
-        {
-            Ok(Ok(_)) => return,
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("no answer within {CANCEL_WAIT:?}"),
-        };
-    let circle = shared.config.circle_name.as_str();
-    log::warn!(
-        circle, task = task_id;
-        "circle {circle}: cancelling task {task_id}, answered as timed out, failed: {why}; \
-         retried until redis answers"
-    );
-    shared
-        .client
-        .cancel_until_answered(task_id, TIMED_OUT_REASON);
+    crate::no_worker::cancel_answered(shared, task_id, TIMED_OUT_REASON, "answered as timed out")
+        .await;
 }
 
 /// Pushes a notification's task (its sender wants no reply), its waiter

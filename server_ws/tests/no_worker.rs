@@ -127,6 +127,88 @@ async fn a_task_that_times_out_after_the_workers_went_is_answered_32002_and_neve
     fx.shut_down().await.expect("shut down");
 }
 
+/// As above, while Redis refuses the cancel (here its ACL, for a moment; as
+/// well a Redis that went away just then), then comes back with its clock a
+/// minute behind, which puts the task's deadline ahead again: the cancel is
+/// written then, and no worker runs the task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_answered_32002_for_want_of_a_worker_whose_cancel_redis_refused_never_runs() {
+    let sight = WorkerSight::new(3, Duration::from_millis(300));
+    let seen = sight.clone();
+    let mut fx = Fixture::start_on(
+        testkit::RedisServer::start_persistent(),
+        |c| {
+            c.workers = Some(seen);
+            c.task_timeout = Duration::from_secs(2);
+        },
+        ServerTiming::default(),
+        false,
+    )
+    .await;
+    let alive = CancellationToken::new();
+    keep_looking(sight.clone(), true, alive.clone());
+    eventually("a live worker to be seen", || sight.live() == Some(true)).await;
+
+    let mut ws = fx.connect().await;
+    common::send(&mut ws, &play(1, "echo:late")).await;
+    let redis = redis_conn(&fx).await;
+    let queue = client::keys::tasks(QUEUE);
+    common::eventually_async("the task to be queued", || {
+        let mut redis = redis.clone();
+        let queue = queue.clone();
+        async move { redis.llen::<_, u64>(&queue).await.expect("llen") == 1 }
+    })
+    .await;
+    // Not persisted: the restart below lifts it.
+    assert_eq!(
+        testkit::command(
+            fx.redis.port(),
+            &["ACL", "SETUSER", "default", "-eval", "-evalsha"],
+        ),
+        Ok(testkit::Reply::Status("OK".into()))
+    );
+    alive.cancel();
+    let gone = CancellationToken::new();
+    keep_looking(sight.clone(), false, gone.clone());
+    let reply = common::recv(&mut ws).await;
+    assert_eq!(code(&reply), -32002, "{reply}");
+    let task_id = reply["error"]["data"]["task_id"]
+        .as_str()
+        .expect("the task id of the submitted task")
+        .to_owned();
+    fx.redis.restart_with_clock(-60);
+
+    // The cancel comes back with Redis (a reconnect and a retry, at most a
+    // few seconds); the claim below says whether it did.
+    let details = client::keys::task_details(&task_id);
+    for _ in 0..200 {
+        if testkit::command(fx.redis.port(), &["HEXISTS", &details, "cancel"]).ok()
+            == Some(testkit::Reply::Int(1))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let broker = client::broker::WorkerBroker::new(
+        &fx.redis.url(),
+        QUEUE,
+        "late",
+        &client::broker::BrokerOptions::new(Duration::from_secs(60)),
+    )
+    .expect("broker");
+    // A worker beats before it claims: its clock is Redis' as it is now.
+    broker
+        .beat(Duration::from_secs(5), false)
+        .await
+        .expect("beat");
+    let claim = broker.pop_and_claim().await.expect("claim");
+    assert!(
+        matches!(claim, Some(client::broker::Claim::Cancelled { .. })),
+        "a worker was handed the task its client was answered -32002 for: {claim:?}"
+    );
+    gone.cancel();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_comes_back_is_seen_by_the_next_request_before_the_owner_looks_again() {
     let sight = WorkerSight::new(5, Duration::from_secs(2));

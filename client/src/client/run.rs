@@ -195,23 +195,24 @@ impl Client {
     /// its base client's), retried through a broker outage until Redis
     /// answers, however long it is away. [`Client::cancels_written`] waits
     /// for it as for a cancel on drop.
-    pub fn cancel_until_answered(&self, task_id: &str, reason: &'static str) {
+    pub fn cancel_until_answered(&self, task_id: &str, reason: &str) {
         self.cancel_in_background(task_id, reason, Duration::MAX);
     }
 
     /// Sends a cancel on the home runtime, retried through a broker outage
     /// for up to `retry_for`.
-    fn cancel_in_background(&self, task_id: &str, reason: &'static str, retry_for: Duration) {
+    fn cancel_in_background(&self, task_id: &str, reason: &str, retry_for: Duration) {
         let client = self.home().clone();
         let settles = Settles::new(&client.inner.cancels);
         let task_id = task_id.to_owned();
+        let reason = reason.to_owned();
         let give_up = super::wait::after(retry_for);
         let runtime = client.inner.home.clone();
         runtime.spawn(async move {
             let _settles = settles;
             let mut backoff = Duration::from_millis(100);
             loop {
-                match client.cancel(&task_id, reason).await {
+                match client.cancel(&task_id, &reason).await {
                     Ok(true) => log::debug!(task = task_id.as_str(); "task {task_id}: cancelled: {reason}"),
                     Ok(false) => {}
                     Err(e @ Error::Unavailable { .. }) if super::wait::after(backoff) < give_up => {
