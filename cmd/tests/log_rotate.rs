@@ -1,13 +1,12 @@
-//! logrotate's move-and-signal while a reload runs: the live mode's log
-//! file is opened again at the signal, not once the reload is over.
+//! logrotate's move-and-signal: the live mode's log file is opened again
+//! at the signal, also while a reload runs, not once it is over.
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::tmux::Tmux;
-use common::{BIN, Sandbox, connect, port, send};
+use common::tmux::Live;
+use common::{Sandbox, connect, output, port, send};
 use serde_json::json;
 
 /// The file at `path` once it holds `words`, within 30 s.
@@ -37,34 +36,13 @@ async fn a_sighup_during_a_reload_opens_the_log_file_again_at_once() {
     let redis = testkit::RedisServer::start();
     let (kept, circle) = (port(), port());
     let config = sandbox.circles(&[(1, "Alpha", kept), (2, "Beta", circle)]);
-    let pid_file = sandbox.path().join("pid");
-    let command = format!(
-        "cd {dir} && echo $$ > {pid} && HOME={dir} CIRCLES_ADMIN=off exec {BIN} {config} \
-         --redis-url {url} --data-dir {data} --no-managed-redis --refresh 100ms \
-         --shutdown-grace 5s --max-operations 10000000000",
-        dir = sandbox.path().display(),
-        pid = pid_file.display(),
-        config = config.display(),
-        url = redis.url(),
-        data = sandbox.data_dir().display(),
+    let live = Live::start(
+        &sandbox,
+        &config,
+        &redis.url(),
+        "--shutdown-grace 5s --max-operations 10000000000",
+        "Beta",
     );
-    let tmux = Tmux::new("circles-test");
-    tmux.start_live(&command, 200, 30);
-    tmux.wait_screen("the circle running", |s| {
-        s.lines()
-            .any(|l| l.contains("Beta") && l.contains("Running"))
-    });
-    let pid = std::fs::read_to_string(&pid_file)
-        .expect("pid file")
-        .trim()
-        .to_owned();
-    let signal = |name: &str| {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &pid])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill -{name}");
-    };
 
     // A play that runs until its timeout keeps the reload's drain waiting.
     let mut ws = connect(circle).await;
@@ -80,13 +58,13 @@ async fn a_sighup_during_a_reload_opens_the_log_file_again_at_once() {
         std::thread::sleep(Duration::from_millis(50));
     }
     sandbox.circles(&[(1, "Alpha", kept)]);
-    signal("HUP");
+    live.signal("HUP");
     let path = sandbox.data_dir().join("orchestrator.log");
     wait_for(&path, "reloading");
 
     let moved = sandbox.data_dir().join("orchestrator.log.1");
     std::fs::rename(&path, &moved).expect("move the log file");
-    signal("HUP");
+    live.signal("HUP");
     wait_for(&path, "opened again");
     let old = std::fs::read_to_string(&moved).expect("the moved file");
     assert!(
@@ -94,10 +72,39 @@ async fn a_sighup_during_a_reload_opens_the_log_file_again_at_once() {
         "the log file was opened again only once the reload was over: {old}"
     );
     wait_for(&path, "reloaded");
-    signal("TERM");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
-        assert!(Instant::now() < deadline, "still running after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    live.stop();
+}
+
+/// logrotate's default: the live-mode log file is moved away and the
+/// process gets SIGHUP; from the signal on, lines go to a new file at the
+/// path, and none to the moved one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_opens_the_log_file_again_after_it_was_moved() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let circle = port();
+    let config = sandbox.circles(&[(1, "Alpha", circle)]);
+    let live = Live::start(&sandbox, &config, &redis.url(), "", "Alpha");
+    let path = sandbox.data_dir().join("orchestrator.log");
+    let moved = sandbox.data_dir().join("orchestrator.log.1");
+    std::fs::rename(&path, &moved).expect("move the log file");
+    live.signal("HUP");
+    let log = wait_for(&path, "reloaded");
+    assert!(log.contains("reloading"), "{log}");
+    let old = std::fs::read_to_string(&moved).expect("the moved file");
+    assert!(
+        old.contains("starting"),
+        "the start went to the first file: {old}"
+    );
+    assert!(
+        !old.contains("reload"),
+        "a line after the SIGHUP went to the moved file: {old}"
+    );
+    let mut ws = connect(circle).await;
+    assert_eq!(output(&mut ws, "40 + 2").await, "42", "it serves on");
+    live.stop();
+    let log = std::fs::read_to_string(&path).expect("the log file");
+    assert!(log.contains("clean shutdown"), "{log}");
+    let after = std::fs::read_to_string(&moved).expect("the moved file");
+    assert_eq!(after, old, "lines went to the moved file after the SIGHUP");
 }

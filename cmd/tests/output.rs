@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::tmux::Tmux;
+use common::tmux::{Live, Tmux};
 use common::{BIN, Orchestrator, Sandbox, connect, output, port};
 
 #[test]
@@ -355,67 +354,6 @@ fn json_output_prints_a_snapshot_for_each_reload_applied_unchanged_or_failed() {
     assert_eq!(line(3)["error"], serde_json::Value::Null);
 }
 
-/// An orchestrator in live mode in a tmux session `live`, killed when the
-/// value is dropped, however the test ends.
-struct Live {
-    tmux: Tmux,
-    pid: i32,
-}
-
-impl Live {
-    fn start(sandbox: &Sandbox, redis: &testkit::RedisServer, circle: u16) -> Live {
-        let config = sandbox.circles(&[(1, "Alpha", circle)]);
-        let pid_file = sandbox.path().join("pid");
-        let command = format!(
-            "cd {dir} && echo $$ > {pid} && HOME={dir} CIRCLES_ADMIN=off exec {BIN} {config} \
-             --redis-url {url} --data-dir {data} --no-managed-redis --refresh 100ms",
-            dir = sandbox.path().display(),
-            pid = pid_file.display(),
-            config = config.display(),
-            url = redis.url(),
-            data = sandbox.data_dir().display(),
-        );
-        let tmux = Tmux::new("circles-test");
-        tmux.start_live(&command, 200, 30);
-        tmux.wait_screen("the circle running", |s| {
-            s.lines()
-                .any(|l| l.contains("Alpha") && l.contains("Running"))
-        });
-        let pid = std::fs::read_to_string(&pid_file)
-            .expect("pid file")
-            .trim()
-            .parse()
-            .expect("a pid");
-        Live { tmux, pid }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.pid.to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill -{name}");
-    }
-
-    /// SIGTERM, then the wait for the process to end.
-    fn stop(&self) {
-        self.signal("TERM");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::path::Path::new(&format!("/proc/{}", self.pid)).exists() {
-            assert!(Instant::now() < deadline, "still running after SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", &self.pid.to_string()])
-            .status();
-    }
-}
-
 /// A live table whose terminal goes away (its tmux session killed: the
 /// process gets SIGHUP, which reloads, and its stdout fails from then on)
 /// goes on serving and says once that it cannot draw, not at every frame.
@@ -424,7 +362,8 @@ async fn a_live_table_whose_terminal_is_gone_serves_on_and_says_so_once() {
     let sandbox = Sandbox::new();
     let redis = testkit::RedisServer::start();
     let circle = port();
-    let live = Live::start(&sandbox, &redis, circle);
+    let config = sandbox.circles(&[(1, "Alpha", circle)]);
+    let live = Live::start(&sandbox, &config, &redis.url(), "", "Alpha");
     live.tmux.run(&["kill-session", "-t", "live"]);
     // Thirty frames' time without a terminal.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -435,50 +374,4 @@ async fn a_live_table_whose_terminal_is_gone_serves_on_and_says_so_once() {
     let failures = log.matches("cannot draw the status table").count();
     assert_eq!(failures, 1, "{log}");
     live.stop();
-}
-
-/// logrotate's default: the live-mode log file is moved away and the
-/// process gets SIGHUP; from the signal on, lines go to a new file at the
-/// path, and none to the moved one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sighup_opens_the_log_file_again_after_it_was_moved() {
-    let sandbox = Sandbox::new();
-    let redis = testkit::RedisServer::start();
-    let circle = port();
-    let live = Live::start(&sandbox, &redis, circle);
-    let path = sandbox.data_dir().join("orchestrator.log");
-    let moved = sandbox.data_dir().join("orchestrator.log.1");
-    std::fs::rename(&path, &moved).expect("move the log file");
-    live.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let log = loop {
-        let log = std::fs::read_to_string(&path).unwrap_or_default();
-        if log.contains("reloaded") {
-            break log;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no reload logged at {} within 30 s; the moved file has:\n{}",
-            path.display(),
-            std::fs::read_to_string(&moved).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(log.contains("reloading"), "{log}");
-    let old = std::fs::read_to_string(&moved).expect("the moved file");
-    assert!(
-        old.contains("starting"),
-        "the start went to the first file: {old}"
-    );
-    assert!(
-        !old.contains("reload"),
-        "a line after the SIGHUP went to the moved file: {old}"
-    );
-    let mut ws = connect(circle).await;
-    assert_eq!(output(&mut ws, "40 + 2").await, "42", "it serves on");
-    live.stop();
-    let log = std::fs::read_to_string(&path).expect("the log file");
-    assert!(log.contains("clean shutdown"), "{log}");
-    let after = std::fs::read_to_string(&moved).expect("the moved file");
-    assert_eq!(after, old, "lines went to the moved file after the SIGHUP");
 }

@@ -180,28 +180,8 @@ async fn a_task_answered_32002_for_want_of_a_worker_whose_cancel_redis_refused_n
 
     // The cancel comes back with Redis (a reconnect and a retry, at most a
     // few seconds); the claim below says whether it did.
-    let details = client::keys::task_details(&task_id);
-    for _ in 0..200 {
-        if testkit::command(fx.redis.port(), &["HEXISTS", &details, "cancel"]).ok()
-            == Some(testkit::Reply::Int(1))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let broker = client::broker::WorkerBroker::new(
-        &fx.redis.url(),
-        QUEUE,
-        "late",
-        &client::broker::BrokerOptions::new(Duration::from_secs(60)),
-    )
-    .expect("broker");
-    // A worker beats before it claims: its clock is Redis' as it is now.
-    broker
-        .beat(Duration::from_secs(5), false)
-        .await
-        .expect("beat");
-    let claim = broker.pop_and_claim().await.expect("claim");
+    let _ = common::cancel_written(fx.redis.port(), &task_id).await;
+    let claim = common::late_claim(&fx.redis.url(), QUEUE).await;
     assert!(
         matches!(claim, Some(client::broker::Claim::Cancelled { .. })),
         "a worker was handed the task its client was answered -32002 for: {claim:?}"

@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{Fixture, Ws, play, recv, send, start_worker, start_worker_with};
+use common::{Fixture, Ws, play, recv, recv_any, send, start_worker, start_worker_with};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use server_ws::{ServerTiming, codes};
@@ -305,14 +305,7 @@ async fn a_play_answered_timed_out_does_not_run_after_redis_came_back_with_its_c
     assert_eq!(reply["error"]["code"], codes::TIMED_OUT, "{reply}");
 
     // A worker comes, on Redis' clock as it is now.
-    let broker = client::broker::WorkerBroker::new(
-        &fx.redis.url(),
-        common::QUEUE,
-        "late",
-        &client::broker::BrokerOptions::new(Duration::from_secs(60)),
-    )
-    .expect("broker");
-    let claim = broker.pop_and_claim().await.expect("claim");
+    let claim = common::late_claim(&fx.redis.url(), common::QUEUE).await;
     assert!(
         matches!(claim, Some(client::broker::Claim::Cancelled { .. })),
         "a worker was handed the task its client was answered -32001 for: {claim:?}"
@@ -401,43 +394,12 @@ async fn a_play_answered_32002_after_its_task_was_queued_does_not_run_when_redis
     tokio::time::sleep(Duration::from_secs(4)).await;
     fx.redis.restart_with_clock(-60);
 
-    let details = client::keys::task_details(id);
-    let cancelled = || {
-        testkit::command(fx.redis.port(), &["HEXISTS", &details, "cancel"]).ok()
-            == Some(testkit::Reply::Int(1))
-    };
     // The cancel comes back with Redis (a reconnect and a retry, at most a
     // few seconds); the claim below says whether it did.
-    for _ in 0..200 {
-        if cancelled() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let broker = client::broker::WorkerBroker::new(
-        &fx.redis.url(),
-        common::QUEUE,
-        "late",
-        &client::broker::BrokerOptions::new(Duration::from_secs(60)),
-    )
-    .expect("broker");
-    // A worker beats before it claims: its clock is Redis' as it is now.
-    broker
-        .beat(Duration::from_secs(5), false)
-        .await
-        .expect("beat");
-    let claim = broker.pop_and_claim().await.expect("claim");
+    let _ = common::cancel_written(fx.redis.port(), id).await;
+    let claim = common::late_claim(&fx.redis.url(), common::QUEUE).await;
     assert!(
         matches!(claim, Some(client::broker::Claim::Cancelled { .. })),
         "a task answered \"it cannot start any more\" was handed to a worker: {claim:?}"
     );
-}
-
-/// The next text frame, waiting as long as it takes.
-async fn recv_any(ws: &mut Ws) -> Value {
-    loop {
-        if let Some(Ok(Message::Text(t))) = ws.next().await {
-            return serde_json::from_str(t.as_str()).expect("json");
-        }
-    }
 }

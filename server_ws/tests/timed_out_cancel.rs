@@ -6,11 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Fixture, Ws, play, send};
-use futures_util::StreamExt;
-use serde_json::Value;
+use common::{Fixture, Ws, play, recv_any, send};
 use server_ws::{ServerTiming, codes};
-use tokio_tungstenite::tungstenite::Message;
 
 /// A play (`timeout` task timeout, no worker) on `redis`, its push
 /// answered: the waiter's first fallback poll (2 s in) has read the
@@ -31,20 +28,6 @@ async fn waiting(redis: testkit::RedisServer, timeout: Duration) -> (Fixture, Ws
     })
     .await;
     (fx, ws)
-}
-
-/// Whether the task's hash holds a cancel, waiting for one up to 10 s.
-async fn cancelled(fx: &Fixture, id: &str) -> bool {
-    let details = client::keys::task_details(id);
-    for _ in 0..200 {
-        if testkit::command(fx.redis.port(), &["HEXISTS", &details, "cancel"]).ok()
-            == Some(testkit::Reply::Int(1))
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
 }
 
 /// Redis holds writes (`CLIENT PAUSE … WRITE`) from before the task's
@@ -82,7 +65,7 @@ async fn a_play_timing_out_while_redis_holds_writes_is_answered_before_it_takes_
     assert_eq!(reply["error"]["code"], codes::TIMED_OUT, "{reply}");
     let id = reply["error"]["data"]["task_id"].as_str().expect("task id");
     assert!(
-        cancelled(&fx, id).await,
+        common::cancel_written(fx.redis.port(), id).await,
         "the task answered -32001 was not cancelled once Redis took writes again"
     );
 }
@@ -119,31 +102,10 @@ async fn a_play_answered_timed_out_whose_cancel_redis_refused_does_not_run_when_
 
     // The cancel comes back with Redis (a reconnect and a retry, at most a
     // few seconds); the claim below says whether it did.
-    let _ = cancelled(&fx, &id).await;
-    let broker = client::broker::WorkerBroker::new(
-        &fx.redis.url(),
-        common::QUEUE,
-        "late",
-        &client::broker::BrokerOptions::new(Duration::from_secs(60)),
-    )
-    .expect("broker");
-    // A worker beats before it claims: its clock is Redis' as it is now.
-    broker
-        .beat(Duration::from_secs(5), false)
-        .await
-        .expect("beat");
-    let claim = broker.pop_and_claim().await.expect("claim");
+    let _ = common::cancel_written(fx.redis.port(), &id).await;
+    let claim = common::late_claim(&fx.redis.url(), common::QUEUE).await;
     assert!(
         matches!(claim, Some(client::broker::Claim::Cancelled { .. })),
         "a worker was handed the task its client was answered -32001 for: {claim:?}"
     );
-}
-
-/// The next text frame, waiting as long as it takes.
-async fn recv_any(ws: &mut Ws) -> Value {
-    loop {
-        if let Some(Ok(Message::Text(t))) = ws.next().await {
-            return serde_json::from_str(t.as_str()).expect("json");
-        }
-    }
 }

@@ -100,3 +100,72 @@ impl Drop for Tmux {
             .status();
     }
 }
+
+/// An orchestrator in live mode in the `live` session of a tmux server of
+/// its own, killed when the value is dropped, however the test ends.
+pub struct Live {
+    pub tmux: Tmux,
+    pub pid: i32,
+}
+
+impl Live {
+    /// Runs `circles_orchestrator config` on `redis_url` in the sandbox's
+    /// data dir with `--refresh 100ms` and `args`, and waits until the
+    /// table shows the circle `running` Running.
+    pub fn start(
+        sandbox: &super::Sandbox,
+        config: &std::path::Path,
+        redis_url: &str,
+        args: &str,
+        running: &str,
+    ) -> Live {
+        let pid_file = sandbox.path().join("pid");
+        let command = format!(
+            "cd {dir} && echo $$ > {pid} && HOME={dir} CIRCLES_ADMIN=off exec {bin} {config} \
+             --redis-url {redis_url} --data-dir {data} --no-managed-redis --refresh 100ms {args}",
+            dir = sandbox.path().display(),
+            pid = pid_file.display(),
+            bin = super::BIN,
+            config = config.display(),
+            data = sandbox.data_dir().display(),
+        );
+        let tmux = Tmux::new("circles-test");
+        tmux.start_live(&command, 200, 30);
+        tmux.wait_screen("the circle running", |s| {
+            s.lines()
+                .any(|l| l.contains(running) && l.contains("Running"))
+        });
+        let pid = std::fs::read_to_string(&pid_file)
+            .expect("pid file")
+            .trim()
+            .parse()
+            .expect("a pid");
+        Live { tmux, pid }
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{name}");
+    }
+
+    /// SIGTERM, then the wait for the process to end.
+    pub fn stop(&self) {
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::path::Path::new(&format!("/proc/{}", self.pid)).exists() {
+            assert!(Instant::now() < deadline, "still running after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.pid.to_string()])
+            .status();
+    }
+}

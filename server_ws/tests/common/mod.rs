@@ -163,6 +163,48 @@ pub async fn recv(ws: &mut Ws) -> Value {
     }
 }
 
+/// The next text frame, waiting as long as it takes (the caller bounds
+/// the wait).
+pub async fn recv_any(ws: &mut Ws) -> Value {
+    loop {
+        if let Some(Ok(Message::Text(t))) = ws.next().await {
+            return serde_json::from_str(t.as_str()).expect("json");
+        }
+    }
+}
+
+/// Whether task `id`'s hash holds a cancel within 10 s (a cancel that
+/// comes back with Redis: a reconnect and a retry take a few seconds).
+pub async fn cancel_written(port: u16, id: &str) -> bool {
+    let details = client::keys::task_details(id);
+    for _ in 0..200 {
+        if testkit::command(port, &["HEXISTS", &details, "cancel"]).ok()
+            == Some(testkit::Reply::Int(1))
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// What a worker that comes now is handed from `queue`: it beats first,
+/// so its clock is Redis' as it is now.
+pub async fn late_claim(url: &str, queue: &str) -> Option<Claim> {
+    let broker = WorkerBroker::new(
+        url,
+        queue,
+        "late",
+        &BrokerOptions::new(Duration::from_secs(60)),
+    )
+    .expect("broker");
+    broker
+        .beat(Duration::from_secs(5), false)
+        .await
+        .expect("beat");
+    broker.pop_and_claim().await.expect("claim")
+}
+
 /// Sends `text` and returns the reply.
 pub async fn call(ws: &mut Ws, text: &str) -> Value {
     send(ws, text).await;
