@@ -3,20 +3,27 @@
 //! acknowledged.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use client::broker::ClaimedAt;
 use client::{FailureKind, Outcome};
 
 /// The tasks this worker ran most recently whose finish Redis
-/// acknowledged: the last [`Finished::MAX`] ids, and the results of the
-/// newest of them within [`Finished::MAX_BYTES`]. A Redis that comes back
+/// acknowledged: the ids of those finished within [`Finished::KEEP_FOR`],
+/// and at least the last [`Finished::MAX`] (at most [`Finished::MAX_IDS`]),
+/// and the results of the newest of them within [`Finished::MAX_BYTES`].
+/// By age, not by count alone: an old primary the sentinels promote again
+/// before they made it a replica shows every task in flight at the first
+/// failover unrun, however many ran since (over a thousand in a second
+/// under load). A Redis that comes back
 /// without an acknowledged finish (a restart from an older snapshot, a
 /// failover to a replica the finish had not reached) still shows such a
 /// task `processing` by this worker in its processing list: the look at
 /// that list after the outage writes its kept result again, or, when the
 /// result was not kept, ends it `worker_lost` (it ran, its writes are
 /// committed), instead of running it a second time. Per circle, so its
-/// bounds stay small: a few tens of KiB of ids, 256 KiB of results.
+/// bounds stay small: the ids a minute of its load finishes (a few hundred
+/// bytes each, at most [`Finished::MAX_IDS`]), 256 KiB of results.
 #[derive(Default)]
 pub(crate) struct Finished {
     kept: VecDeque<Kept>,
@@ -33,6 +40,8 @@ struct Kept {
     id: String,
     at: ClaimedAt,
     result: Option<Outcome>,
+    /// When its finish was acknowledged.
+    finished: Instant,
 }
 
 /// What [`Finished::get`] knows of a task that ran here.
@@ -45,6 +54,11 @@ pub(crate) struct Ran<'a> {
 
 impl Finished {
     const MAX: usize = 1024;
+    /// How long an id is kept at least (while under [`Finished::MAX_IDS`]):
+    /// longer than the sentinels take to make a demoted primary a replica
+    /// (they look at it every 10 s), with room to spare.
+    const KEEP_FOR: Duration = Duration::from_secs(60);
+    const MAX_IDS: usize = 1 << 17;
     const MAX_BYTES: usize = 256 << 10;
 
     fn size(outcome: &Outcome) -> usize {
@@ -56,6 +70,11 @@ impl Finished {
 
     /// Keeps `outcome` of a task created and claimed `at` (see [`Kept`]).
     pub(crate) fn push(&mut self, outcome: &Outcome, at: ClaimedAt) {
+        self.push_at(outcome, at, Instant::now());
+    }
+
+    /// [`Finished::push`] with its finish acknowledged at `now`.
+    fn push_at(&mut self, outcome: &Outcome, at: ClaimedAt, now: Instant) {
         let size = Finished::size(outcome);
         let result = (size <= Finished::MAX_BYTES).then(|| outcome.clone());
         if result.is_some() {
@@ -63,8 +82,17 @@ impl Finished {
         }
         let id = outcome.task_id().to_owned();
         *self.ids.entry(id.clone()).or_default() += 1;
-        self.kept.push_back(Kept { id, at, result });
-        if self.kept.len() > Finished::MAX
+        self.kept.push_back(Kept {
+            id,
+            at,
+            result,
+            finished: now,
+        });
+        while self.kept.len() > Finished::MAX
+            && self.kept.front().is_some_and(|old| {
+                self.kept.len() > Finished::MAX_IDS
+                    || now.duration_since(old.finished) >= Finished::KEEP_FOR
+            })
             && let Some(old) = self.kept.pop_front()
         {
             self.uncount(&old.id, 1);
@@ -202,20 +230,22 @@ mod tests {
     #[test]
     fn finished_keeps_the_last_ids_and_the_newest_results_within_its_budget() {
         let mut f = Finished::default();
+        let t0 = Instant::now();
+        let t1 = t0 + Finished::KEEP_FOR;
         let big = "x".repeat(100 << 10);
-        f.push(&completed("a", &big), at(Some(1)));
-        f.push(&completed("b", &big), at(Some(2)));
-        f.push(&completed("c", &big), at(None));
+        f.push_at(&completed("a", &big), at(Some(1)), t0);
+        f.push_at(&completed("b", &big), at(Some(2)), t0);
+        f.push_at(&completed("c", &big), at(None), t0);
         // 300 KiB of results: the oldest goes, its id stays.
         assert_eq!(result(&f, "a"), Some(None));
         assert_eq!(f.get("a").map(|ran| ran.at.created_ms), Some(Some(1)));
         assert!(matches!(result(&f, "c"), Some(Some(Outcome::Completed(o))) if o.output == big));
         // One result past the whole budget is kept as an id only.
-        f.push(&completed("huge", &"y".repeat(300 << 10)), at(Some(3)));
+        f.push_at(&completed("huge", &"y".repeat(300 << 10)), at(Some(3)), t0);
         assert_eq!(result(&f, "huge"), Some(None));
         assert!(f.bytes <= Finished::MAX_BYTES, "{}", f.bytes);
         for n in 0..Finished::MAX {
-            f.push(&completed(&format!("t{n}"), "1"), at(Some(n as u64)));
+            f.push_at(&completed(&format!("t{n}"), "1"), at(Some(n as u64)), t1);
         }
         assert!(f.get("c").is_none(), "past the last {} ids", Finished::MAX);
         assert!(f.get("t0").is_some());
@@ -223,12 +253,40 @@ mod tests {
         // The index of ids follows what is kept: an id run twice is found
         // until forgotten, an id pushed out is not.
         assert_eq!(f.ids.len(), Finished::MAX);
-        f.push(&completed("t5", "again"), at(Some(9)));
+        f.push_at(
+            &completed("t5", "again"),
+            at(Some(9)),
+            t1 + Finished::KEEP_FOR,
+        );
         assert_eq!(f.get("t5").map(|ran| ran.at.created_ms), Some(Some(9)));
         f.forget("t5");
         assert!(f.get("t5").is_none());
         assert_eq!(f.ids.len(), f.kept.len());
         assert!(f.get("t0").is_none(), "pushed out by t5's second run");
+    }
+
+    #[test]
+    fn ids_finished_within_a_minute_stay_however_many_follow_up_to_the_cap() {
+        let mut f = Finished::default();
+        let t0 = Instant::now();
+        f.push_at(&completed("first", "1"), at(Some(1)), t0);
+        for n in 0..Finished::MAX * 4 {
+            f.push_at(&completed(&format!("t{n}"), "1"), at(Some(2)), t0);
+        }
+        assert!(f.get("first").is_some(), "kept for its minute");
+        // A minute later the count bound applies again.
+        let later = t0 + Finished::KEEP_FOR;
+        f.push_at(&completed("late", "1"), at(Some(3)), later);
+        assert!(f.get("first").is_none());
+        assert_eq!(f.kept.len(), Finished::MAX);
+        assert!(f.get("late").is_some());
+        // However young, no more than the cap.
+        for n in 0..Finished::MAX_IDS {
+            f.push_at(&completed(&format!("u{n}"), "1"), at(Some(4)), later);
+        }
+        assert_eq!(f.kept.len(), Finished::MAX_IDS);
+        assert_eq!(f.ids.len(), Finished::MAX_IDS);
+        assert!(f.get("u0").is_some() && f.get("late").is_none());
     }
 
     #[test]
