@@ -7,7 +7,7 @@
 //! precise -32001/-32002; no request's record is in the circle's database
 //! twice; every request answered with a result has its record; every task
 //! hash on the new primary ends `completed` or `error`; and plays succeed
-//! afterwards.
+//! afterwards, the table showing the worker running.
 
 mod common;
 
@@ -424,6 +424,21 @@ async fn under_load(fault: Fault) {
     load.wait_results(50, "results after the fault").await;
     let log = load.finish().await;
     check(&o, ws_port, new, &log).await;
+    // The table shows the worker running again (plain output: one line
+    // per change after the table).
+    let deadline = Instant::now() + HANG;
+    loop {
+        let stdout = o.stdout();
+        let last = stdout
+            .lines()
+            .rfind(|l| l.contains("Alpha (id 1): worker"))
+            .unwrap_or("worker Running");
+        if last.contains("worker Running") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker's row: {last}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let status = o.stop();
     assert!(status.success(), "{status}\n{}", o.stderr());
 }
