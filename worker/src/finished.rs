@@ -22,7 +22,7 @@ use client::{FailureKind, Outcome};
 /// that list after the outage writes its kept result again, or, when the
 /// result was not kept, ends it `worker_lost` (it ran, its writes are
 /// committed), instead of running it a second time. Per circle, so its
-/// bounds stay small: the ids a minute of its load finishes (a few hundred
+/// bounds stay small: the ids a minute of its load finishes (about 200
 /// bytes each, at most [`Finished::MAX_IDS`]), 256 KiB of results.
 #[derive(Default)]
 pub(crate) struct Finished {
@@ -39,7 +39,8 @@ pub(crate) struct Finished {
 struct Kept {
     id: String,
     at: ClaimedAt,
-    result: Option<Outcome>,
+    /// Boxed: most entries hold none, and a minute of ids can be many.
+    result: Option<Box<Outcome>>,
     /// When its finish was acknowledged.
     finished: Instant,
 }
@@ -76,7 +77,7 @@ impl Finished {
     /// [`Finished::push`] with its finish acknowledged at `now`.
     fn push_at(&mut self, outcome: &Outcome, at: ClaimedAt, now: Instant) {
         let size = Finished::size(outcome);
-        let result = (size <= Finished::MAX_BYTES).then(|| outcome.clone());
+        let result = (size <= Finished::MAX_BYTES).then(|| Box::new(outcome.clone()));
         if result.is_some() {
             self.bytes += size;
         }
@@ -181,7 +182,7 @@ impl Finished {
             .find(|kept| kept.id == task_id)
             .map(|kept| Ran {
                 at: kept.at,
-                result: kept.result.as_ref(),
+                result: kept.result.as_deref(),
             })
     }
 }
