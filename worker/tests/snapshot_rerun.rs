@@ -3,7 +3,9 @@
 //! Sentinel): a task whose finish was lost "(also a Redis restarted from an
 //! older snapshot) is not run again". A Redis restarted from a snapshot taken
 //! while the task still waited in its queue shows it `pending` and queued
-//! again, although this worker ran it and Redis acknowledged its result.
+//! again, although this worker ran it and Redis acknowledged its result;
+//! an old primary the sentinels promote again shows it claimed by this
+//! worker under a claim earlier than the one it ran under.
 
 mod common;
 
@@ -130,6 +132,127 @@ async fn a_claimed_task_in_an_older_snapshot_behind_one_that_never_ran_here_is_n
     assert_eq!(
         once.get("output").map(String::as_str),
         Some("once"),
+        "its kept result is written again"
+    );
+    worker.stop().await;
+}
+
+/// A failover cuts the reply of a claim of `once` on the old primary; the
+/// worker claims it again on the new one (a later `startedAt`), runs it
+/// there and Redis acknowledges its result. The old primary, promoted again
+/// before the sentinels made it a replica, shows `once` `processing` by
+/// this worker under the first claim's `startedAt`: an earlier claim of the
+/// run the worker kept, not a task pushed again (a push after that run
+/// ended is claimed after it), so its kept result is written again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_earlier_claim_of_a_task_that_ran_here_is_not_run_again() {
+    an_earlier_claim_is_not_run_again(true).await;
+}
+
+/// The same for a third party's task without `createdAt`: each claim
+/// writes its own, so the two claims show different ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_earlier_claim_of_a_task_without_created_at_is_not_run_again() {
+    an_earlier_claim_is_not_run_again(false).await;
+}
+
+/// `once` (its `createdAt` the submitter's, or none) runs here; then
+/// Redis shows it claimed by this worker right after it was created, a
+/// second before the claim it ran under.
+async fn an_earlier_claim_is_not_run_again(submitter_created: bool) {
+    let mut redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let worker = TestWorker::start_fresh(
+        WorkerConfig::new(&url, QUEUE),
+        fast_options(),
+        slow_limits(),
+    );
+    let mut conn = raw(&url).await;
+    // Created a second ago and claimed at once; the run's claim came later.
+    let created = now_ms().parse::<u64>().expect("ms") - 1000;
+    let first_claim = created + 1;
+    let mut created = created.to_string();
+    let extra = [
+        ("createdAt", created.as_str()),
+        ("updatedAt", created.as_str()),
+    ];
+    let extra = if submitter_created { &extra[..] } else { &[] };
+    push_task(&mut conn, QUEUE, "once", extra, "db::insert(1); \"once\"").await;
+    until_status(&conn, "once", "completed", WAIT).await;
+    assert_eq!(worker.engine.db().next_id(), 2, "it ran once");
+    let ran = hgetall(&mut conn, "once").await;
+    let (worker_id, started) = (&ran["workerId"], &ran["startedAt"]);
+    assert!(
+        first_claim < started.parse().expect("ms"),
+        "the first claim is earlier than the run's: {ran:?}"
+    );
+    let first_claim = first_claim.to_string();
+    if !submitter_created {
+        assert_eq!(&ran["createdAt"], started, "written by its claim");
+        created = first_claim.clone();
+    }
+    // The worker busy with a blocker (it pops nothing meanwhile, so it
+    // never sees the edit below on the live Redis)...
+    push_task(
+        &mut conn,
+        QUEUE,
+        "blocker",
+        &[],
+        "let t = timestamp(); while t.elapsed < 1.5 { } \"blocker\"",
+    )
+    .await;
+    until_status(&conn, "blocker", "processing", WAIT).await;
+    // ...Redis as the old primary holds it: `once` claimed by this worker
+    // at its first claim, whose reply the failover cut.
+    let () = redis::cmd("DEL")
+        .arg(client::keys::task_details("once"))
+        .query_async(&mut conn)
+        .await
+        .expect("del");
+    hset_raw(
+        &mut conn,
+        b"once",
+        &[
+            (b"script", b"db::insert(1); \"once\""),
+            (b"status", b"processing"),
+            (b"workerId", worker_id.as_bytes()),
+            (b"createdAt", created.as_bytes()),
+            (b"startedAt", first_claim.as_bytes()),
+            (b"updatedAt", first_claim.as_bytes()),
+        ],
+    )
+    .await;
+    lpush_raw(
+        &mut conn,
+        &client::keys::processing(QUEUE, worker_id),
+        &[b"once"],
+    )
+    .await;
+    let () = redis::cmd("SAVE")
+        .query_async(&mut conn)
+        .await
+        .expect("save");
+    // Down past the blocker's end: its finish fails, so the worker looks
+    // at its own list once that Redis is back.
+    redis.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    redis.restart();
+    let mut conn = raw(&url).await;
+    until_ended(&conn, "once", WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let once = hgetall(&mut conn, "once").await;
+    assert_eq!(
+        worker.engine.db().next_id(),
+        2,
+        "task `once` ran a second time after the old primary came back with an earlier \
+         claim of it (its hash now: {once:?})"
+    );
+    assert_eq!(
+        (
+            once.get("status").map(String::as_str),
+            once.get("output").map(String::as_str)
+        ),
+        (Some("completed"), Some("once")),
         "its kept result is written again"
     );
     worker.stop().await;
