@@ -156,14 +156,41 @@ impl Finished {
 
     /// What to write again for `task_id`, found in this worker's
     /// processing list after an outage with the `createdAt` and `startedAt`
-    /// `at`, when that is the very claim of a run that finished here and
-    /// whose acknowledged finish Redis lost: its kept result, or
-    /// `worker_lost`. `None` for another claim of the id (a task pushed
-    /// again, claimed here, the claim's reply lost): it writes its own
-    /// `startedAt`.
+    /// `at`, when that claim is of a run that finished here and whose
+    /// acknowledged finish Redis lost: the first run here claimed at or
+    /// after `at`, when it is that very claim, or a later claim of the same
+    /// push (an old primary promoted again before it was made a replica
+    /// shows the claim whose reply the failover cut; the task ran under the
+    /// claim the worker made on the new primary). Its kept result, or
+    /// `worker_lost`. `None` for a claim later than every run here (a task
+    /// pushed again after they ended, claimed here, the claim's reply
+    /// lost): it writes its own `startedAt`.
     pub(crate) fn again_claimed(&self, task_id: &str, at: ClaimedAt) -> Option<Outcome> {
-        let ran = self.get(task_id)?;
-        (ran.at.started_ms.is_some() && ran.at == at).then(|| Finished::kept_result(task_id, &ran))
+        if !self.ids.contains_key(task_id) {
+            return None;
+        }
+        let found = at.started_ms?;
+        let kept = self
+            .kept
+            .iter()
+            .filter(|kept| kept.id == task_id && kept.at.started_ms.is_some_and(|s| s >= found))
+            .min_by_key(|kept| kept.at.started_ms)?;
+        let ran = Ran {
+            at: kept.at,
+            result: kept.result.as_deref(),
+        };
+        (ran.at == at || Finished::same_push(at, ran.at))
+            .then(|| Finished::kept_result(task_id, &ran))
+    }
+
+    /// Whether two claims of an id are of the same push: the same
+    /// `createdAt` (a submitter's, which its retried submit keeps), or
+    /// each a `createdAt` its claim wrote (a third party's task without
+    /// one). A push of the id under a `createdAt` of its own is another
+    /// task.
+    fn same_push(a: ClaimedAt, b: ClaimedAt) -> bool {
+        a.created_ms == b.created_ms
+            || (a.created_ms == a.started_ms && b.created_ms == b.started_ms)
     }
 
     fn kept_result(task_id: &str, ran: &Ran<'_>) -> Outcome {
@@ -305,6 +332,54 @@ mod tests {
             started_ms: Some(900),
         };
         assert_eq!(f.again_claimed("job", later_claim), None, "claimed again");
+        // A claim before the run's whose reply was lost, shown by an old
+        // primary promoted again: the same push, not run again; one of
+        // another push (its own `createdAt`) runs.
+        let earlier_claim = ClaimedAt {
+            created_ms: Some(100),
+            started_ms: Some(101),
+        };
+        assert_eq!(f.again_claimed("job", earlier_claim), kept);
+        let other_push = ClaimedAt {
+            created_ms: Some(99),
+            started_ms: Some(101),
+        };
+        assert_eq!(f.again_claimed("job", other_push), None);
+        // A third party's task without `createdAt`: each claim writes it.
+        f.push(
+            &completed("bare3", "y"),
+            ClaimedAt {
+                created_ms: Some(50),
+                started_ms: Some(50),
+            },
+        );
+        let its_first = ClaimedAt {
+            created_ms: Some(40),
+            started_ms: Some(40),
+        };
+        assert_eq!(
+            f.again_claimed("bare3", its_first),
+            Some(completed("bare3", "y"))
+        );
+        // Of two runs of an id, an earlier claim is answered by the first
+        // run at or after it.
+        f.push(
+            &completed("job", "second"),
+            ClaimedAt {
+                created_ms: Some(800),
+                started_ms: Some(900),
+            },
+        );
+        assert_eq!(f.again_claimed("job", at(Some(100))), kept);
+        assert_eq!(f.again_claimed("job", earlier_claim), kept);
+        let second_push_earlier = ClaimedAt {
+            created_ms: Some(800),
+            started_ms: Some(850),
+        };
+        assert_eq!(
+            f.again_claimed("job", second_push_earlier),
+            Some(completed("job", "second"))
+        );
         let no_start = ClaimedAt {
             created_ms: Some(100),
             started_ms: None,

@@ -260,16 +260,18 @@ impl Taker<'_> {
     }
 
     /// For each of `ids` (found in this worker's processing list after an
-    /// outage), whether it is the claim of a task that ran here and whose
-    /// acknowledged finish Redis lost: then its kept result (or
-    /// `worker_lost`) with its `createdAt` and `startedAt`, to be written
-    /// again. An id that ran here but whose hash holds another `createdAt`
-    /// or `startedAt` was claimed again (a task pushed again under that id,
-    /// its claim's reply lost in the outage): it is forgotten and claimed
-    /// as any id. One whose hash holds no `startedAt` was moved into the
-    /// list but not claimed (a restored Redis kept the pop, not its claim):
-    /// it is claimed as any id too, and its claim tells the run by
-    /// `createdAt` (`Finished::again_queued`).
+    /// outage), whether it is a claim of a task that ran here and whose
+    /// acknowledged finish Redis lost (that run's own claim, or an earlier
+    /// one of the same push whose reply a failover cut, see
+    /// `Finished::again_claimed`): then its kept result (or `worker_lost`)
+    /// with the `createdAt` and `startedAt` found, to be written again. An
+    /// id that ran here whose hash holds a claim of another push, or one
+    /// later than its runs here, was claimed again (a task pushed again
+    /// under that id, its claim's reply lost in the outage): it is
+    /// forgotten and claimed as any id. One whose hash holds no `startedAt`
+    /// was moved into the list but not claimed (a restored Redis kept the
+    /// pop, not its claim): it is claimed as any id too, and its claim
+    /// tells the run by `createdAt` (`Finished::again_queued`).
     async fn ran_here(
         &self,
         ids: &[String],
