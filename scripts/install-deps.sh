@@ -5,7 +5,8 @@
 # the same program), faketime (the clock-skew test shifts a worker's clock
 # with its library), datefudge (tests restart a redis-server with its clock
 # shifted: libfaketime hangs Debian's jemalloc-linked redis-server), tmux (the live-table test
-# drives a real terminal), e2fsprogs (`chattr`), iproute2 (`ip netns`: the several-hosts tests put
+# drives a real terminal), logrotate (the log-rotation tests rotate the live mode's log file with
+# it), e2fsprogs (`chattr`), iproute2 (`ip netns`: the several-hosts tests put
 # each orchestrator in a network namespace of its own), promtool (Debian package prometheus: the metrics
 # test checks a scrape with it), and for the browser tests Debian's chromium plus
 # Playwright for Python (the version pinned in cmd/tests/browser/requirements.txt)
@@ -29,6 +30,9 @@ browser=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if ! $run_only; then
   command -v tmux >/dev/null 2>&1 || need+=(tmux)
+  # logrotate: the log-rotation tests rotate the live mode's log file with it
+  # (Debian installs it in /usr/sbin).
+  command -v logrotate >/dev/null 2>&1 || [ -x /usr/sbin/logrotate ] || need+=(logrotate)
   command -v faketime >/dev/null 2>&1 || need+=(faketime)
   command -v datefudge >/dev/null 2>&1 || need+=(datefudge)
   command -v redis-sentinel >/dev/null 2>&1 || need+=(redis-sentinel)

@@ -252,23 +252,16 @@ impl Orchestrator {
         } = self;
         runtime.block_on(async {
             // A SIGHUP that came during start-up or while a reload ran: read
-            // the file again.
-            // A SIGHUP also opens the log file again (logrotate moved it), at
-            // once, also while a reload runs.
+            // the file again. (Each SIGHUP opened the log file again as it
+            // came: `Signals::next`.)
             let mut hup_pending = signals.take_hup();
-            if hup_pending {
-                logging::reopen();
-            }
             loop {
                 let reply = if std::mem::take(&mut hup_pending) {
                     None
                 } else {
                     tokio::select! {
                         s = signals.next() => match s {
-                            "SIGHUP" => {
-                                logging::reopen();
-                                None
-                            }
+                            "SIGHUP" => None,
                             other => return other,
                         },
                         Some(reply) = reloads.next() => Some(reply),
@@ -291,13 +284,9 @@ impl Orchestrator {
                         outcome = &mut reload => break outcome,
                         s = signals.next(), if again.is_none() => match s {
                             "SIGHUP" if stop.is_some() => {
-                                logging::reopen();
                                 log::info!("SIGHUP ignored: shutting down");
                             }
-                            "SIGHUP" => {
-                                logging::reopen();
-                                hup_pending = true;
-                            }
+                            "SIGHUP" => hup_pending = true,
                             // A second stop: the reload's drain ends at once,
                             // and so does the shutdown after it.
                             other if stop.is_some() => {

@@ -14,7 +14,9 @@ const SAME_STOP: Duration = Duration::from_millis(250);
 /// SIGINT and SIGTERM mean a clean shutdown, and a second one during the
 /// drain (at least [`SAME_STOP`] after the first) stops at once; SIGHUP
 /// means "reload circles.json" (as for most daemons), also when it comes
-/// from a closed terminal.
+/// from a closed terminal, and opens the live mode's log file again at
+/// once, whenever it comes (start-up and shutdown included: logrotate may
+/// compress and delete the moved file right after its signal).
 pub struct Signals {
     int: Signal,
     term: Signal,
@@ -39,8 +41,9 @@ impl Signals {
     }
 
     /// The name of the next signal received, SIGHUP included (one that came
-    /// before the call is returned at once). A stop signal within
-    /// [`SAME_STOP`] of the previous one is passed over.
+    /// before the call is returned at once; the log file is opened again
+    /// before it is returned). A stop signal within [`SAME_STOP`] of the
+    /// previous one is passed over.
     pub async fn next(&mut self) -> &'static str {
         loop {
             let name = tokio::select! {
@@ -49,6 +52,7 @@ impl Signals {
                 _ = self.hup.recv() => "SIGHUP",
             };
             if name == "SIGHUP" {
+                crate::logging::reopen();
                 return name;
             }
             let now = Instant::now();

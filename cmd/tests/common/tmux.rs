@@ -119,9 +119,22 @@ impl Live {
         args: &str,
         running: &str,
     ) -> Live {
+        Live::start_env(sandbox, config, redis_url, "", args, running)
+    }
+
+    /// [`Live::start`] with `env` (shell assignments such as
+    /// `RUST_LOG=debug`) in the orchestrator's environment.
+    pub fn start_env(
+        sandbox: &super::Sandbox,
+        config: &std::path::Path,
+        redis_url: &str,
+        env: &str,
+        args: &str,
+        running: &str,
+    ) -> Live {
         let pid_file = sandbox.path().join("pid");
         let command = format!(
-            "cd {dir} && echo $$ > {pid} && HOME={dir} CIRCLES_ADMIN=off exec {bin} {config} \
+            "cd {dir} && echo $$ > {pid} && HOME={dir} CIRCLES_ADMIN=off {env} exec {bin} {config} \
              --redis-url {redis_url} --data-dir {data} --no-managed-redis --refresh 100ms {args}",
             dir = sandbox.path().display(),
             pid = pid_file.display(),
@@ -154,9 +167,17 @@ impl Live {
     /// SIGTERM, then the wait for the process to end.
     pub fn stop(&self) {
         self.signal("TERM");
+        self.wait_end();
+    }
+
+    /// Waits for the process to end, within 30 s.
+    pub fn wait_end(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::path::Path::new(&format!("/proc/{}", self.pid)).exists() {
-            assert!(Instant::now() < deadline, "still running after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "still running 30 s after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
