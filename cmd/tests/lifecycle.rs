@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Orchestrator, Sandbox, connect, output, ping_reply, port, run_to_end};
+use common::{Orchestrator, Sandbox, connect, output, port, run_to_end};
 use serde_json::json;
 
 fn redis_answers(port: u16) -> bool {
@@ -567,78 +567,11 @@ async fn a_managed_redis_still_loading_its_data_is_waited_for_at_start() {
     }
 }
 
-/// A `redis-server` started by the test with `args`, killed on drop.
-struct OwnRedis(std::process::Child);
-
-impl OwnRedis {
-    fn start(port: u16, dir: &std::path::Path, args: &[&str]) -> OwnRedis {
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no", "--dir"])
-            .arg(dir)
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        OwnRedis(child)
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_still_loading_its_data_is_waited_for_and_the_wait_is_said() {
     let sandbox = Sandbox::new();
-    let redis_dir = sandbox.path().join("redis");
-    std::fs::create_dir_all(&redis_dir).expect("redis dir");
-    let redis_port = port();
+    let (_loading, redis_port) = common::loading::loading_redis(&sandbox).await;
     let url = format!("redis://127.0.0.1:{redis_port}");
-    {
-        let _first = OwnRedis::start(redis_port, &redis_dir, &[]);
-        assert_eq!(ping_reply(redis_port), "+PONG");
-        let mut conn = redis::Client::open(url.as_str())
-            .expect("url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect");
-        let mut pipe = redis::pipe();
-        for i in 0..20_000 {
-            pipe.cmd("SET").arg(format!("ballast:{i}")).arg(i).ignore();
-        }
-        let () = pipe.query_async(&mut conn).await.expect("ballast");
-        let () = redis::cmd("SAVE")
-            .query_async(&mut conn)
-            .await
-            .expect("save");
-    }
-    // Restarted with a (Redis test-suite) delay of 100 µs per key loaded,
-    // and answering while it loads: about 2 s of LOADING.
-    let _loading = OwnRedis::start(
-        redis_port,
-        &redis_dir,
-        &[
-            "--key-load-delay",
-            "100",
-            "--loading-process-events-interval-bytes",
-            "1024",
-        ],
-    );
-    assert!(
-        ping_reply(redis_port).starts_with("-LOADING"),
-        "redis should still be loading"
-    );
     let p = port();
     let config = sandbox.circles(&[(1, "Patient", p)]);
     let mut orchestrator = Orchestrator::start(&sandbox, &config, &url, &[]);

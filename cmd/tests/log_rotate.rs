@@ -120,7 +120,7 @@ async fn create_and_signal_keeps_every_line(format: &str) {
     let player = Player::start(circle).await;
     player.wait_more(5);
     for _ in 0..2 {
-        logrotate(&sandbox, &rotate);
+        logrotate(sandbox.path(), &rotate);
         wait_for(&path, "opened again");
         player.wait_more(5);
     }
@@ -186,7 +186,7 @@ async fn logrotate_copytruncate_leaves_no_hole_and_loses_no_line_before_or_after
     );
     let mut ws = connect(circle).await;
     play_lengths(&mut ws, 10..20).await;
-    logrotate(&sandbox, &rotate);
+    logrotate(sandbox.path(), &rotate);
     play_lengths(&mut ws, 20..30).await;
     let text = read_log(&path);
     assert!(text.starts_with('['), "{text:?}");
@@ -197,7 +197,7 @@ async fn logrotate_copytruncate_leaves_no_hole_and_loses_no_line_before_or_after
     // the truncation are all there.
     let player = Player::start(circle).await;
     player.wait_more(5);
-    logrotate(&sandbox, &rotate);
+    logrotate(sandbox.path(), &rotate);
     player.wait_more(5);
     let lens = player.finish().await;
     live.stop();
@@ -315,7 +315,7 @@ async fn a_sighup_during_the_shutdown_opens_the_log_file_again() {
     wait_running(redis.port());
     live.signal("TERM");
     wait_for(&path, "shutting down (grace");
-    logrotate(&sandbox, &rotate);
+    logrotate(sandbox.path(), &rotate);
     live.wait_end();
     let new = read_log(&path);
     let old = read_log(&sandbox.data_dir().join("orchestrator.log.1.gz"));
@@ -325,4 +325,43 @@ async fn a_sighup_during_the_shutdown_opens_the_log_file_again() {
     );
     assert!(old.contains("shutting down (grace"), "{old}");
     assert!(!old.contains("clean shutdown"), "{old}");
+}
+
+/// logrotate (`create`, `postrotate kill -HUP`, `compress` at once) while
+/// the start waits for a Redis that loads its data: the lines from the
+/// signal on go to the new file, not to the moved one that logrotate
+/// compresses and deletes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_during_the_start_opens_the_log_file_again() {
+    let sandbox = Sandbox::new();
+    let (_loading, redis_port) = common::loading::loading_redis(&sandbox).await;
+    let circle = port();
+    let config = sandbox.circles(&[(1, "Alpha", circle)]);
+    let path = sandbox.data_dir().join("orchestrator.log");
+    let rotating = std::thread::spawn({
+        let (path, dir) = (path.clone(), sandbox.path().to_owned());
+        move || {
+            wait_for(&path, "is loading its data; waiting for it");
+            let pid = std::fs::read_to_string(dir.join("pid")).expect("pid file");
+            let rotate = format!(
+                "{} {{\n  rotate 5\n  create 0640\n  compress\n  postrotate\n    kill -HUP {}\n  \
+                 endscript\n}}\n",
+                path.display(),
+                pid.trim()
+            );
+            logrotate(&dir, &rotate);
+        }
+    });
+    let url = format!("redis://127.0.0.1:{redis_port}");
+    let live = Live::start(&sandbox, &config, &url, "", "Alpha");
+    rotating.join().expect("logrotate");
+    live.stop();
+    let new = read_log(&path);
+    let old = read_log(&sandbox.data_dir().join("orchestrator.log.1.gz"));
+    assert!(
+        new.contains("SIGHUP during start-up") && new.contains("websocket server listening"),
+        "the new file:\n{new}\nthe moved one:\n{old}"
+    );
+    assert!(old.contains("is loading its data"), "{old}");
+    assert!(!old.contains("websocket server listening"), "{old}");
 }

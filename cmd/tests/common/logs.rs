@@ -105,10 +105,11 @@ impl Player {
     }
 }
 
-/// Runs Debian's logrotate, forced, on `config` with a state file of the
-/// sandbox's.
-pub fn logrotate(sandbox: &super::Sandbox, config: &str) {
-    let conf = sandbox.write("logrotate.conf", config);
+/// Runs Debian's logrotate, forced, on `config`; its config and state
+/// files go into `dir`.
+pub fn logrotate(dir: &Path, config: &str) {
+    let conf = dir.join("logrotate.conf");
+    std::fs::write(&conf, config).expect("write logrotate.conf");
     // Debian puts it in /usr/sbin, which a user's PATH may leave out.
     let bin = if Path::new("/usr/sbin/logrotate").exists() {
         "/usr/sbin/logrotate"
@@ -118,7 +119,7 @@ pub fn logrotate(sandbox: &super::Sandbox, config: &str) {
     let out = Command::new(bin)
         .arg("-f")
         .arg("-s")
-        .arg(sandbox.path().join("logrotate.state"))
+        .arg(dir.join("logrotate.state"))
         .arg(&conf)
         .output()
         .expect("logrotate must be installed (scripts/install-deps.sh installs it)");

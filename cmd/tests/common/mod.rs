@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod hosts;
 pub mod http;
+pub mod loading;
 pub mod logs;
 pub mod tasks;
 pub mod tmux;
