@@ -32,6 +32,10 @@ pub(crate) struct Finished {
     ids: HashMap<String, u32>,
     /// Text bytes of the results kept.
     bytes: usize,
+    /// How many entries at the front of `kept` hold no result (results go
+    /// oldest first): the budget's next drop starts after them, so a push
+    /// costs the same with a minute of ids kept as with a few.
+    bare: usize,
 }
 
 /// One finished task: its id, its `createdAt` and the `startedAt` of the
@@ -96,20 +100,21 @@ impl Finished {
             })
             && let Some(old) = self.kept.pop_front()
         {
+            self.bare = self.bare.saturating_sub(1);
             self.uncount(&old.id, 1);
             if let Some(result) = &old.result {
                 self.bytes -= Finished::size(result);
             }
         }
         // Over the budget: the oldest results go, their ids stay.
-        let mut oldest = self.kept.iter_mut();
         while self.bytes > Finished::MAX_BYTES {
-            let Some(Kept { result, .. }) = oldest.next() else {
+            let Some(Kept { result, .. }) = self.kept.get_mut(self.bare) else {
                 break;
             };
             if let Some(old) = result.take() {
                 self.bytes -= Finished::size(&old);
             }
+            self.bare += 1;
         }
     }
 
@@ -139,6 +144,7 @@ impl Finished {
             }
             false
         });
+        self.bare = self.kept.iter().take_while(|k| k.result.is_none()).count();
     }
 
     /// What to write again for `task_id`, claimed just now and submitted
@@ -291,6 +297,27 @@ mod tests {
         assert!(f.get("t5").is_none());
         assert_eq!(f.ids.len(), f.kept.len());
         assert!(f.get("t0").is_none(), "pushed out by t5's second run");
+    }
+
+    /// Past the budget each push drops the oldest result still kept, found
+    /// after the entries already bare, never by a walk over all of them.
+    #[test]
+    fn the_budget_drops_results_oldest_first_from_where_the_last_drop_ended() {
+        let mut f = Finished::default();
+        let now = Instant::now();
+        let kib = "x".repeat(1 << 10);
+        for n in 0..2000u64 {
+            f.push_at(&completed(&format!("t{n}"), &kib), at(Some(n)), now);
+        }
+        assert!(f.bytes <= Finished::MAX_BYTES, "{}", f.bytes);
+        assert_eq!(f.kept.len(), 2000, "every id of the minute stays");
+        let leading = f.kept.iter().take_while(|k| k.result.is_none()).count();
+        assert_eq!(f.bare, leading);
+        assert!(f.kept.iter().skip(f.bare).all(|k| k.result.is_some()));
+        assert!(matches!(result(&f, "t1999"), Some(Some(_))));
+        assert_eq!(result(&f, "t0"), Some(None));
+        f.forget("t1999");
+        assert_eq!(f.bare, leading, "a forget keeps the count of bare entries");
     }
 
     #[test]
