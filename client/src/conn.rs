@@ -20,6 +20,7 @@ mod closed;
 mod first;
 mod states;
 
+pub(crate) use closed::MAXCLIENTS;
 pub use states::Refusal;
 pub(crate) use states::{
     is_connection_error, names_a_demoted_primary, names_a_passing_state, refusing_state,

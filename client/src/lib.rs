@@ -172,6 +172,12 @@ impl Error {
     pub fn is_refusal(&self) -> bool {
         self.refusal().is_some() || matches!(self, Error::Protocol(_))
     }
+
+    /// Whether Redis is unavailable because it is at its `maxclients`: it
+    /// closes every new connection.
+    pub fn at_maxclients(&self) -> bool {
+        matches!(self, Error::Unavailable { reason, .. } if reason.contains(conn::MAXCLIENTS))
+    }
 }
 
 /// `Result` with [`Error`].

@@ -137,9 +137,7 @@ pub(crate) fn outage_reason(err: &client::Error) -> String {
             "redis is loading its data".to_string()
         }
         // No room for another connection: every new one is closed.
-        client::Error::Unavailable { reason, .. }
-            if reason.contains("max number of clients reached") =>
-        {
+        client::Error::Unavailable { .. } if err.at_maxclients() => {
             "redis is at maxclients".to_string()
         }
         // Commands refused until its operator acts.

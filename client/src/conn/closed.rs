@@ -10,7 +10,7 @@ use redis::ConnectionAddr;
 use tokio::io::AsyncReadExt;
 
 /// What Redis writes to a connection it has no room for.
-const MAXCLIENTS: &str = "max number of clients reached";
+pub(crate) const MAXCLIENTS: &str = "max number of clients reached";
 
 /// How long the second connection waits for Redis' words.
 const LISTEN: Duration = Duration::from_millis(250);
