@@ -107,6 +107,8 @@ fn main() -> ExitCode {
         Some(cli::Command::Reload(args)) => admin::ask::reload(&args),
         None => orchestrator::run(cli.run).map(|()| 0),
     };
+    // The last lines logged, before the error below or the exit.
+    logging::flush();
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(error) => {

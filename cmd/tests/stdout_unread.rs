@@ -1,6 +1,7 @@
 //! An orchestrator whose stdout nobody reads (a full pipe, a stalled
 //! journal) still serves, also on one CPU, and stops on SIGTERM, at once
-//! on a second one.
+//! on a second one; one whose stderr nobody reads serves too, and its log
+//! lines come out once they are read.
 
 mod common;
 
@@ -19,6 +20,17 @@ fn full_pipe() -> (std::os::fd::OwnedFd, std::fs::File) {
     // Linux's default pipe buffer: 16 pages.
     w.write_all(&[b'\n'; 65536]).expect("fill the pipe");
     (r, w)
+}
+
+/// Kills the child of this pid however the test ends.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .status();
+    }
 }
 
 /// Waits up to `timeout` for `child` to exit; kills it otherwise.
@@ -152,15 +164,6 @@ async fn on_one_cpu_a_stdout_nobody_reads_stops_no_circle() {
     cmd.stdout(Stdio::from(write))
         .stderr(Stdio::from(std::fs::File::create(&log).expect("log")));
     let mut child = cmd.spawn().expect("spawn");
-    // Killed however the test ends.
-    struct KillOnDrop(u32);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = Command::new("kill")
-                .args(["-KILL", &self.0.to_string()])
-                .status();
-        }
-    }
     let _orphan = KillOnDrop(child.id());
     let mut ws = connect(circle).await;
     let reply = tokio::time::timeout(Duration::from_secs(20), output(&mut ws, "40 + 2")).await;
@@ -173,4 +176,48 @@ async fn on_one_cpu_a_stdout_nobody_reads_stops_no_circle() {
     kill(child.id(), "TERM");
     let status = exit_within(&mut child, Duration::from_secs(20)).expect("stops on SIGTERM");
     assert_eq!(status.code(), Some(0), "{stderr}");
+}
+
+/// A stderr nobody reads (`2>&1 | reader` whose reader stopped reading, a
+/// terminal stopped with Ctrl-S) holds the log's writer thread alone: the
+/// circle starts and serves although its first log line could not be
+/// written, SIGTERM stops it with exit 0, and once the reader reads again
+/// the lines logged meanwhile come out, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stderr_nobody_reads_stops_no_circle_and_its_lines_come_once_read() {
+    let redis = testkit::RedisServer::start();
+    let sandbox = Sandbox::new();
+    let circle = port();
+    let config = sandbox.circles(&[(1, "Alpha", circle)]);
+    let (pipe, write) = full_pipe();
+    let mut cmd = sandbox.serve_command(&config, &redis.url(), &sandbox.data_dir());
+    cmd.stdout(Stdio::null()).stderr(Stdio::from(write));
+    let mut child = cmd.spawn().expect("spawn");
+    // The child holds the pipe's only write end from here on.
+    drop(cmd);
+    let _orphan = KillOnDrop(child.id());
+    let mut ws = connect(circle).await;
+    let reply = tokio::time::timeout(Duration::from_secs(20), output(&mut ws, "40 + 2")).await;
+    assert_eq!(
+        reply.ok().as_deref(),
+        Some("42"),
+        "no reply within 20 s with stderr a full pipe"
+    );
+    // The reader comes back, and reads until the orchestrator is gone.
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        std::io::Read::read_to_end(&mut std::fs::File::from(pipe), &mut all).expect("read");
+        all
+    });
+    kill(child.id(), "TERM");
+    let status = exit_within(&mut child, Duration::from_secs(20)).expect("stops on SIGTERM");
+    assert_eq!(status.code(), Some(0));
+    let all = reader.join().expect("the reader");
+    let lines = String::from_utf8_lossy(&all[65536..]);
+    let started = lines.find("takes tasks from queue alpha");
+    let stopped = lines.find("for queue alpha stopped");
+    assert!(
+        started.is_some() && stopped.is_some() && started < stopped,
+        "the start-up and shutdown lines, in order, once stderr is read:\n{lines}"
+    );
 }

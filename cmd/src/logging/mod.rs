@@ -7,6 +7,10 @@
 //! `copytruncate` works, and [`reopen`] (each SIGHUP) opens its path again,
 //! so `logrotate`'s default of moving the file and signalling works too.
 //!
+//! Lines are written by a thread of their own ([`queue`]): a stderr nobody
+//! reads or a slow log file holds that thread, never one that logs. At exit
+//! [`flush`] writes what is queued, waiting at most a second.
+//!
 //! Two formats (`--log-format`): `text`, env_logger's own line (the ids a
 //! line is about are in its message), and `json`, one object per line for
 //! log shippers ([`json_line`]): `timestamp` (RFC 3339, UTC, milliseconds),
@@ -17,10 +21,13 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::ValueEnum;
 use log::kv::{Error as KvError, Key, Value, VisitSource};
+
+pub mod queue;
 
 const DEFAULT_FILTER: &str =
     "warn,circles_orchestrator=info,ourdb=info,engine=info,client=info,worker=info,server_ws=info";
@@ -63,8 +70,12 @@ pub fn init(file: Option<&Path>, format: LogFormat) -> anyhow::Result<()> {
     // terminal's lines, also a dumb one when `CI` is set).
     if dumb_terminal() {
         builder.write_style(env_logger::WriteStyle::Never);
+    } else if file.is_none() && std::env::var_os("RUST_LOG_STYLE").is_none_or(|s| s == "auto") {
+        // The lines reach stderr through the queue, which env_logger takes
+        // for a pipe it never colours: its own choice for stderr, made here.
+        builder.write_style(anstream::AutoStream::choice(&std::io::stderr()).into());
     }
-    if let Some(path) = file {
+    let out: Box<dyn Write + Send> = if let Some(path) = file {
         if let Some(parent) = path.parent() {
             // A file in the way is a usage error naming it, as for the data dir.
             crate::circles::create_dir(parent, "the log directory")?;
@@ -82,11 +93,59 @@ pub fn init(file: Option<&Path>, format: LogFormat) -> anyhow::Result<()> {
             path: path.to_owned(),
             file: Mutex::new(f),
         });
-        builder.target(env_logger::Target::Pipe(Box::new(Appender(file))));
-    }
+        Box::new(Appender(file))
+    } else {
+        Box::new(std::io::stderr())
+    };
+    builder.target(env_logger::Target::Pipe(Box::new(Queued(start_writer(
+        out,
+    )?))));
     builder.try_init().context("cannot install the logger")?;
     log_panics();
     Ok(())
+}
+
+static QUEUE: OnceLock<queue::Queue> = OnceLock::new();
+
+/// Starts the thread that writes the queued lines to `out`.
+fn start_writer(mut out: Box<dyn Write + Send>) -> anyhow::Result<&'static queue::Queue> {
+    let queue = QUEUE.get_or_init(|| queue::Queue::new(queue::CAPACITY));
+    std::thread::Builder::new()
+        .name("log-writer".into())
+        .spawn(move || {
+            let report = |n: u64| {
+                log::warn!(
+                    "{n} log lines were dropped: their destination blocked (stderr not \
+                     read, or a slow log file) while {} MiB of lines waited",
+                    queue::CAPACITY >> 20
+                );
+            };
+            queue.write_to(&mut out, &report)
+        })
+        .context("cannot start the log's writer thread")?;
+    Ok(queue)
+}
+
+/// Writes what is queued for the log, waiting at most a second for a
+/// destination that blocks; without a logger, nothing.
+pub fn flush() {
+    if let Some(queue) = QUEUE.get() {
+        queue.flush(Duration::from_secs(1));
+    }
+}
+
+/// The logger's writer: each line env_logger formats goes to the queue.
+struct Queued(&'static queue::Queue);
+
+impl Write for Queued {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.push(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The live-mode log file and the path it is reopened at.
@@ -154,6 +213,8 @@ fn log_panics() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if std::thread::current().name() == Some("main") {
+            // The lines logged before it come first.
+            flush();
             previous(info);
         } else if engine::script_running() {
             log::debug!("a script's run panicked (caught: that script fails): {info}");
