@@ -245,6 +245,30 @@ async fn a_sighup_after_the_log_file_was_deleted_makes_a_new_one() {
     assert!(text.contains("clean shutdown"), "{text}");
 }
 
+/// The log file's directory deleted with it (`rm -r`) and then SIGHUP:
+/// the directory is made again, as at start, and the lines from then on go
+/// to a new file there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_after_the_log_directory_was_deleted_makes_it_again() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let circle = port();
+    let config = sandbox.circles(&[(1, "Alpha", circle)]);
+    let logs = sandbox.path().join("logs");
+    let path = logs.join("orchestrator.log");
+    let args = format!("--log-file {}", path.display());
+    let live = Live::start_env(&sandbox, &config, &redis.url(), PLAY_LINES, &args, "Alpha");
+    std::fs::remove_dir_all(&logs).expect("delete the log directory");
+    live.signal("HUP");
+    wait_for(&path, "opened again");
+    let mut ws = connect(circle).await;
+    play_lengths(&mut ws, 10..13).await;
+    live.stop();
+    let text = read_log(&path);
+    assert_eq!(played(&text), [10, 11, 12], "{text}");
+    assert!(text.contains("clean shutdown"), "{text}");
+}
+
 /// The log file was moved away and its directory takes no new file when
 /// the SIGHUP comes: the old file goes on taking the lines and says why;
 /// once the directory takes files again, the next SIGHUP makes one.

@@ -184,13 +184,24 @@ impl Write for Appender {
 }
 
 /// Opens the live-mode log file's path again (after `logrotate` moved the
-/// file away, lines go to a new file there); without a log file, nothing.
-/// A path that cannot be opened keeps the file it had, and says so there.
+/// file away, lines go to a new file there; a directory deleted with it is
+/// made again, as at start); without a log file, nothing. A path that
+/// cannot be opened keeps the file it had, and says so there.
 pub fn reopen() {
     let Some(log) = LOG_FILE.get() else {
         return;
     };
-    match open(&log.path) {
+    let opened = match open(&log.path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => log
+            .path
+            .parent()
+            .map_or(Err(e.into()), |dir| {
+                crate::circles::create_dir(dir, "the log directory")
+            })
+            .and_then(|()| Ok(open(&log.path)?)),
+        opened => opened.map_err(anyhow::Error::from),
+    };
+    match opened {
         Ok(new) => {
             *log.file.lock().unwrap_or_else(PoisonError::into_inner) = new;
             log::info!("log file {} opened again", log.path.display());
