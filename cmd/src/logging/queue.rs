@@ -53,11 +53,12 @@ impl Queue {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues `line`, or drops it when the queue is full. Never blocks on
-    /// the destination.
+    /// Queues `line`, or drops it when it does not fit beside the lines
+    /// waiting (a line longer than the capacity is queued only alone).
+    /// Never blocks on the destination.
     pub fn push(&self, line: &[u8]) {
         let mut state = self.lock();
-        if state.bytes + line.len() > self.capacity {
+        if state.bytes > 0 && state.bytes + line.len() > self.capacity {
             state.dropped += 1;
             return;
         }
@@ -202,5 +203,15 @@ mod tests {
         }
         let kept: String = (0..10).map(|i| format!("line {i:02}\n")).collect();
         assert_eq!(written(r, &queue), format!("first 0\n{kept}dropped 15\n"));
+    }
+
+    #[test]
+    fn a_line_longer_than_the_capacity_is_written_when_it_comes_alone() {
+        let queue = Arc::new(Queue::new(16));
+        let (r, w) = full_pipe();
+        writer(&queue, w);
+        let long = format!("{}\n", "x".repeat(100));
+        queue.push(long.as_bytes());
+        assert_eq!(written(r, &queue), long);
     }
 }
