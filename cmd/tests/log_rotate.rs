@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::logs::{
@@ -224,17 +225,26 @@ async fn logrotate_copytruncate_leaves_no_hole_and_loses_no_line_before_or_after
     );
 }
 
-/// A log file deleted (not moved) and then SIGHUP: the lines from then on
-/// go to a new file at the path.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sighup_after_the_log_file_was_deleted_makes_a_new_one() {
+/// An orchestrator in live mode logging to `logs/orchestrator.log` in its
+/// sandbox: the sandbox, its Redis, the orchestrator, the log directory, the
+/// log file and the circle's port.
+fn live_in_log_dir() -> (Sandbox, testkit::RedisServer, Live, PathBuf, PathBuf, u16) {
     let sandbox = Sandbox::new();
     let redis = testkit::RedisServer::start();
     let circle = port();
     let config = sandbox.circles(&[(1, "Alpha", circle)]);
-    let live = Live::start_env(&sandbox, &config, &redis.url(), PLAY_LINES, "", "Alpha");
-    let path = sandbox.data_dir().join("orchestrator.log");
-    std::fs::remove_file(&path).expect("delete the log file");
+    let logs = sandbox.path().join("logs");
+    let path = logs.join("orchestrator.log");
+    let args = format!("--log-file {}", path.display());
+    let live = Live::start_env(&sandbox, &config, &redis.url(), PLAY_LINES, &args, "Alpha");
+    (sandbox, redis, live, logs, path, circle)
+}
+
+/// `delete` (given the log directory and file) and then SIGHUP: the lines
+/// from then on go to a new file at the path.
+async fn deleted_then_sighup_makes_a_new_file(delete: impl FnOnce(&Path, &Path)) {
+    let (_sandbox, _redis, live, logs, path, circle) = live_in_log_dir();
+    delete(&logs, &path);
     live.signal("HUP");
     wait_for(&path, "opened again");
     let mut ws = connect(circle).await;
@@ -245,28 +255,23 @@ async fn a_sighup_after_the_log_file_was_deleted_makes_a_new_one() {
     assert!(text.contains("clean shutdown"), "{text}");
 }
 
-/// The log file's directory deleted with it (`rm -r`) and then SIGHUP:
-/// the directory is made again, as at start, and the lines from then on go
-/// to a new file there.
+/// A log file deleted (not moved) and then SIGHUP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_after_the_log_file_was_deleted_makes_a_new_one() {
+    deleted_then_sighup_makes_a_new_file(|_, file| {
+        std::fs::remove_file(file).expect("delete the log file");
+    })
+    .await;
+}
+
+/// The log file's directory deleted with it (`rm -r`) and then SIGHUP: the
+/// directory is made again, as at start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sighup_after_the_log_directory_was_deleted_makes_it_again() {
-    let sandbox = Sandbox::new();
-    let redis = testkit::RedisServer::start();
-    let circle = port();
-    let config = sandbox.circles(&[(1, "Alpha", circle)]);
-    let logs = sandbox.path().join("logs");
-    let path = logs.join("orchestrator.log");
-    let args = format!("--log-file {}", path.display());
-    let live = Live::start_env(&sandbox, &config, &redis.url(), PLAY_LINES, &args, "Alpha");
-    std::fs::remove_dir_all(&logs).expect("delete the log directory");
-    live.signal("HUP");
-    wait_for(&path, "opened again");
-    let mut ws = connect(circle).await;
-    play_lengths(&mut ws, 10..13).await;
-    live.stop();
-    let text = read_log(&path);
-    assert_eq!(played(&text), [10, 11, 12], "{text}");
-    assert!(text.contains("clean shutdown"), "{text}");
+    deleted_then_sighup_makes_a_new_file(|dir, _| {
+        std::fs::remove_dir_all(dir).expect("delete the log directory");
+    })
+    .await;
 }
 
 /// The log file was moved away and its directory takes no new file when
@@ -274,14 +279,7 @@ async fn a_sighup_after_the_log_directory_was_deleted_makes_it_again() {
 /// once the directory takes files again, the next SIGHUP makes one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sighup_whose_log_directory_takes_no_file_keeps_the_old_file() {
-    let sandbox = Sandbox::new();
-    let redis = testkit::RedisServer::start();
-    let circle = port();
-    let config = sandbox.circles(&[(1, "Alpha", circle)]);
-    let logs = sandbox.path().join("logs");
-    let path = logs.join("orchestrator.log");
-    let args = format!("--log-file {}", path.display());
-    let live = Live::start_env(&sandbox, &config, &redis.url(), PLAY_LINES, &args, "Alpha");
+    let (_sandbox, _redis, live, logs, path, circle) = live_in_log_dir();
     let moved = logs.join("orchestrator.log.1");
     std::fs::rename(&path, &moved).expect("move the log file");
     let mut ws = connect(circle).await;
