@@ -164,14 +164,15 @@ pub async fn connect(
     if let Err(e) = &connected
         && let Some(why) = untrusted_certificate(url, &e.to_string())
     {
-        return Err(anyhow::anyhow!("{failing}: {why}")).context(e.to_string());
+        return Err(anyhow::anyhow!(e.to_string()).context(format!("{failing}: {why}")));
     }
     connected.with_context(|| format!("{failing}{}", fix()))
 }
 
 /// What to say when a `rediss://` connection failed because the server's
-/// certificate was not trusted (rustls names why in `error`); `None` for
-/// any other failure.
+/// certificate was not trusted (rustls names why in `error`: the name of
+/// its error, or the sentence it writes for one that carries the times or
+/// names involved); `None` for any other failure.
 fn untrusted_certificate(url: &RedisUrl, error: &str) -> Option<String> {
     if !url.is_tls() || !error.contains("invalid peer certificate") {
         return None;
@@ -192,12 +193,16 @@ fn untrusted_certificate(url: &RedisUrl, error: &str) -> Option<String> {
                 "the certificate of Redis is not trusted: no CA this machine or --redis-ca trusts \
              signed it. Fix: {fix}"
             )
-        } else if has(&["NotValidForName"]) {
+        } else if has(&["NotValidForName", "certificate not valid for name"]) {
             "the certificate of Redis is not trusted: it is not made out for the URL's host name. \
          Fix: connect with a name the certificate lists"
                 .to_string()
-        } else if has(&["Expired"]) {
+        } else if has(&["Expired", "certificate expired"]) {
             "the certificate of Redis is not trusted: it has expired. Fix: renew it".to_string()
+        } else if has(&["NotValidYet", "certificate not valid yet"]) {
+            "the certificate of Redis is not trusted: it is not valid yet. Fix: check the clock \
+             of this machine and the certificate's start date"
+                .to_string()
         } else {
             format!("the certificate of Redis is not trusted. Fix: {fix}")
         },

@@ -1,0 +1,176 @@
+//! Redis over TLS under faults, end to end through the binary: a
+//! handshake nobody answers, a wrong password, and certificates that are
+//! trusted but expired, not valid yet or made out for another name; each
+//! stops the start (exit 1) saying what is wrong.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{Sandbox, port, run_to_end};
+
+const PASSWORD: &str = "pw-TLS-f4u1t5-never-printed";
+
+/// When a certificate is valid.
+#[derive(Clone, Copy)]
+enum Validity {
+    Now,
+    Expired,
+    NotYet,
+}
+
+/// A self-signed certificate for `names`, valid `when`, written to
+/// `<prefix>cert.pem` and `<prefix>key.pem` in the sandbox.
+fn certificate(
+    sandbox: &Sandbox,
+    prefix: &str,
+    names: &[&str],
+    when: Validity,
+) -> (PathBuf, PathBuf) {
+    let names = names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    let mut params = rcgen::CertificateParams::new(names).expect("params");
+    match when {
+        Validity::Now => {}
+        Validity::Expired => {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        Validity::NotYet => {
+            params.not_before = rcgen::date_time_ymd(2090, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2091, 1, 1);
+        }
+    }
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = params.self_signed(&key).expect("self-signed");
+    (
+        sandbox.write(&format!("{prefix}cert.pem"), &cert.pem()),
+        sandbox.write(&format!("{prefix}key.pem"), &key.serialize_pem()),
+    )
+}
+
+const LOCAL: &[&str] = &["localhost", "127.0.0.1"];
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Sends one inline command to the plain port of the test Redis; its reply line.
+fn command(port: u16, command: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .write_all(format!("{command}\r\n").as_bytes())
+        .expect("send");
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).expect("reply");
+    line
+}
+
+#[test]
+fn a_tls_handshake_nobody_answers_stops_the_start_with_exit_1_naming_the_url() {
+    // A listener that accepts and never says a word: the handshake waits
+    // for the server's hello. The start stops (run_to_end's deadline
+    // bounds it) instead of waiting for ever.
+    let sandbox = Sandbox::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let at = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    let url = format!("rediss://127.0.0.1:{at}");
+    let config = sandbox.circles(&[(1, "Alpha", port())]);
+    let cmd = sandbox.serve_command(&config, &url, &sandbox.data_dir());
+    let (status, out, err) = run_to_end(cmd, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "{out}\n{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot connect the task client to redis at {url}. Fix: check that a Redis server"
+        )) && err.contains("timed out"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_wrong_password_over_tls_exits_1_saying_authentication_failed() {
+    let sandbox = Sandbox::new();
+    let (cert, key) = certificate(&sandbox, "redis-", LOCAL, Validity::Now);
+    let redis = testkit::RedisServer::start_tls(&cert, &key);
+    assert_eq!(
+        command(redis.port(), &format!("CONFIG SET requirepass {PASSWORD}")),
+        "+OK\r\n"
+    );
+    let url = format!("rediss://:{PASSWORD}-wrong@127.0.0.1:{}", redis.tls_port());
+    let config = sandbox.circles(&[(1, "Alpha", port())]);
+    let mut cmd = sandbox.serve_command(&config, &url, &sandbox.data_dir());
+    cmd.args(["--redis-ca", path(&cert)]);
+    let (status, out, err) = run_to_end(cmd, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "{out}\n{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot connect the task client to redis at rediss://127.0.0.1:{}",
+            redis.tls_port()
+        )) && err.to_lowercase().contains("authentication failed"),
+        "{err}"
+    );
+    for output in [&out, &err] {
+        assert!(
+            !output.contains(PASSWORD),
+            "the password was printed: {output}"
+        );
+    }
+}
+
+/// Starts the orchestrator at a `rediss://` Redis whose certificate is
+/// `cert`, trusting it with `--redis-ca`; the start's error, which must
+/// end it with exit 1.
+fn start_refused(sandbox: &Sandbox, cert: &Path, key: &Path) -> String {
+    let redis = testkit::RedisServer::start_tls(cert, key);
+    let config = sandbox.circles(&[(1, "Alpha", port())]);
+    let data = tempfile::tempdir_in(sandbox.path()).expect("data dir");
+    let mut cmd = sandbox.serve_command(&config, &redis.tls_url(), data.path());
+    cmd.args(["--redis-ca", path(cert)]);
+    let (status, out, err) = run_to_end(cmd, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "{out}\n{err}");
+    let first = err
+        .lines()
+        .find(|l| l.starts_with("circles_orchestrator: error:"))
+        .unwrap_or_else(|| panic!("no error line: {err}"));
+    assert!(
+        first.contains(&format!(
+            "cannot connect the task client to redis at {}: the certificate of Redis is not \
+             trusted",
+            redis.tls_url()
+        )),
+        "the error says first what is wrong: {err}"
+    );
+    err
+}
+
+#[test]
+fn a_redis_certificate_trusted_but_expired_or_for_another_name_is_named_so() {
+    // Each is signed by the CA given (itself): passing the CA, as a
+    // certificate no trusted CA signed needs, would change nothing.
+    let sandbox = Sandbox::new();
+    let (cert, key) = certificate(&sandbox, "expired-", LOCAL, Validity::Expired);
+    let err = start_refused(&sandbox, &cert, &key);
+    assert!(
+        err.contains("it has expired") && !err.contains("pass the CA"),
+        "{err}"
+    );
+    let (cert, key) = certificate(&sandbox, "early-", LOCAL, Validity::NotYet);
+    let err = start_refused(&sandbox, &cert, &key);
+    assert!(
+        err.contains("it is not valid yet") && !err.contains("pass the CA"),
+        "{err}"
+    );
+    let (cert, key) = certificate(&sandbox, "other-", &["redis.example"], Validity::Now);
+    let err = start_refused(&sandbox, &cert, &key);
+    assert!(
+        err.contains("it is not made out for the URL's host name") && !err.contains("pass the CA"),
+        "{err}"
+    );
+}
