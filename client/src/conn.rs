@@ -75,7 +75,8 @@ pub(crate) struct Conn {
     /// What the connection is for, for log lines.
     role: &'static str,
     settings: ConnSettings,
-    state: Mutex<State>,
+    /// Shared with [`closed`]'s list of this process's connections.
+    state: Arc<Mutex<State>>,
     /// Serialises connection attempts.
     connecting: tokio::sync::Mutex<()>,
     /// The Redis' clock, measured at every connect.
@@ -101,13 +102,15 @@ impl Conn {
 
     /// A connection to `target`, not connected yet.
     fn to(target: Arc<Target>, url: String, role: &'static str, settings: ConnSettings) -> Conn {
+        let state = Arc::new(Mutex::new(State::default()));
+        closed::join(&url, &state);
         Conn {
             target,
             clock: RedisClock::of(&url),
             url,
             role,
             settings,
-            state: Mutex::new(State::default()),
+            state,
             connecting: tokio::sync::Mutex::new(()),
         }
     }
@@ -199,7 +202,7 @@ impl Conn {
                 };
                 match made.await {
                     Ok(conn) => Ok(conn),
-                    Err(reason) => Err(closed::explain(&client, reason).await),
+                    Err(reason) => Err(closed::explain(&client, &self.url, reason).await),
                 }
             },
         )

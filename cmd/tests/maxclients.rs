@@ -20,6 +20,36 @@ fn info_field(conn: &mut redis::Connection, section: &str, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in INFO {section}: {text}"))
 }
 
+/// Sets `maxclients` of the Redis `conn` is connected to (through its
+/// plain port) so that no new client gets in, then cuts the worker's
+/// blocking pop, which must connect again; the id of the one cut.
+fn fill_and_cut_the_blocking_pop(conn: &mut redis::Connection) -> String {
+    // The worker's blocking pop: the one client waiting in BLMOVE.
+    let blocked = testkit::wait_for("the worker's blocking pop", Duration::from_secs(10), || {
+        let list: String = redis::cmd("CLIENT").arg("LIST").query(conn).ok()?;
+        list.lines()
+            .find(|l| l.contains("cmd=blmove"))
+            .and_then(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+            .map(str::to_string)
+    });
+    // No new client from now on, also once the blocking one is gone; the
+    // connections open stay.
+    let open = info_field(conn, "clients", "connected_clients");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxclients")
+        .arg(open - 1)
+        .query(conn)
+        .expect("CONFIG SET maxclients");
+    let _: () = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(&blocked)
+        .query(conn)
+        .expect("CLIENT KILL");
+    blocked
+}
+
 #[test]
 fn a_worker_whose_blocking_connection_redis_refuses_backs_off_and_logs_once() {
     let redis = testkit::RedisServer::start();
@@ -28,31 +58,9 @@ fn a_worker_whose_blocking_connection_redis_refuses_backs_off_and_logs_once() {
     let mut o = Orchestrator::start(&sandbox, &config, &redis.url(), &[]);
     o.wait_table();
     let mut conn = common::tasks::conn(&redis);
-    // The worker's blocking pop: the one client waiting in BLMOVE.
-    let blocked = testkit::wait_for("the worker's blocking pop", Duration::from_secs(10), || {
-        let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut conn).ok()?;
-        list.lines()
-            .find(|l| l.contains("cmd=blmove"))
-            .and_then(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
-            .map(str::to_string)
-    });
-    // No new client from now on, also once the blocking one is gone; the
-    // connections open stay.
-    let open = info_field(&mut conn, "clients", "connected_clients");
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxclients")
-        .arg(open - 1)
-        .query(&mut conn)
-        .expect("CONFIG SET maxclients");
     let rejected_before = info_field(&mut conn, "stats", "rejected_connections");
     let logged_before = o.stderr().len();
-    let _: () = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("ID")
-        .arg(&blocked)
-        .query(&mut conn)
-        .expect("CLIENT KILL");
+    fill_and_cut_the_blocking_pop(&mut conn);
     std::thread::sleep(Duration::from_secs(6));
     let rejected = info_field(&mut conn, "stats", "rejected_connections") - rejected_before;
     let log = o.stderr()[logged_before..].to_string();
@@ -86,6 +94,42 @@ fn a_worker_whose_blocking_connection_redis_refuses_backs_off_and_logs_once() {
         .query(&mut conn)
         .expect("CONFIG SET maxclients");
     // Room again: the outage ends and the circle serves.
+    testkit::wait_for("the worker back", Duration::from_secs(10), || {
+        o.stderr()[logged_before..]
+            .contains("worker for queue alpha is connected to redis again")
+            .then_some(())
+    });
+    assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+}
+
+#[test]
+fn over_tls_the_worker_row_says_redis_is_at_maxclients() {
+    // Over TLS Redis closes a connection it has no room for before the
+    // handshake, without a word: the worker asks Redis on a connection it
+    // still has.
+    let sandbox = Sandbox::new();
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    let pair = rcgen::generate_simple_self_signed(names).expect("rcgen");
+    let cert = sandbox.write("redis-cert.pem", &pair.cert.pem());
+    let key = sandbox.write("redis-key.pem", &pair.signing_key.serialize_pem());
+    let redis = testkit::RedisServer::start_tls(&cert, &key);
+    let config = sandbox.circles(&[(1, "Alpha", port())]);
+    let ca = cert.to_str().expect("utf-8 path");
+    let mut o = Orchestrator::start(&sandbox, &config, &redis.tls_url(), &["--redis-ca", ca]);
+    o.wait_table();
+    let mut conn = common::tasks::conn(&redis);
+    let logged_before = o.stderr().len();
+    fill_and_cut_the_blocking_pop(&mut conn);
+    o.wait_stdout(
+        "Alpha (id 1): worker Reconnecting: redis is at maxclients",
+        Duration::from_secs(10),
+    );
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxclients")
+        .arg(10_000)
+        .query(&mut conn)
+        .expect("CONFIG SET maxclients");
     testkit::wait_for("the worker back", Duration::from_secs(10), || {
         o.stderr()[logged_before..]
             .contains("worker for queue alpha is connected to redis again")
