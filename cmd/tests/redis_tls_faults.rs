@@ -1,14 +1,16 @@
 //! Redis over TLS under faults, end to end through the binary: a
 //! handshake nobody answers, a wrong password, and certificates that are
 //! trusted but expired, not valid yet or made out for another name; each
-//! stops the start (exit 1) saying what is wrong.
+//! stops the start (exit 1) saying what is wrong; Redis killed and back
+//! while a script runs, and back with a certificate not trusted.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Sandbox, port, run_to_end};
+use common::{Orchestrator, Sandbox, connect, output, port, recv, run_to_end, send};
+use serde_json::json;
 
 const PASSWORD: &str = "pw-TLS-f4u1t5-never-printed";
 
@@ -173,4 +175,120 @@ fn a_redis_certificate_trusted_but_expired_or_for_another_name_is_named_so() {
         err.contains("it is not made out for the URL's host name") && !err.contains("pass the CA"),
         "{err}"
     );
+}
+
+/// A Redis with the append-only file on (as `start_persistent`) that also
+/// serves TLS with `cert` and `key` (read again at each restart), and the
+/// port it serves TLS on.
+fn persistent_tls_redis(cert: &Path, key: &Path) -> (testkit::RedisServer, u16) {
+    let tls_port = port().to_string();
+    let redis = testkit::RedisServer::start_with_args(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        path(cert),
+        "--tls-key-file",
+        path(key),
+        "--tls-ca-cert-file",
+        path(cert),
+        "--tls-auth-clients",
+        "no",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+    ]);
+    (redis, tls_port.parse().expect("port"))
+}
+
+/// Starts the orchestrator on circle Alpha at `alpha` against the
+/// `rediss://` Redis on `tls_port`, trusting `cert`, with room for a busy
+/// script; waits for its table.
+fn serve_over_tls(sandbox: &Sandbox, tls_port: u16, cert: &Path, alpha: u16) -> Orchestrator {
+    let config = sandbox.circles(&[(1, "Alpha", alpha)]);
+    let url = format!("rediss://127.0.0.1:{tls_port}");
+    let mut o = Orchestrator::start(
+        sandbox,
+        &config,
+        &url,
+        &[
+            "--redis-ca",
+            path(cert),
+            "--max-operations",
+            "1000000000",
+            "--script-timeout",
+            "20s",
+        ],
+    );
+    o.wait_table();
+    o
+}
+
+/// Redis killed with SIGKILL while a request's script runs, and back with
+/// its append-only file before the task's deadline: over TLS, too, the
+/// request gets the script's result and its write is in the database once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_a_request_whose_redis_is_killed_and_comes_back_gets_its_result_once() {
+    let sandbox = Sandbox::new();
+    let (cert, key) = certificate(&sandbox, "redis-", LOCAL, Validity::Now);
+    let (mut redis, tls_port) = persistent_tls_redis(&cert, &key);
+    let alpha = port();
+    let mut o = serve_over_tls(&sandbox, tls_port, &cert, alpha);
+    let mut ws = connect(alpha).await;
+    assert_eq!(output(&mut ws, "1").await, "1");
+    let busy = "let t = timestamp(); while t.elapsed < 1.5 { } db::insert(\"kept\")";
+    let request = json!({"jsonrpc": "2.0", "id": 2, "method": "play", "params": {"script": busy}});
+    send(&mut ws, &request.to_string()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.kill();
+    o.wait_stdout("Alpha (id 1): worker Reconnecting", Duration::from_secs(10));
+    redis.restart();
+    let reply = recv(&mut ws).await;
+    assert_eq!(reply["id"], 2, "{reply}");
+    assert_eq!(reply["result"]["output"], "1", "{reply}");
+    assert_eq!(output(&mut ws, "db::get(1)").await, "kept");
+    assert_eq!(output(&mut ws, "db::next_id()").await, "2");
+    assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+}
+
+/// Redis back from a restart with a certificate the `--redis-ca` does not
+/// trust: the worker row says so (Redis answers; it is not unreachable),
+/// and once Redis serves the trusted certificate again the circle serves
+/// by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_back_with_a_certificate_the_ca_does_not_trust_is_named_in_the_worker_row() {
+    let sandbox = Sandbox::new();
+    let (cert, key) = certificate(&sandbox, "redis-", LOCAL, Validity::Now);
+    let (trusted_cert, trusted_key) = (
+        std::fs::read(&cert).expect("cert"),
+        std::fs::read(&key).expect("key"),
+    );
+    let (mut redis, tls_port) = persistent_tls_redis(&cert, &key);
+    let alpha = port();
+    let mut o = serve_over_tls(&sandbox, tls_port, &cert, alpha);
+    let mut ws = connect(alpha).await;
+    assert_eq!(output(&mut ws, "1").await, "1");
+
+    let (other_cert, other_key) = certificate(&sandbox, "other-", LOCAL, Validity::Now);
+    std::fs::copy(&other_cert, &cert).expect("swap the certificate");
+    std::fs::copy(&other_key, &key).expect("swap the key");
+    redis.restart();
+    o.wait_stdout(
+        "Alpha (id 1): worker Reconnecting: the certificate of redis is not trusted",
+        Duration::from_secs(15),
+    );
+
+    std::fs::write(&cert, trusted_cert).expect("restore the certificate");
+    std::fs::write(&key, trusted_key).expect("restore the key");
+    redis.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let reply = common::play(&mut ws, 3, "40 + 2").await;
+        if reply["result"]["output"] == "42" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{reply}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
 }

@@ -124,6 +124,9 @@ impl WorkerStatus {
     }
 }
 
+/// What rustls' error says of a server certificate it does not take.
+const UNTRUSTED: &str = "invalid peer certificate:";
+
 /// A few words on why Redis cannot be used, for the status table (the log
 /// has the whole error).
 pub(crate) fn outage_reason(err: &client::Error) -> String {
@@ -139,6 +142,14 @@ pub(crate) fn outage_reason(err: &client::Error) -> String {
         // No room for another connection: every new one is closed.
         client::Error::Unavailable { .. } if err.at_maxclients() => {
             "redis is at maxclients".to_string()
+        }
+        // Redis answers, over TLS, with a certificate this process does
+        // not take (another CA's, expired): the first words of rustls'
+        // reason say which.
+        client::Error::Unavailable { reason, .. } if reason.contains(UNTRUSTED) => {
+            let (_, why) = reason.split_once(UNTRUSTED).unwrap_or_default();
+            let why = why.split([':', ';']).next().unwrap_or_default().trim();
+            format!("the certificate of redis is not trusted ({why})")
         }
         // Commands refused until its operator acts.
         client::Error::Unavailable { .. } => err
@@ -178,6 +189,17 @@ mod tests {
                 "max number of clients reached: redis has no room for another client"
             )),
             "redis is at maxclients"
+        );
+        assert_eq!(
+            outage_reason(&unavailable("invalid peer certificate: BadSignature")),
+            "the certificate of redis is not trusted (BadSignature)"
+        );
+        assert_eq!(
+            outage_reason(&unavailable(
+                "invalid peer certificate: certificate expired: verification time 1796642241 \
+                 (UNIX), but certificate is not valid after 1609459200 (187183041 seconds ago)"
+            )),
+            "the certificate of redis is not trusted (certificate expired)"
         );
         assert_eq!(
             outage_reason(&unavailable(
