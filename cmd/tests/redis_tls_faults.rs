@@ -2,7 +2,8 @@
 //! handshake nobody answers, a wrong password, and certificates that are
 //! trusted but expired, not valid yet or made out for another name; each
 //! stops the start (exit 1) saying what is wrong; Redis killed and back
-//! while a script runs, and back with a certificate not trusted.
+//! while a script runs, back with a certificate not trusted, and cut off
+//! by the network.
 
 mod common;
 
@@ -290,5 +291,36 @@ async fn redis_back_with_a_certificate_the_ca_does_not_trust_is_named_in_the_wor
         assert!(std::time::Instant::now() < deadline, "{reply}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+}
+
+/// A network cut between the orchestrator and a `rediss://` Redis, long
+/// enough that the worker gives up its lease: every connection, and every
+/// TLS handshake of a new one, waits on a proxy that forwards nothing. The
+/// worker stops taking tasks (`Lease lost`), and once the cut heals the
+/// circle serves again by itself, the write made before it kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_circle_cut_off_from_its_tls_redis_serves_again_once_the_cut_heals() {
+    let sandbox = Sandbox::new();
+    let (cert, key) = certificate(&sandbox, "redis-", LOCAL, Validity::Now);
+    let (_redis, tls_port) = persistent_tls_redis(&cert, &key);
+    let proxy = testkit::Proxy::start(tls_port);
+    let alpha = port();
+    let mut o = serve_over_tls(&sandbox, proxy.port(), &cert, alpha);
+    let mut ws = connect(alpha).await;
+    assert_eq!(output(&mut ws, "db::insert(\"kept\")").await, "1");
+    proxy.freeze();
+    o.wait_stdout("Alpha (id 1): worker Lease lost", Duration::from_secs(30));
+    proxy.thaw();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = common::play(&mut ws, 3, "db::get(1)").await;
+        if reply["result"]["output"] == "kept" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{reply}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(output(&mut ws, "db::next_id()").await, "2");
     assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
 }
