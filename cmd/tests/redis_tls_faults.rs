@@ -3,7 +3,7 @@
 //! trusted but expired, not valid yet or made out for another name; each
 //! stops the start (exit 1) saying what is wrong; Redis killed and back
 //! while a script runs, back with a certificate not trusted, and cut off
-//! by the network.
+//! by the network, and its password changed under it.
 
 mod common;
 
@@ -323,4 +323,74 @@ async fn a_circle_cut_off_from_its_tls_redis_serves_again_once_the_cut_heals() {
     }
     assert_eq!(output(&mut ws, "db::next_id()").await, "2");
     assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+}
+
+/// Sends inline `commands` on one connection to the plain port of the
+/// test Redis, authenticated with `password`; each must answer `+OK` or a
+/// count.
+fn as_admin(port: u16, password: &str, commands: &[&str]) {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
+    for command in
+        std::iter::once(format!("AUTH {password}").as_str()).chain(commands.iter().copied())
+    {
+        stream
+            .write_all(format!("{command}\r\n").as_bytes())
+            .expect("send");
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("reply");
+        assert!(
+            line.starts_with('+') || line.starts_with(':'),
+            "{command}: {line}"
+        );
+    }
+}
+
+/// Redis's password changed under a serving orchestrator (its connections
+/// cut, so each must log in again): the worker row says Redis refuses the
+/// password (it answers; it is not unreachable), and once the password is
+/// the URL's again the circle serves by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_changed_under_a_serving_orchestrator_is_named_in_the_worker_row() {
+    let sandbox = Sandbox::new();
+    let (cert, key) = certificate(&sandbox, "redis-", LOCAL, Validity::Now);
+    let (redis, tls_port) = persistent_tls_redis(&cert, &key);
+    let other = "another-pw-9c2d";
+    let set = format!("CONFIG SET requirepass {PASSWORD}");
+    assert_eq!(command(redis.port(), &set), "+OK\r\n");
+    let alpha = port();
+    let config = sandbox.circles(&[(1, "Alpha", alpha)]);
+    let url = format!("rediss://:{PASSWORD}@127.0.0.1:{tls_port}");
+    let mut o = Orchestrator::start(&sandbox, &config, &url, &["--redis-ca", path(&cert)]);
+    o.wait_table();
+    let mut ws = connect(alpha).await;
+    assert_eq!(output(&mut ws, "1").await, "1");
+    let cut = [
+        "CLIENT KILL TYPE normal SKIPME yes",
+        "CLIENT KILL TYPE pubsub",
+    ];
+    let change = format!("CONFIG SET requirepass {other}");
+    as_admin(redis.port(), PASSWORD, &[&change, cut[0], cut[1]]);
+    o.wait_stdout(
+        "Alpha (id 1): worker Reconnecting: redis refuses the password",
+        Duration::from_secs(15),
+    );
+    as_admin(redis.port(), other, &[&set]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let reply = common::play(&mut ws, 3, "40 + 2").await;
+        if reply["result"]["output"] == "42" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{reply}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+    for output in [o.stdout(), o.stderr()] {
+        assert!(
+            !output.contains(PASSWORD),
+            "the password was printed: {output}"
+        );
+    }
 }

@@ -143,6 +143,15 @@ pub(crate) fn outage_reason(err: &client::Error) -> String {
         client::Error::Unavailable { .. } if err.at_maxclients() => {
             "redis is at maxclients".to_string()
         }
+        // Redis answers and refuses the URL's password (it changed, or
+        // the ACL user was disabled).
+        client::Error::Unavailable { reason, .. }
+            if ["authentication failed", "wrongpass"]
+                .iter()
+                .any(|words| reason.to_ascii_lowercase().contains(words)) =>
+        {
+            "redis refuses the password (authentication failed)".to_string()
+        }
         // Redis answers, over TLS, with a certificate this process does
         // not take (another CA's, expired): the first words of rustls'
         // reason say which.
@@ -189,6 +198,18 @@ mod tests {
                 "max number of clients reached: redis has no room for another client"
             )),
             "redis is at maxclients"
+        );
+        assert_eq!(
+            outage_reason(&unavailable(
+                "Password authentication failed - AuthenticationFailed"
+            )),
+            "redis refuses the password (authentication failed)"
+        );
+        assert_eq!(
+            outage_reason(&unavailable(
+                "WRONGPASS: invalid username-password pair or user is disabled."
+            )),
+            "redis refuses the password (authentication failed)"
         );
         assert_eq!(
             outage_reason(&unavailable("invalid peer certificate: BadSignature")),
