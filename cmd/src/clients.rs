@@ -163,10 +163,22 @@ pub async fn connect(
     }
     if let Err(e) = &connected
         && let Some(why) = untrusted_certificate(url, &e.to_string())
+            .or_else(|| client_certificate_wanted(url, &e.to_string()))
     {
         return Err(anyhow::anyhow!(e.to_string()).context(format!("{failing}: {why}")));
     }
     connected.with_context(|| format!("{failing}{}", fix()))
+}
+
+/// What to say when a `rediss://` Redis refused the handshake for want of
+/// a client certificate (its `tls-auth-clients yes`, the default): this
+/// program sends none. `None` for any other failure.
+fn client_certificate_wanted(url: &RedisUrl, error: &str) -> Option<String> {
+    (url.is_tls() && error.contains("CertificateRequired")).then(|| {
+        "Redis asks for a client certificate (mutual TLS), which this program does not send. \
+         Fix: set tls-auth-clients no (or optional) in Redis's configuration"
+            .to_string()
+    })
 }
 
 /// What to say when a `rediss://` connection failed because the server's

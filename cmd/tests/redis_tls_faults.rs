@@ -1,9 +1,10 @@
-//! Redis over TLS under faults, end to end through the binary: a
-//! handshake nobody answers, a wrong password, and certificates that are
-//! trusted but expired, not valid yet or made out for another name; each
-//! stops the start (exit 1) saying what is wrong; Redis killed and back
-//! while a script runs, back with a certificate not trusted, and cut off
-//! by the network, and its password changed under it.
+//! Redis over TLS under faults, end to end through the binary. At start:
+//! a handshake nobody answers, a wrong password, certificates that are
+//! trusted but expired, not valid yet or made out for another name, and a
+//! Redis that asks for a client certificate each stop the start (exit 1)
+//! saying what is wrong. While serving: Redis killed and back while a
+//! script runs, back with a certificate not trusted, cut off by the
+//! network, and its password changed under it.
 
 mod common;
 
@@ -393,4 +394,38 @@ async fn a_password_changed_under_a_serving_orchestrator_is_named_in_the_worker_
             "the password was printed: {output}"
         );
     }
+}
+
+#[test]
+fn a_redis_that_wants_a_client_certificate_stops_the_start_saying_so() {
+    // Redis's own default is `tls-auth-clients yes`; this program sends
+    // no client certificate (README: mutual TLS is not supported).
+    let sandbox = Sandbox::new();
+    let (cert, key) = certificate(&sandbox, "redis-", LOCAL, Validity::Now);
+    let tls_port = port().to_string();
+    let _redis = testkit::RedisServer::start_with_args(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        path(&cert),
+        "--tls-key-file",
+        path(&key),
+        "--tls-ca-cert-file",
+        path(&cert),
+        "--tls-auth-clients",
+        "yes",
+    ]);
+    let config = sandbox.circles(&[(1, "Alpha", port())]);
+    let url = format!("rediss://127.0.0.1:{tls_port}");
+    let mut cmd = sandbox.serve_command(&config, &url, &sandbox.data_dir());
+    cmd.args(["--redis-ca", path(&cert)]);
+    let (status, out, err) = run_to_end(cmd, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "{out}\n{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot connect the task client to redis at {url}: Redis asks for a client \
+             certificate"
+        )) && err.contains("tls-auth-clients no"),
+        "{err}"
+    );
 }

@@ -152,6 +152,11 @@ pub(crate) fn outage_reason(err: &client::Error) -> String {
         {
             "redis refuses the password (authentication failed)".to_string()
         }
+        // Redis, over TLS, wants a client certificate, which this process
+        // does not send (its `tls-auth-clients yes`).
+        client::Error::Unavailable { reason, .. } if reason.contains("CertificateRequired") => {
+            "redis asks for a client certificate (set its tls-auth-clients no)".to_string()
+        }
         // Redis answers, over TLS, with a certificate this process does
         // not take (another CA's, expired): the first words of rustls'
         // reason say which.
@@ -210,6 +215,10 @@ mod tests {
                 "WRONGPASS: invalid username-password pair or user is disabled."
             )),
             "redis refuses the password (authentication failed)"
+        );
+        assert_eq!(
+            outage_reason(&unavailable("received fatal alert: CertificateRequired")),
+            "redis asks for a client certificate (set its tls-auth-clients no)"
         );
         assert_eq!(
             outage_reason(&unavailable("invalid peer certificate: BadSignature")),
