@@ -164,6 +164,7 @@ pub async fn connect(
     if let Err(e) = &connected
         && let Some(why) = untrusted_certificate(url, &e.to_string())
             .or_else(|| client_certificate_wanted(url, &e.to_string()))
+            .or_else(|| closed_in_handshake(url, &e.to_string()))
     {
         return Err(anyhow::anyhow!(e.to_string()).context(format!("{failing}: {why}")));
     }
@@ -177,6 +178,19 @@ fn client_certificate_wanted(url: &RedisUrl, error: &str) -> Option<String> {
     (url.is_tls() && error.contains("CertificateRequired")).then(|| {
         "Redis asks for a client certificate (mutual TLS), which this program does not send. \
          Fix: set tls-auth-clients no (or optional) in Redis's configuration"
+            .to_string()
+    })
+}
+
+/// What to say when a `rediss://` Redis closed the connection in the TLS
+/// handshake: at `maxclients` it does so without a word (over plain TCP it
+/// writes why), and a start has no other connection to ask it on. `None`
+/// for any other failure.
+fn closed_in_handshake(url: &RedisUrl, error: &str) -> Option<String> {
+    (url.is_tls() && error.contains("tls handshake eof")).then(|| {
+        "Redis closed the connection before the TLS handshake finished, as a Redis at its \
+         maxclients does (over TLS without saying so). Fix: compare connected_clients with \
+         maxclients (redis-cli INFO clients); raise maxclients, or open fewer connections to it"
             .to_string()
     })
 }

@@ -1,8 +1,8 @@
 //! Redis over TLS under faults, end to end through the binary. At start:
 //! a handshake nobody answers, a wrong password, certificates that are
 //! trusted but expired, not valid yet or made out for another name, and a
-//! Redis that asks for a client certificate each stop the start (exit 1)
-//! saying what is wrong. While serving: Redis killed and back while a
+//! Redis that asks for a client certificate or is at maxclients each stop
+//! the start (exit 1) saying what is wrong. While serving: Redis killed and back while a
 //! script runs, back with a certificate not trusted, cut off by the
 //! network, and its password changed under it.
 
@@ -426,6 +426,30 @@ fn a_redis_that_wants_a_client_certificate_stops_the_start_saying_so() {
             "cannot connect the task client to redis at {url}: Redis asks for a client \
              certificate"
         )) && err.contains("tls-auth-clients no"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_tls_redis_at_maxclients_at_start_is_said_to_be_a_likely_cause() {
+    // At maxclients Redis closes a TLS connection before the handshake
+    // without a word, and this process has no other connection to ask on.
+    let sandbox = Sandbox::new();
+    let (cert, key) = certificate(&sandbox, "redis-", LOCAL, Validity::Now);
+    let (redis, tls_port) = persistent_tls_redis(&cert, &key);
+    let _held = std::net::TcpStream::connect(("127.0.0.1", redis.port())).expect("connect");
+    assert_eq!(command(redis.port(), "CONFIG SET maxclients 1"), "+OK\r\n");
+    let config = sandbox.circles(&[(1, "Alpha", port())]);
+    let url = format!("rediss://127.0.0.1:{tls_port}");
+    let mut cmd = sandbox.serve_command(&config, &url, &sandbox.data_dir());
+    cmd.args(["--redis-ca", path(&cert)]);
+    let (status, out, err) = run_to_end(cmd, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "{out}\n{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot connect the task client to redis at {url}: Redis closed the connection \
+             before the TLS handshake"
+        )) && err.contains("maxclients"),
         "{err}"
     );
 }
