@@ -91,7 +91,9 @@ impl Target {
         match url.kind() {
             Kind::Direct { info, .. } => {
                 let info = info.clone().set_tcp_settings(tcp_settings());
-                match ca {
+                // The CA is for `rediss://`; a plain URL beside one (a
+                // circle's own Redis) connects without TLS.
+                match ca.filter(|_| url.is_tls()) {
                     Some(ca) => redis::Client::build_with_tls(info, ca.certificates()),
                     None => redis::Client::open(info),
                 }

@@ -117,7 +117,7 @@ impl Settings {
             .map_err(UsageError)?;
         let redis = redis_url(&args.redis_url)?;
         let redis_ca = match &args.redis_ca {
-            Some(path) => Some(redis_ca(&redis, path)?),
+            Some(path) => Some(redis_ca(&redis, &circles, path)?),
             None => None,
         };
         check_host(&args.host)?;
@@ -322,11 +322,20 @@ fn redis_url(url: &str) -> anyhow::Result<RedisUrl> {
     })
 }
 
-/// `--redis-ca`: only with a `rediss://` URL, and a file of certificates.
-fn redis_ca(redis: &RedisUrl, path: &std::path::Path) -> anyhow::Result<client::RedisCa> {
-    if !redis.is_tls() {
+/// `--redis-ca`: only with a `rediss://` URL (`--redis-url`, or a circle's
+/// own `redis`), and a file of certificates.
+fn redis_ca(
+    redis: &RedisUrl,
+    circles: &[config::CircleConfig],
+    path: &std::path::Path,
+) -> anyhow::Result<client::RedisCa> {
+    let own_tls = circles
+        .iter()
+        .any(|circle| circle.redis.as_ref().is_some_and(RedisUrl::is_tls));
+    if !redis.is_tls() && !own_tls {
         return Err(UsageError(format!(
-            "--redis-ca is for a rediss:// --redis-url (Redis over TLS), and {redis} is not one"
+            "--redis-ca is for a rediss:// --redis-url (Redis over TLS), and {redis} is not one, \
+             nor is any circle's own \"redis\""
         ))
         .into());
     }

@@ -230,6 +230,40 @@ fn rediss_with_a_password_and_a_private_ca_serves_and_the_password_is_never_prin
     }
 }
 
+#[test]
+fn a_private_ca_serves_a_rediss_redis_beside_a_plain_one_either_way_round() {
+    // --redis-ca trusts the CA for every rediss:// connection, a circle's
+    // own Redis's too, also when --redis-url is plain.
+    let sandbox = Sandbox::new();
+    let (cert, key) = self_signed(&sandbox, "redis-");
+    let own = testkit::RedisServer::start_tls(&cert, &key);
+    let main = testkit::RedisServer::start();
+    let circle = port();
+    let config = sandbox.write(
+        "circles.json",
+        &json!([{"id": 1, "name": "Alpha", "port": circle, "redis": own.tls_url()}]).to_string(),
+    );
+    let mut o = Orchestrator::start(&sandbox, &config, &main.url(), &["--redis-ca", path(&cert)]);
+    o.wait_table();
+    let (code, out, err) = play(&sandbox, &["--url", &common::ws(circle), "40 + 2"]);
+    assert_eq!((code, out.as_str()), (Some(0), "42\n"), "{err}");
+    assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+
+    // And the other way round: a circle's own plain Redis beside a
+    // rediss:// --redis-url connects without TLS.
+    let config = sandbox.write(
+        "plain-own.json",
+        &json!([{"id": 1, "name": "Alpha", "port": circle, "redis": main.url()}]).to_string(),
+    );
+    let mut cmd = sandbox.serve_command(&config, &own.tls_url(), &sandbox.path().join("data2"));
+    cmd.args(["--redis-ca", path(&cert)]);
+    let mut o = Orchestrator::spawn(cmd);
+    o.wait_table();
+    let (code, out, err) = play(&sandbox, &["--url", &common::ws(circle), "40 + 2"]);
+    assert_eq!((code, out.as_str()), (Some(0), "42\n"), "{err}");
+    assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+}
+
 /// `CONFIG SET requirepass` through the plain port of the test Redis.
 fn configure_password(port: u16) {
     use std::io::{BufRead, BufReader, Write};
