@@ -2,6 +2,8 @@
 //! broker operations (it "runs" a script by echoing it), so the protocol is
 //! tested without the engine.
 
+mod common;
+
 use std::time::Duration;
 
 use client::broker::{BlockingPopper, BrokerOptions, Claim, WorkerBroker};
@@ -609,30 +611,5 @@ async fn a_user_the_acl_refuses_multi_submits_nothing_and_is_told_why() {
 #[tokio::test]
 async fn a_redis_at_maxclients_is_unavailable_naming_the_limit() {
     let redis = testkit::RedisServer::start();
-    let mut held = redis::Client::open(redis.url())
-        .expect("url")
-        .get_connection()
-        .expect("the connection that holds the one place");
-    let mut maxclients = |n: u32| {
-        redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("maxclients")
-            .arg(n)
-            .query::<()>(&mut held)
-            .expect("CONFIG SET maxclients");
-    };
-    maxclients(1);
-    for _ in 0..5 {
-        let err = Client::connect(&redis.url())
-            .await
-            .expect_err("no room for another client");
-        assert!(matches!(err, client::Error::Unavailable { .. }), "{err:?}");
-        assert!(
-            err.to_string().contains("max number of clients reached"),
-            "{err}"
-        );
-    }
-    maxclients(10_000);
-    let client = Client::connect(&redis.url()).await.expect("room again");
-    client.ping().await.expect("PING");
+    common::at_maxclients_each_connect_names_the_limit(&redis, &redis.url()).await;
 }

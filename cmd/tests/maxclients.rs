@@ -87,19 +87,7 @@ fn a_worker_whose_blocking_connection_redis_refuses_backs_off_and_logs_once() {
          {rejected} connections; the log:\n{}",
         log.lines().take(12).collect::<Vec<_>>().join("\n")
     );
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxclients")
-        .arg(10_000)
-        .query(&mut conn)
-        .expect("CONFIG SET maxclients");
-    // Room again: the outage ends and the circle serves.
-    testkit::wait_for("the worker back", Duration::from_secs(10), || {
-        o.stderr()[logged_before..]
-            .contains("worker for queue alpha is connected to redis again")
-            .then_some(())
-    });
-    assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+    room_again_and_back(&mut o, &mut conn, logged_before);
 }
 
 #[test]
@@ -124,11 +112,18 @@ fn over_tls_the_worker_row_says_redis_is_at_maxclients() {
         "Alpha (id 1): worker Reconnecting: redis is at maxclients",
         Duration::from_secs(10),
     );
+    room_again_and_back(&mut o, &mut conn, logged_before);
+}
+
+/// Room again (`maxclients` back to Redis's default): the outage ends, the
+/// worker says so after the log's first `logged_before` bytes, and the
+/// orchestrator stops cleanly.
+fn room_again_and_back(o: &mut Orchestrator, conn: &mut redis::Connection, logged_before: usize) {
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
         .arg("maxclients")
         .arg(10_000)
-        .query(&mut conn)
+        .query(conn)
         .expect("CONFIG SET maxclients");
     testkit::wait_for("the worker back", Duration::from_secs(10), || {
         o.stderr()[logged_before..]

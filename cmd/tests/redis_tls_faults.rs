@@ -15,6 +15,21 @@ use common::{Sandbox, port, run_to_end};
 
 const PASSWORD: &str = "pw-TLS-f4u1t5-never-printed";
 
+/// Runs the orchestrator on a circle Alpha at the Redis `url`, trusting
+/// `ca` (`--redis-ca`) when given, to its end, which must be exit 1;
+/// returns its stdout and stderr.
+fn start_fails(sandbox: &Sandbox, url: &str, ca: Option<&Path>) -> (String, String) {
+    let config = sandbox.circles(&[(1, "Alpha", port())]);
+    let data = tempfile::tempdir_in(sandbox.path()).expect("data dir");
+    let mut cmd = sandbox.serve_command(&config, url, data.path());
+    if let Some(ca) = ca {
+        cmd.args(["--redis-ca", path(ca)]);
+    }
+    let (status, out, err) = run_to_end(cmd, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "{out}\n{err}");
+    (out, err)
+}
+
 #[test]
 fn a_tls_handshake_nobody_answers_stops_the_start_with_exit_1_naming_the_url() {
     // A listener that accepts and never says a word: the handshake waits
@@ -30,10 +45,7 @@ fn a_tls_handshake_nobody_answers_stops_the_start_with_exit_1_naming_the_url() {
         }
     });
     let url = format!("rediss://127.0.0.1:{at}");
-    let config = sandbox.circles(&[(1, "Alpha", port())]);
-    let cmd = sandbox.serve_command(&config, &url, &sandbox.data_dir());
-    let (status, out, err) = run_to_end(cmd, Duration::from_secs(60));
-    assert_eq!(status.code(), Some(1), "{out}\n{err}");
+    let (_, err) = start_fails(&sandbox, &url, None);
     assert!(
         err.contains(&format!(
             "cannot connect the task client to redis at {url}. Fix: check that a Redis server"
@@ -52,11 +64,7 @@ fn a_wrong_password_over_tls_exits_1_saying_authentication_failed() {
         "+OK\r\n"
     );
     let url = format!("rediss://:{PASSWORD}-wrong@127.0.0.1:{}", redis.tls_port());
-    let config = sandbox.circles(&[(1, "Alpha", port())]);
-    let mut cmd = sandbox.serve_command(&config, &url, &sandbox.data_dir());
-    cmd.args(["--redis-ca", path(&cert)]);
-    let (status, out, err) = run_to_end(cmd, Duration::from_secs(60));
-    assert_eq!(status.code(), Some(1), "{out}\n{err}");
+    let (out, err) = start_fails(&sandbox, &url, Some(&cert));
     assert!(
         err.contains(&format!(
             "cannot connect the task client to redis at rediss://127.0.0.1:{}",
@@ -73,16 +81,10 @@ fn a_wrong_password_over_tls_exits_1_saying_authentication_failed() {
 }
 
 /// Starts the orchestrator at a `rediss://` Redis whose certificate is
-/// `cert`, trusting it with `--redis-ca`; the start's error, which must
-/// end it with exit 1.
+/// `cert`, trusting it with `--redis-ca`; the start's error (exit 1).
 fn start_refused(sandbox: &Sandbox, cert: &Path, key: &Path) -> String {
     let redis = testkit::RedisServer::start_tls(cert, key);
-    let config = sandbox.circles(&[(1, "Alpha", port())]);
-    let data = tempfile::tempdir_in(sandbox.path()).expect("data dir");
-    let mut cmd = sandbox.serve_command(&config, &redis.tls_url(), data.path());
-    cmd.args(["--redis-ca", path(cert)]);
-    let (status, out, err) = run_to_end(cmd, Duration::from_secs(60));
-    assert_eq!(status.code(), Some(1), "{out}\n{err}");
+    let (_, err) = start_fails(sandbox, &redis.tls_url(), Some(cert));
     let first = err
         .lines()
         .find(|l| l.starts_with("circles_orchestrator: error:"))
@@ -142,12 +144,8 @@ fn a_redis_that_wants_a_client_certificate_stops_the_start_saying_so() {
         "--tls-auth-clients",
         "yes",
     ]);
-    let config = sandbox.circles(&[(1, "Alpha", port())]);
     let url = format!("rediss://127.0.0.1:{tls_port}");
-    let mut cmd = sandbox.serve_command(&config, &url, &sandbox.data_dir());
-    cmd.args(["--redis-ca", path(&cert)]);
-    let (status, out, err) = run_to_end(cmd, Duration::from_secs(60));
-    assert_eq!(status.code(), Some(1), "{out}\n{err}");
+    let (_, err) = start_fails(&sandbox, &url, Some(&cert));
     assert!(
         err.contains(&format!(
             "cannot connect the task client to redis at {url}: Redis asks for a client \
@@ -166,12 +164,8 @@ fn a_tls_redis_at_maxclients_at_start_is_said_to_be_a_likely_cause() {
     let (redis, tls_port) = persistent_tls_redis(&cert, &key);
     let _held = std::net::TcpStream::connect(("127.0.0.1", redis.port())).expect("connect");
     assert_eq!(command(redis.port(), "CONFIG SET maxclients 1"), "+OK\r\n");
-    let config = sandbox.circles(&[(1, "Alpha", port())]);
     let url = format!("rediss://127.0.0.1:{tls_port}");
-    let mut cmd = sandbox.serve_command(&config, &url, &sandbox.data_dir());
-    cmd.args(["--redis-ca", path(&cert)]);
-    let (status, out, err) = run_to_end(cmd, Duration::from_secs(60));
-    assert_eq!(status.code(), Some(1), "{out}\n{err}");
+    let (_, err) = start_fails(&sandbox, &url, Some(&cert));
     assert!(
         err.contains(&format!(
             "cannot connect the task client to redis at {url}: Redis closed the connection \

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::redis_tls::{
     LOCAL, Validity, as_admin, certificate, command, path, persistent_tls_redis,
 };
-use common::{Orchestrator, Sandbox, connect, output, port, recv, send};
+use common::{Orchestrator, Sandbox, connect, output, output_once_served, port, recv, send};
 use serde_json::json;
 
 const PASSWORD: &str = "pw-TLS-0utag3-never-printed";
@@ -96,15 +96,10 @@ async fn redis_back_with_a_certificate_the_ca_does_not_trust_is_named_in_the_wor
     std::fs::write(&cert, trusted_cert).expect("restore the certificate");
     std::fs::write(&key, trusted_key).expect("restore the key");
     redis.restart();
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let reply = common::play(&mut ws, 3, "40 + 2").await;
-        if reply["result"]["output"] == "42" {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{reply}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert_eq!(
+        output_once_served(&mut ws, "40 + 2", Duration::from_secs(15)).await,
+        "42"
+    );
     assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
 }
 
@@ -126,15 +121,10 @@ async fn a_circle_cut_off_from_its_tls_redis_serves_again_once_the_cut_heals() {
     proxy.freeze();
     o.wait_stdout("Alpha (id 1): worker Lease lost", Duration::from_secs(30));
     proxy.thaw();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let reply = common::play(&mut ws, 3, "db::get(1)").await;
-        if reply["result"]["output"] == "kept" {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{reply}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert_eq!(
+        output_once_served(&mut ws, "db::get(1)", Duration::from_secs(30)).await,
+        "kept"
+    );
     assert_eq!(output(&mut ws, "db::next_id()").await, "2");
     assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
 }
@@ -169,15 +159,10 @@ async fn a_password_changed_under_a_serving_orchestrator_is_named_in_the_worker_
         Duration::from_secs(15),
     );
     as_admin(redis.port(), other, &[&set]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let reply = common::play(&mut ws, 3, "40 + 2").await;
-        if reply["result"]["output"] == "42" {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{reply}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert_eq!(
+        output_once_served(&mut ws, "40 + 2", Duration::from_secs(15)).await,
+        "42"
+    );
     assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
     for output in [o.stdout(), o.stderr()] {
         assert!(
@@ -232,15 +217,7 @@ async fn over_tls_plays_through_a_redis_kill_are_stored_once_if_acknowledged_and
     }
     let mut ws = connect(alpha).await;
     let dump = "let s = \"\"; for i in 1..db::next_id() { if db::exists(i) { s += db::get(i) + \",\"; } } s";
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let stored = loop {
-        let reply = common::play(&mut ws, 999, dump).await;
-        if let Some(out) = reply["result"]["output"].as_str() {
-            break out.to_string();
-        }
-        assert!(std::time::Instant::now() < deadline, "{reply}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let stored = output_once_served(&mut ws, dump, Duration::from_secs(30)).await;
     let stored: Vec<&str> = stored.split(',').filter(|s| !s.is_empty()).collect();
     let mut acknowledged = 0;
     for (key, reply) in &replies {

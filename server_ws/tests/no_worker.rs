@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Fixture, QUEUE, call, code, eventually, play, redis_conn};
+use common::{Fixture, QUEUE, Ws, call, code, eventually, play, redis_conn};
 use redis::AsyncCommands;
 use server_ws::{ServerTiming, WorkerSight};
 use tokio_util::sync::CancellationToken;
@@ -24,6 +24,70 @@ fn keep_looking(sight: WorkerSight, live: bool, stop: CancellationToken) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
+}
+
+/// A circle (id 3, tasks timing out after 2 s) on `redis` whose sight sees
+/// a live worker until `alive` is cancelled, with a client's play
+/// `echo:late` queued.
+struct Queued {
+    fx: Fixture,
+    sight: WorkerSight,
+    alive: CancellationToken,
+    ws: Ws,
+    redis: redis::aio::MultiplexedConnection,
+}
+
+impl Queued {
+    async fn start(redis: testkit::RedisServer) -> Queued {
+        let sight = WorkerSight::new(3, Duration::from_millis(300));
+        let seen = sight.clone();
+        let fx = Fixture::start_on(
+            redis,
+            |c| {
+                c.workers = Some(seen);
+                c.task_timeout = Duration::from_secs(2);
+            },
+            ServerTiming::default(),
+            false,
+        )
+        .await;
+        let alive = CancellationToken::new();
+        keep_looking(sight.clone(), true, alive.clone());
+        eventually("a live worker to be seen", || sight.live() == Some(true)).await;
+        let mut ws = fx.connect().await;
+        common::send(&mut ws, &play(1, "echo:late")).await;
+        let redis = redis_conn(&fx).await;
+        let queue = client::keys::tasks(QUEUE);
+        common::eventually_async("the task to be queued", || {
+            let mut redis = redis.clone();
+            let queue = queue.clone();
+            async move { redis.llen::<_, u64>(&queue).await.expect("llen") == 1 }
+        })
+        .await;
+        Queued {
+            fx,
+            sight,
+            alive,
+            ws,
+            redis,
+        }
+    }
+
+    /// The worker dies: from now on no live worker is seen (until the
+    /// token returned is cancelled). Returns the play's answer, -32002, and
+    /// its task's id.
+    async fn workers_gone(&mut self) -> (serde_json::Value, String, CancellationToken) {
+        self.alive.cancel();
+        let gone = CancellationToken::new();
+        keep_looking(self.sight.clone(), false, gone.clone());
+        let reply = common::recv(&mut self.ws).await;
+        assert_eq!(code(&reply), -32002, "{reply}");
+        let task_id = reply["error"]["data"]["task_id"]
+            .as_str()
+            .expect("the task id of the submitted task")
+            .to_owned();
+        (reply, task_id, gone)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,47 +121,14 @@ async fn a_circle_without_a_live_worker_answers_play_with_32002_naming_it_and_qu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_that_times_out_after_the_workers_went_is_answered_32002_and_never_runs() {
-    let sight = WorkerSight::new(3, Duration::from_millis(300));
-    let seen = sight.clone();
-    let mut fx = Fixture::start_with(
-        |c| {
-            c.workers = Some(seen);
-            c.task_timeout = Duration::from_secs(2);
-        },
-        ServerTiming::default(),
-        false,
-    )
-    .await;
-    let alive = CancellationToken::new();
-    keep_looking(sight.clone(), true, alive.clone());
-    eventually("a live worker to be seen", || sight.live() == Some(true)).await;
-
-    let mut ws = fx.connect().await;
-    common::send(&mut ws, &play(1, "echo:late")).await;
-    let mut redis = redis_conn(&fx).await;
-    let queue = client::keys::tasks(QUEUE);
-    common::eventually_async("the task to be queued", || {
-        let mut redis = redis.clone();
-        let queue = queue.clone();
-        async move { redis.llen::<_, u64>(&queue).await.expect("llen") == 1 }
-    })
-    .await;
-    // The worker dies: from now on no live worker is seen.
-    alive.cancel();
-    let gone = CancellationToken::new();
-    keep_looking(sight.clone(), false, gone.clone());
-
-    let reply = common::recv(&mut ws).await;
-    assert_eq!(code(&reply), -32002, "{reply}");
+    let mut q = Queued::start(testkit::RedisServer::start()).await;
+    let (reply, task_id, gone) = q.workers_gone().await;
     let message = reply["error"]["message"].as_str().unwrap_or_default();
     assert!(
         message.starts_with("no live worker for circle Test Circle (3)"),
         "{reply}"
     );
-    let task_id = reply["error"]["data"]["task_id"]
-        .as_str()
-        .expect("the task id of the submitted task")
-        .to_owned();
+    let mut redis = q.redis.clone();
     let details = client::keys::task_details(&task_id);
     let cancel: Option<String> = redis.hget(&details, "cancel").await.expect("hget");
     assert!(
@@ -107,8 +138,8 @@ async fn a_task_that_times_out_after_the_workers_went_is_answered_32002_and_neve
 
     // A worker comes up: it ends the task without running it.
     tokio::spawn(common::stand_in_worker(
-        fx.redis.url(),
-        fx.worker_token.clone(),
+        q.fx.redis.url(),
+        q.fx.worker_token.clone(),
     ));
     common::eventually_async("the task to end", || {
         let mut redis = redis.clone();
@@ -124,7 +155,7 @@ async fn a_task_that_times_out_after_the_workers_went_is_answered_32002_and_neve
     let output: Option<String> = redis.hget(&details, "output").await.expect("hget");
     assert_eq!(output, None, "it never ran");
     gone.cancel();
-    fx.shut_down().await.expect("shut down");
+    q.fx.shut_down().await.expect("shut down");
 }
 
 /// As above, while Redis refuses the cancel (here its ACL, for a moment; as
@@ -133,55 +164,22 @@ async fn a_task_that_times_out_after_the_workers_went_is_answered_32002_and_neve
 /// written then, and no worker runs the task.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_answered_32002_for_want_of_a_worker_whose_cancel_redis_refused_never_runs() {
-    let sight = WorkerSight::new(3, Duration::from_millis(300));
-    let seen = sight.clone();
-    let mut fx = Fixture::start_on(
-        testkit::RedisServer::start_persistent(),
-        |c| {
-            c.workers = Some(seen);
-            c.task_timeout = Duration::from_secs(2);
-        },
-        ServerTiming::default(),
-        false,
-    )
-    .await;
-    let alive = CancellationToken::new();
-    keep_looking(sight.clone(), true, alive.clone());
-    eventually("a live worker to be seen", || sight.live() == Some(true)).await;
-
-    let mut ws = fx.connect().await;
-    common::send(&mut ws, &play(1, "echo:late")).await;
-    let redis = redis_conn(&fx).await;
-    let queue = client::keys::tasks(QUEUE);
-    common::eventually_async("the task to be queued", || {
-        let mut redis = redis.clone();
-        let queue = queue.clone();
-        async move { redis.llen::<_, u64>(&queue).await.expect("llen") == 1 }
-    })
-    .await;
+    let mut q = Queued::start(testkit::RedisServer::start_persistent()).await;
     // Not persisted: the restart below lifts it.
     assert_eq!(
         testkit::command(
-            fx.redis.port(),
+            q.fx.redis.port(),
             &["ACL", "SETUSER", "default", "-eval", "-evalsha"],
         ),
         Ok(testkit::Reply::Status("OK".into()))
     );
-    alive.cancel();
-    let gone = CancellationToken::new();
-    keep_looking(sight.clone(), false, gone.clone());
-    let reply = common::recv(&mut ws).await;
-    assert_eq!(code(&reply), -32002, "{reply}");
-    let task_id = reply["error"]["data"]["task_id"]
-        .as_str()
-        .expect("the task id of the submitted task")
-        .to_owned();
-    fx.redis.restart_with_clock(-60);
+    let (_, task_id, gone) = q.workers_gone().await;
+    q.fx.redis.restart_with_clock(-60);
 
     // The cancel comes back with Redis (a reconnect and a retry, at most a
     // few seconds); the claim below says whether it did.
-    let _ = common::cancel_written(fx.redis.port(), &task_id).await;
-    let claim = common::late_claim(&fx.redis.url(), QUEUE).await;
+    let _ = common::cancel_written(q.fx.redis.port(), &task_id).await;
+    let claim = common::late_claim(&q.fx.redis.url(), QUEUE).await;
     assert!(
         matches!(claim, Some(client::broker::Claim::Cancelled { .. })),
         "a worker was handed the task its client was answered -32002 for: {claim:?}"

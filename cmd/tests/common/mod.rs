@@ -453,6 +453,24 @@ pub async fn output(ws: &mut Ws, script: &str) -> String {
         .to_string()
 }
 
+/// The `output` of the first successful play of `script` within `timeout`,
+/// one try every 100 ms (a circle serving again after an outage); panics
+/// with the last reply otherwise.
+pub async fn output_once_served(ws: &mut Ws, script: &str, timeout: Duration) -> String {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let reply = play(ws, 1, script).await;
+        if let Some(out) = reply["result"]["output"].as_str() {
+            return out.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "play {script:?} failed for {timeout:?}: {reply}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A fresh free loopback port.
 pub fn port() -> u16 {
     testkit::free_port()
