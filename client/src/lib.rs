@@ -178,6 +178,38 @@ impl Error {
     pub fn at_maxclients(&self) -> bool {
         matches!(self, Error::Unavailable { reason, .. } if reason.contains(conn::MAXCLIENTS))
     }
+
+    /// Whether Redis answers and refuses the URL's password (wrong, changed
+    /// since, or its ACL user disabled).
+    pub fn password_refused(&self) -> bool {
+        self.unavailable_because(|reason| {
+            let reason = reason.to_ascii_lowercase();
+            reason.contains("authentication failed") || reason.contains("wrongpass")
+        })
+    }
+
+    /// Whether Redis, over TLS, asks for a client certificate (its
+    /// `tls-auth-clients yes`), which this client does not send.
+    pub fn client_certificate_wanted(&self) -> bool {
+        self.unavailable_because(|reason| reason.contains("CertificateRequired"))
+    }
+
+    /// The words rustls gives for a Redis certificate it does not take
+    /// (`BadSignature`, `certificate expired: …`), when that is why Redis
+    /// is unavailable.
+    pub fn untrusted_certificate(&self) -> Option<&str> {
+        const UNTRUSTED: &str = "invalid peer certificate:";
+        match self {
+            Error::Unavailable { reason, .. } => {
+                reason.split_once(UNTRUSTED).map(|(_, why)| why.trim())
+            }
+            _ => None,
+        }
+    }
+
+    fn unavailable_because(&self, says: impl FnOnce(&str) -> bool) -> bool {
+        matches!(self, Error::Unavailable { reason, .. } if says(reason))
+    }
 }
 
 /// `Result` with [`Error`].

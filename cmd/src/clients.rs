@@ -162,8 +162,8 @@ pub async fn connect(
         bail!("{failing}: {why}");
     }
     if let Err(e) = &connected
-        && let Some(why) = untrusted_certificate(url, &e.to_string())
-            .or_else(|| client_certificate_wanted(url, &e.to_string()))
+        && let Some(why) = untrusted_certificate(url, e)
+            .or_else(|| client_certificate_wanted(url, e))
             .or_else(|| closed_in_handshake(url, &e.to_string()))
     {
         return Err(anyhow::anyhow!(e.to_string()).context(format!("{failing}: {why}")));
@@ -174,8 +174,8 @@ pub async fn connect(
 /// What to say when a `rediss://` Redis refused the handshake for want of
 /// a client certificate (its `tls-auth-clients yes`, the default): this
 /// program sends none. `None` for any other failure.
-fn client_certificate_wanted(url: &RedisUrl, error: &str) -> Option<String> {
-    (url.is_tls() && error.contains("CertificateRequired")).then(|| {
+fn client_certificate_wanted(url: &RedisUrl, error: &client::Error) -> Option<String> {
+    (url.is_tls() && error.client_certificate_wanted()).then(|| {
         "Redis asks for a client certificate (mutual TLS), which this program does not send. \
          Fix: set tls-auth-clients no (or optional) in Redis's configuration"
             .to_string()
@@ -196,13 +196,11 @@ fn closed_in_handshake(url: &RedisUrl, error: &str) -> Option<String> {
 }
 
 /// What to say when a `rediss://` connection failed because the server's
-/// certificate was not trusted (rustls names why in `error`: the name of
-/// its error, or the sentence it writes for one that carries the times or
-/// names involved); `None` for any other failure.
-fn untrusted_certificate(url: &RedisUrl, error: &str) -> Option<String> {
-    if !url.is_tls() || !error.contains("invalid peer certificate") {
-        return None;
-    }
+/// certificate was not trusted (rustls names why: the name of its error,
+/// or the sentence it writes for one that carries the times or names
+/// involved); `None` for any other failure.
+fn untrusted_certificate(url: &RedisUrl, error: &client::Error) -> Option<String> {
+    let error = error.untrusted_certificate().filter(|_| url.is_tls())?;
     let fix = "pass the CA that signed it, or the self-signed certificate itself, with \
                --redis-ca PEM";
     let has = |marks: &[&str]| marks.iter().any(|m| error.contains(m));

@@ -124,9 +124,6 @@ impl WorkerStatus {
     }
 }
 
-/// What rustls' error says of a server certificate it does not take.
-const UNTRUSTED: &str = "invalid peer certificate:";
-
 /// A few words on why Redis cannot be used, for the status table (the log
 /// has the whole error).
 pub(crate) fn outage_reason(err: &client::Error) -> String {
@@ -143,25 +140,16 @@ pub(crate) fn outage_reason(err: &client::Error) -> String {
         client::Error::Unavailable { .. } if err.at_maxclients() => {
             "redis is at maxclients".to_string()
         }
-        // Redis answers and refuses the URL's password (it changed, or
-        // the ACL user was disabled).
-        client::Error::Unavailable { reason, .. }
-            if ["authentication failed", "wrongpass"]
-                .iter()
-                .any(|words| reason.to_ascii_lowercase().contains(words)) =>
-        {
+        client::Error::Unavailable { .. } if err.password_refused() => {
             "redis refuses the password (authentication failed)".to_string()
         }
-        // Redis, over TLS, wants a client certificate, which this process
-        // does not send (its `tls-auth-clients yes`).
-        client::Error::Unavailable { reason, .. } if reason.contains("CertificateRequired") => {
+        client::Error::Unavailable { .. } if err.client_certificate_wanted() => {
             "redis asks for a client certificate (set its tls-auth-clients no)".to_string()
         }
-        // Redis answers, over TLS, with a certificate this process does
-        // not take (another CA's, expired): the first words of rustls'
-        // reason say which.
-        client::Error::Unavailable { reason, .. } if reason.contains(UNTRUSTED) => {
-            let (_, why) = reason.split_once(UNTRUSTED).unwrap_or_default();
+        // Another CA's certificate, an expired one: the first words of
+        // rustls' reason say which.
+        client::Error::Unavailable { .. } if err.untrusted_certificate().is_some() => {
+            let why = err.untrusted_certificate().unwrap_or_default();
             let why = why.split([':', ';']).next().unwrap_or_default().trim();
             format!("the certificate of redis is not trusted ({why})")
         }
