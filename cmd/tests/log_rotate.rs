@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::logs::{
-    Immutable, PLAY_LINES, Player, logrotate, play_lengths, played, read_log, wait_for,
+    Immutable, PLAY_LINES, Player, logrotate, play_lengths, played, read_log, wait_for, wait_played,
     wait_running,
 };
 use common::tmux::Live;
@@ -187,8 +187,10 @@ async fn logrotate_copytruncate_leaves_no_hole_and_loses_no_line_before_or_after
     );
     let mut ws = connect(circle).await;
     play_lengths(&mut ws, 10..20).await;
+    wait_played(&path, 19);
     logrotate(sandbox.path(), &rotate);
     play_lengths(&mut ws, 20..30).await;
+    wait_played(&path, 29);
     let text = read_log(&path);
     assert!(text.starts_with('['), "{text:?}");
     assert_eq!(played(&text), (20..30).collect::<Vec<_>>(), "{text}");

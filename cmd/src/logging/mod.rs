@@ -183,14 +183,20 @@ impl Write for Appender {
     }
 }
 
-/// Opens the live-mode log file's path again (after `logrotate` moved the
-/// file away, lines go to a new file there; a directory deleted with it is
+/// Opens the live-mode log file's path again, once the lines queued so far
+/// are written (after `logrotate` moved the file away, lines go to a new
+/// file there; a directory deleted with it is
 /// made again, as at start); without a log file, nothing. A path that
 /// cannot be opened keeps the file it had, and says so there.
 pub fn reopen() {
     let Some(log) = LOG_FILE.get() else {
         return;
     };
+    // The lines logged before the signal go to the file they were logged
+    // for (a file that blocks holds them back at most this long).
+    if let Some(queue) = QUEUE.get() {
+        queue.flush(Duration::from_millis(500));
+    }
     let opened = match open(&log.path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => log
             .path

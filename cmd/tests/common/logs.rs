@@ -37,6 +37,12 @@ pub fn script(len: usize) -> String {
     format!("{:<len$}", "40 + 2")
 }
 
+/// Waits until the log at `path` holds the play line of `len` bytes (the
+/// log is written by a thread of its own, a moment after the reply).
+pub fn wait_played(path: &Path, len: usize) -> String {
+    wait_for(path, &format!("play ({len} bytes)"))
+}
+
 /// Plays the scripts of lengths `lens`, one after another.
 pub async fn play_lengths(ws: &mut super::Ws, lens: std::ops::Range<usize>) {
     for len in lens {
