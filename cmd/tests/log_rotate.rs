@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::logs::{
-    Immutable, PLAY_LINES, Player, logrotate, play_lengths, played, read_log, wait_for, wait_played,
-    wait_running,
+    Immutable, PLAY_LINES, Player, logrotate, play_lengths, played, read_log, wait_for,
+    wait_played, wait_running,
 };
 use common::tmux::Live;
 use common::{Sandbox, connect, output, port, send};
