@@ -335,6 +335,8 @@ async fn a_worker_host_cut_off_stops_before_its_lease_expires_and_a_standby_take
     }
     let expires_ms = expires_ms.expect("the lease was held at the cut");
     worker.wait_stdout("Lease lost", Duration::from_secs(30));
+    // The log's own thread writes the line a moment after the row shows.
+    worker.wait_stderr("lease of queue north lost", Duration::from_secs(30));
     let logged = worker
         .stderr()
         .lines()

@@ -344,6 +344,8 @@ fn a_partitioned_worker_stops_before_its_lease_expires_and_takes_nothing_after()
         row.contains("Alpha") && row.contains("not renewed"),
         "{row}"
     );
+    // The log's own thread writes the line a moment after the row shows.
+    o.wait_stderr("lease of queue alpha lost", WAIT);
     let logged = o
         .stderr()
         .lines()
@@ -366,11 +368,7 @@ fn a_partitioned_worker_stops_before_its_lease_expires_and_takes_nothing_after()
     submit(&mut conn, "later", "1");
     proxy.thaw();
     o.wait_stdout("lease of queue alpha lost to", WAIT);
-    assert!(
-        o.stderr().contains("pid 4242 on host other-host"),
-        "{}",
-        o.stderr()
-    );
+    o.wait_stderr("pid 4242 on host other-host", WAIT);
     assert_eq!(
         field(&mut conn, "later", "status").as_deref(),
         Some("pending")

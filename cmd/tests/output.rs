@@ -369,8 +369,10 @@ async fn a_live_table_whose_terminal_is_gone_serves_on_and_says_so_once() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut ws = connect(circle).await;
     assert_eq!(output(&mut ws, "40 + 2").await, "42", "it serves on");
-    let log =
-        std::fs::read_to_string(sandbox.data_dir().join("orchestrator.log")).expect("the log file");
+    let log = common::logs::wait_for(
+        &sandbox.data_dir().join("orchestrator.log"),
+        "cannot draw the status table",
+    );
     let failures = log.matches("cannot draw the status table").count();
     assert_eq!(failures, 1, "{log}");
     live.stop();
