@@ -80,8 +80,9 @@ fn a_worker_stopped_past_its_lease_does_not_run_the_task_claimed_for_it_meanwhil
         .arg(client::keys::task_details("t"))
         .query(&mut conn)
         .expect("hgetall");
-    let ran_on_first = first.stderr().contains("task t running");
     first.stop();
+    // Read once it exited: its log's thread has written every line.
+    let ran_on_first = first.stderr().contains("task t running");
     standby.stop();
     assert!(
         !ran_on_first,

@@ -34,6 +34,8 @@ fn serves_or_exits(o: &mut Orchestrator) -> bool {
             return true;
         }
         if let Ok(Some(_)) = o.child.try_wait() {
+            // Its last lines, still in the pipes, are read first.
+            o.wait_exit(Duration::from_secs(5));
             return false;
         }
         assert!(Instant::now() < deadline, "neither served nor exited");
