@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::logs::{
-    Immutable, PLAY_LINES, Player, logrotate, play_lengths, played, read_log, wait_for,
+    FIRST, Immutable, PLAY_LINES, Player, logrotate, play_lengths, played, read_log, wait_for,
     wait_played, wait_running,
 };
 use common::tmux::Live;
@@ -200,6 +200,9 @@ async fn logrotate_copytruncate_leaves_no_hole_and_loses_no_line_before_or_after
     // the truncation are all there.
     let player = Player::start(circle).await;
     player.wait_more(5);
+    // The copy holds the first five plays' lines: copytruncate sends no
+    // signal, so nothing writes the queued lines before it copies.
+    wait_played(&path, FIRST + 4);
     logrotate(sandbox.path(), &rotate);
     player.wait_more(5);
     let lens = player.finish().await;
