@@ -116,7 +116,7 @@ fn main() -> ExitCode {
             for cause in error.chain().skip(1) {
                 message.push_str(&format!("  caused by: {cause}\n"));
             }
-            stdout::tell(&message);
+            logging::tell_at_exit(&message);
             ExitCode::from(exit_code_of(&error))
         }
     }

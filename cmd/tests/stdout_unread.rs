@@ -1,7 +1,8 @@
 //! An orchestrator whose stdout nobody reads (a full pipe, a stalled
 //! journal) still serves, also on one CPU, and stops on SIGTERM, at once
-//! on a second one; one whose stderr nobody reads serves too, and its log
-//! lines come out once they are read.
+//! on a second one; one whose stderr nobody reads serves too, exits also
+//! with an error to tell there, and its log lines come out once they are
+//! read.
 
 mod common;
 
@@ -219,5 +220,68 @@ async fn a_stderr_nobody_reads_stops_no_circle_and_its_lines_come_once_read() {
     assert!(
         started.is_some() && stopped.is_some() && started < stopped,
         "the start-up and shutdown lines, in order, once stderr is read:\n{lines}"
+    );
+}
+
+/// A second SIGTERM "stops at once (exit 1)" (README) also while stderr is
+/// a pipe nobody reads (a stalled journal): the log's lines and the error
+/// that says why it stopped wait at most the exit's bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_stops_at_once_while_stderr_is_a_full_pipe_nobody_reads() {
+    let redis = testkit::RedisServer::start();
+    let sandbox = Sandbox::new();
+    let circle = port();
+    let config = sandbox.circles(&[(1, "Alpha", circle)]);
+    let (_pipe, write) = full_pipe();
+    let mut cmd = sandbox.serve_command(&config, &redis.url(), &sandbox.data_dir());
+    cmd.args([
+        "--script-timeout",
+        "120s",
+        "--max-operations",
+        "100000000000",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::from(write));
+    let mut child = cmd.spawn().expect("spawn");
+    drop(cmd);
+    let _orphan = KillOnDrop(child.id());
+    // A notification whose script runs until its timeout keeps the drain
+    // waiting.
+    let mut ws = connect(circle).await;
+    let request = serde_json::json!({"jsonrpc": "2.0", "method": "play",
+        "params": {"script": "loop { }"}});
+    common::send(&mut ws, &request.to_string()).await;
+    common::logs::wait_running(redis.port());
+    kill(child.id(), "TERM");
+    std::thread::sleep(Duration::from_secs(1));
+    kill(child.id(), "TERM");
+    // Sooner than the drain (5 s + the grace) the first signal started.
+    let status = exit_within(&mut child, Duration::from_millis(4_500));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(1),
+        "a second SIGTERM with stderr a full pipe did not stop the orchestrator at once"
+    );
+}
+
+/// A configuration error (exit 2, before any log line) while stderr is a
+/// pipe nobody reads: the message waits at most the exit's bound.
+#[test]
+fn a_config_error_exits_2_while_stderr_is_a_full_pipe_nobody_reads() {
+    let sandbox = Sandbox::new();
+    let config = sandbox.write("circles.json", "[{\"id\": 1,");
+    let (_pipe, write) = full_pipe();
+    let mut cmd = sandbox.command();
+    cmd.arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(write));
+    let mut child = cmd.spawn().expect("spawn");
+    drop(cmd);
+    let _orphan = KillOnDrop(child.id());
+    let status = exit_within(&mut child, Duration::from_secs(20));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(2),
+        "a configuration error with stderr a full pipe did not end the process"
     );
 }

@@ -9,7 +9,8 @@
 //!
 //! Lines are written by a thread of their own ([`queue`]): a stderr nobody
 //! reads or a slow log file holds that thread, never one that logs. At exit
-//! [`flush`] writes what is queued, waiting at most a second.
+//! [`flush`] writes what is queued, waiting at most a second, and
+//! [`tell_at_exit`] the error the process exits with, as long again.
 //!
 //! Two formats (`--log-format`): `text`, env_logger's own line (the ids a
 //! line is about are in its message), and `json`, one object per line for
@@ -126,11 +127,37 @@ fn start_writer(mut out: Box<dyn Write + Send>) -> anyhow::Result<&'static queue
     Ok(queue)
 }
 
-/// Writes what is queued for the log, waiting at most a second for a
+/// How long the exit waits for the log's last lines, and then for its
+/// error message, when their destination blocks.
+const EXIT_BOUND: Duration = Duration::from_secs(1);
+
+/// Writes what is queued for the log, waiting at most [`EXIT_BOUND`] for a
 /// destination that blocks; without a logger, nothing.
 pub fn flush() {
     if let Some(queue) = QUEUE.get() {
-        queue.flush(Duration::from_secs(1));
+        queue.flush(EXIT_BOUND);
+    }
+}
+
+/// Writes `text` (the error a command exits with) to stderr, waiting at
+/// most [`EXIT_BOUND`]: a stderr nobody reads (a full pipe, a stalled
+/// journal) holds the log's writer thread in its write, and stderr's lock
+/// with it, so the write is left to a thread of its own, which the exit
+/// ends.
+pub fn tell_at_exit(text: &str) {
+    let (done, written) = std::sync::mpsc::channel();
+    let message = text.to_owned();
+    let telling = std::thread::Builder::new()
+        .name("exit-message".into())
+        .spawn(move || {
+            crate::stdout::tell(&message);
+            let _ = done.send(());
+        });
+    match telling {
+        Ok(_) => {
+            let _ = written.recv_timeout(EXIT_BOUND);
+        }
+        Err(_) => crate::stdout::tell(text),
     }
 }
 
