@@ -436,8 +436,9 @@ fn the_console_follows_a_renamed_circle_in_its_circle_list_and_shows_a_refused_r
 
 /// Events come at least once a second: a stream that stays open but
 /// carries nothing more (the orchestrator stopped by SIGSTOP, a proxy or a
-/// link that hangs) is not shown as live; the page says it is reconnecting
-/// and is live again once events come.
+/// link that hangs) is not shown as live; the page says it is reconnecting,
+/// shows no phase of now and says its rows are out of date, and is live
+/// again once events come.
 #[test]
 fn a_stalled_event_stream_is_not_shown_as_live() {
     let mut run = serve();
@@ -454,6 +455,16 @@ fn a_stalled_event_stream_is_not_shown_as_live() {
         seen["stalled"], "live",
         "no event for 6 s, and the page still says live: {seen:#}"
     );
+    // The rows and the phase are the last ones pushed: not shown as now.
+    assert_ne!(seen["stalled_phase"], "running", "{seen:#}");
+    assert!(
+        seen["stalled_note"]
+            .as_str()
+            .is_some_and(|n| n.contains("not updated since")),
+        "the table does not say it is out of date: {seen:#}"
+    );
     assert_eq!(seen["after"], "live", "{seen:#}");
+    assert_eq!(seen["after_phase"], "running", "{seen:#}");
+    assert_eq!(seen["after_note"], Value::Null, "{seen:#}");
     assert_eq!(run.orchestrator.stop().code(), Some(0));
 }

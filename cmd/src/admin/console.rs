@@ -22,7 +22,11 @@ use super::access::Need;
 const INDEX: &str = include_str!("console/index.html");
 
 /// Files under `/assets/`: name, content type, bytes.
-pub const ASSETS: &[(&str, &str, &[u8])] = &[];
+pub const ASSETS: &[(&str, &str, &[u8])] = &[(
+    "console.css",
+    "text/css; charset=utf-8",
+    include_bytes!("console/console.css"),
+)];
 
 /// `GET /`.
 pub async fn index(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
@@ -51,6 +55,7 @@ pub async fn asset(
     match ASSETS.iter().find(|(n, _, _)| *n == name.as_str()) {
         Some((_, content_type, bytes)) => HttpResponse::Ok()
             .insert_header((header::CONTENT_TYPE, *content_type))
+            .insert_header((header::CACHE_CONTROL, "no-cache"))
             .body(*bytes),
         None => HttpResponse::NotFound().body("no such asset\n"),
     }

@@ -5,8 +5,8 @@ orchestrator's), ``circles`` (how many rows the table shows).
 
 The table fills; the orchestrator is stopped (SIGSTOP: its connections stay
 open, nothing more comes) until the page's stream indicator leaves "live",
-or for 10 s (events should have come every second); what it says then is
-the result.
+or for 10 s (events should have come every second); what it says then,
+the header's phase and the note on the table's age are the result.
 The orchestrator is continued (SIGCONT) whatever happens.
 """
 
@@ -18,6 +18,14 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import browserkit  # noqa: E402
+
+
+def stale_note(session):
+    """What the circles' section says of its rows' age, when it shows it."""
+    return session.evaluate(
+        """() => { const n = document.querySelector('#circles-section .stale');
+                   return n && n.offsetParent !== null ? n.textContent : null; }"""
+    )
 
 
 def work(session, job):
@@ -38,6 +46,8 @@ def work(session, job):
         except PlaywrightTimeout:
             pass
         seen["stalled"] = session.text("#stream")
+        seen["stalled_phase"] = session.text("#phase")
+        seen["stalled_note"] = stale_note(session)
     finally:
         os.kill(job["pid"], signal.SIGCONT)
     # Back: the page is live again.
@@ -45,6 +55,8 @@ def work(session, job):
         "() => document.getElementById('stream').textContent === 'live'", timeout=15000
     )
     seen["after"] = session.text("#stream")
+    seen["after_phase"] = session.text("#phase")
+    seen["after_note"] = stale_note(session)
     return seen
 
 

@@ -1,0 +1,187 @@
+//! The browser console at its edges, through the built binary and a real
+//! headless Chromium: the playground's error position after characters a
+//! JavaScript string counts twice, a picked circle that a reload removes, a
+//! token that a reload revokes, and an event stream the admin endpoint
+//! refuses because it holds as many as it takes.
+
+mod common;
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::browser::Browser;
+use common::http::admin_addr;
+use common::{Orchestrator, Sandbox, port, sha256_hex};
+use serde_json::{Value, json};
+
+const WALT: &str = "console-edges-walt-token-3c8e1f5a7b2d";
+const RITA: &str = "console-edges-rita-token-9d4b2e6f1a0c";
+
+/// Rhai counts a script's columns in characters; a JavaScript string counts
+/// an emoji as two. The cursor goes to the error's column in characters;
+/// a run on a circle that a reload removed from the playground's list runs
+/// nowhere else; a run with a token the reload revoked says the token was
+/// refused.
+#[test]
+fn the_playground_marks_the_error_after_emoji_keeps_a_removed_pick_and_names_a_refused_token() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let ports = [port(), port(), port()];
+    let vault = |name: &str, token: &str| {
+        json!({"id": 3, "name": "Vault", "port": ports[2], "principals": [
+            {"name": name, "token_sha256": sha256_hex(token), "role": "write"},
+        ]})
+    };
+    let circles = json!([
+        {"id": 1, "name": "Kitchen", "port": ports[0]},
+        {"id": 2, "name": "Garden", "port": ports[1]},
+        vault("walt", WALT),
+    ]);
+    let config = sandbox.write("circles.json", &circles.to_string());
+    let mut o = Orchestrator::start(&sandbox, &config, &redis.url(), &["--admin", "127.0.0.1:0"]);
+    o.wait_table();
+    let admin = admin_addr(&o.stdout());
+    let reloaded = json!([
+        {"id": 1, "name": "Kitchen", "port": ports[0]},
+        vault("rita", RITA),
+    ]);
+    let seen = Browser::find().timeout(Duration::from_secs(90)).run(
+        "console_playground_edges.py",
+        json!({
+            "url": format!("http://{admin}/"),
+            "admin": format!("http://{admin}"),
+            "config": config,
+            "circles": 3,
+            "open": 1,
+            "removed": 2,
+            "guarded": 3,
+            "token": WALT,
+            "unicode": "let s = \"😀😀\"; s + nope",
+            "reloaded": reloaded.to_string(),
+        }),
+    );
+
+    let unicode = &seen["unicode"];
+    let error = unicode["error"].as_str().unwrap_or_default();
+    assert!(error.contains("line 1, column 19"), "{unicode:#}");
+    assert_eq!(
+        unicode["selected"], "n",
+        "the cursor is not on the error's column: {unicode:#}"
+    );
+
+    assert_eq!(seen["before"]["output"], "walt", "{seen:#}");
+    assert_eq!(seen["reload_code"], 200, "{seen:#}");
+
+    let removed = &seen["removed"];
+    assert_eq!(
+        removed["output"],
+        Value::Null,
+        "a run for the removed circle ran on another: {removed:#}"
+    );
+    assert!(
+        removed["circle"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("Garden") && c.contains("removed")),
+        "{removed:#}"
+    );
+    assert!(
+        removed["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("removed")),
+        "{removed:#}"
+    );
+
+    let revoked = &seen["revoked"];
+    assert_eq!(revoked["state"], "failed", "{revoked:#}");
+    assert!(
+        revoked["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("token") && e.contains("refused")),
+        "a refused token is not named: {revoked:#}"
+    );
+    assert_eq!(seen["pageerrors"], json!([]), "{seen:#}");
+    assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+}
+
+/// A stream from `from` to the admin endpoint at `to`, its answer's head
+/// read: the status code.
+fn stream_from(from: [u8; 4], to: SocketAddr) -> (u16, TcpStream) {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::from((from, 0)).into())
+        .expect("bind the client's address");
+    socket.connect(&to.into()).expect("connect");
+    let mut stream = TcpStream::from(socket);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(stream, "GET /api/events HTTP/1.1\r\nHost: {to}\r\n\r\n").expect("send");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status code: {head}"));
+    (code, stream)
+}
+
+/// The admin endpoint answers a stream past its 64 with 503 and the reason:
+/// the page says that reason instead of only "reconnecting", and is live
+/// once a stream closes.
+#[test]
+fn the_console_says_why_its_event_stream_is_refused_and_is_live_once_there_is_room() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let config = sandbox.circles(&[(1, "Kitchen", port())]);
+    let mut o = Orchestrator::start(&sandbox, &config, &redis.url(), &["--admin", "127.0.0.1:0"]);
+    o.wait_table();
+    let admin = admin_addr(&o.stdout());
+    // 32 a client address: two addresses hold the 64.
+    let mut held: Vec<TcpStream> = [[127, 0, 0, 3], [127, 0, 0, 4]]
+        .iter()
+        .flat_map(|from| (0..32).map(move |_| stream_from(*from, admin)))
+        .map(|(code, s)| {
+            assert_eq!(code, 200);
+            s
+        })
+        .collect();
+    let release = sandbox.path().join("release");
+    let browser = {
+        let url = format!("http://{admin}/");
+        let release = release.clone();
+        std::thread::spawn(move || {
+            Browser::find().timeout(Duration::from_secs(60)).run(
+                "console_streams_full.py",
+                json!({"url": url, "release": release}),
+            )
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !release.exists() && !browser.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "the page never read its indicator"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    held.pop();
+    let seen = browser.join().expect("the browser script");
+    let refused = seen["refused"].as_str().unwrap_or_default();
+    assert!(
+        refused.contains("too many event streams open"),
+        "the page does not say why it gets no updates: {seen:#}"
+    );
+    assert_eq!(seen["after"], "live", "{seen:#}");
+    drop(held);
+    assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+}
