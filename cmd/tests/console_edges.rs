@@ -185,3 +185,42 @@ fn the_console_says_why_its_event_stream_is_refused_and_is_live_once_there_is_ro
     drop(held);
     assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
 }
+
+/// Many circles, each event pushed to the page: text an operator selects in
+/// the table (a URL to copy) stays selected while events come, as no cell
+/// whose text is the same is written again; a chart is drawn when it gets
+/// a sample (or a new name), not at every event.
+#[test]
+fn with_many_circles_a_selection_in_the_table_survives_the_events_and_charts_draw_per_sample() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let count = 60;
+    let circles: Vec<Value> = (1..=count)
+        .map(|id| json!({"id": id, "name": format!("Circle {id}"), "port": port()}))
+        .collect();
+    let config = sandbox.write("circles.json", &Value::from(circles.clone()).to_string());
+    let mut o = Orchestrator::start(&sandbox, &config, &redis.url(), &["--admin", "127.0.0.1:0"]);
+    o.wait_table();
+    let admin = admin_addr(&o.stdout());
+    let seen = Browser::find().timeout(Duration::from_secs(60)).run(
+        "console_many.py",
+        json!({"url": format!("http://{admin}/"), "circles": count, "circle": 7}),
+    );
+    let ids: Vec<u64> = (1..=count).collect();
+    assert_eq!(seen["ids"], json!(ids), "{seen:#}");
+    let url = circles[6]["port"].as_u64().map(|p| common::ws(p as u16));
+    assert_eq!(seen["selected_before"], json!(url), "{seen:#}");
+    assert_eq!(
+        seen["selected_after"], seen["selected_before"],
+        "the events took the operator's selection away"
+    );
+    for chart in seen["charts"].as_array().expect("charts") {
+        let (draws, points) = (chart["draws"].as_u64(), chart["points"].as_u64());
+        assert!(
+            draws.zip(points).is_some_and(|(d, p)| d <= p + 1),
+            "a chart drawn more often than it got samples: {chart}"
+        );
+    }
+    assert_eq!(seen["pageerrors"], json!([]), "{seen:#}");
+    assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+}
