@@ -224,3 +224,51 @@ fn with_many_circles_a_selection_in_the_table_survives_the_events_and_charts_dra
     assert_eq!(seen["pageerrors"], json!([]), "{seen:#}");
     assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
 }
+
+/// A browser set to block the site's data throws on every read of
+/// `sessionStorage` and `localStorage`: the console still asks for the
+/// admin token once, shows the table, runs a script and lists the run (for
+/// the page's life).
+#[test]
+fn the_console_works_in_a_browser_that_blocks_site_data() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let config = sandbox.circles(&[(1, "Kitchen", port()), (2, "Garden", port())]);
+    let token = "console-edges-admin-token-6e2f9a1c4b7d";
+    let mut o = Orchestrator::start(
+        &sandbox,
+        &config,
+        &redis.url(),
+        &[
+            "--admin",
+            "127.0.0.1:0",
+            "--admin-token-sha256",
+            &sha256_hex(token),
+        ],
+    );
+    o.wait_table();
+    let admin = admin_addr(&o.stdout());
+    let seen = Browser::find().timeout(Duration::from_secs(60)).run(
+        "console_no_storage.py",
+        json!({
+            "url": format!("http://{admin}/"),
+            "token": token,
+            "circles": 2,
+            "circle": 1,
+            "block_site_data": true,
+            "action_timeout_s": 8,
+        }),
+    );
+    assert_eq!(seen["storage"], "SecurityError", "{seen:#}");
+    assert_eq!(seen["rows"], 2, "no table without storage: {seen:#}");
+    assert_eq!(seen["stream"], "live", "{seen:#}");
+    assert_eq!(seen["dialogs"], 1, "{seen:#}");
+    assert_eq!(seen["run"]["output"], "42", "{seen:#}");
+    let history = seen["history"].as_array().expect("history");
+    assert!(
+        history.len() == 1 && history[0].as_str().is_some_and(|h| h.contains("40 + 2")),
+        "{seen:#}"
+    );
+    assert_eq!(seen["pageerrors"], json!([]), "{seen:#}");
+    assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+}

@@ -14,6 +14,9 @@ The job's keys that this module reads:
   trust a test certificate for ``wss://``.
 - ``timeout_s``: the whole script's deadline (default 30 s); each page action
   waits at most ``action_timeout_s`` (default 10 s).
+- ``block_site_data``: when true, the browser's profile blocks every site's
+  data, as a user's "don't allow sites to save data" setting does: reading
+  ``localStorage`` or ``sessionStorage`` throws a ``SecurityError``.
 - ``pages``: ``{path: html}`` served by a loopback HTTP server (:class:`Site`),
   so a page has a loopback origin, which circles accept (a ``data:`` or
   ``about:blank`` page has the origin ``null``, which they refuse).
@@ -25,8 +28,10 @@ Playwright never downloads a browser of its own here.
 import http.server
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 
 CHROMIUM_ENV = "CIRCLES_CHROMIUM"
@@ -96,12 +101,25 @@ class Session:
     not cover.
     """
 
-    def __init__(self, playwright, chromium_args, action_timeout_s):
+    def __init__(self, playwright, chromium_args, action_timeout_s, block_site_data=False):
         args = ["--no-sandbox", "--disable-dev-shm-usage", *chromium_args]
+        self.profile = None
         try:
-            self.browser = playwright.chromium.launch(
-                executable_path=chromium_path(), args=args, headless=True
-            )
+            if block_site_data:
+                # A profile of its own whose preferences block site data
+                # (cookies and storage alike).
+                self.profile = tempfile.mkdtemp(prefix="browserkit-profile-")
+                os.makedirs(os.path.join(self.profile, "Default"))
+                with open(os.path.join(self.profile, "Default", "Preferences"), "w") as f:
+                    json.dump({"profile": {"default_content_setting_values": {"cookies": 2}}}, f)
+                # A persistent context: ``browser.new_page()`` works as on a browser.
+                self.browser = playwright.chromium.launch_persistent_context(
+                    self.profile, executable_path=chromium_path(), args=args, headless=True
+                )
+            else:
+                self.browser = playwright.chromium.launch(
+                    executable_path=chromium_path(), args=args, headless=True
+                )
         except Exception as e:  # Playwright reports launch failures as Error
             fail(f"cannot launch {chromium_path()} with {args}: {e}")
         self.page = self.browser.new_page()
@@ -147,6 +165,8 @@ class Session:
 
     def close(self):
         self.browser.close()
+        if self.profile:
+            shutil.rmtree(self.profile, ignore_errors=True)
 
 
 def console_live(page, rows):
@@ -184,6 +204,7 @@ def main(work, pages=None):
                 pw,
                 job.get("chromium_args", []),
                 float(job.get("action_timeout_s", 10)),
+                bool(job.get("block_site_data", False)),
             )
             session.site = site
             try:
