@@ -232,8 +232,8 @@
     // A picked circle a reload removed stays picked, marked so: a run is
     // never sent to another circle than the one the user chose.
     const picked = sel.selectedIndex >= 0 ? sel.options[sel.selectedIndex] : null;
-    const gone = picked && !picked.disabled && !circles.some((c) => String(c.id) === current)
-      ? picked.textContent + " · removed" : picked && picked.disabled ? picked.textContent : null;
+    const kept = circles.some((c) => String(c.id) === current);
+    const gone = picked && !kept ? picked.textContent + (picked.disabled ? "" : " · removed") : null;
     sel.textContent = "";
     for (const c of circles) {
       const o = document.createElement("option");
@@ -241,7 +241,7 @@
       o.textContent = label(c);
       sel.appendChild(o);
     }
-    if (circles.some((c) => String(c.id) === current)) sel.value = current;
+    if (kept) sel.value = current;
     else if (gone) {
       const o = document.createElement("option");
       o.value = current; o.textContent = gone; o.disabled = true;
