@@ -1,8 +1,9 @@
 //! The browser console at its edges, through the built binary and a real
 //! headless Chromium: the playground's error position after characters a
 //! JavaScript string counts twice, a picked circle that a reload removes, a
-//! token that a reload revokes, and an event stream the admin endpoint
-//! refuses because it holds as many as it takes.
+//! token that a reload revokes, an event stream the admin endpoint refuses
+//! because it holds as many as it takes, many circles pushed to the page, a
+//! browser that blocks the site's data, and a run longer than a minute.
 
 mod common;
 
@@ -269,6 +270,55 @@ fn the_console_works_in_a_browser_that_blocks_site_data() {
         history.len() == 1 && history[0].as_str().is_some_and(|h| h.contains("40 + 2")),
         "{seen:#}"
     );
+    assert_eq!(seen["pageerrors"], json!([]), "{seen:#}");
+    assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+}
+
+/// The orchestrator waits `--task-timeout` for a run's result and answers
+/// within it: a run longer than a minute shows its output in the console
+/// (the page sets no shorter deadline of its own), and Cancel ends a run
+/// (closing its connection cancels the script: the circle is free again).
+#[test]
+fn the_playground_waits_for_a_run_longer_than_a_minute_and_cancel_ends_a_run() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let config = sandbox.circles(&[(1, "Kitchen", port())]);
+    let mut o = Orchestrator::start(
+        &sandbox,
+        &config,
+        &redis.url(),
+        &[
+            "--admin",
+            "127.0.0.1:0",
+            "--task-timeout",
+            "3m",
+            "--script-timeout",
+            "2m",
+            "--max-operations",
+            "1000000000000",
+        ],
+    );
+    o.wait_table();
+    let admin = admin_addr(&o.stdout());
+    let seen = Browser::find().timeout(Duration::from_secs(150)).run(
+        "console_long_run.py",
+        json!({
+            "url": format!("http://{admin}/"),
+            "circles": 1,
+            "circle": 1,
+            "long": "let t = timestamp(); while t.elapsed < 62.0 {} 42",
+            "endless": "let t = timestamp(); while t.elapsed < 110.0 {} 0",
+            "wait_s": 120,
+        }),
+    );
+    assert_eq!(
+        seen["long"]["output"], "42",
+        "the console gave up on a run the orchestrator still waited for: {seen:#}"
+    );
+    assert_eq!(seen["cancel_while_running"], true, "{seen:#}");
+    assert_eq!(seen["cancelled"]["state"], "cancelled", "{seen:#}");
+    assert_eq!(seen["cancelled"]["cancel_shown"], false, "{seen:#}");
+    assert_eq!(seen["after"]["output"], "42", "{seen:#}");
     assert_eq!(seen["pageerrors"], json!([]), "{seen:#}");
     assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
 }
