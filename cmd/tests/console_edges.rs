@@ -322,3 +322,34 @@ fn the_playground_waits_for_a_run_longer_than_a_minute_and_cancel_ends_a_run() {
     assert_eq!(seen["pageerrors"], json!([]), "{seen:#}");
     assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
 }
+
+/// A console reached at an address that is not loopback (here through a
+/// proxy, as a page at `http://192.0.2.77:PORT`) is a foreign origin to the
+/// circles, which refuse its runs unless `--allowed-origin` names it: the
+/// page's error says so, naming the option and its origin.
+#[test]
+fn a_run_from_a_console_at_a_non_loopback_origin_names_the_allowed_origin_it_needs() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let config = sandbox.circles(&[(1, "Kitchen", port())]);
+    let mut o = Orchestrator::start(&sandbox, &config, &redis.url(), &["--admin", "127.0.0.1:0"]);
+    o.wait_table();
+    let admin = admin_addr(&o.stdout());
+    let origin = format!("http://192.0.2.77:{}", admin.port());
+    let seen = Browser::find()
+        .chromium_arg(format!("--proxy-server=http://{admin}"))
+        .timeout(Duration::from_secs(60))
+        .run(
+            "console_foreign_origin.py",
+            json!({"url": format!("{origin}/"), "circles": 1, "circle": 1}),
+        );
+    assert_eq!(seen["origin"], origin, "{seen:#}");
+    assert_eq!(seen["run"]["state"], "failed", "{seen:#}");
+    let error = seen["run"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!("--allowed-origin {origin}")),
+        "the page does not say why the circle refuses it: {seen:#}"
+    );
+    assert_eq!(seen["pageerrors"], json!([]), "{seen:#}");
+    assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+}

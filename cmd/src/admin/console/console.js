@@ -326,10 +326,14 @@
       if (answered) return;
       answered = true;
       // A browser hides the upgrade's answer: a token refused (401, or 429
-      // after many wrong ones) and a circle out of reach look the same.
-      const why = !circle.principals ? ""
-        : !token ? " — this circle needs a token"
-        : !opened ? " — the circle refused the connection: the token was refused (wrong, or revoked by a reload), or the circle cannot be reached" : "";
+      // after many wrong ones), this page's origin refused (403) and a
+      // circle out of reach look the same.
+      const loopback = ["localhost", "[::1]"].includes(location.hostname) || /^127\./.test(location.hostname);
+      const why = opened ? ""
+        : circle.principals && !token ? " — this circle needs a token"
+        : " — the circle refused the connection or cannot be reached"
+          + (circle.principals ? ": the token was refused (wrong, or revoked by a reload)?" : "")
+          + (loopback ? "" : `; a console at ${location.origin}, not a loopback address, needs --allowed-origin ${location.origin}`);
       finish(circle, script, { failed: `connection closed before an answer (code ${e.code}${e.reason ? ": " + e.reason : ""})` + why });
     };
   }
