@@ -400,16 +400,23 @@ fn with_a_token_from_token_admin_only_it_opens_status_and_metrics_and_probes_and
     // foreign origin still gets 403.
     let page = get(admin.addr, "/", &[]);
     assert_eq!(page.code, 200, "{}", page.body);
-    assert!(page.body.contains("api/events"), "the console page");
-    assert!(
-        !page.body.contains("Alpha Circle"),
-        "the page holds no data: {}",
-        page.body
-    );
-    assert_eq!(
-        get(admin.addr, "/", &["Origin: http://evil.example"]).code,
-        403
-    );
+    assert!(page.body.contains("assets/console.js"), "the console page");
+    let script = get(admin.addr, "/assets/console.js", &[]);
+    assert_eq!(script.code, 200, "{}", script.body);
+    assert!(script.body.contains("api/events"), "the console's script");
+    for (what, body) in [("page", &page.body), ("script", &script.body)] {
+        assert!(
+            !body.contains("Alpha Circle"),
+            "the {what} holds no data: {body}"
+        );
+    }
+    for path in ["/", "/assets/console.js"] {
+        assert_eq!(
+            get(admin.addr, path, &["Origin: http://evil.example"]).code,
+            403,
+            "{path}"
+        );
+    }
     assert_eq!(get(admin.addr, "/healthz", &[]).code, 200);
     wait_code(admin.addr, "/readyz", 200);
 
