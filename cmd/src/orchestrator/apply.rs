@@ -154,7 +154,14 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     // (a connect that fails may take its whole timeout).
     let mut unreachable = HashMap::new();
     kept::release_taken(&mut set.kept, &early, &ctx.settings).await;
-    let (early, mut failed) = prepare(ctx, early, &mut unreachable, HashMap::new()).await;
+    let (early, mut failed) = prepare(
+        ctx,
+        early,
+        &mut unreachable,
+        HashMap::new(),
+        &HashMap::new(),
+    )
+    .await;
     // They start at once, on a host of their own: no outgoing circle holds
     // their port or queue, so they need not wait for the drain.
     set.start(ctx, early);
@@ -169,6 +176,10 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     let changed: HashSet<u32> = plan.changed.iter().map(|c| c.id).collect();
     let ids: Vec<u32> = outgoing.iter().map(|c| c.id).collect();
     let out = set.take_out(ctx, &ids).await;
+    let lease_dirs: HashMap<u32, String> = out
+        .iter()
+        .map(|l| (l.state.config.id, l.lease_dir().to_owned()))
+        .collect();
     let bound = ctx.settings.shutdown_grace + super::DRAIN_MARGIN;
     let drained = futures_util::future::join_all(out.into_iter().map(|l| {
         let keeps = changed.contains(&l.state.config.id);
@@ -203,9 +214,15 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
                     && db.write_failure().is_none()
             });
     close_all(closing, "outgoing circles").await;
-    let open = open.into_iter().map(|c| (c.0.id, c)).collect();
+    let open: HashMap<u32, circles::Closing> = open.into_iter().map(|c| (c.0.id, c)).collect();
+    // A database open all along keeps the name its lease has: the path the
+    // data dir resolves to now may be another (the working directory of a
+    // relative --data-dir renamed), and the lease is the same database's.
+    let named: HashMap<u32, String> = (lease_dirs.into_iter())
+        .filter(|(id, _)| open.contains_key(id))
+        .collect();
     kept::release_taken(&mut set.kept, &late, &ctx.settings).await;
-    let (late, late_failed) = prepare(ctx, late, &mut unreachable, open).await;
+    let (late, late_failed) = prepare(ctx, late, &mut unreachable, open, &named).await;
     failed.extend(late_failed);
     set.start(ctx, late);
     let worked = set.worked();
@@ -273,13 +290,15 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
 /// the circles ready to start, and each other one with why it cannot. A
 /// circle whose own Redis cannot be connected cannot start; a URL in
 /// `unreachable` (URL → the name of the circle that found it so) is not
-/// tried again. A circle whose database `open` holds starts on it; what
-/// `open` holds for a circle that does not get that far is closed.
+/// tried again. A circle whose database `open` holds starts on it, its
+/// lease naming the directory `named` gives for it; what `open` holds for a
+/// circle that does not get that far is closed.
 async fn prepare(
     ctx: &Ctx,
     configs: Vec<CircleConfig>,
     unreachable: &mut HashMap<String, String>,
     open: HashMap<u32, circles::Closing>,
+    named: &HashMap<u32, String>,
 ) -> (Vec<circles::Prepared>, Vec<(CircleConfig, String)>) {
     let mut failed = Vec::new();
     let mut reachable = Vec::with_capacity(configs.len());
@@ -323,7 +342,12 @@ async fn prepare(
     let mut ready = Vec::with_capacity(results.len());
     for (c, result) in reachable.into_iter().zip(results) {
         match result {
-            Ok(p) => ready.push(p),
+            Ok(mut p) => {
+                if let Some(dir) = named.get(&p.config.id) {
+                    p.lease.dir.clone_from(dir);
+                }
+                ready.push(p);
+            }
             Err(e) => failed.push((c, e.to_string())),
         }
     }

@@ -106,6 +106,14 @@ pub struct CircleSet {
     pub kept: Vec<Kept>,
 }
 
+impl Live {
+    /// The database directory its worker's lease names: the name a circle
+    /// a reload changes keeps while its database stays open.
+    pub fn lease_dir(&self) -> &str {
+        &self.lease.dir
+    }
+}
+
 impl CircleSet {
     /// The configurations running now, in file order.
     pub fn configs(&self) -> Vec<CircleConfig> {
