@@ -5,7 +5,8 @@
 //! worker shows `degraded` with the failure (also in the `status` command's
 //! table) and `/readyz` answers 503; the
 //! exit is no clean shutdown (exit 1, naming the database it could not
-//! sync); a restart reopens the database with every acknowledged write.
+//! sync); a restart reopens the database with every acknowledged write. A
+//! circle's directory removed while it serves refuses writes the same way.
 
 mod common;
 
@@ -115,4 +116,34 @@ async fn a_database_that_refuses_writes_degrades_its_worker_and_readiness_and_fa
     assert_eq!(output(&mut ws, "db::get(1)").await, "kept");
     assert_eq!(output(&mut ws, r#"db::insert("after")"#).await, "2");
     assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+}
+
+/// A circle's database directory removed while it serves (a cleanup run on
+/// the wrong path): a write is refused with a `database` error naming the
+/// deleted data file, never acknowledged into a file that no open finds
+/// again; reads go on from the open files, and the other circle takes
+/// writes as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_whose_directory_is_removed_refuses_writes_saying_so_and_others_go_on() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let (a, b) = (port(), port());
+    let config = sandbox.circles(&[(1, "Alpha", a), (2, "Beta", b)]);
+    let mut o = Orchestrator::start(&sandbox, &config, &redis.url(), &[]);
+    o.wait_table();
+    let mut alpha = connect(a).await;
+    assert_eq!(output(&mut alpha, r#"db::insert("kept")"#).await, "1");
+
+    std::fs::remove_dir_all(sandbox.data_dir().join("1")).expect("remove Alpha's directory");
+    let refused = play(&mut alpha, 2, r#"db::insert("lost")"#).await;
+    assert_eq!(refused["error"]["data"]["kind"], "database", "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("data-00000000.odb") && message.contains("deleted"),
+        "{refused}"
+    );
+    assert_eq!(output(&mut alpha, "db::get(1)").await, "kept");
+    let mut beta = connect(b).await;
+    assert_eq!(output(&mut beta, r#"db::insert("beta")"#).await, "1");
+    o.stop();
 }

@@ -5,7 +5,7 @@
 //! shared [`Store`]); only `db` calls it.
 
 use std::collections::HashMap;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::sync::Arc;
 
 use crate::batch::OpRef;
@@ -54,6 +54,7 @@ impl Store {
         if frame_len - crate::format::FRAME_HEADER_LEN > u32::MAX as usize {
             return Err(Error::BatchTooLarge { size: frame_len });
         }
+        self.check_linked(&w)?;
         if w.offset > FILE_HEADER_LEN && w.offset + frame_len as u64 > self.config.max_file_size {
             self.roll_over(&mut w)?;
         }
@@ -228,6 +229,40 @@ impl Store {
             plan.push(Planned { kind, id, value });
         }
         Ok((plan, next, outcome))
+    }
+
+    /// Fails, poisoning the handle, when the writer's file is linked
+    /// nowhere any more (deleted with its directory under the open
+    /// database): a commit written there would be acknowledged and then
+    /// lost, as no open finds that file again. One `fstat` per commit.
+    fn check_linked(&self, w: &Writer) -> Result<()> {
+        let file = Arc::clone(
+            self.read_state()
+                .file(w.file_no)
+                .expect("the writer's file is open"),
+        );
+        let linked = (file.file.metadata())
+            .map_err(|e| {
+                Error::io(
+                    format!("reading the metadata of {}", file.path.display()),
+                    e,
+                )
+            })?
+            .nlink()
+            > 0;
+        if linked {
+            return Ok(());
+        }
+        let e = Error::io(
+            format!("committing to {}", file.path.display()),
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the file was deleted while the database was open (its directory removed?), \
+                 so nothing written to it would be found again",
+            ),
+        );
+        self.poison(&e);
+        Err(e)
     }
 
     /// Writes `frame` at the writer's offset and makes it durable per the

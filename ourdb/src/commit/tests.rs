@@ -87,3 +87,21 @@ fn inserts_stop_with_id_space_exhausted_after_the_last_id() {
     db.update(u32::MAX - 1, b"still updatable").expect("update");
     assert_eq!(db.next_id(), u32::MAX);
 }
+
+#[test]
+fn a_commit_after_the_directory_was_removed_fails_and_poisons_the_handle() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db_dir = dir.path().join("db");
+    let db = OurDb::open(&db_dir, Config::default()).expect("open");
+    assert_eq!(db.insert(b"kept").expect("insert"), 1);
+    std::fs::remove_dir_all(&db_dir).expect("remove the directory");
+
+    let err = db.insert(b"lost").expect_err("its file is gone");
+    assert!(
+        err.to_string().contains("data-00000000.odb") && err.to_string().contains("deleted"),
+        "{err}"
+    );
+    assert!(db.write_failure().is_some());
+    assert_eq!(db.get(1).expect("get").as_deref(), Some(&b"kept"[..]));
+    assert_eq!(db.next_id(), 2, "nothing was given an id");
+}
