@@ -89,3 +89,15 @@ pub(super) fn lock_dir(dir: &Path, addr: SocketAddr) -> anyhow::Result<std::fs::
         }
     }
 }
+
+/// The directory of the lock file `lock` ([`lock_dir`]) where it is now:
+/// renamed, or a directory above it (the working directory of a relative
+/// `--data-dir`), as `/proc` names the open file; `dir`, the path resolved
+/// at start, where that cannot be read.
+pub(super) fn dir_now(lock: &std::fs::File, dir: &Path) -> PathBuf {
+    use std::os::fd::AsRawFd as _;
+    let file = std::fs::read_link(format!("/proc/self/fd/{}", lock.as_raw_fd()));
+    let file = file.unwrap_or_default();
+    let now = file.parent().filter(|now| now.is_dir());
+    now.map_or_else(|| dir.to_path_buf(), Path::to_path_buf)
+}

@@ -76,7 +76,7 @@ pub struct ManagedRedis {
     /// orchestrator manages the server: a second orchestrator on the same
     /// data dir (another `--redis-url` port) must not run a second server
     /// on the same append-only file.
-    _dir_lock: std::fs::File,
+    dir_lock: std::fs::File,
     /// Declared last: dropped after [`Drop`] stopped the server, so its
     /// thread never ends under a running server.
     spawner: Spawner,
@@ -184,7 +184,7 @@ impl ManagedRedis {
             dir,
             log_from,
             bind,
-            _dir_lock: dir_lock,
+            dir_lock,
             spawner,
         };
         managed.wait_ready(stop)?;
@@ -202,6 +202,7 @@ impl ManagedRedis {
     /// and leaves the server to be stopped with `self`: a shutdown does not
     /// wait for a big append-only file to load.
     pub fn respawn(&mut self, stop: &AtomicBool) -> anyhow::Result<()> {
+        self.dir = super::dir_lock::dir_now(&self.dir_lock, &self.dir);
         self.log_from = log_length(&self.dir);
         self.child = spawn_server(&self.spawner, self.addr, &self.bind, &self.dir)?;
         self.wait_ready(stop)
@@ -210,7 +211,8 @@ impl ManagedRedis {
     /// The tail of what the server logged since its latest start, for
     /// error messages.
     pub fn log_tail(&self) -> String {
-        tail(&log_path(&self.dir), self.log_from)
+        let dir = super::dir_lock::dir_now(&self.dir_lock, &self.dir);
+        tail(&log_path(&dir), self.log_from)
     }
 
     /// Waits until the server answers PING with something other than

@@ -1,0 +1,134 @@
+//! The circles file and the data dir given relative to the working
+//! directory (systemd's `WorkingDirectory=`), whose path is renamed while
+//! the orchestrator serves (a deploy that moves its release directory
+//! aside): a reload and a restart of the managed redis-server find their
+//! files where they are.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::http::{self, admin_addr};
+use common::{Orchestrator, Sandbox, connect, output, play, port};
+use serde_json::json;
+
+/// circles.json with the one circle Alpha (id 1) on `port`, in `dir`.
+fn write_alpha(dir: &Path, port: u16) {
+    let text = json!([{"id": 1, "name": "Alpha", "port": port}]).to_string();
+    std::fs::write(dir.join("circles.json"), text).expect("write circles.json");
+}
+
+/// The working directory `release` made in the sandbox, holding
+/// circles.json with Alpha on `port`.
+fn release(sandbox: &Sandbox, port: u16) -> PathBuf {
+    let release = sandbox.path().join("release");
+    std::fs::create_dir(&release).expect("create the working directory");
+    write_alpha(&release, port);
+    release
+}
+
+/// The orchestrator run in `release` on `circles.json` with `--data-dir
+/// data`, plain output, against `redis_url` (and `extra`).
+fn in_release(sandbox: &Sandbox, release: &Path, redis_url: &str, extra: &[&str]) -> Command {
+    let mut cmd = sandbox.command();
+    cmd.current_dir(release)
+        .args([
+            "circles.json",
+            "--data-dir",
+            "data",
+            "--redis-url",
+            redis_url,
+        ])
+        .args(["--output", "plain"])
+        .args(extra);
+    cmd
+}
+
+/// The working directory renamed: the relative paths still name the same
+/// files, and a reload that changes a circle starts it again on its
+/// database, which holds its queue's lease as before, with every record it
+/// had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_circle_a_reload_changes_after_the_working_directory_was_renamed_serves_again() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let (a, a2) = (port(), port());
+    let release = release(&sandbox, a);
+    let mut o = Orchestrator::spawn(in_release(
+        &sandbox,
+        &release,
+        &redis.url(),
+        &["--no-managed-redis", "--admin", "127.0.0.1:0"],
+    ));
+    o.wait_table();
+    let addr = admin_addr(&o.stdout());
+    let mut ws = connect(a).await;
+    assert_eq!(output(&mut ws, r#"db::insert("kept")"#).await, "1");
+    drop(ws);
+
+    let moved = sandbox.path().join("release.old");
+    std::fs::rename(&release, &moved).expect("rename the working directory");
+    write_alpha(&moved, a2);
+    let answer = http::request(addr, "POST", "/api/reload", &[]);
+    assert_eq!(answer.code, 200, "{}\n{}", answer.body, o.stderr());
+    let mut ws = connect(a2).await;
+    assert_eq!(output(&mut ws, "db::get(1)").await, "kept");
+    assert!(o.stop().success(), "{}", o.stderr());
+}
+
+/// The working directory renamed, then the managed redis-server (its data
+/// under the relative data dir) dies: it is started again in its directory
+/// where that is now, and the circle serves again with what it stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managed_redis_that_dies_after_the_working_directory_was_renamed_is_restarted() {
+    let sandbox = Sandbox::new();
+    let (redis_port, a) = (port(), port());
+    let release = release(&sandbox, a);
+    let url = format!("redis://127.0.0.1:{redis_port}");
+    let mut o = Orchestrator::spawn(in_release(&sandbox, &release, &url, &[]));
+    o.wait_table();
+    let mut ws = connect(a).await;
+    assert_eq!(output(&mut ws, "db::insert(1)").await, "1");
+
+    let moved = sandbox.path().join("release.old");
+    std::fs::rename(&release, &moved).expect("rename the working directory");
+    let found = Command::new("pgrep")
+        .args(["-f", &format!("^redis-server 127.0.0.1:{redis_port}$")])
+        .output()
+        .expect("run pgrep");
+    let pid = String::from_utf8_lossy(&found.stdout).trim().to_string();
+    assert!(
+        !pid.is_empty() && !pid.contains('\n'),
+        "one managed redis-server expected: {pid:?}"
+    );
+    let killed = Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .expect("run kill");
+    assert!(killed.success(), "cannot kill redis-server {pid}");
+    o.wait_stdout(
+        "redis-server died and was restarted (1 times",
+        Duration::from_secs(30),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = play(&mut ws, 2, "db::insert(2)").await;
+        if reply["result"]["output"] == "2" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the circle never served again: {reply}\n{}",
+            o.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        moved.join("data/redis/appendonlydir").is_dir(),
+        "the restarted server keeps its data in the renamed directory"
+    );
+    drop(ws);
+    assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+}
