@@ -2,7 +2,8 @@
 //! directory (systemd's `WorkingDirectory=`), whose path is renamed while
 //! the orchestrator serves (a deploy that moves its release directory
 //! aside): a reload and a restart of the managed redis-server find their
-//! files where they are.
+//! files where they are. One deleted and made again at its path is another
+//! directory, which a reload says.
 
 mod common;
 
@@ -131,4 +132,44 @@ async fn a_managed_redis_that_dies_after_the_working_directory_was_renamed_is_re
     );
     drop(ws);
     assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+}
+
+/// The working directory deleted and made again at its path (a deploy that
+/// replaces its release directory): the process still stands in the deleted
+/// one, so a reload finds no circles file there, and says that the relative
+/// path is read in that deleted directory, not that the file is to be put
+/// back (it is back, in another directory); nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_after_the_working_directory_was_replaced_says_it_reads_the_deleted_one() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let a = port();
+    let release = release(&sandbox, a);
+    let mut o = Orchestrator::spawn(in_release(
+        &sandbox,
+        &release,
+        &redis.url(),
+        &["--no-managed-redis", "--admin", "127.0.0.1:0"],
+    ));
+    o.wait_table();
+    let addr = admin_addr(&o.stdout());
+
+    std::fs::remove_dir_all(&release).expect("delete the working directory");
+    std::fs::create_dir(&release).expect("make it again");
+    write_alpha(&release, a);
+    let answer = http::request(addr, "POST", "/api/reload", &[]);
+    assert_eq!(answer.code, 422, "{}\n{}", answer.body, o.stderr());
+    let shown = release.display().to_string();
+    assert!(
+        answer.body.contains("working directory")
+            && answer.body.contains(&shown)
+            && answer.body.contains("deleted")
+            && !answer.body.contains("put it back"),
+        "{}",
+        answer.body
+    );
+    let mut ws = connect(a).await;
+    assert_eq!(output(&mut ws, "40 + 2").await, "42");
+    drop(ws);
+    assert!(o.stop().success(), "{}", o.stderr());
 }

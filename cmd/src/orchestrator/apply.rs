@@ -76,11 +76,7 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     {
         return Err(ReloadError::new(
             ReloadErrorKind::InvalidConfig,
-            format!(
-                "{}: the circles file this orchestrator was started with is gone; nothing was \
-                 reloaded (put it back, then reload again)",
-                path.display()
-            ),
+            gone(&path),
         ));
     }
     let file = config::load(&path)
@@ -282,6 +278,28 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     let mut error = ReloadError::new(ReloadErrorKind::CannotStart, message);
     error.applied = Some(applied);
     Err(error)
+}
+
+/// Why the circles file at `path` is not found: gone, or, for a relative
+/// path, read in a working directory that was deleted since the start (a
+/// directory made again at its path is another one).
+fn gone(path: &std::path::Path) -> String {
+    let cwd = std::fs::read_link("/proc/self/cwd").unwrap_or_default();
+    let deleted = cwd.to_str().and_then(|c| c.strip_suffix(" (deleted)"));
+    match deleted {
+        Some(cwd) if path.is_relative() => format!(
+            "{}: the circles file this orchestrator was started with is gone: a relative path \
+             is read in the working directory it started in, {cwd}, which was deleted (a \
+             directory made again there is another one); nothing was reloaded (restart it, \
+             or give CONFIG as an absolute path)",
+            path.display()
+        ),
+        _ => format!(
+            "{}: the circles file this orchestrator was started with is gone; nothing was \
+             reloaded (put it back, then reload again)",
+            path.display()
+        ),
+    }
 }
 
 /// Binds, opens and builds `configs` (as far as the role runs them) on a
