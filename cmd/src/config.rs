@@ -91,11 +91,19 @@ impl std::error::Error for ConfigError {}
 pub fn load(path: &Path) -> Result<Vec<CircleConfig>, ConfigError> {
     let text = read_bounded(path).map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::NotFound {
-            " (give the circles file as the CONFIG argument, to play as --config FILE, or \
-             create ./circles.json: \
-             [{\"id\": 1, \"name\": \"Alpha\", \"port\": 8081}])"
+            // A relative path: where it was looked for (under systemd
+            // without WorkingDirectory=, in /).
+            let cwd = std::env::current_dir().ok().filter(|_| path.is_relative());
+            let looked = cwd.map_or_else(String::new, |cwd| {
+                format!("looked for in the working directory {}; ", cwd.display())
+            });
+            format!(
+                " ({looked}give the circles file as the CONFIG argument, to play as --config \
+                 FILE, or create ./circles.json: \
+                 [{{\"id\": 1, \"name\": \"Alpha\", \"port\": 8081}}])"
+            )
         } else {
-            ""
+            String::new()
         };
         ConfigError {
             file: path.to_path_buf(),

@@ -134,6 +134,13 @@ fn default_config_is_circles_json_in_the_current_directory() {
     let (status, _, err) = run_to_end(cmd, Duration::from_secs(20));
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(err.contains("circles.json: cannot read"), "{err}");
+    // Where a relative path was looked for (under systemd without
+    // WorkingDirectory= that is /).
+    let cwd = sandbox.path().display().to_string();
+    assert!(
+        err.contains(&format!("in the working directory {cwd}")),
+        "{err}"
+    );
 }
 
 #[test]
