@@ -209,8 +209,15 @@ pub fn parse(text: &str) -> Result<Vec<CircleConfig>, String> {
 fn parse_text(text: &str) -> Result<Vec<CircleConfig>, String> {
     // Some editors start a UTF-8 file with a byte order mark; JSON has none.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        // Empty or cut short: most likely seen while it is written.
+        let early = if e.is_eof() {
+            " (the file ends early: is it still being written? try again once it is whole)"
+        } else {
+            ""
+        };
+        format!("invalid JSON: {e}{early}")
+    })?;
     let serde_json::Value::Array(elements) = value else {
         return Err(format!(
             "expected a JSON array of circles, found {}",

@@ -40,6 +40,16 @@ fn invalid_json_exits_2_with_line_and_column() {
     );
 }
 
+/// A file seen while it is written (truncated, then written: an editor
+/// saving in place, `>` in a shell): empty, or cut short. The message says
+/// it ends early, not only where the parser stopped.
+#[test]
+fn an_empty_or_cut_short_file_exits_2_saying_it_ends_early() {
+    for text in ["", "[{\"id\": 1, \"name\": \"Al"] {
+        assert_rejected(text, &["invalid JSON", "the file ends early"]);
+    }
+}
+
 #[test]
 fn missing_field_exits_2_naming_the_circle_and_field() {
     assert_rejected(
