@@ -816,6 +816,10 @@ async fn a_reload_with_the_file_gone_says_so_and_changes_nothing_and_a_removed_c
         )) && !err.contains("CONFIG argument"),
         "{err}"
     );
+    assert!(
+        err.contains("the circles file cannot be read or is invalid"),
+        "a file that is gone is not called invalid alone: {err}"
+    );
     assert_eq!(names(&status(addr, &[])), ["Alpha", "Delta"]);
 
     // Back without Delta: it goes, and so do its series; Alpha's stay.

@@ -113,8 +113,8 @@ pub fn reload(args: &ReloadArgs) -> anyhow::Result<i32> {
                 .with_context(|| format!("{url} answered HTTP {code}: {}", answer.body.trim()))?;
             let what = match error.kind {
                 ReloadErrorKind::InvalidConfig => {
-                    "the reload was refused: the circles file is invalid, and the running \
-                     circles are unchanged"
+                    "the reload was refused: the circles file cannot be read or is invalid, \
+                     and the running circles are unchanged"
                 }
                 ReloadErrorKind::CannotStart => "the reload was not applied in full",
                 ReloadErrorKind::ShuttingDown => "the reload was refused",
