@@ -7,12 +7,11 @@
 
 mod common;
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::browser::Browser;
-use common::http::admin_addr;
+use common::http::{admin_addr, stream_from};
 use common::{Orchestrator, Sandbox, port, sha256_hex};
 use serde_json::{Value, json};
 
@@ -103,37 +102,6 @@ fn the_playground_marks_the_error_after_emoji_keeps_a_removed_pick_and_names_a_r
     );
     assert_eq!(seen["pageerrors"], json!([]), "{seen:#}");
     assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
-}
-
-/// A stream from `from` to the admin endpoint at `to`, its answer's head
-/// read: the status code.
-fn stream_from(from: [u8; 4], to: SocketAddr) -> (u16, TcpStream) {
-    let socket =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    socket
-        .bind(&SocketAddr::from((from, 0)).into())
-        .expect("bind the client's address");
-    socket.connect(&to.into()).expect("connect");
-    let mut stream = TcpStream::from(socket);
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(stream, "GET /api/events HTTP/1.1\r\nHost: {to}\r\n\r\n").expect("send");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match stream.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            _ => break,
-        }
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    let code = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status code: {head}"));
-    (code, stream)
 }
 
 /// The admin endpoint answers a stream past its 64 with 503 and the reason:

@@ -8,7 +8,10 @@
 //! no Redis round trip of its own. A stream opens with the latest snapshot
 //! and ends when the producer stops with the admin endpoint, so no client
 //! holds up the shutdown. At most [`MAX_STREAMS`] are open at once: a
-//! stream holds its connection for as long as the client keeps it.
+//! stream holds its connection for as long as the client keeps it and
+//! takes what is sent; one whose client takes nothing for 30 s (vanished
+//! without closing, or never reading) the kernel cuts off
+//! ([`super::bind`]), and its slot comes free.
 //!
 //! Each circle of an event carries what `/api/status` shows plus
 //! `latency_sum_seconds` and `latency_count`: the totals of its end-to-end

@@ -31,7 +31,10 @@
 //! nor the endpoint from another address's probes. All addresses together
 //! hold at most the endpoint's budget of connections (`Running::budget`, a
 //! share of its own beside the circles' ports): past it one is closed at
-//! once, so many addresses take no descriptor the circles need.
+//! once, so many addresses take no descriptor the circles need. A
+//! connection whose client takes nothing sent to it for 30 s (gone without
+//! a word, or never reading) is cut off by the kernel ([`bind`]), so such
+//! clients keep neither stream slots nor connections for long.
 //!
 //! It is one more actix server with one worker thread, beside the circles'
 //! host and independent of it (a host restart leaves it serving). Its port
@@ -92,6 +95,13 @@ pub fn url_of(addr: SocketAddr) -> String {
 /// Binds the admin address of `settings`, if any. A busy address is a
 /// runtime failure (exit 1), one this host cannot listen on a usage error
 /// (exit 2); either names it and the fix.
+///
+/// A client that takes nothing the endpoint sent for the circles' client
+/// timeout (30 s) is cut off by the kernel (TCP_USER_TIMEOUT, as on the
+/// circles' listeners): one that vanished without closing (its host asleep,
+/// cut off or dead) would otherwise keep its connection, an event stream
+/// among them, until the retransmissions give up (about 15 minutes), and
+/// one that never reads (its window shut) for as long as it likes.
 pub fn bind(settings: &AdminSettings) -> anyhow::Result<Option<Bound>> {
     let Some(addr) = settings.addr else {
         return Ok(None);
@@ -113,6 +123,11 @@ pub fn bind(settings: &AdminSettings) -> anyhow::Result<Option<Bound>> {
         }
     })?;
     let addr = listener.local_addr()?;
+    // Right after the bind: the sockets the kernel accepts from now on take
+    // the listener's options, the circles' client timeout among them.
+    server_ws::prepare_listener(&listener, &server_ws::ServerTiming::default()).map_err(|e| {
+        anyhow::anyhow!("cannot configure the admin endpoint's socket on {addr}: {e}")
+    })?;
     Ok(Some(Bound { listener, addr }))
 }
 

@@ -1,8 +1,9 @@
 //! Raw HTTP/1.1 to the admin endpoint over a std socket: one request,
-//! `Connection: close`, the status code and body read back.
+//! `Connection: close`, the status code and body read back; or an event
+//! stream, its answer's head read and its events left to the caller.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 /// An HTTP answer: status code and body.
@@ -78,4 +79,46 @@ pub fn admin_addr(stdout: &str) -> SocketAddr {
         .expect("an address")
         .parse()
         .expect("a socket address")
+}
+
+/// An event stream (`GET /api/events`) from the address `from` to the admin
+/// endpoint at `to`, its answer's head read: the status code, and the
+/// connection with the events still unread.
+pub fn stream_from(from: impl Into<IpAddr>, to: SocketAddr) -> (u16, TcpStream) {
+    stream_with(from, to, |_| {})
+}
+
+/// [`stream_from`] on a socket `prepare` set up before it connects.
+pub fn stream_with(
+    from: impl Into<IpAddr>,
+    to: SocketAddr,
+    prepare: impl FnOnce(&socket2::Socket),
+) -> (u16, TcpStream) {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::from((from.into(), 0)).into())
+        .expect("bind the client's address");
+    prepare(&socket);
+    socket.connect(&to.into()).expect("connect");
+    let mut stream = TcpStream::from(socket);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(stream, "GET /api/events HTTP/1.1\r\nHost: {to}\r\n\r\n").expect("send");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status code: {head}"));
+    (code, stream)
 }
