@@ -3,7 +3,8 @@
 //! JavaScript string counts twice, a picked circle that a reload removes, a
 //! token that a reload revokes, an event stream the admin endpoint refuses
 //! because it holds as many as it takes, many circles pushed to the page, a
-//! browser that blocks the site's data, and a run longer than a minute.
+//! browser that blocks the site's data or whose storage refuses every write,
+//! and a run longer than a minute.
 
 mod common;
 
@@ -200,6 +201,24 @@ fn with_many_circles_a_selection_in_the_table_survives_the_events_and_charts_dra
 /// the page's life).
 #[test]
 fn the_console_works_in_a_browser_that_blocks_site_data() {
+    let seen = console_without_storage(json!({"block_site_data": true}));
+    assert_eq!(seen["storage"], "SecurityError", "{seen:#}");
+}
+
+/// A storage that reads but refuses every write (`setItem` throws
+/// `QuotaExceededError`: a quota of nothing): the token typed once is sent
+/// on every request, not read back from the storage that holds nothing and
+/// asked for again, and the history shows the run.
+#[test]
+fn the_console_works_in_a_browser_whose_storage_refuses_every_write() {
+    let seen = console_without_storage(json!({"refuse_writes": true}));
+    assert_eq!(seen["storage"], "readable", "{seen:#}");
+}
+
+/// The console on an admin endpoint that needs its token, in a browser
+/// `how` sets up (`console_no_storage.py`): the token asked for once, the
+/// table, a run and its history, no page error. What the script saw.
+fn console_without_storage(how: Value) -> Value {
     let sandbox = Sandbox::new();
     let redis = testkit::RedisServer::start();
     let config = sandbox.circles(&[(1, "Kitchen", port()), (2, "Garden", port())]);
@@ -217,21 +236,22 @@ fn the_console_works_in_a_browser_that_blocks_site_data() {
     );
     o.wait_table();
     let admin = admin_addr(&o.stdout());
-    let seen = Browser::find().timeout(Duration::from_secs(60)).run(
-        "console_no_storage.py",
-        json!({
-            "url": format!("http://{admin}/"),
-            "token": token,
-            "circles": 2,
-            "circle": 1,
-            "block_site_data": true,
-            "action_timeout_s": 8,
-        }),
-    );
-    assert_eq!(seen["storage"], "SecurityError", "{seen:#}");
+    let mut job = json!({
+        "url": format!("http://{admin}/"),
+        "token": token,
+        "circles": 2,
+        "circle": 1,
+        "action_timeout_s": 8,
+    });
+    for (key, value) in how.as_object().expect("an object") {
+        job[key] = value.clone();
+    }
+    let seen = Browser::find()
+        .timeout(Duration::from_secs(60))
+        .run("console_no_storage.py", job);
     assert_eq!(seen["rows"], 2, "no table without storage: {seen:#}");
     assert_eq!(seen["stream"], "live", "{seen:#}");
-    assert_eq!(seen["dialogs"], 1, "{seen:#}");
+    assert_eq!(seen["dialogs"], 1, "the token is asked for once: {seen:#}");
     assert_eq!(seen["run"]["output"], "42", "{seen:#}");
     let history = seen["history"].as_array().expect("history");
     assert!(
@@ -240,6 +260,7 @@ fn the_console_works_in_a_browser_that_blocks_site_data() {
     );
     assert_eq!(seen["pageerrors"], json!([]), "{seen:#}");
     assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+    seen
 }
 
 /// The orchestrator waits `--task-timeout` for a run's result and answers

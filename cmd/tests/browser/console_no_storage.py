@@ -1,10 +1,12 @@
 """The browser console (``/``) in a browser that blocks the site's data
-(reading ``sessionStorage`` or ``localStorage`` throws), on an admin
-endpoint that needs its token.
+(reading ``sessionStorage`` or ``localStorage`` throws), or whose storage
+reads but refuses every write (a quota of nothing: ``setItem`` throws
+``QuotaExceededError``), on an admin endpoint that needs its token.
 
-Job (besides browserkit's keys, ``block_site_data`` true): ``url``
-(``http://ADDR/``), ``token`` (the admin token), ``circles`` (how many rows
-the table shows), ``circle`` (an open circle's id).
+Job (besides browserkit's keys, ``block_site_data`` true for the first):
+``url`` (``http://ADDR/``), ``token`` (the admin token), ``circles`` (how
+many rows the table shows), ``circle`` (an open circle's id),
+``refuse_writes`` (true for the second).
 
 Steps: the page asks for the token (answered), the table fills, a script
 runs. The result: the prompts, the rows, the stream indicator, the run's
@@ -31,6 +33,11 @@ def work(session, job):
         dialog.accept(job["token"])
 
     page.on("dialog", on_dialog)
+    if job.get("refuse_writes"):
+        page.add_init_script(
+            "Storage.prototype.setItem = function () {"
+            " throw new DOMException('The quota has been exceeded.', 'QuotaExceededError'); };"
+        )
     seen["storage"] = None
     session.open(job["url"])
     seen["storage"] = session.evaluate(
@@ -43,6 +50,7 @@ def work(session, job):
     seen["stream"] = session.text("#stream")
     seen["rows"] = session.evaluate("() => document.querySelectorAll('#circles tbody tr').length")
     seen["dialogs"] = len(dialogs)
+    seen["dialog_texts"] = dialogs[:3]
     if seen["rows"]:
         seen["run"] = run_script(session, job["circle"], "40 + 2")
         seen["history"] = session.evaluate(

@@ -10,10 +10,14 @@
 
   // ---- live table, pushed by the server as server-sent events ----
   // A browser that blocks the site's data throws on every use of its
-  // storage: the token and the history are then kept by the page alone.
+  // storage, one with a quota of nothing on every write: the token and the
+  // history are then kept by the page alone.
   const TOKEN_KEY = "circles.console.admin_token";
   let heldToken = "";
-  function adminToken() { try { return sessionStorage.getItem(TOKEN_KEY) || ""; } catch { return heldToken; } }
+  function adminToken() {
+    if (heldToken) return heldToken;
+    try { return sessionStorage.getItem(TOKEN_KEY) || ""; } catch { return ""; }
+  }
   function keepToken(t) {
     heldToken = t;
     try { if (t) sessionStorage.setItem(TOKEN_KEY, t); else sessionStorage.removeItem(TOKEN_KEY); } catch { /* held above */ }
@@ -388,9 +392,11 @@
   }
 
   // ---- history, kept in this browser ----
-  let heldHistory = [];
+  // What the page keeps when the storage does not hold the newest list.
+  let heldHistory = null;
   function loadHistory() {
-    try { return JSON.parse(localStorage.getItem(HISTORY_KEY)) || []; } catch { return heldHistory; }
+    if (heldHistory) return heldHistory;
+    try { return JSON.parse(localStorage.getItem(HISTORY_KEY)) || []; } catch { return []; }
   }
   // A run is kept with the start of its result only (40 characters are
   // shown; an output may be 1 MiB), and a storage still too full for the
@@ -398,11 +404,11 @@
   const SUMMARY_MAX = 200;
   function remember(entry) {
     entry.summary = String(entry.summary).slice(0, SUMMARY_MAX);
-    let h = [entry, ...loadHistory()].slice(0, HISTORY_MAX);
+    const h = [entry, ...loadHistory()].slice(0, HISTORY_MAX);
     heldHistory = h;
-    for (;;) {
-      try { localStorage.setItem(HISTORY_KEY, JSON.stringify(h)); break; }
-      catch { if (h.length <= 1) break; h = h.slice(0, -1); /* storage full or disabled */ }
+    for (let kept = h; kept.length > 0; kept = kept.slice(0, -1)) {
+      // Storage full: the oldest runs are dropped from it, never the newest.
+      try { localStorage.setItem(HISTORY_KEY, JSON.stringify(kept)); heldHistory = null; break; } catch { /* storage full or disabled */ }
     }
     renderHistory();
   }
