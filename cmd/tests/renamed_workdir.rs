@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::http::{self, admin_addr};
+use common::logs::Immutable;
 use common::{Orchestrator, Sandbox, connect, output, play, port};
 use serde_json::json;
 
@@ -76,6 +77,46 @@ async fn a_circle_a_reload_changes_after_the_working_directory_was_renamed_serve
     assert_eq!(answer.code, 200, "{}\n{}", answer.body, o.stderr());
     let mut ws = connect(a2).await;
     assert_eq!(output(&mut ws, "db::get(1)").await, "kept");
+    assert!(o.stop().success(), "{}", o.stderr());
+}
+
+/// The working directory renamed after the circle's database refused a
+/// write (its data file made immutable): a reload that changes the circle
+/// opens that database again, in the same directory, and its lease names
+/// it as before, so the circle starts again on it with every record it had
+/// (not refused as another database's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_circle_whose_database_refused_writes_starts_again_on_it_after_the_directory_was_renamed()
+{
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let (a, a2) = (port(), port());
+    let release = release(&sandbox, a);
+    let mut o = Orchestrator::spawn(in_release(
+        &sandbox,
+        &release,
+        &redis.url(),
+        &["--no-managed-redis", "--admin", "127.0.0.1:0"],
+    ));
+    o.wait_table();
+    let addr = admin_addr(&o.stdout());
+    let mut ws = connect(a).await;
+    assert_eq!(output(&mut ws, r#"db::insert("kept")"#).await, "1");
+    let immutable = Immutable::set(&release.join("data/1/data-00000000.odb"));
+    let refused = play(&mut ws, 2, r#"db::insert("refused")"#).await;
+    assert_eq!(refused["error"]["data"]["kind"], "database", "{refused}");
+    drop(immutable);
+    drop(ws);
+
+    let moved = sandbox.path().join("release.old");
+    std::fs::rename(&release, &moved).expect("rename the working directory");
+    write_alpha(&moved, a2);
+    let answer = http::request(addr, "POST", "/api/reload", &[]);
+    assert_eq!(answer.code, 200, "{}\n{}", answer.body, o.stderr());
+    let mut ws = connect(a2).await;
+    assert_eq!(output(&mut ws, "db::get(1)").await, "kept");
+    assert_eq!(output(&mut ws, r#"db::insert("after")"#).await, "2");
+    drop(ws);
     assert!(o.stop().success(), "{}", o.stderr());
 }
 

@@ -172,8 +172,13 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     let changed: HashSet<u32> = plan.changed.iter().map(|c| c.id).collect();
     let ids: Vec<u32> = outgoing.iter().map(|c| c.id).collect();
     let out = set.take_out(ctx, &ids).await;
-    let lease_dirs: HashMap<u32, String> = out
+    // A changed circle starts again on the same database directory (its
+    // id's under the same --data-dir), kept open or opened again: its lease
+    // keeps the name it has, as the path the data dir resolves to now may
+    // be another (the working directory of a relative --data-dir renamed).
+    let named: HashMap<u32, String> = out
         .iter()
+        .filter(|l| changed.contains(&l.state.config.id))
         .map(|l| (l.state.config.id, l.lease_dir().to_owned()))
         .collect();
     let bound = ctx.settings.shutdown_grace + super::DRAIN_MARGIN;
@@ -210,13 +215,7 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
                     && db.write_failure().is_none()
             });
     close_all(closing, "outgoing circles").await;
-    let open: HashMap<u32, circles::Closing> = open.into_iter().map(|c| (c.0.id, c)).collect();
-    // A database open all along keeps the name its lease has: the path the
-    // data dir resolves to now may be another (the working directory of a
-    // relative --data-dir renamed), and the lease is the same database's.
-    let named: HashMap<u32, String> = (lease_dirs.into_iter())
-        .filter(|(id, _)| open.contains_key(id))
-        .collect();
+    let open = open.into_iter().map(|c| (c.0.id, c)).collect();
     kept::release_taken(&mut set.kept, &late, &ctx.settings).await;
     let (late, late_failed) = prepare(ctx, late, &mut unreachable, open, &named).await;
     failed.extend(late_failed);
@@ -308,9 +307,9 @@ fn gone(path: &std::path::Path) -> String {
 /// the circles ready to start, and each other one with why it cannot. A
 /// circle whose own Redis cannot be connected cannot start; a URL in
 /// `unreachable` (URL → the name of the circle that found it so) is not
-/// tried again. A circle whose database `open` holds starts on it, its
-/// lease naming the directory `named` gives for it; what `open` holds for a
-/// circle that does not get that far is closed.
+/// tried again. A circle whose database `open` holds starts on it; what
+/// `open` holds for a circle that does not get that far is closed. A
+/// circle's lease names the directory `named` gives for it, if any.
 async fn prepare(
     ctx: &Ctx,
     configs: Vec<CircleConfig>,

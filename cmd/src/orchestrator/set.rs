@@ -108,7 +108,7 @@ pub struct CircleSet {
 
 impl Live {
     /// The database directory its worker's lease names: the name a circle
-    /// a reload changes keeps while its database stays open.
+    /// a reload changes keeps when it starts again.
     pub fn lease_dir(&self) -> &str {
         &self.lease.dir
     }
