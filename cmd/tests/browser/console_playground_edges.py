@@ -17,12 +17,10 @@ asserts it.
 
 import os
 import sys
-import urllib.error
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import browserkit  # noqa: E402
-from admin_console import result  # noqa: E402
+from admin_console import reload, result  # noqa: E402
 
 
 def run(session, circle, script, token=""):
@@ -42,18 +40,6 @@ def run(session, circle, script, token=""):
                    return s.selectedIndex < 0 ? null : s.options[s.selectedIndex].textContent; }"""
     )
     return shown
-
-
-def reload(job, text):
-    """Writes `text` to the config and asks for a reload; the HTTP code."""
-    with open(job["config"], "w", encoding="utf-8") as f:
-        f.write(text)
-    req = urllib.request.Request(job["admin"] + "/api/reload", data=b"", method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=60) as answer:
-            return answer.status
-    except urllib.error.HTTPError as e:
-        return e.code
 
 
 def work(session, job):

@@ -15,25 +15,12 @@ showed after each; the Rust test asserts it.
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
 
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import browserkit  # noqa: E402
-
-
-def reload(job, text):
-    """Writes `text` to the config and asks for a reload; the HTTP code."""
-    with open(job["config"], "w", encoding="utf-8") as f:
-        f.write(text)
-    req = urllib.request.Request(job["admin"] + "/api/reload", data=b"", method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=60) as answer:
-            return answer.status
-    except urllib.error.HTTPError as e:
-        return e.code
+from admin_console import reload  # noqa: E402
 
 
 def options(session):
