@@ -121,8 +121,9 @@ async fn a_database_that_refuses_writes_degrades_its_worker_and_readiness_and_fa
 /// A circle's database directory removed while it serves (a cleanup run on
 /// the wrong path): a write is refused with a `database` error naming the
 /// deleted data file, never acknowledged into a file that no open finds
-/// again; reads go on from the open files, and the other circle takes
-/// writes as before.
+/// again; reads go on from the open files, the other circle takes writes
+/// as before, and the exit is no clean shutdown (exit 1, naming the
+/// database it could not sync).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_whose_directory_is_removed_refuses_writes_saying_so_and_others_go_on() {
     let sandbox = Sandbox::new();
@@ -145,5 +146,8 @@ async fn a_database_whose_directory_is_removed_refuses_writes_saying_so_and_othe
     assert_eq!(output(&mut alpha, "db::get(1)").await, "kept");
     let mut beta = connect(b).await;
     assert_eq!(output(&mut beta, r#"db::insert("beta")"#).await, "1");
-    o.stop();
+    let status = o.stop();
+    assert_eq!(status.code(), Some(1), "{}", o.stderr());
+    let said = o.stderr();
+    assert!(said.contains("could not be synced at exit"), "{said}");
 }
