@@ -595,20 +595,7 @@ async fn a_managed_redis_that_dies_is_restarted_and_circles_serve_again() {
     let (_sandbox, redis_port, p, mut orchestrator) = with_managed_redis("Phoenix");
     let mut ws = connect(p).await;
     assert_eq!(output(&mut ws, "db::insert(1)").await, "1");
-    let found = std::process::Command::new("pgrep")
-        .args(["-f", &format!("^redis-server 127.0.0.1:{redis_port}$")])
-        .output()
-        .expect("run pgrep");
-    let pid = String::from_utf8_lossy(&found.stdout).trim().to_string();
-    assert!(
-        !pid.is_empty() && !pid.contains('\n'),
-        "one managed redis-server expected: {pid:?}"
-    );
-    let killed = std::process::Command::new("kill")
-        .args(["-KILL", &pid])
-        .status()
-        .expect("run kill");
-    assert!(killed.success(), "cannot kill redis-server {pid}");
+    common::managed::kill_redis(redis_port);
     orchestrator.wait_stdout(
         "redis-server died and was restarted (1 times",
         Duration::from_secs(30),

@@ -7,28 +7,10 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::managed::{kill, redis_pid};
 use common::{Orchestrator, Sandbox, ping_reply, port};
-
-/// The pid of the one `redis-server` serving `port`.
-fn redis_pid(port: u16) -> Option<String> {
-    let found = Command::new("pgrep")
-        .args(["-f", &format!("^redis-server 127.0.0.1:{port}$")])
-        .output()
-        .expect("run pgrep");
-    let pid = String::from_utf8_lossy(&found.stdout).trim().to_string();
-    (!pid.is_empty() && !pid.contains('\n')).then_some(pid)
-}
-
-fn kill(signal: &str, pid: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{signal}"), pid])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{signal} {pid}");
-}
 
 /// The incremental append-only file the managed redis-server writes.
 fn incr_aof(redis_dir: &Path) -> PathBuf {

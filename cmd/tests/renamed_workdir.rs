@@ -136,20 +136,7 @@ async fn a_managed_redis_that_dies_after_the_working_directory_was_renamed_is_re
 
     let moved = sandbox.path().join("release.old");
     std::fs::rename(&release, &moved).expect("rename the working directory");
-    let found = Command::new("pgrep")
-        .args(["-f", &format!("^redis-server 127.0.0.1:{redis_port}$")])
-        .output()
-        .expect("run pgrep");
-    let pid = String::from_utf8_lossy(&found.stdout).trim().to_string();
-    assert!(
-        !pid.is_empty() && !pid.contains('\n'),
-        "one managed redis-server expected: {pid:?}"
-    );
-    let killed = Command::new("kill")
-        .args(["-KILL", &pid])
-        .status()
-        .expect("run kill");
-    assert!(killed.success(), "cannot kill redis-server {pid}");
+    common::managed::kill_redis(redis_port);
     o.wait_stdout(
         "redis-server died and was restarted (1 times",
         Duration::from_secs(30),

@@ -8,6 +8,7 @@ pub mod hosts;
 pub mod http;
 pub mod loading;
 pub mod logs;
+pub mod managed;
 pub mod redis_tls;
 pub mod tasks;
 pub mod tmux;
