@@ -151,3 +151,41 @@ async fn a_database_whose_directory_is_removed_refuses_writes_saying_so_and_othe
     let said = o.stderr();
     assert!(said.contains("could not be synced at exit"), "{said}");
 }
+
+/// A circle whose database directory was removed, then changed by a
+/// reload: it starts again on the database it has open (reads go on, writes
+/// are refused, and its deleted files stay open for a copy before the
+/// restart, as README says), not on a new empty database in a directory
+/// made again, which would give ids from 1 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_circle_whose_directory_is_removed_keeps_its_open_database_through_a_reload() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let (a, a2) = (port(), port());
+    let config = sandbox.circles(&[(1, "Alpha", a)]);
+    let mut o = Orchestrator::start(&sandbox, &config, &redis.url(), &["--admin", "127.0.0.1:0"]);
+    o.wait_table();
+    let admin = admin_addr(&o.stdout());
+    let mut alpha = connect(a).await;
+    assert_eq!(output(&mut alpha, r#"db::insert("kept")"#).await, "1");
+    std::fs::remove_dir_all(sandbox.data_dir().join("1")).expect("remove Alpha's directory");
+    let refused = play(&mut alpha, 2, r#"db::insert("lost")"#).await;
+    assert_eq!(refused["error"]["data"]["kind"], "database", "{refused}");
+    drop(alpha);
+
+    sandbox.circles(&[(1, "Alpha", a2)]);
+    let answer = common::http::request(admin, "POST", "/api/reload", &[]);
+    assert_eq!(answer.code, 200, "{}\n{}", answer.body, o.stderr());
+    let mut alpha = connect(a2).await;
+    assert_eq!(output(&mut alpha, "db::get(1)").await, "kept");
+    let refused = play(&mut alpha, 3, r#"db::insert("new")"#).await;
+    assert_eq!(refused["error"]["data"]["kind"], "database", "{refused}");
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", o.child.id())).expect("its fds");
+    let open_deleted = fds
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter(|file| file.to_string_lossy().ends_with(".odb (deleted)"))
+        .count();
+    assert!(open_deleted > 0, "its deleted data file is open no more");
+    drop(alpha);
+    o.stop();
+}

@@ -203,7 +203,9 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     // own database at once). Not when its worker still holds its engine
     // (it did not stop in time), nor for a standby, which opens it once
     // its worker holds the lease, nor when it refuses writes (opened again,
-    // it takes them).
+    // it takes them) unless its directory is gone: opened again there, it
+    // would be a new empty database, and closing it would close the only
+    // way left to its deleted files.
     let (open, closing): (Vec<_>, Vec<_>) =
         closing
             .into_iter()
@@ -212,7 +214,8 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
                 changed.contains(&config.id)
                     && !ctx.settings.standby
                     && std::sync::Arc::strong_count(engine) == 1
-                    && db.write_failure().is_none()
+                    && (db.write_failure().is_none()
+                        || !circles::db_dir(&ctx.settings.data_dir, config.id).exists())
             });
     close_all(closing, "outgoing circles").await;
     let open = open.into_iter().map(|c| (c.0.id, c)).collect();
