@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -48,6 +49,36 @@ fn in_release(sandbox: &Sandbox, release: &Path, redis_url: &str, extra: &[&str]
     cmd
 }
 
+/// The orchestrator run in `release` (see [`in_release`]) without a
+/// managed Redis, serving, and its admin endpoint's address.
+fn serving(sandbox: &Sandbox, release: &Path, redis_url: &str) -> (Orchestrator, SocketAddr) {
+    let mut o = Orchestrator::spawn(in_release(
+        sandbox,
+        release,
+        redis_url,
+        &["--no-managed-redis", "--admin", "127.0.0.1:0"],
+    ));
+    o.wait_table();
+    let addr = admin_addr(&o.stdout());
+    (o, addr)
+}
+
+/// `release` renamed to `release.old`, whose circles.json then puts Alpha
+/// on `port`, and the reload `o` answers at `addr` for it (200).
+fn renamed_and_reloaded(
+    sandbox: &Sandbox,
+    release: &Path,
+    port: u16,
+    addr: SocketAddr,
+    o: &Orchestrator,
+) {
+    let moved = sandbox.path().join("release.old");
+    std::fs::rename(release, &moved).expect("rename the working directory");
+    write_alpha(&moved, port);
+    let answer = http::request(addr, "POST", "/api/reload", &[]);
+    assert_eq!(answer.code, 200, "{}\n{}", answer.body, o.stderr());
+}
+
 /// The working directory renamed: the relative paths still name the same
 /// files, and a reload that changes a circle starts it again on its
 /// database, which holds its queue's lease as before, with every record it
@@ -58,23 +89,12 @@ async fn a_circle_a_reload_changes_after_the_working_directory_was_renamed_serve
     let redis = testkit::RedisServer::start();
     let (a, a2) = (port(), port());
     let release = release(&sandbox, a);
-    let mut o = Orchestrator::spawn(in_release(
-        &sandbox,
-        &release,
-        &redis.url(),
-        &["--no-managed-redis", "--admin", "127.0.0.1:0"],
-    ));
-    o.wait_table();
-    let addr = admin_addr(&o.stdout());
+    let (mut o, addr) = serving(&sandbox, &release, &redis.url());
     let mut ws = connect(a).await;
     assert_eq!(output(&mut ws, r#"db::insert("kept")"#).await, "1");
     drop(ws);
 
-    let moved = sandbox.path().join("release.old");
-    std::fs::rename(&release, &moved).expect("rename the working directory");
-    write_alpha(&moved, a2);
-    let answer = http::request(addr, "POST", "/api/reload", &[]);
-    assert_eq!(answer.code, 200, "{}\n{}", answer.body, o.stderr());
+    renamed_and_reloaded(&sandbox, &release, a2, addr, &o);
     let mut ws = connect(a2).await;
     assert_eq!(output(&mut ws, "db::get(1)").await, "kept");
     assert!(o.stop().success(), "{}", o.stderr());
@@ -92,14 +112,7 @@ async fn a_circle_whose_database_refused_writes_starts_again_on_it_after_the_dir
     let redis = testkit::RedisServer::start();
     let (a, a2) = (port(), port());
     let release = release(&sandbox, a);
-    let mut o = Orchestrator::spawn(in_release(
-        &sandbox,
-        &release,
-        &redis.url(),
-        &["--no-managed-redis", "--admin", "127.0.0.1:0"],
-    ));
-    o.wait_table();
-    let addr = admin_addr(&o.stdout());
+    let (mut o, addr) = serving(&sandbox, &release, &redis.url());
     let mut ws = connect(a).await;
     assert_eq!(output(&mut ws, r#"db::insert("kept")"#).await, "1");
     let immutable = Immutable::set(&release.join("data/1/data-00000000.odb"));
@@ -108,11 +121,7 @@ async fn a_circle_whose_database_refused_writes_starts_again_on_it_after_the_dir
     drop(immutable);
     drop(ws);
 
-    let moved = sandbox.path().join("release.old");
-    std::fs::rename(&release, &moved).expect("rename the working directory");
-    write_alpha(&moved, a2);
-    let answer = http::request(addr, "POST", "/api/reload", &[]);
-    assert_eq!(answer.code, 200, "{}\n{}", answer.body, o.stderr());
+    renamed_and_reloaded(&sandbox, &release, a2, addr, &o);
     let mut ws = connect(a2).await;
     assert_eq!(output(&mut ws, "db::get(1)").await, "kept");
     assert_eq!(output(&mut ws, r#"db::insert("after")"#).await, "2");
@@ -173,14 +182,7 @@ async fn a_reload_after_the_working_directory_was_replaced_says_it_reads_the_del
     let redis = testkit::RedisServer::start();
     let a = port();
     let release = release(&sandbox, a);
-    let mut o = Orchestrator::spawn(in_release(
-        &sandbox,
-        &release,
-        &redis.url(),
-        &["--no-managed-redis", "--admin", "127.0.0.1:0"],
-    ));
-    o.wait_table();
-    let addr = admin_addr(&o.stdout());
+    let (mut o, addr) = serving(&sandbox, &release, &redis.url());
 
     std::fs::remove_dir_all(&release).expect("delete the working directory");
     std::fs::create_dir(&release).expect("make it again");
