@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::batch::OpRef;
 use crate::checkpoint::Covered;
@@ -15,6 +16,12 @@ use crate::files::DataFile;
 use crate::format::{FILE_HEADER_LEN, FrameBuilder, OpKind, Pos};
 use crate::index::Loc;
 use crate::state::{Store, Writer};
+
+/// How often a commit without an fsync of its own (`Durability::Flush`, or
+/// a group's before its [`crate::OurDb::sync`]) checks that the writer's
+/// file is still linked: an `fstat` per commit would cost such commits
+/// about half their rate.
+const LINK_CHECK_EVERY: Duration = Duration::from_millis(50);
 use crate::{Mode, files};
 
 /// Bytes of zeros written ahead of the commits in `Durability::Sync` mode.
@@ -54,7 +61,21 @@ impl Store {
         if frame_len - crate::format::FRAME_HEADER_LEN > u32::MAX as usize {
             return Err(Error::BatchTooLarge { size: frame_len });
         }
-        self.check_linked(&w)?;
+        // A synced commit finds an unlinked file at its fsync
+        // (`sync_or_poison`); an unsynced one looks every LINK_CHECK_EVERY.
+        let synced = sync && self.config.durability.syncs();
+        if !synced
+            && w.link_checked
+                .is_none_or(|t| t.elapsed() >= LINK_CHECK_EVERY)
+        {
+            let file = Arc::clone(
+                self.read_state()
+                    .file(w.file_no)
+                    .expect("the writer's file is open"),
+            );
+            self.check_linked(&file)?;
+            w.link_checked = Some(Instant::now());
+        }
         if w.offset > FILE_HEADER_LEN && w.offset + frame_len as u64 > self.config.max_file_size {
             self.roll_over(&mut w)?;
         }
@@ -231,16 +252,11 @@ impl Store {
         Ok((plan, next, outcome))
     }
 
-    /// Fails, poisoning the handle, when the writer's file is linked
-    /// nowhere any more (deleted with its directory under the open
-    /// database): a commit written there would be acknowledged and then
-    /// lost, as no open finds that file again. One `fstat` per commit.
-    fn check_linked(&self, w: &Writer) -> Result<()> {
-        let file = Arc::clone(
-            self.read_state()
-                .file(w.file_no)
-                .expect("the writer's file is open"),
-        );
+    /// Fails, poisoning the handle, when `file` (the writer's) is linked
+    /// nowhere any more (deleted, with its directory or alone, under the
+    /// open database): a commit written there would be acknowledged and then
+    /// lost, as no open finds that file again. One `fstat`.
+    fn check_linked(&self, file: &DataFile) -> Result<()> {
         let linked = (file.file.metadata())
             .map_err(|e| {
                 Error::io(
@@ -405,6 +421,7 @@ impl Store {
     /// state of the page cache is unknown and the kernel may report the
     /// error only once, so a retry could wrongly succeed.
     pub(crate) fn sync_or_poison(&self, file: &DataFile, all: bool) -> Result<()> {
+        self.check_linked(file)?;
         let started = std::time::Instant::now();
         let res = fsync(file, all);
         self.counters.synced(started.elapsed());

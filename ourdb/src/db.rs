@@ -91,6 +91,7 @@ impl OurDb {
                 allocated: o.allocated,
                 marks: o.sync_markers,
                 unmarked: false,
+                link_checked: None,
             }),
             state: RwLock::new(State {
                 index: o.index,

@@ -166,6 +166,8 @@ pub(crate) struct Writer {
     pub marks: bool,
     /// A commit frame was written since the last sync marker.
     pub unmarked: bool,
+    /// When a commit without an fsync last found the writer's file linked.
+    pub link_checked: Option<std::time::Instant>,
 }
 
 /// An open database's directory, configuration and guarded state: what the

@@ -105,3 +105,37 @@ fn a_commit_after_the_directory_was_removed_fails_and_poisons_the_handle() {
     assert_eq!(db.get(1).expect("get").as_deref(), Some(&b"kept"[..]));
     assert_eq!(db.next_id(), 2, "nothing was given an id");
 }
+
+#[test]
+fn a_group_synced_after_the_directory_was_removed_fails_at_its_sync() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db_dir = dir.path().join("db");
+    let db = OurDb::open(&db_dir, Config::default()).expect("open");
+    let mut batch = Batch::new();
+    batch.insert(b"in the group".to_vec());
+    db.commit_unsynced(batch).expect("the group's commit");
+    std::fs::remove_dir_all(&db_dir).expect("remove the directory");
+
+    let err = db.sync().expect_err("the group's file is gone");
+    assert!(err.to_string().contains("deleted"), "{err}");
+    assert!(db.write_failure().is_some());
+}
+
+#[test]
+fn an_unsynced_commit_finds_the_directory_removed_within_the_check_interval() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db_dir = dir.path().join("db");
+    let config = Config {
+        durability: crate::Durability::Flush,
+        ..Config::default()
+    };
+    let db = OurDb::open(&db_dir, config).expect("open");
+    assert_eq!(db.insert(b"kept").expect("insert"), 1);
+    std::fs::remove_dir_all(&db_dir).expect("remove the directory");
+    std::thread::sleep(super::LINK_CHECK_EVERY);
+
+    let err = db.insert(b"lost").expect_err("its file is gone");
+    assert!(err.to_string().contains("deleted"), "{err}");
+    assert!(db.write_failure().is_some());
+    assert_eq!(db.next_id(), 2, "nothing was given an id");
+}
