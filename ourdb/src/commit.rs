@@ -257,16 +257,19 @@ impl Store {
     /// open database): a commit written there would be acknowledged and then
     /// lost, as no open finds that file again. One `fstat`.
     fn check_linked(&self, file: &DataFile) -> Result<()> {
-        let linked = (file.file.metadata())
-            .map_err(|e| {
-                Error::io(
-                    format!("reading the metadata of {}", file.path.display()),
-                    e,
-                )
-            })?
-            .nlink()
-            > 0;
-        if linked {
+        let open = (file.file.metadata()).map_err(|e| {
+            Error::io(
+                format!("reading the metadata of {}", file.path.display()),
+                e,
+            )
+        })?;
+        // A file system that reports no links for a linked file (some FUSE
+        // ones) still has it at its path.
+        let at_path = || {
+            std::fs::metadata(&file.path)
+                .is_ok_and(|m| m.dev() == open.dev() && m.ino() == open.ino())
+        };
+        if open.nlink() > 0 || at_path() {
             return Ok(());
         }
         let e = Error::io(
