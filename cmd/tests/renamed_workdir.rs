@@ -175,7 +175,8 @@ async fn a_managed_redis_that_dies_after_the_working_directory_was_renamed_is_re
 /// replaces its release directory): the process still stands in the deleted
 /// one, so a reload finds no circles file there, and says that the relative
 /// path is read in that deleted directory, not that the file is to be put
-/// back (it is back, in another directory); nothing changes.
+/// back (it is back, in another directory); nothing changes. Its database
+/// was in the deleted directory: the exit is 1, naming it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_after_the_working_directory_was_replaced_says_it_reads_the_deleted_one() {
     let sandbox = Sandbox::new();
@@ -201,5 +202,12 @@ async fn a_reload_after_the_working_directory_was_replaced_says_it_reads_the_del
     let mut ws = connect(a).await;
     assert_eq!(output(&mut ws, "40 + 2").await, "42");
     drop(ws);
-    assert!(o.stop().success(), "{}", o.stderr());
+    // Its database went with the deleted directory (`--data-dir data`): the
+    // exit says so.
+    let code = o.stop().code();
+    let stderr = o.stderr();
+    assert!(
+        code == Some(1) && stderr.contains("deleted while the database was open"),
+        "{code:?}\n{stderr}"
+    );
 }
