@@ -14,7 +14,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::http::{self, Answer, admin_addr, get};
+use common::http::{self, Answer, admin_addr, get, start_with_admin};
 use common::{Orchestrator, Sandbox, connect, play, port, run_to_end};
 use serde_json::Value;
 
@@ -670,10 +670,7 @@ fn a_circle_named_with_a_quote_and_a_backslash_gets_escaped_label_values_in_both
     let sandbox = Sandbox::new();
     let redis = testkit::RedisServer::start();
     let config = sandbox.circles(&[(1, r#"The "A" Team C:\temp"#, port())]);
-    let mut orchestrator =
-        Orchestrator::start(&sandbox, &config, &redis.url(), &["--admin", "127.0.0.1:0"]);
-    orchestrator.wait_table();
-    let addr = admin_addr(&orchestrator.stdout());
+    let (mut orchestrator, addr) = start_with_admin(&sandbox, &config, &redis, &[]);
     const C: &str = r#"circle="The \"A\" Team C:\\temp""#;
     let up = format!("circles_circle_up{{{C}}} 1\n");
     let series = [

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::hosts::{Hosts, Kind};
-use common::http::{admin_addr, stream_from, stream_with};
+use common::http::{admin_addr, start_with_admin, stream_from, stream_with};
 use common::{Orchestrator, Sandbox, port};
 
 /// The longest a console waits for a slot that a vanished or never-reading
@@ -179,9 +179,7 @@ fn streams_whose_clients_never_read_come_free_for_a_console() {
     let sandbox = Sandbox::new();
     let redis = testkit::RedisServer::start();
     let config = sandbox.circles(&[(1, "Kitchen", port())]);
-    let mut o = Orchestrator::start(&sandbox, &config, &redis.url(), &["--admin", "127.0.0.1:0"]);
-    o.wait_table();
-    let admin = admin_addr(&o.stdout());
+    let (mut o, admin) = start_with_admin(&sandbox, &config, &redis, &[]);
     let small = |s: &socket2::Socket| s.set_recv_buffer_size(1024).expect("SO_RCVBUF");
     let held: Vec<TcpStream> = [[127, 0, 0, 3], [127, 0, 0, 4]]
         .iter()

@@ -12,7 +12,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::browser::Browser;
-use common::http::{admin_addr, stream_from};
+use common::http::{admin_addr, start_with_admin, stream_from};
 use common::{Orchestrator, Sandbox, port, sha256_hex};
 use serde_json::{Value, json};
 
@@ -40,9 +40,7 @@ fn the_playground_marks_the_error_after_emoji_keeps_a_removed_pick_and_names_a_r
         vault("walt", WALT),
     ]);
     let config = sandbox.write("circles.json", &circles.to_string());
-    let mut o = Orchestrator::start(&sandbox, &config, &redis.url(), &["--admin", "127.0.0.1:0"]);
-    o.wait_table();
-    let admin = admin_addr(&o.stdout());
+    let (mut o, admin) = start_with_admin(&sandbox, &config, &redis, &[]);
     let reloaded = json!([
         {"id": 1, "name": "Kitchen", "port": ports[0]},
         vault("rita", RITA),
@@ -113,9 +111,7 @@ fn the_console_says_why_its_event_stream_is_refused_and_is_live_once_there_is_ro
     let sandbox = Sandbox::new();
     let redis = testkit::RedisServer::start();
     let config = sandbox.circles(&[(1, "Kitchen", port())]);
-    let mut o = Orchestrator::start(&sandbox, &config, &redis.url(), &["--admin", "127.0.0.1:0"]);
-    o.wait_table();
-    let admin = admin_addr(&o.stdout());
+    let (mut o, admin) = start_with_admin(&sandbox, &config, &redis, &[]);
     // 32 a client address: two addresses hold the 64.
     let mut held: Vec<TcpStream> = [[127, 0, 0, 3], [127, 0, 0, 4]]
         .iter()
@@ -169,9 +165,7 @@ fn with_many_circles_a_selection_in_the_table_survives_the_events_and_charts_dra
         .map(|id| json!({"id": id, "name": format!("Circle {id}"), "port": port()}))
         .collect();
     let config = sandbox.write("circles.json", &Value::from(circles.clone()).to_string());
-    let mut o = Orchestrator::start(&sandbox, &config, &redis.url(), &["--admin", "127.0.0.1:0"]);
-    o.wait_table();
-    let admin = admin_addr(&o.stdout());
+    let (mut o, admin) = start_with_admin(&sandbox, &config, &redis, &[]);
     let seen = Browser::find().timeout(Duration::from_secs(60)).run(
         "console_many.py",
         json!({"url": format!("http://{admin}/"), "circles": count, "circle": 7}),
@@ -321,9 +315,7 @@ fn a_run_from_a_console_at_a_non_loopback_origin_names_the_allowed_origin_it_nee
     let sandbox = Sandbox::new();
     let redis = testkit::RedisServer::start();
     let config = sandbox.circles(&[(1, "Kitchen", port())]);
-    let mut o = Orchestrator::start(&sandbox, &config, &redis.url(), &["--admin", "127.0.0.1:0"]);
-    o.wait_table();
-    let admin = admin_addr(&o.stdout());
+    let (mut o, admin) = start_with_admin(&sandbox, &config, &redis, &[]);
     let origin = format!("http://192.0.2.77:{}", admin.port());
     let seen = Browser::find()
         .chromium_arg(format!("--proxy-server=http://{admin}"))

@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::browser::Browser;
-use common::http::admin_addr;
-use common::{Orchestrator, Sandbox, port};
+use common::http::start_with_admin;
+use common::{Sandbox, port};
 use serde_json::json;
 
 /// A run's output may be 1 MiB (README, "Limits"). The history keeps each
@@ -24,9 +24,7 @@ fn the_newest_run_is_in_the_history_also_after_runs_with_large_outputs() {
         "circles.json",
         &json!([{"id": 1, "name": "Kitchen", "port": port()}]).to_string(),
     );
-    let mut o = Orchestrator::start(&sandbox, &config, &redis.url(), &["--admin", "127.0.0.1:0"]);
-    o.wait_table();
-    let admin = admin_addr(&o.stdout());
+    let (mut o, admin) = start_with_admin(&sandbox, &config, &redis, &[]);
     // 10 × 2^16 = 655360 characters, under the 1 MiB output limit.
     let big = r#"let s = "xxxxxxxxxx"; for i in 0..16 { s += s; } s"#;
     let last_big = r#"let s = "yyyyyyyyyy"; for i in 0..16 { s += s; } s"#;
@@ -91,9 +89,7 @@ fn the_console_table_has_the_columns_of_the_status_table_and_the_gateways_of_api
         ])
         .to_string(),
     );
-    let mut o = Orchestrator::start(&sandbox, &config, &redis.url(), &["--admin", "127.0.0.1:0"]);
-    o.wait_table();
-    let admin = admin_addr(&o.stdout());
+    let (mut o, admin) = start_with_admin(&sandbox, &config, &redis, &[]);
     let seen = Browser::find().timeout(Duration::from_secs(60)).run(
         "console_columns.py",
         json!({"url": format!("http://{admin}/"), "circles": 2}),

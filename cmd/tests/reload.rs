@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use common::http::{self, admin_addr};
+use common::http::{self, start_with_admin};
 use common::tasks::queue_slow_tasks;
 use common::{Orchestrator, Sandbox, Ws, connect, listens, output, play, port, run_to_end, send};
 use futures_util::StreamExt;
@@ -364,22 +364,6 @@ async fn tasks_a_removed_circle_cannot_finish_in_time_end_cancelled_naming_the_r
     assert_eq!(output(&mut alpha, "1").await, "1");
     drop(alpha);
     assert!(o.stop().success(), "{}", o.stderr());
-}
-
-/// Starts `config` with its admin endpoint on a free port (and `extra`);
-/// the orchestrator, every circle serving, and the admin address.
-fn start_with_admin(
-    sandbox: &Sandbox,
-    config: &std::path::Path,
-    redis: &testkit::RedisServer,
-    extra: &[&str],
-) -> (Orchestrator, SocketAddr) {
-    let mut args = vec!["--admin", "127.0.0.1:0"];
-    args.extend_from_slice(extra);
-    let mut o = Orchestrator::start(sandbox, config, &redis.url(), &args);
-    o.wait_table();
-    let addr = admin_addr(&o.stdout());
-    (o, addr)
 }
 
 /// Runs `circles_orchestrator reload --admin ADDR` with `args` and `env`;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::http::{admin_addr, get};
+use common::http::{get, start_with_admin};
 use common::{Orchestrator, Sandbox, connect, output, play, port, run_to_end};
 use serde_json::Value;
 
@@ -53,9 +53,7 @@ async fn a_database_that_refuses_writes_degrades_its_worker_and_readiness_and_fa
     let redis = testkit::RedisServer::start();
     let circle = port();
     let config = sandbox.circles(&[(1, "Alpha", circle)]);
-    let mut o = Orchestrator::start(&sandbox, &config, &redis.url(), &["--admin", "127.0.0.1:0"]);
-    o.wait_table();
-    let admin = admin_addr(&o.stdout());
+    let (mut o, admin) = start_with_admin(&sandbox, &config, &redis, &[]);
     let mut ws = connect(circle).await;
     assert_eq!(output(&mut ws, r#"db::insert("kept")"#).await, "1");
 
@@ -163,9 +161,7 @@ async fn a_circle_whose_directory_is_removed_keeps_its_open_database_through_a_r
     let redis = testkit::RedisServer::start();
     let (a, a2) = (port(), port());
     let config = sandbox.circles(&[(1, "Alpha", a)]);
-    let mut o = Orchestrator::start(&sandbox, &config, &redis.url(), &["--admin", "127.0.0.1:0"]);
-    o.wait_table();
-    let admin = admin_addr(&o.stdout());
+    let (mut o, admin) = start_with_admin(&sandbox, &config, &redis, &[]);
     let mut alpha = connect(a).await;
     assert_eq!(output(&mut alpha, r#"db::insert("kept")"#).await, "1");
     std::fs::remove_dir_all(sandbox.data_dir().join("1")).expect("remove Alpha's directory");

@@ -122,3 +122,19 @@ pub fn stream_with(
         .unwrap_or_else(|| panic!("no status code: {head}"));
     (code, stream)
 }
+
+/// Starts `config` with its admin endpoint on a free port (and `extra`);
+/// the orchestrator, every circle serving, and the admin address.
+pub fn start_with_admin(
+    sandbox: &super::Sandbox,
+    config: &std::path::Path,
+    redis: &testkit::RedisServer,
+    extra: &[&str],
+) -> (super::Orchestrator, SocketAddr) {
+    let mut args = vec!["--admin", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let mut o = super::Orchestrator::start(sandbox, config, &redis.url(), &args);
+    o.wait_table();
+    let addr = admin_addr(&o.stdout());
+    (o, addr)
+}
