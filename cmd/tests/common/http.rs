@@ -106,6 +106,18 @@ pub fn stream_with(
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     write!(stream, "GET /api/events HTTP/1.1\r\nHost: {to}\r\n\r\n").expect("send");
+    let head = read_head(&mut stream);
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status code: {head}"));
+    (code, stream)
+}
+
+/// An HTTP answer's status line and headers, read byte by byte so that
+/// what follows them (a stream's events, a WebSocket's frames) stays unread.
+pub fn read_head(stream: &mut TcpStream) -> String {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -114,13 +126,7 @@ pub fn stream_with(
             _ => break,
         }
     }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    let code = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status code: {head}"));
-    (code, stream)
+    String::from_utf8_lossy(&head).into_owned()
 }
 
 /// Starts `config` with its admin endpoint on a free port (and `extra`);
