@@ -184,10 +184,12 @@ fn client_certificate_wanted(url: &RedisUrl, error: &client::Error) -> Option<St
 
 /// What to say when a `rediss://` Redis closed the connection in the TLS
 /// handshake: at `maxclients` it does so without a word (over plain TCP it
-/// writes why), and a start has no other connection to ask it on. `None`
-/// for any other failure.
+/// writes why), and a start has no other connection to ask it on. The close
+/// reaches us as an end of file, or as a reset when our hello was still
+/// unread. `None` for any other failure.
 fn closed_in_handshake(url: &RedisUrl, error: &str) -> Option<String> {
-    (url.is_tls() && error.contains("tls handshake eof")).then(|| {
+    let closed = error.contains("tls handshake eof") || error.contains("Connection reset by peer");
+    (url.is_tls() && closed).then(|| {
         "Redis closed the connection before the TLS handshake finished, as a Redis at its \
          maxclients does (over TLS without saying so). Fix: compare connected_clients with \
          maxclients (redis-cli INFO clients); raise maxclients, or open fewer connections to it"
