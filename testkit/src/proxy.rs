@@ -2,12 +2,13 @@
 //! cut a client off as a network partition does: nothing is forwarded
 //! either way, and no connection is closed (the client's requests just go
 //! unanswered), or freeze only the replies, to lose them after the server
-//! acted on the requests.
+//! acted on the requests, or cut every connection and refuse new ones, as
+//! a server that died does.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -17,6 +18,9 @@ pub struct Proxy {
     port: u16,
     frozen: Arc<AtomicBool>,
     replies_frozen: Arc<AtomicBool>,
+    /// Raised by each cut: a connection made before it ends.
+    cuts: Arc<AtomicU64>,
+    refusing: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 }
 
@@ -30,27 +34,43 @@ impl Proxy {
         let port = listener.local_addr().expect("proxy address").port();
         let frozen = Arc::new(AtomicBool::new(false));
         let replies_frozen = Arc::new(AtomicBool::new(false));
+        let cuts = Arc::new(AtomicU64::new(0));
+        let refusing = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
-        let (f, r, s) = (
+        let (f, r, c, refuse, s) = (
             Arc::clone(&frozen),
             Arc::clone(&replies_frozen),
+            Arc::clone(&cuts),
+            Arc::clone(&refusing),
             Arc::clone(&stop),
         );
         thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
                 match listener.accept() {
+                    // Closed at once, as by a server that is not there.
+                    Ok((client, _)) if refuse.load(Ordering::SeqCst) => {
+                        let _ = client.shutdown(Shutdown::Both);
+                    }
                     Ok((client, _)) => {
                         let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
                             continue;
                         };
+                        let cut_at = c.load(Ordering::SeqCst);
                         for (from, to, replies) in [
                             (client.try_clone(), server.try_clone(), false),
                             (server.try_clone(), client.try_clone(), true),
                         ] {
                             if let (Ok(from), Ok(to)) = (from, to) {
-                                let (f, s) = (Arc::clone(&f), Arc::clone(&s));
+                                let (f, c, s) = (Arc::clone(&f), Arc::clone(&c), Arc::clone(&s));
                                 let r = replies.then(|| Arc::clone(&r));
-                                thread::spawn(move || pump(from, to, (&f, r.as_deref()), &s));
+                                thread::spawn(move || {
+                                    let ends = Ends {
+                                        stop: &s,
+                                        cuts: &c,
+                                        cut_at,
+                                    };
+                                    pump(from, to, (&f, r.as_deref()), &ends);
+                                });
                             }
                         }
                     }
@@ -65,6 +85,8 @@ impl Proxy {
             port,
             frozen,
             replies_frozen,
+            cuts,
+            refusing,
             stop,
         }
     }
@@ -85,10 +107,20 @@ impl Proxy {
         self.frozen.store(true, Ordering::SeqCst);
     }
 
-    /// Forwards again (replies too).
+    /// Forwards again (replies too), and takes new connections again
+    /// after [`Proxy::cut_and_refuse`].
     pub fn thaw(&self) {
         self.frozen.store(false, Ordering::SeqCst);
         self.replies_frozen.store(false, Ordering::SeqCst);
+        self.refusing.store(false, Ordering::SeqCst);
+    }
+
+    /// Closes every connection open now, both ways, with what they had not
+    /// forwarded yet unsent, and closes each new one as soon as it is
+    /// accepted, until [`Proxy::thaw`]: the client sees its server die.
+    pub fn cut_and_refuse(&self) {
+        self.refusing.store(true, Ordering::SeqCst);
+        self.cuts.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Forwards requests to the server but none of its replies: the server
@@ -105,30 +137,49 @@ impl Drop for Proxy {
     }
 }
 
+/// What ends a connection's pumps: the proxy dropped, or cut after the
+/// connection was made.
+struct Ends<'a> {
+    stop: &'a AtomicBool,
+    cuts: &'a AtomicU64,
+    cut_at: u64,
+}
+
+impl Ends<'_> {
+    fn ended(&self) -> bool {
+        self.stop.load(Ordering::SeqCst) || self.cuts.load(Ordering::SeqCst) != self.cut_at
+    }
+}
+
 /// Copies `from` to `to` while neither `frozen` flag is set (the second, if
 /// any, freezes this direction alone); while one is, reads nothing (the bytes
-/// wait in the kernel's buffers).
+/// wait in the kernel's buffers) and holds what a read that was under way
+/// when it was set got.
 fn pump(
     mut from: TcpStream,
     mut to: TcpStream,
     frozen: (&AtomicBool, Option<&AtomicBool>),
-    stop: &AtomicBool,
+    ends: &Ends<'_>,
 ) {
     let _ = from.set_read_timeout(Some(Duration::from_millis(20)));
     let mut buf = [0u8; 16 * 1024];
-    while !stop.load(Ordering::SeqCst) {
+    let mut held = 0;
+    while !ends.ended() {
         let (all, this_way) = frozen;
         if all.load(Ordering::SeqCst) || this_way.is_some_and(|f| f.load(Ordering::SeqCst)) {
             thread::sleep(Duration::from_millis(5));
             continue;
         }
+        if held > 0 {
+            if to.write_all(&buf[..held]).is_err() {
+                break;
+            }
+            held = 0;
+        }
         match from.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
+            // Written at the next turn, unless a freeze came meanwhile.
+            Ok(n) => held = n,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
             Err(_) => break,
         }
