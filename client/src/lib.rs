@@ -18,7 +18,8 @@
 //!   await later. Both register the waiter before the push.
 //! - [`Outcome`]: a script failure is not an `Err`, it is [`Outcome::Failed`]
 //!   with a [`FailureKind`]. `Err` means the broker or the wait failed
-//!   ([`Error::Unavailable`], [`Error::Timeout`], [`Error::Protocol`]). A
+//!   ([`Error::Unavailable`], [`Error::MaybeQueued`], [`Error::Timeout`],
+//!   [`Error::Protocol`]). A
 //!   worker reports a finished task as the same [`Outcome`].
 //! - [`OnDrop`]: what becomes of a [`Client::run_with`] task when its caller
 //!   stops waiting first ([`OnDrop::Cancel`] asks for its cancellation,
@@ -116,6 +117,26 @@ pub enum Error {
          cannot start any more"
     )]
     Interrupted {
+        /// The task.
+        task_id: String,
+        /// The Redis URL (no password).
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Redis became unavailable while the task was being submitted, after
+    /// its submit went out: the connection broke before Redis answered,
+    /// and the submit sent again found no Redis to take it (a primary
+    /// killed in a Sentinel failover, whose replica had the task already,
+    /// or a Redis that died as it queued the task or before). The task may
+    /// have been queued, and may run; [`Client::run_with`] cancels it until
+    /// Redis answers, however long it is away, so it runs only if a worker
+    /// takes it before that cancel. Sending it again may run it twice.
+    #[error(
+        "redis at {url} became unavailable while task {task_id} was being submitted \
+         ({reason}); it may have been queued, and may run before its cancel lands"
+    )]
+    MaybeQueued {
         /// The task.
         task_id: String,
         /// The Redis URL (no password).

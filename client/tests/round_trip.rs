@@ -528,6 +528,76 @@ async fn the_first_submit_after_redis_restarted_under_an_idle_client_is_queued_o
     assert_eq!(client.check(&id).await.expect("its hash exists"), None);
 }
 
+/// Redis took a submit, then died before its reply (a Sentinel primary
+/// killed after its replica had the task) and no Redis answers the submit
+/// sent again: the caller is told that the task, named, may have been
+/// queued, not that nothing was; and it is cancelled once Redis answers,
+/// so a worker that comes later ends it without running it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_cut_off_after_redis_took_it_is_maybe_queued_and_cancelled_once_redis_answers() {
+    use redis::AsyncCommands;
+    let redis = testkit::RedisServer::start();
+    let proxy = testkit::Proxy::start(redis.port());
+    let client = quick_client(&proxy.redis_url()).await;
+    let mut direct = common::raw(&redis.url()).await;
+    proxy.freeze_replies();
+    let waiter = spawn_run(&client, "cut", "ran", Duration::from_secs(60));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let queued = loop {
+        let ids: Vec<String> = direct
+            .lrange("rhai_tasks:cut", 0, -1)
+            .await
+            .expect("LRANGE");
+        if let [id] = ids.as_slice() {
+            break id.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis never took the submit"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    proxy.cut_and_refuse();
+    // Answered while no Redis answers, well before the task's deadline.
+    let (ended, _took) = tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .expect("the caller is answered while no redis answers")
+        .expect("join");
+    match &ended {
+        Err(err @ client::Error::MaybeQueued { task_id, .. }) => {
+            assert_eq!(task_id, &queued);
+            assert!(err.to_string().contains("it may have been queued"), "{err}");
+        }
+        other => panic!("{other:?}"),
+    }
+    proxy.thaw();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let cancel: Option<String> = direct
+            .hget(format!("rhai_task_details:{queued}"), "cancel")
+            .await
+            .expect("HGET");
+        if cancel.is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task was never cancelled once redis answered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let worker = echo_worker(&redis.url(), "cut");
+    let outcome = client
+        .wait(&queued, Duration::from_secs(30))
+        .await
+        .expect("the task ends");
+    match outcome {
+        Outcome::Failed(f) => assert_eq!(f.kind.as_str(), "cancelled", "{f:?}"),
+        other => panic!("a task maybe queued and cancelled ran: {other:?}"),
+    }
+    worker.abort();
+}
+
 /// A Redis that refuses writes for a state its operator must fix (out of
 /// memory under `noeviction`) is unavailable, naming that state; once fixed,
 /// the same client submits again.

@@ -179,10 +179,12 @@ impl Client {
     /// while idle (Redis restarted) fails its next request, this one: it is
     /// sent again once, on a fresh connection, as a script that writes only
     /// if the first try did not (see [`scripts::submit_again`]), so a task is
-    /// never queued twice and a worker that took it already is not undone.
-    /// Only a broken connection is retried (the first try ran or never
-    /// will), never a reply that timed out (the first try may land later):
-    /// that push is [`Landed::Unsure`], and the task's waiter learns its fate.
+    /// never queued twice and a worker that took it already is not undone;
+    /// when that fails too, the first try's fate is unknown:
+    /// [`Error::MaybeQueued`]. Only a broken connection is retried (the
+    /// first try ran or never will), never a reply that timed out (the
+    /// first try may land later): that push is [`Landed::Unsure`], and the
+    /// task's waiter learns its fate.
     async fn push(
         &self,
         queue: &str,
@@ -249,12 +251,25 @@ impl Client {
             }
             Err(crate::conn::Unsure::Broken(broken)) => {
                 log::debug!("submitting task {task_id} again after: {broken}");
-                let _wrote: i64 = self
+                let again: Result<i64> = self
                     .inner
                     .conn
                     .invoke(&scripts::submit_again(queue, task_id, &hash))
-                    .await?;
-                Ok(Landed::Queued)
+                    .await;
+                match again {
+                    Ok(_wrote) => Ok(Landed::Queued),
+                    // The first try may have run before the connection
+                    // broke (and reached a replica promoted since): its
+                    // fate is unknown, not "nothing queued".
+                    Err(e) => Err(Error::MaybeQueued {
+                        task_id: task_id.to_owned(),
+                        url: self.inner.conn.url().to_owned(),
+                        reason: match e {
+                            Error::Unavailable { reason, .. } => reason,
+                            other => other.to_string(),
+                        },
+                    }),
+                }
             }
         }
     }

@@ -59,11 +59,15 @@ impl Client {
             Some(reason) => cancel.reason = reason,
             None => cancel.on_drop = OnDrop::Keep,
         }
-        if matches!(outcome, Err(Error::Interrupted { .. })) {
-            // Queued, and Redis failed: its deadline keeps it from starting
-            // only while Redis' clock does not step back (a Redis restored,
-            // or failed over, with its clock behind), so the cancel goes on
-            // until Redis answers it, however long it is away.
+        if matches!(
+            outcome,
+            Err(Error::Interrupted { .. } | Error::MaybeQueued { .. })
+        ) {
+            // Queued (or maybe queued), and Redis failed: its deadline
+            // keeps it from starting only while Redis' clock does not step
+            // back (a Redis restored, or failed over, with its clock
+            // behind), so the cancel goes on until Redis answers it, however
+            // long it is away.
             cancel.retry_for = Duration::MAX;
         }
         outcome
@@ -110,10 +114,11 @@ fn cancel_reason(outcome: &Result<Outcome>) -> Option<&'static str> {
 /// request goes out on a task of the client's home runtime (for a twin, its
 /// base client's and runtime: a server thread's runtime may stop with the
 /// connection, the shared one runs to the end), retried through a broker
-/// outage for up to the task's timeout, or, for a task known queued
-/// ([`Error::Interrupted`]), until Redis answers. [`Client::cancels_written`]
-/// waits for the ones asked for; a runtime that shuts down first, or an
-/// outage that outlasts the retries, leaves the task to its deadline.
+/// outage for up to the task's timeout, or, for a task known or maybe
+/// queued ([`Error::Interrupted`], [`Error::MaybeQueued`]), until Redis
+/// answers. [`Client::cancels_written`] waits for the ones asked for; a
+/// runtime that shuts down first, or an outage that outlasts the retries,
+/// leaves the task to its deadline.
 struct CancelOnDrop<'a> {
     client: &'a Client,
     task_id: &'a str,
