@@ -19,6 +19,9 @@ use crate::{Error, RedisUrl, Result};
 mod closed;
 mod first;
 mod states;
+mod unsure;
+
+pub(crate) use unsure::Unsure;
 
 pub(crate) use closed::MAXCLIENTS;
 pub use states::Refusal;
@@ -391,26 +394,6 @@ impl Conn {
         pipe.query_async(&mut conn).await.map_err(|e| self.fail(e))
     }
 
-    /// [`Conn::query_pipe`], telling apart a pipeline that went out and
-    /// whose fate is unknown: `Ok(Err(_))`. Either the connection it went
-    /// out on was broken (closed or reset under it, as when Redis restarted
-    /// while the connection idled: it ran in Redis or never will, and the
-    /// next request connects afresh), or its reply did not come within the
-    /// response timeout (Redis stopped or paused: it may still run when
-    /// Redis goes on).
-    pub(crate) async fn query_pipe_or_broken<T: redis::FromRedisValue>(
-        &self,
-        pipe: &redis::Pipeline,
-    ) -> Result<Result<T, Unsure>> {
-        let mut conn = self.get().await?;
-        match pipe.query_async(&mut conn).await {
-            Ok(value) => Ok(Ok(value)),
-            Err(e) if e.is_timeout() => Ok(Err(Unsure::TimedOut(self.fail(e)))),
-            Err(e) if e.is_connection_dropped() => Ok(Err(Unsure::Broken(self.fail(e)))),
-            Err(e) => Err(self.fail(e)),
-        }
-    }
-
     /// [`Conn::invoke`] for a script that publishes notifications, so that
     /// they leave Redis before its own reply does. Redis writes its replies
     /// at the end of an event-loop turn, to the clients in the reverse order
@@ -484,12 +467,4 @@ impl Conn {
             .await
             .map_err(|e| self.fail(e))
     }
-}
-
-/// A pipeline sent whose fate is unknown (see [`Conn::query_pipe_or_broken`]).
-pub(crate) enum Unsure {
-    /// The connection broke under it: it ran, or never will.
-    Broken(Error),
-    /// Its reply timed out: it may still run later.
-    TimedOut(Error),
 }

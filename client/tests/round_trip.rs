@@ -532,7 +532,9 @@ async fn the_first_submit_after_redis_restarted_under_an_idle_client_is_queued_o
 /// killed after its replica had the task) and no Redis answers the submit
 /// sent again: the caller is told that the task, named, may have been
 /// queued, not that nothing was; and it is cancelled once Redis answers,
-/// so a worker that comes later ends it without running it.
+/// also after the task's timeout and by a caller that keeps the tasks it
+/// stops waiting for (a server shutting down), so a worker that comes
+/// later ends it without running it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_submit_cut_off_after_redis_took_it_is_maybe_queued_and_cancelled_once_redis_answers() {
     use redis::AsyncCommands;
@@ -541,25 +543,26 @@ async fn a_submit_cut_off_after_redis_took_it_is_maybe_queued_and_cancelled_once
     let client = quick_client(&proxy.redis_url()).await;
     let mut direct = common::raw(&redis.url()).await;
     proxy.freeze_replies();
-    let waiter = spawn_run(&client, "cut", "ran", Duration::from_secs(60));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let queued = loop {
-        let ids: Vec<String> = direct
-            .lrange("rhai_tasks:cut", 0, -1)
-            .await
-            .expect("LRANGE");
-        if let [id] = ids.as_slice() {
-            break id.clone();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "redis never took the submit"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    let timeout = Duration::from_secs(2);
+    let waiter = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let keep = || true;
+            let ended = client
+                .run_with(
+                    "cut",
+                    "ran",
+                    &SubmitOptions::with_timeout(timeout),
+                    OnDrop::CancelUnless(&keep),
+                )
+                .await;
+            (ended, started.elapsed())
+        })
     };
+    let queued = one_queued(&mut direct, "cut").await;
     proxy.cut_and_refuse();
-    // Answered while no Redis answers, well before the task's deadline.
-    let (ended, _took) = tokio::time::timeout(Duration::from_secs(30), waiter)
+    let (ended, took) = tokio::time::timeout(Duration::from_secs(30), waiter)
         .await
         .expect("the caller is answered while no redis answers")
         .expect("join");
@@ -570,6 +573,8 @@ async fn a_submit_cut_off_after_redis_took_it_is_maybe_queued_and_cancelled_once
         }
         other => panic!("{other:?}"),
     }
+    // Away past the task's timeout: the cancel is still sent once it is back.
+    tokio::time::sleep((timeout + Duration::from_secs(1)).saturating_sub(took)).await;
     proxy.thaw();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -592,10 +597,129 @@ async fn a_submit_cut_off_after_redis_took_it_is_maybe_queued_and_cancelled_once
         .await
         .expect("the task ends");
     match outcome {
-        Outcome::Failed(f) => assert_eq!(f.kind.as_str(), "cancelled", "{f:?}"),
+        Outcome::Failed(f) => assert!(["cancelled", "expired"].contains(&f.kind.as_str()), "{f:?}"),
         other => panic!("a task maybe queued and cancelled ran: {other:?}"),
     }
     worker.abort();
+}
+
+/// The id of the one task in `queue`, read on Redis itself, once there.
+async fn one_queued(direct: &mut redis::aio::MultiplexedConnection, queue: &str) -> String {
+    use redis::AsyncCommands;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ids: Vec<String> = direct
+            .lrange(format!("rhai_tasks:{queue}"), 0, -1)
+            .await
+            .expect("LRANGE");
+        if let [id] = ids.as_slice() {
+            return id.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis never took the submit"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The submit sent again after its first try's connection broke gets no
+/// reply either (Redis took both; the replies are lost): it may still land,
+/// so the task counts as queued and its waiter gets its outcome, rather
+/// than a cancel racing the resend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_sent_again_whose_reply_is_lost_is_waited_for_as_queued() {
+    let redis = testkit::RedisServer::start();
+    let proxy = testkit::Proxy::start(redis.port());
+    let mut options = client::ClientOptions::default();
+    options.max_backoff = Duration::from_millis(100);
+    options.response_timeout = Duration::from_secs(1);
+    let client = Client::connect_with(&proxy.redis_url(), options)
+        .await
+        .expect("connect");
+    let mut direct = common::raw(&redis.url()).await;
+    proxy.freeze_replies();
+    let waiter = spawn_run(&client, "lost", "ran", Duration::from_secs(30));
+    let queued = one_queued(&mut direct, "lost").await;
+    // The first try's connection breaks; the resend goes out on a new one,
+    // whose replies are held too, past the response timeout.
+    proxy.cut();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!waiter.is_finished(), "{:?}", waiter.await);
+    proxy.thaw();
+    let worker = echo_worker(&redis.url(), "lost");
+    let (ended, _) = tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .expect("the waiter gets the outcome")
+        .expect("join");
+    match ended {
+        Ok(Outcome::Completed(out)) => {
+            assert_eq!(out.output, "ran");
+            assert_eq!(out.task_id, queued);
+        }
+        other => panic!("{other:?}"),
+    }
+    worker.abort();
+}
+
+/// The first try of a submit is refused (Redis out of memory), its reply
+/// lost with its connection; the submit sent again is refused as well:
+/// the task is not there, so the caller gets the refusal naming why, not
+/// "it may have been queued".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_sent_again_that_redis_refuses_names_why_and_nothing_is_queued() {
+    use redis::AsyncCommands;
+    let redis = testkit::RedisServer::start();
+    let proxy = testkit::Proxy::start(redis.port());
+    let client = quick_client(&proxy.redis_url()).await;
+    let mut direct = common::raw(&redis.url()).await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("noeviction")
+        .query_async(&mut direct)
+        .await
+        .expect("CONFIG SET");
+    let refused = || async {
+        let info: String = redis::cmd("INFO")
+            .arg("errorstats")
+            .query_async(&mut common::raw(&redis.url()).await)
+            .await
+            .expect("INFO");
+        info.contains("errorstat_OOM") || info.contains("errorstat_EXECABORT")
+    };
+    assert!(!refused().await);
+    proxy.freeze_replies();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(1)
+        .query_async(&mut direct)
+        .await
+        .expect("CONFIG SET maxmemory");
+    let waiter = spawn_run(&client, "full", "ran", Duration::from_secs(30));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !refused().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis never refused the submit"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    proxy.cut();
+    proxy.thaw();
+    let (ended, _) = tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .expect("the caller is answered")
+        .expect("join");
+    let err = ended.expect_err("out of memory");
+    assert!(matches!(err, client::Error::Unavailable { .. }), "{err:?}");
+    assert!(err.refusal().is_some(), "{err:?}");
+    let queued: Vec<String> = direct
+        .lrange("rhai_tasks:full", 0, -1)
+        .await
+        .expect("LRANGE");
+    assert!(queued.is_empty(), "{queued:?}");
 }
 
 /// A Redis that refuses writes for a state its operator must fix (out of

@@ -147,6 +147,12 @@ fn log_ended(circle: &str, bytes: usize, ended: &client::Result<Outcome>) {
         Err(client::Error::Timeout { task_id, .. }) => {
             (Some(task_id.as_str()), "timed out".to_owned())
         }
+        // Its fate unknown: it may have run (its error says so).
+        Err(
+            e @ (client::Error::Interrupted { task_id, .. }
+            | client::Error::MaybeQueued { task_id, .. }
+            | client::Error::Lost { task_id }),
+        ) => (Some(task_id.as_str()), e.to_string()),
         Err(e) => (None, format!("not run: {e}")),
     };
     match task {

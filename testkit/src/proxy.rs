@@ -46,7 +46,11 @@ impl Proxy {
         );
         thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
-                match listener.accept() {
+                let accepted = listener.accept();
+                // Read before the refusal is looked at: a cut after that
+                // look ends this connection too.
+                let cut_at = c.load(Ordering::SeqCst);
+                match accepted {
                     // Closed at once, as by a server that is not there.
                     Ok((client, _)) if refuse.load(Ordering::SeqCst) => {
                         let _ = client.shutdown(Shutdown::Both);
@@ -55,7 +59,6 @@ impl Proxy {
                         let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
                             continue;
                         };
-                        let cut_at = c.load(Ordering::SeqCst);
                         for (from, to, replies) in [
                             (client.try_clone(), server.try_clone(), false),
                             (server.try_clone(), client.try_clone(), true),
@@ -116,11 +119,16 @@ impl Proxy {
     }
 
     /// Closes every connection open now, both ways, with what they had not
-    /// forwarded yet unsent, and closes each new one as soon as it is
+    /// forwarded yet unsent; new ones are made as before.
+    pub fn cut(&self) {
+        self.cuts.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// [`Proxy::cut`], and closes each new connection as soon as it is
     /// accepted, until [`Proxy::thaw`]: the client sees its server die.
     pub fn cut_and_refuse(&self) {
         self.refusing.store(true, Ordering::SeqCst);
-        self.cuts.fetch_add(1, Ordering::SeqCst);
+        self.cut();
     }
 
     /// Forwards requests to the server but none of its replies: the server

@@ -179,9 +179,9 @@ impl Client {
     /// while idle (Redis restarted) fails its next request, this one: it is
     /// sent again once, on a fresh connection, as a script that writes only
     /// if the first try did not (see [`scripts::submit_again`]), so a task is
-    /// never queued twice and a worker that took it already is not undone;
-    /// when that fails too, the first try's fate is unknown:
-    /// [`Error::MaybeQueued`]. Only a broken connection is retried (the
+    /// never queued twice and a worker that took it already is not undone
+    /// (see [`Client::submit_again`] for when that one fails too). Only a
+    /// broken connection is retried (the
     /// first try ran or never will), never a reply that timed out (the
     /// first try may land later): that push is [`Landed::Unsure`], and the
     /// task's waiter learns its fate.
@@ -251,26 +251,65 @@ impl Client {
             }
             Err(crate::conn::Unsure::Broken(broken)) => {
                 log::debug!("submitting task {task_id} again after: {broken}");
-                let again: Result<i64> = self
-                    .inner
-                    .conn
-                    .invoke(&scripts::submit_again(queue, task_id, &hash))
+                self.submit_again(queue, task_id, &hash).await
+            }
+        }
+    }
+
+    /// Sends a submit whose first try went out on a connection that broke
+    /// again, as a script that writes only if the first try did not. Its
+    /// own fate, and so the task's, is told apart:
+    /// - answered: queued (by either try);
+    /// - unanswered within the response timeout: it may still run when
+    ///   Redis goes on, so the task counts as queued ([`Landed::Unsure`]),
+    ///   as a first try's would; a cancel sent now could land before it;
+    /// - refused by Redis (out of memory, an ACL, a queue key of another
+    ///   type): the script ran or was refused whole, so whether the task is
+    ///   there is read, and an absent one was not queued: the refusal,
+    ///   naming why;
+    /// - not sent, or its connection broke too: the first try may have
+    ///   landed (and reached a replica promoted since) or not; a connection
+    ///   that broke while idle fails the first try without sending it,
+    ///   and nothing tells the two apart: [`Error::MaybeQueued`].
+    async fn submit_again(
+        &self,
+        queue: &str,
+        task_id: &str,
+        hash: &[(&str, String)],
+    ) -> Result<Landed> {
+        let conn = &self.inner.conn;
+        let unknown = |reason: String| Error::MaybeQueued {
+            task_id: task_id.to_owned(),
+            url: conn.url().to_owned(),
+            reason,
+        };
+        let reason = |e: Error| match e {
+            Error::Unavailable { reason, .. } => reason,
+            other => other.to_string(),
+        };
+        match conn
+            .invoke_or_broken::<i64>(&scripts::submit_again(queue, task_id, hash))
+            .await
+        {
+            Ok(Ok(_wrote)) => Ok(Landed::Queued),
+            Ok(Err(crate::conn::Unsure::TimedOut(e))) => {
+                log::debug!(
+                    "submitting task {task_id} again: no reply ({e}); waiting for it as queued"
+                );
+                Ok(Landed::Unsure)
+            }
+            Ok(Err(crate::conn::Unsure::Broken(e))) => Err(unknown(reason(e))),
+            Err(e) if e.is_refusal() => {
+                let there: Result<i64> = conn
+                    .query_idempotent(redis::cmd("EXISTS").arg(keys::task_details(task_id)))
                     .await;
-                match again {
-                    Ok(_wrote) => Ok(Landed::Queued),
-                    // The first try may have run before the connection
-                    // broke (and reached a replica promoted since): its
-                    // fate is unknown, not "nothing queued".
-                    Err(e) => Err(Error::MaybeQueued {
-                        task_id: task_id.to_owned(),
-                        url: self.inner.conn.url().to_owned(),
-                        reason: match e {
-                            Error::Unavailable { reason, .. } => reason,
-                            other => other.to_string(),
-                        },
-                    }),
+                match there {
+                    Ok(1) => Ok(Landed::Queued),
+                    Ok(_) => Err(e),
+                    Err(_) => Err(unknown(reason(e))),
                 }
             }
+            Err(e) => Err(unknown(reason(e))),
         }
     }
 

@@ -59,6 +59,12 @@ impl Client {
             Some(reason) => cancel.reason = reason,
             None => cancel.on_drop = OnDrop::Keep,
         }
+        if matches!(outcome, Err(Error::MaybeQueued { .. })) {
+            // Its caller is told it is cancelled: nobody waits for it, so
+            // even a server shutting down, which keeps its tasks for the
+            // connections still waiting to answer them, cancels this one.
+            cancel.on_drop = OnDrop::Cancel;
+        }
         if matches!(
             outcome,
             Err(Error::Interrupted { .. } | Error::MaybeQueued { .. })
