@@ -277,18 +277,8 @@ async fn a_batch_cut_by_a_kill_ends_worker_lost_or_completed_and_durable_and_not
     let conn = raw(&url).await;
     // Claimed, all in one batch: a short one may have completed already
     // (its group cut by the group window before the slow one ran).
-    for (name, id) in &batch {
-        eventually(&format!("{name} to be claimed"), WAIT, || {
-            let mut conn = conn.clone();
-            async move {
-                matches!(
-                    hget(&mut conn, id, "status").await.as_deref(),
-                    Some("processing" | "completed")
-                )
-                .then_some(())
-            }
-        })
-        .await;
+    for (_, id) in &batch {
+        until_status_in(&conn, id, &["processing", "completed"], WAIT).await;
     }
     // Give the slow script time to start (the kill may land anywhere: the
     // assertions below hold wherever it does).

@@ -173,26 +173,32 @@ pub async fn until_status(
     status: &str,
     timeout: Duration,
 ) {
-    eventually(&format!("task {id} to be {status}"), timeout, || {
+    until_status_in(conn, id, &[status], timeout).await;
+}
+
+/// Waits (up to `timeout`) until task `id`'s hash has one of `statuses`.
+pub async fn until_status_in(
+    conn: &redis::aio::MultiplexedConnection,
+    id: &str,
+    statuses: &[&str],
+    timeout: Duration,
+) {
+    let what = format!("task {id} to be {}", statuses.join(" or "));
+    eventually(&what, timeout, || {
         let mut conn = conn.clone();
-        async move { (hget(&mut conn, id, "status").await.as_deref() == Some(status)).then_some(()) }
+        async move {
+            let status = hget(&mut conn, id, "status").await;
+            status
+                .is_some_and(|s| statuses.contains(&s.as_str()))
+                .then_some(())
+        }
     })
     .await;
 }
 
 /// Waits (up to `timeout`) until task `id` has ended, `completed` or `error`.
 pub async fn until_ended(conn: &redis::aio::MultiplexedConnection, id: &str, timeout: Duration) {
-    eventually(&format!("task {id} to end"), timeout, || {
-        let mut conn = conn.clone();
-        async move {
-            matches!(
-                hget(&mut conn, id, "status").await.as_deref(),
-                Some("completed" | "error")
-            )
-            .then_some(())
-        }
-    })
-    .await;
+    until_status_in(conn, id, &["completed", "error"], timeout).await;
 }
 
 /// Where a pushed-again `job` stands when the worker's finish fails (the
