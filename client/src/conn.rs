@@ -21,7 +21,7 @@ mod first;
 mod states;
 mod unsure;
 
-pub(crate) use unsure::Unsure;
+pub(crate) use unsure::{Doubt, Unsure};
 
 pub(crate) use closed::MAXCLIENTS;
 pub use states::Refusal;
@@ -67,6 +67,8 @@ struct State {
     /// The target's switch count when the connection was made: a
     /// connection made before a switch of the primary is not used again.
     switches: u64,
+    /// Set by [`Doubt`]: the next request checks the connection first.
+    in_doubt: bool,
 }
 
 /// A connection that reconnects on demand. See the module docs.
@@ -173,7 +175,18 @@ impl Conn {
     /// every reconnect.
     pub(crate) async fn get_with_generation(&self) -> Result<(MultiplexedConnection, u64)> {
         if let Some(live) = self.live() {
-            return Ok(live);
+            if !std::mem::take(&mut self.lock().in_doubt) {
+                return Ok(live);
+            }
+            // Only a connection found gone is dropped: a refusal or a
+            // timeout says nothing new of it (the request meets the same).
+            let mut probe = live.0.clone();
+            match redis::cmd("PING").query_async::<()>(&mut probe).await {
+                Err(e) if e.is_connection_dropped() => {
+                    let _gone = self.fail(e);
+                }
+                _ => return Ok(live),
+            }
         }
         let _connecting = self.connecting.lock().await;
         if let Some(live) = self.live() {
@@ -229,6 +242,7 @@ impl Conn {
                 state.generation += 1;
                 state.switches = switches;
                 state.conn = Some(conn.clone());
+                state.in_doubt = false;
                 Ok((conn, state.generation))
             }
             Ok(Err(reason)) => {

@@ -29,8 +29,8 @@
 //!   for printing them (user name and password never shown).
 //!
 //! Feature `test-support` adds what only tests use: [`Client`]'s `submit`
-//! (no waiter), `wait` (any task by id), `check` (one read of a task) and
-//! `waiting` (waiters registered).
+//! (no waiter), `wait` (any task by id), `check` (one read of a task),
+//! `waiting` (waiters registered) and `listening` (the listener's health).
 //!
 //! ```no_run
 //! # async fn demo() -> client::Result<()> {

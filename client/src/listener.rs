@@ -121,6 +121,7 @@ pub(crate) async fn run(
     mut first: Option<redis::aio::PubSub>,
     registry: Arc<Registry>,
     health: watch::Sender<Health>,
+    command: crate::conn::Doubt,
 ) {
     let mut backoff = Duration::ZERO;
     let mut outage_logged = false;
@@ -154,6 +155,13 @@ pub(crate) async fn run(
                 // Down, then up again: waiters re-read their task hashes,
                 // covering what was published on the old primary.
                 health.send_replace(Health { up: false });
+                if !switched {
+                    // The client's command connection to the same Redis may
+                    // be dead too: a submit sent on it would fail without
+                    // telling whether it went out. Its next request checks
+                    // it first.
+                    command.now();
+                }
                 if switched {
                     log::info!(
                         "the primary of redis at {} changed; the reply listener resubscribes",

@@ -603,6 +603,81 @@ async fn a_submit_cut_off_after_redis_took_it_is_maybe_queued_and_cancelled_once
     worker.abort();
 }
 
+/// Redis died while the client idled: its listener notices at once, and
+/// the client's next submit connects afresh instead of going out on the
+/// dead connection, so the caller is told plainly that nothing was queued
+/// (try again), not that the task may have been.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_submit_after_redis_died_under_an_idle_client_queued_nothing() {
+    let mut redis = testkit::RedisServer::start();
+    let client = quick_client(&redis.url()).await;
+    client
+        .submit("q", "1", &SubmitOptions::default())
+        .await
+        .expect("submit while redis is up");
+    redis.kill();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while client.listening() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener never noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let err = client
+        .run_with(
+            "q",
+            "2",
+            &SubmitOptions::with_timeout(Duration::from_secs(5)),
+            OnDrop::Cancel,
+        )
+        .await
+        .expect_err("redis is down");
+    assert!(matches!(err, client::Error::Unavailable { .. }), "{err:?}");
+}
+
+/// Only the listener's connection is cut, and Redis takes no new one (at
+/// `maxclients`): the command connection, checked once, is alive and kept,
+/// so submits go on rather than being refused for want of a connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_listener_connection_leaves_a_live_command_connection_in_use() {
+    let redis = testkit::RedisServer::start();
+    let client = quick_client(&redis.url()).await;
+    client
+        .submit("q", "1", &SubmitOptions::default())
+        .await
+        .expect("submit");
+    let mut direct = common::raw(&redis.url()).await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxclients")
+        .arg(1)
+        .query_async(&mut direct)
+        .await
+        .expect("CONFIG SET maxclients");
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut direct)
+        .await
+        .expect("CLIENT KILL");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while client.listening() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener never noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let id = client
+        .submit("q", "2", &SubmitOptions::default())
+        .await
+        .expect("a submit on the command connection still alive");
+    assert_eq!(client.queued("q", 10).await.expect("queued").len(), 2);
+    assert!(client.check(&id).await.expect("read").is_none());
+}
+
 /// The id of the one task in `queue`, read on Redis itself, once there.
 async fn one_queued(direct: &mut redis::aio::MultiplexedConnection, queue: &str) -> String {
     use redis::AsyncCommands;

@@ -158,6 +158,7 @@ impl Client {
             Some(first),
             Arc::clone(&registry),
             health_tx,
+            conn.doubter(),
         ));
         Ok(Client {
             inner: Arc::new(Inner {
@@ -270,7 +271,10 @@ impl Client {
     /// - not sent, or its connection broke too: the first try may have
     ///   landed (and reached a replica promoted since) or not; a connection
     ///   that broke while idle fails the first try without sending it,
-    ///   and nothing tells the two apart: [`Error::MaybeQueued`].
+    ///   and nothing tells the two apart: [`Error::MaybeQueued`]. (The
+    ///   listener puts the command connection in doubt as soon as its own
+    ///   ends, so a dead idle one is found before a submit goes out on it,
+    ///   but for a submit sent in that instant.)
     async fn submit_again(
         &self,
         queue: &str,

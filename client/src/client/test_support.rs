@@ -46,6 +46,11 @@ impl Client {
         self.read_outcome(task_id).await
     }
 
+    /// Whether the reply listener is subscribed (its health).
+    pub fn listening(&self) -> bool {
+        self.inner.health.borrow().up
+    }
+
     /// Waiters currently registered (task ids).
     pub fn waiting(&self) -> usize {
         self.inner.registry.len()

@@ -1,10 +1,35 @@
 //! Requests that went out and whose fate may stay unknown: a broken
-//! connection or a reply that timed out, told apart from a refusal.
+//! connection or a reply that timed out, told apart from a refusal; and a
+//! connection put in doubt before one goes out on it.
 
-use super::Conn;
+use std::sync::{Arc, Mutex};
+
+use super::{Conn, State};
 use crate::{Error, Result};
 
+/// Puts a [`Conn`]'s connection in doubt: its next request first sends a
+/// `PING` on it, and connects afresh when that finds it dead. A client's
+/// listener calls it when its own connection to the same Redis ends:
+/// Redis may have died or restarted, and a submit sent on a dead command
+/// connection fails without telling whether it went out. A connection
+/// still alive (only the listener's was cut) is kept.
+#[derive(Clone)]
+pub(crate) struct Doubt(Arc<Mutex<State>>);
+
+impl Doubt {
+    pub(crate) fn now(&self) {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        state.in_doubt = state.conn.is_some();
+    }
+}
+
 impl Conn {
+    /// A handle that puts this connection in doubt when another one to the
+    /// same Redis is lost (see [`Doubt`]).
+    pub(crate) fn doubter(&self) -> Doubt {
+        Doubt(Arc::clone(&self.state))
+    }
+
     /// [`Conn::query_pipe`], telling apart a pipeline that went out and
     /// whose fate is unknown: `Ok(Err(_))`. Either the connection it went
     /// out on was broken (closed or reset under it, as when Redis restarted
