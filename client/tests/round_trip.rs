@@ -699,9 +699,9 @@ async fn one_queued(direct: &mut redis::aio::MultiplexedConnection, queue: &str)
 }
 
 /// The submit sent again after its first try's connection broke gets no
-/// reply either (Redis took both; the replies are lost): it may still land,
-/// so the task counts as queued and its waiter gets its outcome, rather
-/// than a cancel racing the resend.
+/// reply in time (Redis, its writes paused, takes it later): it may still
+/// land, so the task counts as queued and its waiter gets its outcome,
+/// rather than a cancel racing the resend.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_submit_sent_again_whose_reply_is_lost_is_waited_for_as_queued() {
     let redis = testkit::RedisServer::start();
@@ -716,12 +716,21 @@ async fn a_submit_sent_again_whose_reply_is_lost_is_waited_for_as_queued() {
     proxy.freeze_replies();
     let waiter = spawn_run(&client, "lost", "ran", Duration::from_secs(30));
     let queued = one_queued(&mut direct, "lost").await;
-    // The first try's connection breaks; the resend goes out on a new one,
-    // whose replies are held too, past the response timeout.
+    // Writes (the resend's script among them) wait 3 s; a new connection's
+    // first requests and reads go through.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(3000)
+        .arg("WRITE")
+        .query_async(&mut direct)
+        .await
+        .expect("CLIENT PAUSE");
+    // The first try's connection breaks with its reply; the resend goes out
+    // on a new one, and its reply does not come within the 1 s timeout.
     proxy.cut();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(!waiter.is_finished(), "{:?}", waiter.await);
     proxy.thaw();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(!waiter.is_finished(), "{:?}", waiter.await);
     let worker = echo_worker(&redis.url(), "lost");
     let (ended, _) = tokio::time::timeout(Duration::from_secs(30), waiter)
         .await
