@@ -174,8 +174,8 @@ impl Conn {
     /// [`Conn::get`] plus the connection's generation, which changes with
     /// every reconnect.
     pub(crate) async fn get_with_generation(&self) -> Result<(MultiplexedConnection, u64)> {
-        if let Some(live) = self.live() {
-            if !std::mem::take(&mut self.lock().in_doubt) {
+        if let Some((live, in_doubt)) = self.live() {
+            if !in_doubt {
                 return Ok(live);
             }
             // Only a connection found gone is dropped: a refusal or a
@@ -189,7 +189,8 @@ impl Conn {
             }
         }
         let _connecting = self.connecting.lock().await;
-        if let Some(live) = self.live() {
+        // Made by another request meanwhile (so not in doubt).
+        if let Some((live, _)) = self.live() {
             return Ok(live);
         }
         let switches = self.target.switch_count();
@@ -258,12 +259,15 @@ impl Conn {
     }
 
     /// The connection, unless there is none or it was made before the
-    /// latest switch of the primary (then it is dropped).
-    fn live(&self) -> Option<(MultiplexedConnection, u64)> {
+    /// latest switch of the primary (then it is dropped); and whether it is
+    /// in doubt (see [`Doubt`]), taken under the same lock, so one request
+    /// checks it.
+    fn live(&self) -> Option<((MultiplexedConnection, u64), bool)> {
         let mut state = self.lock();
         let conn = state.conn.clone()?;
         if state.switches == self.target.switch_count() {
-            return Some((conn, state.generation));
+            let in_doubt = std::mem::take(&mut state.in_doubt);
+            return Some(((conn, state.generation), in_doubt));
         }
         // One info line per event is logged by the target; one per
         // connection would be hundreds.
