@@ -576,21 +576,19 @@ async fn a_submit_cut_off_after_redis_took_it_is_maybe_queued_and_cancelled_once
     // Away past the task's timeout: the cancel is still sent once it is back.
     tokio::time::sleep((timeout + Duration::from_secs(1)).saturating_sub(took)).await;
     proxy.thaw();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let cancel: Option<String> = direct
-            .hget(format!("rhai_task_details:{queued}"), "cancel")
-            .await
-            .expect("HGET");
-        if cancel.is_some() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the task was never cancelled once redis answered"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let cancel_of = format!("rhai_task_details:{queued}");
+    common::until(
+        "the task cancelled once redis answered",
+        Duration::from_secs(30),
+        || {
+            let (mut direct, cancel_of) = (direct.clone(), cancel_of.clone());
+            async move {
+                let cancel: Option<String> = direct.hget(cancel_of, "cancel").await.expect("HGET");
+                cancel.map(|_| ())
+            }
+        },
+    )
+    .await;
     let worker = echo_worker(&redis.url(), "cut");
     let outcome = client
         .wait(&queued, Duration::from_secs(30))
@@ -616,14 +614,7 @@ async fn the_first_submit_after_redis_died_under_an_idle_client_queued_nothing()
         .await
         .expect("submit while redis is up");
     redis.kill();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while client.listening() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the listener never noticed"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_not_listening(&client).await;
     let err = client
         .run_with(
             "q",
@@ -662,14 +653,7 @@ async fn a_cut_listener_connection_leaves_a_live_command_connection_in_use() {
         .query_async(&mut direct)
         .await
         .expect("CLIENT KILL");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while client.listening() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the listener never noticed"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_not_listening(&client).await;
     let id = client
         .submit("q", "2", &SubmitOptions::default())
         .await
@@ -678,24 +662,33 @@ async fn a_cut_listener_connection_leaves_a_live_command_connection_in_use() {
     assert!(client.check(&id).await.expect("read").is_none());
 }
 
+/// Waits until `client`'s listener has noticed that its connection ended.
+async fn until_not_listening(client: &Client) {
+    common::until(
+        "the listener to notice",
+        Duration::from_secs(10),
+        || async { (!client.listening()).then_some(()) },
+    )
+    .await;
+}
+
 /// The id of the one task in `queue`, read on Redis itself, once there.
 async fn one_queued(direct: &mut redis::aio::MultiplexedConnection, queue: &str) -> String {
     use redis::AsyncCommands;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let ids: Vec<String> = direct
-            .lrange(format!("rhai_tasks:{queue}"), 0, -1)
-            .await
-            .expect("LRANGE");
-        if let [id] = ids.as_slice() {
-            return id.clone();
+    common::until("redis to take the submit", Duration::from_secs(10), || {
+        let mut direct = direct.clone();
+        async move {
+            let ids: Vec<String> = direct
+                .lrange(format!("rhai_tasks:{queue}"), 0, -1)
+                .await
+                .expect("LRANGE");
+            match ids.as_slice() {
+                [id] => Some(id.clone()),
+                _ => None,
+            }
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "redis never took the submit"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    })
+    .await
 }
 
 /// The submit sent again after its first try's connection broke gets no
@@ -782,14 +775,12 @@ async fn a_submit_sent_again_that_redis_refuses_names_why_and_nothing_is_queued(
         .await
         .expect("CONFIG SET maxmemory");
     let waiter = spawn_run(&client, "full", "ran", Duration::from_secs(30));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !refused().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "redis never refused the submit"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    common::until(
+        "redis to refuse the submit",
+        Duration::from_secs(10),
+        || async { refused().await.then_some(()) },
+    )
+    .await;
     proxy.cut();
     proxy.thaw();
     let (ended, _) = tokio::time::timeout(Duration::from_secs(30), waiter)
