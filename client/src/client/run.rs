@@ -59,22 +59,20 @@ impl Client {
             Some(reason) => cancel.reason = reason,
             None => cancel.on_drop = OnDrop::Keep,
         }
-        if matches!(outcome, Err(Error::MaybeQueued { .. })) {
+        // Queued (or maybe queued), and Redis failed: its deadline keeps it
+        // from starting only while Redis' clock does not step back (a Redis
+        // restored, or failed over, with its clock behind), so the cancel
+        // goes on until Redis answers it, however long it is away.
+        match &outcome {
+            Err(Error::Interrupted { .. }) => cancel.retry_for = Duration::MAX,
             // Its caller is told it is cancelled: nobody waits for it, so
             // even a server shutting down, which keeps its tasks for the
             // connections still waiting to answer them, cancels this one.
-            cancel.on_drop = OnDrop::Cancel;
-        }
-        if matches!(
-            outcome,
-            Err(Error::Interrupted { .. } | Error::MaybeQueued { .. })
-        ) {
-            // Queued (or maybe queued), and Redis failed: its deadline
-            // keeps it from starting only while Redis' clock does not step
-            // back (a Redis restored, or failed over, with its clock
-            // behind), so the cancel goes on until Redis answers it, however
-            // long it is away.
-            cancel.retry_for = Duration::MAX;
+            Err(Error::MaybeQueued { .. }) => {
+                cancel.retry_for = Duration::MAX;
+                cancel.on_drop = OnDrop::Cancel;
+            }
+            _ => {}
         }
         outcome
     }
