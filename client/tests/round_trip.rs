@@ -577,7 +577,7 @@ async fn a_submit_cut_off_after_redis_took_it_is_maybe_queued_and_cancelled_once
     tokio::time::sleep((timeout + Duration::from_secs(1)).saturating_sub(took)).await;
     proxy.thaw();
     let cancel_of = format!("rhai_task_details:{queued}");
-    common::until(
+    testkit::until(
         "the task cancelled once redis answered",
         Duration::from_secs(30),
         || {
@@ -664,7 +664,7 @@ async fn a_cut_listener_connection_leaves_a_live_command_connection_in_use() {
 
 /// Waits until `client`'s listener has noticed that its connection ended.
 async fn until_not_listening(client: &Client) {
-    common::until(
+    testkit::until(
         "the listener to notice",
         Duration::from_secs(10),
         || async { (!client.listening()).then_some(()) },
@@ -675,7 +675,7 @@ async fn until_not_listening(client: &Client) {
 /// The id of the one task in `queue`, read on Redis itself, once there.
 async fn one_queued(direct: &mut redis::aio::MultiplexedConnection, queue: &str) -> String {
     use redis::AsyncCommands;
-    common::until("redis to take the submit", Duration::from_secs(10), || {
+    testkit::until("redis to take the submit", Duration::from_secs(10), || {
         let mut direct = direct.clone();
         async move {
             let ids: Vec<String> = direct
@@ -775,7 +775,7 @@ async fn a_submit_sent_again_that_redis_refuses_names_why_and_nothing_is_queued(
         .await
         .expect("CONFIG SET maxmemory");
     let waiter = spawn_run(&client, "full", "ran", Duration::from_secs(30));
-    common::until(
+    testkit::until(
         "redis to refuse the submit",
         Duration::from_secs(10),
         || async { refused().await.then_some(()) },

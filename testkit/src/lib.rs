@@ -26,9 +26,11 @@ use std::time::{Duration, Instant};
 
 mod resp;
 mod sentinel;
+mod wait;
 
 pub use resp::{Reply, command, command_as};
 pub use sentinel::SentinelGroup;
+pub use wait::{until, wait_for};
 
 /// How long a fresh `redis-server` may take to answer `PING`.
 const STARTUP_DEADLINE: Duration = Duration::from_secs(10);
@@ -429,21 +431,6 @@ fn ping(port: u16) -> bool {
         Ok(Reply::Status(pong)) => pong == "PONG",
         Ok(Reply::Error(e)) => e.starts_with("NOAUTH"),
         _ => false,
-    }
-}
-
-/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
-/// Tests use this instead of sleeping to synchronise.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

@@ -274,7 +274,7 @@ async fn a_task_whose_deadline_passed_while_it_waited_in_a_batch_times_out_witho
         .expect("deadline")
         .parse()
         .expect("number");
-    eventually("the deadline to pass", WAIT, || async {
+    until("the deadline to pass", WAIT, || async {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .expect("clock")
@@ -552,7 +552,7 @@ async fn a_nan_delivered_ttl_is_no_ttl_asked_and_the_rest_of_its_group_is_writte
     // as NaN.
     hset_raw(&mut conn, a.as_bytes(), &[(b"deliveredTtl", b"nan")]).await;
     let reply_to = hget(&mut conn, &a, "replyTo").await.expect("replyTo");
-    eventually(
+    until(
         "the client's listener to subscribe",
         Duration::from_secs(10),
         || {

@@ -80,7 +80,7 @@ async fn a_mixed_batch_counts_each_task_once_in_redis_and_in_the_worker() {
     let worker = TestWorker::start(&url, queue);
     // processed: 1, 2, plain; failed: syntax, runtime, expired, cancelled,
     // noscript, nohash.
-    let stats = eventually("all to end", WAIT, || {
+    let stats = until("all to end", WAIT, || {
         let client = client.clone();
         async move {
             let s = client.stats_many(&[queue]).await.expect("stats").remove(0);

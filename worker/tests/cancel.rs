@@ -36,7 +36,7 @@ async fn status_of(conn: &mut redis::aio::MultiplexedConnection, id: &str) -> Op
 /// test cannot see otherwise).
 async fn only_queued_id(url: &str, queue: &str) -> String {
     let conn = raw(url).await;
-    eventually("the task to be queued", WAIT, || {
+    until("the task to be queued", WAIT, || {
         let mut conn = conn.clone();
         async move {
             let ids: Vec<String> = redis::cmd("LRANGE")
@@ -56,7 +56,7 @@ async fn only_queued_id(url: &str, queue: &str) -> String {
 async fn running_id(url: &str, queue: &str) -> String {
     let conn = raw(url).await;
     let pattern = client::keys::processing(queue, "*");
-    eventually("a task to be running", WAIT, || {
+    until("a task to be running", WAIT, || {
         let mut conn = conn.clone();
         let pattern = pattern.clone();
         async move {
@@ -169,7 +169,7 @@ async fn a_queued_task_whose_caller_went_away_ends_without_running() {
     let queued = only_queued_id(&redis.url(), "queued").await;
     waiting.abort();
     let mut conn = raw(&redis.url()).await;
-    eventually("the queued task's cancel to be recorded", WAIT, || {
+    until("the queued task's cancel to be recorded", WAIT, || {
         let mut conn = conn.clone();
         let queued = queued.clone();
         async move {

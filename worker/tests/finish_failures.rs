@@ -159,7 +159,7 @@ async fn a_task_whose_result_could_not_be_written_before_shutdown_never_runs_aga
     )
     .await;
     // Its finish failed at least once (the worker is in an outage) ...
-    eventually("the finish of `big` to fail", WAIT, || {
+    until("the finish of `big` to fail", WAIT, || {
         let state = first.status.state();
         async move { matches!(state, WorkerState::Reconnecting(_)).then_some(()) }
     })
@@ -176,7 +176,7 @@ async fn a_task_whose_result_could_not_be_written_before_shutdown_never_runs_aga
     )
     .expect("config set");
     let second = TestWorker::start_with(config, fast_options(), engine.clone());
-    eventually("`big` to end", WAIT, || {
+    until("`big` to end", WAIT, || {
         let mut conn = conn.clone();
         async move {
             let status = hget(&mut conn, "big", "status").await;

@@ -39,7 +39,7 @@ async fn stop_within_deadline(worker: TestWorker) {
 /// up as blocked in Redis).
 async fn wait_until_blocked(url: &str) {
     let mut conn = raw(url).await;
-    eventually("the worker to block in its pop", STOP_DEADLINE, || {
+    until("the worker to block in its pop", STOP_DEADLINE, || {
         let mut conn = conn.clone();
         async move {
             let info: String = redis::cmd("INFO")
@@ -96,7 +96,7 @@ async fn an_idle_worker_stops_at_once_after_redis_restarted_under_it() {
     let (worker, _dir) = long_pop_worker(&url, "restarted");
     wait_until_blocked(&url).await;
     redis.kill();
-    eventually("the worker to notice the outage", STOP_DEADLINE, || {
+    until("the worker to notice the outage", STOP_DEADLINE, || {
         let state = worker.status.state();
         async move { matches!(state, WorkerState::Reconnecting(_)).then_some(()) }
     })
@@ -121,7 +121,7 @@ async fn an_idle_worker_stops_at_once_after_redis_restarted_under_it() {
 
 /// Waits (bounded by far less than the pop timeout) until the worker shows `state`.
 async fn until_state(worker: &TestWorker, state: WorkerState, what: &str) {
-    eventually(what, STOP_DEADLINE, || {
+    until(what, STOP_DEADLINE, || {
         let now = worker.status.state();
         let want = state.clone();
         async move { (now == want).then_some(()) }

@@ -132,7 +132,7 @@ async fn lease_of(conn: &mut redis::aio::MultiplexedConnection, queue: &str) -> 
 /// Waits until `worker` has seen that host-b holds its lease: it waits to
 /// take it back, claiming nothing meanwhile.
 async fn seen_new_holder(worker: &TestWorker) {
-    eventually("the worker to see the new holder", WAIT, || async {
+    until("the worker to see the new holder", WAIT, || async {
         match worker.status.state() {
             WorkerState::LeaseLost(why) if why.contains("host-b") => Some(()),
             _ => None,
@@ -143,7 +143,7 @@ async fn seen_new_holder(worker: &TestWorker) {
 }
 
 async fn running(worker: &TestWorker) {
-    eventually("the worker to run", WAIT, || async {
+    until("the worker to run", WAIT, || async {
         (worker.status.state() == WorkerState::Running).then_some(())
     })
     .await;
@@ -230,7 +230,7 @@ async fn taken_over_then_free(queue: &str, other_token: fn(u64) -> u64) {
         .submit(queue, "40 + 2", &SubmitOptions::default())
         .await
         .expect("submit");
-    let shown = eventually("the lease lost state", WAIT, || async {
+    let shown = until("the lease lost state", WAIT, || async {
         match first.status.state() {
             WorkerState::LeaseLost(why) if why.contains("pid 22") => Some(why),
             _ => None,
@@ -291,7 +291,7 @@ async fn a_standby_waits_naming_the_holder_then_takes_over_with_a_fresh_token() 
     let mut conn = raw(&url).await;
     let old = lease_of(&mut conn, "standby").await.expect("held");
     let second = leased_worker(&url, "standby", holder(22, "host-b", "/data/b"), true);
-    let shown = eventually("the standby state", WAIT, || async {
+    let shown = until("the standby state", WAIT, || async {
         match second.status.state() {
             WorkerState::Standby(why) => Some(why),
             _ => None,
@@ -420,7 +420,7 @@ async fn a_worker_whose_lease_vanished_takes_it_again_with_a_fresh_token_and_run
         .query_async(&mut conn)
         .await
         .expect("del");
-    let new = eventually("the lease taken again", WAIT, || {
+    let new = until("the lease taken again", WAIT, || {
         let mut conn = conn.clone();
         async move { lease_of(&mut conn, "again").await }
     })
@@ -486,7 +486,7 @@ async fn a_partitioned_worker_gives_back_the_tasks_of_its_batch_it_never_started
     }
 
     proxy.freeze();
-    eventually("the lease to be lost", WAIT, || async {
+    until("the lease to be lost", WAIT, || async {
         matches!(worker.status.state(), WorkerState::LeaseLost(_)).then_some(())
     })
     .await;
@@ -535,7 +535,7 @@ async fn a_worker_cut_off_past_its_lease_and_a_reply_timeout_stops_when_asked() 
     );
     running(&worker).await;
     proxy.freeze();
-    eventually("the lease to be lost", WAIT, || async {
+    until("the lease to be lost", WAIT, || async {
         matches!(worker.status.state(), WorkerState::LeaseLost(_)).then_some(())
     })
     .await;

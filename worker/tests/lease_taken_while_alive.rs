@@ -67,7 +67,7 @@ async fn a_task_restored_as_running_on_a_live_worker_that_lost_its_lease_to_a_st
     config_a.shutdown_grace = Duration::from_millis(200);
     let a = TestWorker::start_fresh(config_a, options(), slow_limits());
     let mut conn = raw(&redis.url()).await;
-    eventually("a to hold the lease", WAIT, || {
+    until("a to hold the lease", WAIT, || {
         let mut conn = conn.clone();
         async move { lease_of(&mut conn).await.filter(|l| l.pid == 11) }
     })
@@ -77,7 +77,7 @@ async fn a_task_restored_as_running_on_a_live_worker_that_lost_its_lease_to_a_st
     config_b.standby = true;
     config_b.shutdown_grace = Duration::from_millis(200);
     let b = TestWorker::start_fresh(config_b, options(), slow_limits());
-    eventually("b to stand by", WAIT, || async {
+    until("b to stand by", WAIT, || async {
         matches!(b.status.state(), WorkerState::Standby(_)).then_some(())
     })
     .await;
@@ -126,7 +126,7 @@ async fn a_task_restored_as_running_on_a_live_worker_that_lost_its_lease_to_a_st
             "~rhai_gateway*",
         ],
     );
-    let a_beats = eventually("a to beat again", WAIT, || {
+    let a_beats = until("a to beat again", WAIT, || {
         let mut conn = conn.clone();
         async move {
             let beats = keys(&mut conn, &keys::heartbeat(QUEUE, "*")).await;
@@ -136,13 +136,13 @@ async fn a_task_restored_as_running_on_a_live_worker_that_lost_its_lease_to_a_st
     .await;
     // ... then b takes the free lease over, then a asks for it.
     user(port, "b", &["~*"]);
-    eventually("b to take the lease", WAIT, || {
+    until("b to take the lease", WAIT, || {
         let mut conn = conn.clone();
         async move { lease_of(&mut conn).await.filter(|l| l.pid == 22) }
     })
     .await;
     user(port, "a", &["~*"]);
-    eventually("a to see b holds the lease", WAIT, || async {
+    until("a to see b holds the lease", WAIT, || async {
         match a.status.state() {
             WorkerState::LeaseLost(why) if why.contains("host-b") => Some(()),
             _ => None,

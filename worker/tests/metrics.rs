@@ -64,7 +64,7 @@ async fn each_task_is_counted_once_by_outcome_and_kind_and_each_run_is_timed() {
         format!(r#"circles_tasks_finished_total{{circle="M",outcome="{outcome}",kind="{kind}"}}"#)
     };
     // The count follows the result's write, which the reply may overtake.
-    eventually("three runs counted", WAIT, || {
+    until("three runs counted", WAIT, || {
         let done = value(
             &scrape(&registry),
             r#"circles_task_end_to_end_seconds_count{circle="M"}"#,
@@ -128,7 +128,7 @@ async fn a_dead_workers_task_ended_by_the_reaper_is_counted_as_worker_lost() {
     let series = r#"circles_tasks_finished_total{circle="G",outcome="failed",kind="worker_lost"}"#;
     // The reaper's count follows its script's reply, which the waiter's
     // notification may overtake.
-    let text = eventually("the lost task counted", WAIT, || {
+    let text = until("the lost task counted", WAIT, || {
         let text = scrape(&registry);
         let done = value(&text, series) == 1;
         async move { done.then_some(text) }

@@ -73,7 +73,7 @@ async fn redis_killed_under_load_loses_no_task_runs_none_twice_and_the_system_se
     }
 
     let wait = Duration::from_secs(30);
-    eventually("load to flow", wait, || {
+    until("load to flow", wait, || {
         let n = tally.completed.load(Ordering::Relaxed);
         async move { (n >= 50).then_some(()) }
     })
@@ -85,7 +85,7 @@ async fn redis_killed_under_load_loses_no_task_runs_none_twice_and_the_system_se
     tokio::time::sleep(Duration::from_secs(1)).await;
     redis.restart();
     let before = tally.completed.load(Ordering::Relaxed);
-    eventually("load to flow again", wait, || {
+    until("load to flow again", wait, || {
         let n = tally.completed.load(Ordering::Relaxed);
         async move { (n >= before + 50).then_some(()) }
     })
@@ -101,7 +101,7 @@ async fn redis_killed_under_load_loses_no_task_runs_none_twice_and_the_system_se
     // Every submitted task reaches a terminal state.
     let ids = submitted.lock().expect("lock").clone();
     for id in &ids {
-        eventually("every submitted task to end", wait, || {
+        until("every submitted task to end", wait, || {
             let client = client.clone();
             let id = id.clone();
             async move { client.check(&id).await.ok().flatten() }
@@ -112,7 +112,7 @@ async fn redis_killed_under_load_loses_no_task_runs_none_twice_and_the_system_se
     // equal the completions Redis counted (a submit whose reply was lost in
     // the crash may still have been queued and run, so count from Redis, not
     // from what the submitters saw).
-    let stats = eventually("the queue to drain", wait, || {
+    let stats = until("the queue to drain", wait, || {
         let client = client.clone();
         async move {
             let s = client.stats_many(&[QUEUE]).await.ok()?.pop()?;
@@ -163,9 +163,9 @@ async fn the_worker_reports_reconnecting_while_redis_is_down_and_running_after()
             async move { ok.then_some(()) }
         }
     };
-    eventually("Running", wait, state_is(worker::WorkerState::Running)).await;
+    until("Running", wait, state_is(worker::WorkerState::Running)).await;
     redis.kill();
-    eventually(
+    until(
         "Reconnecting",
         wait,
         state_is(worker::WorkerState::Reconnecting(
@@ -174,7 +174,7 @@ async fn the_worker_reports_reconnecting_while_redis_is_down_and_running_after()
     )
     .await;
     redis.restart();
-    eventually(
+    until(
         "Running again",
         wait,
         state_is(worker::WorkerState::Running),
@@ -225,13 +225,13 @@ async fn a_beat_that_met_redis_down_is_sent_again_as_soon_as_redis_is_back() {
     );
     let wait = Duration::from_secs(30);
     let mut conn = raw(&url).await;
-    let first = eventually("a first beat", wait, || {
+    let first = until("a first beat", wait, || {
         let mut conn = conn.clone();
         async move { beat_of(&mut conn, "hb").await }
     })
     .await;
     // The next beat changes the value: Redis goes down right after it.
-    eventually("the next beat", wait, || {
+    until("the next beat", wait, || {
         let (mut conn, first) = (conn.clone(), first.clone());
         async move { beat_of(&mut conn, "hb").await.filter(|b| *b != first) }
     })
@@ -246,7 +246,7 @@ async fn a_beat_that_met_redis_down_is_sent_again_as_soon_as_redis_is_back() {
         None,
         "redis came back empty"
     );
-    eventually("a beat after redis came back", wait, || {
+    until("a beat after redis came back", wait, || {
         let mut conn = conn.clone();
         async move { beat_of(&mut conn, "hb").await }
     })
@@ -286,7 +286,7 @@ async fn a_finish_redis_refuses_for_the_acl_is_written_once_the_user_may_run_it(
         .await
         .expect("submit");
     let status = worker.status.clone();
-    let why = eventually(
+    let why = until(
         "the worker to name the refusal",
         Duration::from_secs(20),
         || {
@@ -377,7 +377,7 @@ async fn an_outage_the_pop_met_ends_while_the_worker_takes_a_busy_queue() {
     );
     let status = worker.status.clone();
     let wait = Duration::from_secs(30);
-    eventually("the worker to run", wait, || {
+    until("the worker to run", wait, || {
         let running = status.state() == worker::WorkerState::Running;
         async move { running.then_some(()) }
     })
@@ -400,7 +400,7 @@ async fn an_outage_the_pop_met_ends_while_the_worker_takes_a_busy_queue() {
         ids.push(id);
     }
     // The pop's connection, blocked in BLMOVE.
-    let popper: i64 = eventually("the pop to block", wait, || {
+    let popper: i64 = until("the pop to block", wait, || {
         let mut conn = conn.clone();
         async move {
             let list: String = redis::cmd("CLIENT")
@@ -434,7 +434,7 @@ async fn an_outage_the_pop_met_ends_while_the_worker_takes_a_busy_queue() {
         .expect("push and kill the pop");
 
     // The worker reconnects at once and runs the queued tasks.
-    eventually("a task to complete", wait, || {
+    until("a task to complete", wait, || {
         let mut conn = conn.clone();
         async move {
             let done: i64 = redis::cmd("HGET")

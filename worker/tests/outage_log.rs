@@ -16,7 +16,7 @@ async fn an_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
     let worker = TestWorker::start(&redis.url(), QUEUE);
     let wait = Duration::from_secs(30);
     let status = worker.status.clone();
-    eventually("the worker to run", wait, || {
+    until("the worker to run", wait, || {
         let running = status.state() == worker::WorkerState::Running;
         async move { running.then_some(()) }
     })
@@ -31,7 +31,7 @@ async fn an_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
     redis.kill();
     // fast_options caps the backoff at 200 ms: wait until the take loop has
     // retried many times.
-    eventually("ten retries of the take loop", wait, || {
+    until("ten retries of the take loop", wait, || {
         let retries = lines(log::Level::Debug, "redis still unreachable").len();
         async move { (retries >= 10).then_some(()) }
     })
@@ -58,12 +58,12 @@ async fn an_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
     );
 
     redis.restart();
-    eventually("the worker to run again", wait, || {
+    until("the worker to run again", wait, || {
         let running = status.state() == worker::WorkerState::Running;
         async move { running.then_some(()) }
     })
     .await;
-    eventually("the reply listener to resubscribe", wait, || {
+    until("the reply listener to resubscribe", wait, || {
         let n = lines(log::Level::Info, "reply listener resubscribed").len();
         async move { (n >= 1).then_some(()) }
     })

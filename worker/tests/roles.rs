@@ -35,7 +35,7 @@ async fn raw_task(
     hset_raw(conn, id.as_bytes(), &fields).await;
     lpush_raw(conn, &client::keys::tasks(queue), &[id.as_bytes()]).await;
     let c = conn.clone();
-    eventually(&format!("task {id} to end"), WAIT, || {
+    until(&format!("task {id} to end"), WAIT, || {
         let mut conn = c.clone();
         async move {
             hget(&mut conn, id, "status")
@@ -214,7 +214,7 @@ async fn a_task_with_an_unknown_role_ends_invalid_without_running() {
     );
     // The worker counted the refused tasks as failures and goes on.
     let status = worker.status.clone();
-    eventually("the worker to count", WAIT, || {
+    until("the worker to count", WAIT, || {
         let counts = status.counts();
         async move { (counts == (1, 3)).then_some(()) }
     })
@@ -525,7 +525,7 @@ async fn a_backlog_of_mixed_roles_runs_each_task_as_its_own_caller() {
     ];
     for (id, status, field, value) in expected {
         let c = conn.clone();
-        let ended = eventually(&format!("task {id} to end"), WAIT, || {
+        let ended = until(&format!("task {id} to end"), WAIT, || {
             let mut conn = c.clone();
             async move {
                 hget(&mut conn, id, "status")

@@ -53,7 +53,7 @@ async fn a_script_error_carries_kind_and_position() {
     assert!(f.column.is_some());
     // The worker counts right after Redis confirmed the write, so poll.
     let status = worker.status.clone();
-    eventually("the worker to count the failure", WAIT, || {
+    until("the worker to count the failure", WAIT, || {
         let counts = status.counts();
         async move { (counts == (0, 1)).then_some(()) }
     })
@@ -101,7 +101,7 @@ async fn a_third_party_task_with_only_script_and_status_runs() {
     )
     .await;
     lpush_raw(&mut conn, "rhai_tasks:third", &[b"legacy-1"]).await;
-    let status = eventually("the legacy task to finish", WAIT, || {
+    let status = until("the legacy task to finish", WAIT, || {
         let mut conn = conn.clone();
         async move {
             hget(&mut conn, "legacy-1", "status")
@@ -431,7 +431,7 @@ fn one_group() -> worker::WorkerOptions {
 
 /// The id of the one worker registered for `queue`, once it registered.
 async fn registered_worker(conn: &redis::aio::MultiplexedConnection, queue: &str) -> String {
-    eventually("the worker to register", WAIT, || {
+    until("the worker to register", WAIT, || {
         let mut conn = conn.clone();
         async move {
             let members: Vec<String> = redis::cmd("SMEMBERS")
@@ -497,7 +497,7 @@ async fn an_idle_pop_never_runs_again_a_task_this_worker_already_holds() {
     };
     let before = pops(info(conn.clone()).await);
     // fast_options: a blocking pop lasts 200 ms; wait for three more.
-    eventually("three idle pops", WAIT, || {
+    until("three idle pops", WAIT, || {
         let conn = conn.clone();
         async move { (pops(info(conn).await) >= before + 3).then_some(()) }
     })
@@ -569,7 +569,7 @@ async fn finished_task_hashes_expire_after_the_result_ttl() {
         .await
         .expect("pttl");
     assert!(pttl > 0 && pttl <= 300, "pttl {pttl}");
-    eventually("the hash to expire", WAIT, || {
+    until("the hash to expire", WAIT, || {
         let mut conn = conn.clone();
         let id = id.clone();
         async move { hget(&mut conn, &id, "status").await.is_none().then_some(()) }
@@ -667,7 +667,7 @@ async fn shutdown_lets_a_script_within_the_grace_complete() {
         .await
         .expect("submit");
     let conn = raw(&redis.url()).await;
-    eventually("the task to be claimed", WAIT, || {
+    until("the task to be claimed", WAIT, || {
         let mut conn = conn.clone();
         let id = id.clone();
         async move { (hget(&mut conn, &id, "status").await.as_deref() != Some("pending")).then_some(()) }
@@ -707,7 +707,7 @@ async fn counters_track_processed_failed_queue_and_heartbeat() {
         3
     );
     let worker = TestWorker::start(&redis.url(), "count");
-    let stats = eventually("all three to finish", WAIT, || {
+    let stats = until("all three to finish", WAIT, || {
         let client = client.clone();
         async move {
             let s = client
@@ -730,7 +730,7 @@ async fn counters_track_processed_failed_queue_and_heartbeat() {
     );
     assert!(stats.heartbeat_age.is_some());
     let status = worker.status.clone();
-    eventually("the worker to count all three", WAIT, || {
+    until("the worker to count all three", WAIT, || {
         let counts = status.counts();
         async move { (counts == (2, 1)).then_some(()) }
     })
@@ -799,7 +799,7 @@ async fn a_long_script_never_silences_the_heartbeat_so_no_reaper_takes_its_task(
         .await
         .expect("submit");
     let mut conn = raw(&redis.url()).await;
-    let busy_id = eventually("the slow task to be claimed", WAIT, || {
+    let busy_id = until("the slow task to be claimed", WAIT, || {
         let mut conn = conn.clone();
         let slow = slow.clone();
         async move {
@@ -903,7 +903,7 @@ async fn an_id_listed_twice_in_the_processing_list_after_an_outage_runs_once() {
     // again; meanwhile a task claimed by it sits there twice (its id was
     // pushed twice, and both copies were moved).
     proxy.freeze();
-    eventually("the worker to notice the outage", WAIT, || {
+    until("the worker to notice the outage", WAIT, || {
         let state = worker.status.state();
         async move { matches!(state, worker::WorkerState::Reconnecting(_)).then_some(()) }
     })

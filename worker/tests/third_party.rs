@@ -459,7 +459,7 @@ async fn a_processing_task_naming_a_worker_that_does_not_hold_it_ends_invalid() 
     )
     .await;
     let worker = TestWorker::start(&redis.url(), "nobody");
-    let ended = eventually("the task to end", WAIT, || {
+    let ended = until("the task to end", WAIT, || {
         let mut conn = conn.clone();
         async move {
             let h = hgetall(&mut conn, "t-n").await;

@@ -2,25 +2,6 @@
 
 #![allow(dead_code)]
 
-use std::time::{Duration, Instant};
-
-/// Polls `check` every 5 ms until it gives a value, failing the test naming
-/// `what` after `timeout`.
-pub async fn until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 /// A plain connection to the test's Redis, for what other programs do
 /// (raw keys, third parties' writes) and for checking what is stored.
 pub async fn raw(url: &str) -> redis::aio::MultiplexedConnection {

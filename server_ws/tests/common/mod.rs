@@ -224,32 +224,22 @@ pub fn code(reply: &Value) -> i64 {
         .unwrap_or_else(|| panic!("expected an error reply, got {reply}"))
 }
 
-/// Polls `f` until it holds, or panics naming `what`.
 /// [`eventually`] for a check that has to await.
 pub async fn eventually_async<F, Fut>(what: &str, mut f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + PROMPTLY;
-    while !f().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    testkit::until(what, PROMPTLY, || {
+        let holds = f();
+        async move { holds.await.then_some(()) }
+    })
+    .await;
 }
 
+/// Polls `f` until it holds, or panics naming `what` after [`PROMPTLY`].
 pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + PROMPTLY;
-    while !f() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    testkit::until(what, PROMPTLY, || std::future::ready(f().then_some(()))).await;
 }
 
 /// Takes tasks from the real queue and finishes them through the real worker

@@ -109,24 +109,7 @@ impl TestWorker {
     }
 }
 
-/// Polls `check` every 10 ms until it yields, panicking after `timeout`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+pub use testkit::until;
 
 /// Waits until `status` counts `processed` and `failed`, or panics saying
 /// what it counts. The worker counts a task once Redis answered its finish,
@@ -184,7 +167,7 @@ pub async fn until_status_in(
     timeout: Duration,
 ) {
     let what = format!("task {id} to be {}", statuses.join(" or "));
-    eventually(&what, timeout, || {
+    until(&what, timeout, || {
         let mut conn = conn.clone();
         async move {
             let status = hget(&mut conn, id, "status").await;
