@@ -64,6 +64,12 @@ pub const CALLER: &str = "caller";
 pub const ROLE: &str = "role";
 /// The id of the worker that claimed the task.
 pub const WORKER_ID: &str = "workerId";
+/// The queue of the worker that claimed the task: that worker's processing
+/// list is `rhai_processing:<workerQueue>:<workerId>`. A worker of another
+/// queue that takes a copy of the id (pushed onto two queues) looks there
+/// to see that the task is held, and leaves it. Written and deleted with
+/// [`WORKER_ID`]; a hash without it names a worker of the claiming queue.
+pub const WORKER_QUEUE: &str = "workerQueue";
 /// When the worker claimed the task, ms since the epoch.
 pub const STARTED_AT: &str = "startedAt";
 /// On `completed`: the final value as text.

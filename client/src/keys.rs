@@ -18,11 +18,14 @@ pub fn task_details(task_id: &str) -> String {
     format!("{TASK_DETAILS_PREFIX}{task_id}")
 }
 
+/// How every processing list's key starts; see [`processing`].
+pub const PROCESSING_PREFIX: &str = "rhai_processing:";
+
 /// `rhai_processing:<queue>:<worker_id>`: LIST of the ids a worker has taken
 /// off the queue and not yet finished (at most its claim batch). A task is
 /// never only in a worker's memory: it is here until its result is written.
 pub fn processing(queue: &str, worker_id: &str) -> String {
-    format!("rhai_processing:{queue}:{worker_id}")
+    format!("{PROCESSING_PREFIX}{queue}:{worker_id}")
 }
 
 /// How the ids of the workers of process `pid` start: `<pid>-`. A worker id

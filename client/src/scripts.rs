@@ -259,7 +259,7 @@ return counted(KEYS[3], function(stats)
       local over = h[6] and tonumber(h[6]) and tonumber(ARGV[3]) > tonumber(h[6])
       if h[3] == '1' and not h[7] and not over then
         redis.call('HSET', dkey, 'status', 'pending', 'updatedAt', ARGV[3], 'lostAt', ARGV[3])
-        redis.call('HDEL', dkey, 'workerId', 'startedAt')
+        redis.call('HDEL', dkey, 'workerId', 'workerQueue', 'startedAt')
         redis.call('RPUSH', KEYS[2], id)
         requeued = requeued + 1
       else

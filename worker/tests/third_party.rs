@@ -474,3 +474,143 @@ async fn a_processing_task_naming_a_worker_that_does_not_hold_it_ends_invalid() 
     );
     worker.stop().await;
 }
+
+/// An id pushed onto a second circle's queue while the first circle's
+/// worker runs it (by hand, or by a program that got the queue wrong) runs
+/// once: the second circle's worker finds it held by a worker of another
+/// queue and leaves it, neither ending it nor running it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_pushed_onto_another_queue_while_it_runs_is_left_to_its_worker() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let one = slow_worker(&url, "one");
+    let two = slow_worker(&url, "two");
+    let mut conn = raw(&url).await;
+    push_task(&mut conn, "one", "t-both", &[], &slow_script("ran")).await;
+    until_status(&conn, "t-both", "processing", WAIT).await;
+    lpush_raw(&mut conn, &client::keys::tasks("two"), &[b"t-both"]).await;
+    let holder = until_held_once(&conn, "t-both", &["one", "two"]).await;
+    assert_eq!(holder, "one", "the worker that runs it holds it");
+    cancelled_by_its_holder(&url, &mut conn, "t-both").await;
+    one.stop().await;
+    two.stop().await;
+}
+
+/// The same id pushed onto two circles' queues in one transaction, both
+/// workers idle: both take it, one claims it and runs it, and the other
+/// finds it held and leaves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_pushed_onto_two_queues_at_once_runs_on_one_worker_only() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let one = slow_worker(&url, "one");
+    let two = slow_worker(&url, "two");
+    let mut conn = raw(&url).await;
+    let _: () = redis::pipe()
+        .atomic()
+        .cmd("HSET")
+        .arg(client::keys::task_details("t-twice"))
+        .arg("script")
+        .arg(slow_script("ran"))
+        .arg("status")
+        .arg("pending")
+        .ignore()
+        .cmd("LPUSH")
+        .arg(client::keys::tasks("one"))
+        .arg("t-twice")
+        .ignore()
+        .cmd("LPUSH")
+        .arg(client::keys::tasks("two"))
+        .arg("t-twice")
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .expect("push onto both queues");
+    until_held_once(&conn, "t-twice", &["one", "two"]).await;
+    cancelled_by_its_holder(&url, &mut conn, "t-twice").await;
+    one.stop().await;
+    two.stop().await;
+}
+
+fn slow_worker(url: &str, queue: &str) -> TestWorker {
+    TestWorker::start_fresh(
+        worker::WorkerConfig::new(url, queue),
+        fast_options(),
+        slow_limits(),
+    )
+}
+
+/// Waits until `id` is off every queue of `queues` and in exactly one of
+/// their workers' processing lists, the one its hash names (`workerId`,
+/// `workerQueue`), while it runs; returns that worker's queue. A worker
+/// that took a copy of the id and ended the task instead fails the wait
+/// (the task is then no longer `processing`).
+async fn until_held_once(
+    conn: &redis::aio::MultiplexedConnection,
+    id: &str,
+    queues: &[&str],
+) -> String {
+    until(&format!("task {id} held by one worker only"), WAIT, || {
+        let mut conn = conn.clone();
+        async move {
+            let h = hgetall(&mut conn, id).await;
+            let status = h.get("status").map(String::as_str);
+            assert!(
+                matches!(status, None | Some("pending" | "processing")),
+                "a copy of the id ended the task that another worker runs: {h:?}"
+            );
+            let mut holders = Vec::new();
+            for queue in queues {
+                let queued: i64 = redis::cmd("LLEN")
+                    .arg(client::keys::tasks(queue))
+                    .query_async(&mut conn)
+                    .await
+                    .expect("llen");
+                if queued > 0 {
+                    return None;
+                }
+                for list in keys(&mut conn, &client::keys::processing(queue, "*")).await {
+                    let ids: Vec<String> = redis::cmd("LRANGE")
+                        .arg(&list)
+                        .arg(0)
+                        .arg(-1)
+                        .query_async(&mut conn)
+                        .await
+                        .expect("lrange");
+                    holders.extend(ids.iter().filter(|i| *i == id).map(|_| list.clone()));
+                }
+            }
+            let (Some(worker), Some(queue)) = (h.get("workerId"), h.get("workerQueue")) else {
+                return None;
+            };
+            let named = client::keys::processing(queue, worker);
+            (status == Some("processing") && holders == [named]).then(|| queue.clone())
+        }
+    })
+    .await
+}
+
+/// Cancels the running task `id` and checks that the worker that held it
+/// ended it (kind `cancelled`, still naming that worker), not a worker that
+/// found a copy of its id.
+async fn cancelled_by_its_holder(
+    url: &str,
+    conn: &mut redis::aio::MultiplexedConnection,
+    id: &str,
+) {
+    let holder = hget(conn, id, "workerId").await;
+    let client = client::Client::connect(url).await.expect("connect");
+    assert!(client.cancel(id, "test over").await.expect("cancel"));
+    until_ended(conn, id, WAIT).await;
+    let h = hgetall(conn, id).await;
+    assert_eq!(
+        h.get("errorKind").map(String::as_str),
+        Some("cancelled"),
+        "{h:?}"
+    );
+    assert!(
+        h.get("error").is_some_and(|e| e.contains("while it ran")),
+        "{h:?}"
+    );
+    assert_eq!(h.get("workerId"), holder.as_ref(), "{h:?}");
+}

@@ -184,7 +184,7 @@ return counted(KEYS[2], function(stats)
     local ours = h[1] == 'processing' and h[2] == worker
     if ours and not h[6] and ARGV[6] == '1' then
       redis.call('HSET', dkey, 'status', 'pending', 'updatedAt', now)
-      redis.call('HDEL', dkey, 'workerId', 'startedAt')
+      redis.call('HDEL', dkey, 'workerId', 'workerQueue', 'startedAt')
       redis.call('LREM', KEYS[1], 1, id)
       redis.call('RPUSH', KEYS[3], id)
     elseif not ours then

@@ -45,7 +45,7 @@ local function unclaim(id, plist, queue, prefix, worker)
   redis.call('LREM', plist, 1, id)
   if h[1] == 'processing' and h[2] == worker then
     redis.call('HSET', dkey, 'status', 'pending')
-    redis.call('HDEL', dkey, 'workerId', 'startedAt')
+    redis.call('HDEL', dkey, 'workerId', 'workerQueue', 'startedAt')
     redis.call('RPUSH', queue, id)
   elseif not h[1] or h[1] == 'pending' or (h[1] == 'processing' and not h[2]) then
     -- Not claimed by anyone (a `processing` without `workerId` included):
@@ -65,7 +65,8 @@ end
 local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
   local dkey = prefix .. id
   local h = read_task(dkey, 'status', 'script', 'deadline', 'workerId', 'replyTo',
-    'createdAt', 'cancel', 'caller', 'role', 'deliveredTtl', 'lostAt', unpack(OUTCOME_FIELDS))
+    'createdAt', 'cancel', 'caller', 'role', 'deliveredTtl', 'lostAt', 'workerQueue',
+    unpack(OUTCOME_FIELDS))
   if not h then
     -- Its key is no hash: nothing can be written there, so the id only
     -- leaves the processing list, counted as failed; the key stays as is.
@@ -102,12 +103,15 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
     return { 'skipped', id, status }
   end
   -- Another worker's: not ours to touch, while that worker's processing
-  -- list (named as ours is) holds it: it runs it, or a reaper resolves it.
+  -- list holds it: it runs it, or a reaper resolves it. Its list is named
+  -- by its queue (`workerQueue`; a worker of another queue when the id was
+  -- pushed onto two queues), or as ours is when the hash names none.
   -- One no such list holds (a third party wrote the hash so) no worker
   -- ever will: it ends below as invalid, as one without `workerId` does.
+  local ourqueue = string.sub(plist, #PROCESSING_PREFIX + 1, #plist - #worker - 1)
   local unheld = false
   if status == 'processing' and h[4] and h[4] ~= worker then
-    local theirs = string.sub(plist, 1, #plist - #worker) .. h[4]
+    local theirs = PROCESSING_PREFIX .. (h[12] or ourqueue) .. ':' .. h[4]
     local at = redis.pcall('LPOS', theirs, id)
     if type(at) == 'table' or at then
       redis.call('LREM', plist, 1, id)
@@ -121,7 +125,7 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
   -- left go, so the end writes a whole outcome of its own.
   local stale = {}
   for i, field in ipairs(OUTCOME_FIELDS) do
-    if h[11 + i] then stale[#stale + 1] = field end
+    if h[12 + i] then stale[#stale + 1] = field end
   end
   -- A reaper put it back after its worker died while it ran (`lostAt`),
   -- unless that mark is of an earlier life of the id (it ended since).
@@ -194,8 +198,8 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
   -- it (say, for a task nobody takes) must not drop it while it runs; the
   -- end sets the result TTL.
   redis.call('PERSIST', dkey)
-  redis.call('HSET', dkey, 'status', 'processing', 'workerId', worker, 'startedAt', now,
-    'updatedAt', now, unpack(created))
+  redis.call('HSET', dkey, 'status', 'processing', 'workerId', worker, 'workerQueue', ourqueue,
+    'startedAt', now, 'updatedAt', now, unpack(created))
   -- Whether an earlier run of this id ended (its outcome fields were
   -- there): an id pushed again after it ended, not one a Redis restored
   -- from before its claim. And this claim's `startedAt`: what tells this

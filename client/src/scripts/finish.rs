@@ -23,7 +23,8 @@ use crate::{FailureKind, Role, fields};
 
 /// The failure kinds the scripts write, as Lua locals named after
 /// [`FailureKind::as_str`] (the wire names live there alone), the role
-/// names as [`Role::as_str`] gives them, the outcome fields
+/// names as [`Role::as_str`] gives them, the processing lists' key prefix
+/// as `PROCESSING_PREFIX`, the outcome fields
 /// ([`fields::OUTCOME`]) as `OUTCOME_FIELDS`, then the helper `finish`. Every
 /// script that ends a task starts with this.
 pub(super) static FINISH: LazyLock<String> = LazyLock::new(|| {
@@ -45,6 +46,10 @@ pub(super) static FINISH: LazyLock<String> = LazyLock::new(|| {
     lua.push_str(&format!(
         "local WORKER_LOST_MESSAGE = {:?}\n",
         crate::broker::WORKER_LOST_MESSAGE
+    ));
+    lua.push_str(&format!(
+        "local PROCESSING_PREFIX = '{}'\n",
+        crate::keys::PROCESSING_PREFIX
     ));
     let outcome: Vec<String> = fields::OUTCOME.iter().map(|f| format!("'{f}'")).collect();
     lua.push_str(&format!(
