@@ -73,12 +73,12 @@ end
 -- subscriber, from its `deliveredTtl`, `deadline` and `cancel` fields: nil
 -- when it asked for none (or not a finite number of at least 1: `nan`
 -- and `inf` read as numbers too), was cancelled (its waiter went away), or
--- ends after its deadline (its waiter gave up); never more than the result
+-- ends at or after its deadline (its waiter gave up); never more than the result
 -- TTL.
 local function delivered_ttl(asked, deadline, cancel, now, ttl)
   local d = tonumber(asked)
   if not d or d ~= d or d < 1 or d == math.huge or cancel then return nil end
-  if deadline and tonumber(deadline) and tonumber(now) > tonumber(deadline) then return nil end
+  if deadline and tonumber(deadline) and tonumber(now) >= tonumber(deadline) then return nil end
   return math.min(math.floor(d), tonumber(ttl))
 end
 
@@ -140,3 +140,47 @@ local function finish(dkey, id, plist, stats, now, ttl, fields, note, reply, del
   if refused then error(refused) end
 end
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::FINISH;
+
+    /// `delivered_ttl` at the edges, run by a real Redis: a task that ends
+    /// at the very ms of its deadline ended no earlier than its waiter gave
+    /// up, so it keeps the result TTL, as one that ends later does.
+    #[tokio::test]
+    async fn a_task_ending_at_its_deadline_keeps_the_result_ttl() {
+        let server = testkit::RedisServer::start();
+        let mut conn = redis::Client::open(server.url())
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        let ttl_at = |now: &str, cancel: &str| {
+            format!(
+                "{}\nreturn delivered_ttl('2000', '1000', {cancel}, '{now}', '60000') or -1",
+                FINISH.as_str()
+            )
+        };
+        let mut got = Vec::new();
+        for (now, cancel) in [
+            ("999", "nil"),
+            ("1000", "nil"),
+            ("1001", "nil"),
+            ("999", "'gone'"),
+        ] {
+            let ttl: i64 = redis::cmd("EVAL")
+                .arg(ttl_at(now, cancel))
+                .arg(0)
+                .query_async(&mut conn)
+                .await
+                .expect("eval");
+            got.push(ttl);
+        }
+        assert_eq!(
+            got,
+            [2000, -1, -1, -1],
+            "ending at 999, 1000, 1001 ms, cancelled"
+        );
+    }
+}
