@@ -1,13 +1,17 @@
 //! Standard-package functions that do unbounded work inside one native
 //! call, where Rhai's per-operation callback (the time limit, the cancel
 //! flag, the memory bound) never runs, shadowed by versions bounded before
-//! they start. Each gives stock Rhai's result wherever stock Rhai ends
-//! within the limits, except `parse_json`, which reads JSON and nothing
-//! else (see there).
+//! they start; and those that ignore their comparator's errors (`sort`,
+//! `order`, `dedup` with a comparator), shadowed by versions that end with
+//! a bound the comparator hits. Each gives stock Rhai's result wherever
+//! stock Rhai ends within the limits, except `parse_json`, which reads JSON
+//! and nothing else (see there).
 
 use std::cmp::Ordering;
 
-use rhai::{Array, Dynamic, Engine, EvalAltResult, INT, ImmutableString, Map, NativeCallContext};
+use rhai::{
+    Array, Dynamic, Engine, EvalAltResult, FnPtr, INT, ImmutableString, Map, NativeCallContext,
+};
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
 
@@ -240,6 +244,101 @@ fn order(ctx: NativeCallContext, array: &mut Array, desc: bool) -> Res<Array> {
     Ok(copy)
 }
 
+/// Whether `err`, unwrapped from the function calls it came through, is a
+/// bound the engine enforces (sizes, call depth, operations, time, memory,
+/// `db::` limits), which no native function may swallow.
+fn is_bound(err: &EvalAltResult) -> bool {
+    use EvalAltResult as E;
+    match err {
+        E::ErrorInFunctionCall(_, _, inner, _) | E::ErrorInModule(_, inner, _) => is_bound(inner),
+        E::ErrorTooManyOperations(_)
+        | E::ErrorStackOverflow(_)
+        | E::ErrorDataTooLarge(..)
+        | E::ErrorTooManyModules(_)
+        | E::ErrorTooManyVariables(_)
+        | E::ErrorTerminated(..) => true,
+        _ => false,
+    }
+}
+
+/// Calls a comparator of [`sort_by`] or [`dedup_by`] unless an earlier call
+/// hit a bound (kept in `hit`): `None` for a failed call, whose error is
+/// kept in `hit` when it is a bound.
+fn compare(
+    ctx: &NativeCallContext,
+    comparer: &FnPtr,
+    args: [Dynamic; 2],
+    hit: &mut Option<Box<EvalAltResult>>,
+) -> Option<Dynamic> {
+    if hit.is_some() {
+        return None;
+    }
+    match comparer.call_raw(ctx, None, args) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            if is_bound(&e) {
+                *hit = Some(e);
+            }
+            None
+        }
+    }
+}
+
+/// `sort(comparer)`, `sort_by(comparer)`: stock Rhai's sort by a function
+/// (an integer or a boolean says the order; any other result, or an error,
+/// orders the two by type), except that a bound the comparer hits ends the
+/// sort with it: stock Rhai takes it for an order by type, so a comparator
+/// could swallow the string, map and call-depth limits and the script go on.
+fn sort_by(ctx: NativeCallContext, array: &mut Array, comparer: FnPtr) -> Res<()> {
+    if array.len() <= 1 {
+        return Ok(());
+    }
+    let mut hit = None;
+    // `slice::sort_by` may panic on a comparer that is no total order.
+    let sorted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        array.sort_by(|x, y| {
+            let order = compare(&ctx, &comparer, [x.clone(), y.clone()], &mut hit).and_then(|v| {
+                v.as_int()
+                    .or_else(|_| v.as_bool().map(|less| if less { -1 } else { 1 }))
+                    .ok()
+            });
+            match order {
+                Some(v) => v.cmp(&0),
+                None => x.type_id().cmp(&y.type_id()),
+            }
+        });
+    }));
+    if let Some(e) = hit {
+        return Err(e);
+    }
+    sorted.map_err(|_| {
+        EvalAltResult::ErrorRuntime("error in comparer for sorting".into(), rhai::Position::NONE)
+            .into()
+    })
+}
+
+/// `order(comparer)`, `order_by(comparer)`: [`sort_by`] on a copy, which
+/// is returned.
+fn order_by(ctx: NativeCallContext, array: &mut Array, comparer: FnPtr) -> Res<Array> {
+    let mut copy = array.clone();
+    sort_by(ctx, &mut copy, comparer)?;
+    Ok(copy)
+}
+
+/// `dedup(comparer)`: stock Rhai's (an element goes when the comparer says
+/// `true` of the one kept before it and itself; any other result, or an
+/// error, keeps it), except that a bound the comparer hits ends it with
+/// that bound, as in [`sort_by`].
+fn dedup_by(ctx: NativeCallContext, array: &mut Array, comparer: FnPtr) -> Res<()> {
+    let mut hit = None;
+    array.dedup_by(|x, y| {
+        compare(&ctx, &comparer, [y.clone(), x.clone()], &mut hit)
+            .and_then(|v| v.as_bool().ok())
+            .unwrap_or(false)
+    });
+    hit.map_or(Ok(()), Err)
+}
+
 /// `parse_json(text)`: the object map of a JSON object, read in time
 /// linear in the text. Stock Rhai parses the text as a script expression,
 /// looking each key of an object up among the keys before it: a 1 MiB
@@ -301,6 +400,13 @@ pub fn register(engine: &mut Engine) {
     engine.register_fn("order_desc", |ctx: NativeCallContext, a: &mut Array| {
         order(ctx, a, true)
     });
+    for name in ["sort", "sort_by"] {
+        engine.register_fn(name, sort_by);
+    }
+    for name in ["order", "order_by"] {
+        engine.register_fn(name, order_by);
+    }
+    engine.register_fn("dedup", dedup_by);
     engine.register_fn("parse_json", parse_json);
     engine.register_fn(
         "pad",

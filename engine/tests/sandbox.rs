@@ -565,6 +565,66 @@ fn a_db_limit_inside_a_sort_or_dedup_comparator_still_fails_the_run() {
     }
 }
 
+/// A bound Rhai itself enforces (string size, map size, call depth) that a
+/// comparator of `sort`, `sort_by`, `order`, `order_by` or `dedup` hits ends
+/// the run as that limit, as it does in `map` or `filter`: stock Rhai takes
+/// a failed comparison for an order by type, which would let the script go
+/// on (and commit) as if the bound had not been hit. A comparator's other
+/// errors keep stock Rhai's order by type.
+#[test]
+fn a_rhai_bound_inside_a_sort_or_dedup_comparator_still_fails_the_run() {
+    let c = Circle::with_limits(Limits {
+        max_string_size: 1_000,
+        max_map_size: 100,
+        max_call_depth: 20,
+        ..Limits::default()
+    });
+    let string = "let s = \"x\"; loop { s += s; }";
+    let map = "let m = #{}; for i in 0..200 { m[\"k\" + i] = i; } m.len() > 0";
+    for (body, says) in [
+        (string, "string"),
+        (map, "map"),
+        ("deep(x, y)", "nested function calls"),
+    ] {
+        for call in [
+            format!("a.sort(|x, y| {{ {body} }})"),
+            format!("a.sort_by(|x, y| {{ {body} }})"),
+            format!("let b = a.order(|x, y| {{ {body} }})"),
+            format!("let b = a.order_by(|x, y| {{ {body} }})"),
+            format!("a.dedup(|x, y| {{ {body} }})"),
+            "a.sort(Fn(\"deep\"))".to_string(),
+        ] {
+            let script = format!(
+                "fn deep(a, b) {{ deep(a, b) }}\ndb::insert(1);\nlet a = [3, 1, 2, 2];\n{call};\na"
+            );
+            let e = c.fails(&script, ErrorKind::Limit);
+            let says = if call.contains("Fn(") {
+                "nested function calls"
+            } else {
+                says
+            };
+            assert!(e.message.contains(says), "{call}: {e:?}");
+            assert_eq!(
+                c.ok("db::next_id()").output,
+                "1",
+                "{call}: the failed run wrote"
+            );
+        }
+    }
+    // Stock Rhai's order by type for a comparator's own error.
+    let out = c.ok("let a = [3, 1, 2]; a.sort(|x, y| { throw \"no\" }); a.len()");
+    assert_eq!(out.output, "3");
+    let out = c.ok("let a = [1, 1, 2]; a.dedup(|x, y| { throw \"no\" }); a.len()");
+    assert_eq!(out.output, "3");
+    let out = c.ok("let a = [3, 1, 2]; a.sort(|x, y| x - y); a");
+    assert_eq!(out.output, "[1, 2, 3]");
+    let out = c.ok("let a = [3, 1, 2]; a.sort(|x, y| x > y); a");
+    assert_eq!(out.output, "[3, 2, 1]");
+    let out = c.ok("let a = [1, 1, 2, 4]; a.dedup(|x, y| y - x < 2); a");
+    assert_eq!(out.output, "[1, 4]");
+    c.still_works();
+}
+
 /// One native call (a sort of a long array) can run well past the time
 /// limit between two of the looks the operations take at it: a run that
 /// ended past its deadline commits nothing.
