@@ -9,7 +9,9 @@ use client::broker::ClaimedAt;
 use client::{FailureKind, Outcome};
 
 /// The tasks this worker ran most recently whose finish Redis
-/// acknowledged: the ids of those finished within [`Finished::KEEP_FOR`],
+/// acknowledged, or answered that the task was resolved elsewhere (a
+/// failover to a replica that lacked its claim: the task ran here all the
+/// same, its writes committed): the ids of those finished within [`Finished::KEEP_FOR`],
 /// and at least the last [`Finished::MAX`] (at most [`Finished::MAX_IDS`]),
 /// and the results of the newest of them within [`Finished::MAX_BYTES`].
 /// By age, not by count alone: an old primary the sentinels promote again

@@ -342,7 +342,9 @@ impl Taker<'_> {
                         } else if !*written {
                             not_again.push(outcome.task_id().to_owned());
                         }
-                        if *written {
+                        // Also one resolved elsewhere (a replica lacked its
+                        // claim): it ran here, and is never run again.
+                        if *written || !task.again {
                             outage.finished.push(outcome, task.at);
                         }
                     }

@@ -257,3 +257,85 @@ async fn an_earlier_claim_is_not_run_again(submitter_created: bool) {
     );
     worker.stop().await;
 }
+
+/// A failover to a replica that lacked a task's claim (or its push) while
+/// the task ran here: the finish finds it resolved elsewhere and drops its
+/// result, but the task ran and its writes are committed. An old primary
+/// promoted again (here: a Redis restarted from a snapshot taken while the
+/// task ran) shows it `processing` by this worker under the claim it ran
+/// under: it is not run a second time; the result of the run is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_finish_found_it_gone_is_not_run_again_when_redis_shows_it_again() {
+    let mut redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let worker = TestWorker::start_fresh(
+        WorkerConfig::new(&url, QUEUE),
+        fast_options(),
+        slow_limits(),
+    );
+    let mut conn = raw(&url).await;
+    let wait_1s = "let t = timestamp(); while t.elapsed < 1.0 { }";
+    let created = now_ms();
+    push_task(
+        &mut conn,
+        QUEUE,
+        "gone",
+        &[("createdAt", &created)],
+        &format!("{wait_1s} db::insert(1); \"gone\""),
+    )
+    .await;
+    until_status(&conn, "gone", "processing", WAIT).await;
+    let () = redis::cmd("SAVE")
+        .query_async(&mut conn)
+        .await
+        .expect("save");
+    // The Redis the worker reaches now lacks the task: no hash, not in the
+    // worker's processing list.
+    let lists = keys(&mut conn, &client::keys::processing(QUEUE, "*")).await;
+    assert_eq!(lists.len(), 1, "{lists:?}");
+    let _: () = redis::pipe()
+        .cmd("DEL")
+        .arg(client::keys::task_details("gone"))
+        .ignore()
+        .cmd("LREM")
+        .arg(&lists[0])
+        .arg(0)
+        .arg("gone")
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .expect("drop the task");
+    // Queued behind it: once it completes, the finish of `gone` is done.
+    push_task(&mut conn, QUEUE, "after", &[], "db::insert(2); \"after\"").await;
+    until_status(&conn, "after", "completed", WAIT).await;
+    assert_eq!(worker.engine.db().next_id(), 3, "both ran once");
+    assert!(
+        hgetall(&mut conn, "gone").await.is_empty(),
+        "its result was dropped"
+    );
+    redis.kill();
+    redis.restart();
+    let mut conn = raw(&url).await;
+    assert_eq!(
+        hget(&mut conn, "gone", "status").await.as_deref(),
+        Some("processing"),
+        "the snapshot holds `gone` claimed"
+    );
+    until_ended(&conn, "gone", WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let gone = hgetall(&mut conn, "gone").await;
+    assert_eq!(
+        worker.engine.db().next_id(),
+        3,
+        "task `gone` ran a second time (its hash now: {gone:?})"
+    );
+    assert_eq!(
+        (
+            gone.get("status").map(String::as_str),
+            gone.get("output").map(String::as_str)
+        ),
+        (Some("completed"), Some("gone")),
+        "the result of its run is written"
+    );
+    worker.stop().await;
+}
