@@ -26,7 +26,8 @@ pub(crate) use unsure::{Doubt, Unsure};
 pub(crate) use closed::MAXCLIENTS;
 pub use states::Refusal;
 pub(crate) use states::{
-    is_connection_error, names_a_demoted_primary, names_a_passing_state, refusing_state,
+    KEY_TYPE_REFUSAL, is_connection_error, names_a_demoted_primary, names_a_passing_state,
+    refusing_state,
 };
 
 /// Timeouts and backoff of a [`Conn`].

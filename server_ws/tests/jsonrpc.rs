@@ -423,6 +423,45 @@ async fn redis_out_of_memory_is_32002_naming_why_and_served_again_once_fixed() {
     assert_eq!(reply["result"]["output"], "served", "{reply}");
 }
 
+/// A queue key another program wrote as another type than a list: Redis
+/// refuses every push to it, which is no internal fault of this system:
+/// -32002 saying the key holds another type, in its message and in
+/// `data.reason`; served again once the key is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_key_of_another_type_is_32002_naming_why_and_served_again_once_deleted() {
+    let fx = Fixture::start(|_| {}).await;
+    let mut ws = fx.connect().await;
+    let mut conn = common::redis_conn(&fx).await;
+    let queue = client::keys::tasks(common::QUEUE);
+    let () = redis::cmd("SET")
+        .arg(&queue)
+        .arg("not a list")
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    let reply = call(&mut ws, &play(1, "echo:refused")).await;
+    assert_eq!(code(&reply), codes::BROKER_UNAVAILABLE, "{reply}");
+    let reason = reply["error"]["data"]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains("queue key in redis holds another type"),
+        "{reply}"
+    );
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("until its operator acts") && !message.contains("try again"),
+        "{reply}"
+    );
+    let _: i64 = redis::cmd("DEL")
+        .arg(&queue)
+        .query_async(&mut conn)
+        .await
+        .expect("del");
+    let reply = call(&mut ws, &play(2, "echo:served")).await;
+    assert_eq!(reply["result"]["output"], "served", "{reply}");
+}
+
 /// JSON-RPC 2.0 §4: the reply carries the id as sent. An integer past 64
 /// bits reads as a float, and echoed it would be another number
 /// (1.8446744073709552e19 for 2^64 + 1), which a client that reads integers

@@ -235,7 +235,7 @@ impl Client {
                     .conn
                     .query(redis::cmd("DEL").arg(keys::task_details(task_id)))
                     .await;
-                return Err(e);
+                return Err(self.queue_key_refused(queue, e));
             }
             other => other?,
         };
@@ -309,11 +309,28 @@ impl Client {
                     .await;
                 match there {
                     Ok(1) => Ok(Landed::Queued),
-                    Ok(_) => Err(e),
+                    Ok(_) => Err(self.queue_key_refused(queue, e)),
                     Err(_) => Err(unknown(reason(e))),
                 }
             }
             Err(e) => Err(unknown(reason(e))),
+        }
+    }
+
+    /// A push Redis refused because the queue key holds another type than
+    /// a list (`WRONGTYPE`: another program wrote it): Redis refusing that
+    /// queue until its operator acts ([`crate::Refusal::KeyType`]), naming
+    /// the key, not a fault of this system. Any other error as it is.
+    fn queue_key_refused(&self, queue: &str, e: Error) -> Error {
+        match &e {
+            Error::Protocol(text) if text.contains("WRONGTYPE") => {
+                self.inner.conn.unavailable(&format!(
+                    "the queue key {} {}",
+                    keys::tasks(queue),
+                    crate::conn::KEY_TYPE_REFUSAL
+                ))
+            }
+            _ => e,
         }
     }
 

@@ -50,7 +50,18 @@ pub enum Refusal {
     /// channel (`NOPERM`; within a script "The user executing the script
     /// can't run this command").
     Permission,
+    /// A key the protocol keeps a queue's list in holds another type
+    /// (another program wrote it there): every push to that queue is
+    /// refused until it is deleted or renamed ([`KEY_TYPE_REFUSAL`]).
+    KeyType,
 }
+
+/// What a refused push says of a queue key of another type, after the
+/// key's name: the mark by which [`refusing_state`] tells
+/// [`Refusal::KeyType`] (Redis' own `WRONGTYPE` is no refusal of its own:
+/// it says nothing of which key, nor that the key is a queue's).
+pub(crate) const KEY_TYPE_REFUSAL: &str = "holds another type than the list the protocol keeps \
+     a queue in (another program wrote it: delete or rename the key)";
 
 impl Refusal {
     /// What it means, in words an operator acts on (a status row, a
@@ -60,6 +71,10 @@ impl Refusal {
             Refusal::Memory => "redis is out of memory (maxmemory)",
             Refusal::Persistence => "redis cannot write its RDB or AOF file",
             Refusal::Permission => "redis refuses this user a command (ACL; see the log)",
+            Refusal::KeyType => {
+                "the circle's queue key in redis holds another type than a list (another \
+                 program wrote it; see the log)"
+            }
         }
     }
 }
@@ -77,6 +92,8 @@ pub(crate) fn refusing_state(text: &str) -> Option<Refusal> {
         // In a script: "can't run this command", "can't publish to the
         // channel", "can't access at least one of the keys".
         Some(Refusal::Permission)
+    } else if has(&[KEY_TYPE_REFUSAL]) {
+        Some(Refusal::KeyType)
     } else {
         None
     }
