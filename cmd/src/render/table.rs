@@ -44,8 +44,9 @@ pub fn build(rows: &[Row], utf8: bool) -> Table {
 /// terminal), the fixed column names go on two lines each and the same
 /// cells are shortened further, down to [`SHORTEST_STACKED`], when that
 /// makes it fit; else the long queue keys (a long name's) are shortened
-/// too, when that makes it fit; otherwise the caller cuts the lines of the
-/// table whose cells kept [`SHORTEST_CELL`] columns.
+/// too, first with the column names on one line, then on two, when that
+/// makes it fit; otherwise the caller cuts the lines of the table whose
+/// cells kept [`SHORTEST_CELL`] columns.
 pub fn build_fitting(rows: &[Row], width: u16, utf8: bool) -> Table {
     let fits = |table: &Table| {
         // Terminal columns, not chars: a CJK character or an emoji takes two.
@@ -88,9 +89,27 @@ pub fn build_fitting(rows: &[Row], width: u16, utf8: bool) -> Table {
         &[STATUS, NAME, QUEUE],
         &fits,
     );
+    if fits(&keyed) {
+        return keyed;
+    }
+    // The same with the column names on two lines, down to
+    // SHORTEST_STACKED: the URLs stay whole as long as the fixed columns
+    // fit at all.
+    let stacked_keyed = shorten(
+        rows,
+        utf8,
+        stacked,
+        SHORTEST_STACKED,
+        &[STATUS, NAME, QUEUE],
+        &fits,
+    );
     // Narrower still, the URL is cut either way: the status cells keep
     // their SHORTEST_CELL columns, which say more.
-    if fits(&keyed) { keyed } else { table }
+    if fits(&stacked_keyed) {
+        stacked_keyed
+    } else {
+        table
+    }
 }
 
 /// The five fixed columns cut as `cut` says, with the Worker Status cells,
@@ -141,6 +160,7 @@ const QUEUE: usize = 3;
 
 /// How cells are cut: the most terminal columns a cell of each fixed column
 /// may take, and the most characters of a reason.
+#[derive(Clone, Copy)]
 struct Cut {
     max: [Option<usize>; FIXED_COLUMNS],
     detail: Option<usize>,
