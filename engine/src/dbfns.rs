@@ -49,8 +49,15 @@ fn from_txn(e: TxnError, pos: Position) -> Box<EvalAltResult> {
     }
 }
 
+/// A record id as OurDB takes it: ids are given out from 1 to
+/// `u32::MAX - 1`, so any other is a mistake of the script's, refused
+/// alike by every `db::` function (never read as a record that does not
+/// exist).
 fn to_id(id: INT, pos: Position) -> Res<u32> {
-    u32::try_from(id).map_err(|_| {
+    let given_out = u32::try_from(id)
+        .ok()
+        .filter(|id| (1..u32::MAX).contains(id));
+    given_out.ok_or_else(|| {
         fault(
             ErrorKind::Database,
             format!(

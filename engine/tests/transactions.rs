@@ -102,12 +102,19 @@ fn missing_records_read_as_unit_and_updating_them_is_a_database_error() {
 }
 
 #[test]
-fn ids_outside_the_u32_range_are_a_clear_error() {
+fn ids_outside_the_range_given_out_are_a_clear_error() {
     let c = Circle::new();
     for script in [
         "db::get(-1)",
+        "db::get(0)",
+        "db::exists(0)",
+        "db::history(0, 1)",
+        "db::get(4294967295)",
+        "db::exists(4294967295)",
         "db::get(4294967296)",
         "db::update(-5, 1)",
+        "db::update(0, 1)",
+        "db::delete(0)",
         "db::delete(1 << 40)",
     ] {
         let e = c.fails(script, ErrorKind::Database);
