@@ -284,7 +284,8 @@ fn compare(
     }
 }
 
-/// `sort(comparer)`, `sort_by(comparer)`: stock Rhai's sort by a function
+/// `sort(comparer)`, `sort_by(comparer)` (and `sort("name")`, the
+/// deprecated form naming the function): stock Rhai's sort by a function
 /// (an integer or a boolean says the order; any other result, or an error,
 /// orders the two by type), except that a bound the comparer hits ends the
 /// sort with it: stock Rhai takes it for an order by type, so a comparator
@@ -325,7 +326,7 @@ fn order_by(ctx: NativeCallContext, array: &mut Array, comparer: FnPtr) -> Res<A
     Ok(copy)
 }
 
-/// `dedup(comparer)`: stock Rhai's (an element goes when the comparer says
+/// `dedup(comparer)` (and `dedup("name")`): stock Rhai's (an element goes when the comparer says
 /// `true` of the one kept before it and itself; any other result, or an
 /// error, keeps it), except that a bound the comparer hits ends it with
 /// that bound, as in [`sort_by`].
@@ -407,6 +408,19 @@ pub fn register(engine: &mut Engine) {
         engine.register_fn(name, order_by);
     }
     engine.register_fn("dedup", dedup_by);
+    // The deprecated forms naming the comparator, which stock Rhai still has.
+    engine.register_fn(
+        "sort",
+        |ctx: NativeCallContext, a: &mut Array, name: &str| -> Res<()> {
+            sort_by(ctx, a, FnPtr::new(name)?)
+        },
+    );
+    engine.register_fn(
+        "dedup",
+        |ctx: NativeCallContext, a: &mut Array, name: &str| -> Res<()> {
+            dedup_by(ctx, a, FnPtr::new(name)?)
+        },
+    );
     engine.register_fn("parse_json", parse_json);
     engine.register_fn(
         "pad",

@@ -593,12 +593,14 @@ fn a_rhai_bound_inside_a_sort_or_dedup_comparator_still_fails_the_run() {
             format!("let b = a.order_by(|x, y| {{ {body} }})"),
             format!("a.dedup(|x, y| {{ {body} }})"),
             "a.sort(Fn(\"deep\"))".to_string(),
+            "a.sort(\"deep\")".to_string(),
+            "a.dedup(\"deep\")".to_string(),
         ] {
             let script = format!(
                 "fn deep(a, b) {{ deep(a, b) }}\ndb::insert(1);\nlet a = [3, 1, 2, 2];\n{call};\na"
             );
             let e = c.fails(&script, ErrorKind::Limit);
-            let says = if call.contains("Fn(") {
+            let says = if call.contains("\"deep\"") {
                 "nested function calls"
             } else {
                 says

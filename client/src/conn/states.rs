@@ -40,6 +40,7 @@ pub(crate) fn names_a_passing_state(text: &str) -> bool {
 /// ([`Error::refusal`](crate::Error::refusal) names it); Redis is then
 /// unavailable for what it says, not answering outside the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Refusal {
     /// Out of memory under `maxmemory` with `noeviction` (`OOM`).
     Memory,
@@ -52,7 +53,7 @@ pub enum Refusal {
     Permission,
     /// A key the protocol keeps a queue's list in holds another type
     /// (another program wrote it there): every push to that queue is
-    /// refused until it is deleted or renamed ([`KEY_TYPE_REFUSAL`]).
+    /// refused until it is deleted or renamed.
     KeyType,
 }
 
