@@ -93,14 +93,14 @@ pub fn build_fitting(rows: &[Row], width: u16, utf8: bool) -> Table {
         return keyed;
     }
     // The same with the column names on two lines, down to
-    // SHORTEST_STACKED: the URLs stay whole as long as the fixed columns
-    // fit at all.
+    // SHORTEST_STACKED, the keys first (cut this far, they say little), a
+    // status last: the URLs stay whole as long as the fixed columns fit.
     let stacked_keyed = shorten(
         rows,
         utf8,
         stacked,
         SHORTEST_STACKED,
-        &[STATUS, NAME, QUEUE],
+        &[QUEUE, NAME, STATUS],
         &fits,
     );
     // Narrower still, the URL is cut either way: the status cells keep
@@ -112,9 +112,10 @@ pub fn build_fitting(rows: &[Row], width: u16, utf8: bool) -> Table {
     }
 }
 
-/// The five fixed columns cut as `cut` says, with the Worker Status cells,
-/// then the names, shortened one column at a time, down to `shortest`,
-/// until the table fits.
+/// The five fixed columns cut as `cut` says, with the cells of `columns`
+/// (of [`STATUS`], [`NAME`], [`QUEUE`]), one column after the other,
+/// shortened one terminal column at a time, down to `shortest`, until the
+/// table fits.
 fn shorten(
     rows: &[Row],
     utf8: bool,
@@ -124,19 +125,16 @@ fn shorten(
     fits: &dyn Fn(&Table) -> bool,
 ) -> Table {
     let mut table = build_columns(rows, FIXED_COLUMNS, utf8, &cut);
-    let widest = |cell: fn(&Row) -> String| rows.iter().map(|r| cell(r).width()).max();
-    for (column, widest) in [
-        (
-            STATUS,
-            widest(|r| state_text(r.worker, &r.worker_detail, Some(DETAIL_CHARS))),
-        ),
-        (NAME, widest(|r| r.name.clone())),
-        (QUEUE, widest(|r| r.queue_key.clone())),
-    ]
-    .into_iter()
-    .filter(|(column, _)| columns.contains(column))
-    {
-        let mut max = widest.unwrap_or(0);
+    let widest = |column: usize| {
+        let cell = |r: &Row| match column {
+            STATUS => state_text(r.worker, &r.worker_detail, Some(DETAIL_CHARS)),
+            NAME => r.name.clone(),
+            _ => r.queue_key.clone(),
+        };
+        rows.iter().map(|r| cell(r).width()).max()
+    };
+    for &column in columns {
+        let mut max = widest(column).unwrap_or(0);
         while !fits(&table) && max > shortest {
             max -= 1;
             cut.max[column] = Some(max);

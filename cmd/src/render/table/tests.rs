@@ -229,9 +229,10 @@ fn one_long_name_keeps_every_url_in_sight_on_a_150_column_terminal() {
 
 /// Narrower than 80 columns, a long name's queue key is shortened with
 /// the column names on two lines, so every URL stays whole as long as the
-/// fixed columns can fit at all (here 66 columns).
+/// fixed columns can fit at all (here 66 and 60 columns), and a short
+/// Worker Status with it.
 #[test]
-fn a_66_column_terminal_keeps_every_url_whole_beside_a_long_name() {
+fn a_66_or_60_column_terminal_keeps_every_url_whole_beside_a_long_name() {
     let long = "Alpha Circle of Very Long Names";
     let rows = [
         Row {
@@ -243,13 +244,20 @@ fn a_66_column_terminal_keeps_every_url_whole_beside_a_long_name() {
             ..Row::sample("Beta", 2, "beta")
         },
     ];
-    let table = build_fitting(&rows, 66, true).to_string();
-    assert!(table.lines().all(|l| l.width() <= 66), "{table}");
-    for url in ["ws://127.0.0.1:18111/ws", "ws://127.0.0.1:18112/ws"] {
-        assert!(table.contains(url), "{url} is cut:\n{table}");
-    }
-    // The keys are shortened, marked so, not clipped at the edge.
-    for row in table.lines().filter(|l| l.contains("ws://")) {
-        assert!(row.contains("rhai_tasks:") && row.contains('…'), "{table}");
+    for width in [66, 60] {
+        let table = build_fitting(&rows, width, true).to_string();
+        assert!(
+            table.lines().all(|l| l.width() <= usize::from(width)),
+            "{table}"
+        );
+        for url in ["ws://127.0.0.1:18111/ws", "ws://127.0.0.1:18112/ws"] {
+            assert!(table.contains(url), "{url} is cut:\n{table}");
+        }
+        // The keys are shortened first, marked so, not clipped at the
+        // edge; a short status stays whole.
+        for row in table.lines().filter(|l| l.contains("ws://")) {
+            assert!(row.contains("rhai_") && row.contains('…'), "{table}");
+            assert!(row.contains("Running"), "{table}");
+        }
     }
 }
