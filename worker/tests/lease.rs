@@ -332,6 +332,7 @@ async fn a_standby_waits_naming_the_holder_then_takes_over_with_a_fresh_token() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_worker_stops_before_its_lease_expires_and_cuts_its_script() {
+    capture_log();
     let redis = testkit::RedisServer::start();
     let proxy = testkit::Proxy::start(redis.port());
     let url = redis.url();
@@ -348,7 +349,12 @@ async fn a_partitioned_worker_stops_before_its_lease_expires_and_cuts_its_script
         .await
         .expect("submit");
     let mut conn = raw(&url).await;
-    until_status(&conn, &id, "processing", WAIT).await;
+    // Its script runs, not only its claim made in Redis (the claim's reply
+    // may still be on its way: held by the cut, the task is never run).
+    until("the script to run", WAIT, || async {
+        (!lines(log::Level::Debug, &format!("task {id} running")).is_empty()).then_some(())
+    })
+    .await;
 
     proxy.freeze();
     // Watch both from this side of the cut: the worker's status, and the
@@ -404,6 +410,86 @@ async fn a_partitioned_worker_stops_before_its_lease_expires_and_cuts_its_script
     until_status(&conn, &id, "error", WAIT).await;
     let error = hget(&mut conn, &id, "error").await.unwrap_or_default();
     assert!(error.contains("lease of queue cut lost"), "{error}");
+}
+
+/// The cut falls between Redis claiming a task for the worker and the
+/// claim's reply reaching it: the task is `processing` by this worker in
+/// Redis, and never started here. Once the cut heals, the worker (its lease
+/// lost) gives it back to the head of the queue as `pending`, for the
+/// lease's next holder, and never runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_claimed_as_the_partition_began_goes_back_to_the_queue_unrun() {
+    capture_log();
+    let redis = testkit::RedisServer::start();
+    let proxy = testkit::Proxy::start(redis.port());
+    let url = redis.url();
+    // Its blocking pop waits long enough to take the task sent below.
+    let mut options = fast_options();
+    options.pop_timeout = WAIT;
+    let worker = leased_worker_with(
+        &proxy.redis_url(),
+        "held",
+        holder(11, "host-a", "/data/a"),
+        false,
+        options,
+    );
+    running(&worker).await;
+    // One task first: Redis then has the claim sent behind each blocking
+    // pop in its script cache (else it answers that claim `NOSCRIPT`, and
+    // the task stays `pending` in the worker's list).
+    forty_two(&url, "held").await;
+    until("the worker's next blocking pop", WAIT, || async {
+        let mut conn = raw(&url).await;
+        let clients: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut conn)
+            .await
+            .expect("client list");
+        clients.contains("cmd=blmove").then_some(())
+    })
+    .await;
+    // Redis acts on every request; the worker hears nothing back.
+    proxy.freeze_replies();
+    let client = Client::connect(&url).await.expect("connect");
+    let id = client
+        .submit("held", &slow_script("m"), &SubmitOptions::default())
+        .await
+        .expect("submit");
+    let mut conn = raw(&url).await;
+    until_status(&conn, &id, "processing", WAIT).await;
+    proxy.freeze();
+    until("the worker to stop for its lease", WAIT, || async {
+        matches!(worker.status.state(), WorkerState::LeaseLost(_)).then_some(())
+    })
+    .await;
+    let other = format!("{}|22|host-b|/data/b", u32::MAX);
+    let _: () = redis::cmd("SET")
+        .arg(keys::queue_owner("held"))
+        .arg(&other)
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    proxy.thaw();
+    seen_new_holder(&worker).await;
+    until_status(&conn, &id, "pending", WAIT).await;
+    let queued: Vec<String> = redis::cmd("LRANGE")
+        .arg(keys::tasks("held"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .expect("lrange");
+    assert_eq!(queued, [id.clone()], "back in the queue, once");
+    assert!(
+        keys(&mut conn, &keys::processing("held", "*"))
+            .await
+            .is_empty(),
+        "no processing list holds it"
+    );
+    // Never run here, nor counted (the first task is).
+    assert!(lines(log::Level::Debug, &format!("task {id} running")).is_empty());
+    assert_eq!(worker.status.counts(), (1, 0));
+    assert_eq!(hget(&mut conn, &id, "workerId").await, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

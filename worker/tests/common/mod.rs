@@ -422,9 +422,11 @@ impl log::Log for Capture {
 /// What [`capture_log`] keeps.
 pub static LOG: Capture = Capture(std::sync::Mutex::new(Vec::new()));
 
-/// Makes [`LOG`] the logger of this test binary, at debug level.
+/// Makes [`LOG`] the logger of this test binary, at debug level. Tests of
+/// one binary run in one process under `cargo test`: a second call finds
+/// [`LOG`] set already (nothing else sets a logger here), and shares it.
 pub fn capture_log() {
-    log::set_logger(&LOG).expect("the only logger of this test binary");
+    let _already_set = log::set_logger(&LOG);
     log::set_max_level(log::LevelFilter::Debug);
 }
 
