@@ -70,6 +70,10 @@ struct State {
     switches: u64,
     /// Set by [`Doubt`]: the next request checks the connection first.
     in_doubt: bool,
+    /// Why the last attempt failed, while it backs off: each request
+    /// refused meanwhile names it (a wrong password, a refused connection),
+    /// so the status table and `/readyz` say why, not only that it waits.
+    last_failure: Option<String>,
 }
 
 /// A connection that reconnects on demand. See the module docs.
@@ -200,7 +204,10 @@ impl Conn {
             if let Some(at) = state.retry_at
                 && Instant::now() < at
             {
-                return Err(self.unavailable("reconnecting after a failure (backing off)"));
+                let why = state.last_failure.as_deref().unwrap_or("unknown");
+                return Err(self.unavailable(&format!(
+                    "reconnecting after a failure (backing off); it failed with: {why}"
+                )));
             }
         }
         let config = AsyncConnectionConfig::new()
@@ -241,6 +248,7 @@ impl Conn {
                 }
                 state.retry_at = None;
                 state.backoff = Duration::ZERO;
+                state.last_failure = None;
                 state.generation += 1;
                 state.switches = switches;
                 state.conn = Some(conn.clone());
@@ -295,6 +303,7 @@ impl Conn {
             (state.backoff * 2).min(self.settings.max_backoff)
         };
         state.retry_at = Some(Instant::now() + state.backoff);
+        state.last_failure = Some(reason.to_owned());
         if state.down_since.is_none() {
             state.down_since = Some(Instant::now());
             log::warn!(

@@ -269,9 +269,13 @@ impl Keeper {
         let after = self_stop_after(&options);
         let queue = broker.queue().to_owned();
         let circle = held.circle.clone();
-        let overdue = || {
+        // Why Redis did not renew it, when a renewal failed (a wrong
+        // password, maxclients, …), as the status table words an outage.
+        let mut failing: Option<String> = None;
+        let overdue = |failing: &Option<String>| {
+            let why = failing.as_deref().unwrap_or("redis unreachable?");
             format!(
-                "lease of queue {queue} lost: not renewed for {after:?} (redis unreachable?); \
+                "lease of queue {queue} lost: not renewed for {after:?} ({why}); \
                  stopped taking its tasks before the lease can expire ({ttl:?} after its last \
                  renewal), so no other host runs them at the same time"
             )
@@ -292,7 +296,7 @@ impl Keeper {
                 biased;
                 _ = token.cancelled() => return,
                 _ = tokio::time::sleep_until(deadline.into()), if mine != 0 => {
-                    held.lose(overdue(), &cancels, &status);
+                    held.lose(overdue(&failing), &cancels, &status);
                     continue;
                 }
                 // A claim was refused (`Held::refused`): the key is gone (a
@@ -312,6 +316,7 @@ impl Keeper {
                     renewed = broker.renew_lease(&carried.lease, ttl) => match renewed {
                         Ok(Ok(())) => {
                             retry.reset();
+                            failing = None;
                             held.renewed(sent);
                         }
                         Ok(Err(other)) => {
@@ -339,6 +344,7 @@ impl Keeper {
                         }
                         Err(e) => {
                             next = Instant::now() + retry.step();
+                            failing = Some(crate::status::outage_reason(&e));
                             log::debug!(
                                 circle = circle.as_str(), queue = queue.as_str();
                                 "queue {queue}: renewing the lease failed: {e}"
@@ -346,7 +352,7 @@ impl Keeper {
                         }
                     },
                     _ = tokio::time::sleep_until(deadline.into()) => {
-                        held.lose(overdue(), &cancels, &status);
+                        held.lose(overdue(&failing), &cancels, &status);
                     }
                     _ = token.cancelled() => return,
                 }
@@ -359,6 +365,7 @@ impl Keeper {
             match acquired {
                 Ok(Ok(lease)) => {
                     retry.reset();
+                    failing = None;
                     log::info!(
                         circle = circle.as_str(), queue = queue.as_str();
                         "queue {queue}: lease taken (token {}); taking tasks again",
@@ -386,6 +393,16 @@ impl Keeper {
                         circle = circle.as_str(), queue = queue.as_str();
                         "queue {queue}: taking the lease again failed: {e}"
                     );
+                    // The row says what keeps it from the lease now (Redis
+                    // back with another password, say), not only how it
+                    // was lost.
+                    if matches!(status.state(), WorkerState::LeaseLost(_)) {
+                        status.set(WorkerState::LeaseLost(format!(
+                            "lease of queue {queue} lost; taking it again fails ({}); \
+                             it takes no tasks until then",
+                            crate::status::outage_reason(&e)
+                        )));
+                    }
                 }
             }
         }

@@ -492,6 +492,36 @@ async fn a_task_claimed_as_the_partition_began_goes_back_to_the_queue_unrun() {
     assert_eq!(hget(&mut conn, &id, "workerId").await, None);
 }
 
+/// Redis restarts without the worker's user (its ACL lost, or a password
+/// changed meanwhile): the lease is lost, and the row says what keeps the
+/// worker from taking it again, the refused password, until it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_lost_to_a_refused_password_says_so_and_is_taken_again_once_it_is_accepted() {
+    let mut redis = testkit::RedisServer::start();
+    let port = redis.port();
+    let user = ["ACL", "SETUSER", "w", "on", ">pw", "~*", "&*", "+@all"];
+    testkit::command(port, &user).expect("acl user");
+    let worker = leased_worker(
+        &format!("redis://w:pw@127.0.0.1:{port}/"),
+        "pw",
+        holder(11, "host-a", "/data/a"),
+        false,
+    );
+    running(&worker).await;
+    redis.kill();
+    redis.restart();
+    until("the row to name the password", WAIT, || async {
+        match worker.status.state() {
+            WorkerState::LeaseLost(why) if why.contains("redis refuses the password") => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+    testkit::command(port, &user).expect("acl user again");
+    running(&worker).await;
+    forty_two(&redis.url(), "pw").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_whose_lease_vanished_takes_it_again_with_a_fresh_token_and_runs_on() {
     // As after a Redis restart that lost the key: nobody else holds it.

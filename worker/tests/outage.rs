@@ -194,6 +194,51 @@ async fn the_worker_reports_reconnecting_while_redis_is_down_and_running_after()
     worker.stop().await;
 }
 
+/// Redis comes back without the worker's user (a restart that lost its
+/// ACL, a password changed meanwhile): the row says Redis refuses the
+/// password at every look, not only just after an attempt (each request
+/// refused while the connection backs off names the attempt's failure),
+/// and the worker runs again once the user may log in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_back_without_the_workers_password_is_named_at_every_look() {
+    let mut redis = testkit::RedisServer::start();
+    let port = redis.port();
+    let user = ["ACL", "SETUSER", "w", "on", ">pw", "~*", "&*", "+@all"];
+    testkit::command(port, &user).expect("acl user");
+    let worker = TestWorker::start(&format!("redis://w:pw@127.0.0.1:{port}/"), "pw");
+    let wait = Duration::from_secs(30);
+    let status = worker.status.clone();
+    let state = move || status.state();
+    until("Running", wait, || {
+        let now = state();
+        async move { (now == worker::WorkerState::Running).then_some(()) }
+    })
+    .await;
+    redis.kill();
+    redis.restart();
+    let refused = worker::WorkerState::Reconnecting(
+        "redis refuses the password (authentication failed)".into(),
+    );
+    until("the password named", wait, || {
+        let now = state();
+        let refused = refused.clone();
+        async move { (now == refused).then_some(()) }
+    })
+    .await;
+    // Over several attempts and their backoffs.
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        assert_eq!(state(), refused);
+    }
+    testkit::command(port, &user).expect("acl user again");
+    until("Running again", wait, || {
+        let now = state();
+        async move { (now == worker::WorkerState::Running).then_some(()) }
+    })
+    .await;
+    worker.stop().await;
+}
+
 /// The value of the one heartbeat key of `queue` (its last beat, ms since
 /// the epoch), `None` while there is none.
 async fn beat_of(conn: &mut redis::aio::MultiplexedConnection, queue: &str) -> Option<String> {
