@@ -269,6 +269,14 @@ async fn a_cross_origin_request_is_refused_and_own_or_loopback_origins_pass() {
             "{origin}"
         );
     }
+    // Several `Origin`s, in either order: refused, whichever would pass alone.
+    for origins in [
+        [own.as_str(), "Origin: http://evil.example"],
+        ["Origin: http://evil.example", own.as_str()],
+    ] {
+        let got = get(admin.addr, "/api/status", &origins);
+        assert_eq!(got.code, 403, "{origins:?}: {}", got.body);
+    }
     assert!(admin.orchestrator.stop().success());
 }
 

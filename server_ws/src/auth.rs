@@ -40,23 +40,34 @@ pub const MAX_TRACKED: usize = 4096;
 const SUBPROTOCOL_PREFIX: &str = "bearer.";
 
 /// The token of an upgrade request: the `Authorization: Bearer` header if
-/// there is one, else the first `bearer.` subprotocol offered (also beside
-/// an `Authorization` header of another scheme, such as the `Basic` one a
-/// browser sends on its own to a host it logged in to).
+/// there is one (an empty one is an empty token, which matches no
+/// principal), else the `bearer.` subprotocol offered (also beside an
+/// `Authorization` header of another scheme, such as the `Basic` one a
+/// browser sends on its own to a host it logged in to). Several `bearer.`
+/// subprotocols offer no token a principal has (`Some("")`): which one
+/// would count must not depend on their order, and an upgrade is one
+/// guess, however many tokens it carries.
 pub(crate) fn offered(headers: &HeaderMap) -> Option<&str> {
     let header = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(bearer_token);
     header.or_else(|| {
-        bearer_subprotocol(headers).map(|protocol| &protocol[SUBPROTOCOL_PREFIX.len()..])
+        let mut offers = bearer_subprotocols(headers);
+        let first = offers.next()?;
+        if offers.next().is_some() {
+            return Some("");
+        }
+        Some(&first[SUBPROTOCOL_PREFIX.len()..])
     })
 }
 
 /// The token of an `Authorization` value of the `Bearer` scheme, the scheme
-/// in any case (RFC 7235); `None` for another scheme.
+/// in any case (RFC 7235), empty when the value holds the scheme alone;
+/// `None` for another scheme.
 pub fn bearer_token(value: &str) -> Option<&str> {
-    let (scheme, token) = value.trim().split_once(' ')?;
+    let value = value.trim();
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
     scheme
         .eq_ignore_ascii_case("bearer")
         .then_some(token.trim())
@@ -67,11 +78,16 @@ pub fn bearer_token(value: &str) -> Option<&str> {
 /// ignores it): a browser drops a socket whose upgrade answer names none
 /// of the subprotocols it offered.
 pub(crate) fn bearer_subprotocol(headers: &HeaderMap) -> Option<&str> {
+    bearer_subprotocols(headers).next()
+}
+
+/// Every `bearer.` subprotocol an upgrade request offers, in order.
+fn bearer_subprotocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(',').map(str::trim))
-        .find(|protocol| protocol.starts_with(SUBPROTOCOL_PREFIX))
+        .filter(|protocol| protocol.starts_with(SUBPROTOCOL_PREFIX))
 }
 
 /// The principal whose token is `token` (`None`: missing). Every principal's
@@ -276,6 +292,30 @@ mod tests {
         assert_eq!(offered(&h), None);
         assert_eq!(bearer_subprotocol(&h), None);
         assert_eq!(offered(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn several_bearer_subprotocols_or_an_empty_bearer_header_offer_no_token() {
+        for offers in [
+            &["bearer.abc, bearer.xyz"][..],
+            &["bearer.abc", "json, bearer.xyz"],
+        ] {
+            let pairs: Vec<_> = offers
+                .iter()
+                .map(|v| (header::SEC_WEBSOCKET_PROTOCOL, *v))
+                .collect();
+            let h = headers(&pairs);
+            assert_eq!(offered(&h), Some(""), "{offers:?}");
+            // The first is still echoed, as for any upgrade.
+            assert_eq!(bearer_subprotocol(&h), Some("bearer.abc"));
+        }
+        for empty in ["Bearer", "bearer ", " Bearer   "] {
+            let h = headers(&[
+                (header::AUTHORIZATION, empty),
+                (header::SEC_WEBSOCKET_PROTOCOL, "bearer.xyz"),
+            ]);
+            assert_eq!(offered(&h), Some(""), "{empty:?}");
+        }
     }
 
     #[test]

@@ -134,7 +134,9 @@ pub use config::{
 pub use host::{
     CircleServer, HOST_WORKERS, prepare_listener, run, run_many, run_many_pausable, run_with,
 };
-pub use origin::{AuthorityHost, authority_host, is_allowed as origin_allowed};
+pub use origin::{
+    AuthorityHost, authority_host, is_allowed as origin_allowed, of_request as request_origin,
+};
 pub use pause::Pause;
 pub use peers::{Budget, Peers, UNCOUNTED, serve_bounded};
 pub use sight::WorkerSight;

@@ -3,6 +3,20 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use actix_web::http::header::{self, HeaderMap};
+
+/// The `Origin` of a request, for [`is_allowed`]: `None` without one, `""`
+/// (allowed nowhere) for one that is not text, and for several (a browser
+/// sends one; whichever were checked, the others would pass unseen).
+pub fn of_request(headers: &HeaderMap) -> Option<&str> {
+    let mut origins = headers.get_all(header::ORIGIN);
+    match (origins.next().map(|v| v.to_str()), origins.next()) {
+        (None, _) => None,
+        (Some(Ok(origin)), None) => Some(origin),
+        (Some(_), _) => Some(""),
+    }
+}
+
 /// Whether an upgrade carrying `origin` (the raw header, `None` when absent) is
 /// allowed. Absent origins (non-browser clients) and loopback web origins
 /// (`http(s)://localhost`, `127.0.0.0/8`, `[::1]`, any port) are allowed, as is

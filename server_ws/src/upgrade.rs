@@ -46,11 +46,7 @@ pub(crate) async fn upgrade(
         return Ok(HttpResponse::BadRequest()
             .body("a websocket upgrade needs HTTP/1.1 (RFC 6455); this request is HTTP/1.0\n"));
     }
-    let origin = match req.headers().get(header::ORIGIN).map(|v| v.to_str()) {
-        None => None,
-        Some(Ok(o)) => Some(o),
-        Some(Err(_)) => Some(""),
-    };
+    let origin = origin::of_request(req.headers());
     if !origin::is_allowed(origin, &shared.config.allowed_origins) {
         if let Some(n) = shared.status.refused(Rejection::Origin) {
             log::warn!(circle:%;

@@ -156,6 +156,48 @@ async fn a_missing_and_a_wrong_token_get_the_same_401() {
     assert!(!missing.body.contains("ann") && !missing.body.contains("bob"));
 }
 
+/// An upgrade is one guess: offering several tokens gets the 401 a wrong
+/// one gets, whichever comes first, and so does an empty `Bearer` header
+/// beside a right subprotocol (the header's token counts).
+#[tokio::test]
+async fn several_tokens_or_an_empty_bearer_header_get_the_same_401() {
+    let fx = protected().await;
+    let missing = upgrade(fx.addr, &[]).await;
+    let ann = format!("bearer.{ANN}");
+    let bob = format!("bearer.{BOB}");
+    let offers = [
+        vec![("Sec-WebSocket-Protocol", format!("{ann}, {bob}"))],
+        vec![(
+            "Sec-WebSocket-Protocol",
+            format!("{ann}, bearer.not-a-token"),
+        )],
+        vec![(
+            "Sec-WebSocket-Protocol",
+            format!("bearer.not-a-token, {ann}"),
+        )],
+        vec![
+            ("Sec-WebSocket-Protocol", ann.clone()),
+            ("Sec-WebSocket-Protocol", format!("jsonrpc, {bob}")),
+        ],
+        vec![
+            ("Authorization", "Bearer ".to_string()),
+            ("Sec-WebSocket-Protocol", ann.clone()),
+        ],
+    ];
+    for offer in &offers {
+        let extra: Vec<(&str, &str)> = offer.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let got = upgrade(fx.addr, &extra).await;
+        assert_eq!(got.status, 401, "{offer:?}: {got:?}");
+        assert_eq!(got.headers, missing.headers, "{offer:?}");
+        assert_eq!(got.body, missing.body, "{offer:?}");
+    }
+    // Each of them alone gets in.
+    for one in [&ann, &bob] {
+        let got = upgrade(fx.addr, &[("Sec-WebSocket-Protocol", one)]).await;
+        assert_eq!(got.status, 101, "{got:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_token_of_another_circle_gets_401() {
     let fx = protected().await;

@@ -244,4 +244,18 @@ async fn origin_edge_cases_on_an_open_circle() {
             "{origin}: {got}"
         );
     }
+    // Several `Origin`s (a browser sends one) are refused in either order,
+    // also when each alone would pass.
+    for origins in [
+        ["http://127.0.0.1", "http://evil.example"],
+        ["http://evil.example", "http://127.0.0.1"],
+        ["http://127.0.0.1", "http://localhost"],
+    ] {
+        let req = upgrade_request(
+            "1.1",
+            &format!("Origin: {}\r\nOrigin: {}\r\n", origins[0], origins[1]),
+        );
+        let got = raw(fx.addr, &req).await;
+        assert!(got.starts_with("HTTP/1.1 403"), "{origins:?}: {got}");
+    }
 }

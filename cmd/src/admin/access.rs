@@ -63,11 +63,7 @@ impl Access {
                  localhost or the name it listens on\n",
             ));
         }
-        let origin = match req.headers().get(header::ORIGIN).map(|v| v.to_str()) {
-            None => None,
-            Some(Ok(o)) => Some(o),
-            Some(Err(_)) => Some(""),
-        };
+        let origin = server_ws::request_origin(req.headers());
         if !server_ws::origin_allowed(origin, std::slice::from_ref(&self.own_origin)) {
             return Some(HttpResponse::Forbidden().body(
                 "origin not allowed: the admin endpoint answers only its own and loopback origins\n",
