@@ -75,10 +75,18 @@ pub fn parse(text: &str) -> Incoming {
 
 /// The reply to a message that is not JSON (or nests too deep).
 fn parse_error(e: &serde_json::Error) -> Incoming {
+    // serde_json names a lone surrogate (`"\ud800"`) as a hex escape that
+    // ends early: say what JSON asks of such an escape.
+    let hint = if e.to_string().contains("hex escape") {
+        " (a \\u escape is 4 hex digits, and one from \\ud800 to \\udfff is half of a \
+         surrogate pair, a \\ud800-\\udbff then a \\udc00-\\udfff: a lone one is no character)"
+    } else {
+        ""
+    };
     Incoming::Single(Item::Reply(error(
         &Value::Null,
         PARSE_ERROR,
-        &format!("parse error: {e}"),
+        &format!("parse error: {e}{hint}"),
         None,
     )))
 }

@@ -146,6 +146,30 @@ fn a_member_named_twice_is_an_invalid_request_and_a_batch_answers_it_alone() {
 }
 
 #[test]
+fn a_lone_surrogate_is_a_parse_error_saying_what_an_escape_needs() {
+    for text in [
+        r#"{"jsonrpc":"2.0","id":1,"method":"play","params":["\ud800"]}"#,
+        r#"{"jsonrpc":"2.0","id":"\udc00","method":"play","params":["1"]}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"play","params":["\ud800\u0041"]}"#,
+    ] {
+        let item = single(text);
+        assert_eq!(code_of(&item), PARSE_ERROR, "{text}");
+        let Item::Reply(v) = item else { unreachable!() };
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("surrogate pair"), "{text}: {message}");
+    }
+    // A pair is a character.
+    let pair = single(r#"{"jsonrpc":"2.0","id":1,"method":"play","params":["\ud83d\ude00"]}"#);
+    assert_eq!(
+        pair,
+        Item::Play {
+            id: Some(json!(1)),
+            script: "\u{1f600}".into()
+        }
+    );
+}
+
+#[test]
 fn malformed_json_is_a_parse_error_with_null_id() {
     let item = single("{\"jsonrpc\":");
     assert_eq!(code_of(&item), PARSE_ERROR);
