@@ -49,6 +49,9 @@ struct Kept {
     result: Option<Box<Outcome>>,
     /// When its finish was acknowledged.
     finished: Instant,
+    /// Whether the worker counted it (completed or failed, in its row and
+    /// metrics): not when its finish found it resolved elsewhere.
+    counted: bool,
 }
 
 /// What [`Finished::get`] knows of a task that ran here.
@@ -75,13 +78,37 @@ impl Finished {
         }
     }
 
-    /// Keeps `outcome` of a task created and claimed `at` (see [`Kept`]).
-    pub(crate) fn push(&mut self, outcome: &Outcome, at: ClaimedAt) {
-        self.push_at(outcome, at, Instant::now());
+    /// Keeps `outcome` of a task created and claimed `at` (see [`Kept`]),
+    /// `counted` or not (see [`Finished::count_once`]).
+    pub(crate) fn push(&mut self, outcome: &Outcome, at: ClaimedAt, counted: bool) {
+        self.push_counted(outcome, at, Instant::now(), counted);
     }
 
-    /// [`Finished::push`] with its finish acknowledged at `now`.
+    /// Whether `task_id` ran here without being counted (its finish found
+    /// it resolved elsewhere), marking it counted: its result, written
+    /// again, is counted once.
+    pub(crate) fn count_once(&mut self, task_id: &str) -> bool {
+        if !self.ids.contains_key(task_id) {
+            return false;
+        }
+        let mut found = false;
+        for kept in self
+            .kept
+            .iter_mut()
+            .filter(|k| k.id == task_id && !k.counted)
+        {
+            kept.counted = true;
+            found = true;
+        }
+        found
+    }
+
+    /// [`Finished::push`] of a counted task, its finish acknowledged at `now`.
     fn push_at(&mut self, outcome: &Outcome, at: ClaimedAt, now: Instant) {
+        self.push_counted(outcome, at, now, true);
+    }
+
+    fn push_counted(&mut self, outcome: &Outcome, at: ClaimedAt, now: Instant, counted: bool) {
         let size = Finished::size(outcome);
         let result = (size <= Finished::MAX_BYTES).then(|| Box::new(outcome.clone()));
         if result.is_some() {
@@ -94,6 +121,7 @@ impl Finished {
             at,
             result,
             finished: now,
+            counted,
         });
         while self.kept.len() > Finished::MAX
             && self.kept.front().is_some_and(|old| {
@@ -349,7 +377,7 @@ mod tests {
     #[test]
     fn a_run_is_written_again_only_for_its_own_created_at_or_its_own_claim() {
         let mut f = Finished::default();
-        f.push(&completed("job", "first"), at(Some(100)));
+        f.push(&completed("job", "first"), at(Some(100)), true);
         let kept = Some(completed("job", "first"));
         // Queued again by a Redis restored from before its claim.
         assert_eq!(f.again_queued("job", Some(100)), kept);
@@ -381,6 +409,7 @@ mod tests {
                 created_ms: Some(50),
                 started_ms: Some(50),
             },
+            true,
         );
         let its_first = ClaimedAt {
             created_ms: Some(40),
@@ -398,6 +427,7 @@ mod tests {
                 created_ms: Some(800),
                 started_ms: Some(900),
             },
+            true,
         );
         assert_eq!(f.again_claimed("job", at(Some(100))), kept);
         assert_eq!(f.again_claimed("job", earlier_claim), kept);
@@ -416,7 +446,21 @@ mod tests {
         assert_eq!(f.again_claimed("job", no_start), None);
         assert_eq!(f.again_claimed("other", at(Some(100))), None);
         // A run kept without a start of its own matches no claim.
-        f.push(&completed("bare", "x"), ClaimedAt::default());
+        f.push(&completed("bare", "x"), ClaimedAt::default(), true);
         assert_eq!(f.again_claimed("bare", ClaimedAt::default()), None);
+    }
+
+    #[test]
+    fn a_run_not_counted_is_counted_once_when_written_again() {
+        let mut f = Finished::default();
+        f.push(&completed("counted", "1"), at(Some(1)), true);
+        f.push(&completed("elsewhere", "2"), at(Some(2)), false);
+        assert!(!f.count_once("counted"), "counted when first written");
+        assert!(!f.count_once("never-ran"));
+        assert!(f.count_once("elsewhere"));
+        assert!(!f.count_once("elsewhere"), "once");
+        f.forget("elsewhere");
+        f.push(&completed("elsewhere", "3"), at(Some(3)), false);
+        assert!(f.count_once("elsewhere"), "a later run of the id");
     }
 }

@@ -58,7 +58,8 @@ struct Ran {
     /// Its `createdAt` as its claim read it and the `startedAt` the claim
     /// wrote (see `Finished`).
     at: ClaimedAt,
-    /// A result written again, not run now (counted when first written).
+    /// A result written again, not run now (counted when first written,
+    /// or now when its first finish found it resolved elsewhere).
     again: bool,
 }
 
@@ -164,7 +165,8 @@ impl Taker<'_> {
             .into_iter()
             .map(|(outcome, at)| Ran::again(outcome, at))
             .collect();
-        // Counted when first written: one task, one count.
+        // Counted when first written (or, first found resolved elsewhere,
+        // now): one task, one count.
         self.finish_group(&ran, ready, outage, false).await
     }
 
@@ -341,11 +343,16 @@ impl Taker<'_> {
                             self.count_written(outcome, *written);
                         } else if !*written {
                             not_again.push(outcome.task_id().to_owned());
+                        } else if outage.finished.count_once(outcome.task_id()) {
+                            // It ran here, its finish found it resolved
+                            // elsewhere (uncounted), and its result is
+                            // written now: one task, one count.
+                            self.count_written(outcome, true);
                         }
                         // Also one resolved elsewhere (a replica lacked its
                         // claim): it ran here, and is never run again.
                         if *written || !task.again {
-                            outage.finished.push(outcome, task.at);
+                            outage.finished.push(outcome, task.at, *written);
                         }
                     }
                     for id in not_again {
