@@ -15,7 +15,7 @@ use client::broker::WorkerBroker;
 use tokio_util::sync::CancellationToken;
 
 use crate::WorkerOptions;
-use crate::lease::Retry;
+use crate::retry::Retry;
 
 /// Resolves the tasks of an earlier run of this worker's database, the
 /// process `pid` whose lease this worker took over (see

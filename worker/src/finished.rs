@@ -104,6 +104,7 @@ impl Finished {
     }
 
     /// [`Finished::push`] of a counted task, its finish acknowledged at `now`.
+    #[cfg(test)]
     fn push_at(&mut self, outcome: &Outcome, at: ClaimedAt, now: Instant) {
         self.push_counted(outcome, at, now, true);
     }

@@ -43,7 +43,6 @@ use client::broker::{Claim, ClaimedAt, ClaimedTask};
 use client::{FailureKind, Outcome, TaskFailure, TaskOutput};
 use engine::RunControl;
 
-use crate::WorkerOptions;
 use crate::runner;
 use crate::take::{Next, Outage, Step, Taker, failure_kind, run_as};
 
@@ -490,16 +489,4 @@ impl Taker<'_> {
 
 fn is_run(claim: &Claim) -> bool {
     matches!(claim, Claim::Run(_))
-}
-
-/// `--claim-batch` out of range, as the worker reports it.
-pub(crate) fn check_claim_batch(options: &WorkerOptions) -> Result<(), String> {
-    let n = options.claim_batch;
-    if (1..=client::broker::MAX_CLAIM_BATCH).contains(&n) {
-        return Ok(());
-    }
-    Err(format!(
-        "claim batch {n} is out of range: a worker claims 1 to {} tasks at once",
-        client::broker::MAX_CLAIM_BATCH
-    ))
 }

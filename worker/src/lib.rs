@@ -63,6 +63,7 @@ mod cancel;
 mod finished;
 mod group;
 mod lease;
+mod retry;
 mod runner;
 mod status;
 mod take;
@@ -434,7 +435,7 @@ pub async fn run_with(
             reason,
         }
     };
-    group::check_claim_batch(&options).map_err(&fatal)?;
+    check_claim_batch(&options).map_err(&fatal)?;
     status.set(WorkerState::Starting);
     let worker_id = new_worker_id();
     let held = Arc::new(lease::Held::new(&config.queue, &config.circle));
@@ -631,4 +632,16 @@ pub async fn run_with(
         config.queue
     );
     Ok(())
+}
+
+/// `--claim-batch` out of range, as the worker reports it.
+pub(crate) fn check_claim_batch(options: &WorkerOptions) -> Result<(), String> {
+    let n = options.claim_batch;
+    if (1..=client::broker::MAX_CLAIM_BATCH).contains(&n) {
+        return Ok(());
+    }
+    Err(format!(
+        "claim batch {n} is out of range: a worker claims 1 to {} tasks at once",
+        client::broker::MAX_CLAIM_BATCH
+    ))
 }

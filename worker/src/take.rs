@@ -12,7 +12,8 @@ use engine::CircleEngine;
 use tokio_util::sync::CancellationToken;
 
 use crate::cancel::{Cancels, Cause};
-use crate::lease::{Held, Retry};
+use crate::lease::Held;
+use crate::retry::Retry;
 use crate::{WorkerConfig, WorkerOptions, WorkerStatus};
 
 /// Everything the loop needs.

@@ -479,7 +479,7 @@ async fn a_task_claimed_as_the_partition_began_goes_back_to_the_queue_unrun() {
         .query_async(&mut conn)
         .await
         .expect("lrange");
-    assert_eq!(queued, [id.clone()], "back in the queue, once");
+    assert_eq!(queued, std::slice::from_ref(&id), "back in the queue, once");
     assert!(
         keys(&mut conn, &keys::processing("held", "*"))
             .await
