@@ -53,6 +53,7 @@ pub(crate) fn open_files(dir: &Path, config: &Config) -> Result<Opened> {
     let mut nums = files::list_data_files(dir)?;
     let created = nums.is_empty();
     if created {
+        refuse_if_all_gone(dir, config)?;
         files::create_data_file(dir, 0, config.mode, 0, config.durability.syncs())?;
         nums.push(0);
     }
@@ -225,14 +226,42 @@ fn remove_stale_checkpoint(dir: &Path, stale: &mut bool) -> Result<()> {
     Ok(())
 }
 
+/// Fails with [`Error::Corrupt`] when no data file is left but a whole
+/// checkpoint that covers records is (every data file deleted while the
+/// database was stopped): starting empty would hand their ids out again.
+/// To start the database empty on purpose, the checkpoint goes too (or the
+/// whole directory), as the message says. A checkpoint that covers nothing
+/// is left to [`trust`].
+fn refuse_if_all_gone(dir: &Path, config: &Config) -> Result<()> {
+    let Some(Ok(cp)) = checkpoint::read(dir, config.mode) else {
+        return Ok(());
+    };
+    if cp.next_id <= 1 && cp.end.file == 0 && cp.end.offset <= FILE_HEADER_LEN {
+        return Ok(());
+    }
+    Err(Error::corrupt(
+        &files::data_path(dir, cp.end.file),
+        0,
+        format!(
+            "no data file is left in {}, though its checkpoint shows this one held data up \
+             to offset {}, synced before the checkpoint was written (the data files were \
+             deleted); to start this database empty, remove {} too",
+            dir.display(),
+            cp.end.offset,
+            files::checkpoint_path(dir).display()
+        ),
+    ))
+}
+
 /// Fails with [`Error::Corrupt`] when the checkpoint, taken of these data
 /// files (same first file), covers bytes past the end of its last file, or
 /// that file is gone: a checkpoint is written only after every byte it
 /// covers was synced, so the file lost committed records since (cut or
 /// deleted while the database was stopped) and an open that went on would
 /// hand their ids out again. A checkpoint of other files (compaction
-/// started a new generation) is left to [`trust`]; so is one found beside
-/// no data file at all (`created`), a leftover of files removed as a whole.
+/// started a new generation) is left to [`trust`]; so is one beside the
+/// data file open created (`created`: [`refuse_if_all_gone`] let it by,
+/// as it covers nothing).
 fn refuse_if_cut(
     dir: &Path,
     cp: &Checkpoint,

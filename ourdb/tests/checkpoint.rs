@@ -330,6 +330,42 @@ fn a_missing_last_data_file_its_checkpoint_covers_is_corrupt_naming_it() {
     );
 }
 
+/// Every data file deleted while the store was stopped, its checkpoint left:
+/// `Corrupt`, naming how to start empty on purpose; open creates nothing.
+/// Without the checkpoint too, the store starts empty.
+#[test]
+fn every_data_file_gone_beside_a_checkpoint_that_covers_records_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    let files = common::data_files(dir.path());
+    assert!(files.len() > 1, "{files:?}");
+    let last = common::last_data_file(dir.path());
+    let (_, end) = checkpoint_end(dir.path());
+    for file in &files {
+        fs::remove_file(file).unwrap();
+    }
+    let err = OurDb::open(dir.path(), config()).unwrap_err();
+    assert!(
+        matches!(&err, ourdb::Error::Corrupt { file, offset: 0, .. } if *file == last),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "corrupt data in {} at offset 0: no data file is left in {}, though its checkpoint \
+             shows this one held data up to offset {end}, synced before the checkpoint was \
+             written (the data files were deleted); to start this database empty, remove {} too",
+            last.display(),
+            dir.path().display(),
+            checkpoint(dir.path()).display()
+        )
+    );
+    assert!(common::data_files(dir.path()).is_empty(), "open created none");
+    fs::remove_file(checkpoint(dir.path())).unwrap();
+    let db = OurDb::open(dir.path(), config()).unwrap();
+    assert_eq!(db.next_id(), 1);
+}
+
 /// Only a whole checkpoint proves what a data file held: beside a damaged
 /// one, a cut data file is read as a torn tail, as it is without one.
 #[test]
