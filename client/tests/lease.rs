@@ -189,6 +189,43 @@ async fn a_release_deletes_only_its_own_lease_once_no_live_worker_is_registered(
     assert_eq!(client.queue_leases(&["q"]).await.expect("read"), vec![None]);
 }
 
+/// Only the live workers of the releasing worker's own process (its ids'
+/// `<pid>-` prefix) hold a release back: an earlier run's worker whose
+/// heartbeat is still live (killed moments before this run took the lease
+/// over) does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_live_worker_of_the_same_process_holds_a_release_back() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let options = BrokerOptions::new(TTL);
+    let leaving = WorkerBroker::new(&url, "q", "100-leaving", &options).expect("broker");
+    let lease = leaving
+        .acquire_lease(&holder(100, "/a"), TTL)
+        .await
+        .expect("redis")
+        .expect("taken");
+    let client = Client::connect(&url).await.expect("connect");
+    for other in ["99-earlier-run", "1000-other-pid"] {
+        let broker = WorkerBroker::new(&url, "q", other, &options).expect("broker");
+        broker.beat(TTL, false).await.expect("beat");
+    }
+    let sibling = WorkerBroker::new(&url, "q", "100-sibling", &options).expect("broker");
+    sibling.beat(TTL, false).await.expect("beat");
+    leaving.release_lease(&lease).await.expect("release");
+    assert_eq!(
+        client.queue_leases(&["q"]).await.expect("read"),
+        vec![Some(lease.clone())],
+        "a worker of the same process still serves the queue"
+    );
+    sibling.deregister().await.expect("deregister");
+    leaving.release_lease(&lease).await.expect("release");
+    assert_eq!(
+        client.queue_leases(&["q"]).await.expect("read"),
+        vec![None],
+        "the other processes' live workers hold nothing back"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_with_a_stale_token_is_refused_in_redis_and_the_task_stays_queued() {
     let redis = testkit::RedisServer::start();

@@ -256,6 +256,46 @@ fn a_restart_after_kill_9_ends_the_dead_runs_task_once_it_stays_silent_and_a_cle
     assert_eq!(lease(&mut conn), None, "released at a clean stop");
 }
 
+/// A restart after kill -9 stopped cleanly before the dead run's workers
+/// were found silent (their heartbeats still live in Redis) frees the lease
+/// all the same: only a worker of the stopping process holds it back, so a
+/// standby, or a start on another data dir, takes over at once.
+#[test]
+fn a_restart_after_kill_9_stopped_at_once_frees_the_lease() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let config = sandbox.circles(&[(1, "Alpha", port())]);
+    // Heartbeats of 4 s: a dead worker's stays live for 12 s.
+    let start = |dir: &Path| {
+        let mut cmd = sandbox.serve_command(&config, &redis.url(), dir);
+        cmd.args(["--role", "worker", "--worker-heartbeat", "4s"]);
+        let mut orchestrator = Orchestrator::spawn(cmd);
+        orchestrator.wait_table();
+        orchestrator.wait_stdout("Running", WAIT);
+        orchestrator
+    };
+    let dir = sandbox.path().join("data");
+    let mut first = start(&dir);
+    first.child.kill().expect("kill -9 the first orchestrator");
+    let _ = first.child.wait();
+    let mut conn = conn(&redis);
+    let mut second = start(&dir);
+    assert_eq!(lease(&mut conn).map(|l| l.pid), Some(second.pid()));
+    let dead_beats: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("rhai_worker_heartbeat:alpha:{}-*", first.pid()))
+        .query(&mut conn)
+        .expect("keys");
+    assert!(
+        !dead_beats.is_empty(),
+        "the dead run's heartbeat is still live"
+    );
+    second.stop();
+    assert_eq!(lease(&mut conn), None, "released at a clean stop");
+    let mut third = start(&sandbox.path().join("other"));
+    assert_eq!(lease(&mut conn).map(|l| l.pid), Some(third.pid()));
+    third.stop();
+}
+
 /// Two data dirs whose names differ only in a byte that is not UTF-8 are
 /// two databases: the second worker refuses, as for any other data dir,
 /// instead of taking the lease as a restart of the first.

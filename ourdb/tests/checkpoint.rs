@@ -360,7 +360,10 @@ fn every_data_file_gone_beside_a_checkpoint_that_covers_records_is_corrupt() {
             checkpoint(dir.path()).display()
         )
     );
-    assert!(common::data_files(dir.path()).is_empty(), "open created none");
+    assert!(
+        common::data_files(dir.path()).is_empty(),
+        "open created none"
+    );
     fs::remove_file(checkpoint(dir.path())).unwrap();
     let db = OurDb::open(dir.path(), config()).unwrap();
     assert_eq!(db.next_id(), 1);

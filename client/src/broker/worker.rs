@@ -346,12 +346,16 @@ impl WorkerBroker {
         Ok(Err(Some(Lease::parse(&value).map_err(Error::Protocol)?)))
     }
 
-    /// Gives up `lease` if the owner key still holds it and no worker is left
-    /// registered (at a clean stop, so a standby may take it at once).
+    /// Gives up `lease` if the owner key still holds it and no worker of
+    /// this process (its ids' [`keys::worker_id_prefix`], or this worker's
+    /// whole id when it has none) is left registered (at a clean stop, so a
+    /// standby may take it at once).
     pub async fn release_lease(&self, lease: &Lease) -> Result<()> {
+        let id = self.keys.worker_id.as_str();
+        let process = id.find('-').map_or(id, |at| &id[..=at]);
         let _: i64 = self
             .conn
-            .invoke(&scripts::release_lease(&self.queue, lease))
+            .invoke(&scripts::release_lease(&self.queue, lease, process))
             .await?;
         Ok(())
     }

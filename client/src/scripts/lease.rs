@@ -63,12 +63,17 @@ return { 0, cur or '' }
     )
 });
 
-/// Deletes the lease if it is this very lease and no live worker is left
-/// registered for the queue (another worker of the same database may still
-/// serve it; called after the leaving worker deregistered). A registration
-/// whose heartbeat key is gone (a worker killed, not yet reaped) serves
-/// nothing and holds no lease back. KEYS: owner key, workers set. ARGV:
-/// lease, the queue's worker heartbeat key prefix.
+/// Deletes the lease if it is this very lease and no live worker of the
+/// leaving worker's process is left registered for the queue (another
+/// worker of the same database, in the same process, may still serve it;
+/// called after the leaving worker deregistered). A registration whose
+/// heartbeat key is gone (a worker killed, not yet reaped) serves nothing
+/// and holds no lease back; nor does one of another process (an earlier
+/// run of this database killed moments before this one took its lease
+/// over, its heartbeat not yet expired: OurDB's lock kept it from the
+/// database, and the lease is this one's). KEYS: owner key, workers set.
+/// ARGV: lease, the queue's worker heartbeat key prefix, the process's
+/// worker id prefix.
 static RELEASE_LEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -76,7 +81,7 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
 for _, w in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  if redis.call('EXISTS', ARGV[2] .. w) == 1 then
+  if string.sub(w, 1, #ARGV[3]) == ARGV[3] and redis.call('EXISTS', ARGV[2] .. w) == 1 then
     return 0
   end
 end
@@ -176,11 +181,16 @@ pub(crate) fn renew_lease(queue: &str, lease: &Lease, ttl_ms: u64) -> ScriptInvo
     inv
 }
 
-pub(crate) fn release_lease(queue: &str, lease: &Lease) -> ScriptInvocation<'static> {
+pub(crate) fn release_lease(
+    queue: &str,
+    lease: &Lease,
+    process_prefix: &str,
+) -> ScriptInvocation<'static> {
     let mut inv = RELEASE_LEASE.prepare_invoke();
     inv.key(keys::queue_owner(queue))
         .key(keys::workers(queue))
         .arg(lease.to_string())
-        .arg(keys::heartbeat(queue, ""));
+        .arg(keys::heartbeat(queue, ""))
+        .arg(process_prefix);
     inv
 }
