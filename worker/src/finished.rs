@@ -84,19 +84,19 @@ impl Finished {
         self.push_counted(outcome, at, Instant::now(), counted);
     }
 
-    /// Whether `task_id` ran here without being counted (its finish found
-    /// it resolved elsewhere), marking it counted: its result, written
-    /// again, is counted once.
-    pub(crate) fn count_once(&mut self, task_id: &str) -> bool {
+    /// Whether the run of `task_id` whose result is written again, claimed
+    /// `at` (that claim, or a later one of the same push: see
+    /// [`Finished::same_push`]), ran here without being counted (its finish
+    /// found it resolved elsewhere), marking it counted: one task, one
+    /// count. Another push of the id is another task, counted on its own.
+    pub(crate) fn count_once(&mut self, task_id: &str, at: ClaimedAt) -> bool {
         if !self.ids.contains_key(task_id) {
             return false;
         }
         let mut found = false;
-        for kept in self
-            .kept
-            .iter_mut()
-            .filter(|k| k.id == task_id && !k.counted)
-        {
+        for kept in self.kept.iter_mut().filter(|k| {
+            k.id == task_id && !k.counted && (k.at == at || Finished::same_push(at, k.at))
+        }) {
             kept.counted = true;
             found = true;
         }
@@ -456,12 +456,18 @@ mod tests {
         let mut f = Finished::default();
         f.push(&completed("counted", "1"), at(Some(1)), true);
         f.push(&completed("elsewhere", "2"), at(Some(2)), false);
-        assert!(!f.count_once("counted"), "counted when first written");
-        assert!(!f.count_once("never-ran"));
-        assert!(f.count_once("elsewhere"));
-        assert!(!f.count_once("elsewhere"), "once");
-        f.forget("elsewhere");
-        f.push(&completed("elsewhere", "3"), at(Some(3)), false);
-        assert!(f.count_once("elsewhere"), "a later run of the id");
+        assert!(
+            !f.count_once("counted", at(Some(1))),
+            "counted when first written"
+        );
+        assert!(!f.count_once("never-ran", at(Some(2))));
+        assert!(f.count_once("elsewhere", at(Some(2))));
+        assert!(!f.count_once("elsewhere", at(Some(2))), "once");
+        // A second push of the id, counted: writing its result again counts
+        // nothing, nor marks the first push's uncounted run.
+        f.push(&completed("twice", "a"), at(Some(10)), false);
+        f.push(&completed("twice", "b"), at(Some(20)), true);
+        assert!(!f.count_once("twice", at(Some(20))));
+        assert!(f.count_once("twice", at(Some(10))), "the first push's run");
     }
 }

@@ -342,7 +342,7 @@ impl Taker<'_> {
                             self.count_written(outcome, *written);
                         } else if !*written {
                             not_again.push(outcome.task_id().to_owned());
-                        } else if outage.finished.count_once(outcome.task_id()) {
+                        } else if outage.finished.count_once(outcome.task_id(), task.at) {
                             // It ran here, its finish found it resolved
                             // elsewhere (uncounted), and its result is
                             // written now: one task, one count.

@@ -396,7 +396,8 @@ impl Keeper {
                     );
                     // The row says what keeps it from the lease now (Redis
                     // back with another password, say), not only how it
-                    // was lost.
+                    // was lost. (A `Standby` row gives way to the take
+                    // loop's `Reconnecting`, which says it.)
                     if matches!(status.state(), WorkerState::LeaseLost(_)) {
                         status.set(WorkerState::LeaseLost(format!(
                             "lease of queue {queue} lost; taking it again fails ({}); \

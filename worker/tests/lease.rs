@@ -423,9 +423,13 @@ async fn a_task_claimed_as_the_partition_began_goes_back_to_the_queue_unrun() {
     let redis = testkit::RedisServer::start();
     let proxy = testkit::Proxy::start(redis.port());
     let url = redis.url();
-    // Its blocking pop waits long enough to take the task sent below.
+    // Its blocking pop waits long enough to take the task sent below, and
+    // its lease lasts long enough (self-stop 2 s after its last renewal)
+    // for the task's claim and the full cut to come first.
     let mut options = fast_options();
     options.pop_timeout = WAIT;
+    options.heartbeat_interval = Duration::from_secs(1);
+    options.heartbeat_ttl = Duration::from_secs(3);
     let worker = leased_worker_with(
         &proxy.redis_url(),
         "held",
@@ -448,9 +452,9 @@ async fn a_task_claimed_as_the_partition_began_goes_back_to_the_queue_unrun() {
         clients.contains("cmd=blmove").then_some(())
     })
     .await;
+    let client = Client::connect(&url).await.expect("connect");
     // Redis acts on every request; the worker hears nothing back.
     proxy.freeze_replies();
-    let client = Client::connect(&url).await.expect("connect");
     let id = client
         .submit("held", &slow_script("m"), &SubmitOptions::default())
         .await
@@ -520,6 +524,52 @@ async fn a_lease_lost_to_a_refused_password_says_so_and_is_taken_again_once_it_i
     testkit::command(port, &user).expect("acl user again");
     running(&worker).await;
     forty_two(&redis.url(), "pw").await;
+}
+
+/// A `--standby` worker that lost its lease to another host waits,
+/// `Standby`; Redis back without its user: the row says the password is
+/// refused (`Reconnecting`), not who held the lease before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_whose_redis_refuses_its_password_says_so_while_it_waits() {
+    let mut redis = testkit::RedisServer::start();
+    let port = redis.port();
+    let user = ["ACL", "SETUSER", "w", "on", ">pw", "~*", "&*", "+@all"];
+    testkit::command(port, &user).expect("acl user");
+    let worker = leased_worker(
+        &format!("redis://w:pw@127.0.0.1:{port}/"),
+        "sb",
+        holder(11, "host-a", "/data/a"),
+        true,
+    );
+    running(&worker).await;
+    let mut conn = raw(&redis.url()).await;
+    let other = format!("{}|22|host-b|/data/b", u32::MAX);
+    let _: () = redis::cmd("SET")
+        .arg(keys::queue_owner("sb"))
+        .arg(&other)
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    until("the worker to wait as a standby", WAIT, || async {
+        matches!(worker.status.state(), WorkerState::Standby(why) if why.contains("host-b"))
+            .then_some(())
+    })
+    .await;
+    redis.kill();
+    redis.restart();
+    until("the row to name the password", WAIT, || async {
+        match worker.status.state() {
+            WorkerState::Reconnecting(why) if why.contains("redis refuses the password") => {
+                Some(())
+            }
+            _ => None,
+        }
+    })
+    .await;
+    testkit::command(port, &user).expect("acl user again");
+    running(&worker).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

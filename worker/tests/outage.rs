@@ -196,9 +196,8 @@ async fn the_worker_reports_reconnecting_while_redis_is_down_and_running_after()
 
 /// Redis comes back without the worker's user (a restart that lost its
 /// ACL, a password changed meanwhile): the row says Redis refuses the
-/// password at every look, not only just after an attempt (each request
-/// refused while the connection backs off names the attempt's failure),
-/// and the worker runs again once the user may log in.
+/// password at every look while it does, and the worker runs again once
+/// the user may log in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_back_without_the_workers_password_is_named_at_every_look() {
     let mut redis = testkit::RedisServer::start();
