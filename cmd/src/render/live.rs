@@ -9,6 +9,8 @@
 
 use std::io::Write;
 
+use unicode_width::UnicodeWidthStr;
+
 use crossterm::cursor::{Hide, MoveTo, Show};
 use crossterm::terminal::{
     self, BeginSynchronizedUpdate, Clear, ClearType, EndSynchronizedUpdate, EnterAlternateScreen,
@@ -17,7 +19,7 @@ use crossterm::terminal::{
 use crossterm::{execute, queue};
 
 use super::table::{build_fitting, cut_to_width};
-use super::{Renderer, header_line, human_duration};
+use super::{Renderer, header_base, human_duration, reload_failure};
 use crate::status::{Header, Snapshot};
 
 /// Live renderer on stdout.
@@ -70,9 +72,22 @@ fn size() -> (u16, u16) {
     }
 }
 
-/// The lines of one frame for a `cols` × `rows` terminal.
+/// Lines a failed reload's message may take below the header.
+const RELOAD_LINES: usize = 3;
+
+/// The lines of one frame for a `cols` × `rows` terminal: the header, a
+/// failed reload's message on lines of its own (wrapped, so a terminal
+/// narrower than the message still shows why), the table, a line naming
+/// the rows that do not fit, the footer. On a terminal too short for all of
+/// them the footer goes first, then the table's last lines; the line
+/// naming the hidden rows stays.
 pub fn lines(header: &Header, snap: &Snapshot, cols: u16, rows: u16) -> Vec<String> {
-    let mut out = vec![header_line(header, snap)];
+    let width = usize::from(cols);
+    let rows = usize::from(rows);
+    let mut top = vec![header_base(header, snap)];
+    if let Some(failure) = reload_failure(snap) {
+        top.extend(wrap(&failure, width, RELOAD_LINES));
+    }
     let footer = match snap.phase {
         "running" => {
             let logs = header
@@ -87,8 +102,9 @@ pub fn lines(header: &Header, snap: &Snapshot, cols: u16, rows: u16) -> Vec<Stri
         }
         other => format!("{other}: letting running scripts finish…"),
     };
-    // Header line, the table's 3 frame lines (top, header rule, bottom), the footer.
-    let room = usize::from(rows).saturating_sub(6).max(1);
+    // The top lines, the table's 3 frame lines (top, header rule, bottom),
+    // the footer.
+    let room = rows.saturating_sub(top.len() + 5).max(1);
     let shown = snap.circles.len().min(room);
     let hidden = snap.circles.len() - shown;
     let mut shown = if hidden > 0 {
@@ -100,26 +116,64 @@ pub fn lines(header: &Header, snap: &Snapshot, cols: u16, rows: u16) -> Vec<Stri
     let mut table = build_fitting(&snap.circles[..shown], cols, true).to_string();
     // Column names on two lines (a narrow terminal) take one more line; the
     // first row dropped may only make room for the line saying so.
-    let height = |table: &str, hidden: usize| 2 + table.lines().count() + usize::from(hidden > 0);
-    while height(&table, hidden) > usize::from(rows) && shown > 1 {
+    let height = |table: &str, hidden: usize| {
+        top.len() + 1 + table.lines().count() + usize::from(hidden > 0)
+    };
+    while height(&table, hidden) > rows && shown > 1 {
         shown -= 1;
         hidden += 1;
         table = build_fitting(&snap.circles[..shown], cols, true).to_string();
     }
-    out.extend(table.lines().map(str::to_string));
+    let mut tail = Vec::new();
     if hidden > 0 {
         let not_running = snap.circles[shown..].iter().filter(|r| !r.up()).count();
-        out.push(format!(
+        tail.push(format!(
             "… {hidden} more circles not shown ({not_running} of them not running); \
              enlarge the terminal or use --output plain"
         ));
     }
-    out.push(footer);
-    let width = usize::from(cols);
+    let table: Vec<String> = table.lines().map(str::to_string).collect();
+    if top.len() + table.len() + tail.len() < rows {
+        tail.push(footer);
+    }
+    let fits = rows.saturating_sub(top.len() + tail.len());
+    let mut out = top;
+    out.extend(table.into_iter().take(fits));
+    out.extend(tail);
     out.into_iter()
-        .take(usize::from(rows))
+        .take(rows)
         .map(|l| cut_to_width(&l, width))
         .collect()
+}
+
+/// `text` in lines of at most `width` columns, broken at spaces (a word
+/// wider than a line is cut), at most `max` of them: the last one ends
+/// with `…` when the text goes on.
+fn wrap(text: &str, width: usize, max: usize) -> Vec<String> {
+    let width = width.max(2);
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        let fits = line.width() + usize::from(!line.is_empty()) + word.width() <= width;
+        if !line.is_empty() && !fits {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    lines.push(line);
+    if lines.len() > max {
+        lines.truncate(max);
+        let last = &mut lines[max - 1];
+        *last = format!("{}…", cut_to_width(last, width - 1));
+    } else if let Some(last) = lines.last_mut()
+        && last.width() > width
+    {
+        *last = cut_to_width(last, width);
+    }
+    lines
 }
 
 impl Renderer for Live {
@@ -185,7 +239,11 @@ impl Renderer for Live {
         }
         let (cols, _) = size();
         let table = build_fitting(&snap.circles, cols, true).to_string();
-        let text = format!("{}\n{table}\n{}", header_line(header, snap), snap.phase);
+        let mut top = vec![header_base(header, snap)];
+        if let Some(failure) = reload_failure(snap) {
+            top.extend(wrap(&failure, usize::from(cols), usize::MAX));
+        }
+        let text = format!("{}\n{table}\n{}", top.join("\n"), snap.phase);
         // Cut as the frames are: a line wider than the terminal would wrap.
         let mut out = std::io::stdout().lock();
         for line in text.lines() {
@@ -208,7 +266,6 @@ mod tests {
     use super::*;
     use crate::status::Row;
     use std::time::Instant;
-    use unicode_width::UnicodeWidthStr;
 
     fn snap(n: usize) -> Snapshot {
         Snapshot {
@@ -316,6 +373,87 @@ mod tests {
         assert_eq!(cut_to_width("ab日本", 4), "ab日");
     }
 
+    fn failed_reload(message: &str) -> crate::reload::LastReload {
+        crate::reload::LastReload {
+            seq: 1,
+            applied: false,
+            summary: None,
+            error: Some(crate::reload::ReloadError::new(
+                crate::reload::ReloadErrorKind::CannotStart,
+                message.to_string(),
+            )),
+            stopped: None,
+        }
+    }
+
+    /// A failed reload's message, longer than the terminal is wide, shows
+    /// on lines of its own below the header, wrapped: its end is seen at
+    /// 120 columns, and at 60; a longer one ends its third line with `…`.
+    #[test]
+    fn a_failed_reloads_message_is_wrapped_below_the_header_to_the_terminals_width() {
+        let message = format!(
+            "\"Beta\" (added) did not start: circle Beta: port 28123 is in use by another \
+             process{}. Fix the cause and reload again",
+            " (held)".repeat(8)
+        );
+        let mut snap = snap(2);
+        snap.reload = Some(failed_reload(&message));
+        for cols in [120u16, 60] {
+            let frame = lines(&header(), &snap, cols, 40);
+            assert!(!frame[0].contains("reload failed"), "{frame:#?}");
+            let below: Vec<&String> = frame
+                .iter()
+                .skip(1)
+                .take_while(|l| !l.starts_with('┌'))
+                .collect();
+            assert!(
+                below.len() >= 2 && below.len() <= RELOAD_LINES,
+                "{cols}: {frame:#?}"
+            );
+            assert!(below[0].starts_with("reload failed: \"Beta\""), "{below:?}");
+            let joined = below
+                .iter()
+                .map(|l| l.as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
+            if cols == 120 {
+                assert!(joined.ends_with("reload again"), "{cols}: {below:?}");
+            } else {
+                assert!(joined.ends_with('…'), "{cols}: {below:?}");
+            }
+            assert!(
+                frame.iter().all(|l| l.width() <= usize::from(cols)),
+                "{frame:#?}"
+            );
+            assert!(
+                frame.iter().any(|l| l.contains("20001/ws")),
+                "both rows: {frame:#?}"
+            );
+        }
+    }
+
+    /// A terminal too short for every row, the footer and the line naming
+    /// the hidden rows: the footer goes, the line naming them stays.
+    #[test]
+    fn a_very_short_terminal_still_says_how_many_rows_it_hides() {
+        let snap = snap(4);
+        for rows in [5u16, 6, 7] {
+            let frame = lines(&header(), &snap, 100, rows);
+            assert!(frame.len() <= usize::from(rows), "{rows}: {frame:#?}");
+            let last = frame.last().expect("a line");
+            assert!(
+                last.starts_with("… 3 more circles not shown"),
+                "{rows}: {frame:#?}"
+            );
+        }
+        let frame = lines(&header(), &snap, 100, 12);
+        assert!(
+            frame.last().is_some_and(|l| l.starts_with("up ")),
+            "{frame:#?}"
+        );
+        assert!(!frame.iter().any(|l| l.contains("not shown")), "{frame:#?}");
+    }
+
     /// A reload refused for a field whose name holds a line feed and an
     /// escape sequence (serde names an unknown field as written): the
     /// header is still one line of the frame and sends no escape sequence
@@ -338,8 +476,8 @@ mod tests {
         });
         let frame = lines(&header(), &snap, 400, 50);
         assert!(
-            frame[0].contains("reload failed") && frame[0].contains("SECOND"),
-            "the header holds the whole message: {frame:#?}"
+            frame[1].contains("reload failed") && frame[1].contains("SECOND"),
+            "the line below the header holds the whole message: {frame:#?}"
         );
         for line in &frame {
             assert!(

@@ -173,8 +173,23 @@ async fn next_signal(signal: &mut Option<tokio::signal::unix::Signal>) -> Option
     }
 }
 
-/// The header line: version, circles, Redis, data dir.
+/// The header line: version, circles, Redis, data dir, admin endpoint,
+/// and the last reload's failure, if it failed.
 pub fn header_line(header: &Header, snap: &Snapshot) -> String {
+    match reload_failure(snap) {
+        Some(failure) => format!("{} | {failure}", header_base(header, snap)),
+        None => header_base(header, snap),
+    }
+}
+
+/// `reload failed: …` when the last reload failed.
+pub(crate) fn reload_failure(snap: &Snapshot) -> Option<String> {
+    let e = snap.reload.as_ref()?.error.as_ref()?;
+    Some(format!("reload failed: {e}"))
+}
+
+/// [`header_line`] without the reload's failure.
+pub(crate) fn header_base(header: &Header, snap: &Snapshot) -> String {
     let managed = match (header.redis_managed, snap.redis_restarts) {
         (false, _) => String::new(),
         (true, 0) => " (managed: started by the orchestrator)".to_string(),
@@ -184,12 +199,8 @@ pub fn header_line(header: &Header, snap: &Snapshot) -> String {
         Some(url) => format!(" | admin {url}"),
         None => " | admin off".to_string(),
     };
-    let reload = match snap.reload.as_ref().and_then(|r| r.error.as_ref()) {
-        Some(e) => format!(" | reload failed: {e}"),
-        None => String::new(),
-    };
     format!(
-        "circles_orchestrator {} | {} circle{} | redis {}{} | data {}{admin}{reload}",
+        "circles_orchestrator {} | {} circle{} | redis {}{} | data {}{admin}",
         env!("CARGO_PKG_VERSION"),
         snap.circles.len(),
         if snap.circles.len() == 1 { "" } else { "s" },
