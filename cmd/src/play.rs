@@ -238,8 +238,8 @@ fn checked_url(url: &str) -> Result<String, String> {
     Ok(checked)
 }
 
-/// `url` with any user and password left out, for messages: as given
-/// when it carries neither.
+/// `url` with any user and password shown as `***`, for messages: as
+/// given when it carries neither.
 fn shown_url(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(parsed) if parsed.username().is_empty() && parsed.password().is_none() => {
@@ -248,7 +248,11 @@ fn shown_url(url: &str) -> String {
         Ok(mut parsed) => {
             let _ = parsed.set_username("");
             let _ = parsed.set_password(None);
-            parsed.to_string()
+            let shown = parsed.to_string();
+            match shown.split_once("://") {
+                Some((scheme, rest)) => format!("{scheme}://***@{rest}"),
+                None => shown,
+            }
         }
         Err(_) if url.contains('@') => "(a URL with a user or password, not shown)".to_string(),
         Err(_) => url.to_string(),

@@ -150,7 +150,10 @@ fn play_without_a_server_or_a_script_says_what_is_wrong() {
     );
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(
-        err.contains("carries a user or password") && !err.contains("hunter2"),
+        err.contains(
+            "--url ws://***@127.0.0.1:1/ws is not a WebSocket URL: it carries a user \
+             or password"
+        ) && !err.contains("hunter2"),
         "{err}"
     );
     // A scheme in capitals is a scheme.
