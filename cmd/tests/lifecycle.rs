@@ -157,6 +157,42 @@ async fn sigterm_under_load_exits_0_within_the_grace_period_and_keeps_every_ackn
     assert_eq!(again.stop().code(), Some(0));
 }
 
+/// Redis stalled (SIGSTOP: not dead, not answering) at a SIGTERM: a
+/// worker's blocked pop cannot be woken, so the workers do not stop within
+/// their bound; the exit comes all the same, exit 1, saying how long after
+/// the signal, and the data written before stays.
+#[test]
+fn a_sigterm_while_redis_is_stalled_exits_1_saying_how_long_after_the_signal() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let config = sandbox.circles(&[(1, "Stalled", port())]);
+    let mut o = Orchestrator::start(&sandbox, &config, &redis.url(), &["--shutdown-grace", "1s"]);
+    o.wait_table();
+    let redis_pid = redis.pid().expect("redis runs").to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &redis_pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {name}");
+    };
+    signal("-STOP");
+    o.signal("TERM");
+    let status = o.wait_exit(Duration::from_secs(90));
+    signal("-CONT");
+    assert_eq!(status.code(), Some(1), "{}", o.stderr());
+    let err = o.stderr();
+    let said = err
+        .lines()
+        .find(|l| l.contains("did not stop within"))
+        .unwrap_or_else(|| panic!("no word of the workers: {err}"));
+    assert!(
+        said.contains("the workers did not stop within 6s of the servers' drain (")
+            && said.contains(" after SIGTERM); stopped anyway"),
+        "{said}"
+    );
+}
+
 #[test]
 fn a_port_in_use_stops_the_start_naming_the_circle_and_port() {
     let sandbox = Sandbox::new();

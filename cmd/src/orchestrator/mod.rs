@@ -660,6 +660,7 @@ impl Running {
             "{which} received: shutting down (grace {:?})",
             settings.shutdown_grace
         );
+        let signalled = Instant::now();
         let Running {
             ctx,
             set: mut circle_set,
@@ -700,7 +701,9 @@ impl Running {
             None => tokio::select! {
                 () = ctx.serving.wait() => Ok(()),
                 () = tokio::time::sleep(bound) => Err(anyhow::anyhow!(
-                    "shutdown did not finish within {bound:?}; stopped anyway"
+                    "the workers did not stop within {bound:?} of the servers' drain ({:.1?} \
+                     after {which}); stopped anyway",
+                    signalled.elapsed()
                 )),
                 s = signals.next_stop() => {
                     again = true;
