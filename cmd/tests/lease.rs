@@ -265,10 +265,11 @@ fn a_restart_after_kill_9_stopped_at_once_frees_the_lease() {
     let sandbox = Sandbox::new();
     let redis = testkit::RedisServer::start();
     let config = sandbox.circles(&[(1, "Alpha", port())]);
-    // Heartbeats of 4 s: a dead worker's stays live for 12 s.
+    // Heartbeats of 20 s: a dead worker's stays live for a minute, and the
+    // restart finds it silent only after 30 s.
     let start = |dir: &Path| {
         let mut cmd = sandbox.serve_command(&config, &redis.url(), dir);
-        cmd.args(["--role", "worker", "--worker-heartbeat", "4s"]);
+        cmd.args(["--role", "worker", "--worker-heartbeat", "20s"]);
         let mut orchestrator = Orchestrator::spawn(cmd);
         orchestrator.wait_table();
         orchestrator.wait_stdout("Running", WAIT);
@@ -282,7 +283,10 @@ fn a_restart_after_kill_9_stopped_at_once_frees_the_lease() {
     let mut second = start(&dir);
     assert_eq!(lease(&mut conn).map(|l| l.pid), Some(second.pid()));
     let dead_beats: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("rhai_worker_heartbeat:alpha:{}-*", first.pid()))
+        .arg(client::keys::heartbeat(
+            "alpha",
+            &format!("{}*", client::keys::worker_id_prefix(first.pid())),
+        ))
         .query(&mut conn)
         .expect("keys");
     assert!(

@@ -160,7 +160,7 @@ async fn sigterm_under_load_exits_0_within_the_grace_period_and_keeps_every_ackn
 /// Redis stalled (SIGSTOP: not dead, not answering) at a SIGTERM: a
 /// worker's blocked pop cannot be woken, so the workers do not stop within
 /// their bound; the exit comes all the same, exit 1, saying how long after
-/// the signal, and the data written before stays.
+/// the signal.
 #[test]
 fn a_sigterm_while_redis_is_stalled_exits_1_saying_how_long_after_the_signal() {
     let sandbox = Sandbox::new();

@@ -226,15 +226,31 @@ fn remove_stale_checkpoint(dir: &Path, stale: &mut bool) -> Result<()> {
     Ok(())
 }
 
-/// Fails with [`Error::Corrupt`] when no data file is left but a whole
-/// checkpoint that covers records is (every data file deleted while the
-/// database was stopped): starting empty would hand their ids out again.
-/// To start the database empty on purpose, the checkpoint goes too (or the
-/// whole directory), as the message says. A checkpoint that covers nothing
-/// is left to [`trust`].
+/// Fails with [`Error::Corrupt`] when no data file is left but a
+/// checkpoint is (every data file deleted while the database was stopped):
+/// starting empty would hand their ids out again. A checkpoint is written
+/// only of a store that holds records, so one that cannot be read (damaged,
+/// another mode's) proves as much. To start the database empty on purpose,
+/// the checkpoint goes too (or the whole directory), as the message says. A
+/// whole checkpoint that covers nothing is left to [`trust`].
 fn refuse_if_all_gone(dir: &Path, config: &Config) -> Result<()> {
-    let Some(Ok(cp)) = checkpoint::read(dir, config.mode) else {
-        return Ok(());
+    let cp = match checkpoint::read(dir, config.mode) {
+        None => return Ok(()),
+        Some(Ok(cp)) => cp,
+        Some(Err(reason)) => {
+            let path = files::checkpoint_path(dir);
+            return Err(Error::corrupt(
+                &path,
+                0,
+                format!(
+                    "no data file is left in {}, though a checkpoint of its records is (one \
+                     that cannot be used: {reason}): the data files were deleted; to start \
+                     this database empty, remove {} too",
+                    dir.display(),
+                    path.display()
+                ),
+            ));
+        }
     };
     if cp.next_id <= 1 && cp.end.file == 0 && cp.end.offset <= FILE_HEADER_LEN {
         return Ok(());

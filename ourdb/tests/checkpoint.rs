@@ -364,6 +364,26 @@ fn every_data_file_gone_beside_a_checkpoint_that_covers_records_is_corrupt() {
         common::data_files(dir.path()).is_empty(),
         "open created none"
     );
+    // Damaged too, it still proves records were there.
+    let mut bytes = fs::read(checkpoint(dir.path())).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    fs::write(checkpoint(dir.path()), &bytes).unwrap();
+    let err = OurDb::open(dir.path(), config()).unwrap_err();
+    assert!(
+        matches!(&err, ourdb::Error::Corrupt { file, .. } if *file == checkpoint(dir.path())),
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("no data file is left in")
+            && message.contains(&format!(
+                "to start this database empty, remove {} too",
+                checkpoint(dir.path()).display()
+            )),
+        "{message}"
+    );
+    assert!(common::data_files(dir.path()).is_empty());
     fs::remove_file(checkpoint(dir.path())).unwrap();
     let db = OurDb::open(dir.path(), config()).unwrap();
     assert_eq!(db.next_id(), 1);

@@ -347,9 +347,12 @@ impl WorkerBroker {
     }
 
     /// Gives up `lease` if the owner key still holds it and no worker of
-    /// this process (its ids' [`keys::worker_id_prefix`], or this worker's
-    /// whole id when it has none) is left registered (at a clean stop, so a
-    /// standby may take it at once).
+    /// this process is left registered (at a clean stop, so a standby may
+    /// take it at once). This process's workers are those whose ids start as
+    /// this one's does up to its first `-` (a worker's id starts with
+    /// [`keys::worker_id_prefix`]; an id without `-` stands for itself). An
+    /// id whose start names no process (the orchestrator's keeper of a
+    /// moved circle's lease, `kept-lease`) is held back by no worker.
     pub async fn release_lease(&self, lease: &Lease) -> Result<()> {
         let id = self.keys.worker_id.as_str();
         let process = id.find('-').map_or(id, |at| &id[..=at]);

@@ -77,16 +77,21 @@ const RELOAD_LINES: usize = 3;
 
 /// The lines of one frame for a `cols` × `rows` terminal: the header, a
 /// failed reload's message on lines of its own (wrapped, so a terminal
-/// narrower than the message still shows why), the table, a line naming
-/// the rows that do not fit, the footer. On a terminal too short for all of
-/// them the footer goes first, then the table's last lines; the line
-/// naming the hidden rows stays.
+/// narrower than the message still shows why; fewer on a very short
+/// terminal), the table, a line naming the rows that do not fit, the
+/// footer. Only whole rows are drawn, as many as fit with the line naming
+/// the others and the footer (none, on a terminal too short for one); the
+/// footer goes only where even that line leaves it no room.
 pub fn lines(header: &Header, snap: &Snapshot, cols: u16, rows: u16) -> Vec<String> {
     let width = usize::from(cols);
-    let rows = usize::from(rows);
+    let rows = usize::from(rows).max(1);
+    let circles = &snap.circles;
     let mut top = vec![header_base(header, snap)];
-    if let Some(failure) = reload_failure(snap) {
-        top.extend(wrap(&failure, width, RELOAD_LINES));
+    let reload_room = RELOAD_LINES.min(rows.saturating_sub(2));
+    if let Some(failure) = reload_failure(snap)
+        && reload_room > 0
+    {
+        top.extend(wrap(&failure, width, reload_room));
     }
     let footer = match snap.phase {
         "running" => {
@@ -102,76 +107,86 @@ pub fn lines(header: &Header, snap: &Snapshot, cols: u16, rows: u16) -> Vec<Stri
         }
         other => format!("{other}: letting running scripts finish…"),
     };
-    // The top lines, the table's 3 frame lines (top, header rule, bottom),
-    // the footer.
-    let room = rows.saturating_sub(top.len() + 5).max(1);
-    let shown = snap.circles.len().min(room);
-    let hidden = snap.circles.len() - shown;
-    let mut shown = if hidden > 0 {
-        shown.saturating_sub(1).max(1)
-    } else {
-        shown
+    // The table of the first `shown` rows: none at all for 0 of several
+    // (the line naming them says it), the column names alone for 0 of 0.
+    let table_of = |shown: usize| -> Vec<String> {
+        if shown == 0 && !circles.is_empty() {
+            return Vec::new();
+        }
+        let table = build_fitting(&circles[..shown], cols, true).to_string();
+        table.lines().map(str::to_string).collect()
     };
-    let mut hidden = snap.circles.len() - shown;
-    let mut table = build_fitting(&snap.circles[..shown], cols, true).to_string();
-    // Column names on two lines (a narrow terminal) take one more line; the
-    // first row dropped may only make room for the line saying so.
-    let height = |table: &str, hidden: usize| {
-        top.len() + 1 + table.lines().count() + usize::from(hidden > 0)
+    // The footer keeps its line unless the terminal has no room for it
+    // beside the top lines and the one naming hidden rows.
+    let footer_room = usize::from(top.len() + 2 <= rows);
+    // The table's frame takes 3 lines (top, header rule, bottom) and the
+    // column names 1 or 2 (a narrow terminal): a first guess, then one row
+    // less until the lines fit, with the one naming the hidden rows.
+    let mut shown = circles
+        .len()
+        .min(rows.saturating_sub(top.len() + 4 + footer_room));
+    let mut table = table_of(shown);
+    let height = |table: &Vec<String>, shown: usize| {
+        top.len() + table.len() + usize::from(shown < circles.len()) + footer_room
     };
-    while height(&table, hidden) > rows && shown > 1 {
+    while shown > 0 && height(&table, shown) > rows {
         shown -= 1;
-        hidden += 1;
-        table = build_fitting(&snap.circles[..shown], cols, true).to_string();
+        table = table_of(shown);
     }
-    let mut tail = Vec::new();
+    let hidden = circles.len() - shown;
+    let mut out = top;
+    out.extend(table);
     if hidden > 0 {
-        let not_running = snap.circles[shown..].iter().filter(|r| !r.up()).count();
-        tail.push(format!(
+        let not_running = circles[shown..].iter().filter(|r| !r.up()).count();
+        out.push(format!(
             "… {hidden} more circles not shown ({not_running} of them not running); \
              enlarge the terminal or use --output plain"
         ));
     }
-    let table: Vec<String> = table.lines().map(str::to_string).collect();
-    if top.len() + table.len() + tail.len() < rows {
-        tail.push(footer);
+    if out.len() < rows {
+        out.push(footer);
     }
-    let fits = rows.saturating_sub(top.len() + tail.len());
-    let mut out = top;
-    out.extend(table.into_iter().take(fits));
-    out.extend(tail);
+    // Too many only on a terminal of one line (the line naming the hidden
+    // rows stays, alone) or with no circle at all (the column names are cut).
+    let skip = if hidden > 0 {
+        out.len().saturating_sub(rows)
+    } else {
+        0
+    };
     out.into_iter()
+        .skip(skip)
         .take(rows)
         .map(|l| cut_to_width(&l, width))
         .collect()
 }
 
 /// `text` in lines of at most `width` columns, broken at spaces (a word
-/// wider than a line is cut), at most `max` of them: the last one ends
-/// with `…` when the text goes on.
+/// wider than a line is broken where the line ends), at most `max` of them
+/// (1 at least): the last one ends with `…` when the text goes on.
 fn wrap(text: &str, width: usize, max: usize) -> Vec<String> {
-    let width = width.max(2);
+    let (width, max) = (width.max(2), max.max(1));
     let mut lines: Vec<String> = Vec::new();
     let mut line = String::new();
-    for word in text.split(' ') {
-        let fits = line.width() + usize::from(!line.is_empty()) + word.width() <= width;
-        if !line.is_empty() && !fits {
+    for word in text.split(' ').filter(|w| !w.is_empty()) {
+        if !line.is_empty() && line.width() + 1 + word.width() > width {
             lines.push(std::mem::take(&mut line));
         }
         if !line.is_empty() {
             line.push(' ');
         }
-        line.push_str(word);
+        for c in word.chars() {
+            let w = unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
+            if line.width() + w > width {
+                lines.push(std::mem::take(&mut line));
+            }
+            line.push(c);
+        }
     }
     lines.push(line);
     if lines.len() > max {
         lines.truncate(max);
         let last = &mut lines[max - 1];
         *last = format!("{}…", cut_to_width(last, width - 1));
-    } else if let Some(last) = lines.last_mut()
-        && last.width() > width
-    {
-        *last = cut_to_width(last, width);
     }
     lines
 }

@@ -167,20 +167,43 @@ fn a_failed_reloads_message_is_wrapped_below_the_header_to_the_terminals_width()
     }
 }
 
-/// A terminal too short for every row, the footer and the line naming
-/// the hidden rows: the footer goes, the line naming them stays.
+/// A terminal too short for every row: only whole rows are drawn, the line
+/// naming the others counts exactly those not drawn and stays (alone on a
+/// terminal of one line), and the footer comes only where there is room.
 #[test]
 fn a_very_short_terminal_still_says_how_many_rows_it_hides() {
     let snap = snap(4);
-    for rows in [5u16, 6, 7] {
+    for rows in 1u16..=12 {
         let frame = lines(&header(), &snap, 100, rows);
         assert!(frame.len() <= usize::from(rows), "{rows}: {frame:#?}");
-        let last = frame.last().expect("a line");
-        assert!(
-            last.starts_with("… 3 more circles not shown"),
-            "{rows}: {frame:#?}"
-        );
+        let drawn = frame.iter().filter(|l| l.contains("/ws ")).count();
+        let hidden = 4 - drawn;
+        let said = frame.iter().find(|l| l.contains("more circles not shown"));
+        match said {
+            Some(line) => assert!(
+                line.starts_with(&format!("… {hidden} more circles not shown")),
+                "{rows}: {frame:#?}"
+            ),
+            None => assert_eq!(hidden, 0, "{rows}: {frame:#?}"),
+        }
+        if hidden > 0 && rows < 10 {
+            let last =
+                frame.len() - usize::from(frame.last().is_some_and(|l| l.starts_with("up ")));
+            assert!(frame[last - 1].contains("not shown"), "{rows}: {frame:#?}");
+        }
+        // A table drawn is whole: its top and bottom borders both.
+        let borders = frame
+            .iter()
+            .filter(|l| l.starts_with('┌') || l.starts_with('└'))
+            .count();
+        assert!(borders == 0 || borders == 2, "{rows}: {frame:#?}");
     }
+    assert_eq!(
+        lines(&header(), &snap, 100, 1),
+        [
+            "… 4 more circles not shown (1 of them not running); enlarge the terminal or use --output plain"
+        ]
+    );
     let frame = lines(&header(), &snap, 100, 12);
     assert!(
         frame.last().is_some_and(|l| l.starts_with("up ")),
@@ -189,12 +212,46 @@ fn a_very_short_terminal_still_says_how_many_rows_it_hides() {
     assert!(!frame.iter().any(|l| l.contains("not shown")), "{frame:#?}");
 }
 
+/// Any size of terminal, a reload's message of long words and wide
+/// characters, no circle or several: no line wider than the terminal, no
+/// more lines than it has, and a message word wider than a line is broken
+/// where the line ends, not dropped.
+#[test]
+fn any_terminal_size_gets_a_frame_within_it() {
+    let message = format!("{} 日本語のメッセージ {}", "x".repeat(70), "y".repeat(30));
+    for n in [0, 1, 3] {
+        let mut snap = snap(n.max(1));
+        snap.circles.truncate(n);
+        snap.reload = Some(failed_reload(&message));
+        for cols in [1u16, 2, 3, 10, 40, 81] {
+            for rows in 1u16..=9 {
+                let frame = lines(&header(), &snap, cols, rows);
+                assert!(
+                    !frame.is_empty() && frame.len() <= usize::from(rows),
+                    "{n} {cols}x{rows}: {frame:#?}"
+                );
+                assert!(
+                    frame.iter().all(|l| l.width() <= usize::from(cols)),
+                    "{n} {cols}x{rows}: {frame:#?}"
+                );
+            }
+        }
+    }
+    let wrapped = wrap(&message, 40, 10);
+    assert_eq!(wrapped[0], "x".repeat(40));
+    assert_eq!(wrapped[1], "x".repeat(30));
+    assert_eq!(wrapped[2], "日本語のメッセージ");
+    assert_eq!(wrapped[3], "y".repeat(30));
+    assert!(wrapped.iter().all(|l| l.width() <= 40), "{wrapped:#?}");
+    assert_eq!(wrapped.concat().replace(' ', ""), message.replace(' ', ""));
+}
+
 /// A reload refused for a field whose name holds a line feed and an
 /// escape sequence (serde names an unknown field as written): the
 /// header is still one line of the frame and sends no escape sequence
 /// to the terminal.
 #[test]
-fn a_reload_error_with_control_characters_stays_one_clean_header_line() {
+fn a_reload_error_with_control_characters_stays_one_clean_line() {
     let problem = crate::config::parse(r#"[{"id":1,"name":"A","port":1,"x\u001b[2J\nSECOND":1}]"#)
         .expect_err("an unknown field");
     let mut snap = snap(3);
