@@ -142,6 +142,22 @@ async fn seen_new_holder(worker: &TestWorker) {
     assert!(!worker.handle.is_finished(), "it waits, it does not stop");
 }
 
+/// Another host (pid 22 on host-b) takes `queue`'s lease in Redis, for
+/// `ttl_ms` (`None`: no expiry).
+async fn host_b_takes(
+    conn: &mut redis::aio::MultiplexedConnection,
+    queue: &str,
+    ttl_ms: Option<u64>,
+) {
+    let mut set = redis::cmd("SET");
+    set.arg(keys::queue_owner(queue))
+        .arg(format!("{}|22|host-b|/data/b", u32::MAX));
+    if let Some(ttl) = ttl_ms {
+        set.arg("PX").arg(ttl);
+    }
+    let _: () = set.query_async(conn).await.expect("set");
+}
+
 async fn running(worker: &TestWorker) {
     until("the worker to run", WAIT, || async {
         (worker.status.state() == WorkerState::Running).then_some(())
@@ -388,13 +404,7 @@ async fn a_partitioned_worker_stops_before_its_lease_expires_and_cuts_its_script
     );
     // Another host takes the queue over; a task queued now is not taken by
     // the cut-off worker, even once the cut heals.
-    let other = format!("{}|22|host-b|/data/b", u32::MAX);
-    let _: () = redis::cmd("SET")
-        .arg(keys::queue_owner("cut"))
-        .arg(&other)
-        .query_async(&mut conn)
-        .await
-        .expect("set");
+    host_b_takes(&mut conn, "cut", None).await;
     let later = client
         .submit("cut", "1", &SubmitOptions::default())
         .await
@@ -423,9 +433,9 @@ async fn a_task_claimed_as_the_partition_began_goes_back_to_the_queue_unrun() {
     let redis = testkit::RedisServer::start();
     let proxy = testkit::Proxy::start(redis.port());
     let url = redis.url();
-    // Its blocking pop waits long enough to take the task sent below, and
-    // its lease lasts long enough (self-stop 2 s after its last renewal)
-    // for the task's claim and the full cut to come first.
+    // Its blocking pop waits long enough to take the task sent below; beats
+    // of 1 s and a lease of 3 s make it stop itself 2 s after its last
+    // renewal, leaving room for the task's claim and the full cut first.
     let mut options = fast_options();
     options.pop_timeout = WAIT;
     options.heartbeat_interval = Duration::from_secs(1);
@@ -466,13 +476,7 @@ async fn a_task_claimed_as_the_partition_began_goes_back_to_the_queue_unrun() {
         matches!(worker.status.state(), WorkerState::LeaseLost(_)).then_some(())
     })
     .await;
-    let other = format!("{}|22|host-b|/data/b", u32::MAX);
-    let _: () = redis::cmd("SET")
-        .arg(keys::queue_owner("held"))
-        .arg(&other)
-        .query_async(&mut conn)
-        .await
-        .expect("set");
+    host_b_takes(&mut conn, "held", None).await;
     proxy.thaw();
     seen_new_holder(&worker).await;
     until_status(&conn, &id, "pending", WAIT).await;
@@ -503,14 +507,8 @@ async fn a_task_claimed_as_the_partition_began_goes_back_to_the_queue_unrun() {
 async fn a_lease_lost_to_a_refused_password_says_so_and_is_taken_again_once_it_is_accepted() {
     let mut redis = testkit::RedisServer::start();
     let port = redis.port();
-    let user = ["ACL", "SETUSER", "w", "on", ">pw", "~*", "&*", "+@all"];
-    testkit::command(port, &user).expect("acl user");
-    let worker = leased_worker(
-        &format!("redis://w:pw@127.0.0.1:{port}/"),
-        "pw",
-        holder(11, "host-a", "/data/a"),
-        false,
-    );
+    let url = acl_user(port, Some("*"));
+    let worker = leased_worker(&url, "pw", holder(11, "host-a", "/data/a"), false);
     running(&worker).await;
     redis.kill();
     redis.restart();
@@ -521,7 +519,7 @@ async fn a_lease_lost_to_a_refused_password_says_so_and_is_taken_again_once_it_i
         }
     })
     .await;
-    testkit::command(port, &user).expect("acl user again");
+    acl_user(port, Some("*"));
     running(&worker).await;
     forty_two(&redis.url(), "pw").await;
 }
@@ -533,25 +531,11 @@ async fn a_lease_lost_to_a_refused_password_says_so_and_is_taken_again_once_it_i
 async fn a_standby_whose_redis_refuses_its_password_says_so_while_it_waits() {
     let mut redis = testkit::RedisServer::start();
     let port = redis.port();
-    let user = ["ACL", "SETUSER", "w", "on", ">pw", "~*", "&*", "+@all"];
-    testkit::command(port, &user).expect("acl user");
-    let worker = leased_worker(
-        &format!("redis://w:pw@127.0.0.1:{port}/"),
-        "sb",
-        holder(11, "host-a", "/data/a"),
-        true,
-    );
+    let url = acl_user(port, Some("*"));
+    let worker = leased_worker(&url, "sb", holder(11, "host-a", "/data/a"), true);
     running(&worker).await;
     let mut conn = raw(&redis.url()).await;
-    let other = format!("{}|22|host-b|/data/b", u32::MAX);
-    let _: () = redis::cmd("SET")
-        .arg(keys::queue_owner("sb"))
-        .arg(&other)
-        .arg("PX")
-        .arg(60_000)
-        .query_async(&mut conn)
-        .await
-        .expect("set");
+    host_b_takes(&mut conn, "sb", Some(60_000)).await;
     until("the worker to wait as a standby", WAIT, || async {
         matches!(worker.status.state(), WorkerState::Standby(why) if why.contains("host-b"))
             .then_some(())
@@ -568,7 +552,7 @@ async fn a_standby_whose_redis_refuses_its_password_says_so_while_it_waits() {
         }
     })
     .await;
-    testkit::command(port, &user).expect("acl user again");
+    acl_user(port, Some("*"));
     running(&worker).await;
 }
 
@@ -657,13 +641,7 @@ async fn a_partitioned_worker_gives_back_the_tasks_of_its_batch_it_never_started
     })
     .await;
     // Another host holds the queue by the time the cut heals.
-    let other = format!("{}|22|host-b|/data/b", u32::MAX);
-    let _: () = redis::cmd("SET")
-        .arg(keys::queue_owner("batch"))
-        .arg(&other)
-        .query_async(&mut conn)
-        .await
-        .expect("set");
+    host_b_takes(&mut conn, "batch", None).await;
     proxy.thaw();
     seen_new_holder(&worker).await;
 

@@ -202,9 +202,8 @@ async fn the_worker_reports_reconnecting_while_redis_is_down_and_running_after()
 async fn a_redis_back_without_the_workers_password_is_named_at_every_look() {
     let mut redis = testkit::RedisServer::start();
     let port = redis.port();
-    let user = ["ACL", "SETUSER", "w", "on", ">pw", "~*", "&*", "+@all"];
-    testkit::command(port, &user).expect("acl user");
-    let worker = TestWorker::start(&format!("redis://w:pw@127.0.0.1:{port}/"), "pw");
+    let url = acl_user(port, Some("*"));
+    let worker = TestWorker::start(&url, "pw");
     let wait = Duration::from_secs(30);
     let status = worker.status.clone();
     let state = move || status.state();
@@ -229,7 +228,7 @@ async fn a_redis_back_without_the_workers_password_is_named_at_every_look() {
         tokio::time::sleep(Duration::from_millis(25)).await;
         assert_eq!(state(), refused);
     }
-    testkit::command(port, &user).expect("acl user again");
+    acl_user(port, Some("*"));
     until("Running again", wait, || {
         let now = state();
         async move { (now == worker::WorkerState::Running).then_some(()) }
