@@ -106,7 +106,11 @@ pub async fn poll_stats(
             _ = tick.tick() => {}
             () = stop.cancelled() => return,
         }
-        let states = roster.current();
+        // A circle a reload could not start is not read: its own Redis may
+        // be the one it could not reach, with no client connected.
+        let states: Vec<_> = (roster.current().into_iter())
+            .filter(|s| !s.never_started())
+            .collect();
         // One batched read of each kind per Redis: a circle's counters and
         // gateways live on its own.
         let mut latest: Vec<Option<client::QueueStats>> = vec![None; states.len()];

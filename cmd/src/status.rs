@@ -8,14 +8,14 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::CircleConfig;
 
 mod gateway_row;
 mod row;
+mod snapshot;
 pub use gateway_row::GatewayRow;
 pub use row::Row;
+pub use snapshot::{Header, Snapshot, snapshot};
 
 /// Lifecycle of one supervised component as the supervisor sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +28,10 @@ pub enum Phase {
     Restarting(String),
     /// Ended by shutdown.
     Stopped,
+    /// Never started: the reload that was to start it could not (`why`).
+    /// It stays so until a later reload applies (and starts it, or drops
+    /// it from the file).
+    NotStarted(String),
     /// Not run by this process: its `--role` (the name given) leaves the
     /// component to another process. Never shown as running.
     NotHere(&'static str),
@@ -165,6 +169,37 @@ impl CircleState {
             leaving: std::sync::atomic::AtomicBool::new(false),
             up_seen: Mutex::new(None),
         }
+    }
+
+    /// A circle of the file that a reload could not start, for `why`: its
+    /// row says so until a later reload applies. A component the process's
+    /// `role` leaves to another process shows as such.
+    pub fn new_not_started(
+        config: CircleConfig,
+        scheme: &str,
+        host: &str,
+        why: &str,
+        role: crate::role::Role,
+    ) -> Self {
+        let state = CircleState::new(config, scheme, host);
+        for (slot, here) in [
+            (&state.worker, role.works()),
+            (&state.server, role.serves()),
+        ] {
+            lock(slot).phase = if here {
+                Phase::NotStarted(why.to_owned())
+            } else {
+                Phase::NotHere(role.name())
+            };
+        }
+        state
+    }
+
+    /// Whether a reload could not start it (see [`CircleState::new_not_started`]):
+    /// nothing of it runs, and its Redis may be one no client connects.
+    pub fn never_started(&self) -> bool {
+        matches!(lock(&self.worker).phase, Phase::NotStarted(_))
+            || matches!(lock(&self.server).phase, Phase::NotStarted(_))
     }
 
     /// The same circle, its workers' liveness kept in `sight`.
@@ -348,6 +383,7 @@ fn phase_display(phase: &Phase) -> (&'static str, Option<String>) {
         Phase::Alive => ("running", None),
         Phase::Restarting(reason) => ("restarting", Some(reason.clone())),
         Phase::Stopped => ("stopped", None),
+        Phase::NotStarted(why) => ("failed", Some(format!("did not start: {why}"))),
         Phase::NotHere(role) => (NOT_HERE, Some(format!("role {role}"))),
     }
 }
@@ -376,91 +412,6 @@ pub const STANDBY: &str = "standby";
 pub const LEASE_LOST: &str = "lease lost";
 /// A worker that takes tasks while its database refuses writes.
 pub const DEGRADED: &str = "degraded";
-
-/// The whole system at one moment.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Snapshot {
-    /// Redis URL (password removed).
-    pub redis_url: String,
-    /// Whether we started that Redis.
-    pub redis_managed: bool,
-    /// Times the managed Redis was restarted after it died.
-    pub redis_restarts: u32,
-    /// Data directory.
-    pub data_dir: String,
-    /// The admin endpoint's URL (`http://ADDR`); `null` with `--admin off`.
-    pub admin: Option<String>,
-    /// `running`, `shutting down` or `stopped`.
-    #[serde(deserialize_with = "row::known_name")]
-    pub phase: &'static str,
-    /// Seconds since the orchestrator started.
-    pub uptime_secs: u64,
-    /// One row per circle, in circles.json order.
-    pub circles: Vec<Row>,
-    /// The last reload of circles.json, if any.
-    pub reload: Option<crate::reload::LastReload>,
-    /// Whether the counters and gateways have been read once (or failed to
-    /// be): until then a row's `Gateways` may miss this very process.
-    #[serde(skip)]
-    pub polled: bool,
-}
-
-/// Facts the header shows.
-#[derive(Debug, Clone)]
-pub struct Header {
-    /// Redis URL (password removed).
-    pub redis_url: String,
-    /// Whether we started that Redis.
-    pub redis_managed: bool,
-    /// Data directory.
-    pub data_dir: String,
-    /// Where logs go, when not stderr.
-    pub log_file: Option<String>,
-    /// The admin endpoint's URL, when it is on.
-    pub admin: Option<String>,
-    /// Times the managed Redis was restarted after it died.
-    pub redis_restarts: Arc<std::sync::atomic::AtomicU32>,
-    /// When the orchestrator started.
-    pub started: Instant,
-    /// The last reload of circles.json, if any.
-    pub reload: Arc<Mutex<Option<crate::reload::LastReload>>>,
-}
-
-#[cfg(test)]
-impl Header {
-    /// A header for the tests of what shows it: nothing reloaded yet, no
-    /// admin endpoint, no log file.
-    pub fn for_tests(redis_url: &str, redis_managed: bool, data_dir: &str) -> Header {
-        Header {
-            redis_url: redis_url.into(),
-            redis_managed,
-            data_dir: data_dir.into(),
-            log_file: None,
-            admin: None,
-            redis_restarts: Arc::default(),
-            started: Instant::now(),
-            reload: Arc::default(),
-        }
-    }
-}
-
-/// Takes a snapshot of every circle.
-pub fn snapshot(header: &Header, circles: &[Arc<CircleState>], phase: &'static str) -> Snapshot {
-    Snapshot {
-        redis_url: header.redis_url.clone(),
-        redis_managed: header.redis_managed,
-        redis_restarts: header
-            .redis_restarts
-            .load(std::sync::atomic::Ordering::Relaxed),
-        data_dir: header.data_dir.clone(),
-        admin: header.admin.clone(),
-        phase,
-        uptime_secs: header.started.elapsed().as_secs(),
-        circles: circles.iter().map(|c| c.row()).collect(),
-        reload: lock(&header.reload).clone(),
-        polled: false,
-    }
-}
 
 #[cfg(test)]
 mod tests;

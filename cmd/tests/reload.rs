@@ -559,7 +559,10 @@ async fn a_reload_whose_new_circle_cannot_start_answers_500_and_the_command_exit
     let body: Value = serde_json::from_str(&answer.body).expect("JSON");
     assert_eq!(body["error"]["kind"], "cannot_start", "{body}");
     assert_eq!(output(&mut alpha, "2").await, "2", "untouched");
-    assert_eq!(names(&status(addr, &[])), ["Alpha"]);
+    let snap = status(addr, &[]);
+    assert_eq!(names(&snap), ["Alpha", "Delta"]);
+    assert_eq!(snap["circles"][1]["server"], "failed", "{snap}");
+    assert!(!listens(o.pid(), d), "the port stays the other program's");
 
     drop((alpha, taken));
     assert!(o.stop().success(), "{}", o.stderr());
@@ -845,7 +848,19 @@ async fn a_reload_applied_in_part_says_what_changed_and_what_stopped() {
     );
 
     let snap = status(addr, &[]);
-    assert_eq!(names(&snap), ["Alpha", "Delta"]);
+    // Gamma keeps its row, in file order, failed with why.
+    assert_eq!(names(&snap), ["Alpha", "Gamma", "Delta"]);
+    let gamma = &snap["circles"][1];
+    for component in ["worker", "server"] {
+        assert_eq!(gamma[component], "failed", "{snap}");
+        let detail = gamma[format!("{component}_detail")]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            detail.starts_with("did not start: ") && detail.contains(&format!("port {busy}")),
+            "{snap}"
+        );
+    }
     assert_eq!(snap["reload"]["applied"], false, "{snap}");
     assert_eq!(
         snap["reload"]["summary"],
@@ -856,18 +871,39 @@ async fn a_reload_applied_in_part_says_what_changed_and_what_stopped() {
         &format!("reload partly applied: {said}"),
         Duration::from_secs(10),
     );
+    o.wait_stdout(
+        "Gamma (id 3): worker Failed: did not start: ",
+        Duration::from_secs(10),
+    );
     let mut delta = connect(d).await;
     assert_eq!(output(&mut delta, "40 + 2").await, "42");
-    // The stopped circle's series went with it, as a removed circle's do.
+    // The stopped circle's series went with it, as a removed circle's do,
+    // but for the one that says it is down.
     let metrics = scrape();
-    assert!(!metrics.contains(r#"circle="Gamma""#), "{metrics}");
+    let gamma: Vec<&str> = (metrics.lines())
+        .filter(|l| l.contains(r#"circle="Gamma""#))
+        .collect();
+    assert_eq!(
+        gamma,
+        [r#"circles_circle_up{circle="Gamma"} 0"#],
+        "{metrics}"
+    );
     assert!(metrics.contains(r#"circle="Delta""#), "{metrics}");
     // Not ready while a circle of the file is stopped, ready once a reload
     // starts it.
     let ready = http::get(addr, "/readyz", &[]);
     assert_eq!(ready.code, 503, "{}", ready.body);
     assert!(
-        ready.body.contains(r#""component":"reload""#),
+        ready.body.contains(r#""component":"reload""#)
+            && serde_json::from_str::<Value>(&ready.body).expect("JSON")["not_ready"]
+                .as_array()
+                .expect("not_ready")
+                .iter()
+                .any(|n| n["circle"] == "Gamma"
+                    && n["state"] == "failed"
+                    && n["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.starts_with("did not start: "))),
         "{}",
         ready.body
     );
@@ -875,6 +911,7 @@ async fn a_reload_applied_in_part_says_what_changed_and_what_stopped() {
     sandbox.write("circles.json", r#"[{"id": 1, "name": "Alpha""#);
     let (code, out, err) = reload_command(&sandbox, addr, &[], &[]);
     assert_eq!(code.code(), Some(2), "{out}{err}");
+    assert_eq!(names(&status(addr, &[])), ["Alpha", "Gamma", "Delta"]);
     let ready = http::get(addr, "/readyz", &[]);
     assert_eq!(ready.code, 503, "{}", ready.body);
     assert!(
@@ -944,7 +981,12 @@ async fn each_circle_of_a_reload_that_cannot_start_stays_out_alone_and_the_other
         assert!(err.contains(&format!("port {port}")), "{err}");
     }
     let snap = status(addr, &[]);
-    assert_eq!(names(&snap), ["Beta Two", "Echo"]);
+    assert_eq!(names(&snap), ["Alpha", "Beta Two", "Delta", "Echo"]);
+    let failed: Vec<&str> = (snap["circles"].as_array().expect("rows").iter())
+        .filter(|r| r["worker"] == "failed" && r["server"] == "failed")
+        .map(|r| r["name"].as_str().expect("a name"))
+        .collect();
+    assert_eq!(failed, ["Alpha", "Delta"], "{snap}");
     assert_eq!(
         snap["reload"]["summary"],
         json!({"added": ["Echo"], "removed": ["Alpha"], "changed": ["Beta Two"]}),
@@ -990,7 +1032,23 @@ async fn circles_of_a_reload_on_one_unreachable_redis_stay_out_and_the_rest_appl
             )),
         "{err}"
     );
-    assert_eq!(names(&status(addr, &[])), ["Alpha", "Echo"]);
+    let snap = status(addr, &[]);
+    assert_eq!(names(&snap), ["Alpha", "Gamma", "Delta", "Echo"]);
+    let detail = |i: usize| {
+        snap["circles"][i]["worker_detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        detail(1).starts_with(&format!(
+            "did not start: cannot connect the task client to its redis at {away}"
+        )) && detail(2)
+            == format!(
+                r#"did not start: its redis at {away} cannot be reached either (circle "Gamma")"#
+            ),
+        "{snap}"
+    );
     let mut echo = connect(e).await;
     assert_eq!(output(&mut echo, "1 + 1").await, "2");
     drop(echo);
@@ -1028,7 +1086,16 @@ async fn a_reload_never_starts_a_circle_whose_queue_another_database_holds() {
             && err.contains("queue shared is held by the worker of another orchestrator"),
         "{err}"
     );
-    assert_eq!(names(&status(addr, &[])), ["Alpha"]);
+    let snap = status(addr, &[]);
+    assert_eq!(names(&snap), ["Alpha", "Shared"]);
+    let detail = snap["circles"][1]["worker_detail"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        detail.starts_with("did not start: ")
+            && detail.contains("queue shared is held by the worker of another orchestrator"),
+        "{snap}"
+    );
     assert!(!listens(o.pid(), x), "no endpoint for the refused circle");
     assert_eq!(
         output(&mut shared, "db::next_id()").await,

@@ -87,6 +87,9 @@ where
 struct Now<'a> {
     name: &'a str,
     up: bool,
+    /// Whether it started (a reload may not have started it: then only
+    /// `circles_circle_up` shows it, at 0).
+    started: bool,
     queue_len: Option<u64>,
     in_flight: Option<u64>,
     connections: usize,
@@ -108,6 +111,7 @@ fn now(c: &CircleState) -> Now<'_> {
     Now {
         name: &c.config.name,
         up: row.up(),
+        started: !c.never_started(),
         queue_len: row.queue_len,
         in_flight: row.in_flight,
         connections,
@@ -150,7 +154,7 @@ impl Collector for Orchestrator {
             per(
                 "circles_ws_connections",
                 "Open WebSocket connections of the circle",
-                each(&|c| Some(as_gauge(c.connections as u64))),
+                each(&|c| c.started.then(|| as_gauge(c.connections as u64))),
             ),
             per(
                 "circles_ourdb_records",
@@ -170,16 +174,14 @@ impl Collector for Orchestrator {
             per(
                 "circles_worker_restarts",
                 "Restarts of the circle's worker after a failure",
-                circles
-                    .iter()
+                (circles.iter().filter(|c| c.started))
                     .map(|c| (c.name, u64::from(c.worker_restarts)))
                     .collect(),
             ),
             per(
                 "circles_ws_server_restarts",
                 "Restarts of the WebSocket host serving the circle after a failure",
-                circles
-                    .iter()
+                (circles.iter().filter(|c| c.started))
                     .map(|c| (c.name, u64::from(c.server_restarts)))
                     .collect(),
             ),

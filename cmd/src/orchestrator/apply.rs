@@ -27,6 +27,7 @@ use super::set::{CircleSet, Ctx};
 use crate::circles;
 use crate::config::{self, CircleConfig};
 use crate::reload::{ReloadError, ReloadErrorKind, ReloadSummary, quoted};
+use crate::status::CircleState;
 use crate::{role, settings};
 
 /// How the file differs from the running set.
@@ -119,6 +120,9 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     }
     let summary = plan.summary();
     let order: Vec<u32> = file.iter().map(|c| c.id).collect();
+    // A circle an earlier reload could not start is in the plan again
+    // (added, as it is not running), or out of the file.
+    set.not_started.clear();
     if summary.is_empty() {
         // The rows follow the file's order, also when only that changed.
         set.order(&order);
@@ -225,6 +229,9 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     set.start(ctx, late);
     let worked = set.worked();
     kept::settle(&mut set.kept, &worked, &ctx.settings);
+    set.not_started = (failed.iter())
+        .map(|(c, why)| std::sync::Arc::new(not_started(ctx, c, why)))
+        .collect();
     set.order(&order);
     ctx.clients.close_unused(&set.configs());
     // An outgoing circle whose name no running circle has now (removed,
@@ -280,6 +287,19 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     let mut error = ReloadError::new(ReloadErrorKind::CannotStart, message);
     error.applied = Some(applied);
     Err(error)
+}
+
+/// The row of circle `c`, which could not start for `why` (which may begin
+/// with the circle's name, which the row shows already).
+fn not_started(ctx: &Ctx, c: &CircleConfig, why: &str) -> CircleState {
+    let who = format!("{}: ", c.who());
+    CircleState::new_not_started(
+        c.clone(),
+        ctx.settings.ws_scheme(),
+        &ctx.settings.host,
+        why.strip_prefix(&who).unwrap_or(why),
+        ctx.settings.role,
+    )
 }
 
 /// Why the circles file at `path` is not found: gone, or, for a relative

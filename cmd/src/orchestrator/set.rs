@@ -99,6 +99,11 @@ struct Host {
 #[derive(Default)]
 pub struct CircleSet {
     live: Vec<Live>,
+    /// The circles of the file the last applied reload could not start:
+    /// shown, as failed, until a later reload applies.
+    pub not_started: Vec<Arc<CircleState>>,
+    /// The ids in file order, as the last reload applied read them.
+    order: Vec<u32>,
     hosts: Vec<Host>,
     next_host: usize,
     /// The leases kept where circles were before a reload moved them
@@ -120,9 +125,17 @@ impl CircleSet {
         self.live.iter().map(|l| l.state.config.clone()).collect()
     }
 
-    /// The status of every running circle, in file order.
+    /// The status of every running circle and of every one a reload could
+    /// not start, in file order.
     pub fn states(&self) -> Vec<Arc<CircleState>> {
-        self.live.iter().map(|l| l.state.clone()).collect()
+        let mut states: Vec<Arc<CircleState>> = (self.live.iter().map(|l| l.state.clone()))
+            .chain(self.not_started.iter().cloned())
+            .collect();
+        if !self.not_started.is_empty() {
+            let place = |s: &Arc<CircleState>| self.order.iter().position(|id| *id == s.config.id);
+            states.sort_by_key(|s| place(s).unwrap_or(usize::MAX));
+        }
+        states
     }
 
     /// Starts the workers of `prepared` and one new host for them all (as
@@ -259,6 +272,7 @@ impl CircleSet {
     pub fn order(&mut self, ids: &[u32]) {
         let place = |l: &Live| ids.iter().position(|id| *id == l.state.config.id);
         self.live.sort_by_key(|l| place(l).unwrap_or(usize::MAX));
+        ids.clone_into(&mut self.order);
     }
 
     /// Takes the circles of `ids` out of the set, and out of the hosts that

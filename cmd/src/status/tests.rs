@@ -1,6 +1,7 @@
 //! The rows a circle's state makes.
 
 use super::*;
+use crate::role::Role;
 
 #[test]
 fn urls_bracket_ipv6_hosts() {
@@ -58,4 +59,33 @@ fn a_failed_read_of_the_counters_shows_the_last_ones_read() {
     let row = state.row();
     assert_eq!((row.processed, row.failed), (Some(14), Some(2)));
     assert_eq!(row.queue_len, None, "the queue's length is not known");
+}
+
+#[test]
+fn a_circle_a_reload_could_not_start_shows_failed_saying_why_and_what_its_role_leaves_out() {
+    let config = state().config;
+    let why = "port 8093 is in use";
+    let all = CircleState::new_not_started(config.clone(), "ws", "127.0.0.1", why, Role::All);
+    let row = all.row();
+    for (state, detail) in [
+        (row.worker, &row.worker_detail),
+        (row.server, &row.server_detail),
+    ] {
+        assert_eq!(state, "failed");
+        assert_eq!(
+            detail.as_deref(),
+            Some("did not start: port 8093 is in use")
+        );
+    }
+    assert!(!row.up() && row.settled() && all.never_started());
+    assert_eq!(row.clients, 0);
+    let gateway = CircleState::new_not_started(config.clone(), "ws", "::1", why, Role::Gateway);
+    let row = gateway.row();
+    assert_eq!((row.worker, row.server), (NOT_HERE, "failed"));
+    assert_eq!(row.url, "ws://[::1]:1/ws");
+    let worker = CircleState::new_not_started(config, "ws", "127.0.0.1", why, Role::Worker);
+    let row = worker.row();
+    assert_eq!((row.worker, row.server), ("failed", NOT_HERE));
+    assert!(worker.never_started());
+    assert!(!state().never_started(), "a circle about to start");
 }
