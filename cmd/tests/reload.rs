@@ -996,6 +996,14 @@ async fn each_circle_of_a_reload_that_cannot_start_stays_out_alone_and_the_other
     assert_eq!(output(&mut beta, "40 + 2").await, "42");
     let mut echo = connect(e).await;
     assert_eq!(output(&mut echo, "1 + 1").await, "2");
+    // A file without the two that did not start changes nothing that runs,
+    // and their rows go.
+    write_circles(&sandbox, &[(2, "Beta Two", b), (5, "Echo", e)]);
+    let (code, out, err) = reload_command(&sandbox, addr, &[], &[]);
+    assert_eq!(code.code(), Some(0), "{out}{err}");
+    assert_eq!(out.trim(), "reload applied: nothing changed", "{err}");
+    assert_eq!(names(&status(addr, &[])), ["Beta Two", "Echo"]);
+    assert_eq!(http::get(addr, "/readyz", &[]).code, 200);
     drop((beta, echo, taken));
     assert!(o.stop().success(), "{}", o.stderr());
 }
