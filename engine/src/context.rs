@@ -172,6 +172,23 @@ pub fn stop_with(token: &'static str) {
     TICK.with(|t| t.stop_with(token));
 }
 
+/// [`stop_with`], from the call at `pos`: the run's error is shown there
+/// (the first reason's place stays, as the reason does).
+pub fn stop_at(token: &'static str, pos: rhai::Position) {
+    TICK.with(|t| {
+        if t.stopped.get().is_none() {
+            t.stop_pos.set(pos);
+        }
+        t.stop_with(token);
+    });
+}
+
+/// Where the call is that marked the current run to stop ([`stop_at`]), if
+/// one did and its place is known.
+pub fn stop_position() -> Option<rhai::Position> {
+    TICK.with(|t| Some(t.stop_pos.get()).filter(|p| !p.is_none()))
+}
+
 /// Marks the current run to fail with `fault`, a `db::` limit, at its next
 /// operation and at its end (see [`stop_with`]), unless it was stopped
 /// already (the first reason stays).

@@ -227,9 +227,34 @@ pub fn module(db: Arc<OurDb>, settings: Settings) -> Module {
             // be many times larger (`{"":0}` is a map of some hundreds of
             // bytes), so the run's memory is checked after each version.
             let mut out = Array::with_capacity(versions.len());
+            // Rhai's size check of the array returned, counted version by
+            // version: past a limit the call fails naming itself.
+            let limits = [
+                (ctx.engine().max_array_size(), "array elements"),
+                (ctx.engine().max_map_size(), "map entries"),
+                (ctx.engine().max_string_size(), "string bytes"),
+            ];
+            let mut held = [0usize; 3];
             for bytes in versions {
-                out.push(decode(id, &bytes, pos)?);
+                let version = decode(id, &bytes, pos)?;
                 drop(bytes);
+                let (a, m, s) = crate::natives::sizes(std::iter::once(&version));
+                for (n, more) in held.iter_mut().zip([a.saturating_add(1), m, s]) {
+                    *n = n.saturating_add(more);
+                }
+                if let Some(((max, what), n)) =
+                    (limits.iter().zip(held)).find(|((max, _), n)| *max > 0 && n > max)
+                {
+                    return Err(fault(
+                        ErrorKind::Limit,
+                        format!(
+                            "db::history of record {id} holds {n} {what} or more once read, past \
+                             the limit of {max} in one value; ask for fewer versions"
+                        ),
+                        pos,
+                    ));
+                }
+                out.push(version);
                 if context::over_memory() {
                     return Err(fault(
                         ErrorKind::Limit,
@@ -371,15 +396,17 @@ fn usage(name: &str, form: &str, args: &str) -> String {
 /// `kind`, `message`, and, as in the map Rhai gives for its own errors,
 /// `line` and `position` (the column) of the `db::` call.
 pub fn register_fault_type(engine: &mut rhai::Engine) {
-    let place = |at: Option<usize>| at.map_or(Dynamic::UNIT, |n| Dynamic::from(n as INT));
+    let shown = |at: Option<u32>| at.map_or(Dynamic::UNIT, |n| Dynamic::from(INT::from(n)));
     engine
         .register_type_with_name::<DbFault>("DbError")
         .register_get("kind", |f: &mut DbFault| f.kind.as_str().to_string())
         .register_get("message", |f: &mut DbFault| f.message.clone())
-        .register_get("line", move |f: &mut DbFault| place(f.pos.line()))
-        .register_get("position", move |f: &mut DbFault| place(f.pos.position()))
+        .register_get("line", move |f: &mut DbFault| {
+            shown(crate::fault::place(f.pos).0)
+        })
+        .register_get("position", move |f: &mut DbFault| {
+            shown(crate::fault::place(f.pos).1)
+        })
         .register_fn("to_string", |f: &mut DbFault| f.message.clone())
-        .register_fn("to_debug", |f: &mut DbFault| {
-            format!("DbError({}: {})", f.kind.as_str(), f.message)
-        });
+        .register_fn("to_debug", |f: &mut DbFault| f.debug_text());
 }

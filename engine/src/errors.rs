@@ -13,11 +13,12 @@ use crate::fault::DbFault;
 use crate::{ErrorKind, Limits, ScriptError};
 
 fn at(kind: ErrorKind, message: String, pos: Position) -> ScriptError {
+    let (line, column) = crate::fault::place(pos);
     ScriptError {
         kind,
         message,
-        line: pos.line().and_then(|l| u32::try_from(l).ok()),
-        column: pos.position().and_then(|c| u32::try_from(c).ok()),
+        line,
+        column,
     }
 }
 

@@ -166,7 +166,7 @@ fn sort(ctx: NativeCallContext, array: &mut Array, desc: bool) -> Res<()> {
 /// add to a value (array elements, a blob's bytes among them; map
 /// entries; string bytes), as its own size check counts them; the
 /// container's own elements or entries are not counted.
-fn sizes<'a>(items: impl Iterator<Item = &'a Dynamic>) -> (usize, usize, usize) {
+pub(crate) fn sizes<'a>(items: impl Iterator<Item = &'a Dynamic>) -> (usize, usize, usize) {
     let (mut a, mut m, mut s) = (0usize, 0usize, 0usize);
     for item in items {
         let (x, y, z) = if let Ok(array) = item.as_array_ref() {

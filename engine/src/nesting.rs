@@ -114,8 +114,8 @@ fn refusal_of<'a>(
 /// Rhai checks the sizes of a printed value after the call, rendering its
 /// whole text as a fallback when that check fails, so a container past the
 /// size limits must not reach that check whole.
-fn refused(token: &'static str, empty: impl FnOnce()) -> ImmutableString {
-    context::stop_with(token);
+fn refused(token: &'static str, at: rhai::Position, empty: impl FnOnce()) -> ImmutableString {
+    context::stop_at(token, at);
     empty();
     ImmutableString::new()
 }
@@ -333,6 +333,10 @@ fn write_debug(engine: &Engine, value: &Dynamic, out: &mut String) {
         out.push(c);
     } else if value.is_fnptr() {
         write!(out, "{value}").expect("writing to a String cannot fail");
+    } else if let Some(fault) = value.read_lock::<crate::fault::DbFault>() {
+        // As its registered `to_debug` writes it, which stock Rhai calls
+        // for each element.
+        out.push_str(&fault.debug_text());
     } else {
         let text = format!("{value:?}");
         out.push_str(engine.map_type_name(&text));
@@ -361,7 +365,7 @@ pub fn register(engine: &mut Engine) {
         engine.register_fn(name, |ctx: NativeCallContext, a: &mut Array| {
             if let Some(token) = refusal_of(a.iter(), ctx.engine().max_string_size(), Form::Printed)
             {
-                return refused(token, || a.clear());
+                return refused(token, ctx.call_position(), || a.clear());
             }
             let mut out = String::new();
             write_array(ctx.engine(), a, &mut out);
@@ -371,7 +375,7 @@ pub fn register(engine: &mut Engine) {
             if let Some(token) =
                 refusal_of(m.values(), ctx.engine().max_string_size(), Form::Printed)
             {
-                return refused(token, || m.clear());
+                return refused(token, ctx.call_position(), || m.clear());
             }
             let mut out = String::new();
             write_map(ctx.engine(), m, &mut out);
@@ -380,7 +384,7 @@ pub fn register(engine: &mut Engine) {
     }
     engine.register_fn("to_json", |ctx: NativeCallContext, m: &mut Map| {
         if let Some(token) = refusal_of(m.values(), ctx.engine().max_string_size(), Form::Json) {
-            return refused(token, || m.clear());
+            return refused(token, ctx.call_position(), || m.clear());
         }
         ImmutableString::from(rhai::format_map_as_json(m))
     });

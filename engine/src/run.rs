@@ -176,6 +176,12 @@ fn eval_error(
     result: std::thread::Result<Result<Dynamic, Box<rhai::EvalAltResult>>>,
     limits: &crate::Limits,
 ) -> ScriptError {
+    // A stop marked by such a function shows where its call is, not where
+    // the operation that failed next is (or nowhere, at the end).
+    let marked = context::stop_position().filter(|_| match &result {
+        Ok(Err(err)) => is_stop(err),
+        _ => true,
+    });
     let err = match result {
         Ok(Err(err)) => *err,
         Ok(Ok(_)) => rhai::EvalAltResult::ErrorTerminated(
@@ -189,7 +195,24 @@ fn eval_error(
             return ScriptError::new(ErrorKind::Internal, "internal error in the script engine");
         }
     };
-    errors::from_eval(err, limits)
+    let mut error = errors::from_eval(err, limits);
+    if let Some(pos) = marked {
+        (error.line, error.column) = crate::fault::place(pos);
+    }
+    error
+}
+
+/// Whether `err` is the run's marked stop failing an operation, inside
+/// script functions or not.
+fn is_stop(err: &rhai::EvalAltResult) -> bool {
+    use rhai::EvalAltResult as E;
+    match err {
+        E::ErrorInFunctionCall(_, _, inner, _) | E::ErrorInModule(_, inner, _) => is_stop(inner),
+        E::ErrorTerminated(token, _) => {
+            token.clone().into_immutable_string().ok().as_deref() == context::stopped()
+        }
+        _ => false,
+    }
 }
 
 /// Waits for the run lock held by another run, then re-checks the deadline

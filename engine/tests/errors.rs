@@ -240,3 +240,76 @@ fn a_caught_db_error_has_the_line_and_position_of_its_call_as_rhai_errors_do() {
         "a db error and a Rhai error caught alike"
     );
 }
+
+/// A value too large or too deep to turn into text is refused by the
+/// call that would write it (`print`, `to_string`, interpolation), and the
+/// error is shown at that call: not at the statement after it, nor nowhere
+/// when the call ends the script or a function.
+#[test]
+fn a_value_refused_as_text_is_reported_at_the_call_that_would_write_it() {
+    let c = Circle::new();
+    let big = "let a = []; a.pad(600000, 1);";
+    let e = c.fails(
+        &format!("{big}\nprint(a);\nlet x = 5;\nx"),
+        ErrorKind::Limit,
+    );
+    assert_eq!(pos(&e), (Some(2), Some(1)), "{e:?}");
+    let e = c.fails(&format!("{big} print(a)"), ErrorKind::Limit);
+    assert_eq!(pos(&e), (Some(1), Some(31)), "{e:?}");
+    let e = c.fails(&format!("{big}\nlet s = `<${{a}}>`; 1"), ErrorKind::Limit);
+    assert_eq!(e.line, Some(2), "{e:?}");
+    let deep = "let v = 1; for i in 0..257 { v = [v]; }";
+    let e = c.fails(
+        &format!("{deep} let s = v.to_string(); 1"),
+        ErrorKind::Limit,
+    );
+    assert_eq!(pos(&e), (Some(1), Some(51)), "{e:?}");
+    let e = c.fails(
+        &format!("fn show(a) {{ print(a) }}\n{big}\nshow(a); 1"),
+        ErrorKind::Limit,
+    );
+    assert_eq!(pos(&e), (Some(1), Some(14)), "{e:?}");
+    c.still_works();
+}
+
+/// A caught `db::` error prints as its `to_debug` inside an array or a map
+/// too, as stock Rhai prints each element of one.
+#[test]
+fn a_caught_db_error_prints_the_same_inside_an_array_or_a_map() {
+    let c = Circle::new();
+    let out = c.ok(
+        "let r = (); try { db::update(999999, 1); } catch (e) { r = e; }\n\
+         [to_debug(r), [r], #{e: r}].to_string()",
+    );
+    let debug = "DbError(database: record 999999 not found)";
+    assert_eq!(
+        out.output,
+        format!(r#"["{debug}", [{debug}], #{{"e": {debug}}}]"#),
+        "{out:?}"
+    );
+}
+
+/// Rhai counts lines and columns in 16 bits, and a script within the size
+/// limit can have more of either: where the count ran out, the error says
+/// nothing of where it is rather than a wrong place.
+#[test]
+fn a_place_past_what_rhai_counts_is_left_out_not_shown_wrong() {
+    let c = Circle::new();
+    let e = c.fails(
+        &format!("{}undefined_v", "\n".repeat(70_000)),
+        ErrorKind::Runtime,
+    );
+    assert_eq!(pos(&e), (None, None), "{e:?}");
+    let e = c.fails(
+        &format!("{}let = 1;", " ".repeat(100_000)),
+        ErrorKind::Syntax,
+    );
+    assert_eq!(pos(&e), (Some(1), None), "{e:?}");
+    let e = c.fails(&format!("{}1/0", "\n".repeat(65_000)), ErrorKind::Runtime);
+    assert_eq!(pos(&e), (Some(65_001), Some(2)), "{e:?}");
+    let caught = c.ok(&format!(
+        "{}let p = (); try {{ db::update(999999, 1); }} catch (e) {{ p = [e.line, e.position]; }} p",
+        "\n".repeat(70_000)
+    ));
+    assert_eq!(caught.output, "[(), ()]", "{caught:?}");
+}

@@ -89,3 +89,45 @@ fn a_history_of_values_that_decode_large_stays_within_the_memory_limit() {
     );
     assert!(e.message.contains("db::history"), "{}", e.message);
 }
+
+/// The array `db::history` returns is one value, under the limits of one:
+/// versions whose strings, arrays or maps together pass them fail the call
+/// naming it (ask for fewer versions), not as an anonymous string limit.
+#[test]
+fn a_history_past_the_size_limits_of_one_value_fails_naming_db_history() {
+    let c = Circle::new();
+    // Six versions of 200 KB: 1.2 MB of strings against 1 MiB.
+    let db = c.engine.db();
+    let value = format!("\"{}\"", "x".repeat(200_000));
+    let id = db.insert(value.as_bytes()).expect("insert");
+    for _ in 1..6 {
+        db.update(id, value.as_bytes()).expect("update");
+    }
+    let e = c.fails(
+        &format!("let h = db::history({id}, 6);\nh.len()"),
+        ErrorKind::Limit,
+    );
+    assert_eq!(
+        e.message,
+        format!(
+            "db::history of record {id} holds 1200000 string bytes or more once read, past the \
+             limit of 1048576 in one value; ask for fewer versions"
+        )
+    );
+    assert_eq!((e.line, e.column), (Some(1), Some(13)), "{e:?}");
+    assert_eq!(c.ok(&format!("db::history({id}, 5).len()")).output, "5");
+    // Maps: 40 versions of 4,000 entries against 100,000 in all.
+    let entries: Vec<String> = (0..4_000).map(|i| format!("\"k{i}\":1")).collect();
+    let many = format!("{{{}}}", entries.join(","));
+    let id = db.insert(many.as_bytes()).expect("insert");
+    for _ in 1..40 {
+        db.update(id, many.as_bytes()).expect("update");
+    }
+    let e = c.fails(&format!("db::history({id}, 40).len()"), ErrorKind::Limit);
+    assert!(
+        e.message
+            .contains("holds 104000 map entries or more once read"),
+        "{e:?}"
+    );
+    assert_eq!(c.ok(&format!("db::history({id}, 20).len()")).output, "20");
+}

@@ -5,6 +5,8 @@
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::Ordering;
 
+use rhai::Position;
+
 use super::{
     CANCEL_TOKEN, CHECK_EVERY_OPS, CURRENT, MEMORY_TOKEN, OPERATIONS_TOKEN, TIMEOUT_TOKEN,
 };
@@ -31,6 +33,10 @@ pub(super) struct Tick {
     /// as an ordering), so every later operation fails again until the script
     /// is out of them.
     pub(super) stopped: Cell<Option<&'static str>>,
+    /// Where the call that stopped the run is, when a function that could
+    /// not fail itself stopped it ([`super::stop_at`]): the error is shown
+    /// there, not at the operation that fails next, or nowhere.
+    pub(super) stop_pos: Cell<Position>,
     /// The `db::` limit fault that stopped the run, when one did: like the
     /// other stops it fails every later operation and the run, also when a
     /// native function swallowed it (`sort`'s comparator).
@@ -83,6 +89,7 @@ impl Tick {
             next: Cell::new(u64::MAX),
             max_ops: Cell::new(u64::MAX),
             stopped: Cell::new(None),
+            stop_pos: Cell::new(Position::NONE),
             fault: RefCell::new(None),
             deadline: Cell::new(None),
             deadline_token: Cell::new(TIMEOUT_TOKEN),
@@ -116,6 +123,7 @@ impl Tick {
         self.max_ops.set(max_ops);
         self.next.set(next_event(0, max_ops));
         self.stopped.set(None);
+        self.stop_pos.set(Position::NONE);
         self.fault.replace(None);
         self.deadline.set(Some(deadline));
         self.deadline_token.set(deadline_token);
@@ -126,6 +134,7 @@ impl Tick {
         self.max_ops.set(u64::MAX);
         self.next.set(u64::MAX);
         self.stopped.set(None);
+        self.stop_pos.set(Position::NONE);
         self.fault.replace(None);
         self.deadline.set(None);
     }
