@@ -398,6 +398,14 @@ fn with_a_token_from_token_admin_only_it_opens_status_and_metrics_and_probes_and
             200,
             "{path} with it"
         );
+        // One token a request: beside another Bearer header, in either
+        // order, it opens nothing; beside another scheme's, it does.
+        let other = "Authorization: Bearer nope";
+        for pair in [[bearer.as_str(), other], [other, bearer.as_str()]] {
+            assert_eq!(get(admin.addr, path, &pair).code, 401, "{path} {pair:?}");
+        }
+        let basic = "Authorization: Basic YWJj";
+        assert_eq!(get(admin.addr, path, &[basic, &bearer]).code, 200, "{path}");
     }
     // The event stream is data too (with the token it streams for ever).
     assert_eq!(get(admin.addr, "/api/events", &[]).code, 401);

@@ -124,7 +124,7 @@ mod upgrade;
 
 pub use auth::{
     MAX_FAILURES as AUTH_MAX_FAILURES, MAX_TRACKED as AUTH_MAX_TRACKED, WINDOW as AUTH_WINDOW,
-    bearer_token,
+    bearer_header, bearer_token,
 };
 pub use config::{
     DEFAULT_DELIVERED_TTL, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT,

@@ -169,8 +169,8 @@ fn item(value: Value) -> Item {
         Some(Value::Number(n)) if beyond_64_bits(&n) => {
             return invalid(
                 &Value::Null,
-                "\"id\" is an integer beyond 64 bits, which cannot be echoed exactly: \
-                 use a smaller number or a string",
+                "\"id\" is a whole number beyond 64 bits (however written: 1e20 too), which \
+                 cannot be echoed exactly: use a smaller number or a string",
             );
         }
         Some(id @ (Value::String(_) | Value::Number(_) | Value::Null)) => Some(id),

@@ -183,6 +183,14 @@ async fn several_tokens_or_an_empty_bearer_header_get_the_same_401() {
             ("Authorization", "Bearer ".to_string()),
             ("Sec-WebSocket-Protocol", ann.clone()),
         ],
+        vec![
+            ("Authorization", format!("Bearer {ANN}")),
+            ("Authorization", "Bearer not-a-token".to_string()),
+        ],
+        vec![
+            ("Authorization", "Bearer not-a-token".to_string()),
+            ("Authorization", format!("Bearer {ANN}")),
+        ],
     ];
     for offer in &offers {
         let extra: Vec<(&str, &str)> = offer.iter().map(|(n, v)| (*n, v.as_str())).collect();

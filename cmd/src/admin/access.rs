@@ -73,12 +73,7 @@ impl Access {
             return None;
         }
         let expected = self.token_sha256?;
-        let offered = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(server_ws::bearer_token)
-            .unwrap_or("");
+        let offered = server_ws::bearer_header(req.headers()).unwrap_or("");
         // Hashed whether or not one was sent, compared in full.
         let digest = sha2::Sha256::digest(offered.as_bytes());
         let differ = digest

@@ -68,6 +68,10 @@ fn an_id_beyond_64_bits_is_refused_rather_than_echoed_as_another_number() {
         "4".repeat(98) + "2",
         "18446744073709551617".into(),
         "-9223372036854775809".into(),
+        // Whole all the same, and read as the same doubles as integers
+        // written out would be.
+        "1e20".into(),
+        "1.5e300".into(),
     ] {
         let text = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"nope"}}"#);
         let Item::Reply(v) = single(&text) else {
@@ -75,6 +79,12 @@ fn an_id_beyond_64_bits_is_refused_rather_than_echoed_as_another_number() {
         };
         assert_eq!(v["error"]["code"], INVALID_REQUEST, "{v}");
         assert_eq!(v["id"], Value::Null, "{v}");
+        assert_eq!(
+            v["error"]["message"],
+            "invalid request: \"id\" is a whole number beyond 64 bits (however written: 1e20 \
+             too), which cannot be echoed exactly: use a smaller number or a string",
+            "{v}"
+        );
     }
     // Those that fit are echoed as sent.
     for id in [
