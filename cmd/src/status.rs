@@ -172,25 +172,13 @@ impl CircleState {
     }
 
     /// A circle of the file that a reload could not start, for `why`: its
-    /// row says so until a later reload applies. A component the process's
-    /// `role` leaves to another process shows as such.
-    pub fn new_not_started(
-        config: CircleConfig,
-        scheme: &str,
-        host: &str,
-        why: &str,
-        role: crate::role::Role,
-    ) -> Self {
+    /// row says so until a later reload applies, in both components' cells
+    /// whatever the process's `--role` (a narrow table shows the worker's
+    /// only, and a gateway's circle that did not start serves nothing).
+    pub fn new_not_started(config: CircleConfig, scheme: &str, host: &str, why: &str) -> Self {
         let state = CircleState::new(config, scheme, host);
-        for (slot, here) in [
-            (&state.worker, role.works()),
-            (&state.server, role.serves()),
-        ] {
-            lock(slot).phase = if here {
-                Phase::NotStarted(why.to_owned())
-            } else {
-                Phase::NotHere(role.name())
-            };
+        for slot in [&state.worker, &state.server] {
+            lock(slot).phase = Phase::NotStarted(why.to_owned());
         }
         state
     }

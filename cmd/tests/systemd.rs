@@ -99,6 +99,30 @@ async fn ready_reloading_and_stopping_follow_the_circles_serving_reloading_and_s
         2,
         "the status is one line: {ready:?}"
     );
+    assert!(
+        ready.contains("reload failed, nothing changed: "),
+        "{ready:?}"
+    );
+
+    // One applied in part: Gamma added, Delta's port another program's.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy = taken.local_addr().expect("address").port();
+    sandbox.circles(&[
+        (1, "Alpha", a),
+        (2, "Beta", b),
+        (3, "Gamma", port()),
+        (4, "Delta", busy),
+    ]);
+    o.signal("HUP");
+    assert!(next_state(&socket, &o).starts_with("RELOADING=1\n"));
+    let ready = next_state(&socket, &o);
+    assert!(
+        ready.starts_with(
+            "READY=1\nSTATUS=serving 3 circles; reload partly applied: added \"Gamma\", but \"Delta\" (added) did not start"
+        ),
+        "{ready:?}"
+    );
+    drop(taken);
 
     o.signal("TERM");
     assert_eq!(

@@ -298,7 +298,6 @@ fn not_started(ctx: &Ctx, c: &CircleConfig, why: &str) -> CircleState {
         ctx.settings.ws_scheme(),
         &ctx.settings.host,
         why.strip_prefix(&who).unwrap_or(why),
-        ctx.settings.role,
     )
 }
 

@@ -611,7 +611,10 @@ impl Running {
         crate::systemd::ready(
             &match &outcome {
                 Ok(summary) => format!("serving {serving} circles; reload applied: {summary}"),
-                Err(e) => format!("serving {serving} circles; reload failed: {e}"),
+                Err(e) if e.applied.as_ref().is_some_and(|a| !a.is_empty()) => {
+                    format!("serving {serving} circles; reload partly applied: {e}")
+                }
+                Err(e) => format!("serving {serving} circles; reload failed, nothing changed: {e}"),
             }
             .replace('\n', " "),
         );

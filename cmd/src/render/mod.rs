@@ -182,10 +182,20 @@ pub fn header_line(header: &Header, snap: &Snapshot) -> String {
     }
 }
 
-/// `reload failed: …` when the last reload failed.
+/// `reload partly applied: …` or `reload failed, nothing changed: …` when
+/// the last reload did not apply in full.
 pub(crate) fn reload_failure(snap: &Snapshot) -> Option<String> {
-    let e = snap.reload.as_ref()?.error.as_ref()?;
-    Some(format!("reload failed: {e}"))
+    reload_error_line(snap.reload.as_ref()?)
+}
+
+/// How every output names a reload that did not apply in full: in part
+/// (its message starts with what changed), or not at all.
+pub(crate) fn reload_error_line(r: &LastReload) -> Option<String> {
+    let e = r.error.as_ref()?;
+    Some(match &r.summary {
+        Some(summary) if !summary.is_empty() => format!("reload partly applied: {e}"),
+        _ => format!("reload failed, nothing changed: {e}"),
+    })
 }
 
 /// [`header_line`] without the reload's failure.
@@ -257,7 +267,29 @@ mod tests {
         });
         let line = header_line(&header, &snapshot(&header, &[], "running"));
         assert!(
-            line.ends_with(" | reload failed: circles.json: duplicate port 8081"),
+            line.ends_with(" | reload failed, nothing changed: circles.json: duplicate port 8081"),
+            "{line}"
+        );
+        // One that changed something before a circle could not start.
+        let mut error = crate::reload::ReloadError::new(
+            crate::reload::ReloadErrorKind::CannotStart,
+            "added \"Delta\", but \"Gamma\" (added) did not start: port 8093 is in use",
+        );
+        let applied = crate::reload::ReloadSummary {
+            added: vec!["Delta".into()],
+            ..Default::default()
+        };
+        error.applied = Some(applied.clone());
+        *crate::status::lock(&header.reload) = Some(crate::reload::LastReload {
+            seq: 2,
+            applied: false,
+            summary: Some(applied),
+            error: Some(error),
+            stopped: None,
+        });
+        let line = header_line(&header, &snapshot(&header, &[], "running"));
+        assert!(
+            line.ends_with(" | reload partly applied: added \"Delta\", but \"Gamma\" (added) did not start: port 8093 is in use"),
             "{line}"
         );
     }

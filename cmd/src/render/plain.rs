@@ -52,12 +52,10 @@ impl<W: Write + Send> Plain<W> {
 
 /// The line that reports a reload.
 fn reload_line(r: &LastReload) -> String {
-    match (&r.error, &r.summary) {
+    match (super::reload_error_line(r), &r.summary) {
+        (Some(line), _) => line,
         (None, Some(summary)) => format!("reload applied: {summary}"),
         (None, None) => "reload applied".to_string(),
-        // Its message starts with what changed.
-        (Some(e), Some(summary)) if !summary.is_empty() => format!("reload partly applied: {e}"),
-        (Some(e), _) => format!("reload failed, nothing changed: {e}"),
     }
 }
 

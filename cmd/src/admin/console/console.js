@@ -113,7 +113,10 @@
     $("uptime").textContent = fmtUptime(snap.uptime_secs);
     // As the terminal table's header says it: the last reload's error, if any.
     const reloadError = snap.reload && snap.reload.error ? snap.reload.error.message : "";
-    $("reload-error").textContent = reloadError ? "reload failed: " + reloadError : "";
+    const changed = (s) => s && (s.added.length + s.removed.length + s.changed.length) > 0;
+    const partly = reloadError && changed(snap.reload.summary);
+    $("reload-error").textContent = !reloadError ? ""
+      : (partly ? "reload partly applied: " : "reload failed, nothing changed: ") + reloadError;
     const now = performance.now();
     const tbody = $("circles").tBodies[0];
     const seen = new Set();

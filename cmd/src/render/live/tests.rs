@@ -145,7 +145,10 @@ fn a_failed_reloads_message_is_wrapped_below_the_header_to_the_terminals_width()
             below.len() >= 2 && below.len() <= RELOAD_LINES,
             "{cols}: {frame:#?}"
         );
-        assert!(below[0].starts_with("reload failed: \"Beta\""), "{below:?}");
+        assert!(
+            below[0].starts_with("reload failed, nothing changed: \"Beta\""),
+            "{below:?}"
+        );
         let joined = below
             .iter()
             .map(|l| l.as_str())
