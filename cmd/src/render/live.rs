@@ -156,8 +156,18 @@ pub fn lines(header: &Header, snap: &Snapshot, cols: u16, rows: u16) -> Vec<Stri
     out.into_iter()
         .skip(skip)
         .take(rows)
-        .map(|l| cut_to_width(&l, width))
+        .map(|l| fitted(l, width))
         .collect()
+}
+
+/// `line`, or as much of it as fits in `width` columns with `…` after it:
+/// a header cut at the terminal's edge must not read as whole (an admin
+/// port of five digits shown as four).
+fn fitted(line: String, width: usize) -> String {
+    if line.width() <= width {
+        return line;
+    }
+    format!("{}…", cut_to_width(&line, width.saturating_sub(1)))
 }
 
 /// `text` in lines of at most `width` columns, broken at spaces (a word

@@ -302,3 +302,28 @@ fn a_small_system_shows_every_row_and_the_log_file() {
     );
     assert!(frame.last().expect("footer").contains("orchestrator.log"));
 }
+
+/// A header wider than the terminal ends with `…` where it is cut, so a
+/// cut value (an admin port of five digits) is not read as whole; one that
+/// fits is drawn as it is.
+#[test]
+fn a_header_cut_at_the_terminals_edge_says_so() {
+    let mut header = header();
+    header.admin = Some("http://127.0.0.1:19106".into());
+    let whole = header_base(&header, &snap(1));
+    let cols = u16::try_from(whole.width() - 2).expect("narrow");
+    let frame = lines(&header, &snap(1), cols, 20);
+    assert_eq!(frame[0].width(), usize::from(cols), "{frame:#?}");
+    assert!(frame[0].ends_with('…'), "{frame:#?}");
+    assert!(
+        whole.starts_with(frame[0].trim_end_matches('…')),
+        "{frame:#?}"
+    );
+    let frame = lines(
+        &header,
+        &snap(1),
+        u16::try_from(whole.width()).expect("fits"),
+        20,
+    );
+    assert_eq!(frame[0], whole);
+}
