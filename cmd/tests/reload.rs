@@ -1004,6 +1004,9 @@ async fn each_circle_of_a_reload_that_cannot_start_stays_out_alone_and_the_other
     assert_eq!(out.trim(), "reload applied: nothing changed", "{err}");
     assert_eq!(names(&status(addr, &[])), ["Beta Two", "Echo"]);
     assert_eq!(http::get(addr, "/readyz", &[]).code, 200);
+    for gone in ["Alpha (id 1)", "Delta (id 4)"] {
+        o.wait_stdout(&format!("{gone}: no longer shown"), Duration::from_secs(10));
+    }
     drop((beta, echo, taken));
     assert!(o.stop().success(), "{}", o.stderr());
 }

@@ -20,7 +20,8 @@ pub struct Plain<W: Write + Send> {
     out: W,
     header_done: bool,
     table_done: bool,
-    seen: HashMap<u32, String>,
+    /// Each row's name and state as last printed, by id.
+    seen: HashMap<u32, (String, String)>,
     phase: &'static str,
     redis_restarts: u32,
     started: Instant,
@@ -92,22 +93,34 @@ impl<W: Write + Send> Renderer for Plain<W> {
             );
             self.write(&line);
             for row in &snap.circles {
-                self.seen.insert(row.id, describe(row));
+                self.seen.insert(row.id, (row.name.clone(), describe(row)));
             }
             self.table_done = true;
         } else {
             let mut lines = String::new();
             for row in &snap.circles {
-                let now = describe(row);
+                let now = (row.name.clone(), describe(row));
                 if self.seen.get(&row.id) != Some(&now) {
                     lines.push_str(&format!(
-                        "{} {} (id {}): {now}\n",
+                        "{} {} (id {}): {}\n",
                         clock(),
                         row.name,
-                        row.id
+                        row.id,
+                        now.1
                     ));
                     self.seen.insert(row.id, now);
                 }
+            }
+            // A row a reload took away (a removed circle, or one that had
+            // not started and is out of the file) says so too.
+            let mut gone: Vec<(u32, String)> = (self.seen.iter())
+                .filter(|(id, _)| !snap.circles.iter().any(|r| r.id == **id))
+                .map(|(id, (name, _))| (*id, name.clone()))
+                .collect();
+            gone.sort_unstable();
+            for (id, name) in gone {
+                self.seen.remove(&id);
+                lines.push_str(&format!("{} {name} (id {id}): no longer shown\n", clock()));
             }
             if !lines.is_empty() {
                 self.write(&lines);
@@ -207,6 +220,37 @@ mod tests {
         assert!(
             !text.contains("Starting"),
             "table drawn before settling: {text}"
+        );
+    }
+
+    #[test]
+    fn a_renamed_row_and_a_row_taken_away_print_a_line_each() {
+        let mut buf = Vec::new();
+        {
+            let mut p = Plain::new(&mut buf);
+            p.frame(&header(), &snap("failed"));
+            let mut renamed = snap("failed");
+            renamed.circles[0].name = "Alpha Two".into();
+            p.frame(&header(), &renamed);
+            p.frame(&header(), &renamed);
+            let empty = Snapshot {
+                circles: Vec::new(),
+                ..snap("failed")
+            };
+            p.frame(&header(), &empty);
+            p.frame(&header(), &empty);
+        }
+        let text = String::from_utf8(buf).expect("utf8");
+        assert_eq!(
+            text.matches("Alpha Two (id 1): worker Failed, server Running, restarts 0")
+                .count(),
+            1,
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("Alpha Two (id 1): no longer shown").count(),
+            1,
+            "{text}"
         );
     }
 
