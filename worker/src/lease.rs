@@ -396,14 +396,21 @@ impl Keeper {
                     );
                     // The row says what keeps it from the lease now (Redis
                     // back with another password, say), not only how it
-                    // was lost. (A `Standby` row gives way to the take
-                    // loop's `Reconnecting`, which says it.)
-                    if matches!(status.state(), WorkerState::LeaseLost(_)) {
-                        status.set(WorkerState::LeaseLost(format!(
+                    // was lost. A `Standby` row gives way to `Reconnecting`,
+                    // which says it, and says it again at each failure (a
+                    // Redis down, then back refusing the password): the
+                    // take loop, parked until the lease is held, sends
+                    // nothing that would.
+                    match status.state() {
+                        WorkerState::LeaseLost(_) => status.set(WorkerState::LeaseLost(format!(
                             "lease of queue {queue} lost; taking it again fails ({}); \
                              it takes no tasks until then",
                             crate::status::outage_reason(&e)
-                        )));
+                        ))),
+                        WorkerState::Standby(_) | WorkerState::Reconnecting(_) => {
+                            status.set_reconnecting(&e);
+                        }
+                        _ => {}
                     }
                 }
             }
