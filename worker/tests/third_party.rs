@@ -475,6 +475,57 @@ async fn a_processing_task_naming_a_worker_that_does_not_hold_it_ends_invalid() 
     worker.stop().await;
 }
 
+/// A hash a third party wrote `processing` naming the very worker that
+/// takes its id (which never claimed it: its processing list held no other
+/// copy) is no second copy of a task in hand: it ends `invalid`, as one
+/// naming another worker does, and the task behind it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processing_task_naming_the_worker_that_takes_it_ends_invalid() {
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let worker = slow_worker(&url, "self");
+    let mut conn = raw(&url).await;
+    push_task(&mut conn, "self", "t-busy", &[], &slow_script("ran")).await;
+    until_status(&conn, "t-busy", "processing", WAIT).await;
+    let me = hget(&mut conn, "t-busy", "workerId")
+        .await
+        .expect("its worker");
+    push_task(
+        &mut conn,
+        "self",
+        "t-forged",
+        &[("status", "processing"), ("workerId", me.as_str())],
+        "40 + 2",
+    )
+    .await;
+    push_task(&mut conn, "self", "t-after", &[], "1 + 1").await;
+    cancelled_by_its_holder(&url, &mut conn, "t-busy").await;
+    until_ended(&conn, "t-forged", WAIT).await;
+    let h = hgetall(&mut conn, "t-forged").await;
+    assert_eq!(h.get("status").map(String::as_str), Some("error"), "{h:?}");
+    assert_eq!(
+        h.get("errorKind").map(String::as_str),
+        Some("invalid"),
+        "{h:?}"
+    );
+    assert!(
+        h.get("error")
+            .is_some_and(|e| e.contains("no worker holds it")),
+        "{h:?}"
+    );
+    assert!(!h.contains_key("output"), "it did not run: {h:?}");
+    until_status(&conn, "t-after", "completed", WAIT).await;
+    let listed: Vec<String> = redis::cmd("LRANGE")
+        .arg(client::keys::processing("self", &me))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .expect("lrange");
+    assert!(listed.is_empty(), "{listed:?}");
+    worker.stop().await;
+}
+
 /// An id pushed onto a second circle's queue while the first circle's
 /// worker runs it (by hand, or by a program that got the queue wrong) runs
 /// once: the second circle's worker finds it held by a worker of another

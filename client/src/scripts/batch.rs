@@ -27,7 +27,7 @@ local function take(queue, plist, stats, prefix, worker, now, ttl, n, out, okey,
   end
   -- One id (the finish's next claim with a batch of 1): one call, not three.
   local function take_one(id)
-    local c = claim(id, plist, stats, prefix, worker, now, ttl, true)
+    local c = claim(id, plist, stats, prefix, worker, now, ttl, 'moved')
     if c then out[#out + 1] = c else redis.call('LREM', plist, 1, id) end
   end
   if n == 1 then

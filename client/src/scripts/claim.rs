@@ -90,9 +90,17 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
   -- unless the caller only wanted an id it has just moved (`fresh`): then
   -- this is an older id of ours (one whose result could not be written) or
   -- a second copy of one it holds (an id pushed twice), and it is left
-  -- alone, as if nothing had been taken.
+  -- alone, as if nothing had been taken. But when `fresh` is 'moved' (the
+  -- caller moved this very id just now) and the list holds no other copy,
+  -- this worker never claimed it (a claim keeps its id listed until the
+  -- end): a third party wrote the hash naming it, and it ends as invalid
+  -- below, as one naming a worker that does not hold it does.
+  local unheld = false
   if fresh and status == 'processing' and h[4] == worker then
-    return false
+    if fresh ~= 'moved' or #redis.call('LPOS', plist, id, 'COUNT', 2) > 1 then
+      return false
+    end
+    unheld = true
   end
   -- Ended already: not run again, not rewritten; but a finished hash pushed
   -- without an expiry (a third party wrote it so) gets the result TTL, so
@@ -109,7 +117,6 @@ local function claim(id, plist, stats, prefix, worker, now, ttl, fresh)
   -- One no such list holds (a third party wrote the hash so) no worker
   -- ever will: it ends below as invalid, as one without `workerId` does.
   local ourqueue = string.sub(plist, #PROCESSING_PREFIX + 1, #plist - #worker - 1)
-  local unheld = false
   if status == 'processing' and h[4] and h[4] ~= worker then
     local theirs = PROCESSING_PREFIX .. (h[12] or ourqueue) .. ':' .. h[4]
     local at = redis.pcall('LPOS', theirs, id)
