@@ -105,7 +105,12 @@ fn main() -> ExitCode {
         Some(cli::Command::Token(cli::TokenCommand::Admin)) => token::admin().map(|()| 0),
         Some(cli::Command::Status(args)) => admin::ask::status(&args),
         Some(cli::Command::Reload(args)) => admin::ask::reload(&args),
-        None => orchestrator::run(cli.run).map(|()| 0),
+        None => {
+            // The companion commands keep the default actions (Ctrl-C ends a
+            // `play`); the orchestrator stops cleanly from its first moment.
+            orchestrator::hook_early_signals();
+            orchestrator::run(cli.run).map(|()| 0)
+        }
     };
     // The last lines logged, before the error below or the exit.
     logging::flush();

@@ -984,3 +984,86 @@ fn the_allocator_returns_freed_memory_on_background_threads() {
     );
     assert_eq!(orch.stop().code(), Some(0), "stderr:\n{}", orch.stderr());
 }
+
+/// A stop or reload signal that comes before the orchestrator has hooked
+/// its signals in tokio (here while it reads circles.json from a FIFO no
+/// one has written yet) is kept, not left to its default action, which
+/// kills the process: a SIGHUP asks for a reload once started, and a
+/// SIGTERM stops the start as cleanly as a later one does.
+#[test]
+fn a_signal_before_the_config_is_read_is_kept_not_fatal() {
+    for (signal, said) in [
+        ("HUP", "SIGHUP during start-up"),
+        (
+            "TERM",
+            "SIGTERM during start-up: stopped; nothing was started",
+        ),
+    ] {
+        let sandbox = Sandbox::new();
+        let redis = testkit::RedisServer::start();
+        let fifo = sandbox.path().join("circles.json");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("run mkfifo");
+        assert!(made.success(), "mkfifo");
+        let mut o =
+            Orchestrator::spawn(sandbox.serve_command(&fifo, &redis.url(), &sandbox.data_dir()));
+        // Caught (SigCgt holds SIGTERM's bit) while still blocked on the
+        // FIFO: the signal comes before the config is read.
+        until_caught(o.pid(), 15);
+        o.signal(signal);
+        let config = format!(r#"[{{"id": 1, "name": "Alpha", "port": {}}}]"#, port());
+        std::fs::write(&fifo, &config).expect("write the config into the FIFO");
+        o.wait_stderr(said, Duration::from_secs(15));
+        if signal == "HUP" {
+            // The reload reads the FIFO again.
+            std::fs::write(&fifo, &config).expect("write the config again");
+            o.wait_stdout("reload applied", Duration::from_secs(15));
+            assert_eq!(o.stop().code(), Some(0), "{}", o.stderr());
+        } else {
+            let status = o.wait_exit(Duration::from_secs(15));
+            assert_eq!(status.code(), Some(0), "{}", o.stderr());
+        }
+    }
+}
+
+/// A start stuck before it hooks its signals in tokio (circles.json a FIFO
+/// no one writes, as on a hung file system) still ends on a second
+/// SIGTERM, as a process that keeps the default action would on the first.
+#[test]
+fn a_second_sigterm_ends_a_start_stuck_before_its_signals_are_hooked() {
+    use std::os::unix::process::ExitStatusExt;
+    let sandbox = Sandbox::new();
+    let fifo = sandbox.path().join("circles.json");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo");
+    let mut o = Orchestrator::spawn(sandbox.serve_command(
+        &fifo,
+        "redis://127.0.0.1:1",
+        &sandbox.data_dir(),
+    ));
+    until_caught(o.pid(), 15);
+    o.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        o.child.try_wait().expect("try_wait").is_none(),
+        "the first is kept"
+    );
+    o.signal("TERM");
+    let status = o.wait_exit(Duration::from_secs(15));
+    assert_eq!(status.signal(), Some(15), "{status:?}: {}", o.stderr());
+}
+
+/// Waits until process `pid` catches signal `number` (its `SigCgt` mask).
+fn until_caught(pid: u32, number: u32) {
+    testkit::wait_for("the signal caught", Duration::from_secs(10), || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let caught = status.lines().find_map(|l| l.strip_prefix("SigCgt:"))?;
+        let mask = u64::from_str_radix(caught.trim(), 16).ok()?;
+        (mask & (1 << (number - 1)) != 0).then_some(())
+    });
+}

@@ -34,6 +34,7 @@ mod descriptors;
 mod kept;
 mod set;
 mod signals;
+pub use signals::hook_early as hook_early_signals;
 mod spawn;
 
 use std::sync::atomic::{AtomicBool, Ordering};

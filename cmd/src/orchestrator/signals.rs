@@ -1,6 +1,9 @@
 //! The signals that stop or reload the orchestrator. Only `cmd` handles
 //! signals.
 
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -26,18 +29,71 @@ pub struct Signals {
     /// A SIGHUP came during start-up: circles.json is read again once
     /// everything is up.
     hup_pending: bool,
+    /// The signals [`hook_early`] caught before these were hooked, oldest
+    /// first: received as if they came now.
+    early: VecDeque<&'static str>,
+}
+
+/// The signals [`hook_early`] records, by name.
+const EARLY_SIGNALS: [(i32, &str); 3] = [
+    (libc::SIGINT, "SIGINT"),
+    (libc::SIGTERM, "SIGTERM"),
+    (libc::SIGHUP, "SIGHUP"),
+];
+
+/// Which of [`EARLY_SIGNALS`] came since [`hook_early`].
+static EARLY: std::sync::LazyLock<[Arc<AtomicBool>; 3]> =
+    std::sync::LazyLock::new(Default::default);
+
+/// The hooks [`hook_early`] made, taken away by [`Signals::new`].
+static EARLY_HOOKS: std::sync::Mutex<Vec<signal_hook::SigId>> = std::sync::Mutex::new(Vec::new());
+
+/// Records SIGINT, SIGTERM and SIGHUP from the first moment of `main` on,
+/// instead of their default action (the process killed, exit 130, 143 or
+/// 129): the orchestrator reads circles.json and builds its runtime before
+/// [`Signals::new`] can hook them, and a supervisor that stops a service
+/// it has just started must get the clean stop all the same. A second
+/// SIGINT or SIGTERM before then takes the default action: a start stuck
+/// before it (circles.json on a hung file system) can still be ended.
+pub fn hook_early() {
+    let mut hooks = crate::status::lock(&EARLY_HOOKS);
+    for ((signal, name), came) in EARLY_SIGNALS.into_iter().zip(EARLY.iter()) {
+        let stop = signal != libc::SIGHUP;
+        let hooked = (stop)
+            .then(|| signal_hook::flag::register_conditional_default(signal, Arc::clone(came)))
+            .into_iter()
+            .chain([signal_hook::flag::register(signal, Arc::clone(came))]);
+        for hook in hooked {
+            match hook {
+                Ok(id) => hooks.push(id),
+                Err(e) => log::warn!("cannot hook {name} early: {e}"),
+            }
+        }
+    }
 }
 
 impl Signals {
     /// Hooks the three signals; must run inside the runtime.
     pub fn new() -> anyhow::Result<Signals> {
-        Ok(Signals {
+        let signals = Signals {
             int: signal(SignalKind::interrupt()).context("cannot hook SIGINT")?,
             term: signal(SignalKind::terminate()).context("cannot hook SIGTERM")?,
             hup: signal(SignalKind::hangup()).context("cannot hook SIGHUP")?,
             last_stop: None,
             hup_pending: false,
-        })
+            // Taken once tokio's own hooks are in place: a signal from here
+            // on reaches those too.
+            early: (EARLY_SIGNALS.iter().zip(EARLY.iter()))
+                .filter(|(_, came)| came.swap(false, Ordering::SeqCst))
+                .map(|((_, name), _)| *name)
+                .collect(),
+        };
+        // From here on tokio's hooks alone: a second stop is the drain's
+        // "stop at once", a second SIGHUP a second reload.
+        for id in crate::status::lock(&EARLY_HOOKS).drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+        Ok(signals)
     }
 
     /// The name of the next signal received, SIGHUP included (one that came
@@ -46,10 +102,13 @@ impl Signals {
     /// previous one is passed over.
     pub async fn next(&mut self) -> &'static str {
         loop {
-            let name = tokio::select! {
-                _ = self.int.recv() => "SIGINT",
-                _ = self.term.recv() => "SIGTERM",
-                _ = self.hup.recv() => "SIGHUP",
+            let name = match self.early.pop_front() {
+                Some(name) => name,
+                None => tokio::select! {
+                    _ = self.int.recv() => "SIGINT",
+                    _ = self.term.recv() => "SIGTERM",
+                    _ = self.hup.recv() => "SIGHUP",
+                },
             };
             if name == "SIGHUP" {
                 crate::logging::reopen();
