@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::status::{CircleState, lock};
 
-/// The circles now running, shared by the orchestrator (which changes it on
+/// The circles shown (those running, and those a reload could not start),
+/// shared by the orchestrator (which changes it on
 /// a reload) and everything that shows them.
 #[derive(Debug, Clone, Default)]
 pub struct Roster {

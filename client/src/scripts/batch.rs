@@ -13,9 +13,11 @@ use crate::keys;
 
 /// Moves up to `n` ids from the right end of `queue` into `plist` (oldest
 /// first) and claims each; appends the claim replies to `out`. An id moved
-/// that is already `processing` by this worker (pushed twice, by a
-/// submitter whose first push's reply was lost) is a second copy: it leaves
-/// `plist` again and gets no reply, so the task runs once. A worker
+/// that is already `processing` by this worker while `plist` holds another
+/// copy of it (pushed twice, by a submitter whose first push's reply was
+/// lost) is a second copy: it leaves `plist` again and gets no reply, so the
+/// task runs once; with no other copy listed, this worker never claimed it
+/// (a third party wrote the hash so) and it ends `invalid`. A worker
 /// whose lease (owner key `okey`, its value `lease`) is no longer its own moves
 /// nothing and gets `{'fenced', ''}`.
 const TAKE: &str = r#"

@@ -120,10 +120,10 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     }
     let summary = plan.summary();
     let order: Vec<u32> = file.iter().map(|c| c.id).collect();
-    // A circle an earlier reload could not start is in the plan again
-    // (added, as it is not running), or out of the file.
-    set.not_started.clear();
     if summary.is_empty() {
+        // A circle an earlier reload could not start would be in the plan
+        // again (added, as it is not running): none is in the file.
+        set.not_started.clear();
         // The rows follow the file's order, also when only that changed.
         set.order(&order);
         return Ok(summary);
@@ -229,6 +229,9 @@ pub async fn reload(set: &mut CircleSet, ctx: &Ctx) -> Result<ReloadSummary, Rel
     set.start(ctx, late);
     let worked = set.worked();
     kept::settle(&mut set.kept, &worked, &ctx.settings);
+    // The rows of the circles an earlier reload could not start stay shown
+    // while this one drains (but for those it started); from here on, those
+    // of this one.
     set.not_started = (failed.iter())
         .map(|(c, why)| std::sync::Arc::new(not_started(ctx, c, why)))
         .collect();

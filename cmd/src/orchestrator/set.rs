@@ -126,10 +126,16 @@ impl CircleSet {
     }
 
     /// The status of every running circle and of every one a reload could
-    /// not start, in file order.
+    /// not start (unless one of its id runs: a reload started it), in file
+    /// order.
     pub fn states(&self) -> Vec<Arc<CircleState>> {
+        let running = |id: u32| self.live.iter().any(|l| l.state.config.id == id);
         let mut states: Vec<Arc<CircleState>> = (self.live.iter().map(|l| l.state.clone()))
-            .chain(self.not_started.iter().cloned())
+            .chain(
+                (self.not_started.iter())
+                    .filter(|s| !running(s.config.id))
+                    .cloned(),
+            )
             .collect();
         if !self.not_started.is_empty() {
             let place = |s: &Arc<CircleState>| self.order.iter().position(|id| *id == s.config.id);

@@ -29,8 +29,9 @@ pub struct Signals {
     /// A SIGHUP came during start-up: circles.json is read again once
     /// everything is up.
     hup_pending: bool,
-    /// The signals [`hook_early`] caught before these were hooked, oldest
-    /// first: received as if they came now.
+    /// The signals [`hook_early`] caught before these were hooked (in the
+    /// order SIGINT, SIGTERM, SIGHUP, not that of their coming): received
+    /// as if they came now.
     early: VecDeque<&'static str>,
 }
 
@@ -45,28 +46,32 @@ const EARLY_SIGNALS: [(i32, &str); 3] = [
 static EARLY: std::sync::LazyLock<[Arc<AtomicBool>; 3]> =
     std::sync::LazyLock::new(Default::default);
 
-/// The hooks [`hook_early`] made, taken away by [`Signals::new`].
-static EARLY_HOOKS: std::sync::Mutex<Vec<signal_hook::SigId>> = std::sync::Mutex::new(Vec::new());
+/// The hooks [`hook_early`] made, taken away by [`Signals::new`], and why
+/// any could not be made (logged there: logging starts after the hooks).
+static EARLY_HOOKS: std::sync::Mutex<(Vec<signal_hook::SigId>, Vec<String>)> =
+    std::sync::Mutex::new((Vec::new(), Vec::new()));
 
 /// Records SIGINT, SIGTERM and SIGHUP from the first moment of `main` on,
 /// instead of their default action (the process killed, exit 130, 143 or
 /// 129): the orchestrator reads circles.json and builds its runtime before
 /// [`Signals::new`] can hook them, and a supervisor that stops a service
-/// it has just started must get the clean stop all the same. A second
-/// SIGINT or SIGTERM before then takes the default action: a start stuck
-/// before it (circles.json on a hung file system) can still be ended.
+/// it has just started must get the clean stop all the same, also when it
+/// is sent twice at once (`timeout` signals the process, then its group).
+/// A second SIGINT before then (Ctrl-C again) takes the default action: a
+/// start stuck there (circles.json on a hung file system) can still be
+/// ended from its terminal.
 pub fn hook_early() {
     let mut hooks = crate::status::lock(&EARLY_HOOKS);
     for ((signal, name), came) in EARLY_SIGNALS.into_iter().zip(EARLY.iter()) {
-        let stop = signal != libc::SIGHUP;
-        let hooked = (stop)
+        let again = signal == libc::SIGINT;
+        let hooked = (again)
             .then(|| signal_hook::flag::register_conditional_default(signal, Arc::clone(came)))
             .into_iter()
             .chain([signal_hook::flag::register(signal, Arc::clone(came))]);
         for hook in hooked {
             match hook {
-                Ok(id) => hooks.push(id),
-                Err(e) => log::warn!("cannot hook {name} early: {e}"),
+                Ok(id) => hooks.0.push(id),
+                Err(e) => hooks.1.push(format!("cannot hook {name} early: {e}")),
             }
         }
     }
@@ -90,8 +95,12 @@ impl Signals {
         };
         // From here on tokio's hooks alone: a second stop is the drain's
         // "stop at once", a second SIGHUP a second reload.
-        for id in crate::status::lock(&EARLY_HOOKS).drain(..) {
+        let mut hooks = crate::status::lock(&EARLY_HOOKS);
+        for id in hooks.0.drain(..) {
             signal_hook::low_level::unregister(id);
+        }
+        for failed in hooks.1.drain(..) {
+            log::warn!("{failed}");
         }
         Ok(signals)
     }
