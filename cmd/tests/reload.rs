@@ -1602,3 +1602,59 @@ async fn an_added_circle_serves_while_a_removed_one_drains() {
     );
     assert!(o.stop().success(), "{}", o.stderr());
 }
+
+/// The row of a circle a reload could not start stays shown, failed, while
+/// the next reload drains another circle (here Beta, whose backlog keeps
+/// its drain 5 s long), and after it when it still cannot start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_that_did_not_start_stays_shown_while_the_next_reload_drains() {
+    let sandbox = Sandbox::new();
+    let redis = testkit::RedisServer::start();
+    let (a, b) = (port(), port());
+    let config = sandbox.circles(&[(1, "Alpha", a), (2, "Beta", b)]);
+    let (mut o, addr) = start_with_admin(
+        &sandbox,
+        &config,
+        &redis,
+        &["--shutdown-grace", "0s", "--max-operations", "100000000"],
+    );
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy = taken.local_addr().expect("address").port();
+    write_circles(
+        &sandbox,
+        &[(1, "Alpha", a), (2, "Beta", b), (3, "Gamma", busy)],
+    );
+    let (code, out, err) = reload_command(&sandbox, addr, &[], &[]);
+    assert_eq!(code.code(), Some(1), "{out}{err}");
+    let failed = |snap: &Value| {
+        (snap["circles"].as_array().expect("rows").iter())
+            .any(|r| r["name"] == "Gamma" && r["worker"] == "failed")
+    };
+    assert!(failed(&status(addr, &[])));
+    queue_slow_tasks(&redis, "beta", 40);
+    write_circles(&sandbox, &[(1, "Alpha", a), (3, "Gamma", busy)]);
+    o.signal("HUP");
+    let mut looked = 0;
+    let deadline = Instant::now() + RELOAD_DEADLINE;
+    while !o
+        .stdout()
+        .contains("reload partly applied: removed \"Beta\"")
+    {
+        assert!(Instant::now() < deadline, "{}", o.stdout());
+        let snap = status(addr, &[]);
+        assert!(failed(&snap), "{snap}");
+        looked += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(looked >= 10, "the drain took {looked} looks of 100 ms");
+    assert!(
+        !o.stdout().contains("Gamma (id 3): no longer shown"),
+        "{}",
+        o.stdout()
+    );
+    let snap = status(addr, &[]);
+    assert_eq!(names(&snap), ["Alpha", "Gamma"]);
+    assert!(failed(&snap), "{snap}");
+    drop(taken);
+    assert!(o.stop().success(), "{}", o.stderr());
+}
