@@ -1002,12 +1002,7 @@ fn a_signal_before_the_config_is_read_is_kept_not_fatal() {
     ] {
         let sandbox = Sandbox::new();
         let redis = testkit::RedisServer::start();
-        let fifo = sandbox.path().join("circles.json");
-        let made = std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .expect("run mkfifo");
-        assert!(made.success(), "mkfifo");
+        let fifo = fifo_config(&sandbox);
         let mut o =
             Orchestrator::spawn(sandbox.serve_command(&fifo, &redis.url(), &sandbox.data_dir()));
         // Caught (SigCgt holds SIGTERM's bit) while still blocked on the
@@ -1039,12 +1034,7 @@ fn a_signal_before_the_config_is_read_is_kept_not_fatal() {
 fn a_second_sigint_ends_a_start_stuck_before_its_signals_are_hooked() {
     use std::os::unix::process::ExitStatusExt;
     let sandbox = Sandbox::new();
-    let fifo = sandbox.path().join("circles.json");
-    let made = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .expect("run mkfifo");
-    assert!(made.success(), "mkfifo");
+    let fifo = fifo_config(&sandbox);
     let mut o = Orchestrator::spawn(sandbox.serve_command(
         &fifo,
         "redis://127.0.0.1:1",
@@ -1067,4 +1057,16 @@ fn until_hooked_early(pid: u32) {
         let all = (1 << 0) | (1 << 1) | (1 << 14);
         (mask & all == all).then_some(())
     });
+}
+
+/// A FIFO as the sandbox's circles.json: the orchestrator blocks reading it
+/// until the test writes the config into it.
+fn fifo_config(sandbox: &Sandbox) -> std::path::PathBuf {
+    let fifo = sandbox.path().join("circles.json");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo");
+    fifo
 }

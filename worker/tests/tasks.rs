@@ -869,13 +869,7 @@ async fn a_task_whose_id_was_pushed_twice_runs_once() {
         ));
     }
     let id = registered_worker(&conn, "twice").await;
-    let listed: Vec<String> = redis::cmd("LRANGE")
-        .arg(client::keys::processing("twice", &id))
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut conn)
-        .await
-        .expect("lrange");
+    let listed = processing_list(&mut conn, "twice", &id).await;
     assert!(listed.is_empty(), "{listed:?}");
     assert_eq!(
         worker.engine.db().next_id(),

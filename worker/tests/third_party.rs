@@ -515,13 +515,7 @@ async fn a_processing_task_naming_the_worker_that_takes_it_ends_invalid() {
     );
     assert!(!h.contains_key("output"), "it did not run: {h:?}");
     until_status(&conn, "t-after", "completed", WAIT).await;
-    let listed: Vec<String> = redis::cmd("LRANGE")
-        .arg(client::keys::processing("self", &me))
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut conn)
-        .await
-        .expect("lrange");
+    let listed = processing_list(&mut conn, "self", &me).await;
     assert!(listed.is_empty(), "{listed:?}");
     worker.stop().await;
 }

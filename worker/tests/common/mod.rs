@@ -472,3 +472,18 @@ pub fn acl_user(port: u16, channels: Option<&str>) -> String {
     testkit::command(port, &rules).expect("acl user");
     format!("redis://w:pw@127.0.0.1:{port}/")
 }
+
+/// The ids in `worker`'s processing list of `queue`, head first.
+pub async fn processing_list(
+    conn: &mut redis::aio::MultiplexedConnection,
+    queue: &str,
+    worker: &str,
+) -> Vec<String> {
+    redis::cmd("LRANGE")
+        .arg(client::keys::processing(queue, worker))
+        .arg(0)
+        .arg(-1)
+        .query_async(conn)
+        .await
+        .expect("lrange")
+}
